@@ -1,0 +1,424 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Sentinel errors of Registry.Find; check them with errors.Is.
+var (
+	// ErrNotFound means no instance has the given id or name.
+	ErrNotFound = errors.New("instance not found")
+	// ErrAmbiguous means a name is shared by several instances.
+	ErrAmbiguous = errors.New("ambiguous instance name")
+)
+
+// Instance is one registered KATO processor instance.
+type Instance struct {
+	ID         string     `toml:"-"` // the key of the registry entry
+	Name       string     `toml:"name"`
+	Unit       string     `toml:"unit"` // UnitFor(ID)
+	APIPort    int        `toml:"api_port"`
+	ZMQPort    int        `toml:"zmq_port"`
+	Command    []string   `toml:"command,omitempty"` // processor command override; empty means the global one
+	Parameters Parameters `toml:"parameters"`
+	Created    time.Time  `toml:"created"`
+	Updated    time.Time  `toml:"updated"`
+}
+
+// UnitFor returns the systemd unit that runs the instance with the given id.
+func UnitFor(id string) string {
+	return "kato@" + id + ".service"
+}
+
+// Validate reports the first field of in that breaks its rule as a *FieldError
+// named by its TOML key within the entry, e.g. "api_port".
+func (in *Instance) Validate() error {
+	if err := ValidateID(in.ID); err != nil {
+		return err
+	}
+	if err := ValidateName(in.Name); err != nil {
+		return err
+	}
+	if want := UnitFor(in.ID); in.Unit != want {
+		return &FieldError{Field: "unit", Value: in.Unit, Rule: "must be " + want}
+	}
+	if err := intBetween("api_port", in.APIPort, 1, 65535); err != nil {
+		return err
+	}
+	if err := intBetween("zmq_port", in.ZMQPort, 1, 65535); err != nil {
+		return err
+	}
+	if in.ZMQPort == in.APIPort {
+		return &FieldError{Field: "zmq_port", Value: strconv.Itoa(in.ZMQPort), Rule: "must differ from api_port"}
+	}
+	if len(in.Command) > 0 {
+		if err := validateCommand("command", in.Command); err != nil {
+			return err
+		}
+	}
+	if err := in.Parameters.Validate(); err != nil {
+		return prefixField("parameters.", err)
+	}
+	if in.Created.IsZero() {
+		return &FieldError{Field: "created", Value: in.Created.Format(time.RFC3339), Rule: "must be set"}
+	}
+	if in.Updated.IsZero() {
+		return &FieldError{Field: "updated", Value: in.Updated.Format(time.RFC3339), Rule: "must be set"}
+	}
+	return nil
+}
+
+// Registry is the set of instances kato-manager has started, keyed by ID. Its
+// file holds one [instances.ID] table per instance.
+type Registry struct {
+	Instances map[string]*Instance `toml:"instances"`
+}
+
+// Sorted returns the instances ordered by ID.
+func (r *Registry) Sorted() []*Instance {
+	out := make([]*Instance, 0, len(r.Instances))
+	for _, id := range r.ids() {
+		out = append(out, r.Instances[id])
+	}
+	return out
+}
+
+func (r *Registry) ids() []string {
+	ids := make([]string, 0, len(r.Instances))
+	for id := range r.Instances {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Find returns the instance whose ID is ref or, failing that, the only one
+// whose Name is ref. It returns an error wrapping ErrNotFound when nothing
+// matches and ErrAmbiguous, listing the candidates' IDs, when several names do.
+func (r *Registry) Find(ref string) (*Instance, error) {
+	if in, ok := r.Instances[ref]; ok {
+		return in, nil
+	}
+	var matches []*Instance
+	for _, in := range r.Sorted() {
+		if in.Name == ref {
+			matches = append(matches, in)
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return nil, fmt.Errorf("no instance with id or name %q: %w", ref, ErrNotFound)
+	case 1:
+		return matches[0], nil
+	}
+	ids := make([]string, len(matches))
+	for i, in := range matches {
+		ids[i] = in.ID
+	}
+	return nil, fmt.Errorf("%w %q: used by instances %s; give an id instead", ErrAmbiguous, ref, strings.Join(ids, ", "))
+}
+
+// ReservedPorts maps every API and ZMQ port held by an instance to its ID.
+func (r *Registry) ReservedPorts() map[int]string {
+	ports := make(map[int]string, 2*len(r.Instances))
+	for id, in := range r.Instances {
+		ports[in.APIPort] = id
+		ports[in.ZMQPort] = id
+	}
+	return ports
+}
+
+// Validate reports the first invalid entry as a *FieldError named by its key
+// path, e.g. "instances.web.api_port"; a port may be held by one instance
+// only, whether as its API or its ZMQ port.
+func (r *Registry) Validate() error {
+	_, err := r.validate()
+	return err
+}
+
+// validate is Validate that also returns the TOML key path of the offending
+// entry, so that errors about a file can name the line.
+func (r *Registry) validate() (toml.Key, error) {
+	owners := make(map[int]string)
+	for _, id := range r.ids() {
+		in := r.Instances[id]
+		entry := toml.Key{"instances", id}
+		if err := ValidateID(id); err != nil {
+			var fe *FieldError
+			errors.As(err, &fe)
+			return entry, &FieldError{Field: "instances", Value: id, Rule: "id " + fe.Rule}
+		}
+		if in == nil {
+			return entry, &FieldError{Field: entry.String(), Value: "nil", Rule: "must hold an instance"}
+		}
+		if in.ID != id {
+			return entry, &FieldError{Field: entry.String(), Value: in.ID, Rule: "must hold the instance with id " + id}
+		}
+		if err := in.Validate(); err != nil {
+			return fieldPath(entry, err), prefixField(entry.String()+".", err)
+		}
+		for _, p := range []struct {
+			key  string
+			port int
+		}{{"api_port", in.APIPort}, {"zmq_port", in.ZMQPort}} {
+			if owner, taken := owners[p.port]; taken {
+				key := append(slices.Clone(entry), p.key)
+				return key, &FieldError{Field: key.String(), Value: strconv.Itoa(p.port), Rule: "already used by instance " + owner}
+			}
+			owners[p.port] = id
+		}
+	}
+	return nil, nil
+}
+
+// fieldPath appends the Field of err's *FieldError to entry.
+func fieldPath(entry toml.Key, err error) toml.Key {
+	return append(slices.Clone(entry), fieldKey(err)...)
+}
+
+// RegistryFile is the registry on disk. Readers share a lock and writers hold
+// it alone, so an Update is never lost to a concurrent one, even from another
+// process.
+type RegistryFile struct {
+	Path string
+}
+
+// OpenRegistry returns the registry stored at path; nothing is read until
+// Load or Update.
+func OpenRegistry(path string) *RegistryFile {
+	return &RegistryFile{Path: path}
+}
+
+// lockPath is the file the lock is taken on. The data file is replaced by
+// rename on every write, so a lock held on it would guard a stale inode.
+func (f *RegistryFile) lockPath() string { return f.Path + ".lock" }
+
+// tempPrefix starts the name of a registry being written, next to the data
+// file so that the rename stays within one filesystem.
+func (f *RegistryFile) tempPrefix() string { return "." + filepath.Base(f.Path) + ".tmp-" }
+
+// Load reads the registry under a shared lock. A missing file is an empty
+// registry. When the lock file cannot be created for lack of permission, the
+// registry is read without it: writes replace the file atomically, so a
+// reader sees either the old or the new registry.
+func (f *RegistryFile) Load() (*Registry, error) {
+	lock, err := os.OpenFile(f.lockPath(), os.O_RDONLY|os.O_CREATE, 0o644)
+	switch {
+	case err == nil:
+		defer lock.Close()
+		if err := flock(lock, syscall.LOCK_SH); err != nil {
+			return nil, fmt.Errorf("lock registry %s: %w", f.lockPath(), err)
+		}
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+	default:
+		return nil, fmt.Errorf("lock registry: %w", err)
+	}
+	r, _, err := f.read()
+	return r, err
+}
+
+// Update changes the registry under an exclusive lock: it reads the registry,
+// calls fn and, unless fn returns an error, validates the result and writes it
+// back atomically. An instance added with an empty ID takes its key as ID.
+// The error of fn is returned as it is and nothing is written. A registry file
+// that fails to load is never overwritten.
+func (f *RegistryFile) Update(fn func(*Registry) error) error {
+	dir := filepath.Dir(f.Path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create registry directory: %w", err)
+	}
+	lock, err := os.OpenFile(f.lockPath(), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open registry lock: %w", err)
+	}
+	defer lock.Close()
+	if err := flock(lock, syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock registry %s: %w", f.lockPath(), err)
+	}
+	if err := f.removeStaleTemps(); err != nil {
+		return err
+	}
+	r, old, err := f.read()
+	if err != nil {
+		return err
+	}
+	if err := fn(r); err != nil {
+		return err
+	}
+	for id, in := range r.Instances {
+		if in != nil && in.ID == "" {
+			in.ID = id
+		}
+	}
+	if err := r.Validate(); err != nil {
+		return fmt.Errorf("update registry %s: %w", f.Path, err)
+	}
+	data, err := encodeRegistry(r)
+	if err != nil {
+		return fmt.Errorf("update registry %s: %w", f.Path, err)
+	}
+	if old != nil && bytes.Equal(data, old) {
+		return nil
+	}
+	return f.write(data)
+}
+
+// read parses and validates the data file, returning the registry and the
+// bytes it came from (nil when the file does not exist).
+func (f *RegistryFile) read() (*Registry, []byte, error) {
+	data, err := os.ReadFile(f.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Registry{Instances: map[string]*Instance{}}, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("load registry: %w", err)
+	}
+	r, err := decodeRegistry(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load registry %s: %w", f.Path, err)
+	}
+	return r, data, nil
+}
+
+// registryHeader opens every registry file written.
+const registryHeader = "# Instance registry of kato-manager: one [instances.ID] table per instance.\n" +
+	"# Written by kato-manager; a hand edit must keep every entry valid.\n"
+
+// registryDoc is the file shape, with each entry kept raw until it can be
+// decoded over default parameters: an entry written before a parameter
+// existed gets that parameter's default.
+type registryDoc struct {
+	Instances map[string]toml.Primitive `toml:"instances"`
+}
+
+func decodeRegistry(data []byte) (*Registry, error) {
+	var doc registryDoc
+	md, err := toml.Decode(string(data), &doc)
+	if err != nil {
+		return nil, tomlError(err)
+	}
+	r := &Registry{Instances: make(map[string]*Instance, len(doc.Instances))}
+	for id, raw := range doc.Instances {
+		in := &Instance{ID: id, Parameters: DefaultParameters()}
+		if err := md.PrimitiveDecode(raw, in); err != nil {
+			return nil, tomlError(err)
+		}
+		r.Instances[id] = in
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		return nil, fmt.Errorf("%sunknown key %s", linePrefix(data, undecoded[0]), undecoded[0])
+	}
+	if key, err := r.validate(); err != nil {
+		return nil, fmt.Errorf("%s%w", linePrefix(data, key), err)
+	}
+	return r, nil
+}
+
+func encodeRegistry(r *Registry) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString(registryHeader)
+	enc := toml.NewEncoder(&buf)
+	enc.Indent = ""
+	if err := enc.Encode(r); err != nil {
+		return nil, err
+	}
+	// A blank line before each table header; values never hold a raw newline
+	// (the encoder escapes it), so every "\n[" starts a header.
+	return bytes.ReplaceAll(buf.Bytes(), []byte("\n["), []byte("\n\n[")), nil
+}
+
+// write replaces the data file with data: a temporary file in the same
+// directory is written, synced and renamed over it, then the directory is
+// synced so that the rename survives a crash.
+func (f *RegistryFile) write(data []byte) (err error) {
+	dir := filepath.Dir(f.Path)
+	tmp, err := os.CreateTemp(dir, f.tempPrefix()+"*")
+	if err != nil {
+		return fmt.Errorf("write registry %s: %w", f.Path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			err = fmt.Errorf("write registry %s: %w", f.Path, err)
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if afterTempWrite != nil {
+		afterTempWrite(tmp.Name())
+	}
+	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// afterTempWrite, when set, runs between writing the temporary file and
+// renaming it, the window in which a crash must leave the old registry.
+var afterTempWrite func(tmpPath string)
+
+// removeStaleTemps deletes temporary files left by a writer that died before
+// its rename. Only the holder of the exclusive lock creates them, so any found
+// while holding it are stale.
+func (f *RegistryFile) removeStaleTemps() error {
+	stale, err := filepath.Glob(filepath.Join(filepath.Dir(f.Path), globEscape(f.tempPrefix())+"*"))
+	if err != nil {
+		return fmt.Errorf("find stale registry files: %w", err)
+	}
+	for _, name := range stale {
+		if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove stale registry file: %w", err)
+		}
+	}
+	return nil
+}
+
+// globEscape quotes the pattern characters of filepath.Match in s.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// flock takes a lock on f, retrying when a signal interrupts the wait.
+func flock(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}

@@ -1,0 +1,553 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kato-manager/kato-manager/config"
+)
+
+// testEnv is a Manager over the in-memory systemd, with a processor
+// behaviour per instance ID: "ok" listens on REST_PORT from the rendered
+// environment file, "silent" never listens, "crash" exits at once.
+type testEnv struct {
+	m        *Manager
+	sd       *fakeSystemd
+	ports    *fakePorts
+	procs    *fakeProcesses
+	behavior map[string]string
+	nextPID  int32
+}
+
+func newTestEnv(t *testing.T) *testEnv {
+	t.Helper()
+	dir := t.TempDir()
+	e := &testEnv{
+		sd:       newFakeSystemd(),
+		ports:    &fakePorts{m: map[int]int32{}},
+		procs:    &fakeProcesses{m: map[string]UnitProcesses{}},
+		behavior: map[string]string{},
+		nextPID:  1000,
+	}
+	cfg := config.Default()
+	cfg.Services.Units = []string{"mongod.service"}
+	e.m = &Manager{
+		Systemd:   e.sd,
+		Config:    cfg,
+		Registry:  config.OpenRegistry(filepath.Join(dir, "instances.toml")),
+		Ports:     e.ports,
+		Processes: e.procs,
+		Paths: Paths{
+			UnitDir:     filepath.Join(dir, "systemd"),
+			EnvDir:      filepath.Join(dir, "instances"),
+			SysusersDir: filepath.Join(dir, "sysusers.d"),
+			TmpfilesDir: filepath.Join(dir, "tmpfiles.d"),
+		},
+		Hostname:     "testhost",
+		PollInterval: 5 * time.Millisecond,
+		RunTool:      func(ctx context.Context, argv ...string) error { return nil },
+	}
+	e.sd.onStart = e.processorStarted
+	return e
+}
+
+// processorStarted runs under the fake's lock, when systemd would exec the
+// processor.
+func (e *testEnv) processorStarted(unit string, u *UnitState) {
+	id := strings.TrimSuffix(strings.TrimPrefix(unit, "kato@"), ".service")
+	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, id+".env"))
+	e.nextPID++
+	u.MainPID = uint32(e.nextPID)
+	switch e.behavior[id] {
+	case "silent":
+	case "crash":
+		u.NRestarts++
+		u.ActiveState, u.SubState = "activating", "auto-restart"
+	default:
+		port, _ := strconv.Atoi(env["REST_PORT"])
+		e.ports.listen(port, e.nextPID)
+		e.procs.mu.Lock()
+		e.procs.m[unit] = UnitProcesses{MainPID: e.nextPID, PIDs: []int32{e.nextPID}, RSS: 42 << 20, Started: time.Now().Add(-time.Minute)}
+		e.procs.mu.Unlock()
+	}
+}
+
+// readEnvFile reads the KEY="value" lines of an environment file.
+func readEnvFile(path string) map[string]string {
+	out := map[string]string{}
+	f, err := os.Open(path)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok || strings.HasPrefix(k, "#") {
+			continue
+		}
+		if uq, err := strconv.Unquote(v); err == nil {
+			v = uq
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func (e *testEnv) start(t *testing.T, req StartRequest) *StartResult {
+	t.Helper()
+	if req.Parameters == (config.Parameters{}) {
+		req.Parameters = config.DefaultParameters()
+	}
+	res, err := e.m.Start(context.Background(), req)
+	if err != nil {
+		t.Fatalf("start %s: %v", req.ID, err)
+	}
+	return res
+}
+
+func (e *testEnv) registry(t *testing.T) *config.Registry {
+	t.Helper()
+	r, err := e.m.Registry.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestStartRegistersRendersAndStarts(t *testing.T) {
+	e := newTestEnv(t)
+	res := e.start(t, StartRequest{ID: "processor-1", Name: "Main Processor", APIPort: 8001,
+		Parameters: config.Parameters{IndexerType: "VI", MaxPredictions: 200, RecallThreshold: 0.05, MaxSeqLength: 10, Persistence: 5, Quiescence: 3}})
+	if res.Instance.APIPort != 8001 || res.Instance.ZMQPort != 5555 {
+		t.Fatalf("ports = %d/%d, want 8001/5555", res.Instance.APIPort, res.Instance.ZMQPort)
+	}
+	inst := e.registry(t).Instances["processor-1"]
+	if inst == nil || inst.Name != "Main Processor" || inst.Unit != "kato@processor-1.service" || inst.Parameters.MaxPredictions != 200 {
+		t.Fatalf("registry entry = %+v", inst)
+	}
+	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, "processor-1.env"))
+	for k, want := range map[string]string{"PROCESSOR_ID": "processor-1", "PROCESSOR_NAME": "Main Processor", "REST_PORT": "8001",
+		"PORT": "8001", "ZMQ_PORT": "5555", "MAX_PREDICTIONS": "200", "RECALL_THRESHOLD": "0.05", "MAX_PATTERN_LENGTH": "10", "HOSTNAME": "testhost"} {
+		if env[k] != want {
+			t.Errorf("env %s = %q, want %q", k, env[k], want)
+		}
+	}
+	dropIn, err := os.ReadFile(filepath.Join(e.m.Paths.UnitDir, "kato@processor-1.service.d", "kato-manager.conf"))
+	if err != nil || !strings.Contains(string(dropIn), "ExecStart=") || !strings.Contains(string(dropIn), "mongod.service") {
+		t.Fatalf("drop-in = %q, %v", dropIn, err)
+	}
+	u, _ := e.sd.Unit(context.Background(), "kato@processor-1.service")
+	if u.ActiveState != "active" || !e.sd.enabled["kato@processor-1.service"] {
+		t.Fatalf("unit = %+v, enabled = %v", u, e.sd.enabled)
+	}
+}
+
+func TestStartAllocatesPorts(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		setup       func(e *testEnv, t *testing.T)
+		req         StartRequest
+		wantAPI     int
+		wantZMQ     int
+		wantNotices int
+	}{
+		{name: "default ports", req: StartRequest{ID: "a"}, wantAPI: 8000, wantZMQ: 5555},
+		{name: "busy port moves on", setup: func(e *testEnv, t *testing.T) { e.ports.listen(8000, 1); e.ports.listen(8001, 1) },
+			req: StartRequest{ID: "a"}, wantAPI: 8002, wantZMQ: 5555, wantNotices: 1},
+		{name: "busy zmq port moves on", setup: func(e *testEnv, t *testing.T) { e.ports.listen(5555, 1) },
+			req: StartRequest{ID: "a"}, wantAPI: 8000, wantZMQ: 5556, wantNotices: 1},
+		{name: "port reserved by a stopped instance", setup: func(e *testEnv, t *testing.T) {
+			e.start(t, StartRequest{ID: "stopped", APIPort: 9000})
+			e.sd.set("kato@stopped.service", func(u *UnitState) { u.ActiveState, u.SubState = "inactive", "dead" })
+			e.ports.close(9000)
+		}, req: StartRequest{ID: "a", APIPort: 9000}, wantAPI: 9001, wantZMQ: 5556, wantNotices: 2},
+		{name: "explicit ports outside the range", req: StartRequest{ID: "a", APIPort: 9100, ZMQPort: 7000}, wantAPI: 9100, wantZMQ: 7000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			if tc.setup != nil {
+				tc.setup(e, t)
+			}
+			res := e.start(t, tc.req)
+			if res.Instance.APIPort != tc.wantAPI || res.Instance.ZMQPort != tc.wantZMQ {
+				t.Fatalf("ports = %d/%d, want %d/%d", res.Instance.APIPort, res.Instance.ZMQPort, tc.wantAPI, tc.wantZMQ)
+			}
+			if len(res.Notices) != tc.wantNotices {
+				t.Fatalf("notices = %q, want %d", res.Notices, tc.wantNotices)
+			}
+		})
+	}
+}
+
+func TestStartExistingInstance(t *testing.T) {
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "p", APIPort: 8005, Name: "P"})
+	before := len(e.sd.callLog())
+	res := e.start(t, StartRequest{ID: "p", APIPort: 8100})
+	if !res.AlreadyRunning || res.Instance.APIPort != 8005 {
+		t.Fatalf("running instance: %+v", res)
+	}
+	if calls := e.sd.callLog()[before:]; len(calls) != 0 {
+		t.Fatalf("a no-op start made systemd calls: %q", calls)
+	}
+	// Stopped behind kato-manager's back: start brings it back with its
+	// stored settings.
+	e.sd.set("kato@p.service", func(u *UnitState) { u.ActiveState, u.SubState = "inactive", "dead" })
+	e.ports.close(8005)
+	res = e.start(t, StartRequest{ID: "p", APIPort: 8100, Explicit: []string{"--port"}})
+	if res.AlreadyRunning || res.Instance.APIPort != 8005 || len(res.Notices) != 1 || !strings.Contains(res.Notices[0], "--port") {
+		t.Fatalf("stopped instance: %+v", res)
+	}
+	if u, _ := e.sd.Unit(context.Background(), "kato@p.service"); u.ActiveState != "active" {
+		t.Fatalf("unit not started again: %+v", u)
+	}
+}
+
+func TestStartFailureRollsBack(t *testing.T) {
+	for _, behavior := range []string{"silent", "crash"} {
+		t.Run(behavior, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.behavior["bad"] = behavior
+			_, err := e.m.Start(context.Background(), StartRequest{ID: "bad", Parameters: config.DefaultParameters(), Timeout: 200 * time.Millisecond})
+			var se *StartError
+			if !errors.As(err, &se) || !errors.Is(err, ErrNotReady) {
+				t.Fatalf("err = %v, want a StartError wrapping ErrNotReady", err)
+			}
+			if _, ok := e.registry(t).Instances["bad"]; ok {
+				t.Fatal("registry entry left behind")
+			}
+			for _, p := range []string{filepath.Join(e.m.Paths.EnvDir, "bad.env"), filepath.Join(e.m.Paths.UnitDir, "kato@bad.service.d")} {
+				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s left behind (%v)", p, err)
+				}
+			}
+			if e.sd.enabled["kato@bad.service"] {
+				t.Error("unit left enabled")
+			}
+			if u, _ := e.sd.Unit(context.Background(), "kato@bad.service"); u.ActiveState == "active" {
+				t.Errorf("unit left running: %+v", u)
+			}
+		})
+	}
+}
+
+func TestStartRejectsBadInputAndChangesNothing(t *testing.T) {
+	good := config.DefaultParameters()
+	with := func(change func(p *config.Parameters)) config.Parameters {
+		p := good
+		change(&p)
+		return p
+	}
+	for _, tc := range []struct {
+		name  string
+		req   StartRequest
+		field string
+	}{
+		{"id with a space", StartRequest{ID: "my processor", Parameters: good}, "id"},
+		{"id with a slash", StartRequest{ID: "a/b", Parameters: good}, "id"},
+		{"id too long", StartRequest{ID: strings.Repeat("x", 65), Parameters: good}, "id"},
+		{"name with a newline", StartRequest{ID: "a", Name: "x\ny", Parameters: good}, "name"},
+		{"port zero is default, negative is not", StartRequest{ID: "a", APIPort: -1, Parameters: good}, "port"},
+		{"port too high", StartRequest{ID: "a", APIPort: 70000, Parameters: good}, "port"},
+		{"zmq port too high", StartRequest{ID: "a", ZMQPort: 65536, Parameters: good}, "zmq_port"},
+		{"recall threshold above 1", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.RecallThreshold = 1.5 })}, "recall_threshold"},
+		{"negative recall threshold", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.RecallThreshold = -0.1 })}, "recall_threshold"},
+		{"indexer type", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.IndexerType = "HNSW" })}, "indexer_type"},
+		{"max predictions zero", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.MaxPredictions = 0 })}, "max_predictions"},
+		{"negative max seq length", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.MaxSeqLength = -1 })}, "max_seq_length"},
+		{"persistence zero", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.Persistence = 0 })}, "persistence"},
+		{"negative quiescence", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.Quiescence = -1 })}, "quiescence"},
+		{"relative processor command", StartRequest{ID: "a", Command: []string{"python3", "-m", "kato"}, Parameters: good}, "processor_command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.start(t, StartRequest{ID: "existing"})
+			before, _ := os.ReadFile(e.m.Registry.Path)
+			calls := len(e.sd.callLog())
+			_, err := e.m.Start(context.Background(), tc.req)
+			var fe *config.FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Fatalf("err = %v, want a FieldError on %s", err, tc.field)
+			}
+			after, _ := os.ReadFile(e.m.Registry.Path)
+			if string(before) != string(after) {
+				t.Error("registry changed")
+			}
+			if got := e.sd.callLog()[calls:]; len(got) != 0 {
+				t.Errorf("systemd calls made: %q", got)
+			}
+			if entries, _ := os.ReadDir(e.m.Paths.EnvDir); len(entries) != 1 {
+				t.Errorf("environment files: %d, want 1", len(entries))
+			}
+		})
+	}
+}
+
+func TestStop(t *testing.T) {
+	ctx := context.Background()
+	setup := func(t *testing.T) *testEnv {
+		e := newTestEnv(t)
+		e.start(t, StartRequest{ID: "processor-1", Name: "Main Processor"})
+		e.start(t, StartRequest{ID: "processor-2", Name: "Secondary"})
+		e.start(t, StartRequest{ID: "processor-3", Name: "Secondary"})
+		return e
+	}
+	assertGone := func(t *testing.T, e *testEnv, id string) {
+		t.Helper()
+		if _, ok := e.registry(t).Instances[id]; ok {
+			t.Errorf("%s still registered", id)
+		}
+		if _, err := os.Stat(filepath.Join(e.m.Paths.EnvDir, id+".env")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s environment file left", id)
+		}
+		if _, err := os.Stat(filepath.Join(e.m.Paths.UnitDir, "kato@"+id+".service.d")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s drop-in left", id)
+		}
+		if u, _ := e.sd.Unit(ctx, "kato@"+id+".service"); u.ActiveState == "active" || e.sd.enabled[u.Name] {
+			t.Errorf("%s unit still active or enabled: %+v", id, u)
+		}
+	}
+	t.Run("by id", func(t *testing.T) {
+		e := setup(t)
+		if _, err := e.m.Stop(ctx, "processor-1"); err != nil {
+			t.Fatal(err)
+		}
+		assertGone(t, e, "processor-1")
+		if len(e.registry(t).Instances) != 2 {
+			t.Fatal("other instances touched")
+		}
+	})
+	t.Run("by name", func(t *testing.T) {
+		e := setup(t)
+		if _, err := e.m.Stop(ctx, "Main Processor"); err != nil {
+			t.Fatal(err)
+		}
+		assertGone(t, e, "processor-1")
+	})
+	t.Run("ambiguous name", func(t *testing.T) {
+		e := setup(t)
+		if _, err := e.m.Stop(ctx, "Secondary"); !errors.Is(err, config.ErrAmbiguous) {
+			t.Fatalf("err = %v, want ErrAmbiguous", err)
+		}
+		if len(e.registry(t).Instances) != 3 {
+			t.Fatal("an ambiguous stop removed something")
+		}
+	})
+	t.Run("unknown", func(t *testing.T) {
+		e := setup(t)
+		if _, err := e.m.Stop(ctx, "nope"); !errors.Is(err, config.ErrNotFound) {
+			t.Fatalf("err = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("failed unit", func(t *testing.T) {
+		e := setup(t)
+		e.sd.set("kato@processor-2.service", func(u *UnitState) { u.ActiveState, u.SubState, u.NRestarts = "failed", "failed", 5 })
+		if _, err := e.m.Stop(ctx, "processor-2"); err != nil {
+			t.Fatal(err)
+		}
+		assertGone(t, e, "processor-2")
+		if u, _ := e.sd.Unit(ctx, "kato@processor-2.service"); u.ActiveState == "failed" {
+			t.Fatal("failed state not reset")
+		}
+	})
+	for _, tc := range []struct {
+		name         string
+		withServices bool
+	}{{"all keeping services", false}, {"all with services", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t)
+			e.sd.set("mongod.service", func(u *UnitState) { u.ActiveState, u.SubState = "active", "running" })
+			res, err := e.m.StopAll(ctx, tc.withServices)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Stopped) != 3 {
+				t.Fatalf("stopped %q", res.Stopped)
+			}
+			for _, id := range []string{"processor-1", "processor-2", "processor-3"} {
+				assertGone(t, e, id)
+			}
+			u, _ := e.sd.Unit(ctx, "mongod.service")
+			if (u.ActiveState == "active") == tc.withServices {
+				t.Fatalf("mongod.service = %s with services %v", u.ActiveState, tc.withServices)
+			}
+		})
+	}
+}
+
+func TestRestartKeepsSettings(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "p", APIPort: 8010, ZMQPort: 6000})
+	e.m.Config.Services.MongoURL = "mongodb://db.example:27017"
+	inst, err := e.m.Restart(ctx, "p", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.APIPort != 8010 || inst.ZMQPort != 6000 {
+		t.Fatalf("ports changed: %+v", inst)
+	}
+	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, "p.env"))
+	if env["MONGO_BASE_URL"] != "mongodb://db.example:27017" {
+		t.Fatalf("restart did not pick up the configuration: %q", env["MONGO_BASE_URL"])
+	}
+	if got := e.sd.callLog(); got[len(got)-2] != "restart kato@p.service" {
+		t.Fatalf("calls = %q", got)
+	}
+}
+
+func TestListAndStatus(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.sd.set("mongod.service", func(u *UnitState) { u.ActiveState, u.SubState = "active", "running" })
+	e.start(t, StartRequest{ID: "a", Name: "A"})
+	e.start(t, StartRequest{ID: "b", Name: "B"})
+	e.sd.set("kato@b.service", func(u *UnitState) { u.ActiveState, u.SubState, u.NRestarts = "failed", "failed", 5 })
+	views, err := e.m.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(views) != 2 || views[0].State() != "running" || views[0].PID == 0 || views[0].MemoryBytes != 42<<20 || views[0].UptimeSeconds < 59 {
+		t.Fatalf("a = %+v", views[0])
+	}
+	if views[1].State() != "failed" || views[1].PID != 0 {
+		t.Fatalf("b = %+v", views[1])
+	}
+	listCalls := 0
+	for _, c := range e.sd.callLog() {
+		if strings.HasPrefix(c, "list") {
+			listCalls++
+		}
+	}
+	st, err := e.m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.SystemdReachable || len(st.Services) != 1 || st.Services[0].ActiveState != "active" {
+		t.Fatalf("status = %+v", st)
+	}
+	a, b := st.Instances[0], st.Instances[1]
+	if !a.APIListening || a.Problem != "" {
+		t.Errorf("a = %+v", a)
+	}
+	if b.Restarts != 5 || b.Problem == "" {
+		t.Errorf("b = %+v", b)
+	}
+	if st.Healthy() {
+		t.Error("status healthy with a failed instance")
+	}
+	// A foreign process takes a's port: status must notice.
+	e.ports.listen(a.APIPort, 4242)
+	st, _ = e.m.Status(ctx)
+	if st.Instances[0].APIListening || st.Instances[0].APIHolder != 4242 {
+		t.Errorf("foreign holder not seen: %+v", st.Instances[0])
+	}
+}
+
+func TestDriftAndGC(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "kept"})
+	e.start(t, StartRequest{ID: "vanished"})
+	e.start(t, StartRequest{ID: "orphan"})
+	// The unit files of one entry vanish; another loses its entry.
+	os.RemoveAll(filepath.Join(e.m.Paths.UnitDir, "kato@vanished.service.d"))
+	os.Remove(filepath.Join(e.m.Paths.EnvDir, "vanished.env"))
+	if err := e.m.Registry.Update(func(r *config.Registry) error { delete(r.Instances, "orphan"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(st.Drift.MissingUnits, ",") != "vanished" || strings.Join(st.Drift.OrphanUnits, ",") != "orphan" {
+		t.Fatalf("drift = %+v", st.Drift)
+	}
+	done, err := e.m.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(done.MissingUnits, ",") != "vanished" || strings.Join(done.OrphanUnits, ",") != "orphan" {
+		t.Fatalf("gc = %+v", done)
+	}
+	st, _ = e.m.Status(ctx)
+	if !st.Drift.Empty() {
+		t.Fatalf("drift after gc = %+v", st.Drift)
+	}
+	if r := e.registry(t); len(r.Instances) != 1 || r.Instances["kept"] == nil {
+		t.Fatalf("registry after gc = %v", r.Instances)
+	}
+	if u, _ := e.sd.Unit(ctx, "kato@orphan.service"); u.ActiveState == "active" {
+		t.Fatal("orphan unit still running")
+	}
+}
+
+func TestInstallUnitsOnFirstUse(t *testing.T) {
+	e := newTestEnv(t)
+	delete(e.sd.files, "kato@.service")
+	var ran []string
+	e.m.RunTool = func(ctx context.Context, argv ...string) error {
+		ran = append(ran, strings.Join(argv, " "))
+		return nil
+	}
+	e.start(t, StartRequest{ID: "a"})
+	for _, f := range []string{"systemd/kato@.service", "systemd/kato.target", "systemd/kg-worker@.service", "systemd/kg-workers.target", "sysusers.d/kato.conf", "tmpfiles.d/kato.conf"} {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(e.m.Paths.UnitDir), f)); err != nil {
+			t.Errorf("%s not installed: %v", f, err)
+		}
+	}
+	if len(ran) != 2 || !strings.HasPrefix(ran[0], "systemd-sysusers ") || !strings.HasPrefix(ran[1], "systemd-tmpfiles --create ") {
+		t.Fatalf("tools run: %q", ran)
+	}
+	// Installed again with nothing changed: no file is rewritten.
+	changed, err := e.m.InstallUnits(context.Background())
+	if err != nil || len(changed) != 0 {
+		t.Fatalf("second install changed %q (%v)", changed, err)
+	}
+}
+
+func TestAllocatePort(t *testing.T) {
+	taken := func(ports ...int) func(int) bool {
+		return func(p int) bool {
+			for _, q := range ports {
+				if p == q {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	for _, tc := range []struct {
+		name        string
+		want, last  int
+		taken       []int
+		got         int
+		errNoneFree bool
+	}{
+		{name: "free", want: 8000, last: 8999, got: 8000},
+		{name: "skips taken", want: 8000, last: 8999, taken: []int{8000, 8001}, got: 8002},
+		{name: "range exhausted", want: 8000, last: 8001, taken: []int{8000, 8001}, errNoneFree: true},
+		{name: "above range searches on", want: 9500, last: 8999, taken: []int{9500}, got: 9501},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := AllocatePort(tc.want, tc.last, taken(tc.taken...))
+			if tc.errNoneFree {
+				if !errors.Is(err, ErrNoFreePort) {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			if err != nil || got != tc.got {
+				t.Fatalf("got %d, %v; want %d", got, err, tc.got)
+			}
+		})
+	}
+}

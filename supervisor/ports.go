@@ -1,0 +1,56 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	psnet "github.com/shirou/gopsutil/v3/net"
+)
+
+// Ports reports which TCP ports are listening on this host.
+type Ports interface {
+	// Listening maps each listening TCP port to the pid holding it (0 when
+	// the pid cannot be seen).
+	Listening(ctx context.Context) (map[int]int32, error)
+}
+
+// HostPorts reads listening sockets of the host through gopsutil.
+type HostPorts struct{}
+
+// Listening implements Ports.
+func (HostPorts) Listening(ctx context.Context) (map[int]int32, error) {
+	conns, err := psnet.ConnectionsWithContext(ctx, "tcp")
+	if err != nil {
+		return nil, fmt.Errorf("list listening tcp sockets: %w", err)
+	}
+	out := make(map[int]int32)
+	for _, c := range conns {
+		if c.Status != "LISTEN" {
+			continue
+		}
+		if pid, seen := out[int(c.Laddr.Port)]; seen && pid != 0 {
+			continue
+		}
+		out[int(c.Laddr.Port)] = c.Pid
+	}
+	return out, nil
+}
+
+// ErrNoFreePort is returned when every port of a range is taken.
+var ErrNoFreePort = errors.New("no free port")
+
+// AllocatePort returns the first port from want up to last that taken does
+// not claim. A want above last searches up to 65535 instead, so an explicit
+// port outside the configured range still moves to the next free one.
+func AllocatePort(want, last int, taken func(int) bool) (int, error) {
+	if want > last {
+		last = 65535
+	}
+	for p := want; p <= last; p++ {
+		if !taken(p) {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("ports %d-%d are all in use or reserved: %w", want, last, ErrNoFreePort)
+}

@@ -1,0 +1,235 @@
+// Package supervisor owns the running side of kato-manager: it drives KATO
+// instances and KG workers as systemd units over D-Bus, allocates and checks
+// ports, reads health from systemd and /proc, and keeps the registry and the
+// units in step.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/godbus/dbus/v5"
+)
+
+// Systemd is the part of systemd's D-Bus API that the supervisor uses. The
+// production implementation is DBus; unit tests use an in-memory fake.
+type Systemd interface {
+	// StartUnit starts a unit and waits for its job to finish.
+	StartUnit(ctx context.Context, name string) error
+	// StopUnit stops a unit and waits for its job to finish.
+	StopUnit(ctx context.Context, name string) error
+	// RestartUnit restarts a unit and waits for its job to finish.
+	RestartUnit(ctx context.Context, name string) error
+	// ResetFailedUnit clears a unit's failed state and restart counter.
+	ResetFailedUnit(ctx context.Context, name string) error
+	// EnableUnits makes units start with the targets that want them.
+	EnableUnits(ctx context.Context, names []string) error
+	// DisableUnits undoes EnableUnits.
+	DisableUnits(ctx context.Context, names []string) error
+	// Reload makes systemd re-read unit files (daemon-reload).
+	Reload(ctx context.Context) error
+	// ListUnits returns the loaded units matching any of the glob patterns,
+	// in one call.
+	ListUnits(ctx context.Context, patterns ...string) ([]UnitState, error)
+	// Unit returns the state of one unit, loading it if needed.
+	Unit(ctx context.Context, name string) (UnitState, error)
+	// UnitFileExists reports whether systemd knows a unit file by that name.
+	UnitFileExists(ctx context.Context, name string) (bool, error)
+	// Version returns systemd's version string.
+	Version(ctx context.Context) (string, error)
+}
+
+// UnitState is what the supervisor reads about one unit. ListUnits fills
+// the names and states only; Unit fills every field.
+type UnitState struct {
+	Name             string
+	LoadState        string // loaded, not-found, bad-setting, …
+	ActiveState      string // active, inactive, failed, activating, deactivating
+	SubState         string // running, dead, auto-restart, …
+	Result           string // success, exit-code, timeout, watchdog, start-limit-hit, …
+	MainPID          uint32
+	NRestarts        uint32
+	ActiveSince      time.Time
+	NeedDaemonReload bool
+}
+
+// Active reports whether the unit is up or on its way up.
+func (u UnitState) Active() bool {
+	return u.ActiveState == "active" || u.ActiveState == "activating" || u.ActiveState == "reloading"
+}
+
+// ErrJobFailed is returned when a start, stop or restart job does not end
+// with the result "done".
+var ErrJobFailed = errors.New("systemd job failed")
+
+// DBus is the Systemd implementation that talks to the system manager over
+// D-Bus.
+type DBus struct {
+	conn *sddbus.Conn
+}
+
+// Connect opens a D-Bus connection to the system manager.
+func Connect(ctx context.Context) (*DBus, error) {
+	conn, err := sddbus.NewWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root?)", err)
+	}
+	return &DBus{conn: conn}, nil
+}
+
+// Close closes the connection.
+func (d *DBus) Close() { d.conn.Close() }
+
+type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int, error)
+
+func (d *DBus) runJob(ctx context.Context, verb string, fn jobFunc, name string) error {
+	ch := make(chan string, 1)
+	if _, err := fn(ctx, name, "replace", ch); err != nil {
+		return fmt.Errorf("%s %s: %w", verb, name, err)
+	}
+	select {
+	case result := <-ch:
+		if result != "done" {
+			return fmt.Errorf("%s %s: job result %q: %w", verb, name, result, ErrJobFailed)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s %s: %w", verb, name, ctx.Err())
+	}
+}
+
+// StartUnit implements Systemd.
+func (d *DBus) StartUnit(ctx context.Context, name string) error {
+	return d.runJob(ctx, "start", d.conn.StartUnitContext, name)
+}
+
+// StopUnit implements Systemd.
+func (d *DBus) StopUnit(ctx context.Context, name string) error {
+	return d.runJob(ctx, "stop", d.conn.StopUnitContext, name)
+}
+
+// RestartUnit implements Systemd.
+func (d *DBus) RestartUnit(ctx context.Context, name string) error {
+	return d.runJob(ctx, "restart", d.conn.RestartUnitContext, name)
+}
+
+// ResetFailedUnit implements Systemd. A unit that is not loaded has nothing
+// to reset, which is not an error.
+func (d *DBus) ResetFailedUnit(ctx context.Context, name string) error {
+	err := d.conn.ResetFailedUnitContext(ctx, name)
+	var dbusErr dbus.Error
+	if errors.As(err, &dbusErr) && dbusErr.Name == "org.freedesktop.systemd1.NoSuchUnit" {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reset-failed %s: %w", name, err)
+	}
+	return nil
+}
+
+// EnableUnits implements Systemd.
+func (d *DBus) EnableUnits(ctx context.Context, names []string) error {
+	if _, _, err := d.conn.EnableUnitFilesContext(ctx, names, false, true); err != nil {
+		return fmt.Errorf("enable %v: %w", names, err)
+	}
+	return nil
+}
+
+// DisableUnits implements Systemd.
+func (d *DBus) DisableUnits(ctx context.Context, names []string) error {
+	if _, err := d.conn.DisableUnitFilesContext(ctx, names, false); err != nil {
+		return fmt.Errorf("disable %v: %w", names, err)
+	}
+	return nil
+}
+
+// Reload implements Systemd.
+func (d *DBus) Reload(ctx context.Context) error {
+	if err := d.conn.ReloadContext(ctx); err != nil {
+		return fmt.Errorf("daemon-reload: %w", err)
+	}
+	return nil
+}
+
+// ListUnits implements Systemd.
+func (d *DBus) ListUnits(ctx context.Context, patterns ...string) ([]UnitState, error) {
+	list, err := d.conn.ListUnitsByPatternsContext(ctx, nil, patterns)
+	if err != nil {
+		return nil, fmt.Errorf("list units %v: %w", patterns, err)
+	}
+	out := make([]UnitState, 0, len(list))
+	for _, u := range list {
+		out = append(out, UnitState{Name: u.Name, LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState})
+	}
+	return out, nil
+}
+
+// Unit implements Systemd.
+func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
+	props, err := d.conn.GetUnitPropertiesContext(ctx, name)
+	if err != nil {
+		return UnitState{}, fmt.Errorf("read properties of %s: %w", name, err)
+	}
+	u := UnitState{
+		Name:             name,
+		LoadState:        propString(props, "LoadState"),
+		ActiveState:      propString(props, "ActiveState"),
+		SubState:         propString(props, "SubState"),
+		NeedDaemonReload: propBool(props, "NeedDaemonReload"),
+	}
+	if usec, ok := props["ActiveEnterTimestamp"].(uint64); ok && usec > 0 {
+		u.ActiveSince = time.UnixMicro(int64(usec))
+	}
+	if u.LoadState != "loaded" {
+		return u, nil
+	}
+	svc, err := d.conn.GetUnitTypePropertiesContext(ctx, name, "Service")
+	if err != nil {
+		// Targets and other non-service units have no Service interface.
+		return u, nil
+	}
+	u.Result = propString(svc, "Result")
+	if v, ok := svc["MainPID"].(uint32); ok {
+		u.MainPID = v
+	}
+	if v, ok := svc["NRestarts"].(uint32); ok {
+		u.NRestarts = v
+	}
+	if usec, ok := svc["ExecMainStartTimestamp"].(uint64); ok && usec > 0 && u.ActiveState == "active" {
+		u.ActiveSince = time.UnixMicro(int64(usec))
+	}
+	return u, nil
+}
+
+// UnitFileExists implements Systemd.
+func (d *DBus) UnitFileExists(ctx context.Context, name string) (bool, error) {
+	files, err := d.conn.ListUnitFilesByPatternsContext(ctx, nil, []string{name})
+	if err != nil {
+		return false, fmt.Errorf("list unit files %s: %w", name, err)
+	}
+	return len(files) > 0, nil
+}
+
+// Version implements Systemd.
+func (d *DBus) Version(ctx context.Context) (string, error) {
+	p, err := d.conn.GetManagerProperty("Version")
+	if err != nil {
+		return "", fmt.Errorf("read systemd version: %w", err)
+	}
+	// GetManagerProperty returns the variant's text form, a quoted string.
+	return strings.Trim(p, `"`), nil
+}
+
+func propString(m map[string]any, key string) string {
+	s, _ := m[key].(string)
+	return s
+}
+
+func propBool(m map[string]any, key string) bool {
+	b, _ := m[key].(bool)
+	return b
+}

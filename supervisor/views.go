@@ -1,0 +1,325 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/units"
+)
+
+// InstanceView is one row of `kato-manager list`: the registry entry and
+// what systemd and /proc say of it now.
+type InstanceView struct {
+	ID            string    `json:"id"`
+	Name          string    `json:"name"`
+	Unit          string    `json:"unit"`
+	ActiveState   string    `json:"active_state"`
+	SubState      string    `json:"sub_state"`
+	PID           int32     `json:"pid"`
+	APIPort       int       `json:"api_port"`
+	ZMQPort       int       `json:"zmq_port"`
+	Since         time.Time `json:"since,omitzero"`
+	UptimeSeconds int64     `json:"uptime_seconds"`
+	MemoryBytes   uint64    `json:"memory_bytes"`
+	Registered    bool      `json:"registered"`
+}
+
+// State is the short state shown in tables: "running", "stopped",
+// "failed", "activating/auto-restart" and the like.
+func (v InstanceView) State() string {
+	switch {
+	case v.ActiveState == "active" && v.SubState == "running":
+		return "running"
+	case v.ActiveState == "inactive" || v.ActiveState == "":
+		return "stopped"
+	case v.SubState == "" || v.SubState == v.ActiveState:
+		return v.ActiveState
+	default:
+		return v.ActiveState + "/" + v.SubState
+	}
+}
+
+// List returns every registered instance with its live state, from one
+// ListUnitsByPatterns call and one pass over /proc.
+func (m *Manager) List(ctx context.Context) ([]InstanceView, error) {
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, err
+	}
+	states, err := m.Systemd.ListUnits(ctx, units.InstancePattern)
+	if err != nil {
+		return nil, err
+	}
+	byUnit := make(map[string]UnitState, len(states))
+	for _, s := range states {
+		byUnit[s.Name] = s
+	}
+	names := make([]string, 0, len(reg.Instances))
+	for _, inst := range reg.Instances {
+		names = append(names, inst.Unit)
+	}
+	procs, err := m.Processes.ByUnit(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	views := make([]InstanceView, 0, len(reg.Instances))
+	for _, inst := range reg.Sorted() {
+		v := InstanceView{ID: inst.ID, Name: inst.Name, Unit: inst.Unit, APIPort: inst.APIPort, ZMQPort: inst.ZMQPort, Registered: true}
+		if s, ok := byUnit[inst.Unit]; ok {
+			v.ActiveState, v.SubState = s.ActiveState, s.SubState
+		} else {
+			v.ActiveState, v.SubState = "inactive", "dead"
+		}
+		if p, ok := procs[inst.Unit]; ok && v.ActiveState == "active" {
+			v.PID, v.MemoryBytes, v.Since = p.MainPID, p.RSS, p.Started
+			if !p.Started.IsZero() {
+				v.UptimeSeconds = int64(now.Sub(p.Started).Seconds())
+			}
+		}
+		views = append(views, v)
+	}
+	return views, nil
+}
+
+// ServiceState is a shared service unit's state.
+type ServiceState struct {
+	Unit        string `json:"unit"`
+	LoadState   string `json:"load_state"`
+	ActiveState string `json:"active_state"`
+	SubState    string `json:"sub_state"`
+}
+
+// InstanceStatus is an instance's health as `kato-manager status` shows it.
+type InstanceStatus struct {
+	InstanceView
+	Restarts     uint32 `json:"restarts"`
+	Result       string `json:"result"`
+	APIListening bool   `json:"api_listening"`
+	// APIHolder is the pid listening on the API port when it is not one of
+	// the instance's own processes.
+	APIHolder int32  `json:"api_holder,omitempty"`
+	Problem   string `json:"problem,omitempty"`
+}
+
+// Drift is where the registry and systemd disagree.
+type Drift struct {
+	// MissingUnits are registered instances whose unit files are gone.
+	MissingUnits []string `json:"missing_units"`
+	// OrphanUnits are instance units and files with no registry entry.
+	OrphanUnits []string `json:"orphan_units"`
+}
+
+// Empty reports whether registry and systemd agree.
+func (d Drift) Empty() bool { return len(d.MissingUnits) == 0 && len(d.OrphanUnits) == 0 }
+
+// Status is the whole picture `kato-manager status` prints.
+type Status struct {
+	SystemdReachable bool             `json:"systemd_reachable"`
+	SystemdVersion   string           `json:"systemd_version,omitempty"`
+	SystemdError     string           `json:"systemd_error,omitempty"`
+	Services         []ServiceState   `json:"services"`
+	Instances        []InstanceStatus `json:"instances"`
+	Drift            Drift            `json:"drift"`
+}
+
+// Healthy reports whether every instance runs and listens, every shared
+// service is up and there is no drift.
+func (s *Status) Healthy() bool {
+	if !s.SystemdReachable || !s.Drift.Empty() {
+		return false
+	}
+	for _, svc := range s.Services {
+		if svc.ActiveState != "active" {
+			return false
+		}
+	}
+	for _, i := range s.Instances {
+		if i.Problem != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// Status inspects systemd, the shared services and every instance,
+// including whether each API port is really held by the instance's
+// processor.
+func (m *Manager) Status(ctx context.Context) (*Status, error) {
+	st := &Status{Services: []ServiceState{}, Instances: []InstanceStatus{}}
+	version, err := m.Systemd.Version(ctx)
+	if err != nil {
+		st.SystemdError = err.Error()
+		return st, nil
+	}
+	st.SystemdReachable, st.SystemdVersion = true, version
+	for _, s := range m.Config.Services.Units {
+		u, err := m.Systemd.Unit(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		st.Services = append(st.Services, ServiceState{Unit: s, LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState})
+	}
+	views, err := m.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	listening, err := m.Ports.Listening(ctx)
+	if err != nil {
+		return nil, err
+	}
+	unitNames := make([]string, 0, len(views))
+	for _, v := range views {
+		unitNames = append(unitNames, v.Unit)
+	}
+	procs, err := m.Processes.ByUnit(ctx, unitNames)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range views {
+		u, err := m.Systemd.Unit(ctx, v.Unit)
+		if err != nil {
+			return nil, err
+		}
+		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result}
+		is.ActiveState, is.SubState = u.ActiveState, u.SubState
+		if holder, ok := listening[v.APIPort]; ok {
+			own := false
+			for _, pid := range procs[v.Unit].PIDs {
+				own = own || pid == holder
+			}
+			is.APIListening = own
+			if !own {
+				is.APIHolder = holder
+			}
+		}
+		switch {
+		case !m.hasUnitFiles(v.ID):
+			is.Problem = "unit files missing (run `kato-manager gc`)"
+		case u.ActiveState != "active":
+			is.Problem = "not running"
+		case is.APIHolder != 0:
+			is.Problem = fmt.Sprintf("API port %d held by pid %d, not by the instance", v.APIPort, is.APIHolder)
+		case !is.APIListening:
+			is.Problem = fmt.Sprintf("not listening on API port %d", v.APIPort)
+		}
+		st.Instances = append(st.Instances, is)
+		if !m.hasUnitFiles(v.ID) {
+			st.Drift.MissingUnits = append(st.Drift.MissingUnits, v.ID)
+		}
+	}
+	st.Drift.OrphanUnits, err = m.orphanIDs(ctx, reg)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// GC repairs drift: it removes registry entries whose unit files are gone
+// (as the old registry forgot containers that were removed) and tears down
+// instance units that have no registry entry.
+func (m *Manager) GC(ctx context.Context) (Drift, error) {
+	var done Drift
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return done, err
+	}
+	orphans, err := m.orphanIDs(ctx, reg)
+	if err != nil {
+		return done, err
+	}
+	var errs []error
+	for _, id := range orphans {
+		if err := m.teardown(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("remove orphan %s: %w", id, err))
+			continue
+		}
+		done.OrphanUnits = append(done.OrphanUnits, id)
+	}
+	err = m.Registry.Update(func(r *config.Registry) error {
+		for _, inst := range r.Sorted() {
+			if m.hasUnitFiles(inst.ID) {
+				continue
+			}
+			// The unit may still run from what systemd loaded before its
+			// files went; take it down so nothing runs unregistered.
+			if err := m.teardown(ctx, inst.ID); err != nil {
+				return err
+			}
+			delete(r.Instances, inst.ID)
+			done.MissingUnits = append(done.MissingUnits, inst.ID)
+		}
+		return nil
+	})
+	return done, errors.Join(append(errs, err)...)
+}
+
+// EnsureUnits installs the unit files on first use: when systemd knows no
+// kato@.service (from a package or an earlier install-units).
+func (m *Manager) EnsureUnits(ctx context.Context) error {
+	ok, err := m.Systemd.UnitFileExists(ctx, "kato@.service")
+	if err != nil {
+		return err
+	}
+	if ok {
+		return nil
+	}
+	_, err = m.InstallUnits(ctx)
+	return err
+}
+
+// InstallUnits writes the unit templates, the sysusers.d and tmpfiles.d
+// entries, creates the kato user and directories, and reloads systemd. It
+// returns the files it changed.
+func (m *Manager) InstallUnits(ctx context.Context) ([]string, error) {
+	var changed []string
+	var sysusers, tmpfiles string
+	for _, t := range units.Templates() {
+		var dir string
+		switch t.Dir {
+		case "systemd":
+			dir = m.Paths.UnitDir
+		case "sysusers":
+			dir = m.Paths.SysusersDir
+		case "tmpfiles":
+			dir = m.Paths.TmpfilesDir
+		default:
+			return nil, fmt.Errorf("template %s: unknown directory kind %q", t.Name, t.Dir)
+		}
+		path := dir + "/" + t.Name
+		did, err := writeFileAtomic(path, t.Content, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		if did {
+			changed = append(changed, path)
+		}
+		switch t.Dir {
+		case "sysusers":
+			sysusers = path
+		case "tmpfiles":
+			tmpfiles = path
+		}
+	}
+	run := m.RunTool
+	if run == nil {
+		run = execTool
+	}
+	if err := run(ctx, "systemd-sysusers", sysusers); err != nil {
+		return changed, err
+	}
+	if err := run(ctx, "systemd-tmpfiles", "--create", tmpfiles); err != nil {
+		return changed, err
+	}
+	if err := m.Systemd.Reload(ctx); err != nil {
+		return changed, err
+	}
+	return changed, nil
+}

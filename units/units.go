@@ -1,0 +1,205 @@
+// Package units owns the systemd side of kato-manager's files: the unit files,
+// sysusers.d and tmpfiles.d entries it installs, the names of the units it
+// manages, and the per-instance drop-in and environment file it renders for
+// each KATO processor.
+//
+// The installed files are real files in this directory, embedded as they are
+// installed. Everything rendered from user input goes through an escaping
+// function for the syntax it lands in, so no value can add a directive or a
+// variable of its own.
+package units
+
+import (
+	_ "embed"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Directories a Template is installed into, relative to the system's
+// configuration root for that kind of file (for example /usr/lib/systemd/system
+// for SystemdDir, /usr/lib/sysusers.d for SysusersDir).
+const (
+	// SystemdDir holds unit files.
+	SystemdDir = "systemd"
+	// SysusersDir holds sysusers.d entries.
+	SysusersDir = "sysusers"
+	// TmpfilesDir holds tmpfiles.d entries.
+	TmpfilesDir = "tmpfiles"
+)
+
+// Template is one file kato-manager installs: the name systemd (or
+// systemd-sysusers, systemd-tmpfiles) knows it by, the kind of directory it
+// goes into (SystemdDir, SysusersDir or TmpfilesDir) and its content.
+type Template struct {
+	Name    string
+	Dir     string
+	Content []byte
+}
+
+var (
+	//go:embed kato@.service
+	instanceService []byte
+	//go:embed kato.target
+	instanceTarget []byte
+	//go:embed kg-worker@.service
+	workerService []byte
+	//go:embed kg-workers.target
+	workerTarget []byte
+	//go:embed kato.sysusers
+	sysusers []byte
+	//go:embed kato.tmpfiles
+	tmpfiles []byte
+)
+
+// Templates returns every file kato-manager installs, in the order an
+// installer should write them: the unit files, then the sysusers.d and
+// tmpfiles.d entries. Each call returns fresh copies the caller may modify.
+func Templates() []Template {
+	return []Template{
+		{Name: "kato@.service", Dir: SystemdDir, Content: clone(instanceService)},
+		{Name: InstanceTarget, Dir: SystemdDir, Content: clone(instanceTarget)},
+		{Name: "kg-worker@.service", Dir: SystemdDir, Content: clone(workerService)},
+		{Name: WorkerTarget, Dir: SystemdDir, Content: clone(workerTarget)},
+		{Name: "kato.conf", Dir: SysusersDir, Content: clone(sysusers)},
+		{Name: "kato.conf", Dir: TmpfilesDir, Content: clone(tmpfiles)},
+	}
+}
+
+func clone(b []byte) []byte {
+	return append([]byte(nil), b...)
+}
+
+// InstanceTarget is the target that groups the KATO processor instances.
+const InstanceTarget = "kato.target"
+
+// WorkerTarget is the target that groups the KG worker pool.
+const WorkerTarget = "kg-workers.target"
+
+// InstancePattern matches the unit names of all KATO processor instances, in
+// the glob syntax systemd's ListUnitsByPatterns accepts.
+const InstancePattern = "kato@*.service"
+
+// WorkerPattern matches the unit names of all KG workers, in the glob syntax
+// systemd's ListUnitsByPatterns accepts.
+const WorkerPattern = "kg-worker@*.service"
+
+const (
+	instancePrefix = "kato@"
+	workerPrefix   = "kg-worker@"
+	serviceSuffix  = ".service"
+	// maxUnitName is the longest unit name systemd accepts.
+	maxUnitName = 255
+	// maxInstanceID keeps InstanceUnit within maxUnitName.
+	maxInstanceID = maxUnitName - len(instancePrefix) - len(serviceSuffix)
+)
+
+// EnvironmentDir is the directory holding each instance's environment file,
+// as named by EnvironmentFile= in kato@.service.
+const EnvironmentDir = "/etc/kato/instances"
+
+// InstanceStateRoot is the directory under which each instance's state
+// directory lives, as named by StateDirectory= in kato@.service.
+const InstanceStateRoot = "/var/lib/kato/instances"
+
+// InstanceUnit returns the unit name of the KATO processor instance id, for
+// example kato@processor-1.service.
+//
+// The id is used verbatim, without systemd-escape: ValidateInstanceID limits
+// ids to ASCII letters, digits, '-' and '_', all of which are valid in a unit
+// name, and the unit files refer to the instance with %i (the instance string
+// as written) rather than %I (which would turn '-' into '/'). So the id reads
+// the same in the unit name, the environment file name, the state directory
+// and the syslog identifier. Callers pass ids that ValidateInstanceID accepts.
+func InstanceUnit(id string) string {
+	return instancePrefix + id + serviceSuffix
+}
+
+// InstanceID returns the instance id of an instance unit name, the inverse of
+// InstanceUnit. It reports false for any other unit, including an instance
+// whose id ValidateInstanceID rejects, so that InstanceUnit(id) == unit
+// whenever it reports true.
+func InstanceID(unit string) (string, bool) {
+	id, ok := strings.CutPrefix(unit, instancePrefix)
+	if !ok {
+		return "", false
+	}
+	id, ok = strings.CutSuffix(id, serviceSuffix)
+	if !ok || ValidateInstanceID(id) != nil {
+		return "", false
+	}
+	return id, true
+}
+
+// InstanceDropInDir returns the name of the drop-in directory of the instance
+// id, the directory DropInName is written into.
+func InstanceDropInDir(id string) string {
+	return InstanceUnit(id) + ".d"
+}
+
+// InstanceEnvironmentFile returns the path of the environment file
+// kato@.service reads for the instance id, the file RenderEnvironment's output
+// is written to.
+func InstanceEnvironmentFile(id string) string {
+	return EnvironmentDir + "/" + id + ".env"
+}
+
+// InstanceStateDir returns the path of the instance's persistent state
+// directory, which systemd creates when the instance first starts.
+func InstanceStateDir(id string) string {
+	return InstanceStateRoot + "/" + id
+}
+
+// ValidateInstanceID reports whether id can name a KATO processor instance:
+// one to 242 ASCII letters, digits, '-' or '_'. These are the ids that fit a
+// unit name (at most 255 characters with "kato@" and ".service"), a file name
+// and a syslog identifier unchanged.
+func ValidateInstanceID(id string) error {
+	if id == "" {
+		return fmt.Errorf("invalid instance id %q: must not be empty", id)
+	}
+	if len(id) > maxInstanceID {
+		return fmt.Errorf("invalid instance id %q: must be at most %d characters", id, maxInstanceID)
+	}
+	for _, r := range id {
+		if !isIDRune(r) {
+			return fmt.Errorf("invalid instance id %q: may contain only ASCII letters, digits, '-' and '_'", id)
+		}
+	}
+	return nil
+}
+
+func isIDRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
+}
+
+// WorkerUnit returns the unit name of KG worker n, for example
+// kg-worker@1.service. n is not negative.
+func WorkerUnit(n int) string {
+	return workerPrefix + strconv.Itoa(n) + serviceSuffix
+}
+
+// WorkerNumber returns the worker number of a KG worker unit name, the inverse
+// of WorkerUnit. It reports false for any other unit, including one whose
+// instance is not a non-negative decimal number written without sign or
+// leading zeros, so that WorkerUnit(n) == unit whenever it reports true.
+func WorkerNumber(unit string) (int, bool) {
+	s, ok := strings.CutPrefix(unit, workerPrefix)
+	if !ok {
+		return 0, false
+	}
+	s, ok = strings.CutSuffix(s, serviceSuffix)
+	if !ok || s == "" || (len(s) > 1 && s[0] == '0') {
+		return 0, false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, false
+	}
+	return n, true
+}

@@ -5,25 +5,29 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 )
 
 // tomlError turns a decoding error into one that leads with the line it
-// happened on.
+// happened on, without the decoder's "toml: " prefix.
 func tomlError(err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		return fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
 	}
-	return err
+	return errors.New(strings.TrimPrefix(err.Error(), "toml: "))
 }
 
-// linePrefix returns "line N: " for the line key is set on in data, or "" when
-// the key is not in the document.
+// linePrefix returns "line N: " for the line key is set on in data. A key
+// absent from the document, such as a required one left out, is placed at
+// its nearest enclosing table; "" means no part of it is in the document.
 func linePrefix(data []byte, key toml.Key) string {
-	if n := keyLine(data, key); n > 0 {
-		return fmt.Sprintf("line %d: ", n)
+	for i := len(key); i > 0; i-- {
+		if n := keyLine(data, key[:i]); n > 0 {
+			return fmt.Sprintf("line %d: ", n)
+		}
 	}
 	return ""
 }

@@ -243,7 +243,7 @@ func (m *Manager) writeInstanceFiles(inst config.Instance) error {
 		host, _ = os.Hostname()
 	}
 	p := inst.Parameters
-	env := units.RenderEnvironment(units.ProcessorEnv{
+	penv := units.ProcessorEnv{
 		ID:               inst.ID,
 		Name:             inst.Name,
 		IndexerType:      p.IndexerType,
@@ -257,7 +257,10 @@ func (m *Manager) writeInstanceFiles(inst config.Instance) error {
 		Hostname:         host,
 		RestPort:         inst.APIPort,
 		ZMQPort:          inst.ZMQPort,
-	})
+	}
+	if err := penv.Validate(); err != nil {
+		return fmt.Errorf("render %s: %w", inst.Unit, err)
+	}
 	command := inst.Command
 	if len(command) == 0 {
 		command = m.Config.Processor.Command
@@ -271,7 +274,9 @@ func (m *Manager) writeInstanceFiles(inst config.Instance) error {
 	if err != nil {
 		return fmt.Errorf("render %s: %w", inst.Unit, err)
 	}
-	if _, err := writeFileAtomic(m.envPath(inst.ID), env, 0o644); err != nil {
+	// systemd reads the file as root; the processor gets its variables
+	// from systemd. 0600 keeps credentials in MONGO_BASE_URL private.
+	if _, err := writeFileAtomic(m.envPath(inst.ID), units.RenderEnvironment(penv), 0o600); err != nil {
 		return err
 	}
 	if _, err := writeFileAtomic(m.dropInPath(inst.ID), dropIn, 0o644); err != nil {

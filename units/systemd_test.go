@@ -1,0 +1,231 @@
+package units
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These tests hand the files to systemd's own offline tools. They need no
+// running systemd; they skip, saying why, where the tools are missing or
+// cannot work offline. Loading the units into a running systemd is covered
+// by the integration tests.
+
+// runTool runs a systemd tool with extra environment variables and returns
+// its combined output and whether it exited with status 0.
+func runTool(t *testing.T, env []string, name string, args ...string) (string, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %q timed out:\n%s", name, args, out)
+	}
+	if _, isExit := err.(*exec.ExitError); err != nil && !isExit {
+		t.Fatalf("run %s: %v", name, err)
+	}
+	return string(out), err == nil
+}
+
+// requireTool skips the test unless the named tool is installed.
+func requireTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("%s is not installed", name)
+	}
+}
+
+// requireOfflineVerify skips the test unless systemd-analyze verify accepts
+// a trivial valid unit without a running systemd.
+func requireOfflineVerify(t *testing.T) {
+	t.Helper()
+	requireTool(t, "systemd-analyze")
+	dir := t.TempDir()
+	probe := filepath.Join(dir, "kato-probe.service")
+	writeFile(t, probe, "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+	if out, ok := runTool(t, nil, "systemd-analyze", "--man=no", "verify", probe); !ok {
+		t.Skipf("systemd-analyze verify does not work without a running systemd here:\n%s", out)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// complaintsAbout returns the lines of a tool's output that mention one of
+// the given strings: the warnings about our files, leaving out any about
+// unrelated units installed on the machine.
+func complaintsAbout(out string, subjects ...string) []string {
+	var lines []string
+	for _, line := range strings.Split(out, "\n") {
+		for _, s := range subjects {
+			if strings.Contains(line, s) {
+				lines = append(lines, line)
+				break
+			}
+		}
+	}
+	return lines
+}
+
+func TestVerifyWorkerUnit(t *testing.T) {
+	requireOfflineVerify(t)
+	content := string(templateByName(t, SystemdDir, "kg-worker@.service").Content)
+	const worker = "/usr/libexec/kato-manager/kg-worker"
+	if !strings.Contains(content, "ExecStart="+worker+" ") {
+		t.Fatalf("kg-worker@.service does not start %s", worker)
+	}
+	// verify checks that the executable exists; the worker is not installed
+	// on a build machine.
+	content = strings.Replace(content, "ExecStart="+worker+" ", "ExecStart=/bin/true ", 1)
+	dir := t.TempDir()
+	unit := filepath.Join(dir, "kg-worker@1.service")
+	writeFile(t, unit, content)
+
+	out, ok := runTool(t, nil, "systemd-analyze", "--man=no", "verify", unit)
+	if complaints := complaintsAbout(out, dir, "kg-worker@1.service"); !ok || len(complaints) > 0 {
+		t.Errorf("systemd-analyze verify kg-worker@1.service (ok=%v):\n%s", ok, out)
+	}
+}
+
+// installUnits writes the systemd templates into a fresh directory and
+// returns it, to be searched through SYSTEMD_UNIT_PATH.
+func installUnits(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, tmpl := range Templates() {
+		if tmpl.Dir == SystemdDir {
+			writeFile(t, filepath.Join(dir, tmpl.Name), string(tmpl.Content))
+		}
+	}
+	return dir
+}
+
+func TestVerifyInstanceUnit(t *testing.T) {
+	requireOfflineVerify(t)
+
+	t.Run("unconfigured instance refuses to start", func(t *testing.T) {
+		dir := installUnits(t)
+		// The trailing colon appends systemd's own search path, where
+		// network-online.target lives.
+		env := []string{"SYSTEMD_UNIT_PATH=" + dir + ":"}
+		out, ok := runTool(t, env, "systemd-analyze", "--man=no", "verify", InstanceUnit("unconfigured"))
+		if ok || !strings.Contains(out, "no ExecStart=") {
+			t.Errorf("verify of an instance without drop-in: ok=%v, want a refusal for lack of ExecStart=:\n%s", ok, out)
+		}
+	})
+
+	for _, tc := range []struct {
+		name string
+		d    InstanceDropIn
+	}{
+		{"plain", plainDropIn},
+		{"hostile", hostileDropIn},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := installUnits(t)
+			d := tc.d
+			// verify checks that the executable exists.
+			d.Command = append([]string{"/bin/echo"}, d.Command[1:]...)
+			content, err := RenderInstanceDropIn(d)
+			if err != nil {
+				t.Fatalf("RenderInstanceDropIn: %v", err)
+			}
+			writeFile(t, filepath.Join(dir, InstanceDropInDir(d.ID), DropInName), string(content))
+			env := []string{"SYSTEMD_UNIT_PATH=" + dir + ":"}
+			unit := InstanceUnit(d.ID)
+			out, ok := runTool(t, env, "systemd-analyze", "--man=no", "verify", unit)
+			if complaints := complaintsAbout(out, dir, unit); !ok || len(complaints) > 0 {
+				t.Errorf("systemd-analyze verify %s (ok=%v):\n%s", unit, ok, out)
+			}
+		})
+	}
+}
+
+// TestSecurityExposure keeps the services' sandboxing from regressing:
+// systemd-analyze security must rate both at an exposure of 2.0 or less.
+func TestSecurityExposure(t *testing.T) {
+	requireOfflineVerify(t)
+	if out, _ := runTool(t, nil, "systemd-analyze", "security", "--help"); !strings.Contains(out, "--offline") {
+		t.Skip("systemd-analyze security has no --offline mode before systemd 250")
+	}
+	dir := t.TempDir()
+	worker := strings.Replace(string(templateByName(t, SystemdDir, "kg-worker@.service").Content),
+		"/usr/libexec/kato-manager/kg-worker", "/bin/true", 1)
+	writeFile(t, filepath.Join(dir, "kg-worker@1.service"), worker)
+	instance := string(templateByName(t, SystemdDir, "kato@.service").Content) + "\n[Service]\nExecStart=/bin/true\n"
+	writeFile(t, filepath.Join(dir, "kato@x.service"), instance)
+
+	for _, unit := range []string{"kg-worker@1.service", "kato@x.service"} {
+		t.Run(unit, func(t *testing.T) {
+			// The threshold is in tenths: 20 is an exposure level of 2.0.
+			out, ok := runTool(t, nil, "systemd-analyze", "security", "--offline=true", "--threshold=20", "--no-pager",
+				filepath.Join(dir, unit))
+			if !ok {
+				t.Errorf("exposure of %s is above 2.0:\n%s", unit, out)
+			}
+		})
+	}
+}
+
+func TestSysusersCreatesUser(t *testing.T) {
+	requireTool(t, "systemd-sysusers")
+	root := t.TempDir()
+	file := filepath.Join(t.TempDir(), "kato.conf")
+	writeFile(t, file, string(templateByName(t, SysusersDir, "kato.conf").Content))
+	out, ok := runTool(t, nil, "systemd-sysusers", "--dry-run", "--root="+root, file)
+	if !ok {
+		t.Fatalf("systemd-sysusers --dry-run failed:\n%s", out)
+	}
+	for _, want := range []string{"Creating group 'kato'", "Creating user 'kato' (KATO processors)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("systemd-sysusers output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestTmpfilesCreatesDirectories(t *testing.T) {
+	requireTool(t, "systemd-tmpfiles")
+	if os.Geteuid() != 0 {
+		t.Skip("systemd-tmpfiles needs root to give the directories to root")
+	}
+	requireTool(t, "systemd-sysusers")
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The group the entries name must exist in the root first, as the
+	// package installs sysusers.d before tmpfiles.d.
+	users := filepath.Join(t.TempDir(), "kato.conf")
+	writeFile(t, users, string(templateByName(t, SysusersDir, "kato.conf").Content))
+	if out, ok := runTool(t, nil, "systemd-sysusers", "--root="+root, users); !ok {
+		t.Fatalf("systemd-sysusers failed:\n%s", out)
+	}
+	file := filepath.Join(t.TempDir(), "kato.conf")
+	writeFile(t, file, string(templateByName(t, TmpfilesDir, "kato.conf").Content))
+	if out, ok := runTool(t, nil, "systemd-tmpfiles", "--create", "--root="+root, file); !ok {
+		t.Fatalf("systemd-tmpfiles --create failed:\n%s", out)
+	}
+	for dir, want := range map[string]os.FileMode{"/var/lib/kato": 0o775 | os.ModeSticky, EnvironmentDir: 0o755} {
+		info, err := os.Stat(filepath.Join(root, dir))
+		if err != nil {
+			t.Errorf("%s was not created: %v", dir, err)
+			continue
+		}
+		if !info.IsDir() || info.Mode()&(os.ModePerm|os.ModeSticky) != want {
+			t.Errorf("%s has mode %v, want a directory with %v", dir, info.Mode(), want)
+		}
+	}
+}

@@ -1,0 +1,340 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestInstances drives kato-manager on one real systemd through the seed's
+// scenarios. Each subtest leaves no instance behind.
+func TestInstances(t *testing.T) {
+	m := bootMachine(t)
+	cleanup := func(t *testing.T) {
+		t.Helper()
+		m.mustKM("stop", "--all", "--no-mongo")
+		if rows := m.listJSON(); len(rows) != 0 {
+			t.Fatalf("instances left after stop --all: %v", rows)
+		}
+	}
+
+	t.Run("three instances with the seed's flags", func(t *testing.T) {
+		defer cleanup(t)
+		m.mustKM("start", "--id", "processor-1", "--name", "Main Processor", "--port", "8001")
+		m.mustKM("start", "--id", "processor-2", "--name", "Secondary", "--port", "8002", "--max-predictions", "200")
+		m.mustKM("start", "--id", "processor-3", "--name", "Auto Learner", "--port", "8003", "--max-seq-length", "10")
+		for i := 1; i <= 3; i++ {
+			id := fmt.Sprintf("processor-%d", i)
+			if s := m.activeState("kato@" + id + ".service"); s != "active" {
+				t.Fatalf("kato@%s.service is %s", id, s)
+			}
+			body, err := m.get(fmt.Sprintf("http://127.0.0.1:%d/%s/ping", 8000+i, id))
+			if err != nil || !strings.Contains(body, "okay") {
+				t.Fatalf("ping %s: %q %v", id, body, err)
+			}
+		}
+		// What the processor received, in both forms KATO reads.
+		var env map[string]string
+		body, err := m.get("http://127.0.0.1:8002/env")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(body), &env); err != nil {
+			t.Fatal(err)
+		}
+		for k, want := range map[string]string{"PROCESSOR_ID": "processor-2", "PROCESSOR_NAME": "Secondary", "MAX_PREDICTIONS": "200",
+			"REST_PORT": "8002", "PORT": "8002", "INDEXER_TYPE": "VI", "RECALL_THRESHOLD": "0.1", "PERSISTENCE": "5", "QUIESCENCE": "3"} {
+			if env[k] != want {
+				t.Errorf("processor-2 got %s=%q, want %q", k, env[k], want)
+			}
+		}
+		var manifest map[string]any
+		if err := json.Unmarshal([]byte(env["MANIFEST"]), &manifest); err != nil || manifest["id"] != "processor-2" || manifest["max_predictions"] != float64(200) {
+			t.Errorf("MANIFEST = %q (%v)", env["MANIFEST"], err)
+		}
+		// Operators look with plain systemctl and journalctl.
+		cat := m.must("systemctl", "cat", "kato@processor-1.service")
+		for _, want := range []string{"kato@.service", "kato-manager.conf", "ExecStart=\"/opt/kato-test/fakeprocessor\"", "User=kato"} {
+			if !strings.Contains(cat, want) {
+				t.Errorf("systemctl cat lacks %q:\n%s", want, cat)
+			}
+		}
+		m.waitFor("processor-1's start line in the journal", 10*time.Second, func() bool {
+			return strings.Contains(m.exec("journalctl", "-u", "kato@processor-1.service", "--no-pager").stdout, "processor-1")
+		})
+		if logs := m.mustKM("logs", "processor-1", "-n", "20"); !strings.Contains(logs, "processor-1") {
+			t.Errorf("kato-manager logs:\n%s", logs)
+		}
+		if user := strings.TrimSpace(m.must("systemctl", "show", "-P", "User", "kato@processor-1.service")); user != "kato" {
+			t.Errorf("runs as %q", user)
+		}
+		rows := m.listJSON()
+		for i := 1; i <= 3; i++ {
+			r := rows[fmt.Sprintf("processor-%d", i)]
+			if r == nil || r["active_state"] != "active" || r["pid"].(float64) == 0 || r["api_port"] != float64(8000+i) || r["memory_bytes"].(float64) == 0 {
+				t.Errorf("list row %d = %v", i, r)
+			}
+		}
+		table := m.mustKM("list")
+		if !strings.Contains(table, "Main Processor") || !strings.Contains(table, "running") {
+			t.Errorf("list:\n%s", table)
+		}
+		if r := m.km("status"); r.code != 0 || !strings.Contains(r.stdout, "in step") {
+			t.Errorf("status: %s", r)
+		}
+		// Starting a running instance is a no-op.
+		if out := m.mustKM("start", "--id", "processor-1"); !strings.Contains(out, "already running") {
+			t.Errorf("second start: %s", out)
+		}
+		// kato.target stops them all; enabled instances come back with it.
+		m.must("systemctl", "stop", "kato.target")
+		for i := 1; i <= 3; i++ {
+			if s := m.activeState(fmt.Sprintf("kato@processor-%d.service", i)); s != "inactive" {
+				t.Errorf("after stopping kato.target processor-%d is %s", i, s)
+			}
+		}
+		m.must("systemctl", "start", "kato.target")
+		for i := 1; i <= 3; i++ {
+			if s := m.activeState(fmt.Sprintf("kato@processor-%d.service", i)); s != "active" {
+				t.Errorf("after starting kato.target processor-%d is %s", i, s)
+			}
+		}
+	})
+
+	t.Run("stop by id, by name, all", func(t *testing.T) {
+		defer cleanup(t)
+		m.mustKM("start", "--id", "a", "--name", "Alpha")
+		m.mustKM("start", "--id", "b", "--name", "Beta")
+		m.mustKM("start", "--id", "c", "--name", "Gamma")
+		m.mustKM("start", "--id", "d", "--name", "Gamma")
+		m.mustKM("stop", "a")
+		m.mustKM("stop", "--name", "Beta")
+		if r := m.km("stop", "--name", "Gamma"); r.code != 2 || !strings.Contains(r.stderr, "c") || !strings.Contains(r.stderr, "d") {
+			t.Errorf("ambiguous name: %s", r)
+		}
+		if r := m.km("stop", "nope"); r.code != 1 || !strings.Contains(r.stderr, "kato-manager list") {
+			t.Errorf("unknown instance: %s", r)
+		}
+		rows := m.listJSON()
+		if len(rows) != 2 || rows["c"] == nil || rows["d"] == nil {
+			t.Fatalf("after two stops: %v", rows)
+		}
+		for _, id := range []string{"a", "b"} {
+			if m.exists("/etc/systemd/system/kato@"+id+".service.d") || m.exists("/etc/kato/instances/"+id+".env") {
+				t.Errorf("%s files left", id)
+			}
+			if s := m.activeState("kato@" + id + ".service"); s != "inactive" {
+				t.Errorf("%s is %s", id, s)
+			}
+			if strings.Contains(m.exec("systemctl", "list-dependencies", "kato.target", "--plain").stdout, "kato@"+id) {
+				t.Errorf("kato.target still wants %s", id)
+			}
+		}
+		m.mustKM("stop", "--id", "c")
+		out := m.mustKM("stop")
+		if !strings.Contains(out, "stopped and removed d") {
+			t.Errorf("stop with no arguments: %s", out)
+		}
+	})
+
+	t.Run("ports move past a foreign listener and a stopped instance", func(t *testing.T) {
+		defer cleanup(t)
+		defer m.exec("systemctl", "stop", "foreign-listener.service")
+		m.must("systemd-run", "--unit=foreign-listener", "--", "/usr/bin/python3", "-m", "http.server", "8000", "--bind", "127.0.0.1")
+		m.waitFor("the foreign listener", 10*time.Second, func() bool {
+			_, err := m.get("http://127.0.0.1:8000/")
+			return err == nil
+		})
+		r := m.km("start", "--id", "auto")
+		if r.code != 0 || !strings.Contains(r.stderr, "API port 8000 is in use; using 8001") {
+			t.Fatalf("start past a busy port: %s", r)
+		}
+		m.mustKM("start", "--id", "sleeper", "--port", "8100")
+		m.must("systemctl", "stop", "kato@sleeper.service")
+		r = m.km("start", "--id", "late", "--port", "8100")
+		if r.code != 0 || !strings.Contains(r.stderr, "reserved by instance sleeper; using 8101") {
+			t.Fatalf("start on a reserved port: %s", r)
+		}
+		rows := m.listJSON()
+		if rows["auto"]["api_port"] != float64(8001) || rows["late"]["api_port"] != float64(8101) || rows["sleeper"]["active_state"] != "inactive" {
+			t.Fatalf("rows = %v", rows)
+		}
+		// The stopped instance comes back on its own port.
+		m.mustKM("start", "--id", "sleeper")
+		if _, err := m.get("http://127.0.0.1:8100/sleeper/ping"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("twenty concurrent starts get twenty ports", func(t *testing.T) {
+		defer cleanup(t)
+		var wg sync.WaitGroup
+		results := make([]result, 20)
+		for i := range results {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				results[i] = m.km("start", "--id", fmt.Sprintf("c%02d", i))
+			}(i)
+		}
+		wg.Wait()
+		for i, r := range results {
+			if r.code != 0 {
+				t.Errorf("start c%02d: %s", i, r)
+			}
+		}
+		rows := m.listJSON()
+		ports := map[float64]string{}
+		for id, r := range rows {
+			for _, key := range []string{"api_port", "zmq_port"} {
+				p := r[key].(float64)
+				if other, dup := ports[p]; dup {
+					t.Errorf("port %v given to %s and %s", p, other, id)
+				}
+				ports[p] = id
+			}
+			if r["active_state"] != "active" {
+				t.Errorf("%s is %v", id, r["active_state"])
+			}
+		}
+		if len(rows) != 20 {
+			t.Fatalf("%d instances registered, want 20", len(rows))
+		}
+	})
+
+	t.Run("a crashed processor is restarted and status counts it", func(t *testing.T) {
+		defer cleanup(t)
+		m.mustKM("start", "--id", "crashy", "--processor-command", fakeProcessor+" --crash-after 2s")
+		m.waitFor("systemd to restart crashy", 30*time.Second, func() bool {
+			return strings.TrimSpace(m.exec("systemctl", "show", "-P", "NRestarts", "kato@crashy.service").stdout) != "0"
+		})
+		var st struct {
+			Instances []struct {
+				ID       string `json:"id"`
+				Restarts int    `json:"restarts"`
+			} `json:"instances"`
+		}
+		r := m.km("status", "--json")
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, r)
+		}
+		if len(st.Instances) != 1 || st.Instances[0].Restarts < 1 {
+			t.Fatalf("status = %+v", st)
+		}
+		if !strings.Contains(m.mustKM("status"), "crashy") {
+			t.Fatal("status does not show the instance")
+		}
+	})
+
+	t.Run("a processor that never listens fails the start and is rolled back", func(t *testing.T) {
+		defer cleanup(t)
+		r := m.km("start", "--id", "mute", "--processor-command", fakeProcessor+" --never-listen", "--timeout", "3s")
+		if r.code != 1 || !strings.Contains(r.stderr, "did not listen on port") || !strings.Contains(r.stderr, "last log lines") {
+			t.Fatalf("start: %s", r)
+		}
+		if rows := m.listJSON(); len(rows) != 0 {
+			t.Fatalf("registry after rollback: %v", rows)
+		}
+		if m.exists("/etc/systemd/system/kato@mute.service.d") || m.exists("/etc/kato/instances/mute.env") {
+			t.Fatal("unit files left after rollback")
+		}
+		if s := m.activeState("kato@mute.service"); s != "inactive" {
+			t.Fatalf("unit is %s after rollback", s)
+		}
+	})
+
+	t.Run("learned memory survives restart and stop", func(t *testing.T) {
+		defer cleanup(t)
+		m.mustKM("start", "--id", "learner", "--port", "8200")
+		m.post("http://127.0.0.1:8200/learner/learn", "{}")
+		m.post("http://127.0.0.1:8200/learner/learn", "{}")
+		m.mustKM("restart", "learner")
+		if body, err := m.get("http://127.0.0.1:8200/learner/learned"); err != nil || !strings.Contains(body, "2") {
+			t.Fatalf("after restart: %q %v", body, err)
+		}
+		m.mustKM("stop", "learner")
+		m.mustKM("start", "--id", "learner", "--port", "8200")
+		if body, err := m.get("http://127.0.0.1:8200/learner/learned"); err != nil || !strings.Contains(body, "2") {
+			t.Fatalf("after stop and start: %q %v", body, err)
+		}
+	})
+
+	t.Run("drift is reported and repaired", func(t *testing.T) {
+		defer cleanup(t)
+		m.mustKM("start", "--id", "kept")
+		m.mustKM("start", "--id", "vanished")
+		m.mustKM("start", "--id", "orphan")
+		m.must("rm", "-r", "/etc/systemd/system/kato@vanished.service.d", "/etc/kato/instances/vanished.env")
+		m.must("sed", "-i", "/^\\[instances.orphan\\]/,/^$/d", "/var/lib/kato/instances.toml")
+		r := m.km("status")
+		if r.code != 1 || !strings.Contains(r.stdout, "entries whose unit vanished: vanished") || !strings.Contains(r.stdout, "units with no entry: orphan") {
+			t.Fatalf("status: %s\nregistry:\n%s", r, m.readFile("/var/lib/kato/instances.toml"))
+		}
+		m.mustKM("gc")
+		if r := m.km("status"); r.code != 0 {
+			t.Fatalf("status after gc: %s", r)
+		}
+		for _, id := range []string{"vanished", "orphan"} {
+			if s := m.activeState("kato@" + id + ".service"); s != "inactive" {
+				t.Errorf("%s is %s after gc", id, s)
+			}
+		}
+		if rows := m.listJSON(); len(rows) != 1 || rows["kept"] == nil {
+			t.Fatalf("after gc: %v", rows)
+		}
+	})
+
+	t.Run("bad input changes nothing", func(t *testing.T) {
+		defer cleanup(t)
+		m.mustKM("start", "--id", "existing", "--port", "8300")
+		before := m.readFile("/var/lib/kato/instances.toml")
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"start", "--id", "my processor"}, "invalid --id"},
+			{[]string{"start", "--id", "a.b"}, "invalid --id"},
+			{[]string{"start", "--id", strings.Repeat("x", 65)}, "invalid --id"},
+			{[]string{"start", "--id", "x", "--recall-threshold", "1.5"}, "invalid --recall-threshold 1.5: must be between 0 and 1"},
+			{[]string{"start", "--id", "x", "--indexer-type", "HNSW"}, "invalid --indexer-type"},
+			{[]string{"start", "--id", "x", "--max-predictions", "0"}, "invalid --max-predictions 0"},
+			{[]string{"start", "--id", "x", "--max-seq-length", "-1"}, "invalid --max-seq-length -1"},
+			{[]string{"start", "--id", "x", "--persistence", "0"}, "invalid --persistence 0"},
+			{[]string{"start", "--id", "x", "--quiescence", "-2"}, "invalid --quiescence -2"},
+			{[]string{"start", "--id", "x", "--port", "70000"}, "invalid --port 70000"},
+			{[]string{"start", "--id", "x", "--port", "eighty"}, "invalid argument \"eighty\""},
+			{[]string{"start", "--id", "x", "--name", "two\nlines"}, "invalid --name"},
+			{[]string{"start", "--id", "x", "--processor-command", "python3 -m kato"}, "invalid --processor-command"},
+			{[]string{"start", "--bogus"}, "unknown flag: --bogus"},
+			{[]string{"frobnicate"}, "unknown command"},
+			{[]string{"stop", "a", "b"}, "stop takes one instance"},
+			{[]string{"stop", "--with-mongo", "--no-mongo"}, "exclude each other"},
+			{[]string{"restart"}, "restart takes one instance"},
+		} {
+			r := m.km(tc.args...)
+			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("%q: want exit 2 and %q, got %s", tc.args, tc.want, r)
+			}
+		}
+		if after := m.readFile("/var/lib/kato/instances.toml"); after != before {
+			t.Errorf("registry changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		if m.exists("/etc/kato/instances/x.env") || m.activeState("kato@x.service") != "inactive" {
+			t.Error("a rejected start left something behind")
+		}
+		// A malformed registry is reported with its line and never rewritten.
+		m.must("sh", "-c", "printf '[instances.broken\\nname = 1\\n' >> /var/lib/kato/instances.toml")
+		broken := m.readFile("/var/lib/kato/instances.toml")
+		r := m.km("start", "--id", "y")
+		if r.code != 1 || !strings.Contains(r.stderr, "/var/lib/kato/instances.toml") || !strings.Contains(r.stderr, "line") {
+			t.Errorf("malformed registry: %s", r)
+		}
+		if m.readFile("/var/lib/kato/instances.toml") != broken {
+			t.Error("malformed registry was rewritten")
+		}
+		m.must("sh", "-c", fmt.Sprintf("printf '%%s' %q > /var/lib/kato/instances.toml", before))
+	})
+}

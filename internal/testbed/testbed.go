@@ -1,0 +1,87 @@
+// Package testbed builds the programs of this repository and installs them
+// into a real-systemd machine from internal/sdharness, for the end-to-end
+// tests and the benchmarks.
+package testbed
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"github.com/kato-manager/kato-manager/internal/sdharness"
+)
+
+// Where the programs under test live inside a machine: the paths of a
+// normal install, plus the test doubles under /opt/kato-test.
+const (
+	KatoManager   = "/usr/local/bin/kato-manager"
+	KGWorker      = "/usr/libexec/kato-manager/kg-worker"
+	FakeProcessor = "/opt/kato-test/fakeprocessor"
+	KGServiceFake = "/opt/kato-test/kgservicefake"
+)
+
+// Config is /etc/kato/kato.toml inside a machine: the KATO processor test
+// double, no shared services, a generous ready timeout.
+const Config = `
+[processor]
+command = ["/opt/kato-test/fakeprocessor"]
+ready_timeout = 20.0
+
+[services]
+units = []
+`
+
+var programs = map[string]struct{ pkg, dst string }{
+	"kato-manager":  {"./cmd/kato-manager", KatoManager},
+	"kg-worker":     {"./cmd/kg-worker", KGWorker},
+	"fakeprocessor": {"./internal/fakeprocessor", FakeProcessor},
+	"kgservicefake": {"./internal/kgservicefake/cmd/kgservicefake", KGServiceFake},
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// repoRoot is the module root, two levels above this file.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Build compiles the programs once per process and returns their directory.
+func Build() (string, error) {
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "kato-testbed-")
+		if buildErr != nil {
+			return
+		}
+		for name, p := range programs {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), p.pkg)
+			cmd.Dir = repoRoot()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("build %s: %v\n%s", p.pkg, err, out)
+				return
+			}
+		}
+	})
+	return buildDir, buildErr
+}
+
+// Install copies the built programs and the test configuration into m.
+func Install(m *sdharness.Machine) error {
+	dir, err := Build()
+	if err != nil {
+		return err
+	}
+	for name, p := range programs {
+		if err := m.CopyFile(filepath.Join(dir, name), p.dst, 0o755); err != nil {
+			return fmt.Errorf("install %s: %w", name, err)
+		}
+	}
+	return m.WriteFile("/etc/kato/kato.toml", []byte(Config), 0o644)
+}

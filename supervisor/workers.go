@@ -1,0 +1,293 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+
+	"github.com/shirou/gopsutil/v3/process"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/units"
+)
+
+// WorkerEnvFile is the environment file every kg-worker@.service reads; the
+// pool writes the settings given on the command line there.
+const WorkerEnvFile = "kg-worker.env"
+
+// Pool drives the KG worker pool: kg-worker@1.service … kg-worker@N.service.
+type Pool struct {
+	Systemd Systemd
+	Config  *config.Config
+	// EnvDir is where WorkerEnvFile lives: /etc/kato.
+	EnvDir string
+	// ProcessStatus reports a process's state letters as gopsutil does (R,
+	// S, T, Z, …); nil means gopsutil.
+	ProcessStatus func(ctx context.Context, pid int32) ([]string, error)
+}
+
+// PoolSettings are what `workers start` may set for the whole pool.
+type PoolSettings struct {
+	// PollInterval in seconds; zero keeps what the workers read already.
+	PollInterval float64
+}
+
+// workerUnits lists the pool's units known to systemd, by worker number.
+func (p *Pool) workerUnits(ctx context.Context) (map[int]UnitState, error) {
+	list, err := p.Systemd.ListUnits(ctx, units.WorkerPattern)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]UnitState{}
+	for _, u := range list {
+		if n, ok := units.WorkerNumber(u.Name); ok && u.LoadState == "loaded" {
+			out[n] = u
+		}
+	}
+	return out, nil
+}
+
+// Start writes the pool settings and starts workers 1..n; workers above n
+// that run are left alone (use Scale to stop them).
+func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, error) {
+	if err := validateWorkerCount(n); err != nil {
+		return nil, err
+	}
+	if s.PollInterval < 0 {
+		return nil, &config.FieldError{Field: "poll_interval", Value: fmt.Sprint(s.PollInterval), Rule: "must be greater than 0"}
+	}
+	if s.PollInterval > 0 {
+		env := fmt.Sprintf("# Written by kato-manager workers start; settings for every kg-worker@.service.\nKG_POLL_INTERVAL=%s\n", strconv.FormatFloat(s.PollInterval, 'g', -1, 64))
+		if _, err := writeFileAtomic(filepath.Join(p.EnvDir, WorkerEnvFile), []byte(env), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	var started []string
+	names := make([]string, 0, n)
+	for i := 1; i <= n; i++ {
+		names = append(names, units.WorkerUnit(i))
+	}
+	if err := p.Systemd.EnableUnits(ctx, names); err != nil {
+		return nil, err
+	}
+	if err := p.Systemd.Reload(ctx); err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		if err := p.Systemd.ResetFailedUnit(ctx, name); err != nil {
+			return started, err
+		}
+		// A running worker is restarted so that it reads new settings.
+		start := p.Systemd.StartUnit
+		if s.PollInterval > 0 {
+			start = p.Systemd.RestartUnit
+		}
+		if err := start(ctx, name); err != nil {
+			return started, err
+		}
+		started = append(started, name)
+	}
+	return started, nil
+}
+
+func validateWorkerCount(n int) error {
+	if n < 1 || n > 64 {
+		return &config.FieldError{Field: "workers", Value: strconv.Itoa(n), Rule: "must be between 1 and 64"}
+	}
+	return nil
+}
+
+// Stop stops and disables every worker. Each worker, on SIGTERM, stops
+// claiming and finishes or hands back what it holds, so nothing is left
+// in 'processing'.
+func (p *Pool) Stop(ctx context.Context) ([]string, error) {
+	return p.stopAbove(ctx, 0)
+}
+
+// stopAbove stops and disables workers numbered above n.
+func (p *Pool) stopAbove(ctx context.Context, n int) ([]string, error) {
+	known, err := p.workerUnits(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var stopped []string
+	var errs []error
+	for _, num := range sortedInts(known) {
+		if num <= n {
+			continue
+		}
+		name := units.WorkerUnit(num)
+		if err := p.Systemd.StopUnit(ctx, name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := p.Systemd.DisableUnits(ctx, []string{name}); err != nil && !isNoSuchUnit(err) {
+			errs = append(errs, err)
+		}
+		if err := p.Systemd.ResetFailedUnit(ctx, name); err != nil {
+			errs = append(errs, err)
+		}
+		stopped = append(stopped, name)
+	}
+	if len(stopped) > 0 {
+		errs = append(errs, p.Systemd.Reload(ctx))
+	}
+	return stopped, errors.Join(errs...)
+}
+
+// Restart restarts every worker that runs.
+func (p *Pool) Restart(ctx context.Context) ([]string, error) {
+	known, err := p.workerUnits(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var restarted []string
+	for _, num := range sortedInts(known) {
+		if !known[num].Active() && known[num].ActiveState != "failed" {
+			continue
+		}
+		name := units.WorkerUnit(num)
+		if err := p.Systemd.ResetFailedUnit(ctx, name); err != nil {
+			return restarted, err
+		}
+		if err := p.Systemd.RestartUnit(ctx, name); err != nil {
+			return restarted, err
+		}
+		restarted = append(restarted, name)
+	}
+	if len(restarted) == 0 {
+		return nil, errors.New("no workers run; start them with `kato-manager workers start`")
+	}
+	return restarted, nil
+}
+
+// Scale makes exactly workers 1..n run, starting and stopping the
+// difference while the others keep working.
+func (p *Pool) Scale(ctx context.Context, n int) (started, stopped []string, err error) {
+	if err := validateWorkerCount(n); err != nil {
+		return nil, nil, err
+	}
+	started, err = p.Start(ctx, n, PoolSettings{})
+	if err != nil {
+		return started, nil, err
+	}
+	stopped, err = p.stopAbove(ctx, n)
+	return started, stopped, err
+}
+
+// WorkerHealth is one worker's health: systemd's view and its process's.
+type WorkerHealth struct {
+	WorkerID    int    `json:"worker_id"`
+	Unit        string `json:"unit"`
+	Running     bool   `json:"running"`
+	ActiveState string `json:"active_state"`
+	SubState    string `json:"sub_state"`
+	PID         uint32 `json:"pid"`
+	// ProcessState is the main process's state as /proc shows it:
+	// running, sleep, stop, zombie, …
+	ProcessState string `json:"process_state,omitempty"`
+	Restarts     uint32 `json:"restarts"`
+	Problem      string `json:"problem,omitempty"`
+}
+
+// PoolHealth is the seed's check_worker_health, answered by systemd and
+// /proc.
+type PoolHealth struct {
+	ManagerRunning   bool           `json:"manager_running"`
+	TotalWorkers     int            `json:"total_workers"`
+	HealthyWorkers   int            `json:"healthy_workers"`
+	UnhealthyWorkers int            `json:"unhealthy_workers"`
+	WorkersRestarted uint32         `json:"workers_restarted"`
+	Workers          []WorkerHealth `json:"-"`
+}
+
+// Health inspects every worker systemd knows. A worker is healthy when its
+// unit is active and running and its main process is not stopped or a
+// zombie.
+func (p *Pool) Health(ctx context.Context) (*PoolHealth, error) {
+	known, err := p.workerUnits(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := &PoolHealth{Workers: []WorkerHealth{}}
+	statusOf := p.ProcessStatus
+	if statusOf == nil {
+		statusOf = func(ctx context.Context, pid int32) ([]string, error) {
+			proc, err := process.NewProcessWithContext(ctx, pid)
+			if err != nil {
+				return nil, err
+			}
+			return proc.StatusWithContext(ctx)
+		}
+	}
+	for _, num := range sortedInts(known) {
+		name := units.WorkerUnit(num)
+		u, err := p.Systemd.Unit(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if u.ActiveState == "inactive" {
+			continue // stopped on purpose: not part of the pool
+		}
+		w := WorkerHealth{WorkerID: num, Unit: name, ActiveState: u.ActiveState, SubState: u.SubState, PID: u.MainPID, Restarts: u.NRestarts}
+		h.WorkersRestarted += u.NRestarts
+		switch {
+		case u.ActiveState != "active" || u.SubState != "running":
+			w.Problem = fmt.Sprintf("unit is %s/%s", u.ActiveState, u.SubState)
+		case u.MainPID == 0:
+			w.Problem = "no main process"
+		default:
+			states, err := statusOf(ctx, int32(u.MainPID))
+			if err != nil {
+				w.Problem = fmt.Sprintf("process %d: %v", u.MainPID, err)
+				break
+			}
+			if len(states) > 0 {
+				w.ProcessState = states[0]
+			}
+			if w.ProcessState == process.Stop || w.ProcessState == process.Zombie {
+				w.Problem = fmt.Sprintf("process %d is %s", u.MainPID, w.ProcessState)
+			}
+		}
+		w.Running = w.Problem == ""
+		if w.Running {
+			h.HealthyWorkers++
+		} else {
+			h.UnhealthyWorkers++
+		}
+		h.Workers = append(h.Workers, w)
+	}
+	h.TotalWorkers = len(h.Workers)
+	h.ManagerRunning = h.HealthyWorkers > 0
+	return h, nil
+}
+
+// RestartUnhealthy restarts the workers Health found unhealthy.
+func (p *Pool) RestartUnhealthy(ctx context.Context, h *PoolHealth) ([]string, error) {
+	var restarted []string
+	for _, w := range h.Workers {
+		if w.Running {
+			continue
+		}
+		if err := p.Systemd.ResetFailedUnit(ctx, w.Unit); err != nil {
+			return restarted, err
+		}
+		if err := p.Systemd.RestartUnit(ctx, w.Unit); err != nil {
+			return restarted, err
+		}
+		restarted = append(restarted, w.Unit)
+	}
+	return restarted, nil
+}
+
+func sortedInts[V any](m map[int]V) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}

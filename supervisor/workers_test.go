@@ -1,0 +1,126 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kato-manager/kato-manager/config"
+)
+
+func newTestPool(t *testing.T) (*Pool, *fakeSystemd, map[int32]string) {
+	t.Helper()
+	sd := newFakeSystemd()
+	pid := uint32(500)
+	sd.onStart = func(unit string, u *UnitState) {
+		pid++
+		u.MainPID = pid
+	}
+	states := map[int32]string{}
+	p := &Pool{
+		Systemd: sd,
+		Config:  config.Default(),
+		EnvDir:  t.TempDir(),
+		ProcessStatus: func(ctx context.Context, pid int32) ([]string, error) {
+			if s, ok := states[pid]; ok {
+				return []string{s}, nil
+			}
+			return []string{"sleep"}, nil
+		},
+	}
+	return p, sd, states
+}
+
+func TestPoolStartScaleStop(t *testing.T) {
+	ctx := context.Background()
+	p, sd, _ := newTestPool(t)
+	started, err := p.Start(ctx, 4, PoolSettings{PollInterval: 0.5})
+	if err != nil || len(started) != 4 {
+		t.Fatalf("start: %q %v", started, err)
+	}
+	env, _ := os.ReadFile(filepath.Join(p.EnvDir, WorkerEnvFile))
+	if !strings.Contains(string(env), "KG_POLL_INTERVAL=0.5\n") {
+		t.Fatalf("environment file = %q", env)
+	}
+	h, _ := p.Health(ctx)
+	if h.TotalWorkers != 4 || h.HealthyWorkers != 4 || !h.ManagerRunning {
+		t.Fatalf("health after start = %+v", h)
+	}
+	_, stopped, err := p.Scale(ctx, 1)
+	if err != nil || strings.Join(stopped, " ") != "kg-worker@2.service kg-worker@3.service kg-worker@4.service" {
+		t.Fatalf("scale down: %q %v", stopped, err)
+	}
+	if !sd.enabled["kg-worker@1.service"] || sd.enabled["kg-worker@2.service"] {
+		t.Fatalf("enabled after scale down = %v", sd.enabled)
+	}
+	started, stopped, err = p.Scale(ctx, 3)
+	if err != nil || len(started) != 3 || len(stopped) != 0 {
+		t.Fatalf("scale up: %q %q %v", started, stopped, err)
+	}
+	if h, _ := p.Health(ctx); h.TotalWorkers != 3 || h.HealthyWorkers != 3 {
+		t.Fatalf("health after scale up = %+v", h)
+	}
+	stopped, err = p.Stop(ctx)
+	if err != nil || len(stopped) != 3 {
+		t.Fatalf("stop: %q %v", stopped, err)
+	}
+	if h, _ := p.Health(ctx); h.TotalWorkers != 0 || h.ManagerRunning {
+		t.Fatalf("health after stop = %+v", h)
+	}
+	if len(sd.enabled) != 0 {
+		t.Fatalf("still enabled: %v", sd.enabled)
+	}
+}
+
+func TestPoolHealthFindsStoppedAndFailedWorkers(t *testing.T) {
+	ctx := context.Background()
+	p, sd, states := newTestPool(t)
+	if _, err := p.Start(ctx, 3, PoolSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	u2, _ := sd.Unit(ctx, "kg-worker@2.service")
+	states[int32(u2.MainPID)] = "stop" // SIGSTOP: alive to systemd, doing nothing
+	sd.set("kg-worker@3.service", func(u *UnitState) { u.ActiveState, u.SubState, u.NRestarts = "failed", "failed", 5 })
+	h, err := p.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.HealthyWorkers != 1 || h.UnhealthyWorkers != 2 || h.WorkersRestarted != 5 {
+		t.Fatalf("health = %+v", h)
+	}
+	if !strings.Contains(h.Workers[1].Problem, "stop") || h.Workers[2].Running {
+		t.Fatalf("workers = %+v", h.Workers)
+	}
+	restarted, err := p.RestartUnhealthy(ctx, h)
+	if err != nil || strings.Join(restarted, " ") != "kg-worker@2.service kg-worker@3.service" {
+		t.Fatalf("restart unhealthy: %q %v", restarted, err)
+	}
+	if h, _ := p.Health(ctx); h.HealthyWorkers != 3 {
+		t.Fatalf("health after restart = %+v", h)
+	}
+}
+
+func TestPoolRejectsBadCounts(t *testing.T) {
+	ctx := context.Background()
+	for _, n := range []int{0, -1, 65} {
+		p, sd, _ := newTestPool(t)
+		_, err := p.Start(ctx, n, PoolSettings{})
+		var fe *config.FieldError
+		if !errors.As(err, &fe) || fe.Field != "workers" {
+			t.Errorf("start %d: %v", n, err)
+		}
+		if _, _, err := p.Scale(ctx, n); !errors.As(err, &fe) {
+			t.Errorf("scale %d: %v", n, err)
+		}
+		if calls := sd.callLog(); len(calls) != 0 {
+			t.Errorf("calls for %d: %q", n, calls)
+		}
+	}
+	p, _, _ := newTestPool(t)
+	if _, err := p.Start(ctx, 1, PoolSettings{PollInterval: -1}); err == nil {
+		t.Error("negative poll interval accepted")
+	}
+}

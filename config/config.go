@@ -137,13 +137,13 @@ func Load(path string) (*Config, error) {
 	}
 	md, err := toml.Decode(string(data), c)
 	if err != nil {
-		return nil, fmt.Errorf("load config %s: %w", path, tomlError(err))
+		return nil, fmt.Errorf("load config %s: %w", path, malformed(tomlError(err)))
 	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		return nil, fmt.Errorf("load config %s: %sunknown key %s", path, linePrefix(data, undecoded[0]), undecoded[0])
+		return nil, fmt.Errorf("load config %s: %sunknown key %s%w", path, linePrefix(data, undecoded[0]), undecoded[0], malformed(nil))
 	}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("load config %s: %s%w", path, linePrefix(data, fieldKey(err)), err)
+		return nil, fmt.Errorf("load config %s: %s%w", path, linePrefix(data, fieldKey(err)), malformed(err))
 	}
 	return c, nil
 }

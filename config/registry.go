@@ -22,6 +22,9 @@ var (
 	ErrNotFound = errors.New("instance not found")
 	// ErrAmbiguous means a name is shared by several instances.
 	ErrAmbiguous = errors.New("ambiguous instance name")
+	// ErrMalformed marks a configuration or registry file that cannot be
+	// used as it is: the file is at fault, not the command line.
+	ErrMalformed = errors.New("malformed file")
 )
 
 // Instance is one registered KATO processor instance.
@@ -119,7 +122,7 @@ func (r *Registry) Find(ref string) (*Instance, error) {
 	}
 	switch len(matches) {
 	case 0:
-		return nil, fmt.Errorf("no instance with id or name %q: %w", ref, ErrNotFound)
+		return nil, fmt.Errorf("no instance with id or name %q; run `kato-manager list`: %w", ref, ErrNotFound)
 	case 1:
 		return matches[0], nil
 	}
@@ -287,7 +290,7 @@ func (f *RegistryFile) read() (*Registry, []byte, error) {
 	}
 	r, err := decodeRegistry(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load registry %s: %w", f.Path, err)
+		return nil, nil, fmt.Errorf("load registry %s: %w", f.Path, malformed(err))
 	}
 	return r, data, nil
 }
@@ -422,3 +425,17 @@ func flock(f *os.File, how int) error {
 		}
 	}
 }
+
+// malformedError marks err as ErrMalformed without changing its message.
+type malformedError struct{ err error }
+
+func (e malformedError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+
+func (e malformedError) Unwrap() []error { return []error{ErrMalformed, e.err} }
+
+func malformed(err error) error { return malformedError{err} }

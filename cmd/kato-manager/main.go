@@ -163,6 +163,9 @@ func (a *app) report(err error) int {
 	}
 	var ue usageError
 	var fe *config.FieldError
+	if errors.Is(err, config.ErrMalformed) {
+		return exitFailed
+	}
 	if errors.As(err, &ue) || errors.As(err, &fe) || errors.Is(err, config.ErrAmbiguous) {
 		return exitUsage
 	}

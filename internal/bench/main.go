@@ -142,4 +142,3 @@ func round(d time.Duration) time.Duration {
 	}
 	return d.Round(10 * time.Microsecond)
 }
-

@@ -13,16 +13,20 @@ import (
 // scenarios. Each subtest leaves no instance behind.
 func TestInstances(t *testing.T) {
 	m := bootMachine(t)
-	cleanup := func(t *testing.T) {
-		t.Helper()
-		m.mustKM("stop", "--all", "--no-mongo")
-		if rows := m.listJSON(); len(rows) != 0 {
-			t.Fatalf("instances left after stop --all: %v", rows)
-		}
+	run := func(name string, f func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			m.t = t
+			defer func() {
+				m.mustKM("stop", "--all", "--no-mongo")
+				if rows := m.listJSON(); len(rows) != 0 {
+					t.Fatalf("instances left after stop --all: %v", rows)
+				}
+			}()
+			f(t)
+		})
 	}
 
-	t.Run("three instances with the seed's flags", func(t *testing.T) {
-		defer cleanup(t)
+	run("three instances with the seed's flags", func(t *testing.T) {
 		m.mustKM("start", "--id", "processor-1", "--name", "Main Processor", "--port", "8001")
 		m.mustKM("start", "--id", "processor-2", "--name", "Secondary", "--port", "8002", "--max-predictions", "200")
 		m.mustKM("start", "--id", "processor-3", "--name", "Auto Learner", "--port", "8003", "--max-seq-length", "10")
@@ -104,8 +108,7 @@ func TestInstances(t *testing.T) {
 		}
 	})
 
-	t.Run("stop by id, by name, all", func(t *testing.T) {
-		defer cleanup(t)
+	run("stop by id, by name, all", func(t *testing.T) {
 		m.mustKM("start", "--id", "a", "--name", "Alpha")
 		m.mustKM("start", "--id", "b", "--name", "Beta")
 		m.mustKM("start", "--id", "c", "--name", "Gamma")
@@ -140,8 +143,7 @@ func TestInstances(t *testing.T) {
 		}
 	})
 
-	t.Run("ports move past a foreign listener and a stopped instance", func(t *testing.T) {
-		defer cleanup(t)
+	run("ports move past a foreign listener and a stopped instance", func(t *testing.T) {
 		defer m.exec("systemctl", "stop", "foreign-listener.service")
 		m.must("systemd-run", "--unit=foreign-listener", "--", "/usr/bin/python3", "-m", "http.server", "8000", "--bind", "127.0.0.1")
 		m.waitFor("the foreign listener", 10*time.Second, func() bool {
@@ -169,8 +171,7 @@ func TestInstances(t *testing.T) {
 		}
 	})
 
-	t.Run("twenty concurrent starts get twenty ports", func(t *testing.T) {
-		defer cleanup(t)
+	run("twenty concurrent starts get twenty ports", func(t *testing.T) {
 		var wg sync.WaitGroup
 		results := make([]result, 20)
 		for i := range results {
@@ -205,8 +206,7 @@ func TestInstances(t *testing.T) {
 		}
 	})
 
-	t.Run("a crashed processor is restarted and status counts it", func(t *testing.T) {
-		defer cleanup(t)
+	run("a crashed processor is restarted and status counts it", func(t *testing.T) {
 		m.mustKM("start", "--id", "crashy", "--processor-command", fakeProcessor+" --crash-after 2s")
 		m.waitFor("systemd to restart crashy", 30*time.Second, func() bool {
 			return strings.TrimSpace(m.exec("systemctl", "show", "-P", "NRestarts", "kato@crashy.service").stdout) != "0"
@@ -229,8 +229,7 @@ func TestInstances(t *testing.T) {
 		}
 	})
 
-	t.Run("a processor that never listens fails the start and is rolled back", func(t *testing.T) {
-		defer cleanup(t)
+	run("a processor that never listens fails the start and is rolled back", func(t *testing.T) {
 		r := m.km("start", "--id", "mute", "--processor-command", fakeProcessor+" --never-listen", "--timeout", "3s")
 		if r.code != 1 || !strings.Contains(r.stderr, "did not listen on port") || !strings.Contains(r.stderr, "last log lines") {
 			t.Fatalf("start: %s", r)
@@ -246,8 +245,7 @@ func TestInstances(t *testing.T) {
 		}
 	})
 
-	t.Run("learned memory survives restart and stop", func(t *testing.T) {
-		defer cleanup(t)
+	run("learned memory survives restart and stop", func(t *testing.T) {
 		m.mustKM("start", "--id", "learner", "--port", "8200")
 		m.post("http://127.0.0.1:8200/learner/learn", "{}")
 		m.post("http://127.0.0.1:8200/learner/learn", "{}")
@@ -262,13 +260,12 @@ func TestInstances(t *testing.T) {
 		}
 	})
 
-	t.Run("drift is reported and repaired", func(t *testing.T) {
-		defer cleanup(t)
+	run("drift is reported and repaired", func(t *testing.T) {
 		m.mustKM("start", "--id", "kept")
 		m.mustKM("start", "--id", "vanished")
 		m.mustKM("start", "--id", "orphan")
 		m.must("rm", "-r", "/etc/systemd/system/kato@vanished.service.d", "/etc/kato/instances/vanished.env")
-		m.must("sed", "-i", "/^\\[instances.orphan\\]/,/^$/d", "/var/lib/kato/instances.toml")
+		m.must("sed", "-i", "/^\\[instances.orphan\\]/,/^quiescence/d", "/var/lib/kato/instances.toml")
 		r := m.km("status")
 		if r.code != 1 || !strings.Contains(r.stdout, "entries whose unit vanished: vanished") || !strings.Contains(r.stdout, "units with no entry: orphan") {
 			t.Fatalf("status: %s\nregistry:\n%s", r, m.readFile("/var/lib/kato/instances.toml"))
@@ -287,8 +284,7 @@ func TestInstances(t *testing.T) {
 		}
 	})
 
-	t.Run("bad input changes nothing", func(t *testing.T) {
-		defer cleanup(t)
+	run("bad input changes nothing", func(t *testing.T) {
 		m.mustKM("start", "--id", "existing", "--port", "8300")
 		before := m.readFile("/var/lib/kato/instances.toml")
 		for _, tc := range []struct {

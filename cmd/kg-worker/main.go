@@ -1,0 +1,232 @@
+// Command kg-worker is one worker of the KG pool, run by systemd as
+// kg-worker@N.service with N passed as --worker-id. It reads the [kg]
+// settings from the kato-manager configuration, overridden by the
+// environment, and works the KG processing queue until SIGTERM.
+//
+// It speaks the systemd notify protocol: READY=1 once the queue database is
+// open and migrated, WATCHDOG=1 from the worker loop itself, STATUS= with its
+// counters and STOPPING=1 when asked to stop.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/spf13/pflag"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgworker"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// Exit codes: 0 after a clean stop, 1 when the worker failed, 2 for a bad
+// invocation.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+const (
+	// shutdownGrace is how long the item in hand may take to finish after
+	// SIGTERM; the unit's TimeoutStopSec leaves room for the write-back
+	// after it.
+	shutdownGrace = 30 * time.Second
+	// progressWithoutWatchdog is how often the loop reports when systemd
+	// does not watch it.
+	progressWithoutWatchdog = 10 * time.Second
+	// statusEvery limits how often STATUS= reads the queue counts.
+	statusEvery = 2 * time.Second
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	code := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	logger := log.New(stderr, "", 0)
+	flags := pflag.NewFlagSet("kg-worker", pflag.ContinueOnError)
+	flags.SetOutput(stderr)
+	workerID := flags.Int("worker-id", 0, "number of this worker, the N of kg-worker@N.service (required)")
+	configPath := flags.String("config", envOr("KATO_CONFIG", config.DefaultConfigPath), "configuration file (env KATO_CONFIG)")
+	showVersion := flags.Bool("version", false, "print the version and exit")
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitOK
+		}
+		logger.Printf("%v", err)
+		return exitUsage
+	}
+	if *showVersion {
+		fmt.Fprintln(stderr, "kg-worker", version)
+		return exitOK
+	}
+	switch {
+	case flags.NArg() > 0:
+		logger.Printf("unexpected argument %q; kg-worker takes only flags", flags.Arg(0))
+		return exitUsage
+	case !flags.Changed("worker-id"):
+		logger.Printf("missing --worker-id: give the worker number, as kg-worker@N.service does with --worker-id %%i")
+		return exitUsage
+	case *workerID < 0:
+		logger.Printf("invalid --worker-id %d: must be zero or more", *workerID)
+		return exitUsage
+	}
+	if err := work(ctx, *workerID, *configPath, logger); err != nil {
+		logger.Printf("%v", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// work wires the configuration, the queue, the service client and the
+// systemd notifications together and runs the worker until ctx ends.
+func work(ctx context.Context, id int, configPath string, logger *log.Logger) error {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return err
+	}
+	if err := cfg.ApplyEnv(os.Getenv); err != nil {
+		return fmt.Errorf("environment: %w", err)
+	}
+	kg := cfg.KG
+
+	queue, err := kgworker.Open(ctx, kg.DBPath, kgworker.WithMaxRetries(kg.MaxRetries))
+	if err != nil {
+		return err
+	}
+	defer queue.Close()
+	client, err := kgworker.NewClient(kgworker.ClientOpts{
+		URL:     kg.ServiceURL,
+		Enabled: kg.ServiceEnabled,
+		Timeout: config.Seconds(kg.ServiceTimeout),
+	})
+	if err != nil {
+		return err
+	}
+
+	watchdog, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		return fmt.Errorf("read watchdog settings: %w", err)
+	}
+	progressEvery := progressWithoutWatchdog
+	if watchdog > 0 {
+		progressEvery = watchdog / 2
+	}
+	n := &notifier{queue: queue, watchdog: watchdog > 0, logger: logger}
+	worker, err := kgworker.New(kgworker.Opts{
+		Queue:            queue,
+		Client:           client,
+		Owner:            fmt.Sprintf("kg-worker@%d/%d", id, os.Getpid()),
+		BatchSize:        kg.BatchSize,
+		PollInterval:     config.Seconds(kg.PollInterval),
+		Lease:            config.Seconds(kg.LeaseSeconds),
+		ShutdownGrace:    shutdownGrace,
+		ProgressInterval: progressEvery,
+		OnProgress:       n.progress,
+		Logf:             logger.Printf,
+	})
+	if err != nil {
+		return err
+	}
+
+	n.notify(daemon.SdNotifyReady)
+	n.status(kgworker.Stats{})
+	service := "disabled"
+	if kg.ServiceEnabled {
+		service = kg.ServiceURL
+	}
+	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d", id, kg.DBPath, service, kg.BatchSize)
+	// Tell systemd as soon as the signal arrives, not once the worker
+	// has wound down.
+	ran := make(chan struct{})
+	toldStopping := make(chan struct{})
+	go func() {
+		defer close(toldStopping)
+		select {
+		case <-ctx.Done():
+			n.notify(daemon.SdNotifyStopping)
+			logger.Printf("stopping: handing back unfinished items")
+		case <-ran:
+		}
+	}()
+	err = worker.Run(ctx)
+	close(ran)
+	<-toldStopping
+	if err != nil {
+		return err
+	}
+	st := worker.Stats()
+	logger.Printf("stopped: processed %d ok %d failed %d skipped %d",
+		st.TotalProcessed, st.TotalSuccess, st.TotalFailed, st.TotalSkipped)
+	return nil
+}
+
+// notifier turns the worker loop's progress calls into systemd
+// notifications.
+type notifier struct {
+	queue      *kgworker.Queue
+	watchdog   bool
+	logger     *log.Logger
+	lastStatus time.Time
+
+	mu     sync.Mutex // notify runs on the loop and on the signal path
+	warned bool
+}
+
+// progress runs on the worker loop: the watchdog ping proves the loop
+// itself is alive.
+func (n *notifier) progress(st kgworker.Stats) {
+	if n.watchdog {
+		n.notify(daemon.SdNotifyWatchdog)
+	}
+	if time.Since(n.lastStatus) >= statusEvery {
+		n.status(st)
+	}
+}
+
+func (n *notifier) status(st kgworker.Stats) {
+	n.lastStatus = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	pending := "?"
+	if counts, err := n.queue.Stats(ctx); err == nil {
+		pending = fmt.Sprint(counts.Pending)
+	}
+	n.notify(fmt.Sprintf("STATUS=processed %d ok %d failed %d queue pending %s",
+		st.TotalProcessed, st.TotalSuccess, st.TotalFailed, pending))
+}
+
+func (n *notifier) notify(state string) {
+	_, err := daemon.SdNotify(false, state)
+	if err == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.warned {
+		n.logger.Printf("notify systemd: %v", err)
+		n.warned = true
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

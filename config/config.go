@@ -29,6 +29,8 @@ const (
 	DefaultRegistryPath = "/var/lib/kato/instances.toml"
 	// DefaultKGDBPath is the SQLite database holding the KG processing queue.
 	DefaultKGDBPath = "/var/lib/kato/kg.db"
+	// ServiceUser is the system user the units run as.
+	ServiceUser = "kato"
 )
 
 // DefaultFile is the documented default configuration, installed as

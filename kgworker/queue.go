@@ -6,8 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
+	"os"
+	"os/user"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,15 +69,15 @@ type Item struct {
 	Status              Status    `json:"status"`
 	Priority            int       `json:"priority"`
 	QueuedAt            time.Time `json:"queued_at"`
-	ProcessingStartedAt time.Time `json:"processing_started_at"`
-	ProcessedAt         time.Time `json:"processed_at"`
+	ProcessingStartedAt time.Time `json:"processing_started_at,omitzero"`
+	ProcessedAt         time.Time `json:"processed_at,omitzero"`
 	RetryCount          int       `json:"retry_count"`
 	ErrorMessage        string    `json:"error_message,omitempty"`
 	ResultSummary       string    `json:"result_summary,omitempty"`
 	SkippedReason       string    `json:"skipped_reason,omitempty"`
 	LeaseOwner          string    `json:"lease_owner,omitempty"`
-	LeaseExpiresAt      time.Time `json:"lease_expires_at"`
-	NextAttemptAt       time.Time `json:"next_attempt_at"`
+	LeaseExpiresAt      time.Time `json:"lease_expires_at,omitzero"`
+	NextAttemptAt       time.Time `json:"next_attempt_at,omitzero"`
 }
 
 // Counts is the number of queue items in each status.
@@ -105,6 +109,7 @@ type Queue struct {
 	backoffBase time.Duration
 	backoffMax  time.Duration
 	now         func() time.Time
+	fileOwner   string
 }
 
 // Option changes a default of Open.
@@ -124,6 +129,13 @@ func WithBackoff(base, max time.Duration) Option {
 
 // WithClock replaces the wall clock used for leases and backoff.
 func WithClock(now func() time.Time) Option { return func(q *Queue) { q.now = now } }
+
+// WithFileOwner makes Open hand the database file and its WAL and shared
+// memory files to the named user and that user's primary group, so that
+// workers running as that user can write a database an administrator
+// created. It takes effect only when the process runs as root; nobody else
+// can give files away.
+func WithFileOwner(username string) Option { return func(q *Queue) { q.fileOwner = username } }
 
 // timeFormat is how this package writes timestamps: UTC, fixed width, so
 // that SQLite compares them correctly as text, and readable by SQLite's own
@@ -172,8 +184,37 @@ func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("open kg database %s: %w", path, err)
 	}
+	if q.fileOwner != "" && os.Geteuid() == 0 {
+		if err := chownFiles(path, q.fileOwner); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open kg database %s: %w", path, err)
+		}
+	}
 	q.db = db
 	return q, nil
+}
+
+// chownFiles gives the database file and SQLite's companion files, those
+// that exist, to username and its primary group.
+func chownFiles(path, username string) error {
+	u, err := user.Lookup(username)
+	if err != nil {
+		return fmt.Errorf("look up file owner %q: %w", username, err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return fmt.Errorf("look up file owner %q: uid %q is not a number", username, u.Uid)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return fmt.Errorf("look up file owner %q: gid %q is not a number", username, u.Gid)
+	}
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chown(f, uid, gid); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("give %s to %s: %w", f, username, err)
+		}
+	}
+	return nil
 }
 
 // dsn builds the go-sqlite3 connection string: WAL so that readers never
@@ -375,7 +416,7 @@ WHERE status = 'processing' AND (lease_expires_at IS NULL OR lease_expires_at <=
 			if e.owner != "" {
 				reason = fmt.Sprintf("lease of %s expired", e.owner)
 			}
-			if err := q.spendAttempt(ctx, tx, e.id, e.retries, reason, now); err != nil {
+			if _, err := q.spendAttempt(ctx, tx, e.id, e.retries, reason, now); err != nil {
 				return err
 			}
 		}
@@ -404,11 +445,8 @@ WHERE id = ? AND lease_owner = ? AND status = 'processing'`, id, owner).Scan(&re
 		if err != nil {
 			return err
 		}
-		status = StatusPending
-		if retries+1 > q.maxRetries {
-			status = StatusFailed
-		}
-		return q.spendAttempt(ctx, tx, id, retries, reason, now)
+		status, err = q.spendAttempt(ctx, tx, id, retries, reason, now)
+		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("fail item %d of %s: %w", id, owner, err)
@@ -417,8 +455,9 @@ WHERE id = ? AND lease_owner = ? AND status = 'processing'`, id, owner).Scan(&re
 }
 
 // spendAttempt counts one more attempt at item id, which had used retries
-// so far, and either schedules a retry or fails the item for good.
-func (q *Queue) spendAttempt(ctx context.Context, tx *sql.Tx, id int64, retries int, reason string, now time.Time) error {
+// so far, and either schedules a retry or fails the item for good. It
+// returns the item's new status.
+func (q *Queue) spendAttempt(ctx context.Context, tx *sql.Tx, id int64, retries int, reason string, now time.Time) (Status, error) {
 	attempts := retries + 1
 	if attempts > q.maxRetries {
 		msg := fmt.Sprintf("%s (gave up after %d attempts)", reason, attempts)
@@ -426,14 +465,14 @@ func (q *Queue) spendAttempt(ctx context.Context, tx *sql.Tx, id int64, retries 
 SET status = 'failed', retry_count = ?, error_message = ?, processed_at = ?,
 	lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL
 WHERE id = ?`, attempts, msg, q.stamp(now), id)
-		return err
+		return StatusFailed, err
 	}
 	next := now.Add(q.backoff(attempts))
 	_, err := tx.ExecContext(ctx, `UPDATE kg_processing_queue
 SET status = 'pending', retry_count = ?, error_message = ?, next_attempt_at = ?,
 	lease_owner = NULL, lease_expires_at = NULL
 WHERE id = ?`, attempts, reason, q.stamp(next), id)
-	return err
+	return StatusPending, err
 }
 
 // backoff is the delay before retry number attempt (1 for the first retry):
@@ -602,8 +641,8 @@ WHERE status = 'failed'`
 	return int(n), nil
 }
 
-// List returns up to limit items in claim order (highest priority first,
-// then oldest). An empty status lists every status; a limit of 0 lists all.
+// List returns up to limit items, newest first. An empty status lists every
+// status; a limit of 0 lists all.
 func (q *Queue) List(ctx context.Context, status Status, limit int) ([]Item, error) {
 	if status != "" {
 		if _, err := ParseStatus(string(status)); err != nil {
@@ -619,7 +658,7 @@ func (q *Queue) List(ctx context.Context, status Status, limit int) ([]Item, err
 		query += " WHERE status = ?"
 		args = append(args, string(status))
 	}
-	query += " ORDER BY priority DESC, id"
+	query += " ORDER BY id DESC"
 	if limit > 0 {
 		query += " LIMIT ?"
 		args = append(args, limit)

@@ -9,7 +9,7 @@ import (
 // SchemaVersion is the version of the queue schema this package writes. It is
 // recorded in the kg_schema_version table once every migration up to it has
 // been applied.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migration is one additive, idempotent step of the schema. Each step must be
 // safe to run on a database where it was already applied by hand or by an
@@ -23,6 +23,25 @@ type migration struct {
 var migrations = []migration{
 	{version: 1, name: "content and queue tables", apply: createTables},
 	{version: 2, name: "queue leases and retry backoff", apply: addLeaseColumns},
+	{version: 3, name: "worker reports", apply: createWorkerReports},
+}
+
+// createWorkerReports adds the table where each worker process publishes
+// its counters, so that `kato-manager workers stats` can add them up.
+func createWorkerReports(ctx context.Context, tx *sql.Tx) error {
+	const stmt = `CREATE TABLE IF NOT EXISTS kg_workers (
+	worker_id INTEGER PRIMARY KEY,
+	owner TEXT NOT NULL,
+	pid INTEGER NOT NULL,
+	started_at TIMESTAMP NOT NULL,
+	updated_at TIMESTAMP NOT NULL,
+	stats TEXT NOT NULL,
+	service TEXT NOT NULL
+)`
+	if _, err := tx.ExecContext(ctx, stmt); err != nil {
+		return fmt.Errorf("create kg_workers: %w", err)
+	}
+	return nil
 }
 
 // baseSchema is the shape of the tables as the system this package replaces

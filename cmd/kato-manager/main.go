@@ -41,6 +41,11 @@ Instances:
   gc             repair drift between the registry and systemd
   install-units  install the unit files and reload systemd
 
+KG worker pool (kg-worker@N.service) and its queue:
+  workers start|stop|restart|scale N|health|stats
+  queue enqueue|list|retry-failed|stats
+  serve          serve /health and /stats as JSON for monitoring tools
+
 Run 'kato-manager COMMAND --help' for a command's flags.
 Global flags: --config PATH (env KATO_CONFIG), --registry PATH (env KATO_REGISTRY), --version
 `
@@ -135,6 +140,12 @@ func (a *app) dispatch(ctx context.Context, cmd string, args []string) error {
 		return a.gc(ctx, args)
 	case "install-units":
 		return a.installUnits(ctx, args)
+	case "workers":
+		return a.workers(ctx, args)
+	case "queue":
+		return a.queue(ctx, args)
+	case "serve":
+		return a.serve(ctx, args)
 	}
 	return usagef("unknown command %q; run `kato-manager --help`", cmd)
 }

@@ -48,6 +48,9 @@ const (
 	progressWithoutWatchdog = 10 * time.Second
 	// statusEvery limits how often STATUS= reads the queue counts.
 	statusEvery = 2 * time.Second
+	// reportEvery limits how often the worker's counters are written to
+	// the queue database.
+	reportEvery = time.Second
 )
 
 func main() {
@@ -127,11 +130,13 @@ func work(ctx context.Context, id int, configPath string, logger *log.Logger) er
 	if watchdog > 0 {
 		progressEvery = watchdog / 2
 	}
-	n := &notifier{queue: queue, watchdog: watchdog > 0, logger: logger}
+	owner := fmt.Sprintf("kg-worker@%d/%d", id, os.Getpid())
+	n := &notifier{queue: queue, watchdog: watchdog > 0, logger: logger,
+		report: kgworker.Report{WorkerID: id, Owner: owner, PID: os.Getpid(), StartedAt: time.Now()}, client: client}
 	worker, err := kgworker.New(kgworker.Opts{
 		Queue:            queue,
 		Client:           client,
-		Owner:            fmt.Sprintf("kg-worker@%d/%d", id, os.Getpid()),
+		Owner:            owner,
 		BatchSize:        kg.BatchSize,
 		PollInterval:     config.Seconds(kg.PollInterval),
 		Lease:            config.Seconds(kg.LeaseSeconds),
@@ -146,6 +151,7 @@ func work(ctx context.Context, id int, configPath string, logger *log.Logger) er
 
 	n.notify(daemon.SdNotifyReady)
 	n.status(kgworker.Stats{})
+	n.publish(kgworker.Stats{})
 	service := "disabled"
 	if kg.ServiceEnabled {
 		service = kg.ServiceURL
@@ -171,6 +177,7 @@ func work(ctx context.Context, id int, configPath string, logger *log.Logger) er
 		return err
 	}
 	st := worker.Stats()
+	n.publish(st)
 	logger.Printf("stopped: processed %d ok %d failed %d skipped %d",
 		st.TotalProcessed, st.TotalSuccess, st.TotalFailed, st.TotalSkipped)
 	return nil
@@ -183,6 +190,11 @@ type notifier struct {
 	watchdog   bool
 	logger     *log.Logger
 	lastStatus time.Time
+	// report is this worker's entry in the queue's kg_workers table, for
+	// `kato-manager workers stats`.
+	report     kgworker.Report
+	client     *kgworker.Client
+	lastReport time.Time
 
 	mu     sync.Mutex // notify runs on the loop and on the signal path
 	warned bool
@@ -196,6 +208,22 @@ func (n *notifier) progress(st kgworker.Stats) {
 	}
 	if time.Since(n.lastStatus) >= statusEvery {
 		n.status(st)
+	}
+	if time.Since(n.lastReport) >= reportEvery {
+		n.publish(st)
+	}
+}
+
+// publish writes the worker's counters to the queue database. A failure is
+// logged, never fatal: the queue work matters more.
+func (n *notifier) publish(st kgworker.Stats) {
+	n.lastReport = time.Now()
+	r := n.report
+	r.UpdatedAt, r.Stats, r.Service = n.lastReport, st, n.client.Status()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := n.queue.PublishReport(ctx, r); err != nil {
+		n.logger.Printf("%v", err)
 	}
 }
 

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/supervisor"
+)
+
+// pool loads the configuration and connects to systemd for the worker
+// commands.
+func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(), error) {
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := cfg.ApplyEnv(os.Getenv); err != nil {
+		return nil, nil, nil, err
+	}
+	sd, err := supervisor.Connect(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: filepath.Dir(a.configPath)}
+	return p, cfg, sd.Close, nil
+}
+
+func (a *app) workers(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usagef("workers needs a subcommand: start, stop, restart, scale, health, stats")
+	}
+	sub, args := args[0], args[1:]
+	switch sub {
+	case "start":
+		return a.workersStart(ctx, args)
+	case "stop", "restart":
+		return a.workersStopRestart(ctx, sub, args)
+	case "scale":
+		return a.workersScale(ctx, args)
+	case "health":
+		return a.workersHealth(ctx, args)
+	case "stats":
+		return a.workersStats(ctx, args)
+	}
+	return usagef("unknown workers subcommand %q: must be start, stop, restart, scale, health or stats", sub)
+}
+
+func (a *app) workersStart(ctx context.Context, args []string) error {
+	fs := a.newFlags("workers start", "[-n N] [--poll-interval S]")
+	n := fs.IntP("workers", "n", 0, "how many workers (default: kg.num_workers, env KG_NUM_WORKERS)")
+	poll := fs.Float64("poll-interval", 0, "seconds an idle worker waits before looking at the queue again (default: kg.poll_interval)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("workers start takes no arguments; use -n N")
+	}
+	if fs.Changed("poll-interval") && *poll <= 0 {
+		return &config.FieldError{Field: "poll_interval", Value: strconv.FormatFloat(*poll, 'g', -1, 64), Rule: "must be greater than 0"}
+	}
+	p, cfg, done, err := a.pool(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	count := *n
+	if !fs.Changed("workers") {
+		count = cfg.KG.NumWorkers
+	}
+	started, err := p.Start(ctx, count, supervisor.PoolSettings{PollInterval: *poll})
+	for _, u := range started {
+		fmt.Fprintf(a.stdout, "started %s\n", u)
+	}
+	if err == nil {
+		fmt.Fprintf(a.stdout, "%d KG worker(s) running\n", len(started))
+	}
+	return err
+}
+
+func (a *app) workersStopRestart(ctx context.Context, sub string, args []string) error {
+	fs := a.newFlags("workers "+sub, "")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("workers %s takes no arguments", sub)
+	}
+	p, _, done, err := a.pool(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	var changed []string
+	if sub == "stop" {
+		changed, err = p.Stop(ctx)
+	} else {
+		changed, err = p.Restart(ctx)
+	}
+	verb := map[string]string{"stop": "stopped", "restart": "restarted"}[sub]
+	for _, u := range changed {
+		fmt.Fprintf(a.stdout, "%s %s\n", verb, u)
+	}
+	if err == nil && len(changed) == 0 {
+		fmt.Fprintln(a.stdout, "no workers were running")
+	}
+	return err
+}
+
+func (a *app) workersScale(ctx context.Context, args []string) error {
+	fs := a.newFlags("workers scale", "N")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("workers scale takes one number, the workers wanted")
+	}
+	n, err := strconv.Atoi(fs.Arg(0))
+	if err != nil {
+		return &config.FieldError{Field: "workers", Value: fs.Arg(0), Rule: "must be a whole number between 1 and 64"}
+	}
+	p, _, done, err := a.pool(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	started, stopped, err := p.Scale(ctx, n)
+	fmt.Fprintf(a.stdout, "%d worker(s) running; stopped %d\n", len(started), len(stopped))
+	return err
+}
+
+func (a *app) workersHealth(ctx context.Context, args []string) error {
+	fs := a.newFlags("workers health", "[--json] [--restart-unhealthy]")
+	asJSON := fs.Bool("json", false, "print JSON")
+	restart := fs.Bool("restart-unhealthy", false, "restart the workers found unhealthy")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("workers health takes no arguments")
+	}
+	p, _, done, err := a.pool(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	h, err := p.Health(ctx)
+	if err != nil {
+		return err
+	}
+	var restarted []string
+	if *restart && h.UnhealthyWorkers > 0 {
+		if restarted, err = p.RestartUnhealthy(ctx, h); err != nil {
+			return err
+		}
+	}
+	report := newHealthReport(h)
+	if *asJSON {
+		if err := writeJSON(a.stdout, report); err != nil {
+			return err
+		}
+	} else {
+		printHealth(a, report)
+	}
+	for _, u := range restarted {
+		fmt.Fprintf(a.stderr, "restarted %s\n", u)
+	}
+	if h.UnhealthyWorkers > 0 && len(restarted) == 0 {
+		return errUnhealthy
+	}
+	return nil
+}
+
+// healthReport is `workers health` in the seed's field names.
+type healthReport struct {
+	ManagerRunning   bool                      `json:"manager_running"`
+	TotalWorkers     int                       `json:"total_workers"`
+	HealthyWorkers   int                       `json:"healthy_workers"`
+	UnhealthyWorkers int                       `json:"unhealthy_workers"`
+	WorkersRestarted uint32                    `json:"workers_restarted"`
+	WorkerDetails    []supervisor.WorkerHealth `json:"worker_details"`
+}
+
+func newHealthReport(h *supervisor.PoolHealth) healthReport {
+	return healthReport{
+		ManagerRunning: h.ManagerRunning, TotalWorkers: h.TotalWorkers, HealthyWorkers: h.HealthyWorkers,
+		UnhealthyWorkers: h.UnhealthyWorkers, WorkersRestarted: h.WorkersRestarted, WorkerDetails: h.Workers,
+	}
+}
+
+func printHealth(a *app, r healthReport) {
+	fmt.Fprintf(a.stdout, "workers: %d total, %d healthy, %d unhealthy, %d restarts by systemd\n", r.TotalWorkers, r.HealthyWorkers, r.UnhealthyWorkers, r.WorkersRestarted)
+	if len(r.WorkerDetails) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER\tUNIT\tSTATE\tPID\tRESTARTS\tPROBLEM")
+	for _, w := range r.WorkerDetails {
+		problem := w.Problem
+		if problem == "" {
+			problem = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s/%s\t%d\t%d\t%s\n", w.WorkerID, w.Unit, w.ActiveState, w.SubState, w.PID, w.Restarts, problem)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,193 @@
+package kgworker_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kato-manager/kato-manager/kgworker"
+)
+
+// Environment of the helper process that TestManyProcessesClaimEachItemOnce
+// starts from this test binary.
+const (
+	helperEnv      = "KGWORKER_TEST_HELPER" // "claim" to act as a claimer
+	helperDBEnv    = "KGWORKER_TEST_DB"
+	helperOwnerEnv = "KGWORKER_TEST_OWNER"
+	helperGoEnv    = "KGWORKER_TEST_GO" // file whose creation starts the claim
+)
+
+// TestHelperProcess is not a test: run as a child of
+// TestManyProcessesClaimEachItemOnce, it claims and completes items until
+// the queue is empty, printing "claimed ID" for each.
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv(helperEnv) != "claim" {
+		return
+	}
+	owner := os.Getenv(helperOwnerEnv)
+	ctx := context.Background()
+	q, err := kgworker.Open(ctx, os.Getenv(helperDBEnv))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "open: %v\n", err)
+		os.Exit(3)
+	}
+	out := bufio.NewWriter(os.Stdout)
+	fmt.Println("ready")
+	for {
+		if _, err := os.Stat(os.Getenv(helperGoEnv)); err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for {
+		items, err := q.ClaimBatch(ctx, owner, 7, time.Minute)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "claim: %v\n", err)
+			os.Exit(3)
+		}
+		if len(items) == 0 {
+			break
+		}
+		for _, it := range items {
+			res := &kgworker.IngestResult{
+				Success: true, EntitiesExtracted: 1, DocumentID: owner,
+				Entities: []kgworker.Entity{{Text: owner, ChunkRowID: it.ContentID}},
+			}
+			if err := q.Complete(ctx, owner, it.ID, res); err != nil {
+				fmt.Fprintf(os.Stderr, "complete %d: %v\n", it.ID, err)
+				os.Exit(3)
+			}
+			fmt.Fprintf(out, "claimed %d\n", it.ID)
+		}
+	}
+	out.Flush()
+	q.Close()
+	os.Exit(0)
+}
+
+// TestManyProcessesClaimEachItemOnce runs several processes claiming from
+// one file at the same moment and checks that every item was claimed, and
+// its result written, exactly once.
+func TestManyProcessesClaimEachItemOnce(t *testing.T) {
+	const (
+		procs = 4
+		items = 1000
+	)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kg.db")
+	q := openQueueAt(t, path)
+	db := rawDB(t, path)
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c := 1; c <= items; c++ {
+		if _, err := tx.Exec("INSERT INTO crawled_content(id, url) VALUES (?, ?)", c, fmt.Sprint("https://example.org/", c)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec("INSERT INTO kg_processing_queue(content_id, status, priority) VALUES (?, 'pending', ?)", c, c%3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+
+	goFile := filepath.Join(dir, "go")
+	type child struct {
+		owner  string
+		cmd    *exec.Cmd
+		stdout *bufio.Scanner
+		stderr strings.Builder
+	}
+	children := make([]*child, procs)
+	for i := range children {
+		c := &child{owner: fmt.Sprintf("proc-%d", i)}
+		c.cmd = exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+		c.cmd.Env = append(os.Environ(), helperEnv+"=claim", helperDBEnv+"="+path, helperOwnerEnv+"="+c.owner, helperGoEnv+"="+goFile)
+		c.cmd.Stderr = &c.stderr
+		pipe, err := c.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.stdout = bufio.NewScanner(pipe)
+		if err := c.cmd.Start(); err != nil {
+			t.Fatalf("start %s: %v", c.owner, err)
+		}
+		t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
+		children[i] = c
+	}
+	for _, c := range children {
+		if !c.stdout.Scan() || c.stdout.Text() != "ready" {
+			t.Fatalf("%s did not get ready: %q %s", c.owner, c.stdout.Text(), c.stderr.String())
+		}
+	}
+	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	claimedBy := make(map[int64][]string)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range children {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c.stdout.Scan() {
+				idText, ok := strings.CutPrefix(c.stdout.Text(), "claimed ")
+				if !ok {
+					continue
+				}
+				id, err := strconv.ParseInt(idText, 10, 64)
+				if err != nil {
+					continue
+				}
+				mu.Lock()
+				claimedBy[id] = append(claimedBy[id], c.owner)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	perOwner := map[string]int{}
+	for _, c := range children {
+		if err := c.cmd.Wait(); err != nil {
+			t.Fatalf("%s: %v\n%s", c.owner, err, c.stderr.String())
+		}
+	}
+
+	for id := int64(1); id <= items; id++ {
+		owners := claimedBy[id]
+		if len(owners) != 1 {
+			t.Errorf("item %d claimed by %v, want exactly one process", id, owners)
+			continue
+		}
+		perOwner[owners[0]]++
+	}
+	if len(claimedBy) != items {
+		t.Errorf("%d distinct items reported, want %d", len(claimedBy), items)
+	}
+	t.Logf("items per process: %v", perOwner)
+
+	st, err := q.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Completed != items || st.Total != items {
+		t.Errorf("queue after the run: %+v, want all %d completed", st, items)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM chunk_entities"); n != items {
+		t.Errorf("%d entity rows, want one per item (%d)", n, items)
+	}
+	if n := queryInt(t, db, "SELECT count(DISTINCT content_id) FROM chunk_entities"); n != items {
+		t.Errorf("entity rows cover %d contents, want %d", n, items)
+	}
+}

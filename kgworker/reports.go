@@ -1,0 +1,69 @@
+package kgworker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Report is what one worker process last said about itself: its counters
+// since it started and what it knows of the KG service. Each worker number
+// has one report; a restarted worker replaces its predecessor's.
+type Report struct {
+	WorkerID  int           `json:"worker_id"`
+	Owner     string        `json:"owner"`
+	PID       int           `json:"pid"`
+	StartedAt time.Time     `json:"started_at"`
+	UpdatedAt time.Time     `json:"updated_at"`
+	Stats     Stats         `json:"stats"`
+	Service   ServiceStatus `json:"kg_service_status"`
+}
+
+// PublishReport records r as its worker's latest report.
+func (q *Queue) PublishReport(ctx context.Context, r Report) error {
+	stats, err := json.Marshal(r.Stats)
+	if err != nil {
+		return fmt.Errorf("publish report of worker %d: %w", r.WorkerID, err)
+	}
+	service, err := json.Marshal(r.Service)
+	if err != nil {
+		return fmt.Errorf("publish report of worker %d: %w", r.WorkerID, err)
+	}
+	_, err = q.db.ExecContext(ctx, `INSERT INTO kg_workers(worker_id, owner, pid, started_at, updated_at, stats, service)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(worker_id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, started_at = excluded.started_at,
+	updated_at = excluded.updated_at, stats = excluded.stats, service = excluded.service`,
+		r.WorkerID, r.Owner, r.PID, q.stamp(r.StartedAt), q.stamp(r.UpdatedAt), string(stats), string(service))
+	if err != nil {
+		return fmt.Errorf("publish report of worker %d: %w", r.WorkerID, err)
+	}
+	return nil
+}
+
+// Reports returns every worker's latest report, by worker number.
+func (q *Queue) Reports(ctx context.Context) ([]Report, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT worker_id, owner, pid, started_at, updated_at, stats, service FROM kg_workers ORDER BY worker_id`)
+	if err != nil {
+		return nil, fmt.Errorf("read worker reports: %w", err)
+	}
+	defer rows.Close()
+	var out []Report
+	for rows.Next() {
+		var r Report
+		var started, updated nullTime
+		var stats, service string
+		if err := rows.Scan(&r.WorkerID, &r.Owner, &r.PID, &started, &updated, &stats, &service); err != nil {
+			return nil, fmt.Errorf("read worker reports: %w", err)
+		}
+		r.StartedAt, r.UpdatedAt = started.t, updated.t
+		if err := json.Unmarshal([]byte(stats), &r.Stats); err != nil {
+			return nil, fmt.Errorf("read report of worker %d: %w", r.WorkerID, err)
+		}
+		if err := json.Unmarshal([]byte(service), &r.Service); err != nil {
+			return nil, fmt.Errorf("read report of worker %d: %w", r.WorkerID, err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,75 @@
+package supervisor
+
+import (
+	"time"
+
+	"github.com/kato-manager/kato-manager/kgworker"
+)
+
+// WorkerDetail is one worker in the seed's worker_details list.
+type WorkerDetail struct {
+	WorkerID int            `json:"worker_id"`
+	Running  bool           `json:"running"`
+	Unit     string         `json:"unit"`
+	PID      uint32         `json:"pid"`
+	Restarts uint32         `json:"restarts"`
+	Problem  string         `json:"problem,omitempty"`
+	Stats    kgworker.Stats `json:"stats"`
+}
+
+// PoolStats is the seed's get_aggregate_stats: manager-level state from
+// systemd, counters summed over the running workers' reports, the KG
+// service as the first worker sees it, and the shared queue as it is.
+type PoolStats struct {
+	TotalWorkers     int                    `json:"total_workers"`
+	ManagerRunning   bool                   `json:"manager_running"`
+	ManagerStartedAt time.Time              `json:"manager_started_at,omitzero"`
+	WorkersRestarted uint32                 `json:"workers_restarted"`
+	LastHealthCheck  time.Time              `json:"last_health_check"`
+	TotalProcessed   int                    `json:"total_processed"`
+	TotalSuccess     int                    `json:"total_success"`
+	TotalFailed      int                    `json:"total_failed"`
+	KGServiceEnabled bool                   `json:"kg_service_enabled"`
+	KGServiceStatus  kgworker.ServiceStatus `json:"kg_service_status"`
+	QueueSize        kgworker.Counts        `json:"queue_size"`
+	WorkerDetails    []WorkerDetail         `json:"worker_details"`
+}
+
+// AggregateStats combines the pool's health with the workers' reports and
+// the queue counts. Reports of workers that are not part of the pool (a
+// stopped worker's last report) are left out of the sums.
+func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Counts, serviceEnabled bool, now time.Time) *PoolStats {
+	byWorker := make(map[int]kgworker.Report, len(reports))
+	for _, r := range reports {
+		byWorker[r.WorkerID] = r
+	}
+	s := &PoolStats{
+		TotalWorkers:     h.TotalWorkers,
+		ManagerRunning:   h.ManagerRunning,
+		WorkersRestarted: h.WorkersRestarted,
+		LastHealthCheck:  now,
+		KGServiceEnabled: serviceEnabled,
+		QueueSize:        queue,
+		WorkerDetails:    []WorkerDetail{},
+	}
+	first := true
+	for _, w := range h.Workers {
+		d := WorkerDetail{WorkerID: w.WorkerID, Running: w.Running, Unit: w.Unit, PID: w.PID, Restarts: w.Restarts, Problem: w.Problem}
+		// A report belongs to the running process only if the pids match;
+		// otherwise it is an earlier process's and its counters are gone.
+		if r, ok := byWorker[w.WorkerID]; ok && uint32(r.PID) == w.PID {
+			d.Stats = r.Stats
+			s.TotalProcessed += r.Stats.TotalProcessed
+			s.TotalSuccess += r.Stats.TotalSuccess
+			s.TotalFailed += r.Stats.TotalFailed
+			if first {
+				s.KGServiceStatus, first = r.Service, false
+			}
+			if s.ManagerStartedAt.IsZero() || r.StartedAt.Before(s.ManagerStartedAt) {
+				s.ManagerStartedAt = r.StartedAt
+			}
+		}
+		s.WorkerDetails = append(s.WorkerDetails, d)
+	}
+	return s
+}

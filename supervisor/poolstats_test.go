@@ -1,0 +1,42 @@
+package supervisor
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kato-manager/kato-manager/kgworker"
+)
+
+func TestAggregateStats(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	h := &PoolHealth{TotalWorkers: 2, HealthyWorkers: 2, ManagerRunning: true, WorkersRestarted: 3, Workers: []WorkerHealth{
+		{WorkerID: 1, Unit: "kg-worker@1.service", Running: true, PID: 100, Restarts: 1},
+		{WorkerID: 2, Unit: "kg-worker@2.service", Running: true, PID: 200, Restarts: 2},
+	}}
+	reports := []kgworker.Report{
+		{WorkerID: 1, PID: 100, StartedAt: t0.Add(time.Minute), Stats: kgworker.Stats{TotalProcessed: 72, TotalSuccess: 70, TotalFailed: 2},
+			Service: kgworker.ServiceStatus{Enabled: true, URL: "http://localhost:8088", IsHealthy: true}},
+		{WorkerID: 2, PID: 200, StartedAt: t0, Stats: kgworker.Stats{TotalProcessed: 73, TotalSuccess: 72, TotalFailed: 1},
+			Service: kgworker.ServiceStatus{Enabled: true, URL: "http://other", ConsecutiveFailures: 4}},
+		// A worker that was scaled away: not part of the sums.
+		{WorkerID: 3, PID: 300, Stats: kgworker.Stats{TotalProcessed: 1000}},
+	}
+	queue := kgworker.Counts{Pending: 5, Processing: 2, Completed: 140, Failed: 3, Total: 150}
+	s := AggregateStats(h, reports, queue, true, t0.Add(time.Hour))
+	if s.TotalProcessed != 145 || s.TotalSuccess != 142 || s.TotalFailed != 3 {
+		t.Errorf("sums = %d/%d/%d, want 145/142/3", s.TotalProcessed, s.TotalSuccess, s.TotalFailed)
+	}
+	if s.KGServiceStatus.URL != "http://localhost:8088" || !s.KGServiceStatus.IsHealthy {
+		t.Errorf("service status should be the first worker's: %+v", s.KGServiceStatus)
+	}
+	if s.QueueSize != queue || s.WorkersRestarted != 3 || !s.ManagerStartedAt.Equal(t0) || len(s.WorkerDetails) != 2 {
+		t.Errorf("stats = %+v", s)
+	}
+	// A report from an earlier process of worker 2 (another pid) does not
+	// count for the running one.
+	reports[1].PID = 199
+	s = AggregateStats(h, reports, queue, true, t0)
+	if s.TotalProcessed != 72 || s.WorkerDetails[1].Stats.TotalProcessed != 0 {
+		t.Errorf("stale report counted: %+v", s)
+	}
+}

@@ -174,6 +174,18 @@ func (p *fakePorts) Listening(ctx context.Context) (map[int]int32, error) {
 	return out, nil
 }
 
+func (p *fakePorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[int]bool{}
+	for port, holder := range p.m {
+		if holder == pid {
+			out[port] = true
+		}
+	}
+	return out, nil
+}
+
 func (p *fakePorts) listen(port int, pid int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

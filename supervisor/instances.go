@@ -291,11 +291,12 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 	if err := m.writeInstanceFiles(inst); err != nil {
 		return err
 	}
+	// The symlink in kato.target.wants brings the instance back at boot;
+	// PartOf= makes `systemctl stop kato.target` reach it without one.
 	if err := m.Systemd.EnableUnits(ctx, []string{inst.Unit}); err != nil {
 		return err
 	}
-	// Enabling changed kato.target's wants, and the drop-in may be new.
-	if err := m.Systemd.Reload(ctx); err != nil {
+	if err := m.reloadIfNeeded(ctx, inst.Unit); err != nil {
 		return err
 	}
 	// A failed unit keeps its restart counter; start from a clean slate.
@@ -308,6 +309,21 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 	return m.waitReady(ctx, inst, 0, timeout)
 }
 
+// reloadIfNeeded runs a daemon-reload only when systemd holds an older
+// version of the unit's files than the disk. A unit systemd has not loaded
+// yet is read fresh, drop-in included, so a new instance needs none; a
+// reload costs hundreds of milliseconds on a host with many units.
+func (m *Manager) reloadIfNeeded(ctx context.Context, unit string) error {
+	u, err := m.Systemd.Unit(ctx, unit)
+	if err != nil {
+		return err
+	}
+	if !u.NeedDaemonReload {
+		return nil
+	}
+	return m.Systemd.Reload(ctx)
+}
+
 // waitReady polls until the unit's processor listens on its API port. It
 // fails at once when the processor exits or is restarted by systemd (its
 // restart count passes restartsBefore): a processor that dies before it
@@ -318,13 +334,13 @@ func (m *Manager) waitReady(ctx context.Context, inst config.Instance, restartsB
 	}
 	interval := m.PollInterval
 	if interval <= 0 {
-		interval = 100 * time.Millisecond
+		interval = 20 * time.Millisecond
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	for {
+	for poll := 0; ; poll++ {
 		u, err := m.Systemd.Unit(ctx, inst.Unit)
 		if err != nil {
 			return err
@@ -335,12 +351,9 @@ func (m *Manager) waitReady(ctx context.Context, inst config.Instance, restartsB
 		case u.NRestarts > restartsBefore:
 			return fmt.Errorf("%s exited and was restarted by systemd before listening on port %d: %w", inst.Unit, inst.APIPort, ErrNotReady)
 		case u.ActiveState == "active":
-			listening, err := m.Ports.Listening(ctx)
-			if err != nil {
+			ready, err := m.listensOn(ctx, u.MainPID, inst.APIPort, poll%10 == 9)
+			if err != nil || ready {
 				return err
-			}
-			if _, ok := listening[inst.APIPort]; ok {
-				return nil
 			}
 		}
 		select {
@@ -351,6 +364,28 @@ func (m *Manager) waitReady(ctx context.Context, inst config.Instance, restartsB
 		case <-tick.C:
 		}
 	}
+}
+
+// listensOn reports whether the unit's main process listens on port. With
+// hostWide it also accepts any listener on the host, for a processor whose
+// main process is a wrapper and a child holds the socket; that look is
+// costly, so waitReady makes it only now and then.
+func (m *Manager) listensOn(ctx context.Context, mainPID uint32, port int, hostWide bool) (bool, error) {
+	if mainPID != 0 {
+		ports, err := m.Ports.ListeningBy(ctx, int32(mainPID))
+		if err == nil && ports[port] {
+			return true, nil
+		}
+	}
+	if !hostWide {
+		return false, nil
+	}
+	listening, err := m.Ports.Listening(ctx)
+	if err != nil {
+		return false, err
+	}
+	_, ok := listening[port]
+	return ok, nil
 }
 
 // teardown stops an instance's unit and removes everything kato-manager
@@ -373,9 +408,9 @@ func (m *Manager) teardown(ctx context.Context, id string) error {
 	if err := os.Remove(filepath.Dir(m.dropInPath(id))); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("remove drop-in directory: %w", err))
 	}
-	if err := m.Systemd.Reload(ctx); err != nil {
-		errs = append(errs, err)
-	}
+	// No daemon-reload: systemd forgets the stopped unit by itself, and a
+	// later start of the same ID finds NeedDaemonReload set if systemd
+	// still holds the old files.
 	if err := m.Systemd.ResetFailedUnit(ctx, unit); err != nil {
 		errs = append(errs, err)
 	}
@@ -490,14 +525,12 @@ func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration
 	if err := m.writeInstanceFiles(*inst); err != nil {
 		return nil, err
 	}
+	if err := m.reloadIfNeeded(ctx, inst.Unit); err != nil {
+		return nil, err
+	}
 	u, err := m.Systemd.Unit(ctx, inst.Unit)
 	if err != nil {
 		return nil, err
-	}
-	if u.NeedDaemonReload {
-		if err := m.Systemd.Reload(ctx); err != nil {
-			return nil, err
-		}
 	}
 	if u.ActiveState == "failed" {
 		if err := m.Systemd.ResetFailedUnit(ctx, inst.Unit); err != nil {

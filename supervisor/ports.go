@@ -13,6 +13,9 @@ type Ports interface {
 	// Listening maps each listening TCP port to the pid holding it (0 when
 	// the pid cannot be seen).
 	Listening(ctx context.Context) (map[int]int32, error)
+	// ListeningBy returns the TCP ports one process listens on: far cheaper
+	// than Listening, which looks at every process.
+	ListeningBy(ctx context.Context, pid int32) (map[int]bool, error)
 }
 
 // HostPorts reads listening sockets of the host through gopsutil.
@@ -33,6 +36,21 @@ func (HostPorts) Listening(ctx context.Context) (map[int]int32, error) {
 			continue
 		}
 		out[int(c.Laddr.Port)] = c.Pid
+	}
+	return out, nil
+}
+
+// ListeningBy implements Ports.
+func (HostPorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, error) {
+	conns, err := psnet.ConnectionsPidWithContext(ctx, "tcp", pid)
+	if err != nil {
+		return nil, fmt.Errorf("list tcp sockets of pid %d: %w", pid, err)
+	}
+	out := make(map[int]bool)
+	for _, c := range conns {
+		if c.Status == "LISTEN" {
+			out[int(c.Laddr.Port)] = true
+		}
 	}
 	return out, nil
 }

@@ -70,10 +70,9 @@ func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, erro
 	for i := 1; i <= n; i++ {
 		names = append(names, units.WorkerUnit(i))
 	}
+	// The .wants symlinks bring the workers back at boot; the template has
+	// no per-worker files, so nothing here needs a daemon-reload.
 	if err := p.Systemd.EnableUnits(ctx, names); err != nil {
-		return nil, err
-	}
-	if err := p.Systemd.Reload(ctx); err != nil {
 		return nil, err
 	}
 	for _, name := range names {
@@ -120,20 +119,22 @@ func (p *Pool) stopAbove(ctx context.Context, n int) ([]string, error) {
 			continue
 		}
 		name := units.WorkerUnit(num)
+		if err := p.Systemd.DisableUnits(ctx, []string{name}); err != nil && !isNoSuchUnit(err) {
+			errs = append(errs, err)
+		}
+		// systemd keeps a stopped unit loaded for a while: one that is
+		// already inactive is disabled, not reported again.
+		if known[num].ActiveState == "inactive" {
+			continue
+		}
 		if err := p.Systemd.StopUnit(ctx, name); err != nil {
 			errs = append(errs, err)
 			continue
-		}
-		if err := p.Systemd.DisableUnits(ctx, []string{name}); err != nil && !isNoSuchUnit(err) {
-			errs = append(errs, err)
 		}
 		if err := p.Systemd.ResetFailedUnit(ctx, name); err != nil {
 			errs = append(errs, err)
 		}
 		stopped = append(stopped, name)
-	}
-	if len(stopped) > 0 {
-		errs = append(errs, p.Systemd.Reload(ctx))
 	}
 	return stopped, errors.Join(errs...)
 }

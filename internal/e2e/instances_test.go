@@ -93,13 +93,21 @@ func TestInstances(t *testing.T) {
 		if out := m.mustKM("start", "--id", "processor-1"); !strings.Contains(out, "already running") {
 			t.Errorf("second start: %s", out)
 		}
-		// kato.target stops them all; enabled instances come back with it.
+		// kato.target stops them all. Enabled instances come back with it
+		// at boot, when systemd reads the .wants links: daemon-reload reads
+		// them the same way.
+		for i := 1; i <= 3; i++ {
+			if !m.exists(fmt.Sprintf("/etc/systemd/system/kato.target.wants/kato@processor-%d.service", i)) {
+				t.Errorf("processor-%d is not enabled", i)
+			}
+		}
 		m.must("systemctl", "stop", "kato.target")
 		for i := 1; i <= 3; i++ {
 			if s := m.activeState(fmt.Sprintf("kato@processor-%d.service", i)); s != "inactive" {
 				t.Errorf("after stopping kato.target processor-%d is %s", i, s)
 			}
 		}
+		m.must("systemctl", "daemon-reload")
 		m.must("systemctl", "start", "kato.target")
 		for i := 1; i <= 3; i++ {
 			if s := m.activeState(fmt.Sprintf("kato@processor-%d.service", i)); s != "active" {

@@ -120,7 +120,8 @@ func (m *machine) readFile(path string) string {
 }
 
 func (m *machine) exists(path string) bool {
-	_, err := os.Stat(filepath.Join(m.Root(), path))
+	// Lstat: an absolute symlink would resolve against the host root.
+	_, err := os.Lstat(filepath.Join(m.Root(), path))
 	return err == nil
 }
 

@@ -96,7 +96,7 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	if req.ID == "" {
 		req.ID = config.GenerateID(m.now(), os.Getpid())
 	}
-	if err := m.validateStart(req); err != nil {
+	if err := ValidateStart(req); err != nil {
 		return nil, err
 	}
 	if err := m.EnsureUnits(ctx); err != nil {
@@ -147,7 +147,12 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	return res, nil
 }
 
-func (m *Manager) validateStart(req StartRequest) error {
+// ValidateStart checks what a start request says by itself, before any
+// registry or systemd work. An empty ID passes: Start generates one.
+func ValidateStart(req StartRequest) error {
+	if req.ID == "" {
+		req.ID = "generated"
+	}
 	if err := config.ValidateID(req.ID); err != nil {
 		return err
 	}

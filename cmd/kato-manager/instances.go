@@ -36,13 +36,12 @@ func (a *app) start(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
 	}
-	m, done, err := a.manager(ctx)
+	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
 	}
-	defer done()
 	// Flags left unset take the configured defaults, not the built-in ones.
-	params := m.Config.Defaults
+	params := cfg.Defaults
 	var explicit []string
 	set := func(flag string, apply func()) {
 		if fs.Changed(flag) {
@@ -63,6 +62,14 @@ func (a *app) start(ctx context.Context, args []string) error {
 		ID: *id, Name: *name, APIPort: *port, ZMQPort: *zmqPort,
 		Parameters: params, Command: strings.Fields(*command), Explicit: explicit, Timeout: *timeout,
 	}
+	if err := supervisor.ValidateStart(req); err != nil {
+		return err
+	}
+	m, done, err := a.managerWith(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer done()
 	res, err := m.Start(ctx, req)
 	if err != nil {
 		return err
@@ -170,11 +177,8 @@ func (a *app) restart(ctx context.Context, args []string) error {
 func (a *app) list(ctx context.Context, args []string) error {
 	fs := a.newFlags("list", "[--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "list takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("list takes no arguments")
 	}
 	m, done, err := a.manager(ctx)
 	if err != nil {
@@ -203,11 +207,8 @@ func (a *app) list(ctx context.Context, args []string) error {
 func (a *app) status(ctx context.Context, args []string) error {
 	fs := a.newFlags("status", "[--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "status takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("status takes no arguments")
 	}
 	m, done, err := a.manager(ctx)
 	if err != nil {
@@ -318,7 +319,7 @@ func (a *app) logs(ctx context.Context, args []string) error {
 
 func (a *app) gc(ctx context.Context, args []string) error {
 	fs := a.newFlags("gc", "")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "gc takes no arguments"); err != nil {
 		return err
 	}
 	m, done, err := a.manager(ctx)
@@ -341,7 +342,7 @@ func (a *app) gc(ctx context.Context, args []string) error {
 
 func (a *app) installUnits(ctx context.Context, args []string) error {
 	fs := a.newFlags("install-units", "")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "install-units takes no arguments"); err != nil {
 		return err
 	}
 	m, done, err := a.manager(ctx)

@@ -187,7 +187,9 @@ func (a *app) report(err error) int {
 // what the user typed.
 func flagNames(err error) error {
 	var fe *config.FieldError
-	if errors.As(err, &fe) && !strings.Contains(fe.Field, ".") {
+	// Fields with a dot are config keys; upper-case ones name positional
+	// arguments (CONTENT_ID): both stay as they are.
+	if errors.As(err, &fe) && !strings.Contains(fe.Field, ".") && strings.ToLower(fe.Field) == fe.Field {
 		c := *fe
 		c.Field = "--" + strings.ReplaceAll(fe.Field, "_", "-")
 		return &c
@@ -224,15 +226,41 @@ func parse(fs *pflag.FlagSet, args []string) error {
 	return nil
 }
 
+// parseNoArgs parses flags of a command that takes no arguments; message
+// says so when some are given.
+func parseNoArgs(fs *pflag.FlagSet, args []string, message string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s", message)
+	}
+	return nil
+}
+
+// loadConfig reads the configuration file and the environment overrides.
+func (a *app) loadConfig() (*config.Config, error) {
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.ApplyEnv(os.Getenv); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
 // manager loads the configuration and connects to systemd.
 func (a *app) manager(ctx context.Context) (*supervisor.Manager, func(), error) {
-	cfg, err := config.Load(a.configPath)
+	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := cfg.ApplyEnv(os.Getenv); err != nil {
-		return nil, nil, err
-	}
+	return a.managerWith(ctx, cfg)
+}
+
+// managerWith connects to systemd with a configuration already loaded.
+func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.Manager, func(), error) {
 	sd, err := supervisor.Connect(ctx)
 	if err != nil {
 		return nil, nil, err

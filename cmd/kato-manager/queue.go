@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -16,11 +15,8 @@ import (
 // database created here belongs to the kato user, as the workers', so they
 // can write it.
 func (a *app) openQueue(ctx context.Context) (*kgworker.Queue, *config.Config, error) {
-	cfg, err := config.Load(a.configPath)
+	cfg, err := a.loadConfig()
 	if err != nil {
-		return nil, nil, err
-	}
-	if err := cfg.ApplyEnv(os.Getenv); err != nil {
 		return nil, nil, err
 	}
 	q, err := kgworker.Open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(config.ServiceUser))
@@ -70,7 +66,7 @@ func (a *app) queueEnqueue(ctx context.Context, args []string) error {
 	if fs.NArg() == 0 {
 		return usagef("queue enqueue takes one or more crawled_content ids")
 	}
-	contentIDs, err := ids("content_id", fs.Args())
+	contentIDs, err := ids("CONTENT_ID", fs.Args())
 	if err != nil {
 		return err
 	}
@@ -94,11 +90,8 @@ func (a *app) queueList(ctx context.Context, args []string) error {
 	status := fs.String("status", "", "only items in this status: pending, processing, completed, failed, skipped")
 	limit := fs.Int("limit", 50, "at most this many items, newest first")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "queue list takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("queue list takes no arguments")
 	}
 	var st kgworker.Status
 	if *status != "" {
@@ -143,7 +136,7 @@ func (a *app) queueRetryFailed(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	itemIDs, err := ids("item_id", fs.Args())
+	itemIDs, err := ids("ITEM_ID", fs.Args())
 	if err != nil {
 		return err
 	}
@@ -163,11 +156,8 @@ func (a *app) queueRetryFailed(ctx context.Context, args []string) error {
 func (a *app) queueStats(ctx context.Context, args []string) error {
 	fs := a.newFlags("queue stats", "[--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "queue stats takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("queue stats takes no arguments")
 	}
 	q, _, err := a.openQueue(ctx)
 	if err != nil {

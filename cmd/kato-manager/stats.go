@@ -37,11 +37,8 @@ func (a *app) poolStats(ctx context.Context, p *supervisor.Pool) (*supervisor.Po
 func (a *app) workersStats(ctx context.Context, args []string) error {
 	fs := a.newFlags("workers stats", "[--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "workers stats takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("workers stats takes no arguments")
 	}
 	p, _, done, err := a.pool(ctx)
 	if err != nil {
@@ -73,11 +70,8 @@ func (a *app) workersStats(ctx context.Context, args []string) error {
 func (a *app) serve(ctx context.Context, args []string) error {
 	fs := a.newFlags("serve", "[--listen ADDR]")
 	listen := fs.String("listen", "127.0.0.1:9090", "address to listen on")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "serve takes no arguments; use --listen ADDR"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("serve takes no arguments; use --listen ADDR")
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return usagef("invalid --listen %q: must be HOST:PORT", *listen)

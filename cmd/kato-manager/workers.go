@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"text/tabwriter"
@@ -15,11 +14,8 @@ import (
 // pool loads the configuration and connects to systemd for the worker
 // commands.
 func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(), error) {
-	cfg, err := config.Load(a.configPath)
+	cfg, err := a.loadConfig()
 	if err != nil {
-		return nil, nil, nil, err
-	}
-	if err := cfg.ApplyEnv(os.Getenv); err != nil {
 		return nil, nil, nil, err
 	}
 	sd, err := supervisor.Connect(ctx)
@@ -54,11 +50,8 @@ func (a *app) workersStart(ctx context.Context, args []string) error {
 	fs := a.newFlags("workers start", "[-n N] [--poll-interval S]")
 	n := fs.IntP("workers", "n", 0, "how many workers (default: kg.num_workers, env KG_NUM_WORKERS)")
 	poll := fs.Float64("poll-interval", 0, "seconds an idle worker waits before looking at the queue again (default: kg.poll_interval)")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "workers start takes no arguments; use -n N"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("workers start takes no arguments; use -n N")
 	}
 	if fs.Changed("poll-interval") && *poll <= 0 {
 		return &config.FieldError{Field: "poll_interval", Value: strconv.FormatFloat(*poll, 'g', -1, 64), Rule: "must be greater than 0"}
@@ -84,11 +77,8 @@ func (a *app) workersStart(ctx context.Context, args []string) error {
 
 func (a *app) workersStopRestart(ctx context.Context, sub string, args []string) error {
 	fs := a.newFlags("workers "+sub, "")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "workers "+sub+" takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("workers %s takes no arguments", sub)
 	}
 	p, _, done, err := a.pool(ctx)
 	if err != nil {
@@ -121,7 +111,7 @@ func (a *app) workersScale(ctx context.Context, args []string) error {
 	}
 	n, err := strconv.Atoi(fs.Arg(0))
 	if err != nil {
-		return &config.FieldError{Field: "workers", Value: fs.Arg(0), Rule: "must be a whole number between 1 and 64"}
+		return &config.FieldError{Field: "N", Value: fs.Arg(0), Rule: "must be a whole number between 1 and 64"}
 	}
 	p, _, done, err := a.pool(ctx)
 	if err != nil {
@@ -137,11 +127,8 @@ func (a *app) workersHealth(ctx context.Context, args []string) error {
 	fs := a.newFlags("workers health", "[--json] [--restart-unhealthy]")
 	asJSON := fs.Bool("json", false, "print JSON")
 	restart := fs.Bool("restart-unhealthy", false, "restart the workers found unhealthy")
-	if err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args, "workers health takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("workers health takes no arguments")
 	}
 	p, _, done, err := a.pool(ctx)
 	if err != nil {

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runCLI runs kato-manager in-process with its own config and registry
+// paths, so nothing of the host is read or written.
+func runCLI(t *testing.T, configText string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	dir := t.TempDir()
+	configPath := filepath.Join(dir, "kato.toml")
+	if configText != "" {
+		if err := os.WriteFile(configPath, []byte(configText), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errb strings.Builder
+	full := append([]string{"--config", configPath, "--registry", filepath.Join(dir, "instances.toml")}, args...)
+	code = run(context.Background(), full, &out, &errb)
+	if _, err := os.Stat(filepath.Join(dir, "instances.toml")); err == nil {
+		t.Errorf("%q wrote a registry", args)
+	}
+	return code, out.String(), errb.String()
+}
+
+func TestUsageErrorsExitTwoWithoutSystemd(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"unknown flag", []string{"start", "--bogus"}, "unknown flag: --bogus"},
+		{"bad id", []string{"start", "--id", "my processor"}, `invalid --id "my processor"`},
+		{"long id", []string{"start", "--id", strings.Repeat("a", 65)}, "invalid --id"},
+		{"recall threshold", []string{"start", "--id", "a", "--recall-threshold", "1.5"}, "invalid --recall-threshold 1.5: must be between 0 and 1"},
+		{"indexer", []string{"start", "--id", "a", "--indexer-type", "HNSW"}, "invalid --indexer-type"},
+		{"port", []string{"start", "--id", "a", "--port", "0x"}, `invalid argument "0x"`},
+		{"port range", []string{"start", "--id", "a", "--port", "65536"}, "invalid --port 65536"},
+		{"relative command", []string{"start", "--id", "a", "--processor-command", "kato"}, "invalid --processor-command"},
+		{"start with arguments", []string{"start", "a"}, "start takes no arguments"},
+		{"stop two", []string{"stop", "a", "b"}, "stop takes one instance"},
+		{"stop mongo flags", []string{"stop", "--with-mongo", "--no-mongo"}, "exclude each other"},
+		{"stop one with all", []string{"stop", "a", "--all"}, "go without an instance"},
+		{"restart nothing", []string{"restart"}, "restart takes one instance"},
+		{"list argument", []string{"list", "x"}, "list takes no arguments"},
+		{"gc argument", []string{"gc", "x"}, "gc takes no arguments"},
+		{"logs negative", []string{"logs", "a", "-n", "-1"}, "invalid --lines -1"},
+		{"workers nothing", []string{"workers"}, "workers needs a subcommand"},
+		{"workers unknown", []string{"workers", "dance"}, `unknown workers subcommand "dance"`},
+		{"workers scale word", []string{"workers", "scale", "many"}, "invalid N many"},
+		{"workers poll", []string{"workers", "start", "--poll-interval", "0"}, "invalid --poll-interval 0: must be greater than 0"},
+		{"queue nothing", []string{"queue"}, "queue needs a subcommand"},
+		{"queue enqueue word", []string{"queue", "enqueue", "abc"}, "invalid CONTENT_ID abc: must be a positive whole number"},
+		{"queue enqueue none", []string{"queue", "enqueue"}, "takes one or more"},
+		{"queue list status", []string{"queue", "list", "--status", "done"}, `invalid status "done"`},
+		{"serve address", []string{"serve", "--listen", "nowhere"}, `invalid --listen "nowhere"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, "", tc.args...)
+			if code != exitUsage || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want exit 2 and %q", code, stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestMalformedConfigExitsOneNamingFileAndLine(t *testing.T) {
+	code, _, stderr := runCLI(t, "[processor]\nlog_level = \"LOUD\"\n", "start", "--id", "a")
+	if code != exitFailed || !strings.Contains(stderr, "kato.toml") || !strings.Contains(stderr, "line 2") || !strings.Contains(stderr, "LOUD") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = runCLI(t, "[processor]\ncolour = 1\n", "list")
+	if code != exitFailed || !strings.Contains(stderr, "unknown key") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	code, stdout, _ := runCLI(t, "", "--version")
+	if code != exitOK || stdout != "kato-manager "+version+"\n" {
+		t.Fatalf("--version: %d %q", code, stdout)
+	}
+	code, stdout, _ = runCLI(t, "", "--help")
+	for _, cmd := range []string{"start", "stop", "restart", "list", "status", "logs", "gc", "install-units", "workers", "queue", "serve"} {
+		if !strings.Contains(stdout, "  "+cmd) {
+			t.Errorf("--help lacks %s", cmd)
+		}
+	}
+	if code != exitOK {
+		t.Fatalf("--help exit %d", code)
+	}
+}

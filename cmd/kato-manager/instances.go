@@ -210,14 +210,19 @@ func (a *app) status(ctx context.Context, args []string) error {
 	if err := parseNoArgs(fs, args, "status takes no arguments"); err != nil {
 		return err
 	}
-	m, done, err := a.manager(ctx)
+	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
 	}
-	defer done()
-	st, err := m.Status(ctx)
-	if err != nil {
-		return err
+	var st *supervisor.Status
+	if m, done, err := a.managerWith(ctx, cfg); err != nil {
+		// Not reaching systemd is a finding of status, not a failure to run.
+		st = &supervisor.Status{SystemdError: err.Error(), Services: []supervisor.ServiceState{}, Instances: []supervisor.InstanceStatus{}}
+	} else {
+		defer done()
+		if st, err = m.Status(ctx); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		if err := writeJSON(a.stdout, st); err != nil {

@@ -96,3 +96,17 @@ func TestVersionAndHelp(t *testing.T) {
 		t.Fatalf("--help exit %d", code)
 	}
 }
+
+func TestStatusWithoutSystemd(t *testing.T) {
+	if _, err := os.Stat("/run/dbus/system_bus_socket"); err == nil {
+		t.Skip("a system bus runs here; this test needs a host without one")
+	}
+	code, stdout, _ := runCLI(t, "", "status")
+	if code != exitFailed || !strings.Contains(stdout, "systemd: unreachable") {
+		t.Fatalf("exit %d, stdout %q", code, stdout)
+	}
+	code, stdout, _ = runCLI(t, "", "status", "--json")
+	if code != exitFailed || !strings.Contains(stdout, `"systemd_reachable": false`) {
+		t.Fatalf("exit %d, stdout %q", code, stdout)
+	}
+}

@@ -42,5 +42,11 @@ install: build
 		install -D -m 0644 config/kato.toml $(DESTDIR)/etc/kato/kato.toml; \
 	fi
 
+# The deb and rpm packages, in dist/. The version comes from
+# `git describe --tags --always` (0.0.0~gitN.HASH before the first tag);
+# `make packages VERSION=1.2.3` sets it.
+packages:
+	$(GO) run ./packaging/cmd/build -out dist $(if $(filter command line,$(origin VERSION)),-version '$(VERSION)')
+
 clean:
 	rm -rf bin dist

@@ -28,7 +28,7 @@ const (
 	// DefaultRegistryPath is where the instance registry lives.
 	DefaultRegistryPath = "/var/lib/kato/instances.toml"
 	// DefaultKGDBPath is the SQLite database holding the KG processing queue.
-	DefaultKGDBPath = "/var/lib/kato/kg.db"
+	DefaultKGDBPath = "/var/lib/kato/kg/kg.db"
 	// ServiceUser is the system user the units run as.
 	ServiceUser = "kato"
 )

@@ -42,7 +42,7 @@ func TestDefault(t *testing.T) {
 		{"services.mongo_url", c.Services.MongoURL, "mongodb://localhost:27017"},
 		{"kg", c.KG, KG{
 			NumWorkers: 1, PollInterval: 5, ServiceEnabled: true, ServiceURL: "http://localhost:8088",
-			ServiceTimeout: 1800, MaxRetries: 3, BatchSize: 5, LeaseSeconds: 60, DBPath: "/var/lib/kato/kg.db",
+			ServiceTimeout: 1800, MaxRetries: 3, BatchSize: 5, LeaseSeconds: 60, DBPath: "/var/lib/kato/kg/kg.db",
 		}},
 		{"path", c.Path, ""},
 	}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/user"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -172,6 +173,11 @@ func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 	case q.now == nil:
 		return nil, errors.New("invalid clock: must not be nil")
 	}
+	if q.fileOwner != "" && os.Geteuid() == 0 {
+		if err := ensureOwnedDir(filepath.Dir(path), q.fileOwner); err != nil {
+			return nil, fmt.Errorf("open kg database %s: %w", path, err)
+		}
+	}
 	db, err := sql.Open("sqlite3", dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("open kg database %s: %w", path, err)
@@ -194,20 +200,49 @@ func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 	return q, nil
 }
 
-// chownFiles gives the database file and SQLite's companion files, those
-// that exist, to username and its primary group.
-func chownFiles(path, username string) error {
+// ensureOwnedDir creates dir for username when it is missing, as
+// kg-worker@.service's StateDirectory= would, so that a queue command run
+// before any worker leaves a directory the workers can write.
+func ensureOwnedDir(dir, username string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	uid, gid, err := lookupOwner(username)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return fmt.Errorf("give %s to %s: %w", dir, username, err)
+	}
+	return nil
+}
+
+// lookupOwner returns the uid and primary gid of username.
+func lookupOwner(username string) (int, int, error) {
 	u, err := user.Lookup(username)
 	if err != nil {
-		return fmt.Errorf("look up file owner %q: %w", username, err)
+		return 0, 0, fmt.Errorf("look up file owner %q: %w", username, err)
 	}
 	uid, err := strconv.Atoi(u.Uid)
 	if err != nil {
-		return fmt.Errorf("look up file owner %q: uid %q is not a number", username, u.Uid)
+		return 0, 0, fmt.Errorf("look up file owner %q: uid %q is not a number", username, u.Uid)
 	}
 	gid, err := strconv.Atoi(u.Gid)
 	if err != nil {
-		return fmt.Errorf("look up file owner %q: gid %q is not a number", username, u.Gid)
+		return 0, 0, fmt.Errorf("look up file owner %q: gid %q is not a number", username, u.Gid)
+	}
+	return uid, gid, nil
+}
+
+// chownFiles gives the database file and SQLite's companion files, those
+// that exist, to username and its primary group.
+func chownFiles(path, username string) error {
+	uid, gid, err := lookupOwner(username)
+	if err != nil {
+		return err
 	}
 	for _, f := range []string{path, path + "-wal", path + "-shm"} {
 		if err := os.Chown(f, uid, gid); err != nil && !errors.Is(err, fs.ErrNotExist) {

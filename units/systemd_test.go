@@ -218,7 +218,7 @@ func TestTmpfilesCreatesDirectories(t *testing.T) {
 	if out, ok := runTool(t, nil, "systemd-tmpfiles", "--create", "--root="+root, file); !ok {
 		t.Fatalf("systemd-tmpfiles --create failed:\n%s", out)
 	}
-	for dir, want := range map[string]os.FileMode{"/var/lib/kato": 0o775 | os.ModeSticky, EnvironmentDir: 0o755} {
+	for dir, want := range map[string]os.FileMode{"/var/lib/kato": 0o755, "/var/lib/kato/kg": 0o750, EnvironmentDir: 0o755} {
 		info, err := os.Stat(filepath.Join(root, dir))
 		if err != nil {
 			t.Errorf("%s was not created: %v", dir, err)

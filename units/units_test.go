@@ -174,23 +174,24 @@ func TestUnitTemplates(t *testing.T) {
 					"StartLimitBurst":       "5",
 				},
 				"Service": withHardening(map[string]string{
-					"Type":             "notify",
-					"NotifyAccess":     "main",
-					"ExecStart":        "/usr/libexec/kato-manager/kg-worker --worker-id %i",
-					"User":             "kato",
-					"Group":            "kato",
-					"EnvironmentFile":  "-/etc/kato/kg-worker.env",
-					"ReadWritePaths":   "/var/lib/kato",
-					"WatchdogSec":      "30",
-					"Restart":          "on-failure",
-					"RestartSec":       "2",
-					"TimeoutStopSec":   "60",
-					"KillMode":         "mixed",
-					"SyslogIdentifier": "kg-worker-%i",
+					"Type":               "notify",
+					"NotifyAccess":       "main",
+					"ExecStart":          "/usr/libexec/kato-manager/kg-worker --worker-id %i",
+					"User":               "kato",
+					"Group":              "kato",
+					"EnvironmentFile":    "-/etc/kato/kg-worker.env",
+					"StateDirectory":     "kato/kg",
+					"StateDirectoryMode": "0750",
+					"WatchdogSec":        "30",
+					"Restart":            "on-failure",
+					"RestartSec":         "2",
+					"TimeoutStopSec":     "60",
+					"KillMode":           "mixed",
+					"SyslogIdentifier":   "kg-worker-%i",
 				}),
 				"Install": {"WantedBy": "kg-workers.target"},
 			},
-			absent: map[string][]string{"Service": {"MemoryDenyWriteExecute", "StateDirectory"}},
+			absent: map[string][]string{"Service": {"MemoryDenyWriteExecute", "ReadWritePaths"}},
 		},
 		{
 			name:     "kato.target",
@@ -270,7 +271,8 @@ func TestSysusers(t *testing.T) {
 func TestTmpfiles(t *testing.T) {
 	got := contentLines(templateByName(t, TmpfilesDir, "kato.conf").Content)
 	want := []string{
-		"d /var/lib/kato 1775 root kato -",
+		"d /var/lib/kato 0755 root root -",
+		"d /var/lib/kato/kg 0750 kato kato -",
 		"d /etc/kato/instances 0755 root root -",
 	}
 	if !slices.Equal(got, want) {

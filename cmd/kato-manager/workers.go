@@ -22,6 +22,12 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	// On first use the units may not be installed yet, as for instances.
+	m := &supervisor.Manager{Systemd: sd, Config: cfg, Paths: supervisor.DefaultPaths()}
+	if err := m.EnsureUnits(ctx); err != nil {
+		sd.Close()
+		return nil, nil, nil, err
+	}
 	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: filepath.Dir(a.configPath)}
 	return p, cfg, sd.Close, nil
 }

@@ -1,7 +1,9 @@
-// Command bench measures kato-manager against a real systemd, each
-// measurement beside the baseline it replaces, and prints the ratios. It
-// boots its own throwaway systemd (internal/sdharness), so it needs root.
-// Run it with `make bench`.
+// Command bench measures kato-manager, each measurement beside the baseline
+// it replaces, and prints how many times better kato-manager does. The
+// instance rows run against a real systemd: it boots its own throwaway one
+// (internal/sdharness), so it needs root. The KG worker rows run kgworker's
+// workers in this process against the KG service test double, beside a
+// model of the worker of the system replaced. Run it with `make bench`.
 package main
 
 import (
@@ -21,16 +23,53 @@ import (
 // row is one line of the result table: the same work done both ways.
 type row struct {
 	what           string
-	ours, baseline time.Duration
 	oursName, base string
+	// ours and baseline are the rendered results.
+	ours, baseline string
+	// ratio is how many times better kato-manager did; ratioIs says which
+	// way it was computed.
+	ratio   float64
+	ratioIs string
+}
+
+// timeRow is a row for work measured in elapsed time: less is better.
+func timeRow(what, oursName, base string, ours, baseline time.Duration) row {
+	return row{what: what, oursName: oursName, base: base, ours: round(ours).String(), baseline: round(baseline).String(),
+		ratio: float64(baseline) / float64(ours), ratioIs: "baseline/kato-manager"}
 }
 
 func main() {
 	instances := flag.Int("instances", 50, "instances started and stopped")
 	listed := flag.Int("listed", 200, "registered instances for the list benchmark")
 	runs := flag.Int("runs", 5, "repetitions of the list measurement (the median is reported)")
+	skipInstances := flag.Bool("skip-instances", false, "skip the instance rows (no systemd, no root needed)")
+	skipWorkers := flag.Bool("skip-workers", false, "skip the KG worker rows")
+	minRun := flag.Duration("kg-min-run", 2*time.Second, "least duration of a kato-manager worker throughput run")
+	seedItems := flag.Int("kg-seed-items", 50, "items per baseline worker throughput run")
+	samples := flag.Int("kg-samples", 24, "enqueue→pickup latency samples each way")
 	flag.Parse()
+	if *seedItems < 1 || *samples < 1 || *minRun <= 0 {
+		fail(fmt.Errorf("invalid -kg-seed-items %d, -kg-samples %d or -kg-min-run %s: must be positive", *seedItems, *samples, *minRun))
+	}
 	ctx := context.Background()
+	var rows []row
+	if !*skipInstances {
+		rows = append(rows, instanceRows(ctx, *instances, *listed, *runs)...)
+	}
+	var notes []string
+	if !*skipWorkers {
+		kb := &kgBench{ctx: ctx, minRun: *minRun, seedItems: *seedItems, samples: *samples}
+		kgRows, err := kb.rows()
+		if err != nil {
+			fail(err)
+		}
+		rows, notes = append(rows, kgRows...), kb.notes
+	}
+	print(rows, notes)
+}
+
+// instanceRows boots a machine and measures the instance commands in it.
+func instanceRows(ctx context.Context, instances, listed, runs int) []row {
 	m, err := sdharness.Boot(ctx, sdharness.Options{})
 	if err != nil {
 		fail(err)
@@ -41,9 +80,9 @@ func main() {
 	}
 	b := &bench{m: m, ctx: ctx}
 	var rows []row
-	rows = append(rows, b.startStop(*instances)...)
-	rows = append(rows, b.list(*listed, *runs)...)
-	print(rows)
+	rows = append(rows, b.startStop(instances)...)
+	rows = append(rows, b.list(listed, runs)...)
+	return rows
 }
 
 type bench struct {
@@ -96,8 +135,8 @@ func (b *bench) startStop(n int) []row {
 	scStop := b.sh(fmt.Sprintf(`for i in %s; do systemctl stop kato@$i.service; done`, base))
 	b.sh(km + " stop --all --no-mongo >/dev/null")
 	return []row{
-		{what: fmt.Sprintf("start %d instances", n), ours: kmStart, baseline: scStart, oursName: "kato-manager start (waits for the API port)", base: "systemctl start loop"},
-		{what: fmt.Sprintf("stop %d instances", n), ours: kmStop, baseline: scStop, oursName: "kato-manager stop (removes files, entry)", base: "systemctl stop loop"},
+		timeRow(fmt.Sprintf("start %d instances", n), "kato-manager start (waits for the API port)", "systemctl start loop", kmStart, scStart),
+		timeRow(fmt.Sprintf("stop %d instances", n), "kato-manager stop (removes files, entry)", "systemctl stop loop", kmStop, scStop),
 	}
 }
 
@@ -116,8 +155,8 @@ func (b *bench) list(n, runs int) []row {
 	}
 	b.sh(km + " stop --all --no-mongo >/dev/null")
 	return []row{
-		{what: fmt.Sprintf("list %d instances", n), ours: median(ours), baseline: median(perUnit), oursName: "kato-manager list", base: "systemctl show per unit"},
-		{what: fmt.Sprintf("list %d instances", n), ours: median(ours), baseline: median(oneShow), oursName: "kato-manager list", base: "one systemctl show of all units"},
+		timeRow(fmt.Sprintf("list %d instances", n), "kato-manager list", "systemctl show per unit", median(ours), median(perUnit)),
+		timeRow(fmt.Sprintf("list %d instances", n), "kato-manager list", "one systemctl show of all units", median(ours), median(oneShow)),
 	}
 }
 
@@ -127,13 +166,20 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func print(rows []row) {
+// print writes the table: the "times better" column is how many times
+// better kato-manager did, computed as the "ratio" column says (elapsed
+// times and latencies: baseline/kato-manager; throughput:
+// kato-manager/baseline).
+func print(rows []row, notes []string) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "benchmark\tkato-manager\tbaseline\ttime\tbaseline time\tbaseline/kato-manager")
+	fmt.Fprintln(tw, "benchmark\tkato-manager\tbaseline\tkato-manager result\tbaseline result\ttimes better (kato-manager)\tratio")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2fx\n", r.what, r.oursName, r.base, round(r.ours), round(r.baseline), float64(r.baseline)/float64(r.ours))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2fx\t%s\n", r.what, r.oursName, r.base, r.ours, r.baseline, r.ratio, r.ratioIs)
 	}
 	tw.Flush()
+	for _, n := range notes {
+		fmt.Println("note:", n)
+	}
 }
 
 func round(d time.Duration) time.Duration {

@@ -1,0 +1,74 @@
+#!/bin/sh
+# After kato-manager's files are in place: the deb's postinst, the RPM's %post.
+#
+# dpkg calls it with "configure" and the version configured before (empty on
+# a first install), or "abort-*" to roll back a failed step. RPM calls it
+# with the number of kato-manager packages installed once this one is: 1 on
+# a first install, 2 on an upgrade.
+#
+# Every time: the kato user and group (sysusers.d), /var/lib/kato and
+# /etc/kato/instances (tmpfiles.d), and a systemd reload for the new units.
+# On a first install: kato.target and kg-workers.target are enabled. They
+# start nothing by themselves; enabled, they bring back at boot the instances
+# and workers the operator starts with kato-manager.
+# On an upgrade: the instances and workers that run are restarted, so they
+# run the new files; stopped ones stay stopped. Their registry, queue,
+# environment files, drop-ins and the configuration are left as they are.
+#
+# Without a running systemd (a chroot, a container build, dpkg --root)
+# nothing is started, stopped or reloaded. On Debian, deb-systemd-helper and
+# deb-systemd-invoke stand in for systemctl: they keep track of what the
+# package enabled, for the purge, and ask policy-rc.d before a restart.
+set -e
+
+case "$1" in
+configure)
+	if [ -n "$2" ]; then action=upgrade; else action=install; fi
+	;;
+abort-upgrade | abort-remove | abort-deconfigure)
+	action=reconfigure
+	;;
+1)
+	action=install
+	;;
+[0-9]*)
+	action=upgrade
+	;;
+*)
+	exit 0
+	;;
+esac
+
+# DPKG_ROOT is set when dpkg installs into another root (dpkg --root).
+root=${DPKG_ROOT:-}
+
+if command -v systemd-sysusers >/dev/null 2>&1; then
+	systemd-sysusers ${root:+--root="$root"} kato.conf
+fi
+if command -v systemd-tmpfiles >/dev/null 2>&1; then
+	systemd-tmpfiles ${root:+--root="$root"} --create kato.conf ||
+		echo "kato-manager: systemd-tmpfiles could not create every path of tmpfiles.d/kato.conf" >&2
+fi
+
+if [ "$action" = install ]; then
+	if command -v deb-systemd-helper >/dev/null 2>&1; then
+		deb-systemd-helper enable kato.target kg-workers.target
+	elif command -v systemctl >/dev/null 2>&1; then
+		systemctl ${root:+--root="$root"} --no-reload enable kato.target kg-workers.target
+	fi
+fi
+
+if [ -z "$root" ] && [ -d /run/systemd/system ]; then
+	systemctl --system daemon-reload
+	if [ "$action" = upgrade ]; then
+		if command -v deb-systemd-invoke >/dev/null 2>&1; then
+			deb-systemd-invoke try-restart 'kato@*.service' 'kg-worker@*.service' || failed=yes
+		else
+			systemctl try-restart 'kato@*.service' 'kg-worker@*.service' || failed=yes
+		fi
+		if [ -n "${failed:-}" ]; then
+			echo "kato-manager: an instance or worker did not restart; see kato-manager status and kato-manager workers health" >&2
+		fi
+	fi
+fi
+exit 0

@@ -1,0 +1,43 @@
+#!/bin/sh
+# After kato-manager's files are gone: the deb's postrm, the RPM's %postun.
+#
+# dpkg calls it with "remove", "purge", "upgrade" and a few more. RPM calls
+# it with the number of kato-manager packages left: 0 when it is erased, 1
+# on an upgrade.
+#
+# systemd is reloaded so that it forgets the units that went. A purge (deb
+# only) also deletes what kato-manager made while it ran: the registry, the
+# queue and the processors' state (/var/lib/kato), the configuration and
+# environment files (/etc/kato), every instance's drop-in directory, and the
+# symbolic links that enabled the targets, the instances and the workers.
+# The kato user and group stay, as Debian leaves system users: files they
+# own may remain elsewhere.
+set -e
+
+case "$1" in
+purge) action=purge ;;
+remove | upgrade | failed-upgrade | abort-install | abort-upgrade | disappear | [0-9]*) action=reload ;;
+*) exit 0 ;;
+esac
+
+root=${DPKG_ROOT:-}
+
+if [ "$action" = purge ]; then
+	rm -rf "$root/var/lib/kato" "$root/etc/kato"
+	# kato@ID.service.d only: kato@.service.d holds the operator's own
+	# drop-ins for every instance.
+	for d in "$root"/etc/systemd/system/kato@?*.service.d; do
+		if [ -d "$d" ]; then rm -rf "$d"; fi
+	done
+	rm -rf "$root/etc/systemd/system/kato.target.wants" "$root/etc/systemd/system/kg-workers.target.wants"
+	if command -v deb-systemd-helper >/dev/null 2>&1; then
+		deb-systemd-helper purge kato.target kg-workers.target
+	fi
+	rm -f "$root/etc/systemd/system/multi-user.target.wants/kato.target" \
+		"$root/etc/systemd/system/multi-user.target.wants/kg-workers.target"
+fi
+
+if [ -z "$root" ] && [ -d /run/systemd/system ]; then
+	systemctl --system daemon-reload
+fi
+exit 0

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/kato-manager/kato-manager/units"
 )
 
 // Sentinel errors of Registry.Find; check them with errors.Is.
@@ -31,18 +33,13 @@ var (
 type Instance struct {
 	ID         string     `toml:"-"` // the key of the registry entry
 	Name       string     `toml:"name"`
-	Unit       string     `toml:"unit"` // UnitFor(ID)
+	Unit       string     `toml:"unit"` // units.InstanceUnit(ID)
 	APIPort    int        `toml:"api_port"`
 	ZMQPort    int        `toml:"zmq_port"`
 	Command    []string   `toml:"command,omitempty"` // processor command override; empty means the global one
 	Parameters Parameters `toml:"parameters"`
 	Created    time.Time  `toml:"created"`
 	Updated    time.Time  `toml:"updated"`
-}
-
-// UnitFor returns the systemd unit that runs the instance with the given id.
-func UnitFor(id string) string {
-	return "kato@" + id + ".service"
 }
 
 // Validate reports the first field of in that breaks its rule as a *FieldError
@@ -54,7 +51,7 @@ func (in *Instance) Validate() error {
 	if err := ValidateName(in.Name); err != nil {
 		return err
 	}
-	if want := UnitFor(in.ID); in.Unit != want {
+	if want := units.InstanceUnit(in.ID); in.Unit != want {
 		return &FieldError{Field: "unit", Value: in.Unit, Rule: "must be " + want}
 	}
 	if err := intBetween("api_port", in.APIPort, 1, 65535); err != nil {

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kato-manager/kato-manager/units"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata")
@@ -33,7 +35,7 @@ func newInstance(id string, api, zmq int) *Instance {
 	return &Instance{
 		ID:         id,
 		Name:       "Instance " + id,
-		Unit:       UnitFor(id),
+		Unit:       units.InstanceUnit(id),
 		APIPort:    api,
 		ZMQPort:    zmq,
 		Parameters: DefaultParameters(),

@@ -81,7 +81,7 @@ func (m *Manager) now() time.Time {
 }
 
 func (m *Manager) dropInPath(id string) string {
-	return filepath.Join(m.Paths.UnitDir, units.InstanceUnit(id)+".d", units.DropInName)
+	return filepath.Join(m.Paths.UnitDir, units.InstanceDropInDir(id), units.DropInName)
 }
 
 func (m *Manager) envPath(id string) string {
@@ -135,10 +135,7 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		}
 	}
 	if err := m.launch(ctx, inst, req.Timeout); err != nil {
-		se := &StartError{Unit: inst.Unit, Err: err}
-		if m.Journal != nil {
-			se.Journal, _ = m.Journal.Tail(ctx, inst.Unit, 20)
-		}
+		se := m.startError(ctx, inst.Unit, err)
 		if rbErr := m.rollback(context.WithoutCancel(ctx), inst, created); rbErr != nil {
 			se.Err = fmt.Errorf("%w; rollback: %v", err, rbErr)
 		}
@@ -558,7 +555,9 @@ func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration
 	return inst, err
 }
 
-func (m *Manager) startError(ctx context.Context, unit string, err error) error {
+// startError wraps a failed start or restart with the unit's last log
+// lines.
+func (m *Manager) startError(ctx context.Context, unit string, err error) *StartError {
 	se := &StartError{Unit: unit, Err: err}
 	if m.Journal != nil {
 		se.Journal, _ = m.Journal.Tail(ctx, unit, 20)

@@ -45,6 +45,22 @@ func (v InstanceView) State() string {
 // List returns every registered instance with its live state, from one
 // ListUnitsByPatterns call and one pass over /proc.
 func (m *Manager) List(ctx context.Context) ([]InstanceView, error) {
+	snap, err := m.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return snap.views, nil
+}
+
+// snapshot is what List reads, kept for Status to reuse rather than read
+// the registry and scan /proc a second time.
+type snapshot struct {
+	reg   *config.Registry
+	views []InstanceView
+	procs map[string]UnitProcesses
+}
+
+func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
@@ -82,7 +98,7 @@ func (m *Manager) List(ctx context.Context) ([]InstanceView, error) {
 		}
 		views = append(views, v)
 	}
-	return views, nil
+	return &snapshot{reg: reg, views: views, procs: procs}, nil
 }
 
 // ServiceState is a shared service unit's state.
@@ -163,7 +179,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		}
 		st.Services = append(st.Services, ServiceState{Unit: s, LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState})
 	}
-	views, err := m.List(ctx)
+	snap, err := m.snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -171,19 +187,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	unitNames := make([]string, 0, len(views))
-	for _, v := range views {
-		unitNames = append(unitNames, v.Unit)
-	}
-	procs, err := m.Processes.ByUnit(ctx, unitNames)
-	if err != nil {
-		return nil, err
-	}
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return nil, err
-	}
-	for _, v := range views {
+	for _, v := range snap.views {
 		u, err := m.Systemd.Unit(ctx, v.Unit)
 		if err != nil {
 			return nil, err
@@ -192,7 +196,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		is.ActiveState, is.SubState = u.ActiveState, u.SubState
 		if holder, ok := listening[v.APIPort]; ok {
 			own := false
-			for _, pid := range procs[v.Unit].PIDs {
+			for _, pid := range snap.procs[v.Unit].PIDs {
 				own = own || pid == holder
 			}
 			is.APIListening = own
@@ -200,8 +204,9 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 				is.APIHolder = holder
 			}
 		}
+		missing := !m.hasUnitFiles(v.ID)
 		switch {
-		case !m.hasUnitFiles(v.ID):
+		case missing:
 			is.Problem = "unit files missing (run `kato-manager gc`)"
 		case u.ActiveState != "active":
 			is.Problem = "not running"
@@ -211,11 +216,11 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 			is.Problem = fmt.Sprintf("not listening on API port %d", v.APIPort)
 		}
 		st.Instances = append(st.Instances, is)
-		if !m.hasUnitFiles(v.ID) {
+		if missing {
 			st.Drift.MissingUnits = append(st.Drift.MissingUnits, v.ID)
 		}
 	}
-	st.Drift.OrphanUnits, err = m.orphanIDs(ctx, reg)
+	st.Drift.OrphanUnits, err = m.orphanIDs(ctx, snap.reg)
 	if err != nil {
 		return nil, err
 	}

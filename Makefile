@@ -5,6 +5,8 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 LIBEXEC  := /usr/libexec/kato-manager
 GO       ?= go
+# The toolchain every build and test uses; the module proxy serves it.
+export GOTOOLCHAIN := go1.27.3
 LDFLAGS  := -X main.version=$(VERSION)
 
 BINARIES := bin/kato-manager bin/kg-worker

@@ -2,6 +2,8 @@ module github.com/kato-manager/kato-manager
 
 go 1.26.4
 
+toolchain go1.27.3
+
 require (
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/AlekSi/pointer v1.2.0 // indirect

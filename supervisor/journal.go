@@ -1,13 +1,18 @@
 package supervisor
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/sdjournal"
+	"github.com/kato-manager/kato-manager/config"
 )
 
 // Journal reads a unit's log lines from journald.
@@ -19,110 +24,210 @@ type Journal interface {
 	Follow(ctx context.Context, unit string, n int, w io.Writer) error
 }
 
-// SystemJournal reads the host's journal through libsystemd.
-type SystemJournal struct{}
-
-// open positions a journal on the entry n lines before the end of what the
-// unit logged, and what systemd logged about the unit, as `journalctl -u`.
-func (SystemJournal) open(unit string, n int) (*sdjournal.Journal, error) {
-	j, err := sdjournal.NewJournal()
-	if err != nil {
-		return nil, fmt.Errorf("open journal: %w", err)
-	}
-	matches := []func() error{
-		func() error { return j.AddMatch("_SYSTEMD_UNIT=" + unit) },
-		j.AddDisjunction,
-		func() error { return j.AddMatch("UNIT=" + unit) },
-		func() error { return j.AddMatch("_PID=1") },
-	}
-	for _, m := range matches {
-		if err := m(); err != nil {
-			j.Close()
-			return nil, fmt.Errorf("match journal for %s: %w", unit, err)
-		}
-	}
-	if err := j.SeekTail(); err != nil {
-		j.Close()
-		return nil, fmt.Errorf("seek journal tail: %w", err)
-	}
-	// SeekTail points past the end; n+1 steps back lands before the n-th
-	// last entry, so the following Next calls return exactly n entries.
-	if _, err := j.PreviousSkip(uint64(n) + 1); err != nil {
-		j.Close()
-		return nil, fmt.Errorf("rewind journal: %w", err)
-	}
-	return j, nil
+// JournalQuery says which of a unit's log lines to read.
+type JournalQuery struct {
+	// Unit is what the lines are of: what the unit logged and what systemd
+	// logged about it, as `journalctl -u`.
+	Unit string
+	// Lines is how many of the last lines to show; negative means all.
+	Lines int
+	// Since, when not zero, leaves out lines logged before it.
+	Since time.Time
+	// Follow keeps reading new lines until the context ends.
+	Follow bool
 }
 
-// Tail implements Journal.
-func (s SystemJournal) Tail(ctx context.Context, unit string, n int) ([]string, error) {
-	j, err := s.open(unit, n)
-	if err != nil {
-		return nil, err
-	}
-	defer j.Close()
-	var lines []string
-	for ctx.Err() == nil {
-		line, ok, err := nextLine(j)
-		if err != nil || !ok {
-			return lastN(lines, n), err
-		}
-		lines = append(lines, line)
-	}
-	return lastN(lines, n), ctx.Err()
+// SystemJournal reads the host's journal through `journalctl
+// --output=json`, the interface systemd documents as stable, so no C
+// library is needed.
+type SystemJournal struct {
+	// Command is the journalctl program and the arguments it always gets;
+	// empty means "journalctl".
+	Command []string
 }
 
-// Follow implements Journal.
-func (s SystemJournal) Follow(ctx context.Context, unit string, n int, w io.Writer) error {
-	j, err := s.open(unit, n)
-	if err != nil {
-		return err
+// args is the journalctl command line of q.
+func (j SystemJournal) args(q JournalQuery) []string {
+	argv := append([]string(nil), j.Command...)
+	if len(argv) == 0 {
+		argv = []string{"journalctl"}
 	}
-	defer j.Close()
-	for ctx.Err() == nil {
-		line, ok, err := nextLine(j)
+	argv = append(argv, "--output=json", "--all", "--no-pager", "--quiet", "--unit="+q.Unit)
+	if q.Lines >= 0 {
+		argv = append(argv, "--lines="+strconv.Itoa(q.Lines))
+	}
+	if !q.Since.IsZero() {
+		// @SECONDS.MICROS is journalctl's own way to name an instant.
+		us := q.Since.UnixMicro()
+		argv = append(argv, fmt.Sprintf("--since=@%d.%06d", us/1e6, us%1e6))
+	}
+	if q.Follow {
+		argv = append(argv, "--follow")
+	}
+	return argv
+}
+
+// Read calls emit with each line q selects, formatted as journalctl's
+// short format does, oldest first. With q.Follow it returns when ctx ends,
+// with nil.
+func (j SystemJournal) Read(ctx context.Context, q JournalQuery, emit func(line string) error) error {
+	if q.Lines == 0 && !q.Follow {
+		return nil
+	}
+	argv := j.args(q)
+	run, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(run, argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	sc := bufio.NewScanner(out)
+	// --all keeps long messages whole: allow lines of up to 16 MiB.
+	sc.Buffer(make([]byte, 64*1024), 16<<20)
+	var emitErr error
+	for sc.Scan() {
+		line, err := formatEntry(sc.Bytes())
+		if err == nil {
+			err = emit(line)
+		}
 		if err != nil {
-			return err
+			emitErr = err
+			cancel()
+			break
 		}
-		if !ok {
-			j.Wait(250 * time.Millisecond)
-			continue
+	}
+	if emitErr == nil && sc.Err() != nil {
+		emitErr = fmt.Errorf("read journal: %w", sc.Err())
+		cancel()
+	}
+	io.Copy(io.Discard, out)
+	waitErr := cmd.Wait()
+	switch {
+	case emitErr != nil:
+		return emitErr
+	case ctx.Err() != nil && q.Follow:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case waitErr != nil:
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = waitErr.Error()
 		}
-		if _, err := io.WriteString(w, line+"\n"); err != nil {
-			return err
-		}
+		return fmt.Errorf("%s: %s", strings.Join(argv, " "), msg)
 	}
 	return nil
 }
 
-func lastN(lines []string, n int) []string {
-	if len(lines) > n {
-		return lines[len(lines)-n:]
-	}
-	return lines
+// Tail implements Journal.
+func (j SystemJournal) Tail(ctx context.Context, unit string, n int) ([]string, error) {
+	lines := []string{}
+	err := j.Read(ctx, JournalQuery{Unit: unit, Lines: n}, func(line string) error {
+		lines = append(lines, line)
+		return nil
+	})
+	return lines, err
 }
 
-// nextLine formats the next entry like journalctl's short format.
-func nextLine(j *sdjournal.Journal) (string, bool, error) {
-	adv, err := j.Next()
+// Follow implements Journal.
+func (j SystemJournal) Follow(ctx context.Context, unit string, n int, w io.Writer) error {
+	return j.Read(ctx, JournalQuery{Unit: unit, Lines: n, Follow: true}, func(line string) error {
+		_, err := io.WriteString(w, line+"\n")
+		return err
+	})
+}
+
+// formatEntry formats one entry of journalctl's JSON output like its short
+// format: "Jan 02 15:04:05 ident[pid]: message".
+func formatEntry(data []byte) (string, error) {
+	var e map[string]json.RawMessage
+	if err := json.Unmarshal(data, &e); err != nil {
+		return "", fmt.Errorf("read journal entry: %w", err)
+	}
+	field := func(name string) string { return journalField(e[name]) }
+	us, err := strconv.ParseInt(field("__REALTIME_TIMESTAMP"), 10, 64)
 	if err != nil {
-		return "", false, fmt.Errorf("read journal: %w", err)
+		return "", fmt.Errorf("read journal entry: invalid __REALTIME_TIMESTAMP %q", field("__REALTIME_TIMESTAMP"))
 	}
-	if adv == 0 {
-		return "", false, nil
-	}
-	e, err := j.GetEntry()
-	if err != nil {
-		return "", false, fmt.Errorf("read journal entry: %w", err)
-	}
-	ts := time.UnixMicro(int64(e.RealtimeTimestamp)).Format(time.Stamp)
-	ident := e.Fields["SYSLOG_IDENTIFIER"]
+	ident := field("SYSLOG_IDENTIFIER")
 	if ident == "" {
-		ident = e.Fields["_COMM"]
+		ident = field("_COMM")
 	}
-	if pid := e.Fields["_PID"]; pid != "" {
+	if pid := field("_PID"); pid != "" {
 		ident += "[" + pid + "]"
 	}
-	msg := strings.TrimRight(e.Fields["MESSAGE"], "\n")
-	return fmt.Sprintf("%s %s: %s", ts, ident, msg), true, nil
+	msg := strings.TrimRight(field("MESSAGE"), "\n")
+	return fmt.Sprintf("%s %s: %s", time.UnixMicro(us).Format(time.Stamp), ident, msg), nil
+}
+
+// journalField decodes a field of journalctl's JSON output: a string, an
+// array of bytes for a value that is not valid UTF-8, an array of those for
+// a field an entry has more than once (the first is taken), or null for a
+// value too large to show.
+func journalField(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var b []byte
+	var nums []int
+	if json.Unmarshal(raw, &nums) == nil {
+		for _, n := range nums {
+			b = append(b, byte(n))
+		}
+		return string(b)
+	}
+	var many []json.RawMessage
+	if json.Unmarshal(raw, &many) == nil && len(many) > 0 {
+		return journalField(many[0])
+	}
+	return ""
+}
+
+// ParseSince reads the value of `logs --since` as an instant before now:
+// "2006-01-02", "2006-01-02 15:04", "2006-01-02 15:04:05" (local time),
+// RFC 3339, "today", "yesterday", "now", or a duration ago ("10m", "2h30m",
+// "-10m", "10m ago").
+func ParseSince(s string, now time.Time) (time.Time, error) {
+	bad := func(rule string) (time.Time, error) {
+		return time.Time{}, &config.FieldError{Field: "since", Value: s, Rule: rule}
+	}
+	v := strings.TrimSpace(s)
+	midnight := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, now.Location())
+	switch v {
+	case "":
+		return bad("must name a time")
+	case "now":
+		return now, nil
+	case "today":
+		return midnight, nil
+	case "yesterday":
+		return midnight.AddDate(0, 0, -1), nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{time.DateOnly, "2006-01-02 15:04", time.DateTime} {
+		if t, err := time.ParseInLocation(layout, v, now.Location()); err == nil {
+			return t, nil
+		}
+	}
+	ago := strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(v, "-"), "ago"))
+	d, err := time.ParseDuration(ago)
+	if err != nil {
+		return bad("must be a date (2006-01-02[ 15:04[:05]]), RFC 3339, today, yesterday, now, or a duration ago such as 10m")
+	}
+	if d < 0 {
+		return bad("must not be in the future")
+	}
+	return now.Add(-d), nil
 }

@@ -9,30 +9,40 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
-func (a *app) start(ctx context.Context, args []string) error {
-	fs := a.newFlags("start", "[flags]")
+// startFlagValues are start's flags.
+type startFlagValues struct {
+	id, name, indexer, command                          *string
+	port, zmqPort, maxPred, maxSeq, persistence, quiesc *int
+	recall                                              *float64
+	timeout                                             *time.Duration
+}
+
+func startFlags(fs *pflag.FlagSet) *startFlagValues {
 	def := config.DefaultParameters()
-	id := fs.String("id", "", "processor ID: letters, digits, - and _, 1-64 characters (default: generated from time and pid)")
-	name := fs.String("name", "", "human-readable name (default KatoProcessor)")
-	port := fs.Int("port", 0, "REST API port; the next free one is used if it is taken (default: ports.api_start)")
-	zmqPort := fs.Int("zmq-port", 0, "ZMQ port; the next free one is used if it is taken (default: ports.zmq_start)")
-	indexer := fs.String("indexer-type", def.IndexerType, "vector indexer type (VI only)")
-	maxPred := fs.Int("max-predictions", def.MaxPredictions, "maximum predictions")
-	recall := fs.Float64("recall-threshold", def.RecallThreshold, "recall threshold (0-1)")
-	maxSeq := fs.Int("max-seq-length", def.MaxSeqLength, "maximum pattern length (0 = unlimited)")
-	persistence := fs.Int("persistence", def.Persistence, "persistence")
-	quiescence := fs.Int("quiescence", def.Quiescence, "quiescence period")
-	command := fs.String("processor-command", "", "processor command for this instance, split at spaces (default: processor.command)")
-	timeout := fs.Duration("timeout", 0, "how long to wait for the API port (default: processor.ready_timeout)")
-	if err := parse(fs, args); err != nil {
-		return err
+	return &startFlagValues{
+		id:          fs.String("id", "", "processor ID: letters, digits, - and _, 1-64 characters (default: generated from time and pid)"),
+		name:        fs.String("name", "", "human-readable name (default KatoProcessor)"),
+		port:        fs.Int("port", 0, "REST API port; the next free one is used if it is taken (default: ports.api_start)"),
+		zmqPort:     fs.Int("zmq-port", 0, "ZMQ port; the next free one is used if it is taken (default: ports.zmq_start)"),
+		indexer:     fs.String("indexer-type", def.IndexerType, "vector indexer type (VI only)"),
+		maxPred:     fs.Int("max-predictions", def.MaxPredictions, "maximum predictions"),
+		recall:      fs.Float64("recall-threshold", def.RecallThreshold, "recall threshold (0-1)"),
+		maxSeq:      fs.Int("max-seq-length", def.MaxSeqLength, "maximum pattern length (0 = unlimited)"),
+		persistence: fs.Int("persistence", def.Persistence, "persistence"),
+		quiesc:      fs.Int("quiescence", def.Quiescence, "quiescence period"),
+		command:     fs.String("processor-command", "", "processor command for this instance, split at spaces (default: processor.command)"),
+		timeout:     fs.Duration("timeout", 0, "how long to wait for the API port (default: processor.ready_timeout)"),
 	}
+}
+
+func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) error {
 	if fs.NArg() > 0 {
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
 	}
@@ -49,18 +59,18 @@ func (a *app) start(ctx context.Context, args []string) error {
 			explicit = append(explicit, "--"+flag)
 		}
 	}
-	set("indexer-type", func() { params.IndexerType = *indexer })
-	set("max-predictions", func() { params.MaxPredictions = *maxPred })
-	set("recall-threshold", func() { params.RecallThreshold = *recall })
-	set("max-seq-length", func() { params.MaxSeqLength = *maxSeq })
-	set("persistence", func() { params.Persistence = *persistence })
-	set("quiescence", func() { params.Quiescence = *quiescence })
+	set("indexer-type", func() { params.IndexerType = *f.indexer })
+	set("max-predictions", func() { params.MaxPredictions = *f.maxPred })
+	set("recall-threshold", func() { params.RecallThreshold = *f.recall })
+	set("max-seq-length", func() { params.MaxSeqLength = *f.maxSeq })
+	set("persistence", func() { params.Persistence = *f.persistence })
+	set("quiescence", func() { params.Quiescence = *f.quiesc })
 	for _, f := range []string{"name", "port", "zmq-port", "processor-command"} {
 		set(f, func() {})
 	}
 	req := supervisor.StartRequest{
-		ID: *id, Name: *name, APIPort: *port, ZMQPort: *zmqPort,
-		Parameters: params, Command: strings.Fields(*command), Explicit: explicit, Timeout: *timeout,
+		ID: *f.id, Name: *f.name, APIPort: *f.port, ZMQPort: *f.zmqPort,
+		Parameters: params, Command: strings.Fields(*f.command), Explicit: explicit, Timeout: *f.timeout,
 	}
 	if err := supervisor.ValidateStart(req); err != nil {
 		return err
@@ -87,16 +97,24 @@ func (a *app) start(ctx context.Context, args []string) error {
 	return nil
 }
 
-func (a *app) stop(ctx context.Context, args []string) error {
-	fs := a.newFlags("stop", "[ID|NAME] [flags]")
-	id := fs.String("id", "", "stop the instance with this ID")
-	name := fs.String("name", "", "stop the instance with this name (must match exactly one)")
-	all := fs.Bool("all", false, "stop every instance (the default without an ID or name)")
-	withMongo := fs.Bool("with-mongo", false, "with --all, also stop the shared services (services.units)")
-	noMongo := fs.Bool("no-mongo", false, "with --all, keep the shared services running (the default without a terminal)")
-	if err := parse(fs, args); err != nil {
-		return err
+// stopFlagValues are stop's flags.
+type stopFlagValues struct {
+	id, name                *string
+	all, withMongo, noMongo *bool
+}
+
+func stopFlags(fs *pflag.FlagSet) *stopFlagValues {
+	return &stopFlagValues{
+		id:        fs.String("id", "", "stop the instance with this ID"),
+		name:      fs.String("name", "", "stop the instance with this name (must match exactly one)"),
+		all:       fs.Bool("all", false, "stop every instance (the default without an ID or name)"),
+		withMongo: fs.Bool("with-mongo", false, "with --all, also stop the shared services (services.units)"),
+		noMongo:   fs.Bool("no-mongo", false, "with --all, keep the shared services running (the default without a terminal)"),
 	}
+}
+
+func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) error {
+	id, name, all, withMongo, noMongo := f.id, f.name, f.all, f.withMongo, f.noMongo
 	refs := fs.Args()
 	if *id != "" {
 		refs = append(refs, *id)
@@ -152,12 +170,11 @@ func isTerminal(fd uintptr) bool {
 	return err == nil
 }
 
-func (a *app) restart(ctx context.Context, args []string) error {
-	fs := a.newFlags("restart", "ID|NAME [flags]")
-	timeout := fs.Duration("timeout", 0, "how long to wait for the API port (default: processor.ready_timeout)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+func restartFlags(fs *pflag.FlagSet) *time.Duration {
+	return fs.Duration("timeout", 0, "how long to wait for the API port (default: processor.ready_timeout)")
+}
+
+func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, timeout *time.Duration) error {
 	if fs.NArg() != 1 {
 		return usagef("restart takes one instance ID or name")
 	}
@@ -174,10 +191,8 @@ func (a *app) restart(ctx context.Context, args []string) error {
 	return nil
 }
 
-func (a *app) list(ctx context.Context, args []string) error {
-	fs := a.newFlags("list", "[--json]")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseNoArgs(fs, args, "list takes no arguments"); err != nil {
+func (a *app) list(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
+	if err := noArgs(fs, "list takes no arguments"); err != nil {
 		return err
 	}
 	m, done, err := a.manager(ctx)
@@ -204,10 +219,8 @@ func (a *app) list(ctx context.Context, args []string) error {
 	return tw.Flush()
 }
 
-func (a *app) status(ctx context.Context, args []string) error {
-	fs := a.newFlags("status", "[--json]")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseNoArgs(fs, args, "status takes no arguments"); err != nil {
+func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
+	if err := noArgs(fs, "status takes no arguments"); err != nil {
 		return err
 	}
 	cfg, err := a.loadConfig()
@@ -288,43 +301,58 @@ func printStatus(a *app, st *supervisor.Status) {
 	}
 }
 
-func (a *app) logs(ctx context.Context, args []string) error {
-	fs := a.newFlags("logs", "ID|NAME [-f] [-n N]")
-	follow := fs.BoolP("follow", "f", false, "keep printing new lines")
-	lines := fs.IntP("lines", "n", 50, "how many past lines to show")
-	if err := parse(fs, args); err != nil {
-		return err
+// logsFlagValues are logs' flags.
+type logsFlagValues struct {
+	follow *bool
+	lines  *int
+	since  *string
+}
+
+func logsFlags(fs *pflag.FlagSet) *logsFlagValues {
+	return &logsFlagValues{
+		follow: fs.BoolP("follow", "f", false, "keep printing new lines"),
+		lines:  fs.IntP("lines", "n", 50, "how many past lines to show (with --since: all of them, unless given)"),
+		since:  fs.String("since", "", "only lines logged since then: 2006-01-02[ 15:04[:05]], RFC 3339, today, yesterday, or a duration ago (10m, 2h30m)"),
 	}
+}
+
+func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) error {
+	follow, lines := f.follow, f.lines
 	if fs.NArg() != 1 {
 		return usagef("logs takes one instance ID or name")
 	}
 	if *lines < 0 {
 		return &config.FieldError{Field: "lines", Value: fmt.Sprint(*lines), Rule: "must be 0 or more"}
 	}
+	q := supervisor.JournalQuery{Lines: *lines, Follow: *follow}
+	if fs.Changed("since") {
+		since, err := supervisor.ParseSince(*f.since, time.Now())
+		if err != nil {
+			return err
+		}
+		q.Since = since
+		if !fs.Changed("lines") {
+			q.Lines = -1
+		}
+	}
 	reg, err := config.OpenRegistry(a.registryPath).Load()
 	if err != nil {
 		return err
 	}
-	unit := "kato@" + fs.Arg(0) + ".service"
+	q.Unit = "kato@" + fs.Arg(0) + ".service"
 	if inst, err := reg.Find(fs.Arg(0)); err == nil {
-		unit = inst.Unit
+		q.Unit = inst.Unit
 	} else if config.ValidateID(fs.Arg(0)) != nil {
 		return err
 	}
-	j := supervisor.SystemJournal{}
-	if *follow {
-		return j.Follow(ctx, unit, *lines, a.stdout)
-	}
-	out, err := j.Tail(ctx, unit, *lines)
-	for _, l := range out {
-		fmt.Fprintln(a.stdout, l)
-	}
-	return err
+	return supervisor.SystemJournal{}.Read(ctx, q, func(line string) error {
+		_, err := fmt.Fprintln(a.stdout, line)
+		return err
+	})
 }
 
-func (a *app) gc(ctx context.Context, args []string) error {
-	fs := a.newFlags("gc", "")
-	if err := parseNoArgs(fs, args, "gc takes no arguments"); err != nil {
+func (a *app) gc(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
+	if err := noArgs(fs, "gc takes no arguments"); err != nil {
 		return err
 	}
 	m, done, err := a.manager(ctx)
@@ -345,9 +373,8 @@ func (a *app) gc(ctx context.Context, args []string) error {
 	return err
 }
 
-func (a *app) installUnits(ctx context.Context, args []string) error {
-	fs := a.newFlags("install-units", "")
-	if err := parseNoArgs(fs, args, "install-units takes no arguments"); err != nil {
+func (a *app) installUnits(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
+	if err := noArgs(fs, "install-units takes no arguments"); err != nil {
 		return err
 	}
 	m, done, err := a.manager(ctx)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -23,32 +25,9 @@ var version = "dev"
 
 // Exit codes, as documented in the README.
 const (
-	exitOK      = 0
-	exitFailed  = 1
-	exitUsage   = 2
-	usageHeader = `kato-manager runs KATO processor instances and KG workers as systemd units.
-
-Usage:
-  kato-manager COMMAND [flags]
-
-Instances:
-  start          register, configure and start an instance (kato@ID.service)
-  stop           stop and remove an instance, or all of them
-  restart        restart an instance with its ID, ports and settings
-  list           list instances with state, pid, ports, uptime and memory
-  status         check systemd, shared services, instances and drift
-  logs           show an instance's journal
-  gc             repair drift between the registry and systemd
-  install-units  install the unit files and reload systemd
-
-KG worker pool (kg-worker@N.service) and its queue:
-  workers start|stop|restart|scale N|health|stats
-  queue enqueue|list|retry-failed|stats
-  serve          serve /health and /stats as JSON for monitoring tools
-
-Run 'kato-manager COMMAND --help' for a command's flags.
-Global flags: --config PATH (env KATO_CONFIG), --registry PATH (env KATO_REGISTRY), --version
-`
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
 )
 
 // usageError marks a bad invocation: exit code 2.
@@ -75,79 +54,239 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr, stdin: os.Stdin,
-		configPath: envOr("KATO_CONFIG", config.DefaultConfigPath), registryPath: envOr("KATO_REGISTRY", config.DefaultRegistryPath)}
-	cmd, rest, err := a.splitGlobal(args)
-	if err == nil {
-		err = a.dispatch(ctx, cmd, rest)
-	}
-	return a.report(err)
+	a := &app{stdout: stdout, stderr: stderr, stdin: os.Stdin}
+	root := a.commands()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return a.report(root.ExecuteContext(ctx))
 }
 
-// splitGlobal takes the global flags that may stand before the command.
-func (a *app) splitGlobal(args []string) (string, []string, error) {
-	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
-		name, value, hasValue := strings.Cut(args[0], "=")
-		switch name {
-		case "--version":
-			return "version", nil, nil
-		case "-h", "--help":
-			return "help", nil, nil
-		case "--config", "--registry":
-			if !hasValue {
-				if len(args) < 2 {
-					return "", nil, usagef("flag %s needs a value", name)
+// Command groups of the help.
+const (
+	groupInstances = "instances"
+	groupKG        = "kg"
+)
+
+// commands is the command tree: every command, its help and its flags. The
+// help, the man pages (`make man`) and the shell completions (`kato-manager
+// completion bash|zsh|fish`) are all made from it.
+func (a *app) commands() *cobra.Command {
+	// The help lists commands in the order they are added here.
+	cobra.EnableCommandSorting = false
+	root := &cobra.Command{
+		Use:   "kato-manager",
+		Short: "run KATO processor instances and KG workers as systemd units",
+		Long: `kato-manager runs KATO processor instances (kato@ID.service) and a pool of
+KG workers (kg-worker@N.service) as systemd template units on this host,
+driven over D-Bus. It allocates ports, keeps a registry of the instances and
+their settings, and reports state, health, memory and drift between its
+registry and systemd.
+
+Exit status: 0 done, 1 failed (or, for status and workers health, something
+is unhealthy), 2 a bad invocation, with nothing changed.`,
+		Version:           version,
+		Args:              cobra.ArbitraryArgs,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		DisableAutoGenTag: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			return unknownCommand(cmd, "command", args[0])
+		},
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) { a.resolvePaths(cmd.Flags()) },
+	}
+	a.globalFlags(root.PersistentFlags())
+	root.Flags().Bool("version", false, "print the version and exit")
+	root.SetVersionTemplate("kato-manager {{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddGroup(&cobra.Group{ID: groupInstances, Title: "Instances:"},
+		&cobra.Group{ID: groupKG, Title: "KG worker pool (kg-worker@N.service) and its queue:"})
+	in := func(group string, cmds ...*cobra.Command) []*cobra.Command {
+		for _, c := range cmds {
+			c.GroupID = group
+		}
+		return cmds
+	}
+	root.AddCommand(in(groupInstances,
+		command("start", "register, configure and start an instance (kato@ID.service)", startFlags, a.start),
+		a.withInstances(command("stop [ID|NAME]", "stop and remove an instance, or all of them", stopFlags, a.stop)),
+		a.withInstances(command("restart ID|NAME", "restart an instance with its ID, ports and settings", restartFlags, a.restart)),
+		command("list", "list instances with state, pid, ports, uptime and memory", jsonFlag, a.list),
+		command("status", "check systemd, shared services, instances and drift", jsonFlag, a.status),
+		a.withInstances(command("logs ID|NAME", "show an instance's journal", logsFlags, a.logs)),
+		command("gc", "repair drift between the registry and systemd", noFlags, a.gc),
+		command("install-units", "install the unit files and reload systemd", noFlags, a.installUnits),
+	)...)
+	root.AddCommand(in(groupKG,
+		parent("workers", "start, stop, scale and inspect the KG workers",
+			command("start", "start the workers (kg.num_workers of them, or -n N)", workersStartFlags, a.workersStart),
+			command("stop", "stop every worker", noFlags, a.workersStop),
+			command("restart", "restart the running workers", noFlags, a.workersRestart),
+			command("scale N", "start or stop workers until N run", noFlags, a.workersScale),
+			command("health", "check each worker; exit 1 when one is unhealthy", workersHealthFlags, a.workersHealth),
+			command("stats", "the pool's statistics: processed items, KG service, queue", jsonFlag, a.workersStats),
+		),
+		parent("queue", "add to and inspect the KG queue",
+			command("enqueue CONTENT_ID...", "queue crawled_content rows for KG processing", queueEnqueueFlags, a.queueEnqueue),
+			command("list", "list queue items, newest first", queueListFlags, a.queueList),
+			command("retry-failed [ITEM_ID...]", "queue failed items again, all or the ones given", noFlags, a.queueRetryFailed),
+			command("stats", "count the queue's items by status", jsonFlag, a.queueStats),
+		),
+		command("serve", "serve /health and /stats as JSON for monitoring tools", serveFlags, a.serve),
+	)...)
+	root.AddCommand(
+		command("version", "print the version", noFlags, a.version),
+		a.manCommand(root),
+	)
+	return root
+}
+
+// command makes a command: flags defines its flags on the command's flag
+// set and returns their values, which do gets with the parsed flag set. The
+// positional arguments are fs.Args().
+func command[F any](use, short string, flags func(*pflag.FlagSet) F, do func(context.Context, *pflag.FlagSet, F) error) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.ArbitraryArgs}
+	values := flags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return do(cmd.Context(), cmd.Flags(), values) }
+	// Positional arguments complete to nothing unless a command says what.
+	cmd.ValidArgsFunction = cobra.NoFileCompletions
+	return cmd
+}
+
+// parent makes a command of subcommands. Without one, or with one it does
+// not have, it is a usage error.
+func parent(name, short string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{Use: name, Short: short, Args: cobra.ArbitraryArgs, ValidArgsFunction: cobra.NoFileCompletions}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			var names []string
+			for _, c := range cmd.Commands() {
+				if c.IsAvailableCommand() {
+					names = append(names, c.Name())
 				}
-				value, args = args[1], args[1:]
 			}
-			if name == "--config" {
-				a.configPath = value
-			} else {
-				a.registryPath = value
+			return usagef("%s needs a subcommand: %s", name, strings.Join(names, ", "))
+		}
+		return unknownCommand(cmd, name+" subcommand", args[0])
+	}
+	cmd.AddCommand(subs...)
+	return cmd
+}
+
+// noFlags is the flag definition of a command without flags.
+func noFlags(*pflag.FlagSet) struct{} { return struct{}{} }
+
+// jsonFlag is the flag definition of a command whose only flag is --json.
+func jsonFlag(fs *pflag.FlagSet) *bool { return fs.Bool("json", false, "print JSON") }
+
+// globalFlags are the flags every command takes.
+func (a *app) globalFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&a.configPath, "config", config.DefaultConfigPath, "configuration file (env KATO_CONFIG)")
+	fs.StringVar(&a.registryPath, "registry", config.DefaultRegistryPath, "instance registry (env KATO_REGISTRY)")
+}
+
+// resolvePaths applies KATO_CONFIG and KATO_REGISTRY to the paths their
+// flags did not set.
+func (a *app) resolvePaths(fs *pflag.FlagSet) {
+	if !fs.Changed("config") {
+		a.configPath = envOr("KATO_CONFIG", config.DefaultConfigPath)
+	}
+	if !fs.Changed("registry") {
+		a.registryPath = envOr("KATO_REGISTRY", config.DefaultRegistryPath)
+	}
+}
+
+// unknownCommand is the usage error for a command or subcommand that does
+// not exist, with the nearest ones of cmd.
+func unknownCommand(cmd *cobra.Command, what, name string) error {
+	msg := fmt.Sprintf("unknown %s %q", what, name)
+	if cmd.HasParent() {
+		var names []string
+		for _, c := range cmd.Commands() {
+			if c.IsAvailableCommand() {
+				names = append(names, c.Name())
 			}
-			args = args[1:]
-		default:
-			return "", nil, usagef("unknown flag %s before the command; run `kato-manager --help`", name)
+		}
+		msg += ": must be " + orList(names)
+	}
+	cmd.SuggestionsMinimumDistance = 2
+	if near := cmd.SuggestionsFor(name); len(near) > 0 {
+		msg += fmt.Sprintf("; did you mean %s?", orList(near))
+	}
+	return usagef("%s; run `%s --help`", msg, cmd.CommandPath())
+}
+
+// orList writes names as "a, b or c".
+func orList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+func (a *app) version(context.Context, *pflag.FlagSet, struct{}) error {
+	fmt.Fprintf(a.stdout, "kato-manager %s\n", version)
+	return nil
+}
+
+// withInstances completes cmd's argument and its --id and --name flags, where
+// it has them, from the registry.
+func (a *app) withInstances(cmd *cobra.Command) *cobra.Command {
+	cmd.ValidArgsFunction = func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return a.instanceCompletions(cmd, true, true), cobra.ShellCompDirectiveNoFileComp
+	}
+	for flag, ids := range map[string]bool{"id": true, "name": false} {
+		if cmd.Flags().Lookup(flag) != nil {
+			cmd.RegisterFlagCompletionFunc(flag, func(cmd *cobra.Command, _ []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+				return a.instanceCompletions(cmd, ids, !ids), cobra.ShellCompDirectiveNoFileComp
+			})
 		}
 	}
-	if len(args) == 0 {
-		return "help", nil, nil
-	}
-	return args[0], args[1:], nil
+	return cmd
 }
 
-func (a *app) dispatch(ctx context.Context, cmd string, args []string) error {
-	switch cmd {
-	case "help":
-		fmt.Fprint(a.stdout, usageHeader)
+// instanceCompletions lists the registered instances' IDs and names, each
+// with the other as its description. An unreadable registry completes to
+// nothing.
+func (a *app) instanceCompletions(cmd *cobra.Command, ids, names bool) []cobra.Completion {
+	a.resolvePaths(cmd.Flags())
+	reg, err := config.OpenRegistry(a.registryPath).Load()
+	if err != nil {
 		return nil
-	case "version":
-		fmt.Fprintf(a.stdout, "kato-manager %s\n", version)
-		return nil
-	case "start":
-		return a.start(ctx, args)
-	case "stop":
-		return a.stop(ctx, args)
-	case "restart":
-		return a.restart(ctx, args)
-	case "list":
-		return a.list(ctx, args)
-	case "status":
-		return a.status(ctx, args)
-	case "logs":
-		return a.logs(ctx, args)
-	case "gc":
-		return a.gc(ctx, args)
-	case "install-units":
-		return a.installUnits(ctx, args)
-	case "workers":
-		return a.workers(ctx, args)
-	case "queue":
-		return a.queue(ctx, args)
-	case "serve":
-		return a.serve(ctx, args)
 	}
-	return usagef("unknown command %q; run `kato-manager --help`", cmd)
+	var out []cobra.Completion
+	for _, inst := range reg.Sorted() {
+		if ids {
+			out = append(out, cobra.CompletionWithDesc(inst.ID, inst.Name))
+		}
+		if names && inst.Name != "" {
+			out = append(out, cobra.CompletionWithDesc(inst.Name, inst.ID))
+		}
+	}
+	return out
+}
+
+// manCommand writes a man page for every command into a directory, for the
+// packages and `make man`; it is hidden from the help.
+func (a *app) manCommand(root *cobra.Command) *cobra.Command {
+	cmd := command("__man DIR", "write the man pages into DIR", noFlags, func(_ context.Context, fs *pflag.FlagSet, _ struct{}) error {
+		if fs.NArg() != 1 {
+			return usagef("__man takes one directory")
+		}
+		if err := os.MkdirAll(fs.Arg(0), 0o755); err != nil {
+			return err
+		}
+		header := &doc.GenManHeader{Section: "1", Source: "kato-manager " + version, Manual: "kato-manager manual"}
+		return doc.GenManTree(root, header, fs.Arg(0))
+	})
+	cmd.Hidden = true
+	return cmd
 }
 
 // report prints err and maps it to an exit code.
@@ -204,34 +343,9 @@ func envOr(key, def string) string {
 	return def
 }
 
-// newFlags makes a flag set for a command that reports errors instead of
-// exiting.
-func (a *app) newFlags(cmd, usage string) *pflag.FlagSet {
-	fs := pflag.NewFlagSet(cmd, pflag.ContinueOnError)
-	fs.SetOutput(a.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(a.stderr, "Usage: kato-manager %s %s\n\nFlags:\n%s", cmd, usage, fs.FlagUsages())
-	}
-	return fs
-}
-
-// parse parses flags; a parse error is a usage error.
-func parse(fs *pflag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	return nil
-}
-
-// parseNoArgs parses flags of a command that takes no arguments; message
-// says so when some are given.
-func parseNoArgs(fs *pflag.FlagSet, args []string, message string) error {
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+// noArgs is the usage error message of a command that takes no arguments,
+// when some are given.
+func noArgs(fs *pflag.FlagSet, message string) error {
 	if fs.NArg() > 0 {
 		return usagef("%s", message)
 	}

@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
@@ -26,24 +28,6 @@ func (a *app) openQueue(ctx context.Context) (*kgworker.Queue, *config.Config, e
 	return q, cfg, nil
 }
 
-func (a *app) queue(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return usagef("queue needs a subcommand: enqueue, list, retry-failed, stats")
-	}
-	sub, args := args[0], args[1:]
-	switch sub {
-	case "enqueue":
-		return a.queueEnqueue(ctx, args)
-	case "list":
-		return a.queueList(ctx, args)
-	case "retry-failed":
-		return a.queueRetryFailed(ctx, args)
-	case "stats":
-		return a.queueStats(ctx, args)
-	}
-	return usagef("unknown queue subcommand %q: must be enqueue, list, retry-failed or stats", sub)
-}
-
 // ids parses positive row or content IDs.
 func ids(field string, args []string) ([]int64, error) {
 	out := make([]int64, 0, len(args))
@@ -57,12 +41,11 @@ func ids(field string, args []string) ([]int64, error) {
 	return out, nil
 }
 
-func (a *app) queueEnqueue(ctx context.Context, args []string) error {
-	fs := a.newFlags("queue enqueue", "CONTENT_ID... [--priority N]")
-	priority := fs.Int("priority", 1, "priority; higher is processed first")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+func queueEnqueueFlags(fs *pflag.FlagSet) *int {
+	return fs.Int("priority", 1, "priority; higher is processed first")
+}
+
+func (a *app) queueEnqueue(ctx context.Context, fs *pflag.FlagSet, priority *int) error {
 	if fs.NArg() == 0 {
 		return usagef("queue enqueue takes one or more crawled_content ids")
 	}
@@ -85,12 +68,24 @@ func (a *app) queueEnqueue(ctx context.Context, args []string) error {
 	return nil
 }
 
-func (a *app) queueList(ctx context.Context, args []string) error {
-	fs := a.newFlags("queue list", "[--status S] [--limit N] [--json]")
-	status := fs.String("status", "", "only items in this status: pending, processing, completed, failed, skipped")
-	limit := fs.Int("limit", 50, "at most this many items, newest first")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseNoArgs(fs, args, "queue list takes no arguments"); err != nil {
+// queueListFlagValues are queue list's flags.
+type queueListFlagValues struct {
+	status *string
+	limit  *int
+	asJSON *bool
+}
+
+func queueListFlags(fs *pflag.FlagSet) *queueListFlagValues {
+	return &queueListFlagValues{
+		status: fs.String("status", "", "only items in this status: pending, processing, completed, failed, skipped"),
+		limit:  fs.Int("limit", 50, "at most this many items, newest first"),
+		asJSON: fs.Bool("json", false, "print JSON"),
+	}
+}
+
+func (a *app) queueList(ctx context.Context, fs *pflag.FlagSet, f *queueListFlagValues) error {
+	status, limit, asJSON := f.status, f.limit, f.asJSON
+	if err := noArgs(fs, "queue list takes no arguments"); err != nil {
 		return err
 	}
 	var st kgworker.Status
@@ -131,11 +126,7 @@ func orDash(s string) string {
 	return s
 }
 
-func (a *app) queueRetryFailed(ctx context.Context, args []string) error {
-	fs := a.newFlags("queue retry-failed", "[ITEM_ID...]")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+func (a *app) queueRetryFailed(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
 	itemIDs, err := ids("ITEM_ID", fs.Args())
 	if err != nil {
 		return err
@@ -153,10 +144,8 @@ func (a *app) queueRetryFailed(ctx context.Context, args []string) error {
 	return nil
 }
 
-func (a *app) queueStats(ctx context.Context, args []string) error {
-	fs := a.newFlags("queue stats", "[--json]")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseNoArgs(fs, args, "queue stats takes no arguments"); err != nil {
+func (a *app) queueStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
+	if err := noArgs(fs, "queue stats takes no arguments"); err != nil {
 		return err
 	}
 	q, _, err := a.openQueue(ctx)

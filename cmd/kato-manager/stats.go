@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -34,10 +36,8 @@ func (a *app) poolStats(ctx context.Context, p *supervisor.Pool) (*supervisor.Po
 	return supervisor.AggregateStats(h, reports, counts, cfg.KG.ServiceEnabled, time.Now().UTC()), nil
 }
 
-func (a *app) workersStats(ctx context.Context, args []string) error {
-	fs := a.newFlags("workers stats", "[--json]")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseNoArgs(fs, args, "workers stats takes no arguments"); err != nil {
+func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
+	if err := noArgs(fs, "workers stats takes no arguments"); err != nil {
 		return err
 	}
 	p, _, done, err := a.pool(ctx)
@@ -67,10 +67,12 @@ func (a *app) workersStats(ctx context.Context, args []string) error {
 // serve answers GET /health (503 when a worker is unhealthy) and GET
 // /stats with the same JSON as `workers health --json` and `workers stats
 // --json`, for monitoring tools.
-func (a *app) serve(ctx context.Context, args []string) error {
-	fs := a.newFlags("serve", "[--listen ADDR]")
-	listen := fs.String("listen", "127.0.0.1:9090", "address to listen on")
-	if err := parseNoArgs(fs, args, "serve takes no arguments; use --listen ADDR"); err != nil {
+func serveFlags(fs *pflag.FlagSet) *string {
+	return fs.String("listen", "127.0.0.1:9090", "address to listen on")
+}
+
+func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) error {
+	if err := noArgs(fs, "serve takes no arguments; use --listen ADDR"); err != nil {
 		return err
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"text/tabwriter"
 
+	"github.com/spf13/pflag"
+
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -32,31 +34,22 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 	return p, cfg, sd.Close, nil
 }
 
-func (a *app) workers(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return usagef("workers needs a subcommand: start, stop, restart, scale, health, stats")
-	}
-	sub, args := args[0], args[1:]
-	switch sub {
-	case "start":
-		return a.workersStart(ctx, args)
-	case "stop", "restart":
-		return a.workersStopRestart(ctx, sub, args)
-	case "scale":
-		return a.workersScale(ctx, args)
-	case "health":
-		return a.workersHealth(ctx, args)
-	case "stats":
-		return a.workersStats(ctx, args)
-	}
-	return usagef("unknown workers subcommand %q: must be start, stop, restart, scale, health or stats", sub)
+// workersStartFlagValues are workers start's flags.
+type workersStartFlagValues struct {
+	n    *int
+	poll *float64
 }
 
-func (a *app) workersStart(ctx context.Context, args []string) error {
-	fs := a.newFlags("workers start", "[-n N] [--poll-interval S]")
-	n := fs.IntP("workers", "n", 0, "how many workers (default: kg.num_workers, env KG_NUM_WORKERS)")
-	poll := fs.Float64("poll-interval", 0, "seconds an idle worker waits before looking at the queue again (default: kg.poll_interval)")
-	if err := parseNoArgs(fs, args, "workers start takes no arguments; use -n N"); err != nil {
+func workersStartFlags(fs *pflag.FlagSet) *workersStartFlagValues {
+	return &workersStartFlagValues{
+		n:    fs.IntP("workers", "n", 0, "how many workers (default: kg.num_workers, env KG_NUM_WORKERS)"),
+		poll: fs.Float64("poll-interval", 0, "seconds an idle worker waits before looking at the queue again (default: kg.poll_interval)"),
+	}
+}
+
+func (a *app) workersStart(ctx context.Context, fs *pflag.FlagSet, f *workersStartFlagValues) error {
+	n, poll := f.n, f.poll
+	if err := noArgs(fs, "workers start takes no arguments; use -n N"); err != nil {
 		return err
 	}
 	if fs.Changed("poll-interval") && *poll <= 0 {
@@ -81,9 +74,16 @@ func (a *app) workersStart(ctx context.Context, args []string) error {
 	return err
 }
 
-func (a *app) workersStopRestart(ctx context.Context, sub string, args []string) error {
-	fs := a.newFlags("workers "+sub, "")
-	if err := parseNoArgs(fs, args, "workers "+sub+" takes no arguments"); err != nil {
+func (a *app) workersStop(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
+	return a.workersStopRestart(ctx, "stop", fs)
+}
+
+func (a *app) workersRestart(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
+	return a.workersStopRestart(ctx, "restart", fs)
+}
+
+func (a *app) workersStopRestart(ctx context.Context, sub string, fs *pflag.FlagSet) error {
+	if err := noArgs(fs, "workers "+sub+" takes no arguments"); err != nil {
 		return err
 	}
 	p, _, done, err := a.pool(ctx)
@@ -107,11 +107,7 @@ func (a *app) workersStopRestart(ctx context.Context, sub string, args []string)
 	return err
 }
 
-func (a *app) workersScale(ctx context.Context, args []string) error {
-	fs := a.newFlags("workers scale", "N")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+func (a *app) workersScale(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
 	if fs.NArg() != 1 {
 		return usagef("workers scale takes one number, the workers wanted")
 	}
@@ -129,11 +125,21 @@ func (a *app) workersScale(ctx context.Context, args []string) error {
 	return err
 }
 
-func (a *app) workersHealth(ctx context.Context, args []string) error {
-	fs := a.newFlags("workers health", "[--json] [--restart-unhealthy]")
-	asJSON := fs.Bool("json", false, "print JSON")
-	restart := fs.Bool("restart-unhealthy", false, "restart the workers found unhealthy")
-	if err := parseNoArgs(fs, args, "workers health takes no arguments"); err != nil {
+// workersHealthFlagValues are workers health's flags.
+type workersHealthFlagValues struct {
+	asJSON, restart *bool
+}
+
+func workersHealthFlags(fs *pflag.FlagSet) *workersHealthFlagValues {
+	return &workersHealthFlagValues{
+		asJSON:  fs.Bool("json", false, "print JSON"),
+		restart: fs.Bool("restart-unhealthy", false, "restart the workers found unhealthy"),
+	}
+}
+
+func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHealthFlagValues) error {
+	asJSON, restart := f.asJSON, f.restart
+	if err := noArgs(fs, "workers health takes no arguments"); err != nil {
 		return err
 	}
 	p, _, done, err := a.pool(ctx)

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// surface is every command of kato-manager with every flag it takes, as
+// each command's --help prints them: "--name[/-s] TYPE[ =DEFAULT]". It was
+// taken from the commands before they moved onto a command tree; a flag
+// may be added here, never dropped or changed, or scripts break.
+var surface = map[string][]string{
+	"": {`--config string ="/etc/kato/kato.toml"`, `--registry string ="/var/lib/kato/instances.toml"`, "--version bool"},
+	"start": {"--id string", `--indexer-type string ="VI"`, "--max-predictions int =100", "--max-seq-length int",
+		"--name string", "--persistence int =5", "--port int", "--processor-command string", "--quiescence int =3",
+		"--recall-threshold float =0.1", "--timeout duration", "--zmq-port int"},
+	"version":            {},
+	"stop":               {"--all bool", "--id string", "--name string", "--no-mongo bool", "--with-mongo bool"},
+	"restart":            {"--timeout duration"},
+	"list":               {"--json bool"},
+	"status":             {"--json bool"},
+	"logs":               {"--follow/-f bool", "--lines/-n int =50", "--since string"},
+	"gc":                 {},
+	"install-units":      {},
+	"serve":              {`--listen string ="127.0.0.1:9090"`},
+	"workers start":      {"--poll-interval float", "--workers/-n int"},
+	"workers stop":       {},
+	"workers restart":    {},
+	"workers scale":      {},
+	"workers health":     {"--json bool", "--restart-unhealthy bool"},
+	"workers stats":      {"--json bool"},
+	"queue enqueue":      {"--priority int =1"},
+	"queue list":         {"--json bool", "--limit int =50", "--status string"},
+	"queue retry-failed": {},
+	"queue stats":        {"--json bool"},
+}
+
+// usageLine is one flag line of pflag's FlagUsages.
+var usageLine = regexp.MustCompile(`^\s+(?:-([a-zA-Z]), )?--([a-z][a-z0-9-]*)(\[=true\|false\])?(?: ([a-z]+))?\s{2,}.*?(?: \(default (.*)\))?$`)
+
+// helpFlags runs `kato-manager PATH --help` and returns the flags its help
+// lists for the command itself, in the form of surface, without --help.
+func helpFlags(t *testing.T, path string) []string {
+	t.Helper()
+	var out, errb strings.Builder
+	args := append(strings.Fields(path), "--help")
+	if code := run(context.Background(), args, &out, &errb); code != exitOK {
+		t.Fatalf("%q: exit %d\n%s%s", args, code, out.String(), errb.String())
+	}
+	help := out.String() + errb.String()
+	_, section, ok := strings.Cut(help, "\nFlags:\n")
+	if !ok {
+		if path == "" {
+			t.Fatalf("kato-manager --help lists no flags:\n%s", help)
+		}
+		return nil
+	}
+	// Cobra lists the flags inherited from the root apart.
+	section, _, _ = strings.Cut(section, "\nGlobal Flags:\n")
+	flags := []string{}
+	for _, l := range strings.Split(section, "\n") {
+		m := usageLine.FindStringSubmatch(l)
+		if m == nil || m[2] == "help" {
+			continue
+		}
+		f := "--" + m[2]
+		if m[1] != "" {
+			f += "/-" + m[1]
+		}
+		typ := m[4]
+		if m[3] != "" || typ == "" {
+			typ = "bool"
+		}
+		f += " " + typ
+		// pflag quotes a string's default; an unquoted one is the usage
+		// text's own words.
+		if m[5] != "" && (typ != "string" || strings.HasPrefix(m[5], `"`)) {
+			f += " =" + m[5]
+		}
+		flags = append(flags, f)
+	}
+	return flags
+}
+
+func TestEveryCommandKeepsItsFlags(t *testing.T) {
+	for path, want := range surface {
+		got := helpFlags(t, path)
+		for _, f := range want {
+			if !slices.Contains(got, f) {
+				t.Errorf("kato-manager %s --help lacks %s; lists %q", path, f, got)
+			}
+		}
+		if path == "" {
+			continue
+		}
+		for _, f := range got {
+			if !slices.Contains(want, f) {
+				t.Errorf("kato-manager %s has %s, which this test does not list: add it to surface", path, f)
+			}
+		}
+	}
+}
+
+func TestGlobalFlagsBeforeTheCommandStillWork(t *testing.T) {
+	code, out, _ := runCLI(t, "", "--config=/nonexistent/kato.toml", "list", "x")
+	if code != exitUsage || out != "" {
+		t.Fatalf("exit %d, stdout %q", code, out)
+	}
+}
+
+// TestExitCodes enumerates the exit codes and what gives each: 0 done, 1
+// failed, 2 a bad invocation, with nothing changed.
+func TestExitCodes(t *testing.T) {
+	if exitOK != 0 || exitFailed != 1 || exitUsage != 2 {
+		t.Fatalf("exit codes %d %d %d, want 0 1 2", exitOK, exitFailed, exitUsage)
+	}
+	for _, tc := range []struct {
+		args   []string
+		config string
+		want   int
+	}{
+		{[]string{"--help"}, "", exitOK},
+		{[]string{"--version"}, "", exitOK},
+		{[]string{"start", "--help"}, "", exitOK},
+		{[]string{"workers", "scale", "--help"}, "", exitOK},
+		{[]string{"frobnicate"}, "", exitUsage},
+		{[]string{"--bogus"}, "", exitUsage},
+		{[]string{"--config"}, "", exitUsage},
+		{[]string{"start", "--bogus"}, "", exitUsage},
+		{[]string{"workers", "dance"}, "", exitUsage},
+		{[]string{"queue", "list", "--limit", "0"}, "", exitUsage},
+		{[]string{"list"}, "[processor]\ncolour = 1\n", exitFailed},
+	} {
+		code, stdout, stderr := runCLI(t, tc.config, tc.args...)
+		if code != tc.want {
+			t.Errorf("%q: exit %d, want %d\nstdout: %s\nstderr: %s", tc.args, code, tc.want, stdout, stderr)
+		}
+	}
+}

@@ -35,6 +35,9 @@ type JournalQuery struct {
 	Since time.Time
 	// Follow keeps reading new lines until the context ends.
 	Follow bool
+
+	// afterCursor, when set, starts after the entry with this cursor.
+	afterCursor string
 }
 
 // SystemJournal reads the host's journal through `journalctl
@@ -56,7 +59,9 @@ func (j SystemJournal) args(q JournalQuery) []string {
 	if q.Lines >= 0 {
 		argv = append(argv, "--lines="+strconv.Itoa(q.Lines))
 	}
-	if !q.Since.IsZero() {
+	if q.afterCursor != "" {
+		argv = append(argv, "--after-cursor="+q.afterCursor)
+	} else if !q.Since.IsZero() {
 		// @SECONDS.MICROS is journalctl's own way to name an instant.
 		us := q.Since.UnixMicro()
 		argv = append(argv, fmt.Sprintf("--since=@%d.%06d", us/1e6, us%1e6))
@@ -74,6 +79,41 @@ func (j SystemJournal) Read(ctx context.Context, q JournalQuery, emit func(line 
 	if q.Lines == 0 && !q.Follow {
 		return nil
 	}
+	if q.Since.IsZero() || q.Lines < 0 {
+		return j.read(ctx, q, func(line, _ string) error { return emit(line) })
+	}
+	// journalctl shows the first lines after --since; the last ones are
+	// wanted, as without it. Read them all, keep the last, and follow from
+	// the last one's cursor.
+	var last []string
+	cursor := ""
+	all := q
+	all.Lines, all.Follow = -1, false
+	err := j.read(ctx, all, func(line, c string) error {
+		if last = append(last, line); len(last) > q.Lines {
+			last = last[1:]
+		}
+		cursor = c
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, l := range last {
+		if err := emit(l); err != nil {
+			return err
+		}
+	}
+	if !q.Follow {
+		return nil
+	}
+	q.Lines, q.afterCursor = -1, cursor
+	return j.read(ctx, q, func(line, _ string) error { return emit(line) })
+}
+
+// read runs journalctl for q and calls emit with each line and its
+// entry's cursor.
+func (j SystemJournal) read(ctx context.Context, q JournalQuery, emit func(line, cursor string) error) error {
 	argv := j.args(q)
 	run, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -92,9 +132,9 @@ func (j SystemJournal) Read(ctx context.Context, q JournalQuery, emit func(line 
 	sc.Buffer(make([]byte, 64*1024), 16<<20)
 	var emitErr error
 	for sc.Scan() {
-		line, err := formatEntry(sc.Bytes())
+		line, cursor, err := formatEntry(sc.Bytes())
 		if err == nil {
-			err = emit(line)
+			err = emit(line, cursor)
 		}
 		if err != nil {
 			emitErr = err
@@ -144,16 +184,16 @@ func (j SystemJournal) Follow(ctx context.Context, unit string, n int, w io.Writ
 }
 
 // formatEntry formats one entry of journalctl's JSON output like its short
-// format: "Jan 02 15:04:05 ident[pid]: message".
-func formatEntry(data []byte) (string, error) {
+// format, "Jan 02 15:04:05 ident[pid]: message", and returns its cursor.
+func formatEntry(data []byte) (line, cursor string, err error) {
 	var e map[string]json.RawMessage
 	if err := json.Unmarshal(data, &e); err != nil {
-		return "", fmt.Errorf("read journal entry: %w", err)
+		return "", "", fmt.Errorf("read journal entry: %w", err)
 	}
 	field := func(name string) string { return journalField(e[name]) }
 	us, err := strconv.ParseInt(field("__REALTIME_TIMESTAMP"), 10, 64)
 	if err != nil {
-		return "", fmt.Errorf("read journal entry: invalid __REALTIME_TIMESTAMP %q", field("__REALTIME_TIMESTAMP"))
+		return "", "", fmt.Errorf("read journal entry: invalid __REALTIME_TIMESTAMP %q", field("__REALTIME_TIMESTAMP"))
 	}
 	ident := field("SYSLOG_IDENTIFIER")
 	if ident == "" {
@@ -163,7 +203,7 @@ func formatEntry(data []byte) (string, error) {
 		ident += "[" + pid + "]"
 	}
 	msg := strings.TrimRight(field("MESSAGE"), "\n")
-	return fmt.Sprintf("%s %s: %s", time.UnixMicro(us).Format(time.Stamp), ident, msg), nil
+	return fmt.Sprintf("%s %s: %s", time.UnixMicro(us).Format(time.Stamp), ident, msg), field("__CURSOR"), nil
 }
 
 // journalField decodes a field of journalctl's JSON output: a string, an

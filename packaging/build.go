@@ -2,10 +2,11 @@
 // source tree with nfpm.
 //
 // The package definition is nfpm.yaml beside this file; the maintainer
-// scripts are in scripts/, the man page and the shell completions beside
-// them. Build compiles the binaries with the package version, takes the unit
-// files from units.Templates() (the bytes `kato-manager install-units`
-// writes), compresses the man page and the changelog, and has nfpm write one
+// scripts are in scripts/. Build compiles the binaries with the package
+// version, takes the unit files from units.Templates() (the bytes
+// `kato-manager install-units` writes), has the kato-manager it built write
+// the man pages and the bash, zsh and fish completions from its command
+// tree, compresses the man pages and the changelog, and has nfpm write one
 // package per format.
 package packaging
 
@@ -43,9 +44,6 @@ const DefaultMaintainer = "The kato-manager authors <kato-manager@users.noreply.
 // DefinitionFile is the nfpm package definition, relative to the source
 // tree.
 const DefinitionFile = "packaging/nfpm.yaml"
-
-// manPage is the man page source, relative to the source tree.
-const manPage = "packaging/kato-manager.1"
 
 // rpmRelease is the rpm Release of every package: the version says all, as
 // the deb's has no Debian revision.
@@ -316,24 +314,72 @@ func compareVersions(a, b string) int {
 }
 
 // stageFiles writes what the definition takes from ${STAGE} besides the
-// binaries: the unit files, the man page and the changelog.
+// binaries: the unit files, the man pages, the completions and the
+// changelog.
 func (b *build) stageFiles() error {
 	for _, t := range units.Templates() {
 		if err := writeFile(filepath.Join(b.stage, t.Dir, t.Name), t.Content); err != nil {
 			return err
 		}
 	}
-	page, err := os.ReadFile(filepath.Join(b.root, manPage))
-	if err != nil {
-		return fmt.Errorf("read man page: %w", err)
-	}
-	if err := writeFile(filepath.Join(b.stage, "kato-manager.1.gz"), gzipped(page)); err != nil {
+	if err := b.stageDocs(); err != nil {
 		return err
 	}
 	if err := writeFile(filepath.Join(b.stage, "changelog.gz"), gzipped(b.changelog())); err != nil {
 		return err
 	}
 	return b.rpmChangelog().Save(filepath.Join(b.stage, "changelog.yml"))
+}
+
+// Completions are the shell completion scripts in ${STAGE}/completion, by
+// shell, as kato-manager's `completion SHELL` writes them.
+var Completions = map[string]string{"bash": "kato-manager", "zsh": "_kato-manager", "fish": "kato-manager.fish"}
+
+// stageDocs has the kato-manager just built write its man pages, one per
+// command, gzipped into ${STAGE}/man, and its completions into
+// ${STAGE}/completion: both come from its command tree, so they document
+// exactly the commands and flags it has.
+func (b *build) stageDocs() error {
+	bin := filepath.Join(b.stage, "kato-manager")
+	raw := filepath.Join(b.stage, "man.raw")
+	env := append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", b.time.Unix()))
+	runBin := func(args ...string) ([]byte, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("kato-manager %s: %w\n%s", strings.Join(args, " "), err, stderr.Bytes())
+		}
+		return out, nil
+	}
+	if _, err := runBin("__man", raw); err != nil {
+		return err
+	}
+	pages, err := os.ReadDir(raw)
+	if err != nil {
+		return fmt.Errorf("read man pages: %w", err)
+	}
+	for _, p := range pages {
+		page, err := os.ReadFile(filepath.Join(raw, p.Name()))
+		if err != nil {
+			return fmt.Errorf("read man page: %w", err)
+		}
+		if err := writeFile(filepath.Join(b.stage, "man", p.Name()+".gz"), gzipped(page)); err != nil {
+			return err
+		}
+	}
+	for shell, name := range Completions {
+		script, err := runBin("completion", shell)
+		if err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(b.stage, "completion", name), script); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // changelog is the Debian changelog of the package: one entry for the
@@ -395,6 +441,9 @@ func (b *build) definition() (*nfpm.Config, error) {
 			return nil, fmt.Errorf("package definition %s: does not install ${STAGE}/%s/%s from units.Templates()", path, t.Dir, t.Name)
 		}
 	}
+	if cfg.Contents, err = expandDocGlobs(cfg.Contents); err != nil {
+		return nil, fmt.Errorf("package definition %s: %w", path, err)
+	}
 	for _, s := range []*string{&cfg.Scripts.PreInstall, &cfg.Scripts.PostInstall, &cfg.Scripts.PreRemove, &cfg.Scripts.PostRemove} {
 		if *s != "" && !filepath.IsAbs(*s) {
 			*s = filepath.Join(b.root, *s)
@@ -407,6 +456,33 @@ func (b *build) definition() (*nfpm.Config, error) {
 		return nil, fmt.Errorf("package definition %s: %w", path, err)
 	}
 	return &cfg, nil
+}
+
+// expandDocGlobs replaces each rpm %doc entry whose source is a glob, which
+// nfpm takes only for plain files, by one entry per file it matches,
+// installed into the destination directory under its own name.
+func expandDocGlobs(contents files.Contents) (files.Contents, error) {
+	var out files.Contents
+	for _, c := range contents {
+		if c.Type != files.TypeRPMDoc || !strings.ContainsAny(c.Source, "*?[") {
+			out = append(out, c)
+			continue
+		}
+		matches, err := filepath.Glob(c.Source)
+		if err != nil || len(matches) == 0 {
+			return nil, fmt.Errorf("%s matches no file: %v", c.Source, err)
+		}
+		for _, m := range matches {
+			e := *c
+			e.Source, e.Destination = m, filepath.Join(c.Destination, filepath.Base(m))
+			if c.FileInfo != nil {
+				fi := *c.FileInfo
+				e.FileInfo = &fi
+			}
+			out = append(out, &e)
+		}
+	}
+	return out, nil
 }
 
 // write makes the package of one format.

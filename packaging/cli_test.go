@@ -2,7 +2,6 @@ package packaging
 
 import (
 	"context"
-	_ "embed"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,11 +11,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kato-manager/kato-manager/config"
 )
 
-// These tests hold the man page and the shell completions to what
-// kato-manager itself says it accepts: every command and flag its help
-// prints must be documented and completed, and nothing else.
+// These tests hold the man pages and the shell completions that
+// kato-manager writes from its command tree to what its help says it
+// accepts: every command and flag must be documented and completed, and
+// nothing else; and the completions offer the registry's instances.
 
 // command is one command of kato-manager with its flags, as its help
 // prints them.
@@ -27,217 +29,207 @@ type command struct {
 
 // cli is what kato-manager's help says it accepts.
 type cli struct {
-	globals  []string  // the flags before the command
-	commands []command // in the order of the help
+	bin      string    // the kato-manager the help is of
+	globals  []string  // the flags every command takes
+	commands []command // every command below the root, parents first
 }
 
-// tops returns the first word of every command, once each.
+// tops returns the commands directly below the root.
 func (c cli) tops() []string {
 	var out []string
 	for _, cmd := range c.commands {
-		top, _, _ := strings.Cut(cmd.path, " ")
-		if !slices.Contains(out, top) {
-			out = append(out, top)
+		if !strings.Contains(cmd.path, " ") {
+			out = append(out, cmd.path)
 		}
 	}
 	return out
 }
 
-// subs returns the subcommands of top.
-func (c cli) subs(top string) []string {
+// subs returns the subcommands of path.
+func (c cli) subs(path string) []string {
 	var out []string
 	for _, cmd := range c.commands {
-		if t, sub, ok := strings.Cut(cmd.path, " "); ok && t == top {
+		if parent, sub, ok := strings.Cut(cmd.path, " "); ok && parent == path && !strings.Contains(sub, " ") {
 			out = append(out, sub)
 		}
 	}
 	return out
 }
 
-var flagLine = regexp.MustCompile(`^\s+(?:(-[a-zA-Z]), )?(--[a-z][a-z0-9-]*)`)
+var (
+	flagLine    = regexp.MustCompile(`^\s+(?:(-[a-zA-Z]), )?(--[a-z][a-z0-9-]*)`)
+	commandLine = regexp.MustCompile(`^  ([a-z][a-z0-9-]*)\s+\S`)
+)
 
-// readCLI builds kato-manager and reads its help and every command's.
-func readCLI(t *testing.T) cli {
+// buildKatoManager compiles kato-manager with the given version.
+func buildKatoManager(t *testing.T, version string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "kato-manager")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kato-manager").CombinedOutput(); err != nil {
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", bin, "../cmd/kato-manager")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build kato-manager: %v\n%s", err, out)
 	}
-	help := func(args ...string) string {
+	return bin
+}
+
+// sections splits a help text into its sections by their title line
+// ("Flags:", "Instances:").
+func sections(help string) map[string][]string {
+	out := map[string][]string{}
+	title := ""
+	for _, l := range strings.Split(help, "\n") {
+		if l != "" && !strings.HasPrefix(l, " ") && strings.HasSuffix(l, ":") {
+			title = l
+			continue
+		}
+		if l != "" {
+			out[title] = append(out[title], l)
+		}
+	}
+	return out
+}
+
+// readCLI builds kato-manager and reads its help and every command's,
+// down the tree.
+func readCLI(t *testing.T) cli {
+	t.Helper()
+	c := cli{bin: buildKatoManager(t, "dev")}
+	help := func(path string) map[string][]string {
 		t.Helper()
-		out, err := exec.Command(bin, args...).CombinedOutput()
+		out, err := exec.Command(c.bin, append(strings.Fields(path), "--help")...).CombinedOutput()
 		if err != nil {
-			t.Fatalf("kato-manager %s: %v\n%s", strings.Join(args, " "), err, out)
+			t.Fatalf("kato-manager %s --help: %v\n%s", path, err, out)
 		}
-		return string(out)
+		return sections(string(out))
 	}
-	var c cli
-	for _, line := range strings.Split(help("--help"), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Global flags:"); ok {
-			c.globals = append(regexp.MustCompile(`--[a-z][a-z-]*`).FindAllString(rest, -1), "--help", "-h")
-			continue
-		}
-		// "  start          register…" or "  workers start|stop|scale N|…"
-		if !strings.HasPrefix(line, "  ") || len(line) < 3 || line[2] < 'a' || line[2] > 'z' || strings.HasPrefix(line, "  kato-manager ") {
-			continue
-		}
-		name, rest, _ := strings.Cut(line[2:], " ")
-		if rest == "" || strings.HasPrefix(rest, " ") {
-			c.commands = append(c.commands, command{path: name})
-			continue
-		}
-		spec, _, _ := strings.Cut(rest, "  ")
-		for _, sub := range strings.Split(spec, "|") {
-			word, _, _ := strings.Cut(sub, " ")
-			c.commands = append(c.commands, command{path: name + " " + word})
-		}
-	}
-	if len(c.globals) < 3 || len(c.commands) < 10 {
-		t.Fatalf("kato-manager --help: read globals %v and commands %v; has its layout changed?", c.globals, c.commands)
-	}
-	for i, cmd := range c.commands {
-		out := help(append(strings.Fields(cmd.path), "--help")...)
-		if !strings.Contains(out, "Usage: kato-manager "+cmd.path) {
-			t.Fatalf("kato-manager %s --help:\n%s", cmd.path, out)
-		}
-		_, flags, _ := strings.Cut(out, "\nFlags:\n")
-		for _, l := range strings.Split(flags, "\n") {
+	flags := func(lines []string) []string {
+		var out []string
+		for _, l := range lines {
 			if m := flagLine.FindStringSubmatch(l); m != nil {
 				if m[1] != "" {
-					c.commands[i].flags = append(c.commands[i].flags, m[1])
+					out = append(out, m[1])
 				}
-				c.commands[i].flags = append(c.commands[i].flags, m[2])
+				out = append(out, m[2])
 			}
 		}
+		return out
+	}
+	var walk func(path string)
+	walk = func(path string) {
+		s := help(path)
+		if path == "" {
+			c.globals = flags(s["Flags:"])
+		} else {
+			c.commands = append(c.commands, command{path: path, flags: flags(s["Flags:"])})
+		}
+		for title, lines := range s {
+			if !strings.HasSuffix(title, "Commands:") && title != "Instances:" && !strings.HasPrefix(title, "KG worker pool") {
+				continue
+			}
+			for _, l := range lines {
+				if m := commandLine.FindStringSubmatch(l); m != nil && m[1] != "help" {
+					walk(strings.TrimSpace(path + " " + m[1]))
+				}
+			}
+		}
+	}
+	walk("")
+	if !slices.Contains(c.globals, "--config") || len(c.tops()) < 12 || len(c.subs("workers")) != 6 {
+		t.Fatalf("kato-manager --help: read globals %v and commands %v; has its layout changed?", c.globals, c.commands)
 	}
 	return c
 }
 
-//go:embed kato-manager.1
-var manPageSource string
-
-// manSections returns the man page's .SS sections by the command they
-// document ("workers scale" for `.SS "workers scale N"`), and the text of the
-// GLOBAL FLAGS section under "".
-func manSections(t *testing.T) map[string]string {
-	t.Helper()
-	sections := map[string]string{}
-	var name string
-	var text strings.Builder
-	flush := func() {
-		if name != "" || text.Len() > 0 {
-			sections[name] += text.String()
-		}
-		text.Reset()
-	}
-	inGlobals := false
-	for _, line := range strings.Split(manPageSource, "\n") {
-		switch {
-		case strings.HasPrefix(line, ".SH "):
-			flush()
-			name = ""
-			inGlobals = line == ".SH GLOBAL FLAGS"
-			continue
-		case strings.HasPrefix(line, `.SS "`):
-			flush()
-			header := strings.Trim(strings.TrimPrefix(line, ".SS "), `"`)
-			var words []string
-			for _, w := range strings.Fields(header) {
-				if !regexp.MustCompile(`^[a-z][a-z-]*$`).MatchString(w) {
-					break
-				}
-				words = append(words, w)
-			}
-			name = strings.Join(words, " ")
-			if name == "" {
-				t.Fatalf("man page section %q names no command", line)
-			}
-			inGlobals = false
-			continue
-		}
-		if name != "" || inGlobals {
-			text.WriteString(line + "\n")
-		}
-	}
-	flush()
-	return sections
-}
-
-// manFlag is how the man page writes a flag: with escaped hyphens, not
+// manFlag is how a man page writes a flag: its hyphens escaped or not, not
 // followed by more of a name.
 func manFlag(flag string) *regexp.Regexp {
-	return regexp.MustCompile(regexp.QuoteMeta(strings.ReplaceAll(flag, "-", `\-`)) + `(?:$|[^a-zA-Z0-9\\])`)
+	return regexp.MustCompile(strings.ReplaceAll(regexp.QuoteMeta(flag), "-", `\\?-`) + `(?:$|[^a-zA-Z0-9\\-]|\\[^-])`)
 }
 
-func TestManPageCoversCLI(t *testing.T) {
+// TestManPagesCoverCLI: one page per command, each documenting the
+// command's flags and the global ones, and groff has nothing to say.
+func TestManPagesCoverCLI(t *testing.T) {
 	c := readCLI(t)
-	sections := manSections(t)
-	for _, g := range c.globals {
-		if !manFlag(g).MatchString(sections[""]) {
-			t.Errorf("GLOBAL FLAGS does not document %s", g)
-		}
+	dir := t.TempDir()
+	if out, err := exec.Command(c.bin, "__man", dir).CombinedOutput(); err != nil {
+		t.Fatalf("kato-manager __man: %v\n%s", err, out)
 	}
-	var paths []string
+	want := map[string]command{"kato-manager.1": {flags: c.globals}}
 	for _, cmd := range c.commands {
-		paths = append(paths, cmd.path)
-		text, ok := sections[cmd.path]
-		if !ok {
-			t.Errorf("no section .SS \"%s…\" for the command %s", cmd.path, cmd.path)
-			continue
-		}
-		for _, f := range cmd.flags {
-			if !manFlag(f).MatchString(text) {
-				t.Errorf("section %s does not document %s", cmd.path, f)
-			}
-		}
-		documented := regexp.MustCompile(`\\-\\-[a-z][a-z\\-]*`).FindAllString(text, -1)
-		for _, d := range documented {
-			flag := strings.ReplaceAll(d, `\-`, "-")
-			if !slices.Contains(cmd.flags, flag) && !slices.Contains(c.globals, flag) && !mentionsOther(c, flag) {
-				t.Errorf("section %s documents %s, which no command has", cmd.path, flag)
-			}
+		want["kato-manager-"+strings.ReplaceAll(cmd.path, " ", "-")+".1"] = cmd
+	}
+	pages, err := filepath.Glob(filepath.Join(dir, "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pages {
+		if _, ok := want[filepath.Base(p)]; !ok {
+			t.Errorf("man page %s documents no command of kato-manager", filepath.Base(p))
 		}
 	}
-	for name := range sections {
-		if name != "" && !slices.Contains(paths, name) {
-			t.Errorf("man page documents %q, which kato-manager does not have", name)
+	groff, _ := exec.LookPath("groff")
+	for name, cmd := range want {
+		page := string(readFile(t, filepath.Join(dir, name)))
+		if !strings.HasPrefix(page, ".nh\n.TH ") || !strings.Contains(page, ".SH NAME\n") {
+			t.Errorf("%s is not a man page:\n%s", name, page)
 		}
-	}
-	if groff, err := exec.LookPath("groff"); err == nil {
-		cmd := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z", "kato-manager.1")
-		if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
-			t.Errorf("groff warns about the man page: %v\n%s", err, out)
+		for _, f := range append(append([]string(nil), cmd.flags...), "--config", "--registry") {
+			if !manFlag(f).MatchString(page) {
+				t.Errorf("%s does not document %s", name, f)
+			}
+		}
+		if groff != "" {
+			if out, err := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z", filepath.Join(dir, name)).CombinedOutput(); err != nil || len(out) > 0 {
+				t.Errorf("groff warns about %s: %v\n%s", name, err, out)
+			}
 		}
 	}
 }
 
-// mentionsOther reports whether flag belongs to some command: a section may
-// refer to another command's flag.
-func mentionsOther(c cli, flag string) bool {
-	for _, cmd := range c.commands {
-		if slices.Contains(cmd.flags, flag) {
-			return true
-		}
-	}
-	return false
+// completer completes command lines, each ending in the word being
+// completed, the way a shell offers the candidates on TAB. The scripts are
+// kato-manager's own, and ask it (on PATH) for the candidates.
+type completer func(t *testing.T, c cli, env []string, lines []string) [][]string
+
+// shellEnv is the environment of a completing shell: kato-manager on PATH
+// and the registry given.
+func shellEnv(c cli, registry string) []string {
+	return append(os.Environ(), "PATH="+filepath.Dir(c.bin)+string(os.PathListSeparator)+os.Getenv("PATH"), "KATO_REGISTRY="+registry)
 }
 
-// completer completes a command line, ending in the word being completed,
-// the way a shell offers the candidates on TAB.
-type completer func(t *testing.T, lines []string) [][]string
+func writeScript(t *testing.T, c cli, shell, dir, name string) string {
+	t.Helper()
+	script, err := exec.Command(c.bin, "completion", shell).Output()
+	if err != nil {
+		t.Fatalf("kato-manager completion %s: %v", shell, err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, script, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
-func bashCompleter(t *testing.T, lines []string) [][]string {
+func bashCompleter(t *testing.T, c cli, env []string, lines []string) [][]string {
 	t.Helper()
 	bash := needTool(t, "bash")
+	const framework = "/usr/share/bash-completion/bash_completion"
+	if _, err := os.Stat(framework); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing; the bash-completion package provides it", framework)
+		}
+		t.Skipf("%s is missing", framework)
+	}
+	script := writeScript(t, c, "bash", t.TempDir(), "kato-manager")
 	var out [][]string
 	for _, line := range lines {
 		words := strings.Split(line, " ")
-		script := `source completion/kato-manager.bash
-COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
-_kato_manager
+		driver := `source ` + framework + `; source "$SCRIPT"
+COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; COMP_TYPE=9
+__start_kato-manager kato-manager "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
 printf '%s\n' "${COMPREPLY[@]}"`
-		cmd := exec.Command(bash, append([]string{"-c", script, "bash"}, words...)...)
-		cmd.Env = append(os.Environ(), "KATO_REGISTRY=/nonexistent")
+		cmd := exec.Command(bash, append([]string{"-c", driver, "bash"}, words...)...)
+		cmd.Env = append(env, "SCRIPT="+script)
 		got, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("bash completion of %q: %v", line, err)
@@ -267,7 +259,7 @@ done
 zpty -d z
 `
 
-func zshCompleter(t *testing.T, lines []string) [][]string {
+func zshCompleter(t *testing.T, c cli, env []string, lines []string) [][]string {
 	t.Helper()
 	zsh := needTool(t, "zsh")
 	dir := t.TempDir()
@@ -277,13 +269,11 @@ func zshCompleter(t *testing.T, lines []string) [][]string {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(fpath, "_kato-manager"), readFile(t, "completion/_kato-manager"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeScript(t, c, "zsh", fpath, "_kato-manager")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, zsh, append([]string{"-f", "-c", zshDriver, "zsh", fpath, out}, lines...)...)
-	cmd.Env = append(os.Environ(), "KATO_REGISTRY=/nonexistent")
+	cmd.Env = env
 	if got, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("zsh completion: %v\n%s", err, got)
 	}
@@ -304,14 +294,60 @@ func zshCompleter(t *testing.T, lines []string) [][]string {
 	return results
 }
 
+func fishCompleter(t *testing.T, c cli, env []string, lines []string) [][]string {
+	t.Helper()
+	fish := needTool(t, "fish")
+	script := writeScript(t, c, "fish", t.TempDir(), "kato-manager.fish")
+	var out [][]string
+	for _, line := range lines {
+		cmd := exec.Command(fish, "--no-config", "-c", `source $argv[1]; complete -C $argv[2]`, script, line)
+		cmd.Env = env
+		got, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("fish completion of %q: %v", line, err)
+		}
+		var words []string
+		for _, l := range strings.Split(strings.TrimSpace(string(got)), "\n") {
+			if w, _, _ := strings.Cut(l, "\t"); w != "" {
+				words = append(words, w)
+			}
+		}
+		out = append(out, words)
+	}
+	return out
+}
+
+// writeRegistry writes a registry with the given instances, ID to name.
+func writeRegistry(t *testing.T, instances map[string]string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "instances.toml")
+	now := time.Now().UTC().Truncate(time.Second)
+	port := 9000
+	err := config.OpenRegistry(path).Update(func(r *config.Registry) error {
+		for id, name := range instances {
+			port += 2
+			r.Instances[id] = &config.Instance{ID: id, Name: name, Unit: "kato@" + id + ".service", APIPort: port, ZMQPort: port + 1,
+				Parameters: config.DefaultParameters(), Created: now, Updated: now}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func TestCompletionsCoverCLI(t *testing.T) {
 	c := readCLI(t)
+	registry := writeRegistry(t, map[string]string{"processor-1": "Main", "processor-2": "Secondary"})
+	instances := []string{"processor-1", "processor-2", "Main", "Secondary"}
 	for _, tc := range []struct {
 		shell    string
 		complete completer
 	}{
 		{"bash", bashCompleter},
 		{"zsh", zshCompleter},
+		{"fish", fishCompleter},
 	} {
 		t.Run(tc.shell, func(t *testing.T) {
 			type query struct {
@@ -320,7 +356,11 @@ func TestCompletionsCoverCLI(t *testing.T) {
 			}
 			queries := []query{
 				{"kato-manager ", c.tops()},
-				{"kato-manager -", c.globals},
+				{"kato-manager stop ", instances},
+				{"kato-manager logs proc", []string{"processor-1", "processor-2"}},
+				{"kato-manager restart S", []string{"Secondary"}},
+				{"kato-manager stop --id ", []string{"processor-1", "processor-2"}},
+				{"kato-manager stop --name ", []string{"Main", "Secondary"}},
 			}
 			for _, top := range c.tops() {
 				if subs := c.subs(top); len(subs) > 0 {
@@ -328,21 +368,25 @@ func TestCompletionsCoverCLI(t *testing.T) {
 				}
 			}
 			for _, cmd := range c.commands {
-				queries = append(queries, query{"kato-manager " + cmd.path + " -", cmd.flags})
+				if !strings.HasPrefix(cmd.path, "completion") {
+					queries = append(queries, query{"kato-manager " + cmd.path + " --", append(slices.Clone(cmd.flags), "--config", "--registry")})
+				}
 			}
 			var lines []string
 			for _, q := range queries {
 				lines = append(lines, q.line)
 			}
-			got := tc.complete(t, lines)
+			got := tc.complete(t, c, shellEnv(c, registry), lines)
 			for i, q := range queries {
 				for _, w := range q.want {
-					if !slices.Contains(got[i], w) {
-						t.Errorf("%q does not offer %s; offers %v", q.line, w, got[i])
+					if strings.HasPrefix(w, "--") || !strings.HasSuffix(q.line, " --") {
+						if !slices.Contains(got[i], w) {
+							t.Errorf("%q does not offer %s; offers %v", q.line, w, got[i])
+						}
 					}
 				}
 				for _, w := range got[i] {
-					if !slices.Contains(q.want, w) && w != "--help" && w != "-h" {
+					if !slices.Contains(q.want, w) && w != "--help" && w != "-h" && w != "help" {
 						t.Errorf("%q offers %s, which kato-manager does not have there", q.line, w)
 					}
 				}

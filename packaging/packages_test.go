@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,9 +41,14 @@ var acceptedRpmlint = map[string]string{
 	"dangerous-command-in-%postun": "the rm in postremove is the deb's purge, a branch an rpm erase never takes",
 }
 
-// built are the packages TestPackages checks.
+// testTime is the time the packages under test are built at.
+var testTime = time.Date(2026, 11, 2, 3, 4, 5, 0, time.UTC)
+
+// built are the packages TestPackages checks, and a kato-manager built as
+// theirs, whose command tree their man pages and completions must match.
 type built struct {
 	deb, rpm string
+	docs     map[string][]byte // by path in the packages
 }
 
 func buildPackages(t *testing.T) built {
@@ -53,7 +59,7 @@ func buildPackages(t *testing.T) built {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	out := t.TempDir()
-	pkgs, err := Build(ctx, Options{Root: "..", OutDir: out, Version: testVersion})
+	pkgs, err := Build(ctx, Options{Root: "..", OutDir: out, Version: testVersion, Time: testTime})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +81,40 @@ func buildPackages(t *testing.T) built {
 	if !strings.HasPrefix(filepath.Base(b.rpm), "kato-manager-"+testVersion+"-1.") {
 		t.Errorf("rpm file name %s", b.rpm)
 	}
+	b.docs = treeDocs(t, buildKatoManager(t, testVersion))
 	return b
+}
+
+// treeDocs are the man pages and completions a kato-manager writes from its
+// command tree, by where the packages install them (the zsh one under "zsh").
+func treeDocs(t *testing.T, bin string) map[string][]byte {
+	t.Helper()
+	env := append(os.Environ(), "SOURCE_DATE_EPOCH="+strconv.FormatInt(testTime.Unix(), 10))
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "__man", dir)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kato-manager __man: %v\n%s", err, out)
+	}
+	pages, err := filepath.Glob(filepath.Join(dir, "*.1"))
+	if err != nil || len(pages) < 20 {
+		t.Fatalf("kato-manager __man wrote %d pages: %v", len(pages), err)
+	}
+	docs := map[string][]byte{}
+	for _, p := range pages {
+		docs["/usr/share/man/man1/"+filepath.Base(p)+".gz"] = readFile(t, p)
+	}
+	for shell, path := range map[string]string{"bash": "/usr/share/bash-completion/completions/kato-manager",
+		"fish": "/usr/share/fish/vendor_completions.d/kato-manager.fish", "zsh": "zsh"} {
+		cmd := exec.Command(bin, "completion", shell)
+		cmd.Env = env
+		out, err := cmd.Output()
+		if err != nil || len(out) == 0 {
+			t.Fatalf("kato-manager completion %s: %v", shell, err)
+		}
+		docs[path] = out
+	}
+	return docs
 }
 
 // run runs a command and returns its standard output.
@@ -117,13 +156,16 @@ func gunzip(t *testing.T, data []byte) []byte {
 // commonFiles are the files both packages install, by path, with the bytes
 // they must hold: the sources in this tree. Compressed files are compared
 // uncompressed.
-func commonFiles(t *testing.T) map[string][]byte {
+func commonFiles(t *testing.T, b built) map[string][]byte {
 	t.Helper()
 	files := map[string][]byte{
-		"/etc/kato/kato.toml":                                 config.DefaultFile,
-		"/usr/share/man/man1/kato-manager.1.gz":               readFile(t, "kato-manager.1"),
-		"/usr/share/bash-completion/completions/kato-manager": readFile(t, "completion/kato-manager.bash"),
-		"/usr/share/doc/kato-manager/README.md":               readFile(t, "../README.md"),
+		"/etc/kato/kato.toml":                   config.DefaultFile,
+		"/usr/share/doc/kato-manager/README.md": readFile(t, "../README.md"),
+	}
+	for path, content := range b.docs {
+		if path != "zsh" {
+			files[path] = content
+		}
 	}
 	dirs := map[string]string{units.SystemdDir: "/usr/lib/systemd/system/", units.SysusersDir: "/usr/lib/sysusers.d/", units.TmpfilesDir: "/usr/lib/tmpfiles.d/"}
 	for _, tmpl := range units.Templates() {
@@ -211,7 +253,7 @@ func TestPackages(t *testing.T) {
 			"/usr/share/doc/kato-manager/copyright":           "-rw-r--r--",
 			"/usr/share/doc/kato-manager/changelog.gz":        "-rw-r--r--",
 		}
-		for path := range commonFiles(t) {
+		for path := range commonFiles(t, b) {
 			want[path] = "-rw-r--r--"
 		}
 		got := map[string]string{}
@@ -238,8 +280,8 @@ func TestPackages(t *testing.T) {
 
 		root := t.TempDir()
 		run(t, "", "dpkg-deb", "-x", b.deb, root)
-		files := commonFiles(t)
-		files["/usr/share/zsh/vendor-completions/_kato-manager"] = readFile(t, "completion/_kato-manager")
+		files := commonFiles(t, b)
+		files["/usr/share/zsh/vendor-completions/_kato-manager"] = b.docs["zsh"]
 		files["/usr/share/doc/kato-manager/copyright"] = readFile(t, "../LICENSE")
 		checkTree(t, root, files)
 		changelog := string(gunzip(t, readFile(t, filepath.Join(root, "usr/share/doc/kato-manager/changelog.gz"))))
@@ -301,11 +343,15 @@ func TestPackages(t *testing.T) {
 			"/usr/share/zsh/site-functions/_kato-manager": "",
 			"/usr/share/licenses/kato-manager/LICENSE":    "l",
 		}
-		for path := range commonFiles(t) {
+		for path := range commonFiles(t, b) {
 			want[path] = ""
 		}
 		want["/etc/kato/kato.toml"] = "cn"
-		want["/usr/share/man/man1/kato-manager.1.gz"] = "d"
+		for path := range b.docs {
+			if strings.HasPrefix(path, "/usr/share/man/") {
+				want[path] = "d"
+			}
+		}
 		want["/usr/share/doc/kato-manager/README.md"] = "d"
 		got := map[string]string{}
 		for _, l := range strings.Split(strings.TrimSpace(q("--qf", `[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME}\n]`)), "\n") {
@@ -351,8 +397,8 @@ func TestPackages(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("extract rpm: %v\n%s", err, out)
 		}
-		files := commonFiles(t)
-		files["/usr/share/zsh/site-functions/_kato-manager"] = readFile(t, "completion/_kato-manager")
+		files := commonFiles(t, b)
+		files["/usr/share/zsh/site-functions/_kato-manager"] = b.docs["zsh"]
 		files["/usr/share/licenses/kato-manager/LICENSE"] = readFile(t, "../LICENSE")
 		checkTree(t, root, files)
 	})

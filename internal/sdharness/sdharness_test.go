@@ -388,6 +388,9 @@ func TestTwoMachinesAreIsolated(t *testing.T) {
 }
 
 func TestKilledBooterLeavesHostIntact(t *testing.T) {
+	if testing.Short() {
+		t.Skip("its helper boots a real systemd; not in -short mode")
+	}
 	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "marker")
 	if err := os.WriteFile(marker, []byte("still here"), 0o600); err != nil {
@@ -458,6 +461,27 @@ func TestKilledBooterLeavesHostIntact(t *testing.T) {
 	}
 	if err := removeMachineDir(dir); err != nil {
 		t.Errorf("remove leftover directory: %v", err)
+	}
+}
+
+// TestShortNeverBoots: in -short mode Boot refuses, and ForTest skips
+// even where CI is "true".
+func TestShortNeverBoots(t *testing.T) {
+	if !testing.Short() {
+		t.Skip("checks the -short mode")
+	}
+	m, err := Boot(t.Context(), Options{})
+	if m != nil {
+		m.Close()
+		t.Fatal("Boot booted a machine in -short mode")
+	}
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "-short") {
+		t.Fatalf("Boot in -short mode: %v", err)
+	}
+	t.Setenv("CI", "true")
+	r := &bootRecorder{TB: t}
+	if m := ForTest(r, Options{}); m != nil || r.skipped == "" || r.failed != "" {
+		t.Errorf("ForTest in -short mode with CI=true: skipped %q, failed %q", r.skipped, r.failed)
 	}
 }
 

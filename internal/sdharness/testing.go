@@ -3,17 +3,23 @@ package sdharness
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"testing"
 	"time"
 )
 
-// ForTest boots a machine for t and closes it when t ends. A host that
-// cannot boot one (see ErrUnavailable) skips t, or fails it when the
-// environment variable CI is "true"; any other boot failure fails t.
+// ForTest boots a machine for t and closes it when t ends. In -short mode
+// it never boots: it skips t. A host that cannot boot one (see
+// ErrUnavailable) skips t, or fails it when the environment variable CI is
+// "true"; any other boot failure fails t.
 func ForTest(t testing.TB, opts Options) *Machine {
 	t.Helper()
+	if shortTest() {
+		t.Skipf("skipping: boots a real systemd, and tests in -short mode never do")
+		return nil
+	}
 	m, err := Boot(t.Context(), opts)
 	if err != nil {
 		failBoot(t, err)
@@ -25,6 +31,16 @@ func ForTest(t testing.TB, opts Options) *Machine {
 	})
 	return m
 }
+
+// shortTest reports whether this is a test binary run with -short. Boot
+// may run in a test binary before its flags are parsed (in TestMain), and
+// in programs that are no tests at all.
+func shortTest() bool {
+	return testing.Testing() && flag.Parsed() && testing.Short()
+}
+
+// errShort is Boot's error in a test binary run with -short.
+var errShort = fmt.Errorf("%w: tests in -short mode never boot systemd", ErrUnavailable)
 
 // failBoot ends t after a failed boot: skipped when the host cannot boot a
 // machine and CI is not "true", failed otherwise.

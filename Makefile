@@ -1,4 +1,8 @@
 # kato-manager build, test, benchmark and install entry points.
+#
+# On a fresh Debian 12 machine, as root: `make demo` and `make test` first
+# install the Debian packages they need and the machine lacks
+# (packaging/deps.sh), then do their job.
 
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 PREFIX   ?= /usr/local
@@ -11,7 +15,11 @@ LDFLAGS  := -X main.version=$(VERSION)
 
 BINARIES := bin/kato-manager bin/kg-worker
 
-.PHONY: all build test unit-test bench install packages clean
+# staticcheck, pinned, installed from the module proxy into bin/tools.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := bin/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+
+.PHONY: all build demo test lint unit-test bench install packages man deps-build deps-test clean
 
 all: build
 
@@ -22,12 +30,31 @@ bin/%: FORCE
 
 FORCE:
 
-# The whole suite: unit tests, and the integration tests that boot a real
-# systemd in throwaway namespaces (root needed; with CI=true a harness that
-# cannot boot fails the run instead of skipping).
-test:
+# The Debian packages a job needs, installed when missing.
+deps-build:
+	@sh packaging/deps.sh build
+
+deps-test:
+	@sh packaging/deps.sh test
+
+# The main job end to end, in a throwaway systemd (root needed): the three
+# instances of the KATO multi-instance guide and a KG worker pool draining a
+# queue of sample documents, with the stand-ins of this repository.
+demo: deps-build
+	$(GO) run ./internal/demo
+
+# The whole suite: lint, unit tests, and the integration tests that boot a
+# real systemd in throwaway namespaces (root needed; with CI=true a harness
+# that cannot boot fails the run instead of skipping).
+test: deps-test lint
+	$(GO) test -count=1 -timeout 60m ./...
+
+lint: $(STATICCHECK)
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 40m ./...
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 # Unit tests only: no root, no systemd.
 unit-test:
@@ -36,6 +63,12 @@ unit-test:
 # Benchmarks against a real systemd, each beside its baseline, as ratios.
 bench:
 	$(GO) run ./internal/bench
+
+# The man pages, one per command, generated from the command tree into man/.
+man: bin/kato-manager
+	rm -rf man
+	bin/kato-manager __man man
+	@echo "man pages in man/: man -l man/kato-manager.1"
 
 install: build
 	install -D -m 0755 bin/kato-manager $(DESTDIR)$(PREFIX)/bin/kato-manager
@@ -51,4 +84,4 @@ packages:
 	$(GO) run ./packaging/cmd/build -out dist $(if $(filter command line,$(origin VERSION)),-version '$(VERSION)')
 
 clean:
-	rm -rf bin dist
+	rm -rf bin dist man

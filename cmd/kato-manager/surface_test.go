@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kato-manager/kato-manager/config"
 )
 
 // surface is every command of kato-manager with every flag it takes, as
@@ -138,5 +143,59 @@ func TestExitCodes(t *testing.T) {
 		if code != tc.want {
 			t.Errorf("%q: exit %d, want %d\nstdout: %s\nstderr: %s", tc.args, code, tc.want, stdout, stderr)
 		}
+	}
+}
+
+// TestCompletesInstancesFromTheRegistry: the shells' completion scripts ask
+// `kato-manager __complete`, which offers the registry's IDs and names.
+func TestCompletesInstancesFromTheRegistry(t *testing.T) {
+	dir := t.TempDir()
+	registry := filepath.Join(dir, "instances.toml")
+	now := time.Now().UTC().Truncate(time.Second)
+	err := config.OpenRegistry(registry).Update(func(r *config.Registry) error {
+		for i, name := range []string{"Main Processor", "Secondary"} {
+			id := fmt.Sprintf("processor-%d", i+1)
+			r.Instances[id] = &config.Instance{ID: id, Name: name, Unit: "kato@" + id + ".service", APIPort: 8001 + i, ZMQPort: 5555 + i,
+				Parameters: config.DefaultParameters(), Created: now, Updated: now}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	complete := func(args ...string) []string {
+		t.Helper()
+		var out, errb strings.Builder
+		full := append([]string{"__complete", "--registry", registry}, args...)
+		if code := run(context.Background(), full, &out, &errb); code != exitOK {
+			t.Fatalf("%q: exit %d: %s", full, code, errb.String())
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		return lines[:len(lines)-1] // the last is cobra's directive
+	}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"stop", ""}, []string{"processor-1\tMain Processor", "Main Processor\tprocessor-1", "processor-2\tSecondary", "Secondary\tprocessor-2"}},
+		{[]string{"logs", ""}, []string{"processor-1\tMain Processor", "Main Processor\tprocessor-1", "processor-2\tSecondary", "Secondary\tprocessor-2"}},
+		{[]string{"restart", "processor-1", ""}, []string{}},
+		{[]string{"stop", "--id", ""}, []string{"processor-1\tMain Processor", "processor-2\tSecondary"}},
+		{[]string{"stop", "--name", ""}, []string{"Main Processor\tprocessor-1", "Secondary\tprocessor-2"}},
+		{[]string{"workers", ""}, []string{"start\tstart the workers (kg.num_workers of them, or -n N)", "stop\tstop every worker",
+			"restart\trestart the running workers", "scale\tstart or stop workers until N run",
+			"health\tcheck each worker; exit 1 when one is unhealthy", "stats\tthe pool's statistics: processed items, KG service, queue"}},
+	} {
+		got := complete(tc.args...)
+		if len(got) == 1 && got[0] == "" {
+			got = []string{}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("completion of %q: %q, want %q", tc.args, got, tc.want)
+		}
+	}
+	// An unreadable registry completes to nothing, without an error.
+	if got := complete("stop", "--registry", filepath.Join(dir, "missing.toml"), ""); len(got) != 0 && got[0] != "" {
+		t.Errorf("completion without a registry: %q", got)
 	}
 }

@@ -141,6 +141,7 @@ is unhealthy), 2 a bad invocation, with nothing changed.`,
 		command("version", "print the version", noFlags, a.version),
 		a.manCommand(root),
 	)
+	describe(root)
 	return root
 }
 

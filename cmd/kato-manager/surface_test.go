@@ -199,3 +199,16 @@ func TestCompletesInstancesFromTheRegistry(t *testing.T) {
 		t.Errorf("completion without a registry: %q", got)
 	}
 }
+
+// TestLongHelpNamesCommands: every description and example is of a command
+// the tree has.
+func TestLongHelpNamesCommands(t *testing.T) {
+	root := (&app{}).commands()
+	for _, m := range []map[string]string{longHelp, examples} {
+		for path := range m {
+			if c, rest, err := root.Find(strings.Fields(path)); err != nil || len(rest) > 0 || c == root {
+				t.Errorf("help for %q, which is no command", path)
+			}
+		}
+	}
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// longHelp is the description of each command, by its path below the root,
+// for its --help and its man page.
+var longHelp = map[string]string{
+	"start": `Register, configure and start a KATO processor instance as kato@ID.service.
+
+start validates the input, registers the instance and picks its ports under the
+registry lock, writes the instance's environment file (/etc/kato/instances/ID.env)
+and drop-in, enables and starts the unit, and waits until the processor listens
+on its API port. If the processor exits or does not listen within --timeout,
+everything is rolled back and the unit's last journal lines are printed.
+
+Starting an instance that is already running does nothing and says so; starting
+one that exists but is stopped starts it with its stored settings. Without --id,
+an ID is made from the time and the process ID. A requested or default port that
+is listening, or reserved by a registered instance, moves to the next free one,
+with a notice. Flags left out take the [defaults] of kato.toml.`,
+	"stop": `Stop and remove one instance, by ID or name (the name must match exactly one
+instance), or every instance.
+
+Stopping an instance removes its drop-in and environment file, disables the unit,
+clears any failed state and removes its registry entry; its learned state in
+/var/lib/kato/instances/ID stays. Without an instance, every instance, registered
+or orphaned, is stopped; on a terminal, without --with-mongo or --no-mongo, it
+asks whether to stop the shared services (services.units) too.`,
+	"restart": `Restart an instance with the same ID, ports and settings. Its files are written
+again first, so changes to kato.toml take effect; then it waits for the API port.`,
+	"list": `List the instances with their state, main PID, API and ZMQ ports, uptime and
+memory, from one D-Bus call and one pass over /proc.`,
+	"status": `Check that systemd is reachable, the shared services' states, and each instance's
+unit state, restart count and whether its API port is held by its own processor.
+It reports drift between the registry and systemd. Exit status 1 when anything is
+wrong.`,
+	"logs": `Show an instance's journal, as journalctl -u kato@ID.service does: the last
+--lines lines, then, with --follow, new lines as they come until interrupted.
+--since leaves out older lines and, without --lines, shows all lines since then.
+It reads journalctl --output=json.`,
+	"gc": `Repair drift: remove registry entries whose unit files are gone, and tear down
+instance units and files that have no registry entry.`,
+	"install-units": `Write the unit templates (kato@.service, kato.target, kg-worker@.service,
+kg-workers.target), the sysusers.d and tmpfiles.d entries, create the kato user
+and directories, and reload systemd. start and the worker commands do it by
+themselves the first time.`,
+	"workers": `Manage the KG worker pool: kg-worker@1.service ... kg-worker@N.service, which
+take items from the SQLite queue (kg.db_path) in batches, send them to the KG
+service (kg.service_url) and write the results back.`,
+	"workers start": `Enable and start kg-worker@1 ... kg-worker@N; N defaults to kg.num_workers.
+--poll-interval is written to /etc/kato/kg-worker.env, and the workers restart to
+read it.`,
+	"workers stop": `Stop and disable every worker. Each worker stops claiming items and finishes or
+hands back what it holds, so nothing is left in processing.`,
+	"workers scale": `Make exactly workers 1..N run, starting or stopping only the difference.`,
+	"workers health": `Report manager_running, total_workers, healthy_workers, unhealthy_workers,
+workers_restarted (systemd's restart counts) and worker_details. A worker is
+healthy when its unit runs and its process is neither stopped nor a zombie. Exit
+status 1 when a worker is unhealthy, unless --restart-unhealthy restarted it.`,
+	"workers stats": `The pool's aggregate statistics: the sums of the workers' reports, the KG
+service's status as the first worker sees it, and the queue's counts.`,
+	"queue": `Add to and inspect the KG queue, the SQLite database at kg.db_path.`,
+	"queue enqueue": `Queue crawled_content rows, by id, for KG processing. Higher priority goes first.`,
+	"queue retry-failed": `Put failed items, all of them or the ones named, back to pending with a fresh
+retry count.`,
+	"serve": `Serve GET /health (503 when a worker is unhealthy) and GET /stats as JSON, the
+same as workers health --json and workers stats --json, for monitoring tools.`,
+}
+
+// examples are each command's examples, by its path below the root.
+var examples = map[string]string{
+	"start": `  kato-manager start --id processor-1 --name "Main Processor" --port 8001
+  kato-manager start --id processor-2 --name Secondary --port 8002 --max-predictions 200
+  kato-manager start --id processor-3 --name "Auto Learner" --port 8003 --max-seq-length 10`,
+	"stop": `  kato-manager stop processor-1
+  kato-manager stop --name Secondary
+  kato-manager stop --all --no-mongo`,
+	"logs": `  kato-manager logs processor-1 -n 20
+  kato-manager logs processor-1 --since 10m -f`,
+	"workers scale": `  kato-manager workers scale 4`,
+	"queue enqueue": `  kato-manager queue enqueue 101 102 103 --priority 5`,
+}
+
+// describe gives every command of the tree its long help and examples.
+func describe(root *cobra.Command) {
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		path := strings.TrimPrefix(c.CommandPath(), root.Name()+" ")
+		if long, ok := longHelp[path]; ok {
+			c.Long = long
+		}
+		if ex, ok := examples[path]; ok {
+			c.Example = ex
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+}

@@ -163,13 +163,7 @@ func parent(name, short string, subs ...*cobra.Command) *cobra.Command {
 	cmd := &cobra.Command{Use: name, Short: short, Args: cobra.ArbitraryArgs, ValidArgsFunction: cobra.NoFileCompletions}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) == 0 {
-			var names []string
-			for _, c := range cmd.Commands() {
-				if c.IsAvailableCommand() {
-					names = append(names, c.Name())
-				}
-			}
-			return usagef("%s needs a subcommand: %s", name, strings.Join(names, ", "))
+			return usagef("%s needs a subcommand: %s", name, strings.Join(subcommandNames(cmd), ", "))
 		}
 		return unknownCommand(cmd, name+" subcommand", args[0])
 	}
@@ -205,19 +199,24 @@ func (a *app) resolvePaths(fs *pflag.FlagSet) {
 func unknownCommand(cmd *cobra.Command, what, name string) error {
 	msg := fmt.Sprintf("unknown %s %q", what, name)
 	if cmd.HasParent() {
-		var names []string
-		for _, c := range cmd.Commands() {
-			if c.IsAvailableCommand() {
-				names = append(names, c.Name())
-			}
-		}
-		msg += ": must be " + orList(names)
+		msg += ": must be " + orList(subcommandNames(cmd))
 	}
 	cmd.SuggestionsMinimumDistance = 2
 	if near := cmd.SuggestionsFor(name); len(near) > 0 {
 		msg += fmt.Sprintf("; did you mean %s?", orList(near))
 	}
 	return usagef("%s; run `%s --help`", msg, cmd.CommandPath())
+}
+
+// subcommandNames are the names of cmd's commands that the help lists.
+func subcommandNames(cmd *cobra.Command) []string {
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
+		}
+	}
+	return names
 }
 
 // orList writes names as "a, b or c".

@@ -61,6 +61,8 @@ units = []
 [kg]
 service_url = "http://localhost:8088"
 num_workers = 2
+# Small batches, so that both workers take part.
+batch_size = 2
 poll_interval = 1.0
 `, strings.Join(quoted, ", "))
 }
@@ -187,21 +189,21 @@ func (d *demo) run() error {
 		"SELECT count(*) || ' documents, ' || (SELECT count(*) FROM content_chunks) || ' chunks' FROM crawled_content"); err != nil {
 		return err
 	}
+
+	step("the KG worker pool, waiting for work, drains the queue")
+	if err := d.km("workers", "start"); err != nil {
+		return err
+	}
+	defer d.km("workers", "stop")
 	n := strings.Count(documents, "INSERT INTO crawled_content")
 	enqueue := []string{"queue", "enqueue"}
 	for i := 1; i <= n; i++ {
 		enqueue = append(enqueue, strconv.Itoa(i))
 	}
+	start := time.Now()
 	if err := d.km(enqueue...); err != nil {
 		return err
 	}
-
-	step("the KG worker pool draining the queue")
-	if err := d.km("workers", "start"); err != nil {
-		return err
-	}
-	defer d.km("workers", "stop")
-	start := time.Now()
 	if err := sdharness.WaitFor(d.ctx, 60*time.Second, "the workers to drain the queue", func() (bool, error) {
 		out, _, err := d.m.Run(d.ctx, testbed.KatoManager, "queue", "stats", "--json")
 		if err != nil {
@@ -218,7 +220,7 @@ func (d *demo) run() error {
 	}); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "the queue is drained: %d documents in %s\n", n, time.Since(start).Round(100*time.Millisecond))
+	fmt.Fprintf(out, "the queue is drained: %d documents in %s\n", n, time.Since(start).Round(time.Millisecond))
 	// The workers publish their counters about once a second.
 	time.Sleep(2 * time.Second)
 

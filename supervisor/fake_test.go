@@ -18,6 +18,22 @@ type fakeSystemd struct {
 	files   map[string]bool // unit files systemd knows
 	calls   []string
 	onStart func(unit string, u *UnitState)
+	// fail makes a call fail as systemd would: the key is the call as
+	// callLog records it ("stop kato@a.service"), the value a *BusError.
+	fail map[string]error
+}
+
+// busError is the error the real adapter returns for the D-Bus error name.
+func busError(name, message string) error {
+	return &BusError{Name: name, Message: message, sentinel: dbusSentinels[name]}
+}
+
+// failure returns the error injected for the call, if any.
+func (f *fakeSystemd) failure(call string) error {
+	if err, ok := f.fail[call]; ok {
+		return err
+	}
+	return nil
 }
 
 func newFakeSystemd() *fakeSystemd {
@@ -41,6 +57,9 @@ func (f *fakeSystemd) StartUnit(ctx context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("start %s", name)
+	if err := f.failure("start " + name); err != nil {
+		return err
+	}
 	u := f.unit(name)
 	u.ActiveState, u.SubState, u.ActiveSince = "active", "running", time.Now()
 	if f.onStart != nil {
@@ -53,7 +72,15 @@ func (f *fakeSystemd) StopUnit(ctx context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("stop %s", name)
-	if u, ok := f.units[name]; ok && u.ActiveState != "failed" {
+	if err := f.failure("stop " + name); err != nil {
+		return err
+	}
+	u, ok := f.units[name]
+	if !ok {
+		// systemd refuses to stop a unit it has not loaded.
+		return fmt.Errorf("stop %s: %w", name, busError("org.freedesktop.systemd1.NoSuchUnit", "Unit "+name+" not loaded."))
+	}
+	if u.ActiveState != "failed" {
 		u.ActiveState, u.SubState, u.MainPID = "inactive", "dead", 0
 	}
 	return nil
@@ -93,6 +120,9 @@ func (f *fakeSystemd) DisableUnits(ctx context.Context, names []string) error {
 	defer f.mu.Unlock()
 	for _, n := range names {
 		f.record("disable %s", n)
+		if err := f.failure("disable " + n); err != nil {
+			return err
+		}
 		delete(f.enabled, n)
 	}
 	return nil

@@ -396,10 +396,10 @@ func (m *Manager) listensOn(ctx context.Context, mainPID uint32, port int, hostW
 func (m *Manager) teardown(ctx context.Context, id string) error {
 	unit := units.InstanceUnit(id)
 	var errs []error
-	if err := m.Systemd.StopUnit(ctx, unit); err != nil && !isNoSuchUnit(err) {
+	if err := m.Systemd.StopUnit(ctx, unit); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 		errs = append(errs, err)
 	}
-	if err := m.Systemd.DisableUnits(ctx, []string{unit}); err != nil && !isNoSuchUnit(err) {
+	if err := m.Systemd.DisableUnits(ctx, []string{unit}); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 		errs = append(errs, err)
 	}
 	for _, path := range []string{m.dropInPath(id), m.envPath(id)} {
@@ -430,10 +430,6 @@ func (m *Manager) rollback(ctx context.Context, inst config.Instance, created bo
 		delete(r.Instances, inst.ID)
 		return nil
 	}))
-}
-
-func isNoSuchUnit(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "NoSuchUnit") || strings.Contains(err.Error(), "not loaded") || strings.Contains(err.Error(), "does not exist"))
 }
 
 // StopResult names the instances a stop removed.
@@ -502,7 +498,7 @@ func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, 
 	}
 	if withServices {
 		for _, s := range m.Config.Services.Units {
-			if err := m.Systemd.StopUnit(ctx, s); err != nil && !isNoSuchUnit(err) {
+			if err := m.Systemd.StopUnit(ctx, s); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 				errs = append(errs, err)
 				continue
 			}

@@ -66,6 +66,70 @@ func (u UnitState) Active() bool {
 // with the result "done".
 var ErrJobFailed = errors.New("systemd job failed")
 
+// Sentinel errors for the D-Bus errors systemd answers with, so that callers
+// branch with errors.Is on what systemd meant, never on message text. The
+// error returned keeps systemd's own name and message.
+var (
+	// ErrNoSuchUnit is org.freedesktop.systemd1.NoSuchUnit: systemd has no
+	// unit (or unit file) by that name, or the unit is not loaded.
+	ErrNoSuchUnit = errors.New("no such unit")
+	// ErrUnitMasked is org.freedesktop.systemd1.UnitMasked.
+	ErrUnitMasked = errors.New("unit masked")
+	// ErrLoadFailed is org.freedesktop.systemd1.LoadFailed or BadUnitSetting:
+	// the unit's files do not load.
+	ErrLoadFailed = errors.New("unit failed to load")
+	// ErrAccessDenied is org.freedesktop.DBus.Error.AccessDenied or
+	// InteractiveAuthorizationRequired: the caller may not do this.
+	ErrAccessDenied = errors.New("access denied by systemd")
+)
+
+// dbusSentinels maps the D-Bus error names systemd uses to the sentinels.
+var dbusSentinels = map[string]error{
+	"org.freedesktop.systemd1.NoSuchUnit":                         ErrNoSuchUnit,
+	"org.freedesktop.systemd1.UnitMasked":                         ErrUnitMasked,
+	"org.freedesktop.systemd1.LoadFailed":                         ErrLoadFailed,
+	"org.freedesktop.systemd1.BadUnitSetting":                     ErrLoadFailed,
+	"org.freedesktop.DBus.Error.AccessDenied":                     ErrAccessDenied,
+	"org.freedesktop.DBus.Error.InteractiveAuthorizationRequired": ErrAccessDenied,
+}
+
+// BusError is an error systemd answered a D-Bus call with: its D-Bus name,
+// its message and, when the name is one the supervisor branches on, the
+// sentinel it stands for.
+type BusError struct {
+	Name     string
+	Message  string
+	sentinel error
+}
+
+func (e *BusError) Error() string {
+	if e.Message == "" {
+		return e.Name
+	}
+	return e.Message + " (" + e.Name + ")"
+}
+
+// Is matches the sentinel the D-Bus name maps to.
+func (e *BusError) Is(target error) bool { return e.sentinel != nil && target == e.sentinel }
+
+// classify turns a godbus error into a *BusError; other errors pass as they
+// are.
+func classify(err error) error {
+	var de dbus.Error
+	if !errors.As(err, &de) {
+		var dp *dbus.Error
+		if !errors.As(err, &dp) || dp == nil {
+			return err
+		}
+		de = *dp
+	}
+	be := &BusError{Name: de.Name, sentinel: dbusSentinels[de.Name]}
+	if len(de.Body) > 0 {
+		be.Message, _ = de.Body[0].(string)
+	}
+	return be
+}
+
 // DBus is the Systemd implementation that talks to the system manager over
 // D-Bus.
 type DBus struct {
@@ -89,7 +153,7 @@ type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int
 func (d *DBus) runJob(ctx context.Context, verb string, fn jobFunc, name string) error {
 	ch := make(chan string, 1)
 	if _, err := fn(ctx, name, "replace", ch); err != nil {
-		return fmt.Errorf("%s %s: %w", verb, name, err)
+		return fmt.Errorf("%s %s: %w", verb, name, classify(err))
 	}
 	select {
 	case result := <-ch:
@@ -120,9 +184,8 @@ func (d *DBus) RestartUnit(ctx context.Context, name string) error {
 // ResetFailedUnit implements Systemd. A unit that is not loaded has nothing
 // to reset, which is not an error.
 func (d *DBus) ResetFailedUnit(ctx context.Context, name string) error {
-	err := d.conn.ResetFailedUnitContext(ctx, name)
-	var dbusErr dbus.Error
-	if errors.As(err, &dbusErr) && dbusErr.Name == "org.freedesktop.systemd1.NoSuchUnit" {
+	err := classify(d.conn.ResetFailedUnitContext(ctx, name))
+	if errors.Is(err, ErrNoSuchUnit) {
 		return nil
 	}
 	if err != nil {
@@ -134,7 +197,7 @@ func (d *DBus) ResetFailedUnit(ctx context.Context, name string) error {
 // EnableUnits implements Systemd.
 func (d *DBus) EnableUnits(ctx context.Context, names []string) error {
 	if _, _, err := d.conn.EnableUnitFilesContext(ctx, names, false, true); err != nil {
-		return fmt.Errorf("enable %v: %w", names, err)
+		return fmt.Errorf("enable %v: %w", names, classify(err))
 	}
 	return nil
 }
@@ -142,7 +205,7 @@ func (d *DBus) EnableUnits(ctx context.Context, names []string) error {
 // DisableUnits implements Systemd.
 func (d *DBus) DisableUnits(ctx context.Context, names []string) error {
 	if _, err := d.conn.DisableUnitFilesContext(ctx, names, false); err != nil {
-		return fmt.Errorf("disable %v: %w", names, err)
+		return fmt.Errorf("disable %v: %w", names, classify(err))
 	}
 	return nil
 }
@@ -150,7 +213,7 @@ func (d *DBus) DisableUnits(ctx context.Context, names []string) error {
 // Reload implements Systemd.
 func (d *DBus) Reload(ctx context.Context) error {
 	if err := d.conn.ReloadContext(ctx); err != nil {
-		return fmt.Errorf("daemon-reload: %w", err)
+		return fmt.Errorf("daemon-reload: %w", classify(err))
 	}
 	return nil
 }
@@ -159,7 +222,7 @@ func (d *DBus) Reload(ctx context.Context) error {
 func (d *DBus) ListUnits(ctx context.Context, patterns ...string) ([]UnitState, error) {
 	list, err := d.conn.ListUnitsByPatternsContext(ctx, nil, patterns)
 	if err != nil {
-		return nil, fmt.Errorf("list units %v: %w", patterns, err)
+		return nil, fmt.Errorf("list units %v: %w", patterns, classify(err))
 	}
 	out := make([]UnitState, 0, len(list))
 	for _, u := range list {
@@ -172,7 +235,7 @@ func (d *DBus) ListUnits(ctx context.Context, patterns ...string) ([]UnitState, 
 func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
 	props, err := d.conn.GetUnitPropertiesContext(ctx, name)
 	if err != nil {
-		return UnitState{}, fmt.Errorf("read properties of %s: %w", name, err)
+		return UnitState{}, fmt.Errorf("read properties of %s: %w", name, classify(err))
 	}
 	u := UnitState{
 		Name:             name,
@@ -209,7 +272,7 @@ func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
 func (d *DBus) UnitFileExists(ctx context.Context, name string) (bool, error) {
 	files, err := d.conn.ListUnitFilesByPatternsContext(ctx, nil, []string{name})
 	if err != nil {
-		return false, fmt.Errorf("list unit files %s: %w", name, err)
+		return false, fmt.Errorf("list unit files %s: %w", name, classify(err))
 	}
 	return len(files) > 0, nil
 }
@@ -218,7 +281,7 @@ func (d *DBus) UnitFileExists(ctx context.Context, name string) (bool, error) {
 func (d *DBus) Version(ctx context.Context) (string, error) {
 	p, err := d.conn.GetManagerProperty("Version")
 	if err != nil {
-		return "", fmt.Errorf("read systemd version: %w", err)
+		return "", fmt.Errorf("read systemd version: %w", classify(err))
 	}
 	// GetManagerProperty returns the variant's text form, a quoted string.
 	return strings.Trim(p, `"`), nil

@@ -119,7 +119,7 @@ func (p *Pool) stopAbove(ctx context.Context, n int) ([]string, error) {
 			continue
 		}
 		name := units.WorkerUnit(num)
-		if err := p.Systemd.DisableUnits(ctx, []string{name}); err != nil && !isNoSuchUnit(err) {
+		if err := p.Systemd.DisableUnits(ctx, []string{name}); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 			errs = append(errs, err)
 		}
 		// systemd keeps a stopped unit loaded for a while: one that is

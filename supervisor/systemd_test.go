@@ -1,0 +1,77 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/godbus/dbus/v5"
+)
+
+func TestClassifyMapsDBusNamesToSentinels(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want error
+	}{
+		{"org.freedesktop.systemd1.NoSuchUnit", ErrNoSuchUnit},
+		{"org.freedesktop.systemd1.UnitMasked", ErrUnitMasked},
+		{"org.freedesktop.systemd1.LoadFailed", ErrLoadFailed},
+		{"org.freedesktop.systemd1.BadUnitSetting", ErrLoadFailed},
+		{"org.freedesktop.DBus.Error.AccessDenied", ErrAccessDenied},
+		{"org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", ErrAccessDenied},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := dbus.Error{Name: tc.name, Body: []any{"Unit x.service not loaded."}}
+			err := fmt.Errorf("stop x.service: %w", classify(raw))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("errors.Is(%v, %v) = false", err, tc.want)
+			}
+			for _, other := range []error{ErrNoSuchUnit, ErrUnitMasked, ErrLoadFailed, ErrAccessDenied} {
+				if other != tc.want && errors.Is(err, other) {
+					t.Errorf("%v also matches %v", err, other)
+				}
+			}
+			var be *BusError
+			if !errors.As(err, &be) || be.Name != tc.name || be.Message != "Unit x.service not loaded." {
+				t.Errorf("BusError = %+v, want name %s and systemd's message", be, tc.name)
+			}
+		})
+	}
+	// A name the supervisor does not branch on matches no sentinel, and a
+	// message that merely mentions one is not classified by its text.
+	err := classify(dbus.Error{Name: "org.freedesktop.systemd1.JobFailed", Body: []any{"NoSuchUnit not loaded does not exist"}})
+	for _, s := range []error{ErrNoSuchUnit, ErrUnitMasked, ErrLoadFailed, ErrAccessDenied} {
+		if errors.Is(err, s) {
+			t.Errorf("%v matches %v", err, s)
+		}
+	}
+	plain := errors.New("Unit kato@x.service not loaded.")
+	if errors.Is(classify(plain), ErrNoSuchUnit) {
+		t.Error("an error that is not a D-Bus error was classified by its text")
+	}
+}
+
+func TestTeardownToleratesNoSuchUnitOnly(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	// Never loaded: the fake answers stop with NoSuchUnit, as systemd does,
+	// and teardown treats the unit as already gone.
+	if err := e.m.teardown(ctx, "never"); err != nil {
+		t.Fatalf("teardown of a unit systemd does not know: %v", err)
+	}
+	e.start(t, StartRequest{ID: "a"})
+	e.sd.fail = map[string]error{
+		"stop kato@a.service": fmt.Errorf("stop kato@a.service: %w", busError("org.freedesktop.DBus.Error.AccessDenied", "Access denied")),
+	}
+	err := e.m.teardown(ctx, "a")
+	if !errors.Is(err, ErrAccessDenied) {
+		t.Fatalf("teardown with stop denied = %v, want ErrAccessDenied", err)
+	}
+	e.sd.fail = map[string]error{
+		"disable kato@a.service": fmt.Errorf("disable: %w", busError("org.freedesktop.systemd1.NoSuchUnit", "Unit file kato@a.service does not exist.")),
+	}
+	if err := e.m.teardown(ctx, "a"); err != nil {
+		t.Fatalf("teardown with the unit file gone: %v", err)
+	}
+}

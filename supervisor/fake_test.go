@@ -21,6 +21,9 @@ type fakeSystemd struct {
 	// fail makes a call fail as systemd would: the key is the call as
 	// callLog records it ("stop kato@a.service"), the value a *BusError.
 	fail map[string]error
+	// onList, when set, runs at the start of every ListUnits call, outside
+	// the fake's lock.
+	onList func()
 }
 
 // busError is the error the real adapter returns for the D-Bus error name.
@@ -142,6 +145,9 @@ func (f *fakeSystemd) Reload(ctx context.Context) error {
 }
 
 func (f *fakeSystemd) ListUnits(ctx context.Context, patterns ...string) ([]UnitState, error) {
+	if f.onList != nil {
+		f.onList()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []UnitState

@@ -99,12 +99,17 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	if err := ValidateStart(req); err != nil {
 		return nil, err
 	}
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if err := m.EnsureUnits(ctx); err != nil {
 		return nil, err
 	}
 	res := &StartResult{}
 	var created bool
-	err := m.Registry.Update(func(r *config.Registry) error {
+	err = m.Registry.Update(func(r *config.Registry) error {
 		if existing, ok := r.Instances[req.ID]; ok {
 			res.Instance = *existing
 			return nil
@@ -442,6 +447,11 @@ type StopResult struct {
 // its registry entry and any failed state. A unit kato-manager made whose
 // registry entry is gone is stopped by its ID too.
 func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
@@ -472,6 +482,11 @@ func (m *Manager) remove(ctx context.Context, id string) error {
 // StopAll stops every instance, registered or orphaned, and, when
 // withServices is set, the shared service units as well.
 func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, error) {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
@@ -512,6 +527,11 @@ func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, 
 // changes to the global configuration, and waits for its API port. Learned
 // memory is kept.
 func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration) (*config.Instance, error) {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/kato-manager/kato-manager/config"
 )
 
 func TestClassifyMapsDBusNamesToSentinels(t *testing.T) {
@@ -73,5 +76,75 @@ func TestTeardownToleratesNoSuchUnitOnly(t *testing.T) {
 	}
 	if err := e.m.teardown(ctx, "a"); err != nil {
 		t.Fatalf("teardown with the unit file gone: %v", err)
+	}
+}
+
+// TestGCNeverUndoesAFinishedStart is the finding that gc worked from a
+// registry read before it took the lock: a start that finished in between
+// looked like an orphan and was torn down after reporting success.
+func TestGCNeverUndoesAFinishedStart(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	startDone := make(chan error, 1)
+	var once sync.Once
+	// Between gc's look at the registry and its look at systemd, another
+	// command starts an instance.
+	e.sd.onList = func() {
+		once.Do(func() {
+			go func() {
+				_, err := e.m.Start(ctx, StartRequest{ID: "late", Parameters: config.DefaultParameters()})
+				startDone <- err
+			}()
+			select {
+			case err := <-startDone:
+				startDone <- err // finished inside gc's window
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
+	}
+	if _, err := e.m.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-startDone; err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if _, ok := e.registry(t).Instances["late"]; !ok {
+		t.Fatal("the started instance lost its registry entry")
+	}
+	u, _ := e.sd.Unit(ctx, "kato@late.service")
+	if u.ActiveState != "active" || !e.m.hasUnitFiles("late") {
+		t.Fatalf("the started instance is %s, unit files present %v", u.ActiveState, e.m.hasUnitFiles("late"))
+	}
+}
+
+// TestStopAndRestartSerialise: a stop that runs while a restart holds the
+// operation lock waits for it, and then finds the instance to stop.
+func TestStopAndRestartSerialise(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "a"})
+	release, err := e.m.Registry.LockOperations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() {
+		_, err := e.m.Stop(ctx, "a")
+		stopped <- err
+	}()
+	select {
+	case err := <-stopped:
+		t.Fatalf("stop ran while another operation held the lock: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, ok := e.registry(t).Instances["a"]; !ok {
+		t.Fatal("instance removed while the lock was held")
+	}
+	release()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.registry(t).Instances["a"]; ok {
+		t.Fatal("stop did not remove the instance")
 	}
 }

@@ -232,6 +232,13 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 // instance units that have no registry entry.
 func (m *Manager) GC(ctx context.Context) (Drift, error) {
 	var done Drift
+	// Under the operation lock, so the picture below is taken after any
+	// start or stop in flight has finished, never before.
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return done, err
+	}
+	defer release()
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return done, err

@@ -268,11 +268,21 @@ func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.
 	m := &supervisor.Manager{
 		Systemd:   sd,
 		Config:    cfg,
-		Registry:  config.OpenRegistry(a.registryPath),
+		Registry:  a.registry(),
 		Ports:     supervisor.HostPorts{},
 		Processes: supervisor.HostProcesses{},
 		Journal:   supervisor.SystemJournal{},
 		Paths:     supervisor.DefaultPaths(),
 	}
 	return m, sd.Close, nil
+}
+
+// registry opens the instance registry; a command kept waiting for its lock
+// says who holds it.
+func (a *app) registry() *config.RegistryFile {
+	r := config.OpenRegistry(a.registryPath)
+	r.OnLockWait = func(lock, holder string) {
+		fmt.Fprintf(a.stderr, "waiting for %s, held by %s\n", lock, holder)
+	}
+	return r
 }

@@ -146,6 +146,8 @@ func (a *app) dispatch(ctx context.Context, cmd string, args []string) error {
 		return a.queue(ctx, args)
 	case "serve":
 		return a.serve(ctx, args)
+	case queueDBCommand:
+		return a.serveQueueDB(ctx, args)
 	}
 	return usagef("unknown command %q; run `kato-manager --help`", cmd)
 }

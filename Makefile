@@ -40,8 +40,11 @@ bench:
 install: build
 	install -D -m 0755 bin/kato-manager $(DESTDIR)$(PREFIX)/bin/kato-manager
 	install -D -m 0755 bin/kg-worker $(DESTDIR)$(LIBEXEC)/kg-worker
+	@# kato.toml holds the MongoDB URL: root and the kato group (the workers)
+	@# read it; install-units gives it to the group if it does not exist yet.
 	@if [ ! -e $(DESTDIR)/etc/kato/kato.toml ]; then \
-		install -D -m 0644 config/kato.toml $(DESTDIR)/etc/kato/kato.toml; \
+		install -D -m 0640 config/kato.toml $(DESTDIR)/etc/kato/kato.toml; \
+		if [ -z "$(DESTDIR)" ] && getent group kato >/dev/null; then chgrp kato /etc/kato/kato.toml; fi; \
 	fi
 
 # The deb and rpm packages, in dist/. The version comes from

@@ -259,7 +259,7 @@ func (s Services) validate() error {
 		}
 	}
 	if !validMongoURL(s.MongoURL) {
-		return &FieldError{Field: "services.mongo_url", Value: s.MongoURL, Rule: "must be a mongodb:// or mongodb+srv:// connection string"}
+		return &FieldError{Field: "services.mongo_url", Value: RedactURL(s.MongoURL), Rule: "must be a mongodb:// or mongodb+srv:// connection string"}
 	}
 	return nil
 }
@@ -417,7 +417,7 @@ func setFloat(field func(*KG) *float64) func(*KG, string) string {
 func checkHTTPURL(field, s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
-		return &FieldError{Field: field, Value: s, Rule: "must be an absolute http or https URL"}
+		return &FieldError{Field: field, Value: RedactURL(s), Rule: "must be an absolute http or https URL"}
 	}
 	return nil
 }

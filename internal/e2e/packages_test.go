@@ -194,6 +194,10 @@ func TestDebLifecycle(t *testing.T) {
 	if got := m.readFile("/etc/kato/kato.toml"); got != string(config.DefaultFile) {
 		t.Errorf("/etc/kato/kato.toml is not config/kato.toml:\n%s", got)
 	}
+	// It holds the MongoDB URL: root and the workers' group read it, nobody else.
+	if got := strings.TrimSpace(m.must("stat", "-c", "%a %U:%G", "/etc/kato/kato.toml")); got != "640 root:kato" {
+		t.Errorf("/etc/kato/kato.toml is %s, want 640 root:kato", got)
+	}
 
 	// The operator's edit of the configuration: the processor test double,
 	// no shared services, KG processing off (no KG service here).

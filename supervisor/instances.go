@@ -80,12 +80,16 @@ func (m *Manager) now() time.Time {
 	return time.Now()
 }
 
-func (m *Manager) dropInPath(id string) string {
-	return filepath.Join(m.Paths.UnitDir, units.InstanceDropInDir(id), units.DropInName)
+func (m *Manager) dropInPath(id string) string { return m.Paths.dropInPath(id) }
+
+func (m *Manager) envPath(id string) string { return m.Paths.envPath(id) }
+
+func (p Paths) dropInPath(id string) string {
+	return filepath.Join(p.UnitDir, units.InstanceDropInDir(id), units.DropInName)
 }
 
-func (m *Manager) envPath(id string) string {
-	return filepath.Join(m.Paths.EnvDir, id+".env")
+func (p Paths) envPath(id string) string {
+	return filepath.Join(p.EnvDir, id+".env")
 }
 
 // Start registers, configures and starts an instance, and waits until its
@@ -582,12 +586,17 @@ func (m *Manager) startError(ctx context.Context, unit string, err error) *Start
 }
 
 // hasUnitFiles reports whether kato-manager's files for id exist.
-func (m *Manager) hasUnitFiles(id string) bool {
+func (m *Manager) hasUnitFiles(id string) bool { return m.Paths.HasInstanceFiles(id) }
+
+// HasInstanceFiles reports whether kato-manager's drop-in or environment
+// file for the instance id exists: an instance that can be stopped even
+// without a registry entry.
+func (p Paths) HasInstanceFiles(id string) bool {
 	if config.ValidateID(id) != nil {
 		return false
 	}
-	for _, p := range []string{m.dropInPath(id), m.envPath(id)} {
-		if _, err := os.Stat(p); err == nil {
+	for _, path := range []string{p.dropInPath(id), p.envPath(id)} {
+		if _, err := os.Stat(path); err == nil {
 			return true
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -53,10 +54,10 @@ func (p *Pool) workerUnits(ctx context.Context) (map[int]UnitState, error) {
 // Start writes the pool settings and starts workers 1..n; workers above n
 // that run are left alone (use Scale to stop them).
 func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, error) {
-	if err := validateWorkerCount(n); err != nil {
+	if err := ValidateWorkerCount(n); err != nil {
 		return nil, err
 	}
-	if s.PollInterval < 0 {
+	if !(s.PollInterval >= 0) || math.IsInf(s.PollInterval, 0) {
 		return nil, &config.FieldError{Field: "poll_interval", Value: fmt.Sprint(s.PollInterval), Rule: "must be greater than 0"}
 	}
 	if s.PollInterval > 0 {
@@ -92,7 +93,8 @@ func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, erro
 	return started, nil
 }
 
-func validateWorkerCount(n int) error {
+// ValidateWorkerCount checks a number of workers: 1 to 64.
+func ValidateWorkerCount(n int) error {
 	if n < 1 || n > 64 {
 		return &config.FieldError{Field: "workers", Value: strconv.Itoa(n), Rule: "must be between 1 and 64"}
 	}
@@ -168,7 +170,7 @@ func (p *Pool) Restart(ctx context.Context) ([]string, error) {
 // Scale makes exactly workers 1..n run, starting and stopping the
 // difference while the others keep working.
 func (p *Pool) Scale(ctx context.Context, n int) (started, stopped []string, err error) {
-	if err := validateWorkerCount(n); err != nil {
+	if err := ValidateWorkerCount(n); err != nil {
 		return nil, nil, err
 	}
 	started, err = p.Start(ctx, n, PoolSettings{})

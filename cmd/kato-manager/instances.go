@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -35,6 +36,29 @@ func (a *app) start(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
+	}
+	// A flag given is taken as given: an empty --id or --name, a zero
+	// port or a duration that is not positive is an error, never a default.
+	if fs.Changed("id") {
+		if err := config.ValidateID(*id); err != nil {
+			return err
+		}
+	}
+	if fs.Changed("name") {
+		if err := config.ValidateName(*name); err != nil {
+			return err
+		}
+	}
+	for _, p := range []struct {
+		flag  string
+		value int
+	}{{"port", *port}, {"zmq_port", *zmqPort}} {
+		if fs.Changed(strings.ReplaceAll(p.flag, "_", "-")) && p.value == 0 {
+			return &config.FieldError{Field: p.flag, Value: "0", Rule: "must be between 1 and 65535"}
+		}
+	}
+	if err := positiveDuration(fs, "timeout", *timeout); err != nil {
+		return err
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {
@@ -113,6 +137,18 @@ func (a *app) stop(ctx context.Context, args []string) error {
 	if len(refs) == 1 && (*all || *withMongo || *noMongo) {
 		return usagef("--all, --with-mongo and --no-mongo go without an instance")
 	}
+	for _, f := range []string{"id", "name"} {
+		if v, _ := fs.GetString(f); fs.Changed(f) && v == "" {
+			return &config.FieldError{Field: f, Value: "", Rule: "must not be empty"}
+		}
+	}
+	if len(refs) == 1 {
+		// An instance with unit files but no registry entry can still be
+		// stopped; anything else unknown is refused before systemd is asked.
+		if _, err := a.findInstance(refs[0]); err != nil && !supervisor.DefaultPaths().HasInstanceFiles(refs[0]) {
+			return err
+		}
+	}
 	m, done, err := a.manager(ctx)
 	if err != nil {
 		return err
@@ -147,6 +183,25 @@ func (a *app) stop(ctx context.Context, args []string) error {
 	return err
 }
 
+// findInstance looks ref up in the registry, without systemd: an unknown
+// instance is a usage error found before anything is asked of systemd.
+func (a *app) findInstance(ref string) (*config.Instance, error) {
+	reg, err := a.registry().Load()
+	if err != nil {
+		return nil, err
+	}
+	return reg.Find(ref)
+}
+
+// positiveDuration checks a duration flag the user gave: it must be
+// greater than zero.
+func positiveDuration(fs *pflag.FlagSet, flag string, d time.Duration) error {
+	if fs.Changed(flag) && d <= 0 {
+		return &config.FieldError{Field: flag, Value: d.String(), Rule: "must be greater than 0"}
+	}
+	return nil
+}
+
 func isTerminal(fd uintptr) bool {
 	_, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
 	return err == nil
@@ -160,6 +215,12 @@ func (a *app) restart(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() != 1 {
 		return usagef("restart takes one instance ID or name")
+	}
+	if err := positiveDuration(fs, "timeout", *timeout); err != nil {
+		return err
+	}
+	if _, err := a.findInstance(fs.Arg(0)); err != nil {
+		return err
 	}
 	m, done, err := a.manager(ctx)
 	if err != nil {
@@ -301,16 +362,11 @@ func (a *app) logs(ctx context.Context, args []string) error {
 	if *lines < 0 {
 		return &config.FieldError{Field: "lines", Value: fmt.Sprint(*lines), Rule: "must be 0 or more"}
 	}
-	reg, err := config.OpenRegistry(a.registryPath).Load()
+	inst, err := a.findInstance(fs.Arg(0))
 	if err != nil {
-		return err
+		return fmt.Errorf("%w; the journal of a removed instance stays readable with `journalctl -u kato@ID.service`", err)
 	}
-	unit := "kato@" + fs.Arg(0) + ".service"
-	if inst, err := reg.Find(fs.Arg(0)); err == nil {
-		unit = inst.Unit
-	} else if config.ValidateID(fs.Arg(0)) != nil {
-		return err
-	}
+	unit := inst.Unit
 	j := supervisor.SystemJournal{}
 	if *follow {
 		return j.Follow(ctx, unit, *lines, a.stdout)

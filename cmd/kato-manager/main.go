@@ -179,7 +179,7 @@ func (a *app) report(err error) int {
 	if errors.Is(err, config.ErrMalformed) {
 		return exitFailed
 	}
-	if errors.As(err, &ue) || errors.As(err, &fe) || errors.Is(err, config.ErrAmbiguous) {
+	if errors.As(err, &ue) || errors.As(err, &fe) || errors.Is(err, config.ErrAmbiguous) || errors.Is(err, config.ErrNotFound) {
 		return exitUsage
 	}
 	return exitFailed

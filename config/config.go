@@ -47,6 +47,7 @@ type Config struct {
 	Ports     Ports      `toml:"ports"`
 	Services  Services   `toml:"services"`
 	KG        KG         `toml:"kg"`
+	Limits    Limits     `toml:"limits"`
 }
 
 // Processor describes how to run the KATO processor program.
@@ -115,6 +116,7 @@ func Default() *Config {
 			LeaseSeconds:   60,
 			DBPath:         DefaultKGDBPath,
 		},
+		Limits: DefaultLimits(),
 	}
 }
 
@@ -186,7 +188,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.Limits.validate()
 }
 
 // logLevels are the levels the KATO processor accepts.

@@ -64,6 +64,10 @@ func (f *fakeSystemd) StartUnit(ctx context.Context, name string) error {
 		return err
 	}
 	u := f.unit(name)
+	if u.StartLimitHit() {
+		// systemd refuses until reset-failed.
+		return fmt.Errorf("start %s: job result %q: %w", name, "failed", ErrJobFailed)
+	}
 	u.ActiveState, u.SubState, u.ActiveSince = "active", "running", time.Now()
 	if f.onStart != nil {
 		f.onStart(name, u)
@@ -101,7 +105,7 @@ func (f *fakeSystemd) ResetFailedUnit(ctx context.Context, name string) error {
 	defer f.mu.Unlock()
 	if u, ok := f.units[name]; ok {
 		if u.ActiveState == "failed" {
-			u.ActiveState, u.SubState = "inactive", "dead"
+			u.ActiveState, u.SubState, u.Result = "inactive", "dead", "success"
 		}
 		u.NRestarts = 0
 	}
@@ -167,10 +171,16 @@ func (f *fakeSystemd) ListUnits(ctx context.Context, patterns ...string) ([]Unit
 func (f *fakeSystemd) Unit(ctx context.Context, name string) (UnitState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if u, ok := f.units[name]; ok {
-		return *u, nil
+	state := "disabled"
+	if f.enabled[name] {
+		state = "enabled"
 	}
-	return UnitState{Name: name, LoadState: "not-found", ActiveState: "inactive", SubState: "dead"}, nil
+	if u, ok := f.units[name]; ok {
+		c := *u
+		c.UnitFileState = state
+		return c, nil
+	}
+	return UnitState{Name: name, LoadState: "not-found", ActiveState: "inactive", SubState: "dead", UnitFileState: state}, nil
 }
 
 func (f *fakeSystemd) UnitFileExists(ctx context.Context, name string) (bool, error) {

@@ -281,6 +281,7 @@ func (m *Manager) writeInstanceFiles(inst config.Instance) error {
 		Name:     inst.Name,
 		Command:  command,
 		Services: m.Config.Services.Units,
+		Limits:   units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
 	})
 	if err != nil {
 		return fmt.Errorf("render %s: %w", inst.Unit, err)

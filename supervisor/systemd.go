@@ -55,6 +55,16 @@ type UnitState struct {
 	NRestarts        uint32
 	ActiveSince      time.Time
 	NeedDaemonReload bool
+	// UnitFileState is enabled, disabled, static, linked, …: whether the
+	// unit comes back at boot.
+	UnitFileState string
+}
+
+// StartLimitHit reports whether systemd gave up starting the unit because
+// it was started too often (StartLimitBurst= within StartLimitIntervalSec=);
+// it stays so until reset-failed.
+func (u UnitState) StartLimitHit() bool {
+	return u.ActiveState == "failed" && u.Result == "start-limit-hit"
 }
 
 // Active reports whether the unit is up or on its way up.
@@ -243,6 +253,7 @@ func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
 		ActiveState:      propString(props, "ActiveState"),
 		SubState:         propString(props, "SubState"),
 		NeedDaemonReload: propBool(props, "NeedDaemonReload"),
+		UnitFileState:    propString(props, "UnitFileState"),
 	}
 	if usec, ok := props["ActiveEnterTimestamp"].(uint64); ok && usec > 0 {
 		u.ActiveSince = time.UnixMicro(int64(usec))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,5 +148,81 @@ func TestStopAndRestartSerialise(t *testing.T) {
 	}
 	if _, ok := e.registry(t).Instances["a"]; ok {
 		t.Fatal("stop did not remove the instance")
+	}
+}
+
+func TestStatusShowsStartLimitAndRestartClearsIt(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "a"})
+	e.sd.set("kato@a.service", func(u *UnitState) {
+		u.ActiveState, u.SubState, u.Result, u.MainPID = "failed", "failed", "start-limit-hit", 0
+	})
+	st, err := e.m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := st.Instances[0]
+	if !is.StartLimitHit || !strings.Contains(is.Problem, "start limit hit") || !strings.Contains(is.Problem, "kato-manager restart a") {
+		t.Fatalf("status of an instance at its start limit: %+v", is)
+	}
+	if st.Healthy() {
+		t.Error("an instance at its start limit counts as healthy")
+	}
+	// systemd refuses a plain start until the failure is reset; restart
+	// resets it.
+	if _, err := e.m.Restart(ctx, "a", 0); err != nil {
+		t.Fatalf("restart after the start limit: %v", err)
+	}
+	st, err = e.m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if is := st.Instances[0]; is.StartLimitHit || is.Problem != "" || is.ActiveState != "active" {
+		t.Fatalf("after restart: %+v", is)
+	}
+}
+
+func TestStatusWarnsWhatWillNotComeBackAtBoot(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "a"})
+	warnings := func() []string {
+		t.Helper()
+		st, err := e.m.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Warnings
+	}
+	got := warnings()
+	if len(got) != 1 || !strings.Contains(got[0], "kato.target is disabled, not enabled: the instances will not come back at boot") {
+		t.Fatalf("warnings with kato.target disabled = %q", got)
+	}
+	e.sd.EnableUnits(ctx, []string{"kato.target"})
+	if got := warnings(); len(got) != 0 {
+		t.Fatalf("warnings with everything enabled = %q", got)
+	}
+	e.sd.DisableUnits(ctx, []string{"kato@a.service"})
+	if got := warnings(); len(got) != 1 || !strings.Contains(got[0], "kato@a.service runs but is not enabled") {
+		t.Fatalf("warnings with the instance disabled = %q", got)
+	}
+	e.sd.EnableUnits(ctx, []string{"kato@a.service"})
+	e.sd.set("kg-worker@1.service", func(u *UnitState) { u.ActiveState, u.SubState = "active", "running" })
+	if got := warnings(); len(got) != 1 || !strings.Contains(got[0], "kg-workers.target is disabled") {
+		t.Fatalf("warnings with a worker and kg-workers.target disabled = %q", got)
+	}
+}
+
+func TestInstanceDropInCarriesLimits(t *testing.T) {
+	e := newTestEnv(t)
+	e.m.Config.Limits.InstanceMemoryMax, e.m.Config.Limits.InstanceTasksMax = "700M", 99
+	e.start(t, StartRequest{ID: "a"})
+	data, err := os.ReadFile(e.m.dropInPath("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "\nMemoryMax=700M\nTasksMax=99\n") {
+		t.Errorf("drop-in:\n%s", data)
 	}
 }

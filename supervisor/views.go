@@ -117,8 +117,12 @@ type InstanceStatus struct {
 	APIListening bool   `json:"api_listening"`
 	// APIHolder is the pid listening on the API port when it is not one of
 	// the instance's own processes.
-	APIHolder int32  `json:"api_holder,omitempty"`
-	Problem   string `json:"problem,omitempty"`
+	APIHolder int32 `json:"api_holder,omitempty"`
+	// StartLimitHit is set when systemd gave up restarting the instance.
+	StartLimitHit bool `json:"start_limit_hit"`
+	// Enabled is whether the instance comes back at boot.
+	Enabled bool   `json:"enabled"`
+	Problem string `json:"problem,omitempty"`
 }
 
 // Drift is where the registry and systemd disagree.
@@ -140,6 +144,9 @@ type Status struct {
 	Services         []ServiceState   `json:"services"`
 	Instances        []InstanceStatus `json:"instances"`
 	Drift            Drift            `json:"drift"`
+	// Warnings are what does not stop anything now but will bite later,
+	// such as an instance that will not come back at boot.
+	Warnings []string `json:"warnings"`
 }
 
 // Healthy reports whether every instance runs and listens, every shared
@@ -165,7 +172,7 @@ func (s *Status) Healthy() bool {
 // including whether each API port is really held by the instance's
 // processor.
 func (m *Manager) Status(ctx context.Context) (*Status, error) {
-	st := &Status{Services: []ServiceState{}, Instances: []InstanceStatus{}}
+	st := &Status{Services: []ServiceState{}, Instances: []InstanceStatus{}, Warnings: []string{}}
 	version, err := m.Systemd.Version(ctx)
 	if err != nil {
 		st.SystemdError = err.Error()
@@ -192,7 +199,8 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		if err != nil {
 			return nil, err
 		}
-		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result}
+		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result,
+			StartLimitHit: u.StartLimitHit(), Enabled: enabledAtBoot(u.UnitFileState)}
 		is.ActiveState, is.SubState = u.ActiveState, u.SubState
 		if holder, ok := listening[v.APIPort]; ok {
 			own := false
@@ -208,12 +216,17 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		switch {
 		case missing:
 			is.Problem = "unit files missing (run `kato-manager gc`)"
+		case is.StartLimitHit:
+			is.Problem = fmt.Sprintf("systemd gave up restarting it (start limit hit); see `kato-manager logs %s`, fix the cause, then `kato-manager restart %s`", v.ID, v.ID)
 		case u.ActiveState != "active":
 			is.Problem = "not running"
 		case is.APIHolder != 0:
 			is.Problem = fmt.Sprintf("API port %d held by pid %d, not by the instance", v.APIPort, is.APIHolder)
 		case !is.APIListening:
 			is.Problem = fmt.Sprintf("not listening on API port %d", v.APIPort)
+		}
+		if u.Active() && !is.Enabled {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("%s runs but is not enabled: it will not come back at boot (run `systemctl enable %s`)", v.Unit, v.Unit))
 		}
 		st.Instances = append(st.Instances, is)
 		if missing {
@@ -224,7 +237,56 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := m.targetWarnings(ctx, st, len(snap.views) > 0); err != nil {
+		return nil, err
+	}
 	return st, nil
+}
+
+// enabledAtBoot reports whether a unit file state brings the unit up at
+// boot: enabled, or enabled-runtime until the next boot.
+func enabledAtBoot(state string) bool {
+	return state == "enabled" || state == "enabled-runtime" || state == "alias"
+}
+
+// targetWarnings warns when kato.target or kg-workers.target is not enabled
+// while it has members: they would not come back at boot.
+func (m *Manager) targetWarnings(ctx context.Context, st *Status, instances bool) error {
+	workers, err := m.Systemd.ListUnits(ctx, units.WorkerPattern)
+	if err != nil {
+		return err
+	}
+	hasWorkers := false
+	for _, w := range workers {
+		hasWorkers = hasWorkers || w.Active()
+	}
+	for _, t := range []struct {
+		target  string
+		members bool
+		what    string
+	}{
+		{units.InstanceTarget, instances, "instances"},
+		{units.WorkerTarget, hasWorkers, "KG workers"},
+	} {
+		if !t.members {
+			continue
+		}
+		u, err := m.Systemd.Unit(ctx, t.target)
+		if err != nil {
+			return err
+		}
+		if !enabledAtBoot(u.UnitFileState) {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("%s is %s, not enabled: the %s will not come back at boot (run `systemctl enable %s`)", t.target, orUnknown(u.UnitFileState), t.what, t.target))
+		}
+	}
+	return nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 // GC repairs drift: it removes registry entries whose unit files are gone

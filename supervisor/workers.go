@@ -25,6 +25,9 @@ type Pool struct {
 	Config  *config.Config
 	// EnvDir is where WorkerEnvFile lives: /etc/kato.
 	EnvDir string
+	// UnitDir is where the workers' drop-in with their resource limits
+	// goes: /etc/systemd/system.
+	UnitDir string
 	// ProcessStatus reports a process's state letters as gopsutil does (R,
 	// S, T, Z, …); nil means gopsutil.
 	ProcessStatus func(ctx context.Context, pid int32) ([]string, error)
@@ -66,6 +69,9 @@ func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, erro
 			return nil, err
 		}
 	}
+	if err := p.writeDropIn(ctx); err != nil {
+		return nil, err
+	}
 	var started []string
 	names := make([]string, 0, n)
 	for i := 1; i <= n; i++ {
@@ -91,6 +97,21 @@ func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, erro
 		started = append(started, name)
 	}
 	return started, nil
+}
+
+// writeDropIn writes the limits of kato.toml into the drop-in every worker
+// reads, reloading systemd when it changed.
+func (p *Pool) writeDropIn(ctx context.Context) error {
+	l := p.Config.Limits
+	data, err := units.RenderWorkerDropIn(units.Limits{MemoryMax: l.WorkerMemoryMax, TasksMax: l.WorkerTasksMax})
+	if err != nil {
+		return err
+	}
+	changed, err := writeFileAtomic(filepath.Join(p.UnitDir, units.WorkerDropInDir, units.DropInName), data, 0o644)
+	if err != nil || !changed {
+		return err
+	}
+	return p.Systemd.Reload(ctx)
 }
 
 // ValidateWorkerCount checks a number of workers: 1 to 64.

@@ -278,7 +278,7 @@ func (a *app) status(ctx context.Context, args []string) error {
 	var st *supervisor.Status
 	if m, done, err := a.managerWith(ctx, cfg); err != nil {
 		// Not reaching systemd is a finding of status, not a failure to run.
-		st = &supervisor.Status{SystemdError: err.Error(), Services: []supervisor.ServiceState{}, Instances: []supervisor.InstanceStatus{}}
+		st = &supervisor.Status{SystemdError: err.Error(), Services: []supervisor.ServiceState{}, Instances: []supervisor.InstanceStatus{}, Warnings: []string{}}
 	} else {
 		defer done()
 		if st, err = m.Status(ctx); err != nil {
@@ -336,6 +336,9 @@ func printStatus(a *app, st *supervisor.Status) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", i.ID, i.Unit, i.State(), i.Restarts, i.APIPort, listening, problem)
 		}
 		tw.Flush()
+	}
+	for _, w := range st.Warnings {
+		fmt.Fprintf(a.stdout, "warning: %s\n", w)
 	}
 	if st.Drift.Empty() {
 		fmt.Fprintln(a.stdout, "registry: in step with systemd")

@@ -29,7 +29,7 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 		sd.Close()
 		return nil, nil, nil, err
 	}
-	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: filepath.Dir(a.configPath)}
+	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: filepath.Dir(a.configPath), UnitDir: m.Paths.UnitDir}
 	return p, cfg, sd.Close, nil
 }
 

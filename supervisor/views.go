@@ -4,6 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -350,35 +357,49 @@ func (m *Manager) EnsureUnits(ctx context.Context) error {
 }
 
 // InstallUnits writes the unit templates, the sysusers.d and tmpfiles.d
-// entries, creates the kato user and directories, and reloads systemd. It
-// returns the files it changed.
-func (m *Manager) InstallUnits(ctx context.Context) ([]string, error) {
-	var changed []string
+// entries under the vendor directories, removes the copies earlier versions
+// wrote into /etc, creates the kato user and directories, makes kato.toml
+// readable by the kato group only, reloads systemd and enables kato.target
+// and kg-workers.target, so that what is started comes back at boot. It
+// reports the files it wrote and removed.
+func (m *Manager) InstallUnits(ctx context.Context) (*InstallResult, error) {
+	res := &InstallResult{}
 	var sysusers, tmpfiles string
+	movedUnits := false
 	for _, t := range units.Templates() {
-		var dir string
+		var dir, admin string
 		switch t.Dir {
-		case "systemd":
-			dir = m.Paths.UnitDir
-		case "sysusers":
-			dir = m.Paths.SysusersDir
-		case "tmpfiles":
-			dir = m.Paths.TmpfilesDir
+		case units.SystemdDir:
+			dir, admin = m.Paths.VendorUnitDir, m.Paths.UnitDir
+		case units.SysusersDir:
+			dir, admin = m.Paths.SysusersDir, m.Paths.AdminSysusersDir
+		case units.TmpfilesDir:
+			dir, admin = m.Paths.TmpfilesDir, m.Paths.AdminTmpfilesDir
 		default:
-			return nil, fmt.Errorf("template %s: unknown directory kind %q", t.Name, t.Dir)
+			return res, fmt.Errorf("template %s: unknown directory kind %q", t.Name, t.Dir)
 		}
-		path := dir + "/" + t.Name
+		path := filepath.Join(dir, t.Name)
 		did, err := writeFileAtomic(path, t.Content, 0o644)
 		if err != nil {
-			return nil, err
+			return res, err
 		}
 		if did {
-			changed = append(changed, path)
+			res.Written = append(res.Written, path)
+		}
+		// A copy an earlier install-units wrote into /etc would shadow the
+		// new file for good; one the administrator wrote stays.
+		removed, err := removeVendorCopy(filepath.Join(admin, t.Name))
+		if err != nil {
+			return res, err
+		}
+		if removed != "" {
+			res.Removed = append(res.Removed, removed)
+			movedUnits = movedUnits || t.Dir == units.SystemdDir
 		}
 		switch t.Dir {
-		case "sysusers":
+		case units.SysusersDir:
 			sysusers = path
-		case "tmpfiles":
+		case units.TmpfilesDir:
 			tmpfiles = path
 		}
 	}
@@ -387,13 +408,114 @@ func (m *Manager) InstallUnits(ctx context.Context) ([]string, error) {
 		run = execTool
 	}
 	if err := run(ctx, "systemd-sysusers", sysusers); err != nil {
-		return changed, err
+		return res, err
 	}
 	if err := run(ctx, "systemd-tmpfiles", "--create", tmpfiles); err != nil {
-		return changed, err
+		return res, err
+	}
+	if m.Config != nil && m.Config.Path != "" {
+		did, err := secureConfigFile(m.Config.Path, config.ServiceUser)
+		if err != nil {
+			return res, err
+		}
+		if did {
+			res.Secured = m.Config.Path
+		}
 	}
 	if err := m.Systemd.Reload(ctx); err != nil {
-		return changed, err
+		return res, err
 	}
-	return changed, nil
+	enable := []string{units.InstanceTarget, units.WorkerTarget}
+	if movedUnits {
+		// The .wants links of enabled instances and workers point at the
+		// removed copies: enabling them again points them at the new files.
+		enable = append(enable, wantedBy(m.Paths.UnitDir, units.InstanceTarget, units.WorkerTarget)...)
+	}
+	if err := m.Systemd.EnableUnits(ctx, enable); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// InstallResult is what InstallUnits changed.
+type InstallResult struct {
+	Written []string // files written because they were missing or differed
+	Removed []string // copies an earlier version left in /etc
+	Secured string   // the configuration file, when it was made 0640 root:kato
+}
+
+// vendorHeader starts every file units.Templates holds.
+const vendorHeader = "# Installed by kato-manager"
+
+// removeVendorCopy removes path if it is a regular file kato-manager
+// installed (it starts with vendorHeader), and returns its path if so.
+func removeVendorCopy(path string) (string, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	head := make([]byte, len(vendorHeader))
+	n, _ := io.ReadFull(f, head)
+	info, statErr := f.Stat()
+	f.Close()
+	if statErr != nil || !info.Mode().IsRegular() || string(head[:n]) != vendorHeader {
+		return "", nil
+	}
+	if err := removeFile(path); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// wantedBy lists the units linked into the .wants directories of targets.
+func wantedBy(unitDir string, targets ...string) []string {
+	var out []string
+	for _, t := range targets {
+		entries, _ := os.ReadDir(filepath.Join(unitDir, t+".wants"))
+		for _, e := range entries {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// secureConfigFile makes the configuration file, which holds the MongoDB
+// URL, 0640 root:group when it is still root:root, as `make install` leaves
+// it before the group exists. A file whose group the administrator chose is
+// left alone; a symbolic link is not followed.
+func secureConfigFile(path, group string) (bool, error) {
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return false, nil // no such group yet: nothing to give the file to
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return false, fmt.Errorf("group %s: gid %q is not a number", group, g.Gid)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
+			return false, nil
+		}
+		return false, fmt.Errorf("secure %s: %w", path, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("secure %s: %w", path, err)
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok || !info.Mode().IsRegular() || st.Uid != 0 || st.Gid != 0 {
+		return false, nil
+	}
+	if err := f.Chown(0, gid); err != nil {
+		return false, fmt.Errorf("secure %s: %w", path, err)
+	}
+	if err := f.Chmod(0o640); err != nil {
+		return false, fmt.Errorf("secure %s: %w", path, err)
+	}
+	return true, nil
 }

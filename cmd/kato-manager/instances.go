@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/units"
 )
 
 func (a *app) start(ctx context.Context, args []string) error {
@@ -414,12 +416,18 @@ func (a *app) installUnits(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
-	changed, err := m.InstallUnits(ctx)
-	for _, f := range changed {
+	res, err := m.InstallUnits(ctx)
+	for _, f := range res.Written {
 		fmt.Fprintf(a.stdout, "wrote %s\n", f)
 	}
+	for _, f := range res.Removed {
+		fmt.Fprintf(a.stdout, "removed %s: the vendor files live under %s now, /etc is for local overrides\n", f, filepath.Dir(filepath.Dir(m.Paths.VendorUnitDir)))
+	}
+	if res.Secured != "" {
+		fmt.Fprintf(a.stdout, "made %s 0640 root:%s\n", res.Secured, config.ServiceUser)
+	}
 	if err == nil {
-		fmt.Fprintln(a.stdout, "units installed; systemd reloaded")
+		fmt.Fprintf(a.stdout, "units installed; systemd reloaded; %s and %s enabled\n", units.InstanceTarget, units.WorkerTarget)
 	}
 	return err
 }

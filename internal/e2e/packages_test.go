@@ -344,7 +344,8 @@ func TestDebLifecycle(t *testing.T) {
 		t.Fatalf("after purge dpkg says %q", s)
 	}
 	for _, path := range []string{"/var/lib/kato", "/etc/kato", "/etc/systemd/system/kato@pkg-a.service.d", "/etc/systemd/system/kato@pkg-c.service.d",
-		"/etc/systemd/system/kato.target.wants", "/etc/systemd/system/kg-workers.target.wants"} {
+		"/etc/systemd/system/kato.target.wants", "/etc/systemd/system/kg-workers.target.wants",
+		"/etc/systemd/system/kg-worker@.service.d/" + units.DropInName} {
 		if m.exists(path) {
 			t.Errorf("%s is left after purge", path)
 		}

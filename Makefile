@@ -11,7 +11,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 
 BINARIES := bin/kato-manager bin/kg-worker
 
-.PHONY: all build test unit-test bench install packages clean
+.PHONY: all build test unit-test fuzz bench install packages clean
 
 all: build
 
@@ -28,6 +28,18 @@ FORCE:
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) fuzz
+
+# A short fuzzing run of each parser and renderer that takes input from
+# files or the command line; the seed corpus is under each package's
+# testdata/fuzz. `make fuzz FUZZTIME=10m` digs deeper.
+FUZZTIME ?= 3s
+FUZZ_TARGETS := config:FuzzLoad config:FuzzDecodeRegistry units:FuzzRenderInstanceDropIn units:FuzzRenderEnvironment
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 ./$${t%%:*}/ || exit 1; \
+	done
 
 # Unit tests only: no root, no systemd.
 unit-test:

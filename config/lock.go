@@ -135,19 +135,34 @@ func lockHolder(lock *os.File) string {
 }
 
 // holderPID finds in the text of /proc/locks the pid holding (not waiting
-// for) a lock on the inode ino of device major:minor, other than self.
+// for) a lock on the inode ino of device major:minor, other than self. On an
+// overlay, /proc/locks names the device of the layer below; then a lock on
+// the same inode number, if only one process holds such, is taken.
 func holderPID(locks []byte, major, minor uint32, ino uint64, self int) int {
 	want := fmt.Sprintf("%02x:%02x:%d", major, minor, ino)
+	suffix := ":" + strconv.FormatUint(ino, 10)
+	byInode := map[int]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(locks))
 	for sc.Scan() {
 		// "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters have
 		// "->" after the number.
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || fields[1] == "->" || fields[5] != want {
+		if len(fields) < 6 || fields[1] == "->" {
 			continue
 		}
 		pid, err := strconv.Atoi(fields[4])
-		if err == nil && pid > 0 && pid != self {
+		if err != nil || pid <= 0 || pid == self {
+			continue
+		}
+		if fields[5] == want {
+			return pid
+		}
+		if strings.HasSuffix(fields[5], suffix) {
+			byInode[pid] = true
+		}
+	}
+	if len(byInode) == 1 {
+		for pid := range byInode {
 			return pid
 		}
 	}

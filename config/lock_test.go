@@ -191,6 +191,7 @@ func TestHolderPID(t *testing.T) {
 1: -> FLOCK  ADVISORY  WRITE 777 08:01:5678 0 EOF
 2: FLOCK  ADVISORY  WRITE 999 08:01:5678 0 EOF
 3: POSIX  ADVISORY  READ 31 08:01:42 0 EOF
+4: FLOCK  ADVISORY  WRITE 55 00:30:1234 0 EOF
 `)
 	for _, tc := range []struct {
 		name         string
@@ -202,6 +203,8 @@ func TestHolderPID(t *testing.T) {
 		{"hex device numbers", 0xfd, 1, 1234, 1, 4242},
 		{"the holder is us", 8, 1, 5678, 999, 0},
 		{"no lock on the inode", 8, 1, 9, 1, 0},
+		{"overlay: another device, one holder of the inode", 0, 0x2f, 42, 1, 31},
+		{"overlay: the inode held by two", 0, 0x2f, 1234, 1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := holderPID(locks, tc.major, tc.minor, tc.ino, tc.self); got != tc.want {

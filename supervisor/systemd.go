@@ -155,6 +155,10 @@ func Connect(ctx context.Context) (*DBus, error) {
 	return &DBus{conn: conn}, nil
 }
 
+// NewDBus wraps an open connection to a system manager, such as one to a
+// test machine's bus.
+func NewDBus(conn *sddbus.Conn) *DBus { return &DBus{conn: conn} }
+
 // Close closes the connection.
 func (d *DBus) Close() { d.conn.Close() }
 

@@ -67,3 +67,45 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestNonFiniteNumbersRejected: NaN and ±Inf are refused wherever a number
+// is read, in the file, the environment and the registry.
+func TestNonFiniteNumbersRejected(t *testing.T) {
+	for _, tc := range []struct{ name, toml, want string }{
+		{"ready timeout nan", "[processor]\nready_timeout = nan", "invalid processor.ready_timeout NaN"},
+		{"ready timeout inf", "[processor]\nready_timeout = inf", "invalid processor.ready_timeout +Inf"},
+		{"ready timeout -inf", "[processor]\nready_timeout = -inf", "invalid processor.ready_timeout -Inf"},
+		{"recall threshold nan", "[defaults]\nrecall_threshold = nan", "invalid defaults.recall_threshold NaN"},
+		{"recall threshold inf", "[defaults]\nrecall_threshold = +inf", "invalid defaults.recall_threshold +Inf"},
+		{"poll interval nan", "[kg]\npoll_interval = nan", "invalid kg.poll_interval NaN"},
+		{"lease inf", "[kg]\nlease_seconds = inf", "invalid kg.lease_seconds +Inf"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(writeFile(t, "kato.toml", tc.toml+"\n"))
+			var fe *FieldError
+			if !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	for _, env := range []struct{ key, value string }{
+		{"KG_POLL_INTERVAL", "NaN"}, {"KG_SERVICE_TIMEOUT", "+Inf"}, {"KG_LEASE_SECONDS", "-Inf"},
+	} {
+		c := Default()
+		err := c.ApplyEnv(func(k string) string {
+			if k == env.key {
+				return env.value
+			}
+			return ""
+		})
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != env.key {
+			t.Errorf("%s=%s: %v", env.key, env.value, err)
+		}
+	}
+	f := OpenRegistry(writeFile(t, "instances.toml", "[instances.a]\nname = \"A\"\nunit = \"kato@a.service\"\napi_port = 8000\nzmq_port = 5555\n"+
+		"created = 2026-01-01T00:00:00Z\nupdated = 2026-01-01T00:00:00Z\n[instances.a.parameters]\nrecall_threshold = nan\n"))
+	if _, err := f.Load(); err == nil || !strings.Contains(err.Error(), "recall_threshold NaN") {
+		t.Errorf("registry with a NaN threshold: %v", err)
+	}
+}

@@ -213,6 +213,25 @@ func TestDebLifecycle(t *testing.T) {
 	m.pkm("workers", "start", "-n", "2")
 	m.kato(packagedKM, "queue", "enqueue", "42")
 
+	// A reboot brings back every instance and worker that was started from
+	// the package, pkg-c too: stopped by hand, it is still enabled.
+	if err := m.Reboot(context.Background(), 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m.waitFor("the packaged instances and workers to come back after a reboot", 60*time.Second, func() bool {
+		for _, u := range []string{"kato@pkg-a.service", "kato@pkg-b.service", "kato@pkg-c.service", "kg-worker@1.service", "kg-worker@2.service"} {
+			if m.activeState(u) != "active" {
+				return false
+			}
+		}
+		return true
+	})
+	m.waitFor("pkg-a to answer after the reboot", 30*time.Second, func() bool {
+		_, err := m.get("http://127.0.0.1:8101/pkg-a/ping")
+		return err == nil
+	})
+	m.must("systemctl", "stop", "kato@pkg-c.service")
+
 	running := []string{"kato@pkg-a.service", "kato@pkg-b.service", "kg-worker@1.service", "kg-worker@2.service"}
 	pids := map[string]string{}
 	for _, u := range running {

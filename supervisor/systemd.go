@@ -58,13 +58,22 @@ type UnitState struct {
 	// UnitFileState is enabled, disabled, static, linked, …: whether the
 	// unit comes back at boot.
 	UnitFileState string
+	// StartLimitBurst is the unit's StartLimitBurst=.
+	StartLimitBurst uint32
 }
 
 // StartLimitHit reports whether systemd gave up starting the unit because
 // it was started too often (StartLimitBurst= within StartLimitIntervalSec=);
-// it stays so until reset-failed.
+// it stays so until reset-failed. A start refused by the limit has the
+// result start-limit-hit; an automatic restart refused by it leaves the
+// result of the last failure (systemd 252), and shows as a failed unit
+// whose restarts reached the burst: with Restart=on-failure nothing else
+// leaves a failed unit without a restart.
 func (u UnitState) StartLimitHit() bool {
-	return u.ActiveState == "failed" && u.Result == "start-limit-hit"
+	if u.ActiveState != "failed" {
+		return false
+	}
+	return u.Result == "start-limit-hit" || u.StartLimitBurst > 0 && u.NRestarts >= u.StartLimitBurst
 }
 
 // Active reports whether the unit is up or on its way up.
@@ -258,6 +267,9 @@ func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
 		SubState:         propString(props, "SubState"),
 		NeedDaemonReload: propBool(props, "NeedDaemonReload"),
 		UnitFileState:    propString(props, "UnitFileState"),
+	}
+	if v, ok := props["StartLimitBurst"].(uint32); ok {
+		u.StartLimitBurst = v
 	}
 	if usec, ok := props["ActiveEnterTimestamp"].(uint64); ok && usec > 0 {
 		u.ActiveSince = time.UnixMicro(int64(usec))

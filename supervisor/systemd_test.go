@@ -155,8 +155,10 @@ func TestStatusShowsStartLimitAndRestartClearsIt(t *testing.T) {
 	ctx := context.Background()
 	e := newTestEnv(t)
 	e.start(t, StartRequest{ID: "a"})
+	// How systemd 252 leaves a unit whose automatic restart the limit
+	// refused: the last failure's result, and as many restarts as the burst.
 	e.sd.set("kato@a.service", func(u *UnitState) {
-		u.ActiveState, u.SubState, u.Result, u.MainPID = "failed", "failed", "start-limit-hit", 0
+		u.ActiveState, u.SubState, u.Result, u.MainPID, u.NRestarts, u.StartLimitBurst = "failed", "failed", "exit-code", 0, 5, 5
 	})
 	st, err := e.m.Status(ctx)
 	if err != nil {
@@ -224,5 +226,23 @@ func TestInstanceDropInCarriesLimits(t *testing.T) {
 	}
 	if !strings.Contains(string(data), "\nMemoryMax=700M\nTasksMax=99\n") {
 		t.Errorf("drop-in:\n%s", data)
+	}
+}
+
+func TestStartLimitHit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		u    UnitState
+		want bool
+	}{
+		{"a start refused", UnitState{ActiveState: "failed", Result: "start-limit-hit"}, true},
+		{"an automatic restart refused", UnitState{ActiveState: "failed", Result: "exit-code", NRestarts: 5, StartLimitBurst: 5}, true},
+		{"failed, restarts below the burst", UnitState{ActiveState: "failed", Result: "exit-code", NRestarts: 2, StartLimitBurst: 5}, false},
+		{"restarting", UnitState{ActiveState: "activating", SubState: "auto-restart", NRestarts: 9, StartLimitBurst: 5}, false},
+		{"running", UnitState{ActiveState: "active", NRestarts: 7, StartLimitBurst: 5}, false},
+	} {
+		if got := tc.u.StartLimitHit(); got != tc.want {
+			t.Errorf("%s: StartLimitHit = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

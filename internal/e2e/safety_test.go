@@ -282,7 +282,7 @@ func TestStartLimitInStatus(t *testing.T) {
 	// start within StartLimitIntervalSec=60 is over StartLimitBurst=5.
 	m.mustKM("start", "--id", "flappy", "--processor-command", fakeProcessor+" --crash-after 3s")
 	m.waitFor("systemd to give up on flappy", 90*time.Second, func() bool {
-		return strings.TrimSpace(m.exec("systemctl", "show", "-P", "Result", "kato@flappy.service").stdout) == "start-limit-hit"
+		return strings.Contains(m.exec("journalctl", "--no-pager", "-u", "kato@flappy.service").stdout, "Start request repeated too quickly")
 	})
 	st := m.statusJSON()
 	if len(st.Instances) != 1 || !st.Instances[0].StartLimitHit || !strings.Contains(st.Instances[0].Problem, "kato-manager restart flappy") {

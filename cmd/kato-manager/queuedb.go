@@ -179,7 +179,7 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 	select {
 	case a := <-got:
 		if a.err != nil {
-			return nil, fmt.Errorf("queue access as %s: %w", serviceUser, a.err)
+			return nil, fmt.Errorf("queue access as %s: %w: %w", serviceUser, errChildGone, a.err)
 		}
 		if a.resp.Error != "" {
 			return nil, errors.New(a.resp.Error)
@@ -188,8 +188,73 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 	case <-ctx.Done():
 		// The pipe is left mid-message: the child is of no further use.
 		c.cmd.Process.Kill()
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("%w: %w", errChildGone, ctx.Err())
 	}
+}
+
+// errChildGone marks a call after which the child cannot be used again.
+var errChildGone = errors.New("queue child gone")
+
+// reopeningQueue is a queueDB for a long-running command (serve): a child
+// that died, or a call cancelled mid-way, is replaced on the next call.
+type reopeningQueue struct {
+	mu   sync.Mutex
+	open func() (queueDB, error)
+	q    queueDB
+}
+
+func (r *reopeningQueue) do(fn func(queueDB) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.q == nil {
+		q, err := r.open()
+		if err != nil {
+			return err
+		}
+		r.q = q
+	}
+	err := fn(r.q)
+	if errors.Is(err, errChildGone) {
+		r.q.Close()
+		r.q = nil
+	}
+	return err
+}
+
+func (r *reopeningQueue) Enqueue(ctx context.Context, contentID int64, priority int) (id int64, err error) {
+	err = r.do(func(q queueDB) error { id, err = q.Enqueue(ctx, contentID, priority); return err })
+	return id, err
+}
+
+func (r *reopeningQueue) List(ctx context.Context, status kgworker.Status, limit int) (items []kgworker.Item, err error) {
+	err = r.do(func(q queueDB) error { items, err = q.List(ctx, status, limit); return err })
+	return items, err
+}
+
+func (r *reopeningQueue) RetryFailed(ctx context.Context, ids ...int64) (n int, err error) {
+	err = r.do(func(q queueDB) error { n, err = q.RetryFailed(ctx, ids...); return err })
+	return n, err
+}
+
+func (r *reopeningQueue) Stats(ctx context.Context) (c kgworker.Counts, err error) {
+	err = r.do(func(q queueDB) error { c, err = q.Stats(ctx); return err })
+	return c, err
+}
+
+func (r *reopeningQueue) Reports(ctx context.Context) (reports []kgworker.Report, err error) {
+	err = r.do(func(q queueDB) error { reports, err = q.Reports(ctx); return err })
+	return reports, err
+}
+
+func (r *reopeningQueue) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.q == nil {
+		return nil
+	}
+	err := r.q.Close()
+	r.q = nil
+	return err
 }
 
 func callInto[T any](ctx context.Context, c *queueChild, req queueRequest) (T, error) {

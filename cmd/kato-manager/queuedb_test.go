@@ -146,3 +146,29 @@ func TestEnsureQueueDirOnlyBelowRootOwnedDirs(t *testing.T) {
 		t.Fatal("created a queue directory below a world-writable directory")
 	}
 }
+
+// TestReopeningQueueReplacesADeadChild: serve keeps answering /stats after
+// its database child died.
+func TestReopeningQueueReplacesADeadChild(t *testing.T) {
+	_, kgDir := queueDirFor(t)
+	ctx := context.Background()
+	dbPath := filepath.Join(kgDir, "kg.db")
+	open := func() (queueDB, error) { return startQueueChild(ctx, dbPath, 3) }
+	first, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &reopeningQueue{q: first, open: open}
+	defer q.Close()
+	if _, err := q.Enqueue(ctx, 9, 1); err != nil {
+		t.Fatal(err)
+	}
+	first.(*queueChild).cmd.Process.Kill()
+	if _, err := q.Stats(ctx); err == nil {
+		t.Fatal("a call to a killed child succeeded")
+	}
+	c, err := q.Stats(ctx)
+	if err != nil || c.Pending != 1 {
+		t.Fatalf("after the child died: %+v, %v", c, err)
+	}
+}

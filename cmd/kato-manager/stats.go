@@ -81,12 +81,14 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
-	// One database connection for the server's life; as root, one child
-	// running as kato does the database work of every request.
-	q, _, err := a.openQueue(ctx)
+	// One database connection for the server's life, opened again should
+	// it be lost; as root, one child running as kato does the database
+	// work of every request.
+	first, cfg, err := a.openQueue(ctx)
 	if err != nil {
 		return err
 	}
+	q := &reopeningQueue{q: first, open: func() (queueDB, error) { return openQueueDB(ctx, cfg) }}
 	defer q.Close()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {

@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
-	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/kato-manager/kato-manager/internal/testbed"
 	"github.com/kato-manager/kato-manager/supervisor"
@@ -143,21 +141,7 @@ func TestDBusErrorNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.must("systemctl", "daemon-reload")
-	conn, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
-		c, err := godbus.Dial(m.SystemBusAddress())
-		if err != nil {
-			return nil, err
-		}
-		if err := c.Auth([]godbus.Auth{godbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-			c.Close()
-			return nil, err
-		}
-		if err := c.Hello(); err != nil {
-			c.Close()
-			return nil, err
-		}
-		return c, nil
-	})
+	conn, err := sddbus.NewConnection(m.DialSystemBus)
 	if err != nil {
 		t.Fatal(err)
 	}

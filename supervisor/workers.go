@@ -65,7 +65,9 @@ func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, erro
 	}
 	if s.PollInterval > 0 {
 		env := fmt.Sprintf("# Written by kato-manager workers start; settings for every kg-worker@.service.\nKG_POLL_INTERVAL=%s\n", strconv.FormatFloat(s.PollInterval, 'g', -1, 64))
-		if _, err := writeFileAtomic(filepath.Join(p.EnvDir, WorkerEnvFile), []byte(env), 0o644); err != nil {
+		// systemd reads it as root; the pool may keep credentials there
+		// (KG_SERVICE_URL), so it is root's alone, as the instances' files.
+		if _, err := writeFileAtomic(filepath.Join(p.EnvDir, WorkerEnvFile), []byte(env), 0o600); err != nil {
 			return nil, err
 		}
 	}

@@ -152,3 +152,17 @@ func TestPoolStartWritesLimits(t *testing.T) {
 		t.Errorf("reloaded although the drop-in did not change: %v", calls)
 	}
 }
+
+func TestPoolEnvFileIsPrivate(t *testing.T) {
+	p, _, _ := newTestPool(t)
+	if _, err := p.Start(context.Background(), 1, PoolSettings{PollInterval: 2}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(filepath.Join(p.EnvDir, WorkerEnvFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("%s is %v, want 0600", WorkerEnvFile, info.Mode().Perm())
+	}
+}

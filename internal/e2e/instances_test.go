@@ -232,8 +232,10 @@ func TestInstances(t *testing.T) {
 		if len(st.Instances) != 1 || st.Instances[0].Restarts < 1 {
 			t.Fatalf("status = %+v", st)
 		}
-		if !strings.Contains(m.mustKM("status"), "crashy") {
-			t.Fatal("status does not show the instance")
+		// Just restarted, the processor may not listen yet, and status
+		// rightly exits 1 for that; it shows the instance either way.
+		if r := m.km("status"); !strings.Contains(r.stdout, "crashy") {
+			t.Fatalf("status does not show the instance: %s", r)
 		}
 	})
 

@@ -261,6 +261,8 @@ func (p *Pool) Health(ctx context.Context) (*PoolHealth, error) {
 		w := WorkerHealth{WorkerID: num, Unit: name, ActiveState: u.ActiveState, SubState: u.SubState, PID: u.MainPID, Restarts: u.NRestarts}
 		h.WorkersRestarted += u.NRestarts
 		switch {
+		case u.StartLimitHit():
+			w.Problem = "systemd gave up restarting it (start limit hit); see `journalctl -u " + name + "`, fix the cause, then `kato-manager workers restart`"
 		case u.ActiveState != "active" || u.SubState != "running":
 			w.Problem = fmt.Sprintf("unit is %s/%s", u.ActiveState, u.SubState)
 		case u.MainPID == 0:

@@ -166,3 +166,27 @@ func TestPoolEnvFileIsPrivate(t *testing.T) {
 		t.Errorf("%s is %v, want 0600", WorkerEnvFile, info.Mode().Perm())
 	}
 }
+
+func TestPoolHealthShowsStartLimit(t *testing.T) {
+	ctx := context.Background()
+	p, sd, _ := newTestPool(t)
+	if _, err := p.Start(ctx, 1, PoolSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	sd.set("kg-worker@1.service", func(u *UnitState) {
+		u.ActiveState, u.SubState, u.Result, u.MainPID, u.NRestarts, u.StartLimitBurst = "failed", "failed", "exit-code", 0, 5, 5
+	})
+	h, err := p.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.UnhealthyWorkers != 1 || !strings.Contains(h.Workers[0].Problem, "start limit hit") {
+		t.Fatalf("health at the start limit: %+v", h.Workers)
+	}
+	if _, err := p.Restart(ctx); err != nil {
+		t.Fatalf("workers restart at the start limit: %v", err)
+	}
+	if h, err := p.Health(ctx); err != nil || h.HealthyWorkers != 1 {
+		t.Fatalf("after restart: %+v %v", h, err)
+	}
+}

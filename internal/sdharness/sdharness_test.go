@@ -373,6 +373,9 @@ func TestTwoMachinesAreIsolated(t *testing.T) {
 }
 
 func TestKilledBooterLeavesHostIntact(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a real systemd; not in -short mode")
+	}
 	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "marker")
 	if err := os.WriteFile(marker, []byte("still here"), 0o600); err != nil {

@@ -9,11 +9,15 @@ import (
 	"time"
 )
 
-// ForTest boots a machine for t and closes it when t ends. A host that
-// cannot boot one (see ErrUnavailable) skips t, or fails it when the
-// environment variable CI is "true"; any other boot failure fails t.
+// ForTest boots a machine for t and closes it when t ends. In -short mode
+// it boots nothing and skips t. A host that cannot boot one (see
+// ErrUnavailable) skips t, or fails it when the environment variable CI is
+// "true"; any other boot failure fails t.
 func ForTest(t testing.TB, opts Options) *Machine {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a real systemd; not in -short mode")
+	}
 	m, err := Boot(t.Context(), opts)
 	if err != nil {
 		failBoot(t, err)

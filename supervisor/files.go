@@ -8,22 +8,35 @@ import (
 	"path/filepath"
 )
 
-// Paths are where the supervisor writes files on the host.
+// Paths are where the supervisor writes files on the host. The vendor
+// files (unit templates, sysusers.d and tmpfiles.d entries) of a source
+// install go under /usr/local/lib, where systemd looks after /etc: /etc
+// stays the administrator's, for overrides. The package puts the same
+// files under /usr/lib.
 type Paths struct {
-	UnitDir     string // unit files and drop-ins: /etc/systemd/system
-	EnvDir      string // per-instance environment files: /etc/kato/instances
-	SysusersDir string // /etc/sysusers.d
-	TmpfilesDir string // /etc/tmpfiles.d
+	UnitDir       string // per-instance drop-ins and .wants links: /etc/systemd/system
+	EnvDir        string // per-instance environment files: /etc/kato/instances
+	VendorUnitDir string // unit files install-units writes: /usr/local/lib/systemd/system
+	SysusersDir   string // /usr/local/lib/sysusers.d
+	TmpfilesDir   string // /usr/local/lib/tmpfiles.d
+	// AdminSysusersDir and AdminTmpfilesDir are the administrator's
+	// directories, where earlier versions wrote the vendor files;
+	// install-units removes the files it wrote there.
+	AdminSysusersDir string // /etc/sysusers.d
+	AdminTmpfilesDir string // /etc/tmpfiles.d
 }
 
 // DefaultPaths are the paths of a normal install. EnvDir must match the
 // EnvironmentFile= of kato@.service.
 func DefaultPaths() Paths {
 	return Paths{
-		UnitDir:     "/etc/systemd/system",
-		EnvDir:      "/etc/kato/instances",
-		SysusersDir: "/etc/sysusers.d",
-		TmpfilesDir: "/etc/tmpfiles.d",
+		UnitDir:          "/etc/systemd/system",
+		EnvDir:           "/etc/kato/instances",
+		VendorUnitDir:    "/usr/local/lib/systemd/system",
+		SysusersDir:      "/usr/local/lib/sysusers.d",
+		TmpfilesDir:      "/usr/local/lib/tmpfiles.d",
+		AdminSysusersDir: "/etc/sysusers.d",
+		AdminTmpfilesDir: "/etc/tmpfiles.d",
 	}
 }
 

@@ -36,6 +36,10 @@ var (
 	// contract: unreadable, wrong types, required fields missing, counts
 	// that disagree with the lists, another document's answer.
 	ErrBadAnswer = errors.New("kg service answer breaks the contract")
+	// ErrDeferred means the service answered 429 or 503: it is busy or
+	// still starting, whatever the document. The item goes back without
+	// spending an attempt, due again after the Retry-After.
+	ErrDeferred = errors.New("kg service asked to try again later")
 	// ErrRejected means the service answered 422: the request broke its
 	// limits, and sending it again cannot help. The item fails for good.
 	ErrRejected = errors.New("kg service rejected the request")
@@ -55,11 +59,17 @@ const (
 	FaultAttempt
 	// FaultFinal: the service refuses this request for good.
 	FaultFinal
+	// FaultDeferred: the service asked to be left alone for a while (429,
+	// or 503 while its processors start): hand the item back without an
+	// attempt, not due again before the delay, and claim nothing
+	// meanwhile.
+	FaultDeferred
 )
 
 // ServiceError is an error of Ingest or Health.
 type ServiceError struct {
-	// Kind is ErrServiceUnavailable, ErrIngestFailed or ErrRejected.
+	// Kind is ErrServiceUnavailable, ErrIngestFailed, ErrDeferred or
+	// ErrRejected.
 	Kind error
 	// RetryAfter is the delay the service asked for with Retry-After on a
 	// 429 or 503, zero when it gave none.
@@ -94,6 +104,8 @@ func ClassifyFault(err error) (Fault, time.Duration) {
 			return FaultNotSent, se.RetryAfter
 		case errors.Is(se.Kind, ErrRejected):
 			return FaultFinal, 0
+		case errors.Is(se.Kind, ErrDeferred):
+			return FaultDeferred, max(se.RetryAfter, minDefer)
 		default:
 			return FaultAttempt, se.RetryAfter
 		}
@@ -364,47 +376,126 @@ func (a *ChunkAppearance) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// UnmarshalJSON decodes a whole answer and insists on every field of the
-// success model; the checks against the request are in check.
-func (r *IngestResult) UnmarshalJSON(data []byte) error {
-	var w struct {
-		Success                *bool            `json:"success"`
-		ContentID              *int64           `json:"content_id"`
-		Neo4jDocumentID        *string          `json:"neo4j_document_id"`
-		EntitiesExtracted      *int             `json:"entities_extracted"`
-		RelationshipsExtracted *int             `json:"relationships_extracted"`
-		ProcessingTimeMS       *float64         `json:"processing_time_ms"`
-		Entities               *[]Entity        `json:"entities"`
-		Relationships          *[]Relationship  `json:"relationships"`
-		Summary                *json.RawMessage `json:"summary"`
+// decodeResult reads a success answer from dec as it arrives: the top-level
+// object field by field and the entity and relationship lists one element at
+// a time, so that no copy of the whole answer is ever held. It insists on
+// every field of the success model; the checks against the request are in
+// check.
+func decodeResult(dec *json.Decoder) (*IngestResult, error) {
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(data, &w); err != nil {
-		return err
+	var (
+		r    IngestResult
+		seen = map[string]bool{}
+		sum  json.RawMessage
+	)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := tok.(string)
+		var target any
+		switch key {
+		case "success":
+			target = &r.Success
+		case "content_id":
+			target = &r.ContentID
+		case "neo4j_document_id":
+			target = &r.Neo4jDocumentID
+		case "entities_extracted":
+			target = &r.EntitiesExtracted
+		case "relationships_extracted":
+			target = &r.RelationshipsExtracted
+		case "processing_time_ms":
+			target = &r.ProcessingTimeMS
+		case "summary":
+			target = &sum
+		case "entities":
+			r.Entities, err = decodeList[Entity](dec, key)
+		case "relationships":
+			r.Relationships, err = decodeList[Relationship](dec, key)
+		default:
+			var skip json.RawMessage
+			target = &skip
+		}
+		if target != nil {
+			if err := dec.Decode(target); err != nil {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		seen[key] = true
 	}
-	if w.Success == nil {
-		return errors.New("answer lacks success")
+	if err := expectDelim(dec, '}'); err != nil {
+		return nil, err
 	}
-	if !*w.Success {
-		return errors.New("answer reports success false")
+	if !seen["success"] {
+		return nil, errors.New("answer lacks success")
 	}
-	if m := missing("content_id", w.ContentID, "neo4j_document_id", w.Neo4jDocumentID,
-		"entities_extracted", w.EntitiesExtracted, "relationships_extracted", w.RelationshipsExtracted,
-		"processing_time_ms", w.ProcessingTimeMS, "entities", w.Entities, "relationships", w.Relationships,
-		"summary", w.Summary); len(m) > 0 {
-		return fmt.Errorf("answer lacks %s", strings.Join(m, ", "))
+	if !r.Success {
+		return nil, errors.New("answer reports success false")
+	}
+	var lacking []string
+	for _, f := range []string{"content_id", "neo4j_document_id", "entities_extracted", "relationships_extracted",
+		"processing_time_ms", "entities", "relationships", "summary"} {
+		if !seen[f] {
+			lacking = append(lacking, f)
+		}
+	}
+	if len(lacking) > 0 {
+		return nil, fmt.Errorf("answer lacks %s", strings.Join(lacking, ", "))
 	}
 	var s Summary
-	if err := json.Unmarshal(*w.Summary, &s); err != nil {
-		return fmt.Errorf("summary: %w", err)
+	if err := json.Unmarshal(sum, &s); err != nil {
+		return nil, fmt.Errorf("summary: %w", err)
 	}
-	if string(*w.Summary) == "null" || s.EntitiesByType == nil || s.RelationshipsByPredicate == nil {
-		return errors.New("summary lacks entities_by_type or relationships_by_predicate")
+	if s.EntitiesByType == nil || s.RelationshipsByPredicate == nil {
+		return nil, errors.New("summary lacks entities_by_type or relationships_by_predicate")
 	}
-	*r = IngestResult{
-		Success: true, ContentID: *w.ContentID, Neo4jDocumentID: *w.Neo4jDocumentID,
-		EntitiesExtracted: *w.EntitiesExtracted, RelationshipsExtracted: *w.RelationshipsExtracted,
-		ProcessingTimeMS: *w.ProcessingTimeMS, Entities: *w.Entities, Relationships: *w.Relationships,
-		Summary: *w.Summary,
+	r.Summary = sum
+	if r.Entities == nil || r.Relationships == nil {
+		return nil, errors.New("answer has null entities or relationships")
+	}
+	return &r, nil
+}
+
+// decodeList decodes a JSON array one element at a time.
+func decodeList[T any](dec *json.Decoder, key string) ([]T, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if tok == nil {
+		return nil, nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return nil, fmt.Errorf("%s: want an array, got %v", key, tok)
+	}
+	out := []T{}
+	for i := 0; dec.More(); i++ {
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
+		}
+		out = append(out, v)
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return out, nil
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("want %q, got %v", want, tok)
 	}
 	return nil
 }
@@ -514,6 +605,10 @@ const DefaultMaxResponseBytes = 96 << 20
 
 // maxHealthBytes bounds a health answer.
 const maxHealthBytes = 1 << 20
+
+// minDefer is the least delay after a 429 or 503, when the service gave no
+// Retry-After.
+const minDefer = time.Second
 
 // maxRetryAfter caps the delay a Retry-After may ask for.
 const maxRetryAfter = time.Hour
@@ -656,7 +751,7 @@ func (c *Client) Ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 	case err == nil:
 		c.record(false, true)
 	case ctx.Err() != nil:
-	case f == FaultNotSent:
+	case f == FaultNotSent || f == FaultDeferred:
 		c.record(false, false)
 	}
 	return res, err
@@ -727,7 +822,7 @@ func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 		case http.StatusUnprocessableEntity:
 			return nil, fail(ErrRejected, nil, "answered %s%s", resp.Status, detail)
 		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
-			err := fail(ErrIngestFailed, nil, "answered %s%s", resp.Status, detail)
+			err := fail(ErrDeferred, nil, "answered %s%s", resp.Status, detail)
 			err.(*ServiceError).RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
 			return nil, err
 		default:
@@ -737,9 +832,8 @@ func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 	if resp.ContentLength > c.maxBytes {
 		return nil, fail(ErrIngestFailed, ErrBadAnswer, "answer of %d bytes is larger than the limit of %d", resp.ContentLength, c.maxBytes)
 	}
-	var res IngestResult
-	dec := json.NewDecoder(&sizeLimit{r: resp.Body, n: c.maxBytes})
-	if err := dec.Decode(&res); err != nil {
+	res, err := decodeResult(json.NewDecoder(&sizeLimit{r: resp.Body, n: c.maxBytes}))
+	if err != nil {
 		switch {
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ingest content_id %d: %w", in.ContentID, ctx.Err())
@@ -753,7 +847,7 @@ func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 	if err := res.check(in); err != nil {
 		return nil, fail(ErrIngestFailed, ErrBadAnswer, "%v", err)
 	}
-	return &res, nil
+	return res, nil
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date.

@@ -58,8 +58,8 @@ func TestHelperProcess(t *testing.T) {
 		}
 		for _, it := range items {
 			res := &kgworker.IngestResult{
-				Success: true, EntitiesExtracted: 1, DocumentID: owner,
-				Entities: []kgworker.Entity{{Text: owner, ChunkRowID: it.ContentID}},
+				Success: true, EntitiesExtracted: 1, Neo4jDocumentID: owner,
+				Entities: []kgworker.Entity{{Text: owner, ChunkAppearances: []kgworker.ChunkAppearance{{VectorRowID: it.ContentID}}}},
 			}
 			if err := q.Complete(ctx, owner, it.ID, res); err != nil {
 				fmt.Fprintf(os.Stderr, "complete %d: %v\n", it.ID, err)

@@ -403,8 +403,8 @@ func writeResult(ctx context.Context, tx *sql.Tx, contentID int64, res *IngestRe
 	if len(res.Entities) > 0 {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO chunk_entities(chunk_rowid, content_id, entity_text,
 	entity_normalized, entity_type_primary, entity_type_sub1, entity_type_sub2, entity_type_sub3,
-	confidence, offset_start, offset_end, neo4j_node_id, spans_multiple_chunks, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	confidence, offset_start, offset_end, neo4j_node_id, spans_multiple_chunks)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
@@ -413,7 +413,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 			for _, a := range e.ChunkAppearances {
 				if _, err := stmt.ExecContext(ctx, a.VectorRowID, contentID, e.Text, e.Normalized, e.TypePrimary,
 					e.TypeSub1, e.TypeSub2, e.TypeSub3, e.Confidence,
-					a.OffsetStart, a.OffsetEnd, e.Neo4jNodeID, e.SpansMultipleChunks, now); err != nil {
+					a.OffsetStart, a.OffsetEnd, e.Neo4jNodeID, e.SpansMultipleChunks); err != nil {
 					return fmt.Errorf("write entity %q of content_id %d: %w", e.Text, contentID, err)
 				}
 			}
@@ -421,8 +421,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	}
 	if len(res.Relationships) > 0 {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO chunk_relationships(content_id, subject_entity,
-	predicate, object_entity, confidence, context, neo4j_relationship_id, spans_chunks, chunk_rowids, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	predicate, object_entity, confidence, context, neo4j_relationship_id, spans_chunks, chunk_rowids)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
@@ -437,7 +437,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 				return err
 			}
 			if _, err := stmt.ExecContext(ctx, contentID, r.SubjectText, r.Predicate, r.ObjectText, r.Confidence,
-				r.Context, r.Neo4jRelationshipID, r.SpansChunks, string(js), now); err != nil {
+				r.Context, r.Neo4jRelationshipID, r.SpansChunks, string(js)); err != nil {
 				return fmt.Errorf("write relationship %q %q %q of content_id %d: %w",
 					r.SubjectText, r.Predicate, r.ObjectText, contentID, err)
 			}

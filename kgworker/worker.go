@@ -601,6 +601,12 @@ func (w *Worker) idle(ctx context.Context, done <-chan struct{}, inFlight *int) 
 
 // giveBack releases items to the queue without spending attempts.
 func (w *Worker) giveBack(ctx context.Context, items []Item, why string) {
+	w.giveBackUntil(ctx, items, why, time.Time{})
+}
+
+// giveBackUntil releases items to the queue without spending attempts, not
+// due again before notBefore (zero: at once).
+func (w *Worker) giveBackUntil(ctx context.Context, items []Item, why string, notBefore time.Time) {
 	if len(items) == 0 {
 		return
 	}
@@ -611,7 +617,7 @@ func (w *Worker) giveBack(ctx context.Context, items []Item, why string) {
 	var n int
 	err := w.settle(ctx, fmt.Sprintf("hand back %s (%s)", countItems(len(ids)), why), func(ctx context.Context) error {
 		var err error
-		n, err = w.queue.Release(ctx, w.owner, ids...)
+		n, err = w.queue.ReleaseUntil(ctx, w.owner, notBefore, ids...)
 		return err
 	})
 	w.unhold(ids...)
@@ -662,12 +668,15 @@ func (w *Worker) handle(ctx, work context.Context, it Item) {
 		w.notSent = true
 		w.mu.Unlock()
 		w.giveBack(ctx, []Item{it}, "kg service unreachable")
+	case fault == FaultDeferred:
+		w.logf("item %d: %v", it.ID, err)
+		until := time.Now().Add(notBefore)
+		w.mu.Lock()
+		w.notSent = true
+		w.throttledUntil = until
+		w.mu.Unlock()
+		w.giveBackUntil(ctx, []Item{it}, fmt.Sprintf("kg service asked to wait %s", notBefore), w.queue.Now().Add(notBefore))
 	default:
-		if notBefore > 0 {
-			w.mu.Lock()
-			w.throttledUntil = time.Now().Add(notBefore)
-			w.mu.Unlock()
-		}
 		w.fail(ctx, it, queue.Failure{Reason: err.Error(), Final: fault == FaultFinal, NotBefore: notBefore})
 	}
 }

@@ -26,6 +26,21 @@ func (a *app) openQueue(ctx context.Context) (*kgworker.Queue, *config.Config, e
 	return q, cfg, nil
 }
 
+// openQueueReadOnly opens the KG queue database for commands that only
+// read it: they take no write lock, so they never wait for, or hold up, the
+// workers. A database that does not exist yet is created as openQueue does.
+func (a *app) openQueueReadOnly(ctx context.Context) (*kgworker.Queue, *config.Config, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	q, err := kgworker.OpenReadOnly(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(config.ServiceUser))
+	if err != nil {
+		return nil, nil, err
+	}
+	return q, cfg, nil
+}
+
 func (a *app) queue(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usagef("queue needs a subcommand: enqueue, list, retry-failed, stats")
@@ -103,7 +118,7 @@ func (a *app) queueList(ctx context.Context, args []string) error {
 	if *limit < 1 {
 		return &config.FieldError{Field: "limit", Value: strconv.Itoa(*limit), Rule: "must be 1 or more"}
 	}
-	q, _, err := a.openQueue(ctx)
+	q, _, err := a.openQueueReadOnly(ctx)
 	if err != nil {
 		return err
 	}
@@ -159,7 +174,7 @@ func (a *app) queueStats(ctx context.Context, args []string) error {
 	if err := parseNoArgs(fs, args, "queue stats takes no arguments"); err != nil {
 		return err
 	}
-	q, _, err := a.openQueue(ctx)
+	q, _, err := a.openQueueReadOnly(ctx)
 	if err != nil {
 		return err
 	}

@@ -8,21 +8,18 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // poolStats gathers the pool's health, the workers' reports and the queue
-// counts into the seed's aggregate statistics.
-func (a *app) poolStats(ctx context.Context, p *supervisor.Pool) (*supervisor.PoolStats, error) {
+// counts, read from q, into the seed's aggregate statistics.
+func (a *app) poolStats(ctx context.Context, p *supervisor.Pool, q *kgworker.Queue, cfg *config.Config) (*supervisor.PoolStats, error) {
 	h, err := p.Health(ctx)
 	if err != nil {
 		return nil, err
 	}
-	q, cfg, err := a.openQueue(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer q.Close()
 	reports, err := q.Reports(ctx)
 	if err != nil {
 		return nil, err
@@ -45,7 +42,12 @@ func (a *app) workersStats(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
-	s, err := a.poolStats(ctx, p)
+	q, cfg, err := a.openQueueReadOnly(ctx)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	s, err := a.poolStats(ctx, p, q, cfg)
 	if err != nil {
 		return err
 	}
@@ -56,8 +58,8 @@ func (a *app) workersStats(ctx context.Context, args []string) error {
 	fmt.Fprintf(a.stdout, "processed: %d (success %d, failed %d)\n", s.TotalProcessed, s.TotalSuccess, s.TotalFailed)
 	svc := s.KGServiceStatus
 	fmt.Fprintf(a.stdout, "kg service: enabled %v, url %s, healthy %v, consecutive failures %d\n", s.KGServiceEnabled, orDash(svc.URL), svc.IsHealthy, svc.ConsecutiveFailures)
-	q := s.QueueSize
-	fmt.Fprintf(a.stdout, "queue: total %d: pending %d, processing %d, completed %d, failed %d, skipped %d\n", q.Total, q.Pending, q.Processing, q.Completed, q.Failed, q.Skipped)
+	qs := s.QueueSize
+	fmt.Fprintf(a.stdout, "queue: total %d: pending %d, processing %d, completed %d, failed %d, skipped %d\n", qs.Total, qs.Pending, qs.Processing, qs.Completed, qs.Failed, qs.Skipped)
 	for _, w := range s.WorkerDetails {
 		fmt.Fprintf(a.stdout, "  worker %d: running %v, pid %d, processed %d (success %d, failed %d)\n", w.WorkerID, w.Running, w.PID, w.Stats.TotalProcessed, w.Stats.TotalSuccess, w.Stats.TotalFailed)
 	}
@@ -81,6 +83,12 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
+	// One read-only handle for the server's life, not one per request.
+	q, cfg, err := a.openQueueReadOnly(ctx)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		h, err := p.Health(r.Context())
@@ -95,7 +103,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		writeJSON(w, newHealthReport(h))
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		s, err := a.poolStats(r.Context(), p)
+		s, err := a.poolStats(r.Context(), p, q, cfg)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

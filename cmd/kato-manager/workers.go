@@ -59,8 +59,17 @@ func (a *app) workersStart(ctx context.Context, args []string) error {
 	if err := parseNoArgs(fs, args, "workers start takes no arguments; use -n N"); err != nil {
 		return err
 	}
-	if fs.Changed("poll-interval") && *poll <= 0 {
-		return &config.FieldError{Field: "poll_interval", Value: strconv.FormatFloat(*poll, 'g', -1, 64), Rule: "must be greater than 0"}
+	if fs.Changed("poll-interval") {
+		// The rule of kg.poll_interval, before anything is written.
+		cfg, err := a.loadConfig()
+		if err != nil {
+			return err
+		}
+		k := cfg.KG
+		k.PollInterval = *poll
+		if err := config.CheckKG("poll_interval", "poll_interval", &k); err != nil {
+			return err
+		}
 	}
 	p, cfg, done, err := a.pool(ctx)
 	if err != nil {

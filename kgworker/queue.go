@@ -394,6 +394,62 @@ func (q *Queue) Complete(ctx context.Context, owner string, id int64, res *Inges
 	})
 }
 
+// Completion is one item's result for CompleteMany.
+type Completion struct {
+	ID     int64
+	Result *IngestResult
+}
+
+// CompleteMany is Complete for several items of owner in one transaction:
+// one commit for all of them. An item whose lease owner lost gets
+// ErrLeaseLost in the returned slice, at its index, and the others are
+// completed; any other error undoes the whole transaction and is returned.
+func (q *Queue) CompleteMany(ctx context.Context, owner string, items []Completion) ([]error, error) {
+	if q.readOnly {
+		return nil, fmt.Errorf("complete %d items of %s: %w", len(items), owner, ErrReadOnly)
+	}
+	summaries := make([]string, len(items))
+	for i, c := range items {
+		if c.Result == nil {
+			return nil, fmt.Errorf("complete item %d of %s: no result", c.ID, owner)
+		}
+		b, err := json.Marshal(resultSummary{
+			EntitiesExtracted:      c.Result.EntitiesExtracted,
+			RelationshipsExtracted: c.Result.RelationshipsExtracted,
+			ProcessingTimeMS:       c.Result.ProcessingTimeMS,
+			Neo4jDocumentID:        c.Result.Neo4jDocumentID,
+			Summary:                c.Result.Summary,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("complete item %d of %s: %w", c.ID, owner, err)
+		}
+		summaries[i] = string(b)
+	}
+	now := queue.Stamp(q.Now())
+	var per []error
+	err := q.WithTx(ctx, func(tx *sql.Tx) error {
+		per = make([]error, len(items))
+		for i, c := range items {
+			contentID, err := q.CompleteTx(ctx, tx, owner, c.ID, summaries[i])
+			if errors.Is(err, ErrLeaseLost) {
+				per[i] = fmt.Errorf("complete item %d of %s: %w", c.ID, owner, err)
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("complete item %d of %s: %w", c.ID, owner, err)
+			}
+			if err := writeResult(ctx, tx, contentID, c.Result, now); err != nil {
+				return fmt.Errorf("complete item %d of %s: %w", c.ID, owner, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return per, nil
+}
+
 func writeResult(ctx context.Context, tx *sql.Tx, contentID int64, res *IngestResult, now string) error {
 	for _, table := range []string{"chunk_entities", "chunk_relationships"} {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM "+table+" WHERE content_id = ?", contentID); err != nil {

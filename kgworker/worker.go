@@ -103,7 +103,21 @@ type Worker struct {
 	dbErrors int
 	fatal    error
 	dead     chan struct{}
+
+	// commits carries finished ingests to the committer, which writes
+	// those that arrive together in one transaction.
+	commits chan *pendingCommit
 }
+
+// pendingCommit is one result waiting for the committer.
+type pendingCommit struct {
+	it   Item
+	res  *IngestResult
+	done chan error
+}
+
+// maxGroupCommit bounds how many results one transaction writes.
+const maxGroupCommit = 32
 
 const (
 	// healthRecheck is how long a healthy verdict is trusted before the
@@ -145,6 +159,7 @@ func New(opts Opts) (*Worker, error) {
 		logf:        opts.Logf,
 		held:        map[int64]bool{},
 		dead:        make(chan struct{}),
+		commits:     make(chan *pendingCommit),
 	}
 	switch {
 	case w.batch < 0:
@@ -274,6 +289,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancelWork()
 	stopRenew := w.startRenewer()
 	defer stopRenew()
+	stopCommitter := w.startCommitter(ctx)
+	defer stopCommitter()
 
 	var (
 		wg       sync.WaitGroup
@@ -681,11 +698,60 @@ func (w *Worker) handle(ctx, work context.Context, it Item) {
 	}
 }
 
+// startCommitter runs the goroutine that writes finished results: it takes
+// every result that is waiting, up to maxGroupCommit, and writes them and
+// their completions in one transaction, so that concurrent documents share
+// commits. It stops when the returned function is called.
+func (w *Worker) startCommitter(ctx context.Context) func() {
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			var group []*pendingCommit
+			select {
+			case <-stop:
+				return
+			case c := <-w.commits:
+				group = append(group, c)
+			}
+		more:
+			for len(group) < maxGroupCommit {
+				select {
+				case c := <-w.commits:
+					group = append(group, c)
+				default:
+					break more
+				}
+			}
+			list := make([]Completion, len(group))
+			for i, c := range group {
+				list[i] = Completion{ID: c.it.ID, Result: c.res}
+			}
+			var per []error
+			err := w.settle(ctx, fmt.Sprintf("complete %s", countItems(len(group))), func(ctx context.Context) error {
+				var err error
+				per, err = w.queue.CompleteMany(ctx, w.owner, list)
+				return err
+			})
+			for i, c := range group {
+				switch {
+				case err != nil:
+					c.done <- err
+				default:
+					c.done <- per[i]
+				}
+			}
+		}
+	}()
+	return func() { close(stop); <-stopped }
+}
+
 func (w *Worker) complete(ctx context.Context, it Item, res *IngestResult) {
 	defer w.unhold(it.ID)
-	err := w.settle(ctx, fmt.Sprintf("complete item %d", it.ID), func(ctx context.Context) error {
-		return w.queue.Complete(ctx, w.owner, it.ID, res)
-	})
+	c := &pendingCommit{it: it, res: res, done: make(chan error, 1)}
+	w.commits <- c
+	err := <-c.done
 	switch {
 	case err == nil:
 		w.count(StatusCompleted)

@@ -352,4 +352,3 @@ func TestReadOnlyOpenOfANewDatabaseCreatesIt(t *testing.T) {
 		t.Errorf("Stats = %+v, %v, read-only %v", c, err, q.ReadOnly())
 	}
 }
-

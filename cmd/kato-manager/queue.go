@@ -15,26 +15,22 @@ import (
 // database created here belongs to the kato user, as the workers', so they
 // can write it.
 func (a *app) openQueue(ctx context.Context) (*kgworker.Queue, *config.Config, error) {
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return nil, nil, err
-	}
-	q, err := kgworker.Open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(config.ServiceUser))
-	if err != nil {
-		return nil, nil, err
-	}
-	return q, cfg, nil
+	return a.openQueueWith(ctx, kgworker.Open)
 }
 
 // openQueueReadOnly opens the KG queue database for commands that only
 // read it: they take no write lock, so they never wait for, or hold up, the
 // workers. A database that does not exist yet is created as openQueue does.
 func (a *app) openQueueReadOnly(ctx context.Context) (*kgworker.Queue, *config.Config, error) {
+	return a.openQueueWith(ctx, kgworker.OpenReadOnly)
+}
+
+func (a *app) openQueueWith(ctx context.Context, open func(context.Context, string, ...kgworker.Option) (*kgworker.Queue, error)) (*kgworker.Queue, *config.Config, error) {
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	q, err := kgworker.OpenReadOnly(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(config.ServiceUser))
+	q, err := open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(config.ServiceUser))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -650,7 +650,6 @@ func (w *Worker) giveBackUntil(ctx context.Context, items []Item, why string, no
 
 // handle takes one item through the service and records the outcome.
 func (w *Worker) handle(ctx, work context.Context, it Item) {
-	defer w.tick()
 	dctx, cancel := dbContext(ctx)
 	content, err := w.queue.Content(dctx, it.ContentID)
 	cancel()

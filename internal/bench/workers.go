@@ -245,10 +245,17 @@ func (r *kgRun) startBare(ctx context.Context, n, items int) error {
 		owner := fmt.Sprintf("bare-%d", i)
 		r.n++
 		go func() {
+			// An error once the run is being stopped is the stop itself.
+			exit := func(err error) {
+				if ctx.Err() != nil {
+					err = nil
+				}
+				r.exited <- err
+			}
 			for ctx.Err() == nil {
 				batch, err := q.ClaimBatch(ctx, owner, 5, time.Minute)
 				if err != nil {
-					r.exited <- err
+					exit(err)
 					return
 				}
 				if len(batch) == 0 {
@@ -260,11 +267,11 @@ func (r *kgRun) startBare(ctx context.Context, n, items int) error {
 				}
 				for _, it := range batch {
 					if _, err := q.Content(ctx, it.ContentID); err != nil {
-						r.exited <- err
+						exit(err)
 						return
 					}
 					if err := q.Complete(ctx, owner, it.ID, answers[it.ContentID]); err != nil {
-						r.exited <- err
+						exit(err)
 						return
 					}
 				}

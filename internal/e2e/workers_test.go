@@ -176,7 +176,14 @@ func (p *kgPool) checkResults(from, to int) {
 	(SELECT count(*) FROM chunk_entities e WHERE e.content_id = c.id) AS entities,
 	(SELECT count(*) FROM chunk_relationships r WHERE r.content_id = c.id) AS relationships,
 	(SELECT count(*) FROM kg_processing_queue q WHERE q.content_id = c.id) AS items,
-	(SELECT count(*) FROM kg_processing_queue q WHERE q.content_id = c.id AND q.status = 'completed') AS completed
+	(SELECT count(*) FROM kg_processing_queue q WHERE q.content_id = c.id AND q.status = 'completed') AS completed,
+	(SELECT count(*) FROM chunk_entities e WHERE e.content_id = c.id AND e.offset_end > e.offset_start
+		AND e.chunk_rowid IN (SELECT rowid FROM content_chunks k WHERE k.content_id = c.id)) AS entities_in_chunks,
+	(SELECT count(*) FROM chunk_relationships r WHERE r.content_id = c.id AND r.subject_entity = 'Document ' || c.id
+		AND r.object_entity LIKE 'Topic ' || c.id || '.%%' AND r.chunk_rowids LIKE '[%%]') AS named_relationships,
+	(SELECT count(*) FROM kg_processing_queue q WHERE q.content_id = c.id AND q.processed_at IS NOT NULL
+		AND json_extract(q.result_summary, '$.neo4j_document_id') = 'doc-' || c.id
+		AND json_extract(q.result_summary, '$.summary.chunks_with_entities') = (SELECT count(*) FROM content_chunks k WHERE k.content_id = c.id)) AS summaries
 FROM crawled_content c WHERE c.id BETWEEN %d AND %d ORDER BY c.id`, from, to))
 	if len(rows) != to-from+1 {
 		p.t.Fatalf("%d documents in %d..%d, want %d", len(rows), from, to, to-from+1)
@@ -188,6 +195,10 @@ FROM crawled_content c WHERE c.id BETWEEN %d AND %d ORDER BY c.id`, from, to))
 			"processed": 1.0, "entity_count": float64(chunksOf(id) + 1), "relationship_count": float64(chunksOf(id)),
 			"document_id": fmt.Sprintf("doc-%d", id), "chunks": float64(chunksOf(id)), "chunks_processed": float64(chunksOf(id)),
 			"entities": float64(2 * chunksOf(id)), "relationships": float64(chunksOf(id)), "items": 1.0, "completed": 1.0,
+			// Entity rows sit in the document's chunks with their offsets,
+			// relationships name their subject and object, and the queue
+			// row keeps the counts and the summary.
+			"entities_in_chunks": float64(2 * chunksOf(id)), "named_relationships": float64(chunksOf(id)), "summaries": 1.0,
 		}
 		for k, v := range want {
 			if r[k] != v {

@@ -114,9 +114,10 @@ func work(ctx context.Context, id int, configPath string, logger *log.Logger) er
 	}
 	defer queue.Close()
 	client, err := kgworker.NewClient(kgworker.ClientOpts{
-		URL:     kg.ServiceURL,
-		Enabled: kg.ServiceEnabled,
-		Timeout: config.Seconds(kg.ServiceTimeout),
+		URL:      kg.ServiceURL,
+		Enabled:  kg.ServiceEnabled,
+		Timeout:  config.Seconds(kg.ServiceTimeout),
+		MaxConns: kg.Concurrency,
 	})
 	if err != nil {
 		return err
@@ -138,6 +139,7 @@ func work(ctx context.Context, id int, configPath string, logger *log.Logger) er
 		Client:           client,
 		Owner:            owner,
 		BatchSize:        kg.BatchSize,
+		Concurrency:      kg.Concurrency,
 		PollInterval:     config.Seconds(kg.PollInterval),
 		Lease:            config.Seconds(kg.LeaseSeconds),
 		ShutdownGrace:    shutdownGrace,
@@ -156,7 +158,7 @@ func work(ctx context.Context, id int, configPath string, logger *log.Logger) er
 	if kg.ServiceEnabled {
 		service = config.RedactURL(kg.ServiceURL)
 	}
-	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d", id, kg.DBPath, service, kg.BatchSize)
+	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d, concurrency %d", id, kg.DBPath, service, kg.BatchSize, kg.Concurrency)
 	// Tell systemd as soon as the signal arrives, not once the worker
 	// has wound down.
 	ran := make(chan struct{})
@@ -174,6 +176,9 @@ func work(ctx context.Context, id int, configPath string, logger *log.Logger) er
 	close(ran)
 	<-toldStopping
 	if err != nil {
+		// Say why in systemctl status before exiting; the failure makes
+		// systemd restart the worker and count it.
+		n.notify("STATUS=failing: " + err.Error())
 		return err
 	}
 	st := worker.Stats()

@@ -21,6 +21,8 @@ type fakeSystemd struct {
 	// fail makes a call fail as systemd would: the key is the call as
 	// callLog records it ("stop kato@a.service"), the value a *BusError.
 	fail map[string]error
+	// unitCalls counts the calls of Unit, the per-unit read.
+	unitCalls int
 	// onList, when set, runs at the start of every ListUnits call, outside
 	// the fake's lock.
 	onList func()
@@ -156,12 +158,36 @@ func (f *fakeSystemd) ListUnits(ctx context.Context, patterns ...string) ([]Unit
 	defer f.mu.Unlock()
 	var out []UnitState
 	for name, u := range f.units {
-		for _, p := range patterns {
-			prefix, suffix, _ := strings.Cut(p, "*")
-			if strings.HasPrefix(name, prefix) && strings.HasSuffix(name, suffix) {
-				out = append(out, UnitState{Name: name, LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState})
-				break
-			}
+		if matchesAny(name, patterns) {
+			out = append(out, UnitState{Name: name, LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// matchesAny reports whether name matches one of the patterns, each with
+// at most one '*'.
+func matchesAny(name string, patterns []string) bool {
+	for _, p := range patterns {
+		prefix, suffix, _ := strings.Cut(p, "*")
+		if strings.HasPrefix(name, prefix) && strings.HasSuffix(name, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// UnitsWithProperties answers as ListUnits with every field of the units,
+// and records one call per batch.
+func (f *fakeSystemd) UnitsWithProperties(ctx context.Context, patterns ...string) ([]UnitState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("properties %s", strings.Join(patterns, " "))
+	var out []UnitState
+	for name, u := range f.units {
+		if matchesAny(name, patterns) {
+			out = append(out, *u)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -171,6 +197,7 @@ func (f *fakeSystemd) ListUnits(ctx context.Context, patterns ...string) ([]Unit
 func (f *fakeSystemd) Unit(ctx context.Context, name string) (UnitState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.unitCalls++
 	state := "disabled"
 	if f.enabled[name] {
 		state = "enabled"

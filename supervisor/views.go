@@ -88,7 +88,11 @@ func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := m.now()
+	return &snapshot{reg: reg, views: instanceViews(reg, byUnit, procs, m.now()), procs: procs}, nil
+}
+
+// instanceViews joins the registry with the units' states and processes.
+func instanceViews(reg *config.Registry, byUnit map[string]UnitState, procs map[string]UnitProcesses, now time.Time) []InstanceView {
 	views := make([]InstanceView, 0, len(reg.Instances))
 	for _, inst := range reg.Sorted() {
 		v := InstanceView{ID: inst.ID, Name: inst.Name, Unit: inst.Unit, APIPort: inst.APIPort, ZMQPort: inst.ZMQPort, Registered: true}
@@ -105,7 +109,7 @@ func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 		}
 		views = append(views, v)
 	}
-	return &snapshot{reg: reg, views: views, procs: procs}, nil
+	return views
 }
 
 // ServiceState is a shared service unit's state.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // queueDB is the queue work the commands do. The queue database lives in a
@@ -33,6 +34,7 @@ type queueDB interface {
 	RetryFailed(ctx context.Context, ids ...int64) (int, error)
 	Stats(ctx context.Context) (kgworker.Counts, error)
 	Reports(ctx context.Context) ([]kgworker.Report, error)
+	Latencies(ctx context.Context) (queue.Latencies, error)
 	Close() error
 }
 
@@ -259,6 +261,11 @@ func (r *reopeningQueue) Reports(ctx context.Context) (reports []kgworker.Report
 	return reports, err
 }
 
+func (r *reopeningQueue) Latencies(ctx context.Context) (l queue.Latencies, err error) {
+	err = r.do(func(q queueDB) error { l, err = q.Latencies(ctx); return err })
+	return l, err
+}
+
 func (r *reopeningQueue) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -300,6 +307,10 @@ func (c *queueChild) Stats(ctx context.Context) (kgworker.Counts, error) {
 
 func (c *queueChild) Reports(ctx context.Context) ([]kgworker.Report, error) {
 	return callInto[[]kgworker.Report](ctx, c, queueRequest{Op: "reports"})
+}
+
+func (c *queueChild) Latencies(ctx context.Context) (queue.Latencies, error) {
+	return callInto[queue.Latencies](ctx, c, queueRequest{Op: "latencies"})
 }
 
 // Close ends the child: it closes the database when its input ends.
@@ -372,6 +383,8 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 			result, err = q.Stats(ctx)
 		case req.Op == "reports":
 			result, err = q.Reports(ctx)
+		case req.Op == "latencies":
+			result, err = q.Latencies(ctx)
 		default:
 			err = fmt.Errorf("unknown queue operation %q", req.Op)
 		}

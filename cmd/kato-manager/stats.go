@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/supervisor"
@@ -66,7 +69,8 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 
 // serve answers GET /health (503 when a worker is unhealthy) and GET
 // /stats with the same JSON as `workers health --json` and `workers stats
-// --json`, for monitoring tools.
+// --json`, and GET /metrics in Prometheus's exposition format, for
+// monitoring tools.
 func serveFlags(fs *pflag.FlagSet) *string {
 	return fs.String("listen", "127.0.0.1:9090", "address to listen on")
 }
@@ -114,12 +118,16 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) erro
 		w.Header().Set("Content-Type", "application/json")
 		writeJSON(w, s)
 	})
+	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{}, Paths: supervisor.DefaultPaths()}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&fleetCollector{sample: m.Sample, queue: q, timeout: 10 * time.Second})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(a.stderr, "metrics: ", 0)}))
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(a.stdout, "serving /health and /stats on %s\n", ln.Addr())
+	fmt.Fprintf(a.stdout, "serving /health, /stats and /metrics on %s\n", ln.Addr())
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/supervisor"
+)
+
+// fleetCollector is the Prometheus collector of /metrics. Each scrape reads
+// the fleet once (sample: one batched systemd query) and the queue database
+// three times (counts, latencies, the workers' reports), through the same
+// queueDB as /stats.
+type fleetCollector struct {
+	sample  func(ctx context.Context) (*supervisor.FleetSample, error)
+	queue   queueDB
+	timeout time.Duration
+}
+
+var instanceLabels = []string{"id", "name", "group", "processor"}
+
+var (
+	descInstanceUp        = prometheus.NewDesc("kato_instance_up", "Whether the instance's unit is active and running (1) or not (0).", instanceLabels, nil)
+	descInstanceReady     = prometheus.NewDesc("kato_instance_ready", "Whether the instance's main process listens on its API port.", instanceLabels, nil)
+	descInstanceRestarts  = prometheus.NewDesc("kato_instance_restarts_total", "Automatic restarts of the instance by systemd (NRestarts; reset by a manual restart or reset-failed).", instanceLabels, nil)
+	descInstanceMemory    = prometheus.NewDesc("kato_instance_memory_bytes", "Memory of the instance's cgroup (MemoryCurrent), 0 when stopped.", instanceLabels, nil)
+	descInstanceCPU       = prometheus.NewDesc("kato_instance_cpu_seconds_total", "CPU time of the instance's cgroup since it started (CPUUsageNSec).", instanceLabels, nil)
+	descInstanceStartTime = prometheus.NewDesc("kato_instance_start_time_seconds", "When the instance's main process started, in seconds since the epoch; 0 when stopped.", instanceLabels, nil)
+
+	descWorkerUp        = prometheus.NewDesc("kg_worker_up", "Whether the KG worker's unit is active and running.", []string{"worker"}, nil)
+	descWorkerProcessed = prometheus.NewDesc("kg_worker_items_processed_total", "Items the worker's current process has finished, as it last reported.", []string{"worker"}, nil)
+	descWorkerFailed    = prometheus.NewDesc("kg_worker_items_failed_total", "Items the worker's current process has failed, as it last reported.", []string{"worker"}, nil)
+	descWorkerRestarts  = prometheus.NewDesc("kg_worker_restarts_total", "Automatic restarts of the worker by systemd (NRestarts).", []string{"worker"}, nil)
+
+	descQueueItems    = prometheus.NewDesc("kg_queue_items", "Items in the KG queue by status.", []string{"status"}, nil)
+	descQueuePickup   = prometheus.NewDesc("kg_queue_enqueue_to_pickup_seconds", "Time from enqueue to the latest claim, over the items claimed at least once.", nil, nil)
+	descQueueDone     = prometheus.NewDesc("kg_queue_claim_to_done_seconds", "Time from claim to completion, over the completed items.", nil, nil)
+	descServiceHealth = prometheus.NewDesc("kg_service_healthy", "Whether the KG service answered the first running worker's last health check.", nil, nil)
+	descServiceFails  = prometheus.NewDesc("kg_service_consecutive_failures", "Consecutive failed health checks of the KG service, as the first running worker counts them.", nil, nil)
+
+	descScrapeOK = prometheus.NewDesc("kato_manager_scrape_success", "Whether this scrape could read the source (systemd, queue).", []string{"source"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descInstanceUp, descInstanceReady, descInstanceRestarts, descInstanceMemory, descInstanceCPU, descInstanceStartTime,
+		descWorkerUp, descWorkerProcessed, descWorkerFailed, descWorkerRestarts,
+		descQueueItems, descQueuePickup, descQueueDone, descServiceHealth, descServiceFails, descScrapeOK} {
+		ch <- d
+	}
+}
+
+func gauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Collect implements prometheus.Collector. A source that cannot be read
+// leaves its metrics out and says so in kato_manager_scrape_success; the
+// rest is still served.
+func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	fleet, err := c.sample(ctx)
+	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, gauge(err == nil), "systemd")
+	if err == nil {
+		for _, i := range fleet.Instances {
+			l := []string{i.ID, i.Name, i.Group, i.Processor}
+			var start float64
+			if i.Up && !i.Since.IsZero() {
+				start = float64(i.Since.UnixMicro()) / 1e6
+			}
+			ch <- prometheus.MustNewConstMetric(descInstanceUp, prometheus.GaugeValue, gauge(i.Up), l...)
+			ch <- prometheus.MustNewConstMetric(descInstanceReady, prometheus.GaugeValue, gauge(i.Ready), l...)
+			ch <- prometheus.MustNewConstMetric(descInstanceRestarts, prometheus.CounterValue, float64(i.Restarts), l...)
+			ch <- prometheus.MustNewConstMetric(descInstanceMemory, prometheus.GaugeValue, float64(i.MemoryBytes), l...)
+			ch <- prometheus.MustNewConstMetric(descInstanceCPU, prometheus.CounterValue, i.CPUSeconds, l...)
+			ch <- prometheus.MustNewConstMetric(descInstanceStartTime, prometheus.GaugeValue, start, l...)
+		}
+	}
+	counts, err1 := c.queue.Stats(ctx)
+	lat, err2 := c.queue.Latencies(ctx)
+	reports, err3 := c.queue.Reports(ctx)
+	queueOK := err1 == nil && err2 == nil && err3 == nil
+	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, gauge(queueOK), "queue")
+	if err == nil {
+		c.collectWorkers(ch, fleet.Workers, reports)
+	}
+	if err1 == nil {
+		for status, n := range map[kgworker.Status]int{kgworker.StatusPending: counts.Pending, kgworker.StatusProcessing: counts.Processing,
+			kgworker.StatusCompleted: counts.Completed, kgworker.StatusFailed: counts.Failed, kgworker.StatusSkipped: counts.Skipped} {
+			ch <- prometheus.MustNewConstMetric(descQueueItems, prometheus.GaugeValue, float64(n), string(status))
+		}
+	}
+	if err2 == nil {
+		ch <- constHistogram(descQueuePickup, lat.Pickup)
+		ch <- constHistogram(descQueueDone, lat.Done)
+	}
+}
+
+// collectWorkers emits the workers' metrics. A report counts only for the
+// process that wrote it (same pid), as in `workers stats`; the KG service's
+// health is the first running worker's view of it.
+func (c *fleetCollector) collectWorkers(ch chan<- prometheus.Metric, workers []supervisor.WorkerSample, reports []kgworker.Report) {
+	byWorker := make(map[int]kgworker.Report, len(reports))
+	for _, r := range reports {
+		byWorker[r.WorkerID] = r
+	}
+	serviceSeen := false
+	for _, w := range workers {
+		if w.ActiveState == "inactive" {
+			continue // stopped on purpose: not part of the pool
+		}
+		label := strconv.Itoa(w.WorkerID)
+		var stats kgworker.Stats
+		if r, ok := byWorker[w.WorkerID]; ok && w.Up && uint32(r.PID) == w.PID {
+			stats = r.Stats
+			if !serviceSeen {
+				serviceSeen = true
+				ch <- prometheus.MustNewConstMetric(descServiceHealth, prometheus.GaugeValue, gauge(r.Service.IsHealthy))
+				ch <- prometheus.MustNewConstMetric(descServiceFails, prometheus.GaugeValue, float64(r.Service.ConsecutiveFailures))
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descWorkerUp, prometheus.GaugeValue, gauge(w.Up), label)
+		ch <- prometheus.MustNewConstMetric(descWorkerProcessed, prometheus.CounterValue, float64(stats.TotalProcessed), label)
+		ch <- prometheus.MustNewConstMetric(descWorkerFailed, prometheus.CounterValue, float64(stats.TotalFailed), label)
+		ch <- prometheus.MustNewConstMetric(descWorkerRestarts, prometheus.CounterValue, float64(w.Restarts), label)
+	}
+}
+
+func constHistogram(d *prometheus.Desc, h queue.Histogram) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	for i, b := range h.Bounds {
+		buckets[b] = h.Cumulative[i]
+	}
+	return prometheus.MustNewConstHistogram(d, h.Count, h.Sum, buckets)
+}

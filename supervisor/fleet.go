@@ -1,0 +1,96 @@
+package supervisor
+
+import (
+	"context"
+	"time"
+
+	"github.com/kato-manager/kato-manager/units"
+)
+
+// DefaultProcessor is the processor label of instances that run the
+// [processor] of kato.toml, which, until named processors exist, is every
+// instance.
+const DefaultProcessor = "default"
+
+// InstanceSample is one instance as a scrape of /metrics sees it.
+type InstanceSample struct {
+	InstanceView
+	// Processor and Group label the instance's metrics. No instance
+	// belongs to a group yet: Group is empty.
+	Processor  string
+	Group      string
+	Up         bool // active/running
+	Ready      bool // its own process listens on its API port
+	Restarts   uint32
+	CPUSeconds float64
+}
+
+// WorkerSample is one KG worker unit systemd has loaded.
+type WorkerSample struct {
+	WorkerID    int
+	Unit        string
+	ActiveState string
+	SubState    string
+	Up          bool
+	PID         uint32
+	Restarts    uint32
+}
+
+// FleetSample is the fleet at one moment: every registered instance and
+// every loaded worker unit.
+type FleetSample struct {
+	Instances []InstanceSample
+	Workers   []WorkerSample
+	At        time.Time
+}
+
+// Sample reads the fleet with one batched systemd query for instances and
+// workers alike (UnitsWithProperties) and, per running instance, a look at
+// the sockets of its main process; memory and CPU come from systemd's accounting of each unit's
+// cgroup, so /proc is not scanned.
+func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, err
+	}
+	list, err := m.Systemd.UnitsWithProperties(ctx, units.InstancePattern, units.WorkerPattern)
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	byUnit := make(map[string]UnitState, len(list))
+	procs := make(map[string]UnitProcesses, len(list))
+	s := &FleetSample{Instances: []InstanceSample{}, Workers: []WorkerSample{}, At: now}
+	for _, u := range list {
+		byUnit[u.Name] = u
+		procs[u.Name] = UnitProcesses{MainPID: int32(u.MainPID), RSS: u.MemoryCurrent, Started: u.ActiveSince}
+		if n, ok := units.WorkerNumber(u.Name); ok && u.LoadState == "loaded" {
+			s.Workers = append(s.Workers, WorkerSample{WorkerID: n, Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState,
+				Up: u.ActiveState == "active" && u.SubState == "running", PID: u.MainPID, Restarts: u.NRestarts})
+		}
+	}
+	for _, v := range instanceViews(reg, byUnit, procs, now) {
+		u := byUnit[v.Unit]
+		is := InstanceSample{InstanceView: v, Processor: DefaultProcessor, Restarts: u.NRestarts,
+			Up: v.ActiveState == "active" && v.SubState == "running"}
+		if is.Up {
+			is.CPUSeconds = float64(u.CPUUsageNSec) / 1e9
+			// As start's readiness check: the main process listens on the
+			// API port.
+			if is.Ready, err = m.listensOn(ctx, uint32(v.PID), v.APIPort, false); err != nil {
+				return nil, err
+			}
+		}
+		s.Instances = append(s.Instances, is)
+	}
+	sortWorkers(s.Workers)
+	return s, nil
+}
+
+func sortWorkers(w []WorkerSample) {
+	for i := 1; i < len(w); i++ {
+		for j := i; j > 0 && w[j].WorkerID < w[j-1].WorkerID; j-- {
+			w[j], w[j-1] = w[j-1], w[j]
+		}
+	}
+}

@@ -46,8 +46,9 @@ type FleetSample struct {
 
 // Sample reads the fleet with one batched systemd query for instances and
 // workers alike (UnitsWithProperties) and, per running instance, a look at
-// the sockets of its main process; memory and CPU come from systemd's accounting of each unit's
-// cgroup, so /proc is not scanned.
+// the sockets of its main process. Memory and CPU come from systemd's
+// accounting of each unit's cgroup; /proc is scanned only for the units
+// systemd does not account.
 func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
@@ -67,6 +68,32 @@ func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
 		if n, ok := units.WorkerNumber(u.Name); ok && u.LoadState == "loaded" {
 			s.Workers = append(s.Workers, WorkerSample{WorkerID: n, Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState,
 				Up: u.ActiveState == "active" && u.SubState == "running", PID: u.MainPID, Restarts: u.NRestarts})
+		}
+	}
+	// Where systemd does not account memory or CPU (cgroup controllers
+	// not enabled: MemoryAccounting=, CPUAccounting=), the processes of the
+	// units it leaves out are read from /proc, in one pass for all of them.
+	var unaccounted []string
+	for _, inst := range reg.Instances {
+		if u, ok := byUnit[inst.Unit]; ok && u.ActiveState == "active" && (u.MemoryCurrent == 0 || u.CPUUsageNSec == 0) {
+			unaccounted = append(unaccounted, inst.Unit)
+		}
+	}
+	if len(unaccounted) > 0 && m.Processes != nil {
+		found, err := m.Processes.ByUnit(ctx, unaccounted)
+		if err != nil {
+			return nil, err
+		}
+		for unit, p := range found {
+			u, mine := byUnit[unit], procs[unit]
+			if u.MemoryCurrent == 0 {
+				mine.RSS = p.RSS
+			}
+			if u.CPUUsageNSec == 0 {
+				u.CPUUsageNSec = uint64(p.CPU * 1e9)
+				byUnit[unit] = u
+			}
+			procs[unit] = mine
 		}
 	}
 	for _, v := range instanceViews(reg, byUnit, procs, now) {

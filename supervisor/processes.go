@@ -17,6 +17,7 @@ type UnitProcesses struct {
 	MainPID int32     // the process whose parent is outside the unit
 	PIDs    []int32   // every process in the unit's cgroup
 	RSS     uint64    // resident memory of all of them, in bytes
+	CPU     float64   // CPU time of all of them, user and system, in seconds
 	Started time.Time // when the main process started
 }
 
@@ -66,6 +67,9 @@ func (h HostProcesses) ByUnit(ctx context.Context, units []string) (map[string]U
 			up.PIDs = append(up.PIDs, p.Pid)
 			if mem, err := p.MemoryInfoWithContext(ctx); err == nil {
 				up.RSS += mem.RSS
+			}
+			if t, err := p.TimesWithContext(ctx); err == nil {
+				up.CPU += t.User + t.System
 			}
 			ppid, err := p.PpidWithContext(ctx)
 			if err != nil || unitOf[ppid] == unit {

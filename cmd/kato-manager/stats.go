@@ -118,7 +118,7 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) erro
 		w.Header().Set("Content-Type", "application/json")
 		writeJSON(w, s)
 	})
-	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{}, Paths: supervisor.DefaultPaths()}
+	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{}, Processes: supervisor.HostProcesses{}, Paths: supervisor.DefaultPaths()}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&fleetCollector{sample: m.Sample, queue: q, timeout: 10 * time.Second})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(a.stderr, "metrics: ", 0)}))

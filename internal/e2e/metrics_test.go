@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrapeMetrics fetches serve's /metrics inside the machine and parses it
+// with the Prometheus text parser.
+func (p *kgPool) scrapeMetrics(url string) map[string]*dto.MetricFamily {
+	p.t.Helper()
+	body, err := p.get(url)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		p.t.Fatalf("parse /metrics: %v\n%s", err, body)
+	}
+	return fams
+}
+
+// sampleValue is the value of the family's sample whose labels include the
+// given name/value pairs; ok is false when there is none.
+func sampleValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
+	f, ok := fams[name]
+	if !ok {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for i := 0; i+1 < len(labels); i += 2 {
+			if have[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// TestMetrics: /metrics on the real systemd says what systemd and the queue
+// say: instances up and ready, their restarts after a kill, memory and
+// start time as systemd accounts them, a stopped instance down, the
+// workers' processed counts adding up to the queue, the queue by status
+// and its latency histograms.
+func TestMetrics(t *testing.T) {
+	const items = 30
+	p := bootKGPool(t, "poll_interval = 1.0\n", 0)
+	p.mustKM("start", "--id", "alpha", "--name", "Alpha", "--port", "8001")
+	p.mustKM("start", "--id", "beta", "--name", "Beta", "--port", "8002")
+	p.addContent(1, items)
+	p.enqueue(1, items)
+	p.startWorkers(2)
+	p.waitDrained(time.Minute)
+	p.must("systemd-run", "--unit=kato-manager-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090")
+	const url = "http://127.0.0.1:9090/metrics"
+	p.waitFor("kato-manager serve", 10*time.Second, func() bool {
+		_, err := p.get(url)
+		return err == nil
+	})
+	must := func(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+		t.Helper()
+		v, ok := sampleValue(fams, name, labels...)
+		if !ok {
+			t.Fatalf("no %s%v in /metrics", name, labels)
+		}
+		return v
+	}
+	alpha := []string{"id", "alpha", "name", "Alpha", "group", "", "processor", "default"}
+	beta := []string{"id", "beta", "name", "Beta", "group", "", "processor", "default"}
+
+	// The workers publish their counters about once a second.
+	var fams map[string]*dto.MetricFamily
+	p.waitFor("the workers' processed counts to add up to the queue", 20*time.Second, func() bool {
+		fams = p.scrapeMetrics(url)
+		sum := 0.0
+		for w := 1; w <= 2; w++ {
+			v, _ := sampleValue(fams, "kg_worker_items_processed_total", "worker", strconv.Itoa(w))
+			sum += v
+		}
+		return sum == items
+	})
+	for _, id := range []string{"alpha", "beta"} {
+		labels := []string{"id", id}
+		if must(fams, "kato_instance_up", labels...) != 1 || must(fams, "kato_instance_ready", labels...) != 1 || must(fams, "kato_instance_restarts_total", labels...) != 0 {
+			t.Errorf("%s is not up, ready and unrestarted", id)
+		}
+		unit := "kato@" + id + ".service"
+		// Where the machine's cgroup tree has no memory controller systemd
+		// shows "[not set]" and the figure is the processes' RSS.
+		if mem := must(fams, "kato_instance_memory_bytes", labels...); mem < 1<<20 || mem > 1<<30 {
+			t.Errorf("%s memory %v bytes (systemd: %s)", id, mem, p.prop(unit, "MemoryCurrent"))
+		}
+		// systemctl shows whole seconds.
+		if start := p.startTime(unit); math.Floor(must(fams, "kato_instance_start_time_seconds", labels...)) != start {
+			t.Errorf("%s start time %v, systemd says %v", id, must(fams, "kato_instance_start_time_seconds", labels...), start)
+		}
+		if _, ok := sampleValue(fams, "kato_instance_cpu_seconds_total", labels...); !ok {
+			t.Errorf("no CPU time for %s", id)
+		}
+	}
+	if _, ok := sampleValue(fams, "kato_instance_up", alpha...); !ok {
+		t.Errorf("alpha's labels are not %v", alpha)
+	}
+	for w := 1; w <= 2; w++ {
+		label := strconv.Itoa(w)
+		if must(fams, "kg_worker_up", "worker", label) != 1 || must(fams, "kg_worker_restarts_total", "worker", label) != 0 || must(fams, "kg_worker_items_failed_total", "worker", label) != 0 {
+			t.Errorf("worker %d is not up and clean", w)
+		}
+	}
+	if must(fams, "kg_queue_items", "status", "completed") != items || must(fams, "kg_queue_items", "status", "pending") != 0 {
+		t.Errorf("queue items: completed %v pending %v", must(fams, "kg_queue_items", "status", "completed"), must(fams, "kg_queue_items", "status", "pending"))
+	}
+	if must(fams, "kg_queue_claim_to_done_seconds") != items || must(fams, "kg_queue_enqueue_to_pickup_seconds") != items {
+		t.Errorf("latency histograms count %v and %v items", must(fams, "kg_queue_claim_to_done_seconds"), must(fams, "kg_queue_enqueue_to_pickup_seconds"))
+	}
+	if must(fams, "kg_service_healthy") != 1 || must(fams, "kg_service_consecutive_failures") != 0 {
+		t.Error("the KG service is not reported healthy")
+	}
+
+	// A killed processor is restarted by systemd: one restart, a new start
+	// time; a stopped one is down.
+	before := must(fams, "kato_instance_start_time_seconds", "id", "alpha")
+	p.must("systemctl", "kill", "--signal=SIGKILL", "kato@alpha.service")
+	p.waitFor("alpha to be restarted and listen again", 30*time.Second, func() bool {
+		fams = p.scrapeMetrics(url)
+		up, _ := sampleValue(fams, "kato_instance_up", "id", "alpha")
+		ready, _ := sampleValue(fams, "kato_instance_ready", "id", "alpha")
+		restarts, _ := sampleValue(fams, "kato_instance_restarts_total", "id", "alpha")
+		return up == 1 && ready == 1 && restarts == 1
+	})
+	if n := p.intProp("kato@alpha.service", "NRestarts"); n != 1 {
+		t.Errorf("systemd counts %d restarts", n)
+	}
+	if after := must(fams, "kato_instance_start_time_seconds", "id", "alpha"); after <= before {
+		t.Errorf("start time %v after the restart, %v before", after, before)
+	}
+	p.must("systemctl", "stop", "kato@beta.service")
+	fams = p.scrapeMetrics(url)
+	if must(fams, "kato_instance_up", beta...) != 0 || must(fams, "kato_instance_ready", beta...) != 0 || must(fams, "kato_instance_memory_bytes", beta...) != 0 {
+		t.Error("the stopped beta is not down")
+	}
+	if must(fams, "kato_manager_scrape_success", "source", "systemd") != 1 || must(fams, "kato_manager_scrape_success", "source", "queue") != 1 {
+		t.Error("a source failed")
+	}
+}
+
+// startTime is when systemd says the unit's main process started, in
+// seconds since the epoch.
+func (p *kgPool) startTime(unit string) float64 {
+	p.t.Helper()
+	out := strings.TrimSpace(p.must("systemctl", "show", "-P", "ExecMainStartTimestamp", "--timestamp=unix", unit))
+	sec, err := strconv.ParseFloat(strings.TrimPrefix(out, "@"), 64)
+	if err != nil {
+		p.t.Fatalf("ExecMainStartTimestamp of %s: %q", unit, out)
+	}
+	return sec
+}
+

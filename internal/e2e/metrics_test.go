@@ -176,4 +176,3 @@ func (p *kgPool) startTime(unit string) float64 {
 	}
 	return sec
 }
-

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -134,6 +135,10 @@ is unhealthy), 2 a bad invocation, with nothing changed.`,
 			command("list", "list queue items, newest first", queueListFlags, a.queueList),
 			command("retry-failed [ITEM_ID...]", "queue failed items again, all or the ones given", noFlags, a.queueRetryFailed),
 			command("stats", "count the queue's items by status", jsonFlag, a.queueStats),
+			command("priority PRIORITY ITEM_ID...", "change the priority of queue items; higher is processed first", noFlags, a.queuePriority),
+			command("delete ITEM_ID...", "delete queue items", noFlags, a.queueDelete),
+			command("requeue CONTENT_ID...", "process documents again: their completed, failed or skipped items back to pending", queueEnqueueFlags, a.queueRequeue),
+			command("clear --status STATUS", "delete every item in a status (not processing)", queueClearFlags, a.queueClear),
 		),
 		command("serve", "serve /health and /stats as JSON for monitoring tools", serveFlags, a.serve),
 	)...)
@@ -317,7 +322,8 @@ func (a *app) report(err error) int {
 	if errors.Is(err, config.ErrMalformed) {
 		return exitFailed
 	}
-	if errors.As(err, &ue) || errors.As(err, &fe) || errors.Is(err, config.ErrAmbiguous) || errors.Is(err, config.ErrNotFound) {
+	var qe *queue.InputError
+	if errors.As(err, &ue) || errors.As(err, &fe) || errors.As(err, &qe) || errors.Is(err, config.ErrAmbiguous) || errors.Is(err, config.ErrNotFound) {
 		return exitUsage
 	}
 	return exitFailed

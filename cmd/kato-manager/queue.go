@@ -174,3 +174,94 @@ func (a *app) queueStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) e
 		c.Total, c.Pending, c.Processing, c.Completed, c.Failed, c.Skipped)
 	return nil
 }
+
+// priorityArg parses a priority given on the command line: zero or more.
+func priorityArg(field, s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 0 {
+		return 0, &config.FieldError{Field: field, Value: s, Rule: "must be a whole number, zero or more"}
+	}
+	return p, nil
+}
+
+func (a *app) queuePriority(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
+	if fs.NArg() < 2 {
+		return usagef("queue priority takes a PRIORITY and one or more ITEM_IDs")
+	}
+	priority, err := priorityArg("PRIORITY", fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	itemIDs, err := ids("ITEM_ID", fs.Args()[1:])
+	if err != nil {
+		return err
+	}
+	return a.queueAction(ctx, func(q queueDB) (string, error) {
+		n, err := q.SetPriority(ctx, priority, itemIDs...)
+		return fmt.Sprintf("%d item(s) now at priority %d", n, priority), err
+	})
+}
+
+func (a *app) queueDelete(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
+	if fs.NArg() == 0 {
+		return usagef("queue delete takes one or more ITEM_IDs")
+	}
+	itemIDs, err := ids("ITEM_ID", fs.Args())
+	if err != nil {
+		return err
+	}
+	return a.queueAction(ctx, func(q queueDB) (string, error) {
+		n, err := q.Delete(ctx, itemIDs...)
+		return fmt.Sprintf("%d item(s) deleted", n), err
+	})
+}
+
+func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, priority *int) error {
+	if fs.NArg() == 0 {
+		return usagef("queue requeue takes one or more crawled_content ids")
+	}
+	if *priority < 0 {
+		return &config.FieldError{Field: "priority", Value: strconv.Itoa(*priority), Rule: "must be zero or more"}
+	}
+	contentIDs, err := ids("CONTENT_ID", fs.Args())
+	if err != nil {
+		return err
+	}
+	return a.queueAction(ctx, func(q queueDB) (string, error) {
+		n, err := q.Requeue(ctx, *priority, contentIDs...)
+		return fmt.Sprintf("%d document(s) queued again (%d already pending or processing)", n, len(contentIDs)-n), err
+	})
+}
+
+func queueClearFlags(fs *pflag.FlagSet) *string {
+	return fs.String("status", "", "the status to clear: pending, completed, failed or skipped (required)")
+}
+
+func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, status *string) error {
+	if err := noArgs(fs, "queue clear takes no arguments; use --status STATUS"); err != nil {
+		return err
+	}
+	st, err := kgworker.ParseStatus(*status)
+	if err != nil || st == kgworker.StatusProcessing {
+		return &config.FieldError{Field: "status", Value: *status, Rule: "must be one of pending, completed, failed, skipped (processing items are held by workers)"}
+	}
+	return a.queueAction(ctx, func(q queueDB) (string, error) {
+		n, err := q.Clear(ctx, st)
+		return fmt.Sprintf("%d %s item(s) deleted", n, st), err
+	})
+}
+
+// queueAction runs one change to the queue and prints what it did.
+func (a *app) queueAction(ctx context.Context, do func(q queueDB) (string, error)) error {
+	q, _, err := a.openQueue(ctx)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	msg, err := do(q)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, msg)
+	return nil
+}

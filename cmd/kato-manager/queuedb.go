@@ -35,6 +35,10 @@ type queueDB interface {
 	Stats(ctx context.Context) (kgworker.Counts, error)
 	Reports(ctx context.Context) ([]kgworker.Report, error)
 	Latencies(ctx context.Context) (queue.Latencies, error)
+	SetPriority(ctx context.Context, priority int, ids ...int64) (int, error)
+	Delete(ctx context.Context, ids ...int64) (int, error)
+	Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error)
+	Clear(ctx context.Context, status kgworker.Status) (int, error)
 	Close() error
 }
 
@@ -87,6 +91,9 @@ type queueRequest struct {
 type queueResponse struct {
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  string          `json:"error,omitempty"`
+	// Input is set when the error is the operator's bad input, so that
+	// the command exits 2 as when it opens the database itself.
+	Input *queue.InputError `json:"input_error,omitempty"`
 }
 
 // startQueueChild starts the child for the database at dbPath. The
@@ -196,6 +203,9 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 		if a.err != nil {
 			return nil, fmt.Errorf("queue access as %s: %w: %w", serviceUser, errChildGone, a.err)
 		}
+		if a.resp.Input != nil {
+			return nil, a.resp.Input
+		}
 		if a.resp.Error != "" {
 			return nil, errors.New(a.resp.Error)
 		}
@@ -266,6 +276,26 @@ func (r *reopeningQueue) Latencies(ctx context.Context) (l queue.Latencies, err 
 	return l, err
 }
 
+func (r *reopeningQueue) SetPriority(ctx context.Context, priority int, ids ...int64) (n int, err error) {
+	err = r.do(func(q queueDB) error { n, err = q.SetPriority(ctx, priority, ids...); return err })
+	return n, err
+}
+
+func (r *reopeningQueue) Delete(ctx context.Context, ids ...int64) (n int, err error) {
+	err = r.do(func(q queueDB) error { n, err = q.Delete(ctx, ids...); return err })
+	return n, err
+}
+
+func (r *reopeningQueue) Requeue(ctx context.Context, priority int, contentIDs ...int64) (n int, err error) {
+	err = r.do(func(q queueDB) error { n, err = q.Requeue(ctx, priority, contentIDs...); return err })
+	return n, err
+}
+
+func (r *reopeningQueue) Clear(ctx context.Context, status kgworker.Status) (n int, err error) {
+	err = r.do(func(q queueDB) error { n, err = q.Clear(ctx, status); return err })
+	return n, err
+}
+
 func (r *reopeningQueue) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -311,6 +341,22 @@ func (c *queueChild) Reports(ctx context.Context) ([]kgworker.Report, error) {
 
 func (c *queueChild) Latencies(ctx context.Context) (queue.Latencies, error) {
 	return callInto[queue.Latencies](ctx, c, queueRequest{Op: "latencies"})
+}
+
+func (c *queueChild) SetPriority(ctx context.Context, priority int, ids ...int64) (int, error) {
+	return callInto[int](ctx, c, queueRequest{Op: "priority", Priority: priority, IDs: ids})
+}
+
+func (c *queueChild) Delete(ctx context.Context, ids ...int64) (int, error) {
+	return callInto[int](ctx, c, queueRequest{Op: "delete", IDs: ids})
+}
+
+func (c *queueChild) Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error) {
+	return callInto[int](ctx, c, queueRequest{Op: "requeue", Priority: priority, IDs: contentIDs})
+}
+
+func (c *queueChild) Clear(ctx context.Context, status kgworker.Status) (int, error) {
+	return callInto[int](ctx, c, queueRequest{Op: "clear", Status: status})
 }
 
 // Close ends the child: it closes the database when its input ends.
@@ -385,10 +431,22 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 			result, err = q.Reports(ctx)
 		case req.Op == "latencies":
 			result, err = q.Latencies(ctx)
+		case req.Op == "priority":
+			result, err = q.SetPriority(ctx, req.Priority, req.IDs...)
+		case req.Op == "delete":
+			result, err = q.Delete(ctx, req.IDs...)
+		case req.Op == "requeue":
+			result, err = q.Requeue(ctx, req.Priority, req.IDs...)
+		case req.Op == "clear":
+			result, err = q.Clear(ctx, req.Status)
 		default:
 			err = fmt.Errorf("unknown queue operation %q", req.Op)
 		}
 		var resp queueResponse
+		var input *queue.InputError
+		if errors.As(err, &input) {
+			resp.Input = input
+		}
 		if err != nil {
 			resp.Error = err.Error()
 		} else if resp.Result, err = json.Marshal(result); err != nil {

@@ -1,0 +1,155 @@
+package queue
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// InputError is an operator's request the queue refuses: the field, the
+// value given and the rule it breaks. Nothing was changed.
+type InputError struct {
+	Field string `json:"field"`
+	Value string `json:"value"`
+	Rule  string `json:"rule"`
+}
+
+func (e *InputError) Error() string {
+	return fmt.Sprintf("invalid %s %s: %s", e.Field, e.Value, e.Rule)
+}
+
+// checkItems fails with an InputError naming the first id that is not an
+// item of the queue.
+func checkItems(ctx context.Context, tx *sql.Tx, ids []int64) error {
+	for _, id := range ids {
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM kg_processing_queue WHERE id = ?", id).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return &InputError{Field: "ITEM_ID", Value: strconv.FormatInt(id, 10), Rule: "no such queue item"}
+		}
+	}
+	return nil
+}
+
+// SetPriority changes the priority of the items; higher is claimed first.
+// An unknown id or a negative priority changes nothing.
+func (q *Queue) SetPriority(ctx context.Context, priority int, ids ...int64) (int, error) {
+	if priority < 0 {
+		return 0, &InputError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+	}
+	if len(ids) == 0 {
+		return 0, &InputError{Field: "ITEM_ID", Value: `""`, Rule: "give one or more queue item ids"}
+	}
+	var n int
+	err := q.WithTx(ctx, func(tx *sql.Tx) error {
+		if err := checkItems(ctx, tx, ids); err != nil {
+			return err
+		}
+		query, args := inIDs("UPDATE kg_processing_queue SET priority = ? WHERE id IN (%s)", ids)
+		res, err := tx.ExecContext(ctx, query, append([]any{priority}, args...)...)
+		if err != nil {
+			return err
+		}
+		n, err = affected(res)
+		return err
+	})
+	return n, wrapAdmin("set priority", err)
+}
+
+// Delete removes the items. An item a worker holds may be deleted: the
+// worker's outcome for it is then discarded as for a lost lease. An
+// unknown id changes nothing.
+func (q *Queue) Delete(ctx context.Context, ids ...int64) (int, error) {
+	if len(ids) == 0 {
+		return 0, &InputError{Field: "ITEM_ID", Value: `""`, Rule: "give one or more queue item ids"}
+	}
+	var n int
+	err := q.WithTx(ctx, func(tx *sql.Tx) error {
+		if err := checkItems(ctx, tx, ids); err != nil {
+			return err
+		}
+		query, args := inIDs("DELETE FROM kg_processing_queue WHERE id IN (%s)", ids)
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = affected(res)
+		return err
+	})
+	return n, wrapAdmin("delete items", err)
+}
+
+// Requeue asks for documents to be processed again: each content's latest
+// item, when completed, failed or skipped, is put back to pending with its
+// retries, error and result cleared, queued now. A content that is already
+// pending or processing is left as it is; one with no item is refused, and
+// then nothing changes. It returns how many items it moved.
+func (q *Queue) Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error) {
+	if priority < 0 {
+		return 0, &InputError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+	}
+	if len(contentIDs) == 0 {
+		return 0, &InputError{Field: "CONTENT_ID", Value: `""`, Rule: "give one or more crawled_content ids"}
+	}
+	moved := 0
+	err := q.WithTx(ctx, func(tx *sql.Tx) error {
+		now := q.stamp(q.now())
+		for _, c := range contentIDs {
+			var id int64
+			var status string
+			err := tx.QueryRowContext(ctx, "SELECT id, COALESCE(status, '') FROM kg_processing_queue WHERE content_id = ? ORDER BY id DESC LIMIT 1", c).Scan(&id, &status)
+			if errors.Is(err, sql.ErrNoRows) {
+				return &InputError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "has no queue item (queue it with `queue enqueue`)"}
+			}
+			if err != nil {
+				return err
+			}
+			if Status(status) == StatusPending || Status(status) == StatusProcessing {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE kg_processing_queue SET status = 'pending', priority = ?, queued_at = ?,
+	processing_started_at = NULL, processed_at = NULL, retry_count = 0, error_message = NULL, result_summary = NULL,
+	skipped_reason = NULL, lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL WHERE id = ?`, priority, now, id); err != nil {
+				return err
+			}
+			moved++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, wrapAdmin("requeue", err)
+	}
+	return moved, nil
+}
+
+// Clear deletes every item in a status. Processing items are held by
+// workers and cannot be cleared; stop the pool first.
+func (q *Queue) Clear(ctx context.Context, status Status) (int, error) {
+	if _, err := ParseStatus(string(status)); err != nil || status == StatusProcessing {
+		return 0, &InputError{Field: "--status", Value: strconv.Quote(string(status)), Rule: "must be one of pending, completed, failed, skipped"}
+	}
+	res, err := q.db.ExecContext(ctx, "DELETE FROM kg_processing_queue WHERE status = ?", string(status))
+	if err != nil {
+		return 0, fmt.Errorf("clear %s items: %w", status, err)
+	}
+	return affected(res)
+}
+
+func affected(res sql.Result) (int, error) {
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// wrapAdmin names the operation of a database error; an InputError stays
+// as it is.
+func wrapAdmin(op string, err error) error {
+	var ie *InputError
+	if err == nil || errors.As(err, &ie) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

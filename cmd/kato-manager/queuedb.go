@@ -39,6 +39,8 @@ type queueDB interface {
 	Delete(ctx context.Context, ids ...int64) (int, error)
 	Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error)
 	Clear(ctx context.Context, status kgworker.Status) (int, error)
+	Documents(ctx context.Context, search string, limit int) ([]kgworker.DocumentSummary, error)
+	Document(ctx context.Context, id int64) (*kgworker.DocumentDetail, error)
 	Close() error
 }
 
@@ -86,6 +88,7 @@ type queueRequest struct {
 	Status    kgworker.Status `json:"status,omitempty"`
 	Limit     int             `json:"limit,omitempty"`
 	IDs       []int64         `json:"ids,omitempty"`
+	Search    string          `json:"search,omitempty"`
 }
 
 type queueResponse struct {
@@ -296,6 +299,16 @@ func (r *reopeningQueue) Clear(ctx context.Context, status kgworker.Status) (n i
 	return n, err
 }
 
+func (r *reopeningQueue) Documents(ctx context.Context, search string, limit int) (docs []kgworker.DocumentSummary, err error) {
+	err = r.do(func(q queueDB) error { docs, err = q.Documents(ctx, search, limit); return err })
+	return docs, err
+}
+
+func (r *reopeningQueue) Document(ctx context.Context, id int64) (doc *kgworker.DocumentDetail, err error) {
+	err = r.do(func(q queueDB) error { doc, err = q.Document(ctx, id); return err })
+	return doc, err
+}
+
 func (r *reopeningQueue) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -357,6 +370,14 @@ func (c *queueChild) Requeue(ctx context.Context, priority int, contentIDs ...in
 
 func (c *queueChild) Clear(ctx context.Context, status kgworker.Status) (int, error) {
 	return callInto[int](ctx, c, queueRequest{Op: "clear", Status: status})
+}
+
+func (c *queueChild) Documents(ctx context.Context, search string, limit int) ([]kgworker.DocumentSummary, error) {
+	return callInto[[]kgworker.DocumentSummary](ctx, c, queueRequest{Op: "documents", Search: search, Limit: limit})
+}
+
+func (c *queueChild) Document(ctx context.Context, id int64) (*kgworker.DocumentDetail, error) {
+	return callInto[*kgworker.DocumentDetail](ctx, c, queueRequest{Op: "document", ContentID: id})
 }
 
 // Close ends the child: it closes the database when its input ends.
@@ -439,6 +460,10 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 			result, err = q.Requeue(ctx, req.Priority, req.IDs...)
 		case req.Op == "clear":
 			result, err = q.Clear(ctx, req.Status)
+		case req.Op == "documents":
+			result, err = q.Documents(ctx, req.Search, req.Limit)
+		case req.Op == "document":
+			result, err = q.Document(ctx, req.ContentID)
 		default:
 			err = fmt.Errorf("unknown queue operation %q", req.Op)
 		}

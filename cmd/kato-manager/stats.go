@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -69,18 +70,35 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 
 // serve answers GET /health (503 when a worker is unhealthy) and GET
 // /stats with the same JSON as `workers health --json` and `workers stats
-// --json`, and GET /metrics in Prometheus's exposition format, for
-// monitoring tools.
-func serveFlags(fs *pflag.FlagSet) *string {
-	return fs.String("listen", "127.0.0.1:9090", "address to listen on")
+// --json`, GET /metrics in Prometheus's exposition format, for monitoring
+// tools, and the dashboard at /.
+type serveOptions struct {
+	listen    *string
+	tokenFile *string
 }
 
-func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) error {
+func serveFlags(fs *pflag.FlagSet) serveOptions {
+	return serveOptions{
+		listen:    fs.String("listen", "127.0.0.1:9090", "address to listen on; one other than loopback needs the token file"),
+		tokenFile: fs.String("token-file", defaultTokenFile, "file with the bearer token for actions (root's, mode 0600)"),
+	}
+}
+
+func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) error {
+	listen := o.listen
 	if err := noArgs(fs, "serve takes no arguments; use --listen ADDR"); err != nil {
 		return err
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return usagef("invalid --listen %q: must be HOST:PORT", *listen)
+	}
+	token, err := readTokenFile(*o.tokenFile, fs.Changed("token-file"))
+	if err != nil {
+		return err
+	}
+	loopback := isLoopback(*listen)
+	if !loopback && token == "" {
+		return &config.FieldError{Field: "listen", Value: *listen, Rule: "is not a loopback address: it needs a token file (--token-file, " + defaultTokenFile + ")"}
 	}
 	p, _, done, err := a.pool(ctx)
 	if err != nil {
@@ -96,6 +114,16 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) erro
 	}
 	q := &reopeningQueue{q: first, open: func() (queueDB, error) { return openQueueDB(ctx, cfg, true) }}
 	defer q.Close()
+	// Actions write: their child opens the database read-write, on the
+	// first action.
+	wq := &reopeningQueue{open: func() (queueDB, error) { return openQueueDB(ctx, cfg, false) }}
+	defer wq.Close()
+	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{},
+		Processes: supervisor.HostProcesses{}, Journal: supervisor.SystemJournal{}, Paths: supervisor.DefaultPaths()}
+	dash, err := newDashboard(m, p, q, wq, token, loopback)
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		h, err := p.Health(r.Context())
@@ -110,6 +138,9 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) erro
 		writeJSON(w, newHealthReport(h))
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		if !dash.authorizeRead(w, r) {
+			return
+		}
 		s, err := poolStats(r.Context(), p, q)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -118,16 +149,26 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) erro
 		w.Header().Set("Content-Type", "application/json")
 		writeJSON(w, s)
 	})
-	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{}, Processes: supervisor.HostProcesses{}, Paths: supervisor.DefaultPaths()}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&fleetCollector{sample: m.Sample, queue: q, timeout: 10 * time.Second})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(a.stderr, "metrics: ", 0)}))
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(a.stderr, "metrics: ", 0)})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if dash.authorizeRead(w, r) {
+			metrics.ServeHTTP(w, r)
+		}
+	})
+	dash.routes(mux)
+	go dash.samples.run(ctx, q)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(a.stdout, "serving /health, /stats and /metrics on %s\n", ln.Addr())
+	actions := "actions need the token of " + *o.tokenFile
+	if token == "" {
+		actions = "actions disabled (no token file " + *o.tokenFile + ")"
+	}
+	fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on http://%s/; %s\n", ln.Addr(), actions)
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,0 +1,538 @@
+package main
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/supervisor"
+)
+
+//go:embed web
+var webFiles embed.FS
+
+// dashboard is the web interface of serve: the fleet, the pool and the
+// queue on one server-rendered page, the actions of the CLI behind the
+// token.
+type dashboard struct {
+	m         *supervisor.Manager
+	pool      *supervisor.Pool
+	q         queueDB // reads
+	wq        queueDB // actions
+	token     string
+	openReads bool
+	sessions  *sessions
+	samples   *sampler
+	tmpl      *template.Template
+	// restartTimeout is how long a restart waits for the API port.
+	restartTimeout time.Duration
+}
+
+func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, token string, openReads bool) (*dashboard, error) {
+	t, err := template.New("").Funcs(template.FuncMap{
+		"bytes":    humanBytes,
+		"duration": func(s int64) string { return (time.Duration(s) * time.Second).String() },
+		"plot":     plotSVG,
+	}).ParseFS(webFiles, "web/*.html")
+	if err != nil {
+		return nil, err
+	}
+	return &dashboard{m: m, pool: pool, q: q, wq: wq, token: token, openReads: openReads, sessions: newSessions(),
+		samples: newSampler(time.Hour, 15*time.Second), tmpl: t, restartTimeout: 90 * time.Second}, nil
+}
+
+// routes adds the dashboard's handlers to mux.
+func (d *dashboard) routes(mux *http.ServeMux) {
+	static, _ := fs.Sub(webFiles, "web/static")
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /{$}", d.index)
+	mux.HandleFunc("GET /instances/{id}", d.instance)
+	mux.HandleFunc("GET /documents", d.documents)
+	mux.HandleFunc("GET /documents/{id}", d.document)
+	mux.HandleFunc("POST /login", d.login)
+	mux.HandleFunc("POST /logout", d.logout)
+	mux.HandleFunc("POST /actions/{action}", d.action)
+}
+
+// pageData is what every page template gets.
+type pageData struct {
+	Title     string
+	LoggedIn  bool
+	CSRF      string
+	Actions   bool // a token is configured
+	Error     string
+	Notice    string
+	Now       time.Time
+	Fleet     *supervisor.FleetSample
+	Workers   []workerRow
+	Service   *kgworker.ServiceStatus
+	Counts    kgworker.Counts
+	Status    string
+	Items     []kgworker.Item
+	Statuses  []string
+	Depth     plotData
+	Rate      plotData
+	Instance  *supervisor.InstanceSample
+	Journal   []string
+	Search    string
+	Documents []kgworker.DocumentSummary
+	Document  *kgworker.DocumentDetail
+	Confirm   *confirmData
+}
+
+type workerRow struct {
+	supervisor.WorkerSample
+	Stats kgworker.Stats
+}
+
+type confirmData struct {
+	Action, Question string
+	Fields           map[string]string
+}
+
+func (d *dashboard) base(r *http.Request, title string) pageData {
+	p := pageData{Title: title, Actions: d.token != "", Now: time.Now(), Notice: r.URL.Query().Get("notice"), Error: r.URL.Query().Get("error")}
+	if st := d.authOf(r); st.session {
+		p.LoggedIn, p.CSRF = true, st.csrf
+	}
+	return p
+}
+
+func (d *dashboard) render(w http.ResponseWriter, r *http.Request, name string, p pageData) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Cache-Control", "no-store")
+	if p.LoggedIn || p.CSRF == "" {
+		if st := d.authOf(r); st.session {
+			p.LoggedIn, p.CSRF = true, st.csrf
+		}
+	}
+	if err := d.tmpl.ExecuteTemplate(w, name+".html", p); err != nil {
+		fmt.Fprintf(w, "<p>template error: %s</p>", template.HTMLEscapeString(err.Error()))
+	}
+}
+
+func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
+	if !d.authorizeRead(w, r) {
+		return
+	}
+	p := d.base(r, "kato-manager")
+	ctx := r.Context()
+	var errs []string
+	fleet, err := d.m.Sample(ctx)
+	if err != nil {
+		errs = append(errs, "systemd: "+err.Error())
+	}
+	p.Fleet = fleet
+	counts, err := d.q.Stats(ctx)
+	if err != nil {
+		errs = append(errs, "queue: "+err.Error())
+	}
+	p.Counts = counts
+	reports, err := d.q.Reports(ctx)
+	if err != nil {
+		errs = append(errs, "reports: "+err.Error())
+	}
+	if fleet != nil {
+		p.Workers, p.Service = workerRows(fleet.Workers, reports)
+	}
+	p.Statuses = []string{"pending", "processing", "completed", "failed", "skipped"}
+	p.Status = r.URL.Query().Get("status")
+	if p.Status == "" {
+		p.Status = "failed"
+	}
+	if st, err := kgworker.ParseStatus(p.Status); err != nil {
+		errs = append(errs, err.Error())
+	} else if p.Items, err = d.q.List(ctx, st, 50); err != nil {
+		errs = append(errs, "queue: "+err.Error())
+	}
+	p.Depth, p.Rate = d.samples.plots()
+	if len(errs) > 0 && p.Error == "" {
+		p.Error = strings.Join(errs, "; ")
+	}
+	d.render(w, r, "index", p)
+}
+
+// workerRows joins the worker units with their reports, as /metrics does.
+func workerRows(workers []supervisor.WorkerSample, reports []kgworker.Report) ([]workerRow, *kgworker.ServiceStatus) {
+	byWorker := map[int]kgworker.Report{}
+	for _, r := range reports {
+		byWorker[r.WorkerID] = r
+	}
+	var rows []workerRow
+	var service *kgworker.ServiceStatus
+	for _, w := range workers {
+		if w.ActiveState == "inactive" {
+			continue
+		}
+		row := workerRow{WorkerSample: w}
+		if r, ok := byWorker[w.WorkerID]; ok && w.Up && uint32(r.PID) == w.PID {
+			row.Stats = r.Stats
+			if service == nil {
+				s := r.Service
+				s.URL = config.RedactURL(s.URL)
+				service = &s
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows, service
+}
+
+func (d *dashboard) instance(w http.ResponseWriter, r *http.Request) {
+	if !d.authorizeRead(w, r) {
+		return
+	}
+	id := r.PathValue("id")
+	p := d.base(r, "instance "+id)
+	fleet, err := d.m.Sample(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	for i := range fleet.Instances {
+		if fleet.Instances[i].ID == id {
+			p.Instance = &fleet.Instances[i]
+		}
+	}
+	if p.Instance == nil {
+		http.Error(w, "no instance "+id, http.StatusNotFound)
+		return
+	}
+	if d.m.Journal != nil {
+		p.Journal, err = d.m.Journal.Tail(r.Context(), p.Instance.Unit, 50)
+		if err != nil {
+			p.Error = "journal: " + err.Error()
+		}
+	}
+	d.render(w, r, "instance", p)
+}
+
+func (d *dashboard) documents(w http.ResponseWriter, r *http.Request) {
+	if !d.authorizeRead(w, r) {
+		return
+	}
+	p := d.base(r, "documents")
+	p.Search = r.URL.Query().Get("q")
+	var err error
+	if p.Documents, err = d.q.Documents(r.Context(), p.Search, 100); err != nil {
+		p.Error = err.Error()
+	}
+	d.render(w, r, "documents", p)
+}
+
+func (d *dashboard) document(w http.ResponseWriter, r *http.Request) {
+	if !d.authorizeRead(w, r) {
+		return
+	}
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id < 1 {
+		http.Error(w, "invalid document id", http.StatusBadRequest)
+		return
+	}
+	p := d.base(r, "document "+r.PathValue("id"))
+	if p.Document, err = d.q.Document(r.Context(), id); err != nil {
+		var ie *queue.InputError
+		if errors.As(err, &ie) {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	d.render(w, r, "document", p)
+}
+
+func (d *dashboard) login(w http.ResponseWriter, r *http.Request) {
+	if d.token == "" {
+		http.Error(w, "serve has no token (see --token-file): there is nothing to log in with", http.StatusForbidden)
+		return
+	}
+	if !checkToken(d.token, r.PostFormValue("token")) {
+		w.WriteHeader(http.StatusUnauthorized)
+		d.render(w, r, "login", pageData{Title: "Log in", Error: "wrong token"})
+		return
+	}
+	id, _ := d.sessions.create()
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: int(d.sessions.ttl.Seconds())})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (d *dashboard) logout(w http.ResponseWriter, r *http.Request) {
+	if id, sess, ok := d.sessions.lookup(r); ok && r.PostFormValue("csrf") == sess.csrf {
+		d.sessions.remove(id)
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// destructive are the actions that ask first: without JavaScript the
+// server shows a confirmation page, with it the browser asks.
+var destructive = map[string]string{
+	"stop":    "Stop instance %s and remove it from the registry?",
+	"restart": "Restart instance %s?",
+	"delete":  "Delete queue item %s?",
+	"clear":   "Delete every %s item of the queue?",
+	"scale":   "Scale the KG worker pool to %s worker(s)?",
+}
+
+// action runs one of the CLI's actions: POST only, authorized, confirmed
+// when destructive, bad input answered 400 with the field, value and rule.
+func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
+	if !d.authorizeAction(w, r) {
+		return
+	}
+	name := r.PathValue("action")
+	ctx := r.Context()
+	form := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
+	if q := destructive[name]; q != "" && form("confirm") != "yes" {
+		arg := form("id") + form("item") + form("content_id") + form("status") + form("workers")
+		fields := map[string]string{}
+		for k, v := range r.PostForm {
+			if k != "csrf" && len(v) > 0 {
+				fields[k] = v[0]
+			}
+		}
+		p := d.base(r, "confirm")
+		p.Confirm = &confirmData{Action: name, Question: fmt.Sprintf(q, arg), Fields: fields}
+		d.render(w, r, "confirm", p)
+		return
+	}
+	var msg string
+	var err error
+	switch name {
+	case "restart":
+		var inst *config.Instance
+		if inst, err = d.m.Restart(ctx, form("id"), d.restartTimeout); err == nil {
+			msg = "restarted " + inst.ID
+		}
+	case "stop":
+		var res *supervisor.StopResult
+		if res, err = d.m.Stop(ctx, form("id")); err == nil {
+			msg = "stopped " + strings.Join(res.Stopped, ", ")
+		}
+	case "scale":
+		var n int
+		if n, err = strconv.Atoi(form("workers")); err != nil {
+			err = &config.FieldError{Field: "workers", Value: form("workers"), Rule: "must be a whole number"}
+		} else if err = supervisor.ValidateWorkerCount(n); err == nil {
+			var started, stopped []string
+			if started, stopped, err = d.pool.Scale(ctx, n); err == nil {
+				msg = fmt.Sprintf("%d worker(s): started %d, stopped %d", n, len(started), len(stopped))
+			}
+		}
+	case "retry":
+		var n int
+		if n, err = d.wq.RetryFailed(ctx); err == nil {
+			msg = fmt.Sprintf("%d failed item(s) queued again", n)
+		}
+	case "requeue", "priority", "delete":
+		msg, err = d.itemAction(ctx, name, form)
+	case "clear":
+		st, perr := kgworker.ParseStatus(form("status"))
+		if perr != nil || st == kgworker.StatusProcessing {
+			err = &config.FieldError{Field: "status", Value: form("status"), Rule: "must be one of pending, completed, failed, skipped"}
+			break
+		}
+		var n int
+		if n, err = d.wq.Clear(ctx, st); err == nil {
+			msg = fmt.Sprintf("%d %s item(s) deleted", n, st)
+		}
+	default:
+		http.Error(w, "unknown action "+name, http.StatusNotFound)
+		return
+	}
+	back := "/"
+	if err != nil {
+		var fe *config.FieldError
+		var ie *queue.InputError
+		code := http.StatusInternalServerError
+		if errors.As(err, &fe) || errors.As(err, &ie) || errors.Is(err, config.ErrNotFound) || errors.Is(err, config.ErrAmbiguous) {
+			code = http.StatusBadRequest
+		}
+		if r.Header.Get("Authorization") != "" || !strings.Contains(r.Header.Get("Accept"), "text/html") {
+			http.Error(w, err.Error(), code)
+			return
+		}
+		http.Redirect(w, r, back+"?error="+url.QueryEscape(err.Error()), http.StatusSeeOther)
+		return
+	}
+	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		fmt.Fprintln(w, msg)
+		return
+	}
+	http.Redirect(w, r, back+"?notice="+url.QueryEscape(msg), http.StatusSeeOther)
+}
+
+// itemAction runs the queue actions that take an item or a document.
+func (d *dashboard) itemAction(ctx context.Context, name string, form func(string) string) (string, error) {
+	field, value := "item", form("item")
+	if name == "requeue" {
+		field, value = "content_id", form("content_id")
+	}
+	ids, err := ids(field, []string{value})
+	if err != nil {
+		return "", err
+	}
+	switch name {
+	case "requeue":
+		n, err := d.wq.Requeue(ctx, 1, ids...)
+		return fmt.Sprintf("%d document(s) queued again", n), err
+	case "priority":
+		p, err := priorityArg("priority", form("priority"))
+		if err != nil {
+			return "", err
+		}
+		n, err := d.wq.SetPriority(ctx, p, ids...)
+		return fmt.Sprintf("%d item(s) now at priority %d", n, p), err
+	default:
+		n, err := d.wq.Delete(ctx, ids...)
+		return fmt.Sprintf("%d item(s) deleted", n), err
+	}
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n == 0:
+		return "-"
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
+	}
+}
+
+// sampler keeps the queue's counts over the last window, one sample per
+// step, for the dashboard's plots.
+type sampler struct {
+	mu      sync.Mutex
+	window  time.Duration
+	step    time.Duration
+	samples []queueSample
+}
+
+type queueSample struct {
+	at     time.Time
+	counts kgworker.Counts
+}
+
+func newSampler(window, step time.Duration) *sampler { return &sampler{window: window, step: step} }
+
+func (s *sampler) add(at time.Time, c kgworker.Counts) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.samples = append(s.samples, queueSample{at: at, counts: c})
+	for len(s.samples) > 0 && at.Sub(s.samples[0].at) > s.window {
+		s.samples = s.samples[1:]
+	}
+}
+
+// run samples the queue every step until ctx ends.
+func (s *sampler) run(ctx context.Context, q queueDB) {
+	t := time.NewTicker(s.step)
+	defer t.Stop()
+	for {
+		if c, err := q.Stats(ctx); err == nil {
+			s.add(time.Now(), c)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// plotData is one series ready for plotSVG.
+type plotData struct {
+	Title  string
+	Unit   string
+	Points []plotPoint
+	Max    float64
+	Last   float64
+	Window time.Duration
+}
+
+type plotPoint struct {
+	Age   time.Duration // before now
+	Value float64
+}
+
+// plots returns the queue depth (pending + processing) and the
+// throughput (items completed, failed or skipped per minute) over the
+// window.
+func (s *sampler) plots() (depth, rate plotData) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	depth = plotData{Title: "Queue depth (pending + processing)", Unit: "items", Window: s.window}
+	rate = plotData{Title: "Throughput (finished per minute)", Unit: "items/min", Window: s.window}
+	for i, smp := range s.samples {
+		v := float64(smp.counts.Pending + smp.counts.Processing)
+		depth.Points = append(depth.Points, plotPoint{Age: now.Sub(smp.at), Value: v})
+		if i > 0 {
+			prev := s.samples[i-1]
+			done := func(c kgworker.Counts) int { return c.Completed + c.Failed + c.Skipped }
+			dt := smp.at.Sub(prev.at).Minutes()
+			r := 0.0
+			if d := done(smp.counts) - done(prev.counts); dt > 0 && d > 0 {
+				r = float64(d) / dt
+			}
+			rate.Points = append(rate.Points, plotPoint{Age: now.Sub(smp.at), Value: r})
+		}
+	}
+	for _, p := range []*plotData{&depth, &rate} {
+		for _, pt := range p.Points {
+			p.Max = max(p.Max, pt.Value)
+		}
+		if n := len(p.Points); n > 0 {
+			p.Last = p.Points[n-1].Value
+		}
+	}
+	return depth, rate
+}
+
+// plotSVG draws a series as an inline SVG line chart: time on x (the
+// window, now at the right), the value on y from zero to the maximum.
+func plotSVG(p plotData) template.HTML {
+	const w, h, pad = 600.0, 160.0, 30.0
+	var b strings.Builder
+	top := p.Max
+	if top <= 0 {
+		top = 1
+	}
+	fmt.Fprintf(&b, `<svg class="plot" viewBox="0 0 %.0f %.0f" role="img" aria-label="%s">`, w, h, template.HTMLEscapeString(p.Title))
+	fmt.Fprintf(&b, `<line class="axis" x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f"/>`, pad, h-pad, w-5, h-pad)
+	fmt.Fprintf(&b, `<line class="axis" x1="%.0f" y1="5" x2="%.0f" y2="%.0f"/>`, pad, pad, h-pad)
+	fmt.Fprintf(&b, `<text x="2" y="14">%s</text><text x="2" y="%.0f">0</text>`, strconv.FormatFloat(top, 'f', -1, 64), h-pad)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">-%s</text><text x="%.0f" y="%.0f" text-anchor="end">now</text>`, pad, h-10, p.Window, w-5, h-10)
+	if len(p.Points) > 0 {
+		var pts []string
+		for _, pt := range p.Points {
+			x := pad + (w-5-pad)*(1-float64(pt.Age)/float64(p.Window))
+			y := (h - pad) - (h-pad-5)*pt.Value/top
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", max(x, pad), y))
+		}
+		fmt.Fprintf(&b, `<polyline class="line" points="%s"/>`, strings.Join(pts, " "))
+	} else {
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">no samples yet</text>`, w/2, h/2)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String()) //nolint:gosec // built from numbers and an escaped title
+}

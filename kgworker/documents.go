@@ -41,7 +41,7 @@ type StoredRelationship struct {
 // DocumentDetail is a document with its KG results.
 type DocumentDetail struct {
 	DocumentSummary
-	Chunks        int            `json:"chunks"`
+	Chunks        int                  `json:"chunks"`
 	Entities      []StoredEntity       `json:"entities"`
 	Relationships []StoredRelationship `json:"relationships"`
 }

@@ -30,7 +30,7 @@ var surface = map[string][]string{
 	"logs":               {"--follow/-f bool", "--lines/-n int =50", "--since string"},
 	"gc":                 {},
 	"install-units":      {},
-	"serve":              {`--listen string ="127.0.0.1:9090"`},
+	"serve":              {`--listen string ="127.0.0.1:9090"`, `--token-file string ="/etc/kato/serve.token"`},
 	"workers start":      {"--poll-interval float", "--workers/-n int"},
 	"workers stop":       {},
 	"workers restart":    {},
@@ -41,6 +41,10 @@ var surface = map[string][]string{
 	"queue list":         {"--json bool", "--limit int =50", "--status string"},
 	"queue retry-failed": {},
 	"queue stats":        {"--json bool"},
+	"queue priority":     {},
+	"queue delete":       {},
+	"queue requeue":      {"--priority int =1"},
+	"queue clear":        {`--status string =""`},
 }
 
 // usageLine is one flag line of pflag's FlagUsages.

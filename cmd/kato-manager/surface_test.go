@@ -44,7 +44,7 @@ var surface = map[string][]string{
 	"queue priority":     {},
 	"queue delete":       {},
 	"queue requeue":      {"--priority int =1"},
-	"queue clear":        {`--status string =""`},
+	"queue clear":        {"--status string"},
 }
 
 // usageLine is one flag line of pflag's FlagUsages.

@@ -530,6 +530,9 @@ func plotSVG(p plotData) template.HTML {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", max(x, pad), y))
 		}
 		fmt.Fprintf(&b, `<polyline class="line" points="%s"/>`, strings.Join(pts, " "))
+		// The latest sample is marked, so that a single one shows too.
+		x, y, _ := strings.Cut(pts[len(pts)-1], ",")
+		fmt.Fprintf(&b, `<circle class="dot" cx="%s" cy="%s" r="3"/>`, x, y)
 	} else {
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">no samples yet</text>`, w/2, h/2)
 	}

@@ -149,6 +149,14 @@ func TestDashboardActionsNeedTheToken(t *testing.T) {
 	if r := p.exec("curl", "-s", "--max-time", "10", "-X", "POST", "-H", auth, "-d", "status=pending&confirm=yes", base+"/actions/clear"); !strings.Contains(r.stdout, "3 pending item(s) deleted") {
 		t.Errorf("clear with the token: %q", r.stdout)
 	}
+	// Without JavaScript a destructive action asks on a page of its own
+	// first, and does nothing until confirmed.
+	if r := p.exec("curl", "-s", "--max-time", "10", "-X", "POST", "-H", auth, "-H", "Accept: text/html", "-d", "id=alpha", base+"/actions/stop"); !strings.Contains(r.stdout, "Are you sure?") || !strings.Contains(r.stdout, `name="confirm" value="yes"`) {
+		t.Errorf("stop without confirmation: %q", r.stdout)
+	}
+	if s := p.activeState("kato@alpha.service"); s != "active" {
+		t.Errorf("alpha is %s after an unconfirmed stop", s)
+	}
 	// GET on an action is refused whatever the credentials.
 	if code := p.curlCode("-H", auth, base+"/actions/stop?id=alpha"); code != "405" {
 		t.Errorf("GET /actions/stop: HTTP %s, want 405", code)
@@ -213,6 +221,10 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatalf("text of %s: %v", sel, err)
 		}
 		return s
+	}
+	// Where JavaScript runs, the page refreshes itself.
+	if err := chromedp.Do(ctx, chromedp.WaitReady(chromedp.CSS("#live[data-refreshed]"))); err != nil {
+		t.Fatalf("no live refresh: %v", err)
 	}
 	instances := text("#instances")
 	for _, want := range []string{"alpha", "Alpha", "beta", "Beta", "running", "8001", "8002", "default"} {

@@ -160,7 +160,7 @@ func TestMaintainerScripts(t *testing.T) {
 		{"rpm erase, after", "postremove.sh", []string{"0"}, withoutDebian, nil, false},
 		{"rpm upgrade, after", "postremove.sh", []string{"1"}, withoutDebian, nil, false},
 		{"deb purge", "postremove.sh", []string{"purge"}, withDebian,
-			[]string{"deb-systemd-helper purge kato.target kg-workers.target"}, true},
+			[]string{"deb-systemd-helper purge kato.target kg-workers.target kato-manager.service"}, true},
 		{"deb purge without deb-systemd-helper", "postremove.sh", []string{"purge"}, withoutDebian, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,6 +46,8 @@ var (
 	workerService []byte
 	//go:embed kg-workers.target
 	workerTarget []byte
+	//go:embed kato-manager.service
+	managerService []byte
 	//go:embed kato.sysusers
 	sysusers []byte
 	//go:embed kato.tmpfiles
@@ -61,6 +63,7 @@ func Templates() []Template {
 		{Name: InstanceTarget, Dir: SystemdDir, Content: clone(instanceTarget)},
 		{Name: "kg-worker@.service", Dir: SystemdDir, Content: clone(workerService)},
 		{Name: WorkerTarget, Dir: SystemdDir, Content: clone(workerTarget)},
+		{Name: ManagerService, Dir: SystemdDir, Content: clone(managerService)},
 		{Name: "kato.conf", Dir: SysusersDir, Content: clone(sysusers)},
 		{Name: "kato.conf", Dir: TmpfilesDir, Content: clone(tmpfiles)},
 	}
@@ -75,6 +78,9 @@ const InstanceTarget = "kato.target"
 
 // WorkerTarget is the target that groups the KG worker pool.
 const WorkerTarget = "kg-workers.target"
+
+// ManagerService runs `kato-manager serve`; it is installed disabled.
+const ManagerService = "kato-manager.service"
 
 // InstancePattern matches the unit names of all KATO processor instances, in
 // the glob syntax systemd's ListUnitsByPatterns accepts.

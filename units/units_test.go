@@ -34,6 +34,7 @@ func TestTemplatesList(t *testing.T) {
 		"systemd/kato.target",
 		"systemd/kg-worker@.service",
 		"systemd/kg-workers.target",
+		"systemd/kato-manager.service",
 		"sysusers/kato.conf",
 		"tmpfiles/kato.conf",
 	}

@@ -338,3 +338,54 @@ func saveShot(t *testing.T, name string, png []byte) {
 	}
 	t.Logf("screenshot %s", path)
 }
+
+// TestManagerService: kato-manager.service, installed disabled by
+// install-units, runs serve under its hardening when started: the
+// dashboard and /metrics answer, and actions with the token (an instance
+// stopped, a queue item's priority changed through the kato child) work.
+func TestManagerService(t *testing.T) {
+	p := bootKGPool(t, "", 0)
+	if s := strings.TrimSpace(p.exec("systemctl", "is-enabled", "kato-manager.service").stdout); s != "disabled" {
+		t.Fatalf("kato-manager.service is %q after install-units, want disabled", s)
+	}
+	if out := p.must("systemctl", "cat", "kato-manager.service"); !strings.Contains(out, "WantedBy=multi-user.target") || !strings.Contains(out, "ProtectSystem=strict") {
+		t.Errorf("kato-manager.service:\n%s", out)
+	}
+	// The unit runs the packaged path.
+	p.must("ln", "-sf", katoManager, "/usr/bin/kato-manager")
+	if err := p.WriteFile("/etc/kato/serve.token", []byte(dashboardToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.mustKM("start", "--id", "alpha", "--name", "Alpha", "--port", "8001")
+	p.addContent(1, 2)
+	p.enqueue(1, 2)
+	p.must("systemctl", "start", "kato-manager.service")
+	const base = "http://127.0.0.1:9090"
+	p.waitFor("kato-manager.service to answer", 15*time.Second, func() bool {
+		_, err := p.get(base + "/metrics")
+		return err == nil
+	})
+	metrics, _ := p.get(base + "/metrics")
+	if !strings.Contains(metrics, `kato_instance_up{group="",id="alpha",name="Alpha",processor="default"} 1`) || !strings.Contains(metrics, `kg_queue_items{status="pending"} 2`) {
+		t.Errorf("/metrics under the unit:\n%s", metrics)
+	}
+	if page, err := p.get(base + "/"); err != nil || !strings.Contains(page, `data-id="alpha"`) {
+		t.Errorf("dashboard under the unit: %v\n%s", err, page)
+	}
+	auth := "Authorization: Bearer " + dashboardToken
+	if r := p.exec("curl", "-s", "--max-time", "10", "-X", "POST", "-H", auth, "-d", "item=1&priority=4", base+"/actions/priority"); !strings.Contains(r.stdout, "1 item(s) now at priority 4") {
+		t.Errorf("priority under the unit: %s", r)
+	}
+	if r := p.exec("curl", "-s", "--max-time", "30", "-X", "POST", "-H", auth, "-d", "id=alpha&confirm=yes", base+"/actions/stop"); !strings.Contains(r.stdout, "stopped alpha") {
+		t.Errorf("stop under the unit: %s\n%s", r, p.exec("journalctl", "-u", "kato-manager.service", "--no-pager", "-n", "30").stdout)
+	}
+	if s := p.activeState("kato@alpha.service"); s != "inactive" {
+		t.Errorf("alpha is %s after the stop", s)
+	}
+	if _, ok := p.listJSON()["alpha"]; ok {
+		t.Error("alpha is still registered")
+	}
+	if n := p.queryInt("SELECT priority FROM kg_processing_queue WHERE id = 1"); n != 4 {
+		t.Errorf("item 1 has priority %d", n)
+	}
+}

@@ -140,7 +140,7 @@ is unhealthy), 2 a bad invocation, with nothing changed.`,
 			command("requeue CONTENT_ID...", "process documents again: their completed, failed or skipped items back to pending", queueEnqueueFlags, a.queueRequeue),
 			command("clear --status STATUS", "delete every item in a status (not processing)", queueClearFlags, a.queueClear),
 		),
-		command("serve", "serve /health and /stats as JSON for monitoring tools", serveFlags, a.serve),
+		command("serve", "serve the dashboard, /metrics for Prometheus, and /health and /stats as JSON", serveFlags, a.serve),
 	)...)
 	root.AddCommand(
 		command("version", "print the version", noFlags, a.version),

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kato-manager/kato-manager/kgworker"
+)
+
+// TestSamplerPlots: the depth is pending plus processing, the throughput
+// the items finished per minute between samples, and samples older than
+// the window are dropped.
+func TestSamplerPlots(t *testing.T) {
+	s := newSampler(time.Hour, 15*time.Second)
+	now := time.Now()
+	s.add(now.Add(-2*time.Hour), kgworker.Counts{Pending: 99})
+	s.add(now.Add(-2*time.Minute), kgworker.Counts{Pending: 10, Processing: 2})
+	s.add(now.Add(-time.Minute), kgworker.Counts{Pending: 4, Processing: 2, Completed: 5, Failed: 1})
+	depth, rate := s.plots()
+	if len(depth.Points) != 2 || depth.Points[0].Value != 12 || depth.Last != 6 || depth.Max != 12 {
+		t.Errorf("depth %+v", depth)
+	}
+	if len(rate.Points) != 1 || rate.Last < 5.99 || rate.Last > 6.01 {
+		t.Errorf("rate %+v", rate)
+	}
+	svg := string(plotSVG(depth))
+	if !strings.HasPrefix(svg, "<svg") || !strings.Contains(svg, "<polyline") || !strings.Contains(svg, ">12<") {
+		t.Errorf("svg %s", svg)
+	}
+	if empty := string(plotSVG(plotData{Title: `<script>`, Window: time.Hour})); !strings.Contains(empty, "no samples yet") || strings.Contains(empty, "<script>") {
+		t.Errorf("empty plot %s", empty)
+	}
+}

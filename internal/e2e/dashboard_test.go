@@ -129,15 +129,24 @@ func TestDashboardActionsNeedTheToken(t *testing.T) {
 		t.Error("a refused scale started workers")
 	}
 	auth := "Authorization: Bearer " + dashboardToken
-	for _, c := range []struct{ form, code, want string }{
-		{"item=1&priority=-1", "400", "invalid priority -1: must be a whole number, zero or more"},
-		{"item=99&priority=2", "400", "invalid ITEM_ID 99: no such queue item"},
-		{"item=x&priority=2", "400", "invalid item x: must be a positive whole number"},
+	for _, c := range []struct{ action, form, want string }{
+		{"priority", "item=1&priority=-1", "invalid priority -1: must be a whole number, zero or more"},
+		{"priority", "item=99&priority=2", "invalid ITEM_ID 99: no such queue item"},
+		{"priority", "item=x&priority=2", "invalid item x: must be a positive whole number"},
+		{"delete", "item=99&confirm=yes", "invalid ITEM_ID 99: no such queue item"},
+		{"requeue", "content_id=70", "invalid CONTENT_ID 70: has no queue item"},
+		{"clear", "status=processing&confirm=yes", "invalid status processing"},
+		{"stop", "id=nope&confirm=yes", "nope"},
+		{"restart", "id=nope&confirm=yes", "nope"},
+		{"scale", "workers=0&confirm=yes", "invalid workers 0: must be between 1 and 64"},
 	} {
-		r := p.exec("curl", "-s", "-w", "\n%{http_code}", "--max-time", "10", "-X", "POST", "-H", auth, "-d", c.form, base+"/actions/priority")
-		if !strings.HasSuffix(strings.TrimSpace(r.stdout), c.code) || !strings.Contains(r.stdout, c.want) {
-			t.Errorf("priority %s: %q, want %s and %q", c.form, r.stdout, c.code, c.want)
+		r := p.exec("curl", "-s", "-w", "\n%{http_code}", "--max-time", "10", "-X", "POST", "-H", auth, "-d", c.form, base+"/actions/"+c.action)
+		if !strings.HasSuffix(strings.TrimSpace(r.stdout), "400") || !strings.Contains(r.stdout, c.want) {
+			t.Errorf("%s %s: %q, want 400 and %q", c.action, c.form, r.stdout, c.want)
 		}
+	}
+	if c := p.counts(); c.Pending != 3 || c.Total != 3 {
+		t.Errorf("bad input changed the queue: %+v", c)
 	}
 	r := p.exec("curl", "-s", "-w", "\n%{http_code}", "--max-time", "10", "-X", "POST", "-H", auth, "-d", "item=2&priority=7", base+"/actions/priority")
 	if !strings.Contains(r.stdout, "1 item(s) now at priority 7") {

@@ -172,6 +172,12 @@ func TestServeNeedsTokenOffLoopback(t *testing.T) {
 			t.Errorf("serve --listen %s without a token: exit %d %q", listen, code, stderr)
 		}
 	}
+	for _, d := range []string{"0s", "500ms", "11m0s"} {
+		code, _, stderr = runCLI(t, "", "serve", "--sample-interval", d)
+		if code != 2 || !strings.Contains(stderr, "invalid --sample-interval "+d+": must be between 1s and 10m") {
+			t.Errorf("serve --sample-interval %s: exit %d %q", d, code, stderr)
+		}
+	}
 	open := filepath.Join(t.TempDir(), "open.token")
 	os.WriteFile(open, []byte("0123456789abcdef0123"), 0o644)
 	os.Chmod(open, 0o644)

@@ -466,7 +466,7 @@ type plotData struct {
 	Points []plotPoint
 	Max    float64
 	Last   float64
-	Window time.Duration
+	Window time.Duration // the span of the x axis, ending now
 }
 
 type plotPoint struct {
@@ -497,7 +497,14 @@ func (s *sampler) plots() (depth, rate plotData) {
 			rate.Points = append(rate.Points, plotPoint{Age: now.Sub(smp.at), Value: r})
 		}
 	}
+	// The x axis covers the samples there are, at least a minute, at most
+	// the window.
+	span := time.Minute
+	if len(s.samples) > 0 {
+		span = min(max(span, now.Sub(s.samples[0].at).Round(time.Second)), s.window)
+	}
 	for _, p := range []*plotData{&depth, &rate} {
+		p.Window = span
 		for _, pt := range p.Points {
 			p.Max = max(p.Max, pt.Value)
 		}
@@ -520,7 +527,11 @@ func plotSVG(p plotData) template.HTML {
 	fmt.Fprintf(&b, `<svg class="plot" viewBox="0 0 %.0f %.0f" role="img" aria-label="%s">`, w, h, template.HTMLEscapeString(p.Title))
 	fmt.Fprintf(&b, `<line class="axis" x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f"/>`, pad, h-pad, w-5, h-pad)
 	fmt.Fprintf(&b, `<line class="axis" x1="%.0f" y1="5" x2="%.0f" y2="%.0f"/>`, pad, pad, h-pad)
-	fmt.Fprintf(&b, `<text x="2" y="14">%s</text><text x="2" y="%.0f">0</text>`, strconv.FormatFloat(top, 'f', -1, 64), h-pad)
+	label := strconv.FormatFloat(top, 'f', 0, 64)
+	if top < 10 && top != float64(int(top)) {
+		label = strconv.FormatFloat(top, 'f', 1, 64)
+	}
+	fmt.Fprintf(&b, `<text x="2" y="14">%s</text><text x="2" y="%.0f">0</text>`, label, h-pad)
 	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">-%s</text><text x="%.0f" y="%.0f" text-anchor="end">now</text>`, pad, h-10, p.Window, w-5, h-10)
 	if len(p.Points) > 0 {
 		var pts []string

@@ -24,6 +24,10 @@ func TestSamplerPlots(t *testing.T) {
 	if len(rate.Points) != 1 || rate.Last < 5.99 || rate.Last > 6.01 {
 		t.Errorf("rate %+v", rate)
 	}
+	// The axis spans the samples kept: two minutes here.
+	if depth.Window != 2*time.Minute || rate.Window != 2*time.Minute {
+		t.Errorf("axis spans %s and %s, want 2m", depth.Window, rate.Window)
+	}
 	svg := string(plotSVG(depth))
 	if !strings.HasPrefix(svg, "<svg") || !strings.Contains(svg, "<polyline") || !strings.Contains(svg, ">12<") {
 		t.Errorf("svg %s", svg)

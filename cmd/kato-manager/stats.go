@@ -73,14 +73,16 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 // --json`, GET /metrics in Prometheus's exposition format, for monitoring
 // tools, and the dashboard at /.
 type serveOptions struct {
-	listen    *string
-	tokenFile *string
+	listen         *string
+	tokenFile      *string
+	sampleInterval *time.Duration
 }
 
 func serveFlags(fs *pflag.FlagSet) serveOptions {
 	return serveOptions{
-		listen:    fs.String("listen", "127.0.0.1:9090", "address to listen on; one other than loopback needs the token file"),
-		tokenFile: fs.String("token-file", defaultTokenFile, "file with the bearer token for actions (root's, mode 0600)"),
+		listen:         fs.String("listen", "127.0.0.1:9090", "address to listen on; one other than loopback needs the token file"),
+		tokenFile:      fs.String("token-file", defaultTokenFile, "file with the bearer token for actions (root's, mode 0600)"),
+		sampleInterval: fs.Duration("sample-interval", 15*time.Second, "how often the dashboard samples the queue for its plots (1s to 10m)"),
 	}
 }
 
@@ -91,6 +93,9 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return usagef("invalid --listen %q: must be HOST:PORT", *listen)
+	}
+	if d := *o.sampleInterval; d < time.Second || d > 10*time.Minute {
+		return &config.FieldError{Field: "sample_interval", Value: d.String(), Rule: "must be between 1s and 10m"}
 	}
 	token, err := readTokenFile(*o.tokenFile, fs.Changed("token-file"))
 	if err != nil {
@@ -124,6 +129,7 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return err
 	}
+	dash.samples = newSampler(time.Hour, *o.sampleInterval)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		h, err := p.Health(r.Context())

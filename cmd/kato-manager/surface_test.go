@@ -30,7 +30,7 @@ var surface = map[string][]string{
 	"logs":               {"--follow/-f bool", "--lines/-n int =50", "--since string"},
 	"gc":                 {},
 	"install-units":      {},
-	"serve":              {`--listen string ="127.0.0.1:9090"`, `--token-file string ="/etc/kato/serve.token"`},
+	"serve":              {`--listen string ="127.0.0.1:9090"`, `--token-file string ="/etc/kato/serve.token"`, "--sample-interval duration =15s"},
 	"workers start":      {"--poll-interval float", "--workers/-n int"},
 	"workers stop":       {},
 	"workers restart":    {},

@@ -81,13 +81,14 @@ func dialInNetns(path, addr string) (net.Conn, error) {
 	return r.c, r.err
 }
 
-// startServe runs `kato-manager serve` in the machine with a token file.
-func (p *kgPool) startServe() {
+// startServe runs `kato-manager serve` in the machine with a token file
+// and the extra flags.
+func (p *kgPool) startServe(flags ...string) {
 	p.t.Helper()
 	if err := p.WriteFile("/etc/kato/serve.token", []byte(dashboardToken+"\n"), 0o600); err != nil {
 		p.t.Fatal(err)
 	}
-	p.must("systemd-run", "--unit=kato-manager-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090")
+	p.must(append([]string{"systemd-run", "--unit=kato-manager-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090"}, flags...)...)
 	p.waitFor("kato-manager serve", 10*time.Second, func() bool {
 		_, err := p.get("http://127.0.0.1:9090/health")
 		return err == nil || strings.Contains(err.Error(), "503")
@@ -186,15 +187,19 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		t.Skip("chromium is not installed")
 	}
-	p := bootKGPool(t, "poll_interval = 1.0\n", 0)
+	p := bootKGPool(t, "poll_interval = 1.0\nbatch_size = 2\nconcurrency = 1\n", 300)
 	p.mustKM("start", "--id", "alpha", "--name", "Alpha", "--port", "8001")
 	p.mustKM("start", "--id", "beta", "--name", "Beta", "--port", "8002")
+	// serve samples the queue every second while work arrives and drains,
+	// so that the plots have a course to show.
+	p.startServe("--sample-interval", "1s")
 	p.addContent(1, 12)
+	time.Sleep(2 * time.Second)
 	p.enqueue(1, 12)
+	time.Sleep(3 * time.Second)
 	p.startWorkers(2)
 	p.waitDrained(time.Minute)
-	p.enqueue(1, 2) // two documents asked for again, waiting... until the workers take them
-	p.startServe()
+	time.Sleep(3 * time.Second)
 	host := p.forwardToMachine("127.0.0.1:9090")
 	base := "http://" + host
 
@@ -251,6 +256,17 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if items := text("#items"); !strings.Contains(items, "completed") {
 		t.Errorf("the completed items:\n%s", items)
+	}
+	// The depth plot has climbed to the twelve items and come down.
+	points, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("svg.plot polyline")[0].getAttribute("points").split(" ").length`))
+	if err != nil || points < 5 {
+		t.Errorf("the depth plot has %d points (%v)", points, err)
+	}
+	if fig := text("figure"); !strings.Contains(fig, "Queue depth") {
+		t.Errorf("first plot: %q", fig)
+	}
+	if top, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS("svg.plot text"))); err != nil || top != "12" {
+		t.Errorf("the depth plot's top is %q (%v), want 12", top, err)
 	}
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {

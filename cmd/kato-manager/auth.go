@@ -193,8 +193,7 @@ func (d *dashboard) authorizeRead(w http.ResponseWriter, r *http.Request) bool {
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="kato-manager"`)
 	if strings.Contains(r.Header.Get("Accept"), "text/html") {
-		w.WriteHeader(http.StatusUnauthorized)
-		d.render(w, r, "login", pageData{Title: "Log in"})
+		d.renderStatus(w, r, http.StatusUnauthorized, "login", d.base(r, "Log in"))
 		return false
 	}
 	http.Error(w, "this address needs the token", http.StatusUnauthorized)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -184,5 +185,34 @@ func TestServeNeedsTokenOffLoopback(t *testing.T) {
 	code, _, stderr = runCLI(t, "", "serve", "--token-file", open)
 	if code != 1 || !strings.Contains(stderr, "readable or writable by others") {
 		t.Errorf("serve with a token file others can read: exit %d %q", code, stderr)
+	}
+}
+
+// TestReadsNeedTheTokenOffLoopback: on an address other than loopback a
+// page without credentials answers 401 with the login form, under the
+// dashboard's security headers.
+func TestReadsNeedTheTokenOffLoopback(t *testing.T) {
+	d, err := newDashboard(nil, nil, nil, nil, "0123456789abcdef0123456789abcdef", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	d.routes(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, path := range []string{"/", "/documents", "/instances/a", "/documents/1"} {
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("Accept", "text/html")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := new(strings.Builder)
+		io.Copy(body, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body.String(), `name="token"`) ||
+			!strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+			t.Errorf("GET %s: %d %v\n%s", path, resp.StatusCode, resp.Header, body)
+		}
 	}
 }

@@ -111,16 +111,17 @@ func (d *dashboard) base(r *http.Request, title string) pageData {
 }
 
 func (d *dashboard) render(w http.ResponseWriter, r *http.Request, name string, p pageData) {
+	d.renderStatus(w, r, http.StatusOK, name, p)
+}
+
+// renderStatus sends a page with its security headers and status code.
+func (d *dashboard) renderStatus(w http.ResponseWriter, r *http.Request, code int, name string, p pageData) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'")
 	w.Header().Set("X-Frame-Options", "DENY")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.Header().Set("Cache-Control", "no-store")
-	if p.LoggedIn || p.CSRF == "" {
-		if st := d.authOf(r); st.session {
-			p.LoggedIn, p.CSRF = true, st.csrf
-		}
-	}
+	w.WriteHeader(code)
 	if err := d.tmpl.ExecuteTemplate(w, name+".html", p); err != nil {
 		fmt.Fprintf(w, "<p>template error: %s</p>", template.HTMLEscapeString(err.Error()))
 	}
@@ -263,8 +264,9 @@ func (d *dashboard) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !checkToken(d.token, r.PostFormValue("token")) {
-		w.WriteHeader(http.StatusUnauthorized)
-		d.render(w, r, "login", pageData{Title: "Log in", Error: "wrong token"})
+		p := d.base(r, "Log in")
+		p.Error = "wrong token"
+		d.renderStatus(w, r, http.StatusUnauthorized, "login", p)
 		return
 	}
 	id, _ := d.sessions.create()

@@ -128,7 +128,11 @@ func Seconds(s float64) time.Duration {
 // Keys absent from the file keep their defaults; unknown keys, malformed TOML
 // and invalid values are errors naming the file and, where known, the line.
 func Load(path string) (*Config, error) {
-	c := Default()
+	return load(path, Default())
+}
+
+// load reads the file at path over the defaults c.
+func load(path string, c *Config) (*Config, error) {
 	c.Path = path
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {

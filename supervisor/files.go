@@ -6,25 +6,17 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/kato-manager/kato-manager/config"
 )
 
-// Paths are where the supervisor writes files on the host.
-type Paths struct {
-	UnitDir     string // unit files and drop-ins: /etc/systemd/system
-	EnvDir      string // per-instance environment files: /etc/kato/instances
-	SysusersDir string // /etc/sysusers.d
-	TmpfilesDir string // /etc/tmpfiles.d
-}
+// Paths are the scope the supervisor works in and where it writes files:
+// config.SystemPaths or config.UserPaths.
+type Paths = config.Paths
 
-// DefaultPaths are the paths of a normal install. EnvDir must match the
-// EnvironmentFile= of kato@.service.
+// DefaultPaths are the paths of a normal install, the system scope.
 func DefaultPaths() Paths {
-	return Paths{
-		UnitDir:     "/etc/systemd/system",
-		EnvDir:      "/etc/kato/instances",
-		SysusersDir: "/etc/sysusers.d",
-		TmpfilesDir: "/etc/tmpfiles.d",
-	}
+	return config.SystemPaths()
 }
 
 // writeFileAtomic replaces path with data so that a reader, or a crash,

@@ -284,6 +284,12 @@ func (m *Manager) writeInstanceFiles(inst config.Instance) error {
 	if _, err := writeFileAtomic(m.dropInPath(inst.ID), dropIn, 0o644); err != nil {
 		return err
 	}
+	if m.Paths.MakeStateDir {
+		dir := filepath.Join(m.Paths.StateDir, inst.ID)
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
 	return nil
 }
 

@@ -66,17 +66,26 @@ func (u UnitState) Active() bool {
 // with the result "done".
 var ErrJobFailed = errors.New("systemd job failed")
 
-// DBus is the Systemd implementation that talks to the system manager over
-// D-Bus.
+// DBus is the Systemd implementation that talks to the system manager, or
+// a user's manager, over D-Bus.
 type DBus struct {
 	conn *sddbus.Conn
 }
 
-// Connect opens a D-Bus connection to the system manager.
-func Connect(ctx context.Context) (*DBus, error) {
+// Connect opens a D-Bus connection to the system manager or, with user, to
+// the invoking user's manager through the user's session bus
+// (DBUS_SESSION_BUS_ADDRESS, or $XDG_RUNTIME_DIR/bus).
+func Connect(ctx context.Context, user bool) (*DBus, error) {
+	if user {
+		conn, err := sddbus.NewUserConnectionContext(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("connect to your systemd user manager over D-Bus: %w (is `systemctl --user` working, and XDG_RUNTIME_DIR set?)", err)
+		}
+		return &DBus{conn: conn}, nil
+	}
 	conn, err := sddbus.NewWithContext(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root?)", err)
+		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root? without root, use --user)", err)
 	}
 	return &DBus{conn: conn}, nil
 }

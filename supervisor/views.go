@@ -284,9 +284,13 @@ func (m *Manager) EnsureUnits(ctx context.Context) error {
 // entries, creates the kato user and directories, and reloads systemd. It
 // returns the files it changed.
 func (m *Manager) InstallUnits(ctx context.Context) ([]string, error) {
+	templates, err := m.Paths.Templates()
+	if err != nil {
+		return nil, err
+	}
 	var changed []string
 	var sysusers, tmpfiles string
-	for _, t := range units.Templates() {
+	for _, t := range templates {
 		var dir string
 		switch t.Dir {
 		case "systemd":
@@ -317,11 +321,15 @@ func (m *Manager) InstallUnits(ctx context.Context) ([]string, error) {
 	if run == nil {
 		run = execTool
 	}
-	if err := run(ctx, "systemd-sysusers", sysusers); err != nil {
-		return changed, err
+	if sysusers != "" {
+		if err := run(ctx, "systemd-sysusers", sysusers); err != nil {
+			return changed, err
+		}
 	}
-	if err := run(ctx, "systemd-tmpfiles", "--create", tmpfiles); err != nil {
-		return changed, err
+	if tmpfiles != "" {
+		if err := run(ctx, "systemd-tmpfiles", "--create", tmpfiles); err != nil {
+			return changed, err
+		}
 	}
 	if err := m.Systemd.Reload(ctx); err != nil {
 		return changed, err

@@ -345,7 +345,7 @@ func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) er
 	} else if config.ValidateID(fs.Arg(0)) != nil {
 		return err
 	}
-	return supervisor.SystemJournal{}.Read(ctx, q, func(line string) error {
+	return a.journal().Read(ctx, q, func(line string) error {
 		_, err := fmt.Fprintln(a.stdout, line)
 		return err
 	})

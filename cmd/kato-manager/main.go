@@ -38,10 +38,13 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// app is one invocation: its streams and the paths it works on.
+// app is one invocation: its streams, the scope it works in and the paths
+// it works on.
 type app struct {
 	stdout, stderr io.Writer
 	stdin          *os.File
+	user           bool
+	paths          config.Paths
 	configPath     string
 	registryPath   string
 }
@@ -96,7 +99,7 @@ is unhealthy), 2 a bad invocation, with nothing changed.`,
 			}
 			return unknownCommand(cmd, "command", args[0])
 		},
-		PersistentPreRun: func(cmd *cobra.Command, _ []string) { a.resolvePaths(cmd.Flags()) },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.resolvePaths(cmd.Flags()) },
 	}
 	a.globalFlags(root.PersistentFlags())
 	root.Flags().Bool("version", false, "print the version and exit")
@@ -179,19 +182,26 @@ func jsonFlag(fs *pflag.FlagSet) *bool { return fs.Bool("json", false, "print JS
 
 // globalFlags are the flags every command takes.
 func (a *app) globalFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&a.configPath, "config", config.DefaultConfigPath, "configuration file (env KATO_CONFIG)")
-	fs.StringVar(&a.registryPath, "registry", config.DefaultRegistryPath, "instance registry (env KATO_REGISTRY)")
+	fs.StringVar(&a.configPath, "config", config.DefaultConfigPath, "configuration file (env KATO_CONFIG; with --user, ~/.config/kato/kato.toml)")
+	fs.StringVar(&a.registryPath, "registry", config.DefaultRegistryPath, "instance registry (env KATO_REGISTRY; with --user, ~/.local/state/kato/instances.toml)")
+	fs.BoolVar(&a.user, "user", false, "manage instances and workers on your own systemd user manager (systemctl --user), without root")
 }
 
-// resolvePaths applies KATO_CONFIG and KATO_REGISTRY to the paths their
-// flags did not set.
-func (a *app) resolvePaths(fs *pflag.FlagSet) {
+// resolvePaths settles the scope, system or --user, and applies
+// KATO_CONFIG and KATO_REGISTRY to the paths their flags did not set.
+func (a *app) resolvePaths(fs *pflag.FlagSet) error {
+	paths, err := config.ResolvePaths(a.user, os.Getenv)
+	if err != nil {
+		return err
+	}
+	a.paths = paths
 	if !fs.Changed("config") {
-		a.configPath = envOr("KATO_CONFIG", config.DefaultConfigPath)
+		a.configPath = envOr("KATO_CONFIG", paths.Config)
 	}
 	if !fs.Changed("registry") {
-		a.registryPath = envOr("KATO_REGISTRY", config.DefaultRegistryPath)
+		a.registryPath = envOr("KATO_REGISTRY", paths.Registry)
 	}
+	return nil
 }
 
 // unknownCommand is the usage error for a command or subcommand that does
@@ -255,7 +265,9 @@ func (a *app) withInstances(cmd *cobra.Command) *cobra.Command {
 // with the other as its description. An unreadable registry completes to
 // nothing.
 func (a *app) instanceCompletions(cmd *cobra.Command, ids, names bool) []cobra.Completion {
-	a.resolvePaths(cmd.Flags())
+	if a.resolvePaths(cmd.Flags()) != nil {
+		return nil
+	}
 	reg, err := config.OpenRegistry(a.registryPath).Load()
 	if err != nil {
 		return nil
@@ -354,7 +366,7 @@ func noArgs(fs *pflag.FlagSet, message string) error {
 
 // loadConfig reads the configuration file and the environment overrides.
 func (a *app) loadConfig() (*config.Config, error) {
-	cfg, err := config.Load(a.configPath)
+	cfg, err := a.paths.Load(a.configPath)
 	if err != nil {
 		return nil, err
 	}
@@ -375,7 +387,7 @@ func (a *app) manager(ctx context.Context) (*supervisor.Manager, func(), error) 
 
 // managerWith connects to systemd with a configuration already loaded.
 func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.Manager, func(), error) {
-	sd, err := supervisor.Connect(ctx)
+	sd, err := supervisor.Connect(ctx, a.paths.User)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -385,8 +397,13 @@ func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.
 		Registry:  config.OpenRegistry(a.registryPath),
 		Ports:     supervisor.HostPorts{},
 		Processes: supervisor.HostProcesses{},
-		Journal:   supervisor.SystemJournal{},
-		Paths:     supervisor.DefaultPaths(),
+		Journal:   a.journal(),
+		Paths:     a.paths,
 	}
 	return m, sd.Close, nil
+}
+
+// journal reads the journal of the scope's units.
+func (a *app) journal() supervisor.SystemJournal {
+	return supervisor.SystemJournal{User: a.paths.User}
 }

@@ -14,14 +14,14 @@ import (
 )
 
 // openQueue opens the KG queue database named by the configuration. A
-// database created here belongs to the kato user, as the workers', so they
-// can write it.
+// database created here belongs to the scope's file owner (the kato user
+// for the system's workers, so they can write it; in --user mode the user).
 func (a *app) openQueue(ctx context.Context) (*kgworker.Queue, *config.Config, error) {
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	q, err := kgworker.Open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(config.ServiceUser))
+	q, err := kgworker.Open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(a.paths.FileOwner))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -18,7 +18,7 @@ import (
 // taken from the commands before they moved onto a command tree; a flag
 // may be added here, never dropped or changed, or scripts break.
 var surface = map[string][]string{
-	"": {`--config string ="/etc/kato/kato.toml"`, `--registry string ="/var/lib/kato/instances.toml"`, "--version bool"},
+	"": {`--config string ="/etc/kato/kato.toml"`, `--registry string ="/var/lib/kato/instances.toml"`, "--user bool", "--version bool"},
 	"start": {"--id string", `--indexer-type string ="VI"`, "--max-predictions int =100", "--max-seq-length int",
 		"--name string", "--persistence int =5", "--port int", "--processor-command string", "--quiescence int =3",
 		"--recall-threshold float =0.1", "--timeout duration", "--zmq-port int"},

@@ -32,9 +32,11 @@ type Paths struct {
 	// StateDir holds the instances' state directories:
 	// /var/lib/kato/instances.
 	StateDir string
-	// MakeStateDir says kato-manager makes an instance's directory in
-	// StateDir before it starts; otherwise systemd does (StateDirectory=,
-	// which a user manager on systemd before 254 puts elsewhere).
+	// MakeStateDir says kato-manager and the workers make the directories
+	// of an instance's state (in StateDir) and of the queue database
+	// themselves; otherwise systemd does (StateDirectory=, which a user
+	// manager on systemd before 254 puts under XDG_CONFIG_HOME, and
+	// tmpfiles.d).
 	MakeStateDir bool
 	// SysusersDir and TmpfilesDir receive kato's sysusers.d and tmpfiles.d
 	// entries: /etc/sysusers.d and /etc/tmpfiles.d. They are empty where

@@ -111,6 +111,7 @@ type Queue struct {
 	backoffMax  time.Duration
 	now         func() time.Time
 	fileOwner   string
+	makeDir     bool
 }
 
 // Option changes a default of Open.
@@ -137,6 +138,11 @@ func WithClock(now func() time.Time) Option { return func(q *Queue) { q.now = no
 // created. It takes effect only when the process runs as root; nobody else
 // can give files away.
 func WithFileOwner(username string) Option { return func(q *Queue) { q.fileOwner = username } }
+
+// WithMakeDir, when on, makes Open create the database's
+// directory if it is missing, for a database no StateDirectory= or
+// tmpfiles.d entry provides: kato-manager --user's, under XDG_STATE_HOME.
+func WithMakeDir(on bool) Option { return func(q *Queue) { q.makeDir = on } }
 
 // timeFormat is how this package writes timestamps: UTC, fixed width, so
 // that SQLite compares them correctly as text, and readable by SQLite's own
@@ -175,6 +181,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 	}
 	if q.fileOwner != "" && os.Geteuid() == 0 {
 		if err := ensureOwnedDir(filepath.Dir(path), q.fileOwner); err != nil {
+			return nil, fmt.Errorf("open kg database %s: %w", path, err)
+		}
+	} else if q.makeDir {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			return nil, fmt.Errorf("open kg database %s: %w", path, err)
 		}
 	}

@@ -32,7 +32,8 @@ type UserDirs struct {
 // PrivateUsers= (systemd.exec(5), "only available for system services").
 // The seccomp and no-new-privileges settings stay: they work unprivileged.
 // StateDirectory= goes because on systemd before 254 a user manager puts it
-// under XDG_CONFIG_HOME; kato-manager makes the state directory instead.
+// under XDG_CONFIG_HOME; kato-manager makes the state directory instead and
+// the unit names it in WorkingDirectory= and STATE_DIRECTORY.
 var UserLeftOut = []string{
 	"User", "Group",
 	"ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
@@ -129,6 +130,8 @@ func renderUser(name string, content []byte, d UserDirs) []byte {
 		case key == "WorkingDirectory":
 			if rest, ok := strings.CutPrefix(value, "%S/kato/instances/"); ok {
 				value = escapeSpecifiers(d.StateDir) + "/" + rest
+				// What StateDirectory= would have told the processor.
+				b.WriteString("Environment=STATE_DIRECTORY=" + value + "\n")
 			}
 		case key == "ExecStart" && strings.Contains(value, "kg-worker "):
 			value = strings.Replace(value, " --worker-id ", " --user --worker-id ", 1)

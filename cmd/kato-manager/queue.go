@@ -21,7 +21,7 @@ func (a *app) openQueue(ctx context.Context) (*kgworker.Queue, *config.Config, e
 	if err != nil {
 		return nil, nil, err
 	}
-	q, err := kgworker.Open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(a.paths.FileOwner))
+	q, err := kgworker.Open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(a.paths.FileOwner), kgworker.WithMakeDir(a.paths.MakeStateDir))
 	if err != nil {
 		return nil, nil, err
 	}

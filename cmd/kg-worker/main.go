@@ -117,7 +117,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	}
 	kg := cfg.KG
 
-	queue, err := kgworker.Open(ctx, kg.DBPath, kgworker.WithMaxRetries(kg.MaxRetries))
+	queue, err := kgworker.Open(ctx, kg.DBPath, kgworker.WithMaxRetries(kg.MaxRetries), kgworker.WithMakeDir(paths.MakeStateDir))
 	if err != nil {
 		return err
 	}

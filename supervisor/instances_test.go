@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -511,6 +512,52 @@ func TestInstallUnitsOnFirstUse(t *testing.T) {
 	changed, err := e.m.InstallUnits(context.Background())
 	if err != nil || len(changed) != 0 {
 		t.Fatalf("second install changed %q (%v)", changed, err)
+	}
+}
+
+// TestInstallUnitsUserScope installs into a user scope: the units rendered
+// for a user manager in the user's unit directory, no sysusers.d or
+// tmpfiles.d entry and no tool run, and an instance's state directory made
+// by kato-manager, as no StateDirectory= makes it there.
+func TestInstallUnitsUserScope(t *testing.T) {
+	e := newTestEnv(t)
+	home := t.TempDir()
+	paths, err := config.UserPaths(func(k string) string { return map[string]string{"HOME": home}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.m.Paths = paths
+	delete(e.sd.files, "kato@.service")
+	var ran []string
+	e.m.RunTool = func(ctx context.Context, argv ...string) error {
+		ran = append(ran, strings.Join(argv, " "))
+		return nil
+	}
+	e.m.Config.Services.Units = nil
+	e.start(t, StartRequest{ID: "a"})
+	entries, err := os.ReadDir(paths.UnitDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, en := range entries {
+		names = append(names, en.Name())
+	}
+	if want := []string{"kato.target", "kato@.service", "kato@a.service.d", "kg-worker@.service", "kg-workers.target"}; !slices.Equal(names, want) {
+		t.Errorf("%s holds %q, want %q", paths.UnitDir, names, want)
+	}
+	unit, _ := os.ReadFile(filepath.Join(paths.UnitDir, "kato@.service"))
+	if !strings.Contains(string(unit), "EnvironmentFile="+paths.EnvDir+"/%i.env") || strings.Contains(string(unit), "\nUser=") {
+		t.Errorf("kato@.service is not the user manager's:\n%s", unit)
+	}
+	if len(ran) != 0 {
+		t.Errorf("tools run in the user scope: %q", ran)
+	}
+	if _, err := os.Stat(filepath.Join(paths.EnvDir, "a.env")); err != nil {
+		t.Errorf("environment file: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(paths.StateDir, "a")); err != nil || !fi.IsDir() {
+		t.Errorf("state directory of a: %v", err)
 	}
 }
 

@@ -131,11 +131,15 @@ func ResolvePaths(user bool, getenv func(string) string) (Paths, error) {
 }
 
 // Default is the configuration of the scope when its file is absent:
-// Default() with the scope's queue database.
+// Default() with the scope's queue database and, in the user scope, no
+// shared services, since a user manager cannot start the system's units.
 func (p Paths) Default() *Config {
 	c := Default()
 	if p.KGDB != "" {
 		c.KG.DBPath = p.KGDB
+	}
+	if p.User {
+		c.Services.Units = []string{}
 	}
 	return c
 }

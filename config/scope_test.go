@@ -96,8 +96,8 @@ func TestSystemPaths(t *testing.T) {
 	if p != want {
 		t.Errorf("SystemPaths =\n%+v\nwant\n%+v", p, want)
 	}
-	if p.Default().KG.DBPath != DefaultKGDBPath {
-		t.Errorf("system default db_path %q", p.Default().KG.DBPath)
+	if c := p.Default(); c.KG.DBPath != DefaultKGDBPath || len(c.Services.Units) != 1 {
+		t.Errorf("system defaults: db_path %q, services.units %q", c.KG.DBPath, c.Services.Units)
 	}
 }
 
@@ -128,6 +128,10 @@ func TestScopeLoad(t *testing.T) {
 			}
 			if c.KG.DBPath != tc.want || c.Path != path {
 				t.Errorf("db_path %q (path %q), want %q", c.KG.DBPath, c.Path, tc.want)
+			}
+			// A user manager cannot start the system's mongod.service.
+			if len(c.Services.Units) != 0 {
+				t.Errorf("services.units %q in the user scope, want none", c.Services.Units)
 			}
 		})
 	}

@@ -86,6 +86,11 @@ driven over D-Bus. It allocates ports, keeps a registry of the instances and
 their settings, and reports state, health, memory and drift between its
 registry and systemd.
 
+With --user it does the same on your own systemd user manager, without root:
+configuration in ~/.config/kato, registry, state and KG queue in
+~/.local/state/kato, units in ~/.config/systemd/user (XDG_CONFIG_HOME and
+XDG_STATE_HOME are honoured).
+
 Exit status: 0 done, 1 failed (or, for status and workers health, something
 is unhealthy), 2 a bad invocation, with nothing changed.`,
 		Version:           version,

@@ -220,6 +220,25 @@ INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char
 			t.Errorf("%s after workers stop: %s", units.WorkerUnit(1), s)
 		}
 	})
+
+	// The README's --user section, as written, with its default
+	// configuration (no shared services) and stand-in processor.
+	t.Run("README", func(t *testing.T) {
+		u.t = t
+		scripts := readmeScripts(t, "Without root: `--user`")
+		if len(scripts) != 1 {
+			t.Fatalf("found %d sh blocks in the README's --user section, want 1", len(scripts))
+		}
+		out := u.mustRun("/bin/sh", "-ec", scripts[0])
+		for _, want := range []string{"started mine-1", "started mine-2", "stopped and removed mine-1", "stopped and removed mine-2"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("the README's --user block did not print %q:\n%s", want, out)
+			}
+		}
+		if s := u.userProp("kato@mine-1.service", "ActiveState"); s != "inactive" {
+			t.Errorf("kato@mine-1.service after the README's stop: %s", s)
+		}
+	})
 	u.t = t
 
 	// Nothing of kato-manager's went to the system's places.

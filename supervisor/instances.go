@@ -318,15 +318,18 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 }
 
 // reloadIfNeeded runs a daemon-reload only when systemd holds an older
-// version of the unit's files than the disk. A unit systemd has not loaded
-// yet is read fresh, drop-in included, so a new instance needs none; a
-// reload costs hundreds of milliseconds on a host with many units.
+// version of the unit's files than the disk, or holds the unit as broken
+// (bad-setting: loaded by a daemon-reload while its drop-in was missing,
+// which NeedDaemonReload does not report once the drop-in is back). A unit
+// systemd has not loaded yet is read fresh, drop-in included, so a new
+// instance needs none; a reload costs hundreds of milliseconds on a host
+// with many units.
 func (m *Manager) reloadIfNeeded(ctx context.Context, unit string) error {
 	u, err := m.Systemd.Unit(ctx, unit)
 	if err != nil {
 		return err
 	}
-	if !u.NeedDaemonReload {
+	if !u.NeedDaemonReload && u.LoadState != "bad-setting" && u.LoadState != "error" {
 		return nil
 	}
 	return m.Systemd.Reload(ctx)

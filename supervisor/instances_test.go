@@ -515,6 +515,24 @@ func TestInstallUnitsOnFirstUse(t *testing.T) {
 	}
 }
 
+// TestStartReloadsABrokenUnit starts an instance that systemd holds as
+// bad-setting, as after a daemon-reload while its drop-in was missing: the
+// rewritten drop-in takes effect only after another daemon-reload.
+func TestStartReloadsABrokenUnit(t *testing.T) {
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "a"})
+	ctx := context.Background()
+	if err := e.sd.StopUnit(ctx, "kato@a.service"); err != nil {
+		t.Fatal(err)
+	}
+	e.sd.unit("kato@a.service").LoadState = "bad-setting"
+	e.sd.calls = nil
+	e.start(t, StartRequest{ID: "a"})
+	if !slices.Contains(e.sd.calls, "reload") {
+		t.Errorf("no daemon-reload before starting a bad-setting unit: %q", e.sd.calls)
+	}
+}
+
 // TestInstallUnitsUserScope installs into a user scope: the units rendered
 // for a user manager in the user's unit directory, no sysusers.d or
 // tmpfiles.d entry and no tool run, and an instance's state directory made

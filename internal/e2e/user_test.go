@@ -158,6 +158,25 @@ func TestUserMode(t *testing.T) {
 			return strings.Contains(u.run(katoManager, "--user", "logs", "user-1", "-n", "50").stdout, "user-1")
 		})
 
+		before := u.userProp("kato@user-2.service", "MainPID")
+		if out := u.km("restart", "user-2"); !strings.Contains(out, "restarted user-2 (User 2): API port 8102") {
+			t.Errorf("restart:\n%s", out)
+		}
+		if after := u.userProp("kato@user-2.service", "MainPID"); after == before || u.userProp("kato@user-2.service", "ActiveState") != "active" {
+			t.Errorf("restart: MainPID %s before, %s after", before, after)
+		}
+		// Drift in the user's files is repaired in the user's scope.
+		u.mustRun("rm", "-r", u.home+"/.config/kato/instances/user-2.env", unitDir+"/kato@user-2.service.d")
+		u.mustRun("systemctl", "--user", "daemon-reload")
+		u.mustRun("systemctl", "--user", "stop", "kato@user-2.service")
+		if out := u.km("gc"); !strings.Contains(out, "removed registry entry user-2") {
+			t.Errorf("gc:\n%s", out)
+		}
+		if out := u.km("gc"); !strings.Contains(out, "nothing to repair") {
+			t.Errorf("second gc:\n%s", out)
+		}
+		u.km("start", "--id", "user-2", "--port", "8102")
+
 		u.km("stop", "user-1")
 		if s := u.userProp("kato@user-1.service", "ActiveState"); s != "inactive" {
 			t.Errorf("kato@user-1.service after stop: %s", s)
@@ -212,6 +231,33 @@ INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char
 		m.waitFor("workers stats to count the 3 documents", 10*time.Second, func() bool {
 			return strings.Contains(u.km("workers", "stats"), "processed: 3 (success 3, failed 0)")
 		})
+		var health struct {
+			Total   int `json:"total_workers"`
+			Healthy int `json:"healthy_workers"`
+		}
+		if err := json.Unmarshal([]byte(u.km("workers", "health", "--json", "--restart-unhealthy")), &health); err != nil || health.Total != 2 || health.Healthy != 2 {
+			t.Errorf("workers health --json: %+v (%v)", health, err)
+		}
+		var items []map[string]any
+		if err := json.Unmarshal([]byte(u.km("queue", "list", "--status", "completed", "--json")), &items); err != nil || len(items) != 3 {
+			t.Errorf("queue list --status completed: %v (%v)", items, err)
+		}
+		if out := u.km("queue", "retry-failed"); !strings.Contains(out, "0 failed item(s) queued again") {
+			t.Errorf("queue retry-failed:\n%s", out)
+		}
+		// serve answers from the user's pool and queue.
+		serve := u.run("sh", "-c", katoManager+" --user serve --listen 127.0.0.1:9191 & pid=$!; "+
+			"for i in $(seq 50); do curl -sf http://127.0.0.1:9191/stats && break; sleep 0.1; done; kill $pid")
+		if !strings.Contains(serve.stdout, `"total_workers": 2`) || !strings.Contains(serve.stdout, `"completed": 3`) {
+			t.Errorf("serve /stats: %s", serve)
+		}
+		before := u.userProp(units.WorkerUnit(1), "MainPID")
+		if out := u.km("workers", "restart"); !strings.Contains(out, "restarted "+units.WorkerUnit(1)) {
+			t.Errorf("workers restart:\n%s", out)
+		}
+		if after := u.userProp(units.WorkerUnit(1), "MainPID"); after == before {
+			t.Errorf("workers restart: %s kept MainPID %s", units.WorkerUnit(1), after)
+		}
 		if out := u.km("workers", "scale", "1"); !strings.Contains(out, "1 worker(s) running; stopped 1") {
 			t.Errorf("workers scale 1:\n%s", out)
 		}

@@ -8,6 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -73,13 +76,15 @@ type DBus struct {
 }
 
 // Connect opens a D-Bus connection to the system manager or, with user, to
-// the invoking user's manager through the user's session bus
-// (DBUS_SESSION_BUS_ADDRESS, or $XDG_RUNTIME_DIR/bus).
+// the invoking user's manager. For the user's manager it does what
+// `systemctl --user` does: the manager's own socket
+// $XDG_RUNTIME_DIR/systemd/private first, which needs no session bus, and
+// else the session bus (DBUS_SESSION_BUS_ADDRESS, or $XDG_RUNTIME_DIR/bus).
 func Connect(ctx context.Context, user bool) (*DBus, error) {
 	if user {
-		conn, err := sddbus.NewUserConnectionContext(ctx)
+		conn, err := connectUser(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("connect to your systemd user manager over D-Bus: %w (is `systemctl --user` working, and XDG_RUNTIME_DIR set?)", err)
+			return nil, fmt.Errorf("connect to your systemd user manager over D-Bus: %w (does `systemctl --user` work? it needs XDG_RUNTIME_DIR)", err)
 		}
 		return &DBus{conn: conn}, nil
 	}
@@ -88,6 +93,28 @@ func Connect(ctx context.Context, user bool) (*DBus, error) {
 		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root? without root, use --user)", err)
 	}
 	return &DBus{conn: conn}, nil
+}
+
+func connectUser(ctx context.Context) (*sddbus.Conn, error) {
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
+		private := filepath.Join(dir, "systemd", "private")
+		if _, err := os.Stat(private); err == nil {
+			return sddbus.NewConnection(func() (*dbus.Conn, error) {
+				conn, err := dbus.Dial("unix:path="+private, dbus.WithContext(ctx))
+				if err != nil {
+					return nil, err
+				}
+				// A connection straight to systemd: EXTERNAL with the
+				// uid, and no Hello, as go-systemd does for the system's.
+				if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+					conn.Close()
+					return nil, err
+				}
+				return conn, nil
+			})
+		}
+	}
+	return sddbus.NewUserConnectionContext(ctx)
 }
 
 // Close closes the connection.

@@ -41,10 +41,25 @@ func newUserSession(t *testing.T, m *machine) *userSession {
 // gives: its home, its runtime directory and its session bus.
 func (u *userSession) run(args ...string) result {
 	u.t.Helper()
-	env := []string{"runuser", "-u", userName, "--", "env", "-i", "HOME=" + u.home, "USER=" + userName, "LOGNAME=" + userName,
-		"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "XDG_RUNTIME_DIR=/run/user/" + u.uid,
-		"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/" + u.uid + "/bus"}
-	return u.exec(append(env, args...)...)
+	return u.runEnv(map[string]string{}, args...)
+}
+
+// runEnv runs a command as the user with some of the session's variables
+// changed; an empty value leaves the variable out.
+func (u *userSession) runEnv(change map[string]string, args ...string) result {
+	u.t.Helper()
+	vars := map[string]string{"HOME": u.home, "USER": userName, "LOGNAME": userName, "PATH": "/usr/local/bin:/usr/bin:/bin",
+		"LANG": "C.UTF-8", "XDG_RUNTIME_DIR": "/run/user/" + u.uid, "DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/" + u.uid + "/bus"}
+	for k, v := range change {
+		vars[k] = v
+	}
+	cmd := []string{"runuser", "-u", userName, "--", "env", "-i"}
+	for k, v := range vars {
+		if v != "" {
+			cmd = append(cmd, k+"="+v)
+		}
+	}
+	return u.exec(append(cmd, args...)...)
 }
 
 // mustRun runs a command as the user and requires success.
@@ -136,6 +151,23 @@ func TestUserMode(t *testing.T) {
 		}
 		if len(rows) != 2 || rows[0]["id"] != "user-1" || rows[0]["active_state"] != "active" || rows[1]["api_port"] != 8102.0 {
 			t.Errorf("list --json: %v", rows)
+		}
+		// Both ways to the user's manager that systemctl --user knows: its
+		// private socket in XDG_RUNTIME_DIR, which needs no session bus,
+		// and the session bus.
+		for _, tc := range []struct {
+			name   string
+			change map[string]string
+		}{
+			{"the private socket, with no session bus", map[string]string{"DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent/bus"}},
+			{"the session bus, with no runtime directory", map[string]string{"XDG_RUNTIME_DIR": ""}},
+		} {
+			if r := u.runEnv(tc.change, katoManager, "--user", "list"); r.code != 0 || !strings.Contains(r.stdout, "user-2") {
+				t.Errorf("list --user through %s: %s", tc.name, r)
+			}
+		}
+		if r := u.runEnv(map[string]string{"XDG_RUNTIME_DIR": "", "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent/bus"}, katoManager, "--user", "list"); r.code != 1 || !strings.Contains(r.stderr, "connect to your systemd user manager") {
+			t.Errorf("list --user with no way to the manager: %s", r)
 		}
 		if r := u.run(katoManager, "--user", "status"); r.code != 0 || !strings.Contains(r.stdout, "registry: in step with systemd") {
 			t.Errorf("status --user: %s", r)

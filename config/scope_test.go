@@ -8,6 +8,14 @@ import (
 )
 
 func TestUserPaths(t *testing.T) {
+	// annHome is the user scope of HOME=/home/ann with the XDG defaults.
+	annHome := Paths{
+		User: true, Config: "/home/ann/.config/kato/kato.toml", Registry: "/home/ann/.local/state/kato/instances.toml",
+		KGDB: "/home/ann/.local/state/kato/kg/kg.db", UnitDir: "/home/ann/.config/systemd/user",
+		EnvDir: "/home/ann/.config/kato/instances", WorkerEnvDir: "/home/ann/.config/kato",
+		StateDir: "/home/ann/.local/state/kato/instances", MakeStateDir: true,
+		ConfigHome: "/home/ann/.config", StateHome: "/home/ann/.local/state",
+	}
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
@@ -16,13 +24,7 @@ func TestUserPaths(t *testing.T) {
 		{
 			name: "home only: the XDG defaults",
 			env:  map[string]string{"HOME": "/home/ann"},
-			want: Paths{
-				User: true, Config: "/home/ann/.config/kato/kato.toml", Registry: "/home/ann/.local/state/kato/instances.toml",
-				KGDB: "/home/ann/.local/state/kato/kg/kg.db", UnitDir: "/home/ann/.config/systemd/user",
-				EnvDir: "/home/ann/.config/kato/instances", WorkerEnvDir: "/home/ann/.config/kato",
-				StateDir: "/home/ann/.local/state/kato/instances", MakeStateDir: true,
-				ConfigHome: "/home/ann/.config", StateHome: "/home/ann/.local/state",
-			},
+			want: annHome,
 		},
 		{
 			name: "XDG_CONFIG_HOME and XDG_STATE_HOME honoured",
@@ -38,13 +40,7 @@ func TestUserPaths(t *testing.T) {
 		{
 			name: "relative XDG values are ignored, as the specification says",
 			env:  map[string]string{"HOME": "/home/ann", "XDG_CONFIG_HOME": "cfg", "XDG_STATE_HOME": "./state"},
-			want: Paths{
-				User: true, Config: "/home/ann/.config/kato/kato.toml", Registry: "/home/ann/.local/state/kato/instances.toml",
-				KGDB: "/home/ann/.local/state/kato/kg/kg.db", UnitDir: "/home/ann/.config/systemd/user",
-				EnvDir: "/home/ann/.config/kato/instances", WorkerEnvDir: "/home/ann/.config/kato",
-				StateDir: "/home/ann/.local/state/kato/instances", MakeStateDir: true,
-				ConfigHome: "/home/ann/.config", StateHome: "/home/ann/.local/state",
-			},
+			want: annHome,
 		},
 		{
 			name: "no HOME needed when both XDG variables are set",

@@ -19,7 +19,7 @@ BINARIES := bin/kato-manager bin/kg-worker
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := bin/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: all build demo test lint unit-test bench install packages man deps-build deps-test clean
+.PHONY: all build demo test lint fuzz unit-test bench install packages man deps-build deps-test clean
 
 all: build
 
@@ -48,6 +48,7 @@ demo: deps-build
 # that cannot boot fails the run instead of skipping).
 test: deps-test lint
 	$(GO) test -count=1 -timeout 60m ./...
+	$(MAKE) fuzz
 
 lint: $(STATICCHECK)
 	$(GO) vet ./...
@@ -55,6 +56,17 @@ lint: $(STATICCHECK)
 
 $(STATICCHECK):
 	GOBIN=$(CURDIR)/$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# A short fuzzing run of each parser and renderer that takes input from
+# files or the command line; the seed corpus is under each package's
+# testdata/fuzz. `make fuzz FUZZTIME=10m` digs deeper.
+FUZZTIME ?= 3s
+FUZZ_TARGETS := config:FuzzLoad config:FuzzDecodeRegistry units:FuzzRenderInstanceDropIn units:FuzzRenderEnvironment
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 ./$${t%%:*}/ || exit 1; \
+	done
 
 # Unit tests only: no root, no systemd.
 unit-test:
@@ -73,8 +85,11 @@ man: bin/kato-manager
 install: build
 	install -D -m 0755 bin/kato-manager $(DESTDIR)$(PREFIX)/bin/kato-manager
 	install -D -m 0755 bin/kg-worker $(DESTDIR)$(LIBEXEC)/kg-worker
+	@# kato.toml holds the MongoDB URL: root and the kato group (the workers)
+	@# read it; install-units gives it to the group if it does not exist yet.
 	@if [ ! -e $(DESTDIR)/etc/kato/kato.toml ]; then \
-		install -D -m 0644 config/kato.toml $(DESTDIR)/etc/kato/kato.toml; \
+		install -D -m 0640 config/kato.toml $(DESTDIR)/etc/kato/kato.toml; \
+		if [ -z "$(DESTDIR)" ] && getent group kato >/dev/null; then chgrp kato /etc/kato/kato.toml; fi; \
 	fi
 
 # The deb and rpm packages, in dist/. The version comes from

@@ -47,6 +47,7 @@ type Config struct {
 	Ports     Ports      `toml:"ports"`
 	Services  Services   `toml:"services"`
 	KG        KG         `toml:"kg"`
+	Limits    Limits     `toml:"limits"`
 }
 
 // Processor describes how to run the KATO processor program.
@@ -115,6 +116,7 @@ func Default() *Config {
 			LeaseSeconds:   60,
 			DBPath:         DefaultKGDBPath,
 		},
+		Limits: DefaultLimits(),
 	}
 }
 
@@ -190,7 +192,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.Limits.validate()
 }
 
 // logLevels are the levels the KATO processor accepts.
@@ -263,7 +265,7 @@ func (s Services) validate() error {
 		}
 	}
 	if !validMongoURL(s.MongoURL) {
-		return &FieldError{Field: "services.mongo_url", Value: s.MongoURL, Rule: "must be a mongodb:// or mongodb+srv:// connection string"}
+		return &FieldError{Field: "services.mongo_url", Value: RedactURL(s.MongoURL), Rule: "must be a mongodb:// or mongodb+srv:// connection string"}
 	}
 	return nil
 }
@@ -421,7 +423,7 @@ func setFloat(field func(*KG) *float64) func(*KG, string) string {
 func checkHTTPURL(field, s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
-		return &FieldError{Field: field, Value: s, Rule: "must be an absolute http or https URL"}
+		return &FieldError{Field: field, Value: RedactURL(s), Rule: "must be an absolute http or https URL"}
 	}
 	return nil
 }

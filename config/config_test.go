@@ -102,8 +102,8 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := tomlKeys(reflect.TypeOf(Config{}), nil)
-	if len(keys) != 24 {
-		t.Fatalf("found %d settings, want 24: %v", len(keys), keys)
+	if len(keys) != 28 {
+		t.Fatalf("found %d settings, want 28: %v", len(keys), keys)
 	}
 	for _, key := range keys {
 		t.Run(strings.Join(key, "."), func(t *testing.T) {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -188,11 +188,19 @@ func fieldPath(entry toml.Key, err error) toml.Key {
 	return append(slices.Clone(entry), fieldKey(err)...)
 }
 
-// RegistryFile is the registry on disk. Readers share a lock and writers hold
-// it alone, so an Update is never lost to a concurrent one, even from another
-// process.
+// RegistryFile is the registry on disk. Writers hold a lock alone, so an
+// Update is never lost to a concurrent one, even from another process;
+// readers take none, as every write replaces the file atomically. The lock
+// files are 0600 and owned by the writer, so no other user can hold them.
 type RegistryFile struct {
 	Path string
+	// LockTimeout bounds every wait for a lock; zero means
+	// DefaultLockTimeout.
+	LockTimeout time.Duration
+	// OnLockWait, when set, is called once when a lock is not free at once,
+	// with the lock file and a description of its holder, so that a
+	// command can say what it waits for.
+	OnLockWait func(lockPath, holder string)
 }
 
 // OpenRegistry returns the registry stored at path; nothing is read until
@@ -209,22 +217,10 @@ func (f *RegistryFile) lockPath() string { return f.Path + ".lock" }
 // file so that the rename stays within one filesystem.
 func (f *RegistryFile) tempPrefix() string { return "." + filepath.Base(f.Path) + ".tmp-" }
 
-// Load reads the registry under a shared lock. A missing file is an empty
-// registry. When the lock file cannot be created for lack of permission, the
-// registry is read without it: writes replace the file atomically, so a
-// reader sees either the old or the new registry.
+// Load reads the registry. A missing file is an empty registry. It takes no
+// lock: writes replace the file atomically, so a reader sees either the old
+// or the new registry, and no writer can keep it waiting.
 func (f *RegistryFile) Load() (*Registry, error) {
-	lock, err := os.OpenFile(f.lockPath(), os.O_RDONLY|os.O_CREATE, 0o644)
-	switch {
-	case err == nil:
-		defer lock.Close()
-		if err := flock(lock, syscall.LOCK_SH); err != nil {
-			return nil, fmt.Errorf("lock registry %s: %w", f.lockPath(), err)
-		}
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
-	default:
-		return nil, fmt.Errorf("lock registry: %w", err)
-	}
 	r, _, err := f.read()
 	return r, err
 }
@@ -239,14 +235,11 @@ func (f *RegistryFile) Update(fn func(*Registry) error) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create registry directory: %w", err)
 	}
-	lock, err := os.OpenFile(f.lockPath(), os.O_RDWR|os.O_CREATE, 0o644)
+	lock, err := f.lock(context.Background(), f.lockPath())
 	if err != nil {
-		return fmt.Errorf("open registry lock: %w", err)
+		return err
 	}
 	defer lock.Close()
-	if err := flock(lock, syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("lock registry %s: %w", f.lockPath(), err)
-	}
 	if err := f.removeStaleTemps(); err != nil {
 		return err
 	}
@@ -411,16 +404,6 @@ func globEscape(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
-}
-
-// flock takes a lock on f, retrying when a signal interrupts the wait.
-func flock(f *os.File, how int) error {
-	for {
-		err := syscall.Flock(int(f.Fd()), how)
-		if !errors.Is(err, syscall.EINTR) {
-			return err
-		}
-	}
 }
 
 // malformedError marks err as ErrMalformed without changing its message.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/kato-manager/kato-manager/units"
@@ -22,9 +23,14 @@ type Paths struct {
 	Registry string
 	// KGDB is the default KG queue database, kg.db_path: /var/lib/kato/kg/kg.db.
 	KGDB string
-	// UnitDir holds the unit files and the per-instance drop-ins:
-	// /etc/systemd/system.
+	// UnitDir holds the per-instance drop-ins and the .wants links:
+	// /etc/systemd/system, the administrator's directory.
 	UnitDir string
+	// VendorUnitDir holds the unit files install-units writes:
+	// /usr/local/lib/systemd/system, where systemd looks after /etc, so
+	// /etc stays the administrator's for overrides. (The package puts the
+	// same files under /usr/lib.)
+	VendorUnitDir string
 	// EnvDir holds the per-instance environment files: /etc/kato/instances.
 	EnvDir string
 	// WorkerEnvDir holds the environment file of the KG workers: /etc/kato.
@@ -39,13 +45,21 @@ type Paths struct {
 	// tmpfiles.d).
 	MakeStateDir bool
 	// SysusersDir and TmpfilesDir receive kato's sysusers.d and tmpfiles.d
-	// entries: /etc/sysusers.d and /etc/tmpfiles.d. They are empty where
-	// no system user and no system directories are made (user scope).
+	// entries: /usr/local/lib/sysusers.d and /usr/local/lib/tmpfiles.d.
+	// They are empty where no system user and no system directories are
+	// made (user scope).
 	SysusersDir string
 	TmpfilesDir string
+	// AdminSysusersDir and AdminTmpfilesDir are the administrator's
+	// directories, where earlier versions wrote the vendor files;
+	// install-units removes the files it wrote there: /etc/sysusers.d and
+	// /etc/tmpfiles.d.
+	AdminSysusersDir string
+	AdminTmpfilesDir string
 	// FileOwner is the user a queue database created by kato-manager is
-	// handed to, so the workers can write it: kato. Empty keeps the
-	// creator's (user scope: everything is the user's own).
+	// handed to, so the workers can write it, and the group install-units
+	// gives kato.toml to: kato. Empty keeps the creator's (user scope:
+	// everything is the user's own).
 	FileOwner string
 	// ConfigHome and StateHome are the XDG base directories the user scope
 	// resolved (XDG_CONFIG_HOME, XDG_STATE_HOME); empty in the system scope.
@@ -57,16 +71,19 @@ type Paths struct {
 // unit files in units.
 func SystemPaths() Paths {
 	return Paths{
-		Config:       DefaultConfigPath,
-		Registry:     DefaultRegistryPath,
-		KGDB:         DefaultKGDBPath,
-		UnitDir:      "/etc/systemd/system",
-		EnvDir:       units.EnvironmentDir,
-		WorkerEnvDir: filepath.Dir(DefaultConfigPath),
-		StateDir:     units.InstanceStateRoot,
-		SysusersDir:  "/etc/sysusers.d",
-		TmpfilesDir:  "/etc/tmpfiles.d",
-		FileOwner:    ServiceUser,
+		Config:           DefaultConfigPath,
+		Registry:         DefaultRegistryPath,
+		KGDB:             DefaultKGDBPath,
+		UnitDir:          "/etc/systemd/system",
+		VendorUnitDir:    "/usr/local/lib/systemd/system",
+		EnvDir:           units.EnvironmentDir,
+		WorkerEnvDir:     filepath.Dir(DefaultConfigPath),
+		StateDir:         units.InstanceStateRoot,
+		SysusersDir:      "/usr/local/lib/sysusers.d",
+		TmpfilesDir:      "/usr/local/lib/tmpfiles.d",
+		AdminSysusersDir: "/etc/sysusers.d",
+		AdminTmpfilesDir: "/etc/tmpfiles.d",
+		FileOwner:        ServiceUser,
 	}
 }
 
@@ -75,7 +92,8 @@ func SystemPaths() Paths {
 //
 //	configuration  $XDG_CONFIG_HOME/kato/kato.toml (~/.config/kato/kato.toml)
 //	environment    $XDG_CONFIG_HOME/kato/instances/ID.env, kato/kg-worker.env
-//	units          $XDG_CONFIG_HOME/systemd/user (~/.config/systemd/user)
+//	drop-ins       $XDG_CONFIG_HOME/systemd/user (~/.config/systemd/user)
+//	unit files     $XDG_DATA_HOME/systemd/user (~/.local/share/systemd/user)
 //	registry       $XDG_STATE_HOME/kato/instances.toml (~/.local/state/kato/…)
 //	KG queue       $XDG_STATE_HOME/kato/kg/kg.db
 //	instance state $XDG_STATE_HOME/kato/instances/ID
@@ -101,20 +119,25 @@ func UserPaths(getenv func(string) string) (Paths, error) {
 	if err != nil {
 		return Paths{}, err
 	}
+	dataHome, err := dir("XDG_DATA_HOME", ".local/share")
+	if err != nil {
+		return Paths{}, err
+	}
 	conf := filepath.Join(configHome, "kato")
 	state := filepath.Join(stateHome, "kato")
 	return Paths{
-		User:         true,
-		Config:       filepath.Join(conf, "kato.toml"),
-		Registry:     filepath.Join(state, "instances.toml"),
-		KGDB:         filepath.Join(state, "kg", "kg.db"),
-		UnitDir:      filepath.Join(configHome, "systemd", "user"),
-		EnvDir:       filepath.Join(conf, "instances"),
-		WorkerEnvDir: conf,
-		StateDir:     filepath.Join(state, "instances"),
-		MakeStateDir: true,
-		ConfigHome:   configHome,
-		StateHome:    stateHome,
+		User:          true,
+		Config:        filepath.Join(conf, "kato.toml"),
+		Registry:      filepath.Join(state, "instances.toml"),
+		KGDB:          filepath.Join(state, "kg", "kg.db"),
+		UnitDir:       filepath.Join(configHome, "systemd", "user"),
+		VendorUnitDir: filepath.Join(dataHome, "systemd", "user"),
+		EnvDir:        filepath.Join(conf, "instances"),
+		WorkerEnvDir:  conf,
+		StateDir:      filepath.Join(state, "instances"),
+		MakeStateDir:  true,
+		ConfigHome:    configHome,
+		StateHome:     stateHome,
 	}, nil
 }
 
@@ -164,4 +187,29 @@ func (p Paths) Templates() ([]units.Template, error) {
 		ConfigHome:   p.ConfigHome,
 		StateHome:    p.StateHome,
 	})
+}
+
+// DropInPath is the drop-in kato-manager writes for the instance id.
+func (p Paths) DropInPath(id string) string {
+	return filepath.Join(p.UnitDir, units.InstanceDropInDir(id), units.DropInName)
+}
+
+// EnvPath is the environment file kato-manager writes for the instance id.
+func (p Paths) EnvPath(id string) string {
+	return filepath.Join(p.EnvDir, id+".env")
+}
+
+// HasInstanceFiles reports whether kato-manager's drop-in or environment
+// file for the instance id exists: an instance that can be stopped even
+// without a registry entry.
+func (p Paths) HasInstanceFiles(id string) bool {
+	if ValidateID(id) != nil {
+		return false
+	}
+	for _, path := range []string{p.DropInPath(id), p.EnvPath(id)} {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+	}
+	return false
 }

@@ -11,7 +11,7 @@ func TestUserPaths(t *testing.T) {
 	// annHome is the user scope of HOME=/home/ann with the XDG defaults.
 	annHome := Paths{
 		User: true, Config: "/home/ann/.config/kato/kato.toml", Registry: "/home/ann/.local/state/kato/instances.toml",
-		KGDB: "/home/ann/.local/state/kato/kg/kg.db", UnitDir: "/home/ann/.config/systemd/user",
+		KGDB: "/home/ann/.local/state/kato/kg/kg.db", UnitDir: "/home/ann/.config/systemd/user", VendorUnitDir: "/home/ann/.local/share/systemd/user",
 		EnvDir: "/home/ann/.config/kato/instances", WorkerEnvDir: "/home/ann/.config/kato",
 		StateDir: "/home/ann/.local/state/kato/instances", MakeStateDir: true,
 		ConfigHome: "/home/ann/.config", StateHome: "/home/ann/.local/state",
@@ -28,10 +28,10 @@ func TestUserPaths(t *testing.T) {
 		},
 		{
 			name: "XDG_CONFIG_HOME and XDG_STATE_HOME honoured",
-			env:  map[string]string{"HOME": "/home/ann", "XDG_CONFIG_HOME": "/cfg/", "XDG_STATE_HOME": "/st//ate"},
+			env:  map[string]string{"HOME": "/home/ann", "XDG_CONFIG_HOME": "/cfg/", "XDG_STATE_HOME": "/st//ate", "XDG_DATA_HOME": "/data"},
 			want: Paths{
 				User: true, Config: "/cfg/kato/kato.toml", Registry: "/st/ate/kato/instances.toml",
-				KGDB: "/st/ate/kato/kg/kg.db", UnitDir: "/cfg/systemd/user",
+				KGDB: "/st/ate/kato/kg/kg.db", UnitDir: "/cfg/systemd/user", VendorUnitDir: "/data/systemd/user",
 				EnvDir: "/cfg/kato/instances", WorkerEnvDir: "/cfg/kato",
 				StateDir: "/st/ate/kato/instances", MakeStateDir: true,
 				ConfigHome: "/cfg", StateHome: "/st/ate",
@@ -39,15 +39,15 @@ func TestUserPaths(t *testing.T) {
 		},
 		{
 			name: "relative XDG values are ignored, as the specification says",
-			env:  map[string]string{"HOME": "/home/ann", "XDG_CONFIG_HOME": "cfg", "XDG_STATE_HOME": "./state"},
+			env:  map[string]string{"HOME": "/home/ann", "XDG_CONFIG_HOME": "cfg", "XDG_STATE_HOME": "./state", "XDG_DATA_HOME": "share"},
 			want: annHome,
 		},
 		{
-			name: "no HOME needed when both XDG variables are set",
-			env:  map[string]string{"XDG_CONFIG_HOME": "/c", "XDG_STATE_HOME": "/s"},
+			name: "no HOME needed when the XDG variables are set",
+			env:  map[string]string{"XDG_CONFIG_HOME": "/c", "XDG_STATE_HOME": "/s", "XDG_DATA_HOME": "/d"},
 			want: Paths{
 				User: true, Config: "/c/kato/kato.toml", Registry: "/s/kato/instances.toml", KGDB: "/s/kato/kg/kg.db",
-				UnitDir: "/c/systemd/user", EnvDir: "/c/kato/instances", WorkerEnvDir: "/c/kato",
+				UnitDir: "/c/systemd/user", VendorUnitDir: "/d/systemd/user", EnvDir: "/c/kato/instances", WorkerEnvDir: "/c/kato",
 				StateDir: "/s/kato/instances", MakeStateDir: true, ConfigHome: "/c", StateHome: "/s",
 			},
 		},
@@ -86,8 +86,9 @@ func TestSystemPaths(t *testing.T) {
 	}
 	want := Paths{
 		Config: "/etc/kato/kato.toml", Registry: "/var/lib/kato/instances.toml", KGDB: "/var/lib/kato/kg/kg.db",
-		UnitDir: "/etc/systemd/system", EnvDir: "/etc/kato/instances", WorkerEnvDir: "/etc/kato",
-		StateDir: "/var/lib/kato/instances", SysusersDir: "/etc/sysusers.d", TmpfilesDir: "/etc/tmpfiles.d", FileOwner: "kato",
+		UnitDir: "/etc/systemd/system", VendorUnitDir: "/usr/local/lib/systemd/system", EnvDir: "/etc/kato/instances", WorkerEnvDir: "/etc/kato",
+		StateDir: "/var/lib/kato/instances", SysusersDir: "/usr/local/lib/sysusers.d", TmpfilesDir: "/usr/local/lib/tmpfiles.d",
+		AdminSysusersDir: "/etc/sysusers.d", AdminTmpfilesDir: "/etc/tmpfiles.d", FileOwner: "kato",
 	}
 	if p != want {
 		t.Errorf("SystemPaths =\n%+v\nwant\n%+v", p, want)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kato-manager/kato-manager/config"
 )
 
 // Errors from the KG service client.
@@ -161,12 +163,12 @@ func NewClient(opts ClientOpts) (*Client, error) {
 		timeout:       opts.Timeout,
 		healthTimeout: opts.HealthTimeout,
 		http:          &http.Client{Transport: opts.Transport},
-		status:        ServiceStatus{Enabled: opts.Enabled, URL: opts.URL},
+		status:        ServiceStatus{Enabled: opts.Enabled, URL: config.RedactURL(opts.URL)},
 	}
 	if opts.Enabled || opts.URL != "" {
 		u, err := url.Parse(opts.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("invalid service_url %q: must be an http or https URL with a host", opts.URL)
+			return nil, fmt.Errorf("invalid service_url %q: must be an http or https URL with a host", config.RedactURL(opts.URL))
 		}
 		u.Path = strings.TrimSuffix(u.Path, "/")
 		c.base = u

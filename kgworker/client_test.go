@@ -264,3 +264,15 @@ func TestDisabledClientSendsNothing(t *testing.T) {
 		t.Errorf("Status = %+v, want disabled", st)
 	}
 }
+
+// The status a worker reports (and /stats shows) never carries the
+// credentials of the service URL.
+func TestClientStatusRedactsURL(t *testing.T) {
+	c, err := kgworker.NewClient(kgworker.ClientOpts{URL: "http://kg:hunter2@127.0.0.1:1", Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Status().URL; got != "http://REDACTED@127.0.0.1:1" {
+		t.Errorf("Status().URL = %q", got)
+	}
+}

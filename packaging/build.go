@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -253,6 +254,9 @@ func (b *build) compile(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("compile %s: %w", name, err)
 		}
+		if err := checkToolchain(filepath.Join(b.stage, name), filepath.Join(b.root, "go.mod")); err != nil {
+			return err
+		}
 		v, err := glibcVersion(filepath.Join(b.stage, name))
 		if err != nil {
 			return err
@@ -263,6 +267,37 @@ func (b *build) compile(ctx context.Context) error {
 	}
 	if b.glibc == "" {
 		return errors.New("the binaries use no versioned glibc symbol: cannot state the glibc they need")
+	}
+	return nil
+}
+
+// checkToolchain refuses a binary built by a Go older than the toolchain
+// line of go.mod: the shipped binaries must carry that release's
+// standard-library fixes, whatever GOTOOLCHAIN the build ran with.
+func checkToolchain(binary, gomod string) error {
+	data, err := os.ReadFile(gomod)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", gomod, err)
+	}
+	want := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "toolchain go"); ok {
+			want = strings.TrimSpace(v)
+		}
+	}
+	if want == "" {
+		return fmt.Errorf("%s has no toolchain line", gomod)
+	}
+	info, err := buildinfo.ReadFile(binary)
+	if err != nil {
+		return fmt.Errorf("read build info of %s: %w", binary, err)
+	}
+	got := strings.TrimPrefix(info.GoVersion, "go")
+	if i := strings.IndexAny(got, " -"); i >= 0 {
+		got = got[:i]
+	}
+	if compareVersions(got, want) < 0 {
+		return fmt.Errorf("%s was built with %s, older than go%s of %s: build with GOTOOLCHAIN=go%s (make packages sets it)", binary, info.GoVersion, want, gomod, want)
 	}
 	return nil
 }

@@ -39,8 +39,8 @@ func runScript(t *testing.T, root, script string, tools []string, args ...string
 			t.Fatal(err)
 		}
 	}
-	// The scripts need rm besides shell builtins; the doubles need basename.
-	for _, prog := range []string{"rm", "basename"} {
+	// The scripts need rm and rmdir besides shell builtins; the doubles need basename.
+	for _, prog := range []string{"rm", "rmdir", "basename"} {
 		path, err := exec.LookPath(prog)
 		if err != nil {
 			t.Fatal(err)

@@ -18,6 +18,25 @@ type fakeSystemd struct {
 	files   map[string]bool // unit files systemd knows
 	calls   []string
 	onStart func(unit string, u *UnitState)
+	// fail makes a call fail as systemd would: the key is the call as
+	// callLog records it ("stop kato@a.service"), the value a *BusError.
+	fail map[string]error
+	// onList, when set, runs at the start of every ListUnits call, outside
+	// the fake's lock.
+	onList func()
+}
+
+// busError is the error the real adapter returns for the D-Bus error name.
+func busError(name, message string) error {
+	return &BusError{Name: name, Message: message, sentinel: dbusSentinels[name]}
+}
+
+// failure returns the error injected for the call, if any.
+func (f *fakeSystemd) failure(call string) error {
+	if err, ok := f.fail[call]; ok {
+		return err
+	}
+	return nil
 }
 
 func newFakeSystemd() *fakeSystemd {
@@ -41,7 +60,14 @@ func (f *fakeSystemd) StartUnit(ctx context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("start %s", name)
+	if err := f.failure("start " + name); err != nil {
+		return err
+	}
 	u := f.unit(name)
+	if u.StartLimitHit() {
+		// systemd refuses until reset-failed.
+		return fmt.Errorf("start %s: job result %q: %w", name, "failed", ErrJobFailed)
+	}
 	u.ActiveState, u.SubState, u.ActiveSince = "active", "running", time.Now()
 	if f.onStart != nil {
 		f.onStart(name, u)
@@ -53,7 +79,15 @@ func (f *fakeSystemd) StopUnit(ctx context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("stop %s", name)
-	if u, ok := f.units[name]; ok && u.ActiveState != "failed" {
+	if err := f.failure("stop " + name); err != nil {
+		return err
+	}
+	u, ok := f.units[name]
+	if !ok {
+		// systemd refuses to stop a unit it has not loaded.
+		return fmt.Errorf("stop %s: %w", name, busError("org.freedesktop.systemd1.NoSuchUnit", "Unit "+name+" not loaded."))
+	}
+	if u.ActiveState != "failed" {
 		u.ActiveState, u.SubState, u.MainPID = "inactive", "dead", 0
 	}
 	return nil
@@ -71,7 +105,7 @@ func (f *fakeSystemd) ResetFailedUnit(ctx context.Context, name string) error {
 	defer f.mu.Unlock()
 	if u, ok := f.units[name]; ok {
 		if u.ActiveState == "failed" {
-			u.ActiveState, u.SubState = "inactive", "dead"
+			u.ActiveState, u.SubState, u.Result = "inactive", "dead", "success"
 		}
 		u.NRestarts = 0
 	}
@@ -93,6 +127,9 @@ func (f *fakeSystemd) DisableUnits(ctx context.Context, names []string) error {
 	defer f.mu.Unlock()
 	for _, n := range names {
 		f.record("disable %s", n)
+		if err := f.failure("disable " + n); err != nil {
+			return err
+		}
 		delete(f.enabled, n)
 	}
 	return nil
@@ -112,6 +149,9 @@ func (f *fakeSystemd) Reload(ctx context.Context) error {
 }
 
 func (f *fakeSystemd) ListUnits(ctx context.Context, patterns ...string) ([]UnitState, error) {
+	if f.onList != nil {
+		f.onList()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []UnitState
@@ -131,10 +171,16 @@ func (f *fakeSystemd) ListUnits(ctx context.Context, patterns ...string) ([]Unit
 func (f *fakeSystemd) Unit(ctx context.Context, name string) (UnitState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if u, ok := f.units[name]; ok {
-		return *u, nil
+	state := "disabled"
+	if f.enabled[name] {
+		state = "enabled"
 	}
-	return UnitState{Name: name, LoadState: "not-found", ActiveState: "inactive", SubState: "dead"}, nil
+	if u, ok := f.units[name]; ok {
+		c := *u
+		c.UnitFileState = state
+		return c, nil
+	}
+	return UnitState{Name: name, LoadState: "not-found", ActiveState: "inactive", SubState: "dead", UnitFileState: state}, nil
 }
 
 func (f *fakeSystemd) UnitFileExists(ctx context.Context, name string) (bool, error) {

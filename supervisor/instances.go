@@ -80,13 +80,9 @@ func (m *Manager) now() time.Time {
 	return time.Now()
 }
 
-func (m *Manager) dropInPath(id string) string {
-	return filepath.Join(m.Paths.UnitDir, units.InstanceDropInDir(id), units.DropInName)
-}
+func (m *Manager) dropInPath(id string) string { return m.Paths.DropInPath(id) }
 
-func (m *Manager) envPath(id string) string {
-	return filepath.Join(m.Paths.EnvDir, id+".env")
-}
+func (m *Manager) envPath(id string) string { return m.Paths.EnvPath(id) }
 
 // Start registers, configures and starts an instance, and waits until its
 // processor listens on the API port. A new instance that fails to come up is
@@ -99,12 +95,17 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	if err := ValidateStart(req); err != nil {
 		return nil, err
 	}
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if err := m.EnsureUnits(ctx); err != nil {
 		return nil, err
 	}
 	res := &StartResult{}
 	var created bool
-	err := m.Registry.Update(func(r *config.Registry) error {
+	err = m.Registry.Update(func(r *config.Registry) error {
 		if existing, ok := r.Instances[req.ID]; ok {
 			res.Instance = *existing
 			return nil
@@ -272,6 +273,7 @@ func (m *Manager) writeInstanceFiles(inst config.Instance) error {
 		Name:     inst.Name,
 		Command:  command,
 		Services: m.Config.Services.Units,
+		Limits:   units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
 	})
 	if err != nil {
 		return fmt.Errorf("render %s: %w", inst.Unit, err)
@@ -405,10 +407,10 @@ func (m *Manager) listensOn(ctx context.Context, mainPID uint32, port int, hostW
 func (m *Manager) teardown(ctx context.Context, id string) error {
 	unit := units.InstanceUnit(id)
 	var errs []error
-	if err := m.Systemd.StopUnit(ctx, unit); err != nil && !isNoSuchUnit(err) {
+	if err := m.Systemd.StopUnit(ctx, unit); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 		errs = append(errs, err)
 	}
-	if err := m.Systemd.DisableUnits(ctx, []string{unit}); err != nil && !isNoSuchUnit(err) {
+	if err := m.Systemd.DisableUnits(ctx, []string{unit}); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 		errs = append(errs, err)
 	}
 	for _, path := range []string{m.dropInPath(id), m.envPath(id)} {
@@ -441,10 +443,6 @@ func (m *Manager) rollback(ctx context.Context, inst config.Instance, created bo
 	}))
 }
 
-func isNoSuchUnit(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "NoSuchUnit") || strings.Contains(err.Error(), "not loaded") || strings.Contains(err.Error(), "does not exist"))
-}
-
 // StopResult names the instances a stop removed.
 type StopResult struct {
 	Stopped  []string // instance IDs
@@ -455,6 +453,11 @@ type StopResult struct {
 // its registry entry and any failed state. A unit kato-manager made whose
 // registry entry is gone is stopped by its ID too.
 func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
@@ -485,6 +488,11 @@ func (m *Manager) remove(ctx context.Context, id string) error {
 // StopAll stops every instance, registered or orphaned, and, when
 // withServices is set, the shared service units as well.
 func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, error) {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
@@ -511,7 +519,7 @@ func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, 
 	}
 	if withServices {
 		for _, s := range m.Config.Services.Units {
-			if err := m.Systemd.StopUnit(ctx, s); err != nil && !isNoSuchUnit(err) {
+			if err := m.Systemd.StopUnit(ctx, s); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 				errs = append(errs, err)
 				continue
 			}
@@ -525,6 +533,11 @@ func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, 
 // changes to the global configuration, and waits for its API port. Learned
 // memory is kept.
 func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration) (*config.Instance, error) {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
@@ -575,17 +588,7 @@ func (m *Manager) startError(ctx context.Context, unit string, err error) *Start
 }
 
 // hasUnitFiles reports whether kato-manager's files for id exist.
-func (m *Manager) hasUnitFiles(id string) bool {
-	if config.ValidateID(id) != nil {
-		return false
-	}
-	for _, p := range []string{m.dropInPath(id), m.envPath(id)} {
-		if _, err := os.Stat(p); err == nil {
-			return true
-		}
-	}
-	return false
-}
+func (m *Manager) hasUnitFiles(id string) bool { return m.Paths.HasInstanceFiles(id) }
 
 // orphanIDs lists instances that systemd or the unit directory knows and
 // the registry does not.

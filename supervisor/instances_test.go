@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,10 +47,13 @@ func newTestEnv(t *testing.T) *testEnv {
 		Ports:     e.ports,
 		Processes: e.procs,
 		Paths: Paths{
-			UnitDir:     filepath.Join(dir, "systemd"),
-			EnvDir:      filepath.Join(dir, "instances"),
-			SysusersDir: filepath.Join(dir, "sysusers.d"),
-			TmpfilesDir: filepath.Join(dir, "tmpfiles.d"),
+			UnitDir:          filepath.Join(dir, "etc/systemd/system"),
+			EnvDir:           filepath.Join(dir, "etc/kato/instances"),
+			VendorUnitDir:    filepath.Join(dir, "lib/systemd/system"),
+			SysusersDir:      filepath.Join(dir, "lib/sysusers.d"),
+			TmpfilesDir:      filepath.Join(dir, "lib/tmpfiles.d"),
+			AdminSysusersDir: filepath.Join(dir, "etc/sysusers.d"),
+			AdminTmpfilesDir: filepath.Join(dir, "etc/tmpfiles.d"),
 		},
 		Hostname:     "testhost",
 		PollInterval: 5 * time.Millisecond,
@@ -500,18 +504,120 @@ func TestInstallUnitsOnFirstUse(t *testing.T) {
 		return nil
 	}
 	e.start(t, StartRequest{ID: "a"})
-	for _, f := range []string{"systemd/kato@.service", "systemd/kato.target", "systemd/kg-worker@.service", "systemd/kg-workers.target", "sysusers.d/kato.conf", "tmpfiles.d/kato.conf"} {
-		if _, err := os.Stat(filepath.Join(filepath.Dir(e.m.Paths.UnitDir), f)); err != nil {
+	root := filepath.Dir(filepath.Dir(e.m.Paths.VendorUnitDir))
+	for _, f := range []string{"systemd/system/kato@.service", "systemd/system/kato.target", "systemd/system/kg-worker@.service", "systemd/system/kg-workers.target", "sysusers.d/kato.conf", "tmpfiles.d/kato.conf"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("%s not installed: %v", f, err)
+		}
+	}
+	// Nothing vendor-made lands in the administrator's /etc.
+	for _, d := range []string{e.m.Paths.AdminSysusersDir, e.m.Paths.AdminTmpfilesDir} {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s was created", d)
+		}
+	}
+	for _, f := range []string{"kato@.service", "kato.target", "kg-worker@.service", "kg-workers.target"} {
+		if _, err := os.Stat(filepath.Join(e.m.Paths.UnitDir, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s written into %s", f, e.m.Paths.UnitDir)
 		}
 	}
 	if len(ran) != 2 || !strings.HasPrefix(ran[0], "systemd-sysusers ") || !strings.HasPrefix(ran[1], "systemd-tmpfiles --create ") {
 		t.Fatalf("tools run: %q", ran)
 	}
+	// Both targets are enabled, so what is started comes back at boot.
+	for _, target := range []string{"kato.target", "kg-workers.target"} {
+		if !e.sd.enabled[target] {
+			t.Errorf("%s not enabled", target)
+		}
+	}
 	// Installed again with nothing changed: no file is rewritten.
-	changed, err := e.m.InstallUnits(context.Background())
-	if err != nil || len(changed) != 0 {
-		t.Fatalf("second install changed %q (%v)", changed, err)
+	res, err := e.m.InstallUnits(context.Background())
+	if err != nil || len(res.Written) != 0 || len(res.Removed) != 0 {
+		t.Fatalf("second install changed %+v (%v)", res, err)
+	}
+}
+
+// TestInstallUnitsMovesEarlierCopiesOutOfEtc: an earlier version wrote the
+// vendor files into /etc, where they would shadow the new ones for good.
+// They are removed, the administrator's own files stay, and enabled
+// instances are enabled again so that their links point at the new files.
+func TestInstallUnitsMovesEarlierCopiesOutOfEtc(t *testing.T) {
+	e := newTestEnv(t)
+	p := e.m.Paths
+	old := map[string]string{
+		filepath.Join(p.UnitDir, "kato@.service"):          "# Installed by kato-manager (old)\n[Service]\n",
+		filepath.Join(p.UnitDir, "kato.target"):            "# Installed by kato-manager (old)\n",
+		filepath.Join(p.AdminSysusersDir, "kato.conf"):     "# Installed by kato-manager (old)\nu kato -\n",
+		filepath.Join(p.AdminTmpfilesDir, "kato.conf"):     "# my own override\nd /srv/kato 0750 kato kato -\n",
+		filepath.Join(p.UnitDir, "kato.target.wants", "x"): "",
+	}
+	for path, content := range old {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(filepath.Join(p.UnitDir, "kato.target.wants", "x"))
+	if err := os.Symlink(filepath.Join(p.UnitDir, "kato@.service"), filepath.Join(p.UnitDir, "kato.target.wants", "kato@a.service")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.m.InstallUnits(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRemoved := []string{filepath.Join(p.UnitDir, "kato@.service"), filepath.Join(p.UnitDir, "kato.target"), filepath.Join(p.AdminSysusersDir, "kato.conf")}
+	if !slices.Equal(res.Removed, wantRemoved) {
+		t.Errorf("removed %q, want %q", res.Removed, wantRemoved)
+	}
+	for _, path := range wantRemoved {
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there", path)
+		}
+	}
+	if data, _ := os.ReadFile(filepath.Join(p.AdminTmpfilesDir, "kato.conf")); !strings.HasPrefix(string(data), "# my own override") {
+		t.Error("the administrator's tmpfiles.d override was touched")
+	}
+	if !e.sd.enabled["kato@a.service"] || !e.sd.enabled["kato.target"] {
+		t.Errorf("enabled after the move: %v", e.sd.enabled)
+	}
+}
+
+func TestSecureConfigFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to own files as root")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kato.toml")
+	if err := os.WriteFile(path, []byte("[kg]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	did, err := secureConfigFile(path, "nogroup")
+	if err != nil || !did {
+		t.Fatalf("secureConfigFile = %v, %v", did, err)
+	}
+	info, _ := os.Stat(path)
+	if st := info.Sys().(*syscall.Stat_t); info.Mode().Perm() != 0o640 || st.Uid != 0 || st.Gid != 65534 {
+		t.Errorf("kato.toml is %v %d:%d, want 0640 root:nogroup", info.Mode(), st.Uid, st.Gid)
+	}
+	// The administrator's choice of group stays.
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if did, err := secureConfigFile(path, "nogroup"); did || err != nil {
+		t.Errorf("a file already given a group was changed: %v %v", did, err)
+	}
+	// A link is not followed.
+	target := filepath.Join(dir, "target")
+	os.WriteFile(target, nil, 0o644)
+	link := filepath.Join(dir, "link.toml")
+	os.Symlink(target, link)
+	if did, err := secureConfigFile(link, "nogroup"); did || err != nil {
+		t.Errorf("through a link: %v %v", did, err)
+	}
+	if info, _ := os.Stat(target); info.Mode().Perm() != 0o644 {
+		t.Errorf("the link's target changed to %v", info.Mode())
 	}
 }
 
@@ -553,18 +659,23 @@ func TestInstallUnitsUserScope(t *testing.T) {
 	}
 	e.m.Config.Services.Units = nil
 	e.start(t, StartRequest{ID: "a"})
-	entries, err := os.ReadDir(paths.UnitDir)
-	if err != nil {
-		t.Fatal(err)
+	for dir, want := range map[string][]string{
+		paths.VendorUnitDir: {"kato.target", "kato@.service", "kg-worker@.service", "kg-workers.target"},
+		paths.UnitDir:       {"kato@a.service.d"},
+	} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, en := range entries {
+			names = append(names, en.Name())
+		}
+		if !slices.Equal(names, want) {
+			t.Errorf("%s holds %q, want %q", dir, names, want)
+		}
 	}
-	var names []string
-	for _, en := range entries {
-		names = append(names, en.Name())
-	}
-	if want := []string{"kato.target", "kato@.service", "kato@a.service.d", "kg-worker@.service", "kg-workers.target"}; !slices.Equal(names, want) {
-		t.Errorf("%s holds %q, want %q", paths.UnitDir, names, want)
-	}
-	unit, _ := os.ReadFile(filepath.Join(paths.UnitDir, "kato@.service"))
+	unit, _ := os.ReadFile(filepath.Join(paths.VendorUnitDir, "kato@.service"))
 	if !strings.Contains(string(unit), "EnvironmentFile="+paths.EnvDir+"/%i.env") || strings.Contains(string(unit), "\nUser=") {
 		t.Errorf("kato@.service is not the user manager's:\n%s", unit)
 	}

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"time"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
@@ -64,6 +65,8 @@ func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Cou
 			s.TotalFailed += r.Stats.TotalFailed
 			if first {
 				s.KGServiceStatus, first = r.Service, false
+				// Reports written before URLs were redacted at the source.
+				s.KGServiceStatus.URL = config.RedactURL(s.KGServiceStatus.URL)
 			}
 			if s.ManagerStartedAt.IsZero() || r.StartedAt.Before(s.ManagerStartedAt) {
 				s.ManagerStartedAt = r.StartedAt

@@ -40,3 +40,13 @@ func TestAggregateStats(t *testing.T) {
 		t.Errorf("stale report counted: %+v", s)
 	}
 }
+
+func TestAggregateStatsRedactsServiceURL(t *testing.T) {
+	h := &PoolHealth{TotalWorkers: 1, Workers: []WorkerHealth{{WorkerID: 1, Running: true, PID: 100}}}
+	reports := []kgworker.Report{{WorkerID: 1, PID: 100,
+		Service: kgworker.ServiceStatus{Enabled: true, URL: "https://kg:hunter2@kg.example:8088/base"}}}
+	s := AggregateStats(h, reports, kgworker.Counts{}, true, time.Now())
+	if got := s.KGServiceStatus.URL; got != "https://REDACTED@kg.example:8088/base" {
+		t.Errorf("/stats shows the service URL as %q", got)
+	}
+}

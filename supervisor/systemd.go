@@ -58,6 +58,25 @@ type UnitState struct {
 	NRestarts        uint32
 	ActiveSince      time.Time
 	NeedDaemonReload bool
+	// UnitFileState is enabled, disabled, static, linked, …: whether the
+	// unit comes back at boot.
+	UnitFileState string
+	// StartLimitBurst is the unit's StartLimitBurst=.
+	StartLimitBurst uint32
+}
+
+// StartLimitHit reports whether systemd gave up starting the unit because
+// it was started too often (StartLimitBurst= within StartLimitIntervalSec=);
+// it stays so until reset-failed. A start refused by the limit has the
+// result start-limit-hit; an automatic restart refused by it leaves the
+// result of the last failure (systemd 252), and shows as a failed unit
+// whose restarts reached the burst: with Restart=on-failure nothing else
+// leaves a failed unit without a restart.
+func (u UnitState) StartLimitHit() bool {
+	if u.ActiveState != "failed" {
+		return false
+	}
+	return u.Result == "start-limit-hit" || u.StartLimitBurst > 0 && u.NRestarts >= u.StartLimitBurst
 }
 
 // Active reports whether the unit is up or on its way up.
@@ -68,6 +87,70 @@ func (u UnitState) Active() bool {
 // ErrJobFailed is returned when a start, stop or restart job does not end
 // with the result "done".
 var ErrJobFailed = errors.New("systemd job failed")
+
+// Sentinel errors for the D-Bus errors systemd answers with, so that callers
+// branch with errors.Is on what systemd meant, never on message text. The
+// error returned keeps systemd's own name and message.
+var (
+	// ErrNoSuchUnit is org.freedesktop.systemd1.NoSuchUnit: systemd has no
+	// unit (or unit file) by that name, or the unit is not loaded.
+	ErrNoSuchUnit = errors.New("no such unit")
+	// ErrUnitMasked is org.freedesktop.systemd1.UnitMasked.
+	ErrUnitMasked = errors.New("unit masked")
+	// ErrLoadFailed is org.freedesktop.systemd1.LoadFailed or BadUnitSetting:
+	// the unit's files do not load.
+	ErrLoadFailed = errors.New("unit failed to load")
+	// ErrAccessDenied is org.freedesktop.DBus.Error.AccessDenied or
+	// InteractiveAuthorizationRequired: the caller may not do this.
+	ErrAccessDenied = errors.New("access denied by systemd")
+)
+
+// dbusSentinels maps the D-Bus error names systemd uses to the sentinels.
+var dbusSentinels = map[string]error{
+	"org.freedesktop.systemd1.NoSuchUnit":                         ErrNoSuchUnit,
+	"org.freedesktop.systemd1.UnitMasked":                         ErrUnitMasked,
+	"org.freedesktop.systemd1.LoadFailed":                         ErrLoadFailed,
+	"org.freedesktop.systemd1.BadUnitSetting":                     ErrLoadFailed,
+	"org.freedesktop.DBus.Error.AccessDenied":                     ErrAccessDenied,
+	"org.freedesktop.DBus.Error.InteractiveAuthorizationRequired": ErrAccessDenied,
+}
+
+// BusError is an error systemd answered a D-Bus call with: its D-Bus name,
+// its message and, when the name is one the supervisor branches on, the
+// sentinel it stands for.
+type BusError struct {
+	Name     string
+	Message  string
+	sentinel error
+}
+
+func (e *BusError) Error() string {
+	if e.Message == "" {
+		return e.Name
+	}
+	return e.Message + " (" + e.Name + ")"
+}
+
+// Is matches the sentinel the D-Bus name maps to.
+func (e *BusError) Is(target error) bool { return e.sentinel != nil && target == e.sentinel }
+
+// classify turns a godbus error into a *BusError; other errors pass as they
+// are.
+func classify(err error) error {
+	var de dbus.Error
+	if !errors.As(err, &de) {
+		var dp *dbus.Error
+		if !errors.As(err, &dp) || dp == nil {
+			return err
+		}
+		de = *dp
+	}
+	be := &BusError{Name: de.Name, sentinel: dbusSentinels[de.Name]}
+	if len(de.Body) > 0 {
+		be.Message, _ = de.Body[0].(string)
+	}
+	return be
+}
 
 // DBus is the Systemd implementation that talks to the system manager, or
 // a user's manager, over D-Bus.
@@ -117,6 +200,10 @@ func connectUser(ctx context.Context) (*sddbus.Conn, error) {
 	return sddbus.NewUserConnectionContext(ctx)
 }
 
+// NewDBus wraps an open connection to a system manager, such as one to a
+// test machine's bus.
+func NewDBus(conn *sddbus.Conn) *DBus { return &DBus{conn: conn} }
+
 // Close closes the connection.
 func (d *DBus) Close() { d.conn.Close() }
 
@@ -125,7 +212,7 @@ type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int
 func (d *DBus) runJob(ctx context.Context, verb string, fn jobFunc, name string) error {
 	ch := make(chan string, 1)
 	if _, err := fn(ctx, name, "replace", ch); err != nil {
-		return fmt.Errorf("%s %s: %w", verb, name, err)
+		return fmt.Errorf("%s %s: %w", verb, name, classify(err))
 	}
 	select {
 	case result := <-ch:
@@ -156,9 +243,8 @@ func (d *DBus) RestartUnit(ctx context.Context, name string) error {
 // ResetFailedUnit implements Systemd. A unit that is not loaded has nothing
 // to reset, which is not an error.
 func (d *DBus) ResetFailedUnit(ctx context.Context, name string) error {
-	err := d.conn.ResetFailedUnitContext(ctx, name)
-	var dbusErr dbus.Error
-	if errors.As(err, &dbusErr) && dbusErr.Name == "org.freedesktop.systemd1.NoSuchUnit" {
+	err := classify(d.conn.ResetFailedUnitContext(ctx, name))
+	if errors.Is(err, ErrNoSuchUnit) {
 		return nil
 	}
 	if err != nil {
@@ -170,7 +256,7 @@ func (d *DBus) ResetFailedUnit(ctx context.Context, name string) error {
 // EnableUnits implements Systemd.
 func (d *DBus) EnableUnits(ctx context.Context, names []string) error {
 	if _, _, err := d.conn.EnableUnitFilesContext(ctx, names, false, true); err != nil {
-		return fmt.Errorf("enable %v: %w", names, err)
+		return fmt.Errorf("enable %v: %w", names, classify(err))
 	}
 	return nil
 }
@@ -178,7 +264,7 @@ func (d *DBus) EnableUnits(ctx context.Context, names []string) error {
 // DisableUnits implements Systemd.
 func (d *DBus) DisableUnits(ctx context.Context, names []string) error {
 	if _, err := d.conn.DisableUnitFilesContext(ctx, names, false); err != nil {
-		return fmt.Errorf("disable %v: %w", names, err)
+		return fmt.Errorf("disable %v: %w", names, classify(err))
 	}
 	return nil
 }
@@ -186,7 +272,7 @@ func (d *DBus) DisableUnits(ctx context.Context, names []string) error {
 // Reload implements Systemd.
 func (d *DBus) Reload(ctx context.Context) error {
 	if err := d.conn.ReloadContext(ctx); err != nil {
-		return fmt.Errorf("daemon-reload: %w", err)
+		return fmt.Errorf("daemon-reload: %w", classify(err))
 	}
 	return nil
 }
@@ -195,7 +281,7 @@ func (d *DBus) Reload(ctx context.Context) error {
 func (d *DBus) ListUnits(ctx context.Context, patterns ...string) ([]UnitState, error) {
 	list, err := d.conn.ListUnitsByPatternsContext(ctx, nil, patterns)
 	if err != nil {
-		return nil, fmt.Errorf("list units %v: %w", patterns, err)
+		return nil, fmt.Errorf("list units %v: %w", patterns, classify(err))
 	}
 	out := make([]UnitState, 0, len(list))
 	for _, u := range list {
@@ -208,7 +294,7 @@ func (d *DBus) ListUnits(ctx context.Context, patterns ...string) ([]UnitState, 
 func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
 	props, err := d.conn.GetUnitPropertiesContext(ctx, name)
 	if err != nil {
-		return UnitState{}, fmt.Errorf("read properties of %s: %w", name, err)
+		return UnitState{}, fmt.Errorf("read properties of %s: %w", name, classify(err))
 	}
 	u := UnitState{
 		Name:             name,
@@ -216,6 +302,10 @@ func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
 		ActiveState:      propString(props, "ActiveState"),
 		SubState:         propString(props, "SubState"),
 		NeedDaemonReload: propBool(props, "NeedDaemonReload"),
+		UnitFileState:    propString(props, "UnitFileState"),
+	}
+	if v, ok := props["StartLimitBurst"].(uint32); ok {
+		u.StartLimitBurst = v
 	}
 	if usec, ok := props["ActiveEnterTimestamp"].(uint64); ok && usec > 0 {
 		u.ActiveSince = time.UnixMicro(int64(usec))
@@ -245,7 +335,7 @@ func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
 func (d *DBus) UnitFileExists(ctx context.Context, name string) (bool, error) {
 	files, err := d.conn.ListUnitFilesByPatternsContext(ctx, nil, []string{name})
 	if err != nil {
-		return false, fmt.Errorf("list unit files %s: %w", name, err)
+		return false, fmt.Errorf("list unit files %s: %w", name, classify(err))
 	}
 	return len(files) > 0, nil
 }
@@ -254,7 +344,7 @@ func (d *DBus) UnitFileExists(ctx context.Context, name string) (bool, error) {
 func (d *DBus) Version(ctx context.Context) (string, error) {
 	p, err := d.conn.GetManagerProperty("Version")
 	if err != nil {
-		return "", fmt.Errorf("read systemd version: %w", err)
+		return "", fmt.Errorf("read systemd version: %w", classify(err))
 	}
 	// GetManagerProperty returns the variant's text form, a quoted string.
 	return strings.Trim(p, `"`), nil

@@ -4,6 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -117,8 +124,12 @@ type InstanceStatus struct {
 	APIListening bool   `json:"api_listening"`
 	// APIHolder is the pid listening on the API port when it is not one of
 	// the instance's own processes.
-	APIHolder int32  `json:"api_holder,omitempty"`
-	Problem   string `json:"problem,omitempty"`
+	APIHolder int32 `json:"api_holder,omitempty"`
+	// StartLimitHit is set when systemd gave up restarting the instance.
+	StartLimitHit bool `json:"start_limit_hit"`
+	// Enabled is whether the instance comes back at boot.
+	Enabled bool   `json:"enabled"`
+	Problem string `json:"problem,omitempty"`
 }
 
 // Drift is where the registry and systemd disagree.
@@ -140,6 +151,9 @@ type Status struct {
 	Services         []ServiceState   `json:"services"`
 	Instances        []InstanceStatus `json:"instances"`
 	Drift            Drift            `json:"drift"`
+	// Warnings are what does not stop anything now but will bite later,
+	// such as an instance that will not come back at boot.
+	Warnings []string `json:"warnings"`
 }
 
 // Healthy reports whether every instance runs and listens, every shared
@@ -165,7 +179,7 @@ func (s *Status) Healthy() bool {
 // including whether each API port is really held by the instance's
 // processor.
 func (m *Manager) Status(ctx context.Context) (*Status, error) {
-	st := &Status{Services: []ServiceState{}, Instances: []InstanceStatus{}}
+	st := &Status{Services: []ServiceState{}, Instances: []InstanceStatus{}, Warnings: []string{}}
 	version, err := m.Systemd.Version(ctx)
 	if err != nil {
 		st.SystemdError = err.Error()
@@ -192,7 +206,8 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		if err != nil {
 			return nil, err
 		}
-		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result}
+		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result,
+			StartLimitHit: u.StartLimitHit(), Enabled: enabledAtBoot(u.UnitFileState)}
 		is.ActiveState, is.SubState = u.ActiveState, u.SubState
 		if holder, ok := listening[v.APIPort]; ok {
 			own := false
@@ -208,12 +223,17 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		switch {
 		case missing:
 			is.Problem = "unit files missing (run `kato-manager gc`)"
+		case is.StartLimitHit:
+			is.Problem = fmt.Sprintf("systemd gave up restarting it (start limit hit); see `kato-manager logs %s`, fix the cause, then `kato-manager restart %s`", v.ID, v.ID)
 		case u.ActiveState != "active":
 			is.Problem = "not running"
 		case is.APIHolder != 0:
 			is.Problem = fmt.Sprintf("API port %d held by pid %d, not by the instance", v.APIPort, is.APIHolder)
 		case !is.APIListening:
 			is.Problem = fmt.Sprintf("not listening on API port %d", v.APIPort)
+		}
+		if u.Active() && !is.Enabled {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("%s runs but is not enabled: it will not come back at boot (run `systemctl enable %s`)", v.Unit, v.Unit))
 		}
 		st.Instances = append(st.Instances, is)
 		if missing {
@@ -224,7 +244,56 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := m.targetWarnings(ctx, st, len(snap.views) > 0); err != nil {
+		return nil, err
+	}
 	return st, nil
+}
+
+// enabledAtBoot reports whether a unit file state brings the unit up at
+// boot: enabled, or enabled-runtime until the next boot.
+func enabledAtBoot(state string) bool {
+	return state == "enabled" || state == "enabled-runtime" || state == "alias"
+}
+
+// targetWarnings warns when kato.target or kg-workers.target is not enabled
+// while it has members: they would not come back at boot.
+func (m *Manager) targetWarnings(ctx context.Context, st *Status, instances bool) error {
+	workers, err := m.Systemd.ListUnits(ctx, units.WorkerPattern)
+	if err != nil {
+		return err
+	}
+	hasWorkers := false
+	for _, w := range workers {
+		hasWorkers = hasWorkers || w.Active()
+	}
+	for _, t := range []struct {
+		target  string
+		members bool
+		what    string
+	}{
+		{units.InstanceTarget, instances, "instances"},
+		{units.WorkerTarget, hasWorkers, "KG workers"},
+	} {
+		if !t.members {
+			continue
+		}
+		u, err := m.Systemd.Unit(ctx, t.target)
+		if err != nil {
+			return err
+		}
+		if !enabledAtBoot(u.UnitFileState) {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("%s is %s, not enabled: the %s will not come back at boot (run `systemctl enable %s`)", t.target, orUnknown(u.UnitFileState), t.what, t.target))
+		}
+	}
+	return nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 // GC repairs drift: it removes registry entries whose unit files are gone
@@ -232,6 +301,13 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 // instance units that have no registry entry.
 func (m *Manager) GC(ctx context.Context) (Drift, error) {
 	var done Drift
+	// Under the operation lock, so the picture below is taken after any
+	// start or stop in flight has finished, never before.
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return done, err
+	}
+	defer release()
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return done, err
@@ -280,40 +356,56 @@ func (m *Manager) EnsureUnits(ctx context.Context) error {
 	return err
 }
 
-// InstallUnits writes the unit templates, the sysusers.d and tmpfiles.d
-// entries, creates the kato user and directories, and reloads systemd. It
-// returns the files it changed.
-func (m *Manager) InstallUnits(ctx context.Context) ([]string, error) {
+// InstallUnits writes the scope's files (m.Paths.Templates) under the
+// vendor directories, removes the copies earlier versions wrote into /etc,
+// creates the kato user and directories, makes kato.toml readable by the
+// kato group only, reloads systemd and enables kato.target and
+// kg-workers.target, so that what is started comes back at boot. The user
+// scope has no sysusers.d or tmpfiles.d entries and no FileOwner, so it
+// does none of the root-only steps. It reports the files it wrote and
+// removed.
+func (m *Manager) InstallUnits(ctx context.Context) (*InstallResult, error) {
+	res := &InstallResult{}
 	templates, err := m.Paths.Templates()
 	if err != nil {
-		return nil, err
+		return res, err
 	}
-	var changed []string
 	var sysusers, tmpfiles string
+	movedUnits := false
 	for _, t := range templates {
-		var dir string
+		var dir, admin string
 		switch t.Dir {
-		case "systemd":
-			dir = m.Paths.UnitDir
-		case "sysusers":
-			dir = m.Paths.SysusersDir
-		case "tmpfiles":
-			dir = m.Paths.TmpfilesDir
+		case units.SystemdDir:
+			dir, admin = m.Paths.VendorUnitDir, m.Paths.UnitDir
+		case units.SysusersDir:
+			dir, admin = m.Paths.SysusersDir, m.Paths.AdminSysusersDir
+		case units.TmpfilesDir:
+			dir, admin = m.Paths.TmpfilesDir, m.Paths.AdminTmpfilesDir
 		default:
-			return nil, fmt.Errorf("template %s: unknown directory kind %q", t.Name, t.Dir)
+			return res, fmt.Errorf("template %s: unknown directory kind %q", t.Name, t.Dir)
 		}
-		path := dir + "/" + t.Name
+		path := filepath.Join(dir, t.Name)
 		did, err := writeFileAtomic(path, t.Content, 0o644)
 		if err != nil {
-			return nil, err
+			return res, err
 		}
 		if did {
-			changed = append(changed, path)
+			res.Written = append(res.Written, path)
+		}
+		// A copy an earlier install-units wrote into /etc would shadow the
+		// new file for good; one the administrator wrote stays.
+		removed, err := removeVendorCopy(filepath.Join(admin, t.Name))
+		if err != nil {
+			return res, err
+		}
+		if removed != "" {
+			res.Removed = append(res.Removed, removed)
+			movedUnits = movedUnits || t.Dir == units.SystemdDir
 		}
 		switch t.Dir {
-		case "sysusers":
+		case units.SysusersDir:
 			sysusers = path
-		case "tmpfiles":
+		case units.TmpfilesDir:
 			tmpfiles = path
 		}
 	}
@@ -323,16 +415,117 @@ func (m *Manager) InstallUnits(ctx context.Context) ([]string, error) {
 	}
 	if sysusers != "" {
 		if err := run(ctx, "systemd-sysusers", sysusers); err != nil {
-			return changed, err
+			return res, err
 		}
 	}
 	if tmpfiles != "" {
 		if err := run(ctx, "systemd-tmpfiles", "--create", tmpfiles); err != nil {
-			return changed, err
+			return res, err
+		}
+	}
+	if m.Config != nil && m.Config.Path != "" && m.Paths.FileOwner != "" {
+		did, err := secureConfigFile(m.Config.Path, m.Paths.FileOwner)
+		if err != nil {
+			return res, err
+		}
+		if did {
+			res.Secured = m.Config.Path
 		}
 	}
 	if err := m.Systemd.Reload(ctx); err != nil {
-		return changed, err
+		return res, err
 	}
-	return changed, nil
+	enable := []string{units.InstanceTarget, units.WorkerTarget}
+	if movedUnits {
+		// The .wants links of enabled instances and workers point at the
+		// removed copies: enabling them again points them at the new files.
+		enable = append(enable, wantedBy(m.Paths.UnitDir, units.InstanceTarget, units.WorkerTarget)...)
+	}
+	if err := m.Systemd.EnableUnits(ctx, enable); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// InstallResult is what InstallUnits changed.
+type InstallResult struct {
+	Written []string // files written because they were missing or differed
+	Removed []string // copies an earlier version left in /etc
+	Secured string   // the configuration file, when it was made 0640 root:kato
+}
+
+// vendorHeader starts every file units.Templates holds.
+const vendorHeader = "# Installed by kato-manager"
+
+// removeVendorCopy removes path if it is a regular file kato-manager
+// installed (it starts with vendorHeader), and returns its path if so.
+func removeVendorCopy(path string) (string, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	head := make([]byte, len(vendorHeader))
+	n, _ := io.ReadFull(f, head)
+	info, statErr := f.Stat()
+	f.Close()
+	if statErr != nil || !info.Mode().IsRegular() || string(head[:n]) != vendorHeader {
+		return "", nil
+	}
+	if err := removeFile(path); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// wantedBy lists the units linked into the .wants directories of targets.
+func wantedBy(unitDir string, targets ...string) []string {
+	var out []string
+	for _, t := range targets {
+		entries, _ := os.ReadDir(filepath.Join(unitDir, t+".wants"))
+		for _, e := range entries {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// secureConfigFile makes the configuration file, which holds the MongoDB
+// URL, 0640 root:group when it is still root:root, as `make install` leaves
+// it before the group exists. A file whose group the administrator chose is
+// left alone; a symbolic link is not followed.
+func secureConfigFile(path, group string) (bool, error) {
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return false, nil // no such group yet: nothing to give the file to
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return false, fmt.Errorf("group %s: gid %q is not a number", group, g.Gid)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
+			return false, nil
+		}
+		return false, fmt.Errorf("secure %s: %w", path, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("secure %s: %w", path, err)
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok || !info.Mode().IsRegular() || st.Uid != 0 || st.Gid != 0 {
+		return false, nil
+	}
+	if err := f.Chown(0, gid); err != nil {
+		return false, fmt.Errorf("secure %s: %w", path, err)
+	}
+	if err := f.Chmod(0o640); err != nil {
+		return false, fmt.Errorf("secure %s: %w", path, err)
+	}
+	return true, nil
 }

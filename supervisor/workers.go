@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -24,6 +25,9 @@ type Pool struct {
 	Config  *config.Config
 	// EnvDir is where WorkerEnvFile lives: /etc/kato.
 	EnvDir string
+	// UnitDir is where the workers' drop-in with their resource limits
+	// goes: /etc/systemd/system.
+	UnitDir string
 	// ProcessStatus reports a process's state letters as gopsutil does (R,
 	// S, T, Z, …); nil means gopsutil.
 	ProcessStatus func(ctx context.Context, pid int32) ([]string, error)
@@ -53,17 +57,22 @@ func (p *Pool) workerUnits(ctx context.Context) (map[int]UnitState, error) {
 // Start writes the pool settings and starts workers 1..n; workers above n
 // that run are left alone (use Scale to stop them).
 func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, error) {
-	if err := validateWorkerCount(n); err != nil {
+	if err := ValidateWorkerCount(n); err != nil {
 		return nil, err
 	}
-	if s.PollInterval < 0 {
+	if !(s.PollInterval >= 0) || math.IsInf(s.PollInterval, 0) {
 		return nil, &config.FieldError{Field: "poll_interval", Value: fmt.Sprint(s.PollInterval), Rule: "must be greater than 0"}
 	}
 	if s.PollInterval > 0 {
 		env := fmt.Sprintf("# Written by kato-manager workers start; settings for every kg-worker@.service.\nKG_POLL_INTERVAL=%s\n", strconv.FormatFloat(s.PollInterval, 'g', -1, 64))
-		if _, err := writeFileAtomic(filepath.Join(p.EnvDir, WorkerEnvFile), []byte(env), 0o644); err != nil {
+		// systemd reads it as root; the pool may keep credentials there
+		// (KG_SERVICE_URL), so it is root's alone, as the instances' files.
+		if _, err := writeFileAtomic(filepath.Join(p.EnvDir, WorkerEnvFile), []byte(env), 0o600); err != nil {
 			return nil, err
 		}
+	}
+	if err := p.writeDropIn(ctx); err != nil {
+		return nil, err
 	}
 	var started []string
 	names := make([]string, 0, n)
@@ -92,7 +101,23 @@ func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, erro
 	return started, nil
 }
 
-func validateWorkerCount(n int) error {
+// writeDropIn writes the limits of kato.toml into the drop-in every worker
+// reads, reloading systemd when it changed.
+func (p *Pool) writeDropIn(ctx context.Context) error {
+	l := p.Config.Limits
+	data, err := units.RenderWorkerDropIn(units.Limits{MemoryMax: l.WorkerMemoryMax, TasksMax: l.WorkerTasksMax})
+	if err != nil {
+		return err
+	}
+	changed, err := writeFileAtomic(filepath.Join(p.UnitDir, units.WorkerDropInDir, units.DropInName), data, 0o644)
+	if err != nil || !changed {
+		return err
+	}
+	return p.Systemd.Reload(ctx)
+}
+
+// ValidateWorkerCount checks a number of workers: 1 to 64.
+func ValidateWorkerCount(n int) error {
 	if n < 1 || n > 64 {
 		return &config.FieldError{Field: "workers", Value: strconv.Itoa(n), Rule: "must be between 1 and 64"}
 	}
@@ -119,7 +144,7 @@ func (p *Pool) stopAbove(ctx context.Context, n int) ([]string, error) {
 			continue
 		}
 		name := units.WorkerUnit(num)
-		if err := p.Systemd.DisableUnits(ctx, []string{name}); err != nil && !isNoSuchUnit(err) {
+		if err := p.Systemd.DisableUnits(ctx, []string{name}); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 			errs = append(errs, err)
 		}
 		// systemd keeps a stopped unit loaded for a while: one that is
@@ -168,7 +193,7 @@ func (p *Pool) Restart(ctx context.Context) ([]string, error) {
 // Scale makes exactly workers 1..n run, starting and stopping the
 // difference while the others keep working.
 func (p *Pool) Scale(ctx context.Context, n int) (started, stopped []string, err error) {
-	if err := validateWorkerCount(n); err != nil {
+	if err := ValidateWorkerCount(n); err != nil {
 		return nil, nil, err
 	}
 	started, err = p.Start(ctx, n, PoolSettings{})
@@ -236,6 +261,8 @@ func (p *Pool) Health(ctx context.Context) (*PoolHealth, error) {
 		w := WorkerHealth{WorkerID: num, Unit: name, ActiveState: u.ActiveState, SubState: u.SubState, PID: u.MainPID, Restarts: u.NRestarts}
 		h.WorkersRestarted += u.NRestarts
 		switch {
+		case u.StartLimitHit():
+			w.Problem = "systemd gave up restarting it (start limit hit); see `journalctl -u " + name + "`, fix the cause, then `kato-manager workers restart`"
 		case u.ActiveState != "active" || u.SubState != "running":
 			w.Problem = fmt.Sprintf("unit is %s/%s", u.ActiveState, u.SubState)
 		case u.MainPID == 0:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,6 +25,7 @@ func newTestPool(t *testing.T) (*Pool, *fakeSystemd, map[int32]string) {
 		Systemd: sd,
 		Config:  config.Default(),
 		EnvDir:  t.TempDir(),
+		UnitDir: t.TempDir(),
 		ProcessStatus: func(ctx context.Context, pid int32) ([]string, error) {
 			if s, ok := states[pid]; ok {
 				return []string{s}, nil
@@ -122,5 +124,69 @@ func TestPoolRejectsBadCounts(t *testing.T) {
 	p, _, _ := newTestPool(t)
 	if _, err := p.Start(ctx, 1, PoolSettings{PollInterval: -1}); err == nil {
 		t.Error("negative poll interval accepted")
+	}
+}
+
+func TestPoolStartWritesLimits(t *testing.T) {
+	p, sd, _ := newTestPool(t)
+	p.Config.Limits.WorkerMemoryMax, p.Config.Limits.WorkerTasksMax = "300M", 40
+	if _, err := p.Start(context.Background(), 1, PoolSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(p.UnitDir, "kg-worker@.service.d", "kato-manager.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "\nMemoryMax=300M\nTasksMax=40\n") {
+		t.Errorf("worker drop-in:\n%s", data)
+	}
+	if calls := sd.callLog(); !slices.Contains(calls, "reload") {
+		t.Errorf("systemd not reloaded for a new drop-in: %v", calls)
+	}
+	// Unchanged limits: no reload the second time.
+	sd.calls = nil
+	if _, err := p.Start(context.Background(), 1, PoolSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	if calls := sd.callLog(); slices.Contains(calls, "reload") {
+		t.Errorf("reloaded although the drop-in did not change: %v", calls)
+	}
+}
+
+func TestPoolEnvFileIsPrivate(t *testing.T) {
+	p, _, _ := newTestPool(t)
+	if _, err := p.Start(context.Background(), 1, PoolSettings{PollInterval: 2}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(filepath.Join(p.EnvDir, WorkerEnvFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("%s is %v, want 0600", WorkerEnvFile, info.Mode().Perm())
+	}
+}
+
+func TestPoolHealthShowsStartLimit(t *testing.T) {
+	ctx := context.Background()
+	p, sd, _ := newTestPool(t)
+	if _, err := p.Start(ctx, 1, PoolSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	sd.set("kg-worker@1.service", func(u *UnitState) {
+		u.ActiveState, u.SubState, u.Result, u.MainPID, u.NRestarts, u.StartLimitBurst = "failed", "failed", "exit-code", 0, 5, 5
+	})
+	h, err := p.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.UnhealthyWorkers != 1 || !strings.Contains(h.Workers[0].Problem, "start limit hit") {
+		t.Fatalf("health at the start limit: %+v", h.Workers)
+	}
+	if _, err := p.Restart(ctx); err != nil {
+		t.Fatalf("workers restart at the start limit: %v", err)
+	}
+	if h, err := p.Health(ctx); err != nil || h.HealthyWorkers != 1 {
+		t.Fatalf("after restart: %+v %v", h, err)
 	}
 }

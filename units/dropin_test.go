@@ -234,3 +234,50 @@ func TestCheckUnitNameAccepts(t *testing.T) {
 		})
 	}
 }
+
+func TestDropInsCarryLimits(t *testing.T) {
+	limits := Limits{MemoryMax: "512M", TasksMax: 256}
+	d := plainDropIn
+	d.Limits = limits
+	content, err := RenderInstanceDropIn(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker, err := RenderWorkerDropIn(Limits{MemoryMax: "infinity", TasksMax: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		content       []byte
+		memory, tasks string
+	}{
+		{"instance", content, "512M", "256"},
+		{"worker", worker, "infinity", "64"},
+	} {
+		u := parseUnitFile(t, DropInName, tc.content)
+		if got := u["Service"]["MemoryMax"]; !slices.Equal(got, []string{tc.memory}) {
+			t.Errorf("%s MemoryMax = %q, want %s", tc.name, got, tc.memory)
+		}
+		if got := u["Service"]["TasksMax"]; !slices.Equal(got, []string{tc.tasks}) {
+			t.Errorf("%s TasksMax = %q, want %s", tc.name, got, tc.tasks)
+		}
+	}
+	// No limits, no lines: the unit's defaults apply.
+	bare, err := RenderWorkerDropIn(Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := parseUnitFile(t, DropInName, bare); len(u["Service"]) != 0 {
+		t.Errorf("empty limits rendered %v", u["Service"])
+	}
+	for _, bad := range []Limits{{MemoryMax: "1G\nExecStartPre=/bin/sh"}, {MemoryMax: "1 G"}, {TasksMax: -1}} {
+		if _, err := RenderWorkerDropIn(bad); err == nil {
+			t.Errorf("RenderWorkerDropIn(%+v) rendered", bad)
+		}
+		d.Limits = bad
+		if _, err := RenderInstanceDropIn(d); err == nil {
+			t.Errorf("RenderInstanceDropIn with %+v rendered", bad)
+		}
+	}
+}

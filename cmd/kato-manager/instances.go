@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/units"
 )
 
 // startFlagValues are start's flags.
@@ -45,6 +47,29 @@ func startFlags(fs *pflag.FlagSet) *startFlagValues {
 func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) error {
 	if fs.NArg() > 0 {
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
+	}
+	// A flag given is taken as given: an empty --id or --name, a zero
+	// port or a duration that is not positive is an error, never a default.
+	if fs.Changed("id") {
+		if err := config.ValidateID(*f.id); err != nil {
+			return err
+		}
+	}
+	if fs.Changed("name") {
+		if err := config.ValidateName(*f.name); err != nil {
+			return err
+		}
+	}
+	for _, p := range []struct {
+		flag  string
+		value int
+	}{{"port", *f.port}, {"zmq_port", *f.zmqPort}} {
+		if fs.Changed(strings.ReplaceAll(p.flag, "_", "-")) && p.value == 0 {
+			return &config.FieldError{Field: p.flag, Value: "0", Rule: "must be between 1 and 65535"}
+		}
+	}
+	if err := positiveDuration(fs, "timeout", *f.timeout); err != nil {
+		return err
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {
@@ -131,6 +156,18 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 	if len(refs) == 1 && (*all || *withMongo || *noMongo) {
 		return usagef("--all, --with-mongo and --no-mongo go without an instance")
 	}
+	for _, f := range []string{"id", "name"} {
+		if v, _ := fs.GetString(f); fs.Changed(f) && v == "" {
+			return &config.FieldError{Field: f, Value: "", Rule: "must not be empty"}
+		}
+	}
+	if len(refs) == 1 {
+		// An instance with unit files but no registry entry can still be
+		// stopped; anything else unknown is refused before systemd is asked.
+		if _, err := a.findInstance(refs[0]); err != nil && !a.paths.HasInstanceFiles(refs[0]) {
+			return err
+		}
+	}
 	m, done, err := a.manager(ctx)
 	if err != nil {
 		return err
@@ -165,6 +202,25 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 	return err
 }
 
+// findInstance looks ref up in the registry, without systemd: an unknown
+// instance is a usage error found before anything is asked of systemd.
+func (a *app) findInstance(ref string) (*config.Instance, error) {
+	reg, err := a.registry().Load()
+	if err != nil {
+		return nil, err
+	}
+	return reg.Find(ref)
+}
+
+// positiveDuration checks a duration flag the user gave: it must be
+// greater than zero.
+func positiveDuration(fs *pflag.FlagSet, flag string, d time.Duration) error {
+	if fs.Changed(flag) && d <= 0 {
+		return &config.FieldError{Field: flag, Value: d.String(), Rule: "must be greater than 0"}
+	}
+	return nil
+}
+
 func isTerminal(fd uintptr) bool {
 	_, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
 	return err == nil
@@ -177,6 +233,12 @@ func restartFlags(fs *pflag.FlagSet) *time.Duration {
 func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, timeout *time.Duration) error {
 	if fs.NArg() != 1 {
 		return usagef("restart takes one instance ID or name")
+	}
+	if err := positiveDuration(fs, "timeout", *timeout); err != nil {
+		return err
+	}
+	if _, err := a.findInstance(fs.Arg(0)); err != nil {
+		return err
 	}
 	m, done, err := a.manager(ctx)
 	if err != nil {
@@ -230,7 +292,7 @@ func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error
 	var st *supervisor.Status
 	if m, done, err := a.managerWith(ctx, cfg); err != nil {
 		// Not reaching systemd is a finding of status, not a failure to run.
-		st = &supervisor.Status{SystemdError: err.Error(), Services: []supervisor.ServiceState{}, Instances: []supervisor.InstanceStatus{}}
+		st = &supervisor.Status{SystemdError: err.Error(), Services: []supervisor.ServiceState{}, Instances: []supervisor.InstanceStatus{}, Warnings: []string{}}
 	} else {
 		defer done()
 		if st, err = m.Status(ctx); err != nil {
@@ -289,6 +351,9 @@ func printStatus(a *app, st *supervisor.Status) {
 		}
 		tw.Flush()
 	}
+	for _, w := range st.Warnings {
+		fmt.Fprintf(a.stdout, "warning: %s\n", w)
+	}
 	if st.Drift.Empty() {
 		fmt.Fprintln(a.stdout, "registry: in step with systemd")
 		return
@@ -335,16 +400,11 @@ func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) er
 			q.Lines = -1
 		}
 	}
-	reg, err := config.OpenRegistry(a.registryPath).Load()
+	inst, err := a.findInstance(fs.Arg(0))
 	if err != nil {
-		return err
+		return fmt.Errorf("%w; the journal of a removed instance stays readable with `journalctl -u kato@ID.service`", err)
 	}
-	q.Unit = "kato@" + fs.Arg(0) + ".service"
-	if inst, err := reg.Find(fs.Arg(0)); err == nil {
-		q.Unit = inst.Unit
-	} else if config.ValidateID(fs.Arg(0)) != nil {
-		return err
-	}
+	q.Unit = inst.Unit
 	return a.journal().Read(ctx, q, func(line string) error {
 		_, err := fmt.Fprintln(a.stdout, line)
 		return err
@@ -382,12 +442,18 @@ func (a *app) installUnits(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 		return err
 	}
 	defer done()
-	changed, err := m.InstallUnits(ctx)
-	for _, f := range changed {
+	res, err := m.InstallUnits(ctx)
+	for _, f := range res.Written {
 		fmt.Fprintf(a.stdout, "wrote %s\n", f)
 	}
+	for _, f := range res.Removed {
+		fmt.Fprintf(a.stdout, "removed %s: the vendor files live under %s now, /etc is for local overrides\n", f, filepath.Dir(filepath.Dir(m.Paths.VendorUnitDir)))
+	}
+	if res.Secured != "" {
+		fmt.Fprintf(a.stdout, "made %s 0640 root:%s\n", res.Secured, config.ServiceUser)
+	}
 	if err == nil {
-		fmt.Fprintln(a.stdout, "units installed; systemd reloaded")
+		fmt.Fprintf(a.stdout, "units installed; systemd reloaded; %s and %s enabled\n", units.InstanceTarget, units.WorkerTarget)
 	}
 	return err
 }

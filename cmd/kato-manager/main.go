@@ -148,6 +148,7 @@ is unhealthy), 2 a bad invocation, with nothing changed.`,
 	root.AddCommand(
 		command("version", "print the version", noFlags, a.version),
 		a.manCommand(root),
+		a.queueDBCommand(),
 	)
 	describe(root)
 	return root
@@ -333,7 +334,7 @@ func (a *app) report(err error) int {
 	if errors.Is(err, config.ErrMalformed) {
 		return exitFailed
 	}
-	if errors.As(err, &ue) || errors.As(err, &fe) || errors.Is(err, config.ErrAmbiguous) {
+	if errors.As(err, &ue) || errors.As(err, &fe) || errors.Is(err, config.ErrAmbiguous) || errors.Is(err, config.ErrNotFound) {
 		return exitUsage
 	}
 	return exitFailed
@@ -399,7 +400,7 @@ func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.
 	m := &supervisor.Manager{
 		Systemd:   sd,
 		Config:    cfg,
-		Registry:  config.OpenRegistry(a.registryPath),
+		Registry:  a.registry(),
 		Ports:     supervisor.HostPorts{},
 		Processes: supervisor.HostProcesses{},
 		Journal:   a.journal(),
@@ -411,4 +412,14 @@ func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.
 // journal reads the journal of the scope's units.
 func (a *app) journal() supervisor.SystemJournal {
 	return supervisor.SystemJournal{User: a.paths.User}
+}
+
+// registry opens the instance registry; a command kept waiting for its lock
+// says who holds it.
+func (a *app) registry() *config.RegistryFile {
+	r := config.OpenRegistry(a.registryPath)
+	r.OnLockWait = func(lock, holder string) {
+		fmt.Fprintf(a.stderr, "waiting for %s, held by %s\n", lock, holder)
+	}
+	return r
 }

@@ -111,6 +111,52 @@ func TestStatusWithoutSystemd(t *testing.T) {
 	}
 }
 
+// TestBadInputExitsTwoAndChangesNothing holds every bad input the safety
+// review found accepted or reported late: each is refused before systemd is
+// asked anything (the test host has none), with exit 2 and a message naming
+// the field, the value and the rule, and runCLI checks no registry appears.
+func TestBadInputExitsTwoAndChangesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"empty id", []string{"start", "--id", ""}, `invalid --id "": must be 1 to 64 characters long`},
+		{"empty id with =", []string{"start", "--id="}, `invalid --id "": must be 1 to 64 characters long`},
+		{"port zero", []string{"start", "--id", "a", "--port", "0"}, "invalid --port 0: must be between 1 and 65535"},
+		{"zmq port zero", []string{"start", "--id", "a", "--zmq-port", "0"}, "invalid --zmq-port 0: must be between 1 and 65535"},
+		{"negative timeout", []string{"start", "--id", "a", "--timeout", "-5s"}, "invalid --timeout -5s: must be greater than 0"},
+		{"zero timeout", []string{"start", "--id", "a", "--timeout", "0s"}, "invalid --timeout 0s: must be greater than 0"},
+		{"empty name", []string{"start", "--id", "a", "--name", ""}, `invalid --name "": must be 1 to 128 characters long`},
+		{"NaN recall threshold", []string{"start", "--id", "a", "--recall-threshold", "NaN"}, "invalid --recall-threshold NaN: must be between 0 and 1"},
+		{"Inf recall threshold", []string{"start", "--id", "a", "--recall-threshold", "+Inf"}, "invalid --recall-threshold +Inf: must be between 0 and 1"},
+		{"restart negative timeout", []string{"restart", "a", "--timeout", "-1s"}, "invalid --timeout -1s: must be greater than 0"},
+		{"restart unknown", []string{"restart", "nope"}, `no instance with id or name "nope"`},
+		{"stop unknown", []string{"stop", "nope"}, `no instance with id or name "nope"`},
+		{"stop unknown id flag", []string{"stop", "--id", "nope"}, `no instance with id or name "nope"`},
+		{"stop empty name", []string{"stop", "--name", ""}, `invalid --name "": must not be empty`},
+		{"logs unknown", []string{"logs", "nope"}, `no instance with id or name "nope"`},
+		{"scale zero", []string{"workers", "scale", "0"}, "invalid N 0: must be a whole number between 1 and 64"},
+		{"scale 65", []string{"workers", "scale", "65"}, "invalid N 65: must be a whole number between 1 and 64"},
+		{"scale negative", []string{"workers", "scale", "--", "-1"}, "invalid N -1: must be a whole number between 1 and 64"},
+		{"start zero workers", []string{"workers", "start", "-n", "0"}, "invalid --workers 0: must be between 1 and 64"},
+		{"start 65 workers", []string{"workers", "start", "-n", "65"}, "invalid --workers 65: must be between 1 and 64"},
+		{"NaN poll interval", []string{"workers", "start", "--poll-interval", "NaN"}, "invalid --poll-interval NaN: must be a finite number"},
+		{"Inf poll interval", []string{"workers", "start", "--poll-interval", "Inf"}, "invalid --poll-interval +Inf: must be a finite number"},
+		{"negative poll interval", []string{"workers", "start", "--poll-interval", "-1"}, "invalid --poll-interval -1: must be greater than 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, "", tc.args...)
+			if code != exitUsage || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want exit 2 and %q", code, stderr, tc.want)
+			}
+			if stdout != "" {
+				t.Errorf("printed %q", stdout)
+			}
+		})
+	}
+}
+
 // TestUserScopePaths checks that --user reads the configuration and the
 // queue at the user's XDG places, and that a user scope without a home is
 // a usage error that touches nothing.

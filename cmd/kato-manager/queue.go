@@ -13,15 +13,14 @@ import (
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
-// openQueue opens the KG queue database named by the configuration. A
-// database created here belongs to the scope's file owner (the kato user
-// for the system's workers, so they can write it; in --user mode the user).
-func (a *app) openQueue(ctx context.Context) (*kgworker.Queue, *config.Config, error) {
+// openQueue opens the KG queue database named by the configuration; as
+// root, through a child running as the kato user (see queueDB).
+func (a *app) openQueue(ctx context.Context) (queueDB, *config.Config, error) {
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	q, err := kgworker.Open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithFileOwner(a.paths.FileOwner), kgworker.WithMakeDir(a.paths.MakeStateDir))
+	q, err := openQueueDB(ctx, cfg, a.paths)
 	if err != nil {
 		return nil, nil, err
 	}

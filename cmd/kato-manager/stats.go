@@ -15,16 +15,11 @@ import (
 
 // poolStats gathers the pool's health, the workers' reports and the queue
 // counts into the seed's aggregate statistics.
-func (a *app) poolStats(ctx context.Context, p *supervisor.Pool) (*supervisor.PoolStats, error) {
+func poolStats(ctx context.Context, p *supervisor.Pool, q queueDB) (*supervisor.PoolStats, error) {
 	h, err := p.Health(ctx)
 	if err != nil {
 		return nil, err
 	}
-	q, cfg, err := a.openQueue(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer q.Close()
 	reports, err := q.Reports(ctx)
 	if err != nil {
 		return nil, err
@@ -33,7 +28,7 @@ func (a *app) poolStats(ctx context.Context, p *supervisor.Pool) (*supervisor.Po
 	if err != nil {
 		return nil, err
 	}
-	return supervisor.AggregateStats(h, reports, counts, cfg.KG.ServiceEnabled, time.Now().UTC()), nil
+	return supervisor.AggregateStats(h, reports, counts, p.Config.KG.ServiceEnabled, time.Now().UTC()), nil
 }
 
 func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
@@ -45,7 +40,12 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 		return err
 	}
 	defer done()
-	s, err := a.poolStats(ctx, p)
+	q, _, err := a.openQueue(ctx)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	s, err := poolStats(ctx, p, q)
 	if err != nil {
 		return err
 	}
@@ -56,8 +56,8 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 	fmt.Fprintf(a.stdout, "processed: %d (success %d, failed %d)\n", s.TotalProcessed, s.TotalSuccess, s.TotalFailed)
 	svc := s.KGServiceStatus
 	fmt.Fprintf(a.stdout, "kg service: enabled %v, url %s, healthy %v, consecutive failures %d\n", s.KGServiceEnabled, orDash(svc.URL), svc.IsHealthy, svc.ConsecutiveFailures)
-	q := s.QueueSize
-	fmt.Fprintf(a.stdout, "queue: total %d: pending %d, processing %d, completed %d, failed %d, skipped %d\n", q.Total, q.Pending, q.Processing, q.Completed, q.Failed, q.Skipped)
+	c := s.QueueSize
+	fmt.Fprintf(a.stdout, "queue: total %d: pending %d, processing %d, completed %d, failed %d, skipped %d\n", c.Total, c.Pending, c.Processing, c.Completed, c.Failed, c.Skipped)
 	for _, w := range s.WorkerDetails {
 		fmt.Fprintf(a.stdout, "  worker %d: running %v, pid %d, processed %d (success %d, failed %d)\n", w.WorkerID, w.Running, w.PID, w.Stats.TotalProcessed, w.Stats.TotalSuccess, w.Stats.TotalFailed)
 	}
@@ -83,6 +83,15 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) erro
 		return err
 	}
 	defer done()
+	// One database connection for the server's life, opened again should
+	// it be lost; as root, one child running as kato does the database
+	// work of every request.
+	first, cfg, err := a.openQueue(ctx)
+	if err != nil {
+		return err
+	}
+	q := &reopeningQueue{q: first, open: func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths) }}
+	defer q.Close()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		h, err := p.Health(r.Context())
@@ -97,7 +106,7 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) erro
 		writeJSON(w, newHealthReport(h))
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		s, err := a.poolStats(r.Context(), p)
+		s, err := poolStats(r.Context(), p, q)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"text/tabwriter"
 
@@ -29,7 +30,7 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 		sd.Close()
 		return nil, nil, nil, err
 	}
-	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: a.paths.WorkerEnvDir}
+	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: a.paths.WorkerEnvDir, UnitDir: m.Paths.UnitDir}
 	return p, cfg, sd.Close, nil
 }
 
@@ -51,8 +52,19 @@ func (a *app) workersStart(ctx context.Context, fs *pflag.FlagSet, f *workersSta
 	if err := noArgs(fs, "workers start takes no arguments; use -n N"); err != nil {
 		return err
 	}
-	if fs.Changed("poll-interval") && *poll <= 0 {
-		return &config.FieldError{Field: "poll_interval", Value: strconv.FormatFloat(*poll, 'g', -1, 64), Rule: "must be greater than 0"}
+	if fs.Changed("poll-interval") {
+		v := strconv.FormatFloat(*poll, 'g', -1, 64)
+		if math.IsNaN(*poll) || math.IsInf(*poll, 0) {
+			return &config.FieldError{Field: "poll_interval", Value: v, Rule: "must be a finite number"}
+		}
+		if *poll <= 0 {
+			return &config.FieldError{Field: "poll_interval", Value: v, Rule: "must be greater than 0"}
+		}
+	}
+	if fs.Changed("workers") {
+		if err := supervisor.ValidateWorkerCount(*n); err != nil {
+			return err
+		}
 	}
 	p, cfg, done, err := a.pool(ctx)
 	if err != nil {
@@ -110,8 +122,9 @@ func (a *app) workersScale(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 	if fs.NArg() != 1 {
 		return usagef("workers scale takes one number, the workers wanted")
 	}
+	// Checked before systemd is asked anything.
 	n, err := strconv.Atoi(fs.Arg(0))
-	if err != nil {
+	if err != nil || supervisor.ValidateWorkerCount(n) != nil {
 		return &config.FieldError{Field: "N", Value: fs.Arg(0), Rule: "must be a whole number between 1 and 64"}
 	}
 	p, _, done, err := a.pool(ctx)

@@ -163,7 +163,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	n.publish(kgworker.Stats{})
 	service := "disabled"
 	if kg.ServiceEnabled {
-		service = kg.ServiceURL
+		service = config.RedactURL(kg.ServiceURL)
 	}
 	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d", id, kg.DBPath, service, kg.BatchSize)
 	// Tell systemd as soon as the signal arrives, not once the worker

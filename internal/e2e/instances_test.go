@@ -126,7 +126,7 @@ func TestInstances(t *testing.T) {
 		if r := m.km("stop", "--name", "Gamma"); r.code != 2 || !strings.Contains(r.stderr, "c") || !strings.Contains(r.stderr, "d") {
 			t.Errorf("ambiguous name: %s", r)
 		}
-		if r := m.km("stop", "nope"); r.code != 1 || !strings.Contains(r.stderr, "kato-manager list") {
+		if r := m.km("stop", "nope"); r.code != 2 || !strings.Contains(r.stderr, "kato-manager list") {
 			t.Errorf("unknown instance: %s", r)
 		}
 		rows := m.listJSON()

@@ -194,6 +194,10 @@ func TestDebLifecycle(t *testing.T) {
 	if got := m.readFile("/etc/kato/kato.toml"); got != string(config.DefaultFile) {
 		t.Errorf("/etc/kato/kato.toml is not config/kato.toml:\n%s", got)
 	}
+	// It holds the MongoDB URL: root and the workers' group read it, nobody else.
+	if got := strings.TrimSpace(m.must("stat", "-c", "%a %U:%G", "/etc/kato/kato.toml")); got != "640 root:kato" {
+		t.Errorf("/etc/kato/kato.toml is %s, want 640 root:kato", got)
+	}
 
 	// The operator's edit of the configuration: the processor test double,
 	// no shared services, KG processing off (no KG service here).
@@ -208,6 +212,25 @@ func TestDebLifecycle(t *testing.T) {
 	m.post("http://127.0.0.1:8101/pkg-a/learn", "{}")
 	m.pkm("workers", "start", "-n", "2")
 	m.kato(packagedKM, "queue", "enqueue", "42")
+
+	// A reboot brings back every instance and worker that was started from
+	// the package, pkg-c too: stopped by hand, it is still enabled.
+	if err := m.Reboot(context.Background(), 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m.waitFor("the packaged instances and workers to come back after a reboot", 60*time.Second, func() bool {
+		for _, u := range []string{"kato@pkg-a.service", "kato@pkg-b.service", "kato@pkg-c.service", "kg-worker@1.service", "kg-worker@2.service"} {
+			if m.activeState(u) != "active" {
+				return false
+			}
+		}
+		return true
+	})
+	m.waitFor("pkg-a to answer after the reboot", 30*time.Second, func() bool {
+		_, err := m.get("http://127.0.0.1:8101/pkg-a/ping")
+		return err == nil
+	})
+	m.must("systemctl", "stop", "kato@pkg-c.service")
 
 	running := []string{"kato@pkg-a.service", "kato@pkg-b.service", "kg-worker@1.service", "kg-worker@2.service"}
 	pids := map[string]string{}
@@ -340,7 +363,8 @@ func TestDebLifecycle(t *testing.T) {
 		t.Fatalf("after purge dpkg says %q", s)
 	}
 	for _, path := range []string{"/var/lib/kato", "/etc/kato", "/etc/systemd/system/kato@pkg-a.service.d", "/etc/systemd/system/kato@pkg-c.service.d",
-		"/etc/systemd/system/kato.target.wants", "/etc/systemd/system/kg-workers.target.wants"} {
+		"/etc/systemd/system/kato.target.wants", "/etc/systemd/system/kg-workers.target.wants",
+		"/etc/systemd/system/kg-worker@.service.d/" + units.DropInName} {
 		if m.exists(path) {
 			t.Errorf("%s is left after purge", path)
 		}

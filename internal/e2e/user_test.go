@@ -101,16 +101,27 @@ func TestUserMode(t *testing.T) {
 	u.mustRun("sh", "-c", "cat > \"$HOME/.config/kato/kato.toml\" <<'EOF'\n"+conf+"\nEOF\n")
 
 	out := u.km("install-units")
+	// The unit files go to the user's vendor directory, the drop-ins and
+	// .wants links to the user's configuration.
+	vendorDir := u.home + "/.local/share/systemd/user"
 	unitDir := u.home + "/.config/systemd/user"
 	for _, name := range []string{"kato@.service", "kato.target", "kg-worker@.service", "kg-workers.target"} {
-		if !strings.Contains(out, "wrote "+unitDir+"/"+name+"\n") {
+		if !strings.Contains(out, "wrote "+vendorDir+"/"+name+"\n") {
 			t.Errorf("install-units did not write %s:\n%s", name, out)
 		}
 	}
-	if strings.Contains(out, "sysusers") || strings.Contains(out, "tmpfiles") {
-		t.Errorf("install-units --user wrote system files:\n%s", out)
+	if strings.Contains(out, "sysusers") || strings.Contains(out, "tmpfiles") || strings.Contains(out, "0640") {
+		t.Errorf("install-units --user did root's work:\n%s", out)
 	}
-	unit := m.readFile(unitDir + "/kato@.service")
+	for _, target := range []string{units.InstanceTarget, units.WorkerTarget} {
+		if s := u.userProp(target, "UnitFileState"); s != "enabled" {
+			t.Errorf("%s in the user manager is %s, want enabled", target, s)
+		}
+		if !m.exists(unitDir + "/default.target.wants/" + target) {
+			t.Errorf("no %s/default.target.wants/%s", unitDir, target)
+		}
+	}
+	unit := m.readFile(vendorDir + "/kato@.service")
 	for _, directive := range units.UserLeftOut {
 		if strings.Contains(unit, "\n"+directive+"=") {
 			t.Errorf("the user's kato@.service sets %s=:\n%s", directive, unit)

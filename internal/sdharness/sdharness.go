@@ -37,6 +37,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	godbus "github.com/godbus/dbus/v5"
 )
 
 // ErrUnavailable reports that this host cannot boot a machine: the process is
@@ -61,10 +63,16 @@ const systemdPath = "/lib/systemd/systemd"
 // innerPATH is the search path of commands run inside a machine.
 const innerPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// setupScript mounts the machine's file systems and executes systemd.
+// setupScript mounts the machine's root and boots it, again after every
+// reboot, with bootScript.
 //
 //go:embed setup.sh
 var setupScript string
+
+// bootScript mounts a boot's file systems and executes systemd.
+//
+//go:embed boot.sh
+var bootScript string
 
 // defaultMask lists the units every machine masks: services of the host
 // image that would only slow the boot down or compete with tests for ports
@@ -225,7 +233,7 @@ func (m *Machine) start(ctx context.Context, tools map[string]string, mask []str
 		"--pid", "--fork", "--kill-child=SIGKILL",
 		"--mount", "--net", "--uts", "--ipc", "--cgroup",
 		"--propagation", "private",
-		"/bin/sh", "-c", setupScript, "sdharness-setup", rootDir, con.ptsPath,
+		"/bin/sh", "-c", setupScript, "sdharness-setup", rootDir, con.ptsPath, bootScript,
 	}
 	cmd := exec.Command(tools["unshare"], append(args, mask...)...)
 	cmd.Env = []string{"PATH=" + innerPATH}
@@ -259,7 +267,7 @@ func (m *Machine) start(ctx context.Context, tools map[string]string, mask []str
 		return fmt.Errorf("%w: start unshare: %v", ErrUnavailable, err)
 	}
 
-	pid, err := m.waitForSystemd(ctx, cmd.Process.Pid)
+	pid, err := m.waitForSystemd(ctx, cmd.Process.Pid, 0)
 	if err != nil {
 		return err
 	}
@@ -267,9 +275,10 @@ func (m *Machine) start(ctx context.Context, tools map[string]string, mask []str
 	return nil
 }
 
-// waitForSystemd finds the first process of the machine's pid namespace and
-// waits until the setup script has executed systemd in it.
-func (m *Machine) waitForSystemd(ctx context.Context, unsharePID int) (int, error) {
+// waitForSystemd waits until a boot has executed systemd as the first
+// process of its pid namespace, below unshare, and returns its host pid. A
+// pid equal to previous, the systemd of the boot before, does not count.
+func (m *Machine) waitForSystemd(ctx context.Context, unsharePID, previous int) (int, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
@@ -279,11 +288,8 @@ func (m *Machine) waitForSystemd(ctx context.Context, unsharePID int) (int, erro
 			return 0, fmt.Errorf("wait for machine setup to execute systemd: %w", ctx.Err())
 		default:
 		}
-		if pid := childOf(unsharePID); pid > 0 {
-			comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-			if err == nil && strings.TrimSpace(string(comm)) == "systemd" {
-				return pid, nil
-			}
+		if pid := findPID1(unsharePID, "systemd"); pid > 0 && pid != previous {
+			return pid, nil
 		}
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("machine setup did not execute systemd within 30s:\n%s", m.setupLog())
@@ -292,24 +298,94 @@ func (m *Machine) waitForSystemd(ctx context.Context, unsharePID int) (int, erro
 	}
 }
 
-// childOf returns the first child of pid, or 0 if it has none (yet).
-func childOf(pid int) int {
+// findPID1 returns the host pid of a descendant of pid named comm that is
+// the first process of its own pid namespace, or 0 if there is none (yet).
+func findPID1(pid int, comm string) int {
+	queue := children(pid)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		name, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+		if err == nil && strings.TrimSpace(string(name)) == comm && nsPID(p) == 1 {
+			return p
+		}
+		queue = append(queue, children(p)...)
+	}
+	return 0
+}
+
+// children returns the child processes of pid.
+func children(pid int) []int {
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 	if err != nil {
-		return 0
+		return nil
 	}
+	var out []int
 	for _, task := range tasks {
 		data, err := os.ReadFile(task)
 		if err != nil {
 			continue
 		}
-		if fields := strings.Fields(string(data)); len(fields) > 0 {
-			if child, err := strconv.Atoi(fields[0]); err == nil {
-				return child
+		for _, f := range strings.Fields(string(data)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				out = append(out, child)
 			}
 		}
 	}
+	return out
+}
+
+// nsPID returns the pid of process pid in its innermost pid namespace, from
+// the NSpid line of its status, or 0.
+func nsPID(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			fields := strings.Fields(rest)
+			if len(fields) == 0 {
+				return 0
+			}
+			n, _ := strconv.Atoi(fields[len(fields)-1])
+			return n
+		}
+	}
 	return 0
+}
+
+// Reboot reboots the machine as `systemctl reboot` does on a host: systemd
+// stops every unit and exits, and a new systemd boots on the same disk
+// (the overlay keeps what was written) with a fresh /run, /tmp and /dev. It
+// returns once the new systemd reports running or degraded, within timeout
+// (zero means DefaultBootTimeout). The machine's pid changes; Reboot must
+// not run concurrently with other calls on the machine.
+func (m *Machine) Reboot(ctx context.Context, timeout time.Duration) error {
+	if err := m.checkOpen(); err != nil {
+		return err
+	}
+	if timeout <= 0 {
+		timeout = DefaultBootTimeout
+	}
+	old := m.pid
+	// The reply may never come: systemd is going down.
+	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	m.Run(callCtx, "systemctl", "--no-block", "reboot")
+	cancel()
+	bootCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pid, err := m.waitForSystemd(bootCtx, m.unshare, old)
+	if err != nil {
+		return fmt.Errorf("reboot machine pid %d: %w", old, err)
+	}
+	m.mu.Lock()
+	m.pid = pid
+	m.mu.Unlock()
+	if err := m.waitRunning(bootCtx, timeout); err != nil {
+		return fmt.Errorf("reboot machine: %w\n%s", err, m.bootReport())
+	}
+	return nil
 }
 
 // waitRunning polls the system state until systemd reports running or
@@ -403,6 +479,25 @@ func (m *Machine) Root() string {
 // authenticates with EXTERNAL and sends Hello.
 func (m *Machine) SystemBusAddress() string {
 	return "unix:path=" + m.Root() + "/run/dbus/system_bus_socket"
+}
+
+// DialSystemBus connects to the machine's system bus from the host, as
+// root, ready for calls: go-systemd's dbus.NewConnection(m.DialSystemBus)
+// manages the machine's units.
+func (m *Machine) DialSystemBus() (*godbus.Conn, error) {
+	c, err := godbus.Dial(m.SystemBusAddress())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Auth([]godbus.Auth{godbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.Hello(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // ConsoleLog returns everything systemd has written to the machine's console

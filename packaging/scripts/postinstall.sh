@@ -7,7 +7,8 @@
 # a first install, 2 on an upgrade.
 #
 # Every time: the kato user and group (sysusers.d), /var/lib/kato and
-# /etc/kato/instances (tmpfiles.d), and a systemd reload for the new units.
+# /etc/kato/instances (tmpfiles.d), kato.toml made 0640 root:kato, and a
+# systemd reload for the new units.
 # On a first install: kato.target and kg-workers.target are enabled. They
 # start nothing by themselves; enabled, they bring back at boot the instances
 # and workers the operator starts with kato-manager.
@@ -48,6 +49,16 @@ fi
 if command -v systemd-tmpfiles >/dev/null 2>&1; then
 	systemd-tmpfiles ${root:+--root="$root"} --create kato.conf ||
 		echo "kato-manager: systemd-tmpfiles could not create every path of tmpfiles.d/kato.conf" >&2
+fi
+
+# kato.toml holds the MongoDB URL: readable by root and the kato group (the
+# workers read it) only. It is unpacked root:root, before the group exists;
+# a file whose group the administrator changed is left alone.
+conf="$root/etc/kato/kato.toml"
+if [ -z "$root" ] && [ -f "$conf" ] && [ ! -L "$conf" ] && command -v stat >/dev/null 2>&1 &&
+	[ "$(stat -c %U:%G "$conf")" = root:root ]; then
+	chgrp kato "$conf" && chmod 0640 "$conf" ||
+		echo "kato-manager: could not make $conf 0640 root:kato" >&2
 fi
 
 if [ "$action" = install ]; then

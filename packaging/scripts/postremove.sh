@@ -8,7 +8,8 @@
 # systemd is reloaded so that it forgets the units that went. A purge (deb
 # only) also deletes what kato-manager made while it ran: the registry, the
 # queue and the processors' state (/var/lib/kato), the configuration and
-# environment files (/etc/kato), every instance's drop-in directory, and the
+# environment files (/etc/kato), every instance's drop-in directory, the
+# workers' drop-in with their resource limits, and the
 # symbolic links that enabled the targets, the instances and the workers.
 # The kato user and group stay, as Debian leaves system users: files they
 # own may remain elsewhere.
@@ -29,6 +30,10 @@ if [ "$action" = purge ]; then
 	for d in "$root"/etc/systemd/system/kato@?*.service.d; do
 		if [ -d "$d" ]; then rm -rf "$d"; fi
 	done
+	# The workers' drop-in kato-manager wrote; the directory only if that
+	# leaves it empty, as it also holds the operator's drop-ins.
+	rm -f "$root/etc/systemd/system/kg-worker@.service.d/kato-manager.conf"
+	rmdir "$root/etc/systemd/system/kg-worker@.service.d" 2>/dev/null || true
 	rm -rf "$root/etc/systemd/system/kato.target.wants" "$root/etc/systemd/system/kg-workers.target.wants"
 	if command -v deb-systemd-helper >/dev/null 2>&1; then
 		deb-systemd-helper purge kato.target kg-workers.target

@@ -1,0 +1,378 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgworker"
+)
+
+// queueDB is the queue work the commands do. The queue database lives in a
+// directory the kato user owns, so root never opens it itself: a command
+// run as root does its database work in a child process running as kato
+// (queueChild), which can reach only what kato can. Anyone else opens the
+// database directly, with its own rights.
+type queueDB interface {
+	Enqueue(ctx context.Context, contentID int64, priority int) (int64, error)
+	List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error)
+	RetryFailed(ctx context.Context, ids ...int64) (int, error)
+	Stats(ctx context.Context) (kgworker.Counts, error)
+	Reports(ctx context.Context) ([]kgworker.Report, error)
+	Close() error
+}
+
+// queueDBCommand is the hidden command the child runs: the same binary,
+// re-executed as the kato user.
+const queueDBCommand = "__queue-db"
+
+// serviceUser is who does root's database work; tests change it.
+var serviceUser = config.ServiceUser
+
+// openQueueDB opens the queue database of cfg for this process: directly,
+// or as the kato user when running as root in a scope whose workers run as
+// kato (the system's; in the user scope the database is the user's own).
+func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths) (queueDB, error) {
+	if os.Geteuid() != 0 || paths.FileOwner == "" {
+		return kgworker.Open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithMakeDir(paths.MakeStateDir))
+	}
+	return startQueueChild(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries)
+}
+
+// queueChild is a child process, running as the service user, that does
+// the database work of a root command over a pipe: one JSON request per
+// line in, one JSON response per line out. Calls are serialised.
+type queueChild struct {
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Reader
+	wait chan error
+}
+
+type queueRequest struct {
+	Op        string          `json:"op"`
+	ContentID int64           `json:"content_id,omitempty"`
+	Priority  int             `json:"priority,omitempty"`
+	Status    kgworker.Status `json:"status,omitempty"`
+	Limit     int             `json:"limit,omitempty"`
+	IDs       []int64         `json:"ids,omitempty"`
+}
+
+type queueResponse struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// startQueueChild starts the child for the database at dbPath. The
+// database's directory is made for the service user first if it is missing
+// and its parent belongs to root alone, so that no other user can put
+// anything in its place between the mkdir and the chown.
+func startQueueChild(ctx context.Context, dbPath string, maxRetries int) (*queueChild, error) {
+	u, err := user.Lookup(serviceUser)
+	if err != nil {
+		return nil, fmt.Errorf("queue database %s is worked on as user %s: %w (run `kato-manager install-units`)", dbPath, serviceUser, err)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("user %s: %w", serviceUser, err)
+	}
+	if err := ensureQueueDir(filepath.Dir(dbPath), int(uid), int(gid)); err != nil {
+		return nil, err
+	}
+	// The forked child runs this very binary again: /proc/self/exe reaches
+	// it even when the service user could not look it up by its path.
+	cmd := exec.Command("/proc/self/exe", queueDBCommand, "--db", dbPath, "--max-retries", strconv.Itoa(maxRetries))
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"}
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{uint32(gid)}},
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start queue access as %s: %w", serviceUser, err)
+	}
+	c := &queueChild{cmd: cmd, in: in, out: bufio.NewReader(out), wait: make(chan error, 1)}
+	go func() { c.wait <- cmd.Wait() }()
+	// The child answers a first request once the database is open, so
+	// that an error opening it is reported here, as with a direct open.
+	if _, err := c.call(ctx, queueRequest{Op: "ping"}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// ensureQueueDir creates dir for uid:gid when it is missing. It does so only
+// below a directory that root owns and nobody else can write; anywhere else
+// the administrator creates it.
+func ensureQueueDir(dir string, uid, gid int) error {
+	if _, err := os.Lstat(dir); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return nil // the child finds out whether it can use it
+	}
+	parent := filepath.Dir(dir)
+	info, err := os.Lstat(parent)
+	if err != nil {
+		return fmt.Errorf("queue directory %s: %w", dir, err)
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok || !info.IsDir() || st.Uid != 0 || info.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("queue directory %s does not exist and %s is not a directory only root can write: create it for user %s", dir, parent, serviceUser)
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		return fmt.Errorf("create queue directory: %w", err)
+	}
+	// Only root can write parent, so dir is still the directory just made.
+	if err := os.Lchown(dir, uid, gid); err != nil {
+		return fmt.Errorf("give queue directory %s to %s: %w", dir, serviceUser, err)
+	}
+	return nil
+}
+
+// call sends one request and reads its response.
+func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessage, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	line, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	type answer struct {
+		resp queueResponse
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		if _, err := c.in.Write(append(line, '\n')); err != nil {
+			got <- answer{err: err}
+			return
+		}
+		data, err := c.out.ReadBytes('\n')
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		var resp queueResponse
+		err = json.Unmarshal(data, &resp)
+		got <- answer{resp: resp, err: err}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil {
+			return nil, fmt.Errorf("queue access as %s: %w: %w", serviceUser, errChildGone, a.err)
+		}
+		if a.resp.Error != "" {
+			return nil, errors.New(a.resp.Error)
+		}
+		return a.resp.Result, nil
+	case <-ctx.Done():
+		// The pipe is left mid-message: the child is of no further use.
+		c.cmd.Process.Kill()
+		return nil, fmt.Errorf("%w: %w", errChildGone, ctx.Err())
+	}
+}
+
+// errChildGone marks a call after which the child cannot be used again.
+var errChildGone = errors.New("queue child gone")
+
+// reopeningQueue is a queueDB for a long-running command (serve): a child
+// that died, or a call cancelled mid-way, is replaced on the next call.
+type reopeningQueue struct {
+	mu   sync.Mutex
+	open func() (queueDB, error)
+	q    queueDB
+}
+
+func (r *reopeningQueue) do(fn func(queueDB) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.q == nil {
+		q, err := r.open()
+		if err != nil {
+			return err
+		}
+		r.q = q
+	}
+	err := fn(r.q)
+	if errors.Is(err, errChildGone) {
+		r.q.Close()
+		r.q = nil
+	}
+	return err
+}
+
+func (r *reopeningQueue) Enqueue(ctx context.Context, contentID int64, priority int) (id int64, err error) {
+	err = r.do(func(q queueDB) error { id, err = q.Enqueue(ctx, contentID, priority); return err })
+	return id, err
+}
+
+func (r *reopeningQueue) List(ctx context.Context, status kgworker.Status, limit int) (items []kgworker.Item, err error) {
+	err = r.do(func(q queueDB) error { items, err = q.List(ctx, status, limit); return err })
+	return items, err
+}
+
+func (r *reopeningQueue) RetryFailed(ctx context.Context, ids ...int64) (n int, err error) {
+	err = r.do(func(q queueDB) error { n, err = q.RetryFailed(ctx, ids...); return err })
+	return n, err
+}
+
+func (r *reopeningQueue) Stats(ctx context.Context) (c kgworker.Counts, err error) {
+	err = r.do(func(q queueDB) error { c, err = q.Stats(ctx); return err })
+	return c, err
+}
+
+func (r *reopeningQueue) Reports(ctx context.Context) (reports []kgworker.Report, err error) {
+	err = r.do(func(q queueDB) error { reports, err = q.Reports(ctx); return err })
+	return reports, err
+}
+
+func (r *reopeningQueue) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.q == nil {
+		return nil
+	}
+	err := r.q.Close()
+	r.q = nil
+	return err
+}
+
+func callInto[T any](ctx context.Context, c *queueChild, req queueRequest) (T, error) {
+	var v T
+	raw, err := c.call(ctx, req)
+	if err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, fmt.Errorf("queue access as %s: %w", serviceUser, err)
+	}
+	return v, nil
+}
+
+func (c *queueChild) Enqueue(ctx context.Context, contentID int64, priority int) (int64, error) {
+	return callInto[int64](ctx, c, queueRequest{Op: "enqueue", ContentID: contentID, Priority: priority})
+}
+
+func (c *queueChild) List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error) {
+	return callInto[[]kgworker.Item](ctx, c, queueRequest{Op: "list", Status: status, Limit: limit})
+}
+
+func (c *queueChild) RetryFailed(ctx context.Context, ids ...int64) (int, error) {
+	return callInto[int](ctx, c, queueRequest{Op: "retry-failed", IDs: ids})
+}
+
+func (c *queueChild) Stats(ctx context.Context) (kgworker.Counts, error) {
+	return callInto[kgworker.Counts](ctx, c, queueRequest{Op: "stats"})
+}
+
+func (c *queueChild) Reports(ctx context.Context) ([]kgworker.Report, error) {
+	return callInto[[]kgworker.Report](ctx, c, queueRequest{Op: "reports"})
+}
+
+// Close ends the child: it closes the database when its input ends.
+func (c *queueChild) Close() error {
+	c.in.Close()
+	err := <-c.wait
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && !exit.Exited() {
+		return nil // killed after a cancelled call
+	}
+	return err
+}
+
+// queueDBCommand is the hidden command of the child side.
+func (a *app) queueDBCommand() *cobra.Command {
+	cmd := command(queueDBCommand, "do the queue work of root's commands as the service user", queueDBFlags, a.serveQueueDB)
+	cmd.Hidden = true
+	return cmd
+}
+
+// queueDBOptions are the child's flags.
+type queueDBOptions struct {
+	dbPath     *string
+	maxRetries *int
+}
+
+func queueDBFlags(fs *pflag.FlagSet) queueDBOptions {
+	return queueDBOptions{
+		dbPath:     fs.String("db", "", "queue database"),
+		maxRetries: fs.Int("max-retries", 3, "kg.max_retries"),
+	}
+}
+
+// serveQueueDB is the child side: `kato-manager __queue-db --db PATH
+// --max-retries N`, run as the service user by startQueueChild.
+func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOptions) error {
+	if fs.NArg() > 0 {
+		return usagef("%s takes no arguments", queueDBCommand)
+	}
+	dbPath, maxRetries := o.dbPath, o.maxRetries
+	if os.Geteuid() == 0 {
+		return usagef("%s does the queue work of root's commands and must not run as root", queueDBCommand)
+	}
+	q, openErr := kgworker.Open(ctx, *dbPath, kgworker.WithMaxRetries(*maxRetries))
+	if openErr == nil {
+		defer q.Close()
+	}
+	in := bufio.NewScanner(a.stdin)
+	in.Buffer(make([]byte, 64<<10), 16<<20)
+	enc := json.NewEncoder(a.stdout)
+	for in.Scan() {
+		var req queueRequest
+		var result any
+		err := json.Unmarshal(in.Bytes(), &req)
+		switch {
+		case err != nil:
+		case openErr != nil:
+			err = openErr
+		case req.Op == "ping":
+			result = true
+		case req.Op == "enqueue":
+			result, err = q.Enqueue(ctx, req.ContentID, req.Priority)
+		case req.Op == "list":
+			result, err = q.List(ctx, req.Status, req.Limit)
+		case req.Op == "retry-failed":
+			result, err = q.RetryFailed(ctx, req.IDs...)
+		case req.Op == "stats":
+			result, err = q.Stats(ctx)
+		case req.Op == "reports":
+			result, err = q.Reports(ctx)
+		default:
+			err = fmt.Errorf("unknown queue operation %q", req.Op)
+		}
+		var resp queueResponse
+		if err != nil {
+			resp.Error = err.Error()
+		} else if resp.Result, err = json.Marshal(result); err != nil {
+			resp.Error = err.Error()
+		}
+		if err := enc.Encode(resp); err != nil {
+			return err
+		}
+	}
+	return in.Err()
+}

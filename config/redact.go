@@ -1,0 +1,33 @@
+package config
+
+import (
+	"net/url"
+	"strings"
+)
+
+// redacted stands for the user-info of a URL wherever one is shown.
+const redacted = "REDACTED"
+
+// RedactURL returns s with the user-info of the URL (user name and
+// password, which carry credentials in a MongoDB or KG service URL)
+// replaced by REDACTED, for output, logs and reports. Text that does not
+// parse as a URL is redacted up to its last '@' after the scheme, so a
+// malformed URL in an error message does not leak its password either.
+func RedactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		if u.User == nil {
+			return s
+		}
+		u.User = url.User(redacted)
+		return u.String()
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return s
+	}
+	return scheme + "://" + redacted + rest[at:]
+}

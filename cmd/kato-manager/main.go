@@ -88,8 +88,9 @@ registry and systemd.
 
 With --user it does the same on your own systemd user manager, without root:
 configuration in ~/.config/kato, registry, state and KG queue in
-~/.local/state/kato, units in ~/.config/systemd/user (XDG_CONFIG_HOME and
-XDG_STATE_HOME are honoured).
+~/.local/state/kato, unit files in ~/.local/share/systemd/user and drop-ins in
+~/.config/systemd/user (XDG_CONFIG_HOME, XDG_STATE_HOME and XDG_DATA_HOME are
+honoured).
 
 Exit status: 0 done, 1 failed (or, for status and workers health, something
 is unhealthy), 2 a bad invocation, with nothing changed.`,

@@ -82,6 +82,7 @@ type KG struct {
 	ServiceTimeout float64 `toml:"service_timeout"` // KG_SERVICE_TIMEOUT, seconds
 	MaxRetries     int     `toml:"max_retries"`     // KG_MAX_RETRIES, >= 0
 	BatchSize      int     `toml:"batch_size"`      // KG_BATCH_SIZE, 1..1000
+	Concurrency    int     `toml:"concurrency"`     // KG_CONCURRENCY, 1..64, documents in flight per worker
 	LeaseSeconds   float64 `toml:"lease_seconds"`   // KG_LEASE_SECONDS
 	DBPath         string  `toml:"db_path"`         // DB_PATH, absolute
 }
@@ -113,6 +114,7 @@ func Default() *Config {
 			ServiceTimeout: 1800,
 			MaxRetries:     3,
 			BatchSize:      5,
+			Concurrency:    1,
 			LeaseSeconds:   60,
 			DBPath:         DefaultKGDBPath,
 		},
@@ -337,7 +339,7 @@ var kgSettings = []kgSetting{
 		key:   "poll_interval",
 		env:   "KG_POLL_INTERVAL",
 		set:   setFloat(func(k *KG) *float64 { return &k.PollInterval }),
-		check: func(k *KG, f string) error { return positiveSeconds(f, k.PollInterval) },
+		check: func(k *KG, f string) error { return secondsUpTo(f, k.PollInterval, 0.01, maxPollInterval) },
 	},
 	{
 		key: "service_enabled",
@@ -365,13 +367,13 @@ var kgSettings = []kgSetting{
 		key:   "service_timeout",
 		env:   "KG_SERVICE_TIMEOUT",
 		set:   setFloat(func(k *KG) *float64 { return &k.ServiceTimeout }),
-		check: func(k *KG, f string) error { return positiveSeconds(f, k.ServiceTimeout) },
+		check: func(k *KG, f string) error { return secondsUpTo(f, k.ServiceTimeout, 1, maxServiceTimeout) },
 	},
 	{
 		key:   "max_retries",
 		env:   "KG_MAX_RETRIES",
 		set:   setInt(func(k *KG) *int { return &k.MaxRetries }),
-		check: func(k *KG, f string) error { return intBetween(f, k.MaxRetries, 0, math.MaxInt32) },
+		check: func(k *KG, f string) error { return intBetween(f, k.MaxRetries, 0, maxMaxRetries) },
 	},
 	{
 		key:   "batch_size",
@@ -380,10 +382,16 @@ var kgSettings = []kgSetting{
 		check: func(k *KG, f string) error { return intBetween(f, k.BatchSize, 1, 1000) },
 	},
 	{
+		key:   "concurrency",
+		env:   "KG_CONCURRENCY",
+		set:   setInt(func(k *KG) *int { return &k.Concurrency }),
+		check: func(k *KG, f string) error { return intBetween(f, k.Concurrency, 1, maxConcurrency) },
+	},
+	{
 		key:   "lease_seconds",
 		env:   "KG_LEASE_SECONDS",
 		set:   setFloat(func(k *KG) *float64 { return &k.LeaseSeconds }),
-		check: func(k *KG, f string) error { return positiveSeconds(f, k.LeaseSeconds) },
+		check: func(k *KG, f string) error { return secondsUpTo(f, k.LeaseSeconds, 1, maxLeaseSeconds) },
 	},
 	{
 		key: "db_path",
@@ -396,6 +404,38 @@ var kgSettings = []kgSetting{
 			return nil
 		},
 	},
+}
+
+// The bounds of the [kg] settings. A value past them is a mistake (a unit
+// typed wrong, an exponent too many) that would make the workers sleep for
+// years or overflow a duration, so it is refused where it is read.
+const (
+	maxPollInterval   = 3600      // an hour between looks at an idle queue
+	maxServiceTimeout = 24 * 3600 // a day for one document
+	maxLeaseSeconds   = 24 * 3600
+	maxMaxRetries     = 100
+	maxConcurrency    = 64
+)
+
+// secondsUpTo checks that v is a number of seconds from lo to hi: NaN, the
+// infinities, zero and negative numbers are refused with the bound broken.
+func secondsUpTo(field string, v, lo, hi float64) error {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < lo || v > hi {
+		return &FieldError{Field: field, Value: formatFloat(v), Rule: fmt.Sprintf("must be a number of seconds from %s to %s", formatFloat(lo), formatFloat(hi))}
+	}
+	return nil
+}
+
+// CheckKG checks the [kg] setting key of k by the rule kato.toml and the
+// environment use, naming field in the error: the one validation for the
+// command line, the file, the environment and the worker.
+func CheckKG(key, field string, k *KG) error {
+	for _, s := range kgSettings {
+		if s.key == key {
+			return s.check(k, field)
+		}
+	}
+	return fmt.Errorf("unknown kg setting %q", key)
 }
 
 func setInt(field func(*KG) *int) func(*KG, string) string {
@@ -430,7 +470,7 @@ func checkHTTPURL(field, s string) error {
 
 // ApplyEnv overrides [kg] settings from the environment variables KG_NUM_WORKERS,
 // KG_POLL_INTERVAL, KG_SERVICE_ENABLED, KG_SERVICE_URL, KG_SERVICE_TIMEOUT,
-// KG_MAX_RETRIES, KG_BATCH_SIZE, KG_LEASE_SECONDS and DB_PATH, read through
+// KG_MAX_RETRIES, KG_BATCH_SIZE, KG_CONCURRENCY, KG_LEASE_SECONDS and DB_PATH, read through
 // getenv (os.Getenv in production). Unset or empty variables change nothing.
 // A bad value is a *FieldError naming the variable; c is then left unchanged.
 // The whole configuration is validated afterwards.

@@ -42,7 +42,7 @@ func TestDefault(t *testing.T) {
 		{"services.mongo_url", c.Services.MongoURL, "mongodb://localhost:27017"},
 		{"kg", c.KG, KG{
 			NumWorkers: 1, PollInterval: 5, ServiceEnabled: true, ServiceURL: "http://localhost:8088",
-			ServiceTimeout: 1800, MaxRetries: 3, BatchSize: 5, LeaseSeconds: 60, DBPath: "/var/lib/kato/kg/kg.db",
+			ServiceTimeout: 1800, MaxRetries: 3, BatchSize: 5, Concurrency: 1, LeaseSeconds: 60, DBPath: "/var/lib/kato/kg/kg.db",
 		}},
 		{"path", c.Path, ""},
 	}
@@ -102,8 +102,8 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := tomlKeys(reflect.TypeOf(Config{}), nil)
-	if len(keys) != 28 {
-		t.Fatalf("found %d settings, want 28: %v", len(keys), keys)
+	if len(keys) != 29 {
+		t.Fatalf("found %d settings, want 29: %v", len(keys), keys)
 	}
 	for _, key := range keys {
 		t.Run(strings.Join(key, "."), func(t *testing.T) {
@@ -269,20 +269,20 @@ func TestConfigValidate(t *testing.T) {
 		{"kg workers zero", func(c *Config) { c.KG.NumWorkers = 0 }, "kg.num_workers", "0", "must be between 1 and 64"},
 		{"kg workers 65", func(c *Config) { c.KG.NumWorkers = 65 }, "kg.num_workers", "65", "must be between 1 and 64"},
 		{"kg workers 64", func(c *Config) { c.KG.NumWorkers = 64 }, "", "", ""},
-		{"kg poll interval negative", func(c *Config) { c.KG.PollInterval = -5 }, "kg.poll_interval", "-5", "must be greater than 0"},
-		{"kg poll interval NaN", func(c *Config) { c.KG.PollInterval = math.NaN() }, "kg.poll_interval", "NaN", "must be greater than 0"},
+		{"kg poll interval negative", func(c *Config) { c.KG.PollInterval = -5 }, "kg.poll_interval", "-5", "must be a number of seconds from 0.01 to 3600"},
+		{"kg poll interval NaN", func(c *Config) { c.KG.PollInterval = math.NaN() }, "kg.poll_interval", "NaN", "must be a number of seconds from 0.01 to 3600"},
 		{"kg service disabled", func(c *Config) { c.KG.ServiceEnabled = false }, "", "", ""},
 		{"kg url relative", func(c *Config) { c.KG.ServiceURL = "/kg" }, "kg.service_url", "/kg", urlRule},
 		{"kg url no host", func(c *Config) { c.KG.ServiceURL = "http://:8088" }, "kg.service_url", "http://:8088", urlRule},
 		{"kg url ftp", func(c *Config) { c.KG.ServiceURL = "ftp://kg.example" }, "kg.service_url", "ftp://kg.example", urlRule},
 		{"kg url empty", func(c *Config) { c.KG.ServiceURL = "" }, "kg.service_url", "", urlRule},
 		{"kg url https with path", func(c *Config) { c.KG.ServiceURL = "https://kg.example:8443/api" }, "", "", ""},
-		{"kg service timeout zero", func(c *Config) { c.KG.ServiceTimeout = 0 }, "kg.service_timeout", "0", "must be greater than 0"},
-		{"kg max retries negative", func(c *Config) { c.KG.MaxRetries = -1 }, "kg.max_retries", "-1", "must be between 0 and 2147483647"},
+		{"kg service timeout zero", func(c *Config) { c.KG.ServiceTimeout = 0 }, "kg.service_timeout", "0", "must be a number of seconds from 1 to 86400"},
+		{"kg max retries negative", func(c *Config) { c.KG.MaxRetries = -1 }, "kg.max_retries", "-1", "must be between 0 and 100"},
 		{"kg max retries zero", func(c *Config) { c.KG.MaxRetries = 0 }, "", "", ""},
 		{"kg batch size zero", func(c *Config) { c.KG.BatchSize = 0 }, "kg.batch_size", "0", "must be between 1 and 1000"},
 		{"kg batch size 1001", func(c *Config) { c.KG.BatchSize = 1001 }, "kg.batch_size", "1001", "must be between 1 and 1000"},
-		{"kg lease zero", func(c *Config) { c.KG.LeaseSeconds = 0 }, "kg.lease_seconds", "0", "must be greater than 0"},
+		{"kg lease zero", func(c *Config) { c.KG.LeaseSeconds = 0 }, "kg.lease_seconds", "0", "must be a number of seconds from 1 to 86400"},
 		{"kg db path relative", func(c *Config) { c.KG.DBPath = "kg.db" }, "kg.db_path", "kg.db", "must be an absolute path"},
 		{"kg db path empty", func(c *Config) { c.KG.DBPath = "" }, "kg.db_path", "", "must be an absolute path"},
 	} {
@@ -321,13 +321,15 @@ func TestApplyEnv(t *testing.T) {
 		{"KG_MAX_RETRIES", map[string]string{"KG_MAX_RETRIES": "0"}, func(k *KG) { k.MaxRetries = 0 }},
 		{"KG_BATCH_SIZE", map[string]string{"KG_BATCH_SIZE": "1000"}, func(k *KG) { k.BatchSize = 1000 }},
 		{"KG_LEASE_SECONDS", map[string]string{"KG_LEASE_SECONDS": "120.5"}, func(k *KG) { k.LeaseSeconds = 120.5 }},
+		{"KG_CONCURRENCY", map[string]string{"KG_CONCURRENCY": "8"}, func(k *KG) { k.Concurrency = 8 }},
 		{"DB_PATH", map[string]string{"DB_PATH": "/srv/kato/queue.db"}, func(k *KG) { k.DBPath = "/srv/kato/queue.db" }},
 		{"all at once", map[string]string{
 			"KG_NUM_WORKERS": "2", "KG_POLL_INTERVAL": "1", "KG_SERVICE_ENABLED": "no", "KG_SERVICE_URL": "http://kg:1",
 			"KG_SERVICE_TIMEOUT": "2", "KG_MAX_RETRIES": "7", "KG_BATCH_SIZE": "9", "KG_LEASE_SECONDS": "3", "DB_PATH": "/q.db",
+			"KG_CONCURRENCY": "4",
 		}, func(k *KG) {
 			*k = KG{NumWorkers: 2, PollInterval: 1, ServiceEnabled: false, ServiceURL: "http://kg:1",
-				ServiceTimeout: 2, MaxRetries: 7, BatchSize: 9, LeaseSeconds: 3, DBPath: "/q.db"}
+				ServiceTimeout: 2, MaxRetries: 7, BatchSize: 9, Concurrency: 4, LeaseSeconds: 3, DBPath: "/q.db"}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -355,19 +357,19 @@ func TestApplyEnvRejects(t *testing.T) {
 		{"workers zero", "KG_NUM_WORKERS", "0", "0", "must be between 1 and 64"},
 		{"workers too many", "KG_NUM_WORKERS", "100", "100", "must be between 1 and 64"},
 		{"poll interval not a number", "KG_POLL_INTERVAL", "5s", "5s", "must be a number"},
-		{"poll interval zero", "KG_POLL_INTERVAL", "0", "0", "must be greater than 0"},
-		{"poll interval infinite", "KG_POLL_INTERVAL", "inf", "+Inf", "must be a finite number of seconds"},
+		{"poll interval zero", "KG_POLL_INTERVAL", "0", "0", "must be a number of seconds from 0.01 to 3600"},
+		{"poll interval infinite", "KG_POLL_INTERVAL", "inf", "+Inf", "must be a number of seconds from 0.01 to 3600"},
 		{"service enabled word", "KG_SERVICE_ENABLED", "maybe", "maybe", boolRule},
 		{"service enabled on", "KG_SERVICE_ENABLED", "on", "on", boolRule},
 		{"service url not absolute", "KG_SERVICE_URL", "localhost:8088", "localhost:8088", "must be an absolute http or https URL"},
-		{"service timeout negative", "KG_SERVICE_TIMEOUT", "-1", "-1", "must be greater than 0"},
+		{"service timeout negative", "KG_SERVICE_TIMEOUT", "-1", "-1", "must be a number of seconds from 1 to 86400"},
 		{"service timeout not a number", "KG_SERVICE_TIMEOUT", "30 minutes", "30 minutes", "must be a number"},
-		{"max retries negative", "KG_MAX_RETRIES", "-2", "-2", "must be between 0 and 2147483647"},
+		{"max retries negative", "KG_MAX_RETRIES", "-2", "-2", "must be between 0 and 100"},
 		{"max retries word", "KG_MAX_RETRIES", "many", "many", "must be an integer"},
 		{"batch size zero", "KG_BATCH_SIZE", "0", "0", "must be between 1 and 1000"},
 		{"batch size huge", "KG_BATCH_SIZE", "99999999999999999999", "99999999999999999999", "must be an integer"},
-		{"lease zero", "KG_LEASE_SECONDS", "0", "0", "must be greater than 0"},
-		{"lease NaN", "KG_LEASE_SECONDS", "NaN", "NaN", "must be greater than 0"},
+		{"lease zero", "KG_LEASE_SECONDS", "0", "0", "must be a number of seconds from 1 to 86400"},
+		{"lease NaN", "KG_LEASE_SECONDS", "NaN", "NaN", "must be a number of seconds from 1 to 86400"},
 		{"db path relative", "DB_PATH", "kg.db", "kg.db", "must be an absolute path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -383,6 +385,101 @@ func TestApplyEnvRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBadKGSettings feeds every numeric [kg] setting the values that used
+// to slip through (NaN, the infinities, zero, negative, absurdly large) by
+// each way a setting arrives: kato.toml, the environment and CheckKG, which
+// the command line and the worker use. Each is refused with the setting's
+// bound and rule, and nothing is changed.
+func TestBadKGSettings(t *testing.T) {
+	seconds := func(lo, hi string) string { return "must be a number of seconds from " + lo + " to " + hi }
+	for _, tc := range []struct {
+		key, env string
+		toml     string // the value as TOML writes it
+		value    string // the value as the error shows it
+		rule     string
+	}{
+		{"poll_interval", "KG_POLL_INTERVAL", "nan", "NaN", seconds("0.01", "3600")},
+		{"poll_interval", "KG_POLL_INTERVAL", "inf", "+Inf", seconds("0.01", "3600")},
+		{"poll_interval", "KG_POLL_INTERVAL", "-inf", "-Inf", seconds("0.01", "3600")},
+		{"poll_interval", "KG_POLL_INTERVAL", "0.0", "0", seconds("0.01", "3600")},
+		{"poll_interval", "KG_POLL_INTERVAL", "-1.0", "-1", seconds("0.01", "3600")},
+		{"poll_interval", "KG_POLL_INTERVAL", "1e300", "1e+300", seconds("0.01", "3600")},
+		{"poll_interval", "KG_POLL_INTERVAL", "3601.0", "3601", seconds("0.01", "3600")},
+		{"service_timeout", "KG_SERVICE_TIMEOUT", "nan", "NaN", seconds("1", "86400")},
+		{"service_timeout", "KG_SERVICE_TIMEOUT", "inf", "+Inf", seconds("1", "86400")},
+		{"service_timeout", "KG_SERVICE_TIMEOUT", "0.0", "0", seconds("1", "86400")},
+		{"service_timeout", "KG_SERVICE_TIMEOUT", "-30.0", "-30", seconds("1", "86400")},
+		{"service_timeout", "KG_SERVICE_TIMEOUT", "1e300", "1e+300", seconds("1", "86400")},
+		{"lease_seconds", "KG_LEASE_SECONDS", "nan", "NaN", seconds("1", "86400")},
+		{"lease_seconds", "KG_LEASE_SECONDS", "-inf", "-Inf", seconds("1", "86400")},
+		{"lease_seconds", "KG_LEASE_SECONDS", "0.5", "0.5", seconds("1", "86400")},
+		{"lease_seconds", "KG_LEASE_SECONDS", "1e12", "1e+12", seconds("1", "86400")},
+		{"num_workers", "KG_NUM_WORKERS", "0", "0", "must be between 1 and 64"},
+		{"num_workers", "KG_NUM_WORKERS", "-1", "-1", "must be between 1 and 64"},
+		{"num_workers", "KG_NUM_WORKERS", "1000000", "1000000", "must be between 1 and 64"},
+		{"max_retries", "KG_MAX_RETRIES", "-1", "-1", "must be between 0 and 100"},
+		{"max_retries", "KG_MAX_RETRIES", "2147483647", "2147483647", "must be between 0 and 100"},
+		{"batch_size", "KG_BATCH_SIZE", "0", "0", "must be between 1 and 1000"},
+		{"batch_size", "KG_BATCH_SIZE", "1000000", "1000000", "must be between 1 and 1000"},
+		{"concurrency", "KG_CONCURRENCY", "0", "0", "must be between 1 and 64"},
+		{"concurrency", "KG_CONCURRENCY", "-4", "-4", "must be between 1 and 64"},
+		{"concurrency", "KG_CONCURRENCY", "65", "65", "must be between 1 and 64"},
+	} {
+		t.Run(tc.key+"="+tc.toml, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "kato.toml")
+			if err := os.WriteFile(path, []byte("[kg]\n"+tc.key+" = "+tc.toml+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			wantFieldError(t, err, "kg."+tc.key, tc.value, tc.rule)
+			if err != nil && !strings.Contains(err.Error(), "line 2:") {
+				t.Errorf("Load error %q does not name line 2", err)
+			}
+
+			c := Default()
+			envValue := strings.TrimSuffix(strings.TrimSuffix(tc.toml, ".0"), ".5")
+			if strings.HasSuffix(tc.toml, ".5") {
+				envValue = tc.toml
+			}
+			err = c.ApplyEnv(func(k string) string {
+				if k == tc.env {
+					return envValue
+				}
+				return ""
+			})
+			wantFieldError(t, err, tc.env, tc.value, tc.rule)
+			if !reflect.DeepEqual(c, Default()) {
+				t.Errorf("a rejected %s changed the config: %#v", tc.env, c.KG)
+			}
+
+			// The command line: a value parsed into a copy, checked by the
+			// same rule under the flag's name.
+			k := Default().KG
+			if rule := settingByKey(tc.key).set(&k, envValue); rule != "" {
+				t.Fatalf("parse %q: %s", envValue, rule)
+			}
+			wantFieldError(t, CheckKG(tc.key, "--"+strings.ReplaceAll(tc.key, "_", "-"), &k), "--"+strings.ReplaceAll(tc.key, "_", "-"), tc.value, tc.rule)
+		})
+	}
+	// The bounds themselves pass.
+	k := Default().KG
+	k.PollInterval, k.ServiceTimeout, k.LeaseSeconds, k.MaxRetries, k.Concurrency = 3600, 86400, 86400, 100, 64
+	for _, key := range []string{"poll_interval", "service_timeout", "lease_seconds", "max_retries", "concurrency"} {
+		if err := CheckKG(key, key, &k); err != nil {
+			t.Errorf("CheckKG(%s) at its bound: %v", key, err)
+		}
+	}
+}
+
+func settingByKey(key string) kgSetting {
+	for _, s := range kgSettings {
+		if s.key == key {
+			return s
+		}
+	}
+	panic("no kg setting " + key)
 }
 
 func TestApplyEnvValidatesWholeConfig(t *testing.T) {

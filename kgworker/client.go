@@ -8,27 +8,117 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
 )
 
-// Errors from the KG service client.
+// Errors from the KG service client. Every error Ingest returns is a
+// *ServiceError whose Fault says what the worker does with the item.
 var (
-	// ErrServiceUnavailable means the KG service could not take the request
-	// at all: it is down, unreachable or answered 503. Items are handed
-	// back to the queue without spending an attempt.
+	// ErrServiceUnavailable means nothing reached the KG service: it is
+	// down or unreachable. The item goes back to the queue without
+	// spending an attempt.
 	ErrServiceUnavailable = errors.New("kg service unavailable")
 	// ErrServiceDisabled means KG processing is switched off in the
 	// configuration; nothing is sent.
 	ErrServiceDisabled = errors.New("kg service disabled")
-	// ErrIngestFailed means the KG service took the request and rejected
-	// or failed this item. The item spends an attempt.
+	// ErrIngestFailed means the request was sent and the attempt failed:
+	// the connection broke, no answer came in time, the service answered
+	// with an error status, or its answer broke the contract. The item
+	// spends an attempt.
 	ErrIngestFailed = errors.New("kg ingest failed")
+	// ErrBadAnswer is the ErrIngestFailed of an answer that breaks the
+	// contract: unreadable, wrong types, required fields missing, counts
+	// that disagree with the lists, another document's answer.
+	ErrBadAnswer = errors.New("kg service answer breaks the contract")
+	// ErrDeferred means the service answered 429 or 503: it is busy or
+	// still starting, whatever the document. The item goes back without
+	// spending an attempt, due again after the Retry-After.
+	ErrDeferred = errors.New("kg service asked to try again later")
+	// ErrRejected means the service answered 422: the request broke its
+	// limits, and sending it again cannot help. The item fails for good.
+	ErrRejected = errors.New("kg service rejected the request")
 )
+
+// Fault is what a failed ingest means for the item.
+type Fault int
+
+// The faults, as ClassifyFault gives them.
+const (
+	// FaultNone: no error.
+	FaultNone Fault = iota
+	// FaultNotSent: nothing was sent; hand the item back, no attempt.
+	FaultNotSent
+	// FaultAttempt: the request was sent and failed; spend an attempt
+	// and back off.
+	FaultAttempt
+	// FaultFinal: the service refuses this request for good.
+	FaultFinal
+	// FaultDeferred: the service asked to be left alone for a while (429,
+	// or 503 while its processors start): hand the item back without an
+	// attempt, not due again before the delay, and claim nothing
+	// meanwhile.
+	FaultDeferred
+)
+
+// ServiceError is an error of Ingest or Health.
+type ServiceError struct {
+	// Kind is ErrServiceUnavailable, ErrIngestFailed, ErrDeferred or
+	// ErrRejected.
+	Kind error
+	// RetryAfter is the delay the service asked for with Retry-After on a
+	// 429 or 503, zero when it gave none.
+	RetryAfter time.Duration
+	// Msg says what happened.
+	Msg string
+	// Cause is the underlying error, ErrBadAnswer for contract breaches.
+	Cause error
+}
+
+func (e *ServiceError) Error() string { return e.Kind.Error() + ": " + e.Msg }
+
+// Unwrap gives errors.Is the kind and the cause.
+func (e *ServiceError) Unwrap() []error {
+	if e.Cause != nil {
+		return []error{e.Kind, e.Cause}
+	}
+	return []error{e.Kind}
+}
+
+// ClassifyFault is the one place that turns an ingest error into what the
+// worker does: hand back, spend an attempt, or fail for good, and the least
+// delay before the item is tried again.
+func ClassifyFault(err error) (Fault, time.Duration) {
+	var se *ServiceError
+	switch {
+	case err == nil:
+		return FaultNone, 0
+	case errors.As(err, &se):
+		switch {
+		case errors.Is(se.Kind, ErrServiceUnavailable):
+			return FaultNotSent, se.RetryAfter
+		case errors.Is(se.Kind, ErrRejected):
+			return FaultFinal, 0
+		case errors.Is(se.Kind, ErrDeferred):
+			return FaultDeferred, max(se.RetryAfter, minDefer)
+		default:
+			return FaultAttempt, se.RetryAfter
+		}
+	case errors.Is(err, ErrServiceDisabled):
+		return FaultNotSent, 0
+	default:
+		// Anything else happened after the request was built and may have
+		// been sent: it counts.
+		return FaultAttempt, 0
+	}
+}
 
 // Chunk is one chunk of a document as the KG service receives it.
 // VectorRowID is the content_chunks rowid.
@@ -50,6 +140,18 @@ type IngestRequest struct {
 	Metadata  json.RawMessage `json:"metadata"`
 }
 
+// The KG service's request limits; it answers 422 outside them.
+const (
+	MaxURLChars      = 2048
+	MaxTitleChars    = 500
+	MinMarkdownChars = 50
+	MaxMarkdownChars = 1_000_000
+	MinChunks        = 1
+	MaxChunks        = 1000
+	MinChunkChars    = 10
+	MaxChunkChars    = 10_000
+)
+
 // NewIngestRequest builds the request for a loaded document.
 func NewIngestRequest(c *Content) *IngestRequest {
 	chunks := c.Chunks
@@ -63,46 +165,393 @@ func NewIngestRequest(c *Content) *IngestRequest {
 	return &IngestRequest{ContentID: c.ID, URL: c.URL, Title: c.Title, Markdown: c.Markdown, Chunks: chunks, Metadata: meta}
 }
 
-// Entity is an entity the KG service found in a chunk.
+// chars counts characters the way the service does: Unicode code points.
+func chars(s string) int { return len([]rune(s)) }
+
+// Validate checks the request against the service's limits and names the
+// first field that breaks one.
+func (r *IngestRequest) Validate() error {
+	bad := func(field string, v any, rule string) error {
+		return fmt.Errorf("invalid %s %v: %s", field, v, rule)
+	}
+	switch {
+	case r.ContentID <= 0:
+		return bad("content_id", r.ContentID, "must be greater than 0")
+	case chars(r.URL) > MaxURLChars:
+		return bad("url", fmt.Sprintf("of %d characters", chars(r.URL)), fmt.Sprintf("must be at most %d characters", MaxURLChars))
+	case !strings.HasPrefix(r.URL, "http://") && !strings.HasPrefix(r.URL, "https://"):
+		return bad("url", strconv.Quote(r.URL), "must start with http:// or https://")
+	case chars(r.Title) > MaxTitleChars:
+		return bad("title", fmt.Sprintf("of %d characters", chars(r.Title)), fmt.Sprintf("must be at most %d characters", MaxTitleChars))
+	}
+	if n := chars(r.Markdown); n < MinMarkdownChars || n > MaxMarkdownChars {
+		return bad("markdown", fmt.Sprintf("of %d characters", n), fmt.Sprintf("must have %d to %d characters", MinMarkdownChars, MaxMarkdownChars))
+	}
+	if n := len(r.Chunks); n < MinChunks || n > MaxChunks {
+		return bad("chunks", fmt.Sprintf("list of %d", n), fmt.Sprintf("must have %d to %d chunks", MinChunks, MaxChunks))
+	}
+	for i, ch := range r.Chunks {
+		f := fmt.Sprintf("chunks[%d].", i)
+		switch {
+		case ch.VectorRowID <= 0:
+			return bad(f+"vector_rowid", ch.VectorRowID, "must be greater than 0")
+		case ch.ChunkIndex < 0:
+			return bad(f+"chunk_index", ch.ChunkIndex, "must be 0 or more")
+		case i > 0 && ch.ChunkIndex <= r.Chunks[i-1].ChunkIndex:
+			return bad(f+"chunk_index", ch.ChunkIndex, fmt.Sprintf("must be greater than the previous chunk's %d", r.Chunks[i-1].ChunkIndex))
+		case ch.CharStart < 0:
+			return bad(f+"char_start", ch.CharStart, "must be 0 or more")
+		case ch.CharEnd <= ch.CharStart:
+			return bad(f+"char_end", ch.CharEnd, fmt.Sprintf("must be greater than char_start %d", ch.CharStart))
+		}
+		if n := chars(ch.Text); n < MinChunkChars || n > MaxChunkChars {
+			return bad(f+"text", fmt.Sprintf("of %d characters", n), fmt.Sprintf("must have %d to %d characters", MinChunkChars, MaxChunkChars))
+		}
+	}
+	if len(r.Metadata) > 0 && !json.Valid(r.Metadata) {
+		return bad("metadata", "", "must be a JSON object")
+	}
+	return nil
+}
+
+// ChunkAppearance is where an entity appears in one chunk.
+type ChunkAppearance struct {
+	VectorRowID int64 `json:"vector_rowid"`
+	ChunkIndex  int   `json:"chunk_index"`
+	OffsetStart int   `json:"offset_start"`
+	OffsetEnd   int   `json:"offset_end"`
+}
+
+// Entity is an entity the KG service found in the document.
 type Entity struct {
-	Text                string  `json:"text"`
-	Normalized          string  `json:"normalized"`
-	TypePrimary         string  `json:"type_primary"`
-	TypeSub1            string  `json:"type_sub1"`
-	TypeSub2            string  `json:"type_sub2"`
-	TypeSub3            string  `json:"type_sub3"`
-	Confidence          float64 `json:"confidence"`
-	ChunkRowID          int64   `json:"chunk_rowid"`
-	OffsetStart         int     `json:"offset_start"`
-	OffsetEnd           int     `json:"offset_end"`
-	Neo4jNodeID         string  `json:"neo4j_node_id"`
-	SpansMultipleChunks bool    `json:"spans_multiple_chunks"`
+	Text                string            `json:"text"`
+	Normalized          string            `json:"normalized"`
+	TypePrimary         string            `json:"type_primary"`
+	TypeSub1            *string           `json:"type_sub1"`
+	TypeSub2            *string           `json:"type_sub2"`
+	TypeSub3            *string           `json:"type_sub3"`
+	TypeFull            string            `json:"type_full"`
+	Confidence          float64           `json:"confidence"`
+	Neo4jNodeID         *string           `json:"neo4j_node_id"`
+	ContextBefore       string            `json:"context_before"`
+	ContextAfter        string            `json:"context_after"`
+	Sentence            string            `json:"sentence"`
+	ChunkAppearances    []ChunkAppearance `json:"chunk_appearances"`
+	SpansMultipleChunks bool              `json:"spans_multiple_chunks"`
 }
 
 // Relationship is a relationship between two entities the KG service found.
 type Relationship struct {
-	Subject             string  `json:"subject"`
+	SubjectText         string  `json:"subject_text"`
 	Predicate           string  `json:"predicate"`
-	Object              string  `json:"object"`
+	ObjectText          string  `json:"object_text"`
+	SubjectNeo4jID      *string `json:"subject_neo4j_id"`
+	ObjectNeo4jID       *string `json:"object_neo4j_id"`
 	Confidence          float64 `json:"confidence"`
 	Context             string  `json:"context"`
-	Neo4jRelationshipID string  `json:"neo4j_relationship_id"`
+	Neo4jRelationshipID *string `json:"neo4j_relationship_id"`
 	SpansChunks         bool    `json:"spans_chunks"`
 	ChunkRowIDs         []int64 `json:"chunk_rowids"`
 }
 
-// IngestResult is the KG service's answer to an ingest request.
+// Summary is the service's overview of one document's extraction.
+type Summary struct {
+	EntitiesByType           map[string]int `json:"entities_by_type"`
+	RelationshipsByPredicate map[string]int `json:"relationships_by_predicate"`
+	ChunksWithEntities       int            `json:"chunks_with_entities"`
+	AvgEntitiesPerChunk      float64        `json:"avg_entities_per_chunk"`
+}
+
+// IngestResult is the KG service's successful answer to an ingest request.
 type IngestResult struct {
 	Success                bool           `json:"success"`
 	ContentID              int64          `json:"content_id"`
+	Neo4jDocumentID        string         `json:"neo4j_document_id"`
 	EntitiesExtracted      int            `json:"entities_extracted"`
 	RelationshipsExtracted int            `json:"relationships_extracted"`
 	ProcessingTimeMS       float64        `json:"processing_time_ms"`
 	Entities               []Entity       `json:"entities"`
 	Relationships          []Relationship `json:"relationships"`
-	DocumentID             string         `json:"document_id"`
-	Error                  string         `json:"error,omitempty"`
-	ErrorType              string         `json:"error_type,omitempty"`
+	// Summary is the answer's summary object, kept as the service sent
+	// it after it was checked against Summary.
+	Summary json.RawMessage `json:"summary"`
+}
+
+// missing names the required fields whose pointers are nil.
+func missing(fields ...any) []string {
+	var out []string
+	for i := 0; i+1 < len(fields); i += 2 {
+		if isNil(fields[i+1]) {
+			out = append(out, fields[i].(string))
+		}
+	}
+	return out
+}
+
+func isNil(p any) bool {
+	switch p := p.(type) {
+	case *string:
+		return p == nil
+	case *float64:
+		return p == nil
+	case *int64:
+		return p == nil
+	case *int:
+		return p == nil
+	case *bool:
+		return p == nil
+	case *[]ChunkAppearance:
+		return p == nil
+	case *[]Entity:
+		return p == nil
+	case *[]Relationship:
+		return p == nil
+	case *json.RawMessage:
+		return p == nil
+	}
+	return true
+}
+
+// UnmarshalJSON decodes an entity and insists on the fields the write-back
+// needs.
+func (e *Entity) UnmarshalJSON(data []byte) error {
+	type plain Entity
+	var w struct {
+		plain
+		Text             *string            `json:"text"`
+		Normalized       *string            `json:"normalized"`
+		TypePrimary      *string            `json:"type_primary"`
+		Confidence       *float64           `json:"confidence"`
+		ChunkAppearances *[]ChunkAppearance `json:"chunk_appearances"`
+	}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	if m := missing("text", w.Text, "normalized", w.Normalized, "type_primary", w.TypePrimary,
+		"confidence", w.Confidence, "chunk_appearances", w.ChunkAppearances); len(m) > 0 {
+		return fmt.Errorf("entity lacks %s", strings.Join(m, ", "))
+	}
+	*e = Entity(w.plain)
+	e.Text, e.Normalized, e.TypePrimary, e.Confidence, e.ChunkAppearances = *w.Text, *w.Normalized, *w.TypePrimary, *w.Confidence, *w.ChunkAppearances
+	return nil
+}
+
+// UnmarshalJSON decodes a relationship and insists on the fields the
+// write-back needs.
+func (r *Relationship) UnmarshalJSON(data []byte) error {
+	type plain Relationship
+	var w struct {
+		plain
+		SubjectText *string  `json:"subject_text"`
+		Predicate   *string  `json:"predicate"`
+		ObjectText  *string  `json:"object_text"`
+		Confidence  *float64 `json:"confidence"`
+	}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	if m := missing("subject_text", w.SubjectText, "predicate", w.Predicate, "object_text", w.ObjectText,
+		"confidence", w.Confidence); len(m) > 0 {
+		return fmt.Errorf("relationship lacks %s", strings.Join(m, ", "))
+	}
+	*r = Relationship(w.plain)
+	r.SubjectText, r.Predicate, r.ObjectText, r.Confidence = *w.SubjectText, *w.Predicate, *w.ObjectText, *w.Confidence
+	return nil
+}
+
+// UnmarshalJSON decodes an appearance and insists on all of its fields.
+func (a *ChunkAppearance) UnmarshalJSON(data []byte) error {
+	var w struct {
+		VectorRowID *int64 `json:"vector_rowid"`
+		ChunkIndex  *int   `json:"chunk_index"`
+		OffsetStart *int   `json:"offset_start"`
+		OffsetEnd   *int   `json:"offset_end"`
+	}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	if m := missing("vector_rowid", w.VectorRowID, "chunk_index", w.ChunkIndex, "offset_start", w.OffsetStart,
+		"offset_end", w.OffsetEnd); len(m) > 0 {
+		return fmt.Errorf("chunk appearance lacks %s", strings.Join(m, ", "))
+	}
+	*a = ChunkAppearance{VectorRowID: *w.VectorRowID, ChunkIndex: *w.ChunkIndex, OffsetStart: *w.OffsetStart, OffsetEnd: *w.OffsetEnd}
+	return nil
+}
+
+// decodeResult reads a success answer from dec as it arrives: the top-level
+// object field by field and the entity and relationship lists one element at
+// a time, so that no copy of the whole answer is ever held. It insists on
+// every field of the success model; the checks against the request are in
+// check.
+func decodeResult(dec *json.Decoder) (*IngestResult, error) {
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, err
+	}
+	var (
+		r    IngestResult
+		seen = map[string]bool{}
+		sum  json.RawMessage
+	)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := tok.(string)
+		var target any
+		switch key {
+		case "success":
+			target = &r.Success
+		case "content_id":
+			target = &r.ContentID
+		case "neo4j_document_id":
+			target = &r.Neo4jDocumentID
+		case "entities_extracted":
+			target = &r.EntitiesExtracted
+		case "relationships_extracted":
+			target = &r.RelationshipsExtracted
+		case "processing_time_ms":
+			target = &r.ProcessingTimeMS
+		case "summary":
+			target = &sum
+		case "entities":
+			r.Entities, err = decodeList[Entity](dec, key)
+		case "relationships":
+			r.Relationships, err = decodeList[Relationship](dec, key)
+		default:
+			var skip json.RawMessage
+			target = &skip
+		}
+		if target != nil {
+			if err := dec.Decode(target); err != nil {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		seen[key] = true
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return nil, err
+	}
+	if !seen["success"] {
+		return nil, errors.New("answer lacks success")
+	}
+	if !r.Success {
+		return nil, errors.New("answer reports success false")
+	}
+	var lacking []string
+	for _, f := range []string{"content_id", "neo4j_document_id", "entities_extracted", "relationships_extracted",
+		"processing_time_ms", "entities", "relationships", "summary"} {
+		if !seen[f] {
+			lacking = append(lacking, f)
+		}
+	}
+	if len(lacking) > 0 {
+		return nil, fmt.Errorf("answer lacks %s", strings.Join(lacking, ", "))
+	}
+	var s Summary
+	if err := json.Unmarshal(sum, &s); err != nil {
+		return nil, fmt.Errorf("summary: %w", err)
+	}
+	if s.EntitiesByType == nil || s.RelationshipsByPredicate == nil {
+		return nil, errors.New("summary lacks entities_by_type or relationships_by_predicate")
+	}
+	r.Summary = sum
+	if r.Entities == nil || r.Relationships == nil {
+		return nil, errors.New("answer has null entities or relationships")
+	}
+	return &r, nil
+}
+
+// decodeList decodes a JSON array one element at a time.
+func decodeList[T any](dec *json.Decoder, key string) ([]T, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if tok == nil {
+		return nil, nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return nil, fmt.Errorf("%s: want an array, got %v", key, tok)
+	}
+	out := []T{}
+	for i := 0; dec.More(); i++ {
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
+		}
+		out = append(out, v)
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return out, nil
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("want %q, got %v", want, tok)
+	}
+	return nil
+}
+
+// check holds a decoded answer against the request it answers.
+func (r *IngestResult) check(req *IngestRequest) error {
+	if r.ContentID != req.ContentID {
+		return fmt.Errorf("answer is for content_id %d", r.ContentID)
+	}
+	if r.Neo4jDocumentID == "" {
+		return errors.New("neo4j_document_id is empty")
+	}
+	if r.EntitiesExtracted != len(r.Entities) {
+		return fmt.Errorf("entities_extracted %d but %d entities", r.EntitiesExtracted, len(r.Entities))
+	}
+	if r.RelationshipsExtracted != len(r.Relationships) {
+		return fmt.Errorf("relationships_extracted %d but %d relationships", r.RelationshipsExtracted, len(r.Relationships))
+	}
+	rowids := make(map[int64]bool, len(req.Chunks))
+	for _, ch := range req.Chunks {
+		rowids[ch.VectorRowID] = true
+	}
+	for i, e := range r.Entities {
+		if !(e.Confidence >= 0 && e.Confidence <= 1) {
+			return fmt.Errorf("entities[%d].confidence %v is not between 0 and 1", i, e.Confidence)
+		}
+		for j, a := range e.ChunkAppearances {
+			switch {
+			case !rowids[a.VectorRowID]:
+				return fmt.Errorf("entities[%d].chunk_appearances[%d].vector_rowid %d is not a chunk of the request", i, j, a.VectorRowID)
+			case a.OffsetStart < 0 || a.OffsetEnd < a.OffsetStart:
+				return fmt.Errorf("entities[%d].chunk_appearances[%d] offsets %d..%d are not a span", i, j, a.OffsetStart, a.OffsetEnd)
+			}
+		}
+	}
+	for i, rel := range r.Relationships {
+		if !(rel.Confidence >= 0 && rel.Confidence <= 1) {
+			return fmt.Errorf("relationships[%d].confidence %v is not between 0 and 1", i, rel.Confidence)
+		}
+		for _, id := range rel.ChunkRowIDs {
+			if !rowids[id] {
+				return fmt.Errorf("relationships[%d].chunk_rowids holds %d, not a chunk of the request", i, id)
+			}
+		}
+	}
+	return nil
+}
+
+// errorAnswer is the service's failure model.
+type errorAnswer struct {
+	Success   bool   `json:"success"`
+	Error     string `json:"error"`
+	ErrorType string `json:"error_type"`
+	Detail    any    `json:"detail"`
 }
 
 // ServiceStatus is what the client last learned about the KG service.
@@ -125,8 +574,15 @@ type ClientOpts struct {
 	Timeout time.Duration
 	// HealthTimeout bounds one health check. The default is 5 seconds.
 	HealthTimeout time.Duration
-	// Transport carries the requests; nil means http.DefaultTransport.
+	// MaxResponseBytes bounds an ingest answer; the default is
+	// DefaultMaxResponseBytes.
+	MaxResponseBytes int64
+	// Transport carries the requests; nil means a transport of this
+	// client's own that keeps enough idle connections for MaxConns.
 	Transport http.RoundTripper
+	// MaxConns is how many requests the caller runs at once, so that the
+	// default transport keeps a connection for each. Default 8.
+	MaxConns int
 }
 
 // Client talks to the KG service and keeps track of its health.
@@ -135,14 +591,29 @@ type Client struct {
 	base          *url.URL
 	timeout       time.Duration
 	healthTimeout time.Duration
+	maxBytes      int64
 	http          *http.Client
 
 	mu     sync.Mutex
 	status ServiceStatus
 }
 
-// maxResponseBytes bounds how much of a response the client reads.
-const maxResponseBytes = 256 << 20
+// DefaultMaxResponseBytes bounds an ingest answer. The largest real answer,
+// for 1000 chunks of 10,000 characters, carries a few dozen entities per
+// chunk, each with its context and sentence (a few hundred bytes): some
+// tens of MiB. 96 MiB leaves room for that, and the answer is decoded as it
+// arrives, without a copy of it in memory.
+const DefaultMaxResponseBytes = 96 << 20
+
+// maxHealthBytes bounds a health answer.
+const maxHealthBytes = 1 << 20
+
+// minDefer is the least delay after a 429 or 503, when the service gave no
+// Retry-After.
+const minDefer = time.Second
+
+// maxRetryAfter caps the delay a Retry-After may ask for.
+const maxRetryAfter = time.Hour
 
 // NewClient returns a client for the service described by opts.
 func NewClient(opts ClientOpts) (*Client, error) {
@@ -152,17 +623,33 @@ func NewClient(opts ClientOpts) (*Client, error) {
 	if opts.HealthTimeout < 0 {
 		return nil, fmt.Errorf("invalid health timeout %s: must be positive", opts.HealthTimeout)
 	}
+	if opts.MaxResponseBytes < 0 {
+		return nil, fmt.Errorf("invalid response size limit %d: must be positive", opts.MaxResponseBytes)
+	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 30 * time.Minute
 	}
 	if opts.HealthTimeout == 0 {
 		opts.HealthTimeout = 5 * time.Second
 	}
+	if opts.MaxResponseBytes == 0 {
+		opts.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 8
+	}
+	transport := opts.Transport
+	if transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = opts.MaxConns + 1
+		transport = t
+	}
 	c := &Client{
 		enabled:       opts.Enabled,
 		timeout:       opts.Timeout,
 		healthTimeout: opts.HealthTimeout,
-		http:          &http.Client{Transport: opts.Transport},
+		maxBytes:      opts.MaxResponseBytes,
+		http:          &http.Client{Transport: transport},
 		status:        ServiceStatus{Enabled: opts.Enabled, URL: config.RedactURL(opts.URL)},
 	}
 	if opts.Enabled || opts.URL != "" {
@@ -226,48 +713,71 @@ func (c *Client) health(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.healthTimeout)
 	defer cancel()
 	target := c.endpoint("/health")
+	unavailable := func(format string, args ...any) error {
+		return &ServiceError{Kind: ErrServiceUnavailable, Msg: "health at " + target + ": " + fmt.Sprintf(format, args...)}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
-		return fmt.Errorf("check health at %s: %w", target, err)
+		return unavailable("%v", err)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: check health at %s: %v", ErrServiceUnavailable, target, err)
+		return unavailable("%v", err)
 	}
 	defer resp.Body.Close()
 	var body struct {
 		Status string `json:"status"`
 	}
-	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(&body)
+	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, maxHealthBytes)).Decode(&body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%w: health at %s answered %s", ErrServiceUnavailable, target, resp.Status)
+		return unavailable("answered %s", resp.Status)
 	}
 	if decodeErr != nil {
-		return fmt.Errorf("%w: health at %s: unreadable answer: %v", ErrServiceUnavailable, target, decodeErr)
+		return unavailable("unreadable answer: %v", decodeErr)
 	}
 	if body.Status != "healthy" && body.Status != "degraded" {
-		return fmt.Errorf("%w: health at %s reports status %q", ErrServiceUnavailable, target, body.Status)
+		return unavailable("reports status %q", body.Status)
 	}
 	return nil
 }
 
-// Ingest sends one document to the service and returns its result. Errors
-// wrap ErrServiceUnavailable when the service could not take the request
-// (connection failure, 502, 503, 504) and ErrIngestFailed when it failed this
-// item (success false, any other error status, no answer within the
-// timeout). When ctx itself ends, the error wraps ctx's error instead.
+// Ingest sends one document to the service and returns its checked result.
+// Every error is a *ServiceError (see ClassifyFault), or wraps ctx's error
+// when ctx itself ended, or is ErrServiceDisabled.
 func (c *Client) Ingest(ctx context.Context, in *IngestRequest) (*IngestResult, error) {
 	if !c.enabled {
 		return nil, ErrServiceDisabled
 	}
 	res, err := c.ingest(ctx, in)
-	switch {
+	switch f, _ := ClassifyFault(err); {
 	case err == nil:
 		c.record(false, true)
-	case errors.Is(err, ErrServiceUnavailable):
+	case ctx.Err() != nil:
+	case f == FaultNotSent || f == FaultDeferred:
 		c.record(false, false)
 	}
 	return res, err
+}
+
+// sizeLimit reads at most n bytes and then fails, unlike io.LimitReader,
+// which would make an oversized answer look merely truncated.
+type sizeLimit struct {
+	r io.Reader
+	n int64
+}
+
+var errTooLarge = errors.New("answer is larger than the limit")
+
+func (l *sizeLimit) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, error) {
@@ -277,62 +787,99 @@ func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	// wrote tells a failure before anything was sent (connection refused,
+	// no route) from one after: only the latter spends an attempt.
+	var wrote atomic.Bool
+	reqCtx = httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{
+		WroteHeaders: func() { wrote.Store(true) },
+	})
 	target := c.endpoint("/api/v1/ingest")
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("ingest content_id %d: %w", in.ContentID, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	fail := func(kind error, cause error, format string, args ...any) error {
+		return &ServiceError{Kind: kind, Cause: cause, Msg: fmt.Sprintf("content_id %d at %s: ", in.ContentID, target) + fmt.Sprintf(format, args...)}
+	}
 	resp, err := c.http.Do(req)
-	if err == nil {
-		defer resp.Body.Close()
-		var raw []byte
-		raw, err = io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-		if err == nil {
-			return c.interpret(in.ContentID, target, resp, raw)
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("ingest content_id %d: %w", in.ContentID, ctx.Err())
+		case !wrote.Load():
+			return nil, fail(ErrServiceUnavailable, nil, "not sent: %v", err)
+		case errors.Is(reqCtx.Err(), context.DeadlineExceeded):
+			return nil, fail(ErrIngestFailed, nil, "no answer within %s", c.timeout)
+		default:
+			return nil, fail(ErrIngestFailed, nil, "sent, then %v", err)
 		}
 	}
-	switch {
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("ingest content_id %d: %w", in.ContentID, ctx.Err())
-	case errors.Is(reqCtx.Err(), context.DeadlineExceeded):
-		return nil, fmt.Errorf("%w: content_id %d: no answer from %s within %s", ErrIngestFailed, in.ContentID, target, c.timeout)
-	default:
-		return nil, fmt.Errorf("%w: ingest content_id %d at %s: %v", ErrServiceUnavailable, in.ContentID, target, err)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e errorAnswer
+		json.NewDecoder(io.LimitReader(resp.Body, maxHealthBytes)).Decode(&e) //nolint:errcheck // the status says enough
+		detail := describe(e)
+		switch resp.StatusCode {
+		case http.StatusUnprocessableEntity:
+			return nil, fail(ErrRejected, nil, "answered %s%s", resp.Status, detail)
+		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+			err := fail(ErrDeferred, nil, "answered %s%s", resp.Status, detail)
+			err.(*ServiceError).RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+			return nil, err
+		default:
+			return nil, fail(ErrIngestFailed, nil, "answered %s%s", resp.Status, detail)
+		}
 	}
+	if resp.ContentLength > c.maxBytes {
+		return nil, fail(ErrIngestFailed, ErrBadAnswer, "answer of %d bytes is larger than the limit of %d", resp.ContentLength, c.maxBytes)
+	}
+	res, err := decodeResult(json.NewDecoder(&sizeLimit{r: resp.Body, n: c.maxBytes}))
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("ingest content_id %d: %w", in.ContentID, ctx.Err())
+		case errors.Is(err, errTooLarge):
+			return nil, fail(ErrIngestFailed, ErrBadAnswer, "answer is larger than the limit of %d bytes", c.maxBytes)
+		case errors.Is(reqCtx.Err(), context.DeadlineExceeded):
+			return nil, fail(ErrIngestFailed, nil, "no whole answer within %s", c.timeout)
+		}
+		return nil, fail(ErrIngestFailed, ErrBadAnswer, "%v", err)
+	}
+	if err := res.check(in); err != nil {
+		return nil, fail(ErrIngestFailed, ErrBadAnswer, "%v", err)
+	}
+	return res, nil
 }
 
-func (c *Client) interpret(contentID int64, target string, resp *http.Response, raw []byte) (*IngestResult, error) {
-	var res IngestResult
-	decodeErr := json.Unmarshal(raw, &res)
-	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return nil, fmt.Errorf("%w: ingest content_id %d at %s answered %s%s",
-			ErrServiceUnavailable, contentID, target, resp.Status, describe(decodeErr, &res))
-	case http.StatusOK:
-	default:
-		return nil, fmt.Errorf("%w: content_id %d: %s answered %s%s",
-			ErrIngestFailed, contentID, target, resp.Status, describe(decodeErr, &res))
+// retryAfter reads a Retry-After header: seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
 	}
-	if decodeErr != nil {
-		return nil, fmt.Errorf("%w: content_id %d: unreadable answer from %s: %v", ErrIngestFailed, contentID, target, decodeErr)
+	var d time.Duration
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if s <= 0 {
+			return 0
+		}
+		d = time.Duration(min(s, int64(maxRetryAfter/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
 	}
-	if !res.Success {
-		return nil, fmt.Errorf("%w: content_id %d: service reports failure%s", ErrIngestFailed, contentID, describe(nil, &res))
-	}
-	if res.ContentID != 0 && res.ContentID != contentID {
-		return nil, fmt.Errorf("%w: content_id %d: service answered for content_id %d", ErrIngestFailed, contentID, res.ContentID)
-	}
-	return &res, nil
+	return max(0, min(d, maxRetryAfter))
 }
 
 // describe renders the service's own error fields for an error message.
-func describe(decodeErr error, res *IngestResult) string {
-	if decodeErr != nil || res.Error == "" {
-		return ""
+func describe(e errorAnswer) string {
+	switch {
+	case e.Error != "" && e.ErrorType != "":
+		return fmt.Sprintf(": %s: %s", e.ErrorType, e.Error)
+	case e.Error != "":
+		return ": " + e.Error
+	case e.Detail != nil:
+		b, _ := json.Marshal(e.Detail)
+		return ": " + string(b)
 	}
-	if res.ErrorType != "" {
-		return fmt.Sprintf(": %s: %s", res.ErrorType, res.Error)
-	}
-	return ": " + res.Error
+	return ""
 }

@@ -1,14 +1,21 @@
-// Package kgworker owns the knowledge-graph processing queue, the client of
-// the KG service and the worker loop that moves queued content through it.
+// Package kgworker is the KG pool's worker: the client of the KG service
+// (its request and response models, as the contract gives them), the
+// worker loop that moves queued documents through it, and the result store
+// that opens the KG database and writes each answer back.
 //
-// The queue lives in a SQLite file shared by every worker process. Items are
-// claimed under a lease inside one write transaction, so two workers never
-// hold the same item; a worker that dies loses its leases when they expire
-// and any other worker puts those items back in the queue. Results are
-// written back in the same transaction that marks an item completed, and
-// only by the worker that still holds its lease.
+// The leased queue itself is package queue; this package opens the SQLite
+// file, hands the *sql.DB to it, and writes the entity and relationship
+// rows inside the transaction that completes the item (queue.CompleteTx),
+// so that a result and its completion are one commit, written only by the
+// worker that still holds the lease.
 //
-// A worker spends an attempt only when the service rejects an item. While the
-// service is unreachable it claims nothing, and items it already holds go back
-// to the queue unchanged.
+// Faults are classified once, by ClassifyFault: nothing sent (service
+// unreachable) hands the item back without an attempt; 429 and 503 hand it
+// back without an attempt, not due before their Retry-After; anything after
+// a request was sent (connection reset, timeout, another 5xx, an answer that
+// breaks the contract) spends an attempt and backs off, and the item fails
+// after max_retries; 422 fails it at once. Every queue write after a request
+// runs with its own fresh deadline and is retried while the lease is
+// renewed, so a successful ingest is never thrown away because the database
+// was busy; after MaxDBErrors database errors in a row the worker gives up.
 package kgworker

@@ -71,11 +71,22 @@ func mustExec(t *testing.T, db *sql.DB, query string, args ...any) {
 
 func queryInt(t *testing.T, db *sql.DB, query string, args ...any) int {
 	t.Helper()
-	var n int
-	if err := db.QueryRow(query, args...).Scan(&n); err != nil {
+	// BOOLEAN columns of the original schema come back as bool.
+	var v any
+	if err := db.QueryRow(query, args...).Scan(&v); err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
-	return n
+	switch v := v.(type) {
+	case int64:
+		return int(v)
+	case bool:
+		if v {
+			return 1
+		}
+		return 0
+	}
+	t.Fatalf("%s: %v (%T) is not a number", query, v, v)
+	return 0
 }
 
 // addContent inserts crawled_content row id with the given number of
@@ -84,7 +95,7 @@ func addContent(t *testing.T, db *sql.DB, id int64, chunks int) {
 	t.Helper()
 	mustExec(t, db, `INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (?, ?, ?, ?, ?)`,
 		id, fmt.Sprintf("https://example.org/%d", id), fmt.Sprintf("Page %d", id),
-		fmt.Sprintf("# Page %d\n\nbody", id), `{"lang":"en"}`)
+		fmt.Sprintf("# Page %d\n\nThe body of page %d, long enough for the KG service limits.", id, id), `{"lang":"en"}`)
 	for k := 0; k < chunks; k++ {
 		text := fmt.Sprintf("chunk %d of page %d", k, id)
 		mustExec(t, db, `INSERT INTO content_chunks(rowid, content_id, chunk_index, chunk_text, char_start, char_end, word_count)

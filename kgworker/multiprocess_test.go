@@ -29,6 +29,9 @@ const (
 // TestManyProcessesClaimEachItemOnce, it claims and completes items until
 // the queue is empty, printing "claimed ID" for each.
 func TestHelperProcess(t *testing.T) {
+	if os.Getenv(helperEnv) == "open" {
+		openOnGo()
+	}
 	if os.Getenv(helperEnv) != "claim" {
 		return
 	}
@@ -58,8 +61,8 @@ func TestHelperProcess(t *testing.T) {
 		}
 		for _, it := range items {
 			res := &kgworker.IngestResult{
-				Success: true, EntitiesExtracted: 1, DocumentID: owner,
-				Entities: []kgworker.Entity{{Text: owner, ChunkRowID: it.ContentID}},
+				Success: true, EntitiesExtracted: 1, Neo4jDocumentID: owner,
+				Entities: []kgworker.Entity{{Text: owner, ChunkAppearances: []kgworker.ChunkAppearance{{VectorRowID: it.ContentID}}}},
 			}
 			if err := q.Complete(ctx, owner, it.ID, res); err != nil {
 				fmt.Fprintf(os.Stderr, "complete %d: %v\n", it.ID, err)
@@ -189,5 +192,70 @@ func TestManyProcessesClaimEachItemOnce(t *testing.T) {
 	}
 	if n := queryInt(t, db, "SELECT count(DISTINCT content_id) FROM chunk_entities"); n != items {
 		t.Errorf("entity rows cover %d contents, want %d", n, items)
+	}
+}
+
+// openOnGo is the helper of TestManyProcessesOpenANewDatabase: it waits
+// for the go file, opens the database and exits 0, or 3 with the error.
+func openOnGo() {
+	fmt.Println("ready")
+	for {
+		if _, err := os.Stat(os.Getenv(helperGoEnv)); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	q, err := kgworker.Open(context.Background(), os.Getenv(helperDBEnv))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "open: %v\n", err)
+		os.Exit(3)
+	}
+	q.Close()
+	os.Exit(0)
+}
+
+// TestManyProcessesOpenANewDatabase starts 80 processes that open one new
+// database at the same moment, as 80 workers and commands started together
+// would: every open succeeds.
+func TestManyProcessesOpenANewDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 80 processes")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kg.db")
+	goFile := filepath.Join(dir, "go")
+	type child struct {
+		cmd    *exec.Cmd
+		stderr strings.Builder
+	}
+	children := make([]*child, 80)
+	for i := range children {
+		c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")}
+		c.cmd.Env = append(os.Environ(), helperEnv+"=open", helperDBEnv+"="+path, helperGoEnv+"="+goFile)
+		c.cmd.Stderr = &c.stderr
+		out, err := c.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+			t.Fatalf("child %d: %q %v", i, line, err)
+		}
+		children[i] = c
+	}
+	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for i, c := range children {
+		if err := c.cmd.Wait(); err != nil {
+			failed++
+			t.Errorf("child %d: %v: %s", i, err, c.stderr.String())
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of 80 simultaneous first opens failed", failed)
 	}
 }

@@ -147,6 +147,8 @@ func TestClaimBatchRejects(t *testing.T) {
 	}
 }
 
+func sp(s string) *string { return &s }
+
 func sampleResult() *kgworker.IngestResult {
 	return &kgworker.IngestResult{
 		Success:                true,
@@ -154,17 +156,19 @@ func sampleResult() *kgworker.IngestResult {
 		EntitiesExtracted:      2,
 		RelationshipsExtracted: 1,
 		ProcessingTimeMS:       1234,
-		DocumentID:             "doc-7",
+		Neo4jDocumentID:        "doc-7",
 		Entities: []kgworker.Entity{
-			{Text: "Go", Normalized: "go", TypePrimary: "Technology", TypeSub1: "Language", Confidence: 0.9,
-				ChunkRowID: 700, OffsetStart: 0, OffsetEnd: 2, Neo4jNodeID: "n1"},
-			{Text: "SQLite", Normalized: "sqlite", TypePrimary: "Technology", TypeSub1: "Database", TypeSub2: "Embedded",
-				Confidence: 0.8, ChunkRowID: 701, OffsetStart: 5, OffsetEnd: 11, Neo4jNodeID: "n2", SpansMultipleChunks: true},
+			{Text: "Go", Normalized: "go", TypePrimary: "Technology", TypeSub1: sp("Language"), Confidence: 0.9,
+				Neo4jNodeID: sp("n1"), ChunkAppearances: []kgworker.ChunkAppearance{{VectorRowID: 700, ChunkIndex: 0, OffsetStart: 0, OffsetEnd: 2}}},
+			{Text: "SQLite", Normalized: "sqlite", TypePrimary: "Technology", TypeSub1: sp("Database"), TypeSub2: sp("Embedded"),
+				Confidence: 0.8, Neo4jNodeID: sp("n2"), SpansMultipleChunks: true, ChunkAppearances: []kgworker.ChunkAppearance{
+					{VectorRowID: 700, ChunkIndex: 0, OffsetStart: 8, OffsetEnd: 14}, {VectorRowID: 701, ChunkIndex: 1, OffsetStart: 5, OffsetEnd: 11}}},
 		},
 		Relationships: []kgworker.Relationship{
-			{Subject: "Go", Predicate: "uses", Object: "SQLite", Confidence: 0.7, Context: "Go uses SQLite",
-				Neo4jRelationshipID: "r1", SpansChunks: true, ChunkRowIDs: []int64{700, 701}},
+			{SubjectText: "Go", Predicate: "uses", ObjectText: "SQLite", Confidence: 0.7, Context: "Go uses SQLite",
+				Neo4jRelationshipID: sp("r1"), SpansChunks: true, ChunkRowIDs: []int64{700, 701}},
 		},
+		Summary: json.RawMessage(`{"entities_by_type":{"Technology":2},"relationships_by_predicate":{"uses":1},"chunks_with_entities":2,"avg_entities_per_chunk":1.5}`),
 	}
 }
 
@@ -192,18 +196,20 @@ func TestCompleteWritesResultsWithItem(t *testing.T) {
 	if err := json.Unmarshal([]byte(it.ResultSummary), &summary); err != nil {
 		t.Fatalf("result_summary %q is not JSON: %v", it.ResultSummary, err)
 	}
-	if summary["entities_extracted"] != 2.0 || summary["relationships_extracted"] != 1.0 || summary["document_id"] != "doc-7" {
-		t.Errorf("result_summary = %v, want 2 entities, 1 relationship, doc-7", summary)
+	if summary["entities_extracted"] != 2.0 || summary["relationships_extracted"] != 1.0 || summary["neo4j_document_id"] != "doc-7" ||
+		summary["processing_time_ms"] != 1234.0 || summary["summary"].(map[string]any)["chunks_with_entities"] != 2.0 {
+		t.Errorf("result_summary = %v, want 2 entities, 1 relationship, doc-7 and the summary", summary)
 	}
 
-	var processed, entities, rels int
+	var processed bool
+	var entities, rels int
 	var docID, processedAt string
 	if err := db.QueryRow(`SELECT kg_processed, kg_entity_count, kg_relationship_count, kg_document_id, kg_processed_at
 FROM crawled_content WHERE id = 7`).Scan(&processed, &entities, &rels, &docID, &processedAt); err != nil {
 		t.Fatal(err)
 	}
-	if processed != 1 || entities != 2 || rels != 1 || docID != "doc-7" || !strings.HasPrefix(processedAt, "2025-10-21") {
-		t.Errorf("crawled_content kg columns = %d %d %d %q %q, want 1 2 1 doc-7 and a timestamp", processed, entities, rels, docID, processedAt)
+	if !processed || entities != 2 || rels != 1 || docID != "doc-7" || !strings.HasPrefix(processedAt, "2025-10-21") {
+		t.Errorf("crawled_content kg columns = %v %d %d %q %q, want true 2 1 doc-7 and a timestamp", processed, entities, rels, docID, processedAt)
 	}
 	if n := queryInt(t, db, "SELECT count(*) FROM content_chunks WHERE content_id = 7 AND kg_processed = 1"); n != 2 {
 		t.Errorf("%d chunks marked kg_processed, want 2", n)
@@ -213,26 +219,34 @@ FROM crawled_content WHERE id = 7`).Scan(&processed, &entities, &rels, &docID, &
 		text, norm, primary, sub1, node string
 		sub2, sub3                      sql.NullString
 		conf                            float64
-		rowid, start, end, spans        int
+		rowid, start, end               int
+		spans                           bool
 	)
 	if err := db.QueryRow(`SELECT entity_text, entity_normalized, entity_type_primary, entity_type_sub1, entity_type_sub2,
 	entity_type_sub3, confidence, chunk_rowid, offset_start, offset_end, neo4j_node_id, spans_multiple_chunks
-FROM chunk_entities WHERE content_id = 7 AND entity_text = 'SQLite'`).Scan(
+FROM chunk_entities WHERE content_id = 7 AND entity_text = 'SQLite' AND chunk_rowid = 701`).Scan(
 		&text, &norm, &primary, &sub1, &sub2, &sub3, &conf, &rowid, &start, &end, &node, &spans); err != nil {
 		t.Fatal(err)
 	}
 	if norm != "sqlite" || primary != "Technology" || sub1 != "Database" || sub2.String != "Embedded" || sub3.Valid ||
-		conf != 0.8 || rowid != 701 || start != 5 || end != 11 || node != "n2" || spans != 1 {
-		t.Errorf("entity row = %q %q %q %v %v %v %d %d %d %q %d", norm, primary, sub1, sub2, sub3, conf, rowid, start, end, node, spans)
+		conf != 0.8 || rowid != 701 || start != 5 || end != 11 || node != "n2" || !spans {
+		t.Errorf("entity row = %q %q %q %v %v %v %d %d %d %q %v", norm, primary, sub1, sub2, sub3, conf, rowid, start, end, node, spans)
+	}
+	// One row per entity per chunk appearance.
+	if got := queryInt(t, db, "SELECT count(*) FROM chunk_entities WHERE content_id = 7"); got != 3 {
+		t.Errorf("%d entity rows, want 3 (Go in 700, SQLite in 700 and 701)", got)
+	}
+	if got := queryInt(t, db, "SELECT count(*) FROM chunk_entities WHERE content_id = 7 AND entity_text = 'SQLite' AND chunk_rowid = 700 AND offset_start = 8 AND offset_end = 14"); got != 1 {
+		t.Errorf("SQLite's appearance in chunk 700 has %d rows with its offsets, want 1", got)
 	}
 	var subj, pred, obj, rowids string
-	var relSpans int
+	var relSpans bool
 	if err := db.QueryRow(`SELECT subject_entity, predicate, object_entity, chunk_rowids, spans_chunks
 FROM chunk_relationships WHERE content_id = 7`).Scan(&subj, &pred, &obj, &rowids, &relSpans); err != nil {
 		t.Fatal(err)
 	}
-	if subj != "Go" || pred != "uses" || obj != "SQLite" || rowids != "[700,701]" || relSpans != 1 {
-		t.Errorf("relationship row = %q %q %q %q %d, want Go uses SQLite [700,701] 1", subj, pred, obj, rowids, relSpans)
+	if subj != "Go" || pred != "uses" || obj != "SQLite" || rowids != "[700,701]" || !relSpans {
+		t.Errorf("relationship row = %q %q %q %q %v, want Go uses SQLite [700,701] true", subj, pred, obj, rowids, relSpans)
 	}
 }
 
@@ -258,8 +272,9 @@ func TestCompleteReplacesEarlierResults(t *testing.T) {
 	second := enqueue(t, q, 7, 1)
 	claim(t, q, "w2", 1, time.Minute)
 	again := &kgworker.IngestResult{
-		Success: true, EntitiesExtracted: 1, RelationshipsExtracted: 0, DocumentID: "doc-7b",
-		Entities: []kgworker.Entity{{Text: "Rust", Normalized: "rust", TypePrimary: "Technology", ChunkRowID: 700}},
+		Success: true, EntitiesExtracted: 1, RelationshipsExtracted: 0, Neo4jDocumentID: "doc-7b",
+		Entities: []kgworker.Entity{{Text: "Rust", Normalized: "rust", TypePrimary: "Technology",
+			ChunkAppearances: []kgworker.ChunkAppearance{{VectorRowID: 700}}}},
 	}
 	if err := q.Complete(ctx, "w2", second, again); err != nil {
 		t.Fatal(err)
@@ -274,7 +289,7 @@ func TestCompleteReplacesEarlierResults(t *testing.T) {
 		{"the new entity", "SELECT count(*) FROM chunk_entities WHERE content_id = 7 AND entity_text = 'Rust'", 1},
 		{"relationships of reprocessed content", "SELECT count(*) FROM chunk_relationships WHERE content_id = 7", 0},
 		{"entity count column", "SELECT kg_entity_count FROM crawled_content WHERE id = 7", 1},
-		{"entities of other content kept", "SELECT count(*) FROM chunk_entities WHERE content_id = 8", 2},
+		{"entities of other content kept", "SELECT count(*) FROM chunk_entities WHERE content_id = 8", 3},
 		{"relationships of other content kept", "SELECT count(*) FROM chunk_relationships WHERE content_id = 8", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -633,12 +648,19 @@ func TestListAndStats(t *testing.T) {
 func TestContent(t *testing.T) {
 	q, path := openQueue(t)
 	db := rawDB(t, path)
+	md := strings.Repeat("# Markdown ", 5)
 	mustExec(t, db, `INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES
-	(1, 'https://a', 'A', '# A', '{"k":1}'),
-	(2, 'https://b', 'B', '# B', NULL),
-	(3, 'https://c', 'C', '# C', 'not json')`)
+	(1, 'https://a', 'A', ?1, '{"k":1}'),
+	(2, 'https://b', 'B', ?1, NULL),
+	(3, 'https://c', 'C', ?1, 'not json'),
+	(5, 'https://e', 'E', '# too short', NULL),
+	(6, 'https://f', 'F', ?1, NULL),
+	(7, 'ftp://g', 'G', ?1, NULL),
+	(8, 'https://h', 'H', ?1, '[1, 2]')`, md)
 	mustExec(t, db, `INSERT INTO content_chunks(rowid, content_id, chunk_index, chunk_text, char_start, char_end) VALUES
-	(11, 1, 1, 'second', 10, 16), (10, 1, 0, 'first', 0, 5)`)
+	(11, 1, 1, 'the second chunk', 10, 16), (10, 1, 0, 'the first chunk', 0, 5), (20, 2, 0, 'the only chunk', 0, 14),
+	(30, 3, 0, 'the only chunk', 0, 14), (50, 5, 0, 'the only chunk', 0, 14), (70, 7, 0, 'the only chunk', 0, 14),
+	(80, 8, 0, 'the only chunk', 0, 14)`)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name     string
@@ -648,8 +670,12 @@ func TestContent(t *testing.T) {
 		wantRows []int64
 	}{
 		{name: "chunks in order", id: 1, wantMeta: `{"k":1}`, wantRows: []int64{10, 11}},
-		{name: "no metadata", id: 2, wantMeta: `{}`, wantRows: []int64{}},
+		{name: "no metadata", id: 2, wantMeta: `{}`, wantRows: []int64{20}},
 		{name: "metadata not JSON", id: 3, wantErr: kgworker.ErrInvalidContent},
+		{name: "markdown below the service's minimum", id: 5, wantErr: kgworker.ErrInvalidContent},
+		{name: "no chunks", id: 6, wantErr: kgworker.ErrInvalidContent},
+		{name: "url not http", id: 7, wantErr: kgworker.ErrInvalidContent},
+		{name: "metadata not an object", id: 8, wantErr: kgworker.ErrInvalidContent},
 		{name: "no such content", id: 4, wantErr: kgworker.ErrContentNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // Report is what one worker process last said about itself: its counters
@@ -30,11 +32,14 @@ func (q *Queue) PublishReport(ctx context.Context, r Report) error {
 	if err != nil {
 		return fmt.Errorf("publish report of worker %d: %w", r.WorkerID, err)
 	}
+	if q.readOnly {
+		return fmt.Errorf("publish report of worker %d: %w", r.WorkerID, ErrReadOnly)
+	}
 	_, err = q.db.ExecContext(ctx, `INSERT INTO kg_workers(worker_id, owner, pid, started_at, updated_at, stats, service)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(worker_id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, started_at = excluded.started_at,
 	updated_at = excluded.updated_at, stats = excluded.stats, service = excluded.service`,
-		r.WorkerID, r.Owner, r.PID, q.stamp(r.StartedAt), q.stamp(r.UpdatedAt), string(stats), string(service))
+		r.WorkerID, r.Owner, r.PID, queue.Stamp(r.StartedAt), queue.Stamp(r.UpdatedAt), string(stats), string(service))
 	if err != nil {
 		return fmt.Errorf("publish report of worker %d: %w", r.WorkerID, err)
 	}
@@ -51,12 +56,12 @@ func (q *Queue) Reports(ctx context.Context) ([]Report, error) {
 	var out []Report
 	for rows.Next() {
 		var r Report
-		var started, updated nullTime
+		var started, updated queue.NullTime
 		var stats, service string
 		if err := rows.Scan(&r.WorkerID, &r.Owner, &r.PID, &started, &updated, &stats, &service); err != nil {
 			return nil, fmt.Errorf("read worker reports: %w", err)
 		}
-		r.StartedAt, r.UpdatedAt = started.t, updated.t
+		r.StartedAt, r.UpdatedAt = started.Time, updated.Time
 		if err := json.Unmarshal([]byte(stats), &r.Stats); err != nil {
 			return nil, fmt.Errorf("read report of worker %d: %w", r.WorkerID, err)
 		}

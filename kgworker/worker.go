@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // Stats counts what one worker has done since it started. Processed is the
@@ -27,8 +29,11 @@ type Opts struct {
 	// Owner names this worker in leases; it must be unique among the
 	// processes sharing the queue. Required.
 	Owner string
-	// BatchSize is how many items one claim takes. Default 5.
+	// BatchSize is how many items one claim takes at least. Default 5.
 	BatchSize int
+	// Concurrency is how many documents the worker has at the service at
+	// once. Default 1.
+	Concurrency int
 	// PollInterval is the longest an idle worker waits before looking at
 	// the queue again; new work wakes it sooner. It also caps the delay
 	// between health checks while the service is down. Default 5s.
@@ -36,12 +41,18 @@ type Opts struct {
 	// Lease is how long a claim holds an item without renewal. The worker
 	// renews it while it works. Default 2m.
 	Lease time.Duration
-	// ShutdownGrace is how long, after ctx ends, the item in hand may take
-	// to finish before it is handed back. Default 10s.
+	// ShutdownGrace is how long, after ctx ends, the items in hand may take
+	// to finish before they are handed back. Default 10s.
 	ShutdownGrace time.Duration
 	// ProgressInterval is the longest the loop goes without calling
 	// OnProgress. Default 10s.
 	ProgressInterval time.Duration
+	// MaxDBErrors is how many database errors in a row make the worker
+	// give up: Run then returns an error. Default 10.
+	MaxDBErrors int
+	// DBRetryPause is how long the worker waits before it writes again
+	// after a database error. Default 1s.
+	DBRetryPause time.Duration
 	// OnProgress, if set, is called from the loop itself at least every
 	// ProgressInterval and after every item. A loop that hangs stops
 	// calling it, which makes it the place to feed a watchdog.
@@ -50,19 +61,26 @@ type Opts struct {
 	Logf func(format string, args ...any)
 }
 
-// Worker moves items from the queue through the KG service, one batch at a
-// time, until its context ends.
+// ErrDatabase is the error Run returns when the database failed
+// MaxDBErrors times in a row.
+var ErrDatabase = errors.New("queue database keeps failing")
+
+// Worker moves items from the queue through the KG service, up to
+// Concurrency at a time, until its context ends.
 type Worker struct {
-	queue    *Queue
-	client   *Client
-	owner    string
-	batch    int
-	poll     time.Duration
-	lease    time.Duration
-	grace    time.Duration
-	beat     time.Duration
-	progress func(Stats)
-	logf     func(format string, args ...any)
+	queue       *Queue
+	client      *Client
+	owner       string
+	batch       int
+	concurrency int
+	poll        time.Duration
+	lease       time.Duration
+	grace       time.Duration
+	beat        time.Duration
+	maxDBErrors int
+	dbPause     time.Duration
+	progress    func(Stats)
+	logf        func(format string, args ...any)
 
 	// down is whether the service was last seen unavailable; it only
 	// keeps the log to one line per change. lastCheck is when the loop
@@ -72,7 +90,34 @@ type Worker struct {
 
 	mu    sync.Mutex
 	stats Stats
+	// held are the items this worker holds a lease on, waiting or in
+	// flight; the renewer extends their leases.
+	held map[int64]bool
+	// notSent is set by an item whose request did not reach the service;
+	// the loop then checks the service's health before claiming again.
+	notSent bool
+	// throttledUntil is when the service's last Retry-After ends.
+	throttledUntil time.Time
+	// dbErrors counts database errors in a row; fatal is set once they
+	// reach maxDBErrors.
+	dbErrors int
+	fatal    error
+	dead     chan struct{}
+
+	// commits carries finished ingests to the committer, which writes
+	// those that arrive together in one transaction.
+	commits chan *pendingCommit
 }
+
+// pendingCommit is one result waiting for the committer.
+type pendingCommit struct {
+	it   Item
+	res  *IngestResult
+	done chan error
+}
+
+// maxGroupCommit bounds how many results one transaction writes.
+const maxGroupCommit = 32
 
 const (
 	// healthRecheck is how long a healthy verdict is trusted before the
@@ -81,11 +126,10 @@ const (
 	// firstHealthRetry is the first delay before asking a service that is
 	// down again; the delay doubles up to PollInterval.
 	firstHealthRetry = 250 * time.Millisecond
-	// errorPause is how long the loop rests after a database error.
-	errorPause = time.Second
-	// dbTimeout bounds one queue write made on the worker's behalf; these
-	// writes run even after the worker's context ends, so that nothing is
-	// left half done.
+	// dbTimeout bounds one queue write made on the worker's behalf. Every
+	// write gets a fresh one when it starts, never one made before a
+	// request to the service, and it runs even after the worker's context
+	// ends, so that nothing is left half done.
 	dbTimeout = 30 * time.Second
 )
 
@@ -100,20 +144,28 @@ func New(opts Opts) (*Worker, error) {
 		return nil, errors.New("invalid lease owner \"\": must not be empty")
 	}
 	w := &Worker{
-		queue:    opts.Queue,
-		client:   opts.Client,
-		owner:    opts.Owner,
-		batch:    orDefault(opts.BatchSize, 5),
-		poll:     orDefault(opts.PollInterval, 5*time.Second),
-		lease:    orDefault(opts.Lease, 2*time.Minute),
-		grace:    orDefault(opts.ShutdownGrace, 10*time.Second),
-		beat:     orDefault(opts.ProgressInterval, 10*time.Second),
-		progress: opts.OnProgress,
-		logf:     opts.Logf,
+		queue:       opts.Queue,
+		client:      opts.Client,
+		owner:       opts.Owner,
+		batch:       orDefault(opts.BatchSize, 5),
+		concurrency: orDefault(opts.Concurrency, 1),
+		poll:        orDefault(opts.PollInterval, 5*time.Second),
+		lease:       orDefault(opts.Lease, 2*time.Minute),
+		grace:       orDefault(opts.ShutdownGrace, 10*time.Second),
+		beat:        orDefault(opts.ProgressInterval, 10*time.Second),
+		maxDBErrors: orDefault(opts.MaxDBErrors, 10),
+		dbPause:     orDefault(opts.DBRetryPause, time.Second),
+		progress:    opts.OnProgress,
+		logf:        opts.Logf,
+		held:        map[int64]bool{},
+		dead:        make(chan struct{}),
+		commits:     make(chan *pendingCommit),
 	}
 	switch {
 	case w.batch < 0:
 		return nil, fmt.Errorf("invalid batch_size %d: must be positive", w.batch)
+	case w.concurrency < 0:
+		return nil, fmt.Errorf("invalid concurrency %d: must be positive", w.concurrency)
 	case w.poll < 0:
 		return nil, fmt.Errorf("invalid poll_interval %s: must be positive", w.poll)
 	case w.lease < 0:
@@ -122,6 +174,10 @@ func New(opts Opts) (*Worker, error) {
 		return nil, fmt.Errorf("invalid shutdown grace %s: must be zero or more", w.grace)
 	case w.beat < 0:
 		return nil, fmt.Errorf("invalid progress interval %s: must be positive", w.beat)
+	case w.maxDBErrors < 0:
+		return nil, fmt.Errorf("invalid database error limit %d: must be positive", w.maxDBErrors)
+	case w.dbPause < 0:
+		return nil, fmt.Errorf("invalid database retry pause %s: must be positive", w.dbPause)
 	}
 	if w.logf == nil {
 		w.logf = func(string, ...any) {}
@@ -164,66 +220,252 @@ func (w *Worker) tick() {
 	}
 }
 
-// dbContext returns a context for a queue write that must complete even
-// when ctx has ended.
+// dbContext returns a fresh context for one queue write that must complete
+// even when ctx has ended.
 func dbContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 }
 
-// Run works the queue until ctx ends. Each round reclaims expired leases,
-// makes sure the service is up, claims a batch and processes it; it goes
-// straight on to the next round while batches come back full and otherwise
-// waits for new work. When ctx ends it claims nothing more, lets the item in
-// hand finish within the shutdown grace, hands every other item it holds
-// back to the queue and returns nil. It returns an error only when it could
-// not hand items back.
-func (w *Worker) Run(ctx context.Context) error {
-	healthDelay := firstHealthRetry
+// dbResult counts a database outcome: a success clears the run of errors,
+// the MaxDBErrors-th error in a row kills the worker. It returns err.
+func (w *Worker) dbResult(err error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil || errors.Is(err, ErrLeaseLost) {
+		w.dbErrors = 0
+		return err
+	}
+	w.dbErrors++
+	if w.dbErrors >= w.maxDBErrors && w.fatal == nil {
+		w.fatal = fmt.Errorf("%w: %d errors in a row, the last: %v", ErrDatabase, w.dbErrors, err)
+		close(w.dead)
+	}
+	return err
+}
+
+func (w *Worker) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fatal
+}
+
+// settle runs one queue write after a request until it succeeds, the lease
+// is lost or the worker gives up on the database. Every try has its own
+// fresh deadline; the renewer keeps the item's lease meanwhile, so that a
+// result the service gave is never thrown away because the write lock was
+// busy for a while.
+func (w *Worker) settle(ctx context.Context, what string, fn func(ctx context.Context) error) error {
 	for {
-		if ctx.Err() != nil {
-			return nil
+		dctx, cancel := dbContext(ctx)
+		err := w.dbResult(fn(dctx))
+		cancel()
+		if err == nil || errors.Is(err, ErrLeaseLost) {
+			return err
+		}
+		if w.failed() != nil {
+			return err
+		}
+		w.logf("%s: %v; trying again", what, err)
+		select {
+		case <-time.After(w.dbPause):
+		case <-w.dead:
+			return err
+		}
+	}
+}
+
+// Run works the queue until ctx ends. Each round reclaims expired leases,
+// makes sure the service is up, claims a batch when a slot is free and
+// hands its items to the slots; it goes straight on while claims come back
+// full and otherwise waits for new work or a free slot. When ctx ends it
+// claims nothing more, lets the items in flight finish within the shutdown
+// grace, hands every other item it holds back to the queue and returns nil.
+// It returns an error wrapping ErrDatabase when the database failed
+// MaxDBErrors times in a row.
+func (w *Worker) Run(ctx context.Context) error {
+	// work is the context of the requests in flight: it outlives ctx by
+	// the shutdown grace.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopRenew := w.startRenewer()
+	defer stopRenew()
+	stopCommitter := w.startCommitter(ctx)
+	defer stopCommitter()
+
+	var (
+		wg       sync.WaitGroup
+		waiting  []Item
+		inFlight int
+		done     = make(chan struct{}, w.concurrency)
+	)
+	healthDelay := firstHealthRetry
+	claimSize := max(w.batch, w.concurrency)
+
+	finish := func() error {
+		w.giveBack(ctx, waiting, "shutting down")
+		waiting = nil
+		go func() {
+			grace := time.NewTimer(w.grace)
+			defer grace.Stop()
+			select {
+			case <-grace.C:
+				cancelWork()
+			case <-work.Done():
+			}
+		}()
+		all := make(chan struct{})
+		go func() { wg.Wait(); close(all) }()
+		for {
+			select {
+			case <-all:
+				cancelWork()
+				return w.failed()
+			case <-time.After(w.beat):
+				w.tick()
+			}
+		}
+	}
+
+	for {
+		// Take in the slots that came free.
+		for drained := false; !drained; {
+			select {
+			case <-done:
+				inFlight--
+			default:
+				drained = true
+			}
+		}
+		if ctx.Err() != nil || w.failed() != nil {
+			return finish()
 		}
 		w.tick()
 		if err := w.reclaim(ctx); err != nil {
 			w.logf("%v", err)
-			w.pause(ctx, errorPause)
+			w.pauseFor(ctx, w.dbPause, done, &inFlight)
 			continue
+		}
+		if w.takeNotSent() {
+			w.lastCheck = time.Time{}
 		}
 		if ok, disabled := w.ready(ctx); !ok {
+			if len(waiting) > 0 {
+				w.giveBack(ctx, waiting, "kg service down")
+				waiting = nil
+			}
 			if disabled {
-				w.pause(ctx, w.poll)
+				w.pauseFor(ctx, w.poll, done, &inFlight)
 				continue
 			}
-			w.pause(ctx, healthDelay)
-			healthDelay = min(2*healthDelay, max(w.poll, firstHealthRetry))
-			continue
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		items, err := w.claim(ctx)
-		if err != nil {
-			w.logf("%v", err)
-			w.pause(ctx, errorPause)
-			continue
-		}
-		serviceDown, err := w.process(ctx, items)
-		if err != nil {
-			return err
-		}
-		if serviceDown {
-			// The health check may pass while ingests are refused; the
-			// delay keeps the worker from claiming and releasing in a
-			// tight loop.
-			w.pause(ctx, healthDelay)
+			w.pauseFor(ctx, healthDelay, done, &inFlight)
 			healthDelay = min(2*healthDelay, max(w.poll, firstHealthRetry))
 			continue
 		}
 		healthDelay = firstHealthRetry
-		if len(items) == w.batch {
+		if until := w.throttle(); time.Now().Before(until) {
+			w.pauseFor(ctx, time.Until(until), done, &inFlight)
 			continue
 		}
-		w.idle(ctx)
+		claimedFull := false
+		if len(waiting) == 0 && inFlight < w.concurrency {
+			items, err := w.claim(ctx, claimSize)
+			if err != nil {
+				w.logf("%v", err)
+				w.pauseFor(ctx, w.dbPause, done, &inFlight)
+				continue
+			}
+			waiting = items
+			claimedFull = len(items) == claimSize
+		}
+		for len(waiting) > 0 && inFlight < w.concurrency {
+			it := waiting[0]
+			waiting = waiting[1:]
+			inFlight++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w.handle(ctx, work, it)
+				done <- struct{}{}
+			}()
+		}
+		switch {
+		case inFlight >= w.concurrency:
+			// Every slot is busy: wait for one.
+			w.waitSlot(ctx, done, &inFlight)
+		case len(waiting) > 0 || claimedFull:
+			// More to do at once.
+		default:
+			w.idle(ctx, done, &inFlight)
+		}
+	}
+}
+
+func (w *Worker) takeNotSent() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	v := w.notSent
+	w.notSent = false
+	return v
+}
+
+func (w *Worker) throttle() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.throttledUntil
+}
+
+// startRenewer extends the leases on every held item, several times per
+// lease, until the returned function is called.
+func (w *Worker) startRenewer() func() {
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	every := max(w.lease/3, time.Millisecond)
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			w.mu.Lock()
+			ids := make([]int64, 0, len(w.held))
+			for id := range w.held {
+				ids = append(ids, id)
+			}
+			w.mu.Unlock()
+			if len(ids) == 0 {
+				continue
+			}
+			dctx, cancel := dbContext(context.Background())
+			n, err := w.queue.ExtendLease(dctx, w.owner, w.lease, ids...)
+			cancel()
+			switch {
+			case w.dbResult(err) != nil:
+				w.logf("%v", err)
+			case n < len(ids):
+				w.logf("lost the lease on %d of %s", len(ids)-n, countItems(len(ids)))
+			}
+		}
+	}()
+	return func() { close(stop); <-stopped }
+}
+
+func (w *Worker) hold(items []Item) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, it := range items {
+		w.held[it.ID] = true
+	}
+}
+
+func (w *Worker) unhold(ids ...int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		delete(w.held, id)
 	}
 }
 
@@ -234,13 +476,18 @@ func (w *Worker) reclaim(ctx context.Context) error {
 	if n > 0 {
 		w.logf("reclaimed %s whose lease expired", countItems(n))
 	}
-	return err
+	return w.dbResult(err)
 }
 
-func (w *Worker) claim(ctx context.Context) ([]Item, error) {
+func (w *Worker) claim(ctx context.Context, n int) ([]Item, error) {
 	dctx, cancel := dbContext(ctx)
 	defer cancel()
-	return w.queue.ClaimBatch(dctx, w.owner, w.batch, w.lease)
+	items, err := w.queue.ClaimBatch(dctx, w.owner, n, w.lease)
+	if w.dbResult(err) != nil {
+		return nil, err
+	}
+	w.hold(items)
+	return items, nil
 }
 
 // ready reports whether the service can take work, asking it when the last
@@ -278,8 +525,9 @@ func (w *Worker) ready(ctx context.Context) (ok, disabled bool) {
 	}
 }
 
-// pause waits for d or until ctx ends, feeding the progress hook meanwhile.
-func (w *Worker) pause(ctx context.Context, d time.Duration) {
+// pauseFor waits for d or until ctx ends, counting the slots that come free
+// and feeding the progress hook meanwhile.
+func (w *Worker) pauseFor(ctx context.Context, d time.Duration, done <-chan struct{}, inFlight *int) {
 	deadline := time.Now().Add(d)
 	for {
 		left := time.Until(deadline)
@@ -291,27 +539,76 @@ func (w *Worker) pause(ctx context.Context, d time.Duration) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-w.dead:
+			t.Stop()
+			return
+		case <-done:
+			*inFlight--
+			t.Stop()
+			continue
 		case <-t.C:
 		}
 		w.tick()
 	}
 }
 
-// idle waits up to the poll interval for new work, feeding the progress
-// hook meanwhile.
-func (w *Worker) idle(ctx context.Context) {
+// waitSlot waits until an item in flight finishes.
+func (w *Worker) waitSlot(ctx context.Context, done <-chan struct{}, inFlight *int) {
+	for {
+		t := time.NewTimer(w.beat)
+		select {
+		case <-done:
+			t.Stop()
+			*inFlight--
+			return
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-w.dead:
+			t.Stop()
+			return
+		case <-t.C:
+			w.tick()
+		}
+	}
+}
+
+// idle waits up to the poll interval for new work or for an item in flight
+// to finish, feeding the progress hook meanwhile.
+func (w *Worker) idle(ctx context.Context, done <-chan struct{}, inFlight *int) {
 	deadline := time.Now().Add(w.poll)
 	for {
 		left := time.Until(deadline)
-		if left <= 0 || ctx.Err() != nil {
+		if left <= 0 || ctx.Err() != nil || w.failed() != nil {
 			return
 		}
-		ok, err := w.queue.WaitForWork(ctx, min(left, w.beat))
+		wctx, cancel := context.WithCancel(ctx)
+		freed := make(chan bool, 1)
+		go func() {
+			select {
+			case <-done:
+				freed <- true
+				cancel()
+			case <-w.dead:
+				freed <- false
+				cancel()
+			case <-wctx.Done():
+				freed <- false
+			}
+		}()
+		ok, err := w.queue.WaitForWork(wctx, min(left, w.beat))
+		cancel()
+		if <-freed {
+			*inFlight--
+			return
+		}
 		if err != nil {
+			w.dbResult(err)
 			w.logf("%v", err)
-			w.pause(ctx, errorPause)
+			w.pauseFor(ctx, w.dbPause, done, inFlight)
 			return
 		}
+		w.dbResult(nil)
 		if ok {
 			return
 		}
@@ -319,207 +616,182 @@ func (w *Worker) idle(ctx context.Context) {
 	}
 }
 
-// outcome is how processing one item ended for the batch.
-type outcome int
-
-const (
-	// handled: the item reached completed, pending with backoff, failed
-	// or skipped, or its lease was lost.
-	handled outcome = iota
-	// giveBack: the item must go back to the queue untouched.
-	giveBack
-	// serviceDown: the service is unavailable; this item and the rest of
-	// the batch go back to the queue untouched.
-	serviceDown
-	// interrupted: the worker is shutting down; this item and the rest of
-	// the batch go back to the queue untouched.
-	interrupted
-)
-
-// process works through a claimed batch in order. It reports whether the
-// service went down, in which case it has handed the rest of the batch back.
-func (w *Worker) process(ctx context.Context, items []Item) (bool, error) {
-	if len(items) == 0 {
-		return false, nil
-	}
-	// The item in hand runs under its own context, which outlives ctx by
-	// the shutdown grace.
-	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	go func() {
-		select {
-		case <-work.Done():
-		case <-ctx.Done():
-			grace := time.NewTimer(w.grace)
-			defer grace.Stop()
-			select {
-			case <-work.Done():
-			case <-grace.C:
-				cancelWork()
-			}
-		}
-	}()
-
-	renew := time.NewTicker(max(min(w.beat, w.lease/3), time.Millisecond))
-	defer renew.Stop()
-	for i, it := range items {
-		if ctx.Err() != nil {
-			return false, w.giveBack(ctx, items[i:], "shutting down")
-		}
-		switch w.processItem(ctx, work, it, items[i:], renew.C) {
-		case handled:
-		case giveBack:
-			// Should this fail too, the lease expires and the item is
-			// reclaimed.
-			if err := w.giveBack(ctx, items[i:i+1], "database error"); err != nil {
-				w.logf("%v", err)
-			}
-		case serviceDown:
-			if err := w.giveBack(ctx, items[i:], "kg service down"); err != nil {
-				w.logf("%v", err)
-			}
-			return true, nil
-		case interrupted:
-			return false, w.giveBack(ctx, items[i:], "shutting down")
-		}
-		w.tick()
-	}
-	return false, nil
+// giveBack releases items to the queue without spending attempts.
+func (w *Worker) giveBack(ctx context.Context, items []Item, why string) {
+	w.giveBackUntil(ctx, items, why, time.Time{})
 }
 
-// giveBack releases items to the queue without spending attempts.
-func (w *Worker) giveBack(ctx context.Context, items []Item, why string) error {
+// giveBackUntil releases items to the queue without spending attempts, not
+// due again before notBefore (zero: at once).
+func (w *Worker) giveBackUntil(ctx context.Context, items []Item, why string, notBefore time.Time) {
+	if len(items) == 0 {
+		return
+	}
 	ids := make([]int64, len(items))
 	for i, it := range items {
 		ids[i] = it.ID
 	}
-	dctx, cancel := dbContext(ctx)
-	defer cancel()
-	n, err := w.queue.Release(dctx, w.owner, ids...)
+	var n int
+	err := w.settle(ctx, fmt.Sprintf("hand back %s (%s)", countItems(len(ids)), why), func(ctx context.Context) error {
+		var err error
+		n, err = w.queue.ReleaseUntil(ctx, w.owner, notBefore, ids...)
+		return err
+	})
+	w.unhold(ids...)
 	if err != nil {
-		return fmt.Errorf("hand back %s (%s): %w", countItems(len(ids)), why, err)
+		// The leases expire and the items are reclaimed.
+		w.logf("hand back %s (%s): %v", countItems(len(ids)), why, err)
+		return
 	}
 	if n > 0 {
 		w.logf("handed back %s: %s", countItems(n), why)
 	}
-	return nil
 }
 
-// processItem sends one item to the service and records the outcome. held
-// is the item and the rest of the batch, whose leases it renews on every
-// tick of renew while the service works.
-func (w *Worker) processItem(ctx, work context.Context, it Item, held []Item, renew <-chan time.Time) outcome {
+// handle takes one item through the service and records the outcome.
+func (w *Worker) handle(ctx, work context.Context, it Item) {
 	dctx, cancel := dbContext(ctx)
-	defer cancel()
 	content, err := w.queue.Content(dctx, it.ContentID)
+	cancel()
 	switch {
 	case errors.Is(err, ErrContentNotFound):
-		return w.skip(dctx, it, fmt.Sprintf("content_id %d has no crawled_content row", it.ContentID))
+		w.skip(ctx, it, fmt.Sprintf("content_id %d has no crawled_content row", it.ContentID))
+		return
 	case errors.Is(err, ErrInvalidContent):
-		return w.skip(dctx, it, err.Error())
+		w.skip(ctx, it, err.Error())
+		return
 	case err != nil:
+		w.dbResult(err)
 		w.logf("item %d: %v", it.ID, err)
-		return giveBack
+		w.giveBack(ctx, []Item{it}, "database error")
+		return
 	}
 	if ctx.Err() != nil {
-		return interrupted
+		w.giveBack(ctx, []Item{it}, "shutting down")
+		return
 	}
-	res, err := w.ingest(work, NewIngestRequest(content), held, renew)
+	res, err := w.client.Ingest(work, NewIngestRequest(content))
+	fault, notBefore := ClassifyFault(err)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrServiceUnavailable), errors.Is(err, ErrServiceDisabled):
-		w.logf("item %d: %v", it.ID, err)
-		return serviceDown
+		w.complete(ctx, it, res)
 	case work.Err() != nil:
 		w.logf("item %d: not finished within the shutdown grace of %s", it.ID, w.grace)
-		return interrupted
+		w.giveBack(ctx, []Item{it}, "shutting down")
+	case fault == FaultNotSent:
+		w.logf("item %d: %v", it.ID, err)
+		w.mu.Lock()
+		w.notSent = true
+		w.mu.Unlock()
+		w.giveBack(ctx, []Item{it}, "kg service unreachable")
+	case fault == FaultDeferred:
+		w.logf("item %d: %v", it.ID, err)
+		until := time.Now().Add(notBefore)
+		w.mu.Lock()
+		w.notSent = true
+		w.throttledUntil = until
+		w.mu.Unlock()
+		w.giveBackUntil(ctx, []Item{it}, fmt.Sprintf("kg service asked to wait %s", notBefore), w.queue.Now().Add(notBefore))
 	default:
-		return w.fail(dctx, it, err)
+		w.fail(ctx, it, queue.Failure{Reason: err.Error(), Final: fault == FaultFinal, NotBefore: notBefore})
 	}
-	dctx, cancel = dbContext(ctx)
-	defer cancel()
-	err = w.queue.Complete(dctx, w.owner, it.ID, res)
+}
+
+// startCommitter runs the goroutine that writes finished results: it takes
+// every result that is waiting, up to maxGroupCommit, and writes them and
+// their completions in one transaction, so that concurrent documents share
+// commits. It stops when the returned function is called.
+func (w *Worker) startCommitter(ctx context.Context) func() {
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			var group []*pendingCommit
+			select {
+			case <-stop:
+				return
+			case c := <-w.commits:
+				group = append(group, c)
+			}
+		more:
+			for len(group) < maxGroupCommit {
+				select {
+				case c := <-w.commits:
+					group = append(group, c)
+				default:
+					break more
+				}
+			}
+			list := make([]Completion, len(group))
+			for i, c := range group {
+				list[i] = Completion{ID: c.it.ID, Result: c.res}
+			}
+			var per []error
+			err := w.settle(ctx, fmt.Sprintf("complete %s", countItems(len(group))), func(ctx context.Context) error {
+				var err error
+				per, err = w.queue.CompleteMany(ctx, w.owner, list)
+				return err
+			})
+			for i, c := range group {
+				switch {
+				case err != nil:
+					c.done <- err
+				default:
+					c.done <- per[i]
+				}
+			}
+		}
+	}()
+	return func() { close(stop); <-stopped }
+}
+
+func (w *Worker) complete(ctx context.Context, it Item, res *IngestResult) {
+	defer w.unhold(it.ID)
+	c := &pendingCommit{it: it, res: res, done: make(chan error, 1)}
+	w.commits <- c
+	err := <-c.done
 	switch {
 	case err == nil:
 		w.count(StatusCompleted)
-		return handled
 	case errors.Is(err, ErrLeaseLost):
 		w.logf("item %d: result discarded: %v", it.ID, err)
-		return handled
 	default:
+		w.logf("item %d: result not written: %v", it.ID, err)
+	}
+}
+
+func (w *Worker) skip(ctx context.Context, it Item, reason string) {
+	defer w.unhold(it.ID)
+	err := w.settle(ctx, fmt.Sprintf("skip item %d", it.ID), func(ctx context.Context) error {
+		return w.queue.Skip(ctx, w.owner, it.ID, reason)
+	})
+	if err != nil {
 		w.logf("item %d: %v", it.ID, err)
-		return giveBack
-	}
-}
-
-// ingest runs the request while keeping the loop alive: it renews the
-// leases on held and feeds the progress hook on every tick of renew.
-func (w *Worker) ingest(work context.Context, req *IngestRequest, held []Item, renew <-chan time.Time) (*IngestResult, error) {
-	type answer struct {
-		res *IngestResult
-		err error
-	}
-	done := make(chan answer, 1)
-	go func() {
-		res, err := w.client.Ingest(work, req)
-		done <- answer{res, err}
-	}()
-	ids := make([]int64, len(held))
-	for i, it := range held {
-		ids[i] = it.ID
-	}
-	for {
-		select {
-		case a := <-done:
-			return a.res, a.err
-		case <-renew:
-			w.tick()
-			w.extend(work, ids)
-		}
-	}
-}
-
-func (w *Worker) extend(ctx context.Context, ids []int64) {
-	dctx, cancel := dbContext(ctx)
-	defer cancel()
-	n, err := w.queue.ExtendLease(dctx, w.owner, w.lease, ids...)
-	switch {
-	case err != nil:
-		w.logf("%v", err)
-	case n < len(ids):
-		w.logf("lost the lease on %d of %s", len(ids)-n, countItems(len(ids)))
-	}
-}
-
-func (w *Worker) skip(ctx context.Context, it Item, reason string) outcome {
-	if err := w.queue.Skip(ctx, w.owner, it.ID, reason); err != nil {
-		w.logf("item %d: %v", it.ID, err)
-		if errors.Is(err, ErrLeaseLost) {
-			return handled
-		}
-		return giveBack
+		return
 	}
 	w.logf("item %d skipped: %s", it.ID, reason)
 	w.count(StatusSkipped)
-	return handled
 }
 
-func (w *Worker) fail(ctx context.Context, it Item, cause error) outcome {
-	status, err := w.queue.Fail(ctx, w.owner, it.ID, cause.Error())
+func (w *Worker) fail(ctx context.Context, it Item, f queue.Failure) {
+	defer w.unhold(it.ID)
+	var status Status
+	err := w.settle(ctx, fmt.Sprintf("fail item %d", it.ID), func(ctx context.Context) error {
+		var err error
+		status, err = w.queue.FailWith(ctx, w.owner, it.ID, f)
+		return err
+	})
 	if err != nil {
 		w.logf("item %d: %v", it.ID, err)
-		if errors.Is(err, ErrLeaseLost) {
-			return handled
-		}
-		return giveBack
+		return
 	}
 	if status == StatusFailed {
-		w.logf("item %d failed for good: %v", it.ID, cause)
+		w.logf("item %d failed for good: %s", it.ID, f.Reason)
 	} else {
-		w.logf("item %d will be retried: %v", it.ID, cause)
+		w.logf("item %d will be retried: %s", it.ID, f.Reason)
 	}
 	w.count(StatusFailed)
-	return handled
 }
 
 // countItems renders n with the noun "item" for log lines.

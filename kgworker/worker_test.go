@@ -148,11 +148,13 @@ func TestWorkerProcessesEveryItemOnce(t *testing.T) {
 		req.Title != "Page 3" || string(req.Metadata) != `{"lang":"en"}` {
 		t.Errorf("request for content 3 = %+v, want its two chunks 300 and 301, title and metadata", req)
 	}
-	// The fake answers two entities and one relationship per chunk.
+	// The fake answers, for two chunks, the document entity appearing in both
+	// and a topic entity per chunk (four entity rows), and a relationship per
+	// chunk.
 	if n := queryInt(t, r.db, "SELECT count(*) FROM chunk_entities"); n != 12*4 {
 		t.Errorf("%d entity rows, want %d", n, 12*4)
 	}
-	if n := queryInt(t, r.db, "SELECT count(*) FROM crawled_content WHERE kg_processed = 1 AND kg_entity_count = 4 AND kg_relationship_count = 2"); n != 12 {
+	if n := queryInt(t, r.db, "SELECT count(*) FROM crawled_content WHERE kg_processed = 1 AND kg_entity_count = 3 AND kg_relationship_count = 2"); n != 12 {
 		t.Errorf("%d documents marked processed with their counts, want 12", n)
 	}
 	if err := run.stop(t); err != nil {

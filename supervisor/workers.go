@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/shirou/gopsutil/v3/process"
 
@@ -36,6 +38,7 @@ type Pool struct {
 // PoolSettings are what `workers start` may set for the whole pool.
 type PoolSettings struct {
 	// PollInterval in seconds; zero keeps what the workers read already.
+	// It is checked by the rule of kg.poll_interval.
 	PollInterval float64
 }
 
@@ -60,14 +63,13 @@ func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, erro
 	if err := ValidateWorkerCount(n); err != nil {
 		return nil, err
 	}
-	if !(s.PollInterval >= 0) || math.IsInf(s.PollInterval, 0) {
-		return nil, &config.FieldError{Field: "poll_interval", Value: fmt.Sprint(s.PollInterval), Rule: "must be greater than 0"}
-	}
-	if s.PollInterval > 0 {
-		env := fmt.Sprintf("# Written by kato-manager workers start; settings for every kg-worker@.service.\nKG_POLL_INTERVAL=%s\n", strconv.FormatFloat(s.PollInterval, 'g', -1, 64))
-		// systemd reads it as root; the pool may keep credentials there
-		// (KG_SERVICE_URL), so it is root's alone, as the instances' files.
-		if _, err := writeFileAtomic(filepath.Join(p.EnvDir, WorkerEnvFile), []byte(env), 0o600); err != nil {
+	if s.PollInterval != 0 {
+		k := p.Config.KG
+		k.PollInterval = s.PollInterval
+		if err := config.CheckKG("poll_interval", "poll_interval", &k); err != nil {
+			return nil, err
+		}
+		if err := setEnvLine(filepath.Join(p.EnvDir, WorkerEnvFile), "KG_POLL_INTERVAL", strconv.FormatFloat(s.PollInterval, 'g', -1, 64)); err != nil {
 			return nil, err
 		}
 	}
@@ -90,7 +92,7 @@ func (p *Pool) Start(ctx context.Context, n int, s PoolSettings) ([]string, erro
 		}
 		// A running worker is restarted so that it reads new settings.
 		start := p.Systemd.StartUnit
-		if s.PollInterval > 0 {
+		if s.PollInterval != 0 {
 			start = p.Systemd.RestartUnit
 		}
 		if err := start(ctx, name); err != nil {
@@ -114,6 +116,49 @@ func (p *Pool) writeDropIn(ctx context.Context) error {
 		return err
 	}
 	return p.Systemd.Reload(ctx)
+}
+
+// setEnvLine sets name=value in the environment file at path and keeps
+// everything else in it: the other lines, comments included, in their order,
+// and the file's mode. A file that does not exist is created 0600 with a
+// header: systemd reads it as root, and the pool may keep credentials there
+// (KG_SERVICE_URL), so it is root's alone, as the instances' files.
+func setEnvLine(path, name, value string) error {
+	mode := os.FileMode(0o600)
+	var lines []string
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if fi, err := os.Stat(path); err == nil {
+			mode = fi.Mode().Perm()
+		}
+		lines = strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+		if len(data) == 0 {
+			lines = nil
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		lines = []string{"# Settings for every kg-worker@.service; `kato-manager workers start` sets KG_POLL_INTERVAL."}
+	default:
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	line := name + "=" + value
+	set := false
+	out := lines[:0:0]
+	for _, l := range lines {
+		t := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "export "))
+		if k, _, ok := strings.Cut(t, "="); ok && strings.TrimSpace(k) == name {
+			if set {
+				continue // a later duplicate would win in systemd; drop it
+			}
+			l, set = line, true
+		}
+		out = append(out, l)
+	}
+	if !set {
+		out = append(out, line)
+	}
+	_, err = writeFileAtomic(path, []byte(strings.Join(out, "\n")+"\n"), mode)
+	return err
 }
 
 // ValidateWorkerCount checks a number of workers: 1 to 64.

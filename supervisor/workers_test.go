@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -188,5 +189,55 @@ func TestPoolHealthShowsStartLimit(t *testing.T) {
 	}
 	if h, err := p.Health(ctx); err != nil || h.HealthyWorkers != 1 {
 		t.Fatalf("after restart: %+v %v", h, err)
+	}
+}
+
+// TestStartPollIntervalKeepsTheEnvFile sets --poll-interval on a
+// kg-worker.env an operator wrote and checks that only its line changed.
+func TestStartPollIntervalKeepsTheEnvFile(t *testing.T) {
+	ctx := context.Background()
+	p, _, _ := newTestPool(t)
+	path := filepath.Join(p.EnvDir, WorkerEnvFile)
+	const operator = "# set by the operator\nDB_PATH=/srv/kg/kg.db\nKG_POLL_INTERVAL=9\nKG_SERVICE_URL=http://kg.internal:8088\n"
+	if err := os.WriteFile(path, []byte(operator), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Start(ctx, 1, PoolSettings{PollInterval: 0.25}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	want := "# set by the operator\nDB_PATH=/srv/kg/kg.db\nKG_POLL_INTERVAL=0.25\nKG_SERVICE_URL=http://kg.internal:8088\n"
+	if string(got) != want {
+		t.Errorf("kg-worker.env =\n%s\nwant\n%s", got, want)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode after start = %v, %v; want 0640 kept", fi.Mode().Perm(), err)
+	}
+	// A file without the line gets it appended.
+	if err := os.WriteFile(path, []byte("DB_PATH=/srv/kg/kg.db"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Start(ctx, 1, PoolSettings{PollInterval: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "DB_PATH=/srv/kg/kg.db\nKG_POLL_INTERVAL=2\n" {
+		t.Errorf("kg-worker.env = %q", got)
+	}
+	// Bad values change nothing and start nothing.
+	for _, v := range []float64{-1, math.NaN(), math.Inf(1), 1e300, 3601, 0.001} {
+		p, sd, _ := newTestPool(t)
+		path := filepath.Join(p.EnvDir, WorkerEnvFile)
+		os.WriteFile(path, []byte(operator), 0o640)
+		var fe *config.FieldError
+		if _, err := p.Start(ctx, 1, PoolSettings{PollInterval: v}); !errors.As(err, &fe) || fe.Field != "poll_interval" ||
+			!strings.Contains(fe.Rule, "from 0.01 to 3600") {
+			t.Errorf("poll interval %v: %v", v, err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != operator {
+			t.Errorf("poll interval %v changed kg-worker.env to %q", v, got)
+		}
+		if calls := sd.callLog(); len(calls) != 0 {
+			t.Errorf("poll interval %v: calls %q", v, calls)
+		}
 	}
 }

@@ -54,7 +54,11 @@ func TestUsageErrorsExitTwoWithoutSystemd(t *testing.T) {
 		{"workers nothing", []string{"workers"}, "workers needs a subcommand"},
 		{"workers unknown", []string{"workers", "dance"}, `unknown workers subcommand "dance"`},
 		{"workers scale word", []string{"workers", "scale", "many"}, "invalid N many"},
-		{"workers poll", []string{"workers", "start", "--poll-interval", "0"}, "invalid --poll-interval 0: must be greater than 0"},
+		{"workers poll", []string{"workers", "start", "--poll-interval", "0"}, "invalid --poll-interval 0: must be a number of seconds from 0.01 to 3600"},
+		{"workers poll NaN", []string{"workers", "start", "--poll-interval", "NaN"}, "invalid --poll-interval NaN: must be a number of seconds from 0.01 to 3600"},
+		{"workers poll +Inf", []string{"workers", "start", "--poll-interval", "+Inf"}, "invalid --poll-interval +Inf: must be a number of seconds from 0.01 to 3600"},
+		{"workers poll 1e300", []string{"workers", "start", "--poll-interval", "1e300"}, "invalid --poll-interval 1e+300: must be a number of seconds from 0.01 to 3600"},
+		{"workers poll negative", []string{"workers", "start", "--poll-interval=-2"}, "invalid --poll-interval -2: must be a number of seconds from 0.01 to 3600"},
 		{"queue nothing", []string{"queue"}, "queue needs a subcommand"},
 		{"queue enqueue word", []string{"queue", "enqueue", "abc"}, "invalid CONTENT_ID abc: must be a positive whole number"},
 		{"queue enqueue none", []string{"queue", "enqueue"}, "takes one or more"},
@@ -141,9 +145,9 @@ func TestBadInputExitsTwoAndChangesNothing(t *testing.T) {
 		{"scale negative", []string{"workers", "scale", "--", "-1"}, "invalid N -1: must be a whole number between 1 and 64"},
 		{"start zero workers", []string{"workers", "start", "-n", "0"}, "invalid --workers 0: must be between 1 and 64"},
 		{"start 65 workers", []string{"workers", "start", "-n", "65"}, "invalid --workers 65: must be between 1 and 64"},
-		{"NaN poll interval", []string{"workers", "start", "--poll-interval", "NaN"}, "invalid --poll-interval NaN: must be a finite number"},
-		{"Inf poll interval", []string{"workers", "start", "--poll-interval", "Inf"}, "invalid --poll-interval +Inf: must be a finite number"},
-		{"negative poll interval", []string{"workers", "start", "--poll-interval", "-1"}, "invalid --poll-interval -1: must be greater than 0"},
+		{"NaN poll interval", []string{"workers", "start", "--poll-interval", "NaN"}, "invalid --poll-interval NaN: must be a number of seconds from 0.01 to 3600"},
+		{"Inf poll interval", []string{"workers", "start", "--poll-interval", "Inf"}, "invalid --poll-interval +Inf: must be a number of seconds from 0.01 to 3600"},
+		{"negative poll interval", []string{"workers", "start", "--poll-interval", "-1"}, "invalid --poll-interval -1: must be a number of seconds from 0.01 to 3600"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runCLI(t, "", tc.args...)

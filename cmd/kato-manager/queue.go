@@ -16,11 +16,22 @@ import (
 // openQueue opens the KG queue database named by the configuration; as
 // root, through a child running as the kato user (see queueDB).
 func (a *app) openQueue(ctx context.Context) (queueDB, *config.Config, error) {
+	return a.openQueueWith(ctx, false)
+}
+
+// openQueueReadOnly opens the KG queue database for commands that only
+// read it: they take no write lock, so they never wait for, or hold up, the
+// workers.
+func (a *app) openQueueReadOnly(ctx context.Context) (queueDB, *config.Config, error) {
+	return a.openQueueWith(ctx, true)
+}
+
+func (a *app) openQueueWith(ctx context.Context, readOnly bool) (queueDB, *config.Config, error) {
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	q, err := openQueueDB(ctx, cfg, a.paths)
+	q, err := openQueueDB(ctx, cfg, a.paths, readOnly)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -97,7 +108,7 @@ func (a *app) queueList(ctx context.Context, fs *pflag.FlagSet, f *queueListFlag
 	if *limit < 1 {
 		return &config.FieldError{Field: "limit", Value: strconv.Itoa(*limit), Rule: "must be 1 or more"}
 	}
-	q, _, err := a.openQueue(ctx)
+	q, _, err := a.openQueueReadOnly(ctx)
 	if err != nil {
 		return err
 	}
@@ -147,7 +158,7 @@ func (a *app) queueStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) e
 	if err := noArgs(fs, "queue stats takes no arguments"); err != nil {
 		return err
 	}
-	q, _, err := a.openQueue(ctx)
+	q, _, err := a.openQueueReadOnly(ctx)
 	if err != nil {
 		return err
 	}

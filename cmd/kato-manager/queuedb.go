@@ -46,11 +46,21 @@ var serviceUser = config.ServiceUser
 // openQueueDB opens the queue database of cfg for this process: directly,
 // or as the kato user when running as root in a scope whose workers run as
 // kato (the system's; in the user scope the database is the user's own).
-func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths) (queueDB, error) {
+func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, readOnly bool) (queueDB, error) {
 	if os.Geteuid() != 0 || paths.FileOwner == "" {
-		return kgworker.Open(ctx, cfg.KG.DBPath, kgworker.WithMaxRetries(cfg.KG.MaxRetries), kgworker.WithMakeDir(paths.MakeStateDir))
+		return openKGQueue(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
 	}
-	return startQueueChild(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries)
+	return startQueueChild(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries, readOnly)
+}
+
+// openKGQueue opens the database itself: read-only commands take no write
+// lock, so they never wait for, or hold up, the workers.
+func openKGQueue(ctx context.Context, dbPath string, maxRetries int, readOnly, makeDir bool) (*kgworker.Queue, error) {
+	open := kgworker.Open
+	if readOnly {
+		open = kgworker.OpenReadOnly
+	}
+	return open(ctx, dbPath, kgworker.WithMaxRetries(maxRetries), kgworker.WithMakeDir(makeDir))
 }
 
 // queueChild is a child process, running as the service user, that does
@@ -82,7 +92,7 @@ type queueResponse struct {
 // database's directory is made for the service user first if it is missing
 // and its parent belongs to root alone, so that no other user can put
 // anything in its place between the mkdir and the chown.
-func startQueueChild(ctx context.Context, dbPath string, maxRetries int) (*queueChild, error) {
+func startQueueChild(ctx context.Context, dbPath string, maxRetries int, readOnly bool) (*queueChild, error) {
 	u, err := user.Lookup(serviceUser)
 	if err != nil {
 		return nil, fmt.Errorf("queue database %s is worked on as user %s: %w (run `kato-manager install-units`)", dbPath, serviceUser, err)
@@ -97,7 +107,7 @@ func startQueueChild(ctx context.Context, dbPath string, maxRetries int) (*queue
 	}
 	// The forked child runs this very binary again: /proc/self/exe reaches
 	// it even when the service user could not look it up by its path.
-	cmd := exec.Command("/proc/self/exe", queueDBCommand, "--db", dbPath, "--max-retries", strconv.Itoa(maxRetries))
+	cmd := exec.Command("/proc/self/exe", queueDBCommand, "--db", dbPath, "--max-retries", strconv.Itoa(maxRetries), "--read-only="+strconv.FormatBool(readOnly))
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"}
 	cmd.Stderr = os.Stderr
@@ -315,12 +325,14 @@ func (a *app) queueDBCommand() *cobra.Command {
 type queueDBOptions struct {
 	dbPath     *string
 	maxRetries *int
+	readOnly   *bool
 }
 
 func queueDBFlags(fs *pflag.FlagSet) queueDBOptions {
 	return queueDBOptions{
 		dbPath:     fs.String("db", "", "queue database"),
 		maxRetries: fs.Int("max-retries", 3, "kg.max_retries"),
+		readOnly:   fs.Bool("read-only", false, "open the database read-only"),
 	}
 }
 
@@ -334,7 +346,7 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 	if os.Geteuid() == 0 {
 		return usagef("%s does the queue work of root's commands and must not run as root", queueDBCommand)
 	}
-	q, openErr := kgworker.Open(ctx, *dbPath, kgworker.WithMaxRetries(*maxRetries))
+	q, openErr := openKGQueue(ctx, *dbPath, *maxRetries, *o.readOnly, false)
 	if openErr == nil {
 		defer q.Close()
 	}

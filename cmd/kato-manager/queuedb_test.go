@@ -153,7 +153,7 @@ func TestReopeningQueueReplacesADeadChild(t *testing.T) {
 	_, kgDir := queueDirFor(t)
 	ctx := context.Background()
 	dbPath := filepath.Join(kgDir, "kg.db")
-	open := func() (queueDB, error) { return startQueueChild(ctx, dbPath, 3) }
+	open := func() (queueDB, error) { return startQueueChild(ctx, dbPath, 3, false) }
 	first, err := open()
 	if err != nil {
 		t.Fatal(err)

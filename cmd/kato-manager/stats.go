@@ -40,7 +40,7 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 		return err
 	}
 	defer done()
-	q, _, err := a.openQueue(ctx)
+	q, _, err := a.openQueueReadOnly(ctx)
 	if err != nil {
 		return err
 	}
@@ -83,14 +83,14 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, listen *string) erro
 		return err
 	}
 	defer done()
-	// One database connection for the server's life, opened again should
+	// One read-only database connection for the server's life, opened again should
 	// it be lost; as root, one child running as kato does the database
 	// work of every request.
-	first, cfg, err := a.openQueue(ctx)
+	first, cfg, err := a.openQueueReadOnly(ctx)
 	if err != nil {
 		return err
 	}
-	q := &reopeningQueue{q: first, open: func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths) }}
+	q := &reopeningQueue{q: first, open: func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, true) }}
 	defer q.Close()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"strconv"
 	"text/tabwriter"
 
@@ -53,12 +52,15 @@ func (a *app) workersStart(ctx context.Context, fs *pflag.FlagSet, f *workersSta
 		return err
 	}
 	if fs.Changed("poll-interval") {
-		v := strconv.FormatFloat(*poll, 'g', -1, 64)
-		if math.IsNaN(*poll) || math.IsInf(*poll, 0) {
-			return &config.FieldError{Field: "poll_interval", Value: v, Rule: "must be a finite number"}
+		// The rule of kg.poll_interval, before anything is written.
+		cfg, err := a.loadConfig()
+		if err != nil {
+			return err
 		}
-		if *poll <= 0 {
-			return &config.FieldError{Field: "poll_interval", Value: v, Rule: "must be greater than 0"}
+		k := cfg.KG
+		k.PollInterval = *poll
+		if err := config.CheckKG("poll_interval", "poll_interval", &k); err != nil {
+			return err
 		}
 	}
 	if fs.Changed("workers") {

@@ -123,9 +123,10 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	}
 	defer queue.Close()
 	client, err := kgworker.NewClient(kgworker.ClientOpts{
-		URL:     kg.ServiceURL,
-		Enabled: kg.ServiceEnabled,
-		Timeout: config.Seconds(kg.ServiceTimeout),
+		URL:      kg.ServiceURL,
+		Enabled:  kg.ServiceEnabled,
+		Timeout:  config.Seconds(kg.ServiceTimeout),
+		MaxConns: kg.Concurrency,
 	})
 	if err != nil {
 		return err
@@ -147,6 +148,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 		Client:           client,
 		Owner:            owner,
 		BatchSize:        kg.BatchSize,
+		Concurrency:      kg.Concurrency,
 		PollInterval:     config.Seconds(kg.PollInterval),
 		Lease:            config.Seconds(kg.LeaseSeconds),
 		ShutdownGrace:    shutdownGrace,
@@ -165,7 +167,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	if kg.ServiceEnabled {
 		service = config.RedactURL(kg.ServiceURL)
 	}
-	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d", id, kg.DBPath, service, kg.BatchSize)
+	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d, concurrency %d", id, kg.DBPath, service, kg.BatchSize, kg.Concurrency)
 	// Tell systemd as soon as the signal arrives, not once the worker
 	// has wound down.
 	ran := make(chan struct{})
@@ -183,6 +185,9 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	close(ran)
 	<-toldStopping
 	if err != nil {
+		// Say why in systemctl status before exiting; the failure makes
+		// systemd restart the worker and count it.
+		n.notify("STATUS=failing: " + err.Error())
 		return err
 	}
 	st := worker.Stats()

@@ -203,7 +203,11 @@ func TestWorkerProcess(t *testing.T) {
 	}
 	t.Cleanup(func() { db.Close() })
 	for c := 1; c <= 6; c++ {
-		if _, err := db.Exec("INSERT INTO crawled_content(id, url, markdown) VALUES (?, ?, 'text')", c, fmt.Sprint("https://example.org/", c)); err != nil {
+		if _, err := db.Exec("INSERT INTO crawled_content(id, url, markdown) VALUES (?, ?, ?)", c, fmt.Sprint("https://example.org/", c),
+			strings.Repeat("markdown ", 10)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end) VALUES (?, 0, 'the first chunk', 0, 15)", c); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := q.Enqueue(ctx, int64(c), 1); err != nil {

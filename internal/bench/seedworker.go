@@ -124,11 +124,13 @@ func (w *seedWorker) writeBack(ctx context.Context, it seedItem, res *kgworker.I
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	for _, e := range res.Entities {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO chunk_entities(chunk_rowid, content_id, entity_text, entity_normalized,
+		for _, a := range e.ChunkAppearances {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO chunk_entities(chunk_rowid, content_id, entity_text, entity_normalized,
 	entity_type_primary, entity_type_sub1, confidence, offset_start, offset_end, neo4j_node_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.ChunkRowID, it.contentID, e.Text, e.Normalized, e.TypePrimary, e.TypeSub1,
-			e.Confidence, e.OffsetStart, e.OffsetEnd, e.Neo4jNodeID); err != nil {
-			return err
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.VectorRowID, it.contentID, e.Text, e.Normalized, e.TypePrimary, e.TypeSub1,
+				e.Confidence, a.OffsetStart, a.OffsetEnd, e.Neo4jNodeID); err != nil {
+				return err
+			}
 		}
 	}
 	for _, r := range res.Relationships {
@@ -138,14 +140,14 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.ChunkRowID, it.contentID, e.Text, e.No
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO chunk_relationships(content_id, subject_entity, predicate, object_entity,
 	confidence, context, neo4j_relationship_id, chunk_rowids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			it.contentID, r.Subject, r.Predicate, r.Object, r.Confidence, r.Context, r.Neo4jRelationshipID, string(ids)); err != nil {
+			it.contentID, r.SubjectText, r.Predicate, r.ObjectText, r.Confidence, r.Context, r.Neo4jRelationshipID, string(ids)); err != nil {
 			return err
 		}
 	}
 	now := seedStamp(time.Now())
 	if _, err := tx.ExecContext(ctx, `UPDATE crawled_content SET kg_processed = 1, kg_entity_count = ?, kg_relationship_count = ?,
 	kg_document_id = ?, kg_processed_at = ? WHERE id = ?`,
-		res.EntitiesExtracted, res.RelationshipsExtracted, res.DocumentID, now, it.contentID); err != nil {
+		res.EntitiesExtracted, res.RelationshipsExtracted, res.Neo4jDocumentID, now, it.contentID); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE kg_processing_queue SET status = 'completed', processed_at = ? WHERE id = ?`, now, it.id); err != nil {

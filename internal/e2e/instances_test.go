@@ -216,8 +216,11 @@ func TestInstances(t *testing.T) {
 
 	run("a crashed processor is restarted and status counts it", func(t *testing.T) {
 		m.mustKM("start", "--id", "crashy", "--processor-command", fakeProcessor+" --crash-after 2s")
-		m.waitFor("systemd to restart crashy", 30*time.Second, func() bool {
-			return strings.TrimSpace(m.exec("systemctl", "show", "-P", "NRestarts", "kato@crashy.service").stdout) != "0"
+		// NRestarts counts the restart when it begins; the new process
+		// listens a moment later.
+		m.waitFor("systemd to restart crashy and it to listen again", 30*time.Second, func() bool {
+			return strings.TrimSpace(m.exec("systemctl", "show", "-P", "NRestarts", "kato@crashy.service").stdout) != "0" &&
+				m.km("status").code == 0
 		})
 		var st struct {
 			Instances []struct {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/internal/sdharness"
 	"github.com/kato-manager/kato-manager/internal/testbed"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -246,8 +247,10 @@ func TestUserMode(t *testing.T) {
 		}
 		db := u.home + "/.local/state/kato/kg/kg.db"
 		u.mustRun("sqlite3", "-cmd", ".timeout 10000", db, `
-INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES
-	(1, 'https://example.com/1', 'One', '# One', '{}'), (2, 'https://example.com/2', 'Two', '# Two', '{}'), (3, 'https://example.com/3', 'Three', '# Three', '{}');
+INSERT INTO crawled_content(id, url, title, markdown, metadata)
+SELECT i, 'https://example.com/' || i, 'Document ' || i,
+	'# Document ' || i || char(10) || 'Body of document ' || i || ', long enough for the KG service''s limits.', '{}'
+FROM (SELECT 1 AS i UNION ALL SELECT 2 UNION ALL SELECT 3);
 INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES
 	(1, 0, 'Chunk of one', 0, 12, 3), (2, 0, 'Chunk of two', 0, 12, 3), (3, 0, 'Chunk of three', 0, 14, 3);`)
 		u.km("queue", "enqueue", "1", "2", "3")
@@ -264,9 +267,12 @@ INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char
 				t.Errorf("%s is active in the system manager", w)
 			}
 		}
-		m.waitFor("the user's workers to complete the queue", 60*time.Second, func() bool {
-			return strings.Contains(u.km("queue", "stats"), "total 3: pending 0, processing 0, completed 3")
+		err := sdharness.WaitFor(t.Context(), 60*time.Second, "the user's workers to complete the queue", func() (bool, error) {
+			return strings.Contains(u.km("queue", "stats"), "total 3: pending 0, processing 0, completed 3"), nil
 		})
+		if err != nil {
+			t.Fatalf("%v\nqueue:\n%s\nworker 1's journal:\n%s", err, u.km("queue", "list"), u.run("journalctl", "--user", "--user-unit=kg-worker@1.service", "-n", "30", "--no-pager").stdout)
+		}
 		if r := u.run(katoManager, "--user", "workers", "health"); r.code != 0 || !strings.Contains(r.stdout, "2 total, 2 healthy") {
 			t.Errorf("workers health: %s", r)
 		}

@@ -105,7 +105,8 @@ func (p *kgPool) addContent(from, to int) {
 	p.execSQL(fmt.Sprintf(`
 WITH RECURSIVE n(i) AS (SELECT %[1]d UNION ALL SELECT i + 1 FROM n WHERE i < %[2]d)
 INSERT INTO crawled_content(id, url, title, markdown, metadata)
-SELECT i, 'https://example.com/docs/' || i, 'Document ' || i, '# Document ' || i || char(10) || 'Body of document ' || i || '.',
+SELECT i, 'https://example.com/docs/' || i, 'Document ' || i,
+	'# Document ' || i || char(10) || 'Body of document ' || i || ', long enough for the KG service''s limits.',
 	json_object('source', 'e2e', 'n', i) FROM n;
 INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count)
 SELECT c.id, k.i, 'Chunk ' || k.i || ' of document ' || c.id, k.i * 100, k.i * 100 + 99, 5
@@ -163,8 +164,9 @@ func (p *kgPool) waitDrained(timeout time.Duration) kgworker.Counts {
 
 // checkResults asserts that every document from..to was completed exactly
 // once in the database: one queue item, completed, and one set of result
-// rows (the test double extracts two entities and one relationship per
-// chunk), with the document and its chunks marked processed.
+// rows (the test double extracts a document entity appearing in every
+// chunk, a topic entity per chunk and a relationship per chunk: two entity
+// rows per chunk), with the document and its chunks marked processed.
 func (p *kgPool) checkResults(from, to int) {
 	p.t.Helper()
 	rows := p.query(fmt.Sprintf(`SELECT c.id AS id, c.kg_processed AS processed, c.kg_entity_count AS entity_count,
@@ -174,7 +176,14 @@ func (p *kgPool) checkResults(from, to int) {
 	(SELECT count(*) FROM chunk_entities e WHERE e.content_id = c.id) AS entities,
 	(SELECT count(*) FROM chunk_relationships r WHERE r.content_id = c.id) AS relationships,
 	(SELECT count(*) FROM kg_processing_queue q WHERE q.content_id = c.id) AS items,
-	(SELECT count(*) FROM kg_processing_queue q WHERE q.content_id = c.id AND q.status = 'completed') AS completed
+	(SELECT count(*) FROM kg_processing_queue q WHERE q.content_id = c.id AND q.status = 'completed') AS completed,
+	(SELECT count(*) FROM chunk_entities e WHERE e.content_id = c.id AND e.offset_end > e.offset_start
+		AND e.chunk_rowid IN (SELECT rowid FROM content_chunks k WHERE k.content_id = c.id)) AS entities_in_chunks,
+	(SELECT count(*) FROM chunk_relationships r WHERE r.content_id = c.id AND r.subject_entity = 'Document ' || c.id
+		AND r.object_entity LIKE 'Topic ' || c.id || '.%%' AND r.chunk_rowids LIKE '[%%]') AS named_relationships,
+	(SELECT count(*) FROM kg_processing_queue q WHERE q.content_id = c.id AND q.processed_at IS NOT NULL
+		AND json_extract(q.result_summary, '$.neo4j_document_id') = 'doc-' || c.id
+		AND json_extract(q.result_summary, '$.summary.chunks_with_entities') = (SELECT count(*) FROM content_chunks k WHERE k.content_id = c.id)) AS summaries
 FROM crawled_content c WHERE c.id BETWEEN %d AND %d ORDER BY c.id`, from, to))
 	if len(rows) != to-from+1 {
 		p.t.Fatalf("%d documents in %d..%d, want %d", len(rows), from, to, to-from+1)
@@ -183,9 +192,13 @@ FROM crawled_content c WHERE c.id BETWEEN %d AND %d ORDER BY c.id`, from, to))
 	for _, r := range rows {
 		id := int(r["id"].(float64))
 		want := map[string]any{
-			"processed": 1.0, "entity_count": float64(2 * chunksOf(id)), "relationship_count": float64(chunksOf(id)),
+			"processed": 1.0, "entity_count": float64(chunksOf(id) + 1), "relationship_count": float64(chunksOf(id)),
 			"document_id": fmt.Sprintf("doc-%d", id), "chunks": float64(chunksOf(id)), "chunks_processed": float64(chunksOf(id)),
 			"entities": float64(2 * chunksOf(id)), "relationships": float64(chunksOf(id)), "items": 1.0, "completed": 1.0,
+			// Entity rows sit in the document's chunks with their offsets,
+			// relationships name their subject and object, and the queue
+			// row keeps the counts and the summary.
+			"entities_in_chunks": float64(2 * chunksOf(id)), "named_relationships": float64(chunksOf(id)), "summaries": 1.0,
 		}
 		for k, v := range want {
 			if r[k] != v {
@@ -906,4 +919,110 @@ func sortedKeys(m map[int]bool) []int {
 	}
 	sort.Ints(out)
 	return out
+}
+
+// TestWorkersPoisonDocument: one document the KG service reads and then
+// drops (a crash on that document), queued with a higher priority than
+// 100 good ones. Every good one completes, nothing waits behind the poison
+// one, and it ends failed after max_retries attempts, in bounded time.
+func TestWorkersPoisonDocument(t *testing.T) {
+	p := bootKGPool(t, "poll_interval = 1.0\nmax_retries = 3\nconcurrency = 4\n", 20)
+	p.addContent(1, 101)
+	p.mustKM("queue", "enqueue", "101", "--priority", "10")
+	p.control(`{"faults": {"101": "drop"}}`)
+	p.enqueue(1, 100)
+	start := time.Now()
+	p.startWorkers(2)
+	p.waitFor("the 100 good documents", 60*time.Second, func() bool { return p.counts().Completed == 100 })
+	t.Logf("100 good documents completed %s after the start", time.Since(start).Round(time.Millisecond))
+	// Backoff 10s, 20s, 40s at most before the three retries.
+	p.waitFor("the poison document to fail", 150*time.Second, func() bool { return p.counts().Failed == 1 })
+	rows := p.query("SELECT status, retry_count, error_message FROM kg_processing_queue WHERE content_id = 101")
+	if len(rows) != 1 || rows[0]["status"] != "failed" || rows[0]["retry_count"] != 4.0 ||
+		!strings.Contains(rows[0]["error_message"].(string), "sent, then") {
+		t.Errorf("poison item = %v, want failed after 4 attempts with the dropped connection", rows)
+	}
+	p.checkResults(1, 100)
+	ing := p.ingested()
+	for id := 1; id <= 100; id++ {
+		if ing[id] != 1 {
+			t.Errorf("document %d ingested %d times", id, ing[id])
+		}
+	}
+	if out := p.exec("journalctl", "-u", "kg-worker@*", "--no-pager").stdout; !strings.Contains(out, "concurrency 4") {
+		t.Error("the workers did not log concurrency 4 from kato.toml")
+	}
+}
+
+// TestWorkersDatabaseErrors: a worker whose database keeps failing says so
+// in its status, gives up, and systemd restarts it and counts it; `workers
+// health` reports it unhealthy meanwhile.
+func TestWorkersDatabaseErrors(t *testing.T) {
+	p := bootKGPool(t, "poll_interval = 0.5\n", 0)
+	p.startWorkers(1)
+	p.execSQL("ALTER TABLE kg_processing_queue RENAME TO damaged")
+	unit := workerUnit(1)
+	unhealthy := false
+	p.waitFor("the worker to give up and be restarted", 90*time.Second, func() bool {
+		if code, h := p.health(); code != 0 && h.UnhealthyWorkers == 1 {
+			unhealthy = true
+		}
+		return p.intProp(unit, "NRestarts") >= 1
+	})
+	journal := p.exec("journalctl", "-u", unit, "--no-pager").stdout
+	if !strings.Contains(journal, "queue database keeps failing: 10 errors in a row") {
+		t.Errorf("the journal does not say why the worker stopped:\n%s", journal)
+	}
+	p.waitFor("workers health to report the worker unhealthy", 60*time.Second, func() bool {
+		if code, h := p.health(); code != 0 && h.UnhealthyWorkers == 1 {
+			unhealthy = true
+		}
+		return unhealthy
+	})
+	// Repaired, the restarted worker works again.
+	p.execSQL("ALTER TABLE damaged RENAME TO kg_processing_queue")
+	p.must("systemctl", "reset-failed", unit)
+	p.must("systemctl", "restart", unit)
+	p.addContent(1, 5)
+	p.enqueue(1, 5)
+	if c := p.waitDrained(30 * time.Second); c.Completed != 5 {
+		t.Errorf("after the repair: %+v", c)
+	}
+}
+
+// TestWorkersStartPollIntervalKeepsEnvFile: `workers start --poll-interval`
+// changes only its line of kg-worker.env, keeps the operator's other lines
+// and the file's mode, and refuses a bad value without touching anything.
+func TestWorkersStartPollIntervalKeepsEnvFile(t *testing.T) {
+	p := bootKGPool(t, "", 0)
+	const env = "/etc/kato/kg-worker.env"
+	operator := "# the operator's settings\nDB_PATH=" + kgDB + "\nKG_SERVICE_URL=" + kgService + "\nKG_POLL_INTERVAL=7\n"
+	if err := p.WriteFile(env, []byte(operator), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"0", "NaN", "+Inf", "1e300", "-1"} {
+		r := p.km("workers", "start", "-n", "1", "--poll-interval="+bad)
+		if r.code != 2 || !strings.Contains(r.stderr, "invalid --poll-interval") || !strings.Contains(r.stderr, "from 0.01 to 3600") {
+			t.Errorf("--poll-interval %s: %s", bad, r)
+		}
+	}
+	if got := p.readFile(env); got != operator {
+		t.Errorf("a refused --poll-interval changed kg-worker.env:\n%s", got)
+	}
+	if s := p.activeState(workerUnit(1)); s == "active" {
+		t.Errorf("a refused --poll-interval started %s", workerUnit(1))
+	}
+	p.mustKM("workers", "start", "-n", "1", "--poll-interval", "0.5")
+	want := "# the operator's settings\nDB_PATH=" + kgDB + "\nKG_SERVICE_URL=" + kgService + "\nKG_POLL_INTERVAL=0.5\n"
+	if got := p.readFile(env); got != want {
+		t.Errorf("kg-worker.env after --poll-interval 0.5:\n%s\nwant\n%s", got, want)
+	}
+	if mode := strings.TrimSpace(p.must("stat", "-c", "%a", env)); mode != "640" {
+		t.Errorf("kg-worker.env mode %s, want 640 kept", mode)
+	}
+	pid := p.intProp(workerUnit(1), "MainPID")
+	environ := p.readFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if !strings.Contains(environ, "KG_POLL_INTERVAL=0.5\x00") || !strings.Contains(environ, "DB_PATH="+kgDB+"\x00") {
+		t.Errorf("the worker's environment lacks the settings: %q", environ)
+	}
 }

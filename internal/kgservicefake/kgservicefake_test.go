@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -45,10 +47,18 @@ func call(t *testing.T, method, url, body string) (int, string) {
 	return resp.StatusCode, string(out)
 }
 
-const sampleRequest = `{"content_id":42,"url":"https://example.org/a","title":"A","markdown":"# A",
+// markdown is a document body within the service's 50-character minimum.
+const markdown = "# A\n\nKnowledge graphs link Zürich-based entities with relationships."
+
+func request(id int64) string {
+	return `{"content_id":` + strconv.FormatInt(id, 10) + `,"url":"https://example.org/a","title":"A","markdown":"` +
+		strings.ReplaceAll(markdown, "\n", `\n`) + `",
 "chunks":[{"vector_rowid":4200,"chunk_index":0,"char_start":0,"char_end":19,"text":"Knowledge graphs link"},
 {"vector_rowid":4201,"chunk_index":1,"char_start":19,"char_end":80,"text":"Zürich-based entities with relationships across many chunks of text"}],
 "metadata":{"lang":"en"}}`
+}
+
+var sampleRequest = request(42)
 
 func TestIngestGolden(t *testing.T) {
 	_, srv := serve(t)
@@ -80,59 +90,177 @@ func TestExtractCutsOnCharacterBoundaries(t *testing.T) {
 	resp := kgservicefake.Extract(kgservicefake.IngestRequest{ContentID: 1,
 		Chunks: []kgservicefake.Chunk{{VectorRowID: 1, Text: text}}})
 	ctx := resp.Relationships[0].Context
-	if !utf8.ValidString(ctx) || len(ctx) != 39 || resp.Entities[0].OffsetEnd != 39 {
-		t.Errorf("context %q (%d bytes), offset_end %d; want the 39 bytes before the cut character", ctx, len(ctx), resp.Entities[0].OffsetEnd)
+	if a := resp.Entities[0].ChunkAppearances[0]; !utf8.ValidString(ctx) || len(ctx) != 39 || a.OffsetEnd != 20 {
+		t.Errorf("context %q (%d bytes), offset_end %d; want the 39 bytes (20 characters) before the cut character", ctx, len(ctx), a.OffsetEnd)
 	}
 }
 
 func TestHealthFollowsOutage(t *testing.T) {
 	fake, srv := serve(t)
 	for _, tc := range []struct {
-		name     string
-		outage   bool
-		wantCode int
-		wantBody string
+		name             string
+		control          kgservicefake.Control
+		wantStatus, want string
 	}{
-		{"up", false, 200, `{"status":"healthy"}`},
-		{"down", true, 503, `{"status":"unhealthy"}`},
-		{"up again", false, 200, `{"status":"healthy"}`},
+		{"up", kgservicefake.Control{}, "healthy", "connected"},
+		{"down", kgservicefake.Control{Outage: true}, "unhealthy", "disconnected"},
+		{"degraded", kgservicefake.Control{Degraded: true}, "degraded", "connected"},
+		{"up again", kgservicefake.Control{}, "healthy", "connected"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fake.SetControl(kgservicefake.Control{Outage: tc.outage})
+			fake.SetControl(tc.control)
 			code, body := call(t, http.MethodGet, srv.URL+"/health", "")
-			if code != tc.wantCode || strings.TrimSpace(body) != tc.wantBody {
-				t.Errorf("GET /health = %d %s, want %d %s", code, body, tc.wantCode, tc.wantBody)
+			var h struct {
+				Status    string            `json:"status"`
+				Timestamp string            `json:"timestamp"`
+				Services  map[string]string `json:"services"`
+				Version   string            `json:"version"`
+				Uptime    *float64          `json:"uptime_seconds"`
+			}
+			if err := json.Unmarshal([]byte(body), &h); err != nil || code != 200 {
+				t.Fatalf("GET /health = %d %s: %v", code, body, err)
+			}
+			if h.Status != tc.wantStatus || h.Timestamp == "" || h.Version == "" || h.Uptime == nil ||
+				h.Services["neo4j"] != tc.want || h.Services["vllm"] != tc.want || h.Services["gliner"] != tc.want {
+				t.Errorf("GET /health = %s, want status %s and services %s", body, tc.wantStatus, tc.want)
 			}
 		})
 	}
+}
+
+// TestIngestRejectsWhatTheServiceRejects sends one request per limit of the
+// contract, just outside it, and expects 422.
+func TestIngestRejectsWhatTheServiceRejects(t *testing.T) {
+	chunk := func(rowid, index, start, end int, text string) string {
+		return fmt.Sprintf(`{"vector_rowid":%d,"chunk_index":%d,"char_start":%d,"char_end":%d,"text":%q}`, rowid, index, start, end, text)
+	}
+	good := chunk(1, 0, 0, 20, "ten or more characters")
+	body := func(id, url, title, md string, chunks ...string) string {
+		return fmt.Sprintf(`{"content_id":%s,"url":%q,"title":%q,"markdown":%q,"chunks":[%s]}`, id, url, title, md, strings.Join(chunks, ","))
+	}
+	md := strings.Repeat("m", 50)
+	many := make([]string, 1001)
+	for i := range many {
+		many[i] = chunk(i+1, i, 0, 20, "ten or more characters")
+	}
+	for _, tc := range []struct{ name, body, field string }{
+		{"content_id 0", body("0", "https://a.example", "t", md, good), "content_id"},
+		{"content_id negative", body("-3", "https://a.example", "t", md, good), "content_id"},
+		{"url too long", body("1", "https://a.example/"+strings.Repeat("p", 2040), "t", md, good), "url"},
+		{"url not http", body("1", "ftp://a.example", "t", md, good), "url"},
+		{"title too long", body("1", "https://a.example", strings.Repeat("t", 501), md, good), "title"},
+		{"markdown too short", body("1", "https://a.example", "t", strings.Repeat("m", 49), good), "markdown"},
+		{"no chunks", body("1", "https://a.example", "t", md), "chunks"},
+		{"1001 chunks", body("1", "https://a.example", "t", md, many...), "chunks"},
+		{"vector_rowid 0", body("1", "https://a.example", "t", md, chunk(0, 0, 0, 20, "ten or more characters")), "vector_rowid"},
+		{"chunk_index negative", body("1", "https://a.example", "t", md, chunk(1, -1, 0, 20, "ten or more characters")), "chunk_index"},
+		{"chunk_index not increasing", body("1", "https://a.example", "t", md, good, chunk(2, 0, 20, 40, "ten or more characters")), "chunk_index"},
+		{"char_start negative", body("1", "https://a.example", "t", md, chunk(1, 0, -1, 20, "ten or more characters")), "char_start"},
+		{"char_end not after start", body("1", "https://a.example", "t", md, chunk(1, 0, 20, 20, "ten or more characters")), "char_end"},
+		{"chunk text too short", body("1", "https://a.example", "t", md, chunk(1, 0, 0, 20, "nine char")), "text"},
+		{"chunk text too long", body("1", "https://a.example", "t", md, chunk(1, 0, 0, 20, strings.Repeat("x", 10001))), "text"},
+		{"metadata not an object", `{"content_id":1,"url":"https://a.example","title":"t","markdown":"` + md + `","chunks":[` + good + `],"metadata":[1]}`, "metadata"},
+		{"content_id a string", `{"content_id":"1"}`, "body"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake, srv := serve(t)
+			code, out := call(t, http.MethodPost, srv.URL+"/api/v1/ingest", tc.body)
+			if code != http.StatusUnprocessableEntity || !strings.Contains(out, `"`+tc.field+`"`) {
+				t.Errorf("ingest = %d %s, want 422 naming %s", code, out, tc.field)
+			}
+			if len(fake.Received()) != 0 {
+				t.Errorf("a rejected request was counted as received: %v", fake.Received())
+			}
+		})
+	}
+	// The limits themselves pass.
+	fake, srv := serve(t)
+	if code, out := call(t, http.MethodPost, srv.URL+"/api/v1/ingest", body("1", "https://a.example/"+strings.Repeat("p", 2048-18), strings.Repeat("t", 500), md, many[:1000]...)); code != 200 {
+		t.Errorf("a request at every limit = %d %.300s", code, out)
+	}
+	if fake.Ingested()[1] != 1 {
+		t.Errorf("ingested = %v", fake.Ingested())
+	}
+}
+
+func TestIngestFaults(t *testing.T) {
+	for _, tc := range []struct {
+		fault    string
+		wantCode int // 0: no answer at all
+		want     string
+	}{
+		{kgservicefake.FaultError, 500, `"error_type":"ExtractionError"`},
+		{kgservicefake.FaultDrop, 0, ""},
+		{kgservicefake.FaultThrottle, 429, `"success":false`},
+		{kgservicefake.FaultUnavailable, 503, `"success":false`},
+		{kgservicefake.FaultWrongContentID, 200, `"content_id":43`},
+		{kgservicefake.FaultCountMismatch, 200, `"entities_extracted":4`},
+		{kgservicefake.FaultSuccessOnly, 200, `{"success":true}`},
+		{kgservicefake.FaultWrongTypes, 200, `"content_id":"42"`},
+		{kgservicefake.FaultUnknownChunk, 200, `"vector_rowid":-1`},
+	} {
+		t.Run(tc.fault, func(t *testing.T) {
+			fake, srv := serve(t)
+			fake.SetControl(kgservicefake.Control{Faults: map[int64]string{42: tc.fault}, RetryAfterS: 7})
+			resp, err := http.Post(srv.URL+"/api/v1/ingest", "application/json", strings.NewReader(sampleRequest))
+			if tc.wantCode == 0 {
+				if err == nil {
+					resp.Body.Close()
+					t.Fatalf("a dropped request was answered %s", resp.Status)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			out, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.wantCode || !strings.Contains(string(out), tc.want) {
+				t.Errorf("ingest = %d %s, want %d containing %s", resp.StatusCode, out, tc.wantCode, tc.want)
+			}
+			if tc.wantCode == 429 || tc.wantCode == 503 {
+				if ra := resp.Header.Get("Retry-After"); ra != "7" {
+					t.Errorf("Retry-After = %q, want 7", ra)
+				}
+			}
+			if fake.Received()[42] != 1 || fake.Ingested()[42] != 0 {
+				t.Errorf("received %v ingested %v; want the request received once and not counted as ingested", fake.Received(), fake.Ingested())
+			}
+		})
+	}
+	t.Run("missing_fields", func(t *testing.T) {
+		fake, srv := serve(t)
+		fake.SetControl(kgservicefake.Control{Faults: map[int64]string{42: kgservicefake.FaultMissingFields}})
+		_, out := call(t, http.MethodPost, srv.URL+"/api/v1/ingest", sampleRequest)
+		if strings.Contains(out, "neo4j_document_id") || strings.Contains(out, "summary") || !strings.Contains(out, "entities") {
+			t.Errorf("missing_fields answer %s", out)
+		}
+	})
 }
 
 func TestIngestAnswers(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		control      kgservicefake.Control
-		body         string
 		wantCode     int
 		wantInBody   string
 		wantIngested int
 	}{
-		{"success", kgservicefake.Control{}, sampleRequest, 200, `"success":true`, 1},
-		{"chosen failure", kgservicefake.Control{FailIDs: []int64{42}}, sampleRequest, 500,
+		{"success", kgservicefake.Control{}, 200, `"success":true`, 1},
+		{"chosen failure", kgservicefake.Control{FailIDs: []int64{42}}, 500,
 			`"error":"extraction failed for content_id 42","error_type":"ExtractionError"`, 0},
-		{"other id fails", kgservicefake.Control{FailIDs: []int64{41}}, sampleRequest, 200, `"success":true`, 1},
-		{"outage", kgservicefake.Control{Outage: true}, sampleRequest, 503, `"error_type":"ServiceUnavailable"`, 0},
-		{"body not JSON", kgservicefake.Control{}, `{`, 400, `"error_type":"ValidationError"`, 0},
-		{"no content id", kgservicefake.Control{}, `{"chunks":[]}`, 422, `invalid content_id 0: must be positive`, 0},
+		{"other id fails", kgservicefake.Control{FailIDs: []int64{41}}, 200, `"success":true`, 1},
+		{"outage", kgservicefake.Control{Outage: true}, 503, `"error_type":"ServiceUnavailable"`, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake, srv := serve(t)
 			fake.SetControl(tc.control)
-			code, body := call(t, http.MethodPost, srv.URL+"/api/v1/ingest", tc.body)
+			code, body := call(t, http.MethodPost, srv.URL+"/api/v1/ingest", sampleRequest)
 			if code != tc.wantCode || !strings.Contains(body, tc.wantInBody) {
 				t.Errorf("ingest = %d %s, want %d containing %s", code, body, tc.wantCode, tc.wantInBody)
 			}
-			if code != 200 && !strings.Contains(body, `"success":false`) {
-				t.Errorf("error answer %s lacks success:false", body)
+			if code != 200 && (!strings.Contains(body, `"success":false`) || !strings.Contains(body, `"timestamp"`)) {
+				t.Errorf("error answer %s lacks success:false or timestamp", body)
 			}
 			if got := fake.Ingested()[42]; got != tc.wantIngested {
 				t.Errorf("ingested count for 42 = %d, want %d", got, tc.wantIngested)
@@ -140,7 +268,6 @@ func TestIngestAnswers(t *testing.T) {
 		})
 	}
 }
-
 func TestIngestLatency(t *testing.T) {
 	fake, srv := serve(t)
 	fake.SetControl(kgservicefake.Control{LatencyMS: 200})
@@ -197,7 +324,8 @@ func TestControlEndpoint(t *testing.T) {
 func TestIngestedCounts(t *testing.T) {
 	fake, srv := serve(t)
 	for _, id := range []string{"1", "2", "2"} {
-		if code, body := call(t, http.MethodPost, srv.URL+"/api/v1/ingest", `{"content_id":`+id+`,"chunks":[]}`); code != 200 {
+		n, _ := strconv.ParseInt(id, 10, 64)
+		if code, body := call(t, http.MethodPost, srv.URL+"/api/v1/ingest", request(n)); code != 200 {
 			t.Fatalf("ingest %s = %d %s", id, code, body)
 		}
 	}

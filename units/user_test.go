@@ -138,3 +138,28 @@ func TestUserTemplatesRejectUnwritableDirectories(t *testing.T) {
 		})
 	}
 }
+
+// userApplies are the directives of the system units a user manager
+// applies as they are. A directive added to the system units must be put
+// here or in UserLeftOut, after checking systemd.exec(5) for what it needs.
+var userApplies = []string{
+	"Description", "Documentation", "PartOf", "Before", "After", "Wants", "StartLimitIntervalSec", "StartLimitBurst",
+	"Type", "NotifyAccess", "ExecStart", "EnvironmentFile", "WorkingDirectory", "SyslogIdentifier", "WatchdogSec",
+	"Restart", "RestartSec", "TimeoutStartSec", "TimeoutStopSec", "KillMode",
+	"NoNewPrivileges", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
+	"SystemCallArchitectures", "SystemCallFilter", "RestrictAddressFamilies", "UMask", "WantedBy",
+}
+
+func TestEverySystemDirectiveHasAUserDecision(t *testing.T) {
+	for _, tmpl := range Templates() {
+		if tmpl.Dir != SystemdDir {
+			continue
+		}
+		for _, line := range directives(tmpl.Content) {
+			key, _, _ := strings.Cut(line, "=")
+			if !slices.Contains(userApplies, key) && !slices.Contains(UserLeftOut, key) {
+				t.Errorf("%s sets %s=, which is neither in userApplies nor in UserLeftOut: does a user manager apply it?", tmpl.Name, key)
+			}
+		}
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // DropInName is the file name of the drop-in kato-manager writes for each
@@ -28,6 +30,12 @@ type InstanceDropIn struct {
 	// Services are units the processor needs, for example mongod.service;
 	// the instance wants them and starts after them.
 	Services []string
+	// StopTimeout is how long a stop waits after SIGTERM before SIGKILL
+	// (TimeoutStopSec=); zero keeps the template's.
+	StopTimeout time.Duration
+	// Network, when set, puts the processor in a network namespace of its
+	// own (PrivateNetwork=yes) shared with the units Network describes.
+	Network *PrivateNetwork
 }
 
 // RenderInstanceDropIn renders the drop-in d describes. It sets the unit's
@@ -81,9 +89,29 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 		b.WriteString("After=" + list + "\n")
 		b.WriteString("Wants=" + list + "\n")
 	}
+	if n := d.Network; n != nil {
+		if n.ID != d.ID {
+			return nil, fmt.Errorf("invalid network of %q: belongs to instance %q", d.ID, n.ID)
+		}
+		// The sockets come up with the instance; the shared services'
+		// sockets must be bound before the processor connects to them.
+		for _, s := range n.Sockets() {
+			b.WriteString("Wants=" + s + "\n")
+		}
+		for _, l := range n.Links {
+			b.WriteString("After=" + LinkSocket(n.ID, l.Name) + "\n")
+		}
+		b.WriteString(n.joins(InstanceUnit(d.ID)))
+	}
 	b.WriteString("\n[Service]\n")
 	b.WriteString("ExecStart=\n")
 	b.WriteString("ExecStart=" + execStart + "\n")
+	if d.StopTimeout > 0 {
+		b.WriteString("TimeoutStopSec=" + strconv.FormatFloat(d.StopTimeout.Seconds(), 'f', -1, 64) + "s\n")
+	}
+	if d.Network != nil {
+		b.WriteString("PrivateNetwork=yes\n")
+	}
 	return b.Bytes(), nil
 }
 

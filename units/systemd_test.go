@@ -154,6 +154,35 @@ func TestVerifyInstanceUnit(t *testing.T) {
 	}
 }
 
+// TestVerifyPrivateNetworkUnits hands systemd every unit of a private
+// network, drop-ins included.
+func TestVerifyPrivateNetworkUnits(t *testing.T) {
+	requireOfflineVerify(t)
+	if _, err := os.Stat(SocketProxyd); err != nil {
+		t.Skipf("%s is not installed", SocketProxyd)
+	}
+	dir := installUnits(t)
+	n := privateNetwork
+	dropIns, err := RenderPrivateNetwork(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	instance, err := RenderInstanceDropIn(InstanceDropIn{ID: n.ID, Command: []string{"/bin/echo"}, Network: &n, StopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropIns = append(dropIns, UnitDropIn{Unit: InstanceUnit(n.ID), Content: instance})
+	for _, d := range dropIns {
+		writeFile(t, filepath.Join(dir, d.Unit+".d", DropInName), string(d.Content))
+	}
+	env := []string{"SYSTEMD_UNIT_PATH=" + dir + ":"}
+	units := append([]string{InstanceUnit(n.ID)}, n.Units()...)
+	out, ok := runTool(t, env, "systemd-analyze", append([]string{"--man=no", "verify"}, units...)...)
+	if complaints := complaintsAbout(out, append([]string{dir}, units...)...); !ok || len(complaints) > 0 {
+		t.Errorf("systemd-analyze verify (ok=%v):\n%s", ok, out)
+	}
+}
+
 // TestSecurityExposure keeps the services' sandboxing from regressing:
 // systemd-analyze security must rate both at an exposure of 2.0 or less.
 func TestSecurityExposure(t *testing.T) {

@@ -31,12 +31,12 @@ var (
 
 // Instance is one registered KATO processor instance.
 type Instance struct {
-	ID         string     `toml:"-"` // the key of the registry entry
-	Name       string     `toml:"name"`
-	Unit       string     `toml:"unit"` // units.InstanceUnit(ID)
-	APIPort    int        `toml:"api_port"`
-	ZMQPort    int        `toml:"zmq_port"`
-	Command    []string   `toml:"command,omitempty"` // processor command override; empty means the processor's
+	ID      string   `toml:"-"` // the key of the registry entry
+	Name    string   `toml:"name"`
+	Unit    string   `toml:"unit"` // units.InstanceUnit(ID)
+	APIPort int      `toml:"api_port"`
+	ZMQPort int      `toml:"zmq_port"`
+	Command []string `toml:"command,omitempty"` // processor command override; empty means the processor's
 	// Processor names the processor of kato.toml the instance runs; ""
 	// is [processor], shown as DefaultProcessor.
 	Processor string `toml:"processor,omitempty"`

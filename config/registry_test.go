@@ -144,12 +144,12 @@ func TestRegistryRoundTrip(t *testing.T) {
 	f := OpenRegistry(path)
 	zone := time.FixedZone("UTC+5:30", 5*3600+1800)
 	want := &Instance{
-		ID:      "processor-1",
-		Name:    `Main "NLP" Processor — ü`,
-		Unit:    "kato@processor-1.service",
-		APIPort: 8001,
-		ZMQPort: 5556,
-		Command: []string{"/opt/kato/bin/python", "-m", "kato.services.kato_fastapi", "--flag=a b"},
+		ID:        "processor-1",
+		Name:      `Main "NLP" Processor — ü`,
+		Unit:      "kato@processor-1.service",
+		APIPort:   8001,
+		ZMQPort:   5556,
+		Command:   []string{"/opt/kato/bin/python", "-m", "kato.services.kato_fastapi", "--flag=a b"},
 		Processor: "v1",
 		Network:   NetworkPrivate,
 		Parameters: func() Parameters {

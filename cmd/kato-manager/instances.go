@@ -17,50 +17,42 @@ import (
 
 func (a *app) start(ctx context.Context, args []string) error {
 	fs := a.newFlags("start", "[flags]")
-	def := config.DefaultParameters()
 	id := fs.String("id", "", "processor ID: letters, digits, - and _, 1-64 characters (default: generated from time and pid)")
 	name := fs.String("name", "", "human-readable name (default KatoProcessor)")
-	port := fs.Int("port", 0, "REST API port; the next free one is used if it is taken (default: ports.api_start)")
-	zmqPort := fs.Int("zmq-port", 0, "ZMQ port; the next free one is used if it is taken (default: ports.zmq_start)")
-	indexer := fs.String("indexer-type", def.IndexerType, "vector indexer type (VI only)")
-	maxPred := fs.Int("max-predictions", def.MaxPredictions, "maximum predictions")
-	recall := fs.Float64("recall-threshold", def.RecallThreshold, "recall threshold (0-1)")
-	maxSeq := fs.Int("max-seq-length", def.MaxSeqLength, "maximum pattern length (0 = unlimited)")
-	persistence := fs.Int("persistence", def.Persistence, "persistence")
-	quiescence := fs.Int("quiescence", def.Quiescence, "quiescence period")
-	command := fs.String("processor-command", "", "processor command for this instance, split at spaces (default: processor.command)")
-	timeout := fs.Duration("timeout", 0, "how long to wait for the API port (default: processor.ready_timeout)")
+	port := fs.IntP("port", "p", 0, "REST API port on the host; the next free one is used if it is taken (default: ports.api_start)")
+	zmqPort := fs.Int("zmq-port", 0, "ZMQ port on the host; the next free one is used if it is taken (default: ports.zmq_start)")
+	processor := fs.String("processor", "", "named processor of kato.toml ([processors.NAME]) to run (default: [processor])")
+	fs.StringVarP(processor, "tag", "t", "", "alias of --processor, the old script's image tag")
+	network := fs.String("network", "", "host, or private: a network namespace of its own (default: the processor's network)")
+	params := config.AddParamFlags(fs)
+	command := fs.String("processor-command", "", "processor command for this instance, split at spaces (default: the processor's command)")
+	timeout := fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
 	}
+	if fs.Changed("processor") && fs.Changed("tag") {
+		return usagef("--processor and --tag are the same flag; give one")
+	}
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
 	}
 	// Flags left unset take the configured defaults, not the built-in ones.
-	params := cfg.Defaults
-	var explicit []string
-	set := func(flag string, apply func()) {
-		if fs.Changed(flag) {
-			apply()
-			explicit = append(explicit, "--"+flag)
+	parameters, explicit, err := params.Apply(cfg.Defaults)
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command"} {
+		if fs.Changed(f) {
+			explicit = append(explicit, "--"+f)
 		}
 	}
-	set("indexer-type", func() { params.IndexerType = *indexer })
-	set("max-predictions", func() { params.MaxPredictions = *maxPred })
-	set("recall-threshold", func() { params.RecallThreshold = *recall })
-	set("max-seq-length", func() { params.MaxSeqLength = *maxSeq })
-	set("persistence", func() { params.Persistence = *persistence })
-	set("quiescence", func() { params.Quiescence = *quiescence })
-	for _, f := range []string{"name", "port", "zmq-port", "processor-command"} {
-		set(f, func() {})
-	}
 	req := supervisor.StartRequest{
-		ID: *id, Name: *name, APIPort: *port, ZMQPort: *zmqPort,
-		Parameters: params, Command: strings.Fields(*command), Explicit: explicit, Timeout: *timeout,
+		ID: *id, Name: *name, APIPort: *port, ZMQPort: *zmqPort, Processor: *processor, Network: *network,
+		Parameters: parameters, Command: strings.Fields(*command), Explicit: explicit, Timeout: *timeout,
 	}
 	if err := supervisor.ValidateStart(req); err != nil {
 		return err
@@ -82,8 +74,14 @@ func (a *app) start(ctx context.Context, args []string) error {
 		fmt.Fprintf(a.stdout, "instance %s (%s) is already running: %s, API port %d\n", inst.ID, inst.Name, inst.Unit, inst.APIPort)
 		return nil
 	}
-	fmt.Fprintf(a.stdout, "started %s (%s): %s, API port %d, ZMQ port %d\n", inst.ID, inst.Name, inst.Unit, inst.APIPort, inst.ZMQPort)
-	fmt.Fprintf(a.stdout, "  ping: curl http://localhost:%d/%s/ping\n", inst.APIPort, inst.ID)
+	proc, _ := cfg.ProcessorNamed(inst.Processor)
+	processorName := inst.Processor
+	if processorName == "" {
+		processorName = config.DefaultProcessor
+	}
+	fmt.Fprintf(a.stdout, "started %s (%s): %s, processor %s (generation %s), %s network, API port %d, ZMQ port %d\n",
+		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, inst.ZMQPort)
+	fmt.Fprintf(a.stdout, "  health: curl http://localhost:%d%s\n", inst.APIPort, proc.ReadyPath(inst.ID))
 	return nil
 }
 
@@ -154,7 +152,7 @@ func isTerminal(fd uintptr) bool {
 
 func (a *app) restart(ctx context.Context, args []string) error {
 	fs := a.newFlags("restart", "ID|NAME [flags]")
-	timeout := fs.Duration("timeout", 0, "how long to wait for the API port (default: processor.ready_timeout)")
+	timeout := fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -197,9 +195,9 @@ func (a *app) list(ctx context.Context, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY")
+	fmt.Fprintln(tw, "ID\tNAME\tPROCESSOR\tNETWORK\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY")
 	for _, v := range views {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.ID, v.Name, v.State(), dash(v.PID), v.APIPort, v.ZMQPort, uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.ID, v.Name, processorLabel(v), v.Network, v.State(), dash(v.PID), v.APIPort, v.ZMQPort, uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
 	}
 	return tw.Flush()
 }
@@ -262,17 +260,13 @@ func printStatus(a *app, st *supervisor.Status) {
 	} else {
 		fmt.Fprintln(a.stdout, "instances:")
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ID\tUNIT\tSTATE\tRESTARTS\tAPI\tLISTENING\tPROBLEM")
+		fmt.Fprintln(tw, "  ID\tUNIT\tPROCESSOR\tNETWORK\tSTATE\tRESTARTS\tAPI\tLISTENING\tANSWERING\tPROBLEM")
 		for _, i := range st.Instances {
-			listening := "no"
-			if i.APIListening {
-				listening = "yes"
-			}
 			problem := i.Problem
 			if problem == "" {
 				problem = "-"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", i.ID, i.Unit, i.State(), i.Restarts, i.APIPort, listening, problem)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, i.State(), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), problem)
 		}
 		tw.Flush()
 	}
@@ -363,6 +357,21 @@ func (a *app) installUnits(ctx context.Context, args []string) error {
 		fmt.Fprintln(a.stdout, "units installed; systemd reloaded")
 	}
 	return err
+}
+
+// processorLabel is the processor column: its name and generation.
+func processorLabel(v supervisor.InstanceView) string {
+	if v.Generation == "" {
+		return v.Processor + " (missing)"
+	}
+	return v.Processor + " (" + v.Generation + ")"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }
 
 func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {

@@ -14,25 +14,25 @@ import (
 // InstanceView is one row of `kato-manager list`: the registry entry and
 // what systemd and /proc say of it now.
 type InstanceView struct {
-	ID            string    `json:"id"`
-	Name          string    `json:"name"`
-	Unit          string    `json:"unit"`
-	ActiveState   string    `json:"active_state"`
-	SubState      string    `json:"sub_state"`
-	PID           int32     `json:"pid"`
-	APIPort       int       `json:"api_port"`
-	ZMQPort       int       `json:"zmq_port"`
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Unit        string `json:"unit"`
+	ActiveState string `json:"active_state"`
+	SubState    string `json:"sub_state"`
+	PID         int32  `json:"pid"`
+	APIPort     int    `json:"api_port"`
+	ZMQPort     int    `json:"zmq_port"`
 	// Processor names the processor of kato.toml the instance runs
 	// (config.DefaultProcessor for [processor]); Generation is its
 	// generation, "" when kato.toml no longer has it.
-	Processor  string            `json:"processor"`
-	Generation string            `json:"generation"`
-	Network    string            `json:"network"`
-	Parameters config.Parameters `json:"parameters"`
-	Since         time.Time `json:"since,omitzero"`
-	UptimeSeconds int64     `json:"uptime_seconds"`
-	MemoryBytes   uint64    `json:"memory_bytes"`
-	Registered    bool      `json:"registered"`
+	Processor     string            `json:"processor"`
+	Generation    string            `json:"generation"`
+	Network       string            `json:"network"`
+	Parameters    config.Parameters `json:"parameters"`
+	Since         time.Time         `json:"since,omitzero"`
+	UptimeSeconds int64             `json:"uptime_seconds"`
+	MemoryBytes   uint64            `json:"memory_bytes"`
+	Registered    bool              `json:"registered"`
 }
 
 // State is the short state shown in tables: "running", "stopped",
@@ -127,8 +127,8 @@ type ServiceState struct {
 // InstanceStatus is an instance's health as `kato-manager status` shows it.
 type InstanceStatus struct {
 	InstanceView
-	Restarts     uint32 `json:"restarts"`
-	Result       string `json:"result"`
+	Restarts uint32 `json:"restarts"`
+	Result   string `json:"result"`
 	// APIListening says the processor listens on its port: the API port,
 	// or 8000 inside its namespace on a private network.
 	APIListening bool `json:"api_listening"`

@@ -328,9 +328,13 @@ func TestBinary(t *testing.T) {
 	})
 }
 
+// client opens a connection per request, so that none outlives the server
+// it was made to.
+var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 func get(t *testing.T, url string, want int) (map[string]any, http.Header) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +349,7 @@ func get(t *testing.T, url string, want int) (map[string]any, http.Header) {
 
 func post(t *testing.T, url string) map[string]any {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader("{}"))
+	resp, err := client.Post(url, "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,4 +409,3 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
-

@@ -257,7 +257,9 @@ func (p *processor) handlerB() http.Handler {
 	mux.HandleFunc("POST /learn", p.learn)
 	mux.HandleFunc("GET /learned", p.learned)
 	for _, path := range []string{"POST /observe", "GET /stm", "GET /predictions", "POST /clear-all-memory"} {
-		mux.HandleFunc(path, func(w http.ResponseWriter, _ *http.Request) { p.reply(w, http.StatusOK, map[string]any{"status": "okay"}) })
+		mux.HandleFunc(path, func(w http.ResponseWriter, _ *http.Request) {
+			p.reply(w, http.StatusOK, map[string]any{"status": "okay"})
+		})
 	}
 	mux.HandleFunc("GET /env", p.environment)
 	return mux

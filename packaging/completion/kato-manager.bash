@@ -18,7 +18,7 @@ _kato_manager_subcommands() {
 # Flags of a command, named as "command" or "command subcommand".
 _kato_manager_flags() {
 	case $1 in
-	start) echo '--id --indexer-type --max-predictions --max-seq-length --name --persistence --port --processor-command --quiescence --recall-threshold --timeout --zmq-port' ;;
+	start) echo '--auto-act-method --auto-act-threshold --id --indexer-type --log-level -l --max-predictions --max-seq-length --name --network --no-predictions --no-sort --persistence --port -p --processor --processor-command --quiescence --recall-threshold --search-depth --smoothness --tag -t --timeout --update-frequencies --zmq-port' ;;
 	stop) echo '--all --id --name --no-mongo --with-mongo' ;;
 	restart) echo '--timeout' ;;
 	list | status) echo '--json' ;;
@@ -41,7 +41,9 @@ _kato_manager_flags() {
 _kato_manager_takes_value() {
 	case $1 in
 	--config | --registry | --id | --indexer-type | --max-predictions | --max-seq-length | --name | \
-		--persistence | --port | --processor-command | --quiescence | --recall-threshold | --timeout | \
+		--persistence | --port | -p | --processor-command | --quiescence | --recall-threshold | --timeout | \
+		--smoothness | --auto-act-method | --auto-act-threshold | --search-depth | --log-level | -l | \
+		--processor | --tag | -t | --network | \
 		--zmq-port | --lines | -n | --listen | --poll-interval | --workers | --priority | --limit | --status)
 		return 0
 		;;

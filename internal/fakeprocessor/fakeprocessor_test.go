@@ -64,8 +64,10 @@ func envB(t *testing.T) environment {
 	}
 }
 
-// mongo accepts connections, as MongoDB would, until the test ends.
-func mongo(t *testing.T) string {
+// mongo accepts connections and holds them, as MongoDB would, until the
+// test ends. With closing set it closes each at once instead, as a
+// forwarder with nothing behind it does.
+func mongo(t *testing.T, closing ...bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,7 +80,11 @@ func mongo(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			c.Close()
+			if len(closing) > 0 {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
 		}
 	}()
 	return ln.Addr().String()
@@ -112,6 +118,7 @@ func TestGenerationAFaults(t *testing.T) {
 		{"no MONGO_BASE_URL", base.with(nil, "MONGO_BASE_URL"), nil, "'MONGO_BASE_URL'"},
 		{"no MANIFEST, settings as variables", base.with(map[string]string{"MAX_PREDICTIONS": "5"}, "MANIFEST"), nil, "'MANIFEST'"},
 		{"MongoDB refuses", base.with(map[string]string{"MONGO_BASE_URL": "mongodb://127.0.0.1:" + strconv.Itoa(freePort(t))}), []string{"--mongo-timeout=300ms"}, "did not accept a connection within 300ms"},
+		{"MongoDB closes at once", base.with(map[string]string{"MONGO_BASE_URL": "mongodb://" + mongo(t, true)}), []string{"--mongo-timeout=300ms"}, "it closed the connection"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			done, stderr := runProcessor(t, tc.env, append([]string{"--generation=a"}, tc.args...)...)

@@ -163,8 +163,10 @@ func port(env map[string]string, name string) (int, error) {
 	return n, nil
 }
 
-// reachMongo waits until MongoDB accepts a TCP connection, as the engine
-// does before it opens any port.
+// reachMongo waits until MongoDB accepts a TCP connection and keeps it
+// open, as the engine does before it opens any port. A connection closed at
+// once, as a forwarder with nothing behind it does, is no MongoDB: a real
+// client's handshake would fail on it.
 func (p *processor) reachMongo(ctx context.Context, timeout time.Duration) error {
 	u, err := url.Parse(p.mongo)
 	if err != nil || u.Host == "" {
@@ -178,8 +180,18 @@ func (p *processor) reachMongo(ctx context.Context, timeout time.Duration) error
 	for {
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
+			conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			_, err = conn.Read(make([]byte, 1))
 			conn.Close()
-			return nil
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil
+			}
+			if err == nil {
+				err = errors.New("it sent data before the client spoke")
+			} else {
+				err = fmt.Errorf("it closed the connection: %v", err)
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("MongoDB at %s did not accept a connection within %s: %v", addr, timeout, err)

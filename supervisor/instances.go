@@ -371,8 +371,9 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		Name:        inst.Name,
 		Command:     command,
 		Services:    m.Config.Services.Units,
-		StopTimeout: config.Seconds(proc.StopTimeout),
-		Network:     su.network,
+		StopTimeout:    config.Seconds(proc.StopTimeout),
+		HangsOnSIGTERM: proc.Generation == units.GenerationB,
+		Network:        su.network,
 	}
 	return su, nil
 }

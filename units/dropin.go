@@ -33,6 +33,11 @@ type InstanceDropIn struct {
 	// StopTimeout is how long a stop waits after SIGTERM before SIGKILL
 	// (TimeoutStopSec=); zero keeps the template's.
 	StopTimeout time.Duration
+	// HangsOnSIGTERM marks a processor that never exits on SIGTERM
+	// (generation B): its stop sends SIGTERM, waits StopTimeout and sends
+	// SIGKILL itself, and the SIGKILL counts as a clean exit, so that a
+	// stop leaves the unit inactive rather than failed by a timeout.
+	HangsOnSIGTERM bool
 	// Network, when set, puts the processor in a network namespace of its
 	// own (PrivateNetwork=yes) shared with the units Network describes.
 	Network *PrivateNetwork
@@ -106,7 +111,17 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 	b.WriteString("\n[Service]\n")
 	b.WriteString("ExecStart=\n")
 	b.WriteString("ExecStart=" + execStart + "\n")
-	if d.StopTimeout > 0 {
+	if d.HangsOnSIGTERM {
+		if d.StopTimeout <= 0 {
+			return nil, errors.New("invalid stop timeout: a processor that hangs on SIGTERM needs one")
+		}
+		// systemd expands ${MAINPID}; "$$" is the shell's "$".
+		ticks := int(d.StopTimeout / (100 * time.Millisecond))
+		fmt.Fprintf(&b, "ExecStop=/bin/sh -c 'kill -TERM ${MAINPID}; n=0; while kill -0 ${MAINPID} 2>/dev/null && [ $$n -lt %d ]; do sleep 0.1; n=$$((n+1)); done; kill -KILL ${MAINPID} 2>/dev/null; exit 0'\n", ticks)
+		b.WriteString("SuccessExitStatus=SIGKILL\n")
+		// A backstop, should the stop command itself hang.
+		b.WriteString("TimeoutStopSec=" + strconv.FormatFloat((d.StopTimeout+5*time.Second).Seconds(), 'f', -1, 64) + "s\n")
+	} else if d.StopTimeout > 0 {
 		b.WriteString("TimeoutStopSec=" + strconv.FormatFloat(d.StopTimeout.Seconds(), 'f', -1, 64) + "s\n")
 	}
 	if d.Network != nil {

@@ -13,6 +13,22 @@ var privateNetwork = PrivateNetwork{
 	Links:   []Link{{Name: "mongo", Port: 27017, Address: "127.0.0.1:27017"}, {Name: "qdrant", Port: 6333, Address: "db.example:6333"}},
 }
 
+func TestRenderInstanceDropInStop(t *testing.T) {
+	a, err := RenderInstanceDropIn(InstanceDropIn{ID: "a", Command: []string{"/bin/kato"}, StopTimeout: 10 * time.Second})
+	if err != nil || !strings.Contains(string(a), "TimeoutStopSec=10s\n") || strings.Contains(string(a), "ExecStop") {
+		t.Errorf("generation A drop-in (%v):\n%s", err, a)
+	}
+	b, err := RenderInstanceDropIn(InstanceDropIn{ID: "b", Command: []string{"/bin/kato"}, StopTimeout: 3 * time.Second, HangsOnSIGTERM: true})
+	for _, want := range []string{"ExecStop=/bin/sh -c 'kill -TERM ${MAINPID};", "[ $$n -lt 30 ]", "kill -KILL ${MAINPID}", "SuccessExitStatus=SIGKILL\n", "TimeoutStopSec=8s\n"} {
+		if err != nil || !strings.Contains(string(b), want) {
+			t.Errorf("generation B drop-in lacks %q (%v):\n%s", want, err, b)
+		}
+	}
+	if _, err := RenderInstanceDropIn(InstanceDropIn{ID: "b", Command: []string{"/bin/kato"}, HangsOnSIGTERM: true}); err == nil {
+		t.Error("a processor that hangs on SIGTERM without a stop timeout was accepted")
+	}
+}
+
 func TestPrivateNetworkNames(t *testing.T) {
 	n := privateNetwork
 	if got, want := n.Members(), []string{

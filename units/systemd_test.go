@@ -133,6 +133,7 @@ func TestVerifyInstanceUnit(t *testing.T) {
 	}{
 		{"plain", plainDropIn},
 		{"hostile", hostileDropIn},
+		{"hangs on SIGTERM", InstanceDropIn{ID: "gen-b", Command: []string{"/bin/kato"}, StopTimeout: 3 * time.Second, HangsOnSIGTERM: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := installUnits(t)

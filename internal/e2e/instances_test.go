@@ -107,10 +107,11 @@ func TestInstances(t *testing.T) {
 			}
 		}
 		m.must("systemctl", "stop", "kato.target")
+		// Generation B ignores SIGTERM: each stop ends with the kill after
+		// the processor's stop_timeout, and counts as a clean one.
 		for i := 1; i <= 3; i++ {
-			if s := m.activeState(fmt.Sprintf("kato@processor-%d.service", i)); s != "inactive" {
-				t.Errorf("after stopping kato.target processor-%d is %s", i, s)
-			}
+			unit := fmt.Sprintf("kato@processor-%d.service", i)
+			m.waitFor(unit+" to stop with kato.target", 10*time.Second, func() bool { return m.activeState(unit) == "inactive" })
 		}
 		m.must("systemctl", "daemon-reload")
 		m.must("systemctl", "start", "kato.target")

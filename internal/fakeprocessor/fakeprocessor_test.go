@@ -64,9 +64,9 @@ func envB(t *testing.T) environment {
 	}
 }
 
-// mongo accepts connections and holds them, as MongoDB would, until the
-// test ends. With closing set it closes each at once instead, as a
-// forwarder with nothing behind it does.
+// mongo accepts connections and echoes them, as the MongoDB stand-in does,
+// until the test ends. With closing set it closes each at once instead, as
+// a forwarder with nothing behind it does.
 func mongo(t *testing.T, closing ...bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -84,9 +84,21 @@ func mongo(t *testing.T, closing ...bool) string {
 				c.Close()
 				continue
 			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
+			go func() { io.Copy(c, c); c.Close() }()
 		}
 	}()
+	return ln.Addr().String()
+}
+
+// silentListener accepts connections into its backlog and never serves
+// them, as a socket whose forwarder cannot start.
+func silentListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
 	return ln.Addr().String()
 }
 
@@ -118,7 +130,8 @@ func TestGenerationAFaults(t *testing.T) {
 		{"no MONGO_BASE_URL", base.with(nil, "MONGO_BASE_URL"), nil, "'MONGO_BASE_URL'"},
 		{"no MANIFEST, settings as variables", base.with(map[string]string{"MAX_PREDICTIONS": "5"}, "MANIFEST"), nil, "'MANIFEST'"},
 		{"MongoDB refuses", base.with(map[string]string{"MONGO_BASE_URL": "mongodb://127.0.0.1:" + strconv.Itoa(freePort(t))}), []string{"--mongo-timeout=300ms"}, "did not accept a connection within 300ms"},
-		{"MongoDB closes at once", base.with(map[string]string{"MONGO_BASE_URL": "mongodb://" + mongo(t, true)}), []string{"--mongo-timeout=300ms"}, "it closed the connection"},
+		{"MongoDB closes at once", base.with(map[string]string{"MONGO_BASE_URL": "mongodb://" + mongo(t, true)}), []string{"--mongo-timeout=300ms"}, "did not accept a connection within 300ms"},
+		{"MongoDB never answers", base.with(map[string]string{"MONGO_BASE_URL": "mongodb://" + silentListener(t)}), []string{"--mongo-timeout=300ms"}, "did not accept a connection within 300ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			done, stderr := runProcessor(t, tc.env, append([]string{"--generation=a"}, tc.args...)...)

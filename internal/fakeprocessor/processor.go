@@ -163,10 +163,11 @@ func port(env map[string]string, name string) (int, error) {
 	return n, nil
 }
 
-// reachMongo waits until MongoDB accepts a TCP connection and keeps it
-// open, as the engine does before it opens any port. A connection closed at
-// once, as a forwarder with nothing behind it does, is no MongoDB: a real
-// client's handshake would fail on it.
+// reachMongo waits until MongoDB answers on a connection, as the engine
+// does before it opens any port. The double's "handshake" is a line that
+// the MongoDB stand-in (internal/mongostandin) echoes: a connection that is
+// closed at once, as by a forwarder with nothing behind it, or never
+// answered, as in a socket whose forwarder cannot start, is no MongoDB.
 func (p *processor) reachMongo(ctx context.Context, timeout time.Duration) error {
 	u, err := url.Parse(p.mongo)
 	if err != nil || u.Host == "" {
@@ -178,20 +179,9 @@ func (p *processor) reachMongo(ctx context.Context, timeout time.Duration) error
 	}
 	deadline := time.Now().Add(timeout)
 	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		err := handshake(addr, deadline)
 		if err == nil {
-			conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			_, err = conn.Read(make([]byte, 1))
-			conn.Close()
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return nil
-			}
-			if err == nil {
-				err = errors.New("it sent data before the client spoke")
-			} else {
-				err = fmt.Errorf("it closed the connection: %v", err)
-			}
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("MongoDB at %s did not accept a connection within %s: %v", addr, timeout, err)
@@ -202,6 +192,24 @@ func (p *processor) reachMongo(ctx context.Context, timeout time.Duration) error
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// handshake sends a line to addr and waits, until deadline, for it to come
+// back.
+func handshake(addr string, deadline time.Time) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Until(deadline)+time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(deadline.Add(time.Millisecond))
+	if _, err := conn.Write([]byte("hello\n")); err != nil {
+		return err
+	}
+	if _, err := conn.Read(make([]byte, 1)); err != nil {
+		return fmt.Errorf("no answer on the connection: %v", err)
+	}
+	return nil
 }
 
 // serve opens the ports on all interfaces and serves them; the channel gets

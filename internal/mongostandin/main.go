@@ -1,8 +1,9 @@
 // Mongostandin stands in for MongoDB in tests: it accepts TCP connections on
-// --listen (default 127.0.0.1:27017), reads and discards what they send and
-// keeps them open until the peer closes them. That is all the KATO
-// processor test double needs of MongoDB: a server that accepts its
-// connection. It speaks no MongoDB protocol.
+// --listen (default 127.0.0.1:27017), echoes what they send and keeps them
+// open until the peer closes them. That is all the KATO processor test
+// double needs of MongoDB: a server that accepts its connection and
+// answers on it (the double's handshake is a line it expects back). It
+// speaks no MongoDB protocol.
 //
 // Each accepted connection is logged with its peer, so that tests can see
 // from the journal that a processor reached it.
@@ -53,7 +54,7 @@ func serve(ctx context.Context, addr string, log io.Writer) error {
 		fmt.Fprintf(log, "mongostandin: connection from %s\n", conn.RemoteAddr())
 		go func() {
 			defer conn.Close()
-			io.Copy(io.Discard, conn)
+			io.Copy(conn, conn)
 		}()
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -51,7 +52,13 @@ func TestServeAcceptsAndHolds(t *testing.T) {
 	if _, err := conn.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
-	// The connection stays open: a read times out instead of seeing EOF.
+	// What is sent comes back, and the connection stays open: a further
+	// read times out instead of seeing EOF.
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo = %q, %v", buf, err)
+	}
 	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if _, err := conn.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "timeout") {
 		t.Fatalf("read = %v, want a timeout on an open connection", err)

@@ -201,10 +201,12 @@ ready = "GET /nothing-here"
 			t.Errorf("a processor that does not answer its health request: %s", r)
 		}
 		// Without MongoDB a generation-A processor exits.
+		// The instance wants MongoDB's unit: take the unit away.
 		m.must("systemctl", "stop", testbed.MongoUnit)
-		defer m.must("systemctl", "start", testbed.MongoUnit)
-		m.must("systemctl", "mask", "--runtime", testbed.MongoUnit)
-		defer m.must("systemctl", "unmask", "--runtime", testbed.MongoUnit)
+		m.must("mv", "/etc/systemd/system/"+testbed.MongoUnit, "/root/")
+		m.must("systemctl", "daemon-reload")
+		defer m.must("systemctl", "daemon-reload")
+		defer m.must("mv", "/root/"+testbed.MongoUnit, "/etc/systemd/system/")
 		r = m.km("start", "--processor", "a", "--id", "nomongo", "--processor-command", fakeProcessor+" --generation a --mongo-timeout 1s")
 		if r.code != 1 || !strings.Contains(r.stderr, "kato@nomongo.service exited") || !strings.Contains(r.stderr, "before answering GET /nomongo/ping") ||
 			!strings.Contains(r.stderr, "did not accept a connection") {
@@ -231,8 +233,13 @@ ready = "GET /nothing-here"
 		if engine := m.header("http://127.0.0.1:8021/old/ping", "X-Fake-Engine"); engine != "old" {
 			t.Errorf("old answered by %q", engine)
 		}
-		if got := strings.TrimSpace(m.must("systemctl", "show", "-P", "TimeoutStopUSec", "kato@new.service")); got != "2s" {
-			t.Errorf("TimeoutStopUSec = %s, want 2s", got)
+		// The stop command kills it after 2s; the unit's own timeout is
+		// only a backstop.
+		if got := strings.TrimSpace(m.must("systemctl", "show", "-P", "TimeoutStopUSec", "kato@new.service")); got != "7s" {
+			t.Errorf("TimeoutStopUSec = %s, want 7s", got)
+		}
+		if got := m.must("systemctl", "show", "-P", "ExecStop", "kato@new.service"); !strings.Contains(got, "-lt 20 ]") {
+			t.Errorf("ExecStop = %s", got)
 		}
 		// Generation B ignores SIGTERM: the stop ends with the kill at
 		// stop_timeout, not at the unit's 30 seconds.
@@ -243,6 +250,12 @@ ready = "GET /nothing-here"
 		}
 		if s := m.activeState("kato@new.service"); s != "inactive" {
 			t.Errorf("after stop: %s", s)
+		}
+		// A stop by systemctl leaves the unit inactive, not failed.
+		m.mustKM("start", "--processor", "v2", "--id", "new", "--port", "8022")
+		m.must("systemctl", "stop", "kato@new.service")
+		if s := m.activeState("kato@new.service"); s != "inactive" {
+			t.Errorf("after systemctl stop: %s (result %s)", s, m.exec("systemctl", "show", "-P", "Result", "kato@new.service").stdout)
 		}
 	})
 

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -242,14 +243,14 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 		}
 		req.ZMQPort = config.PrivateZMQPort
 	}
-	listening, err := m.Ports.Listening(ctx)
+	listening, err := m.Ports.Bound(ctx)
 	if err != nil {
 		return config.Instance{}, nil, err
 	}
 	reserved := r.ReservedPorts()
 	taken := func(p int) bool {
 		_, res := reserved[p]
-		_, lis := listening[p]
+		lis := listening[p]
 		return res || lis
 	}
 	why := func(p int) string {
@@ -464,12 +465,37 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 	if err := m.Systemd.EnableUnits(ctx, []string{inst.Unit}); err != nil {
 		return err
 	}
-	if err := m.reloadIfNeeded(ctx, written...); err != nil {
+	// One look at each unit systemd has loaded says whether it must re-read
+	// its files and whether it keeps a failed state or a restart counter,
+	// which a start should not inherit. A unit not loaded has neither, and
+	// reading its properties would load it: one listing finds the others.
+	loaded, err := m.Systemd.ListUnits(ctx, written...)
+	if err != nil {
 		return err
 	}
-	// A failed unit keeps its restart counter; start from a clean slate.
-	for _, u := range written {
-		if err := m.Systemd.ResetFailedUnit(ctx, u); err != nil {
+	var reload bool
+	var failed []string
+	for _, l := range loaded {
+		if !slices.Contains(written, l.Name) {
+			continue
+		}
+		name := l.Name
+		u, err := m.Systemd.Unit(ctx, name)
+		if err != nil {
+			return err
+		}
+		reload = reload || u.NeedDaemonReload
+		if u.ActiveState == "failed" || u.NRestarts > 0 {
+			failed = append(failed, name)
+		}
+	}
+	if reload {
+		if err := m.Systemd.Reload(ctx); err != nil {
+			return err
+		}
+	}
+	for _, name := range failed {
+		if err := m.Systemd.ResetFailedUnit(ctx, name); err != nil {
 			return err
 		}
 	}
@@ -515,6 +541,19 @@ func (m *Manager) waitReady(ctx context.Context, inst config.Instance, su *insta
 	defer tick.Stop()
 	last := "no answer yet"
 	for {
+		// The health request comes first: once it answers, the unit's
+		// state need not be read again.
+		status, err := m.probe(ctx, su.readyPort, su.proc.ReadyPath(inst.ID), time.Until(deadline))
+		if err == nil && status == 200 {
+			if u, err := m.Systemd.Unit(ctx, inst.Unit); err == nil && u.ActiveState == "active" && u.NRestarts <= restartsBefore {
+				return nil
+			}
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("HTTP %d", status)
+		}
 		u, err := m.Systemd.Unit(ctx, inst.Unit)
 		if err != nil {
 			return err
@@ -524,16 +563,6 @@ func (m *Manager) waitReady(ctx context.Context, inst config.Instance, su *insta
 			return fmt.Errorf("%s exited (%s, result %s) before answering %s on port %d: %w", inst.Unit, u.ActiveState, u.Result, request, su.readyPort, ErrNotReady)
 		case u.NRestarts > restartsBefore:
 			return fmt.Errorf("%s exited and was restarted by systemd before answering %s on port %d: %w", inst.Unit, request, su.readyPort, ErrNotReady)
-		case u.ActiveState == "active":
-			status, err := m.probe(ctx, su.readyPort, su.proc.ReadyPath(inst.ID), time.Until(deadline))
-			if err == nil && status == 200 {
-				return nil
-			}
-			if err != nil {
-				last = err.Error()
-			} else {
-				last = fmt.Sprintf("HTTP %d", status)
-			}
 		}
 		if time.Now().After(deadline) {
 			if ctx.Err() != nil {
@@ -607,12 +636,11 @@ func (m *Manager) listensOn(ctx context.Context, mainPID uint32, port int, hostW
 	if !hostWide {
 		return false, nil
 	}
-	listening, err := m.Ports.Listening(ctx)
+	listening, err := m.Ports.Bound(ctx)
 	if err != nil {
 		return false, err
 	}
-	_, ok := listening[port]
-	return ok, nil
+	return listening[port], nil
 }
 
 // teardown stops an instance's unit and removes everything kato-manager

@@ -368,10 +368,10 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		command = proc.Command
 	}
 	su.dropIn = units.InstanceDropIn{
-		ID:          inst.ID,
-		Name:        inst.Name,
-		Command:     command,
-		Services:    m.Config.Services.Units,
+		ID:             inst.ID,
+		Name:           inst.Name,
+		Command:        command,
+		Services:       m.Config.Services.Units,
 		StopTimeout:    config.Seconds(proc.StopTimeout),
 		HangsOnSIGTERM: proc.Generation == units.GenerationB,
 		Network:        su.network,

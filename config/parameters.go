@@ -248,21 +248,7 @@ func (k Kind) rule() string {
 // FormatValue renders a parameter value as the command line and the
 // environment file write it: numbers in their shortest exact form, true and
 // false for booleans.
-func FormatValue(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case int:
-		return strconv.Itoa(x)
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case float64:
-		return formatFloat(x)
-	case bool:
-		return strconv.FormatBool(x)
-	}
-	return fmt.Sprint(v)
-}
+func FormatValue(v any) string { return units.FormatSetting(v) }
 
 func oneOf(values ...string) func(any) string {
 	rule := "must be " + values[0]

@@ -141,7 +141,7 @@ func RenderEnvironment(env ProcessorEnv) []byte {
 	vars = append(vars, struct{ key, value string }{"HOSTNAME", env.Hostname})
 	for _, s := range env.Settings {
 		if env.Generation == GenerationB || s.Manifest == "" {
-			vars = append(vars, struct{ key, value string }{s.Env, envText(s.Value)})
+			vars = append(vars, struct{ key, value string }{s.Env, FormatSetting(s.Value)})
 		}
 	}
 	vars = append(vars, struct{ key, value string }{"MONGO_BASE_URL", env.MongoURL})
@@ -166,14 +166,16 @@ func RenderEnvironment(env ProcessorEnv) []byte {
 	return b.Bytes()
 }
 
-// envText renders a setting's value as an environment variable: numbers in
-// their shortest exact form, booleans as true or false.
-func envText(v any) string {
+// FormatSetting renders a setting's value as the environment file carries
+// it: numbers in their shortest exact form, booleans as true or false.
+func FormatSetting(v any) string {
 	switch x := v.(type) {
 	case string:
 		return x
 	case int:
 		return strconv.Itoa(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
 	case float64:
 		return formatFloat(x)
 	case bool:
@@ -208,7 +210,7 @@ func manifest(env ProcessorEnv) string {
 				b.WriteString(formatFloat(x))
 			}
 		case int, bool:
-			b.WriteString(envText(x))
+			b.WriteString(FormatSetting(x))
 		default:
 			b.WriteString("null")
 		}

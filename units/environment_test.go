@@ -117,7 +117,7 @@ func TestRenderEnvironmentReadsBack(t *testing.T) {
 				for _, s := range env.Settings {
 					if gen == GenerationB || s.Manifest == "" {
 						wantKeys = append(wantKeys, s.Env)
-						want[s.Env] = envText(s.Value)
+						want[s.Env] = FormatSetting(s.Value)
 					}
 				}
 				wantKeys = append(wantKeys, "MONGO_BASE_URL")

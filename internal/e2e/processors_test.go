@@ -259,6 +259,24 @@ ready = "GET /nothing-here"
 		}
 	})
 
+	run("generation B on a private network", func(t *testing.T) {
+		m.mustKM("start", "--network", "private", "--id", "bp", "--port", "8041")
+		if body, err := m.get("http://127.0.0.1:8041/health"); err != nil || !strings.Contains(body, `"processor_id":"bp"`) {
+			t.Fatalf("health through the host port: %q %v", body, err)
+		}
+		env := m.envOf("http://127.0.0.1:8041/env")
+		if env["PORT"] != "8000" || env["MONGO_BASE_URL"] != "mongodb://127.0.0.1:27017" || env["ZMQ_PORT"] != "" {
+			t.Errorf("generation B inside its namespace got %v", env)
+		}
+		// Generation B has no ZMQ port to forward.
+		if m.exists("/etc/systemd/system/kato-proxy@bp.zmq.socket.d") {
+			t.Error("a ZMQ forwarder for generation B")
+		}
+		if r := m.km("status"); r.code != 0 || !strings.Contains(r.stdout, "private") {
+			t.Errorf("status: %s", r)
+		}
+	})
+
 	run("restart keeps learned state in both generations", func(t *testing.T) {
 		m.mustKM("start", "--processor", "a", "--id", "la", "--port", "8031")
 		m.mustKM("start", "--id", "lb", "--port", "8032")

@@ -115,9 +115,10 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 		if d.StopTimeout <= 0 {
 			return nil, errors.New("invalid stop timeout: a processor that hangs on SIGTERM needs one")
 		}
-		// systemd expands ${MAINPID}; "$$" is the shell's "$".
-		ticks := int(d.StopTimeout / (100 * time.Millisecond))
-		fmt.Fprintf(&b, "ExecStop=/bin/sh -c 'kill -TERM ${MAINPID}; n=0; while kill -0 ${MAINPID} 2>/dev/null && [ $$n -lt %d ]; do sleep 0.1; n=$$((n+1)); done; kill -KILL ${MAINPID} 2>/dev/null; exit 0'\n", ticks)
+		// systemd expands ${MAINPID}. tail --pid returns as soon as the
+		// processor exits; timeout bounds the wait by the clock.
+		fmt.Fprintf(&b, "ExecStop=/bin/sh -c 'kill -TERM ${MAINPID}; timeout %s tail --pid=${MAINPID} -s 0.1 -f /dev/null; kill -KILL ${MAINPID} 2>/dev/null; exit 0'\n",
+			strconv.FormatFloat(d.StopTimeout.Seconds(), 'f', -1, 64))
 		b.WriteString("SuccessExitStatus=SIGKILL\n")
 		// A backstop, should the stop command itself hang.
 		b.WriteString("TimeoutStopSec=" + strconv.FormatFloat((d.StopTimeout+5*time.Second).Seconds(), 'f', -1, 64) + "s\n")

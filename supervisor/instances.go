@@ -884,6 +884,15 @@ func (m *Manager) orphanIDs(ctx context.Context, reg *config.Registry) ([]string
 			found[id] = true
 		}
 	}
+	// Private-network units outliving their instance's files.
+	for _, pattern := range []string{"kato-proxy@*.d", "kato-link@*.d"} {
+		netDirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, pattern, units.DropInName))
+		for _, d := range netDirs {
+			if id, ok := units.NetworkUnitID(strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d")); ok {
+				found[id] = true
+			}
+		}
+	}
 	envs, _ := filepath.Glob(filepath.Join(m.Paths.EnvDir, "*.env"))
 	for _, e := range envs {
 		id := strings.TrimSuffix(filepath.Base(e), ".env")

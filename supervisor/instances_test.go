@@ -682,6 +682,16 @@ func TestPrivateNetwork(t *testing.T) {
 	if kept, _ := filepath.Glob(filepath.Join(e.m.Paths.UnitDir, "kato-proxy@p1.*")); len(kept) != 4 {
 		t.Errorf("stopping p2 touched p1's units: %q", kept)
 	}
+	// A network unit left without its instance is drift that gc repairs.
+	os.MkdirAll(filepath.Join(e.m.Paths.UnitDir, "kato-link@gone.mongo.socket.d"), 0o755)
+	os.WriteFile(filepath.Join(e.m.Paths.UnitDir, "kato-link@gone.mongo.socket.d", "kato-manager.conf"), []byte("[Socket]\n"), 0o644)
+	d, err := e.m.GC(ctx)
+	if err != nil || len(d.OrphanUnits) != 1 || d.OrphanUnits[0] != "gone" {
+		t.Fatalf("gc = %+v, %v", d, err)
+	}
+	if _, err := os.Stat(filepath.Join(e.m.Paths.UnitDir, "kato-link@gone.mongo.socket.d")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("gc left the stray network unit: %v", err)
+	}
 }
 
 func TestStartSaysWhatItSaw(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"strconv"
+	"strings"
 )
 
 // SocketProxyd is systemd's socket forwarder, which the private-network units
@@ -61,6 +62,23 @@ func LinkService(id, name string) string { return linkPrefix + id + "." + name +
 // '.', so they match no other instance's units.
 func NetworkUnitGlobs(id string) []string {
 	return []string{proxyPrefix + id + ".*", linkPrefix + id + ".*"}
+}
+
+// NetworkUnitID returns the instance id of a private-network unit name, such
+// as processor-1 for kato-link@processor-1.mongo.socket; it reports false
+// for any other unit.
+func NetworkUnitID(unit string) (string, bool) {
+	for _, prefix := range []string{proxyPrefix, linkPrefix} {
+		rest, ok := strings.CutPrefix(unit, prefix)
+		if !ok {
+			continue
+		}
+		id, _, ok := strings.Cut(rest, ".")
+		if ok && ValidateInstanceID(id) == nil {
+			return id, true
+		}
+	}
+	return "", false
 }
 
 // IsNetworkUnitOf reports whether unit is a private-network unit of the

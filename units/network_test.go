@@ -48,6 +48,16 @@ func TestPrivateNetworkNames(t *testing.T) {
 			t.Errorf("%s: %v", u, err)
 		}
 	}
+	for _, u := range n.Units() {
+		if id, ok := NetworkUnitID(u); !ok || id != "processor-1" {
+			t.Errorf("NetworkUnitID(%s) = %q, %v", u, id, ok)
+		}
+	}
+	for _, u := range []string{"kato@processor-1.service", "kato-proxy@.api.socket", "kato-link@a b.mongo.socket", "other@x.y.socket"} {
+		if id, ok := NetworkUnitID(u); ok {
+			t.Errorf("NetworkUnitID(%s) = %q", u, id)
+		}
+	}
 	if len(n.Units()) != 8 {
 		t.Errorf("Units() = %q", n.Units())
 	}

@@ -197,8 +197,12 @@ func TestSecurityExposure(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "kg-worker@1.service"), worker)
 	instance := string(templateByName(t, SystemdDir, "kato@.service").Content) + "\n[Service]\nExecStart=/bin/true\n"
 	writeFile(t, filepath.Join(dir, "kato@x.service"), instance)
+	for template, unit := range map[string]string{"kato-proxy@.service": ProxyService("x", "api"), "kato-link@.service": LinkService("x", "mongo")} {
+		proxy := string(templateByName(t, SystemdDir, template).Content) + "\n[Service]\nExecStart=/bin/true\n"
+		writeFile(t, filepath.Join(dir, unit), proxy)
+	}
 
-	for _, unit := range []string{"kg-worker@1.service", "kato@x.service"} {
+	for _, unit := range []string{"kg-worker@1.service", "kato@x.service", ProxyService("x", "api"), LinkService("x", "mongo")} {
 		t.Run(unit, func(t *testing.T) {
 			// The threshold is in tenths: 20 is an exposure level of 2.0.
 			out, ok := runTool(t, nil, "systemd-analyze", "security", "--offline=true", "--threshold=20", "--no-pager",

@@ -50,11 +50,14 @@ ready_timeout = 20.0
 `
 
 // Config is /etc/kato/kato.toml inside a machine: the KATO processor test
-// double, no shared services, a generous ready timeout.
+// double as generation B (which ignores SIGTERM, hence the short stop
+// timeout), no shared services, a generous ready timeout.
 const Config = `
 [processor]
 command = ["/opt/kato-test/fakeprocessor"]
+generation = "b"
 ready_timeout = 20.0
+stop_timeout = 1.0
 
 [services]
 units = []

@@ -238,8 +238,10 @@ func TestInstances(t *testing.T) {
 		if len(st.Instances) != 1 || st.Instances[0].Restarts < 1 {
 			t.Fatalf("status = %+v", st)
 		}
-		if !strings.Contains(m.mustKM("status"), "crashy") {
-			t.Fatal("status does not show the instance")
+		// A processor that crashes every two seconds may be caught between
+		// a restart and its listen: status may then exit 1 for it.
+		if r := m.km("status"); !strings.Contains(r.stdout, "crashy") || (r.code != 0 && !strings.Contains(r.stdout, "not listening")) {
+			t.Fatalf("status does not show the instance: %s", r)
 		}
 	})
 

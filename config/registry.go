@@ -31,12 +31,18 @@ var (
 
 // Instance is one registered KATO processor instance.
 type Instance struct {
-	ID         string     `toml:"-"` // the key of the registry entry
-	Name       string     `toml:"name"`
-	Unit       string     `toml:"unit"` // units.InstanceUnit(ID)
-	APIPort    int        `toml:"api_port"`
-	ZMQPort    int        `toml:"zmq_port"`
-	Command    []string   `toml:"command,omitempty"` // processor command override; empty means the global one
+	ID      string   `toml:"-"` // the key of the registry entry
+	Name    string   `toml:"name"`
+	Unit    string   `toml:"unit"` // units.InstanceUnit(ID)
+	APIPort int      `toml:"api_port"`
+	ZMQPort int      `toml:"zmq_port"`
+	Command []string `toml:"command,omitempty"` // processor command override; empty means the processor's
+	// Processor names the processor of kato.toml the instance runs; ""
+	// is [processor], shown as DefaultProcessor.
+	Processor string `toml:"processor,omitempty"`
+	// Network is NetworkHost or NetworkPrivate; entries written before it
+	// existed ran on the host network.
+	Network    string     `toml:"network"`
 	Parameters Parameters `toml:"parameters"`
 	Created    time.Time  `toml:"created"`
 	Updated    time.Time  `toml:"updated"`
@@ -67,6 +73,14 @@ func (in *Instance) Validate() error {
 		if err := validateCommand("command", in.Command); err != nil {
 			return err
 		}
+	}
+	if in.Processor != "" {
+		if rule := processorNameRule(in.Processor); rule != "" {
+			return &FieldError{Field: "processor", Value: in.Processor, Rule: rule}
+		}
+	}
+	if in.Network != NetworkHost && in.Network != NetworkPrivate {
+		return &FieldError{Field: "network", Value: in.Network, Rule: "must be host or private"}
 	}
 	if err := in.Parameters.Validate(); err != nil {
 		return prefixField("parameters.", err)
@@ -304,10 +318,18 @@ func decodeRegistry(data []byte) (*Registry, error) {
 	}
 	r := &Registry{Instances: make(map[string]*Instance, len(doc.Instances))}
 	for id, raw := range doc.Instances {
-		in := &Instance{ID: id, Parameters: DefaultParameters()}
+		in := &Instance{ID: id, Network: NetworkHost}
 		if err := md.PrimitiveDecode(raw, in); err != nil {
 			return nil, tomlError(err)
 		}
+		// Parameters are merged over the defaults: an entry written before
+		// a parameter existed gets its default, an old name its new one.
+		params, err := DefaultParameters().Merge(in.Parameters)
+		if err != nil {
+			key := toml.Key{"instances", id, "parameters"}
+			return nil, fmt.Errorf("%s%w", linePrefix(data, fieldPath(key, err)), prefixField(key.String()+".", err))
+		}
+		in.Parameters = params
 		r.Instances[id] = in
 	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {

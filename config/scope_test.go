@@ -147,8 +147,8 @@ func TestScopeTemplates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(system) != 6 || len(userTemplates) != 4 {
-		t.Fatalf("%d system and %d user templates, want 6 (units, sysusers.d, tmpfiles.d) and 4 (units)", len(system), len(userTemplates))
+	if len(system) != 10 || len(userTemplates) != 4 {
+		t.Fatalf("%d system and %d user templates, want 10 (units, the private network's units, sysusers.d, tmpfiles.d) and 4 (units)", len(system), len(userTemplates))
 	}
 	for _, tmpl := range userTemplates {
 		if tmpl.Dir != "systemd" {

@@ -330,7 +330,7 @@ func writeRegistry(t *testing.T, instances map[string]string) string {
 		for id, name := range instances {
 			port += 2
 			r.Instances[id] = &config.Instance{ID: id, Name: name, Unit: "kato@" + id + ".service", APIPort: port, ZMQPort: port + 1,
-				Parameters: config.DefaultParameters(), Created: now, Updated: now}
+				Parameters: config.DefaultParameters(), Network: config.NetworkHost, Created: now, Updated: now}
 		}
 		return nil
 	})

@@ -42,6 +42,14 @@ var (
 	instanceService []byte
 	//go:embed kato.target
 	instanceTarget []byte
+	//go:embed kato-proxy@.socket
+	proxySocket []byte
+	//go:embed kato-proxy@.service
+	proxyService []byte
+	//go:embed kato-link@.socket
+	linkSocket []byte
+	//go:embed kato-link@.service
+	linkService []byte
 	//go:embed kg-worker@.service
 	workerService []byte
 	//go:embed kg-workers.target
@@ -59,6 +67,10 @@ func Templates() []Template {
 	return []Template{
 		{Name: "kato@.service", Dir: SystemdDir, Content: clone(instanceService)},
 		{Name: InstanceTarget, Dir: SystemdDir, Content: clone(instanceTarget)},
+		{Name: "kato-proxy@.socket", Dir: SystemdDir, Content: clone(proxySocket)},
+		{Name: "kato-proxy@.service", Dir: SystemdDir, Content: clone(proxyService)},
+		{Name: "kato-link@.socket", Dir: SystemdDir, Content: clone(linkSocket)},
+		{Name: "kato-link@.service", Dir: SystemdDir, Content: clone(linkService)},
 		{Name: "kg-worker@.service", Dir: SystemdDir, Content: clone(workerService)},
 		{Name: WorkerTarget, Dir: SystemdDir, Content: clone(workerTarget)},
 		{Name: "kato.conf", Dir: SysusersDir, Content: clone(sysusers)},

@@ -32,6 +32,10 @@ func TestTemplatesList(t *testing.T) {
 	want := []string{
 		"systemd/kato@.service",
 		"systemd/kato.target",
+		"systemd/kato-proxy@.socket",
+		"systemd/kato-proxy@.service",
+		"systemd/kato-link@.socket",
+		"systemd/kato-link@.service",
 		"systemd/kg-worker@.service",
 		"systemd/kg-workers.target",
 		"sysusers/kato.conf",

@@ -65,7 +65,9 @@ func UserTemplates(d UserDirs) ([]Template, error) {
 	}
 	var out []Template
 	for _, t := range Templates() {
-		if t.Dir != SystemdDir {
+		// The private network's forwarders need the system manager: a user
+		// manager runs no instance with --network private.
+		if t.Dir != SystemdDir || isNetworkTemplate(t.Name) {
 			continue
 		}
 		t.Content = renderUser(t.Name, t.Content, d)

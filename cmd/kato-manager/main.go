@@ -347,7 +347,7 @@ func flagNames(err error) error {
 	var fe *config.FieldError
 	// Fields with a dot are config keys; upper-case ones name positional
 	// arguments (CONTENT_ID): both stay as they are.
-	if errors.As(err, &fe) && !strings.Contains(fe.Field, ".") && strings.ToLower(fe.Field) == fe.Field {
+	if errors.As(err, &fe) && !strings.Contains(fe.Field, ".") && !strings.HasPrefix(fe.Field, "-") && strings.ToLower(fe.Field) == fe.Field {
 		c := *fe
 		c.Field = "--" + strings.ReplaceAll(fe.Field, "_", "-")
 		return &c

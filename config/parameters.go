@@ -398,25 +398,16 @@ func displayValue(v string) string {
 	return v
 }
 
-// maxIDLength and maxNameLength bound instance identifiers and display names.
-const (
-	maxIDLength   = 64
-	maxNameLength = 128
-)
+// maxNameLength bounds instance display names.
+const maxNameLength = 128
 
-// ValidateID reports whether id can identify an instance: 1 to 64 letters,
-// digits, '-' or '_'. The id becomes part of a systemd unit name, so it is
-// checked as given and never rewritten.
+// ValidateID reports whether id can identify an instance, by the rule of
+// units.InstanceIDRule: 1 to 64 letters, digits, '-' or '_'. The id becomes
+// part of a systemd unit name, so it is checked as given and never
+// rewritten.
 func ValidateID(id string) error {
-	if id == "" || len(id) > maxIDLength {
-		return &FieldError{Field: "id", Value: id, Rule: fmt.Sprintf("must be 1 to %d characters long", maxIDLength)}
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' {
-			continue
-		}
-		return &FieldError{Field: "id", Value: id, Rule: "must contain only letters, digits, '-' and '_'"}
+	if rule := units.InstanceIDRule(id); rule != "" {
+		return &FieldError{Field: "id", Value: id, Rule: rule}
 	}
 	return nil
 }

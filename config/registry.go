@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/kato-manager/kato-manager/internal/atomicfile"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -354,46 +355,14 @@ func encodeRegistry(r *Registry) ([]byte, error) {
 	return bytes.ReplaceAll(buf.Bytes(), []byte("\n["), []byte("\n\n[")), nil
 }
 
-// write replaces the data file with data: a temporary file in the same
-// directory is written, synced and renamed over it, then the directory is
-// synced so that the rename survives a crash.
-func (f *RegistryFile) write(data []byte) (err error) {
-	dir := filepath.Dir(f.Path)
-	tmp, err := os.CreateTemp(dir, f.tempPrefix()+"*")
-	if err != nil {
-		return fmt.Errorf("write registry %s: %w", f.Path, err)
+// write replaces the data file with data, atomically and durably (see
+// atomicfile.Write).
+func (f *RegistryFile) write(data []byte) error {
+	opts := atomicfile.Options{TempPrefix: f.tempPrefix(), BeforeRename: afterTempWrite}
+	if err := atomicfile.Write(f.Path, data, 0o644, opts); err != nil {
+		return fmt.Errorf("registry: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("write registry %s: %w", f.Path, err)
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if afterTempWrite != nil {
-		afterTempWrite(tmp.Name())
-	}
-	if err := os.Rename(tmp.Name(), f.Path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }
 
 // afterTempWrite, when set, runs between writing the temporary file and

@@ -899,7 +899,7 @@ func (m *Manager) orphanIDs(ctx context.Context, reg *config.Registry) ([]string
 			found[id] = true
 		}
 	}
-	dirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, "kato@*.service.d", units.DropInName))
+	dirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, units.InstancePattern+".d", units.DropInName))
 	for _, d := range dirs {
 		if id, ok := units.InstanceID(strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d")); ok {
 			found[id] = true

@@ -403,7 +403,7 @@ func (m *Manager) GC(ctx context.Context) (Drift, error) {
 // EnsureUnits installs the unit files on first use: when systemd knows no
 // kato@.service (from a package or an earlier install-units).
 func (m *Manager) EnsureUnits(ctx context.Context) error {
-	ok, err := m.Systemd.UnitFileExists(ctx, "kato@.service")
+	ok, err := m.Systemd.UnitFileExists(ctx, units.InstanceTemplate)
 	if err != nil {
 		return err
 	}

@@ -276,7 +276,7 @@ func TestProcessorEnvValidate(t *testing.T) {
 	}{
 		{name: "plain", change: func(*ProcessorEnv) {}},
 		{name: "hostile but loadable", change: func(e *ProcessorEnv) { *e = hostileEnv }},
-		{name: "empty id", change: func(e *ProcessorEnv) { e.ID = "" }, wantErr: `invalid instance id "": must not be empty`},
+		{name: "empty id", change: func(e *ProcessorEnv) { e.ID = "" }, wantErr: `invalid instance id "": must be 1 to 64 characters long`},
 		{name: "id with slash", change: func(e *ProcessorEnv) { e.ID = "a/b" }, wantErr: `invalid instance id "a/b"`},
 		{name: "newline in name", change: func(e *ProcessorEnv) { e.Name = "a\nb" }, wantErr: `invalid name "a\nb": must not contain control characters`},
 		{name: "unknown generation", change: func(e *ProcessorEnv) { e.Generation = "c" }, wantErr: `invalid generation "c": must be a or b`},

@@ -886,3 +886,23 @@ func TestStartSaysWhatItSaw(t *testing.T) {
 		})
 	}
 }
+
+// TestUserScopeRefusesPrivateNetwork: a user manager cannot run the
+// forwarders of a private network, so --user refuses it before anything is
+// written.
+func TestUserScopeRefusesPrivateNetwork(t *testing.T) {
+	e := newTestEnv(t)
+	e.m.Paths.User = true
+	_, err := e.m.Start(context.Background(), StartRequest{ID: "p", Network: config.NetworkPrivate, Parameters: config.DefaultParameters()})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "network" || fe.Value != "private" || !strings.Contains(fe.Rule, "--user") {
+		t.Fatalf("start --network private in the user scope: %v", err)
+	}
+	reg, lerr := e.m.Registry.Load()
+	if lerr != nil || len(reg.Instances) != 0 {
+		t.Errorf("registry after the refusal: %+v %v", reg, lerr)
+	}
+	if calls := e.sd.callLog(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "start") }) {
+		t.Errorf("systemd calls after the refusal: %q", calls)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -41,20 +42,159 @@ var DefaultFile []byte
 
 // Config is the global configuration of kato-manager.
 type Config struct {
-	Path      string     `toml:"-"` // file it was loaded from
-	Processor Processor  `toml:"processor"`
-	Defaults  Parameters `toml:"defaults"`
-	Ports     Ports      `toml:"ports"`
-	Services  Services   `toml:"services"`
-	KG        KG         `toml:"kg"`
-	Limits    Limits     `toml:"limits"`
+	Path string `toml:"-"` // file it was loaded from
+	// Processor is the default processor, the one `start` runs without
+	// --processor.
+	Processor Processor `toml:"processor"`
+	// Processors are the named processors `start --processor NAME` runs,
+	// such as two versions side by side.
+	Processors map[string]Processor `toml:"processors"`
+	Defaults   Parameters           `toml:"defaults"`
+	Ports      Ports                `toml:"ports"`
+	Services   Services             `toml:"services"`
+	KG         KG                   `toml:"kg"`
+	// Limits are the resource limits of every instance and worker.
+	Limits Limits `toml:"limits"`
 }
 
-// Processor describes how to run the KATO processor program.
+// DefaultProcessor is the name list and status show for the [processor]
+// section; no [processors.NAME] may take it.
+const DefaultProcessor = "default"
+
+// Network modes of an instance.
+const (
+	// NetworkHost runs the processor in the host's network namespace, on
+	// the instance's own ports.
+	NetworkHost = "host"
+	// NetworkPrivate runs the processor in a network namespace of its own
+	// (PrivateNetwork=yes), where it listens on the container-era ports
+	// 8000 and 5555; socket units forward the host's ports into it and its
+	// shared services out of it.
+	NetworkPrivate = "private"
+)
+
+// Ports a processor listens on inside a private network namespace, those the
+// old script mapped its containers' ports to.
+const (
+	PrivateRESTPort = 8000
+	PrivateZMQPort  = 5555
+)
+
+// Processor describes how to run one KATO processor program.
 type Processor struct {
-	Command      []string `toml:"command"`       // argv; Command[0] is an absolute path
-	LogLevel     string   `toml:"log_level"`     // DEBUG, INFO, WARNING, ERROR or CRITICAL
-	ReadyTimeout float64  `toml:"ready_timeout"` // seconds to wait for the API port after start
+	Command []string `toml:"command"` // argv; Command[0] is an absolute path
+	// Generation is "a" (settings in MANIFEST, endpoints under /{id}/) or
+	// "b" (one variable per setting, PORT, /health).
+	Generation string `toml:"generation"`
+	// Ready is the health request that says the processor answers, such as
+	// "GET /{id}/ping"; {id} stands for the instance id.
+	Ready string `toml:"ready"`
+	// ReadyTimeout is how many seconds start and restart wait for Ready to
+	// answer 200.
+	ReadyTimeout float64 `toml:"ready_timeout"`
+	// StopTimeout is how many seconds a stop waits after SIGTERM before
+	// SIGKILL: generation B never exits on SIGTERM.
+	StopTimeout float64 `toml:"stop_timeout"`
+	// Network is the network mode of new instances: host or private.
+	Network string `toml:"network"`
+	// LogLevel is the old place of defaults.log_level, still read from
+	// [processor] when [defaults] does not set log_level.
+	LogLevel string `toml:"log_level,omitempty"`
+}
+
+// Generation defaults of a processor section that leaves them out.
+var generationDefaults = map[string]Processor{
+	"a": {Ready: "GET /{id}/ping", StopTimeout: 10, Network: NetworkPrivate},
+	"b": {Ready: "GET /health", StopTimeout: 3, Network: NetworkHost},
+}
+
+// fill sets what a processor section left out, per its generation; defined
+// says whether the section sets a key.
+func (p *Processor) fill(defined func(key string) bool) {
+	if !defined("generation") {
+		p.Generation = "b"
+	}
+	d, ok := generationDefaults[p.Generation]
+	if !ok {
+		return // Validate reports the generation
+	}
+	if !defined("ready") {
+		p.Ready = d.Ready
+	}
+	if !defined("stop_timeout") {
+		p.StopTimeout = d.StopTimeout
+	}
+	if !defined("network") {
+		p.Network = d.Network
+	}
+	if !defined("ready_timeout") {
+		p.ReadyTimeout = 60
+	}
+}
+
+// ProcessorNamed returns the processor called name: "" or DefaultProcessor
+// is [processor], any other name a [processors.NAME] section.
+func (c *Config) ProcessorNamed(name string) (Processor, error) {
+	if name == "" || name == DefaultProcessor {
+		return c.Processor, nil
+	}
+	if p, ok := c.Processors[name]; ok {
+		return p, nil
+	}
+	known := []string{DefaultProcessor}
+	for n := range c.Processors {
+		known = append(known, n)
+	}
+	slices.Sort(known[1:])
+	return Processor{}, &FieldError{Field: "processor", Value: name, Rule: "must name a processor of kato.toml: " + strings.Join(known, ", ")}
+}
+
+// ReadyPath returns the path of the processor's health request for the
+// instance id.
+func (p Processor) ReadyPath(id string) string {
+	_, path, _ := strings.Cut(p.Ready, " ")
+	return strings.ReplaceAll(path, "{id}", id)
+}
+
+func (p Processor) validate(prefix string) error {
+	if err := validateCommand(prefix+"command", p.Command); err != nil {
+		return err
+	}
+	if _, ok := generationDefaults[p.Generation]; !ok {
+		return &FieldError{Field: prefix + "generation", Value: p.Generation, Rule: "must be a or b"}
+	}
+	path, ok := strings.CutPrefix(p.Ready, "GET /")
+	if !ok || strings.ContainsFunc(path, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '?' || r == '#' }) {
+		return &FieldError{Field: prefix + "ready", Value: p.Ready, Rule: "must be GET followed by a path such as /{id}/ping or /health"}
+	}
+	if err := positiveSeconds(prefix+"ready_timeout", p.ReadyTimeout); err != nil {
+		return err
+	}
+	if err := positiveSeconds(prefix+"stop_timeout", p.StopTimeout); err != nil {
+		return err
+	}
+	if p.Network != NetworkHost && p.Network != NetworkPrivate {
+		return &FieldError{Field: prefix + "network", Value: p.Network, Rule: "must be host or private"}
+	}
+	if p.LogLevel != "" && !slices.Contains(logLevels, p.LogLevel) {
+		return &FieldError{Field: prefix + "log_level", Value: p.LogLevel, Rule: "must be one of " + strings.Join(logLevels, ", ")}
+	}
+	return nil
+}
+
+// processorNameRule returns the rule name breaks as the name of a
+// [processors.NAME] section, or "": what an instance id may be, shorter.
+func processorNameRule(name string) string {
+	if name == DefaultProcessor {
+		return "is the name of [processor]; choose another"
+	}
+	if name == "" || len(name) > 32 {
+		return "must be 1 to 32 characters long"
+	}
+	if err := ValidateID(name); err != nil {
+		return "must contain only letters, digits, '-' and '_'"
+	}
+	return ""
 }
 
 // Ports are the ranges automatic port allocation draws from. The API and ZMQ
@@ -70,6 +210,74 @@ type Ports struct {
 type Services struct {
 	Units    []string `toml:"units"`     // systemd units started before any instance
 	MongoURL string   `toml:"mongo_url"` // MongoDB the processors store their state in
+	// Links are other shared services, by name, as host:port. An instance
+	// on a private network reaches each on 127.0.0.1 at the same port
+	// inside its namespace, as it reaches MongoDB.
+	Links map[string]string `toml:"links"`
+}
+
+// Link is a shared service an instance on a private network reaches
+// through a socket inside its namespace: Port on 127.0.0.1 there is
+// forwarded to Address on the host's network.
+type Link struct {
+	Name    string // [a-z0-9-], e.g. mongo
+	Port    int    // port inside the namespace
+	Address string // host:port the host side connects to
+}
+
+// PrivateLinks returns the shared services an instance on a private network needs
+// forwarded into its namespace: MongoDB (named "mongo") first, then
+// services.links by name.
+func (s Services) PrivateLinks() ([]Link, error) {
+	host, port, err := mongoHostPort(s.MongoURL)
+	if err != nil {
+		return nil, err
+	}
+	links := []Link{{Name: "mongo", Port: port, Address: net.JoinHostPort(host, strconv.Itoa(port))}}
+	names := make([]string, 0, len(s.Links))
+	for n := range s.Links {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		_, p, _ := net.SplitHostPort(s.Links[n])
+		port, _ := strconv.Atoi(p)
+		links = append(links, Link{Name: n, Port: port, Address: s.Links[n]})
+	}
+	return links, nil
+}
+
+// PrivateMongoURL is services.mongo_url as an instance on a private network
+// uses it: its host replaced by 127.0.0.1, where the link listens.
+func (s Services) PrivateMongoURL() (string, error) {
+	if _, _, err := mongoHostPort(s.MongoURL); err != nil {
+		return "", err
+	}
+	u, _ := url.Parse(s.MongoURL)
+	u.Host = net.JoinHostPort("127.0.0.1", portOf(u))
+	return u.String(), nil
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	return "27017"
+}
+
+// mongoHostPort returns the one host and port of a mongodb:// URL; a
+// private network can forward only that.
+func mongoHostPort(s string) (string, int, error) {
+	const rule = "must be a mongodb:// URL with one host for an instance on a private network"
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "mongodb" || u.Host == "" || strings.Contains(u.Host, ",") {
+		return "", 0, &FieldError{Field: "services.mongo_url", Value: s, Rule: rule}
+	}
+	port, err := strconv.Atoi(portOf(u))
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, &FieldError{Field: "services.mongo_url", Value: s, Rule: rule}
+	}
+	return u.Hostname(), port, nil
 }
 
 // KG configures the KG worker pool. Every field can be overridden by the
@@ -92,8 +300,11 @@ func Default() *Config {
 	return &Config{
 		Processor: Processor{
 			Command:      []string{"/usr/bin/python3", "-m", "kato.services.kato_fastapi"},
-			LogLevel:     "INFO",
+			Generation:   "b",
+			Ready:        "GET /health",
 			ReadyTimeout: 60,
+			StopTimeout:  3,
+			Network:      NetworkHost,
 		},
 		Defaults: DefaultParameters(),
 		Ports: Ports{
@@ -105,6 +316,7 @@ func Default() *Config {
 		Services: Services{
 			Units:    []string{"mongod.service"},
 			MongoURL: "mongodb://localhost:27017",
+			Links:    map[string]string{},
 		},
 		KG: KG{
 			NumWorkers:     1,
@@ -132,7 +344,11 @@ func Seconds(s float64) time.Duration {
 // Keys absent from the file keep their defaults; unknown keys, malformed TOML
 // and invalid values are errors naming the file and, where known, the line.
 func Load(path string) (*Config, error) {
-	c := Default()
+	return load(path, Default())
+}
+
+// load reads the file at path over the defaults c.
+func load(path string, c *Config) (*Config, error) {
 	c.Path = path
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -141,12 +357,33 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
+	// [defaults] is decoded on its own, so that it is merged over the
+	// built-in values with old names renamed.
+	var raw struct {
+		Defaults map[string]any `toml:"defaults"`
+	}
+	c.Defaults = nil
 	md, err := toml.Decode(string(data), c)
+	if err == nil {
+		_, err = toml.Decode(string(data), &raw)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, malformed(tomlError(err)))
 	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		return nil, fmt.Errorf("load config %s: %sunknown key %s%w", path, linePrefix(data, undecoded[0]), undecoded[0], malformed(nil))
+	}
+	if c.Defaults, err = DefaultParameters().Merge(raw.Defaults); err != nil {
+		err = prefixField("defaults.", err)
+		return nil, fmt.Errorf("load config %s: %s%w", path, linePrefix(data, fieldKey(err)), malformed(err))
+	}
+	if c.Processor.LogLevel != "" && !md.IsDefined("defaults", "log_level") {
+		c.Defaults["log_level"] = c.Processor.LogLevel
+	}
+	c.Processor.fill(func(key string) bool { return md.IsDefined("processor", key) })
+	for name, p := range c.Processors {
+		p.fill(func(key string) bool { return md.IsDefined("processors", name, key) })
+		c.Processors[name] = p
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("load config %s: %s%w", path, linePrefix(data, fieldKey(err)), malformed(err))
@@ -167,14 +404,25 @@ func fieldKey(err error) toml.Key {
 // named by its TOML key path, e.g. `invalid ports.api_start 0: must be between
 // 1 and 65535`.
 func (c *Config) Validate() error {
-	if err := validateCommand("processor.command", c.Processor.Command); err != nil {
+	if err := c.Processor.validate("processor."); err != nil {
 		return err
 	}
-	if !slices.Contains(logLevels, c.Processor.LogLevel) {
-		return &FieldError{Field: "processor.log_level", Value: c.Processor.LogLevel, Rule: "must be one of " + strings.Join(logLevels, ", ")}
+	names := make([]string, 0, len(c.Processors))
+	for name := range c.Processors {
+		names = append(names, name)
 	}
-	if err := positiveSeconds("processor.ready_timeout", c.Processor.ReadyTimeout); err != nil {
-		return err
+	slices.Sort(names)
+	for _, name := range names {
+		if rule := processorNameRule(name); rule != "" {
+			return &FieldError{Field: "processors", Value: name, Rule: "name " + rule}
+		}
+		p := c.Processors[name]
+		if p.LogLevel != "" {
+			return &FieldError{Field: "processors." + name + ".log_level", Value: p.LogLevel, Rule: "is not a processor key; set defaults.log_level or start --log-level"}
+		}
+		if err := p.validate("processors." + name + "."); err != nil {
+			return err
+		}
 	}
 	if err := c.Defaults.Validate(); err != nil {
 		return prefixField("defaults.", err)
@@ -265,6 +513,16 @@ func (s Services) validate() error {
 	if !validMongoURL(s.MongoURL) {
 		return &FieldError{Field: "services.mongo_url", Value: RedactURL(s.MongoURL), Rule: "must be a mongodb:// or mongodb+srv:// connection string"}
 	}
+	for name, addr := range s.Links {
+		if rule := linkNameRule(name); rule != "" {
+			return &FieldError{Field: "services.links", Value: name, Rule: "name " + rule}
+		}
+		host, p, err := net.SplitHostPort(addr)
+		port, perr := strconv.Atoi(p)
+		if err != nil || host == "" || perr != nil || port < 1 || port > 65535 || hasControl(addr) {
+			return &FieldError{Field: "services.links." + name, Value: addr, Rule: "must be host:port"}
+		}
+	}
 	return nil
 }
 
@@ -302,6 +560,24 @@ func unitNameRule(name string) string {
 		}
 		if at == len(prefix)-1 {
 			return "must name a template instance, e.g. foo@bar.service"
+		}
+	}
+	return ""
+}
+
+// linkNameRule returns the rule a shared service's name breaks, or "": it
+// becomes part of unit names.
+func linkNameRule(name string) string {
+	if name == "mongo" {
+		return "is taken by services.mongo_url"
+	}
+	if name == "" || len(name) > 32 {
+		return "must be 1 to 32 characters long"
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return "must contain only lower-case letters, digits and '-'"
 		}
 	}
 	return ""

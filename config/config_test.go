@@ -34,7 +34,11 @@ func TestDefault(t *testing.T) {
 		got, want any
 	}{
 		{"processor.command", c.Processor.Command, []string{"/usr/bin/python3", "-m", "kato.services.kato_fastapi"}},
-		{"processor.log_level", c.Processor.LogLevel, "INFO"},
+		{"processor.log_level", c.Processor.LogLevel, ""},
+		{"processor.generation", c.Processor.Generation, "b"},
+		{"processor.ready", c.Processor.Ready, "GET /health"},
+		{"processor.stop_timeout", c.Processor.StopTimeout, 3.0},
+		{"processor.network", c.Processor.Network, "host"},
 		{"processor.ready_timeout", c.Processor.ReadyTimeout, 60.0},
 		{"defaults", c.Defaults, DefaultParameters()},
 		{"ports", c.Ports, Ports{APIStart: 8000, APIEnd: 8999, ZMQStart: 5555, ZMQEnd: 6554}},
@@ -101,9 +105,22 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := tomlKeys(reflect.TypeOf(Config{}), nil)
-	if len(keys) != 29 {
-		t.Fatalf("found %d settings, want 29: %v", len(keys), keys)
+	var keys [][]string
+	for _, key := range tomlKeys(reflect.TypeOf(Config{}), nil) {
+		switch strings.Join(key, ".") {
+		case "processor.log_level", "processors", "defaults":
+			// The old place of defaults.log_level, and the named
+			// processors, which the file shows in a comment; [defaults] is
+			// checked key by key below.
+			continue
+		}
+		keys = append(keys, key)
+	}
+	for _, p := range Params {
+		keys = append(keys, []string{"defaults", p.Name})
+	}
+	if len(keys) != 27+len(Params) {
+		t.Fatalf("found %d settings, want %d: %v", len(keys), 27+len(Params), keys)
 	}
 	for _, key := range keys {
 		t.Run(strings.Join(key, "."), func(t *testing.T) {
@@ -140,8 +157,21 @@ func TestLoadPartialKeepsDefaults(t *testing.T) {
 	}{
 		{"empty file", "", func(*Config) {}},
 		{"comments only", "# nothing set\n", func(*Config) {}},
-		{"one processor key", "[processor]\nlog_level = \"DEBUG\"\n", func(c *Config) { c.Processor.LogLevel = "DEBUG" }},
-		{"one parameter", "[defaults]\nrecall_threshold = 0.3\n", func(c *Config) { c.Defaults.RecallThreshold = 0.3 }},
+		{"old processor log level", "[processor]\nlog_level = \"DEBUG\"\n", func(c *Config) { c.Processor.LogLevel = "DEBUG"; c.Defaults["log_level"] = "DEBUG" }},
+		{"defaults log level wins", "[processor]\nlog_level = \"DEBUG\"\n[defaults]\nlog_level = \"ERROR\"\n", func(c *Config) { c.Processor.LogLevel = "DEBUG"; c.Defaults["log_level"] = "ERROR" }},
+		{"one parameter", "[defaults]\nrecall_threshold = 0.3\n", func(c *Config) { c.Defaults["recall_threshold"] = 0.3 }},
+		{"integer for a float parameter", "[defaults]\nauto_act_threshold = 1\n", func(c *Config) { c.Defaults["auto_act_threshold"] = 1.0 }},
+		{"old name max_seq_length", "[defaults]\nmax_seq_length = 12\n", func(c *Config) { c.Defaults["max_pattern_length"] = 12 }},
+		{"generation a takes its defaults", "[processor]\ngeneration = \"a\"\n", func(c *Config) {
+			c.Processor.Generation, c.Processor.Ready, c.Processor.StopTimeout, c.Processor.Network = "a", "GET /{id}/ping", 10, "private"
+		}},
+		{"generation a on the host network", "[processor]\ngeneration = \"a\"\nnetwork = \"host\"\n", func(c *Config) {
+			c.Processor.Generation, c.Processor.Ready, c.Processor.StopTimeout, c.Processor.Network = "a", "GET /{id}/ping", 10, "host"
+		}},
+		{"named processor", "[processors.v1]\ncommand = [\"/opt/v1/kato\"]\ngeneration = \"a\"\nstop_timeout = 4\n", func(c *Config) {
+			c.Processors = map[string]Processor{"v1": {Command: []string{"/opt/v1/kato"}, Generation: "a", Ready: "GET /{id}/ping", ReadyTimeout: 60, StopTimeout: 4, Network: "private"}}
+		}},
+		{"links", "[services]\nlinks = { qdrant = \"127.0.0.1:6333\" }\n", func(c *Config) { c.Services.Links = map[string]string{"qdrant": "127.0.0.1:6333"} }},
 		{"shorter command", "[processor]\ncommand = [\"/opt/kato/bin/kato\"]\n", func(c *Config) { c.Processor.Command = []string{"/opt/kato/bin/kato"} }},
 		{"no shared units", "[services]\nunits = []\n", func(c *Config) { c.Services.Units = []string{} }},
 		{"kg subset", "[kg]\nnum_workers = 4\nservice_enabled = false\n", func(c *Config) {
@@ -183,6 +213,14 @@ func TestLoadRejects(t *testing.T) {
 		{"duplicate key", "[kg]\nbatch_size = 5\nbatch_size = 6\n", []string{"line 3:"}},
 		{"wrong type", "\n[ports]\napi_start = \"8000\"\n", []string{"line 3", "ports.api_start"}},
 		{"invalid value", "[defaults]\nmax_predictions = 100\n\nrecall_threshold = 1.5\n", []string{"line 4: invalid defaults.recall_threshold 1.5: must be between 0 and 1"}},
+		{"unknown parameter", "[defaults]\nmax_predictions = 100\nsmoothnes = 2\n", []string{"line 3: invalid defaults.smoothnes 2: is not a processor parameter"}},
+		{"parameter of the wrong type", "[defaults]\nsort = \"yes\"\n", []string{"line 2: invalid defaults.sort yes: must be true or false"}},
+		{"old and new name", "[defaults]\nmax_seq_length = 1\nmax_pattern_length = 2\n", []string{"line 2: invalid defaults.max_seq_length 1: is the old name of max_pattern_length"}},
+		{"named processor without command", "[processors.v1]\ngeneration = \"a\"\n", []string{"invalid processors.v1.command []: must name the processor program"}},
+		{"named processor called default", "[processors.default]\ncommand = [\"/bin/true\"]\n", []string{"invalid processors default: name is the name of [processor]"}},
+		{"unknown generation", "[processor]\ngeneration = \"c\"\n", []string{"line 2: invalid processor.generation c: must be a or b"}},
+		{"ready not a GET", "[processor]\nready = \"POST /x\"\n", []string{"line 2: invalid processor.ready \"POST /x\": must be GET followed by a path"}},
+		{"unknown network", "[processor]\nnetwork = \"bridge\"\n", []string{"line 2: invalid processor.network bridge: must be host or private"}},
 		{"invalid nested list entry", "[services]\nunits = [\"mongod.service\", \"redis\"]\n", []string{"line 2: invalid services.units redis:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -235,8 +273,17 @@ func TestConfigValidate(t *testing.T) {
 		{"log level critical", func(c *Config) { c.Processor.LogLevel = "CRITICAL" }, "", "", ""},
 		{"ready timeout zero", func(c *Config) { c.Processor.ReadyTimeout = 0 }, "processor.ready_timeout", "0", "must be greater than 0"},
 		{"ready timeout infinite", func(c *Config) { c.Processor.ReadyTimeout = math.Inf(1) }, "processor.ready_timeout", "+Inf", "must be a finite number of seconds"},
-		{"defaults prefixed", func(c *Config) { c.Defaults.RecallThreshold = 1.5 }, "defaults.recall_threshold", "1.5", "must be between 0 and 1"},
-		{"defaults indexer", func(c *Config) { c.Defaults.IndexerType = "HNSW" }, "defaults.indexer_type", "HNSW", "must be VI"},
+		{"stop timeout zero", func(c *Config) { c.Processor.StopTimeout = 0 }, "processor.stop_timeout", "0", "must be greater than 0"},
+		{"defaults prefixed", func(c *Config) { c.Defaults["recall_threshold"] = 1.5 }, "defaults.recall_threshold", "1.5", "must be between 0 and 1"},
+		{"defaults indexer", func(c *Config) { c.Defaults["indexer_type"] = "HNSW" }, "defaults.indexer_type", "HNSW", "must be VI"},
+		{"named processor bad network", func(c *Config) {
+			p := c.Processor
+			p.Network = "none"
+			c.Processors = map[string]Processor{"v2": p}
+		}, "processors.v2.network", "none", "must be host or private"},
+		{"named processor bad name", func(c *Config) { c.Processors = map[string]Processor{"a.b": c.Processor} }, "processors", "a.b", "name must contain only letters, digits, '-' and '_'"},
+		{"link name", func(c *Config) { c.Services.Links = map[string]string{"Q": "h:1"} }, "services.links", "Q", "name must contain only lower-case letters, digits and '-'"},
+		{"link address", func(c *Config) { c.Services.Links = map[string]string{"q": "h"} }, "services.links.q", "h", "must be host:port"},
 		{"api start zero", func(c *Config) { c.Ports.APIStart = 0 }, "ports.api_start", "0", portRule},
 		{"api end too high", func(c *Config) { c.Ports.APIEnd = 65536 }, "ports.api_end", "65536", portRule},
 		{"zmq start negative", func(c *Config) { c.Ports.ZMQStart = -1 }, "ports.zmq_start", "-1", portRule},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/kato-manager/kato-manager/internal/atomicfile"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -31,12 +32,18 @@ var (
 
 // Instance is one registered KATO processor instance.
 type Instance struct {
-	ID         string     `toml:"-"` // the key of the registry entry
-	Name       string     `toml:"name"`
-	Unit       string     `toml:"unit"` // units.InstanceUnit(ID)
-	APIPort    int        `toml:"api_port"`
-	ZMQPort    int        `toml:"zmq_port"`
-	Command    []string   `toml:"command,omitempty"` // processor command override; empty means the global one
+	ID      string   `toml:"-"` // the key of the registry entry
+	Name    string   `toml:"name"`
+	Unit    string   `toml:"unit"` // units.InstanceUnit(ID)
+	APIPort int      `toml:"api_port"`
+	ZMQPort int      `toml:"zmq_port"`
+	Command []string `toml:"command,omitempty"` // processor command override; empty means the processor's
+	// Processor names the processor of kato.toml the instance runs; ""
+	// is [processor], shown as DefaultProcessor.
+	Processor string `toml:"processor,omitempty"`
+	// Network is NetworkHost or NetworkPrivate; entries written before it
+	// existed ran on the host network.
+	Network    string     `toml:"network"`
 	Parameters Parameters `toml:"parameters"`
 	Created    time.Time  `toml:"created"`
 	Updated    time.Time  `toml:"updated"`
@@ -67,6 +74,14 @@ func (in *Instance) Validate() error {
 		if err := validateCommand("command", in.Command); err != nil {
 			return err
 		}
+	}
+	if in.Processor != "" {
+		if rule := processorNameRule(in.Processor); rule != "" {
+			return &FieldError{Field: "processor", Value: in.Processor, Rule: rule}
+		}
+	}
+	if in.Network != NetworkHost && in.Network != NetworkPrivate {
+		return &FieldError{Field: "network", Value: in.Network, Rule: "must be host or private"}
 	}
 	if err := in.Parameters.Validate(); err != nil {
 		return prefixField("parameters.", err)
@@ -304,10 +319,18 @@ func decodeRegistry(data []byte) (*Registry, error) {
 	}
 	r := &Registry{Instances: make(map[string]*Instance, len(doc.Instances))}
 	for id, raw := range doc.Instances {
-		in := &Instance{ID: id, Parameters: DefaultParameters()}
+		in := &Instance{ID: id, Network: NetworkHost}
 		if err := md.PrimitiveDecode(raw, in); err != nil {
 			return nil, tomlError(err)
 		}
+		// Parameters are merged over the defaults: an entry written before
+		// a parameter existed gets its default, an old name its new one.
+		params, err := DefaultParameters().Merge(in.Parameters)
+		if err != nil {
+			key := toml.Key{"instances", id, "parameters"}
+			return nil, fmt.Errorf("%s%w", linePrefix(data, fieldPath(key, err)), prefixField(key.String()+".", err))
+		}
+		in.Parameters = params
 		r.Instances[id] = in
 	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
@@ -332,46 +355,14 @@ func encodeRegistry(r *Registry) ([]byte, error) {
 	return bytes.ReplaceAll(buf.Bytes(), []byte("\n["), []byte("\n\n[")), nil
 }
 
-// write replaces the data file with data: a temporary file in the same
-// directory is written, synced and renamed over it, then the directory is
-// synced so that the rename survives a crash.
-func (f *RegistryFile) write(data []byte) (err error) {
-	dir := filepath.Dir(f.Path)
-	tmp, err := os.CreateTemp(dir, f.tempPrefix()+"*")
-	if err != nil {
-		return fmt.Errorf("write registry %s: %w", f.Path, err)
+// write replaces the data file with data, atomically and durably (see
+// atomicfile.Write).
+func (f *RegistryFile) write(data []byte) error {
+	opts := atomicfile.Options{TempPrefix: f.tempPrefix(), BeforeRename: afterTempWrite}
+	if err := atomicfile.Write(f.Path, data, 0o644, opts); err != nil {
+		return fmt.Errorf("registry: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("write registry %s: %w", f.Path, err)
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if afterTempWrite != nil {
-		afterTempWrite(tmp.Name())
-	}
-	if err := os.Rename(tmp.Name(), f.Path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }
 
 // afterTempWrite, when set, runs between writing the temporary file and

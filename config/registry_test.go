@@ -38,6 +38,7 @@ func newInstance(id string, api, zmq int) *Instance {
 		Unit:       units.InstanceUnit(id),
 		APIPort:    api,
 		ZMQPort:    zmq,
+		Network:    NetworkHost,
 		Parameters: DefaultParameters(),
 		Created:    created,
 		Updated:    created,
@@ -143,16 +144,20 @@ func TestRegistryRoundTrip(t *testing.T) {
 	f := OpenRegistry(path)
 	zone := time.FixedZone("UTC+5:30", 5*3600+1800)
 	want := &Instance{
-		ID:      "processor-1",
-		Name:    `Main "NLP" Processor — ü`,
-		Unit:    "kato@processor-1.service",
-		APIPort: 8001,
-		ZMQPort: 5556,
-		Command: []string{"/opt/kato/bin/python", "-m", "kato.services.kato_fastapi", "--flag=a b"},
-		Parameters: Parameters{
-			IndexerType: "VI", MaxPredictions: 200, RecallThreshold: 0.05,
-			MaxSeqLength: 10, Persistence: 7, Quiescence: 0,
-		},
+		ID:        "processor-1",
+		Name:      `Main "NLP" Processor — ü`,
+		Unit:      "kato@processor-1.service",
+		APIPort:   8001,
+		ZMQPort:   5556,
+		Command:   []string{"/opt/kato/bin/python", "-m", "kato.services.kato_fastapi", "--flag=a b"},
+		Processor: "v1",
+		Network:   NetworkPrivate,
+		Parameters: func() Parameters {
+			p := DefaultParameters()
+			p["max_predictions"], p["recall_threshold"], p["max_pattern_length"], p["persistence"], p["quiescence"] = 200, 0.05, 10, 7, 0
+			p["sort"], p["auto_act_method"], p["log_level"] = false, "threshold", "DEBUG"
+			return p
+		}(),
 		Created: time.Date(2024, 1, 1, 12, 0, 0, 123456789, zone),
 		Updated: time.Date(2024, 1, 2, 8, 30, 15, 0, time.UTC),
 	}
@@ -216,8 +221,10 @@ func TestRegistryGolden(t *testing.T) {
 	r := &Registry{Instances: map[string]*Instance{}}
 	a := newInstance("processor-1", 8001, 5556)
 	a.Name = "Main Processor"
-	a.Parameters.MaxPredictions = 200
+	a.Parameters["max_predictions"] = 200
+	a.Network = NetworkPrivate
 	b := newInstance("processor-2", 8002, 5557)
+	b.Processor = "v1"
 	b.Name = "Secondary"
 	b.Command = []string{"/opt/kato/venv/bin/python", "-m", "kato.services.kato_fastapi"}
 	b.Updated = created.Add(90 * time.Minute)
@@ -366,7 +373,7 @@ func TestRegistryUpdateRejectsInvalidResult(t *testing.T) {
 			"instances.second", "third", "must hold the instance with id second"},
 		{"nil instance", func(r *Registry) { r.Instances["second"] = nil },
 			"instances.second", "nil", "must hold an instance"},
-		{"bad parameter", func(r *Registry) { r.Instances["first"].Parameters.RecallThreshold = 2 },
+		{"bad parameter", func(r *Registry) { r.Instances["first"].Parameters["recall_threshold"] = 2.0 },
 			"instances.first.parameters.recall_threshold", "2", "must be between 0 and 1"},
 		{"wrong unit", func(r *Registry) { r.Instances["first"].Unit = "kato@other.service" },
 			"instances.first.unit", "kato@other.service", "must be kato@first.service"},
@@ -418,7 +425,7 @@ func TestInstanceValidate(t *testing.T) {
 		{"zmq port too high", func(in *Instance) { in.ZMQPort = 65536 }, "zmq_port", "65536", "must be between 1 and 65535"},
 		{"same ports", func(in *Instance) { in.ZMQPort = in.APIPort }, "zmq_port", "8000", "must differ from api_port"},
 		{"relative command", func(in *Instance) { in.Command = []string{"kato"} }, "command", "kato", "must start with an absolute program path"},
-		{"bad parameter", func(in *Instance) { in.Parameters.Persistence = 0 }, "parameters.persistence", "0", "must be between 1 and 100000"},
+		{"bad parameter", func(in *Instance) { in.Parameters["persistence"] = 0 }, "parameters.persistence", "0", "must be between 1 and 100000"},
 		{"created unset", func(in *Instance) { in.Created = time.Time{} }, "created", "0001-01-01T00:00:00Z", "must be set"},
 		{"updated unset", func(in *Instance) { in.Updated = time.Time{} }, "updated", "0001-01-01T00:00:00Z", "must be set"},
 	} {
@@ -499,6 +506,32 @@ func TestRegistryMalformedFile(t *testing.T) {
 	}
 }
 
+// TestRegistryLoadsOldParameterNames: an entry written before
+// max_seq_length became max_pattern_length loads, and is written back under
+// the new name.
+func TestRegistryLoadsOldParameterNames(t *testing.T) {
+	path := writeFile(t, "instances.toml", validEntry+"[instances.a.parameters]\nmax_seq_length = 10\n")
+	f := OpenRegistry(path)
+	r, err := f.Load()
+	if err != nil {
+		t.Fatalf("Load() = %v", err)
+	}
+	if got := r.Instances["a"].Parameters["max_pattern_length"]; got != 10 {
+		t.Fatalf("max_pattern_length = %v, want 10", got)
+	}
+	if err := f.Update(func(r *Registry) error { r.Instances["a"].Name = "renamed"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	data := string(readFile(t, path))
+	if strings.Contains(data, "max_seq_length") || !strings.Contains(data, "max_pattern_length = 10") {
+		t.Fatalf("rewritten registry:\n%s", data)
+	}
+	bad := writeFile(t, "bad.toml", validEntry+"[instances.a.parameters]\nmax_seq_length = 10\nspeed = 2\n")
+	if _, err := OpenRegistry(bad).Load(); err == nil || !strings.Contains(err.Error(), "line 10: invalid instances.a.parameters.speed 2: is not a processor parameter") {
+		t.Fatalf("unknown parameter: %v", err)
+	}
+}
+
 func TestRegistryDefaultsMissingParameters(t *testing.T) {
 	path := writeFile(t, "instances.toml", validEntry+"[instances.a.parameters]\nmax_predictions = 42\n")
 	r, err := OpenRegistry(path).Load()
@@ -506,9 +539,12 @@ func TestRegistryDefaultsMissingParameters(t *testing.T) {
 		t.Fatalf("Load() = %v", err)
 	}
 	want := DefaultParameters()
-	want.MaxPredictions = 42
-	if got := r.Instances["a"].Parameters; got != want {
+	want["max_predictions"] = 42
+	if got := r.Instances["a"].Parameters; !reflect.DeepEqual(got, want) {
 		t.Fatalf("parameters = %+v, want %+v", got, want)
+	}
+	if got := r.Instances["a"].Network; got != NetworkHost {
+		t.Fatalf("network of an entry written before networks = %q, want host", got)
 	}
 	if got := r.Instances["a"].ID; got != "a" {
 		t.Fatalf("ID = %q, want the key a", got)

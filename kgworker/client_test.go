@@ -392,16 +392,6 @@ func TestIngestLargestAnswer(t *testing.T) {
 	}
 }
 
-type countingWriter struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	w.n.Add(int64(len(p)))
-	return w.ResponseWriter.Write(p)
-}
-
 func TestDisabledClientSendsNothing(t *testing.T) {
 	var hits atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))

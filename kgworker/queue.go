@@ -82,6 +82,7 @@ type Queue struct {
 type openOpts struct {
 	queueOpts []queue.Option
 	fileOwner string
+	makeDir   bool
 }
 
 // WithMaxRetries sets how many times a failed item is tried again before it
@@ -108,6 +109,11 @@ func WithClock(now func() time.Time) Option {
 // can give files away.
 func WithFileOwner(username string) Option { return func(o *openOpts) { o.fileOwner = username } }
 
+// WithMakeDir, when on, makes Open create the database's directory if it is
+// missing, for a database no StateDirectory= or tmpfiles.d entry provides:
+// kato-manager --user's, under XDG_STATE_HOME.
+func WithMakeDir(on bool) Option { return func(o *openOpts) { o.makeDir = on } }
+
 // busyTimeout is how long a statement waits for another connection's write
 // lock before failing.
 const busyTimeout = 5 * time.Second
@@ -129,6 +135,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 	}
 	if o.fileOwner != "" && os.Geteuid() == 0 {
 		if err := ensureOwnedDir(filepath.Dir(path), o.fileOwner); err != nil {
+			return nil, fmt.Errorf("open kg database %s: %w", path, err)
+		}
+	} else if o.makeDir {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			return nil, fmt.Errorf("open kg database %s: %w", path, err)
 		}
 	}

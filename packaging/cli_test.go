@@ -140,6 +140,9 @@ func readCLI(t *testing.T) cli {
 	return c
 }
 
+// inheritedFlags are the root's flags every command takes.
+var inheritedFlags = []string{"--config", "--registry", "--user"}
+
 // manFlag is how a man page writes a flag: its hyphens escaped or not, not
 // followed by more of a name.
 func manFlag(flag string) *regexp.Regexp {
@@ -173,7 +176,7 @@ func TestManPagesCoverCLI(t *testing.T) {
 		if !strings.HasPrefix(page, ".nh\n.TH ") || !strings.Contains(page, ".SH NAME\n") {
 			t.Errorf("%s is not a man page:\n%s", name, page)
 		}
-		for _, f := range append(append([]string(nil), cmd.flags...), "--config", "--registry") {
+		for _, f := range append(slices.Clone(cmd.flags), inheritedFlags...) {
 			if !manFlag(f).MatchString(page) {
 				t.Errorf("%s does not document %s", name, f)
 			}
@@ -327,7 +330,7 @@ func writeRegistry(t *testing.T, instances map[string]string) string {
 		for id, name := range instances {
 			port += 2
 			r.Instances[id] = &config.Instance{ID: id, Name: name, Unit: "kato@" + id + ".service", APIPort: port, ZMQPort: port + 1,
-				Parameters: config.DefaultParameters(), Created: now, Updated: now}
+				Parameters: config.DefaultParameters(), Network: config.NetworkHost, Created: now, Updated: now}
 		}
 		return nil
 	})
@@ -369,7 +372,7 @@ func TestCompletionsCoverCLI(t *testing.T) {
 			}
 			for _, cmd := range c.commands {
 				if !strings.HasPrefix(cmd.path, "completion") {
-					queries = append(queries, query{"kato-manager " + cmd.path + " --", append(slices.Clone(cmd.flags), "--config", "--registry")})
+					queries = append(queries, query{"kato-manager " + cmd.path + " --", append(slices.Clone(cmd.flags), inheritedFlags...)})
 				}
 			}
 			var lines []string

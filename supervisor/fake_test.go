@@ -259,6 +259,16 @@ func (p *fakePorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, e
 	return out, nil
 }
 
+func (p *fakePorts) Bound(ctx context.Context) (map[int]bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[int]bool{}
+	for port := range p.m {
+		out[port] = true
+	}
+	return out, nil
+}
+
 func (p *fakePorts) listen(port int, pid int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -4,20 +4,15 @@ import (
 	"context"
 	"time"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/units"
 )
-
-// DefaultProcessor is the processor label of instances that run the
-// [processor] of kato.toml, which, until named processors exist, is every
-// instance.
-const DefaultProcessor = "default"
 
 // InstanceSample is one instance as a scrape of /metrics sees it.
 type InstanceSample struct {
 	InstanceView
-	// Processor and Group label the instance's metrics. No instance
+	// Group labels the instance's metrics with Processor. No instance
 	// belongs to a group yet: Group is empty.
-	Processor  string
 	Group      string
 	Up         bool // active/running
 	Ready      bool // its own process listens on its API port
@@ -96,15 +91,19 @@ func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
 			procs[unit] = mine
 		}
 	}
-	for _, v := range instanceViews(reg, byUnit, procs, now) {
+	for _, v := range m.instanceViews(reg, byUnit, procs, now) {
 		u := byUnit[v.Unit]
-		is := InstanceSample{InstanceView: v, Processor: DefaultProcessor, Restarts: u.NRestarts,
+		is := InstanceSample{InstanceView: v, Restarts: u.NRestarts,
 			Up: v.ActiveState == "active" && v.SubState == "running"}
 		if is.Up {
 			is.CPUSeconds = float64(u.CPUUsageNSec) / 1e9
 			// As start's readiness check: the main process listens on the
-			// API port.
-			if is.Ready, err = m.listensOn(ctx, uint32(v.PID), v.APIPort, false); err != nil {
+			// API port, or inside its namespace on a private network.
+			port := v.APIPort
+			if v.Network == config.NetworkPrivate {
+				port = config.PrivateRESTPort
+			}
+			if is.Ready, err = m.listensOn(ctx, uint32(v.PID), port, false); err != nil {
 				return nil, err
 			}
 		}

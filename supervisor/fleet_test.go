@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kato-manager/kato-manager/config"
 )
 
 // TestSampleOneBatchedQuery: a sample reads instances and workers with one
@@ -53,7 +55,7 @@ func TestSampleOneBatchedQuery(t *testing.T) {
 	}
 	a, b, c := s.Instances[0], s.Instances[1], s.Instances[2]
 	if a.ID != "a" || a.Name != "A" || !a.Up || !a.Ready || a.Restarts != 2 || a.MemoryBytes != 7<<20 || a.CPUSeconds != 1.5 ||
-		!a.Since.Equal(started) || a.UptimeSeconds < 89 || a.Processor != DefaultProcessor {
+		!a.Since.Equal(started) || a.UptimeSeconds < 89 || a.Processor != config.DefaultProcessor {
 		t.Errorf("a = %+v", a)
 	}
 	// systemd does not account b's memory: /proc's figure is taken.

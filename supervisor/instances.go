@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,8 +29,9 @@ type Manager struct {
 	Processes Processes
 	Journal   Journal
 	Paths     Paths
-	// Hostname is passed to processors as HOSTNAME; empty means os.Hostname.
-	Hostname string
+	// Probe makes a processor's health request: GET path on 127.0.0.1:port,
+	// returning the HTTP status; nil means over HTTP.
+	Probe func(ctx context.Context, port int, path string) (int, error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// RunTool runs a host tool (systemd-sysusers, systemd-tmpfiles) when
@@ -44,6 +50,11 @@ type StartRequest struct {
 	ZMQPort    int
 	Parameters config.Parameters
 	Command    []string
+	// Processor names the processor of kato.toml to run; "" is [processor].
+	Processor string
+	// Network is config.NetworkHost or config.NetworkPrivate; "" is the
+	// processor's network.
+	Network string
 	// Explicit lists the settings the user gave, so that starting an
 	// existing instance can say which of them it ignores.
 	Explicit []string
@@ -69,9 +80,14 @@ type StartError struct {
 func (e *StartError) Error() string { return e.Err.Error() }
 func (e *StartError) Unwrap() error { return e.Err }
 
-// ErrNotReady is returned when a processor does not listen on its API port
-// in time, or exits before it does.
+// ErrNotReady is returned when a processor does not answer its health
+// request in time, or exits before it does.
 var ErrNotReady = errors.New("processor not ready")
+
+// ErrCrossTalk is returned when a generation-A instance would share the
+// host's ZMQ port 5555 with another: its gateway would answer with the other
+// instance's engine.
+var ErrCrossTalk = errors.New("generation-A instances would share one engine")
 
 func (m *Manager) now() time.Time {
 	if m.Now != nil {
@@ -80,17 +96,9 @@ func (m *Manager) now() time.Time {
 	return time.Now()
 }
 
-func (m *Manager) dropInPath(id string) string { return m.Paths.dropInPath(id) }
+func (m *Manager) dropInPath(id string) string { return m.Paths.DropInPath(id) }
 
-func (m *Manager) envPath(id string) string { return m.Paths.envPath(id) }
-
-func (p Paths) dropInPath(id string) string {
-	return filepath.Join(p.UnitDir, units.InstanceDropInDir(id), units.DropInName)
-}
-
-func (p Paths) envPath(id string) string {
-	return filepath.Join(p.EnvDir, id+".env")
-}
+func (m *Manager) envPath(id string) string { return m.Paths.EnvPath(id) }
 
 // Start registers, configures and starts an instance, and waits until its
 // processor listens on the API port. A new instance that fails to come up is
@@ -101,6 +109,9 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		req.ID = config.GenerateID(m.now(), os.Getpid())
 	}
 	if err := ValidateStart(req); err != nil {
+		return nil, err
+	}
+	if _, err := m.Config.ProcessorNamed(req.Processor); err != nil {
 		return nil, err
 	}
 	release, err := m.Registry.LockOperations(ctx)
@@ -181,21 +192,70 @@ func ValidateStart(req StartRequest) error {
 	if len(req.Command) > 0 && !filepath.IsAbs(req.Command[0]) {
 		return &config.FieldError{Field: "processor_command", Value: strings.Join(req.Command, " "), Rule: "the executable must be an absolute path"}
 	}
+	if req.Network != "" && req.Network != config.NetworkHost && req.Network != config.NetworkPrivate {
+		return &config.FieldError{Field: "network", Value: req.Network, Rule: "must be host or private"}
+	}
 	return nil
+}
+
+// processorKey is how the registry names a processor: "" for [processor].
+func processorKey(name string) string {
+	if name == config.DefaultProcessor {
+		return ""
+	}
+	return name
+}
+
+// hostEngineHolder returns the id of a registered generation-A instance,
+// other than id, on the host network, or "".
+func (m *Manager) hostEngineHolder(r *config.Registry, id string) string {
+	for _, other := range r.Sorted() {
+		if other.ID == id || other.Network != config.NetworkHost {
+			continue
+		}
+		if p, err := m.Config.ProcessorNamed(other.Processor); err == nil && p.Generation == units.GenerationA {
+			return other.ID
+		}
+	}
+	return ""
 }
 
 // newInstance builds a registry entry with ports that no registered
 // instance reserves and no process listens on. It runs under the registry
 // lock, so concurrent starts never get the same port.
 func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req StartRequest) (config.Instance, []string, error) {
-	listening, err := m.Ports.Listening(ctx)
+	proc, err := m.Config.ProcessorNamed(req.Processor)
+	if err != nil {
+		return config.Instance{}, nil, err
+	}
+	network := req.Network
+	if network == "" {
+		network = proc.Network
+	}
+	if network == config.NetworkPrivate && m.Paths.User {
+		return config.Instance{}, nil, &config.FieldError{Field: "network", Value: network,
+			Rule: "is not available with --user: the forwarding socket units of a private network need the system manager; use --network host"}
+	}
+	// Generation A's gateway always talks to the engine on localhost:5555:
+	// on the host network only one such instance can run, on ZMQ port 5555.
+	engineOn5555 := proc.Generation == units.GenerationA && network == config.NetworkHost
+	if engineOn5555 {
+		if other := m.hostEngineHolder(r, req.ID); other != "" {
+			return config.Instance{}, nil, fmt.Errorf("instance %s already runs a generation-A processor on the host network, and a generation-A gateway always talks to the engine on localhost:5555: %s would answer with %s's engine and learn into it; start it with --network private: %w", other, req.ID, other, ErrCrossTalk)
+		}
+		if req.ZMQPort != 0 && req.ZMQPort != config.PrivateZMQPort {
+			return config.Instance{}, nil, &config.FieldError{Field: "zmq_port", Value: strconv.Itoa(req.ZMQPort), Rule: "must be 5555 for a generation-A processor on the host network, whose gateway always talks to ZMQ port 5555 (or use --network private)"}
+		}
+		req.ZMQPort = config.PrivateZMQPort
+	}
+	listening, err := m.Ports.Bound(ctx)
 	if err != nil {
 		return config.Instance{}, nil, err
 	}
 	reserved := r.ReservedPorts()
 	taken := func(p int) bool {
 		_, res := reserved[p]
-		_, lis := listening[p]
+		lis := listening[p]
 		return res || lis
 	}
 	why := func(p int) string {
@@ -224,8 +284,13 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 	if err != nil {
 		return config.Instance{}, nil, err
 	}
-	zmq, err := pick("ZMQ", req.ZMQPort, ports.ZMQStart, ports.ZMQEnd)
-	if err != nil {
+	var zmq int
+	if engineOn5555 {
+		if taken(config.PrivateZMQPort) {
+			return config.Instance{}, nil, fmt.Errorf("ZMQ port 5555 is %s, and a generation-A processor on the host network needs it: its gateway always talks to ZMQ port 5555; start it with --network private: %w", why(config.PrivateZMQPort), ErrCrossTalk)
+		}
+		zmq = config.PrivateZMQPort
+	} else if zmq, err = pick("ZMQ", req.ZMQPort, ports.ZMQStart, ports.ZMQEnd); err != nil {
 		return config.Instance{}, nil, err
 	}
 	name := req.Name
@@ -240,59 +305,158 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 		APIPort:    api,
 		ZMQPort:    zmq,
 		Command:    req.Command,
+		Processor:  processorKey(req.Processor),
+		Network:    network,
 		Parameters: req.Parameters,
 		Created:    now,
 		Updated:    now,
 	}, notices, nil
 }
 
-// writeInstanceFiles renders the instance's environment file and drop-in
-// from the registry entry and the global configuration.
-func (m *Manager) writeInstanceFiles(inst config.Instance) error {
-	host := m.Hostname
-	if host == "" {
-		host, _ = os.Hostname()
+// instanceSetup is everything kato-manager renders for one instance, from
+// its registry entry and the global configuration.
+type instanceSetup struct {
+	proc    config.Processor
+	env     units.ProcessorEnv
+	dropIn  units.InstanceDropIn
+	network *units.PrivateNetwork
+	// readyPort and listenPort are where the health request goes (on the
+	// host) and the port the processor itself listens on (inside its
+	// namespace on a private network).
+	readyPort, listenPort int
+}
+
+func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
+	proc, err := m.Config.ProcessorNamed(inst.Processor)
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: %w", inst.ID, err)
 	}
-	p := inst.Parameters
-	penv := units.ProcessorEnv{
-		ID:               inst.ID,
-		Name:             inst.Name,
-		IndexerType:      p.IndexerType,
-		MaxPredictions:   p.MaxPredictions,
-		RecallThreshold:  p.RecallThreshold,
-		MaxPatternLength: p.MaxSeqLength,
-		Persistence:      p.Persistence,
-		Quiescence:       p.Quiescence,
-		LogLevel:         m.Config.Processor.LogLevel,
-		MongoURL:         m.Config.Services.MongoURL,
-		Hostname:         host,
-		RestPort:         inst.APIPort,
-		ZMQPort:          inst.ZMQPort,
+	su := &instanceSetup{proc: proc, readyPort: inst.APIPort, listenPort: inst.APIPort}
+	rest, zmq, mongo := inst.APIPort, inst.ZMQPort, m.Config.Services.MongoURL
+	if inst.Network == config.NetworkPrivate {
+		rest, zmq = config.PrivateRESTPort, config.PrivateZMQPort
+		su.listenPort = rest
+		if mongo, err = m.Config.Services.PrivateMongoURL(); err != nil {
+			return nil, err
+		}
+		links, err := m.Config.Services.PrivateLinks()
+		if err != nil {
+			return nil, err
+		}
+		n := &units.PrivateNetwork{ID: inst.ID, Inbound: []units.Forward{{Name: "api", HostPort: inst.APIPort, InsidePort: rest}}}
+		if proc.Generation == units.GenerationA {
+			n.Inbound = append(n.Inbound, units.Forward{Name: "zmq", HostPort: inst.ZMQPort, InsidePort: zmq})
+		}
+		for _, l := range links {
+			if l.Port == rest || (proc.Generation == units.GenerationA && l.Port == zmq) {
+				return nil, &config.FieldError{Field: "services." + l.Name, Value: l.Address, Rule: fmt.Sprintf("must not use port %d, which the processor listens on inside its namespace", l.Port)}
+			}
+			n.Links = append(n.Links, units.Link{Name: l.Name, Port: l.Port, Address: l.Address})
+		}
+		su.network = n
 	}
-	if err := penv.Validate(); err != nil {
-		return fmt.Errorf("render %s: %w", inst.Unit, err)
+	su.env = units.ProcessorEnv{
+		Generation: proc.Generation,
+		ID:         inst.ID,
+		Name:       inst.Name,
+		Settings:   inst.Parameters.Settings(),
+		MongoURL:   mongo,
+		Hostname:   "kato-" + inst.ID,
+		RestPort:   rest,
+		ZMQPort:    zmq,
+	}
+	if err := su.env.Validate(); err != nil {
+		return nil, fmt.Errorf("render %s: %w", inst.Unit, err)
 	}
 	command := inst.Command
 	if len(command) == 0 {
-		command = m.Config.Processor.Command
+		command = proc.Command
 	}
-	dropIn, err := units.RenderInstanceDropIn(units.InstanceDropIn{
-		ID:       inst.ID,
-		Name:     inst.Name,
-		Command:  command,
-		Services: m.Config.Services.Units,
-		Limits:   units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
-	})
+	su.dropIn = units.InstanceDropIn{
+		ID:             inst.ID,
+		Name:           inst.Name,
+		Command:        command,
+		Services:       m.Config.Services.Units,
+		StopTimeout:    config.Seconds(proc.StopTimeout),
+		HangsOnSIGTERM: proc.Generation == units.GenerationB,
+		Network:        su.network,
+		Limits:         units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
+	}
+	return su, nil
+}
+
+// writeInstanceFiles renders the instance's environment file and drop-ins
+// and removes drop-ins of private-network units it no longer has. It
+// returns the units written, the instance's first.
+func (m *Manager) writeInstanceFiles(su *instanceSetup) ([]string, error) {
+	id := su.env.ID
+	dropIn, err := units.RenderInstanceDropIn(su.dropIn)
 	if err != nil {
-		return fmt.Errorf("render %s: %w", inst.Unit, err)
+		return nil, fmt.Errorf("render %s: %w", units.InstanceUnit(id), err)
+	}
+	var netDropIns []units.UnitDropIn
+	if su.network != nil {
+		if netDropIns, err = units.RenderPrivateNetwork(*su.network); err != nil {
+			return nil, fmt.Errorf("render the private network of %s: %w", id, err)
+		}
 	}
 	// systemd reads the file as root; the processor gets its variables
 	// from systemd. 0600 keeps credentials in MONGO_BASE_URL private.
-	if _, err := writeFileAtomic(m.envPath(inst.ID), units.RenderEnvironment(penv), 0o600); err != nil {
+	if _, err := writeFileAtomic(m.envPath(id), units.RenderEnvironment(su.env), 0o600); err != nil {
+		return nil, err
+	}
+	if _, err := writeFileAtomic(m.dropInPath(id), dropIn, 0o644); err != nil {
+		return nil, err
+	}
+	if m.Paths.MakeStateDir {
+		dir := filepath.Join(m.Paths.StateDir, id)
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	written := []string{units.InstanceUnit(id)}
+	keep := map[string]bool{}
+	for _, d := range netDropIns {
+		if _, err := writeFileAtomic(m.unitDropInPath(d.Unit), d.Content, 0o644); err != nil {
+			return nil, err
+		}
+		keep[d.Unit] = true
+		written = append(written, d.Unit)
+	}
+	for _, u := range m.networkUnitFiles(id) {
+		if !keep[u] {
+			if err := m.removeDropIn(u); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return written, nil
+}
+
+func (m *Manager) unitDropInPath(unit string) string {
+	return filepath.Join(m.Paths.UnitDir, unit+".d", units.DropInName)
+}
+
+// networkUnitFiles lists the private-network units of id that have a drop-in.
+func (m *Manager) networkUnitFiles(id string) []string {
+	var out []string
+	for _, g := range units.NetworkUnitGlobs(id) {
+		dirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, g+".d", units.DropInName))
+		for _, d := range dirs {
+			out = append(out, strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d"))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (m *Manager) removeDropIn(unit string) error {
+	path := m.unitDropInPath(unit)
+	if err := removeFile(path); err != nil {
 		return err
 	}
-	if _, err := writeFileAtomic(m.dropInPath(inst.ID), dropIn, 0o644); err != nil {
-		return err
+	if err := os.Remove(filepath.Dir(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove drop-in directory: %w", err)
 	}
 	return nil
 }
@@ -300,7 +464,12 @@ func (m *Manager) writeInstanceFiles(inst config.Instance) error {
 // launch writes the instance's files, enables and starts its unit, and
 // waits for the processor's API port.
 func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time.Duration) error {
-	if err := m.writeInstanceFiles(inst); err != nil {
+	su, err := m.setup(inst)
+	if err != nil {
+		return err
+	}
+	written, err := m.writeInstanceFiles(su)
+	if err != nil {
 		return err
 	}
 	// The symlink in kato.target.wants brings the instance back at boot;
@@ -308,75 +477,170 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 	if err := m.Systemd.EnableUnits(ctx, []string{inst.Unit}); err != nil {
 		return err
 	}
-	if err := m.reloadIfNeeded(ctx, inst.Unit); err != nil {
+	// One look at each unit systemd has loaded says whether it must re-read
+	// its files and whether it keeps a failed state or a restart counter,
+	// which a start should not inherit. A unit not loaded has neither, and
+	// reading its properties would load it: one listing finds the others.
+	loaded, err := m.Systemd.ListUnits(ctx, written...)
+	if err != nil {
 		return err
 	}
-	// A failed unit keeps its restart counter; start from a clean slate.
-	if err := m.Systemd.ResetFailedUnit(ctx, inst.Unit); err != nil {
-		return err
+	var reload bool
+	var failed []string
+	for _, l := range loaded {
+		if !slices.Contains(written, l.Name) {
+			continue
+		}
+		name := l.Name
+		u, err := m.Systemd.Unit(ctx, name)
+		if err != nil {
+			return err
+		}
+		reload = reload || needsReload(u)
+		if u.ActiveState == "failed" || u.NRestarts > 0 {
+			failed = append(failed, name)
+		}
+	}
+	if reload {
+		if err := m.Systemd.Reload(ctx); err != nil {
+			return err
+		}
+	}
+	for _, name := range failed {
+		if err := m.Systemd.ResetFailedUnit(ctx, name); err != nil {
+			return err
+		}
 	}
 	if err := m.Systemd.StartUnit(ctx, inst.Unit); err != nil {
 		return err
 	}
-	return m.waitReady(ctx, inst, 0, timeout)
+	return m.waitReady(ctx, inst, su, 0, timeout)
 }
 
-// reloadIfNeeded runs a daemon-reload only when systemd holds an older
-// version of the unit's files than the disk. A unit systemd has not loaded
-// yet is read fresh, drop-in included, so a new instance needs none; a
-// reload costs hundreds of milliseconds on a host with many units.
-func (m *Manager) reloadIfNeeded(ctx context.Context, unit string) error {
-	u, err := m.Systemd.Unit(ctx, unit)
-	if err != nil {
-		return err
+// reloadIfNeeded runs a daemon-reload only when one of the units needs it
+// (see needsReload). A unit systemd has not loaded yet is read fresh,
+// drop-in included, so a new instance needs none; a reload costs hundreds of
+// milliseconds on a host with many units.
+func (m *Manager) reloadIfNeeded(ctx context.Context, unitNames ...string) error {
+	for _, name := range unitNames {
+		u, err := m.Systemd.Unit(ctx, name)
+		if err != nil {
+			return err
+		}
+		if needsReload(u) {
+			return m.Systemd.Reload(ctx)
+		}
 	}
-	if !u.NeedDaemonReload {
-		return nil
-	}
-	return m.Systemd.Reload(ctx)
+	return nil
 }
 
-// waitReady polls until the unit's processor listens on its API port. It
+// needsReload says whether systemd must re-read u's files: it holds an
+// older version than the disk, or holds the unit as broken (bad-setting:
+// loaded by a daemon-reload while its drop-in was missing, which
+// NeedDaemonReload does not report once the drop-in is back).
+func needsReload(u UnitState) bool {
+	return u.NeedDaemonReload || u.LoadState == "bad-setting" || u.LoadState == "error"
+}
+
+// waitReady polls until the processor's health request answers 200. It
 // fails at once when the processor exits or is restarted by systemd (its
 // restart count passes restartsBefore): a processor that dies before it
-// listens will not get better by waiting.
-func (m *Manager) waitReady(ctx context.Context, inst config.Instance, restartsBefore uint32, timeout time.Duration) error {
+// answers will not get better by waiting. At the deadline it says what it
+// saw: a processor listening but not answering, or not listening at all.
+func (m *Manager) waitReady(ctx context.Context, inst config.Instance, su *instanceSetup, restartsBefore uint32, timeout time.Duration) error {
 	if timeout <= 0 {
-		timeout = time.Duration(m.Config.Processor.ReadyTimeout * float64(time.Second))
+		timeout = config.Seconds(su.proc.ReadyTimeout)
 	}
 	interval := m.PollInterval
 	if interval <= 0 {
 		interval = 20 * time.Millisecond
 	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
+	request := "GET " + su.proc.ReadyPath(inst.ID)
+	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	for poll := 0; ; poll++ {
+	last := "no answer yet"
+	for {
+		// The health request comes first: once it answers, the unit's
+		// state need not be read again.
+		status, err := m.probe(ctx, su.readyPort, su.proc.ReadyPath(inst.ID), time.Until(deadline))
+		if err == nil && status == 200 {
+			if u, err := m.Systemd.Unit(ctx, inst.Unit); err == nil && u.ActiveState == "active" && u.NRestarts <= restartsBefore {
+				return nil
+			}
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("HTTP %d", status)
+		}
 		u, err := m.Systemd.Unit(ctx, inst.Unit)
 		if err != nil {
 			return err
 		}
 		switch {
 		case u.ActiveState == "failed" || u.ActiveState == "inactive":
-			return fmt.Errorf("%s %s (result %s) before listening on port %d: %w", inst.Unit, u.ActiveState, u.Result, inst.APIPort, ErrNotReady)
+			return fmt.Errorf("%s exited (%s, result %s) before answering %s on port %d: %w", inst.Unit, u.ActiveState, u.Result, request, su.readyPort, ErrNotReady)
 		case u.NRestarts > restartsBefore:
-			return fmt.Errorf("%s exited and was restarted by systemd before listening on port %d: %w", inst.Unit, inst.APIPort, ErrNotReady)
-		case u.ActiveState == "active":
-			ready, err := m.listensOn(ctx, u.MainPID, inst.APIPort, poll%10 == 9)
-			if err != nil || ready {
-				return err
+			return fmt.Errorf("%s exited and was restarted by systemd before answering %s on port %d: %w", inst.Unit, request, su.readyPort, ErrNotReady)
+		}
+		if time.Now().After(deadline) {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
+			u, _ := m.Systemd.Unit(ctx, inst.Unit)
+			if listening, _ := m.listensOn(ctx, u.MainPID, su.listenPort, su.network == nil); listening {
+				return fmt.Errorf("%s listens on port %d but %s did not answer 200 within %s (last: %s): %w", inst.Unit, su.listenPort, request, timeout, last, ErrNotReady)
+			}
+			return fmt.Errorf("%s did not listen on port %d within %s (timed out): %w", inst.Unit, su.listenPort, timeout, ErrNotReady)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-deadline.C:
-			return fmt.Errorf("%s did not listen on port %d within %s: %w", inst.Unit, inst.APIPort, timeout, ErrNotReady)
 		case <-tick.C:
 		}
 	}
 }
+
+// probeTimeout bounds one health request: a generation-A gateway without its
+// engine holds a request for 17 seconds before it fails.
+const probeTimeout = 2 * time.Second
+
+// probe makes one health request, within limit and probeTimeout.
+func (m *Manager) probe(ctx context.Context, port int, path string, limit time.Duration) (int, error) {
+	if limit > probeTimeout || limit <= 0 {
+		limit = probeTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	if m.Probe != nil {
+		return m.Probe(ctx, port, path)
+	}
+	return httpProbe(ctx, port, path)
+}
+
+// httpProbe is GET path on 127.0.0.1:port with a fresh connection, so that a
+// proxy in front of the processor is crossed each time.
+func httpProbe(ctx context.Context, port int, path string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Close = true
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
 
 // listensOn reports whether the unit's main process listens on port. With
 // hostWide it also accepts any listener on the host, for a processor whose
@@ -392,12 +656,11 @@ func (m *Manager) listensOn(ctx context.Context, mainPID uint32, port int, hostW
 	if !hostWide {
 		return false, nil
 	}
-	listening, err := m.Ports.Listening(ctx)
+	listening, err := m.Ports.Bound(ctx)
 	if err != nil {
 		return false, err
 	}
-	_, ok := listening[port]
-	return ok, nil
+	return listening[port], nil
 }
 
 // teardown stops an instance's unit and removes everything kato-manager
@@ -408,6 +671,33 @@ func (m *Manager) teardown(ctx context.Context, id string) error {
 	var errs []error
 	if err := m.Systemd.StopUnit(ctx, unit); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 		errs = append(errs, err)
+	}
+	// The private-network units are part of the instance's unit, so they
+	// stopped with it; stop them by name too, in case one outlived it, and
+	// remove their drop-ins.
+	netUnits := map[string]bool{}
+	for _, u := range m.networkUnitFiles(id) {
+		netUnits[u] = true
+	}
+	if loaded, err := m.Systemd.ListUnits(ctx, units.NetworkUnitGlobs(id)...); err == nil {
+		for _, u := range loaded {
+			if units.IsNetworkUnitOf(u.Name, id) {
+				netUnits[u.Name] = true
+			}
+		}
+	} else {
+		errs = append(errs, err)
+	}
+	for _, u := range sortedKeys(netUnits) {
+		if err := m.Systemd.StopUnit(ctx, u); err != nil && !errors.Is(err, ErrNoSuchUnit) {
+			errs = append(errs, err)
+		}
+		if err := m.removeDropIn(u); err != nil {
+			errs = append(errs, err)
+		}
+		if err := m.Systemd.ResetFailedUnit(ctx, u); err != nil && !errors.Is(err, ErrNoSuchUnit) {
+			errs = append(errs, err)
+		}
 	}
 	if err := m.Systemd.DisableUnits(ctx, []string{unit}); err != nil && !errors.Is(err, ErrNoSuchUnit) {
 		errs = append(errs, err)
@@ -545,10 +835,15 @@ func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration
 	if err != nil {
 		return nil, err
 	}
-	if err := m.writeInstanceFiles(*inst); err != nil {
+	su, err := m.setup(*inst)
+	if err != nil {
 		return nil, err
 	}
-	if err := m.reloadIfNeeded(ctx, inst.Unit); err != nil {
+	written, err := m.writeInstanceFiles(su)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.reloadIfNeeded(ctx, written...); err != nil {
 		return nil, err
 	}
 	u, err := m.Systemd.Unit(ctx, inst.Unit)
@@ -564,7 +859,7 @@ func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration
 	if err := m.Systemd.RestartUnit(ctx, inst.Unit); err != nil {
 		return nil, m.startError(ctx, inst.Unit, err)
 	}
-	if err := m.waitReady(ctx, *inst, u.NRestarts, timeout); err != nil {
+	if err := m.waitReady(ctx, *inst, su, u.NRestarts, timeout); err != nil {
 		return nil, m.startError(ctx, inst.Unit, err)
 	}
 	err = m.Registry.Update(func(r *config.Registry) error {
@@ -589,21 +884,6 @@ func (m *Manager) startError(ctx context.Context, unit string, err error) *Start
 // hasUnitFiles reports whether kato-manager's files for id exist.
 func (m *Manager) hasUnitFiles(id string) bool { return m.Paths.HasInstanceFiles(id) }
 
-// HasInstanceFiles reports whether kato-manager's drop-in or environment
-// file for the instance id exists: an instance that can be stopped even
-// without a registry entry.
-func (p Paths) HasInstanceFiles(id string) bool {
-	if config.ValidateID(id) != nil {
-		return false
-	}
-	for _, path := range []string{p.dropInPath(id), p.envPath(id)} {
-		if _, err := os.Stat(path); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
 // orphanIDs lists instances that systemd or the unit directory knows and
 // the registry does not.
 func (m *Manager) orphanIDs(ctx context.Context, reg *config.Registry) ([]string, error) {
@@ -619,10 +899,19 @@ func (m *Manager) orphanIDs(ctx context.Context, reg *config.Registry) ([]string
 			found[id] = true
 		}
 	}
-	dirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, "kato@*.service.d", units.DropInName))
+	dirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, units.InstancePattern+".d", units.DropInName))
 	for _, d := range dirs {
 		if id, ok := units.InstanceID(strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d")); ok {
 			found[id] = true
+		}
+	}
+	// Private-network units outliving their instance's files.
+	for _, pattern := range []string{"kato-proxy@*.d", "kato-link@*.d"} {
+		netDirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, pattern, units.DropInName))
+		for _, d := range netDirs {
+			if id, ok := units.NetworkUnitID(strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d")); ok {
+				found[id] = true
+			}
 		}
 	}
 	envs, _ := filepath.Glob(filepath.Join(m.Paths.EnvDir, "*.env"))

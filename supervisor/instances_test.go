@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,8 +18,10 @@ import (
 )
 
 // testEnv is a Manager over the in-memory systemd, with a processor
-// behaviour per instance ID: "ok" listens on REST_PORT from the rendered
-// environment file, "silent" never listens, "crash" exits at once.
+// behaviour per instance ID: "ok" listens on the port of the rendered
+// environment file (PORT or REST_PORT) and answers its health request,
+// "deaf" listens and never answers, "silent" never listens, "crash" exits at
+// once.
 type testEnv struct {
 	m        *Manager
 	sd       *fakeSystemd
@@ -55,12 +58,39 @@ func newTestEnv(t *testing.T) *testEnv {
 			AdminSysusersDir: filepath.Join(dir, "etc/sysusers.d"),
 			AdminTmpfilesDir: filepath.Join(dir, "etc/tmpfiles.d"),
 		},
-		Hostname:     "testhost",
 		PollInterval: 5 * time.Millisecond,
 		RunTool:      func(ctx context.Context, argv ...string) error { return nil },
 	}
 	e.sd.onStart = e.processorStarted
+	e.m.Probe = e.probe
 	return e
+}
+
+// probe answers a health request on a host port as the instance that holds
+// it would: 200 while its unit is active and its processor is "ok".
+func (e *testEnv) probe(ctx context.Context, port int, path string) (int, error) {
+	r, err := e.m.Registry.Load()
+	if err != nil {
+		return 0, err
+	}
+	for _, inst := range r.Instances {
+		if inst.APIPort != port {
+			continue
+		}
+		u, _ := e.sd.Unit(ctx, inst.Unit)
+		switch {
+		case u.ActiveState != "active":
+		case e.behavior[inst.ID] == "" || e.behavior[inst.ID] == "ok":
+			if path == "" {
+				return 404, nil
+			}
+			return 200, nil
+		case e.behavior[inst.ID] == "deaf":
+			<-ctx.Done()
+			return 0, ctx.Err()
+		}
+	}
+	return 0, errors.New("connection refused")
 }
 
 // processorStarted runs under the fake's lock, when systemd would exec the
@@ -76,7 +106,10 @@ func (e *testEnv) processorStarted(unit string, u *UnitState) {
 		u.NRestarts++
 		u.ActiveState, u.SubState = "activating", "auto-restart"
 	default:
-		port, _ := strconv.Atoi(env["REST_PORT"])
+		port, _ := strconv.Atoi(env["PORT"])
+		if port == 0 {
+			port, _ = strconv.Atoi(env["REST_PORT"])
+		}
 		e.ports.listen(port, e.nextPID)
 		e.procs.mu.Lock()
 		e.procs.m[unit] = UnitProcesses{MainPID: e.nextPID, PIDs: []int32{e.nextPID}, RSS: 42 << 20, Started: time.Now().Add(-time.Minute)}
@@ -108,7 +141,7 @@ func readEnvFile(path string) map[string]string {
 
 func (e *testEnv) start(t *testing.T, req StartRequest) *StartResult {
 	t.Helper()
-	if req.Parameters == (config.Parameters{}) {
+	if req.Parameters == nil {
 		req.Parameters = config.DefaultParameters()
 	}
 	res, err := e.m.Start(context.Background(), req)
@@ -129,18 +162,21 @@ func (e *testEnv) registry(t *testing.T) *config.Registry {
 
 func TestStartRegistersRendersAndStarts(t *testing.T) {
 	e := newTestEnv(t)
-	res := e.start(t, StartRequest{ID: "processor-1", Name: "Main Processor", APIPort: 8001,
-		Parameters: config.Parameters{IndexerType: "VI", MaxPredictions: 200, RecallThreshold: 0.05, MaxSeqLength: 10, Persistence: 5, Quiescence: 3}})
+	params := config.DefaultParameters()
+	params["max_predictions"], params["recall_threshold"], params["max_pattern_length"] = 200, 0.05, 10
+	res := e.start(t, StartRequest{ID: "processor-1", Name: "Main Processor", APIPort: 8001, Parameters: params})
 	if res.Instance.APIPort != 8001 || res.Instance.ZMQPort != 5555 {
 		t.Fatalf("ports = %d/%d, want 8001/5555", res.Instance.APIPort, res.Instance.ZMQPort)
 	}
 	inst := e.registry(t).Instances["processor-1"]
-	if inst == nil || inst.Name != "Main Processor" || inst.Unit != "kato@processor-1.service" || inst.Parameters.MaxPredictions != 200 {
+	if inst == nil || inst.Name != "Main Processor" || inst.Unit != "kato@processor-1.service" || inst.Parameters["max_predictions"] != 200 || inst.Network != "host" || inst.Processor != "" {
 		t.Fatalf("registry entry = %+v", inst)
 	}
 	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, "processor-1.env"))
-	for k, want := range map[string]string{"PROCESSOR_ID": "processor-1", "PROCESSOR_NAME": "Main Processor", "REST_PORT": "8001",
-		"PORT": "8001", "ZMQ_PORT": "5555", "MAX_PREDICTIONS": "200", "RECALL_THRESHOLD": "0.05", "MAX_PATTERN_LENGTH": "10", "HOSTNAME": "testhost"} {
+	// The default processor is generation B: one variable per setting.
+	for k, want := range map[string]string{"PROCESSOR_ID": "processor-1", "PROCESSOR_NAME": "Main Processor", "REST_PORT": "",
+		"PORT": "8001", "ZMQ_PORT": "", "MANIFEST": "", "MAX_PREDICTIONS": "200", "RECALL_THRESHOLD": "0.05", "MAX_PATTERN_LENGTH": "10",
+		"SORT": "true", "SEARCH_DEPTH": "10", "LOG_LEVEL": "INFO", "HOSTNAME": "kato-processor-1"} {
 		if env[k] != want {
 			t.Errorf("env %s = %q, want %q", k, env[k], want)
 		}
@@ -246,9 +282,9 @@ func TestStartFailureRollsBack(t *testing.T) {
 
 func TestStartRejectsBadInputAndChangesNothing(t *testing.T) {
 	good := config.DefaultParameters()
-	with := func(change func(p *config.Parameters)) config.Parameters {
-		p := good
-		change(&p)
+	with := func(name string, v any) config.Parameters {
+		p := good.Clone()
+		p[name] = v
 		return p
 	}
 	for _, tc := range []struct {
@@ -263,14 +299,16 @@ func TestStartRejectsBadInputAndChangesNothing(t *testing.T) {
 		{"port zero is default, negative is not", StartRequest{ID: "a", APIPort: -1, Parameters: good}, "port"},
 		{"port too high", StartRequest{ID: "a", APIPort: 70000, Parameters: good}, "port"},
 		{"zmq port too high", StartRequest{ID: "a", ZMQPort: 65536, Parameters: good}, "zmq_port"},
-		{"recall threshold above 1", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.RecallThreshold = 1.5 })}, "recall_threshold"},
-		{"negative recall threshold", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.RecallThreshold = -0.1 })}, "recall_threshold"},
-		{"indexer type", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.IndexerType = "HNSW" })}, "indexer_type"},
-		{"max predictions zero", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.MaxPredictions = 0 })}, "max_predictions"},
-		{"negative max seq length", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.MaxSeqLength = -1 })}, "max_seq_length"},
-		{"persistence zero", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.Persistence = 0 })}, "persistence"},
-		{"negative quiescence", StartRequest{ID: "a", Parameters: with(func(p *config.Parameters) { p.Quiescence = -1 })}, "quiescence"},
+		{"recall threshold above 1", StartRequest{ID: "a", Parameters: with("recall_threshold", 1.5)}, "recall_threshold"},
+		{"negative recall threshold", StartRequest{ID: "a", Parameters: with("recall_threshold", -0.1)}, "recall_threshold"},
+		{"indexer type", StartRequest{ID: "a", Parameters: with("indexer_type", "HNSW")}, "indexer_type"},
+		{"max predictions zero", StartRequest{ID: "a", Parameters: with("max_predictions", 0)}, "max_predictions"},
+		{"negative max pattern length", StartRequest{ID: "a", Parameters: with("max_pattern_length", -1)}, "max_pattern_length"},
+		{"persistence zero", StartRequest{ID: "a", Parameters: with("persistence", 0)}, "persistence"},
+		{"negative quiescence", StartRequest{ID: "a", Parameters: with("quiescence", -1)}, "quiescence"},
 		{"relative processor command", StartRequest{ID: "a", Command: []string{"python3", "-m", "kato"}, Parameters: good}, "processor_command"},
+		{"unknown network", StartRequest{ID: "a", Network: "bridge", Parameters: good}, "network"},
+		{"unknown processor", StartRequest{ID: "a", Processor: "v9", Parameters: good}, "processor"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t)
@@ -621,6 +659,75 @@ func TestSecureConfigFile(t *testing.T) {
 	}
 }
 
+// TestStartReloadsABrokenUnit starts an instance that systemd holds as
+// bad-setting, as after a daemon-reload while its drop-in was missing: the
+// rewritten drop-in takes effect only after another daemon-reload.
+func TestStartReloadsABrokenUnit(t *testing.T) {
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "a"})
+	ctx := context.Background()
+	if err := e.sd.StopUnit(ctx, "kato@a.service"); err != nil {
+		t.Fatal(err)
+	}
+	e.sd.unit("kato@a.service").LoadState = "bad-setting"
+	e.sd.calls = nil
+	e.start(t, StartRequest{ID: "a"})
+	if !slices.Contains(e.sd.calls, "reload") {
+		t.Errorf("no daemon-reload before starting a bad-setting unit: %q", e.sd.calls)
+	}
+}
+
+// TestInstallUnitsUserScope installs into a user scope: the units rendered
+// for a user manager in the user's unit directory, no sysusers.d or
+// tmpfiles.d entry and no tool run, and an instance's state directory made
+// by kato-manager, as no StateDirectory= makes it there.
+func TestInstallUnitsUserScope(t *testing.T) {
+	e := newTestEnv(t)
+	home := t.TempDir()
+	paths, err := config.UserPaths(func(k string) string { return map[string]string{"HOME": home}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.m.Paths = paths
+	delete(e.sd.files, "kato@.service")
+	var ran []string
+	e.m.RunTool = func(ctx context.Context, argv ...string) error {
+		ran = append(ran, strings.Join(argv, " "))
+		return nil
+	}
+	e.m.Config.Services.Units = nil
+	e.start(t, StartRequest{ID: "a"})
+	for dir, want := range map[string][]string{
+		paths.VendorUnitDir: {"kato.target", "kato@.service", "kg-worker@.service", "kg-workers.target"},
+		paths.UnitDir:       {"kato@a.service.d"},
+	} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, en := range entries {
+			names = append(names, en.Name())
+		}
+		if !slices.Equal(names, want) {
+			t.Errorf("%s holds %q, want %q", dir, names, want)
+		}
+	}
+	unit, _ := os.ReadFile(filepath.Join(paths.VendorUnitDir, "kato@.service"))
+	if !strings.Contains(string(unit), "EnvironmentFile="+paths.EnvDir+"/%i.env") || strings.Contains(string(unit), "\nUser=") {
+		t.Errorf("kato@.service is not the user manager's:\n%s", unit)
+	}
+	if len(ran) != 0 {
+		t.Errorf("tools run in the user scope: %q", ran)
+	}
+	if _, err := os.Stat(filepath.Join(paths.EnvDir, "a.env")); err != nil {
+		t.Errorf("environment file: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(paths.StateDir, "a")); err != nil || !fi.IsDir() {
+		t.Errorf("state directory of a: %v", err)
+	}
+}
+
 func TestAllocatePort(t *testing.T) {
 	taken := func(ports ...int) func(int) bool {
 		return func(p int) bool {
@@ -656,5 +763,146 @@ func TestAllocatePort(t *testing.T) {
 				t.Fatalf("got %d, %v; want %d", got, err, tc.got)
 			}
 		})
+	}
+}
+
+// withGenerationA adds the named processor "engine", of generation A, to the
+// configuration.
+func withGenerationA(e *testEnv, network string) {
+	p := e.m.Config.Processor
+	p.Command = []string{"/opt/kato/engine"}
+	p.Generation, p.Ready, p.Network, p.StopTimeout = "a", "GET /{id}/ping", network, 10
+	e.m.Config.Processors = map[string]config.Processor{"engine": p}
+}
+
+func TestGenerationAOnTheHostNetwork(t *testing.T) {
+	e := newTestEnv(t)
+	withGenerationA(e, config.NetworkHost)
+	res := e.start(t, StartRequest{ID: "first", Processor: "engine"})
+	if res.Instance.ZMQPort != 5555 || res.Instance.Network != "host" || res.Instance.Processor != "engine" {
+		t.Fatalf("first = %+v", res.Instance)
+	}
+	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, "first.env"))
+	if env["ZMQ_PORT"] != "5555" || env["REST_PORT"] != "8000" || !strings.Contains(env["MANIFEST"], `"id":"first"`) || env["MAX_PREDICTIONS"] != "" {
+		t.Errorf("generation-A environment = %v", env)
+	}
+	before, _ := os.ReadFile(e.m.Registry.Path)
+	_, err := e.m.Start(context.Background(), StartRequest{ID: "second", Processor: "engine", Parameters: config.DefaultParameters()})
+	if !errors.Is(err, ErrCrossTalk) || !strings.Contains(err.Error(), "instance first already runs a generation-A processor on the host network") ||
+		!strings.Contains(err.Error(), "--network private") {
+		t.Fatalf("second generation-A instance on the host network: %v", err)
+	}
+	if after, _ := os.ReadFile(e.m.Registry.Path); string(after) != string(before) {
+		t.Error("a refused start changed the registry")
+	}
+	// Generation B shares the host network with it.
+	if res := e.start(t, StartRequest{ID: "fastapi"}); res.Instance.ZMQPort == 5555 {
+		t.Errorf("generation B got ZMQ port 5555 from a generation-A instance: %+v", res.Instance)
+	}
+	fresh := newTestEnv(t)
+	withGenerationA(fresh, config.NetworkHost)
+	_, err = fresh.m.Start(context.Background(), StartRequest{ID: "third", Processor: "engine", Network: "host", ZMQPort: 5600, Parameters: config.DefaultParameters()})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "zmq_port" {
+		t.Fatalf("generation A on the host network with ZMQ port 5600: %v", err)
+	}
+}
+
+func TestPrivateNetwork(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	withGenerationA(e, config.NetworkPrivate)
+	e.m.Config.Services.Links = map[string]string{"qdrant": "127.0.0.1:6333"}
+	for _, id := range []string{"p1", "p2", "p3"} {
+		e.start(t, StartRequest{ID: id, Processor: "engine"})
+	}
+	r := e.registry(t)
+	for _, id := range []string{"p1", "p2", "p3"} {
+		if r.Instances[id].Network != "private" {
+			t.Errorf("%s network = %q, want the processor's private", id, r.Instances[id].Network)
+		}
+	}
+	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, "p2.env"))
+	if env["REST_PORT"] != "8000" || env["ZMQ_PORT"] != "5555" || env["MONGO_BASE_URL"] != "mongodb://127.0.0.1:27017" {
+		t.Errorf("inside the namespace p2 gets %v", env)
+	}
+	for _, unit := range []string{"kato-proxy@p2.api.socket", "kato-proxy@p2.api.service", "kato-proxy@p2.zmq.socket",
+		"kato-proxy@p2.zmq.service", "kato-link@p2.mongo.socket", "kato-link@p2.mongo.service", "kato-link@p2.qdrant.socket"} {
+		if _, err := os.Stat(filepath.Join(e.m.Paths.UnitDir, unit+".d", "kato-manager.conf")); err != nil {
+			t.Errorf("%s has no drop-in: %v", unit, err)
+		}
+	}
+	sock, _ := os.ReadFile(filepath.Join(e.m.Paths.UnitDir, "kato-proxy@p2.api.socket.d", "kato-manager.conf"))
+	if !strings.Contains(string(sock), fmt.Sprintf("ListenStream=%d\n", r.Instances["p2"].APIPort)) {
+		t.Errorf("p2's API socket:\n%s", sock)
+	}
+	// A link dropped from kato.toml loses its units on restart.
+	e.m.Config.Services.Links = nil
+	if _, err := e.m.Restart(ctx, "p2", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.m.Paths.UnitDir, "kato-link@p2.qdrant.socket.d")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dropped link's drop-in: %v", err)
+	}
+	e.sd.StartUnit(ctx, "kato-proxy@p2.api.socket")
+	if _, err := e.m.Stop(ctx, "p2"); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(e.m.Paths.UnitDir, "kato-*@p2.*"))
+	if len(left) != 0 {
+		t.Errorf("stop left %q", left)
+	}
+	if u, _ := e.sd.Unit(ctx, "kato-proxy@p2.api.socket"); u.ActiveState != "inactive" {
+		t.Errorf("stop left the API socket %s", u.ActiveState)
+	}
+	if kept, _ := filepath.Glob(filepath.Join(e.m.Paths.UnitDir, "kato-proxy@p1.*")); len(kept) != 4 {
+		t.Errorf("stopping p2 touched p1's units: %q", kept)
+	}
+	// A network unit left without its instance is drift that gc repairs.
+	os.MkdirAll(filepath.Join(e.m.Paths.UnitDir, "kato-link@gone.mongo.socket.d"), 0o755)
+	os.WriteFile(filepath.Join(e.m.Paths.UnitDir, "kato-link@gone.mongo.socket.d", "kato-manager.conf"), []byte("[Socket]\n"), 0o644)
+	d, err := e.m.GC(ctx)
+	if err != nil || len(d.OrphanUnits) != 1 || d.OrphanUnits[0] != "gone" {
+		t.Fatalf("gc = %+v, %v", d, err)
+	}
+	if _, err := os.Stat(filepath.Join(e.m.Paths.UnitDir, "kato-link@gone.mongo.socket.d")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("gc left the stray network unit: %v", err)
+	}
+}
+
+func TestStartSaysWhatItSaw(t *testing.T) {
+	for _, tc := range []struct{ behavior, want string }{
+		{"deaf", "listens on port 8000 but GET /health did not answer 200 within 200ms"},
+		{"silent", "did not listen on port 8000 within 200ms (timed out)"},
+		{"crash", "exited and was restarted by systemd before answering GET /health"},
+	} {
+		t.Run(tc.behavior, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.behavior["x"] = tc.behavior
+			_, err := e.m.Start(context.Background(), StartRequest{ID: "x", Parameters: config.DefaultParameters(), Timeout: 200 * time.Millisecond})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUserScopeRefusesPrivateNetwork: a user manager cannot run the
+// forwarders of a private network, so --user refuses it before anything is
+// written.
+func TestUserScopeRefusesPrivateNetwork(t *testing.T) {
+	e := newTestEnv(t)
+	e.m.Paths.User = true
+	_, err := e.m.Start(context.Background(), StartRequest{ID: "p", Network: config.NetworkPrivate, Parameters: config.DefaultParameters()})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "network" || fe.Value != "private" || !strings.Contains(fe.Rule, "--user") {
+		t.Fatalf("start --network private in the user scope: %v", err)
+	}
+	reg, lerr := e.m.Registry.Load()
+	if lerr != nil || len(reg.Instances) != 0 {
+		t.Errorf("registry after the refusal: %+v %v", reg, lerr)
+	}
+	if calls := e.sd.callLog(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "start") }) {
+		t.Errorf("systemd calls after the refusal: %q", calls)
 	}
 }

@@ -47,6 +47,9 @@ type SystemJournal struct {
 	// Command is the journalctl program and the arguments it always gets;
 	// empty means "journalctl".
 	Command []string
+	// User reads the invoking user's journal and the units of the user's
+	// manager (journalctl --user --user-unit=).
+	User bool
 }
 
 // args is the journalctl command line of q.
@@ -55,7 +58,12 @@ func (j SystemJournal) args(q JournalQuery) []string {
 	if len(argv) == 0 {
 		argv = []string{"journalctl"}
 	}
-	argv = append(argv, "--output=json", "--all", "--no-pager", "--quiet", "--unit="+q.Unit)
+	argv = append(argv, "--output=json", "--all", "--no-pager", "--quiet")
+	if j.User {
+		argv = append(argv, "--user", "--user-unit="+q.Unit)
+	} else {
+		argv = append(argv, "--unit="+q.Unit)
+	}
 	if q.Lines >= 0 {
 		argv = append(argv, "--lines="+strconv.Itoa(q.Lines))
 	}

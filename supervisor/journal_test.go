@@ -31,6 +31,16 @@ func TestJournalArgs(t *testing.T) {
 	}
 }
 
+// TestUserJournalArgs reads the units of the user's manager from the
+// user's journal.
+func TestUserJournalArgs(t *testing.T) {
+	got := (SystemJournal{User: true}).args(JournalQuery{Unit: "kato@a.service", Lines: 5})
+	want := []string{"journalctl", "--output=json", "--all", "--no-pager", "--quiet", "--user", "--user-unit=kato@a.service", "--lines=5"}
+	if !slices.Equal(got, want) {
+		t.Errorf("%q, want %q", got, want)
+	}
+}
+
 func TestFormatEntry(t *testing.T) {
 	ts := time.Date(2026, 3, 4, 5, 6, 7, 0, time.Local)
 	us := ts.UnixMicro()

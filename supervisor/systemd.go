@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -161,19 +164,52 @@ func classify(err error) error {
 	return be
 }
 
-// DBus is the Systemd implementation that talks to the system manager over
-// D-Bus.
+// DBus is the Systemd implementation that talks to the system manager, or
+// a user's manager, over D-Bus.
 type DBus struct {
 	conn *sddbus.Conn
 }
 
-// Connect opens a D-Bus connection to the system manager.
-func Connect(ctx context.Context) (*DBus, error) {
+// Connect opens a D-Bus connection to the system manager or, with user, to
+// the invoking user's manager. For the user's manager it does what
+// `systemctl --user` does: the manager's own socket
+// $XDG_RUNTIME_DIR/systemd/private first, which needs no session bus, and
+// else the session bus (DBUS_SESSION_BUS_ADDRESS, or $XDG_RUNTIME_DIR/bus).
+func Connect(ctx context.Context, user bool) (*DBus, error) {
+	if user {
+		conn, err := connectUser(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("connect to your systemd user manager over D-Bus: %w (does `systemctl --user` work? it needs XDG_RUNTIME_DIR)", err)
+		}
+		return &DBus{conn: conn}, nil
+	}
 	conn, err := sddbus.NewWithContext(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root?)", err)
+		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root? without root, use --user)", err)
 	}
 	return &DBus{conn: conn}, nil
+}
+
+func connectUser(ctx context.Context) (*sddbus.Conn, error) {
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
+		private := filepath.Join(dir, "systemd", "private")
+		if _, err := os.Stat(private); err == nil {
+			return sddbus.NewConnection(func() (*dbus.Conn, error) {
+				conn, err := dbus.Dial("unix:path="+private, dbus.WithContext(ctx))
+				if err != nil {
+					return nil, err
+				}
+				// A connection straight to systemd: EXTERNAL with the
+				// uid, and no Hello, as go-systemd does for the system's.
+				if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+					conn.Close()
+					return nil, err
+				}
+				return conn, nil
+			})
+		}
+	}
+	return sddbus.NewUserConnectionContext(ctx)
 }
 
 // NewDBus wraps an open connection to a system manager, such as one to a

@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,18 +21,25 @@ import (
 // InstanceView is one row of `kato-manager list`: the registry entry and
 // what systemd and /proc say of it now.
 type InstanceView struct {
-	ID            string    `json:"id"`
-	Name          string    `json:"name"`
-	Unit          string    `json:"unit"`
-	ActiveState   string    `json:"active_state"`
-	SubState      string    `json:"sub_state"`
-	PID           int32     `json:"pid"`
-	APIPort       int       `json:"api_port"`
-	ZMQPort       int       `json:"zmq_port"`
-	Since         time.Time `json:"since,omitzero"`
-	UptimeSeconds int64     `json:"uptime_seconds"`
-	MemoryBytes   uint64    `json:"memory_bytes"`
-	Registered    bool      `json:"registered"`
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Unit        string `json:"unit"`
+	ActiveState string `json:"active_state"`
+	SubState    string `json:"sub_state"`
+	PID         int32  `json:"pid"`
+	APIPort     int    `json:"api_port"`
+	ZMQPort     int    `json:"zmq_port"`
+	// Processor names the processor of kato.toml the instance runs
+	// (config.DefaultProcessor for [processor]); Generation is its
+	// generation, "" when kato.toml no longer has it.
+	Processor     string            `json:"processor"`
+	Generation    string            `json:"generation"`
+	Network       string            `json:"network"`
+	Parameters    config.Parameters `json:"parameters"`
+	Since         time.Time         `json:"since,omitzero"`
+	UptimeSeconds int64             `json:"uptime_seconds"`
+	MemoryBytes   uint64            `json:"memory_bytes"`
+	Registered    bool              `json:"registered"`
 }
 
 // State is the short state shown in tables: "running", "stopped",
@@ -88,14 +96,21 @@ func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{reg: reg, views: instanceViews(reg, byUnit, procs, m.now()), procs: procs}, nil
+	return &snapshot{reg: reg, views: m.instanceViews(reg, byUnit, procs, m.now()), procs: procs}, nil
 }
 
 // instanceViews joins the registry with the units' states and processes.
-func instanceViews(reg *config.Registry, byUnit map[string]UnitState, procs map[string]UnitProcesses, now time.Time) []InstanceView {
+func (m *Manager) instanceViews(reg *config.Registry, byUnit map[string]UnitState, procs map[string]UnitProcesses, now time.Time) []InstanceView {
 	views := make([]InstanceView, 0, len(reg.Instances))
 	for _, inst := range reg.Sorted() {
-		v := InstanceView{ID: inst.ID, Name: inst.Name, Unit: inst.Unit, APIPort: inst.APIPort, ZMQPort: inst.ZMQPort, Registered: true}
+		v := InstanceView{ID: inst.ID, Name: inst.Name, Unit: inst.Unit, APIPort: inst.APIPort, ZMQPort: inst.ZMQPort, Registered: true,
+			Processor: inst.Processor, Network: inst.Network, Parameters: inst.Parameters}
+		if v.Processor == "" {
+			v.Processor = config.DefaultProcessor
+		}
+		if p, err := m.Config.ProcessorNamed(inst.Processor); err == nil {
+			v.Generation = p.Generation
+		}
 		if s, ok := byUnit[inst.Unit]; ok {
 			v.ActiveState, v.SubState = s.ActiveState, s.SubState
 		} else {
@@ -123,9 +138,15 @@ type ServiceState struct {
 // InstanceStatus is an instance's health as `kato-manager status` shows it.
 type InstanceStatus struct {
 	InstanceView
-	Restarts     uint32 `json:"restarts"`
-	Result       string `json:"result"`
-	APIListening bool   `json:"api_listening"`
+	Restarts uint32 `json:"restarts"`
+	Result   string `json:"result"`
+	// APIListening says the processor listens on its port: the API port,
+	// or 8000 inside its namespace on a private network.
+	APIListening bool `json:"api_listening"`
+	// Answering says the processor's health request answered 200.
+	Answering bool `json:"answering"`
+	// Health is what the health request got: "200", "HTTP 500" or the error.
+	Health string `json:"health"`
 	// APIHolder is the pid listening on the API port when it is not one of
 	// the instance's own processes.
 	APIHolder int32 `json:"api_holder,omitempty"`
@@ -205,15 +226,48 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, v := range snap.views {
+	// The health requests go out together: each may take probeTimeout.
+	health := make([]string, len(snap.views))
+	var wg sync.WaitGroup
+	for i, v := range snap.views {
+		inst := snap.reg.Instances[v.ID]
+		su, err := m.setup(*inst)
+		if err != nil || v.ActiveState != "active" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, err := m.probe(ctx, su.readyPort, su.proc.ReadyPath(v.ID), probeTimeout)
+			switch {
+			case err != nil:
+				health[i] = err.Error()
+			case status == 200:
+				health[i] = "200"
+			default:
+				health[i] = fmt.Sprintf("HTTP %d", status)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, v := range snap.views {
 		u, err := m.Systemd.Unit(ctx, v.Unit)
 		if err != nil {
 			return nil, err
 		}
-		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result,
+		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result, Health: health[i], Answering: health[i] == "200",
 			StartLimitHit: u.StartLimitHit(), Enabled: enabledAtBoot(u.UnitFileState)}
 		is.ActiveState, is.SubState = u.ActiveState, u.SubState
-		if holder, ok := listening[v.APIPort]; ok {
+		port := v.APIPort
+		if v.Network == config.NetworkPrivate {
+			// The host port is systemd's socket; the processor listens
+			// inside its own namespace.
+			port = config.PrivateRESTPort
+			if u.MainPID != 0 {
+				ports, err := m.Ports.ListeningBy(ctx, int32(u.MainPID))
+				is.APIListening = err == nil && ports[port]
+			}
+		} else if holder, ok := listening[v.APIPort]; ok {
 			own := false
 			for _, pid := range snap.procs[v.Unit].PIDs {
 				own = own || pid == holder
@@ -231,10 +285,14 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 			is.Problem = fmt.Sprintf("systemd gave up restarting it (start limit hit); see `kato-manager logs %s`, fix the cause, then `kato-manager restart %s`", v.ID, v.ID)
 		case u.ActiveState != "active":
 			is.Problem = "not running"
+		case v.Generation == "":
+			is.Problem = fmt.Sprintf("processor %s is not in kato.toml", v.Processor)
 		case is.APIHolder != 0:
 			is.Problem = fmt.Sprintf("API port %d held by pid %d, not by the instance", v.APIPort, is.APIHolder)
 		case !is.APIListening:
-			is.Problem = fmt.Sprintf("not listening on API port %d", v.APIPort)
+			is.Problem = fmt.Sprintf("not listening on port %d", port)
+		case !is.Answering:
+			is.Problem = fmt.Sprintf("listening but not answering its health request (%s)", is.Health)
 		}
 		if u.Active() && !is.Enabled {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("%s runs but is not enabled: it will not come back at boot (run `systemctl enable %s`)", v.Unit, v.Unit))
@@ -349,7 +407,7 @@ func (m *Manager) GC(ctx context.Context) (Drift, error) {
 // EnsureUnits installs the unit files on first use: when systemd knows no
 // kato@.service (from a package or an earlier install-units).
 func (m *Manager) EnsureUnits(ctx context.Context) error {
-	ok, err := m.Systemd.UnitFileExists(ctx, "kato@.service")
+	ok, err := m.Systemd.UnitFileExists(ctx, units.InstanceTemplate)
 	if err != nil {
 		return err
 	}
@@ -360,17 +418,23 @@ func (m *Manager) EnsureUnits(ctx context.Context) error {
 	return err
 }
 
-// InstallUnits writes the unit templates, the sysusers.d and tmpfiles.d
-// entries under the vendor directories, removes the copies earlier versions
-// wrote into /etc, creates the kato user and directories, makes kato.toml
-// readable by the kato group only, reloads systemd and enables kato.target
-// and kg-workers.target, so that what is started comes back at boot. It
-// reports the files it wrote and removed.
+// InstallUnits writes the scope's files (m.Paths.Templates) under the
+// vendor directories, removes the copies earlier versions wrote into /etc,
+// creates the kato user and directories, makes kato.toml readable by the
+// kato group only, reloads systemd and enables kato.target and
+// kg-workers.target, so that what is started comes back at boot. The user
+// scope has no sysusers.d or tmpfiles.d entries and no FileOwner, so it
+// does none of the root-only steps. It reports the files it wrote and
+// removed.
 func (m *Manager) InstallUnits(ctx context.Context) (*InstallResult, error) {
 	res := &InstallResult{}
+	templates, err := m.Paths.Templates()
+	if err != nil {
+		return res, err
+	}
 	var sysusers, tmpfiles string
 	movedUnits := false
-	for _, t := range units.Templates() {
+	for _, t := range templates {
 		var dir, admin string
 		switch t.Dir {
 		case units.SystemdDir:
@@ -411,14 +475,18 @@ func (m *Manager) InstallUnits(ctx context.Context) (*InstallResult, error) {
 	if run == nil {
 		run = execTool
 	}
-	if err := run(ctx, "systemd-sysusers", sysusers); err != nil {
-		return res, err
+	if sysusers != "" {
+		if err := run(ctx, "systemd-sysusers", sysusers); err != nil {
+			return res, err
+		}
 	}
-	if err := run(ctx, "systemd-tmpfiles", "--create", tmpfiles); err != nil {
-		return res, err
+	if tmpfiles != "" {
+		if err := run(ctx, "systemd-tmpfiles", "--create", tmpfiles); err != nil {
+			return res, err
+		}
 	}
-	if m.Config != nil && m.Config.Path != "" {
-		did, err := secureConfigFile(m.Config.Path, config.ServiceUser)
+	if m.Config != nil && m.Config.Path != "" && m.Paths.FileOwner != "" {
+		did, err := secureConfigFile(m.Config.Path, m.Paths.FileOwner)
 		if err != nil {
 			return res, err
 		}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // DropInName is the file name of the drop-in kato-manager writes for each
@@ -28,6 +30,17 @@ type InstanceDropIn struct {
 	// Services are units the processor needs, for example mongod.service;
 	// the instance wants them and starts after them.
 	Services []string
+	// StopTimeout is how long a stop waits after SIGTERM before SIGKILL
+	// (TimeoutStopSec=); zero keeps the template's.
+	StopTimeout time.Duration
+	// HangsOnSIGTERM marks a processor that never exits on SIGTERM
+	// (generation B): its stop sends SIGTERM, waits StopTimeout and sends
+	// SIGKILL itself, and the SIGKILL counts as a clean exit, so that a
+	// stop leaves the unit inactive rather than failed by a timeout.
+	HangsOnSIGTERM bool
+	// Network, when set, puts the processor in a network namespace of its
+	// own (PrivateNetwork=yes) shared with the units Network describes.
+	Network *PrivateNetwork
 	// Limits are the instance's resource limits.
 	Limits Limits
 }
@@ -131,11 +144,42 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 		b.WriteString("After=" + list + "\n")
 		b.WriteString("Wants=" + list + "\n")
 	}
+	if n := d.Network; n != nil {
+		if n.ID != d.ID {
+			return nil, fmt.Errorf("invalid network of %q: belongs to instance %q", d.ID, n.ID)
+		}
+		// The sockets come up with the instance; the shared services'
+		// sockets must be bound before the processor connects to them.
+		for _, s := range n.Sockets() {
+			b.WriteString("Wants=" + s + "\n")
+		}
+		for _, l := range n.Links {
+			b.WriteString("After=" + LinkSocket(n.ID, l.Name) + "\n")
+		}
+		b.WriteString(n.joins(InstanceUnit(d.ID)))
+	}
 	b.WriteString("\n[Service]\n")
 	b.WriteString("ExecStart=\n")
 	b.WriteString("ExecStart=" + execStart + "\n")
 	if err := d.Limits.render(&b); err != nil {
 		return nil, err
+	}
+	if d.HangsOnSIGTERM {
+		if d.StopTimeout <= 0 {
+			return nil, errors.New("invalid stop timeout: a processor that hangs on SIGTERM needs one")
+		}
+		// systemd expands ${MAINPID}. tail --pid returns as soon as the
+		// processor exits; timeout bounds the wait by the clock.
+		fmt.Fprintf(&b, "ExecStop=/bin/sh -c 'kill -TERM ${MAINPID}; timeout %s tail --pid=${MAINPID} -s 0.1 -f /dev/null; kill -KILL ${MAINPID} 2>/dev/null; exit 0'\n",
+			strconv.FormatFloat(d.StopTimeout.Seconds(), 'f', -1, 64))
+		b.WriteString("SuccessExitStatus=SIGKILL\n")
+		// A backstop, should the stop command itself hang.
+		b.WriteString("TimeoutStopSec=" + strconv.FormatFloat((d.StopTimeout+5*time.Second).Seconds(), 'f', -1, 64) + "s\n")
+	} else if d.StopTimeout > 0 {
+		b.WriteString("TimeoutStopSec=" + strconv.FormatFloat(d.StopTimeout.Seconds(), 'f', -1, 64) + "s\n")
+	}
+	if d.Network != nil {
+		b.WriteString("PrivateNetwork=yes\n")
 	}
 	return b.Bytes(), nil
 }

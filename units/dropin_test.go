@@ -189,7 +189,7 @@ func TestRenderInstanceDropInErrors(t *testing.T) {
 		{name: "tab in argument", change: func(d *InstanceDropIn) { d.Command = []string{"/usr/bin/kato", "a\tb"} }, wantErr: `invalid command[1] "a\tb": must not contain control characters`},
 		{name: "invalid UTF-8 argument", change: func(d *InstanceDropIn) { d.Command = []string{"/usr/bin/kato", "\xff"} }, wantErr: `invalid command[1] "\xff": must be valid UTF-8`},
 		{name: "invalid id", change: func(d *InstanceDropIn) { d.ID = "a b" }, wantErr: `invalid instance id "a b"`},
-		{name: "empty id", change: func(d *InstanceDropIn) { d.ID = "" }, wantErr: `invalid instance id "": must not be empty`},
+		{name: "empty id", change: func(d *InstanceDropIn) { d.ID = "" }, wantErr: `invalid instance id "": must be 1 to 64 characters long`},
 		{name: "newline in name", change: func(d *InstanceDropIn) { d.Name = "x\nExecStartPre=/bin/sh" }, wantErr: `invalid name "x\nExecStartPre=/bin/sh": must not contain control characters`},
 		{name: "invalid UTF-8 name", change: func(d *InstanceDropIn) { d.Name = "\xfe" }, wantErr: `invalid name "\xfe": must be valid UTF-8`},
 		{name: "service without type", change: func(d *InstanceDropIn) { d.Services = []string{"mongod"} }, wantErr: `invalid services[0] "mongod": must end in a unit type such as .service or .target`},

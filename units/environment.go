@@ -9,51 +9,62 @@ import (
 	"unicode/utf8"
 )
 
-// ProcessorEnv is everything the KATO processor reads from its environment.
+// Generations of the KATO processor, which read their settings differently
+// (see the processor contract).
+const (
+	// GenerationA reads its settings only from MANIFEST, a JSON object.
+	GenerationA = "a"
+	// GenerationB reads one environment variable per setting and PORT.
+	GenerationB = "b"
+)
+
+// Setting is one processor parameter as the environment file carries it:
+// the variable a generation-B processor reads, the MANIFEST key a
+// generation-A processor reads ("" when both read the variable), and the
+// value, a string, int, float64 or bool.
+type Setting struct {
+	Env      string
+	Manifest string
+	Value    any
+}
+
+// ProcessorEnv is everything a KATO processor reads from its environment.
 // RenderEnvironment turns it into the instance's environment file.
 type ProcessorEnv struct {
-	// ID is the instance id (PROCESSOR_ID).
+	// Generation is GenerationA or GenerationB.
+	Generation string
+	// ID is the instance id (PROCESSOR_ID, MANIFEST id).
 	ID string
-	// Name is the human-readable processor name (PROCESSOR_NAME).
+	// Name is the human-readable processor name (PROCESSOR_NAME, MANIFEST name).
 	Name string
-	// IndexerType is the vector indexer, for example VI (INDEXER_TYPE).
-	IndexerType string
-	// MaxPredictions caps the predictions returned (MAX_PREDICTIONS).
-	MaxPredictions int
-	// RecallThreshold is the recall threshold between 0 and 1 (RECALL_THRESHOLD).
-	RecallThreshold float64
-	// MaxPatternLength is the longest pattern learned; 0 means no limit
-	// (MAX_PATTERN_LENGTH).
-	MaxPatternLength int
-	// Persistence is the processor's persistence setting (PERSISTENCE).
-	Persistence int
-	// Quiescence is the quiescence period (QUIESCENCE).
-	Quiescence int
-	// LogLevel is the processor's log level (LOG_LEVEL).
-	LogLevel string
-	// MongoURL is the base URL of the shared MongoDB (MONGO_BASE_URL).
+	// Settings are the processor parameters, in the order they are written.
+	Settings []Setting
+	// MongoURL is the MongoDB the processor uses (MONGO_BASE_URL).
 	MongoURL string
 	// Hostname is the host name the processor announces (HOSTNAME).
 	Hostname string
-	// RestPort is the REST API port (REST_PORT and PORT).
+	// RestPort is the port the processor serves HTTP on (REST_PORT for
+	// generation A, PORT for generation B).
 	RestPort int
-	// ZMQPort is the ZMQ port (ZMQ_PORT).
+	// ZMQPort is generation A's ZMQ engine port (ZMQ_PORT).
 	ZMQPort int
 }
 
 // Validate reports the first value of env that the environment file cannot
-// carry faithfully: an id ValidateInstanceID rejects, text that is not UTF-8
-// or holds control characters, or a recall threshold that is not a finite
-// number. Range checks of the settings belong to the configuration; Validate
-// only guards what RenderEnvironment writes.
+// carry faithfully: an unknown generation, an id ValidateInstanceID
+// rejects, text that is not UTF-8 or holds control characters, a variable
+// name that is not one, or a number that is not finite. Range checks of the
+// settings belong to the configuration; Validate only guards what
+// RenderEnvironment writes.
 func (env ProcessorEnv) Validate() error {
+	if env.Generation != GenerationA && env.Generation != GenerationB {
+		return fmt.Errorf("invalid generation %q: must be %s or %s", env.Generation, GenerationA, GenerationB)
+	}
 	if err := ValidateInstanceID(env.ID); err != nil {
 		return err
 	}
 	for _, f := range []struct{ field, value string }{
 		{"name", env.Name},
-		{"indexer_type", env.IndexerType},
-		{"log_level", env.LogLevel},
 		{"mongo_url", env.MongoURL},
 		{"hostname", env.Hostname},
 	} {
@@ -61,48 +72,92 @@ func (env ProcessorEnv) Validate() error {
 			return fmt.Errorf("invalid %s %q: %w", f.field, f.value, err)
 		}
 	}
-	if math.IsNaN(env.RecallThreshold) || math.IsInf(env.RecallThreshold, 0) {
-		return fmt.Errorf("invalid recall_threshold %v: must be a finite number", env.RecallThreshold)
+	for _, s := range env.Settings {
+		if !validEnvName(s.Env) {
+			return fmt.Errorf("invalid setting variable %q: must be upper-case letters, digits and '_'", s.Env)
+		}
+		switch v := s.Value.(type) {
+		case string:
+			if err := checkText(v); err != nil {
+				return fmt.Errorf("invalid %s %q: %w", s.Env, v, err)
+			}
+		case float64:
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return fmt.Errorf("invalid %s %v: must be a finite number", s.Env, v)
+			}
+		case int, bool:
+		default:
+			return fmt.Errorf("invalid %s %v: must be a string, an integer, a number or a boolean", s.Env, v)
+		}
 	}
 	return nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // RenderEnvironment renders the environment file of one instance, the file
 // kato@.service names in EnvironmentFile= (see InstanceEnvironmentFile).
 //
+// Generation A gets what the old script passed its containers: PROCESSOR_ID,
+// PROCESSOR_NAME, MANIFEST (id, name and every setting with a MANIFEST key),
+// HOSTNAME, the settings without a MANIFEST key (LOG_LEVEL), MONGO_BASE_URL,
+// REST_PORT, ZMQ_PORT, SOURCES, TARGETS and AS_INPUTS (all "[]") and
+// KATO_ZMQ_IMPLEMENTATION=improved. Generation B gets PROCESSOR_ID,
+// PROCESSOR_NAME, HOSTNAME, MONGO_BASE_URL, one variable per setting and
+// PORT.
+//
 // Every value is double-quoted, which systemd reads verbatim apart from the
-// escaped '"' and '\': '$' and '%' are not expanded there. MANIFEST carries the
-// processor's settings again as one JSON object, for processors that read
-// their configuration from it.
+// escaped '"' and '\': '$' and '%' are not expanded there.
 //
 // env should have passed Validate. If it has not, text systemd would refuse
 // to load (invalid UTF-8, NUL, U+FEFF, noncharacters) is replaced by U+FFFD so
-// that the file still loads, and a recall threshold that is not finite is
-// written to MANIFEST as null.
+// that the file still loads, and a number that is not finite is written to
+// MANIFEST as null.
 func RenderEnvironment(env ProcessorEnv) []byte {
 	var b bytes.Buffer
 	// A comment line ending in a backslash would continue onto the next
 	// line and swallow an assignment; commentText never ends in one.
-	fmt.Fprintf(&b, "# Environment of KATO processor instance %s, generated by kato-manager.\n", commentText(env.ID))
+	fmt.Fprintf(&b, "# Environment of KATO processor instance %s (generation %s), generated by kato-manager.\n", commentText(env.ID), commentText(env.Generation))
 	b.WriteString("# kato-manager rewrites this file whenever it configures the instance:\n")
 	b.WriteString("# change the instance with kato-manager rather than editing this file.\n")
-	for _, v := range []struct{ key, value string }{
+	vars := []struct{ key, value string }{
 		{"PROCESSOR_ID", env.ID},
 		{"PROCESSOR_NAME", env.Name},
-		{"INDEXER_TYPE", env.IndexerType},
-		{"MAX_PREDICTIONS", strconv.Itoa(env.MaxPredictions)},
-		{"RECALL_THRESHOLD", formatFloat(env.RecallThreshold)},
-		{"MAX_PATTERN_LENGTH", strconv.Itoa(env.MaxPatternLength)},
-		{"PERSISTENCE", strconv.Itoa(env.Persistence)},
-		{"QUIESCENCE", strconv.Itoa(env.Quiescence)},
-		{"LOG_LEVEL", env.LogLevel},
-		{"MONGO_BASE_URL", env.MongoURL},
-		{"REST_PORT", strconv.Itoa(env.RestPort)},
-		{"ZMQ_PORT", strconv.Itoa(env.ZMQPort)},
-		{"PORT", strconv.Itoa(env.RestPort)},
-		{"HOSTNAME", env.Hostname},
-		{"MANIFEST", manifest(env)},
-	} {
+	}
+	if env.Generation == GenerationA {
+		vars = append(vars, struct{ key, value string }{"MANIFEST", manifest(env)})
+	}
+	vars = append(vars, struct{ key, value string }{"HOSTNAME", env.Hostname})
+	for _, s := range env.Settings {
+		if env.Generation == GenerationB || s.Manifest == "" {
+			vars = append(vars, struct{ key, value string }{s.Env, FormatSetting(s.Value)})
+		}
+	}
+	vars = append(vars, struct{ key, value string }{"MONGO_BASE_URL", env.MongoURL})
+	if env.Generation == GenerationA {
+		vars = append(vars, []struct{ key, value string }{
+			{"REST_PORT", strconv.Itoa(env.RestPort)},
+			{"ZMQ_PORT", strconv.Itoa(env.ZMQPort)},
+			{"SOURCES", "[]"},
+			{"TARGETS", "[]"},
+			{"AS_INPUTS", "[]"},
+			{"KATO_ZMQ_IMPLEMENTATION", "improved"},
+		}...)
+	} else {
+		vars = append(vars, struct{ key, value string }{"PORT", strconv.Itoa(env.RestPort)})
+	}
+	for _, v := range vars {
 		b.WriteString(v.key)
 		b.WriteByte('=')
 		b.WriteString(quoteEnvValue(v.value))
@@ -111,30 +166,55 @@ func RenderEnvironment(env ProcessorEnv) []byte {
 	return b.Bytes()
 }
 
-// manifest renders the processor's settings as a JSON object with its keys in
-// a fixed order, so that the file only changes when a setting does.
-func manifest(env ProcessorEnv) string {
-	threshold := "null"
-	if !math.IsNaN(env.RecallThreshold) && !math.IsInf(env.RecallThreshold, 0) {
-		threshold = formatFloat(env.RecallThreshold)
+// FormatSetting renders a setting's value as the environment file carries
+// it: numbers in their shortest exact form, booleans as true or false.
+func FormatSetting(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int:
+		return strconv.Itoa(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case float64:
+		return formatFloat(x)
+	case bool:
+		return strconv.FormatBool(x)
 	}
+	return fmt.Sprint(v)
+}
+
+// manifest renders id, name and the settings with a MANIFEST key as one JSON
+// object, keys in a fixed order, so that the file only changes when a
+// setting does.
+func manifest(env ProcessorEnv) string {
 	var b strings.Builder
 	b.WriteString(`{"id":`)
 	b.WriteString(jsonString(env.ID))
 	b.WriteString(`,"name":`)
 	b.WriteString(jsonString(env.Name))
-	b.WriteString(`,"indexer_type":`)
-	b.WriteString(jsonString(env.IndexerType))
-	b.WriteString(`,"max_pattern_length":`)
-	b.WriteString(strconv.Itoa(env.MaxPatternLength))
-	b.WriteString(`,"persistence":`)
-	b.WriteString(strconv.Itoa(env.Persistence))
-	b.WriteString(`,"max_predictions":`)
-	b.WriteString(strconv.Itoa(env.MaxPredictions))
-	b.WriteString(`,"recall_threshold":`)
-	b.WriteString(threshold)
-	b.WriteString(`,"quiescence":`)
-	b.WriteString(strconv.Itoa(env.Quiescence))
+	for _, s := range env.Settings {
+		if s.Manifest == "" {
+			continue
+		}
+		b.WriteString(",")
+		b.WriteString(jsonString(s.Manifest))
+		b.WriteString(":")
+		switch x := s.Value.(type) {
+		case string:
+			b.WriteString(jsonString(x))
+		case float64:
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				b.WriteString("null")
+			} else {
+				b.WriteString(formatFloat(x))
+			}
+		case int, bool:
+			b.WriteString(FormatSetting(x))
+		default:
+			b.WriteString("null")
+		}
+	}
 	b.WriteByte('}')
 	return b.String()
 }

@@ -3,6 +3,7 @@ package units
 import (
 	"encoding/json"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,36 +14,52 @@ import (
 // a unit file, an environment file, a shell or JSON.
 const hostileName = `Q"uote's back\slash \\double $HOME ${X} $$ %i %% ` + "`id` <&> ünïcødé ☃ 日本  two  spaces end\\"
 
+// contractSettings are the processor contract's settings with their
+// defaults, in MANIFEST order, as config.Parameters.Settings returns them.
+func contractSettings() []Setting {
+	return []Setting{
+		{"INDEXER_TYPE", "indexer_type", "VI"},
+		{"MAX_PATTERN_LENGTH", "max_pattern_length", 0},
+		{"PERSISTENCE", "persistence", 5},
+		{"SMOOTHNESS", "smoothness", 3},
+		{"AUTO_ACT_METHOD", "auto_act_method", "none"},
+		{"AUTO_ACT_THRESHOLD", "auto_act_threshold", 0.8},
+		{"ALWAYS_UPDATE_FREQUENCIES", "always_update_frequencies", false},
+		{"MAX_PREDICTIONS", "max_predictions", 100},
+		{"RECALL_THRESHOLD", "recall_threshold", 0.1},
+		{"QUIESCENCE", "quiescence", 3},
+		{"SEARCH_DEPTH", "search_depth", 10},
+		{"SORT", "sort", true},
+		{"PROCESS_PREDICTIONS", "process_predictions", true},
+		{"LOG_LEVEL", "", "INFO"},
+	}
+}
+
 var plainEnv = ProcessorEnv{
-	ID:               "processor-1",
-	Name:             "Main Processor",
-	IndexerType:      "VI",
-	MaxPredictions:   100,
-	RecallThreshold:  0.1,
-	MaxPatternLength: 0,
-	Persistence:      5,
-	Quiescence:       3,
-	LogLevel:         "INFO",
-	MongoURL:         "mongodb://localhost:27017",
-	Hostname:         "kato-host",
-	RestPort:         8001,
-	ZMQPort:          5556,
+	Generation: GenerationA,
+	ID:         "processor-1",
+	Name:       "Main Processor",
+	Settings:   contractSettings(),
+	MongoURL:   "mongodb://localhost:27017",
+	Hostname:   "kato-processor-1",
+	RestPort:   8000,
+	ZMQPort:    5555,
 }
 
 var hostileEnv = ProcessorEnv{
-	ID:               "hostile_1",
-	Name:             hostileName,
-	IndexerType:      `V"I\`,
-	MaxPredictions:   50,
-	RecallThreshold:  0.05,
-	MaxPatternLength: 10,
-	Persistence:      7,
-	Quiescence:       2,
-	LogLevel:         "DEBUG $LEVEL",
-	MongoURL:         "mongodb://user:p%40ss@db:27017/?opt=${X}",
-	Hostname:         " spaced host ",
-	RestPort:         9000,
-	ZMQPort:          6000,
+	Generation: GenerationB,
+	ID:         "hostile_1",
+	Name:       hostileName,
+	Settings: []Setting{
+		{"INDEXER_TYPE", "indexer_type", `V"I\`},
+		{"RECALL_THRESHOLD", "recall_threshold", 0.05},
+		{"SORT", "sort", false},
+		{"LOG_LEVEL", "", "DEBUG $LEVEL"},
+	},
+	MongoURL: "mongodb://user:p%40ss@db:27017/?opt=${X}",
+	Hostname: " spaced host ",
+	RestPort: 9000,
+	ZMQPort:  6000,
 }
 
 func TestRenderEnvironmentGolden(t *testing.T) {
@@ -52,6 +69,7 @@ func TestRenderEnvironmentGolden(t *testing.T) {
 	}{
 		{"environment_plain.env", plainEnv},
 		{"environment_hostile.env", hostileEnv},
+		{"environment_hostile_a.env", func() ProcessorEnv { e := hostileEnv; e.Generation = GenerationA; return e }()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.env.Validate(); err != nil {
@@ -62,20 +80,9 @@ func TestRenderEnvironmentGolden(t *testing.T) {
 	}
 }
 
-// manifestFields mirrors the MANIFEST object for decoding.
-type manifestFields struct {
-	ID               string  `json:"id"`
-	Name             string  `json:"name"`
-	IndexerType      string  `json:"indexer_type"`
-	MaxPatternLength int     `json:"max_pattern_length"`
-	Persistence      int     `json:"persistence"`
-	MaxPredictions   int     `json:"max_predictions"`
-	RecallThreshold  float64 `json:"recall_threshold"`
-	Quiescence       int     `json:"quiescence"`
-}
-
 // TestRenderEnvironmentReadsBack decodes the rendered file as systemd does
-// and checks that the processor would see every value exactly as given.
+// and checks that each generation sees exactly what the processor contract
+// says it reads, every value as given.
 func TestRenderEnvironmentReadsBack(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -83,89 +90,89 @@ func TestRenderEnvironmentReadsBack(t *testing.T) {
 	}{
 		{"plain", plainEnv},
 		{"hostile", hostileEnv},
-		{"empty text", ProcessorEnv{ID: "x", RecallThreshold: 1}},
-		{"small threshold", ProcessorEnv{ID: "x", RecallThreshold: 1e-7}},
+		{"empty text", ProcessorEnv{Generation: GenerationB, ID: "x", Settings: []Setting{{"T", "t", 1.0}}}},
+		{"small threshold", ProcessorEnv{Generation: GenerationA, ID: "x", Settings: []Setting{{"T", "t", 1e-7}}}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			env := tc.env
-			assignments := decodeEnvFile(t, RenderEnvironment(env))
-			var keys []string
-			for _, a := range assignments {
-				keys = append(keys, a.key)
-			}
-			wantKeys := []string{
-				"PROCESSOR_ID", "PROCESSOR_NAME", "INDEXER_TYPE", "MAX_PREDICTIONS", "RECALL_THRESHOLD",
-				"MAX_PATTERN_LENGTH", "PERSISTENCE", "QUIESCENCE", "LOG_LEVEL", "MONGO_BASE_URL",
-				"REST_PORT", "ZMQ_PORT", "PORT", "HOSTNAME", "MANIFEST",
-			}
-			if !slices.Equal(keys, wantKeys) {
-				t.Fatalf("variables = %q, want %q", keys, wantKeys)
-			}
-			got := envMap(assignments)
-			want := map[string]string{
-				"PROCESSOR_ID":       env.ID,
-				"PROCESSOR_NAME":     env.Name,
-				"INDEXER_TYPE":       env.IndexerType,
-				"MAX_PREDICTIONS":    strconv.Itoa(env.MaxPredictions),
-				"RECALL_THRESHOLD":   strconv.FormatFloat(env.RecallThreshold, 'g', -1, 64),
-				"MAX_PATTERN_LENGTH": strconv.Itoa(env.MaxPatternLength),
-				"PERSISTENCE":        strconv.Itoa(env.Persistence),
-				"QUIESCENCE":         strconv.Itoa(env.Quiescence),
-				"LOG_LEVEL":          env.LogLevel,
-				"MONGO_BASE_URL":     env.MongoURL,
-				"REST_PORT":          strconv.Itoa(env.RestPort),
-				"ZMQ_PORT":           strconv.Itoa(env.ZMQPort),
-				"PORT":               strconv.Itoa(env.RestPort),
-				"HOSTNAME":           env.Hostname,
-			}
-			for key, value := range want {
-				if got[key] != value {
-					t.Errorf("%s = %q, want %q", key, got[key], value)
+		for _, gen := range []string{GenerationA, GenerationB} {
+			t.Run(tc.name+"/"+gen, func(t *testing.T) {
+				env := tc.env
+				env.Generation = gen
+				assignments := decodeEnvFile(t, RenderEnvironment(env))
+				var keys []string
+				for _, a := range assignments {
+					keys = append(keys, a.key)
 				}
-			}
-			if threshold, err := strconv.ParseFloat(got["RECALL_THRESHOLD"], 64); err != nil || threshold != env.RecallThreshold {
-				t.Errorf("RECALL_THRESHOLD %q reads back as %v (%v), want %v", got["RECALL_THRESHOLD"], threshold, err, env.RecallThreshold)
-			}
-
-			var m manifestFields
-			dec := json.NewDecoder(strings.NewReader(got["MANIFEST"]))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&m); err != nil {
-				t.Fatalf("MANIFEST %q is not the expected JSON object: %v", got["MANIFEST"], err)
-			}
-			wantManifest := manifestFields{
-				ID: env.ID, Name: env.Name, IndexerType: env.IndexerType,
-				MaxPatternLength: env.MaxPatternLength, Persistence: env.Persistence,
-				MaxPredictions: env.MaxPredictions, RecallThreshold: env.RecallThreshold,
-				Quiescence: env.Quiescence,
-			}
-			if m != wantManifest {
-				t.Errorf("MANIFEST = %+v, want %+v", m, wantManifest)
-			}
-			assertNumbers(t, got["MANIFEST"])
-		})
-	}
-}
-
-// assertNumbers checks that the numeric MANIFEST fields are JSON numbers,
-// not strings.
-func assertNumbers(t *testing.T, manifest string) {
-	t.Helper()
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(manifest), &raw); err != nil {
-		t.Fatalf("MANIFEST: %v", err)
-	}
-	for _, key := range []string{"max_pattern_length", "persistence", "max_predictions", "recall_threshold", "quiescence"} {
-		if _, err := strconv.ParseFloat(string(raw[key]), 64); err != nil {
-			t.Errorf("MANIFEST %s = %s, want a JSON number", key, raw[key])
+				got := envMap(assignments)
+				want := map[string]string{
+					"PROCESSOR_ID":   env.ID,
+					"PROCESSOR_NAME": env.Name,
+					"HOSTNAME":       env.Hostname,
+					"MONGO_BASE_URL": env.MongoURL,
+				}
+				wantKeys := []string{"PROCESSOR_ID", "PROCESSOR_NAME"}
+				if gen == GenerationA {
+					wantKeys = append(wantKeys, "MANIFEST")
+				}
+				wantKeys = append(wantKeys, "HOSTNAME")
+				for _, s := range env.Settings {
+					if gen == GenerationB || s.Manifest == "" {
+						wantKeys = append(wantKeys, s.Env)
+						want[s.Env] = FormatSetting(s.Value)
+					}
+				}
+				wantKeys = append(wantKeys, "MONGO_BASE_URL")
+				if gen == GenerationA {
+					wantKeys = append(wantKeys, "REST_PORT", "ZMQ_PORT", "SOURCES", "TARGETS", "AS_INPUTS", "KATO_ZMQ_IMPLEMENTATION")
+					want["REST_PORT"], want["ZMQ_PORT"] = strconv.Itoa(env.RestPort), strconv.Itoa(env.ZMQPort)
+					want["SOURCES"], want["TARGETS"], want["AS_INPUTS"], want["KATO_ZMQ_IMPLEMENTATION"] = "[]", "[]", "[]", "improved"
+				} else {
+					wantKeys = append(wantKeys, "PORT")
+					want["PORT"] = strconv.Itoa(env.RestPort)
+				}
+				if !slices.Equal(keys, wantKeys) {
+					t.Fatalf("variables = %q, want %q", keys, wantKeys)
+				}
+				for key, value := range want {
+					if got[key] != value {
+						t.Errorf("%s = %q, want %q", key, got[key], value)
+					}
+				}
+				if gen == GenerationB {
+					return
+				}
+				dec := json.NewDecoder(strings.NewReader(got["MANIFEST"]))
+				dec.UseNumber()
+				var m map[string]any
+				if err := dec.Decode(&m); err != nil {
+					t.Fatalf("MANIFEST %q is not a JSON object: %v", got["MANIFEST"], err)
+				}
+				wantManifest := map[string]any{"id": env.ID, "name": env.Name}
+				for _, s := range env.Settings {
+					if s.Manifest == "" {
+						continue
+					}
+					switch v := s.Value.(type) {
+					case int:
+						wantManifest[s.Manifest] = json.Number(strconv.Itoa(v))
+					case float64:
+						wantManifest[s.Manifest] = json.Number(strconv.FormatFloat(v, 'g', -1, 64))
+					default:
+						wantManifest[s.Manifest] = v
+					}
+				}
+				if !reflect.DeepEqual(m, wantManifest) {
+					t.Errorf("MANIFEST = %v, want %v", m, wantManifest)
+				}
+			})
 		}
 	}
 }
 
 func TestManifestKeyOrder(t *testing.T) {
 	got := manifest(plainEnv)
-	want := `{"id":"processor-1","name":"Main Processor","indexer_type":"VI","max_pattern_length":0,` +
-		`"persistence":5,"max_predictions":100,"recall_threshold":0.1,"quiescence":3}`
+	want := `{"id":"processor-1","name":"Main Processor","indexer_type":"VI","max_pattern_length":0,"persistence":5,` +
+		`"smoothness":3,"auto_act_method":"none","auto_act_threshold":0.8,"always_update_frequencies":false,` +
+		`"max_predictions":100,"recall_threshold":0.1,"quiescence":3,"search_depth":10,"sort":true,"process_predictions":true}`
 	if got != want {
 		t.Errorf("manifest =\n%s\nwant\n%s", got, want)
 	}
@@ -224,7 +231,7 @@ func TestRenderEnvironmentUnloadableText(t *testing.T) {
 			if got["MANIFEST"] == "" || got["HOSTNAME"] != env.Hostname {
 				t.Errorf("variables after PROCESSOR_NAME were lost: %q", got)
 			}
-			var m manifestFields
+			var m map[string]any
 			if err := json.Unmarshal([]byte(got["MANIFEST"]), &m); err != nil {
 				t.Errorf("MANIFEST %q is not JSON: %v", got["MANIFEST"], err)
 			}
@@ -234,7 +241,8 @@ func TestRenderEnvironmentUnloadableText(t *testing.T) {
 
 func TestRenderEnvironmentNonFiniteThreshold(t *testing.T) {
 	env := plainEnv
-	env.RecallThreshold = math.NaN()
+	env.Settings = contractSettings()
+	env.Settings[8].Value = math.NaN()
 	got := envMap(decodeEnvFile(t, RenderEnvironment(env)))
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(got["MANIFEST"]), &raw); err != nil {
@@ -252,8 +260,8 @@ func TestRenderEnvironmentHeaderID(t *testing.T) {
 	env.ID = "evil\nPROCESSOR_NAME=injected\\"
 	assignments := decodeEnvFile(t, RenderEnvironment(env))
 	got := envMap(assignments)
-	if len(assignments) != 15 {
-		t.Errorf("got %d assignments, want 15: %q", len(assignments), assignments)
+	if len(assignments) != 12 {
+		t.Errorf("got %d assignments, want 12: %q", len(assignments), assignments)
 	}
 	if got["PROCESSOR_NAME"] != env.Name || got["PROCESSOR_ID"] != env.ID {
 		t.Errorf("PROCESSOR_NAME = %q, PROCESSOR_ID = %q; want %q, %q", got["PROCESSOR_NAME"], got["PROCESSOR_ID"], env.Name, env.ID)
@@ -268,15 +276,18 @@ func TestProcessorEnvValidate(t *testing.T) {
 	}{
 		{name: "plain", change: func(*ProcessorEnv) {}},
 		{name: "hostile but loadable", change: func(e *ProcessorEnv) { *e = hostileEnv }},
-		{name: "empty id", change: func(e *ProcessorEnv) { e.ID = "" }, wantErr: `invalid instance id "": must not be empty`},
+		{name: "empty id", change: func(e *ProcessorEnv) { e.ID = "" }, wantErr: `invalid instance id "": must be 1 to 64 characters long`},
 		{name: "id with slash", change: func(e *ProcessorEnv) { e.ID = "a/b" }, wantErr: `invalid instance id "a/b"`},
 		{name: "newline in name", change: func(e *ProcessorEnv) { e.Name = "a\nb" }, wantErr: `invalid name "a\nb": must not contain control characters`},
-		{name: "tab in indexer type", change: func(e *ProcessorEnv) { e.IndexerType = "V\tI" }, wantErr: `invalid indexer_type "V\tI": must not contain control characters`},
-		{name: "NUL in log level", change: func(e *ProcessorEnv) { e.LogLevel = "a\x00" }, wantErr: `invalid log_level "a\x00": must not contain control characters`},
+		{name: "unknown generation", change: func(e *ProcessorEnv) { e.Generation = "c" }, wantErr: `invalid generation "c": must be a or b`},
+		{name: "tab in indexer type", change: func(e *ProcessorEnv) { e.Settings = []Setting{{"INDEXER_TYPE", "indexer_type", "V\tI"}} }, wantErr: `invalid INDEXER_TYPE "V\tI": must not contain control characters`},
+		{name: "NUL in log level", change: func(e *ProcessorEnv) { e.Settings = []Setting{{"LOG_LEVEL", "", "a\x00"}} }, wantErr: `invalid LOG_LEVEL "a\x00": must not contain control characters`},
+		{name: "bad variable name", change: func(e *ProcessorEnv) { e.Settings = []Setting{{"A=B", "", "x"}} }, wantErr: `invalid setting variable "A=B"`},
+		{name: "unsupported value", change: func(e *ProcessorEnv) { e.Settings = []Setting{{"A", "", []int{1}}} }, wantErr: `invalid A [1]: must be a string`},
 		{name: "invalid UTF-8 in mongo url", change: func(e *ProcessorEnv) { e.MongoURL = "mongodb://\xff" }, wantErr: `invalid mongo_url "mongodb://\xff": must be valid UTF-8`},
 		{name: "byte order mark in hostname", change: func(e *ProcessorEnv) { e.Hostname = "\uFEFFh" }, wantErr: `invalid hostname "\ufeffh": must not contain U+FEFF or Unicode noncharacters`},
-		{name: "NaN threshold", change: func(e *ProcessorEnv) { e.RecallThreshold = math.NaN() }, wantErr: "invalid recall_threshold NaN: must be a finite number"},
-		{name: "infinite threshold", change: func(e *ProcessorEnv) { e.RecallThreshold = math.Inf(1) }, wantErr: "invalid recall_threshold +Inf: must be a finite number"},
+		{name: "NaN threshold", change: func(e *ProcessorEnv) { e.Settings = []Setting{{"RECALL_THRESHOLD", "recall_threshold", math.NaN()}} }, wantErr: "invalid RECALL_THRESHOLD NaN: must be a finite number"},
+		{name: "infinite threshold", change: func(e *ProcessorEnv) { e.Settings = []Setting{{"RECALL_THRESHOLD", "recall_threshold", math.Inf(1)}} }, wantErr: "invalid RECALL_THRESHOLD +Inf: must be a finite number"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := plainEnv

@@ -77,13 +77,26 @@ func FuzzRenderInstanceDropIn(f *testing.F) {
 // FuzzRenderEnvironment renders environment files from arbitrary text:
 // every file from a ProcessorEnv that Validate accepts must read back,
 // through the model of systemd's EnvironmentFile= parser, as the values
-// given and nothing else.
+// given and nothing else. Generation B gets one variable per setting, so
+// every value given is a variable of its own.
 func FuzzRenderEnvironment(f *testing.F) {
 	f.Add("processor-1", "Main Processor", "INFO", "mongodb://localhost:27017", "kato-host", 0.1)
 	f.Add("hostile_1", hostileName, "DEBUG $LEVEL", "mongodb://user:p%40ss@db:27017/?opt=${X}", " spaced host ", 0.05)
+	plain := plainEnv
+	plain.Generation = GenerationB
+	want := len(envMap(decodeEnvFile(f, RenderEnvironment(plain))))
 	f.Fuzz(func(t *testing.T, id, name, level, mongo, host string, threshold float64) {
-		env := plainEnv
-		env.ID, env.Name, env.LogLevel, env.MongoURL, env.Hostname, env.RecallThreshold = id, name, level, mongo, host, threshold
+		env := plain
+		env.Settings = contractSettings()
+		for i, s := range env.Settings {
+			switch s.Env {
+			case "LOG_LEVEL":
+				env.Settings[i].Value = level
+			case "RECALL_THRESHOLD":
+				env.Settings[i].Value = threshold
+			}
+		}
+		env.ID, env.Name, env.MongoURL, env.Hostname = id, name, mongo, host
 		if env.Validate() != nil {
 			return
 		}
@@ -92,8 +105,8 @@ func FuzzRenderEnvironment(f *testing.F) {
 		}
 		assignments := decodeEnvFile(t, RenderEnvironment(env))
 		got := envMap(assignments)
-		if len(assignments) != len(got) || len(got) != 15 {
-			t.Fatalf("%d assignments, %d variables, want 15 once each: %q", len(assignments), len(got), got)
+		if len(assignments) != len(got) || len(got) != want {
+			t.Fatalf("%d assignments, %d variables, want %d once each: %q", len(assignments), len(got), want, got)
 		}
 		for k, want := range map[string]string{
 			"PROCESSOR_ID": id, "PROCESSOR_NAME": name, "LOG_LEVEL": level, "MONGO_BASE_URL": mongo, "HOSTNAME": host,

@@ -41,7 +41,7 @@ type envAssignment struct{ key, value string }
 // follows the parser's states: unquoted, single-quoted and double-quoted
 // values, backslash escapes, and comments, where a trailing backslash
 // continues the comment onto the next line. The file ends at a NUL byte.
-func decodeEnvFile(t *testing.T, data []byte) []envAssignment {
+func decodeEnvFile(t testing.TB, data []byte) []envAssignment {
 	t.Helper()
 	const (
 		preKey = iota

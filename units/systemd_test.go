@@ -133,6 +133,7 @@ func TestVerifyInstanceUnit(t *testing.T) {
 	}{
 		{"plain", plainDropIn},
 		{"hostile", hostileDropIn},
+		{"hangs on SIGTERM", InstanceDropIn{ID: "gen-b", Command: []string{"/bin/kato"}, StopTimeout: 3 * time.Second, HangsOnSIGTERM: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := installUnits(t)
@@ -154,6 +155,35 @@ func TestVerifyInstanceUnit(t *testing.T) {
 	}
 }
 
+// TestVerifyPrivateNetworkUnits hands systemd every unit of a private
+// network, drop-ins included.
+func TestVerifyPrivateNetworkUnits(t *testing.T) {
+	requireOfflineVerify(t)
+	if _, err := os.Stat(SocketProxyd); err != nil {
+		t.Skipf("%s is not installed", SocketProxyd)
+	}
+	dir := installUnits(t)
+	n := privateNetwork
+	dropIns, err := RenderPrivateNetwork(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	instance, err := RenderInstanceDropIn(InstanceDropIn{ID: n.ID, Command: []string{"/bin/echo"}, Network: &n, StopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropIns = append(dropIns, UnitDropIn{Unit: InstanceUnit(n.ID), Content: instance})
+	for _, d := range dropIns {
+		writeFile(t, filepath.Join(dir, d.Unit+".d", DropInName), string(d.Content))
+	}
+	env := []string{"SYSTEMD_UNIT_PATH=" + dir + ":"}
+	units := append([]string{InstanceUnit(n.ID)}, n.Units()...)
+	out, ok := runTool(t, env, "systemd-analyze", append([]string{"--man=no", "verify"}, units...)...)
+	if complaints := complaintsAbout(out, append([]string{dir}, units...)...); !ok || len(complaints) > 0 {
+		t.Errorf("systemd-analyze verify (ok=%v):\n%s", ok, out)
+	}
+}
+
 // TestSecurityExposure keeps the services' sandboxing from regressing:
 // systemd-analyze security must rate both at an exposure of 2.0 or less.
 func TestSecurityExposure(t *testing.T) {
@@ -167,8 +197,12 @@ func TestSecurityExposure(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "kg-worker@1.service"), worker)
 	instance := string(templateByName(t, SystemdDir, "kato@.service").Content) + "\n[Service]\nExecStart=/bin/true\n"
 	writeFile(t, filepath.Join(dir, "kato@x.service"), instance)
+	for template, unit := range map[string]string{"kato-proxy@.service": ProxyService("x", "api"), "kato-link@.service": LinkService("x", "mongo")} {
+		proxy := string(templateByName(t, SystemdDir, template).Content) + "\n[Service]\nExecStart=/bin/true\n"
+		writeFile(t, filepath.Join(dir, unit), proxy)
+	}
 
-	for _, unit := range []string{"kg-worker@1.service", "kato@x.service"} {
+	for _, unit := range []string{"kg-worker@1.service", "kato@x.service", ProxyService("x", "api"), LinkService("x", "mongo")} {
 		t.Run(unit, func(t *testing.T) {
 			// The threshold is in tenths: 20 is an exposure level of 2.0.
 			out, ok := runTool(t, nil, "systemd-analyze", "security", "--offline=true", "--threshold=20", "--no-pager",

@@ -42,6 +42,14 @@ var (
 	instanceService []byte
 	//go:embed kato.target
 	instanceTarget []byte
+	//go:embed kato-proxy@.socket
+	proxySocket []byte
+	//go:embed kato-proxy@.service
+	proxyService []byte
+	//go:embed kato-link@.socket
+	linkSocket []byte
+	//go:embed kato-link@.service
+	linkService []byte
 	//go:embed kg-worker@.service
 	workerService []byte
 	//go:embed kg-workers.target
@@ -59,8 +67,12 @@ var (
 // tmpfiles.d entries. Each call returns fresh copies the caller may modify.
 func Templates() []Template {
 	return []Template{
-		{Name: "kato@.service", Dir: SystemdDir, Content: clone(instanceService)},
+		{Name: InstanceTemplate, Dir: SystemdDir, Content: clone(instanceService)},
 		{Name: InstanceTarget, Dir: SystemdDir, Content: clone(instanceTarget)},
+		{Name: "kato-proxy@.socket", Dir: SystemdDir, Content: clone(proxySocket)},
+		{Name: "kato-proxy@.service", Dir: SystemdDir, Content: clone(proxyService)},
+		{Name: "kato-link@.socket", Dir: SystemdDir, Content: clone(linkSocket)},
+		{Name: "kato-link@.service", Dir: SystemdDir, Content: clone(linkService)},
 		{Name: "kg-worker@.service", Dir: SystemdDir, Content: clone(workerService)},
 		{Name: WorkerTarget, Dir: SystemdDir, Content: clone(workerTarget)},
 		{Name: ManagerService, Dir: SystemdDir, Content: clone(managerService)},
@@ -72,6 +84,9 @@ func Templates() []Template {
 func clone(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
+
+// InstanceTemplate is the template unit every instance is an instance of.
+const InstanceTemplate = "kato@.service"
 
 // InstanceTarget is the target that groups the KATO processor instances.
 const InstanceTarget = "kato.target"
@@ -96,9 +111,12 @@ const (
 	serviceSuffix  = ".service"
 	// maxUnitName is the longest unit name systemd accepts.
 	maxUnitName = 255
-	// maxInstanceID keeps InstanceUnit within maxUnitName.
-	maxInstanceID = maxUnitName - len(instancePrefix) - len(serviceSuffix)
 )
+
+// MaxInstanceID is the longest instance id: well within a unit name (at
+// most 255 characters with "kato@" and ".service"), and short enough for the
+// names of a private network's units and for tables.
+const MaxInstanceID = 64
 
 // EnvironmentDir is the directory holding each instance's environment file,
 // as named by EnvironmentFile= in kato@.service.
@@ -157,22 +175,29 @@ func InstanceStateDir(id string) string {
 }
 
 // ValidateInstanceID reports whether id can name a KATO processor instance:
-// one to 242 ASCII letters, digits, '-' or '_'. These are the ids that fit a
-// unit name (at most 255 characters with "kato@" and ".service"), a file name
-// and a syslog identifier unchanged.
+// one to MaxInstanceID ASCII letters, digits, '-' or '_'. These are the ids
+// that fit a unit name, a file name and a syslog identifier unchanged. The
+// error names the rule InstanceIDRule gives.
 func ValidateInstanceID(id string) error {
-	if id == "" {
-		return fmt.Errorf("invalid instance id %q: must not be empty", id)
+	if rule := InstanceIDRule(id); rule != "" {
+		return fmt.Errorf("invalid instance id %q: %s", id, rule)
 	}
-	if len(id) > maxInstanceID {
-		return fmt.Errorf("invalid instance id %q: must be at most %d characters", id, maxInstanceID)
+	return nil
+}
+
+// InstanceIDRule returns the rule id breaks as an instance id, or "": the
+// one definition of what an instance id may be, which config's checks of
+// flags and files use too.
+func InstanceIDRule(id string) string {
+	if id == "" || len(id) > MaxInstanceID {
+		return fmt.Sprintf("must be 1 to %d characters long", MaxInstanceID)
 	}
 	for _, r := range id {
 		if !isIDRune(r) {
-			return fmt.Errorf("invalid instance id %q: may contain only ASCII letters, digits, '-' and '_'", id)
+			return "must contain only letters, digits, '-' and '_'"
 		}
 	}
-	return nil
+	return ""
 }
 
 func isIDRune(r rune) bool {

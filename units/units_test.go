@@ -32,6 +32,10 @@ func TestTemplatesList(t *testing.T) {
 	want := []string{
 		"systemd/kato@.service",
 		"systemd/kato.target",
+		"systemd/kato-proxy@.socket",
+		"systemd/kato-proxy@.service",
+		"systemd/kato-link@.socket",
+		"systemd/kato-link@.service",
 		"systemd/kg-worker@.service",
 		"systemd/kg-workers.target",
 		"systemd/kato-manager.service",
@@ -297,7 +301,7 @@ func contentLines(data []byte) []string {
 }
 
 func TestInstanceUnitRoundTrip(t *testing.T) {
-	for _, id := range []string{"processor-1", "a", "Main_Processor", "0", "-", strings.Repeat("x", 242)} {
+	for _, id := range []string{"processor-1", "a", "Main_Processor", "0", "-", strings.Repeat("x", MaxInstanceID)} {
 		t.Run(id[:min(len(id), 20)], func(t *testing.T) {
 			unit := InstanceUnit(id)
 			if !strings.HasPrefix(unit, "kato@") || !strings.HasSuffix(unit, ".service") {
@@ -331,7 +335,7 @@ func TestInstanceIDRejects(t *testing.T) {
 		"kato@.service.d",
 		"xkato@a.service",
 		"kg-worker@1.service",
-		"kato@" + strings.Repeat("x", 243) + ".service",
+		"kato@" + strings.Repeat("x", MaxInstanceID+1) + ".service",
 	} {
 		t.Run(unit[:min(len(unit), 30)], func(t *testing.T) {
 			if id, ok := InstanceID(unit); ok {
@@ -347,16 +351,16 @@ func TestValidateInstanceID(t *testing.T) {
 	}{
 		{name: "plain", id: "processor-1"},
 		{name: "underscore and digits", id: "Proc_2024"},
-		{name: "longest", id: strings.Repeat("a", 242)},
-		{name: "empty", id: "", wantErr: `invalid instance id "": must not be empty`},
-		{name: "too long", id: strings.Repeat("a", 243), wantErr: "must be at most 242 characters"},
-		{name: "space", id: "a b", wantErr: `invalid instance id "a b": may contain only ASCII letters, digits, '-' and '_'`},
-		{name: "dot", id: "a.b", wantErr: "may contain only"},
-		{name: "at", id: "a@b", wantErr: "may contain only"},
-		{name: "slash", id: "../etc", wantErr: "may contain only"},
-		{name: "percent", id: "a%i", wantErr: "may contain only"},
-		{name: "unicode letter", id: "prozessör", wantErr: "may contain only"},
-		{name: "newline", id: "a\nb", wantErr: `"a\nb": may contain only`},
+		{name: "longest", id: strings.Repeat("a", MaxInstanceID)},
+		{name: "empty", id: "", wantErr: `invalid instance id "": must be 1 to 64 characters long`},
+		{name: "too long", id: strings.Repeat("a", MaxInstanceID+1), wantErr: "must be 1 to 64 characters long"},
+		{name: "space", id: "a b", wantErr: `invalid instance id "a b": must contain only letters, digits, '-' and '_'`},
+		{name: "dot", id: "a.b", wantErr: "must contain only"},
+		{name: "at", id: "a@b", wantErr: "must contain only"},
+		{name: "slash", id: "../etc", wantErr: "must contain only"},
+		{name: "percent", id: "a%i", wantErr: "must contain only"},
+		{name: "unicode letter", id: "prozessör", wantErr: "must contain only"},
+		{name: "newline", id: "a\nb", wantErr: `"a\nb": must contain only`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assertError(t, ValidateInstanceID(tc.id), tc.wantErr)

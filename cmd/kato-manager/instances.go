@@ -20,33 +20,34 @@ import (
 
 // startFlagValues are start's flags.
 type startFlagValues struct {
-	id, name, indexer, command                          *string
-	port, zmqPort, maxPred, maxSeq, persistence, quiesc *int
-	recall                                              *float64
-	timeout                                             *time.Duration
+	id, name, processor, network, command *string
+	port, zmqPort                         *int
+	params                                *config.ParamFlags
+	timeout                               *time.Duration
 }
 
 func startFlags(fs *pflag.FlagSet) *startFlagValues {
-	def := config.DefaultParameters()
-	return &startFlagValues{
-		id:          fs.String("id", "", "processor ID: letters, digits, - and _, 1-64 characters (default: generated from time and pid)"),
-		name:        fs.String("name", "", "human-readable name (default KatoProcessor)"),
-		port:        fs.Int("port", 0, "REST API port; the next free one is used if it is taken (default: ports.api_start)"),
-		zmqPort:     fs.Int("zmq-port", 0, "ZMQ port; the next free one is used if it is taken (default: ports.zmq_start)"),
-		indexer:     fs.String("indexer-type", def.IndexerType, "vector indexer type (VI only)"),
-		maxPred:     fs.Int("max-predictions", def.MaxPredictions, "maximum predictions"),
-		recall:      fs.Float64("recall-threshold", def.RecallThreshold, "recall threshold (0-1)"),
-		maxSeq:      fs.Int("max-seq-length", def.MaxSeqLength, "maximum pattern length (0 = unlimited)"),
-		persistence: fs.Int("persistence", def.Persistence, "persistence"),
-		quiesc:      fs.Int("quiescence", def.Quiescence, "quiescence period"),
-		command:     fs.String("processor-command", "", "processor command for this instance, split at spaces (default: processor.command)"),
-		timeout:     fs.Duration("timeout", 0, "how long to wait for the API port (default: processor.ready_timeout)"),
+	f := &startFlagValues{
+		id:        fs.String("id", "", "processor ID: letters, digits, - and _, 1-64 characters (default: generated from time and pid)"),
+		name:      fs.String("name", "", "human-readable name (default KatoProcessor)"),
+		port:      fs.IntP("port", "p", 0, "REST API port on the host; the next free one is used if it is taken (default: ports.api_start)"),
+		zmqPort:   fs.Int("zmq-port", 0, "ZMQ port on the host; the next free one is used if it is taken (default: ports.zmq_start)"),
+		processor: fs.String("processor", "", "named processor of kato.toml ([processors.NAME]) to run (default: [processor])"),
 	}
+	fs.StringVarP(f.processor, "tag", "t", "", "alias of --processor, the old script's image tag")
+	f.network = fs.String("network", "", "host, or private: a network namespace of its own (default: the processor's network)")
+	f.params = config.AddParamFlags(fs)
+	f.command = fs.String("processor-command", "", "processor command for this instance, split at spaces (default: the processor's command)")
+	f.timeout = fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)")
+	return f
 }
 
 func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) error {
 	if fs.NArg() > 0 {
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
+	}
+	if fs.Changed("processor") && fs.Changed("tag") {
+		return usagef("--processor and --tag are the same flag; give one")
 	}
 	// A flag given is taken as given: an empty --id or --name, a zero
 	// port or a duration that is not positive is an error, never a default.
@@ -76,26 +77,18 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		return err
 	}
 	// Flags left unset take the configured defaults, not the built-in ones.
-	params := cfg.Defaults
-	var explicit []string
-	set := func(flag string, apply func()) {
+	parameters, explicit, err := f.params.Apply(cfg.Defaults)
+	if err != nil {
+		return err
+	}
+	for _, flag := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command"} {
 		if fs.Changed(flag) {
-			apply()
 			explicit = append(explicit, "--"+flag)
 		}
 	}
-	set("indexer-type", func() { params.IndexerType = *f.indexer })
-	set("max-predictions", func() { params.MaxPredictions = *f.maxPred })
-	set("recall-threshold", func() { params.RecallThreshold = *f.recall })
-	set("max-seq-length", func() { params.MaxSeqLength = *f.maxSeq })
-	set("persistence", func() { params.Persistence = *f.persistence })
-	set("quiescence", func() { params.Quiescence = *f.quiesc })
-	for _, f := range []string{"name", "port", "zmq-port", "processor-command"} {
-		set(f, func() {})
-	}
 	req := supervisor.StartRequest{
-		ID: *f.id, Name: *f.name, APIPort: *f.port, ZMQPort: *f.zmqPort,
-		Parameters: params, Command: strings.Fields(*f.command), Explicit: explicit, Timeout: *f.timeout,
+		ID: *f.id, Name: *f.name, APIPort: *f.port, ZMQPort: *f.zmqPort, Processor: *f.processor, Network: *f.network,
+		Parameters: parameters, Command: strings.Fields(*f.command), Explicit: explicit, Timeout: *f.timeout,
 	}
 	if err := supervisor.ValidateStart(req); err != nil {
 		return err
@@ -117,8 +110,14 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		fmt.Fprintf(a.stdout, "instance %s (%s) is already running: %s, API port %d\n", inst.ID, inst.Name, inst.Unit, inst.APIPort)
 		return nil
 	}
-	fmt.Fprintf(a.stdout, "started %s (%s): %s, API port %d, ZMQ port %d\n", inst.ID, inst.Name, inst.Unit, inst.APIPort, inst.ZMQPort)
-	fmt.Fprintf(a.stdout, "  ping: curl http://localhost:%d/%s/ping\n", inst.APIPort, inst.ID)
+	proc, _ := cfg.ProcessorNamed(inst.Processor)
+	processorName := inst.Processor
+	if processorName == "" {
+		processorName = config.DefaultProcessor
+	}
+	fmt.Fprintf(a.stdout, "started %s (%s): %s, processor %s (generation %s), %s network, API port %d, ZMQ port %d\n",
+		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, inst.ZMQPort)
+	fmt.Fprintf(a.stdout, "  health: curl http://localhost:%d%s\n", inst.APIPort, proc.ReadyPath(inst.ID))
 	return nil
 }
 
@@ -164,7 +163,7 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 	if len(refs) == 1 {
 		// An instance with unit files but no registry entry can still be
 		// stopped; anything else unknown is refused before systemd is asked.
-		if _, err := a.findInstance(refs[0]); err != nil && !supervisor.DefaultPaths().HasInstanceFiles(refs[0]) {
+		if _, err := a.findInstance(refs[0]); err != nil && !a.paths.HasInstanceFiles(refs[0]) {
 			return err
 		}
 	}
@@ -227,7 +226,7 @@ func isTerminal(fd uintptr) bool {
 }
 
 func restartFlags(fs *pflag.FlagSet) *time.Duration {
-	return fs.Duration("timeout", 0, "how long to wait for the API port (default: processor.ready_timeout)")
+	return fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)")
 }
 
 func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, timeout *time.Duration) error {
@@ -274,9 +273,9 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY")
+	fmt.Fprintln(tw, "ID\tNAME\tPROCESSOR\tNETWORK\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY")
 	for _, v := range views {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.ID, v.Name, v.State(), dash(v.PID), v.APIPort, v.ZMQPort, uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.ID, v.Name, processorLabel(v), v.Network, v.State(), dash(v.PID), v.APIPort, v.ZMQPort, uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
 	}
 	return tw.Flush()
 }
@@ -337,17 +336,13 @@ func printStatus(a *app, st *supervisor.Status) {
 	} else {
 		fmt.Fprintln(a.stdout, "instances:")
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ID\tUNIT\tSTATE\tRESTARTS\tAPI\tLISTENING\tPROBLEM")
+		fmt.Fprintln(tw, "  ID\tUNIT\tPROCESSOR\tNETWORK\tSTATE\tRESTARTS\tAPI\tLISTENING\tANSWERING\tPROBLEM")
 		for _, i := range st.Instances {
-			listening := "no"
-			if i.APIListening {
-				listening = "yes"
-			}
 			problem := i.Problem
 			if problem == "" {
 				problem = "-"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", i.ID, i.Unit, i.State(), i.Restarts, i.APIPort, listening, problem)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, i.State(), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), problem)
 		}
 		tw.Flush()
 	}
@@ -405,7 +400,7 @@ func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) er
 		return fmt.Errorf("%w; the journal of a removed instance stays readable with `journalctl -u kato@ID.service`", err)
 	}
 	q.Unit = inst.Unit
-	return supervisor.SystemJournal{}.Read(ctx, q, func(line string) error {
+	return a.journal().Read(ctx, q, func(line string) error {
 		_, err := fmt.Fprintln(a.stdout, line)
 		return err
 	})
@@ -456,6 +451,21 @@ func (a *app) installUnits(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 		fmt.Fprintf(a.stdout, "units installed; systemd reloaded; %s and %s enabled\n", units.InstanceTarget, units.WorkerTarget)
 	}
 	return err
+}
+
+// processorLabel is the processor column: its name and generation.
+func processorLabel(v supervisor.InstanceView) string {
+	if v.Generation == "" {
+		return v.Processor + " (missing)"
+	}
+	return v.Processor + " (" + v.Generation + ")"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }
 
 func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {

@@ -39,10 +39,13 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// app is one invocation: its streams and the paths it works on.
+// app is one invocation: its streams, the scope it works in and the paths
+// it works on.
 type app struct {
 	stdout, stderr io.Writer
 	stdin          *os.File
+	user           bool
+	paths          config.Paths
 	configPath     string
 	registryPath   string
 }
@@ -84,6 +87,12 @@ driven over D-Bus. It allocates ports, keeps a registry of the instances and
 their settings, and reports state, health, memory and drift between its
 registry and systemd.
 
+With --user it does the same on your own systemd user manager, without root:
+configuration in ~/.config/kato, registry, state and KG queue in
+~/.local/state/kato, unit files in ~/.local/share/systemd/user and drop-ins in
+~/.config/systemd/user (XDG_CONFIG_HOME, XDG_STATE_HOME and XDG_DATA_HOME are
+honoured).
+
 Exit status: 0 done, 1 failed (or, for status and workers health, something
 is unhealthy), 2 a bad invocation, with nothing changed.`,
 		Version:           version,
@@ -97,7 +106,7 @@ is unhealthy), 2 a bad invocation, with nothing changed.`,
 			}
 			return unknownCommand(cmd, "command", args[0])
 		},
-		PersistentPreRun: func(cmd *cobra.Command, _ []string) { a.resolvePaths(cmd.Flags()) },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.resolvePaths(cmd.Flags()) },
 	}
 	a.globalFlags(root.PersistentFlags())
 	root.Flags().Bool("version", false, "print the version and exit")
@@ -185,19 +194,26 @@ func jsonFlag(fs *pflag.FlagSet) *bool { return fs.Bool("json", false, "print JS
 
 // globalFlags are the flags every command takes.
 func (a *app) globalFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&a.configPath, "config", config.DefaultConfigPath, "configuration file (env KATO_CONFIG)")
-	fs.StringVar(&a.registryPath, "registry", config.DefaultRegistryPath, "instance registry (env KATO_REGISTRY)")
+	fs.StringVar(&a.configPath, "config", config.DefaultConfigPath, "configuration file (env KATO_CONFIG; with --user, ~/.config/kato/kato.toml)")
+	fs.StringVar(&a.registryPath, "registry", config.DefaultRegistryPath, "instance registry (env KATO_REGISTRY; with --user, ~/.local/state/kato/instances.toml)")
+	fs.BoolVar(&a.user, "user", false, "manage instances and workers on your own systemd user manager (systemctl --user), without root")
 }
 
-// resolvePaths applies KATO_CONFIG and KATO_REGISTRY to the paths their
-// flags did not set.
-func (a *app) resolvePaths(fs *pflag.FlagSet) {
+// resolvePaths settles the scope, system or --user, and applies
+// KATO_CONFIG and KATO_REGISTRY to the paths their flags did not set.
+func (a *app) resolvePaths(fs *pflag.FlagSet) error {
+	paths, err := config.ResolvePaths(a.user, os.Getenv)
+	if err != nil {
+		return err
+	}
+	a.paths = paths
 	if !fs.Changed("config") {
-		a.configPath = envOr("KATO_CONFIG", config.DefaultConfigPath)
+		a.configPath = envOr("KATO_CONFIG", paths.Config)
 	}
 	if !fs.Changed("registry") {
-		a.registryPath = envOr("KATO_REGISTRY", config.DefaultRegistryPath)
+		a.registryPath = envOr("KATO_REGISTRY", paths.Registry)
 	}
+	return nil
 }
 
 // unknownCommand is the usage error for a command or subcommand that does
@@ -261,7 +277,9 @@ func (a *app) withInstances(cmd *cobra.Command) *cobra.Command {
 // with the other as its description. An unreadable registry completes to
 // nothing.
 func (a *app) instanceCompletions(cmd *cobra.Command, ids, names bool) []cobra.Completion {
-	a.resolvePaths(cmd.Flags())
+	if a.resolvePaths(cmd.Flags()) != nil {
+		return nil
+	}
 	reg, err := config.OpenRegistry(a.registryPath).Load()
 	if err != nil {
 		return nil
@@ -335,7 +353,7 @@ func flagNames(err error) error {
 	var fe *config.FieldError
 	// Fields with a dot are config keys; upper-case ones name positional
 	// arguments (CONTENT_ID): both stay as they are.
-	if errors.As(err, &fe) && !strings.Contains(fe.Field, ".") && strings.ToLower(fe.Field) == fe.Field {
+	if errors.As(err, &fe) && !strings.Contains(fe.Field, ".") && !strings.HasPrefix(fe.Field, "-") && strings.ToLower(fe.Field) == fe.Field {
 		c := *fe
 		c.Field = "--" + strings.ReplaceAll(fe.Field, "_", "-")
 		return &c
@@ -361,7 +379,7 @@ func noArgs(fs *pflag.FlagSet, message string) error {
 
 // loadConfig reads the configuration file and the environment overrides.
 func (a *app) loadConfig() (*config.Config, error) {
-	cfg, err := config.Load(a.configPath)
+	cfg, err := a.paths.Load(a.configPath)
 	if err != nil {
 		return nil, err
 	}
@@ -382,7 +400,7 @@ func (a *app) manager(ctx context.Context) (*supervisor.Manager, func(), error) 
 
 // managerWith connects to systemd with a configuration already loaded.
 func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.Manager, func(), error) {
-	sd, err := supervisor.Connect(ctx)
+	sd, err := supervisor.Connect(ctx, a.paths.User)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -392,10 +410,15 @@ func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.
 		Registry:  a.registry(),
 		Ports:     supervisor.HostPorts{},
 		Processes: supervisor.HostProcesses{},
-		Journal:   supervisor.SystemJournal{},
-		Paths:     supervisor.DefaultPaths(),
+		Journal:   a.journal(),
+		Paths:     a.paths,
 	}
 	return m, sd.Close, nil
+}
+
+// journal reads the journal of the scope's units.
+func (a *app) journal() supervisor.SystemJournal {
+	return supervisor.SystemJournal{User: a.paths.User}
 }
 
 // registry opens the instance registry; a command kept waiting for its lock

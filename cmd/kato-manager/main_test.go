@@ -160,3 +160,50 @@ func TestBadInputExitsTwoAndChangesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestUserScopePaths checks that --user reads the configuration and the
+// queue at the user's XDG places, and that a user scope without a home is
+// a usage error that touches nothing.
+func TestUserScopePaths(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("XDG_STATE_HOME", filepath.Join(home, "state"))
+	t.Setenv("KATO_CONFIG", "")
+	t.Setenv("KATO_REGISTRY", "")
+	for _, k := range []string{"DB_PATH", "KG_MAX_RETRIES"} {
+		t.Setenv(k, "")
+	}
+	// A bad user configuration is reported with its path: --user reads
+	// ~/.config/kato/kato.toml.
+	conf := filepath.Join(home, ".config", "kato", "kato.toml")
+	if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte("[processor]\ncolour = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb strings.Builder
+	if code := run(context.Background(), []string{"--user", "list"}, &out, &errb); code != exitFailed || !strings.Contains(errb.String(), conf) {
+		t.Errorf("--user list with a bad %s: exit %d, stderr %q", conf, code, errb.String())
+	}
+	// The queue is made at $XDG_STATE_HOME/kato/kg/kg.db, directory and all.
+	if err := os.WriteFile(conf, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run(context.Background(), []string{"--user", "queue", "stats"}, &out, &errb); code != exitOK || !strings.Contains(out.String(), "total 0") {
+		t.Fatalf("--user queue stats: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(home, "state", "kato", "kg", "kg.db")); err != nil {
+		t.Errorf("queue database: %v", err)
+	}
+
+	t.Setenv("HOME", "")
+	t.Setenv("XDG_STATE_HOME", "")
+	errb.Reset()
+	if code := run(context.Background(), []string{"--user", "queue", "stats"}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), "invalid HOME") {
+		t.Errorf("--user without HOME: exit %d, stderr %q", code, errb.String())
+	}
+}

@@ -117,9 +117,9 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 	since := time.Unix(1700000000, 500000000)
 	sample := &supervisor.FleetSample{
 		Instances: []supervisor.InstanceSample{
-			{InstanceView: supervisor.InstanceView{ID: "a", Name: "Alpha", ActiveState: "active", SubState: "running", PID: 10, MemoryBytes: 1 << 20, Since: since},
-				Processor: "default", Up: true, Ready: true, Restarts: 2, CPUSeconds: 3.25},
-			{InstanceView: supervisor.InstanceView{ID: "b", Name: "Beta", ActiveState: "failed", SubState: "failed"}, Processor: "default", Restarts: 5},
+			{InstanceView: supervisor.InstanceView{ID: "a", Name: "Alpha", ActiveState: "active", SubState: "running", PID: 10, MemoryBytes: 1 << 20, Since: since, Processor: "default"},
+				Up: true, Ready: true, Restarts: 2, CPUSeconds: 3.25},
+			{InstanceView: supervisor.InstanceView{ID: "b", Name: "Beta", ActiveState: "failed", SubState: "failed", Processor: "default"}, Restarts: 5},
 		},
 		Workers: []supervisor.WorkerSample{
 			{WorkerID: 1, ActiveState: "active", SubState: "running", Up: true, PID: 77, Restarts: 1},

@@ -31,7 +31,7 @@ func (a *app) openQueueWith(ctx context.Context, readOnly bool) (queueDB, *confi
 	if err != nil {
 		return nil, nil, err
 	}
-	q, err := openQueueDB(ctx, cfg, readOnly)
+	q, err := openQueueDB(ctx, cfg, a.paths, readOnly)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -52,22 +52,23 @@ const queueDBCommand = "__queue-db"
 var serviceUser = config.ServiceUser
 
 // openQueueDB opens the queue database of cfg for this process: directly,
-// or as the kato user when running as root.
-func openQueueDB(ctx context.Context, cfg *config.Config, readOnly bool) (queueDB, error) {
-	if os.Geteuid() != 0 {
-		return openKGQueue(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries, readOnly)
+// or as the kato user when running as root in a scope whose workers run as
+// kato (the system's; in the user scope the database is the user's own).
+func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, readOnly bool) (queueDB, error) {
+	if os.Geteuid() != 0 || paths.FileOwner == "" {
+		return openKGQueue(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
 	}
 	return startQueueChild(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries, readOnly)
 }
 
 // openKGQueue opens the database itself: read-only commands take no write
 // lock, so they never wait for, or hold up, the workers.
-func openKGQueue(ctx context.Context, dbPath string, maxRetries int, readOnly bool) (*kgworker.Queue, error) {
+func openKGQueue(ctx context.Context, dbPath string, maxRetries int, readOnly, makeDir bool) (*kgworker.Queue, error) {
 	open := kgworker.Open
 	if readOnly {
 		open = kgworker.OpenReadOnly
 	}
-	return open(ctx, dbPath, kgworker.WithMaxRetries(maxRetries))
+	return open(ctx, dbPath, kgworker.WithMaxRetries(maxRetries), kgworker.WithMakeDir(makeDir))
 }
 
 // queueChild is a child process, running as the service user, that does
@@ -423,7 +424,7 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 	if os.Geteuid() == 0 {
 		return usagef("%s does the queue work of root's commands and must not run as root", queueDBCommand)
 	}
-	q, openErr := openKGQueue(ctx, *dbPath, *maxRetries, *o.readOnly)
+	q, openErr := openKGQueue(ctx, *dbPath, *maxRetries, *o.readOnly, false)
 	if openErr == nil {
 		defer q.Close()
 	}

@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,7 +98,13 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if d := *o.sampleInterval; d < time.Second || d > 10*time.Minute {
 		return &config.FieldError{Field: "sample_interval", Value: d.String(), Rule: "must be between 1s and 10m"}
 	}
-	token, err := readTokenFile(*o.tokenFile, fs.Changed("token-file"))
+	tokenFile := *o.tokenFile
+	if a.paths.User && !fs.Changed("token-file") {
+		// The user's own, beside the user's kato.toml.
+		tokenFile = filepath.Join(filepath.Dir(a.paths.Config), "serve.token")
+	}
+	o.tokenFile = &tokenFile
+	token, err := readTokenFile(tokenFile, fs.Changed("token-file"))
 	if err != nil {
 		return err
 	}
@@ -117,14 +124,14 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return err
 	}
-	q := &reopeningQueue{q: first, open: func() (queueDB, error) { return openQueueDB(ctx, cfg, true) }}
+	q := &reopeningQueue{q: first, open: func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, true) }}
 	defer q.Close()
 	// Actions write: their child opens the database read-write, on the
 	// first action.
-	wq := &reopeningQueue{open: func() (queueDB, error) { return openQueueDB(ctx, cfg, false) }}
+	wq := &reopeningQueue{open: func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, false) }}
 	defer wq.Close()
 	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{},
-		Processes: supervisor.HostProcesses{}, Journal: supervisor.SystemJournal{}, Paths: supervisor.DefaultPaths()}
+		Processes: supervisor.HostProcesses{}, Journal: a.journal(), Paths: a.paths}
 	dash, err := newDashboard(m, p, q, wq, token, loopback)
 	if err != nil {
 		return err

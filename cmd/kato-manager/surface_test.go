@@ -18,10 +18,13 @@ import (
 // taken from the commands before they moved onto a command tree; a flag
 // may be added here, never dropped or changed, or scripts break.
 var surface = map[string][]string{
-	"": {`--config string ="/etc/kato/kato.toml"`, `--registry string ="/var/lib/kato/instances.toml"`, "--version bool"},
-	"start": {"--id string", `--indexer-type string ="VI"`, "--max-predictions int =100", "--max-seq-length int",
-		"--name string", "--persistence int =5", "--port int", "--processor-command string", "--quiescence int =3",
-		"--recall-threshold float =0.1", "--timeout duration", "--zmq-port int"},
+	"": {`--config string ="/etc/kato/kato.toml"`, `--registry string ="/var/lib/kato/instances.toml"`, "--user bool", "--version bool"},
+	"start": {`--auto-act-method string ="none"`, "--auto-act-threshold float =0.8", "--id string", `--indexer-type string ="VI"`,
+		`--log-level/-l string ="INFO"`, "--max-predictions int =100", "--max-seq-length int",
+		"--name string", "--network string", "--no-predictions bool", "--no-sort bool", "--persistence int =5", "--port/-p int",
+		"--processor string", "--processor-command string", "--quiescence int =3",
+		"--recall-threshold float =0.1", "--search-depth int =10", "--smoothness int =3", "--tag/-t string", "--timeout duration",
+		"--update-frequencies bool", "--zmq-port int"},
 	"version":            {},
 	"stop":               {"--all bool", "--id string", "--name string", "--no-mongo bool", "--with-mongo bool"},
 	"restart":            {"--timeout duration"},
@@ -160,7 +163,7 @@ func TestCompletesInstancesFromTheRegistry(t *testing.T) {
 		for i, name := range []string{"Main Processor", "Secondary"} {
 			id := fmt.Sprintf("processor-%d", i+1)
 			r.Instances[id] = &config.Instance{ID: id, Name: name, Unit: "kato@" + id + ".service", APIPort: 8001 + i, ZMQPort: 5555 + i,
-				Parameters: config.DefaultParameters(), Created: now, Updated: now}
+				Parameters: config.DefaultParameters(), Network: config.NetworkHost, Created: now, Updated: now}
 		}
 		return nil
 	})

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 
@@ -20,17 +19,17 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	sd, err := supervisor.Connect(ctx)
+	sd, err := supervisor.Connect(ctx, a.paths.User)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	// On first use the units may not be installed yet, as for instances.
-	m := &supervisor.Manager{Systemd: sd, Config: cfg, Paths: supervisor.DefaultPaths()}
+	m := &supervisor.Manager{Systemd: sd, Config: cfg, Paths: a.paths}
 	if err := m.EnsureUnits(ctx); err != nil {
 		sd.Close()
 		return nil, nil, nil, err
 	}
-	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: filepath.Dir(a.configPath), UnitDir: m.Paths.UnitDir}
+	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: a.paths.WorkerEnvDir, UnitDir: m.Paths.UnitDir}
 	return p, cfg, sd.Close, nil
 }
 

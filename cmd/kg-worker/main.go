@@ -65,7 +65,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	flags := pflag.NewFlagSet("kg-worker", pflag.ContinueOnError)
 	flags.SetOutput(stderr)
 	workerID := flags.Int("worker-id", 0, "number of this worker, the N of kg-worker@N.service (required)")
-	configPath := flags.String("config", envOr("KATO_CONFIG", config.DefaultConfigPath), "configuration file (env KATO_CONFIG)")
+	configPath := flags.String("config", config.DefaultConfigPath, "configuration file (env KATO_CONFIG; with --user, ~/.config/kato/kato.toml)")
+	user := flags.Bool("user", false, "a worker of a user manager (kato-manager --user): the user's configuration and queue")
 	showVersion := flags.Bool("version", false, "print the version and exit")
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -89,7 +90,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		logger.Printf("invalid --worker-id %d: must be zero or more", *workerID)
 		return exitUsage
 	}
-	if err := work(ctx, *workerID, *configPath, logger); err != nil {
+	paths, err := config.ResolvePaths(*user, os.Getenv)
+	if err != nil {
+		logger.Printf("%v", err)
+		return exitUsage
+	}
+	if !flags.Changed("config") {
+		*configPath = envOr("KATO_CONFIG", paths.Config)
+	}
+	if err := work(ctx, *workerID, paths, *configPath, logger); err != nil {
 		logger.Printf("%v", err)
 		return exitFailed
 	}
@@ -98,8 +107,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 
 // work wires the configuration, the queue, the service client and the
 // systemd notifications together and runs the worker until ctx ends.
-func work(ctx context.Context, id int, configPath string, logger *log.Logger) error {
-	cfg, err := config.Load(configPath)
+func work(ctx context.Context, id int, paths config.Paths, configPath string, logger *log.Logger) error {
+	cfg, err := paths.Load(configPath)
 	if err != nil {
 		return err
 	}
@@ -108,7 +117,7 @@ func work(ctx context.Context, id int, configPath string, logger *log.Logger) er
 	}
 	kg := cfg.KG
 
-	queue, err := kgworker.Open(ctx, kg.DBPath, kgworker.WithMaxRetries(kg.MaxRetries))
+	queue, err := kgworker.Open(ctx, kg.DBPath, kgworker.WithMaxRetries(kg.MaxRetries), kgworker.WithMakeDir(paths.MakeStateDir))
 	if err != nil {
 		return err
 	}

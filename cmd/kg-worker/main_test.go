@@ -68,6 +68,12 @@ func TestInvocationErrors(t *testing.T) {
 	dir := t.TempDir()
 	badConfig := writeConfig(t, dir, "batch_size = 0\n")
 	goodConfig := filepath.Join(dir, "missing.toml") // absent: defaults apply
+	// With --user the worker reads $XDG_CONFIG_HOME/kato/kato.toml.
+	userConfigHome := filepath.Join(dir, "config")
+	if err := os.MkdirAll(filepath.Join(userConfigHome, "kato"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	userConfig := writeConfig(t, filepath.Join(userConfigHome, "kato"), "batch_size = 0\n")
 	for _, tc := range []struct {
 		name     string
 		args     []string
@@ -86,6 +92,10 @@ func TestInvocationErrors(t *testing.T) {
 		{"unopenable database", []string{"--worker-id", "1", "--config", goodConfig},
 			[]string{"DB_PATH=" + filepath.Join(dir, "no", "such", "dir", "kg.db")}, exitFailed, "open kg database"},
 		{"version", []string{"--version"}, nil, exitOK, "kg-worker dev"},
+		{"user scope without a home", []string{"--user", "--worker-id", "1"},
+			[]string{"HOME=", "XDG_CONFIG_HOME=", "XDG_STATE_HOME=", "XDG_DATA_HOME="}, exitUsage, "invalid HOME"},
+		{"user scope reads the user's config", []string{"--user", "--worker-id", "1"},
+			[]string{"XDG_CONFIG_HOME=" + userConfigHome, "XDG_STATE_HOME=" + dir}, exitFailed, userConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := worker(cleanEnv(tc.env...), tc.args...).CombinedOutput()

@@ -42,6 +42,7 @@ func main() {
 	instances := flag.Int("instances", 50, "instances started and stopped")
 	listed := flag.Int("listed", 200, "registered instances for the list benchmark")
 	runs := flag.Int("runs", 5, "repetitions of the list measurement (the median is reported)")
+	startRuns := flag.Int("start-runs", 10, "repetitions of the one-instance start measurement (the median is reported)")
 	skipInstances := flag.Bool("skip-instances", false, "skip the instance rows (no systemd, no root needed)")
 	skipWorkers := flag.Bool("skip-workers", false, "skip the KG worker rows")
 	minRun := flag.Duration("kg-min-run", 2*time.Second, "least duration of a kato-manager worker throughput run")
@@ -54,7 +55,7 @@ func main() {
 	ctx := context.Background()
 	var rows []row
 	if !*skipInstances {
-		rows = append(rows, instanceRows(ctx, *instances, *listed, *runs)...)
+		rows = append(rows, instanceRows(ctx, *instances, *listed, *runs, *startRuns)...)
 	}
 	var notes []string
 	if !*skipWorkers {
@@ -69,7 +70,7 @@ func main() {
 }
 
 // instanceRows boots a machine and measures the instance commands in it.
-func instanceRows(ctx context.Context, instances, listed, runs int) []row {
+func instanceRows(ctx context.Context, instances, listed, runs, startRuns int) []row {
 	m, err := sdharness.Boot(ctx, sdharness.Options{})
 	if err != nil {
 		fail(err)
@@ -80,6 +81,7 @@ func instanceRows(ctx context.Context, instances, listed, runs int) []row {
 	}
 	b := &bench{m: m, ctx: ctx}
 	var rows []row
+	rows = append(rows, b.startOne(startRuns)...)
 	rows = append(rows, b.startStop(instances)...)
 	rows = append(rows, b.list(listed, runs)...)
 	return rows
@@ -116,6 +118,50 @@ func ids(prefix string, n int) string {
 		out = append(out, fmt.Sprintf("%s%03d", prefix, i))
 	}
 	return strings.Join(out, " ")
+}
+
+// startOne measures the start of one generation-A instance until its
+// processor answers its health request, on the host network and on a
+// private one: kato-manager start (register, render, start, poll) against
+// systemctl start of the same kind of unit, already configured, followed by a
+// shell loop polling the same request every 20ms, kato-manager's interval.
+// Both end when the processor answers. A third row is the private
+// network's cost: kato-manager's private start against its host start.
+func (b *bench) startOne(runs int) []row {
+	km := testbed.KatoManager
+	if err := b.m.WriteFile("/etc/kato/kato.toml", []byte(testbed.ConfigWithMongo), 0o644); err != nil {
+		fail(err)
+	}
+	defer func() {
+		if err := b.m.WriteFile("/etc/kato/kato.toml", []byte(testbed.Config), 0o644); err != nil {
+			fail(err)
+		}
+	}()
+	b.sh("systemctl start " + testbed.MongoUnit)
+	ours := map[string]time.Duration{}
+	var rows []row
+	for _, network := range []string{"host", "private"} {
+		var km1, base []time.Duration
+		for r := 0; r < runs; r++ {
+			id := fmt.Sprintf("one-%s-%d", network, r)
+			km1 = append(km1, b.sh(fmt.Sprintf("%s start --processor a --network %s --id %s --port 8500 >/dev/null", km, network, id)))
+			b.sh(fmt.Sprintf("%s stop %s >/dev/null", km, id))
+		}
+		id := "base-" + network
+		b.sh(fmt.Sprintf("%s start --processor a --network %s --id %s --port 8501 >/dev/null; systemctl stop kato@%s.service", km, network, id, id))
+		for r := 0; r < runs; r++ {
+			base = append(base, b.sh(fmt.Sprintf(`systemctl start kato@%[1]s.service
+				until curl -sf -o /dev/null --max-time 2 http://127.0.0.1:8501/%[1]s/ping; do sleep 0.02; done`, id)))
+			b.sh(fmt.Sprintf("systemctl stop kato@%s.service", id))
+		}
+		b.sh(fmt.Sprintf("%s stop %s >/dev/null", km, id))
+		ours[network] = median(km1)
+		rows = append(rows, timeRow("start 1 generation-A instance, "+network+" network", "kato-manager start (until GET /{id}/ping answers)",
+			"systemctl start + curl poll loop", median(km1), median(base)))
+	}
+	rows = append(rows, timeRow("private network cost of start", "kato-manager start --network private", "kato-manager start --network host",
+		ours["private"], ours["host"]))
+	return rows
 }
 
 // startStop starts and stops n instances through kato-manager, then the

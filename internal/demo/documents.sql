@@ -43,26 +43,26 @@ INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (8, 'http
 A failed item is retried with a growing delay, up to the configured limit.', json_object('source', 'demo'));
 INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (8, 0, 'Retries and backoff.', 0, 19, 3);
 INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (8, 1, 'A failed item is retried with a growing delay, up to the configured limit.', 21, 94, 14);
-INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (9, 'https://example.com/guide/9', 'Leases', '# Leases
+INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (9, 'https://example.com/guide/9', 'Worker leases', '# Worker leases
 
 A worker that dies leaves its items leased; they return to the queue when the lease expires.', json_object('source', 'demo'));
-INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (9, 0, 'Leases.', 0, 6, 1);
-INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (9, 1, 'A worker that dies leaves its items leased; they return to the queue when the lease expires.', 8, 99, 17);
+INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (9, 0, 'Worker leases.', 0, 13, 2);
+INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (9, 1, 'A worker that dies leaves its items leased; they return to the queue when the lease expires.', 15, 106, 17);
 INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (9, 2, 'See also the previous section.', 101, 130, 5);
 INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (10, 'https://example.com/guide/10', 'Health and statistics', '# Health and statistics
 
 The pool reports how many workers are healthy and how many items each processed.', json_object('source', 'demo'));
 INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (10, 0, 'Health and statistics.', 0, 21, 3);
 INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (10, 1, 'The pool reports how many workers are healthy and how many items each processed.', 23, 102, 14);
-INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (11, 'https://example.com/guide/11', 'Logs', '# Logs
+INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (11, 'https://example.com/guide/11', 'Instance logs', '# Instance logs
 
 Every instance logs to the journal; kato-manager logs shows an instance''s lines.', json_object('source', 'demo'));
-INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (11, 0, 'Logs.', 0, 4, 1);
-INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (11, 1, 'Every instance logs to the journal; kato-manager logs shows an instance''s lines.', 6, 85, 12);
-INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (12, 'https://example.com/guide/12', 'Drift', '# Drift
+INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (11, 0, 'Instance logs.', 0, 13, 2);
+INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (11, 1, 'Every instance logs to the journal; kato-manager logs shows an instance''s lines.', 15, 94, 12);
+INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (12, 'https://example.com/guide/12', 'Registry drift', '# Registry drift
 
 The status command says when the registry and systemd disagree, and gc repairs it.', json_object('source', 'demo'));
-INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (12, 0, 'Drift.', 0, 5, 1);
-INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (12, 1, 'The status command says when the registry and systemd disagree, and gc repairs it.', 7, 88, 14);
+INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (12, 0, 'Registry drift.', 0, 14, 2);
+INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (12, 1, 'The status command says when the registry and systemd disagree, and gc repairs it.', 16, 97, 14);
 INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count) VALUES (12, 2, 'See also the previous section.', 90, 119, 5);
 COMMIT;

@@ -31,7 +31,7 @@ import (
 // when the doubles change.
 var (
 	// processorCommand is kato.toml's [processor] command.
-	processorCommand = []string{testbed.FakeProcessor}
+	processorCommand = []string{testbed.FakeProcessor, "--generation", "a"}
 	// processorEnv is extra environment of every instance, as kato.toml's
 	// [processor] settings give it ("KEY=value"); none is needed today.
 	processorEnv []string
@@ -50,13 +50,16 @@ func config() string {
 	for i, a := range processorCommand {
 		quoted[i] = strconv.Quote(a)
 	}
-	return fmt.Sprintf(`# kato.toml of kato-manager's demo: the stand-in processor, no shared services.
+	return fmt.Sprintf(`# kato.toml of kato-manager's demo: the stand-in processor as the guide's
+# generation A, each instance in a network namespace of its own, and the
+# MongoDB stand-in as the shared service.
 [processor]
 command = [%s]
+generation = "a"
 ready_timeout = 20.0
 
 [services]
-units = []
+units = ["%s"]
 
 [kg]
 service_url = "http://localhost:8088"
@@ -64,7 +67,7 @@ num_workers = 2
 # Small batches, so that both workers take part.
 batch_size = 2
 poll_interval = 1.0
-`, strings.Join(quoted, ", "))
+`, strings.Join(quoted, ", "), testbed.MongoUnit)
 }
 
 // documents are the sample crawled documents the workers process.
@@ -107,9 +110,10 @@ func run(ctx context.Context) error {
 Everything runs in a throwaway systemd (internal/sdharness): systemd as PID 1
 in its own namespaces, on an overlay of /, removed at the end, so no unit,
 file or process of this host is changed. %s
-Stand-ins from this repository: %s for KATO,
-%s for the KG service.
-`, host, strings.Join(processorCommand, " "), strings.Join(kgServiceCommand, " "))
+Stand-ins from this repository: %s for KATO
+(generation A, each instance with --network private), %s
+(as %s) for MongoDB, and %s for the KG service.
+`, host, strings.Join(processorCommand, " "), testbed.MongoStandIn, testbed.MongoUnit, strings.Join(kgServiceCommand, " "))
 	step("booting the throwaway systemd")
 	m, err := sdharness.Boot(ctx, sdharness.Options{})
 	if err != nil {

@@ -29,8 +29,12 @@ func TestDemo(t *testing.T) {
 	}
 	text := b.String()
 	for _, want := range []string{
-		"processor-1  Main Processor  running", "processor-2  Secondary       running", "processor-3  Auto Learner    running",
-		`{"status":"okay","id":"processor-3"}`,
+		"processor-1  Main Processor  default (a)  private  running",
+		"processor-2  Secondary       default (a)  private  running",
+		"processor-3  Auto Learner    default (a)  private  running",
+		// Each instance answers from its own engine, with its own name.
+		`{"id":"processor-2","name":"Secondary","status":"okay"}`,
+		`{"id":"processor-3","name":"Auto Learner","status":"okay"}`,
 		"registry: in step with systemd",
 		"processed: 12 (success 12, failed 0)",
 		"queue: total 12: pending 0, processing 0, completed 12, failed 0, skipped 0",

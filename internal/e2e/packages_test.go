@@ -209,7 +209,7 @@ func TestDebLifecycle(t *testing.T) {
 	m.pkm("start", "--id", "pkg-b", "--port", "8102", "--max-predictions", "7")
 	m.pkm("start", "--id", "pkg-c", "--port", "8103")
 	m.must("systemctl", "stop", "kato@pkg-c.service") // stopped by hand: an upgrade leaves it so
-	m.post("http://127.0.0.1:8101/pkg-a/learn", "{}")
+	m.post("http://127.0.0.1:8101/learn", "{}")
 	m.pkm("workers", "start", "-n", "2")
 	m.kato(packagedKM, "queue", "enqueue", "42")
 
@@ -297,11 +297,11 @@ func TestDebLifecycle(t *testing.T) {
 	}
 	for port, id := range map[string]string{"8101": "pkg-a", "8102": "pkg-b"} {
 		m.waitFor(id+" answering after the upgrade", 20*time.Second, func() bool {
-			_, err := m.get("http://127.0.0.1:" + port + "/" + id + "/ping")
-			return err == nil
+			body, err := m.get("http://127.0.0.1:" + port + "/health")
+			return err == nil && strings.Contains(body, `"processor_id":"`+id+`"`)
 		})
 	}
-	if body, err := m.get("http://127.0.0.1:8101/pkg-a/learned"); err != nil || !strings.Contains(body, `"learned":1`) {
+	if body, err := m.get("http://127.0.0.1:8101/learned"); err != nil || !strings.Contains(body, `"learned":1`) {
 		t.Errorf("pkg-a's learned state after the upgrade: %q %v", body, err)
 	}
 	if body, err := m.get("http://127.0.0.1:8102/env"); err != nil || !strings.Contains(body, `"MAX_PREDICTIONS":"7"`) {

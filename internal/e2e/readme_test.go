@@ -10,13 +10,20 @@ import (
 // section, in order.
 func quickStartScripts(t *testing.T) []string {
 	t.Helper()
+	return readmeScripts(t, "Quick start")
+}
+
+// readmeScripts returns the sh code blocks of the README's section with the
+// given heading, in order.
+func readmeScripts(t *testing.T, heading string) []string {
+	t.Helper()
 	data, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(data), "\n## Quick start\n")
+	_, section, ok := strings.Cut(string(data), "\n## "+heading+"\n")
 	if !ok {
-		t.Fatal("README has no Quick start section")
+		t.Fatalf("README has no %s section", heading)
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	var scripts []string

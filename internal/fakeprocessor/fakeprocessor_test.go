@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
+	"io"
+	"maps"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -19,33 +18,8 @@ import (
 	"time"
 )
 
-// environment is a processor environment for tests: valid unless changed.
+// environment is a processor environment for tests.
 type environment map[string]string
-
-// validEnvironment returns what kato-manager would pass processor-1, with a
-// fresh state directory.
-func validEnvironment(t *testing.T) environment {
-	t.Helper()
-	return environment{
-		"PROCESSOR_ID":       "processor-1",
-		"PROCESSOR_NAME":     "Main Processor",
-		"INDEXER_TYPE":       "VI",
-		"MAX_PREDICTIONS":    "100",
-		"RECALL_THRESHOLD":   "0.1",
-		"MAX_PATTERN_LENGTH": "0",
-		"PERSISTENCE":        "5",
-		"QUIESCENCE":         "3",
-		"LOG_LEVEL":          "INFO",
-		"MONGO_BASE_URL":     "mongodb://localhost:27017",
-		"REST_PORT":          "8001",
-		"ZMQ_PORT":           "5556",
-		"PORT":               "8001",
-		"HOSTNAME":           "kato-processor-1",
-		"MANIFEST": `{"id":"processor-1","name":"Main Processor","indexer_type":"VI","max_pattern_length":0,` +
-			`"persistence":5,"max_predictions":100,"recall_threshold":0.1,"quiescence":3}`,
-		"STATE_DIRECTORY": t.TempDir(),
-	}
-}
 
 func (e environment) lookup(name string) (string, bool) {
 	v, ok := e[name]
@@ -55,420 +29,373 @@ func (e environment) lookup(name string) (string, bool) {
 // with returns a copy of e with the variables in set changed and those in
 // unset removed.
 func (e environment) with(set map[string]string, unset ...string) environment {
-	c := make(environment, len(e))
-	for k, v := range e {
-		c[k] = v
-	}
-	for k, v := range set {
-		c[k] = v
-	}
+	c := maps.Clone(e)
+	maps.Copy(c, set)
 	for _, k := range unset {
 		delete(c, k)
 	}
 	return c
 }
 
-func TestLoadSettings(t *testing.T) {
-	base := validEnvironment(t)
-	notDir := filepath.Join(t.TempDir(), "file")
-	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name    string
-		env     environment
-		wantErr string
-	}{
-		{name: "valid", env: base},
-		{name: "several state directories", env: base.with(map[string]string{"STATE_DIRECTORY": base["STATE_DIRECTORY"] + ":/var/lib/other"})},
-		{name: "manifest id mismatch", env: base.with(map[string]string{"MANIFEST": `{"id":"processor-2"}`}),
-			wantErr: `invalid MANIFEST id "processor-2": must match PROCESSOR_ID "processor-1"`},
-		{name: "manifest without id", env: base.with(map[string]string{"MANIFEST": `{"name":"Main Processor"}`}),
-			wantErr: `invalid MANIFEST id "": must match PROCESSOR_ID "processor-1"`},
-		{name: "manifest not JSON", env: base.with(map[string]string{"MANIFEST": `{"id":"processor-1",`}),
-			wantErr: `invalid MANIFEST "{\"id\":\"processor-1\",": unexpected end of JSON input`},
-		{name: "manifest not an object", env: base.with(map[string]string{"MANIFEST": `["processor-1"]`}),
-			wantErr: `invalid MANIFEST "[\"processor-1\"]": must be a JSON object`},
-		{name: "manifest number as string", env: base.with(map[string]string{"MANIFEST": `{"id":"processor-1","max_predictions":"100"}`}),
-			wantErr: `cannot unmarshal string into Go struct field manifest.max_predictions of type int`},
-		{name: "manifest unset", env: base.with(nil, "MANIFEST"), wantErr: "MANIFEST is not set"},
-		{name: "id unset", env: base.with(nil, "PROCESSOR_ID"), wantErr: "PROCESSOR_ID is not set"},
-		{name: "id with space", env: base.with(map[string]string{"PROCESSOR_ID": "processor 1"}),
-			wantErr: `invalid PROCESSOR_ID "processor 1": must contain only letters, digits, hyphens and underscores`},
-		{name: "rest port not a number", env: base.with(map[string]string{"REST_PORT": "http"}),
-			wantErr: `invalid REST_PORT "http": must be a port number between 1 and 65535`},
-		{name: "zmq port out of range", env: base.with(map[string]string{"ZMQ_PORT": "70000"}),
-			wantErr: `invalid ZMQ_PORT "70000": must be a port number between 1 and 65535`},
-		{name: "zmq port unset", env: base.with(nil, "ZMQ_PORT"), wantErr: "ZMQ_PORT is not set"},
-		{name: "ports equal", env: base.with(map[string]string{"ZMQ_PORT": "8001"}),
-			wantErr: "invalid ZMQ_PORT 8001: must differ from REST_PORT 8001"},
-		{name: "state directory unset", env: base.with(nil, "STATE_DIRECTORY"),
-			wantErr: "STATE_DIRECTORY is not set: the unit must set StateDirectory="},
-		{name: "state directory missing", env: base.with(map[string]string{"STATE_DIRECTORY": "/nonexistent/kato"}),
-			wantErr: `invalid STATE_DIRECTORY "/nonexistent/kato"`},
-		{name: "state directory a file", env: base.with(map[string]string{"STATE_DIRECTORY": notDir}),
-			wantErr: "must be a directory"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s, err := loadSettings(tc.env.lookup)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("loadSettings error = %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("loadSettings: %v", err)
-			}
-			want := manifest{ID: "processor-1", Name: "Main Processor", IndexerType: "VI", Persistence: 5,
-				MaxPredictions: 100, RecallThreshold: 0.1, Quiescence: 3}
-			if s.manifest != want {
-				t.Errorf("manifest = %+v, want %+v", s.manifest, want)
-			}
-			if s.restPort != 8001 || s.zmqPort != 5556 {
-				t.Errorf("ports = %d, %d; want 8001, 5556", s.restPort, s.zmqPort)
-			}
-			if s.stateDir != base["STATE_DIRECTORY"] {
-				t.Errorf("state directory = %q, want %q", s.stateDir, base["STATE_DIRECTORY"])
-			}
-		})
+const fullManifest = `{"id":"processor-1","name":"Main Processor","indexer_type":"VI","max_pattern_length":0,"persistence":5,` +
+	`"smoothness":3,"auto_act_method":"none","auto_act_threshold":0.8,"always_update_frequencies":false,` +
+	`"max_predictions":100,"recall_threshold":0.1,"quiescence":3,"search_depth":10,"sort":true,"process_predictions":true}`
+
+// envA returns what kato-manager passes a generation-A processor, with a
+// MongoDB stand-in listening, free ports and a fresh state directory.
+func envA(t *testing.T) environment {
+	t.Helper()
+	return environment{
+		"PROCESSOR_ID": "processor-1", "PROCESSOR_NAME": "Main Processor", "MANIFEST": fullManifest,
+		"HOSTNAME": "kato-processor-1", "LOG_LEVEL": "INFO", "MONGO_BASE_URL": "mongodb://" + mongo(t),
+		"REST_PORT": strconv.Itoa(freePort(t)), "ZMQ_PORT": strconv.Itoa(freePort(t)),
+		"SOURCES": "[]", "TARGETS": "[]", "AS_INPUTS": "[]", "KATO_ZMQ_IMPLEMENTATION": "improved",
+		"STATE_DIRECTORY": t.TempDir(),
 	}
 }
 
-func TestHandler(t *testing.T) {
-	env := validEnvironment(t).with(nil, "LOG_LEVEL", "HOSTNAME")
-	srv := startHandler(t, env)
-
-	t.Run("ping", func(t *testing.T) {
-		for _, path := range []string{"/processor-1/ping", "/kato-api/ping"} {
-			var got pingResponse
-			getJSON(t, srv.URL+path, &got)
-			if want := (pingResponse{Status: "okay", ID: "processor-1"}); got != want {
-				t.Errorf("GET %s = %+v, want %+v", path, got, want)
-			}
-		}
-	})
-
-	t.Run("ping of another processor", func(t *testing.T) {
-		resp, err := http.Get(srv.URL + "/processor-2/ping")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			t.Errorf("GET /processor-2/ping status = %d, want 404", resp.StatusCode)
-		}
-	})
-
-	t.Run("env reports what was set", func(t *testing.T) {
-		var got map[string]string
-		getJSON(t, srv.URL+"/env", &got)
-		if len(got) != len(env) {
-			t.Errorf("GET /env returned %d variables, want %d: %v", len(got), len(env), got)
-		}
-		for k, v := range env {
-			if got[k] != v {
-				t.Errorf("GET /env %s = %q, want %q", k, got[k], v)
-			}
-		}
-		for _, unset := range []string{"LOG_LEVEL", "HOSTNAME"} {
-			if v, ok := got[unset]; ok {
-				t.Errorf("GET /env reports unset %s as %q", unset, v)
-			}
-		}
-	})
-
-	t.Run("learn needs POST", func(t *testing.T) {
-		resp, err := http.Get(srv.URL + "/processor-1/learn")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusMethodNotAllowed {
-			t.Errorf("GET /processor-1/learn status = %d, want 405", resp.StatusCode)
-		}
-	})
+// envB returns what kato-manager passes a generation-B processor.
+func envB(t *testing.T) environment {
+	t.Helper()
+	return environment{
+		"PROCESSOR_ID": "processor-1", "PROCESSOR_NAME": "Main Processor", "HOSTNAME": "kato-processor-1",
+		"LOG_LEVEL": "INFO", "MONGO_BASE_URL": "mongodb://localhost:27017", "MAX_PREDICTIONS": "200", "SORT": "false",
+		"PORT": strconv.Itoa(freePort(t)), "STATE_DIRECTORY": t.TempDir(),
+	}
 }
 
-func TestLearnedSurvivesRestart(t *testing.T) {
-	env := validEnvironment(t)
-	first := startHandler(t, env)
-	for want := 1; want <= 3; want++ {
-		if got := postLearn(t, first.URL); got != want {
-			t.Fatalf("learn #%d returned %d", want, got)
-		}
-	}
-	data, err := os.ReadFile(filepath.Join(env["STATE_DIRECTORY"], learnedFile))
-	if err != nil || string(data) != "3\n" {
-		t.Fatalf("learned file = %q, %v; want \"3\\n\"", data, err)
-	}
-	first.Close()
-
-	// A second processor on the same state directory is the restarted one.
-	second := startHandler(t, env)
-	var got learnedResponse
-	getJSON(t, second.URL+"/processor-1/learned", &got)
-	if want := (learnedResponse{ID: "processor-1", Learned: 3}); got != want {
-		t.Errorf("learned after restart = %+v, want %+v", got, want)
-	}
-	if n := postLearn(t, second.URL); n != 4 {
-		t.Errorf("learn after restart returned %d, want 4", n)
-	}
-
-	entries, err := os.ReadDir(env["STATE_DIRECTORY"])
+// mongo accepts connections and echoes them, as the MongoDB stand-in does,
+// until the test ends. With closing set it closes each at once instead, as
+// a forwarder with nothing behind it does.
+func mongo(t *testing.T, closing ...bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 {
-		t.Errorf("state directory holds %d entries, want only %s: %v", len(entries), learnedFile, entries)
-	}
-}
-
-func TestLearnConcurrently(t *testing.T) {
-	srv := startHandler(t, validEnvironment(t))
-	const n = 20
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := http.Post(srv.URL+"/processor-1/learn", "application/json", nil)
-			if err == nil {
-				resp.Body.Close()
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
 			}
-		}()
-	}
-	wg.Wait()
-	var got learnedResponse
-	getJSON(t, srv.URL+"/processor-1/learned", &got)
-	if got.Learned != n {
-		t.Errorf("learned after %d concurrent learns = %d", n, got.Learned)
-	}
+			if len(closing) > 0 {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
 }
 
-func TestRun(t *testing.T) {
+// silentListener accepts connections into its backlog and never serves
+// them, as a socket whose forwarder cannot start.
+func silentListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String()
+}
+
+// runProcessor runs the processor in this process until the test ends and
+// returns the exit status channel.
+func runProcessor(t *testing.T, env environment, args ...string) (<-chan int, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, env.lookup, io.Discard, &stderr) }()
+	t.Cleanup(cancel)
+	return done, &stderr
+}
+
+func TestGenerationAFaults(t *testing.T) {
+	base := envA(t)
 	for _, tc := range []struct {
-		name       string
-		args       []string
-		set        map[string]string
-		cancel     time.Duration // cancel the context after this long; 0: never
-		wantCode   int
-		wantStderr string
-		checkPorts bool // ping while running and check both ports are held
-		noListen   bool // check the REST port stays closed while running
+		name string
+		env  environment
+		args []string
+		want string
 	}{
-		{name: "manifest mismatch", set: map[string]string{"MANIFEST": `{"id":"other"}`},
-			wantCode: exitBadSetup, wantStderr: `invalid MANIFEST id "other": must match PROCESSOR_ID "processor-1"`},
-		{name: "bad flag value", args: []string{"--delay=soon"}, wantCode: exitBadSetup, wantStderr: `invalid value "soon" for flag -delay`},
-		{name: "bad switch value", set: map[string]string{"FAKEPROCESSOR_CRASH_AFTER": "soon"},
-			wantCode: exitBadSetup, wantStderr: `invalid FAKEPROCESSOR_CRASH_AFTER "soon": must be a duration`},
-		{name: "crash after flag", args: []string{"--crash-after=100ms"}, wantCode: exitCrash, wantStderr: "crashing after 100ms"},
-		{name: "crash after environment", set: map[string]string{"FAKEPROCESSOR_CRASH_AFTER": "100ms"}, wantCode: exitCrash},
-		{name: "flag overrides environment", args: []string{"--crash-after=0"}, set: map[string]string{"FAKEPROCESSOR_CRASH_AFTER": "100ms"},
-			cancel: time.Second, wantCode: exitOK, checkPorts: true},
-		{name: "never listen", args: []string{"--never-listen"}, cancel: 300 * time.Millisecond, wantCode: exitOK, noListen: true},
-		{name: "never listen from environment", set: map[string]string{"FAKEPROCESSOR_NEVER_LISTEN": "1"},
-			cancel: 300 * time.Millisecond, wantCode: exitOK, noListen: true},
-		{name: "crash while never listening", args: []string{"--never-listen", "--crash-after=100ms"}, wantCode: exitCrash, noListen: true},
-		{name: "serves until terminated", cancel: time.Second, wantCode: exitOK, checkPorts: true},
-		{name: "serves after delay", args: []string{"--delay=300ms"}, cancel: time.Second, wantCode: exitOK, checkPorts: true},
+		{"missing MANIFEST key sort", base.with(map[string]string{"MANIFEST": strings.Replace(fullManifest, `,"sort":true`, "", 1)}), nil, "Failed to start KATO Engine: 'sort'"},
+		{"missing MANIFEST key smoothness", base.with(map[string]string{"MANIFEST": strings.Replace(fullManifest, `"smoothness":3,`, "", 1)}), nil, "'smoothness'"},
+		{"the old 8-key MANIFEST", base.with(map[string]string{"MANIFEST": `{"id":"processor-1","name":"P","indexer_type":"VI","max_pattern_length":0,"persistence":5,"max_predictions":100,"recall_threshold":0.1,"quiescence":3}`}), nil, "'smoothness'"},
+		{"no HOSTNAME", base.with(nil, "HOSTNAME"), nil, "'HOSTNAME'"},
+		{"no LOG_LEVEL", base.with(nil, "LOG_LEVEL"), nil, "'LOG_LEVEL'"},
+		{"no MONGO_BASE_URL", base.with(nil, "MONGO_BASE_URL"), nil, "'MONGO_BASE_URL'"},
+		{"no MANIFEST, settings as variables", base.with(map[string]string{"MAX_PREDICTIONS": "5"}, "MANIFEST"), nil, "'MANIFEST'"},
+		{"MongoDB refuses", base.with(map[string]string{"MONGO_BASE_URL": "mongodb://127.0.0.1:" + strconv.Itoa(freePort(t))}), []string{"--mongo-timeout=300ms"}, "did not accept a connection within 300ms"},
+		{"MongoDB closes at once", base.with(map[string]string{"MONGO_BASE_URL": "mongodb://" + mongo(t, true)}), []string{"--mongo-timeout=300ms"}, "did not accept a connection within 300ms"},
+		{"MongoDB never answers", base.with(map[string]string{"MONGO_BASE_URL": "mongodb://" + silentListener(t)}), []string{"--mongo-timeout=300ms"}, "did not accept a connection within 300ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			restPort, zmqPort := freePort(t), freePort(t)
-			env := validEnvironment(t).with(map[string]string{
-				"REST_PORT": strconv.Itoa(restPort), "ZMQ_PORT": strconv.Itoa(zmqPort),
-			})
-			env = env.with(tc.set)
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			if tc.cancel > 0 {
-				time.AfterFunc(tc.cancel, cancel)
-			}
-
-			var stdout, stderr syncBuffer
-			done := make(chan int, 1)
-			go func() { done <- run(ctx, tc.args, env.lookup, &stdout, &stderr) }()
-
-			if tc.checkPorts {
-				base := fmt.Sprintf("http://127.0.0.1:%d", restPort)
-				waitPing(t, base+"/processor-1/ping")
-				conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", zmqPort))
-				if err != nil {
-					t.Errorf("ZMQ_PORT %d not held: %v", zmqPort, err)
-				} else {
-					conn.Close()
-				}
-			}
-			if tc.noListen {
-				time.Sleep(50 * time.Millisecond)
-				if conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", restPort)); err == nil {
-					conn.Close()
-					t.Errorf("REST_PORT %d accepted a connection; the processor was not to listen", restPort)
-				}
-			}
-
-			var code int
+			done, stderr := runProcessor(t, tc.env, append([]string{"--generation=a"}, tc.args...)...)
 			select {
-			case code = <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("run did not return within 10s")
-			}
-			if code != tc.wantCode {
-				t.Errorf("exit status = %d, want %d (stderr: %s)", code, tc.wantCode, stderr.String())
-			}
-			if !strings.Contains(stderr.String(), tc.wantStderr) {
-				t.Errorf("stderr = %q, want it to contain %q", stderr.String(), tc.wantStderr)
-			}
-			if tc.wantCode != exitBadSetup {
-				want := fmt.Sprintf("fakeprocessor started: id=processor-1 name=\"Main Processor\" rest_port=%d zmq_port=%d\n", restPort, zmqPort)
-				if stdout.String() != want {
-					t.Errorf("stdout = %q, want %q", stdout.String(), want)
+			case code := <-done:
+				if code != exitFailure || !strings.Contains(stderr.String(), tc.want) {
+					t.Fatalf("exit %d, stderr %q; want exit 1 and %q", code, stderr.String(), tc.want)
 				}
-			} else if stdout.String() != "" {
-				t.Errorf("stdout = %q, want nothing for an invalid setup", stdout.String())
+			case <-time.After(5 * time.Second):
+				t.Fatal("still running")
 			}
-			if tc.checkPorts {
-				if conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", restPort)); err == nil {
-					conn.Close()
-					t.Errorf("REST_PORT %d still accepts connections after shutdown", restPort)
-				}
+			// It opened no port.
+			if c, err := net.Dial("tcp", "127.0.0.1:"+tc.env["REST_PORT"]); err == nil {
+				c.Close()
+				t.Error("the REST port was opened")
 			}
 		})
 	}
+	t.Run("optional keys may be left out", func(t *testing.T) {
+		m := strings.Replace(strings.Replace(fullManifest, `"search_depth":10,`, "", 1), `,"process_predictions":true`, "", 1)
+		env := base.with(map[string]string{"MANIFEST": m})
+		runProcessor(t, env, "--generation=a")
+		waitStatus(t, "http://127.0.0.1:"+env["REST_PORT"]+"/kato-api/ping", 200)
+	})
 }
 
+// startA starts a generation-A processor whose gateway looks for its engine
+// at engine, playing the fixed 127.0.0.1:5555 of one network namespace.
+func startA(t *testing.T, env environment, engine string, gatewayTimeout time.Duration) *processor {
+	t.Helper()
+	b := behaviour{generation: "a", engineAddress: engine, gatewayTimeout: gatewayTimeout}
+	p, _, err := newProcessor(b, env.lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.stopped() })
+	return p
+}
+
+// TestGenerationAGateway plays two instances in one network namespace: the
+// second one's gateway reaches the first one's engine, as the real one
+// does, and a gateway with no engine at the fixed address listens but
+// fails every call after the gateway timeout.
+func TestGenerationAGateway(t *testing.T) {
+	first := envA(t)
+	second := envA(t).with(map[string]string{"PROCESSOR_ID": "processor-2",
+		"MANIFEST": strings.Replace(strings.Replace(fullManifest, "processor-1", "processor-2", 1), "Main Processor", "Secondary", 1)})
+	engine := "127.0.0.1:" + first["ZMQ_PORT"]
+	startA(t, first, engine, time.Second)
+	startA(t, second, engine, time.Second)
+
+	for _, tc := range []struct{ env environment }{{first}, {second}} {
+		url := "http://127.0.0.1:" + tc.env["REST_PORT"]
+		body, hdr := get(t, url+"/anything-at-all/ping", 200)
+		if body["id"] != "anything-at-all" || body["name"] != "Main Processor" || hdr.Get(engineHeader) != "processor-1" {
+			t.Errorf("ping via %s = %v (engine %s), want the id echoed and processor-1's engine", tc.env["PROCESSOR_ID"], body, hdr.Get(engineHeader))
+		}
+	}
+	// What the second instance learns goes into the first one's store.
+	post(t, "http://127.0.0.1:"+second["REST_PORT"]+"/processor-2/learn")
+	if body, _ := get(t, "http://127.0.0.1:"+first["REST_PORT"]+"/processor-1/learned", 200); body["learned"] != 1.0 {
+		t.Errorf("first's store after second learned: %v", body)
+	}
+	status, _ := get(t, "http://127.0.0.1:"+first["REST_PORT"]+"/processor-1/status", 200)
+	if m, _ := status["manifest"].(map[string]any); m["search_depth"] != 10.0 || m["sort"] != true {
+		t.Errorf("status manifest = %v", status["manifest"])
+	}
+
+	lonely := envA(t)
+	startA(t, lonely, "127.0.0.1:"+strconv.Itoa(freePort(t)), 300*time.Millisecond)
+	url := "http://127.0.0.1:" + lonely["REST_PORT"]
+	get(t, url+"/kato-api/ping", 200)
+	began := time.Now()
+	get(t, url+"/processor-1/ping", 500)
+	if took := time.Since(began); took < 300*time.Millisecond {
+		t.Errorf("a gateway without engine failed after %s, want the gateway timeout", took)
+	}
+}
+
+func TestGenerationB(t *testing.T) {
+	env := envB(t).with(map[string]string{"MANIFEST": "not even JSON", "REST_PORT": "1", "ZMQ_PORT": "2"})
+	runProcessor(t, env)
+	url := "http://127.0.0.1:" + env["PORT"]
+	waitStatus(t, url+"/health", 200)
+	status, hdr := get(t, url+"/status", 200)
+	settings, _ := status["settings"].(map[string]any)
+	if settings["MAX_PREDICTIONS"] != "200" || settings["SORT"] != "false" || hdr.Get(engineHeader) != "processor-1" {
+		t.Errorf("status = %v", status)
+	}
+	get(t, url+"/processor-1/ping", 404)
+	get(t, url+"/kato-api/ping", 404)
+	for want := 1; want <= 2; want++ {
+		if body := post(t, url+"/learn"); body["learned"] != float64(want) {
+			t.Fatalf("learn #%d = %v", want, body)
+		}
+	}
+	for _, missing := range []string{"PROCESSOR_ID", "PORT", "STATE_DIRECTORY"} {
+		done, stderr := runProcessor(t, envB(t).with(nil, missing))
+		if code := <-done; code != exitBadSetup || !strings.Contains(stderr.String(), missing) {
+			t.Errorf("without %s: exit %d, %q", missing, code, stderr.String())
+		}
+	}
+}
+
+// TestLearnedSurvivesRestart: the store is in the state directory.
+func TestLearnedSurvivesRestart(t *testing.T) {
+	env := envB(t)
+	url := "http://127.0.0.1:" + env["PORT"]
+	for round := 1; round <= 2; round++ {
+		b := behaviour{generation: "b"}
+		p, _, err := newProcessor(b, env.lookup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.serve(); err != nil {
+			t.Fatal(err)
+		}
+		if body := post(t, url+"/learn"); body["learned"] != float64(round) {
+			t.Fatalf("round %d learned %v", round, body)
+		}
+		for _, s := range p.servers {
+			s.Close()
+		}
+	}
+}
+
+func TestParseBehaviour(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  environment
+		want string
+	}{
+		{[]string{"--generation=c"}, nil, `invalid --generation "c"`},
+		{[]string{"--delay=-1s"}, nil, "invalid --delay -1s"},
+		{nil, environment{"FAKEPROCESSOR_CRASH_AFTER": "soon"}, `invalid FAKEPROCESSOR_CRASH_AFTER "soon"`},
+		{[]string{"extra"}, nil, `unexpected argument "extra"`},
+	} {
+		if _, err := parseBehaviour(tc.args, tc.env.lookup, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseBehaviour(%q, %v) = %v, want %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+	b, err := parseBehaviour(nil, environment{"FAKEPROCESSOR_GENERATION": "a"}.lookup, io.Discard)
+	if err != nil || b.generation != "a" || b.engineAddress != "127.0.0.1:5555" || b.gatewayTimeout != 17*time.Second || b.mongoTimeout != 33*time.Second {
+		t.Errorf("defaults = %+v, %v", b, err)
+	}
+}
+
+// TestBinary runs the built program for what only a process shows: exit
+// statuses and signals.
 func TestBinary(t *testing.T) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("building the processor needs the go tool: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "fakeprocessor")
-	build := exec.Command(goTool, "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
+	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-
-	for _, tc := range []struct {
-		name       string
-		args       []string
-		set        map[string]string
-		terminate  bool // wait until it serves, then send SIGTERM
-		wantCode   int
-		wantStderr string
-	}{
-		{name: "SIGTERM exits cleanly", terminate: true, wantCode: exitOK},
-		{name: "crash", args: []string{"--crash-after=100ms"}, wantCode: exitCrash, wantStderr: "crashing after 100ms"},
-		{name: "bad environment", set: map[string]string{"MANIFEST": `{"id":"processor-2"}`},
-			wantCode: exitBadSetup, wantStderr: `invalid MANIFEST id "processor-2": must match PROCESSOR_ID "processor-1"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			restPort, zmqPort := freePort(t), freePort(t)
-			env := validEnvironment(t).with(map[string]string{
-				"REST_PORT": strconv.Itoa(restPort), "ZMQ_PORT": strconv.Itoa(zmqPort),
-			}).with(tc.set)
-			cmd := exec.Command(bin, tc.args...)
-			for k, v := range env {
-				cmd.Env = append(cmd.Env, k+"="+v)
-			}
-			var stdout, stderr syncBuffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cmd.Process.Kill() })
-			if tc.terminate {
-				waitPing(t, fmt.Sprintf("http://127.0.0.1:%d/processor-1/ping", restPort))
-				if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-					t.Fatal(err)
-				}
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("processor did not exit within 10s")
-			}
-			if code := cmd.ProcessState.ExitCode(); code != tc.wantCode {
-				t.Errorf("exit status = %d, want %d (stderr: %s)", code, tc.wantCode, stderr.String())
-			}
-			if !strings.Contains(stderr.String(), tc.wantStderr) {
-				t.Errorf("stderr = %q, want it to contain %q", stderr.String(), tc.wantStderr)
-			}
-			if tc.wantCode != exitBadSetup && !strings.HasPrefix(stdout.String(), "fakeprocessor started: id=processor-1 ") {
-				t.Errorf("stdout = %q, want the start line", stdout.String())
-			}
-		})
+	start := func(t *testing.T, env environment, args ...string) (*exec.Cmd, chan error, *syncBuffer) {
+		cmd := exec.Command(bin, args...)
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill() })
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		return cmd, done, &stderr
 	}
+	t.Run("generation A exits 0 on SIGTERM", func(t *testing.T) {
+		env := envA(t)
+		cmd, done, _ := start(t, env, "--generation=a")
+		waitStatus(t, "http://127.0.0.1:"+env["REST_PORT"]+"/kato-api/ping", 200)
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+			if code := cmd.ProcessState.ExitCode(); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("did not exit on SIGTERM")
+		}
+	})
+	t.Run("generation B does not exit on SIGTERM", func(t *testing.T) {
+		env := envB(t)
+		cmd, done, _ := start(t, env)
+		waitStatus(t, "http://127.0.0.1:"+env["PORT"]+"/health", 200)
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+			t.Fatalf("exited on SIGTERM with %d", cmd.ProcessState.ExitCode())
+		case <-time.After(time.Second):
+		}
+		if c, err := net.Dial("tcp", "127.0.0.1:"+env["PORT"]); err == nil {
+			c.Close()
+			t.Error("still serving after SIGTERM; the server should have finished")
+		}
+		cmd.Process.Kill()
+		<-done
+	})
+	t.Run("crash", func(t *testing.T) {
+		cmd, done, stderr := start(t, envB(t), "--crash-after=100ms")
+		<-done
+		if code := cmd.ProcessState.ExitCode(); code != exitCrash || !strings.Contains(stderr.String(), "crashing after 100ms") {
+			t.Fatalf("exit %d, %q", code, stderr.String())
+		}
+	})
 }
 
-// startHandler serves a processor for env until the test ends.
-func startHandler(t *testing.T, env environment) *httptest.Server {
-	t.Helper()
-	s, err := loadSettings(env.lookup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(newProcessor(s).handler())
-	t.Cleanup(srv.Close)
-	return srv
-}
+// client opens a connection per request, so that none outlives the server
+// it was made to.
+var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
-// getJSON decodes the JSON body of a GET of url into v, failing unless the
-// status is 200.
-func getJSON(t *testing.T, url string, v any) {
+func get(t *testing.T, url string, want int) (map[string]any, http.Header) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s status = %d, want 200", url, resp.StatusCode)
+	if resp.StatusCode != want {
+		t.Fatalf("GET %s = %d, want %d", url, resp.StatusCode, want)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("GET %s Content-Type = %q, want application/json", url, ct)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("GET %s: decode: %v", url, err)
-	}
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	return body, resp.Header
 }
 
-// postLearn teaches the processor at base once and returns the new count.
-func postLearn(t *testing.T, base string) int {
+func post(t *testing.T, url string) map[string]any {
 	t.Helper()
-	resp, err := http.Post(base+"/processor-1/learn", "application/json", nil)
+	resp, err := client.Post(url, "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST learn status = %d, want 200", resp.StatusCode)
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST %s = %d", url, resp.StatusCode)
 	}
-	var got learnedResponse
-	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
-		t.Fatal(err)
-	}
-	if got.ID != "processor-1" {
-		t.Errorf("POST learn id = %q, want processor-1", got.ID)
-	}
-	return got.Learned
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	return body
 }
 
-// waitPing polls url until it answers 200.
-func waitPing(t *testing.T, url string) {
+// waitStatus polls url until it answers with status.
+func waitStatus(t *testing.T, url string, status int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == status {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("GET %s did not answer 200 within 5s (last error: %v)", url, err)
+			t.Fatalf("GET %s did not answer %d within 5s (last error: %v)", url, status, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -1,18 +1,41 @@
-// Fakeprocessor is a test double of the KATO processor. Tests build it and
-// run it in place of the real processor as kato@ID.service, to check what
-// kato-manager gives a processor and how it supervises one.
+// Fakeprocessor is a test double of the KATO processor, following
+// shared/contracts/kato-processor.md in both generations, faults included.
+// Tests build it and run it in place of the real processor as
+// kato@ID.service, to check what kato-manager gives a processor and how it
+// supervises one. The generation is chosen with --generation a|b (or
+// FAKEPROCESSOR_GENERATION); b is the default.
 //
-// It reads the environment kato-manager renders for a processor, refuses to
-// start (exit status 2) when that environment is inconsistent, logs one line
-// to standard output, and then serves on REST_PORT:
+// Generation A (the ZMQ engine and REST gateway of the multi-instance guide):
 //
-//	GET  /{PROCESSOR_ID}/ping, GET /kato-api/ping  {"status":"okay","id":...}
-//	GET  /env                                      the processor variables that were set
-//	POST /{PROCESSOR_ID}/learn                     adds one to a counter kept in $STATE_DIRECTORY/learned
-//	GET  /{PROCESSOR_ID}/learned                   that counter
+//   - reads its settings only from MANIFEST; a missing required key (all 15
+//     but search_depth and process_predictions) makes it exit 1 naming the
+//     key ("Failed to start KATO Engine: 'sort'"), and so does a missing
+//     LOG_LEVEL, HOSTNAME or MONGO_BASE_URL;
+//   - connects to MONGO_BASE_URL before opening any port and exits 1 when
+//     MongoDB does not accept the connection within --mongo-timeout (33s);
+//   - runs its engine on ZMQ_PORT and its gateway on REST_PORT, both on all
+//     interfaces; the gateway always talks to the engine at 127.0.0.1:5555,
+//     whatever ZMQ_PORT says, and fails every /{id}/... call with HTTP 500
+//     after --gateway-timeout (17s) when no engine answers there;
+//   - GET /kato-api/ping answers from the gateway; GET /{id}/ping answers
+//     200 for any id, echoing it, with the name of the engine that answered;
+//     POST /{id}/learn and /{id}/observe, GET /{id}/status and the rest go
+//     to the engine;
+//   - exits 0 on SIGTERM.
 //
-// It also accepts and closes TCP connections on ZMQ_PORT, so that both ports
-// are really held. SIGTERM shuts it down gracefully with exit status 0.
+// Generation B (FastAPI): reads one variable per setting and PORT, ignores
+// MANIFEST, REST_PORT and ZMQ_PORT, serves /health, /status, /observe,
+// /learn, ... without the id prefix on all interfaces, and does not exit on
+// SIGTERM: it stops serving and hangs until SIGKILL.
+//
+// For tests only, in both generations: every answer from an engine carries
+// the header X-Fake-Engine with the PROCESSOR_ID of the process that
+// answered; GET /env returns the processor variables the process received;
+// POST learn adds one to a counter kept in $STATE_DIRECTORY/learned (the
+// double's store, where the real processor uses MongoDB), and GET
+// /{id}/learned or /learned returns it. The double exits 2 when the
+// environment lacks what kato-manager must always give (PROCESSOR_ID, the
+// port, STATE_DIRECTORY) or a flag is invalid.
 //
 // Behaviour switches, read at start from the environment or, taking
 // precedence, from flags (per-instance command overrides select them):
@@ -24,12 +47,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -40,30 +60,48 @@ import (
 // Exit statuses of the processor.
 const (
 	exitOK       = 0
-	exitFailure  = 1 // a port could not be opened or serving failed
-	exitBadSetup = 2 // the environment or the flags are invalid
+	exitFailure  = 1 // what the real processor does on a fault: missing setting, no MongoDB, a port taken
+	exitBadSetup = 2 // the environment kato-manager must give is incomplete, or the flags are invalid
 	exitCrash    = 3 // crashed on purpose, see --crash-after
 )
 
+// The contract's timings of generation A.
+const (
+	defaultMongoTimeout   = 33 * time.Second
+	defaultGatewayTimeout = 17 * time.Second
+)
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-signals; cancel() }()
 	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
-	stop()
 	os.Exit(code)
 }
 
-// behaviour holds the switches that make the processor misbehave.
+// behaviour holds the generation and the switches that make the processor
+// misbehave.
 type behaviour struct {
-	crashAfter  time.Duration
-	neverListen bool
-	delay       time.Duration
+	generation     string
+	crashAfter     time.Duration
+	neverListen    bool
+	delay          time.Duration
+	mongoTimeout   time.Duration
+	gatewayTimeout time.Duration
+	// engineAddress is where a generation-A gateway looks for its engine:
+	// always 127.0.0.1:5555, changed only by unit tests of the double.
+	engineAddress string
 }
 
 // parseBehaviour reads the behaviour switches from the environment and then
 // from args, whose flags take precedence.
 func parseBehaviour(args []string, lookup func(string) (string, bool), stderr io.Writer) (behaviour, error) {
-	var b behaviour
+	b := behaviour{generation: "b", mongoTimeout: defaultMongoTimeout, gatewayTimeout: defaultGatewayTimeout, engineAddress: "127.0.0.1:5555"}
 	var err error
+	if v, ok := lookup("FAKEPROCESSOR_GENERATION"); ok && v != "" {
+		b.generation = v
+	}
 	if b.crashAfter, err = envDuration(lookup, "FAKEPROCESSOR_CRASH_AFTER"); err != nil {
 		return b, err
 	}
@@ -78,20 +116,28 @@ func parseBehaviour(args []string, lookup func(string) (string, bool), stderr io
 
 	fs := flag.NewFlagSet("fakeprocessor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&b.generation, "generation", b.generation, "processor generation to play: a or b")
 	fs.DurationVar(&b.crashAfter, "crash-after", b.crashAfter, "exit with status 3 after this long (0: never)")
 	fs.BoolVar(&b.neverListen, "never-listen", b.neverListen, "keep running without opening any port")
 	fs.DurationVar(&b.delay, "delay", b.delay, "wait this long before opening the ports")
+	fs.DurationVar(&b.mongoTimeout, "mongo-timeout", b.mongoTimeout, "generation a: how long MongoDB may refuse connections before exit 1")
+	fs.DurationVar(&b.gatewayTimeout, "gateway-timeout", b.gatewayTimeout, "generation a: how long the gateway waits for its engine before HTTP 500")
 	if err := fs.Parse(args); err != nil {
 		return b, err
 	}
 	if fs.NArg() > 0 {
 		return b, fmt.Errorf("unexpected argument %q: fakeprocessor takes only flags", fs.Arg(0))
 	}
-	if b.crashAfter < 0 {
-		return b, fmt.Errorf("invalid --crash-after %s: must not be negative", b.crashAfter)
+	if b.generation != "a" && b.generation != "b" {
+		return b, fmt.Errorf("invalid --generation %q: must be a or b", b.generation)
 	}
-	if b.delay < 0 {
-		return b, fmt.Errorf("invalid --delay %s: must not be negative", b.delay)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--crash-after", b.crashAfter}, {"--delay", b.delay}, {"--mongo-timeout", b.mongoTimeout}, {"--gateway-timeout", b.gatewayTimeout}} {
+		if d.v < 0 {
+			return b, fmt.Errorf("invalid %s %s: must not be negative", d.name, d.v)
+		}
 	}
 	return b, nil
 }
@@ -114,20 +160,20 @@ func envDuration(lookup func(string) (string, bool), name string) (time.Duration
 }
 
 // run is the processor: it returns the exit status once ctx ends (SIGTERM),
-// the crash delay passes or serving fails.
+// the crash delay passes or serving fails. Generation B never returns on
+// SIGTERM; it hangs as the real one does.
 func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
 	b, err := parseBehaviour(args, lookup, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "fakeprocessor: %v\n", err)
 		return exitBadSetup
 	}
-	s, err := loadSettings(lookup)
+	p, code, err := newProcessor(b, lookup)
 	if err != nil {
 		fmt.Fprintf(stderr, "fakeprocessor: %v\n", err)
-		return exitBadSetup
+		return code
 	}
-	fmt.Fprintf(stdout, "fakeprocessor started: id=%s name=%q rest_port=%d zmq_port=%d\n",
-		s.id, s.name, s.restPort, s.zmqPort)
+	fmt.Fprintf(stdout, "fakeprocessor started: generation %s, id=%s name=%q port=%d\n", b.generation, p.id, p.name, p.port)
 
 	var crash <-chan time.Time
 	if b.crashAfter > 0 {
@@ -139,75 +185,51 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintf(stderr, "fakeprocessor: crashing after %s as asked\n", b.crashAfter)
 		return exitCrash
 	}
-
-	if b.delay > 0 {
-		delay := time.NewTimer(b.delay)
-		defer delay.Stop()
+	wait := func(d time.Duration) (int, bool) {
+		if d <= 0 {
+			return 0, false
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
 		select {
 		case <-ctx.Done():
-			return exitOK
+			return p.stopped(), true
 		case <-crash:
-			return crashed()
-		case <-delay.C:
+			return crashed(), true
+		case <-t.C:
+			return 0, false
 		}
+	}
+	if code, done := wait(b.delay); done {
+		return code
 	}
 	if b.neverListen {
-		select {
-		case <-ctx.Done():
-			return exitOK
-		case <-crash:
-			return crashed()
+		if code, done := wait(time.Duration(1<<63 - 1)); done {
+			return code
 		}
 	}
-
-	restLn, err := net.Listen("tcp", ":"+strconv.Itoa(s.restPort))
-	if err != nil {
-		fmt.Fprintf(stderr, "fakeprocessor: listen on REST_PORT %d: %v\n", s.restPort, err)
-		return exitFailure
-	}
-	zmqLn, err := net.Listen("tcp", ":"+strconv.Itoa(s.zmqPort))
-	if err != nil {
-		restLn.Close()
-		fmt.Fprintf(stderr, "fakeprocessor: listen on ZMQ_PORT %d: %v\n", s.zmqPort, err)
-		return exitFailure
-	}
-	defer zmqLn.Close()
-	go acceptAndClose(zmqLn)
-
-	srv := &http.Server{Handler: newProcessor(s).handler(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(restLn) }()
-
-	select {
-	case <-ctx.Done():
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(shutdownCtx); err != nil {
-			fmt.Fprintf(stderr, "fakeprocessor: shut down: %v\n", err)
+	if b.generation == "a" {
+		// The engine opens no port until MongoDB accepts a connection.
+		if err := p.reachMongo(ctx, b.mongoTimeout); err != nil {
+			if ctx.Err() != nil {
+				return exitOK
+			}
+			fmt.Fprintf(stderr, "fakeprocessor: Failed to start KATO Engine: %v\n", err)
 			return exitFailure
 		}
-		return exitOK
+	}
+	served, err := p.serve()
+	if err != nil {
+		fmt.Fprintf(stderr, "fakeprocessor: %v\n", err)
+		return exitFailure
+	}
+	select {
+	case <-ctx.Done():
+		return p.stopped()
 	case <-crash:
 		return crashed()
 	case err := <-served:
-		fmt.Fprintf(stderr, "fakeprocessor: serve on REST_PORT %d: %v\n", s.restPort, err)
+		fmt.Fprintf(stderr, "fakeprocessor: serve: %v\n", err)
 		return exitFailure
-	}
-}
-
-// acceptAndClose holds a port: it accepts every connection and closes it at
-// once, until ln is closed.
-func acceptAndClose(ln net.Listener) {
-	for {
-		conn, err := ln.Accept()
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err != nil {
-			// Transient, such as running out of file descriptors.
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		conn.Close()
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/kato-manager/kato-manager/internal/sdharness"
@@ -21,24 +22,57 @@ const (
 	KGWorker      = "/usr/libexec/kato-manager/kg-worker"
 	FakeProcessor = "/opt/kato-test/fakeprocessor"
 	KGServiceFake = "/opt/kato-test/kgservicefake"
+	MongoStandIn  = "/opt/kato-test/mongostandin"
 )
 
+// MongoUnit is the unit of the MongoDB stand-in inside a machine, listening
+// on 127.0.0.1:27017 where services.mongo_url points by default. It is
+// installed, not started: a configuration that lists it in services.units
+// has every instance start it.
+const MongoUnit = "mongod.service"
+
+// mongoUnitFile runs the MongoDB stand-in.
+const mongoUnitFile = `[Unit]
+Description=MongoDB stand-in for tests (internal/mongostandin)
+
+[Service]
+ExecStart=/opt/kato-test/mongostandin --listen 127.0.0.1:27017
+`
+
+// GenerationA is a [processors.a] section running the processor test
+// double as generation A, to append to Config; generation A needs MongoDB,
+// so MongoUnit must run (see ConfigWithMongo).
+const GenerationA = `
+[processors.a]
+command = ["/opt/kato-test/fakeprocessor", "--generation", "a"]
+generation = "a"
+ready_timeout = 20.0
+`
+
 // Config is /etc/kato/kato.toml inside a machine: the KATO processor test
-// double, no shared services, a generous ready timeout.
+// double as generation B (which ignores SIGTERM, hence the short stop
+// timeout), no shared services, a generous ready timeout.
 const Config = `
 [processor]
 command = ["/opt/kato-test/fakeprocessor"]
+generation = "b"
 ready_timeout = 20.0
+stop_timeout = 1.0
 
 [services]
 units = []
 `
+
+// ConfigWithMongo is Config with MongoUnit as the shared service every
+// instance starts after, and the generation-A processor "a".
+var ConfigWithMongo = strings.Replace(Config, "units = []", `units = ["`+MongoUnit+`"]`, 1) + GenerationA
 
 var programs = map[string]struct{ pkg, dst string }{
 	"kato-manager":  {"./cmd/kato-manager", KatoManager},
 	"kg-worker":     {"./cmd/kg-worker", KGWorker},
 	"fakeprocessor": {"./internal/fakeprocessor", FakeProcessor},
 	"kgservicefake": {"./internal/kgservicefake/cmd/kgservicefake", KGServiceFake},
+	"mongostandin":  {"./internal/mongostandin", MongoStandIn},
 }
 
 var (
@@ -82,6 +116,9 @@ func Install(m *sdharness.Machine) error {
 		if err := m.CopyFile(filepath.Join(dir, name), p.dst, 0o755); err != nil {
 			return fmt.Errorf("install %s: %w", name, err)
 		}
+	}
+	if err := m.WriteFile("/etc/systemd/system/"+MongoUnit, []byte(mongoUnitFile), 0o644); err != nil {
+		return err
 	}
 	return m.WriteFile("/etc/kato/kato.toml", []byte(Config), 0o644)
 }

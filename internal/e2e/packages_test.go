@@ -227,8 +227,8 @@ func TestDebLifecycle(t *testing.T) {
 		return true
 	})
 	m.waitFor("pkg-a to answer after the reboot", 30*time.Second, func() bool {
-		_, err := m.get("http://127.0.0.1:8101/pkg-a/ping")
-		return err == nil
+		body, err := m.get("http://127.0.0.1:8101/health")
+		return err == nil && strings.Contains(body, `"processor_id":"pkg-a"`)
 	})
 	m.must("systemctl", "stop", "kato@pkg-c.service")
 

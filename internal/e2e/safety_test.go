@@ -235,8 +235,8 @@ func TestRebootBringsBackSourceInstall(t *testing.T) {
 	})
 	for i, id := range []string{"boot-a", "boot-b"} {
 		m.waitFor(id+" to answer", 30*time.Second, func() bool {
-			body, err := m.get("http://127.0.0.1:" + strconv.Itoa(8201+i) + "/" + id + "/ping")
-			return err == nil && strings.Contains(body, "okay")
+			body, err := m.get("http://127.0.0.1:" + strconv.Itoa(8201+i) + "/health")
+			return err == nil && strings.Contains(body, `"processor_id":"`+id+`"`)
 		})
 	}
 	if r := m.km("status"); r.code != 0 {

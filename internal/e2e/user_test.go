@@ -152,8 +152,9 @@ func TestUserMode(t *testing.T) {
 			if owner := strings.TrimSpace(m.must("stat", "-c", "%u", "/proc/"+pid)); owner != u.uid {
 				t.Errorf("%s's process %s runs as uid %s, want %s", unit, pid, owner, u.uid)
 			}
-			body, err := m.get(fmt.Sprintf("http://127.0.0.1:%d/%s/ping", 8100+i, id))
-			if err != nil || !strings.Contains(body, "okay") {
+			// Generation B, the default: /health names the instance.
+			body, err := m.get(fmt.Sprintf("http://127.0.0.1:%d/health", 8100+i))
+			if err != nil || !strings.Contains(body, `"processor_id":"`+id+`"`) {
 				t.Fatalf("ping %s: %q %v", id, body, err)
 			}
 		}

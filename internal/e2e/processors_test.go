@@ -122,6 +122,14 @@ ready = "GET /nothing-here"
 		if s := m.activeState("kato-link@processor-2.mongo.socket"); s != "active" {
 			t.Errorf("MongoDB socket in processor-2's namespace is %s", s)
 		}
+		// The forwarders that carried those requests run as started
+		// services, not stuck activating until systemd's start timeout
+		// kills them.
+		for _, u := range []string{"kato-proxy@processor-2.api.service", "kato-link@processor-2.mongo.service"} {
+			if s := m.activeState(u); s != "active" {
+				t.Errorf("%s is %s, want active", u, s)
+			}
+		}
 		if !strings.Contains(m.exec("journalctl", "-u", testbed.MongoUnit, "--no-pager").stdout, "connection from 127.0.0.1") {
 			t.Error("the MongoDB stand-in saw no connection")
 		}

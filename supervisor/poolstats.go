@@ -7,7 +7,7 @@ import (
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
-// WorkerDetail is one worker in the seed's worker_details list.
+// WorkerDetail is one worker in the KG Manager's worker_details list.
 type WorkerDetail struct {
 	WorkerID int            `json:"worker_id"`
 	Running  bool           `json:"running"`
@@ -18,7 +18,7 @@ type WorkerDetail struct {
 	Stats    kgworker.Stats `json:"stats"`
 }
 
-// PoolStats is the seed's get_aggregate_stats: manager-level state from
+// PoolStats is the KG Manager's get_aggregate_stats: manager-level state from
 // systemd, counters summed over the running workers' reports, the KG
 // service as the first worker sees it, and the shared queue as it is.
 type PoolStats struct {

@@ -264,7 +264,7 @@ type WorkerHealth struct {
 	Problem      string `json:"problem,omitempty"`
 }
 
-// PoolHealth is the seed's check_worker_health, answered by systemd and
+// PoolHealth is the KG Manager's check_worker_health, answered by systemd and
 // /proc.
 type PoolHealth struct {
 	ManagerRunning   bool           `json:"manager_running"`

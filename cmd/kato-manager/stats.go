@@ -19,7 +19,7 @@ import (
 )
 
 // poolStats gathers the pool's health, the workers' reports and the queue
-// counts into the seed's aggregate statistics.
+// counts into the KG Manager's aggregate statistics.
 func poolStats(ctx context.Context, p *supervisor.Pool, q queueDB) (*supervisor.PoolStats, error) {
 	h, err := p.Health(ctx)
 	if err != nil {

@@ -188,7 +188,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	return nil
 }
 
-// healthReport is `workers health` in the seed's field names.
+// healthReport is `workers health` in the KG Manager's field names.
 type healthReport struct {
 	ManagerRunning   bool                      `json:"manager_running"`
 	TotalWorkers     int                       `json:"total_workers"`

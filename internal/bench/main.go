@@ -46,11 +46,11 @@ func main() {
 	skipInstances := flag.Bool("skip-instances", false, "skip the instance rows (no systemd, no root needed)")
 	skipWorkers := flag.Bool("skip-workers", false, "skip the KG worker rows")
 	minRun := flag.Duration("kg-min-run", 2*time.Second, "least duration of a kato-manager worker throughput run")
-	seedItems := flag.Int("kg-seed-items", 50, "items per baseline worker throughput run")
+	legacyItems := flag.Int("kg-legacy-items", 50, "items per baseline worker throughput run")
 	samples := flag.Int("kg-samples", 24, "enqueue→pickup latency samples each way")
 	flag.Parse()
-	if *seedItems < 1 || *samples < 1 || *minRun <= 0 {
-		fail(fmt.Errorf("invalid -kg-seed-items %d, -kg-samples %d or -kg-min-run %s: must be positive", *seedItems, *samples, *minRun))
+	if *legacyItems < 1 || *samples < 1 || *minRun <= 0 {
+		fail(fmt.Errorf("invalid -kg-legacy-items %d, -kg-samples %d or -kg-min-run %s: must be positive", *legacyItems, *samples, *minRun))
 	}
 	ctx := context.Background()
 	var rows []row
@@ -59,7 +59,7 @@ func main() {
 	}
 	var notes []string
 	if !*skipWorkers {
-		kb := &kgBench{ctx: ctx, minRun: *minRun, seedItems: *seedItems, samples: *samples}
+		kb := &kgBench{ctx: ctx, minRun: *minRun, legacyItems: *legacyItems, samples: *samples}
 		kgRows, err := kb.rows()
 		if err != nil {
 			fail(err)

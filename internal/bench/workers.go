@@ -27,9 +27,9 @@ type kgBench struct {
 	// minRun is the least time the throughput of kato-manager's workers is
 	// measured over; the item count grows until a run lasts that long.
 	minRun time.Duration
-	// seedItems is the number of items the baseline's throughput is
+	// legacyItems is the number of items the baseline's throughput is
 	// measured on: it does about one item per second per worker.
-	seedItems int
+	legacyItems int
 	// samples is the number of enqueue→pickup latencies measured each way.
 	samples int
 	// notes are printed under the table.
@@ -138,10 +138,10 @@ func (r *kgRun) startOurs(ctx context.Context, n int, set oursSettings) error {
 	return nil
 }
 
-// startSeed starts n seedWorkers. Their first polls are spread evenly over
+// startLegacy starts n legacyWorkers. Their first polls are spread evenly over
 // one poll interval, the baseline's best case: started together they would
 // select the same rows.
-func (r *kgRun) startSeed(ctx context.Context, n int) error {
+func (r *kgRun) startLegacy(ctx context.Context, n int) error {
 	ctx, r.cancel = context.WithCancel(ctx)
 	for i := 0; i < n; i++ {
 		db, err := sql.Open("sqlite3", "file:"+r.path+"?_busy_timeout=10000")
@@ -158,8 +158,8 @@ func (r *kgRun) startSeed(ctx context.Context, n int) error {
 		if err != nil {
 			return err
 		}
-		w := &seedWorker{db: db, queue: q, client: client, batch: seedBatch, poll: seedPoll}
-		delay := time.Duration(i) * seedPoll / time.Duration(n)
+		w := &legacyWorker{db: db, queue: q, client: client, batch: legacyBatch, poll: legacyPoll}
+		delay := time.Duration(i) * legacyPoll / time.Duration(n)
 		r.n++
 		go func() {
 			select {
@@ -317,7 +317,7 @@ type runKind int
 
 const (
 	runOurs runKind = iota
-	runSeed
+	runLegacy
 	runBare
 )
 
@@ -336,9 +336,9 @@ func (b *kgBench) throughput(n, items int, kind runKind, set oursSettings) (floa
 	case runOurs:
 		start = time.Now()
 		err = r.startOurs(b.ctx, n, set)
-	case runSeed:
+	case runLegacy:
 		start = time.Now()
-		err = r.startSeed(b.ctx, n)
+		err = r.startLegacy(b.ctx, n)
 	case runBare:
 		// The answers are computed before the clock starts.
 		err = r.startBareTimed(b.ctx, n, items, &start)
@@ -382,10 +382,10 @@ func (b *kgBench) oursThroughput(n int, kind runKind, set oursSettings) (rate fl
 	}
 }
 
-// seedThroughput measures the baseline on seedItems items and notes any
+// legacyThroughput measures the baseline on legacyItems items and notes any
 // item it sent to the service more than once.
-func (b *kgBench) seedThroughput(n int) (float64, error) {
-	rate, _, r, err := b.throughput(n, b.seedItems, runSeed, oursSettings{})
+func (b *kgBench) legacyThroughput(n int) (float64, error) {
+	rate, _, r, err := b.throughput(n, b.legacyItems, runLegacy, oursSettings{})
 	if r != nil {
 		if err == nil {
 			dup := 0
@@ -421,7 +421,7 @@ func (b *kgBench) sampleLatency(r *kgRun, ours bool, gap time.Duration) ([]time.
 	if ours {
 		err = r.startOurs(b.ctx, 1, oursSettings{concurrency: 1})
 	} else {
-		err = r.startSeed(b.ctx, 1)
+		err = r.startLegacy(b.ctx, 1)
 	}
 	if err != nil {
 		return nil, err
@@ -457,7 +457,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 func (b *kgBench) rows() ([]row, error) {
 	const (
 		oursName = "kgworker.Worker, defaults (batch 5, concurrency 1)"
-		seedName = "seed worker model (batch 5, sleeps 5s)"
+		legacyName = "KG Manager model worker (batch 5, sleeps 5s)"
 		bareName = "bare loop: the same SQLite transactions, no HTTP"
 	)
 	var rows []row
@@ -482,16 +482,16 @@ func (b *kgBench) rows() ([]row, error) {
 			return nil, err
 		}
 		rates[n] = ours
-		base, err := b.seedThroughput(n)
+		base, err := b.legacyThroughput(n)
 		if err != nil {
 			return nil, err
 		}
 		oursText := fmt.Sprintf("%.1f/s (%d items)", ours, items)
 		rows = append(rows, row{
 			what:     fmt.Sprintf("KG throughput, %d worker(s), zero-latency double, items/s", n),
-			oursName: oursName, base: seedName,
+			oursName: oursName, base: legacyName,
 			ours:     oursText,
-			baseline: fmt.Sprintf("%.2f/s (%d items)", base, b.seedItems),
+			baseline: fmt.Sprintf("%.2f/s (%d items)", base, b.legacyItems),
 			ratio:    ours / base, ratioIs: "kato-manager/baseline",
 		}, row{
 			what:     fmt.Sprintf("KG throughput, %d worker(s), zero-latency double, items/s", n),
@@ -529,7 +529,7 @@ func (b *kgBench) rows() ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := b.latency(false, seedPoll)
+	base, err := b.latency(false, legacyPoll)
 	if err != nil {
 		return nil, err
 	}
@@ -537,7 +537,7 @@ func (b *kgBench) rows() ([]row, error) {
 		o, s := percentile(ours, p), percentile(base, p)
 		rows = append(rows, row{
 			what:     fmt.Sprintf("KG enqueue→pickup p%.0f, 1 idle worker (n=%d)", p, b.samples),
-			oursName: oursName + ", wakes on commit", base: seedName,
+			oursName: oursName + ", wakes on commit", base: legacyName,
 			ours: round(o).String(), baseline: round(s).String(),
 			ratio: float64(s) / float64(max(o, time.Millisecond)), ratioIs: "baseline/kato-manager",
 		})

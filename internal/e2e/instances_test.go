@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// TestInstances drives kato-manager on one real systemd through the seed's
+// TestInstances drives kato-manager on one real systemd through the KATO multi-instance guide's
 // scenarios. Each subtest leaves no instance behind.
 func TestInstances(t *testing.T) {
 	m := bootMachine(t)
@@ -26,7 +26,7 @@ func TestInstances(t *testing.T) {
 		})
 	}
 
-	run("three instances with the seed's flags", func(t *testing.T) {
+	run("three instances with the guide's flags", func(t *testing.T) {
 		m.mustKM("start", "--id", "processor-1", "--name", "Main Processor", "--port", "8001")
 		m.mustKM("start", "--id", "processor-2", "--name", "Secondary", "--port", "8002", "--max-predictions", "200")
 		m.mustKM("start", "--id", "processor-3", "--name", "Auto Learner", "--port", "8003", "--max-seq-length", "10")

@@ -265,7 +265,7 @@ func (p *kgPool) workerWanted(n int) bool {
 	return p.exists("/etc/systemd/system/kg-workers.target.wants/" + workerUnit(n))
 }
 
-// healthJSON is `workers health --json` in the seed's field names.
+// healthJSON is `workers health --json` in the KG Manager's field names.
 type healthJSON struct {
 	ManagerRunning   bool `json:"manager_running"`
 	TotalWorkers     int  `json:"total_workers"`
@@ -284,7 +284,7 @@ type healthJSON struct {
 	} `json:"worker_details"`
 }
 
-// statsJSON is `workers stats --json` in the seed's field names.
+// statsJSON is `workers stats --json` in the KG Manager's field names.
 type statsJSON struct {
 	TotalWorkers     int       `json:"total_workers"`
 	ManagerRunning   bool      `json:"manager_running"`
@@ -375,7 +375,7 @@ func (p *kgPool) startWorkers(n int) {
 }
 
 // TestWorkersDrain: four workers started with the CLI drain 2,000 items,
-// each completed exactly once, and health and stats say so in the seed's
+// each completed exactly once, and health and stats say so in the KG Manager's
 // terms.
 func TestWorkersDrain(t *testing.T) {
 	const items = 2000

@@ -11,35 +11,35 @@ import (
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
-// seedWorker is a model of the KG worker of the system kato-manager
+// legacyWorker is a model of the KG worker of the system kato-manager
 // replaces, kept only as the benchmark's baseline. Every round it selects up
 // to batch pending items, marks them processing without any guard against
 // another worker having selected them too, sends them to the KG service one
 // by one, writes the results back and then sleeps for poll, whether or not
 // more work waits.
-type seedWorker struct {
+type legacyWorker struct {
 	db     *sql.DB
-	queue  *kgworker.Queue // only to load documents, as the seed did with its own query
+	queue  *kgworker.Queue // only to load documents, as the KG Manager did with its own query
 	client *kgworker.Client
 	batch  int
 	poll   time.Duration
 }
 
-// The seed's fixed settings: five items per round, a round every five
+// The KG Manager's fixed settings: five items per round, a round every five
 // seconds.
 const (
-	seedBatch = 5
-	seedPoll  = 5 * time.Second
+	legacyBatch = 5
+	legacyPoll  = 5 * time.Second
 )
 
-// seedTimeFormat matches the queue's timestamps so that both workers'
+// legacyTimeFormat matches the queue's timestamps so that both workers'
 // rows read the same.
-const seedTimeFormat = "2006-01-02 15:04:05.000"
+const legacyTimeFormat = "2006-01-02 15:04:05.000"
 
-func seedStamp(t time.Time) string { return t.UTC().Format(seedTimeFormat) }
+func legacyStamp(t time.Time) string { return t.UTC().Format(legacyTimeFormat) }
 
 // run works the queue until ctx ends.
-func (w *seedWorker) run(ctx context.Context) error {
+func (w *legacyWorker) run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		if err := w.round(ctx); err != nil && ctx.Err() == nil {
 			return err
@@ -52,39 +52,39 @@ func (w *seedWorker) run(ctx context.Context) error {
 	return nil
 }
 
-type seedItem struct{ id, contentID int64 }
+type legacyItem struct{ id, contentID int64 }
 
 // round is one poll: select, mark, process, write back.
-func (w *seedWorker) round(ctx context.Context) error {
+func (w *legacyWorker) round(ctx context.Context) error {
 	rows, err := w.db.QueryContext(ctx, `SELECT id, content_id FROM kg_processing_queue
 WHERE status = 'pending' ORDER BY priority DESC, queued_at LIMIT ?`, w.batch)
 	if err != nil {
-		return fmt.Errorf("seed worker: select pending items: %w", err)
+		return fmt.Errorf("KG Manager model worker: select pending items: %w", err)
 	}
-	var items []seedItem
+	var items []legacyItem
 	for rows.Next() {
-		var it seedItem
+		var it legacyItem
 		if err := rows.Scan(&it.id, &it.contentID); err != nil {
 			rows.Close()
-			return fmt.Errorf("seed worker: select pending items: %w", err)
+			return fmt.Errorf("KG Manager model worker: select pending items: %w", err)
 		}
 		items = append(items, it)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("seed worker: select pending items: %w", err)
+		return fmt.Errorf("KG Manager model worker: select pending items: %w", err)
 	}
 	if len(items) == 0 {
 		return nil
 	}
 	marks := strings.TrimSuffix(strings.Repeat("?, ", len(items)), ", ")
-	args := []any{seedStamp(time.Now())}
+	args := []any{legacyStamp(time.Now())}
 	for _, it := range items {
 		args = append(args, it.id)
 	}
 	if _, err := w.db.ExecContext(ctx, `UPDATE kg_processing_queue SET status = 'processing', processing_started_at = ?
 WHERE id IN (`+marks+`)`, args...); err != nil {
-		return fmt.Errorf("seed worker: mark %d items processing: %w", len(items), err)
+		return fmt.Errorf("KG Manager model worker: mark %d items processing: %w", len(items), err)
 	}
 	for _, it := range items {
 		if err := w.process(ctx, it); err != nil {
@@ -94,30 +94,30 @@ WHERE id IN (`+marks+`)`, args...); err != nil {
 	return nil
 }
 
-func (w *seedWorker) process(ctx context.Context, it seedItem) error {
+func (w *legacyWorker) process(ctx context.Context, it legacyItem) error {
 	content, err := w.queue.Content(ctx, it.contentID)
 	if err != nil {
-		return fmt.Errorf("seed worker: item %d: %w", it.id, err)
+		return fmt.Errorf("KG Manager model worker: item %d: %w", it.id, err)
 	}
 	res, err := w.client.Ingest(ctx, kgworker.NewIngestRequest(content))
 	if err != nil {
 		_, dbErr := w.db.ExecContext(ctx, `UPDATE kg_processing_queue
 SET status = 'failed', error_message = ?, retry_count = retry_count + 1, processed_at = ? WHERE id = ?`,
-			err.Error(), seedStamp(time.Now()), it.id)
+			err.Error(), legacyStamp(time.Now()), it.id)
 		if dbErr != nil {
-			return fmt.Errorf("seed worker: fail item %d: %w", it.id, dbErr)
+			return fmt.Errorf("KG Manager model worker: fail item %d: %w", it.id, dbErr)
 		}
 		return nil
 	}
 	if err := w.writeBack(ctx, it, res); err != nil {
-		return fmt.Errorf("seed worker: write back item %d: %w", it.id, err)
+		return fmt.Errorf("KG Manager model worker: write back item %d: %w", it.id, err)
 	}
 	return nil
 }
 
 // writeBack stores the result rows and marks the document and the item
 // done, in one transaction.
-func (w *seedWorker) writeBack(ctx context.Context, it seedItem, res *kgworker.IngestResult) error {
+func (w *legacyWorker) writeBack(ctx context.Context, it legacyItem, res *kgworker.IngestResult) error {
 	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -144,7 +144,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.VectorRowID, it.contentID, e.Text, e.N
 			return err
 		}
 	}
-	now := seedStamp(time.Now())
+	now := legacyStamp(time.Now())
 	if _, err := tx.ExecContext(ctx, `UPDATE crawled_content SET kg_processed = 1, kg_entity_count = ?, kg_relationship_count = ?,
 	kg_document_id = ?, kg_processed_at = ? WHERE id = ?`,
 		res.EntitiesExtracted, res.RelationshipsExtracted, res.Neo4jDocumentID, now, it.contentID); err != nil {

@@ -456,9 +456,9 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // rows runs the whole worker benchmark.
 func (b *kgBench) rows() ([]row, error) {
 	const (
-		oursName = "kgworker.Worker, defaults (batch 5, concurrency 1)"
+		oursName   = "kgworker.Worker, defaults (batch 5, concurrency 1)"
 		legacyName = "KG Manager model worker (batch 5, sleeps 5s)"
-		bareName = "bare loop: the same SQLite transactions, no HTTP"
+		bareName   = "bare loop: the same SQLite transactions, no HTTP"
 	)
 	var rows []row
 	// The limit: the bare loop with 1 and with 4 goroutines; the faster

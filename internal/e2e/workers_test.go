@@ -310,9 +310,9 @@ type statsJSON struct {
 	} `json:"worker_details"`
 }
 
-// decodeSeedJSON decodes out into v after checking that it has every one
+// decodeKGManagerJSON decodes out into v after checking that it has every one
 // of the top-level keys.
-func decodeSeedJSON(t *testing.T, what, out string, v any, keys ...string) {
+func decodeKGManagerJSON(t *testing.T, what, out string, v any, keys ...string) {
 	t.Helper()
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(out), &fields); err != nil {
@@ -339,14 +339,14 @@ func (p *kgPool) health() (int, healthJSON) {
 	p.t.Helper()
 	r := p.km("workers", "health", "--json")
 	var h healthJSON
-	decodeSeedJSON(p.t, "workers health --json", r.stdout, &h, healthKeys...)
+	decodeKGManagerJSON(p.t, "workers health --json", r.stdout, &h, healthKeys...)
 	return r.code, h
 }
 
 func (p *kgPool) stats() statsJSON {
 	p.t.Helper()
 	var s statsJSON
-	decodeSeedJSON(p.t, "workers stats --json", p.mustKM("workers", "stats", "--json"), &s, statsKeys...)
+	decodeKGManagerJSON(p.t, "workers stats --json", p.mustKM("workers", "stats", "--json"), &s, statsKeys...)
 	return s
 }
 
@@ -835,7 +835,7 @@ func TestWorkersCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	var served statsJSON
-	decodeSeedJSON(t, "GET /stats", body, &served, statsKeys...)
+	decodeKGManagerJSON(t, "GET /stats", body, &served, statsKeys...)
 	if served.TotalWorkers != 4 || served.TotalProcessed != 14 || served.QueueSize.Completed != 12 || !served.KGServiceStatus.IsHealthy {
 		t.Errorf("GET /stats: %+v", served)
 	}
@@ -856,7 +856,7 @@ func TestWorkersCLI(t *testing.T) {
 	var unhealthy healthJSON
 	if cut < 0 || out[cut+1:] != "503" {
 		t.Errorf("GET /health with a stopped worker: %s", r)
-	} else if decodeSeedJSON(t, "GET /health", out[:cut], &unhealthy, healthKeys...); unhealthy.UnhealthyWorkers != 1 {
+	} else if decodeKGManagerJSON(t, "GET /health", out[:cut], &unhealthy, healthKeys...); unhealthy.UnhealthyWorkers != 1 {
 		t.Errorf("GET /health with a stopped worker: %+v", unhealthy)
 	}
 	r = p.km("workers", "health", "--restart-unhealthy")
@@ -877,7 +877,7 @@ func TestWorkersCLI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GET /health after the restart: %v", err)
 	}
-	decodeSeedJSON(t, "GET /health", body, &served2, healthKeys...)
+	decodeKGManagerJSON(t, "GET /health", body, &served2, healthKeys...)
 	if served2.HealthyWorkers != 4 || !served2.ManagerRunning {
 		t.Errorf("GET /health after the restart: %+v", served2)
 	}
@@ -906,7 +906,7 @@ func TestQueueOnDefaultPath(t *testing.T) {
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &c) == nil && c.Skipped == 1
 	})
 	var s statsJSON
-	decodeSeedJSON(t, "workers stats --json", p.mustKM("workers", "stats", "--json"), &s, statsKeys...)
+	decodeKGManagerJSON(t, "workers stats --json", p.mustKM("workers", "stats", "--json"), &s, statsKeys...)
 	if s.QueueSize.Skipped != 1 || s.TotalWorkers != 1 {
 		t.Errorf("workers stats: %+v", s)
 	}

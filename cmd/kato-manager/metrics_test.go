@@ -13,9 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/kato-manager/kato-manager/internal/promtest"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -36,8 +35,7 @@ func scrape(t *testing.T, c prometheus.Collector) map[string]*dto.MetricFamily {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics: %s", resp.Status)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
+	fams, err := promtest.Parse(resp.Body)
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}
@@ -47,39 +45,11 @@ func scrape(t *testing.T, c prometheus.Collector) map[string]*dto.MetricFamily {
 // metricValue returns the value of the family's sample with the labels.
 func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 	t.Helper()
-	v, ok := lookupMetric(fams, name, labels...)
+	v, ok := promtest.Value(fams, name, labels...)
 	if !ok {
 		t.Fatalf("no %s%v in /metrics", name, labels)
 	}
 	return v
-}
-
-func lookupMetric(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	f, ok := fams[name]
-	if !ok {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
 }
 
 // TestMetricsFromSampleAndQueue: the collector turns a fleet sample, the
@@ -158,7 +128,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	if _, ok := lookupMetric(fams, "kg_worker_up", "worker", "3"); ok {
+	if _, ok := promtest.Value(fams, "kg_worker_up", "worker", "3"); ok {
 		t.Error("a stopped worker is listed")
 	}
 	if got := fams["kg_queue_claim_to_done_seconds"].GetType(); got != dto.MetricType_HISTOGRAM {

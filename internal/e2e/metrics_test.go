@@ -8,8 +8,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"github.com/kato-manager/kato-manager/internal/promtest"
 )
 
 // scrapeMetrics fetches serve's /metrics inside the machine and parses it
@@ -20,42 +20,11 @@ func (p *kgPool) scrapeMetrics(url string) map[string]*dto.MetricFamily {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	fams, err := promtest.Parse(strings.NewReader(body))
 	if err != nil {
 		p.t.Fatalf("parse /metrics: %v\n%s", err, body)
 	}
 	return fams
-}
-
-// sampleValue is the value of the family's sample whose labels include the
-// given name/value pairs; ok is false when there is none.
-func sampleValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	f, ok := fams[name]
-	if !ok {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
 }
 
 // TestMetrics: /metrics on the real systemd says what systemd and the queue
@@ -80,7 +49,7 @@ func TestMetrics(t *testing.T) {
 	})
 	must := func(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 		t.Helper()
-		v, ok := sampleValue(fams, name, labels...)
+		v, ok := promtest.Value(fams, name, labels...)
 		if !ok {
 			t.Fatalf("no %s%v in /metrics", name, labels)
 		}
@@ -95,7 +64,7 @@ func TestMetrics(t *testing.T) {
 		fams = p.scrapeMetrics(url)
 		sum := 0.0
 		for w := 1; w <= 2; w++ {
-			v, _ := sampleValue(fams, "kg_worker_items_processed_total", "worker", strconv.Itoa(w))
+			v, _ := promtest.Value(fams, "kg_worker_items_processed_total", "worker", strconv.Itoa(w))
 			sum += v
 		}
 		return sum == items
@@ -115,11 +84,11 @@ func TestMetrics(t *testing.T) {
 		if start := p.startTime(unit); math.Floor(must(fams, "kato_instance_start_time_seconds", labels...)) != start {
 			t.Errorf("%s start time %v, systemd says %v", id, must(fams, "kato_instance_start_time_seconds", labels...), start)
 		}
-		if _, ok := sampleValue(fams, "kato_instance_cpu_seconds_total", labels...); !ok {
+		if _, ok := promtest.Value(fams, "kato_instance_cpu_seconds_total", labels...); !ok {
 			t.Errorf("no CPU time for %s", id)
 		}
 	}
-	if _, ok := sampleValue(fams, "kato_instance_up", alpha...); !ok {
+	if _, ok := promtest.Value(fams, "kato_instance_up", alpha...); !ok {
 		t.Errorf("alpha's labels are not %v", alpha)
 	}
 	for w := 1; w <= 2; w++ {
@@ -145,9 +114,9 @@ func TestMetrics(t *testing.T) {
 	p.must("systemctl", "kill", "--kill-whom=main", "--signal=SIGABRT", "kato@alpha.service")
 	p.waitFor("alpha to be restarted and listen again", 30*time.Second, func() bool {
 		fams = p.scrapeMetrics(url)
-		up, _ := sampleValue(fams, "kato_instance_up", "id", "alpha")
-		ready, _ := sampleValue(fams, "kato_instance_ready", "id", "alpha")
-		restarts, _ := sampleValue(fams, "kato_instance_restarts_total", "id", "alpha")
+		up, _ := promtest.Value(fams, "kato_instance_up", "id", "alpha")
+		ready, _ := promtest.Value(fams, "kato_instance_ready", "id", "alpha")
+		restarts, _ := promtest.Value(fams, "kato_instance_restarts_total", "id", "alpha")
 		return up == 1 && ready == 1 && restarts == 1
 	})
 	if n := p.intProp("kato@alpha.service", "NRestarts"); n != 1 {

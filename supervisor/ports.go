@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
+	"net"
 	"strconv"
-	"strings"
+	"syscall"
 
 	psnet "github.com/shirou/gopsutil/v3/net"
 )
@@ -20,10 +19,10 @@ type Ports interface {
 	// ListeningBy returns the TCP ports one process listens on: far cheaper
 	// than Listening, which looks at every process.
 	ListeningBy(ctx context.Context, pid int32) (map[int]bool, error)
-	// Bound returns the TCP ports something listens on, without looking
-	// for the processes: what port allocation needs, and far cheaper than
-	// Listening.
-	Bound(ctx context.Context) (map[int]bool, error)
+	// InUse reports whether something on this host holds a TCP port, without
+	// looking for the process: what port allocation needs, and far cheaper
+	// than Listening.
+	InUse(ctx context.Context, port int) (bool, error)
 }
 
 // HostPorts reads listening sockets of the host through gopsutil.
@@ -63,46 +62,30 @@ func (HostPorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, erro
 	return out, nil
 }
 
-// Bound implements Ports by reading the kernel's socket tables of this
-// network namespace, /proc/net/tcp and /proc/net/tcp6.
-func (HostPorts) Bound(ctx context.Context) (map[int]bool, error) {
-	out := make(map[int]bool)
-	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		data, err := os.ReadFile(table)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // no IPv6
+// InUse implements Ports the way the processor will meet the port: it
+// binds the port on every IPv4 and every IPv6 address of this network
+// namespace, and a bind refused as in use means it is taken, whichever
+// address the holder is on. It costs two system calls, where reading the
+// kernel's socket tables walks every socket of the host.
+func (HostPorts) InUse(ctx context.Context, port int) (bool, error) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		host := "0.0.0.0"
+		if network == "tcp6" {
+			host = "::"
 		}
-		if err != nil {
-			return nil, fmt.Errorf("list listening tcp sockets: %w", err)
-		}
-		if err := listeningPorts(data, out); err != nil {
-			return nil, fmt.Errorf("list listening tcp sockets: %s: %w", table, err)
+		ln, err := new(net.ListenConfig).Listen(ctx, network, net.JoinHostPort(host, strconv.Itoa(port)))
+		switch {
+		case err == nil:
+			ln.Close()
+		case errors.Is(err, syscall.EADDRINUSE):
+			return true, nil
+		case network == "tcp6" && (errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL)):
+			// No IPv6 here: nothing can hold the port there.
+		default:
+			return false, fmt.Errorf("probe tcp port %d: %w", port, err)
 		}
 	}
-	return out, nil
-}
-
-// tcpListen is the state of a listening socket in /proc/net/tcp.
-const tcpListen = "0A"
-
-// listeningPorts adds the local ports of the listening sockets of a
-// /proc/net/tcp table to out. A line reads "sl local_address rem_address st
-// ...", local_address as ADDR:PORT in hexadecimal.
-func listeningPorts(table []byte, out map[int]bool) error {
-	lines := strings.Split(string(table), "\n")
-	for _, line := range lines[1:] {
-		f := strings.Fields(line)
-		if len(f) < 4 || f[3] != tcpListen {
-			continue
-		}
-		i := strings.LastIndexByte(f[1], ':')
-		port, err := strconv.ParseUint(f[1][i+1:], 16, 16)
-		if i < 0 || err != nil {
-			return fmt.Errorf("unreadable local address %q", f[1])
-		}
-		out[int(port)] = true
-	}
-	return nil
+	return false, nil
 }
 
 // ErrNoFreePort is returned when every port of a range is taken.

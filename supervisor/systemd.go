@@ -183,6 +183,13 @@ func Connect(ctx context.Context, user bool) (*DBus, error) {
 		}
 		return &DBus{conn: conn}, nil
 	}
+	// As root, systemd's own socket, as systemctl uses it: no bus daemon
+	// between, no Hello, one round trip less for every call.
+	if os.Geteuid() == 0 {
+		if conn, err := sddbus.NewSystemdConnectionContext(ctx); err == nil {
+			return &DBus{conn: conn}, nil
+		}
+	}
 	conn, err := sddbus.NewWithContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root? without root, use --user)", err)

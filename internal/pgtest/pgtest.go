@@ -132,6 +132,12 @@ func start(bin string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Any local user may reach the socket, as a test's child process
+	// running as another user (the kato user's stand-in) must.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	var cred *syscall.Credential
 	owner := ""
 	if os.Geteuid() == 0 {

@@ -9,6 +9,11 @@ import (
 
 // WorkerDetail is one worker in the KG Manager's worker_details list.
 type WorkerDetail struct {
+	// Host is the host the worker runs on; Local says whether that is
+	// this host, whose systemd the unit's state comes from. A worker of
+	// another host is known by its reports only.
+	Host     string         `json:"host"`
+	Local    bool           `json:"local"`
 	WorkerID int            `json:"worker_id"`
 	Running  bool           `json:"running"`
 	Unit     string         `json:"unit"`
@@ -38,12 +43,12 @@ type PoolStats struct {
 
 // AggregateStats combines the pool's health with the workers' reports and
 // the queue counts. Reports of workers that are not part of the pool (a
-// stopped worker's last report) are left out of the sums.
-func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Counts, serviceEnabled bool, now time.Time) *PoolStats {
-	byWorker := make(map[int]kgworker.Report, len(reports))
-	for _, r := range reports {
-		byWorker[r.WorkerID] = r
-	}
+// stopped worker's last report) are left out of the sums. host is this
+// host's name: the workers of other hosts sharing a PostgreSQL queue are
+// listed after this host's, and those that still report (RemoteWorkers)
+// count in the totals.
+func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Counts, serviceEnabled bool, now time.Time, host string) *PoolStats {
+	byWorker, remote := HostReports(reports, host)
 	s := &PoolStats{
 		TotalWorkers:     h.TotalWorkers,
 		ManagerRunning:   h.ManagerRunning,
@@ -55,7 +60,7 @@ func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Cou
 	}
 	first := true
 	for _, w := range h.Workers {
-		d := WorkerDetail{WorkerID: w.WorkerID, Running: w.Running, Unit: w.Unit, PID: w.PID, Restarts: w.Restarts, Problem: w.Problem}
+		d := WorkerDetail{Host: host, Local: true, WorkerID: w.WorkerID, Running: w.Running, Unit: w.Unit, PID: w.PID, Restarts: w.Restarts, Problem: w.Problem}
 		// A report belongs to the running process only if the pids match;
 		// otherwise it is an earlier process's and its counters are gone.
 		if r, ok := byWorker[w.WorkerID]; ok && uint32(r.PID) == w.PID {
@@ -71,6 +76,17 @@ func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Cou
 			if s.ManagerStartedAt.IsZero() || r.StartedAt.Before(s.ManagerStartedAt) {
 				s.ManagerStartedAt = r.StartedAt
 			}
+		}
+		s.WorkerDetails = append(s.WorkerDetails, d)
+	}
+	for _, w := range RemoteWorkers(remote, now) {
+		d := WorkerDetail{Host: w.Host, WorkerID: w.WorkerID, Running: w.Running, Unit: w.Unit(), PID: uint32(w.PID), Problem: w.Problem}
+		if w.Running {
+			d.Stats = w.Stats
+			s.TotalWorkers++
+			s.TotalProcessed += w.Stats.TotalProcessed
+			s.TotalSuccess += w.Stats.TotalSuccess
+			s.TotalFailed += w.Stats.TotalFailed
 		}
 		s.WorkerDetails = append(s.WorkerDetails, d)
 	}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -156,7 +158,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	if err := noArgs(fs, "workers health takes no arguments"); err != nil {
 		return err
 	}
-	p, _, done, err := a.pool(ctx)
+	p, cfg, done, err := a.pool(ctx)
 	if err != nil {
 		return err
 	}
@@ -165,6 +167,17 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	if err != nil {
 		return err
 	}
+	var remote []supervisor.WorkerHealth
+	if cfg.KG.DBURL != "" {
+		// Workers of other hosts may share the PostgreSQL queue: their
+		// reports show them. This host's health does not depend on the
+		// database: without it, the other hosts are left out, and said so.
+		reports, err := a.workerReports(ctx)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "kato-manager: other hosts' workers not shown: %v\n", err)
+		}
+		remote = supervisor.RemoteHealth(reports, supervisor.Hostname(), time.Now())
+	}
 	var restarted []string
 	if *restart && h.UnhealthyWorkers > 0 {
 		if restarted, err = p.RestartUnhealthy(ctx, h); err != nil {
@@ -172,6 +185,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 		}
 	}
 	report := newHealthReport(h)
+	report.WorkerDetails = append(report.WorkerDetails, remote...)
 	if *asJSON {
 		if err := writeJSON(a.stdout, report); err != nil {
 			return err
@@ -186,6 +200,16 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 		return errUnhealthy
 	}
 	return nil
+}
+
+// workerReports reads every worker's report from the queue database.
+func (a *app) workerReports(ctx context.Context) ([]kgworker.Report, error) {
+	q, _, err := a.openQueueReadOnly(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	return q.Reports(ctx)
 }
 
 // healthReport is `workers health` in the KG Manager's field names.
@@ -211,13 +235,17 @@ func printHealth(a *app, r healthReport) {
 		return
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tUNIT\tSTATE\tPID\tRESTARTS\tPROBLEM")
+	fmt.Fprintln(tw, "HOST\tWORKER\tUNIT\tSTATE\tPID\tRESTARTS\tPROBLEM")
 	for _, w := range r.WorkerDetails {
 		problem := w.Problem
 		if problem == "" {
 			problem = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s/%s\t%d\t%d\t%s\n", w.WorkerID, w.Unit, w.ActiveState, w.SubState, w.PID, w.Restarts, problem)
+		host := orDash(w.Host)
+		if w.Local {
+			host += " (this host)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s/%s\t%d\t%d\t%s\n", host, w.WorkerID, w.Unit, w.ActiveState, w.SubState, w.PID, w.Restarts, problem)
 	}
 	tw.Flush()
 }

@@ -492,4 +492,8 @@ func TestManagerService(t *testing.T) {
 	if n := p.queryInt("SELECT priority FROM kg_processing_queue WHERE id = 1"); n != 4 {
 		t.Errorf("item 1 has priority %d", n)
 	}
+	// Under the hardening too serve follows systemd's signals.
+	if log := p.must("journalctl", "-u", "kato-manager.service", "--no-pager", "-o", "cat"); strings.Contains(log, "watch units") {
+		t.Errorf("kato-manager.service lost its watch of the units:\n%s", log)
+	}
 }

@@ -308,6 +308,21 @@ func (p *fakePorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, e
 	return out, nil
 }
 
+func (p *fakePorts) ListeningByEach(ctx context.Context, pids []int32) (map[int32]map[int]bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[int32]map[int]bool{}
+	for _, pid := range pids {
+		out[pid] = map[int]bool{}
+		for port, holder := range p.m {
+			if holder == pid {
+				out[pid][port] = true
+			}
+		}
+	}
+	return out, nil
+}
+
 func (p *fakePorts) Bound(ctx context.Context) (map[int]bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

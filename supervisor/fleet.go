@@ -112,21 +112,33 @@ func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
 			procs[unit] = mine
 		}
 	}
-	for _, v := range m.instanceViews(reg, byUnit, procs, now) {
+	views := m.instanceViews(reg, byUnit, procs, now)
+	// As start's readiness check: the main process listens on the API
+	// port, or inside its namespace on a private network; the sockets of
+	// every running instance are read in one pass.
+	var mains []int32
+	for _, v := range views {
+		if v.PID != 0 {
+			mains = append(mains, v.PID)
+		}
+	}
+	listening := map[int32]map[int]bool{}
+	if len(mains) > 0 {
+		if listening, err = m.Ports.ListeningByEach(ctx, mains); err != nil {
+			return nil, err
+		}
+	}
+	for _, v := range views {
 		u := byUnit[v.Unit]
 		is := InstanceSample{InstanceView: v, Restarts: u.NRestarts,
 			Up: v.ActiveState == "active" && v.SubState == "running"}
 		if is.Up {
 			is.CPUSeconds = cpu[v.Unit].Seconds()
-			// As start's readiness check: the main process listens on the
-			// API port, or inside its namespace on a private network.
 			port := v.APIPort
 			if v.Network == config.NetworkPrivate {
 				port = config.PrivateRESTPort
 			}
-			if is.Ready, err = m.listensOn(ctx, uint32(v.PID), port, false); err != nil {
-				return nil, err
-			}
+			is.Ready = v.PID != 0 && listening[v.PID][port]
 		}
 		s.Instances = append(s.Instances, is)
 	}

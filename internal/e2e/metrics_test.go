@@ -154,7 +154,9 @@ func TestMetrics(t *testing.T) {
 	p.waitFor("alpha's metrics to show the systemctl restart", 30*time.Second, func() bool {
 		return matchesSystemd("alpha")() && must(fams, "kato_instance_start_time_seconds", "id", "alpha") > before
 	})
-	p.mustKM("start", "--id", "gamma", "--name", "Gamma", "--port", "8003")
+	// gamma on a network of its own: ready means its processor listens
+	// inside its namespace.
+	p.mustKM("start", "--id", "gamma", "--name", "Gamma", "--port", "8003", "--network", "private")
 	p.waitFor("the new gamma in the metrics as systemd has it", 30*time.Second, matchesSystemd("gamma"))
 	gamma := []string{"id", "gamma", "name", "Gamma", "group", "", "processor", "default"}
 	if mem := must(fams, "kato_instance_memory_bytes", gamma...); mem < 1<<20 || mem > 1<<30 {

@@ -323,14 +323,11 @@ func (p *fakePorts) ListeningByEach(ctx context.Context, pids []int32) (map[int3
 	return out, nil
 }
 
-func (p *fakePorts) Bound(ctx context.Context) (map[int]bool, error) {
+func (p *fakePorts) InUse(ctx context.Context, port int) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := map[int]bool{}
-	for port := range p.m {
-		out[port] = true
-	}
-	return out, nil
+	_, held := p.m[port]
+	return held, nil
 }
 
 func (p *fakePorts) listen(port int, pid int32) {

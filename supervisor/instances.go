@@ -253,15 +253,17 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 		}
 		req.ZMQPort = config.PrivateZMQPort
 	}
-	listening, err := m.Ports.Bound(ctx)
-	if err != nil {
-		return config.Instance{}, nil, err
-	}
 	reserved := r.ReservedPorts()
+	var probeErr error
 	taken := func(p int) bool {
-		_, res := reserved[p]
-		lis := listening[p]
-		return res || lis
+		if _, res := reserved[p]; res {
+			return true
+		}
+		inUse, err := m.Ports.InUse(ctx, p)
+		if err != nil && probeErr == nil {
+			probeErr = err
+		}
+		return inUse || err != nil
 	}
 	why := func(p int) string {
 		if owner, ok := reserved[p]; ok {
@@ -275,6 +277,9 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 			want = first
 		}
 		p, err := AllocatePort(want, last, taken)
+		if probeErr != nil {
+			return 0, fmt.Errorf("allocate %s port: %w", kind, probeErr)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("allocate %s port: %w", kind, err)
 		}
@@ -292,6 +297,9 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 	var zmq int
 	if engineOn5555 {
 		if taken(config.PrivateZMQPort) {
+			if probeErr != nil {
+				return config.Instance{}, nil, probeErr
+			}
 			return config.Instance{}, nil, fmt.Errorf("ZMQ port 5555 is %s, and a generation-A processor on the host network needs it: its gateway always talks to ZMQ port 5555; start it with --network private: %w", why(config.PrivateZMQPort), ErrCrossTalk)
 		}
 		zmq = config.PrivateZMQPort
@@ -661,11 +669,7 @@ func (m *Manager) listensOn(ctx context.Context, mainPID uint32, port int, hostW
 	if !hostWide {
 		return false, nil
 	}
-	listening, err := m.Ports.Bound(ctx)
-	if err != nil {
-		return false, err
-	}
-	return listening[port], nil
+	return m.Ports.InUse(ctx, port)
 }
 
 // teardown stops an instance's unit and removes everything kato-manager

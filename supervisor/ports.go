@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
+	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	psnet "github.com/shirou/gopsutil/v3/net"
 )
@@ -20,10 +21,10 @@ type Ports interface {
 	// ListeningBy returns the TCP ports one process listens on: far cheaper
 	// than Listening, which looks at every process.
 	ListeningBy(ctx context.Context, pid int32) (map[int]bool, error)
-	// Bound returns the TCP ports something listens on, without looking
-	// for the processes: what port allocation needs, and far cheaper than
-	// Listening.
-	Bound(ctx context.Context) (map[int]bool, error)
+	// InUse reports whether something on this host holds a TCP port, without
+	// looking for the process: what port allocation needs, and far cheaper
+	// than Listening.
+	InUse(ctx context.Context, port int) (bool, error)
 	// ListeningByEach returns the TCP ports each of the processes listens
 	// on, in its own network namespace, as ListeningBy does for one but
 	// reading each namespace's socket table once for all of them. A
@@ -68,23 +69,30 @@ func (HostPorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, erro
 	return out, nil
 }
 
-// Bound implements Ports by reading the kernel's socket tables of this
-// network namespace, /proc/net/tcp and /proc/net/tcp6.
-func (HostPorts) Bound(ctx context.Context) (map[int]bool, error) {
-	out := make(map[int]bool)
-	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		data, err := os.ReadFile(table)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // no IPv6
+// InUse implements Ports the way the processor will meet the port: it
+// binds the port on every IPv4 and every IPv6 address of this network
+// namespace, and a bind refused as in use means it is taken, whichever
+// address the holder is on. It costs two system calls, where reading the
+// kernel's socket tables walks every socket of the host.
+func (HostPorts) InUse(ctx context.Context, port int) (bool, error) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		host := "0.0.0.0"
+		if network == "tcp6" {
+			host = "::"
 		}
-		if err != nil {
-			return nil, fmt.Errorf("list listening tcp sockets: %w", err)
-		}
-		if err := listeningPorts(data, out); err != nil {
-			return nil, fmt.Errorf("list listening tcp sockets: %s: %w", table, err)
+		ln, err := new(net.ListenConfig).Listen(ctx, network, net.JoinHostPort(host, strconv.Itoa(port)))
+		switch {
+		case err == nil:
+			ln.Close()
+		case errors.Is(err, syscall.EADDRINUSE):
+			return true, nil
+		case network == "tcp6" && (errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL)):
+			// No IPv6 here: nothing can hold the port there.
+		default:
+			return false, fmt.Errorf("probe tcp port %d: %w", port, err)
 		}
 	}
-	return out, nil
+	return false, nil
 }
 
 // ListeningByEach implements Ports from /proc: per network namespace its
@@ -141,37 +149,11 @@ func (h HostPorts) ListeningByEach(ctx context.Context, pids []int32) (map[int32
 // tcpListen is the state of a listening socket in /proc/net/tcp.
 const tcpListen = "0A"
 
-// listeningPorts adds the local ports of the listening sockets of a
-// /proc/net/tcp table to out.
-func listeningPorts(table []byte, out map[int]bool) error {
-	return eachListener(table, func(port int, _ []string) error {
-		out[port] = true
-		return nil
-	})
-}
-
 // listeningInodes adds the inodes of the listening sockets of a
-// /proc/net/tcp table to out, with their local ports. The inode is the
-// tenth field of a line.
+// /proc/net/tcp table to out, with their local ports. A line reads "sl
+// local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid
+// timeout inode ...", local_address as ADDR:PORT in hexadecimal.
 func listeningInodes(table []byte, out map[uint64]int) error {
-	return eachListener(table, func(port int, f []string) error {
-		if len(f) < 10 {
-			return fmt.Errorf("no inode in %q", strings.Join(f, " "))
-		}
-		inode, err := strconv.ParseUint(f[9], 10, 64)
-		if err != nil {
-			return fmt.Errorf("unreadable inode %q", f[9])
-		}
-		out[inode] = port
-		return nil
-	})
-}
-
-// eachListener calls fn with the local port and the fields of each
-// listening socket of a /proc/net/tcp table. A line reads "sl
-// local_address rem_address st ...", local_address as ADDR:PORT in
-// hexadecimal.
-func eachListener(table []byte, fn func(port int, fields []string) error) error {
 	lines := strings.Split(string(table), "\n")
 	for _, line := range lines[1:] {
 		f := strings.Fields(line)
@@ -183,9 +165,14 @@ func eachListener(table []byte, fn func(port int, fields []string) error) error 
 		if i < 0 || err != nil {
 			return fmt.Errorf("unreadable local address %q", f[1])
 		}
-		if err := fn(int(port), f); err != nil {
-			return err
+		if len(f) < 10 {
+			return fmt.Errorf("no inode in %q", line)
 		}
+		inode, err := strconv.ParseUint(f[9], 10, 64)
+		if err != nil {
+			return fmt.Errorf("unreadable inode %q", f[9])
+		}
+		out[inode] = int(port)
 	}
 	return nil
 }

@@ -7,36 +7,24 @@ import (
 	"testing"
 )
 
-func TestListeningPorts(t *testing.T) {
-	table := []byte(`  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:1F41 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:15B3 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0
-   2: 0100007F:9C40 0100007F:1F41 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
-`)
-	got := map[int]bool{}
-	if err := listeningPorts(table, got); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 2 || !got[8001] || !got[5555] {
-		t.Fatalf("listening ports = %v, want 8001 and 5555 (not the established 40000)", got)
-	}
-	if err := listeningPorts([]byte("header\n 0: 0100007F:XYZ 0 0A\n"), got); err == nil {
-		t.Error("an unreadable port was accepted")
-	}
-}
-
-func TestHostPortsBound(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	bound, err := HostPorts{}.Bound(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if port := ln.Addr().(*net.TCPAddr).Port; !bound[port] {
-		t.Fatalf("port %d of a listener is not in %v", port, bound)
+// TestHostPortsInUse checks the bind probe against listeners on one
+// loopback address each: a bind on every address must see them.
+func TestHostPortsInUse(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Logf("no listener on %s: %v", addr, err)
+			continue
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		inUse, err := HostPorts{}.InUse(context.Background(), port)
+		if err != nil || !inUse {
+			t.Errorf("InUse(%d) with a listener on %s = %v, %v; want true", port, ln.Addr(), inUse, err)
+		}
+		ln.Close()
+		if inUse, err := (HostPorts{}).InUse(context.Background(), port); err != nil || inUse {
+			t.Errorf("InUse(%d) after its listener closed = %v, %v; want false", port, inUse, err)
+		}
 	}
 }
 

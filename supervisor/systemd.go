@@ -194,6 +194,13 @@ func Connect(ctx context.Context, user bool) (*DBus, error) {
 		}
 		return &DBus{conn: conn, dial: dialUser}, nil
 	}
+	// As root, systemd's own socket, as systemctl uses it: no bus daemon
+	// between, no Hello, one round trip less for every call.
+	if os.Geteuid() == 0 {
+		if conn, err := sddbus.NewSystemdConnectionContext(ctx); err == nil {
+			return &DBus{conn: conn, dial: dialSystem}, nil
+		}
+	}
 	conn, err := sddbus.NewWithContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root? without root, use --user)", err)
@@ -201,15 +208,16 @@ func Connect(ctx context.Context, user bool) (*DBus, error) {
 	return &DBus{conn: conn, dial: dialSystem}, nil
 }
 
-// dialSystem connects to the system manager as go-systemd's NewWithContext
-// does: over the system bus, and as root straight to systemd's private
-// socket when there is no bus.
+// dialSystem connects to the system manager as Connect does: as root
+// straight to systemd's own socket, else (or when that fails) over the
+// system bus.
 func dialSystem(ctx context.Context) (*dbus.Conn, bool, error) {
-	conn, err := dialBus(ctx, dbus.SystemBusPrivate)
-	if err != nil && os.Geteuid() == 0 {
-		conn, err = dialDirect(ctx, "/run/systemd/private")
-		return conn, true, err
+	if os.Geteuid() == 0 {
+		if conn, err := dialDirect(ctx, "/run/systemd/private"); err == nil {
+			return conn, true, nil
+		}
 	}
+	conn, err := dialBus(ctx, dbus.SystemBusPrivate)
 	return conn, false, err
 }
 

@@ -404,9 +404,23 @@ func (m *Manager) GC(ctx context.Context) (Drift, error) {
 	return done, errors.Join(append(errs, err)...)
 }
 
+// packageUnitDir is where the deb and rpm packages put the unit files.
+const packageUnitDir = "/usr/lib/systemd/system"
+
 // EnsureUnits installs the unit files on first use: when systemd knows no
-// kato@.service (from a package or an earlier install-units).
+// kato@.service (from a package or an earlier install-units). The file where
+// install-units or the packages put it answers without asking systemd,
+// which looks through every unit directory to answer.
 func (m *Manager) EnsureUnits(ctx context.Context) error {
+	dirs := []string{m.Paths.VendorUnitDir}
+	if !m.Paths.User {
+		dirs = append(dirs, packageUnitDir)
+	}
+	for _, dir := range dirs {
+		if st, err := os.Stat(filepath.Join(dir, units.InstanceTemplate)); err == nil && st.Mode().IsRegular() {
+			return nil
+		}
+	}
 	ok, err := m.Systemd.UnitFileExists(ctx, units.InstanceTemplate)
 	if err != nil {
 		return err

@@ -3,13 +3,8 @@ package kgworker_test
 import (
 	"context"
 	"database/sql"
-	"fmt"
-	"os"
-	"os/user"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -200,35 +195,5 @@ func TestOpenConcurrently(t *testing.T) {
 	var mode string
 	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
 		t.Errorf("journal_mode = %q, %v; want wal", mode, err)
-	}
-}
-
-func TestWithFileOwner(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("giving files away needs root")
-	}
-	nobody, err := user.Lookup("nobody")
-	if err != nil {
-		t.Skipf("no user nobody to give the files to: %v", err)
-	}
-	path := filepath.Join(t.TempDir(), "kg.db")
-	q := openQueueAt(t, path, kgworker.WithFileOwner("nobody"))
-	for _, f := range []string{path, path + "-wal", path + "-shm"} {
-		fi, err := os.Stat(f)
-		if err != nil {
-			t.Fatalf("stat %s while the queue is open: %v", f, err)
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		if fmt.Sprint(st.Uid) != nobody.Uid || fmt.Sprint(st.Gid) != nobody.Gid {
-			t.Errorf("%s belongs to %d:%d, want nobody %s:%s", f, st.Uid, st.Gid, nobody.Uid, nobody.Gid)
-		}
-	}
-	if _, err := q.Enqueue(context.Background(), 1, 1); err != nil {
-		t.Errorf("enqueue after giving the files away: %v", err)
-	}
-
-	_, err = kgworker.Open(context.Background(), filepath.Join(t.TempDir(), "kg.db"), kgworker.WithFileOwner("no-such-user-kgw"))
-	if err == nil || !strings.Contains(err.Error(), `look up file owner "no-such-user-kgw"`) {
-		t.Errorf("Open with an unknown owner: %v, want a lookup error", err)
 	}
 }

@@ -6,11 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -82,7 +79,6 @@ type Queue struct {
 
 type openOpts struct {
 	queueOpts []queue.Option
-	fileOwner string
 	makeDir   bool
 }
 
@@ -102,13 +98,6 @@ func WithBackoff(base, max time.Duration) Option {
 func WithClock(now func() time.Time) Option {
 	return func(o *openOpts) { o.queueOpts = append(o.queueOpts, queue.WithClock(now)) }
 }
-
-// WithFileOwner makes Open hand the database file and its WAL and shared
-// memory files to the named user and that user's primary group, so that
-// workers running as that user can write a database an administrator
-// created. It takes effect only when the process runs as root; nobody else
-// can give files away.
-func WithFileOwner(username string) Option { return func(o *openOpts) { o.fileOwner = username } }
 
 // WithMakeDir, when on, makes Open create the database's directory if it is
 // missing, for a database no StateDirectory= or tmpfiles.d entry provides:
@@ -144,11 +133,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 	if queue.IsURL(path) {
 		return openPostgres(ctx, path, false, o)
 	}
-	if o.fileOwner != "" && os.Geteuid() == 0 {
-		if err := ensureOwnedDir(filepath.Dir(path), o.fileOwner); err != nil {
-			return nil, fmt.Errorf("open kg database %s: %w", path, err)
-		}
-	} else if o.makeDir {
+	if o.makeDir {
 		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			return nil, fmt.Errorf("open kg database %s: %w", path, err)
 		}
@@ -165,12 +150,6 @@ func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 	}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open kg database %s: %w", path, err)
-	}
-	if o.fileOwner != "" && os.Geteuid() == 0 {
-		if err := chownFiles(path, o.fileOwner); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("open kg database %s: %w", path, err)
-		}
 	}
 	return newQueue(db, path, false, o)
 }
@@ -269,58 +248,6 @@ func isBusy(err error) bool {
 		return se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked
 	}
 	return false
-}
-
-// ensureOwnedDir creates dir for username when it is missing, as
-// kg-worker@.service's StateDirectory= would, so that a queue command run
-// before any worker leaves a directory the workers can write.
-func ensureOwnedDir(dir, username string) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
-	uid, gid, err := lookupOwner(username)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	if err := os.Chown(dir, uid, gid); err != nil {
-		return fmt.Errorf("give %s to %s: %w", dir, username, err)
-	}
-	return nil
-}
-
-// lookupOwner returns the uid and primary gid of username.
-func lookupOwner(username string) (int, int, error) {
-	u, err := user.Lookup(username)
-	if err != nil {
-		return 0, 0, fmt.Errorf("look up file owner %q: %w", username, err)
-	}
-	uid, err := strconv.Atoi(u.Uid)
-	if err != nil {
-		return 0, 0, fmt.Errorf("look up file owner %q: uid %q is not a number", username, u.Uid)
-	}
-	gid, err := strconv.Atoi(u.Gid)
-	if err != nil {
-		return 0, 0, fmt.Errorf("look up file owner %q: gid %q is not a number", username, u.Gid)
-	}
-	return uid, gid, nil
-}
-
-// chownFiles gives the database file and SQLite's companion files, those
-// that exist, to username and its primary group.
-func chownFiles(path, username string) error {
-	uid, gid, err := lookupOwner(username)
-	if err != nil {
-		return err
-	}
-	for _, f := range []string{path, path + "-wal", path + "-shm"} {
-		if err := os.Chown(f, uid, gid); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("give %s to %s: %w", f, username, err)
-		}
-	}
-	return nil
 }
 
 func escapePath(path string) string {

@@ -111,9 +111,7 @@ func (q *Queue) Requeue(ctx context.Context, priority int, contentIDs ...int64) 
 			if Status(status) == StatusPending || Status(status) == StatusProcessing {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE kg_processing_queue SET status = 'pending', priority = ?, queued_at = ?,
-	processing_started_at = NULL, processed_at = NULL, retry_count = 0, error_message = NULL, result_summary = NULL,
-	skipped_reason = NULL, lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL WHERE id = ?`, priority, now, id); err != nil {
+			if _, err := tx.ExecContext(ctx, requeueSet+" WHERE id = ?", priority, now, id); err != nil {
 				return err
 			}
 			moved++
@@ -124,6 +122,28 @@ func (q *Queue) Requeue(ctx context.Context, priority int, contentIDs ...int64) 
 		return 0, wrapAdmin("requeue", err)
 	}
 	return moved, nil
+}
+
+// requeueSet puts an item back to pending as Requeue does: priority and
+// queued_at are its arguments.
+const requeueSet = `UPDATE kg_processing_queue SET status = 'pending', priority = ?, queued_at = ?,
+	processing_started_at = NULL, processed_at = NULL, retry_count = 0, error_message = NULL, result_summary = NULL,
+	skipped_reason = NULL, lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL`
+
+// RequeueAll is Requeue of every document in the queue: each content's
+// latest item, when completed, failed or skipped, goes back to pending, in
+// one statement. Documents pending or processing are left as they are. It
+// returns how many items it moved.
+func (q *Queue) RequeueAll(ctx context.Context, priority int) (int, error) {
+	if priority < 0 {
+		return 0, &InputError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+	}
+	res, err := q.db.ExecContext(ctx, requeueSet+` WHERE status IN ('completed', 'failed', 'skipped')
+	AND id IN (SELECT MAX(id) FROM kg_processing_queue GROUP BY content_id)`, priority, q.stamp(q.now()))
+	if err != nil {
+		return 0, wrapAdmin("requeue all", err)
+	}
+	return affected(res)
 }
 
 // Clear deletes every item in a status. Processing items are held by

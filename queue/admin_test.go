@@ -94,3 +94,66 @@ func TestAdminActions(t *testing.T) {
 		}
 	})
 }
+
+// TestRequeueAll: every document whose latest item is completed, failed or
+// skipped goes back to pending, cleared as by Requeue; pending and
+// processing documents and older items of a document stay; a negative
+// priority changes nothing.
+func TestRequeueAll(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backend) {
+		q, db := open(t, be)
+		ctx := context.Background()
+		ids := map[int64]int64{}
+		for c := int64(1); c <= 6; c++ {
+			id, err := q.Enqueue(ctx, c, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[c] = id
+		}
+		set := func(c int64, status string) {
+			t.Helper()
+			if _, err := db.Exec("UPDATE kg_processing_queue SET status = ?, error_message = 'x', result_summary = 'r', retry_count = 2, processed_at = '2026-01-01 00:00:00' WHERE id = ?", status, ids[c]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		set(1, "completed")
+		set(2, "failed")
+		set(3, "skipped")
+		set(4, "processing")
+		// Document 6 was done once and is queued again: its old item stays.
+		set(6, "completed")
+		var newest int64
+		if err := db.QueryRow("INSERT INTO kg_processing_queue (content_id, status, priority) VALUES (6, 'pending', 1) RETURNING id").Scan(&newest); err != nil {
+			t.Fatal(err)
+		}
+
+		_, err := q.RequeueAll(ctx, -1)
+		inputError(t, err, "PRIORITY", "-1")
+		if n := count(t, db, "SELECT count(*) FROM kg_processing_queue WHERE status = 'pending'"); n != 2 {
+			t.Fatalf("a refused requeue-all left %d pending items", n)
+		}
+		n, err := q.RequeueAll(ctx, 4)
+		if err != nil || n != 3 {
+			t.Fatalf("requeue all: %d, %v; want 3", n, err)
+		}
+		for _, c := range []int64{1, 2, 3} {
+			it, _ := q.Get(ctx, ids[c])
+			if it.Status != queue.StatusPending || it.RetryCount != 0 || it.ErrorMessage != "" || it.ResultSummary != "" || !it.ProcessedAt.IsZero() || it.Priority != 4 {
+				t.Errorf("document %d: %+v", c, it)
+			}
+		}
+		if it, _ := q.Get(ctx, ids[4]); it.Status != queue.StatusProcessing {
+			t.Errorf("the processing document was touched: %+v", it)
+		}
+		if it, _ := q.Get(ctx, ids[5]); it.Status != queue.StatusPending || it.Priority != 1 {
+			t.Errorf("the pending document was touched: %+v", it)
+		}
+		if it, _ := q.Get(ctx, ids[6]); it.Status != queue.StatusCompleted {
+			t.Errorf("document 6's older item was requeued: %+v", it)
+		}
+		if it, _ := q.Get(ctx, newest); it.Status != queue.StatusPending || it.Priority != 1 {
+			t.Errorf("document 6's latest item: %+v", it)
+		}
+	})
+}

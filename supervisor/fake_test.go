@@ -21,8 +21,13 @@ type fakeSystemd struct {
 	// fail makes a call fail as systemd would: the key is the call as
 	// callLog records it ("stop kato@a.service"), the value a *BusError.
 	fail map[string]error
-	// unitCalls counts the calls of Unit, the per-unit read.
-	unitCalls int
+	// unitCalls counts the calls of Unit, the per-unit read;
+	// listCalls those of ListUnits, serviceCalls those of
+	// ServiceProperties, watchCalls those of WatchUnits.
+	unitCalls, listCalls, serviceCalls, watchCalls int
+	// watchers are the callbacks of WatchUnits; lose ends their watches.
+	watchers []func(string)
+	lose     []chan struct{}
 	// onList, when set, runs at the start of every ListUnits call, outside
 	// the fake's lock.
 	onList func()
@@ -74,6 +79,7 @@ func (f *fakeSystemd) StartUnit(ctx context.Context, name string) error {
 	if f.onStart != nil {
 		f.onStart(name, u)
 	}
+	f.notify(name)
 	return nil
 }
 
@@ -92,6 +98,7 @@ func (f *fakeSystemd) StopUnit(ctx context.Context, name string) error {
 	if u.ActiveState != "failed" {
 		u.ActiveState, u.SubState, u.MainPID = "inactive", "dead", 0
 	}
+	f.notify(name)
 	return nil
 }
 
@@ -110,6 +117,7 @@ func (f *fakeSystemd) ResetFailedUnit(ctx context.Context, name string) error {
 			u.ActiveState, u.SubState, u.Result = "inactive", "dead", "success"
 		}
 		u.NRestarts = 0
+		f.notify(name)
 	}
 	return nil
 }
@@ -156,6 +164,7 @@ func (f *fakeSystemd) ListUnits(ctx context.Context, patterns ...string) ([]Unit
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.listCalls++
 	var out []UnitState
 	for name, u := range f.units {
 		if matchesAny(name, patterns) {
@@ -178,20 +187,59 @@ func matchesAny(name string, patterns []string) bool {
 	return false
 }
 
-// UnitsWithProperties answers as ListUnits with every field of the units,
-// and records one call per batch.
-func (f *fakeSystemd) UnitsWithProperties(ctx context.Context, patterns ...string) ([]UnitState, error) {
+// ServiceProperties answers with the unit's fields, as one GetAll, and
+// counts the call.
+func (f *fakeSystemd) ServiceProperties(ctx context.Context, name string) (UnitState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record("properties %s", strings.Join(patterns, " "))
-	var out []UnitState
-	for name, u := range f.units {
-		if matchesAny(name, patterns) {
-			out = append(out, *u)
-		}
+	f.serviceCalls++
+	u, ok := f.units[name]
+	if !ok {
+		return UnitState{}, fmt.Errorf("read properties of %s: %w", name, busError("org.freedesktop.systemd1.NoSuchUnit", "Unit "+name+" not loaded."))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return *u, nil
+}
+
+// WatchUnits registers changed, which the fake calls whenever a unit
+// changes (set, start, stop, restart, reset-failed), until ctx ends or
+// loseWatch.
+func (f *fakeSystemd) WatchUnits(ctx context.Context, changed func(unit string)) (<-chan error, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.watchCalls++
+	if err := f.failure("watch"); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	lost := make(chan struct{})
+	f.watchers = append(f.watchers, changed)
+	f.lose = append(f.lose, lost)
+	go func() {
+		select {
+		case <-ctx.Done():
+			done <- nil
+		case <-lost:
+			done <- fmt.Errorf("watch units: the connection to systemd was lost")
+		}
+	}()
+	return done, nil
+}
+
+// loseWatch ends every watch as a lost connection does.
+func (f *fakeSystemd) loseWatch() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range f.lose {
+		close(l)
+	}
+	f.watchers, f.lose = nil, nil
+}
+
+// notify tells the watchers that a unit changed; f.mu is held.
+func (f *fakeSystemd) notify(name string) {
+	for _, w := range f.watchers {
+		w(name)
+	}
 }
 
 func (f *fakeSystemd) Unit(ctx context.Context, name string) (UnitState, error) {
@@ -223,6 +271,7 @@ func (f *fakeSystemd) set(name string, change func(u *UnitState)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	change(f.unit(name))
+	f.notify(name)
 }
 
 func (f *fakeSystemd) callLog() []string {
@@ -254,6 +303,21 @@ func (p *fakePorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, e
 	for port, holder := range p.m {
 		if holder == pid {
 			out[port] = true
+		}
+	}
+	return out, nil
+}
+
+func (p *fakePorts) ListeningByEach(ctx context.Context, pids []int32) (map[int32]map[int]bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[int32]map[int]bool{}
+	for _, pid := range pids {
+		out[pid] = map[int]bool{}
+		for port, holder := range p.m {
+			if holder == pid {
+				out[pid][port] = true
+			}
 		}
 	}
 	return out, nil

@@ -39,38 +39,60 @@ type FleetSample struct {
 	At        time.Time
 }
 
-// Sample reads the fleet with one batched systemd query for instances and
-// workers alike (UnitsWithProperties) and, per running instance, a look at
-// the sockets of its main process. Memory and CPU come from systemd's
-// accounting of each unit's cgroup; /proc is scanned only for the units
-// systemd does not account.
+// Sample reads the fleet with one systemd call for instances and workers
+// alike (ListUnits) and no per-unit call on a steady fleet: the units'
+// restarts, main process and start time come from m.Services, which reads
+// a unit only when it appears or systemd signals that it changed (with a
+// nil m.Services every unit is read). Memory and CPU come from each
+// running instance's cgroup files, /proc only where the cgroup does not
+// account them; readiness from a look at the sockets of its main process.
 func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
 	}
-	list, err := m.Systemd.UnitsWithProperties(ctx, units.InstancePattern, units.WorkerPattern)
+	list, err := m.Systemd.ListUnits(ctx, units.InstancePattern, units.WorkerPattern)
 	if err != nil {
+		return nil, err
+	}
+	if err := m.Services.fill(ctx, m.Systemd, list); err != nil {
 		return nil, err
 	}
 	now := m.now()
 	byUnit := make(map[string]UnitState, len(list))
 	procs := make(map[string]UnitProcesses, len(list))
+	cpu := make(map[string]time.Duration, len(reg.Instances))
 	s := &FleetSample{Instances: []InstanceSample{}, Workers: []WorkerSample{}, At: now}
 	for _, u := range list {
 		byUnit[u.Name] = u
-		procs[u.Name] = UnitProcesses{MainPID: int32(u.MainPID), RSS: u.MemoryCurrent, Started: u.ActiveSince}
+		procs[u.Name] = UnitProcesses{MainPID: int32(u.MainPID), Started: u.ActiveSince}
 		if n, ok := units.WorkerNumber(u.Name); ok && u.LoadState == "loaded" {
 			s.Workers = append(s.Workers, WorkerSample{WorkerID: n, Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState,
 				Up: u.ActiveState == "active" && u.SubState == "running", PID: u.MainPID, Restarts: u.NRestarts})
 		}
 	}
-	// Where systemd does not account memory or CPU (cgroup controllers
-	// not enabled: MemoryAccounting=, CPUAccounting=), the processes of the
-	// units it leaves out are read from /proc, in one pass for all of them.
+	// Where the cgroup does not account memory or CPU (its controllers not
+	// enabled) or is unknown, the processes of the units it leaves out are
+	// read from /proc, in one pass for all of them.
+	root := m.CgroupRoot
+	if root == "" {
+		root = DefaultCgroupRoot
+	}
 	var unaccounted []string
+	memOK := map[string]bool{}
 	for _, inst := range reg.Instances {
-		if u, ok := byUnit[inst.Unit]; ok && u.ActiveState == "active" && (u.MemoryCurrent == 0 || u.CPUUsageNSec == 0) {
+		u, ok := byUnit[inst.Unit]
+		if !ok || u.ActiveState != "active" {
+			continue
+		}
+		usage := ReadCgroup(root, u.ControlGroup)
+		p := procs[inst.Unit]
+		p.RSS, memOK[inst.Unit] = usage.MemoryBytes, usage.MemoryOK
+		procs[inst.Unit] = p
+		if usage.CPUOK {
+			cpu[inst.Unit] = usage.CPU
+		}
+		if !usage.MemoryOK || !usage.CPUOK {
 			unaccounted = append(unaccounted, inst.Unit)
 		}
 	}
@@ -80,32 +102,43 @@ func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
 			return nil, err
 		}
 		for unit, p := range found {
-			u, mine := byUnit[unit], procs[unit]
-			if u.MemoryCurrent == 0 {
+			mine := procs[unit]
+			if !memOK[unit] {
 				mine.RSS = p.RSS
 			}
-			if u.CPUUsageNSec == 0 {
-				u.CPUUsageNSec = uint64(p.CPU * 1e9)
-				byUnit[unit] = u
+			if _, ok := cpu[unit]; !ok {
+				cpu[unit] = time.Duration(p.CPU * float64(time.Second))
 			}
 			procs[unit] = mine
 		}
 	}
-	for _, v := range m.instanceViews(reg, byUnit, procs, now) {
+	views := m.instanceViews(reg, byUnit, procs, now)
+	// As start's readiness check: the main process listens on the API
+	// port, or inside its namespace on a private network; the sockets of
+	// every running instance are read in one pass.
+	var mains []int32
+	for _, v := range views {
+		if v.PID != 0 {
+			mains = append(mains, v.PID)
+		}
+	}
+	listening := map[int32]map[int]bool{}
+	if len(mains) > 0 {
+		if listening, err = m.Ports.ListeningByEach(ctx, mains); err != nil {
+			return nil, err
+		}
+	}
+	for _, v := range views {
 		u := byUnit[v.Unit]
 		is := InstanceSample{InstanceView: v, Restarts: u.NRestarts,
 			Up: v.ActiveState == "active" && v.SubState == "running"}
 		if is.Up {
-			is.CPUSeconds = float64(u.CPUUsageNSec) / 1e9
-			// As start's readiness check: the main process listens on the
-			// API port, or inside its namespace on a private network.
+			is.CPUSeconds = cpu[v.Unit].Seconds()
 			port := v.APIPort
 			if v.Network == config.NetworkPrivate {
 				port = config.PrivateRESTPort
 			}
-			if is.Ready, err = m.listensOn(ctx, uint32(v.PID), port, false); err != nil {
-				return nil, err
-			}
+			is.Ready = v.PID != 0 && listening[v.PID][port]
 		}
 		s.Instances = append(s.Instances, is)
 	}

@@ -39,6 +39,11 @@ type Manager struct {
 	RunTool func(ctx context.Context, argv ...string) error
 	// PollInterval is how often readiness is checked; zero means 100ms.
 	PollInterval time.Duration
+	// Services caches the units' Service properties for Sample; nil
+	// means Sample reads every unit from systemd.
+	Services *ServiceCache
+	// CgroupRoot is the cgroup2 mount; empty means DefaultCgroupRoot.
+	CgroupRoot string
 }
 
 // StartRequest is what `kato-manager start` asks for. Zero ports mean the

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	psnet "github.com/shirou/gopsutil/v3/net"
@@ -23,6 +25,11 @@ type Ports interface {
 	// looking for the process: what port allocation needs, and far cheaper
 	// than Listening.
 	InUse(ctx context.Context, port int) (bool, error)
+	// ListeningByEach returns the TCP ports each of the processes listens
+	// on, in its own network namespace, as ListeningBy does for one but
+	// reading each namespace's socket table once for all of them. A
+	// process that is gone listens on nothing.
+	ListeningByEach(ctx context.Context, pids []int32) (map[int32]map[int]bool, error)
 }
 
 // HostPorts reads listening sockets of the host through gopsutil.
@@ -86,6 +93,88 @@ func (HostPorts) InUse(ctx context.Context, port int) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// ListeningByEach implements Ports from /proc: per network namespace its
+// tcp and tcp6 tables, once, for the inodes of the listening sockets; per
+// process the socket inodes among its file descriptors.
+func (h HostPorts) ListeningByEach(ctx context.Context, pids []int32) (map[int32]map[int]bool, error) {
+	out := make(map[int32]map[int]bool, len(pids))
+	tables := map[string]map[uint64]int{} // network namespace -> listening inode -> port
+	for _, pid := range pids {
+		out[pid] = map[int]bool{}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		proc := "/proc/" + strconv.Itoa(int(pid))
+		ns, err := os.Readlink(proc + "/ns/net")
+		if err != nil {
+			continue // gone
+		}
+		inodes, ok := tables[ns]
+		if !ok {
+			inodes = map[uint64]int{}
+			for _, table := range []string{proc + "/net/tcp", proc + "/net/tcp6"} {
+				data, err := os.ReadFile(table)
+				if err != nil {
+					continue // gone, or no IPv6
+				}
+				if err := listeningInodes(data, inodes); err != nil {
+					return nil, fmt.Errorf("list listening tcp sockets: %s: %w", table, err)
+				}
+			}
+			tables[ns] = inodes
+		}
+		fds, err := os.ReadDir(proc + "/fd")
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(proc + "/fd/" + fd.Name())
+			if err != nil || !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			inode, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+			if err != nil {
+				continue
+			}
+			if port, ok := inodes[inode]; ok {
+				out[pid][port] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// tcpListen is the state of a listening socket in /proc/net/tcp.
+const tcpListen = "0A"
+
+// listeningInodes adds the inodes of the listening sockets of a
+// /proc/net/tcp table to out, with their local ports. A line reads "sl
+// local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid
+// timeout inode ...", local_address as ADDR:PORT in hexadecimal.
+func listeningInodes(table []byte, out map[uint64]int) error {
+	lines := strings.Split(string(table), "\n")
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != tcpListen {
+			continue
+		}
+		i := strings.LastIndexByte(f[1], ':')
+		port, err := strconv.ParseUint(f[1][i+1:], 16, 16)
+		if i < 0 || err != nil {
+			return fmt.Errorf("unreadable local address %q", f[1])
+		}
+		if len(f) < 10 {
+			return fmt.Errorf("no inode in %q", line)
+		}
+		inode, err := strconv.ParseUint(f[9], 10, 64)
+		if err != nil {
+			return fmt.Errorf("unreadable inode %q", f[9])
+		}
+		out[inode] = int(port)
+	}
+	return nil
 }
 
 // ErrNoFreePort is returned when every port of a range is taken.

@@ -8,12 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -42,11 +40,18 @@ type Systemd interface {
 	ListUnits(ctx context.Context, patterns ...string) ([]UnitState, error)
 	// Unit returns the state of one unit, loading it if needed.
 	Unit(ctx context.Context, name string) (UnitState, error)
-	// UnitsWithProperties returns the loaded units matching any of the
-	// patterns with their service properties (MainPID, NRestarts, Result,
-	// ActiveSince, CPUUsageNSec, MemoryCurrent) as one batch: one listing,
-	// and the properties of every unit it found requested together.
-	UnitsWithProperties(ctx context.Context, patterns ...string) ([]UnitState, error)
+	// ServiceProperties reads the properties of one unit's Service
+	// interface (MainPID, NRestarts, Result, ExecMainStartTimestamp,
+	// ControlGroup) in one call. ServiceCache calls it when a unit first
+	// appears or systemd signals that it changed, never per scrape.
+	ServiceProperties(ctx context.Context, name string) (UnitState, error)
+	// WatchUnits subscribes to systemd's signals of changed units and
+	// calls changed with the name of each unit whose Service properties
+	// changed or that was loaded or unloaded, until ctx ends or the
+	// connection is lost. It returns once the subscription is in place;
+	// done then yields nil when ctx ended and an error when the watch was
+	// lost.
+	WatchUnits(ctx context.Context, changed func(unit string)) (done <-chan error, err error)
 	// UnitFileExists reports whether systemd knows a unit file by that name.
 	UnitFileExists(ctx context.Context, name string) (bool, error)
 	// Version returns systemd's version string.
@@ -70,11 +75,10 @@ type UnitState struct {
 	UnitFileState string
 	// StartLimitBurst is the unit's StartLimitBurst=.
 	StartLimitBurst uint32
-	// CPUUsageNSec is the CPU time of the unit's cgroup, in nanoseconds;
-	// MemoryCurrent its memory in bytes. ListUnits leaves them out;
-	// zero when systemd does not account them.
-	CPUUsageNSec  uint64
-	MemoryCurrent uint64
+	// ControlGroup is the unit's cgroup, relative to the cgroup2 mount
+	// (/system.slice/system-kato.slice/kato@a.service); empty while the
+	// unit has no processes. ListUnits leaves it out.
+	ControlGroup string
 }
 
 // StartLimitHit reports whether systemd gave up starting the unit because
@@ -168,6 +172,10 @@ func classify(err error) error {
 // a user's manager, over D-Bus.
 type DBus struct {
 	conn *sddbus.Conn
+	// dial opens another connection to the same manager, for WatchUnits,
+	// and says whether it is a direct one (no bus in between); nil when
+	// the connection was handed over (NewDBus).
+	dial func(ctx context.Context) (*dbus.Conn, bool, error)
 }
 
 // Connect opens a D-Bus connection to the system manager or, with user, to
@@ -177,46 +185,85 @@ type DBus struct {
 // else the session bus (DBUS_SESSION_BUS_ADDRESS, or $XDG_RUNTIME_DIR/bus).
 func Connect(ctx context.Context, user bool) (*DBus, error) {
 	if user {
-		conn, err := connectUser(ctx)
+		conn, err := sddbus.NewConnection(func() (*dbus.Conn, error) {
+			conn, _, err := dialUser(ctx)
+			return conn, err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("connect to your systemd user manager over D-Bus: %w (does `systemctl --user` work? it needs XDG_RUNTIME_DIR)", err)
 		}
-		return &DBus{conn: conn}, nil
+		return &DBus{conn: conn, dial: dialUser}, nil
 	}
 	// As root, systemd's own socket, as systemctl uses it: no bus daemon
 	// between, no Hello, one round trip less for every call.
 	if os.Geteuid() == 0 {
 		if conn, err := sddbus.NewSystemdConnectionContext(ctx); err == nil {
-			return &DBus{conn: conn}, nil
+			return &DBus{conn: conn, dial: dialSystem}, nil
 		}
 	}
 	conn, err := sddbus.NewWithContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root? without root, use --user)", err)
 	}
-	return &DBus{conn: conn}, nil
+	return &DBus{conn: conn, dial: dialSystem}, nil
 }
 
-func connectUser(ctx context.Context) (*sddbus.Conn, error) {
+// dialSystem connects to the system manager as Connect does: as root
+// straight to systemd's own socket, else (or when that fails) over the
+// system bus.
+func dialSystem(ctx context.Context) (*dbus.Conn, bool, error) {
+	if os.Geteuid() == 0 {
+		if conn, err := dialDirect(ctx, "/run/systemd/private"); err == nil {
+			return conn, true, nil
+		}
+	}
+	conn, err := dialBus(ctx, dbus.SystemBusPrivate)
+	return conn, false, err
+}
+
+// dialUser connects to the user's manager: its private socket, else the
+// session bus.
+func dialUser(ctx context.Context) (*dbus.Conn, bool, error) {
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
 		private := filepath.Join(dir, "systemd", "private")
 		if _, err := os.Stat(private); err == nil {
-			return sddbus.NewConnection(func() (*dbus.Conn, error) {
-				conn, err := dbus.Dial("unix:path="+private, dbus.WithContext(ctx))
-				if err != nil {
-					return nil, err
-				}
-				// A connection straight to systemd: EXTERNAL with the
-				// uid, and no Hello, as go-systemd does for the system's.
-				if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-					conn.Close()
-					return nil, err
-				}
-				return conn, nil
-			})
+			conn, err := dialDirect(ctx, private)
+			return conn, true, err
 		}
 	}
-	return sddbus.NewUserConnectionContext(ctx)
+	conn, err := dialBus(ctx, dbus.SessionBusPrivate)
+	return conn, false, err
+}
+
+// dialDirect connects straight to a systemd manager's socket: EXTERNAL with
+// the uid, and no Hello, as go-systemd does for the system's.
+func dialDirect(ctx context.Context, socket string) (*dbus.Conn, error) {
+	conn, err := dbus.Dial("unix:path="+socket, dbus.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// dialBus connects to a bus: EXTERNAL with the uid, then Hello.
+func dialBus(ctx context.Context, open func(...dbus.ConnOption) (*dbus.Conn, error)) (*dbus.Conn, error) {
+	conn, err := open(dbus.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := conn.Hello(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 // NewDBus wraps an open connection to a system manager, such as one to a
@@ -341,41 +388,20 @@ func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
 	return u, nil
 }
 
-// UnitsWithProperties implements Systemd. systemd has no call returning
-// the properties of many units, so the listing is followed by one GetAll of
-// each unit's Service interface, all sent at once on the one connection and
-// answered together: the cost of a scrape is two round trips, not one per
-// unit.
-func (d *DBus) UnitsWithProperties(ctx context.Context, patterns ...string) ([]UnitState, error) {
-	list, err := d.ListUnits(ctx, patterns...)
+// ServiceProperties implements Systemd: one GetAll of the unit's Service
+// interface. ActiveSince is the main process's start
+// (ExecMainStartTimestamp) while there is a main process.
+func (d *DBus) ServiceProperties(ctx context.Context, name string) (UnitState, error) {
+	u := UnitState{Name: name}
+	svc, err := d.conn.GetUnitTypePropertiesContext(ctx, name, "Service")
 	if err != nil {
-		return nil, err
+		return u, fmt.Errorf("read properties of %s: %w", name, classify(err))
 	}
-	errs := make([]error, len(list))
-	var wg sync.WaitGroup
-	for i := range list {
-		u := &list[i]
-		if u.LoadState != "loaded" {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			svc, err := d.conn.GetUnitTypePropertiesContext(ctx, u.Name, "Service")
-			if err != nil {
-				if err := classify(err); !errors.Is(err, ErrNoSuchUnit) {
-					errs[i] = fmt.Errorf("read properties of %s: %w", u.Name, err)
-				}
-				return // unloaded between the listing and the read
-			}
-			setServiceProperties(u, svc)
-		}()
+	setServiceProperties(&u, svc)
+	if usec, ok := svc["ExecMainStartTimestamp"].(uint64); ok && usec > 0 && u.MainPID != 0 {
+		u.ActiveSince = time.UnixMicro(int64(usec))
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return list, nil
+	return u, nil
 }
 
 // setServiceProperties fills u from the properties of its Service
@@ -384,16 +410,112 @@ func setServiceProperties(u *UnitState, svc map[string]any) {
 	u.Result = propString(svc, "Result")
 	u.MainPID, _ = svc["MainPID"].(uint32)
 	u.NRestarts, _ = svc["NRestarts"].(uint32)
+	u.ControlGroup = propString(svc, "ControlGroup")
 	if usec, ok := svc["ExecMainStartTimestamp"].(uint64); ok && usec > 0 && u.ActiveState == "active" {
 		u.ActiveSince = time.UnixMicro(int64(usec))
 	}
-	// systemd answers "unset" with the largest uint64.
-	if v, ok := svc["CPUUsageNSec"].(uint64); ok && v != math.MaxUint64 {
-		u.CPUUsageNSec = v
+}
+
+const (
+	unitPathPrefix    = "/org/freedesktop/systemd1/unit/"
+	serviceInterface  = "org.freedesktop.systemd1.Service"
+	managerInterface  = "org.freedesktop.systemd1.Manager"
+	propertiesChanged = "org.freedesktop.DBus.Properties.PropertiesChanged"
+)
+
+// WatchUnits implements Systemd on a connection of its own, so that the
+// signals never wait behind a method call. On a direct connection to
+// systemd (its private socket) systemd sends every client its signals; on
+// a bus, the match rules ask the bus for them and Subscribe asks systemd to
+// send them.
+func (d *DBus) WatchUnits(ctx context.Context, changed func(unit string)) (<-chan error, error) {
+	if d.dial == nil {
+		return nil, errors.New("watch units: no way to open another connection to this systemd")
 	}
-	if v, ok := svc["MemoryCurrent"].(uint64); ok && v != math.MaxUint64 {
-		u.MemoryCurrent = v
+	conn, direct, err := d.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watch units: connect: %w", err)
 	}
+	signals := make(chan *dbus.Signal, 256)
+	conn.Signal(signals)
+	if !direct {
+		for _, rule := range [][]dbus.MatchOption{
+			{dbus.WithMatchInterface("org.freedesktop.DBus.Properties"), dbus.WithMatchMember("PropertiesChanged"), dbus.WithMatchPathNamespace(dbus.ObjectPath(strings.TrimSuffix(unitPathPrefix, "/")))},
+			{dbus.WithMatchInterface(managerInterface), dbus.WithMatchMember("UnitNew")},
+			{dbus.WithMatchInterface(managerInterface), dbus.WithMatchMember("UnitRemoved")},
+		} {
+			if err := conn.AddMatchSignalContext(ctx, rule...); err != nil {
+				conn.Close()
+				return nil, fmt.Errorf("watch units: add match rule: %w", classify(err))
+			}
+		}
+	}
+	obj := conn.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
+	if err := obj.CallWithContext(ctx, managerInterface+".Subscribe", 0).Store(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("watch units: subscribe: %w", classify(err))
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer conn.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				done <- nil
+				return
+			case sig, ok := <-signals:
+				if !ok {
+					done <- errors.New("watch units: the connection to systemd was lost")
+					return
+				}
+				if name := changedUnit(sig); name != "" {
+					changed(name)
+				}
+			}
+		}
+	}()
+	return done, nil
+}
+
+// changedUnit returns the unit a signal says changed: a PropertiesChanged
+// of a unit's Service interface, or the unit named by UnitNew or
+// UnitRemoved; "" for any other signal.
+func changedUnit(sig *dbus.Signal) string {
+	switch sig.Name {
+	case propertiesChanged:
+		path := string(sig.Path)
+		if !strings.HasPrefix(path, unitPathPrefix) || len(sig.Body) == 0 {
+			return ""
+		}
+		if iface, _ := sig.Body[0].(string); iface != serviceInterface {
+			return ""
+		}
+		return pathBusUnescape(strings.TrimPrefix(path, unitPathPrefix))
+	case managerInterface + ".UnitNew", managerInterface + ".UnitRemoved":
+		if len(sig.Body) > 0 {
+			name, _ := sig.Body[0].(string)
+			return name
+		}
+	}
+	return ""
+}
+
+// pathBusUnescape undoes sd_bus_path_encode's escaping of a unit name in an
+// object path: each byte other than a letter or digit is _ and two hex
+// digits.
+func pathBusUnescape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '_' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // UnitFileExists implements Systemd.

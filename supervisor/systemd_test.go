@@ -246,3 +246,25 @@ func TestStartLimitHit(t *testing.T) {
 		}
 	}
 }
+
+// TestChangedUnit: the unit a signal names: a PropertiesChanged of a unit's
+// Service interface by its escaped object path, UnitNew and UnitRemoved by
+// name; the Unit interface's changes and other objects are not of interest.
+func TestChangedUnit(t *testing.T) {
+	for _, c := range []struct {
+		sig  dbus.Signal
+		want string
+	}{
+		{dbus.Signal{Name: propertiesChanged, Path: "/org/freedesktop/systemd1/unit/kato_40alpha_2dx_2eservice", Body: []any{serviceInterface, map[string]dbus.Variant{}, []string{}}}, "kato@alpha-x.service"},
+		{dbus.Signal{Name: propertiesChanged, Path: "/org/freedesktop/systemd1/unit/kg_2dworker_403_2eservice", Body: []any{serviceInterface}}, "kg-worker@3.service"},
+		{dbus.Signal{Name: propertiesChanged, Path: "/org/freedesktop/systemd1/unit/kato_40a_2eservice", Body: []any{"org.freedesktop.systemd1.Unit"}}, ""},
+		{dbus.Signal{Name: propertiesChanged, Path: "/org/freedesktop/systemd1/job/12", Body: []any{serviceInterface}}, ""},
+		{dbus.Signal{Name: managerInterface + ".UnitNew", Path: "/org/freedesktop/systemd1", Body: []any{"kato@b.service", dbus.ObjectPath("/x")}}, "kato@b.service"},
+		{dbus.Signal{Name: managerInterface + ".UnitRemoved", Path: "/org/freedesktop/systemd1", Body: []any{"kato@b.service", dbus.ObjectPath("/x")}}, "kato@b.service"},
+		{dbus.Signal{Name: managerInterface + ".JobRemoved", Body: []any{uint32(1), dbus.ObjectPath("/j"), "kato@b.service", "done"}}, ""},
+	} {
+		if got := changedUnit(&c.sig); got != c.want {
+			t.Errorf("changedUnit(%s %s) = %q, want %q", c.sig.Name, c.sig.Path, got, c.want)
+		}
+	}
+}

@@ -36,7 +36,8 @@ type InstanceDropIn struct {
 	// HangsOnSIGTERM marks a processor that never exits on SIGTERM
 	// (generation B): its stop sends SIGTERM, waits StopTimeout and sends
 	// SIGKILL itself, and the SIGKILL counts as a clean exit, so that a
-	// stop leaves the unit inactive rather than failed by a timeout.
+	// stop leaves the unit inactive rather than failed by a timeout; a
+	// SIGKILL while it runs still restarts it (RestartForceExitStatus=).
 	HangsOnSIGTERM bool
 	// Network, when set, puts the processor in a network namespace of its
 	// own (PrivateNetwork=yes) shared with the units Network describes.
@@ -173,6 +174,10 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 		fmt.Fprintf(&b, "ExecStop=/bin/sh -c 'kill -TERM ${MAINPID}; timeout %s tail --pid=${MAINPID} -s 0.1 -f /dev/null; kill -KILL ${MAINPID} 2>/dev/null; exit 0'\n",
 			strconv.FormatFloat(d.StopTimeout.Seconds(), 'f', -1, 64))
 		b.WriteString("SuccessExitStatus=SIGKILL\n")
+		// A SIGKILL from anyone else (kill -9, the OOM killer) while it
+		// runs is a crash all the same: systemd restarts it. A stop
+		// forbids restarts, so its own SIGKILL restarts nothing.
+		b.WriteString("RestartForceExitStatus=SIGKILL\n")
 		// A backstop, should the stop command itself hang.
 		b.WriteString("TimeoutStopSec=" + strconv.FormatFloat((d.StopTimeout+5*time.Second).Seconds(), 'f', -1, 64) + "s\n")
 	} else if d.StopTimeout > 0 {

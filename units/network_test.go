@@ -19,7 +19,7 @@ func TestRenderInstanceDropInStop(t *testing.T) {
 		t.Errorf("generation A drop-in (%v):\n%s", err, a)
 	}
 	b, err := RenderInstanceDropIn(InstanceDropIn{ID: "b", Command: []string{"/bin/kato"}, StopTimeout: 3 * time.Second, HangsOnSIGTERM: true})
-	for _, want := range []string{"ExecStop=/bin/sh -c 'kill -TERM ${MAINPID};", "timeout 3 tail --pid=${MAINPID}", "kill -KILL ${MAINPID}", "SuccessExitStatus=SIGKILL\n", "TimeoutStopSec=8s\n"} {
+	for _, want := range []string{"ExecStop=/bin/sh -c 'kill -TERM ${MAINPID};", "timeout 3 tail --pid=${MAINPID}", "kill -KILL ${MAINPID}", "SuccessExitStatus=SIGKILL\n", "RestartForceExitStatus=SIGKILL\n", "TimeoutStopSec=8s\n"} {
 		if err != nil || !strings.Contains(string(b), want) {
 			t.Errorf("generation B drop-in lacks %q (%v):\n%s", want, err, b)
 		}

@@ -1,18 +1,23 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
@@ -93,6 +98,7 @@ type pageData struct {
 	Documents    []kgworker.DocumentSummary
 	Document     *kgworker.DocumentDetail
 	Confirm      *confirmData
+	Start        *startForm
 }
 
 // workerRow is a worker of the table: one of this host's units, or a
@@ -175,6 +181,9 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 		errs = append(errs, "queue: "+err.Error())
 	}
 	p.Depth, p.Rate = d.samples.plots()
+	if d.m != nil && d.m.Config != nil {
+		p.Start = newStartForm(d.m.Config)
+	}
 	if len(errs) > 0 && p.Error == "" {
 		p.Error = strings.Join(errs, "; ")
 	}
@@ -309,6 +318,8 @@ var destructive = map[string]string{
 	"delete":  "Delete queue item %s?",
 	"clear":   "Delete every %s item of the queue?",
 	"scale":   "Scale the KG worker pool to %s worker(s)?",
+	// requeue-all names nothing: the question has no %s.
+	"requeue-all": "Queue every completed, failed and skipped document again?",
 }
 
 // action runs one of the CLI's actions: POST only, authorized, confirmed
@@ -329,7 +340,10 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		p := d.base(r, "confirm")
-		p.Confirm = &confirmData{Action: name, Question: fmt.Sprintf(q, arg), Fields: fields}
+		if strings.Contains(q, "%s") {
+			q = fmt.Sprintf(q, arg)
+		}
+		p.Confirm = &confirmData{Action: name, Question: q, Fields: fields}
 		d.render(w, r, "confirm", p)
 		return
 	}
@@ -354,6 +368,18 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 			var started, stopped []string
 			if started, stopped, err = d.pool.Scale(ctx, n); err == nil {
 				msg = fmt.Sprintf("%d worker(s): started %d, stopped %d", n, len(started), len(stopped))
+			}
+		}
+	case "start":
+		if err = r.ParseForm(); err == nil {
+			msg, err = d.start(ctx, r.PostForm)
+		}
+	case "requeue-all":
+		var priority int
+		if priority, err = priorityArg("priority", cmp.Or(form("priority"), "1")); err == nil {
+			var n int
+			if n, err = d.wq.RequeueAll(ctx, priority); err == nil {
+				msg = fmt.Sprintf("%d document(s) queued again", n)
 			}
 		}
 	case "retry":
@@ -424,6 +450,105 @@ func (d *dashboard) itemAction(ctx context.Context, name string, form func(strin
 		n, err := d.wq.Delete(ctx, ids...)
 		return fmt.Sprintf("%d item(s) deleted", n), err
 	}
+}
+
+// startForm is what the dashboard's form to start an instance offers: the
+// processors of kato.toml and every processor parameter, with the
+// defaults a field left empty takes.
+type startForm struct {
+	Processors []string
+	Params     []paramField
+}
+
+// paramField is one processor parameter in the form: its input is named
+// after the flag of `start`, as the form is read through start's flags.
+type paramField struct {
+	Flag, Label, Input, Default, Step string
+}
+
+func newStartForm(cfg *config.Config) *startForm {
+	f := &startForm{Processors: []string{config.DefaultProcessor}}
+	for name := range cfg.Processors {
+		f.Processors = append(f.Processors, name)
+	}
+	slices.Sort(f.Processors[1:])
+	for _, row := range config.Params {
+		pf := paramField{Flag: row.Flag, Label: row.Usage, Input: "text", Default: config.FormatValue(cfg.Defaults[row.Name])}
+		switch row.Kind {
+		case config.Int:
+			pf.Input, pf.Step = "number", "1"
+		case config.Float:
+			pf.Input, pf.Step = "number", "any"
+		case config.Bool:
+			pf.Input = "checkbox"
+		}
+		f.Params = append(f.Params, pf)
+	}
+	return f
+}
+
+// startFormFlags are the flags of start the form may set. Not
+// --processor-command: the dashboard runs the processors kato.toml names,
+// never a command it is sent.
+var startFormFlags = func() map[string]bool {
+	m := map[string]bool{"id": true, "name": true, "port": true, "zmq-port": true, "processor": true, "network": true}
+	for _, row := range config.Params {
+		m[row.Flag] = true
+	}
+	return m
+}()
+
+// start starts an instance from the form, through the flags and the code
+// of `kato-manager start`: each field filled in is the flag of its name,
+// a checkbox ticked its switch, a field left empty the default. Bad input
+// is refused, naming the field, before anything is changed.
+func (d *dashboard) start(ctx context.Context, form url.Values) (string, error) {
+	fs := pflag.NewFlagSet("start", pflag.ContinueOnError)
+	f := startFlags(fs)
+	keys := slices.Sorted(maps.Keys(form))
+	for _, key := range keys {
+		value := strings.TrimSpace(form.Get(key))
+		if key == "csrf" || key == "confirm" || value == "" {
+			continue
+		}
+		if !startFormFlags[key] {
+			return "", &config.FieldError{Field: key, Value: value, Rule: "is not a setting of start"}
+		}
+		flag := fs.Lookup(key)
+		if flag.Value.Type() == "bool" {
+			if value != "on" && value != "true" {
+				return "", &config.FieldError{Field: "--" + key, Value: value, Rule: "is a switch: on, or left out"}
+			}
+			value = "true"
+		}
+		if err := fs.Set(key, value); err != nil {
+			rule := "must be a whole number"
+			if flag.Value.Type() == "float64" {
+				rule = "must be a number"
+			}
+			return "", &config.FieldError{Field: "--" + key, Value: value, Rule: rule}
+		}
+	}
+	if err := checkStartFlags(fs, f); err != nil {
+		return "", err
+	}
+	req, err := startRequest(fs, f, d.m.Config)
+	if err != nil {
+		return "", err
+	}
+	res, err := d.m.Start(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	inst := res.Instance
+	msg := fmt.Sprintf("started %s (%s): %s, API port %d, ZMQ port %d", inst.ID, inst.Name, inst.Unit, inst.APIPort, inst.ZMQPort)
+	if res.AlreadyRunning {
+		msg = fmt.Sprintf("instance %s (%s) is already running: %s, API port %d", inst.ID, inst.Name, inst.Unit, inst.APIPort)
+	}
+	if len(res.Notices) > 0 {
+		msg += "; " + strings.Join(res.Notices, "; ")
+	}
+	return msg, nil
 }
 
 func humanBytes(n uint64) string {

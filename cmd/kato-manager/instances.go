@@ -46,51 +46,15 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 	if fs.NArg() > 0 {
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
 	}
-	if fs.Changed("processor") && fs.Changed("tag") {
-		return usagef("--processor and --tag are the same flag; give one")
-	}
-	// A flag given is taken as given: an empty --id or --name, a zero
-	// port or a duration that is not positive is an error, never a default.
-	if fs.Changed("id") {
-		if err := config.ValidateID(*f.id); err != nil {
-			return err
-		}
-	}
-	if fs.Changed("name") {
-		if err := config.ValidateName(*f.name); err != nil {
-			return err
-		}
-	}
-	for _, p := range []struct {
-		flag  string
-		value int
-	}{{"port", *f.port}, {"zmq_port", *f.zmqPort}} {
-		if fs.Changed(strings.ReplaceAll(p.flag, "_", "-")) && p.value == 0 {
-			return &config.FieldError{Field: p.flag, Value: "0", Rule: "must be between 1 and 65535"}
-		}
-	}
-	if err := positiveDuration(fs, "timeout", *f.timeout); err != nil {
+	if err := checkStartFlags(fs, f); err != nil {
 		return err
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
 	}
-	// Flags left unset take the configured defaults, not the built-in ones.
-	parameters, explicit, err := f.params.Apply(cfg.Defaults)
+	req, err := startRequest(fs, f, cfg)
 	if err != nil {
-		return err
-	}
-	for _, flag := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command"} {
-		if fs.Changed(flag) {
-			explicit = append(explicit, "--"+flag)
-		}
-	}
-	req := supervisor.StartRequest{
-		ID: *f.id, Name: *f.name, APIPort: *f.port, ZMQPort: *f.zmqPort, Processor: *f.processor, Network: *f.network,
-		Parameters: parameters, Command: strings.Fields(*f.command), Explicit: explicit, Timeout: *f.timeout,
-	}
-	if err := supervisor.ValidateStart(req); err != nil {
 		return err
 	}
 	m, done, err := a.managerWith(ctx, cfg)
@@ -119,6 +83,63 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, inst.ZMQPort)
 	fmt.Fprintf(a.stdout, "  health: curl http://localhost:%d%s\n", inst.APIPort, proc.ReadyPath(inst.ID))
 	return nil
+}
+
+// checkStartFlags refuses the flags of start that are wrong by themselves,
+// before the configuration is read. A flag given is taken as given: an
+// empty --id or --name, a zero port or a duration that is not positive is
+// an error, never a default.
+func checkStartFlags(fs *pflag.FlagSet, f *startFlagValues) error {
+	if fs.Changed("processor") && fs.Changed("tag") {
+		return usagef("--processor and --tag are the same flag; give one")
+	}
+	if fs.Changed("id") {
+		if err := config.ValidateID(*f.id); err != nil {
+			return err
+		}
+	}
+	if fs.Changed("name") {
+		if err := config.ValidateName(*f.name); err != nil {
+			return err
+		}
+	}
+	for _, p := range []struct {
+		flag  string
+		value int
+	}{{"port", *f.port}, {"zmq_port", *f.zmqPort}} {
+		if fs.Changed(strings.ReplaceAll(p.flag, "_", "-")) && p.value == 0 {
+			return &config.FieldError{Field: p.flag, Value: "0", Rule: "must be between 1 and 65535"}
+		}
+	}
+	return positiveDuration(fs, "timeout", *f.timeout)
+}
+
+// startRequest is the request start's flags make with the configuration:
+// the parameters the flags leave unset from kato.toml's [defaults], the
+// request validated as a whole. It is what `kato-manager start` and the
+// dashboard's start form both run.
+func startRequest(fs *pflag.FlagSet, f *startFlagValues, cfg *config.Config) (supervisor.StartRequest, error) {
+	// Flags left unset take the configured defaults, not the built-in ones.
+	parameters, explicit, err := f.params.Apply(cfg.Defaults)
+	if err != nil {
+		return supervisor.StartRequest{}, err
+	}
+	for _, flag := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command"} {
+		if fs.Changed(flag) {
+			explicit = append(explicit, "--"+flag)
+		}
+	}
+	req := supervisor.StartRequest{
+		ID: *f.id, Name: *f.name, APIPort: *f.port, ZMQPort: *f.zmqPort, Processor: *f.processor, Network: *f.network,
+		Parameters: parameters, Command: strings.Fields(*f.command), Explicit: explicit, Timeout: *f.timeout,
+	}
+	if err := supervisor.ValidateStart(req); err != nil {
+		return supervisor.StartRequest{}, err
+	}
+	if _, err := cfg.ProcessorNamed(req.Processor); err != nil {
+		return supervisor.StartRequest{}, err
+	}
+	return req, nil
 }
 
 // stopFlagValues are stop's flags.

@@ -13,7 +13,8 @@ import (
 )
 
 // fleetCollector is the Prometheus collector of /metrics. Each scrape reads
-// the fleet once (sample: one batched systemd query) and the queue database
+// the fleet once (sample: one systemd listing, the rest from the cache of
+// the units' properties and the cgroups) and the queue database
 // three times (counts, latencies, the workers' reports), through the same
 // queueDB as /stats.
 type fleetCollector struct {
@@ -31,8 +32,8 @@ var (
 	descInstanceUp        = prometheus.NewDesc("kato_instance_up", "Whether the instance's unit is active and running (1) or not (0).", instanceLabels, nil)
 	descInstanceReady     = prometheus.NewDesc("kato_instance_ready", "Whether the instance's main process listens on its API port.", instanceLabels, nil)
 	descInstanceRestarts  = prometheus.NewDesc("kato_instance_restarts_total", "Automatic restarts of the instance by systemd (NRestarts; reset by a manual restart or reset-failed).", instanceLabels, nil)
-	descInstanceMemory    = prometheus.NewDesc("kato_instance_memory_bytes", "Memory of the instance's cgroup (MemoryCurrent), 0 when stopped.", instanceLabels, nil)
-	descInstanceCPU       = prometheus.NewDesc("kato_instance_cpu_seconds_total", "CPU time of the instance's cgroup since it started (CPUUsageNSec).", instanceLabels, nil)
+	descInstanceMemory    = prometheus.NewDesc("kato_instance_memory_bytes", "Memory of the instance's cgroup (memory.current), 0 when stopped.", instanceLabels, nil)
+	descInstanceCPU       = prometheus.NewDesc("kato_instance_cpu_seconds_total", "CPU time of the instance's cgroup since it started (usage_usec of cpu.stat).", instanceLabels, nil)
 	descInstanceStartTime = prometheus.NewDesc("kato_instance_start_time_seconds", "When the instance's main process started, in seconds since the epoch; 0 when stopped.", instanceLabels, nil)
 
 	descWorkerUp        = prometheus.NewDesc("kg_worker_up", "Whether the KG worker's unit is active and running; for a worker of another host (local=\"false\"), whether it still reports.", workerLabels, nil)

@@ -218,19 +218,41 @@ func (a *app) queueDelete(ctx context.Context, fs *pflag.FlagSet, _ struct{}) er
 	})
 }
 
-func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, priority *int) error {
-	if fs.NArg() == 0 {
-		return usagef("queue requeue takes one or more crawled_content ids")
+// queueRequeueOptions are queue requeue's flags.
+type queueRequeueOptions struct {
+	priority *int
+	all      *bool
+}
+
+func queueRequeueFlags(fs *pflag.FlagSet) queueRequeueOptions {
+	return queueRequeueOptions{
+		priority: queueEnqueueFlags(fs),
+		all:      fs.Bool("all", false, "every document whose latest item is completed, failed or skipped, instead of CONTENT_IDs"),
 	}
-	if *priority < 0 {
-		return &config.FieldError{Field: "priority", Value: strconv.Itoa(*priority), Rule: "must be zero or more"}
+}
+
+func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeueOptions) error {
+	switch {
+	case *o.all && fs.NArg() > 0:
+		return usagef("queue requeue takes CONTENT_IDs or --all, not both")
+	case !*o.all && fs.NArg() == 0:
+		return usagef("queue requeue takes one or more crawled_content ids, or --all")
+	}
+	if *o.priority < 0 {
+		return &config.FieldError{Field: "priority", Value: strconv.Itoa(*o.priority), Rule: "must be zero or more"}
+	}
+	if *o.all {
+		return a.queueAction(ctx, func(q queueDB) (string, error) {
+			n, err := q.RequeueAll(ctx, *o.priority)
+			return fmt.Sprintf("%d document(s) queued again", n), err
+		})
 	}
 	contentIDs, err := ids("CONTENT_ID", fs.Args())
 	if err != nil {
 		return err
 	}
 	return a.queueAction(ctx, func(q queueDB) (string, error) {
-		n, err := q.Requeue(ctx, *priority, contentIDs...)
+		n, err := q.Requeue(ctx, *o.priority, contentIDs...)
 		return fmt.Sprintf("%d document(s) queued again (%d already pending or processing)", n, len(contentIDs)-n), err
 	})
 }

@@ -6,7 +6,8 @@ import (
 	"testing"
 )
 
-// TestQueueActionsAsRoot: priority, requeue, delete and clear done by root
+// TestQueueActionsAsRoot: priority, requeue (of documents and --all),
+// delete and clear done by root
 // through the service user's child, and every bad input refused with exit
 // 2 naming field, value and rule, the queue unchanged.
 func TestQueueActionsAsRoot(t *testing.T) {
@@ -42,6 +43,9 @@ func TestQueueActionsAsRoot(t *testing.T) {
 		{[]string{"queue", "delete", "x"}, "invalid ITEM_ID x: must be a positive whole number"},
 		{[]string{"queue", "requeue", "7", "70"}, "invalid CONTENT_ID 70: has no queue item"},
 		{[]string{"queue", "requeue", "--priority", "-2", "7"}, "invalid --priority -2: must be zero or more"},
+		{[]string{"queue", "requeue", "--all", "--priority", "-2"}, "invalid --priority -2: must be zero or more"},
+		{[]string{"queue", "requeue", "--all", "7"}, "queue requeue takes CONTENT_IDs or --all, not both"},
+		{[]string{"queue", "requeue"}, "queue requeue takes one or more crawled_content ids, or --all"},
 		{[]string{"queue", "clear", "--status", "processing"}, "invalid --status processing: must be one of pending, completed, failed, skipped"},
 		{[]string{"queue", "clear", "--status", "done"}, "invalid --status done"},
 		{[]string{"queue", "clear"}, `invalid --status "": must be one of`},
@@ -60,6 +64,9 @@ func TestQueueActionsAsRoot(t *testing.T) {
 	}
 	if code, stdout, stderr := runCLI(t, configText, "queue", "requeue", "7"); code != 0 || !strings.Contains(stdout, "0 document(s) queued again (1 already pending") {
 		t.Fatalf("requeue of a pending document: exit %d: %s %s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := runCLI(t, configText, "queue", "requeue", "--all"); code != 0 || !strings.Contains(stdout, "0 document(s) queued again") {
+		t.Fatalf("requeue --all of pending documents: exit %d: %s %s", code, stdout, stderr)
 	}
 	if code, stdout, stderr := runCLI(t, configText, "queue", "delete", "3"); code != 0 || !strings.Contains(stdout, "1 item(s) deleted") {
 		t.Fatalf("delete: exit %d: %s %s", code, stdout, stderr)

@@ -38,6 +38,7 @@ type queueDB interface {
 	SetPriority(ctx context.Context, priority int, ids ...int64) (int, error)
 	Delete(ctx context.Context, ids ...int64) (int, error)
 	Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error)
+	RequeueAll(ctx context.Context, priority int) (int, error)
 	Clear(ctx context.Context, status kgworker.Status) (int, error)
 	Documents(ctx context.Context, search string, limit int) ([]kgworker.DocumentSummary, error)
 	Document(ctx context.Context, id int64) (*kgworker.DocumentDetail, error)
@@ -312,6 +313,11 @@ func (r *reopeningQueue) Requeue(ctx context.Context, priority int, contentIDs .
 	return n, err
 }
 
+func (r *reopeningQueue) RequeueAll(ctx context.Context, priority int) (n int, err error) {
+	err = r.do(func(q queueDB) error { n, err = q.RequeueAll(ctx, priority); return err })
+	return n, err
+}
+
 func (r *reopeningQueue) Clear(ctx context.Context, status kgworker.Status) (n int, err error) {
 	err = r.do(func(q queueDB) error { n, err = q.Clear(ctx, status); return err })
 	return n, err
@@ -384,6 +390,10 @@ func (c *queueChild) Delete(ctx context.Context, ids ...int64) (int, error) {
 
 func (c *queueChild) Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error) {
 	return callInto[int](ctx, c, queueRequest{Op: "requeue", Priority: priority, IDs: contentIDs})
+}
+
+func (c *queueChild) RequeueAll(ctx context.Context, priority int) (int, error) {
+	return callInto[int](ctx, c, queueRequest{Op: "requeue-all", Priority: priority})
 }
 
 func (c *queueChild) Clear(ctx context.Context, status kgworker.Status) (int, error) {
@@ -488,6 +498,8 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 			result, err = q.Delete(ctx, req.IDs...)
 		case req.Op == "requeue":
 			result, err = q.Requeue(ctx, req.Priority, req.IDs...)
+		case req.Op == "requeue-all":
+			result, err = q.RequeueAll(ctx, req.Priority)
 		case req.Op == "clear":
 			result, err = q.Clear(ctx, req.Status)
 		case req.Op == "documents":

@@ -139,7 +139,12 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	wq := &reopeningQueue{open: func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, false) }}
 	defer wq.Close()
 	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{},
-		Processes: supervisor.HostProcesses{}, Journal: a.journal(), Paths: a.paths}
+		Processes: supervisor.HostProcesses{}, Journal: a.journal(), Paths: a.paths, Services: supervisor.NewServiceCache()}
+	// The units' restarts, main processes and start times are kept from
+	// systemd's signals, so a scrape asks systemd for one listing only.
+	go m.Services.Watch(ctx, p.Systemd, 5*time.Second, func(err error) {
+		fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
+	})
 	dash, err := newDashboard(m, p, q, wq, token, loopback)
 	if err != nil {
 		return err

@@ -46,7 +46,7 @@ var surface = map[string][]string{
 	"queue stats":        {"--json bool"},
 	"queue priority":     {},
 	"queue delete":       {},
-	"queue requeue":      {"--priority int =1"},
+	"queue requeue":      {"--all bool", "--priority int =1"},
 	"queue clear":        {"--status string"},
 	"queue migrate":      {"--json bool", "--to string"},
 }

@@ -199,10 +199,23 @@ func (b *bench) list(n, runs int) []row {
 			systemctl show -p Id -p ActiveState -p SubState -p MainPID -p MemoryCurrent -p ActiveEnterTimestamp "$u" >/dev/null; done`))
 		oneShow = append(oneShow, b.sh(`systemctl show -p Id -p ActiveState -p SubState -p MainPID -p MemoryCurrent -p ActiveEnterTimestamp 'kato@*.service' >/dev/null`))
 	}
+	// A scrape of serve's /metrics with the same instances: one listing,
+	// the units' properties kept from systemd's signals, memory and CPU
+	// from the cgroups. The first scrape, which reads every unit once, is
+	// not counted.
+	b.sh(fmt.Sprintf(`systemd-run --unit=bench-serve -- %s serve --listen 127.0.0.1:9099 >/dev/null
+		for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:9099/metrics && exit 0; sleep 0.1; done; exit 1`, km))
+	var scrapes []time.Duration
+	for r := 0; r < runs; r++ {
+		scrapes = append(scrapes, b.sh(`curl -sf -o /dev/null http://127.0.0.1:9099/metrics`))
+	}
+	b.sh("systemctl stop bench-serve")
 	b.sh(km + " stop --all --no-mongo >/dev/null")
 	return []row{
 		timeRow(fmt.Sprintf("list %d instances", n), "kato-manager list", "systemctl show per unit", median(ours), median(perUnit)),
 		timeRow(fmt.Sprintf("list %d instances", n), "kato-manager list", "one systemctl show of all units", median(ours), median(oneShow)),
+		timeRow(fmt.Sprintf("scrape /metrics, %d instances", n), "curl of serve's /metrics", "systemctl show per unit", median(scrapes), median(perUnit)),
+		timeRow(fmt.Sprintf("scrape /metrics, %d instances", n), "curl of serve's /metrics", "one systemctl show of all units", median(scrapes), median(oneShow)),
 	}
 }
 

@@ -112,7 +112,7 @@ func TestDashboardActionsNeedTheToken(t *testing.T) {
 	p.enqueue(1, 3)
 	p.startServe()
 	const base = "http://127.0.0.1:9090"
-	for _, action := range []string{"stop", "restart", "scale", "retry", "requeue", "priority", "delete", "clear"} {
+	for _, action := range []string{"stop", "restart", "scale", "retry", "requeue", "priority", "delete", "clear", "start", "requeue-all"} {
 		if code := p.curlCode("-X", "POST", "-d", "id=alpha&item=1&workers=2&status=pending&content_id=1&priority=3&confirm=yes", base+"/actions/"+action); code != "401" {
 			t.Errorf("%s without a token: HTTP %s, want 401", action, code)
 		}
@@ -140,6 +140,10 @@ func TestDashboardActionsNeedTheToken(t *testing.T) {
 		{"stop", "id=nope&confirm=yes", "nope"},
 		{"restart", "id=nope&confirm=yes", "nope"},
 		{"scale", "workers=0&confirm=yes", "invalid workers 0: must be between 1 and 64"},
+		{"start", "id=bad+id", `invalid id "bad id"`},
+		{"start", "id=omega&port=99999", "invalid port 99999: must be between 1 and 65535"},
+		{"start", "id=omega&processor=nope", "invalid processor nope: must name a processor of kato.toml"},
+		{"requeue-all", "priority=-1&confirm=yes", "invalid priority -1: must be a whole number, zero or more"},
 	} {
 		r := p.exec("curl", "-s", "-w", "\n%{http_code}", "--max-time", "10", "-X", "POST", "-H", auth, "-d", c.form, base+"/actions/"+c.action)
 		if !strings.HasSuffix(strings.TrimSpace(r.stdout), "400") || !strings.Contains(r.stdout, c.want) {
@@ -148,6 +152,9 @@ func TestDashboardActionsNeedTheToken(t *testing.T) {
 	}
 	if c := p.counts(); c.Pending != 3 || c.Total != 3 {
 		t.Errorf("bad input changed the queue: %+v", c)
+	}
+	if _, ok := p.listJSON()["omega"]; ok || p.exists("/etc/kato/instances/omega.env") {
+		t.Error("a refused start registered omega or wrote its files")
 	}
 	r := p.exec("curl", "-s", "-w", "\n%{http_code}", "--max-time", "10", "-X", "POST", "-H", auth, "-d", "item=2&priority=7", base+"/actions/priority")
 	if !strings.Contains(r.stdout, "1 item(s) now at priority 7") {
@@ -176,7 +183,9 @@ func TestDashboardActionsNeedTheToken(t *testing.T) {
 // TestDashboardInBrowser: Debian's chromium, headless, loads the dashboard
 // served on the real systemd: it shows the instances, the workers and the
 // queue; logged in with the token, a click on an instance's Stop, confirmed
-// in the browser's dialog, stops its unit. Screenshots go to the test's
+// in the browser's dialog, stops its unit, the start form starts one (and
+// refuses bad input, shown on the page), and Requeue all, confirmed,
+// queues every document done again. Screenshots go to the test's
 // artifact directory (go test -artifacts); with KATO_UPDATE_SCREENSHOT set
 // to a path, the first one is also written there (docs/dashboard.png).
 func TestDashboardInBrowser(t *testing.T) {
@@ -337,6 +346,68 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	saveShot(t, "dashboard-after-stop.png", shot)
 
+	// The start form: bad input is shown on the page and starts nothing;
+	// good input starts the instance through start's code, its unit
+	// active on systemd with the parameters given.
+	fillStart := func(fields map[string]string) {
+		t.Helper()
+		actions := []chromedp.Action[chromedp.Void]{
+			chromedp.Navigate(base + "/"),
+			chromedp.WaitVisible(chromedp.CSS("#start-instance summary")),
+			chromedp.Click(chromedp.CSS("#start-instance summary")),
+			chromedp.WaitVisible(chromedp.CSS(`#start-instance input[name="id"]`)),
+			chromedp.Click(chromedp.CSS("#start-instance details summary")),
+		}
+		for name, value := range fields {
+			actions = append(actions, chromedp.SendKeys(chromedp.CSS(`#start-instance input[name="`+name+`"]`), value))
+		}
+		actions = append(actions, chromedp.Click(chromedp.CSS("#start-submit")))
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("fill in the start form %v: %v", fields, err)
+		}
+	}
+	fillStart(map[string]string{"id": "gamma", "port": "8003", "persistence": "0"})
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(".error"))); err != nil {
+		t.Fatalf("no error for a bad persistence: %v", err)
+	}
+	if e := text(".error"); !strings.Contains(e, "invalid --persistence 0: must be between 1 and 100000") {
+		t.Errorf("the start form's error: %q", e)
+	}
+	if _, ok := p.listJSON()["gamma"]; ok || p.activeState("kato@gamma.service") == "active" {
+		t.Fatal("a refused start form registered or started gamma")
+	}
+	fillStart(map[string]string{"id": "gamma", "name": "Gamma", "port": "8003", "persistence": "7"})
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(".notice"))); err != nil {
+		t.Fatalf("no notice after starting gamma: %v (%s)", err, text("body"))
+	}
+	if n := text(".notice"); !strings.Contains(n, "started gamma (Gamma): kato@gamma.service, API port 8003") {
+		t.Errorf("notice %q", n)
+	}
+	if s := p.activeState("kato@gamma.service"); s != "active" {
+		t.Errorf("gamma is %s after the start form", s)
+	}
+	gamma := p.listJSON()["gamma"]
+	if params, _ := gamma["parameters"].(map[string]any); gamma == nil || gamma["api_port"] != float64(8003) || params["persistence"] != float64(7) {
+		t.Errorf("gamma as registered: %v", gamma)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#instances tr[data-id="gamma"]`))); err != nil {
+		t.Errorf("the dashboard does not list gamma: %v", err)
+	}
+
+	// Requeue all, confirmed in the browser's dialog: every document done
+	// goes back to the queue, and the workers take them again.
+	done := p.counts().Completed
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#requeue-all")), chromedp.WaitVisible(chromedp.CSS(".notice"))); err != nil {
+		t.Fatalf("requeue all: %v", err)
+	}
+	if n := text(".notice"); !strings.Contains(n, fmt.Sprintf("%d document(s) queued again", done)) {
+		t.Errorf("requeue all: notice %q, want %d documents", n, done)
+	}
+	p.waitDrained(time.Minute)
+	if c := p.counts(); c.Completed != done || c.Total != done {
+		t.Errorf("after requeue all and the workers: %+v, want %d completed", c, done)
+	}
+
 	// A document's detail view shows its entities and relationships.
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/documents?q=Document+3"), chromedp.WaitVisible(chromedp.CSS("#documents"))); err != nil {
 		t.Fatal(err)
@@ -367,7 +438,8 @@ func saveShot(t *testing.T, name string, png []byte) {
 // TestManagerService: kato-manager.service, installed disabled by
 // install-units, runs serve under its hardening when started: the
 // dashboard and /metrics answer, and actions with the token (an instance
-// stopped, a queue item's priority changed through the kato child) work.
+// stopped and one started, a queue item's priority changed through the
+// kato child) work.
 func TestManagerService(t *testing.T) {
 	p := bootKGPool(t, "", 0)
 	if s := strings.TrimSpace(p.exec("systemctl", "is-enabled", "kato-manager.service").stdout); s != "disabled" {
@@ -410,7 +482,18 @@ func TestManagerService(t *testing.T) {
 	if _, ok := p.listJSON()["alpha"]; ok {
 		t.Error("alpha is still registered")
 	}
+	// A start from the form works under the unit's hardening too.
+	if r := p.exec("curl", "-s", "--max-time", "60", "-X", "POST", "-H", auth, "-d", "id=delta&port=8004", base+"/actions/start"); !strings.Contains(r.stdout, "started delta") {
+		t.Errorf("start under the unit: %s\n%s", r, p.exec("journalctl", "-u", "kato-manager.service", "--no-pager", "-n", "30").stdout)
+	}
+	if s := p.activeState("kato@delta.service"); s != "active" {
+		t.Errorf("delta is %s after the start", s)
+	}
 	if n := p.queryInt("SELECT priority FROM kg_processing_queue WHERE id = 1"); n != 4 {
 		t.Errorf("item 1 has priority %d", n)
+	}
+	// Under the hardening too serve follows systemd's signals.
+	if log := p.must("journalctl", "-u", "kato-manager.service", "--no-pager", "-o", "cat"); strings.Contains(log, "watch units") {
+		t.Errorf("kato-manager.service lost its watch of the units:\n%s", log)
 	}
 }

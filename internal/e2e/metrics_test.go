@@ -28,8 +28,10 @@ func (p *kgPool) scrapeMetrics(url string) map[string]*dto.MetricFamily {
 }
 
 // TestMetrics: /metrics on the real systemd says what systemd and the queue
-// say: instances up and ready, their restarts after a kill, memory and
-// start time as systemd accounts them, a stopped instance down, the
+// say: instances up and ready, their restarts and start time after a
+// crash, a kill -9 and a systemctl restart and for an instance started
+// later (serve follows systemd's signals, it does not read each unit per
+// scrape), memory as the cgroup accounts it, a stopped instance down, the
 // workers' processed counts adding up to the queue, the queue by status
 // and its latency histograms.
 func TestMetrics(t *testing.T) {
@@ -108,8 +110,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	// A crashed processor is restarted by systemd: one restart, a new
-	// start time; a stopped one is down. (SIGABRT: SIGKILL counts as a
-	// clean exit for a processor that hangs on SIGTERM.)
+	// start time; a stopped one is down.
 	before := must(fams, "kato_instance_start_time_seconds", "id", "alpha")
 	p.must("systemctl", "kill", "--kill-whom=main", "--signal=SIGABRT", "kato@alpha.service")
 	p.waitFor("alpha to be restarted and listen again", 30*time.Second, func() bool {
@@ -125,6 +126,53 @@ func TestMetrics(t *testing.T) {
 	if after := must(fams, "kato_instance_start_time_seconds", "id", "alpha"); after <= before {
 		t.Errorf("start time %v after the restart, %v before", after, before)
 	}
+	// The metrics follow systemd's signals, never a stale copy: after a
+	// kill -9 (Restart= brings alpha back), a `systemctl restart`, and for
+	// an instance started after serve, each matches what systemd says now.
+	matchesSystemd := func(id string) func() bool {
+		unit := "kato@" + id + ".service"
+		return func() bool {
+			fams = p.scrapeMetrics(url)
+			up, _ := promtest.Value(fams, "kato_instance_up", "id", id)
+			ready, _ := promtest.Value(fams, "kato_instance_ready", "id", id)
+			restarts, _ := promtest.Value(fams, "kato_instance_restarts_total", "id", id)
+			start, _ := promtest.Value(fams, "kato_instance_start_time_seconds", "id", id)
+			return up == 1 && ready == 1 && p.prop(unit, "ActiveState") == "active" &&
+				restarts == float64(p.intProp(unit, "NRestarts")) && math.Floor(start) == p.startTime(unit)
+		}
+	}
+	before = must(fams, "kato_instance_start_time_seconds", "id", "alpha")
+	p.must("sh", "-c", "kill -9 $(systemctl show -P MainPID kato@alpha.service)")
+	p.waitFor("alpha's metrics to show systemd's restart after a kill -9", 30*time.Second, func() bool {
+		return matchesSystemd("alpha")() && must(fams, "kato_instance_restarts_total", "id", "alpha") == 2
+	})
+	if after := must(fams, "kato_instance_start_time_seconds", "id", "alpha"); after <= before {
+		t.Errorf("start time %v after the kill -9, %v before", after, before)
+	}
+	before = must(fams, "kato_instance_start_time_seconds", "id", "alpha")
+	p.must("systemctl", "restart", "kato@alpha.service")
+	p.waitFor("alpha's metrics to show the systemctl restart", 30*time.Second, func() bool {
+		return matchesSystemd("alpha")() && must(fams, "kato_instance_start_time_seconds", "id", "alpha") > before
+	})
+	// gamma on a network of its own: ready means its processor listens
+	// inside its namespace.
+	p.mustKM("start", "--id", "gamma", "--name", "Gamma", "--port", "8003", "--network", "private")
+	p.waitFor("the new gamma in the metrics as systemd has it", 30*time.Second, matchesSystemd("gamma"))
+	gamma := []string{"id", "gamma", "name", "Gamma", "group", "", "processor", "default"}
+	if mem := must(fams, "kato_instance_memory_bytes", gamma...); mem < 1<<20 || mem > 1<<30 {
+		t.Errorf("gamma memory %v bytes (systemd: %s)", mem, p.prop("kato@gamma.service", "MemoryCurrent"))
+	}
+	// The memory is the cgroup's, as systemd accounts it where it does.
+	if sd, err := strconv.ParseFloat(p.prop("kato@alpha.service", "MemoryCurrent"), 64); err == nil {
+		if mem := must(fams, "kato_instance_memory_bytes", "id", "alpha"); math.Abs(mem-sd) > 8<<20 {
+			t.Errorf("alpha memory %v bytes, systemd accounts %v", mem, sd)
+		}
+	}
+	// serve held its subscription to systemd's signals all along.
+	if log := p.must("journalctl", "-u", "kato-manager-serve", "--no-pager", "-o", "cat"); strings.Contains(log, "watch units") {
+		t.Errorf("serve lost its watch of the units:\n%s", log)
+	}
+
 	p.must("systemctl", "stop", "kato@beta.service")
 	fams = p.scrapeMetrics(url)
 	if must(fams, "kato_instance_up", beta...) != 0 || must(fams, "kato_instance_ready", beta...) != 0 || must(fams, "kato_instance_memory_bytes", beta...) != 0 {

@@ -3,11 +3,15 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/kato-manager/kato-manager/internal/promtest"
 	"github.com/kato-manager/kato-manager/internal/sdharness"
 	"github.com/kato-manager/kato-manager/internal/testbed"
 	"github.com/kato-manager/kato-manager/units"
@@ -210,6 +214,58 @@ func TestUserMode(t *testing.T) {
 		if after := u.userProp("kato@user-2.service", "MainPID"); after == before || u.userProp("kato@user-2.service", "ActiveState") != "active" {
 			t.Errorf("restart: MainPID %s before, %s after", before, after)
 		}
+		// serve --user's /metrics: the user's instances as the user's
+		// manager has them, memory from their cgroups under
+		// user@UID.service, and a restart followed from the manager's
+		// signals.
+		u.mustRun("systemd-run", "--user", "--unit=kato-serve", "--", katoManager, "--user", "serve", "--listen", "127.0.0.1:9191")
+		const metricsURL = "http://127.0.0.1:9191/metrics"
+		scrape := func() map[string]*dto.MetricFamily {
+			t.Helper()
+			body, err := m.get(metricsURL)
+			if err != nil {
+				return nil
+			}
+			fams, err := promtest.Parse(strings.NewReader(body))
+			if err != nil {
+				t.Fatalf("parse /metrics: %v\n%s", err, body)
+			}
+			return fams
+		}
+		userStart := func(unit string) float64 {
+			t.Helper()
+			out := strings.TrimSpace(u.mustRun("systemctl", "--user", "show", "-P", "ExecMainStartTimestamp", "--timestamp=unix", unit))
+			sec, err := strconv.ParseFloat(strings.TrimPrefix(out, "@"), 64)
+			if err != nil {
+				t.Fatalf("ExecMainStartTimestamp of %s: %q", unit, out)
+			}
+			return sec
+		}
+		matches := func(id string) bool {
+			fams := scrape()
+			unit := units.InstanceUnit(id)
+			up, _ := promtest.Value(fams, "kato_instance_up", "id", id)
+			ready, _ := promtest.Value(fams, "kato_instance_ready", "id", id)
+			start, _ := promtest.Value(fams, "kato_instance_start_time_seconds", "id", id)
+			restarts, ok := promtest.Value(fams, "kato_instance_restarts_total", "id", id)
+			return ok && up == 1 && ready == 1 && math.Floor(start) == userStart(unit) && strconv.Itoa(int(restarts)) == u.userProp(unit, "NRestarts")
+		}
+		for _, id := range []string{"user-1", "user-2"} {
+			m.waitFor("serve --user's metrics of "+id, 20*time.Second, func() bool { return matches(id) })
+			if mem, _ := promtest.Value(scrape(), "kato_instance_memory_bytes", "id", id); mem < 1<<20 || mem > 1<<30 {
+				t.Errorf("%s memory %v bytes (the user's manager: %s)", id, mem, u.userProp(units.InstanceUnit(id), "MemoryCurrent"))
+			}
+		}
+		before = u.userProp("kato@user-2.service", "ExecMainStartTimestamp")
+		u.mustRun("systemctl", "--user", "restart", "kato@user-2.service")
+		m.waitFor("serve --user's metrics to follow user-2's restart", 30*time.Second, func() bool {
+			return u.userProp("kato@user-2.service", "ExecMainStartTimestamp") != before && matches("user-2")
+		})
+		if log := u.run("journalctl", "--user", "--user-unit=kato-serve.service", "--no-pager", "-o", "cat").stdout; strings.Contains(log, "watch units") {
+			t.Errorf("serve --user lost its watch of the units:\n%s", log)
+		}
+		u.mustRun("systemctl", "--user", "stop", "kato-serve.service")
+
 		// Drift in the user's files is repaired in the user's scope.
 		u.mustRun("rm", "-r", u.home+"/.config/kato/instances/user-2.env", unitDir+"/kato@user-2.service.d")
 		u.mustRun("systemctl", "--user", "daemon-reload")

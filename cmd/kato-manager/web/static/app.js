@@ -26,9 +26,12 @@ document.addEventListener("submit", function (ev) {
     return;
   }
   var seconds = parseInt(live.getAttribute("data-refresh"), 10) || 5;
+  // Not while a field has the focus, nor while a form is open (the start
+  // form's details): a refresh would throw away what was typed.
   function busy() {
     var a = document.activeElement;
-    return a && live.contains(a) && (a.tagName === "INPUT" || a.tagName === "SELECT");
+    return a && live.contains(a) && (a.tagName === "INPUT" || a.tagName === "SELECT") ||
+      live.querySelector("details[open]") !== null;
   }
   function refresh() {
     if (busy() || document.hidden) {

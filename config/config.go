@@ -55,6 +55,8 @@ type Config struct {
 	KG         KG                   `toml:"kg"`
 	// Limits are the resource limits of every instance and worker.
 	Limits Limits `toml:"limits"`
+	// Batch configures the commands that start many instances at once.
+	Batch Batch `toml:"batch"`
 	// Templates are the named parameter sets of [templates.NAME], used by
 	// `template: NAME` in a fleet file and `start --template NAME`.
 	Templates map[string]*Entry `toml:"-"`
@@ -199,6 +201,16 @@ func processorNameRule(name string) string {
 	}
 	return ""
 }
+
+// Batch configures apply and the group commands.
+type Batch struct {
+	// Parallel bounds how many instances start at once; 0 means
+	// supervisor.DefaultParallel.
+	Parallel int `toml:"parallel"`
+}
+
+// MaxParallel bounds batch.parallel and --parallel.
+const MaxParallel = 1024
 
 // Ports are the ranges automatic port allocation draws from. The API and ZMQ
 // ranges must not overlap.
@@ -440,6 +452,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Services.validate(); err != nil {
+		return err
+	}
+	if err := intBetween("batch.parallel", c.Batch.Parallel, 0, MaxParallel); err != nil {
 		return err
 	}
 	for _, s := range kgSettings {

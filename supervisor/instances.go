@@ -55,6 +55,8 @@ type StartRequest struct {
 	// Network is config.NetworkHost or config.NetworkPrivate; "" is the
 	// processor's network.
 	Network string
+	// Group is the group the instance is part of, or "".
+	Group string
 	// Explicit lists the settings the user gave, so that starting an
 	// existing instance can say which of them it ignores.
 	Explicit []string
@@ -195,6 +197,11 @@ func ValidateStart(req StartRequest) error {
 	if req.Network != "" && req.Network != config.NetworkHost && req.Network != config.NetworkPrivate {
 		return &config.FieldError{Field: "network", Value: req.Network, Rule: "must be host or private"}
 	}
+	if req.Group != "" {
+		if rule := units.GroupNameRule(req.Group); rule != "" {
+			return &config.FieldError{Field: "group", Value: req.Group, Rule: rule}
+		}
+	}
 	return nil
 }
 
@@ -224,6 +231,12 @@ func (m *Manager) hostEngineHolder(r *config.Registry, id string) string {
 // instance reserves and no process listens on. It runs under the registry
 // lock, so concurrent starts never get the same port.
 func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req StartRequest) (config.Instance, []string, error) {
+	return m.allocateInstance(ctx, r, req, nil)
+}
+
+// allocateInstance is newInstance counting the ports in free as not in
+// use, for ports whose listener is about to be stopped.
+func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req StartRequest, free map[int]bool) (config.Instance, []string, error) {
 	proc, err := m.Config.ProcessorNamed(req.Processor)
 	if err != nil {
 		return config.Instance{}, nil, err
@@ -255,7 +268,7 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 	reserved := r.ReservedPorts()
 	taken := func(p int) bool {
 		_, res := reserved[p]
-		lis := listening[p]
+		lis := listening[p] && !free[p]
 		return res || lis
 	}
 	why := func(p int) string {
@@ -295,7 +308,7 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 	}
 	name := req.Name
 	if name == "" {
-		name = "KatoProcessor"
+		name = config.DefaultInstanceName
 	}
 	now := m.now().UTC().Truncate(time.Second)
 	return config.Instance{
@@ -307,6 +320,7 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 		Command:    req.Command,
 		Processor:  processorKey(req.Processor),
 		Network:    network,
+		Group:      req.Group,
 		Parameters: req.Parameters,
 		Created:    now,
 		Updated:    now,
@@ -381,6 +395,7 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		HangsOnSIGTERM: proc.Generation == units.GenerationB,
 		Network:        su.network,
 		Limits:         units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
+		Group:          inst.Group,
 	}
 	return su, nil
 }

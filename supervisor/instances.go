@@ -143,6 +143,11 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		return nil, err
 	}
 	inst := res.Instance
+	if created && inst.Group != "" {
+		if err := m.syncGroups(ctx); err != nil {
+			return nil, errors.Join(err, m.rollback(context.WithoutCancel(ctx), inst, true), m.syncGroups(context.WithoutCancel(ctx)))
+		}
+	}
 	if !created {
 		u, err := m.Systemd.Unit(ctx, inst.Unit)
 		if err != nil {
@@ -160,6 +165,11 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		se := m.startError(ctx, inst.Unit, err)
 		if rbErr := m.rollback(context.WithoutCancel(ctx), inst, created); rbErr != nil {
 			se.Err = fmt.Errorf("%w; rollback: %v", err, rbErr)
+		}
+		if created && inst.Group != "" {
+			if gErr := m.syncGroups(context.WithoutCancel(ctx)); gErr != nil {
+				se.Err = fmt.Errorf("%w; group %s: %v", se.Err, inst.Group, gErr)
+			}
 		}
 		return nil, se
 	}
@@ -776,6 +786,9 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
 	if err := m.remove(ctx, id); err != nil {
 		return nil, err
 	}
+	if err := m.syncGroups(ctx); err != nil {
+		return nil, err
+	}
 	return &StopResult{Stopped: []string{id}}, nil
 }
 
@@ -820,6 +833,9 @@ func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, 
 			continue
 		}
 		res.Stopped = append(res.Stopped, id)
+	}
+	if err := m.syncGroups(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if withServices {
 		for _, s := range m.Config.Services.Units {

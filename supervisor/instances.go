@@ -827,8 +827,12 @@ func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, 
 	}
 	res := &StopResult{}
 	var errs []error
-	for _, id := range sortedKeys(ids) {
-		if err := m.remove(ctx, id); err != nil {
+	// The stops run side by side, as many as a batch starts at once: a
+	// processor that ignores SIGTERM takes its whole stop_timeout.
+	all := sortedKeys(ids)
+	out := m.removeMany(ctx, all, m.parallel(0))
+	for _, id := range all {
+		if err := out[id]; err != nil {
 			errs = append(errs, err)
 			continue
 		}

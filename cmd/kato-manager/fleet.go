@@ -198,6 +198,19 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 	if err != nil {
 		return err
 	}
+	// Nothing to do needs no systemd: the registry says so, and a second
+	// apply stays cheap for a large fleet. Apply plans again under the
+	// lock before it changes anything.
+	reg, err := a.registry().Load()
+	if err != nil {
+		return err
+	}
+	if plan, err := config.PlanFleet(*f.file, want, reg, *f.prune); err != nil {
+		return flattenFileErrors(err)
+	} else if !plan.Pending() {
+		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), *f.file)
+		return nil
+	}
 	m, done, err := a.managerWith(ctx, cfg)
 	if err != nil {
 		return err

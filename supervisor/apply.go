@@ -115,6 +115,17 @@ type batchItem struct {
 	err       error
 }
 
+// failure is the item's error as a BatchFailure, with the unit's last log
+// lines when it has them.
+func (it *batchItem) failure() BatchFailure {
+	f := BatchFailure{ID: it.inst.ID, Action: it.action, Err: it.err}
+	var se *StartError
+	if errors.As(it.err, &se) {
+		f.Err, f.Journal = se.Err, se.Journal
+	}
+	return f
+}
+
 // Apply makes the registered fleet what the fleet file at path says (its
 // instances resolved into want): it creates the instances that are missing,
 // re-renders and restarts those whose settings differ, leaves the others
@@ -232,11 +243,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 			res.Done = append(res.Done, it.inst.ID)
 			continue
 		}
-		f := BatchFailure{ID: it.inst.ID, Action: it.action, Err: it.err}
-		var se *StartError
-		if errors.As(it.err, &se) {
-			f.Err, f.Journal = se.Err, se.Journal
-		}
+		f := it.failure()
 		f.RollbackErr = m.rollbackItem(context.WithoutCancel(ctx), it)
 		progress(it.inst.ID, it.action, PhaseRolledBack, f.RollbackErr)
 		res.Failed = append(res.Failed, f)
@@ -636,11 +643,7 @@ func (m *Manager) groupBatch(ctx context.Context, group string, restart bool, op
 			res.Done = append(res.Done, it.inst.ID)
 			continue
 		}
-		f := BatchFailure{ID: it.inst.ID, Err: it.err}
-		var se *StartError
-		if errors.As(it.err, &se) {
-			f.Err, f.Journal = se.Err, se.Journal
-		}
+		f := it.failure()
 		if !restart {
 			f.RollbackErr = m.Systemd.StopUnit(context.WithoutCancel(ctx), it.inst.Unit)
 		}

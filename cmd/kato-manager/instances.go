@@ -62,13 +62,19 @@ func onlyChanged(fs *pflag.FlagSet, names ...string) bool {
 // startGroup is `start --group NAME` alone: the group's registered
 // instances that are not running start as one batch.
 func (a *app) startGroup(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) error {
-	b := &batchFlagValues{parallel: f.parallel, timeout: f.timeout}
+	return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "started", (*supervisor.Manager).StartGroup)
+}
+
+// groupBatch runs a start or restart of a group with its progress, and
+// reports it.
+func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b *batchFlagValues, verb string,
+	do func(*supervisor.Manager, context.Context, string, supervisor.BatchOptions) (*supervisor.GroupResult, error)) error {
 	opts, err := b.options(fs)
 	if err != nil {
 		return err
 	}
-	if rule := units.GroupNameRule(*f.group); rule != "" {
-		return &config.FieldError{Field: "--group", Value: *f.group, Rule: rule}
+	if err := checkGroupFlag(group); err != nil {
+		return err
 	}
 	m, done, err := a.manager(ctx)
 	if err != nil {
@@ -77,12 +83,20 @@ func (a *app) startGroup(ctx context.Context, fs *pflag.FlagSet, f *startFlagVal
 	defer done()
 	pr := newProgressPrinter(a.stderr, 0)
 	opts.Progress = pr.update
-	res, err := m.StartGroup(ctx, *f.group, opts)
+	res, err := do(m, ctx, group, opts)
 	pr.finish()
 	if res == nil {
 		return err
 	}
-	return a.printGroupResult("started", res, err)
+	return a.printGroupResult(verb, res, err)
+}
+
+// checkGroupFlag checks the value of a --group flag.
+func checkGroupFlag(group string) error {
+	if rule := units.GroupNameRule(group); rule != "" {
+		return &config.FieldError{Field: "--group", Value: group, Rule: rule}
+	}
+	return nil
 }
 
 // printGroupResult reports a start or restart of a group.
@@ -248,8 +262,8 @@ func (a *app) stopGroup(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValue
 	if _, err := b.options(fs); err != nil {
 		return err
 	}
-	if rule := units.GroupNameRule(*f.group); rule != "" {
-		return &config.FieldError{Field: "--group", Value: *f.group, Rule: rule}
+	if err := checkGroupFlag(*f.group); err != nil {
+		return err
 	}
 	m, done, err := a.manager(ctx)
 	if err != nil {
@@ -380,26 +394,7 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 		if fs.NArg() > 0 {
 			return usagef("restart takes an instance or --group, not both")
 		}
-		opts, err := (&batchFlagValues{parallel: f.parallel, timeout: f.timeout}).options(fs)
-		if err != nil {
-			return err
-		}
-		if rule := units.GroupNameRule(*f.group); rule != "" {
-			return &config.FieldError{Field: "--group", Value: *f.group, Rule: rule}
-		}
-		m, done, err := a.manager(ctx)
-		if err != nil {
-			return err
-		}
-		defer done()
-		pr := newProgressPrinter(a.stderr, 0)
-		opts.Progress = pr.update
-		res, err := m.RestartGroup(ctx, *f.group, opts)
-		pr.finish()
-		if res == nil {
-			return err
-		}
-		return a.printGroupResult("restarted", res, err)
+		return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "restarted", (*supervisor.Manager).RestartGroup)
 	}
 	if fs.Changed("parallel") {
 		return usagef("--parallel goes with --group")
@@ -442,8 +437,8 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 		return err
 	}
 	if fs.Changed("group") {
-		if rule := units.GroupNameRule(*f.group); rule != "" {
-			return &config.FieldError{Field: "--group", Value: *f.group, Rule: rule}
+		if err := checkGroupFlag(*f.group); err != nil {
+			return err
 		}
 	}
 	m, done, err := a.manager(ctx)

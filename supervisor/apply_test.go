@@ -73,8 +73,8 @@ func TestApplyCreatesChangesAndLeavesAlone(t *testing.T) {
 
 	changed := strings.Replace(file, "{id: c, port: 8003}", "{id: c, port: 8003, max_predictions: 7}", 1)
 	res, err = e.applyFile(t, changed, ApplyOptions{})
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || !slices.Equal(res.Done, []string{"c"}) {
+		t.Fatalf("apply of one change: %+v %v", res, err)
 	}
 	if restarts := e.callsLike("restart"); !slices.Equal(restarts, []string{"restart kato@c.service"}) {
 		t.Errorf("restarts %q, want only c", restarts)

@@ -62,6 +62,19 @@ func TestApplyCreatesChangesAndLeavesAlone(t *testing.T) {
 		t.Errorf("b's drop-in lacks PartOf:\n%s", inst)
 	}
 
+	// The metrics' group label comes from the registry.
+	sample, err := e.m.Sample(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := map[string]string{}
+	for _, is := range sample.Instances {
+		groups[is.ID] = is.Group
+	}
+	if groups["b"] != "g" || groups["a"] != "" {
+		t.Errorf("sample groups %v", groups)
+	}
+
 	before := len(e.callsLike(""))
 	res, err = e.applyFile(t, file, ApplyOptions{})
 	if err != nil || res.Plan.Pending() {

@@ -357,6 +357,10 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 		}
 	}
 	sem := make(chan struct{}, m.parallel(opts.Parallel))
+	watch := &unitWatch{sd: m.Systemd, every: batchStateInterval}
+	for _, it := range items {
+		watch.names = append(watch.names, it.inst.Unit)
+	}
 	var wg sync.WaitGroup
 	for i, it := range items {
 		if it.err != nil {
@@ -375,7 +379,7 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 			}
 			defer func() { <-sem }()
 			progress(it.inst.ID, it.action, PhaseStarting, nil)
-			it.err = m.startOne(ctx, it, setups[i], opts.Timeout)
+			it.err = m.startOne(ctx, it, setups[i], opts.Timeout, watch)
 			if it.err != nil {
 				progress(it.inst.ID, it.action, PhaseFailed, it.err)
 				return
@@ -386,9 +390,52 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 	wg.Wait()
 }
 
+// batchStateInterval is how often a batch lists its units' states while
+// they wait for their health requests: one listing for the whole batch,
+// instead of a properties call per instance and health request, which with
+// fifty instances polling every 20ms keeps systemd itself busy.
+const batchStateInterval = 100 * time.Millisecond
+
+// unitWatch is the states of a batch's units from one ListUnits call,
+// shared by the instances waiting for readiness and read again when older
+// than every.
+type unitWatch struct {
+	sd    Systemd
+	names []string
+	every time.Duration
+
+	mu    sync.Mutex
+	at    time.Time
+	units map[string]UnitState
+}
+
+// state returns the unit's state from a listing at most every old, and
+// taken after since (when the caller's start job had finished), so that
+// no caller sees its unit as it was before its start. A unit the listing
+// lacks is not loaded: inactive.
+func (w *unitWatch) state(ctx context.Context, name string, since time.Time) (UnitState, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.units == nil || w.at.Before(since) || time.Since(w.at) >= w.every {
+		list, err := w.sd.ListUnits(ctx, w.names...)
+		if err != nil {
+			return UnitState{}, err
+		}
+		w.units = make(map[string]UnitState, len(list))
+		for _, u := range list {
+			w.units[u.Name] = u
+		}
+		w.at = time.Now()
+	}
+	if u, ok := w.units[name]; ok {
+		return u, nil
+	}
+	return UnitState{Name: name, ActiveState: "inactive", SubState: "dead"}, nil
+}
+
 // startOne queues the item's start or restart job and waits for its
 // health request.
-func (m *Manager) startOne(ctx context.Context, it *batchItem, su *instanceSetup, timeout time.Duration) error {
+func (m *Manager) startOne(ctx context.Context, it *batchItem, su *instanceSetup, timeout time.Duration, watch *unitWatch) error {
 	var restarts uint32
 	if it.restart {
 		u, err := m.Systemd.Unit(ctx, it.inst.Unit)
@@ -402,7 +449,7 @@ func (m *Manager) startOne(ctx context.Context, it *batchItem, su *instanceSetup
 	} else if err := m.Systemd.StartUnit(ctx, it.inst.Unit); err != nil {
 		return m.startError(ctx, it.inst.Unit, err)
 	}
-	if err := m.waitReady(ctx, it.inst, su, restarts, timeout); err != nil {
+	if err := m.waitReadyWatched(ctx, it.inst, su, restarts, timeout, watch); err != nil {
 		return m.startError(ctx, it.inst.Unit, err)
 	}
 	return nil

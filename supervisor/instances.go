@@ -573,6 +573,14 @@ func needsReload(u UnitState) bool {
 // answers will not get better by waiting. At the deadline it says what it
 // saw: a processor listening but not answering, or not listening at all.
 func (m *Manager) waitReady(ctx context.Context, inst config.Instance, su *instanceSetup, restartsBefore uint32, timeout time.Duration) error {
+	return m.waitReadyWatched(ctx, inst, su, restartsBefore, timeout, nil)
+}
+
+// waitReadyWatched is waitReady that, with watch set, looks at the unit's
+// state through the batch's shared look (see unitWatch) between health
+// requests, rather than asking systemd for the unit's properties each time.
+func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su *instanceSetup, restartsBefore uint32, timeout time.Duration, watch *unitWatch) error {
+	begin := time.Now()
 	if timeout <= 0 {
 		timeout = config.Seconds(su.proc.ReadyTimeout)
 	}
@@ -599,7 +607,17 @@ func (m *Manager) waitReady(ctx context.Context, inst config.Instance, su *insta
 		} else {
 			last = fmt.Sprintf("HTTP %d", status)
 		}
-		u, err := m.Systemd.Unit(ctx, inst.Unit)
+		var u UnitState
+		if watch != nil {
+			u, err = watch.state(ctx, inst.Unit, begin)
+			// A restart shows in a listing as the state it waits in;
+			// the listing has no restart count.
+			if err == nil && u.SubState == "auto-restart" {
+				u.NRestarts = restartsBefore + 1
+			}
+		} else {
+			u, err = m.Systemd.Unit(ctx, inst.Unit)
+		}
 		if err != nil {
 			return err
 		}

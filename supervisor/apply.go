@@ -72,10 +72,9 @@ type ApplyOptions struct {
 // ApplyResult is what Apply did: its plan, the instances whose step was
 // done, and those whose step failed and was rolled back.
 type ApplyResult struct {
-	Plan    config.Plan
-	Done    []string
-	Failed  []BatchFailure
-	Notices []string
+	Plan   config.Plan
+	Done   []string
+	Failed []BatchFailure
 }
 
 // BatchFailure is one instance of a batch that failed.
@@ -162,17 +161,25 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	// tried first on a copy, with the ports of the instances to remove
 	// counted free, so that nothing is removed either when it would fail.
 	now := m.now().UTC().Truncate(time.Second)
-	allocate := func(r *config.Registry, free map[int]bool) ([]*batchItem, []string, error) {
+	allocate := func(r *config.Registry, free map[int]bool) ([]*batchItem, error) {
 		var items []*batchItem
-		var notices []string
 		var errs []error
+		listening, err := m.Ports.Bound(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for p := range free {
+			delete(listening, p)
+		}
 		for _, s := range plan.Steps {
 			switch s.Action {
 			case config.Create:
 				d := s.Want
 				req := StartRequest{ID: d.ID, Name: d.Name, APIPort: d.APIPort, ZMQPort: d.ZMQPort, Parameters: d.Parameters,
 					Processor: d.Processor, Network: d.Network, Group: d.Group}
-				inst, msgs, err := m.allocateInstance(ctx, r, req, free)
+				inst, msgs, err := m.allocateInstance(r, req, listening)
+				// A port the file gives is the instance's or an error; one
+				// it leaves out is the next free one, without a notice.
 				if err == nil && (d.APIPort != 0 && inst.APIPort != d.APIPort || d.ZMQPort != 0 && inst.ZMQPort != d.ZMQPort) {
 					err = errors.New(strings.Join(msgs, "; "))
 				}
@@ -180,7 +187,6 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 					errs = append(errs, fmt.Errorf("instance %s: %w", d.ID, err))
 					continue
 				}
-				notices = append(notices, msgs...)
 				r.Instances[inst.ID] = &inst
 				items = append(items, &batchItem{inst: inst, action: config.Create})
 			case config.Change:
@@ -195,9 +201,9 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 			}
 		}
 		if err := errors.Join(errs...); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return items, notices, r.Validate()
+		return items, r.Validate()
 	}
 	dry := &config.Registry{Instances: make(map[string]*config.Instance, len(reg.Instances))}
 	for id, in := range reg.Instances {
@@ -214,7 +220,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 			delete(dry.Instances, s.ID)
 		}
 	}
-	if _, _, err := allocate(dry, free); err != nil {
+	if _, err := allocate(dry, free); err != nil {
 		return nil, err
 	}
 	begin := time.Now()
@@ -231,7 +237,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	var items []*batchItem
 	err = m.Registry.Update(func(r *config.Registry) error {
 		var err error
-		items, res.Notices, err = allocate(r, nil)
+		items, err = allocate(r, nil)
 		return err
 	})
 	if err != nil {

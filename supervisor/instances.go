@@ -241,12 +241,16 @@ func (m *Manager) hostEngineHolder(r *config.Registry, id string) string {
 // instance reserves and no process listens on. It runs under the registry
 // lock, so concurrent starts never get the same port.
 func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req StartRequest) (config.Instance, []string, error) {
-	return m.allocateInstance(ctx, r, req, nil)
+	listening, err := m.Ports.Bound(ctx)
+	if err != nil {
+		return config.Instance{}, nil, err
+	}
+	return m.allocateInstance(r, req, listening)
 }
 
-// allocateInstance is newInstance counting the ports in free as not in
-// use, for ports whose listener is about to be stopped.
-func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req StartRequest, free map[int]bool) (config.Instance, []string, error) {
+// allocateInstance is newInstance with the ports listening on the host
+// read by the caller, once for many instances.
+func (m *Manager) allocateInstance(r *config.Registry, req StartRequest, listening map[int]bool) (config.Instance, []string, error) {
 	proc, err := m.Config.ProcessorNamed(req.Processor)
 	if err != nil {
 		return config.Instance{}, nil, err
@@ -271,15 +275,10 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 		}
 		req.ZMQPort = config.PrivateZMQPort
 	}
-	listening, err := m.Ports.Bound(ctx)
-	if err != nil {
-		return config.Instance{}, nil, err
-	}
 	reserved := r.ReservedPorts()
 	taken := func(p int) bool {
 		_, res := reserved[p]
-		lis := listening[p] && !free[p]
-		return res || lis
+		return res || listening[p]
 	}
 	why := func(p int) string {
 		if owner, ok := reserved[p]; ok {

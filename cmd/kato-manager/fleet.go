@@ -223,9 +223,6 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 	if res == nil {
 		return flattenFileErrors(err)
 	}
-	for _, n := range res.Notices {
-		fmt.Fprintf(a.stderr, "notice: %s\n", n)
-	}
 	plan := res.Plan
 	if !plan.Pending() {
 		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), *f.file)

@@ -260,7 +260,7 @@ func (b *bench) fleet(n, listed, runs int) []row {
 	}{
 		{"", "processors listen at once", ""},
 		{"slow", "processors listen after 1s", ""},
-		{"slow", "processors listen after 1s", fmt.Sprintf("--parallel %d", n)},
+		{"slow", "processors listen after 1s", "--parallel 8"},
 	} {
 		file, urls := b.fleetFile("fleet.yaml", "f", n, c.processor)
 		// Baseline: the units apply rendered, stopped, started by a loop.

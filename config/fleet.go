@@ -316,8 +316,21 @@ func yamlTree(data []byte) (*node, error) {
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return &node{kind: mapNode, line: 1}, nil
 	}
-	return fromYAML(doc.Content[0])
+	w := &yamlWalk{}
+	return w.node(doc.Content[0], 0)
 }
+
+// Bounds of a YAML tree: an alias that contains itself would recurse
+// forever, and aliases of aliases can stand for more nodes than memory
+// holds.
+const (
+	maxYAMLDepth = 32
+	maxYAMLNodes = 200000
+)
+
+// yamlWalk turns a yaml.Node tree into nodes, aliases resolved, within the
+// bounds above.
+type yamlWalk struct{ nodes int }
 
 // yamlError turns yaml's "yaml: line N: msg" into a FileError at line N.
 func yamlError(err error) error {
@@ -332,11 +345,22 @@ func yamlError(err error) error {
 	return &FileError{Rule: msg}
 }
 
-func fromYAML(y *yaml.Node) (*node, error) {
-	for y.Kind == yaml.AliasNode {
+func (w *yamlWalk) node(y *yaml.Node, depth int) (*node, error) {
+	line := y.Line
+	for y.Kind == yaml.AliasNode && y.Alias != nil {
 		y = y.Alias
+		depth++
+		if depth > maxYAMLDepth {
+			return nil, &FileError{Line: line, Rule: "aliases nest too deep (does one refer to itself?)"}
+		}
 	}
-	n := &node{line: y.Line}
+	if depth > maxYAMLDepth {
+		return nil, &FileError{Line: line, Rule: fmt.Sprintf("values nest more than %d deep", maxYAMLDepth)}
+	}
+	if w.nodes++; w.nodes > maxYAMLNodes {
+		return nil, &FileError{Line: line, Rule: fmt.Sprintf("the file stands for more than %d values (aliases included)", maxYAMLNodes)}
+	}
+	n := &node{line: line}
 	switch y.Kind {
 	case yaml.MappingNode:
 		n.kind = mapNode
@@ -348,7 +372,7 @@ func fromYAML(y *yaml.Node) (*node, error) {
 			if k.Value == "<<" {
 				return nil, &FileError{Line: k.Line, Rule: "merge keys (<<) are not supported; use a template"}
 			}
-			child, err := fromYAML(v)
+			child, err := w.node(v, depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -357,7 +381,7 @@ func fromYAML(y *yaml.Node) (*node, error) {
 	case yaml.SequenceNode:
 		n.kind = listNode
 		for _, item := range y.Content {
-			child, err := fromYAML(item)
+			child, err := w.node(item, depth+1)
 			if err != nil {
 				return nil, err
 			}

@@ -156,7 +156,7 @@ func flattenFileErrors(err error) error {
 }
 
 // printPlan writes the plan: "+ id" and its fields for an instance to
-// create, "~ id" and "field: old → new" for one to change, "- id" for one
+// create, "~ id" and "field: old -> new" for one to change, "- id" for one
 // to remove, and a summary line.
 func printPlan(w io.Writer, plan config.Plan) {
 	for _, s := range plan.Steps {
@@ -169,7 +169,7 @@ func printPlan(w io.Writer, plan config.Plan) {
 		case config.Change:
 			fmt.Fprintf(w, "~ %s\n", s.ID)
 			for _, c := range s.Changes {
-				fmt.Fprintf(w, "    %s: %s → %s\n", c.Field, orNone(c.Old), orNone(c.New))
+				fmt.Fprintf(w, "    %s: %s -> %s\n", c.Field, orNone(c.Old), orNone(c.New))
 			}
 		case config.Remove:
 			fmt.Fprintf(w, "- %s (port %d)\n", s.ID, s.Have.APIPort)

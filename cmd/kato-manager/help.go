@@ -64,7 +64,7 @@ instances the file does not name. New and changed instances start side by side,
 at most --parallel at once; one that does not become ready is rolled back (a new
 one removed, a changed one put back) and the others stand: exit 1.`,
 	"diff": `Print what apply -f FILE would do, per instance and field, changing nothing:
-"+ ID" and its settings for an instance to create, "~ ID" and "field: old → new"
+"+ ID" and its settings for an instance to create, "~ ID" and "field: old -> new"
 for one to change (restart), "- ID" for one to remove with --prune.
 
 Exit status, as diff(1) and kubectl diff: 0 nothing to do, 1 apply would change

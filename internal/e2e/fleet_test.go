@@ -115,7 +115,7 @@ group = "tpl"
 		// One changed parameter restarts exactly that instance.
 		changed := write("changed.yaml", strings.Replace(guideFleet, "max_predictions: 100", "max_predictions: 200", 1))
 		r := m.km("diff", "-f", changed)
-		if r.code != 1 || !strings.Contains(r.stdout, "~ pattern-matcher\n    max_predictions: 100 → 200\n") || strings.Contains(r.stdout, "sentiment-analyzer") {
+		if r.code != 1 || !strings.Contains(r.stdout, "~ pattern-matcher\n    max_predictions: 100 -> 200\n") || strings.Contains(r.stdout, "sentiment-analyzer") {
 			t.Errorf("diff of one change: %s", r)
 		}
 		if r := m.km("apply", "--dry-run", "-f", changed); r.code != 1 || !strings.Contains(r.stdout, "~ pattern-matcher") {
@@ -203,7 +203,7 @@ group = "tpl"
 			t.Errorf("c's group from its template = %v", g)
 		}
 		toml := write("fleet.toml", "[[instances]]\nid = \"a\"\nport = 8101\ntemplate = \"t2\"\n\n[templates.t2]\nmax_predictions = 8\n")
-		if r := m.km("diff", "-f", toml); r.code != 1 || !strings.Contains(r.stdout, "~ a\n") || !strings.Contains(r.stdout, "max_predictions: 7 → 8") || !strings.Contains(r.stdout, "name: From t → KatoProcessor") {
+		if r := m.km("diff", "-f", toml); r.code != 1 || !strings.Contains(r.stdout, "~ a\n") || !strings.Contains(r.stdout, "max_predictions: 7 -> 8") || !strings.Contains(r.stdout, "name: From t -> KatoProcessor") {
 			t.Errorf("diff of the TOML file: %s", r)
 		}
 		// start --template: the flags override the template.

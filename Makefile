@@ -61,7 +61,7 @@ $(STATICCHECK):
 # files or the command line; the seed corpus is under each package's
 # testdata/fuzz. `make fuzz FUZZTIME=10m` digs deeper.
 FUZZTIME ?= 3s
-FUZZ_TARGETS := config:FuzzLoad config:FuzzDecodeRegistry units:FuzzRenderInstanceDropIn units:FuzzRenderEnvironment
+FUZZ_TARGETS := config:FuzzLoad config:FuzzDecodeRegistry config:FuzzParseFleet units:FuzzRenderInstanceDropIn units:FuzzRenderEnvironment
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \

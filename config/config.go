@@ -55,6 +55,11 @@ type Config struct {
 	KG         KG                   `toml:"kg"`
 	// Limits are the resource limits of every instance and worker.
 	Limits Limits `toml:"limits"`
+	// Batch configures the commands that start many instances at once.
+	Batch Batch `toml:"batch"`
+	// Templates are the named parameter sets of [templates.NAME], used by
+	// `template: NAME` in a fleet file and `start --template NAME`.
+	Templates map[string]*Entry `toml:"-"`
 }
 
 // DefaultProcessor is the name list and status show for the [processor]
@@ -196,6 +201,16 @@ func processorNameRule(name string) string {
 	}
 	return ""
 }
+
+// Batch configures apply and the group commands.
+type Batch struct {
+	// Parallel bounds how many instances start at once; 0 means
+	// supervisor.DefaultParallel.
+	Parallel int `toml:"parallel"`
+}
+
+// MaxParallel bounds batch.parallel and --parallel.
+const MaxParallel = 1024
 
 // Ports are the ranges automatic port allocation draws from. The API and ZMQ
 // ranges must not overlap.
@@ -380,7 +395,8 @@ func load(path string, c *Config) (*Config, error) {
 	// [defaults] is decoded on its own, so that it is merged over the
 	// built-in values with old names renamed.
 	var raw struct {
-		Defaults map[string]any `toml:"defaults"`
+		Defaults  map[string]any            `toml:"defaults"`
+		Templates map[string]map[string]any `toml:"templates"`
 	}
 	c.Defaults = nil
 	md, err := toml.Decode(string(data), c)
@@ -390,8 +406,13 @@ func load(path string, c *Config) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, malformed(tomlError(err)))
 	}
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+	// [templates] is read by the rules of a fleet file's templates.
+	undecoded := slices.DeleteFunc(md.Undecoded(), func(k toml.Key) bool { return k[0] == "templates" })
+	if len(undecoded) > 0 {
 		return nil, fmt.Errorf("load config %s: %sunknown key %s%w", path, linePrefix(data, undecoded[0]), undecoded[0], malformed(nil))
+	}
+	if c.Templates, err = configTemplates(path, data, raw.Templates); err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, malformed(err))
 	}
 	if c.Defaults, err = DefaultParameters().Merge(raw.Defaults); err != nil {
 		err = prefixField("defaults.", err)
@@ -451,6 +472,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Services.validate(); err != nil {
+		return err
+	}
+	if err := intBetween("batch.parallel", c.Batch.Parallel, 0, MaxParallel); err != nil {
 		return err
 	}
 	for _, s := range kgSettings {

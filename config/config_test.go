@@ -119,8 +119,8 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 	for _, p := range Params {
 		keys = append(keys, []string{"defaults", p.Name})
 	}
-	if len(keys) != 28+len(Params) {
-		t.Fatalf("found %d settings, want %d: %v", len(keys), 28+len(Params), keys)
+	if len(keys) != 29+len(Params) {
+		t.Fatalf("found %d settings, want %d: %v", len(keys), 29+len(Params), keys)
 	}
 	for _, key := range keys {
 		t.Run(strings.Join(key, "."), func(t *testing.T) {

@@ -43,7 +43,10 @@ type Instance struct {
 	Processor string `toml:"processor,omitempty"`
 	// Network is NetworkHost or NetworkPrivate; entries written before it
 	// existed ran on the host network.
-	Network    string     `toml:"network"`
+	Network string `toml:"network"`
+	// Group is the group the instance is part of (units.GroupTarget), or
+	// "".
+	Group      string     `toml:"group,omitempty"`
 	Parameters Parameters `toml:"parameters"`
 	Created    time.Time  `toml:"created"`
 	Updated    time.Time  `toml:"updated"`
@@ -82,6 +85,11 @@ func (in *Instance) Validate() error {
 	}
 	if in.Network != NetworkHost && in.Network != NetworkPrivate {
 		return &FieldError{Field: "network", Value: in.Network, Rule: "must be host or private"}
+	}
+	if in.Group != "" {
+		if rule := units.GroupNameRule(in.Group); rule != "" {
+			return &FieldError{Field: "group", Value: in.Group, Rule: rule}
+		}
 	}
 	if err := in.Parameters.Validate(); err != nil {
 		return prefixField("parameters.", err)

@@ -11,8 +11,8 @@ import (
 // InstanceSample is one instance as a scrape of /metrics sees it.
 type InstanceSample struct {
 	InstanceView
-	// Group labels the instance's metrics with Processor. No instance
-	// belongs to a group yet: Group is empty.
+	// Group labels the instance's metrics with Processor: the group the
+	// instance is part of in the registry, or "".
 	Group      string
 	Up         bool // active/running
 	Ready      bool // its own process listens on its API port
@@ -130,7 +130,7 @@ func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
 	}
 	for _, v := range views {
 		u := byUnit[v.Unit]
-		is := InstanceSample{InstanceView: v, Restarts: u.NRestarts,
+		is := InstanceSample{InstanceView: v, Group: v.Group, Restarts: u.NRestarts,
 			Up: v.ActiveState == "active" && v.SubState == "running"}
 		if is.Up {
 			is.CPUSeconds = cpu[v.Unit].Seconds()

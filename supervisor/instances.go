@@ -60,6 +60,8 @@ type StartRequest struct {
 	// Network is config.NetworkHost or config.NetworkPrivate; "" is the
 	// processor's network.
 	Network string
+	// Group is the group the instance is part of, or "".
+	Group string
 	// Explicit lists the settings the user gave, so that starting an
 	// existing instance can say which of them it ignores.
 	Explicit []string
@@ -146,6 +148,11 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		return nil, err
 	}
 	inst := res.Instance
+	if created && inst.Group != "" {
+		if err := m.syncGroups(ctx); err != nil {
+			return nil, errors.Join(err, m.rollback(context.WithoutCancel(ctx), inst, true), m.syncGroups(context.WithoutCancel(ctx)))
+		}
+	}
 	if !created {
 		u, err := m.Systemd.Unit(ctx, inst.Unit)
 		if err != nil {
@@ -163,6 +170,11 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		se := m.startError(ctx, inst.Unit, err)
 		if rbErr := m.rollback(context.WithoutCancel(ctx), inst, created); rbErr != nil {
 			se.Err = fmt.Errorf("%w; rollback: %v", err, rbErr)
+		}
+		if created && inst.Group != "" {
+			if gErr := m.syncGroups(context.WithoutCancel(ctx)); gErr != nil {
+				se.Err = fmt.Errorf("%w; group %s: %v", se.Err, inst.Group, gErr)
+			}
 		}
 		return nil, se
 	}
@@ -200,6 +212,11 @@ func ValidateStart(req StartRequest) error {
 	if req.Network != "" && req.Network != config.NetworkHost && req.Network != config.NetworkPrivate {
 		return &config.FieldError{Field: "network", Value: req.Network, Rule: "must be host or private"}
 	}
+	if req.Group != "" {
+		if rule := units.GroupNameRule(req.Group); rule != "" {
+			return &config.FieldError{Field: "group", Value: req.Group, Rule: rule}
+		}
+	}
 	return nil
 }
 
@@ -229,6 +246,12 @@ func (m *Manager) hostEngineHolder(r *config.Registry, id string) string {
 // instance reserves and no process listens on. It runs under the registry
 // lock, so concurrent starts never get the same port.
 func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req StartRequest) (config.Instance, []string, error) {
+	return m.allocateInstance(ctx, r, req, nil)
+}
+
+// allocateInstance is newInstance counting the ports in free as not in use:
+// those of instances an apply removes before it starts the new ones.
+func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req StartRequest, free map[int]bool) (config.Instance, []string, error) {
 	proc, err := m.Config.ProcessorNamed(req.Processor)
 	if err != nil {
 		return config.Instance{}, nil, err
@@ -258,6 +281,9 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 	taken := func(p int) bool {
 		if _, res := reserved[p]; res {
 			return true
+		}
+		if free[p] {
+			return false
 		}
 		inUse, err := m.Ports.InUse(ctx, p)
 		if err != nil && probeErr == nil {
@@ -308,7 +334,7 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 	}
 	name := req.Name
 	if name == "" {
-		name = "KatoProcessor"
+		name = config.DefaultInstanceName
 	}
 	now := m.now().UTC().Truncate(time.Second)
 	return config.Instance{
@@ -320,6 +346,7 @@ func (m *Manager) newInstance(ctx context.Context, r *config.Registry, req Start
 		Command:    req.Command,
 		Processor:  processorKey(req.Processor),
 		Network:    network,
+		Group:      req.Group,
 		Parameters: req.Parameters,
 		Created:    now,
 		Updated:    now,
@@ -394,6 +421,7 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		HangsOnSIGTERM: proc.Generation == units.GenerationB,
 		Network:        su.network,
 		Limits:         units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
+		Group:          inst.Group,
 	}
 	return su, nil
 }
@@ -561,6 +589,14 @@ func needsReload(u UnitState) bool {
 // answers will not get better by waiting. At the deadline it says what it
 // saw: a processor listening but not answering, or not listening at all.
 func (m *Manager) waitReady(ctx context.Context, inst config.Instance, su *instanceSetup, restartsBefore uint32, timeout time.Duration) error {
+	return m.waitReadyWatched(ctx, inst, su, restartsBefore, timeout, nil)
+}
+
+// waitReadyWatched is waitReady that, with watch set, looks at the unit's
+// state through the batch's shared look (see unitWatch) between health
+// requests, rather than asking systemd for the unit's properties each time.
+func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su *instanceSetup, restartsBefore uint32, timeout time.Duration, watch *unitWatch) error {
+	begin := time.Now()
 	if timeout <= 0 {
 		timeout = config.Seconds(su.proc.ReadyTimeout)
 	}
@@ -587,7 +623,17 @@ func (m *Manager) waitReady(ctx context.Context, inst config.Instance, su *insta
 		} else {
 			last = fmt.Sprintf("HTTP %d", status)
 		}
-		u, err := m.Systemd.Unit(ctx, inst.Unit)
+		var u UnitState
+		if watch != nil {
+			u, err = watch.state(ctx, inst.Unit, begin)
+			// A restart shows in a listing as the state it waits in;
+			// the listing has no restart count.
+			if err == nil && u.SubState == "auto-restart" {
+				u.NRestarts = restartsBefore + 1
+			}
+		} else {
+			u, err = m.Systemd.Unit(ctx, inst.Unit)
+		}
 		if err != nil {
 			return err
 		}
@@ -770,6 +816,9 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
 	if err := m.remove(ctx, id); err != nil {
 		return nil, err
 	}
+	if err := m.syncGroups(ctx); err != nil {
+		return nil, err
+	}
 	return &StopResult{Stopped: []string{id}}, nil
 }
 
@@ -808,12 +857,19 @@ func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, 
 	}
 	res := &StopResult{}
 	var errs []error
-	for _, id := range sortedKeys(ids) {
-		if err := m.remove(ctx, id); err != nil {
+	// The stops run side by side, as many as a batch starts at once: a
+	// processor that ignores SIGTERM takes its whole stop_timeout.
+	all := sortedKeys(ids)
+	out := m.removeMany(ctx, all, m.parallel(0))
+	for _, id := range all {
+		if err := out[id]; err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		res.Stopped = append(res.Stopped, id)
+	}
+	if err := m.syncGroups(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if withServices {
 		for _, s := range m.Config.Services.Units {

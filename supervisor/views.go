@@ -35,6 +35,7 @@ type InstanceView struct {
 	Processor     string            `json:"processor"`
 	Generation    string            `json:"generation"`
 	Network       string            `json:"network"`
+	Group         string            `json:"group"`
 	Parameters    config.Parameters `json:"parameters"`
 	Since         time.Time         `json:"since,omitzero"`
 	UptimeSeconds int64             `json:"uptime_seconds"`
@@ -104,7 +105,7 @@ func (m *Manager) instanceViews(reg *config.Registry, byUnit map[string]UnitStat
 	views := make([]InstanceView, 0, len(reg.Instances))
 	for _, inst := range reg.Sorted() {
 		v := InstanceView{ID: inst.ID, Name: inst.Name, Unit: inst.Unit, APIPort: inst.APIPort, ZMQPort: inst.ZMQPort, Registered: true,
-			Processor: inst.Processor, Network: inst.Network, Parameters: inst.Parameters}
+			Processor: inst.Processor, Network: inst.Network, Group: inst.Group, Parameters: inst.Parameters}
 		if v.Processor == "" {
 			v.Processor = config.DefaultProcessor
 		}

@@ -44,6 +44,9 @@ type InstanceDropIn struct {
 	Network *PrivateNetwork
 	// Limits are the instance's resource limits.
 	Limits Limits
+	// Group, when set, makes the instance part of the group's target
+	// (GroupTarget): stopping or restarting the target reaches it.
+	Group string
 }
 
 // Limits are resource limits systemd enforces on a unit. Zero values set
@@ -144,6 +147,13 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 		list := strings.Join(services, " ")
 		b.WriteString("After=" + list + "\n")
 		b.WriteString("Wants=" + list + "\n")
+	}
+	if d.Group != "" {
+		if rule := GroupNameRule(d.Group); rule != "" {
+			return nil, fmt.Errorf("invalid group %q: %s", d.Group, rule)
+		}
+		b.WriteString("PartOf=" + GroupTarget(d.Group) + "\n")
+		b.WriteString("Before=" + GroupTarget(d.Group) + "\n")
 	}
 	if n := d.Network; n != nil {
 		if n.ID != d.ID {

@@ -32,6 +32,7 @@ func TestTemplatesList(t *testing.T) {
 	want := []string{
 		"systemd/kato@.service",
 		"systemd/kato.target",
+		"systemd/kato-group@.target",
 		"systemd/kato-proxy@.socket",
 		"systemd/kato-proxy@.service",
 		"systemd/kato-link@.socket",

@@ -55,7 +55,7 @@ func TestUserTemplatesList(t *testing.T) {
 		}
 		names = append(names, tmpl.Name)
 	}
-	if want := []string{"kato@.service", InstanceTarget, "kg-worker@.service", WorkerTarget}; !slices.Equal(names, want) {
+	if want := []string{"kato@.service", InstanceTarget, GroupTemplate, "kg-worker@.service", WorkerTarget}; !slices.Equal(names, want) {
 		t.Errorf("user templates %q, want %q", names, want)
 	}
 }

@@ -18,7 +18,11 @@ on its API port. If the processor exits or does not listen within --timeout,
 everything is rolled back and the unit's last journal lines are printed.
 
 Starting an instance that is already running does nothing and says so; starting
-one that exists but is stopped starts it with its stored settings. Without --id,
+one that exists but is stopped starts it with its stored settings. --template NAME
+starts from [templates.NAME] of kato.toml, the flags given overriding it; --group
+NAME makes the instance part of the group's target, kato-group@NAME.target.
+--group NAME alone starts the group's registered instances that are not running,
+side by side. Without --id,
 an ID is made from the time and the process ID. A requested or default port that
 is listening, or reserved by a registered instance, moves to the next free one,
 with a notice. Flags left out take the [defaults] of kato.toml.`,
@@ -29,11 +33,14 @@ Stopping an instance removes its drop-in and environment file, disables the unit
 clears any failed state and removes its registry entry; its learned state in
 /var/lib/kato/instances/ID stays. Without an instance, every instance, registered
 or orphaned, is stopped; on a terminal, without --with-mongo or --no-mongo, it
-asks whether to stop the shared services (services.units) too.`,
+asks whether to stop the shared services (services.units) too. --group NAME stops
+and removes every instance of the group.`,
 	"restart": `Restart an instance with the same ID, ports and settings. Its files are written
-again first, so changes to kato.toml take effect; then it waits for the API port.`,
-	"list": `List the instances with their state, main PID, API and ZMQ ports, uptime and
-memory, from one D-Bus call and one pass over /proc.`,
+again first, so changes to kato.toml take effect; then it waits for the API port.
+With --group NAME, every instance of the group restarts, side by side.`,
+	"list": `List the instances with their group, state, main PID, API and ZMQ ports, uptime
+and memory, from one D-Bus call and one pass over /proc; --group NAME lists one
+group's.`,
 	"status": `Check that systemd is reachable, the shared services' states, and each instance's
 unit state, restart count and whether its API port is held by its own processor.
 It reports drift between the registry and systemd. Exit status 1 when anything is
@@ -42,6 +49,29 @@ wrong.`,
 --lines lines, then, with --follow, new lines as they come until interrupted.
 --since leaves out older lines and, without --lines, shows all lines since then.
 It reads journalctl --output=json.`,
+	"apply": `Make the registered instances what a fleet file says: YAML as in the KATO
+multi-instance guide's multi-instance.yaml, JSON of the same shape, or TOML with
+one [[instances]] table per entry. Each entry has an id and any of name, port,
+zmq_port, processor, network, group, template and the processor settings by
+their names (max_predictions, recall_threshold, ...).
+
+The whole file is checked first; every problem is printed at once with its file,
+line, entry, field, value and rule, and nothing changes (exit 2). Then apply
+creates the instances that are missing, re-renders and restarts those whose
+settings differ and leaves the others alone: a second apply of the same file
+restarts nothing and says so. --prune also stops and removes the registered
+instances the file does not name. New and changed instances start side by side,
+at most --parallel at once; one that does not become ready is rolled back (a new
+one removed, a changed one put back) and the others stand: exit 1.`,
+	"diff": `Print what apply -f FILE would do, per instance and field, changing nothing:
+"+ ID" and its settings for an instance to create, "~ ID" and "field: old -> new"
+for one to change (restart), "- ID" for one to remove with --prune.
+
+Exit status, as diff(1) and kubectl diff: 0 nothing to do, 1 apply would change
+something, 2 the file, the command line or the registry is wrong.`,
+	"export": `Write every registered instance as a fleet file (--format yaml, json or toml) to
+standard output: id, name, ports, processor, network, group and the settings that
+differ from [defaults]. apply of it changes nothing.`,
 	"gc": `Repair drift: remove registry entries whose unit files are gone, and tear down
 instance units and files that have no registry entry.`,
 	"install-units": `Write the unit templates (kato@.service, kato.target, kg-worker@.service,

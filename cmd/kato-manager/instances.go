@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,7 +23,8 @@ import (
 // startFlagValues are start's flags.
 type startFlagValues struct {
 	id, name, processor, network, command *string
-	port, zmqPort                         *int
+	template, group                       *string
+	port, zmqPort, parallel               *int
 	params                                *config.ParamFlags
 	timeout                               *time.Duration
 }
@@ -39,12 +42,93 @@ func startFlags(fs *pflag.FlagSet) *startFlagValues {
 	f.params = config.AddParamFlags(fs)
 	f.command = fs.String("processor-command", "", "processor command for this instance, split at spaces (default: the processor's command)")
 	f.timeout = fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)")
+	f.template = fs.String("template", "", "start from the settings of [templates.NAME] of kato.toml; the flags given override them")
+	f.group = fs.String("group", "", "make the instance part of the group NAME (kato-group@NAME.target); alone, start the group's registered instances that are not running")
+	f.parallel = fs.Int("parallel", 0, "with --group alone, how many instances start at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)")
 	return f
+}
+
+// onlyChanged reports whether the flags given are all among names.
+func onlyChanged(fs *pflag.FlagSet, names ...string) bool {
+	only := true
+	fs.Visit(func(f *pflag.Flag) {
+		if !slices.Contains(names, f.Name) {
+			only = false
+		}
+	})
+	return only
+}
+
+// startGroup is `start --group NAME` alone: the group's registered
+// instances that are not running start as one batch.
+func (a *app) startGroup(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) error {
+	return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "started", (*supervisor.Manager).StartGroup)
+}
+
+// groupBatch runs a start or restart of a group with its progress, and
+// reports it.
+func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b *batchFlagValues, verb string,
+	do func(*supervisor.Manager, context.Context, string, supervisor.BatchOptions) (*supervisor.GroupResult, error)) error {
+	opts, err := b.options(fs)
+	if err != nil {
+		return err
+	}
+	if err := checkGroupFlag(group); err != nil {
+		return err
+	}
+	m, done, err := a.manager(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	pr := newProgressPrinter(a.stderr, 0)
+	opts.Progress = pr.update
+	res, err := do(m, ctx, group, opts)
+	pr.finish()
+	if res == nil {
+		return err
+	}
+	return a.printGroupResult(verb, res, err)
+}
+
+// checkGroupFlag checks the value of a --group flag.
+func checkGroupFlag(group string) error {
+	if rule := units.GroupNameRule(group); rule != "" {
+		return &config.FieldError{Field: "--group", Value: group, Rule: rule}
+	}
+	return nil
+}
+
+// printGroupResult reports a start or restart of a group.
+func (a *app) printGroupResult(verb string, res *supervisor.GroupResult, err error) error {
+	for _, id := range res.Done {
+		fmt.Fprintf(a.stdout, "%s %s\n", verb, id)
+	}
+	for _, id := range res.Running {
+		fmt.Fprintf(a.stdout, "%s is already running\n", id)
+	}
+	for _, fl := range res.Failed {
+		fmt.Fprintf(a.stdout, "! %s failed: %v\n", fl.ID, fl.Err)
+		for _, l := range fl.Journal {
+			fmt.Fprintf(a.stdout, "  | %s\n", l)
+		}
+	}
+	fmt.Fprintf(a.stdout, "%d %s, %d already running, %d failed\n", len(res.Done), verb, len(res.Running), len(res.Failed))
+	if errors.Is(err, supervisor.ErrBatchFailed) {
+		return exitCodeError{code: exitFailed}
+	}
+	return err
 }
 
 func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) error {
 	if fs.NArg() > 0 {
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
+	}
+	if fs.Changed("group") && onlyChanged(fs, "group", "parallel", "timeout") {
+		return a.startGroup(ctx, fs, f)
+	}
+	if fs.Changed("parallel") {
+		return usagef("--parallel goes with --group alone, which starts a group's instances")
 	}
 	if err := checkStartFlags(fs, f); err != nil {
 		return err
@@ -81,6 +165,9 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 	}
 	fmt.Fprintf(a.stdout, "started %s (%s): %s, processor %s (generation %s), %s network, API port %d, ZMQ port %d\n",
 		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, inst.ZMQPort)
+	if inst.Group != "" {
+		fmt.Fprintf(a.stdout, "  group: %s (%s)\n", inst.Group, units.GroupTarget(inst.Group))
+	}
 	fmt.Fprintf(a.stdout, "  health: curl http://localhost:%d%s\n", inst.APIPort, proc.ReadyPath(inst.ID))
 	return nil
 }
@@ -116,21 +203,48 @@ func checkStartFlags(fs *pflag.FlagSet, f *startFlagValues) error {
 
 // startRequest is the request start's flags make with the configuration:
 // the parameters the flags leave unset from kato.toml's [defaults], the
-// request validated as a whole. It is what `kato-manager start` and the
+// request validated as a whole; --template's settings come between the two.
+// It is what `kato-manager start` and the
 // dashboard's start form both run.
 func startRequest(fs *pflag.FlagSet, f *startFlagValues, cfg *config.Config) (supervisor.StartRequest, error) {
-	// Flags left unset take the configured defaults, not the built-in ones.
-	parameters, explicit, err := f.params.Apply(cfg.Defaults)
+	// Flags left unset take the template's settings, then the configured
+	// defaults, not the built-in ones.
+	base := cfg.Defaults
+	if fs.Changed("template") {
+		t, ok := cfg.Templates[*f.template]
+		if !ok {
+			names := make([]string, 0, len(cfg.Templates))
+			for n := range cfg.Templates {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			known := strings.Join(names, ", ")
+			if known == "" {
+				known = "there are none"
+			}
+			return supervisor.StartRequest{}, &config.FieldError{Field: "--template", Value: *f.template, Rule: "must name a [templates.NAME] of kato.toml: " + known}
+		}
+		base = base.Clone()
+		for k, v := range t.Parameters {
+			base[k] = v
+		}
+		for key, flag := range map[string]*string{"name": f.name, "processor": f.processor, "network": f.network, "group": f.group} {
+			if t.Set[key] && !fs.Changed(key) && !(key == "processor" && fs.Changed("tag")) {
+				*flag = map[string]string{"name": t.Name, "processor": t.Processor, "network": t.Network, "group": t.Group}[key]
+			}
+		}
+	}
+	parameters, explicit, err := f.params.Apply(base)
 	if err != nil {
 		return supervisor.StartRequest{}, err
 	}
-	for _, flag := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command"} {
+	for _, flag := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command", "template", "group"} {
 		if fs.Changed(flag) {
 			explicit = append(explicit, "--"+flag)
 		}
 	}
 	req := supervisor.StartRequest{
-		ID: *f.id, Name: *f.name, APIPort: *f.port, ZMQPort: *f.zmqPort, Processor: *f.processor, Network: *f.network,
+		ID: *f.id, Name: *f.name, APIPort: *f.port, ZMQPort: *f.zmqPort, Processor: *f.processor, Network: *f.network, Group: *f.group,
 		Parameters: parameters, Command: strings.Fields(*f.command), Explicit: explicit, Timeout: *f.timeout,
 	}
 	if err := supervisor.ValidateStart(req); err != nil {
@@ -144,8 +258,9 @@ func startRequest(fs *pflag.FlagSet, f *startFlagValues, cfg *config.Config) (su
 
 // stopFlagValues are stop's flags.
 type stopFlagValues struct {
-	id, name                *string
+	id, name, group         *string
 	all, withMongo, noMongo *bool
+	parallel                *int
 }
 
 func stopFlags(fs *pflag.FlagSet) *stopFlagValues {
@@ -155,10 +270,44 @@ func stopFlags(fs *pflag.FlagSet) *stopFlagValues {
 		all:       fs.Bool("all", false, "stop every instance (the default without an ID or name)"),
 		withMongo: fs.Bool("with-mongo", false, "with --all, also stop the shared services (services.units)"),
 		noMongo:   fs.Bool("no-mongo", false, "with --all, keep the shared services running (the default without a terminal)"),
+		group:     fs.String("group", "", "stop and remove every instance of the group NAME"),
+		parallel:  fs.Int("parallel", 0, "with --group, how many instances stop at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)"),
 	}
 }
 
+// stopGroup is `stop --group NAME`.
+func (a *app) stopGroup(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) error {
+	if fs.NArg() > 0 || !onlyChanged(fs, "group", "parallel") {
+		return usagef("--group goes alone (with --parallel): it stops every instance of the group")
+	}
+	b := &batchFlagValues{parallel: f.parallel, timeout: new(time.Duration)}
+	if _, err := b.options(fs); err != nil {
+		return err
+	}
+	if err := checkGroupFlag(*f.group); err != nil {
+		return err
+	}
+	m, done, err := a.manager(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := m.StopGroup(ctx, *f.group, *f.parallel)
+	if res != nil {
+		for _, id := range res.Stopped {
+			fmt.Fprintf(a.stdout, "stopped and removed %s\n", id)
+		}
+	}
+	return err
+}
+
 func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) error {
+	if fs.Changed("group") {
+		return a.stopGroup(ctx, fs, f)
+	}
+	if fs.Changed("parallel") {
+		return usagef("--parallel goes with --group")
+	}
 	id, name, all, withMongo, noMongo := f.id, f.name, f.all, f.withMongo, f.noMongo
 	refs := fs.Args()
 	if *id != "" {
@@ -246,13 +395,34 @@ func isTerminal(fd uintptr) bool {
 	return err == nil
 }
 
-func restartFlags(fs *pflag.FlagSet) *time.Duration {
-	return fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)")
+// restartFlagValues are restart's flags.
+type restartFlagValues struct {
+	timeout  *time.Duration
+	group    *string
+	parallel *int
 }
 
-func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, timeout *time.Duration) error {
+func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
+	return &restartFlagValues{
+		timeout:  fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)"),
+		group:    fs.String("group", "", "restart every instance of the group NAME, as one batch"),
+		parallel: fs.Int("parallel", 0, "with --group, how many instances restart at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)"),
+	}
+}
+
+func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValues) error {
+	timeout := f.timeout
+	if fs.Changed("group") {
+		if fs.NArg() > 0 {
+			return usagef("restart takes an instance or --group, not both")
+		}
+		return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "restarted", (*supervisor.Manager).RestartGroup)
+	}
+	if fs.Changed("parallel") {
+		return usagef("--parallel goes with --group")
+	}
 	if fs.NArg() != 1 {
-		return usagef("restart takes one instance ID or name")
+		return usagef("restart takes one instance ID or name, or --group NAME")
 	}
 	if err := positiveDuration(fs, "timeout", *timeout); err != nil {
 		return err
@@ -273,9 +443,25 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, timeout *time.Dura
 	return nil
 }
 
-func (a *app) list(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
+// listFlagValues are list's flags.
+type listFlagValues struct {
+	json  *bool
+	group *string
+}
+
+func listFlags(fs *pflag.FlagSet) *listFlagValues {
+	return &listFlagValues{json: fs.Bool("json", false, "print JSON"), group: fs.String("group", "", "only the instances of the group NAME")}
+}
+
+func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) error {
+	asJSON := f.json
 	if err := noArgs(fs, "list takes no arguments"); err != nil {
 		return err
+	}
+	if fs.Changed("group") {
+		if err := checkGroupFlag(*f.group); err != nil {
+			return err
+		}
 	}
 	m, done, err := a.manager(ctx)
 	if err != nil {
@@ -286,6 +472,9 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
 	if err != nil {
 		return err
 	}
+	if fs.Changed("group") {
+		views = slices.DeleteFunc(views, func(v supervisor.InstanceView) bool { return v.Group != *f.group })
+	}
 	if *asJSON {
 		return writeJSON(a.stdout, views)
 	}
@@ -294,9 +483,9 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tPROCESSOR\tNETWORK\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY")
+	fmt.Fprintln(tw, "ID\tNAME\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY")
 	for _, v := range views {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.ID, v.Name, processorLabel(v), v.Network, v.State(), dash(v.PID), v.APIPort, v.ZMQPort, uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.ID, v.Name, processorLabel(v), v.Network, orDash(v.Group), v.State(), dash(v.PID), v.APIPort, v.ZMQPort, uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
 	}
 	return tw.Flush()
 }
@@ -357,13 +546,13 @@ func printStatus(a *app, st *supervisor.Status) {
 	} else {
 		fmt.Fprintln(a.stdout, "instances:")
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ID\tUNIT\tPROCESSOR\tNETWORK\tSTATE\tRESTARTS\tAPI\tLISTENING\tANSWERING\tPROBLEM")
+		fmt.Fprintln(tw, "  ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tRESTARTS\tAPI\tLISTENING\tANSWERING\tPROBLEM")
 		for _, i := range st.Instances {
 			problem := i.Problem
 			if problem == "" {
 				problem = "-"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, i.State(), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), problem)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group), i.State(), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), problem)
 		}
 		tw.Flush()
 	}

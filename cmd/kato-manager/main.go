@@ -124,9 +124,12 @@ is unhealthy), 2 a bad invocation, with nothing changed.`,
 		command("start", "register, configure and start an instance (kato@ID.service)", startFlags, a.start),
 		a.withInstances(command("stop [ID|NAME]", "stop and remove an instance, or all of them", stopFlags, a.stop)),
 		a.withInstances(command("restart ID|NAME", "restart an instance with its ID, ports and settings", restartFlags, a.restart)),
-		command("list", "list instances with state, pid, ports, uptime and memory", jsonFlag, a.list),
+		command("list", "list instances with group, state, pid, ports, uptime and memory", listFlags, a.list),
 		command("status", "check systemd, shared services, instances and drift", jsonFlag, a.status),
 		a.withInstances(command("logs ID|NAME", "show an instance's journal", logsFlags, a.logs)),
+		command("apply", "make the instances what a fleet file (YAML, JSON or TOML) says", applyFlags, a.apply),
+		command("diff", "show what apply would do, per instance and field; exit 1 when it would change something", diffFlags, a.diff),
+		command("export", "write the registered instances as a fleet file that apply finds nothing to do with", exportFlags, a.export),
 		command("gc", "repair drift between the registry and systemd", noFlags, a.gc),
 		command("install-units", "install the unit files and reload systemd", noFlags, a.installUnits),
 	)...)
@@ -321,6 +324,23 @@ func (a *app) report(err error) int {
 	}
 	if errors.Is(err, pflag.ErrHelp) {
 		return exitOK
+	}
+	// Every problem of a fleet file on a line of its own; diff's exit
+	// status for trouble is 2 as well.
+	var bad fileErrors
+	if errors.As(err, &bad) {
+		for _, e := range bad.errs {
+			fmt.Fprintf(a.stderr, "kato-manager: %v\n", e)
+		}
+		fmt.Fprintf(a.stderr, "kato-manager: %d problem(s) in the fleet file; nothing changed\n", len(bad.errs))
+		return exitUsage
+	}
+	var ec exitCodeError
+	if errors.As(err, &ec) {
+		if ec.err != nil {
+			fmt.Fprintf(a.stderr, "kato-manager: %v\n", flagNames(ec.err))
+		}
+		return ec.code
 	}
 	var se *supervisor.StartError
 	if errors.As(err, &se) {

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/internal/sdharness"
 	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // row is one line of the result table: the same work done both ways.
@@ -45,6 +47,7 @@ func main() {
 	startRuns := flag.Int("start-runs", 10, "repetitions of the one-instance start measurement (the median is reported)")
 	skipInstances := flag.Bool("skip-instances", false, "skip the instance rows (no systemd, no root needed)")
 	skipWorkers := flag.Bool("skip-workers", false, "skip the KG worker rows")
+	only := flag.String("instance-rows", "start-one,start-stop,list,fleet", "the instance rows to run, comma-separated")
 	minRun := flag.Duration("kg-min-run", 2*time.Second, "least duration of a kato-manager worker throughput run")
 	legacyItems := flag.Int("kg-legacy-items", 50, "items per baseline worker throughput run")
 	samples := flag.Int("kg-samples", 24, "enqueue→pickup latency samples each way")
@@ -55,7 +58,7 @@ func main() {
 	ctx := context.Background()
 	var rows []row
 	if !*skipInstances {
-		rows = append(rows, instanceRows(ctx, *instances, *listed, *runs, *startRuns)...)
+		rows = append(rows, instanceRows(ctx, strings.Split(*only, ","), *instances, *listed, *runs, *startRuns)...)
 	}
 	var notes []string
 	if !*skipWorkers {
@@ -70,7 +73,7 @@ func main() {
 }
 
 // instanceRows boots a machine and measures the instance commands in it.
-func instanceRows(ctx context.Context, instances, listed, runs, startRuns int) []row {
+func instanceRows(ctx context.Context, only []string, instances, listed, runs, startRuns int) []row {
 	m, err := sdharness.Boot(ctx, sdharness.Options{})
 	if err != nil {
 		fail(err)
@@ -81,9 +84,19 @@ func instanceRows(ctx context.Context, instances, listed, runs, startRuns int) [
 	}
 	b := &bench{m: m, ctx: ctx}
 	var rows []row
-	rows = append(rows, b.startOne(startRuns)...)
-	rows = append(rows, b.startStop(instances)...)
-	rows = append(rows, b.list(listed, runs)...)
+	for _, r := range []struct {
+		name string
+		rows func() []row
+	}{
+		{"start-one", func() []row { return b.startOne(startRuns) }},
+		{"start-stop", func() []row { return b.startStop(instances) }},
+		{"list", func() []row { return b.list(listed, runs) }},
+		{"fleet", func() []row { return b.fleet(instances, listed, runs) }},
+	} {
+		if slices.Contains(only, r.name) {
+			rows = append(rows, r.rows()...)
+		}
+	}
 	return rows
 }
 
@@ -217,6 +230,81 @@ func (b *bench) list(n, runs int) []row {
 		timeRow(fmt.Sprintf("scrape /metrics, %d instances", n), "curl of serve's /metrics", "systemctl show per unit", median(scrapes), median(perUnit)),
 		timeRow(fmt.Sprintf("scrape /metrics, %d instances", n), "curl of serve's /metrics", "one systemctl show of all units", median(scrapes), median(oneShow)),
 	}
+}
+
+// fleetFile writes a fleet file of n instances with the ids prefix000…,
+// on ports from 8600 (processor "" is kato.toml's [processor]), and returns
+// its path and the instances' health URLs.
+func (b *bench) fleetFile(name, prefix string, n int, processor string) (string, []string) {
+	var f strings.Builder
+	var urls []string
+	f.WriteString("instances:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&f, "  - id: %s%03d\n    port: %d\n    max_predictions: %d\n", prefix, i, 8600+i, 10+i)
+		if processor != "" {
+			fmt.Fprintf(&f, "    processor: %s\n", processor)
+		}
+		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d/health", 8600+i))
+	}
+	path := "/root/" + name
+	if err := b.m.WriteFile(path, []byte(f.String()), 0o644); err != nil {
+		fail(err)
+	}
+	return path, urls
+}
+
+// fleet measures apply: a file of n instances applied from nothing until
+// every processor answers its health request, against a shell loop of
+// systemctl start over the same units (rendered by an apply, then stopped)
+// followed by a curl poll of each health request every 20ms; once with
+// processors that listen at once (the test double), once with processors
+// that take a second to listen, as a real one takes to import its code,
+// at the default --parallel and with all of them at once. Then a no-change
+// apply of a file of listed instances, against the goal of 200ms.
+func (b *bench) fleet(n, listed, runs int) []row {
+	km := testbed.KatoManager
+	conf := testbed.Config + "\n[processors.slow]\ncommand = [\"/opt/kato-test/fakeprocessor\", \"--delay\", \"1s\"]\ngeneration = \"b\"\n"
+	if err := b.m.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
+		fail(err)
+	}
+	var rows []row
+	for _, c := range []struct {
+		processor, label, flags string
+	}{
+		{"", "processors listen at once", ""},
+		{"slow", "processors listen after 1s", ""},
+		{"slow", "processors listen after 1s", "--parallel 8"},
+	} {
+		file, urls := b.fleetFile("fleet.yaml", "f", n, c.processor)
+		// Baseline: the units apply rendered, stopped, started by a loop.
+		b.sh(fmt.Sprintf("%s apply -f %s >/dev/null 2>&1; systemctl stop 'kato@f*.service'", km, file))
+		loop := b.sh(fmt.Sprintf(`for i in %s; do systemctl start kato@$i.service; done
+			for u in %s; do until curl -sf -o /dev/null --max-time 2 $u; do sleep 0.02; done; done`, ids("f", n), strings.Join(urls, " ")))
+		b.sh(km + " stop --all --no-mongo >/dev/null")
+		ours := b.sh(fmt.Sprintf("%s apply %s -f %s >/dev/null 2>&1", km, c.flags, file))
+		b.sh(km + " stop --all --no-mongo >/dev/null")
+		name := "kato-manager apply"
+		if c.flags != "" {
+			name += " " + c.flags
+		} else {
+			name += fmt.Sprintf(" (default --parallel, %d here)", supervisor.DefaultParallel())
+		}
+		rows = append(rows, timeRow(fmt.Sprintf("apply a %d-instance file until all answer, %s", n, c.label), name,
+			"systemctl start loop + curl poll loop", ours, loop))
+	}
+	// A no-change apply: everything is as the file says.
+	file, _ := b.fleetFile("listed.yaml", "a", listed, "")
+	b.sh(fmt.Sprintf("%s apply -f %s >/dev/null 2>&1", km, file))
+	var again []time.Duration
+	for r := 0; r < runs; r++ {
+		again = append(again, b.sh(fmt.Sprintf("%s apply -f %s | grep -q 'nothing to do'", km, file)))
+	}
+	b.sh(km + " stop --all --no-mongo >/dev/null")
+	if err := b.m.WriteFile("/etc/kato/kato.toml", []byte(testbed.Config), 0o644); err != nil {
+		fail(err)
+	}
+	return append(rows, timeRow(fmt.Sprintf("no-change apply of %d instances", listed), "kato-manager apply (nothing to do)",
+		"the goal: 200ms", median(again), 200*time.Millisecond))
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -1,0 +1,383 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/supervisor"
+)
+
+// Exit codes of diff and apply --dry-run, as diff(1) and `kubectl diff`
+// have them.
+const (
+	exitNoChanges = 0 // the fleet is as the file says
+	exitChanges   = 1 // applying the file would change something
+	exitTrouble   = 2 // the file or the command line is wrong, or the registry unreadable
+)
+
+// exitCodeError ends the command with its code, printing err unless it is
+// nil.
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e exitCodeError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+
+func (e exitCodeError) Unwrap() error { return e.err }
+
+// applyFlagValues are apply's flags.
+type applyFlagValues struct {
+	file          *string
+	prune, dryRun *bool
+	batch         *batchFlagValues
+}
+
+// batchFlagValues are the flags of the commands that start many instances.
+type batchFlagValues struct {
+	parallel *int
+	timeout  *time.Duration
+}
+
+func batchFlags(fs *pflag.FlagSet) *batchFlagValues {
+	return &batchFlagValues{
+		parallel: fs.Int("parallel", 0, fmt.Sprintf("how many instances start at once (default: batch.parallel of kato.toml, else four per CPU, at least 32: here %d)", supervisor.DefaultParallel())),
+		timeout:  fs.Duration("timeout", 0, "how long each instance may take to answer its health request (default: its processor's ready_timeout)"),
+	}
+}
+
+// options checks the flags and returns them as supervisor.BatchOptions.
+func (b *batchFlagValues) options(fs *pflag.FlagSet) (supervisor.BatchOptions, error) {
+	if fs.Changed("parallel") && (*b.parallel < 1 || *b.parallel > config.MaxParallel) {
+		return supervisor.BatchOptions{}, &config.FieldError{Field: "--parallel", Value: fmt.Sprint(*b.parallel), Rule: fmt.Sprintf("must be between 1 and %d", config.MaxParallel)}
+	}
+	if err := positiveDuration(fs, "timeout", *b.timeout); err != nil {
+		return supervisor.BatchOptions{}, err
+	}
+	return supervisor.BatchOptions{Parallel: *b.parallel, Timeout: *b.timeout}, nil
+}
+
+func applyFlags(fs *pflag.FlagSet) *applyFlagValues {
+	return &applyFlagValues{
+		file:   fs.StringP("file", "f", "", "fleet file: .yaml or .yml, .json, or .toml (required)"),
+		prune:  fs.Bool("prune", false, "also stop and remove the registered instances the file does not name"),
+		dryRun: fs.Bool("dry-run", false, "print the plan and change nothing, as diff does (same exit status)"),
+		batch:  batchFlags(fs),
+	}
+}
+
+// diffFlagValues are diff's flags.
+type diffFlagValues struct {
+	file  *string
+	prune *bool
+}
+
+func diffFlags(fs *pflag.FlagSet) *diffFlagValues {
+	return &diffFlagValues{
+		file:  fs.StringP("file", "f", "", "fleet file: .yaml or .yml, .json, or .toml (required)"),
+		prune: fs.Bool("prune", false, "also show the registered instances the file does not name, as removed"),
+	}
+}
+
+// loadFleet reads and checks the fleet file of -f against kato.toml.
+func (a *app) loadFleet(fs *pflag.FlagSet, file string) (*config.Config, []config.Desired, error) {
+	if fs.NArg() > 0 {
+		return nil, nil, usagef("unexpected arguments %q; give the fleet file with -f FILE", fs.Args())
+	}
+	if file == "" {
+		return nil, nil, usagef("give the fleet file with -f FILE")
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	want, _, err := cfg.LoadFleet(file)
+	if err != nil {
+		var fes config.FileErrors
+		if errors.As(err, &fes) {
+			return nil, nil, fileErrors{fes}
+		}
+		return nil, nil, usageError{err}
+	}
+	return cfg, want, nil
+}
+
+// fileErrors prints each problem of a fleet file on a line of its own and
+// exits 2.
+type fileErrors struct{ errs config.FileErrors }
+
+func (e fileErrors) Error() string { return e.errs.Error() }
+func (e fileErrors) Unwrap() error { return e.errs }
+
+func (a *app) diff(ctx context.Context, fs *pflag.FlagSet, f *diffFlagValues) error {
+	return a.showPlan(fs, *f.file, *f.prune)
+}
+
+// showPlan prints the plan of applying file and exits as diff(1) does.
+func (a *app) showPlan(fs *pflag.FlagSet, file string, prune bool) error {
+	_, want, err := a.loadFleet(fs, file)
+	if err != nil {
+		return exitCodeError{exitTrouble, err}
+	}
+	reg, err := a.registry().Load()
+	if err != nil {
+		return exitCodeError{exitTrouble, err}
+	}
+	plan, err := config.PlanFleet(file, want, reg, prune)
+	if err != nil {
+		return exitCodeError{exitTrouble, flattenFileErrors(err)}
+	}
+	printPlan(a.stdout, plan)
+	if plan.Pending() {
+		return exitCodeError{code: exitChanges}
+	}
+	return nil
+}
+
+func flattenFileErrors(err error) error {
+	var fes config.FileErrors
+	if errors.As(err, &fes) {
+		return fileErrors{fes}
+	}
+	return err
+}
+
+// printPlan writes the plan: "+ id" and its fields for an instance to
+// create, "~ id" and "field: old -> new" for one to change, "- id" for one
+// to remove, and a summary line.
+func printPlan(w io.Writer, plan config.Plan) {
+	for _, s := range plan.Steps {
+		switch s.Action {
+		case config.Create:
+			fmt.Fprintf(w, "+ %s\n", s.ID)
+			for _, c := range s.Changes {
+				fmt.Fprintf(w, "    %s: %s\n", c.Field, c.New)
+			}
+		case config.Change:
+			fmt.Fprintf(w, "~ %s\n", s.ID)
+			for _, c := range s.Changes {
+				fmt.Fprintf(w, "    %s: %s -> %s\n", c.Field, orNone(c.Old), orNone(c.New))
+			}
+		case config.Remove:
+			fmt.Fprintf(w, "- %s (port %d)\n", s.ID, s.Have.APIPort)
+		}
+	}
+	fmt.Fprintf(w, "plan: %d to create, %d to change (restart), %d to remove, %d unchanged\n",
+		plan.Count(config.Create), plan.Count(config.Change), plan.Count(config.Remove), plan.Count(config.Keep))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) error {
+	if *f.dryRun {
+		return a.showPlan(fs, *f.file, *f.prune)
+	}
+	opts, err := f.batch.options(fs)
+	if err != nil {
+		return err
+	}
+	cfg, want, err := a.loadFleet(fs, *f.file)
+	if err != nil {
+		return err
+	}
+	// Nothing to do needs no systemd: the registry says so, and a second
+	// apply stays cheap for a large fleet. Apply plans again under the
+	// lock before it changes anything.
+	reg, err := a.registry().Load()
+	if err != nil {
+		return err
+	}
+	if plan, err := config.PlanFleet(*f.file, want, reg, *f.prune); err != nil {
+		return flattenFileErrors(err)
+	} else if !plan.Pending() {
+		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), *f.file)
+		return nil
+	}
+	m, done, err := a.managerWith(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer done()
+	pr := newProgressPrinter(a.stderr, len(want))
+	opts.Progress = pr.update
+	res, err := m.Apply(ctx, *f.file, want, supervisor.ApplyOptions{BatchOptions: opts, Prune: *f.prune})
+	pr.finish()
+	if res == nil {
+		return flattenFileErrors(err)
+	}
+	plan := res.Plan
+	if !plan.Pending() {
+		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), *f.file)
+		return nil
+	}
+	done2 := map[string]bool{}
+	for _, id := range res.Done {
+		done2[id] = true
+	}
+	verbs := map[config.Action]string{config.Create: "created", config.Change: "changed and restarted", config.Remove: "removed"}
+	for _, s := range plan.Steps {
+		if s.Action != config.Keep && done2[s.ID] {
+			fmt.Fprintf(a.stdout, "%s %s %s\n", s.Action.Symbol(), s.ID, verbs[s.Action])
+		}
+	}
+	for _, fl := range res.Failed {
+		what := map[config.Action]string{config.Create: "removed again", config.Change: "put back to its old settings", config.Remove: "left registered"}[fl.Action]
+		fmt.Fprintf(a.stdout, "! %s failed: %v; %s\n", fl.ID, fl.Err, what)
+		if fl.RollbackErr != nil {
+			fmt.Fprintf(a.stdout, "  rollback failed too: %v\n", fl.RollbackErr)
+		}
+		for _, l := range fl.Journal {
+			fmt.Fprintf(a.stdout, "  | %s\n", l)
+		}
+	}
+	count := func(act config.Action) int {
+		n := 0
+		for _, s := range plan.Steps {
+			if s.Action == act && done2[s.ID] {
+				n++
+			}
+		}
+		return n
+	}
+	fmt.Fprintf(a.stdout, "applied %s: %d created, %d changed, %d removed, %d unchanged, %d failed\n", *f.file,
+		count(config.Create), count(config.Change), count(config.Remove), plan.Count(config.Keep), len(res.Failed))
+	if err != nil && errors.Is(err, supervisor.ErrBatchFailed) {
+		return exitCodeError{code: exitFailed}
+	}
+	return err
+}
+
+func exportFlags(fs *pflag.FlagSet) *string {
+	return fs.String("format", "yaml", "yaml, json or toml")
+}
+
+func (a *app) export(ctx context.Context, fs *pflag.FlagSet, format *string) error {
+	if err := noArgs(fs, "export takes no arguments; it writes to standard output"); err != nil {
+		return err
+	}
+	switch *format {
+	case "yaml", "json", "toml":
+	default:
+		return &config.FieldError{Field: "--format", Value: *format, Rule: "must be yaml, json or toml"}
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	reg, err := a.registry().Load()
+	if err != nil {
+		return err
+	}
+	data, err := config.Export(reg, cfg.Defaults, *format)
+	if err != nil {
+		return err
+	}
+	_, err = a.stdout.Write(data)
+	return err
+}
+
+// progressPrinter shows a batch as it goes: on a terminal, one line per
+// instance redrawn in place when there are few, or one line of counts when
+// there are many; otherwise a plain log line per event.
+type progressPrinter struct {
+	w        io.Writer
+	tty      bool
+	perLine  bool
+	order    []string
+	state    map[string]progressLine
+	drawn    int
+	counts   map[supervisor.Phase]int
+	total    int
+	lastDraw time.Time
+}
+
+type progressLine struct {
+	phase supervisor.Phase
+	text  string
+}
+
+// maxProgressLines is the most instances shown one per line.
+const maxProgressLines = 12
+
+func newProgressPrinter(w io.Writer, total int) *progressPrinter {
+	p := &progressPrinter{w: w, state: map[string]progressLine{}, counts: map[supervisor.Phase]int{}, total: total}
+	if f, ok := w.(*os.File); ok && isTerminal(f.Fd()) {
+		p.tty = true
+		p.perLine = total <= maxProgressLines
+	}
+	return p
+}
+
+func (p *progressPrinter) update(ev supervisor.Progress) {
+	text := ev.ID
+	if ev.Err != nil {
+		text += ": " + firstLine(ev.Err.Error())
+	}
+	if ev.Phase == supervisor.PhaseReady || ev.Phase == supervisor.PhaseFailed {
+		text += fmt.Sprintf(" (%.1fs)", ev.Elapsed.Seconds())
+	}
+	if !p.tty {
+		fmt.Fprintf(p.w, "%s %s %s\n", time.Now().Format("15:04:05.000"), ev.Phase, text)
+		return
+	}
+	if old, seen := p.state[ev.ID]; seen {
+		p.counts[old.phase]--
+	} else {
+		p.order = append(p.order, ev.ID)
+	}
+	p.state[ev.ID] = progressLine{ev.Phase, text}
+	p.counts[ev.Phase]++
+	p.draw(false)
+}
+
+func (p *progressPrinter) draw(final bool) {
+	if p.perLine {
+		if p.drawn > 0 {
+			fmt.Fprintf(p.w, "\033[%dA", p.drawn)
+		}
+		for _, id := range p.order {
+			fmt.Fprintf(p.w, "\r\033[K  %-11s %s\n", p.state[id].phase, p.state[id].text)
+		}
+		p.drawn = len(p.order)
+		return
+	}
+	if !final && time.Since(p.lastDraw) < 100*time.Millisecond {
+		return
+	}
+	p.lastDraw = time.Now()
+	fmt.Fprintf(p.w, "\r\033[K%d ready, %d starting, %d failed, %d rolled back, %d removed of %d",
+		p.counts[supervisor.PhaseReady], p.counts[supervisor.PhaseStarting], p.counts[supervisor.PhaseFailed],
+		p.counts[supervisor.PhaseRolledBack], p.counts[supervisor.PhaseRemoved], p.total)
+	if final {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func (p *progressPrinter) finish() {
+	if p.tty && !p.perLine && len(p.order) > 0 {
+		p.draw(true)
+	}
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
+}

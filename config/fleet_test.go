@@ -1,0 +1,240 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// guideFile is the multi-instance.yaml example of the KATO multi-instance
+// guide, verbatim.
+const guideFile = `# multi-instance.yaml
+instances:
+  - id: sentiment-analyzer
+    name: "Sentiment Analysis"
+    port: 8001
+    indexer_type: VI
+    max_predictions: 50
+    
+  - id: pattern-matcher
+    name: "Pattern Matching"
+    port: 8002
+    indexer_type: VI
+    max_predictions: 100
+`
+
+func resolveFile(t *testing.T, c *Config, name, content string) ([]Desired, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := c.LoadFleet(path)
+	return want, err
+}
+
+func TestFleetFormats(t *testing.T) {
+	c := Default()
+	for _, tc := range []struct{ name, file, content string }{
+		{"the guide's YAML", "multi-instance.yaml", guideFile},
+		{"JSON with tabs", "fleet.json", "{\n\t\"instances\": [\n\t\t{\"id\": \"sentiment-analyzer\", \"name\": \"Sentiment Analysis\", \"port\": 8001, \"indexer_type\": \"VI\", \"max_predictions\": 50},\n\t\t{\"id\": \"pattern-matcher\", \"name\": \"Pattern Matching\", \"port\": 8002, \"indexer_type\": \"VI\", \"max_predictions\": 100}\n\t]\n}\n"},
+		{"TOML", "fleet.toml", "[[instances]]\nid = \"sentiment-analyzer\"\nname = \"Sentiment Analysis\"\nport = 8001\nindexer_type = \"VI\"\nmax_predictions = 50\n\n[[instances]]\nid = \"pattern-matcher\"\nname = \"Pattern Matching\"\nport = 8002\nindexer_type = \"VI\"\nmax_predictions = 100\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want, err := resolveFile(t, c, tc.file, tc.content)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(want) != 2 {
+				t.Fatalf("got %d instances", len(want))
+			}
+			a, b := want[0], want[1]
+			if a.ID != "sentiment-analyzer" || a.Name != "Sentiment Analysis" || a.APIPort != 8001 || a.ZMQPort != 0 || a.Parameters.Int("max_predictions") != 50 || a.Network != NetworkHost {
+				t.Errorf("first = %+v", a.Instance)
+			}
+			if b.ID != "pattern-matcher" || b.APIPort != 8002 || b.Parameters.Int("max_predictions") != 100 || b.Parameters.Float("recall_threshold") != 0.1 {
+				t.Errorf("second = %+v", b.Instance)
+			}
+		})
+	}
+}
+
+func TestFleetErrors(t *testing.T) {
+	c := Default()
+	for _, tc := range []struct {
+		name, file, content string
+		want                []string // each a line of the error, in order
+	}{
+		{"every problem at once, with file, line, id, field, value and rule", "f.yaml", `instances:
+  - id: a
+    port: 8001
+    max_predictions: 0
+    colour: red
+  - id: a
+    port: 8001
+  - id: "bad id"
+    recall_threshold: 2
+    template: nope
+`, []string{
+			"f.yaml:4: a: invalid max_predictions 0: must be between 1 and 10000",
+			"f.yaml:5: a: invalid colour red: is not a key of an instance",
+			"f.yaml:6: a: invalid id a: is already the id of the entry on line 2",
+			`f.yaml:8: bad id: invalid id "bad id": must contain only letters`,
+			"f.yaml:9: bad id: invalid recall_threshold 2: must be between 0 and 1",
+			"f.yaml:10: bad id: invalid template nope: must name a template of the file or of kato.toml: there are none",
+		}},
+		{"two entries on one port", "f.yaml", "instances:\n  - {id: a, port: 8001}\n  - {id: b, zmq_port: 8001}\n",
+			[]string{"f.yaml:3: b: invalid zmq_port 8001: is already a port of instance a"}},
+		{"wrong types", "f.json", "{\"instances\": [{\"id\": \"a\", \"port\": \"8001\", \"sort\": \"yes\", \"max_predictions\": 1.5}]}",
+			[]string{"f.json:1: a: invalid port 8001: must be an integer", "f.json:1: a: invalid sort yes: must be true or false", "f.json:1: a: invalid max_predictions 1.5: must be an integer"}},
+		{"missing id and unknown top-level key", "f.yaml", "instance:\n  - id: a\ninstances:\n  - name: x\n",
+			[]string{"f.yaml:1: invalid instance", "f.yaml:4: instance 1: invalid id \"\": must be set"}},
+		{"syntax error", "f.yaml", "instances:\n  - id: a\n    port: [1\n", []string{"f.yaml:2: did not find expected ',' or ']'"}},
+		{"TOML lines", "f.toml", "[[instances]]\nid = \"a\"\n\n[[instances]]\nid = \"b\"\nmax_predictions = -1\n",
+			[]string{"f.toml:6: b: invalid max_predictions -1: must be between 1 and 10000"}},
+		{"unknown processor", "f.yaml", "instances:\n  - id: a\n    processor: v9\n",
+			[]string{"f.yaml:3: a: invalid processor v9: must name a processor of kato.toml: default"}},
+		{"old and new name together", "f.yaml", "instances:\n  - id: a\n    max_seq_length: 3\n    max_pattern_length: 4\n",
+			[]string{"f.yaml:3: a: invalid max_seq_length 3: is the old name of max_pattern_length"}},
+		{"a port in a template", "f.yaml", "templates:\n  t:\n    port: 1\ninstances:\n  - {id: a, template: t}\n",
+			[]string{"f.yaml:3: template t: invalid port 1: cannot be set in a template"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := resolveFile(t, c, tc.file, tc.content)
+			var fes FileErrors
+			if !errors.As(err, &fes) {
+				t.Fatalf("err = %v, want FileErrors", err)
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Errorf("FileErrors are not a *FieldError to errors.As")
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tc.want) {
+				t.Fatalf("got %d errors, want %d:\n%s", len(lines), len(tc.want), err)
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(lines[i], strings.TrimPrefix(w, filepath.Dir(w))) || !strings.HasSuffix(strings.SplitN(lines[i], ":", 2)[0], tc.file) {
+					t.Errorf("error %d = %q, want %q", i, lines[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestFleetTemplates(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "kato.toml")
+	os.WriteFile(cfgPath, []byte("[defaults]\npersistence = 7\n\n[templates.fast]\nmax_predictions = 5\nrecall_threshold = 0.5\ngroup = \"edge\"\n"), 0o644)
+	c, err := Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := resolveFile(t, c, "f.yaml", `templates:
+  big: {max_predictions: 500, name: Big}
+instances:
+  - {id: a, template: fast}
+  - {id: b, template: fast, max_predictions: 6, group: core}
+  - {id: c, template: big}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, cc := want[0], want[1], want[2]
+	if a.Parameters.Int("max_predictions") != 5 || a.Parameters.Float("recall_threshold") != 0.5 || a.Group != "edge" || a.Parameters.Int("persistence") != 7 {
+		t.Errorf("a = %+v", a.Instance)
+	}
+	if b.Parameters.Int("max_predictions") != 6 || b.Parameters.Float("recall_threshold") != 0.5 || b.Group != "core" {
+		t.Errorf("b = %+v", b.Instance)
+	}
+	if cc.Parameters.Int("max_predictions") != 500 || cc.Name != "Big" || cc.Group != "" {
+		t.Errorf("c = %+v", cc.Instance)
+	}
+	// A bad template in kato.toml fails the load, naming the line.
+	os.WriteFile(cfgPath, []byte("[templates.t]\nmax_predictions = 0\n"), 0o644)
+	if _, err := Load(cfgPath); err == nil || !strings.Contains(err.Error(), "kato.toml:2: template t: invalid max_predictions 0") {
+		t.Errorf("bad template: %v", err)
+	}
+}
+
+func TestPlanFleet(t *testing.T) {
+	c := Default()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	reg := &Registry{Instances: map[string]*Instance{}}
+	add := func(id string, api, zmq int, params Parameters) {
+		reg.Instances[id] = &Instance{ID: id, Name: DefaultInstanceName, Unit: "kato@" + id + ".service", APIPort: api, ZMQPort: zmq, Network: NetworkHost, Parameters: params, Created: now, Updated: now}
+	}
+	add("same", 8001, 5555, c.Defaults.Clone())
+	changed := c.Defaults.Clone()
+	changed["max_predictions"] = 7
+	add("changed", 8002, 5556, changed)
+	add("extra", 8003, 5557, c.Defaults.Clone())
+	want, err := resolveFile(t, c, "f.yaml", "instances:\n  - {id: same}\n  - {id: changed, port: 8012}\n  - {id: new, port: 8004}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := PlanFleet("f.yaml", want, reg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Step{}
+	for _, s := range plan.Steps {
+		got[s.ID] = s
+	}
+	if s := got["same"]; s.Action != Keep || len(s.Changes) != 0 {
+		t.Errorf("same: %+v", s)
+	}
+	if s := got["changed"]; s.Action != Change || len(s.Changes) != 2 || s.Changes[0] != (FieldChange{"port", "8002", "8012"}) || s.Changes[1] != (FieldChange{"max_predictions", "7", "100"}) {
+		t.Errorf("changed: %+v", s.Changes)
+	}
+	if s := got["new"]; s.Action != Create || s.Changes[1] != (FieldChange{"port", "", "8004"}) || s.Changes[2] != (FieldChange{"zmq_port", "", "(next free)"}) {
+		t.Errorf("new: %+v", s.Changes)
+	}
+	if s := got["extra"]; s.Action != Remove {
+		t.Errorf("extra: %+v", s)
+	}
+	if !plan.Pending() || plan.Count(Create) != 1 || plan.Count(Remove) != 1 {
+		t.Errorf("plan counts wrong: %+v", plan)
+	}
+	// Without --prune, a port of an instance the file leaves out is taken.
+	want, _ = resolveFile(t, c, "f.yaml", "instances:\n  - {id: new, port: 8003}\n")
+	if _, err := PlanFleet("f.yaml", want, reg, false); err == nil || !strings.Contains(err.Error(), "f.yaml:2: new: invalid port 8003: is a port of instance extra") {
+		t.Errorf("port of a kept instance: %v", err)
+	}
+}
+
+func TestExportRoundTrip(t *testing.T) {
+	c := Default()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	params := c.Defaults.Clone()
+	params["max_predictions"] = 50
+	params["recall_threshold"] = 0.25
+	params["sort"] = false
+	params["auto_act_threshold"] = 1.0
+	reg := &Registry{Instances: map[string]*Instance{
+		"a": {ID: "a", Name: `Say "hi"`, Unit: "kato@a.service", APIPort: 8001, ZMQPort: 5555, Network: NetworkHost, Group: "g", Parameters: params, Created: now, Updated: now},
+		"b": {ID: "b", Name: "B", Unit: "kato@b.service", APIPort: 8002, ZMQPort: 5556, Network: NetworkPrivate, Parameters: c.Defaults.Clone(), Created: now, Updated: now},
+	}}
+	for _, format := range []string{"yaml", "json", "toml"} {
+		t.Run(format, func(t *testing.T) {
+			data, err := Export(reg, c.Defaults, format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := resolveFile(t, c, "export."+format, string(data))
+			if err != nil {
+				t.Fatalf("%v\n%s", err, data)
+			}
+			plan, err := PlanFleet("export", want, reg, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plan.Pending() {
+				t.Errorf("apply of the export would change things: %+v\n%s", plan.Steps, data)
+			}
+		})
+	}
+}

@@ -1,0 +1,191 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kato-manager/kato-manager/config"
+)
+
+// applyFile resolves content as a fleet file and applies it.
+func (e *testEnv) applyFile(t *testing.T, content string, opts ApplyOptions) (*ApplyResult, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fleet.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := e.m.Config.LoadFleet(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.m.Apply(context.Background(), path, want, opts)
+}
+
+func (e *testEnv) callsLike(prefix string) []string {
+	e.sd.mu.Lock()
+	defer e.sd.mu.Unlock()
+	var out []string
+	for _, c := range e.sd.calls {
+		if strings.HasPrefix(c, prefix) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func TestApplyCreatesChangesAndLeavesAlone(t *testing.T) {
+	e := newTestEnv(t)
+	e.sd.files["kato-group@.target"] = true
+	file := "instances:\n  - {id: a, port: 8001}\n  - {id: b, port: 8002, group: g}\n  - {id: c, port: 8003}\n"
+	res, err := e.applyFile(t, file, ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Done) != 3 || len(res.Failed) != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if reloads := e.callsLike("reload"); len(reloads) > 1 {
+		t.Errorf("reloads %q, want at most one", reloads)
+	}
+	drop, err := os.ReadFile(filepath.Join(e.m.Paths.UnitDir, "kato-group@g.target.d", "kato-manager.conf"))
+	if err != nil || !strings.Contains(string(drop), "Wants=kato@b.service\n") || strings.Contains(string(drop), "kato@a.service") {
+		t.Errorf("group drop-in %q %v", drop, err)
+	}
+	inst, _ := os.ReadFile(filepath.Join(e.m.Paths.UnitDir, "kato@b.service.d", "kato-manager.conf"))
+	if !strings.Contains(string(inst), "PartOf=kato-group@g.target\n") {
+		t.Errorf("b's drop-in lacks PartOf:\n%s", inst)
+	}
+
+	// The metrics' group label comes from the registry.
+	sample, err := e.m.Sample(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := map[string]string{}
+	for _, is := range sample.Instances {
+		groups[is.ID] = is.Group
+	}
+	if groups["b"] != "g" || groups["a"] != "" {
+		t.Errorf("sample groups %v", groups)
+	}
+
+	before := len(e.callsLike(""))
+	res, err = e.applyFile(t, file, ApplyOptions{})
+	if err != nil || res.Plan.Pending() {
+		t.Fatalf("second apply: %+v %v", res, err)
+	}
+	if after := len(e.callsLike("")); after != before {
+		t.Errorf("a no-change apply made %d systemd calls", after-before)
+	}
+
+	changed := strings.Replace(file, "{id: c, port: 8003}", "{id: c, port: 8003, max_predictions: 7}", 1)
+	res, err = e.applyFile(t, changed, ApplyOptions{})
+	if err != nil || !slices.Equal(res.Done, []string{"c"}) {
+		t.Fatalf("apply of one change: %+v %v", res, err)
+	}
+	if restarts := e.callsLike("restart"); !slices.Equal(restarts, []string{"restart kato@c.service"}) {
+		t.Errorf("restarts %q, want only c", restarts)
+	}
+	reg, _ := e.m.Registry.Load()
+	if reg.Instances["c"].Parameters.Int("max_predictions") != 7 || reg.Instances["a"].Parameters.Int("max_predictions") != 100 {
+		t.Errorf("registry after the change: c %v, a %v", reg.Instances["c"].Parameters, reg.Instances["a"].Parameters)
+	}
+
+	// Prune removes b, the group's only member: its target's drop-in goes.
+	res, err = e.applyFile(t, "instances:\n  - {id: a, port: 8001}\n  - {id: c, port: 8003, max_predictions: 7}\n", ApplyOptions{Prune: true})
+	if err != nil || !slices.Equal(res.Done, []string{"b"}) {
+		t.Fatalf("prune: %+v %v", res, err)
+	}
+	if _, err := os.Stat(filepath.Join(e.m.Paths.UnitDir, "kato-group@g.target.d", "kato-manager.conf")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("group drop-in left after its last member went: %v", err)
+	}
+}
+
+func TestApplyRollsBackTheFailedOnly(t *testing.T) {
+	e := newTestEnv(t)
+	if _, err := e.applyFile(t, "instances:\n  - {id: old, port: 8001, max_predictions: 5}\n", ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.behavior["bad"] = "crash"
+	res, err := e.applyFile(t, "instances:\n  - {id: old, port: 8001, max_predictions: 5}\n  - {id: ok, port: 8002}\n  - {id: bad, port: 8003}\n", ApplyOptions{})
+	if !errors.Is(err, ErrBatchFailed) {
+		t.Fatalf("err = %v", err)
+	}
+	if !slices.Equal(res.Done, []string{"ok"}) || len(res.Failed) != 1 || res.Failed[0].ID != "bad" || res.Failed[0].RollbackErr != nil {
+		t.Fatalf("result %+v", res)
+	}
+	reg, _ := e.m.Registry.Load()
+	if _, ok := reg.Instances["bad"]; ok || reg.Instances["ok"] == nil {
+		t.Errorf("registry %v", reg.Instances)
+	}
+	if _, err := os.Stat(filepath.Join(e.m.Paths.EnvDir, "bad.env")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bad's environment file is left: %v", err)
+	}
+
+	// A change that fails puts the old settings back.
+	e.behavior["old"] = "crash"
+	res, err = e.applyFile(t, "instances:\n  - {id: old, port: 8001, max_predictions: 6}\n  - {id: ok, port: 8002}\n", ApplyOptions{})
+	if !errors.Is(err, ErrBatchFailed) || len(res.Failed) != 1 || res.Failed[0].Action != config.Change {
+		t.Fatalf("failed change: %+v %v", res, err)
+	}
+	reg, _ = e.m.Registry.Load()
+	if got := reg.Instances["old"].Parameters.Int("max_predictions"); got != 5 {
+		t.Errorf("old has max_predictions %d after the rollback, want 5", got)
+	}
+	if env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, "old.env")); env["MAX_PREDICTIONS"] != "5" {
+		t.Errorf("old's environment file after the rollback: %v", env)
+	}
+}
+
+func TestApplyRefusesBeforeChanging(t *testing.T) {
+	e := newTestEnv(t)
+	if _, err := e.applyFile(t, "instances:\n  - {id: a, port: 8001}\n", ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.ports.listen(8005, 1) // another program holds 8005
+	before := len(e.callsLike(""))
+	regBefore, _ := os.ReadFile(e.m.Registry.Path)
+	_, err := e.applyFile(t, "instances:\n  - {id: b, port: 8002}\n  - {id: c, port: 8005}\n", ApplyOptions{Prune: true})
+	if err == nil || !strings.Contains(err.Error(), "instance c") {
+		t.Fatalf("err = %v", err)
+	}
+	regAfter, _ := os.ReadFile(e.m.Registry.Path)
+	if string(regAfter) != string(regBefore) {
+		t.Errorf("the registry changed")
+	}
+	if after := e.callsLike(""); len(after) != before {
+		t.Errorf("systemd was asked %q", after[before:])
+	}
+}
+
+func TestApplyBoundsTheStartsAtOnce(t *testing.T) {
+	e := newTestEnv(t)
+	var b strings.Builder
+	b.WriteString("instances:\n")
+	for i := 0; i < 12; i++ {
+		fmt.Fprintf(&b, "  - {id: i%02d, port: %d}\n", i, 8100+i)
+	}
+	starting, most := 0, 0
+	opts := ApplyOptions{BatchOptions: BatchOptions{Parallel: 3, Progress: func(p Progress) {
+		switch p.Phase {
+		case PhaseStarting:
+			starting++
+			most = max(most, starting)
+		case PhaseReady, PhaseFailed:
+			starting--
+		}
+	}}}
+	res, err := e.applyFile(t, b.String(), opts)
+	if err != nil || len(res.Done) != 12 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if most > 3 || most < 1 {
+		t.Errorf("%d instances were starting at once, want at most 3", most)
+	}
+}

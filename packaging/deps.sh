@@ -18,8 +18,10 @@ build="gcc libc6-dev make git systemd dbus iproute2 util-linux curl ca-certifica
 # lintian, rpm, rpmlint, cpio: checks of the packages `make packages`
 # builds; bash-completion, zsh, fish: the completions' tests; groff-base:
 # the man pages' check; dbus-user-session: the session bus of the --user
-# test's unprivileged user; chromium: the dashboard's browser test.
-test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium"
+# test's unprivileged user; chromium: the dashboard's browser test;
+# openssh-client, openssh-server: the --host test's ssh and the sshd of its
+# second machine.
+test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server"
 
 case "${1:-}" in
 build) wanted=$build ;;

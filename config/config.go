@@ -293,6 +293,26 @@ type KG struct {
 	Concurrency    int     `toml:"concurrency"`     // KG_CONCURRENCY, 1..64, documents in flight per worker
 	LeaseSeconds   float64 `toml:"lease_seconds"`   // KG_LEASE_SECONDS
 	DBPath         string  `toml:"db_path"`         // DB_PATH, absolute
+	// DBURL, when set, puts the queue in that PostgreSQL database instead
+	// of the SQLite file at DBPath, for workers on many hosts.
+	DBURL string `toml:"db_url"` // KG_DB_URL, postgres:// or postgresql://
+}
+
+// Database is where the queue lives, as kgworker.Open takes it: the
+// PostgreSQL URL db_url when set, else the SQLite file db_path.
+func (k *KG) Database() string {
+	if k.DBURL != "" {
+		return k.DBURL
+	}
+	return k.DBPath
+}
+
+// DatabaseForDisplay is Database with any password redacted.
+func (k *KG) DatabaseForDisplay() string {
+	if k.DBURL != "" {
+		return RedactURL(k.DBURL)
+	}
+	return k.DBPath
 }
 
 // Default returns the configuration used when /etc/kato/kato.toml is absent.
@@ -676,6 +696,27 @@ var kgSettings = []kgSetting{
 			return nil
 		},
 	},
+	{
+		key:   "db_url",
+		env:   "KG_DB_URL",
+		set:   func(k *KG, s string) string { k.DBURL = s; return "" },
+		check: func(k *KG, f string) error { return checkPostgresURL(f, k.DBURL) },
+	},
+}
+
+// checkPostgresURL accepts "" (the SQLite file) or a postgres:// or
+// postgresql:// URL naming a database; the error shows the URL with its
+// password redacted.
+func checkPostgresURL(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Opaque != "" || hasControl(s) ||
+		strings.ContainsFunc(s, unicode.IsSpace) || strings.Trim(u.Path, "/") == "" {
+		return &FieldError{Field: field, Value: RedactURL(s), Rule: "must be a postgres:// or postgresql:// URL naming a database (postgres://USER:PASSWORD@HOST:PORT/DATABASE), or empty for the SQLite file at kg.db_path"}
+	}
+	return nil
 }
 
 // The bounds of the [kg] settings. A value past them is a mistake (a unit
@@ -742,7 +783,7 @@ func checkHTTPURL(field, s string) error {
 
 // ApplyEnv overrides [kg] settings from the environment variables KG_NUM_WORKERS,
 // KG_POLL_INTERVAL, KG_SERVICE_ENABLED, KG_SERVICE_URL, KG_SERVICE_TIMEOUT,
-// KG_MAX_RETRIES, KG_BATCH_SIZE, KG_CONCURRENCY, KG_LEASE_SECONDS and DB_PATH, read through
+// KG_MAX_RETRIES, KG_BATCH_SIZE, KG_CONCURRENCY, KG_LEASE_SECONDS, DB_PATH and KG_DB_URL, read through
 // getenv (os.Getenv in production). Unset or empty variables change nothing.
 // A bad value is a *FieldError naming the variable; c is then left unchanged.
 // The whole configuration is validated afterwards.

@@ -119,8 +119,8 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 	for _, p := range Params {
 		keys = append(keys, []string{"defaults", p.Name})
 	}
-	if len(keys) != 27+len(Params) {
-		t.Fatalf("found %d settings, want %d: %v", len(keys), 27+len(Params), keys)
+	if len(keys) != 28+len(Params) {
+		t.Fatalf("found %d settings, want %d: %v", len(keys), 28+len(Params), keys)
 	}
 	for _, key := range keys {
 		t.Run(strings.Join(key, "."), func(t *testing.T) {
@@ -256,6 +256,7 @@ func TestConfigValidate(t *testing.T) {
 	const unitRule = "must be a systemd unit name of letters, digits and :-_.\\@ ending in a unit type such as .service"
 	const mongoRule = "must be a mongodb:// or mongodb+srv:// connection string"
 	const urlRule = "must be an absolute http or https URL"
+	const dbURLRule = "must be a postgres:// or postgresql:// URL naming a database (postgres://USER:PASSWORD@HOST:PORT/DATABASE), or empty for the SQLite file at kg.db_path"
 	for _, tc := range []struct {
 		name   string
 		change func(*Config)
@@ -332,6 +333,12 @@ func TestConfigValidate(t *testing.T) {
 		{"kg lease zero", func(c *Config) { c.KG.LeaseSeconds = 0 }, "kg.lease_seconds", "0", "must be a number of seconds from 1 to 86400"},
 		{"kg db path relative", func(c *Config) { c.KG.DBPath = "kg.db" }, "kg.db_path", "kg.db", "must be an absolute path"},
 		{"kg db path empty", func(c *Config) { c.KG.DBPath = "" }, "kg.db_path", "", "must be an absolute path"},
+		{"kg db url postgres", func(c *Config) { c.KG.DBURL = "postgres://kato:secret@db.example:5432/kato" }, "", "", ""},
+		{"kg db url socket", func(c *Config) { c.KG.DBURL = "postgresql:///kato?host=/run/postgresql" }, "", "", ""},
+		{"kg db url mysql", func(c *Config) { c.KG.DBURL = "mysql://kato:secret@db/kato" }, "kg.db_url", "mysql://REDACTED@db/kato", dbURLRule},
+		{"kg db url no database", func(c *Config) { c.KG.DBURL = "postgres://kato:secret@db.example/" }, "kg.db_url", "postgres://REDACTED@db.example/", dbURLRule},
+		{"kg db url password parameter", func(c *Config) { c.KG.DBURL = "postgres://db/?password=secret" }, "kg.db_url", "postgres://db/?password=REDACTED", dbURLRule},
+		{"kg db url a path", func(c *Config) { c.KG.DBURL = "/var/lib/kato/kg/kg.db" }, "kg.db_url", "/var/lib/kato/kg/kg.db", dbURLRule},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()
@@ -370,6 +377,7 @@ func TestApplyEnv(t *testing.T) {
 		{"KG_LEASE_SECONDS", map[string]string{"KG_LEASE_SECONDS": "120.5"}, func(k *KG) { k.LeaseSeconds = 120.5 }},
 		{"KG_CONCURRENCY", map[string]string{"KG_CONCURRENCY": "8"}, func(k *KG) { k.Concurrency = 8 }},
 		{"DB_PATH", map[string]string{"DB_PATH": "/srv/kato/queue.db"}, func(k *KG) { k.DBPath = "/srv/kato/queue.db" }},
+		{"KG_DB_URL", map[string]string{"KG_DB_URL": "postgres://kato@db/kg"}, func(k *KG) { k.DBURL = "postgres://kato@db/kg" }},
 		{"all at once", map[string]string{
 			"KG_NUM_WORKERS": "2", "KG_POLL_INTERVAL": "1", "KG_SERVICE_ENABLED": "no", "KG_SERVICE_URL": "http://kg:1",
 			"KG_SERVICE_TIMEOUT": "2", "KG_MAX_RETRIES": "7", "KG_BATCH_SIZE": "9", "KG_LEASE_SECONDS": "3", "DB_PATH": "/q.db",

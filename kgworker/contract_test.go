@@ -110,8 +110,8 @@ VALUES (?, 41, ?, ?, ?, ?, 6)`, c.rowid, c.index, c.text, c.start, c.end)
 // newRigAt is newRig on an existing file.
 func newRigAt(t *testing.T, path string) *rig {
 	t.Helper()
-	r := newRig(t)
-	r.q = openQueueAt(t, path)
+	r := newRig(t, serviceBackend)
+	r.path, r.q = path, openQueueAt(t, path)
 	r.db = rawDB(t, path)
 	return r
 }
@@ -214,7 +214,7 @@ FROM crawled_content WHERE id = ?`, contentID).Scan(&processed, &entities, &rela
 		t.Errorf("crawled_content kg columns = %v %d %d %v %v, want true %d %d %s and a time", processed, entities, relationships,
 			docID, processedAt, answer.EntitiesExtracted, answer.RelationshipsExtracted, answer.Neo4jDocumentID)
 	}
-	if n := queryInt(t, db, "SELECT count(*) FROM content_chunks WHERE content_id = ? AND kg_processed = 1", contentID); n != 3 {
+	if n := queryInt(t, db, "SELECT count(*) FROM content_chunks WHERE content_id = ? AND kg_processed = TRUE", contentID); n != 3 {
 		t.Errorf("%d chunks marked kg_processed, want 3", n)
 	}
 

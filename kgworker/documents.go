@@ -46,7 +46,7 @@ type DocumentDetail struct {
 	Relationships []StoredRelationship `json:"relationships"`
 }
 
-const documentColumns = `c.id, c.url, COALESCE(c.title, ''), COALESCE(c.kg_processed, 0), COALESCE(c.kg_entity_count, 0),
+const documentColumns = `c.id, c.url, COALESCE(c.title, ''), COALESCE(c.kg_processed, FALSE), COALESCE(c.kg_entity_count, 0),
 	COALESCE(c.kg_relationship_count, 0),
 	COALESCE((SELECT q.status FROM kg_processing_queue q WHERE q.content_id = c.id ORDER BY q.id DESC LIMIT 1), '')`
 

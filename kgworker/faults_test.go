@@ -39,7 +39,7 @@ func itemByContent(t *testing.T, q *kgworker.Queue, contentID int64) kgworker.It
 // higher priority than 100 good ones. Every good one completes, and the
 // poison one ends failed after max_retries, in bounded time.
 func TestPoisonDocumentDoesNotHoldBackOthers(t *testing.T) {
-	r := newRig(t, kgworker.WithMaxRetries(3), fastRetries)
+	r := newRig(t, serviceBackend, kgworker.WithMaxRetries(3), fastRetries)
 	r.fill(t, 1, 100)
 	addContent(t, r.db, 500, 2)
 	enqueue(t, r.q, 500, 10)
@@ -86,7 +86,7 @@ func TestEachFaultSpendsAnAttemptAndKeepsEarlierResults(t *testing.T) {
 		{kgservicefake.FaultUnknownChunk, "vector_rowid -1 is not a chunk of the request"},
 	} {
 		t.Run(tc.fault, func(t *testing.T) {
-			r := newRig(t, kgworker.WithMaxRetries(1), fastRetries)
+			r := newRig(t, serviceBackend, kgworker.WithMaxRetries(1), fastRetries)
 			addContent(t, r.db, 7, 2)
 			enqueue(t, r.q, 7, 1)
 			client, err := kgworker.NewClient(kgworker.ClientOpts{URL: r.srv.URL, Enabled: true, Timeout: 500 * time.Millisecond})
@@ -146,7 +146,7 @@ func snapshot(t *testing.T, db *sql.DB, contentID int64) string {
 func TestRetryAfterIsHonoured(t *testing.T) {
 	for _, fault := range []string{kgservicefake.FaultThrottle, kgservicefake.FaultUnavailable} {
 		t.Run(fault, func(t *testing.T) {
-			r := newRig(t)
+			r := newRig(t, serviceBackend)
 			addContent(t, r.db, 7, 1)
 			id := enqueue(t, r.q, 7, 1)
 			r.fake.SetControl(kgservicefake.Control{Faults: map[int64]string{7: fault}, RetryAfterS: 2})
@@ -176,7 +176,7 @@ func TestSlowFailureCounts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes 31 seconds")
 	}
-	r := newRig(t, kgworker.WithMaxRetries(3))
+	r := newRig(t, serviceBackend, kgworker.WithMaxRetries(3))
 	addContent(t, r.db, 7, 1)
 	id := enqueue(t, r.q, 7, 1)
 	r.fake.SetControl(kgservicefake.Control{LatencyMS: 31_000, Faults: map[int64]string{7: kgservicefake.FaultError}})
@@ -198,7 +198,7 @@ func TestWriteLockHeldDuringCompletion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("holds the lock 10 seconds")
 	}
-	r := newRig(t)
+	r := newRig(t, serviceBackend)
 	addContent(t, r.db, 7, 2)
 	id := enqueue(t, r.q, 7, 1)
 	var once sync.Once
@@ -247,7 +247,7 @@ func TestWriteLockHeldDuringCompletion(t *testing.T) {
 // TestConcurrencyKeepsThatManyInFlight: with concurrency 8 the service has
 // eight of the worker's documents at once, never more.
 func TestConcurrencyKeepsThatManyInFlight(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, serviceBackend)
 	r.fill(t, 1, 24)
 	var now, peak atomic.Int64
 	r.fake.BeforeAnswer = func(int64) {
@@ -282,7 +282,7 @@ func TestConcurrencyKeepsThatManyInFlight(t *testing.T) {
 // damaged database), the worker gives up after MaxDBErrors errors in a row
 // instead of reporting healthy for ever.
 func TestDatabaseErrorsStopTheWorker(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, serviceBackend)
 	run := r.start(t, kgworker.Opts{MaxDBErrors: 3, DBRetryPause: 10 * time.Millisecond})
 	mustExec(t, r.db, "ALTER TABLE kg_processing_queue RENAME TO broken")
 	select {
@@ -299,7 +299,7 @@ func TestDatabaseErrorsStopTheWorker(t *testing.T) {
 // TestReadOnlyOpenTakesNoWriteLock reads the queue while another
 // connection holds the write lock.
 func TestReadOnlyOpenTakesNoWriteLock(t *testing.T) {
-	q, path := openQueue(t)
+	q, path := openQueue(t, backends[0])
 	enqueue(t, q, 1, 1)
 	db := rawDB(t, path)
 	conn, err := db.Conn(context.Background())

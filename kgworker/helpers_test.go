@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/internal/pgtest"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // clock is a settable clock for leases and backoff.
@@ -34,10 +36,38 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// openQueue opens a fresh queue in a temporary directory.
-func openQueue(t *testing.T, opts ...kgworker.Option) (*kgworker.Queue, string) {
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// backend is where a test's KG database lives: a SQLite file or a
+// PostgreSQL database. The tests of the queue run against each, as
+// subtests named after it.
+type backend struct {
+	name     string
+	location func(t *testing.T) string
+}
+
+var backends = []backend{
+	{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "kg.db") }},
+	{"postgres", func(t *testing.T) string { return pgtest.Shared(t).NewDB(t) }},
+}
+
+// serviceBackend is the one backend of the tests about the KG service
+// rather than the database: its faults and its contract.
+var serviceBackend = backends[0]
+
+// eachBackend runs test against every backend.
+func eachBackend(t *testing.T, test func(t *testing.T, be backend)) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) { test(t, be) })
+	}
+}
+
+// openQueue opens a fresh queue: a file in a temporary directory, or a
+// new PostgreSQL database. The string is where it is, for openQueueAt and
+// rawDB.
+func openQueue(t *testing.T, be backend, opts ...kgworker.Option) (*kgworker.Queue, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "kg.db")
+	path := be.location(t)
 	return openQueueAt(t, path, opts...), path
 }
 
@@ -51,9 +81,17 @@ func openQueueAt(t *testing.T, path string, opts ...kgworker.Option) *kgworker.Q
 	return q
 }
 
-// rawDB opens the queue file directly, to set up and inspect rows.
+// rawDB opens the queue database directly, to set up and inspect rows.
 func rawDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
+	if queue.IsURL(path) {
+		db, err := queue.OpenPostgres(context.Background(), path)
+		if err != nil {
+			t.Fatalf("open %s: %v", path, err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
 	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000&_journal_mode=WAL")
 	if err != nil {
 		t.Fatalf("open %s: %v", path, err)

@@ -16,6 +16,7 @@ import (
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/queue"
 )
 
@@ -124,7 +125,10 @@ const firstOpenPatience = 30 * time.Second
 
 // Open opens the queue database at path, creating it if absent, and migrates
 // it to SchemaVersion. Opening a new database while other processes do the
-// same retries while SQLite answers busy.
+// same retries while SQLite answers busy. A postgres:// URL in place of the
+// path opens that PostgreSQL database instead (the database itself must
+// exist; the tables are created and migrated as in a SQLite file), and the
+// file options (WithFileOwner, WithMakeDir) do not apply.
 func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 	if path == "" {
 		return nil, errors.New("invalid db_path \"\": must not be empty")
@@ -132,6 +136,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 	var o openOpts
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if queue.IsURL(path) {
+		return openPostgres(ctx, path, false, o)
 	}
 	if o.fileOwner != "" && os.Geteuid() == 0 {
 		if err := ensureOwnedDir(filepath.Dir(path), o.fileOwner); err != nil {
@@ -172,6 +179,13 @@ func OpenReadOnly(ctx context.Context, path string, opts ...Option) (*Queue, err
 	if path == "" {
 		return nil, errors.New("invalid db_path \"\": must not be empty")
 	}
+	if queue.IsURL(path) {
+		var o openOpts
+		for _, opt := range opts {
+			opt(&o)
+		}
+		return openPostgres(ctx, path, true, o)
+	}
 	if _, err := os.Stat(path); err != nil {
 		return Open(ctx, path, opts...)
 	}
@@ -189,6 +203,24 @@ func OpenReadOnly(ctx context.Context, path string, opts ...Option) (*Queue, err
 		opt(&o)
 	}
 	return newQueue(db, path, true, o)
+}
+
+// openPostgres opens the PostgreSQL database at rawURL and migrates it to
+// SchemaVersion; readOnly marks the queue read-only once it is migrated,
+// as OpenReadOnly does for a file. PostgreSQL's row locks keep readers and
+// writers apart, so a read-only queue shares its connections with nobody
+// and holds up no worker.
+func openPostgres(ctx context.Context, rawURL string, readOnly bool, o openOpts) (*Queue, error) {
+	db, err := queue.OpenPostgres(ctx, rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open kg database: %w", err)
+	}
+	db.SetMaxIdleConns(4)
+	if err := queue.Migrate(ctx, db, migrations); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open kg database %s: %w", config.RedactURL(rawURL), err)
+	}
+	return newQueue(db, config.RedactURL(rawURL), readOnly, o)
 }
 
 func newQueue(db *sql.DB, path string, readOnly bool, o openOpts) (*Queue, error) {
@@ -302,13 +334,15 @@ func roDSN(path string) string {
 
 // Close closes the database.
 func (q *Queue) Close() error {
+	q.Queue.Close() //nolint:errcheck // it never fails
 	if err := q.db.Close(); err != nil {
 		return fmt.Errorf("close kg database %s: %w", q.path, err)
 	}
 	return nil
 }
 
-// Path returns the file the queue was opened from.
+// Path returns the file the queue was opened from, or the URL of its
+// PostgreSQL database with the password redacted.
 func (q *Queue) Path() string { return q.path }
 
 // ReadOnly reports whether the queue was opened read-only.
@@ -510,11 +544,11 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE crawled_content
-SET kg_processed = 1, kg_entity_count = ?, kg_relationship_count = ?, kg_document_id = ?, kg_processed_at = ?
+SET kg_processed = TRUE, kg_entity_count = ?, kg_relationship_count = ?, kg_document_id = ?, kg_processed_at = ?
 WHERE id = ?`, res.EntitiesExtracted, res.RelationshipsExtracted, res.Neo4jDocumentID, now, contentID); err != nil {
 		return fmt.Errorf("mark content_id %d processed: %w", contentID, err)
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE content_chunks SET kg_processed = 1 WHERE content_id = ?", contentID); err != nil {
+	if _, err := tx.ExecContext(ctx, "UPDATE content_chunks SET kg_processed = TRUE WHERE content_id = ?", contentID); err != nil {
 		return fmt.Errorf("mark chunks of content_id %d processed: %w", contentID, err)
 	}
 	return nil

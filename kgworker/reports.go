@@ -11,8 +11,11 @@ import (
 
 // Report is what one worker process last said about itself: its counters
 // since it started and what it knows of the KG service. Each worker number
-// has one report; a restarted worker replaces its predecessor's.
+// of each host has one report; a restarted worker replaces its
+// predecessor's.
 type Report struct {
+	// Host is the hostname of the machine the worker runs on.
+	Host      string        `json:"host"`
 	WorkerID  int           `json:"worker_id"`
 	Owner     string        `json:"owner"`
 	PID       int           `json:"pid"`
@@ -35,20 +38,20 @@ func (q *Queue) PublishReport(ctx context.Context, r Report) error {
 	if q.readOnly {
 		return fmt.Errorf("publish report of worker %d: %w", r.WorkerID, ErrReadOnly)
 	}
-	_, err = q.db.ExecContext(ctx, `INSERT INTO kg_workers(worker_id, owner, pid, started_at, updated_at, stats, service)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(worker_id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, started_at = excluded.started_at,
+	_, err = q.db.ExecContext(ctx, `INSERT INTO kg_worker_reports(host, worker_id, owner, pid, started_at, updated_at, stats, service)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(host, worker_id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, started_at = excluded.started_at,
 	updated_at = excluded.updated_at, stats = excluded.stats, service = excluded.service`,
-		r.WorkerID, r.Owner, r.PID, queue.Stamp(r.StartedAt), queue.Stamp(r.UpdatedAt), string(stats), string(service))
+		r.Host, r.WorkerID, r.Owner, r.PID, queue.Stamp(r.StartedAt), queue.Stamp(r.UpdatedAt), string(stats), string(service))
 	if err != nil {
 		return fmt.Errorf("publish report of worker %d: %w", r.WorkerID, err)
 	}
 	return nil
 }
 
-// Reports returns every worker's latest report, by worker number.
+// Reports returns every worker's latest report, by host and worker number.
 func (q *Queue) Reports(ctx context.Context) ([]Report, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT worker_id, owner, pid, started_at, updated_at, stats, service FROM kg_workers ORDER BY worker_id`)
+	rows, err := q.db.QueryContext(ctx, `SELECT host, worker_id, owner, pid, started_at, updated_at, stats, service FROM kg_worker_reports ORDER BY host, worker_id`)
 	if err != nil {
 		return nil, fmt.Errorf("read worker reports: %w", err)
 	}
@@ -58,7 +61,7 @@ func (q *Queue) Reports(ctx context.Context) ([]Report, error) {
 		var r Report
 		var started, updated queue.NullTime
 		var stats, service string
-		if err := rows.Scan(&r.WorkerID, &r.Owner, &r.PID, &started, &updated, &stats, &service); err != nil {
+		if err := rows.Scan(&r.Host, &r.WorkerID, &r.Owner, &r.PID, &started, &updated, &stats, &service); err != nil {
 			return nil, fmt.Errorf("read worker reports: %w", err)
 		}
 		r.StartedAt, r.UpdatedAt = started.Time, updated.Time

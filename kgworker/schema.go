@@ -11,7 +11,7 @@ import (
 // SchemaVersion is the version of the schema this package writes. It is
 // recorded in the kg_schema_version table once every migration up to it has
 // been applied.
-const SchemaVersion = 3
+const SchemaVersion = 5
 
 // migrations are the KG database's steps: the queue's own, from package
 // queue, beside the document and result tables of this package.
@@ -29,6 +29,35 @@ var migrations = []queue.Migration{
 		return addResultIndexes(ctx, tx)
 	}},
 	{Version: 3, Name: "worker reports", Apply: createWorkerReports},
+	{Version: 4, Name: "queue notifications", Apply: queue.AddNotify},
+	{Version: 5, Name: "worker reports per host", Apply: createHostReports},
+}
+
+// createHostReports adds the report table keyed by host and worker number,
+// for workers on many hosts sharing one PostgreSQL database; the reports of
+// kg_workers, all from one host, are carried over with the host unknown
+// ("") until their workers next report. kg_workers itself is left as it is.
+func createHostReports(ctx context.Context, tx *sql.Tx) error {
+	const stmt = `CREATE TABLE IF NOT EXISTS kg_worker_reports (
+	host TEXT NOT NULL,
+	worker_id INTEGER NOT NULL,
+	owner TEXT NOT NULL,
+	pid INTEGER NOT NULL,
+	started_at TIMESTAMP NOT NULL,
+	updated_at TIMESTAMP NOT NULL,
+	stats TEXT NOT NULL,
+	service TEXT NOT NULL,
+	PRIMARY KEY (host, worker_id)
+)`
+	if _, err := tx.ExecContext(ctx, queue.DDL(ctx, stmt)); err != nil {
+		return fmt.Errorf("create kg_worker_reports: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO kg_worker_reports(host, worker_id, owner, pid, started_at, updated_at, stats, service)
+SELECT '', worker_id, owner, pid, started_at, updated_at, stats, service FROM kg_workers WHERE true
+ON CONFLICT DO NOTHING`); err != nil {
+		return fmt.Errorf("carry over worker reports: %w", err)
+	}
+	return nil
 }
 
 // createWorkerReports adds the table where each worker process publishes
@@ -43,7 +72,7 @@ func createWorkerReports(ctx context.Context, tx *sql.Tx) error {
 	stats TEXT NOT NULL,
 	service TEXT NOT NULL
 )`
-	if _, err := tx.ExecContext(ctx, stmt); err != nil {
+	if _, err := tx.ExecContext(ctx, queue.DDL(ctx, stmt)); err != nil {
 		return fmt.Errorf("create kg_workers: %w", err)
 	}
 	return nil
@@ -117,7 +146,7 @@ CREATE INDEX IF NOT EXISTS idx_chunk_entities_chunk ON chunk_entities(chunk_rowi
 `
 
 func createTables(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, baseSchema); err != nil {
+	if _, err := tx.ExecContext(ctx, queue.DDL(ctx, baseSchema)); err != nil {
 		return fmt.Errorf("create tables: %w", err)
 	}
 	return nil

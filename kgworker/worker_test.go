@@ -16,8 +16,9 @@ import (
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
-// rig is a queue file, a fake KG service and a client pointing at it.
+// rig is a queue database, a fake KG service and a client pointing at it.
 type rig struct {
+	path   string
 	q      *kgworker.Queue
 	db     *sql.DB
 	fake   *kgservicefake.Server
@@ -25,9 +26,9 @@ type rig struct {
 	client *kgworker.Client
 }
 
-func newRig(t *testing.T, opts ...kgworker.Option) *rig {
+func newRig(t *testing.T, be backend, opts ...kgworker.Option) *rig {
 	t.Helper()
-	q, path := openQueue(t, opts...)
+	q, path := openQueue(t, be, opts...)
 	fake := kgservicefake.New()
 	srv := httptest.NewServer(fake)
 	t.Cleanup(srv.Close)
@@ -35,7 +36,7 @@ func newRig(t *testing.T, opts ...kgworker.Option) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig{q: q, db: rawDB(t, path), fake: fake, srv: srv, client: client}
+	return &rig{path: path, q: q, db: rawDB(t, path), fake: fake, srv: srv, client: client}
 }
 
 // fill adds n documents with two chunks each, from content id first on, and
@@ -109,406 +110,432 @@ func (run *running) stop(t *testing.T) error {
 }
 
 func TestNewRejects(t *testing.T) {
-	r := newRig(t)
-	for _, tc := range []struct {
-		name string
-		opts kgworker.Opts
-		want string
-	}{
-		{"no queue", kgworker.Opts{Client: r.client, Owner: "w"}, "invalid worker options: no queue"},
-		{"no client", kgworker.Opts{Queue: r.q, Owner: "w"}, "invalid worker options: no kg service client"},
-		{"no owner", kgworker.Opts{Queue: r.q, Client: r.client}, `invalid lease owner "": must not be empty`},
-		{"negative batch", kgworker.Opts{Queue: r.q, Client: r.client, Owner: "w", BatchSize: -1}, "invalid batch_size -1: must be positive"},
-		{"negative poll", kgworker.Opts{Queue: r.q, Client: r.client, Owner: "w", PollInterval: -time.Second}, "invalid poll_interval -1s: must be positive"},
-		{"negative lease", kgworker.Opts{Queue: r.q, Client: r.client, Owner: "w", Lease: -time.Second}, "invalid lease -1s: must be positive"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if _, err := kgworker.New(tc.opts); err == nil || err.Error() != tc.want {
-				t.Errorf("New error = %v, want %q", err, tc.want)
-			}
-		})
-	}
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be)
+		for _, tc := range []struct {
+			name string
+			opts kgworker.Opts
+			want string
+		}{
+			{"no queue", kgworker.Opts{Client: r.client, Owner: "w"}, "invalid worker options: no queue"},
+			{"no client", kgworker.Opts{Queue: r.q, Owner: "w"}, "invalid worker options: no kg service client"},
+			{"no owner", kgworker.Opts{Queue: r.q, Client: r.client}, `invalid lease owner "": must not be empty`},
+			{"negative batch", kgworker.Opts{Queue: r.q, Client: r.client, Owner: "w", BatchSize: -1}, "invalid batch_size -1: must be positive"},
+			{"negative poll", kgworker.Opts{Queue: r.q, Client: r.client, Owner: "w", PollInterval: -time.Second}, "invalid poll_interval -1s: must be positive"},
+			{"negative lease", kgworker.Opts{Queue: r.q, Client: r.client, Owner: "w", Lease: -time.Second}, "invalid lease -1s: must be positive"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if _, err := kgworker.New(tc.opts); err == nil || err.Error() != tc.want {
+					t.Errorf("New error = %v, want %q", err, tc.want)
+				}
+			})
+		}
+	})
 }
 
 func TestWorkerProcessesEveryItemOnce(t *testing.T) {
-	r := newRig(t)
-	queued := r.fill(t, 1, 12)
-	run := r.start(t, kgworker.Opts{BatchSize: 5})
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be)
+		queued := r.fill(t, 1, 12)
+		run := r.start(t, kgworker.Opts{BatchSize: 5})
 
-	waitFor(t, 10*time.Second, "all items completed", func() bool { return r.counts(t).Completed == len(queued) })
+		waitFor(t, 10*time.Second, "all items completed", func() bool { return r.counts(t).Completed == len(queued) })
 
-	ingested := r.fake.Ingested()
-	for c := int64(1); c <= 12; c++ {
-		if ingested[c] != 1 {
-			t.Errorf("content %d ingested %d times, want 1", c, ingested[c])
+		ingested := r.fake.Ingested()
+		for c := int64(1); c <= 12; c++ {
+			if ingested[c] != 1 {
+				t.Errorf("content %d ingested %d times, want 1", c, ingested[c])
+			}
 		}
-	}
-	req, ok := r.fake.LastRequest(3)
-	if !ok || len(req.Chunks) != 2 || req.Chunks[0].VectorRowID != 300 || req.Chunks[1].VectorRowID != 301 ||
-		req.Title != "Page 3" || string(req.Metadata) != `{"lang":"en"}` {
-		t.Errorf("request for content 3 = %+v, want its two chunks 300 and 301, title and metadata", req)
-	}
-	// The fake answers, for two chunks, the document entity appearing in both
-	// and a topic entity per chunk (four entity rows), and a relationship per
-	// chunk.
-	if n := queryInt(t, r.db, "SELECT count(*) FROM chunk_entities"); n != 12*4 {
-		t.Errorf("%d entity rows, want %d", n, 12*4)
-	}
-	if n := queryInt(t, r.db, "SELECT count(*) FROM crawled_content WHERE kg_processed = 1 AND kg_entity_count = 3 AND kg_relationship_count = 2"); n != 12 {
-		t.Errorf("%d documents marked processed with their counts, want 12", n)
-	}
-	if err := run.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	st := run.w.Stats()
-	if st.TotalProcessed != 12 || st.TotalSuccess != 12 || st.TotalFailed != 0 || st.LastProcessedAt.IsZero() {
-		t.Errorf("worker stats = %+v, want 12 processed, all successful", st)
-	}
+		req, ok := r.fake.LastRequest(3)
+		if !ok || len(req.Chunks) != 2 || req.Chunks[0].VectorRowID != 300 || req.Chunks[1].VectorRowID != 301 ||
+			req.Title != "Page 3" || string(req.Metadata) != `{"lang":"en"}` {
+			t.Errorf("request for content 3 = %+v, want its two chunks 300 and 301, title and metadata", req)
+		}
+		// The fake answers, for two chunks, the document entity appearing in both
+		// and a topic entity per chunk (four entity rows), and a relationship per
+		// chunk.
+		if n := queryInt(t, r.db, "SELECT count(*) FROM chunk_entities"); n != 12*4 {
+			t.Errorf("%d entity rows, want %d", n, 12*4)
+		}
+		if n := queryInt(t, r.db, "SELECT count(*) FROM crawled_content WHERE kg_processed = TRUE AND kg_entity_count = 3 AND kg_relationship_count = 2"); n != 12 {
+			t.Errorf("%d documents marked processed with their counts, want 12", n)
+		}
+		if err := run.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		st := run.w.Stats()
+		if st.TotalProcessed != 12 || st.TotalSuccess != 12 || st.TotalFailed != 0 || st.LastProcessedAt.IsZero() {
+			t.Errorf("worker stats = %+v, want 12 processed, all successful", st)
+		}
+	})
 }
 
 func TestWorkerSkipsMissingContent(t *testing.T) {
-	r := newRig(t)
-	id := enqueue(t, r.q, 99, 1)
-	run := r.start(t, kgworker.Opts{})
-	waitFor(t, 5*time.Second, "item skipped", func() bool { return r.counts(t).Skipped == 1 })
-	it := get(t, r.q, id)
-	if it.SkippedReason != "content_id 99 has no crawled_content row" {
-		t.Errorf("skipped_reason = %q", it.SkippedReason)
-	}
-	if len(r.fake.Ingested()) != 0 {
-		t.Errorf("skipped content was sent to the service: %v", r.fake.Ingested())
-	}
-	run.stop(t)
-	if st := run.w.Stats(); st.TotalSkipped != 1 || st.TotalProcessed != 1 {
-		t.Errorf("stats = %+v, want one skipped", st)
-	}
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be)
+		id := enqueue(t, r.q, 99, 1)
+		run := r.start(t, kgworker.Opts{})
+		waitFor(t, 5*time.Second, "item skipped", func() bool { return r.counts(t).Skipped == 1 })
+		it := get(t, r.q, id)
+		if it.SkippedReason != "content_id 99 has no crawled_content row" {
+			t.Errorf("skipped_reason = %q", it.SkippedReason)
+		}
+		if len(r.fake.Ingested()) != 0 {
+			t.Errorf("skipped content was sent to the service: %v", r.fake.Ingested())
+		}
+		run.stop(t)
+		if st := run.w.Stats(); st.TotalSkipped != 1 || st.TotalProcessed != 1 {
+			t.Errorf("stats = %+v, want one skipped", st)
+		}
+	})
 }
 
 func TestWorkerRetriesItemErrorsThenFails(t *testing.T) {
-	r := newRig(t, kgworker.WithMaxRetries(2), kgworker.WithBackoff(20*time.Millisecond, 40*time.Millisecond))
-	queued := r.fill(t, 1, 2)
-	r.fake.SetControl(kgservicefake.Control{FailIDs: []int64{2}})
-	run := r.start(t, kgworker.Opts{PollInterval: 30 * time.Millisecond})
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be, kgworker.WithMaxRetries(2), kgworker.WithBackoff(20*time.Millisecond, 40*time.Millisecond))
+		queued := r.fill(t, 1, 2)
+		r.fake.SetControl(kgservicefake.Control{FailIDs: []int64{2}})
+		run := r.start(t, kgworker.Opts{PollInterval: 30 * time.Millisecond})
 
-	waitFor(t, 10*time.Second, "bad item failed", func() bool { return r.counts(t).Failed == 1 })
-	good, bad := get(t, r.q, queued[0]), get(t, r.q, queued[1])
-	if good.Status != kgworker.StatusCompleted || good.RetryCount != 0 {
-		t.Errorf("good item: %q with %d retries, want completed with none", good.Status, good.RetryCount)
-	}
-	if bad.RetryCount != 3 || !strings.Contains(bad.ErrorMessage, "extraction failed for content_id 2") {
-		t.Errorf("bad item: %d retries, error %q; want 3 and the service's message", bad.RetryCount, bad.ErrorMessage)
-	}
-	run.stop(t)
-	if st := run.w.Stats(); st.TotalFailed != 3 || st.TotalSuccess != 1 {
-		t.Errorf("stats = %+v, want 3 failed attempts and 1 success", st)
-	}
+		waitFor(t, 10*time.Second, "bad item failed", func() bool { return r.counts(t).Failed == 1 })
+		good, bad := get(t, r.q, queued[0]), get(t, r.q, queued[1])
+		if good.Status != kgworker.StatusCompleted || good.RetryCount != 0 {
+			t.Errorf("good item: %q with %d retries, want completed with none", good.Status, good.RetryCount)
+		}
+		if bad.RetryCount != 3 || !strings.Contains(bad.ErrorMessage, "extraction failed for content_id 2") {
+			t.Errorf("bad item: %d retries, error %q; want 3 and the service's message", bad.RetryCount, bad.ErrorMessage)
+		}
+		run.stop(t)
+		if st := run.w.Stats(); st.TotalFailed != 3 || st.TotalSuccess != 1 {
+			t.Errorf("stats = %+v, want 3 failed attempts and 1 success", st)
+		}
+	})
 }
 
 // TestWorkerOutageSpendsNoAttempts keeps the service away and checks that
 // nothing is failed, nothing stays claimed, and all work is done once the
 // service is back.
 func TestWorkerOutageSpendsNoAttempts(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		down    func(t *testing.T, r *rig) (url string)
-		restore func(t *testing.T, r *rig)
-	}{
-		{
-			name: "service answers 503",
-			down: func(t *testing.T, r *rig) string {
-				r.fake.SetControl(kgservicefake.Control{Outage: true})
-				return r.srv.URL
+	eachBackend(t, func(t *testing.T, be backend) {
+		for _, tc := range []struct {
+			name    string
+			down    func(t *testing.T, r *rig) (url string)
+			restore func(t *testing.T, r *rig)
+		}{
+			{
+				name: "service answers 503",
+				down: func(t *testing.T, r *rig) string {
+					r.fake.SetControl(kgservicefake.Control{Outage: true})
+					return r.srv.URL
+				},
+				restore: func(t *testing.T, r *rig) { r.fake.SetControl(kgservicefake.Control{}) },
 			},
-			restore: func(t *testing.T, r *rig) { r.fake.SetControl(kgservicefake.Control{}) },
-		},
-		{
-			name: "connection refused",
-			down: func(t *testing.T, r *rig) string {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
+			{
+				name: "connection refused",
+				down: func(t *testing.T, r *rig) string {
+					ln, err := net.Listen("tcp", "127.0.0.1:0")
+					if err != nil {
+						t.Fatal(err)
+					}
+					addr := ln.Addr().String()
+					ln.Close()
+					return "http://" + addr
+				},
+			},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := newRig(t, be)
+				queued := r.fill(t, 1, 6)
+				url := tc.down(t, r)
+				client, err := kgworker.NewClient(kgworker.ClientOpts{URL: url, Enabled: true})
 				if err != nil {
 					t.Fatal(err)
 				}
-				addr := ln.Addr().String()
-				ln.Close()
-				return "http://" + addr
-			},
-		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newRig(t)
-			queued := r.fill(t, 1, 6)
-			url := tc.down(t, r)
-			client, err := kgworker.NewClient(kgworker.ClientOpts{URL: url, Enabled: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			run := r.start(t, kgworker.Opts{Client: client, BatchSize: 5, PollInterval: 200 * time.Millisecond})
+				run := r.start(t, kgworker.Opts{Client: client, BatchSize: 5, PollInterval: 200 * time.Millisecond})
 
-			waitFor(t, 5*time.Second, "health checks failing", func() bool { return client.Status().ConsecutiveFailures >= 3 })
-			for _, id := range queued {
-				if it := get(t, r.q, id); it.Status != kgworker.StatusPending || it.RetryCount != 0 {
-					t.Errorf("item %d during outage: %q with %d retries, want pending with none", id, it.Status, it.RetryCount)
+				waitFor(t, 5*time.Second, "health checks failing", func() bool { return client.Status().ConsecutiveFailures >= 3 })
+				for _, id := range queued {
+					if it := get(t, r.q, id); it.Status != kgworker.StatusPending || it.RetryCount != 0 {
+						t.Errorf("item %d during outage: %q with %d retries, want pending with none", id, it.Status, it.RetryCount)
+					}
 				}
-			}
-			if st := client.Status(); st.IsHealthy || st.LastHealthCheck.IsZero() {
-				t.Errorf("service status during outage = %+v, want unhealthy and checked", st)
-			}
+				if st := client.Status(); st.IsHealthy || st.LastHealthCheck.IsZero() {
+					t.Errorf("service status during outage = %+v, want unhealthy and checked", st)
+				}
 
-			if tc.restore != nil {
-				tc.restore(t, r)
-			} else {
-				ln, err := net.Listen("tcp", strings.TrimPrefix(url, "http://"))
-				if err != nil {
-					t.Fatalf("listen again on %s: %v", url, err)
+				if tc.restore != nil {
+					tc.restore(t, r)
+				} else {
+					ln, err := net.Listen("tcp", strings.TrimPrefix(url, "http://"))
+					if err != nil {
+						t.Fatalf("listen again on %s: %v", url, err)
+					}
+					srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: r.fake}}
+					srv.Start()
+					t.Cleanup(srv.Close)
 				}
-				srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: r.fake}}
-				srv.Start()
-				t.Cleanup(srv.Close)
-			}
-			waitFor(t, 10*time.Second, "all items completed after the outage", func() bool { return r.counts(t).Completed == len(queued) })
-			for _, id := range queued {
-				if it := get(t, r.q, id); it.RetryCount != 0 {
-					t.Errorf("item %d spent %d attempts in the outage", id, it.RetryCount)
+				waitFor(t, 10*time.Second, "all items completed after the outage", func() bool { return r.counts(t).Completed == len(queued) })
+				for _, id := range queued {
+					if it := get(t, r.q, id); it.RetryCount != 0 {
+						t.Errorf("item %d spent %d attempts in the outage", id, it.RetryCount)
+					}
 				}
-			}
-			for c, n := range r.fake.Ingested() {
-				if n != 1 {
-					t.Errorf("content %d ingested %d times", c, n)
+				for c, n := range r.fake.Ingested() {
+					if n != 1 {
+						t.Errorf("content %d ingested %d times", c, n)
+					}
 				}
-			}
-			run.stop(t)
-			if st := run.w.Stats(); st.TotalFailed != 0 {
-				t.Errorf("stats = %+v, want no failures", st)
-			}
-		})
-	}
+				run.stop(t)
+				if st := run.w.Stats(); st.TotalFailed != 0 {
+					t.Errorf("stats = %+v, want no failures", st)
+				}
+			})
+		}
+	})
 }
 
 // TestWorkerOutageMidBatch takes the service down while a batch is being
 // worked: the rest of the batch goes back to the queue untouched.
 func TestWorkerOutageMidBatch(t *testing.T) {
-	r := newRig(t)
-	queued := r.fill(t, 1, 5)
-	r.fake.SetControl(kgservicefake.Control{LatencyMS: 150})
-	run := r.start(t, kgworker.Opts{BatchSize: 5, PollInterval: 100 * time.Millisecond})
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be)
+		queued := r.fill(t, 1, 5)
+		r.fake.SetControl(kgservicefake.Control{LatencyMS: 150})
+		run := r.start(t, kgworker.Opts{BatchSize: 5, PollInterval: 100 * time.Millisecond})
 
-	waitFor(t, 5*time.Second, "first item in flight", func() bool { return r.counts(t).Processing == 5 })
-	r.fake.SetControl(kgservicefake.Control{LatencyMS: 150, Outage: true})
-	waitFor(t, 5*time.Second, "batch handed back", func() bool {
+		waitFor(t, 5*time.Second, "first item in flight", func() bool { return r.counts(t).Processing == 5 })
+		r.fake.SetControl(kgservicefake.Control{LatencyMS: 150, Outage: true})
+		waitFor(t, 5*time.Second, "batch handed back", func() bool {
+			c := r.counts(t)
+			return c.Processing == 0 && c.Pending+c.Completed == 5
+		})
 		c := r.counts(t)
-		return c.Processing == 0 && c.Pending+c.Completed == 5
-	})
-	c := r.counts(t)
-	if c.Pending == 0 || c.Failed != 0 {
-		t.Errorf("after the outage hit: %+v, want items pending again and none failed", c)
-	}
-	for _, id := range queued {
-		if it := get(t, r.q, id); it.RetryCount != 0 || it.Status == kgworker.StatusFailed {
-			t.Errorf("item %d: %q with %d retries, want no attempt spent", id, it.Status, it.RetryCount)
+		if c.Pending == 0 || c.Failed != 0 {
+			t.Errorf("after the outage hit: %+v, want items pending again and none failed", c)
 		}
-	}
+		for _, id := range queued {
+			if it := get(t, r.q, id); it.RetryCount != 0 || it.Status == kgworker.StatusFailed {
+				t.Errorf("item %d: %q with %d retries, want no attempt spent", id, it.Status, it.RetryCount)
+			}
+		}
 
-	r.fake.SetControl(kgservicefake.Control{})
-	waitFor(t, 10*time.Second, "all completed after recovery", func() bool { return r.counts(t).Completed == 5 })
-	for c, n := range r.fake.Ingested() {
-		if n != 1 {
-			t.Errorf("content %d ingested %d times, want 1", c, n)
+		r.fake.SetControl(kgservicefake.Control{})
+		waitFor(t, 10*time.Second, "all completed after recovery", func() bool { return r.counts(t).Completed == 5 })
+		for c, n := range r.fake.Ingested() {
+			if n != 1 {
+				t.Errorf("content %d ingested %d times, want 1", c, n)
+			}
 		}
-	}
-	run.stop(t)
+		run.stop(t)
+	})
 }
 
 // TestWorkerBacksOffWhenIngestRefused covers a service whose health check
 // passes while every ingest answers 503: the worker must neither spend
 // attempts nor claim and release in a tight loop.
 func TestWorkerBacksOffWhenIngestRefused(t *testing.T) {
-	r := newRig(t)
-	queued := r.fill(t, 1, 2)
-	var ingests atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path == "/api/v1/ingest" {
-			ingests.Add(1)
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be)
+		queued := r.fill(t, 1, 2)
+		var ingests atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.URL.Path == "/api/v1/ingest" {
+				ingests.Add(1)
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			r.fake.ServeHTTP(w, req)
+		}))
+		t.Cleanup(srv.Close)
+		client, err := kgworker.NewClient(kgworker.ClientOpts{URL: srv.URL, Enabled: true})
+		if err != nil {
+			t.Fatal(err)
 		}
-		r.fake.ServeHTTP(w, req)
-	}))
-	t.Cleanup(srv.Close)
-	client, err := kgworker.NewClient(kgworker.ClientOpts{URL: srv.URL, Enabled: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := r.start(t, kgworker.Opts{Client: client, PollInterval: 200 * time.Millisecond})
-	time.Sleep(time.Second)
-	run.stop(t)
-	t.Logf("%d ingest requests in 1s", ingests.Load())
-	if n := ingests.Load(); n == 0 || n > 10 {
-		t.Errorf("%d ingest requests in 1s, want a few spaced by the backoff", n)
-	}
-	for _, id := range queued {
-		if it := get(t, r.q, id); it.Status != kgworker.StatusPending || it.RetryCount != 0 {
-			t.Errorf("item %d: %q with %d retries, want pending with none", id, it.Status, it.RetryCount)
+		run := r.start(t, kgworker.Opts{Client: client, PollInterval: 200 * time.Millisecond})
+		time.Sleep(time.Second)
+		run.stop(t)
+		t.Logf("%d ingest requests in 1s", ingests.Load())
+		if n := ingests.Load(); n == 0 || n > 10 {
+			t.Errorf("%d ingest requests in 1s, want a few spaced by the backoff", n)
 		}
-	}
+		for _, id := range queued {
+			if it := get(t, r.q, id); it.Status != kgworker.StatusPending || it.RetryCount != 0 {
+				t.Errorf("item %d: %q with %d retries, want pending with none", id, it.Status, it.RetryCount)
+			}
+		}
+	})
 }
 
 func TestWorkerShutdown(t *testing.T) {
-	for _, tc := range []struct {
-		name          string
-		latencyMS     int
-		grace         time.Duration
-		wantCompleted int
-	}{
-		{"item in hand finishes within the grace", 300, 5 * time.Second, 1},
-		{"item in hand outlasts the grace and goes back", 10000, 200 * time.Millisecond, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newRig(t)
-			queued := r.fill(t, 1, 4)
-			r.fake.SetControl(kgservicefake.Control{LatencyMS: tc.latencyMS})
-			run := r.start(t, kgworker.Opts{BatchSize: 4, ShutdownGrace: tc.grace})
-			waitFor(t, 5*time.Second, "batch claimed", func() bool { return r.counts(t).Processing == 4 })
-			time.Sleep(50 * time.Millisecond) // the first ingest is under way
+	eachBackend(t, func(t *testing.T, be backend) {
+		for _, tc := range []struct {
+			name          string
+			latencyMS     int
+			grace         time.Duration
+			wantCompleted int
+		}{
+			{"item in hand finishes within the grace", 300, 5 * time.Second, 1},
+			{"item in hand outlasts the grace and goes back", 10000, 200 * time.Millisecond, 0},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := newRig(t, be)
+				queued := r.fill(t, 1, 4)
+				r.fake.SetControl(kgservicefake.Control{LatencyMS: tc.latencyMS})
+				run := r.start(t, kgworker.Opts{BatchSize: 4, ShutdownGrace: tc.grace})
+				waitFor(t, 5*time.Second, "batch claimed", func() bool { return r.counts(t).Processing == 4 })
+				time.Sleep(50 * time.Millisecond) // the first ingest is under way
 
-			start := time.Now()
-			if err := run.stop(t); err != nil {
-				t.Fatalf("Run returned %v on shutdown, want nil", err)
-			}
-			if took := time.Since(start); took > tc.grace+3*time.Second {
-				t.Errorf("shutdown took %s with a grace of %s", took, tc.grace)
-			}
-			c := r.counts(t)
-			if c.Processing != 0 {
-				t.Errorf("%d items left in processing after shutdown", c.Processing)
-			}
-			if c.Completed != tc.wantCompleted || c.Pending != 4-tc.wantCompleted {
-				t.Errorf("after shutdown: %+v, want %d completed and the rest pending", c, tc.wantCompleted)
-			}
-			for _, id := range queued {
-				if it := get(t, r.q, id); it.RetryCount != 0 || it.LeaseOwner != "" {
-					t.Errorf("item %d: %d retries, owner %q; want untouched", id, it.RetryCount, it.LeaseOwner)
+				start := time.Now()
+				if err := run.stop(t); err != nil {
+					t.Fatalf("Run returned %v on shutdown, want nil", err)
 				}
-			}
-		})
-	}
+				if took := time.Since(start); took > tc.grace+3*time.Second {
+					t.Errorf("shutdown took %s with a grace of %s", took, tc.grace)
+				}
+				c := r.counts(t)
+				if c.Processing != 0 {
+					t.Errorf("%d items left in processing after shutdown", c.Processing)
+				}
+				if c.Completed != tc.wantCompleted || c.Pending != 4-tc.wantCompleted {
+					t.Errorf("after shutdown: %+v, want %d completed and the rest pending", c, tc.wantCompleted)
+				}
+				for _, id := range queued {
+					if it := get(t, r.q, id); it.RetryCount != 0 || it.LeaseOwner != "" {
+						t.Errorf("item %d: %d retries, owner %q; want untouched", id, it.RetryCount, it.LeaseOwner)
+					}
+				}
+			})
+		}
+	})
 }
 
 // TestWorkerPickupLatency checks that an idle worker notices new work long
 // before its poll interval.
 func TestWorkerPickupLatency(t *testing.T) {
-	r := newRig(t)
-	run := r.start(t, kgworker.Opts{PollInterval: 5 * time.Second})
-	time.Sleep(500 * time.Millisecond) // the worker has found nothing and idles
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be)
+		run := r.start(t, kgworker.Opts{PollInterval: 5 * time.Second})
+		time.Sleep(500 * time.Millisecond) // the worker has found nothing and idles
 
-	addContent(t, r.db, 1, 1)
-	enqueued := time.Now()
-	id := enqueue(t, r.q, 1, 1)
-	waitFor(t, 4*time.Second, "item completed", func() bool { return get(t, r.q, id).Status == kgworker.StatusCompleted })
-	if took := time.Since(enqueued); took > time.Second {
-		t.Errorf("item completed %s after it was enqueued, want well under the 5s poll interval", took)
-	}
-	run.stop(t)
+		addContent(t, r.db, 1, 1)
+		enqueued := time.Now()
+		id := enqueue(t, r.q, 1, 1)
+		waitFor(t, 4*time.Second, "item completed", func() bool { return get(t, r.q, id).Status == kgworker.StatusCompleted })
+		if took := time.Since(enqueued); took > time.Second {
+			t.Errorf("item completed %s after it was enqueued, want well under the 5s poll interval", took)
+		}
+		run.stop(t)
+	})
 }
 
 func TestWorkerDisabledServiceClaimsNothing(t *testing.T) {
-	r := newRig(t)
-	queued := r.fill(t, 1, 3)
-	client, err := kgworker.NewClient(kgworker.ClientOpts{URL: r.srv.URL, Enabled: false})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := r.start(t, kgworker.Opts{Client: client, PollInterval: 50 * time.Millisecond})
-	time.Sleep(500 * time.Millisecond)
-	if err := run.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	if c := r.counts(t); c.Pending != len(queued) {
-		t.Errorf("queue with the service disabled: %+v, want all %d pending", c, len(queued))
-	}
-	if len(r.fake.Ingested()) != 0 {
-		t.Errorf("disabled worker sent work: %v", r.fake.Ingested())
-	}
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be)
+		queued := r.fill(t, 1, 3)
+		client, err := kgworker.NewClient(kgworker.ClientOpts{URL: r.srv.URL, Enabled: false})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := r.start(t, kgworker.Opts{Client: client, PollInterval: 50 * time.Millisecond})
+		time.Sleep(500 * time.Millisecond)
+		if err := run.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		if c := r.counts(t); c.Pending != len(queued) {
+			t.Errorf("queue with the service disabled: %+v, want all %d pending", c, len(queued))
+		}
+		if len(r.fake.Ingested()) != 0 {
+			t.Errorf("disabled worker sent work: %v", r.fake.Ingested())
+		}
+	})
 }
 
 // TestWorkerRenewsLeaseDuringLongIngest makes an ingest last several
 // leases: another worker reclaiming expired leases meanwhile must find
 // nothing to reclaim.
 func TestWorkerRenewsLeaseDuringLongIngest(t *testing.T) {
-	r := newRig(t)
-	queued := r.fill(t, 1, 2)
-	r.fake.SetControl(kgservicefake.Control{LatencyMS: 700})
-	run := r.start(t, kgworker.Opts{BatchSize: 2, Lease: 300 * time.Millisecond})
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be)
+		queued := r.fill(t, 1, 2)
+		r.fake.SetControl(kgservicefake.Control{LatencyMS: 700})
+		run := r.start(t, kgworker.Opts{BatchSize: 2, Lease: 300 * time.Millisecond})
 
-	other := openQueueAt(t, r.q.Path())
-	deadline := time.Now().Add(10 * time.Second)
-	for r.counts(t).Completed < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("items not completed within 10s")
+		other := openQueueAt(t, r.path)
+		deadline := time.Now().Add(10 * time.Second)
+		for r.counts(t).Completed < 2 {
+			if time.Now().After(deadline) {
+				t.Fatal("items not completed within 10s")
+			}
+			if n, err := other.ReclaimExpired(context.Background()); err != nil || n != 0 {
+				t.Fatalf("another worker reclaimed %d items (%v) while their holder was working", n, err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if n, err := other.ReclaimExpired(context.Background()); err != nil || n != 0 {
-			t.Fatalf("another worker reclaimed %d items (%v) while their holder was working", n, err)
+		for _, id := range queued {
+			if it := get(t, r.q, id); it.RetryCount != 0 {
+				t.Errorf("item %d: %d retries, want 0", id, it.RetryCount)
+			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for _, id := range queued {
-		if it := get(t, r.q, id); it.RetryCount != 0 {
-			t.Errorf("item %d: %d retries, want 0", id, it.RetryCount)
-		}
-	}
-	run.stop(t)
+		run.stop(t)
+	})
 }
 
 // TestWorkerReclaimsCrashedWorkersItems leaves an item leased to a worker
 // that is gone; a live worker puts it back and processes it.
 func TestWorkerReclaimsCrashedWorkersItems(t *testing.T) {
-	r := newRig(t, kgworker.WithBackoff(10*time.Millisecond, 20*time.Millisecond))
-	queued := r.fill(t, 1, 1)
-	if got := claim(t, r.q, "crashed", 1, 100*time.Millisecond); len(got) != 1 {
-		t.Fatal("setup claim failed")
-	}
-	run := r.start(t, kgworker.Opts{PollInterval: 50 * time.Millisecond})
-	waitFor(t, 5*time.Second, "orphaned item completed", func() bool {
-		return get(t, r.q, queued[0]).Status == kgworker.StatusCompleted
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be, kgworker.WithBackoff(10*time.Millisecond, 20*time.Millisecond))
+		queued := r.fill(t, 1, 1)
+		if got := claim(t, r.q, "crashed", 1, 100*time.Millisecond); len(got) != 1 {
+			t.Fatal("setup claim failed")
+		}
+		run := r.start(t, kgworker.Opts{PollInterval: 50 * time.Millisecond})
+		waitFor(t, 5*time.Second, "orphaned item completed", func() bool {
+			return get(t, r.q, queued[0]).Status == kgworker.StatusCompleted
+		})
+		if it := get(t, r.q, queued[0]); it.RetryCount != 1 {
+			t.Errorf("reclaimed item: %d retries, want the crash counted as 1", it.RetryCount)
+		}
+		run.stop(t)
 	})
-	if it := get(t, r.q, queued[0]); it.RetryCount != 1 {
-		t.Errorf("reclaimed item: %d retries, want the crash counted as 1", it.RetryCount)
-	}
-	run.stop(t)
 }
 
 // TestWorkerProgressComesFromTheLoop checks that the hook is called while
 // the worker idles, while it waits on a slow service, and that it carries
 // the counters.
 func TestWorkerProgressComesFromTheLoop(t *testing.T) {
-	r := newRig(t)
-	var calls atomic.Int64
-	var mu sync.Mutex
-	var last kgworker.Stats
-	hook := func(st kgworker.Stats) {
-		calls.Add(1)
-		mu.Lock()
-		last = st
-		mu.Unlock()
-	}
-	r.fake.SetControl(kgservicefake.Control{LatencyMS: 1000})
-	r.fill(t, 1, 1)
-	r.start(t, kgworker.Opts{PollInterval: 10 * time.Second, ProgressInterval: 50 * time.Millisecond, OnProgress: hook})
+	eachBackend(t, func(t *testing.T, be backend) {
+		r := newRig(t, be)
+		var calls atomic.Int64
+		var mu sync.Mutex
+		var last kgworker.Stats
+		hook := func(st kgworker.Stats) {
+			calls.Add(1)
+			mu.Lock()
+			last = st
+			mu.Unlock()
+		}
+		r.fake.SetControl(kgservicefake.Control{LatencyMS: 1000})
+		r.fill(t, 1, 1)
+		r.start(t, kgworker.Opts{PollInterval: 10 * time.Second, ProgressInterval: 50 * time.Millisecond, OnProgress: hook})
 
-	waitFor(t, 5*time.Second, "ingest under way", func() bool { return r.counts(t).Processing == 1 })
-	before := calls.Load()
-	time.Sleep(500 * time.Millisecond)
-	if got := calls.Load() - before; got < 4 {
-		t.Errorf("progress called %d times in 500ms of a slow ingest, want at least 4 at a 50ms interval", got)
-	}
-	waitFor(t, 5*time.Second, "item completed", func() bool { return r.counts(t).Completed == 1 })
-	before = calls.Load()
-	time.Sleep(500 * time.Millisecond)
-	if got := calls.Load() - before; got < 4 {
-		t.Errorf("progress called %d times in 500ms idle, want at least 4", got)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if last.TotalSuccess != 1 || last.TotalProcessed != 1 {
-		t.Errorf("progress saw %+v, want the completed item counted", last)
-	}
+		waitFor(t, 5*time.Second, "ingest under way", func() bool { return r.counts(t).Processing == 1 })
+		before := calls.Load()
+		time.Sleep(500 * time.Millisecond)
+		if got := calls.Load() - before; got < 4 {
+			t.Errorf("progress called %d times in 500ms of a slow ingest, want at least 4 at a 50ms interval", got)
+		}
+		waitFor(t, 5*time.Second, "item completed", func() bool { return r.counts(t).Completed == 1 })
+		before = calls.Load()
+		time.Sleep(500 * time.Millisecond)
+		if got := calls.Load() - before; got < 4 {
+			t.Errorf("progress called %d times in 500ms idle, want at least 4", got)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if last.TotalSuccess != 1 || last.TotalProcessed != 1 {
+			t.Errorf("progress saw %+v, want the completed item counted", last)
+		}
+	})
 }

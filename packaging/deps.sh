@@ -20,8 +20,10 @@ build="gcc libc6-dev make git systemd dbus iproute2 util-linux curl ca-certifica
 # the man pages' check; dbus-user-session: the session bus of the --user
 # test's unprivileged user; chromium: the dashboard's browser test;
 # openssh-client, openssh-server: the --host test's ssh and the sshd of its
-# second machine.
-test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server"
+# second machine; postgresql: the throwaway clusters of the queue's
+# PostgreSQL tests (internal/pgtest) and the shared queue of the many-hosts
+# tests.
+test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql"
 
 case "${1:-}" in
 build) wanted=$build ;;

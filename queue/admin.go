@@ -101,7 +101,7 @@ func (q *Queue) Requeue(ctx context.Context, priority int, contentIDs ...int64) 
 		for _, c := range contentIDs {
 			var id int64
 			var status string
-			err := tx.QueryRowContext(ctx, "SELECT id, COALESCE(status, '') FROM kg_processing_queue WHERE content_id = ? ORDER BY id DESC LIMIT 1", c).Scan(&id, &status)
+			err := tx.QueryRowContext(ctx, "SELECT id, COALESCE(status, '') FROM kg_processing_queue WHERE content_id = ? ORDER BY id DESC LIMIT 1"+q.lockClause(false), c).Scan(&id, &status)
 			if errors.Is(err, sql.ErrNoRows) {
 				return &InputError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "has no queue item (queue it with `queue enqueue`)"}
 			}

@@ -49,13 +49,17 @@ func (q *Queue) histogram(ctx context.Context, end, start, where string) (Histog
 	h := Histogram{Bounds: LatencyBuckets, Cumulative: make([]uint64, len(LatencyBuckets))}
 	cols := []string{"count(*)", "COALESCE(sum(d), 0)"}
 	for range LatencyBuckets {
-		cols = append(cols, "COALESCE(sum(d <= ?), 0)")
+		cols = append(cols, "COALESCE(sum(CASE WHEN d <= ? THEN 1 ELSE 0 END), 0)")
 	}
 	// Timestamps are kept to the millisecond, and julianday's floating
 	// point is rounded back to it. A clock step can make a difference
 	// negative: it counts as zero.
-	query := fmt.Sprintf(`SELECT %s FROM (SELECT max(0, round((julianday(%s) - julianday(%s)) * 86400000.0) / 1000.0) AS d
-FROM kg_processing_queue WHERE %s)`, strings.Join(cols, ", "), end, start, where)
+	seconds := fmt.Sprintf("max(0, round((julianday(%s) - julianday(%s)) * 86400000.0) / 1000.0)", end, start)
+	if q.dialect == Postgres {
+		seconds = fmt.Sprintf("GREATEST(0, round(EXTRACT(EPOCH FROM (%s - %s)) * 1000) / 1000.0)", end, start)
+	}
+	query := fmt.Sprintf(`SELECT %s FROM (SELECT %s AS d
+FROM kg_processing_queue WHERE %s) AS latencies`, strings.Join(cols, ", "), seconds, where)
 	args := make([]any, len(LatencyBuckets))
 	dest := []any{&h.Count, &h.Sum}
 	for i, b := range LatencyBuckets {

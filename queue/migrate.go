@@ -18,15 +18,19 @@ type Migration struct {
 // Migrate applies steps, in order, that the database has not recorded in
 // kg_schema_version yet. Every step runs in its own write transaction, so
 // processes migrating the same file at once apply each step exactly once
-// between them. The queue's own steps are CreateTable and AddLeaseColumns;
-// the caller places them in its list beside its own tables.
+// between them (on PostgreSQL, under a transaction-level advisory lock). The
+// queue's own steps are CreateTable, AddLeaseColumns and AddNotify; the
+// caller places them in its list beside its own tables. A step learns the
+// database's dialect from DialectFrom(ctx) and renders its CREATE
+// statements with DDL.
 func Migrate(ctx context.Context, db *sql.DB, steps []Migration) error {
+	ctx = context.WithValue(ctx, dialectKey{}, DialectOf(db))
 	const versionTable = `CREATE TABLE IF NOT EXISTS kg_schema_version (
 	version INTEGER PRIMARY KEY,
 	name TEXT,
 	applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
 )`
-	if _, err := db.ExecContext(ctx, versionTable); err != nil {
+	if err := createVersionTable(ctx, db, versionTable); err != nil {
 		return fmt.Errorf("create kg_schema_version: %w", err)
 	}
 	for _, m := range steps {
@@ -35,6 +39,28 @@ func Migrate(ctx context.Context, db *sql.DB, steps []Migration) error {
 		}
 	}
 	return nil
+}
+
+// createVersionTable runs stmt; on PostgreSQL under the migrations'
+// advisory lock, since concurrent CREATE TABLE IF NOT EXISTS statements
+// there can collide in the catalogue.
+func createVersionTable(ctx context.Context, db *sql.DB, stmt string) error {
+	if DialectFrom(ctx) != Postgres {
+		_, err := db.ExecContext(ctx, stmt)
+		return err
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", migrationLockKey); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, stmt); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func applyMigration(ctx context.Context, db *sql.DB, m Migration) error {
@@ -52,6 +78,13 @@ func applyMigration(ctx context.Context, db *sql.DB, m Migration) error {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if DialectFrom(ctx) == Postgres {
+		// Concurrent CREATE ... IF NOT EXISTS can collide in PostgreSQL's
+		// catalogue: migrating processes take turns.
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", migrationLockKey); err != nil {
+			return err
+		}
+	}
 	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM kg_schema_version WHERE version = ?", m.Version).Scan(&n); err != nil {
 		return err
 	}
@@ -66,6 +99,10 @@ func applyMigration(ctx context.Context, db *sql.DB, m Migration) error {
 	}
 	return tx.Commit()
 }
+
+// migrationLockKey is the advisory lock migrations of a PostgreSQL queue
+// database take.
+const migrationLockKey int64 = 0x6b675f71756575 // "kg_queue"
 
 // SchemaVersion reports the highest migration recorded in the database, 0
 // when none is.
@@ -97,7 +134,7 @@ CREATE TABLE IF NOT EXISTS kg_processing_queue (
 CREATE INDEX IF NOT EXISTS idx_kg_queue_status_priority
 	ON kg_processing_queue(status, priority, queued_at);
 CREATE INDEX IF NOT EXISTS idx_kg_queue_content ON kg_processing_queue(content_id);`
-	if _, err := tx.ExecContext(ctx, stmt); err != nil {
+	if _, err := tx.ExecContext(ctx, DDL(ctx, stmt)); err != nil {
 		return fmt.Errorf("create kg_processing_queue: %w", err)
 	}
 	return nil
@@ -133,9 +170,14 @@ func AddLeaseColumns(ctx context.Context, tx *sql.Tx) error {
 	return nil
 }
 
-// TableColumns returns the set of column names of table.
+// TableColumns returns the set of column names of table, in the dialect
+// of ctx's migration.
 func TableColumns(ctx context.Context, tx *sql.Tx, table string) (map[string]bool, error) {
-	rows, err := tx.QueryContext(ctx, "SELECT name FROM pragma_table_info(?)", table)
+	query := "SELECT name FROM pragma_table_info(?)"
+	if DialectFrom(ctx) == Postgres {
+		query = "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?"
+	}
+	rows, err := tx.QueryContext(ctx, query, table)
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", table, err)
 	}

@@ -6,11 +6,14 @@
 // variants that run inside the caller's transaction, so that results are
 // written in the same commit that completes the item.
 //
-// This package speaks SQLite's dialect; the operations are the seam where a
-// second backend (PostgreSQL) goes.
+// The database is SQLite (the embedded default) or PostgreSQL (OpenPostgres),
+// for workers on many hosts. The statements are one text for both, written
+// with ? placeholders; where the dialects differ (claims skip rows other
+// claimers hold locked, waiting for work LISTENs instead of watching the
+// file) the Queue branches on its Dialect.
 //
-// Items are claimed under a lease inside one write transaction, so no two
-// callers, in any process, hold the same item. A holder that dies loses its
+// Items are claimed under a lease in one statement, so no two callers, in
+// any process or on any host, hold the same item. A holder that dies loses its
 // leases when they expire, and ReclaimExpired, run by any caller, spends an
 // attempt on each such item.
 package queue
@@ -93,6 +96,8 @@ type Counts struct {
 // use by many goroutines, and many processes may share the database.
 type Queue struct {
 	db          *sql.DB
+	dialect     Dialect
+	listener    *listener
 	maxRetries  int
 	backoffBase time.Duration
 	backoffMax  time.Duration
@@ -130,6 +135,7 @@ func New(db *sql.DB, opts ...Option) (*Queue, error) {
 	}
 	q := &Queue{
 		db:          db,
+		dialect:     DialectOf(db),
 		maxRetries:  3,
 		backoffBase: 10 * time.Second,
 		backoffMax:  10 * time.Minute,
@@ -148,11 +154,41 @@ func New(db *sql.DB, opts ...Option) (*Queue, error) {
 	case q.now == nil:
 		return nil, errors.New("invalid clock: must not be nil")
 	}
+	if q.dialect == Postgres {
+		q.listener = &listener{config: db.Driver().(*pgDriver).config}
+	}
 	return q, nil
 }
 
 // DB returns the database the queue lives in.
 func (q *Queue) DB() *sql.DB { return q.db }
+
+// Dialect returns the SQL dialect of the queue's database.
+func (q *Queue) Dialect() Dialect { return q.dialect }
+
+// Close releases what the queue holds beside the caller's database: the
+// connection a PostgreSQL queue listens on. The database stays open.
+func (q *Queue) Close() error {
+	if q.listener != nil {
+		q.listener.close()
+	}
+	return nil
+}
+
+// lockClause is what a statement that selects rows to change adds so that
+// a concurrent transaction on PostgreSQL waits for them (FOR UPDATE) or
+// passes them by (FOR UPDATE SKIP LOCKED). SQLite needs neither: every
+// write transaction holds the whole file.
+func (q *Queue) lockClause(skipLocked bool) string {
+	switch {
+	case q.dialect != Postgres:
+		return ""
+	case skipLocked:
+		return " FOR UPDATE SKIP LOCKED"
+	default:
+		return " FOR UPDATE"
+	}
+}
 
 // Now returns the queue's clock reading.
 func (q *Queue) Now() time.Time { return q.now() }
@@ -181,13 +217,10 @@ func (q *Queue) Enqueue(ctx context.Context, contentID int64, priority int) (int
 	if contentID <= 0 {
 		return 0, fmt.Errorf("invalid content_id %d: must be positive", contentID)
 	}
-	res, err := q.db.ExecContext(ctx,
-		"INSERT INTO kg_processing_queue(content_id, status, priority, queued_at, retry_count) VALUES (?, 'pending', ?, ?, 0)",
-		contentID, priority, q.stamp(q.now()))
-	if err != nil {
-		return 0, fmt.Errorf("enqueue content_id %d: %w", contentID, err)
-	}
-	id, err := res.LastInsertId()
+	var id int64
+	err := q.db.QueryRowContext(ctx,
+		"INSERT INTO kg_processing_queue(content_id, status, priority, queued_at, retry_count) VALUES (?, 'pending', ?, ?, 0) RETURNING id",
+		contentID, priority, q.stamp(q.now())).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("enqueue content_id %d: %w", contentID, err)
 	}
@@ -199,7 +232,9 @@ const itemColumns = `id, content_id, status, priority, queued_at, processing_sta
 
 // ClaimBatch leases up to n pending items that are due to owner for the
 // given lease, highest priority first, and returns them. The claim is one
-// write transaction, so no two callers, in any process, get the same item.
+// statement: on SQLite it holds the file's write lock, on PostgreSQL it
+// passes by the rows other claimers hold (FOR UPDATE SKIP LOCKED), so no
+// two callers, in any process or on any host, get the same item.
 func (q *Queue) ClaimBatch(ctx context.Context, owner string, n int, lease time.Duration) ([]Item, error) {
 	switch {
 	case owner == "":
@@ -219,7 +254,7 @@ WHERE id IN (
 	SELECT id FROM kg_processing_queue
 	WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
 	ORDER BY priority DESC, id
-	LIMIT ?)
+	LIMIT ?`+q.lockClause(true)+`)
 RETURNING `+itemColumns,
 			owner, q.stamp(now.Add(lease)), q.stamp(now), q.stamp(now), n)
 		if err != nil {
@@ -318,7 +353,7 @@ WHERE status = 'processing' AND (lease_expires_at IS NULL OR lease_expires_at <=
 	err = q.WithTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `
 SELECT id, COALESCE(retry_count, 0), COALESCE(lease_owner, '') FROM kg_processing_queue
-WHERE status = 'processing' AND (lease_expires_at IS NULL OR lease_expires_at <= ?)`, q.stamp(now))
+WHERE status = 'processing' AND (lease_expires_at IS NULL OR lease_expires_at <= ?)`+q.lockClause(true), q.stamp(now))
 		if err != nil {
 			return err
 		}
@@ -395,7 +430,7 @@ func (q *Queue) FailWith(ctx context.Context, owner string, id int64, f Failure)
 func (q *Queue) FailTx(ctx context.Context, tx *sql.Tx, owner string, id int64, f Failure) (Status, error) {
 	var retries int
 	err := tx.QueryRowContext(ctx, `SELECT COALESCE(retry_count, 0) FROM kg_processing_queue
-WHERE id = ? AND lease_owner = ? AND status = 'processing'`, id, owner).Scan(&retries)
+WHERE id = ? AND lease_owner = ? AND status = 'processing'`+q.lockClause(false), id, owner).Scan(&retries)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", ErrLeaseLost
 	}
@@ -610,10 +645,12 @@ func (q *Queue) Stats(ctx context.Context) (Counts, error) {
 const wakeCheckInterval = 50 * time.Millisecond
 
 // WaitForWork blocks until a pending item is due or timeout passes, and
-// reports whether work is waiting. It notices items enqueued by any process
-// within about wakeCheckInterval: it watches SQLite's data_version, which
-// changes whenever another connection commits, and only then looks at the
-// queue itself.
+// reports whether work is waiting. On SQLite it notices items enqueued by
+// any process within about wakeCheckInterval: it watches SQLite's
+// data_version, which changes whenever another connection commits, and only
+// then looks at the queue itself. On PostgreSQL it LISTENs on NotifyChannel
+// and wakes as soon as an item becomes pending, on any host; timeout, the
+// poll interval, remains the fallback for items whose backoff ends.
 func (q *Queue) WaitForWork(ctx context.Context, timeout time.Duration) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -622,6 +659,13 @@ func (q *Queue) WaitForWork(ctx context.Context, timeout time.Duration) (bool, e
 			return false, nil
 		}
 		return false, fmt.Errorf("wait for queue work: %w", err)
+	}
+	if q.dialect == Postgres {
+		ok, err := q.waitNotified(ctx)
+		if err != nil {
+			return done(err)
+		}
+		return ok, nil
 	}
 	// data_version is only comparable on one connection, so hold one.
 	conn, err := q.db.Conn(ctx)
@@ -671,7 +715,9 @@ func dataVersion(ctx context.Context, conn *sql.Conn) (int64, error) {
 	return v, err
 }
 
-func (q *Queue) workDue(ctx context.Context, conn *sql.Conn) (bool, error) {
+func (q *Queue) workDue(ctx context.Context, conn interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}) (bool, error) {
 	var one int
 	err := conn.QueryRowContext(ctx, `SELECT 1 FROM kg_processing_queue
 WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?) LIMIT 1`, q.stamp(q.now())).Scan(&one)

@@ -54,9 +54,11 @@ var serviceUser = config.ServiceUser
 // openQueueDB opens the queue database of cfg for this process: directly,
 // or as the kato user when running as root in a scope whose workers run as
 // kato (the system's; in the user scope the database is the user's own).
+// A PostgreSQL queue (kg.db_url) is always opened directly: the server
+// decides who may do what, and no file is there to give away.
 func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, readOnly bool) (queueDB, error) {
-	if os.Geteuid() != 0 || paths.FileOwner == "" {
-		return openKGQueue(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
+	if os.Geteuid() != 0 || paths.FileOwner == "" || cfg.KG.DBURL != "" {
+		return openKGQueue(ctx, cfg.KG.Database(), cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
 	}
 	return startQueueChild(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries, readOnly)
 }

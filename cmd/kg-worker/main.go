@@ -117,7 +117,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	}
 	kg := cfg.KG
 
-	queue, err := kgworker.Open(ctx, kg.DBPath, kgworker.WithMaxRetries(kg.MaxRetries), kgworker.WithMakeDir(paths.MakeStateDir))
+	queue, err := kgworker.Open(ctx, kg.Database(), kgworker.WithMaxRetries(kg.MaxRetries), kgworker.WithMakeDir(paths.MakeStateDir))
 	if err != nil {
 		return err
 	}
@@ -140,9 +140,15 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	if watchdog > 0 {
 		progressEvery = watchdog / 2
 	}
-	owner := fmt.Sprintf("kg-worker@%d/%d", id, os.Getpid())
+	host, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("read the hostname: %w", err)
+	}
+	// Workers of many hosts share a PostgreSQL queue: the host makes the
+	// lease owner unique among them, whatever their worker numbers and PIDs.
+	owner := fmt.Sprintf("kg-worker@%d/%d@%s", id, os.Getpid(), host)
 	n := &notifier{queue: queue, watchdog: watchdog > 0, logger: logger,
-		report: kgworker.Report{WorkerID: id, Owner: owner, PID: os.Getpid(), StartedAt: time.Now()}, client: client}
+		report: kgworker.Report{Host: host, WorkerID: id, Owner: owner, PID: os.Getpid(), StartedAt: time.Now()}, client: client}
 	worker, err := kgworker.New(kgworker.Opts{
 		Queue:            queue,
 		Client:           client,
@@ -167,7 +173,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	if kg.ServiceEnabled {
 		service = config.RedactURL(kg.ServiceURL)
 	}
-	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d, concurrency %d", id, kg.DBPath, service, kg.BatchSize, kg.Concurrency)
+	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d, concurrency %d", id, kg.DatabaseForDisplay(), service, kg.BatchSize, kg.Concurrency)
 	// Tell systemd as soon as the signal arrives, not once the worker
 	// has wound down.
 	ran := make(chan struct{})
@@ -204,8 +210,8 @@ type notifier struct {
 	watchdog   bool
 	logger     *log.Logger
 	lastStatus time.Time
-	// report is this worker's entry in the queue's kg_workers table, for
-	// `kato-manager workers stats`.
+	// report is this worker's entry in the queue's kg_worker_reports
+	// table, for `kato-manager workers stats`.
 	report     kgworker.Report
 	client     *kgworker.Client
 	lastReport time.Time

@@ -62,7 +62,10 @@ workers_restarted (systemd's restart counts) and worker_details. A worker is
 healthy when its unit runs and its process is neither stopped nor a zombie. Exit
 status 1 when a worker is unhealthy, unless --restart-unhealthy restarted it.`,
 	"workers stats": `The pool's aggregate statistics: the sums of the workers' reports, the KG
-service's status as the first worker sees it, and the queue's counts.`,
+service's status as the first worker sees it, and the queue's counts. With a
+queue that workers on many hosts share (kg.db_url), worker_details lists this
+host's workers (this_host) and, from their reports, every other host's workers
+that reported within the lease.`,
 	"queue":         `Add to and inspect the KG queue, the SQLite database at kg.db_path.`,
 	"queue enqueue": `Queue crawled_content rows, by id, for KG processing. Higher priority goes first.`,
 	"queue retry-failed": `Put failed items, all of them or the ones named, back to pending with a fresh

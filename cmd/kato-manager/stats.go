@@ -33,7 +33,11 @@ func poolStats(ctx context.Context, p *supervisor.Pool, q queueDB) (*supervisor.
 	if err != nil {
 		return nil, err
 	}
-	return supervisor.AggregateStats(h, reports, counts, p.Config.KG.ServiceEnabled, time.Now().UTC()), nil
+	hosts, err := p.Hosts()
+	if err != nil {
+		return nil, err
+	}
+	return supervisor.AggregateStats(h, reports, counts, p.Config.KG.ServiceEnabled, time.Now().UTC(), hosts), nil
 }
 
 func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
@@ -64,7 +68,11 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 	c := s.QueueSize
 	fmt.Fprintf(a.stdout, "queue: total %d: pending %d, processing %d, completed %d, failed %d, skipped %d\n", c.Total, c.Pending, c.Processing, c.Completed, c.Failed, c.Skipped)
 	for _, w := range s.WorkerDetails {
-		fmt.Fprintf(a.stdout, "  worker %d: running %v, pid %d, processed %d (success %d, failed %d)\n", w.WorkerID, w.Running, w.PID, w.Stats.TotalProcessed, w.Stats.TotalSuccess, w.Stats.TotalFailed)
+		where := "another host"
+		if w.ThisHost {
+			where = "this host"
+		}
+		fmt.Fprintf(a.stdout, "  worker %d on %s (%s): running %v, pid %d, processed %d (success %d, failed %d)\n", w.WorkerID, w.Host, where, w.Running, w.PID, w.Stats.TotalProcessed, w.Stats.TotalSuccess, w.Stats.TotalFailed)
 	}
 	return nil
 }

@@ -1,21 +1,19 @@
 package supervisor
 
 import (
-	"fmt"
-	"os"
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
-	"github.com/kato-manager/kato-manager/units"
 )
 
 // WorkerDetail is one worker in the KG Manager's worker_details list.
 type WorkerDetail struct {
-	// Host is the host the worker runs on, as the worker names it;
-	// ThisHost says it is the host that answers, whose systemd runs it.
+	// Host is the host the worker runs on; Local says whether that is
+	// this host, whose systemd the unit's state comes from. A worker of
+	// another host is known by its reports only.
 	Host     string         `json:"host"`
-	ThisHost bool           `json:"this_host"`
+	Local    bool           `json:"local"`
 	WorkerID int            `json:"worker_id"`
 	Running  bool           `json:"running"`
 	Unit     string         `json:"unit"`
@@ -43,46 +41,14 @@ type PoolStats struct {
 	WorkerDetails    []WorkerDetail         `json:"worker_details"`
 }
 
-// Hosts says whose workers AggregateStats shows besides this host's: the
-// workers of every host that shares the queue, from their reports.
-type Hosts struct {
-	// This is this host's name as its workers report it (its hostname).
-	This string
-	// Fresh is how recent a report of another host's worker must be for
-	// the worker to count as running; a host that vanished drops out of
-	// the list once its reports are older, as its leases expire.
-	Fresh time.Duration
-}
-
-// Hosts returns whose workers the pool's stats show: this host by its
-// hostname, as its workers name it, and other hosts' workers whose reports
-// are younger than the lease or three poll intervals, whichever is longer
-// (an idle worker reports once per poll interval).
-func (p *Pool) Hosts() (Hosts, error) {
-	name, err := os.Hostname()
-	if err != nil {
-		return Hosts{}, fmt.Errorf("read the hostname: %w", err)
-	}
-	kg := p.Config.KG
-	return Hosts{This: name, Fresh: max(config.Seconds(kg.LeaseSeconds), 3*config.Seconds(kg.PollInterval))}, nil
-}
-
 // AggregateStats combines the pool's health with the workers' reports and
-// the queue counts. Reports of this host's workers that are not part of the
-// pool (a stopped worker's last report) are left out of the sums; another
-// host's workers are shown and counted from reports younger than
-// hosts.Fresh.
-func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Counts, serviceEnabled bool, now time.Time, hosts Hosts) *PoolStats {
-	byWorker := make(map[int]kgworker.Report, len(reports))
-	var others []kgworker.Report
-	for _, r := range reports {
-		// Reports from before workers named their host are this host's.
-		if r.Host == hosts.This || r.Host == "" {
-			byWorker[r.WorkerID] = r
-		} else if now.Sub(r.UpdatedAt) <= hosts.Fresh {
-			others = append(others, r)
-		}
-	}
+// the queue counts. Reports of workers that are not part of the pool (a
+// stopped worker's last report) are left out of the sums. host is this
+// host's name: the workers of other hosts sharing a PostgreSQL queue are
+// listed after this host's, and those that still report (RemoteWorkers)
+// count in the totals.
+func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Counts, serviceEnabled bool, now time.Time, host string) *PoolStats {
+	byWorker, remote := HostReports(reports, host)
 	s := &PoolStats{
 		TotalWorkers:     h.TotalWorkers,
 		ManagerRunning:   h.ManagerRunning,
@@ -93,34 +59,36 @@ func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Cou
 		WorkerDetails:    []WorkerDetail{},
 	}
 	first := true
-	count := func(r kgworker.Report) {
-		s.TotalProcessed += r.Stats.TotalProcessed
-		s.TotalSuccess += r.Stats.TotalSuccess
-		s.TotalFailed += r.Stats.TotalFailed
-		if first {
-			s.KGServiceStatus, first = r.Service, false
-			// Reports written before URLs were redacted at the source.
-			s.KGServiceStatus.URL = config.RedactURL(s.KGServiceStatus.URL)
-		}
-	}
 	for _, w := range h.Workers {
-		d := WorkerDetail{Host: hosts.This, ThisHost: true, WorkerID: w.WorkerID, Running: w.Running, Unit: w.Unit, PID: w.PID, Restarts: w.Restarts, Problem: w.Problem}
+		d := WorkerDetail{Host: host, Local: true, WorkerID: w.WorkerID, Running: w.Running, Unit: w.Unit, PID: w.PID, Restarts: w.Restarts, Problem: w.Problem}
 		// A report belongs to the running process only if the pids match;
 		// otherwise it is an earlier process's and its counters are gone.
 		if r, ok := byWorker[w.WorkerID]; ok && uint32(r.PID) == w.PID {
 			d.Stats = r.Stats
-			count(r)
+			s.TotalProcessed += r.Stats.TotalProcessed
+			s.TotalSuccess += r.Stats.TotalSuccess
+			s.TotalFailed += r.Stats.TotalFailed
+			if first {
+				s.KGServiceStatus, first = r.Service, false
+				// Reports written before URLs were redacted at the source.
+				s.KGServiceStatus.URL = config.RedactURL(s.KGServiceStatus.URL)
+			}
 			if s.ManagerStartedAt.IsZero() || r.StartedAt.Before(s.ManagerStartedAt) {
 				s.ManagerStartedAt = r.StartedAt
 			}
 		}
 		s.WorkerDetails = append(s.WorkerDetails, d)
 	}
-	for _, r := range others {
-		s.TotalWorkers++
-		count(r)
-		s.WorkerDetails = append(s.WorkerDetails, WorkerDetail{Host: r.Host, WorkerID: r.WorkerID, Running: true,
-			Unit: units.WorkerUnit(r.WorkerID), PID: uint32(r.PID), Stats: r.Stats})
+	for _, w := range RemoteWorkers(remote, now) {
+		d := WorkerDetail{Host: w.Host, WorkerID: w.WorkerID, Running: w.Running, Unit: w.Unit(), PID: uint32(w.PID), Problem: w.Problem}
+		if w.Running {
+			d.Stats = w.Stats
+			s.TotalWorkers++
+			s.TotalProcessed += w.Stats.TotalProcessed
+			s.TotalSuccess += w.Stats.TotalSuccess
+			s.TotalFailed += w.Stats.TotalFailed
+		}
+		s.WorkerDetails = append(s.WorkerDetails, d)
 	}
 	return s
 }

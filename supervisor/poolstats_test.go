@@ -22,7 +22,7 @@ func TestAggregateStats(t *testing.T) {
 		{WorkerID: 3, PID: 300, Stats: kgworker.Stats{TotalProcessed: 1000}},
 	}
 	queue := kgworker.Counts{Pending: 5, Processing: 2, Completed: 140, Failed: 3, Total: 150}
-	s := AggregateStats(h, reports, queue, true, t0.Add(time.Hour), Hosts{This: "kato2", Fresh: time.Minute})
+	s := AggregateStats(h, reports, queue, true, t0.Add(time.Hour), "a.example")
 	if s.TotalProcessed != 145 || s.TotalSuccess != 142 || s.TotalFailed != 3 {
 		t.Errorf("sums = %d/%d/%d, want 145/142/3", s.TotalProcessed, s.TotalSuccess, s.TotalFailed)
 	}
@@ -35,7 +35,7 @@ func TestAggregateStats(t *testing.T) {
 	// A report from an earlier process of worker 2 (another pid) does not
 	// count for the running one.
 	reports[1].PID = 199
-	s = AggregateStats(h, reports, queue, true, t0, Hosts{This: "kato2", Fresh: time.Minute})
+	s = AggregateStats(h, reports, queue, true, t0, "a.example")
 	if s.TotalProcessed != 72 || s.WorkerDetails[1].Stats.TotalProcessed != 0 {
 		t.Errorf("stale report counted: %+v", s)
 	}
@@ -45,45 +45,59 @@ func TestAggregateStatsRedactsServiceURL(t *testing.T) {
 	h := &PoolHealth{TotalWorkers: 1, Workers: []WorkerHealth{{WorkerID: 1, Running: true, PID: 100}}}
 	reports := []kgworker.Report{{WorkerID: 1, PID: 100,
 		Service: kgworker.ServiceStatus{Enabled: true, URL: "https://kg:hunter2@kg.example:8088/base"}}}
-	s := AggregateStats(h, reports, kgworker.Counts{}, true, time.Now(), Hosts{})
+	s := AggregateStats(h, reports, kgworker.Counts{}, true, time.Now(), "a.example")
 	if got := s.KGServiceStatus.URL; got != "https://REDACTED@kg.example:8088/base" {
 		t.Errorf("/stats shows the service URL as %q", got)
 	}
 }
 
-// TestAggregateStatsOverHosts: with a queue shared by hosts, the stats
-// show this host's workers from systemd and its reports, and the other
-// hosts' workers from their recent reports, each marked with its host; a
-// worker of this host's number on another host is not confused with ours,
-// and a host whose reports are older than Fresh is gone.
-func TestAggregateStatsOverHosts(t *testing.T) {
+// TestAggregateStatsOfManyHosts: with workers of other hosts reporting to
+// the same queue, this host's worker 1 is joined with this host's report
+// only; another host's worker 1 that still reports is listed and counted,
+// one that stopped reporting is listed with the reason and not counted.
+func TestAggregateStatsOfManyHosts(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	h := &PoolHealth{TotalWorkers: 1, ManagerRunning: true, Workers: []WorkerHealth{
+	h := &PoolHealth{TotalWorkers: 1, HealthyWorkers: 1, Workers: []WorkerHealth{
 		{WorkerID: 1, Unit: "kg-worker@1.service", Running: true, PID: 100},
 	}}
 	reports := []kgworker.Report{
-		{Host: "kato2", WorkerID: 1, PID: 100, UpdatedAt: now.Add(-2 * time.Minute), Stats: kgworker.Stats{TotalProcessed: 10, TotalSuccess: 10}},
-		// Another host's worker 1, with the same pid: not ours.
-		{Host: "kato3", WorkerID: 1, PID: 100, UpdatedAt: now.Add(-time.Second), Stats: kgworker.Stats{TotalProcessed: 20, TotalSuccess: 19, TotalFailed: 1}},
-		{Host: "kato3", WorkerID: 2, PID: 101, UpdatedAt: now.Add(-10 * time.Second), Stats: kgworker.Stats{TotalProcessed: 30, TotalSuccess: 30}},
-		// A host that vanished a minute and a half ago.
-		{Host: "kato4", WorkerID: 1, PID: 7, UpdatedAt: now.Add(-90 * time.Second), Stats: kgworker.Stats{TotalProcessed: 1000}},
+		{Host: "a.example", WorkerID: 1, PID: 100, UpdatedAt: now, Stats: kgworker.Stats{TotalProcessed: 10}},
+		{Host: "b.example", WorkerID: 1, PID: 100, UpdatedAt: now.Add(-5 * time.Second), Stats: kgworker.Stats{TotalProcessed: 20}},
+		{Host: "c.example", WorkerID: 2, PID: 300, UpdatedAt: now.Add(-10 * time.Minute), Stats: kgworker.Stats{TotalProcessed: 1000}},
 	}
-	s := AggregateStats(h, reports, kgworker.Counts{}, true, now, Hosts{This: "kato2", Fresh: time.Minute})
-	if s.TotalWorkers != 3 || s.TotalProcessed != 60 || s.TotalSuccess != 59 || s.TotalFailed != 1 {
-		t.Errorf("totals: %d workers, %d/%d/%d processed; want 3 and 60/59/1", s.TotalWorkers, s.TotalProcessed, s.TotalSuccess, s.TotalFailed)
+	s := AggregateStats(h, reports, kgworker.Counts{}, true, now, "a.example")
+	if s.TotalWorkers != 2 || s.TotalProcessed != 30 || len(s.WorkerDetails) != 3 {
+		t.Fatalf("stats = %+v, want 2 workers, 30 processed, 3 rows", s)
 	}
-	want := []WorkerDetail{
-		{Host: "kato2", ThisHost: true, WorkerID: 1, Running: true, Unit: "kg-worker@1.service", PID: 100, Stats: reports[0].Stats},
-		{Host: "kato3", WorkerID: 1, Running: true, Unit: "kg-worker@1.service", PID: 100, Stats: reports[1].Stats},
-		{Host: "kato3", WorkerID: 2, Running: true, Unit: "kg-worker@2.service", PID: 101, Stats: reports[2].Stats},
+	local, b, c := s.WorkerDetails[0], s.WorkerDetails[1], s.WorkerDetails[2]
+	if local.Host != "a.example" || !local.Local || local.Stats.TotalProcessed != 10 {
+		t.Errorf("this host's worker = %+v", local)
 	}
-	if len(s.WorkerDetails) != len(want) {
-		t.Fatalf("worker_details = %+v, want %+v", s.WorkerDetails, want)
+	if b.Host != "b.example" || b.Local || !b.Running || b.Stats.TotalProcessed != 20 || b.Unit != "kg-worker@1.service" {
+		t.Errorf("b's worker = %+v", b)
 	}
-	for i := range want {
-		if s.WorkerDetails[i] != want[i] {
-			t.Errorf("worker_details[%d] = %+v, want %+v", i, s.WorkerDetails[i], want[i])
-		}
+	if c.Host != "c.example" || c.Running || c.Problem != "no report for 10m0s" || c.Stats.TotalProcessed != 0 {
+		t.Errorf("c's silent worker = %+v", c)
+	}
+}
+
+// TestRemoteHealth: other hosts' workers are listed from their reports,
+// reporting or silent, and this host's reports are left to Pool.Health.
+func TestRemoteHealth(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	rows := RemoteHealth([]kgworker.Report{
+		{Host: "a.example", WorkerID: 1, PID: 10, UpdatedAt: now},
+		{WorkerID: 2, PID: 11, UpdatedAt: now},
+		{Host: "b.example", WorkerID: 1, PID: 20, UpdatedAt: now.Add(-10 * time.Second)},
+		{Host: "b.example", WorkerID: 2, PID: 21, UpdatedAt: now.Add(-2 * time.Minute)},
+	}, "a.example", now)
+	if len(rows) != 2 {
+		t.Fatalf("rows = %+v, want b.example's two workers", rows)
+	}
+	if r := rows[0]; r.Host != "b.example" || r.Local || !r.Running || r.SubState != "reporting" || r.Unit != "kg-worker@1.service" || r.PID != 20 {
+		t.Errorf("reporting worker = %+v", r)
+	}
+	if r := rows[1]; r.Running || r.SubState != "silent" || r.Problem != "no report for 2m0s" {
+		t.Errorf("silent worker = %+v", r)
 	}
 }

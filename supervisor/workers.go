@@ -251,6 +251,11 @@ func (p *Pool) Scale(ctx context.Context, n int) (started, stopped []string, err
 
 // WorkerHealth is one worker's health: systemd's view and its process's.
 type WorkerHealth struct {
+	// Host is the host the worker runs on; Local says whether that is
+	// this host. Pool.Health reports this host's workers; `workers
+	// health` adds other hosts' (RemoteHealth) when they share the queue.
+	Host        string `json:"host"`
+	Local       bool   `json:"local"`
 	WorkerID    int    `json:"worker_id"`
 	Unit        string `json:"unit"`
 	Running     bool   `json:"running"`
@@ -284,6 +289,7 @@ func (p *Pool) Health(ctx context.Context) (*PoolHealth, error) {
 		return nil, err
 	}
 	h := &PoolHealth{Workers: []WorkerHealth{}}
+	host := Hostname()
 	statusOf := p.ProcessStatus
 	if statusOf == nil {
 		statusOf = func(ctx context.Context, pid int32) ([]string, error) {
@@ -303,7 +309,7 @@ func (p *Pool) Health(ctx context.Context) (*PoolHealth, error) {
 		if u.ActiveState == "inactive" {
 			continue // stopped on purpose: not part of the pool
 		}
-		w := WorkerHealth{WorkerID: num, Unit: name, ActiveState: u.ActiveState, SubState: u.SubState, PID: u.MainPID, Restarts: u.NRestarts}
+		w := WorkerHealth{Host: host, Local: true, WorkerID: num, Unit: name, ActiveState: u.ActiveState, SubState: u.SubState, PID: u.MainPID, Restarts: u.NRestarts}
 		h.WorkersRestarted += u.NRestarts
 		switch {
 		case u.StartLimitHit():

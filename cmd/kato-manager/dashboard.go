@@ -68,32 +68,40 @@ func (d *dashboard) routes(mux *http.ServeMux) {
 
 // pageData is what every page template gets.
 type pageData struct {
-	Title     string
-	LoggedIn  bool
-	CSRF      string
-	Actions   bool // a token is configured
-	Error     string
-	Notice    string
-	Now       time.Time
-	Fleet     *supervisor.FleetSample
-	Workers   []workerRow
-	Service   *kgworker.ServiceStatus
-	Counts    kgworker.Counts
-	Status    string
-	Items     []kgworker.Item
-	Statuses  []string
-	Depth     plotData
-	Rate      plotData
-	Instance  *supervisor.InstanceSample
-	Journal   []string
-	Search    string
-	Documents []kgworker.DocumentSummary
-	Document  *kgworker.DocumentDetail
-	Confirm   *confirmData
+	Title    string
+	LoggedIn bool
+	CSRF     string
+	Actions  bool // a token is configured
+	Error    string
+	Notice   string
+	Now      time.Time
+	Fleet    *supervisor.FleetSample
+	Workers  []workerRow
+	// LocalWorkers is how many of Workers are this host's, what scaling
+	// changes.
+	LocalWorkers int
+	Service      *kgworker.ServiceStatus
+	Counts       kgworker.Counts
+	Status       string
+	Items        []kgworker.Item
+	Statuses     []string
+	Depth        plotData
+	Rate         plotData
+	Instance     *supervisor.InstanceSample
+	Journal      []string
+	Search       string
+	Documents    []kgworker.DocumentSummary
+	Document     *kgworker.DocumentDetail
+	Confirm      *confirmData
 }
 
+// workerRow is a worker of the table: one of this host's units, or a
+// worker of another host sharing the queue, known by its report (Local
+// false; Up while it reports).
 type workerRow struct {
 	supervisor.WorkerSample
+	Host  string
+	Local bool
 	Stats kgworker.Stats
 }
 
@@ -149,7 +157,12 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 		errs = append(errs, "reports: "+err.Error())
 	}
 	if fleet != nil {
-		p.Workers, p.Service = workerRows(fleet.Workers, reports)
+		p.Workers, p.Service = workerRows(fleet.Workers, reports, supervisor.Hostname(), time.Now())
+		for _, w := range p.Workers {
+			if w.Local {
+				p.LocalWorkers++
+			}
+		}
 	}
 	p.Statuses = []string{"pending", "processing", "completed", "failed", "skipped"}
 	p.Status = r.URL.Query().Get("status")
@@ -168,19 +181,17 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 	d.render(w, r, "index", p)
 }
 
-// workerRows joins the worker units with their reports, as /metrics does.
-func workerRows(workers []supervisor.WorkerSample, reports []kgworker.Report) ([]workerRow, *kgworker.ServiceStatus) {
-	byWorker := map[int]kgworker.Report{}
-	for _, r := range reports {
-		byWorker[r.WorkerID] = r
-	}
+// workerRows joins this host's worker units with their reports, as
+// /metrics does, and lists the other hosts' workers after them.
+func workerRows(workers []supervisor.WorkerSample, reports []kgworker.Report, host string, now time.Time) ([]workerRow, *kgworker.ServiceStatus) {
+	byWorker, remote := supervisor.HostReports(reports, host)
 	var rows []workerRow
 	var service *kgworker.ServiceStatus
 	for _, w := range workers {
 		if w.ActiveState == "inactive" {
 			continue
 		}
-		row := workerRow{WorkerSample: w}
+		row := workerRow{WorkerSample: w, Host: host, Local: true}
 		if r, ok := byWorker[w.WorkerID]; ok && w.Up && uint32(r.PID) == w.PID {
 			row.Stats = r.Stats
 			if service == nil {
@@ -190,6 +201,14 @@ func workerRows(workers []supervisor.WorkerSample, reports []kgworker.Report) ([
 			}
 		}
 		rows = append(rows, row)
+	}
+	for _, w := range supervisor.RemoteWorkers(remote, now) {
+		state := "reporting"
+		if !w.Running {
+			state = "silent"
+		}
+		rows = append(rows, workerRow{WorkerSample: supervisor.WorkerSample{WorkerID: w.WorkerID, Unit: w.Unit(),
+			ActiveState: "remote", SubState: state, Up: w.Running, PID: uint32(w.PID)}, Host: w.Host, Stats: w.Stats})
 	}
 	return rows, service
 }

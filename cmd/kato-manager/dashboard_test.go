@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // TestSamplerPlots: the depth is pending plus processing, the throughput
@@ -34,5 +35,26 @@ func TestSamplerPlots(t *testing.T) {
 	}
 	if empty := string(plotSVG(plotData{Title: `<script>`, Window: time.Hour})); !strings.Contains(empty, "no samples yet") || strings.Contains(empty, "<script>") {
 		t.Errorf("empty plot %s", empty)
+	}
+}
+
+// TestWorkerRowsOfManyHosts: the dashboard's worker table joins this
+// host's units with this host's reports only and lists the other hosts'
+// workers after them, up while they report.
+func TestWorkerRowsOfManyHosts(t *testing.T) {
+	now := time.Now()
+	rows, service := workerRows([]supervisor.WorkerSample{{WorkerID: 1, Unit: "kg-worker@1.service", ActiveState: "active", SubState: "running", Up: true, PID: 7}},
+		[]kgworker.Report{
+			{Host: "b.example", WorkerID: 1, PID: 7, UpdatedAt: now, Stats: kgworker.Stats{TotalProcessed: 9}},
+			{Host: "a.example", WorkerID: 1, PID: 7, UpdatedAt: now, Stats: kgworker.Stats{TotalProcessed: 3}, Service: kgworker.ServiceStatus{IsHealthy: true}},
+		}, "a.example", now)
+	if len(rows) != 2 || service == nil || !service.IsHealthy {
+		t.Fatalf("rows %+v, service %+v", rows, service)
+	}
+	if r := rows[0]; r.Host != "a.example" || !r.Local || r.Stats.TotalProcessed != 3 {
+		t.Errorf("this host's row = %+v", r)
+	}
+	if r := rows[1]; r.Host != "b.example" || r.Local || !r.Up || r.ActiveState != "remote" || r.Stats.TotalProcessed != 9 {
+		t.Errorf("b.example's row = %+v", r)
 	}
 }

@@ -49,7 +49,8 @@ kg-workers.target), the sysusers.d and tmpfiles.d entries, create the kato user
 and directories, and reload systemd. start and the worker commands do it by
 themselves the first time.`,
 	"workers": `Manage the KG worker pool: kg-worker@1.service ... kg-worker@N.service, which
-take items from the SQLite queue (kg.db_path) in batches, send them to the KG
+take items from the queue (the SQLite file kg.db_path, or the PostgreSQL database
+kg.db_url that workers on many hosts share) in batches, send them to the KG
 service (kg.service_url) and write the results back.`,
 	"workers start": `Enable and start kg-worker@1 ... kg-worker@N; N defaults to kg.num_workers.
 --poll-interval is written to /etc/kato/kg-worker.env, and the workers restart to
@@ -62,11 +63,13 @@ workers_restarted (systemd's restart counts) and worker_details. A worker is
 healthy when its unit runs and its process is neither stopped nor a zombie. Exit
 status 1 when a worker is unhealthy, unless --restart-unhealthy restarted it.`,
 	"workers stats": `The pool's aggregate statistics: the sums of the workers' reports, the KG
-service's status as the first worker sees it, and the queue's counts. With a
-queue that workers on many hosts share (kg.db_url), worker_details lists this
-host's workers (this_host) and, from their reports, every other host's workers
-that reported within the lease.`,
-	"queue":         `Add to and inspect the KG queue, the SQLite database at kg.db_path.`,
+service's status as the first worker sees it, and the queue's counts.`,
+	"queue": `Add to and inspect the KG queue: the SQLite database at kg.db_path, or the PostgreSQL database kg.db_url when set.`,
+	"queue migrate": `Copy the SQLite queue at kg.db_path (documents, chunks, results, queue items,
+worker reports) into the empty PostgreSQL database --to, in one transaction; the
+row counts of both sides are compared before the commit, and the file is only
+read. Stop the pool first (workers stop); then set kg.db_url to the same URL and
+start it again.`,
 	"queue enqueue": `Queue crawled_content rows, by id, for KG processing. Higher priority goes first.`,
 	"queue retry-failed": `Put failed items, all of them or the ones named, back to pending with a fresh
 retry count.`,

@@ -163,6 +163,7 @@ remote command's status, and 1 when a host cannot be reached.`,
 			command("delete ITEM_ID...", "delete queue items", noFlags, a.queueDelete),
 			command("requeue CONTENT_ID...", "process documents again: their completed, failed or skipped items back to pending", queueEnqueueFlags, a.queueRequeue),
 			command("clear --status STATUS", "delete every item in a status (not processing)", queueClearFlags, a.queueClear),
+			command("migrate --to URL", "copy the SQLite queue into an empty PostgreSQL database, for workers on many hosts", queueMigrateFlags, a.queueMigrate),
 		),
 		command("serve", "serve the dashboard, /metrics for Prometheus, and /health and /stats as JSON", serveFlags, a.serve),
 	)...)

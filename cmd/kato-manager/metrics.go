@@ -20,6 +20,9 @@ type fleetCollector struct {
 	sample  func(ctx context.Context) (*supervisor.FleetSample, error)
 	queue   queueDB
 	timeout time.Duration
+	// host is this host's name, told apart from the other hosts whose
+	// workers report to the same queue.
+	host string
 }
 
 var instanceLabels = []string{"id", "name", "group", "processor"}
@@ -32,10 +35,10 @@ var (
 	descInstanceCPU       = prometheus.NewDesc("kato_instance_cpu_seconds_total", "CPU time of the instance's cgroup since it started (CPUUsageNSec).", instanceLabels, nil)
 	descInstanceStartTime = prometheus.NewDesc("kato_instance_start_time_seconds", "When the instance's main process started, in seconds since the epoch; 0 when stopped.", instanceLabels, nil)
 
-	descWorkerUp        = prometheus.NewDesc("kg_worker_up", "Whether the KG worker's unit is active and running.", []string{"worker"}, nil)
-	descWorkerProcessed = prometheus.NewDesc("kg_worker_items_processed_total", "Items the worker's current process has finished, as it last reported.", []string{"worker"}, nil)
-	descWorkerFailed    = prometheus.NewDesc("kg_worker_items_failed_total", "Items the worker's current process has failed, as it last reported.", []string{"worker"}, nil)
-	descWorkerRestarts  = prometheus.NewDesc("kg_worker_restarts_total", "Automatic restarts of the worker by systemd (NRestarts).", []string{"worker"}, nil)
+	descWorkerUp        = prometheus.NewDesc("kg_worker_up", "Whether the KG worker's unit is active and running; for a worker of another host (local=\"false\"), whether it still reports.", workerLabels, nil)
+	descWorkerProcessed = prometheus.NewDesc("kg_worker_items_processed_total", "Items the worker's current process has finished, as it last reported.", workerLabels, nil)
+	descWorkerFailed    = prometheus.NewDesc("kg_worker_items_failed_total", "Items the worker's current process has failed, as it last reported.", workerLabels, nil)
+	descWorkerRestarts  = prometheus.NewDesc("kg_worker_restarts_total", "Automatic restarts of the worker by systemd (NRestarts); this host's workers only.", workerLabels, nil)
 
 	descQueueItems    = prometheus.NewDesc("kg_queue_items", "Items in the KG queue by status.", []string{"status"}, nil)
 	descQueuePickup   = prometheus.NewDesc("kg_queue_enqueue_to_pickup_seconds", "Time from enqueue to the latest claim, over the items claimed at least once.", nil, nil)
@@ -105,20 +108,23 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// collectWorkers emits the workers' metrics. A report counts only for the
-// process that wrote it (same pid), as in `workers stats`; the KG service's
-// health is the first running worker's view of it.
+// workerLabels are the labels of a worker's metrics: its host, whether that
+// is this host, and its number there.
+var workerLabels = []string{"host", "local", "worker"}
+
+// collectWorkers emits the workers' metrics: this host's units, then the
+// workers of other hosts that report to the same (PostgreSQL) queue. A
+// report counts only for the process that wrote it (same pid), as in
+// `workers stats`; the KG service's health is the first running worker's
+// view of it.
 func (c *fleetCollector) collectWorkers(ch chan<- prometheus.Metric, workers []supervisor.WorkerSample, reports []kgworker.Report) {
-	byWorker := make(map[int]kgworker.Report, len(reports))
-	for _, r := range reports {
-		byWorker[r.WorkerID] = r
-	}
+	byWorker, remote := supervisor.HostReports(reports, c.host)
 	serviceSeen := false
 	for _, w := range workers {
 		if w.ActiveState == "inactive" {
 			continue // stopped on purpose: not part of the pool
 		}
-		label := strconv.Itoa(w.WorkerID)
+		label := []string{c.host, "true", strconv.Itoa(w.WorkerID)}
 		var stats kgworker.Stats
 		if r, ok := byWorker[w.WorkerID]; ok && w.Up && uint32(r.PID) == w.PID {
 			stats = r.Stats
@@ -128,10 +134,16 @@ func (c *fleetCollector) collectWorkers(ch chan<- prometheus.Metric, workers []s
 				ch <- prometheus.MustNewConstMetric(descServiceFails, prometheus.GaugeValue, float64(r.Service.ConsecutiveFailures))
 			}
 		}
-		ch <- prometheus.MustNewConstMetric(descWorkerUp, prometheus.GaugeValue, gauge(w.Up), label)
-		ch <- prometheus.MustNewConstMetric(descWorkerProcessed, prometheus.CounterValue, float64(stats.TotalProcessed), label)
-		ch <- prometheus.MustNewConstMetric(descWorkerFailed, prometheus.CounterValue, float64(stats.TotalFailed), label)
-		ch <- prometheus.MustNewConstMetric(descWorkerRestarts, prometheus.CounterValue, float64(w.Restarts), label)
+		ch <- prometheus.MustNewConstMetric(descWorkerUp, prometheus.GaugeValue, gauge(w.Up), label...)
+		ch <- prometheus.MustNewConstMetric(descWorkerProcessed, prometheus.CounterValue, float64(stats.TotalProcessed), label...)
+		ch <- prometheus.MustNewConstMetric(descWorkerFailed, prometheus.CounterValue, float64(stats.TotalFailed), label...)
+		ch <- prometheus.MustNewConstMetric(descWorkerRestarts, prometheus.CounterValue, float64(w.Restarts), label...)
+	}
+	for _, w := range supervisor.RemoteWorkers(remote, time.Now()) {
+		label := []string{w.Host, "false", strconv.Itoa(w.WorkerID)}
+		ch <- prometheus.MustNewConstMetric(descWorkerUp, prometheus.GaugeValue, gauge(w.Running), label...)
+		ch <- prometheus.MustNewConstMetric(descWorkerProcessed, prometheus.CounterValue, float64(w.Stats.TotalProcessed), label...)
+		ch <- prometheus.MustNewConstMetric(descWorkerFailed, prometheus.CounterValue, float64(w.Stats.TotalFailed), label...)
 	}
 }
 

@@ -84,6 +84,16 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 	if err := q.PublishReport(ctx, kgworker.Report{WorkerID: 2, Owner: "w2", PID: 55, Stats: kgworker.Stats{TotalProcessed: 100}}); err != nil {
 		t.Fatal(err)
 	}
+	// Workers of two other hosts sharing the queue: one reports, one fell
+	// silent.
+	for _, r := range []kgworker.Report{
+		{Host: "b.example", WorkerID: 1, Owner: "b1", PID: 77, UpdatedAt: time.Now(), Stats: kgworker.Stats{TotalProcessed: 40, TotalFailed: 1}},
+		{Host: "c.example", WorkerID: 1, Owner: "c1", PID: 78, UpdatedAt: time.Now().Add(-time.Hour), Stats: kgworker.Stats{TotalProcessed: 5}},
+	} {
+		if err := q.PublishReport(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
 	since := time.Unix(1700000000, 500000000)
 	sample := &supervisor.FleetSample{
 		Instances: []supervisor.InstanceSample{
@@ -97,7 +107,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 			{WorkerID: 3, ActiveState: "inactive", SubState: "dead"},
 		},
 	}
-	fams := scrape(t, &fleetCollector{sample: func(context.Context) (*supervisor.FleetSample, error) { return sample, nil }, queue: q, timeout: 5 * time.Second})
+	fams := scrape(t, &fleetCollector{sample: func(context.Context) (*supervisor.FleetSample, error) { return sample, nil }, queue: q, timeout: 5 * time.Second, host: "a.example"})
 	a := []string{"id", "a", "name", "Alpha", "group", "", "processor", "default"}
 	b := []string{"id", "b", "name", "Beta", "group", "", "processor", "default"}
 	for _, c := range []struct {
@@ -111,6 +121,12 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 		{"kato_instance_memory_bytes", a, 1 << 20}, {"kato_instance_cpu_seconds_total", a, 3.25},
 		{"kato_instance_start_time_seconds", a, 1700000000.5}, {"kato_instance_start_time_seconds", b, 0},
 		{"kg_worker_up", []string{"worker", "1"}, 1},
+		{"kg_worker_up", []string{"host", "a.example", "local", "true", "worker", "1"}, 1},
+		{"kg_worker_items_processed_total", []string{"host", "a.example", "worker", "1"}, 12},
+		{"kg_worker_up", []string{"host", "b.example", "local", "false", "worker", "1"}, 1},
+		{"kg_worker_items_processed_total", []string{"host", "b.example", "worker", "1"}, 40},
+		{"kg_worker_items_failed_total", []string{"host", "b.example", "worker", "1"}, 1},
+		{"kg_worker_up", []string{"host", "c.example", "local", "false", "worker", "1"}, 0},
 		{"kg_worker_items_processed_total", []string{"worker", "1"}, 12},
 		{"kg_worker_items_failed_total", []string{"worker", "1"}, 3},
 		{"kg_worker_restarts_total", []string{"worker", "1"}, 1},

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -263,5 +265,67 @@ func (a *app) queueAction(ctx context.Context, do func(q queueDB) (string, error
 		return err
 	}
 	fmt.Fprintln(a.stdout, msg)
+	return nil
+}
+
+// queueMigrateFlagValues are queue migrate's flags.
+type queueMigrateFlagValues struct {
+	to     *string
+	asJSON *bool
+}
+
+func queueMigrateFlags(fs *pflag.FlagSet) *queueMigrateFlagValues {
+	return &queueMigrateFlagValues{
+		to:     fs.String("to", "", "the empty PostgreSQL database to copy the queue into: postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
+		asJSON: fs.Bool("json", false, "print JSON"),
+	}
+}
+
+// queueMigrate copies the SQLite queue at kg.db_path into the PostgreSQL
+// database of --to: documents, chunks, results, queue and worker reports,
+// in one transaction, counts compared, the file left as it was. As root it
+// reads the file as the service user, as every queue command does.
+func (a *app) queueMigrate(ctx context.Context, fs *pflag.FlagSet, f *queueMigrateFlagValues) error {
+	if err := noArgs(fs, "queue migrate takes no arguments"); err != nil {
+		return err
+	}
+	if *f.to == "" {
+		return usagef("queue migrate needs --to postgres://USER:PASSWORD@HOST:PORT/DATABASE, the database to copy the queue into")
+	}
+	if err := config.CheckKG("db_url", "--to", &config.KG{DBURL: *f.to}); err != nil {
+		return err
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	var report *kgworker.CopyReport
+	if os.Geteuid() != 0 || a.paths.FileOwner == "" {
+		report, err = kgworker.CopyToPostgres(ctx, cfg.KG.DBPath, *f.to)
+	} else {
+		report, err = copyAsServiceUser(ctx, cfg.KG.DBPath, *f.to)
+	}
+	if err != nil {
+		return err
+	}
+	if *f.asJSON {
+		return writeJSON(a.stdout, report)
+	}
+	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TABLE\tROWS")
+	var rows int64
+	for _, t := range report.Tables {
+		fmt.Fprintf(w, "%s\t%d\n", t.Table, t.Rows)
+		rows += t.Rows
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "copied %d rows of %d tables from %s to %s, the counts of both sides equal; %s is unchanged\n",
+		rows, len(report.Tables), report.Source, report.Target, report.Source)
+	if len(report.Skipped) > 0 {
+		fmt.Fprintf(a.stdout, "not copied, not KG tables: %s\n", strings.Join(report.Skipped, ", "))
+	}
+	fmt.Fprintf(a.stdout, "to use it, set kg.db_url in %s and restart the pool (kato-manager workers restart)\n", cfg.Path)
 	return nil
 }

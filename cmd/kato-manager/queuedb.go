@@ -60,7 +60,20 @@ func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, re
 	if os.Geteuid() != 0 || paths.FileOwner == "" || cfg.KG.DBURL != "" {
 		return openKGQueue(ctx, cfg.KG.Database(), cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
 	}
-	return startQueueChild(ctx, cfg.KG.DBPath, cfg.KG.MaxRetries, readOnly)
+	return startQueueChild(ctx, cfg.KG.DBPath, "--max-retries", strconv.Itoa(cfg.KG.MaxRetries), "--read-only="+strconv.FormatBool(readOnly))
+}
+
+// copyAsServiceUser runs kgworker.CopyToPostgres in a child running as
+// the service user, which reads the SQLite file as the workers do: root
+// opening it could leave companion files the workers cannot write. The URL,
+// which may hold a password, goes over the pipe, never on a command line.
+func copyAsServiceUser(ctx context.Context, dbPath, to string) (*kgworker.CopyReport, error) {
+	c, err := startQueueChild(ctx, dbPath, "--copy-only")
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return callInto[*kgworker.CopyReport](ctx, c, queueRequest{Op: "copy-to", To: to})
 }
 
 // openKGQueue opens the database itself: read-only commands take no write
@@ -92,6 +105,7 @@ type queueRequest struct {
 	Limit     int             `json:"limit,omitempty"`
 	IDs       []int64         `json:"ids,omitempty"`
 	Search    string          `json:"search,omitempty"`
+	To        string          `json:"to,omitempty"`
 }
 
 type queueResponse struct {
@@ -102,11 +116,12 @@ type queueResponse struct {
 	Input *queue.InputError `json:"input_error,omitempty"`
 }
 
-// startQueueChild starts the child for the database at dbPath. The
+// startQueueChild starts the child for the database at dbPath, with the
+// child's flags args. The
 // database's directory is made for the service user first if it is missing
 // and its parent belongs to root alone, so that no other user can put
 // anything in its place between the mkdir and the chown.
-func startQueueChild(ctx context.Context, dbPath string, maxRetries int, readOnly bool) (*queueChild, error) {
+func startQueueChild(ctx context.Context, dbPath string, args ...string) (*queueChild, error) {
 	u, err := user.Lookup(serviceUser)
 	if err != nil {
 		return nil, fmt.Errorf("queue database %s is worked on as user %s: %w (run `kato-manager install-units`)", dbPath, serviceUser, err)
@@ -121,7 +136,7 @@ func startQueueChild(ctx context.Context, dbPath string, maxRetries int, readOnl
 	}
 	// The forked child runs this very binary again: /proc/self/exe reaches
 	// it even when the service user could not look it up by its path.
-	cmd := exec.Command("/proc/self/exe", queueDBCommand, "--db", dbPath, "--max-retries", strconv.Itoa(maxRetries), "--read-only="+strconv.FormatBool(readOnly))
+	cmd := exec.Command("/proc/self/exe", append([]string{queueDBCommand, "--db", dbPath}, args...)...)
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"}
 	cmd.Stderr = os.Stderr
@@ -406,6 +421,7 @@ type queueDBOptions struct {
 	dbPath     *string
 	maxRetries *int
 	readOnly   *bool
+	copyOnly   *bool
 }
 
 func queueDBFlags(fs *pflag.FlagSet) queueDBOptions {
@@ -413,6 +429,7 @@ func queueDBFlags(fs *pflag.FlagSet) queueDBOptions {
 		dbPath:     fs.String("db", "", "queue database"),
 		maxRetries: fs.Int("max-retries", 3, "kg.max_retries"),
 		readOnly:   fs.Bool("read-only", false, "open the database read-only"),
+		copyOnly:   fs.Bool("copy-only", false, "open nothing; only copy the database elsewhere (queue migrate)"),
 	}
 }
 
@@ -426,9 +443,15 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 	if os.Geteuid() == 0 {
 		return usagef("%s does the queue work of root's commands and must not run as root", queueDBCommand)
 	}
-	q, openErr := openKGQueue(ctx, *dbPath, *maxRetries, *o.readOnly, false)
-	if openErr == nil {
-		defer q.Close()
+	var q *kgworker.Queue
+	var openErr error
+	if !*o.copyOnly {
+		// queue migrate's copy must not open the file as a queue, which
+		// would migrate it.
+		q, openErr = openKGQueue(ctx, *dbPath, *maxRetries, *o.readOnly, false)
+		if openErr == nil {
+			defer q.Close()
+		}
 	}
 	in := bufio.NewScanner(a.stdin)
 	in.Buffer(make([]byte, 64<<10), 16<<20)
@@ -443,6 +466,10 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 			err = openErr
 		case req.Op == "ping":
 			result = true
+		case req.Op == "copy-to":
+			result, err = kgworker.CopyToPostgres(ctx, *dbPath, req.To)
+		case *o.copyOnly:
+			err = fmt.Errorf("queue operation %q in a copy-only child", req.Op)
 		case req.Op == "enqueue":
 			result, err = q.Enqueue(ctx, req.ContentID, req.Priority)
 		case req.Op == "list":

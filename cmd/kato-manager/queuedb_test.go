@@ -153,7 +153,9 @@ func TestReopeningQueueReplacesADeadChild(t *testing.T) {
 	_, kgDir := queueDirFor(t)
 	ctx := context.Background()
 	dbPath := filepath.Join(kgDir, "kg.db")
-	open := func() (queueDB, error) { return startQueueChild(ctx, dbPath, 3, false) }
+	open := func() (queueDB, error) {
+		return startQueueChild(ctx, dbPath, "--max-retries", "3", "--read-only=false")
+	}
 	first, err := open()
 	if err != nil {
 		t.Fatal(err)

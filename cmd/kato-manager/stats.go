@@ -33,11 +33,7 @@ func poolStats(ctx context.Context, p *supervisor.Pool, q queueDB) (*supervisor.
 	if err != nil {
 		return nil, err
 	}
-	hosts, err := p.Hosts()
-	if err != nil {
-		return nil, err
-	}
-	return supervisor.AggregateStats(h, reports, counts, p.Config.KG.ServiceEnabled, time.Now().UTC(), hosts), nil
+	return supervisor.AggregateStats(h, reports, counts, p.Config.KG.ServiceEnabled, time.Now().UTC(), supervisor.Hostname()), nil
 }
 
 func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
@@ -68,11 +64,15 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 	c := s.QueueSize
 	fmt.Fprintf(a.stdout, "queue: total %d: pending %d, processing %d, completed %d, failed %d, skipped %d\n", c.Total, c.Pending, c.Processing, c.Completed, c.Failed, c.Skipped)
 	for _, w := range s.WorkerDetails {
-		where := "another host"
-		if w.ThisHost {
-			where = "this host"
+		where := "this host"
+		if !w.Local {
+			where = "host " + w.Host
 		}
-		fmt.Fprintf(a.stdout, "  worker %d on %s (%s): running %v, pid %d, processed %d (success %d, failed %d)\n", w.WorkerID, w.Host, where, w.Running, w.PID, w.Stats.TotalProcessed, w.Stats.TotalSuccess, w.Stats.TotalFailed)
+		fmt.Fprintf(a.stdout, "  worker %d on %s: running %v, pid %d, processed %d (success %d, failed %d)", w.WorkerID, where, w.Running, w.PID, w.Stats.TotalProcessed, w.Stats.TotalSuccess, w.Stats.TotalFailed)
+		if w.Problem != "" {
+			fmt.Fprintf(a.stdout, ": %s", w.Problem)
+		}
+		fmt.Fprintln(a.stdout)
 	}
 	return nil
 }
@@ -171,7 +171,7 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 		writeJSON(w, s)
 	})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&fleetCollector{sample: m.Sample, queue: q, timeout: 10 * time.Second})
+	reg.MustRegister(&fleetCollector{sample: m.Sample, queue: q, timeout: 10 * time.Second, host: supervisor.Hostname()})
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(a.stderr, "metrics: ", 0)})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		if dash.authorizeRead(w, r) {

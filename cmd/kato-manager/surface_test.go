@@ -48,6 +48,7 @@ var surface = map[string][]string{
 	"queue delete":       {},
 	"queue requeue":      {"--priority int =1"},
 	"queue clear":        {"--status string"},
+	"queue migrate":      {"--json bool", "--to string"},
 }
 
 // usageLine is one flag line of pflag's FlagUsages.

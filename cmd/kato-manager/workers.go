@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -156,7 +157,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	if err := noArgs(fs, "workers health takes no arguments"); err != nil {
 		return err
 	}
-	p, _, done, err := a.pool(ctx)
+	p, cfg, done, err := a.pool(ctx)
 	if err != nil {
 		return err
 	}
@@ -165,6 +166,21 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	if err != nil {
 		return err
 	}
+	var remote []supervisor.WorkerHealth
+	if cfg.KG.DBURL != "" {
+		// Workers of other hosts may share the PostgreSQL queue: their
+		// reports show them.
+		q, _, err := a.openQueueReadOnly(ctx)
+		if err != nil {
+			return err
+		}
+		reports, err := q.Reports(ctx)
+		q.Close()
+		if err != nil {
+			return err
+		}
+		remote = supervisor.RemoteHealth(reports, supervisor.Hostname(), time.Now())
+	}
 	var restarted []string
 	if *restart && h.UnhealthyWorkers > 0 {
 		if restarted, err = p.RestartUnhealthy(ctx, h); err != nil {
@@ -172,6 +188,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 		}
 	}
 	report := newHealthReport(h)
+	report.WorkerDetails = append(report.WorkerDetails, remote...)
 	if *asJSON {
 		if err := writeJSON(a.stdout, report); err != nil {
 			return err
@@ -211,13 +228,17 @@ func printHealth(a *app, r healthReport) {
 		return
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tUNIT\tSTATE\tPID\tRESTARTS\tPROBLEM")
+	fmt.Fprintln(tw, "HOST\tWORKER\tUNIT\tSTATE\tPID\tRESTARTS\tPROBLEM")
 	for _, w := range r.WorkerDetails {
 		problem := w.Problem
 		if problem == "" {
 			problem = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s/%s\t%d\t%d\t%s\n", w.WorkerID, w.Unit, w.ActiveState, w.SubState, w.PID, w.Restarts, problem)
+		host := orDash(w.Host)
+		if w.Local {
+			host += " (this host)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s/%s\t%d\t%d\t%s\n", host, w.WorkerID, w.Unit, w.ActiveState, w.SubState, w.PID, w.Restarts, problem)
 	}
 	tw.Flush()
 }

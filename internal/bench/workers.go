@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
+	"github.com/kato-manager/kato-manager/internal/pgtest"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // kgBench measures the KG worker pool on the host, no systemd needed: N
@@ -34,11 +36,16 @@ type kgBench struct {
 	samples int
 	// notes are printed under the table.
 	notes []string
+	// pg is the throwaway PostgreSQL cluster of the PostgreSQL rows, nil
+	// until they run; each run takes a fresh database of it.
+	pg *pgtest.Server
 }
 
 // kgRun is one pool on one fresh queue.
 type kgRun struct {
-	dir    string
+	dir string
+	// path is where the queue is: a SQLite file in dir, or a PostgreSQL
+	// URL.
 	path   string
 	queue  *kgworker.Queue // the benchmark's own handle: setup and watching
 	raw    *sql.DB
@@ -50,18 +57,33 @@ type kgRun struct {
 	closes []func() error
 }
 
-// newKGRun creates a queue holding documents 1..docs, none of them queued.
+// newKGRun creates a SQLite queue holding documents 1..docs, none of them
+// queued.
 func newKGRun(ctx context.Context, docs int) (*kgRun, error) {
+	return newKGRunAt(ctx, docs, "")
+}
+
+// newKGRunAt is newKGRun on the PostgreSQL database at dbURL, or on a
+// SQLite file when dbURL is "".
+func newKGRunAt(ctx context.Context, docs int, dbURL string) (*kgRun, error) {
 	dir, err := os.MkdirTemp("", "kato-bench-kg-")
 	if err != nil {
 		return nil, fmt.Errorf("create kg benchmark directory: %w", err)
 	}
 	r := &kgRun{dir: dir, path: filepath.Join(dir, "kg.db"), exited: make(chan error, 64)}
+	if dbURL != "" {
+		r.path = dbURL
+	}
 	if r.queue, err = kgworker.Open(ctx, r.path); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	if r.raw, err = sql.Open("sqlite3", "file:"+r.path+"?_busy_timeout=10000"); err != nil {
+	if dbURL != "" {
+		r.raw, err = queue.OpenPostgres(ctx, dbURL)
+	} else {
+		r.raw, err = sql.Open("sqlite3", "file:"+r.path+"?_busy_timeout=10000")
+	}
+	if err != nil {
 		r.queue.Close()
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("open %s: %w", r.path, err)
@@ -77,6 +99,9 @@ func newKGRun(ctx context.Context, docs int) (*kgRun, error) {
 
 // addDocuments inserts documents 1..n with one to three chunks each.
 func (r *kgRun) addDocuments(ctx context.Context, n int) error {
+	if queue.IsURL(r.path) {
+		return r.addDocumentsPostgres(ctx, n)
+	}
 	_, err := r.raw.ExecContext(ctx, `
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
 INSERT INTO crawled_content(id, url, title, markdown, metadata)
@@ -88,6 +113,22 @@ SELECT c.id, k.i, 'Chunk ' || k.i || ' of document ' || c.id, k.i * 100, k.i * 1
 FROM crawled_content c JOIN (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2) k ON k.i < c.id % 3 + 1;`, n)
 	if err != nil {
 		return fmt.Errorf("insert %d benchmark documents: %w", n, err)
+	}
+	return nil
+}
+
+// addDocumentsPostgres is addDocuments in PostgreSQL's dialect.
+func (r *kgRun) addDocumentsPostgres(ctx context.Context, n int) error {
+	if _, err := r.raw.ExecContext(ctx, `INSERT INTO crawled_content(id, url, title, markdown, metadata)
+SELECT i, 'https://example.com/docs/' || i, 'Document ' || i,
+	'# Document ' || i || chr(10) || 'Body of document ' || i || ', long enough for the KG service''s limits.',
+	json_build_object('n', i)::text FROM generate_series(1, ?) AS i`, n); err != nil {
+		return fmt.Errorf("insert %d benchmark documents: %w", n, err)
+	}
+	if _, err := r.raw.ExecContext(ctx, `INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count)
+SELECT c.id, k.i, 'Chunk ' || k.i || ' of document ' || c.id, k.i * 100, k.i * 100 + 99, 5
+FROM crawled_content c JOIN (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2) k ON k.i < c.id % 3 + 1`); err != nil {
+		return fmt.Errorf("insert the chunks of %d benchmark documents: %w", n, err)
 	}
 	return nil
 }
@@ -110,6 +151,8 @@ func (r *kgRun) client() (*kgworker.Client, error) {
 type oursSettings struct {
 	concurrency int
 	latencyMS   int
+	// postgres runs on a fresh PostgreSQL database instead of a file.
+	postgres bool
 }
 
 // startOurs starts n of kato-manager's workers with their defaults and the
@@ -324,7 +367,7 @@ const (
 // throughput drains items with n workers and returns items per second and
 // how long the drain took.
 func (b *kgBench) throughput(n, items int, kind runKind, set oursSettings) (float64, time.Duration, *kgRun, error) {
-	r, err := newKGRun(b.ctx, items)
+	r, err := b.newRun(items, set.postgres)
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -361,6 +404,26 @@ func (r *kgRun) startBareTimed(ctx context.Context, n, items int, start *time.Ti
 	err := r.startBare(ctx, n, items)
 	*start = time.Now()
 	return err
+}
+
+// newRun makes a run's queue: a SQLite file, or a fresh database of the
+// benchmark's PostgreSQL cluster, started on first use.
+func (b *kgBench) newRun(docs int, postgres bool) (*kgRun, error) {
+	if !postgres {
+		return newKGRun(b.ctx, docs)
+	}
+	if b.pg == nil {
+		pg, err := pgtest.Launch()
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL for the benchmark: %w", err)
+		}
+		b.pg = pg
+	}
+	dbURL, err := b.pg.NewDatabase()
+	if err != nil {
+		return nil, err
+	}
+	return newKGRunAt(b.ctx, docs, dbURL)
 }
 
 // oursThroughput measures kato-manager's workers (or, with kind, the bare
@@ -408,18 +471,23 @@ func (b *kgBench) legacyThroughput(n int) (float64, error) {
 // processing_started_at. Enqueue moments are spread uniformly over gap
 // after the previous item finished.
 func (b *kgBench) latency(ours bool, gap time.Duration) ([]time.Duration, error) {
-	r, err := newKGRun(b.ctx, b.samples)
+	return b.latencyOf(1, ours, false, gap)
+}
+
+// latencyOf is latency with n idle workers, on PostgreSQL or SQLite.
+func (b *kgBench) latencyOf(n int, ours, postgres bool, gap time.Duration) ([]time.Duration, error) {
+	r, err := b.newRun(b.samples, postgres)
 	if err != nil {
 		return nil, err
 	}
-	lat, err := b.sampleLatency(r, ours, gap)
+	lat, err := b.sampleLatency(r, n, ours, gap)
 	return lat, errors.Join(err, r.close())
 }
 
-func (b *kgBench) sampleLatency(r *kgRun, ours bool, gap time.Duration) ([]time.Duration, error) {
+func (b *kgBench) sampleLatency(r *kgRun, n int, ours bool, gap time.Duration) ([]time.Duration, error) {
 	var err error
 	if ours {
-		err = r.startOurs(b.ctx, 1, oursSettings{concurrency: 1})
+		err = r.startOurs(b.ctx, n, oursSettings{concurrency: 1})
 	} else {
 		err = r.startLegacy(b.ctx, 1)
 	}
@@ -540,6 +608,65 @@ func (b *kgBench) rows() ([]row, error) {
 			oursName: oursName + ", wakes on commit", base: legacyName,
 			ours: round(o).String(), baseline: round(s).String(),
 			ratio: float64(s) / float64(max(o, time.Millisecond)), ratioIs: "baseline/kato-manager",
+		})
+	}
+	pgRows, err := b.postgresRows()
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, pgRows...), nil
+}
+
+// postgresRows compares the queue on PostgreSQL with the queue on SQLite,
+// on this one host, in the same run: 8 workers draining it, and 8 idle
+// workers picking up single items. Without PostgreSQL installed the rows
+// are left out with a note.
+func (b *kgBench) postgresRows() ([]row, error) {
+	const workers = 8
+	probe, err := b.newRun(0, true)
+	if err != nil {
+		b.notes = append(b.notes, fmt.Sprintf("no PostgreSQL rows: %v", err))
+		return nil, nil
+	}
+	if err := probe.close(); err != nil {
+		return nil, err
+	}
+	defer func() { b.pg.Close(); b.pg = nil }()
+	const (
+		pgName   = "kgworker.Worker on PostgreSQL (local socket), defaults"
+		liteName = "kgworker.Worker on SQLite, defaults"
+	)
+	var rows []row
+	lite, liteItems, err := b.oursThroughput(workers, runOurs, oursSettings{concurrency: 1})
+	if err != nil {
+		return nil, err
+	}
+	pg, pgItems, err := b.oursThroughput(workers, runOurs, oursSettings{concurrency: 1, postgres: true})
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, row{
+		what:     fmt.Sprintf("KG throughput, %d workers, zero-latency double, items/s", workers),
+		oursName: pgName, base: liteName,
+		ours:     fmt.Sprintf("%.1f/s (%d items)", pg, pgItems),
+		baseline: fmt.Sprintf("%.1f/s (%d items)", lite, liteItems),
+		ratio:    pg / lite, ratioIs: "PostgreSQL/SQLite",
+	})
+	liteLat, err := b.latencyOf(workers, true, false, 500*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	pgLat, err := b.latencyOf(workers, true, true, 500*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []float64{50, 99} {
+		o, s := percentile(pgLat, p), percentile(liteLat, p)
+		rows = append(rows, row{
+			what:     fmt.Sprintf("KG enqueue→pickup p%.0f, %d idle workers (n=%d)", p, workers, b.samples),
+			oursName: pgName + ", LISTEN/NOTIFY", base: liteName + ", data_version watch",
+			ours: round(o).String(), baseline: round(s).String(),
+			ratio: float64(s) / float64(max(o, time.Millisecond)), ratioIs: "SQLite/PostgreSQL",
 		})
 	}
 	return rows, nil

@@ -204,7 +204,7 @@ func TestManyHostsDrain(t *testing.T) {
 		TotalWorkers  int `json:"total_workers"`
 		WorkerDetails []struct {
 			Host     string `json:"host"`
-			ThisHost bool   `json:"this_host"`
+			Local    bool   `json:"local"`
 			WorkerID int    `json:"worker_id"`
 			Running  bool   `json:"running"`
 		} `json:"worker_details"`
@@ -216,16 +216,16 @@ func TestManyHostsDrain(t *testing.T) {
 		own, theirs := 0, 0
 		for _, w := range stats.WorkerDetails {
 			switch {
-			case w.Host == "kato2" && w.ThisHost && w.Running:
+			case w.Host == "kato2" && w.Local && w.Running:
 				own++
-			case w.Host == "kato3" && !w.ThisHost && w.Running:
+			case w.Host == "kato3" && !w.Local && w.Running:
 				theirs++
 			}
 		}
 		return own == 3 && theirs == 3 && len(stats.WorkerDetails) == 6 && stats.TotalWorkers == 6
 	})
 	text := f.w2.mustKM("workers", "stats")
-	for _, want := range []string{"worker 1 on kato2 (this host)", "worker 3 on kato3 (another host)"} {
+	for _, want := range []string{"worker 1 on this host: running true", "worker 3 on host kato3: running true"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("workers stats on kato2 lacks %q:\n%s", want, text)
 		}

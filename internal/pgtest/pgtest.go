@@ -69,6 +69,19 @@ func unavailable(t testing.TB, format string, args ...any) {
 	t.Skipf("PostgreSQL unavailable: "+format, args...)
 }
 
+// Launch starts a cluster outside a test (the benchmark's); Close stops
+// it.
+func Launch() (*Server, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	return start(bin)
+}
+
+// Close stops the cluster and removes it.
+func (s *Server) Close() { s.stop() }
+
 // Start starts a cluster for t and stops it when t ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
@@ -130,6 +143,12 @@ func start(bin string) (*Server, error) {
 	// postgres when the test runs as root.
 	dir, err := os.MkdirTemp("", "pgtest-")
 	if err != nil {
+		return nil, err
+	}
+	// Any local user may reach the socket, as a test's child process
+	// running as another user (the kato user's stand-in) must.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	var cred *syscall.Credential
@@ -255,22 +274,31 @@ func (s *Server) Admin(t testing.TB) *sql.DB {
 // removed when the tests end.
 func (s *Server) NewDB(t testing.TB) string {
 	t.Helper()
+	u, err := s.NewDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// NewDatabase is NewDB outside a test.
+func (s *Server) NewDatabase() (string, error) {
 	name := fmt.Sprintf("t%d", s.dbs.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, s.URL(testDatabase))
 	if err != nil {
-		t.Fatalf("connect to the test cluster: %v", err)
+		return "", fmt.Errorf("connect to the test cluster: %w", err)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
-		t.Fatalf("create schema %s: %v", name, err)
+		return "", fmt.Errorf("create schema %s: %w", name, err)
 	}
 	u, _ := url.Parse(s.URL(testDatabase))
 	q := u.Query()
 	q.Set("search_path", name)
 	u.RawQuery = q.Encode()
-	return u.String()
+	return u.String(), nil
 }
 
 // testDatabase is the database of the cluster where NewDB makes schemas.

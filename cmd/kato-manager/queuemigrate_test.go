@@ -1,0 +1,101 @@
+package main
+
+import (
+	"crypto/sha256"
+	"database/sql"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kato-manager/kato-manager/internal/pgtest"
+)
+
+// originalQueue is a KG database as the system being replaced left it.
+const originalQueue = `
+CREATE TABLE crawled_content (id INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT UNIQUE NOT NULL, title TEXT,
+	markdown TEXT, metadata TEXT, kg_processed BOOLEAN DEFAULT 0, kg_entity_count INTEGER DEFAULT 0,
+	kg_relationship_count INTEGER DEFAULT 0, kg_document_id TEXT, kg_processed_at DATETIME);
+CREATE TABLE kg_processing_queue (id INTEGER PRIMARY KEY AUTOINCREMENT, content_id INTEGER NOT NULL,
+	status TEXT DEFAULT 'pending', priority INTEGER DEFAULT 1, queued_at DATETIME DEFAULT CURRENT_TIMESTAMP,
+	processing_started_at DATETIME, processed_at DATETIME, retry_count INTEGER DEFAULT 0, error_message TEXT,
+	result_summary TEXT, skipped_reason TEXT);
+INSERT INTO crawled_content(id, url, kg_processed) VALUES (1, 'https://a', 1), (2, 'https://b', 0);
+INSERT INTO kg_processing_queue(id, content_id, status, queued_at) VALUES
+	(1, 1, 'completed', '2025-10-21 10:00:00'), (2, 2, 'pending', '2025-10-21 10:00:01');
+`
+
+// TestQueueMigrate: `queue migrate --to` run by root copies the service
+// user's SQLite queue into PostgreSQL, leaves the file byte for byte as it
+// was, and refuses a second copy into the now non-empty database; a --to
+// that is not a PostgreSQL URL is a usage error that shows no password.
+func TestQueueMigrate(t *testing.T) {
+	configText, kgDir := queueDirFor(t)
+	url := pgtest.Start(t).NewDB(t)
+	path := filepath.Join(kgDir, "kg.db")
+	db, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(originalQueue); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.Chown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	sum := func() [32]byte {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha256.Sum256(data)
+	}
+	before := sum()
+
+	code, stdout, stderr := runCLI(t, configText, "queue", "migrate", "--to", "mysql://kato:hunter2@db/kg")
+	if code != exitUsage || !strings.Contains(stderr, "--to") || strings.Contains(stderr, "hunter2") {
+		t.Errorf("--to mysql: exit %d, %q; want 2 naming --to without the password", code, stderr)
+	}
+	code, stdout, stderr = runCLI(t, configText, "queue", "migrate", "--to", url, "--json")
+	if code != 0 {
+		t.Fatalf("migrate: exit %d: %s", code, stderr)
+	}
+	var report struct {
+		Tables []struct {
+			Table string
+			Rows  int
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &report); err != nil || len(report.Tables) != 2 ||
+		report.Tables[0].Table != "crawled_content" || report.Tables[0].Rows != 2 || report.Tables[1].Rows != 2 {
+		t.Fatalf("report %s (%v), want 2 documents and 2 items", stdout, err)
+	}
+	if sum() != before {
+		t.Error("the SQLite file changed")
+	}
+	entries, _ := os.ReadDir(kgDir)
+	if len(entries) != 1 {
+		t.Errorf("the queue directory holds %v, want only kg.db", entries)
+	}
+	if n := pgtest.Count(t, url, "SELECT count(*) FROM kg_processing_queue WHERE status = 'pending'"); n != 1 {
+		t.Errorf("%d pending items in PostgreSQL, want 1", n)
+	}
+
+	code, _, stderr = runCLI(t, configText, "queue", "migrate", "--to", url)
+	if code != exitFailed || !strings.Contains(stderr, "not empty") {
+		t.Errorf("second migrate: exit %d, %q; want 1 and the target not empty", code, stderr)
+	}
+
+	// The copied queue is the one the commands use once kg.db_url names it.
+	pgConfig := configText + "db_url = \"" + url + "\"\n"
+	if code, _, stderr := runCLI(t, pgConfig, "queue", "enqueue", "2"); code != 0 {
+		t.Fatalf("enqueue on PostgreSQL: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr = runCLI(t, pgConfig, "queue", "stats", "--json")
+	var counts struct{ Pending, Completed, Total int }
+	if code != 0 || json.Unmarshal([]byte(stdout), &counts) != nil || counts.Pending != 2 || counts.Completed != 1 || counts.Total != 3 {
+		t.Errorf("stats on PostgreSQL: exit %d, %s %s; want 2 pending and 1 completed", code, stdout, stderr)
+	}
+}

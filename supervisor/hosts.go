@@ -1,0 +1,85 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/kato-manager/kato-manager/kgworker"
+)
+
+// ReportStaleAfter is how old the latest report of a worker on another host
+// may be for the worker to count as running. A worker reports at least
+// every 15 seconds (half its watchdog interval); a host that vanished stops
+// reporting, and its items come back when their leases expire.
+const ReportStaleAfter = time.Minute
+
+// Hostname is this host's name as its workers report it (os.Hostname), ""
+// when it cannot be read.
+func Hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// HostReports splits the workers' reports into this host's, by worker
+// number, and the other hosts', in their order. A report without a host was
+// written before reports carried one, when the queue was this host's file.
+func HostReports(reports []kgworker.Report, host string) (local map[int]kgworker.Report, remote []kgworker.Report) {
+	local = make(map[int]kgworker.Report, len(reports))
+	for _, r := range reports {
+		if r.Host == "" || r.Host == host {
+			local[r.WorkerID] = r
+			continue
+		}
+		remote = append(remote, r)
+	}
+	return local, remote
+}
+
+// RemoteWorker is a worker on another host as this one sees it: through
+// its latest report in the shared queue database only, since its unit is
+// that host's systemd's.
+type RemoteWorker struct {
+	kgworker.Report
+	// Running is whether the report is fresh (ReportStaleAfter).
+	Running bool
+	// Problem says why a worker does not count as running.
+	Problem string
+}
+
+// RemoteWorkers judges the other hosts' reports at now.
+func RemoteWorkers(remote []kgworker.Report, now time.Time) []RemoteWorker {
+	out := make([]RemoteWorker, 0, len(remote))
+	for _, r := range remote {
+		w := RemoteWorker{Report: r, Running: now.Sub(r.UpdatedAt) <= ReportStaleAfter}
+		if !w.Running {
+			w.Problem = fmt.Sprintf("no report for %s", now.Sub(r.UpdatedAt).Round(time.Second))
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// Unit is the unit of the remote worker on its host.
+func (w RemoteWorker) Unit() string { return fmt.Sprintf("kg-worker@%d.service", w.WorkerID) }
+
+// RemoteHealth is the health rows of the other hosts' workers, from their
+// reports: "remote/reporting" while they report, "remote/silent" with the
+// problem once they stop. This host cannot see or restart their units, so
+// they are listed, not counted among its healthy or unhealthy workers.
+func RemoteHealth(reports []kgworker.Report, host string, now time.Time) []WorkerHealth {
+	_, remote := HostReports(reports, host)
+	var out []WorkerHealth
+	for _, w := range RemoteWorkers(remote, now) {
+		h := WorkerHealth{Host: w.Host, WorkerID: w.WorkerID, Unit: w.Unit(), Running: w.Running,
+			ActiveState: "remote", SubState: "reporting", PID: uint32(w.PID), Problem: w.Problem}
+		if !w.Running {
+			h.SubState = "silent"
+		}
+		out = append(out, h)
+	}
+	return out
+}

@@ -119,6 +119,10 @@ func WithMakeDir(on bool) Option { return func(o *openOpts) { o.makeDir = on } }
 // lock before failing.
 const busyTimeout = 5 * time.Second
 
+// maxPostgresConns is the most connections one process opens to a
+// PostgreSQL queue, beside the one it listens on.
+const maxPostgresConns = 8
+
 // firstOpenPatience bounds how long Open keeps retrying while other
 // processes hold the new database's locks.
 const firstOpenPatience = 30 * time.Second
@@ -215,7 +219,13 @@ func openPostgres(ctx context.Context, rawURL string, readOnly bool, o openOpts)
 	if err != nil {
 		return nil, fmt.Errorf("open kg database: %w", err)
 	}
-	db.SetMaxIdleConns(4)
+	// A worker needs a connection or two at a time (a few more at a high
+	// kg.concurrency), and every connection is a server process: cap what
+	// one process may hold so that many hosts' workers fit the server's
+	// max_connections. The LISTEN connection comes on top.
+	db.SetMaxOpenConns(maxPostgresConns)
+	db.SetMaxIdleConns(2)
+	db.SetConnMaxIdleTime(time.Minute)
 	if err := queue.Migrate(ctx, db, migrations); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open kg database %s: %w", config.RedactURL(rawURL), err)

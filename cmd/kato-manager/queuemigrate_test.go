@@ -55,8 +55,8 @@ func TestQueueMigrate(t *testing.T) {
 	before := sum()
 
 	code, stdout, stderr := runCLI(t, configText, "queue", "migrate", "--to", "mysql://kato:hunter2@db/kg")
-	if code != exitUsage || !strings.Contains(stderr, "--to") || strings.Contains(stderr, "hunter2") {
-		t.Errorf("--to mysql: exit %d, %q; want 2 naming --to without the password", code, stderr)
+	if code != exitUsage || !strings.Contains(stderr, "--to") || strings.Contains(stderr, "hunter2") || stdout != "" {
+		t.Errorf("--to mysql: exit %d, %q %q; want 2 naming --to without the password", code, stdout, stderr)
 	}
 	code, stdout, stderr = runCLI(t, configText, "queue", "migrate", "--to", url, "--json")
 	if code != 0 {

@@ -68,7 +68,7 @@ func newHostsBench(ctx context.Context, items, samples int) (*hostsBench, error)
 			b.workers = append(b.workers, m)
 		}
 	}
-	b.pgURL, err = testbed.StartPostgres(ctx, b.db, netip.MustParseAddr(hostsDBAddr), netip.MustParsePrefix(hostsSubnet), hostsDBName)
+	b.pgURL, err = testbed.SharedQueue(ctx, b.db, netip.MustParseAddr(hostsDBAddr), netip.MustParsePrefix(hostsSubnet), hostsDBName)
 	if err != nil {
 		return b, err
 	}

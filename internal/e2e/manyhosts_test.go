@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,8 +14,8 @@ import (
 )
 
 // fleet is three hosts on one network: kato1 with the queue in PostgreSQL
-// and the KG service test double, kato2 and kato3 with KG workers against
-// both.
+// (a password for the network, testbed.SharedQueue) and the KG service test
+// double, kato2 and kato3 with KG workers against both.
 type fleet struct {
 	t                *testing.T
 	db, w2, w3       *machine
@@ -33,7 +34,16 @@ func bootFleet(t *testing.T, kgSettings string, latencyMS int) *fleet {
 	joinNetwork(t, lan, f.db, "10.77.0.2", "kato1")
 	joinNetwork(t, lan, f.w2, "10.77.0.3", "kato2")
 	joinNetwork(t, lan, f.w3, "10.77.0.4", "kato3")
-	f.url = f.db.startPostgres("10.77.0.2", testSubnet, "kato1")
+	url, err := testbed.SharedQueue(t.Context(), f.db.Machine, netip.MustParseAddr("10.77.0.2"), netip.MustParsePrefix(testSubnet), "kato1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.url = url
+	// The network gets in with the password only.
+	wrong := strings.Replace(f.url, ":"+testbed.QueueSecret+"@", ":wrong@", 1)
+	if r := f.w2.exec("psql", "-X", "-At", "-d", wrong, "-c", "SELECT 1"); r.code == 0 || !strings.Contains(r.stderr, "password authentication failed") {
+		t.Fatalf("kato2 logged in to the queue database with a wrong password: %s", r)
+	}
 	f.serviceURL = "http://kato1:8088"
 	f.db.must("systemd-run", "--unit=kgservice", "--", kgServiceFake, "--listen", "10.77.0.2:8088", "--latency-ms", strconv.Itoa(latencyMS))
 	conf := testbed.Config + fmt.Sprintf("\n[kg]\ndb_url = %q\nservice_url = %q\n", f.url, f.serviceURL) + kgSettings
@@ -54,10 +64,11 @@ func bootFleet(t *testing.T, kgSettings string, latencyMS int) *fleet {
 	return f
 }
 
-// sql runs SQL on the shared queue database, from kato1.
+// sql runs SQL on the shared queue database, from kato1 over the network
+// with the workers' URL, and returns its unaligned, tuples-only output.
 func (f *fleet) sql(query string) string {
 	f.t.Helper()
-	return f.db.psql(f.url, query)
+	return strings.TrimSpace(f.db.must("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", f.url, "-c", query))
 }
 
 // sqlInt runs SQL that selects one number.

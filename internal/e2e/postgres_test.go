@@ -1,26 +1,113 @@
 package e2e
 
 import (
-	"net/netip"
+	"context"
+	"fmt"
+	"strconv"
 	"strings"
+	"testing"
+	"time"
 
+	"github.com/kato-manager/kato-manager/internal/pgtest"
 	"github.com/kato-manager/kato-manager/internal/testbed"
 )
 
-// startPostgres runs the queue's PostgreSQL server on m (see
-// testbed.StartPostgres) and returns the queue database's URL for hosts
-// that reach m by name.
-func (m *machine) startPostgres(addr, subnet, name string) string {
-	m.t.Helper()
-	url, err := testbed.StartPostgres(m.t.Context(), m.Machine, netip.MustParseAddr(addr), netip.MustParsePrefix(subnet), name)
+// TestWorkersOnPostgres: with kg.db_url naming a PostgreSQL database (a
+// cluster inside the machine, on a unix socket), four kg-worker@ units
+// started by the CLI create the tables, drain the queue through a kill -9
+// of one of them, and complete every document exactly once, none left in
+// processing; workers stats and health name this host for every worker.
+func TestWorkersOnPostgres(t *testing.T) {
+	const items = 600
+	p := &kgPool{machine: bootMachine(t)}
+	ctx := context.Background()
+	pg, err := pgtest.StartInMachine(ctx, p.Machine, "")
 	if err != nil {
-		m.t.Fatal(err)
+		t.Fatal(err)
 	}
-	return url
-}
+	dbURL, err := pg.CreateDatabase(ctx, "kg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql := func(statements string) string {
+		t.Helper()
+		out, err := pg.SQL(ctx, "kg", statements)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	count := func(query string) int {
+		t.Helper()
+		n, err := strconv.Atoi(sql(query))
+		if err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		return n
+	}
+	p.mustKM("install-units")
+	conf := testbed.Config + "\n[kg]\nlease_seconds = 3\ndb_url = \"" + dbURL + "\"\n"
+	if err := p.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := p.mustKM("queue", "stats"); !strings.Contains(out, "total 0") {
+		t.Fatalf("queue stats on a new PostgreSQL database: %s", out)
+	}
+	if p.exists(kgDB) {
+		t.Errorf("a SQLite file was made at %s with kg.db_url set", kgDB)
+	}
+	sql(fmt.Sprintf(`INSERT INTO crawled_content(id, url, title, markdown, metadata)
+SELECT i, 'https://example.com/docs/' || i, 'Document ' || i,
+	'# Document ' || i || chr(10) || 'Body of document ' || i || ', long enough for the KG service''s limits.',
+	json_build_object('source', 'e2e', 'n', i)::text FROM generate_series(1, %d) AS i;
+INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count)
+SELECT c.id, k.i, 'Chunk ' || k.i || ' of document ' || c.id, k.i * 100, k.i * 100 + 99, 5
+FROM crawled_content c JOIN (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2) k ON k.i < c.id %% 3 + 1;`, items))
+	p.enqueue(1, items)
+	p.startKGService(0)
+	p.startWorkers(4)
+	p.waitFor("worker 2 to hold items", time.Minute, func() bool {
+		return count("SELECT count(*) FROM kg_processing_queue WHERE status = 'processing' AND lease_owner LIKE 'kg-worker@2/%'") > 0
+	})
+	p.must("systemctl", "kill", "--signal=SIGKILL", workerUnit(2))
+	p.waitFor("the workers to drain the queue", 3*time.Minute, func() bool {
+		return count("SELECT count(*) FROM kg_processing_queue WHERE status IN ('pending', 'processing')") == 0
+	})
+	if n := count("SELECT count(*) FROM kg_processing_queue WHERE status = 'completed'"); n != items {
+		t.Errorf("%d items completed, want %d", n, items)
+	}
+	if n := count("SELECT count(*) FROM kg_processing_queue"); n != items {
+		t.Errorf("%d queue items, want one per document (%d)", n, items)
+	}
+	if n := count("SELECT count(*) FROM crawled_content WHERE NOT kg_processed OR kg_entity_count = 0"); n != 0 {
+		t.Errorf("%d documents not marked processed", n)
+	}
+	// One set of results per document: two entity rows and one
+	// relationship per chunk, never a second set.
+	if n := count(`SELECT count(*) FROM crawled_content c WHERE
+	(SELECT count(*) FROM chunk_entities e WHERE e.content_id = c.id) != 2 * (SELECT count(*) FROM content_chunks k WHERE k.content_id = c.id)
+	OR (SELECT count(*) FROM chunk_relationships r WHERE r.content_id = c.id) != (SELECT count(*) FROM content_chunks k WHERE k.content_id = c.id)`); n != 0 {
+		t.Errorf("%d documents have other than one set of results", n)
+	}
+	p.waitFor("systemd to restart the killed worker", 30*time.Second, func() bool {
+		return p.activeState(workerUnit(2)) == "active" && p.intProp(workerUnit(2), "NRestarts") == 1
+	})
 
-// psql runs SQL against url and returns its unaligned, tuples-only output.
-func (m *machine) psql(url, sql string) string {
-	m.t.Helper()
-	return strings.TrimSpace(m.must("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", url, "-c", sql))
+	host := strings.TrimSpace(p.must("hostname"))
+	var s statsJSON
+	p.waitFor("the workers' reports to name their host", 20*time.Second, func() bool {
+		s = p.stats()
+		return len(s.WorkerDetails) == 4 && s.WorkerDetails[3].Host == host
+	})
+	for _, w := range s.WorkerDetails {
+		if w.Host != host || !w.Local || !w.Running {
+			t.Errorf("workers stats worker %d: host %q local %v running %v, want this host %q", w.WorkerID, w.Host, w.Local, w.Running, host)
+		}
+	}
+	if out := p.mustKM("workers", "health"); strings.Count(out, host+" (this host)") != 4 {
+		t.Errorf("workers health does not mark the 4 workers as this host's:\n%s", out)
+	}
+	if n := count("SELECT count(*) FROM kg_worker_reports WHERE host = '" + host + "'"); n != 4 {
+		t.Errorf("%d worker reports from this host, want 4", n)
+	}
 }

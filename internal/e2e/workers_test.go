@@ -303,6 +303,8 @@ type statsJSON struct {
 	} `json:"kg_service_status"`
 	QueueSize     kgworker.Counts `json:"queue_size"`
 	WorkerDetails []struct {
+		Host     string         `json:"host"`
+		Local    bool           `json:"local"`
 		WorkerID int            `json:"worker_id"`
 		Running  bool           `json:"running"`
 		PID      int            `json:"pid"`

@@ -17,11 +17,10 @@ import (
 // (a password for the network, testbed.SharedQueue) and the KG service test
 // double, kato2 and kato3 with KG workers against both.
 type fleet struct {
-	t                *testing.T
-	db, w2, w3       *machine
-	url              string // the queue database, as the workers reach it
-	serviceURL       string
-	serviceOnNetwork string
+	t          *testing.T
+	db, w2, w3 *machine
+	url        string // the queue database, as the workers reach it
+	serviceURL string
 }
 
 // bootFleet boots the three hosts and prepares them: PostgreSQL and the

@@ -379,7 +379,7 @@ func (m *Machine) Reboot(ctx context.Context, timeout time.Duration) error {
 	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	m.Run(callCtx, "systemctl", "--no-block", "reboot")
 	cancel()
-	if err := m.awaitNextBoot(ctx, old, timeout); err != nil {
+	if err := m.awaitNextBoot(ctx, old, timeout, nil); err != nil {
 		return fmt.Errorf("reboot machine pid %d: %w", old, err)
 	}
 	return nil
@@ -395,6 +395,14 @@ func (m *Machine) Reboot(ctx context.Context, timeout time.Duration) error {
 // (zero means DefaultBootTimeout); it must not run concurrently with other
 // calls on the machine.
 func (m *Machine) Crash(ctx context.Context, timeout time.Duration) error {
+	return m.CrashWith(ctx, timeout, nil)
+}
+
+// CrashWith is Crash that calls down, when not nil, once every process of
+// the crashed boot is dead and before the next boot has got far: the moment
+// to look at what the host left behind elsewhere, such as the leases its
+// workers held in a shared database.
+func (m *Machine) CrashWith(ctx context.Context, timeout time.Duration, down func()) error {
 	if err := m.checkOpen(); err != nil {
 		return err
 	}
@@ -405,7 +413,7 @@ func (m *Machine) Crash(ctx context.Context, timeout time.Duration) error {
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("crash machine: kill pid %d: %w", old, err)
 	}
-	if err := m.awaitNextBoot(ctx, old, timeout); err != nil {
+	if err := m.awaitNextBoot(ctx, old, timeout, down); err != nil {
 		return fmt.Errorf("crash machine pid %d: %w", old, err)
 	}
 	return nil
@@ -413,13 +421,18 @@ func (m *Machine) Crash(ctx context.Context, timeout time.Duration) error {
 
 // awaitNextBoot waits, within timeout, until a systemd other than the one
 // at host pid old runs as the machine's PID 1 and reports running or
-// degraded, and makes it the machine's pid.
-func (m *Machine) awaitNextBoot(ctx context.Context, old int, timeout time.Duration) error {
+// degraded, and makes it the machine's pid. down, when not nil, runs as
+// soon as the new systemd is there: a new boot starts only once the old
+// one's pid namespace is empty.
+func (m *Machine) awaitNextBoot(ctx context.Context, old int, timeout time.Duration, down func()) error {
 	bootCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	pid, err := m.waitForSystemd(bootCtx, m.unshare, old)
 	if err != nil {
 		return err
+	}
+	if down != nil {
+		down()
 	}
 	m.mu.Lock()
 	m.pid = pid

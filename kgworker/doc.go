@@ -4,7 +4,8 @@
 // that opens the KG database and writes each answer back.
 //
 // The leased queue itself is package queue; this package opens the SQLite
-// file, hands the *sql.DB to it, and writes the entity and relationship
+// file, or the PostgreSQL database of a postgres:// URL (Open takes
+// either), hands the *sql.DB to it, and writes the entity and relationship
 // rows inside the transaction that completes the item (queue.CompleteTx),
 // so that a result and its completion are one commit, written only by the
 // worker that still holds the lease.

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -169,15 +170,11 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	var remote []supervisor.WorkerHealth
 	if cfg.KG.DBURL != "" {
 		// Workers of other hosts may share the PostgreSQL queue: their
-		// reports show them.
-		q, _, err := a.openQueueReadOnly(ctx)
+		// reports show them. This host's health does not depend on the
+		// database: without it, the other hosts are left out, and said so.
+		reports, err := a.workerReports(ctx)
 		if err != nil {
-			return err
-		}
-		reports, err := q.Reports(ctx)
-		q.Close()
-		if err != nil {
-			return err
+			fmt.Fprintf(a.stderr, "kato-manager: other hosts' workers not shown: %v\n", err)
 		}
 		remote = supervisor.RemoteHealth(reports, supervisor.Hostname(), time.Now())
 	}
@@ -203,6 +200,16 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 		return errUnhealthy
 	}
 	return nil
+}
+
+// workerReports reads every worker's report from the queue database.
+func (a *app) workerReports(ctx context.Context) ([]kgworker.Report, error) {
+	q, _, err := a.openQueueReadOnly(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	return q.Reports(ctx)
 }
 
 // healthReport is `workers health` in the KG Manager's field names.

@@ -64,7 +64,9 @@ INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char
 SELECT c.id, k.i, 'Chunk ' || k.i || ' of document ' || c.id, k.i * 100, k.i * 100 + 99, 5
 FROM crawled_content c JOIN (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2) k ON k.i < c.id %% 3 + 1;`, items))
 	p.enqueue(1, items)
-	p.startKGService(0)
+	// 50 ms a document: the drain lasts long enough to kill a worker
+	// that holds items.
+	p.startKGService(50)
 	p.startWorkers(4)
 	p.waitFor("worker 2 to hold items", time.Minute, func() bool {
 		return count("SELECT count(*) FROM kg_processing_queue WHERE status = 'processing' AND lease_owner LIKE 'kg-worker@2/%'") > 0
@@ -109,5 +111,11 @@ FROM crawled_content c JOIN (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2
 	}
 	if n := count("SELECT count(*) FROM kg_worker_reports WHERE host = '" + host + "'"); n != 4 {
 		t.Errorf("%d worker reports from this host, want 4", n)
+	}
+
+	// Without the database, this host's health is still told.
+	p.must("systemctl", "stop", "pgtest.service")
+	if r := p.km("workers", "health"); r.code != 0 || strings.Count(r.stdout, host+" (this host)") != 4 || !strings.Contains(r.stderr, "other hosts' workers not shown") {
+		t.Errorf("workers health without the database: %s", r)
 	}
 }

@@ -141,7 +141,7 @@ func readCLI(t *testing.T) cli {
 }
 
 // inheritedFlags are the root's flags every command takes.
-var inheritedFlags = []string{"--config", "--registry", "--user"}
+var inheritedFlags = []string{"--config", "--registry", "--user", "--host"}
 
 // manFlag is how a man page writes a flag: its hyphens escaped or not, not
 // followed by more of a name.

@@ -19,9 +19,11 @@ build="gcc libc6-dev make git systemd dbus iproute2 util-linux curl ca-certifica
 # builds; bash-completion, zsh, fish: the completions' tests; groff-base:
 # the man pages' check; dbus-user-session: the session bus of the --user
 # test's unprivileged user; chromium: the dashboard's browser test;
-# postgresql: the throwaway clusters of the queue's PostgreSQL tests
-# (internal/pgtest).
-test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium postgresql"
+# openssh-client, openssh-server: the --host test's ssh and the sshd of its
+# second machine; postgresql: the throwaway clusters of the queue's
+# PostgreSQL tests (internal/pgtest) and the shared queue of the many-hosts
+# tests.
+test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql"
 
 case "${1:-}" in
 build) wanted=$build ;;

@@ -483,11 +483,18 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY")
+	fmt.Fprintln(tw, listHeader)
 	for _, v := range views {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.ID, v.Name, processorLabel(v), v.Network, orDash(v.Group), v.State(), dash(v.PID), v.APIPort, v.ZMQPort, uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
+		fmt.Fprintln(tw, listRow(v))
 	}
 	return tw.Flush()
+}
+
+// listHeader is the header of list's table, listRow one of its rows.
+const listHeader = "ID\tNAME\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY"
+
+func listRow(v supervisor.InstanceView) string {
+	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", v.ID, v.Name, processorLabel(v), v.Network, orDash(v.Group), v.State(), dash(v.PID), v.APIPort, v.ZMQPort, uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
 }
 
 func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
@@ -546,29 +553,46 @@ func printStatus(a *app, st *supervisor.Status) {
 	} else {
 		fmt.Fprintln(a.stdout, "instances:")
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tRESTARTS\tAPI\tLISTENING\tANSWERING\tPROBLEM")
+		fmt.Fprintln(tw, "  "+statusHeader)
 		for _, i := range st.Instances {
-			problem := i.Problem
-			if problem == "" {
-				problem = "-"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group), i.State(), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), problem)
+			fmt.Fprintln(tw, "  "+statusRow(i))
 		}
 		tw.Flush()
 	}
 	for _, w := range st.Warnings {
 		fmt.Fprintf(a.stdout, "warning: %s\n", w)
 	}
-	if st.Drift.Empty() {
-		fmt.Fprintln(a.stdout, "registry: in step with systemd")
-		return
+	for _, line := range driftLines(st.Drift, "kato-manager gc") {
+		fmt.Fprintf(a.stdout, "registry: %s\n", line)
 	}
-	if len(st.Drift.MissingUnits) > 0 {
-		fmt.Fprintf(a.stdout, "registry: entries whose unit vanished: %s (run `kato-manager gc`)\n", strings.Join(st.Drift.MissingUnits, ", "))
+}
+
+// statusHeader is the header of status's instance table, statusRow one of
+// its rows.
+const statusHeader = "ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tRESTARTS\tAPI\tLISTENING\tANSWERING\tPROBLEM"
+
+func statusRow(i supervisor.InstanceStatus) string {
+	problem := i.Problem
+	if problem == "" {
+		problem = "-"
 	}
-	if len(st.Drift.OrphanUnits) > 0 {
-		fmt.Fprintf(a.stdout, "registry: units with no entry: %s (run `kato-manager gc`)\n", strings.Join(st.Drift.OrphanUnits, ", "))
+	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group), i.State(), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), problem)
+}
+
+// driftLines says where registry and systemd disagree, naming gc, the
+// command that repairs it.
+func driftLines(d supervisor.Drift, gc string) []string {
+	if d.Empty() {
+		return []string{"in step with systemd"}
 	}
+	var lines []string
+	if len(d.MissingUnits) > 0 {
+		lines = append(lines, fmt.Sprintf("entries whose unit vanished: %s (run `%s`)", strings.Join(d.MissingUnits, ", "), gc))
+	}
+	if len(d.OrphanUnits) > 0 {
+		lines = append(lines, fmt.Sprintf("units with no entry: %s (run `%s`)", strings.Join(d.OrphanUnits, ", "), gc))
+	}
+	return lines
 }
 
 // logsFlagValues are logs' flags.

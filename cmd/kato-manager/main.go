@@ -48,6 +48,10 @@ type app struct {
 	paths          config.Paths
 	configPath     string
 	registryPath   string
+	// host is --host: run the command there instead of here. args is the
+	// whole command line, to hand on to the remote kato-manager.
+	host string
+	args []string
 }
 
 func main() {
@@ -58,7 +62,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr, stdin: os.Stdin}
+	a := &app{stdout: stdout, stderr: stderr, stdin: os.Stdin, args: args}
 	root := a.commands()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -93,8 +97,14 @@ configuration in ~/.config/kato, registry, state and KG queue in
 ~/.config/systemd/user (XDG_CONFIG_HOME, XDG_STATE_HOME and XDG_DATA_HOME are
 honoured).
 
+With --host [USER@]HOST (-H) it runs the command on another host over ssh,
+as systemctl -H does: that host's kato-manager, registry and units do the
+work. list and status take several hosts, comma-separated, and merge their
+tables with a HOST column.
+
 Exit status: 0 done, 1 failed (or, for status and workers health, something
-is unhealthy), 2 a bad invocation, with nothing changed.`,
+is unhealthy), 2 a bad invocation, with nothing changed. With --host, the
+remote command's status, and 1 when a host cannot be reached.`,
 		Version:           version,
 		Args:              cobra.ArbitraryArgs,
 		SilenceErrors:     true,
@@ -106,7 +116,12 @@ is unhealthy), 2 a bad invocation, with nothing changed.`,
 			}
 			return unknownCommand(cmd, "command", args[0])
 		},
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.resolvePaths(cmd.Flags()) },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if a.host != "" {
+				return a.onHosts(cmd)
+			}
+			return a.resolvePaths(cmd.Flags())
+		},
 	}
 	a.globalFlags(root.PersistentFlags())
 	root.Flags().Bool("version", false, "print the version and exit")
@@ -201,6 +216,7 @@ func (a *app) globalFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.configPath, "config", config.DefaultConfigPath, "configuration file (env KATO_CONFIG; with --user, ~/.config/kato/kato.toml)")
 	fs.StringVar(&a.registryPath, "registry", config.DefaultRegistryPath, "instance registry (env KATO_REGISTRY; with --user, ~/.local/state/kato/instances.toml)")
 	fs.BoolVar(&a.user, "user", false, "manage instances and workers on your own systemd user manager (systemctl --user), without root")
+	fs.StringVarP(&a.host, "host", "H", "", "run the command on [USER@]HOST over ssh, with that host's kato-manager; list and status take several, comma-separated")
 }
 
 // resolvePaths settles the scope, system or --user, and applies
@@ -324,6 +340,10 @@ func (a *app) report(err error) int {
 	}
 	if errors.Is(err, pflag.ErrHelp) {
 		return exitOK
+	}
+	var re remoteExit
+	if errors.As(err, &re) {
+		return re.code
 	}
 	// Every problem of a fleet file on a line of its own; diff's exit
 	// status for trouble is 2 as well.

@@ -18,7 +18,7 @@ import (
 // taken from the commands before they moved onto a command tree; a flag
 // may be added here, never dropped or changed, or scripts break.
 var surface = map[string][]string{
-	"": {`--config string ="/etc/kato/kato.toml"`, `--registry string ="/var/lib/kato/instances.toml"`, "--user bool", "--version bool"},
+	"": {`--config string ="/etc/kato/kato.toml"`, `--registry string ="/var/lib/kato/instances.toml"`, "--user bool", "--version bool", "--host/-H string"},
 	"start": {`--auto-act-method string ="none"`, "--auto-act-threshold float =0.8", "--id string", `--indexer-type string ="VI"`,
 		`--log-level/-l string ="INFO"`, "--max-predictions int =100", "--max-seq-length int",
 		"--name string", "--network string", "--no-predictions bool", "--no-sort bool", "--persistence int =5", "--port/-p int",

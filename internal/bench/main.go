@@ -3,7 +3,9 @@
 // instance rows run against a real systemd: it boots its own throwaway one
 // (internal/sdharness), so it needs root. The KG worker rows run kgworker's
 // workers in this process against the KG service test double, beside a
-// model of the worker of the system replaced. Run it with `make bench`.
+// model of the worker of the system replaced; the several-hosts rows run
+// kg-worker units on three machines joined by a network, PostgreSQL on one.
+// Run it with `make bench`.
 package main
 
 import (
@@ -51,9 +53,11 @@ func main() {
 	minRun := flag.Duration("kg-min-run", 2*time.Second, "least duration of a kato-manager worker throughput run")
 	legacyItems := flag.Int("kg-legacy-items", 50, "items per baseline worker throughput run")
 	samples := flag.Int("kg-samples", 24, "enqueue→pickup latency samples each way")
+	skipHosts := flag.Bool("skip-hosts", false, "skip the rows of KG workers on several hosts (three machines, PostgreSQL)")
+	hostsItems := flag.Int("hosts-items", 2000, "items drained in each set-up of the several-hosts rows")
 	flag.Parse()
-	if *legacyItems < 1 || *samples < 1 || *minRun <= 0 {
-		fail(fmt.Errorf("invalid -kg-legacy-items %d, -kg-samples %d or -kg-min-run %s: must be positive", *legacyItems, *samples, *minRun))
+	if *legacyItems < 1 || *samples < 1 || *minRun <= 0 || *hostsItems < 1 {
+		fail(fmt.Errorf("invalid -kg-legacy-items %d, -kg-samples %d, -kg-min-run %s or -hosts-items %d: must be positive", *legacyItems, *samples, *minRun, *hostsItems))
 	}
 	ctx := context.Background()
 	var rows []row
@@ -68,6 +72,13 @@ func main() {
 			fail(err)
 		}
 		rows, notes = append(rows, kgRows...), kb.notes
+	}
+	if !*skipHosts {
+		hostRows, hostNotes, err := hostsRows(ctx, *hostsItems, *samples)
+		if err != nil {
+			fail(err)
+		}
+		rows, notes = append(rows, hostRows...), append(notes, hostNotes...)
 	}
 	print(rows, notes)
 }

@@ -246,26 +246,10 @@ func (m *Machine) start(ctx context.Context, tools map[string]string, mask []str
 		CgroupFD:    int(cg.dir.Fd()),
 	}
 
-	// The parent-death signal fires when the thread that forked unshare
-	// exits, not the process. The goroutine therefore keeps its thread
-	// until unshare is gone; it never unlocks, so the runtime retires the
-	// thread afterwards instead of reusing it.
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(m.exited)
-			return
-		}
-		m.unshare = cmd.Process.Pid
-		started <- nil
-		m.waitErr = cmd.Wait()
-		close(m.exited)
-	}()
-	if err := <-started; err != nil {
+	if err := startPinned(cmd, m.exited, &m.waitErr); err != nil {
 		return fmt.Errorf("%w: start unshare: %v", ErrUnavailable, err)
 	}
+	m.unshare = cmd.Process.Pid
 
 	pid, err := m.waitForSystemd(ctx, cmd.Process.Pid, 0)
 	if err != nil {
@@ -273,6 +257,28 @@ func (m *Machine) start(ctx context.Context, tools map[string]string, mask []str
 	}
 	m.pid = pid
 	return nil
+}
+
+// startPinned starts cmd, whose SysProcAttr asks for a parent-death signal,
+// and closes exited once it has exited (or failed to start), after storing
+// its Wait error in *waitErr. The parent-death signal fires when the thread
+// that forked exits, not the process. The goroutine therefore keeps its
+// thread until cmd is gone; it never unlocks, so the runtime retires the
+// thread afterwards instead of reusing it.
+func startPinned(cmd *exec.Cmd, exited chan<- struct{}, waitErr *error) error {
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			close(exited)
+			return
+		}
+		started <- nil
+		*waitErr = cmd.Wait()
+		close(exited)
+	}()
+	return <-started
 }
 
 // waitForSystemd waits until a boot has executed systemd as the first
@@ -373,17 +379,66 @@ func (m *Machine) Reboot(ctx context.Context, timeout time.Duration) error {
 	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	m.Run(callCtx, "systemctl", "--no-block", "reboot")
 	cancel()
+	if err := m.awaitNextBoot(ctx, old, timeout, nil); err != nil {
+		return fmt.Errorf("reboot machine pid %d: %w", old, err)
+	}
+	return nil
+}
+
+// Crash kills the machine's PID 1 with SIGKILL, as a host that loses
+// power: every process of the boot dies at once, no unit is stopped. The
+// machine then boots again on the same disk, as a host whose power comes
+// back, keeping its network interface, address and host name (see
+// Network). Unlike a real disk, the overlay keeps writes that were never
+// synced, so durability is tested by killing processes, not by this. Crash
+// returns once the new systemd reports running or degraded, within timeout
+// (zero means DefaultBootTimeout); it must not run concurrently with other
+// calls on the machine.
+func (m *Machine) Crash(ctx context.Context, timeout time.Duration) error {
+	return m.CrashWith(ctx, timeout, nil)
+}
+
+// CrashWith is Crash that calls down, when not nil, once every process of
+// the crashed boot is dead and before the next boot has got far: the moment
+// to look at what the host left behind elsewhere, such as the leases its
+// workers held in a shared database.
+func (m *Machine) CrashWith(ctx context.Context, timeout time.Duration, down func()) error {
+	if err := m.checkOpen(); err != nil {
+		return err
+	}
+	if timeout <= 0 {
+		timeout = DefaultBootTimeout
+	}
+	old := m.pid
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("crash machine: kill pid %d: %w", old, err)
+	}
+	if err := m.awaitNextBoot(ctx, old, timeout, down); err != nil {
+		return fmt.Errorf("crash machine pid %d: %w", old, err)
+	}
+	return nil
+}
+
+// awaitNextBoot waits, within timeout, until a systemd other than the one
+// at host pid old runs as the machine's PID 1 and reports running or
+// degraded, and makes it the machine's pid. down, when not nil, runs as
+// soon as the new systemd is there: a new boot starts only once the old
+// one's pid namespace is empty.
+func (m *Machine) awaitNextBoot(ctx context.Context, old int, timeout time.Duration, down func()) error {
 	bootCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	pid, err := m.waitForSystemd(bootCtx, m.unshare, old)
 	if err != nil {
-		return fmt.Errorf("reboot machine pid %d: %w", old, err)
+		return err
+	}
+	if down != nil {
+		down()
 	}
 	m.mu.Lock()
 	m.pid = pid
 	m.mu.Unlock()
 	if err := m.waitRunning(bootCtx, timeout); err != nil {
-		return fmt.Errorf("reboot machine: %w\n%s", err, m.bootReport())
+		return fmt.Errorf("boot again: %w\n%s", err, m.bootReport())
 	}
 	return nil
 }

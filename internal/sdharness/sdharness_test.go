@@ -26,6 +26,7 @@ import (
 const (
 	helperEnv   = "SDHARNESS_TEST_HELPER"
 	tokenEnv    = "SDHARNESS_TEST_TOKEN"
+	addrEnv     = "SDHARNESS_TEST_ADDR"
 	helperPath  = "/usr/local/bin/sdharness-test-helper"
 	listenAddr  = "127.0.0.1:8000"
 	bootedLine  = "BOOTED"
@@ -48,10 +49,19 @@ func TestMain(m *testing.M) {
 	}
 }
 
-// listen answers every connection on listenAddr with the token, for as long
+// helperAddr is the address the listener binds and the dialer dials:
+// listenAddr unless addrEnv names another.
+func helperAddr() string {
+	if addr := os.Getenv(addrEnv); addr != "" {
+		return addr
+	}
+	return listenAddr
+}
+
+// listen answers every connection on helperAddr with the token, for as long
 // as it runs.
 func listen() {
-	ln, err := net.Listen("tcp", listenAddr)
+	ln, err := net.Listen("tcp", helperAddr())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -67,9 +77,9 @@ func listen() {
 	}
 }
 
-// dial prints what the listener on listenAddr answers.
+// dial prints what the listener on helperAddr answers.
 func dial() {
-	conn, err := net.Dial("tcp", listenAddr)
+	conn, err := net.Dial("tcp", helperAddr())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

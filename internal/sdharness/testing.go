@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -30,6 +31,32 @@ func ForTest(t testing.TB, opts Options) *Machine {
 		}
 	})
 	return m
+}
+
+// NetworkForTest makes a network on subnet for t and closes it when t ends,
+// skipping or failing t as ForTest does when the host cannot make one.
+func NetworkForTest(t testing.TB, subnet string) *Network {
+	t.Helper()
+	if shortTest() {
+		t.Skipf("skipping: makes network namespaces for real systemd machines, and tests in -short mode never do")
+		return nil
+	}
+	prefix, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		t.Fatalf("invalid network subnet %q: %v", subnet, err)
+		return nil
+	}
+	n, err := NewNetwork(t.Context(), prefix)
+	if err != nil {
+		failBoot(t, err)
+		return nil
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("close test network: %v", err)
+		}
+	})
+	return n
 }
 
 // shortTest reports whether this is a test binary run with -short. Boot

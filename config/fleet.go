@@ -43,6 +43,9 @@ type Entry struct {
 	Network   string
 	Group     string
 	Template  string
+	// Host is the [USER@]HOST whose kato-manager runs the instance, over
+	// ssh; empty for this host.
+	Host string
 	// Parameters are the processor parameters the entry gives, by
 	// Param.Name (an old name already renamed).
 	Parameters map[string]any
@@ -109,6 +112,14 @@ var entryFields = []entryField{
 			rule = units.GroupNameRule(s)
 		}
 		e.Group = s
+		return rule
+	}},
+	{key: "host", set: func(e *Entry, n *node) string {
+		s, rule := n.str()
+		if rule == "" {
+			rule = ruleOf(CheckHost(s))
+		}
+		e.Host = s
 		return rule
 	}},
 	{key: "template", set: func(e *Entry, n *node) string {
@@ -188,13 +199,24 @@ func (es FileErrors) sorted() FileErrors {
 
 // LoadFleet reads the fleet file at path and resolves it against c (see
 // ParseFleet and Resolve): the instances it describes, or every problem of
-// the file at once as FileErrors.
-func (c *Config) LoadFleet(path string) ([]Desired, *Fleet, error) {
+// the file at once as FileErrors. Only the entries of host are resolved
+// (see Fleet.OfHost), "" being this host's, for each host's kato-manager
+// resolves its own against its own kato.toml.
+func (c *Config) LoadFleet(path, host string) ([]Desired, *Fleet, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read fleet file: %w", err)
 	}
+	return c.ReadFleet(path, data, host)
+}
+
+// ReadFleet is LoadFleet of a file's content; path names it in errors and
+// its extension gives the format.
+func (c *Config) ReadFleet(path string, data []byte, host string) ([]Desired, *Fleet, error) {
 	f, err := ParseFleet(path, data)
+	if f != nil {
+		f = f.OfHost(host)
+	}
 	var errs FileErrors
 	if err != nil && !errors.As(err, &errs) {
 		return nil, nil, err
@@ -245,6 +267,57 @@ func ParseFleet(path string, data []byte) (*Fleet, error) {
 		return f, errs.sorted()
 	}
 	return f, nil
+}
+
+// Hosts returns the hosts the entries name, sorted, without this host's "".
+func (f *Fleet) Hosts() []string {
+	var hosts []string
+	for _, e := range f.Entries {
+		if e.Host != "" && !slices.Contains(hosts, e.Host) {
+			hosts = append(hosts, e.Host)
+		}
+	}
+	slices.Sort(hosts)
+	return hosts
+}
+
+// OfHost returns the fleet of one host: the entries whose host is host, ""
+// for those without one, with all the templates.
+func (f *Fleet) OfHost(host string) *Fleet {
+	out := &Fleet{Path: f.Path, Templates: f.Templates}
+	for _, e := range f.Entries {
+		if e.Host == host {
+			out.Entries = append(out.Entries, e)
+		}
+	}
+	return out
+}
+
+// CheckHost checks a [USER@]HOST as ssh will be given it: not empty, not
+// looking like an ssh option, and with no character a shell or ssh would
+// read as something else.
+func CheckHost(h string) error {
+	user, name, hasUser := strings.Cut(h, "@")
+	if !hasUser {
+		user, name = "", h
+	}
+	switch {
+	case name == "":
+		return errors.New("empty host")
+	case hasUser && user == "":
+		return fmt.Errorf("empty user in %q", h)
+	case strings.HasPrefix(h, "-"):
+		return fmt.Errorf("%q starts with -", h)
+	}
+	for _, part := range []string{user, name} {
+		for _, r := range part {
+			ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-:[]%", r)
+			if !ok {
+				return fmt.Errorf("character %q not allowed in %q", r, h)
+			}
+		}
+	}
+	return nil
 }
 
 // node is one value of a fleet file with the line it is on.
@@ -606,9 +679,13 @@ func readFleet(path string, root *node) (*Fleet, FileErrors) {
 			}
 		}
 	}
-	// Across entries: one id once, one port for one instance.
+	// Across entries: one id once, one port for one instance of a host.
+	type hostPort struct {
+		host string
+		port int
+	}
 	ids := map[string]*Entry{}
-	ports := map[int]string{}
+	ports := map[hostPort]string{}
 	for _, e := range f.Entries {
 		if e.ID == "" {
 			continue
@@ -625,11 +702,11 @@ func readFleet(path string, root *node) (*Fleet, FileErrors) {
 			if p.port == 0 {
 				continue
 			}
-			if owner, taken := ports[p.port]; taken {
+			if owner, taken := ports[hostPort{e.Host, p.port}]; taken {
 				fail(e.Lines[p.key], e.ID, p.key, strconv.Itoa(p.port), "is already a port of instance "+owner)
 				continue
 			}
-			ports[p.port] = e.ID
+			ports[hostPort{e.Host, p.port}] = e.ID
 		}
 	}
 	return f, errs

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func resolveFile(t *testing.T, c *Config, name, content string) ([]Desired, erro
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want, _, err := c.LoadFleet(path)
+	want, _, err := c.LoadFleet(path, "")
 	return want, err
 }
 
@@ -101,6 +102,12 @@ func TestFleetErrors(t *testing.T) {
 			[]string{"f.yaml:3: a: invalid max_seq_length 3: is the old name of max_pattern_length"}},
 		{"a port in a template", "f.yaml", "templates:\n  t:\n    port: 1\ninstances:\n  - {id: a, template: t}\n",
 			[]string{"f.yaml:3: template t: invalid port 1: cannot be set in a template"}},
+		{"a host that would be an ssh option", "f.yaml", "instances:\n  - {id: a, host: -oProxyCommand=x}\n  - {id: b, host: \"a b\"}\n",
+			[]string{`f.yaml:2: a: invalid host -oProxyCommand=x: "-oProxyCommand=x" starts with -`, `f.yaml:3: b: invalid host "a b": character ' ' not allowed`}},
+		{"one port twice on one host", "f.yaml", "instances:\n  - {id: a, host: beta, port: 8001}\n  - {id: b, host: beta, port: 8001}\n  - {id: c, port: 8001}\n",
+			[]string{"f.yaml:3: b: invalid port 8001: is already a port of instance a"}},
+		{"a host in a template", "f.yaml", "templates:\n  t:\n    host: beta\ninstances:\n  - {id: a, template: t}\n",
+			[]string{"f.yaml:3: template t: invalid host beta: cannot be set in a template"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := resolveFile(t, c, tc.file, tc.content)
@@ -236,5 +243,30 @@ func TestExportRoundTrip(t *testing.T) {
 				t.Errorf("apply of the export would change things: %+v\n%s", plan.Steps, data)
 			}
 		})
+	}
+}
+
+// TestFleetHosts: entries that name a host are that host's; this host
+// resolves only its own, so a processor only another host has is no error
+// here.
+func TestFleetHosts(t *testing.T) {
+	c := Default()
+	content := "instances:\n  - {id: a, port: 8001}\n  - {id: b, host: root@beta, port: 8001, processor: v9}\n  - {id: c, host: alpha}\n"
+	f, err := ParseFleet("f.yaml", []byte(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Hosts(); !slices.Equal(got, []string{"alpha", "root@beta"}) {
+		t.Errorf("hosts = %v", got)
+	}
+	want, _, err := c.ReadFleet("f.yaml", []byte(content), "")
+	if err != nil || len(want) != 1 || want[0].ID != "a" {
+		t.Fatalf("this host's entries: %v, %v; want a alone", want, err)
+	}
+	if _, _, err := c.ReadFleet("f.yaml", []byte(content), "root@beta"); err == nil || !strings.Contains(err.Error(), "f.yaml:3: b: invalid processor v9") {
+		t.Errorf("beta's entries resolved here: %v; want beta's unknown processor named with its line", err)
+	}
+	if want, _, err := c.ReadFleet("f.yaml", []byte(content), "alpha"); err != nil || len(want) != 1 || want[0].ID != "c" {
+		t.Errorf("alpha's entries: %v, %v", want, err)
 	}
 }

@@ -70,7 +70,7 @@ const hostRule = "must be [USER@]HOST, or several of them separated by commas: l
 func ParseHosts(value string) ([]string, error) {
 	var hosts []string
 	for _, h := range strings.Split(value, ",") {
-		if err := checkHost(h); err != nil {
+		if err := config.CheckHost(h); err != nil {
 			return nil, &config.FieldError{Field: "host", Value: value, Rule: hostRule + ": " + err.Error()}
 		}
 		for _, seen := range hosts {
@@ -81,31 +81,6 @@ func ParseHosts(value string) ([]string, error) {
 		hosts = append(hosts, h)
 	}
 	return hosts, nil
-}
-
-// checkHost checks one [USER@]HOST.
-func checkHost(h string) error {
-	user, name, hasUser := strings.Cut(h, "@")
-	if !hasUser {
-		user, name = "", h
-	}
-	switch {
-	case name == "":
-		return errors.New("empty host")
-	case hasUser && user == "":
-		return fmt.Errorf("empty user in %q", h)
-	case strings.HasPrefix(h, "-"):
-		return fmt.Errorf("%q starts with -", h)
-	}
-	for _, part := range []string{user, name} {
-		for _, r := range part {
-			ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-:[]%", r)
-			if !ok {
-				return fmt.Errorf("character %q not allowed in %q", r, h)
-			}
-		}
-	}
-	return nil
 }
 
 // Quote quotes s for a POSIX shell: as it is when it holds only characters

@@ -20,7 +20,7 @@ func (e *testEnv) applyFile(t *testing.T, content string, opts ApplyOptions) (*A
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want, _, err := e.m.Config.LoadFleet(path)
+	want, _, err := e.m.Config.LoadFleet(path, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/remote"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -44,6 +45,7 @@ type applyFlagValues struct {
 	file          *string
 	prune, dryRun *bool
 	batch         *batchFlagValues
+	src           *fleetSourceFlags
 }
 
 // batchFlagValues are the flags of the commands that start many instances.
@@ -72,10 +74,11 @@ func (b *batchFlagValues) options(fs *pflag.FlagSet) (supervisor.BatchOptions, e
 
 func applyFlags(fs *pflag.FlagSet) *applyFlagValues {
 	return &applyFlagValues{
-		file:   fs.StringP("file", "f", "", "fleet file: .yaml or .yml, .json, or .toml (required)"),
+		file:   fs.StringP("file", "f", "", "fleet file: .yaml or .yml, .json, or .toml, or - for YAML or JSON on standard input (required)"),
 		prune:  fs.Bool("prune", false, "also stop and remove the registered instances the file does not name"),
 		dryRun: fs.Bool("dry-run", false, "print the plan and change nothing, as diff does (same exit status)"),
 		batch:  batchFlags(fs),
+		src:    fleetSourceFlagsOf(fs),
 	}
 }
 
@@ -83,36 +86,49 @@ func applyFlags(fs *pflag.FlagSet) *applyFlagValues {
 type diffFlagValues struct {
 	file  *string
 	prune *bool
+	src   *fleetSourceFlags
 }
 
 func diffFlags(fs *pflag.FlagSet) *diffFlagValues {
 	return &diffFlagValues{
-		file:  fs.StringP("file", "f", "", "fleet file: .yaml or .yml, .json, or .toml (required)"),
+		file:  fs.StringP("file", "f", "", "fleet file: .yaml or .yml, .json, or .toml, or - for YAML or JSON on standard input (required)"),
 		prune: fs.Bool("prune", false, "also show the registered instances the file does not name, as removed"),
+		src:   fleetSourceFlagsOf(fs),
 	}
 }
 
-// loadFleet reads and checks the fleet file of -f against kato.toml.
-func (a *app) loadFleet(fs *pflag.FlagSet, file string) (*config.Config, []config.Desired, error) {
+// loadFleet reads and checks the fleet file of -f against kato.toml: the
+// whole file, and this host's entries resolved (see fleetSource).
+func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*config.Config, []config.Desired, *fleetSource, error) {
 	if fs.NArg() > 0 {
-		return nil, nil, usagef("unexpected arguments %q; give the fleet file with -f FILE", fs.Args())
+		return nil, nil, nil, usagef("unexpected arguments %q; give the fleet file with -f FILE", fs.Args())
 	}
 	if file == "" {
-		return nil, nil, usagef("give the fleet file with -f FILE")
+		return nil, nil, nil, usagef("give the fleet file with -f FILE")
+	}
+	src, err := a.readFleetSource(file, sf)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	want, _, err := cfg.LoadFleet(file)
+	want, f, err := cfg.ReadFleet(src.name, src.data, *sf.entriesOf)
 	if err != nil {
 		var fes config.FileErrors
 		if errors.As(err, &fes) {
-			return nil, nil, fileErrors{fes}
+			return nil, nil, nil, fileErrors{fes}
 		}
-		return nil, nil, usageError{err}
+		return nil, nil, nil, usageError{err}
 	}
-	return cfg, want, nil
+	src.local = len(f.Entries) > 0
+	if *sf.entriesOf == "" {
+		all, _ := config.ParseFleet(src.name, src.data)
+		src.hosts = all.Hosts()
+		src.local = src.local || len(src.hosts) == 0
+	}
+	return cfg, want, src, nil
 }
 
 // fileErrors prints each problem of a fleet file on a line of its own and
@@ -123,25 +139,44 @@ func (e fileErrors) Error() string { return e.errs.Error() }
 func (e fileErrors) Unwrap() error { return e.errs }
 
 func (a *app) diff(ctx context.Context, fs *pflag.FlagSet, f *diffFlagValues) error {
-	return a.showPlan(fs, *f.file, *f.prune)
+	return a.showPlan(ctx, fs, *f.file, *f.prune, f.src)
 }
 
-// showPlan prints the plan of applying file and exits as diff(1) does.
-func (a *app) showPlan(fs *pflag.FlagSet, file string, prune bool) error {
-	_, want, err := a.loadFleet(fs, file)
+// showPlan prints the plan of applying file and exits as diff(1) does: this
+// host's plan, then each other host's as its kato-manager makes it.
+func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prune bool, sf *fleetSourceFlags) error {
+	_, want, src, err := a.loadFleet(fs, file, sf)
 	if err != nil {
 		return exitCodeError{exitTrouble, err}
 	}
-	reg, err := a.registry().Load()
-	if err != nil {
-		return exitCodeError{exitTrouble, err}
+	pending := false
+	if src.local {
+		reg, err := a.registry().Load()
+		if err != nil {
+			return exitCodeError{exitTrouble, err}
+		}
+		plan, err := config.PlanFleet(src.name, want, reg, prune)
+		if err != nil {
+			return exitCodeError{exitTrouble, flattenFileErrors(err)}
+		}
+		printPlan(a.stdout, plan)
+		pending = plan.Pending()
 	}
-	plan, err := config.PlanFleet(file, want, reg, prune)
-	if err != nil {
-		return exitCodeError{exitTrouble, flattenFileErrors(err)}
+	if len(src.hosts) > 0 {
+		results := a.onFleetHosts(ctx, "diff", src, fleetArgs(fs, prune))
+		a.printHostResults(results)
+		for _, r := range results {
+			var exit *remote.ExitError
+			switch {
+			case r.Err == nil:
+			case errors.As(r.Err, &exit) && exit.Code == exitChanges:
+				pending = true
+			default:
+				return exitCodeError{code: exitTrouble, err: fmt.Errorf("host %s: %w", r.Host, r.Err)}
+			}
+		}
 	}
-	printPlan(a.stdout, plan)
-	if plan.Pending() {
+	if pending {
 		return exitCodeError{code: exitChanges}
 	}
 	return nil
@@ -188,16 +223,25 @@ func orNone(s string) string {
 
 func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) error {
 	if *f.dryRun {
-		return a.showPlan(fs, *f.file, *f.prune)
+		return a.showPlan(ctx, fs, *f.file, *f.prune, f.src)
 	}
 	opts, err := f.batch.options(fs)
 	if err != nil {
 		return err
 	}
-	cfg, want, err := a.loadFleet(fs, *f.file)
+	cfg, want, src, err := a.loadFleet(fs, *f.file, f.src)
 	if err != nil {
 		return err
 	}
+	if len(src.hosts) > 0 {
+		return a.applyOnHosts(ctx, fs, *f.prune, src, func() error { return a.applyHere(ctx, cfg, want, src, opts, *f.prune) })
+	}
+	return a.applyHere(ctx, cfg, want, src, opts, *f.prune)
+}
+
+// applyHere applies this host's entries of the file.
+func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.Desired, src *fleetSource, opts supervisor.BatchOptions, prune bool) error {
+	file := src.name
 	// Nothing to do needs no systemd: the registry says so, and a second
 	// apply stays cheap for a large fleet. Apply plans again under the
 	// lock before it changes anything.
@@ -205,10 +249,10 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 	if err != nil {
 		return err
 	}
-	if plan, err := config.PlanFleet(*f.file, want, reg, *f.prune); err != nil {
+	if plan, err := config.PlanFleet(file, want, reg, prune); err != nil {
 		return flattenFileErrors(err)
 	} else if !plan.Pending() {
-		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), *f.file)
+		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), file)
 		return nil
 	}
 	m, done, err := a.managerWith(ctx, cfg)
@@ -218,14 +262,14 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 	defer done()
 	pr := newProgressPrinter(a.stderr, len(want))
 	opts.Progress = pr.update
-	res, err := m.Apply(ctx, *f.file, want, supervisor.ApplyOptions{BatchOptions: opts, Prune: *f.prune})
+	res, err := m.Apply(ctx, file, want, supervisor.ApplyOptions{BatchOptions: opts, Prune: prune})
 	pr.finish()
 	if res == nil {
 		return flattenFileErrors(err)
 	}
 	plan := res.Plan
 	if !plan.Pending() {
-		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), *f.file)
+		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), file)
 		return nil
 	}
 	done2 := map[string]bool{}
@@ -257,7 +301,7 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 		}
 		return n
 	}
-	fmt.Fprintf(a.stdout, "applied %s: %d created, %d changed, %d removed, %d unchanged, %d failed\n", *f.file,
+	fmt.Fprintf(a.stdout, "applied %s: %d created, %d changed, %d removed, %d unchanged, %d failed\n", file,
 		count(config.Create), count(config.Change), count(config.Remove), plan.Count(config.Keep), len(res.Failed))
 	if err != nil && errors.Is(err, supervisor.ErrBatchFailed) {
 		return exitCodeError{code: exitFailed}

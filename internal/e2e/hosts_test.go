@@ -153,4 +153,63 @@ func TestRemoteHosts(t *testing.T) {
 			t.Errorf("list with a host of unknown key printed:\n%s", r.stdout)
 		}
 	})
+
+	t.Run("apply a file whose entries name hosts", func(t *testing.T) {
+		alpha.t, beta.t = t, t
+		defer alpha.mustKM("stop", "--all", "--no-mongo")
+		defer beta.mustKM("stop", "--all", "--no-mongo")
+		fleet := `instances:
+  - id: fleet-here
+    port: 8031
+  - id: fleet-there
+    host: beta
+    port: 8031
+    max_predictions: 7
+`
+		if err := alpha.WriteFile("/root/fleet.yaml", []byte(fleet), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r := alpha.km("diff", "-f", "/root/fleet.yaml"); r.code != 1 || !strings.Contains(r.stdout, "+ fleet-here") || !strings.Contains(r.stdout, "beta: + fleet-there") {
+			t.Fatalf("diff before apply: %s", r)
+		}
+		if r := alpha.km("apply", "-f", "/root/fleet.yaml"); r.code != 0 || !strings.Contains(r.stdout, "beta: ") {
+			t.Fatalf("apply: %s", r)
+		}
+		if s := alpha.activeState("kato@fleet-here.service"); s != "active" {
+			t.Errorf("kato@fleet-here.service on alpha is %s", s)
+		}
+		if s := beta.activeState("kato@fleet-there.service"); s != "active" {
+			t.Errorf("kato@fleet-there.service on beta is %s", s)
+		}
+		if _, ok := alpha.listJSON()["fleet-there"]; ok {
+			t.Error("alpha registered beta's entry")
+		}
+		if _, ok := beta.listJSON()["fleet-here"]; ok {
+			t.Error("beta registered alpha's entry")
+		}
+		if r := alpha.km("diff", "-f", "/root/fleet.yaml"); r.code != 0 {
+			t.Errorf("diff after apply: %s", r)
+		}
+		if r := alpha.km("apply", "-f", "/root/fleet.yaml"); r.code != 0 || !strings.Contains(r.stdout, "beta: nothing to do") {
+			t.Errorf("a second apply: %s", r)
+		}
+		// beta refuses its entry (a processor its kato.toml lacks): nothing
+		// changes on either host, and beta's error names the file's line.
+		bad := fleet + `  - id: fleet-new
+    port: 8032
+  - id: fleet-bad
+    host: beta
+    processor: nosuch
+`
+		if err := alpha.WriteFile("/root/fleet.yaml", []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := alpha.km("apply", "-f", "/root/fleet.yaml")
+		if r.code != 2 || !strings.Contains(r.stderr, "beta: ") || !strings.Contains(r.stderr, "/root/fleet.yaml:12") || !strings.Contains(r.stderr, "nosuch") {
+			t.Errorf("apply with an entry beta refuses: %s", r)
+		}
+		if _, ok := alpha.listJSON()["fleet-new"]; ok {
+			t.Error("alpha applied its entry although beta refused the file")
+		}
+	})
 }

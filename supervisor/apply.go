@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -193,6 +194,10 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 				e.Name, e.APIPort, e.ZMQPort, e.Processor, e.Network, e.Group = d.Name, d.APIPort, d.ZMQPort, d.Processor, d.Network, d.Group
 				e.Parameters = d.Parameters.Clone()
 				e.Updated = now
+				if err := m.checkChange(ctx, r, &old, e, free); err != nil {
+					errs = append(errs, fmt.Errorf("instance %s: %w", s.ID, err))
+					continue
+				}
 				items = append(items, &batchItem{inst: *e, action: config.Change, restart: true, old: &old})
 			}
 		}
@@ -732,4 +737,44 @@ func (m *Manager) StopGroup(ctx context.Context, group string, parallel int) (*S
 	}
 	errs = append(errs, m.syncGroups(ctx))
 	return res, errors.Join(errs...)
+}
+
+// checkChange refuses a change the restart would only find out about: a
+// generation-A processor moved onto the host network beside another one
+// (both gateways would talk to the engine on localhost:5555), or a new port
+// that something on the host holds. r holds the other changes already made.
+func (m *Manager) checkChange(ctx context.Context, r *config.Registry, old, e *config.Instance, free map[int]bool) error {
+	proc, err := m.Config.ProcessorNamed(e.Processor)
+	if err != nil {
+		return err
+	}
+	network := e.Network
+	if network == "" {
+		network = proc.Network
+	}
+	if proc.Generation == units.GenerationA && network == config.NetworkHost {
+		// One the apply removes (its ports counted free) is no obstacle.
+		if other := m.hostEngineHolder(r, e.ID); other != "" && !free[r.Instances[other].APIPort] {
+			return fmt.Errorf("instance %s already runs a generation-A processor on the host network, and a generation-A gateway always talks to the engine on localhost:5555; keep %s on --network private: %w", other, e.ID, ErrCrossTalk)
+		}
+		if e.ZMQPort != config.PrivateZMQPort {
+			return &config.FieldError{Field: "zmq_port", Value: strconv.Itoa(e.ZMQPort), Rule: "must be 5555 for a generation-A processor on the host network, whose gateway always talks to ZMQ port 5555 (or use network: private)"}
+		}
+	}
+	for _, p := range []struct {
+		field    string
+		was, now int
+	}{{"port", old.APIPort, e.APIPort}, {"zmq_port", old.ZMQPort, e.ZMQPort}} {
+		if p.now == p.was || free[p.now] {
+			continue
+		}
+		inUse, err := m.Ports.InUse(ctx, p.now)
+		if err != nil {
+			return err
+		}
+		if inUse {
+			return &config.FieldError{Field: p.field, Value: strconv.Itoa(p.now), Rule: "is in use on this host"}
+		}
+	}
+	return nil
 }

@@ -189,3 +189,36 @@ func TestApplyBoundsTheStartsAtOnce(t *testing.T) {
 		t.Errorf("%d instances were starting at once, want at most 3", most)
 	}
 }
+
+// TestApplyRefusesABadChange: a change that a restart would only find out
+// about is refused with the rest of the file, before anything changes: a
+// second generation-A processor moved onto the host network, and a new port
+// another program holds.
+func TestApplyRefusesABadChange(t *testing.T) {
+	e := newTestEnv(t)
+	withGenerationA(e, config.NetworkHost)
+	file := "instances:\n  - {id: a, port: 8001, processor: engine, network: host}\n  - {id: b, port: 8002, processor: engine, network: private}\n"
+	if _, err := e.applyFile(t, file, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.ports.listen(8009, 1)
+	for _, tc := range []struct{ name, file, want string }{
+		{"a second engine on the host network", strings.Replace(file, "network: private", "network: host", 1), "instance a already runs a generation-A processor on the host network"},
+		{"a port in use", strings.Replace(file, "port: 8002", "port: 8009", 1), "invalid port 8009: is in use on this host"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(e.callsLike(""))
+			regBefore, _ := os.ReadFile(e.m.Registry.Path)
+			_, err := e.applyFile(t, tc.file, ApplyOptions{})
+			if err == nil || !strings.Contains(err.Error(), "instance b") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one naming instance b and %q", err, tc.want)
+			}
+			if regAfter, _ := os.ReadFile(e.m.Registry.Path); string(regAfter) != string(regBefore) {
+				t.Errorf("the registry changed")
+			}
+			if after := e.callsLike(""); len(after) != before {
+				t.Errorf("systemd was asked %q", after[before:])
+			}
+		})
+	}
+}

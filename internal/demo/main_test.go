@@ -29,9 +29,9 @@ func TestDemo(t *testing.T) {
 	}
 	text := b.String()
 	for _, want := range []string{
-		"processor-1  Main Processor  default (a)  private  running",
-		"processor-2  Secondary       default (a)  private  running",
-		"processor-3  Auto Learner    default (a)  private  running",
+		"processor-1  Main Processor  default (a)  private  -      running",
+		"processor-2  Secondary       default (a)  private  -      running",
+		"processor-3  Auto Learner    default (a)  private  -      running",
 		// Each instance answers from its own engine, with its own name.
 		`{"id":"processor-2","name":"Secondary","status":"okay"}`,
 		`{"id":"processor-3","name":"Auto Learner","status":"okay"}`,

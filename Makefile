@@ -58,7 +58,7 @@ $(STATICCHECK):
 	GOBIN=$(CURDIR)/$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 # A short fuzzing run of each parser and renderer that takes input from
-# files or the command line; the seed corpus is under each package's
+# files or the command line; the starting corpus is under each package's
 # testdata/fuzz. `make fuzz FUZZTIME=10m` digs deeper.
 FUZZTIME ?= 3s
 FUZZ_TARGETS := config:FuzzLoad config:FuzzDecodeRegistry config:FuzzParseFleet units:FuzzRenderInstanceDropIn units:FuzzRenderEnvironment

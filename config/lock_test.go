@@ -14,7 +14,7 @@ import (
 )
 
 func TestLockFileIsPrivate(t *testing.T) {
-	f, _ := seedRegistry(t)
+	f, _ := registryWithOne(t)
 	lockPath := f.Path + ".lock"
 	// A lock file left by an older version, readable by everyone.
 	if err := os.Chmod(lockPath, 0o644); err != nil {
@@ -128,7 +128,7 @@ func TestLockWaitHasDeadlineAndNamesHolder(t *testing.T) {
 	if err != nil {
 		t.Skip("flock(1) not installed")
 	}
-	f, before := seedRegistry(t)
+	f, before := registryWithOne(t)
 	// Create the lock files, then let another process hold them.
 	release, err := f.LockOperations(context.Background())
 	if err != nil {

@@ -325,9 +325,9 @@ func TestRegistrySortedAndReservedPorts(t *testing.T) {
 	}
 }
 
-// seedRegistry writes a registry with one instance to a fresh directory and
+// registryWithOne writes a registry with one instance to a fresh directory and
 // returns its file and contents.
-func seedRegistry(t *testing.T) (*RegistryFile, []byte) {
+func registryWithOne(t *testing.T) (*RegistryFile, []byte) {
 	t.Helper()
 	f := OpenRegistry(filepath.Join(t.TempDir(), "instances.toml"))
 	if err := f.Update(addInstance("first", 0)); err != nil {
@@ -337,7 +337,7 @@ func seedRegistry(t *testing.T) (*RegistryFile, []byte) {
 }
 
 func TestRegistryUpdateFnErrorWritesNothing(t *testing.T) {
-	f, before := seedRegistry(t)
+	f, before := registryWithOne(t)
 	errStop := errors.New("instance first already exists")
 	err := f.Update(func(r *Registry) error {
 		r.Instances["second"] = newInstance("second", 8100, 5600)
@@ -379,7 +379,7 @@ func TestRegistryUpdateRejectsInvalidResult(t *testing.T) {
 			"instances.first.unit", "kato@other.service", "must be kato@first.service"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, before := seedRegistry(t)
+			f, before := registryWithOne(t)
 			err := f.Update(func(r *Registry) error { tc.change(r); return nil })
 			wantFieldError(t, err, tc.field, tc.value, tc.rule)
 			if after := readFile(t, f.Path); !bytes.Equal(before, after) {
@@ -390,7 +390,7 @@ func TestRegistryUpdateRejectsInvalidResult(t *testing.T) {
 }
 
 func TestRegistryUpdateFillsEmptyID(t *testing.T) {
-	f, _ := seedRegistry(t)
+	f, _ := registryWithOne(t)
 	if err := f.Update(func(r *Registry) error {
 		in := newInstance("second", 8100, 5600)
 		in.ID = ""
@@ -604,7 +604,7 @@ func TestRegistryUpdateAcrossProcesses(t *testing.T) {
 }
 
 func TestRegistryCrashBeforeRename(t *testing.T) {
-	f, before := seedRegistry(t)
+	f, before := registryWithOne(t)
 	dir := filepath.Dir(f.Path)
 
 	cmd := helperCommand(t, "crash", f.Path, "doomed")
@@ -661,7 +661,7 @@ func TestRegistryCrashBeforeRename(t *testing.T) {
 }
 
 func TestRegistryLoadTakesNoLock(t *testing.T) {
-	f, _ := seedRegistry(t)
+	f, _ := registryWithOne(t)
 	err := f.Update(func(r *Registry) error {
 		done := make(chan error, 1)
 		go func() {
@@ -681,7 +681,7 @@ func TestRegistryLoadTakesNoLock(t *testing.T) {
 }
 
 func TestRegistryUnchangedIsNotRewritten(t *testing.T) {
-	f, _ := seedRegistry(t)
+	f, _ := registryWithOne(t)
 	old := time.Now().Add(-time.Hour).Truncate(time.Second)
 	if err := os.Chtimes(f.Path, old, old); err != nil {
 		t.Fatal(err)

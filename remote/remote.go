@@ -152,14 +152,24 @@ type Result struct {
 // Each runs kato-manager with args on every host at once, without input,
 // and returns their results in the order of hosts.
 func Each(ctx context.Context, hosts []string, args []string) []Result {
+	return EachWith(ctx, hosts, func(string) []string { return args }, nil)
+}
+
+// EachWith is Each with the arguments argsOf gives for each host and input
+// on every host's standard input (none when nil).
+func EachWith(ctx context.Context, hosts []string, argsOf func(host string) []string, input []byte) []Result {
 	results := make([]Result, len(hosts))
 	var wg sync.WaitGroup
 	for i, h := range hosts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var stdin io.Reader
+			if input != nil {
+				stdin = bytes.NewReader(input)
+			}
 			var out, errb bytes.Buffer
-			err := Run(ctx, h, args, nil, &out, &errb)
+			err := Run(ctx, h, argsOf(h), stdin, &out, &errb)
 			results[i] = Result{Host: h, Stdout: out.Bytes(), Stderr: errb.String(), Err: err}
 		}()
 	}

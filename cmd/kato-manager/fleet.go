@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/remote"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -166,14 +165,11 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		results := a.onFleetHosts(ctx, "diff", src, fleetArgs(fs, prune))
 		a.printHostResults(results)
 		for _, r := range results {
-			var exit *remote.ExitError
-			switch {
-			case r.Err == nil:
-			case errors.As(r.Err, &exit) && exit.Code == exitChanges:
-				pending = true
-			default:
-				return exitCodeError{code: exitTrouble, err: fmt.Errorf("host %s: %w", r.Host, r.Err)}
+			changes, err := planOf(r)
+			if err != nil {
+				return exitCodeError{code: exitTrouble, err: fmt.Errorf("host %s: %w", r.Host, err)}
 			}
+			pending = pending || changes
 		}
 	}
 	if pending {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 
 	"github.com/spf13/pflag"
 
@@ -106,20 +105,23 @@ func fleetArgs(fs *pflag.FlagSet, prune bool) []string {
 // onFleetHosts runs verb (diff or apply) of the file on each of its other
 // hosts at once, each taking its own entries.
 func (a *app) onFleetHosts(ctx context.Context, verb string, src *fleetSource, extra []string) []remote.Result {
-	results := make([]remote.Result, len(src.hosts))
-	var wg sync.WaitGroup
-	for i, h := range src.hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			args := append([]string{verb, "-f", "-", "--file-name", src.name, "--entries-of", h}, extra...)
-			var out, errb bytes.Buffer
-			err := remote.Run(ctx, h, args, bytes.NewReader(src.data), &out, &errb)
-			results[i] = remote.Result{Host: h, Stdout: out.Bytes(), Stderr: errb.String(), Err: err}
-		}()
+	return remote.EachWith(ctx, src.hosts, func(h string) []string {
+		return append([]string{verb, "-f", "-", "--file-name", src.name, "--entries-of", h}, extra...)
+	}, src.data)
+}
+
+// planOf reads a host's diff: whether it has changes, or the error that
+// made it refuse the file (diff exits 1 for changes, 2 for trouble).
+func planOf(r remote.Result) (pending bool, err error) {
+	var exit *remote.ExitError
+	switch {
+	case r.Err == nil:
+		return false, nil
+	case errors.As(r.Err, &exit) && exit.Code == exitChanges:
+		return true, nil
+	default:
+		return false, r.Err
 	}
-	wg.Wait()
-	return results
 }
 
 // printHostResults writes what each host printed, each line after the
@@ -147,12 +149,10 @@ func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune bool, s
 	extra := fleetArgs(fs, prune)
 	var bad []string
 	for _, r := range a.onFleetHosts(ctx, "diff", src, fleetArgs(nil, prune)) {
-		var exit *remote.ExitError
-		if r.Err == nil || errors.As(r.Err, &exit) && exit.Code == exitChanges {
-			continue
+		if _, err := planOf(r); err != nil {
+			prefixLines(a.stderr, r.Host, []byte(r.Stderr))
+			bad = append(bad, fmt.Sprintf("%s: %v", r.Host, err))
 		}
-		prefixLines(a.stderr, r.Host, []byte(r.Stderr))
-		bad = append(bad, fmt.Sprintf("%s: %v", r.Host, r.Err))
 	}
 	if len(bad) > 0 {
 		return exitCodeError{code: exitTrouble, err: fmt.Errorf("%d of %d hosts refused the file, so no host was changed: %v", len(bad), len(src.hosts), bad)}

@@ -11,21 +11,14 @@ import (
 )
 
 // guideFile is the multi-instance.yaml example of the KATO multi-instance
-// guide, verbatim.
-const guideFile = `# multi-instance.yaml
-instances:
-  - id: sentiment-analyzer
-    name: "Sentiment Analysis"
-    port: 8001
-    indexer_type: VI
-    max_predictions: 50
-    
-  - id: pattern-matcher
-    name: "Pattern Matching"
-    port: 8002
-    indexer_type: VI
-    max_predictions: 100
-`
+// guide, verbatim, in testdata (the real-systemd tests apply it too).
+var guideFile = func() string {
+	data, err := os.ReadFile("testdata/multi-instance.yaml")
+	if err != nil {
+		panic(err)
+	}
+	return string(data)
+}()
 
 func resolveFile(t *testing.T, c *Config, name, content string) ([]Desired, error) {
 	t.Helper()

@@ -12,21 +12,14 @@ import (
 )
 
 // guideFleet is the multi-instance.yaml example of the KATO multi-instance
-// guide, verbatim.
-const guideFleet = `# multi-instance.yaml
-instances:
-  - id: sentiment-analyzer
-    name: "Sentiment Analysis"
-    port: 8001
-    indexer_type: VI
-    max_predictions: 50
-    
-  - id: pattern-matcher
-    name: "Pattern Matching"
-    port: 8002
-    indexer_type: VI
-    max_predictions: 100
-`
+// guide, verbatim, kept beside the config package's tests.
+var guideFleet = func() string {
+	data, err := os.ReadFile("../../config/testdata/multi-instance.yaml")
+	if err != nil {
+		panic(err)
+	}
+	return string(data)
+}()
 
 // TestFleet drives apply, diff, export, templates and groups on one real
 // systemd. Each subtest leaves no instance behind.

@@ -199,9 +199,9 @@ func (es FileErrors) sorted() FileErrors {
 
 // LoadFleet reads the fleet file at path and resolves it against c (see
 // ParseFleet and Resolve): the instances it describes, or every problem of
-// the file at once as FileErrors. Only the entries of host are resolved
-// (see Fleet.OfHost), "" being this host's, for each host's kato-manager
-// resolves its own against its own kato.toml.
+// the file at once as FileErrors; the Fleet is the whole file. Only the
+// entries of host are resolved (see Fleet.OfHost), "" being this host's,
+// for each host's kato-manager resolves its own against its own kato.toml.
 func (c *Config) LoadFleet(path, host string) ([]Desired, *Fleet, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -211,12 +211,9 @@ func (c *Config) LoadFleet(path, host string) ([]Desired, *Fleet, error) {
 }
 
 // ReadFleet is LoadFleet of a file's content; path names it in errors and
-// its extension gives the format.
+// its extension gives the format. The Fleet returned is the whole file.
 func (c *Config) ReadFleet(path string, data []byte, host string) ([]Desired, *Fleet, error) {
 	f, err := ParseFleet(path, data)
-	if f != nil {
-		f = f.OfHost(host)
-	}
 	var errs FileErrors
 	if err != nil && !errors.As(err, &errs) {
 		return nil, nil, err
@@ -224,7 +221,7 @@ func (c *Config) ReadFleet(path string, data []byte, host string) ([]Desired, *F
 	if f == nil {
 		return nil, nil, err
 	}
-	want, rerr := c.Resolve(f)
+	want, rerr := c.Resolve(f.OfHost(host))
 	var more FileErrors
 	if errors.As(rerr, &more) {
 		errs = append(errs, more...)

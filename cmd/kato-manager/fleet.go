@@ -121,10 +121,9 @@ func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*
 		}
 		return nil, nil, nil, usageError{err}
 	}
-	src.local = len(f.Entries) > 0
+	src.local = len(f.OfHost(*sf.entriesOf).Entries) > 0
 	if *sf.entriesOf == "" {
-		all, _ := config.ParseFleet(src.name, src.data)
-		src.hosts = all.Hosts()
+		src.hosts = f.Hosts()
 		src.local = src.local || len(src.hosts) == 0
 	}
 	return cfg, want, src, nil

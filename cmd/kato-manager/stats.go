@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/graceful"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -189,7 +190,7 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := graceful.Server(mux)
 	actions := "actions need the token of " + *o.tokenFile
 	if token == "" {
 		actions = "actions disabled (no token file " + *o.tokenFile + ")"

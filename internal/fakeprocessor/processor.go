@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kato-manager/kato-manager/internal/graceful"
 )
 
 // processorVariables are the environment variables a processor of either
@@ -237,7 +239,7 @@ func (p *processor) serve() (<-chan error, error) {
 	if p.b.generation == "a" {
 		handler = p.gateway()
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := graceful.Server(handler)
 	p.servers = append(p.servers, srv)
 	go func() { served <- srv.Serve(ln) }()
 	return served, nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/kato-manager/kato-manager/internal/graceful"
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
 )
 
@@ -43,7 +44,7 @@ func run(args []string) error {
 	}
 	fake := kgservicefake.New()
 	fake.SetControl(kgservicefake.Control{LatencyMS: *latency})
-	srv := &http.Server{Handler: fake, ReadHeaderTimeout: 10 * time.Second}
+	srv := graceful.Server(fake)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

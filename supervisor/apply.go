@@ -417,13 +417,17 @@ type unitWatch struct {
 }
 
 // state returns the unit's state from a listing at most every old, and
-// taken after since (when the caller's start job had finished), so that
-// no caller sees its unit as it was before its start. A unit the listing
+// asked for after since (when the caller's start job had finished), so
+// that no caller sees its unit as it was before its start. A unit the listing
 // lacks is not loaded: inactive.
 func (w *unitWatch) state(ctx context.Context, name string, since time.Time) (UnitState, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.units == nil || w.at.Before(since) || time.Since(w.at) >= w.every {
+		// A listing shows systemd as it was when it read the request,
+		// which may be before a start job that finished while the answer
+		// was on its way: it counts as taken when it was asked for.
+		asked := time.Now()
 		list, err := w.sd.ListUnits(ctx, w.names...)
 		if err != nil {
 			return UnitState{}, err
@@ -432,7 +436,7 @@ func (w *unitWatch) state(ctx context.Context, name string, since time.Time) (Un
 		for _, u := range list {
 			w.units[u.Name] = u
 		}
-		w.at = time.Now()
+		w.at = asked
 	}
 	if u, ok := w.units[name]; ok {
 		return u, nil

@@ -244,18 +244,21 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 	if err != nil {
 		return err
 	}
+	pending := 0
 	if plan, err := config.PlanFleet(file, want, reg, prune); err != nil {
 		return flattenFileErrors(err)
 	} else if !plan.Pending() {
 		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), file)
 		return nil
+	} else {
+		pending = plan.Count(config.Create) + plan.Count(config.Change) + plan.Count(config.Remove)
 	}
 	m, done, err := a.managerWith(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer done()
-	pr := newProgressPrinter(a.stderr, len(want))
+	pr := newProgressPrinter(a.stderr, pending)
 	opts.Progress = pr.update
 	res, err := m.Apply(ctx, file, want, supervisor.ApplyOptions{BatchOptions: opts, Prune: prune})
 	pr.finish()

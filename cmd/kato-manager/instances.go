@@ -81,7 +81,11 @@ func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b
 		return err
 	}
 	defer done()
-	pr := newProgressPrinter(a.stderr, 0)
+	members, err := m.GroupMembers(group)
+	if err != nil {
+		return err
+	}
+	pr := newProgressPrinter(a.stderr, len(members))
 	opts.Progress = pr.update
 	res, err := do(m, ctx, group, opts)
 	pr.finish()

@@ -493,7 +493,8 @@ func (w *yamlWalk) node(y *yaml.Node, depth int) (*node, error) {
 // tomlTree reads TOML. The decoder keeps positions to itself: the line of
 // a table is that of its header, found with keyLine, and the line of each
 // key of an [[instances]] entry is found by reading the lines after its
-// header.
+// header; those of an array of inline tables (`instances = [{…}, …]`) by
+// inlineTableLines.
 func tomlTree(data []byte) (*node, error) {
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
@@ -562,8 +563,26 @@ func tomlTree(data []byte) (*node, error) {
 			}
 		case []any:
 			n.kind = listNode
-			for _, item := range x {
-				n.vals = append(n.vals, conv(item, line, nil))
+			var inline []inlineTable
+			if len(path) == 1 {
+				inline = inlineTableLines(data, path[0])
+			}
+			for i, item := range x {
+				m, isTable := item.(map[string]any)
+				if !isTable || len(inline) != len(x) {
+					n.vals = append(n.vals, conv(item, line, nil))
+					continue
+				}
+				child := &node{kind: mapNode, line: inline[i].line}
+				for _, k := range sortedNames(m) {
+					kl := inline[i].keys[k]
+					if kl == 0 {
+						kl = inline[i].line
+					}
+					child.keys, child.lines = append(child.keys, k), append(child.lines, kl)
+					child.vals = append(child.vals, conv(m[k], kl, nil))
+				}
+				n.vals = append(n.vals, child)
 			}
 		default:
 			n.value = v

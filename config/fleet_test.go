@@ -89,6 +89,8 @@ func TestFleetErrors(t *testing.T) {
 		{"syntax error", "f.yaml", "instances:\n  - id: a\n    port: [1\n", []string{"f.yaml:2: did not find expected ',' or ']'"}},
 		{"TOML lines", "f.toml", "[[instances]]\nid = \"a\"\n\n[[instances]]\nid = \"b\"\nmax_predictions = -1\n",
 			[]string{"f.toml:6: b: invalid max_predictions -1: must be between 1 and 10000"}},
+		{"TOML inline tables, one per line or over several", "f.toml", "instances = [ # the fleet\n  {id = \"a\", port = 8001, name = \"x, {y}\"},\n  {id = \"b\",\n   max_predictions = -1},\n  {'id' = \"c\", zmq_port = 8001},\n]\n",
+			[]string{"f.toml:4: b: invalid max_predictions -1: must be between 1 and 10000", "f.toml:5: c: invalid zmq_port 8001: is already a port of instance a"}},
 		{"unknown processor", "f.yaml", "instances:\n  - id: a\n    processor: v9\n",
 			[]string{"f.yaml:3: a: invalid processor v9: must name a processor of kato.toml: default"}},
 		{"old and new name together", "f.yaml", "instances:\n  - id: a\n    max_seq_length: 3\n    max_pattern_length: 4\n",

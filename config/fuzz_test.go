@@ -80,6 +80,7 @@ func FuzzParseFleet(f *testing.F) {
 	f.Add([]byte("{\"instances\": [{\"id\": \"a\", \"port\": 8001}]}"), false)
 	f.Add([]byte("[[instances]]\nid = \"a\"\nport = 8001\n\n[templates.t]\nmax_predictions = 5\n"), true)
 	f.Add([]byte("instances: &a [*a]\n"), false)
+	f.Add([]byte("instances = [ # x\n  {id = \"a\", name = '''x\n}'''},\n  {\"id\" = 'b', port = 8001},\n]\n"), true)
 	c := Default()
 	f.Fuzz(func(t *testing.T, data []byte, asTOML bool) {
 		path := "fleet.yaml"

@@ -502,8 +502,8 @@ func (m *Manager) removeDropIn(unit string) error {
 	return nil
 }
 
-// launch writes the instance's files, enables and starts its unit, and
-// waits for the processor's API port.
+// launch writes the instance's files, starts and enables its unit, and
+// waits for the processor's health request.
 func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time.Duration) error {
 	su, err := m.setup(inst)
 	if err != nil {
@@ -511,11 +511,6 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 	}
 	written, err := m.writeInstanceFiles(su)
 	if err != nil {
-		return err
-	}
-	// The symlink in kato.target.wants brings the instance back at boot;
-	// PartOf= makes `systemctl stop kato.target` reach it without one.
-	if err := m.Systemd.EnableUnits(ctx, []string{inst.Unit}); err != nil {
 		return err
 	}
 	// One look at each unit systemd has loaded says whether it must re-read
@@ -555,7 +550,17 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 	if err := m.Systemd.StartUnit(ctx, inst.Unit); err != nil {
 		return err
 	}
-	return m.waitReady(ctx, inst, su, 0, timeout)
+	// The symlink in kato.target.wants brings the instance back at boot;
+	// PartOf= makes `systemctl stop kato.target` reach it without one.
+	// Nothing in the start needs it, so it is made while the processor
+	// comes up; a failure fails the start, which is rolled back.
+	enabled := make(chan error, 1)
+	go func() { enabled <- m.Systemd.EnableUnits(ctx, []string{inst.Unit}) }()
+	readyErr := m.waitReady(ctx, inst, su, 0, timeout)
+	if err := <-enabled; err != nil && readyErr == nil {
+		return err
+	}
+	return readyErr
 }
 
 // reloadIfNeeded runs a daemon-reload only when one of the units needs it

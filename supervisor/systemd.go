@@ -197,7 +197,8 @@ func Connect(ctx context.Context, user bool) (*DBus, error) {
 	// As root, systemd's own socket, as systemctl uses it: no bus daemon
 	// between, no Hello, one round trip less for every call.
 	if os.Geteuid() == 0 {
-		if conn, err := sddbus.NewSystemdConnectionContext(ctx); err == nil {
+		dial := dialedTogether(func() (*dbus.Conn, error) { return dialDirect(ctx, "/run/systemd/private") })
+		if conn, err := sddbus.NewConnection(dial); err == nil {
 			return &DBus{conn: conn, dial: dialSystem}, nil
 		}
 	}
@@ -206,6 +207,45 @@ func Connect(ctx context.Context, user bool) (*DBus, error) {
 		return nil, fmt.Errorf("connect to systemd over D-Bus: %w (is systemd running, and are you root? without root, use --user)", err)
 	}
 	return &DBus{conn: conn, dial: dialSystem}, nil
+}
+
+// dialedTogether returns a dialer for sddbus.NewConnection, which opens
+// two connections one after the other (one for calls, one for signals):
+// the first call dials both at once and the second takes the other, so
+// that a command waits for one connection's set-up rather than two. Later
+// calls dial as dial does.
+func dialedTogether(dial func() (*dbus.Conn, error)) func() (*dbus.Conn, error) {
+	type dialed struct {
+		conn *dbus.Conn
+		err  error
+	}
+	var second chan dialed
+	calls := 0
+	return func() (*dbus.Conn, error) {
+		calls++
+		switch calls {
+		case 1:
+			second = make(chan dialed, 1)
+			go func() {
+				c, err := dial()
+				second <- dialed{c, err}
+			}()
+			c, err := dial()
+			if err != nil {
+				// NewConnection gives up: close the other when it comes.
+				go func() {
+					if d := <-second; d.conn != nil {
+						d.conn.Close()
+					}
+				}()
+			}
+			return c, err
+		case 2:
+			d := <-second
+			return d.conn, d.err
+		}
+		return dial()
+	}
 }
 
 // dialSystem connects to the system manager as Connect does: as root

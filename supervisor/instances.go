@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -37,7 +39,7 @@ type Manager struct {
 	// RunTool runs a host tool (systemd-sysusers, systemd-tmpfiles) when
 	// units are installed; nil means exec it.
 	RunTool func(ctx context.Context, argv ...string) error
-	// PollInterval is how often readiness is checked; zero means 100ms.
+	// PollInterval is how often readiness is checked; zero means 20ms.
 	PollInterval time.Duration
 	// Services caches the units' Service properties for Sample; nil
 	// means Sample reads every unit from systemd.
@@ -618,10 +620,9 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 		// The health request comes first: once it answers, the unit's
 		// state need not be read again.
 		status, err := m.probe(ctx, su.readyPort, su.proc.ReadyPath(inst.ID), time.Until(deadline))
-		if err == nil && status == 200 {
-			if u, err := m.Systemd.Unit(ctx, inst.Unit); err == nil && u.ActiveState == "active" && u.NRestarts <= restartsBefore {
-				return nil
-			}
+		probeErr := err
+		if err == nil && status == 200 && m.answeredByUnit(ctx, inst.Unit, restartsBefore) {
+			return nil
 		}
 		if err != nil {
 			last = err.Error()
@@ -658,10 +659,59 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 			}
 			return fmt.Errorf("%s did not listen on port %d within %s (timed out): %w", inst.Unit, su.listenPort, timeout, ErrNotReady)
 		}
+		// One instance starting alone, whose port is still closed, is
+		// watched more closely: a connect every portCheckInterval, which
+		// is refused at once and costs next to nothing, sends the health
+		// request as soon as the port opens rather than at the next tick.
+		// A batch keeps to the ticks: fifty instances dialling that often
+		// would keep a CPU busy.
+		if watch == nil && m.Probe == nil && errors.Is(probeErr, syscall.ECONNREFUSED) {
+			if err := waitPortOpen(ctx, su.readyPort, tick.C); err != nil {
+				return err
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+		}
+	}
+}
+
+// answeredByUnit says whether the unit whose processor just answered is
+// active and has not been restarted since restartsBefore: a listing for
+// the state and the Service properties for the count, lighter than all of
+// the unit's properties.
+func (m *Manager) answeredByUnit(ctx context.Context, unit string, restartsBefore uint32) bool {
+	list, err := m.Systemd.ListUnits(ctx, unit)
+	if err != nil || len(list) != 1 || list[0].ActiveState != "active" {
+		return false
+	}
+	svc, err := m.Systemd.ServiceProperties(ctx, unit)
+	return err == nil && svc.NRestarts <= restartsBefore
+}
+
+// portCheckInterval is how often waitPortOpen tries the port.
+const portCheckInterval = 2 * time.Millisecond
+
+// waitPortOpen returns once a connection to 127.0.0.1:port is accepted or
+// tick fires, whichever comes first.
+func waitPortOpen(ctx context.Context, port int, tick <-chan time.Time) error {
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	check := time.NewTicker(portCheckInterval)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+			return nil
+		case <-check.C:
+			if conn, err := net.DialTimeout("tcp", addr, portCheckInterval); err == nil {
+				conn.Close()
+				return nil
+			}
 		}
 	}
 }

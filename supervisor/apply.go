@@ -52,6 +52,8 @@ type Progress struct {
 	Phase   Phase
 	Err     error
 	Elapsed time.Duration // since the batch began
+	// Total is how many instances the batch handles.
+	Total int
 }
 
 // Phase is where an instance of a batch is.
@@ -225,7 +227,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 		return nil, err
 	}
 	begin := time.Now()
-	progress := m.progressFunc(opts.Progress, begin)
+	progress := m.progressFunc(opts.Progress, begin, len(plan.Steps)-plan.Count(config.Keep))
 	for id, err := range m.removeMany(ctx, removals, m.parallel(opts.Parallel)) {
 		if err != nil {
 			res.Failed = append(res.Failed, BatchFailure{ID: id, Action: config.Remove, Err: err})
@@ -264,8 +266,8 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	return res, nil
 }
 
-// progressFunc serializes the calls to fn.
-func (m *Manager) progressFunc(fn func(Progress), begin time.Time) func(id string, a config.Action, p Phase, err error) {
+// progressFunc serializes the calls to fn, for a batch of total instances.
+func (m *Manager) progressFunc(fn func(Progress), begin time.Time, total int) func(id string, a config.Action, p Phase, err error) {
 	var mu sync.Mutex
 	return func(id string, a config.Action, p Phase, err error) {
 		if fn == nil {
@@ -273,7 +275,7 @@ func (m *Manager) progressFunc(fn func(Progress), begin time.Time) func(id strin
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		fn(Progress{ID: id, Action: a, Phase: p, Err: err, Elapsed: time.Since(begin)})
+		fn(Progress{ID: id, Action: a, Phase: p, Err: err, Elapsed: time.Since(begin), Total: total})
 	}
 }
 
@@ -694,7 +696,7 @@ func (m *Manager) groupBatch(ctx context.Context, group string, restart bool, op
 		}
 		items = append(items, &batchItem{inst: in, action: config.Keep, restart: restart})
 	}
-	progress := m.progressFunc(opts.Progress, time.Now())
+	progress := m.progressFunc(opts.Progress, time.Now(), len(items))
 	m.runBatch(ctx, items, opts, progress)
 	for _, it := range items {
 		if it.err == nil {

@@ -171,8 +171,11 @@ func TestApplyBoundsTheStartsAtOnce(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		fmt.Fprintf(&b, "  - {id: i%02d, port: %d}\n", i, 8100+i)
 	}
-	starting, most := 0, 0
+	starting, most, wrongTotal := 0, 0, 0
 	opts := ApplyOptions{BatchOptions: BatchOptions{Parallel: 3, Progress: func(p Progress) {
+		if p.Total != 12 {
+			wrongTotal = p.Total
+		}
 		switch p.Phase {
 		case PhaseStarting:
 			starting++
@@ -187,6 +190,9 @@ func TestApplyBoundsTheStartsAtOnce(t *testing.T) {
 	}
 	if most > 3 || most < 1 {
 		t.Errorf("%d instances were starting at once, want at most 3", most)
+	}
+	if wrongTotal != 0 {
+		t.Errorf("an event gave the batch's total as %d, want 12", wrongTotal)
 	}
 }
 

@@ -244,21 +244,18 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 	if err != nil {
 		return err
 	}
-	pending := 0
 	if plan, err := config.PlanFleet(file, want, reg, prune); err != nil {
 		return flattenFileErrors(err)
 	} else if !plan.Pending() {
 		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), file)
 		return nil
-	} else {
-		pending = plan.Count(config.Create) + plan.Count(config.Change) + plan.Count(config.Remove)
 	}
 	m, done, err := a.managerWith(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer done()
-	pr := newProgressPrinter(a.stderr, pending)
+	pr := newProgressPrinter(a.stderr)
 	opts.Progress = pr.update
 	res, err := m.Apply(ctx, file, want, supervisor.ApplyOptions{BatchOptions: opts, Prune: prune})
 	pr.finish()
@@ -342,12 +339,11 @@ func (a *app) export(ctx context.Context, fs *pflag.FlagSet, format *string) err
 type progressPrinter struct {
 	w        io.Writer
 	tty      bool
-	perLine  bool
 	order    []string
 	state    map[string]progressLine
 	drawn    int
 	counts   map[supervisor.Phase]int
-	total    int
+	total    int // the batch's instances, from its events
 	lastDraw time.Time
 }
 
@@ -359,14 +355,16 @@ type progressLine struct {
 // maxProgressLines is the most instances shown one per line.
 const maxProgressLines = 12
 
-func newProgressPrinter(w io.Writer, total int) *progressPrinter {
-	p := &progressPrinter{w: w, state: map[string]progressLine{}, counts: map[supervisor.Phase]int{}, total: total}
+func newProgressPrinter(w io.Writer) *progressPrinter {
+	p := &progressPrinter{w: w, state: map[string]progressLine{}, counts: map[supervisor.Phase]int{}}
 	if f, ok := w.(*os.File); ok && isTerminal(f.Fd()) {
 		p.tty = true
-		p.perLine = total <= maxProgressLines
 	}
 	return p
 }
+
+// perLine says whether each instance gets a line of its own.
+func (p *progressPrinter) perLine() bool { return p.total <= maxProgressLines }
 
 func (p *progressPrinter) update(ev supervisor.Progress) {
 	text := ev.ID
@@ -380,6 +378,7 @@ func (p *progressPrinter) update(ev supervisor.Progress) {
 		fmt.Fprintf(p.w, "%s %s %s\n", time.Now().Format("15:04:05.000"), ev.Phase, text)
 		return
 	}
+	p.total = ev.Total
 	if old, seen := p.state[ev.ID]; seen {
 		p.counts[old.phase]--
 	} else {
@@ -391,7 +390,7 @@ func (p *progressPrinter) update(ev supervisor.Progress) {
 }
 
 func (p *progressPrinter) draw(final bool) {
-	if p.perLine {
+	if p.perLine() {
 		if p.drawn > 0 {
 			fmt.Fprintf(p.w, "\033[%dA", p.drawn)
 		}
@@ -414,7 +413,7 @@ func (p *progressPrinter) draw(final bool) {
 }
 
 func (p *progressPrinter) finish() {
-	if p.tty && !p.perLine && len(p.order) > 0 {
+	if p.tty && !p.perLine() && len(p.order) > 0 {
 		p.draw(true)
 	}
 }

@@ -81,11 +81,7 @@ func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b
 		return err
 	}
 	defer done()
-	members, err := m.GroupMembers(group)
-	if err != nil {
-		return err
-	}
-	pr := newProgressPrinter(a.stderr, len(members))
+	pr := newProgressPrinter(a.stderr)
 	opts.Progress = pr.update
 	res, err := do(m, ctx, group, opts)
 	pr.finish()

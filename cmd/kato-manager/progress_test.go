@@ -59,21 +59,22 @@ func written(t *testing.T, master, slave *os.File) string {
 	return strings.ReplaceAll(out.String(), "\r\n", "\n")
 }
 
-func event(id string, phase supervisor.Phase, err error) supervisor.Progress {
-	return supervisor.Progress{ID: id, Action: config.Create, Phase: phase, Err: err, Elapsed: 1500 * time.Millisecond}
+// event is one step of an instance in a batch of total instances.
+func event(id string, phase supervisor.Phase, err error, total int) supervisor.Progress {
+	return supervisor.Progress{ID: id, Action: config.Create, Phase: phase, Err: err, Elapsed: 1500 * time.Millisecond, Total: total}
 }
 
 // On a terminal, a few instances get one line each, redrawn in place.
 func TestProgressOnATerminalOneLinePerInstance(t *testing.T) {
 	master, slave := openPTY(t)
-	p := newProgressPrinter(slave, 2)
-	if !p.tty || !p.perLine {
-		t.Fatalf("printer on a terminal for 2 instances: tty %v, one line each %v; want both", p.tty, p.perLine)
+	p := newProgressPrinter(slave)
+	p.update(event("a", supervisor.PhaseStarting, nil, 2))
+	if !p.tty || !p.perLine() {
+		t.Fatalf("printer on a terminal for 2 instances: tty %v, one line each %v; want both", p.tty, p.perLine())
 	}
-	p.update(event("a", supervisor.PhaseStarting, nil))
-	p.update(event("b", supervisor.PhaseStarting, nil))
-	p.update(event("a", supervisor.PhaseReady, nil))
-	p.update(event("b", supervisor.PhaseFailed, errors.New("did not listen\nmore")))
+	p.update(event("b", supervisor.PhaseStarting, nil, 2))
+	p.update(event("a", supervisor.PhaseReady, nil, 2))
+	p.update(event("b", supervisor.PhaseFailed, errors.New("did not listen\nmore"), 2))
 	p.finish()
 	out := written(t, master, slave)
 
@@ -97,17 +98,17 @@ func TestProgressOnATerminalOneLinePerInstance(t *testing.T) {
 func TestProgressOnATerminalCounts(t *testing.T) {
 	master, slave := openPTY(t)
 	const n = maxProgressLines + 1
-	p := newProgressPrinter(slave, n)
-	if !p.tty || p.perLine {
-		t.Fatalf("printer on a terminal for %d instances: tty %v, one line each %v; want a terminal and one line of counts", n, p.tty, p.perLine)
-	}
+	p := newProgressPrinter(slave)
 	for i := 0; i < n; i++ {
-		p.update(event(fmt.Sprintf("i%02d", i), supervisor.PhaseStarting, nil))
+		p.update(event(fmt.Sprintf("i%02d", i), supervisor.PhaseStarting, nil, n))
+	}
+	if !p.tty || p.perLine() {
+		t.Fatalf("printer on a terminal for %d instances: tty %v, one line each %v; want a terminal and one line of counts", n, p.tty, p.perLine())
 	}
 	for i := 0; i < n-1; i++ {
-		p.update(event(fmt.Sprintf("i%02d", i), supervisor.PhaseReady, nil))
+		p.update(event(fmt.Sprintf("i%02d", i), supervisor.PhaseReady, nil, n))
 	}
-	p.update(event(fmt.Sprintf("i%02d", n-1), supervisor.PhaseFailed, errors.New("exited")))
+	p.update(event(fmt.Sprintf("i%02d", n-1), supervisor.PhaseFailed, errors.New("exited"), n))
 	p.finish()
 	out := written(t, master, slave)
 
@@ -127,12 +128,12 @@ func TestProgressOnATerminalCounts(t *testing.T) {
 // Anywhere else, each event is one plain log line.
 func TestProgressElsewhereLogLines(t *testing.T) {
 	var buf bytes.Buffer
-	p := newProgressPrinter(&buf, 2)
+	p := newProgressPrinter(&buf)
 	if p.tty {
 		t.Fatal("printer on a buffer thinks it is on a terminal")
 	}
-	p.update(event("a", supervisor.PhaseStarting, nil))
-	p.update(event("a", supervisor.PhaseReady, nil))
+	p.update(event("a", supervisor.PhaseStarting, nil, 2))
+	p.update(event("a", supervisor.PhaseReady, nil, 2))
 	p.finish()
 	line := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} `)
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")

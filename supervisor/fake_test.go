@@ -23,8 +23,9 @@ type fakeSystemd struct {
 	fail map[string]error
 	// unitCalls counts the calls of Unit, the per-unit read;
 	// listCalls those of ListUnits, serviceCalls those of
-	// ServiceProperties, watchCalls those of WatchUnits.
-	unitCalls, listCalls, serviceCalls, watchCalls int
+	// ServiceProperties, runCalls those of UnitRun, watchCalls those of
+	// WatchUnits.
+	unitCalls, listCalls, serviceCalls, runCalls, watchCalls int
 	// watchers are the callbacks of WatchUnits; lose ends their watches.
 	watchers []func(string)
 	lose     []chan struct{}
@@ -198,6 +199,19 @@ func (f *fakeSystemd) ServiceProperties(ctx context.Context, name string) (UnitS
 		return UnitState{}, fmt.Errorf("read properties of %s: %w", name, busError("org.freedesktop.systemd1.NoSuchUnit", "Unit "+name+" not loaded."))
 	}
 	return *u, nil
+}
+
+// UnitRun answers with the unit's states, result and restart count, and
+// counts the call.
+func (f *fakeSystemd) UnitRun(ctx context.Context, name string) (UnitState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.runCalls++
+	u, ok := f.units[name]
+	if !ok {
+		return UnitState{Name: name, ActiveState: "inactive", SubState: "dead"}, nil
+	}
+	return UnitState{Name: name, ActiveState: u.ActiveState, SubState: u.SubState, Result: u.Result, NRestarts: u.NRestarts}, nil
 }
 
 // WatchUnits registers changed, which the fake calls whenever a unit

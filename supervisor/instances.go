@@ -638,7 +638,7 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 				u.NRestarts = restartsBefore + 1
 			}
 		} else {
-			u, err = m.Systemd.Unit(ctx, inst.Unit)
+			u, err = m.Systemd.UnitRun(ctx, inst.Unit)
 		}
 		if err != nil {
 			return err
@@ -680,16 +680,10 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 }
 
 // answeredByUnit says whether the unit whose processor just answered is
-// active and has not been restarted since restartsBefore: a listing for
-// the state and the Service properties for the count, lighter than all of
-// the unit's properties.
+// active and has not been restarted since restartsBefore.
 func (m *Manager) answeredByUnit(ctx context.Context, unit string, restartsBefore uint32) bool {
-	list, err := m.Systemd.ListUnits(ctx, unit)
-	if err != nil || len(list) != 1 || list[0].ActiveState != "active" {
-		return false
-	}
-	svc, err := m.Systemd.ServiceProperties(ctx, unit)
-	return err == nil && svc.NRestarts <= restartsBefore
+	u, err := m.Systemd.UnitRun(ctx, unit)
+	return err == nil && u.ActiveState == "active" && u.NRestarts <= restartsBefore
 }
 
 // portCheckInterval is how often waitPortOpen tries the port.

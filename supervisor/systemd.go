@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -45,6 +46,11 @@ type Systemd interface {
 	// ControlGroup) in one call. ServiceCache calls it when a unit first
 	// appears or systemd signals that it changed, never per scrape.
 	ServiceProperties(ctx context.Context, name string) (UnitState, error)
+	// UnitRun reads what a wait for a starting unit looks at: its
+	// ActiveState, SubState, Result and NRestarts, four properties asked
+	// for at once, far less for systemd to write than Unit's. A unit not
+	// loaded is loaded.
+	UnitRun(ctx context.Context, name string) (UnitState, error)
 	// WatchUnits subscribes to systemd's signals of changed units and
 	// calls changed with the name of each unit whose Service properties
 	// changed or that was loaded or unloaded, until ctx ends or the
@@ -197,7 +203,7 @@ func Connect(ctx context.Context, user bool) (*DBus, error) {
 	// As root, systemd's own socket, as systemctl uses it: no bus daemon
 	// between, no Hello, one round trip less for every call.
 	if os.Geteuid() == 0 {
-		dial := dialedTogether(func() (*dbus.Conn, error) { return dialDirect(ctx, "/run/systemd/private") })
+		dial := oneConnection(func() (*dbus.Conn, error) { return dialDirect(ctx, "/run/systemd/private") })
 		if conn, err := sddbus.NewConnection(dial); err == nil {
 			return &DBus{conn: conn, dial: dialSystem}, nil
 		}
@@ -209,42 +215,23 @@ func Connect(ctx context.Context, user bool) (*DBus, error) {
 	return &DBus{conn: conn, dial: dialSystem}, nil
 }
 
-// dialedTogether returns a dialer for sddbus.NewConnection, which opens
-// two connections one after the other (one for calls, one for signals):
-// the first call dials both at once and the second takes the other, so
-// that a command waits for one connection's set-up rather than two. Later
-// calls dial as dial does.
-func dialedTogether(dial func() (*dbus.Conn, error)) func() (*dbus.Conn, error) {
-	type dialed struct {
-		conn *dbus.Conn
-		err  error
-	}
-	var second chan dialed
-	calls := 0
+// oneConnection returns a dialer for sddbus.NewConnection, which asks for
+// two connections, one for calls and one for signals, and gets the same
+// one twice. On systemd's own socket that is enough: systemd sends every
+// signal to each connection there, with no match to add, and a second
+// connection would cost systemd a second set-up before the first call.
+// (go-systemd's Close then closes it twice, which godbus allows.)
+func oneConnection(dial func() (*dbus.Conn, error)) func() (*dbus.Conn, error) {
+	var conn *dbus.Conn
 	return func() (*dbus.Conn, error) {
-		calls++
-		switch calls {
-		case 1:
-			second = make(chan dialed, 1)
-			go func() {
-				c, err := dial()
-				second <- dialed{c, err}
-			}()
-			c, err := dial()
-			if err != nil {
-				// NewConnection gives up: close the other when it comes.
-				go func() {
-					if d := <-second; d.conn != nil {
-						d.conn.Close()
-					}
-				}()
-			}
-			return c, err
-		case 2:
-			d := <-second
-			return d.conn, d.err
+		if conn != nil {
+			return conn, nil
 		}
-		return dial()
+		c, err := dial()
+		if err == nil {
+			conn = c
+		}
+		return c, err
 	}
 }
 
@@ -287,6 +274,7 @@ func dialDirect(ctx context.Context, socket string) (*dbus.Conn, error) {
 		return nil, err
 	}
 	return conn, nil
+
 }
 
 // dialBus connects to a bus: EXTERNAL with the uid, then Hello.
@@ -441,6 +429,45 @@ func (d *DBus) ServiceProperties(ctx context.Context, name string) (UnitState, e
 	if usec, ok := svc["ExecMainStartTimestamp"].(uint64); ok && usec > 0 && u.MainPID != 0 {
 		u.ActiveSince = time.UnixMicro(int64(usec))
 	}
+	return u, nil
+}
+
+// UnitRun implements Systemd: the four properties are asked for together
+// on the one connection, so they cost one round trip.
+func (d *DBus) UnitRun(ctx context.Context, name string) (UnitState, error) {
+	u := UnitState{Name: name}
+	reads := []struct {
+		iface, prop string
+		get         func(context.Context, string, string) (*sddbus.Property, error)
+	}{
+		{"Unit", "ActiveState", d.conn.GetUnitPropertyContext},
+		{"Unit", "SubState", d.conn.GetUnitPropertyContext},
+		{"Service", "Result", d.conn.GetServicePropertyContext},
+		{"Service", "NRestarts", d.conn.GetServicePropertyContext},
+	}
+	values := make([]dbus.Variant, len(reads))
+	errs := make([]error, len(reads))
+	var wg sync.WaitGroup
+	for i, r := range reads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := r.get(ctx, name, r.prop)
+			if err != nil {
+				errs[i] = fmt.Errorf("read %s of %s: %w", r.prop, name, classify(err))
+				return
+			}
+			values[i] = p.Value
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return u, err
+	}
+	u.ActiveState, _ = values[0].Value().(string)
+	u.SubState, _ = values[1].Value().(string)
+	u.Result, _ = values[2].Value().(string)
+	u.NRestarts, _ = values[3].Value().(uint32)
 	return u, nil
 }
 

@@ -268,3 +268,32 @@ func TestChangedUnit(t *testing.T) {
 		}
 	}
 }
+
+// TestOneConnectionDialsOnce: go-systemd's two connections are one on
+// systemd's own socket, and a failed dial is tried again by the next call.
+func TestOneConnectionDialsOnce(t *testing.T) {
+	dials := 0
+	fail := true
+	dial := oneConnection(func() (*dbus.Conn, error) {
+		dials++
+		if fail {
+			return nil, errors.New("refused")
+		}
+		return new(dbus.Conn), nil
+	})
+	if _, err := dial(); err == nil {
+		t.Fatal("a failed dial gave no error")
+	}
+	fail = false
+	calls, signals := must(dial()), must(dial())
+	if calls == nil || calls != signals || dials != 2 {
+		t.Errorf("connections %p and %p after %d dials, want one connection from the second dial", calls, signals, dials)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

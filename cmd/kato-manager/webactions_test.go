@@ -63,6 +63,9 @@ func (s *refusingSystemd) Unit(ctx context.Context, name string) (supervisor.Uni
 func (s *refusingSystemd) ServiceProperties(ctx context.Context, name string) (supervisor.UnitState, error) {
 	return supervisor.UnitState{}, s.record("properties " + name)
 }
+func (s *refusingSystemd) UnitRun(ctx context.Context, name string) (supervisor.UnitState, error) {
+	return supervisor.UnitState{}, s.record("run " + name)
+}
 func (s *refusingSystemd) WatchUnits(ctx context.Context, changed func(string)) (<-chan error, error) {
 	return nil, s.record("watch")
 }

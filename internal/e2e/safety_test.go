@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -132,6 +133,19 @@ func TestSafetyOnRealSystemd(t *testing.T) {
 	})
 }
 
+// adapterOn connects the D-Bus adapter to m's system manager, for a
+// minute; the test's end closes it.
+func adapterOn(t *testing.T, m *machine) (*supervisor.DBus, context.Context) {
+	conn, err := sddbus.NewConnection(m.DialSystemBus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd := supervisor.NewDBus(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(func() { cancel(); sd.Close() })
+	return sd, ctx
+}
+
 // TestDBusErrorNames confirms against the real systemd the D-Bus error
 // names the adapter maps to sentinel errors.
 func TestDBusErrorNames(t *testing.T) {
@@ -141,14 +155,7 @@ func TestDBusErrorNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.must("systemctl", "daemon-reload")
-	conn, err := sddbus.NewConnection(m.DialSystemBus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sd := supervisor.NewDBus(conn)
-	defer sd.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	sd, ctx := adapterOn(t, m)
 	for _, tc := range []struct {
 		name string
 		call func() error
@@ -281,4 +288,54 @@ func TestStartLimitInStatus(t *testing.T) {
 		t.Errorf("after restart: %+v", st.Instances[0])
 	}
 	m.mustKM("stop", "flappy")
+}
+
+// TestUnitRunAgreesWithSystemctl reads, through the adapter, the four
+// properties a start's wait looks at, for a running unit, a failed one and
+// one that systemd restarted, and compares them with `systemctl show`.
+func TestUnitRunAgreesWithSystemctl(t *testing.T) {
+	m := bootMachine(t)
+	units := map[string]string{
+		"run-ok.service":     "[Service]\nExecStart=/bin/sleep infinity\n",
+		"run-failed.service": "[Service]\nExecStart=/bin/sh -c 'exit 3'\n",
+		"run-again.service": "[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestart=on-failure\nRestartSec=100ms\n" +
+			"ExecStart=/bin/sh -c 'test -e /run/run-again || { touch /run/run-again; exit 1; }; exec sleep infinity'\n",
+	}
+	for name, text := range units {
+		if err := m.WriteFile("/etc/systemd/system/"+name, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.must("systemctl", "daemon-reload")
+	m.must("systemctl", "start", "run-ok.service", "run-again.service")
+	m.exec("systemctl", "start", "run-failed.service")
+	sd, ctx := adapterOn(t, m)
+	for name, want := range map[string]string{
+		"run-ok.service":     "active running success 0",
+		"run-failed.service": "failed failed exit-code 0",
+		"run-again.service":  "active running success 1",
+	} {
+		deadline := time.Now().Add(10 * time.Second)
+		var got string
+		for {
+			u, err := sd.UnitRun(ctx, name)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			got = fmt.Sprintf("%s %s %s %d", u.ActiveState, u.SubState, u.Result, u.NRestarts)
+			if got == want || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		props := map[string]string{}
+		for _, line := range strings.Fields(m.must("systemctl", "show", "-p", "ActiveState,SubState,Result,NRestarts", name)) {
+			k, v, _ := strings.Cut(line, "=")
+			props[k] = v
+		}
+		shown := props["ActiveState"] + " " + props["SubState"] + " " + props["Result"] + " " + props["NRestarts"]
+		if got != want || shown != want {
+			t.Errorf("%s: UnitRun says %q, systemctl show %q, want %q", name, got, shown, want)
+		}
+	}
 }

@@ -133,15 +133,18 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 	if err := checkStartFlags(fs, f); err != nil {
 		return err
 	}
+	d := a.dial(ctx)
 	cfg, err := a.loadConfig()
 	if err != nil {
+		d.drop()
 		return err
 	}
 	req, err := startRequest(fs, f, cfg)
 	if err != nil {
+		d.drop()
 		return err
 	}
-	m, done, err := a.managerWith(ctx, cfg)
+	m, done, err := a.managerOn(d, cfg)
 	if err != nil {
 		return err
 	}

@@ -430,23 +430,30 @@ func (a *app) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
-// manager loads the configuration and connects to systemd.
+// manager loads the configuration and connects to systemd, both at once.
 func (a *app) manager(ctx context.Context) (*supervisor.Manager, func(), error) {
+	d := a.dial(ctx)
 	cfg, err := a.loadConfig()
 	if err != nil {
+		d.drop()
 		return nil, nil, err
 	}
-	return a.managerWith(ctx, cfg)
+	return a.managerOn(d, cfg)
 }
 
 // managerWith connects to systemd with a configuration already loaded.
 func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.Manager, func(), error) {
-	sd, err := supervisor.Connect(ctx, a.paths.User)
-	if err != nil {
-		return nil, nil, err
+	return a.managerOn(a.dial(ctx), cfg)
+}
+
+// managerOn waits for d's connection and makes the manager on it.
+func (a *app) managerOn(d *dialing, cfg *config.Config) (*supervisor.Manager, func(), error) {
+	<-d.done
+	if d.err != nil {
+		return nil, nil, d.err
 	}
 	m := &supervisor.Manager{
-		Systemd:   sd,
+		Systemd:   d.sd,
 		Config:    cfg,
 		Registry:  a.registry(),
 		Ports:     supervisor.HostPorts{},
@@ -454,7 +461,37 @@ func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.
 		Journal:   a.journal(),
 		Paths:     a.paths,
 	}
-	return m, sd.Close, nil
+	return m, d.sd.Close, nil
+}
+
+// dialing is a connection to systemd being made in the background, while
+// the command reads its configuration and checks what it was given: a few
+// round trips with systemd that the command need not wait for.
+type dialing struct {
+	done chan struct{}
+	sd   *supervisor.DBus
+	err  error
+}
+
+// dial starts connecting to the scope's systemd.
+func (a *app) dial(ctx context.Context) *dialing {
+	d := &dialing{done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		d.sd, d.err = supervisor.Connect(ctx, a.paths.User)
+	}()
+	return d
+}
+
+// drop closes d's connection once it is made, for a command that ends
+// before it needs it.
+func (d *dialing) drop() {
+	go func() {
+		<-d.done
+		if d.err == nil {
+			d.sd.Close()
+		}
+	}()
 }
 
 // journal reads the journal of the scope's units.

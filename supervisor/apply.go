@@ -22,7 +22,7 @@ import (
 // sandbox, for its code to load, for its health request), and a shell loop
 // of `systemctl start` starts every unit at once, as systemd itself does at
 // boot: with a bound of 8, a 50-instance fleet of processors that take a
-// second to listen came up 2.7 to 2.9 times slower than such a loop (make bench),
+// second to listen came up 2.7 to 3.1 times slower than such a loop (make bench),
 // and with 50 at once level with it. The bound stays so that a fleet of
 // hundreds comes up in waves rather than every processor loading its code
 // and connecting to MongoDB at the same moment.

@@ -161,9 +161,7 @@ func EachWith(ctx context.Context, hosts []string, argsOf func(host string) []st
 	results := make([]Result, len(hosts))
 	var wg sync.WaitGroup
 	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			var stdin io.Reader
 			if input != nil {
 				stdin = bytes.NewReader(input)
@@ -171,7 +169,7 @@ func EachWith(ctx context.Context, hosts []string, argsOf func(host string) []st
 			var out, errb bytes.Buffer
 			err := Run(ctx, h, argsOf(h), stdin, &out, &errb)
 			results[i] = Result{Host: h, Stdout: out.Bytes(), Stderr: errb.String(), Err: err}
-		}()
+		})
 	}
 	wg.Wait()
 	return results

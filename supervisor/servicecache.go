@@ -135,11 +135,9 @@ func (c *ServiceCache) fill(ctx context.Context, sd Systemd, list []UnitState) e
 	errs := make([]error, len(reads))
 	var wg sync.WaitGroup
 	for k, r := range reads {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			props[k], errs[k] = sd.ServiceProperties(ctx, list[r.i].Name)
-		}()
+		})
 	}
 	wg.Wait()
 

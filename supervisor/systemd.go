@@ -274,7 +274,6 @@ func dialDirect(ctx context.Context, socket string) (*dbus.Conn, error) {
 		return nil, err
 	}
 	return conn, nil
-
 }
 
 // dialBus connects to a bus: EXTERNAL with the uid, then Hello.
@@ -437,28 +436,26 @@ func (d *DBus) ServiceProperties(ctx context.Context, name string) (UnitState, e
 func (d *DBus) UnitRun(ctx context.Context, name string) (UnitState, error) {
 	u := UnitState{Name: name}
 	reads := []struct {
-		iface, prop string
-		get         func(context.Context, string, string) (*sddbus.Property, error)
+		prop string
+		get  func(context.Context, string, string) (*sddbus.Property, error)
 	}{
-		{"Unit", "ActiveState", d.conn.GetUnitPropertyContext},
-		{"Unit", "SubState", d.conn.GetUnitPropertyContext},
-		{"Service", "Result", d.conn.GetServicePropertyContext},
-		{"Service", "NRestarts", d.conn.GetServicePropertyContext},
+		{"ActiveState", d.conn.GetUnitPropertyContext},
+		{"SubState", d.conn.GetUnitPropertyContext},
+		{"Result", d.conn.GetServicePropertyContext},
+		{"NRestarts", d.conn.GetServicePropertyContext},
 	}
 	values := make([]dbus.Variant, len(reads))
 	errs := make([]error, len(reads))
 	var wg sync.WaitGroup
 	for i, r := range reads {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			p, err := r.get(ctx, name, r.prop)
 			if err != nil {
 				errs[i] = fmt.Errorf("read %s of %s: %w", r.prop, name, classify(err))
 				return
 			}
 			values[i] = p.Value
-		}()
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

@@ -180,11 +180,9 @@ func eachHost(hosts []*sdharness.Machine, f func(*sdharness.Machine) error) erro
 	errs := make([]error, len(hosts))
 	var wg sync.WaitGroup
 	for i, m := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[i] = f(m)
-		}()
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -396,8 +396,15 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Requeue all, confirmed in the browser's dialog: every document done
 	// goes back to the queue, and the workers take them again.
+	// From a fresh page: on the page gamma's start left, the wait below
+	// would find that start's notice before the requeue's page loads.
 	done := p.counts().Completed
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#requeue-all")), chromedp.WaitVisible(chromedp.CSS(".notice"))); err != nil {
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#requeue-all")),
+		chromedp.Click(chromedp.CSS("#requeue-all")),
+		chromedp.WaitVisible(chromedp.CSS(".notice")),
+	); err != nil {
 		t.Fatalf("requeue all: %v", err)
 	}
 	if n := text(".notice"); !strings.Contains(n, fmt.Sprintf("%d document(s) queued again", done)) {

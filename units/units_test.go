@@ -152,8 +152,7 @@ func TestUnitTemplates(t *testing.T) {
 				},
 				"Service": withHardening(map[string]string{
 					"Type":             "simple",
-					"User":             "kato",
-					"Group":            "kato",
+					"DynamicUser":      "yes",
 					"EnvironmentFile":  "/etc/kato/instances/%i.env",
 					"StateDirectory":   "kato/instances/%i",
 					"WorkingDirectory": "%S/kato/instances/%i",
@@ -166,7 +165,8 @@ func TestUnitTemplates(t *testing.T) {
 				}),
 				"Install": {"WantedBy": "kato.target"},
 			},
-			absent: map[string][]string{"Service": {"ExecStart", "MemoryDenyWriteExecute"}},
+			// Never the queue's user or its group: see TestProcessorIdentity.
+			absent: map[string][]string{"Service": {"ExecStart", "MemoryDenyWriteExecute", "User", "Group", "SupplementaryGroups"}},
 		},
 		{
 			name:     "kg-worker@.service",
@@ -268,7 +268,7 @@ func TestInstancePathsMatchTemplate(t *testing.T) {
 
 func TestSysusers(t *testing.T) {
 	got := contentLines(templateByName(t, SysusersDir, "kato.conf").Content)
-	want := []string{`u kato - "KATO processors" /var/lib/kato`}
+	want := []string{`u kato - "KATO KG workers" /var/lib/kato`}
 	if !slices.Equal(got, want) {
 		t.Errorf("sysusers entries = %q, want %q", got, want)
 	}

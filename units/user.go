@@ -26,8 +26,10 @@ type UserDirs struct {
 }
 
 // UserLeftOut are the directives of the system units that a user manager
-// cannot apply, so UserTemplates leaves them out. User= and Group= switch
-// identity, which only a privileged manager may do; the others need a mount
+// cannot apply, so UserTemplates leaves them out. User=, Group= and
+// DynamicUser= switch identity, which only a privileged manager may do: under
+// --user the processors run as the invoking user, as everything else there
+// does, and are not kept apart from each other; the others need a mount
 // namespace or capabilities, which an unprivileged manager gets only with
 // PrivateUsers= (systemd.exec(5), "only available for system services").
 // The seccomp and no-new-privileges settings stay: they work unprivileged.
@@ -35,7 +37,7 @@ type UserDirs struct {
 // under XDG_CONFIG_HOME; kato-manager makes the state directory instead and
 // the unit names it in WorkingDirectory= and STATE_DIRECTORY.
 var UserLeftOut = []string{
-	"User", "Group",
+	"User", "Group", "DynamicUser",
 	"ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
 	"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
 	"ProtectControlGroups", "ProtectClock", "ProtectHostname", "ProtectProc",

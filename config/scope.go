@@ -64,6 +64,11 @@ type Paths struct {
 	// ConfigHome and StateHome are the XDG base directories the user scope
 	// resolved (XDG_CONFIG_HOME, XDG_STATE_HOME); empty in the system scope.
 	ConfigHome, StateHome string
+	// Executable is the kato-manager binary the system's units run
+	// (kato-manager.service's ExecStart=): the one that installs them, so
+	// that a source install's unit runs /usr/local/bin/kato-manager. Empty
+	// keeps units.PackagedManager.
+	Executable string
 }
 
 // SystemPaths is the system scope: the system manager, as root, with the
@@ -178,7 +183,7 @@ func (p Paths) Load(path string) (*Config, error) {
 // manager with this scope's directories.
 func (p Paths) Templates() ([]units.Template, error) {
 	if !p.User {
-		return units.Templates(), nil
+		return units.SystemTemplates(p.Executable)
 	}
 	return units.UserTemplates(units.UserDirs{
 		EnvDir:       p.EnvDir,

@@ -74,6 +74,8 @@ var installedState = map[string]string{
 	"var/lib/kato/instances.toml":                                    "file",
 	"var/lib/kato/kg/kg.db":                                          "file",
 	"var/lib/kato/instances/a/learned":                               "file",
+	"var/lib/private/kato/instances/b/learned":                       "file",
+	"var/lib/private/other/data":                                     "file",
 	"etc/kato/kato.toml":                                             "file",
 	"etc/kato/kg-worker.env":                                         "file",
 	"etc/kato/instances/a.env":                                       "file",
@@ -84,6 +86,8 @@ var installedState = map[string]string{
 	"etc/systemd/system/multi-user.target.wants/kato.target":         "link",
 	"etc/systemd/system/multi-user.target.wants/kg-workers.target":   "link",
 	"etc/systemd/system/kato@.service.d/local.conf":                  "file",
+	"etc/systemd/system/kato-group@web.target.d/kato-manager.conf":   "file",
+	"etc/systemd/system/kato-group@.target.d/local.conf":             "file",
 	"etc/systemd/system/multi-user.target.wants/ssh.service":         "link",
 	"etc/systemd/system/katolog@x.service.d/override.conf":           "file",
 	"var/lib/other/data":                                             "file",
@@ -94,11 +98,13 @@ var purged = []string{
 	"var/lib/kato/instances.toml",
 	"var/lib/kato/kg/kg.db",
 	"var/lib/kato/instances/a/learned",
+	"var/lib/private/kato/instances/b/learned",
 	"etc/kato/kato.toml",
 	"etc/kato/kg-worker.env",
 	"etc/kato/instances/a.env",
 	"etc/systemd/system/kato@a.service.d/kato-manager.conf",
 	"etc/systemd/system/kato@a.service.d/override.conf",
+	"etc/systemd/system/kato-group@web.target.d/kato-manager.conf",
 	"etc/systemd/system/kato.target.wants/kato@a.service",
 	"etc/systemd/system/kg-workers.target.wants/kg-worker@1.service",
 	"etc/systemd/system/multi-user.target.wants/kato.target",
@@ -177,7 +183,8 @@ func TestMaintainerScripts(t *testing.T) {
 				}
 			}
 			if tc.purges {
-				for _, dir := range []string{"var/lib/kato", "etc/kato", "etc/systemd/system/kato@a.service.d",
+				for _, dir := range []string{"var/lib/kato", "var/lib/private/kato", "etc/kato", "etc/systemd/system/kato@a.service.d",
+					"etc/systemd/system/kato-group@web.target.d",
 					"etc/systemd/system/kato.target.wants", "etc/systemd/system/kg-workers.target.wants"} {
 					if _, err := os.Lstat(filepath.Join(root, dir)); !os.IsNotExist(err) {
 						t.Errorf("%s is left after purge", dir)

@@ -84,6 +84,40 @@ func Templates() []Template {
 	}
 }
 
+// PackagedManager is where the packages install kato-manager, the binary
+// kato-manager.service runs as shipped.
+const PackagedManager = "/usr/bin/kato-manager"
+
+// managerExecStart is kato-manager.service's command line as shipped.
+const managerExecStart = "ExecStart=" + PackagedManager + " serve\n"
+
+// SystemTemplates returns Templates with kato-manager.service running the
+// kato-manager binary at exe: what install-units writes, so that the unit
+// runs the binary that installed it (/usr/local/bin/kato-manager in a
+// source install). exe must be an absolute path; "" or PackagedManager
+// leaves the files as shipped.
+func SystemTemplates(exe string) ([]Template, error) {
+	out := Templates()
+	if exe == "" || exe == PackagedManager {
+		return out, nil
+	}
+	line, err := execLine([]string{exe, "serve"})
+	if err != nil {
+		return nil, fmt.Errorf("kato-manager.service: %w", err)
+	}
+	for i, t := range out {
+		if t.Name != ManagerService {
+			continue
+		}
+		content := string(t.Content)
+		if strings.Count(content, managerExecStart) != 1 {
+			return nil, fmt.Errorf("%s has no %q line to render", ManagerService, strings.TrimSpace(managerExecStart))
+		}
+		out[i].Content = []byte(strings.Replace(content, managerExecStart, "ExecStart="+line+"\n", 1))
+	}
+	return out, nil
+}
+
 func clone(b []byte) []byte {
 	return append([]byte(nil), b...)
 }

@@ -434,3 +434,49 @@ func TestWorkerNumberRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestSystemTemplatesRunTheInstallingBinary: install-units renders
+// kato-manager.service with the binary that installs it, so a source
+// install's unit does not run a /usr/bin/kato-manager it lacks.
+func TestSystemTemplatesRunTheInstallingBinary(t *testing.T) {
+	for _, tc := range []struct {
+		name, exe, want string
+	}{
+		{"packaged", "", "ExecStart=/usr/bin/kato-manager serve"},
+		{"packaged path", PackagedManager, "ExecStart=/usr/bin/kato-manager serve"},
+		{"source install", "/usr/local/bin/kato-manager", `ExecStart="/usr/local/bin/kato-manager" "serve"`},
+		{"specifier and space", "/opt/100% kato/kato-manager", `ExecStart="/opt/100%% kato/kato-manager" "serve"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := SystemTemplates(tc.exe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shipped := Templates()
+			if len(got) != len(shipped) {
+				t.Fatalf("%d templates, want %d", len(got), len(shipped))
+			}
+			for i, tmpl := range got {
+				if tmpl.Name != ManagerService {
+					if !bytes.Equal(tmpl.Content, shipped[i].Content) {
+						t.Errorf("%s differs from the shipped file", tmpl.Name)
+					}
+					continue
+				}
+				lines := strings.Split(string(tmpl.Content), "\n")
+				if !slices.Contains(lines, tc.want) {
+					t.Errorf("kato-manager.service has no line %s:\n%s", tc.want, tmpl.Content)
+				}
+				u := parseUnitFile(t, tmpl.Name, tmpl.Content)
+				if n := len(u["Service"]["ExecStart"]); n != 1 {
+					t.Errorf("kato-manager.service has %d ExecStart= lines", n)
+				}
+			}
+		})
+	}
+	for _, exe := range []string{"kato-manager", "/usr/local/bin/", "/usr/local/bin/kato$manager", "/usr/local/bin/kato\nmanager"} {
+		if _, err := SystemTemplates(exe); err == nil || !strings.Contains(err.Error(), "kato-manager.service: invalid command[0]") {
+			t.Errorf("SystemTemplates(%q): error %v, want one naming the command", exe, err)
+		}
+	}
+}

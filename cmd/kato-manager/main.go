@@ -226,6 +226,10 @@ func (a *app) resolvePaths(fs *pflag.FlagSet) error {
 	if err != nil {
 		return err
 	}
+	// The units install-units writes run this binary, wherever it lies.
+	if exe, err := os.Executable(); err == nil {
+		paths.Executable = exe
+	}
 	a.paths = paths
 	if !fs.Changed("config") {
 		a.configPath = envOr("KATO_CONFIG", paths.Config)

@@ -455,8 +455,10 @@ func TestManagerService(t *testing.T) {
 	if out := p.must("systemctl", "cat", "kato-manager.service"); !strings.Contains(out, "WantedBy=multi-user.target") || !strings.Contains(out, "ProtectSystem=strict") {
 		t.Errorf("kato-manager.service:\n%s", out)
 	}
-	// The unit runs the packaged path.
-	p.must("ln", "-sf", katoManager, "/usr/bin/kato-manager")
+	// The unit runs the binary that installed it, a source install's.
+	if out := p.must("systemctl", "show", "-P", "ExecStart", "kato-manager.service"); !strings.Contains(out, "path="+katoManager+" ;") {
+		t.Errorf("kato-manager.service does not run %s: %s", katoManager, out)
+	}
 	if err := p.WriteFile("/etc/kato/serve.token", []byte(dashboardToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -7,11 +7,13 @@
 #
 # systemd is reloaded so that it forgets the units that went. A purge (deb
 # only) also deletes what kato-manager made while it ran: the registry, the
-# queue and the processors' state (/var/lib/kato), the configuration and
-# environment files (/etc/kato), every instance's drop-in directories (those
-# of its private-network units too), the workers' drop-in with their
-# resource limits, and the
-# symbolic links that enabled the targets, the instances and the workers.
+# queue and the links to the processors' state (/var/lib/kato), the
+# processors' state itself (/var/lib/private/kato, where systemd keeps it for
+# their DynamicUser=), the configuration and environment files (/etc/kato),
+# every instance's drop-in directories (those of its private-network units
+# too), every group's drop-in directory, the workers' drop-in with their
+# resource limits, and the symbolic links that enabled the targets, the
+# instances and the workers.
 # The kato user and group stay, as Debian leaves system users: files they
 # own may remain elsewhere.
 set -e
@@ -25,11 +27,12 @@ esac
 root=${DPKG_ROOT:-}
 
 if [ "$action" = purge ]; then
-	rm -rf "$root/var/lib/kato" "$root/etc/kato"
-	# kato@ID.service.d only: kato@.service.d holds the operator's own
-	# drop-ins for every instance.
+	rm -rf "$root/var/lib/kato" "$root/var/lib/private/kato" "$root/etc/kato"
+	# kato@ID.service.d and kato-group@NAME.target.d only: kato@.service.d
+	# and kato-group@.target.d hold the operator's own drop-ins for every
+	# instance and every group.
 	for d in "$root"/etc/systemd/system/kato@?*.service.d "$root"/etc/systemd/system/kato-proxy@?*.d \
-		"$root"/etc/systemd/system/kato-link@?*.d; do
+		"$root"/etc/systemd/system/kato-link@?*.d "$root"/etc/systemd/system/kato-group@?*.target.d; do
 		if [ -d "$d" ]; then rm -rf "$d"; fi
 	done
 	# The workers' drop-in kato-manager wrote; the directory only if that

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -30,5 +31,46 @@ func TestInstallUnitsRunsTheInstallingBinary(t *testing.T) {
 		if !strings.Contains(string(data), "\n"+tc.want+"\n") {
 			t.Errorf("executable %q: kato-manager.service has no %s:\n%s", tc.exe, tc.want, data)
 		}
+	}
+}
+
+// TestRestartRunning restarts what runs, instances and workers, so that it
+// runs on newly installed unit files; what is stopped stays stopped.
+func TestRestartRunning(t *testing.T) {
+	e := newTestEnv(t)
+	for name, state := range map[string]string{
+		"kato@a.service": "active", "kato@b.service": "inactive", "kg-worker@1.service": "active",
+		"kg-worker@2.service": "failed", "mongod.service": "active",
+	} {
+		e.sd.set(name, func(u *UnitState) { u.ActiveState = state })
+	}
+	res, err := e.m.InstallUnits(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.NewServiceTemplates() {
+		t.Fatalf("a first install reports no new service templates: %v", res.Written)
+	}
+	restarted, err := e.m.RestartRunning(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(restarted)
+	if want := []string{"kato@a.service", "kg-worker@1.service"}; !slices.Equal(restarted, want) {
+		t.Errorf("restarted %q, want %q", restarted, want)
+	}
+	var calls []string
+	for _, c := range e.sd.callLog() {
+		if strings.HasPrefix(c, "restart ") {
+			calls = append(calls, c)
+		}
+	}
+	if len(calls) != 2 {
+		t.Errorf("restart calls %q", calls)
+	}
+	// Installed again with nothing new: no template changed.
+	res, err = e.m.InstallUnits(context.Background())
+	if err != nil || res.NewServiceTemplates() {
+		t.Errorf("second install: new templates %v (%v)", res.Written, err)
 	}
 }

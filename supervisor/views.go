@@ -531,6 +531,44 @@ type InstallResult struct {
 	Secured string   // the configuration file, when it was made 0640 root:kato
 }
 
+// NewServiceTemplates reports whether the install wrote a new kato@.service
+// or kg-worker@.service: what runs from the old one runs as it was started
+// (its user, its sandbox) until it restarts.
+func (r *InstallResult) NewServiceTemplates() bool {
+	for _, f := range r.Written {
+		if name := filepath.Base(f); name == units.InstanceTemplate || name == units.WorkerTemplate {
+			return true
+		}
+	}
+	return false
+}
+
+// RestartRunning restarts the instances and workers that run, as the
+// packages do on an upgrade, so that they run on the unit files just
+// installed: an instance started under an earlier kato@.service keeps that
+// file's identity and sandbox until it restarts. Stopped ones stay stopped.
+// It returns the units restarted; a failure to restart one does not keep
+// the others from restarting.
+func (m *Manager) RestartRunning(ctx context.Context) ([]string, error) {
+	list, err := m.Systemd.ListUnits(ctx, units.InstancePattern, units.WorkerPattern)
+	if err != nil {
+		return nil, err
+	}
+	var restarted []string
+	var errs []error
+	for _, u := range list {
+		if u.ActiveState != "active" && u.ActiveState != "activating" && u.ActiveState != "reloading" {
+			continue
+		}
+		if err := m.Systemd.RestartUnit(ctx, u.Name); err != nil {
+			errs = append(errs, fmt.Errorf("restart %s: %w", u.Name, err))
+			continue
+		}
+		restarted = append(restarted, u.Name)
+	}
+	return restarted, errors.Join(errs...)
+}
+
 // vendorHeader starts every file units.Templates holds.
 const vendorHeader = "# Installed by kato-manager"
 

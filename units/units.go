@@ -76,7 +76,7 @@ func Templates() []Template {
 		{Name: "kato-proxy@.service", Dir: SystemdDir, Content: clone(proxyService)},
 		{Name: "kato-link@.socket", Dir: SystemdDir, Content: clone(linkSocket)},
 		{Name: "kato-link@.service", Dir: SystemdDir, Content: clone(linkService)},
-		{Name: "kg-worker@.service", Dir: SystemdDir, Content: clone(workerService)},
+		{Name: WorkerTemplate, Dir: SystemdDir, Content: clone(workerService)},
 		{Name: WorkerTarget, Dir: SystemdDir, Content: clone(workerTarget)},
 		{Name: ManagerService, Dir: SystemdDir, Content: clone(managerService)},
 		{Name: "kato.conf", Dir: SysusersDir, Content: clone(sysusers)},
@@ -194,6 +194,9 @@ func RenderGroupDropIn(name string, ids []string) ([]byte, error) {
 	}
 	return []byte(b.String()), nil
 }
+
+// WorkerTemplate is the template unit every KG worker is an instance of.
+const WorkerTemplate = "kg-worker@.service"
 
 // WorkerTarget is the target that groups the KG worker pool.
 const WorkerTarget = "kg-workers.target"

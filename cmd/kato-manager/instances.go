@@ -684,8 +684,18 @@ func (a *app) installUnits(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 	if res.Secured != "" {
 		fmt.Fprintf(a.stdout, "made %s 0640 root:%s\n", res.Secured, config.ServiceUser)
 	}
-	if err == nil {
-		fmt.Fprintf(a.stdout, "units installed; systemd reloaded; %s and %s enabled\n", units.InstanceTarget, units.WorkerTarget)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "units installed; systemd reloaded; %s and %s enabled\n", units.InstanceTarget, units.WorkerTarget)
+	if !res.NewServiceTemplates() {
+		return nil
+	}
+	// What runs was started from the earlier files: restarted, it runs
+	// under the new ones (a processor under its own user, for one).
+	restarted, err := m.RestartRunning(ctx)
+	for _, u := range restarted {
+		fmt.Fprintf(a.stdout, "restarted %s on the new unit files\n", u)
 	}
 	return err
 }

@@ -38,11 +38,17 @@ func TestInstallUnitsRunsTheInstallingBinary(t *testing.T) {
 // runs on newly installed unit files; what is stopped stays stopped.
 func TestRestartRunning(t *testing.T) {
 	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "a"})
 	for name, state := range map[string]string{
-		"kato@a.service": "active", "kato@b.service": "inactive", "kg-worker@1.service": "active",
+		"kato@orphan.service": "active", "kato@b.service": "inactive", "kg-worker@1.service": "active",
 		"kg-worker@2.service": "failed", "mongod.service": "active",
 	} {
 		e.sd.set(name, func(u *UnitState) { u.ActiveState = state })
+	}
+	// An earlier version's drop-in, which the restart renders again.
+	dropIn := filepath.Join(e.m.Paths.UnitDir, units.InstanceDropInDir("a"), units.DropInName)
+	if err := os.WriteFile(dropIn, []byte("[Service]\nExecStart=/bin/old\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	res, err := e.m.InstallUnits(context.Background())
 	if err != nil {
@@ -56,17 +62,16 @@ func TestRestartRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(restarted)
-	if want := []string{"kato@a.service", "kg-worker@1.service"}; !slices.Equal(restarted, want) {
+	if want := []string{"kato@a.service", "kato@orphan.service", "kg-worker@1.service"}; !slices.Equal(restarted, want) {
 		t.Errorf("restarted %q, want %q", restarted, want)
 	}
-	var calls []string
-	for _, c := range e.sd.callLog() {
-		if strings.HasPrefix(c, "restart ") {
-			calls = append(calls, c)
-		}
+	if data, err := os.ReadFile(dropIn); err != nil || strings.Contains(string(data), "/bin/old") {
+		t.Errorf("the registered instance's drop-in was not rendered again: %v\n%s", err, data)
 	}
-	if len(calls) != 2 {
-		t.Errorf("restart calls %q", calls)
+	for _, u := range []string{"kato@b.service", "kg-worker@2.service", "mongod.service"} {
+		if slices.Contains(e.sd.callLog(), "restart "+u) || slices.Contains(e.sd.callLog(), "start "+u) {
+			t.Errorf("%s was restarted", u)
+		}
 	}
 	// Installed again with nothing new: no template changed.
 	res, err = e.m.InstallUnits(context.Background())

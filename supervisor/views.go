@@ -546,11 +546,18 @@ func (r *InstallResult) NewServiceTemplates() bool {
 // RestartRunning restarts the instances and workers that run, as the
 // packages do on an upgrade, so that they run on the unit files just
 // installed: an instance started under an earlier kato@.service keeps that
-// file's identity and sandbox until it restarts. Stopped ones stay stopped.
-// It returns the units restarted; a failure to restart one does not keep
-// the others from restarting.
+// file's identity and sandbox until it restarts. A registered instance is
+// restarted as Restart does, its files rendered again first (they may need
+// to say more to the new units, such as the user of a long id); a worker or
+// an unregistered instance is restarted as it is. Stopped ones stay
+// stopped. It returns the units restarted; a failure to restart one does
+// not keep the others from restarting.
 func (m *Manager) RestartRunning(ctx context.Context) ([]string, error) {
 	list, err := m.Systemd.ListUnits(ctx, units.InstancePattern, units.WorkerPattern)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
 	}
@@ -560,7 +567,12 @@ func (m *Manager) RestartRunning(ctx context.Context) ([]string, error) {
 		if u.ActiveState != "active" && u.ActiveState != "activating" && u.ActiveState != "reloading" {
 			continue
 		}
-		if err := m.Systemd.RestartUnit(ctx, u.Name); err != nil {
+		if id, ok := units.InstanceID(u.Name); ok && reg.Instances[id] != nil {
+			_, err = m.Restart(ctx, id, 0)
+		} else {
+			err = m.Systemd.RestartUnit(ctx, u.Name)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("restart %s: %w", u.Name, err))
 			continue
 		}

@@ -170,6 +170,10 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 		b.WriteString(n.joins(InstanceUnit(d.ID)))
 	}
 	b.WriteString("\n[Service]\n")
+	if u := InstanceUser(d.ID); u != instanceUserPrefix+d.ID {
+		// kato@.service's User=kato-%i would be too long a name.
+		b.WriteString("User=" + u + "\n")
+	}
 	b.WriteString("ExecStart=\n")
 	b.WriteString("ExecStart=" + execStart + "\n")
 	if err := d.Limits.render(&b); err != nil {

@@ -10,7 +10,9 @@
 package units
 
 import (
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -273,6 +275,29 @@ func InstanceDropInDir(id string) string {
 // is written to.
 func InstanceEnvironmentFile(id string) string {
 	return EnvironmentDir + "/" + id + ".env"
+}
+
+// maxUserName is the longest user name systemd allocates for DynamicUser=.
+const maxUserName = 31
+
+// instanceUserPrefix starts the name of every instance's user; the user of
+// an id too long for it starts with hashedUserPrefix instead, which no
+// instance's short name can.
+const (
+	instanceUserPrefix = "kato-"
+	hashedUserPrefix   = "katoh-"
+)
+
+// InstanceUser returns the user the instance id runs as, which systemd
+// allocates while it runs (DynamicUser=): kato-ID, as kato@.service names
+// it, or for an id that makes that longer than systemd takes, katoh- and 24
+// hexadecimal digits of the id's SHA-256, which the instance's drop-in names.
+func InstanceUser(id string) string {
+	if u := instanceUserPrefix + id; len(u) <= maxUserName {
+		return u
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hashedUserPrefix + hex.EncodeToString(sum[:])[:24]
 }
 
 // InstanceStateDir returns the path of the instance's persistent state

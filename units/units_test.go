@@ -153,6 +153,7 @@ func TestUnitTemplates(t *testing.T) {
 				"Service": withHardening(map[string]string{
 					"Type":             "simple",
 					"DynamicUser":      "yes",
+					"User":             "kato-%i",
 					"EnvironmentFile":  "/etc/kato/instances/%i.env",
 					"StateDirectory":   "kato/instances/%i",
 					"WorkingDirectory": "%S/kato/instances/%i",
@@ -165,8 +166,8 @@ func TestUnitTemplates(t *testing.T) {
 				}),
 				"Install": {"WantedBy": "kato.target"},
 			},
-			// Never the queue's user or its group: see TestProcessorIdentity.
-			absent: map[string][]string{"Service": {"ExecStart", "MemoryDenyWriteExecute", "User", "Group", "SupplementaryGroups"}},
+			// Never the queue's group (the user is the instance's own).
+			absent: map[string][]string{"Service": {"ExecStart", "MemoryDenyWriteExecute", "Group", "SupplementaryGroups"}},
 		},
 		{
 			name:     "kg-worker@.service",
@@ -477,6 +478,55 @@ func TestSystemTemplatesRunTheInstallingBinary(t *testing.T) {
 	for _, exe := range []string{"kato-manager", "/usr/local/bin/", "/usr/local/bin/kato$manager", "/usr/local/bin/kato\nmanager"} {
 		if _, err := SystemTemplates(exe); err == nil || !strings.Contains(err.Error(), "kato-manager.service: invalid command[0]") {
 			t.Errorf("SystemTemplates(%q): error %v, want one naming the command", exe, err)
+		}
+	}
+}
+
+// TestInstanceUser: every instance has a user of its own, never kato and
+// never another instance's, within the 31 characters systemd allocates.
+func TestInstanceUser(t *testing.T) {
+	long := strings.Repeat("a", MaxInstanceID)
+	seen := map[string]string{}
+	for _, tc := range []struct{ id, want string }{
+		{"processor-1", "kato-processor-1"},
+		{"1", "kato-1"},
+		{strings.Repeat("b", 26), "kato-" + strings.Repeat("b", 26)},
+		{strings.Repeat("b", 27), ""},
+		{long, ""},
+		{long[:63] + "b", ""},
+		{"proxy", "kato-proxy"},
+	} {
+		u := InstanceUser(tc.id)
+		if tc.want != "" && u != tc.want {
+			t.Errorf("InstanceUser(%q) = %q, want %q", tc.id, u, tc.want)
+		}
+		if len(u) > 31 || u == "kato" || !strings.HasPrefix(u, "kato") {
+			t.Errorf("InstanceUser(%q) = %q: not a name of its own within 31 characters", tc.id, u)
+		}
+		for _, r := range u {
+			if !isIDRune(r) {
+				t.Errorf("InstanceUser(%q) = %q holds %q", tc.id, u, r)
+			}
+		}
+		if other, ok := seen[u]; ok {
+			t.Errorf("%q and %q share the user %q", tc.id, other, u)
+		}
+		seen[u] = tc.id
+		// The forwarders' users cannot be an instance's.
+		for _, fwd := range []string{"kato_proxy", "kato_link"} {
+			if u == fwd {
+				t.Errorf("InstanceUser(%q) is the forwarders' %s", tc.id, fwd)
+			}
+		}
+		// The drop-in names the user only where kato@.service's
+		// User=kato-%i would not fit.
+		d, err := RenderInstanceDropIn(InstanceDropIn{ID: tc.id, Command: []string{"/bin/kato"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := strings.Contains(string(d), "\nUser="+u+"\n")
+		if fits := len("kato-"+tc.id) <= 31; names == fits {
+			t.Errorf("drop-in of %q names the user: %v, want %v:\n%s", tc.id, names, !fits, d)
 		}
 	}
 }

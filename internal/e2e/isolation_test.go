@@ -78,6 +78,11 @@ func TestProcessorIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The workers' own settings, where an operator keeps the KG service's
+	// credentials.
+	if err := m.WriteFile("/etc/kato/kg-worker.env", []byte("KG_SERVICE_URL=http://kg:secret@127.0.0.1:8088\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	m.mustKM("workers", "start", "-n", "2")
 	m.mustKM("start", "--id", "other", "--port", "8201")
 	m.post("http://127.0.0.1:8201/learn", "{}")
@@ -101,7 +106,6 @@ func TestProcessorIsolation(t *testing.T) {
 		{"r", other + "/learned", false},
 		{"d", other, false},
 		{"r", "/etc/kato/instances/other.env", false},
-		{"r", "/etc/kato/instances/probe.env", false},
 		{"r", "/etc/kato/kg-worker.env", false},
 	}
 	// Where systemd keeps the other instance's state, if not at the link.

@@ -31,7 +31,7 @@ out=${STATE_DIRECTORY%%:*}/` + isolationResults + `
 while read -r mode path; do
 	case $mode in
 	r) if head -c 1 -- "$path" >/dev/null 2>&1; then r=open; else r=refused; fi ;;
-	d) if ls -- "$path" >/dev/null 2>&1; then r=open; else r=refused; fi ;;
+	d) if ls -- "$path/." >/dev/null 2>&1; then r=open; else r=refused; fi ;;
 	rw) if (exec 3<>"$path") 2>/dev/null; then r=open; else r=refused; fi ;;
 	*) r=unknown ;;
 	esac
@@ -190,9 +190,9 @@ func TestStateKeptWhenProcessorsGetTheirOwnUser(t *testing.T) {
 	// The earlier kato@.service, as the files of an earlier version left it.
 	tmpl := "/usr/local/lib/systemd/system/" + units.InstanceTemplate
 	current := m.readFile(tmpl)
-	earlier := strings.Replace(current, "\nDynamicUser=yes\n", "\nUser=kato\nGroup=kato\n", 1)
+	earlier := strings.Replace(current, "\nDynamicUser=yes\nUser=kato-%i\n", "\nUser=kato\nGroup=kato\n", 1)
 	if earlier == current {
-		t.Fatalf("%s has no DynamicUser=yes line:\n%s", tmpl, current)
+		t.Fatalf("%s has no DynamicUser=yes and User=kato-%%i lines:\n%s", tmpl, current)
 	}
 	if err := m.WriteFile(tmpl, []byte(earlier), 0o644); err != nil {
 		t.Fatal(err)

@@ -205,6 +205,19 @@ func TestDebLifecycle(t *testing.T) {
 	if err := m.WriteFile("/etc/kato/kato.toml", []byte(edited), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The first package runs the processors as kato, as versions before
+	// each instance had a user of its own did: the upgrade must keep what
+	// they learned in their directories of kato's.
+	const vendorInstance = "/usr/lib/systemd/system/" + units.InstanceTemplate
+	shipped := m.readFile(vendorInstance)
+	earlier := strings.Replace(shipped, "\nDynamicUser=yes\nUser=kato-%i\n", "\nUser=kato\nGroup=kato\n", 1)
+	if earlier == shipped {
+		t.Fatalf("%s has no DynamicUser=yes and User=kato-%%i lines", vendorInstance)
+	}
+	if err := m.WriteFile(vendorInstance, []byte(earlier), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.must("systemctl", "daemon-reload")
 	m.pkm("start", "--id", "pkg-a", "--name", "Packaged A", "--port", "8101")
 	m.pkm("start", "--id", "pkg-b", "--port", "8102", "--max-predictions", "7")
 	m.pkm("start", "--id", "pkg-c", "--port", "8103")
@@ -239,9 +252,12 @@ func TestDebLifecycle(t *testing.T) {
 			t.Fatalf("%s is %s", u, s)
 		}
 		if o := m.owner(u); o != "kato" {
-			t.Errorf("%s runs as %s", u, o)
+			t.Errorf("%s runs as %s under the earlier units", u, o)
 		}
 		pids[u] = m.mainPID(u)
+	}
+	if got := strings.TrimSpace(m.must("stat", "-c", "%F %U", units.InstanceStateDir("pkg-a"))); got != "directory kato" {
+		t.Fatalf("pkg-a's state under the earlier units is %q", got)
 	}
 	ports := m.ports()
 	if len(ports) != 3 || ports["pkg-a"][0] != 8101 || ports["pkg-b"][0] != 8102 {
@@ -304,6 +320,25 @@ func TestDebLifecycle(t *testing.T) {
 	if body, err := m.get("http://127.0.0.1:8101/learned"); err != nil || !strings.Contains(body, `"learned":1`) {
 		t.Errorf("pkg-a's learned state after the upgrade: %q %v", body, err)
 	}
+	// Each instance now runs as a user of its own, the workers still as
+	// kato; systemd moved pkg-a's state to /var/lib/private and gave it to
+	// pkg-a's user.
+	for u, want := range map[string]string{"kato@pkg-a.service": "kato-pkg-a", "kato@pkg-b.service": "kato-pkg-b", "kg-worker@1.service": "kato", "kg-worker@2.service": "kato"} {
+		if o := m.owner(u); o != want {
+			t.Errorf("%s runs as %s after the upgrade, want %s", u, o, want)
+		}
+	}
+	if !m.isLink(units.InstanceStateDir("pkg-a")) {
+		t.Errorf("%s is not a link to /var/lib/private after the upgrade", units.InstanceStateDir("pkg-a"))
+	}
+	if got := strings.TrimSpace(m.must("stat", "-c", "%U", "/var/lib/private/kato/instances/pkg-a/learned")); got != "kato-pkg-a" {
+		t.Errorf("pkg-a's learned state belongs to %s after the upgrade", got)
+	}
+	// An instance of a group, whose target's drop-in purge must remove.
+	m.pkm("start", "--id", "pkg-d", "--port", "8104", "--group", "pkgs")
+	if !m.exists("/etc/systemd/system/kato-group@pkgs.target.d/" + units.DropInName) {
+		t.Fatal("no drop-in for the group pkgs")
+	}
 	if body, err := m.get("http://127.0.0.1:8102/env"); err != nil || !strings.Contains(body, `"MAX_PREDICTIONS":"7"`) {
 		t.Errorf("pkg-b's settings after the upgrade: %q %v", body, err)
 	}
@@ -362,7 +397,8 @@ func TestDebLifecycle(t *testing.T) {
 	if s := m.packageStatus(); s != "" && !strings.HasPrefix(s, "un") {
 		t.Fatalf("after purge dpkg says %q", s)
 	}
-	for _, path := range []string{"/var/lib/kato", "/etc/kato", "/etc/systemd/system/kato@pkg-a.service.d", "/etc/systemd/system/kato@pkg-c.service.d",
+	for _, path := range []string{"/var/lib/kato", "/var/lib/private/kato", "/etc/kato", "/etc/systemd/system/kato@pkg-a.service.d", "/etc/systemd/system/kato@pkg-c.service.d",
+		"/etc/systemd/system/kato-group@pkgs.target.d",
 		"/etc/systemd/system/kato.target.wants", "/etc/systemd/system/kg-workers.target.wants",
 		"/etc/systemd/system/kg-worker@.service.d/" + units.DropInName} {
 		if m.exists(path) {

@@ -187,7 +187,8 @@ func TestVerifyPrivateNetworkUnits(t *testing.T) {
 
 // TestSecurityExposure keeps the services' sandboxing from regressing:
 // systemd-analyze security must rate every service this package ships at an
-// exposure of 2.0 or less. Each one's exposure is logged.
+// exposure of 2.0 or less, except serve's (see rootExposure). Each one's
+// exposure is logged.
 func TestSecurityExposure(t *testing.T) {
 	requireOfflineVerify(t)
 	if out, _ := runTool(t, nil, "systemd-analyze", "security", "--help"); !strings.Contains(out, "--offline") {
@@ -217,7 +218,11 @@ func TestSecurityExposure(t *testing.T) {
 	for _, unit := range services {
 		t.Run(unit, func(t *testing.T) {
 			// The threshold is in tenths: 20 is an exposure level of 2.0.
-			out, ok := runTool(t, nil, "systemd-analyze", "security", "--offline=true", "--threshold=20", "--no-pager",
+			threshold := "20"
+			if unit == ManagerService {
+				threshold = rootExposure
+			}
+			out, ok := runTool(t, nil, "systemd-analyze", "security", "--offline=true", "--threshold="+threshold, "--no-pager",
 				filepath.Join(dir, unit))
 			_, level, found := strings.Cut(out, "Overall exposure level for "+unit+": ")
 			if !found {
@@ -226,11 +231,21 @@ func TestSecurityExposure(t *testing.T) {
 			level, _, _ = strings.Cut(level, " ")
 			t.Logf("exposure of %s: %s", unit, level)
 			if !ok {
-				t.Errorf("exposure of %s is %s, above 2.0:\n%s", unit, level, out)
+				t.Errorf("exposure of %s is %s, above %s tenths:\n%s", unit, level, threshold, out)
 			}
 		})
 	}
 }
+
+// rootExposure is the most kato-manager.service may rate, in tenths. serve
+// runs as root and keeps what its actions need: the D-Bus calls that start
+// and stop units as root, the network to listen on and to reach the
+// instances' health endpoints, setuid/setgid for its kato child, chown for
+// the queue directory, dac_read_search and sys_ptrace to tell which process
+// holds an instance's port (/proc/PID/fd of the instances' own users), and
+// kill for its child. Those alone rate above 2.0; every other setting is at
+// its strictest.
+const rootExposure = "27"
 
 func TestSysusersCreatesUser(t *testing.T) {
 	requireTool(t, "systemd-sysusers")

@@ -75,9 +75,17 @@ differ from [defaults]. apply of it changes nothing.`,
 	"gc": `Repair drift: remove registry entries whose unit files are gone, and tear down
 instance units and files that have no registry entry.`,
 	"install-units": `Write the unit templates (kato@.service, kato.target, kg-worker@.service,
-kg-workers.target), the sysusers.d and tmpfiles.d entries, create the kato user
-and directories, and reload systemd. start and the worker commands do it by
-themselves the first time.`,
+kg-workers.target, kato-manager.service, which runs this kato-manager binary),
+the sysusers.d and tmpfiles.d entries, create the kato user and directories,
+and reload systemd. start and the worker commands do it by themselves the first
+time. When a new kato@.service or kg-worker@.service is written, the instances
+and workers that run are restarted on it.
+
+The KG workers run as the kato user, which owns the queue and reads kato.toml.
+Each processor instance runs as a user of its own, kato-ID, which systemd
+allocates while it runs (DynamicUser=); its state directory is kept in
+/var/lib/private/kato/instances/ID, linked from /var/lib/kato/instances/ID.
+Under --user everything runs as the invoking user.`,
 	"workers": `Manage the KG worker pool: kg-worker@1.service ... kg-worker@N.service, which
 take items from the queue (the SQLite file kg.db_path, or the PostgreSQL database
 kg.db_url that workers on many hosts share) in batches, send them to the KG

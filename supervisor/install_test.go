@@ -79,3 +79,23 @@ func TestRestartRunning(t *testing.T) {
 		t.Errorf("second install: new templates %v (%v)", res.Written, err)
 	}
 }
+
+// TestLongIDNamesItsUser: an id too long for kato@.service's User=kato-%i
+// gets its user from the drop-in, on the system manager only; a user
+// manager runs everything as its own user.
+func TestLongIDNamesItsUser(t *testing.T) {
+	id := strings.Repeat("x", 40)
+	for _, user := range []bool{false, true} {
+		e := newTestEnv(t)
+		e.m.Paths.User = user
+		e.start(t, StartRequest{ID: id})
+		data, err := os.ReadFile(filepath.Join(e.m.Paths.UnitDir, units.InstanceDropInDir(id), units.DropInName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		named := strings.Contains(string(data), "\nUser="+units.InstanceUser(id)+"\n")
+		if named == user || (user && strings.Contains(string(data), "User=")) {
+			t.Errorf("user manager %v: drop-in names the user %v:\n%s", user, named, data)
+		}
+	}
+}

@@ -424,6 +424,7 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		Network:        su.network,
 		Limits:         units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
 		Group:          inst.Group,
+		ManagerUser:    m.Paths.User,
 	}
 	return su, nil
 }

@@ -47,6 +47,10 @@ type InstanceDropIn struct {
 	// Group, when set, makes the instance part of the group's target
 	// (GroupTarget): stopping or restarting the target reaches it.
 	Group string
+	// ManagerUser says the instance runs under a user manager, as that
+	// manager's user: the drop-in names no user of the instance's own
+	// (InstanceUser), which only the system manager can switch to.
+	ManagerUser bool
 }
 
 // Limits are resource limits systemd enforces on a unit. Zero values set
@@ -170,7 +174,7 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 		b.WriteString(n.joins(InstanceUnit(d.ID)))
 	}
 	b.WriteString("\n[Service]\n")
-	if u := InstanceUser(d.ID); u != instanceUserPrefix+d.ID {
+	if u := InstanceUser(d.ID); u != instanceUserPrefix+d.ID && !d.ManagerUser {
 		// kato@.service's User=kato-%i would be too long a name.
 		b.WriteString("User=" + u + "\n")
 	}

@@ -528,5 +528,13 @@ func TestInstanceUser(t *testing.T) {
 		if fits := len("kato-"+tc.id) <= 31; names == fits {
 			t.Errorf("drop-in of %q names the user: %v, want %v:\n%s", tc.id, names, !fits, d)
 		}
+		// A user manager runs everything as its user: no User= at all.
+		d, err = RenderInstanceDropIn(InstanceDropIn{ID: tc.id, Command: []string{"/bin/kato"}, ManagerUser: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(d), "User=") {
+			t.Errorf("drop-in of %q for a user manager names a user:\n%s", tc.id, d)
+		}
 	}
 }

@@ -84,7 +84,9 @@ func TestProcessorIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.mustKM("workers", "start", "-n", "2")
-	m.mustKM("start", "--id", "other", "--port", "8201")
+	// An id too long for kato-ID as a user name: its drop-in names its user.
+	const otherID = "other-instance-with-a-rather-long-id"
+	m.mustKM("start", "--id", otherID, "--port", "8201")
 	m.post("http://127.0.0.1:8201/learn", "{}")
 	// serve holds a child doing its queue work for as long as it runs.
 	m.must("systemd-run", "--unit=km-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090")
@@ -96,7 +98,7 @@ func TestProcessorIsolation(t *testing.T) {
 	})
 	helpers = append(helpers, m.mainPID("km-serve.service"))
 
-	other := units.InstanceStateDir("other")
+	other := units.InstanceStateDir(otherID)
 	targets := []probeTarget{
 		{"r", "/etc/os-release", true},
 		{"rw", "/proc/self/mem", true},
@@ -105,7 +107,7 @@ func TestProcessorIsolation(t *testing.T) {
 		{"d", "/var/lib/kato/kg", false},
 		{"r", other + "/learned", false},
 		{"d", other, false},
-		{"r", "/etc/kato/instances/other.env", false},
+		{"r", "/etc/kato/instances/" + otherID + ".env", false},
 		{"r", "/etc/kato/kg-worker.env", false},
 	}
 	// Where systemd keeps the other instance's state, if not at the link.
@@ -136,8 +138,14 @@ func TestProcessorIsolation(t *testing.T) {
 	}
 	katoUID := strings.TrimSpace(m.must("id", "-u", "kato"))
 	probeUID := m.uid("kato@probe.service")
-	if probeUID == katoUID || probeUID == "0" || probeUID == m.uid("kato@other.service") {
-		t.Errorf("the probe runs as uid %s (kato is %s, the other instance %s): not a user of its own", probeUID, katoUID, m.uid("kato@other.service"))
+	otherUID := m.uid(units.InstanceUnit(otherID))
+	if probeUID == katoUID || probeUID == "0" || probeUID == otherUID || otherUID == katoUID || otherUID == "0" {
+		t.Errorf("the probe runs as uid %s, the other instance as %s, kato is %s: not users of their own", probeUID, otherUID, katoUID)
+	}
+	for unit, want := range map[string]string{"kato@probe.service": "kato-probe", units.InstanceUnit(otherID): units.InstanceUser(otherID)} {
+		if got := m.owner(unit); got != want {
+			t.Errorf("%s runs as %s, want %s", unit, got, want)
+		}
 	}
 	if groups := m.must("cat", "/proc/"+m.mainPID("kato@probe.service")+"/status"); strings.Contains(groupsLine(groups), " "+strings.TrimSpace(m.must("id", "-g", "kato"))+" ") {
 		t.Errorf("the probe is in kato's group: %s", groupsLine(groups))

@@ -66,7 +66,7 @@ func TestInstances(t *testing.T) {
 		}
 		// Operators look with plain systemctl and journalctl.
 		cat := m.must("systemctl", "cat", "kato@processor-1.service")
-		for _, want := range []string{"kato@.service", "kato-manager.conf", "ExecStart=\"/opt/kato-test/fakeprocessor\"", "User=kato"} {
+		for _, want := range []string{"kato@.service", "kato-manager.conf", "ExecStart=\"/opt/kato-test/fakeprocessor\"", "DynamicUser=yes"} {
 			if !strings.Contains(cat, want) {
 				t.Errorf("systemctl cat lacks %q:\n%s", want, cat)
 			}
@@ -77,7 +77,7 @@ func TestInstances(t *testing.T) {
 		if logs := m.mustKM("logs", "processor-1", "-n", "20"); !strings.Contains(logs, "processor-1") {
 			t.Errorf("kato-manager logs:\n%s", logs)
 		}
-		if user := strings.TrimSpace(m.must("systemctl", "show", "-P", "User", "kato@processor-1.service")); user != "kato" {
+		if user := strings.TrimSpace(m.must("systemctl", "show", "-P", "User", "kato@processor-1.service")); user != "kato-processor-1" {
 			t.Errorf("runs as %q", user)
 		}
 		rows := m.listJSON()

@@ -339,6 +339,7 @@ func TestDebLifecycle(t *testing.T) {
 	if !m.exists("/etc/systemd/system/kato-group@pkgs.target.d/" + units.DropInName) {
 		t.Fatal("no drop-in for the group pkgs")
 	}
+	kept[config.DefaultRegistryPath] = m.readFile(config.DefaultRegistryPath)
 	if body, err := m.get("http://127.0.0.1:8102/env"); err != nil || !strings.Contains(body, `"MAX_PREDICTIONS":"7"`) {
 		t.Errorf("pkg-b's settings after the upgrade: %q %v", body, err)
 	}

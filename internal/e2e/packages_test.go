@@ -339,6 +339,24 @@ func TestDebLifecycle(t *testing.T) {
 	if !m.exists("/etc/systemd/system/kato-group@pkgs.target.d/" + units.DropInName) {
 		t.Fatal("no drop-in for the group pkgs")
 	}
+
+	// An instance with an id too long for kato-ID as a user name, whose
+	// drop-in an earlier version wrote without the User= it needs: the
+	// package's upgrade renders it again as it restarts the instance.
+	const long = "pkg-long-id-for-a-user-name-x"
+	m.pkm("start", "--id", long, "--port", "8105")
+	longDropIn := "/etc/systemd/system/" + units.InstanceDropInDir(long) + "/" + units.DropInName
+	m.must("sed", "-i", "/^User=/d", longDropIn)
+	m.must("systemctl", "daemon-reload")
+	m.apt("install", "--reinstall", inner(deb2))
+	if s := m.activeState(units.InstanceUnit(long)); s != "active" {
+		t.Errorf("%s is %s after the upgrade", units.InstanceUnit(long), s)
+	} else if o := m.owner(units.InstanceUnit(long)); o != units.InstanceUser(long) {
+		t.Errorf("%s runs as %s after the upgrade, want %s", units.InstanceUnit(long), o, units.InstanceUser(long))
+	}
+	if !strings.Contains(m.readFile(longDropIn), "\nUser="+units.InstanceUser(long)+"\n") {
+		t.Errorf("%s names no user after the upgrade:\n%s", longDropIn, m.readFile(longDropIn))
+	}
 	kept[config.DefaultRegistryPath] = m.readFile(config.DefaultRegistryPath)
 	if body, err := m.get("http://127.0.0.1:8102/env"); err != nil || !strings.Contains(body, `"MAX_PREDICTIONS":"7"`) {
 		t.Errorf("pkg-b's settings after the upgrade: %q %v", body, err)

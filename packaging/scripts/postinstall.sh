@@ -13,7 +13,9 @@
 # start nothing by themselves; enabled, they bring back at boot the instances
 # and workers the operator starts with kato-manager.
 # On an upgrade: the instances and workers that run are restarted, so they
-# run the new files; stopped ones stay stopped. Their registry, queue,
+# run the new files; stopped ones stay stopped. An instance that ran as kato
+# under an earlier version runs as its own user from this restart on;
+# systemd moves its state directory to /var/lib/private/kato/instances. Their registry, queue,
 # environment files, drop-ins and the configuration are left as they are.
 #
 # Without a running systemd (a chroot, a container build, dpkg --root)
@@ -72,11 +74,28 @@ fi
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then
 	systemctl --system daemon-reload
 	if [ "$action" = upgrade ]; then
+		# An instance whose id is too long for kato@.service's User=kato-%i
+		# runs as the user its drop-in names, which versions before that did
+		# not write: on the new units alone it fails to start (it never runs
+		# as anyone else). kato-manager renders its files again as it
+		# restarts it. Ids hold only letters, digits, '-' and '_'.
+		rerender=
+		for dropin in /etc/systemd/system/kato@?*.service.d/kato-manager.conf; do
+			[ -f "$dropin" ] && ! grep -q '^User=' "$dropin" || continue
+			id=${dropin#/etc/systemd/system/kato@}
+			id=${id%.service.d/kato-manager.conf}
+			if [ ${#id} -gt 26 ] && systemctl -q is-active "kato@$id.service"; then
+				rerender="$rerender $id"
+			fi
+		done
 		if command -v deb-systemd-invoke >/dev/null 2>&1; then
 			deb-systemd-invoke try-restart 'kato@*.service' 'kg-worker@*.service' || failed=yes
 		else
 			systemctl try-restart 'kato@*.service' 'kg-worker@*.service' || failed=yes
 		fi
+		for id in $rerender; do
+			/usr/bin/kato-manager restart "$id" || failed=yes
+		done
 		if [ -n "${failed:-}" ]; then
 			echo "kato-manager: an instance or worker did not restart; see kato-manager status and kato-manager workers health" >&2
 		fi

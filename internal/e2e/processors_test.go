@@ -283,6 +283,13 @@ ready = "GET /nothing-here"
 		if r := m.km("status"); r.code != 0 || !strings.Contains(r.stdout, "private") {
 			t.Errorf("status: %s", r)
 		}
+		// The forwarder that answered and the processor each run as a user
+		// systemd allocated, neither kato.
+		for unit, want := range map[string]string{"kato-proxy@bp.api.service": "kato_proxy", "kato@bp.service": "kato-bp"} {
+			if o := m.owner(unit); o != want {
+				t.Errorf("%s runs as %s, want %s", unit, o, want)
+			}
+		}
 	})
 
 	run("restart keeps learned state in both generations", func(t *testing.T) {

@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/internal/pgtest"
 	"github.com/kato-manager/kato-manager/internal/testbed"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -22,8 +24,9 @@ const (
 
 // probeScript is the probe. Each line of isolationTargets is "MODE PATH":
 // r opens PATH for reading (and reads a byte), d lists the directory PATH,
-// rw opens PATH for reading and writing. It writes one line "open MODE PATH"
-// or "refused MODE PATH" per target.
+// rw opens PATH for reading and writing, pg connects to the PostgreSQL URL
+// PATH with psql. It writes one line "open MODE PATH" or "refused MODE PATH"
+// per target.
 const probeScript = `#!/bin/sh
 set -u
 out=${STATE_DIRECTORY%%:*}/` + isolationResults + `
@@ -33,6 +36,7 @@ while read -r mode path; do
 	r) if head -c 1 -- "$path" >/dev/null 2>&1; then r=open; else r=refused; fi ;;
 	d) if ls -- "$path/." >/dev/null 2>&1; then r=open; else r=refused; fi ;;
 	rw) if (exec 3<>"$path") 2>/dev/null; then r=open; else r=refused; fi ;;
+	pg) if psql -X -w -q -c 'SELECT 1' "$path" >/dev/null 2>&1 </dev/null; then r=open; else r=refused; fi ;;
 	*) r=unknown ;;
 	esac
 	echo "$r $mode $path" >>"$out.tmp"
@@ -256,5 +260,73 @@ func TestStateKeptWhenProcessorsGetTheirOwnUser(t *testing.T) {
 	}
 	if names := strings.Fields(m.must("ls", "/var/lib/private/kato/instances")); !slices.Equal(names, []string{"old", "stopped"}) {
 		t.Errorf("/var/lib/private/kato/instances holds %q", names)
+	}
+}
+
+// TestProcessorIsolationPostgres: with the queue in PostgreSQL, set up as
+// the README says (peer authentication on the socket, a password over TCP,
+// the password in kg.db_url of kato.toml), a processor cannot connect with
+// what it can reach: not over the socket, where it is not kato, not over
+// TCP without the password, which it cannot read. The control connects with
+// the password, to show the server was within reach.
+func TestProcessorIsolationPostgres(t *testing.T) {
+	m := bootMachine(t)
+	ctx := context.Background()
+	pg, err := pgtest.StartInMachine(ctx, m.Machine, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.CreateDatabase(ctx, "kg"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.SQL(ctx, "postgres", "CREATE ROLE kato LOGIN PASSWORD 'probe-secret'; ALTER DATABASE kg OWNER TO kato"); err != nil {
+		t.Fatal(err)
+	}
+	// Only the test's own psql keeps trust, as postgres over the socket.
+	hba := "local all postgres trust\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
+	if err := m.WriteFile("/var/lib/pgtest/data/pg_hba.conf", []byte(hba), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.must("chown", "postgres:postgres", "/var/lib/pgtest/data/pg_hba.conf")
+	m.must("systemctl", "kill", "--signal=SIGHUP", "pgtest.service")
+	const withPassword = "postgres://kato:probe-secret@127.0.0.1:5432/kg"
+	conf := testbed.Config + probeProcessor + "\n[kg]\nservice_enabled = false\ndb_url = \"" + withPassword + "\"\n"
+	if err := m.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.mustKM("install-units")
+	if err := m.WriteFile(isolationProbe, []byte(probeScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m.mustKM("workers", "start", "-n", "1")
+	m.waitFor("the worker to make the queue's tables", 30*time.Second, func() bool {
+		return strings.Contains(m.km("queue", "stats").stdout, "total 0")
+	})
+	targets := []probeTarget{
+		{"pg", withPassword, true},
+		{"r", "/etc/kato/kato.toml", false},
+		{"pg", "postgres://kato@127.0.0.1:5432/kg", false},
+		{"pg", "postgres:///kg?host=/run/pgtest&port=5432&user=kato", false},
+	}
+	var list strings.Builder
+	for _, tg := range targets {
+		fmt.Fprintf(&list, "%s %s\n", tg.mode, tg.path)
+	}
+	if err := m.WriteFile(isolationTargets, []byte(list.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.mustKM("start", "--id", "probe", "--port", "8202", "--processor", "probe")
+	results := strings.Split(strings.TrimSpace(m.must("cat", units.InstanceStateDir("probe")+"/"+isolationResults)), "\n")
+	if len(results) != len(targets) {
+		t.Fatalf("the probe tried %d accesses, want %d:\n%s", len(results), len(targets), strings.Join(results, "\n"))
+	}
+	for i, tg := range targets {
+		want := "refused"
+		if tg.open {
+			want = "open"
+		}
+		if got := results[i]; got != want+" "+tg.mode+" "+tg.path {
+			t.Errorf("from inside a processor: %s, want %s", got, want)
+		}
 	}
 }

@@ -336,4 +336,3 @@ func Count(t testing.TB, dbURL, query string, args ...any) int {
 	}
 	return n
 }
-

@@ -271,9 +271,6 @@ func TestQueueChildCannotBeEntered(t *testing.T) {
 			t.Errorf("opening %s as the child's user: %v %s, want permission denied", path, err, out)
 		}
 	}
-	if err := c.Close(); err != nil {
-		t.Errorf("close: %v", err)
-	}
 }
 
 // TestCancelledCallsKeepTheSharedChild is the finding that under serve a
@@ -351,8 +348,11 @@ func TestHungChildIsReplaced(t *testing.T) {
 		return startQueueChild(context.Background(), dbPath, queueRequest{Op: "ping"}, "--max-retries", "3")
 	}}
 	defer q.Close()
+	// The caller waits longer than the deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	start := time.Now()
-	_, err := q.Stats(context.Background())
+	_, err := q.Stats(ctx)
 	if !errors.Is(err, errChildGone) || time.Since(start) > 5*time.Second {
 		t.Fatalf("a call to a hung child: %v after %s, want the child given up after the deadline", err, time.Since(start))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kato-manager/kato-manager/internal/pgtest"
 )
 
 // slowChildOp is how long each request takes in a child on slow.db.
@@ -358,5 +361,48 @@ func TestHungChildIsReplaced(t *testing.T) {
 	}
 	if q.q != nil {
 		t.Error("the hung child is still the one in use")
+	}
+}
+
+// TestRootQueueOnPeerAuthPostgres is the finding that root's queue
+// commands connected to a PostgreSQL socket URL as root: with peer
+// authentication, the README's set-up, they failed while the workers, as
+// kato, worked. They reach the database as the service user, with the URL
+// the workers use.
+func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
+	configText, kgDir := queueDirFor(t)
+	srv := pgtest.StartWithAuth(t, "local all all peer")
+	adminURL := srv.NewDB(t)
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	admin := srv.Admin(t)
+	// nobody plays kato: its role is the one peer authentication lets in.
+	if _, err := admin.Exec("CREATE ROLE nobody LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, adminURL, "ALTER SCHEMA "+q.Get("search_path")+" OWNER TO nobody")
+	// No user in the URL, as the README's: each side connects as itself.
+	configText += "db_url = \"postgres:///kgtest?" + q.Encode() + "\"\n"
+
+	if code, stdout, stderr := runCLI(t, configText, "queue", "enqueue", "3", "4"); code != 0 {
+		t.Fatalf("queue enqueue: exit %d: %s %s", code, stdout, stderr)
+	}
+	code, stdout, stderr := runCLI(t, configText, "queue", "list", "--json")
+	if code != 0 || !strings.Contains(stdout, `"content_id": 4`) {
+		t.Errorf("queue list: exit %d: %s %s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, configText, "queue", "stats", "--json")
+	var counts struct{ Pending, Total int }
+	if code != 0 || json.Unmarshal([]byte(stdout), &counts) != nil || counts.Pending != 2 {
+		t.Errorf("queue stats: exit %d: %s %s; want 2 pending", code, stdout, stderr)
+	}
+	if n := pgtest.Count(t, adminURL, "SELECT count(*) FROM kg_processing_queue"); n != 2 {
+		t.Errorf("%d items in PostgreSQL, want 2", n)
+	}
+	if entries, _ := os.ReadDir(kgDir); len(entries) != 0 {
+		t.Errorf("a SQLite file was made with kg.db_url set: %v", entries)
 	}
 }

@@ -160,16 +160,22 @@ func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
 	if _, err := pg.SQL(ctx, "kato_kg", `INSERT INTO crawled_content(id, url, title, markdown, metadata)
 SELECT i, 'https://example.com/docs/' || i, 'Document ' || i,
 	'# Document ' || i || chr(10) || 'Body of document ' || i || ', long enough for the KG service''s limits.',
-	json_build_object('source', 'e2e', 'n', i)::text FROM generate_series(1, 3) AS i`); err != nil {
+	json_build_object('source', 'e2e', 'n', i)::text FROM generate_series(1, 3) AS i;
+INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count)
+SELECT i, 0, 'Chunk 0 of document ' || i, 0, 99, 5 FROM generate_series(1, 3) AS i`); err != nil {
 		t.Fatal(err)
 	}
 	p.enqueue(1, 3)
 	p.startKGService(0)
 	p.startWorkers(1)
-	p.waitFor("the worker, as kato, to complete the items", time.Minute, func() bool {
-		out, err := pg.SQL(ctx, "kato_kg", "SELECT count(*) FROM kg_processing_queue WHERE status = 'completed'")
-		return err == nil && out == "3"
-	})
+	var done string
+	for deadline := time.Now().Add(time.Minute); done != "3" && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		done, _ = pg.SQL(ctx, "kato_kg", "SELECT count(*) FROM kg_processing_queue WHERE status = 'completed'")
+	}
+	if done != "3" {
+		items, _ := pg.SQL(ctx, "kato_kg", "SELECT id, status, error_message FROM kg_processing_queue")
+		t.Fatalf("the worker, as kato, did not complete the 3 items:\n%s\n%s", items, p.exec("journalctl", "-u", workerUnit(1), "--no-pager", "-n", "30").stdout)
+	}
 	if s := p.stats(); s.QueueSize.Completed != 3 || len(s.WorkerDetails) != 1 {
 		t.Errorf("workers stats: queue %+v, %d workers; want 3 completed by 1 worker", s.QueueSize, len(s.WorkerDetails))
 	}

@@ -155,9 +155,9 @@ type queueResponse struct {
 }
 
 // startQueueChild starts the child for the SQLite database at dbPath, or
-// for none when dbPath is "", with the child's flags args, and makes first,
-// its first request (ping, or open a PostgreSQL database): an error opening
-// the database is reported here, as with a direct open. The database's
+// for none when dbPath is "", with the child's flags args, and sends it the
+// request first (ping, or open a PostgreSQL database): an error opening the
+// database is reported here, as with a direct open. The database's
 // directory is made for the service user first if it is missing and its
 // parent belongs to root alone, so that no other user can put anything in
 // its place between the mkdir and the chown.
@@ -271,9 +271,13 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 	got := make(chan answer, 1)
 	go func() {
 		defer func() { <-c.turn }()
+		var hung atomic.Bool
 		if c.deadline > 0 {
-			hung := time.AfterFunc(c.deadline, func() { c.cmd.Process.Kill() }) //nolint:errcheck // it may have exited
-			defer hung.Stop()
+			timer := time.AfterFunc(c.deadline, func() {
+				hung.Store(true)
+				c.cmd.Process.Kill() //nolint:errcheck // it may have exited
+			})
+			defer timer.Stop()
 		}
 		var a answer
 		if _, a.err = c.in.Write(append(line, '\n')); a.err == nil {
@@ -282,7 +286,9 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 				a.err = json.Unmarshal(data, &a.resp)
 			}
 		}
-		if a.err != nil {
+		if a.err != nil && hung.Load() {
+			a.err = fmt.Errorf("queue access as %s: %w: no answer to %s within %s, killed", serviceUser, errChildGone, req.Op, c.deadline)
+		} else if a.err != nil {
 			a.err = fmt.Errorf("queue access as %s: %w: %w", serviceUser, errChildGone, a.err)
 			c.broken.Store(&a.err)
 		}

@@ -104,10 +104,12 @@ status 1 when a worker is unhealthy, unless --restart-unhealthy restarted it.`,
 service's status as the first worker sees it, and the queue's counts.`,
 	"queue": `Add to and inspect the KG queue: the SQLite database at kg.db_path, or the PostgreSQL database kg.db_url when set.`,
 	"queue migrate": `Copy the SQLite queue at kg.db_path (documents, chunks, results, queue items,
-worker reports) into the empty PostgreSQL database --to, in one transaction; the
-row counts of both sides are compared before the commit, and the file is only
-read. Stop the pool first (workers stop); then set kg.db_url to the same URL and
-start it again.`,
+worker reports) into the empty PostgreSQL database --to (default kg.db_url), in
+one transaction; the row counts of both sides are compared before the commit,
+and the file is only read. The password comes from PGPASSWORD, the password file
+(PGPASSFILE, ~/.pgpass) or the service (PGSERVICE), as with psql: keep it off the
+command line. Stop the pool first (workers stop); then set kg.db_url to the same
+URL, if it is not already, and start it again.`,
 	"queue enqueue": `Queue crawled_content rows, by id, for KG processing. Higher priority goes first.`,
 	"queue retry-failed": `Put failed items, all of them or the ones named, back to pending with a fresh
 retry count.`,

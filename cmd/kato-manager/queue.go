@@ -13,6 +13,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // openQueue opens the KG queue database named by the configuration; as
@@ -298,38 +299,52 @@ type queueMigrateFlagValues struct {
 
 func queueMigrateFlags(fs *pflag.FlagSet) *queueMigrateFlagValues {
 	return &queueMigrateFlagValues{
-		to:     fs.String("to", "", "the empty PostgreSQL database to copy the queue into: postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
+		to:     fs.String("to", "", "the empty PostgreSQL database to copy the queue into (default kg.db_url): postgres://USER@HOST:PORT/DATABASE; the password from PGPASSWORD, PGPASSFILE (~/.pgpass) or PGSERVICE"),
 		asJSON: fs.Bool("json", false, "print JSON"),
 	}
 }
 
 // queueMigrate copies the SQLite queue at kg.db_path into the PostgreSQL
-// database of --to: documents, chunks, results, queue and worker reports,
-// in one transaction, counts compared, the file left as it was. As root it
-// reads the file as the service user, as every queue command does.
+// database of --to, kg.db_url by default: documents, chunks, results, queue
+// and worker reports, in one transaction, counts compared, the file left as
+// it was. The connection honours libpq's own sources (PGPASSWORD, the
+// password file, PGSERVICE), so no password need be on the command line. As
+// root it reads the file as the service user, as every queue command does,
+// and hands the child the resolved URL over the pipe.
 func (a *app) queueMigrate(ctx context.Context, fs *pflag.FlagSet, f *queueMigrateFlagValues) error {
 	if err := noArgs(fs, "queue migrate takes no arguments"); err != nil {
 		return err
 	}
-	if *f.to == "" {
-		return usagef("queue migrate needs --to postgres://USER:PASSWORD@HOST:PORT/DATABASE, the database to copy the queue into")
-	}
-	if err := config.CheckKG("db_url", "--to", &config.KG{DBURL: *f.to}); err != nil {
-		return err
+	if *f.to != "" {
+		if err := config.CheckKG("db_url", "--to", &config.KG{DBURL: *f.to}); err != nil {
+			return err
+		}
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
 	}
+	to := *f.to
+	if to == "" {
+		to = cfg.KG.DBURL
+	}
+	if to == "" {
+		return usagef("queue migrate needs the database to copy the queue into: --to postgres://USER@HOST:PORT/DATABASE, or kg.db_url in %s", cfg.Path)
+	}
 	var report *kgworker.CopyReport
 	if os.Geteuid() != 0 || a.paths.FileOwner == "" {
-		report, err = kgworker.CopyToPostgres(ctx, cfg.KG.DBPath, *f.to)
+		report, err = kgworker.CopyToPostgres(ctx, cfg.KG.DBPath, to)
 	} else {
-		report, err = copyAsServiceUser(ctx, cfg.KG.DBPath, *f.to)
+		resolved, rerr := queue.ResolveURL(to, serviceUser)
+		if rerr != nil {
+			return rerr
+		}
+		report, err = copyAsServiceUser(ctx, cfg.KG.DBPath, resolved)
 	}
 	if err != nil {
 		return err
 	}
+	report.Target = config.RedactURL(to) // as given, not as resolved
 	if *f.asJSON {
 		return writeJSON(a.stdout, report)
 	}

@@ -13,10 +13,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
@@ -55,13 +58,23 @@ var serviceUser = config.ServiceUser
 // openQueueDB opens the queue database of cfg for this process: directly,
 // or as the kato user when running as root in a scope whose workers run as
 // kato (the system's; in the user scope the database is the user's own).
-// A PostgreSQL queue (kg.db_url) is always opened directly: the server
-// decides who may do what, and no file is there to give away.
+// A PostgreSQL queue (kg.db_url) is reached as kato too: the server knows
+// the workers' user, and a socket URL with peer authentication lets in only
+// that user. The URL, resolved with root's own libpq settings (PGPASSWORD,
+// PGSERVICE, ~/.pgpass), goes to the child over the pipe.
 func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, readOnly bool) (queueDB, error) {
-	if os.Geteuid() != 0 || paths.FileOwner == "" || cfg.KG.DBURL != "" {
+	if os.Geteuid() != 0 || paths.FileOwner == "" {
 		return openKGQueue(ctx, cfg.KG.Database(), cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
 	}
-	return startQueueChild(ctx, cfg.KG.DBPath, "--max-retries", strconv.Itoa(cfg.KG.MaxRetries), "--read-only="+strconv.FormatBool(readOnly))
+	flags := []string{"--max-retries", strconv.Itoa(cfg.KG.MaxRetries), "--read-only=" + strconv.FormatBool(readOnly)}
+	if cfg.KG.DBURL == "" {
+		return startQueueChild(ctx, cfg.KG.DBPath, queueRequest{Op: "ping"}, flags...)
+	}
+	dbURL, err := queue.ResolveURL(cfg.KG.DBURL, serviceUser)
+	if err != nil {
+		return nil, fmt.Errorf("kg.db_url: %w", err)
+	}
+	return startQueueChild(ctx, "", queueRequest{Op: "open", URL: dbURL}, flags...)
 }
 
 // copyAsServiceUser runs kgworker.CopyToPostgres in a child running as
@@ -69,11 +82,12 @@ func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, re
 // opening it could leave companion files the workers cannot write. The URL,
 // which may hold a password, goes over the pipe, never on a command line.
 func copyAsServiceUser(ctx context.Context, dbPath, to string) (*kgworker.CopyReport, error) {
-	c, err := startQueueChild(ctx, dbPath, "--copy-only")
+	c, err := startQueueChild(ctx, dbPath, queueRequest{Op: "ping"}, "--copy-only")
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
+	c.deadline = 0 // a large queue takes its time; the operator's ^C ends it
 	return callInto[*kgworker.CopyReport](ctx, c, queueRequest{Op: "copy-to", To: to})
 }
 
@@ -89,14 +103,35 @@ func openKGQueue(ctx context.Context, dbPath string, maxRetries int, readOnly, m
 
 // queueChild is a child process, running as the service user, that does
 // the database work of a root command over a pipe: one JSON request per
-// line in, one JSON response per line out. Calls are serialised.
+// line in, one JSON response per line out. Calls are serialised; a caller
+// that gives up (its context ends) leaves the child to the others.
 type queueChild struct {
-	mu   sync.Mutex
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	out  *bufio.Reader
 	wait chan error
+	// turn is held from a request's write until its answer is read, by
+	// whoever reads it: the caller, or, once the caller gave up, a reader
+	// that drops the answer so the pipe stays in step for the next call.
+	turn chan struct{}
+	// broken is the reason the pipe can no longer be used, once it is.
+	broken atomic.Pointer[error]
+	// deadline bounds one call: a child that has not answered by then is
+	// taken for hung and killed. Zero: no bound.
+	deadline time.Duration
+
+	closeOnce sync.Once
+	closeErr  error
 }
+
+// queueCallDeadline is how long a call may take before its child is taken
+// for hung and killed; tests shorten it. No request of the queue commands
+// or of serve comes near it.
+var queueCallDeadline = 5 * time.Minute
+
+// queueChildGrace is how long Close waits for an idle child to close its
+// database and exit before it kills it.
+const queueChildGrace = 10 * time.Second
 
 type queueRequest struct {
 	Op        string          `json:"op"`
@@ -107,6 +142,8 @@ type queueRequest struct {
 	IDs       []int64         `json:"ids,omitempty"`
 	Search    string          `json:"search,omitempty"`
 	To        string          `json:"to,omitempty"`
+	// URL is the PostgreSQL database of an "open" request.
+	URL string `json:"url,omitempty"`
 }
 
 type queueResponse struct {
@@ -117,12 +154,21 @@ type queueResponse struct {
 	Input *queue.InputError `json:"input_error,omitempty"`
 }
 
-// startQueueChild starts the child for the database at dbPath, with the
-// child's flags args. The
-// database's directory is made for the service user first if it is missing
-// and its parent belongs to root alone, so that no other user can put
-// anything in its place between the mkdir and the chown.
-func startQueueChild(ctx context.Context, dbPath string, args ...string) (*queueChild, error) {
+// startQueueChild starts the child for the SQLite database at dbPath, or
+// for none when dbPath is "", with the child's flags args, and sends it the
+// request first (ping, or open a PostgreSQL database): an error opening the
+// database is reported here, as with a direct open. The database's
+// directory is made for the service user first if it is missing and its
+// parent belongs to root alone, so that no other user can put anything in
+// its place between the mkdir and the chown.
+//
+// The child holds nothing of root's terminal or session: its stdin and
+// stdout are the request pipes, its stderr a pipe this process copies to
+// its own, and it runs in a session of its own (setsid), with no
+// controlling terminal to push input into (TIOCSTI). It makes itself
+// non-dumpable first thing (serveQueueDB), so that no process of the same
+// user can ptrace it or open its memory.
+func startQueueChild(ctx context.Context, dbPath string, first queueRequest, args ...string) (*queueChild, error) {
 	u, err := user.Lookup(serviceUser)
 	if err != nil {
 		return nil, fmt.Errorf("queue database %s is worked on as user %s: %w (run `kato-manager install-units`)", dbPath, serviceUser, err)
@@ -132,18 +178,25 @@ func startQueueChild(ctx context.Context, dbPath string, args ...string) (*queue
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, fmt.Errorf("user %s: %w", serviceUser, err)
 	}
-	if err := ensureQueueDir(filepath.Dir(dbPath), int(uid), int(gid)); err != nil {
-		return nil, err
+	argv := []string{queueDBCommand}
+	if dbPath != "" {
+		if err := ensureQueueDir(filepath.Dir(dbPath), int(uid), int(gid)); err != nil {
+			return nil, err
+		}
+		argv = append(argv, "--db", dbPath)
 	}
 	// The forked child runs this very binary again: /proc/self/exe reaches
 	// it even when the service user could not look it up by its path.
-	cmd := exec.Command("/proc/self/exe", append([]string{queueDBCommand, "--db", dbPath}, args...)...)
+	cmd := exec.Command("/proc/self/exe", append(argv, args...)...)
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"}
-	cmd.Stderr = os.Stderr
+	// Not os.Stderr itself: exec would hand the child that file, root's
+	// terminal perhaps. Any other writer gets a pipe that exec copies from.
+	cmd.Stderr = struct{ io.Writer }{os.Stderr}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{uint32(gid)}},
 		Pdeathsig:  syscall.SIGKILL,
+		Setsid:     true,
 	}
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -156,11 +209,10 @@ func startQueueChild(ctx context.Context, dbPath string, args ...string) (*queue
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start queue access as %s: %w", serviceUser, err)
 	}
-	c := &queueChild{cmd: cmd, in: in, out: bufio.NewReader(out), wait: make(chan error, 1)}
+	c := &queueChild{cmd: cmd, in: in, out: bufio.NewReader(out), wait: make(chan error, 1),
+		turn: make(chan struct{}, 1), deadline: queueCallDeadline}
 	go func() { c.wait <- cmd.Wait() }()
-	// The child answers a first request once the database is open, so
-	// that an error opening it is reported here, as with a direct open.
-	if _, err := c.call(ctx, queueRequest{Op: "ping"}); err != nil {
+	if _, err := c.call(ctx, first); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -193,13 +245,24 @@ func ensureQueueDir(dir string, uid, gid int) error {
 	return nil
 }
 
-// call sends one request and reads its response.
+// call sends one request and reads its response. A caller whose context
+// ends while it waits for its turn leaves without touching the child; one
+// whose request is already written leaves its answer to be read and
+// dropped. Only a child that does not answer within c.deadline, or whose
+// pipe fails, is given up (errChildGone).
 func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessage, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	line, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
+	}
+	select {
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("queue access as %s: %w", serviceUser, ctx.Err())
+	}
+	if broken := c.broken.Load(); broken != nil {
+		<-c.turn
+		return nil, *broken
 	}
 	type answer struct {
 		resp queueResponse
@@ -207,23 +270,34 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 	}
 	got := make(chan answer, 1)
 	go func() {
-		if _, err := c.in.Write(append(line, '\n')); err != nil {
-			got <- answer{err: err}
-			return
+		defer func() { <-c.turn }()
+		var hung atomic.Bool
+		if c.deadline > 0 {
+			timer := time.AfterFunc(c.deadline, func() {
+				hung.Store(true)
+				c.cmd.Process.Kill() //nolint:errcheck // it may have exited
+			})
+			defer timer.Stop()
 		}
-		data, err := c.out.ReadBytes('\n')
-		if err != nil {
-			got <- answer{err: err}
-			return
+		var a answer
+		if _, a.err = c.in.Write(append(line, '\n')); a.err == nil {
+			var data []byte
+			if data, a.err = c.out.ReadBytes('\n'); a.err == nil {
+				a.err = json.Unmarshal(data, &a.resp)
+			}
 		}
-		var resp queueResponse
-		err = json.Unmarshal(data, &resp)
-		got <- answer{resp: resp, err: err}
+		if a.err != nil && hung.Load() {
+			a.err = fmt.Errorf("queue access as %s: %w: no answer to %s within %s, killed", serviceUser, errChildGone, req.Op, c.deadline)
+		} else if a.err != nil {
+			a.err = fmt.Errorf("queue access as %s: %w: %w", serviceUser, errChildGone, a.err)
+			c.broken.Store(&a.err)
+		}
+		got <- a
 	}()
 	select {
 	case a := <-got:
 		if a.err != nil {
-			return nil, fmt.Errorf("queue access as %s: %w: %w", serviceUser, errChildGone, a.err)
+			return nil, a.err
 		}
 		if a.resp.Input != nil {
 			return nil, a.resp.Input
@@ -233,9 +307,7 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 		}
 		return a.resp.Result, nil
 	case <-ctx.Done():
-		// The pipe is left mid-message: the child is of no further use.
-		c.cmd.Process.Kill()
-		return nil, fmt.Errorf("%w: %w", errChildGone, ctx.Err())
+		return nil, fmt.Errorf("queue access as %s: %w", serviceUser, ctx.Err())
 	}
 }
 
@@ -243,7 +315,8 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 var errChildGone = errors.New("queue child gone")
 
 // reopeningQueue is a queueDB for a long-running command (serve): a child
-// that died, or a call cancelled mid-way, is replaced on the next call.
+// that died, or was killed for hanging, is replaced on the next call. Calls
+// run concurrently; a child serialises them itself.
 type reopeningQueue struct {
 	mu   sync.Mutex
 	open func() (queueDB, error)
@@ -252,18 +325,28 @@ type reopeningQueue struct {
 
 func (r *reopeningQueue) do(fn func(queueDB) error) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.q == nil {
 		q, err := r.open()
 		if err != nil {
+			r.mu.Unlock()
 			return err
 		}
 		r.q = q
 	}
-	err := fn(r.q)
+	q := r.q
+	r.mu.Unlock()
+	err := fn(q)
 	if errors.Is(err, errChildGone) {
-		r.q.Close()
-		r.q = nil
+		r.mu.Lock()
+		if r.q == q {
+			r.q = nil
+		} else {
+			q = nil // another call replaced it already
+		}
+		r.mu.Unlock()
+		if q != nil {
+			q.Close()
+		}
 	}
 	return err
 }
@@ -408,13 +491,37 @@ func (c *queueChild) Document(ctx context.Context, id int64) (*kgworker.Document
 	return callInto[*kgworker.DocumentDetail](ctx, c, queueRequest{Op: "document", ContentID: id})
 }
 
-// Close ends the child: it closes the database when its input ends.
+// Close ends the child: it closes the database when its input ends. A
+// child still busy with a call nobody waits for any more (the command was
+// interrupted) is killed: nothing else uses it.
 func (c *queueChild) Close() error {
+	c.closeOnce.Do(func() { c.closeErr = c.close() })
+	return c.closeErr
+}
+
+func (c *queueChild) close() error {
 	c.in.Close()
-	err := <-c.wait
+	idle := false
+	select {
+	case c.turn <- struct{}{}:
+		idle = true
+	default:
+	}
+	var err error
+	if idle {
+		select {
+		case err = <-c.wait:
+		case <-time.After(queueChildGrace):
+			c.cmd.Process.Kill() //nolint:errcheck // it may have exited
+			err = <-c.wait
+		}
+	} else {
+		c.cmd.Process.Kill() //nolint:errcheck // it may have exited
+		err = <-c.wait
+	}
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && !exit.Exited() {
-		return nil // killed after a cancelled call
+		return nil // killed: hung, or interrupted
 	}
 	return err
 }
@@ -443,9 +550,19 @@ func queueDBFlags(fs *pflag.FlagSet) queueDBOptions {
 	}
 }
 
+// queueOpHook, when set, runs before each request the child serves; tests
+// use it to make the child slow.
+var queueOpHook func(op string)
+
 // serveQueueDB is the child side: `kato-manager __queue-db --db PATH
-// --max-retries N`, run as the service user by startQueueChild.
+// --max-retries N`, run as the service user by startQueueChild. Without
+// --db the first request opens a PostgreSQL database whose URL it carries.
 func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOptions) error {
+	// First: while dumpable, any process of the service user (a processor
+	// among them) could ptrace this one or write into /proc/PID/mem.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("%s: make the process non-dumpable: %w", queueDBCommand, err)
+	}
 	if fs.NArg() > 0 {
 		return usagef("%s takes no arguments", queueDBCommand)
 	}
@@ -454,14 +571,16 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 		return usagef("%s does the queue work of root's commands and must not run as root", queueDBCommand)
 	}
 	var q *kgworker.Queue
+	defer func() {
+		if q != nil {
+			q.Close()
+		}
+	}()
 	var openErr error
-	if !*o.copyOnly {
+	if !*o.copyOnly && *dbPath != "" {
 		// queue migrate's copy must not open the file as a queue, which
 		// would migrate it.
 		q, openErr = openKGQueue(ctx, *dbPath, *maxRetries, *o.readOnly, false)
-		if openErr == nil {
-			defer q.Close()
-		}
 	}
 	in := bufio.NewScanner(a.stdin)
 	in.Buffer(make([]byte, 64<<10), 16<<20)
@@ -470,6 +589,9 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 		var req queueRequest
 		var result any
 		err := json.Unmarshal(in.Bytes(), &req)
+		if err == nil && queueOpHook != nil {
+			queueOpHook(req.Op)
+		}
 		switch {
 		case err != nil:
 		case openErr != nil:
@@ -480,6 +602,13 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 			result, err = kgworker.CopyToPostgres(ctx, *dbPath, req.To)
 		case *o.copyOnly:
 			err = fmt.Errorf("queue operation %q in a copy-only child", req.Op)
+		case req.Op == "open" && q == nil && *dbPath == "":
+			if q, err = openKGQueue(ctx, req.URL, *maxRetries, *o.readOnly, false); err != nil {
+				q = nil
+			}
+			result = true
+		case q == nil:
+			err = fmt.Errorf("queue operation %q before the database is open", req.Op)
 		case req.Op == "enqueue":
 			result, err = q.Enqueue(ctx, req.ContentID, req.Priority)
 		case req.Op == "list":

@@ -3,17 +3,48 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kato-manager/kato-manager/internal/pgtest"
 )
+
+// slowChildOp is how long each request takes in a child on slow.db.
+const slowChildOp = 300 * time.Millisecond
 
 // TestMain lets the test binary stand in for kato-manager when a command
 // re-executes itself for its database work.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == queueDBCommand {
+		// A database named slow.db or hung.db makes the child slow, or
+		// never answer, in every request but the first.
+		for _, arg := range os.Args {
+			switch filepath.Base(arg) {
+			case "slow.db":
+				queueOpHook = func(op string) {
+					if op != "ping" {
+						time.Sleep(slowChildOp)
+					}
+				}
+			case "hung.db":
+				queueOpHook = func(op string) {
+					if op != "ping" {
+						time.Sleep(time.Hour)
+					}
+				}
+			}
+		}
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -154,7 +185,7 @@ func TestReopeningQueueReplacesADeadChild(t *testing.T) {
 	ctx := context.Background()
 	dbPath := filepath.Join(kgDir, "kg.db")
 	open := func() (queueDB, error) {
-		return startQueueChild(ctx, dbPath, "--max-retries", "3", "--read-only=false")
+		return startQueueChild(ctx, dbPath, queueRequest{Op: "ping"}, "--max-retries", "3", "--read-only=false")
 	}
 	first, err := open()
 	if err != nil {
@@ -172,5 +203,208 @@ func TestReopeningQueueReplacesADeadChild(t *testing.T) {
 	c, err := q.Stats(ctx)
 	if err != nil || c.Pending != 1 {
 		t.Fatalf("after the child died: %+v, %v", c, err)
+	}
+}
+
+// procStat returns the fields of /proc/PID/stat after the command name:
+// [0] is the state, [3] the session id, [4] the controlling terminal.
+func procStat(t *testing.T, pid int) []string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+}
+
+// TestQueueChildCannotBeEntered is the finding that root's database child
+// kept root's terminal as its stderr and shared root's session, and that a
+// process of the same user could open its /proc/PID/mem: the child must
+// have a session of its own, no controlling terminal, none of root's files
+// as its stdio, and be closed to ptrace by its own user.
+func TestQueueChildCannotBeEntered(t *testing.T) {
+	_, kgDir := queueDirFor(t)
+	c, err := startQueueChild(context.Background(), filepath.Join(kgDir, "kg.db"), queueRequest{Op: "ping"}, "--max-retries", "3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pid := c.cmd.Process.Pid
+
+	stat := procStat(t, pid)
+	ownSid, err := unix.Getsid(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stat[3] == fmt.Sprint(ownSid) || stat[3] != fmt.Sprint(pid) {
+		t.Errorf("the child's session is %s, want one of its own (%d), not root's (%d)", stat[3], pid, ownSid)
+	}
+	if stat[4] != "0" {
+		t.Errorf("the child's controlling terminal is %s, want none (0)", stat[4])
+	}
+	for fd := 0; fd <= 2; fd++ {
+		theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+		if !strings.HasPrefix(theirs, "pipe:") || theirs == ours {
+			t.Errorf("the child's fd %d is %s (ours is %s), want a pipe of its own", fd, theirs, ours)
+		}
+	}
+
+	// Not dumpable: its /proc files belong to root, and another process of
+	// its user can open neither its memory nor its environment.
+	for _, name := range []string{"mem", "environ"} {
+		path := fmt.Sprintf("/proc/%d/%s", pid, name)
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 0 {
+			t.Errorf("%s belongs to uid %d: the child is dumpable", path, st.Uid)
+		}
+		peer := exec.Command("dd", "if="+path, "of=/dev/null", "bs=1", "count=1", "status=none")
+		peer.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := peer.CombinedOutput()
+		if err == nil {
+			t.Errorf("a process of the child's user opened %s: %s", path, out)
+		} else if !strings.Contains(string(out), "ermission denied") {
+			t.Errorf("opening %s as the child's user: %v %s, want permission denied", path, err, out)
+		}
+	}
+}
+
+// TestCancelledCallsKeepTheSharedChild is the finding that under serve a
+// request whose client gave up killed the shared database child, and the
+// requests queued behind it each started and killed another: 50 clients
+// with 2 s timeouts spawned 211 children, and the next request took 248 s.
+// Callers that give up, waiting for their turn or for their answer, leave
+// the child running and in step; the next call is answered at once.
+func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
+	_, kgDir := queueDirFor(t)
+	dbPath := filepath.Join(kgDir, "slow.db")
+	open := func() (queueDB, error) {
+		return startQueueChild(context.Background(), dbPath, queueRequest{Op: "ping"}, "--max-retries", "3")
+	}
+	q := &reopeningQueue{open: open}
+	defer q.Close()
+	if _, err := q.Enqueue(context.Background(), 5, 1); err != nil {
+		t.Fatal(err)
+	}
+	child := q.q.(*queueChild)
+	pid := child.cmd.Process.Pid
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for range 50 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := q.Stats(ctx)
+			if took := time.Since(start); took > 2*time.Second {
+				err = fmt.Errorf("a call with a 100ms context returned after %s (%v)", took, err)
+			} else if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("a cancelled call: %w, want the context's error", err)
+			} else {
+				err = nil
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if q.q != child || syscall.Kill(pid, 0) != nil {
+		t.Fatalf("the shared child (pid %d) was replaced or killed by callers that gave up", pid)
+	}
+	// Another operation than the abandoned ones: an answer left over from
+	// them would not be a list.
+	start := time.Now()
+	items, err := q.List(context.Background(), "", 10)
+	if err != nil || len(items) != 1 || items[0].ContentID != 5 {
+		t.Fatalf("the next call: %+v, %v; want the one item of content 5", items, err)
+	}
+	// At most the one answer still owed to a caller that left, then this
+	// call's own.
+	if took := time.Since(start); took > 3*slowChildOp+time.Second {
+		t.Errorf("the next call took %s", took)
+	}
+	if q.q != child {
+		t.Error("the next call replaced the child")
+	}
+}
+
+// TestHungChildIsReplaced: a child that does not answer within the call
+// deadline is killed, the call fails, and the next call has a new child.
+func TestHungChildIsReplaced(t *testing.T) {
+	_, kgDir := queueDirFor(t)
+	old := queueCallDeadline
+	queueCallDeadline = 500 * time.Millisecond
+	t.Cleanup(func() { queueCallDeadline = old })
+	dbPath := filepath.Join(kgDir, "hung.db")
+	q := &reopeningQueue{open: func() (queueDB, error) {
+		return startQueueChild(context.Background(), dbPath, queueRequest{Op: "ping"}, "--max-retries", "3")
+	}}
+	defer q.Close()
+	// The caller waits longer than the deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := q.Stats(ctx)
+	if !errors.Is(err, errChildGone) || !strings.Contains(err.Error(), "no answer to stats within 500ms") || time.Since(start) > 5*time.Second {
+		t.Fatalf("a call to a hung child: %v after %s, want the child given up after the deadline", err, time.Since(start))
+	}
+	if q.q != nil {
+		t.Error("the hung child is still the one in use")
+	}
+}
+
+// TestRootQueueOnPeerAuthPostgres is the finding that root's queue
+// commands connected to a PostgreSQL socket URL as root: with peer
+// authentication, the README's set-up, they failed while the workers, as
+// kato, worked. They reach the database as the service user, with the URL
+// the workers use.
+func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
+	configText, kgDir := queueDirFor(t)
+	srv := pgtest.StartWithAuth(t, "local all all peer")
+	adminURL := srv.NewDB(t)
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	admin := srv.Admin(t)
+	// nobody plays kato: its role is the one peer authentication lets in.
+	if _, err := admin.Exec("CREATE ROLE nobody LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, adminURL, "ALTER SCHEMA "+q.Get("search_path")+" OWNER TO nobody")
+	// No user in the URL, as the README's: each side connects as itself.
+	configText += "db_url = \"postgres:///kgtest?" + q.Encode() + "\"\n"
+
+	if code, stdout, stderr := runCLI(t, configText, "queue", "enqueue", "3", "4"); code != 0 {
+		t.Fatalf("queue enqueue: exit %d: %s %s", code, stdout, stderr)
+	}
+	code, stdout, stderr := runCLI(t, configText, "queue", "list", "--json")
+	if code != 0 || !strings.Contains(stdout, `"content_id": 4`) {
+		t.Errorf("queue list: exit %d: %s %s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, configText, "queue", "stats", "--json")
+	var counts struct{ Pending, Total int }
+	if code != 0 || json.Unmarshal([]byte(stdout), &counts) != nil || counts.Pending != 2 {
+		t.Errorf("queue stats: exit %d: %s %s; want 2 pending", code, stdout, stderr)
+	}
+	if n := pgtest.Count(t, adminURL, "SELECT count(*) FROM kg_processing_queue"); n != 2 {
+		t.Errorf("%d items in PostgreSQL, want 2", n)
+	}
+	if entries, _ := os.ReadDir(kgDir); len(entries) != 0 {
+		t.Errorf("a SQLite file was made with kg.db_url set: %v", entries)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,13 +27,10 @@ INSERT INTO kg_processing_queue(id, content_id, status, queued_at) VALUES
 	(1, 1, 'completed', '2025-10-21 10:00:00'), (2, 2, 'pending', '2025-10-21 10:00:01');
 `
 
-// TestQueueMigrate: `queue migrate --to` run by root copies the service
-// user's SQLite queue into PostgreSQL, leaves the file byte for byte as it
-// was, and refuses a second copy into the now non-empty database; a --to
-// that is not a PostgreSQL URL is a usage error that shows no password.
-func TestQueueMigrate(t *testing.T) {
-	configText, kgDir := queueDirFor(t)
-	url := pgtest.Start(t).NewDB(t)
+// writeOriginalQueue writes originalQueue to kg.db in kgDir, for the
+// service user's stand-in, and returns its path.
+func writeOriginalQueue(t *testing.T, kgDir string) string {
+	t.Helper()
 	path := filepath.Join(kgDir, "kg.db")
 	db, err := sql.Open("sqlite3", "file:"+path)
 	if err != nil {
@@ -45,6 +43,17 @@ func TestQueueMigrate(t *testing.T) {
 	if err := os.Chown(path, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
+	return path
+}
+
+// TestQueueMigrate: `queue migrate --to` run by root copies the service
+// user's SQLite queue into PostgreSQL, leaves the file byte for byte as it
+// was, and refuses a second copy into the now non-empty database; a --to
+// that is not a PostgreSQL URL is a usage error that shows no password.
+func TestQueueMigrate(t *testing.T) {
+	configText, kgDir := queueDirFor(t)
+	url := pgtest.Start(t).NewDB(t)
+	path := writeOriginalQueue(t, kgDir)
 	sum := func() [32]byte {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -97,5 +106,97 @@ func TestQueueMigrate(t *testing.T) {
 	var counts struct{ Pending, Completed, Total int }
 	if code != 0 || json.Unmarshal([]byte(stdout), &counts) != nil || counts.Pending != 2 || counts.Completed != 1 || counts.Total != 3 {
 		t.Errorf("stats on PostgreSQL: exit %d, %s %s; want 2 pending and 1 completed", code, stdout, stderr)
+	}
+}
+
+// TestQueueMigrateHonoursLibpqSources is the finding that root's `queue
+// migrate` needed the password on its command line (visible in ps): it
+// dropped PGPASSWORD with the child's environment, read no password file or
+// service, and took no default from kg.db_url. On a cluster that asks for
+// passwords, each source alone lets root copy the queue.
+func TestQueueMigrateHonoursLibpqSources(t *testing.T) {
+	configText, kgDir := queueDirFor(t)
+	writeOriginalQueue(t, kgDir)
+	srv := pgtest.StartWithAuth(t, "local all all scram-sha-256")
+	const password = "pw-7f3a9c"
+	if _, err := srv.Admin(t).Exec("CREATE ROLE migrator LOGIN PASSWORD '" + password + "'"); err != nil {
+		t.Fatal(err)
+	}
+	// target makes an empty database that only migrator, with its password,
+	// may write, and returns its URL's parts.
+	target := func(t *testing.T) (adminURL string, q url.Values) {
+		adminURL = srv.NewDB(t)
+		u, err := url.Parse(adminURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q = u.Query()
+		execSQL(t, adminURL, "ALTER SCHEMA "+q.Get("search_path")+" OWNER TO migrator")
+		return adminURL, q
+	}
+	for _, tc := range []struct {
+		name string
+		// setup returns the config text and queue migrate's arguments.
+		setup func(t *testing.T, q url.Values) (string, []string)
+	}{
+		{"PGPASSWORD", func(t *testing.T, q url.Values) (string, []string) {
+			t.Setenv("PGPASSWORD", password)
+			return configText, []string{"--to", "postgres://migrator@/kgtest?" + q.Encode()}
+		}},
+		{"PGPASSFILE", func(t *testing.T, q url.Values) (string, []string) {
+			file := filepath.Join(t.TempDir(), "pgpass")
+			if err := os.WriteFile(file, []byte("*:*:kgtest:migrator:"+password+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("PGPASSFILE", file)
+			return configText, []string{"--to", "postgres://migrator@/kgtest?" + q.Encode()}
+		}},
+		{"PGSERVICE", func(t *testing.T, q url.Values) (string, []string) {
+			file := filepath.Join(t.TempDir(), "pg_service.conf")
+			service := "[kgqueue]\nhost=" + q.Get("host") + "\nport=" + q.Get("port") + "\nuser=migrator\npassword=" + password + "\n"
+			if err := os.WriteFile(file, []byte(service), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("PGSERVICEFILE", file)
+			t.Setenv("PGSERVICE", "kgqueue")
+			return configText, []string{"--to", "postgres:///kgtest?search_path=" + q.Get("search_path")}
+		}},
+		{"kg.db_url", func(t *testing.T, q url.Values) (string, []string) {
+			return configText + "db_url = \"postgres://migrator:" + password + "@/kgtest?" + q.Encode() + "\"\n", nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			adminURL, q := target(t)
+			conf, args := tc.setup(t, q)
+			code, stdout, stderr := runCLI(t, conf, append([]string{"queue", "migrate", "--json"}, args...)...)
+			if code != 0 {
+				t.Fatalf("migrate: exit %d: %s", code, stderr)
+			}
+			if strings.Contains(stdout, password) {
+				t.Errorf("the report shows the password: %s", stdout)
+			}
+			if n := pgtest.Count(t, adminURL, "SELECT count(*) FROM kg_processing_queue"); n != 2 {
+				t.Errorf("%d items in PostgreSQL, want 2", n)
+			}
+		})
+	}
+
+	// Neither --to nor kg.db_url: a usage error naming both.
+	code, _, stderr := runCLI(t, configText, "queue", "migrate")
+	if code != exitUsage || !strings.Contains(stderr, "--to") || !strings.Contains(stderr, "kg.db_url") {
+		t.Errorf("migrate without a target: exit %d, %q; want 2 naming --to and kg.db_url", code, stderr)
+	}
+}
+
+// execSQL runs statement on the database at dbURL.
+func execSQL(t *testing.T, dbURL, statement string) {
+	t.Helper()
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(statement); err != nil {
+		t.Fatalf("%s: %v", statement, err)
 	}
 }

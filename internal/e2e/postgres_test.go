@@ -119,3 +119,67 @@ FROM crawled_content c JOIN (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2
 		t.Errorf("workers health without the database: %s", r)
 	}
 }
+
+// TestRootQueueOnPeerAuthPostgres is the finding that with the README's
+// set-up on the database host (a socket URL, role kato, peer
+// authentication) the workers worked while root's `queue …` and `workers
+// stats` failed: root connected as itself. Root's commands reach the
+// database as kato, with the URL the workers use.
+func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
+	p := &kgPool{machine: bootMachine(t)}
+	ctx := context.Background()
+	pg, err := pgtest.StartInMachine(ctx, p.Machine, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mustKM("install-units")
+	for _, s := range []string{"CREATE ROLE kato LOGIN", "CREATE DATABASE kato_kg OWNER kato"} {
+		if _, err := pg.SQL(ctx, "postgres", s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Peer authentication for everyone but the test's own postgres.
+	p.must("sh", "-c", "printf 'local all postgres trust\\nlocal all all peer\\n' > /var/lib/pgtest/data/pg_hba.conf")
+	if _, err := pg.SQL(ctx, "postgres", "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	dbURL := "postgres:///kato_kg?host=" + pg.SocketDir + "&port=5432"
+	conf := testbed.Config + "\n[kg]\ndb_url = \"" + dbURL + "\"\n"
+	if err := p.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The server takes the reload at once; a moment's grace all the same.
+	r := p.km("queue", "stats")
+	for deadline := time.Now().Add(10 * time.Second); r.code != 0 && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		r = p.km("queue", "stats")
+	}
+	if r.code != 0 || !strings.Contains(r.stdout, "total 0") {
+		t.Fatalf("queue stats on a new database: %s", r)
+	}
+	if _, err := pg.SQL(ctx, "kato_kg", `INSERT INTO crawled_content(id, url, title, markdown, metadata)
+SELECT i, 'https://example.com/docs/' || i, 'Document ' || i,
+	'# Document ' || i || chr(10) || 'Body of document ' || i || ', long enough for the KG service''s limits.',
+	json_build_object('source', 'e2e', 'n', i)::text FROM generate_series(1, 3) AS i;
+INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end, word_count)
+SELECT i, 0, 'Chunk 0 of document ' || i, 0, 99, 5 FROM generate_series(1, 3) AS i`); err != nil {
+		t.Fatal(err)
+	}
+	p.enqueue(1, 3)
+	p.startKGService(0)
+	p.startWorkers(1)
+	var done string
+	for deadline := time.Now().Add(time.Minute); done != "3" && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		done, _ = pg.SQL(ctx, "kato_kg", "SELECT count(*) FROM kg_processing_queue WHERE status = 'completed'")
+	}
+	if done != "3" {
+		items, _ := pg.SQL(ctx, "kato_kg", "SELECT id, status, error_message FROM kg_processing_queue")
+		t.Fatalf("the worker, as kato, did not complete the 3 items:\n%s\n%s", items, p.exec("journalctl", "-u", workerUnit(1), "--no-pager", "-n", "30").stdout)
+	}
+	if s := p.stats(); s.QueueSize.Completed != 3 || len(s.WorkerDetails) != 1 {
+		t.Errorf("workers stats: queue %+v, %d workers; want 3 completed by 1 worker", s.QueueSize, len(s.WorkerDetails))
+	}
+	if out := p.mustKM("queue", "list", "--status", "completed"); strings.Count(out, "completed") != 3 {
+		t.Errorf("queue list:\n%s", out)
+	}
+}

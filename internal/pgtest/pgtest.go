@@ -85,6 +85,15 @@ func (s *Server) Close() { s.stop() }
 // Start starts a cluster for t and stops it when t ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWithAuth(t)
+}
+
+// StartWithAuth is Start with client authentication (pg_hba.conf lines)
+// for a test of peer or password authentication. The cluster's owner keeps
+// trust over the socket, so the test's own SQL (Admin, Count, NewDB) works
+// as with Start.
+func StartWithAuth(t testing.TB, hba ...string) *Server {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: no PostgreSQL cluster")
 	}
@@ -92,7 +101,7 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		unavailable(t, "%v", err)
 	}
-	s, err := start(bin)
+	s, err := start(bin, hba...)
 	if err != nil {
 		unavailable(t, "%v", err)
 	}
@@ -138,7 +147,7 @@ func Main(m *testing.M) {
 
 var nextPort atomic.Int64
 
-func start(bin string) (*Server, error) {
+func start(bin string, hba ...string) (*Server, error) {
 	// Not t.TempDir: its parents are root's alone, and the server runs as
 	// postgres when the test runs as root.
 	dir, err := os.MkdirTemp("", "pgtest-")
@@ -186,6 +195,13 @@ func start(bin string) (*Server, error) {
 	if out, err := run("initdb", "-D", data, "-U", owner, "--auth=trust", "--encoding=UTF8", "--no-sync").CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
+	}
+	if hba != nil {
+		rules := "local all " + owner + " trust\n" + strings.Join(hba, "\n") + "\n"
+		if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(rules), 0o600); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
 	}
 	// The port only names the socket file: no TCP listener is opened.
 	port := 50000 + int(nextPort.Add(1)) + os.Getpid()%10000

@@ -218,7 +218,7 @@ func TestUserMode(t *testing.T) {
 		// manager has them, memory from their cgroups under
 		// user@UID.service, and a restart followed from the manager's
 		// signals.
-		u.mustRun("systemd-run", "--user", "--unit=kato-serve", "--", katoManager, "--user", "serve", "--listen", "127.0.0.1:9191")
+		u.mustRun("systemd-run", "--user", "--unit=kato-serve", "--", katoManager, "--user", "serve", "--listen", "127.0.0.1:9191", "--public-reads")
 		const metricsURL = "http://127.0.0.1:9191/metrics"
 		scrape := func() map[string]*dto.MetricFamily {
 			t.Helper()

@@ -2,8 +2,15 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -541,4 +548,90 @@ func TestManagerService(t *testing.T) {
 	if log := p.must("journalctl", "-u", "kato-manager.service", "--no-pager", "-o", "cat"); strings.Contains(log, "watch units") {
 		t.Errorf("kato-manager.service lost its watch of the units:\n%s", log)
 	}
+}
+
+// TestServeTLSFromCredentials: off loopback, serve without TLS does not
+// start (exit 2, naming --listen and the rule); kato-manager.service with
+// a drop-in that hands it the certificate and key as systemd credentials
+// (LoadCredential=) and another --listen answers HTTPS only, under the
+// unit's hardening: the session cookie is Secure, and a Host naming
+// another server is refused.
+func TestServeTLSFromCredentials(t *testing.T) {
+	p := bootKGPool(t, "", 0)
+	if err := p.WriteFile("/etc/kato/serve.token", []byte(dashboardToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.km("serve", "--listen", "0.0.0.0:9443"); r.code != 2 ||
+		!strings.Contains(r.stderr, "invalid --listen 0.0.0.0:9443: is not a loopback address: plain HTTP is refused there; give --tls-cert and --tls-key, or the systemd credentials tls-cert and tls-key") {
+		t.Errorf("serve off loopback without TLS: %s", r)
+	}
+	certPEM, keyPEM := testCertificate(t, "dash.example")
+	p.must("install", "-d", "-m", "0700", "/etc/kato/tls")
+	for path, data := range map[string][]byte{"/etc/kato/tls/cert.pem": certPEM, "/etc/kato/tls/key.pem": keyPEM, "/tmp/ca.pem": certPEM} {
+		if err := p.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The drop-in an operator writes to serve off loopback.
+	p.must("ln", "-sf", katoManager, "/usr/bin/kato-manager")
+	p.must("mkdir", "-p", "/etc/systemd/system/kato-manager.service.d")
+	dropIn := "[Service]\nLoadCredential=tls-cert:/etc/kato/tls/cert.pem\nLoadCredential=tls-key:/etc/kato/tls/key.pem\n" +
+		"ExecStart=\nExecStart=/usr/bin/kato-manager serve --listen 0.0.0.0:9443 --allow-host dash.example\n"
+	if err := p.WriteFile("/etc/systemd/system/kato-manager.service.d/tls.conf", []byte(dropIn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.must("systemctl", "daemon-reload")
+	p.must("systemctl", "start", "kato-manager.service")
+	const base = "https://dash.example:9443"
+	tlsCurl := func(args ...string) string {
+		return p.curlCode(append([]string{"--cacert", "/tmp/ca.pem", "--resolve", "dash.example:9443:127.0.0.1"}, args...)...)
+	}
+	p.waitFor("serve over TLS", 15*time.Second, func() bool {
+		if s := p.activeState("kato-manager.service"); s != "active" && s != "activating" {
+			t.Fatalf("serve over TLS is %s:\n%s", s, p.exec("journalctl", "-u", "kato-manager.service", "--no-pager", "-o", "cat").stdout)
+		}
+		return tlsCurl(base+"/static/style.css") == "200"
+	})
+	if code := tlsCurl("-H", dashboardAuth, base+"/stats"); code != "200" {
+		t.Errorf("GET /stats over TLS with the token: HTTP %s", code)
+	}
+	if code := tlsCurl(base + "/stats"); code != "401" {
+		t.Errorf("GET /stats over TLS without the token: HTTP %s, want 401", code)
+	}
+	if code := p.curlCode("http://127.0.0.1:9443/stats"); code == "200" || code == "401" {
+		t.Errorf("plain HTTP on the TLS port: HTTP %s", code)
+	}
+	if code := p.curlCode("--cacert", "/tmp/ca.pem", "--resolve", "rebound.example:9443:127.0.0.1", "-k", "-H", dashboardAuth, "https://rebound.example:9443/stats"); code != "421" {
+		t.Errorf("GET /stats over TLS through another name: HTTP %s, want 421", code)
+	}
+	r := p.exec("curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "10", "--cacert", "/tmp/ca.pem", "--resolve", "dash.example:9443:127.0.0.1",
+		"-d", "token="+dashboardToken, base+"/login")
+	if h := strings.ToLower(r.stdout); !strings.Contains(h, "set-cookie: kato_session=") || !strings.Contains(h, "; secure") {
+		t.Errorf("login over TLS: %s", r)
+	}
+	if log := p.must("journalctl", "-u", "kato-manager.service", "--no-pager", "-o", "cat"); !strings.Contains(log, "on https://") || !strings.Contains(log, "TLS certificate from the credentials tls-cert and tls-key") {
+		t.Errorf("serve's journal:\n%s", log)
+	}
+}
+
+// testCertificate makes a self-signed certificate for host and 127.0.0.1
+// and its key, as PEM.
+func testCertificate(t *testing.T, host string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }

@@ -32,20 +32,36 @@ var webFiles embed.FS
 // queue on one server-rendered page, the actions of the CLI behind the
 // token.
 type dashboard struct {
-	m         *supervisor.Manager
-	pool      *supervisor.Pool
-	q         queueDB // reads
-	wq        queueDB // actions
-	token     string
-	openReads bool
-	sessions  *sessions
-	samples   *sampler
-	tmpl      *template.Template
+	m           *supervisor.Manager
+	pool        *supervisor.Pool
+	q           queueDB // reads
+	wq          queueDB // actions
+	token       string
+	publicReads bool
+	hosts       *hostPolicy
+	limits      *loginLimits
+	secure      bool // served over TLS: cookies are Secure
+	sessions    *sessions
+	samples     *sampler
+	tmpl        *template.Template
 	// restartTimeout is how long a restart waits for the API port.
 	restartTimeout time.Duration
 }
 
-func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, token string, openReads bool) (*dashboard, error) {
+// dashboardOptions are serve's settings of the dashboard.
+type dashboardOptions struct {
+	token       string   // the bearer token; empty disables actions
+	publicReads bool     // reads need no token (--public-reads)
+	listen      string   // the listen address, the first name of the server
+	allowHosts  []string // more names of the server (--allow-host)
+	tls         bool     // served over TLS
+}
+
+func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, o dashboardOptions) (*dashboard, error) {
+	hosts, err := newHostPolicy(o.listen, o.allowHosts)
+	if err != nil {
+		return nil, err
+	}
 	t, err := template.New("").Funcs(template.FuncMap{
 		"bytes":    humanBytes,
 		"duration": func(s int64) string { return (time.Duration(s) * time.Second).String() },
@@ -54,7 +70,8 @@ func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, t
 	if err != nil {
 		return nil, err
 	}
-	return &dashboard{m: m, pool: pool, q: q, wq: wq, token: token, openReads: openReads, sessions: newSessions(),
+	return &dashboard{m: m, pool: pool, q: q, wq: wq, token: o.token, publicReads: o.publicReads, hosts: hosts, limits: newLoginLimits(),
+		secure: o.tls, sessions: newSessions(),
 		samples: newSampler(time.Hour, 15*time.Second), tmpl: t, restartTimeout: 90 * time.Second}, nil
 }
 
@@ -117,9 +134,11 @@ type confirmData struct {
 }
 
 func (d *dashboard) base(r *http.Request, title string) pageData {
-	p := pageData{Title: title, Actions: d.token != "", Now: time.Now(), Notice: r.URL.Query().Get("notice"), Error: r.URL.Query().Get("error")}
+	p := pageData{Title: title, Actions: d.token != "", Now: time.Now()}
 	if st := d.authOf(r); st.session {
 		p.LoggedIn, p.CSRF = true, st.csrf
+		f := d.sessions.takeFlash(st.sessionID)
+		p.Notice, p.Error = f.notice, f.error
 	}
 	return p
 }
@@ -291,14 +310,19 @@ func (d *dashboard) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "serve has no token (see --token-file): there is nothing to log in with", http.StatusForbidden)
 		return
 	}
-	if !checkToken(d.token, r.PostFormValue("token")) {
+	ok, wait := d.limits.attempt(r.RemoteAddr, func() bool { return checkToken(d.token, r.PostFormValue("token")) })
+	if wait > 0 {
+		tooManyAttempts(w, wait)
+		return
+	}
+	if !ok {
 		p := d.base(r, "Log in")
 		p.Error = "wrong token"
 		d.renderStatus(w, r, http.StatusUnauthorized, "login", p)
 		return
 	}
 	id, _ := d.sessions.create()
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: int(d.sessions.ttl.Seconds())})
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: d.secure, SameSite: http.SameSiteStrictMode, MaxAge: int(d.sessions.ttl.Seconds())})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -306,7 +330,7 @@ func (d *dashboard) logout(w http.ResponseWriter, r *http.Request) {
 	if id, sess, ok := d.sessions.lookup(r); ok && r.PostFormValue("csrf") == sess.csrf {
 		d.sessions.remove(id)
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: d.secure, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -403,7 +427,10 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unknown action "+name, http.StatusNotFound)
 		return
 	}
-	back := "/"
+	// A browser's session is sent back to the dashboard, with the outcome
+	// kept for that page; a script is answered in plain text.
+	st := d.authOf(r)
+	toPage := st.session && !st.bearer && strings.Contains(r.Header.Get("Accept"), "text/html")
 	if err != nil {
 		var fe *config.FieldError
 		var ie *queue.InputError
@@ -411,18 +438,20 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &fe) || errors.As(err, &ie) || errors.Is(err, config.ErrNotFound) || errors.Is(err, config.ErrAmbiguous) {
 			code = http.StatusBadRequest
 		}
-		if r.Header.Get("Authorization") != "" || !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		if !toPage {
 			http.Error(w, err.Error(), code)
 			return
 		}
-		http.Redirect(w, r, back+"?error="+url.QueryEscape(err.Error()), http.StatusSeeOther)
+		d.sessions.setFlash(st.sessionID, flash{error: err.Error()})
+		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
-	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
+	if !toPage {
 		fmt.Fprintln(w, msg)
 		return
 	}
-	http.Redirect(w, r, back+"?notice="+url.QueryEscape(msg), http.StatusSeeOther)
+	d.sessions.setFlash(st.sessionID, flash{notice: msg})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 // itemAction runs the queue actions that take an item or a document.

@@ -113,8 +113,17 @@ URL, if it is not already, and start it again.`,
 	"queue enqueue": `Queue crawled_content rows, by id, for KG processing. Higher priority goes first.`,
 	"queue retry-failed": `Put failed items, all of them or the ones named, back to pending with a fresh
 retry count.`,
-	"serve": `Serve GET /health (503 when a worker is unhealthy) and GET /stats as JSON, the
-same as workers health --json and workers stats --json, for monitoring tools.`,
+	"serve": `Serve the dashboard at /, GET /metrics for Prometheus, and GET /health (503
+when a worker is unhealthy) and GET /stats as JSON, the same as workers health
+--json and workers stats --json, for monitoring tools.
+
+Every read and action needs the bearer token of --token-file (at least 32
+characters: openssl rand -hex 32), sent as "Authorization: Bearer TOKEN" or
+given once at the dashboard's login; --public-reads serves reads without it.
+Requests must name the server in their Host header (the --listen host,
+localhost on loopback, or an --allow-host name). An address other than
+loopback needs the token and TLS: --tls-cert and --tls-key, or the systemd
+credentials tls-cert and tls-key. Wrong tokens are rate-limited (429).`,
 }
 
 // examples are each command's examples, by its path below the root.

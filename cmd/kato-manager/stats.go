@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -86,13 +87,21 @@ type serveOptions struct {
 	listen         *string
 	tokenFile      *string
 	sampleInterval *time.Duration
+	publicReads    *bool
+	allowHosts     *[]string
+	tlsCert        *string
+	tlsKey         *string
 }
 
 func serveFlags(fs *pflag.FlagSet) serveOptions {
 	return serveOptions{
-		listen:         fs.String("listen", "127.0.0.1:9090", "address to listen on; one other than loopback needs the token file"),
-		tokenFile:      fs.String("token-file", defaultTokenFile, "file with the bearer token for actions (root's, mode 0600)"),
+		listen:         fs.String("listen", "127.0.0.1:9090", "address to listen on; one other than loopback needs the token file and TLS"),
+		tokenFile:      fs.String("token-file", defaultTokenFile, "file with the bearer token for reads and actions (root's, mode 0600, at least 32 characters)"),
 		sampleInterval: fs.Duration("sample-interval", 15*time.Second, "how often the dashboard samples the queue for its plots (1s to 10m)"),
+		publicReads:    fs.Bool("public-reads", false, "serve pages, documents, journal lines, /health, /stats and /metrics to anyone who reaches --listen, without the token"),
+		allowHosts:     fs.StringSlice("allow-host", nil, "another name of this server that requests may give as Host (repeatable, or comma-separated)"),
+		tlsCert:        fs.String("tls-cert", "", "PEM certificate to serve HTTPS with (default: the credential tls-cert, if any)"),
+		tlsKey:         fs.String("tls-key", "", "PEM private key of --tls-cert (default: the credential tls-key, if any)"),
 	}
 }
 
@@ -103,6 +112,13 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return usagef("invalid --listen %q: must be HOST:PORT", *listen)
+	}
+	if _, err := newHostPolicy(*listen, *o.allowHosts); err != nil {
+		return err
+	}
+	cert, certSource, err := serveCertificate(*o.tlsCert, *o.tlsKey)
+	if err != nil {
+		return err
 	}
 	if d := *o.sampleInterval; d < time.Second || d > 10*time.Minute {
 		return &config.FieldError{Field: "sample_interval", Value: d.String(), Rule: "must be between 1s and 10m"}
@@ -120,6 +136,12 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	loopback := isLoopback(*listen)
 	if !loopback && token == "" {
 		return &config.FieldError{Field: "listen", Value: *listen, Rule: "is not a loopback address: it needs a token file (--token-file, " + defaultTokenFile + ")"}
+	}
+	if !loopback && cert == nil {
+		return &config.FieldError{Field: "listen", Value: *listen, Rule: "is not a loopback address: plain HTTP is refused there; give --tls-cert and --tls-key, or the systemd credentials tls-cert and tls-key (LoadCredential=)"}
+	}
+	if token == "" && !*o.publicReads {
+		return fmt.Errorf("serve has no token file %s: reads and actions need its token; write one (`openssl rand -hex 32 > %s`, chmod 600) or give --public-reads to serve reads to anyone who reaches %s", tokenFile, tokenFile, *listen)
 	}
 	p, _, done, err := a.pool(ctx)
 	if err != nil {
@@ -146,13 +168,16 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	go m.Services.Watch(ctx, p.Systemd, 5*time.Second, func(err error) {
 		fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
 	})
-	dash, err := newDashboard(m, p, q, wq, token, loopback)
+	dash, err := newDashboard(m, p, q, wq, dashboardOptions{token: token, publicReads: *o.publicReads, listen: *listen, allowHosts: *o.allowHosts, tls: cert != nil})
 	if err != nil {
 		return err
 	}
 	dash.samples = newSampler(time.Hour, *o.sampleInterval)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		if !dash.authorizeRead(w, r) {
+			return
+		}
 		h, err := p.Health(r.Context())
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -190,19 +215,32 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	srv := graceful.Server(mux)
-	actions := "actions need the token of " + *o.tokenFile
-	if token == "" {
-		actions = "actions disabled (no token file " + *o.tokenFile + ")"
+	srv := graceful.Server(dash.guard(mux))
+	access := "reads and actions need the token of " + *o.tokenFile
+	switch {
+	case token == "":
+		access = "reads are public, actions disabled (no token file " + *o.tokenFile + ")"
+	case *o.publicReads:
+		access = "reads are public, actions need the token of " + *o.tokenFile
 	}
-	fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on http://%s/; %s\n", ln.Addr(), actions)
+	scheme := "http"
+	if cert != nil {
+		scheme = "https"
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
+		access += "; TLS certificate from " + certSource
+	}
+	fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on %s://%s/; %s\n", scheme, ln.Addr(), access)
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(shutdown)
 	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serveOn := srv.Serve
+	if cert != nil {
+		serveOn = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+	}
+	if err := serveOn(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -89,13 +91,13 @@ func actionServer(t *testing.T) (srv *httptest.Server, sd *refusingSystemd, regi
 	sd = &refusingSystemd{}
 	registry = filepath.Join(dir, "instances.toml")
 	m := &supervisor.Manager{Systemd: sd, Config: config.Default(), Registry: config.OpenRegistry(registry)}
-	d, err := newDashboard(m, nil, q, q, actionToken, true)
+	d, err := newDashboard(m, nil, q, q, dashboardOptions{token: actionToken, listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
 	d.routes(mux)
-	srv = httptest.NewServer(mux)
+	srv = httptest.NewServer(d.guard(mux))
 	t.Cleanup(srv.Close)
 	return srv, sd, registry, q
 }
@@ -215,4 +217,76 @@ func TestWebRequeueAll(t *testing.T) {
 	if code, body := postAction(t, srv, "requeue-all", url.Values{"confirm": {"yes"}}, true); code != http.StatusOK || !strings.Contains(body, "2 document(s) queued again") || pending() != 3 {
 		t.Errorf("requeue-all: %d %q, %d pending", code, body, pending())
 	}
+}
+
+// TestMessagesAreTheDashboardsOwn: text in the URL (?notice=, ?error=) is
+// never shown as the dashboard's message; an action's outcome is kept on
+// the server for the session's next page, shown once.
+func TestMessagesAreTheDashboardsOwn(t *testing.T) {
+	srv, _, _, _ := actionServer(t)
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar}
+	page := func(path string) string {
+		t.Helper()
+		code, _, body := get(t, client, srv.URL+path, map[string]string{"Accept": "text/html"})
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d\n%s", path, code, body)
+		}
+		return body
+	}
+	resp, err := client.PostForm(srv.URL+"/login", url.Values{"token": {actionToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	const planted = "Your token expired: log in at evil.example"
+	body := page("/documents?notice=" + url.QueryEscape(planted) + "&error=" + url.QueryEscape(planted))
+	if strings.Contains(body, "evil.example") || strings.Contains(body, `class="notice"`) || strings.Contains(body, `class="error"`) {
+		t.Errorf("the page shows text of its URL:\n%s", body)
+	}
+	csrf := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(body)
+	if csrf == nil {
+		t.Fatalf("no CSRF token on the page:\n%s", body)
+	}
+	post := func(action string, form url.Values) *http.Response {
+		t.Helper()
+		form.Set("csrf", csrf[1])
+		req, _ := http.NewRequest("POST", srv.URL+"/actions/"+action, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Accept", "text/html")
+		resp, err := http.DefaultTransport.RoundTrip(withCookies(req, jar))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, c := range []struct {
+		action string
+		form   url.Values
+		class  string
+		want   string
+	}{
+		{"retry", url.Values{}, "notice", "0 failed item(s) queued again"},
+		{"priority", url.Values{"item": {"x"}, "priority": {"2"}}, "error", "invalid item x: must be a positive whole number"},
+	} {
+		resp := post(c.action, c.form)
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/" {
+			t.Errorf("%s: %d to %q, want 303 to /", c.action, resp.StatusCode, loc)
+		}
+		if body := page("/documents"); !strings.Contains(body, `<p class="`+c.class+`" role=`) || !strings.Contains(body, c.want) {
+			t.Errorf("%s: the next page lacks the %s %q:\n%s", c.action, c.class, c.want, body)
+		}
+		if body := page("/documents"); strings.Contains(body, c.want) {
+			t.Errorf("%s: the message is shown twice", c.action)
+		}
+	}
+}
+
+// withCookies adds the jar's cookies for the request's URL.
+func withCookies(req *http.Request, jar http.CookieJar) *http.Request {
+	for _, c := range jar.Cookies(req.URL) {
+		req.AddCookie(c)
+	}
+	return req
 }

@@ -2,8 +2,15 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +27,18 @@ import (
 
 // dashboardToken is the token the tests put in serve's token file.
 const dashboardToken = "e2e-dashboard-token-0123456789abcdef"
+
+// dashboardAuth is the header that sends it.
+const dashboardAuth = "Authorization: Bearer " + dashboardToken
+
+// getWithToken is a GET inside the machine with serve's token.
+func (m *machine) getWithToken(url string) (string, error) {
+	r := m.exec("curl", "-sS", "--max-time", "5", "-f", "-H", dashboardAuth, url)
+	if r.code != 0 {
+		return "", fmt.Errorf("GET %s: %s", url, r)
+	}
+	return r.stdout, nil
+}
 
 // forwardToMachine listens on the host's loopback and forwards each
 // connection to addr inside the machine's network namespace, so that a
@@ -90,7 +109,7 @@ func (p *kgPool) startServe(flags ...string) {
 	}
 	p.must(append([]string{"systemd-run", "--unit=kato-manager-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090"}, flags...)...)
 	p.waitFor("kato-manager serve", 10*time.Second, func() bool {
-		_, err := p.get("http://127.0.0.1:9090/health")
+		_, err := p.getWithToken("http://127.0.0.1:9090/health")
 		return err == nil || strings.Contains(err.Error(), "503")
 	})
 }
@@ -101,10 +120,12 @@ func (p *kgPool) curlCode(args ...string) string {
 	return strings.TrimSpace(p.exec(append([]string{"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"}, args...)...).stdout)
 }
 
-// TestDashboardActionsNeedTheToken: without the token every action
-// answers 401 (403 with a session but no CSRF token is covered by the unit
-// tests) and changes nothing; with it, the CLI's actions work over HTTP and
-// bad input is a 400 naming field, value and rule.
+// TestDashboardActionsNeedTheToken: without the token every read (pages,
+// the instance's journal lines, documents, /health, /stats, /metrics)
+// answers 401 and every action 401 (403 with a session but no CSRF token is
+// covered by the unit tests) and changes nothing; a Host naming another
+// server is refused with 421; with the token, the CLI's actions work over
+// HTTP and bad input is a 400 naming field, value and rule.
 func TestDashboardActionsNeedTheToken(t *testing.T) {
 	p := bootKGPool(t, "", 0)
 	p.mustKM("start", "--id", "alpha", "--name", "Alpha", "--port", "8001")
@@ -112,6 +133,18 @@ func TestDashboardActionsNeedTheToken(t *testing.T) {
 	p.enqueue(1, 3)
 	p.startServe()
 	const base = "http://127.0.0.1:9090"
+	for _, path := range []string{"/", "/instances/alpha", "/documents", "/documents/1", "/health", "/stats", "/metrics"} {
+		if code := p.curlCode(base + path); code != "401" {
+			t.Errorf("GET %s without the token: HTTP %s, want 401", path, code)
+		}
+		// /health says 503 here: no worker runs.
+		if code := p.curlCode("-H", dashboardAuth, base+path); code != "200" && !(path == "/health" && code == "503") {
+			t.Errorf("GET %s with the token: HTTP %s, want 200", path, code)
+		}
+		if code := p.curlCode("-H", dashboardAuth, "-H", "Host: rebound.example:9090", base+path); code != "421" {
+			t.Errorf("GET %s with the token through another name: HTTP %s, want 421", path, code)
+		}
+	}
 	for _, action := range []string{"stop", "restart", "scale", "retry", "requeue", "priority", "delete", "clear", "start", "requeue-all"} {
 		if code := p.curlCode("-X", "POST", "-d", "id=alpha&item=1&workers=2&status=pending&content_id=1&priority=3&confirm=yes", base+"/actions/"+action); code != "401" {
 			t.Errorf("%s without a token: HTTP %s, want 401", action, code)
@@ -129,7 +162,7 @@ func TestDashboardActionsNeedTheToken(t *testing.T) {
 	if p.exists("/etc/systemd/system/kg-workers.target.wants/kg-worker@1.service") {
 		t.Error("a refused scale started workers")
 	}
-	auth := "Authorization: Bearer " + dashboardToken
+	auth := dashboardAuth
 	for _, c := range []struct{ action, form, want string }{
 		{"priority", "item=1&priority=-1", "invalid priority -1: must be a whole number, zero or more"},
 		{"priority", "item=99&priority=2", "invalid ITEM_ID 99: no such queue item"},
@@ -180,9 +213,12 @@ func TestDashboardActionsNeedTheToken(t *testing.T) {
 	}
 }
 
-// TestDashboardInBrowser: Debian's chromium, headless, loads the dashboard
-// served on the real systemd: it shows the instances, the workers and the
-// queue; logged in with the token, a click on an instance's Stop, confirmed
+// TestDashboardInBrowser: Debian's chromium, headless, is refused the
+// dashboard under a name that resolves to serve's address but is not
+// serve's (DNS rebinding) and shown only the login form before it logs in;
+// logged in, the dashboard served on the real systemd shows the
+// instances, the workers and the queue and no message a link brings
+// (?notice=); a click on an instance's Stop, confirmed
 // in the browser's dialog, stops its unit, the start form starts one (and
 // refuses bad input, shown on the page), and Requeue all, confirmed,
 // queues every document done again. Screenshots go to the test's
@@ -223,6 +259,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
+		// A name of an attacker's that resolves to serve's address.
+		chromedp.Flag("host-resolver-rules", "MAP rebound.example 127.0.0.1"),
 		chromedp.WindowSize(1400, 1100),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -234,9 +272,6 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// The workers publish their counters about once a second.
 	p.waitFor("the workers' reports", 20*time.Second, func() bool { return p.stats().TotalProcessed >= 12 })
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?status=completed"), chromedp.WaitVisible(chromedp.CSS(`#instances tr[data-id="beta"]`))); err != nil {
-		t.Fatalf("load the dashboard: %v", err)
-	}
 	text := func(sel string) string {
 		t.Helper()
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
@@ -244,6 +279,32 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatalf("text of %s: %v", sel, err)
 		}
 		return s
+	}
+	_, port, _ := net.SplitHostPort(host)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://rebound.example:"+port+"/"), chromedp.WaitVisible(chromedp.CSS("body"))); err != nil {
+		t.Fatalf("load the dashboard under another name: %v", err)
+	}
+	if body := text("body"); !strings.Contains(body, `invalid Host "rebound.example:`+port+`": is not a name of this server`) {
+		t.Errorf("the dashboard under another name:\n%s", body)
+	}
+	// Without the token, the login form and nothing of the fleet.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`input[name="token"]`))); err != nil {
+		t.Fatalf("load the dashboard: %v", err)
+	}
+	if body := text("body"); strings.Contains(body, "Alpha") || strings.Contains(body, "beta") {
+		t.Errorf("the page before the login shows the fleet:\n%s", body)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), dashboardToken),
+		chromedp.Submit(chromedp.CSS(`form.login`)),
+		chromedp.WaitVisible(chromedp.CSS(`form[action="/logout"]`)),
+		chromedp.Navigate(base+"/?status=completed&notice=Session+expired%3A+log+in+at+evil.example"),
+		chromedp.WaitVisible(chromedp.CSS(`#instances tr[data-id="beta"]`)),
+	); err != nil {
+		t.Fatalf("log in and load the dashboard: %v", err)
+	}
+	if body := text("body"); strings.Contains(body, "evil.example") {
+		t.Errorf("the dashboard shows the text of its link:\n%s", body)
 	}
 	// Where JavaScript runs, the page refreshes itself.
 	if err := chromedp.Do(ctx, chromedp.WaitReady(chromedp.CSS("#live[data-refreshed]"))); err != nil {
@@ -288,7 +349,6 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 
-	// Without logging in, the Stop button is refused and beta keeps running.
 	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
 	go func() {
 		for _, err := range dialogs {
@@ -298,29 +358,14 @@ func TestDashboardInBrowser(t *testing.T) {
 			go chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
 		}
 	}()
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#stop-beta")), chromedp.WaitVisible(chromedp.CSS("body"))); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	body := text("body")
-	if !strings.Contains(body, "log in with the token first") {
-		t.Errorf("stop without the token answered:\n%s", body)
-	}
-	if s := p.activeState("kato@beta.service"); s != "active" {
-		t.Fatalf("beta is %s after a stop without the token", s)
-	}
-
-	// Log in with the token, then stop beta.
+	// Stop beta, confirmed in the browser's dialog.
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/"),
-		chromedp.WaitVisible(chromedp.CSS(`input[name="token"]`)),
-		chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), dashboardToken),
-		chromedp.Submit(chromedp.CSS(`form.login`)),
-		chromedp.WaitVisible(chromedp.CSS(`form[action="/logout"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#stop-beta")),
 		chromedp.Click(chromedp.CSS("#stop-beta")),
 		chromedp.WaitVisible(chromedp.CSS(".notice")),
 	); err != nil {
-		t.Fatalf("log in and stop beta: %v", err)
+		t.Fatalf("stop beta: %v", err)
 	}
 	if n := text(".notice"); !strings.Contains(n, "stopped beta") {
 		t.Errorf("notice %q", n)
@@ -468,17 +513,17 @@ func TestManagerService(t *testing.T) {
 	p.must("systemctl", "start", "kato-manager.service")
 	const base = "http://127.0.0.1:9090"
 	p.waitFor("kato-manager.service to answer", 15*time.Second, func() bool {
-		_, err := p.get(base + "/metrics")
+		_, err := p.getWithToken(base + "/metrics")
 		return err == nil
 	})
-	metrics, _ := p.get(base + "/metrics")
+	metrics, _ := p.getWithToken(base + "/metrics")
 	if !strings.Contains(metrics, `kato_instance_up{group="",id="alpha",name="Alpha",processor="default"} 1`) || !strings.Contains(metrics, `kg_queue_items{status="pending"} 2`) {
 		t.Errorf("/metrics under the unit:\n%s", metrics)
 	}
-	if page, err := p.get(base + "/"); err != nil || !strings.Contains(page, `data-id="alpha"`) {
+	if page, err := p.getWithToken(base + "/"); err != nil || !strings.Contains(page, `data-id="alpha"`) {
 		t.Errorf("dashboard under the unit: %v\n%s", err, page)
 	}
-	auth := "Authorization: Bearer " + dashboardToken
+	auth := dashboardAuth
 	if r := p.exec("curl", "-s", "--max-time", "10", "-X", "POST", "-H", auth, "-d", "item=1&priority=4", base+"/actions/priority"); !strings.Contains(r.stdout, "1 item(s) now at priority 4") {
 		t.Errorf("priority under the unit: %s", r)
 	}
@@ -505,4 +550,90 @@ func TestManagerService(t *testing.T) {
 	if log := p.must("journalctl", "-u", "kato-manager.service", "--no-pager", "-o", "cat"); strings.Contains(log, "watch units") {
 		t.Errorf("kato-manager.service lost its watch of the units:\n%s", log)
 	}
+}
+
+// TestServeTLSFromCredentials: off loopback, serve without TLS does not
+// start (exit 2, naming --listen and the rule); kato-manager.service with
+// a drop-in that hands it the certificate and key as systemd credentials
+// (LoadCredential=) and another --listen answers HTTPS only, under the
+// unit's hardening: the session cookie is Secure, and a Host naming
+// another server is refused.
+func TestServeTLSFromCredentials(t *testing.T) {
+	p := bootKGPool(t, "", 0)
+	if err := p.WriteFile("/etc/kato/serve.token", []byte(dashboardToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.km("serve", "--listen", "0.0.0.0:9443"); r.code != 2 ||
+		!strings.Contains(r.stderr, "invalid --listen 0.0.0.0:9443: is not a loopback address: plain HTTP is refused there; give --tls-cert and --tls-key, or the systemd credentials tls-cert and tls-key") {
+		t.Errorf("serve off loopback without TLS: %s", r)
+	}
+	certPEM, keyPEM := testCertificate(t, "dash.example")
+	p.must("install", "-d", "-m", "0700", "/etc/kato/tls")
+	for path, data := range map[string][]byte{"/etc/kato/tls/cert.pem": certPEM, "/etc/kato/tls/key.pem": keyPEM, "/tmp/ca.pem": certPEM} {
+		if err := p.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The drop-in an operator writes to serve off loopback.
+	p.must("ln", "-sf", katoManager, "/usr/bin/kato-manager")
+	p.must("mkdir", "-p", "/etc/systemd/system/kato-manager.service.d")
+	dropIn := "[Service]\nLoadCredential=tls-cert:/etc/kato/tls/cert.pem\nLoadCredential=tls-key:/etc/kato/tls/key.pem\n" +
+		"ExecStart=\nExecStart=/usr/bin/kato-manager serve --listen 0.0.0.0:9443 --allow-host dash.example\n"
+	if err := p.WriteFile("/etc/systemd/system/kato-manager.service.d/tls.conf", []byte(dropIn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.must("systemctl", "daemon-reload")
+	p.must("systemctl", "start", "kato-manager.service")
+	const base = "https://dash.example:9443"
+	tlsCurl := func(args ...string) string {
+		return p.curlCode(append([]string{"--cacert", "/tmp/ca.pem", "--resolve", "dash.example:9443:127.0.0.1"}, args...)...)
+	}
+	p.waitFor("serve over TLS", 15*time.Second, func() bool {
+		if s := p.activeState("kato-manager.service"); s != "active" && s != "activating" {
+			t.Fatalf("serve over TLS is %s:\n%s", s, p.exec("journalctl", "-u", "kato-manager.service", "--no-pager", "-o", "cat").stdout)
+		}
+		return tlsCurl(base+"/static/style.css") == "200"
+	})
+	if code := tlsCurl("-H", dashboardAuth, base+"/stats"); code != "200" {
+		t.Errorf("GET /stats over TLS with the token: HTTP %s", code)
+	}
+	if code := tlsCurl(base + "/stats"); code != "401" {
+		t.Errorf("GET /stats over TLS without the token: HTTP %s, want 401", code)
+	}
+	if code := p.curlCode("http://127.0.0.1:9443/stats"); code == "200" || code == "401" {
+		t.Errorf("plain HTTP on the TLS port: HTTP %s", code)
+	}
+	if code := p.curlCode("--cacert", "/tmp/ca.pem", "--resolve", "rebound.example:9443:127.0.0.1", "-k", "-H", dashboardAuth, "https://rebound.example:9443/stats"); code != "421" {
+		t.Errorf("GET /stats over TLS through another name: HTTP %s, want 421", code)
+	}
+	r := p.exec("curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "10", "--cacert", "/tmp/ca.pem", "--resolve", "dash.example:9443:127.0.0.1",
+		"-d", "token="+dashboardToken, base+"/login")
+	if h := strings.ToLower(r.stdout); !strings.Contains(h, "set-cookie: kato_session=") || !strings.Contains(h, "; secure") {
+		t.Errorf("login over TLS: %s", r)
+	}
+	if log := p.must("journalctl", "-u", "kato-manager.service", "--no-pager", "-o", "cat"); !strings.Contains(log, "on https://") || !strings.Contains(log, "TLS certificate from the credentials tls-cert and tls-key") {
+		t.Errorf("serve's journal:\n%s", log)
+	}
+}
+
+// testCertificate makes a self-signed certificate for host and 127.0.0.1
+// and its key, as PEM.
+func testCertificate(t *testing.T, host string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }

@@ -43,7 +43,7 @@ func TestMetrics(t *testing.T) {
 	p.enqueue(1, items)
 	p.startWorkers(2)
 	p.waitDrained(time.Minute)
-	p.must("systemd-run", "--unit=kato-manager-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090")
+	p.must("systemd-run", "--unit=kato-manager-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090", "--public-reads")
 	const url = "http://127.0.0.1:9090/metrics"
 	p.waitFor("kato-manager serve", 10*time.Second, func() bool {
 		_, err := p.get(url)

@@ -52,7 +52,7 @@ func TestSafetyOnRealSystemd(t *testing.T) {
 			}
 		}
 		// serve answers /stats with an error, and creates nothing either.
-		m.must("systemd-run", "--unit=km-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090")
+		m.must("systemd-run", "--unit=km-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090", "--public-reads")
 		t.Cleanup(func() { m.exec("systemctl", "stop", "km-serve.service") })
 		m.waitFor("serve to answer or give up", 20*time.Second, func() bool {
 			r := m.exec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "http://127.0.0.1:9090/stats")

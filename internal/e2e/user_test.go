@@ -218,7 +218,7 @@ func TestUserMode(t *testing.T) {
 		// manager has them, memory from their cgroups under
 		// user@UID.service, and a restart followed from the manager's
 		// signals.
-		u.mustRun("systemd-run", "--user", "--unit=kato-serve", "--", katoManager, "--user", "serve", "--listen", "127.0.0.1:9191")
+		u.mustRun("systemd-run", "--user", "--unit=kato-serve", "--", katoManager, "--user", "serve", "--listen", "127.0.0.1:9191", "--public-reads")
 		const metricsURL = "http://127.0.0.1:9191/metrics"
 		scrape := func() map[string]*dto.MetricFamily {
 			t.Helper()
@@ -352,7 +352,7 @@ INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char
 			t.Errorf("queue retry-failed:\n%s", out)
 		}
 		// serve answers from the user's pool and queue.
-		serve := u.run("sh", "-c", katoManager+" --user serve --listen 127.0.0.1:9191 & pid=$!; "+
+		serve := u.run("sh", "-c", katoManager+" --user serve --listen 127.0.0.1:9191 --public-reads & pid=$!; "+
 			"for i in $(seq 50); do curl -sf http://127.0.0.1:9191/stats && break; sleep 0.1; done; kill $pid")
 		if !strings.Contains(serve.stdout, `"total_workers": 2`) || !strings.Contains(serve.stdout, `"completed": 3`) {
 			t.Errorf("serve /stats: %s", serve)

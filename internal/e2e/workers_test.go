@@ -827,7 +827,7 @@ func TestWorkersCLI(t *testing.T) {
 	}
 
 	// serve answers for the pool as the CLI does.
-	p.must("systemd-run", "--unit=kato-manager-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090")
+	p.must("systemd-run", "--unit=kato-manager-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090", "--public-reads")
 	p.waitFor("kato-manager serve", 10*time.Second, func() bool {
 		_, err := p.get("http://127.0.0.1:9090/health")
 		return err == nil

@@ -40,5 +40,12 @@ mount --bind "$console" "$m/dev/console"
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$m/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$m/tmp"
 
+# Shared propagation, as systemd makes / on a real boot (and nspawn for a
+# container): systemd sets up a unit's credentials (LoadCredential=) in a
+# namespace of its own and moves them into place through it, which a
+# private root never shows the unit. Nothing propagates to the host: this
+# boot's mount namespace was made private from it.
+mount --make-rshared "$m"
+
 cd "$m"
 exec chroot "$m" env container=other SYSTEMD_COLORS=0 /lib/systemd/systemd --unit=multi-user.target

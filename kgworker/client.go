@@ -657,9 +657,9 @@ func NewClient(opts ClientOpts) (*Client, error) {
 		timeout:       opts.Timeout,
 		healthTimeout: opts.HealthTimeout,
 		maxBytes:      opts.MaxResponseBytes,
-		http:          &http.Client{Transport: transport},
 		status:        ServiceStatus{Enabled: opts.Enabled, URL: config.RedactURL(opts.URL)},
 	}
+	c.http = &http.Client{Transport: transport, CheckRedirect: c.checkRedirect}
 	if opts.Enabled || opts.URL != "" {
 		u, err := url.Parse(opts.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -669,6 +669,49 @@ func NewClient(opts ClientOpts) (*Client, error) {
 		c.base = u
 	}
 	return c, nil
+}
+
+// ErrRedirectRefused means the service redirected a request away from its
+// configured origin: the document is never sent anywhere else.
+var ErrRedirectRefused = errors.New("redirect off the kg service's origin refused")
+
+// maxRedirects bounds the redirects followed within the origin.
+const maxRedirects = 10
+
+// checkRedirect follows a redirect only within the configured origin: the
+// same scheme, host and port. Anything else would send the document, or the
+// credentials of the URL, to another server, or over plain HTTP.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	if c.base == nil || !sameOrigin(c.base, req.URL) {
+		return fmt.Errorf("%w: %s is not %s", ErrRedirectRefused, config.RedactURL(originOf(req.URL)), config.RedactURL(originOf(c.base)))
+	}
+	return nil
+}
+
+// sameOrigin reports whether a and b have the same scheme, host and port,
+// the port defaulting by scheme.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && portOf(a) == portOf(b)
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
+}
+
+func originOf(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
 }
 
 // Status returns a snapshot of what the client knows about the service.
@@ -850,6 +893,8 @@ func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 		switch {
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ingest content_id %d: %w", in.ContentID, ctx.Err())
+		case errors.Is(err, ErrRedirectRefused):
+			return nil, fail(ErrIngestFailed, ErrRedirectRefused, "%v", err)
 		case !wrote.Load():
 			return nil, fail(ErrServiceUnavailable, nil, "not sent: %v", err)
 		case errors.Is(reqCtx.Err(), context.DeadlineExceeded):

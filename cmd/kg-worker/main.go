@@ -123,7 +123,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 		return err
 	}
 	defer queue.Close()
-	plan, err := planMemory(kg.Concurrency)
+	plan, err := planMemory(cfg.Limits.WorkerMemoryBytes(), kg.Concurrency)
 	if err != nil {
 		return err
 	}
@@ -278,13 +278,18 @@ func (n *notifier) notify(state string) {
 	}
 }
 
-// planMemory fits the worker to its cgroup's memory limit (the unit's
-// MemoryMax=): the Go runtime gets the plan's soft limit, unless GOMEMLIMIT
-// sets one, and KG answers are bounded so that concurrency of them fit.
-func planMemory(concurrency int) (kgworker.MemoryPlan, error) {
+// planMemory fits the worker to its memory limit: the unit's MemoryMax=,
+// which kato-manager sets from limits.worker_memory_max, or the cgroup's
+// memory.max when a drop-in of the operator's set a lower one. The Go
+// runtime gets the plan's soft limit, unless GOMEMLIMIT sets one, and KG
+// answers are bounded so that concurrency of them fit.
+func planMemory(configured int64, concurrency int) (kgworker.MemoryPlan, error) {
 	limit, err := kgworker.CgroupMemoryMax()
 	if err != nil {
 		return kgworker.MemoryPlan{}, err
+	}
+	if limit == 0 || (configured > 0 && configured < limit) {
+		limit = configured
 	}
 	plan, err := kgworker.PlanMemory(limit, concurrency)
 	if err != nil {

@@ -91,7 +91,8 @@ func TestMemoryChild(t *testing.T) {
 // peak resident memory must stay under the limit with room for the page
 // cache the kernel charges to the same cgroup, and an answer over a bound
 // must be a failed attempt with a stored reason, not a crash. Before the
-// plan, a 90 MiB answer holding one 80 MiB string took 300 MiB.
+// plan, a 90 MiB answer holding one 80 MiB string was taken whole, at a peak
+// of 200 to 300 MiB.
 func TestAnswerAtCapFitsMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("answers of 70 MiB and more")

@@ -57,6 +57,16 @@ func (l Limits) validate() error {
 	return nil
 }
 
+// WorkerMemoryBytes is WorkerMemoryMax in bytes, 0 for "infinity" (or a
+// value that does not parse, which validation refuses).
+func (l Limits) WorkerMemoryBytes() int64 {
+	n, ok := parseSize(l.WorkerMemoryMax)
+	if !ok || n > 1<<62 {
+		return 0
+	}
+	return int64(n)
+}
+
 // checkMemory checks a MemoryMax= value: "infinity", or a whole number of
 // bytes with an optional K, M, G or T suffix (powers of 1024), at least 64M.
 func checkMemory(field, v string) error {

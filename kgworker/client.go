@@ -378,12 +378,16 @@ func (a *ChunkAppearance) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// decodeResult reads a success answer from dec as it arrives: the top-level
+// decodeResult reads a success answer from body as it arrives: the top-level
 // object field by field and the entity and relationship lists one element at
 // a time, so that no copy of the whole answer is ever held. It insists on
 // every field of the success model; the checks against the request are in
 // check.
-func decodeResult(dec *json.Decoder) (*IngestResult, error) {
+func decodeResult(body io.Reader) (*IngestResult, error) {
+	ar := &answerReader{r: body}
+	dec := json.NewDecoder(ar)
+	ar.dec = dec
+	ar.nextValue()
 	if err := expectDelim(dec, '{'); err != nil {
 		return nil, err
 	}
@@ -393,11 +397,13 @@ func decodeResult(dec *json.Decoder) (*IngestResult, error) {
 		sum  json.RawMessage
 	)
 	for dec.More() {
+		ar.nextValue()
 		tok, err := dec.Token()
 		if err != nil {
 			return nil, err
 		}
 		key, _ := tok.(string)
+		ar.nextValue()
 		var target any
 		switch key {
 		case "success":
@@ -415,9 +421,9 @@ func decodeResult(dec *json.Decoder) (*IngestResult, error) {
 		case "summary":
 			target = &sum
 		case "entities":
-			r.Entities, err = decodeList[Entity](dec, key)
+			r.Entities, err = decodeList[Entity](ar, key)
 		case "relationships":
-			r.Relationships, err = decodeList[Relationship](dec, key)
+			r.Relationships, err = decodeList[Relationship](ar, key)
 		default:
 			var skip json.RawMessage
 			target = &skip
@@ -466,7 +472,8 @@ func decodeResult(dec *json.Decoder) (*IngestResult, error) {
 }
 
 // decodeList decodes a JSON array one element at a time.
-func decodeList[T any](dec *json.Decoder, key string) ([]T, error) {
+func decodeList[T any](ar *answerReader, key string) ([]T, error) {
+	dec := ar.dec
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
@@ -479,6 +486,7 @@ func decodeList[T any](dec *json.Decoder, key string) ([]T, error) {
 	}
 	out := []T{}
 	for i := 0; dec.More(); i++ {
+		ar.nextValue()
 		var v T
 		if err := dec.Decode(&v); err != nil {
 			return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
@@ -649,9 +657,9 @@ func NewClient(opts ClientOpts) (*Client, error) {
 		timeout:       opts.Timeout,
 		healthTimeout: opts.HealthTimeout,
 		maxBytes:      opts.MaxResponseBytes,
-		http:          &http.Client{Transport: transport},
 		status:        ServiceStatus{Enabled: opts.Enabled, URL: config.RedactURL(opts.URL)},
 	}
+	c.http = &http.Client{Transport: transport, CheckRedirect: c.checkRedirect}
 	if opts.Enabled || opts.URL != "" {
 		u, err := url.Parse(opts.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -661,6 +669,49 @@ func NewClient(opts ClientOpts) (*Client, error) {
 		c.base = u
 	}
 	return c, nil
+}
+
+// ErrRedirectRefused means the service redirected a request away from its
+// configured origin: the document is never sent anywhere else.
+var ErrRedirectRefused = errors.New("redirect off the kg service's origin refused")
+
+// maxRedirects bounds the redirects followed within the origin.
+const maxRedirects = 10
+
+// checkRedirect follows a redirect only within the configured origin: the
+// same scheme, host and port. Anything else would send the document, or the
+// credentials of the URL, to another server, or over plain HTTP.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	if c.base == nil || !sameOrigin(c.base, req.URL) {
+		return fmt.Errorf("%w: %s is not %s", ErrRedirectRefused, config.RedactURL(originOf(req.URL)), config.RedactURL(originOf(c.base)))
+	}
+	return nil
+}
+
+// sameOrigin reports whether a and b have the same scheme, host and port,
+// the port defaulting by scheme.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && portOf(a) == portOf(b)
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
+}
+
+func originOf(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
 }
 
 // Status returns a snapshot of what the client knows about the service.
@@ -766,7 +817,10 @@ type sizeLimit struct {
 	n int64
 }
 
-var errTooLarge = errors.New("answer is larger than the limit")
+var (
+	errTooLarge      = errors.New("answer is larger than the limit")
+	errValueTooLarge = fmt.Errorf("a value of the answer is larger than %d bytes", MaxValueBytes)
+)
 
 func (l *sizeLimit) Read(p []byte) (int, error) {
 	if l.n <= 0 {
@@ -777,6 +831,38 @@ func (l *sizeLimit) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.n -= int64(n)
+	return n, err
+}
+
+// MaxValueBytes bounds one value of an answer: a top-level field, or one
+// entity or relationship. The decoder holds a whole value in its buffer, and
+// its buffer grows by doubling, so a single huge value would cost about three
+// times its size at once, whatever the answer's own bound. Every string of an
+// answer comes from the document, at most 1,000,000 characters: 6 MB even
+// with every character escaped as \uXXXX.
+const MaxValueBytes = 8 << 20
+
+// answerReader feeds the answer's decoder, failing a read once the value
+// being decoded has taken more than MaxValueBytes beyond what the decoder
+// already held when it started.
+type answerReader struct {
+	r    io.Reader
+	dec  *json.Decoder
+	left int64
+}
+
+// nextValue starts the allowance of the next value.
+func (a *answerReader) nextValue() { a.left = MaxValueBytes }
+
+func (a *answerReader) Read(p []byte) (int, error) {
+	if a.left <= 0 {
+		return 0, errValueTooLarge
+	}
+	if int64(len(p)) > a.left {
+		p = p[:a.left]
+	}
+	n, err := a.r.Read(p)
+	a.left -= int64(n)
 	return n, err
 }
 
@@ -807,6 +893,8 @@ func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 		switch {
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ingest content_id %d: %w", in.ContentID, ctx.Err())
+		case errors.Is(err, ErrRedirectRefused):
+			return nil, fail(ErrIngestFailed, ErrRedirectRefused, "%v", err)
 		case !wrote.Load():
 			return nil, fail(ErrServiceUnavailable, nil, "not sent: %v", err)
 		case errors.Is(reqCtx.Err(), context.DeadlineExceeded):
@@ -834,13 +922,15 @@ func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 	if resp.ContentLength > c.maxBytes {
 		return nil, fail(ErrIngestFailed, ErrBadAnswer, "answer of %d bytes is larger than the limit of %d", resp.ContentLength, c.maxBytes)
 	}
-	res, err := decodeResult(json.NewDecoder(&sizeLimit{r: resp.Body, n: c.maxBytes}))
+	res, err := decodeResult(&sizeLimit{r: resp.Body, n: c.maxBytes})
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ingest content_id %d: %w", in.ContentID, ctx.Err())
 		case errors.Is(err, errTooLarge):
 			return nil, fail(ErrIngestFailed, ErrBadAnswer, "answer is larger than the limit of %d bytes", c.maxBytes)
+		case errors.Is(err, errValueTooLarge):
+			return nil, fail(ErrIngestFailed, ErrBadAnswer, "%v", err)
 		case errors.Is(reqCtx.Err(), context.DeadlineExceeded):
 			return nil, fail(ErrIngestFailed, nil, "no whole answer within %s", c.timeout)
 		}

@@ -11,9 +11,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // fastRetries makes failed items come back within milliseconds.
@@ -350,5 +352,54 @@ func TestReadOnlyOpenOfANewDatabaseCreatesIt(t *testing.T) {
 	defer q.Close()
 	if c, err := q.Stats(context.Background()); err != nil || c.Total != 0 || q.ReadOnly() {
 		t.Errorf("Stats = %+v, %v, read-only %v", c, err, q.ReadOnly())
+	}
+}
+
+// TestServiceErrorTextIsBounded: a service that puts a whole page into its
+// error (200 KiB here, with a multi-byte character across every possible
+// cut, escape sequences and a byte that is not UTF-8) leaves at most
+// queue.MaxMessageBytes of valid UTF-8 in error_message, marked as cut, in
+// the retried item and in the item that failed for good, and no longer
+// log lines.
+func TestServiceErrorTextIsBounded(t *testing.T) {
+	r := newRig(t, serviceBackend, kgworker.WithMaxRetries(1), fastRetries)
+	r.fill(t, 1, 1)
+	page := "<html>\x1b]0;owned\x07" + strings.Repeat("é\x1b[2J\xff", 200<<10/7) + "</html>"
+	r.fake.SetControl(kgservicefake.Control{Faults: map[int64]string{1: kgservicefake.FaultError}, ErrorText: page})
+	var mu sync.Mutex
+	var longest int
+	r.start(t, kgworker.Opts{Logf: func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		longest = max(longest, len(fmt.Sprintf(format, args...)))
+	}})
+
+	check := func(it kgworker.Item) {
+		t.Helper()
+		msg := it.ErrorMessage
+		switch {
+		case len(msg) > queue.MaxMessageBytes:
+			t.Errorf("error_message of %d bytes, want at most %d", len(msg), queue.MaxMessageBytes)
+		case !utf8.ValidString(msg):
+			t.Errorf("error_message is not valid UTF-8: %q", msg[len(msg)-100:])
+		case !strings.HasPrefix(msg, "kg ingest failed: content_id 1") || !strings.Contains(msg, "ExtractionError: <html>"):
+			t.Errorf("error_message does not start with what happened: %.200q", msg)
+		case !strings.Contains(msg, "bytes in all]"):
+			t.Errorf("error_message is not marked as cut: %q", msg[max(0, len(msg)-100):])
+		}
+	}
+	waitFor(t, 10*time.Second, "the first failed attempt", func() bool { return itemByContent(t, r.q, 1).RetryCount >= 1 })
+	first := itemByContent(t, r.q, 1)
+	check(first)
+	waitFor(t, 10*time.Second, "the item to fail for good", func() bool { return itemByContent(t, r.q, 1).Status == kgworker.StatusFailed })
+	last := itemByContent(t, r.q, 1)
+	check(last)
+	if !strings.HasSuffix(last.ErrorMessage, "(gave up after 2 attempts)") {
+		t.Errorf("error_message of the failed item ends %q", last.ErrorMessage[max(0, len(last.ErrorMessage)-80):])
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if longest > queue.MaxMessageBytes+100 {
+		t.Errorf("a log line of %d bytes", longest)
 	}
 }

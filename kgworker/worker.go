@@ -679,13 +679,13 @@ func (w *Worker) handle(ctx, work context.Context, it Item) {
 		w.logf("item %d: not finished within the shutdown grace of %s", it.ID, w.grace)
 		w.giveBack(ctx, []Item{it}, "shutting down")
 	case fault == FaultNotSent:
-		w.logf("item %d: %v", it.ID, err)
+		w.logf("item %d: %s", it.ID, bounded(err))
 		w.mu.Lock()
 		w.notSent = true
 		w.mu.Unlock()
 		w.giveBack(ctx, []Item{it}, "kg service unreachable")
 	case fault == FaultDeferred:
-		w.logf("item %d: %v", it.ID, err)
+		w.logf("item %d: %s", it.ID, bounded(err))
 		until := time.Now().Add(notBefore)
 		w.mu.Lock()
 		w.notSent = true
@@ -786,13 +786,18 @@ func (w *Worker) fail(ctx context.Context, it Item, f queue.Failure) {
 		w.logf("item %d: %v", it.ID, err)
 		return
 	}
+	reason := queue.BoundMessage(f.Reason, queue.MaxMessageBytes)
 	if status == StatusFailed {
-		w.logf("item %d failed for good: %s", it.ID, f.Reason)
+		w.logf("item %d failed for good: %s", it.ID, reason)
 	} else {
-		w.logf("item %d will be retried: %s", it.ID, f.Reason)
+		w.logf("item %d will be retried: %s", it.ID, reason)
 	}
 	w.count(StatusFailed)
 }
+
+// bounded is err's text as the queue would store it: the service's own
+// words in it can be a whole web page.
+func bounded(err error) string { return queue.BoundMessage(err.Error(), queue.MaxMessageBytes) }
 
 // countItems renders n with the noun "item" for log lines.
 func countItems(n int) string {

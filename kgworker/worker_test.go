@@ -81,7 +81,9 @@ func (r *rig) start(t *testing.T, opts kgworker.Opts) *running {
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 100 * time.Millisecond
 	}
-	opts.Logf = t.Logf
+	if opts.Logf == nil {
+		opts.Logf = t.Logf
+	}
 	w, err := kgworker.New(opts)
 	if err != nil {
 		t.Fatal(err)

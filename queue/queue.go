@@ -395,7 +395,7 @@ WHERE status = 'processing' AND (lease_expires_at IS NULL OR lease_expires_at <=
 
 // Failure is how an attempt at an item failed.
 type Failure struct {
-	// Reason is stored in error_message.
+	// Reason is stored in error_message, bounded by BoundMessage.
 	Reason string
 	// Final fails the item for good whatever retries it has left: trying
 	// the same thing again cannot give another answer.
@@ -449,7 +449,8 @@ WHERE id = ? AND lease_owner = ? AND status = 'processing'`+q.lockClause(false),
 func (q *Queue) spendAttempt(ctx context.Context, tx *sql.Tx, id int64, retries int, reason string, now time.Time, notBefore time.Duration) (Status, error) {
 	attempts := retries + 1
 	if attempts > q.maxRetries {
-		msg := fmt.Sprintf("%s (gave up after %d attempts)", reason, attempts)
+		gaveUp := fmt.Sprintf(" (gave up after %d attempts)", attempts)
+		msg := BoundMessage(reason, MaxMessageBytes-len(gaveUp)) + gaveUp
 		_, err := tx.ExecContext(ctx, `UPDATE kg_processing_queue
 SET status = 'failed', retry_count = ?, error_message = ?, processed_at = ?,
 	lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL
@@ -460,7 +461,7 @@ WHERE id = ?`, attempts, msg, q.stamp(now), id)
 	_, err := tx.ExecContext(ctx, `UPDATE kg_processing_queue
 SET status = 'pending', retry_count = ?, error_message = ?, next_attempt_at = ?,
 	lease_owner = NULL, lease_expires_at = NULL
-WHERE id = ?`, attempts, reason, q.stamp(next), id)
+WHERE id = ?`, attempts, BoundMessage(reason, MaxMessageBytes), q.stamp(next), id)
 	return StatusPending, err
 }
 
@@ -484,7 +485,7 @@ func (q *Queue) backoff(attempt int) time.Duration {
 func (q *Queue) Skip(ctx context.Context, owner string, id int64, reason string) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE kg_processing_queue
 SET status = 'skipped', skipped_reason = ?, processed_at = ?, lease_owner = NULL, lease_expires_at = NULL
-WHERE id = ? AND lease_owner = ? AND status = 'processing'`, reason, q.stamp(q.now()), id, owner)
+WHERE id = ? AND lease_owner = ? AND status = 'processing'`, BoundMessage(reason, MaxMessageBytes), q.stamp(q.now()), id, owner)
 	if err == nil {
 		err = mustAffectOne(res)
 	}

@@ -11,8 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/termtext"
 )
 
 // Journal reads a unit's log lines from journald.
@@ -210,8 +212,14 @@ func formatEntry(data []byte) (line, cursor string, err error) {
 	if pid := field("_PID"); pid != "" {
 		ident += "[" + pid + "]"
 	}
-	msg := strings.TrimRight(field("MESSAGE"), "\n")
-	return fmt.Sprintf("%s %s: %s", time.UnixMicro(us).Format(time.Stamp), ident, msg), field("__CURSOR"), nil
+	// The processor wrote the message and chose its identifier: both are
+	// escaped for the terminal, and the lines of a message after its first
+	// are indented under it, as journalctl does, so that none passes for an
+	// entry of its own.
+	prefix := fmt.Sprintf("%s %s: ", time.UnixMicro(us).Format(time.Stamp), termtext.Line(ident))
+	msg := termtext.Text(strings.TrimRight(field("MESSAGE"), "\n"))
+	msg = strings.ReplaceAll(msg, "\n", "\n"+strings.Repeat(" ", utf8.RuneCountInString(prefix)))
+	return prefix + msg, field("__CURSOR"), nil
 }
 
 // journalField decodes a field of journalctl's JSON output: a string, an

@@ -53,7 +53,14 @@ func TestFormatEntry(t *testing.T) {
 		{`{"__REALTIME_TIMESTAMP":"` + strconv.FormatInt(us, 10) + `","_COMM":"fakeprocessor","MESSAGE":"x"}`, "Mar  4 05:06:07 fakeprocessor: x"},
 		// A message that is not UTF-8 comes as bytes; a field given twice as
 		// an array; a value too large as null.
-		{`{"__REALTIME_TIMESTAMP":"` + strconv.FormatInt(us, 10) + `","SYSLOG_IDENTIFIER":["a","b"],"MESSAGE":[104,105,255]}`, "Mar  4 05:06:07 a: hi\xff"},
+		{`{"__REALTIME_TIMESTAMP":"` + strconv.FormatInt(us, 10) + `","SYSLOG_IDENTIFIER":["a","b"],"MESSAGE":[104,105,255]}`, `Mar  4 05:06:07 a: hi\xff`},
+		// What the processor logged reaches the terminal escaped: ESC, BEL,
+		// CR, C1 controls, bidirectional overrides, in the message and in
+		// the identifier. The lines of a message after the first are
+		// indented under it, as journalctl shows them, so that they cannot
+		// pass for entries.
+		{`{"__REALTIME_TIMESTAMP":"` + strconv.FormatInt(us, 10) + `","SYSLOG_IDENTIFIER":"k\u001b[8m","_PID":"7","MESSAGE":"\u001b]0;pwned\u0007\u001b[2Jok\r\u009b1m\u202e\tdone\nMar  4 05:06:08 sshd[1]: fake"}`,
+			`Mar  4 05:06:07 k\x1b[8m[7]: \x1b]0;pwned\x07\x1b[2Jok\x0d\u009b1m\u202e` + "\tdone\n" + strings.Repeat(" ", len(`Mar  4 05:06:07 k\x1b[8m[7]: `)) + "Mar  4 05:06:08 sshd[1]: fake"},
 		{`{"__REALTIME_TIMESTAMP":"` + strconv.FormatInt(us, 10) + `","SYSLOG_IDENTIFIER":"a","MESSAGE":null}`, "Mar  4 05:06:07 a: "},
 	} {
 		got, _, err := formatEntry([]byte(tc.entry))

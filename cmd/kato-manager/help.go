@@ -48,7 +48,9 @@ wrong.`,
 	"logs": `Show an instance's journal, as journalctl -u kato@ID.service does: the last
 --lines lines, then, with --follow, new lines as they come until interrupted.
 --since leaves out older lines and, without --lines, shows all lines since then.
-It reads journalctl --output=json.`,
+It reads journalctl --output=json. Control characters, bidirectional overrides
+and bytes that are not UTF-8 in what the processor logged are shown escaped
+(\x1b, \u202e).`,
 	"apply": `Make the registered instances what a fleet file says: YAML as in the KATO
 multi-instance guide's multi-instance.yaml, JSON of the same shape, or TOML with
 one [[instances]] table per entry. Each entry has an id and any of name, port,

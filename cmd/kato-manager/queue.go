@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/termtext"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 )
@@ -123,11 +125,18 @@ func (a *app) queueList(ctx context.Context, fs *pflag.FlagSet, f *queueListFlag
 	if *asJSON {
 		return writeJSON(a.stdout, items)
 	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	return printQueueList(a.stdout, items)
+}
+
+// printQueueList prints items as queue list's table. The error text is the
+// KG service's own words, and a worker names itself: both are escaped for
+// the terminal, tabs and newlines included, so that each item stays one row.
+func printQueueList(w io.Writer, items []kgworker.Item) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tCONTENT\tSTATUS\tPRIORITY\tRETRIES\tQUEUED\tWORKER\tERROR")
 	for _, it := range items {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%s\t%s\t%s\n", it.ID, it.ContentID, it.Status, it.Priority, it.RetryCount,
-			it.QueuedAt.Local().Format(time.DateTime), orDash(it.LeaseOwner), orDash(it.ErrorMessage))
+			it.QueuedAt.Local().Format(time.DateTime), orDash(termtext.Line(it.LeaseOwner)), orDash(termtext.Line(it.ErrorMessage)))
 	}
 	return tw.Flush()
 }

@@ -16,6 +16,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -122,11 +123,16 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 		return err
 	}
 	defer queue.Close()
+	plan, err := planMemory(cfg.Limits.WorkerMemoryBytes(), kg.Concurrency)
+	if err != nil {
+		return err
+	}
 	client, err := kgworker.NewClient(kgworker.ClientOpts{
-		URL:      kg.ServiceURL,
-		Enabled:  kg.ServiceEnabled,
-		Timeout:  config.Seconds(kg.ServiceTimeout),
-		MaxConns: kg.Concurrency,
+		URL:              kg.ServiceURL,
+		Enabled:          kg.ServiceEnabled,
+		Timeout:          config.Seconds(kg.ServiceTimeout),
+		MaxConns:         kg.Concurrency,
+		MaxResponseBytes: plan.MaxAnswerBytes,
 	})
 	if err != nil {
 		return err
@@ -173,7 +179,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	if kg.ServiceEnabled {
 		service = config.RedactURL(kg.ServiceURL)
 	}
-	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d, concurrency %d", id, kg.DatabaseForDisplay(), service, kg.BatchSize, kg.Concurrency)
+	logger.Printf("worker %d ready: queue %s, kg service %s, batch %d, concurrency %d, %s", id, kg.DatabaseForDisplay(), service, kg.BatchSize, kg.Concurrency, describePlan(plan))
 	// Tell systemd as soon as the signal arrives, not once the worker
 	// has wound down.
 	ran := make(chan struct{})
@@ -270,6 +276,39 @@ func (n *notifier) notify(state string) {
 		n.logger.Printf("notify systemd: %v", err)
 		n.warned = true
 	}
+}
+
+// planMemory fits the worker to its memory limit: the unit's MemoryMax=,
+// which kato-manager sets from limits.worker_memory_max, or the cgroup's
+// memory.max when a drop-in of the operator's set a lower one. The Go
+// runtime gets the plan's soft limit, unless GOMEMLIMIT sets one, and KG
+// answers are bounded so that concurrency of them fit.
+func planMemory(configured int64, concurrency int) (kgworker.MemoryPlan, error) {
+	limit, err := kgworker.CgroupMemoryMax()
+	if err != nil {
+		return kgworker.MemoryPlan{}, err
+	}
+	if limit == 0 || (configured > 0 && configured < limit) {
+		limit = configured
+	}
+	plan, err := kgworker.PlanMemory(limit, concurrency)
+	if err != nil {
+		return plan, err
+	}
+	if os.Getenv("GOMEMLIMIT") == "" && plan.SoftLimit > 0 {
+		debug.SetMemoryLimit(plan.SoftLimit)
+	}
+	return plan, nil
+}
+
+// describePlan renders a memory plan for the ready line.
+func describePlan(p kgworker.MemoryPlan) string {
+	if p.Max == 0 {
+		return "no memory limit, KG answers up to " + kgworker.FormatBytes(p.MaxAnswerBytes)
+	}
+	soft := debug.SetMemoryLimit(-1)
+	return fmt.Sprintf("memory limit %s (Go soft limit %s), KG answers up to %s",
+		kgworker.FormatBytes(p.Max), kgworker.FormatBytes(soft), kgworker.FormatBytes(p.MaxAnswerBytes))
 }
 
 func envOr(name, def string) string {

@@ -142,4 +142,28 @@ func TestLogs(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("control characters", func(t *testing.T) {
+		m.t = t
+		// What a processor logs reaches root's terminal escaped: journald
+		// keeps such a message as bytes, which journalctl itself shows as
+		// "[N blob data]".
+		m.logLine(unit, "\x1b]0;owned\x07\x1b[2Jcleared\u009b1m\u202etxt.exe")
+		m.waitFor("the line in the journal", 10*time.Second, func() bool {
+			return strings.Contains(m.exec("journalctl", "-u", unit, "-o", "json").stdout, "MESSAGE")
+		})
+		var out string
+		m.waitFor("logs to show the line", 10*time.Second, func() bool {
+			out = m.mustKM("logs", "logs-1", "-n", "1")
+			return strings.Contains(out, "cleared")
+		})
+		if want := `: \x1b]0;owned\x07\x1b[2Jcleared\u009b1m\u202etxt.exe` + "\n"; !strings.HasSuffix(out, want) {
+			t.Errorf("logs -n 1 = %q, want it to end %q", out, want)
+		}
+		for _, raw := range []string{"\x1b", "\x07", "\u009b", "\u202e"} {
+			if strings.Contains(out, raw) {
+				t.Errorf("logs printed %q raw: %q", raw, out)
+			}
+		}
+	})
 }

@@ -1028,3 +1028,80 @@ func TestWorkersStartPollIntervalKeepsEnvFile(t *testing.T) {
 		t.Errorf("the worker's environment lacks the settings: %q", environ)
 	}
 }
+
+// TestWorkersAnswerAtTheMemoryBound runs a worker under the default
+// MemoryMax= of 256M on a real systemd. It reads the limit from its cgroup
+// and bounds KG answers by it: an answer at that bound, of the shape that
+// costs the most memory (many small entities), is written back without the
+// worker being killed for memory, and an answer over it is a failed attempt
+// whose stored error says so, not a crash.
+func TestWorkersAnswerAtTheMemoryBound(t *testing.T) {
+	p := bootKGPool(t, "poll_interval = 0.5\n", 0)
+	p.addContent(1, 2)
+	unit := workerUnit(1)
+	p.startWorkers(1)
+	const memoryMax = 256 << 20
+	if got := p.prop(unit, "MemoryMax"); got != strconv.Itoa(memoryMax) {
+		t.Fatalf("%s has MemoryMax %s, want the default 256M", unit, got)
+	}
+	plan, err := kgworker.PlanMemory(memoryMax, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := kgworker.FormatBytes(plan.MaxAnswerBytes)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("journal of %s:\n%s", unit, p.exec("journalctl", "-u", unit, "--no-pager").stdout)
+		}
+	})
+	p.waitFor("the worker to report its memory plan", 30*time.Second, func() bool {
+		return strings.Contains(p.exec("journalctl", "-u", unit, "--no-pager").stdout, "memory limit 256 MiB (Go soft limit 192 MiB), KG answers up to "+bound)
+	})
+
+	p.control(fmt.Sprintf(`{"answer_bytes": %d, "pad_chars": 100}`, plan.MaxAnswerBytes-64<<10))
+	start := time.Now()
+	p.enqueue(1, 1)
+	p.waitFor("the answer at the bound to be written back", 180*time.Second, func() bool { return p.counts().Completed == 1 })
+	t.Logf("an answer of %s written back in %s", bound, time.Since(start).Round(time.Millisecond))
+
+	p.control(fmt.Sprintf(`{"answer_bytes": %d, "pad_chars": 800}`, plan.MaxAnswerBytes+1<<20))
+	p.enqueue(2, 2)
+	var row map[string]any
+	p.waitFor("the answer over the bound to fail an attempt", 60*time.Second, func() bool {
+		rows := p.query("SELECT status, retry_count, error_message FROM kg_processing_queue WHERE content_id = 2")
+		if len(rows) == 1 && rows[0]["retry_count"] == 1.0 {
+			row = rows[0]
+			return true
+		}
+		return false
+	})
+	if msg, _ := row["error_message"].(string); row["status"] != "pending" || !strings.Contains(msg, fmt.Sprintf("larger than the limit of %d bytes", plan.MaxAnswerBytes)) {
+		t.Errorf("the item over the bound is %v", row)
+	}
+	if n := p.intProp(unit, "NRestarts"); n != 0 || p.activeState(unit) != "active" {
+		t.Errorf("%s restarted %d times, is %s", unit, n, p.activeState(unit))
+	}
+	// Where the cgroup has a memory controller, systemd enforces the
+	// limit and counts the peak; either way the worker's own peak resident
+	// memory must leave the page cache, which is charged to the same
+	// cgroup, room under the limit.
+	status := p.readFile(fmt.Sprintf("/proc/%s/status", p.prop(unit, "MainPID")))
+	var hwm int64
+	for _, l := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			hwm = kb << 10
+		}
+	}
+	t.Logf("peak resident memory of %s: %s", unit, kgworker.FormatBytes(hwm))
+	if hwm == 0 || hwm > memoryMax*85/100 {
+		t.Errorf("peak resident memory of %s is %d bytes, want some and at most 85%% of %d", unit, hwm, memoryMax)
+	}
+	if peak := p.prop(unit, "MemoryPeak"); peak != "" && peak != "[not set]" && peak != "infinity" {
+		n, err := strconv.ParseInt(peak, 10, 64)
+		if err != nil || n >= memoryMax {
+			t.Errorf("MemoryPeak of %s is %s, want under %d", unit, peak, memoryMax)
+		}
+		t.Logf("MemoryPeak of %s: %s", unit, kgworker.FormatBytes(n))
+	}
+}

@@ -19,6 +19,7 @@
 package kgservicefake
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -83,6 +84,17 @@ type Control struct {
 	// RetryAfterS is the Retry-After of the throttle and unavailable
 	// faults and of an outage, in seconds; 0 sends none.
 	RetryAfterS int `json:"retry_after_s"`
+	// AnswerBytes, when more than the answer would take, pads every
+	// successful answer to about this many bytes with padding entities:
+	// contract-valid answers as large as a test needs (the contract puts
+	// no bound on an answer's size).
+	AnswerBytes int64 `json:"answer_bytes"`
+	// PadChars is the length of a padding entity's sentence; 0 means
+	// 800, some 1 KiB per entity in all, as a real entity with its context.
+	PadChars int `json:"pad_chars"`
+	// ErrorText, when set, is the error field of the error fault's answer,
+	// as a service that puts a whole page or a stack trace there.
+	ErrorText string `json:"error_text"`
 }
 
 func (c Control) clone() Control {
@@ -340,8 +352,12 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	switch fault := c.fault(req.ContentID); fault {
 	case "":
 	case FaultError:
+		text := c.ErrorText
+		if text == "" {
+			text = fmt.Sprintf("extraction failed for content_id %d", req.ContentID)
+		}
 		writeJSON(w, http.StatusInternalServerError, ErrorResponse{
-			Error: fmt.Sprintf("extraction failed for content_id %d", req.ContentID), ErrorType: "ExtractionError",
+			Error: text, ErrorType: "ExtractionError",
 			ContentID: &req.ContentID, Timestamp: timestamp()})
 		return
 	case FaultDrop:
@@ -392,6 +408,9 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusInternalServerError, ErrorResponse{Error: "unknown fault " + fault, ErrorType: "FakeError", Timestamp: timestamp()})
 		return
+	}
+	if c.AnswerBytes > 0 {
+		pad(&resp, req, c.AnswerBytes, c.PadChars)
 	}
 	if c.fault(req.ContentID) == "" {
 		s.mu.Lock()
@@ -544,6 +563,38 @@ func Extract(req IngestRequest) IngestResponse {
 	return resp
 }
 
+// defaultPadChars is the default length of a padding entity's sentence:
+// some 1 KiB per entity in all, the size of a real entity with its context.
+const defaultPadChars = 800
+
+// pad appends padding entities with sentences of padChars characters to
+// resp, each appearing in the request's first chunk, until its JSON is
+// about size bytes long.
+func pad(resp *IngestResponse, req IngestRequest, size int64, padChars int) {
+	if len(req.Chunks) == 0 {
+		return
+	}
+	base, _ := json.Marshal(resp)
+	ch := req.Chunks[0]
+	sentence := strings.Repeat("p", cmp.Or(padChars, defaultPadChars))
+	one := func(i int) Entity {
+		text := fmt.Sprintf("Padding %09d", i)
+		return Entity{
+			Text: text, Normalized: strings.ToLower(text), TypePrimary: "Padding", TypeFull: "Padding", Confidence: 0.5,
+			Sentence:         sentence,
+			ChunkAppearances: []ChunkAppearance{{VectorRowID: ch.VectorRowID, ChunkIndex: ch.ChunkIndex, OffsetStart: 0, OffsetEnd: 1}},
+		}
+	}
+	e, _ := json.Marshal(one(0))
+	n := int(max(0, (size-int64(len(base)))/int64(len(e)+1)))
+	for i := range n {
+		resp.Entities = append(resp.Entities, one(i))
+	}
+	resp.Summary.EntitiesByType["Padding"] += n
+	resp.EntitiesExtracted = len(resp.Entities)
+	resp.Summary.AvgEntitiesPerChunk = float64(2*len(req.Chunks)+n) / float64(len(req.Chunks))
+}
+
 func (s *Server) getControl(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.Control())
 }
@@ -557,6 +608,9 @@ type controlPatch struct {
 	FailIDs     *[]int64          `json:"fail_ids"`
 	Faults      *map[int64]string `json:"faults"`
 	RetryAfterS *int              `json:"retry_after_s"`
+	AnswerBytes *int64            `json:"answer_bytes"`
+	PadChars    *int              `json:"pad_chars"`
+	ErrorText   *string           `json:"error_text"`
 }
 
 func (s *Server) postControl(w http.ResponseWriter, r *http.Request) {
@@ -576,6 +630,14 @@ func (s *Server) postControl(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.RetryAfterS != nil && *p.RetryAfterS < 0 {
 		bad(fmt.Sprintf("invalid retry_after_s %d: must be zero or more", *p.RetryAfterS))
+		return
+	}
+	if p.AnswerBytes != nil && *p.AnswerBytes < 0 {
+		bad(fmt.Sprintf("invalid answer_bytes %d: must be zero or more", *p.AnswerBytes))
+		return
+	}
+	if p.PadChars != nil && *p.PadChars < 0 {
+		bad(fmt.Sprintf("invalid pad_chars %d: must be zero or more", *p.PadChars))
 		return
 	}
 	if p.Faults != nil {
@@ -608,6 +670,15 @@ func (s *Server) postControl(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.RetryAfterS != nil {
 		s.control.RetryAfterS = *p.RetryAfterS
+	}
+	if p.AnswerBytes != nil {
+		s.control.AnswerBytes = *p.AnswerBytes
+	}
+	if p.PadChars != nil {
+		s.control.PadChars = *p.PadChars
+	}
+	if p.ErrorText != nil {
+		s.control.ErrorText = *p.ErrorText
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, s.Control())

@@ -340,3 +340,70 @@ func TestIngestedCounts(t *testing.T) {
 		t.Errorf("LastRequest(2) = %+v, %v", req, ok)
 	}
 }
+
+// TestPaddedAnswers: answer_bytes pads an answer to about that size with
+// entities of pad_chars-character sentences that keep it a whole success
+// model (counts, summary, appearances in the request's chunks); error_text
+// is the error fault's error; POST /control sets all three and refuses
+// negative sizes.
+func TestPaddedAnswers(t *testing.T) {
+	fake, srv := serve(t)
+	for _, tc := range []struct {
+		name     string
+		control  string
+		size     int
+		padChars int
+	}{
+		{"1 MiB of 1 KiB entities", `{"answer_bytes": 1048576}`, 1 << 20, 800},
+		{"1 MiB of small entities", `{"answer_bytes": 1048576, "pad_chars": 100}`, 1 << 20, 100},
+		{"4 MiB of large entities", `{"answer_bytes": 4194304, "pad_chars": 300000}`, 4 << 20, 300000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, body := call(t, http.MethodPost, srv.URL+"/control", tc.control); code != 200 {
+				t.Fatalf("POST /control %s = %d %s", tc.control, code, body)
+			}
+			code, body := call(t, http.MethodPost, srv.URL+"/api/v1/ingest", sampleRequest)
+			if code != 200 {
+				t.Fatalf("ingest = %d %s", code, body)
+			}
+			if per := 2 * tc.padChars; len(body) > tc.size+1 || len(body) < tc.size-per-1024 {
+				t.Errorf("answer of %d bytes, want about %d", len(body), tc.size)
+			}
+			var r kgservicefake.IngestResponse
+			if err := json.Unmarshal([]byte(body), &r); err != nil {
+				t.Fatal(err)
+			}
+			padding := 0
+			for _, e := range r.Entities {
+				if e.TypePrimary == "Padding" {
+					padding++
+					if len(e.Sentence) != tc.padChars || len(e.ChunkAppearances) != 1 || e.ChunkAppearances[0].VectorRowID != 4200 {
+						t.Fatalf("padding entity %+v", e)
+					}
+				}
+			}
+			if padding == 0 || r.EntitiesExtracted != len(r.Entities) || r.Summary.EntitiesByType["Padding"] != padding {
+				t.Errorf("%d padding entities, entities_extracted %d of %d, summary %v", padding, r.EntitiesExtracted, len(r.Entities), r.Summary.EntitiesByType)
+			}
+		})
+	}
+
+	page := "<html>\x1b[2J" + strings.Repeat("x", 1000) + "</html>"
+	b, _ := json.Marshal(map[string]any{"error_text": page, "answer_bytes": 0, "faults": map[string]string{"42": "error"}})
+	if code, body := call(t, http.MethodPost, srv.URL+"/control", string(b)); code != 200 {
+		t.Fatalf("POST /control = %d %s", code, body)
+	}
+	code, body := call(t, http.MethodPost, srv.URL+"/api/v1/ingest", sampleRequest)
+	var e kgservicefake.ErrorResponse
+	if code != 500 || json.Unmarshal([]byte(body), &e) != nil || e.Error != page {
+		t.Errorf("error fault with error_text = %d %.200s", code, body)
+	}
+	for _, bad := range []string{`{"answer_bytes": -1}`, `{"pad_chars": -1}`} {
+		if code, _ := call(t, http.MethodPost, srv.URL+"/control", bad); code != 400 {
+			t.Errorf("POST /control %s = %d, want 400", bad, code)
+		}
+	}
+	if c := fake.Control(); c.ErrorText != page || c.AnswerBytes != 0 || c.PadChars != 300000 {
+		t.Errorf("Control() = answer_bytes %d, pad_chars %d, error_text of %d bytes", c.AnswerBytes, c.PadChars, len(c.ErrorText))
+	}
+}

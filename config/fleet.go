@@ -1004,7 +1004,10 @@ func PlanFleet(path string, want []Desired, reg *Registry, prune bool) (Plan, er
 	owners := map[int]string{}
 	for id, in := range reg.Instances {
 		if !inFile[id] && !prune {
-			owners[in.APIPort], owners[in.ZMQPort] = id, id
+			owners[in.APIPort] = id
+			if in.ZMQPort != 0 {
+				owners[in.ZMQPort] = id
+			}
 		}
 	}
 	for i := range want {
@@ -1115,9 +1118,14 @@ func Export(reg *Registry, defaults Parameters, format string) ([]byte, error) {
 	var list []entry
 	var keys [][]string
 	for _, in := range reg.Sorted() {
-		e := entry{"id": in.ID, "name": in.Name, "port": in.APIPort, "zmq_port": in.ZMQPort,
+		e := entry{"id": in.ID, "name": in.Name, "port": in.APIPort,
 			"processor": processorText(in.Processor), "network": in.Network}
-		order := []string{"id", "name", "port", "zmq_port", "processor", "network"}
+		order := []string{"id", "name", "port"}
+		if in.ZMQPort != 0 {
+			e["zmq_port"] = in.ZMQPort
+			order = append(order, "zmq_port")
+		}
+		order = append(order, "processor", "network")
 		if in.Group != "" {
 			e["group"] = in.Group
 			order = append(order, "group")

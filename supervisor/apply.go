@@ -150,6 +150,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	if err != nil {
 		return nil, err
 	}
+	m.dropUnusedZMQPorts(reg)
 	plan, err := config.PlanFleet(path, want, reg, opts.Prune)
 	if err != nil {
 		return nil, err
@@ -239,6 +240,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	}
 	var items []*batchItem
 	err = m.Registry.Update(func(r *config.Registry) error {
+		m.dropUnusedZMQPorts(r)
 		var err error
 		items, err = allocate(r, nil)
 		return err
@@ -757,6 +759,9 @@ func (m *Manager) checkChange(ctx context.Context, r *config.Registry, old, e *c
 	network := e.Network
 	if network == "" {
 		network = proc.Network
+	}
+	if proc.Generation != units.GenerationA && e.ZMQPort != 0 {
+		return &config.FieldError{Field: "zmq_port", Value: strconv.Itoa(e.ZMQPort), Rule: "must not be set for a generation-" + proc.Generation + " processor, which serves HTTP only and has no ZMQ port"}
 	}
 	if proc.Generation == units.GenerationA && network == config.NetworkHost {
 		// One the apply removes (its ports counted free) is no obstacle.

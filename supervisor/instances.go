@@ -134,6 +134,7 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	res := &StartResult{}
 	var created bool
 	err = m.Registry.Update(func(r *config.Registry) error {
+		m.dropUnusedZMQPorts(r)
 		if existing, ok := r.Instances[req.ID]; ok {
 			res.Instance = *existing
 			return nil
@@ -244,6 +245,24 @@ func (m *Manager) hostEngineHolder(r *config.Registry, id string) string {
 	return ""
 }
 
+// dropUnusedZMQPorts clears the ZMQ port of every registered instance whose
+// processor has none (generation B), which versions before this one gave
+// them, so that the port is free for an instance that uses it. It returns
+// the ids it corrected. Start and apply call it in their registry update.
+func (m *Manager) dropUnusedZMQPorts(r *config.Registry) []string {
+	var ids []string
+	for _, in := range r.Sorted() {
+		if in.ZMQPort == 0 {
+			continue
+		}
+		if p, err := m.Config.ProcessorNamed(in.Processor); err == nil && p.Generation != units.GenerationA {
+			in.ZMQPort = 0
+			ids = append(ids, in.ID)
+		}
+	}
+	return ids
+}
+
 // newInstance builds a registry entry with ports that no registered
 // instance reserves and no process listens on. It runs under the registry
 // lock, so concurrent starts never get the same port.
@@ -265,6 +284,9 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 	if network == config.NetworkPrivate && m.Paths.User {
 		return config.Instance{}, nil, &config.FieldError{Field: "network", Value: network,
 			Rule: "is not available with --user: the forwarding socket units of a private network need the system manager; use --network host"}
+	}
+	if proc.Generation != units.GenerationA && req.ZMQPort != 0 {
+		return config.Instance{}, nil, &config.FieldError{Field: "zmq_port", Value: strconv.Itoa(req.ZMQPort), Rule: "must not be set for a generation-" + proc.Generation + " processor, which serves HTTP only and has no ZMQ port"}
 	}
 	// Generation A's gateway always talks to the engine on localhost:5555:
 	// on the host network only one such instance can run, on ZMQ port 5555.
@@ -323,7 +345,10 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 		return config.Instance{}, nil, err
 	}
 	var zmq int
-	if engineOn5555 {
+	switch {
+	case proc.Generation != units.GenerationA:
+		// Generation B serves HTTP only: a ZMQ port would be held for nothing.
+	case engineOn5555:
 		if taken(config.PrivateZMQPort) {
 			if probeErr != nil {
 				return config.Instance{}, nil, probeErr
@@ -331,8 +356,10 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 			return config.Instance{}, nil, fmt.Errorf("ZMQ port 5555 is %s, and a generation-A processor on the host network needs it: its gateway always talks to ZMQ port 5555; start it with --network private: %w", why(config.PrivateZMQPort), ErrCrossTalk)
 		}
 		zmq = config.PrivateZMQPort
-	} else if zmq, err = pick("ZMQ", req.ZMQPort, ports.ZMQStart, ports.ZMQEnd); err != nil {
-		return config.Instance{}, nil, err
+	default:
+		if zmq, err = pick("ZMQ", req.ZMQPort, ports.ZMQStart, ports.ZMQEnd); err != nil {
+			return config.Instance{}, nil, err
+		}
 	}
 	name := req.Name
 	if name == "" {

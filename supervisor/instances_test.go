@@ -165,8 +165,8 @@ func TestStartRegistersRendersAndStarts(t *testing.T) {
 	params := config.DefaultParameters()
 	params["max_predictions"], params["recall_threshold"], params["max_pattern_length"] = 200, 0.05, 10
 	res := e.start(t, StartRequest{ID: "processor-1", Name: "Main Processor", APIPort: 8001, Parameters: params})
-	if res.Instance.APIPort != 8001 || res.Instance.ZMQPort != 5555 {
-		t.Fatalf("ports = %d/%d, want 8001/5555", res.Instance.APIPort, res.Instance.ZMQPort)
+	if res.Instance.APIPort != 8001 || res.Instance.ZMQPort != 0 {
+		t.Fatalf("ports = %d/%d, want 8001 and no ZMQ port (generation B)", res.Instance.APIPort, res.Instance.ZMQPort)
 	}
 	inst := e.registry(t).Instances["processor-1"]
 	if inst == nil || inst.Name != "Main Processor" || inst.Unit != "kato@processor-1.service" || inst.Parameters["max_predictions"] != 200 || inst.Network != "host" || inst.Processor != "" {
@@ -214,6 +214,10 @@ func TestStartAllocatesPorts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t)
+			// A processor with a ZMQ port: generation A, off the host
+			// network, where its ZMQ port comes from the range.
+			withGenerationA(e, config.NetworkPrivate)
+			e.m.Config.Processor = e.m.Config.Processors["engine"]
 			if tc.setup != nil {
 				tc.setup(e, t)
 			}
@@ -429,13 +433,13 @@ func TestStop(t *testing.T) {
 func TestRestartKeepsSettings(t *testing.T) {
 	ctx := context.Background()
 	e := newTestEnv(t)
-	e.start(t, StartRequest{ID: "p", APIPort: 8010, ZMQPort: 6000})
+	e.start(t, StartRequest{ID: "p", APIPort: 8010})
 	e.m.Config.Services.MongoURL = "mongodb://db.example:27017"
 	inst, err := e.m.Restart(ctx, "p", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inst.APIPort != 8010 || inst.ZMQPort != 6000 {
+	if inst.APIPort != 8010 || inst.ZMQPort != 0 {
 		t.Fatalf("ports changed: %+v", inst)
 	}
 	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, "p.env"))
@@ -904,5 +908,37 @@ func TestUserScopeRefusesPrivateNetwork(t *testing.T) {
 	}
 	if calls := e.sd.callLog(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "start") }) {
 		t.Errorf("systemd calls after the refusal: %q", calls)
+	}
+}
+
+// TestGenerationBHasNoZMQPort: generation B serves HTTP only, so it gets no
+// ZMQ port; an entry an older version gave one (5555 here) is corrected by
+// the next start and does not keep a generation-A instance off the host
+// network.
+func TestGenerationBHasNoZMQPort(t *testing.T) {
+	e := newTestEnv(t)
+	withGenerationA(e, config.NetworkHost)
+	res := e.start(t, StartRequest{ID: "fastapi"})
+	if res.Instance.ZMQPort != 0 {
+		t.Fatalf("generation B got ZMQ port %d", res.Instance.ZMQPort)
+	}
+	_, err := e.m.Start(context.Background(), StartRequest{ID: "b2", ZMQPort: 5600, Parameters: config.DefaultParameters()})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "zmq_port" || !strings.Contains(err.Error(), "no ZMQ port") {
+		t.Fatalf("generation B with --zmq-port: %v", err)
+	}
+	// What an older version wrote: the generation-B instance holds 5555.
+	if err := e.m.Registry.Update(func(r *config.Registry) error {
+		r.Instances["fastapi"].ZMQPort = 5555
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res = e.start(t, StartRequest{ID: "engine", Processor: "engine"})
+	if res.Instance.ZMQPort != 5555 {
+		t.Fatalf("generation A on the host network got ZMQ port %d", res.Instance.ZMQPort)
+	}
+	if got := e.registry(t).Instances["fastapi"].ZMQPort; got != 0 {
+		t.Errorf("the generation-B entry keeps ZMQ port %d", got)
 	}
 }

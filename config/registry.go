@@ -32,10 +32,10 @@ var (
 
 // Instance is one registered KATO processor instance.
 type Instance struct {
-	ID      string   `toml:"-"` // the key of the registry entry
-	Name    string   `toml:"name"`
-	Unit    string   `toml:"unit"` // units.InstanceUnit(ID)
-	APIPort int      `toml:"api_port"`
+	ID      string `toml:"-"` // the key of the registry entry
+	Name    string `toml:"name"`
+	Unit    string `toml:"unit"` // units.InstanceUnit(ID)
+	APIPort int    `toml:"api_port"`
 	// ZMQPort is generation A's engine port; 0 for a processor without
 	// one (generation B serves HTTP only).
 	ZMQPort int      `toml:"zmq_port,omitempty"`

@@ -447,7 +447,10 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		Command:        command,
 		Services:       m.Config.Services.Units,
 		StopTimeout:    config.Seconds(proc.StopTimeout),
-		HangsOnSIGTERM: proc.Generation == units.GenerationB,
+		// Generation B never exits on SIGTERM, and generation A was seen
+		// to hang on it under load: for both, the SIGKILL at the end of
+		// stop_timeout ends a clean stop, not a failed one.
+		HangsOnSIGTERM: proc.Generation == units.GenerationA || proc.Generation == units.GenerationB,
 		Network:        su.network,
 		Limits:         units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
 		Group:          inst.Group,

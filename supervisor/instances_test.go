@@ -942,3 +942,25 @@ func TestGenerationBHasNoZMQPort(t *testing.T) {
 		t.Errorf("the generation-B entry keeps ZMQ port %d", got)
 	}
 }
+
+// TestGenerationAStopEndsWithAKill: generation A was seen to hang on SIGTERM
+// under load until SIGKILL; its drop-in bounds the stop by stop_timeout and
+// counts the SIGKILL at its end as a clean exit, as generation B's does.
+func TestGenerationAStopEndsWithAKill(t *testing.T) {
+	for _, network := range []string{config.NetworkHost, config.NetworkPrivate} {
+		t.Run(network, func(t *testing.T) {
+			e := newTestEnv(t)
+			withGenerationA(e, network)
+			e.start(t, StartRequest{ID: "engine", Processor: "engine"})
+			data, err := os.ReadFile(e.m.Paths.DropInPath("engine"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"SuccessExitStatus=SIGKILL\n", "timeout 10 tail --pid=${MAINPID}", "kill -KILL ${MAINPID}", "TimeoutStopSec=15s\n"} {
+				if !strings.Contains(string(data), want) {
+					t.Errorf("generation-A drop-in lacks %q:\n%s", want, data)
+				}
+			}
+		})
+	}
+}

@@ -33,8 +33,8 @@ type InstanceDropIn struct {
 	// StopTimeout is how long a stop waits after SIGTERM before SIGKILL
 	// (TimeoutStopSec=); zero keeps the template's.
 	StopTimeout time.Duration
-	// HangsOnSIGTERM marks a processor that never exits on SIGTERM
-	// (generation B): its stop sends SIGTERM, waits StopTimeout and sends
+	// HangsOnSIGTERM marks a processor that may not exit on SIGTERM
+	// (generation B never does, generation A sometimes hangs): its stop sends SIGTERM, waits StopTimeout and sends
 	// SIGKILL itself, and the SIGKILL counts as a clean exit, so that a
 	// stop leaves the unit inactive rather than failed by a timeout; a
 	// SIGKILL while it runs still restarts it (RestartForceExitStatus=).

@@ -442,11 +442,11 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		command = proc.Command
 	}
 	su.dropIn = units.InstanceDropIn{
-		ID:             inst.ID,
-		Name:           inst.Name,
-		Command:        command,
-		Services:       m.Config.Services.Units,
-		StopTimeout:    config.Seconds(proc.StopTimeout),
+		ID:          inst.ID,
+		Name:        inst.Name,
+		Command:     command,
+		Services:    m.Config.Services.Units,
+		StopTimeout: config.Seconds(proc.StopTimeout),
 		// Generation B never exits on SIGTERM, and generation A was seen
 		// to hang on it under load: for both, the SIGKILL at the end of
 		// stop_timeout ends a clean stop, not a failed one.

@@ -224,6 +224,15 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 			delete(dry.Instances, s.ID)
 		}
 	}
+	var creates []string
+	for _, s := range plan.Steps {
+		if s.Action == config.Create {
+			creates = append(creates, s.ID)
+		}
+	}
+	if err := m.refuseUnregistered(ctx, creates); err != nil {
+		return nil, err
+	}
 	if _, err := allocate(dry, free); err != nil {
 		return nil, err
 	}
@@ -367,6 +376,10 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 			return
 		}
 	}
+	if err := m.checkBatchPorts(ctx, items, setups); err != nil {
+		fail(err)
+		return
+	}
 	sem := make(chan struct{}, m.parallel(opts.Parallel))
 	watch := &unitWatch{sd: m.Systemd, every: batchStateInterval}
 	for _, it := range items {
@@ -399,6 +412,41 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 		}()
 	}
 	wg.Wait()
+}
+
+// checkBatchPorts fails each item on the host network whose API port a
+// process other than the item's own holds, from one look at the host's
+// listening sockets (and, when some port is held, one at the processes).
+func (m *Manager) checkBatchPorts(ctx context.Context, items []*batchItem, setups []*instanceSetup) error {
+	holders, err := m.Ports.Listening(ctx)
+	if err != nil {
+		return err
+	}
+	held := map[*batchItem]int32{}
+	var unitNames []string
+	for i, it := range items {
+		su := setups[i]
+		if it.err != nil || su == nil || su.network != nil {
+			continue
+		}
+		if pid, ok := holders[su.readyPort]; ok && pid != 0 {
+			held[it] = pid
+			unitNames = append(unitNames, it.inst.Unit)
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	procs, err := m.Processes.ByUnit(ctx, unitNames)
+	if err != nil {
+		return err
+	}
+	for it, pid := range held {
+		if !slices.Contains(procs[it.inst.Unit].PIDs, pid) {
+			it.err = portHeldError(it.inst.Unit, it.inst.APIPort, pid, "before the start")
+		}
+	}
+	return nil
 }
 
 // batchStateInterval is how often a batch lists its units' states while

@@ -93,6 +93,16 @@ func (e *StartError) Unwrap() error { return e.Err }
 // request in time, or exits before it does.
 var ErrNotReady = errors.New("processor not ready")
 
+// ErrUnregisteredUnit is returned when a start or apply would create an
+// instance whose unit still runs without a registry entry: kato-manager did
+// not start that process, so it neither takes it over nor stops it.
+var ErrUnregisteredUnit = errors.New("instance unit runs unregistered")
+
+// ErrPortHeld is returned when the instance's API port is held by a process
+// that is not the instance's: the processor cannot bind it, and a health
+// request there would be answered by that process.
+var ErrPortHeld = errors.New("API port held by another process")
+
 // ErrCrossTalk is returned when a generation-A instance would share the
 // host's ZMQ port 5555 with another: its gateway would answer with the other
 // instance's engine.
@@ -130,6 +140,13 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	defer release()
 	if err := m.EnsureUnits(ctx); err != nil {
 		return nil, err
+	}
+	if reg, err := m.Registry.Load(); err != nil {
+		return nil, err
+	} else if _, ok := reg.Instances[req.ID]; !ok {
+		if err := m.refuseUnregistered(ctx, []string{req.ID}); err != nil {
+			return nil, err
+		}
 	}
 	res := &StartResult{}
 	var created bool
@@ -182,6 +199,74 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		return nil, se
 	}
 	return res, nil
+}
+
+// refuseUnregistered fails when the unit of any of ids, none of them
+// registered, is running: its registry entry was removed while it ran (the
+// multi-instance guide's troubleshooting step did so). Creating the instance
+// again would give it new ports while the old process holds the old ones,
+// and a failed start's rollback would stop a process kato-manager did not
+// start; so it refuses at once and names the way out.
+func (m *Manager) refuseUnregistered(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = units.InstanceUnit(id)
+	}
+	loaded, err := m.Systemd.ListUnits(ctx, names...)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, u := range loaded {
+		id, ok := units.InstanceID(u.Name)
+		if !ok || !slices.Contains(ids, id) || !(u.Active() || u.ActiveState == "deactivating") {
+			continue
+		}
+		next := fmt.Sprintf("`kato-manager stop %s`", id)
+		if !m.hasUnitFiles(id) {
+			next = fmt.Sprintf("`systemctl stop %s`", u.Name)
+		}
+		errs = append(errs, fmt.Errorf("%s is %s but instance %s is not registered (its registry entry was removed while it ran); kato-manager did not start that process and leaves it alone: run %s first, then start %s again: %w",
+			u.Name, u.ActiveState, id, next, id, ErrUnregisteredUnit))
+	}
+	return errors.Join(errs...)
+}
+
+// foreignHolder returns the pid of a process listening on port on the host
+// that is not one of unit's processes, or 0 when the port is free, held by
+// the unit, or held by a process whose pid cannot be seen. mainPID, when
+// known, answers the common case without a scan of every process.
+func (m *Manager) foreignHolder(ctx context.Context, unit string, mainPID uint32, port int) (int32, error) {
+	if mainPID != 0 {
+		if ports, err := m.Ports.ListeningBy(ctx, int32(mainPID)); err == nil && ports[port] {
+			return 0, nil
+		}
+	}
+	holders, err := m.Ports.Listening(ctx)
+	if err != nil {
+		return 0, err
+	}
+	pid, ok := holders[port]
+	if !ok || pid == 0 {
+		return 0, nil
+	}
+	procs, err := m.Processes.ByUnit(ctx, []string{unit})
+	if err != nil {
+		return 0, err
+	}
+	if slices.Contains(procs[unit].PIDs, pid) {
+		return 0, nil
+	}
+	return pid, nil
+}
+
+// portHeldError says that pid, not the unit, holds the API port.
+func portHeldError(unit string, port int, pid int32, when string) error {
+	return fmt.Errorf("API port %d is held by pid %d, not by %s (%s): the processor cannot listen there and a health request would reach that process; stop pid %d or give the instance another port: %w",
+		port, pid, unit, when, pid, ErrPortHeld)
 }
 
 // ValidateStart checks what a start request says by itself, before any
@@ -579,6 +664,16 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 			return err
 		}
 	}
+	if su.network == nil {
+		// On the host network the processor binds the API port itself.
+		pid, err := m.foreignHolder(ctx, inst.Unit, 0, su.readyPort)
+		if err != nil {
+			return err
+		}
+		if pid != 0 {
+			return portHeldError(inst.Unit, su.readyPort, pid, "before the start")
+		}
+	}
 	if err := m.Systemd.StartUnit(ctx, inst.Unit); err != nil {
 		return err
 	}
@@ -651,8 +746,23 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 		// state need not be read again.
 		status, err := m.probe(ctx, su.readyPort, su.proc.ReadyPath(inst.ID), time.Until(deadline))
 		probeErr := err
-		if err == nil && status == 200 && m.answeredByUnit(ctx, inst.Unit, restartsBefore) {
-			return nil
+		if err == nil && status == 200 {
+			if u, ok := m.answeredByUnit(ctx, inst.Unit, restartsBefore); ok {
+				if su.network != nil {
+					return nil // the host port is systemd's socket
+				}
+				// The answer counts only if the unit holds the port:
+				// a process that bound it first answers too, while
+				// the processor fails to bind and is restarted.
+				pid, err := m.foreignHolder(ctx, inst.Unit, u.MainPID, su.readyPort)
+				if err != nil {
+					return err
+				}
+				if pid == 0 {
+					return nil
+				}
+				return portHeldError(inst.Unit, su.readyPort, pid, "it answered the health request")
+			}
 		}
 		if err != nil {
 			last = err.Error()
@@ -711,9 +821,9 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 
 // answeredByUnit says whether the unit whose processor just answered is
 // active and has not been restarted since restartsBefore.
-func (m *Manager) answeredByUnit(ctx context.Context, unit string, restartsBefore uint32) bool {
+func (m *Manager) answeredByUnit(ctx context.Context, unit string, restartsBefore uint32) (UnitState, bool) {
 	u, err := m.Systemd.UnitRun(ctx, unit)
-	return err == nil && u.ActiveState == "active" && u.NRestarts <= restartsBefore
+	return u, err == nil && u.ActiveState == "active" && u.NRestarts <= restartsBefore
 }
 
 // portCheckInterval is how often waitPortOpen tries the port.

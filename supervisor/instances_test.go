@@ -964,3 +964,107 @@ func TestGenerationAStopEndsWithAKill(t *testing.T) {
 		})
 	}
 }
+
+// TestStartLeavesAnUnregisteredRunningUnitAlone: the multi-instance guide's
+// troubleshooting step removes a registry entry while its unit runs; a start
+// of that id refuses at once, naming the next step, and stops nothing.
+func TestStartLeavesAnUnregisteredRunningUnitAlone(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "orphan", APIPort: 8001})
+	if err := e.m.Registry.Update(func(r *config.Registry) error {
+		delete(r.Instances, "orphan")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(e.callsLike(""))
+	_, err := e.m.Start(ctx, StartRequest{ID: "orphan", Parameters: config.DefaultParameters()})
+	if !errors.Is(err, ErrUnregisteredUnit) || !strings.Contains(err.Error(), "kato-manager stop orphan") {
+		t.Fatalf("start of an unregistered running unit: %v", err)
+	}
+	for _, c := range e.callsLike("")[before:] {
+		if !strings.HasPrefix(c, "list") {
+			t.Errorf("the refused start called %q", c)
+		}
+	}
+	if u, _ := e.sd.Unit(ctx, "kato@orphan.service"); u.ActiveState != "active" {
+		t.Errorf("the orphan is %s", u.ActiveState)
+	}
+	if _, ok := e.registry(t).Instances["orphan"]; ok {
+		t.Error("the refused start registered the instance")
+	}
+	// apply refuses to create it too.
+	_, err = e.applyFile(t, "instances:\n  - {id: orphan}\n", ApplyOptions{})
+	if !errors.Is(err, ErrUnregisteredUnit) {
+		t.Fatalf("apply creating an unregistered running unit: %v", err)
+	}
+	if u, _ := e.sd.Unit(ctx, "kato@orphan.service"); u.ActiveState != "active" {
+		t.Errorf("after apply the orphan is %s", u.ActiveState)
+	}
+}
+
+// TestStartChecksWhoHoldsThePort: on the host network, a health request
+// answered by a process that is not the unit's is no proof of a start, and a
+// port held by such a process before the start fails it at once.
+func TestStartChecksWhoHoldsThePort(t *testing.T) {
+	ctx := context.Background()
+	foreignProbe := func(e *testEnv, port int) {
+		own := e.m.Probe
+		e.m.Probe = func(ctx context.Context, p int, path string) (int, error) {
+			if holders, _ := e.ports.Listening(ctx); p == port && holders[port] == 99 {
+				return 200, nil // the foreign process answers anything
+			}
+			return own(ctx, p, path)
+		}
+	}
+	t.Run("held before the start", func(t *testing.T) {
+		e := newTestEnv(t)
+		e.start(t, StartRequest{ID: "a", APIPort: 8001})
+		e.sd.set("kato@a.service", func(u *UnitState) { u.ActiveState, u.SubState, u.MainPID = "inactive", "dead", 0 })
+		e.ports.close(8001)
+		e.ports.listen(8001, 99)
+		e.behavior["a"] = "silent" // it cannot bind: the port is taken
+		foreignProbe(e, 8001)
+		_, err := e.m.Start(ctx, StartRequest{ID: "a", Parameters: config.DefaultParameters()})
+		if !errors.Is(err, ErrPortHeld) || !strings.Contains(err.Error(), "held by pid 99") {
+			t.Fatalf("start with the port held: %v", err)
+		}
+		if starts := e.callsLike("start kato@a.service"); len(starts) != 1 {
+			t.Errorf("starts %q: the refused start queued one", starts)
+		}
+	})
+	t.Run("taken while it starts", func(t *testing.T) {
+		e := newTestEnv(t)
+		e.behavior["b"] = "silent"
+		started := e.sd.onStart
+		e.sd.onStart = func(unit string, u *UnitState) {
+			started(unit, u)
+			if unit == "kato@b.service" {
+				e.ports.listen(8002, 99)
+			}
+		}
+		foreignProbe(e, 8002)
+		_, err := e.m.Start(ctx, StartRequest{ID: "b", APIPort: 8002, Parameters: config.DefaultParameters(), Timeout: 5 * time.Second})
+		if !errors.Is(err, ErrPortHeld) || !strings.Contains(err.Error(), "answered the health request") {
+			t.Fatalf("start answered by a foreign process: %v", err)
+		}
+		if _, ok := e.registry(t).Instances["b"]; ok {
+			t.Error("the failed start left b registered")
+		}
+	})
+	t.Run("apply", func(t *testing.T) {
+		e := newTestEnv(t)
+		e.ports.listen(8003, 99)
+		e.start(t, StartRequest{ID: "c", APIPort: 8004})
+		// Moved onto a port the foreign process holds since the plan.
+		e.behavior["c"] = "silent"
+		foreignProbe(e, 8003)
+		e.ports.close(8003)
+		e.sd.onList = func() { e.ports.listen(8003, 99) }
+		res, err := e.applyFile(t, "instances:\n  - {id: c, port: 8003}\n", ApplyOptions{})
+		if !errors.Is(err, ErrBatchFailed) || len(res.Failed) != 1 || !errors.Is(res.Failed[0].Err, ErrPortHeld) {
+			t.Fatalf("apply onto a held port: %+v %v", res, err)
+		}
+	})
+}

@@ -940,12 +940,20 @@ const (
 	Create               // in the file, not registered
 	Change               // registered, with settings that differ
 	Remove               // registered, not in the file, and --prune
+	// Restart is an instance registered as the file wants it whose unit
+	// does not run that: it is not running, or its process was started
+	// with other settings. PlanFleet never plans it (it reads no unit);
+	// the supervisor turns a Keep into it.
+	Restart
 )
 
-// Symbol is the mark diff prints before the instance: "+", "~", "-" or "=".
-func (a Action) Symbol() string { return [...]string{"=", "+", "~", "-"}[a] }
+// Symbol is the mark diff prints before the instance: "+", "~", "-", "^"
+// or "=".
+func (a Action) Symbol() string { return [...]string{"=", "+", "~", "-", "^"}[a] }
 
-func (a Action) String() string { return [...]string{"keep", "create", "change", "remove"}[a] }
+func (a Action) String() string {
+	return [...]string{"keep", "create", "change", "remove", "restart"}[a]
+}
 
 // FieldChange is one field of an instance that a plan changes.
 type FieldChange struct {

@@ -73,6 +73,10 @@ type ApplyOptions struct {
 	BatchOptions
 	// Prune removes the registered instances the file does not name.
 	Prune bool
+	// AfterRegistry, when set, is called once the registry holds the new
+	// settings and before any unit is started or restarted; tests use it to
+	// stop an apply there.
+	AfterRegistry func(ctx context.Context)
 }
 
 // ApplyResult is what Apply did: its plan, the instances whose step was
@@ -155,6 +159,9 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	if err != nil {
 		return nil, err
 	}
+	if err := m.planRestarts(ctx, reg, &plan); err != nil {
+		return nil, err
+	}
 	res := &ApplyResult{Plan: plan}
 	if !plan.Pending() {
 		return res, nil
@@ -202,6 +209,10 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 					continue
 				}
 				items = append(items, &batchItem{inst: *e, action: config.Change, restart: true, old: &old})
+			case config.Restart:
+				// Nothing to register: its files are rendered again and
+				// its unit restarted, or started, with them.
+				items = append(items, &batchItem{inst: *r.Instances[s.ID], action: config.Restart, restart: true})
 			}
 		}
 		if err := errors.Join(errs...); err != nil {
@@ -257,6 +268,15 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	if err != nil {
 		return res, err
 	}
+	if opts.AfterRegistry != nil {
+		opts.AfterRegistry(ctx)
+	}
+	if ctx.Err() != nil {
+		// Stopped (SIGTERM, SIGHUP, Ctrl-C) between the registry and the
+		// units: nothing runs half-started, and the next apply finds
+		// every unit that does not run what the registry says.
+		return res, fmt.Errorf("interrupted after the registry was written and before any instance was started or restarted; run apply again to finish: %w", ctx.Err())
+	}
 	m.runBatch(ctx, items, opts.BatchOptions, progress)
 	for _, it := range items {
 		if it.err == nil {
@@ -275,6 +295,41 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 		return res, fmt.Errorf("%d of %d instances failed: %w", len(res.Failed), len(res.Failed)+len(res.Done), ErrBatchFailed)
 	}
 	return res, nil
+}
+
+// planRestarts turns each Keep of the plan whose unit does not run what the
+// registry says (see checkRunning) into a Restart: a unit that is not
+// running, or whose process was started with other settings than its
+// entry renders now. An apply killed between its registry update and its
+// restarts leaves exactly these; so does a stop or a crash of the units.
+// A process without a record of its settings (started by an earlier
+// version) is left alone.
+func (m *Manager) planRestarts(ctx context.Context, reg *config.Registry, plan *config.Plan) error {
+	var keep []string
+	for _, s := range plan.Steps {
+		if s.Action == config.Keep {
+			keep = append(keep, s.ID)
+		}
+	}
+	states, procs, err := m.runningState(ctx, reg, keep)
+	if err != nil {
+		return err
+	}
+	c := m.checkRunning(reg, keep, states, procs)
+	why := map[string]string{}
+	for _, id := range c.NotRunning {
+		why[id] = "not running"
+	}
+	for _, id := range c.Stale {
+		why[id] = "started with other settings"
+	}
+	for i, s := range plan.Steps {
+		if w, ok := why[s.ID]; ok && s.Action == config.Keep {
+			plan.Steps[i].Action = config.Restart
+			plan.Steps[i].Changes = []config.FieldChange{{Field: "unit", Old: w, New: "running the registered settings"}}
+		}
+	}
+	return nil
 }
 
 // progressFunc serializes the calls to fn, for a batch of total instances.

@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +48,9 @@ type Manager struct {
 	Services *ServiceCache
 	// CgroupRoot is the cgroup2 mount; empty means DefaultCgroupRoot.
 	CgroupRoot string
+	// ProcRoot is the proc mount, where the environment a processor was
+	// started with is read; empty means /proc.
+	ProcRoot string
 }
 
 // StartRequest is what `kato-manager start` asks for. Zero ports mean the
@@ -543,24 +548,63 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 	return su, nil
 }
 
+// renderedInstance is the files kato-manager writes for an instance and
+// the digest of them that its drop-in passes to the processor.
+type renderedInstance struct {
+	env, dropIn []byte
+	netDropIns  []units.UnitDropIn
+	digest      string
+}
+
+// render renders the instance's files. The digest is SHA-256 over the
+// environment file, the drop-in without its digest line and the
+// private-network drop-ins: everything kato-manager decides about how the
+// processor runs. A process whose environment holds another digest was
+// started with other settings than the files say now.
+func (su *instanceSetup) render() (*renderedInstance, error) {
+	id := su.env.ID
+	r := &renderedInstance{env: units.RenderEnvironment(su.env)}
+	d := su.dropIn
+	d.SettingsDigest = ""
+	bare, err := units.RenderInstanceDropIn(d)
+	if err != nil {
+		return nil, fmt.Errorf("render %s: %w", units.InstanceUnit(id), err)
+	}
+	if su.network != nil {
+		if r.netDropIns, err = units.RenderPrivateNetwork(*su.network); err != nil {
+			return nil, fmt.Errorf("render the private network of %s: %w", id, err)
+		}
+	}
+	h := sha256.New()
+	for _, part := range [][]byte{r.env, bare} {
+		fmt.Fprintf(h, "%d\n", len(part))
+		h.Write(part)
+	}
+	for _, n := range r.netDropIns {
+		fmt.Fprintf(h, "%s %d\n", n.Unit, len(n.Content))
+		h.Write(n.Content)
+	}
+	r.digest = hex.EncodeToString(h.Sum(nil))
+	d.SettingsDigest = r.digest
+	if r.dropIn, err = units.RenderInstanceDropIn(d); err != nil {
+		return nil, fmt.Errorf("render %s: %w", units.InstanceUnit(id), err)
+	}
+	return r, nil
+}
+
 // writeInstanceFiles renders the instance's environment file and drop-ins
 // and removes drop-ins of private-network units it no longer has. It
 // returns the units written, the instance's first.
 func (m *Manager) writeInstanceFiles(su *instanceSetup) ([]string, error) {
 	id := su.env.ID
-	dropIn, err := units.RenderInstanceDropIn(su.dropIn)
+	r, err := su.render()
 	if err != nil {
-		return nil, fmt.Errorf("render %s: %w", units.InstanceUnit(id), err)
+		return nil, err
 	}
-	var netDropIns []units.UnitDropIn
-	if su.network != nil {
-		if netDropIns, err = units.RenderPrivateNetwork(*su.network); err != nil {
-			return nil, fmt.Errorf("render the private network of %s: %w", id, err)
-		}
-	}
+	dropIn, netDropIns := r.dropIn, r.netDropIns
 	// systemd reads the file as root; the processor gets its variables
 	// from systemd. 0600 keeps credentials in MONGO_BASE_URL private.
-	if _, err := writeFileAtomic(m.envPath(id), units.RenderEnvironment(su.env), 0o600); err != nil {
+	if _, err := writeFileAtomic(m.envPath(id), r.env, 0o600); err != nil {
 		return nil, err
 	}
 	if _, err := writeFileAtomic(m.dropInPath(id), dropIn, 0o644); err != nil {

@@ -60,6 +60,7 @@ func newTestEnv(t *testing.T) *testEnv {
 		},
 		PollInterval: 5 * time.Millisecond,
 		RunTool:      func(ctx context.Context, argv ...string) error { return nil },
+		ProcRoot:     filepath.Join(dir, "proc"),
 	}
 	e.sd.onStart = e.processorStarted
 	e.m.Probe = e.probe
@@ -100,6 +101,21 @@ func (e *testEnv) processorStarted(unit string, u *UnitState) {
 	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, id+".env"))
 	e.nextPID++
 	u.MainPID = uint32(e.nextPID)
+	// The environment systemd gives the process: the file's, and the
+	// drop-in's Environment= lines.
+	environ := ""
+	for k, v := range env {
+		environ += k + "=" + v + "\x00"
+	}
+	dropIn, _ := os.ReadFile(e.m.Paths.DropInPath(id))
+	for _, line := range strings.Split(string(dropIn), "\n") {
+		if kv, ok := strings.CutPrefix(line, "Environment="); ok {
+			environ += kv + "\x00"
+		}
+	}
+	procDir := filepath.Join(e.m.ProcRoot, strconv.Itoa(int(e.nextPID)))
+	os.MkdirAll(procDir, 0o755)
+	os.WriteFile(filepath.Join(procDir, "environ"), []byte(environ), 0o600)
 	switch e.behavior[id] {
 	case "silent":
 	case "crash":

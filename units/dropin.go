@@ -47,7 +47,15 @@ type InstanceDropIn struct {
 	// Group, when set, makes the instance part of the group's target
 	// (GroupTarget): stopping or restarting the target reaches it.
 	Group string
+	// SettingsDigest, when set, is passed to the processor as the variable
+	// SettingsVariable, so that what a running process was started with
+	// can be read back from its environment. It must be lower-case hex.
+	SettingsDigest string
 }
+
+// SettingsVariable is the environment variable holding an instance's
+// SettingsDigest.
+const SettingsVariable = "KATO_MANAGER_SETTINGS"
 
 // Limits are resource limits systemd enforces on a unit. Zero values set
 // none, leaving the unit's defaults.
@@ -170,6 +178,14 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 		b.WriteString(n.joins(InstanceUnit(d.ID)))
 	}
 	b.WriteString("\n[Service]\n")
+	if d.SettingsDigest != "" {
+		for _, r := range d.SettingsDigest {
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+				return nil, fmt.Errorf("invalid settings digest %q: must be lower-case hex", d.SettingsDigest)
+			}
+		}
+		b.WriteString("Environment=" + SettingsVariable + "=" + d.SettingsDigest + "\n")
+	}
 	b.WriteString("ExecStart=\n")
 	b.WriteString("ExecStart=" + execStart + "\n")
 	if err := d.Limits.render(&b); err != nil {

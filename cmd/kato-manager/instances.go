@@ -595,6 +595,12 @@ func driftLines(d supervisor.Drift, gc string) []string {
 	if len(d.OrphanUnits) > 0 {
 		lines = append(lines, fmt.Sprintf("units with no entry: %s (run `%s`)", strings.Join(d.OrphanUnits, ", "), gc))
 	}
+	if len(d.NotRunning) > 0 {
+		lines = append(lines, fmt.Sprintf("registered but not running: %s (run `kato-manager start ID`, or apply the fleet file again)", strings.Join(d.NotRunning, ", ")))
+	}
+	if len(d.StaleSettings) > 0 {
+		lines = append(lines, fmt.Sprintf("running with other settings than their files: %s (run `kato-manager restart ID`, or apply the fleet file again)", strings.Join(d.StaleSettings, ", ")))
+	}
 	return lines
 }
 

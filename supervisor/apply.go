@@ -103,13 +103,19 @@ type BatchFailure struct {
 var ErrBatchFailed = errors.New("some instances failed")
 
 // PlanFleet returns what Apply would do with the fleet file at path (its
-// instances resolved into want), changing nothing.
-func (m *Manager) PlanFleet(path string, want []config.Desired, prune bool) (config.Plan, error) {
+// instances resolved into want), changing nothing: the file against the
+// registry, and the units that do not run what the registry says.
+func (m *Manager) PlanFleet(ctx context.Context, path string, want []config.Desired, prune bool) (config.Plan, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return config.Plan{}, err
 	}
-	return config.PlanFleet(path, want, reg, prune)
+	m.dropUnusedZMQPorts(reg)
+	plan, err := config.PlanFleet(path, want, reg, prune)
+	if err != nil {
+		return config.Plan{}, err
+	}
+	return plan, m.planRestarts(ctx, reg, &plan)
 }
 
 // batchItem is one instance a batch starts or restarts.

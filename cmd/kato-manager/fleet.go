@@ -143,7 +143,7 @@ func (a *app) diff(ctx context.Context, fs *pflag.FlagSet, f *diffFlagValues) er
 // showPlan prints the plan of applying file and exits as diff(1) does: this
 // host's plan, then each other host's as its kato-manager makes it.
 func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prune bool, sf *fleetSourceFlags) error {
-	_, want, src, err := a.loadFleet(fs, file, sf)
+	cfg, want, src, err := a.loadFleet(fs, file, sf)
 	if err != nil {
 		return exitCodeError{exitTrouble, err}
 	}
@@ -156,6 +156,18 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		plan, err := config.PlanFleet(src.name, want, reg, prune)
 		if err != nil {
 			return exitCodeError{exitTrouble, flattenFileErrors(err)}
+		}
+		// What runs, when systemd can be asked: the instances apply
+		// would restart because their units do not run the registry's
+		// settings.
+		if m, done, err := a.managerWith(ctx, cfg); err == nil {
+			plan, err = m.PlanFleet(ctx, src.name, want, prune)
+			done()
+			if err != nil {
+				return exitCodeError{exitTrouble, flattenFileErrors(err)}
+			}
+		} else {
+			fmt.Fprintf(a.stderr, "kato-manager: systemd cannot be asked (%v): the plan compares the file with the registry only\n", err)
 		}
 		printPlan(a.stdout, plan)
 		pending = plan.Pending()
@@ -196,8 +208,8 @@ func printPlan(w io.Writer, plan config.Plan) {
 			for _, c := range s.Changes {
 				fmt.Fprintf(w, "    %s: %s\n", c.Field, c.New)
 			}
-		case config.Change:
-			fmt.Fprintf(w, "~ %s\n", s.ID)
+		case config.Change, config.Restart:
+			fmt.Fprintf(w, "%s %s\n", s.Action.Symbol(), s.ID)
 			for _, c := range s.Changes {
 				fmt.Fprintf(w, "    %s: %s -> %s\n", c.Field, orNone(c.Old), orNone(c.New))
 			}
@@ -205,8 +217,12 @@ func printPlan(w io.Writer, plan config.Plan) {
 			fmt.Fprintf(w, "- %s (port %d)\n", s.ID, s.Have.APIPort)
 		}
 	}
-	fmt.Fprintf(w, "plan: %d to create, %d to change (restart), %d to remove, %d unchanged\n",
-		plan.Count(config.Create), plan.Count(config.Change), plan.Count(config.Remove), plan.Count(config.Keep))
+	restart := ""
+	if n := plan.Count(config.Restart); n > 0 {
+		restart = fmt.Sprintf(", %d to restart (not running what the registry says)", n)
+	}
+	fmt.Fprintf(w, "plan: %d to create, %d to change (restart)%s, %d to remove, %d unchanged\n",
+		plan.Count(config.Create), plan.Count(config.Change), restart, plan.Count(config.Remove), plan.Count(config.Keep))
 }
 
 func orNone(s string) string {
@@ -308,8 +324,12 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 		}
 		return n
 	}
-	fmt.Fprintf(a.stdout, "applied %s: %d created, %d changed, %d restarted, %d removed, %d unchanged, %d failed\n", file,
-		count(config.Create), count(config.Change), count(config.Restart), count(config.Remove), plan.Count(config.Keep), len(res.Failed))
+	restarted := ""
+	if n := count(config.Restart); n > 0 {
+		restarted = fmt.Sprintf(", %d restarted", n)
+	}
+	fmt.Fprintf(a.stdout, "applied %s: %d created, %d changed%s, %d removed, %d unchanged, %d failed\n", file,
+		count(config.Create), count(config.Change), restarted, count(config.Remove), plan.Count(config.Keep), len(res.Failed))
 	if err != nil && errors.Is(err, supervisor.ErrBatchFailed) {
 		return exitCodeError{code: exitFailed}
 	}

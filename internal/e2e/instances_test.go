@@ -427,6 +427,10 @@ stop_timeout = 2.0
 		if st := m.statusJSON(); strings.Join(st.Drift.StaleSettings, ",") != "k1,k2" {
 			t.Errorf("status --json drift %+v", st.Drift)
 		}
+		if r := m.km("diff", "-f", "/root/fleet.yaml"); r.code != 1 || !strings.Contains(r.stdout, "^ k1\n    unit: started with other settings -> running the registered settings") ||
+			!strings.Contains(r.stdout, "3 to restart") {
+			t.Errorf("diff after the kill: %s", r)
+		}
 		out := m.mustKM("apply", "-f", "/root/fleet.yaml")
 		if strings.Contains(out, "nothing to do") || !strings.Contains(out, "^ k1 restarted") || !strings.Contains(out, "^ k3 restarted") {
 			t.Errorf("second apply:\n%s", out)

@@ -309,7 +309,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 			is.Problem = "not running"
 		case slices.Contains(running.Stale, v.ID):
 			is.StaleSettings = true
-			is.Problem = fmt.Sprintf("runs with other settings than its files say (run `kato-manager restart %s`, or apply its fleet file)", v.ID)
+			is.Problem = fmt.Sprintf("runs with other settings than its registry entry and kato.toml give it now (run `kato-manager restart %s`, or apply its fleet file)", v.ID)
 		case v.Generation == "":
 			is.Problem = fmt.Sprintf("processor %s is not in kato.toml", v.Processor)
 		case is.APIHolder != 0:

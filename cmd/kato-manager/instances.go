@@ -599,7 +599,7 @@ func driftLines(d supervisor.Drift, gc string) []string {
 		lines = append(lines, fmt.Sprintf("registered but not running: %s (run `kato-manager start ID`, or apply the fleet file again)", strings.Join(d.NotRunning, ", ")))
 	}
 	if len(d.StaleSettings) > 0 {
-		lines = append(lines, fmt.Sprintf("running with other settings than their files: %s (run `kato-manager restart ID`, or apply the fleet file again)", strings.Join(d.StaleSettings, ", ")))
+		lines = append(lines, fmt.Sprintf("running with other settings than their registry entries and kato.toml give them: %s (run `kato-manager restart ID`, or apply the fleet file again)", strings.Join(d.StaleSettings, ", ")))
 	}
 	return lines
 }

@@ -428,7 +428,7 @@ stop_timeout = 2.0
 			t.Fatalf("k1 runs MAX_PREDICTIONS=%s before the second apply", got)
 		}
 		r := m.km("status")
-		if r.code != 1 || !strings.Contains(r.stdout, "running with other settings than their files: k1, k2") || strings.Contains(r.stdout, "in step") {
+		if r.code != 1 || !strings.Contains(r.stdout, "running with other settings than their registry entries and kato.toml give them: k1, k2") || strings.Contains(r.stdout, "in step") {
 			t.Errorf("status after the kill: %s", r)
 		}
 		if st := m.statusJSON(); strings.Join(st.Drift.StaleSettings, ",") != "k1,k2" {

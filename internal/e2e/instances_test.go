@@ -455,6 +455,24 @@ stop_timeout = 2.0
 		}
 	})
 
+	run("a registry ahead of what runs is drift, and apply restarts it", func(t *testing.T) {
+		// What an apply killed after its registry update leaves, made by
+		// hand: the entry says 7, the process runs 100.
+		writeFleet("instances:\n  - {id: r1, port: 8107}\n")
+		m.mustKM("apply", "-f", "/root/fleet.yaml")
+		m.must("sed", "-i", "s/^max_predictions = 100$/max_predictions = 7/", "/var/lib/kato/instances.toml")
+		if reg := m.readFile("/var/lib/kato/instances.toml"); !strings.Contains(reg, "max_predictions = 7") {
+			t.Fatalf("registry:\n%s", reg)
+		}
+		writeFleet("instances:\n  - {id: r1, port: 8107, max_predictions: 7}\n")
+		if r := m.km("status"); r.code != 1 || strings.Contains(r.stdout, "in step") {
+			t.Errorf("status with the registry ahead: %s", r)
+		}
+		if out := m.mustKM("apply", "-f", "/root/fleet.yaml"); strings.Contains(out, "nothing to do") || maxPredictions(8107) != "7" {
+			t.Errorf("apply with the registry ahead:\n%s", out)
+		}
+	})
+
 	run("SIGHUP stops apply where SIGTERM does", func(t *testing.T) {
 		writeFleet("instances:\n  - {id: h1, port: 8105}\n")
 		m.mustKM("apply", "-f", "/root/fleet.yaml")

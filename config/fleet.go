@@ -940,12 +940,20 @@ const (
 	Create               // in the file, not registered
 	Change               // registered, with settings that differ
 	Remove               // registered, not in the file, and --prune
+	// Restart is an instance registered as the file wants it whose unit
+	// does not run that: it is not running, or its process was started
+	// with other settings. PlanFleet never plans it (it reads no unit);
+	// the supervisor turns a Keep into it.
+	Restart
 )
 
-// Symbol is the mark diff prints before the instance: "+", "~", "-" or "=".
-func (a Action) Symbol() string { return [...]string{"=", "+", "~", "-"}[a] }
+// Symbol is the mark diff prints before the instance: "+", "~", "-", "^"
+// or "=".
+func (a Action) Symbol() string { return [...]string{"=", "+", "~", "-", "^"}[a] }
 
-func (a Action) String() string { return [...]string{"keep", "create", "change", "remove"}[a] }
+func (a Action) String() string {
+	return [...]string{"keep", "create", "change", "remove", "restart"}[a]
+}
 
 // FieldChange is one field of an instance that a plan changes.
 type FieldChange struct {
@@ -1004,7 +1012,10 @@ func PlanFleet(path string, want []Desired, reg *Registry, prune bool) (Plan, er
 	owners := map[int]string{}
 	for id, in := range reg.Instances {
 		if !inFile[id] && !prune {
-			owners[in.APIPort], owners[in.ZMQPort] = id, id
+			owners[in.APIPort] = id
+			if in.ZMQPort != 0 {
+				owners[in.ZMQPort] = id
+			}
 		}
 	}
 	for i := range want {
@@ -1115,9 +1126,14 @@ func Export(reg *Registry, defaults Parameters, format string) ([]byte, error) {
 	var list []entry
 	var keys [][]string
 	for _, in := range reg.Sorted() {
-		e := entry{"id": in.ID, "name": in.Name, "port": in.APIPort, "zmq_port": in.ZMQPort,
+		e := entry{"id": in.ID, "name": in.Name, "port": in.APIPort,
 			"processor": processorText(in.Processor), "network": in.Network}
-		order := []string{"id", "name", "port", "zmq_port", "processor", "network"}
+		order := []string{"id", "name", "port"}
+		if in.ZMQPort != 0 {
+			e["zmq_port"] = in.ZMQPort
+			order = append(order, "zmq_port")
+		}
+		order = append(order, "processor", "network")
 		if in.Group != "" {
 			e["group"] = in.Group
 			order = append(order, "group")

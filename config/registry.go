@@ -32,11 +32,13 @@ var (
 
 // Instance is one registered KATO processor instance.
 type Instance struct {
-	ID      string   `toml:"-"` // the key of the registry entry
-	Name    string   `toml:"name"`
-	Unit    string   `toml:"unit"` // units.InstanceUnit(ID)
-	APIPort int      `toml:"api_port"`
-	ZMQPort int      `toml:"zmq_port"`
+	ID      string `toml:"-"` // the key of the registry entry
+	Name    string `toml:"name"`
+	Unit    string `toml:"unit"` // units.InstanceUnit(ID)
+	APIPort int    `toml:"api_port"`
+	// ZMQPort is generation A's engine port; 0 for a processor without
+	// one (generation B serves HTTP only).
+	ZMQPort int      `toml:"zmq_port,omitempty"`
 	Command []string `toml:"command,omitempty"` // processor command override; empty means the processor's
 	// Processor names the processor of kato.toml the instance runs; ""
 	// is [processor], shown as DefaultProcessor.
@@ -67,7 +69,7 @@ func (in *Instance) Validate() error {
 	if err := intBetween("api_port", in.APIPort, 1, 65535); err != nil {
 		return err
 	}
-	if err := intBetween("zmq_port", in.ZMQPort, 1, 65535); err != nil {
+	if err := intBetween("zmq_port", in.ZMQPort, 0, 65535); err != nil {
 		return err
 	}
 	if in.ZMQPort == in.APIPort {
@@ -158,7 +160,9 @@ func (r *Registry) ReservedPorts() map[int]string {
 	ports := make(map[int]string, 2*len(r.Instances))
 	for id, in := range r.Instances {
 		ports[in.APIPort] = id
-		ports[in.ZMQPort] = id
+		if in.ZMQPort != 0 {
+			ports[in.ZMQPort] = id
+		}
 	}
 	return ports
 }
@@ -196,6 +200,9 @@ func (r *Registry) validate() (toml.Key, error) {
 			key  string
 			port int
 		}{{"api_port", in.APIPort}, {"zmq_port", in.ZMQPort}} {
+			if p.port == 0 {
+				continue
+			}
 			if owner, taken := owners[p.port]; taken {
 				key := append(slices.Clone(entry), p.key)
 				return key, &FieldError{Field: key.String(), Value: strconv.Itoa(p.port), Rule: "already used by instance " + owner}

@@ -422,7 +422,7 @@ func TestInstanceValidate(t *testing.T) {
 		{"name with newline", func(in *Instance) { in.Name = "a\nb" }, "name", "a\nb", "must not contain control characters or line breaks"},
 		{"unit missing", func(in *Instance) { in.Unit = "" }, "unit", "", "must be kato@x.service"},
 		{"api port zero", func(in *Instance) { in.APIPort = 0 }, "api_port", "0", "must be between 1 and 65535"},
-		{"zmq port too high", func(in *Instance) { in.ZMQPort = 65536 }, "zmq_port", "65536", "must be between 1 and 65535"},
+		{"zmq port too high", func(in *Instance) { in.ZMQPort = 65536 }, "zmq_port", "65536", "must be between 0 and 65535"},
 		{"same ports", func(in *Instance) { in.ZMQPort = in.APIPort }, "zmq_port", "8000", "must differ from api_port"},
 		{"relative command", func(in *Instance) { in.Command = []string{"kato"} }, "command", "kato", "must start with an absolute program path"},
 		{"bad parameter", func(in *Instance) { in.Parameters["persistence"] = 0 }, "parameters.persistence", "0", "must be between 1 and 100000"},

@@ -73,6 +73,10 @@ type ApplyOptions struct {
 	BatchOptions
 	// Prune removes the registered instances the file does not name.
 	Prune bool
+	// AfterRegistry, when set, is called once the registry holds the new
+	// settings and before any unit is started or restarted; tests use it to
+	// stop an apply there.
+	AfterRegistry func(ctx context.Context)
 }
 
 // ApplyResult is what Apply did: its plan, the instances whose step was
@@ -99,13 +103,19 @@ type BatchFailure struct {
 var ErrBatchFailed = errors.New("some instances failed")
 
 // PlanFleet returns what Apply would do with the fleet file at path (its
-// instances resolved into want), changing nothing.
-func (m *Manager) PlanFleet(path string, want []config.Desired, prune bool) (config.Plan, error) {
+// instances resolved into want), changing nothing: the file against the
+// registry, and the units that do not run what the registry says.
+func (m *Manager) PlanFleet(ctx context.Context, path string, want []config.Desired, prune bool) (config.Plan, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return config.Plan{}, err
 	}
-	return config.PlanFleet(path, want, reg, prune)
+	m.dropUnusedZMQPorts(reg)
+	plan, err := config.PlanFleet(path, want, reg, prune)
+	if err != nil {
+		return config.Plan{}, err
+	}
+	return plan, m.planRestarts(ctx, reg, &plan)
 }
 
 // batchItem is one instance a batch starts or restarts.
@@ -150,8 +160,12 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	if err != nil {
 		return nil, err
 	}
+	m.dropUnusedZMQPorts(reg)
 	plan, err := config.PlanFleet(path, want, reg, opts.Prune)
 	if err != nil {
+		return nil, err
+	}
+	if err := m.planRestarts(ctx, reg, &plan); err != nil {
 		return nil, err
 	}
 	res := &ApplyResult{Plan: plan}
@@ -201,6 +215,10 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 					continue
 				}
 				items = append(items, &batchItem{inst: *e, action: config.Change, restart: true, old: &old})
+			case config.Restart:
+				// Nothing to register: its files are rendered again and
+				// its unit restarted, or started, with them.
+				items = append(items, &batchItem{inst: *r.Instances[s.ID], action: config.Restart, restart: true})
 			}
 		}
 		if err := errors.Join(errs...); err != nil {
@@ -223,6 +241,15 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 			delete(dry.Instances, s.ID)
 		}
 	}
+	var creates []string
+	for _, s := range plan.Steps {
+		if s.Action == config.Create {
+			creates = append(creates, s.ID)
+		}
+	}
+	if err := m.refuseUnregistered(ctx, creates); err != nil {
+		return nil, err
+	}
 	if _, err := allocate(dry, free); err != nil {
 		return nil, err
 	}
@@ -239,12 +266,22 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	}
 	var items []*batchItem
 	err = m.Registry.Update(func(r *config.Registry) error {
+		m.dropUnusedZMQPorts(r)
 		var err error
 		items, err = allocate(r, nil)
 		return err
 	})
 	if err != nil {
 		return res, err
+	}
+	if opts.AfterRegistry != nil {
+		opts.AfterRegistry(ctx)
+	}
+	if ctx.Err() != nil {
+		// Stopped (SIGTERM, SIGHUP, Ctrl-C) between the registry and the
+		// units: nothing runs half-started, and the next apply finds
+		// every unit that does not run what the registry says.
+		return res, fmt.Errorf("interrupted after the registry was written and before any instance was started or restarted; run apply again to finish: %w", ctx.Err())
 	}
 	m.runBatch(ctx, items, opts.BatchOptions, progress)
 	for _, it := range items {
@@ -264,6 +301,41 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 		return res, fmt.Errorf("%d of %d instances failed: %w", len(res.Failed), len(res.Failed)+len(res.Done), ErrBatchFailed)
 	}
 	return res, nil
+}
+
+// planRestarts turns each Keep of the plan whose unit does not run what the
+// registry says (see checkRunning) into a Restart: a unit that is not
+// running, or whose process was started with other settings than its
+// entry renders now. An apply killed between its registry update and its
+// restarts leaves exactly these; so does a stop or a crash of the units.
+// A process without a record of its settings (started by an earlier
+// version) is left alone.
+func (m *Manager) planRestarts(ctx context.Context, reg *config.Registry, plan *config.Plan) error {
+	var keep []string
+	for _, s := range plan.Steps {
+		if s.Action == config.Keep {
+			keep = append(keep, s.ID)
+		}
+	}
+	states, procs, err := m.runningState(ctx, reg, keep)
+	if err != nil {
+		return err
+	}
+	c := m.checkRunning(reg, keep, states, procs)
+	why := map[string]string{}
+	for _, id := range c.NotRunning {
+		why[id] = "not running"
+	}
+	for _, id := range c.Stale {
+		why[id] = "started with other settings"
+	}
+	for i, s := range plan.Steps {
+		if w, ok := why[s.ID]; ok && s.Action == config.Keep {
+			plan.Steps[i].Action = config.Restart
+			plan.Steps[i].Changes = []config.FieldChange{{Field: "unit", Old: w, New: "running the registered settings"}}
+		}
+	}
+	return nil
 }
 
 // progressFunc serializes the calls to fn, for a batch of total instances.
@@ -365,6 +437,10 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 			return
 		}
 	}
+	if err := m.checkBatchPorts(ctx, items, setups); err != nil {
+		fail(err)
+		return
+	}
 	sem := make(chan struct{}, m.parallel(opts.Parallel))
 	watch := &unitWatch{sd: m.Systemd, every: batchStateInterval}
 	for _, it := range items {
@@ -397,6 +473,41 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 		}()
 	}
 	wg.Wait()
+}
+
+// checkBatchPorts fails each item on the host network whose API port a
+// process other than the item's own holds, from one look at the host's
+// listening sockets (and, when some port is held, one at the processes).
+func (m *Manager) checkBatchPorts(ctx context.Context, items []*batchItem, setups []*instanceSetup) error {
+	holders, err := m.Ports.Listening(ctx)
+	if err != nil {
+		return err
+	}
+	held := map[*batchItem]int32{}
+	var unitNames []string
+	for i, it := range items {
+		su := setups[i]
+		if it.err != nil || su == nil || su.network != nil {
+			continue
+		}
+		if pid, ok := holders[su.readyPort]; ok && pid != 0 {
+			held[it] = pid
+			unitNames = append(unitNames, it.inst.Unit)
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	procs, err := m.Processes.ByUnit(ctx, unitNames)
+	if err != nil {
+		return err
+	}
+	for it, pid := range held {
+		if !slices.Contains(procs[it.inst.Unit].PIDs, pid) {
+			it.err = portHeldError(it.inst.Unit, it.inst.APIPort, pid, "before the start")
+		}
+	}
+	return nil
 }
 
 // batchStateInterval is how often a batch lists its units' states while
@@ -757,6 +868,9 @@ func (m *Manager) checkChange(ctx context.Context, r *config.Registry, old, e *c
 	network := e.Network
 	if network == "" {
 		network = proc.Network
+	}
+	if proc.Generation != units.GenerationA && e.ZMQPort != 0 {
+		return &config.FieldError{Field: "zmq_port", Value: strconv.Itoa(e.ZMQPort), Rule: "must not be set for a generation-" + proc.Generation + " processor, which serves HTTP only and has no ZMQ port"}
 	}
 	if proc.Generation == units.GenerationA && network == config.NetworkHost {
 		// One the apply removes (its ports counted free) is no obstacle.

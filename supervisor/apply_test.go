@@ -80,8 +80,11 @@ func TestApplyCreatesChangesAndLeavesAlone(t *testing.T) {
 	if err != nil || res.Plan.Pending() {
 		t.Fatalf("second apply: %+v %v", res, err)
 	}
-	if after := len(e.callsLike("")); after != before {
-		t.Errorf("a no-change apply made %d systemd calls", after-before)
+	// It looks at what runs, and changes nothing.
+	for _, c := range e.callsLike("")[before:] {
+		if !strings.HasPrefix(c, "list") {
+			t.Errorf("a no-change apply called %q", c)
+		}
 	}
 
 	changed := strings.Replace(file, "{id: c, port: 8003}", "{id: c, port: 8003, max_predictions: 7}", 1)
@@ -226,5 +229,102 @@ func TestApplyRefusesABadChange(t *testing.T) {
 				t.Errorf("systemd was asked %q", after[before:])
 			}
 		})
+	}
+}
+
+// TestApplyConvergesOnWhatRuns: an apply killed after its registry update
+// and before its restarts leaves a registry that matches the file while the
+// processes run the old settings and the new instances do not run; the
+// next apply restarts and starts them, and status shows the drift until it
+// does.
+func TestApplyConvergesOnWhatRuns(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	if _, err := e.applyFile(t, "instances:\n  - {id: a, port: 8001}\n  - {id: b, port: 8002}\n", ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// What the killed apply wrote: a and b changed, c new, no unit touched.
+	if err := e.m.Registry.Update(func(r *config.Registry) error {
+		for _, id := range []string{"a", "b"} {
+			r.Instances[id].Parameters["max_predictions"] = 7
+		}
+		c := *r.Instances["a"]
+		c.ID, c.Unit, c.APIPort = "c", "kato@c.service", 8003
+		r.Instances["c"] = &c
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// c has no files yet: its entry is one whose unit files are missing.
+	if !slices.Equal(st.Drift.StaleSettings, []string{"a", "b"}) || !slices.Equal(st.Drift.MissingUnits, []string{"c"}) || st.Healthy() {
+		t.Errorf("status drift %+v, healthy %v", st.Drift, st.Healthy())
+	}
+	// b's unit stopped too (files written, never started).
+	e.sd.set("kato@b.service", func(u *UnitState) { u.ActiveState, u.SubState, u.MainPID = "inactive", "dead", 0 })
+	if st, err = e.m.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(st.Drift.StaleSettings, []string{"a"}) || !slices.Equal(st.Drift.NotRunning, []string{"b"}) {
+		t.Errorf("status drift %+v, healthy %v", st.Drift, st.Healthy())
+	}
+	file := "instances:\n  - {id: a, port: 8001, max_predictions: 7}\n  - {id: b, port: 8002, max_predictions: 7}\n  - {id: c, port: 8003, max_predictions: 7}\n"
+	res, err := e.applyFile(t, file, ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Plan.Count(config.Restart) != 3 || !slices.Equal(res.Done, []string{"a", "b", "c"}) {
+		t.Fatalf("apply after the kill: %+v", res)
+	}
+	if restarts := e.callsLike("restart"); len(restarts) != 3 {
+		t.Errorf("restarts %q", restarts)
+	}
+	st, err = e.m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Drift.Empty() {
+		t.Errorf("drift after the apply: %+v", st.Drift)
+	}
+	if env := readEnvFile(e.m.Paths.EnvPath("c")); env["MAX_PREDICTIONS"] != "7" {
+		t.Errorf("c's environment %v", env)
+	}
+	// Now it is in step: nothing to do.
+	res, err = e.applyFile(t, file, ApplyOptions{})
+	if err != nil || res.Plan.Pending() {
+		t.Fatalf("third apply: %+v %v", res, err)
+	}
+}
+
+// TestApplyStoppedAfterTheRegistry: a signal between the registry update and
+// the restarts stops apply there, touching no unit.
+func TestApplyStoppedAfterTheRegistry(t *testing.T) {
+	e := newTestEnv(t)
+	if _, err := e.applyFile(t, "instances:\n  - {id: a, port: 8001}\n", ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "fleet.yaml")
+	os.WriteFile(path, []byte("instances:\n  - {id: a, port: 8001, max_predictions: 7}\n"), 0o644)
+	want, _, err := e.m.Config.LoadFleet(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(e.callsLike(""))
+	_, err = e.m.Apply(ctx, path, want, ApplyOptions{AfterRegistry: func(context.Context) { cancel() }})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "run apply again") {
+		t.Fatalf("interrupted apply: %v", err)
+	}
+	for _, c := range e.callsLike("")[before:] {
+		if strings.HasPrefix(c, "restart") || strings.HasPrefix(c, "stop") || strings.HasPrefix(c, "start") {
+			t.Errorf("the interrupted apply called %q", c)
+		}
+	}
+	if e.registry(t).Instances["a"].Parameters.Int("max_predictions") != 7 {
+		t.Error("the registry lacks the new settings")
 	}
 }

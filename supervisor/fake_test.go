@@ -211,7 +211,7 @@ func (f *fakeSystemd) UnitRun(ctx context.Context, name string) (UnitState, erro
 	if !ok {
 		return UnitState{Name: name, ActiveState: "inactive", SubState: "dead"}, nil
 	}
-	return UnitState{Name: name, ActiveState: u.ActiveState, SubState: u.SubState, Result: u.Result, NRestarts: u.NRestarts}, nil
+	return UnitState{Name: name, ActiveState: u.ActiveState, SubState: u.SubState, Result: u.Result, NRestarts: u.NRestarts, MainPID: u.MainPID}, nil
 }
 
 // WatchUnits registers changed, which the fake calls whenever a unit

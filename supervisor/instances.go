@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +48,9 @@ type Manager struct {
 	Services *ServiceCache
 	// CgroupRoot is the cgroup2 mount; empty means DefaultCgroupRoot.
 	CgroupRoot string
+	// ProcRoot is the proc mount, where the environment a processor was
+	// started with is read; empty means /proc.
+	ProcRoot string
 }
 
 // StartRequest is what `kato-manager start` asks for. Zero ports mean the
@@ -93,6 +98,16 @@ func (e *StartError) Unwrap() error { return e.Err }
 // request in time, or exits before it does.
 var ErrNotReady = errors.New("processor not ready")
 
+// ErrUnregisteredUnit is returned when a start or apply would create an
+// instance whose unit still runs without a registry entry: kato-manager did
+// not start that process, so it neither takes it over nor stops it.
+var ErrUnregisteredUnit = errors.New("instance unit runs unregistered")
+
+// ErrPortHeld is returned when the instance's API port is held by a process
+// that is not the instance's: the processor cannot bind it, and a health
+// request there would be answered by that process.
+var ErrPortHeld = errors.New("API port held by another process")
+
 // ErrCrossTalk is returned when a generation-A instance would share the
 // host's ZMQ port 5555 with another: its gateway would answer with the other
 // instance's engine.
@@ -131,9 +146,17 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	if err := m.EnsureUnits(ctx); err != nil {
 		return nil, err
 	}
+	if reg, err := m.Registry.Load(); err != nil {
+		return nil, err
+	} else if _, ok := reg.Instances[req.ID]; !ok {
+		if err := m.refuseUnregistered(ctx, []string{req.ID}); err != nil {
+			return nil, err
+		}
+	}
 	res := &StartResult{}
 	var created bool
 	err = m.Registry.Update(func(r *config.Registry) error {
+		m.dropUnusedZMQPorts(r)
 		if existing, ok := r.Instances[req.ID]; ok {
 			res.Instance = *existing
 			return nil
@@ -181,6 +204,74 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		return nil, se
 	}
 	return res, nil
+}
+
+// refuseUnregistered fails when the unit of any of ids, none of them
+// registered, is running: its registry entry was removed while it ran (the
+// multi-instance guide's troubleshooting step did so). Creating the instance
+// again would give it new ports while the old process holds the old ones,
+// and a failed start's rollback would stop a process kato-manager did not
+// start; so it refuses at once and names the way out.
+func (m *Manager) refuseUnregistered(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = units.InstanceUnit(id)
+	}
+	loaded, err := m.Systemd.ListUnits(ctx, names...)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, u := range loaded {
+		id, ok := units.InstanceID(u.Name)
+		if !ok || !slices.Contains(ids, id) || !(u.Active() || u.ActiveState == "deactivating") {
+			continue
+		}
+		next := fmt.Sprintf("`kato-manager stop %s`", id)
+		if !m.hasUnitFiles(id) {
+			next = fmt.Sprintf("`systemctl stop %s`", u.Name)
+		}
+		errs = append(errs, fmt.Errorf("%s is %s but instance %s is not registered (its registry entry was removed while it ran); kato-manager did not start that process and leaves it alone: run %s first, then start %s again: %w",
+			u.Name, u.ActiveState, id, next, id, ErrUnregisteredUnit))
+	}
+	return errors.Join(errs...)
+}
+
+// foreignHolder returns the pid of a process listening on port on the host
+// that is not one of unit's processes, or 0 when the port is free, held by
+// the unit, or held by a process whose pid cannot be seen. mainPID, when
+// known, answers the common case without a scan of every process.
+func (m *Manager) foreignHolder(ctx context.Context, unit string, mainPID uint32, port int) (int32, error) {
+	if mainPID != 0 {
+		if ports, err := m.Ports.ListeningBy(ctx, int32(mainPID)); err == nil && ports[port] {
+			return 0, nil
+		}
+	}
+	holders, err := m.Ports.Listening(ctx)
+	if err != nil {
+		return 0, err
+	}
+	pid, ok := holders[port]
+	if !ok || pid == 0 {
+		return 0, nil
+	}
+	procs, err := m.Processes.ByUnit(ctx, []string{unit})
+	if err != nil {
+		return 0, err
+	}
+	if slices.Contains(procs[unit].PIDs, pid) {
+		return 0, nil
+	}
+	return pid, nil
+}
+
+// portHeldError says that pid, not the unit, holds the API port.
+func portHeldError(unit string, port int, pid int32, when string) error {
+	return fmt.Errorf("API port %d is held by pid %d, not by %s (%s): the processor cannot listen there and a health request would reach that process; stop pid %d or give the instance another port: %w",
+		port, pid, unit, when, pid, ErrPortHeld)
 }
 
 // ValidateStart checks what a start request says by itself, before any
@@ -244,6 +335,24 @@ func (m *Manager) hostEngineHolder(r *config.Registry, id string) string {
 	return ""
 }
 
+// dropUnusedZMQPorts clears the ZMQ port of every registered instance whose
+// processor has none (generation B), which versions before this one gave
+// them, so that the port is free for an instance that uses it. It returns
+// the ids it corrected. Start and apply call it in their registry update.
+func (m *Manager) dropUnusedZMQPorts(r *config.Registry) []string {
+	var ids []string
+	for _, in := range r.Sorted() {
+		if in.ZMQPort == 0 {
+			continue
+		}
+		if p, err := m.Config.ProcessorNamed(in.Processor); err == nil && p.Generation != units.GenerationA {
+			in.ZMQPort = 0
+			ids = append(ids, in.ID)
+		}
+	}
+	return ids
+}
+
 // newInstance builds a registry entry with ports that no registered
 // instance reserves and no process listens on. It runs under the registry
 // lock, so concurrent starts never get the same port.
@@ -265,6 +374,9 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 	if network == config.NetworkPrivate && m.Paths.User {
 		return config.Instance{}, nil, &config.FieldError{Field: "network", Value: network,
 			Rule: "is not available with --user: the forwarding socket units of a private network need the system manager; use --network host"}
+	}
+	if proc.Generation != units.GenerationA && req.ZMQPort != 0 {
+		return config.Instance{}, nil, &config.FieldError{Field: "zmq_port", Value: strconv.Itoa(req.ZMQPort), Rule: "must not be set for a generation-" + proc.Generation + " processor, which serves HTTP only and has no ZMQ port"}
 	}
 	// Generation A's gateway always talks to the engine on localhost:5555:
 	// on the host network only one such instance can run, on ZMQ port 5555.
@@ -323,7 +435,10 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 		return config.Instance{}, nil, err
 	}
 	var zmq int
-	if engineOn5555 {
+	switch {
+	case proc.Generation != units.GenerationA:
+		// Generation B serves HTTP only: a ZMQ port would be held for nothing.
+	case engineOn5555:
 		if taken(config.PrivateZMQPort) {
 			if probeErr != nil {
 				return config.Instance{}, nil, probeErr
@@ -331,8 +446,10 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 			return config.Instance{}, nil, fmt.Errorf("ZMQ port 5555 is %s, and a generation-A processor on the host network needs it: its gateway always talks to ZMQ port 5555; start it with --network private: %w", why(config.PrivateZMQPort), ErrCrossTalk)
 		}
 		zmq = config.PrivateZMQPort
-	} else if zmq, err = pick("ZMQ", req.ZMQPort, ports.ZMQStart, ports.ZMQEnd); err != nil {
-		return config.Instance{}, nil, err
+	default:
+		if zmq, err = pick("ZMQ", req.ZMQPort, ports.ZMQStart, ports.ZMQEnd); err != nil {
+			return config.Instance{}, nil, err
+		}
 	}
 	name := req.Name
 	if name == "" {
@@ -415,12 +532,15 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		command = proc.Command
 	}
 	su.dropIn = units.InstanceDropIn{
-		ID:             inst.ID,
-		Name:           inst.Name,
-		Command:        command,
-		Services:       m.Config.Services.Units,
-		StopTimeout:    config.Seconds(proc.StopTimeout),
-		HangsOnSIGTERM: proc.Generation == units.GenerationB,
+		ID:          inst.ID,
+		Name:        inst.Name,
+		Command:     command,
+		Services:    m.Config.Services.Units,
+		StopTimeout: config.Seconds(proc.StopTimeout),
+		// Generation B never exits on SIGTERM, and generation A was seen
+		// to hang on it under load: for both, the SIGKILL at the end of
+		// stop_timeout ends a clean stop, not a failed one.
+		HangsOnSIGTERM: proc.Generation == units.GenerationA || proc.Generation == units.GenerationB,
 		Network:        su.network,
 		Limits:         units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
 		Group:          inst.Group,
@@ -429,24 +549,63 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 	return su, nil
 }
 
+// renderedInstance is the files kato-manager writes for an instance and
+// the digest of them that its drop-in passes to the processor.
+type renderedInstance struct {
+	env, dropIn []byte
+	netDropIns  []units.UnitDropIn
+	digest      string
+}
+
+// render renders the instance's files. The digest is SHA-256 over the
+// environment file, the drop-in without its digest line and the
+// private-network drop-ins: everything kato-manager decides about how the
+// processor runs. A process whose environment holds another digest was
+// started with other settings than the files say now.
+func (su *instanceSetup) render() (*renderedInstance, error) {
+	id := su.env.ID
+	r := &renderedInstance{env: units.RenderEnvironment(su.env)}
+	d := su.dropIn
+	d.SettingsDigest = ""
+	bare, err := units.RenderInstanceDropIn(d)
+	if err != nil {
+		return nil, fmt.Errorf("render %s: %w", units.InstanceUnit(id), err)
+	}
+	if su.network != nil {
+		if r.netDropIns, err = units.RenderPrivateNetwork(*su.network); err != nil {
+			return nil, fmt.Errorf("render the private network of %s: %w", id, err)
+		}
+	}
+	h := sha256.New()
+	for _, part := range [][]byte{r.env, bare} {
+		fmt.Fprintf(h, "%d\n", len(part))
+		h.Write(part)
+	}
+	for _, n := range r.netDropIns {
+		fmt.Fprintf(h, "%s %d\n", n.Unit, len(n.Content))
+		h.Write(n.Content)
+	}
+	r.digest = hex.EncodeToString(h.Sum(nil))
+	d.SettingsDigest = r.digest
+	if r.dropIn, err = units.RenderInstanceDropIn(d); err != nil {
+		return nil, fmt.Errorf("render %s: %w", units.InstanceUnit(id), err)
+	}
+	return r, nil
+}
+
 // writeInstanceFiles renders the instance's environment file and drop-ins
 // and removes drop-ins of private-network units it no longer has. It
 // returns the units written, the instance's first.
 func (m *Manager) writeInstanceFiles(su *instanceSetup) ([]string, error) {
 	id := su.env.ID
-	dropIn, err := units.RenderInstanceDropIn(su.dropIn)
+	r, err := su.render()
 	if err != nil {
-		return nil, fmt.Errorf("render %s: %w", units.InstanceUnit(id), err)
+		return nil, err
 	}
-	var netDropIns []units.UnitDropIn
-	if su.network != nil {
-		if netDropIns, err = units.RenderPrivateNetwork(*su.network); err != nil {
-			return nil, fmt.Errorf("render the private network of %s: %w", id, err)
-		}
-	}
+	dropIn, netDropIns := r.dropIn, r.netDropIns
 	// systemd reads the file as root; the processor gets its variables
 	// from systemd. 0600 keeps credentials in MONGO_BASE_URL private.
-	if _, err := writeFileAtomic(m.envPath(id), units.RenderEnvironment(su.env), 0o600); err != nil {
+	if _, err := writeFileAtomic(m.envPath(id), r.env, 0o600); err != nil {
 		return nil, err
 	}
 	if _, err := writeFileAtomic(m.dropInPath(id), dropIn, 0o644); err != nil {
@@ -550,6 +709,16 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 			return err
 		}
 	}
+	if su.network == nil {
+		// On the host network the processor binds the API port itself.
+		pid, err := m.foreignHolder(ctx, inst.Unit, 0, su.readyPort)
+		if err != nil {
+			return err
+		}
+		if pid != 0 {
+			return portHeldError(inst.Unit, su.readyPort, pid, "before the start")
+		}
+	}
 	if err := m.Systemd.StartUnit(ctx, inst.Unit); err != nil {
 		return err
 	}
@@ -622,8 +791,23 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 		// state need not be read again.
 		status, err := m.probe(ctx, su.readyPort, su.proc.ReadyPath(inst.ID), time.Until(deadline))
 		probeErr := err
-		if err == nil && status == 200 && m.answeredByUnit(ctx, inst.Unit, restartsBefore) {
-			return nil
+		if err == nil && status == 200 {
+			if u, ok := m.answeredByUnit(ctx, inst.Unit, restartsBefore); ok {
+				if su.network != nil {
+					return nil // the host port is systemd's socket
+				}
+				// The answer counts only if the unit holds the port:
+				// a process that bound it first answers too, while
+				// the processor fails to bind and is restarted.
+				pid, err := m.foreignHolder(ctx, inst.Unit, u.MainPID, su.readyPort)
+				if err != nil {
+					return err
+				}
+				if pid == 0 {
+					return nil
+				}
+				return portHeldError(inst.Unit, su.readyPort, pid, "it answered the health request")
+			}
 		}
 		if err != nil {
 			last = err.Error()
@@ -682,9 +866,9 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 
 // answeredByUnit says whether the unit whose processor just answered is
 // active and has not been restarted since restartsBefore.
-func (m *Manager) answeredByUnit(ctx context.Context, unit string, restartsBefore uint32) bool {
+func (m *Manager) answeredByUnit(ctx context.Context, unit string, restartsBefore uint32) (UnitState, bool) {
 	u, err := m.Systemd.UnitRun(ctx, unit)
-	return err == nil && u.ActiveState == "active" && u.NRestarts <= restartsBefore
+	return u, err == nil && u.ActiveState == "active" && u.NRestarts <= restartsBefore
 }
 
 // portCheckInterval is how often waitPortOpen tries the port.

@@ -60,6 +60,7 @@ func newTestEnv(t *testing.T) *testEnv {
 		},
 		PollInterval: 5 * time.Millisecond,
 		RunTool:      func(ctx context.Context, argv ...string) error { return nil },
+		ProcRoot:     filepath.Join(dir, "proc"),
 	}
 	e.sd.onStart = e.processorStarted
 	e.m.Probe = e.probe
@@ -100,6 +101,21 @@ func (e *testEnv) processorStarted(unit string, u *UnitState) {
 	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, id+".env"))
 	e.nextPID++
 	u.MainPID = uint32(e.nextPID)
+	// The environment systemd gives the process: the file's, and the
+	// drop-in's Environment= lines.
+	environ := ""
+	for k, v := range env {
+		environ += k + "=" + v + "\x00"
+	}
+	dropIn, _ := os.ReadFile(e.m.Paths.DropInPath(id))
+	for _, line := range strings.Split(string(dropIn), "\n") {
+		if kv, ok := strings.CutPrefix(line, "Environment="); ok {
+			environ += kv + "\x00"
+		}
+	}
+	procDir := filepath.Join(e.m.ProcRoot, strconv.Itoa(int(e.nextPID)))
+	os.MkdirAll(procDir, 0o755)
+	os.WriteFile(filepath.Join(procDir, "environ"), []byte(environ), 0o600)
 	switch e.behavior[id] {
 	case "silent":
 	case "crash":
@@ -165,8 +181,8 @@ func TestStartRegistersRendersAndStarts(t *testing.T) {
 	params := config.DefaultParameters()
 	params["max_predictions"], params["recall_threshold"], params["max_pattern_length"] = 200, 0.05, 10
 	res := e.start(t, StartRequest{ID: "processor-1", Name: "Main Processor", APIPort: 8001, Parameters: params})
-	if res.Instance.APIPort != 8001 || res.Instance.ZMQPort != 5555 {
-		t.Fatalf("ports = %d/%d, want 8001/5555", res.Instance.APIPort, res.Instance.ZMQPort)
+	if res.Instance.APIPort != 8001 || res.Instance.ZMQPort != 0 {
+		t.Fatalf("ports = %d/%d, want 8001 and no ZMQ port (generation B)", res.Instance.APIPort, res.Instance.ZMQPort)
 	}
 	inst := e.registry(t).Instances["processor-1"]
 	if inst == nil || inst.Name != "Main Processor" || inst.Unit != "kato@processor-1.service" || inst.Parameters["max_predictions"] != 200 || inst.Network != "host" || inst.Processor != "" {
@@ -214,6 +230,10 @@ func TestStartAllocatesPorts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t)
+			// A processor with a ZMQ port: generation A, off the host
+			// network, where its ZMQ port comes from the range.
+			withGenerationA(e, config.NetworkPrivate)
+			e.m.Config.Processor = e.m.Config.Processors["engine"]
 			if tc.setup != nil {
 				tc.setup(e, t)
 			}
@@ -429,13 +449,13 @@ func TestStop(t *testing.T) {
 func TestRestartKeepsSettings(t *testing.T) {
 	ctx := context.Background()
 	e := newTestEnv(t)
-	e.start(t, StartRequest{ID: "p", APIPort: 8010, ZMQPort: 6000})
+	e.start(t, StartRequest{ID: "p", APIPort: 8010})
 	e.m.Config.Services.MongoURL = "mongodb://db.example:27017"
 	inst, err := e.m.Restart(ctx, "p", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inst.APIPort != 8010 || inst.ZMQPort != 6000 {
+	if inst.APIPort != 8010 || inst.ZMQPort != 0 {
 		t.Fatalf("ports changed: %+v", inst)
 	}
 	env := readEnvFile(filepath.Join(e.m.Paths.EnvDir, "p.env"))
@@ -905,4 +925,162 @@ func TestUserScopeRefusesPrivateNetwork(t *testing.T) {
 	if calls := e.sd.callLog(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "start") }) {
 		t.Errorf("systemd calls after the refusal: %q", calls)
 	}
+}
+
+// TestGenerationBHasNoZMQPort: generation B serves HTTP only, so it gets no
+// ZMQ port; an entry an older version gave one (5555 here) is corrected by
+// the next start and does not keep a generation-A instance off the host
+// network.
+func TestGenerationBHasNoZMQPort(t *testing.T) {
+	e := newTestEnv(t)
+	withGenerationA(e, config.NetworkHost)
+	res := e.start(t, StartRequest{ID: "fastapi"})
+	if res.Instance.ZMQPort != 0 {
+		t.Fatalf("generation B got ZMQ port %d", res.Instance.ZMQPort)
+	}
+	_, err := e.m.Start(context.Background(), StartRequest{ID: "b2", ZMQPort: 5600, Parameters: config.DefaultParameters()})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "zmq_port" || !strings.Contains(err.Error(), "no ZMQ port") {
+		t.Fatalf("generation B with --zmq-port: %v", err)
+	}
+	// What an older version wrote: the generation-B instance holds 5555.
+	if err := e.m.Registry.Update(func(r *config.Registry) error {
+		r.Instances["fastapi"].ZMQPort = 5555
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res = e.start(t, StartRequest{ID: "engine", Processor: "engine"})
+	if res.Instance.ZMQPort != 5555 {
+		t.Fatalf("generation A on the host network got ZMQ port %d", res.Instance.ZMQPort)
+	}
+	if got := e.registry(t).Instances["fastapi"].ZMQPort; got != 0 {
+		t.Errorf("the generation-B entry keeps ZMQ port %d", got)
+	}
+}
+
+// TestGenerationAStopEndsWithAKill: generation A was seen to hang on SIGTERM
+// under load until SIGKILL; its drop-in bounds the stop by stop_timeout and
+// counts the SIGKILL at its end as a clean exit, as generation B's does.
+func TestGenerationAStopEndsWithAKill(t *testing.T) {
+	for _, network := range []string{config.NetworkHost, config.NetworkPrivate} {
+		t.Run(network, func(t *testing.T) {
+			e := newTestEnv(t)
+			withGenerationA(e, network)
+			e.start(t, StartRequest{ID: "engine", Processor: "engine"})
+			data, err := os.ReadFile(e.m.Paths.DropInPath("engine"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"SuccessExitStatus=SIGKILL\n", "timeout 10 tail --pid=${MAINPID}", "kill -KILL ${MAINPID}", "TimeoutStopSec=15s\n"} {
+				if !strings.Contains(string(data), want) {
+					t.Errorf("generation-A drop-in lacks %q:\n%s", want, data)
+				}
+			}
+		})
+	}
+}
+
+// TestStartLeavesAnUnregisteredRunningUnitAlone: the multi-instance guide's
+// troubleshooting step removes a registry entry while its unit runs; a start
+// of that id refuses at once, naming the next step, and stops nothing.
+func TestStartLeavesAnUnregisteredRunningUnitAlone(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "orphan", APIPort: 8001})
+	if err := e.m.Registry.Update(func(r *config.Registry) error {
+		delete(r.Instances, "orphan")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(e.callsLike(""))
+	_, err := e.m.Start(ctx, StartRequest{ID: "orphan", Parameters: config.DefaultParameters()})
+	if !errors.Is(err, ErrUnregisteredUnit) || !strings.Contains(err.Error(), "kato-manager stop orphan") {
+		t.Fatalf("start of an unregistered running unit: %v", err)
+	}
+	for _, c := range e.callsLike("")[before:] {
+		if !strings.HasPrefix(c, "list") {
+			t.Errorf("the refused start called %q", c)
+		}
+	}
+	if u, _ := e.sd.Unit(ctx, "kato@orphan.service"); u.ActiveState != "active" {
+		t.Errorf("the orphan is %s", u.ActiveState)
+	}
+	if _, ok := e.registry(t).Instances["orphan"]; ok {
+		t.Error("the refused start registered the instance")
+	}
+	// apply refuses to create it too.
+	_, err = e.applyFile(t, "instances:\n  - {id: orphan}\n", ApplyOptions{})
+	if !errors.Is(err, ErrUnregisteredUnit) {
+		t.Fatalf("apply creating an unregistered running unit: %v", err)
+	}
+	if u, _ := e.sd.Unit(ctx, "kato@orphan.service"); u.ActiveState != "active" {
+		t.Errorf("after apply the orphan is %s", u.ActiveState)
+	}
+}
+
+// TestStartChecksWhoHoldsThePort: on the host network, a health request
+// answered by a process that is not the unit's is no proof of a start, and a
+// port held by such a process before the start fails it at once.
+func TestStartChecksWhoHoldsThePort(t *testing.T) {
+	ctx := context.Background()
+	foreignProbe := func(e *testEnv, port int) {
+		own := e.m.Probe
+		e.m.Probe = func(ctx context.Context, p int, path string) (int, error) {
+			if holders, _ := e.ports.Listening(ctx); p == port && holders[port] == 99 {
+				return 200, nil // the foreign process answers anything
+			}
+			return own(ctx, p, path)
+		}
+	}
+	t.Run("held before the start", func(t *testing.T) {
+		e := newTestEnv(t)
+		e.start(t, StartRequest{ID: "a", APIPort: 8001})
+		e.sd.set("kato@a.service", func(u *UnitState) { u.ActiveState, u.SubState, u.MainPID = "inactive", "dead", 0 })
+		e.ports.close(8001)
+		e.ports.listen(8001, 99)
+		e.behavior["a"] = "silent" // it cannot bind: the port is taken
+		foreignProbe(e, 8001)
+		_, err := e.m.Start(ctx, StartRequest{ID: "a", Parameters: config.DefaultParameters()})
+		if !errors.Is(err, ErrPortHeld) || !strings.Contains(err.Error(), "held by pid 99") {
+			t.Fatalf("start with the port held: %v", err)
+		}
+		if starts := e.callsLike("start kato@a.service"); len(starts) != 1 {
+			t.Errorf("starts %q: the refused start queued one", starts)
+		}
+	})
+	t.Run("taken while it starts", func(t *testing.T) {
+		e := newTestEnv(t)
+		e.behavior["b"] = "silent"
+		started := e.sd.onStart
+		e.sd.onStart = func(unit string, u *UnitState) {
+			started(unit, u)
+			if unit == "kato@b.service" {
+				e.ports.listen(8002, 99)
+			}
+		}
+		foreignProbe(e, 8002)
+		_, err := e.m.Start(ctx, StartRequest{ID: "b", APIPort: 8002, Parameters: config.DefaultParameters(), Timeout: 5 * time.Second})
+		if !errors.Is(err, ErrPortHeld) || !strings.Contains(err.Error(), "answered the health request") {
+			t.Fatalf("start answered by a foreign process: %v", err)
+		}
+		if _, ok := e.registry(t).Instances["b"]; ok {
+			t.Error("the failed start left b registered")
+		}
+	})
+	t.Run("apply", func(t *testing.T) {
+		e := newTestEnv(t)
+		e.ports.listen(8003, 99)
+		e.start(t, StartRequest{ID: "c", APIPort: 8004})
+		// Moved onto a port the foreign process holds since the plan.
+		e.behavior["c"] = "silent"
+		foreignProbe(e, 8003)
+		e.ports.close(8003)
+		e.sd.onList = func() { e.ports.listen(8003, 99) }
+		res, err := e.applyFile(t, "instances:\n  - {id: c, port: 8003}\n", ApplyOptions{})
+		if !errors.Is(err, ErrBatchFailed) || len(res.Failed) != 1 || !errors.Is(res.Failed[0].Err, ErrPortHeld) {
+			t.Fatalf("apply onto a held port: %+v %v", res, err)
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -23,7 +24,9 @@ func TestWaitReadyAsksWhenThePortOpens(t *testing.T) {
 
 	fake := newFakeSystemd()
 	fake.units["kato@a.service"] = &UnitState{Name: "kato@a.service", LoadState: "loaded", ActiveState: "active", SubState: "running"}
-	m := &Manager{Systemd: fake, PollInterval: 10 * time.Second}
+	// The "processor" is this test's process, as the unit's.
+	procs := &fakeProcesses{m: map[string]UnitProcesses{"kato@a.service": {MainPID: int32(os.Getpid()), PIDs: []int32{int32(os.Getpid())}}}}
+	m := &Manager{Systemd: fake, Ports: HostPorts{}, Processes: procs, PollInterval: 10 * time.Second}
 	inst := config.Instance{ID: "a", Unit: "kato@a.service"}
 	su := &instanceSetup{proc: config.Processor{Ready: "GET /health", ReadyTimeout: 30}, readyPort: port, listenPort: port}
 

@@ -47,8 +47,8 @@ type Systemd interface {
 	// appears or systemd signals that it changed, never per scrape.
 	ServiceProperties(ctx context.Context, name string) (UnitState, error)
 	// UnitRun reads what a wait for a starting unit looks at: its
-	// ActiveState, SubState, Result and NRestarts, four properties asked
-	// for at once, far less for systemd to write than Unit's. A unit not
+	// ActiveState, SubState, Result, NRestarts and MainPID, five
+	// properties asked for at once, far less for systemd to write than Unit's. A unit not
 	// loaded is loaded.
 	UnitRun(ctx context.Context, name string) (UnitState, error)
 	// WatchUnits subscribes to systemd's signals of changed units and
@@ -431,7 +431,7 @@ func (d *DBus) ServiceProperties(ctx context.Context, name string) (UnitState, e
 	return u, nil
 }
 
-// UnitRun implements Systemd: the four properties are asked for together
+// UnitRun implements Systemd: the five properties are asked for together
 // on the one connection, so they cost one round trip.
 func (d *DBus) UnitRun(ctx context.Context, name string) (UnitState, error) {
 	u := UnitState{Name: name}
@@ -443,6 +443,7 @@ func (d *DBus) UnitRun(ctx context.Context, name string) (UnitState, error) {
 		{"SubState", d.conn.GetUnitPropertyContext},
 		{"Result", d.conn.GetServicePropertyContext},
 		{"NRestarts", d.conn.GetServicePropertyContext},
+		{"MainPID", d.conn.GetServicePropertyContext},
 	}
 	values := make([]dbus.Variant, len(reads))
 	errs := make([]error, len(reads))
@@ -465,6 +466,7 @@ func (d *DBus) UnitRun(ctx context.Context, name string) (UnitState, error) {
 	u.SubState, _ = values[1].Value().(string)
 	u.Result, _ = values[2].Value().(string)
 	u.NRestarts, _ = values[3].Value().(uint32)
+	u.MainPID, _ = values[4].Value().(uint32)
 	return u, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -71,9 +72,10 @@ func (m *Manager) List(ctx context.Context) ([]InstanceView, error) {
 // snapshot is what List reads, kept for Status to reuse rather than read
 // the registry and scan /proc a second time.
 type snapshot struct {
-	reg   *config.Registry
-	views []InstanceView
-	procs map[string]UnitProcesses
+	reg    *config.Registry
+	views  []InstanceView
+	procs  map[string]UnitProcesses
+	byUnit map[string]UnitState
 }
 
 func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
@@ -97,7 +99,7 @@ func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{reg: reg, views: m.instanceViews(reg, byUnit, procs, m.now()), procs: procs}, nil
+	return &snapshot{reg: reg, views: m.instanceViews(reg, byUnit, procs, m.now()), procs: procs, byUnit: byUnit}, nil
 }
 
 // instanceViews joins the registry with the units' states and processes.
@@ -151,6 +153,9 @@ type InstanceStatus struct {
 	// APIHolder is the pid listening on the API port when it is not one of
 	// the instance's own processes.
 	APIHolder int32 `json:"api_holder,omitempty"`
+	// StaleSettings is set when the instance's process was started with
+	// other settings than its files say now.
+	StaleSettings bool `json:"stale_settings"`
 	// StartLimitHit is set when systemd gave up restarting the instance.
 	StartLimitHit bool `json:"start_limit_hit"`
 	// Enabled is whether the instance comes back at boot.
@@ -164,10 +169,18 @@ type Drift struct {
 	MissingUnits []string `json:"missing_units"`
 	// OrphanUnits are instance units and files with no registry entry.
 	OrphanUnits []string `json:"orphan_units"`
+	// NotRunning are registered instances whose unit is not running.
+	NotRunning []string `json:"not_running"`
+	// StaleSettings are registered instances whose process was started
+	// with other settings than their entry and kato.toml say now (an
+	// apply stopped before its restarts, or kato.toml changed since).
+	StaleSettings []string `json:"stale_settings"`
 }
 
 // Empty reports whether registry and systemd agree.
-func (d Drift) Empty() bool { return len(d.MissingUnits) == 0 && len(d.OrphanUnits) == 0 }
+func (d Drift) Empty() bool {
+	return len(d.MissingUnits) == 0 && len(d.OrphanUnits) == 0 && len(d.NotRunning) == 0 && len(d.StaleSettings) == 0
+}
 
 // Status is the whole picture `kato-manager status` prints.
 type Status struct {
@@ -251,6 +264,14 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		}()
 	}
 	wg.Wait()
+	ids := make([]string, len(snap.views))
+	for i, v := range snap.views {
+		ids[i] = v.ID
+	}
+	running := m.checkRunning(snap.reg, ids, snap.byUnit, snap.procs)
+	for _, id := range running.Unrecorded {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("instance %s runs without a record of the settings it was started with (started by an earlier version, or its environment cannot be read): run `kato-manager restart %s` to record them", id, id))
+	}
 	for i, v := range snap.views {
 		u, err := m.Systemd.Unit(ctx, v.Unit)
 		if err != nil {
@@ -286,6 +307,9 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 			is.Problem = fmt.Sprintf("systemd gave up restarting it (start limit hit); see `kato-manager logs %s`, fix the cause, then `kato-manager restart %s`", v.ID, v.ID)
 		case u.ActiveState != "active":
 			is.Problem = "not running"
+		case slices.Contains(running.Stale, v.ID):
+			is.StaleSettings = true
+			is.Problem = fmt.Sprintf("runs with other settings than its registry entry and kato.toml give it now (run `kato-manager restart %s`, or apply its fleet file)", v.ID)
 		case v.Generation == "":
 			is.Problem = fmt.Sprintf("processor %s is not in kato.toml", v.Processor)
 		case is.APIHolder != 0:
@@ -301,6 +325,11 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		st.Instances = append(st.Instances, is)
 		if missing {
 			st.Drift.MissingUnits = append(st.Drift.MissingUnits, v.ID)
+		} else if slices.Contains(running.NotRunning, v.ID) {
+			st.Drift.NotRunning = append(st.Drift.NotRunning, v.ID)
+		}
+		if slices.Contains(running.Stale, v.ID) {
+			st.Drift.StaleSettings = append(st.Drift.StaleSettings, v.ID)
 		}
 	}
 	st.Drift.OrphanUnits, err = m.orphanIDs(ctx, snap.reg)

@@ -33,8 +33,8 @@ type InstanceDropIn struct {
 	// StopTimeout is how long a stop waits after SIGTERM before SIGKILL
 	// (TimeoutStopSec=); zero keeps the template's.
 	StopTimeout time.Duration
-	// HangsOnSIGTERM marks a processor that never exits on SIGTERM
-	// (generation B): its stop sends SIGTERM, waits StopTimeout and sends
+	// HangsOnSIGTERM marks a processor that may not exit on SIGTERM
+	// (generation B never does, generation A sometimes hangs): its stop sends SIGTERM, waits StopTimeout and sends
 	// SIGKILL itself, and the SIGKILL counts as a clean exit, so that a
 	// stop leaves the unit inactive rather than failed by a timeout; a
 	// SIGKILL while it runs still restarts it (RestartForceExitStatus=).
@@ -51,7 +51,15 @@ type InstanceDropIn struct {
 	// manager's user: the drop-in names no user of the instance's own
 	// (InstanceUser), which only the system manager can switch to.
 	ManagerUser bool
+	// SettingsDigest, when set, is passed to the processor as the variable
+	// SettingsVariable, so that what a running process was started with
+	// can be read back from its environment. It must be lower-case hex.
+	SettingsDigest string
 }
+
+// SettingsVariable is the environment variable holding an instance's
+// SettingsDigest.
+const SettingsVariable = "KATO_MANAGER_SETTINGS"
 
 // Limits are resource limits systemd enforces on a unit. Zero values set
 // none, leaving the unit's defaults.
@@ -177,6 +185,14 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 	if u := InstanceUser(d.ID); u != instanceUserPrefix+d.ID && !d.ManagerUser {
 		// kato@.service's User=kato-%i would be too long a name.
 		b.WriteString("User=" + u + "\n")
+	}
+	if d.SettingsDigest != "" {
+		for _, r := range d.SettingsDigest {
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+				return nil, fmt.Errorf("invalid settings digest %q: must be lower-case hex", d.SettingsDigest)
+			}
+		}
+		b.WriteString("Environment=" + SettingsVariable + "=" + d.SettingsDigest + "\n")
 	}
 	b.WriteString("ExecStart=\n")
 	b.WriteString("ExecStart=" + execStart + "\n")

@@ -281,3 +281,18 @@ func TestDropInsCarryLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestDropInSettingsDigest(t *testing.T) {
+	d := InstanceDropIn{ID: "a", Command: []string{"/bin/kato"}, SettingsDigest: "0123abcd"}
+	out, err := RenderInstanceDropIn(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "\n[Service]\nEnvironment=KATO_MANAGER_SETTINGS=0123abcd\n") {
+		t.Errorf("drop-in lacks the digest:\n%s", out)
+	}
+	d.SettingsDigest = "0123\nExecStartPre=/bin/evil"
+	if _, err := RenderInstanceDropIn(d); err == nil || !strings.Contains(err.Error(), "invalid settings digest") {
+		t.Errorf("a digest that is not hex: %v", err)
+	}
+}

@@ -143,7 +143,7 @@ func (a *app) diff(ctx context.Context, fs *pflag.FlagSet, f *diffFlagValues) er
 // showPlan prints the plan of applying file and exits as diff(1) does: this
 // host's plan, then each other host's as its kato-manager makes it.
 func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prune bool, sf *fleetSourceFlags) error {
-	_, want, src, err := a.loadFleet(fs, file, sf)
+	cfg, want, src, err := a.loadFleet(fs, file, sf)
 	if err != nil {
 		return exitCodeError{exitTrouble, err}
 	}
@@ -156,6 +156,18 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		plan, err := config.PlanFleet(src.name, want, reg, prune)
 		if err != nil {
 			return exitCodeError{exitTrouble, flattenFileErrors(err)}
+		}
+		// What runs, when systemd can be asked: the instances apply
+		// would restart because their units do not run the registry's
+		// settings.
+		if m, done, err := a.managerWith(ctx, cfg); err == nil {
+			plan, err = m.PlanFleet(ctx, src.name, want, prune)
+			done()
+			if err != nil {
+				return exitCodeError{exitTrouble, flattenFileErrors(err)}
+			}
+		} else {
+			fmt.Fprintf(a.stderr, "kato-manager: systemd cannot be asked (%v): the plan compares the file with the registry only\n", err)
 		}
 		printPlan(a.stdout, plan)
 		pending = plan.Pending()
@@ -196,8 +208,8 @@ func printPlan(w io.Writer, plan config.Plan) {
 			for _, c := range s.Changes {
 				fmt.Fprintf(w, "    %s: %s\n", c.Field, c.New)
 			}
-		case config.Change:
-			fmt.Fprintf(w, "~ %s\n", s.ID)
+		case config.Change, config.Restart:
+			fmt.Fprintf(w, "%s %s\n", s.Action.Symbol(), s.ID)
 			for _, c := range s.Changes {
 				fmt.Fprintf(w, "    %s: %s -> %s\n", c.Field, orNone(c.Old), orNone(c.New))
 			}
@@ -205,8 +217,12 @@ func printPlan(w io.Writer, plan config.Plan) {
 			fmt.Fprintf(w, "- %s (port %d)\n", s.ID, s.Have.APIPort)
 		}
 	}
-	fmt.Fprintf(w, "plan: %d to create, %d to change (restart), %d to remove, %d unchanged\n",
-		plan.Count(config.Create), plan.Count(config.Change), plan.Count(config.Remove), plan.Count(config.Keep))
+	restart := ""
+	if n := plan.Count(config.Restart); n > 0 {
+		restart = fmt.Sprintf(", %d to restart (not running what the registry says)", n)
+	}
+	fmt.Fprintf(w, "plan: %d to create, %d to change (restart)%s, %d to remove, %d unchanged\n",
+		plan.Count(config.Create), plan.Count(config.Change), restart, plan.Count(config.Remove), plan.Count(config.Keep))
 }
 
 func orNone(s string) string {
@@ -237,18 +253,16 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 // applyHere applies this host's entries of the file.
 func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.Desired, src *fleetSource, opts supervisor.BatchOptions, prune bool) error {
 	file := src.name
-	// Nothing to do needs no systemd: the registry says so, and a second
-	// apply stays cheap for a large fleet. Apply plans again under the
-	// lock before it changes anything.
+	// The file is checked against the registry before systemd is asked
+	// anything. Whether there is nothing to do is not the registry's to
+	// say: an apply stopped before its restarts left a registry that
+	// already matches the file; Apply looks at what runs.
 	reg, err := a.registry().Load()
 	if err != nil {
 		return err
 	}
-	if plan, err := config.PlanFleet(file, want, reg, prune); err != nil {
+	if _, err := config.PlanFleet(file, want, reg, prune); err != nil {
 		return flattenFileErrors(err)
-	} else if !plan.Pending() {
-		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), file)
-		return nil
 	}
 	m, done, err := a.managerWith(ctx, cfg)
 	if err != nil {
@@ -257,7 +271,19 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 	defer done()
 	pr := newProgressPrinter(a.stderr)
 	opts.Progress = pr.update
-	res, err := m.Apply(ctx, file, want, supervisor.ApplyOptions{BatchOptions: opts, Prune: prune})
+	applyOpts := supervisor.ApplyOptions{BatchOptions: opts, Prune: prune}
+	if os.Getenv(testPauseVariable) == "registry" {
+		applyOpts.AfterRegistry = func(ctx context.Context) {
+			// For the tests that stop an apply between its registry
+			// update and its restarts: a signal ends the wait.
+			fmt.Fprintln(a.stderr, "kato-manager: paused after the registry update ("+testPauseVariable+")")
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Minute):
+			}
+		}
+	}
+	res, err := m.Apply(ctx, file, want, applyOpts)
 	pr.finish()
 	if res == nil {
 		return flattenFileErrors(err)
@@ -271,14 +297,16 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 	for _, id := range res.Done {
 		done2[id] = true
 	}
-	verbs := map[config.Action]string{config.Create: "created", config.Change: "changed and restarted", config.Remove: "removed"}
+	verbs := map[config.Action]string{config.Create: "created", config.Change: "changed and restarted", config.Remove: "removed",
+		config.Restart: "restarted: it now runs its registered settings"}
 	for _, s := range plan.Steps {
 		if s.Action != config.Keep && done2[s.ID] {
 			fmt.Fprintf(a.stdout, "%s %s %s\n", s.Action.Symbol(), s.ID, verbs[s.Action])
 		}
 	}
 	for _, fl := range res.Failed {
-		what := map[config.Action]string{config.Create: "removed again", config.Change: "put back to its old settings", config.Remove: "left registered"}[fl.Action]
+		what := map[config.Action]string{config.Create: "removed again", config.Change: "put back to its old settings", config.Remove: "left registered",
+			config.Restart: "stopped; its entry keeps the file's settings"}[fl.Action]
 		fmt.Fprintf(a.stdout, "! %s failed: %v; %s\n", fl.ID, fl.Err, what)
 		if fl.RollbackErr != nil {
 			fmt.Fprintf(a.stdout, "  rollback failed too: %v\n", fl.RollbackErr)
@@ -296,13 +324,21 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 		}
 		return n
 	}
-	fmt.Fprintf(a.stdout, "applied %s: %d created, %d changed, %d removed, %d unchanged, %d failed\n", file,
-		count(config.Create), count(config.Change), count(config.Remove), plan.Count(config.Keep), len(res.Failed))
+	restarted := ""
+	if n := count(config.Restart); n > 0 {
+		restarted = fmt.Sprintf(", %d restarted", n)
+	}
+	fmt.Fprintf(a.stdout, "applied %s: %d created, %d changed%s, %d removed, %d unchanged, %d failed\n", file,
+		count(config.Create), count(config.Change), restarted, count(config.Remove), plan.Count(config.Keep), len(res.Failed))
 	if err != nil && errors.Is(err, supervisor.ErrBatchFailed) {
 		return exitCodeError{code: exitFailed}
 	}
 	return err
 }
+
+// testPauseVariable, set to "registry", makes apply wait after its registry
+// update until a signal: the end-to-end tests kill it there.
+const testPauseVariable = "KATO_MANAGER_TEST_APPLY_PAUSE"
 
 func exportFlags(fs *pflag.FlagSet) *string {
 	return fs.String("format", "yaml", "yaml, json or toml")

@@ -166,8 +166,8 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 	if processorName == "" {
 		processorName = config.DefaultProcessor
 	}
-	fmt.Fprintf(a.stdout, "started %s (%s): %s, processor %s (generation %s), %s network, API port %d, ZMQ port %d\n",
-		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, inst.ZMQPort)
+	fmt.Fprintf(a.stdout, "started %s (%s): %s, processor %s (generation %s), %s network, API port %d%s\n",
+		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, zmqText(inst.ZMQPort))
 	if inst.Group != "" {
 		fmt.Fprintf(a.stdout, "  group: %s (%s)\n", inst.Group, units.GroupTarget(inst.Group))
 	}
@@ -442,7 +442,7 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "restarted %s (%s): API port %d, ZMQ port %d\n", inst.ID, inst.Name, inst.APIPort, inst.ZMQPort)
+	fmt.Fprintf(a.stdout, "restarted %s (%s): API port %d%s\n", inst.ID, inst.Name, inst.APIPort, zmqText(inst.ZMQPort))
 	return nil
 }
 
@@ -497,7 +497,7 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 const listHeader = "ID\tNAME\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY"
 
 func listRow(v supervisor.InstanceView) string {
-	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", v.ID, v.Name, processorLabel(v), v.Network, orDash(v.Group), v.State(), dash(v.PID), v.APIPort, v.ZMQPort, uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
+	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", v.ID, v.Name, processorLabel(v), v.Network, orDash(v.Group), v.State(), dash(v.PID), v.APIPort, dash(int32(v.ZMQPort)), uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
 }
 
 func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
@@ -594,6 +594,12 @@ func driftLines(d supervisor.Drift, gc string) []string {
 	}
 	if len(d.OrphanUnits) > 0 {
 		lines = append(lines, fmt.Sprintf("units with no entry: %s (run `%s`)", strings.Join(d.OrphanUnits, ", "), gc))
+	}
+	if len(d.NotRunning) > 0 {
+		lines = append(lines, fmt.Sprintf("registered but not running: %s (run `kato-manager start ID`, or apply the fleet file again)", strings.Join(d.NotRunning, ", ")))
+	}
+	if len(d.StaleSettings) > 0 {
+		lines = append(lines, fmt.Sprintf("running with other settings than their registry entries and kato.toml give them: %s (run `kato-manager restart ID`, or apply the fleet file again)", strings.Join(d.StaleSettings, ", ")))
 	}
 	return lines
 }
@@ -719,6 +725,15 @@ func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// zmqText is ", ZMQ port N" for an instance with a ZMQ port, "" for one
+// without (generation B).
+func zmqText(port int) string {
+	if port == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", ZMQ port %d", port)
 }
 
 func dash(pid int32) string {

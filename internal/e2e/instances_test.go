@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kato-manager/kato-manager/internal/testbed"
 )
 
 // TestInstances drives kato-manager on one real systemd through the KATO multi-instance guide's
@@ -206,6 +208,13 @@ func TestInstances(t *testing.T) {
 		for id, r := range rows {
 			for _, key := range []string{"api_port", "zmq_port"} {
 				p := r[key].(float64)
+				if p == 0 {
+					// Generation B has no ZMQ port.
+					if key == "api_port" {
+						t.Errorf("%s has no API port", id)
+					}
+					continue
+				}
 				if other, dup := ports[p]; dup {
 					t.Errorf("port %v given to %s and %s", p, other, id)
 				}
@@ -357,4 +366,186 @@ func TestInstances(t *testing.T) {
 		}
 		m.must("sh", "-c", fmt.Sprintf("printf '%%s' %q > /var/lib/kato/instances.toml", before))
 	})
+}
+
+// TestWhatRunsOnRealSystemd covers the faults where kato-manager judged by
+// its files instead of by what runs: an apply killed (SIGKILL) or hung up on
+// (SIGHUP) between its registry update and its restarts, a start of an id
+// whose unit runs without a registry entry, a start whose port another
+// process holds, and a generation-A processor that hangs on SIGTERM.
+func TestWhatRunsOnRealSystemd(t *testing.T) {
+	m := bootMachine(t)
+	conf := testbed.ConfigWithMongo + `
+[processors.ahang]
+command = ["/opt/kato-test/fakeprocessor", "--generation", "a", "--hang-on-sigterm"]
+generation = "a"
+stop_timeout = 2.0
+`
+	if err := m.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, f func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			m.t = t
+			defer func() {
+				m.mustKM("stop", "--all", "--no-mongo")
+				if rows := m.listJSON(); len(rows) != 0 {
+					t.Fatalf("instances left after stop --all: %v", rows)
+				}
+			}()
+			f(t)
+		})
+	}
+	writeFleet := func(text string) {
+		if err := m.WriteFile("/root/fleet.yaml", []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// pausedApply runs apply as a transient unit that waits after its
+	// registry update, and returns once it waits there.
+	pausedApply := func(unit string) {
+		m.must("systemd-run", "--unit="+unit, "--setenv=KATO_MANAGER_TEST_APPLY_PAUSE=registry", "--", katoManager, "apply", "-f", "/root/fleet.yaml")
+		m.waitFor(unit+" to pause after the registry update", 60*time.Second, func() bool {
+			return strings.Contains(m.exec("journalctl", "-u", unit, "--no-pager", "-o", "cat").stdout, "paused after the registry update")
+		})
+	}
+	maxPredictions := func(port int) string {
+		return m.envOf(fmt.Sprintf("http://127.0.0.1:%d/env", port))["MAX_PREDICTIONS"]
+	}
+
+	run("apply killed after its registry update converges on the next apply", func(t *testing.T) {
+		writeFleet("instances:\n  - {id: k1, port: 8101}\n  - {id: k2, port: 8102}\n")
+		m.mustKM("apply", "-f", "/root/fleet.yaml")
+		writeFleet("instances:\n  - {id: k1, port: 8101, max_predictions: 7}\n  - {id: k2, port: 8102, max_predictions: 7}\n  - {id: k3, port: 8103, max_predictions: 7}\n")
+		pausedApply("km-apply-kill")
+		m.must("systemctl", "kill", "-s", "SIGKILL", "km-apply-kill.service")
+		m.waitFor("the killed apply to end", 10*time.Second, func() bool { return !isActive(m.activeState("km-apply-kill.service")) })
+		// The registry holds the new settings; the processes run the old.
+		if reg := m.readFile("/var/lib/kato/instances.toml"); !strings.Contains(reg, "[instances.k3]") {
+			t.Fatalf("registry after the kill:\n%s", reg)
+		}
+		if got := maxPredictions(8101); got != "100" {
+			t.Fatalf("k1 runs MAX_PREDICTIONS=%s before the second apply", got)
+		}
+		r := m.km("status")
+		if r.code != 1 || !strings.Contains(r.stdout, "running with other settings than their registry entries and kato.toml give them: k1, k2") || strings.Contains(r.stdout, "in step") {
+			t.Errorf("status after the kill: %s", r)
+		}
+		if st := m.statusJSON(); strings.Join(st.Drift.StaleSettings, ",") != "k1,k2" {
+			t.Errorf("status --json drift %+v", st.Drift)
+		}
+		if r := m.km("diff", "-f", "/root/fleet.yaml"); r.code != 1 || !strings.Contains(r.stdout, "^ k1\n    unit: started with other settings -> running the registered settings") ||
+			!strings.Contains(r.stdout, "3 to restart") {
+			t.Errorf("diff after the kill: %s", r)
+		}
+		out := m.mustKM("apply", "-f", "/root/fleet.yaml")
+		if strings.Contains(out, "nothing to do") || !strings.Contains(out, "^ k1 restarted") || !strings.Contains(out, "^ k3 restarted") {
+			t.Errorf("second apply:\n%s", out)
+		}
+		for _, port := range []int{8101, 8102, 8103} {
+			if got := maxPredictions(port); got != "7" {
+				t.Errorf("port %d runs MAX_PREDICTIONS=%s after the second apply", port, got)
+			}
+		}
+		if r := m.km("status"); r.code != 0 || !strings.Contains(r.stdout, "in step") {
+			t.Errorf("status after the second apply: %s", r)
+		}
+		if out := m.mustKM("apply", "-f", "/root/fleet.yaml"); !strings.Contains(out, "nothing to do") {
+			t.Errorf("third apply:\n%s", out)
+		}
+	})
+
+	run("a registry ahead of what runs is drift, and apply restarts it", func(t *testing.T) {
+		// What an apply killed after its registry update leaves, made by
+		// hand: the entry says 7, the process runs 100.
+		writeFleet("instances:\n  - {id: r1, port: 8107}\n")
+		m.mustKM("apply", "-f", "/root/fleet.yaml")
+		m.must("sed", "-i", "s/^max_predictions = 100$/max_predictions = 7/", "/var/lib/kato/instances.toml")
+		if reg := m.readFile("/var/lib/kato/instances.toml"); !strings.Contains(reg, "max_predictions = 7") {
+			t.Fatalf("registry:\n%s", reg)
+		}
+		writeFleet("instances:\n  - {id: r1, port: 8107, max_predictions: 7}\n")
+		if r := m.km("status"); r.code != 1 || strings.Contains(r.stdout, "in step") {
+			t.Errorf("status with the registry ahead: %s", r)
+		}
+		if out := m.mustKM("apply", "-f", "/root/fleet.yaml"); strings.Contains(out, "nothing to do") || maxPredictions(8107) != "7" {
+			t.Errorf("apply with the registry ahead:\n%s", out)
+		}
+	})
+
+	run("SIGHUP stops apply where SIGTERM does", func(t *testing.T) {
+		writeFleet("instances:\n  - {id: h1, port: 8105}\n")
+		m.mustKM("apply", "-f", "/root/fleet.yaml")
+		writeFleet("instances:\n  - {id: h1, port: 8105, max_predictions: 9}\n")
+		pausedApply("km-apply-hup")
+		m.must("systemctl", "kill", "-s", "SIGHUP", "km-apply-hup.service")
+		m.waitFor("the hung-up apply to end", 10*time.Second, func() bool { return !isActive(m.activeState("km-apply-hup.service")) })
+		// It ended by itself, with a message, not killed by the signal.
+		if res := strings.TrimSpace(m.must("systemctl", "show", "-P", "Result", "km-apply-hup.service")); res != "exit-code" {
+			t.Errorf("the apply ended with result %s, want exit-code", res)
+		}
+		if logs := m.exec("journalctl", "-u", "km-apply-hup.service", "--no-pager", "-o", "cat").stdout; !strings.Contains(logs, "interrupted after the registry was written") {
+			t.Errorf("journal of the hung-up apply:\n%s", logs)
+		}
+		if s := m.activeState("kato@h1.service"); s != "active" {
+			t.Errorf("h1 is %s", s)
+		}
+		if out := m.mustKM("apply", "-f", "/root/fleet.yaml"); !strings.Contains(out, "^ h1 restarted") || maxPredictions(8105) != "9" {
+			t.Errorf("apply after the hang-up:\n%s", out)
+		}
+	})
+
+	run("start leaves a running unit that lost its entry alone", func(t *testing.T) {
+		m.mustKM("start", "--id", "lost", "--port", "8111")
+		// The multi-instance guide's troubleshooting step.
+		m.must("rm", "/var/lib/kato/instances.toml")
+		began := time.Now()
+		r := m.km("start", "--id", "lost")
+		if r.code == 0 || !strings.Contains(r.stderr, "kato-manager stop lost") {
+			t.Errorf("start of the lost instance: %s", r)
+		}
+		if took := time.Since(began); took > 10*time.Second {
+			t.Errorf("the refusal took %s", took)
+		}
+		if s := m.activeState("kato@lost.service"); s != "active" {
+			t.Fatalf("the running instance is %s", s)
+		}
+		if _, err := m.get("http://127.0.0.1:8111/health"); err != nil {
+			t.Errorf("the running instance stopped answering: %v", err)
+		}
+	})
+
+	run("start checks that the unit holds its port", func(t *testing.T) {
+		m.mustKM("start", "--id", "held", "--port", "8121")
+		m.must("systemctl", "stop", "kato@held.service")
+		// Another process binds the port first and answers /health.
+		m.must("systemd-run", "--unit=squatter", "-p", "StateDirectory=squatter", "--setenv=PORT=8121", "--setenv=PROCESSOR_ID=squatter", "--", fakeProcessor)
+		t.Cleanup(func() { m.exec("systemctl", "kill", "-s", "SIGKILL", "squatter.service") })
+		m.waitFor("the squatter to answer", 20*time.Second, func() bool { _, err := m.get("http://127.0.0.1:8121/health"); return err == nil })
+		r := m.km("start", "--id", "held")
+		if r.code == 0 || !strings.Contains(r.stderr, "API port 8121 is held by pid") {
+			t.Errorf("start with the port held: %s", r)
+		}
+		if s := m.activeState("kato@held.service"); isActive(s) {
+			t.Errorf("held is %s after the refused start", s)
+		}
+	})
+
+	run("a generation-A processor hanging on SIGTERM stops clean", func(t *testing.T) {
+		m.mustKM("start", "--processor", "ahang", "--id", "hang", "--port", "8131")
+		began := time.Now()
+		m.must("systemctl", "stop", "kato@hang.service")
+		if took := time.Since(began); took > 8*time.Second {
+			t.Errorf("the stop took %s, want about stop_timeout (2s)", took)
+		}
+		state := strings.TrimSpace(m.must("systemctl", "show", "-P", "ActiveState", "kato@hang.service"))
+		result := strings.TrimSpace(m.must("systemctl", "show", "-P", "Result", "kato@hang.service"))
+		if state != "inactive" || result != "success" {
+			t.Errorf("after the stop: %s, result %s; want inactive, success", state, result)
+		}
+	})
+}
+
+func isActive(state string) bool {
+	return state == "active" || state == "activating" || state == "deactivating" || state == "reloading"
 }

@@ -290,7 +290,7 @@ func TestStartLimitInStatus(t *testing.T) {
 	m.mustKM("stop", "flappy")
 }
 
-// TestUnitRunAgreesWithSystemctl reads, through the adapter, the four
+// TestUnitRunAgreesWithSystemctl reads, through the adapter, the five
 // properties a start's wait looks at, for a running unit, a failed one and
 // one that systemd restarted, and compares them with `systemctl show`.
 func TestUnitRunAgreesWithSystemctl(t *testing.T) {
@@ -336,6 +336,14 @@ func TestUnitRunAgreesWithSystemctl(t *testing.T) {
 		shown := props["ActiveState"] + " " + props["SubState"] + " " + props["Result"] + " " + props["NRestarts"]
 		if got != want || shown != want {
 			t.Errorf("%s: UnitRun says %q, systemctl show %q, want %q", name, got, shown, want)
+		}
+		// MainPID too: a start judges who holds the API port by it.
+		u, err := sd.UnitRun(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pid := strings.TrimSpace(m.must("systemctl", "show", "-P", "MainPID", name)); fmt.Sprint(u.MainPID) != pid {
+			t.Errorf("%s: UnitRun says MainPID %d, systemctl show %s", name, u.MainPID, pid)
 		}
 	}
 }

@@ -271,6 +271,7 @@ func TestParseBehaviour(t *testing.T) {
 		{[]string{"--delay=-1s"}, nil, "invalid --delay -1s"},
 		{nil, environment{"FAKEPROCESSOR_CRASH_AFTER": "soon"}, `invalid FAKEPROCESSOR_CRASH_AFTER "soon"`},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
+		{nil, environment{"FAKEPROCESSOR_HANG_ON_SIGTERM": "maybe"}, `invalid FAKEPROCESSOR_HANG_ON_SIGTERM "maybe"`},
 	} {
 		if _, err := parseBehaviour(tc.args, tc.env.lookup, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("parseBehaviour(%q, %v) = %v, want %q", tc.args, tc.env, err, tc.want)
@@ -335,6 +336,19 @@ func TestBinary(t *testing.T) {
 		if c, err := net.Dial("tcp", "127.0.0.1:"+env["PORT"]); err == nil {
 			c.Close()
 			t.Error("still serving after SIGTERM; the server should have finished")
+		}
+		cmd.Process.Kill()
+		<-done
+	})
+	t.Run("generation A with --hang-on-sigterm hangs until SIGKILL", func(t *testing.T) {
+		env := envA(t)
+		cmd, done, _ := start(t, env, "--generation=a", "--hang-on-sigterm")
+		waitStatus(t, "http://127.0.0.1:"+env["REST_PORT"]+"/kato-api/ping", 200)
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+			t.Fatalf("exited on SIGTERM with %d", cmd.ProcessState.ExitCode())
+		case <-time.After(time.Second):
 		}
 		cmd.Process.Kill()
 		<-done

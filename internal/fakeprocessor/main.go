@@ -21,7 +21,8 @@
 //     200 for any id, echoing it, with the name of the engine that answered;
 //     POST /{id}/learn and /{id}/observe, GET /{id}/status and the rest go
 //     to the engine;
-//   - exits 0 on SIGTERM.
+//   - exits 0 on SIGTERM, or with --hang-on-sigterm stops serving and hangs
+//     until SIGKILL, as it was seen to under load.
 //
 // Generation B (FastAPI): reads one variable per setting and PORT, ignores
 // MANIFEST, REST_PORT and ZMQ_PORT, serves /health, /status, /observe,
@@ -43,6 +44,8 @@
 //	FAKEPROCESSOR_CRASH_AFTER=<duration>  --crash-after  exit with status 3 after the delay
 //	FAKEPROCESSOR_NEVER_LISTEN=1          --never-listen keep running without opening any port
 //	FAKEPROCESSOR_DELAY=<duration>        --delay        wait before opening the ports
+//	FAKEPROCESSOR_HANG_ON_SIGTERM=1       --hang-on-sigterm  generation a: on SIGTERM, close and then
+//	                                                     hang until SIGKILL, as it was seen to under load
 package main
 
 import (
@@ -87,6 +90,7 @@ type behaviour struct {
 	crashAfter     time.Duration
 	neverListen    bool
 	delay          time.Duration
+	hangOnSIGTERM  bool
 	mongoTimeout   time.Duration
 	gatewayTimeout time.Duration
 	// engineAddress is where a generation-A gateway looks for its engine:
@@ -113,6 +117,11 @@ func parseBehaviour(args []string, lookup func(string) (string, bool), stderr io
 			return b, fmt.Errorf("invalid FAKEPROCESSOR_NEVER_LISTEN %q: must be 1, 0, true or false", v)
 		}
 	}
+	if v, ok := lookup("FAKEPROCESSOR_HANG_ON_SIGTERM"); ok && v != "" {
+		if b.hangOnSIGTERM, err = strconv.ParseBool(v); err != nil {
+			return b, fmt.Errorf("invalid FAKEPROCESSOR_HANG_ON_SIGTERM %q: must be 1, 0, true or false", v)
+		}
+	}
 
 	fs := flag.NewFlagSet("fakeprocessor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -120,6 +129,7 @@ func parseBehaviour(args []string, lookup func(string) (string, bool), stderr io
 	fs.DurationVar(&b.crashAfter, "crash-after", b.crashAfter, "exit with status 3 after this long (0: never)")
 	fs.BoolVar(&b.neverListen, "never-listen", b.neverListen, "keep running without opening any port")
 	fs.DurationVar(&b.delay, "delay", b.delay, "wait this long before opening the ports")
+	fs.BoolVar(&b.hangOnSIGTERM, "hang-on-sigterm", b.hangOnSIGTERM, "generation a: hang after closing on SIGTERM until SIGKILL")
 	fs.DurationVar(&b.mongoTimeout, "mongo-timeout", b.mongoTimeout, "generation a: how long MongoDB may refuse connections before exit 1")
 	fs.DurationVar(&b.gatewayTimeout, "gateway-timeout", b.gatewayTimeout, "generation a: how long the gateway waits for its engine before HTTP 500")
 	if err := fs.Parse(args); err != nil {

@@ -260,6 +260,10 @@ func (p *processor) stopped() int {
 	if p.b.generation == "b" {
 		select {}
 	}
+	if p.b.hangOnSIGTERM {
+		fmt.Fprintln(os.Stdout, "Vector search engine closed")
+		select {}
+	}
 	return exitOK
 }
 

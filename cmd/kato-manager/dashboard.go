@@ -570,7 +570,7 @@ func (d *dashboard) start(ctx context.Context, form url.Values) (string, error) 
 		return "", err
 	}
 	inst := res.Instance
-	msg := fmt.Sprintf("started %s (%s): %s, API port %d, ZMQ port %d", inst.ID, inst.Name, inst.Unit, inst.APIPort, inst.ZMQPort)
+	msg := fmt.Sprintf("started %s (%s): %s, API port %d%s", inst.ID, inst.Name, inst.Unit, inst.APIPort, zmqText(inst.ZMQPort))
 	if res.AlreadyRunning {
 		msg = fmt.Sprintf("instance %s (%s) is already running: %s, API port %d", inst.ID, inst.Name, inst.Unit, inst.APIPort)
 	}

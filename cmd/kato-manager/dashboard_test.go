@@ -58,3 +58,30 @@ func TestWorkerRowsOfManyHosts(t *testing.T) {
 		t.Errorf("b.example's row = %+v", r)
 	}
 }
+
+// TestGenerationBShowsNoZMQPort: a generation-B instance has no ZMQ port,
+// and the fleet table and its page show none rather than a port 0.
+func TestGenerationBShowsNoZMQPort(t *testing.T) {
+	d, err := newDashboard(&supervisor.Manager{}, nil, nil, nil, dashboardOptions{listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s supervisor.InstanceSample
+	s.ID, s.Name, s.APIPort = "web", "web", 8001
+	for _, page := range []pageData{
+		{Fleet: &supervisor.FleetSample{Instances: []supervisor.InstanceSample{s}}},
+		{Instance: &s},
+	} {
+		name := "index"
+		if page.Instance != nil {
+			name = "instance"
+		}
+		var b strings.Builder
+		if err := d.tmpl.ExecuteTemplate(&b, name+".html", page); err != nil {
+			t.Fatal(err)
+		}
+		if html := b.String(); strings.Contains(html, "<td>8001</td><td>0</td>") || strings.Contains(html, "ZMQ 0") {
+			t.Errorf("%s shows ZMQ port 0 for an instance without one:\n%s", name, html)
+		}
+	}
+}

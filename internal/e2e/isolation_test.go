@@ -93,7 +93,7 @@ func TestProcessorIsolation(t *testing.T) {
 	m.mustKM("start", "--id", otherID, "--port", "8201")
 	m.post("http://127.0.0.1:8201/learn", "{}")
 	// serve holds a child doing its queue work for as long as it runs.
-	m.must("systemd-run", "--unit=km-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090")
+	m.must("systemd-run", "--unit=km-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090", "--public-reads")
 	t.Cleanup(func() { m.exec("systemctl", "stop", "km-serve.service") })
 	var helpers []string
 	m.waitFor("serve's queue child", 20*time.Second, func() bool {

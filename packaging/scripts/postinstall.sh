@@ -94,7 +94,7 @@ if [ -z "$root" ] && [ -d /run/systemd/system ]; then
 			systemctl try-restart 'kato@*.service' 'kg-worker@*.service' || failed=yes
 		fi
 		for id in $rerender; do
-			/usr/bin/kato-manager restart "$id" || failed=yes
+			kato-manager restart "$id" || failed=yes
 		done
 		if [ -n "${failed:-}" ]; then
 			echo "kato-manager: an instance or worker did not restart; see kato-manager status and kato-manager workers health" >&2

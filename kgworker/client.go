@@ -384,7 +384,7 @@ func (a *ChunkAppearance) UnmarshalJSON(data []byte) error {
 // every field of the success model; the checks against the request are in
 // check.
 func decodeResult(body io.Reader) (*IngestResult, error) {
-	ar := &answerReader{r: body}
+	ar := &answerReader{sizeLimit: sizeLimit{r: body, err: errValueTooLarge}}
 	dec := json.NewDecoder(ar)
 	ar.dec = dec
 	ar.nextValue()
@@ -810,11 +810,13 @@ func (c *Client) Ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 	return res, err
 }
 
-// sizeLimit reads at most n bytes and then fails, unlike io.LimitReader,
-// which would make an oversized answer look merely truncated.
+// sizeLimit reads at most n bytes and then fails with err, unlike
+// io.LimitReader, which would make an oversized answer look merely
+// truncated.
 type sizeLimit struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error
 }
 
 var (
@@ -824,7 +826,7 @@ var (
 
 func (l *sizeLimit) Read(p []byte) (int, error) {
 	if l.n <= 0 {
-		return 0, errTooLarge
+		return 0, l.err
 	}
 	if int64(len(p)) > l.n {
 		p = p[:l.n]
@@ -846,25 +848,12 @@ const MaxValueBytes = 8 << 20
 // being decoded has taken more than MaxValueBytes beyond what the decoder
 // already held when it started.
 type answerReader struct {
-	r    io.Reader
-	dec  *json.Decoder
-	left int64
+	sizeLimit
+	dec *json.Decoder
 }
 
 // nextValue starts the allowance of the next value.
-func (a *answerReader) nextValue() { a.left = MaxValueBytes }
-
-func (a *answerReader) Read(p []byte) (int, error) {
-	if a.left <= 0 {
-		return 0, errValueTooLarge
-	}
-	if int64(len(p)) > a.left {
-		p = p[:a.left]
-	}
-	n, err := a.r.Read(p)
-	a.left -= int64(n)
-	return n, err
-}
+func (a *answerReader) nextValue() { a.n = MaxValueBytes }
 
 func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, error) {
 	body, err := json.Marshal(in)
@@ -922,7 +911,7 @@ func (c *Client) ingest(ctx context.Context, in *IngestRequest) (*IngestResult, 
 	if resp.ContentLength > c.maxBytes {
 		return nil, fail(ErrIngestFailed, ErrBadAnswer, "answer of %d bytes is larger than the limit of %d", resp.ContentLength, c.maxBytes)
 	}
-	res, err := decodeResult(&sizeLimit{r: resp.Body, n: c.maxBytes})
+	res, err := decodeResult(&sizeLimit{r: resp.Body, n: c.maxBytes, err: errTooLarge})
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:

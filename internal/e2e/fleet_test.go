@@ -37,21 +37,12 @@ group = "tpl"
 	if err := m.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run := func(name string, f func(t *testing.T)) {
-		t.Run(name, func(t *testing.T) {
-			m.t = t
-			defer func() {
-				m.mustKM("stop", "--all", "--no-mongo")
-				if rows := m.listJSON(); len(rows) != 0 {
-					t.Fatalf("instances left after stop --all: %v", rows)
-				}
-				if left, _ := filepath.Glob(filepath.Join(m.Root(), "/etc/systemd/system/kato-group@*.target.d/*")); len(left) != 0 {
-					t.Fatalf("group drop-ins left after stop --all: %v", left)
-				}
-			}()
-			f(t)
-		})
+	leftovers := func(t *testing.T) {
+		if left, _ := filepath.Glob(filepath.Join(m.Root(), "/etc/systemd/system/kato-group@*.target.d/*")); len(left) != 0 {
+			t.Fatalf("group drop-ins left after stop --all: %v", left)
+		}
 	}
+	run := func(name string, f func(t *testing.T)) { m.subtest(t, name, f, leftovers) }
 	write := func(name, content string) string {
 		path := "/root/" + name
 		if err := m.WriteFile(path, []byte(content), 0o644); err != nil {

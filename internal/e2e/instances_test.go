@@ -15,18 +15,7 @@ import (
 // scenarios. Each subtest leaves no instance behind.
 func TestInstances(t *testing.T) {
 	m := bootMachine(t)
-	run := func(name string, f func(t *testing.T)) {
-		t.Run(name, func(t *testing.T) {
-			m.t = t
-			defer func() {
-				m.mustKM("stop", "--all", "--no-mongo")
-				if rows := m.listJSON(); len(rows) != 0 {
-					t.Fatalf("instances left after stop --all: %v", rows)
-				}
-			}()
-			f(t)
-		})
-	}
+	run := func(name string, f func(t *testing.T)) { m.subtest(t, name, f, nil) }
 
 	run("three instances with the guide's flags", func(t *testing.T) {
 		m.mustKM("start", "--id", "processor-1", "--name", "Main Processor", "--port", "8001")
@@ -384,18 +373,7 @@ stop_timeout = 2.0
 	if err := m.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run := func(name string, f func(t *testing.T)) {
-		t.Run(name, func(t *testing.T) {
-			m.t = t
-			defer func() {
-				m.mustKM("stop", "--all", "--no-mongo")
-				if rows := m.listJSON(); len(rows) != 0 {
-					t.Fatalf("instances left after stop --all: %v", rows)
-				}
-			}()
-			f(t)
-		})
-	}
+	run := func(name string, f func(t *testing.T)) { m.subtest(t, name, f, nil) }
 	writeFleet := func(text string) {
 		if err := m.WriteFile("/root/fleet.yaml", []byte(text), 0o644); err != nil {
 			t.Fatal(err)

@@ -147,3 +147,22 @@ func (m *machine) waitFor(desc string, timeout time.Duration, cond func() bool) 
 		m.t.Fatal(err)
 	}
 }
+
+// subtest runs f as t's subtest name on m, then stops every instance and
+// fails the subtest if any is left, or if leftovers, when set, finds
+// something else left behind.
+func (m *machine) subtest(t *testing.T, name string, f func(t *testing.T), leftovers func(t *testing.T)) {
+	t.Run(name, func(t *testing.T) {
+		m.t = t
+		defer func() {
+			m.mustKM("stop", "--all", "--no-mongo")
+			if rows := m.listJSON(); len(rows) != 0 {
+				t.Fatalf("instances left after stop --all: %v", rows)
+			}
+			if leftovers != nil {
+				leftovers(t)
+			}
+		}()
+		f(t)
+	})
+}

@@ -32,21 +32,12 @@ ready = "GET /nothing-here"
 	if err := m.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run := func(name string, f func(t *testing.T)) {
-		t.Run(name, func(t *testing.T) {
-			m.t = t
-			defer func() {
-				m.mustKM("stop", "--all", "--no-mongo")
-				if rows := m.listJSON(); len(rows) != 0 {
-					t.Fatalf("instances left after stop --all: %v", rows)
-				}
-				if left := m.exec("systemctl", "list-units", "--all", "--plain", "--no-legend", "kato-proxy@*", "kato-link@*").stdout; strings.TrimSpace(left) != "" {
-					t.Fatalf("network units left after stop --all:\n%s", left)
-				}
-			}()
-			f(t)
-		})
+	leftovers := func(t *testing.T) {
+		if left := m.exec("systemctl", "list-units", "--all", "--plain", "--no-legend", "kato-proxy@*", "kato-link@*").stdout; strings.TrimSpace(left) != "" {
+			t.Fatalf("network units left after stop --all:\n%s", left)
+		}
 	}
+	run := func(name string, f func(t *testing.T)) { m.subtest(t, name, f, leftovers) }
 
 	run("the guide's three generation-A instances, each with its own engine", func(t *testing.T) {
 		m.mustKM("start", "--processor", "a", "--id", "processor-1", "--name", "Main Processor", "--port", "8001")

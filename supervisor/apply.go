@@ -573,7 +573,7 @@ func (m *Manager) startOne(ctx context.Context, it *batchItem, su *instanceSetup
 	} else if err := m.Systemd.StartUnit(ctx, it.inst.Unit); err != nil {
 		return m.startError(ctx, it.inst.Unit, err)
 	}
-	if err := m.waitReadyWatched(ctx, it.inst, su, restarts, timeout, watch); err != nil {
+	if err := m.waitReadyWatched(ctx, it.inst, su, restarts, timeout, watch, nil); err != nil {
 		return m.startError(ctx, it.inst.Unit, err)
 	}
 	return nil

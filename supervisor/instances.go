@@ -51,6 +51,10 @@ type Manager struct {
 	// ProcRoot is the proc mount, where the environment a processor was
 	// started with is read; empty means /proc.
 	ProcRoot string
+	// Waiting, when set, is told what a single Start, Restart or Stop
+	// waits for, each time that changes; calls come one at a time.
+	// Batches report through BatchOptions.Progress instead.
+	Waiting func(Wait)
 }
 
 // StartRequest is what `kato-manager start` asks for. Zero ports mean the
@@ -719,6 +723,8 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 			return portHeldError(inst.Unit, su.readyPort, pid, "before the start")
 		}
 	}
+	rep := m.waitReport(inst.Unit, readyTimeout(su, timeout))
+	rep.report(WaitUnit, "", "systemd starts "+inst.Unit)
 	if err := m.Systemd.StartUnit(ctx, inst.Unit); err != nil {
 		return err
 	}
@@ -728,9 +734,12 @@ func (m *Manager) launch(ctx context.Context, inst config.Instance, timeout time
 	// comes up; a failure fails the start, which is rolled back.
 	enabled := make(chan error, 1)
 	go func() { enabled <- m.Systemd.EnableUnits(ctx, []string{inst.Unit}) }()
-	readyErr := m.waitReady(ctx, inst, su, 0, timeout)
+	readyErr := m.waitReadyWatched(ctx, inst, su, 0, timeout, nil, rep)
 	if err := <-enabled; err != nil && readyErr == nil {
 		return err
+	}
+	if readyErr == nil {
+		rep.report(WaitReady, "", "")
 	}
 	return readyErr
 }
@@ -766,17 +775,16 @@ func needsReload(u UnitState) bool {
 // answers will not get better by waiting. At the deadline it says what it
 // saw: a processor listening but not answering, or not listening at all.
 func (m *Manager) waitReady(ctx context.Context, inst config.Instance, su *instanceSetup, restartsBefore uint32, timeout time.Duration) error {
-	return m.waitReadyWatched(ctx, inst, su, restartsBefore, timeout, nil)
+	return m.waitReadyWatched(ctx, inst, su, restartsBefore, timeout, nil, nil)
 }
 
 // waitReadyWatched is waitReady that, with watch set, looks at the unit's
 // state through the batch's shared look (see unitWatch) between health
 // requests, rather than asking systemd for the unit's properties each time.
-func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su *instanceSetup, restartsBefore uint32, timeout time.Duration, watch *unitWatch) error {
+// With rep set, it reports each step of the wait.
+func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su *instanceSetup, restartsBefore uint32, timeout time.Duration, watch *unitWatch, rep *waitReport) error {
 	begin := time.Now()
-	if timeout <= 0 {
-		timeout = config.Seconds(su.proc.ReadyTimeout)
-	}
+	timeout = readyTimeout(su, timeout)
 	interval := m.PollInterval
 	if interval <= 0 {
 		interval = 20 * time.Millisecond
@@ -827,6 +835,14 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 		}
 		if err != nil {
 			return err
+		}
+		switch {
+		case u.ActiveState != "active":
+			rep.report(WaitUnit, unitStateWord(u), "")
+		case errors.Is(probeErr, syscall.ECONNREFUSED):
+			rep.report(WaitListen, unitStateWord(u), fmt.Sprintf("port %d", su.readyPort))
+		default:
+			rep.report(WaitAnswer, unitStateWord(u), fmt.Sprintf("%s on port %d (last: %s)", request, su.readyPort, last))
 		}
 		switch {
 		case u.ActiveState == "failed" || u.ActiveState == "inactive":
@@ -1042,19 +1058,34 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
 	}
 	inst, findErr := reg.Find(ref)
 	id := ref
+	var stopTimeout time.Duration
 	if findErr == nil {
 		id = inst.ID
+		if p, err := m.Config.ProcessorNamed(inst.Processor); err == nil {
+			stopTimeout = config.Seconds(p.StopTimeout)
+		}
 	} else if !errors.Is(findErr, config.ErrNotFound) || !m.hasUnitFiles(ref) {
 		return nil, findErr
 	}
-	if err := m.remove(ctx, id); err != nil {
+	unit := units.InstanceUnit(id)
+	rep := m.waitReport(unit, stopTimeout)
+	rep.report(WaitStop, "", "systemd stops "+unit)
+	unwatch := m.watchStop(ctx, rep, unit, stopWatchInterval)
+	err = m.remove(ctx, id)
+	unwatch()
+	if err != nil {
 		return nil, err
 	}
+	rep.report(WaitStopped, "", "")
 	if err := m.syncGroups(ctx); err != nil {
 		return nil, err
 	}
 	return &StopResult{Stopped: []string{id}}, nil
 }
+
+// stopWatchInterval is how often a single stop looks at its unit's state:
+// seldom, as most stops end sooner.
+const stopWatchInterval = 250 * time.Millisecond
 
 func (m *Manager) remove(ctx context.Context, id string) error {
 	if err := m.teardown(ctx, id); err != nil {
@@ -1155,12 +1186,15 @@ func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration
 		}
 		u.NRestarts = 0
 	}
+	rep := m.waitReport(inst.Unit, readyTimeout(su, timeout))
+	rep.report(WaitUnit, unitStateWord(u), "systemd restarts "+inst.Unit)
 	if err := m.Systemd.RestartUnit(ctx, inst.Unit); err != nil {
 		return nil, m.startError(ctx, inst.Unit, err)
 	}
-	if err := m.waitReady(ctx, *inst, su, u.NRestarts, timeout); err != nil {
+	if err := m.waitReadyWatched(ctx, *inst, su, u.NRestarts, timeout, nil, rep); err != nil {
 		return nil, m.startError(ctx, inst.Unit, err)
 	}
+	rep.report(WaitReady, "", "")
 	err = m.Registry.Update(func(r *config.Registry) error {
 		if e, ok := r.Instances[inst.ID]; ok {
 			e.Updated = m.now().UTC().Truncate(time.Second)

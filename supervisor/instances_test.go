@@ -91,7 +91,7 @@ func (e *testEnv) probe(ctx context.Context, port int, path string) (int, error)
 			return 0, ctx.Err()
 		}
 	}
-	return 0, errors.New("connection refused")
+	return 0, fmt.Errorf("dial tcp 127.0.0.1:%d: %w", port, syscall.ECONNREFUSED)
 }
 
 // processorStarted runs under the fake's lock, when systemd would exec the

@@ -842,7 +842,7 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 		case errors.Is(probeErr, syscall.ECONNREFUSED):
 			rep.report(WaitListen, unitStateWord(u), fmt.Sprintf("port %d", su.readyPort))
 		default:
-			rep.report(WaitAnswer, unitStateWord(u), fmt.Sprintf("%s on port %d (last: %s)", request, su.readyPort, last))
+			rep.report(WaitAnswer, unitStateWord(u), fmt.Sprintf("%s on port %d", request, su.readyPort))
 		}
 		switch {
 		case u.ActiveState == "failed" || u.ActiveState == "inactive":
@@ -1187,7 +1187,7 @@ func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration
 		u.NRestarts = 0
 	}
 	rep := m.waitReport(inst.Unit, readyTimeout(su, timeout))
-	rep.report(WaitUnit, unitStateWord(u), "systemd restarts "+inst.Unit)
+	rep.report(WaitUnit, "", "systemd restarts "+inst.Unit)
 	if err := m.Systemd.RestartUnit(ctx, inst.Unit); err != nil {
 		return nil, m.startError(ctx, inst.Unit, err)
 	}

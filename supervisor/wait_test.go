@@ -74,7 +74,7 @@ func TestRestartAndStopSayWhatTheyWaitFor(t *testing.T) {
 	if _, err := e.m.Restart(ctx, "p", time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if s := steps(*got); s != "unit active/running, ready" || (*got)[0].Timeout != time.Second {
+	if s := steps(*got); s != "unit, ready" || (*got)[0].Timeout != time.Second {
 		t.Fatalf("restart: %q (%+v)", s, *got)
 	}
 	*got = nil

@@ -149,7 +149,10 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		return err
 	}
 	defer done()
+	pr := a.waitPrinter()
+	m.Waiting = pr.update
 	res, err := m.Start(ctx, req)
+	pr.finish()
 	if err != nil {
 		return err
 	}
@@ -346,7 +349,10 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 	}
 	defer done()
 	if len(refs) == 1 {
+		pr := a.waitPrinter()
+		m.Waiting = pr.update
 		res, err := m.Stop(ctx, refs[0])
+		pr.finish()
 		if err != nil {
 			return err
 		}
@@ -438,7 +444,10 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 		return err
 	}
 	defer done()
+	pr := a.waitPrinter()
+	m.Waiting = pr.update
 	inst, err := m.Restart(ctx, fs.Arg(0), *timeout)
+	pr.finish()
 	if err != nil {
 		return err
 	}
@@ -556,9 +565,10 @@ func printStatus(a *app, st *supervisor.Status) {
 	} else {
 		fmt.Fprintln(a.stdout, "instances:")
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  "+statusHeader)
+		pal := a.palette(a.stdout)
+		fmt.Fprintln(tw, "  "+statusHeader(pal))
 		for _, i := range st.Instances {
-			fmt.Fprintln(tw, "  "+statusRow(i))
+			fmt.Fprintln(tw, "  "+statusRow(pal, i))
 		}
 		tw.Flush()
 	}
@@ -571,15 +581,20 @@ func printStatus(a *app, st *supervisor.Status) {
 }
 
 // statusHeader is the header of status's instance table, statusRow one of
-// its rows.
-const statusHeader = "ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tRESTARTS\tAPI\tLISTENING\tANSWERING\tPROBLEM"
+// its rows. The state and the problem are painted: a state by what it
+// is, a problem red.
+func statusHeader(pal palette) string {
+	return "ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\t" + pal.paint(plain, "STATE") + "\tRESTARTS\tAPI\tLISTENING\tANSWERING\t" + pal.paint(plain, "PROBLEM")
+}
 
-func statusRow(i supervisor.InstanceStatus) string {
-	problem := i.Problem
+func statusRow(pal palette, i supervisor.InstanceStatus) string {
+	problem, problemColour := i.Problem, red
 	if problem == "" {
-		problem = "-"
+		problem, problemColour = "-", plain
 	}
-	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group), i.State(), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), problem)
+	state := i.State()
+	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group),
+		pal.paint(stateColour(state), state), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), pal.paint(problemColour, problem))
 }
 
 // driftLines says where registry and systemd disagree, naming gc, the

@@ -52,6 +52,8 @@ type app struct {
 	// whole command line, to hand on to the remote kato-manager.
 	host string
 	args []string
+	// noColor is --no-color.
+	noColor bool
 }
 
 func main() {
@@ -219,6 +221,7 @@ func (a *app) globalFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.registryPath, "registry", config.DefaultRegistryPath, "instance registry (env KATO_REGISTRY; with --user, ~/.local/state/kato/instances.toml)")
 	fs.BoolVar(&a.user, "user", false, "manage instances and workers on your own systemd user manager (systemctl --user), without root")
 	fs.StringVarP(&a.host, "host", "H", "", "run the command on [USER@]HOST over ssh, with that host's kato-manager; list and status take several, comma-separated")
+	fs.BoolVar(&a.noColor, "no-color", false, "no colour on a terminal (as the environment variable NO_COLOR does)")
 }
 
 // resolvePaths settles the scope, system or --user, and applies
@@ -347,6 +350,8 @@ func (a *app) report(err error) int {
 	if errors.Is(err, pflag.ErrHelp) {
 		return exitOK
 	}
+	// The messages' "kato-manager:" is red on a terminal.
+	prefix := a.palette(a.stderr).paint(red, "kato-manager:")
 	var re remoteExit
 	if errors.As(err, &re) {
 		return re.code
@@ -356,21 +361,21 @@ func (a *app) report(err error) int {
 	var bad fileErrors
 	if errors.As(err, &bad) {
 		for _, e := range bad.errs {
-			fmt.Fprintf(a.stderr, "kato-manager: %v\n", e)
+			fmt.Fprintf(a.stderr, "%s %v\n", prefix, e)
 		}
-		fmt.Fprintf(a.stderr, "kato-manager: %d problem(s) in the fleet file; nothing changed\n", len(bad.errs))
+		fmt.Fprintf(a.stderr, "%s %d problem(s) in the fleet file; nothing changed\n", prefix, len(bad.errs))
 		return exitUsage
 	}
 	var ec exitCodeError
 	if errors.As(err, &ec) {
 		if ec.err != nil {
-			fmt.Fprintf(a.stderr, "kato-manager: %v\n", flagNames(ec.err))
+			fmt.Fprintf(a.stderr, "%s %v\n", prefix, flagNames(ec.err))
 		}
 		return ec.code
 	}
 	var se *supervisor.StartError
 	if errors.As(err, &se) {
-		fmt.Fprintf(a.stderr, "kato-manager: %v\n", se.Err)
+		fmt.Fprintf(a.stderr, "%s %v\n", prefix, se.Err)
 		if len(se.Journal) > 0 {
 			fmt.Fprintf(a.stderr, "last log lines of %s:\n", se.Unit)
 			for _, l := range se.Journal {
@@ -380,7 +385,7 @@ func (a *app) report(err error) int {
 		return exitFailed
 	}
 	if !errors.Is(err, errUnhealthy) {
-		fmt.Fprintf(a.stderr, "kato-manager: %v\n", flagNames(err))
+		fmt.Fprintf(a.stderr, "%s %v\n", prefix, flagNames(err))
 	}
 	var ue usageError
 	var fe *config.FieldError

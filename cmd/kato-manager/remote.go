@@ -252,6 +252,7 @@ func printStatuses(a *app, all []hostStatus) {
 		}
 	}
 	var services, instances []string
+	pal := a.palette(a.stdout)
 	for _, hs := range all {
 		if hs.Status == nil {
 			continue
@@ -260,7 +261,7 @@ func printStatuses(a *app, all []hostStatus) {
 			services = append(services, fmt.Sprintf("  %s: %s: %s (%s/%s)", hs.Host, s.Unit, s.LoadState, s.ActiveState, s.SubState))
 		}
 		for _, i := range hs.Instances {
-			instances = append(instances, "  "+hs.Host+"\t"+statusRow(i))
+			instances = append(instances, "  "+hs.Host+"\t"+statusRow(pal, i))
 		}
 	}
 	if len(services) > 0 {
@@ -272,7 +273,7 @@ func printStatuses(a *app, all []hostStatus) {
 	} else {
 		fmt.Fprintln(a.stdout, "instances:")
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  HOST\t"+statusHeader)
+		fmt.Fprintln(tw, "  HOST\t"+statusHeader(pal))
 		for _, row := range instances {
 			fmt.Fprintln(tw, row)
 		}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/kato-manager/kato-manager/supervisor"
+)
+
+// waitPrinter shows what a single start, restart or stop waits for: on a
+// terminal one status line redrawn in place, with the time waited and the
+// bound, cleared when the wait ends; elsewhere a plain log line per step,
+// as a batch's progressPrinter writes them.
+type waitPrinter struct {
+	w    io.Writer
+	tty  bool
+	pal  palette
+	mu   sync.Mutex
+	last supervisor.Wait
+	seen time.Time // when last came
+	stop chan struct{}
+	done chan struct{}
+}
+
+// waitRedraw is how often the status line's clock moves.
+const waitRedraw = 100 * time.Millisecond
+
+// waitPrinter makes the printer of a single start, restart or stop on
+// a.stderr.
+func (a *app) waitPrinter() *waitPrinter {
+	return newWaitPrinter(a.stderr, newProgressPrinter(a.stderr).tty, a.palette(a.stderr))
+}
+
+func newWaitPrinter(w io.Writer, tty bool, pal palette) *waitPrinter {
+	return &waitPrinter{w: w, tty: tty, pal: pal}
+}
+
+// update is Manager.Waiting.
+func (p *waitPrinter) update(ev supervisor.Wait) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.last, p.seen = ev, time.Now()
+	if !p.tty {
+		fmt.Fprintf(p.w, "%s %s %s (%s)\n", time.Now().Format("15:04:05.000"), ev.Step, waitText(ev), waitClock(ev.Elapsed, ev.Timeout))
+		return
+	}
+	p.draw()
+	if p.stop == nil {
+		p.stop, p.done = make(chan struct{}), make(chan struct{})
+		go p.tick()
+	}
+}
+
+// tick moves the status line's clock until finish.
+func (p *waitPrinter) tick() {
+	defer close(p.done)
+	t := time.NewTicker(waitRedraw)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.mu.Lock()
+			p.draw()
+			p.mu.Unlock()
+		}
+	}
+}
+
+// draw writes the status line; p.mu is held.
+func (p *waitPrinter) draw() {
+	ev := p.last
+	elapsed := ev.Elapsed + time.Since(p.seen)
+	fmt.Fprintf(p.w, "\r\033[K%s %s (%s)", p.pal.paint(yellow, string(ev.Step)), waitText(ev), waitClock(elapsed, ev.Timeout))
+}
+
+// finish ends the wait: the status line is cleared, what the command
+// prints next says how it ended.
+func (p *waitPrinter) finish() {
+	p.mu.Lock()
+	stop := p.stop
+	p.mu.Unlock()
+	if stop == nil {
+		return
+	}
+	close(stop)
+	<-p.done
+	fmt.Fprint(p.w, "\r\033[K")
+}
+
+// waitText says what a wait is at.
+func waitText(ev supervisor.Wait) string {
+	state := ""
+	if ev.State != "" {
+		state = " (" + ev.State + ")"
+	}
+	switch ev.Step {
+	case supervisor.WaitUnit:
+		if ev.State == "" {
+			return "waiting while " + ev.Detail
+		}
+		return "waiting for " + ev.Unit + " to become active" + state
+	case supervisor.WaitListen:
+		return "waiting for the processor of " + ev.Unit + " to listen on " + ev.Detail + state
+	case supervisor.WaitAnswer:
+		return "waiting for " + ev.Detail + " to answer 200" + state
+	case supervisor.WaitReady:
+		return ev.Unit + " answered its health request"
+	case supervisor.WaitStop:
+		return "waiting while systemd stops " + ev.Unit + state
+	case supervisor.WaitStopped:
+		return ev.Unit + " stopped"
+	}
+	return ev.Unit + " " + ev.Detail + state
+}
+
+// waitClock is the time waited, and the bound when there is one.
+func waitClock(elapsed, timeout time.Duration) string {
+	s := fmt.Sprintf("%.1fs", elapsed.Seconds())
+	if timeout > 0 {
+		s += " of " + timeout.String()
+	}
+	return s
+}

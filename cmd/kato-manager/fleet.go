@@ -41,10 +41,10 @@ func (e exitCodeError) Unwrap() error { return e.err }
 
 // applyFlagValues are apply's flags.
 type applyFlagValues struct {
-	file          *string
-	prune, dryRun *bool
-	batch         *batchFlagValues
-	src           *fleetSourceFlags
+	file               *string
+	prune, dryRun, yes *bool
+	batch              *batchFlagValues
+	src                *fleetSourceFlags
 }
 
 // batchFlagValues are the flags of the commands that start many instances.
@@ -76,6 +76,7 @@ func applyFlags(fs *pflag.FlagSet) *applyFlagValues {
 		file:   fs.StringP("file", "f", "", "fleet file: .yaml or .yml, .json, or .toml, or - for YAML or JSON on standard input (required)"),
 		prune:  fs.Bool("prune", false, "also stop and remove the registered instances the file does not name"),
 		dryRun: fs.Bool("dry-run", false, "print the plan and change nothing, as diff does (same exit status)"),
+		yes:    fs.Bool("yes", false, "with --prune, "+yesFlagHelp),
 		batch:  batchFlags(fs),
 		src:    fleetSourceFlagsOf(fs),
 	}
@@ -245,13 +246,35 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 		return err
 	}
 	if len(src.hosts) > 0 {
-		return a.applyOnHosts(ctx, fs, *f.prune, src, func() error { return a.applyHere(ctx, cfg, want, src, opts, *f.prune) })
+		return a.applyOnHosts(ctx, fs, *f.prune, *f.yes, src, want,
+			func() error { return a.applyHere(ctx, cfg, want, src, opts, *f.prune, true) })
 	}
-	return a.applyHere(ctx, cfg, want, src, opts, *f.prune)
+	return a.applyHere(ctx, cfg, want, src, opts, *f.prune, *f.yes)
 }
 
-// applyHere applies this host's entries of the file.
-func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.Desired, src *fleetSource, opts supervisor.BatchOptions, prune bool) error {
+// confirmPrune asks, on a terminal and unless yes, before apply --prune
+// removes the instances named.
+func (a *app) confirmPrune(yes bool, removed []string) error {
+	if len(removed) == 0 {
+		return nil
+	}
+	return a.confirm(yes, fmt.Sprintf("Stop and remove %d instance(s) the file does not name (%s)?", len(removed), strings.Join(removed, ", ")))
+}
+
+// removals are the instances a plan removes.
+func removals(plan config.Plan) []string {
+	var ids []string
+	for _, s := range plan.Steps {
+		if s.Action == config.Remove {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids
+}
+
+// applyHere applies this host's entries of the file; unless yes, it asks
+// on a terminal before it removes instances.
+func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.Desired, src *fleetSource, opts supervisor.BatchOptions, prune, yes bool) error {
 	file := src.name
 	// The file is checked against the registry before systemd is asked
 	// anything. Whether there is nothing to do is not the registry's to
@@ -261,8 +284,12 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 	if err != nil {
 		return err
 	}
-	if _, err := config.PlanFleet(file, want, reg, prune); err != nil {
+	plan, err := config.PlanFleet(file, want, reg, prune)
+	if err != nil {
 		return flattenFileErrors(err)
+	}
+	if err := a.confirmPrune(yes, removals(plan)); err != nil {
+		return err
 	}
 	m, done, err := a.managerWith(ctx, cfg)
 	if err != nil {
@@ -288,7 +315,7 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 	if res == nil {
 		return flattenFileErrors(err)
 	}
-	plan := res.Plan
+	plan = res.Plan
 	if !plan.Pending() {
 		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), file)
 		return nil

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -124,6 +125,19 @@ func planOf(r remote.Result) (pending bool, err error) {
 	}
 }
 
+// planRemovals are the instances a diff's output says it removes: its
+// "- ID (port N)" lines (see printPlan).
+func planRemovals(diff []byte) []string {
+	var ids []string
+	for _, line := range strings.Split(string(diff), "\n") {
+		if rest, ok := strings.CutPrefix(line, "- "); ok {
+			id, _, _ := strings.Cut(rest, " ")
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // printHostResults writes what each host printed, each line after the
 // host's name.
 func (a *app) printHostResults(results []remote.Result) {
@@ -145,17 +159,36 @@ func prefixLines(w io.Writer, host string, data []byte) {
 // checks and plans its entries (diff), and on any problem nothing changes
 // anywhere; then this host applies its own (here) and the others theirs at
 // once. The exit status is the worst of them.
-func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune bool, src *fleetSource, here func() error) error {
+func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bool, src *fleetSource, want []config.Desired, here func() error) error {
 	extra := fleetArgs(fs, prune)
-	var bad []string
+	var bad, removed []string
 	for _, r := range a.onFleetHosts(ctx, "diff", src, fleetArgs(nil, prune)) {
 		if _, err := planOf(r); err != nil {
 			prefixLines(a.stderr, r.Host, []byte(r.Stderr))
 			bad = append(bad, fmt.Sprintf("%s: %v", r.Host, err))
 		}
+		for _, id := range planRemovals(r.Stdout) {
+			removed = append(removed, r.Host+":"+id)
+		}
 	}
 	if len(bad) > 0 {
 		return exitCodeError{code: exitTrouble, err: fmt.Errorf("%d of %d hosts refused the file, so no host was changed: %v", len(bad), len(src.hosts), bad)}
+	}
+	// One question for every host, before any host is changed; the
+	// remote commands are asked nothing (their input is no terminal).
+	if prune && !yes && src.local {
+		reg, err := a.registry().Load()
+		if err != nil {
+			return err
+		}
+		plan, err := config.PlanFleet(src.name, want, reg, prune)
+		if err != nil {
+			return flattenFileErrors(err)
+		}
+		removed = append(removals(plan), removed...)
+	}
+	if err := a.confirmPrune(yes, removed); err != nil {
+		return err
 	}
 	code := exitOK
 	if src.local {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -360,10 +359,8 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 		return nil
 	}
 	withServices := *withMongo
-	if !*withMongo && !*noMongo && len(m.Config.Services.Units) > 0 && isTerminal(a.stdin.Fd()) {
-		fmt.Fprintf(a.stdout, "Also stop the shared services (%s)? [y/N] ", strings.Join(m.Config.Services.Units, ", "))
-		line, _ := bufio.NewReader(a.stdin).ReadString('\n')
-		withServices = strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "y")
+	if !*withMongo && !*noMongo && len(m.Config.Services.Units) > 0 {
+		_, withServices = a.ask(fmt.Sprintf("Also stop the shared services (%s)?", strings.Join(m.Config.Services.Units, ", ")))
 	}
 	res, err := m.StopAll(ctx, withServices)
 	if res != nil {

@@ -267,17 +267,30 @@ func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeu
 	})
 }
 
-func queueClearFlags(fs *pflag.FlagSet) *string {
-	return fs.String("status", "", "the status to clear: pending, completed, failed or skipped (required)")
+// queueClearFlagValues are queue clear's flags.
+type queueClearFlagValues struct {
+	status *string
+	yes    *bool
 }
 
-func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, status *string) error {
+func queueClearFlags(fs *pflag.FlagSet) *queueClearFlagValues {
+	return &queueClearFlagValues{
+		status: fs.String("status", "", "the status to clear: pending, completed, failed or skipped (required)"),
+		yes:    fs.Bool("yes", false, yesFlagHelp),
+	}
+}
+
+func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFlagValues) error {
+	status := f.status
 	if err := noArgs(fs, "queue clear takes no arguments; use --status STATUS"); err != nil {
 		return err
 	}
 	st, err := kgworker.ParseStatus(*status)
 	if err != nil || st == kgworker.StatusProcessing {
 		return &config.FieldError{Field: "status", Value: *status, Rule: "must be one of pending, completed, failed, skipped (processing items are held by workers)"}
+	}
+	if err := a.confirm(*f.yes, fmt.Sprintf("Delete every %s item of the KG queue?", st)); err != nil {
+		return err
 	}
 	return a.queueAction(ctx, func(q queueDB) (string, error) {
 		n, err := q.Clear(ctx, st)

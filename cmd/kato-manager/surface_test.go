@@ -18,7 +18,7 @@ import (
 // taken from the commands before they moved onto a command tree; a flag
 // may be added here, never dropped or changed, or scripts break.
 var surface = map[string][]string{
-	"": {`--config string ="/etc/kato/kato.toml"`, `--registry string ="/var/lib/kato/instances.toml"`, "--user bool", "--version bool", "--host/-H string"},
+	"": {`--config string ="/etc/kato/kato.toml"`, `--registry string ="/var/lib/kato/instances.toml"`, "--user bool", "--version bool", "--host/-H string", "--no-color bool"},
 	"start": {`--auto-act-method string ="none"`, "--auto-act-threshold float =0.8", "--id string", `--indexer-type string ="VI"`,
 		`--log-level/-l string ="INFO"`, "--max-predictions int =100", "--max-seq-length int",
 		"--name string", "--network string", "--no-predictions bool", "--no-sort bool", "--persistence int =5", "--port/-p int",
@@ -29,7 +29,7 @@ var surface = map[string][]string{
 	"stop":          {"--all bool", "--id string", "--name string", "--no-mongo bool", "--with-mongo bool", "--group string", "--parallel int"},
 	"restart":       {"--timeout duration", "--group string", "--parallel int"},
 	"list":          {"--json bool", "--group string"},
-	"apply":         {"--file/-f string", "--prune bool", "--dry-run bool", "--parallel int", "--timeout duration"},
+	"apply":         {"--file/-f string", "--prune bool", "--dry-run bool", "--yes bool", "--parallel int", "--timeout duration"},
 	"diff":          {"--file/-f string", "--prune bool"},
 	"export":        {`--format string ="yaml"`},
 	"status":        {"--json bool"},
@@ -51,7 +51,7 @@ var surface = map[string][]string{
 	"queue priority":     {},
 	"queue delete":       {},
 	"queue requeue":      {"--all bool", "--priority int =1"},
-	"queue clear":        {"--status string"},
+	"queue clear":        {"--status string", "--yes bool"},
 	"queue migrate":      {"--json bool", "--to string"},
 }
 

@@ -43,7 +43,7 @@ func (p *waitPrinter) update(ev supervisor.Wait) {
 	defer p.mu.Unlock()
 	p.last, p.seen = ev, time.Now()
 	if !p.tty {
-		fmt.Fprintf(p.w, "%s %s %s (%s)\n", time.Now().Format("15:04:05.000"), ev.Step, waitText(ev), waitClock(ev.Elapsed, ev.Timeout))
+		fmt.Fprintf(p.w, "%s %s %s (%s)\n", time.Now().Format("15:04:05.000"), ev.Step, waitText(ev), waitClock(ev, ev.Elapsed))
 		return
 	}
 	p.draw()
@@ -74,7 +74,7 @@ func (p *waitPrinter) tick() {
 func (p *waitPrinter) draw() {
 	ev := p.last
 	elapsed := ev.Elapsed + time.Since(p.seen)
-	fmt.Fprintf(p.w, "\r\033[K%s %s (%s)", p.pal.paint(yellow, string(ev.Step)), waitText(ev), waitClock(elapsed, ev.Timeout))
+	fmt.Fprintf(p.w, "\r\033[K%s %s (%s)", p.pal.paint(yellow, string(ev.Step)), waitText(ev), waitClock(ev, elapsed))
 }
 
 // finish ends the wait: the status line is cleared, what the command
@@ -117,11 +117,17 @@ func waitText(ev supervisor.Wait) string {
 	return ev.Unit + " " + ev.Detail + state
 }
 
-// waitClock is the time waited, and the bound when there is one.
-func waitClock(elapsed, timeout time.Duration) string {
+// waitClock is the time ev's wait has taken, elapsed, and what bounds it:
+// the health request's timeout, or for a stop the processor's stop_timeout,
+// after which systemd kills it.
+func waitClock(ev supervisor.Wait, elapsed time.Duration) string {
 	s := fmt.Sprintf("%.1fs", elapsed.Seconds())
-	if timeout > 0 {
-		s += " of " + timeout.String()
+	switch {
+	case ev.Timeout <= 0 || ev.Step == supervisor.WaitReady || ev.Step == supervisor.WaitStopped:
+	case ev.Step == supervisor.WaitStop:
+		s += ", killed after " + ev.Timeout.String()
+	default:
+		s += " of " + ev.Timeout.String()
 	}
 	return s
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -111,6 +112,40 @@ func TestInstances(t *testing.T) {
 				t.Errorf("after starting kato.target processor-%d is %s", i, s)
 			}
 		}
+	})
+
+	run("a single start, restart and stop say what they wait for", func(t *testing.T) {
+		// Off a terminal: one log line per step, each with its time.
+		stamped := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} \S`)
+		check := func(what string, r result, want ...string) {
+			t.Helper()
+			if r.code != 0 {
+				t.Fatalf("%s: %s", what, r)
+			}
+			t.Logf("%s:\n%s", what, r.stderr)
+			for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+				if !stamped.MatchString(l) {
+					t.Errorf("%s: line without its time: %q", what, l)
+				}
+			}
+			for _, w := range want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("%s: stderr lacks %q:\n%s", what, w, r.stderr)
+				}
+			}
+		}
+		check("start", m.km("start", "--id", "waiter", "--port", "8005", "--timeout", "20s"),
+			" unit waiting while systemd starts kato@waiter.service (", " of 20s)\n",
+			" ready kato@waiter.service answered its health request (")
+		check("restart", m.km("restart", "waiter"),
+			" unit waiting while systemd restarts kato@waiter.service (",
+			" ready kato@waiter.service answered its health request (")
+		// Generation B ignores SIGTERM: the stop waits out its
+		// stop_timeout (1s here), deactivating.
+		check("stop", m.km("stop", "waiter"),
+			" stopping waiting while systemd stops kato@waiter.service (0.0s, killed after 1s)\n",
+			" stopping waiting while systemd stops kato@waiter.service (deactivating/",
+			" stopped kato@waiter.service stopped (")
 	})
 
 	run("stop by id, by name, all", func(t *testing.T) {

@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -14,14 +17,15 @@ import (
 // bound, cleared when the wait ends; elsewhere a plain log line per step,
 // as a batch's progressPrinter writes them.
 type waitPrinter struct {
-	w    io.Writer
-	tty  bool
-	pal  palette
-	mu   sync.Mutex
-	last supervisor.Wait
-	seen time.Time // when last came
-	stop chan struct{}
-	done chan struct{}
+	w     io.Writer
+	tty   bool
+	width int // the terminal's columns; 0 when unknown
+	pal   palette
+	mu    sync.Mutex
+	last  supervisor.Wait
+	seen  time.Time // when last came
+	stop  chan struct{}
+	done  chan struct{}
 }
 
 // waitRedraw is how often the status line's clock moves.
@@ -30,11 +34,13 @@ const waitRedraw = 100 * time.Millisecond
 // waitPrinter makes the printer of a single start, restart or stop on
 // a.stderr.
 func (a *app) waitPrinter() *waitPrinter {
-	return newWaitPrinter(a.stderr, newProgressPrinter(a.stderr).tty, a.palette(a.stderr))
-}
-
-func newWaitPrinter(w io.Writer, tty bool, pal palette) *waitPrinter {
-	return &waitPrinter{w: w, tty: tty, pal: pal}
+	p := &waitPrinter{w: a.stderr, tty: newProgressPrinter(a.stderr).tty, pal: a.palette(a.stderr)}
+	if f, ok := a.stderr.(*os.File); ok && p.tty {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil {
+			p.width = int(ws.Col)
+		}
+	}
+	return p
 }
 
 // update is Manager.Waiting.
@@ -74,7 +80,25 @@ func (p *waitPrinter) tick() {
 func (p *waitPrinter) draw() {
 	ev := p.last
 	elapsed := ev.Elapsed + time.Since(p.seen)
-	fmt.Fprintf(p.w, "\r\033[K%s %s (%s)", p.pal.paint(yellow, string(ev.Step)), waitText(ev), waitClock(ev, elapsed))
+	step, text, clock := string(ev.Step), waitText(ev), " ("+waitClock(ev, elapsed)+")"
+	// A line longer than the terminal wraps, and the next draw would
+	// leave its first part behind: the text is cut to fit, the clock kept.
+	if p.width > 0 {
+		text = fit(text, p.width-1-len(step)-1-len(clock))
+	}
+	fmt.Fprintf(p.w, "\r\033[K%s %s%s", p.pal.paint(yellow, step), text, clock)
+}
+
+// fit cuts s to n columns, marking the cut with an ellipsis.
+func fit(s string, n int) string {
+	r := []rune(s)
+	switch {
+	case len(r) <= n:
+		return s
+	case n <= 0:
+		return ""
+	}
+	return string(r[:n-1]) + "…"
 }
 
 // finish ends the wait: the status line is cleared, what the command

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -98,5 +100,33 @@ func TestWaitTextOfAStop(t *testing.T) {
 	ev := supervisor.Wait{Unit: "kato@a.service", Step: supervisor.WaitStop, State: "deactivating/stop-sigterm", Elapsed: 2 * time.Second, Timeout: 10 * time.Second}
 	if got, want := waitText(ev)+" ("+waitClock(ev, ev.Elapsed)+")", "waiting while systemd stops kato@a.service (deactivating/stop-sigterm) (2.0s, killed after 10s)"; got != want {
 		t.Errorf("stop: %q, want %q", got, want)
+	}
+}
+
+// A status line longer than the terminal is wide would wrap, and each
+// redraw would leave a line behind: it is cut to the width, keeping its
+// clock.
+func TestWaitLineFitsTheTerminal(t *testing.T) {
+	master, slave := openPTY(t)
+	if err := unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: 60}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NO_COLOR", "1")
+	p := (&app{stderr: slave}).waitPrinter()
+	if p.width != 60 {
+		t.Fatalf("width %d, want the terminal's 60", p.width)
+	}
+	p.update(waitSteps[1])
+	p.update(waitSteps[2])
+	p.finish()
+	out := written(t, master, slave)
+	draws := strings.Split(out, "\r\033[K")
+	for _, d := range draws {
+		if n := len([]rune(d)); n > 59 {
+			t.Errorf("a draw of %d columns on a terminal of 60: %q", n, d)
+		}
+	}
+	if !strings.Contains(out, "…") || !strings.Contains(out, " (0.3s of 1m0s)") {
+		t.Errorf("the cut line lost its clock or its mark: %q", out)
 	}
 }

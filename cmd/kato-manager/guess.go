@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"maps"
 	"slices"
 	"strings"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/internal/suggest"
+	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // flagError is the usage error of a command line whose flags do not parse,
@@ -192,4 +196,32 @@ func (a *app) completionRegistry(cmd *cobra.Command) *config.Registry {
 		return nil
 	}
 	return reg
+}
+
+// geteuid is the effective user ID, which decides what a refusal means; a
+// variable so that tests can be the user they need.
+var geteuid = os.Geteuid
+
+// connect connects to the scope's systemd. --user as root fails where root
+// has no user manager of its own, with the bus library's words (no
+// dbus-launch): the error then says what --user is for.
+func (a *app) connect(ctx context.Context) (*supervisor.DBus, error) {
+	sd, err := supervisor.Connect(ctx, a.paths.User)
+	if err != nil && a.paths.User && geteuid() == 0 {
+		return nil, fmt.Errorf("%w\n--user is for a user without root, to run their own instances on their systemd user manager; as root, leave --user out: root manages the system's instances (kato@ID.service) itself", err)
+	}
+	return sd, err
+}
+
+// explain adds to err what to do about it when it is a refusal a normal
+// user meets in the system scope: a file of /etc/kato or /var/lib/kato it
+// may not read or write, or systemd refusing to manage the system's units.
+func (a *app) explain(err error) error {
+	if err == nil || a.user || geteuid() == 0 {
+		return err
+	}
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, supervisor.ErrAccessDenied) {
+		return fmt.Errorf("%w\nthe system's instances are managed as root: run it with sudo; or add --user to run your own instances on your systemd user manager, without root", err)
+	}
+	return err
 }

@@ -187,3 +187,57 @@ func TestCompletionOffersEachInstanceOnce(t *testing.T) {
 		}
 	}
 }
+
+// asUser makes the test run as euid for kato-manager's checks.
+func asUser(t *testing.T, euid int) {
+	t.Helper()
+	old := geteuid
+	geteuid = func() int { return euid }
+	t.Cleanup(func() { geteuid = old })
+}
+
+// TestPermissionDeniedSaysRootOrUser: a file a normal user may not read is
+// answered with the two ways on: root, or --user.
+func TestPermissionDeniedSaysRootOrUser(t *testing.T) {
+	// Writable only, and refused even to root: a real EACCES on open.
+	const unreadable = "/proc/sys/vm/compact_memory"
+	hint := "run it with sudo; or add --user"
+	t.Run("a normal user", func(t *testing.T) {
+		asUser(t, 1000)
+		var out, errb strings.Builder
+		code := run(context.Background(), []string{"--config", unreadable, "--registry", filepath.Join(t.TempDir(), "r.toml"), "list"}, &out, &errb)
+		if code != exitFailed || !strings.Contains(errb.String(), "permission denied") || !strings.Contains(errb.String(), hint) {
+			t.Fatalf("exit %d, stderr %q; want exit 1, permission denied and %q", code, errb.String(), hint)
+		}
+	})
+	t.Run("root is told nothing of root", func(t *testing.T) {
+		asUser(t, 0)
+		var out, errb strings.Builder
+		run(context.Background(), []string{"--config", unreadable, "--registry", filepath.Join(t.TempDir(), "r.toml"), "list"}, &out, &errb)
+		if !strings.Contains(errb.String(), "permission denied") || strings.Contains(errb.String(), "sudo") {
+			t.Fatalf("stderr %q", errb.String())
+		}
+	})
+}
+
+// TestUserAsRootExplainsItself: --user as root, where root has no user
+// manager, says what --user is for instead of only the bus library's error.
+func TestUserAsRootExplainsItself(t *testing.T) {
+	asUser(t, 0)
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+	t.Setenv("HOME", t.TempDir())
+	code, _, stderr := runCLI(t, "", "--user", "list")
+	for _, w := range []string{"connect to your systemd user manager", "--user is for a user without root", "as root, leave --user out"} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("stderr %q does not contain %q", stderr, w)
+		}
+	}
+	if code != exitFailed {
+		t.Errorf("exit %d, want 1", code)
+	}
+	asUser(t, 1000)
+	if _, _, stderr := runCLI(t, "", "--user", "list"); strings.Contains(stderr, "as root") {
+		t.Errorf("a normal user is told of root: %q", stderr)
+	}
+}

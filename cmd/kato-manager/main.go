@@ -322,6 +322,7 @@ func (a *app) report(err error) int {
 	if err == nil {
 		return exitOK
 	}
+	err = a.explain(err)
 	if errors.Is(err, pflag.ErrHelp) {
 		return exitOK
 	}
@@ -462,7 +463,7 @@ func (a *app) dial(ctx context.Context) *dialing {
 	d := &dialing{done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
-		d.sd, d.err = supervisor.Connect(ctx, a.paths.User)
+		d.sd, d.err = a.connect(ctx)
 	}()
 	return d
 }

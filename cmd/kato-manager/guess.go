@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 

@@ -200,7 +200,7 @@ func asUser(t *testing.T, euid int) {
 // answered with the two ways on: root, or --user.
 func TestPermissionDeniedSaysRootOrUser(t *testing.T) {
 	// Writable only, and refused even to root: a real EACCES on open.
-	const unreadable = "/proc/sys/vm/compact_memory"
+	const unreadable = "/proc/sys/vm/drop_caches"
 	hint := "run it with sudo; or add --user"
 	t.Run("a normal user", func(t *testing.T) {
 		asUser(t, 1000)

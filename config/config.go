@@ -409,7 +409,7 @@ func load(path string, c *Config) (*Config, error) {
 	// [templates] is read by the rules of a fleet file's templates.
 	undecoded := slices.DeleteFunc(md.Undecoded(), func(k toml.Key) bool { return k[0] == "templates" })
 	if len(undecoded) > 0 {
-		return nil, fmt.Errorf("load config %s: %sunknown key %s%w", path, linePrefix(data, undecoded[0]), undecoded[0], malformed(nil))
+		return nil, fmt.Errorf("load config %s: %s%w", path, linePrefix(data, undecoded[0]), malformed(unknownKeyError(undecoded[0])))
 	}
 	if c.Templates, err = configTemplates(path, data, raw.Templates); err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, malformed(err))

@@ -205,15 +205,18 @@ func TestLoadRejects(t *testing.T) {
 		file string
 		want []string // substrings of the error besides the path
 	}{
-		{"unknown section", "[processor]\nlog_level = \"INFO\"\n\n[webui]\nport = 1\n", []string{"line 4:", "unknown key webui"}},
-		{"misspelt key", "[kg]\nnum_workers = 2\nnum_worker = 3\n", []string{"line 3:", "unknown key kg.num_worker"}},
+		{"unknown section", "[processor]\nlog_level = \"INFO\"\n\n[webui]\nport = 1\n", []string{"line 4:", "unknown key webui: kato.toml has no such key"}},
+		{"misspelt key", "[kg]\nnum_workers = 2\nnum_worker = 3\n", []string{"line 3: unknown key kg.num_worker: [kg] has no such key; did you mean kg.num_workers?"}},
+		{"misspelt section", "[limit]\ninstance_tasks_max = 64\n", []string{"line 1: unknown key limit: kato.toml has no such key; did you mean limits?"}},
+		{"misspelt key of a named processor", "[processors.v1]\ncommand = [\"/bin/true\"]\nstop_timout = 3\n", []string{"line 3: unknown key processors.v1.stop_timout: [processors.v1] has no such key; did you mean processors.v1.stop_timeout?"}},
+		{"misspelt key of a nested table", "[kg]\n[kg.retry]\nmax = 1\n", []string{"unknown key kg.retry"}},
 		{"top-level key", "verbose = true\n", []string{"line 1:", "unknown key verbose"}},
 		{"unterminated string", "[processor]\nlog_level = \"INFO\n", []string{"line 2:"}},
 		{"missing equals", "[ports]\napi_start = 8000\napi_end 8999\n", []string{"line 3:"}},
 		{"duplicate key", "[kg]\nbatch_size = 5\nbatch_size = 6\n", []string{"line 3:"}},
 		{"wrong type", "\n[ports]\napi_start = \"8000\"\n", []string{"line 3", "ports.api_start"}},
 		{"invalid value", "[defaults]\nmax_predictions = 100\n\nrecall_threshold = 1.5\n", []string{"line 4: invalid defaults.recall_threshold 1.5: must be between 0 and 1"}},
-		{"unknown parameter", "[defaults]\nmax_predictions = 100\nsmoothnes = 2\n", []string{"line 3: invalid defaults.smoothnes 2: is not a processor parameter"}},
+		{"unknown parameter", "[defaults]\nmax_predictions = 100\nsmoothnes = 2\n", []string{"line 3: invalid defaults.smoothnes 2: is not a processor parameter", "did you mean smoothness?"}},
 		{"parameter of the wrong type", "[defaults]\nsort = \"yes\"\n", []string{"line 2: invalid defaults.sort yes: must be true or false"}},
 		{"old and new name", "[defaults]\nmax_seq_length = 1\nmax_pattern_length = 2\n", []string{"line 2: invalid defaults.max_seq_length 1: is the old name of max_pattern_length"}},
 		{"named processor without command", "[processors.v1]\ngeneration = \"a\"\n", []string{"invalid processors.v1.command []: must name the processor program"}},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/kato-manager/kato-manager/internal/suggest"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -155,13 +156,25 @@ func (p Parameters) Validate() error {
 	}
 	for name, v := range p {
 		if _, ok := ParamNamed(name); !ok {
-			return &FieldError{Field: name, Value: FormatValue(v), Rule: unknownParamRule}
+			return &FieldError{Field: name, Value: FormatValue(v), Rule: unknownParamRule(name)}
 		}
 	}
 	return nil
 }
 
-const unknownParamRule = "is not a processor parameter (see the settings table in the README)"
+// unknownParamRule is the rule a parameter name that is none breaks, with
+// the nearest names there are.
+func unknownParamRule(name string) string {
+	rule := "is not a processor parameter (see the settings table in the README)"
+	names := make([]string, len(Params))
+	for i, row := range Params {
+		names[i] = row.Name
+	}
+	if near := suggest.DidYouMean(name, names); near != "" {
+		rule += "; " + near
+	}
+	return rule
+}
 
 // Merge returns p with the values of raw, as decoded from TOML (integers as
 // int64), put over it: old names are renamed, integers are accepted for
@@ -180,7 +193,7 @@ func (p Parameters) Merge(raw map[string]any) (Parameters, error) {
 		}
 		row, ok := ParamNamed(name)
 		if !ok {
-			return nil, &FieldError{Field: key, Value: FormatValue(v), Rule: unknownParamRule}
+			return nil, &FieldError{Field: key, Value: FormatValue(v), Rule: unknownParamRule(key)}
 		}
 		switch x := v.(type) {
 		case int64:

@@ -136,7 +136,7 @@ func TestParametersValidate(t *testing.T) {
 		{name: "log level", change: func(p Parameters) { p["log_level"] = "TRACE" }, field: "log_level", value: "TRACE", rule: "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"},
 		{name: "wrong type", change: func(p Parameters) { p["sort"] = "yes" }, field: "sort", value: "yes", rule: "must be true or false"},
 		{name: "missing", change: func(p Parameters) { delete(p, "quiescence") }, field: "quiescence", value: "", rule: "must be set"},
-		{name: "unknown", change: func(p Parameters) { p["speed"] = 1 }, field: "speed", value: "1", rule: unknownParamRule},
+		{name: "unknown", change: func(p Parameters) { p["speed"] = 1 }, field: "speed", value: "1", rule: unknownParamRule("speed")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := DefaultParameters()

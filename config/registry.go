@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/kato-manager/kato-manager/internal/atomicfile"
+	"github.com/kato-manager/kato-manager/internal/suggest"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -130,29 +131,77 @@ func (r *Registry) ids() []string {
 }
 
 // Find returns the instance whose ID is ref or, failing that, the only one
-// whose Name is ref. It returns an error wrapping ErrNotFound when nothing
-// matches and ErrAmbiguous, listing the candidates' IDs, when several names do.
+// whose Name is ref. It returns an error wrapping ErrNotFound, with the IDs
+// and names nearest to ref, when nothing matches and ErrAmbiguous, listing
+// the candidates' IDs, when several names do.
 func (r *Registry) Find(ref string) (*Instance, error) {
 	if in, ok := r.Instances[ref]; ok {
 		return in, nil
 	}
+	in, err := r.pick(ref, func(in *Instance) bool { return in.Name == ref })
+	if in == nil && err == nil {
+		return nil, r.notFound(ref)
+	}
+	return in, err
+}
+
+// Match is Find for what a person types: an exact ID or name wins; else the
+// only instance whose name begins with ref, else the only one whose name
+// contains it, case ignored. Several at the first step that finds any are
+// ErrAmbiguous, listing them; none is ErrNotFound, with the nearest IDs and
+// names. Programs that act on an instance they were given by ID use Find.
+func (r *Registry) Match(ref string) (*Instance, error) {
+	in, err := r.Find(ref)
+	if !errors.Is(err, ErrNotFound) || ref == "" {
+		return in, err
+	}
+	lower := strings.ToLower(ref)
+	for _, part := range []func(string, string) bool{strings.HasPrefix, strings.Contains} {
+		in, err := r.pick(ref, func(in *Instance) bool { return part(strings.ToLower(in.Name), lower) })
+		if in != nil || err != nil {
+			return in, err
+		}
+	}
+	return nil, err
+}
+
+// pick returns the one instance that matches, nil when none does and
+// ErrAmbiguous, listing the candidates, when several do.
+func (r *Registry) pick(ref string, match func(*Instance) bool) (*Instance, error) {
 	var matches []*Instance
 	for _, in := range r.Sorted() {
-		if in.Name == ref {
+		if match(in) {
 			matches = append(matches, in)
 		}
 	}
 	switch len(matches) {
 	case 0:
-		return nil, fmt.Errorf("no instance with id or name %q; run `kato-manager list`: %w", ref, ErrNotFound)
+		return nil, nil
 	case 1:
 		return matches[0], nil
 	}
 	ids := make([]string, len(matches))
 	for i, in := range matches {
 		ids[i] = in.ID
+		if in.Name != ref {
+			ids[i] += " (" + in.Name + ")"
+		}
 	}
 	return nil, fmt.Errorf("%w %q: used by instances %s; give an id instead", ErrAmbiguous, ref, strings.Join(ids, ", "))
+}
+
+// notFound is the ErrNotFound error for ref, with the IDs and names it is
+// nearest to.
+func (r *Registry) notFound(ref string) error {
+	known := make([]string, 0, 2*len(r.Instances))
+	for _, in := range r.Sorted() {
+		known = append(known, in.ID, in.Name)
+	}
+	hint := ""
+	if near := suggest.DidYouMean(ref, known); near != "" {
+		hint = "; " + near
+	}
+	return fmt.Errorf("no instance with id or name %q%s; run `kato-manager list`: %w", ref, hint, ErrNotFound)
 }
 
 // ReservedPorts maps every API and ZMQ port held by an instance to its ID.

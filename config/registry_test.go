@@ -280,6 +280,8 @@ func TestRegistryFind(t *testing.T) {
 		{name: "id wins over a name", ref: "processor-1", wantID: "processor-1"},
 		{name: "ambiguous name", ref: "Shared", wantErr: ErrAmbiguous, inMsg: []string{`"Shared"`, "processor-2, processor-3"}},
 		{name: "missing", ref: "nope", wantErr: ErrNotFound, inMsg: []string{`"nope"`}},
+		{name: "missing suggests the nearest id", ref: "procesor-2", wantErr: ErrNotFound, inMsg: []string{"did you mean processor-2?"}},
+		{name: "a prefix is not a name", ref: "Main", wantErr: ErrNotFound},
 		{name: "names are case sensitive", ref: "main processor", wantErr: ErrNotFound, inMsg: []string{`"main processor"`}},
 		{name: "empty", ref: "", wantErr: ErrNotFound},
 	} {
@@ -296,6 +298,62 @@ func TestRegistryFind(t *testing.T) {
 			}
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Find(%q) = %v, %v; want %v", tc.ref, got, err, tc.wantErr)
+			}
+			for _, w := range tc.inMsg {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRegistryMatch(t *testing.T) {
+	r := &Registry{Instances: map[string]*Instance{}}
+	for _, in := range []struct{ id, name string }{
+		{"processor-1", "Main Processor"},
+		{"processor-2", "Secondary"},
+		{"processor-3", "Auto Learner"},
+		{"backup", "Main Backup"},
+		{"main", "Spare"},
+		{"lone", "Learner Two"},
+	} {
+		r.Instances[in.id] = newInstance(in.id, 0, 0)
+		r.Instances[in.id].Name = in.name
+	}
+	for _, tc := range []struct {
+		name    string
+		ref     string
+		wantID  string
+		wantErr error
+		inMsg   []string
+	}{
+		{name: "exact id", ref: "processor-2", wantID: "processor-2"},
+		{name: "exact name", ref: "Main Processor", wantID: "processor-1"},
+		{name: "unique prefix", ref: "Second", wantID: "processor-2"},
+		{name: "prefix ignores case", ref: "auto", wantID: "processor-3"},
+		{name: "unique substring", ref: "Backup", wantID: "backup"},
+		{name: "exact id wins over prefixes", ref: "main", wantID: "main"},
+		{name: "prefix wins over substring", ref: "Learner", wantID: "lone"},
+		{name: "ambiguous prefix", ref: "Main ", wantErr: ErrAmbiguous, inMsg: []string{"backup (Main Backup)", "processor-1 (Main Processor)"}},
+		{name: "ambiguous substring", ref: "e", wantErr: ErrAmbiguous, inMsg: []string{"lone (Learner Two)"}},
+		{name: "nothing near", ref: "zzz", wantErr: ErrNotFound},
+		{name: "typo suggested", ref: "procesor-1", wantErr: ErrNotFound, inMsg: []string{"did you mean processor-1?"}},
+		{name: "empty", ref: "", wantErr: ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := r.Match(tc.ref)
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Match(%q) = %v", tc.ref, err)
+				}
+				if got.ID != tc.wantID {
+					t.Fatalf("Match(%q) = %s, want %s", tc.ref, got.ID, tc.wantID)
+				}
+				return
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Match(%q) = %v, %v; want %v", tc.ref, got, err, tc.wantErr)
 			}
 			for _, w := range tc.inMsg {
 				if !strings.Contains(err.Error(), w) {

@@ -26,8 +26,9 @@ side by side. Without --id,
 an ID is made from the time and the process ID. A requested or default port that
 is listening, or reserved by a registered instance, moves to the next free one,
 with a notice. Flags left out take the [defaults] of kato.toml.`,
-	"stop": `Stop and remove one instance, by ID or name (the name must match exactly one
-instance), or every instance.
+	"stop": `Stop and remove one instance, by ID or name, or every instance. A unique
+beginning or part of a name selects its instance, as for restart and logs;
+one that fits several lists them and stops nothing.
 
 Stopping an instance removes its drop-in and environment file, disables the unit,
 clears any failed state and removes its registry entry; its learned state in
@@ -144,8 +145,7 @@ var examples = map[string]string{
 
 // describe gives every command of the tree its long help and examples.
 func describe(root *cobra.Command) {
-	var walk func(*cobra.Command)
-	walk = func(c *cobra.Command) {
+	forEach(root, func(c *cobra.Command) {
 		path := strings.TrimPrefix(c.CommandPath(), root.Name()+" ")
 		if long, ok := longHelp[path]; ok {
 			c.Long = long
@@ -153,9 +153,13 @@ func describe(root *cobra.Command) {
 		if ex, ok := examples[path]; ok {
 			c.Example = ex
 		}
-		for _, sub := range c.Commands() {
-			walk(sub)
-		}
+	})
+}
+
+// forEach calls do with c and every command below it.
+func forEach(c *cobra.Command, do func(*cobra.Command)) {
+	do(c)
+	for _, sub := range c.Commands() {
+		forEach(sub, do)
 	}
-	walk(root)
 }

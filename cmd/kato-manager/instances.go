@@ -271,7 +271,7 @@ type stopFlagValues struct {
 func stopFlags(fs *pflag.FlagSet) *stopFlagValues {
 	return &stopFlagValues{
 		id:        fs.String("id", "", "stop the instance with this ID"),
-		name:      fs.String("name", "", "stop the instance with this name (must match exactly one)"),
+		name:      fs.String("name", "", "stop the instance with this name, or the only one whose name begins with or contains it"),
 		all:       fs.Bool("all", false, "stop every instance (the default without an ID or name)"),
 		withMongo: fs.Bool("with-mongo", false, "with --all, also stop the shared services (services.units)"),
 		noMongo:   fs.Bool("no-mongo", false, "with --all, keep the shared services running (the default without a terminal)"),
@@ -337,8 +337,13 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 	}
 	if len(refs) == 1 {
 		// An instance with unit files but no registry entry can still be
-		// stopped; anything else unknown is refused before systemd is asked.
-		if _, err := a.findInstance(refs[0]); err != nil && !a.paths.HasInstanceFiles(refs[0]) {
+		// stopped by its ID, which wins over a part of a name; anything else
+		// unknown is refused before systemd is asked.
+		inst, err := a.findInstance(refs[0])
+		switch orphan := a.paths.HasInstanceFiles(refs[0]); {
+		case err == nil && (!orphan || inst.ID == refs[0] || inst.Name == refs[0]):
+			refs[0] = inst.ID
+		case err != nil && !orphan:
 			return err
 		}
 	}
@@ -378,13 +383,15 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 }
 
 // findInstance looks ref up in the registry, without systemd: an unknown
-// instance is a usage error found before anything is asked of systemd.
+// or ambiguous instance is a usage error found before anything is asked of
+// systemd. A unique prefix or part of a name selects its instance, for
+// stop, restart and logs alike.
 func (a *app) findInstance(ref string) (*config.Instance, error) {
 	reg, err := a.registry().Load()
 	if err != nil {
 		return nil, err
 	}
-	return reg.Find(ref)
+	return reg.Match(ref)
 }
 
 // positiveDuration checks a duration flag the user gave: it must be
@@ -433,7 +440,8 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 	if err := positiveDuration(fs, "timeout", *timeout); err != nil {
 		return err
 	}
-	if _, err := a.findInstance(fs.Arg(0)); err != nil {
+	found, err := a.findInstance(fs.Arg(0))
+	if err != nil {
 		return err
 	}
 	m, done, err := a.manager(ctx)
@@ -443,7 +451,7 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 	defer done()
 	pr := a.waitPrinter()
 	m.Waiting = pr.update
-	inst, err := m.Restart(ctx, fs.Arg(0), *timeout)
+	inst, err := m.Restart(ctx, found.ID, *timeout)
 	pr.finish()
 	if err != nil {
 		return err

@@ -130,7 +130,7 @@ remote command's status, and 1 when a host cannot be reached.`,
 	a.globalFlags(root.PersistentFlags())
 	root.Flags().Bool("version", false, "print the version and exit")
 	root.SetVersionTemplate("kato-manager {{.Version}}\n")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(a.flagError(root))
 	root.AddGroup(&cobra.Group{ID: groupInstances, Title: "Instances:"},
 		&cobra.Group{ID: groupKG, Title: "KG worker pool (kg-worker@N.service) and its queue:"})
 	in := func(group string, cmds ...*cobra.Command) []*cobra.Command {
@@ -180,6 +180,7 @@ remote command's status, and 1 when a host cannot be reached.`,
 		a.queueDBCommand(),
 	)
 	describe(root)
+	forEach(root, a.completeNames)
 	return root
 }
 
@@ -290,39 +291,16 @@ func (a *app) withInstances(cmd *cobra.Command) *cobra.Command {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		return a.instanceCompletions(cmd, true, true), cobra.ShellCompDirectiveNoFileComp
+		return a.instanceCompletions(cmd), cobra.ShellCompDirectiveNoFileComp
 	}
-	for flag, ids := range map[string]bool{"id": true, "name": false} {
+	for flag, complete := range map[string]func(*cobra.Command) []cobra.Completion{"id": a.instanceCompletions, "name": a.nameCompletions} {
 		if cmd.Flags().Lookup(flag) != nil {
 			cmd.RegisterFlagCompletionFunc(flag, func(cmd *cobra.Command, _ []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
-				return a.instanceCompletions(cmd, ids, !ids), cobra.ShellCompDirectiveNoFileComp
+				return complete(cmd), cobra.ShellCompDirectiveNoFileComp
 			})
 		}
 	}
 	return cmd
-}
-
-// instanceCompletions lists the registered instances' IDs and names, each
-// with the other as its description. An unreadable registry completes to
-// nothing.
-func (a *app) instanceCompletions(cmd *cobra.Command, ids, names bool) []cobra.Completion {
-	if a.resolvePaths(cmd.Flags()) != nil {
-		return nil
-	}
-	reg, err := config.OpenRegistry(a.registryPath).Load()
-	if err != nil {
-		return nil
-	}
-	var out []cobra.Completion
-	for _, inst := range reg.Sorted() {
-		if ids {
-			out = append(out, cobra.CompletionWithDesc(inst.ID, inst.Name))
-		}
-		if names && inst.Name != "" {
-			out = append(out, cobra.CompletionWithDesc(inst.Name, inst.ID))
-		}
-	}
-	return out
 }
 
 // manCommand writes a man page for every command into a directory, for the
@@ -347,6 +325,7 @@ func (a *app) report(err error) int {
 	if err == nil {
 		return exitOK
 	}
+	err = a.explain(err)
 	if errors.Is(err, pflag.ErrHelp) {
 		return exitOK
 	}
@@ -489,7 +468,7 @@ func (a *app) dial(ctx context.Context) *dialing {
 	d := &dialing{done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
-		d.sd, d.err = supervisor.Connect(ctx, a.paths.User)
+		d.sd, d.err = a.connect(ctx)
 	}()
 	return d
 }

@@ -159,7 +159,8 @@ func TestExitCodes(t *testing.T) {
 }
 
 // TestCompletesInstancesFromTheRegistry: the shells' completion scripts ask
-// `kato-manager __complete`, which offers the registry's IDs and names.
+// `kato-manager __complete`, which offers the registry's IDs, and names for
+// --name.
 func TestCompletesInstancesFromTheRegistry(t *testing.T) {
 	dir := t.TempDir()
 	registry := filepath.Join(dir, "instances.toml")
@@ -189,8 +190,8 @@ func TestCompletesInstancesFromTheRegistry(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"stop", ""}, []string{"processor-1\tMain Processor", "Main Processor\tprocessor-1", "processor-2\tSecondary", "Secondary\tprocessor-2"}},
-		{[]string{"logs", ""}, []string{"processor-1\tMain Processor", "Main Processor\tprocessor-1", "processor-2\tSecondary", "Secondary\tprocessor-2"}},
+		{[]string{"stop", ""}, []string{"processor-1\tMain Processor", "processor-2\tSecondary"}},
+		{[]string{"logs", ""}, []string{"processor-1\tMain Processor", "processor-2\tSecondary"}},
 		{[]string{"restart", "processor-1", ""}, []string{}},
 		{[]string{"stop", "--id", ""}, []string{"processor-1\tMain Processor", "processor-2\tSecondary"}},
 		{[]string{"stop", "--name", ""}, []string{"Main Processor\tprocessor-1", "Secondary\tprocessor-2"}},

@@ -21,7 +21,7 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	sd, err := supervisor.Connect(ctx, a.paths.User)
+	sd, err := a.connect(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}

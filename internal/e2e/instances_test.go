@@ -183,6 +183,28 @@ func TestInstances(t *testing.T) {
 		}
 	})
 
+	run("a part of a name selects its instance, as the guide's users type it", func(t *testing.T) {
+		m.mustKM("start", "--id", "processor-1", "--name", "Main Processor")
+		m.mustKM("start", "--id", "processor-2", "--name", "Secondary")
+		if out := m.mustKM("stop", "--name", "Main"); !strings.Contains(out, "stopped and removed processor-1") {
+			t.Errorf("stop --name Main: %s", out)
+		}
+		if s := m.activeState("kato@processor-1.service"); s != "inactive" {
+			t.Errorf("processor-1 is %s", s)
+		}
+		m.mustKM("start", "--id", "processor-3", "--name", "Main Backup")
+		m.mustKM("start", "--id", "processor-4", "--name", "Main Spare")
+		if r := m.km("stop", "--name", "Main"); r.code != 2 || !strings.Contains(r.stderr, "processor-3 (Main Backup)") || !strings.Contains(r.stderr, "processor-4 (Main Spare)") {
+			t.Errorf("stop of a part of two names: %s", r)
+		}
+		if rows := m.listJSON(); len(rows) != 3 || rows["processor-2"] == nil || rows["processor-3"] == nil || rows["processor-4"] == nil {
+			t.Fatalf("after the refused stop: %v", rows)
+		}
+		if out := m.mustKM("restart", "spare"); !strings.Contains(out, "restarted processor-4") {
+			t.Errorf("restart spare: %s", out)
+		}
+	})
+
 	run("ports move past a foreign listener and a stopped instance", func(t *testing.T) {
 		defer m.exec("systemctl", "stop", "foreign-listener.service")
 		m.must("systemd-run", "--unit=foreign-listener", "--", "/usr/bin/python3", "-m", "http.server", "8000", "--bind", "127.0.0.1")

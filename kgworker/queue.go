@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -288,6 +289,49 @@ func (q *Queue) ReadOnly() bool { return q.readOnly }
 // SchemaVersion reports the schema version recorded in the database.
 func (q *Queue) SchemaVersion(ctx context.Context) (int, error) {
 	return queue.SchemaVersion(ctx, q.db)
+}
+
+// EnqueueDocuments queues the crawled documents contentIDs for KG
+// processing at priority and returns their new items' ids, in the order
+// given. A content id without a crawled_content row is refused with an
+// InputError naming it, and then nothing is queued: the worker could only
+// skip such an item.
+func (q *Queue) EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error) {
+	if len(contentIDs) == 0 {
+		return nil, &queue.InputError{Field: "CONTENT_ID", Value: `""`, Rule: "give one or more crawled_content ids"}
+	}
+	for _, c := range contentIDs {
+		if c <= 0 {
+			return nil, &queue.InputError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "must be a positive whole number"}
+		}
+	}
+	if q.readOnly {
+		return nil, fmt.Errorf("enqueue: %w", ErrReadOnly)
+	}
+	ids := make([]int64, 0, len(contentIDs))
+	err := q.WithTx(ctx, func(tx *sql.Tx) error {
+		now := queue.Stamp(q.Now())
+		for _, c := range contentIDs {
+			var n int
+			if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM crawled_content WHERE id = ?", c).Scan(&n); err != nil {
+				return fmt.Errorf("enqueue content_id %d: %w", c, err)
+			}
+			if n == 0 {
+				return &queue.InputError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "has no crawled_content row: only a stored document can be queued"}
+			}
+			var id int64
+			if err := tx.QueryRowContext(ctx, "INSERT INTO kg_processing_queue(content_id, status, priority, queued_at, retry_count) VALUES (?, 'pending', ?, ?, 0) RETURNING id",
+				c, priority, now).Scan(&id); err != nil {
+				return fmt.Errorf("enqueue content_id %d: %w", c, err)
+			}
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
 }
 
 // Content loads the crawled document contentID and its chunks in chunk

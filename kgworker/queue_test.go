@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 func TestOpenRejects(t *testing.T) {
@@ -52,6 +53,34 @@ func TestEnqueueRejectsBadContentID(t *testing.T) {
 		}
 		if st, _ := q.Stats(context.Background()); st.Total != 0 {
 			t.Errorf("queue holds %d items after rejected enqueues, want 0", st.Total)
+		}
+	})
+}
+
+// TestEnqueueDocumentsRefusesUnknownDocuments: queueing a content id
+// without a crawled_content row is refused at once, naming it, and the
+// other ids of the call are not queued either.
+func TestEnqueueDocumentsRefusesUnknownDocuments(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backend) {
+		q, path := openQueue(t, be)
+		db := rawDB(t, path)
+		addContent(t, db, 1, 1)
+		addContent(t, db, 2, 1)
+		ctx := context.Background()
+		_, err := q.EnqueueDocuments(ctx, 1, 1, 99, 2)
+		var ie *queue.InputError
+		if !errors.As(err, &ie) || ie.Field != "CONTENT_ID" || ie.Value != "99" || !strings.Contains(ie.Rule, "no crawled_content row") {
+			t.Fatalf("EnqueueDocuments(1, 99, 2) error = %v, want an InputError naming CONTENT_ID 99", err)
+		}
+		if st, _ := q.Stats(ctx); st.Total != 0 {
+			t.Fatalf("a refused enqueue left %d items", st.Total)
+		}
+		items, err := q.EnqueueDocuments(ctx, 3, 2, 1)
+		if err != nil || len(items) != 2 {
+			t.Fatalf("EnqueueDocuments(2, 1) = %v, %v", items, err)
+		}
+		if it := get(t, q, items[0]); it.ContentID != 2 || it.Priority != 3 || it.Status != kgworker.StatusPending {
+			t.Errorf("first item %+v, want content 2 pending at priority 3", it)
 		}
 	})
 }

@@ -173,7 +173,8 @@ func TestPruneOnHostsAsksOnce(t *testing.T) {
 
 // queue clear asks on a terminal; declined, the queue keeps its items.
 func TestQueueClearAsksOnATerminal(t *testing.T) {
-	configText, _ := queueDirFor(t)
+	configText, kgDir := queueDirFor(t)
+	storeDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8, 9)
 	dir := t.TempDir()
 	configPath := filepath.Join(dir, "kato.toml")
 	if err := os.WriteFile(configPath, []byte(configText), 0o644); err != nil {

@@ -73,12 +73,13 @@ func (a *app) queueEnqueue(ctx context.Context, fs *pflag.FlagSet, priority *int
 		return err
 	}
 	defer q.Close()
-	for _, c := range contentIDs {
-		id, err := q.Enqueue(ctx, c, *priority)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(a.stdout, "queued content %d as item %d\n", c, id)
+	// All or nothing: an id without a document refuses the whole command.
+	items, err := q.EnqueueDocuments(ctx, *priority, contentIDs...)
+	if err != nil {
+		return err
+	}
+	for i, c := range contentIDs {
+		fmt.Fprintf(a.stdout, "queued content %d as item %d\n", c, items[i])
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -11,7 +12,8 @@ import (
 // through the service user's child, and every bad input refused with exit
 // 2 naming field, value and rule, the queue unchanged.
 func TestQueueActionsAsRoot(t *testing.T) {
-	configText, _ := queueDirFor(t)
+	configText, kgDir := queueDirFor(t)
+	storeDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8, 9)
 	if code, _, stderr := runCLI(t, configText, "queue", "enqueue", "7", "8", "9"); code != 0 {
 		t.Fatalf("enqueue: exit %d: %s", code, stderr)
 	}
@@ -42,6 +44,7 @@ func TestQueueActionsAsRoot(t *testing.T) {
 		{[]string{"queue", "delete", "1", "99"}, "invalid ITEM_ID 99: no such queue item"},
 		{[]string{"queue", "delete", "x"}, "invalid ITEM_ID x: must be a positive whole number"},
 		{[]string{"queue", "requeue", "7", "70"}, "invalid CONTENT_ID 70: has no queue item"},
+		{[]string{"queue", "enqueue", "8", "70"}, "invalid CONTENT_ID 70: has no crawled_content row"},
 		{[]string{"queue", "requeue", "--priority", "-2", "7"}, "invalid --priority -2: must be zero or more"},
 		{[]string{"queue", "requeue", "--all", "--priority", "-2"}, "invalid --priority -2: must be zero or more"},
 		{[]string{"queue", "requeue", "--all", "7"}, "queue requeue takes CONTENT_IDs or --all, not both"},

@@ -32,7 +32,7 @@ import (
 // (queueChild), which can reach only what kato can. Anyone else opens the
 // database directly, with its own rights.
 type queueDB interface {
-	Enqueue(ctx context.Context, contentID int64, priority int) (int64, error)
+	EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error)
 	List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error)
 	RetryFailed(ctx context.Context, ids ...int64) (int, error)
 	Stats(ctx context.Context) (kgworker.Counts, error)
@@ -351,9 +351,9 @@ func (r *reopeningQueue) do(fn func(queueDB) error) error {
 	return err
 }
 
-func (r *reopeningQueue) Enqueue(ctx context.Context, contentID int64, priority int) (id int64, err error) {
-	err = r.do(func(q queueDB) error { id, err = q.Enqueue(ctx, contentID, priority); return err })
-	return id, err
+func (r *reopeningQueue) EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) (ids []int64, err error) {
+	err = r.do(func(q queueDB) error { ids, err = q.EnqueueDocuments(ctx, priority, contentIDs...); return err })
+	return ids, err
 }
 
 func (r *reopeningQueue) List(ctx context.Context, status kgworker.Status, limit int) (items []kgworker.Item, err error) {
@@ -439,8 +439,8 @@ func callInto[T any](ctx context.Context, c *queueChild, req queueRequest) (T, e
 	return v, nil
 }
 
-func (c *queueChild) Enqueue(ctx context.Context, contentID int64, priority int) (int64, error) {
-	return callInto[int64](ctx, c, queueRequest{Op: "enqueue", ContentID: contentID, Priority: priority})
+func (c *queueChild) EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error) {
+	return callInto[[]int64](ctx, c, queueRequest{Op: "enqueue", Priority: priority, IDs: contentIDs})
 }
 
 func (c *queueChild) List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error) {
@@ -610,7 +610,7 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 		case q == nil:
 			err = fmt.Errorf("queue operation %q before the database is open", req.Op)
 		case req.Op == "enqueue":
-			result, err = q.Enqueue(ctx, req.ContentID, req.Priority)
+			result, err = q.EnqueueDocuments(ctx, req.Priority, req.IDs...)
 		case req.Op == "list":
 			result, err = q.List(ctx, req.Status, req.Limit)
 		case req.Op == "retry-failed":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/kgworker"
 )
 
 // slowChildOp is how long each request takes in a child on slow.db.
@@ -81,6 +83,7 @@ func queueDirFor(t *testing.T) (configText, kgDir string) {
 
 func TestRootQueueWorkRunsAsServiceUser(t *testing.T) {
 	configText, kgDir := queueDirFor(t)
+	storeDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8)
 	if code, _, stderr := runCLI(t, configText, "queue", "enqueue", "7", "8"); code != 0 {
 		t.Fatalf("enqueue: exit %d: %s", code, stderr)
 	}
@@ -187,13 +190,14 @@ func TestReopeningQueueReplacesADeadChild(t *testing.T) {
 	open := func() (queueDB, error) {
 		return startQueueChild(ctx, dbPath, queueRequest{Op: "ping"}, "--max-retries", "3", "--read-only=false")
 	}
+	storeDocuments(t, dbPath, 9)
 	first, err := open()
 	if err != nil {
 		t.Fatal(err)
 	}
 	q := &reopeningQueue{q: first, open: open}
 	defer q.Close()
-	if _, err := q.Enqueue(ctx, 9, 1); err != nil {
+	if _, err := q.EnqueueDocuments(ctx, 1, 9); err != nil {
 		t.Fatal(err)
 	}
 	first.(*queueChild).cmd.Process.Kill()
@@ -288,9 +292,10 @@ func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
 	open := func() (queueDB, error) {
 		return startQueueChild(context.Background(), dbPath, queueRequest{Op: "ping"}, "--max-retries", "3")
 	}
+	storeDocuments(t, dbPath, 5)
 	q := &reopeningQueue{open: open}
 	defer q.Close()
-	if _, err := q.Enqueue(context.Background(), 5, 1); err != nil {
+	if _, err := q.EnqueueDocuments(context.Background(), 1, 5); err != nil {
 		t.Fatal(err)
 	}
 	child := q.q.(*queueChild)
@@ -389,6 +394,15 @@ func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
 	// No user in the URL, as the README's: each side connects as itself.
 	configText += "db_url = \"postgres:///kgtest?" + q.Encode() + "\"\n"
 
+	// A document PostgreSQL does not hold is refused, and nothing is queued.
+	code, _, stderr := runCLI(t, configText, "queue", "enqueue", "3", "4")
+	if code != exitUsage || !strings.Contains(stderr, "invalid CONTENT_ID 3: has no crawled_content row") {
+		t.Fatalf("queue enqueue of unknown documents: exit %d, %q; want 2 and CONTENT_ID 3 named", code, stderr)
+	}
+	if n := pgtest.Count(t, adminURL, "SELECT count(*) FROM kg_processing_queue"); n != 0 {
+		t.Fatalf("a refused enqueue queued %d items", n)
+	}
+	execSQL(t, adminURL, "INSERT INTO crawled_content(id, url) VALUES (3, 'https://example.com/3'), (4, 'https://example.com/4')")
 	if code, stdout, stderr := runCLI(t, configText, "queue", "enqueue", "3", "4"); code != 0 {
 		t.Fatalf("queue enqueue: exit %d: %s %s", code, stdout, stderr)
 	}
@@ -406,5 +420,32 @@ func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(kgDir); len(entries) != 0 {
 		t.Errorf("a SQLite file was made with kg.db_url set: %v", entries)
+	}
+}
+
+// storeDocuments creates the queue database at path, as the service user
+// (nobody) will find it, holding crawled_content rows with the given ids.
+func storeDocuments(t *testing.T, path string, contentIDs ...int64) {
+	t.Helper()
+	q, err := kgworker.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range contentIDs {
+		if _, err := db.Exec("INSERT INTO crawled_content(id, url) VALUES (?, ?)", c, fmt.Sprintf("https://example.com/%d", c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	q.Close()
+	files, _ := filepath.Glob(path + "*")
+	for _, f := range files {
+		if err := os.Chown(f, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -49,9 +49,14 @@ const (
 	progressWithoutWatchdog = 10 * time.Second
 	// statusEvery limits how often STATUS= reads the queue counts.
 	statusEvery = 2 * time.Second
-	// reportEvery limits how often the worker's counters are written to
-	// the queue database.
+	// reportEvery is how often the loop's progress refreshes the worker's
+	// report, its counters unchanged: the report's age says whether the
+	// loop still runs.
 	reportEvery = time.Second
+	// reportLag is the longest a change of the counters or of the KG
+	// service's state waits before it reaches the report, so that
+	// `kato-manager workers stats` agrees with the queue when asked.
+	reportLag = 250 * time.Millisecond
 )
 
 func main() {
@@ -175,6 +180,10 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	n.notify(daemon.SdNotifyReady)
 	n.status(kgworker.Stats{})
 	n.publish(kgworker.Stats{})
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); n.watch(watchCtx, reportLag, worker.Stats) }()
+	defer func() { stopWatch(); <-watched }()
 	service := "disabled"
 	if kg.ServiceEnabled {
 		service = config.RedactURL(kg.ServiceURL)
@@ -218,9 +227,13 @@ type notifier struct {
 	lastStatus time.Time
 	// report is this worker's entry in the queue's kg_worker_reports
 	// table, for `kato-manager workers stats`.
-	report     kgworker.Report
-	client     *kgworker.Client
+	report kgworker.Report
+	client *kgworker.Client
+
+	// reportMu orders the report's writes: the loop's and the watcher's.
+	reportMu   sync.Mutex
 	lastReport time.Time
+	published  kgworker.Report
 
 	mu     sync.Mutex // notify runs on the loop and on the signal path
 	warned bool
@@ -235,14 +248,43 @@ func (n *notifier) progress(st kgworker.Stats) {
 	if time.Since(n.lastStatus) >= statusEvery {
 		n.status(st)
 	}
-	if time.Since(n.lastReport) >= reportEvery {
+	n.reportMu.Lock()
+	due := time.Since(n.lastReport) >= reportEvery
+	n.reportMu.Unlock()
+	if due {
 		n.publish(st)
+	}
+}
+
+// watch publishes the report, every lag, when the counters or the KG
+// service's state changed since it was last written, until ctx ends.
+// The loop's progress calls are throttled and, on an idle worker, far
+// apart: without this, the last items of a burst reached the report only
+// at the next one, and `workers stats` lagged the queue.
+func (n *notifier) watch(ctx context.Context, lag time.Duration, stats func() kgworker.Stats) {
+	t := time.NewTicker(lag)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := stats()
+		n.reportMu.Lock()
+		changed := st != n.published.Stats || n.client.Status() != n.published.Service
+		n.reportMu.Unlock()
+		if changed {
+			n.publish(st)
+		}
 	}
 }
 
 // publish writes the worker's counters to the queue database. A failure is
 // logged, never fatal: the queue work matters more.
 func (n *notifier) publish(st kgworker.Stats) {
+	n.reportMu.Lock()
+	defer n.reportMu.Unlock()
 	n.lastReport = time.Now()
 	r := n.report
 	r.UpdatedAt, r.Stats, r.Service = n.lastReport, st, n.client.Status()
@@ -250,7 +292,9 @@ func (n *notifier) publish(st kgworker.Stats) {
 	defer cancel()
 	if err := n.queue.PublishReport(ctx, r); err != nil {
 		n.logger.Printf("%v", err)
+		return
 	}
+	n.published = r
 }
 
 func (n *notifier) status(st kgworker.Stats) {

@@ -302,3 +302,78 @@ func TestWorkerProcess(t *testing.T) {
 		}
 	}
 }
+
+// TestReportAgreesWithQueue: once the queue shows a burst of items done,
+// the worker's report (what `kato-manager workers stats` adds up) counts
+// them within reportLag, skipped ones too. The loop's own progress calls
+// come every 10s here (no watchdog), and were all the report had: it said
+// processed 0 while the queue showed every item done.
+func TestReportAgreesWithQueue(t *testing.T) {
+	fake := kgservicefake.New()
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "kg.db")
+	ctx := context.Background()
+	q, err := kgworker.Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	db, err := sql.Open("sqlite3", "file:"+dbPath+"?_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for c := 1; c <= 6; c++ {
+		if _, err := db.Exec("INSERT INTO crawled_content(id, url, markdown) VALUES (?, ?, ?)", c, fmt.Sprint("https://example.org/", c),
+			strings.Repeat("markdown ", 10)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end) VALUES (?, 0, 'the first chunk', 0, 15)", c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	config := writeConfig(t, dir, fmt.Sprintf("poll_interval = 5.0\nservice_url = %q\nbatch_size = 8\n", srv.URL))
+	cmd := worker(cleanEnv("DB_PATH="+dbPath), "--worker-id", "1", "--config", config)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+	})
+	report := func() kgworker.Stats {
+		reports, err := q.Reports(ctx)
+		if err != nil || len(reports) != 1 {
+			return kgworker.Stats{TotalProcessed: -1}
+		}
+		return reports[0].Stats
+	}
+	waitUntil(t, 10*time.Second, "the first report", func() bool { return report().TotalProcessed == 0 })
+	for c := int64(1); c <= 6; c++ {
+		if _, err := q.Enqueue(ctx, c, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A document removed after it was queued is skipped.
+	if _, err := q.Enqueue(ctx, 77, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the queue to show every item done", func() bool {
+		st, err := q.Stats(ctx)
+		return err == nil && st.Completed == 6 && st.Skipped == 1
+	})
+	done := time.Now()
+	waitUntil(t, 5*time.Second, "the report to count them", func() bool {
+		st := report()
+		return st.TotalProcessed == 7 && st.TotalSuccess == 6 && st.TotalSkipped == 1
+	})
+	if lag := time.Since(done); lag > reportLag+500*time.Millisecond {
+		t.Errorf("the report counted the items %s after the queue showed them, want within %s", lag, reportLag)
+	}
+}

@@ -224,6 +224,11 @@ func TestDebLifecycle(t *testing.T) {
 	m.must("systemctl", "stop", "kato@pkg-c.service") // stopped by hand: an upgrade leaves it so
 	m.post("http://127.0.0.1:8101/learn", "{}")
 	m.pkm("workers", "start", "-n", "2")
+	// Only a stored document can be queued: the workers make the tables.
+	m.waitFor("the workers to make the queue's tables", 30*time.Second, func() bool {
+		return m.exec("runuser", "-u", "kato", "--", "sqlite3", "-cmd", ".timeout 10000", kgDB,
+			"INSERT INTO crawled_content(id, url) VALUES (42, 'https://example.com/42')").code == 0
+	})
 	m.kato(packagedKM, "queue", "enqueue", "42")
 
 	// A reboot brings back every instance and worker that was started from

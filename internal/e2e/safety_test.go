@@ -68,6 +68,12 @@ func TestSafetyOnRealSystemd(t *testing.T) {
 		// the database is kato's.
 		m.exec("systemctl", "stop", "km-serve.service")
 		m.must("rm", "-f", kgDB)
+		// A document the database does not hold is refused at once; the
+		// refusal makes the database, kato's, all the same.
+		if r := m.km("queue", "enqueue", "5"); r.code != 2 || !strings.Contains(r.stderr, "invalid CONTENT_ID 5: has no crawled_content row") {
+			t.Errorf("queue enqueue of an unknown document: %s", r)
+		}
+		m.must("runuser", "-u", "kato", "--", "sqlite3", "-cmd", ".timeout 10000", kgDB, "INSERT INTO crawled_content(id, url) VALUES (5, 'https://example.com/5')")
 		m.mustKM("queue", "enqueue", "5")
 		if out := m.mustKM("queue", "stats"); !strings.Contains(out, "pending 1") {
 			t.Errorf("queue stats: %s", out)

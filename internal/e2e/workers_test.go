@@ -746,6 +746,7 @@ func TestWorkersCLI(t *testing.T) {
 		{[]string{"queue", "enqueue"}, "queue enqueue takes one or more crawled_content ids"},
 		{[]string{"queue", "enqueue", "0"}, "invalid CONTENT_ID 0"},
 		{[]string{"queue", "enqueue", "x7"}, "invalid CONTENT_ID x7"},
+		{[]string{"queue", "enqueue", "99"}, "invalid CONTENT_ID 99: has no crawled_content row"},
 		{[]string{"queue", "list", "--status", "done"}, `invalid status "done"`},
 		{[]string{"queue", "list", "--limit", "0"}, "invalid --limit 0: must be 1 or more"},
 		{[]string{"queue", "retry-failed", "-3"}, "unknown shorthand flag"},

@@ -74,10 +74,13 @@ func RemoteHealth(reports []kgworker.Report, host string, now time.Time) []Worke
 	_, remote := HostReports(reports, host)
 	var out []WorkerHealth
 	for _, w := range RemoteWorkers(remote, now) {
-		h := WorkerHealth{Host: w.Host, WorkerID: w.WorkerID, Unit: w.Unit(), Running: w.Running,
+		h := WorkerHealth{Host: w.Host, Index: w.WorkerID - 1, WorkerID: w.WorkerID, Unit: w.Unit(), Running: w.Running,
 			ActiveState: "remote", SubState: "reporting", PID: uint32(w.PID), Problem: w.Problem}
 		if !w.Running {
 			h.SubState = "silent"
+		} else {
+			st := w.Stats
+			h.Stats = &st
 		}
 		out = append(out, h)
 	}

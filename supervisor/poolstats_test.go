@@ -1,9 +1,17 @@
 package supervisor
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/kgservicefake"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
@@ -99,5 +107,109 @@ func TestRemoteHealth(t *testing.T) {
 	}
 	if r := rows[1]; r.Running || r.SubState != "silent" || r.Problem != "no report for 2m0s" {
 		t.Errorf("silent worker = %+v", r)
+	}
+}
+
+// TestAggregateStatsAsTheKGManager: worker_id counts from 0 as the KG
+// Manager's did, the unit's number is beside it, and skipped items are
+// counted.
+func TestAggregateStatsAsTheKGManager(t *testing.T) {
+	h := &PoolHealth{TotalWorkers: 2, Workers: []WorkerHealth{
+		{WorkerID: 1, Unit: "kg-worker@1.service", Running: true, PID: 100, Local: true},
+		{WorkerID: 2, Unit: "kg-worker@2.service", Running: true, PID: 200, Local: true},
+	}}
+	reports := []kgworker.Report{
+		{Host: "a.example", WorkerID: 1, PID: 100, Stats: kgworker.Stats{TotalProcessed: 13, TotalSuccess: 12, TotalSkipped: 1}},
+		{Host: "a.example", WorkerID: 2, PID: 200, Stats: kgworker.Stats{TotalProcessed: 2, TotalFailed: 1, TotalSkipped: 1}},
+	}
+	s := AggregateStats(h, reports, kgworker.Counts{}, true, time.Now(), "a.example")
+	if s.TotalProcessed != 15 || s.TotalSuccess != 12 || s.TotalFailed != 1 || s.TotalSkipped != 2 {
+		t.Errorf("sums = %+v, want 15 processed: 12 success, 1 failed, 2 skipped", s)
+	}
+	raw, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		TotalSkipped  int `json:"total_skipped"`
+		WorkerDetails []struct {
+			WorkerID int            `json:"worker_id"`
+			Instance int            `json:"instance"`
+			Unit     string         `json:"unit"`
+			Stats    kgworker.Stats `json:"stats"`
+		} `json:"worker_details"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.TotalSkipped != 2 || len(out.WorkerDetails) != 2 {
+		t.Fatalf("JSON: %s", raw)
+	}
+	for i, w := range out.WorkerDetails {
+		if w.WorkerID != i || w.Instance != i+1 || w.Unit != fmt.Sprintf("kg-worker@%d.service", i+1) {
+			t.Errorf("worker_details[%d] = %+v, want worker_id %d of kg-worker@%d.service", i, w, i, i+1)
+		}
+	}
+	if out.WorkerDetails[0].Stats.TotalSkipped != 1 {
+		t.Errorf("worker 0's stats: %+v", out.WorkerDetails[0].Stats)
+	}
+}
+
+// TestAttachStats: each worker of this host gets its running process's
+// counters, as the KG Manager's health check gave them; a report of an
+// earlier process does not count.
+func TestAttachStats(t *testing.T) {
+	workers := []WorkerHealth{
+		{Local: true, WorkerID: 1, PID: 100},
+		{Local: true, WorkerID: 2, PID: 200},
+	}
+	AttachStats(workers, []kgworker.Report{
+		{Host: "a.example", WorkerID: 1, PID: 100, Stats: kgworker.Stats{TotalProcessed: 7}},
+		{Host: "a.example", WorkerID: 2, PID: 199, Stats: kgworker.Stats{TotalProcessed: 9}},
+	}, "a.example")
+	if workers[0].Stats == nil || workers[0].Stats.TotalProcessed != 7 {
+		t.Errorf("worker 1: %+v", workers[0].Stats)
+	}
+	if workers[1].Stats != nil {
+		t.Errorf("worker 2 got an earlier process's counters: %+v", workers[1].Stats)
+	}
+}
+
+// TestCheckService: the KG service's state as its /health answers, a
+// refused connection and an unhealthy answer each named, the URL's
+// credentials never shown.
+func TestCheckService(t *testing.T) {
+	fake := kgservicefake.New()
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://kg:secret@" + ln.Addr().String()
+	ln.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name        string
+		kg          config.KG
+		outage      bool
+		wantHealthy bool
+		wantProblem string
+	}{
+		{"healthy", config.KG{ServiceEnabled: true, ServiceURL: srv.URL}, false, true, ""},
+		{"unhealthy", config.KG{ServiceEnabled: true, ServiceURL: srv.URL}, true, false, `reports status "unhealthy"`},
+		{"refused", config.KG{ServiceEnabled: true, ServiceURL: refused}, false, false, "connection refused"},
+		{"disabled", config.KG{ServiceEnabled: false, ServiceURL: refused}, false, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake.SetControl(kgservicefake.Control{Outage: tc.outage})
+			h := CheckService(ctx, tc.kg)
+			if h.IsHealthy != tc.wantHealthy || h.Enabled != tc.kg.ServiceEnabled || !strings.Contains(h.Problem, tc.wantProblem) || (tc.wantProblem == "") != (h.Problem == "") {
+				t.Errorf("CheckService = %+v, want healthy %v, problem %q", h, tc.wantHealthy, tc.wantProblem)
+			}
+			if strings.Contains(h.Problem+h.URL, "secret") {
+				t.Errorf("the password is shown: %+v", h)
+			}
+		})
 	}
 }

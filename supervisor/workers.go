@@ -14,6 +14,7 @@ import (
 	"github.com/shirou/gopsutil/v3/process"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -254,9 +255,13 @@ type WorkerHealth struct {
 	// Host is the host the worker runs on; Local says whether that is
 	// this host. Pool.Health reports this host's workers; `workers
 	// health` adds other hosts' (RemoteHealth) when they share the queue.
-	Host        string `json:"host"`
-	Local       bool   `json:"local"`
-	WorkerID    int    `json:"worker_id"`
+	Host  string `json:"host"`
+	Local bool   `json:"local"`
+	// Index is the KG Manager's worker_id: the worker's place counted from
+	// 0, one less than WorkerID.
+	Index int `json:"worker_id"`
+	// WorkerID is the N of the worker's unit kg-worker@N.service, from 1.
+	WorkerID    int    `json:"instance"`
 	Unit        string `json:"unit"`
 	Running     bool   `json:"running"`
 	ActiveState string `json:"active_state"`
@@ -267,6 +272,9 @@ type WorkerHealth struct {
 	ProcessState string `json:"process_state,omitempty"`
 	Restarts     uint32 `json:"restarts"`
 	Problem      string `json:"problem,omitempty"`
+	// Stats are the worker's counters from its report, as the KG
+	// Manager's health check gave them; nil where no report was read.
+	Stats *kgworker.Stats `json:"stats,omitempty"`
 }
 
 // PoolHealth is the KG Manager's check_worker_health, answered by systemd and
@@ -309,7 +317,7 @@ func (p *Pool) Health(ctx context.Context) (*PoolHealth, error) {
 		if u.ActiveState == "inactive" {
 			continue // stopped on purpose: not part of the pool
 		}
-		w := WorkerHealth{Host: host, Local: true, WorkerID: num, Unit: name, ActiveState: u.ActiveState, SubState: u.SubState, PID: u.MainPID, Restarts: u.NRestarts}
+		w := WorkerHealth{Host: host, Local: true, Index: num - 1, WorkerID: num, Unit: name, ActiveState: u.ActiveState, SubState: u.SubState, PID: u.MainPID, Restarts: u.NRestarts}
 		h.WorkersRestarted += u.NRestarts
 		switch {
 		case u.StartLimitHit():

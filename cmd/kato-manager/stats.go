@@ -60,7 +60,7 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 		return writeJSON(a.stdout, s)
 	}
 	fmt.Fprintf(a.stdout, "workers: %d (%d restarts by systemd), running: %v\n", s.TotalWorkers, s.WorkersRestarted, s.ManagerRunning)
-	fmt.Fprintf(a.stdout, "processed: %d (success %d, failed %d)\n", s.TotalProcessed, s.TotalSuccess, s.TotalFailed)
+	fmt.Fprintf(a.stdout, "processed: %d (success %d, failed %d, skipped %d)\n", s.TotalProcessed, s.TotalSuccess, s.TotalFailed, s.TotalSkipped)
 	svc := s.KGServiceStatus
 	fmt.Fprintf(a.stdout, "kg service: enabled %v, url %s, healthy %v, consecutive failures %d\n", s.KGServiceEnabled, orDash(svc.URL), svc.IsHealthy, svc.ConsecutiveFailures)
 	c := s.QueueSize
@@ -70,7 +70,7 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 		if !w.Local {
 			where = "host " + w.Host
 		}
-		fmt.Fprintf(a.stdout, "  worker %d on %s: running %v, pid %d, processed %d (success %d, failed %d)", w.WorkerID, where, w.Running, w.PID, w.Stats.TotalProcessed, w.Stats.TotalSuccess, w.Stats.TotalFailed)
+		fmt.Fprintf(a.stdout, "  worker %d (%s) on %s: running %v, pid %d, processed %d (success %d, failed %d, skipped %d)", w.Index, w.Unit, where, w.Running, w.PID, w.Stats.TotalProcessed, w.Stats.TotalSuccess, w.Stats.TotalFailed, w.Stats.TotalSkipped)
 		if w.Problem != "" {
 			fmt.Fprintf(a.stdout, ": %s", w.Problem)
 		}

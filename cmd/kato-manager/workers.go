@@ -167,17 +167,20 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	if err != nil {
 		return err
 	}
+	// The workers' reports give their counters and, with a PostgreSQL
+	// queue, the workers of other hosts sharing it. This host's health
+	// does not depend on the database: without it, they are left out,
+	// and said so.
 	var remote []supervisor.WorkerHealth
+	reports, err := a.workerReports(ctx)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "kato-manager: the workers' counters are not shown: %v\n", err)
+	}
+	supervisor.AttachStats(h.Workers, reports, supervisor.Hostname())
 	if cfg.KG.DBURL != "" {
-		// Workers of other hosts may share the PostgreSQL queue: their
-		// reports show them. This host's health does not depend on the
-		// database: without it, the other hosts are left out, and said so.
-		reports, err := a.workerReports(ctx)
-		if err != nil {
-			fmt.Fprintf(a.stderr, "kato-manager: other hosts' workers not shown: %v\n", err)
-		}
 		remote = supervisor.RemoteHealth(reports, supervisor.Hostname(), time.Now())
 	}
+	service := supervisor.CheckService(ctx, cfg.KG)
 	var restarted []string
 	if *restart && h.UnhealthyWorkers > 0 {
 		if restarted, err = p.RestartUnhealthy(ctx, h); err != nil {
@@ -186,6 +189,10 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	}
 	report := newHealthReport(h)
 	report.WorkerDetails = append(report.WorkerDetails, remote...)
+	report.KGServiceStatus = &service
+	if report.Status == statusHealthy && service.Enabled && !service.IsHealthy {
+		report.Status = statusDegraded
+	}
 	if *asJSON {
 		if err := writeJSON(a.stdout, report); err != nil {
 			return err
@@ -199,8 +206,23 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	if h.UnhealthyWorkers > 0 && len(restarted) == 0 {
 		return errUnhealthy
 	}
+	if report.Status == statusDegraded {
+		return exitCodeError{code: exitDegraded}
+	}
 	return nil
 }
+
+// exitDegraded is workers health's exit status when every worker is
+// healthy but the KG service is not: the workers wait, and nothing is
+// processed.
+const exitDegraded = 3
+
+// The pool's states in workers health's status field.
+const (
+	statusHealthy   = "healthy"
+	statusDegraded  = "degraded"
+	statusUnhealthy = "unhealthy"
+)
 
 // workerReports reads every worker's report from the queue database.
 func (a *app) workerReports(ctx context.Context) ([]kgworker.Report, error) {
@@ -212,30 +234,52 @@ func (a *app) workerReports(ctx context.Context) ([]kgworker.Report, error) {
 	return q.Reports(ctx)
 }
 
-// healthReport is `workers health` in the KG Manager's field names.
+// healthReport is `workers health` in the KG Manager's field names, with
+// the pool's state and the KG service's beside them.
 type healthReport struct {
+	// Status is healthy, degraded (the workers are, the KG service is
+	// not) or unhealthy (a worker is not, or none runs).
+	Status           string                    `json:"status"`
 	ManagerRunning   bool                      `json:"manager_running"`
 	TotalWorkers     int                       `json:"total_workers"`
 	HealthyWorkers   int                       `json:"healthy_workers"`
 	UnhealthyWorkers int                       `json:"unhealthy_workers"`
 	WorkersRestarted uint32                    `json:"workers_restarted"`
 	WorkerDetails    []supervisor.WorkerHealth `json:"worker_details"`
+	// KGServiceStatus is what the service's /health answered `workers
+	// health`; serve's /health does not ask it.
+	KGServiceStatus *supervisor.ServiceHealth `json:"kg_service_status,omitempty"`
 }
 
 func newHealthReport(h *supervisor.PoolHealth) healthReport {
+	status := statusHealthy
+	if h.UnhealthyWorkers > 0 || !h.ManagerRunning {
+		status = statusUnhealthy
+	}
 	return healthReport{
-		ManagerRunning: h.ManagerRunning, TotalWorkers: h.TotalWorkers, HealthyWorkers: h.HealthyWorkers,
+		Status: status, ManagerRunning: h.ManagerRunning, TotalWorkers: h.TotalWorkers, HealthyWorkers: h.HealthyWorkers,
 		UnhealthyWorkers: h.UnhealthyWorkers, WorkersRestarted: h.WorkersRestarted, WorkerDetails: h.Workers,
 	}
 }
 
 func printHealth(a *app, r healthReport) {
+	fmt.Fprintf(a.stdout, "pool: %s\n", r.Status)
 	fmt.Fprintf(a.stdout, "workers: %d total, %d healthy, %d unhealthy, %d restarts by systemd\n", r.TotalWorkers, r.HealthyWorkers, r.UnhealthyWorkers, r.WorkersRestarted)
+	if s := r.KGServiceStatus; s != nil {
+		switch {
+		case !s.Enabled:
+			fmt.Fprintln(a.stdout, "kg service: disabled (kg.service_enabled = false)")
+		case s.IsHealthy:
+			fmt.Fprintf(a.stdout, "kg service: healthy at %s\n", s.URL)
+		default:
+			fmt.Fprintf(a.stdout, "kg service: DOWN at %s: %s; the workers wait for it\n", s.URL, s.Problem)
+		}
+	}
 	if len(r.WorkerDetails) == 0 {
 		return
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tWORKER\tUNIT\tSTATE\tPID\tRESTARTS\tPROBLEM")
+	fmt.Fprintln(tw, "HOST\tWORKER\tUNIT\tSTATE\tPID\tRESTARTS\tPROCESSED\tPROBLEM")
 	for _, w := range r.WorkerDetails {
 		problem := w.Problem
 		if problem == "" {
@@ -245,7 +289,11 @@ func printHealth(a *app, r healthReport) {
 		if w.Local {
 			host += " (this host)"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s/%s\t%d\t%d\t%s\n", host, w.WorkerID, w.Unit, w.ActiveState, w.SubState, w.PID, w.Restarts, problem)
+		processed := "-"
+		if w.Stats != nil {
+			processed = strconv.Itoa(w.Stats.TotalProcessed)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s/%s\t%d\t%d\t%s\t%s\n", host, w.Index, w.Unit, w.ActiveState, w.SubState, w.PID, w.Restarts, processed, problem)
 	}
 	tw.Flush()
 }

@@ -174,7 +174,11 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	var remote []supervisor.WorkerHealth
 	reports, err := a.workerReports(ctx)
 	if err != nil {
-		fmt.Fprintf(a.stderr, "kato-manager: the workers' counters are not shown: %v\n", err)
+		what := "the workers' counters"
+		if cfg.KG.DBURL != "" {
+			what = "the workers' counters and other hosts' workers"
+		}
+		fmt.Fprintf(a.stderr, "kato-manager: %s not shown: %v\n", what, err)
 	}
 	supervisor.AttachStats(h.Workers, reports, supervisor.Hostname())
 	if cfg.KG.DBURL != "" {

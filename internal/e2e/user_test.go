@@ -335,7 +335,7 @@ INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char
 		}
 		// The workers write their counters into the queue once a second.
 		m.waitFor("workers stats to count the 3 documents", 10*time.Second, func() bool {
-			return strings.Contains(u.km("workers", "stats"), "processed: 3 (success 3, failed 0)")
+			return strings.Contains(u.km("workers", "stats"), "processed: 3 (success 3, failed 0, skipped 0)")
 		})
 		var health struct {
 			Total   int `json:"total_workers"`

@@ -267,20 +267,29 @@ func (p *kgPool) workerWanted(n int) bool {
 
 // healthJSON is `workers health --json` in the KG Manager's field names.
 type healthJSON struct {
-	ManagerRunning   bool `json:"manager_running"`
-	TotalWorkers     int  `json:"total_workers"`
-	HealthyWorkers   int  `json:"healthy_workers"`
-	UnhealthyWorkers int  `json:"unhealthy_workers"`
-	WorkersRestarted int  `json:"workers_restarted"`
-	WorkerDetails    []struct {
-		WorkerID     int    `json:"worker_id"`
-		Unit         string `json:"unit"`
-		Running      bool   `json:"running"`
-		ActiveState  string `json:"active_state"`
-		PID          int    `json:"pid"`
-		ProcessState string `json:"process_state"`
-		Restarts     int    `json:"restarts"`
-		Problem      string `json:"problem"`
+	ManagerRunning   bool   `json:"manager_running"`
+	TotalWorkers     int    `json:"total_workers"`
+	HealthyWorkers   int    `json:"healthy_workers"`
+	UnhealthyWorkers int    `json:"unhealthy_workers"`
+	WorkersRestarted int    `json:"workers_restarted"`
+	Status           string `json:"status"`
+	KGServiceStatus  struct {
+		Enabled   bool   `json:"enabled"`
+		URL       string `json:"url"`
+		IsHealthy bool   `json:"is_healthy"`
+		Problem   string `json:"problem"`
+	} `json:"kg_service_status"`
+	WorkerDetails []struct {
+		WorkerID     int             `json:"worker_id"`
+		Instance     int             `json:"instance"`
+		Stats        *kgworker.Stats `json:"stats"`
+		Unit         string          `json:"unit"`
+		Running      bool            `json:"running"`
+		ActiveState  string          `json:"active_state"`
+		PID          int             `json:"pid"`
+		ProcessState string          `json:"process_state"`
+		Restarts     int             `json:"restarts"`
+		Problem      string          `json:"problem"`
 	} `json:"worker_details"`
 }
 
@@ -294,6 +303,7 @@ type statsJSON struct {
 	TotalProcessed   int       `json:"total_processed"`
 	TotalSuccess     int       `json:"total_success"`
 	TotalFailed      int       `json:"total_failed"`
+	TotalSkipped     int       `json:"total_skipped"`
 	KGServiceEnabled bool      `json:"kg_service_enabled"`
 	KGServiceStatus  struct {
 		Enabled             bool   `json:"enabled"`
@@ -306,6 +316,8 @@ type statsJSON struct {
 		Host     string         `json:"host"`
 		Local    bool           `json:"local"`
 		WorkerID int            `json:"worker_id"`
+		Instance int            `json:"instance"`
+		Unit     string         `json:"unit"`
 		Running  bool           `json:"running"`
 		PID      int            `json:"pid"`
 		Stats    kgworker.Stats `json:"stats"`
@@ -415,7 +427,7 @@ func TestWorkersDrain(t *testing.T) {
 	}
 	for i, w := range h.WorkerDetails {
 		unit := workerUnit(i + 1)
-		if w.WorkerID != i+1 || w.Unit != unit || !w.Running || w.ActiveState != "active" || w.PID != p.intProp(unit, "MainPID") || w.Problem != "" {
+		if w.WorkerID != i || w.Instance != i+1 || w.Unit != unit || !w.Running || w.ActiveState != "active" || w.PID != p.intProp(unit, "MainPID") || w.Problem != "" {
 			t.Errorf("worker_details[%d] = %+v", i, w)
 		}
 	}
@@ -850,7 +862,7 @@ func TestWorkersCLI(t *testing.T) {
 	if code != 1 || h.HealthyWorkers != 3 || h.UnhealthyWorkers != 1 || !h.ManagerRunning || len(h.WorkerDetails) != 4 {
 		t.Fatalf("workers health with a stopped worker (exit %d): %+v", code, h)
 	}
-	if w := h.WorkerDetails[2]; w.WorkerID != 3 || w.Running || w.PID != stoppedPID || w.ProcessState != "stop" || !strings.Contains(w.Problem, "stop") {
+	if w := h.WorkerDetails[2]; w.WorkerID != 2 || w.Instance != 3 || w.Running || w.PID != stoppedPID || w.ProcessState != "stop" || !strings.Contains(w.Problem, "stop") {
 		t.Errorf("the stopped worker's details: %+v", w)
 	}
 	r := p.exec("curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", "http://127.0.0.1:9090/health")
@@ -898,6 +910,9 @@ func TestQueueOnDefaultPath(t *testing.T) {
 	if owner := strings.TrimSpace(p.must("stat", "-c", "%U", kgDB)); owner != "kato" {
 		t.Fatalf("the queue belongs to %s", owner)
 	}
+	// A document the KG service would refuse (no chunks, markdown too
+	// short): the worker skips it.
+	p.execSQL("INSERT INTO crawled_content(id, url, markdown) VALUES (1, 'https://example.com/short', 'too short')")
 	if r := p.km("queue", "enqueue", "1"); r.code != 0 {
 		regular := strings.TrimSpace(p.readFile("/proc/sys/fs/protected_regular"))
 		t.Fatalf("root cannot write kato's queue in %s (mode %s, fs.protected_regular=%s): %s",
@@ -913,6 +928,11 @@ func TestQueueOnDefaultPath(t *testing.T) {
 	if s.QueueSize.Skipped != 1 || s.TotalWorkers != 1 {
 		t.Errorf("workers stats: %+v", s)
 	}
+	// The worker's report counts the skipped item soon after the queue
+	// shows it (within a quarter second), and the text says so.
+	p.waitFor("workers stats to count the skipped item", 2*time.Second, func() bool {
+		return strings.Contains(p.mustKM("workers", "stats"), "processed: 1 (success 0, failed 0, skipped 1)")
+	})
 }
 
 func sortedKeys(m map[int]bool) []int {
@@ -1104,5 +1124,61 @@ func TestWorkersAnswerAtTheMemoryBound(t *testing.T) {
 			t.Errorf("MemoryPeak of %s is %s, want under %d", unit, peak, memoryMax)
 		}
 		t.Logf("MemoryPeak of %s: %s", unit, kgworker.FormatBytes(n))
+	}
+}
+
+// TestWorkersStatsAndHealthAsTheKGManager: right after the queue shows a
+// burst of documents completed, workers stats counts them all (it said
+// processed: 1 after 12 completed); workers health gives each worker's
+// stats, worker_id from 0 beside kg-worker@N's N, and the KG service's
+// state: with the service refusing every connection the pool is degraded
+// and the exit status 3, though both workers run.
+func TestWorkersStatsAndHealthAsTheKGManager(t *testing.T) {
+	p := bootKGPool(t, "poll_interval = 5.0\n", 0)
+	p.addContent(1, 12)
+	p.startWorkers(2)
+	// Their first reports are written; the burst comes within a second.
+	p.waitFor("both workers' first reports", 10*time.Second, func() bool { return len(p.stats().WorkerDetails) == 2 })
+	p.enqueue(1, 12)
+	p.waitFor("the queue to show 12 completed", 30*time.Second, func() bool {
+		c := p.counts()
+		return c.Completed == 12
+	})
+	done := time.Now()
+	var s statsJSON
+	p.waitFor("workers stats to agree with the queue", 3*time.Second, func() bool {
+		s = p.stats()
+		return s.TotalProcessed == 12
+	})
+	if lag := time.Since(done); lag > 2*time.Second {
+		t.Errorf("workers stats agreed with the queue %s after it showed the items done", lag)
+	}
+	if s.TotalSuccess != 12 || s.TotalSkipped != 0 || s.QueueSize.Completed != 12 {
+		t.Errorf("workers stats: %+v", s)
+	}
+
+	code, h := p.health()
+	if code != 0 || h.Status != "healthy" || !h.KGServiceStatus.Enabled || !h.KGServiceStatus.IsHealthy || h.KGServiceStatus.URL != "http://localhost:8088" {
+		t.Fatalf("workers health with the KG service up (exit %d): %+v", code, h)
+	}
+	sum := 0
+	for i, w := range h.WorkerDetails {
+		if w.WorkerID != i || w.Instance != i+1 || w.Unit != workerUnit(i+1) || w.Stats == nil {
+			t.Fatalf("worker_details[%d] = %+v, want worker_id %d of %s with its stats", i, w, i, workerUnit(i+1))
+		}
+		sum += w.Stats.TotalProcessed
+	}
+	if sum != 12 {
+		t.Errorf("the workers' stats in workers health add up to %d, want 12", sum)
+	}
+
+	p.must("systemctl", "stop", "kgservice.service")
+	code, h = p.health()
+	if code != 3 || h.Status != "degraded" || h.HealthyWorkers != 2 || h.KGServiceStatus.IsHealthy || !strings.Contains(h.KGServiceStatus.Problem, "connection refused") {
+		t.Errorf("workers health with the KG service down (exit %d): %+v", code, h)
+	}
+	r := p.km("workers", "health")
+	if r.code != 3 || !strings.Contains(r.stdout, "pool: degraded") || !strings.Contains(r.stdout, "kg service: DOWN at http://localhost:8088") {
+		t.Errorf("workers health text with the KG service down: %s", r)
 	}
 }

@@ -36,7 +36,7 @@ func TestDemo(t *testing.T) {
 		`{"id":"processor-2","name":"Secondary","status":"okay"}`,
 		`{"id":"processor-3","name":"Auto Learner","status":"okay"}`,
 		"registry: in step with systemd",
-		"processed: 12 (success 12, failed 0)",
+		"processed: 12 (success 12, failed 0, skipped 0)",
 		"queue: total 12: pending 0, processing 0, completed 12, failed 0, skipped 0",
 		"kg service: enabled true, url http://localhost:8088, healthy true",
 		"stopped and removed processor-3",

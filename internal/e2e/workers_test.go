@@ -457,7 +457,7 @@ func TestWorkersDrain(t *testing.T) {
 		t.Errorf("worker_details add up to %d processed, want %d", sum, items)
 	}
 	text := p.mustKM("workers", "stats")
-	if !strings.Contains(text, fmt.Sprintf("processed: %d (success %d, failed 0)", items, items)) {
+	if !strings.Contains(text, fmt.Sprintf("processed: %d (success %d, failed 0, skipped 0)", items, items)) {
 		t.Errorf("workers stats:\n%s", text)
 	}
 }

@@ -241,7 +241,7 @@ func TestManyHostsDrain(t *testing.T) {
 		return own == 3 && theirs == 3 && len(stats.WorkerDetails) == 6 && stats.TotalWorkers == 6
 	})
 	text := f.w2.mustKM("workers", "stats")
-	for _, want := range []string{"worker 1 on this host: running true", "worker 3 on host kato3: running true"} {
+	for _, want := range []string{"worker 0 (kg-worker@1.service) on this host: running true", "worker 2 (kg-worker@3.service) on host kato3: running true"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("workers stats on kato2 lacks %q:\n%s", want, text)
 		}

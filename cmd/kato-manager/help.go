@@ -99,12 +99,17 @@ read it.`,
 	"workers stop": `Stop and disable every worker. Each worker stops claiming items and finishes or
 hands back what it holds, so nothing is left in processing.`,
 	"workers scale": `Make exactly workers 1..N run, starting or stopping only the difference.`,
-	"workers health": `Report manager_running, total_workers, healthy_workers, unhealthy_workers,
-workers_restarted (systemd's restart counts) and worker_details. A worker is
-healthy when its unit runs and its process is neither stopped nor a zombie. Exit
-status 1 when a worker is unhealthy, unless --restart-unhealthy restarted it.`,
-	"workers stats": `The pool's aggregate statistics: the sums of the workers' reports, the KG
-service's status as the first worker sees it, and the queue's counts.`,
+	"workers health": `Report status, manager_running, total_workers, healthy_workers,
+unhealthy_workers, workers_restarted (systemd's restart counts), worker_details
+(with each worker's stats) and kg_service_status, what the KG service's /health
+answers now. A worker is healthy when its unit runs and its process is neither
+stopped nor a zombie. Exit status 1 when a worker is unhealthy, unless
+--restart-unhealthy restarted it; 3 (degraded) when the workers are healthy but
+the KG service is not.`,
+	"workers stats": `The pool's aggregate statistics: the sums of the workers' reports (success,
+failed and skipped), the KG service's status as the first worker sees it, and the
+queue's counts. A worker's report follows its items within a quarter second.
+worker_id counts from 0, as the KG Manager's; instance is the N of kg-worker@N.`,
 	"queue": `Add to and inspect the KG queue: the SQLite database at kg.db_path, or the PostgreSQL database kg.db_url when set.`,
 	"queue migrate": `Copy the SQLite queue at kg.db_path (documents, chunks, results, queue items,
 worker reports) into the empty PostgreSQL database --to (default kg.db_url), in
@@ -113,7 +118,8 @@ and the file is only read. The password comes from PGPASSWORD, the password file
 (PGPASSFILE, ~/.pgpass) or the service (PGSERVICE), as with psql: keep it off the
 command line. Stop the pool first (workers stop); then set kg.db_url to the same
 URL, if it is not already, and start it again.`,
-	"queue enqueue": `Queue crawled_content rows, by id, for KG processing. Higher priority goes first.`,
+	"queue enqueue": `Queue crawled_content rows, by id, for KG processing. Higher priority goes first.
+An id without a crawled_content row is refused, and then none is queued.`,
 	"queue retry-failed": `Put failed items, all of them or the ones named, back to pending with a fresh
 retry count.`,
 	"serve": `Serve the dashboard at /, GET /metrics for Prometheus, and GET /health (503

@@ -107,7 +107,8 @@ work. list and status take several hosts, comma-separated, and merge their
 tables with a HOST column.
 
 Exit status: 0 done, 1 failed (or, for status and workers health, something
-is unhealthy), 2 a bad invocation, with nothing changed. With --host, the
+is unhealthy), 2 a bad invocation, with nothing changed, 3 for workers health
+when only the KG service is down. With --host, the
 remote command's status, and 1 when a host cannot be reached.`,
 		Version:           version,
 		Args:              cobra.ArbitraryArgs,

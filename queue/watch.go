@@ -162,7 +162,9 @@ func (q *Queue) waitChanged(ctx context.Context) (bool, error) {
 		}
 		if path != "" {
 			if w, err := q.watchFiles(path); err == nil {
-				defer w.close()
+				// Closing an inotify instance waits for the kernel to
+				// retire its watches, ~10ms: not on the way to the work.
+				defer func() { go w.close() }()
 				changes = w.changed()
 			}
 		}

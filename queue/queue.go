@@ -26,6 +26,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -105,6 +106,7 @@ type Queue struct {
 	// watchFiles watches an SQLite database's files for WaitForWork; nil
 	// when told not to (WithoutFileWatch).
 	watchFiles  func(path string) (fileChanges, error)
+	watchErr    atomic.Pointer[error]
 	changeCheck time.Duration
 }
 

@@ -123,6 +123,17 @@ func (d *dirWatch) close() error {
 	return err
 }
 
+// FileWatchErr returns why the last wait for work on SQLite could not have
+// the kernel watch the database's files, and so looked for commits every
+// WithChangeCheck interval instead; nil when it could, before the first
+// wait, on PostgreSQL and with WithoutFileWatch.
+func (q *Queue) FileWatchErr() error {
+	if err := q.watchErr.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
 // dbPath returns the file of conn's main database, "" for one in memory.
 func dbPath(ctx context.Context, conn *sql.Conn) (string, error) {
 	rows, err := conn.QueryContext(ctx, "PRAGMA database_list")
@@ -161,7 +172,9 @@ func (q *Queue) waitChanged(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		if path != "" {
-			if w, err := q.watchFiles(path); err == nil {
+			w, err := q.watchFiles(path)
+			q.watchErr.Store(&err)
+			if err == nil {
 				// Closing an inotify instance waits for the kernel to
 				// retire its watches, ~10ms: not on the way to the work.
 				defer func() { go w.close() }()

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -77,6 +78,9 @@ func TestWaitForWorkWithoutFileWatch(t *testing.T) {
 	if tried != 1 {
 		t.Errorf("file watch tried %d times, want 1", tried)
 	}
+	if err := q.FileWatchErr(); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("FileWatchErr() = %v, want %v", err, syscall.ENOSPC)
+	}
 }
 
 // TestWaitForWorkLooksAgainAfterAnEarlyChange: the kernel reports the
@@ -115,6 +119,9 @@ func TestWaitForWorkWatchesTheFiles(t *testing.T) {
 	q, other := openFile(t, WithChangeCheck(time.Hour))
 	start := time.Now()
 	ok, err := q.WaitForWork(context.Background(), 300*time.Millisecond)
+	if err := q.FileWatchErr(); err != nil {
+		t.Errorf("FileWatchErr() = %v, want nil", err)
+	}
 	if took := time.Since(start); err != nil || ok || took < 300*time.Millisecond {
 		t.Fatalf("idle WaitForWork = %v, %v after %s; want false after 300ms", ok, err, took)
 	}

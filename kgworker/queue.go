@@ -100,6 +100,19 @@ func WithClock(now func() time.Time) Option {
 	return func(o *openOpts) { o.queueOpts = append(o.queueOpts, queue.WithClock(now)) }
 }
 
+// WithoutFileWatch makes idle workers on a SQLite database look for
+// commits every WithChangeCheck interval instead of waiting for the kernel
+// to report a change to the database's files: the benchmark's baseline.
+func WithoutFileWatch() Option {
+	return func(o *openOpts) { o.queueOpts = append(o.queueOpts, queue.WithoutFileWatch()) }
+}
+
+// WithChangeCheck sets how often idle workers on a SQLite database look for
+// commits when they do not watch its files. The default is 50ms.
+func WithChangeCheck(every time.Duration) Option {
+	return func(o *openOpts) { o.queueOpts = append(o.queueOpts, queue.WithChangeCheck(every)) }
+}
+
 // WithMakeDir, when on, makes Open create the database's directory if it is
 // missing, for a database no StateDirectory= or tmpfiles.d entry provides:
 // kato-manager --user's, under XDG_STATE_HOME.

@@ -87,6 +87,9 @@ type Worker struct {
 	// last asked the service. Both belong to the loop goroutine.
 	down      bool
 	lastCheck time.Time
+	// noWatch is whether the last wait for work could not watch the
+	// database's files; it keeps the log to one line per change.
+	noWatch bool
 
 	mu    sync.Mutex
 	stats Stats
@@ -609,10 +612,26 @@ func (w *Worker) idle(ctx context.Context, done <-chan struct{}, inFlight *int) 
 			return
 		}
 		w.dbResult(nil)
+		w.noteFileWatch()
 		if ok {
 			return
 		}
 		w.tick()
+	}
+}
+
+// noteFileWatch logs when the wait for work stops or starts again having
+// the kernel watch the database's files.
+func (w *Worker) noteFileWatch() {
+	err := w.queue.FileWatchErr()
+	if (err != nil) == w.noWatch {
+		return
+	}
+	w.noWatch = err != nil
+	if err != nil {
+		w.logf("cannot watch the kg database's files, polling it for new items instead: %v", err)
+	} else {
+		w.logf("watching the kg database's files again")
 	}
 }
 

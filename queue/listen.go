@@ -53,9 +53,9 @@ func (q *Queue) waitNotified(ctx context.Context) (bool, error) {
 	}
 }
 
-// pollDue looks for due work every wakeCheckInterval until ctx ends.
+// pollDue looks for due work every changeCheck until ctx ends.
 func (q *Queue) pollDue(ctx context.Context) (bool, error) {
-	tick := time.NewTicker(wakeCheckInterval)
+	tick := time.NewTicker(q.changeCheck)
 	defer tick.Stop()
 	for {
 		if ok, err := q.workDue(ctx, q.db); err != nil || ok {

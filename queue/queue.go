@@ -26,6 +26,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -102,6 +103,11 @@ type Queue struct {
 	backoffBase time.Duration
 	backoffMax  time.Duration
 	now         func() time.Time
+	// watchFiles watches an SQLite database's files for WaitForWork; nil
+	// when told not to (WithoutFileWatch).
+	watchFiles  func(path string) (fileChanges, error)
+	watchErr    atomic.Pointer[error]
+	changeCheck time.Duration
 }
 
 // Option changes a default of New.
@@ -140,6 +146,8 @@ func New(db *sql.DB, opts ...Option) (*Queue, error) {
 		backoffBase: 10 * time.Second,
 		backoffMax:  10 * time.Minute,
 		now:         time.Now,
+		watchFiles:  watchDBFiles,
+		changeCheck: defaultChangeCheck,
 	}
 	for _, o := range opts {
 		o(q)
@@ -153,6 +161,8 @@ func New(db *sql.DB, opts ...Option) (*Queue, error) {
 		return nil, fmt.Errorf("invalid backoff max %s: must be at least the base %s", q.backoffMax, q.backoffBase)
 	case q.now == nil:
 		return nil, errors.New("invalid clock: must not be nil")
+	case q.changeCheck <= 0:
+		return nil, fmt.Errorf("invalid change check interval %s: must be positive", q.changeCheck)
 	}
 	if q.dialect == Postgres {
 		q.listener = &listener{config: db.Driver().(*pgDriver).config}
@@ -642,72 +652,33 @@ func (q *Queue) Stats(ctx context.Context) (Counts, error) {
 	return c, nil
 }
 
-// wakeCheckInterval is how often WaitForWork looks for a change to the file.
-const wakeCheckInterval = 50 * time.Millisecond
-
 // WaitForWork blocks until a pending item is due or timeout passes, and
 // reports whether work is waiting. On SQLite it notices items enqueued by
-// any process within about wakeCheckInterval: it watches SQLite's
-// data_version, which changes whenever another connection commits, and only
-// then looks at the queue itself. On PostgreSQL it LISTENs on NotifyChannel
-// and wakes as soon as an item becomes pending, on any host; timeout, the
-// poll interval, remains the fallback for items whose backoff ends.
+// any process, through any program: it has the kernel report changes to
+// the database's files (inotify on Linux), confirms each by SQLite's
+// data_version, which changes whenever another connection commits, and
+// only then looks at the queue itself; where the files cannot be watched it
+// looks at data_version every WithChangeCheck interval. On PostgreSQL it
+// LISTENs on NotifyChannel and wakes as soon as an item becomes pending, on
+// any host. On both, timeout, the poll interval, remains the fallback for
+// items whose backoff ends.
 func (q *Queue) WaitForWork(ctx context.Context, timeout time.Duration) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	done := func(err error) (bool, error) {
+	var ok bool
+	var err error
+	if q.dialect == Postgres {
+		ok, err = q.waitNotified(ctx)
+	} else {
+		ok, err = q.waitChanged(ctx)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return false, nil
 		}
 		return false, fmt.Errorf("wait for queue work: %w", err)
 	}
-	if q.dialect == Postgres {
-		ok, err := q.waitNotified(ctx)
-		if err != nil {
-			return done(err)
-		}
-		return ok, nil
-	}
-	// data_version is only comparable on one connection, so hold one.
-	conn, err := q.db.Conn(ctx)
-	if err != nil {
-		return done(err)
-	}
-	defer conn.Close()
-	version, err := dataVersion(ctx, conn)
-	if err != nil {
-		return done(err)
-	}
-	if ok, err := q.workDue(ctx, conn); err != nil || ok {
-		if err != nil {
-			return done(err)
-		}
-		return true, nil
-	}
-	tick := time.NewTicker(wakeCheckInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false, nil
-		case <-tick.C:
-		}
-		v, err := dataVersion(ctx, conn)
-		if err != nil {
-			return done(err)
-		}
-		if v == version {
-			continue
-		}
-		version = v
-		ok, err := q.workDue(ctx, conn)
-		if err != nil {
-			return done(err)
-		}
-		if ok {
-			return true, nil
-		}
-	}
+	return ok, nil
 }
 
 func dataVersion(ctx context.Context, conn *sql.Conn) (int64, error) {

@@ -56,14 +56,16 @@ func main() {
 	minRun := flag.Duration("kg-min-run", 2*time.Second, "least duration of a kato-manager worker throughput run")
 	legacyItems := flag.Int("kg-legacy-items", 50, "items per baseline worker throughput run")
 	samples := flag.Int("kg-samples", 24, "enqueue→pickup latency samples each way")
+	pickupSamples := flag.Int("kg-pickup-samples", 200, "enqueue→pickup latency samples on SQLite with and without the file watch")
+	pickupOnly := flag.Bool("kg-pickup-only", false, "of the KG worker rows, measure only SQLite's enqueue→pickup and idle CPU")
 	skipHosts := flag.Bool("skip-hosts", false, "skip the rows of KG workers on several hosts (three machines, PostgreSQL)")
 	hostsItems := flag.Int("hosts-items", 2000, "items drained in each set-up of the several-hosts rows")
 	flag.Parse()
 	if *fleetRuns < 1 || *startRuns < 1 || *runs < 1 {
 		fail(fmt.Errorf("invalid -fleet-runs %d, -start-runs %d or -runs %d: must be positive", *fleetRuns, *startRuns, *runs))
 	}
-	if *legacyItems < 1 || *samples < 1 || *minRun <= 0 || *hostsItems < 1 {
-		fail(fmt.Errorf("invalid -kg-legacy-items %d, -kg-samples %d, -kg-min-run %s or -hosts-items %d: must be positive", *legacyItems, *samples, *minRun, *hostsItems))
+	if *legacyItems < 1 || *samples < 1 || *pickupSamples < 1 || *minRun <= 0 || *hostsItems < 1 {
+		fail(fmt.Errorf("invalid -kg-legacy-items %d, -kg-samples %d, -kg-pickup-samples %d, -kg-min-run %s or -hosts-items %d: must be positive", *legacyItems, *samples, *pickupSamples, *minRun, *hostsItems))
 	}
 	ctx := context.Background()
 	var rows []row
@@ -73,7 +75,8 @@ func main() {
 		rows, notes = append(rows, instRows...), instNotes
 	}
 	if !*skipWorkers {
-		kb := &kgBench{ctx: ctx, minRun: *minRun, legacyItems: *legacyItems, samples: *samples}
+		kb := &kgBench{ctx: ctx, minRun: *minRun, legacyItems: *legacyItems, samples: *samples,
+			pickupSamples: *pickupSamples, pickupOnly: *pickupOnly}
 		kgRows, err := kb.rows()
 		if err != nil {
 			fail(err)

@@ -27,22 +27,17 @@ const slowChildOp = 300 * time.Millisecond
 // re-executes itself for its database work.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == queueDBCommand {
-		// A database named slow.db or hung.db makes the child slow, or
+		// A database named slow.db or hung.db makes the helper slow, or
 		// never answer, in every request but the first.
-		for _, arg := range os.Args {
-			switch filepath.Base(arg) {
+		queueOpHook = func(db, op string) {
+			if op == "open" || op == "ping" {
+				return
+			}
+			switch filepath.Base(db) {
 			case "slow.db":
-				queueOpHook = func(op string) {
-					if op != "ping" {
-						time.Sleep(slowChildOp)
-					}
-				}
+				time.Sleep(slowChildOp)
 			case "hung.db":
-				queueOpHook = func(op string) {
-					if op != "ping" {
-						time.Sleep(time.Hour)
-					}
-				}
+				time.Sleep(time.Hour)
 			}
 		}
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
@@ -58,9 +53,11 @@ func queueDirFor(t *testing.T) (configText, kgDir string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the test is what root does")
 	}
-	old := serviceUser
+	old, oldSocket := serviceUser, queueSocket
 	serviceUser = "nobody"
-	t.Cleanup(func() { serviceUser = old })
+	// No kato-queue.socket: the child is forked.
+	queueSocket = filepath.Join(t.TempDir(), "no-queue.sock")
+	t.Cleanup(func() { serviceUser, queueSocket = old, oldSocket })
 	parent, err := os.MkdirTemp("", "kato-queue-")
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +142,7 @@ func TestQueueChildRefusesRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	code, _, stderr := runCLI(t, "", queueDBCommand, "--db", filepath.Join(t.TempDir(), "kg.db"))
+	code, _, stderr := runCLI(t, "", queueDBCommand)
 	if code != exitUsage || !strings.Contains(stderr, "must not run as root") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
@@ -185,7 +182,7 @@ func TestReopeningQueueReplacesADeadChild(t *testing.T) {
 	ctx := context.Background()
 	dbPath := filepath.Join(kgDir, "kg.db")
 	open := func() (queueDB, error) {
-		return startQueueChild(ctx, dbPath, queueRequest{Op: "ping"}, "--max-retries", "3", "--read-only=false")
+		return startQueueChild(ctx, queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
 	}
 	first, err := open()
 	if err != nil {
@@ -225,7 +222,7 @@ func procStat(t *testing.T, pid int) []string {
 // as its stdio, and be closed to ptrace by its own user.
 func TestQueueChildCannotBeEntered(t *testing.T) {
 	_, kgDir := queueDirFor(t)
-	c, err := startQueueChild(context.Background(), filepath.Join(kgDir, "kg.db"), queueRequest{Op: "ping"}, "--max-retries", "3")
+	c, err := startQueueChild(context.Background(), queueRequest{Op: "open", DB: filepath.Join(kgDir, "kg.db"), MaxRetries: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +283,7 @@ func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
 	_, kgDir := queueDirFor(t)
 	dbPath := filepath.Join(kgDir, "slow.db")
 	open := func() (queueDB, error) {
-		return startQueueChild(context.Background(), dbPath, queueRequest{Op: "ping"}, "--max-retries", "3")
+		return startQueueChild(context.Background(), queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
 	}
 	q := &reopeningQueue{open: open}
 	defer q.Close()
@@ -350,7 +347,7 @@ func TestHungChildIsReplaced(t *testing.T) {
 	t.Cleanup(func() { queueCallDeadline = old })
 	dbPath := filepath.Join(kgDir, "hung.db")
 	q := &reopeningQueue{open: func() (queueDB, error) {
-		return startQueueChild(context.Background(), dbPath, queueRequest{Op: "ping"}, "--max-retries", "3")
+		return startQueueChild(context.Background(), queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
 	}}
 	defer q.Close()
 	// The caller waits longer than the deadline.

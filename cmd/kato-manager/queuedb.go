@@ -605,7 +605,7 @@ func (c *queueChild) closeConn(idle bool) error {
 	}
 	if err := c.conn.CloseWrite(); err == nil {
 		c.conn.SetReadDeadline(time.Now().Add(queueChildGrace)) //nolint:errcheck // a socket takes it
-		io.Copy(io.Discard, c.out)                            //nolint:errcheck // until the helper hangs up
+		io.Copy(io.Discard, c.out)                              //nolint:errcheck // until the helper hangs up
 	}
 	return c.conn.Close()
 }

@@ -182,4 +182,12 @@ SELECT i, 0, 'Chunk 0 of document ' || i, 0, 99, 5 FROM generate_series(1, 3) AS
 	if out := p.mustKM("queue", "list", "--status", "completed"); strings.Count(out, "completed") != 3 {
 		t.Errorf("queue list:\n%s", out)
 	}
+	// Each went through kato-queue.socket: root itself never became kato.
+	if n := strings.TrimSpace(p.must("systemctl", "show", "-P", "NAccepted", "kato-queue.socket")); n == "0" || n == "" {
+		t.Errorf("kato-queue.socket accepted %q connections", n)
+	}
+	// And each helper ended with its command.
+	p.waitFor("the queue helpers to end", 10*time.Second, func() bool {
+		return strings.TrimSpace(p.exec("pgrep", "-f", "--", "__queue-db").stdout) == ""
+	})
 }

@@ -142,9 +142,10 @@ type queueChild struct {
 // or of serve comes near it.
 var queueCallDeadline = 5 * time.Minute
 
-// queueChildGrace is how long Close waits for an idle child to close its
-// database and exit before it kills it.
-const queueChildGrace = 10 * time.Second
+// queueChildGrace is how long Close waits for an idle helper to close its
+// database and exit before it kills it or hangs up, and how long a helper
+// whose input ended takes at most to exit; tests shorten it.
+var queueChildGrace = 10 * time.Second
 
 type queueRequest struct {
 	Op        string          `json:"op"`

@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 				time.Sleep(time.Hour)
 			}
 		}
+		if grace, err := time.ParseDuration(os.Getenv(testGraceEnv)); err == nil {
+			queueChildGrace = grace
+		}
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -77,7 +80,10 @@ func queueDirFor(t *testing.T) (configText, kgDir string) {
 }
 
 func TestRootQueueWorkRunsAsServiceUser(t *testing.T) {
-	configText, kgDir := queueDirFor(t)
+	queueTransports(t, rootQueueWorkRunsAsServiceUser)
+}
+
+func rootQueueWorkRunsAsServiceUser(t *testing.T, h *helpers, configText, kgDir string) {
 	if code, _, stderr := runCLI(t, configText, "queue", "enqueue", "7", "8"); code != 0 {
 		t.Fatalf("enqueue: exit %d: %s", code, stderr)
 	}
@@ -107,13 +113,19 @@ func TestRootQueueWorkRunsAsServiceUser(t *testing.T) {
 			t.Errorf("%s is owned by uid %d, want the service user's 65534", e.Name(), st.Uid)
 		}
 	}
+	if h.socket && h.started() != 3 {
+		t.Errorf("%d helpers started through the socket, want one per command (3)", h.started())
+	}
 }
 
 // TestRootFollowsNoPlantedLink is the finding that root created and
 // chowned the target of a symlink the kato user planted at the database's
 // path.
 func TestRootFollowsNoPlantedLink(t *testing.T) {
-	configText, kgDir := queueDirFor(t)
+	queueTransports(t, rootFollowsNoPlantedLink)
+}
+
+func rootFollowsNoPlantedLink(t *testing.T, h *helpers, configText, kgDir string) {
 	secret := t.TempDir() // root's, 0700
 	planted := filepath.Join(secret, "planted")
 	if err := os.Symlink(planted, filepath.Join(kgDir, "kg.db")); err != nil {
@@ -178,7 +190,10 @@ func TestEnsureQueueDirOnlyBelowRootOwnedDirs(t *testing.T) {
 // TestReopeningQueueReplacesADeadChild: serve keeps answering /stats after
 // its database child died.
 func TestReopeningQueueReplacesADeadChild(t *testing.T) {
-	_, kgDir := queueDirFor(t)
+	queueTransports(t, reopeningQueueReplacesADeadChild)
+}
+
+func reopeningQueueReplacesADeadChild(t *testing.T, h *helpers, _, kgDir string) {
 	ctx := context.Background()
 	dbPath := filepath.Join(kgDir, "kg.db")
 	open := func() (queueDB, error) {
@@ -193,7 +208,7 @@ func TestReopeningQueueReplacesADeadChild(t *testing.T) {
 	if _, err := q.Enqueue(ctx, 9, 1); err != nil {
 		t.Fatal(err)
 	}
-	first.(*queueChild).cmd.Process.Kill()
+	h.kill(t, first.(*queueChild))
 	if _, err := q.Stats(ctx); err == nil {
 		t.Fatal("a call to a killed child succeeded")
 	}
@@ -221,13 +236,16 @@ func procStat(t *testing.T, pid int) []string {
 // have a session of its own, no controlling terminal, none of root's files
 // as its stdio, and be closed to ptrace by its own user.
 func TestQueueChildCannotBeEntered(t *testing.T) {
-	_, kgDir := queueDirFor(t)
+	queueTransports(t, queueChildCannotBeEntered)
+}
+
+func queueChildCannotBeEntered(t *testing.T, h *helpers, _, kgDir string) {
 	c, err := startQueueChild(context.Background(), queueRequest{Op: "open", DB: filepath.Join(kgDir, "kg.db"), MaxRetries: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	pid := c.cmd.Process.Pid
+	pid := h.pid(t, c)
 
 	stat := procStat(t, pid)
 	ownSid, err := unix.Getsid(0)
@@ -246,8 +264,15 @@ func TestQueueChildCannotBeEntered(t *testing.T) {
 			t.Fatal(err)
 		}
 		ours, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-		if !strings.HasPrefix(theirs, "pipe:") || theirs == ours {
-			t.Errorf("the child's fd %d is %s (ours is %s), want a pipe of its own", fd, theirs, ours)
+		kind := "pipe:"
+		if h.socket && fd < 2 {
+			kind = "socket:" // the connection; stderr goes to the journal
+		}
+		if h.socket && fd == 2 {
+			continue
+		}
+		if !strings.HasPrefix(theirs, kind) || theirs == ours {
+			t.Errorf("the child's fd %d is %s (ours is %s), want a %s of its own", fd, theirs, ours, strings.TrimSuffix(kind, ":"))
 		}
 	}
 
@@ -280,7 +305,10 @@ func TestQueueChildCannotBeEntered(t *testing.T) {
 // Callers that give up, waiting for their turn or for their answer, leave
 // the child running and in step; the next call is answered at once.
 func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
-	_, kgDir := queueDirFor(t)
+	queueTransports(t, cancelledCallsKeepTheSharedChild)
+}
+
+func cancelledCallsKeepTheSharedChild(t *testing.T, h *helpers, _, kgDir string) {
 	dbPath := filepath.Join(kgDir, "slow.db")
 	open := func() (queueDB, error) {
 		return startQueueChild(context.Background(), queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
@@ -291,7 +319,7 @@ func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	child := q.q.(*queueChild)
-	pid := child.cmd.Process.Pid
+	pid := h.pid(t, child)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
@@ -341,7 +369,10 @@ func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
 // TestHungChildIsReplaced: a child that does not answer within the call
 // deadline is killed, the call fails, and the next call has a new child.
 func TestHungChildIsReplaced(t *testing.T) {
-	_, kgDir := queueDirFor(t)
+	queueTransports(t, hungChildIsReplaced)
+}
+
+func hungChildIsReplaced(t *testing.T, h *helpers, _, kgDir string) {
 	old := queueCallDeadline
 	queueCallDeadline = 500 * time.Millisecond
 	t.Cleanup(func() { queueCallDeadline = old })
@@ -360,6 +391,13 @@ func TestHungChildIsReplaced(t *testing.T) {
 	}
 	if q.q != nil {
 		t.Error("the hung child is still the one in use")
+	}
+	if h.socket {
+		// Hung up on, the socket's helper exits within its grace (1s
+		// here), though its request never returns.
+		if err := h.waitExit(h.pid(t, nil), 3*time.Second); err != nil {
+			t.Errorf("the hung helper, hung up on: %v", err)
+		}
 	}
 }
 

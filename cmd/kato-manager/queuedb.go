@@ -190,7 +190,13 @@ func startQueueChild(ctx context.Context, open queueRequest) (*queueChild, error
 	}
 	var c *queueChild
 	var err error
-	if info, statErr := os.Stat(queueSocket); statErr == nil && info.Mode().Type() == os.ModeSocket {
+	if info, statErr := os.Lstat(queueSocket); statErr == nil {
+		// The first request may carry a password: only root's socket
+		// gets it.
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if info.Mode().Type() != os.ModeSocket || !ok || st.Uid != 0 {
+			return nil, fmt.Errorf("queue access: %s is not a socket of root's; remove it and run `systemctl restart %s`", queueSocket, units.QueueSocket)
+		}
 		c, err = dialQueueHelper(ctx)
 	} else {
 		c, err = forkQueueChild(open.DB)
@@ -268,6 +274,10 @@ func forkQueueChild(dbPath string) (*queueChild, error) {
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			// kato-manager.service may not become kato: it needs the socket.
+			return nil, fmt.Errorf("start queue access as %s: %w (start %s: systemctl start %s)", serviceUser, err, units.QueueSocket, units.QueueSocket)
+		}
 		return nil, fmt.Errorf("start queue access as %s: %w", serviceUser, err)
 	}
 	c := &queueChild{cmd: cmd, in: in, out: bufio.NewReader(out), wait: make(chan error, 1),

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -140,5 +141,53 @@ func (h *helpers) waitExit(pid int, timeout time.Duration) error {
 		return nil
 	case <-time.After(timeout):
 		return errors.New("the helper still runs")
+	}
+}
+
+// TestQueueSocketOnlyRoots: the first request may carry a PostgreSQL
+// password, so root sends it only to a socket of root's at queueSocket,
+// never to one another user made, nor to a file in its place.
+func TestQueueSocketOnlyRoots(t *testing.T) {
+	configText, _ := queueDirFor(t)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		make func(path string) error
+	}{
+		{"another user's socket", func(path string) error {
+			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { ln.Close() })
+			return os.Lchown(path, 65534, 65534)
+		}},
+		{"a file", func(path string) error { return os.WriteFile(path, nil, 0o600) }},
+		{"a link to root's socket", func(path string) error {
+			target := filepath.Join(dir, "roots.sock")
+			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: target, Net: "unix"})
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { ln.Close() })
+			return os.Symlink(target, path)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".sock")
+			if err := tc.make(path); err != nil {
+				t.Fatal(err)
+			}
+			old := queueSocket
+			queueSocket = path
+			t.Cleanup(func() { queueSocket = old })
+			code, _, stderr := runCLI(t, configText, "queue", "stats")
+			if code == 0 || !strings.Contains(stderr, path+" is not a socket of root's") {
+				t.Errorf("queue stats with %s at the socket's path: exit %d, %q", tc.name, code, stderr)
+			}
+		})
 	}
 }

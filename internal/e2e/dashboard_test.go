@@ -568,6 +568,12 @@ func TestManagerService(t *testing.T) {
 			t.Errorf("%q: kato-queue.socket accepted %d connections, want 1", args, after-before)
 		}
 	}
+	// Ready: serve sees the processor's own process, of the instance's own
+	// user, listen on its port (/proc/PID/fd: dac_read_search and
+	// sys_ptrace).
+	if !strings.Contains(metrics, `kato_instance_ready{group="",id="alpha",name="Alpha",processor="default"} 1`) {
+		t.Errorf("alpha is not ready in /metrics under the unit:\n%s", metrics)
+	}
 	if !strings.Contains(metrics, `kato_instance_up{group="",id="alpha",name="Alpha",processor="default"} 1`) || !strings.Contains(metrics, `kg_queue_items{status="pending"} 2`) {
 		t.Errorf("/metrics under the unit:\n%s", metrics)
 	}

@@ -101,6 +101,27 @@ func TestVerifyWorkerUnit(t *testing.T) {
 	}
 }
 
+// TestVerifyQueueUnits hands systemd root's queue socket and the template
+// of the helpers it starts.
+func TestVerifyQueueUnits(t *testing.T) {
+	requireOfflineVerify(t)
+	dir := installUnits(t)
+	// verify checks that the executable exists.
+	content := string(templateByName(t, SystemdDir, QueueTemplate).Content)
+	const shipped = "ExecStart=" + PackagedManager + " __queue-db\n"
+	if !strings.Contains(content, shipped) {
+		t.Fatalf("%s does not run %s", QueueTemplate, PackagedManager)
+	}
+	writeFile(t, filepath.Join(dir, QueueTemplate), strings.Replace(content, shipped, "ExecStart=/bin/true\n", 1))
+	env := []string{"SYSTEMD_UNIT_PATH=" + dir + ":"}
+	// By path: verify would read a name that is a file in the working
+	// directory, this package's, from there.
+	out, ok := runTool(t, env, "systemd-analyze", "--man=no", "verify", filepath.Join(dir, QueueSocket), "kato-queue@0-1-2.service")
+	if complaints := complaintsAbout(out, dir, "kato-queue"); !ok || len(complaints) > 0 {
+		t.Errorf("systemd-analyze verify %s (ok=%v):\n%s", QueueSocket, ok, out)
+	}
+}
+
 // installUnits writes the systemd templates into a fresh directory and
 // returns it, to be searched through SYSTEMD_UNIT_PATH.
 func installUnits(t *testing.T) string {

@@ -407,7 +407,10 @@ func hungChildIsReplaced(t *testing.T, h *helpers, _, kgDir string) {
 // kato, worked. They reach the database as the service user, with the URL
 // the workers use.
 func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
-	configText, kgDir := queueDirFor(t)
+	queueTransports(t, rootQueueOnPeerAuthPostgres)
+}
+
+func rootQueueOnPeerAuthPostgres(t *testing.T, h *helpers, configText, kgDir string) {
 	srv := pgtest.StartWithAuth(t, "local all all peer")
 	adminURL := srv.NewDB(t)
 	u, err := url.Parse(adminURL)
@@ -441,5 +444,8 @@ func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(kgDir); len(entries) != 0 {
 		t.Errorf("a SQLite file was made with kg.db_url set: %v", entries)
+	}
+	if h.socket && h.started() != 3 {
+		t.Errorf("%d helpers started through the socket, want one per command (3)", h.started())
 	}
 }

@@ -15,8 +15,9 @@
 # way to the queue (its commands and serve do their database work through
 # it, as kato), is enabled on a first install and on an upgrade from a version
 # without it, and started every time.
-# On an upgrade: the instances and workers that run are restarted, so they
-# run the new files; stopped ones stay stopped. An instance that ran as kato
+# On an upgrade: the instances, the workers and serve (kato-manager.service)
+# that run are restarted, so they run the new files; stopped ones stay
+# stopped. An instance that ran as kato
 # under an earlier version runs as its own user from this restart on;
 # systemd moves its state directory to /var/lib/private/kato/instances. Their registry, queue,
 # environment files, drop-ins and the configuration are left as they are.
@@ -107,9 +108,9 @@ if [ -z "$root" ] && [ -d /run/systemd/system ]; then
 			fi
 		done
 		if command -v deb-systemd-invoke >/dev/null 2>&1; then
-			deb-systemd-invoke try-restart 'kato@*.service' 'kg-worker@*.service' || failed=yes
+			deb-systemd-invoke try-restart 'kato@*.service' 'kg-worker@*.service' kato-manager.service || failed=yes
 		else
-			systemctl try-restart 'kato@*.service' 'kg-worker@*.service' || failed=yes
+			systemctl try-restart 'kato@*.service' 'kg-worker@*.service' kato-manager.service || failed=yes
 		fi
 		for id in $rerender; do
 			/usr/bin/kato-manager restart "$id" || failed=yes

@@ -582,11 +582,15 @@ func TestInstallUnitsOnFirstUse(t *testing.T) {
 	if len(ran) != 2 || !strings.HasPrefix(ran[0], "systemd-sysusers ") || !strings.HasPrefix(ran[1], "systemd-tmpfiles --create ") {
 		t.Fatalf("tools run: %q", ran)
 	}
-	// Both targets are enabled, so what is started comes back at boot.
-	for _, target := range []string{"kato.target", "kg-workers.target"} {
+	// Both targets are enabled, so what is started comes back at boot,
+	// and root's way to the queue is open, now and at boot.
+	for _, target := range []string{"kato.target", "kg-workers.target", "kato-queue.socket"} {
 		if !e.sd.enabled[target] {
 			t.Errorf("%s not enabled", target)
 		}
+	}
+	if u, _ := e.sd.Unit(context.Background(), "kato-queue.socket"); u.ActiveState != "active" {
+		t.Errorf("kato-queue.socket is %s after install-units, want active", u.ActiveState)
 	}
 	// Installed again with nothing changed: no file is rewritten.
 	res, err := e.m.InstallUnits(context.Background())

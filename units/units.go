@@ -60,6 +60,10 @@ var (
 	workerTarget []byte
 	//go:embed kato-manager.service
 	managerService []byte
+	//go:embed kato-queue.socket
+	queueSocket []byte
+	//go:embed kato-queue@.service
+	queueService []byte
 	//go:embed kato.sysusers
 	sysusers []byte
 	//go:embed kato.tmpfiles
@@ -81,6 +85,8 @@ func Templates() []Template {
 		{Name: WorkerTemplate, Dir: SystemdDir, Content: clone(workerService)},
 		{Name: WorkerTarget, Dir: SystemdDir, Content: clone(workerTarget)},
 		{Name: ManagerService, Dir: SystemdDir, Content: clone(managerService)},
+		{Name: QueueSocket, Dir: SystemdDir, Content: clone(queueSocket)},
+		{Name: QueueTemplate, Dir: SystemdDir, Content: clone(queueService)},
 		{Name: "kato.conf", Dir: SysusersDir, Content: clone(sysusers)},
 		{Name: "kato.conf", Dir: TmpfilesDir, Content: clone(tmpfiles)},
 	}
@@ -90,32 +96,39 @@ func Templates() []Template {
 // kato-manager.service runs as shipped.
 const PackagedManager = "/usr/bin/kato-manager"
 
-// managerExecStart is kato-manager.service's command line as shipped.
-const managerExecStart = "ExecStart=" + PackagedManager + " serve\n"
+// managerCommands are the command lines, after the binary, of the units
+// that run kato-manager itself, as shipped.
+var managerCommands = map[string]string{
+	ManagerService: "serve",
+	QueueTemplate:  "__queue-db",
+}
 
-// SystemTemplates returns Templates with kato-manager.service running the
-// kato-manager binary at exe: what install-units writes, so that the unit
-// runs the binary that installed it (/usr/local/bin/kato-manager in a
-// source install). exe must be an absolute path; "" or PackagedManager
-// leaves the files as shipped.
+// SystemTemplates returns Templates with the units that run kato-manager
+// itself (kato-manager.service, kato-queue@.service) running the binary at
+// exe: what install-units writes, so that they run the binary that
+// installed them (/usr/local/bin/kato-manager in a source install). exe
+// must be an absolute path; "" or PackagedManager leaves the files as
+// shipped.
 func SystemTemplates(exe string) ([]Template, error) {
 	out := Templates()
 	if exe == "" || exe == PackagedManager {
 		return out, nil
 	}
-	line, err := execLine([]string{exe, "serve"})
-	if err != nil {
-		return nil, fmt.Errorf("kato-manager.service: %w", err)
-	}
 	for i, t := range out {
-		if t.Name != ManagerService {
+		args, ok := managerCommands[t.Name]
+		if !ok {
 			continue
 		}
-		content := string(t.Content)
-		if strings.Count(content, managerExecStart) != 1 {
-			return nil, fmt.Errorf("%s has no %q line to render", ManagerService, strings.TrimSpace(managerExecStart))
+		line, err := execLine([]string{exe, args})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", t.Name, err)
 		}
-		out[i].Content = []byte(strings.Replace(content, managerExecStart, "ExecStart="+line+"\n", 1))
+		shipped := "ExecStart=" + PackagedManager + " " + args + "\n"
+		content := string(t.Content)
+		if strings.Count(content, shipped) != 1 {
+			return nil, fmt.Errorf("%s has no %q line to render", t.Name, strings.TrimSpace(shipped))
+		}
+		out[i].Content = []byte(strings.Replace(content, shipped, "ExecStart="+line+"\n", 1))
 	}
 	return out, nil
 }
@@ -205,6 +218,17 @@ const WorkerTarget = "kg-workers.target"
 
 // ManagerService runs `kato-manager serve`; it is installed disabled.
 const ManagerService = "kato-manager.service"
+
+// QueueSocket is where root's commands reach the queue database in the
+// system scope: systemd starts an instance of QueueTemplate, as the
+// service user, for each connection. It is installed enabled.
+const QueueSocket = "kato-queue.socket"
+
+// QueueTemplate is the template of the helpers QueueSocket starts.
+const QueueTemplate = "kato-queue@.service"
+
+// QueueSocketPath is the path QueueSocket listens on (its ListenStream=).
+const QueueSocketPath = "/run/kato-manager/queue.sock"
 
 // InstancePattern matches the unit names of all KATO processor instances, in
 // the glob syntax systemd's ListUnitsByPatterns accepts.

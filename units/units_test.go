@@ -40,6 +40,8 @@ func TestTemplatesList(t *testing.T) {
 		"systemd/kg-worker@.service",
 		"systemd/kg-workers.target",
 		"systemd/kato-manager.service",
+		"systemd/kato-queue.socket",
+		"systemd/kato-queue@.service",
 		"sysusers/kato.conf",
 		"tmpfiles/kato.conf",
 	}
@@ -437,16 +439,26 @@ func TestWorkerNumberRejects(t *testing.T) {
 }
 
 // TestSystemTemplatesRunTheInstallingBinary: install-units renders
-// kato-manager.service with the binary that installs it, so a source
-// install's unit does not run a /usr/bin/kato-manager it lacks.
+// kato-manager.service and kato-queue@.service with the binary that
+// installs them, so a source install's units do not run a
+// /usr/bin/kato-manager it lacks.
 func TestSystemTemplatesRunTheInstallingBinary(t *testing.T) {
 	for _, tc := range []struct {
-		name, exe, want string
+		name, exe string
+		want      map[string]string
 	}{
-		{"packaged", "", "ExecStart=/usr/bin/kato-manager serve"},
-		{"packaged path", PackagedManager, "ExecStart=/usr/bin/kato-manager serve"},
-		{"source install", "/usr/local/bin/kato-manager", `ExecStart="/usr/local/bin/kato-manager" "serve"`},
-		{"specifier and space", "/opt/100% kato/kato-manager", `ExecStart="/opt/100%% kato/kato-manager" "serve"`},
+		{"packaged", "", map[string]string{
+			ManagerService: "ExecStart=/usr/bin/kato-manager serve",
+			QueueTemplate:  "ExecStart=/usr/bin/kato-manager __queue-db"}},
+		{"packaged path", PackagedManager, map[string]string{
+			ManagerService: "ExecStart=/usr/bin/kato-manager serve",
+			QueueTemplate:  "ExecStart=/usr/bin/kato-manager __queue-db"}},
+		{"source install", "/usr/local/bin/kato-manager", map[string]string{
+			ManagerService: `ExecStart="/usr/local/bin/kato-manager" "serve"`,
+			QueueTemplate:  `ExecStart="/usr/local/bin/kato-manager" "__queue-db"`}},
+		{"specifier and space", "/opt/100% kato/kato-manager", map[string]string{
+			ManagerService: `ExecStart="/opt/100%% kato/kato-manager" "serve"`,
+			QueueTemplate:  `ExecStart="/opt/100%% kato/kato-manager" "__queue-db"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := SystemTemplates(tc.exe)
@@ -457,21 +469,27 @@ func TestSystemTemplatesRunTheInstallingBinary(t *testing.T) {
 			if len(got) != len(shipped) {
 				t.Fatalf("%d templates, want %d", len(got), len(shipped))
 			}
+			rendered := 0
 			for i, tmpl := range got {
-				if tmpl.Name != ManagerService {
+				want, ok := tc.want[tmpl.Name]
+				if !ok {
 					if !bytes.Equal(tmpl.Content, shipped[i].Content) {
 						t.Errorf("%s differs from the shipped file", tmpl.Name)
 					}
 					continue
 				}
+				rendered++
 				lines := strings.Split(string(tmpl.Content), "\n")
-				if !slices.Contains(lines, tc.want) {
-					t.Errorf("kato-manager.service has no line %s:\n%s", tc.want, tmpl.Content)
+				if !slices.Contains(lines, want) {
+					t.Errorf("%s has no line %s:\n%s", tmpl.Name, want, tmpl.Content)
 				}
 				u := parseUnitFile(t, tmpl.Name, tmpl.Content)
 				if n := len(u["Service"]["ExecStart"]); n != 1 {
-					t.Errorf("kato-manager.service has %d ExecStart= lines", n)
+					t.Errorf("%s has %d ExecStart= lines", tmpl.Name, n)
 				}
+			}
+			if rendered != len(tc.want) {
+				t.Errorf("%d of the units that run kato-manager rendered, want %d", rendered, len(tc.want))
 			}
 		})
 	}

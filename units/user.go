@@ -70,13 +70,21 @@ func UserTemplates(d UserDirs) ([]Template, error) {
 		// The private network's forwarders need the system manager: a user
 		// manager runs no instance with --network private. serve's unit is
 		// the system's; a user runs `kato-manager --user serve` itself.
-		if t.Dir != SystemdDir || isNetworkTemplate(t.Name) || t.Name == ManagerService {
+		// Root's queue helper (kato-queue.socket) serves root alone: a user
+		// opens its own queue itself.
+		if t.Dir != SystemdDir || isNetworkTemplate(t.Name) || isSystemOnly(t.Name) {
 			continue
 		}
 		t.Content = renderUser(t.Name, t.Content, d)
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// isSystemOnly reports whether the template name is a unit of root's
+// alone, which the user scope does without.
+func isSystemOnly(name string) bool {
+	return name == ManagerService || name == QueueSocket || name == QueueTemplate
 }
 
 // renderUser rewrites the system unit file content for a user manager.

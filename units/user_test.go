@@ -152,9 +152,9 @@ var userApplies = []string{
 
 func TestEverySystemDirectiveHasAUserDecision(t *testing.T) {
 	for _, tmpl := range Templates() {
-		// The private network's units and serve's are not installed for a
-		// user.
-		if tmpl.Dir != SystemdDir || isNetworkTemplate(tmpl.Name) || tmpl.Name == ManagerService {
+		// The private network's units, serve's and root's queue helper's
+		// are not installed for a user.
+		if tmpl.Dir != SystemdDir || isNetworkTemplate(tmpl.Name) || isSystemOnly(tmpl.Name) {
 			continue
 		}
 		for _, line := range directives(tmpl.Content) {

@@ -78,10 +78,12 @@ differ from [defaults]. apply of it changes nothing.`,
 	"gc": `Repair drift: remove registry entries whose unit files are gone, and tear down
 instance units and files that have no registry entry.`,
 	"install-units": `Write the unit templates (kato@.service, kato.target, kg-worker@.service,
-kg-workers.target, kato-manager.service, which runs this kato-manager binary),
-the sysusers.d and tmpfiles.d entries, create the kato user and directories,
-and reload systemd. start and the worker commands do it by themselves the first
-time. When a new kato@.service or kg-worker@.service is written, the instances
+kg-workers.target, kato-manager.service and kato-queue@.service, which run this
+kato-manager binary, kato-queue.socket), the sysusers.d and tmpfiles.d
+entries, create the kato user and directories, reload systemd, and enable and
+start kato-queue.socket, through which root's queue commands and serve do
+their database work as kato. start and the worker commands do it by
+themselves the first time. When a new kato@.service or kg-worker@.service is written, the instances
 and workers that run are restarted on it.
 
 The KG workers run as the kato user, which owns the queue and reads kato.toml.

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -24,13 +26,16 @@ import (
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/units"
 )
 
 // queueDB is the queue work the commands do. The queue database lives in a
 // directory the kato user owns, so root never opens it itself: a command
-// run as root does its database work in a child process running as kato
-// (queueChild), which can reach only what kato can. Anyone else opens the
-// database directly, with its own rights.
+// run as root does its database work in a helper running as kato
+// (queueChild), which can reach only what kato can: an instance of
+// kato-queue@.service, which systemd starts for each connection to
+// kato-queue.socket, or, where that socket is not installed, a child
+// process. Anyone else opens the database directly, with its own rights.
 type queueDB interface {
 	EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error)
 	List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error)
@@ -55,34 +60,39 @@ const queueDBCommand = "__queue-db"
 // serviceUser is who does root's database work; tests change it.
 var serviceUser = config.ServiceUser
 
+// queueSocket is where kato-queue.socket listens; tests change it.
+var queueSocket = units.QueueSocketPath
+
 // openQueueDB opens the queue database of cfg for this process: directly,
 // or as the kato user when running as root in a scope whose workers run as
 // kato (the system's; in the user scope the database is the user's own).
 // A PostgreSQL queue (kg.db_url) is reached as kato too: the server knows
 // the workers' user, and a socket URL with peer authentication lets in only
 // that user. The URL, resolved with root's own libpq settings (PGPASSWORD,
-// PGSERVICE, ~/.pgpass), goes to the child over the pipe.
+// PGSERVICE, ~/.pgpass), goes to the helper in its first request.
 func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, readOnly bool) (queueDB, error) {
 	if os.Geteuid() != 0 || paths.FileOwner == "" {
 		return openKGQueue(ctx, cfg.KG.Database(), cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
 	}
-	flags := []string{"--max-retries", strconv.Itoa(cfg.KG.MaxRetries), "--read-only=" + strconv.FormatBool(readOnly)}
+	open := queueRequest{Op: "open", MaxRetries: cfg.KG.MaxRetries, ReadOnly: readOnly}
 	if cfg.KG.DBURL == "" {
-		return startQueueChild(ctx, cfg.KG.DBPath, queueRequest{Op: "ping"}, flags...)
+		open.DB = cfg.KG.DBPath
+	} else {
+		dbURL, err := queue.ResolveURL(cfg.KG.DBURL, serviceUser)
+		if err != nil {
+			return nil, fmt.Errorf("kg.db_url: %w", err)
+		}
+		open.URL = dbURL
 	}
-	dbURL, err := queue.ResolveURL(cfg.KG.DBURL, serviceUser)
-	if err != nil {
-		return nil, fmt.Errorf("kg.db_url: %w", err)
-	}
-	return startQueueChild(ctx, "", queueRequest{Op: "open", URL: dbURL}, flags...)
+	return startQueueChild(ctx, open)
 }
 
-// copyAsServiceUser runs kgworker.CopyToPostgres in a child running as
+// copyAsServiceUser runs kgworker.CopyToPostgres in a helper running as
 // the service user, which reads the SQLite file as the workers do: root
 // opening it could leave companion files the workers cannot write. The URL,
-// which may hold a password, goes over the pipe, never on a command line.
+// which may hold a password, goes in a request, never on a command line.
 func copyAsServiceUser(ctx context.Context, dbPath, to string) (*kgworker.CopyReport, error) {
-	c, err := startQueueChild(ctx, dbPath, queueRequest{Op: "ping"}, "--copy-only")
+	c, err := startQueueChild(ctx, queueRequest{Op: "open", DB: dbPath, CopyOnly: true})
 	if err != nil {
 		return nil, err
 	}
@@ -101,12 +111,15 @@ func openKGQueue(ctx context.Context, dbPath string, maxRetries int, readOnly, m
 	return open(ctx, dbPath, kgworker.WithMaxRetries(maxRetries), kgworker.WithMakeDir(makeDir))
 }
 
-// queueChild is a child process, running as the service user, that does
-// the database work of a root command over a pipe: one JSON request per
-// line in, one JSON response per line out. Calls are serialised; a caller
-// that gives up (its context ends) leaves the child to the others.
+// queueChild is a helper running as the service user that does the
+// database work of a root command over a connection: one JSON request per
+// line in, one JSON response per line out. The helper is an instance of
+// kato-queue@.service on a connection to kato-queue.socket (conn), or a
+// child process on pipes (cmd). Calls are serialised; a caller that gives
+// up (its context ends) leaves the helper to the others.
 type queueChild struct {
-	cmd  *exec.Cmd
+	cmd  *exec.Cmd     // the child, when forked
+	conn *net.UnixConn // the connection to kato-queue.socket, otherwise
 	in   io.WriteCloser
 	out  *bufio.Reader
 	wait chan error
@@ -129,9 +142,10 @@ type queueChild struct {
 // or of serve comes near it.
 var queueCallDeadline = 5 * time.Minute
 
-// queueChildGrace is how long Close waits for an idle child to close its
-// database and exit before it kills it.
-const queueChildGrace = 10 * time.Second
+// queueChildGrace is how long Close waits for an idle helper to close its
+// database and exit before it kills it or hangs up, and how long a helper
+// whose input ended takes at most to exit; tests shorten it.
+var queueChildGrace = 10 * time.Second
 
 type queueRequest struct {
 	Op        string          `json:"op"`
@@ -142,8 +156,15 @@ type queueRequest struct {
 	IDs       []int64         `json:"ids,omitempty"`
 	Search    string          `json:"search,omitempty"`
 	To        string          `json:"to,omitempty"`
-	// URL is the PostgreSQL database of an "open" request.
-	URL string `json:"url,omitempty"`
+	// The database an "open" request, always the first, opens: the
+	// SQLite file DB or the PostgreSQL database URL, with the queue's
+	// settings. CopyOnly opens nothing: queue migrate copies DB
+	// elsewhere, and must not migrate it by opening it as a queue.
+	DB         string `json:"db,omitempty"`
+	URL        string `json:"url,omitempty"`
+	MaxRetries int    `json:"max_retries,omitempty"`
+	ReadOnly   bool   `json:"read_only,omitempty"`
+	CopyOnly   bool   `json:"copy_only,omitempty"`
 }
 
 type queueResponse struct {
@@ -154,13 +175,61 @@ type queueResponse struct {
 	Input *queue.InputError `json:"input_error,omitempty"`
 }
 
-// startQueueChild starts the child for the SQLite database at dbPath, or
-// for none when dbPath is "", with the child's flags args, and sends it the
-// request first (ping, or open a PostgreSQL database): an error opening the
-// database is reported here, as with a direct open. The database's
-// directory is made for the service user first if it is missing and its
-// parent belongs to root alone, so that no other user can put anything in
-// its place between the mkdir and the chown.
+// startQueueChild starts a helper and sends it open, the "open" request
+// that names the database: an error opening the database is reported here,
+// as with a direct open.
+//
+// Where kato-queue.socket is installed (queueSocket exists), the helper is
+// the kato-queue@.service instance systemd starts, as the service user, for
+// a connection to it: root needs no right to become another user, and the
+// helper is in none of root's sessions or process trees. Elsewhere (a
+// source install before install-units) it is a child process (forkQueueChild).
+func startQueueChild(ctx context.Context, open queueRequest) (*queueChild, error) {
+	if open.Op != "open" {
+		return nil, fmt.Errorf("queue access: the first request is %q, not open", open.Op)
+	}
+	var c *queueChild
+	var err error
+	if info, statErr := os.Lstat(queueSocket); statErr == nil {
+		// The first request may carry a password: only root's socket
+		// gets it.
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if info.Mode().Type() != os.ModeSocket || !ok || st.Uid != 0 {
+			return nil, fmt.Errorf("queue access: %s is not a socket of root's; remove it and run `systemctl restart %s`", queueSocket, units.QueueSocket)
+		}
+		c, err = dialQueueHelper(ctx)
+	} else {
+		c, err = forkQueueChild(open.DB)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.call(ctx, open); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// dialQueueHelper connects to kato-queue.socket.
+func dialQueueHelper(ctx context.Context) (*queueChild, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", queueSocket)
+	if err != nil {
+		return nil, fmt.Errorf("queue access as %s through %s: %w (is %s running? systemctl start %s)",
+			serviceUser, queueSocket, err, units.QueueSocket, units.QueueSocket)
+	}
+	uc := conn.(*net.UnixConn)
+	c := &queueChild{conn: uc, in: uc, out: bufio.NewReader(uc), turn: make(chan struct{}, 1), deadline: queueCallDeadline}
+	return c, nil
+}
+
+// forkQueueChild starts the child for the SQLite database at dbPath, or
+// for none when dbPath is "". The database's directory is made for the
+// service user first if it is missing and its parent belongs to root
+// alone, so that no other user can put anything in its place between the
+// mkdir and the chown. (Through the socket, kato-queue@.service's
+// StateDirectory= makes /var/lib/kato/kg.)
 //
 // The child holds nothing of root's terminal or session: its stdin and
 // stdout are the request pipes, its stderr a pipe this process copies to
@@ -168,7 +237,7 @@ type queueResponse struct {
 // controlling terminal to push input into (TIOCSTI). It makes itself
 // non-dumpable first thing (serveQueueDB), so that no process of the same
 // user can ptrace it or open its memory.
-func startQueueChild(ctx context.Context, dbPath string, first queueRequest, args ...string) (*queueChild, error) {
+func forkQueueChild(dbPath string) (*queueChild, error) {
 	u, err := user.Lookup(serviceUser)
 	if err != nil {
 		return nil, fmt.Errorf("queue database %s is worked on as user %s: %w (run `kato-manager install-units`)", dbPath, serviceUser, err)
@@ -178,16 +247,14 @@ func startQueueChild(ctx context.Context, dbPath string, first queueRequest, arg
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, fmt.Errorf("user %s: %w", serviceUser, err)
 	}
-	argv := []string{queueDBCommand}
 	if dbPath != "" {
 		if err := ensureQueueDir(filepath.Dir(dbPath), int(uid), int(gid)); err != nil {
 			return nil, err
 		}
-		argv = append(argv, "--db", dbPath)
 	}
 	// The forked child runs this very binary again: /proc/self/exe reaches
 	// it even when the service user could not look it up by its path.
-	cmd := exec.Command("/proc/self/exe", append(argv, args...)...)
+	cmd := exec.Command("/proc/self/exe", queueDBCommand)
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"}
 	// Not os.Stderr itself: exec would hand the child that file, root's
@@ -207,16 +274,26 @@ func startQueueChild(ctx context.Context, dbPath string, first queueRequest, arg
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			// kato-manager.service may not become kato: it needs the socket.
+			return nil, fmt.Errorf("start queue access as %s: %w (start %s: systemctl start %s)", serviceUser, err, units.QueueSocket, units.QueueSocket)
+		}
 		return nil, fmt.Errorf("start queue access as %s: %w", serviceUser, err)
 	}
 	c := &queueChild{cmd: cmd, in: in, out: bufio.NewReader(out), wait: make(chan error, 1),
 		turn: make(chan struct{}, 1), deadline: queueCallDeadline}
 	go func() { c.wait <- cmd.Wait() }()
-	if _, err := c.call(ctx, first); err != nil {
-		c.Close()
-		return nil, err
-	}
 	return c, nil
+}
+
+// kill ends the helper at once: the child is killed; the socket's helper
+// sees its connection close, and exits (serveQueueDB).
+func (c *queueChild) kill() {
+	if c.cmd != nil {
+		c.cmd.Process.Kill() //nolint:errcheck // it may have exited
+		return
+	}
+	c.conn.Close()
 }
 
 // ensureQueueDir creates dir for uid:gid when it is missing. It does so only
@@ -240,6 +317,7 @@ func ensureQueueDir(dir string, uid, gid int) error {
 	}
 	// Only root can write parent, so dir is still the directory just made.
 	if err := os.Lchown(dir, uid, gid); err != nil {
+		os.Remove(dir) //nolint:errcheck // root's own, just made, empty
 		return fmt.Errorf("give queue directory %s to %s: %w", dir, serviceUser, err)
 	}
 	return nil
@@ -275,7 +353,7 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 		if c.deadline > 0 {
 			timer := time.AfterFunc(c.deadline, func() {
 				hung.Store(true)
-				c.cmd.Process.Kill() //nolint:errcheck // it may have exited
+				c.kill()
 			})
 			defer timer.Stop()
 		}
@@ -500,23 +578,26 @@ func (c *queueChild) Close() error {
 }
 
 func (c *queueChild) close() error {
-	c.in.Close()
 	idle := false
 	select {
 	case c.turn <- struct{}{}:
 		idle = true
 	default:
 	}
+	if c.cmd == nil {
+		return c.closeConn(idle)
+	}
+	c.in.Close()
 	var err error
 	if idle {
 		select {
 		case err = <-c.wait:
 		case <-time.After(queueChildGrace):
-			c.cmd.Process.Kill() //nolint:errcheck // it may have exited
+			c.kill()
 			err = <-c.wait
 		}
 	} else {
-		c.cmd.Process.Kill() //nolint:errcheck // it may have exited
+		c.kill()
 		err = <-c.wait
 	}
 	var exit *exec.ExitError
@@ -526,38 +607,40 @@ func (c *queueChild) close() error {
 	return err
 }
 
-// queueDBCommand is the hidden command of the child side.
+// closeConn ends the connection to the socket's helper: an idle one is
+// told there is no more (the write side shut), and given queueChildGrace
+// to close its database and hang up; a busy one is hung up on.
+func (c *queueChild) closeConn(idle bool) error {
+	if !idle {
+		return c.conn.Close()
+	}
+	if err := c.conn.CloseWrite(); err == nil {
+		c.conn.SetReadDeadline(time.Now().Add(queueChildGrace)) //nolint:errcheck // a socket takes it
+		io.Copy(io.Discard, c.out)                              //nolint:errcheck // until the helper hangs up
+	}
+	return c.conn.Close()
+}
+
+// queueDBCommand is the hidden command of the helper side.
 func (a *app) queueDBCommand() *cobra.Command {
-	cmd := command(queueDBCommand, "do the queue work of root's commands as the service user", queueDBFlags, a.serveQueueDB)
+	cmd := command(queueDBCommand, "do the queue work of root's commands as the service user", func(*pflag.FlagSet) struct{} { return struct{}{} }, a.serveQueueDB)
 	cmd.Hidden = true
 	return cmd
 }
 
-// queueDBOptions are the child's flags.
-type queueDBOptions struct {
-	dbPath     *string
-	maxRetries *int
-	readOnly   *bool
-	copyOnly   *bool
-}
+// queueOpHook, when set, runs before each request the helper serves, with
+// the database it opened; tests use it to make the helper slow.
+var queueOpHook func(db, op string)
 
-func queueDBFlags(fs *pflag.FlagSet) queueDBOptions {
-	return queueDBOptions{
-		dbPath:     fs.String("db", "", "queue database"),
-		maxRetries: fs.Int("max-retries", 3, "kg.max_retries"),
-		readOnly:   fs.Bool("read-only", false, "open the database read-only"),
-		copyOnly:   fs.Bool("copy-only", false, "open nothing; only copy the database elsewhere (queue migrate)"),
-	}
-}
-
-// queueOpHook, when set, runs before each request the child serves; tests
-// use it to make the child slow.
-var queueOpHook func(op string)
-
-// serveQueueDB is the child side: `kato-manager __queue-db --db PATH
-// --max-retries N`, run as the service user by startQueueChild. Without
-// --db the first request opens a PostgreSQL database whose URL it carries.
-func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOptions) error {
+// serveQueueDB is the helper side: `kato-manager __queue-db`, run as the
+// service user by kato-queue@.service on a connection, or by
+// forkQueueChild on pipes. The first request opens the database.
+//
+// Once its input ends (the other side hung up, or gave up on a call that
+// hangs), the request in progress is cancelled, and the helper exits
+// within queueChildGrace whether or not it returns: nothing else would end
+// a helper of the socket's.
+func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
 	// First: while dumpable, any process of the service user (a processor
 	// among them) could ptrace this one or write into /proc/PID/mem.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
@@ -566,7 +649,6 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 	if fs.NArg() > 0 {
 		return usagef("%s takes no arguments", queueDBCommand)
 	}
-	dbPath, maxRetries := o.dbPath, o.maxRetries
 	if os.Geteuid() == 0 {
 		return usagef("%s does the queue work of root's commands and must not run as root", queueDBCommand)
 	}
@@ -576,37 +658,50 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 			q.Close()
 		}
 	}()
-	var openErr error
-	if !*o.copyOnly && *dbPath != "" {
-		// queue migrate's copy must not open the file as a queue, which
-		// would migrate it.
-		q, openErr = openKGQueue(ctx, *dbPath, *maxRetries, *o.readOnly, false)
-	}
-	in := bufio.NewScanner(a.stdin)
-	in.Buffer(make([]byte, 64<<10), 16<<20)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lines := make(chan []byte)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(lines)
+		in := bufio.NewScanner(a.stdin)
+		in.Buffer(make([]byte, 64<<10), 16<<20)
+		for in.Scan() {
+			select {
+			case lines <- bytes.Clone(in.Bytes()):
+			case <-ctx.Done():
+				return
+			}
+		}
+		readErr <- in.Err()
+		cancel()
+		time.AfterFunc(queueChildGrace, func() { os.Exit(1) })
+	}()
+	var open queueRequest
+	opened := false
 	enc := json.NewEncoder(a.stdout)
-	for in.Scan() {
+	for line := range lines {
 		var req queueRequest
 		var result any
-		err := json.Unmarshal(in.Bytes(), &req)
+		err := json.Unmarshal(line, &req)
 		if err == nil && queueOpHook != nil {
-			queueOpHook(req.Op)
+			queueOpHook(open.DB, req.Op)
 		}
 		switch {
 		case err != nil:
-		case openErr != nil:
-			err = openErr
+		case !opened && req.Op != "open":
+			err = fmt.Errorf("queue operation %q before the database is open", req.Op)
+		case req.Op == "open" && opened:
+			err = errors.New("queue database opened twice")
+		case req.Op == "open":
+			opened, open = true, req
+			result, q, err = openForRoot(ctx, req)
 		case req.Op == "ping":
 			result = true
-		case req.Op == "copy-to":
-			result, err = kgworker.CopyToPostgres(ctx, *dbPath, req.To)
-		case *o.copyOnly:
-			err = fmt.Errorf("queue operation %q in a copy-only child", req.Op)
-		case req.Op == "open" && q == nil && *dbPath == "":
-			if q, err = openKGQueue(ctx, req.URL, *maxRetries, *o.readOnly, false); err != nil {
-				q = nil
-			}
-			result = true
+		case req.Op == "copy-to" && open.CopyOnly:
+			result, err = kgworker.CopyToPostgres(ctx, open.DB, req.To)
+		case open.CopyOnly:
+			err = fmt.Errorf("queue operation %q in a copy-only helper", req.Op)
 		case q == nil:
 			err = fmt.Errorf("queue operation %q before the database is open", req.Op)
 		case req.Op == "enqueue":
@@ -651,6 +746,38 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, o queueDBOpti
 		if err := enc.Encode(resp); err != nil {
 			return err
 		}
+		if req.Op == "open" && err != nil {
+			return nil // told; nothing more to do
+		}
 	}
-	return in.Err()
+	select {
+	case err := <-readErr:
+		return err
+	default:
+		return nil
+	}
+}
+
+// openForRoot opens the database an "open" request names, or checks it is
+// there for a copy.
+func openForRoot(ctx context.Context, req queueRequest) (bool, *kgworker.Queue, error) {
+	switch {
+	case req.DB != "" && req.URL != "":
+		return false, nil, errors.New("open names both a SQLite file and a PostgreSQL URL")
+	case req.CopyOnly && req.DB == "":
+		return false, nil, errors.New("a copy names no SQLite file")
+	case req.CopyOnly:
+		return true, nil, nil
+	case req.DB == "" && req.URL == "":
+		return false, nil, errors.New("open names no database")
+	}
+	db := req.DB
+	if db == "" {
+		db = req.URL
+	}
+	q, err := openKGQueue(ctx, db, req.MaxRetries, req.ReadOnly, false)
+	if err != nil {
+		return false, nil, err
+	}
+	return true, q, nil
 }

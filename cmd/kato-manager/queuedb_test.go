@@ -29,23 +29,21 @@ const slowChildOp = 300 * time.Millisecond
 // re-executes itself for its database work.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == queueDBCommand {
-		// A database named slow.db or hung.db makes the child slow, or
+		// A database named slow.db or hung.db makes the helper slow, or
 		// never answer, in every request but the first.
-		for _, arg := range os.Args {
-			switch filepath.Base(arg) {
-			case "slow.db":
-				queueOpHook = func(op string) {
-					if op != "ping" {
-						time.Sleep(slowChildOp)
-					}
-				}
-			case "hung.db":
-				queueOpHook = func(op string) {
-					if op != "ping" {
-						time.Sleep(time.Hour)
-					}
-				}
+		queueOpHook = func(db, op string) {
+			if op == "open" || op == "ping" {
+				return
 			}
+			switch filepath.Base(db) {
+			case "slow.db":
+				time.Sleep(slowChildOp)
+			case "hung.db":
+				time.Sleep(time.Hour)
+			}
+		}
+		if grace, err := time.ParseDuration(os.Getenv(testGraceEnv)); err == nil {
+			queueChildGrace = grace
 		}
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
@@ -60,9 +58,11 @@ func queueDirFor(t *testing.T) (configText, kgDir string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the test is what root does")
 	}
-	old := serviceUser
+	old, oldSocket := serviceUser, queueSocket
 	serviceUser = "nobody"
-	t.Cleanup(func() { serviceUser = old })
+	// No kato-queue.socket: the child is forked.
+	queueSocket = filepath.Join(t.TempDir(), "no-queue.sock")
+	t.Cleanup(func() { serviceUser, queueSocket = old, oldSocket })
 	parent, err := os.MkdirTemp("", "kato-queue-")
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +82,10 @@ func queueDirFor(t *testing.T) (configText, kgDir string) {
 }
 
 func TestRootQueueWorkRunsAsServiceUser(t *testing.T) {
-	configText, kgDir := queueDirFor(t)
+	queueTransports(t, rootQueueWorkRunsAsServiceUser)
+}
+
+func rootQueueWorkRunsAsServiceUser(t *testing.T, h *helpers, configText, kgDir string) {
 	storeDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8)
 	if code, _, stderr := runCLI(t, configText, "queue", "enqueue", "7", "8"); code != 0 {
 		t.Fatalf("enqueue: exit %d: %s", code, stderr)
@@ -113,13 +116,19 @@ func TestRootQueueWorkRunsAsServiceUser(t *testing.T) {
 			t.Errorf("%s is owned by uid %d, want the service user's 65534", e.Name(), st.Uid)
 		}
 	}
+	if h.socket && h.started() != 3 {
+		t.Errorf("%d helpers started through the socket, want one per command (3)", h.started())
+	}
 }
 
 // TestRootFollowsNoPlantedLink is the finding that root created and
 // chowned the target of a symlink the kato user planted at the database's
 // path.
 func TestRootFollowsNoPlantedLink(t *testing.T) {
-	configText, kgDir := queueDirFor(t)
+	queueTransports(t, rootFollowsNoPlantedLink)
+}
+
+func rootFollowsNoPlantedLink(t *testing.T, h *helpers, configText, kgDir string) {
 	secret := t.TempDir() // root's, 0700
 	planted := filepath.Join(secret, "planted")
 	if err := os.Symlink(planted, filepath.Join(kgDir, "kg.db")); err != nil {
@@ -148,7 +157,7 @@ func TestQueueChildRefusesRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	code, _, stderr := runCLI(t, "", queueDBCommand, "--db", filepath.Join(t.TempDir(), "kg.db"))
+	code, _, stderr := runCLI(t, "", queueDBCommand)
 	if code != exitUsage || !strings.Contains(stderr, "must not run as root") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
@@ -184,11 +193,14 @@ func TestEnsureQueueDirOnlyBelowRootOwnedDirs(t *testing.T) {
 // TestReopeningQueueReplacesADeadChild: serve keeps answering /stats after
 // its database child died.
 func TestReopeningQueueReplacesADeadChild(t *testing.T) {
-	_, kgDir := queueDirFor(t)
+	queueTransports(t, reopeningQueueReplacesADeadChild)
+}
+
+func reopeningQueueReplacesADeadChild(t *testing.T, h *helpers, _, kgDir string) {
 	ctx := context.Background()
 	dbPath := filepath.Join(kgDir, "kg.db")
 	open := func() (queueDB, error) {
-		return startQueueChild(ctx, dbPath, queueRequest{Op: "ping"}, "--max-retries", "3", "--read-only=false")
+		return startQueueChild(ctx, queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
 	}
 	storeDocuments(t, dbPath, 9)
 	first, err := open()
@@ -200,7 +212,7 @@ func TestReopeningQueueReplacesADeadChild(t *testing.T) {
 	if _, err := q.EnqueueDocuments(ctx, 1, 9); err != nil {
 		t.Fatal(err)
 	}
-	first.(*queueChild).cmd.Process.Kill()
+	h.kill(t, first.(*queueChild))
 	if _, err := q.Stats(ctx); err == nil {
 		t.Fatal("a call to a killed child succeeded")
 	}
@@ -228,13 +240,16 @@ func procStat(t *testing.T, pid int) []string {
 // have a session of its own, no controlling terminal, none of root's files
 // as its stdio, and be closed to ptrace by its own user.
 func TestQueueChildCannotBeEntered(t *testing.T) {
-	_, kgDir := queueDirFor(t)
-	c, err := startQueueChild(context.Background(), filepath.Join(kgDir, "kg.db"), queueRequest{Op: "ping"}, "--max-retries", "3")
+	queueTransports(t, queueChildCannotBeEntered)
+}
+
+func queueChildCannotBeEntered(t *testing.T, h *helpers, _, kgDir string) {
+	c, err := startQueueChild(context.Background(), queueRequest{Op: "open", DB: filepath.Join(kgDir, "kg.db"), MaxRetries: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	pid := c.cmd.Process.Pid
+	pid := h.pid(t, c)
 
 	stat := procStat(t, pid)
 	ownSid, err := unix.Getsid(0)
@@ -253,8 +268,15 @@ func TestQueueChildCannotBeEntered(t *testing.T) {
 			t.Fatal(err)
 		}
 		ours, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-		if !strings.HasPrefix(theirs, "pipe:") || theirs == ours {
-			t.Errorf("the child's fd %d is %s (ours is %s), want a pipe of its own", fd, theirs, ours)
+		kind := "pipe:"
+		if h.socket && fd < 2 {
+			kind = "socket:" // the connection; stderr goes to the journal
+		}
+		if h.socket && fd == 2 {
+			continue
+		}
+		if !strings.HasPrefix(theirs, kind) || theirs == ours {
+			t.Errorf("the child's fd %d is %s (ours is %s), want a %s of its own", fd, theirs, ours, strings.TrimSuffix(kind, ":"))
 		}
 	}
 
@@ -287,10 +309,13 @@ func TestQueueChildCannotBeEntered(t *testing.T) {
 // Callers that give up, waiting for their turn or for their answer, leave
 // the child running and in step; the next call is answered at once.
 func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
-	_, kgDir := queueDirFor(t)
+	queueTransports(t, cancelledCallsKeepTheSharedChild)
+}
+
+func cancelledCallsKeepTheSharedChild(t *testing.T, h *helpers, _, kgDir string) {
 	dbPath := filepath.Join(kgDir, "slow.db")
 	open := func() (queueDB, error) {
-		return startQueueChild(context.Background(), dbPath, queueRequest{Op: "ping"}, "--max-retries", "3")
+		return startQueueChild(context.Background(), queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
 	}
 	storeDocuments(t, dbPath, 5)
 	q := &reopeningQueue{open: open}
@@ -299,7 +324,7 @@ func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	child := q.q.(*queueChild)
-	pid := child.cmd.Process.Pid
+	pid := h.pid(t, child)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
@@ -349,13 +374,16 @@ func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
 // TestHungChildIsReplaced: a child that does not answer within the call
 // deadline is killed, the call fails, and the next call has a new child.
 func TestHungChildIsReplaced(t *testing.T) {
-	_, kgDir := queueDirFor(t)
+	queueTransports(t, hungChildIsReplaced)
+}
+
+func hungChildIsReplaced(t *testing.T, h *helpers, _, kgDir string) {
 	old := queueCallDeadline
 	queueCallDeadline = 500 * time.Millisecond
 	t.Cleanup(func() { queueCallDeadline = old })
 	dbPath := filepath.Join(kgDir, "hung.db")
 	q := &reopeningQueue{open: func() (queueDB, error) {
-		return startQueueChild(context.Background(), dbPath, queueRequest{Op: "ping"}, "--max-retries", "3")
+		return startQueueChild(context.Background(), queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
 	}}
 	defer q.Close()
 	// The caller waits longer than the deadline.
@@ -369,6 +397,13 @@ func TestHungChildIsReplaced(t *testing.T) {
 	if q.q != nil {
 		t.Error("the hung child is still the one in use")
 	}
+	if h.socket {
+		// Hung up on, the socket's helper exits within its grace (1s
+		// here), though its request never returns.
+		if err := h.waitExit(h.pid(t, nil), 3*time.Second); err != nil {
+			t.Errorf("the hung helper, hung up on: %v", err)
+		}
+	}
 }
 
 // TestRootQueueOnPeerAuthPostgres is the finding that root's queue
@@ -377,7 +412,10 @@ func TestHungChildIsReplaced(t *testing.T) {
 // kato, worked. They reach the database as the service user, with the URL
 // the workers use.
 func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
-	configText, kgDir := queueDirFor(t)
+	queueTransports(t, rootQueueOnPeerAuthPostgres)
+}
+
+func rootQueueOnPeerAuthPostgres(t *testing.T, h *helpers, configText, kgDir string) {
 	srv := pgtest.StartWithAuth(t, "local all all peer")
 	adminURL := srv.NewDB(t)
 	u, err := url.Parse(adminURL)
@@ -420,6 +458,9 @@ func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(kgDir); len(entries) != 0 {
 		t.Errorf("a SQLite file was made with kg.db_url set: %v", entries)
+	}
+	if h.socket && h.started() != 3 {
+		t.Errorf("%d helpers started through the socket, want one per command (3)", h.started())
 	}
 }
 

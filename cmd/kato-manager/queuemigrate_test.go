@@ -51,7 +51,10 @@ func writeOriginalQueue(t *testing.T, kgDir string) string {
 // was, and refuses a second copy into the now non-empty database; a --to
 // that is not a PostgreSQL URL is a usage error that shows no password.
 func TestQueueMigrate(t *testing.T) {
-	configText, kgDir := queueDirFor(t)
+	queueTransports(t, queueMigrate)
+}
+
+func queueMigrate(t *testing.T, h *helpers, configText, kgDir string) {
 	url := pgtest.Start(t).NewDB(t)
 	path := writeOriginalQueue(t, kgDir)
 	sum := func() [32]byte {
@@ -106,6 +109,9 @@ func TestQueueMigrate(t *testing.T) {
 	var counts struct{ Pending, Completed, Total int }
 	if code != 0 || json.Unmarshal([]byte(stdout), &counts) != nil || counts.Pending != 2 || counts.Completed != 1 || counts.Total != 3 {
 		t.Errorf("stats on PostgreSQL: exit %d, %s %s; want 2 pending and 1 completed", code, stdout, stderr)
+	}
+	if h.socket && h.started() != 4 {
+		t.Errorf("%d helpers started through the socket, want one per command but the refused --to mysql (4)", h.started())
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -488,10 +489,12 @@ func saveShot(t *testing.T, name string, png []byte) {
 }
 
 // TestManagerService: kato-manager.service, installed disabled by
-// install-units, runs serve under its hardening when started: the
-// dashboard and /metrics answer, and actions with the token (an instance
-// stopped and one started, a queue item's priority changed through the
-// kato child) work.
+// install-units, runs serve under its hardening when started, with no
+// capability but dac_read_search and sys_ptrace: the dashboard and
+// /metrics answer, and actions with the token (an instance stopped and one
+// started, a queue item's priority changed) work. Its queue work, and root's
+// queue commands', is done by kato-queue@.service instances, as kato and
+// non-dumpable, through kato-queue.socket: serve starts no child.
 func TestManagerService(t *testing.T) {
 	p := bootKGPool(t, "", 0)
 	if s := strings.TrimSpace(p.exec("systemctl", "is-enabled", "kato-manager.service").stdout); s != "disabled" {
@@ -508,7 +511,7 @@ func TestManagerService(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.mustKM("start", "--id", "alpha", "--name", "Alpha", "--port", "8001")
-	p.addContent(1, 2)
+	p.addContent(1, 3)
 	p.enqueue(1, 2)
 	p.must("systemctl", "start", "kato-manager.service")
 	const base = "http://127.0.0.1:9090"
@@ -516,7 +519,61 @@ func TestManagerService(t *testing.T) {
 		_, err := p.getWithToken(base + "/metrics")
 		return err == nil
 	})
+	servePID := p.mainPID("kato-manager.service")
+	// CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19), nothing else.
+	if st := p.must("cat", "/proc/"+servePID+"/status"); !strings.Contains(st, "\nCapBnd:\t0000000000080004\n") {
+		t.Errorf("serve's capabilities:\n%s", st)
+	}
 	metrics, _ := p.getWithToken(base + "/metrics")
+	if children := strings.TrimSpace(p.exec("pgrep", "-P", servePID).stdout); children != "" {
+		t.Errorf("serve has child processes %s: %s", children, p.exec("ps", "-o", "pid,user,args", "--ppid", servePID).stdout)
+	}
+	katoUID := strings.TrimSpace(p.must("id", "-u", "kato"))
+	helpers := strings.Fields(p.must("systemctl", "list-units", "--plain", "--no-legend", "--state=active", "kato-queue@*.service"))
+	var helperUnits []string
+	for _, f := range helpers {
+		if strings.HasPrefix(f, "kato-queue@") {
+			helperUnits = append(helperUnits, f)
+		}
+	}
+	if len(helperUnits) == 0 {
+		t.Errorf("no kato-queue@ instance does serve's queue work:\n%s", p.exec("systemctl", "list-units", "--all", "kato-queue*").stdout)
+	}
+	for _, u := range helperUnits {
+		pid := p.mainPID(u)
+		if uid := p.uid(u); uid != katoUID {
+			t.Errorf("%s runs as uid %s, want kato's %s", u, uid, katoUID)
+		}
+		// Not dumpable: its /proc files are root's, not kato's.
+		if owner := strings.TrimSpace(p.must("stat", "-c", "%u", "/proc/"+pid+"/mem")); owner != "0" {
+			t.Errorf("%s's /proc/%s/mem belongs to uid %s: the helper is dumpable", u, pid, owner)
+		}
+	}
+	// Root's queue commands go through the socket too, each on a
+	// connection of its own.
+	accepted := func() int {
+		n, err := strconv.Atoi(strings.TrimSpace(p.must("systemctl", "show", "-P", "NAccepted", "kato-queue.socket")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, args := range [][]string{{"queue", "enqueue", "3"}, {"queue", "list"}, {"workers", "stats"}} {
+		before := accepted()
+		out := p.mustKM(args...)
+		if args[1] == "list" && !strings.Contains(out, "pending") {
+			t.Errorf("queue list through the socket:\n%s", out)
+		}
+		if after := accepted(); after != before+1 {
+			t.Errorf("%q: kato-queue.socket accepted %d connections, want 1", args, after-before)
+		}
+	}
+	// Ready: serve sees the processor's own process, of the instance's own
+	// user, listen on its port (/proc/PID/fd: dac_read_search and
+	// sys_ptrace).
+	if !strings.Contains(metrics, `kato_instance_ready{group="",id="alpha",name="Alpha",processor="default"} 1`) {
+		t.Errorf("alpha is not ready in /metrics under the unit:\n%s", metrics)
+	}
 	if !strings.Contains(metrics, `kato_instance_up{group="",id="alpha",name="Alpha",processor="default"} 1`) || !strings.Contains(metrics, `kg_queue_items{status="pending"} 2`) {
 		t.Errorf("/metrics under the unit:\n%s", metrics)
 	}

@@ -61,7 +61,7 @@ type probeTarget struct {
 }
 
 // TestProcessorIsolation starts, next to KG workers, another instance and a
-// root kato-manager with its queue child, a processor that tries to read
+// root kato-manager with its queue helper (kato-queue@), a processor that tries to read
 // what belongs to them from inside its unit: kato.toml (the PostgreSQL
 // password lives there), the SQLite queue, the other instance's state, the
 // environment files of the other units, and the memory of the workers and
@@ -92,14 +92,24 @@ func TestProcessorIsolation(t *testing.T) {
 	const otherID = "other-instance-with-a-rather-long-id"
 	m.mustKM("start", "--id", otherID, "--port", "8201")
 	m.post("http://127.0.0.1:8201/learn", "{}")
-	// serve holds a child doing its queue work for as long as it runs.
+	// serve holds a connection to kato-queue.socket for its queue work for
+	// as long as it runs: a kato-queue@ instance, kato's, serves it.
 	m.must("systemd-run", "--unit=km-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090", "--public-reads")
 	t.Cleanup(func() { m.exec("systemctl", "stop", "km-serve.service") })
 	var helpers []string
-	m.waitFor("serve's queue child", 20*time.Second, func() bool {
-		helpers = strings.Fields(m.exec("pgrep", "-f", "--", "__queue-db").stdout)
+	m.waitFor("serve's queue helper", 20*time.Second, func() bool {
+		helpers = helpers[:0]
+		for _, f := range strings.Fields(m.exec("systemctl", "list-units", "--plain", "--no-legend", "--state=active", "kato-queue@*.service").stdout) {
+			if strings.HasPrefix(f, "kato-queue@") {
+				helpers = append(helpers, m.mainPID(f))
+			}
+		}
 		return len(helpers) > 0
 	})
+	// Nothing else does queue work: no child of serve's, no other process.
+	if all := strings.Fields(m.exec("pgrep", "-f", "--", "__queue-db").stdout); len(all) != len(helpers) {
+		t.Errorf("queue helpers %v, of which kato-queue@ instances %v", all, helpers)
+	}
 	helpers = append(helpers, m.mainPID("km-serve.service"))
 
 	other := units.InstanceStateDir(otherID)

@@ -177,10 +177,16 @@ func TestDebLifecycle(t *testing.T) {
 			t.Errorf("%s is %q, want %q as tmpfiles.d/kato.conf says", path, got, want)
 		}
 	}
-	for _, target := range []string{units.InstanceTarget, units.WorkerTarget} {
+	for _, target := range []string{units.InstanceTarget, units.WorkerTarget, units.QueueSocket} {
 		if s := strings.TrimSpace(m.must("systemctl", "is-enabled", target)); s != "enabled" {
 			t.Errorf("%s is %s after install", target, s)
 		}
+	}
+	if s := m.activeState(units.QueueSocket); s != "active" {
+		t.Errorf("%s is %s after install", units.QueueSocket, s)
+	}
+	if got := strings.TrimSpace(m.must("stat", "-c", "%F %a %U", units.QueueSocketPath)); got != "socket 600 root" {
+		t.Errorf("%s is %q, want a socket 600 root", units.QueueSocketPath, got)
 	}
 	for _, tmpl := range units.Templates() {
 		path := map[string]string{units.SystemdDir: "/usr/lib/systemd/system/", units.SysusersDir: "/usr/lib/sysusers.d/", units.TmpfilesDir: "/usr/lib/tmpfiles.d/"}[tmpl.Dir] + tmpl.Name
@@ -230,6 +236,13 @@ func TestDebLifecycle(t *testing.T) {
 			"INSERT INTO crawled_content(id, url) VALUES (42, 'https://example.com/42')").code == 0
 	})
 	m.kato(packagedKM, "queue", "enqueue", "42")
+	// Root's queue commands work through kato-queue.socket.
+	if out := m.pkm("queue", "list"); !strings.Contains(out, "42") {
+		t.Errorf("root's queue list through %s:\n%s", units.QueueSocket, out)
+	}
+	if n := strings.TrimSpace(m.must("systemctl", "show", "-P", "NAccepted", units.QueueSocket)); n != "1" {
+		t.Errorf("%s accepted %s connections for root's queue list, want 1", units.QueueSocket, n)
+	}
 
 	// A reboot brings back every instance and worker that was started from
 	// the package, pkg-c too: stopped by hand, it is still enabled.
@@ -281,6 +294,9 @@ func TestDebLifecycle(t *testing.T) {
 		if kept[path] == "" {
 			t.Fatalf("%s is missing or empty before the upgrade", path)
 		}
+	}
+	if s := m.activeState(units.QueueSocket); s != "active" {
+		t.Errorf("%s is %s after the reboot", units.QueueSocket, s)
 	}
 	queueBefore := m.kato(packagedKM, "queue", "stats", "--json")
 	if !strings.Contains(queueBefore, `"pending": 1`) {
@@ -369,6 +385,9 @@ func TestDebLifecycle(t *testing.T) {
 	if got := m.kato(packagedKM, "queue", "stats", "--json"); got != queueBefore {
 		t.Errorf("queue after the upgrade:\n%s\nbefore:\n%s", got, queueBefore)
 	}
+	if got := m.pkm("queue", "stats", "--json"); got != queueBefore {
+		t.Errorf("root's queue stats after the upgrade:\n%s\nkato's:\n%s", got, queueBefore)
+	}
 
 	// An operator's own drop-in for every instance, which purge must keep.
 	if err := m.WriteFile("/etc/systemd/system/kato@.service.d/local.conf", []byte("[Service]\nNice=5\n"), 0o644); err != nil {
@@ -385,7 +404,11 @@ func TestDebLifecycle(t *testing.T) {
 			t.Errorf("%s is %s after remove", u, s)
 		}
 	}
-	for _, path := range []string{packagedKM, "/usr/libexec/kato-manager/kg-worker", "/usr/lib/systemd/system/kato@.service", "/usr/lib/systemd/system/kg-worker@.service"} {
+	if s := m.activeState(units.QueueSocket); s != "inactive" {
+		t.Errorf("%s is %s after remove", units.QueueSocket, s)
+	}
+	for _, path := range []string{packagedKM, "/usr/libexec/kato-manager/kg-worker", "/usr/lib/systemd/system/kato@.service", "/usr/lib/systemd/system/kg-worker@.service",
+		"/usr/lib/systemd/system/" + units.QueueSocket, units.QueueSocketPath} {
 		if m.exists(path) {
 			t.Errorf("%s is left after remove", path)
 		}
@@ -405,6 +428,7 @@ func TestDebLifecycle(t *testing.T) {
 		"/etc/systemd/system/multi-user.target.wants/kg-workers.target",
 		"/etc/systemd/system/kato.target.wants/kato@pkg-a.service",
 		"/etc/systemd/system/kg-workers.target.wants/kg-worker@1.service",
+		"/etc/systemd/system/sockets.target.wants/" + units.QueueSocket,
 	}
 	for _, link := range enabled {
 		if !m.isLink(link) {

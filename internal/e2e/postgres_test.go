@@ -123,8 +123,9 @@ FROM crawled_content c JOIN (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2
 // TestRootQueueOnPeerAuthPostgres is the finding that with the README's
 // set-up on the database host (a socket URL, role kato, peer
 // authentication) the workers worked while root's `queue …` and `workers
-// stats` failed: root connected as itself. Root's commands reach the
-// database as kato, with the URL the workers use.
+// stats` failed: root connected as itself. Root's commands, and serve
+// under kato-manager.service, reach the database as kato, with the URL the
+// workers use, through kato-queue.socket.
 func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
 	p := &kgPool{machine: bootMachine(t)}
 	ctx := context.Background()
@@ -182,4 +183,24 @@ SELECT i, 0, 'Chunk 0 of document ' || i, 0, 99, 5 FROM generate_series(1, 3) AS
 	if out := p.mustKM("queue", "list", "--status", "completed"); strings.Count(out, "completed") != 3 {
 		t.Errorf("queue list:\n%s", out)
 	}
+	// Each went through kato-queue.socket: root itself never became kato.
+	if n := strings.TrimSpace(p.must("systemctl", "show", "-P", "NAccepted", "kato-queue.socket")); n == "0" || n == "" {
+		t.Errorf("kato-queue.socket accepted %q connections", n)
+	}
+	// serve under kato-manager.service, which cannot become kato, shows
+	// the queue through the socket too.
+	if err := p.WriteFile("/etc/kato/serve.token", []byte(dashboardToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.must("systemctl", "start", "kato-manager.service")
+	var metrics string
+	p.waitFor("kato-manager.service to show the queue", 15*time.Second, func() bool {
+		metrics, _ = p.getWithToken("http://127.0.0.1:9090/metrics")
+		return strings.Contains(metrics, `kg_queue_items{status="completed"} 3`)
+	})
+	p.must("systemctl", "stop", "kato-manager.service")
+	// And each helper ended with its command.
+	p.waitFor("the queue helpers to end", 10*time.Second, func() bool {
+		return strings.TrimSpace(p.exec("pgrep", "-f", "--", "__queue-db").stdout) == ""
+	})
 }

@@ -11,9 +11,13 @@
 # systemd reload for the new units.
 # On a first install: kato.target and kg-workers.target are enabled. They
 # start nothing by themselves; enabled, they bring back at boot the instances
-# and workers the operator starts with kato-manager.
-# On an upgrade: the instances and workers that run are restarted, so they
-# run the new files; stopped ones stay stopped. An instance that ran as kato
+# and workers the operator starts with kato-manager. kato-queue.socket, root's
+# way to the queue (its commands and serve do their database work through
+# it, as kato), is enabled on a first install and on an upgrade from a version
+# without it, and started every time.
+# On an upgrade: the instances, the workers and serve (kato-manager.service)
+# that run are restarted, so they run the new files; stopped ones stay
+# stopped. An instance that ran as kato
 # under an earlier version runs as its own user from this restart on;
 # systemd moves its state directory to /var/lib/private/kato/instances. Their registry, queue,
 # environment files, drop-ins and the configuration are left as they are.
@@ -65,14 +69,29 @@ fi
 
 if [ "$action" = install ]; then
 	if command -v deb-systemd-helper >/dev/null 2>&1; then
-		deb-systemd-helper enable kato.target kg-workers.target
+		deb-systemd-helper enable kato.target kg-workers.target kato-queue.socket
 	elif command -v systemctl >/dev/null 2>&1; then
-		systemctl ${root:+--root="$root"} --no-reload enable kato.target kg-workers.target
+		systemctl ${root:+--root="$root"} --no-reload enable kato.target kg-workers.target kato-queue.socket
+	fi
+elif [ "$action" = upgrade ]; then
+	# deb-systemd-helper remembers what the package enabled: an operator's
+	# disable stays. RPM cannot tell the two apart, and enables it.
+	if command -v deb-systemd-helper >/dev/null 2>&1; then
+		deb-systemd-helper debian-installed kato-queue.socket || deb-systemd-helper enable kato-queue.socket
+	elif command -v systemctl >/dev/null 2>&1; then
+		systemctl ${root:+--root="$root"} --no-reload enable kato-queue.socket
 	fi
 fi
 
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then
 	systemctl --system daemon-reload
+	if command -v deb-systemd-invoke >/dev/null 2>&1; then
+		deb-systemd-invoke start kato-queue.socket ||
+			echo "kato-manager: kato-queue.socket did not start; root's queue commands need it" >&2
+	else
+		systemctl start kato-queue.socket ||
+			echo "kato-manager: kato-queue.socket did not start; root's queue commands need it" >&2
+	fi
 	if [ "$action" = upgrade ]; then
 		# An instance whose id is too long for kato@.service's User=kato-%i
 		# runs as the user its drop-in names, which versions before that did
@@ -89,9 +108,9 @@ if [ -z "$root" ] && [ -d /run/systemd/system ]; then
 			fi
 		done
 		if command -v deb-systemd-invoke >/dev/null 2>&1; then
-			deb-systemd-invoke try-restart 'kato@*.service' 'kg-worker@*.service' || failed=yes
+			deb-systemd-invoke try-restart 'kato@*.service' 'kg-worker@*.service' kato-manager.service || failed=yes
 		else
-			systemctl try-restart 'kato@*.service' 'kg-worker@*.service' || failed=yes
+			systemctl try-restart 'kato@*.service' 'kg-worker@*.service' kato-manager.service || failed=yes
 		fi
 		for id in $rerender; do
 			kato-manager restart "$id" || failed=yes

@@ -13,7 +13,7 @@
 # every instance's drop-in directories (those of its private-network units
 # too), every group's drop-in directory, the workers' drop-in with their
 # resource limits, and the symbolic links that enabled the targets, the
-# instances and the workers.
+# instances, the workers and kato-queue.socket.
 # The kato user and group stay, as Debian leaves system users: files they
 # own may remain elsewhere.
 set -e
@@ -41,11 +41,12 @@ if [ "$action" = purge ]; then
 	rmdir "$root/etc/systemd/system/kg-worker@.service.d" 2>/dev/null || true
 	rm -rf "$root/etc/systemd/system/kato.target.wants" "$root/etc/systemd/system/kg-workers.target.wants"
 	if command -v deb-systemd-helper >/dev/null 2>&1; then
-		deb-systemd-helper purge kato.target kg-workers.target kato-manager.service
+		deb-systemd-helper purge kato.target kg-workers.target kato-manager.service kato-queue.socket
 	fi
 	rm -f "$root/etc/systemd/system/multi-user.target.wants/kato.target" \
 		"$root/etc/systemd/system/multi-user.target.wants/kg-workers.target" \
-		"$root/etc/systemd/system/multi-user.target.wants/kato-manager.service"
+		"$root/etc/systemd/system/multi-user.target.wants/kato-manager.service" \
+		"$root/etc/systemd/system/sockets.target.wants/kato-queue.socket"
 fi
 
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then

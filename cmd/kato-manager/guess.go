@@ -97,6 +97,25 @@ func (a *app) instanceCompletions(cmd *cobra.Command) []cobra.Completion {
 	return out
 }
 
+// argumentCompletions completes an instance argument, which an id or a name
+// selects: the ids that begin with what is typed, or, when none does, the
+// names that begin with it, since shells offer only words that begin with
+// what is typed.
+func (a *app) argumentCompletions(cmd *cobra.Command, toComplete string) []cobra.Completion {
+	var out []cobra.Completion
+	for _, byID := range [](func(*cobra.Command) []cobra.Completion){a.instanceCompletions, a.nameCompletions} {
+		for _, c := range byID(cmd) {
+			if word, _, _ := strings.Cut(c, "\t"); strings.HasPrefix(word, toComplete) {
+				out = append(out, c)
+			}
+		}
+		if len(out) > 0 {
+			break
+		}
+	}
+	return out
+}
+
 // nameCompletions offers each instance name once, with the IDs that have it
 // as the description.
 func (a *app) nameCompletions(cmd *cobra.Command) []cobra.Completion {

@@ -288,11 +288,11 @@ func (a *app) version(context.Context, *pflag.FlagSet, struct{}) error {
 // withInstances completes cmd's argument and its --id and --name flags, where
 // it has them, from the registry.
 func (a *app) withInstances(cmd *cobra.Command) *cobra.Command {
-	cmd.ValidArgsFunction = func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	cmd.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		return a.instanceCompletions(cmd), cobra.ShellCompDirectiveNoFileComp
+		return a.argumentCompletions(cmd, toComplete), cobra.ShellCompDirectiveNoFileComp
 	}
 	for flag, complete := range map[string]func(*cobra.Command) []cobra.Completion{"id": a.instanceCompletions, "name": a.nameCompletions} {
 		if cmd.Flags().Lookup(flag) != nil {

@@ -43,6 +43,9 @@ type dashboard struct {
 	secure      bool // served over TLS: cookies are Secure
 	sessions    *sessions
 	samples     *sampler
+	// snaps is the snapshot of the fleet and the queue that pages and
+	// scrapes share.
+	snaps *snapshots
 	tmpl        *template.Template
 	// restartTimeout is how long a restart waits for the API port.
 	restartTimeout time.Duration
@@ -55,6 +58,10 @@ type dashboardOptions struct {
 	listen      string   // the listen address, the first name of the server
 	allowHosts  []string // more names of the server (--allow-host)
 	tls         bool     // served over TLS
+	// snapshotAge is how long a snapshot of the fleet and the queue is
+	// served (--snapshot-age); zero: each reader takes one, shared
+	// only with the readers that come while it is being taken.
+	snapshotAge time.Duration
 }
 
 func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, o dashboardOptions) (*dashboard, error) {
@@ -70,8 +77,9 @@ func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, o
 	if err != nil {
 		return nil, err
 	}
+	sample := func(ctx context.Context) (*supervisor.FleetSample, error) { return m.Sample(ctx) }
 	return &dashboard{m: m, pool: pool, q: q, wq: wq, token: o.token, publicReads: o.publicReads, hosts: hosts, limits: newLoginLimits(),
-		secure: o.tls, sessions: newSessions(),
+		secure: o.tls, sessions: newSessions(), snaps: newSnapshots(sample, q, o.snapshotAge, 10*time.Second),
 		samples: newSampler(time.Hour, 15*time.Second), tmpl: t, restartTimeout: 90 * time.Second}, nil
 }
 
@@ -165,39 +173,38 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := d.base(r, "kato-manager")
-	ctx := r.Context()
 	var errs []string
-	fleet, err := d.m.Sample(ctx)
+	p.Statuses = []string{"pending", "processing", "completed", "failed", "skipped"}
+	p.Status = cmp.Or(r.URL.Query().Get("status"), string(defaultPageStatus))
+	st, err := kgworker.ParseStatus(p.Status)
 	if err != nil {
-		errs = append(errs, "systemd: "+err.Error())
+		errs = append(errs, err.Error())
+		st = defaultPageStatus
 	}
-	p.Fleet = fleet
-	counts, err := d.q.Stats(ctx)
+	snap, err := d.snaps.get(r.Context(), st)
 	if err != nil {
-		errs = append(errs, "queue: "+err.Error())
+		return // the client is gone
 	}
-	p.Counts = counts
-	reports, err := d.q.Reports(ctx)
-	if err != nil {
-		errs = append(errs, "reports: "+err.Error())
+	p.Fleet = snap.Fleet
+	if snap.FleetErr != nil {
+		errs = append(errs, "systemd: "+snap.FleetErr.Error())
 	}
-	if fleet != nil {
-		p.Workers, p.Service = workerRows(fleet.Workers, reports, supervisor.Hostname(), time.Now())
+	if snap.QueueErr != nil {
+		errs = append(errs, "queue: "+snap.QueueErr.Error())
+	}
+	p.Counts = snap.Queue.Counts
+	if p.Fleet != nil {
+		p.Workers, p.Service = workerRows(p.Fleet.Workers, snap.Queue.Reports, supervisor.Hostname(), time.Now())
 		for _, w := range p.Workers {
 			if w.Local {
 				p.LocalWorkers++
 			}
 		}
 	}
-	p.Statuses = []string{"pending", "processing", "completed", "failed", "skipped"}
-	p.Status = r.URL.Query().Get("status")
-	if p.Status == "" {
-		p.Status = "failed"
-	}
-	if st, err := kgworker.ParseStatus(p.Status); err != nil {
-		errs = append(errs, err.Error())
-	} else if p.Items, err = d.q.List(ctx, st, 50); err != nil {
-		errs = append(errs, "queue: "+err.Error())
+	if st == defaultPageStatus && p.Status != string(st) {
+		p.Items = nil // the status asked for is not one
+	} else {
+		p.Items = snap.Queue.Items
 	}
 	p.Depth, p.Rate = d.samples.plots()
 	if d.m != nil && d.m.Config != nil {
@@ -247,9 +254,13 @@ func (d *dashboard) instance(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	p := d.base(r, "instance "+id)
-	fleet, err := d.m.Sample(r.Context())
+	snap, err := d.snaps.get(r.Context(), defaultPageStatus)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return // the client is gone
+	}
+	fleet := snap.Fleet
+	if snap.FleetErr != nil {
+		http.Error(w, snap.FleetErr.Error(), http.StatusInternalServerError)
 		return
 	}
 	for i := range fleet.Instances {

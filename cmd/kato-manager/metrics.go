@@ -1,29 +1,41 @@
 package main
 
 import (
-	"context"
+	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
-// fleetCollector is the Prometheus collector of /metrics. Each scrape reads
-// the fleet once (sample: one systemd listing, the rest from the cache of
-// the units' properties and the cgroups) and the queue database
-// three times (counts, latencies, the workers' reports), through the same
-// queueDB as /stats.
+// fleetCollector is the Prometheus collector of one scrape of /metrics:
+// it turns a snapshot (the fleet from one systemd listing and the caches,
+// the queue from one overview), shared with the other scrapes and pages
+// of the same second, into metrics.
 type fleetCollector struct {
-	sample  func(ctx context.Context) (*supervisor.FleetSample, error)
-	queue   queueDB
-	timeout time.Duration
+	snap *snapshot
 	// host is this host's name, told apart from the other hosts whose
 	// workers report to the same queue.
 	host string
+}
+
+// metricsHandler serves /metrics from snaps: it waits for the snapshot
+// with the request's context, then encodes it.
+func metricsHandler(snaps *snapshots, host string, errLog promhttp.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		snap, err := snaps.get(r.Context(), defaultPageStatus)
+		if err != nil {
+			return // the client is gone
+		}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(&fleetCollector{snap: snap, host: host})
+		promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLog}).ServeHTTP(w, r)
+	})
 }
 
 var instanceLabels = []string{"id", "name", "group", "processor"}
@@ -70,9 +82,7 @@ func gauge(b bool) float64 {
 // leaves its metrics out and says so in kato_manager_scrape_success; the
 // rest is still served.
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	fleet, err := c.sample(ctx)
+	fleet, err := c.snap.Fleet, c.snap.FleetErr
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, gauge(err == nil), "systemd")
 	if err == nil {
 		for _, i := range fleet.Instances {
@@ -89,24 +99,25 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descInstanceStartTime, prometheus.GaugeValue, start, l...)
 		}
 	}
-	counts, err1 := c.queue.Stats(ctx)
-	lat, err2 := c.queue.Latencies(ctx)
-	reports, err3 := c.queue.Reports(ctx)
-	queueOK := err1 == nil && err2 == nil && err3 == nil
+	queueOK := c.snap.QueueErr == nil
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, gauge(queueOK), "queue")
+	var reports []kgworker.Report
+	if queueOK {
+		reports = c.snap.Queue.Reports
+	}
 	if err == nil {
 		c.collectWorkers(ch, fleet.Workers, reports)
 	}
-	if err1 == nil {
-		for status, n := range map[kgworker.Status]int{kgworker.StatusPending: counts.Pending, kgworker.StatusProcessing: counts.Processing,
-			kgworker.StatusCompleted: counts.Completed, kgworker.StatusFailed: counts.Failed, kgworker.StatusSkipped: counts.Skipped} {
-			ch <- prometheus.MustNewConstMetric(descQueueItems, prometheus.GaugeValue, float64(n), string(status))
-		}
+	if !queueOK {
+		return
 	}
-	if err2 == nil {
-		ch <- constHistogram(descQueuePickup, lat.Pickup)
-		ch <- constHistogram(descQueueDone, lat.Done)
+	counts, lat := c.snap.Queue.Counts, c.snap.Queue.Latencies
+	for status, n := range map[kgworker.Status]int{kgworker.StatusPending: counts.Pending, kgworker.StatusProcessing: counts.Processing,
+		kgworker.StatusCompleted: counts.Completed, kgworker.StatusFailed: counts.Failed, kgworker.StatusSkipped: counts.Skipped} {
+		ch <- prometheus.MustNewConstMetric(descQueueItems, prometheus.GaugeValue, float64(n), string(status))
 	}
+	ch <- constHistogram(descQueuePickup, lat.Pickup)
+	ch <- constHistogram(descQueueDone, lat.Done)
 }
 
 // workerLabels are the labels of a worker's metrics: its host, whether that

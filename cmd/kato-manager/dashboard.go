@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -46,7 +47,9 @@ type dashboard struct {
 	// snaps is the snapshot of the fleet and the queue that pages and
 	// scrapes share.
 	snaps *snapshots
-	tmpl        *template.Template
+	// metricsLog is where /metrics reports what it could not encode.
+	metricsLog promhttp.Logger
+	tmpl       *template.Template
 	// restartTimeout is how long a restart waits for the API port.
 	restartTimeout time.Duration
 }
@@ -88,6 +91,12 @@ func (d *dashboard) routes(mux *http.ServeMux) {
 	static, _ := fs.Sub(webFiles, "web/static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /{$}", d.index)
+	metrics := metricsHandler(d.snaps, supervisor.Hostname(), d.metricsLog)
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if d.authorizeRead(w, r) {
+			metrics.ServeHTTP(w, r)
+		}
+	})
 	mux.HandleFunc("GET /instances/{id}", d.instance)
 	mux.HandleFunc("GET /documents", d.documents)
 	mux.HandleFunc("GET /documents/{id}", d.document)

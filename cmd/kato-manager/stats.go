@@ -211,12 +211,7 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 		w.Header().Set("Content-Type", "application/json")
 		writeJSON(w, s)
 	})
-	metrics := metricsHandler(dash.snaps, supervisor.Hostname(), log.New(a.stderr, "metrics: ", 0))
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		if dash.authorizeRead(w, r) {
-			metrics.ServeHTTP(w, r)
-		}
-	})
+	dash.metricsLog = log.New(a.stderr, "metrics: ", 0)
 	dash.routes(mux)
 	go dash.samples.run(ctx, q)
 	ln, err := net.Listen("tcp", *listen)

@@ -249,3 +249,49 @@ func TestRequestsPastTheBoundAre503(t *testing.T) {
 		t.Errorf("after the others ended: %d, %v", code, err)
 	}
 }
+
+// countingWriter counts the requests written to a child.
+type countingWriter struct {
+	io.WriteCloser
+	writes atomic.Int32
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.WriteCloser.Write(p)
+}
+
+// TestOverviewIsOneRequestToTheChild: what a page or a scrape reads of the
+// queue (counts, the workers' reports, latencies, the items listed) is one
+// request to root's database child, through serve's reopening queue.
+func TestOverviewIsOneRequestToTheChild(t *testing.T) {
+	_, kgDir := queueDirFor(t)
+	ctx := context.Background()
+	open := func() (queueDB, error) {
+		return startQueueChild(ctx, filepath.Join(kgDir, "kg.db"), queueRequest{Op: "ping"}, "--max-retries", "3", "--read-only=false")
+	}
+	first, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &reopeningQueue{q: first, open: open}
+	defer q.Close()
+	for _, id := range []int64{7, 8} {
+		if _, err := q.Enqueue(ctx, id, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	child := first.(*queueChild)
+	w := &countingWriter{WriteCloser: child.in}
+	child.in = w
+	o, err := readOverview(ctx, q, kgworker.StatusPending, pageItems)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.writes.Load(); got != 1 {
+		t.Errorf("the overview took %d requests to the child, want 1", got)
+	}
+	if o.Counts.Pending != 2 || len(o.Items) != 2 || o.Items[0].Status != kgworker.StatusPending {
+		t.Errorf("overview: counts %+v, items %+v; want the 2 pending items", o.Counts, o.Items)
+	}
+}

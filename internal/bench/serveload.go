@@ -202,8 +202,9 @@ func (b *bench) serveLoad(instances, workers, items, clients int, duration time.
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		fail(fmt.Errorf("load client: %w: %q", err, out))
 	}
+	fmt.Fprintf(os.Stderr, "serve-load: %s\n", out)
 	b.sh(fmt.Sprintf(`systemctl stop bench-load-serve bench-kgservice
-		%[1]s workers scale 0 >/dev/null
+		systemctl stop 'kg-worker@*.service'
 		%[1]s stop --all --no-mongo >/dev/null`, km))
 	what := fmt.Sprintf("serve, %d clients %s on /metrics and /, %d instances, %d workers, %d items", clients, duration, instances, workers, items)
 	mb := func(v uint64) string { return fmt.Sprintf("%.1f MB", float64(v)/1e6) }

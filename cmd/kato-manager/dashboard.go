@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"embed"
@@ -166,15 +167,29 @@ func (d *dashboard) render(w http.ResponseWriter, r *http.Request, name string, 
 
 // renderStatus sends a page with its security headers and status code.
 func (d *dashboard) renderStatus(w http.ResponseWriter, r *http.Request, code int, name string, p pageData) {
+	d.pageHeaders(w)
+	w.WriteHeader(code)
+	if err := d.tmpl.ExecuteTemplate(w, name+".html", p); err != nil {
+		fmt.Fprintf(w, "<p>template error: %s</p>", template.HTMLEscapeString(err.Error()))
+	}
+}
+
+// renderBytes renders a page into memory.
+func (d *dashboard) renderBytes(name string, p pageData) []byte {
+	var b bytes.Buffer
+	if err := d.tmpl.ExecuteTemplate(&b, name+".html", p); err != nil {
+		fmt.Fprintf(&b, "<p>template error: %s</p>", template.HTMLEscapeString(err.Error()))
+	}
+	return b.Bytes()
+}
+
+// pageHeaders sets a page's type and security headers.
+func (d *dashboard) pageHeaders(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'")
 	w.Header().Set("X-Frame-Options", "DENY")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	if err := d.tmpl.ExecuteTemplate(w, name+".html", p); err != nil {
-		fmt.Fprintf(w, "<p>template error: %s</p>", template.HTMLEscapeString(err.Error()))
-	}
 }
 
 func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
@@ -221,6 +236,14 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(errs) > 0 && p.Error == "" {
 		p.Error = strings.Join(errs, "; ")
+	}
+	if !p.LoggedIn && p.Status == string(st) {
+		// A reader without a session sees what every other one does:
+		// the page is rendered once per snapshot.
+		body, _ := snap.render("index "+p.Status, func() ([]byte, error) { return d.renderBytes("index", p), nil })
+		d.pageHeaders(w)
+		w.Write(body) //nolint:errcheck // the client may be gone
+		return
 	}
 	d.render(w, r, "index", p)
 }

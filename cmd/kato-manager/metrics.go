@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
@@ -25,17 +31,82 @@ type fleetCollector struct {
 }
 
 // metricsHandler serves /metrics from snaps: it waits for the snapshot
-// with the request's context, then encodes it.
+// with the request's context, then sends it encoded in the format the
+// scraper asks for, gzipped if it accepts that; each encoding is made once
+// per snapshot.
 func metricsHandler(snaps *snapshots, host string, errLog promhttp.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		snap, err := snaps.get(r.Context(), defaultPageStatus)
 		if err != nil {
 			return // the client is gone
 		}
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(&fleetCollector{snap: snap, host: host})
-		promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLog}).ServeHTTP(w, r)
+		format := expfmt.Negotiate(r.Header)
+		gz := acceptsGzip(r.Header.Get("Accept-Encoding"))
+		body, err := snap.render(fmt.Sprintf("metrics %s gzip=%v", format, gz), func() ([]byte, error) {
+			return encodeMetrics(&fleetCollector{snap: snap, host: host}, format, gz)
+		})
+		if err != nil {
+			if errLog != nil {
+				errLog.Println(err)
+			}
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", string(format))
+		w.Header().Set("Vary", "Accept-Encoding")
+		if gz {
+			w.Header().Set("Content-Encoding", "gzip")
+		}
+		w.Write(body) //nolint:errcheck // the client may be gone
 	})
+}
+
+// encodeMetrics gathers c and encodes its metrics in format.
+func encodeMetrics(c prometheus.Collector, format expfmt.Format, gz bool) ([]byte, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		return nil, err
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	var out io.Writer = &buf
+	var zw *gzip.Writer
+	if gz {
+		zw = gzip.NewWriter(&buf)
+		out = zw
+	}
+	enc := expfmt.NewEncoder(out, format)
+	for _, f := range fams {
+		if err := enc.Encode(f); err != nil {
+			return nil, err
+		}
+	}
+	if c, ok := enc.(expfmt.Closer); ok {
+		if err := c.Close(); err != nil {
+			return nil, err
+		}
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// acceptsGzip reports whether an Accept-Encoding header accepts gzip.
+func acceptsGzip(header string) bool {
+	for part := range strings.SplitSeq(header, ",") {
+		coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+			q := strings.ReplaceAll(params, " ", "")
+			return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+		}
+	}
+	return false
 }
 
 var instanceLabels = []string{"id", "name", "group", "processor"}

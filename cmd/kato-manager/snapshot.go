@@ -79,6 +79,35 @@ type snapshot struct {
 	FleetErr error
 	Queue    queueOverview
 	QueueErr error
+
+	// rendered are the answers made of this snapshot that are the same for
+	// every reader (the encoded metrics, the page of a reader without a
+	// session), made once by the first reader who needs one.
+	renderMu sync.Mutex
+	rendered map[string]*renderedBody
+}
+
+type renderedBody struct {
+	once sync.Once
+	body []byte
+	err  error
+}
+
+// render returns the answer key made of s, making it with fn the first
+// time; readers who ask meanwhile wait for that one.
+func (s *snapshot) render(key string, fn func() ([]byte, error)) ([]byte, error) {
+	s.renderMu.Lock()
+	if s.rendered == nil {
+		s.rendered = map[string]*renderedBody{}
+	}
+	r := s.rendered[key]
+	if r == nil {
+		r = &renderedBody{}
+		s.rendered[key] = r
+	}
+	s.renderMu.Unlock()
+	r.once.Do(func() { r.body, r.err = fn() })
+	return r.body, r.err
 }
 
 // snapshots hands serve's readers a shared snapshot: one no older than

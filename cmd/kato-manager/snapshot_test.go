@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/internal/promtest"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
@@ -293,5 +294,37 @@ func TestOverviewIsOneRequestToTheChild(t *testing.T) {
 	}
 	if o.Counts.Pending != 2 || len(o.Items) != 2 || o.Items[0].Status != kgworker.StatusPending {
 		t.Errorf("overview: counts %+v, items %+v; want the 2 pending items", o.Counts, o.Items)
+	}
+}
+
+// TestMetricsEncodedOncePerSnapshot: /metrics answers in the text format,
+// gzipped for a scraper that accepts it and plain for one that does not,
+// and both parse.
+func TestMetricsEncodedOncePerSnapshot(t *testing.T) {
+	f := newSlowFleet()
+	close(f.release)
+	srv, _ := snapshotServer(t, f, time.Minute, time.Now)
+	for _, gz := range []bool{true, false} {
+		client := &http.Client{Transport: &http.Transport{DisableCompression: !gz}}
+		for range 2 {
+			resp, err := client.Get(srv.URL + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fams, err := promtest.Parse(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("gzip %v: parse /metrics: %v", gz, err)
+			}
+			if !resp.Uncompressed == gz || resp.Header.Get("Content-Type") == "" {
+				t.Errorf("gzip %v: uncompressed by the client %v, Content-Type %q", gz, resp.Uncompressed, resp.Header.Get("Content-Type"))
+			}
+			if _, ok := promtest.Value(fams, "kg_queue_items", "status", "pending"); !ok {
+				t.Errorf("gzip %v: no kg_queue_items", gz)
+			}
+		}
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("4 scrapes sampled the fleet %d times", got)
 	}
 }

@@ -202,15 +202,15 @@ func (b *bench) serveLoad(instances, workers, items, clients int, duration time.
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		fail(fmt.Errorf("load client: %w: %q", err, out))
 	}
-	fmt.Fprintf(os.Stderr, "serve-load: %s\n", out)
-	b.sh(fmt.Sprintf(`systemctl stop bench-load-serve bench-kgservice
-		systemctl stop 'kg-worker@*.service'
-		%[1]s stop --all --no-mongo >/dev/null`, km))
 	what := fmt.Sprintf("serve, %d clients %s on /metrics and /, %d instances, %d workers, %d items", clients, duration, instances, workers, items)
 	mb := func(v uint64) string { return fmt.Sprintf("%.1f MB", float64(v)/1e6) }
 	b.notes = append(b.notes, fmt.Sprintf("%s: %d answers, %d errors, other statuses %v; p50 %s, p99 %s, max %s (one client alone: p50 %s, p99 %s); serve's RSS before %s, peak %s, 5 s after %s, 30 s after %s",
 		what, r.Answers, r.Errors, r.Statuses, round(pct(r.Loaded, 50)), round(pct(r.Loaded, 99)), round(slices.Max(append(r.Loaded, 0))),
 		round(pct(r.Alone, 50)), round(pct(r.Alone, 99)), mb(r.RSSBefore), mb(r.RSSPeak), mb(r.RSSAfter), mb(r.RSSAfterMin)))
+	fmt.Fprintln(os.Stderr, "serve-load:", b.notes[len(b.notes)-1])
+	b.sh(fmt.Sprintf(`systemctl stop bench-load-serve bench-kgservice
+		systemctl stop 'kg-worker@*.service'
+		%[1]s stop --all --no-mongo >/dev/null`, km))
 	return []row{
 		timeRow(what, "p50 under load", "one client alone, p50", pct(r.Loaded, 50), pct(r.Alone, 50)),
 		timeRow(what, "p99 under load", "the goal: 500ms", pct(r.Loaded, 99), 500*time.Millisecond),

@@ -39,6 +39,11 @@ type loadResult struct {
 	RSSPeak     uint64
 	RSSAfter    uint64 // 5 s after the load
 	RSSAfterMin uint64 // 30 s after the load
+	// RSSAfterAgain is 5 s after a second load like the first: no more
+	// than RSSAfter if nothing grows from load to load.
+	RSSAfterAgain uint64
+	AnswersAgain  int
+	ErrorsAgain   int
 }
 
 // loadClient runs in the machine, as `bench -load-client SPEC`: the
@@ -71,49 +76,56 @@ func loadClient(specJSON string) {
 		r.Alone = append(r.Alone, d)
 	}
 	var mu sync.Mutex
-	stop := time.Now().Add(s.Duration)
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				v := rss(s.PID)
-				mu.Lock()
-				r.RSSPeak = max(r.RSSPeak, v)
-				mu.Unlock()
-			}
-		}
-	}()
-	var wg sync.WaitGroup
-	for c := range s.Clients {
-		wg.Go(func() {
-			for i := c; time.Now().Before(stop); i++ {
-				d, code, err := once(s.Paths[i%len(s.Paths)])
-				mu.Lock()
-				switch {
-				case err != nil:
-					r.Errors++
-				case code != http.StatusOK:
-					r.Statuses[strconv.Itoa(code)]++
-				default:
-					r.Answers++
-					r.Loaded = append(r.Loaded, d)
+	run := func(loaded *[]time.Duration, answers, errs *int) {
+		stop := time.Now().Add(s.Duration)
+		done := make(chan struct{})
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					v := rss(s.PID)
+					mu.Lock()
+					r.RSSPeak = max(r.RSSPeak, v)
+					mu.Unlock()
 				}
-				mu.Unlock()
 			}
-		})
+		}()
+		var wg sync.WaitGroup
+		for c := range s.Clients {
+			wg.Go(func() {
+				for i := c; time.Now().Before(stop); i++ {
+					d, code, err := once(s.Paths[i%len(s.Paths)])
+					mu.Lock()
+					switch {
+					case err != nil:
+						*errs++
+					case code != http.StatusOK:
+						r.Statuses[strconv.Itoa(code)]++
+					default:
+						*answers++
+						*loaded = append(*loaded, d)
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		close(done)
+		tr.CloseIdleConnections()
 	}
-	wg.Wait()
-	close(done)
-	tr.CloseIdleConnections()
+	run(&r.Loaded, &r.Answers, &r.Errors)
 	time.Sleep(5 * time.Second)
 	r.RSSAfter = rss(s.PID)
 	time.Sleep(25 * time.Second)
 	r.RSSAfterMin = rss(s.PID)
+	var again []time.Duration
+	run(&again, &r.AnswersAgain, &r.ErrorsAgain)
+	time.Sleep(5 * time.Second)
+	r.RSSAfterAgain = rss(s.PID)
 	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
 		fail(err)
 	}
@@ -204,9 +216,9 @@ func (b *bench) serveLoad(instances, workers, items, clients int, duration time.
 	}
 	what := fmt.Sprintf("serve, %d clients %s on /metrics and /, %d instances, %d workers, %d items", clients, duration, instances, workers, items)
 	mb := func(v uint64) string { return fmt.Sprintf("%.1f MB", float64(v)/1e6) }
-	b.notes = append(b.notes, fmt.Sprintf("%s: %d answers, %d errors, other statuses %v; p50 %s, p99 %s, max %s (one client alone: p50 %s, p99 %s); serve's RSS before %s, peak %s, 5 s after %s, 30 s after %s",
+	b.notes = append(b.notes, fmt.Sprintf("%s: %d answers, %d errors, other statuses %v; p50 %s, p99 %s, max %s (one client alone: p50 %s, p99 %s); serve's RSS before %s, peak %s, 5 s after %s, 30 s after %s; a second load (%d answers, %d errors): RSS 5 s after %s",
 		what, r.Answers, r.Errors, r.Statuses, round(pct(r.Loaded, 50)), round(pct(r.Loaded, 99)), round(slices.Max(append(r.Loaded, 0))),
-		round(pct(r.Alone, 50)), round(pct(r.Alone, 99)), mb(r.RSSBefore), mb(r.RSSPeak), mb(r.RSSAfter), mb(r.RSSAfterMin)))
+		round(pct(r.Alone, 50)), round(pct(r.Alone, 99)), mb(r.RSSBefore), mb(r.RSSPeak), mb(r.RSSAfter), mb(r.RSSAfterMin), r.AnswersAgain, r.ErrorsAgain, mb(r.RSSAfterAgain)))
 	fmt.Fprintln(os.Stderr, "serve-load:", b.notes[len(b.notes)-1])
 	b.sh(fmt.Sprintf(`systemctl stop bench-load-serve bench-kgservice
 		systemctl stop 'kg-worker@*.service'

@@ -470,6 +470,9 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unknown action "+name, http.StatusNotFound)
 		return
 	}
+	// Whatever it did, the next page and scrape read the fleet and the
+	// queue again.
+	d.snaps.forget()
 	// A browser's session is sent back to the dashboard, with the outcome
 	// kept for that page; a script is answered in plain text.
 	st := d.authOf(r)

@@ -126,6 +126,18 @@ type snapshots struct {
 	group  singleflight.Group
 	mu     sync.Mutex
 	cached map[kgworker.Status]*snapshot // by the status whose items it lists
+	// generation counts forget's calls: a snapshot begun before one is
+	// neither kept nor shared with the readers after it.
+	generation uint64
+}
+
+// forget drops the snapshots kept and those being taken, after an action
+// changed the fleet or the queue: the next reader sees the change.
+func (s *snapshots) forget() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.generation++
+	clear(s.cached)
 }
 
 func newSnapshots(sample func(context.Context) (*supervisor.FleetSample, error), q queueDB, maxAge, timeout time.Duration) *snapshots {
@@ -141,13 +153,16 @@ func (s *snapshots) get(ctx context.Context, status kgworker.Status) (*snapshot,
 		s.mu.Unlock()
 		return c, nil
 	}
+	gen := s.generation
 	s.mu.Unlock()
-	ch := s.group.DoChan(string(status), func() (any, error) {
+	ch := s.group.DoChan(fmt.Sprintf("%d %s", gen, status), func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 		defer cancel()
 		snap := s.take(ctx, status)
 		s.mu.Lock()
-		s.cached[status] = snap
+		if s.generation == gen {
+			s.cached[status] = snap
+		}
 		s.mu.Unlock()
 		return snap, nil
 	})

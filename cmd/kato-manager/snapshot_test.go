@@ -328,3 +328,38 @@ func TestMetricsEncodedOncePerSnapshot(t *testing.T) {
 		t.Errorf("4 scrapes sampled the fleet %d times", got)
 	}
 }
+
+// TestForgetTakesANewSnapshot: after an action (forget), the next reader
+// gets a new snapshot however young the last one was, and one begun before
+// the action is not kept.
+func TestForgetTakesANewSnapshot(t *testing.T) {
+	f := newSlowFleet()
+	kq, err := kgworker.Open(context.Background(), filepath.Join(t.TempDir(), "kg.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kq.Close()
+	s := newSnapshots(f.sample, kq, time.Minute, 5*time.Second)
+	ctx := context.Background()
+	before := make(chan *snapshot, 1)
+	go func() {
+		snap, _ := s.get(ctx, defaultPageStatus)
+		before <- snap
+	}()
+	<-f.started // a snapshot is being taken
+	s.forget()
+	close(f.release)
+	after, err := s.get(ctx, defaultPageStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old := <-before; old == after {
+		t.Error("a reader after forget got the snapshot begun before it")
+	}
+	if again, _ := s.get(ctx, defaultPageStatus); again != after {
+		t.Error("the snapshot taken after forget is not kept")
+	}
+	if got := f.calls.Load(); got != 2 {
+		t.Errorf("%d samples, want 2", got)
+	}
+}

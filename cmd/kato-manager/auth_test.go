@@ -188,6 +188,16 @@ func TestServeNeedsTokenOffLoopback(t *testing.T) {
 			t.Errorf("serve --sample-interval %s: exit %d %q", d, code, stderr)
 		}
 	}
+	for _, tc := range []struct{ flag, value, rule string }{
+		{"--snapshot-age", "-1s", "must be between 0s and 1m"},
+		{"--snapshot-age", "2m0s", "must be between 0s and 1m"},
+		{"--max-requests", "0", "must be between 1 and 100000"},
+	} {
+		code, _, stderr = runCLI(t, "", "serve", tc.flag, tc.value)
+		if code != 2 || !strings.Contains(stderr, "invalid "+tc.flag+" "+tc.value+": "+tc.rule) {
+			t.Errorf("serve %s %s: exit %d %q", tc.flag, tc.value, code, stderr)
+		}
+	}
 	open := filepath.Join(t.TempDir(), "open.token")
 	os.WriteFile(open, []byte("0123456789abcdef0123456789abcdef"), 0o644)
 	os.Chmod(open, 0o644)

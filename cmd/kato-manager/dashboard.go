@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"embed"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -43,7 +45,12 @@ type dashboard struct {
 	secure      bool // served over TLS: cookies are Secure
 	sessions    *sessions
 	samples     *sampler
-	tmpl        *template.Template
+	// snaps is the snapshot of the fleet and the queue that pages and
+	// scrapes share.
+	snaps *snapshots
+	// metricsLog is where /metrics reports what it could not encode.
+	metricsLog promhttp.Logger
+	tmpl       *template.Template
 	// restartTimeout is how long a restart waits for the API port.
 	restartTimeout time.Duration
 }
@@ -55,6 +62,10 @@ type dashboardOptions struct {
 	listen      string   // the listen address, the first name of the server
 	allowHosts  []string // more names of the server (--allow-host)
 	tls         bool     // served over TLS
+	// snapshotAge is how long a snapshot of the fleet and the queue is
+	// served (--snapshot-age); zero: each reader takes one, shared
+	// only with the readers that come while it is being taken.
+	snapshotAge time.Duration
 }
 
 func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, o dashboardOptions) (*dashboard, error) {
@@ -70,8 +81,9 @@ func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, o
 	if err != nil {
 		return nil, err
 	}
+	sample := func(ctx context.Context) (*supervisor.FleetSample, error) { return m.Sample(ctx) }
 	return &dashboard{m: m, pool: pool, q: q, wq: wq, token: o.token, publicReads: o.publicReads, hosts: hosts, limits: newLoginLimits(),
-		secure: o.tls, sessions: newSessions(),
+		secure: o.tls, sessions: newSessions(), snaps: newSnapshots(sample, q, o.snapshotAge, 10*time.Second),
 		samples: newSampler(time.Hour, 15*time.Second), tmpl: t, restartTimeout: 90 * time.Second}, nil
 }
 
@@ -80,6 +92,12 @@ func (d *dashboard) routes(mux *http.ServeMux) {
 	static, _ := fs.Sub(webFiles, "web/static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /{$}", d.index)
+	metrics := metricsHandler(d.snaps, supervisor.Hostname(), d.metricsLog)
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if d.authorizeRead(w, r) {
+			metrics.ServeHTTP(w, r)
+		}
+	})
 	mux.HandleFunc("GET /instances/{id}", d.instance)
 	mux.HandleFunc("GET /documents", d.documents)
 	mux.HandleFunc("GET /documents/{id}", d.document)
@@ -149,15 +167,29 @@ func (d *dashboard) render(w http.ResponseWriter, r *http.Request, name string, 
 
 // renderStatus sends a page with its security headers and status code.
 func (d *dashboard) renderStatus(w http.ResponseWriter, r *http.Request, code int, name string, p pageData) {
+	d.pageHeaders(w)
+	w.WriteHeader(code)
+	if err := d.tmpl.ExecuteTemplate(w, name+".html", p); err != nil {
+		fmt.Fprintf(w, "<p>template error: %s</p>", template.HTMLEscapeString(err.Error()))
+	}
+}
+
+// renderBytes renders a page into memory.
+func (d *dashboard) renderBytes(name string, p pageData) []byte {
+	var b bytes.Buffer
+	if err := d.tmpl.ExecuteTemplate(&b, name+".html", p); err != nil {
+		fmt.Fprintf(&b, "<p>template error: %s</p>", template.HTMLEscapeString(err.Error()))
+	}
+	return b.Bytes()
+}
+
+// pageHeaders sets a page's type and security headers.
+func (d *dashboard) pageHeaders(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'")
 	w.Header().Set("X-Frame-Options", "DENY")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	if err := d.tmpl.ExecuteTemplate(w, name+".html", p); err != nil {
-		fmt.Fprintf(w, "<p>template error: %s</p>", template.HTMLEscapeString(err.Error()))
-	}
 }
 
 func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
@@ -165,39 +197,38 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := d.base(r, "kato-manager")
-	ctx := r.Context()
 	var errs []string
-	fleet, err := d.m.Sample(ctx)
+	p.Statuses = []string{"pending", "processing", "completed", "failed", "skipped"}
+	p.Status = cmp.Or(r.URL.Query().Get("status"), string(defaultPageStatus))
+	st, err := kgworker.ParseStatus(p.Status)
 	if err != nil {
-		errs = append(errs, "systemd: "+err.Error())
+		errs = append(errs, err.Error())
+		st = defaultPageStatus
 	}
-	p.Fleet = fleet
-	counts, err := d.q.Stats(ctx)
+	snap, err := d.snaps.get(r.Context(), st)
 	if err != nil {
-		errs = append(errs, "queue: "+err.Error())
+		return // the client is gone
 	}
-	p.Counts = counts
-	reports, err := d.q.Reports(ctx)
-	if err != nil {
-		errs = append(errs, "reports: "+err.Error())
+	p.Fleet = snap.Fleet
+	if snap.FleetErr != nil {
+		errs = append(errs, "systemd: "+snap.FleetErr.Error())
 	}
-	if fleet != nil {
-		p.Workers, p.Service = workerRows(fleet.Workers, reports, supervisor.Hostname(), time.Now())
+	if snap.QueueErr != nil {
+		errs = append(errs, "queue: "+snap.QueueErr.Error())
+	}
+	p.Counts = snap.Queue.Counts
+	if p.Fleet != nil {
+		p.Workers, p.Service = workerRows(p.Fleet.Workers, snap.Queue.Reports, supervisor.Hostname(), time.Now())
 		for _, w := range p.Workers {
 			if w.Local {
 				p.LocalWorkers++
 			}
 		}
 	}
-	p.Statuses = []string{"pending", "processing", "completed", "failed", "skipped"}
-	p.Status = r.URL.Query().Get("status")
-	if p.Status == "" {
-		p.Status = "failed"
-	}
-	if st, err := kgworker.ParseStatus(p.Status); err != nil {
-		errs = append(errs, err.Error())
-	} else if p.Items, err = d.q.List(ctx, st, 50); err != nil {
-		errs = append(errs, "queue: "+err.Error())
+	if st == defaultPageStatus && p.Status != string(st) {
+		p.Items = nil // the status asked for is not one
+	} else {
+		p.Items = snap.Queue.Items
 	}
 	p.Depth, p.Rate = d.samples.plots()
 	if d.m != nil && d.m.Config != nil {
@@ -205,6 +236,14 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(errs) > 0 && p.Error == "" {
 		p.Error = strings.Join(errs, "; ")
+	}
+	if !p.LoggedIn && p.Status == string(st) {
+		// A reader without a session sees what every other one does:
+		// the page is rendered once per snapshot.
+		body, _ := snap.render("index "+p.Status, func() ([]byte, error) { return d.renderBytes("index", p), nil })
+		d.pageHeaders(w)
+		w.Write(body) //nolint:errcheck // the client may be gone
+		return
 	}
 	d.render(w, r, "index", p)
 }
@@ -247,9 +286,13 @@ func (d *dashboard) instance(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	p := d.base(r, "instance "+id)
-	fleet, err := d.m.Sample(r.Context())
+	snap, err := d.snaps.get(r.Context(), defaultPageStatus)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return // the client is gone
+	}
+	fleet := snap.Fleet
+	if snap.FleetErr != nil {
+		http.Error(w, snap.FleetErr.Error(), http.StatusInternalServerError)
 		return
 	}
 	for i := range fleet.Instances {
@@ -427,6 +470,9 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unknown action "+name, http.StatusNotFound)
 		return
 	}
+	// Whatever it did, the next page and scrape read the fleet and the
+	// queue again.
+	d.snaps.forget()
 	// A browser's session is sent back to the dashboard, with the outcome
 	// kept for that page; a script is answered in plain text.
 	st := d.authOf(r)

@@ -1,29 +1,112 @@
 package main
 
 import (
-	"context"
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
-// fleetCollector is the Prometheus collector of /metrics. Each scrape reads
-// the fleet once (sample: one systemd listing, the rest from the cache of
-// the units' properties and the cgroups) and the queue database
-// three times (counts, latencies, the workers' reports), through the same
-// queueDB as /stats.
+// fleetCollector is the Prometheus collector of one scrape of /metrics:
+// it turns a snapshot (the fleet from one systemd listing and the caches,
+// the queue from one overview), shared with the other scrapes and pages
+// of the same second, into metrics.
 type fleetCollector struct {
-	sample  func(ctx context.Context) (*supervisor.FleetSample, error)
-	queue   queueDB
-	timeout time.Duration
+	snap *snapshot
 	// host is this host's name, told apart from the other hosts whose
 	// workers report to the same queue.
 	host string
+}
+
+// metricsHandler serves /metrics from snaps: it waits for the snapshot
+// with the request's context, then sends it encoded in the format the
+// scraper asks for, gzipped if it accepts that; each encoding is made once
+// per snapshot.
+func metricsHandler(snaps *snapshots, host string, errLog promhttp.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		snap, err := snaps.get(r.Context(), defaultPageStatus)
+		if err != nil {
+			return // the client is gone
+		}
+		format := expfmt.Negotiate(r.Header)
+		gz := acceptsGzip(r.Header.Get("Accept-Encoding"))
+		body, err := snap.render(fmt.Sprintf("metrics %s gzip=%v", format, gz), func() ([]byte, error) {
+			return encodeMetrics(&fleetCollector{snap: snap, host: host}, format, gz)
+		})
+		if err != nil {
+			if errLog != nil {
+				errLog.Println(err)
+			}
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", string(format))
+		w.Header().Set("Vary", "Accept-Encoding")
+		if gz {
+			w.Header().Set("Content-Encoding", "gzip")
+		}
+		w.Write(body) //nolint:errcheck // the client may be gone
+	})
+}
+
+// encodeMetrics gathers c and encodes its metrics in format.
+func encodeMetrics(c prometheus.Collector, format expfmt.Format, gz bool) ([]byte, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		return nil, err
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	var out io.Writer = &buf
+	var zw *gzip.Writer
+	if gz {
+		zw = gzip.NewWriter(&buf)
+		out = zw
+	}
+	enc := expfmt.NewEncoder(out, format)
+	for _, f := range fams {
+		if err := enc.Encode(f); err != nil {
+			return nil, err
+		}
+	}
+	if c, ok := enc.(expfmt.Closer); ok {
+		if err := c.Close(); err != nil {
+			return nil, err
+		}
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// acceptsGzip reports whether an Accept-Encoding header accepts gzip.
+func acceptsGzip(header string) bool {
+	for part := range strings.SplitSeq(header, ",") {
+		coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+			q := strings.ReplaceAll(params, " ", "")
+			return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+		}
+	}
+	return false
 }
 
 var instanceLabels = []string{"id", "name", "group", "processor"}
@@ -70,9 +153,7 @@ func gauge(b bool) float64 {
 // leaves its metrics out and says so in kato_manager_scrape_success; the
 // rest is still served.
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	fleet, err := c.sample(ctx)
+	fleet, err := c.snap.Fleet, c.snap.FleetErr
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, gauge(err == nil), "systemd")
 	if err == nil {
 		for _, i := range fleet.Instances {
@@ -89,24 +170,25 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descInstanceStartTime, prometheus.GaugeValue, start, l...)
 		}
 	}
-	counts, err1 := c.queue.Stats(ctx)
-	lat, err2 := c.queue.Latencies(ctx)
-	reports, err3 := c.queue.Reports(ctx)
-	queueOK := err1 == nil && err2 == nil && err3 == nil
+	queueOK := c.snap.QueueErr == nil
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, gauge(queueOK), "queue")
+	var reports []kgworker.Report
+	if queueOK {
+		reports = c.snap.Queue.Reports
+	}
 	if err == nil {
 		c.collectWorkers(ch, fleet.Workers, reports)
 	}
-	if err1 == nil {
-		for status, n := range map[kgworker.Status]int{kgworker.StatusPending: counts.Pending, kgworker.StatusProcessing: counts.Processing,
-			kgworker.StatusCompleted: counts.Completed, kgworker.StatusFailed: counts.Failed, kgworker.StatusSkipped: counts.Skipped} {
-			ch <- prometheus.MustNewConstMetric(descQueueItems, prometheus.GaugeValue, float64(n), string(status))
-		}
+	if !queueOK {
+		return
 	}
-	if err2 == nil {
-		ch <- constHistogram(descQueuePickup, lat.Pickup)
-		ch <- constHistogram(descQueueDone, lat.Done)
+	counts, lat := c.snap.Queue.Counts, c.snap.Queue.Latencies
+	for status, n := range map[kgworker.Status]int{kgworker.StatusPending: counts.Pending, kgworker.StatusProcessing: counts.Processing,
+		kgworker.StatusCompleted: counts.Completed, kgworker.StatusFailed: counts.Failed, kgworker.StatusSkipped: counts.Skipped} {
+		ch <- prometheus.MustNewConstMetric(descQueueItems, prometheus.GaugeValue, float64(n), string(status))
 	}
+	ch <- constHistogram(descQueuePickup, lat.Pickup)
+	ch <- constHistogram(descQueueDone, lat.Done)
 }
 
 // workerLabels are the labels of a worker's metrics: its host, whether that

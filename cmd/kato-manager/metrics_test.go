@@ -42,6 +42,16 @@ func scrape(t *testing.T, c prometheus.Collector) map[string]*dto.MetricFamily {
 	return fams
 }
 
+// takeSnapshot takes a snapshot of sample and q as serve does.
+func takeSnapshot(t *testing.T, sample func(context.Context) (*supervisor.FleetSample, error), q queueDB) *snapshot {
+	t.Helper()
+	snap, err := newSnapshots(sample, q, 0, 5*time.Second).get(context.Background(), defaultPageStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
 // metricValue returns the value of the family's sample with the labels.
 func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 	t.Helper()
@@ -107,7 +117,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 			{WorkerID: 3, ActiveState: "inactive", SubState: "dead"},
 		},
 	}
-	fams := scrape(t, &fleetCollector{sample: func(context.Context) (*supervisor.FleetSample, error) { return sample, nil }, queue: q, timeout: 5 * time.Second, host: "a.example"})
+	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.FleetSample, error) { return sample, nil }, q), host: "a.example"})
 	a := []string{"id", "a", "name", "Alpha", "group", "", "processor", "default"}
 	b := []string{"id", "b", "name", "Beta", "group", "", "processor", "default"}
 	for _, c := range []struct {
@@ -161,7 +171,7 @@ func TestMetricsSurviveASourceDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	fams := scrape(t, &fleetCollector{sample: func(context.Context) (*supervisor.FleetSample, error) { return nil, errors.New("no bus") }, queue: q, timeout: 5 * time.Second})
+	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.FleetSample, error) { return nil, errors.New("no bus") }, q)})
 	if metricValue(t, fams, "kato_manager_scrape_success", "source", "systemd") != 0 || metricValue(t, fams, "kato_manager_scrape_success", "source", "queue") != 1 {
 		t.Error("scrape success does not name the failed source")
 	}

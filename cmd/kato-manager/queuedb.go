@@ -716,6 +716,8 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 			result, err = q.Reports(ctx)
 		case req.Op == "latencies":
 			result, err = q.Latencies(ctx)
+		case req.Op == "overview":
+			result, err = readOverview(ctx, q, req.Status, req.Limit)
 		case req.Op == "priority":
 			result, err = q.SetPriority(ctx, req.Priority, req.IDs...)
 		case req.Op == "delete":

@@ -9,10 +9,9 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -87,6 +86,8 @@ type serveOptions struct {
 	listen         *string
 	tokenFile      *string
 	sampleInterval *time.Duration
+	snapshotAge    *time.Duration
+	maxRequests    *int
 	publicReads    *bool
 	allowHosts     *[]string
 	tlsCert        *string
@@ -98,6 +99,8 @@ func serveFlags(fs *pflag.FlagSet) serveOptions {
 		listen:         fs.String("listen", "127.0.0.1:9090", "address to listen on; one other than loopback needs the token file and TLS"),
 		tokenFile:      fs.String("token-file", defaultTokenFile, "file with the bearer token for reads and actions (root's, mode 0600, at least 32 characters)"),
 		sampleInterval: fs.Duration("sample-interval", 15*time.Second, "how often the dashboard samples the queue for its plots (1s to 10m)"),
+		snapshotAge:    fs.Duration("snapshot-age", time.Second, "how long one reading of systemd and the queue is served to every scrape and page (0 to 1m)"),
+		maxRequests:    fs.Int("max-requests", 256, "requests answered at once; one more is answered 503 with Retry-After (1 to 100000)"),
 		publicReads:    fs.Bool("public-reads", false, "serve pages, documents, journal lines, /health, /stats and /metrics to anyone who reaches --listen, without the token"),
 		allowHosts:     fs.StringSlice("allow-host", nil, "another name of this server that requests may give as Host (repeatable, or comma-separated)"),
 		tlsCert:        fs.String("tls-cert", "", "PEM certificate to serve HTTPS with (default: the credential tls-cert, if any)"),
@@ -122,6 +125,12 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	}
 	if d := *o.sampleInterval; d < time.Second || d > 10*time.Minute {
 		return &config.FieldError{Field: "sample_interval", Value: d.String(), Rule: "must be between 1s and 10m"}
+	}
+	if d := *o.snapshotAge; d < 0 || d > time.Minute {
+		return &config.FieldError{Field: "--snapshot-age", Value: d.String(), Rule: "must be between 0s and 1m"}
+	}
+	if n := *o.maxRequests; n < 1 || n > 100000 {
+		return &config.FieldError{Field: "--max-requests", Value: strconv.Itoa(n), Rule: "must be between 1 and 100000"}
 	}
 	tokenFile := *o.tokenFile
 	if a.paths.User && !fs.Changed("token-file") {
@@ -168,7 +177,8 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	go m.Services.Watch(ctx, p.Systemd, 5*time.Second, func(err error) {
 		fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
 	})
-	dash, err := newDashboard(m, p, q, wq, dashboardOptions{token: token, publicReads: *o.publicReads, listen: *listen, allowHosts: *o.allowHosts, tls: cert != nil})
+	dash, err := newDashboard(m, p, q, wq, dashboardOptions{token: token, publicReads: *o.publicReads, listen: *listen, allowHosts: *o.allowHosts, tls: cert != nil,
+		snapshotAge: *o.snapshotAge})
 	if err != nil {
 		return err
 	}
@@ -201,21 +211,14 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 		w.Header().Set("Content-Type", "application/json")
 		writeJSON(w, s)
 	})
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(&fleetCollector{sample: m.Sample, queue: q, timeout: 10 * time.Second, host: supervisor.Hostname()})
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(a.stderr, "metrics: ", 0)})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		if dash.authorizeRead(w, r) {
-			metrics.ServeHTTP(w, r)
-		}
-	})
+	dash.metricsLog = log.New(a.stderr, "metrics: ", 0)
 	dash.routes(mux)
 	go dash.samples.run(ctx, q)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	srv := graceful.Server(dash.guard(mux))
+	srv := graceful.Server(limitRequests(*o.maxRequests, dash.guard(mux)))
 	access := "reads and actions need the token of " + *o.tokenFile
 	switch {
 	case token == "":

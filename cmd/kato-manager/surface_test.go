@@ -37,7 +37,7 @@ var surface = map[string][]string{
 	"gc":            {},
 	"install-units": {},
 	"serve": {`--listen string ="127.0.0.1:9090"`, `--token-file string ="/etc/kato/serve.token"`, "--sample-interval duration =15s",
-		"--public-reads bool", "--allow-host strings", "--tls-cert string", "--tls-key string"},
+		"--snapshot-age duration =1s", "--max-requests int =256", "--public-reads bool", "--allow-host strings", "--tls-cert string", "--tls-key string"},
 	"workers start":      {"--poll-interval float", "--workers/-n int"},
 	"workers stop":       {},
 	"workers restart":    {},

@@ -52,7 +52,15 @@ func main() {
 	fleetRuns := flag.Int("fleet-runs", 3, "repetitions of each fleet apply measurement (the median is reported)")
 	skipInstances := flag.Bool("skip-instances", false, "skip the instance rows (no systemd, no root needed)")
 	skipWorkers := flag.Bool("skip-workers", false, "skip the KG worker rows")
-	only := flag.String("instance-rows", "start-one,start-stop,list,fleet", "the instance rows to run, comma-separated")
+	only := flag.String("instance-rows", "start-one,start-stop,list,fleet,serve-load", "the instance rows to run, comma-separated")
+	load := loadFlags{
+		instances: flag.Int("load-instances", 20, "running instances in the serve-load row"),
+		workers:   flag.Int("load-workers", 2, "KG workers in the serve-load row"),
+		items:     flag.Int("load-items", 305, "queue items in the serve-load row"),
+		clients:   flag.Int("load-clients", 200, "clients at once in the serve-load row"),
+		duration:  flag.Duration("load-duration", 20*time.Second, "how long the clients of the serve-load row ask"),
+	}
+	loadClientSpec := flag.String("load-client", "", "run as the load client of the serve-load row, inside the machine (internal)")
 	minRun := flag.Duration("kg-min-run", 2*time.Second, "least duration of a kato-manager worker throughput run")
 	legacyItems := flag.Int("kg-legacy-items", 50, "items per baseline worker throughput run")
 	samples := flag.Int("kg-samples", 24, "enqueue→pickup latency samples each way")
@@ -61,6 +69,14 @@ func main() {
 	skipHosts := flag.Bool("skip-hosts", false, "skip the rows of KG workers on several hosts (three machines, PostgreSQL)")
 	hostsItems := flag.Int("hosts-items", 2000, "items drained in each set-up of the several-hosts rows")
 	flag.Parse()
+	if *loadClientSpec != "" {
+		loadClient(*loadClientSpec)
+		return
+	}
+	if *load.instances < 1 || *load.workers < 1 || *load.items < 1 || *load.clients < 1 || *load.duration <= 0 {
+		fail(fmt.Errorf("invalid -load-instances %d, -load-workers %d, -load-items %d, -load-clients %d or -load-duration %s: must be positive",
+			*load.instances, *load.workers, *load.items, *load.clients, *load.duration))
+	}
 	if *fleetRuns < 1 || *startRuns < 1 || *runs < 1 {
 		fail(fmt.Errorf("invalid -fleet-runs %d, -start-runs %d or -runs %d: must be positive", *fleetRuns, *startRuns, *runs))
 	}
@@ -71,7 +87,7 @@ func main() {
 	var rows []row
 	var notes []string
 	if !*skipInstances {
-		instRows, instNotes := instanceRows(ctx, strings.Split(*only, ","), *instances, *listed, *runs, *startRuns, *fleetRuns)
+		instRows, instNotes := instanceRows(ctx, strings.Split(*only, ","), *instances, *listed, *runs, *startRuns, *fleetRuns, load)
 		rows, notes = append(rows, instRows...), instNotes
 	}
 	if !*skipWorkers {
@@ -94,7 +110,7 @@ func main() {
 }
 
 // instanceRows boots a machine and measures the instance commands in it.
-func instanceRows(ctx context.Context, only []string, instances, listed, runs, startRuns, fleetRuns int) ([]row, []string) {
+func instanceRows(ctx context.Context, only []string, instances, listed, runs, startRuns, fleetRuns int, load loadFlags) ([]row, []string) {
 	m, err := sdharness.Boot(ctx, sdharness.Options{})
 	if err != nil {
 		fail(err)
@@ -113,6 +129,9 @@ func instanceRows(ctx context.Context, only []string, instances, listed, runs, s
 		{"start-stop", func() []row { return b.startStop(instances) }},
 		{"list", func() []row { return b.list(listed, runs) }},
 		{"fleet", func() []row { return b.fleet(instances, listed, runs, fleetRuns) }},
+		{"serve-load", func() []row {
+			return b.serveLoad(*load.instances, *load.workers, *load.items, *load.clients, *load.duration)
+		}},
 	} {
 		if slices.Contains(only, r.name) {
 			rows = append(rows, r.rows()...)

@@ -116,8 +116,8 @@ func rootQueueWorkRunsAsServiceUser(t *testing.T, h *helpers, configText, kgDir 
 			t.Errorf("%s is owned by uid %d, want the service user's 65534", e.Name(), st.Uid)
 		}
 	}
-	if h.socket && h.started() != 4 {
-		t.Errorf("%d helpers started through the socket, want one per command (4)", h.started())
+	if h.socket && h.started() != 3 {
+		t.Errorf("%d helpers started through the socket, want one per command (3)", h.started())
 	}
 }
 

@@ -268,19 +268,19 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 func TestOverviewIsOneRequestToTheChild(t *testing.T) {
 	_, kgDir := queueDirFor(t)
 	ctx := context.Background()
+	dbPath := filepath.Join(kgDir, "kg.db")
 	open := func() (queueDB, error) {
-		return startQueueChild(ctx, filepath.Join(kgDir, "kg.db"), queueRequest{Op: "ping"}, "--max-retries", "3", "--read-only=false")
+		return startQueueChild(ctx, queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
 	}
+	storeDocuments(t, dbPath, 7, 8)
 	first, err := open()
 	if err != nil {
 		t.Fatal(err)
 	}
 	q := &reopeningQueue{q: first, open: open}
 	defer q.Close()
-	for _, id := range []int64{7, 8} {
-		if _, err := q.Enqueue(ctx, id, 1); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := q.EnqueueDocuments(ctx, 1, 7, 8); err != nil {
+		t.Fatal(err)
 	}
 	child := first.(*queueChild)
 	w := &countingWriter{WriteCloser: child.in}

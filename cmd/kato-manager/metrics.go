@@ -40,7 +40,7 @@ func metricsHandler(snaps *snapshots, host string, errLog promhttp.Logger) http.
 		if err != nil {
 			return // the client is gone
 		}
-		format := expfmt.Negotiate(r.Header)
+		format := expfmt.NegotiateAccept(r.Header, expfmt.DefaultAcceptedFormats()...)
 		gz := acceptsGzip(r.Header.Get("Accept-Encoding"))
 		body, err := snap.render(fmt.Sprintf("metrics %s gzip=%v", format, gz), func() ([]byte, error) {
 			return encodeMetrics(&fleetCollector{snap: snap, host: host}, format, gz)

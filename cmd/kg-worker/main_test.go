@@ -185,32 +185,10 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 // TestWorkerProcess runs kg-worker as systemd would, with a notify socket
 // and a watchdog, against the fake KG service.
 func TestWorkerProcess(t *testing.T) {
-	fake := kgservicefake.New()
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
-
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "kg.db")
+	fake, srv, dir, dbPath, q := workerQueue(t, 6)
 	ctx := context.Background()
-	q, err := kgworker.Open(ctx, dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
-	db, err := sql.Open("sqlite3", "file:"+dbPath+"?_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	for c := 1; c <= 6; c++ {
-		if _, err := db.Exec("INSERT INTO crawled_content(id, url, markdown) VALUES (?, ?, ?)", c, fmt.Sprint("https://example.org/", c),
-			strings.Repeat("markdown ", 10)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec("INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end) VALUES (?, 0, 'the first chunk', 0, 15)", c); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := q.Enqueue(ctx, int64(c), 1); err != nil {
+	for c := int64(1); c <= 6; c++ {
+		if _, err := q.Enqueue(ctx, c, 1); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -309,31 +287,8 @@ func TestWorkerProcess(t *testing.T) {
 // come every 10s here (no watchdog), and were all the report had: it said
 // processed 0 while the queue showed every item done.
 func TestReportAgreesWithQueue(t *testing.T) {
-	fake := kgservicefake.New()
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "kg.db")
+	_, srv, dir, dbPath, q := workerQueue(t, 6)
 	ctx := context.Background()
-	q, err := kgworker.Open(ctx, dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
-	db, err := sql.Open("sqlite3", "file:"+dbPath+"?_busy_timeout=5000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	for c := 1; c <= 6; c++ {
-		if _, err := db.Exec("INSERT INTO crawled_content(id, url, markdown) VALUES (?, ?, ?)", c, fmt.Sprint("https://example.org/", c),
-			strings.Repeat("markdown ", 10)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec("INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end) VALUES (?, 0, 'the first chunk', 0, 15)", c); err != nil {
-			t.Fatal(err)
-		}
-	}
 	config := writeConfig(t, dir, fmt.Sprintf("poll_interval = 5.0\nservice_url = %q\nbatch_size = 8\n", srv.URL))
 	cmd := worker(cleanEnv("DB_PATH="+dbPath), "--worker-id", "1", "--config", config)
 	var stderr strings.Builder
@@ -376,4 +331,36 @@ func TestReportAgreesWithQueue(t *testing.T) {
 	if lag := time.Since(done); lag > reportLag+500*time.Millisecond {
 		t.Errorf("the report counted the items %s after the queue showed them, want within %s", lag, reportLag)
 	}
+}
+
+// workerQueue makes a queue database in a new directory dir, holding the
+// stored documents 1 to n of one chunk each, none of them queued, and
+// serves the KG service double.
+func workerQueue(t *testing.T, n int) (fake *kgservicefake.Server, srv *httptest.Server, dir, dbPath string, q *kgworker.Queue) {
+	t.Helper()
+	fake = kgservicefake.New()
+	srv = httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	dir = t.TempDir()
+	dbPath = filepath.Join(dir, "kg.db")
+	q, err := kgworker.Open(context.Background(), dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	db, err := sql.Open("sqlite3", "file:"+dbPath+"?_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for c := 1; c <= n; c++ {
+		if _, err := db.Exec("INSERT INTO crawled_content(id, url, markdown) VALUES (?, ?, ?)", c, fmt.Sprint("https://example.org/", c),
+			strings.Repeat("markdown ", 10)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("INSERT INTO content_chunks(content_id, chunk_index, chunk_text, char_start, char_end) VALUES (?, 0, 'the first chunk', 0, 15)", c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fake, srv, dir, dbPath, q
 }

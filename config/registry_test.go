@@ -258,23 +258,13 @@ func TestRegistryGolden(t *testing.T) {
 }
 
 func TestRegistryFind(t *testing.T) {
-	r := &Registry{Instances: map[string]*Instance{}}
-	for _, in := range []struct{ id, name string }{
-		{"processor-1", "Main Processor"},
-		{"processor-2", "Shared"},
-		{"processor-3", "Shared"},
-		{"other", "processor-1"},
-	} {
-		r.Instances[in.id] = newInstance(in.id, 0, 0)
-		r.Instances[in.id].Name = in.name
-	}
-	for _, tc := range []struct {
-		name    string
-		ref     string
-		wantID  string
-		wantErr error
-		inMsg   []string
-	}{
+	r := registryOf(map[string]string{
+		"processor-1": "Main Processor",
+		"processor-2": "Shared",
+		"processor-3": "Shared",
+		"other":       "processor-1",
+	})
+	checkLookups(t, "Find", r.Find, []lookupCase{
 		{name: "by id", ref: "processor-2", wantID: "processor-2"},
 		{name: "by name", ref: "Main Processor", wantID: "processor-1"},
 		{name: "id wins over a name", ref: "processor-1", wantID: "processor-1"},
@@ -284,50 +274,19 @@ func TestRegistryFind(t *testing.T) {
 		{name: "a prefix is not a name", ref: "Main", wantErr: ErrNotFound},
 		{name: "names are case sensitive", ref: "main processor", wantErr: ErrNotFound, inMsg: []string{`"main processor"`}},
 		{name: "empty", ref: "", wantErr: ErrNotFound},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := r.Find(tc.ref)
-			if tc.wantErr == nil {
-				if err != nil {
-					t.Fatalf("Find(%q) = %v", tc.ref, err)
-				}
-				if got.ID != tc.wantID {
-					t.Fatalf("Find(%q) = %s, want %s", tc.ref, got.ID, tc.wantID)
-				}
-				return
-			}
-			if !errors.Is(err, tc.wantErr) {
-				t.Fatalf("Find(%q) = %v, %v; want %v", tc.ref, got, err, tc.wantErr)
-			}
-			for _, w := range tc.inMsg {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-		})
-	}
+	})
 }
 
 func TestRegistryMatch(t *testing.T) {
-	r := &Registry{Instances: map[string]*Instance{}}
-	for _, in := range []struct{ id, name string }{
-		{"processor-1", "Main Processor"},
-		{"processor-2", "Secondary"},
-		{"processor-3", "Auto Learner"},
-		{"backup", "Main Backup"},
-		{"main", "Spare"},
-		{"lone", "Learner Two"},
-	} {
-		r.Instances[in.id] = newInstance(in.id, 0, 0)
-		r.Instances[in.id].Name = in.name
-	}
-	for _, tc := range []struct {
-		name    string
-		ref     string
-		wantID  string
-		wantErr error
-		inMsg   []string
-	}{
+	r := registryOf(map[string]string{
+		"processor-1": "Main Processor",
+		"processor-2": "Secondary",
+		"processor-3": "Auto Learner",
+		"backup":      "Main Backup",
+		"main":        "Spare",
+		"lone":        "Learner Two",
+	})
+	checkLookups(t, "Match", r.Match, []lookupCase{
 		{name: "exact id", ref: "processor-2", wantID: "processor-2"},
 		{name: "exact name", ref: "Main Processor", wantID: "processor-1"},
 		{name: "unique prefix", ref: "Second", wantID: "processor-2"},
@@ -340,28 +299,7 @@ func TestRegistryMatch(t *testing.T) {
 		{name: "nothing near", ref: "zzz", wantErr: ErrNotFound},
 		{name: "typo suggested", ref: "procesor-1", wantErr: ErrNotFound, inMsg: []string{"did you mean processor-1?"}},
 		{name: "empty", ref: "", wantErr: ErrNotFound},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := r.Match(tc.ref)
-			if tc.wantErr == nil {
-				if err != nil {
-					t.Fatalf("Match(%q) = %v", tc.ref, err)
-				}
-				if got.ID != tc.wantID {
-					t.Fatalf("Match(%q) = %s, want %s", tc.ref, got.ID, tc.wantID)
-				}
-				return
-			}
-			if !errors.Is(err, tc.wantErr) {
-				t.Fatalf("Match(%q) = %v, %v; want %v", tc.ref, got, err, tc.wantErr)
-			}
-			for _, w := range tc.inMsg {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-		})
-	}
+	})
 }
 
 func TestRegistrySortedAndReservedPorts(t *testing.T) {
@@ -753,5 +691,54 @@ func TestRegistryUnchangedIsNotRewritten(t *testing.T) {
 	}
 	if !info.ModTime().Equal(old) {
 		t.Fatalf("an update that changed nothing rewrote the file (mtime %v, want %v)", info.ModTime(), old)
+	}
+}
+
+// registryOf is a registry of instances by id, with their names.
+func registryOf(names map[string]string) *Registry {
+	r := &Registry{Instances: map[string]*Instance{}}
+	for id, name := range names {
+		r.Instances[id] = newInstance(id, 0, 0)
+		r.Instances[id].Name = name
+	}
+	return r
+}
+
+// lookupCase is a reference to an instance and what looking it up gives:
+// the instance's id, or an error wrapping wantErr whose message holds each
+// of inMsg.
+type lookupCase struct {
+	name    string
+	ref     string
+	wantID  string
+	wantErr error
+	inMsg   []string
+}
+
+// checkLookups looks up each case's reference with lookup, the registry's
+// method of that name.
+func checkLookups(t *testing.T, method string, lookup func(string) (*Instance, error), cases []lookupCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := lookup(tc.ref)
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatalf("%s(%q) = %v", method, tc.ref, err)
+				}
+				if got.ID != tc.wantID {
+					t.Fatalf("%s(%q) = %s, want %s", method, tc.ref, got.ID, tc.wantID)
+				}
+				return
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("%s(%q) = %v, %v; want %v", method, tc.ref, got, err, tc.wantErr)
+			}
+			for _, w := range tc.inMsg {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,14 +19,7 @@ func runOnTerminal(t *testing.T, answer string, args ...string) (code int, stdou
 	if _, err := master.WriteString(answer); err != nil {
 		t.Fatal(err)
 	}
-	var out, errb strings.Builder
-	a := &app{stdout: &out, stderr: &errb, stdin: slave, args: args}
-	root := a.commands()
-	root.SetArgs(args)
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	code = a.report(root.ExecuteContext(context.Background()))
-	return code, out.String(), errb.String()
+	return runWithStdin(t, slave, args...)
 }
 
 // The question: asked on a terminal only; yes is "y" or "yes" in any case,

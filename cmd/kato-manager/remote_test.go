@@ -86,8 +86,15 @@ func runWithInput(t *testing.T, input string, args ...string) (code int, stdout,
 		t.Fatal(err)
 	}
 	defer f.Close()
+	return runWithStdin(t, f, args...)
+}
+
+// runWithStdin runs kato-manager in-process with stdin as its standard
+// input.
+func runWithStdin(t *testing.T, stdin *os.File, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errb strings.Builder
-	a := &app{stdout: &out, stderr: &errb, stdin: f, args: args}
+	a := &app{stdout: &out, stderr: &errb, stdin: stdin, args: args}
 	root := a.commands()
 	root.SetArgs(args)
 	root.SetOut(&out)

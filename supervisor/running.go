@@ -63,7 +63,7 @@ func (m *Manager) checkRunning(reg *config.Registry, ids []string, states map[st
 // runs says whether a unit's processor runs or is starting, rather than
 // stopped, failed or waiting for systemd to restart it.
 func runs(u UnitState) bool {
-	return (u.ActiveState == "active" || u.ActiveState == "activating" || u.ActiveState == "reloading") && u.SubState != "auto-restart"
+	return u.Active() && u.SubState != "auto-restart"
 }
 
 // runningDigest reads units.SettingsVariable from the environment the

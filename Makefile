@@ -4,20 +4,32 @@
 # install the Debian packages they need and the machine lacks
 # (packaging/deps.sh), then do their job.
 
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# One version string for the binaries and the packages: packaging's, from
+# `git describe --tags --always` (0.0.0~gitN.HASH before the first tag).
+# Asked once, when a target needs it.
+VERSION  ?= $(eval VERSION := $(shell $(GO) run ./packaging/cmd/build -print-version 2>/dev/null || echo dev))$(VERSION)
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 LIBEXEC  := /usr/libexec/kato-manager
 GO       ?= go
 # The toolchain every build and test uses; the module proxy serves it.
 export GOTOOLCHAIN := go1.27.3
-LDFLAGS  := -X main.version=$(VERSION)
+LDFLAGS   = -X main.version=$(VERSION)
+
+# One build configuration for build, demo, test and packages (cgo, C flags,
+# -trimpath -buildmode=pie): the SQLite driver's C compiles once per machine.
+include packaging/build.env
+export CGO_ENABLED CGO_CFLAGS CGO_LDFLAGS GOFLAGS
 
 BINARIES := bin/kato-manager bin/kg-worker
 
 # staticcheck, pinned, installed from the module proxy into bin/tools.
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := bin/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+# gotestsum, pinned, the same way: `make test` names each test as it ends,
+# so a long integration package shows where it is.
+GOTESTSUM_VERSION := v1.13.0
+GOTESTSUM := bin/tools/gotestsum-$(GOTESTSUM_VERSION)/gotestsum
 
 .PHONY: all build demo test lint fuzz unit-test bench install packages man deps-build deps-test clean
 
@@ -26,7 +38,7 @@ all: build
 build: $(BINARIES)
 
 bin/%: FORCE
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
 
 FORCE:
 
@@ -46,8 +58,8 @@ demo: deps-build
 # The whole suite: lint, unit tests, and the integration tests that boot a
 # real systemd in throwaway namespaces (root needed; with CI=true a harness
 # that cannot boot fails the run instead of skipping).
-test: deps-test lint
-	$(GO) test -count=1 -timeout 60m ./...
+test: deps-test lint $(GOTESTSUM)
+	$(GOTESTSUM) --format testname --format-hide-empty-pkg -- -count=1 -timeout 60m ./...
 	$(MAKE) fuzz
 
 lint: $(STATICCHECK)
@@ -56,6 +68,9 @@ lint: $(STATICCHECK)
 
 $(STATICCHECK):
 	GOBIN=$(CURDIR)/$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+$(GOTESTSUM):
+	GOBIN=$(CURDIR)/$(dir $@) $(GO) install gotest.tools/gotestsum@$(GOTESTSUM_VERSION)
 
 # A short fuzzing run of each parser and renderer that takes input from
 # files or the command line; the starting corpus is under each package's
@@ -96,7 +111,7 @@ install: build
 # `git describe --tags --always` (0.0.0~gitN.HASH before the first tag);
 # `make packages VERSION=1.2.3` sets it.
 packages:
-	$(GO) run ./packaging/cmd/build -out dist $(if $(filter command line,$(origin VERSION)),-version '$(VERSION)')
+	$(GO) run ./packaging/cmd/build -out dist -version '$(VERSION)'
 
 clean:
 	rm -rf bin dist man

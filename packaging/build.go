@@ -16,6 +16,7 @@ import (
 	"context"
 	"debug/buildinfo"
 	"debug/elf"
+	_ "embed"
 	"errors"
 	"fmt"
 	"os"
@@ -220,21 +221,43 @@ func buildTime(ctx context.Context, root string) (time.Time, error) {
 	return time.Now(), nil
 }
 
-// hardening are the compiler and linker flags Debian's dpkg-buildflags
-// gives C code, for the C in the binaries (SQLite), unless the environment
-// sets its own.
-var hardening = map[string]string{
-	"CGO_CFLAGS":  "-g -O2 -fstack-protector-strong -D_FORTIFY_SOURCE=2",
-	"CGO_LDFLAGS": "-Wl,-z,relro -Wl,-z,now",
+// buildEnv is the one build configuration (build.env), shared with the
+// Makefile.
+//
+//go:embed build.env
+var buildEnv string
+
+// BuildEnv returns the variables of build.env, in the file's order.
+func BuildEnv() [][2]string {
+	var env [][2]string
+	for _, line := range strings.Split(buildEnv, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, _ := strings.Cut(line, "=")
+		env = append(env, [2]string{k, v})
+	}
+	return env
+}
+
+// goFlags are the words of build.env's GOFLAGS.
+func goFlags() []string {
+	for _, kv := range BuildEnv() {
+		if kv[0] == "GOFLAGS" {
+			return strings.Fields(kv[1])
+		}
+	}
+	return nil
 }
 
 func (b *build) goOutput(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, b.goCmd, args...)
 	cmd.Dir = b.root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	for k, v := range hardening {
-		if _, set := os.LookupEnv(k); !set {
-			cmd.Env = append(cmd.Env, k+"="+v)
+	cmd.Env = os.Environ()
+	for _, kv := range BuildEnv() {
+		if _, set := os.LookupEnv(kv[0]); !set {
+			cmd.Env = append(cmd.Env, kv[0]+"="+kv[1])
 		}
 	}
 	out, err := cmd.CombinedOutput()
@@ -249,8 +272,11 @@ func (b *build) goOutput(ctx context.Context, args ...string) (string, error) {
 func (b *build) compile(ctx context.Context) error {
 	ldflags := "-s -w -X main.version=" + b.version
 	for _, name := range binaries {
-		_, err := b.goOutput(ctx, "build", "-trimpath", "-buildmode=pie", "-ldflags", ldflags,
-			"-o", filepath.Join(b.stage, name), "./cmd/"+name)
+		// The flags of build.env's GOFLAGS also on the command line: they
+		// hold whatever GOFLAGS the environment sets.
+		args := append([]string{"build"}, goFlags()...)
+		_, err := b.goOutput(ctx, append(args, "-ldflags", ldflags,
+			"-o", filepath.Join(b.stage, name), "./cmd/"+name)...)
 		if err != nil {
 			return fmt.Errorf("compile %s: %w", name, err)
 		}

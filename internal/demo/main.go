@@ -114,6 +114,12 @@ Stand-ins from this repository: %s for KATO
 (generation A, each instance with --network private), %s
 (as %s) for MongoDB, and %s for the KG service.
 `, host, strings.Join(processorCommand, " "), testbed.MongoStandIn, testbed.MongoUnit, strings.Join(kgServiceCommand, " "))
+	step("building kato-manager, kg-worker and the stand-ins (the first build on a machine fetches and compiles for a few minutes)")
+	start := time.Now()
+	if _, err := testbed.BuildShowing(out); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "    built in %s\n", time.Since(start).Round(time.Second))
 	step("booting the throwaway systemd")
 	m, err := sdharness.Boot(ctx, sdharness.Options{})
 	if err != nil {
@@ -134,7 +140,7 @@ Stand-ins from this repository: %s for KATO
 func step(what string) { fmt.Fprintf(out, "\n==> %s\n", what) }
 
 func (d *demo) run() error {
-	step("building kato-manager, kg-worker and the stand-ins, and installing them in the machine")
+	step("installing kato-manager, kg-worker and the stand-ins in the machine")
 	if err := testbed.Install(d.m); err != nil {
 		return err
 	}

@@ -4,11 +4,14 @@
 package testbed
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -88,22 +91,80 @@ func repoRoot() string {
 }
 
 // Build compiles the programs once per process and returns their directory.
-func Build() (string, error) {
+func Build() (string, error) { return BuildShowing(nil) }
+
+// BuildShowing is Build that, on the first call, tells progress what it
+// fetches and compiles as it goes (nil: nothing). The programs build in one
+// `go build`, side by side, with the build configuration the environment
+// gives (the Makefile's, from packaging/build.env), so a machine compiles
+// the SQLite driver once for the demo, the tests and the binaries.
+func BuildShowing(progress io.Writer) (string, error) {
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "kato-testbed-")
 		if buildErr != nil {
 			return
 		}
-		for name, p := range programs {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), p.pkg)
-			cmd.Dir = repoRoot()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("build %s: %v\n%s", p.pkg, err, out)
+		args := []string{"build", "-o", buildDir + "/"}
+		if progress != nil {
+			args = append(args, "-v")
+		}
+		for _, p := range programs {
+			args = append(args, p.pkg)
+		}
+		slices.Sort(args[3:])
+		cmd := exec.Command("go", args...)
+		cmd.Dir = repoRoot()
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		cmd.Stderr = &out
+		if progress != nil {
+			cmd.Stderr = &compileProgress{w: progress, all: &out}
+		}
+		if err := cmd.Run(); err != nil {
+			buildErr = fmt.Errorf("go build %s: %v\n%s", strings.Join(args[1:], " "), err, out.Bytes())
+			return
+		}
+		for name := range programs {
+			if _, err := os.Stat(filepath.Join(buildDir, name)); err != nil {
+				buildErr = fmt.Errorf("go build left no %s: %w", name, err)
 				return
 			}
 		}
 	})
 	return buildDir, buildErr
+}
+
+// compileProgress turns what `go build -v` writes (a package's path as it
+// is compiled, "go: downloading …" as a module is fetched) into one line
+// per step, and keeps all of it for an error message.
+type compileProgress struct {
+	w       io.Writer
+	all     *bytes.Buffer
+	partial []byte
+}
+
+// slowPackages are compiled for longer than a few seconds on a cold cache.
+var slowPackages = map[string]string{
+	"github.com/mattn/go-sqlite3": " (SQLite's C: a minute or more, once per machine)",
+}
+
+func (c *compileProgress) Write(p []byte) (int, error) {
+	c.all.Write(p)
+	c.partial = append(c.partial, p...)
+	for {
+		i := bytes.IndexByte(c.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := string(c.partial[:i])
+		c.partial = c.partial[i+1:]
+		switch {
+		case strings.HasPrefix(line, "go: "):
+			fmt.Fprintln(c.w, "   ", strings.TrimPrefix(line, "go: "))
+		case line != "" && !strings.ContainsAny(line, " \t#"):
+			fmt.Fprintf(c.w, "    compiling %s%s\n", line, slowPackages[line])
+		}
+	}
 }
 
 // Install copies the built programs and the test configuration into m.

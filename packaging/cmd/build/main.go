@@ -5,6 +5,7 @@
 // Usage:
 //
 //	go run ./packaging/cmd/build [-version V] [-out DIR] [-format deb,rpm] [-maintainer "NAME <EMAIL>"]
+//	go run ./packaging/cmd/build -print-version
 package main
 
 import (
@@ -26,6 +27,7 @@ func main() {
 	format := fs.String("format", "deb,rpm", "package formats, separated by commas")
 	maintainer := fs.String("maintainer", packaging.DefaultMaintainer, "maintainer named in the packages")
 	root := fs.String("root", ".", "source tree: the module root")
+	printVersion := fs.Bool("print-version", false, "print the version the packages would get and exit (the Makefile's VERSION)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -35,6 +37,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *printVersion {
+		v, err := packaging.GitVersion(ctx, *root)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Println(v)
+		return
+	}
 	pkgs, err := packaging.Build(ctx, packaging.Options{
 		Root:       *root,
 		OutDir:     *out,

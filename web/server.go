@@ -54,7 +54,8 @@ type Options struct {
 	// by the actions.
 	Queue, ActionQueue Queue
 	// Token is the bearer token of reads and actions; "" disables actions.
-	Token string
+	// TokenFile is where it was read from, for messages.
+	Token, TokenFile string
 	// PublicReads serves reads without the token.
 	PublicReads bool
 	// Listen is the address served, the first name of the server; AllowHosts
@@ -92,7 +93,35 @@ func (o Options) Check() error {
 	if n := o.MaxRequests; n < 1 || n > 100000 {
 		return &config.FieldError{Field: "--max-requests", Value: fmt.Sprint(n), Rule: "must be between 1 and 100000"}
 	}
+	// Off loopback, whoever reaches the address must not read or act
+	// without the token, nor see it in plain text.
+	loopback := IsLoopback(o.Listen)
+	if !loopback && o.Token == "" {
+		return &config.FieldError{Field: "listen", Value: o.Listen, Rule: "is not a loopback address: it needs a token file (--token-file, " + DefaultTokenFile + ")"}
+	}
+	if !loopback && o.Certificate == nil {
+		return &config.FieldError{Field: "listen", Value: o.Listen, Rule: "is not a loopback address: plain HTTP is refused there; give --tls-cert and --tls-key, or the systemd credentials tls-cert and tls-key (LoadCredential=)"}
+	}
+	if o.Token == "" && !o.PublicReads {
+		return fmt.Errorf("serve has no token file %s: reads and actions need its token; write one (`openssl rand -hex 32 > %s`, chmod 600) or give --public-reads to serve reads to anyone who reaches %s", o.TokenFile, o.TokenFile, o.Listen)
+	}
 	return nil
+}
+
+// Access says who may read and act, and where the TLS certificate comes
+// from (certSource), as serve reports it when it starts.
+func (o Options) Access(certSource string) string {
+	access := "reads and actions need the token of " + o.TokenFile
+	switch {
+	case o.Token == "":
+		access = "reads are public, actions disabled (no token file " + o.TokenFile + ")"
+	case o.PublicReads:
+		access = "reads are public, actions need the token of " + o.TokenFile
+	}
+	if o.Certificate != nil {
+		access += "; TLS certificate from " + certSource
+	}
+	return access
 }
 
 // Server is serve's HTTP server.

@@ -111,6 +111,9 @@ func TestServerOptionsChecked(t *testing.T) {
 		{"no sampling interval", func(o *Options) { o.SampleInterval = 0 }, "invalid sample_interval 0s: must be between 1s and 10m"},
 		{"a snapshot kept too long", func(o *Options) { o.SnapshotAge = 2 * time.Minute }, "invalid --snapshot-age 2m0s: must be between 0s and 1m"},
 		{"no request answered", func(o *Options) { o.MaxRequests = 0 }, "invalid --max-requests 0: must be between 1 and 100000"},
+		{"off loopback without the token", func(o *Options) { o.Listen, o.Token = "0.0.0.0:9443", "" }, "invalid listen 0.0.0.0:9443: is not a loopback address: it needs a token file"},
+		{"off loopback without TLS", func(o *Options) { o.Listen = "192.0.2.1:9443" }, "invalid listen 192.0.2.1:9443: is not a loopback address: plain HTTP is refused there"},
+		{"no token and reads not public", func(o *Options) { o.Token, o.TokenFile = "", "/etc/kato/serve.token" }, "serve has no token file /etc/kato/serve.token: reads and actions need its token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := serverOptions(t)

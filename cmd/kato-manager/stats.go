@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/web"
 )
@@ -94,11 +93,6 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return usagef("invalid --listen %q: must be HOST:PORT", *listen)
 	}
-	opts := web.Options{Listen: *listen, AllowHosts: *o.allowHosts, PublicReads: *o.publicReads, SnapshotAge: *o.snapshotAge,
-		SampleInterval: *o.sampleInterval, MaxRequests: *o.maxRequests, MetricsLog: log.New(a.stderr, "metrics: ", 0)}
-	if err := opts.Check(); err != nil {
-		return err
-	}
 	cert, certSource, err := web.Certificate(*o.tlsCert, *o.tlsKey)
 	if err != nil {
 		return err
@@ -112,17 +106,12 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return err
 	}
-	loopback := web.IsLoopback(*listen)
-	if !loopback && token == "" {
-		return &config.FieldError{Field: "listen", Value: *listen, Rule: "is not a loopback address: it needs a token file (--token-file, " + web.DefaultTokenFile + ")"}
+	opts := web.Options{Listen: *listen, AllowHosts: *o.allowHosts, Token: token, TokenFile: tokenFile, PublicReads: *o.publicReads,
+		Certificate: cert, SnapshotAge: *o.snapshotAge, SampleInterval: *o.sampleInterval, MaxRequests: *o.maxRequests,
+		MetricsLog: log.New(a.stderr, "metrics: ", 0)}
+	if err := opts.Check(); err != nil {
+		return err
 	}
-	if !loopback && cert == nil {
-		return &config.FieldError{Field: "listen", Value: *listen, Rule: "is not a loopback address: plain HTTP is refused there; give --tls-cert and --tls-key, or the systemd credentials tls-cert and tls-key (LoadCredential=)"}
-	}
-	if token == "" && !*o.publicReads {
-		return fmt.Errorf("serve has no token file %s: reads and actions need its token; write one (`openssl rand -hex 32 > %s`, chmod 600) or give --public-reads to serve reads to anyone who reaches %s", tokenFile, tokenFile, *listen)
-	}
-	opts.Token, opts.Certificate = token, cert
 	p, _, done, err := a.pool(ctx)
 	if err != nil {
 		return err
@@ -157,18 +146,10 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	access := "reads and actions need the token of " + tokenFile
-	switch {
-	case token == "":
-		access = "reads are public, actions disabled (no token file " + tokenFile + ")"
-	case *o.publicReads:
-		access = "reads are public, actions need the token of " + tokenFile
-	}
 	scheme := "http"
 	if cert != nil {
 		scheme = "https"
-		access += "; TLS certificate from " + certSource
 	}
-	fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on %s://%s/; %s\n", scheme, ln.Addr(), access)
+	fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on %s://%s/; %s\n", scheme, ln.Addr(), opts.Access(certSource))
 	return srv.Serve(ctx, ln)
 }

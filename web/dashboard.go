@@ -609,16 +609,8 @@ func (d *dashboard) start(ctx context.Context, form url.Values) (string, error) 
 			e.Parameters[row.Name] = v
 		}
 	}
-	if given["id"] {
-		if err := config.ValidateID(req.ID); err != nil {
-			return "", err
-		}
-	}
-	if given["name"] {
-		if err := config.ValidateName(e.Name); err != nil {
-			return "", err
-		}
-	}
+	// A port given is taken as given, never as "the next free one"; the
+	// id, the name and the rest are checked by NewStartRequest.
 	if given["port"] && req.APIPort == 0 {
 		return "", &config.FieldError{Field: "port", Value: "0", Rule: "must be between 1 and 65535"}
 	}

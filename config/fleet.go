@@ -846,44 +846,24 @@ func (c *Config) Resolve(f *Fleet) ([]Desired, error) {
 				continue
 			}
 		}
-		pick := func(key string, get func(*Entry) string) string {
-			if e.Set[key] {
-				return get(e)
-			}
-			if tpl != nil && tpl.Set[key] {
-				return get(tpl)
-			}
-			return ""
-		}
+		l := c.Layer(e, tpl)
 		d := Desired{Entry: e, Instance: Instance{ID: e.ID, Unit: units.InstanceUnit(e.ID), APIPort: e.APIPort, ZMQPort: e.ZMQPort}}
-		d.Name = pick("name", func(x *Entry) string { return x.Name })
+		d.Name = l.Name
 		if d.Name == "" {
 			d.Name = DefaultInstanceName
 		}
-		procName := pick("processor", func(x *Entry) string { return x.Processor })
-		proc, err := c.ProcessorNamed(procName)
+		proc, err := c.ProcessorNamed(l.Processor)
 		if err != nil {
-			fail("processor", procName, ruleOf(err))
+			fail("processor", l.Processor, ruleOf(err))
 			continue
 		}
-		if procName == DefaultProcessor {
-			procName = ""
-		}
-		d.Processor = procName
-		d.Network = pick("network", func(x *Entry) string { return x.Network })
+		d.Processor = l.Processor
+		d.Network = l.Network
 		if d.Network == "" {
 			d.Network = proc.Network
 		}
-		d.Group = pick("group", func(x *Entry) string { return x.Group })
-		d.Parameters = c.Defaults.Clone()
-		if tpl != nil {
-			for k, v := range tpl.Parameters {
-				d.Parameters[k] = v
-			}
-		}
-		for k, v := range e.Parameters {
-			d.Parameters[k] = v
-		}
+		d.Group = l.Group
+		d.Parameters = l.Parameters
 		if err := d.Parameters.Validate(); err != nil {
 			var fe *FieldError
 			errors.As(err, &fe)

@@ -207,58 +207,33 @@ func checkStartFlags(fs *pflag.FlagSet, f *startFlagValues) error {
 }
 
 // startRequest is the request start's flags make with the configuration:
-// the parameters the flags leave unset from kato.toml's [defaults], the
-// request validated as a whole; --template's settings come between the two.
-// It is what `kato-manager start` and the
-// dashboard's start form both run.
+// the flags given over --template's settings over kato.toml's [defaults]
+// (config.Layer, as the dashboard's form and fleet files do), validated
+// as a whole.
 func startRequest(fs *pflag.FlagSet, f *startFlagValues, cfg *config.Config) (supervisor.StartRequest, error) {
-	// Flags left unset take the template's settings, then the configured
-	// defaults, not the built-in ones.
-	base := cfg.Defaults
+	var tpl *config.Entry
 	if fs.Changed("template") {
-		t, ok := cfg.Templates[*f.template]
-		if !ok {
-			names := make([]string, 0, len(cfg.Templates))
-			for n := range cfg.Templates {
-				names = append(names, n)
-			}
-			slices.Sort(names)
-			known := strings.Join(names, ", ")
-			if known == "" {
-				known = "there are none"
-			}
-			return supervisor.StartRequest{}, &config.FieldError{Field: "--template", Value: *f.template, Rule: "must name a [templates.NAME] of kato.toml: " + known}
-		}
-		base = base.Clone()
-		for k, v := range t.Parameters {
-			base[k] = v
-		}
-		for key, flag := range map[string]*string{"name": f.name, "processor": f.processor, "network": f.network, "group": f.group} {
-			if t.Set[key] && !fs.Changed(key) && !(key == "processor" && fs.Changed("tag")) {
-				*flag = map[string]string{"name": t.Name, "processor": t.Processor, "network": t.Network, "group": t.Group}[key]
-			}
+		var err error
+		if tpl, err = cfg.TemplateNamed("--template", *f.template); err != nil {
+			return supervisor.StartRequest{}, err
 		}
 	}
-	parameters, explicit, err := f.params.Apply(base)
+	given, explicit, err := f.params.Apply(config.Parameters{})
 	if err != nil {
 		return supervisor.StartRequest{}, err
 	}
+	e := &config.Entry{Name: *f.name, Processor: *f.processor, Network: *f.network, Group: *f.group, Parameters: given, Set: map[string]bool{}}
+	for _, key := range []string{"name", "processor", "network", "group"} {
+		e.Set[key] = fs.Changed(key)
+	}
+	e.Set["processor"] = e.Set["processor"] || fs.Changed("tag")
 	for _, flag := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command", "template", "group"} {
 		if fs.Changed(flag) {
 			explicit = append(explicit, "--"+flag)
 		}
 	}
-	req := supervisor.StartRequest{
-		ID: *f.id, Name: *f.name, APIPort: *f.port, ZMQPort: *f.zmqPort, Processor: *f.processor, Network: *f.network, Group: *f.group,
-		Parameters: parameters, Command: strings.Fields(*f.command), Explicit: explicit, Timeout: *f.timeout,
-	}
-	if err := supervisor.ValidateStart(req); err != nil {
-		return supervisor.StartRequest{}, err
-	}
-	if _, err := cfg.ProcessorNamed(req.Processor); err != nil {
-		return supervisor.StartRequest{}, err
-	}
-	return req, nil
+	return supervisor.NewStartRequest(cfg, cfg.Layer(e, tpl), supervisor.StartRequest{
+		ID: *f.id, APIPort: *f.port, ZMQPort: *f.zmqPort, Command: strings.Fields(*f.command), Explicit: explicit, Timeout: *f.timeout})
 }
 
 // stopFlagValues are stop's flags.

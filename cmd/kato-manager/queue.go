@@ -43,19 +43,6 @@ func (a *app) openQueueWith(ctx context.Context, readOnly bool) (queueDB, *confi
 	return q, cfg, nil
 }
 
-// ids parses positive row or content IDs.
-func ids(field string, args []string) ([]int64, error) {
-	out := make([]int64, 0, len(args))
-	for _, s := range args {
-		id, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || id < 1 {
-			return nil, &config.FieldError{Field: field, Value: s, Rule: "must be a positive whole number"}
-		}
-		out = append(out, id)
-	}
-	return out, nil
-}
-
 func queueEnqueueFlags(fs *pflag.FlagSet) *int {
 	return fs.Int("priority", 1, "priority; higher is processed first")
 }
@@ -64,7 +51,7 @@ func (a *app) queueEnqueue(ctx context.Context, fs *pflag.FlagSet, priority *int
 	if fs.NArg() == 0 {
 		return usagef("queue enqueue takes one or more crawled_content ids")
 	}
-	contentIDs, err := ids("CONTENT_ID", fs.Args())
+	contentIDs, err := kgworker.ParseIDs("CONTENT_ID", fs.Args())
 	if err != nil {
 		return err
 	}
@@ -150,7 +137,7 @@ func orDash(s string) string {
 }
 
 func (a *app) queueRetryFailed(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	itemIDs, err := ids("ITEM_ID", fs.Args())
+	itemIDs, err := kgworker.ParseIDs("ITEM_ID", fs.Args())
 	if err != nil {
 		return err
 	}
@@ -188,24 +175,15 @@ func (a *app) queueStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) e
 	return nil
 }
 
-// priorityArg parses a priority given on the command line: zero or more.
-func priorityArg(field, s string) (int, error) {
-	p, err := strconv.Atoi(s)
-	if err != nil || p < 0 {
-		return 0, &config.FieldError{Field: field, Value: s, Rule: "must be a whole number, zero or more"}
-	}
-	return p, nil
-}
-
 func (a *app) queuePriority(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
 	if fs.NArg() < 2 {
 		return usagef("queue priority takes a PRIORITY and one or more ITEM_IDs")
 	}
-	priority, err := priorityArg("PRIORITY", fs.Arg(0))
+	priority, err := kgworker.ParsePriority("PRIORITY", fs.Arg(0))
 	if err != nil {
 		return err
 	}
-	itemIDs, err := ids("ITEM_ID", fs.Args()[1:])
+	itemIDs, err := kgworker.ParseIDs("ITEM_ID", fs.Args()[1:])
 	if err != nil {
 		return err
 	}
@@ -219,7 +197,7 @@ func (a *app) queueDelete(ctx context.Context, fs *pflag.FlagSet, _ struct{}) er
 	if fs.NArg() == 0 {
 		return usagef("queue delete takes one or more ITEM_IDs")
 	}
-	itemIDs, err := ids("ITEM_ID", fs.Args())
+	itemIDs, err := kgworker.ParseIDs("ITEM_ID", fs.Args())
 	if err != nil {
 		return err
 	}
@@ -258,7 +236,7 @@ func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeu
 			return fmt.Sprintf("%d document(s) queued again", n), err
 		})
 	}
-	contentIDs, err := ids("CONTENT_ID", fs.Args())
+	contentIDs, err := kgworker.ParseIDs("CONTENT_ID", fs.Args())
 	if err != nil {
 		return err
 	}

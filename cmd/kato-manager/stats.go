@@ -2,40 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"log"
 	"net"
-	"net/http"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/internal/graceful"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/web"
 )
-
-// poolStats gathers the pool's health, the workers' reports and the queue
-// counts into the KG Manager's aggregate statistics.
-func poolStats(ctx context.Context, p *supervisor.Pool, q queueDB) (*supervisor.PoolStats, error) {
-	h, err := p.Health(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reports, err := q.Reports(ctx)
-	if err != nil {
-		return nil, err
-	}
-	counts, err := q.Stats(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return supervisor.AggregateStats(h, reports, counts, p.Config.KG.ServiceEnabled, time.Now().UTC(), supervisor.Hostname()), nil
-}
 
 func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
 	if err := noArgs(fs, "workers stats takes no arguments"); err != nil {
@@ -51,7 +28,7 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 		return err
 	}
 	defer q.Close()
-	s, err := poolStats(ctx, p, q)
+	s, err := web.PoolStats(ctx, p, q)
 	if err != nil {
 		return err
 	}
@@ -97,7 +74,7 @@ type serveOptions struct {
 func serveFlags(fs *pflag.FlagSet) serveOptions {
 	return serveOptions{
 		listen:         fs.String("listen", "127.0.0.1:9090", "address to listen on; one other than loopback needs the token file and TLS"),
-		tokenFile:      fs.String("token-file", defaultTokenFile, "file with the bearer token for reads and actions (root's, mode 0600, at least 32 characters)"),
+		tokenFile:      fs.String("token-file", web.DefaultTokenFile, "file with the bearer token for reads and actions (root's, mode 0600, at least 32 characters)"),
 		sampleInterval: fs.Duration("sample-interval", 15*time.Second, "how often the dashboard samples the queue for its plots (1s to 10m)"),
 		snapshotAge:    fs.Duration("snapshot-age", time.Second, "how long one reading of systemd and the queue is served to every scrape and page (0 to 1m)"),
 		maxRequests:    fs.Int("max-requests", 256, "requests answered at once; one more is answered 503 with Retry-After (1 to 100000)"),
@@ -116,41 +93,24 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return usagef("invalid --listen %q: must be HOST:PORT", *listen)
 	}
-	if _, err := newHostPolicy(*listen, *o.allowHosts); err != nil {
-		return err
-	}
-	cert, certSource, err := serveCertificate(*o.tlsCert, *o.tlsKey)
+	cert, certSource, err := web.Certificate(*o.tlsCert, *o.tlsKey)
 	if err != nil {
 		return err
-	}
-	if d := *o.sampleInterval; d < time.Second || d > 10*time.Minute {
-		return &config.FieldError{Field: "sample_interval", Value: d.String(), Rule: "must be between 1s and 10m"}
-	}
-	if d := *o.snapshotAge; d < 0 || d > time.Minute {
-		return &config.FieldError{Field: "--snapshot-age", Value: d.String(), Rule: "must be between 0s and 1m"}
-	}
-	if n := *o.maxRequests; n < 1 || n > 100000 {
-		return &config.FieldError{Field: "--max-requests", Value: strconv.Itoa(n), Rule: "must be between 1 and 100000"}
 	}
 	tokenFile := *o.tokenFile
 	if a.paths.User && !fs.Changed("token-file") {
 		// The user's own, beside the user's kato.toml.
 		tokenFile = filepath.Join(filepath.Dir(a.paths.Config), "serve.token")
 	}
-	o.tokenFile = &tokenFile
-	token, err := readTokenFile(tokenFile, fs.Changed("token-file"))
+	token, err := web.ReadTokenFile(tokenFile, fs.Changed("token-file"))
 	if err != nil {
 		return err
 	}
-	loopback := isLoopback(*listen)
-	if !loopback && token == "" {
-		return &config.FieldError{Field: "listen", Value: *listen, Rule: "is not a loopback address: it needs a token file (--token-file, " + defaultTokenFile + ")"}
-	}
-	if !loopback && cert == nil {
-		return &config.FieldError{Field: "listen", Value: *listen, Rule: "is not a loopback address: plain HTTP is refused there; give --tls-cert and --tls-key, or the systemd credentials tls-cert and tls-key (LoadCredential=)"}
-	}
-	if token == "" && !*o.publicReads {
-		return fmt.Errorf("serve has no token file %s: reads and actions need its token; write one (`openssl rand -hex 32 > %s`, chmod 600) or give --public-reads to serve reads to anyone who reaches %s", tokenFile, tokenFile, *listen)
+	opts := web.Options{Listen: *listen, AllowHosts: *o.allowHosts, Token: token, TokenFile: tokenFile, PublicReads: *o.publicReads,
+		Certificate: cert, SnapshotAge: *o.snapshotAge, SampleInterval: *o.sampleInterval, MaxRequests: *o.maxRequests,
+		MetricsLog: log.New(a.stderr, "metrics: ", 0)}
+	if err := opts.Check(); err != nil {
+		return err
 	}
 	p, _, done, err := a.pool(ctx)
 	if err != nil {
@@ -177,74 +137,19 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	go m.Services.Watch(ctx, p.Systemd, 5*time.Second, func(err error) {
 		fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
 	})
-	dash, err := newDashboard(m, p, q, wq, dashboardOptions{token: token, publicReads: *o.publicReads, listen: *listen, allowHosts: *o.allowHosts, tls: cert != nil,
-		snapshotAge: *o.snapshotAge})
+	opts.Manager, opts.Pool, opts.Queue, opts.ActionQueue = m, p, q, wq
+	srv, err := web.NewServer(opts)
 	if err != nil {
 		return err
 	}
-	dash.samples = newSampler(time.Hour, *o.sampleInterval)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		if !dash.authorizeRead(w, r) {
-			return
-		}
-		h, err := p.Health(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		if h.UnhealthyWorkers > 0 || !h.ManagerRunning {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		writeJSON(w, newHealthReport(h))
-	})
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		if !dash.authorizeRead(w, r) {
-			return
-		}
-		s, err := poolStats(r.Context(), p, q)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		writeJSON(w, s)
-	})
-	dash.metricsLog = log.New(a.stderr, "metrics: ", 0)
-	dash.routes(mux)
-	go dash.samples.run(ctx, q)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	srv := graceful.Server(limitRequests(*o.maxRequests, dash.guard(mux)))
-	access := "reads and actions need the token of " + *o.tokenFile
-	switch {
-	case token == "":
-		access = "reads are public, actions disabled (no token file " + *o.tokenFile + ")"
-	case *o.publicReads:
-		access = "reads are public, actions need the token of " + *o.tokenFile
-	}
 	scheme := "http"
 	if cert != nil {
 		scheme = "https"
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
-		access += "; TLS certificate from " + certSource
 	}
-	fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on %s://%s/; %s\n", scheme, ln.Addr(), access)
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(shutdown)
-	}()
-	serveOn := srv.Serve
-	if cert != nil {
-		serveOn = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
-	}
-	if err := serveOn(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on %s://%s/; %s\n", scheme, ln.Addr(), opts.Access(certSource))
+	return srv.Serve(ctx, ln)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/web"
 )
 
 // pool loads the configuration and connects to systemd for the worker
@@ -223,9 +224,9 @@ const exitDegraded = 3
 
 // The pool's states in workers health's status field.
 const (
-	statusHealthy   = "healthy"
-	statusDegraded  = "degraded"
-	statusUnhealthy = "unhealthy"
+	statusHealthy   = web.StatusHealthy
+	statusDegraded  = web.StatusDegraded
+	statusUnhealthy = web.StatusUnhealthy
 )
 
 // workerReports reads every worker's report from the queue database.
@@ -238,33 +239,11 @@ func (a *app) workerReports(ctx context.Context) ([]kgworker.Report, error) {
 	return q.Reports(ctx)
 }
 
-// healthReport is `workers health` in the KG Manager's field names, with
-// the pool's state and the KG service's beside them.
-type healthReport struct {
-	// Status is healthy, degraded (the workers are, the KG service is
-	// not) or unhealthy (a worker is not, or none runs).
-	Status           string                    `json:"status"`
-	ManagerRunning   bool                      `json:"manager_running"`
-	TotalWorkers     int                       `json:"total_workers"`
-	HealthyWorkers   int                       `json:"healthy_workers"`
-	UnhealthyWorkers int                       `json:"unhealthy_workers"`
-	WorkersRestarted uint32                    `json:"workers_restarted"`
-	WorkerDetails    []supervisor.WorkerHealth `json:"worker_details"`
-	// KGServiceStatus is what the service's /health answered `workers
-	// health`; serve's /health does not ask it.
-	KGServiceStatus *supervisor.ServiceHealth `json:"kg_service_status,omitempty"`
-}
+// healthReport is `workers health` in the KG Manager's field names, as
+// serve's /health answers it.
+type healthReport = web.HealthReport
 
-func newHealthReport(h *supervisor.PoolHealth) healthReport {
-	status := statusHealthy
-	if h.UnhealthyWorkers > 0 || !h.ManagerRunning {
-		status = statusUnhealthy
-	}
-	return healthReport{
-		Status: status, ManagerRunning: h.ManagerRunning, TotalWorkers: h.TotalWorkers, HealthyWorkers: h.HealthyWorkers,
-		UnhealthyWorkers: h.UnhealthyWorkers, WorkersRestarted: h.WorkersRestarted, WorkerDetails: h.Workers,
-	}
-}
+func newHealthReport(h *supervisor.PoolHealth) healthReport { return web.NewHealthReport(h) }
 
 func printHealth(a *app, r healthReport) {
 	fmt.Fprintf(a.stdout, "pool: %s\n", r.Status)

@@ -1,4 +1,4 @@
-package main
+package web
 
 import (
 	"context"
@@ -43,7 +43,7 @@ func scrape(t *testing.T, c prometheus.Collector) map[string]*dto.MetricFamily {
 }
 
 // takeSnapshot takes a snapshot of sample and q as serve does.
-func takeSnapshot(t *testing.T, sample func(context.Context) (*supervisor.FleetSample, error), q queueDB) *snapshot {
+func takeSnapshot(t *testing.T, sample func(context.Context) (*supervisor.FleetSample, error), q Queue) *snapshot {
 	t.Helper()
 	snap, err := newSnapshots(sample, q, 0, 5*time.Second).get(context.Background(), defaultPageStatus)
 	if err != nil {

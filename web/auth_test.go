@@ -1,4 +1,4 @@
-package main
+package web
 
 import (
 	"crypto/ecdsa"
@@ -37,10 +37,10 @@ func TestReadTokenFileRules(t *testing.T) {
 	}
 	const token = "0123456789abcdef0123456789abcdef" // 128 bits as hex
 	good := write("good", token+"\n", 0o600)
-	if tok, err := readTokenFile(good, true); err != nil || tok != token {
+	if tok, err := ReadTokenFile(good, true); err != nil || tok != token {
 		t.Errorf("good file: %q %v", tok, err)
 	}
-	if tok, err := readTokenFile(write("base64", "q83vEjRWeJq83vEjRWeJq83vEjRWeJq8+/_-~.=", 0o600), true); err != nil || tok == "" {
+	if tok, err := ReadTokenFile(write("base64", "q83vEjRWeJq83vEjRWeJq83vEjRWeJq8+/_-~.=", 0o600), true); err != nil || tok == "" {
 		t.Errorf("a base64 token: %q %v", tok, err)
 	}
 	short := write("short", token[:31], 0o600)
@@ -52,7 +52,7 @@ func TestReadTokenFileRules(t *testing.T) {
 		{"a space inside", write("space", "0123456789abcdef 0123456789abcdef", 0o600), "a token of 33 characters whose character 17 is none of A-Z a-z 0-9 - . _ ~ + / ="},
 		{"missing", filepath.Join(dir, "missing"), "no such file"},
 	} {
-		_, err := readTokenFile(c.path, true)
+		_, err := ReadTokenFile(c.path, true)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}
@@ -62,15 +62,15 @@ func TestReadTokenFileRules(t *testing.T) {
 	}
 	link := filepath.Join(dir, "link")
 	os.Symlink(good, link)
-	if _, err := readTokenFile(link, true); err == nil {
+	if _, err := ReadTokenFile(link, true); err == nil {
 		t.Error("a symbolic link was followed")
 	}
-	if tok, err := readTokenFile(filepath.Join(dir, "missing"), false); err != nil || tok != "" {
+	if tok, err := ReadTokenFile(filepath.Join(dir, "missing"), false); err != nil || tok != "" {
 		t.Errorf("missing default file: %q %v, want no token", tok, err)
 	}
 	if os.Geteuid() == 0 {
 		os.Chown(good, 65534, 65534)
-		if _, err := readTokenFile(good, true); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
+		if _, err := ReadTokenFile(good, true); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
 			t.Errorf("another user's file: %v", err)
 		}
 	}
@@ -79,8 +79,8 @@ func TestReadTokenFileRules(t *testing.T) {
 func TestIsLoopback(t *testing.T) {
 	for addr, want := range map[string]bool{"127.0.0.1:9090": true, "[::1]:9090": true, "localhost:1": true, "127.9.9.9:80": true,
 		":9090": false, "0.0.0.0:9090": false, "192.168.1.5:9090": false, "[::]:80": false, "example.com:80": false} {
-		if got := isLoopback(addr); got != want {
-			t.Errorf("isLoopback(%q) = %v", addr, got)
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v", addr, got)
 		}
 	}
 }
@@ -168,45 +168,6 @@ func TestActionsRefusedWithoutToken(t *testing.T) {
 	}
 }
 
-func TestServeNeedsTokenOffLoopback(t *testing.T) {
-	code, _, stderr := runCLI(t, "", "serve", "--listen", "0.0.0.0:9999", "--token-file", filepath.Join(t.TempDir(), "none"))
-	if code != 1 || !strings.Contains(stderr, "no such file") {
-		t.Errorf("missing explicit token file: exit %d %q", code, stderr)
-	}
-	old := defaultTokenFile
-	defaultTokenFile = filepath.Join(t.TempDir(), "serve.token")
-	defer func() { defaultTokenFile = old }()
-	for _, listen := range []string{"0.0.0.0:9999", ":9999", "192.0.2.1:9999"} {
-		code, _, stderr = runCLI(t, "", "serve", "--listen", listen)
-		if code != 2 || !strings.Contains(stderr, "invalid --listen "+listen+": is not a loopback address: it needs a token file") {
-			t.Errorf("serve --listen %s without a token: exit %d %q", listen, code, stderr)
-		}
-	}
-	for _, d := range []string{"0s", "500ms", "11m0s"} {
-		code, _, stderr = runCLI(t, "", "serve", "--sample-interval", d)
-		if code != 2 || !strings.Contains(stderr, "invalid --sample-interval "+d+": must be between 1s and 10m") {
-			t.Errorf("serve --sample-interval %s: exit %d %q", d, code, stderr)
-		}
-	}
-	for _, tc := range []struct{ flag, value, rule string }{
-		{"--snapshot-age", "-1s", "must be between 0s and 1m"},
-		{"--snapshot-age", "2m0s", "must be between 0s and 1m"},
-		{"--max-requests", "0", "must be between 1 and 100000"},
-	} {
-		code, _, stderr = runCLI(t, "", "serve", tc.flag, tc.value)
-		if code != 2 || !strings.Contains(stderr, "invalid "+tc.flag+" "+tc.value+": "+tc.rule) {
-			t.Errorf("serve %s %s: exit %d %q", tc.flag, tc.value, code, stderr)
-		}
-	}
-	open := filepath.Join(t.TempDir(), "open.token")
-	os.WriteFile(open, []byte("0123456789abcdef0123456789abcdef"), 0o644)
-	os.Chmod(open, 0o644)
-	code, _, stderr = runCLI(t, "", "serve", "--token-file", open)
-	if code != 1 || !strings.Contains(stderr, "readable or writable by others") {
-		t.Errorf("serve with a token file others can read: exit %d %q", code, stderr)
-	}
-}
-
 // testDashboard serves a dashboard without systemd or queue behind its
 // guard, as serve does, on a loopback address.
 func testDashboard(t *testing.T, o dashboardOptions) (*dashboard, *httptest.Server) {
@@ -282,36 +243,6 @@ func TestReadsNeedTheToken(t *testing.T) {
 	}
 	if code, _ := postAction(t, pub, "stop", url.Values{"id": {"a"}, "confirm": {"yes"}}, false); code != http.StatusUnauthorized {
 		t.Errorf("stop with --public-reads and no token: %d, want 401", code)
-	}
-}
-
-// TestServeNeedsTokenOrPublicReads: without a token file serve does not
-// start unless --public-reads says reads are for everyone; bad flags of
-// the Host check and of TLS are refused before systemd is asked anything.
-func TestServeNeedsTokenOrPublicReads(t *testing.T) {
-	old := defaultTokenFile
-	defaultTokenFile = filepath.Join(t.TempDir(), "serve.token")
-	defer func() { defaultTokenFile = old }()
-	code, _, stderr := runCLI(t, "", "serve")
-	if code != 1 || !strings.Contains(stderr, "serve has no token file "+defaultTokenFile+": reads and actions need its token") ||
-		!strings.Contains(stderr, "--public-reads") {
-		t.Errorf("serve without a token: exit %d %q", code, stderr)
-	}
-	for _, tc := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"a URL as host", []string{"--allow-host", "http://dash.example"}, "invalid --allow-host http://dash.example: must be a host name or an IP address, without scheme, port or path"},
-		{"a path", []string{"--allow-host", "dash.example/x"}, "invalid --allow-host dash.example/x"},
-		{"a name with an underscore", []string{"--allow-host", "bad_name.example"}, "invalid --allow-host bad_name.example"},
-		{"a key without its certificate", []string{"--tls-key", "/k.pem"}, `invalid --tls-cert "": must be given with --tls-key /k.pem`},
-		{"a certificate without its key", []string{"--tls-cert", "/c.pem"}, `invalid --tls-key "": must be given with --tls-cert /c.pem`},
-	} {
-		code, _, stderr := runCLI(t, "", append([]string{"serve", "--public-reads"}, tc.args...)...)
-		if code != exitUsage || !strings.Contains(stderr, tc.want) {
-			t.Errorf("%s: exit %d %q, want 2 and %q", tc.name, code, stderr, tc.want)
-		}
 	}
 }
 
@@ -474,42 +405,28 @@ func TestServeCertificate(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := writeTestCertificate(t, dir, "dash.example")
 	t.Setenv("CREDENTIALS_DIRECTORY", "")
-	if c, _, err := serveCertificate("", ""); c != nil || err != nil {
+	if c, _, err := Certificate("", ""); c != nil || err != nil {
 		t.Errorf("no flags, no credentials: %v %v", c, err)
 	}
-	c, source, err := serveCertificate(certFile, keyFile)
+	c, source, err := Certificate(certFile, keyFile)
 	if err != nil || c == nil || source != certFile {
 		t.Fatalf("flags: %v %q %v", c, source, err)
 	}
-	if _, _, err := serveCertificate(certFile, certFile); err == nil || !strings.Contains(err.Error(), "TLS certificate "+certFile+" with key "+certFile) {
+	if _, _, err := Certificate(certFile, certFile); err == nil || !strings.Contains(err.Error(), "TLS certificate "+certFile+" with key "+certFile) {
 		t.Errorf("a certificate as its own key: %v", err)
 	}
 	creds := t.TempDir()
 	t.Setenv("CREDENTIALS_DIRECTORY", creds)
-	if c, _, err := serveCertificate("", ""); c != nil || err != nil {
+	if c, _, err := Certificate("", ""); c != nil || err != nil {
 		t.Errorf("credentials directory without TLS credentials: %v %v", c, err)
 	}
 	os.Link(certFile, filepath.Join(creds, "tls-cert"))
-	if _, _, err := serveCertificate("", ""); err == nil || !strings.Contains(err.Error(), filepath.Join(creds, "tls-key")) {
+	if _, _, err := Certificate("", ""); err == nil || !strings.Contains(err.Error(), filepath.Join(creds, "tls-key")) {
 		t.Errorf("credential tls-cert without tls-key: %v", err)
 	}
 	os.Link(keyFile, filepath.Join(creds, "tls-key"))
-	if c, source, err := serveCertificate("", ""); err != nil || c == nil || source != "the credentials tls-cert and tls-key" {
+	if c, source, err := Certificate("", ""); err != nil || c == nil || source != "the credentials tls-cert and tls-key" {
 		t.Errorf("credentials: %v %q %v", c, source, err)
-	}
-}
-
-// TestServeRefusesPlainHTTPOffLoopback: an address other than loopback is
-// served over TLS only: without a certificate serve does not start.
-func TestServeRefusesPlainHTTPOffLoopback(t *testing.T) {
-	tokenFile := filepath.Join(t.TempDir(), "serve.token")
-	os.WriteFile(tokenFile, []byte("0123456789abcdef0123456789abcdef"), 0o600)
-	t.Setenv("CREDENTIALS_DIRECTORY", "")
-	for _, listen := range []string{"0.0.0.0:9999", "192.0.2.1:9999", "[::]:9999"} {
-		code, _, stderr := runCLI(t, "", "serve", "--listen", listen, "--token-file", tokenFile)
-		if code != exitUsage || !strings.Contains(stderr, "invalid --listen "+listen+": is not a loopback address: plain HTTP is refused there; give --tls-cert and --tls-key") {
-			t.Errorf("serve --listen %s without TLS: exit %d %q", listen, code, stderr)
-		}
 	}
 }
 
@@ -518,7 +435,7 @@ func TestServeRefusesPlainHTTPOffLoopback(t *testing.T) {
 // the certificate serve loads.
 func TestSessionCookieSecureUnderTLS(t *testing.T) {
 	certFile, keyFile := writeTestCertificate(t, t.TempDir(), "127.0.0.1")
-	cert, _, err := serveCertificate(certFile, keyFile)
+	cert, _, err := Certificate(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package web
 
 import (
 	"bytes"
@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
@@ -27,7 +26,7 @@ import (
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
-//go:embed web
+//go:embed templates
 var webFiles embed.FS
 
 // dashboard is the web interface of serve: the fleet, the pool and the
@@ -36,8 +35,8 @@ var webFiles embed.FS
 type dashboard struct {
 	m           *supervisor.Manager
 	pool        *supervisor.Pool
-	q           queueDB // reads
-	wq          queueDB // actions
+	q           Queue // reads
+	wq          Queue // actions
 	token       string
 	publicReads bool
 	hosts       *hostPolicy
@@ -68,7 +67,7 @@ type dashboardOptions struct {
 	snapshotAge time.Duration
 }
 
-func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, o dashboardOptions) (*dashboard, error) {
+func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq Queue, o dashboardOptions) (*dashboard, error) {
 	hosts, err := newHostPolicy(o.listen, o.allowHosts)
 	if err != nil {
 		return nil, err
@@ -77,7 +76,7 @@ func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, o
 		"bytes":    humanBytes,
 		"duration": func(s int64) string { return (time.Duration(s) * time.Second).String() },
 		"plot":     plotSVG,
-	}).ParseFS(webFiles, "web/*.html")
+	}).ParseFS(webFiles, "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +88,7 @@ func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq queueDB, o
 
 // routes adds the dashboard's handlers to mux.
 func (d *dashboard) routes(mux *http.ServeMux) {
-	static, _ := fs.Sub(webFiles, "web/static")
+	static, _ := fs.Sub(webFiles, "templates/static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /{$}", d.index)
 	metrics := metricsHandler(d.snaps, supervisor.Hostname(), d.metricsLog)
@@ -443,7 +442,7 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 		}
 	case "requeue-all":
 		var priority int
-		if priority, err = priorityArg("priority", cmp.Or(form("priority"), "1")); err == nil {
+		if priority, err = kgworker.ParsePriority("priority", cmp.Or(form("priority"), "1")); err == nil {
 			var n int
 			if n, err = d.wq.RequeueAll(ctx, priority); err == nil {
 				msg = fmt.Sprintf("%d document(s) queued again", n)
@@ -506,7 +505,7 @@ func (d *dashboard) itemAction(ctx context.Context, name string, form func(strin
 	if name == "requeue" {
 		field, value = "content_id", form("content_id")
 	}
-	ids, err := ids(field, []string{value})
+	ids, err := kgworker.ParseIDs(field, []string{value})
 	if err != nil {
 		return "", err
 	}
@@ -515,7 +514,7 @@ func (d *dashboard) itemAction(ctx context.Context, name string, form func(strin
 		n, err := d.wq.Requeue(ctx, 1, ids...)
 		return fmt.Sprintf("%d document(s) queued again", n), err
 	case "priority":
-		p, err := priorityArg("priority", form("priority"))
+		p, err := kgworker.ParsePriority("priority", form("priority"))
 		if err != nil {
 			return "", err
 		}
@@ -536,7 +535,7 @@ type startForm struct {
 }
 
 // paramField is one processor parameter in the form: its input is named
-// after the flag of `start`, as the form is read through start's flags.
+// after the flag of `start`, as the form takes start's flags.
 type paramField struct {
 	Flag, Label, Input, Default, Step string
 }
@@ -562,52 +561,77 @@ func newStartForm(cfg *config.Config) *startForm {
 	return f
 }
 
-// startFormFlags are the flags of start the form may set. Not
+// start starts an instance from the form as `kato-manager start` does:
+// each field filled in is the flag of its name, a checkbox ticked its
+// switch, a field left empty the default; the start is layered by
+// config.Layer and made by supervisor.NewStartRequest. Not
 // --processor-command: the dashboard runs the processors kato.toml names,
-// never a command it is sent.
-var startFormFlags = func() map[string]bool {
-	m := map[string]bool{"id": true, "name": true, "port": true, "zmq-port": true, "processor": true, "network": true}
-	for _, row := range config.Params {
-		m[row.Flag] = true
-	}
-	return m
-}()
-
-// start starts an instance from the form, through the flags and the code
-// of `kato-manager start`: each field filled in is the flag of its name,
-// a checkbox ticked its switch, a field left empty the default. Bad input
-// is refused, naming the field, before anything is changed.
+// never a command it is sent. Bad input is refused, naming the field,
+// before anything is changed.
 func (d *dashboard) start(ctx context.Context, form url.Values) (string, error) {
-	fs := pflag.NewFlagSet("start", pflag.ContinueOnError)
-	f := startFlags(fs)
-	keys := slices.Sorted(maps.Keys(form))
-	for _, key := range keys {
+	e := &config.Entry{Set: map[string]bool{}, Parameters: map[string]any{}}
+	var req supervisor.StartRequest
+	given := map[string]bool{}
+	for _, key := range slices.Sorted(maps.Keys(form)) {
 		value := strings.TrimSpace(form.Get(key))
 		if key == "csrf" || key == "confirm" || value == "" {
 			continue
 		}
-		if !startFormFlags[key] {
-			return "", &config.FieldError{Field: key, Value: value, Rule: "is not a setting of start"}
-		}
-		flag := fs.Lookup(key)
-		if flag.Value.Type() == "bool" {
-			if value != "on" && value != "true" {
-				return "", &config.FieldError{Field: "--" + key, Value: value, Rule: "is a switch: on, or left out"}
+		given[key] = true
+		switch key {
+		case "id":
+			req.ID = value
+		case "name":
+			e.Name = value
+		case "processor":
+			e.Processor = value
+		case "network":
+			e.Network = value
+		case "port", "zmq-port":
+			n, err := strconv.ParseInt(value, 0, 0)
+			if err != nil {
+				return "", &config.FieldError{Field: "--" + key, Value: value, Rule: "must be a whole number"}
 			}
-			value = "true"
-		}
-		if err := fs.Set(key, value); err != nil {
-			rule := "must be a whole number"
-			if flag.Value.Type() == "float64" {
-				rule = "must be a number"
+			if key == "port" {
+				req.APIPort = int(n)
+			} else {
+				req.ZMQPort = int(n)
 			}
-			return "", &config.FieldError{Field: "--" + key, Value: value, Rule: rule}
+		default:
+			row, ok := config.ParamFlagNamed(key)
+			if !ok {
+				return "", &config.FieldError{Field: key, Value: value, Rule: "is not a setting of start"}
+			}
+			v, err := config.ParseParam(row, "--"+key, value)
+			if err != nil {
+				return "", err
+			}
+			e.Parameters[row.Name] = v
 		}
 	}
-	if err := checkStartFlags(fs, f); err != nil {
-		return "", err
+	// A port given is taken as given, never as "the next free one"; the
+	// id, the name and the rest are checked by NewStartRequest.
+	if given["port"] && req.APIPort == 0 {
+		return "", &config.FieldError{Field: "port", Value: "0", Rule: "must be between 1 and 65535"}
 	}
-	req, err := startRequest(fs, f, d.m.Config)
+	if given["zmq-port"] && req.ZMQPort == 0 {
+		return "", &config.FieldError{Field: "zmq_port", Value: "0", Rule: "must be between 1 and 65535"}
+	}
+	// What was typed, in the order start lists its flags.
+	for _, row := range config.Params {
+		if given[row.Flag] {
+			req.Explicit = append(req.Explicit, "--"+row.Flag)
+		}
+	}
+	for _, key := range []string{"name", "port", "zmq-port", "processor", "network"} {
+		if given[key] {
+			req.Explicit = append(req.Explicit, "--"+key)
+		}
+		if key != "port" && key != "zmq-port" {
+			e.Set[key] = given[key]
+		}
+	}
+	req, err := supervisor.NewStartRequest(d.m.Config, d.m.Config.Layer(e, nil), req)
 	if err != nil {
 		return "", err
 	}
@@ -624,6 +648,15 @@ func (d *dashboard) start(ctx context.Context, form url.Values) (string, error) 
 		msg += "; " + strings.Join(res.Notices, "; ")
 	}
 	return msg, nil
+}
+
+// zmqText is ", ZMQ port N" for an instance with a ZMQ port, "" for one
+// without (generation B).
+func zmqText(port int) string {
+	if port == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", ZMQ port %d", port)
 }
 
 func humanBytes(n uint64) string {
@@ -665,7 +698,7 @@ func (s *sampler) add(at time.Time, c kgworker.Counts) {
 }
 
 // run samples the queue every step until ctx ends.
-func (s *sampler) run(ctx context.Context, q queueDB) {
+func (s *sampler) run(ctx context.Context, q Queue) {
 	t := time.NewTicker(s.step)
 	defer t.Stop()
 	for {

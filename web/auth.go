@@ -1,4 +1,4 @@
-package main
+package web
 
 import (
 	"context"
@@ -28,15 +28,15 @@ import (
 	"github.com/kato-manager/kato-manager/config"
 )
 
-// defaultTokenFile is where serve reads its bearer token unless told
+// DefaultTokenFile is where serve reads its bearer token unless told
 // otherwise: root's alone, beside kato.toml. Tests change it.
-var defaultTokenFile = "/etc/kato/serve.token"
+var DefaultTokenFile = "/etc/kato/serve.token"
 
-// readTokenFile reads the bearer token. The file must be a regular file
+// ReadTokenFile reads the bearer token. The file must be a regular file
 // owned by the user serve runs as (root) that nobody else can read or
 // write. A missing file at the default path means no token: actions are
 // refused. Anything else wrong with it stops serve.
-func readTokenFile(path string, explicit bool) (string, error) {
+func ReadTokenFile(path string, explicit bool) (string, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {
 		return "", nil
@@ -93,8 +93,8 @@ func checkTokenStrength(token string) error {
 	return nil
 }
 
-// isLoopback reports whether the listen address only reaches this host.
-func isLoopback(listen string) bool {
+// IsLoopback reports whether the listen address only reaches this host.
+func IsLoopback(listen string) bool {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		return false
@@ -332,7 +332,7 @@ func newHostPolicy(listen string, allow []string) (*hostPolicy, error) {
 	switch {
 	case host == "" || ip != nil && ip.IsUnspecified():
 		p.anyIP = true
-	case isLoopback(listen):
+	case IsLoopback(listen):
 		p.loopback = true
 	}
 	p.names[hostName(host)] = host != ""
@@ -454,11 +454,11 @@ func (l *loginLimits) attempt(remoteAddr string, check func() bool) (ok bool, wa
 	return ok, 0
 }
 
-// serveCertificate is the certificate serve answers TLS with: from
+// Certificate is the certificate serve answers TLS with: from
 // --tls-cert and --tls-key, or else from the systemd credentials tls-cert
 // and tls-key (LoadCredential=, found in $CREDENTIALS_DIRECTORY). None
 // means plain HTTP. source says where it came from.
-func serveCertificate(certFile, keyFile string) (cert *tls.Certificate, source string, err error) {
+func Certificate(certFile, keyFile string) (cert *tls.Certificate, source string, err error) {
 	switch {
 	case certFile != "" && keyFile == "":
 		return nil, "", &config.FieldError{Field: "tls-key", Value: "", Rule: "must be given with --tls-cert " + certFile}

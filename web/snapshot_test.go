@@ -1,4 +1,4 @@
-package main
+package web
 
 import (
 	"context"
@@ -21,33 +21,33 @@ import (
 // countingQueue is a queue database that counts the reads serve's pages
 // and scrapes make of it.
 type countingQueue struct {
-	queueDB
+	Queue
 	overviews, others atomic.Int32
 }
 
-func (c *countingQueue) Overview(ctx context.Context, status kgworker.Status, limit int) (queueOverview, error) {
+func (c *countingQueue) Overview(ctx context.Context, status kgworker.Status, limit int) (QueueOverview, error) {
 	c.overviews.Add(1)
-	return readOverview(ctx, c.queueDB, status, limit)
+	return ReadOverview(ctx, c.Queue, status, limit)
 }
 
 func (c *countingQueue) Stats(ctx context.Context) (kgworker.Counts, error) {
 	c.others.Add(1)
-	return c.queueDB.Stats(ctx)
+	return c.Queue.Stats(ctx)
 }
 
 func (c *countingQueue) Reports(ctx context.Context) ([]kgworker.Report, error) {
 	c.others.Add(1)
-	return c.queueDB.Reports(ctx)
+	return c.Queue.Reports(ctx)
 }
 
 func (c *countingQueue) Latencies(ctx context.Context) (queue.Latencies, error) {
 	c.others.Add(1)
-	return c.queueDB.Latencies(ctx)
+	return c.Queue.Latencies(ctx)
 }
 
 func (c *countingQueue) List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error) {
 	c.others.Add(1)
-	return c.queueDB.List(ctx, status, limit)
+	return c.Queue.List(ctx, status, limit)
 }
 
 // slowFleet is a fleet sample that counts its calls and holds each until
@@ -87,7 +87,7 @@ func snapshotServer(t *testing.T, f *slowFleet, maxAge time.Duration, now func()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kq.Close() })
-	q := &countingQueue{queueDB: kq}
+	q := &countingQueue{Queue: kq}
 	d, err := newDashboard(&supervisor.Manager{}, nil, q, q, dashboardOptions{publicReads: true, listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -248,52 +248,6 @@ func TestRequestsPastTheBoundAre503(t *testing.T) {
 	go func() { <-inside }()
 	if code, err := getStatus(context.Background(), srv.URL); err != nil || code != http.StatusOK {
 		t.Errorf("after the others ended: %d, %v", code, err)
-	}
-}
-
-// countingWriter counts the requests written to a child.
-type countingWriter struct {
-	io.WriteCloser
-	writes atomic.Int32
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	c.writes.Add(1)
-	return c.WriteCloser.Write(p)
-}
-
-// TestOverviewIsOneRequestToTheChild: what a page or a scrape reads of the
-// queue (counts, the workers' reports, latencies, the items listed) is one
-// request to root's database child, through serve's reopening queue.
-func TestOverviewIsOneRequestToTheChild(t *testing.T) {
-	_, kgDir := queueDirFor(t)
-	ctx := context.Background()
-	dbPath := filepath.Join(kgDir, "kg.db")
-	open := func() (queueDB, error) {
-		return startQueueChild(ctx, queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
-	}
-	storeDocuments(t, dbPath, 7, 8)
-	first, err := open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := &reopeningQueue{q: first, open: open}
-	defer q.Close()
-	if _, err := q.EnqueueDocuments(ctx, 1, 7, 8); err != nil {
-		t.Fatal(err)
-	}
-	child := first.(*queueChild)
-	w := &countingWriter{WriteCloser: child.in}
-	child.in = w
-	o, err := readOverview(ctx, q, kgworker.StatusPending, pageItems)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := w.writes.Load(); got != 1 {
-		t.Errorf("the overview took %d requests to the child, want 1", got)
-	}
-	if o.Counts.Pending != 2 || len(o.Items) != 2 || o.Items[0].Status != kgworker.StatusPending {
-		t.Errorf("overview: counts %+v, items %+v; want the 2 pending items", o.Counts, o.Items)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package web
 
 import (
 	"context"
@@ -22,9 +22,9 @@ const pageItems = 50
 // the page asks for another; /metrics shares its snapshot.
 const defaultPageStatus = kgworker.StatusFailed
 
-// queueOverview is everything a page or a scrape reads from the queue,
+// QueueOverview is everything a page or a scrape reads from the queue,
 // fetched in one round trip to the database's child.
-type queueOverview struct {
+type QueueOverview struct {
 	Counts    kgworker.Counts   `json:"counts"`
 	Reports   []kgworker.Report `json:"reports"`
 	Latencies queue.Latencies   `json:"latencies"`
@@ -32,19 +32,19 @@ type queueOverview struct {
 	Items []kgworker.Item `json:"items"`
 }
 
-// overviewer is a queueDB that reads a whole overview at once (the child
+// Overviewer is a Queue that reads a whole overview at once (the child
 // of root's serve, in one request).
-type overviewer interface {
-	Overview(ctx context.Context, status kgworker.Status, limit int) (queueOverview, error)
+type Overviewer interface {
+	Overview(ctx context.Context, status kgworker.Status, limit int) (QueueOverview, error)
 }
 
-// readOverview reads the overview of q: at once when q can, else call by
+// ReadOverview reads the overview of q: at once when q can, else call by
 // call (a database this process opened itself).
-func readOverview(ctx context.Context, q queueDB, status kgworker.Status, limit int) (queueOverview, error) {
-	if o, ok := q.(overviewer); ok {
+func ReadOverview(ctx context.Context, q Queue, status kgworker.Status, limit int) (QueueOverview, error) {
+	if o, ok := q.(Overviewer); ok {
 		return o.Overview(ctx, status, limit)
 	}
-	var o queueOverview
+	var o QueueOverview
 	var err error
 	if o.Counts, err = q.Stats(ctx); err != nil {
 		return o, err
@@ -59,17 +59,6 @@ func readOverview(ctx context.Context, q queueDB, status kgworker.Status, limit 
 	return o, err
 }
 
-// Overview implements overviewer: one request to the child.
-func (c *queueChild) Overview(ctx context.Context, status kgworker.Status, limit int) (queueOverview, error) {
-	return callInto[queueOverview](ctx, c, queueRequest{Op: "overview", Status: status, Limit: limit})
-}
-
-// Overview implements overviewer through the current child.
-func (r *reopeningQueue) Overview(ctx context.Context, status kgworker.Status, limit int) (o queueOverview, err error) {
-	err = r.do(func(q queueDB) error { o, err = readOverview(ctx, q, status, limit); return err })
-	return o, err
-}
-
 // snapshot is the fleet and the queue at one moment, as every page and
 // scrape of that moment shows them. A source that could not be read has
 // its error instead.
@@ -77,7 +66,7 @@ type snapshot struct {
 	At       time.Time
 	Fleet    *supervisor.FleetSample
 	FleetErr error
-	Queue    queueOverview
+	Queue    QueueOverview
 	QueueErr error
 
 	// rendered are the answers made of this snapshot that are the same for
@@ -120,7 +109,7 @@ type snapshots struct {
 	maxAge  time.Duration
 	timeout time.Duration
 	sample  func(ctx context.Context) (*supervisor.FleetSample, error)
-	queue   queueDB
+	queue   Queue
 	now     func() time.Time
 
 	group  singleflight.Group
@@ -140,7 +129,7 @@ func (s *snapshots) forget() {
 	clear(s.cached)
 }
 
-func newSnapshots(sample func(context.Context) (*supervisor.FleetSample, error), q queueDB, maxAge, timeout time.Duration) *snapshots {
+func newSnapshots(sample func(context.Context) (*supervisor.FleetSample, error), q Queue, maxAge, timeout time.Duration) *snapshots {
 	return &snapshots{maxAge: maxAge, timeout: timeout, sample: sample, queue: q, now: time.Now, cached: map[kgworker.Status]*snapshot{}}
 }
 
@@ -179,7 +168,7 @@ func (s *snapshots) take(ctx context.Context, status kgworker.Status) *snapshot 
 	snap := &snapshot{At: s.now()}
 	var wg sync.WaitGroup
 	wg.Go(func() { snap.Fleet, snap.FleetErr = s.sample(ctx) })
-	snap.Queue, snap.QueueErr = readOverview(ctx, s.queue, status, pageItems)
+	snap.Queue, snap.QueueErr = ReadOverview(ctx, s.queue, status, pageItems)
 	wg.Wait()
 	return snap
 }

@@ -472,4 +472,3 @@ func (p *processor) stopC() int {
 	wg.Wait()
 	return exitOK
 }
-

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -110,5 +111,24 @@ func TestHealthBodyDecidesReadiness(t *testing.T) {
 				t.Errorf("httpProbe = %d, %v; want %d", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestGenerationCRefusesAPrivateNetwork: --network private for a
+// generation-C instance is a field error, and nothing is registered or
+// written.
+func TestGenerationCRefusesAPrivateNetwork(t *testing.T) {
+	e := newTestEnv(t)
+	withGenerationC(e, 1, "")
+	_, err := e.m.Start(context.Background(), StartRequest{ID: "r1", Processor: "replica", Network: config.NetworkPrivate, Parameters: config.DefaultParameters()})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "network" || !strings.Contains(err.Error(), "invalid network private: must be host for a generation-c processor") {
+		t.Fatalf("start --network private = %v", err)
+	}
+	if _, ok := e.registry(t).Instances["r1"]; ok {
+		t.Error("the instance was registered")
+	}
+	if _, err := os.Stat(e.m.envPath("r1")); err == nil {
+		t.Error("its environment file was written")
 	}
 }

@@ -380,6 +380,9 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 		return config.Instance{}, nil, &config.FieldError{Field: "network", Value: network,
 			Rule: "is not available with --user: the forwarding socket units of a private network need the system manager; use --network host"}
 	}
+	if err := checkGenerationCNetwork(proc, network); err != nil {
+		return config.Instance{}, nil, err
+	}
 	if proc.Generation != units.GenerationA && req.ZMQPort != 0 {
 		return config.Instance{}, nil, &config.FieldError{Field: "zmq_port", Value: strconv.Itoa(req.ZMQPort), Rule: "must not be set for a generation-" + proc.Generation + " processor, which serves HTTP only and has no ZMQ port"}
 	}

@@ -244,7 +244,7 @@ func TestGenerationCReplicasShareRedis(t *testing.T) {
 // POST /fake/hang; SIGTERM exits 0.
 func TestGenerationCHealthFaults(t *testing.T) {
 	env := envC(t, "r1", "")
-	done, _ := runProcessor(t, env, "--generation=c", "--unhealthy-for=700ms", "--timeout-graceful-shutdown=1")
+	runProcessor(t, env, "--generation=c", "--unhealthy-for=700ms", "--timeout-graceful-shutdown=1")
 	url := "http://127.0.0.1:" + env["PORT"]
 	waitStatus(t, url+"/health", 200)
 	if body, _ := call(t, "GET", url+"/health", "", 200); body["status"] != "unhealthy" {
@@ -265,7 +265,6 @@ func TestGenerationCHealthFaults(t *testing.T) {
 		t.Errorf("health after /fake/hang answered %d", resp.StatusCode)
 	}
 	call(t, "GET", url+"/status", "", 200)
-	_ = done
 }
 
 func TestGenerationCStopsOnSIGTERM(t *testing.T) {

@@ -20,6 +20,8 @@ import (
 	"unicode"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/kato-manager/kato-manager/units"
 )
 
 // Default locations of the files kato-manager reads and writes.
@@ -55,6 +57,8 @@ type Config struct {
 	KG         KG                   `toml:"kg"`
 	// Limits are the resource limits of every instance and worker.
 	Limits Limits `toml:"limits"`
+	// Stores are the stores generation-C processors share.
+	Stores Stores `toml:"stores"`
 	// Batch configures the commands that start many instances at once.
 	Batch Batch `toml:"batch"`
 	// Templates are the named parameter sets of [templates.NAME], used by
@@ -105,12 +109,22 @@ type Processor struct {
 	// LogLevel is the old place of defaults.log_level, still read from
 	// [processor] when [defaults] does not set log_level.
 	LogLevel string `toml:"log_level,omitempty"`
+	// Workers is generation C's uvicorn worker count, passed as
+	// --workers; 0 for the other generations.
+	Workers int `toml:"workers,omitempty"`
+	// ServiceName is generation C's SERVICE_NAME for every instance of
+	// this processor; "" gives each instance its group's name, or its id.
+	ServiceName string `toml:"service_name,omitempty"`
 }
 
 // Generation defaults of a processor section that leaves them out.
 var generationDefaults = map[string]Processor{
 	"a": {Ready: "GET /{id}/ping", StopTimeout: 10, Network: NetworkPrivate},
 	"b": {Ready: "GET /health", StopTimeout: 3, Network: NetworkHost},
+	// Generation C lets requests finish for up to 30 s after SIGTERM
+	// (uvicorn's --timeout-graceful-shutdown), then flushes its writes:
+	// 35 s bounds that with room for the flush.
+	"c": {Ready: "GET /health", StopTimeout: 35, Network: NetworkHost},
 }
 
 // fill sets what a processor section left out, per its generation; defined
@@ -134,6 +148,9 @@ func (p *Processor) fill(defined func(key string) bool) {
 	}
 	if !defined("ready_timeout") {
 		p.ReadyTimeout = 60
+	}
+	if p.Generation == units.GenerationC && !defined("workers") {
+		p.Workers = 1
 	}
 }
 
@@ -166,7 +183,10 @@ func (p Processor) validate(prefix string) error {
 		return err
 	}
 	if _, ok := generationDefaults[p.Generation]; !ok {
-		return &FieldError{Field: prefix + "generation", Value: p.Generation, Rule: "must be a or b"}
+		return &FieldError{Field: prefix + "generation", Value: p.Generation, Rule: "must be a, b or c"}
+	}
+	if err := p.validateGenerationC(prefix); err != nil {
+		return err
 	}
 	path, ok := strings.CutPrefix(p.Ready, "GET /")
 	if !ok || strings.ContainsFunc(path, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '?' || r == '#' }) {
@@ -469,6 +489,9 @@ func (c *Config) Validate() error {
 		return prefixField("defaults.", err)
 	}
 	if err := c.Ports.validate(); err != nil {
+		return err
+	}
+	if err := c.Stores.validate(); err != nil {
 		return err
 	}
 	if err := c.Services.validate(); err != nil {

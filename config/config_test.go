@@ -108,7 +108,7 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 	var keys [][]string
 	for _, key := range tomlKeys(reflect.TypeOf(Config{}), nil) {
 		switch strings.Join(key, ".") {
-		case "processor.log_level", "processors", "defaults":
+		case "processor.log_level", "processor.workers", "processor.service_name", "processors", "defaults":
 			// The old place of defaults.log_level, and the named
 			// processors, which the file shows in a comment; [defaults] is
 			// checked key by key below.
@@ -119,8 +119,8 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 	for _, p := range Params {
 		keys = append(keys, []string{"defaults", p.Name})
 	}
-	if len(keys) != 29+len(Params) {
-		t.Fatalf("found %d settings, want %d: %v", len(keys), 29+len(Params), keys)
+	if len(keys) != 32+len(Params) {
+		t.Fatalf("found %d settings, want %d: %v", len(keys), 32+len(Params), keys)
 	}
 	for _, key := range keys {
 		t.Run(strings.Join(key, "."), func(t *testing.T) {
@@ -221,7 +221,7 @@ func TestLoadRejects(t *testing.T) {
 		{"old and new name", "[defaults]\nmax_seq_length = 1\nmax_pattern_length = 2\n", []string{"line 2: invalid defaults.max_seq_length 1: is the old name of max_pattern_length"}},
 		{"named processor without command", "[processors.v1]\ngeneration = \"a\"\n", []string{"invalid processors.v1.command []: must name the processor program"}},
 		{"named processor called default", "[processors.default]\ncommand = [\"/bin/true\"]\n", []string{"invalid processors default: name is the name of [processor]"}},
-		{"unknown generation", "[processor]\ngeneration = \"c\"\n", []string{"line 2: invalid processor.generation c: must be a or b"}},
+		{"unknown generation", "[processor]\ngeneration = \"d\"\n", []string{"line 2: invalid processor.generation d: must be a, b or c"}},
 		{"ready not a GET", "[processor]\nready = \"POST /x\"\n", []string{"line 2: invalid processor.ready \"POST /x\": must be GET followed by a path"}},
 		{"unknown network", "[processor]\nnetwork = \"bridge\"\n", []string{"line 2: invalid processor.network bridge: must be host or private"}},
 		{"invalid nested list entry", "[services]\nunits = [\"mongod.service\", \"redis\"]\n", []string{"line 2: invalid services.units redis:"}},

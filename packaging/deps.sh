@@ -22,8 +22,9 @@ build="gcc libc6-dev make git systemd dbus iproute2 util-linux curl ca-certifica
 # openssh-client, openssh-server: the --host test's ssh and the sshd of its
 # second machine; postgresql: the throwaway clusters of the queue's
 # PostgreSQL tests (internal/pgtest) and the shared queue of the many-hosts
-# tests.
-test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql"
+# tests; redis-server: the Redis that generation-C processors (the processor
+# double) share their sessions through, on the loopback and in the harness.
+test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql redis-server"
 
 case "${1:-}" in
 build) wanted=$build ;;

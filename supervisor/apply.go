@@ -869,6 +869,9 @@ func (m *Manager) checkChange(ctx context.Context, r *config.Registry, old, e *c
 	if network == "" {
 		network = proc.Network
 	}
+	if err := checkGenerationCNetwork(proc, network); err != nil {
+		return err
+	}
 	if proc.Generation != units.GenerationA && e.ZMQPort != 0 {
 		return &config.FieldError{Field: "zmq_port", Value: strconv.Itoa(e.ZMQPort), Rule: "must not be set for a generation-" + proc.Generation + " processor, which serves HTTP only and has no ZMQ port"}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -379,6 +380,9 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 		return config.Instance{}, nil, &config.FieldError{Field: "network", Value: network,
 			Rule: "is not available with --user: the forwarding socket units of a private network need the system manager; use --network host"}
 	}
+	if err := checkGenerationCNetwork(proc, network); err != nil {
+		return config.Instance{}, nil, err
+	}
 	if proc.Generation != units.GenerationA && req.ZMQPort != 0 {
 		return config.Instance{}, nil, &config.FieldError{Field: "zmq_port", Value: strconv.Itoa(req.ZMQPort), Rule: "must not be set for a generation-" + proc.Generation + " processor, which serves HTTP only and has no ZMQ port"}
 	}
@@ -528,12 +532,23 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		RestPort:   rest,
 		ZMQPort:    zmq,
 	}
+	if proc.Generation == units.GenerationC {
+		su.env.MongoURL = ""
+		su.env.ServiceName = proc.ServiceNameOf(inst)
+		su.env.Workers = proc.Workers
+		su.env.Stores = m.Config.Stores.Units()
+	}
 	if err := su.env.Validate(); err != nil {
 		return nil, fmt.Errorf("render %s: %w", inst.Unit, err)
 	}
 	command := inst.Command
 	if len(command) == 0 {
 		command = proc.Command
+	}
+	if proc.Generation == units.GenerationC {
+		// uvicorn takes its port and worker count on the command line, as
+		// the image's CMD passes them.
+		command = append(slices.Clip(command), "--port", strconv.Itoa(rest), "--workers", strconv.Itoa(proc.Workers))
 	}
 	su.dropIn = units.InstanceDropIn{
 		ID:          inst.ID,
@@ -544,7 +559,9 @@ func (m *Manager) setup(inst config.Instance) (*instanceSetup, error) {
 		// Generation B never exits on SIGTERM, and generation A was seen
 		// to hang on it under load: for both, the SIGKILL at the end of
 		// stop_timeout ends a clean stop, not a failed one.
-		HangsOnSIGTERM: proc.Generation == units.GenerationA || proc.Generation == units.GenerationB,
+		// Generation C's exit after its graceful shutdown was never
+		// measured, so its stop is bounded the same way.
+		HangsOnSIGTERM: true,
 		Network:        su.network,
 		Limits:         units.Limits{MemoryMax: m.Config.Limits.InstanceMemoryMax, TasksMax: m.Config.Limits.InstanceTasksMax},
 		Group:          inst.Group,
@@ -944,9 +961,23 @@ func httpProbe(ctx context.Context, port int, path string) (int, error) {
 		}
 		return 0, err
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK && reportsUnhealthy(body) {
+		// Generation C's /health answers 200 when it is unhealthy too;
+		// only its body tells.
+		return http.StatusServiceUnavailable, nil
+	}
 	return resp.StatusCode, nil
+}
+
+// reportsUnhealthy says whether a health answer's body is a JSON object
+// whose "status" is "unhealthy", as generation C's /health says it.
+func reportsUnhealthy(body []byte) bool {
+	var health struct {
+		Status string `json:"status"`
+	}
+	return json.Unmarshal(body, &health) == nil && health.Status == "unhealthy"
 }
 
 var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}

@@ -31,7 +31,7 @@ type Setting struct {
 // ProcessorEnv is everything a KATO processor reads from its environment.
 // RenderEnvironment turns it into the instance's environment file.
 type ProcessorEnv struct {
-	// Generation is GenerationA or GenerationB.
+	// Generation is GenerationA, GenerationB or GenerationC.
 	Generation string
 	// ID is the instance id (PROCESSOR_ID, MANIFEST id).
 	ID string
@@ -48,6 +48,13 @@ type ProcessorEnv struct {
 	RestPort int
 	// ZMQPort is generation A's ZMQ engine port (ZMQ_PORT).
 	ZMQPort int
+	// ServiceName is generation C's SERVICE_NAME, the knowledge base its
+	// replicas share.
+	ServiceName string
+	// Workers is generation C's uvicorn worker count (KATO_WORKERS).
+	Workers int
+	// Stores are generation C's shared stores.
+	Stores Stores
 }
 
 // Validate reports the first value of env that the environment file cannot
@@ -57,8 +64,19 @@ type ProcessorEnv struct {
 // settings belong to the configuration; Validate only guards what
 // RenderEnvironment writes.
 func (env ProcessorEnv) Validate() error {
-	if env.Generation != GenerationA && env.Generation != GenerationB {
-		return fmt.Errorf("invalid generation %q: must be %s or %s", env.Generation, GenerationA, GenerationB)
+	if env.Generation != GenerationA && env.Generation != GenerationB && env.Generation != GenerationC {
+		return fmt.Errorf("invalid generation %q: must be %s, %s or %s", env.Generation, GenerationA, GenerationB, GenerationC)
+	}
+	if env.Generation == GenerationC {
+		if rule := ServiceNameRule(env.ServiceName); rule != "" {
+			return fmt.Errorf("invalid service_name %q: %s", env.ServiceName, rule)
+		}
+		if env.Workers < 1 {
+			return fmt.Errorf("invalid workers %d: must be at least 1", env.Workers)
+		}
+		if _, err := env.Stores.variables(); err != nil {
+			return err
+		}
 	}
 	if err := ValidateInstanceID(env.ID); err != nil {
 		return err
@@ -115,7 +133,10 @@ func validEnvName(s string) bool {
 // REST_PORT, ZMQ_PORT, SOURCES, TARGETS and AS_INPUTS (all "[]") and
 // KATO_ZMQ_IMPLEMENTATION=improved. Generation B gets PROCESSOR_ID,
 // PROCESSOR_NAME, HOSTNAME, MONGO_BASE_URL, one variable per setting and
-// PORT.
+// PORT. Generation C gets what generation B gets but MONGO_BASE_URL, and
+// SERVICE_NAME, KATO_WORKERS, KATO_ARCHITECTURE_MODE=hybrid and the
+// variables of its stores (see Stores), credentials included: the file is
+// root's and only systemd reads it, for this instance alone.
 //
 // Every value is double-quoted, which systemd reads verbatim apart from the
 // escaped '"' and '\': '$' and '%' are not expanded there.
@@ -140,11 +161,25 @@ func RenderEnvironment(env ProcessorEnv) []byte {
 	}
 	vars = append(vars, struct{ key, value string }{"HOSTNAME", env.Hostname})
 	for _, s := range env.Settings {
-		if env.Generation == GenerationB || s.Manifest == "" {
+		if env.Generation != GenerationA || s.Manifest == "" {
 			vars = append(vars, struct{ key, value string }{s.Env, FormatSetting(s.Value)})
 		}
 	}
-	vars = append(vars, struct{ key, value string }{"MONGO_BASE_URL", env.MongoURL})
+	if env.Generation != GenerationC {
+		vars = append(vars, struct{ key, value string }{"MONGO_BASE_URL", env.MongoURL})
+	} else {
+		vars = append(vars, []struct{ key, value string }{
+			{"SERVICE_NAME", env.ServiceName},
+			{"KATO_WORKERS", strconv.Itoa(env.Workers)},
+			{"KATO_ARCHITECTURE_MODE", "hybrid"},
+		}...)
+		// Validate refuses stores that do not parse; an unchecked env
+		// gets none rather than half of them.
+		stores, _ := env.Stores.variables()
+		for _, v := range stores {
+			vars = append(vars, struct{ key, value string }{v.key, v.value})
+		}
+	}
 	if env.Generation == GenerationA {
 		vars = append(vars, []struct{ key, value string }{
 			{"REST_PORT", strconv.Itoa(env.RestPort)},

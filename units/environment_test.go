@@ -279,7 +279,7 @@ func TestProcessorEnvValidate(t *testing.T) {
 		{name: "empty id", change: func(e *ProcessorEnv) { e.ID = "" }, wantErr: `invalid instance id "": must be 1 to 64 characters long`},
 		{name: "id with slash", change: func(e *ProcessorEnv) { e.ID = "a/b" }, wantErr: `invalid instance id "a/b"`},
 		{name: "newline in name", change: func(e *ProcessorEnv) { e.Name = "a\nb" }, wantErr: `invalid name "a\nb": must not contain control characters`},
-		{name: "unknown generation", change: func(e *ProcessorEnv) { e.Generation = "c" }, wantErr: `invalid generation "c": must be a or b`},
+		{name: "unknown generation", change: func(e *ProcessorEnv) { e.Generation = "d" }, wantErr: `invalid generation "d": must be a, b or c`},
 		{name: "tab in indexer type", change: func(e *ProcessorEnv) { e.Settings = []Setting{{"INDEXER_TYPE", "indexer_type", "V\tI"}} }, wantErr: `invalid INDEXER_TYPE "V\tI": must not contain control characters`},
 		{name: "NUL in log level", change: func(e *ProcessorEnv) { e.Settings = []Setting{{"LOG_LEVEL", "", "a\x00"}} }, wantErr: `invalid LOG_LEVEL "a\x00": must not contain control characters`},
 		{name: "bad variable name", change: func(e *ProcessorEnv) { e.Settings = []Setting{{"A=B", "", "x"}} }, wantErr: `invalid setting variable "A=B"`},

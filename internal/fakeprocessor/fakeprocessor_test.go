@@ -267,7 +267,7 @@ func TestParseBehaviour(t *testing.T) {
 		env  environment
 		want string
 	}{
-		{[]string{"--generation=c"}, nil, `invalid --generation "c"`},
+		{[]string{"--generation=d"}, nil, `invalid --generation "d": must be a, b or c`},
 		{[]string{"--delay=-1s"}, nil, "invalid --delay -1s"},
 		{nil, environment{"FAKEPROCESSOR_CRASH_AFTER": "soon"}, `invalid FAKEPROCESSOR_CRASH_AFTER "soon"`},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},

@@ -29,6 +29,26 @@
 // /learn, ... without the id prefix on all interfaces, and does not exit on
 // SIGTERM: it stops serving and hangs until SIGKILL.
 //
+// Generation C (KATO 3.x, one FastAPI service over shared stores): reads
+// PORT, or uvicorn's --port, which takes precedence, and --workers (the
+// double serves one listener per worker on the same port, each with its
+// own memory, as uvicorn's worker processes); reads generation B's setting
+// variables and AUTO_LEARN_*, STM_MODE, SESSION_TTL and
+// SESSION_AUTO_EXTEND as the defaults of new sessions, SERVICE_NAME
+// (default kato) naming the knowledge base {node_id}_{SERVICE_NAME}; keeps
+// sessions and learned patterns in the Redis of REDIS_URL when it is set
+// (and REDIS_ENABLED is not false), so that any worker or replica serves
+// any session, and in each worker's memory when not. Endpoints: POST
+// /sessions, GET and DELETE /sessions/{id}, POST /sessions/{id}/config,
+// /observe, /learn, GET /sessions/{id}/stm, /predictions, GET
+// /sessions/count, /status, /health and /metrics (JSON); an unknown or
+// expired session answers 404. GET /health answers 200 whatever the
+// state; its body's "status" is "unhealthy", with "issues", when the
+// sessions' Redis does not answer or the double is told to be. On SIGTERM
+// it stops accepting, lets requests finish for up to
+// --timeout-graceful-shutdown seconds (30) and exits 0. The websocket /ws
+// is not played.
+//
 // For tests only, in both generations: every answer from an engine carries
 // the header X-Fake-Engine with the PROCESSOR_ID of the process that
 // answered; GET /env returns the processor variables the process received;
@@ -46,6 +66,11 @@
 //	FAKEPROCESSOR_DELAY=<duration>        --delay        wait before opening the ports
 //	FAKEPROCESSOR_HANG_ON_SIGTERM=1       --hang-on-sigterm  generation a: on SIGTERM, close and then
 //	                                                     hang until SIGKILL, as it was seen to under load
+//	FAKEPROCESSOR_UNHEALTHY_FOR=<duration> --unhealthy-for generation c: /health says "unhealthy" for this
+//	                                                     long after start
+//
+// and, while generation C runs, POST /fake/unhealthy makes its /health say
+// "unhealthy" from then on and POST /fake/hang makes it never answer.
 package main
 
 import (
@@ -93,6 +118,13 @@ type behaviour struct {
 	hangOnSIGTERM  bool
 	mongoTimeout   time.Duration
 	gatewayTimeout time.Duration
+	// port, workers and gracefulShutdown are uvicorn's --port, --workers
+	// and --timeout-graceful-shutdown (generation C).
+	port, workers    int
+	gracefulShutdown time.Duration
+	// unhealthyFor is how long after start generation C's /health says
+	// "unhealthy".
+	unhealthyFor time.Duration
 	// engineAddress is where a generation-A gateway looks for its engine:
 	// always 127.0.0.1:5555, changed only by unit tests of the double.
 	engineAddress string
@@ -112,6 +144,9 @@ func parseBehaviour(args []string, lookup func(string) (string, bool), stderr io
 	if b.delay, err = envDuration(lookup, "FAKEPROCESSOR_DELAY"); err != nil {
 		return b, err
 	}
+	if b.unhealthyFor, err = envDuration(lookup, "FAKEPROCESSOR_UNHEALTHY_FOR"); err != nil {
+		return b, err
+	}
 	if v, ok := lookup("FAKEPROCESSOR_NEVER_LISTEN"); ok && v != "" {
 		if b.neverListen, err = strconv.ParseBool(v); err != nil {
 			return b, fmt.Errorf("invalid FAKEPROCESSOR_NEVER_LISTEN %q: must be 1, 0, true or false", v)
@@ -125,26 +160,44 @@ func parseBehaviour(args []string, lookup func(string) (string, bool), stderr io
 
 	fs := flag.NewFlagSet("fakeprocessor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&b.generation, "generation", b.generation, "processor generation to play: a or b")
+	fs.StringVar(&b.generation, "generation", b.generation, "processor generation to play: a, b or c")
 	fs.DurationVar(&b.crashAfter, "crash-after", b.crashAfter, "exit with status 3 after this long (0: never)")
 	fs.BoolVar(&b.neverListen, "never-listen", b.neverListen, "keep running without opening any port")
 	fs.DurationVar(&b.delay, "delay", b.delay, "wait this long before opening the ports")
 	fs.BoolVar(&b.hangOnSIGTERM, "hang-on-sigterm", b.hangOnSIGTERM, "generation a: hang after closing on SIGTERM until SIGKILL")
 	fs.DurationVar(&b.mongoTimeout, "mongo-timeout", b.mongoTimeout, "generation a: how long MongoDB may refuse connections before exit 1")
 	fs.DurationVar(&b.gatewayTimeout, "gateway-timeout", b.gatewayTimeout, "generation a: how long the gateway waits for its engine before HTTP 500")
+	fs.DurationVar(&b.unhealthyFor, "unhealthy-for", b.unhealthyFor, "generation c: /health says unhealthy for this long after start")
+	// uvicorn's flags, which kato-manager appends for generation C.
+	fs.IntVar(&b.port, "port", 0, "generation c: the port (uvicorn's --port; default: PORT)")
+	fs.IntVar(&b.workers, "workers", 1, "generation c: uvicorn worker count")
+	fs.String("host", "0.0.0.0", "generation c: uvicorn's --host; the double listens on all interfaces")
+	fs.Int("limit-concurrency", 0, "generation c: uvicorn's --limit-concurrency (not enforced)")
+	fs.Int("timeout-keep-alive", 5, "generation c: uvicorn's --timeout-keep-alive (not enforced)")
+	graceful := fs.Int("timeout-graceful-shutdown", 30, "generation c: seconds requests may finish after SIGTERM")
 	if err := fs.Parse(args); err != nil {
 		return b, err
 	}
 	if fs.NArg() > 0 {
 		return b, fmt.Errorf("unexpected argument %q: fakeprocessor takes only flags", fs.Arg(0))
 	}
-	if b.generation != "a" && b.generation != "b" {
-		return b, fmt.Errorf("invalid --generation %q: must be a or b", b.generation)
+	if b.generation != "a" && b.generation != "b" && b.generation != "c" {
+		return b, fmt.Errorf("invalid --generation %q: must be a, b or c", b.generation)
 	}
+	if b.workers < 1 || b.workers > 64 {
+		return b, fmt.Errorf("invalid --workers %d: must be between 1 and 64", b.workers)
+	}
+	if b.port < 0 || b.port > 65535 {
+		return b, fmt.Errorf("invalid --port %d: must be a port number between 1 and 65535", b.port)
+	}
+	if *graceful < 0 {
+		return b, fmt.Errorf("invalid --timeout-graceful-shutdown %d: must not be negative", *graceful)
+	}
+	b.gracefulShutdown = time.Duration(*graceful) * time.Second
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"--crash-after", b.crashAfter}, {"--delay", b.delay}, {"--mongo-timeout", b.mongoTimeout}, {"--gateway-timeout", b.gatewayTimeout}} {
+	}{{"--crash-after", b.crashAfter}, {"--delay", b.delay}, {"--unhealthy-for", b.unhealthyFor}, {"--mongo-timeout", b.mongoTimeout}, {"--gateway-timeout", b.gatewayTimeout}} {
 		if d.v < 0 {
 			return b, fmt.Errorf("invalid %s %s: must not be negative", d.name, d.v)
 		}

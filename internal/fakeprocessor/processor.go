@@ -61,6 +61,7 @@ type processor struct {
 	mongo    string
 	manifest map[string]any // A only
 	stateDir string
+	c        *generationC // C only
 
 	mu      sync.Mutex // serialises updates of the learned counter
 	servers []*http.Server
@@ -84,9 +85,12 @@ func newProcessor(b behaviour, lookup func(string) (string, bool)) (*processor, 
 		}
 	}
 	var err error
-	if b.generation == "a" {
+	switch b.generation {
+	case "a":
 		err = p.loadA()
-	} else {
+	case "c":
+		err = p.loadC(lookup)
+	default:
 		err = p.loadB()
 	}
 	if err != nil {
@@ -220,6 +224,10 @@ func handshake(addr string, deadline time.Time) error {
 // the first serving error.
 func (p *processor) serve() (<-chan error, error) {
 	served := make(chan error, 2)
+	if p.b.generation == "c" {
+		served = make(chan error, len(p.c.stores))
+		return served, p.serveC(served)
+	}
 	if p.b.generation == "a" {
 		ln, err := net.Listen("tcp", ":"+strconv.Itoa(p.zmqPort))
 		if err != nil {
@@ -249,6 +257,9 @@ func (p *processor) serve() (<-chan error, error) {
 // generation B's server finishes, then the interpreter hangs at shutdown
 // until SIGKILL.
 func (p *processor) stopped() int {
+	if p.b.generation == "c" {
+		return p.stopC()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, srv := range p.servers {

@@ -82,6 +82,7 @@ var bootScript string
 var defaultMask = []string{
 	"postgresql.service",
 	"postgresql@.service",
+	"redis-server.service",
 	"docker.service",
 	"docker.socket",
 	"containerd.service",

@@ -18,6 +18,13 @@ var runSections = map[string]string{
 	"README.md#Without root: `--user`":      "TestUserMode/README",
 }
 
+// docFence is a fence that opens a block without naming its language,
+// which hides shell commands from TestEveryDocBlockIsRunOrMarked.
+type docFence struct {
+	file string
+	line int
+}
+
 // docBlock is one shell block of the README or a page of docs/.
 type docBlock struct {
 	file    string // relative to the repository's root
@@ -32,14 +39,16 @@ var shellFence = regexp.MustCompile("^```(sh|bash|shell|console)\\s*$")
 // notRunMark is the line before a block that no test runs.
 var notRunMark = regexp.MustCompile(`^<!-- not run: (\S.*\S) -->$`)
 
-// docBlocks returns the shell blocks of README.md and docs/*.md.
-func docBlocks(t *testing.T) []docBlock {
+// docBlocks returns the shell blocks of README.md and docs/*.md, and the
+// fences that open a block without naming its language.
+func docBlocks(t *testing.T) ([]docBlock, []docFence) {
 	t.Helper()
 	pages, err := filepath.Glob("../../docs/*.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var blocks []docBlock
+	var bare []docFence
 	for _, path := range append([]string{"../../README.md"}, pages...) {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -53,6 +62,9 @@ func docBlocks(t *testing.T) []docBlock {
 				fenced = !strings.HasPrefix(line, "```")
 			case strings.HasPrefix(line, "```"):
 				fenced = true
+				if strings.TrimSpace(line) == "```" {
+					bare = append(bare, docFence{file, i + 1})
+				}
 				if shellFence.MatchString(line) {
 					b := docBlock{file: file, line: i + 1, section: section}
 					if m := notRunMark.FindStringSubmatch(prev); m != nil {
@@ -68,13 +80,17 @@ func docBlocks(t *testing.T) []docBlock {
 			}
 		}
 	}
-	return blocks
+	return blocks, bare
 }
 
 // TestEveryDocBlockIsRunOrMarked: every shell block of the README and docs/
-// is in a section a test runs, or says why it is not run. It boots nothing.
+// is in a section a test runs, or says why it is not run, and every block
+// names its language, so none hides from the check. It boots nothing.
 func TestEveryDocBlockIsRunOrMarked(t *testing.T) {
-	blocks := docBlocks(t)
+	blocks, bare := docBlocks(t)
+	for _, f := range bare {
+		t.Errorf("%s:%d: a fenced block without a language: name it (sh, toml, yaml, text, ...)", f.file, f.line)
+	}
 	if len(blocks) == 0 {
 		t.Fatal("no shell blocks found in README.md and docs/")
 	}

@@ -97,9 +97,21 @@ man: bin/kato-manager
 	bin/kato-manager __man man
 	@echo "man pages in man/: man -l man/kato-manager.1"
 
+# The binaries, kato.toml (kept if it exists), the man pages (one per
+# command, so `man kato-manager` works) and the bash, zsh and fish
+# completions, where the packages put them but under $(PREFIX).
 install: build
 	install -D -m 0755 bin/kato-manager $(DESTDIR)$(PREFIX)/bin/kato-manager
 	install -D -m 0755 bin/kg-worker $(DESTDIR)$(LIBEXEC)/kg-worker
+	rm -rf bin/man && bin/kato-manager __man bin/man
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 bin/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	bin/kato-manager completion bash >bin/kato-manager.bash
+	bin/kato-manager completion zsh >bin/kato-manager.zsh
+	bin/kato-manager completion fish >bin/kato-manager.fish
+	install -D -m 0644 bin/kato-manager.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/kato-manager
+	install -D -m 0644 bin/kato-manager.zsh $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_kato-manager
+	install -D -m 0644 bin/kato-manager.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/kato-manager.fish
 	@# kato.toml holds the MongoDB URL: root and the kato group (the workers)
 	@# read it; install-units gives it to the group if it does not exist yet.
 	@if [ ! -e $(DESTDIR)/etc/kato/kato.toml ]; then \

@@ -165,7 +165,7 @@ func (p Parameters) Validate() error {
 // unknownParamRule is the rule a parameter name that is none breaks, with
 // the nearest names there are.
 func unknownParamRule(name string) string {
-	rule := "is not a processor parameter (see the settings table in the README)"
+	rule := "is not a processor parameter (see the settings table in docs/processors.md, or kato-manager start --help)"
 	names := make([]string, len(Params))
 	for i, row := range Params {
 		names[i] = row.Name

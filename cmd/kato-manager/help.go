@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // longHelp is the description of each command, by its path below the root,
@@ -13,9 +14,11 @@ var longHelp = map[string]string{
 
 start validates the input, registers the instance and picks its ports under the
 registry lock, writes the instance's environment file (/etc/kato/instances/ID.env)
-and drop-in, enables and starts the unit, and waits until the processor listens
-on its API port. If the processor exits or does not listen within --timeout,
-everything is rolled back and the unit's last journal lines are printed.
+and drop-in, enables and starts the unit, and waits until the processor is
+ready: its health request (the processor's ready in kato.toml, such as
+GET /health) answers HTTP 200 on its API port. If the processor exits or is
+not ready within --timeout, everything is rolled back and the unit's last
+journal lines are printed.
 
 Starting an instance that is already running does nothing and says so; starting
 one that exists but is stopped starts it with its stored settings. --template NAME
@@ -151,8 +154,14 @@ var examples = map[string]string{
 	"queue enqueue": `  kato-manager queue enqueue 101 102 103 --priority 5`,
 }
 
-// describe gives every command of the tree its long help and examples.
+// describe gives every command of the tree its long help and examples, and
+// its help the flag list of flagUsages.
 func describe(root *cobra.Command) {
+	cobra.AddTemplateFunc("flagUsages", flagUsages)
+	tmpl := root.UsageTemplate()
+	tmpl = strings.ReplaceAll(tmpl, ".LocalFlags.FlagUsages", "flagUsages .LocalFlags")
+	tmpl = strings.ReplaceAll(tmpl, ".InheritedFlags.FlagUsages", "flagUsages .InheritedFlags")
+	root.SetUsageTemplate(tmpl)
 	forEach(root, func(c *cobra.Command) {
 		path := strings.TrimPrefix(c.CommandPath(), root.Name()+" ")
 		if long, ok := longHelp[path]; ok {
@@ -171,3 +180,24 @@ func forEach(c *cobra.Command, do func(*cobra.Command)) {
 		forEach(sub, do)
 	}
 }
+
+// flagUsages is the flag list of a help: pflag's, but a flag that takes no
+// value is shown as --flag, not --flag[=true|false].
+func flagUsages(fs *pflag.FlagSet) string {
+	plain := pflag.NewFlagSet(fs.Name(), pflag.ContinueOnError)
+	plain.SortFlags = fs.SortFlags
+	fs.VisitAll(func(f *pflag.Flag) {
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			c := *f
+			c.Value = plainValue{f.Value}
+			f = &c
+		}
+		plain.AddFlag(f)
+	})
+	return plain.FlagUsages()
+}
+
+// plainValue hides a Value's IsBoolFlag from pflag's usage, which prints
+// [=true|false] after a flag that has it; its NoOptDefVal still says that
+// the flag takes no value.
+type plainValue struct{ pflag.Value }

@@ -207,3 +207,29 @@ func TestUserScopePaths(t *testing.T) {
 		t.Errorf("--user without HOME: exit %d, stderr %q", code, errb.String())
 	}
 }
+
+// TestHelpSaysWhatItWaitsForAndShowsPlainFlags: start's help names the
+// health request it waits for, and a flag that takes no value is shown as
+// --flag, in the help and the man pages alike.
+func TestHelpSaysWhatItWaitsForAndShowsPlainFlags(t *testing.T) {
+	code, stdout, _ := runCLI(t, "", "start", "--help")
+	if code != exitOK {
+		t.Fatalf("start --help: exit %d", code)
+	}
+	if !strings.Contains(stdout, "health request") || strings.Contains(stdout, "until the processor listens") {
+		t.Errorf("start --help does not say it waits for the health request:\n%s", stdout)
+	}
+	if strings.Contains(stdout, "(default 0s)") {
+		t.Errorf("start --help shows a zero default:\n%s", stdout)
+	}
+	for _, want := range []string{"      --no-predictions ", "      --user ", "      --no-color "} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("start --help lacks %q", want)
+		}
+	}
+	for _, args := range [][]string{{"start", "--help"}, {"stop", "--help"}, {"--help"}, {"queue", "clear", "--help"}} {
+		if _, out, _ := runCLI(t, "", args...); strings.Contains(out, "[=true|false]") {
+			t.Errorf("%q shows [=true|false]:\n%s", args, out)
+		}
+	}
+}

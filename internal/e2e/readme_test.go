@@ -76,4 +76,23 @@ func TestReadmeQuickStart(t *testing.T) {
 			t.Errorf("%s is %s", id, s)
 		}
 	}
+
+	// Then, on the same machine and with the Quick start's kato.toml, the
+	// guide's habits of "Coming from kato-manager.sh", as written.
+	scripts = readmeScripts(t, "Coming from kato-manager.sh")
+	if len(scripts) != 1 {
+		t.Fatalf("found %d sh blocks in Coming from kato-manager.sh, want 1", len(scripts))
+	}
+	r := m.exec("/bin/sh", "-ec", "cd /root && "+strings.ReplaceAll(scripts[0], "sudo ", ""))
+	if r.code != 0 {
+		t.Fatalf("Coming from kato-manager.sh failed:\n%s\n%s", scripts[0], r)
+	}
+	for _, want := range []string{"kato@sentiment-analyzer.service", "kato@pattern-matcher.service", "stopped and removed sentiment-analyzer", "stopped and removed pattern-matcher"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("Coming from kato-manager.sh did not print %q:\n%s", want, r)
+		}
+	}
+	if rows := m.listJSON(); len(rows) != 0 {
+		t.Fatalf("instances left after Coming from kato-manager.sh: %v", rows)
+	}
 }

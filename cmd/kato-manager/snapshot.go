@@ -75,7 +75,7 @@ func (r *reopeningQueue) Overview(ctx context.Context, status kgworker.Status, l
 // its error instead.
 type snapshot struct {
 	At       time.Time
-	Fleet    *supervisor.FleetSample
+	Fleet    *supervisor.Sample
 	FleetErr error
 	Queue    queueOverview
 	QueueErr error
@@ -119,7 +119,7 @@ func (s *snapshot) render(key string, fn func() ([]byte, error)) ([]byte, error)
 type snapshots struct {
 	maxAge  time.Duration
 	timeout time.Duration
-	sample  func(ctx context.Context) (*supervisor.FleetSample, error)
+	sample  func(ctx context.Context) (*supervisor.Sample, error)
 	queue   queueDB
 	now     func() time.Time
 
@@ -140,7 +140,7 @@ func (s *snapshots) forget() {
 	clear(s.cached)
 }
 
-func newSnapshots(sample func(context.Context) (*supervisor.FleetSample, error), q queueDB, maxAge, timeout time.Duration) *snapshots {
+func newSnapshots(sample func(context.Context) (*supervisor.Sample, error), q queueDB, maxAge, timeout time.Duration) *snapshots {
 	return &snapshots{maxAge: maxAge, timeout: timeout, sample: sample, queue: q, now: time.Now, cached: map[kgworker.Status]*snapshot{}}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/remote"
 )
 
@@ -159,7 +160,7 @@ func prefixLines(w io.Writer, host string, data []byte) {
 // checks and plans its entries (diff), and on any problem nothing changes
 // anywhere; then this host applies its own (here) and the others theirs at
 // once. The exit status is the worst of them.
-func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bool, src *fleetSource, want []config.Desired, here func() error) error {
+func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bool, src *fleetSource, want []fleet.Desired, here func() error) error {
 	extra := fleetArgs(fs, prune)
 	var bad, removed []string
 	for _, r := range a.onFleetHosts(ctx, "diff", src, fleetArgs(nil, prune)) {
@@ -181,7 +182,7 @@ func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bo
 		if err != nil {
 			return err
 		}
-		plan, err := config.PlanFleet(src.name, want, reg, prune)
+		plan, err := fleet.PlanFleet(src.name, want, reg, prune)
 		if err != nil {
 			return flattenFileErrors(err)
 		}

@@ -24,7 +24,7 @@ func FuzzParseFleet(f *testing.F) {
 		if asTOML {
 			path = "fleet.toml"
 		}
-		fl, err := ParseFleet(path, data)
+		fl, err := Parse(path, data)
 		if err == nil {
 			var want []Desired
 			want, err = Resolve(c, fl)

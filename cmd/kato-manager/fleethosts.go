@@ -182,7 +182,7 @@ func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bo
 		if err != nil {
 			return err
 		}
-		plan, err := fleet.PlanFleet(src.name, want, reg, prune)
+		plan, err := fleet.NewPlan(src.name, want, reg, prune)
 		if err != nil {
 			return flattenFileErrors(err)
 		}

@@ -13,15 +13,16 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/fleet"
+	"github.com/kato-manager/kato-manager/remote"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // Exit codes of diff and apply --dry-run, as diff(1) and `kubectl diff`
 // have them.
 const (
-	exitNoChanges = 0 // the fleet is as the file says
-	exitChanges   = 1 // applying the file would change something
-	exitTrouble   = 2 // the file or the command line is wrong, or the registry unreadable
+	exitNoChanges = 0                     // the fleet is as the file says
+	exitChanges   = fleet.DiffExitChanges // applying the file would change something
+	exitTrouble   = 2                     // the file or the command line is wrong, or the registry unreadable
 )
 
 // exitCodeError ends the command with its code, printing err unless it is
@@ -99,15 +100,15 @@ func diffFlags(fs *pflag.FlagSet) *diffFlagValues {
 }
 
 // loadFleet reads and checks the fleet file of -f against kato.toml: the
-// whole file, and this host's entries resolved (see fleetSource).
-func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*config.Config, []fleet.Desired, *fleetSource, error) {
+// whole file, and this host's entries resolved (see fleet.Source).
+func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*config.Config, []fleet.Desired, *fleet.Source, error) {
 	if fs.NArg() > 0 {
 		return nil, nil, nil, usagef("unexpected arguments %q; give the fleet file with -f FILE", fs.Args())
 	}
 	if file == "" {
 		return nil, nil, nil, usagef("give the fleet file with -f FILE")
 	}
-	src, err := a.readFleetSource(file, sf)
+	name, data, err := a.readFleetFile(file, sf)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -115,7 +116,7 @@ func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	want, f, err := fleet.Read(cfg, src.name, src.data, *sf.entriesOf)
+	want, f, err := fleet.Read(cfg, name, data, *sf.entriesOf)
 	if err != nil {
 		var fes config.FileErrors
 		if errors.As(err, &fes) {
@@ -123,12 +124,7 @@ func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*
 		}
 		return nil, nil, nil, usageError{err}
 	}
-	src.local = len(f.OfHost(*sf.entriesOf).Entries) > 0
-	if *sf.entriesOf == "" {
-		src.hosts = f.Hosts()
-		src.local = src.local || len(src.hosts) == 0
-	}
-	return cfg, want, src, nil
+	return cfg, want, fleet.NewSource(f, name, data, *sf.entriesOf), nil
 }
 
 // fileErrors prints each problem of a fleet file on a line of its own and
@@ -150,12 +146,12 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		return exitCodeError{exitTrouble, err}
 	}
 	pending := false
-	if src.local {
+	if src.Local {
 		reg, err := a.registry().Load()
 		if err != nil {
 			return exitCodeError{exitTrouble, err}
 		}
-		plan, err := fleet.NewPlan(src.name, want, reg, prune)
+		plan, err := fleet.NewPlan(src.Name, want, reg, prune)
 		if err != nil {
 			return exitCodeError{exitTrouble, flattenFileErrors(err)}
 		}
@@ -163,7 +159,7 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		// would restart because their units do not run the registry's
 		// settings.
 		if m, done, err := a.managerWith(ctx, cfg); err == nil {
-			plan, err = m.PlanFleet(ctx, src.name, want, prune)
+			plan, err = m.PlanFleet(ctx, src.Name, want, prune)
 			done()
 			if err != nil {
 				return exitCodeError{exitTrouble, flattenFileErrors(err)}
@@ -174,11 +170,11 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		printPlan(a.stdout, plan)
 		pending = plan.Pending()
 	}
-	if len(src.hosts) > 0 {
-		results := a.onFleetHosts(ctx, "diff", src, fleetArgs(fs, prune))
-		a.printHostResults(results)
+	if len(src.Hosts) > 0 {
+		results := src.OnHosts(ctx, "diff", fleetArgs(fs, prune))
+		remote.WriteAll(a.stdout, a.stderr, results)
 		for _, r := range results {
-			changes, err := planOf(r)
+			changes, err := fleet.DiffPending(r)
 			if err != nil {
 				return exitCodeError{code: exitTrouble, err: fmt.Errorf("host %s: %w", r.Host, err)}
 			}
@@ -216,7 +212,7 @@ func printPlan(w io.Writer, plan fleet.Plan) {
 				fmt.Fprintf(w, "    %s: %s -> %s\n", c.Field, orNone(c.Old), orNone(c.New))
 			}
 		case fleet.Remove:
-			fmt.Fprintf(w, "- %s (port %d)\n", s.ID, s.Have.APIPort)
+			fmt.Fprintf(w, "%s%s (port %d)\n", fleet.RemovalPrefix, s.ID, s.Have.APIPort)
 		}
 	}
 	restart := ""
@@ -246,7 +242,7 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 	if err != nil {
 		return err
 	}
-	if len(src.hosts) > 0 {
+	if len(src.Hosts) > 0 {
 		return a.applyOnHosts(ctx, fs, *f.prune, *f.yes, src, want,
 			func() error { return a.applyHere(ctx, cfg, want, src, opts, *f.prune, true) })
 	}
@@ -262,21 +258,10 @@ func (a *app) confirmPrune(yes bool, removed []string) error {
 	return a.confirm(yes, fmt.Sprintf("Stop and remove %d instance(s) the file does not name (%s)?", len(removed), strings.Join(removed, ", ")))
 }
 
-// removals are the instances a plan removes.
-func removals(plan fleet.Plan) []string {
-	var ids []string
-	for _, s := range plan.Steps {
-		if s.Action == fleet.Remove {
-			ids = append(ids, s.ID)
-		}
-	}
-	return ids
-}
-
 // applyHere applies this host's entries of the file; unless yes, it asks
 // on a terminal before it removes instances.
-func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.Desired, src *fleetSource, opts supervisor.BatchOptions, prune, yes bool) error {
-	file := src.name
+func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.Desired, src *fleet.Source, opts supervisor.BatchOptions, prune, yes bool) error {
+	file := src.Name
 	// The file is checked against the registry before systemd is asked
 	// anything. Whether there is nothing to do is not the registry's to
 	// say: an apply stopped before its restarts left a registry that
@@ -289,7 +274,7 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 	if err != nil {
 		return flattenFileErrors(err)
 	}
-	if err := a.confirmPrune(yes, removals(plan)); err != nil {
+	if err := a.confirmPrune(yes, plan.Removals()); err != nil {
 		return err
 	}
 	m, done, err := a.managerWith(ctx, cfg)

@@ -12,6 +12,12 @@ import (
 	"github.com/kato-manager/kato-manager/units"
 )
 
+// An entry is the settings of one instance as a person writes them in a
+// file, each with its line: an instance of a fleet file (package fleet) or
+// a template, of a fleet file or a [templates.NAME] of kato.toml. Both
+// files read their entries by the rules here, so that a template means the
+// same wherever it is written and an error names the file and line.
+
 // DefaultInstanceName is the display name of an instance that gives none.
 const DefaultInstanceName = "KatoProcessor"
 
@@ -118,7 +124,8 @@ func EntryKeys() []string {
 	return keys
 }
 
-// FileError is one problem of a fleet file: where it is, which entry and
+// FileError is one problem of a fleet file or of kato.toml's templates:
+// where it is, which entry and
 // field, the value and the rule it breaks.
 type FileError struct {
 	File  string
@@ -147,7 +154,7 @@ func (e *FileError) Error() string {
 	return b.String()
 }
 
-// FileErrors are all the problems found in a fleet file, in line order. A
+// FileErrors are all the problems found in a file, in line order. A
 // command that gets them changes nothing.
 type FileErrors []*FileError
 

@@ -3,6 +3,8 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
 
 	"github.com/kato-manager/kato-manager/remote"
@@ -91,4 +93,69 @@ func (p Plan) Removals() []string {
 		}
 	}
 	return ids
+}
+
+// HostsApply is how Source.Apply applies a file on the hosts it names.
+type HostsApply struct {
+	// Prune removes the registered instances the file does not name, on
+	// every host.
+	Prune bool
+	// Flags are the other hosts' apply flags besides the file's.
+	Flags []string
+	// Confirm is called once, after every host accepted the file and
+	// before any changes, with the instances the other hosts remove, as
+	// HOST:ID; its error stops the apply everywhere.
+	Confirm func(removed []string) error
+	// Here applies this host's entries, when it has any, after Confirm and
+	// before the other hosts apply theirs; its error stops the apply.
+	Here func() error
+	// Stderr gets what a host that refused the file printed, each line
+	// after the host's name.
+	Stderr io.Writer
+}
+
+// RefusedError is an apply on several hosts that changed no host, because
+// some refused the file when asked to plan it.
+type RefusedError struct {
+	Refusals []string // HOST: why
+	Hosts    int      // the hosts asked
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%d of %d hosts refused the file, so no host was changed: %v", len(e.Refusals), e.Hosts, e.Refusals)
+}
+
+// Apply applies the file on every host it names, all or none: first every
+// other host checks and plans its entries (diff), and on any refusal no
+// host changes (a *RefusedError); then, once o.Confirm agrees, this host
+// applies its own (o.Here) and the others theirs at once, remote commands
+// being asked nothing (their input is no terminal). The results are the
+// other hosts' applies.
+func (s *Source) Apply(ctx context.Context, o HostsApply) ([]remote.Result, error) {
+	var check []string
+	if o.Prune {
+		check = []string{"--prune"}
+	}
+	var refusals, removed []string
+	for _, r := range s.OnHosts(ctx, "diff", check) {
+		if _, err := DiffPending(r); err != nil {
+			remote.PrefixLines(o.Stderr, r.Host, []byte(r.Stderr))
+			refusals = append(refusals, fmt.Sprintf("%s: %v", r.Host, err))
+		}
+		for _, id := range DiffRemovals(r.Stdout) {
+			removed = append(removed, r.Host+":"+id)
+		}
+	}
+	if len(refusals) > 0 {
+		return nil, &RefusedError{Refusals: refusals, Hosts: len(s.Hosts)}
+	}
+	if err := o.Confirm(removed); err != nil {
+		return nil, err
+	}
+	if s.Local {
+		if err := o.Here(); err != nil {
+			return nil, err
+		}
+	}
+	return s.OnHosts(ctx, "apply", o.Flags), nil
 }

@@ -86,52 +86,45 @@ func fleetArgs(fs *pflag.FlagSet, prune bool) []string {
 	return args
 }
 
-// applyOnHosts applies a file that names other hosts: first every host
-// checks and plans its entries (diff), and on any problem nothing changes
-// anywhere; then this host applies its own (here) and the others theirs at
-// once. The exit status is the worst of them.
+// applyOnHosts applies a file that names other hosts, all or none (see
+// fleet.Source.Apply): this host's entries with here. The exit status is
+// the worst of the hosts'.
 func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bool, src *fleet.Source, want []fleet.Desired, here func() error) error {
-	extra := fleetArgs(fs, prune)
-	var bad, removed []string
-	for _, r := range src.OnHosts(ctx, "diff", fleetArgs(nil, prune)) {
-		if _, err := fleet.DiffPending(r); err != nil {
-			remote.PrefixLines(a.stderr, r.Host, []byte(r.Stderr))
-			bad = append(bad, fmt.Sprintf("%s: %v", r.Host, err))
-		}
-		for _, id := range fleet.DiffRemovals(r.Stdout) {
-			removed = append(removed, r.Host+":"+id)
-		}
-	}
-	if len(bad) > 0 {
-		return exitCodeError{code: exitTrouble, err: fmt.Errorf("%d of %d hosts refused the file, so no host was changed: %v", len(bad), len(src.Hosts), bad)}
-	}
-	// One question for every host, before any host is changed; the
-	// remote commands are asked nothing (their input is no terminal).
-	if prune && !yes && src.Local {
-		reg, err := a.registry().Load()
-		if err != nil {
+	code := exitOK
+	results, err := src.Apply(ctx, fleet.HostsApply{
+		Prune: prune, Flags: fleetArgs(fs, prune), Stderr: a.stderr,
+		// One question for every host, before any host is changed.
+		Confirm: func(removed []string) error {
+			if prune && !yes && src.Local {
+				reg, err := a.registry().Load()
+				if err != nil {
+					return err
+				}
+				plan, err := fleet.NewPlan(src.Name, want, reg, prune)
+				if err != nil {
+					return flattenFileErrors(err)
+				}
+				removed = append(plan.Removals(), removed...)
+			}
+			return a.confirmPrune(yes, removed)
+		},
+		Here: func() error {
+			err := here()
+			var ec exitCodeError
+			if err != nil && errors.As(err, &ec) && ec.err == nil {
+				code, err = ec.code, nil
+			}
 			return err
-		}
-		plan, err := fleet.NewPlan(src.Name, want, reg, prune)
-		if err != nil {
-			return flattenFileErrors(err)
-		}
-		removed = append(plan.Removals(), removed...)
+		},
+	})
+	var refused *fleet.RefusedError
+	if errors.As(err, &refused) {
+		return exitCodeError{code: exitTrouble, err: err}
 	}
-	if err := a.confirmPrune(yes, removed); err != nil {
+	if err != nil {
 		return err
 	}
-	code := exitOK
-	if src.Local {
-		if err := here(); err != nil {
-			var ec exitCodeError
-			if !errors.As(err, &ec) || ec.err != nil {
-				return err
-			}
-			code = ec.code
-		}
-	}
-	for _, r := range src.OnHosts(ctx, "apply", extra) {
+	for _, r := range results {
 		remote.PrefixLines(a.stdout, r.Host, r.Stdout)
 		remote.PrefixLines(a.stderr, r.Host, []byte(r.Stderr))
 		var exit *remote.ExitError

@@ -76,9 +76,6 @@ func fleetArgs(fs *pflag.FlagSet, prune bool) []string {
 		args = append(args, "--prune")
 	}
 	for _, name := range []string{"parallel", "timeout"} {
-		if fs == nil {
-			break
-		}
 		if fl := fs.Lookup(name); fl != nil && fl.Changed {
 			args = append(args, "--"+name+"="+fl.Value.String())
 		}

@@ -1,25 +1,3 @@
-// Package fleet owns fleet files: their formats, their checks with the
-// line of every problem, their resolution against kato.toml, the plan of
-// applying one to the registry, the export of the registry as one, and
-// handing one to the other hosts it names.
-//
-// A fleet file describes a set of instances for `kato-manager apply` and
-// `diff`: YAML as in the KATO multi-instance guide, JSON of the same shape,
-// or TOML with one [[instances]] table per entry.
-//
-//	instances:
-//	  - id: sentiment-analyzer
-//	    name: "Sentiment Analysis"
-//	    port: 8001
-//	    indexer_type: VI
-//	    max_predictions: 50
-//	templates:
-//	  small: {max_predictions: 10}
-//
-// Every file is read into one tree of config.Node that remember their line,
-// and that tree is checked by one set of rules whatever the format: those
-// of config.ReadEntry for each entry, which kato.toml's [templates.NAME]
-// follow too, and this package's across entries.
 package fleet
 
 import (
@@ -40,30 +18,46 @@ import (
 	"github.com/kato-manager/kato-manager/units"
 )
 
-// File is a fleet file read and checked.
-type File struct {
+// A fleet file describes a set of instances for `kato-manager apply` and
+// `diff`: YAML as in the KATO multi-instance guide, JSON of the same shape,
+// or TOML with one [[instances]] table per entry.
+//
+//	instances:
+//	  - id: sentiment-analyzer
+//	    name: "Sentiment Analysis"
+//	    port: 8001
+//	    indexer_type: VI
+//	    max_predictions: 50
+//	templates:
+//	  small: {max_predictions: 10}
+//
+// Every file is read into one tree of nodes that remember their line, and
+// that tree is checked by one set of rules whatever the format.
+
+// Fleet is a fleet file read and checked.
+type Fleet struct {
 	Path      string
 	Entries   []*config.Entry
 	Templates map[string]*config.Entry
 }
 
-// Load reads the fleet file at path and resolves it against c (see
-// Parse and Resolve): the instances it describes, or every problem of
-// the file at once as FileErrors; the File is the whole file. Only the
-// entries of host are resolved (see File.OfHost), "" being this host's,
+// LoadFleet reads the fleet file at path and resolves it against c (see
+// ParseFleet and Resolve): the instances it describes, or every problem of
+// the file at once as FileErrors; the Fleet is the whole file. Only the
+// entries of host are resolved (see Fleet.OfHost), "" being this host's,
 // for each host's kato-manager resolves its own against its own kato.toml.
-func Load(c *config.Config, path, host string) ([]Desired, *File, error) {
+func LoadFleet(c *config.Config, path, host string) ([]Desired, *Fleet, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read fleet file: %w", err)
 	}
-	return Read(c, path, data, host)
+	return ReadFleet(c, path, data, host)
 }
 
-// Read is Load of a file's content; path names it in errors and
-// its extension gives the format. The File returned is the whole file.
-func Read(c *config.Config, path string, data []byte, host string) ([]Desired, *File, error) {
-	f, err := Parse(path, data)
+// ReadFleet is LoadFleet of a file's content; path names it in errors and
+// its extension gives the format. The Fleet returned is the whole file.
+func ReadFleet(c *config.Config, path string, data []byte, host string) ([]Desired, *Fleet, error) {
+	f, err := ParseFleet(path, data)
 	var errs config.FileErrors
 	if err != nil && !errors.As(err, &errs) {
 		return nil, nil, err
@@ -82,15 +76,15 @@ func Read(c *config.Config, path string, data []byte, host string) ([]Desired, *
 	return want, f, nil
 }
 
-// Formats are the formats of a fleet file by extension.
-var Formats = map[string]string{".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml"}
+// FleetFormats are the formats of a fleet file by extension.
+var FleetFormats = map[string]string{".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml"}
 
-// Parse reads a fleet file's content; path names the file in errors
-// and its extension the format. On FileErrors the File holds what could be
+// ParseFleet reads a fleet file's content; path names the file in errors
+// and its extension the format. On FileErrors the Fleet holds what could be
 // read, so that Resolve can find the problems that remain; a file that
-// cannot be parsed at all gives a nil File.
-func Parse(path string, data []byte) (*File, error) {
-	format, ok := Formats[strings.ToLower(filepath.Ext(path))]
+// cannot be parsed at all gives a nil Fleet.
+func ParseFleet(path string, data []byte) (*Fleet, error) {
+	format, ok := FleetFormats[strings.ToLower(filepath.Ext(path))]
 	if !ok {
 		return nil, &config.FieldError{Field: "file", Value: path, Rule: "must end in .yaml, .yml, .json or .toml"}
 	}
@@ -117,7 +111,7 @@ func Parse(path string, data []byte) (*File, error) {
 }
 
 // Hosts returns the hosts the entries name, sorted, without this host's "".
-func (f *File) Hosts() []string {
+func (f *Fleet) Hosts() []string {
 	var hosts []string
 	for _, e := range f.Entries {
 		if e.Host != "" && !slices.Contains(hosts, e.Host) {
@@ -130,8 +124,8 @@ func (f *File) Hosts() []string {
 
 // OfHost returns the fleet of one host: the entries whose host is host, ""
 // for those without one, with all the templates.
-func (f *File) OfHost(host string) *File {
-	out := &File{Path: f.Path, Templates: f.Templates}
+func (f *Fleet) OfHost(host string) *Fleet {
+	out := &Fleet{Path: f.Path, Templates: f.Templates}
 	for _, e := range f.Entries {
 		if e.Host == host {
 			out.Entries = append(out.Entries, e)
@@ -359,14 +353,14 @@ func tomlTree(data []byte) (*config.Node, error) {
 	return conv(raw, 1, nil), nil
 }
 
-// readFleet checks the tree of a fleet file and builds the File from the
+// readFleet checks the tree of a fleet file and builds the Fleet from the
 // entries it could read, with every problem found.
-func readFleet(path string, root *config.Node) (*File, config.FileErrors) {
+func readFleet(path string, root *config.Node) (*Fleet, config.FileErrors) {
 	var errs config.FileErrors
 	fail := func(line int, id, field, value, rule string) {
 		errs = append(errs, &config.FileError{File: path, Line: line, ID: id, Field: field, Value: value, Rule: rule})
 	}
-	f := &File{Path: path, Templates: map[string]*config.Entry{}}
+	f := &Fleet{Path: path, Templates: map[string]*config.Entry{}}
 	if root.Kind != config.MapNode {
 		fail(root.Line, "", "", "", "the file must be a mapping with the key instances")
 		return f, errs
@@ -471,7 +465,7 @@ type Desired struct {
 // entry over its template (the file's templates, then kato.toml's) over the
 // [defaults] of kato.toml. Processors are looked up in kato.toml. Every
 // problem is returned at once.
-func Resolve(c *config.Config, f *File) ([]Desired, error) {
+func Resolve(c *config.Config, f *Fleet) ([]Desired, error) {
 	var errs config.FileErrors
 	out := make([]Desired, 0, len(f.Entries))
 	for _, e := range f.Entries {
@@ -555,7 +549,7 @@ func orNone(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-func templateNames(c *config.Config, f *File) []string {
+func templateNames(c *config.Config, f *Fleet) []string {
 	seen := map[string]bool{}
 	for n := range f.Templates {
 		seen[n] = true
@@ -582,7 +576,7 @@ const (
 	Remove               // registered, not in the file, and --prune
 	// Restart is an instance registered as the file wants it whose unit
 	// does not run that: it is not running, or its process was started
-	// with other settings. NewPlan never plans it (it reads no unit);
+	// with other settings. PlanFleet never plans it (it reads no unit);
 	// the supervisor turns a Keep into it.
 	Restart
 )
@@ -638,11 +632,11 @@ func (p Plan) Count(a Action) int {
 	return n
 }
 
-// NewPlan compares the instances a fleet file wants with the registry.
+// PlanFleet compares the instances a fleet file wants with the registry.
 // A port the file leaves out keeps the registered one. With prune, the
 // registered instances the file does not name are removed. A port the file
 // gives that an instance kept outside the file holds is a FileError.
-func NewPlan(path string, want []Desired, reg *config.Registry, prune bool) (Plan, error) {
+func PlanFleet(path string, want []Desired, reg *config.Registry, prune bool) (Plan, error) {
 	var plan Plan
 	var errs config.FileErrors
 	inFile := map[string]bool{}
@@ -758,7 +752,7 @@ func fieldChanges(have, want *config.Instance) []FieldChange {
 }
 
 // Export writes the registry as a fleet file in format (yaml, json or
-// toml) that NewPlan finds nothing to do with: every instance with its
+// toml) that PlanFleet finds nothing to do with: every instance with its
 // ports, processor, network and group, and the parameters that differ from
 // defaults, the [defaults] of kato.toml.
 func Export(reg *config.Registry, defaults config.Parameters, format string) ([]byte, error) {

@@ -28,7 +28,7 @@ func resolveFile(t *testing.T, c *config.Config, name, content string) ([]Desire
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want, _, err := Load(c, path, "")
+	want, _, err := LoadFleet(c, path, "")
 	return want, err
 }
 
@@ -180,7 +180,7 @@ func TestPlanFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := NewPlan("f.yaml", want, reg, true)
+	plan, err := PlanFleet("f.yaml", want, reg, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestPlanFleet(t *testing.T) {
 	}
 	// Without --prune, a port of an instance the file leaves out is taken.
 	want, _ = resolveFile(t, c, "f.yaml", "instances:\n  - {id: new, port: 8003}\n")
-	if _, err := NewPlan("f.yaml", want, reg, false); err == nil || !strings.Contains(err.Error(), "f.yaml:2: new: invalid port 8003: is a port of instance extra") {
+	if _, err := PlanFleet("f.yaml", want, reg, false); err == nil || !strings.Contains(err.Error(), "f.yaml:2: new: invalid port 8003: is a port of instance extra") {
 		t.Errorf("port of a kept instance: %v", err)
 	}
 }
@@ -232,7 +232,7 @@ func TestExportRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, data)
 			}
-			plan, err := NewPlan("export", want, reg, true)
+			plan, err := PlanFleet("export", want, reg, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -249,21 +249,21 @@ func TestExportRoundTrip(t *testing.T) {
 func TestFleetHosts(t *testing.T) {
 	c := config.Default()
 	content := "instances:\n  - {id: a, port: 8001}\n  - {id: b, host: root@beta, port: 8001, processor: v9}\n  - {id: c, host: alpha}\n"
-	f, err := Parse("f.yaml", []byte(content))
+	f, err := ParseFleet("f.yaml", []byte(content))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := f.Hosts(); !slices.Equal(got, []string{"alpha", "root@beta"}) {
 		t.Errorf("hosts = %v", got)
 	}
-	want, _, err := Read(c, "f.yaml", []byte(content), "")
+	want, _, err := ReadFleet(c, "f.yaml", []byte(content), "")
 	if err != nil || len(want) != 1 || want[0].ID != "a" {
 		t.Fatalf("this host's entries: %v, %v; want a alone", want, err)
 	}
-	if _, _, err := Read(c, "f.yaml", []byte(content), "root@beta"); err == nil || !strings.Contains(err.Error(), "f.yaml:3: b: invalid processor v9") {
+	if _, _, err := ReadFleet(c, "f.yaml", []byte(content), "root@beta"); err == nil || !strings.Contains(err.Error(), "f.yaml:3: b: invalid processor v9") {
 		t.Errorf("beta's entries resolved here: %v; want beta's unknown processor named with its line", err)
 	}
-	if want, _, err := Read(c, "f.yaml", []byte(content), "alpha"); err != nil || len(want) != 1 || want[0].ID != "c" {
+	if want, _, err := ReadFleet(c, "f.yaml", []byte(content), "alpha"); err != nil || len(want) != 1 || want[0].ID != "c" {
 		t.Errorf("alpha's entries: %v, %v", want, err)
 	}
 }

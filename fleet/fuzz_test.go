@@ -24,7 +24,7 @@ func FuzzParseFleet(f *testing.F) {
 		if asTOML {
 			path = "fleet.toml"
 		}
-		fl, err := Parse(path, data)
+		fl, err := ParseFleet(path, data)
 		if err == nil {
 			var want []Desired
 			want, err = Resolve(c, fl)

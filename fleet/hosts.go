@@ -31,7 +31,7 @@ type Source struct {
 // whose entries are taken: entriesOf, or "" for this host as a command
 // line names it. Only this host's kato-manager hands the file on: one
 // handed a file with --entries-of takes its entries and hands it to none.
-func NewSource(f *File, name string, data []byte, entriesOf string) *Source {
+func NewSource(f *Fleet, name string, data []byte, entriesOf string) *Source {
 	src := &Source{Name: name, Data: data, Local: len(f.OfHost(entriesOf).Entries) > 0}
 	if entriesOf == "" {
 		src.Hosts = f.Hosts()

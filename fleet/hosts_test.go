@@ -30,7 +30,7 @@ func TestNewSourceSplitsByHost(t *testing.T) {
 		{"handed to a host without entries", "instances:\n  - {id: a}\n  - {id: b, host: beta}\n", "gamma", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, err := Parse("f.yaml", []byte(tc.file))
+			f, err := ParseFleet("f.yaml", []byte(tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -112,7 +112,7 @@ func (m *Manager) PlanFleet(ctx context.Context, path string, want []fleet.Desir
 		return fleet.Plan{}, err
 	}
 	m.dropUnusedZMQPorts(reg)
-	plan, err := fleet.NewPlan(path, want, reg, prune)
+	plan, err := fleet.PlanFleet(path, want, reg, prune)
 	if err != nil {
 		return fleet.Plan{}, err
 	}
@@ -162,7 +162,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 		return nil, err
 	}
 	m.dropUnusedZMQPorts(reg)
-	plan, err := fleet.NewPlan(path, want, reg, opts.Prune)
+	plan, err := fleet.PlanFleet(path, want, reg, opts.Prune)
 	if err != nil {
 		return nil, err
 	}

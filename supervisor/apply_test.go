@@ -21,7 +21,7 @@ func (e *testEnv) applyFile(t *testing.T, content string, opts ApplyOptions) (*A
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want, _, err := fleet.Load(e.m.Config, path, "")
+	want, _, err := fleet.LoadFleet(e.m.Config, path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +311,7 @@ func TestApplyStoppedAfterTheRegistry(t *testing.T) {
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "fleet.yaml")
 	os.WriteFile(path, []byte("instances:\n  - {id: a, port: 8001, max_predictions: 7}\n"), 0o644)
-	want, _, err := fleet.Load(e.m.Config, path, "")
+	want, _, err := fleet.LoadFleet(e.m.Config, path, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	want, f, err := fleet.Read(cfg, name, data, *sf.entriesOf)
+	want, f, err := fleet.ReadFleet(cfg, name, data, *sf.entriesOf)
 	if err != nil {
 		var fes config.FileErrors
 		if errors.As(err, &fes) {
@@ -151,7 +151,7 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		if err != nil {
 			return exitCodeError{exitTrouble, err}
 		}
-		plan, err := fleet.NewPlan(src.Name, want, reg, prune)
+		plan, err := fleet.PlanFleet(src.Name, want, reg, prune)
 		if err != nil {
 			return exitCodeError{exitTrouble, flattenFileErrors(err)}
 		}
@@ -270,7 +270,7 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 	if err != nil {
 		return err
 	}
-	plan, err := fleet.NewPlan(file, want, reg, prune)
+	plan, err := fleet.PlanFleet(file, want, reg, prune)
 	if err != nil {
 		return flattenFileErrors(err)
 	}

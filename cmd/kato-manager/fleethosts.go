@@ -97,7 +97,7 @@ func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bo
 				if err != nil {
 					return err
 				}
-				plan, err := fleet.NewPlan(src.Name, want, reg, prune)
+				plan, err := fleet.PlanFleet(src.Name, want, reg, prune)
 				if err != nil {
 					return flattenFileErrors(err)
 				}

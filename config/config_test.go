@@ -127,7 +127,7 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 			if !md.IsDefined(key...) {
 				t.Fatalf("kato.toml does not set %s", strings.Join(key, "."))
 			}
-			line := keyLine(DefaultFile, key)
+			line := KeyLine(DefaultFile, key)
 			lines := strings.Split(string(DefaultFile), "\n")
 			if line < 2 || !strings.HasPrefix(lines[line-2], "# ") {
 				t.Fatalf("%s on line %d has no comment line above it", strings.Join(key, "."), line)
@@ -578,8 +578,8 @@ func TestKeyLine(t *testing.T) {
 		{nil, 0},
 	} {
 		t.Run(strings.Join(tc.key, "/"), func(t *testing.T) {
-			if got := keyLine(doc, tc.key); got != tc.want {
-				t.Fatalf("keyLine(%v) = %d, want %d", tc.key, got, tc.want)
+			if got := KeyLine(doc, tc.key); got != tc.want {
+				t.Fatalf("KeyLine(%v) = %d, want %d", tc.key, got, tc.want)
 			}
 		})
 	}

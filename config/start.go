@@ -3,6 +3,7 @@ package config
 import (
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Layer returns the start e asks for, the one layering of every start: the
@@ -106,5 +107,13 @@ func (c *Config) TemplateNamed(field, name string) (*Entry, error) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	return nil, &FieldError{Field: field, Value: name, Rule: "must name a [templates.NAME] of kato.toml: " + orNone(names)}
+	return nil, &FieldError{Field: field, Value: name, Rule: "must name a [templates.NAME] of kato.toml: " + NamesOrNone(names)}
+}
+
+// NamesOrNone lists names for an error message, or says there are none.
+func NamesOrNone(names []string) string {
+	if len(names) == 0 {
+		return "there are none"
+	}
+	return strings.Join(names, ", ")
 }

@@ -27,7 +27,7 @@ func tomlError(err error) error {
 // its nearest enclosing table; "" means no part of it is in the document.
 func linePrefix(data []byte, key toml.Key) string {
 	for i := len(key); i > 0; i-- {
-		if n := keyLine(data, key[:i]); n > 0 {
+		if n := KeyLine(data, key[:i]); n > 0 {
 			return fmt.Sprintf("line %d: ", n)
 		}
 	}
@@ -44,11 +44,11 @@ type lineProbe struct{}
 // UnmarshalTOML implements toml.Unmarshaler.
 func (lineProbe) UnmarshalTOML(any) error { return errKeyReached }
 
-// keyLine returns the line key is defined on in the TOML document data, or 0
-// when it is not there. The decoder keeps key positions to itself, so keyLine
+// KeyLine returns the line key is defined on in the TOML document data, or 0
+// when it is not there. The decoder keeps key positions to itself, so KeyLine
 // decodes data into a struct that holds only that key path with a probe at
 // its end and reads the line off the probe's error.
-func keyLine(data []byte, key toml.Key) int {
+func KeyLine(data []byte, key toml.Key) int {
 	if len(key) == 0 {
 		return 0
 	}

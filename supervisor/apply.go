@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -48,7 +49,7 @@ type BatchOptions struct {
 // Progress is one instance of a batch moving on.
 type Progress struct {
 	ID      string
-	Action  config.Action
+	Action  fleet.Action
 	Phase   Phase
 	Err     error
 	Elapsed time.Duration // since the batch began
@@ -82,7 +83,7 @@ type ApplyOptions struct {
 // ApplyResult is what Apply did: its plan, the instances whose step was
 // done, and those whose step failed and was rolled back.
 type ApplyResult struct {
-	Plan   config.Plan
+	Plan   fleet.Plan
 	Done   []string
 	Failed []BatchFailure
 }
@@ -90,7 +91,7 @@ type ApplyResult struct {
 // BatchFailure is one instance of a batch that failed.
 type BatchFailure struct {
 	ID     string
-	Action config.Action
+	Action fleet.Action
 	Err    error
 	// Journal holds the unit's last log lines.
 	Journal []string
@@ -105,15 +106,15 @@ var ErrBatchFailed = errors.New("some instances failed")
 // PlanFleet returns what Apply would do with the fleet file at path (its
 // instances resolved into want), changing nothing: the file against the
 // registry, and the units that do not run what the registry says.
-func (m *Manager) PlanFleet(ctx context.Context, path string, want []config.Desired, prune bool) (config.Plan, error) {
+func (m *Manager) PlanFleet(ctx context.Context, path string, want []fleet.Desired, prune bool) (fleet.Plan, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
-		return config.Plan{}, err
+		return fleet.Plan{}, err
 	}
 	m.dropUnusedZMQPorts(reg)
-	plan, err := config.PlanFleet(path, want, reg, prune)
+	plan, err := fleet.PlanFleet(path, want, reg, prune)
 	if err != nil {
-		return config.Plan{}, err
+		return fleet.Plan{}, err
 	}
 	return plan, m.planRestarts(ctx, reg, &plan)
 }
@@ -121,7 +122,7 @@ func (m *Manager) PlanFleet(ctx context.Context, path string, want []config.Desi
 // batchItem is one instance a batch starts or restarts.
 type batchItem struct {
 	inst    config.Instance
-	action  config.Action
+	action  fleet.Action
 	restart bool // restart the unit rather than start it
 	// old is the registry entry before a Change, to roll back to.
 	old *config.Instance
@@ -150,7 +151,7 @@ func (it *batchItem) failure() BatchFailure {
 // Parallel at once; one that does not become ready is rolled back (a new
 // one removed, a changed one put back to its old settings) and the others'
 // results stand: the error then wraps ErrBatchFailed.
-func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired, opts ApplyOptions) (*ApplyResult, error) {
+func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, opts ApplyOptions) (*ApplyResult, error) {
 	release, err := m.Registry.LockOperations(ctx)
 	if err != nil {
 		return nil, err
@@ -161,7 +162,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 		return nil, err
 	}
 	m.dropUnusedZMQPorts(reg)
-	plan, err := config.PlanFleet(path, want, reg, opts.Prune)
+	plan, err := fleet.PlanFleet(path, want, reg, opts.Prune)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +187,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 		var errs []error
 		for _, s := range plan.Steps {
 			switch s.Action {
-			case config.Create:
+			case fleet.Create:
 				d := s.Want
 				req := StartRequest{ID: d.ID, Name: d.Name, APIPort: d.APIPort, ZMQPort: d.ZMQPort, Parameters: d.Parameters,
 					Processor: d.Processor, Network: d.Network, Group: d.Group}
@@ -201,8 +202,8 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 					continue
 				}
 				r.Instances[inst.ID] = &inst
-				items = append(items, &batchItem{inst: inst, action: config.Create})
-			case config.Change:
+				items = append(items, &batchItem{inst: inst, action: fleet.Create})
+			case fleet.Change:
 				e := r.Instances[s.ID]
 				old := *e
 				old.Parameters = e.Parameters.Clone()
@@ -214,11 +215,11 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 					errs = append(errs, fmt.Errorf("instance %s: %w", s.ID, err))
 					continue
 				}
-				items = append(items, &batchItem{inst: *e, action: config.Change, restart: true, old: &old})
-			case config.Restart:
+				items = append(items, &batchItem{inst: *e, action: fleet.Change, restart: true, old: &old})
+			case fleet.Restart:
 				// Nothing to register: its files are rendered again and
 				// its unit restarted, or started, with them.
-				items = append(items, &batchItem{inst: *r.Instances[s.ID], action: config.Restart, restart: true})
+				items = append(items, &batchItem{inst: *r.Instances[s.ID], action: fleet.Restart, restart: true})
 			}
 		}
 		if err := errors.Join(errs...); err != nil {
@@ -235,7 +236,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	free := map[int]bool{}
 	var removals []string
 	for _, s := range plan.Steps {
-		if s.Action == config.Remove {
+		if s.Action == fleet.Remove {
 			removals = append(removals, s.ID)
 			free[s.Have.APIPort], free[s.Have.ZMQPort] = true, true
 			delete(dry.Instances, s.ID)
@@ -243,7 +244,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 	}
 	var creates []string
 	for _, s := range plan.Steps {
-		if s.Action == config.Create {
+		if s.Action == fleet.Create {
 			creates = append(creates, s.ID)
 		}
 	}
@@ -254,15 +255,15 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 		return nil, err
 	}
 	begin := time.Now()
-	progress := m.progressFunc(opts.Progress, begin, len(plan.Steps)-plan.Count(config.Keep))
+	progress := m.progressFunc(opts.Progress, begin, len(plan.Steps)-plan.Count(fleet.Keep))
 	for id, err := range m.removeMany(ctx, removals, m.parallel(opts.Parallel)) {
 		if err != nil {
-			res.Failed = append(res.Failed, BatchFailure{ID: id, Action: config.Remove, Err: err})
-			progress(id, config.Remove, PhaseFailed, err)
+			res.Failed = append(res.Failed, BatchFailure{ID: id, Action: fleet.Remove, Err: err})
+			progress(id, fleet.Remove, PhaseFailed, err)
 			continue
 		}
 		res.Done = append(res.Done, id)
-		progress(id, config.Remove, PhaseRemoved, nil)
+		progress(id, fleet.Remove, PhaseRemoved, nil)
 	}
 	var items []*batchItem
 	err = m.Registry.Update(func(r *config.Registry) error {
@@ -310,10 +311,10 @@ func (m *Manager) Apply(ctx context.Context, path string, want []config.Desired,
 // restarts leaves exactly these; so does a stop or a crash of the units.
 // A process without a record of its settings (started by an earlier
 // version) is left alone.
-func (m *Manager) planRestarts(ctx context.Context, reg *config.Registry, plan *config.Plan) error {
+func (m *Manager) planRestarts(ctx context.Context, reg *config.Registry, plan *fleet.Plan) error {
 	var keep []string
 	for _, s := range plan.Steps {
-		if s.Action == config.Keep {
+		if s.Action == fleet.Keep {
 			keep = append(keep, s.ID)
 		}
 	}
@@ -330,18 +331,18 @@ func (m *Manager) planRestarts(ctx context.Context, reg *config.Registry, plan *
 		why[id] = "started with other settings"
 	}
 	for i, s := range plan.Steps {
-		if w, ok := why[s.ID]; ok && s.Action == config.Keep {
-			plan.Steps[i].Action = config.Restart
-			plan.Steps[i].Changes = []config.FieldChange{{Field: "unit", Old: w, New: "running the registered settings"}}
+		if w, ok := why[s.ID]; ok && s.Action == fleet.Keep {
+			plan.Steps[i].Action = fleet.Restart
+			plan.Steps[i].Changes = []fleet.FieldChange{{Field: "unit", Old: w, New: "running the registered settings"}}
 		}
 	}
 	return nil
 }
 
 // progressFunc serializes the calls to fn, for a batch of total instances.
-func (m *Manager) progressFunc(fn func(Progress), begin time.Time, total int) func(id string, a config.Action, p Phase, err error) {
+func (m *Manager) progressFunc(fn func(Progress), begin time.Time, total int) func(id string, a fleet.Action, p Phase, err error) {
 	var mu sync.Mutex
-	return func(id string, a config.Action, p Phase, err error) {
+	return func(id string, a fleet.Action, p Phase, err error) {
 		if fn == nil {
 			return
 		}
@@ -366,7 +367,7 @@ func (m *Manager) parallel(n int) int {
 // most one daemon-reload, and then starts (or restarts) the items at most
 // Parallel at once, each waiting for its health request concurrently with
 // the others. It sets each item's err.
-func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOptions, progress func(string, config.Action, Phase, error)) {
+func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOptions, progress func(string, fleet.Action, Phase, error)) {
 	if len(items) == 0 {
 		return
 	}
@@ -584,7 +585,7 @@ func (m *Manager) startOne(ctx context.Context, it *batchItem, su *instanceSetup
 // before.
 func (m *Manager) rollbackItem(ctx context.Context, it *batchItem) error {
 	switch {
-	case it.action == config.Create:
+	case it.action == fleet.Create:
 		return m.rollback(ctx, it.inst, true)
 	case it.old == nil:
 		return m.Systemd.StopUnit(ctx, it.inst.Unit)
@@ -805,7 +806,7 @@ func (m *Manager) groupBatch(ctx context.Context, group string, restart bool, op
 				continue
 			}
 		}
-		items = append(items, &batchItem{inst: in, action: config.Keep, restart: restart})
+		items = append(items, &batchItem{inst: in, action: fleet.Keep, restart: restart})
 	}
 	progress := m.progressFunc(opts.Progress, time.Now(), len(items))
 	m.runBatch(ctx, items, opts, progress)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
 )
 
 // applyFile resolves content as a fleet file and applies it.
@@ -20,7 +21,7 @@ func (e *testEnv) applyFile(t *testing.T, content string, opts ApplyOptions) (*A
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want, _, err := e.m.Config.LoadFleet(path, "")
+	want, _, err := fleet.LoadFleet(e.m.Config, path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func TestApplyRollsBackTheFailedOnly(t *testing.T) {
 	// A change that fails puts the old settings back.
 	e.behavior["old"] = "crash"
 	res, err = e.applyFile(t, "instances:\n  - {id: old, port: 8001, max_predictions: 6}\n  - {id: ok, port: 8002}\n", ApplyOptions{})
-	if !errors.Is(err, ErrBatchFailed) || len(res.Failed) != 1 || res.Failed[0].Action != config.Change {
+	if !errors.Is(err, ErrBatchFailed) || len(res.Failed) != 1 || res.Failed[0].Action != fleet.Change {
 		t.Fatalf("failed change: %+v %v", res, err)
 	}
 	reg, _ = e.m.Registry.Load()
@@ -276,7 +277,7 @@ func TestApplyConvergesOnWhatRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Plan.Count(config.Restart) != 3 || !slices.Equal(res.Done, []string{"a", "b", "c"}) {
+	if res.Plan.Count(fleet.Restart) != 3 || !slices.Equal(res.Done, []string{"a", "b", "c"}) {
 		t.Fatalf("apply after the kill: %+v", res)
 	}
 	if restarts := e.callsLike("restart"); len(restarts) != 3 {
@@ -310,7 +311,7 @@ func TestApplyStoppedAfterTheRegistry(t *testing.T) {
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "fleet.yaml")
 	os.WriteFile(path, []byte("instances:\n  - {id: a, port: 8001, max_predictions: 7}\n"), 0o644)
-	want, _, err := e.m.Config.LoadFleet(path, "")
+	want, _, err := fleet.LoadFleet(e.m.Config, path, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
 )
 
 // waits records what a single start, restart or stop says it waits for,
@@ -90,7 +91,7 @@ func TestRestartAndStopSayWhatTheyWaitFor(t *testing.T) {
 func TestBatchDoesNotReportWaits(t *testing.T) {
 	e := newTestEnv(t)
 	got := waits(e.m)
-	want := []config.Desired{{Instance: config.Instance{ID: "b1", Parameters: config.DefaultParameters()}}}
+	want := []fleet.Desired{{Instance: config.Instance{ID: "b1", Parameters: config.DefaultParameters()}}}
 	if _, err := e.m.Apply(context.Background(), "fleet.yaml", want, ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}

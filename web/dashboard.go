@@ -80,7 +80,7 @@ func newDashboard(m *supervisor.Manager, pool *supervisor.Pool, q, wq Queue, o d
 	if err != nil {
 		return nil, err
 	}
-	sample := func(ctx context.Context) (*supervisor.FleetSample, error) { return m.Sample(ctx) }
+	sample := func(ctx context.Context) (*supervisor.Sample, error) { return m.Sample(ctx) }
 	return &dashboard{m: m, pool: pool, q: q, wq: wq, token: o.token, publicReads: o.publicReads, hosts: hosts, limits: newLoginLimits(),
 		secure: o.tls, sessions: newSessions(), snaps: newSnapshots(sample, q, o.snapshotAge, 10*time.Second),
 		samples: newSampler(time.Hour, 15*time.Second), tmpl: t, restartTimeout: 90 * time.Second}, nil
@@ -114,7 +114,7 @@ type pageData struct {
 	Error    string
 	Notice   string
 	Now      time.Time
-	Fleet    *supervisor.FleetSample
+	Fleet    *supervisor.Sample
 	Workers  []workerRow
 	// LocalWorkers is how many of Workers are this host's, what scaling
 	// changes.

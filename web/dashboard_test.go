@@ -69,7 +69,7 @@ func TestGenerationBShowsNoZMQPort(t *testing.T) {
 	var s supervisor.InstanceSample
 	s.ID, s.Name, s.APIPort = "web", "web", 8001
 	for _, page := range []pageData{
-		{Fleet: &supervisor.FleetSample{Instances: []supervisor.InstanceSample{s}}},
+		{Fleet: &supervisor.Sample{Instances: []supervisor.InstanceSample{s}}},
 		{Instance: &s},
 	} {
 		name := "index"

@@ -43,7 +43,7 @@ func scrape(t *testing.T, c prometheus.Collector) map[string]*dto.MetricFamily {
 }
 
 // takeSnapshot takes a snapshot of sample and q as serve does.
-func takeSnapshot(t *testing.T, sample func(context.Context) (*supervisor.FleetSample, error), q Queue) *snapshot {
+func takeSnapshot(t *testing.T, sample func(context.Context) (*supervisor.Sample, error), q Queue) *snapshot {
 	t.Helper()
 	snap, err := newSnapshots(sample, q, 0, 5*time.Second).get(context.Background(), defaultPageStatus)
 	if err != nil {
@@ -105,7 +105,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 		}
 	}
 	since := time.Unix(1700000000, 500000000)
-	sample := &supervisor.FleetSample{
+	sample := &supervisor.Sample{
 		Instances: []supervisor.InstanceSample{
 			{InstanceView: supervisor.InstanceView{ID: "a", Name: "Alpha", ActiveState: "active", SubState: "running", PID: 10, MemoryBytes: 1 << 20, Since: since, Processor: "default"},
 				Up: true, Ready: true, Restarts: 2, CPUSeconds: 3.25},
@@ -117,7 +117,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 			{WorkerID: 3, ActiveState: "inactive", SubState: "dead"},
 		},
 	}
-	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.FleetSample, error) { return sample, nil }, q), host: "a.example"})
+	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return sample, nil }, q), host: "a.example"})
 	a := []string{"id", "a", "name", "Alpha", "group", "", "processor", "default"}
 	b := []string{"id", "b", "name", "Beta", "group", "", "processor", "default"}
 	for _, c := range []struct {
@@ -171,7 +171,7 @@ func TestMetricsSurviveASourceDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.FleetSample, error) { return nil, errors.New("no bus") }, q)})
+	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return nil, errors.New("no bus") }, q)})
 	if metricValue(t, fams, "kato_manager_scrape_success", "source", "systemd") != 0 || metricValue(t, fams, "kato_manager_scrape_success", "source", "queue") != 1 {
 		t.Error("scrape success does not name the failed source")
 	}

@@ -64,7 +64,7 @@ func ReadOverview(ctx context.Context, q Queue, status kgworker.Status, limit in
 // its error instead.
 type snapshot struct {
 	At       time.Time
-	Fleet    *supervisor.FleetSample
+	Fleet    *supervisor.Sample
 	FleetErr error
 	Queue    QueueOverview
 	QueueErr error
@@ -108,7 +108,7 @@ func (s *snapshot) render(key string, fn func() ([]byte, error)) ([]byte, error)
 type snapshots struct {
 	maxAge  time.Duration
 	timeout time.Duration
-	sample  func(ctx context.Context) (*supervisor.FleetSample, error)
+	sample  func(ctx context.Context) (*supervisor.Sample, error)
 	queue   Queue
 	now     func() time.Time
 
@@ -129,7 +129,7 @@ func (s *snapshots) forget() {
 	clear(s.cached)
 }
 
-func newSnapshots(sample func(context.Context) (*supervisor.FleetSample, error), q Queue, maxAge, timeout time.Duration) *snapshots {
+func newSnapshots(sample func(context.Context) (*supervisor.Sample, error), q Queue, maxAge, timeout time.Duration) *snapshots {
 	return &snapshots{maxAge: maxAge, timeout: timeout, sample: sample, queue: q, now: time.Now, cached: map[kgworker.Status]*snapshot{}}
 }
 

@@ -64,7 +64,7 @@ func newSlowFleet() *slowFleet {
 	return &slowFleet{started: make(chan struct{}, 100), release: make(chan struct{})}
 }
 
-func (f *slowFleet) sample(ctx context.Context) (*supervisor.FleetSample, error) {
+func (f *slowFleet) sample(ctx context.Context) (*supervisor.Sample, error) {
 	f.calls.Add(1)
 	f.mu.Lock()
 	f.ctxs = append(f.ctxs, ctx)
@@ -72,7 +72,7 @@ func (f *slowFleet) sample(ctx context.Context) (*supervisor.FleetSample, error)
 	f.started <- struct{}{}
 	select {
 	case <-f.release:
-		return &supervisor.FleetSample{}, nil
+		return &supervisor.Sample{}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -12,15 +12,17 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
+	"github.com/kato-manager/kato-manager/remote"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // Exit codes of diff and apply --dry-run, as diff(1) and `kubectl diff`
 // have them.
 const (
-	exitNoChanges = 0 // the fleet is as the file says
-	exitChanges   = 1 // applying the file would change something
-	exitTrouble   = 2 // the file or the command line is wrong, or the registry unreadable
+	exitNoChanges = 0                     // the fleet is as the file says
+	exitChanges   = fleet.DiffExitChanges // applying the file would change something
+	exitTrouble   = 2                     // the file or the command line is wrong, or the registry unreadable
 )
 
 // exitCodeError ends the command with its code, printing err unless it is
@@ -98,15 +100,15 @@ func diffFlags(fs *pflag.FlagSet) *diffFlagValues {
 }
 
 // loadFleet reads and checks the fleet file of -f against kato.toml: the
-// whole file, and this host's entries resolved (see fleetSource).
-func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*config.Config, []config.Desired, *fleetSource, error) {
+// whole file, and this host's entries resolved (see fleet.Source).
+func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*config.Config, []fleet.Desired, *fleet.Source, error) {
 	if fs.NArg() > 0 {
 		return nil, nil, nil, usagef("unexpected arguments %q; give the fleet file with -f FILE", fs.Args())
 	}
 	if file == "" {
 		return nil, nil, nil, usagef("give the fleet file with -f FILE")
 	}
-	src, err := a.readFleetSource(file, sf)
+	name, data, err := a.readFleetFile(file, sf)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -114,7 +116,7 @@ func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	want, f, err := cfg.ReadFleet(src.name, src.data, *sf.entriesOf)
+	want, f, err := fleet.ReadFleet(cfg, name, data, *sf.entriesOf)
 	if err != nil {
 		var fes config.FileErrors
 		if errors.As(err, &fes) {
@@ -122,12 +124,7 @@ func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*
 		}
 		return nil, nil, nil, usageError{err}
 	}
-	src.local = len(f.OfHost(*sf.entriesOf).Entries) > 0
-	if *sf.entriesOf == "" {
-		src.hosts = f.Hosts()
-		src.local = src.local || len(src.hosts) == 0
-	}
-	return cfg, want, src, nil
+	return cfg, want, fleet.NewSource(f, name, data, *sf.entriesOf), nil
 }
 
 // fileErrors prints each problem of a fleet file on a line of its own and
@@ -149,12 +146,12 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		return exitCodeError{exitTrouble, err}
 	}
 	pending := false
-	if src.local {
+	if src.Local {
 		reg, err := a.registry().Load()
 		if err != nil {
 			return exitCodeError{exitTrouble, err}
 		}
-		plan, err := config.PlanFleet(src.name, want, reg, prune)
+		plan, err := fleet.PlanFleet(src.Name, want, reg, prune)
 		if err != nil {
 			return exitCodeError{exitTrouble, flattenFileErrors(err)}
 		}
@@ -162,7 +159,7 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		// would restart because their units do not run the registry's
 		// settings.
 		if m, done, err := a.managerWith(ctx, cfg); err == nil {
-			plan, err = m.PlanFleet(ctx, src.name, want, prune)
+			plan, err = m.PlanFleet(ctx, src.Name, want, prune)
 			done()
 			if err != nil {
 				return exitCodeError{exitTrouble, flattenFileErrors(err)}
@@ -173,11 +170,11 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		printPlan(a.stdout, plan)
 		pending = plan.Pending()
 	}
-	if len(src.hosts) > 0 {
-		results := a.onFleetHosts(ctx, "diff", src, fleetArgs(fs, prune))
-		a.printHostResults(results)
+	if len(src.Hosts) > 0 {
+		results := src.OnHosts(ctx, "diff", fleetArgs(fs, prune))
+		remote.WriteAll(a.stdout, a.stderr, results)
 		for _, r := range results {
-			changes, err := planOf(r)
+			changes, err := fleet.DiffPending(r)
 			if err != nil {
 				return exitCodeError{code: exitTrouble, err: fmt.Errorf("host %s: %w", r.Host, err)}
 			}
@@ -201,29 +198,29 @@ func flattenFileErrors(err error) error {
 // printPlan writes the plan: "+ id" and its fields for an instance to
 // create, "~ id" and "field: old -> new" for one to change, "- id" for one
 // to remove, and a summary line.
-func printPlan(w io.Writer, plan config.Plan) {
+func printPlan(w io.Writer, plan fleet.Plan) {
 	for _, s := range plan.Steps {
 		switch s.Action {
-		case config.Create:
+		case fleet.Create:
 			fmt.Fprintf(w, "+ %s\n", s.ID)
 			for _, c := range s.Changes {
 				fmt.Fprintf(w, "    %s: %s\n", c.Field, c.New)
 			}
-		case config.Change, config.Restart:
+		case fleet.Change, fleet.Restart:
 			fmt.Fprintf(w, "%s %s\n", s.Action.Symbol(), s.ID)
 			for _, c := range s.Changes {
 				fmt.Fprintf(w, "    %s: %s -> %s\n", c.Field, orNone(c.Old), orNone(c.New))
 			}
-		case config.Remove:
-			fmt.Fprintf(w, "- %s (port %d)\n", s.ID, s.Have.APIPort)
+		case fleet.Remove:
+			fmt.Fprintf(w, "%s%s (port %d)\n", fleet.RemovalPrefix, s.ID, s.Have.APIPort)
 		}
 	}
 	restart := ""
-	if n := plan.Count(config.Restart); n > 0 {
+	if n := plan.Count(fleet.Restart); n > 0 {
 		restart = fmt.Sprintf(", %d to restart (not running what the registry says)", n)
 	}
 	fmt.Fprintf(w, "plan: %d to create, %d to change (restart)%s, %d to remove, %d unchanged\n",
-		plan.Count(config.Create), plan.Count(config.Change), restart, plan.Count(config.Remove), plan.Count(config.Keep))
+		plan.Count(fleet.Create), plan.Count(fleet.Change), restart, plan.Count(fleet.Remove), plan.Count(fleet.Keep))
 }
 
 func orNone(s string) string {
@@ -245,7 +242,7 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 	if err != nil {
 		return err
 	}
-	if len(src.hosts) > 0 {
+	if len(src.Hosts) > 0 {
 		return a.applyOnHosts(ctx, fs, *f.prune, *f.yes, src, want,
 			func() error { return a.applyHere(ctx, cfg, want, src, opts, *f.prune, true) })
 	}
@@ -261,21 +258,10 @@ func (a *app) confirmPrune(yes bool, removed []string) error {
 	return a.confirm(yes, fmt.Sprintf("Stop and remove %d instance(s) the file does not name (%s)?", len(removed), strings.Join(removed, ", ")))
 }
 
-// removals are the instances a plan removes.
-func removals(plan config.Plan) []string {
-	var ids []string
-	for _, s := range plan.Steps {
-		if s.Action == config.Remove {
-			ids = append(ids, s.ID)
-		}
-	}
-	return ids
-}
-
 // applyHere applies this host's entries of the file; unless yes, it asks
 // on a terminal before it removes instances.
-func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.Desired, src *fleetSource, opts supervisor.BatchOptions, prune, yes bool) error {
-	file := src.name
+func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.Desired, src *fleet.Source, opts supervisor.BatchOptions, prune, yes bool) error {
+	file := src.Name
 	// The file is checked against the registry before systemd is asked
 	// anything. Whether there is nothing to do is not the registry's to
 	// say: an apply stopped before its restarts left a registry that
@@ -284,11 +270,11 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 	if err != nil {
 		return err
 	}
-	plan, err := config.PlanFleet(file, want, reg, prune)
+	plan, err := fleet.PlanFleet(file, want, reg, prune)
 	if err != nil {
 		return flattenFileErrors(err)
 	}
-	if err := a.confirmPrune(yes, removals(plan)); err != nil {
+	if err := a.confirmPrune(yes, plan.Removals()); err != nil {
 		return err
 	}
 	m, done, err := a.managerWith(ctx, cfg)
@@ -317,23 +303,23 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 	}
 	plan = res.Plan
 	if !plan.Pending() {
-		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(config.Keep), file)
+		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(fleet.Keep), file)
 		return nil
 	}
 	done2 := map[string]bool{}
 	for _, id := range res.Done {
 		done2[id] = true
 	}
-	verbs := map[config.Action]string{config.Create: "created", config.Change: "changed and restarted", config.Remove: "removed",
-		config.Restart: "restarted: it now runs its registered settings"}
+	verbs := map[fleet.Action]string{fleet.Create: "created", fleet.Change: "changed and restarted", fleet.Remove: "removed",
+		fleet.Restart: "restarted: it now runs its registered settings"}
 	for _, s := range plan.Steps {
-		if s.Action != config.Keep && done2[s.ID] {
+		if s.Action != fleet.Keep && done2[s.ID] {
 			fmt.Fprintf(a.stdout, "%s %s %s\n", s.Action.Symbol(), s.ID, verbs[s.Action])
 		}
 	}
 	for _, fl := range res.Failed {
-		what := map[config.Action]string{config.Create: "removed again", config.Change: "put back to its old settings", config.Remove: "left registered",
-			config.Restart: "stopped; its entry keeps the file's settings"}[fl.Action]
+		what := map[fleet.Action]string{fleet.Create: "removed again", fleet.Change: "put back to its old settings", fleet.Remove: "left registered",
+			fleet.Restart: "stopped; its entry keeps the file's settings"}[fl.Action]
 		fmt.Fprintf(a.stdout, "! %s failed: %v; %s\n", fl.ID, fl.Err, what)
 		if fl.RollbackErr != nil {
 			fmt.Fprintf(a.stdout, "  rollback failed too: %v\n", fl.RollbackErr)
@@ -342,7 +328,7 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 			fmt.Fprintf(a.stdout, "  | %s\n", l)
 		}
 	}
-	count := func(act config.Action) int {
+	count := func(act fleet.Action) int {
 		n := 0
 		for _, s := range plan.Steps {
 			if s.Action == act && done2[s.ID] {
@@ -352,11 +338,11 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []config.D
 		return n
 	}
 	restarted := ""
-	if n := count(config.Restart); n > 0 {
+	if n := count(fleet.Restart); n > 0 {
 		restarted = fmt.Sprintf(", %d restarted", n)
 	}
 	fmt.Fprintf(a.stdout, "applied %s: %d created, %d changed%s, %d removed, %d unchanged, %d failed\n", file,
-		count(config.Create), count(config.Change), restarted, count(config.Remove), plan.Count(config.Keep), len(res.Failed))
+		count(fleet.Create), count(fleet.Change), restarted, count(fleet.Remove), plan.Count(fleet.Keep), len(res.Failed))
 	if err != nil && errors.Is(err, supervisor.ErrBatchFailed) {
 		return exitCodeError{code: exitFailed}
 	}
@@ -388,7 +374,7 @@ func (a *app) export(ctx context.Context, fs *pflag.FlagSet, format *string) err
 	if err != nil {
 		return err
 	}
-	data, err := config.Export(reg, cfg.Defaults, *format)
+	data, err := fleet.Export(reg, cfg.Defaults, *format)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -61,7 +61,7 @@ func written(t *testing.T, master, slave *os.File) string {
 
 // event is one step of an instance in a batch of total instances.
 func event(id string, phase supervisor.Phase, err error, total int) supervisor.Progress {
-	return supervisor.Progress{ID: id, Action: config.Create, Phase: phase, Err: err, Elapsed: 1500 * time.Millisecond, Total: total}
+	return supervisor.Progress{ID: id, Action: fleet.Create, Phase: phase, Err: err, Elapsed: 1500 * time.Millisecond, Total: total}
 }
 
 // On a terminal, a few instances get one line each, redrawn in place.

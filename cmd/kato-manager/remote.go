@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -30,7 +29,7 @@ func (a *app) onHosts(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	args := withoutHostFlag(a.args, cmd.Flags())
+	args := remote.ForwardArgs(a.args, cmd.Flags())
 	switch path := cmd.CommandPath(); {
 	case len(hosts) == 1:
 		err := remote.Run(cmd.Context(), hosts[0], args, a.stdin, a.stdout, a.stderr)
@@ -51,86 +50,6 @@ func (a *app) onHosts(cmd *cobra.Command) error {
 	}
 }
 
-// withoutHostFlag returns the command line args without its --host (or -H)
-// flag and value, for the remote kato-manager. fs, the parsed flags of the
-// command, says which flags take a value, so that a value that looks like
-// --host stays where it is.
-func withoutHostFlag(args []string, fs *pflag.FlagSet) []string {
-	takesValue := func(f *pflag.Flag) bool { return f != nil && f.NoOptDefVal == "" }
-	var out []string
-	for i := 0; i < len(args); i++ {
-		arg := args[i]
-		switch {
-		case arg == "--":
-			return append(out, args[i:]...)
-		case strings.HasPrefix(arg, "--"):
-			name, _, inline := strings.Cut(arg[2:], "=")
-			if name == "host" {
-				if !inline {
-					i++
-				}
-				continue
-			}
-			out = append(out, arg)
-			if !inline && takesValue(fs.Lookup(name)) && i+1 < len(args) {
-				i++
-				out = append(out, args[i])
-			}
-		case strings.HasPrefix(arg, "-") && len(arg) > 1:
-			// A cluster of shorthands, as pflag reads it: flags without a
-			// value, then perhaps one whose value is the rest or the next
-			// argument.
-			kept, takeNext := "-", false
-			for j := 1; j < len(arg); j++ {
-				c := arg[j : j+1]
-				if c == "H" {
-					if j+1 == len(arg) {
-						i++ // its value is the next argument
-					}
-					break
-				}
-				kept += c
-				if takesValue(fs.ShorthandLookup(c)) {
-					kept += arg[j+1:]
-					takeNext = j+1 == len(arg)
-					break
-				}
-			}
-			if kept != "-" {
-				out = append(out, kept)
-			}
-			if takeNext && i+1 < len(args) {
-				i++
-				out = append(out, args[i])
-			}
-		default:
-			out = append(out, arg)
-		}
-	}
-	return out
-}
-
-// withJSON returns args asking for JSON: with --json before any "--".
-func withJSON(args []string, fs *pflag.FlagSet) []string {
-	if f := fs.Lookup("json"); f != nil && f.Changed {
-		return args
-	}
-	end := slices.Index(args, "--")
-	if end < 0 {
-		end = len(args)
-	}
-	return slices.Concat(args[:end], []string{"--json"}, args[end:])
-}
-
-// hostFailure describes what went wrong on a host whose answer is missing.
-func hostFailure(r remote.Result) string {
-	msg := r.Err.Error()
-	if s := strings.TrimSpace(r.Stderr); s != "" {
-		msg += ": " + strings.ReplaceAll(s, "\n", "; ")
-	}
-	return msg
-}
-
 // errHostsFailed ends a merged command in which some hosts failed: each was
 // reported already.
 var errHostsFailed = remoteExit{exitFailed}
@@ -147,7 +66,7 @@ type hostInstance struct {
 func (a *app) listHosts(ctx context.Context, hosts, args []string, fs *pflag.FlagSet) error {
 	var rows []hostInstance
 	failed := false
-	for _, r := range remote.Each(ctx, hosts, withJSON(args, fs)) {
+	for _, r := range remote.Each(ctx, hosts, remote.WithJSON(args, fs)) {
 		var views []supervisor.InstanceView
 		if r.Err == nil {
 			if err := json.Unmarshal(r.Stdout, &views); err != nil {
@@ -155,7 +74,7 @@ func (a *app) listHosts(ctx context.Context, hosts, args []string, fs *pflag.Fla
 			}
 		}
 		if r.Err != nil {
-			fmt.Fprintf(a.stderr, "kato-manager: host %s: %s\n", r.Host, hostFailure(r))
+			fmt.Fprintf(a.stderr, "kato-manager: host %s: %s\n", r.Host, r.Failure())
 			failed = true
 			continue
 		}
@@ -203,7 +122,7 @@ type hostStatus struct {
 func (a *app) statusHosts(ctx context.Context, hosts, args []string, fs *pflag.FlagSet) error {
 	var all []hostStatus
 	bad := false
-	for _, r := range remote.Each(ctx, hosts, withJSON(args, fs)) {
+	for _, r := range remote.Each(ctx, hosts, remote.WithJSON(args, fs)) {
 		hs := hostStatus{Host: r.Host}
 		var exit *remote.ExitError
 		// status exits 1 when something is unhealthy, and still answers.
@@ -216,7 +135,7 @@ func (a *app) statusHosts(ctx context.Context, hosts, args []string, fs *pflag.F
 			}
 		}
 		if hs.Status == nil {
-			hs.Error = hostFailure(r)
+			hs.Error = r.Failure()
 			fmt.Fprintf(a.stderr, "kato-manager: host %s: %s\n", r.Host, hs.Error)
 		}
 		if hs.Status == nil || !hs.Status.Healthy() {

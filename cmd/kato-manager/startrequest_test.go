@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/kato-manager/kato-manager/fleet"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -44,7 +45,7 @@ func TestStartLayersAsFleetFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, _, err := cfg.ReadFleet("f.yaml", []byte("instances:\n  - "+tc.entry+"\n"), "")
+			want, _, err := fleet.ReadFleet(cfg, "f.yaml", []byte("instances:\n  - "+tc.entry+"\n"), "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,7 +14,7 @@ import (
 // guideFleet is the multi-instance.yaml example of the KATO multi-instance
 // guide, verbatim, kept beside the config package's tests.
 var guideFleet = func() string {
-	data, err := os.ReadFile("../../config/testdata/multi-instance.yaml")
+	data, err := os.ReadFile("../../fleet/testdata/multi-instance.yaml")
 	if err != nil {
 		panic(err)
 	}

@@ -1,9 +1,10 @@
-package config
+package fleet
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -32,169 +34,11 @@ import (
 // Every file is read into one tree of nodes that remember their line, and
 // that tree is checked by one set of rules whatever the format.
 
-// Entry is one instance of a fleet file, or a template, as written: only the
-// fields it sets are set, and Set records which.
-type Entry struct {
-	ID        string
-	Name      string
-	APIPort   int // the key "port"
-	ZMQPort   int
-	Processor string
-	Network   string
-	Group     string
-	Template  string
-	// Host is the [USER@]HOST whose kato-manager runs the instance, over
-	// ssh; empty for this host.
-	Host string
-	// Parameters are the processor parameters the entry gives, by
-	// Param.Name (an old name already renamed).
-	Parameters map[string]any
-	// Set holds the keys the entry gives, as Param.Name for parameters and
-	// the entry key otherwise; Lines holds the line of each.
-	Set   map[string]bool
-	Lines map[string]int
-	// Line is where the entry starts.
-	Line int
-}
-
 // Fleet is a fleet file read and checked.
 type Fleet struct {
 	Path      string
-	Entries   []*Entry
-	Templates map[string]*Entry
-}
-
-// entryField is one key of a fleet entry other than a processor parameter:
-// the one place entry keys are defined. inTemplate says whether a template
-// may set it; set stores the node's value in e or returns the rule it
-// breaks.
-type entryField struct {
-	key        string
-	inTemplate bool
-	set        func(e *Entry, n *node) string
-}
-
-var entryFields = []entryField{
-	{key: "id", set: func(e *Entry, n *node) string {
-		s, rule := n.str()
-		if rule == "" {
-			rule = units.InstanceIDRule(s)
-		}
-		e.ID = s
-		return rule
-	}},
-	{key: "name", inTemplate: true, set: func(e *Entry, n *node) string {
-		s, rule := n.str()
-		if rule == "" {
-			rule = ruleOf(ValidateName(s))
-		}
-		e.Name = s
-		return rule
-	}},
-	{key: "port", set: func(e *Entry, n *node) string { return n.port(&e.APIPort) }},
-	{key: "zmq_port", set: func(e *Entry, n *node) string { return n.port(&e.ZMQPort) }},
-	{key: "processor", inTemplate: true, set: func(e *Entry, n *node) string {
-		s, rule := n.str()
-		e.Processor = s
-		return rule
-	}},
-	{key: "network", inTemplate: true, set: func(e *Entry, n *node) string {
-		s, rule := n.str()
-		if rule == "" && s != NetworkHost && s != NetworkPrivate {
-			rule = "must be host or private"
-		}
-		e.Network = s
-		return rule
-	}},
-	{key: "group", inTemplate: true, set: func(e *Entry, n *node) string {
-		s, rule := n.str()
-		if rule == "" {
-			rule = units.GroupNameRule(s)
-		}
-		e.Group = s
-		return rule
-	}},
-	{key: "host", set: func(e *Entry, n *node) string {
-		s, rule := n.str()
-		if rule == "" {
-			rule = ruleOf(CheckHost(s))
-		}
-		e.Host = s
-		return rule
-	}},
-	{key: "template", set: func(e *Entry, n *node) string {
-		s, rule := n.str()
-		e.Template = s
-		return rule
-	}},
-}
-
-// EntryKeys returns the keys an instance entry of a fleet file may have, the
-// processor parameters last, in table order.
-func EntryKeys() []string {
-	keys := make([]string, 0, len(entryFields)+len(Params))
-	for _, f := range entryFields {
-		keys = append(keys, f.key)
-	}
-	for _, p := range Params {
-		keys = append(keys, p.Name)
-	}
-	return keys
-}
-
-// FileError is one problem of a fleet file: where it is, which entry and
-// field, the value and the rule it breaks.
-type FileError struct {
-	File  string
-	Line  int
-	ID    string // the entry's id, or "template NAME"
-	Field string
-	Value string
-	Rule  string
-}
-
-func (e *FileError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":" + strconv.Itoa(e.Line))
-	}
-	b.WriteString(": ")
-	if e.ID != "" {
-		b.WriteString(e.ID + ": ")
-	}
-	if e.Field == "" {
-		b.WriteString(e.Rule)
-		return b.String()
-	}
-	b.WriteString((&FieldError{Field: e.Field, Value: e.Value, Rule: e.Rule}).Error())
-	return b.String()
-}
-
-// FileErrors are all the problems found in a fleet file, in line order. A
-// command that gets them changes nothing.
-type FileErrors []*FileError
-
-func (es FileErrors) Error() string {
-	lines := make([]string, len(es))
-	for i, e := range es {
-		lines[i] = e.Error()
-	}
-	return strings.Join(lines, "\n")
-}
-
-// Unwrap makes FileErrors a *FieldError to errors.As: bad input.
-func (es FileErrors) Unwrap() []error {
-	out := make([]error, len(es))
-	for i, e := range es {
-		out[i] = &FieldError{Field: e.Field, Value: e.Value, Rule: e.Rule}
-	}
-	return out
-}
-
-func (es FileErrors) sorted() FileErrors {
-	slices.SortStableFunc(es, func(a, b *FileError) int { return a.Line - b.Line })
-	return es
+	Entries   []*config.Entry
+	Templates map[string]*config.Entry
 }
 
 // LoadFleet reads the fleet file at path and resolves it against c (see
@@ -202,32 +46,32 @@ func (es FileErrors) sorted() FileErrors {
 // the file at once as FileErrors; the Fleet is the whole file. Only the
 // entries of host are resolved (see Fleet.OfHost), "" being this host's,
 // for each host's kato-manager resolves its own against its own kato.toml.
-func (c *Config) LoadFleet(path, host string) ([]Desired, *Fleet, error) {
+func LoadFleet(c *config.Config, path, host string) ([]Desired, *Fleet, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read fleet file: %w", err)
 	}
-	return c.ReadFleet(path, data, host)
+	return ReadFleet(c, path, data, host)
 }
 
 // ReadFleet is LoadFleet of a file's content; path names it in errors and
 // its extension gives the format. The Fleet returned is the whole file.
-func (c *Config) ReadFleet(path string, data []byte, host string) ([]Desired, *Fleet, error) {
+func ReadFleet(c *config.Config, path string, data []byte, host string) ([]Desired, *Fleet, error) {
 	f, err := ParseFleet(path, data)
-	var errs FileErrors
+	var errs config.FileErrors
 	if err != nil && !errors.As(err, &errs) {
 		return nil, nil, err
 	}
 	if f == nil {
 		return nil, nil, err
 	}
-	want, rerr := c.Resolve(f.OfHost(host))
-	var more FileErrors
+	want, rerr := Resolve(c, f.OfHost(host))
+	var more config.FileErrors
 	if errors.As(rerr, &more) {
 		errs = append(errs, more...)
 	}
 	if len(errs) > 0 {
-		return nil, nil, errs.sorted()
+		return nil, nil, errs.Sorted()
 	}
 	return want, f, nil
 }
@@ -242,9 +86,9 @@ var FleetFormats = map[string]string{".yaml": "yaml", ".yml": "yaml", ".json": "
 func ParseFleet(path string, data []byte) (*Fleet, error) {
 	format, ok := FleetFormats[strings.ToLower(filepath.Ext(path))]
 	if !ok {
-		return nil, &FieldError{Field: "file", Value: path, Rule: "must end in .yaml, .yml, .json or .toml"}
+		return nil, &config.FieldError{Field: "file", Value: path, Rule: "must end in .yaml, .yml, .json or .toml"}
 	}
-	var root *node
+	var root *config.Node
 	var err error
 	if format == "toml" {
 		root, err = tomlTree(data)
@@ -252,16 +96,16 @@ func ParseFleet(path string, data []byte) (*Fleet, error) {
 		root, err = yamlTree(data)
 	}
 	if err != nil {
-		var fe *FileError
+		var fe *config.FileError
 		if errors.As(err, &fe) {
 			fe.File = path
-			return nil, FileErrors{fe}
+			return nil, config.FileErrors{fe}
 		}
-		return nil, FileErrors{{File: path, Rule: err.Error()}}
+		return nil, config.FileErrors{{File: path, Rule: err.Error()}}
 	}
 	f, errs := readFleet(path, root)
 	if len(errs) > 0 {
-		return f, errs.sorted()
+		return f, errs.Sorted()
 	}
 	return f, nil
 }
@@ -290,101 +134,14 @@ func (f *Fleet) OfHost(host string) *Fleet {
 	return out
 }
 
-// CheckHost checks a [USER@]HOST as ssh will be given it: not empty, not
-// looking like an ssh option, and with no character a shell or ssh would
-// read as something else.
-func CheckHost(h string) error {
-	user, name, hasUser := strings.Cut(h, "@")
-	if !hasUser {
-		user, name = "", h
-	}
-	switch {
-	case name == "":
-		return errors.New("empty host")
-	case hasUser && user == "":
-		return fmt.Errorf("empty user in %q", h)
-	case strings.HasPrefix(h, "-"):
-		return fmt.Errorf("%q starts with -", h)
-	}
-	for _, part := range []string{user, name} {
-		for _, r := range part {
-			ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-:[]%", r)
-			if !ok {
-				return fmt.Errorf("character %q not allowed in %q", r, h)
-			}
-		}
-	}
-	return nil
-}
-
-// node is one value of a fleet file with the line it is on.
-type node struct {
-	line  int
-	kind  nodeKind
-	keys  []string // mapping keys, in order
-	vals  []*node  // mapping values or list items
-	lines []int    // the line of each mapping key
-	value any      // scalar: string, int64, float64, bool or nil
-	text  string   // the scalar as written
-}
-
-type nodeKind int
-
-const (
-	scalarNode nodeKind = iota
-	mapNode
-	listNode
-)
-
-func (n *node) get(key string) *node {
-	for i, k := range n.keys {
-		if k == key {
-			return n.vals[i]
-		}
-	}
-	return nil
-}
-
-func (n *node) display() string {
-	switch n.kind {
-	case mapNode:
-		return "{…}"
-	case listNode:
-		return "[…]"
-	}
-	if s, ok := n.value.(string); ok {
-		return s
-	}
-	return n.text
-}
-
-func (n *node) str() (string, string) {
-	if s, ok := n.value.(string); ok && n.kind == scalarNode {
-		return s, ""
-	}
-	return "", "must be a string"
-}
-
-func (n *node) port(p *int) string {
-	v, ok := n.value.(int64)
-	if !ok || n.kind != scalarNode {
-		return "must be an integer"
-	}
-	if v < 1 || v > 65535 {
-		return "must be between 1 and 65535"
-	}
-	*p = int(v)
-	return ""
-}
-
 // yamlTree reads YAML, and JSON as the YAML it is.
-func yamlTree(data []byte) (*node, error) {
+func yamlTree(data []byte) (*config.Node, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, yamlError(err)
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return &node{kind: mapNode, line: 1}, nil
+		return &config.Node{Kind: config.MapNode, Line: 1}, nil
 	}
 	w := &yamlWalk{}
 	return w.node(doc.Content[0], 0)
@@ -408,84 +165,84 @@ func yamlError(err error) error {
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
 		if num, text, ok := strings.Cut(rest, ": "); ok {
 			if n, err := strconv.Atoi(num); err == nil {
-				return &FileError{Line: n, Rule: text}
+				return &config.FileError{Line: n, Rule: text}
 			}
 		}
 	}
-	return &FileError{Rule: msg}
+	return &config.FileError{Rule: msg}
 }
 
-func (w *yamlWalk) node(y *yaml.Node, depth int) (*node, error) {
+func (w *yamlWalk) node(y *yaml.Node, depth int) (*config.Node, error) {
 	line := y.Line
 	for y.Kind == yaml.AliasNode && y.Alias != nil {
 		y = y.Alias
 		depth++
 		if depth > maxYAMLDepth {
-			return nil, &FileError{Line: line, Rule: "aliases nest too deep (does one refer to itself?)"}
+			return nil, &config.FileError{Line: line, Rule: "aliases nest too deep (does one refer to itself?)"}
 		}
 	}
 	if depth > maxYAMLDepth {
-		return nil, &FileError{Line: line, Rule: fmt.Sprintf("values nest more than %d deep", maxYAMLDepth)}
+		return nil, &config.FileError{Line: line, Rule: fmt.Sprintf("values nest more than %d deep", maxYAMLDepth)}
 	}
 	if w.nodes++; w.nodes > maxYAMLNodes {
-		return nil, &FileError{Line: line, Rule: fmt.Sprintf("the file stands for more than %d values (aliases included)", maxYAMLNodes)}
+		return nil, &config.FileError{Line: line, Rule: fmt.Sprintf("the file stands for more than %d values (aliases included)", maxYAMLNodes)}
 	}
-	n := &node{line: line}
+	n := &config.Node{Line: line}
 	switch y.Kind {
 	case yaml.MappingNode:
-		n.kind = mapNode
+		n.Kind = config.MapNode
 		for i := 0; i+1 < len(y.Content); i += 2 {
 			k, v := y.Content[i], y.Content[i+1]
 			if k.Kind != yaml.ScalarNode {
-				return nil, &FileError{Line: k.Line, Rule: "a key must be a plain name"}
+				return nil, &config.FileError{Line: k.Line, Rule: "a key must be a plain name"}
 			}
 			if k.Value == "<<" {
-				return nil, &FileError{Line: k.Line, Rule: "merge keys (<<) are not supported; use a template"}
+				return nil, &config.FileError{Line: k.Line, Rule: "merge keys (<<) are not supported; use a template"}
 			}
 			child, err := w.node(v, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			n.keys, n.vals, n.lines = append(n.keys, k.Value), append(n.vals, child), append(n.lines, k.Line)
+			n.Keys, n.Vals, n.KeyLines = append(n.Keys, k.Value), append(n.Vals, child), append(n.KeyLines, k.Line)
 		}
 	case yaml.SequenceNode:
-		n.kind = listNode
+		n.Kind = config.ListNode
 		for _, item := range y.Content {
 			child, err := w.node(item, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			n.vals = append(n.vals, child)
+			n.Vals = append(n.Vals, child)
 		}
 	case yaml.ScalarNode:
-		n.text = y.Value
+		n.Text = y.Value
 		switch y.ShortTag() {
 		case "!!int":
 			var v int64
 			if err := y.Decode(&v); err != nil {
-				n.value = y.Value // out of range: reported as not an integer
+				n.Value = y.Value // out of range: reported as not an integer
 			} else {
-				n.value = v
+				n.Value = v
 			}
 		case "!!float":
 			var v float64
 			if err := y.Decode(&v); err != nil {
-				return nil, &FileError{Line: y.Line, Rule: err.Error()}
+				return nil, &config.FileError{Line: y.Line, Rule: err.Error()}
 			}
-			n.value = v
+			n.Value = v
 		case "!!bool":
 			var v bool
 			if err := y.Decode(&v); err != nil {
-				return nil, &FileError{Line: y.Line, Rule: err.Error()}
+				return nil, &config.FileError{Line: y.Line, Rule: err.Error()}
 			}
-			n.value = v
+			n.Value = v
 		case "!!null":
-			n.value = nil
+			n.Value = nil
 		default:
-			n.value = y.Value
+			n.Value = y.Value
 		}
 	default:
-		return nil, &FileError{Line: y.Line, Rule: "unsupported YAML node"}
+		return nil, &config.FileError{Line: y.Line, Rule: "unsupported YAML node"}
 	}
 	return n, nil
 }
@@ -495,12 +252,12 @@ func (w *yamlWalk) node(y *yaml.Node, depth int) (*node, error) {
 // key of an [[instances]] entry is found by reading the lines after its
 // header; those of an array of inline tables (`instances = [{…}, …]`) by
 // inlineTableLines.
-func tomlTree(data []byte) (*node, error) {
+func tomlTree(data []byte) (*config.Node, error) {
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, &FileError{Line: pe.Position.Line, Rule: pe.Message}
+			return nil, &config.FileError{Line: pe.Position.Line, Rule: pe.Message}
 		}
 		return nil, err
 	}
@@ -527,42 +284,42 @@ func tomlTree(data []byte) (*node, error) {
 		}
 		return start
 	}
-	var conv func(v any, line int, path toml.Key) *node
-	conv = func(v any, line int, path toml.Key) *node {
-		n := &node{line: line}
+	var conv func(v any, line int, path toml.Key) *config.Node
+	conv = func(v any, line int, path toml.Key) *config.Node {
+		n := &config.Node{Line: line}
 		switch x := v.(type) {
 		case map[string]any:
-			n.kind = mapNode
-			for _, k := range sortedNames(x) {
+			n.Kind = config.MapNode
+			for _, k := range slices.Sorted(maps.Keys(x)) {
 				kp := append(slices.Clone(path), k)
-				kl := keyLine(data, kp)
+				kl := config.KeyLine(data, kp)
 				if kl == 0 {
 					kl = line
 				}
-				n.keys, n.lines = append(n.keys, k), append(n.lines, kl)
-				n.vals = append(n.vals, conv(x[k], kl, kp))
+				n.Keys, n.KeyLines = append(n.Keys, k), append(n.KeyLines, kl)
+				n.Vals = append(n.Vals, conv(x[k], kl, kp))
 			}
 		case []map[string]any:
-			n.kind = listNode
+			n.Kind = config.ListNode
 			hs := headers[path.String()]
 			for i, item := range x {
 				l := line
 				if i < len(hs) {
 					l = hs[i]
 				}
-				child := &node{kind: mapNode, line: l}
-				for _, k := range sortedNames(item) {
+				child := &config.Node{Kind: config.MapNode, Line: l}
+				for _, k := range slices.Sorted(maps.Keys(item)) {
 					kl := l
 					if i < len(hs) {
 						kl = keyAfter(l, k)
 					}
-					child.keys, child.lines = append(child.keys, k), append(child.lines, kl)
-					child.vals = append(child.vals, conv(item[k], kl, nil))
+					child.Keys, child.KeyLines = append(child.Keys, k), append(child.KeyLines, kl)
+					child.Vals = append(child.Vals, conv(item[k], kl, nil))
 				}
-				n.vals = append(n.vals, child)
+				n.Vals = append(n.Vals, child)
 			}
 		case []any:
-			n.kind = listNode
+			n.Kind = config.ListNode
 			var inline []inlineTable
 			if len(path) == 1 {
 				inline = inlineTableLines(data, path[0])
@@ -570,25 +327,25 @@ func tomlTree(data []byte) (*node, error) {
 			for i, item := range x {
 				m, isTable := item.(map[string]any)
 				if !isTable || len(inline) != len(x) {
-					n.vals = append(n.vals, conv(item, line, nil))
+					n.Vals = append(n.Vals, conv(item, line, nil))
 					continue
 				}
-				child := &node{kind: mapNode, line: inline[i].line}
-				for _, k := range sortedNames(m) {
+				child := &config.Node{Kind: config.MapNode, Line: inline[i].line}
+				for _, k := range slices.Sorted(maps.Keys(m)) {
 					kl := inline[i].keys[k]
 					if kl == 0 {
 						kl = inline[i].line
 					}
-					child.keys, child.lines = append(child.keys, k), append(child.lines, kl)
-					child.vals = append(child.vals, conv(m[k], kl, nil))
+					child.Keys, child.KeyLines = append(child.Keys, k), append(child.KeyLines, kl)
+					child.Vals = append(child.Vals, conv(m[k], kl, nil))
 				}
-				n.vals = append(n.vals, child)
+				n.Vals = append(n.Vals, child)
 			}
 		default:
-			n.value = v
-			n.text = fmt.Sprint(v)
+			n.Value = v
+			n.Text = fmt.Sprint(v)
 			if s, ok := v.(string); ok {
-				n.text = s
+				n.Text = s
 			}
 		}
 		return n
@@ -596,99 +353,55 @@ func tomlTree(data []byte) (*node, error) {
 	return conv(raw, 1, nil), nil
 }
 
-// configTemplates reads the [templates.NAME] tables of kato.toml by the
-// rules of a fleet file's templates.
-func configTemplates(path string, data []byte, raw map[string]map[string]any) (map[string]*Entry, error) {
-	if len(raw) == 0 {
-		return nil, nil
-	}
-	out := map[string]*Entry{}
-	var errs FileErrors
-	for _, name := range sortedNames(anyMap(raw)) {
-		line := keyLine(data, toml.Key{"templates", name})
-		if rule := units.GroupNameRule(name); rule != "" {
-			errs = append(errs, &FileError{File: path, Line: line, Field: "templates", Value: name, Rule: "name " + rule})
-		}
-		n := &node{kind: mapNode, line: line}
-		for _, k := range sortedNames(raw[name]) {
-			kl := lineOr(keyLine(data, toml.Key{"templates", name, k}), line)
-			v := raw[name][k]
-			child := &node{line: kl, value: v, text: fmt.Sprint(v)}
-			switch v.(type) {
-			case map[string]any:
-				child.kind = mapNode
-			case []any, []map[string]any:
-				child.kind = listNode
-			}
-			n.keys, n.lines, n.vals = append(n.keys, k), append(n.lines, kl), append(n.vals, child)
-		}
-		e, es := readEntry(path, n, "template "+name, true)
-		errs = append(errs, es...)
-		out[name] = e
-	}
-	if len(errs) > 0 {
-		return nil, errs.sorted()
-	}
-	return out, nil
-}
-
-func anyMap[V any](m map[string]V) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
 // readFleet checks the tree of a fleet file and builds the Fleet from the
 // entries it could read, with every problem found.
-func readFleet(path string, root *node) (*Fleet, FileErrors) {
-	var errs FileErrors
+func readFleet(path string, root *config.Node) (*Fleet, config.FileErrors) {
+	var errs config.FileErrors
 	fail := func(line int, id, field, value, rule string) {
-		errs = append(errs, &FileError{File: path, Line: line, ID: id, Field: field, Value: value, Rule: rule})
+		errs = append(errs, &config.FileError{File: path, Line: line, ID: id, Field: field, Value: value, Rule: rule})
 	}
-	f := &Fleet{Path: path, Templates: map[string]*Entry{}}
-	if root.kind != mapNode {
-		fail(root.line, "", "", "", "the file must be a mapping with the key instances")
+	f := &Fleet{Path: path, Templates: map[string]*config.Entry{}}
+	if root.Kind != config.MapNode {
+		fail(root.Line, "", "", "", "the file must be a mapping with the key instances")
 		return f, errs
 	}
-	for i, k := range root.keys {
+	for i, k := range root.Keys {
 		if k != "instances" && k != "templates" {
-			fail(root.lines[i], "", k, root.vals[i].display(), "is not a key of a fleet file: must be instances or templates")
+			fail(root.KeyLines[i], "", k, root.Vals[i].Display(), "is not a key of a fleet file: must be instances or templates")
 		}
 	}
-	if t := root.get("templates"); t != nil {
-		if t.kind != mapNode {
-			fail(t.line, "", "templates", t.display(), "must be a mapping of template names to settings")
+	if t := root.Get("templates"); t != nil {
+		if t.Kind != config.MapNode {
+			fail(t.Line, "", "templates", t.Display(), "must be a mapping of template names to settings")
 		} else {
-			for i, name := range t.keys {
+			for i, name := range t.Keys {
 				label := "template " + name
 				if rule := units.GroupNameRule(name); rule != "" {
-					fail(t.lines[i], "", "templates", name, "name "+rule)
+					fail(t.KeyLines[i], "", "templates", name, "name "+rule)
 				}
-				e, es := readEntry(path, t.vals[i], label, true)
+				e, es := config.ReadEntry(path, t.Vals[i], label, true)
 				errs = append(errs, es...)
 				f.Templates[name] = e
 			}
 		}
 	}
-	list := root.get("instances")
+	list := root.Get("instances")
 	switch {
 	case list == nil:
-		fail(root.line, "", "instances", "", "must be set: the list of instances")
-	case list.kind != listNode:
-		fail(list.line, "", "instances", list.display(), "must be a list of instances")
+		fail(root.Line, "", "instances", "", "must be set: the list of instances")
+	case list.Kind != config.ListNode:
+		fail(list.Line, "", "instances", list.Display(), "must be a list of instances")
 	default:
-		for i, item := range list.vals {
+		for i, item := range list.Vals {
 			label := fmt.Sprintf("instance %d", i+1)
-			if item.kind == mapNode {
-				if idNode := item.get("id"); idNode != nil {
-					if s, ok := idNode.value.(string); ok && s != "" {
+			if item.Kind == config.MapNode {
+				if idNode := item.Get("id"); idNode != nil {
+					if s, ok := idNode.Value.(string); ok && s != "" {
 						label = s
 					}
 				}
 			}
-			e, es := readEntry(path, item, label, false)
+			e, es := config.ReadEntry(path, item, label, false)
 			errs = append(errs, es...)
 			if e != nil {
 				f.Entries = append(f.Entries, e)
@@ -700,7 +413,7 @@ func readFleet(path string, root *node) (*Fleet, FileErrors) {
 		host string
 		port int
 	}
-	ids := map[string]*Entry{}
+	ids := map[string]*config.Entry{}
 	ports := map[hostPort]string{}
 	for _, e := range f.Entries {
 		if e.ID == "" {
@@ -728,88 +441,12 @@ func readFleet(path string, root *node) (*Fleet, FileErrors) {
 	return f, errs
 }
 
-// readEntry reads one instance entry or template: every key it has is
-// checked, and every problem reported.
-func readEntry(path string, n *node, label string, template bool) (*Entry, FileErrors) {
-	var errs FileErrors
-	fail := func(line int, field, value, rule string) {
-		errs = append(errs, &FileError{File: path, Line: line, ID: label, Field: field, Value: value, Rule: rule})
-	}
-	if n.kind != mapNode {
-		what := "an instance"
-		if template {
-			what = "a template"
-		}
-		fail(n.line, "", "", what+" must be a mapping of keys to values")
-		return nil, errs
-	}
-	e := &Entry{Parameters: map[string]any{}, Set: map[string]bool{}, Lines: map[string]int{}, Line: n.line}
-	for i, key := range n.keys {
-		v, line := n.vals[i], n.lines[i]
-		if field, ok := entryFieldNamed(key); ok {
-			if template && !field.inTemplate {
-				fail(line, key, v.display(), "cannot be set in a template: it is each instance's own")
-				continue
-			}
-			if rule := field.set(e, v); rule != "" {
-				fail(line, key, v.display(), rule)
-				continue
-			}
-			e.Set[key], e.Lines[key] = true, line
-			continue
-		}
-		name := key
-		if newName, ok := renamedParams[key]; ok {
-			if n.get(newName) != nil {
-				fail(line, key, v.display(), "is the old name of "+newName+"; give only "+newName)
-				continue
-			}
-			name = newName
-		}
-		row, ok := ParamNamed(name)
-		if !ok {
-			fail(line, key, v.display(), "is not a key of an instance: must be one of "+strings.Join(EntryKeys(), ", "))
-			continue
-		}
-		if v.kind != scalarNode {
-			fail(line, key, v.display(), row.Kind.rule())
-			continue
-		}
-		val, err := DefaultParameters().Merge(map[string]any{name: v.value})
-		if err != nil {
-			fail(line, key, v.display(), ruleOf(err))
-			continue
-		}
-		value := val[name]
-		if row.rule != nil {
-			if rule := row.rule(value); rule != "" {
-				fail(line, key, v.display(), rule)
-				continue
-			}
-		}
-		e.Parameters[name], e.Set[name], e.Lines[name] = value, true, line
-	}
-	if !template && !e.Set["id"] && !slices.ContainsFunc(errs, func(fe *FileError) bool { return fe.Field == "id" }) {
-		fail(n.line, "id", "", "must be set")
-	}
-	return e, errs
-}
-
-func entryFieldNamed(key string) (entryField, bool) {
-	for _, f := range entryFields {
-		if f.key == key {
-			return f, true
-		}
-	}
-	return entryField{}, false
-}
-
 // ruleOf is the Rule of err's *FieldError, or its message.
 func ruleOf(err error) string {
 	if err == nil {
 		return ""
 	}
-	var fe *FieldError
+	var fe *config.FieldError
 	if errors.As(err, &fe) {
 		return fe.Rule
 	}
@@ -820,37 +457,37 @@ func ruleOf(err error) string {
 // fleet file decides, a zero port meaning "keep the registered one, or
 // allocate one", and where the entry is.
 type Desired struct {
-	Instance
-	Entry *Entry
+	config.Instance
+	Entry *config.Entry
 }
 
 // Resolve turns the fleet's entries into the instances they describe: each
 // entry over its template (the file's templates, then kato.toml's) over the
 // [defaults] of kato.toml. Processors are looked up in kato.toml. Every
 // problem is returned at once.
-func (c *Config) Resolve(f *Fleet) ([]Desired, error) {
-	var errs FileErrors
+func Resolve(c *config.Config, f *Fleet) ([]Desired, error) {
+	var errs config.FileErrors
 	out := make([]Desired, 0, len(f.Entries))
 	for _, e := range f.Entries {
 		fail := func(field, value, rule string) {
-			errs = append(errs, &FileError{File: f.Path, Line: lineOr(e.Lines[field], e.Line), ID: e.ID, Field: field, Value: value, Rule: rule})
+			errs = append(errs, &config.FileError{File: f.Path, Line: lineOr(e.Lines[field], e.Line), ID: e.ID, Field: field, Value: value, Rule: rule})
 		}
-		var tpl *Entry
+		var tpl *config.Entry
 		if e.Template != "" {
 			if t, ok := f.Templates[e.Template]; ok {
 				tpl = t
 			} else if t, ok := c.Templates[e.Template]; ok {
 				tpl = t
 			} else {
-				fail("template", e.Template, "must name a template of the file or of kato.toml: "+orNone(c.templateNames(f)))
+				fail("template", e.Template, "must name a template of the file or of kato.toml: "+config.NamesOrNone(templateNames(c, f)))
 				continue
 			}
 		}
 		l := c.Layer(e, tpl)
-		d := Desired{Entry: e, Instance: Instance{ID: e.ID, Unit: units.InstanceUnit(e.ID), APIPort: e.APIPort, ZMQPort: e.ZMQPort}}
+		d := Desired{Entry: e, Instance: config.Instance{ID: e.ID, Unit: units.InstanceUnit(e.ID), APIPort: e.APIPort, ZMQPort: e.ZMQPort}}
 		d.Name = l.Name
 		if d.Name == "" {
-			d.Name = DefaultInstanceName
+			d.Name = config.DefaultInstanceName
 		}
 		proc, err := c.ProcessorNamed(l.Processor)
 		if err != nil {
@@ -865,7 +502,7 @@ func (c *Config) Resolve(f *Fleet) ([]Desired, error) {
 		d.Group = l.Group
 		d.Parameters = l.Parameters
 		if err := d.Parameters.Validate(); err != nil {
-			var fe *FieldError
+			var fe *config.FieldError
 			errors.As(err, &fe)
 			fail(fe.Field, fe.Value, fe.Rule)
 			continue
@@ -873,7 +510,7 @@ func (c *Config) Resolve(f *Fleet) ([]Desired, error) {
 		out = append(out, d)
 	}
 	if len(errs) > 0 {
-		return nil, errs.sorted()
+		return nil, errs.Sorted()
 	}
 	return out, nil
 }
@@ -885,14 +522,7 @@ func lineOr(line, fallback int) int {
 	return fallback
 }
 
-func orNone(names []string) string {
-	if len(names) == 0 {
-		return "there are none"
-	}
-	return strings.Join(names, ", ")
-}
-
-func (c *Config) templateNames(f *Fleet) []string {
+func templateNames(c *config.Config, f *Fleet) []string {
 	seen := map[string]bool{}
 	for n := range f.Templates {
 		seen[n] = true
@@ -907,9 +537,6 @@ func (c *Config) templateNames(f *Fleet) []string {
 	slices.Sort(names)
 	return names
 }
-
-// DefaultInstanceName is the display name of an instance that gives none.
-const DefaultInstanceName = "KatoProcessor"
 
 // Action is what a plan does to one instance.
 type Action int
@@ -949,7 +576,7 @@ type Step struct {
 	// Want is the instance as it will be registered (ports 0 when still to
 	// be allocated); Have the registered one, nil for Create.
 	Want *Desired
-	Have *Instance
+	Have *config.Instance
 }
 
 // Plan is every step of an apply, in the order of the file, removals last.
@@ -982,9 +609,9 @@ func (p Plan) Count(a Action) int {
 // A port the file leaves out keeps the registered one. With prune, the
 // registered instances the file does not name are removed. A port the file
 // gives that an instance kept outside the file holds is a FileError.
-func PlanFleet(path string, want []Desired, reg *Registry, prune bool) (Plan, error) {
+func PlanFleet(path string, want []Desired, reg *config.Registry, prune bool) (Plan, error) {
 	var plan Plan
-	var errs FileErrors
+	var errs config.FileErrors
 	inFile := map[string]bool{}
 	for _, d := range want {
 		inFile[d.ID] = true
@@ -1005,7 +632,7 @@ func PlanFleet(path string, want []Desired, reg *Registry, prune bool) (Plan, er
 			port int
 		}{{"port", d.APIPort}, {"zmq_port", d.ZMQPort}} {
 			if owner, ok := owners[p.port]; ok && p.port != 0 {
-				errs = append(errs, &FileError{File: path, Line: lineOr(d.Entry.Lines[p.key], d.Entry.Line), ID: d.ID, Field: p.key, Value: strconv.Itoa(p.port),
+				errs = append(errs, &config.FileError{File: path, Line: lineOr(d.Entry.Lines[p.key], d.Entry.Line), ID: d.ID, Field: p.key, Value: strconv.Itoa(p.port),
 					Rule: "is a port of instance " + owner + ", which the file does not name (remove it, or apply with --prune)"})
 			}
 		}
@@ -1035,7 +662,7 @@ func PlanFleet(path string, want []Desired, reg *Registry, prune bool) (Plan, er
 		}
 	}
 	if len(errs) > 0 {
-		return Plan{}, errs.sorted()
+		return Plan{}, errs.Sorted()
 	}
 	return plan, nil
 }
@@ -1044,14 +671,14 @@ func PlanFleet(path string, want []Desired, reg *Registry, prune bool) (Plan, er
 // each reads; the processor parameters follow in table order.
 var fleetFields = []struct {
 	key string
-	get func(*Instance) string
+	get func(*config.Instance) string
 }{
-	{"name", func(in *Instance) string { return in.Name }},
-	{"port", func(in *Instance) string { return portText(in.APIPort) }},
-	{"zmq_port", func(in *Instance) string { return portText(in.ZMQPort) }},
-	{"processor", func(in *Instance) string { return processorText(in.Processor) }},
-	{"network", func(in *Instance) string { return in.Network }},
-	{"group", func(in *Instance) string { return in.Group }},
+	{"name", func(in *config.Instance) string { return in.Name }},
+	{"port", func(in *config.Instance) string { return portText(in.APIPort) }},
+	{"zmq_port", func(in *config.Instance) string { return portText(in.ZMQPort) }},
+	{"processor", func(in *config.Instance) string { return processorText(in.Processor) }},
+	{"network", func(in *config.Instance) string { return in.Network }},
+	{"group", func(in *config.Instance) string { return in.Group }},
 }
 
 func portText(p int) string {
@@ -1063,14 +690,14 @@ func portText(p int) string {
 
 func processorText(p string) string {
 	if p == "" {
-		return DefaultProcessor
+		return config.DefaultProcessor
 	}
 	return p
 }
 
 // fieldChanges lists the fields that differ between have (nil: none) and
 // want, in the order diff prints them.
-func fieldChanges(have, want *Instance) []FieldChange {
+func fieldChanges(have, want *config.Instance) []FieldChange {
 	var out []FieldChange
 	for _, f := range fleetFields {
 		n, o := f.get(want), ""
@@ -1084,11 +711,11 @@ func fieldChanges(have, want *Instance) []FieldChange {
 			out = append(out, FieldChange{Field: f.key, Old: o, New: n})
 		}
 	}
-	for _, row := range Params {
-		n := FormatValue(want.Parameters[row.Name])
+	for _, row := range config.Params {
+		n := config.FormatValue(want.Parameters[row.Name])
 		o := ""
 		if have != nil {
-			o = FormatValue(have.Parameters[row.Name])
+			o = config.FormatValue(have.Parameters[row.Name])
 		}
 		if n != o {
 			out = append(out, FieldChange{Field: row.Name, Old: o, New: n})
@@ -1101,7 +728,7 @@ func fieldChanges(have, want *Instance) []FieldChange {
 // toml) that PlanFleet finds nothing to do with: every instance with its
 // ports, processor, network and group, and the parameters that differ from
 // defaults, the [defaults] of kato.toml.
-func Export(reg *Registry, defaults Parameters, format string) ([]byte, error) {
+func Export(reg *config.Registry, defaults config.Parameters, format string) ([]byte, error) {
 	type entry = map[string]any
 	var list []entry
 	var keys [][]string
@@ -1118,8 +745,8 @@ func Export(reg *Registry, defaults Parameters, format string) ([]byte, error) {
 			e["group"] = in.Group
 			order = append(order, "group")
 		}
-		for _, row := range Params {
-			if v := in.Parameters[row.Name]; FormatValue(v) != FormatValue(defaults[row.Name]) {
+		for _, row := range config.Params {
+			if v := in.Parameters[row.Name]; config.FormatValue(v) != config.FormatValue(defaults[row.Name]) {
 				e[row.Name] = v
 				order = append(order, row.Name)
 			}
@@ -1171,7 +798,7 @@ func Export(reg *Registry, defaults Parameters, format string) ([]byte, error) {
 		}
 		return buf.Bytes(), nil
 	}
-	return nil, &FieldError{Field: "format", Value: format, Rule: "must be yaml, json or toml"}
+	return nil, &config.FieldError{Field: "format", Value: format, Rule: "must be yaml, json or toml"}
 }
 
 // jsonOf writes the entries as JSON with their keys in order.

@@ -1,4 +1,4 @@
-package config
+package fleet
 
 import (
 	"errors"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kato-manager/kato-manager/config"
 )
 
 // guideFile is the multi-instance.yaml example of the KATO multi-instance
@@ -20,18 +22,18 @@ var guideFile = func() string {
 	return string(data)
 }()
 
-func resolveFile(t *testing.T, c *Config, name, content string) ([]Desired, error) {
+func resolveFile(t *testing.T, c *config.Config, name, content string) ([]Desired, error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want, _, err := c.LoadFleet(path, "")
+	want, _, err := LoadFleet(c, path, "")
 	return want, err
 }
 
 func TestFleetFormats(t *testing.T) {
-	c := Default()
+	c := config.Default()
 	for _, tc := range []struct{ name, file, content string }{
 		{"the guide's YAML", "multi-instance.yaml", guideFile},
 		{"JSON with tabs", "fleet.json", "{\n\t\"instances\": [\n\t\t{\"id\": \"sentiment-analyzer\", \"name\": \"Sentiment Analysis\", \"port\": 8001, \"indexer_type\": \"VI\", \"max_predictions\": 50},\n\t\t{\"id\": \"pattern-matcher\", \"name\": \"Pattern Matching\", \"port\": 8002, \"indexer_type\": \"VI\", \"max_predictions\": 100}\n\t]\n}\n"},
@@ -46,7 +48,7 @@ func TestFleetFormats(t *testing.T) {
 				t.Fatalf("got %d instances", len(want))
 			}
 			a, b := want[0], want[1]
-			if a.ID != "sentiment-analyzer" || a.Name != "Sentiment Analysis" || a.APIPort != 8001 || a.ZMQPort != 0 || a.Parameters.Int("max_predictions") != 50 || a.Network != NetworkHost {
+			if a.ID != "sentiment-analyzer" || a.Name != "Sentiment Analysis" || a.APIPort != 8001 || a.ZMQPort != 0 || a.Parameters.Int("max_predictions") != 50 || a.Network != config.NetworkHost {
 				t.Errorf("first = %+v", a.Instance)
 			}
 			if b.ID != "pattern-matcher" || b.APIPort != 8002 || b.Parameters.Int("max_predictions") != 100 || b.Parameters.Float("recall_threshold") != 0.1 {
@@ -57,7 +59,7 @@ func TestFleetFormats(t *testing.T) {
 }
 
 func TestFleetErrors(t *testing.T) {
-	c := Default()
+	c := config.Default()
 	for _, tc := range []struct {
 		name, file, content string
 		want                []string // each a line of the error, in order
@@ -106,13 +108,13 @@ func TestFleetErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := resolveFile(t, c, tc.file, tc.content)
-			var fes FileErrors
+			var fes config.FileErrors
 			if !errors.As(err, &fes) {
-				t.Fatalf("err = %v, want FileErrors", err)
+				t.Fatalf("err = %v, want config.FileErrors", err)
 			}
-			var fe *FieldError
+			var fe *config.FieldError
 			if !errors.As(err, &fe) {
-				t.Errorf("FileErrors are not a *FieldError to errors.As")
+				t.Errorf("config.FileErrors are not a *config.FieldError to errors.As")
 			}
 			lines := strings.Split(err.Error(), "\n")
 			if len(lines) != len(tc.want) {
@@ -131,7 +133,7 @@ func TestFleetTemplates(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "kato.toml")
 	os.WriteFile(cfgPath, []byte("[defaults]\npersistence = 7\n\n[templates.fast]\nmax_predictions = 5\nrecall_threshold = 0.5\ngroup = \"edge\"\n"), 0o644)
-	c, err := Load(cfgPath)
+	c, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,17 +159,17 @@ instances:
 	}
 	// A bad template in kato.toml fails the load, naming the line.
 	os.WriteFile(cfgPath, []byte("[templates.t]\nmax_predictions = 0\n"), 0o644)
-	if _, err := Load(cfgPath); err == nil || !strings.Contains(err.Error(), "kato.toml:2: template t: invalid max_predictions 0") {
+	if _, err := config.Load(cfgPath); err == nil || !strings.Contains(err.Error(), "kato.toml:2: template t: invalid max_predictions 0") {
 		t.Errorf("bad template: %v", err)
 	}
 }
 
 func TestPlanFleet(t *testing.T) {
-	c := Default()
+	c := config.Default()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	reg := &Registry{Instances: map[string]*Instance{}}
-	add := func(id string, api, zmq int, params Parameters) {
-		reg.Instances[id] = &Instance{ID: id, Name: DefaultInstanceName, Unit: "kato@" + id + ".service", APIPort: api, ZMQPort: zmq, Network: NetworkHost, Parameters: params, Created: now, Updated: now}
+	reg := &config.Registry{Instances: map[string]*config.Instance{}}
+	add := func(id string, api, zmq int, params config.Parameters) {
+		reg.Instances[id] = &config.Instance{ID: id, Name: config.DefaultInstanceName, Unit: "kato@" + id + ".service", APIPort: api, ZMQPort: zmq, Network: config.NetworkHost, Parameters: params, Created: now, Updated: now}
 	}
 	add("same", 8001, 5555, c.Defaults.Clone())
 	changed := c.Defaults.Clone()
@@ -209,16 +211,16 @@ func TestPlanFleet(t *testing.T) {
 }
 
 func TestExportRoundTrip(t *testing.T) {
-	c := Default()
+	c := config.Default()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	params := c.Defaults.Clone()
 	params["max_predictions"] = 50
 	params["recall_threshold"] = 0.25
 	params["sort"] = false
 	params["auto_act_threshold"] = 1.0
-	reg := &Registry{Instances: map[string]*Instance{
-		"a": {ID: "a", Name: `Say "hi"`, Unit: "kato@a.service", APIPort: 8001, ZMQPort: 5555, Network: NetworkHost, Group: "g", Parameters: params, Created: now, Updated: now},
-		"b": {ID: "b", Name: "B", Unit: "kato@b.service", APIPort: 8002, ZMQPort: 5556, Network: NetworkPrivate, Parameters: c.Defaults.Clone(), Created: now, Updated: now},
+	reg := &config.Registry{Instances: map[string]*config.Instance{
+		"a": {ID: "a", Name: `Say "hi"`, Unit: "kato@a.service", APIPort: 8001, ZMQPort: 5555, Network: config.NetworkHost, Group: "g", Parameters: params, Created: now, Updated: now},
+		"b": {ID: "b", Name: "B", Unit: "kato@b.service", APIPort: 8002, ZMQPort: 5556, Network: config.NetworkPrivate, Parameters: c.Defaults.Clone(), Created: now, Updated: now},
 	}}
 	for _, format := range []string{"yaml", "json", "toml"} {
 		t.Run(format, func(t *testing.T) {
@@ -245,7 +247,7 @@ func TestExportRoundTrip(t *testing.T) {
 // resolves only its own, so a processor only another host has is no error
 // here.
 func TestFleetHosts(t *testing.T) {
-	c := Default()
+	c := config.Default()
 	content := "instances:\n  - {id: a, port: 8001}\n  - {id: b, host: root@beta, port: 8001, processor: v9}\n  - {id: c, host: alpha}\n"
 	f, err := ParseFleet("f.yaml", []byte(content))
 	if err != nil {
@@ -254,14 +256,14 @@ func TestFleetHosts(t *testing.T) {
 	if got := f.Hosts(); !slices.Equal(got, []string{"alpha", "root@beta"}) {
 		t.Errorf("hosts = %v", got)
 	}
-	want, _, err := c.ReadFleet("f.yaml", []byte(content), "")
+	want, _, err := ReadFleet(c, "f.yaml", []byte(content), "")
 	if err != nil || len(want) != 1 || want[0].ID != "a" {
 		t.Fatalf("this host's entries: %v, %v; want a alone", want, err)
 	}
-	if _, _, err := c.ReadFleet("f.yaml", []byte(content), "root@beta"); err == nil || !strings.Contains(err.Error(), "f.yaml:3: b: invalid processor v9") {
+	if _, _, err := ReadFleet(c, "f.yaml", []byte(content), "root@beta"); err == nil || !strings.Contains(err.Error(), "f.yaml:3: b: invalid processor v9") {
 		t.Errorf("beta's entries resolved here: %v; want beta's unknown processor named with its line", err)
 	}
-	if want, _, err := c.ReadFleet("f.yaml", []byte(content), "alpha"); err != nil || len(want) != 1 || want[0].ID != "c" {
+	if want, _, err := ReadFleet(c, "f.yaml", []byte(content), "alpha"); err != nil || len(want) != 1 || want[0].ID != "c" {
 		t.Errorf("alpha's entries: %v, %v", want, err)
 	}
 }

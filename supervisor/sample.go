@@ -31,22 +31,22 @@ type WorkerSample struct {
 	Restarts    uint32
 }
 
-// FleetSample is the fleet at one moment: every registered instance and
-// every loaded worker unit.
-type FleetSample struct {
+// Sample is every registered instance and every loaded worker unit at one
+// moment, as the dashboard and /metrics show them.
+type Sample struct {
 	Instances []InstanceSample
 	Workers   []WorkerSample
 	At        time.Time
 }
 
-// Sample reads the fleet with one systemd call for instances and workers
-// alike (ListUnits) and no per-unit call on a steady fleet: the units'
+// Sample reads the instances and workers with one systemd call for both
+// (ListUnits) and no per-unit call when nothing changed: the units'
 // restarts, main process and start time come from m.Services, which reads
 // a unit only when it appears or systemd signals that it changed (with a
 // nil m.Services every unit is read). Memory and CPU come from each
 // running instance's cgroup files, /proc only where the cgroup does not
 // account them; readiness from a look at the sockets of its main process.
-func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
+func (m *Manager) Sample(ctx context.Context) (*Sample, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
@@ -62,7 +62,7 @@ func (m *Manager) Sample(ctx context.Context) (*FleetSample, error) {
 	byUnit := make(map[string]UnitState, len(list))
 	procs := make(map[string]UnitProcesses, len(list))
 	cpu := make(map[string]time.Duration, len(reg.Instances))
-	s := &FleetSample{Instances: []InstanceSample{}, Workers: []WorkerSample{}, At: now}
+	s := &Sample{Instances: []InstanceSample{}, Workers: []WorkerSample{}, At: now}
 	for _, u := range list {
 		byUnit[u.Name] = u
 		procs[u.Name] = UnitProcesses{MainPID: int32(u.MainPID), Started: u.ActiveSince}

@@ -73,7 +73,7 @@ func waitWatching(t *testing.T, c *ServiceCache, want bool) {
 }
 
 // TestSampleOneBatchedQuery: a sample reads instances and workers with one
-// systemd call (the listing) and, on a steady fleet, no per-unit call, and
+// systemd call (the listing) and, when nothing changed, no per-unit call, and
 // reports what systemd, the cgroups and the sockets say: up, ready,
 // restarts, memory, CPU, start time.
 func TestSampleOneBatchedQuery(t *testing.T) {
@@ -107,14 +107,14 @@ func TestSampleOneBatchedQuery(t *testing.T) {
 	if got := e.sd.takeCalls(); got != (sdCalls{list: 1, service: 5}) {
 		t.Errorf("first sample: systemd calls %+v, want one listing and one read of each of the 5 units", got)
 	}
-	// The fleet is steady: one listing, nothing per unit.
-	var s *FleetSample
+	// Nothing changed: one listing, nothing per unit.
+	var s *Sample
 	for range 3 {
 		if s, err = e.m.Sample(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if got := e.sd.takeCalls(); got != (sdCalls{list: 1}) {
-			t.Errorf("steady fleet: systemd calls %+v, want only the one listing", got)
+			t.Errorf("nothing changed: systemd calls %+v, want only the one listing", got)
 		}
 	}
 	if len(s.Instances) != 3 {

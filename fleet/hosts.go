@@ -1,0 +1,161 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/kato-manager/kato-manager/remote"
+)
+
+// A fleet file's entries may name a host: kato-manager hands the whole file
+// to that host's kato-manager over ssh (as --host does), on standard input,
+// with the entries to take, so that each host resolves, plans and applies
+// its own instances against its own kato.toml, registry and units, and its
+// errors name the lines of the file as written. This host takes the entries
+// without a host; when every entry names one, this host takes no part.
+
+// Source is a fleet file as this host read it: its content, the name it
+// goes by, the other hosts it hands the file to, and whether this host has
+// entries in it.
+type Source struct {
+	Name  string
+	Data  []byte
+	Hosts []string
+	Local bool
+}
+
+// NewSource is the Source of f, read from data under name, on the host
+// whose entries are taken: entriesOf, or "" for this host as a command
+// line names it. Only this host's kato-manager hands the file on: one
+// handed a file with --entries-of takes its entries and hands it to none.
+func NewSource(f *Fleet, name string, data []byte, entriesOf string) *Source {
+	src := &Source{Name: name, Data: data, Local: len(f.OfHost(entriesOf).Entries) > 0}
+	if entriesOf == "" {
+		src.Hosts = f.Hosts()
+		src.Local = src.Local || len(src.Hosts) == 0
+	}
+	return src
+}
+
+// OnHosts runs verb (diff or apply) of the file on each of its other hosts
+// at once, the file on standard input, each taking its own entries; extra
+// are the flags besides the file's.
+func (s *Source) OnHosts(ctx context.Context, verb string, extra []string) []remote.Result {
+	return remote.EachWith(ctx, s.Hosts, func(h string) []string {
+		return append([]string{verb, "-f", "-", "--file-name", s.Name, "--entries-of", h}, extra...)
+	}, s.Data)
+}
+
+// DiffExitChanges is the exit status of `kato-manager diff` when applying
+// the file would change something; 0 is no changes, any other trouble.
+const DiffExitChanges = 1
+
+// DiffPending reads a host's diff: whether it has changes, or the error
+// that made it refuse the file.
+func DiffPending(r remote.Result) (pending bool, err error) {
+	var exit *remote.ExitError
+	switch {
+	case r.Err == nil:
+		return false, nil
+	case errors.As(r.Err, &exit) && exit.Code == DiffExitChanges:
+		return true, nil
+	default:
+		return false, r.Err
+	}
+}
+
+// RemovalPrefix starts the line of a diff's output for an instance the plan
+// removes: "- ID (port N)". DiffRemovals reads those lines back from
+// another host's diff.
+const RemovalPrefix = "- "
+
+// DiffRemovals are the instances a diff's output says it removes.
+func DiffRemovals(diff []byte) []string {
+	var ids []string
+	for _, line := range strings.Split(string(diff), "\n") {
+		if rest, ok := strings.CutPrefix(line, RemovalPrefix); ok {
+			id, _, _ := strings.Cut(rest, " ")
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// Removals are the instances a plan removes.
+func (p Plan) Removals() []string {
+	var ids []string
+	for _, s := range p.Steps {
+		if s.Action == Remove {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids
+}
+
+// HostsApply is how Source.Apply applies a file on the hosts it names.
+type HostsApply struct {
+	// Prune removes the registered instances the file does not name, on
+	// every host.
+	Prune bool
+	// Flags are the other hosts' apply flags besides the file's.
+	Flags []string
+	// Confirm is called once, after every host accepted the file and
+	// before any changes, with the instances the other hosts remove, as
+	// HOST:ID; its error stops the apply everywhere.
+	Confirm func(removed []string) error
+	// Here applies this host's entries, when it has any, after Confirm and
+	// before the other hosts apply theirs; its error stops the apply.
+	Here func() error
+	// Stderr gets what a host that refused the file printed, each line
+	// after the host's name.
+	Stderr io.Writer
+}
+
+// RefusedError is an apply on several hosts that changed no host, because
+// some refused the file when asked to plan it.
+type RefusedError struct {
+	Refusals []string // HOST: why
+	Hosts    int      // the hosts asked
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%d of %d hosts refused the file, so no host was changed: %v", len(e.Refusals), e.Hosts, e.Refusals)
+}
+
+// Apply applies the file on every host it names, all or none: first every
+// other host checks and plans its entries (diff), and on any refusal no
+// host changes (a *RefusedError); then, once o.Confirm agrees, this host
+// applies its own (o.Here) and the others theirs at once, remote commands
+// being asked nothing (their input is no terminal). The results are the
+// other hosts' applies.
+func (s *Source) Apply(ctx context.Context, o HostsApply) ([]remote.Result, error) {
+	var check []string
+	if o.Prune {
+		check = []string{"--prune"}
+	}
+	var refusals, removed []string
+	for _, r := range s.OnHosts(ctx, "diff", check) {
+		if _, err := DiffPending(r); err != nil {
+			remote.PrefixLines(o.Stderr, r.Host, []byte(r.Stderr))
+			refusals = append(refusals, fmt.Sprintf("%s: %v", r.Host, err))
+		}
+		for _, id := range DiffRemovals(r.Stdout) {
+			removed = append(removed, r.Host+":"+id)
+		}
+	}
+	if len(refusals) > 0 {
+		return nil, &RefusedError{Refusals: refusals, Hosts: len(s.Hosts)}
+	}
+	if err := o.Confirm(removed); err != nil {
+		return nil, err
+	}
+	if s.Local {
+		if err := o.Here(); err != nil {
+			return nil, err
+		}
+	}
+	return s.OnHosts(ctx, "apply", o.Flags), nil
+}

@@ -1,0 +1,173 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kato-manager/kato-manager/remote"
+)
+
+// TestNewSourceSplitsByHost: a file is handed to the hosts its entries
+// name, and this host takes part when it has entries or none names a host;
+// a host handed the file hands it to none.
+func TestNewSourceSplitsByHost(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, entriesOf string
+		hosts                 []string
+		local                 bool
+	}{
+		{"no hosts", "instances:\n  - {id: a}\n", "", nil, true},
+		{"no entries: this host's to say so", "instances: []\n", "", nil, true},
+		{"this host and two others", "instances:\n  - {id: a}\n  - {id: b, host: ops@beta}\n  - {id: c, host: alpha}\n  - {id: d, host: alpha}\n", "", []string{"alpha", "ops@beta"}, true},
+		{"only other hosts", "instances:\n  - {id: b, host: beta}\n", "", []string{"beta"}, false},
+		{"handed to beta", "instances:\n  - {id: a}\n  - {id: b, host: beta}\n", "beta", nil, true},
+		{"handed to a host without entries", "instances:\n  - {id: a}\n  - {id: b, host: beta}\n", "gamma", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := ParseFleet("f.yaml", []byte(tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := NewSource(f, "f.yaml", []byte(tc.file), tc.entriesOf)
+			if !slices.Equal(src.Hosts, tc.hosts) || src.Local != tc.local || src.Name != "f.yaml" || string(src.Data) != tc.file {
+				t.Errorf("source = %+v, want hosts %q, local %v", src, tc.hosts, tc.local)
+			}
+		})
+	}
+}
+
+// TestDiffPending: another host's diff exits 0 without changes, 1 with,
+// and anything else is its refusal.
+func TestDiffPending(t *testing.T) {
+	unreachable := fmt.Errorf("beta: %w", remote.ErrUnreachable)
+	for _, tc := range []struct {
+		name    string
+		err     error
+		pending bool
+		wantErr error
+	}{
+		{"no changes", nil, false, nil},
+		{"changes", &remote.ExitError{Host: "beta", Code: 1}, true, nil},
+		{"the file refused", &remote.ExitError{Host: "beta", Code: 2}, false, &remote.ExitError{}},
+		{"not reached", unreachable, false, remote.ErrUnreachable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pending, err := DiffPending(remote.Result{Host: "beta", Err: tc.err})
+			if pending != tc.pending {
+				t.Errorf("pending = %v, want %v", pending, tc.pending)
+			}
+			var exit *remote.ExitError
+			switch {
+			case tc.wantErr == nil && err != nil:
+				t.Errorf("err = %v, want none", err)
+			case tc.wantErr == remote.ErrUnreachable && !errors.Is(err, remote.ErrUnreachable):
+				t.Errorf("err = %v, want ErrUnreachable", err)
+			case tc.wantErr != nil && tc.wantErr != remote.ErrUnreachable && (!errors.As(err, &exit) || exit.Code != 2):
+				t.Errorf("err = %v, want the exit status 2", err)
+			}
+		})
+	}
+}
+
+func TestDiffRemovals(t *testing.T) {
+	diff := "+ new\n    port: 8004\n~ changed\n    port: 8002 -> 8012\n- extra (port 8003)\n- other (port 8005)\nplan: 1 to create, 1 to change (restart), 2 to remove, 0 unchanged\n"
+	if got := DiffRemovals([]byte(diff)); !slices.Equal(got, []string{"extra", "other"}) {
+		t.Errorf("DiffRemovals = %q, want [extra other]", got)
+	}
+	if got := DiffRemovals(nil); got != nil {
+		t.Errorf("DiffRemovals of nothing = %q", got)
+	}
+}
+
+func TestPlanRemovals(t *testing.T) {
+	p := Plan{Steps: []Step{{Action: Create, ID: "a"}, {Action: Remove, ID: "b"}, {Action: Keep, ID: "c"}, {Action: Remove, ID: "d"}}}
+	if got := p.Removals(); !slices.Equal(got, []string{"b", "d"}) {
+		t.Errorf("Removals = %q, want [b d]", got)
+	}
+}
+
+// fakeSSH plays every host's kato-manager: it logs "HOST VERB", refuses the
+// file on host "bad", plans the removal of x elsewhere, and applies.
+const fakeSSH = `#!/bin/sh
+host=$7
+set -- $8
+cat >/dev/null
+echo "$host $2" >>"$FAKE_SSH_LOG"
+case "$host:$2" in
+bad:diff) echo "refused here" >&2; exit 2 ;;
+*:diff) echo "- x (port 8001)"; exit 1 ;;
+*:apply) echo applied ;;
+esac
+`
+
+// TestApplyOnHostsAllOrNone: a file is applied on no host when one refuses
+// it, and otherwise after one confirmation, this host first.
+func TestApplyOnHostsAllOrNone(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ssh"), []byte(fakeSSH), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for _, tc := range []struct {
+		name    string
+		hosts   []string
+		refused bool
+	}{
+		{"one host refuses", []string{"alpha", "bad"}, true},
+		{"all accept", []string{"alpha", "beta"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logFile := filepath.Join(t.TempDir(), "log")
+			t.Setenv("FAKE_SSH_LOG", logFile)
+			logged := func() []string {
+				data, _ := os.ReadFile(logFile)
+				return strings.Fields(strings.ReplaceAll(string(data), " ", "_"))
+			}
+			var asked []string
+			var stderr strings.Builder
+			src := &Source{Name: "f.yaml", Data: []byte("instances: []\n"), Hosts: tc.hosts, Local: true}
+			results, err := src.Apply(context.Background(), HostsApply{
+				Prune: true, Stderr: &stderr,
+				Confirm: func(removed []string) error { asked = removed; return nil },
+				Here: func() error {
+					f, err := os.OpenFile(logFile, os.O_APPEND|os.O_WRONLY, 0)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					_, err = f.WriteString("here\n")
+					return err
+				},
+			})
+			got := logged()
+			if tc.refused {
+				var refused *RefusedError
+				if !errors.As(err, &refused) || !slices.Equal(refused.Refusals, []string{"bad: kato-manager on bad exited with status 2"}) || refused.Hosts != 2 {
+					t.Fatalf("err = %v, want bad's refusal", err)
+				}
+				if asked != nil || len(got) != 2 || stderr.String() != "bad: refused here\n" {
+					t.Errorf("after a refusal: asked %q, calls %q, stderr %q; want nothing asked, the two diffs only, bad's message", asked, got, stderr.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"alpha:x", "beta:x"}; !slices.Equal(asked, want) {
+				t.Errorf("asked about %q, want %q", asked, want)
+			}
+			if len(got) != 5 || got[2] != "here" || !strings.HasSuffix(got[0], "_diff") || !strings.HasSuffix(got[1], "_diff") || !strings.HasSuffix(got[3], "_apply") || !strings.HasSuffix(got[4], "_apply") {
+				t.Errorf("calls = %q, want both diffs, then here, then both applies", got)
+			}
+			if len(results) != 2 || string(results[0].Stdout) != "applied\n" || results[1].Host != "beta" {
+				t.Errorf("results = %+v", results)
+			}
+		})
+	}
+}

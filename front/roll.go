@@ -45,7 +45,9 @@ type RollError struct {
 	Err    error
 }
 
-func (e *RollError) Error() string { return fmt.Sprintf("rolling restart stopped at member %s: %v", e.Member, e.Err) }
+func (e *RollError) Error() string {
+	return fmt.Sprintf("rolling restart stopped at member %s: %v", e.Member, e.Err)
+}
 func (e *RollError) Unwrap() error { return e.Err }
 
 // ErrNotReady is wrapped when a restarted member is not seen up by the

@@ -211,7 +211,6 @@ func Render(g Group, socket string) ([]byte, error) {
 	w("")
 	w("defaults")
 	w("    mode http")
-	w("    option httplog")
 	w("    option http-server-close")
 	w("    timeout connect 2s")
 	w("    timeout client 60s")
@@ -223,7 +222,7 @@ func Render(g Group, socket string) ([]byte, error) {
 	// A member whose port refuses gets one more try, on another member.
 	w("    retries 2")
 	w("    option redispatch 1")
-	w("    default-server inter %dms fastinter %dms downinter %dms fall 2 rise 2", inter.Milliseconds(), inter.Milliseconds(), inter.Milliseconds())
+	w("    default-server inter %dms fastinter %dms downinter %dms fall 2 rise 2 init-addr last,libc,none", inter.Milliseconds(), inter.Milliseconds(), inter.Milliseconds())
 	w("")
 	w("frontend front")
 	w("    bind %s", bindAddr(g.Address, g.Port))

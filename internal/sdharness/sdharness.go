@@ -85,6 +85,8 @@ var defaultMask = []string{
 	"docker.service",
 	"docker.socket",
 	"containerd.service",
+	"haproxy.service",
+	"nginx.service",
 	"ssh.service",
 	"cron.service",
 	"console-getty.service",

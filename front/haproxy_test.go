@@ -447,7 +447,7 @@ func TestFrontReadyCheck(t *testing.T) {
 }
 
 // load sends requests through the front at a steady rate until stopped and
-// counts those that fail.
+// counts those that fail: POST /observe, which every generation answers.
 type load struct {
 	sent, failed atomic.Int64
 	firstErr     atomic.Value
@@ -471,7 +471,9 @@ func startLoad(port, workers int, every time.Duration) *load {
 				case <-tick.C:
 				}
 				l.sent.Add(1)
-				resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/status")
+				// A POST, as observe is: a client does not send it again by
+				// itself when the connection closes under it.
+				resp, err := client.Post("http://127.0.0.1:"+strconv.Itoa(port)+"/observe", "application/json", strings.NewReader(`{"strings": ["a"], "vectors": [], "emotives": {}}`))
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
@@ -604,5 +606,99 @@ func TestRollStopsAtMemberNotReady(t *testing.T) {
 	waitStates(t, h.client(), map[string]State{"r1": Up, "r2": Maintenance, "r3": Up})
 	if failed != 0 {
 		t.Errorf("a roll stopped at a member: %d of %d requests failed (first: %v)", failed, sent, l.firstErr.Load())
+	}
+}
+
+// slowMember is a member whose every request takes a while, as an observe
+// on a busy processor does, and whose restart ends the requests in flight,
+// as the SIGKILL at the end of a bounded stop does.
+type slowMember struct {
+	t    *testing.T
+	id   string
+	port int
+	mu   sync.Mutex
+	srv  *http.Server
+	busy atomic.Int64
+}
+
+func startSlowMember(t *testing.T, id string) *slowMember {
+	s := &slowMember{t: t, id: id, port: freePort(t)}
+	if err := s.listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.mu.Lock(); s.srv.Close(); s.mu.Unlock() })
+	return s
+}
+
+func (s *slowMember) listen() error {
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(s.port))
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" {
+			s.busy.Add(1)
+			defer s.busy.Add(-1)
+			time.Sleep(150 * time.Millisecond)
+		}
+		w.Header().Set("X-Fake-Engine", s.id)
+		fmt.Fprint(w, `{"status":"healthy"}`)
+	})}
+	go srv.Serve(ln)
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *slowMember) restart() error {
+	s.t.Logf("%s: %d requests in flight at restart", s.id, s.busy.Load())
+	s.mu.Lock()
+	s.srv.Close()
+	s.mu.Unlock()
+	time.Sleep(500 * time.Millisecond)
+	return s.listen()
+}
+
+type slowMembers map[string]*slowMember
+
+func (ms slowMembers) RestartMember(_ context.Context, id string) error { return ms[id].restart() }
+
+// TestRollingRestartDrains: with requests that take a while, restarting the
+// members one at a time without draining them fails the requests in flight
+// on each; Roll, which drains each first, fails none.
+func TestRollingRestartDrains(t *testing.T) {
+	needHAProxy(t)
+	ms := slowMembers{}
+	g := group(LeastConn)
+	for _, id := range []string{"s1", "s2", "s3"} {
+		ms[id] = startSlowMember(t, id)
+		g.Members = append(g.Members, Member{ID: id, Address: "127.0.0.1", Port: ms[id].port})
+	}
+	g.Port = freePort(t)
+	h := startFront(t, g)
+	waitStates(t, h.client(), allUp(g))
+
+	l := startLoad(g.Port, 8, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	for _, m := range g.Members {
+		ms[m.ID].restart()
+		waitStates(t, h.client(), allUp(g))
+	}
+	sent, failed := l.finish()
+	t.Logf("one at a time without draining: %d requests, %d failed", sent, failed)
+	if failed == 0 {
+		t.Errorf("restarting members one at a time without draining failed none of %d requests; the comparison proves nothing", sent)
+	}
+
+	l = startLoad(g.Port, 8, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := Roll(context.Background(), g, h.client(), ms, RollOptions{DrainTimeout: 5 * time.Second, ReadyTimeout: 20 * time.Second, Poll: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	sent, failed = l.finish()
+	t.Logf("Roll: %d requests, %d failed", sent, failed)
+	if failed != 0 {
+		t.Errorf("Roll under load: %d of %d requests failed (first: %v)", failed, sent, l.firstErr.Load())
 	}
 }

@@ -22,8 +22,10 @@ build="gcc libc6-dev make git systemd dbus iproute2 util-linux curl ca-certifica
 # openssh-client, openssh-server: the --host test's ssh and the sshd of its
 # second machine; postgresql: the throwaway clusters of the queue's
 # PostgreSQL tests (internal/pgtest) and the shared queue of the many-hosts
-# tests.
-test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql"
+# tests; haproxy: the groups' fronts (kato-front@) and their tests;
+# nginx-light: the nginx least_conn baseline the front's benchmark compares
+# with.
+test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql haproxy nginx-light"
 
 case "${1:-}" in
 build) wanted=$build ;;

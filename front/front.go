@@ -208,10 +208,19 @@ func Render(g Group, socket string) ([]byte, error) {
 	// sockets handed to the next process on reload (no connection refused).
 	w("    stats socket %s mode 600 level admin expose-fd listeners", quote(socket))
 	w("    stats timeout 30s")
+	// After a reload the old process finishes its connections, websockets
+	// included, for at most this long.
+	w("    hard-stop-after 30m")
 	w("")
 	w("defaults")
 	w("    mode http")
-	w("    option http-server-close")
+	// Connections to the members are kept and reused between requests
+	// (HAProxy's default, http-reuse safe), as the guide's nginx keeps 32.
+	w("    http-reuse safe")
+	// On a reload the old process answers one more request on each idle
+	// client connection (with Connection: close) instead of closing it
+	// under a client that may be sending a request that cannot be retried.
+	w("    option idle-close-on-response")
 	w("    timeout connect 2s")
 	w("    timeout client 60s")
 	w("    timeout server 60s")

@@ -702,3 +702,73 @@ func TestRollingRestartDrains(t *testing.T) {
 		t.Errorf("Roll under load: %d of %d requests failed (first: %v)", failed, sent, l.firstErr.Load())
 	}
 }
+
+// TestFrontMetricsAndWebsocket: the front serves HAProxy's Prometheus
+// exporter on its metrics port, and an upgraded connection (generation C's
+// /ws) passes through both ways.
+func TestFrontMetricsAndWebsocket(t *testing.T) {
+	needHAProxy(t)
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			fmt.Fprint(w, `{"status":"healthy"}`)
+			return
+		}
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want an upgrade", http.StatusBadRequest)
+			return
+		}
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		// The accept value of RFC 6455's example key, which HAProxy checks.
+		buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+		buf.Flush()
+		io.Copy(conn, buf) // echo whatever comes after the upgrade
+	}))
+	defer echo.Close()
+	port, _ := strconv.Atoi(strings.TrimPrefix(echo.URL, "http://127.0.0.1:"))
+	g := group(LeastConn, Member{ID: "ws", Address: "127.0.0.1", Port: port})
+	g.Port, g.MetricsPort = freePort(t), freePort(t)
+	h := startFront(t, g)
+	waitStates(t, h.client(), allUp(g))
+
+	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(g.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "GET /ws HTTP/1.1\r\nHost: g\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	head := make([]byte, 0, 512)
+	for !strings.Contains(string(head), "\r\n\r\n") {
+		b := make([]byte, 1)
+		if _, err := conn.Read(b); err != nil {
+			t.Fatalf("upgrade through the front: %v after %q", err, head)
+		}
+		head = append(head, b...)
+	}
+	if !strings.HasPrefix(string(head), "HTTP/1.1 101") {
+		t.Fatalf("upgrade through the front answered %q", head)
+	}
+	for _, msg := range []string{"first frame", "second frame"} {
+		fmt.Fprint(conn, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, got); err != nil || string(got) != msg {
+			t.Fatalf("echo through the upgraded connection: %q, %v; want %q", got, err, msg)
+		}
+	}
+
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(g.MetricsPort) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`haproxy_server_status{proxy="members",server="ws",state="UP"} 1`, `haproxy_frontend_http_requests_total{proxy="front"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

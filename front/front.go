@@ -95,9 +95,11 @@ type Member struct {
 }
 
 var (
-	nameRule    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-	hostRule    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
-	headerRule  = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+	nameRule = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	hostRule = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+	// Header names as HTTP allows them, less the characters HAProxy's
+	// parser reads in an unquoted word (# comments, $ variables, quotes).
+	headerRule  = regexp.MustCompile("^[A-Za-z0-9!%&*+.^_`|~-]+$")
 	readyPathRe = regexp.MustCompile(`^/[A-Za-z0-9._~!$&()*+,;=:@%/{}-]*$`)
 )
 
@@ -138,7 +140,7 @@ func (g Group) Validate() error {
 	b := g.balance()
 	switch {
 	case b == LeastConn, b == RoundRobin, b == Path:
-	case strings.HasPrefix(b, hashPrefix) && headerRule.MatchString(strings.TrimPrefix(b, hashPrefix)) && !strings.ContainsAny(b, `'$`):
+	case strings.HasPrefix(b, hashPrefix) && headerRule.MatchString(strings.TrimPrefix(b, hashPrefix)):
 	default:
 		return &config.FieldError{Field: field("balance"), Value: g.Balance, Rule: "must be leastconn, roundrobin, path or hash:HEADER with HEADER a header name"}
 	}

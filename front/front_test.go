@@ -45,6 +45,8 @@ func TestValidate(t *testing.T) {
 		{"hash without header", func(g *Group) { g.Balance = "hash:" }, "groups.ab.balance", "hash:"},
 		{"hash header with a space", func(g *Group) { g.Balance = "hash:X Session" }, "groups.ab.balance", "hash:X Session"},
 		{"hash header with a quote", func(g *Group) { g.Balance = "hash:X'y" }, "groups.ab.balance", "hash:X'y"},
+		{"hash header with a comment", func(g *Group) { g.Balance = "hash:X#y" }, "groups.ab.balance", "hash:X#y"},
+		{"hash header with a variable", func(g *Group) { g.Balance = "hash:X$HOME" }, "groups.ab.balance", "hash:X$HOME"},
 		{"ready path relative", func(g *Group) { g.Ready.Path = "health" }, "groups.ab.ready", "health"},
 		{"ready path with a space", func(g *Group) { g.Ready.Path = "/health x" }, "groups.ab.ready", "/health x"},
 		{"ready path with a quote", func(g *Group) { g.Ready.Path = "/health'" }, "groups.ab.ready", "/health'"},

@@ -23,8 +23,10 @@ build="gcc libc6-dev make git systemd dbus iproute2 util-linux curl ca-certifica
 # second machine; postgresql: the throwaway clusters of the queue's
 # PostgreSQL tests (internal/pgtest) and the shared queue of the many-hosts
 # tests; redis-server: the Redis that generation-C processors (the processor
-# double) share their sessions through, on the loopback and in the harness.
-test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql redis-server"
+# double) share their sessions through, on the loopback and in the harness;
+# haproxy: the groups' fronts (kato-front@) and their tests; nginx-light: the
+# nginx least_conn baseline the front's benchmark compares with.
+test="$build lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql redis-server haproxy nginx-light"
 
 case "${1:-}" in
 build) wanted=$build ;;

@@ -80,7 +80,7 @@ func TestDepsInstallsOnlyWhatIsMissing(t *testing.T) {
 
 	// make test wants the test tools too.
 	out, code, calls = runDeps(t, "test", build, "0", false)
-	want := "lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql redis-server"
+	want := "lintian rpm rpmlint cpio bash-completion zsh fish groff-base dbus-user-session chromium openssh-client openssh-server postgresql redis-server haproxy nginx-light"
 	if code != 0 || !strings.Contains(out, "lacks: "+want) || !strings.HasSuffix(calls, "--no-install-recommends "+want+"\n") {
 		t.Errorf("test job: exit %d, %q, apt-get calls %q", code, out, calls)
 	}

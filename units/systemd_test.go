@@ -101,6 +101,22 @@ func TestVerifyWorkerUnit(t *testing.T) {
 	}
 }
 
+// TestVerifyFrontUnit hands systemd the front's template, HAProxy's path
+// replaced by /bin/true where HAProxy is not installed.
+func TestVerifyFrontUnit(t *testing.T) {
+	requireOfflineVerify(t)
+	content := string(templateByName(t, SystemdDir, FrontTemplate).Content)
+	if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
+		content = strings.ReplaceAll(content, "=/usr/sbin/haproxy ", "=/bin/true ")
+	}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, FrontUnit("g")), content)
+	out, ok := runTool(t, nil, "systemd-analyze", "--man=no", "verify", filepath.Join(dir, FrontUnit("g")))
+	if complaints := complaintsAbout(out, dir, FrontUnit("g")); !ok || len(complaints) > 0 {
+		t.Errorf("systemd-analyze verify %s (ok=%v):\n%s", FrontUnit("g"), ok, out)
+	}
+}
+
 // TestVerifyQueueUnits hands systemd root's queue socket and the template
 // of the helpers it starts.
 func TestVerifyQueueUnits(t *testing.T) {
@@ -231,7 +247,7 @@ func TestSecurityExposure(t *testing.T) {
 		writeFile(t, filepath.Join(dir, unit), content)
 		services = append(services, unit)
 	}
-	for _, want := range []string{"kato@x.service", "kg-worker@x.service", "kato-proxy@x.service", "kato-link@x.service", ManagerService, "kato-queue@x.service"} {
+	for _, want := range []string{"kato@x.service", "kg-worker@x.service", "kato-proxy@x.service", "kato-link@x.service", "kato-front@x.service", ManagerService, "kato-queue@x.service"} {
 		if !slices.Contains(services, want) {
 			t.Fatalf("%s is not among the services rated: %v", want, services)
 		}

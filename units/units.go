@@ -50,6 +50,8 @@ var (
 	proxySocket []byte
 	//go:embed kato-proxy@.service
 	proxyService []byte
+	//go:embed kato-front@.service
+	frontService []byte
 	//go:embed kato-link@.socket
 	linkSocket []byte
 	//go:embed kato-link@.service
@@ -82,6 +84,7 @@ func Templates() []Template {
 		{Name: "kato-proxy@.service", Dir: SystemdDir, Content: clone(proxyService)},
 		{Name: "kato-link@.socket", Dir: SystemdDir, Content: clone(linkSocket)},
 		{Name: "kato-link@.service", Dir: SystemdDir, Content: clone(linkService)},
+		{Name: FrontTemplate, Dir: SystemdDir, Content: clone(frontService)},
 		{Name: WorkerTemplate, Dir: SystemdDir, Content: clone(workerService)},
 		{Name: WorkerTarget, Dir: SystemdDir, Content: clone(workerTarget)},
 		{Name: ManagerService, Dir: SystemdDir, Content: clone(managerService)},
@@ -136,6 +139,13 @@ func SystemTemplates(exe string) ([]Template, error) {
 func clone(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
+
+// FrontTemplate is the template unit of a group's front, HAProxy on the
+// configuration the front package renders.
+const FrontTemplate = "kato-front@.service"
+
+// FrontUnit returns the unit of the front of group.
+func FrontUnit(group string) string { return "kato-front@" + group + serviceSuffix }
 
 // InstanceTemplate is the template unit every instance is an instance of.
 const InstanceTemplate = "kato@.service"

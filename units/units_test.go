@@ -37,6 +37,7 @@ func TestTemplatesList(t *testing.T) {
 		"systemd/kato-proxy@.service",
 		"systemd/kato-link@.socket",
 		"systemd/kato-link@.service",
+		"systemd/kato-front@.service",
 		"systemd/kg-worker@.service",
 		"systemd/kg-workers.target",
 		"systemd/kato-manager.service",

@@ -71,7 +71,8 @@ func UserTemplates(d UserDirs) ([]Template, error) {
 		// manager runs no instance with --network private. serve's unit is
 		// the system's; a user runs `kato-manager --user serve` itself.
 		// Root's queue helper (kato-queue.socket) serves root alone: a user
-		// opens its own queue itself.
+		// opens its own queue itself. A front is root's: its configuration
+		// is in /etc/kato/fronts.
 		if t.Dir != SystemdDir || isNetworkTemplate(t.Name) || isSystemOnly(t.Name) {
 			continue
 		}
@@ -84,7 +85,7 @@ func UserTemplates(d UserDirs) ([]Template, error) {
 // isSystemOnly reports whether the template name is a unit of root's
 // alone, which the user scope does without.
 func isSystemOnly(name string) bool {
-	return name == ManagerService || name == QueueSocket || name == QueueTemplate
+	return name == ManagerService || name == QueueSocket || name == QueueTemplate || name == FrontTemplate
 }
 
 // renderUser rewrites the system unit file content for a user manager.

@@ -68,6 +68,12 @@ func main() {
 	pickupOnly := flag.Bool("kg-pickup-only", false, "of the KG worker rows, measure only SQLite's enqueue→pickup and idle CPU")
 	skipHosts := flag.Bool("skip-hosts", false, "skip the rows of KG workers on several hosts (three machines, PostgreSQL)")
 	hostsItems := flag.Int("hosts-items", 2000, "items drained in each set-up of the several-hosts rows")
+	frontOnly := flag.Bool("front-only", false, "run only the front rows (HAProxy and nginx on loopback, no systemd)")
+	skipFront := flag.Bool("skip-front", false, "skip the front rows")
+	frontOpts := frontFlags{
+		duration: flag.Duration("front-duration", 5*time.Second, "how long each throughput measurement of the front rows runs"),
+		clients:  flag.Int("front-clients", 16, "keep-alive clients at once in the front rows"),
+	}
 	flag.Parse()
 	if *loadClientSpec != "" {
 		loadClient(*loadClientSpec)
@@ -83,9 +89,20 @@ func main() {
 	if *legacyItems < 1 || *samples < 1 || *pickupSamples < 1 || *minRun <= 0 || *hostsItems < 1 {
 		fail(fmt.Errorf("invalid -kg-legacy-items %d, -kg-samples %d, -kg-pickup-samples %d, -kg-min-run %s or -hosts-items %d: must be positive", *legacyItems, *samples, *pickupSamples, *minRun, *hostsItems))
 	}
+	if *frontOpts.duration <= 0 || *frontOpts.clients < 1 {
+		fail(fmt.Errorf("invalid -front-duration %s or -front-clients %d: must be positive", *frontOpts.duration, *frontOpts.clients))
+	}
 	ctx := context.Background()
 	var rows []row
 	var notes []string
+	if *frontOnly {
+		frontRows, frontNotes, err := frontRows(ctx, frontOpts)
+		if err != nil {
+			fail(err)
+		}
+		print(frontRows, frontNotes)
+		return
+	}
 	if !*skipInstances {
 		instRows, instNotes := instanceRows(ctx, strings.Split(*only, ","), *instances, *listed, *runs, *startRuns, *fleetRuns, load)
 		rows, notes = append(rows, instRows...), instNotes
@@ -105,6 +122,13 @@ func main() {
 			fail(err)
 		}
 		rows, notes = append(rows, hostRows...), append(notes, hostNotes...)
+	}
+	if !*skipFront {
+		fRows, fNotes, err := frontRows(ctx, frontOpts)
+		if err != nil {
+			fail(err)
+		}
+		rows, notes = append(rows, fRows...), append(notes, fNotes...)
 	}
 	print(rows, notes)
 }

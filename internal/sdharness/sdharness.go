@@ -86,6 +86,8 @@ var defaultMask = []string{
 	"docker.service",
 	"docker.socket",
 	"containerd.service",
+	"haproxy.service",
+	"nginx.service",
 	"ssh.service",
 	"cron.service",
 	"console-getty.service",

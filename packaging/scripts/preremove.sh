@@ -19,9 +19,9 @@ esac
 
 if [ -z "${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then
 	if command -v deb-systemd-invoke >/dev/null 2>&1; then
-		deb-systemd-invoke stop kato-manager.service kato-queue.socket 'kato-queue@*.service' kato.target kg-workers.target 'kato@*.service' 'kg-worker@*.service' || failed=yes
+		deb-systemd-invoke stop kato-manager.service kato-queue.socket 'kato-queue@*.service' kato.target kg-workers.target 'kato@*.service' 'kg-worker@*.service' 'kato-front@*.service' || failed=yes
 	else
-		systemctl stop kato-manager.service kato-queue.socket 'kato-queue@*.service' kato.target kg-workers.target 'kato@*.service' 'kg-worker@*.service' || failed=yes
+		systemctl stop kato-manager.service kato-queue.socket 'kato-queue@*.service' kato.target kg-workers.target 'kato@*.service' 'kg-worker@*.service' 'kato-front@*.service' || failed=yes
 	fi
 	if [ -n "${failed:-}" ]; then
 		echo "kato-manager: an instance or worker did not stop; see systemctl list-units 'kato@*' 'kg-worker@*'" >&2

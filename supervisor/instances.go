@@ -299,8 +299,8 @@ func ValidateStart(req StartRequest) error {
 		field string
 		value int
 	}{{"port", req.APIPort}, {"zmq_port", req.ZMQPort}} {
-		if p.value != 0 && (p.value < 1 || p.value > 65535) {
-			return &config.FieldError{Field: p.field, Value: fmt.Sprint(p.value), Rule: "must be between 1 and 65535"}
+		if p.value != 0 && !units.ValidPort(p.value) {
+			return &config.FieldError{Field: p.field, Value: fmt.Sprint(p.value), Rule: units.PortRule}
 		}
 	}
 	if len(req.Command) > 0 && !filepath.IsAbs(req.Command[0]) {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	psnet "github.com/shirou/gopsutil/v3/net"
+
+	"github.com/kato-manager/kato-manager/units"
 )
 
 // Ports reports which TCP ports are listening on this host.
@@ -181,11 +183,11 @@ func listeningInodes(table []byte, out map[uint64]int) error {
 var ErrNoFreePort = errors.New("no free port")
 
 // AllocatePort returns the first port from want up to last that taken does
-// not claim. A want above last searches up to 65535 instead, so an explicit
+// not claim. A want above last searches up to units.MaxPort instead, so an explicit
 // port outside the configured range still moves to the next free one.
 func AllocatePort(want, last int, taken func(int) bool) (int, error) {
 	if want > last {
-		last = 65535
+		last = units.MaxPort
 	}
 	for p := want; p <= last; p++ {
 		if !taken(p) {

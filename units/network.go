@@ -226,9 +226,11 @@ func checkForwardName(name string, seen map[string]bool) error {
 	return nil
 }
 
+// checkPort refuses a port outside ValidPort's range: the renderer checks
+// what it writes into a unit even when its caller validated it before.
 func checkPort(what string, p int) error {
-	if p < 1 || p > 65535 {
-		return fmt.Errorf("invalid %s %d: must be between 1 and 65535", what, p)
+	if !ValidPort(p) {
+		return fmt.Errorf("invalid %s %d: %s", what, p, PortRule)
 	}
 	return nil
 }

@@ -200,7 +200,7 @@ func checkStartFlags(fs *pflag.FlagSet, f *startFlagValues) error {
 		value int
 	}{{"port", *f.port}, {"zmq_port", *f.zmqPort}} {
 		if fs.Changed(strings.ReplaceAll(p.flag, "_", "-")) && p.value == 0 {
-			return &config.FieldError{Field: p.flag, Value: "0", Rule: "must be between 1 and 65535"}
+			return &config.FieldError{Field: p.flag, Value: "0", Rule: units.PortRule}
 		}
 	}
 	return positiveDuration(fs, "timeout", *f.timeout)

@@ -1239,8 +1239,8 @@ func (m *Manager) orphanIDs(ctx context.Context, reg *config.Registry) ([]string
 		}
 	}
 	// Private-network units outliving their instance's files.
-	for _, pattern := range []string{"kato-proxy@*.d", "kato-link@*.d"} {
-		netDirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, pattern, units.DropInName))
+	for _, pattern := range units.NetworkPatterns() {
+		netDirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, pattern+".d", units.DropInName))
 		for _, d := range netDirs {
 			if id, ok := units.NetworkUnitID(strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d")); ok {
 				found[id] = true

@@ -57,6 +57,10 @@ func ProxyService(id, name string) string { return proxyPrefix + id + "." + name
 func LinkSocket(id, name string) string  { return linkPrefix + id + "." + name + ".socket" }
 func LinkService(id, name string) string { return linkPrefix + id + "." + name + serviceSuffix }
 
+// NetworkPatterns match the private-network units of every instance, in the
+// syntax of path.Match and of systemd's unit patterns.
+func NetworkPatterns() []string { return []string{proxyPrefix + "*", linkPrefix + "*"} }
+
 // NetworkUnitGlobs match the private-network units of the instance id, in
 // the syntax of path.Match and of systemd's unit patterns. An id holds no
 // '.', so they match no other instance's units.

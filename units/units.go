@@ -14,6 +14,7 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -156,6 +157,13 @@ const MaxGroupName = 32
 // GroupTarget returns the target of the group name, for example
 // kato-group@nlp.target. Callers pass names GroupNameRule accepts.
 func GroupTarget(name string) string { return "kato-group@" + name + ".target" }
+
+// IsGroupTarget reports whether unit matches GroupPattern, as systemd's
+// ListUnitsByPatterns matches it; GroupName also checks the name.
+func IsGroupTarget(unit string) bool {
+	ok, _ := path.Match(GroupPattern, unit)
+	return ok
+}
 
 // GroupName returns the group of a group target's name, the inverse of
 // GroupTarget.

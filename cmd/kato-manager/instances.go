@@ -683,7 +683,7 @@ func (a *app) gc(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
 		fmt.Fprintf(a.stdout, "removed registry entry %s: its unit files were gone\n", id)
 	}
 	for _, id := range d.OrphanUnits {
-		fmt.Fprintf(a.stdout, "removed unit kato@%s.service: it had no registry entry\n", id)
+		fmt.Fprintf(a.stdout, "removed unit %s: it had no registry entry\n", units.InstanceUnit(id))
 	}
 	if d.Empty() && err == nil {
 		fmt.Fprintln(a.stdout, "nothing to repair")

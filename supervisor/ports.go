@@ -10,7 +10,7 @@ import (
 	"strings"
 	"syscall"
 
-	psnet "github.com/shirou/gopsutil/v3/net"
+	psnet "github.com/shirou/gopsutil/v4/net"
 
 	"github.com/kato-manager/kato-manager/units"
 )

@@ -99,7 +99,10 @@ func (HostPorts) InUse(ctx context.Context, port int) (bool, error) {
 
 // ListeningByEach implements Ports from /proc: per network namespace its
 // tcp and tcp6 tables, once, for the inodes of the listening sockets; per
-// process the socket inodes among its file descriptors.
+// process the socket inodes among its file descriptors. gopsutil's net
+// reads a table per pid (ConnectionsPid: 4.9s for 200 listeners against
+// 65ms here) or only this process's namespace (Connections), so it is not
+// used for this.
 func (h HostPorts) ListeningByEach(ctx context.Context, pids []int32) (map[int32]map[int]bool, error) {
 	out := make(map[int32]map[int]bool, len(pids))
 	tables := map[string]map[uint64]int{} // network namespace -> listening inode -> port

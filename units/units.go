@@ -275,7 +275,9 @@ const InstanceStateRoot = "/var/lib/kato/instances"
 // name, and the unit files refer to the instance with %i (the instance string
 // as written) rather than %I (which would turn '-' into '/'). So the id reads
 // the same in the unit name, the environment file name, the state directory
-// and the syslog identifier. Callers pass ids that ValidateInstanceID accepts.
+// and the syslog identifier. go-systemd's unit.UnitNameEscape is not used for
+// the same reason: it writes '-' as \x2d, kato@processor\x2d1.service.
+// Callers pass ids that ValidateInstanceID accepts.
 func InstanceUnit(id string) string {
 	return instancePrefix + id + serviceSuffix
 }

@@ -309,7 +309,7 @@ func mongoHostPort(s string) (string, int, error) {
 		return "", 0, &FieldError{Field: "services.mongo_url", Value: s, Rule: rule}
 	}
 	port, err := strconv.Atoi(portOf(u))
-	if err != nil || port < 1 || port > 65535 {
+	if err != nil || !units.ValidPort(port) {
 		return "", 0, &FieldError{Field: "services.mongo_url", Value: s, Rule: rule}
 	}
 	return u.Hostname(), port, nil
@@ -548,7 +548,7 @@ func (p Ports) validate() error {
 		{"ports.zmq_start", p.ZMQStart},
 		{"ports.zmq_end", p.ZMQEnd},
 	} {
-		if err := intBetween(f.key, f.v, 1, 65535); err != nil {
+		if err := checkPort(f.key, f.v); err != nil {
 			return err
 		}
 	}
@@ -586,7 +586,7 @@ func (s Services) validate() error {
 		}
 		host, p, err := net.SplitHostPort(addr)
 		port, perr := strconv.Atoi(p)
-		if err != nil || host == "" || perr != nil || port < 1 || port > 65535 || hasControl(addr) {
+		if err != nil || host == "" || perr != nil || !units.ValidPort(port) || hasControl(addr) {
 			return &FieldError{Field: "services.links." + name, Value: addr, Rule: "must be host:port"}
 		}
 	}

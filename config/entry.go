@@ -267,8 +267,8 @@ func (n *Node) port(p *int) string {
 	if !ok || n.Kind != ScalarNode {
 		return "must be an integer"
 	}
-	if v < 1 || v > 65535 {
-		return "must be between 1 and 65535"
+	if !units.ValidPort(int(v)) {
+		return units.PortRule
 	}
 	*p = int(v)
 	return ""

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,31 +55,39 @@ func (f *RegistryFile) lock(ctx context.Context, path string) (*os.File, error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	delay := 5 * time.Millisecond
-	for waited := false; ; waited = true {
+	waited := false
+	_, err = backoff.Retry(ctx, func() (struct{}, error) {
 		err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return lock, nil
+		if err != nil && !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			return struct{}{}, backoff.Permanent(err)
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			lock.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(lockBackOff()), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(error, time.Duration) {
 		if !waited && f.OnLockWait != nil {
 			f.OnLockWait(path, lockHolder(lock))
 		}
-		select {
-		case <-ctx.Done():
-			holder := lockHolder(lock)
-			lock.Close()
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, fmt.Errorf("%w: %s is held by %s; gave up after %s (wait for it to finish, or stop it)", ErrLockTimeout, path, holder, timeout)
-			}
-			return nil, fmt.Errorf("lock %s held by %s: %w", path, holder, ctx.Err())
-		case <-time.After(delay):
+		waited = true
+	}))
+	switch {
+	case err == nil:
+		return lock, nil
+	case ctx.Err() != nil:
+		holder := lockHolder(lock)
+		lock.Close()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%w: %s is held by %s; gave up after %s (wait for it to finish, or stop it)", ErrLockTimeout, path, holder, timeout)
 		}
-		delay = min(2*delay, 200*time.Millisecond)
+		return nil, fmt.Errorf("lock %s held by %s: %w", path, holder, ctx.Err())
+	default:
+		lock.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
+}
+
+// lockBackOff is the wait between tries for a held lock: 5ms, doubling up
+// to 200ms, without jitter.
+func lockBackOff() backoff.BackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: 5 * time.Millisecond, Multiplier: 2, MaxInterval: 200 * time.Millisecond}
 }
 
 // openLockFile opens or creates a lock file that only its owner can open, so

@@ -213,3 +213,17 @@ func TestHolderPID(t *testing.T) {
 		})
 	}
 }
+
+// TestLockBackOffDoublesTo200ms keeps the wait between tries for a held
+// lock as it was: 5ms, doubling, at most 200ms, the same every time.
+func TestLockBackOffDoublesTo200ms(t *testing.T) {
+	want := []time.Duration{5, 10, 20, 40, 80, 160, 200, 200}
+	for run := 0; run < 2; run++ {
+		b := lockBackOff()
+		for i, w := range want {
+			if got := b.NextBackOff(); got != w*time.Millisecond {
+				t.Fatalf("try %d: wait %s, want %s", i+1, got, w*time.Millisecond)
+			}
+		}
+	}
+}

@@ -466,6 +466,15 @@ func intBetween(field string, v, lo, hi int) error {
 	return nil
 }
 
+// checkPort checks that v is a port number, units.ValidPort's rule, and
+// names field when it is not.
+func checkPort(field string, v int) error {
+	if !units.ValidPort(v) {
+		return &FieldError{Field: field, Value: strconv.Itoa(v), Rule: units.PortRule}
+	}
+	return nil
+}
+
 // positiveSeconds checks that v is a finite number greater than zero.
 func positiveSeconds(field string, v float64) error {
 	if !(v > 0) {

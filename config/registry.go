@@ -67,11 +67,12 @@ func (in *Instance) Validate() error {
 	if want := units.InstanceUnit(in.ID); in.Unit != want {
 		return &FieldError{Field: "unit", Value: in.Unit, Rule: "must be " + want}
 	}
-	if err := intBetween("api_port", in.APIPort, 1, 65535); err != nil {
+	if err := checkPort("api_port", in.APIPort); err != nil {
 		return err
 	}
-	if err := intBetween("zmq_port", in.ZMQPort, 0, 65535); err != nil {
-		return err
+	// 0 is no engine port, for a processor without one.
+	if in.ZMQPort != 0 && !units.ValidPort(in.ZMQPort) {
+		return &FieldError{Field: "zmq_port", Value: strconv.Itoa(in.ZMQPort), Rule: fmt.Sprintf("must be between 0 and %d", units.MaxPort)}
 	}
 	if in.ZMQPort == in.APIPort {
 		return &FieldError{Field: "zmq_port", Value: strconv.Itoa(in.ZMQPort), Rule: "must differ from api_port"}

@@ -411,7 +411,7 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 	var failed []string
 	states := map[string]UnitState{}
 	for _, l := range loaded {
-		isGroup := strings.HasPrefix(l.Name, "kato-group@")
+		isGroup := units.IsGroupTarget(l.Name)
 		if !isGroup && !slices.Contains(written, l.Name) {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/units"
 )
 
 // ReportStaleAfter is how old the latest report of a worker on another host
@@ -64,7 +65,7 @@ func RemoteWorkers(remote []kgworker.Report, now time.Time) []RemoteWorker {
 }
 
 // Unit is the unit of the remote worker on its host.
-func (w RemoteWorker) Unit() string { return fmt.Sprintf("kg-worker@%d.service", w.WorkerID) }
+func (w RemoteWorker) Unit() string { return units.WorkerUnit(w.WorkerID) }
 
 // RemoteHealth is the health rows of the other hosts' workers, from their
 // reports: "remote/reporting" while they report, "remote/silent" with the

@@ -300,8 +300,8 @@ func ValidateStart(req StartRequest) error {
 		field string
 		value int
 	}{{"port", req.APIPort}, {"zmq_port", req.ZMQPort}} {
-		if p.value != 0 && (p.value < 1 || p.value > 65535) {
-			return &config.FieldError{Field: p.field, Value: fmt.Sprint(p.value), Rule: "must be between 1 and 65535"}
+		if p.value != 0 && !units.ValidPort(p.value) {
+			return &config.FieldError{Field: p.field, Value: fmt.Sprint(p.value), Rule: units.PortRule}
 		}
 	}
 	if len(req.Command) > 0 && !filepath.IsAbs(req.Command[0]) {
@@ -1270,8 +1270,8 @@ func (m *Manager) orphanIDs(ctx context.Context, reg *config.Registry) ([]string
 		}
 	}
 	// Private-network units outliving their instance's files.
-	for _, pattern := range []string{"kato-proxy@*.d", "kato-link@*.d"} {
-		netDirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, pattern, units.DropInName))
+	for _, pattern := range units.NetworkPatterns() {
+		netDirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, pattern+".d", units.DropInName))
 		for _, d := range netDirs {
 			if id, ok := units.NetworkUnitID(strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d")); ok {
 				found[id] = true

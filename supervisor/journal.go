@@ -252,7 +252,10 @@ func journalField(raw json.RawMessage) string {
 // ParseSince reads the value of `logs --since` as an instant before now:
 // "2006-01-02", "2006-01-02 15:04", "2006-01-02 15:04:05" (local time),
 // RFC 3339, "today", "yesterday", "now", or a duration ago ("10m", "2h30m",
-// "-10m", "10m ago").
+// "-10m", "10m ago"). It is ours rather than journalctl's own parsing:
+// journalctl 252 refuses a bare duration ("10m") and RFC 3339 with a zone
+// ("…T08:09:10Z"), takes future times ("tomorrow", "+5h"), and would say so
+// only once it runs.
 func ParseSince(s string, now time.Time) (time.Time, error) {
 	bad := func(rule string) (time.Time, error) {
 		return time.Time{}, &config.FieldError{Field: "since", Value: s, Rule: rule}

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/shirou/gopsutil/v3/process"
+	"github.com/shirou/gopsutil/v4/process"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"

@@ -1,6 +1,7 @@
 package units
 
 import (
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -116,6 +117,27 @@ func TestRenderPrivateNetwork(t *testing.T) {
 	} {
 		if _, err := RenderPrivateNetwork(bad); err == nil {
 			t.Errorf("RenderPrivateNetwork(%+v) accepted", bad)
+		}
+	}
+}
+
+func TestNetworkPatternsMatchEveryNetworkUnit(t *testing.T) {
+	for _, unit := range []string{ProxySocket("p1", "api"), ProxyService("p1", "zmq"), LinkSocket("p1", "mongo"), LinkService("p1", "mongo")} {
+		matched := false
+		for _, p := range NetworkPatterns() {
+			if ok, _ := path.Match(p, unit); ok {
+				matched = true
+			}
+		}
+		if !matched {
+			t.Errorf("NetworkPatterns() %q match no %s", NetworkPatterns(), unit)
+		}
+	}
+	for _, p := range NetworkPatterns() {
+		for _, other := range []string{InstanceUnit("p1"), WorkerUnit(1), GroupTarget("g")} {
+			if ok, _ := path.Match(p, other); ok {
+				t.Errorf("pattern %q matches %s", p, other)
+			}
 		}
 	}
 }

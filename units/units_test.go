@@ -557,3 +557,19 @@ func TestInstanceUser(t *testing.T) {
 		}
 	}
 }
+
+func TestIsGroupTarget(t *testing.T) {
+	for _, tc := range []struct {
+		unit string
+		want bool
+	}{
+		{GroupTarget("nlp"), true},
+		{"kato-group@a.b.target", true}, // systemd's pattern matches it, though GroupName refuses the name
+		{InstanceUnit("nlp"), false},
+		{"kato-group@nlp.service", false},
+	} {
+		if got := IsGroupTarget(tc.unit); got != tc.want {
+			t.Errorf("IsGroupTarget(%q) = %v, want %v", tc.unit, got, tc.want)
+		}
+	}
+}

@@ -200,7 +200,7 @@ func checkStartFlags(fs *pflag.FlagSet, f *startFlagValues) error {
 		value int
 	}{{"port", *f.port}, {"zmq_port", *f.zmqPort}} {
 		if fs.Changed(strings.ReplaceAll(p.flag, "_", "-")) && p.value == 0 {
-			return &config.FieldError{Field: p.flag, Value: "0", Rule: "must be between 1 and 65535"}
+			return &config.FieldError{Field: p.flag, Value: "0", Rule: units.PortRule}
 		}
 	}
 	return positiveDuration(fs, "timeout", *f.timeout)
@@ -658,7 +658,7 @@ func (a *app) gc(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
 		fmt.Fprintf(a.stdout, "removed registry entry %s: its unit files were gone\n", id)
 	}
 	for _, id := range d.OrphanUnits {
-		fmt.Fprintf(a.stdout, "removed unit kato@%s.service: it had no registry entry\n", id)
+		fmt.Fprintf(a.stdout, "removed unit %s: it had no registry entry\n", units.InstanceUnit(id))
 	}
 	if d.Empty() && err == nil {
 		fmt.Fprintln(a.stdout, "nothing to repair")

@@ -24,6 +24,7 @@ import (
 	"github.com/kato-manager/kato-manager/internal/sdharness"
 	"github.com/kato-manager/kato-manager/internal/testbed"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/units"
 )
 
 // row is one line of the result table: the same work done both ways.
@@ -275,10 +276,10 @@ func (b *bench) startOne(runs int) []row {
 			id := fmt.Sprintf("one-%s-%d", network, r)
 			b.settle()
 			km1 = append(km1, b.sh(fmt.Sprintf("%s start --processor a --network %s --id %s --port 8500 >/dev/null", km, network, id)))
-			b.sh(fmt.Sprintf("systemctl stop kato@%s.service", id))
+			b.sh("systemctl stop " + units.InstanceUnit(id))
 			b.settle()
-			base = append(base, b.sh(fmt.Sprintf(`systemctl start kato@%[1]s.service
-				until curl -sf -o /dev/null --max-time 2 http://127.0.0.1:8500/%[1]s/ping; do sleep 0.02; done`, id)))
+			base = append(base, b.sh(fmt.Sprintf(`systemctl start %[2]s
+				until curl -sf -o /dev/null --max-time 2 http://127.0.0.1:8500/%[1]s/ping; do sleep 0.02; done`, id, units.InstanceUnit(id))))
 			b.sh(fmt.Sprintf("%s stop %s >/dev/null", km, id))
 		}
 		ours[network] = median(km1)
@@ -399,9 +400,9 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 		{"slow", "processors listen after 1s", "--parallel 8"},
 	} {
 		file, urls := b.fleetFile("fleet.yaml", "f", n, c.processor)
-		var units []string
+		var unitNames []string
 		for _, id := range strings.Fields(ids("f", n)) {
-			units = append(units, "kato@"+id+".service")
+			unitNames = append(unitNames, units.InstanceUnit(id))
 		}
 		poll := fmt.Sprintf(`for u in %s; do until curl -sf -o /dev/null --max-time 2 $u; do sleep 0.02; done; done`, strings.Join(urls, " "))
 		var ours, loop, oneStart []time.Duration
@@ -411,11 +412,11 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 			// The baseline's units are the ones apply rendered, stopped.
 			b.sh("systemctl stop 'kato@f*.service'")
 			loopBusy = append(loopBusy, busyShare(func() {
-				loop = append(loop, b.sh(fmt.Sprintf("for u in %s; do systemctl start $u; done\n%s", strings.Join(units, " "), poll)))
+				loop = append(loop, b.sh(fmt.Sprintf("for u in %s; do systemctl start $u; done\n%s", strings.Join(unitNames, " "), poll)))
 			}))
 			// What systemd does at best: every start job in one request.
 			b.sh("systemctl stop 'kato@f*.service'")
-			oneStart = append(oneStart, b.sh(fmt.Sprintf("systemctl start %s\n%s", strings.Join(units, " "), poll)))
+			oneStart = append(oneStart, b.sh(fmt.Sprintf("systemctl start %s\n%s", strings.Join(unitNames, " "), poll)))
 			b.sh(km + " stop --all --no-mongo >/dev/null")
 		}
 		name := "kato-manager apply"

@@ -24,6 +24,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/internal/sdharness"
 	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/units"
 )
 
 // The stand-ins, configured here and nowhere else: how the KATO processor
@@ -152,7 +153,7 @@ func (d *demo) run() error {
 		for _, kv := range processorEnv {
 			dropIn += "Environment=" + strconv.Quote(kv) + "\n"
 		}
-		if err := d.m.WriteFile("/etc/systemd/system/kato@.service.d/demo.conf", []byte(dropIn), 0o644); err != nil {
+		if err := d.m.WriteFile("/etc/systemd/system/"+units.InstanceTemplate+".d/demo.conf", []byte(dropIn), 0o644); err != nil {
 			return err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/units"
 )
 
 // Balance algorithms of a front.
@@ -131,11 +132,11 @@ func (g Group) Validate() error {
 			return &config.FieldError{Field: field("address"), Value: g.Address, Rule: "must be an IP address, or empty for every interface"}
 		}
 	}
-	if g.Port < 1 || g.Port > 65535 {
-		return &config.FieldError{Field: field("front"), Value: strconv.Itoa(g.Port), Rule: "must be a port between 1 and 65535"}
+	if !units.ValidPort(g.Port) {
+		return &config.FieldError{Field: field("front"), Value: strconv.Itoa(g.Port), Rule: units.PortRule}
 	}
-	if g.MetricsPort != 0 && (g.MetricsPort < 1 || g.MetricsPort > 65535 || g.MetricsPort == g.Port) {
-		return &config.FieldError{Field: field("metrics_port"), Value: strconv.Itoa(g.MetricsPort), Rule: "must be a port between 1 and 65535 other than the front's"}
+	if g.MetricsPort != 0 && (!units.ValidPort(g.MetricsPort) || g.MetricsPort == g.Port) {
+		return &config.FieldError{Field: field("metrics_port"), Value: strconv.Itoa(g.MetricsPort), Rule: units.PortRule + ", other than the front's"}
 	}
 	b := g.balance()
 	switch {
@@ -177,8 +178,8 @@ func (g Group) Validate() error {
 		if _, err := netip.ParseAddr(m.Address); err != nil && !hostRule.MatchString(m.Address) {
 			return &config.FieldError{Field: mf("address"), Value: m.Address, Rule: "must be an IP address or a host name"}
 		}
-		if m.Port < 1 || m.Port > 65535 {
-			return &config.FieldError{Field: mf("port"), Value: strconv.Itoa(m.Port), Rule: "must be a port between 1 and 65535"}
+		if !units.ValidPort(m.Port) {
+			return &config.FieldError{Field: mf("port"), Value: strconv.Itoa(m.Port), Rule: units.PortRule}
 		}
 		if m.Weight < 0 || m.Weight > 256 {
 			return &config.FieldError{Field: mf("weight"), Value: strconv.Itoa(m.Weight), Rule: "must be between 1 and 256 (0 means 1)"}

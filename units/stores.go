@@ -65,7 +65,7 @@ func storeVariables(store, raw string) ([]envVar, string) {
 	}
 	port := u.Port()
 	if port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		if n, err := strconv.Atoi(port); err != nil || !ValidPort(n) {
 			return nil, storeURLRule(store)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/units"
 )
 
 //go:embed templates
@@ -612,10 +613,10 @@ func (d *dashboard) start(ctx context.Context, form url.Values) (string, error) 
 	// A port given is taken as given, never as "the next free one"; the
 	// id, the name and the rest are checked by NewStartRequest.
 	if given["port"] && req.APIPort == 0 {
-		return "", &config.FieldError{Field: "port", Value: "0", Rule: "must be between 1 and 65535"}
+		return "", &config.FieldError{Field: "port", Value: "0", Rule: units.PortRule}
 	}
 	if given["zmq-port"] && req.ZMQPort == 0 {
-		return "", &config.FieldError{Field: "zmq_port", Value: "0", Rule: "must be between 1 and 65535"}
+		return "", &config.FieldError{Field: "zmq_port", Value: "0", Rule: units.PortRule}
 	}
 	// What was typed, in the order start lists its flags.
 	for _, row := range config.Params {

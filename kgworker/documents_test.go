@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/kgworker"
 )
 
 // TestDocuments: search matches title or URL (with LIKE's wildcards taken
@@ -48,7 +48,7 @@ func TestDocuments(t *testing.T) {
 			len(d.Relationships) != 1 || d.Relationships[0].Predicate != "lives_in" || d.Relationships[0].Object != "Paris" || d.QueueStatus != "pending" {
 			t.Errorf("document 1: %+v", d)
 		}
-		var ie *queue.InputError
+		var ie *kgworker.InputError
 		if _, err := q.Document(ctx, 99); !errors.As(err, &ie) || ie.Value != "99" {
 			t.Errorf("unknown document: %v", err)
 		}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/kgworker"
-	"github.com/kato-manager/kato-manager/queue"
 )
 
 func TestOpenRejects(t *testing.T) {
@@ -68,7 +67,7 @@ func TestEnqueueDocumentsRefusesUnknownDocuments(t *testing.T) {
 		addContent(t, db, 2, 1)
 		ctx := context.Background()
 		_, err := q.EnqueueDocuments(ctx, 1, 1, 99, 2)
-		var ie *queue.InputError
+		var ie *kgworker.InputError
 		if !errors.As(err, &ie) || ie.Field != "CONTENT_ID" || ie.Value != "99" || !strings.Contains(ie.Rule, "no crawled_content row") {
 			t.Fatalf("EnqueueDocuments(1, 99, 2) error = %v, want an InputError naming CONTENT_ID 99", err)
 		}

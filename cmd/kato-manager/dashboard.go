@@ -23,7 +23,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
-	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -337,7 +336,7 @@ func (d *dashboard) document(w http.ResponseWriter, r *http.Request) {
 	}
 	p := d.base(r, "document "+r.PathValue("id"))
 	if p.Document, err = d.q.Document(r.Context(), id); err != nil {
-		var ie *queue.InputError
+		var ie *kgworker.InputError
 		if errors.As(err, &ie) {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
@@ -479,7 +478,7 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 	toPage := st.session && !st.bearer && strings.Contains(r.Header.Get("Accept"), "text/html")
 	if err != nil {
 		var fe *config.FieldError
-		var ie *queue.InputError
+		var ie *kgworker.InputError
 		code := http.StatusInternalServerError
 		if errors.As(err, &fe) || errors.As(err, &ie) || errors.Is(err, config.ErrNotFound) || errors.Is(err, config.ErrAmbiguous) {
 			code = http.StatusBadRequest

@@ -17,7 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -372,7 +372,7 @@ func (a *app) report(err error) int {
 	if errors.Is(err, config.ErrMalformed) {
 		return exitFailed
 	}
-	var qe *queue.InputError
+	var qe *kgworker.InputError
 	if errors.As(err, &ue) || errors.As(err, &fe) || errors.As(err, &qe) || errors.Is(err, config.ErrAmbiguous) || errors.Is(err, config.ErrNotFound) {
 		return exitUsage
 	}

@@ -172,7 +172,7 @@ type queueResponse struct {
 	Error  string          `json:"error,omitempty"`
 	// Input is set when the error is the operator's bad input, so that
 	// the command exits 2 as when it opens the database itself.
-	Input *queue.InputError `json:"input_error,omitempty"`
+	Input *kgworker.InputError `json:"input_error,omitempty"`
 }
 
 // startQueueChild starts a helper and sends it open, the "open" request
@@ -736,7 +736,7 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 			err = fmt.Errorf("unknown queue operation %q", req.Op)
 		}
 		var resp queueResponse
-		var input *queue.InputError
+		var input *kgworker.InputError
 		if errors.As(err, &input) {
 			resp.Input = input
 		}

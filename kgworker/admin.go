@@ -1,4 +1,4 @@
-package queue
+package kgworker
 
 import (
 	"context"
@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // InputError is an operator's request the queue refuses: the field, the
@@ -97,18 +100,18 @@ func (q *Queue) Requeue(ctx context.Context, priority int, contentIDs ...int64) 
 	}
 	moved := 0
 	err := q.WithTx(ctx, func(tx *sql.Tx) error {
-		now := q.stamp(q.now())
+		now := queue.Stamp(q.Now())
 		for _, c := range contentIDs {
 			var id int64
 			var status string
-			err := tx.QueryRowContext(ctx, "SELECT id, COALESCE(status, '') FROM kg_processing_queue WHERE content_id = ? ORDER BY id DESC LIMIT 1"+q.lockClause(false), c).Scan(&id, &status)
+			err := tx.QueryRowContext(ctx, "SELECT id, COALESCE(status, '') FROM kg_processing_queue WHERE content_id = ? ORDER BY id DESC LIMIT 1"+forUpdate(q.Dialect()), c).Scan(&id, &status)
 			if errors.Is(err, sql.ErrNoRows) {
 				return &InputError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "has no queue item (queue it with `queue enqueue`)"}
 			}
 			if err != nil {
 				return err
 			}
-			if Status(status) == StatusPending || Status(status) == StatusProcessing {
+			if queue.Status(status) == queue.StatusPending || queue.Status(status) == queue.StatusProcessing {
 				continue
 			}
 			if _, err := tx.ExecContext(ctx, requeueSet+" WHERE id = ?", priority, now, id); err != nil {
@@ -139,7 +142,7 @@ func (q *Queue) RequeueAll(ctx context.Context, priority int) (int, error) {
 		return 0, &InputError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
 	}
 	res, err := q.db.ExecContext(ctx, requeueSet+` WHERE status IN ('completed', 'failed', 'skipped')
-	AND id IN (SELECT MAX(id) FROM kg_processing_queue GROUP BY content_id)`, priority, q.stamp(q.now()))
+	AND id IN (SELECT MAX(id) FROM kg_processing_queue GROUP BY content_id)`, priority, queue.Stamp(q.Now()))
 	if err != nil {
 		return 0, wrapAdmin("requeue all", err)
 	}
@@ -172,4 +175,23 @@ func wrapAdmin(op string, err error) error {
 		return err
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// forUpdate is the row lock a read-then-write takes: PostgreSQL's FOR
+// UPDATE; SQLite's transactions take the write lock when they begin.
+func forUpdate(d queue.Dialect) string {
+	if d == queue.Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+func inIDs(query string, ids []int64) (string, []any) {
+	marks := make([]string, len(ids))
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		marks[i] = "?"
+		args[i] = id
+	}
+	return fmt.Sprintf(query, strings.Join(marks, ", ")), args
 }

@@ -1,4 +1,4 @@
-package queue_test
+package kgworker_test
 
 import (
 	"context"
@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/kgworker"
 )
 
 func inputError(t *testing.T, err error, field, value string) {
 	t.Helper()
-	var ie *queue.InputError
+	var ie *kgworker.InputError
 	if !errors.As(err, &ie) || ie.Field != field || ie.Value != value || ie.Rule == "" {
 		t.Errorf("error %v, want an input error on %s %s", err, field, value)
 	}
@@ -23,7 +23,7 @@ func inputError(t *testing.T, err error, field, value string) {
 // be cleared) changes nothing at all.
 func TestAdminActions(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
-		q, db := open(t, be)
+		q, db := openAdmin(t, be)
 		ctx := context.Background()
 		var ids []int64
 		for c := int64(1); c <= 4; c++ {
@@ -38,7 +38,7 @@ func TestAdminActions(t *testing.T) {
 		if err != nil || len(claimed) != 1 || claimed[0].ID != ids[0] {
 			t.Fatal(claimed, err)
 		}
-		if err := q.Complete(ctx, "w", ids[0], "done", func(*sql.Tx, int64) error { return nil }); err != nil {
+		if err := q.Queue.Complete(ctx, "w", ids[0], "done", func(*sql.Tx, int64) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 		db.Exec("UPDATE kg_processing_queue SET status = 'failed', error_message = 'boom', retry_count = 2 WHERE id = ?", ids[1])
@@ -52,14 +52,14 @@ func TestAdminActions(t *testing.T) {
 		inputError(t, err, "ITEM_ID", "999")
 		_, err = q.Requeue(ctx, 1, 1, 77)
 		inputError(t, err, "CONTENT_ID", "77")
-		_, err = q.Clear(ctx, queue.StatusProcessing)
+		_, err = q.Clear(ctx, kgworker.StatusProcessing)
 		inputError(t, err, "--status", `"processing"`)
 		_, err = q.Clear(ctx, "done")
 		inputError(t, err, "--status", `"done"`)
-		if n := count(t, db, "SELECT count(*) FROM kg_processing_queue WHERE priority = 1 AND status = 'completed'"); n != 1 {
+		if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue WHERE priority = 1 AND status = 'completed'"); n != 1 {
 			t.Fatal("refused requests changed the queue")
 		}
-		if n := count(t, db, "SELECT count(*) FROM kg_processing_queue"); n != 4 {
+		if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue"); n != 4 {
 			t.Fatalf("refused requests left %d items", n)
 		}
 
@@ -76,20 +76,20 @@ func TestAdminActions(t *testing.T) {
 		}
 		for _, id := range ids[:2] {
 			it, _ := q.Get(ctx, id)
-			if it.Status != queue.StatusPending || it.RetryCount != 0 || it.ErrorMessage != "" || it.ResultSummary != "" || !it.ProcessedAt.IsZero() || it.Priority != 3 {
+			if it.Status != kgworker.StatusPending || it.RetryCount != 0 || it.ErrorMessage != "" || it.ResultSummary != "" || !it.ProcessedAt.IsZero() || it.Priority != 3 {
 				t.Errorf("requeued item %+v", it)
 			}
 		}
-		if it, _ := q.Get(ctx, ids[2]); it.Status != queue.StatusProcessing || it.LeaseOwner != "w2" {
+		if it, _ := q.Get(ctx, ids[2]); it.Status != kgworker.StatusProcessing || it.LeaseOwner != "w2" {
 			t.Errorf("the held item was touched: %+v", it)
 		}
 		if n, err := q.Delete(ctx, ids[2]); n != 1 || err != nil {
 			t.Fatal(n, err)
 		}
-		if n, err := q.Clear(ctx, queue.StatusPending); n != 3 || err != nil {
+		if n, err := q.Clear(ctx, kgworker.StatusPending); n != 3 || err != nil {
 			t.Fatalf("clear pending: %d %v", n, err)
 		}
-		if n := count(t, db, "SELECT count(*) FROM kg_processing_queue"); n != 0 {
+		if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue"); n != 0 {
 			t.Errorf("%d items left", n)
 		}
 	})
@@ -101,7 +101,7 @@ func TestAdminActions(t *testing.T) {
 // priority changes nothing.
 func TestRequeueAll(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
-		q, db := open(t, be)
+		q, db := openAdmin(t, be)
 		ctx := context.Background()
 		ids := map[int64]int64{}
 		for c := int64(1); c <= 6; c++ {
@@ -130,7 +130,7 @@ func TestRequeueAll(t *testing.T) {
 
 		_, err := q.RequeueAll(ctx, -1)
 		inputError(t, err, "PRIORITY", "-1")
-		if n := count(t, db, "SELECT count(*) FROM kg_processing_queue WHERE status = 'pending'"); n != 2 {
+		if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue WHERE status = 'pending'"); n != 2 {
 			t.Fatalf("a refused requeue-all left %d pending items", n)
 		}
 		n, err := q.RequeueAll(ctx, 4)
@@ -139,21 +139,29 @@ func TestRequeueAll(t *testing.T) {
 		}
 		for _, c := range []int64{1, 2, 3} {
 			it, _ := q.Get(ctx, ids[c])
-			if it.Status != queue.StatusPending || it.RetryCount != 0 || it.ErrorMessage != "" || it.ResultSummary != "" || !it.ProcessedAt.IsZero() || it.Priority != 4 {
+			if it.Status != kgworker.StatusPending || it.RetryCount != 0 || it.ErrorMessage != "" || it.ResultSummary != "" || !it.ProcessedAt.IsZero() || it.Priority != 4 {
 				t.Errorf("document %d: %+v", c, it)
 			}
 		}
-		if it, _ := q.Get(ctx, ids[4]); it.Status != queue.StatusProcessing {
+		if it, _ := q.Get(ctx, ids[4]); it.Status != kgworker.StatusProcessing {
 			t.Errorf("the processing document was touched: %+v", it)
 		}
-		if it, _ := q.Get(ctx, ids[5]); it.Status != queue.StatusPending || it.Priority != 1 {
+		if it, _ := q.Get(ctx, ids[5]); it.Status != kgworker.StatusPending || it.Priority != 1 {
 			t.Errorf("the pending document was touched: %+v", it)
 		}
-		if it, _ := q.Get(ctx, ids[6]); it.Status != queue.StatusCompleted {
+		if it, _ := q.Get(ctx, ids[6]); it.Status != kgworker.StatusCompleted {
 			t.Errorf("document 6's older item was requeued: %+v", it)
 		}
-		if it, _ := q.Get(ctx, newest); it.Status != queue.StatusPending || it.Priority != 1 {
+		if it, _ := q.Get(ctx, newest); it.Status != kgworker.StatusPending || it.Priority != 1 {
 			t.Errorf("document 6's latest item: %+v", it)
 		}
 	})
+}
+
+// openAdmin opens a fresh queue with one retry and a short backoff, and
+// the database beside it to set up and inspect rows.
+func openAdmin(t *testing.T, be backend) (*kgworker.Queue, *sql.DB) {
+	t.Helper()
+	q, path := openQueue(t, be, kgworker.WithMaxRetries(1), kgworker.WithBackoff(time.Millisecond, time.Millisecond))
+	return q, rawDB(t, path)
 }

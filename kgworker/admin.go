@@ -5,25 +5,15 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/kato-manager/kato-manager/config"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kato-manager/kato-manager/queue"
 )
 
-// InputError is an operator's request the queue refuses: the field, the
-// value given and the rule it breaks. Nothing was changed.
-type InputError struct {
-	Field string `json:"field"`
-	Value string `json:"value"`
-	Rule  string `json:"rule"`
-}
-
-func (e *InputError) Error() string {
-	return fmt.Sprintf("invalid %s %s: %s", e.Field, e.Value, e.Rule)
-}
-
-// checkItems fails with an InputError naming the first id that is not an
+// checkItems fails with a *config.FieldError naming the first id that is not an
 // item of the queue.
 func checkItems(ctx context.Context, tx *sql.Tx, ids []int64) error {
 	for _, id := range ids {
@@ -32,7 +22,7 @@ func checkItems(ctx context.Context, tx *sql.Tx, ids []int64) error {
 			return err
 		}
 		if n == 0 {
-			return &InputError{Field: "ITEM_ID", Value: strconv.FormatInt(id, 10), Rule: "no such queue item"}
+			return &config.FieldError{Field: "ITEM_ID", Value: strconv.FormatInt(id, 10), Rule: "no such queue item"}
 		}
 	}
 	return nil
@@ -42,10 +32,10 @@ func checkItems(ctx context.Context, tx *sql.Tx, ids []int64) error {
 // An unknown id or a negative priority changes nothing.
 func (q *Queue) SetPriority(ctx context.Context, priority int, ids ...int64) (int, error) {
 	if priority < 0 {
-		return 0, &InputError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+		return 0, &config.FieldError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
 	}
 	if len(ids) == 0 {
-		return 0, &InputError{Field: "ITEM_ID", Value: `""`, Rule: "give one or more queue item ids"}
+		return 0, &config.FieldError{Field: "ITEM_ID", Value: "", Rule: "give one or more queue item ids"}
 	}
 	var n int
 	err := q.WithTx(ctx, func(tx *sql.Tx) error {
@@ -68,7 +58,7 @@ func (q *Queue) SetPriority(ctx context.Context, priority int, ids ...int64) (in
 // unknown id changes nothing.
 func (q *Queue) Delete(ctx context.Context, ids ...int64) (int, error) {
 	if len(ids) == 0 {
-		return 0, &InputError{Field: "ITEM_ID", Value: `""`, Rule: "give one or more queue item ids"}
+		return 0, &config.FieldError{Field: "ITEM_ID", Value: "", Rule: "give one or more queue item ids"}
 	}
 	var n int
 	err := q.WithTx(ctx, func(tx *sql.Tx) error {
@@ -93,10 +83,10 @@ func (q *Queue) Delete(ctx context.Context, ids ...int64) (int, error) {
 // then nothing changes. It returns how many items it moved.
 func (q *Queue) Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error) {
 	if priority < 0 {
-		return 0, &InputError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+		return 0, &config.FieldError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
 	}
 	if len(contentIDs) == 0 {
-		return 0, &InputError{Field: "CONTENT_ID", Value: `""`, Rule: "give one or more crawled_content ids"}
+		return 0, &config.FieldError{Field: "CONTENT_ID", Value: "", Rule: "give one or more crawled_content ids"}
 	}
 	moved := 0
 	err := q.WithTx(ctx, func(tx *sql.Tx) error {
@@ -106,7 +96,7 @@ func (q *Queue) Requeue(ctx context.Context, priority int, contentIDs ...int64) 
 			var status string
 			err := tx.QueryRowContext(ctx, "SELECT id, COALESCE(status, '') FROM kg_processing_queue WHERE content_id = ? ORDER BY id DESC LIMIT 1"+forUpdate(q.Dialect()), c).Scan(&id, &status)
 			if errors.Is(err, sql.ErrNoRows) {
-				return &InputError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "has no queue item (queue it with `queue enqueue`)"}
+				return &config.FieldError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "has no queue item (queue it with `queue enqueue`)"}
 			}
 			if err != nil {
 				return err
@@ -139,7 +129,7 @@ const requeueSet = `UPDATE kg_processing_queue SET status = 'pending', priority 
 // returns how many items it moved.
 func (q *Queue) RequeueAll(ctx context.Context, priority int) (int, error) {
 	if priority < 0 {
-		return 0, &InputError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+		return 0, &config.FieldError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
 	}
 	res, err := q.db.ExecContext(ctx, requeueSet+` WHERE status IN ('completed', 'failed', 'skipped')
 	AND id IN (SELECT MAX(id) FROM kg_processing_queue GROUP BY content_id)`, priority, queue.Stamp(q.Now()))
@@ -152,8 +142,8 @@ func (q *Queue) RequeueAll(ctx context.Context, priority int) (int, error) {
 // Clear deletes every item in a status. Processing items are held by
 // workers and cannot be cleared; stop the pool first.
 func (q *Queue) Clear(ctx context.Context, status Status) (int, error) {
-	if _, err := ParseStatus(string(status)); err != nil || status == StatusProcessing {
-		return 0, &InputError{Field: "--status", Value: strconv.Quote(string(status)), Rule: "must be one of pending, completed, failed, skipped"}
+	if _, err := ParseClearStatus("--status", string(status)); err != nil {
+		return 0, err
 	}
 	res, err := q.db.ExecContext(ctx, "DELETE FROM kg_processing_queue WHERE status = ?", string(status))
 	if err != nil {
@@ -167,11 +157,28 @@ func affected(res sql.Result) (int, error) {
 	return int(n), err
 }
 
-// wrapAdmin names the operation of a database error; an InputError stays
-// as it is.
+// ParseClearStatus returns the status named by s that items may be
+// cleared of: any but processing, whose items workers hold. A bad s is a
+// *config.FieldError on field.
+func ParseClearStatus(field, s string) (queue.Status, error) {
+	st, err := queue.ParseStatus(s)
+	if err != nil || st == queue.StatusProcessing {
+		var names []string
+		for _, st := range queue.Statuses() {
+			if st != queue.StatusProcessing {
+				names = append(names, string(st))
+			}
+		}
+		return "", &config.FieldError{Field: field, Value: s, Rule: "must be one of " + strings.Join(names, ", ") + " (processing items are held by workers)"}
+	}
+	return st, nil
+}
+
+// wrapAdmin names the operation of a database error; bad input stays as
+// it is.
 func wrapAdmin(op string, err error) error {
-	var ie *InputError
-	if err == nil || errors.As(err, &ie) {
+	var fe *config.FieldError
+	if err == nil || errors.As(err, &fe) {
 		return err
 	}
 	return fmt.Errorf("%s: %w", op, err)
@@ -194,4 +201,45 @@ func inIDs(query string, ids []int64) (string, []any) {
 		args[i] = id
 	}
 	return fmt.Sprintf(query, strings.Join(marks, ", ")), args
+}
+
+// ClearOlderThan deletes the items in status that reached it more than
+// age ago (by processed_at, or queued_at for an item never processed):
+// `queue clear --status failed --older-than 7d`. Like Clear, it refuses
+// processing, and a non-positive age.
+func (q *Queue) ClearOlderThan(ctx context.Context, status queue.Status, age time.Duration) (int, error) {
+	if _, err := ParseClearStatus("--status", string(status)); err != nil {
+		return 0, err
+	}
+	if age <= 0 {
+		return 0, &config.FieldError{Field: "--older-than", Value: age.String(), Rule: "must be more than zero"}
+	}
+	if q.readOnly {
+		return 0, fmt.Errorf("clear %s items: %w", status, ErrReadOnly)
+	}
+	before := queue.Stamp(q.Now().Add(-age))
+	res, err := q.db.ExecContext(ctx, "DELETE FROM kg_processing_queue WHERE status = ? AND COALESCE(processed_at, queued_at) < ?", string(status), before)
+	if err != nil {
+		return 0, fmt.Errorf("clear %s items older than %s: %w", status, age, err)
+	}
+	return affected(res)
+}
+
+// ParseAge returns the age s names: a whole number of days ("7d") or a
+// duration ("36h", "90m"), more than zero. A bad s is a
+// *config.FieldError on field.
+func ParseAge(field, s string) (time.Duration, error) {
+	bad := &config.FieldError{Field: field, Value: s, Rule: "must be a whole number of days (7d) or a duration (36h, 90m), more than zero"}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 1 || n > 100*365 {
+			return 0, bad
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, bad
+	}
+	return d, nil
 }

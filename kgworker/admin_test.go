@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
 func inputError(t *testing.T, err error, field, value string) {
 	t.Helper()
-	var ie *kgworker.InputError
+	var ie *config.FieldError
 	if !errors.As(err, &ie) || ie.Field != field || ie.Value != value || ie.Rule == "" {
 		t.Errorf("error %v, want an input error on %s %s", err, field, value)
 	}
@@ -53,9 +54,9 @@ func TestAdminActions(t *testing.T) {
 		_, err = q.Requeue(ctx, 1, 1, 77)
 		inputError(t, err, "CONTENT_ID", "77")
 		_, err = q.Clear(ctx, kgworker.StatusProcessing)
-		inputError(t, err, "--status", `"processing"`)
+		inputError(t, err, "--status", "processing")
 		_, err = q.Clear(ctx, "done")
-		inputError(t, err, "--status", `"done"`)
+		inputError(t, err, "--status", "done")
 		if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue WHERE priority = 1 AND status = 'completed'"); n != 1 {
 			t.Fatal("refused requests changed the queue")
 		}

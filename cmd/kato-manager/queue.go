@@ -286,9 +286,9 @@ func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFl
 	if err := noArgs(fs, "queue clear takes no arguments; use --status STATUS"); err != nil {
 		return err
 	}
-	st, err := kgworker.ParseStatus(*status)
-	if err != nil || st == kgworker.StatusProcessing {
-		return &config.FieldError{Field: "status", Value: *status, Rule: "must be one of pending, completed, failed, skipped (processing items are held by workers)"}
+	st, err := kgworker.ParseClearStatus("status", *status)
+	if err != nil {
+		return err
 	}
 	if err := a.confirm(*f.yes, fmt.Sprintf("Delete every %s item of the KG queue?", st)); err != nil {
 		return err

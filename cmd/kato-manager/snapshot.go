@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
-	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -24,50 +24,11 @@ const defaultPageStatus = kgworker.StatusFailed
 
 // queueOverview is everything a page or a scrape reads from the queue,
 // fetched in one round trip to the database's child.
-type queueOverview struct {
-	Counts    kgworker.Counts   `json:"counts"`
-	Reports   []kgworker.Report `json:"reports"`
-	Latencies queue.Latencies   `json:"latencies"`
-	// Items are up to Limit items of Status, as List returns them.
-	Items []kgworker.Item `json:"items"`
-}
+type queueOverview = kgdb.Overview
 
-// overviewer is a queueDB that reads a whole overview at once (the child
-// of root's serve, in one request).
-type overviewer interface {
-	Overview(ctx context.Context, status kgworker.Status, limit int) (queueOverview, error)
-}
-
-// readOverview reads the overview of q: at once when q can, else call by
-// call (a database this process opened itself).
+// readOverview reads the overview of q in one call.
 func readOverview(ctx context.Context, q queueDB, status kgworker.Status, limit int) (queueOverview, error) {
-	if o, ok := q.(overviewer); ok {
-		return o.Overview(ctx, status, limit)
-	}
-	var o queueOverview
-	var err error
-	if o.Counts, err = q.Stats(ctx); err != nil {
-		return o, err
-	}
-	if o.Reports, err = q.Reports(ctx); err != nil {
-		return o, err
-	}
-	if o.Latencies, err = q.Latencies(ctx); err != nil {
-		return o, err
-	}
-	o.Items, err = q.List(ctx, status, limit)
-	return o, err
-}
-
-// Overview implements overviewer: one request to the child.
-func (c *queueChild) Overview(ctx context.Context, status kgworker.Status, limit int) (queueOverview, error) {
-	return callInto[queueOverview](ctx, c, queueRequest{Op: "overview", Status: status, Limit: limit})
-}
-
-// Overview implements overviewer through the current child.
-func (r *reopeningQueue) Overview(ctx context.Context, status kgworker.Status, limit int) (o queueOverview, err error) {
-	err = r.do(func(q queueDB) error { o, err = readOverview(ctx, q, status, limit); return err })
-	return o, err
+	return q.Overview(ctx, status, limit)
 }
 
 // snapshot is the fleet and the queue at one moment, as every page and

@@ -38,14 +38,29 @@ func EncodeError(err error) *WireError {
 // *config.NotFoundError when w names a field, else an error with w's
 // message whose kind (config.ErrorKindOf) is w's.
 func (w *WireError) Err() error {
+	var typed error
 	switch {
 	case w.Kind == config.KindNotFound && w.Field != "":
-		return &config.NotFoundError{Field: w.Field, Value: w.Value, Rule: w.Rule}
+		typed = &config.NotFoundError{Field: w.Field, Value: w.Value, Rule: w.Rule}
 	case w.Kind == config.KindInput && w.Field != "":
-		return &config.FieldError{Field: w.Field, Value: w.Value, Rule: w.Rule}
+		typed = &config.FieldError{Field: w.Field, Value: w.Value, Rule: w.Rule}
+	default:
+		return &kindError{kind: w.Kind, msg: w.Message}
 	}
-	return &kindError{kind: w.Kind, msg: w.Message}
+	if typed.Error() == w.Message {
+		return typed
+	}
+	return &wrapped{msg: w.Message, err: typed} // the context it was wrapped in
 }
+
+// wrapped is a typed error with the message it had where it was wrapped.
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (e *wrapped) Error() string { return e.msg }
+func (e *wrapped) Unwrap() error { return e.err }
 
 // kindError is an error that came over the helper's connection without a
 // type of its own: its message and kind.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 func inputError(t *testing.T, err error, field, value string) {
@@ -165,4 +166,61 @@ func openAdmin(t *testing.T, be backend) (*kgworker.Queue, *sql.DB) {
 	t.Helper()
 	q, path := openQueue(t, be, kgworker.WithMaxRetries(1), kgworker.WithBackoff(time.Millisecond, time.Millisecond))
 	return q, rawDB(t, path)
+}
+
+// TestClearOlderThan: only the items of the status that reached it
+// longer ago than the age go (an item never processed counts from when it
+// was queued); processing and a non-positive age are refused, changing
+// nothing.
+func TestClearOlderThan(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be backend) {
+		q, db := openAdmin(t, be)
+		ctx := context.Background()
+		var ids []int64
+		for c := int64(1); c <= 5; c++ {
+			id, err := q.Enqueue(ctx, c, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		old, recent := queue.Stamp(q.Now().Add(-10*24*time.Hour)), queue.Stamp(q.Now().Add(-time.Hour))
+		mustExec(t, db, "UPDATE kg_processing_queue SET status = 'failed', processed_at = ? WHERE id = ?", old, ids[0])
+		mustExec(t, db, "UPDATE kg_processing_queue SET status = 'failed', processed_at = ? WHERE id = ?", recent, ids[1])
+		mustExec(t, db, "UPDATE kg_processing_queue SET status = 'failed', processed_at = NULL, queued_at = ? WHERE id = ?", old, ids[2])
+		mustExec(t, db, "UPDATE kg_processing_queue SET status = 'completed', processed_at = ? WHERE id = ?", old, ids[3])
+
+		_, err := q.ClearOlderThan(ctx, kgworker.StatusProcessing, time.Hour)
+		inputError(t, err, "--status", "processing")
+		_, err = q.ClearOlderThan(ctx, kgworker.StatusFailed, 0)
+		inputError(t, err, "--older-than", "0s")
+		if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue"); n != 5 {
+			t.Fatalf("refused clears left %d items, want 5", n)
+		}
+		n, err := q.ClearOlderThan(ctx, kgworker.StatusFailed, 7*24*time.Hour)
+		if err != nil || n != 2 {
+			t.Fatalf("ClearOlderThan(failed, 7d) = %d, %v; want 2", n, err)
+		}
+		for i, want := range []int{0, 1, 0, 1, 1} {
+			if got := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue WHERE id = ?", ids[i]); got != want {
+				t.Errorf("item %d: %d rows, want %d", ids[i], got, want)
+			}
+		}
+	})
+}
+
+// TestParseAge: days and durations, and what is refused.
+func TestParseAge(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+	}{{"7d", 7 * 24 * time.Hour}, {"1d", 24 * time.Hour}, {"36h", 36 * time.Hour}, {"90m", 90 * time.Minute}} {
+		if got, err := kgworker.ParseAge("older_than", tc.in); err != nil || got != tc.want {
+			t.Errorf("ParseAge(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"", "0d", "-1d", "d", "1.5d", "week", "0s", "-3h", "99999999d"} {
+		_, err := kgworker.ParseAge("older_than", in)
+		inputError(t, err, "older_than", in)
+	}
 }

@@ -418,7 +418,13 @@ func newReopeningQueue(first queueDB, open func() (queueDB, error)) *reopeningQu
 
 // Call runs an operation on the current child, or a new one.
 func (r *reopeningQueue) Call(ctx context.Context, name string, args kgdb.Args, result any) error {
-	return r.do(func(q queueDB) error { return q.(kgdb.Caller).Call(ctx, name, args, result) })
+	return r.do(func(q queueDB) error {
+		c, ok := q.(kgdb.Caller)
+		if !ok {
+			return fmt.Errorf("queue access: %T runs no operation of the table", q)
+		}
+		return c.Call(ctx, name, args, result)
+	})
 }
 
 func (r *reopeningQueue) do(fn func(queueDB) error) error {

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -91,7 +92,7 @@ func actionServer(t *testing.T) (srv *httptest.Server, sd *refusingSystemd, regi
 	sd = &refusingSystemd{}
 	registry = filepath.Join(dir, "instances.toml")
 	m := &supervisor.Manager{Systemd: sd, Config: config.Default(), Registry: config.OpenRegistry(registry)}
-	d, err := newDashboard(m, nil, q, q, dashboardOptions{token: actionToken, listen: "127.0.0.1:0"})
+	d, err := newDashboard(m, nil, kgdb.NewLocal(q), kgdb.NewLocal(q), dashboardOptions{token: actionToken, listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

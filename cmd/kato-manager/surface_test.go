@@ -51,7 +51,7 @@ var surface = map[string][]string{
 	"queue priority":     {},
 	"queue delete":       {},
 	"queue requeue":      {"--all bool", "--priority int =1"},
-	"queue clear":        {"--status string", "--yes bool"},
+	"queue clear":        {"--older-than string", "--status string", "--yes bool"},
 	"queue migrate":      {"--json bool", "--to string"},
 }
 

@@ -1,13 +1,3 @@
-// Package kgdb is root's access path to the KG database beside the queue:
-// the operations operators run on it (from the CLI and the web), as one
-// table that the in-process access, the kato-queue helper's dispatch and
-// the helper's client all use, and the errors that keep their kind across
-// the helper's connection.
-//
-// Adding an operation: define it in the table below (name, arguments,
-// result) and give Client a method calling it. The helper serves it, and
-// every Store (direct or through the helper) offers it, with nothing else
-// to change.
 package kgdb
 
 import (
@@ -15,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 )
 
@@ -33,9 +22,9 @@ type Args struct {
 // Overview is everything a page or a scrape reads from the queue, fetched
 // in one call (one round trip to the helper).
 type Overview struct {
-	Counts    queue.Counts      `json:"counts"`
-	Reports   []kgworker.Report `json:"reports"`
-	Latencies queue.Latencies   `json:"latencies"`
+	Counts    queue.Counts    `json:"counts"`
+	Reports   []Report        `json:"reports"`
+	Latencies queue.Latencies `json:"latencies"`
 	// Items are up to Limit items of Status, as List returns them.
 	Items []queue.Item `json:"items"`
 }
@@ -43,22 +32,22 @@ type Overview struct {
 // op is one operation of the table, returning an R.
 type op[R any] struct {
 	name string
-	run  func(context.Context, *kgworker.Queue, Args) (R, error)
+	run  func(context.Context, *DB, Args) (R, error)
 }
 
 // handler is an operation of any result type, as the table holds it.
 type handler interface {
 	// serve runs the operation for the helper, its result to be encoded.
-	serve(ctx context.Context, q *kgworker.Queue, args Args) (any, error)
+	serve(ctx context.Context, q *DB, args Args) (any, error)
 	// into runs the operation in process, its result stored in *result.
-	into(ctx context.Context, q *kgworker.Queue, args Args, result any) error
+	into(ctx context.Context, q *DB, args Args, result any) error
 }
 
-func (o op[R]) serve(ctx context.Context, q *kgworker.Queue, args Args) (any, error) {
+func (o op[R]) serve(ctx context.Context, q *DB, args Args) (any, error) {
 	return o.run(ctx, q, args)
 }
 
-func (o op[R]) into(ctx context.Context, q *kgworker.Queue, args Args, result any) error {
+func (o op[R]) into(ctx context.Context, q *DB, args Args, result any) error {
 	r, err := o.run(ctx, q, args)
 	if err != nil {
 		return err
@@ -81,7 +70,7 @@ func (o op[R]) call(ctx context.Context, c Caller, args Args) (R, error) {
 // ops is the table: every operation by name.
 var ops = map[string]handler{}
 
-func define[R any](name string, run func(context.Context, *kgworker.Queue, Args) (R, error)) op[R] {
+func define[R any](name string, run func(context.Context, *DB, Args) (R, error)) op[R] {
 	o := op[R]{name: name, run: run}
 	ops[name] = o
 	return o
@@ -89,53 +78,53 @@ func define[R any](name string, run func(context.Context, *kgworker.Queue, Args)
 
 // The operations.
 var (
-	opEnqueue = define("enqueue", func(ctx context.Context, q *kgworker.Queue, a Args) ([]int64, error) {
+	opEnqueue = define("enqueue", func(ctx context.Context, q *DB, a Args) ([]int64, error) {
 		return q.EnqueueDocuments(ctx, a.Priority, a.IDs...)
 	})
-	opList = define("list", func(ctx context.Context, q *kgworker.Queue, a Args) ([]queue.Item, error) {
+	opList = define("list", func(ctx context.Context, q *DB, a Args) ([]queue.Item, error) {
 		return q.List(ctx, a.Status, a.Limit)
 	})
-	opRetryFailed = define("retry-failed", func(ctx context.Context, q *kgworker.Queue, a Args) (int, error) {
+	opRetryFailed = define("retry-failed", func(ctx context.Context, q *DB, a Args) (int, error) {
 		return q.RetryFailed(ctx, a.IDs...)
 	})
-	opStats = define("stats", func(ctx context.Context, q *kgworker.Queue, _ Args) (queue.Counts, error) {
+	opStats = define("stats", func(ctx context.Context, q *DB, _ Args) (queue.Counts, error) {
 		return q.Stats(ctx)
 	})
-	opReports = define("reports", func(ctx context.Context, q *kgworker.Queue, _ Args) ([]kgworker.Report, error) {
+	opReports = define("reports", func(ctx context.Context, q *DB, _ Args) ([]Report, error) {
 		return q.Reports(ctx)
 	})
-	opLatencies = define("latencies", func(ctx context.Context, q *kgworker.Queue, _ Args) (queue.Latencies, error) {
+	opLatencies = define("latencies", func(ctx context.Context, q *DB, _ Args) (queue.Latencies, error) {
 		return q.Latencies(ctx)
 	})
 	opOverview = define("overview", readOverview)
-	opPriority = define("priority", func(ctx context.Context, q *kgworker.Queue, a Args) (int, error) {
+	opPriority = define("priority", func(ctx context.Context, q *DB, a Args) (int, error) {
 		return q.SetPriority(ctx, a.Priority, a.IDs...)
 	})
-	opDelete = define("delete", func(ctx context.Context, q *kgworker.Queue, a Args) (int, error) {
+	opDelete = define("delete", func(ctx context.Context, q *DB, a Args) (int, error) {
 		return q.Delete(ctx, a.IDs...)
 	})
-	opRequeue = define("requeue", func(ctx context.Context, q *kgworker.Queue, a Args) (int, error) {
+	opRequeue = define("requeue", func(ctx context.Context, q *DB, a Args) (int, error) {
 		return q.Requeue(ctx, a.Priority, a.IDs...)
 	})
-	opRequeueAll = define("requeue-all", func(ctx context.Context, q *kgworker.Queue, a Args) (int, error) {
+	opRequeueAll = define("requeue-all", func(ctx context.Context, q *DB, a Args) (int, error) {
 		return q.RequeueAll(ctx, a.Priority)
 	})
-	opClear = define("clear", func(ctx context.Context, q *kgworker.Queue, a Args) (int, error) {
+	opClear = define("clear", func(ctx context.Context, q *DB, a Args) (int, error) {
 		return q.Clear(ctx, a.Status)
 	})
-	opClearOlderThan = define("clear-older-than", func(ctx context.Context, q *kgworker.Queue, a Args) (int, error) {
+	opClearOlderThan = define("clear-older-than", func(ctx context.Context, q *DB, a Args) (int, error) {
 		return q.ClearOlderThan(ctx, a.Status, a.OlderThan)
 	})
-	opDocuments = define("documents", func(ctx context.Context, q *kgworker.Queue, a Args) ([]kgworker.DocumentSummary, error) {
+	opDocuments = define("documents", func(ctx context.Context, q *DB, a Args) ([]DocumentSummary, error) {
 		return q.Documents(ctx, a.Search, a.Limit)
 	})
-	opDocument = define("document", func(ctx context.Context, q *kgworker.Queue, a Args) (*kgworker.DocumentDetail, error) {
+	opDocument = define("document", func(ctx context.Context, q *DB, a Args) (*DocumentDetail, error) {
 		return q.Document(ctx, a.ID)
 	})
 )
 
 // readOverview reads the overview of q call by call.
-func readOverview(ctx context.Context, q *kgworker.Queue, a Args) (Overview, error) {
+func readOverview(ctx context.Context, q *DB, a Args) (Overview, error) {
 	var o Overview
 	var err error
 	if o.Counts, err = q.Stats(ctx); err != nil {
@@ -153,7 +142,7 @@ func readOverview(ctx context.Context, q *kgworker.Queue, a Args) (Overview, err
 
 // Serve runs the operation name on q for the helper, and returns its
 // result to encode.
-func Serve(ctx context.Context, q *kgworker.Queue, name string, args Args) (any, error) {
+func Serve(ctx context.Context, q *DB, name string, args Args) (any, error) {
 	h, ok := ops[name]
 	if !ok {
 		return nil, fmt.Errorf("unknown queue operation %q", name)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/queue"
 )
 
@@ -54,7 +54,7 @@ func TestAdminActions(t *testing.T) {
 		inputError(t, err, "ITEM_ID", "999")
 		_, err = q.Requeue(ctx, 1, 1, 77)
 		inputError(t, err, "CONTENT_ID", "77")
-		_, err = q.Clear(ctx, kgworker.StatusProcessing)
+		_, err = q.Clear(ctx, queue.StatusProcessing)
 		inputError(t, err, "--status", "processing")
 		_, err = q.Clear(ctx, "done")
 		inputError(t, err, "--status", "done")
@@ -78,17 +78,17 @@ func TestAdminActions(t *testing.T) {
 		}
 		for _, id := range ids[:2] {
 			it, _ := q.Get(ctx, id)
-			if it.Status != kgworker.StatusPending || it.RetryCount != 0 || it.ErrorMessage != "" || it.ResultSummary != "" || !it.ProcessedAt.IsZero() || it.Priority != 3 {
+			if it.Status != queue.StatusPending || it.RetryCount != 0 || it.ErrorMessage != "" || it.ResultSummary != "" || !it.ProcessedAt.IsZero() || it.Priority != 3 {
 				t.Errorf("requeued item %+v", it)
 			}
 		}
-		if it, _ := q.Get(ctx, ids[2]); it.Status != kgworker.StatusProcessing || it.LeaseOwner != "w2" {
+		if it, _ := q.Get(ctx, ids[2]); it.Status != queue.StatusProcessing || it.LeaseOwner != "w2" {
 			t.Errorf("the held item was touched: %+v", it)
 		}
 		if n, err := q.Delete(ctx, ids[2]); n != 1 || err != nil {
 			t.Fatal(n, err)
 		}
-		if n, err := q.Clear(ctx, kgworker.StatusPending); n != 3 || err != nil {
+		if n, err := q.Clear(ctx, queue.StatusPending); n != 3 || err != nil {
 			t.Fatalf("clear pending: %d %v", n, err)
 		}
 		if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue"); n != 0 {
@@ -141,20 +141,20 @@ func TestRequeueAll(t *testing.T) {
 		}
 		for _, c := range []int64{1, 2, 3} {
 			it, _ := q.Get(ctx, ids[c])
-			if it.Status != kgworker.StatusPending || it.RetryCount != 0 || it.ErrorMessage != "" || it.ResultSummary != "" || !it.ProcessedAt.IsZero() || it.Priority != 4 {
+			if it.Status != queue.StatusPending || it.RetryCount != 0 || it.ErrorMessage != "" || it.ResultSummary != "" || !it.ProcessedAt.IsZero() || it.Priority != 4 {
 				t.Errorf("document %d: %+v", c, it)
 			}
 		}
-		if it, _ := q.Get(ctx, ids[4]); it.Status != kgworker.StatusProcessing {
+		if it, _ := q.Get(ctx, ids[4]); it.Status != queue.StatusProcessing {
 			t.Errorf("the processing document was touched: %+v", it)
 		}
-		if it, _ := q.Get(ctx, ids[5]); it.Status != kgworker.StatusPending || it.Priority != 1 {
+		if it, _ := q.Get(ctx, ids[5]); it.Status != queue.StatusPending || it.Priority != 1 {
 			t.Errorf("the pending document was touched: %+v", it)
 		}
-		if it, _ := q.Get(ctx, ids[6]); it.Status != kgworker.StatusCompleted {
+		if it, _ := q.Get(ctx, ids[6]); it.Status != queue.StatusCompleted {
 			t.Errorf("document 6's older item was requeued: %+v", it)
 		}
-		if it, _ := q.Get(ctx, newest); it.Status != kgworker.StatusPending || it.Priority != 1 {
+		if it, _ := q.Get(ctx, newest); it.Status != queue.StatusPending || it.Priority != 1 {
 			t.Errorf("document 6's latest item: %+v", it)
 		}
 	})
@@ -162,9 +162,9 @@ func TestRequeueAll(t *testing.T) {
 
 // openAdmin opens a fresh queue with one retry and a short backoff, and
 // the database beside it to set up and inspect rows.
-func openAdmin(t *testing.T, be backend) (*kgworker.Queue, *sql.DB) {
+func openAdmin(t *testing.T, be backend) (*kgdb.DB, *sql.DB) {
 	t.Helper()
-	q, path := openQueue(t, be, kgworker.WithMaxRetries(1), kgworker.WithBackoff(time.Millisecond, time.Millisecond))
+	q, path := openQueue(t, be, kgdb.WithMaxRetries(1), kgdb.WithBackoff(time.Millisecond, time.Millisecond))
 	return q, rawDB(t, path)
 }
 
@@ -190,14 +190,14 @@ func TestClearOlderThan(t *testing.T) {
 		mustExec(t, db, "UPDATE kg_processing_queue SET status = 'failed', processed_at = NULL, queued_at = ? WHERE id = ?", old, ids[2])
 		mustExec(t, db, "UPDATE kg_processing_queue SET status = 'completed', processed_at = ? WHERE id = ?", old, ids[3])
 
-		_, err := q.ClearOlderThan(ctx, kgworker.StatusProcessing, time.Hour)
+		_, err := q.ClearOlderThan(ctx, queue.StatusProcessing, time.Hour)
 		inputError(t, err, "--status", "processing")
-		_, err = q.ClearOlderThan(ctx, kgworker.StatusFailed, 0)
+		_, err = q.ClearOlderThan(ctx, queue.StatusFailed, 0)
 		inputError(t, err, "--older-than", "0s")
 		if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue"); n != 5 {
 			t.Fatalf("refused clears left %d items, want 5", n)
 		}
-		n, err := q.ClearOlderThan(ctx, kgworker.StatusFailed, 7*24*time.Hour)
+		n, err := q.ClearOlderThan(ctx, queue.StatusFailed, 7*24*time.Hour)
 		if err != nil || n != 2 {
 			t.Fatalf("ClearOlderThan(failed, 7d) = %d, %v; want 2", n, err)
 		}
@@ -215,12 +215,12 @@ func TestParseAge(t *testing.T) {
 		in   string
 		want time.Duration
 	}{{"7d", 7 * 24 * time.Hour}, {"1d", 24 * time.Hour}, {"36h", 36 * time.Hour}, {"90m", 90 * time.Minute}} {
-		if got, err := kgworker.ParseAge("older_than", tc.in); err != nil || got != tc.want {
+		if got, err := kgdb.ParseAge("older_than", tc.in); err != nil || got != tc.want {
 			t.Errorf("ParseAge(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
 		}
 	}
 	for _, in := range []string{"", "0d", "-1d", "d", "1.5d", "week", "0s", "-3h", "99999999d"} {
-		_, err := kgworker.ParseAge("older_than", in)
+		_, err := kgdb.ParseAge("older_than", in)
 		inputError(t, err, "older_than", in)
 	}
 }

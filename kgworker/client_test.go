@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
@@ -237,7 +238,7 @@ func TestIngest(t *testing.T) {
 		}, wantErr: context.Canceled, wantFault: kgworker.FaultAttempt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got kgworker.IngestRequest
+			var got kgdb.IngestRequest
 			var path, ctype string
 			url := refusedURL(t)
 			if !tc.refused {
@@ -258,8 +259,8 @@ func TestIngest(t *testing.T) {
 			if tc.cancel {
 				time.AfterFunc(50*time.Millisecond, cancel)
 			}
-			req := kgworker.NewIngestRequest(&kgworker.Content{ID: 7, URL: "https://a", Title: "A", Markdown: "# A",
-				Chunks: []kgworker.Chunk{{VectorRowID: 700, ChunkIndex: 0, CharStart: 0, CharEnd: 10, Text: "Go is fast"},
+			req := kgdb.NewIngestRequest(&kgdb.Content{ID: 7, URL: "https://a", Title: "A", Markdown: "# A",
+				Chunks: []kgdb.Chunk{{VectorRowID: 700, ChunkIndex: 0, CharStart: 0, CharEnd: 10, Text: "Go is fast"},
 					{VectorRowID: 701, ChunkIndex: 1, CharStart: 10, CharEnd: 30, Text: "and it is simple"}}})
 			res, err := c.Ingest(ctx, req)
 
@@ -299,7 +300,7 @@ func TestIngest(t *testing.T) {
 			}
 			e := res.Entities[0]
 			if res.EntitiesExtracted != 1 || len(res.Entities) != 1 || len(e.ChunkAppearances) != 1 ||
-				e.ChunkAppearances[0] != (kgworker.ChunkAppearance{VectorRowID: 700, ChunkIndex: 0, OffsetStart: 0, OffsetEnd: 2}) ||
+				e.ChunkAppearances[0] != (kgdb.ChunkAppearance{VectorRowID: 700, ChunkIndex: 0, OffsetStart: 0, OffsetEnd: 2}) ||
 				e.TypeSub1 != nil || e.TypeFull != "Technology" || e.Neo4jNodeID == nil || *e.Neo4jNodeID != "n1" || e.Sentence != "Go is fast" ||
 				res.ProcessingTimeMS != 12.5 || res.Neo4jDocumentID != "doc-7" {
 				t.Errorf("result = %+v", res)
@@ -309,7 +310,7 @@ func TestIngest(t *testing.T) {
 				len(r.ChunkRowIDs) != 2 || !r.SpansChunks || r.ObjectNeo4jID != nil || *r.SubjectNeo4jID != "n1" {
 				t.Errorf("relationship = %+v", r)
 			}
-			var sum kgworker.Summary
+			var sum kgdb.Summary
 			if err := json.Unmarshal(res.Summary, &sum); err != nil || sum.EntitiesByType["Technology"] != 1 || sum.ChunksWithEntities != 1 {
 				t.Errorf("summary = %s, %v", res.Summary, err)
 			}
@@ -329,13 +330,13 @@ func TestIngestLargestAnswer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("large answer")
 	}
-	req := &kgworker.IngestRequest{ContentID: 9, URL: "https://example.org/big", Title: "Big", Markdown: strings.Repeat("m", 50)}
-	for i := 0; i < kgworker.MaxChunks; i++ {
-		req.Chunks = append(req.Chunks, kgworker.Chunk{VectorRowID: int64(i + 1), ChunkIndex: i, CharStart: i * 10, CharEnd: i*10 + 10, Text: "ten chars!"})
+	req := &kgdb.IngestRequest{ContentID: 9, URL: "https://example.org/big", Title: "Big", Markdown: strings.Repeat("m", 50)}
+	for i := 0; i < kgdb.MaxChunks; i++ {
+		req.Chunks = append(req.Chunks, kgdb.Chunk{VectorRowID: int64(i + 1), ChunkIndex: i, CharStart: i * 10, CharEnd: i*10 + 10, Text: "ten chars!"})
 	}
 	answer := kgservicefake.Extract(kgservicefake.IngestRequest{ContentID: 9})
 	ctxText := strings.Repeat("c", 300)
-	for i := 0; i < kgworker.MaxChunks; i++ {
+	for i := 0; i < kgdb.MaxChunks; i++ {
 		for k := 0; k < 30; k++ {
 			node := fmt.Sprintf("node-%d-%d", i, k)
 			answer.Entities = append(answer.Entities, kgservicefake.Entity{
@@ -372,7 +373,7 @@ func TestIngestLargestAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Entities) != 30*kgworker.MaxChunks {
+	if len(res.Entities) != 30*kgdb.MaxChunks {
 		t.Fatalf("answer has %d entities", len(res.Entities))
 	}
 	// What the decoded entities themselves take, plus the decoder's
@@ -403,7 +404,7 @@ func TestDisabledClientSendsNothing(t *testing.T) {
 	if err := c.Health(context.Background()); !errors.Is(err, kgworker.ErrServiceDisabled) {
 		t.Errorf("Health = %v, want ErrServiceDisabled", err)
 	}
-	if _, err := c.Ingest(context.Background(), &kgworker.IngestRequest{ContentID: 1}); !errors.Is(err, kgworker.ErrServiceDisabled) {
+	if _, err := c.Ingest(context.Background(), &kgdb.IngestRequest{ContentID: 1}); !errors.Is(err, kgworker.ErrServiceDisabled) {
 		t.Errorf("Ingest = %v, want ErrServiceDisabled", err)
 	}
 	if hits.Load() != 0 {

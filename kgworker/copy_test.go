@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/kato-manager/kato-manager/internal/pgtest"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 )
 
 // copySource is the original shape with a worker report and a table of
@@ -54,11 +54,11 @@ func TestCopyToPostgresRoundTrip(t *testing.T) {
 	before := fileState(t, filepath.Dir(path))
 	url := srv.NewDB(t)
 
-	report, err := kgworker.CopyToPostgres(ctx, path, url)
+	report, err := kgdb.CopyToPostgres(ctx, path, url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []kgworker.TableCopy{{Table: "crawled_content", Rows: 3}, {Table: "content_chunks", Rows: 0},
+	want := []kgdb.TableCopy{{Table: "crawled_content", Rows: 3}, {Table: "content_chunks", Rows: 0},
 		{Table: "chunk_entities", Rows: 1}, {Table: "chunk_relationships", Rows: 0},
 		{Table: "kg_processing_queue", Rows: 3}, {Table: "kg_workers", Rows: 1}}
 	if !reflect.DeepEqual(report.Tables, want) || !reflect.DeepEqual(report.Skipped, []string{"sessions"}) {
@@ -71,7 +71,7 @@ func TestCopyToPostgresRoundTrip(t *testing.T) {
 	// The same queue and documents, read from both sides.
 	pg := openQueueAt(t, url)
 	lite := openQueueAt(t, createCopyOf(t, path))
-	for _, q := range []*kgworker.Queue{pg, lite} {
+	for _, q := range []*kgdb.DB{pg, lite} {
 		if st, err := q.Stats(ctx); err != nil || st.Pending != 1 || st.Processing != 1 || st.Completed != 1 {
 			t.Errorf("%s: stats %+v, %v", q.Path(), st, err)
 		}
@@ -102,8 +102,8 @@ func TestCopyToPostgresRoundTrip(t *testing.T) {
 		t.Errorf("new document id %d, %v; want 4", contentID, err)
 	}
 
-	_, err = kgworker.CopyToPostgres(ctx, path, url)
-	if !errors.Is(err, kgworker.ErrTargetNotEmpty) || !strings.Contains(err.Error(), "crawled_content holds 4 rows") {
+	_, err = kgdb.CopyToPostgres(ctx, path, url)
+	if !errors.Is(err, kgdb.ErrTargetNotEmpty) || !strings.Contains(err.Error(), "crawled_content holds 4 rows") {
 		t.Errorf("second copy = %v, want ErrTargetNotEmpty naming the table", err)
 	}
 	if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue"); n != 4 {
@@ -117,7 +117,7 @@ func TestCopyToPostgresIsOneTransaction(t *testing.T) {
 	srv := pgtest.Shared(t)
 	path := createFile(t, copySource+"INSERT INTO chunk_relationships(content_id, subject_entity, spans_chunks) VALUES (3, 'x', 'maybe');")
 	url := srv.NewDB(t)
-	_, err := kgworker.CopyToPostgres(context.Background(), path, url)
+	_, err := kgdb.CopyToPostgres(context.Background(), path, url)
 	if err == nil || !strings.Contains(err.Error(), "chunk_relationships") || !strings.Contains(err.Error(), "nothing was committed") {
 		t.Fatalf("copy = %v, want an error naming chunk_relationships", err)
 	}

@@ -1,14 +1,13 @@
 // Package kgworker is the KG pool's worker: the client of the KG service
-// (its request and response models, as the contract gives them), the
-// worker loop that moves queued documents through it, and the result store
-// that opens the KG database and writes each answer back.
+// and the worker loop that moves queued documents through it, writing each
+// answer back through the KG database of package kgdb.
 //
-// The leased queue itself is package queue; this package opens the SQLite
-// file, or the PostgreSQL database of a postgres:// URL (Open takes
-// either), hands the *sql.DB to it, and writes the entity and relationship
-// rows inside the transaction that completes the item (queue.CompleteTx),
-// so that a result and its completion are one commit, written only by the
-// worker that still holds the lease.
+// The service's request and answer models are kgdb's (the database stores
+// them as they are); this package checks an answer against its request.
+// kgdb writes the entity and relationship rows inside the transaction that
+// completes the item (queue.CompleteTx), so that a result and its
+// completion are one commit, written only by the worker that still holds
+// the lease.
 //
 // Faults are classified once, by ClassifyFault: nothing sent (service
 // unreachable) hands the item back without an attempt; 429 and 503 hand it

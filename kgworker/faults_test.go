@@ -14,14 +14,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 )
 
 // fastRetries makes failed items come back within milliseconds.
-var fastRetries = kgworker.WithBackoff(20*time.Millisecond, 100*time.Millisecond)
+var fastRetries = kgdb.WithBackoff(20*time.Millisecond, 100*time.Millisecond)
 
-func itemByContent(t *testing.T, q *kgworker.Queue, contentID int64) kgworker.Item {
+func itemByContent(t *testing.T, q *kgdb.DB, contentID int64) queue.Item {
 	t.Helper()
 	items, err := q.List(context.Background(), "", 0)
 	if err != nil {
@@ -33,7 +34,7 @@ func itemByContent(t *testing.T, q *kgworker.Queue, contentID int64) kgworker.It
 		}
 	}
 	t.Fatalf("no item for content %d", contentID)
-	return kgworker.Item{}
+	return queue.Item{}
 }
 
 // TestPoisonDocumentDoesNotHoldBackOthers: a document whose request the
@@ -41,7 +42,7 @@ func itemByContent(t *testing.T, q *kgworker.Queue, contentID int64) kgworker.It
 // higher priority than 100 good ones. Every good one completes, and the
 // poison one ends failed after max_retries, in bounded time.
 func TestPoisonDocumentDoesNotHoldBackOthers(t *testing.T) {
-	r := newRig(t, serviceBackend, kgworker.WithMaxRetries(3), fastRetries)
+	r := newRig(t, serviceBackend, kgdb.WithMaxRetries(3), fastRetries)
 	r.fill(t, 1, 100)
 	addContent(t, r.db, 500, 2)
 	enqueue(t, r.q, 500, 10)
@@ -55,7 +56,7 @@ func TestPoisonDocumentDoesNotHoldBackOthers(t *testing.T) {
 	})
 	t.Logf("drained in %s", time.Since(start))
 	poison := itemByContent(t, r.q, 500)
-	if poison.Status != kgworker.StatusFailed || poison.RetryCount != 4 || !strings.Contains(poison.ErrorMessage, "sent, then") ||
+	if poison.Status != queue.StatusFailed || poison.RetryCount != 4 || !strings.Contains(poison.ErrorMessage, "sent, then") ||
 		!strings.Contains(poison.ErrorMessage, "gave up after 4 attempts") {
 		t.Errorf("poison item = %+v, want failed after 4 attempts with the dropped connection", poison)
 	}
@@ -88,7 +89,7 @@ func TestEachFaultSpendsAnAttemptAndKeepsEarlierResults(t *testing.T) {
 		{kgservicefake.FaultUnknownChunk, "vector_rowid -1 is not a chunk of the request"},
 	} {
 		t.Run(tc.fault, func(t *testing.T) {
-			r := newRig(t, serviceBackend, kgworker.WithMaxRetries(1), fastRetries)
+			r := newRig(t, serviceBackend, kgdb.WithMaxRetries(1), fastRetries)
 			addContent(t, r.db, 7, 2)
 			enqueue(t, r.q, 7, 1)
 			client, err := kgworker.NewClient(kgworker.ClientOpts{URL: r.srv.URL, Enabled: true, Timeout: 500 * time.Millisecond})
@@ -101,7 +102,7 @@ func TestEachFaultSpendsAnAttemptAndKeepsEarlierResults(t *testing.T) {
 
 			r.fake.SetControl(kgservicefake.Control{Faults: map[int64]string{7: tc.fault}})
 			again := enqueue(t, r.q, 7, 1)
-			waitFor(t, 20*time.Second, "the second run to fail", func() bool { return get(t, r.q, again).Status == kgworker.StatusFailed })
+			waitFor(t, 20*time.Second, "the second run to fail", func() bool { return get(t, r.q, again).Status == queue.StatusFailed })
 			it := get(t, r.q, again)
 			if it.RetryCount != 2 || !strings.Contains(it.ErrorMessage, tc.want) {
 				t.Errorf("item = retries %d, error %q; want 2 attempts and an error with %q", it.RetryCount, it.ErrorMessage, tc.want)
@@ -157,14 +158,14 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 			waitFor(t, 5*time.Second, "the first request", func() bool { return r.fake.Received()[7] == 1 })
 			time.Sleep(time.Second)
 			it := get(t, r.q, id)
-			if it.Status != kgworker.StatusPending || it.RetryCount != 0 || it.NextAttemptAt.Sub(start) < 1900*time.Millisecond {
+			if it.Status != queue.StatusPending || it.RetryCount != 0 || it.NextAttemptAt.Sub(start) < 1900*time.Millisecond {
 				t.Errorf("after %s the item is %+v; want pending, no attempt spent, due 2s on", fault, it)
 			}
 			if n := r.fake.Received()[7]; n != 1 {
 				t.Errorf("sent %d times within a second of Retry-After: 2", n)
 			}
 			r.fake.SetControl(kgservicefake.Control{})
-			waitFor(t, 10*time.Second, "completion", func() bool { return get(t, r.q, id).Status == kgworker.StatusCompleted })
+			waitFor(t, 10*time.Second, "completion", func() bool { return get(t, r.q, id).Status == queue.StatusCompleted })
 			if took := time.Since(start); took < 2*time.Second {
 				t.Errorf("completed %s after the first request, before the Retry-After", took)
 			}
@@ -178,7 +179,7 @@ func TestSlowFailureCounts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes 31 seconds")
 	}
-	r := newRig(t, serviceBackend, kgworker.WithMaxRetries(3))
+	r := newRig(t, serviceBackend, kgdb.WithMaxRetries(3))
 	addContent(t, r.db, 7, 1)
 	id := enqueue(t, r.q, 7, 1)
 	r.fake.SetControl(kgservicefake.Control{LatencyMS: 31_000, Faults: map[int64]string{7: kgservicefake.FaultError}})
@@ -188,7 +189,7 @@ func TestSlowFailureCounts(t *testing.T) {
 	}
 	r.start(t, kgworker.Opts{Client: client, Lease: 10 * time.Second})
 	waitFor(t, 45*time.Second, "the slow failure to be recorded", func() bool { return get(t, r.q, id).RetryCount == 1 })
-	if it := get(t, r.q, id); it.Status != kgworker.StatusPending || !strings.Contains(it.ErrorMessage, "ExtractionError") {
+	if it := get(t, r.q, id); it.Status != queue.StatusPending || !strings.Contains(it.ErrorMessage, "ExtractionError") {
 		t.Errorf("item after a 31s failure = %+v", it)
 	}
 }
@@ -237,7 +238,7 @@ func TestWriteLockHeldDuringCompletion(t *testing.T) {
 	if lockErr != nil {
 		t.Fatal(lockErr)
 	}
-	waitFor(t, 20*time.Second, "completion after the lock", func() bool { return get(t, r.q, id).Status == kgworker.StatusCompleted })
+	waitFor(t, 20*time.Second, "completion after the lock", func() bool { return get(t, r.q, id).Status == queue.StatusCompleted })
 	if got := r.fake.Received()[7]; got != 1 {
 		t.Errorf("the document was sent %d times, want once", got)
 	}
@@ -315,7 +316,7 @@ func TestReadOnlyOpenTakesNoWriteLock(t *testing.T) {
 	defer conn.ExecContext(context.Background(), "ROLLBACK")
 
 	start := time.Now()
-	ro, err := kgworker.OpenReadOnly(context.Background(), path)
+	ro, err := kgdb.OpenReadOnly(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +334,7 @@ func TestReadOnlyOpenTakesNoWriteLock(t *testing.T) {
 	if took := time.Since(start); took > time.Second || !ro.ReadOnly() {
 		t.Errorf("read-only open and reads took %s under a held write lock (read-only %v)", took, ro.ReadOnly())
 	}
-	if err := ro.Complete(context.Background(), "w", 1, &kgworker.IngestResult{}); !errors.Is(err, kgworker.ErrReadOnly) {
+	if err := ro.Complete(context.Background(), "w", 1, &kgdb.IngestResult{}); !errors.Is(err, kgdb.ErrReadOnly) {
 		t.Errorf("Complete on a read-only queue = %v", err)
 	}
 	if _, err := ro.Enqueue(context.Background(), 2, 1); err == nil {
@@ -345,7 +346,7 @@ func TestReadOnlyOpenTakesNoWriteLock(t *testing.T) {
 // command opens it as Open would, so that it shows an empty queue.
 func TestReadOnlyOpenOfANewDatabaseCreatesIt(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "kg.db")
-	q, err := kgworker.OpenReadOnly(context.Background(), path)
+	q, err := kgdb.OpenReadOnly(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +363,7 @@ func TestReadOnlyOpenOfANewDatabaseCreatesIt(t *testing.T) {
 // the retried item and in the item that failed for good, and no longer
 // log lines.
 func TestServiceErrorTextIsBounded(t *testing.T) {
-	r := newRig(t, serviceBackend, kgworker.WithMaxRetries(1), fastRetries)
+	r := newRig(t, serviceBackend, kgdb.WithMaxRetries(1), fastRetries)
 	r.fill(t, 1, 1)
 	page := "<html>\x1b]0;owned\x07" + strings.Repeat("é\x1b[2J\xff", 200<<10/7) + "</html>"
 	r.fake.SetControl(kgservicefake.Control{Faults: map[int64]string{1: kgservicefake.FaultError}, ErrorText: page})
@@ -374,7 +375,7 @@ func TestServiceErrorTextIsBounded(t *testing.T) {
 		longest = max(longest, len(fmt.Sprintf(format, args...)))
 	}})
 
-	check := func(it kgworker.Item) {
+	check := func(it queue.Item) {
 		t.Helper()
 		msg := it.ErrorMessage
 		switch {
@@ -391,7 +392,7 @@ func TestServiceErrorTextIsBounded(t *testing.T) {
 	waitFor(t, 10*time.Second, "the first failed attempt", func() bool { return itemByContent(t, r.q, 1).RetryCount >= 1 })
 	first := itemByContent(t, r.q, 1)
 	check(first)
-	waitFor(t, 10*time.Second, "the item to fail for good", func() bool { return itemByContent(t, r.q, 1).Status == kgworker.StatusFailed })
+	waitFor(t, 10*time.Second, "the item to fail for good", func() bool { return itemByContent(t, r.q, 1).Status == queue.StatusFailed })
 	last := itemByContent(t, r.q, 1)
 	check(last)
 	if !strings.HasSuffix(last.ErrorMessage, "(gave up after 2 attempts)") {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/internal/pgtest"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/queue"
 )
 
@@ -65,15 +65,15 @@ func eachBackend(t *testing.T, test func(t *testing.T, be backend)) {
 // openQueue opens a fresh queue: a file in a temporary directory, or a
 // new PostgreSQL database. The string is where it is, for openQueueAt and
 // rawDB.
-func openQueue(t *testing.T, be backend, opts ...kgworker.Option) (*kgworker.Queue, string) {
+func openQueue(t *testing.T, be backend, opts ...kgdb.Option) (*kgdb.DB, string) {
 	t.Helper()
 	path := be.location(t)
 	return openQueueAt(t, path, opts...), path
 }
 
-func openQueueAt(t *testing.T, path string, opts ...kgworker.Option) *kgworker.Queue {
+func openQueueAt(t *testing.T, path string, opts ...kgdb.Option) *kgdb.DB {
 	t.Helper()
-	q, err := kgworker.Open(context.Background(), path, opts...)
+	q, err := kgdb.Open(context.Background(), path, opts...)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
@@ -141,7 +141,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?)`, id*100+int64(k), id, k, text, k*100, k*100+len(te
 	}
 }
 
-func enqueue(t *testing.T, q *kgworker.Queue, contentID int64, priority int) int64 {
+func enqueue(t *testing.T, q *kgdb.DB, contentID int64, priority int) int64 {
 	t.Helper()
 	id, err := q.Enqueue(context.Background(), contentID, priority)
 	if err != nil {
@@ -150,7 +150,7 @@ func enqueue(t *testing.T, q *kgworker.Queue, contentID int64, priority int) int
 	return id
 }
 
-func claim(t *testing.T, q *kgworker.Queue, owner string, n int, lease time.Duration) []kgworker.Item {
+func claim(t *testing.T, q *kgdb.DB, owner string, n int, lease time.Duration) []queue.Item {
 	t.Helper()
 	items, err := q.ClaimBatch(context.Background(), owner, n, lease)
 	if err != nil {
@@ -159,7 +159,7 @@ func claim(t *testing.T, q *kgworker.Queue, owner string, n int, lease time.Dura
 	return items
 }
 
-func get(t *testing.T, q *kgworker.Queue, id int64) kgworker.Item {
+func get(t *testing.T, q *kgdb.DB, id int64) queue.Item {
 	t.Helper()
 	it, err := q.Get(context.Background(), id)
 	if err != nil {
@@ -168,7 +168,7 @@ func get(t *testing.T, q *kgworker.Queue, id int64) kgworker.Item {
 	return it
 }
 
-func ids(items []kgworker.Item) []int64 {
+func ids(items []queue.Item) []int64 {
 	out := make([]int64, len(items))
 	for i, it := range items {
 		out[i] = it.ID

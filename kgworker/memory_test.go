@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // testMemoryMax is the default limits.worker_memory_max, 256M.
@@ -39,7 +41,7 @@ func peakRSS() (int64, error) {
 // memoryReport is what TestMemoryChild prints for its parent.
 type memoryReport struct {
 	PeakRSS int64
-	Stats   kgworker.Stats
+	Stats   kgdb.WorkerStats
 }
 
 // TestMemoryChild is the worker of TestAnswerAtCapFitsMemory, run in a
@@ -56,7 +58,7 @@ func TestMemoryChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	debug.SetMemoryLimit(plan.SoftLimit)
-	q := openQueueAt(t, db, kgworker.WithBackoff(time.Hour, time.Hour))
+	q := openQueueAt(t, db, kgdb.WithBackoff(time.Hour, time.Hour))
 	c, err := kgworker.NewClient(kgworker.ClientOpts{URL: url, Enabled: true, MaxResponseBytes: plan.MaxAnswerBytes})
 	if err != nil {
 		t.Fatal(err)
@@ -110,14 +112,14 @@ func TestAnswerAtCapFitsMemory(t *testing.T) {
 		name     string
 		bytes    int64
 		padChars int
-		status   kgworker.Status
+		status   queue.Status
 		reason   string
 	}{
-		{"small entities at the bound", plan.MaxAnswerBytes - 64<<10, 100, kgworker.StatusCompleted, ""},
-		{"entities of 1 KiB at the bound", plan.MaxAnswerBytes - 64<<10, 800, kgworker.StatusCompleted, ""},
-		{"values near their bound", plan.MaxAnswerBytes - 64<<10, kgworker.MaxValueBytes - 64<<10, kgworker.StatusCompleted, ""},
-		{"answer over the bound", plan.MaxAnswerBytes + 1<<20, 800, kgworker.StatusPending, "larger than the limit"},
-		{"one value of 80 MiB", 90 << 20, 80 << 20, kgworker.StatusPending, "a value of the answer is larger than"},
+		{"small entities at the bound", plan.MaxAnswerBytes - 64<<10, 100, queue.StatusCompleted, ""},
+		{"entities of 1 KiB at the bound", plan.MaxAnswerBytes - 64<<10, 800, queue.StatusCompleted, ""},
+		{"values near their bound", plan.MaxAnswerBytes - 64<<10, kgworker.MaxValueBytes - 64<<10, queue.StatusCompleted, ""},
+		{"answer over the bound", plan.MaxAnswerBytes + 1<<20, 800, queue.StatusPending, "larger than the limit"},
+		{"one value of 80 MiB", 90 << 20, 80 << 20, queue.StatusPending, "a value of the answer is larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := kgservicefake.New()

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // originalShape is the schema as the system being replaced created it,
@@ -92,14 +93,14 @@ func TestMigrateExistingDatabase(t *testing.T) {
 			path := createFile(t, tc.schema)
 			ctx := context.Background()
 			for round := 1; round <= 2; round++ {
-				q, err := kgworker.Open(ctx, path)
+				q, err := kgdb.Open(ctx, path)
 				if err != nil {
 					t.Fatalf("Open round %d: %v", round, err)
 				}
 				v, err := q.SchemaVersion(ctx)
 				q.Close()
-				if err != nil || v != kgworker.SchemaVersion {
-					t.Fatalf("round %d: schema version %d, %v; want %d", round, v, err, kgworker.SchemaVersion)
+				if err != nil || v != kgdb.SchemaVersion {
+					t.Fatalf("round %d: schema version %d, %v; want %d", round, v, err, kgdb.SchemaVersion)
 				}
 			}
 			db := rawDB(t, path)
@@ -115,8 +116,8 @@ func TestMigrateExistingDatabase(t *testing.T) {
 					t.Errorf("table %s missing after migration", table)
 				}
 			}
-			if n := queryInt(t, db, "SELECT count(*) FROM kg_schema_version"); n != kgworker.SchemaVersion {
-				t.Errorf("kg_schema_version holds %d rows after two opens, want %d", n, kgworker.SchemaVersion)
+			if n := queryInt(t, db, "SELECT count(*) FROM kg_schema_version"); n != kgdb.SchemaVersion {
+				t.Errorf("kg_schema_version holds %d rows after two opens, want %d", n, kgdb.SchemaVersion)
 			}
 			if n := queryInt(t, db, "SELECT count(*) FROM kg_processing_queue"); n != tc.wantItems {
 				t.Errorf("queue holds %d items after migration, want %d", n, tc.wantItems)
@@ -128,12 +129,12 @@ func TestMigrateExistingDatabase(t *testing.T) {
 func TestMigratedRowsKeepWorking(t *testing.T) {
 	path := createFile(t, originalShape)
 	clk := newClock()
-	q := openQueueAt(t, path, kgworker.WithClock(clk.Now))
+	q := openQueueAt(t, path, kgdb.WithClock(clk.Now))
 	ctx := context.Background()
 	db := rawDB(t, path)
 
 	done := get(t, q, 3)
-	if done.Status != kgworker.StatusCompleted || done.ResultSummary != `{"entities_extracted":4}` || done.RetryCount != 1 {
+	if done.Status != queue.StatusCompleted || done.ResultSummary != `{"entities_extracted":4}` || done.RetryCount != 1 {
 		t.Errorf("completed row after migration = %+v", done)
 	}
 	if want := time.Date(2025, 10, 21, 9, 0, 0, 123456000, time.UTC); !done.QueuedAt.Equal(want) {
@@ -148,7 +149,7 @@ func TestMigratedRowsKeepWorking(t *testing.T) {
 	if n, err := q.ReclaimExpired(ctx); err != nil || n != 1 {
 		t.Fatalf("ReclaimExpired = %d, %v; want the one stuck row", n, err)
 	}
-	if it := get(t, q, 2); it.Status != kgworker.StatusPending || it.RetryCount != 1 {
+	if it := get(t, q, 2); it.Status != queue.StatusPending || it.RetryCount != 1 {
 		t.Errorf("stuck row after reclaim: %q with %d retries, want pending with 1", it.Status, it.RetryCount)
 	}
 	items := claim(t, q, "w", 5, time.Minute)
@@ -174,7 +175,7 @@ func TestOpenConcurrently(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			q, err := kgworker.Open(context.Background(), path)
+			q, err := kgdb.Open(context.Background(), path)
 			if err == nil {
 				err = q.Close()
 			}
@@ -189,8 +190,8 @@ func TestOpenConcurrently(t *testing.T) {
 		}
 	}
 	db := rawDB(t, path)
-	if got := queryInt(t, db, "SELECT count(*) FROM kg_schema_version"); got != kgworker.SchemaVersion {
-		t.Errorf("kg_schema_version holds %d rows, want %d", got, kgworker.SchemaVersion)
+	if got := queryInt(t, db, "SELECT count(*) FROM kg_schema_version"); got != kgdb.SchemaVersion {
+		t.Errorf("kg_schema_version holds %d rows, want %d", got, kgdb.SchemaVersion)
 	}
 	var mode string
 	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {

@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // Environment of the helper process that TestManyProcessesClaimEachItemOnce
@@ -40,7 +41,7 @@ func TestHelperProcess(t *testing.T) {
 	}
 	owner := os.Getenv(helperOwnerEnv)
 	ctx := context.Background()
-	q, err := kgworker.Open(ctx, os.Getenv(helperDBEnv))
+	q, err := kgdb.Open(ctx, os.Getenv(helperDBEnv))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "open: %v\n", err)
 		os.Exit(3)
@@ -63,9 +64,9 @@ func TestHelperProcess(t *testing.T) {
 			break
 		}
 		for _, it := range items {
-			res := &kgworker.IngestResult{
+			res := &kgdb.IngestResult{
 				Success: true, EntitiesExtracted: 1, Neo4jDocumentID: owner,
-				Entities: []kgworker.Entity{{Text: owner, ChunkAppearances: []kgworker.ChunkAppearance{{VectorRowID: it.ContentID}}}},
+				Entities: []kgdb.Entity{{Text: owner, ChunkAppearances: []kgdb.ChunkAppearance{{VectorRowID: it.ContentID}}}},
 			}
 			if err := q.Complete(ctx, owner, it.ID, res); err != nil {
 				fmt.Fprintf(os.Stderr, "complete %d: %v\n", it.ID, err)
@@ -210,7 +211,7 @@ func openOnGo() {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	q, err := kgworker.Open(context.Background(), os.Getenv(helperDBEnv))
+	q, err := kgdb.Open(context.Background(), os.Getenv(helperDBEnv))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "open: %v\n", err)
 		os.Exit(3)
@@ -265,8 +266,8 @@ func TestManyProcessesOpenANewDatabase(t *testing.T) {
 			t.Errorf("%d of 80 simultaneous first opens failed", failed)
 		}
 		q := openQueueAt(t, path)
-		if v, err := q.SchemaVersion(context.Background()); err != nil || v != kgworker.SchemaVersion {
-			t.Errorf("schema version after the opens: %d, %v; want %d", v, err, kgworker.SchemaVersion)
+		if v, err := q.SchemaVersion(context.Background()); err != nil || v != kgdb.SchemaVersion {
+			t.Errorf("schema version after the opens: %d, %v; want %d", v, err, kgdb.SchemaVersion)
 		}
 	})
 }
@@ -275,7 +276,7 @@ func TestManyProcessesOpenANewDatabase(t *testing.T) {
 // item under a short lease, says which, and waits to be killed.
 func holdOne() {
 	ctx := context.Background()
-	q, err := kgworker.Open(ctx, os.Getenv(helperDBEnv))
+	q, err := kgdb.Open(ctx, os.Getenv(helperDBEnv))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "open: %v\n", err)
 		os.Exit(3)
@@ -324,7 +325,7 @@ func TestKilledWorkersItemComesBack(t *testing.T) {
 		cmd.Wait()
 		ctx := context.Background()
 		// While the lease runs, the item is the dead worker's.
-		if it := get(t, q, first); it.Status != kgworker.StatusProcessing || it.LeaseOwner != "doomed" {
+		if it := get(t, q, first); it.Status != queue.StatusProcessing || it.LeaseOwner != "doomed" {
 			t.Fatalf("after the kill: %+v, want processing under doomed's lease", it)
 		}
 		if got := ids(claim(t, q, "survivor", 5, time.Minute)); len(got) != 1 || got[0] != second {
@@ -338,7 +339,7 @@ func TestKilledWorkersItemComesBack(t *testing.T) {
 			return n == 1
 		})
 		it := get(t, q, first)
-		if it.Status != kgworker.StatusPending || it.RetryCount != 1 || it.LeaseOwner != "" || !strings.Contains(it.ErrorMessage, "lease of doomed expired") {
+		if it.Status != queue.StatusPending || it.RetryCount != 1 || it.LeaseOwner != "" || !strings.Contains(it.ErrorMessage, "lease of doomed expired") {
 			t.Fatalf("reclaimed item %+v, want pending after one attempt", it)
 		}
 		// Due after its backoff; the test's queue backs off 10s by
@@ -348,7 +349,7 @@ func TestKilledWorkersItemComesBack(t *testing.T) {
 		if len(got) != 1 || got[0].ID != first {
 			t.Fatalf("survivor claimed %v after the reclaim, want %d", ids(got), first)
 		}
-		res := &kgworker.IngestResult{Success: true, Neo4jDocumentID: "d"}
+		res := &kgdb.IngestResult{Success: true, Neo4jDocumentID: "d"}
 		if err := q.Complete(ctx, "survivor", first, res); err != nil {
 			t.Fatal(err)
 		}

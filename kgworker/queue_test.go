@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 func TestOpenRejects(t *testing.T) {
@@ -20,17 +21,17 @@ func TestOpenRejects(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		path string
-		opts []kgworker.Option
+		opts []kgdb.Option
 		want string
 	}{
 		{"empty path", "", nil, `invalid db_path "": must not be empty`},
-		{"negative retries", dir + "/a.db", []kgworker.Option{kgworker.WithMaxRetries(-1)}, "invalid max_retries -1: must be zero or more"},
-		{"zero backoff", dir + "/b.db", []kgworker.Option{kgworker.WithBackoff(0, time.Second)}, "invalid backoff base 0s: must be positive"},
-		{"max below base", dir + "/c.db", []kgworker.Option{kgworker.WithBackoff(time.Minute, time.Second)}, "invalid backoff max 1s: must be at least the base 1m0s"},
+		{"negative retries", dir + "/a.db", []kgdb.Option{kgdb.WithMaxRetries(-1)}, "invalid max_retries -1: must be zero or more"},
+		{"zero backoff", dir + "/b.db", []kgdb.Option{kgdb.WithBackoff(0, time.Second)}, "invalid backoff base 0s: must be positive"},
+		{"max below base", dir + "/c.db", []kgdb.Option{kgdb.WithBackoff(time.Minute, time.Second)}, "invalid backoff max 1s: must be at least the base 1m0s"},
 		{"missing directory", dir + "/missing/kg.db", nil, "open kg database " + dir + "/missing/kg.db"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			q, err := kgworker.Open(context.Background(), tc.path, tc.opts...)
+			q, err := kgdb.Open(context.Background(), tc.path, tc.opts...)
 			if err == nil {
 				q.Close()
 				t.Fatalf("Open succeeded, want error containing %q", tc.want)
@@ -79,7 +80,7 @@ func TestEnqueueDocumentsRefusesUnknownDocuments(t *testing.T) {
 		if err != nil || len(items) != 2 {
 			t.Fatalf("EnqueueDocuments(2, 1) = %v, %v", items, err)
 		}
-		if it := get(t, q, items[0]); it.ContentID != 2 || it.Priority != 3 || it.Status != kgworker.StatusPending {
+		if it := get(t, q, items[0]); it.ContentID != 2 || it.Priority != 3 || it.Status != queue.StatusPending {
 			t.Errorf("first item %+v, want content 2 pending at priority 3", it)
 		}
 	})
@@ -118,7 +119,7 @@ func TestClaimBatchOrderAndLease(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				clk := newClock()
-				q, _ := openQueue(t, be, kgworker.WithClock(clk.Now))
+				q, _ := openQueue(t, be, kgdb.WithClock(clk.Now))
 				for _, e := range tc.entries {
 					enqueue(t, q, e.content, e.priority)
 				}
@@ -128,7 +129,7 @@ func TestClaimBatchOrderAndLease(t *testing.T) {
 				}
 				for _, it := range items {
 					stored := get(t, q, it.ID)
-					if stored.Status != kgworker.StatusProcessing || stored.LeaseOwner != "w1" {
+					if stored.Status != queue.StatusProcessing || stored.LeaseOwner != "w1" {
 						t.Errorf("item %d: status %q owner %q, want processing by w1", it.ID, stored.Status, stored.LeaseOwner)
 					}
 					if want := clk.Now().Add(time.Minute); !stored.LeaseExpiresAt.Equal(want) {
@@ -147,7 +148,7 @@ func TestClaimBatchOrderAndLease(t *testing.T) {
 	})
 }
 
-func contentIDs(items []kgworker.Item) []int64 {
+func contentIDs(items []queue.Item) []int64 {
 	var out []int64
 	for _, it := range items {
 		out = append(out, it.ContentID)
@@ -185,22 +186,22 @@ func TestClaimBatchRejects(t *testing.T) {
 
 func sp(s string) *string { return &s }
 
-func sampleResult() *kgworker.IngestResult {
-	return &kgworker.IngestResult{
+func sampleResult() *kgdb.IngestResult {
+	return &kgdb.IngestResult{
 		Success:                true,
 		ContentID:              7,
 		EntitiesExtracted:      2,
 		RelationshipsExtracted: 1,
 		ProcessingTimeMS:       1234,
 		Neo4jDocumentID:        "doc-7",
-		Entities: []kgworker.Entity{
+		Entities: []kgdb.Entity{
 			{Text: "Go", Normalized: "go", TypePrimary: "Technology", TypeSub1: sp("Language"), Confidence: 0.9,
-				Neo4jNodeID: sp("n1"), ChunkAppearances: []kgworker.ChunkAppearance{{VectorRowID: 700, ChunkIndex: 0, OffsetStart: 0, OffsetEnd: 2}}},
+				Neo4jNodeID: sp("n1"), ChunkAppearances: []kgdb.ChunkAppearance{{VectorRowID: 700, ChunkIndex: 0, OffsetStart: 0, OffsetEnd: 2}}},
 			{Text: "SQLite", Normalized: "sqlite", TypePrimary: "Technology", TypeSub1: sp("Database"), TypeSub2: sp("Embedded"),
-				Confidence: 0.8, Neo4jNodeID: sp("n2"), SpansMultipleChunks: true, ChunkAppearances: []kgworker.ChunkAppearance{
+				Confidence: 0.8, Neo4jNodeID: sp("n2"), SpansMultipleChunks: true, ChunkAppearances: []kgdb.ChunkAppearance{
 					{VectorRowID: 700, ChunkIndex: 0, OffsetStart: 8, OffsetEnd: 14}, {VectorRowID: 701, ChunkIndex: 1, OffsetStart: 5, OffsetEnd: 11}}},
 		},
-		Relationships: []kgworker.Relationship{
+		Relationships: []kgdb.Relationship{
 			{SubjectText: "Go", Predicate: "uses", ObjectText: "SQLite", Confidence: 0.7, Context: "Go uses SQLite",
 				Neo4jRelationshipID: sp("r1"), SpansChunks: true, ChunkRowIDs: []int64{700, 701}},
 		},
@@ -211,7 +212,7 @@ func sampleResult() *kgworker.IngestResult {
 func TestCompleteWritesResultsWithItem(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
 		clk := newClock()
-		q, path := openQueue(t, be, kgworker.WithClock(clk.Now))
+		q, path := openQueue(t, be, kgdb.WithClock(clk.Now))
 		db := rawDB(t, path)
 		addContent(t, db, 7, 2)
 		id := enqueue(t, q, 7, 1)
@@ -223,7 +224,7 @@ func TestCompleteWritesResultsWithItem(t *testing.T) {
 		}
 
 		it := get(t, q, id)
-		if it.Status != kgworker.StatusCompleted || it.LeaseOwner != "" || !it.LeaseExpiresAt.IsZero() {
+		if it.Status != queue.StatusCompleted || it.LeaseOwner != "" || !it.LeaseExpiresAt.IsZero() {
 			t.Errorf("item after Complete: status %q owner %q lease %v, want completed without lease", it.Status, it.LeaseOwner, it.LeaseExpiresAt)
 		}
 		if !it.ProcessedAt.Equal(clk.Now()) {
@@ -310,10 +311,10 @@ func TestCompleteReplacesEarlierResults(t *testing.T) {
 
 		second := enqueue(t, q, 7, 1)
 		claim(t, q, "w2", 1, time.Minute)
-		again := &kgworker.IngestResult{
+		again := &kgdb.IngestResult{
 			Success: true, EntitiesExtracted: 1, RelationshipsExtracted: 0, Neo4jDocumentID: "doc-7b",
-			Entities: []kgworker.Entity{{Text: "Rust", Normalized: "rust", TypePrimary: "Technology",
-				ChunkAppearances: []kgworker.ChunkAppearance{{VectorRowID: 700}}}},
+			Entities: []kgdb.Entity{{Text: "Rust", Normalized: "rust", TypePrimary: "Technology",
+				ChunkAppearances: []kgdb.ChunkAppearance{{VectorRowID: 700}}}},
 		}
 		if err := q.Complete(ctx, "w2", second, again); err != nil {
 			t.Fatal(err)
@@ -346,34 +347,34 @@ func TestWritesNeedTheLease(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
 		for _, tc := range []struct {
 			name string
-			op   func(q *kgworker.Queue, id int64) error
+			op   func(q *kgdb.DB, id int64) error
 		}{
-			{"complete", func(q *kgworker.Queue, id int64) error {
+			{"complete", func(q *kgdb.DB, id int64) error {
 				return q.Complete(context.Background(), "old", id, sampleResult())
 			}},
-			{"fail", func(q *kgworker.Queue, id int64) error {
+			{"fail", func(q *kgdb.DB, id int64) error {
 				_, err := q.Fail(context.Background(), "old", id, "boom")
 				return err
 			}},
-			{"skip", func(q *kgworker.Queue, id int64) error {
+			{"skip", func(q *kgdb.DB, id int64) error {
 				return q.Skip(context.Background(), "old", id, "no reason")
 			}},
-			{"release", func(q *kgworker.Queue, id int64) error {
+			{"release", func(q *kgdb.DB, id int64) error {
 				if n, err := q.Release(context.Background(), "old", id); err != nil || n != 0 {
 					return errors.Join(err, errors.New("released an item it does not hold"))
 				}
-				return kgworker.ErrLeaseLost
+				return queue.ErrLeaseLost
 			}},
-			{"extend", func(q *kgworker.Queue, id int64) error {
+			{"extend", func(q *kgdb.DB, id int64) error {
 				if n, err := q.ExtendLease(context.Background(), "old", time.Hour, id); err != nil || n != 0 {
 					return errors.Join(err, errors.New("extended a lease it does not hold"))
 				}
-				return kgworker.ErrLeaseLost
+				return queue.ErrLeaseLost
 			}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				clk := newClock()
-				q, path := openQueue(t, be, kgworker.WithClock(clk.Now))
+				q, path := openQueue(t, be, kgdb.WithClock(clk.Now))
 				db := rawDB(t, path)
 				addContent(t, db, 7, 2)
 				id := enqueue(t, q, 7, 1)
@@ -387,11 +388,11 @@ func TestWritesNeedTheLease(t *testing.T) {
 					t.Fatalf("new owner claimed %d items, want 1", len(got))
 				}
 
-				if err := tc.op(q, id); !errors.Is(err, kgworker.ErrLeaseLost) {
+				if err := tc.op(q, id); !errors.Is(err, queue.ErrLeaseLost) {
 					t.Fatalf("old owner's %s: error %v, want ErrLeaseLost", tc.name, err)
 				}
 				it := get(t, q, id)
-				if it.Status != kgworker.StatusProcessing || it.LeaseOwner != "new" || it.RetryCount != 1 {
+				if it.Status != queue.StatusProcessing || it.LeaseOwner != "new" || it.RetryCount != 1 {
 					t.Errorf("item = status %q owner %q retries %d, want processing by new with 1 retry", it.Status, it.LeaseOwner, it.RetryCount)
 				}
 				if want := clk.Now().Add(time.Minute); !it.LeaseExpiresAt.Equal(want) {
@@ -411,20 +412,20 @@ func TestWritesNeedTheLease(t *testing.T) {
 func TestFailBacksOffThenFails(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
 		clk := newClock()
-		q, _ := openQueue(t, be, kgworker.WithClock(clk.Now), kgworker.WithMaxRetries(2),
-			kgworker.WithBackoff(10*time.Second, 15*time.Second))
+		q, _ := openQueue(t, be, kgdb.WithClock(clk.Now), kgdb.WithMaxRetries(2),
+			kgdb.WithBackoff(10*time.Second, 15*time.Second))
 		id := enqueue(t, q, 1, 1)
 		ctx := context.Background()
 		for _, tc := range []struct {
 			name       string
-			wantStatus kgworker.Status
+			wantStatus queue.Status
 			wantRetry  int
 			minDelay   time.Duration
 			maxDelay   time.Duration
 		}{
-			{"first failure retries after about the base", kgworker.StatusPending, 1, 5 * time.Second, 10 * time.Second},
-			{"second failure doubles up to the cap", kgworker.StatusPending, 2, 7500 * time.Millisecond, 15 * time.Second},
-			{"third failure is final", kgworker.StatusFailed, 3, 0, 0},
+			{"first failure retries after about the base", queue.StatusPending, 1, 5 * time.Second, 10 * time.Second},
+			{"second failure doubles up to the cap", queue.StatusPending, 2, 7500 * time.Millisecond, 15 * time.Second},
+			{"third failure is final", queue.StatusFailed, 3, 0, 0},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				if got := claim(t, q, "w", 1, time.Minute); len(got) != 1 || got[0].ID != id {
@@ -442,7 +443,7 @@ func TestFailBacksOffThenFails(t *testing.T) {
 				if it.LeaseOwner != "" {
 					t.Errorf("lease owner %q kept after Fail", it.LeaseOwner)
 				}
-				if tc.wantStatus == kgworker.StatusFailed {
+				if tc.wantStatus == queue.StatusFailed {
 					if !strings.Contains(it.ErrorMessage, "extraction failed") || !strings.Contains(it.ErrorMessage, "3 attempts") {
 						t.Errorf("error_message = %q, want the reason and the attempt count", it.ErrorMessage)
 					}
@@ -478,9 +479,9 @@ func TestReleaseSpendsNoAttempt(t *testing.T) {
 		}
 		for i, it := range items {
 			got := get(t, q, it.ID)
-			wantStatus, wantOwner := kgworker.StatusPending, ""
+			wantStatus, wantOwner := queue.StatusPending, ""
 			if i == 2 {
-				wantStatus, wantOwner = kgworker.StatusProcessing, "w"
+				wantStatus, wantOwner = queue.StatusProcessing, "w"
 			}
 			if got.Status != wantStatus || got.LeaseOwner != wantOwner || got.RetryCount != 0 || !got.NextAttemptAt.IsZero() {
 				t.Errorf("item %d: status %q owner %q retries %d next %v; want %q owner %q, 0 retries, no backoff",
@@ -499,45 +500,45 @@ func TestReclaimExpired(t *testing.T) {
 		for _, tc := range []struct {
 			name       string
 			maxRetries int
-			setup      func(t *testing.T, q *kgworker.Queue, db *sql.DB, clk *clock) int64
+			setup      func(t *testing.T, q *kgdb.DB, db *sql.DB, clk *clock) int64
 			wantN      int
-			wantStatus kgworker.Status
+			wantStatus queue.Status
 			wantRetry  int
 			wantError  string
 		}{
 			{
 				name: "expired lease goes back to pending and spends an attempt", maxRetries: 3,
-				setup: func(t *testing.T, q *kgworker.Queue, _ *sql.DB, clk *clock) int64 {
+				setup: func(t *testing.T, q *kgdb.DB, _ *sql.DB, clk *clock) int64 {
 					id := enqueue(t, q, 1, 1)
 					claim(t, q, "crashed", 1, time.Minute)
 					clk.Advance(time.Minute + time.Second)
 					return id
 				},
-				wantN: 1, wantStatus: kgworker.StatusPending, wantRetry: 1, wantError: "lease of crashed expired",
+				wantN: 1, wantStatus: queue.StatusPending, wantRetry: 1, wantError: "lease of crashed expired",
 			},
 			{
 				name: "live lease is left alone", maxRetries: 3,
-				setup: func(t *testing.T, q *kgworker.Queue, _ *sql.DB, clk *clock) int64 {
+				setup: func(t *testing.T, q *kgdb.DB, _ *sql.DB, clk *clock) int64 {
 					id := enqueue(t, q, 1, 1)
 					claim(t, q, "alive", 1, time.Minute)
 					clk.Advance(59 * time.Second)
 					return id
 				},
-				wantN: 0, wantStatus: kgworker.StatusProcessing, wantRetry: 0,
+				wantN: 0, wantStatus: queue.StatusProcessing, wantRetry: 0,
 			},
 			{
 				name: "expired lease on the last attempt fails the item", maxRetries: 0,
-				setup: func(t *testing.T, q *kgworker.Queue, _ *sql.DB, clk *clock) int64 {
+				setup: func(t *testing.T, q *kgdb.DB, _ *sql.DB, clk *clock) int64 {
 					id := enqueue(t, q, 1, 1)
 					claim(t, q, "crashed", 1, time.Minute)
 					clk.Advance(2 * time.Minute)
 					return id
 				},
-				wantN: 1, wantStatus: kgworker.StatusFailed, wantRetry: 1, wantError: "gave up after 1 attempts",
+				wantN: 1, wantStatus: queue.StatusFailed, wantRetry: 1, wantError: "gave up after 1 attempts",
 			},
 			{
 				name: "processing row without a lease from the old system", maxRetries: 3,
-				setup: func(t *testing.T, _ *kgworker.Queue, db *sql.DB, _ *clock) int64 {
+				setup: func(t *testing.T, _ *kgdb.DB, db *sql.DB, _ *clock) int64 {
 					var id int64
 					err := db.QueryRow("INSERT INTO kg_processing_queue(content_id, status, processing_started_at) VALUES (1, 'processing', '2025-01-01 00:00:00') RETURNING id").Scan(&id)
 					if err != nil {
@@ -545,12 +546,12 @@ func TestReclaimExpired(t *testing.T) {
 					}
 					return id
 				},
-				wantN: 1, wantStatus: kgworker.StatusPending, wantRetry: 1, wantError: "lease expired without an owner",
+				wantN: 1, wantStatus: queue.StatusPending, wantRetry: 1, wantError: "lease expired without an owner",
 			},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				clk := newClock()
-				q, path := openQueue(t, be, kgworker.WithClock(clk.Now), kgworker.WithMaxRetries(tc.maxRetries))
+				q, path := openQueue(t, be, kgdb.WithClock(clk.Now), kgdb.WithMaxRetries(tc.maxRetries))
 				id := tc.setup(t, q, rawDB(t, path), clk)
 				n, err := q.ReclaimExpired(context.Background())
 				if err != nil || n != tc.wantN {
@@ -563,7 +564,7 @@ func TestReclaimExpired(t *testing.T) {
 				if !strings.Contains(it.ErrorMessage, tc.wantError) {
 					t.Errorf("error_message = %q, want it to contain %q", it.ErrorMessage, tc.wantError)
 				}
-				if tc.wantStatus == kgworker.StatusPending && (it.LeaseOwner != "" || !it.NextAttemptAt.After(clk.Now())) {
+				if tc.wantStatus == queue.StatusPending && (it.LeaseOwner != "" || !it.NextAttemptAt.After(clk.Now())) {
 					t.Errorf("reclaimed item: owner %q next attempt %v, want no owner and a backoff after %v", it.LeaseOwner, it.NextAttemptAt, clk.Now())
 				}
 			})
@@ -580,7 +581,7 @@ func TestSkip(t *testing.T) {
 			t.Fatal(err)
 		}
 		it := get(t, q, id)
-		if it.Status != kgworker.StatusSkipped || it.SkippedReason != "content_id 1 has no crawled_content row" || it.LeaseOwner != "" {
+		if it.Status != queue.StatusSkipped || it.SkippedReason != "content_id 1 has no crawled_content row" || it.LeaseOwner != "" {
 			t.Errorf("item = %q reason %q owner %q, want skipped with the reason and no owner", it.Status, it.SkippedReason, it.LeaseOwner)
 		}
 	})
@@ -588,13 +589,13 @@ func TestSkip(t *testing.T) {
 
 func TestRetryFailed(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
-		q, _ := openQueue(t, be, kgworker.WithMaxRetries(0))
+		q, _ := openQueue(t, be, kgdb.WithMaxRetries(0))
 		ctx := context.Background()
 		var failed []int64
 		for c := int64(1); c <= 2; c++ {
 			id := enqueue(t, q, c, 1)
 			claim(t, q, "w", 1, time.Minute)
-			if st, err := q.Fail(ctx, "w", id, "boom"); err != nil || st != kgworker.StatusFailed {
+			if st, err := q.Fail(ctx, "w", id, "boom"); err != nil || st != queue.StatusFailed {
 				t.Fatalf("Fail = %q, %v; want failed", st, err)
 			}
 			failed = append(failed, id)
@@ -620,7 +621,7 @@ func TestRetryFailed(t *testing.T) {
 				if err != nil || n != tc.want {
 					t.Fatalf("RetryFailed(%v) = %d, %v; want %d", tc.ids, n, err, tc.want)
 				}
-				pending, err := q.List(ctx, kgworker.StatusPending, 0)
+				pending, err := q.List(ctx, queue.StatusPending, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -634,7 +635,7 @@ func TestRetryFailed(t *testing.T) {
 				}
 			})
 		}
-		if it := get(t, q, done); it.Status != kgworker.StatusSkipped {
+		if it := get(t, q, done); it.Status != queue.StatusSkipped {
 			t.Errorf("skipped item became %q", it.Status)
 		}
 	})
@@ -642,7 +643,7 @@ func TestRetryFailed(t *testing.T) {
 
 func TestListAndStats(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
-		q, _ := openQueue(t, be, kgworker.WithMaxRetries(0))
+		q, _ := openQueue(t, be, kgdb.WithMaxRetries(0))
 		ctx := context.Background()
 		low := enqueue(t, q, 1, 1)
 		high := enqueue(t, q, 2, 9)
@@ -657,7 +658,7 @@ func TestListAndStats(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := kgworker.Counts{Pending: 2, Processing: 1, Failed: 1, Total: 4}
+		want := queue.Counts{Pending: 2, Processing: 1, Failed: 1, Total: 4}
 		if st != want {
 			t.Errorf("Stats = %+v, want %+v", st, want)
 		}
@@ -668,15 +669,15 @@ func TestListAndStats(t *testing.T) {
 
 		for _, tc := range []struct {
 			name    string
-			status  kgworker.Status
+			status  queue.Status
 			limit   int
 			want    []int64
 			wantErr string
 		}{
 			{name: "all, newest first", want: []int64{4, 3, high, low}},
 			{name: "limited", limit: 2, want: []int64{4, 3}},
-			{name: "by status", status: kgworker.StatusPending, want: []int64{4, 3}},
-			{name: "failed", status: kgworker.StatusFailed, want: []int64{high}},
+			{name: "by status", status: queue.StatusPending, want: []int64{4, 3}},
+			{name: "failed", status: queue.StatusFailed, want: []int64{high}},
 			{name: "unknown status", status: "done", wantErr: `invalid status "done": must be one of pending, processing, completed, failed, skipped`},
 			{name: "negative limit", limit: -1, wantErr: "invalid limit -1: must be zero (no limit) or more"},
 		} {
@@ -726,12 +727,12 @@ func TestContent(t *testing.T) {
 		}{
 			{name: "chunks in order", id: 1, wantMeta: `{"k":1}`, wantRows: []int64{10, 11}},
 			{name: "no metadata", id: 2, wantMeta: `{}`, wantRows: []int64{20}},
-			{name: "metadata not JSON", id: 3, wantErr: kgworker.ErrInvalidContent},
-			{name: "markdown below the service's minimum", id: 5, wantErr: kgworker.ErrInvalidContent},
-			{name: "no chunks", id: 6, wantErr: kgworker.ErrInvalidContent},
-			{name: "url not http", id: 7, wantErr: kgworker.ErrInvalidContent},
-			{name: "metadata not an object", id: 8, wantErr: kgworker.ErrInvalidContent},
-			{name: "no such content", id: 4, wantErr: kgworker.ErrContentNotFound},
+			{name: "metadata not JSON", id: 3, wantErr: kgdb.ErrInvalidContent},
+			{name: "markdown below the service's minimum", id: 5, wantErr: kgdb.ErrInvalidContent},
+			{name: "no chunks", id: 6, wantErr: kgdb.ErrInvalidContent},
+			{name: "url not http", id: 7, wantErr: kgdb.ErrInvalidContent},
+			{name: "metadata not an object", id: 8, wantErr: kgdb.ErrInvalidContent},
+			{name: "no such content", id: 4, wantErr: kgdb.ErrContentNotFound},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				c, err := q.Content(ctx, tc.id)
@@ -764,14 +765,14 @@ func TestWaitForWork(t *testing.T) {
 		for _, tc := range []struct {
 			name    string
 			timeout time.Duration
-			act     func(other *kgworker.Queue, db *sql.DB) error
+			act     func(other *kgdb.DB, db *sql.DB) error
 			want    bool
 			within  time.Duration
 		}{
 			{
 				name:    "item enqueued through another connection wakes the waiter",
 				timeout: 10 * time.Second,
-				act: func(other *kgworker.Queue, _ *sql.DB) error {
+				act: func(other *kgdb.DB, _ *sql.DB) error {
 					time.Sleep(200 * time.Millisecond)
 					_, err := other.Enqueue(context.Background(), 1, 1)
 					return err
@@ -782,14 +783,14 @@ func TestWaitForWork(t *testing.T) {
 			{
 				name:    "nothing to do waits out the timeout",
 				timeout: 300 * time.Millisecond,
-				act:     func(*kgworker.Queue, *sql.DB) error { return nil },
+				act:     func(*kgdb.DB, *sql.DB) error { return nil },
 				want:    false,
 				within:  2 * time.Second,
 			},
 			{
 				name:    "a change that is not due work does not wake the waiter",
 				timeout: 500 * time.Millisecond,
-				act: func(_ *kgworker.Queue, db *sql.DB) error {
+				act: func(_ *kgdb.DB, db *sql.DB) error {
 					time.Sleep(100 * time.Millisecond)
 					_, err := db.Exec(`INSERT INTO kg_processing_queue(content_id, status, next_attempt_at)
 VALUES (1, 'completed', NULL), (2, 'pending', '2999-01-01 00:00:00.000')`)

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
@@ -66,8 +67,8 @@ func TestRedirectOffOriginIsRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req := kgworker.NewIngestRequest(&kgworker.Content{ID: 7, URL: "https://a", Title: "A", Markdown: strings.Repeat("m", 60),
-				Chunks: []kgworker.Chunk{{VectorRowID: 700, ChunkIndex: 0, CharStart: 0, CharEnd: 10, Text: "Go is fast"},
+			req := kgdb.NewIngestRequest(&kgdb.Content{ID: 7, URL: "https://a", Title: "A", Markdown: strings.Repeat("m", 60),
+				Chunks: []kgdb.Chunk{{VectorRowID: 700, ChunkIndex: 0, CharStart: 0, CharEnd: 10, Text: "Go is fast"},
 					{VectorRowID: 701, ChunkIndex: 1, CharStart: 10, CharEnd: 30, Text: "and it is simple"}}})
 			_, ingestErr := c.Ingest(context.Background(), req)
 			healthErr := c.Health(context.Background())

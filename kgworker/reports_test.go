@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 )
 
 func TestReportsReplacePerWorker(t *testing.T) {
@@ -13,20 +13,20 @@ func TestReportsReplacePerWorker(t *testing.T) {
 		ctx := context.Background()
 		q, path := openQueue(t, be)
 		t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-		publish := func(q *kgworker.Queue, r kgworker.Report) {
+		publish := func(q *kgdb.DB, r kgdb.Report) {
 			t.Helper()
 			if err := q.PublishReport(ctx, r); err != nil {
 				t.Fatal(err)
 			}
 		}
-		publish(q, kgworker.Report{WorkerID: 2, Owner: "kg-worker@2/20", PID: 20, StartedAt: t0, UpdatedAt: t0,
-			Stats: kgworker.Stats{TotalProcessed: 3, TotalSuccess: 2, TotalFailed: 1}})
-		publish(q, kgworker.Report{WorkerID: 1, Owner: "kg-worker@1/10", PID: 10, StartedAt: t0, UpdatedAt: t0,
-			Stats:   kgworker.Stats{TotalProcessed: 5, TotalSuccess: 5},
-			Service: kgworker.ServiceStatus{Enabled: true, URL: "http://localhost:8088", IsHealthy: true, ConsecutiveFailures: 0}})
+		publish(q, kgdb.Report{WorkerID: 2, Owner: "kg-worker@2/20", PID: 20, StartedAt: t0, UpdatedAt: t0,
+			Stats: kgdb.WorkerStats{TotalProcessed: 3, TotalSuccess: 2, TotalFailed: 1}})
+		publish(q, kgdb.Report{WorkerID: 1, Owner: "kg-worker@1/10", PID: 10, StartedAt: t0, UpdatedAt: t0,
+			Stats:   kgdb.WorkerStats{TotalProcessed: 5, TotalSuccess: 5},
+			Service: kgdb.ServiceStatus{Enabled: true, URL: "http://localhost:8088", IsHealthy: true, ConsecutiveFailures: 0}})
 		// Worker 1 restarts: its new process's report replaces the old one.
-		publish(q, kgworker.Report{WorkerID: 1, Owner: "kg-worker@1/11", PID: 11, StartedAt: t0.Add(time.Hour), UpdatedAt: t0.Add(time.Hour),
-			Stats: kgworker.Stats{TotalProcessed: 1, TotalSuccess: 1}, Service: kgworker.ServiceStatus{Enabled: true, ConsecutiveFailures: 2}})
+		publish(q, kgdb.Report{WorkerID: 1, Owner: "kg-worker@1/11", PID: 11, StartedAt: t0.Add(time.Hour), UpdatedAt: t0.Add(time.Hour),
+			Stats: kgdb.WorkerStats{TotalProcessed: 1, TotalSuccess: 1}, Service: kgdb.ServiceStatus{Enabled: true, ConsecutiveFailures: 2}})
 
 		// Another process sees the same reports.
 		other := openQueueAt(t, path)
@@ -55,7 +55,7 @@ func TestReportsPerHost(t *testing.T) {
 		ctx := context.Background()
 		q, _ := openQueue(t, be)
 		t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-		for _, r := range []kgworker.Report{
+		for _, r := range []kgdb.Report{
 			{Host: "b.example", WorkerID: 1, Owner: "kg-worker@1/10@b.example", PID: 10, StartedAt: t0, UpdatedAt: t0},
 			{Host: "a.example", WorkerID: 1, Owner: "kg-worker@1/10@a.example", PID: 10, StartedAt: t0, UpdatedAt: t0},
 			{Host: "a.example", WorkerID: 1, Owner: "kg-worker@1/12@a.example", PID: 12, StartedAt: t0, UpdatedAt: t0},

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
@@ -23,7 +24,7 @@ func TestWorkerWakesOnAnotherProgramsCommit(t *testing.T) {
 		}
 		t.Skip("sqlite3 is not installed")
 	}
-	r := newRig(t, backends[0], kgworker.WithChangeCheck(time.Hour))
+	r := newRig(t, backends[0], kgdb.WithChangeCheck(time.Hour))
 	addContent(t, r.db, 1, 1)
 	r.start(t, kgworker.Opts{PollInterval: time.Minute, ProgressInterval: time.Minute})
 	time.Sleep(500 * time.Millisecond) // the worker has found nothing and idles

@@ -7,23 +7,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/queue"
 )
-
-// Stats counts what one worker has done since it started. Processed is the
-// sum of the other three; items handed back to the queue are not counted.
-type Stats struct {
-	TotalProcessed  int       `json:"total_processed"`
-	TotalSuccess    int       `json:"total_success"`
-	TotalFailed     int       `json:"total_failed"`
-	TotalSkipped    int       `json:"total_skipped"`
-	LastProcessedAt time.Time `json:"last_processed_at,omitzero"`
-}
 
 // Opts configures a Worker. Zero values take the defaults given per field.
 type Opts struct {
 	// Queue is where the worker claims items. Required.
-	Queue *Queue
+	Queue *kgdb.DB
 	// Client sends items to the KG service. Required.
 	Client *Client
 	// Owner names this worker in leases; it must be unique among the
@@ -56,7 +47,7 @@ type Opts struct {
 	// OnProgress, if set, is called from the loop itself at least every
 	// ProgressInterval and after every item. A loop that hangs stops
 	// calling it, which makes it the place to feed a watchdog.
-	OnProgress func(Stats)
+	OnProgress func(kgdb.WorkerStats)
 	// Logf, if set, receives one line per notable event.
 	Logf func(format string, args ...any)
 }
@@ -68,7 +59,7 @@ var ErrDatabase = errors.New("queue database keeps failing")
 // Worker moves items from the queue through the KG service, up to
 // Concurrency at a time, until its context ends.
 type Worker struct {
-	queue       *Queue
+	queue       *kgdb.DB
 	client      *Client
 	owner       string
 	batch       int
@@ -79,7 +70,7 @@ type Worker struct {
 	beat        time.Duration
 	maxDBErrors int
 	dbPause     time.Duration
-	progress    func(Stats)
+	progress    func(kgdb.WorkerStats)
 	logf        func(format string, args ...any)
 
 	// down is whether the service was last seen unavailable; it only
@@ -92,7 +83,7 @@ type Worker struct {
 	noWatch bool
 
 	mu    sync.Mutex
-	stats Stats
+	stats kgdb.WorkerStats
 	// held are the items this worker holds a lease on, waiting or in
 	// flight; the renewer extends their leases.
 	held map[int64]bool
@@ -114,8 +105,8 @@ type Worker struct {
 
 // pendingCommit is one result waiting for the committer.
 type pendingCommit struct {
-	it   Item
-	res  *IngestResult
+	it   queue.Item
+	res  *kgdb.IngestResult
 	done chan error
 }
 
@@ -196,21 +187,21 @@ func orDefault[T int | time.Duration](v, def T) T {
 }
 
 // Stats returns a snapshot of the worker's counters.
-func (w *Worker) Stats() Stats {
+func (w *Worker) Stats() kgdb.WorkerStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.stats
 }
 
-func (w *Worker) count(outcome Status) {
+func (w *Worker) count(outcome queue.Status) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.stats.TotalProcessed++
 	w.stats.LastProcessedAt = time.Now().UTC()
 	switch outcome {
-	case StatusCompleted:
+	case queue.StatusCompleted:
 		w.stats.TotalSuccess++
-	case StatusSkipped:
+	case queue.StatusSkipped:
 		w.stats.TotalSkipped++
 	default:
 		w.stats.TotalFailed++
@@ -234,7 +225,7 @@ func dbContext(ctx context.Context) (context.Context, context.CancelFunc) {
 func (w *Worker) dbResult(err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err == nil || errors.Is(err, ErrLeaseLost) {
+	if err == nil || errors.Is(err, queue.ErrLeaseLost) {
 		w.dbErrors = 0
 		return err
 	}
@@ -262,7 +253,7 @@ func (w *Worker) settle(ctx context.Context, what string, fn func(ctx context.Co
 		dctx, cancel := dbContext(ctx)
 		err := w.dbResult(fn(dctx))
 		cancel()
-		if err == nil || errors.Is(err, ErrLeaseLost) {
+		if err == nil || errors.Is(err, queue.ErrLeaseLost) {
 			return err
 		}
 		if w.failed() != nil {
@@ -297,7 +288,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var (
 		wg       sync.WaitGroup
-		waiting  []Item
+		waiting  []queue.Item
 		inFlight int
 		done     = make(chan struct{}, w.concurrency)
 	)
@@ -456,7 +447,7 @@ func (w *Worker) startRenewer() func() {
 	return func() { close(stop); <-stopped }
 }
 
-func (w *Worker) hold(items []Item) {
+func (w *Worker) hold(items []queue.Item) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, it := range items {
@@ -482,7 +473,7 @@ func (w *Worker) reclaim(ctx context.Context) error {
 	return w.dbResult(err)
 }
 
-func (w *Worker) claim(ctx context.Context, n int) ([]Item, error) {
+func (w *Worker) claim(ctx context.Context, n int) ([]queue.Item, error) {
 	dctx, cancel := dbContext(ctx)
 	defer cancel()
 	items, err := w.queue.ClaimBatch(dctx, w.owner, n, w.lease)
@@ -636,13 +627,13 @@ func (w *Worker) noteFileWatch() {
 }
 
 // giveBack releases items to the queue without spending attempts.
-func (w *Worker) giveBack(ctx context.Context, items []Item, why string) {
+func (w *Worker) giveBack(ctx context.Context, items []queue.Item, why string) {
 	w.giveBackUntil(ctx, items, why, time.Time{})
 }
 
 // giveBackUntil releases items to the queue without spending attempts, not
 // due again before notBefore (zero: at once).
-func (w *Worker) giveBackUntil(ctx context.Context, items []Item, why string, notBefore time.Time) {
+func (w *Worker) giveBackUntil(ctx context.Context, items []queue.Item, why string, notBefore time.Time) {
 	if len(items) == 0 {
 		return
 	}
@@ -668,41 +659,41 @@ func (w *Worker) giveBackUntil(ctx context.Context, items []Item, why string, no
 }
 
 // handle takes one item through the service and records the outcome.
-func (w *Worker) handle(ctx, work context.Context, it Item) {
+func (w *Worker) handle(ctx, work context.Context, it queue.Item) {
 	dctx, cancel := dbContext(ctx)
 	content, err := w.queue.Content(dctx, it.ContentID)
 	cancel()
 	switch {
-	case errors.Is(err, ErrContentNotFound):
+	case errors.Is(err, kgdb.ErrContentNotFound):
 		w.skip(ctx, it, fmt.Sprintf("content_id %d has no crawled_content row", it.ContentID))
 		return
-	case errors.Is(err, ErrInvalidContent):
+	case errors.Is(err, kgdb.ErrInvalidContent):
 		w.skip(ctx, it, err.Error())
 		return
 	case err != nil:
 		w.dbResult(err)
 		w.logf("item %d: %v", it.ID, err)
-		w.giveBack(ctx, []Item{it}, "database error")
+		w.giveBack(ctx, []queue.Item{it}, "database error")
 		return
 	}
 	if ctx.Err() != nil {
-		w.giveBack(ctx, []Item{it}, "shutting down")
+		w.giveBack(ctx, []queue.Item{it}, "shutting down")
 		return
 	}
-	res, err := w.client.Ingest(work, NewIngestRequest(content))
+	res, err := w.client.Ingest(work, kgdb.NewIngestRequest(content))
 	fault, notBefore := ClassifyFault(err)
 	switch {
 	case err == nil:
 		w.complete(ctx, it, res)
 	case work.Err() != nil:
 		w.logf("item %d: not finished within the shutdown grace of %s", it.ID, w.grace)
-		w.giveBack(ctx, []Item{it}, "shutting down")
+		w.giveBack(ctx, []queue.Item{it}, "shutting down")
 	case fault == FaultNotSent:
 		w.logf("item %d: %s", it.ID, bounded(err))
 		w.mu.Lock()
 		w.notSent = true
 		w.mu.Unlock()
-		w.giveBack(ctx, []Item{it}, "kg service unreachable")
+		w.giveBack(ctx, []queue.Item{it}, "kg service unreachable")
 	case fault == FaultDeferred:
 		w.logf("item %d: %s", it.ID, bounded(err))
 		until := time.Now().Add(notBefore)
@@ -710,7 +701,7 @@ func (w *Worker) handle(ctx, work context.Context, it Item) {
 		w.notSent = true
 		w.throttledUntil = until
 		w.mu.Unlock()
-		w.giveBackUntil(ctx, []Item{it}, fmt.Sprintf("kg service asked to wait %s", notBefore), w.queue.Now().Add(notBefore))
+		w.giveBackUntil(ctx, []queue.Item{it}, fmt.Sprintf("kg service asked to wait %s", notBefore), w.queue.Now().Add(notBefore))
 	default:
 		w.fail(ctx, it, queue.Failure{Reason: err.Error(), Final: fault == FaultFinal, NotBefore: notBefore})
 	}
@@ -742,9 +733,9 @@ func (w *Worker) startCommitter(ctx context.Context) func() {
 					break more
 				}
 			}
-			list := make([]Completion, len(group))
+			list := make([]kgdb.Completion, len(group))
 			for i, c := range group {
-				list[i] = Completion{ID: c.it.ID, Result: c.res}
+				list[i] = kgdb.Completion{ID: c.it.ID, Result: c.res}
 			}
 			var per []error
 			err := w.settle(ctx, fmt.Sprintf("complete %s", countItems(len(group))), func(ctx context.Context) error {
@@ -765,22 +756,22 @@ func (w *Worker) startCommitter(ctx context.Context) func() {
 	return func() { close(stop); <-stopped }
 }
 
-func (w *Worker) complete(ctx context.Context, it Item, res *IngestResult) {
+func (w *Worker) complete(ctx context.Context, it queue.Item, res *kgdb.IngestResult) {
 	defer w.unhold(it.ID)
 	c := &pendingCommit{it: it, res: res, done: make(chan error, 1)}
 	w.commits <- c
 	err := <-c.done
 	switch {
 	case err == nil:
-		w.count(StatusCompleted)
-	case errors.Is(err, ErrLeaseLost):
+		w.count(queue.StatusCompleted)
+	case errors.Is(err, queue.ErrLeaseLost):
 		w.logf("item %d: result discarded: %v", it.ID, err)
 	default:
 		w.logf("item %d: result not written: %v", it.ID, err)
 	}
 }
 
-func (w *Worker) skip(ctx context.Context, it Item, reason string) {
+func (w *Worker) skip(ctx context.Context, it queue.Item, reason string) {
 	defer w.unhold(it.ID)
 	err := w.settle(ctx, fmt.Sprintf("skip item %d", it.ID), func(ctx context.Context) error {
 		return w.queue.Skip(ctx, w.owner, it.ID, reason)
@@ -790,12 +781,12 @@ func (w *Worker) skip(ctx context.Context, it Item, reason string) {
 		return
 	}
 	w.logf("item %d skipped: %s", it.ID, reason)
-	w.count(StatusSkipped)
+	w.count(queue.StatusSkipped)
 }
 
-func (w *Worker) fail(ctx context.Context, it Item, f queue.Failure) {
+func (w *Worker) fail(ctx context.Context, it queue.Item, f queue.Failure) {
 	defer w.unhold(it.ID)
-	var status Status
+	var status queue.Status
 	err := w.settle(ctx, fmt.Sprintf("fail item %d", it.ID), func(ctx context.Context) error {
 		var err error
 		status, err = w.queue.FailWith(ctx, w.owner, it.ID, f)
@@ -806,12 +797,12 @@ func (w *Worker) fail(ctx context.Context, it Item, f queue.Failure) {
 		return
 	}
 	reason := queue.BoundMessage(f.Reason, queue.MaxMessageBytes)
-	if status == StatusFailed {
+	if status == queue.StatusFailed {
 		w.logf("item %d failed for good: %s", it.ID, reason)
 	} else {
 		w.logf("item %d will be retried: %s", it.ID, reason)
 	}
-	w.count(StatusFailed)
+	w.count(queue.StatusFailed)
 }
 
 // bounded is err's text as the queue would store it: the service's own

@@ -13,20 +13,22 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // rig is a queue database, a fake KG service and a client pointing at it.
 type rig struct {
 	path   string
-	q      *kgworker.Queue
+	q      *kgdb.DB
 	db     *sql.DB
 	fake   *kgservicefake.Server
 	srv    *httptest.Server
 	client *kgworker.Client
 }
 
-func newRig(t *testing.T, be backend, opts ...kgworker.Option) *rig {
+func newRig(t *testing.T, be backend, opts ...kgdb.Option) *rig {
 	t.Helper()
 	q, path := openQueue(t, be, opts...)
 	fake := kgservicefake.New()
@@ -51,7 +53,7 @@ func (r *rig) fill(t *testing.T, first int64, n int) []int64 {
 	return queued
 }
 
-func (r *rig) counts(t *testing.T) kgworker.Counts {
+func (r *rig) counts(t *testing.T) queue.Counts {
 	t.Helper()
 	st, err := r.q.Stats(context.Background())
 	if err != nil {
@@ -195,14 +197,14 @@ func TestWorkerSkipsMissingContent(t *testing.T) {
 
 func TestWorkerRetriesItemErrorsThenFails(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
-		r := newRig(t, be, kgworker.WithMaxRetries(2), kgworker.WithBackoff(20*time.Millisecond, 40*time.Millisecond))
+		r := newRig(t, be, kgdb.WithMaxRetries(2), kgdb.WithBackoff(20*time.Millisecond, 40*time.Millisecond))
 		queued := r.fill(t, 1, 2)
 		r.fake.SetControl(kgservicefake.Control{FailIDs: []int64{2}})
 		run := r.start(t, kgworker.Opts{PollInterval: 30 * time.Millisecond})
 
 		waitFor(t, 10*time.Second, "bad item failed", func() bool { return r.counts(t).Failed == 1 })
 		good, bad := get(t, r.q, queued[0]), get(t, r.q, queued[1])
-		if good.Status != kgworker.StatusCompleted || good.RetryCount != 0 {
+		if good.Status != queue.StatusCompleted || good.RetryCount != 0 {
 			t.Errorf("good item: %q with %d retries, want completed with none", good.Status, good.RetryCount)
 		}
 		if bad.RetryCount != 3 || !strings.Contains(bad.ErrorMessage, "extraction failed for content_id 2") {
@@ -258,7 +260,7 @@ func TestWorkerOutageSpendsNoAttempts(t *testing.T) {
 
 				waitFor(t, 5*time.Second, "health checks failing", func() bool { return client.Status().ConsecutiveFailures >= 3 })
 				for _, id := range queued {
-					if it := get(t, r.q, id); it.Status != kgworker.StatusPending || it.RetryCount != 0 {
+					if it := get(t, r.q, id); it.Status != queue.StatusPending || it.RetryCount != 0 {
 						t.Errorf("item %d during outage: %q with %d retries, want pending with none", id, it.Status, it.RetryCount)
 					}
 				}
@@ -317,7 +319,7 @@ func TestWorkerOutageMidBatch(t *testing.T) {
 			t.Errorf("after the outage hit: %+v, want items pending again and none failed", c)
 		}
 		for _, id := range queued {
-			if it := get(t, r.q, id); it.RetryCount != 0 || it.Status == kgworker.StatusFailed {
+			if it := get(t, r.q, id); it.RetryCount != 0 || it.Status == queue.StatusFailed {
 				t.Errorf("item %d: %q with %d retries, want no attempt spent", id, it.Status, it.RetryCount)
 			}
 		}
@@ -362,7 +364,7 @@ func TestWorkerBacksOffWhenIngestRefused(t *testing.T) {
 			t.Errorf("%d ingest requests in 1s, want a few spaced by the backoff", n)
 		}
 		for _, id := range queued {
-			if it := get(t, r.q, id); it.Status != kgworker.StatusPending || it.RetryCount != 0 {
+			if it := get(t, r.q, id); it.Status != queue.StatusPending || it.RetryCount != 0 {
 				t.Errorf("item %d: %q with %d retries, want pending with none", id, it.Status, it.RetryCount)
 			}
 		}
@@ -423,7 +425,7 @@ func TestWorkerPickupLatency(t *testing.T) {
 		addContent(t, r.db, 1, 1)
 		enqueued := time.Now()
 		id := enqueue(t, r.q, 1, 1)
-		waitFor(t, 4*time.Second, "item completed", func() bool { return get(t, r.q, id).Status == kgworker.StatusCompleted })
+		waitFor(t, 4*time.Second, "item completed", func() bool { return get(t, r.q, id).Status == queue.StatusCompleted })
 		if took := time.Since(enqueued); took > time.Second {
 			t.Errorf("item completed %s after it was enqueued, want well under the 5s poll interval", took)
 		}
@@ -487,14 +489,14 @@ func TestWorkerRenewsLeaseDuringLongIngest(t *testing.T) {
 // that is gone; a live worker puts it back and processes it.
 func TestWorkerReclaimsCrashedWorkersItems(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
-		r := newRig(t, be, kgworker.WithBackoff(10*time.Millisecond, 20*time.Millisecond))
+		r := newRig(t, be, kgdb.WithBackoff(10*time.Millisecond, 20*time.Millisecond))
 		queued := r.fill(t, 1, 1)
 		if got := claim(t, r.q, "crashed", 1, 100*time.Millisecond); len(got) != 1 {
 			t.Fatal("setup claim failed")
 		}
 		run := r.start(t, kgworker.Opts{PollInterval: 50 * time.Millisecond})
 		waitFor(t, 5*time.Second, "orphaned item completed", func() bool {
-			return get(t, r.q, queued[0]).Status == kgworker.StatusCompleted
+			return get(t, r.q, queued[0]).Status == queue.StatusCompleted
 		})
 		if it := get(t, r.q, queued[0]); it.RetryCount != 1 {
 			t.Errorf("reclaimed item: %d retries, want the crash counted as 1", it.RetryCount)
@@ -511,8 +513,8 @@ func TestWorkerProgressComesFromTheLoop(t *testing.T) {
 		r := newRig(t, be)
 		var calls atomic.Int64
 		var mu sync.Mutex
-		var last kgworker.Stats
-		hook := func(st kgworker.Stats) {
+		var last kgdb.WorkerStats
+		hook := func(st kgdb.WorkerStats) {
 			calls.Add(1)
 			mu.Lock()
 			last = st

@@ -5,7 +5,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -28,8 +28,8 @@ func Hostname() string {
 // HostReports splits the workers' reports into this host's, by worker
 // number, and the other hosts', in their order. A report without a host was
 // written before reports carried one, when the queue was this host's file.
-func HostReports(reports []kgworker.Report, host string) (local map[int]kgworker.Report, remote []kgworker.Report) {
-	local = make(map[int]kgworker.Report, len(reports))
+func HostReports(reports []kgdb.Report, host string) (local map[int]kgdb.Report, remote []kgdb.Report) {
+	local = make(map[int]kgdb.Report, len(reports))
 	for _, r := range reports {
 		if r.Host == "" || r.Host == host {
 			local[r.WorkerID] = r
@@ -44,7 +44,7 @@ func HostReports(reports []kgworker.Report, host string) (local map[int]kgworker
 // its latest report in the shared queue database only, since its unit is
 // that host's systemd's.
 type RemoteWorker struct {
-	kgworker.Report
+	kgdb.Report
 	// Running is whether the report is fresh (ReportStaleAfter).
 	Running bool
 	// Problem says why a worker does not count as running.
@@ -52,7 +52,7 @@ type RemoteWorker struct {
 }
 
 // RemoteWorkers judges the other hosts' reports at now.
-func RemoteWorkers(remote []kgworker.Report, now time.Time) []RemoteWorker {
+func RemoteWorkers(remote []kgdb.Report, now time.Time) []RemoteWorker {
 	out := make([]RemoteWorker, 0, len(remote))
 	for _, r := range remote {
 		w := RemoteWorker{Report: r, Running: now.Sub(r.UpdatedAt) <= ReportStaleAfter}
@@ -71,7 +71,7 @@ func (w RemoteWorker) Unit() string { return units.WorkerUnit(w.WorkerID) }
 // reports: "remote/reporting" while they report, "remote/silent" with the
 // problem once they stop. This host cannot see or restart their units, so
 // they are listed, not counted among its healthy or unhealthy workers.
-func RemoteHealth(reports []kgworker.Report, host string, now time.Time) []WorkerHealth {
+func RemoteHealth(reports []kgdb.Report, host string, now time.Time) []WorkerHealth {
 	_, remote := HostReports(reports, host)
 	var out []WorkerHealth
 	for _, w := range RemoteWorkers(remote, now) {

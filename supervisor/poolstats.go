@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // WorkerDetail is one worker in the KG Manager's worker_details list.
@@ -19,33 +21,33 @@ type WorkerDetail struct {
 	Local bool   `json:"local"`
 	// Index is the KG Manager's worker_id, counted from 0; WorkerID is
 	// the N of kg-worker@N.service, counted from 1.
-	Index    int            `json:"worker_id"`
-	WorkerID int            `json:"instance"`
-	Running  bool           `json:"running"`
-	Unit     string         `json:"unit"`
-	PID      uint32         `json:"pid"`
-	Restarts uint32         `json:"restarts"`
-	Problem  string         `json:"problem,omitempty"`
-	Stats    kgworker.Stats `json:"stats"`
+	Index    int              `json:"worker_id"`
+	WorkerID int              `json:"instance"`
+	Running  bool             `json:"running"`
+	Unit     string           `json:"unit"`
+	PID      uint32           `json:"pid"`
+	Restarts uint32           `json:"restarts"`
+	Problem  string           `json:"problem,omitempty"`
+	Stats    kgdb.WorkerStats `json:"stats"`
 }
 
 // PoolStats is the KG Manager's get_aggregate_stats: manager-level state from
 // systemd, counters summed over the running workers' reports, the KG
 // service as the first worker sees it, and the shared queue as it is.
 type PoolStats struct {
-	TotalWorkers     int                    `json:"total_workers"`
-	ManagerRunning   bool                   `json:"manager_running"`
-	ManagerStartedAt time.Time              `json:"manager_started_at,omitzero"`
-	WorkersRestarted uint32                 `json:"workers_restarted"`
-	LastHealthCheck  time.Time              `json:"last_health_check"`
-	TotalProcessed   int                    `json:"total_processed"`
-	TotalSuccess     int                    `json:"total_success"`
-	TotalFailed      int                    `json:"total_failed"`
-	TotalSkipped     int                    `json:"total_skipped"`
-	KGServiceEnabled bool                   `json:"kg_service_enabled"`
-	KGServiceStatus  kgworker.ServiceStatus `json:"kg_service_status"`
-	QueueSize        kgworker.Counts        `json:"queue_size"`
-	WorkerDetails    []WorkerDetail         `json:"worker_details"`
+	TotalWorkers     int                `json:"total_workers"`
+	ManagerRunning   bool               `json:"manager_running"`
+	ManagerStartedAt time.Time          `json:"manager_started_at,omitzero"`
+	WorkersRestarted uint32             `json:"workers_restarted"`
+	LastHealthCheck  time.Time          `json:"last_health_check"`
+	TotalProcessed   int                `json:"total_processed"`
+	TotalSuccess     int                `json:"total_success"`
+	TotalFailed      int                `json:"total_failed"`
+	TotalSkipped     int                `json:"total_skipped"`
+	KGServiceEnabled bool               `json:"kg_service_enabled"`
+	KGServiceStatus  kgdb.ServiceStatus `json:"kg_service_status"`
+	QueueSize        queue.Counts       `json:"queue_size"`
+	WorkerDetails    []WorkerDetail     `json:"worker_details"`
 }
 
 // AggregateStats combines the pool's health with the workers' reports and
@@ -54,7 +56,7 @@ type PoolStats struct {
 // host's name: the workers of other hosts sharing a PostgreSQL queue are
 // listed after this host's, and those that still report (RemoteWorkers)
 // count in the totals.
-func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Counts, serviceEnabled bool, now time.Time, host string) *PoolStats {
+func AggregateStats(h *PoolHealth, reports []kgdb.Report, queue queue.Counts, serviceEnabled bool, now time.Time, host string) *PoolStats {
 	byWorker, remote := HostReports(reports, host)
 	s := &PoolStats{
 		TotalWorkers:     h.TotalWorkers,
@@ -104,7 +106,7 @@ func AggregateStats(h *PoolHealth, reports []kgworker.Report, queue kgworker.Cou
 
 // AttachStats gives each of this host's workers the counters of its
 // report, when the report is the running process's (the pids match).
-func AttachStats(workers []WorkerHealth, reports []kgworker.Report, host string) {
+func AttachStats(workers []WorkerHealth, reports []kgdb.Report, host string) {
 	byWorker, _ := HostReports(reports, host)
 	for i, w := range workers {
 		if !w.Local {
@@ -120,7 +122,7 @@ func AttachStats(workers []WorkerHealth, reports []kgworker.Report, host string)
 // ServiceHealth is the KG service's state as `workers health` found it by
 // asking the service's /health, as the workers do before they claim work.
 type ServiceHealth struct {
-	kgworker.ServiceStatus
+	kgdb.ServiceStatus
 	// Problem says why the service is not healthy: the connection's
 	// error, the answer's status, or the status it reported.
 	Problem string `json:"problem,omitempty"`
@@ -131,7 +133,7 @@ type ServiceHealth struct {
 func CheckService(ctx context.Context, kg config.KG) ServiceHealth {
 	c, err := kgworker.NewClient(kgworker.ClientOpts{URL: kg.ServiceURL, Enabled: kg.ServiceEnabled})
 	if err != nil {
-		return ServiceHealth{ServiceStatus: kgworker.ServiceStatus{Enabled: kg.ServiceEnabled, URL: config.RedactURL(kg.ServiceURL)}, Problem: err.Error()}
+		return ServiceHealth{ServiceStatus: kgdb.ServiceStatus{Enabled: kg.ServiceEnabled, URL: config.RedactURL(kg.ServiceURL)}, Problem: err.Error()}
 	}
 	if !kg.ServiceEnabled {
 		return ServiceHealth{ServiceStatus: c.Status()}

@@ -12,7 +12,8 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 func TestAggregateStats(t *testing.T) {
@@ -21,15 +22,15 @@ func TestAggregateStats(t *testing.T) {
 		{WorkerID: 1, Unit: "kg-worker@1.service", Running: true, PID: 100, Restarts: 1},
 		{WorkerID: 2, Unit: "kg-worker@2.service", Running: true, PID: 200, Restarts: 2},
 	}}
-	reports := []kgworker.Report{
-		{WorkerID: 1, PID: 100, StartedAt: t0.Add(time.Minute), Stats: kgworker.Stats{TotalProcessed: 72, TotalSuccess: 70, TotalFailed: 2},
-			Service: kgworker.ServiceStatus{Enabled: true, URL: "http://localhost:8088", IsHealthy: true}},
-		{WorkerID: 2, PID: 200, StartedAt: t0, Stats: kgworker.Stats{TotalProcessed: 73, TotalSuccess: 72, TotalFailed: 1},
-			Service: kgworker.ServiceStatus{Enabled: true, URL: "http://other", ConsecutiveFailures: 4}},
+	reports := []kgdb.Report{
+		{WorkerID: 1, PID: 100, StartedAt: t0.Add(time.Minute), Stats: kgdb.WorkerStats{TotalProcessed: 72, TotalSuccess: 70, TotalFailed: 2},
+			Service: kgdb.ServiceStatus{Enabled: true, URL: "http://localhost:8088", IsHealthy: true}},
+		{WorkerID: 2, PID: 200, StartedAt: t0, Stats: kgdb.WorkerStats{TotalProcessed: 73, TotalSuccess: 72, TotalFailed: 1},
+			Service: kgdb.ServiceStatus{Enabled: true, URL: "http://other", ConsecutiveFailures: 4}},
 		// A worker that was scaled away: not part of the sums.
-		{WorkerID: 3, PID: 300, Stats: kgworker.Stats{TotalProcessed: 1000}},
+		{WorkerID: 3, PID: 300, Stats: kgdb.WorkerStats{TotalProcessed: 1000}},
 	}
-	queue := kgworker.Counts{Pending: 5, Processing: 2, Completed: 140, Failed: 3, Total: 150}
+	queue := queue.Counts{Pending: 5, Processing: 2, Completed: 140, Failed: 3, Total: 150}
 	s := AggregateStats(h, reports, queue, true, t0.Add(time.Hour), "a.example")
 	if s.TotalProcessed != 145 || s.TotalSuccess != 142 || s.TotalFailed != 3 {
 		t.Errorf("sums = %d/%d/%d, want 145/142/3", s.TotalProcessed, s.TotalSuccess, s.TotalFailed)
@@ -51,9 +52,9 @@ func TestAggregateStats(t *testing.T) {
 
 func TestAggregateStatsRedactsServiceURL(t *testing.T) {
 	h := &PoolHealth{TotalWorkers: 1, Workers: []WorkerHealth{{WorkerID: 1, Running: true, PID: 100}}}
-	reports := []kgworker.Report{{WorkerID: 1, PID: 100,
-		Service: kgworker.ServiceStatus{Enabled: true, URL: "https://kg:hunter2@kg.example:8088/base"}}}
-	s := AggregateStats(h, reports, kgworker.Counts{}, true, time.Now(), "a.example")
+	reports := []kgdb.Report{{WorkerID: 1, PID: 100,
+		Service: kgdb.ServiceStatus{Enabled: true, URL: "https://kg:hunter2@kg.example:8088/base"}}}
+	s := AggregateStats(h, reports, queue.Counts{}, true, time.Now(), "a.example")
 	if got := s.KGServiceStatus.URL; got != "https://REDACTED@kg.example:8088/base" {
 		t.Errorf("/stats shows the service URL as %q", got)
 	}
@@ -68,12 +69,12 @@ func TestAggregateStatsOfManyHosts(t *testing.T) {
 	h := &PoolHealth{TotalWorkers: 1, HealthyWorkers: 1, Workers: []WorkerHealth{
 		{WorkerID: 1, Unit: "kg-worker@1.service", Running: true, PID: 100},
 	}}
-	reports := []kgworker.Report{
-		{Host: "a.example", WorkerID: 1, PID: 100, UpdatedAt: now, Stats: kgworker.Stats{TotalProcessed: 10}},
-		{Host: "b.example", WorkerID: 1, PID: 100, UpdatedAt: now.Add(-5 * time.Second), Stats: kgworker.Stats{TotalProcessed: 20}},
-		{Host: "c.example", WorkerID: 2, PID: 300, UpdatedAt: now.Add(-10 * time.Minute), Stats: kgworker.Stats{TotalProcessed: 1000}},
+	reports := []kgdb.Report{
+		{Host: "a.example", WorkerID: 1, PID: 100, UpdatedAt: now, Stats: kgdb.WorkerStats{TotalProcessed: 10}},
+		{Host: "b.example", WorkerID: 1, PID: 100, UpdatedAt: now.Add(-5 * time.Second), Stats: kgdb.WorkerStats{TotalProcessed: 20}},
+		{Host: "c.example", WorkerID: 2, PID: 300, UpdatedAt: now.Add(-10 * time.Minute), Stats: kgdb.WorkerStats{TotalProcessed: 1000}},
 	}
-	s := AggregateStats(h, reports, kgworker.Counts{}, true, now, "a.example")
+	s := AggregateStats(h, reports, queue.Counts{}, true, now, "a.example")
 	if s.TotalWorkers != 2 || s.TotalProcessed != 30 || len(s.WorkerDetails) != 3 {
 		t.Fatalf("stats = %+v, want 2 workers, 30 processed, 3 rows", s)
 	}
@@ -93,7 +94,7 @@ func TestAggregateStatsOfManyHosts(t *testing.T) {
 // reporting or silent, and this host's reports are left to Pool.Health.
 func TestRemoteHealth(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	rows := RemoteHealth([]kgworker.Report{
+	rows := RemoteHealth([]kgdb.Report{
 		{Host: "a.example", WorkerID: 1, PID: 10, UpdatedAt: now},
 		{WorkerID: 2, PID: 11, UpdatedAt: now},
 		{Host: "b.example", WorkerID: 1, PID: 20, UpdatedAt: now.Add(-10 * time.Second)},
@@ -118,11 +119,11 @@ func TestAggregateStatsAsTheKGManager(t *testing.T) {
 		{WorkerID: 1, Unit: "kg-worker@1.service", Running: true, PID: 100, Local: true},
 		{WorkerID: 2, Unit: "kg-worker@2.service", Running: true, PID: 200, Local: true},
 	}}
-	reports := []kgworker.Report{
-		{Host: "a.example", WorkerID: 1, PID: 100, Stats: kgworker.Stats{TotalProcessed: 13, TotalSuccess: 12, TotalSkipped: 1}},
-		{Host: "a.example", WorkerID: 2, PID: 200, Stats: kgworker.Stats{TotalProcessed: 2, TotalFailed: 1, TotalSkipped: 1}},
+	reports := []kgdb.Report{
+		{Host: "a.example", WorkerID: 1, PID: 100, Stats: kgdb.WorkerStats{TotalProcessed: 13, TotalSuccess: 12, TotalSkipped: 1}},
+		{Host: "a.example", WorkerID: 2, PID: 200, Stats: kgdb.WorkerStats{TotalProcessed: 2, TotalFailed: 1, TotalSkipped: 1}},
 	}
-	s := AggregateStats(h, reports, kgworker.Counts{}, true, time.Now(), "a.example")
+	s := AggregateStats(h, reports, queue.Counts{}, true, time.Now(), "a.example")
 	if s.TotalProcessed != 15 || s.TotalSuccess != 12 || s.TotalFailed != 1 || s.TotalSkipped != 2 {
 		t.Errorf("sums = %+v, want 15 processed: 12 success, 1 failed, 2 skipped", s)
 	}
@@ -133,10 +134,10 @@ func TestAggregateStatsAsTheKGManager(t *testing.T) {
 	var out struct {
 		TotalSkipped  int `json:"total_skipped"`
 		WorkerDetails []struct {
-			WorkerID int            `json:"worker_id"`
-			Instance int            `json:"instance"`
-			Unit     string         `json:"unit"`
-			Stats    kgworker.Stats `json:"stats"`
+			WorkerID int              `json:"worker_id"`
+			Instance int              `json:"instance"`
+			Unit     string           `json:"unit"`
+			Stats    kgdb.WorkerStats `json:"stats"`
 		} `json:"worker_details"`
 	}
 	if err := json.Unmarshal(raw, &out); err != nil {
@@ -163,9 +164,9 @@ func TestAttachStats(t *testing.T) {
 		{Local: true, WorkerID: 1, PID: 100},
 		{Local: true, WorkerID: 2, PID: 200},
 	}
-	AttachStats(workers, []kgworker.Report{
-		{Host: "a.example", WorkerID: 1, PID: 100, Stats: kgworker.Stats{TotalProcessed: 7}},
-		{Host: "a.example", WorkerID: 2, PID: 199, Stats: kgworker.Stats{TotalProcessed: 9}},
+	AttachStats(workers, []kgdb.Report{
+		{Host: "a.example", WorkerID: 1, PID: 100, Stats: kgdb.WorkerStats{TotalProcessed: 7}},
+		{Host: "a.example", WorkerID: 2, PID: 199, Stats: kgdb.WorkerStats{TotalProcessed: 9}},
 	}, "a.example")
 	if workers[0].Stats == nil || workers[0].Stats.TotalProcessed != 7 {
 		t.Errorf("worker 1: %+v", workers[0].Stats)

@@ -14,7 +14,7 @@ import (
 	"github.com/shirou/gopsutil/v4/process"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -274,7 +274,7 @@ type WorkerHealth struct {
 	Problem      string `json:"problem,omitempty"`
 	// Stats are the worker's counters from its report, as the KG
 	// Manager's health check gave them; nil where no report was read.
-	Stats *kgworker.Stats `json:"stats,omitempty"`
+	Stats *kgdb.WorkerStats `json:"stats,omitempty"`
 }
 
 // PoolHealth is the KG Manager's check_worker_health, answered by systemd and

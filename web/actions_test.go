@@ -18,7 +18,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgdb"
-	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -81,10 +80,10 @@ func (s *refusingSystemd) Version(ctx context.Context) (string, error) {
 
 // actionServer serves a dashboard with the token whose manager's systemd
 // refuses every call and whose queue is a real database.
-func actionServer(t *testing.T) (srv *httptest.Server, sd *refusingSystemd, registry string, q *kgworker.Queue) {
+func actionServer(t *testing.T) (srv *httptest.Server, sd *refusingSystemd, registry string, q *kgdb.DB) {
 	t.Helper()
 	dir := t.TempDir()
-	q, err := kgworker.Open(context.Background(), filepath.Join(dir, "kg.db"))
+	q, err := kgdb.Open(context.Background(), filepath.Join(dir, "kg.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -118,18 +119,18 @@ type pageData struct {
 	// LocalWorkers is how many of Workers are this host's, what scaling
 	// changes.
 	LocalWorkers int
-	Service      *kgworker.ServiceStatus
-	Counts       kgworker.Counts
+	Service      *kgdb.ServiceStatus
+	Counts       queue.Counts
 	Status       string
-	Items        []kgworker.Item
+	Items        []queue.Item
 	Statuses     []string
 	Depth        plotData
 	Rate         plotData
 	Instance     *supervisor.InstanceSample
 	Journal      []string
 	Search       string
-	Documents    []kgworker.DocumentSummary
-	Document     *kgworker.DocumentDetail
+	Documents    []kgdb.DocumentSummary
+	Document     *kgdb.DocumentDetail
 	Confirm      *confirmData
 	Start        *startForm
 }
@@ -141,7 +142,7 @@ type workerRow struct {
 	supervisor.WorkerSample
 	Host  string
 	Local bool
-	Stats kgworker.Stats
+	Stats kgdb.WorkerStats
 }
 
 type confirmData struct {
@@ -198,7 +199,7 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 	var errs []string
 	p.Statuses = []string{"pending", "processing", "completed", "failed", "skipped"}
 	p.Status = cmp.Or(r.URL.Query().Get("status"), string(defaultPageStatus))
-	st, err := kgworker.ParseStatus(p.Status)
+	st, err := queue.ParseStatus(p.Status)
 	if err != nil {
 		errs = append(errs, err.Error())
 		st = defaultPageStatus
@@ -248,10 +249,10 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 
 // workerRows joins this host's worker units with their reports, as
 // /metrics does, and lists the other hosts' workers after them.
-func workerRows(workers []supervisor.WorkerSample, reports []kgworker.Report, host string, now time.Time) ([]workerRow, *kgworker.ServiceStatus) {
+func workerRows(workers []supervisor.WorkerSample, reports []kgdb.Report, host string, now time.Time) ([]workerRow, *kgdb.ServiceStatus) {
 	byWorker, remote := supervisor.HostReports(reports, host)
 	var rows []workerRow
-	var service *kgworker.ServiceStatus
+	var service *kgdb.ServiceStatus
 	for _, w := range workers {
 		if w.ActiveState == "inactive" {
 			continue
@@ -436,7 +437,7 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 		}
 	case "requeue-all":
 		var priority int
-		if priority, err = kgworker.ParsePriority("priority", cmp.Or(form("priority"), "1")); err == nil {
+		if priority, err = kgdb.ParsePriority("priority", cmp.Or(form("priority"), "1")); err == nil {
 			var n int
 			if n, err = d.wq.RequeueAll(ctx, priority); err == nil {
 				msg = fmt.Sprintf("%d document(s) queued again", n)
@@ -450,7 +451,7 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 	case "requeue", "priority", "delete":
 		msg, err = d.itemAction(ctx, name, form)
 	case "clear":
-		st, perr := kgworker.ParseClearStatus("status", form("status"))
+		st, perr := kgdb.ParseClearStatus("status", form("status"))
 		if perr != nil {
 			err = perr
 			break
@@ -494,7 +495,7 @@ func (d *dashboard) itemAction(ctx context.Context, name string, form func(strin
 	if name == "requeue" {
 		field, value = "content_id", form("content_id")
 	}
-	ids, err := kgworker.ParseIDs(field, []string{value})
+	ids, err := kgdb.ParseIDs(field, []string{value})
 	if err != nil {
 		return "", err
 	}
@@ -503,7 +504,7 @@ func (d *dashboard) itemAction(ctx context.Context, name string, form func(strin
 		n, err := d.wq.Requeue(ctx, 1, ids...)
 		return fmt.Sprintf("%d document(s) queued again", n), err
 	case "priority":
-		p, err := kgworker.ParsePriority("priority", form("priority"))
+		p, err := kgdb.ParsePriority("priority", form("priority"))
 		if err != nil {
 			return "", err
 		}
@@ -672,12 +673,12 @@ type sampler struct {
 
 type queueSample struct {
 	at     time.Time
-	counts kgworker.Counts
+	counts queue.Counts
 }
 
 func newSampler(window, step time.Duration) *sampler { return &sampler{window: window, step: step} }
 
-func (s *sampler) add(at time.Time, c kgworker.Counts) {
+func (s *sampler) add(at time.Time, c queue.Counts) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.samples = append(s.samples, queueSample{at: at, counts: c})
@@ -731,7 +732,7 @@ func (s *sampler) plots() (depth, rate plotData) {
 		depth.Points = append(depth.Points, plotPoint{Age: now.Sub(smp.at), Value: v})
 		if i > 0 {
 			prev := s.samples[i-1]
-			done := func(c kgworker.Counts) int { return c.Completed + c.Failed + c.Skipped }
+			done := func(c queue.Counts) int { return c.Completed + c.Failed + c.Skipped }
 			dt := smp.at.Sub(prev.at).Minutes()
 			r := 0.0
 			if d := done(smp.counts) - done(prev.counts); dt > 0 && d > 0 {

@@ -5,7 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -15,9 +16,9 @@ import (
 func TestSamplerPlots(t *testing.T) {
 	s := newSampler(time.Hour, 15*time.Second)
 	now := time.Now()
-	s.add(now.Add(-2*time.Hour), kgworker.Counts{Pending: 99})
-	s.add(now.Add(-2*time.Minute), kgworker.Counts{Pending: 10, Processing: 2})
-	s.add(now.Add(-time.Minute), kgworker.Counts{Pending: 4, Processing: 2, Completed: 5, Failed: 1})
+	s.add(now.Add(-2*time.Hour), queue.Counts{Pending: 99})
+	s.add(now.Add(-2*time.Minute), queue.Counts{Pending: 10, Processing: 2})
+	s.add(now.Add(-time.Minute), queue.Counts{Pending: 4, Processing: 2, Completed: 5, Failed: 1})
 	depth, rate := s.plots()
 	if len(depth.Points) != 2 || depth.Points[0].Value != 12 || depth.Last != 6 || depth.Max != 12 {
 		t.Errorf("depth %+v", depth)
@@ -44,9 +45,9 @@ func TestSamplerPlots(t *testing.T) {
 func TestWorkerRowsOfManyHosts(t *testing.T) {
 	now := time.Now()
 	rows, service := workerRows([]supervisor.WorkerSample{{WorkerID: 1, Unit: "kg-worker@1.service", ActiveState: "active", SubState: "running", Up: true, PID: 7}},
-		[]kgworker.Report{
-			{Host: "b.example", WorkerID: 1, PID: 7, UpdatedAt: now, Stats: kgworker.Stats{TotalProcessed: 9}},
-			{Host: "a.example", WorkerID: 1, PID: 7, UpdatedAt: now, Stats: kgworker.Stats{TotalProcessed: 3}, Service: kgworker.ServiceStatus{IsHealthy: true}},
+		[]kgdb.Report{
+			{Host: "b.example", WorkerID: 1, PID: 7, UpdatedAt: now, Stats: kgdb.WorkerStats{TotalProcessed: 9}},
+			{Host: "a.example", WorkerID: 1, PID: 7, UpdatedAt: now, Stats: kgdb.WorkerStats{TotalProcessed: 3}, Service: kgdb.ServiceStatus{IsHealthy: true}},
 		}, "a.example", now)
 	if len(rows) != 2 || service == nil || !service.IsHealthy {
 		t.Fatalf("rows %+v, service %+v", rows, service)

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -172,7 +172,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	queueOK := c.snap.QueueErr == nil
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, gauge(queueOK), "queue")
-	var reports []kgworker.Report
+	var reports []kgdb.Report
 	if queueOK {
 		reports = c.snap.Queue.Reports
 	}
@@ -183,8 +183,8 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	counts, lat := c.snap.Queue.Counts, c.snap.Queue.Latencies
-	for status, n := range map[kgworker.Status]int{kgworker.StatusPending: counts.Pending, kgworker.StatusProcessing: counts.Processing,
-		kgworker.StatusCompleted: counts.Completed, kgworker.StatusFailed: counts.Failed, kgworker.StatusSkipped: counts.Skipped} {
+	for status, n := range map[queue.Status]int{queue.StatusPending: counts.Pending, queue.StatusProcessing: counts.Processing,
+		queue.StatusCompleted: counts.Completed, queue.StatusFailed: counts.Failed, queue.StatusSkipped: counts.Skipped} {
 		ch <- prometheus.MustNewConstMetric(descQueueItems, prometheus.GaugeValue, float64(n), string(status))
 	}
 	ch <- constHistogram(descQueuePickup, lat.Pickup)
@@ -200,7 +200,7 @@ var workerLabels = []string{"host", "local", "worker"}
 // report counts only for the process that wrote it (same pid), as in
 // `workers stats`; the KG service's health is the first running worker's
 // view of it.
-func (c *fleetCollector) collectWorkers(ch chan<- prometheus.Metric, workers []supervisor.WorkerSample, reports []kgworker.Report) {
+func (c *fleetCollector) collectWorkers(ch chan<- prometheus.Metric, workers []supervisor.WorkerSample, reports []kgdb.Report) {
 	byWorker, remote := supervisor.HostReports(reports, c.host)
 	serviceSeen := false
 	for _, w := range workers {
@@ -208,7 +208,7 @@ func (c *fleetCollector) collectWorkers(ch chan<- prometheus.Metric, workers []s
 			continue // stopped on purpose: not part of the pool
 		}
 		label := []string{c.host, "true", strconv.Itoa(w.WorkerID)}
-		var stats kgworker.Stats
+		var stats kgdb.WorkerStats
 		if r, ok := byWorker[w.WorkerID]; ok && w.Up && uint32(r.PID) == w.PID {
 			stats = r.Stats
 			if !serviceSeen {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/internal/promtest"
 	"github.com/kato-manager/kato-manager/kgdb"
-	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -69,7 +68,7 @@ func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, l
 // for nothing.
 func TestMetricsFromSampleAndQueue(t *testing.T) {
 	ctx := context.Background()
-	q, err := kgworker.Open(ctx, filepath.Join(t.TempDir(), "kg.db"))
+	q, err := kgdb.Open(ctx, filepath.Join(t.TempDir(), "kg.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,19 +86,19 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	started := time.Now().Add(-time.Hour)
-	if err := q.PublishReport(ctx, kgworker.Report{WorkerID: 1, Owner: "w1", PID: 77, StartedAt: started, UpdatedAt: time.Now(),
-		Stats:   kgworker.Stats{TotalProcessed: 12, TotalSuccess: 9, TotalFailed: 3},
-		Service: kgworker.ServiceStatus{Enabled: true, IsHealthy: false, ConsecutiveFailures: 4}}); err != nil {
+	if err := q.PublishReport(ctx, kgdb.Report{WorkerID: 1, Owner: "w1", PID: 77, StartedAt: started, UpdatedAt: time.Now(),
+		Stats:   kgdb.WorkerStats{TotalProcessed: 12, TotalSuccess: 9, TotalFailed: 3},
+		Service: kgdb.ServiceStatus{Enabled: true, IsHealthy: false, ConsecutiveFailures: 4}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.PublishReport(ctx, kgworker.Report{WorkerID: 2, Owner: "w2", PID: 55, Stats: kgworker.Stats{TotalProcessed: 100}}); err != nil {
+	if err := q.PublishReport(ctx, kgdb.Report{WorkerID: 2, Owner: "w2", PID: 55, Stats: kgdb.WorkerStats{TotalProcessed: 100}}); err != nil {
 		t.Fatal(err)
 	}
 	// Workers of two other hosts sharing the queue: one reports, one fell
 	// silent.
-	for _, r := range []kgworker.Report{
-		{Host: "b.example", WorkerID: 1, Owner: "b1", PID: 77, UpdatedAt: time.Now(), Stats: kgworker.Stats{TotalProcessed: 40, TotalFailed: 1}},
-		{Host: "c.example", WorkerID: 1, Owner: "c1", PID: 78, UpdatedAt: time.Now().Add(-time.Hour), Stats: kgworker.Stats{TotalProcessed: 5}},
+	for _, r := range []kgdb.Report{
+		{Host: "b.example", WorkerID: 1, Owner: "b1", PID: 77, UpdatedAt: time.Now(), Stats: kgdb.WorkerStats{TotalProcessed: 40, TotalFailed: 1}},
+		{Host: "c.example", WorkerID: 1, Owner: "c1", PID: 78, UpdatedAt: time.Now().Add(-time.Hour), Stats: kgdb.WorkerStats{TotalProcessed: 5}},
 	} {
 		if err := q.PublishReport(ctx, r); err != nil {
 			t.Fatal(err)
@@ -167,7 +166,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 // metrics are still served and the scrape says which source failed.
 func TestMetricsSurviveASourceDown(t *testing.T) {
 	ctx := context.Background()
-	q, err := kgworker.Open(ctx, filepath.Join(t.TempDir(), "kg.db"))
+	q, err := kgdb.Open(ctx, filepath.Join(t.TempDir(), "kg.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

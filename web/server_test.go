@@ -12,7 +12,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgdb"
-	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -20,7 +19,7 @@ import (
 // and a real queue database.
 func serverOptions(t *testing.T) Options {
 	t.Helper()
-	q, err := kgworker.Open(context.Background(), filepath.Join(t.TempDir(), "kg.db"))
+	q, err := kgdb.Open(context.Background(), filepath.Join(t.TempDir(), "kg.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/kato-manager/kato-manager/kgdb"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -20,14 +20,14 @@ const pageItems = 50
 
 // defaultPageStatus is the status whose items the dashboard lists unless
 // the page asks for another; /metrics shares its snapshot.
-const defaultPageStatus = kgworker.StatusFailed
+const defaultPageStatus = queue.StatusFailed
 
 // QueueOverview is everything a page or a scrape reads from the queue,
 // fetched in one round trip to the database's child.
 type QueueOverview = kgdb.Overview
 
 // ReadOverview reads the overview of q in one call.
-func ReadOverview(ctx context.Context, q Queue, status kgworker.Status, limit int) (QueueOverview, error) {
+func ReadOverview(ctx context.Context, q Queue, status queue.Status, limit int) (QueueOverview, error) {
 	return q.Overview(ctx, status, limit)
 }
 
@@ -86,7 +86,7 @@ type snapshots struct {
 
 	group  singleflight.Group
 	mu     sync.Mutex
-	cached map[kgworker.Status]*snapshot // by the status whose items it lists
+	cached map[queue.Status]*snapshot // by the status whose items it lists
 	// generation counts forget's calls: a snapshot begun before one is
 	// neither kept nor shared with the readers after it.
 	generation uint64
@@ -102,13 +102,13 @@ func (s *snapshots) forget() {
 }
 
 func newSnapshots(sample func(context.Context) (*supervisor.Sample, error), q Queue, maxAge, timeout time.Duration) *snapshots {
-	return &snapshots{maxAge: maxAge, timeout: timeout, sample: sample, queue: q, now: time.Now, cached: map[kgworker.Status]*snapshot{}}
+	return &snapshots{maxAge: maxAge, timeout: timeout, sample: sample, queue: q, now: time.Now, cached: map[queue.Status]*snapshot{}}
 }
 
 // get returns a snapshot listing the items of status, taking one if the
 // last is older than maxAge. It returns early only when ctx ends; the
 // snapshot being taken is then kept for the next reader.
-func (s *snapshots) get(ctx context.Context, status kgworker.Status) (*snapshot, error) {
+func (s *snapshots) get(ctx context.Context, status queue.Status) (*snapshot, error) {
 	s.mu.Lock()
 	if c := s.cached[status]; c != nil && s.now().Sub(c.At) < s.maxAge {
 		s.mu.Unlock()
@@ -136,7 +136,7 @@ func (s *snapshots) get(ctx context.Context, status kgworker.Status) (*snapshot,
 }
 
 // take reads systemd and the queue side by side.
-func (s *snapshots) take(ctx context.Context, status kgworker.Status) *snapshot {
+func (s *snapshots) take(ctx context.Context, status queue.Status) *snapshot {
 	snap := &snapshot{At: s.now()}
 	var wg sync.WaitGroup
 	wg.Go(func() { snap.Fleet, snap.FleetErr = s.sample(ctx) })

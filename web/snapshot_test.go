@@ -14,7 +14,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/internal/promtest"
 	"github.com/kato-manager/kato-manager/kgdb"
-	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -26,17 +25,17 @@ type countingQueue struct {
 	overviews, others atomic.Int32
 }
 
-func (c *countingQueue) Overview(ctx context.Context, status kgworker.Status, limit int) (QueueOverview, error) {
+func (c *countingQueue) Overview(ctx context.Context, status queue.Status, limit int) (QueueOverview, error) {
 	c.overviews.Add(1)
 	return ReadOverview(ctx, c.Queue, status, limit)
 }
 
-func (c *countingQueue) Stats(ctx context.Context) (kgworker.Counts, error) {
+func (c *countingQueue) Stats(ctx context.Context) (queue.Counts, error) {
 	c.others.Add(1)
 	return c.Queue.Stats(ctx)
 }
 
-func (c *countingQueue) Reports(ctx context.Context) ([]kgworker.Report, error) {
+func (c *countingQueue) Reports(ctx context.Context) ([]kgdb.Report, error) {
 	c.others.Add(1)
 	return c.Queue.Reports(ctx)
 }
@@ -46,7 +45,7 @@ func (c *countingQueue) Latencies(ctx context.Context) (queue.Latencies, error) 
 	return c.Queue.Latencies(ctx)
 }
 
-func (c *countingQueue) List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error) {
+func (c *countingQueue) List(ctx context.Context, status queue.Status, limit int) ([]queue.Item, error) {
 	c.others.Add(1)
 	return c.Queue.List(ctx, status, limit)
 }
@@ -83,7 +82,7 @@ func (f *slowFleet) sample(ctx context.Context) (*supervisor.Sample, error) {
 // whose queue is a real database, counted.
 func snapshotServer(t *testing.T, f *slowFleet, maxAge time.Duration, now func() time.Time) (*httptest.Server, *countingQueue) {
 	t.Helper()
-	kq, err := kgworker.Open(context.Background(), filepath.Join(t.TempDir(), "kg.db"))
+	kq, err := kgdb.Open(context.Background(), filepath.Join(t.TempDir(), "kg.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +288,7 @@ func TestMetricsEncodedOncePerSnapshot(t *testing.T) {
 // the action is not kept.
 func TestForgetTakesANewSnapshot(t *testing.T) {
 	f := newSlowFleet()
-	kq, err := kgworker.Open(context.Background(), filepath.Join(t.TempDir(), "kg.db"))
+	kq, err := kgdb.Open(context.Background(), filepath.Join(t.TempDir(), "kg.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/internal/termtext"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/queue"
 )
 
@@ -51,7 +51,7 @@ func (a *app) queueEnqueue(ctx context.Context, fs *pflag.FlagSet, priority *int
 	if fs.NArg() == 0 {
 		return usagef("queue enqueue takes one or more crawled_content ids")
 	}
-	contentIDs, err := kgworker.ParseIDs("CONTENT_ID", fs.Args())
+	contentIDs, err := kgdb.ParseIDs("CONTENT_ID", fs.Args())
 	if err != nil {
 		return err
 	}
@@ -91,10 +91,10 @@ func (a *app) queueList(ctx context.Context, fs *pflag.FlagSet, f *queueListFlag
 	if err := noArgs(fs, "queue list takes no arguments"); err != nil {
 		return err
 	}
-	var st kgworker.Status
+	var st queue.Status
 	if *status != "" {
 		var err error
-		if st, err = kgworker.ParseStatus(*status); err != nil {
+		if st, err = queue.ParseStatus(*status); err != nil {
 			return usageError{err}
 		}
 	}
@@ -119,7 +119,7 @@ func (a *app) queueList(ctx context.Context, fs *pflag.FlagSet, f *queueListFlag
 // printQueueList prints items as queue list's table. The error text is the
 // KG service's own words, and a worker names itself: both are escaped for
 // the terminal, tabs and newlines included, so that each item stays one row.
-func printQueueList(w io.Writer, items []kgworker.Item) error {
+func printQueueList(w io.Writer, items []queue.Item) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tCONTENT\tSTATUS\tPRIORITY\tRETRIES\tQUEUED\tWORKER\tERROR")
 	for _, it := range items {
@@ -137,7 +137,7 @@ func orDash(s string) string {
 }
 
 func (a *app) queueRetryFailed(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	itemIDs, err := kgworker.ParseIDs("ITEM_ID", fs.Args())
+	itemIDs, err := kgdb.ParseIDs("ITEM_ID", fs.Args())
 	if err != nil {
 		return err
 	}
@@ -179,11 +179,11 @@ func (a *app) queuePriority(ctx context.Context, fs *pflag.FlagSet, _ struct{}) 
 	if fs.NArg() < 2 {
 		return usagef("queue priority takes a PRIORITY and one or more ITEM_IDs")
 	}
-	priority, err := kgworker.ParsePriority("PRIORITY", fs.Arg(0))
+	priority, err := kgdb.ParsePriority("PRIORITY", fs.Arg(0))
 	if err != nil {
 		return err
 	}
-	itemIDs, err := kgworker.ParseIDs("ITEM_ID", fs.Args()[1:])
+	itemIDs, err := kgdb.ParseIDs("ITEM_ID", fs.Args()[1:])
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func (a *app) queueDelete(ctx context.Context, fs *pflag.FlagSet, _ struct{}) er
 	if fs.NArg() == 0 {
 		return usagef("queue delete takes one or more ITEM_IDs")
 	}
-	itemIDs, err := kgworker.ParseIDs("ITEM_ID", fs.Args())
+	itemIDs, err := kgdb.ParseIDs("ITEM_ID", fs.Args())
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeu
 			return fmt.Sprintf("%d document(s) queued again", n), err
 		})
 	}
-	contentIDs, err := kgworker.ParseIDs("CONTENT_ID", fs.Args())
+	contentIDs, err := kgdb.ParseIDs("CONTENT_ID", fs.Args())
 	if err != nil {
 		return err
 	}
@@ -266,12 +266,12 @@ func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFl
 	if err := noArgs(fs, "queue clear takes no arguments; use --status STATUS"); err != nil {
 		return err
 	}
-	st, err := kgworker.ParseClearStatus("status", *status)
+	st, err := kgdb.ParseClearStatus("status", *status)
 	if err != nil {
 		return err
 	}
 	if *f.olderThan != "" {
-		age, err := kgworker.ParseAge("older_than", *f.olderThan)
+		age, err := kgdb.ParseAge("older_than", *f.olderThan)
 		if err != nil {
 			return err
 		}
@@ -347,9 +347,9 @@ func (a *app) queueMigrate(ctx context.Context, fs *pflag.FlagSet, f *queueMigra
 	if to == "" {
 		return usagef("queue migrate needs the database to copy the queue into: --to postgres://USER@HOST:PORT/DATABASE, or kg.db_url in %s", cfg.Path)
 	}
-	var report *kgworker.CopyReport
+	var report *kgdb.CopyReport
 	if os.Geteuid() != 0 || a.paths.FileOwner == "" {
-		report, err = kgworker.CopyToPostgres(ctx, cfg.KG.DBPath, to)
+		report, err = kgdb.CopyToPostgres(ctx, cfg.KG.DBPath, to)
 	} else {
 		resolved, rerr := queue.ResolveURL(to, serviceUser)
 		if rerr != nil {

@@ -25,7 +25,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgdb"
-	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -77,7 +76,7 @@ func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, re
 // the service user, which reads the SQLite file as the workers do: root
 // opening it could leave companion files the workers cannot write. The URL,
 // which may hold a password, goes in a request, never on a command line.
-func copyAsServiceUser(ctx context.Context, dbPath, to string) (*kgworker.CopyReport, error) {
+func copyAsServiceUser(ctx context.Context, dbPath, to string) (*kgdb.CopyReport, error) {
 	c, err := startQueueChild(ctx, queueRequest{Op: "open", DB: dbPath, CopyOnly: true})
 	if err != nil {
 		return nil, err
@@ -88,7 +87,7 @@ func copyAsServiceUser(ctx context.Context, dbPath, to string) (*kgworker.CopyRe
 	if err != nil {
 		return nil, err
 	}
-	var report *kgworker.CopyReport
+	var report *kgdb.CopyReport
 	if err := json.Unmarshal(raw, &report); err != nil {
 		return nil, fmt.Errorf("queue access as %s: %w", serviceUser, err)
 	}
@@ -97,12 +96,12 @@ func copyAsServiceUser(ctx context.Context, dbPath, to string) (*kgworker.CopyRe
 
 // openKGQueue opens the database itself: read-only commands take no write
 // lock, so they never wait for, or hold up, the workers.
-func openKGQueue(ctx context.Context, dbPath string, maxRetries int, readOnly, makeDir bool) (*kgworker.Queue, error) {
-	open := kgworker.Open
+func openKGQueue(ctx context.Context, dbPath string, maxRetries int, readOnly, makeDir bool) (*kgdb.DB, error) {
+	open := kgdb.Open
 	if readOnly {
-		open = kgworker.OpenReadOnly
+		open = kgdb.OpenReadOnly
 	}
-	return open(ctx, dbPath, kgworker.WithMaxRetries(maxRetries), kgworker.WithMakeDir(makeDir))
+	return open(ctx, dbPath, kgdb.WithMaxRetries(maxRetries), kgdb.WithMakeDir(makeDir))
 }
 
 // openLocal is openKGQueue as a queueDB.
@@ -573,7 +572,7 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 	if os.Geteuid() == 0 {
 		return usagef("%s does the queue work of root's commands and must not run as root", queueDBCommand)
 	}
-	var q *kgworker.Queue
+	var q *kgdb.DB
 	defer func() {
 		if q != nil {
 			q.Close()
@@ -620,7 +619,7 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 		case req.Op == "ping":
 			result = true
 		case req.Op == "copy-to" && open.CopyOnly:
-			result, err = kgworker.CopyToPostgres(ctx, open.DB, req.To)
+			result, err = kgdb.CopyToPostgres(ctx, open.DB, req.To)
 		case open.CopyOnly:
 			err = fmt.Errorf("queue operation %q in a copy-only helper", req.Op)
 		case q == nil:
@@ -654,7 +653,7 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 
 // openForRoot opens the database an "open" request names, or checks it is
 // there for a copy.
-func openForRoot(ctx context.Context, req queueRequest) (bool, *kgworker.Queue, error) {
+func openForRoot(ctx context.Context, req queueRequest) (bool, *kgdb.DB, error) {
 	switch {
 	case req.DB != "" && req.URL != "":
 		return false, nil, errors.New("open names both a SQLite file and a PostgreSQL URL")

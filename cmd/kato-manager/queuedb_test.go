@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kato-manager/kato-manager/internal/pgtest"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 )
 
 // slowChildOp is how long each request takes in a child on slow.db.
@@ -468,7 +468,7 @@ func rootQueueOnPeerAuthPostgres(t *testing.T, h *helpers, configText, kgDir str
 // (nobody) will find it, holding crawled_content rows with the given ids.
 func storeDocuments(t *testing.T, path string, contentIDs ...int64) {
 	t.Helper()
-	q, err := kgworker.Open(context.Background(), path)
+	q, err := kgdb.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/web"
 )
 
@@ -119,14 +119,14 @@ func TestOverviewIsOneRequestToTheChild(t *testing.T) {
 	child := first.(*queueChild)
 	w := &countingWriter{WriteCloser: child.in}
 	child.in = w
-	o, err := q.Overview(ctx, kgworker.StatusPending, 50)
+	o, err := q.Overview(ctx, queue.StatusPending, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := w.writes.Load(); got != 1 {
 		t.Errorf("the overview took %d requests to the child, want 1", got)
 	}
-	if o.Counts.Pending != 2 || len(o.Items) != 2 || o.Items[0].Status != kgworker.StatusPending {
+	if o.Counts.Pending != 2 || len(o.Items) != 2 || o.Items[0].Status != queue.StatusPending {
 		t.Errorf("overview: counts %+v, items %+v; want the 2 pending items", o.Counts, o.Items)
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/web"
 )
@@ -230,7 +230,7 @@ const (
 )
 
 // workerReports reads every worker's report from the queue database.
-func (a *app) workerReports(ctx context.Context) ([]kgworker.Report, error) {
+func (a *app) workerReports(ctx context.Context) ([]kgdb.Report, error) {
 	q, _, err := a.openQueueReadOnly(ctx)
 	if err != nil {
 		return nil, err

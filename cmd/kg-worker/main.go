@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
@@ -123,7 +124,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	}
 	kg := cfg.KG
 
-	queue, err := kgworker.Open(ctx, kg.Database(), kgworker.WithMaxRetries(kg.MaxRetries), kgworker.WithMakeDir(paths.MakeStateDir))
+	queue, err := kgdb.Open(ctx, kg.Database(), kgdb.WithMaxRetries(kg.MaxRetries), kgdb.WithMakeDir(paths.MakeStateDir))
 	if err != nil {
 		return err
 	}
@@ -159,7 +160,7 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	// lease owner unique among them, whatever their worker numbers and PIDs.
 	owner := fmt.Sprintf("kg-worker@%d/%d@%s", id, os.Getpid(), host)
 	n := &notifier{queue: queue, watchdog: watchdog > 0, logger: logger,
-		report: kgworker.Report{Host: host, WorkerID: id, Owner: owner, PID: os.Getpid(), StartedAt: time.Now()}, client: client}
+		report: kgdb.Report{Host: host, WorkerID: id, Owner: owner, PID: os.Getpid(), StartedAt: time.Now()}, client: client}
 	worker, err := kgworker.New(kgworker.Opts{
 		Queue:            queue,
 		Client:           client,
@@ -178,8 +179,8 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 	}
 
 	n.notify(daemon.SdNotifyReady)
-	n.status(kgworker.Stats{})
-	n.publish(kgworker.Stats{})
+	n.status(kgdb.WorkerStats{})
+	n.publish(kgdb.WorkerStats{})
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	go func() { defer close(watched); n.watch(watchCtx, reportLag, worker.Stats) }()
@@ -221,19 +222,19 @@ func work(ctx context.Context, id int, paths config.Paths, configPath string, lo
 // notifier turns the worker loop's progress calls into systemd
 // notifications.
 type notifier struct {
-	queue      *kgworker.Queue
+	queue      *kgdb.DB
 	watchdog   bool
 	logger     *log.Logger
 	lastStatus time.Time
 	// report is this worker's entry in the queue's kg_worker_reports
 	// table, for `kato-manager workers stats`.
-	report kgworker.Report
+	report kgdb.Report
 	client *kgworker.Client
 
 	// reportMu orders the report's writes: the loop's and the watcher's.
 	reportMu   sync.Mutex
 	lastReport time.Time
-	published  kgworker.Report
+	published  kgdb.Report
 
 	mu     sync.Mutex // notify runs on the loop and on the signal path
 	warned bool
@@ -241,7 +242,7 @@ type notifier struct {
 
 // progress runs on the worker loop: the watchdog ping proves the loop
 // itself is alive.
-func (n *notifier) progress(st kgworker.Stats) {
+func (n *notifier) progress(st kgdb.WorkerStats) {
 	if n.watchdog {
 		n.notify(daemon.SdNotifyWatchdog)
 	}
@@ -261,7 +262,7 @@ func (n *notifier) progress(st kgworker.Stats) {
 // The loop's progress calls are throttled and, on an idle worker, far
 // apart: without this, the last items of a burst reached the report only
 // at the next one, and `workers stats` lagged the queue.
-func (n *notifier) watch(ctx context.Context, lag time.Duration, stats func() kgworker.Stats) {
+func (n *notifier) watch(ctx context.Context, lag time.Duration, stats func() kgdb.WorkerStats) {
 	t := time.NewTicker(lag)
 	defer t.Stop()
 	for {
@@ -282,7 +283,7 @@ func (n *notifier) watch(ctx context.Context, lag time.Duration, stats func() kg
 
 // publish writes the worker's counters to the queue database. A failure is
 // logged, never fatal: the queue work matters more.
-func (n *notifier) publish(st kgworker.Stats) {
+func (n *notifier) publish(st kgdb.WorkerStats) {
 	n.reportMu.Lock()
 	defer n.reportMu.Unlock()
 	n.lastReport = time.Now()
@@ -297,7 +298,7 @@ func (n *notifier) publish(st kgworker.Stats) {
 	n.published = r
 }
 
-func (n *notifier) status(st kgworker.Stats) {
+func (n *notifier) status(st kgdb.WorkerStats) {
 	n.lastStatus = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

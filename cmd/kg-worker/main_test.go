@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
-	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/kgdb"
 )
 
 // runMainEnv makes the test binary run main instead of the tests, so that
@@ -302,10 +302,10 @@ func TestReportAgreesWithQueue(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		<-exited
 	})
-	report := func() kgworker.Stats {
+	report := func() kgdb.WorkerStats {
 		reports, err := q.Reports(ctx)
 		if err != nil || len(reports) != 1 {
-			return kgworker.Stats{TotalProcessed: -1}
+			return kgdb.WorkerStats{TotalProcessed: -1}
 		}
 		return reports[0].Stats
 	}
@@ -336,14 +336,14 @@ func TestReportAgreesWithQueue(t *testing.T) {
 // workerQueue makes a queue database in a new directory dir, holding the
 // stored documents 1 to n of one chunk each, none of them queued, and
 // serves the KG service double.
-func workerQueue(t *testing.T, n int) (fake *kgservicefake.Server, srv *httptest.Server, dir, dbPath string, q *kgworker.Queue) {
+func workerQueue(t *testing.T, n int) (fake *kgservicefake.Server, srv *httptest.Server, dir, dbPath string, q *kgdb.DB) {
 	t.Helper()
 	fake = kgservicefake.New()
 	srv = httptest.NewServer(fake)
 	t.Cleanup(srv.Close)
 	dir = t.TempDir()
 	dbPath = filepath.Join(dir, "kg.db")
-	q, err := kgworker.Open(context.Background(), dbPath)
+	q, err := kgdb.Open(context.Background(), dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}

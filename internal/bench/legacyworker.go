@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
@@ -19,7 +20,7 @@ import (
 // more work waits.
 type legacyWorker struct {
 	db     *sql.DB
-	queue  *kgworker.Queue // only to load documents, as the KG Manager did with its own query
+	queue  *kgdb.DB // only to load documents, as the KG Manager did with its own query
 	client *kgworker.Client
 	batch  int
 	poll   time.Duration
@@ -99,7 +100,7 @@ func (w *legacyWorker) process(ctx context.Context, it legacyItem) error {
 	if err != nil {
 		return fmt.Errorf("KG Manager model worker: item %d: %w", it.id, err)
 	}
-	res, err := w.client.Ingest(ctx, kgworker.NewIngestRequest(content))
+	res, err := w.client.Ingest(ctx, kgdb.NewIngestRequest(content))
 	if err != nil {
 		_, dbErr := w.db.ExecContext(ctx, `UPDATE kg_processing_queue
 SET status = 'failed', error_message = ?, retry_count = retry_count + 1, processed_at = ? WHERE id = ?`,
@@ -117,7 +118,7 @@ SET status = 'failed', error_message = ?, retry_count = retry_count + 1, process
 
 // writeBack stores the result rows and marks the document and the item
 // done, in one transaction.
-func (w *legacyWorker) writeBack(ctx context.Context, it legacyItem, res *kgworker.IngestResult) error {
+func (w *legacyWorker) writeBack(ctx context.Context, it legacyItem, res *kgdb.IngestResult) error {
 	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

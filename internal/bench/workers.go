@@ -17,6 +17,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
 	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 )
@@ -53,7 +54,7 @@ type kgRun struct {
 	// path is where the queue is: a SQLite file in dir, or a PostgreSQL
 	// URL.
 	path   string
-	queue  *kgworker.Queue // the benchmark's own handle: setup and watching
+	queue  *kgdb.DB // the benchmark's own handle: setup and watching
 	raw    *sql.DB
 	fake   *kgservicefake.Server
 	server *httptest.Server
@@ -80,7 +81,7 @@ func newKGRunAt(ctx context.Context, docs int, dbURL string) (*kgRun, error) {
 	if dbURL != "" {
 		r.path = dbURL
 	}
-	if r.queue, err = kgworker.Open(ctx, r.path); err != nil {
+	if r.queue, err = kgdb.Open(ctx, r.path); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -169,12 +170,12 @@ type oursSettings struct {
 func (r *kgRun) startOurs(ctx context.Context, n int, set oursSettings) error {
 	r.fake.SetControl(kgservicefake.Control{LatencyMS: set.latencyMS})
 	ctx, r.cancel = context.WithCancel(ctx)
-	var opts []kgworker.Option
+	var opts []kgdb.Option
 	if set.poll {
-		opts = append(opts, kgworker.WithoutFileWatch())
+		opts = append(opts, kgdb.WithoutFileWatch())
 	}
 	for i := 1; i <= n; i++ {
-		q, err := kgworker.Open(ctx, r.path, opts...)
+		q, err := kgdb.Open(ctx, r.path, opts...)
 		if err != nil {
 			return err
 		}
@@ -205,7 +206,7 @@ func (r *kgRun) startLegacy(ctx context.Context, n int) error {
 			return fmt.Errorf("open %s: %w", r.path, err)
 		}
 		r.closes = append(r.closes, db.Close)
-		q, err := kgworker.Open(ctx, r.path)
+		q, err := kgdb.Open(ctx, r.path)
 		if err != nil {
 			return err
 		}
@@ -279,7 +280,7 @@ func (r *kgRun) close() error {
 // one transaction, the transactions a worker with one document in flight
 // makes. Their rate is what the database allows on this machine.
 func (r *kgRun) startBare(ctx context.Context, n, items int) error {
-	answers := make(map[int64]*kgworker.IngestResult, items)
+	answers := make(map[int64]*kgdb.IngestResult, items)
 	for id := int64(1); id <= int64(items); id++ {
 		c, err := r.queue.Content(ctx, id)
 		if err != nil {
@@ -293,7 +294,7 @@ func (r *kgRun) startBare(ctx context.Context, n, items int) error {
 	}
 	ctx, r.cancel = context.WithCancel(ctx)
 	for i := 1; i <= n; i++ {
-		q, err := kgworker.Open(ctx, r.path)
+		q, err := kgdb.Open(ctx, r.path)
 		if err != nil {
 			return err
 		}
@@ -340,7 +341,7 @@ func (r *kgRun) startBare(ctx context.Context, n, items int) error {
 
 // fakeRequest is the request the worker would send for c, in the double's
 // types.
-func fakeRequest(c *kgworker.Content) kgservicefake.IngestRequest {
+func fakeRequest(c *kgdb.Content) kgservicefake.IngestRequest {
 	req := kgservicefake.IngestRequest{ContentID: c.ID, URL: c.URL, Title: c.Title, Markdown: c.Markdown, Metadata: c.Metadata}
 	for _, ch := range c.Chunks {
 		req.Chunks = append(req.Chunks, kgservicefake.Chunk{VectorRowID: ch.VectorRowID, ChunkIndex: ch.ChunkIndex,
@@ -351,12 +352,12 @@ func fakeRequest(c *kgworker.Content) kgservicefake.IngestRequest {
 
 // toResult turns the double's answer into the client's result, as the
 // wire would.
-func toResult(resp kgservicefake.IngestResponse) (*kgworker.IngestResult, error) {
+func toResult(resp kgservicefake.IngestResponse) (*kgdb.IngestResult, error) {
 	b, err := json.Marshal(resp)
 	if err != nil {
 		return nil, err
 	}
-	var res kgworker.IngestResult
+	var res kgdb.IngestResult
 	if err := json.Unmarshal(b, &res); err != nil {
 		return nil, err
 	}

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // The queue database is at its default place: /var/lib/kato/kg, a
@@ -128,22 +130,22 @@ func (p *kgPool) enqueue(from, to int) {
 }
 
 // counts reads the number of items per status straight from the database.
-func (p *kgPool) counts() kgworker.Counts {
+func (p *kgPool) counts() queue.Counts {
 	p.t.Helper()
-	var c kgworker.Counts
+	var c queue.Counts
 	for _, r := range p.query("SELECT status, count(*) AS n FROM kg_processing_queue GROUP BY status") {
 		n := int(r["n"].(float64))
 		c.Total += n
-		switch kgworker.Status(r["status"].(string)) {
-		case kgworker.StatusPending:
+		switch queue.Status(r["status"].(string)) {
+		case queue.StatusPending:
 			c.Pending = n
-		case kgworker.StatusProcessing:
+		case queue.StatusProcessing:
 			c.Processing = n
-		case kgworker.StatusCompleted:
+		case queue.StatusCompleted:
 			c.Completed = n
-		case kgworker.StatusFailed:
+		case queue.StatusFailed:
 			c.Failed = n
-		case kgworker.StatusSkipped:
+		case queue.StatusSkipped:
 			c.Skipped = n
 		}
 	}
@@ -152,9 +154,9 @@ func (p *kgPool) counts() kgworker.Counts {
 
 // waitDrained waits until no item is pending or processing and returns the
 // final counts.
-func (p *kgPool) waitDrained(timeout time.Duration) kgworker.Counts {
+func (p *kgPool) waitDrained(timeout time.Duration) queue.Counts {
 	p.t.Helper()
-	var c kgworker.Counts
+	var c queue.Counts
 	p.waitFor("the workers to drain the queue", timeout, func() bool {
 		c = p.counts()
 		return c.Pending == 0 && c.Processing == 0
@@ -280,16 +282,16 @@ type healthJSON struct {
 		Problem   string `json:"problem"`
 	} `json:"kg_service_status"`
 	WorkerDetails []struct {
-		WorkerID     int             `json:"worker_id"`
-		Instance     int             `json:"instance"`
-		Stats        *kgworker.Stats `json:"stats"`
-		Unit         string          `json:"unit"`
-		Running      bool            `json:"running"`
-		ActiveState  string          `json:"active_state"`
-		PID          int             `json:"pid"`
-		ProcessState string          `json:"process_state"`
-		Restarts     int             `json:"restarts"`
-		Problem      string          `json:"problem"`
+		WorkerID     int               `json:"worker_id"`
+		Instance     int               `json:"instance"`
+		Stats        *kgdb.WorkerStats `json:"stats"`
+		Unit         string            `json:"unit"`
+		Running      bool              `json:"running"`
+		ActiveState  string            `json:"active_state"`
+		PID          int               `json:"pid"`
+		ProcessState string            `json:"process_state"`
+		Restarts     int               `json:"restarts"`
+		Problem      string            `json:"problem"`
 	} `json:"worker_details"`
 }
 
@@ -311,16 +313,16 @@ type statsJSON struct {
 		IsHealthy           bool   `json:"is_healthy"`
 		ConsecutiveFailures int    `json:"consecutive_failures"`
 	} `json:"kg_service_status"`
-	QueueSize     kgworker.Counts `json:"queue_size"`
+	QueueSize     queue.Counts `json:"queue_size"`
 	WorkerDetails []struct {
-		Host     string         `json:"host"`
-		Local    bool           `json:"local"`
-		WorkerID int            `json:"worker_id"`
-		Instance int            `json:"instance"`
-		Unit     string         `json:"unit"`
-		Running  bool           `json:"running"`
-		PID      int            `json:"pid"`
-		Stats    kgworker.Stats `json:"stats"`
+		Host     string           `json:"host"`
+		Local    bool             `json:"local"`
+		WorkerID int              `json:"worker_id"`
+		Instance int              `json:"instance"`
+		Unit     string           `json:"unit"`
+		Running  bool             `json:"running"`
+		PID      int              `json:"pid"`
+		Stats    kgdb.WorkerStats `json:"stats"`
 	} `json:"worker_details"`
 }
 
@@ -779,15 +781,15 @@ func TestWorkersCLI(t *testing.T) {
 	if out := p.mustKM("queue", "enqueue", "11", "12", "--priority", "5"); !strings.Contains(out, "queued content 12 as item 12") {
 		t.Errorf("queue enqueue --priority: %s", out)
 	}
-	var listed []kgworker.Item
+	var listed []queue.Item
 	if err := json.Unmarshal([]byte(p.mustKM("queue", "list", "--json")), &listed); err != nil {
 		t.Fatal(err)
 	}
-	if len(listed) != 12 || listed[0].ID != 12 || listed[0].Priority != 5 || listed[11].ID != 1 || listed[11].Priority != 1 || listed[5].Status != kgworker.StatusPending {
+	if len(listed) != 12 || listed[0].ID != 12 || listed[0].Priority != 5 || listed[11].ID != 1 || listed[11].Priority != 1 || listed[5].Status != queue.StatusPending {
 		t.Fatalf("queue list --json: %+v", listed)
 	}
-	var counts kgworker.Counts
-	if err := json.Unmarshal([]byte(p.mustKM("queue", "stats", "--json")), &counts); err != nil || counts != (kgworker.Counts{Pending: 12, Total: 12}) {
+	var counts queue.Counts
+	if err := json.Unmarshal([]byte(p.mustKM("queue", "stats", "--json")), &counts); err != nil || counts != (queue.Counts{Pending: 12, Total: 12}) {
 		t.Fatalf("queue stats --json: %+v %v", counts, err)
 	}
 
@@ -801,7 +803,7 @@ func TestWorkersCLI(t *testing.T) {
 		(SELECT max(processing_started_at) FROM kg_processing_queue WHERE priority = 5)`); n != 0 {
 		t.Errorf("%d items of priority 1 were claimed before one of priority 5", n)
 	}
-	var failed []kgworker.Item
+	var failed []queue.Item
 	if err := json.Unmarshal([]byte(p.mustKM("queue", "list", "--status", "failed", "--json")), &failed); err != nil {
 		t.Fatal(err)
 	}
@@ -919,7 +921,7 @@ func TestQueueOnDefaultPath(t *testing.T) {
 			kgDir, strings.TrimSpace(p.must("stat", "-c", "%A %U:%G", kgDir)), regular, r)
 	}
 	p.waitFor("the worker to take the item", 20*time.Second, func() bool {
-		var c kgworker.Counts
+		var c queue.Counts
 		r := p.km("queue", "stats", "--json")
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &c) == nil && c.Skipped == 1
 	})

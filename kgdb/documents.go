@@ -1,13 +1,14 @@
-package kgworker
+package kgdb
 
 import (
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/kato-manager/kato-manager/config"
 	"strconv"
 	"strings"
+
+	"github.com/kato-manager/kato-manager/config"
 )
 
 // DocumentSummary is one crawled document as the dashboard lists it.
@@ -55,7 +56,7 @@ func scanDocument(row interface{ Scan(...any) error }, d *DocumentSummary) error
 
 // Documents lists up to limit documents, newest first, whose title or URL
 // contains search (any, when empty).
-func (q *Queue) Documents(ctx context.Context, search string, limit int) ([]DocumentSummary, error) {
+func (q *DB) Documents(ctx context.Context, search string, limit int) ([]DocumentSummary, error) {
 	if limit < 1 {
 		return nil, &config.FieldError{Field: "limit", Value: strconv.Itoa(limit), Rule: "must be 1 or more"}
 	}
@@ -85,7 +86,7 @@ func (q *Queue) Documents(ctx context.Context, search string, limit int) ([]Docu
 }
 
 // Document returns one document with its entities and relationships.
-func (q *Queue) Document(ctx context.Context, id int64) (*DocumentDetail, error) {
+func (q *DB) Document(ctx context.Context, id int64) (*DocumentDetail, error) {
 	d := &DocumentDetail{Entities: []StoredEntity{}, Relationships: []StoredRelationship{}}
 	err := scanDocument(q.db.QueryRowContext(ctx, "SELECT "+documentColumns+" FROM crawled_content c WHERE c.id = ?", id), &d.DocumentSummary)
 	if errors.Is(err, sql.ErrNoRows) {

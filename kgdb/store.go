@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 )
 
@@ -22,7 +21,7 @@ type Store interface {
 	List(ctx context.Context, status queue.Status, limit int) ([]queue.Item, error)
 	RetryFailed(ctx context.Context, ids ...int64) (int, error)
 	Stats(ctx context.Context) (queue.Counts, error)
-	Reports(ctx context.Context) ([]kgworker.Report, error)
+	Reports(ctx context.Context) ([]Report, error)
 	Latencies(ctx context.Context) (queue.Latencies, error)
 	Overview(ctx context.Context, status queue.Status, limit int) (Overview, error)
 	SetPriority(ctx context.Context, priority int, ids ...int64) (int, error)
@@ -31,8 +30,8 @@ type Store interface {
 	RequeueAll(ctx context.Context, priority int) (int, error)
 	Clear(ctx context.Context, status queue.Status) (int, error)
 	ClearOlderThan(ctx context.Context, status queue.Status, age time.Duration) (int, error)
-	Documents(ctx context.Context, search string, limit int) ([]kgworker.DocumentSummary, error)
-	Document(ctx context.Context, id int64) (*kgworker.DocumentDetail, error)
+	Documents(ctx context.Context, search string, limit int) ([]DocumentSummary, error)
+	Document(ctx context.Context, id int64) (*DocumentDetail, error)
 	Close() error
 }
 
@@ -42,7 +41,7 @@ type Client struct {
 	Caller Caller
 }
 
-// EnqueueDocuments queues stored documents (see kgworker.Queue.EnqueueDocuments).
+// EnqueueDocuments queues stored documents (see DB.EnqueueDocuments).
 func (c Client) EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error) {
 	return opEnqueue.call(ctx, c.Caller, Args{Priority: priority, IDs: contentIDs})
 }
@@ -63,7 +62,7 @@ func (c Client) Stats(ctx context.Context) (queue.Counts, error) {
 }
 
 // Reports returns the workers' report rows.
-func (c Client) Reports(ctx context.Context) ([]kgworker.Report, error) {
+func (c Client) Reports(ctx context.Context) ([]Report, error) {
 	return opReports.call(ctx, c.Caller, Args{})
 }
 
@@ -110,24 +109,24 @@ func (c Client) ClearOlderThan(ctx context.Context, status queue.Status, age tim
 }
 
 // Documents lists stored documents whose title or URL holds search.
-func (c Client) Documents(ctx context.Context, search string, limit int) ([]kgworker.DocumentSummary, error) {
+func (c Client) Documents(ctx context.Context, search string, limit int) ([]DocumentSummary, error) {
 	return opDocuments.call(ctx, c.Caller, Args{Search: search, Limit: limit})
 }
 
 // Document returns one stored document in detail; an unknown id is a
 // *config.NotFoundError.
-func (c Client) Document(ctx context.Context, id int64) (*kgworker.DocumentDetail, error) {
+func (c Client) Document(ctx context.Context, id int64) (*DocumentDetail, error) {
 	return opDocument.call(ctx, c.Caller, Args{ID: id})
 }
 
 // Local is a Store on a database this process opened itself.
 type Local struct {
 	Client
-	Queue *kgworker.Queue
+	Queue *DB
 }
 
 // NewLocal returns the Store of q, which it closes on Close.
-func NewLocal(q *kgworker.Queue) *Local {
+func NewLocal(q *DB) *Local {
 	l := &Local{Queue: q}
 	l.Client = Client{Caller: l}
 	return l

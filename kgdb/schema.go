@@ -1,4 +1,4 @@
-package kgworker
+package kgdb
 
 import (
 	"context"

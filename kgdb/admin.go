@@ -1,14 +1,15 @@
-package kgworker
+package kgdb
 
 import (
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/kato-manager/kato-manager/config"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kato-manager/kato-manager/config"
 
 	"github.com/kato-manager/kato-manager/queue"
 )
@@ -30,7 +31,7 @@ func checkItems(ctx context.Context, tx *sql.Tx, ids []int64) error {
 
 // SetPriority changes the priority of the items; higher is claimed first.
 // An unknown id or a negative priority changes nothing.
-func (q *Queue) SetPriority(ctx context.Context, priority int, ids ...int64) (int, error) {
+func (q *DB) SetPriority(ctx context.Context, priority int, ids ...int64) (int, error) {
 	if priority < 0 {
 		return 0, &config.FieldError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
 	}
@@ -56,7 +57,7 @@ func (q *Queue) SetPriority(ctx context.Context, priority int, ids ...int64) (in
 // Delete removes the items. An item a worker holds may be deleted: the
 // worker's outcome for it is then discarded as for a lost lease. An
 // unknown id changes nothing.
-func (q *Queue) Delete(ctx context.Context, ids ...int64) (int, error) {
+func (q *DB) Delete(ctx context.Context, ids ...int64) (int, error) {
 	if len(ids) == 0 {
 		return 0, &config.FieldError{Field: "ITEM_ID", Value: "", Rule: "give one or more queue item ids"}
 	}
@@ -81,7 +82,7 @@ func (q *Queue) Delete(ctx context.Context, ids ...int64) (int, error) {
 // retries, error and result cleared, queued now. A content that is already
 // pending or processing is left as it is; one with no item is refused, and
 // then nothing changes. It returns how many items it moved.
-func (q *Queue) Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error) {
+func (q *DB) Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error) {
 	if priority < 0 {
 		return 0, &config.FieldError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
 	}
@@ -127,7 +128,7 @@ const requeueSet = `UPDATE kg_processing_queue SET status = 'pending', priority 
 // latest item, when completed, failed or skipped, goes back to pending, in
 // one statement. Documents pending or processing are left as they are. It
 // returns how many items it moved.
-func (q *Queue) RequeueAll(ctx context.Context, priority int) (int, error) {
+func (q *DB) RequeueAll(ctx context.Context, priority int) (int, error) {
 	if priority < 0 {
 		return 0, &config.FieldError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
 	}
@@ -141,7 +142,7 @@ func (q *Queue) RequeueAll(ctx context.Context, priority int) (int, error) {
 
 // Clear deletes every item in a status. Processing items are held by
 // workers and cannot be cleared; stop the pool first.
-func (q *Queue) Clear(ctx context.Context, status Status) (int, error) {
+func (q *DB) Clear(ctx context.Context, status queue.Status) (int, error) {
 	if _, err := ParseClearStatus("--status", string(status)); err != nil {
 		return 0, err
 	}
@@ -207,7 +208,7 @@ func inIDs(query string, ids []int64) (string, []any) {
 // age ago (by processed_at, or queued_at for an item never processed):
 // `queue clear --status failed --older-than 7d`. Like Clear, it refuses
 // processing, and a non-positive age.
-func (q *Queue) ClearOlderThan(ctx context.Context, status queue.Status, age time.Duration) (int, error) {
+func (q *DB) ClearOlderThan(ctx context.Context, status queue.Status, age time.Duration) (int, error) {
 	if _, err := ParseClearStatus("--status", string(status)); err != nil {
 		return 0, err
 	}

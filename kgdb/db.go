@@ -1,4 +1,4 @@
-package kgworker
+package kgdb
 
 import (
 	"context"
@@ -18,36 +18,11 @@ import (
 	"github.com/kato-manager/kato-manager/queue"
 )
 
-// The queue's types, kept under their names here for the callers of this
-// package.
-type (
-	// Status is the state of a queue item.
-	Status = queue.Status
-	// Item is one row of kg_processing_queue.
-	Item = queue.Item
-	// Counts is the number of queue items in each status.
-	Counts = queue.Counts
-)
-
 // Option changes a default of Open.
 type Option func(*openOpts)
 
-// The states of a queue item.
-const (
-	StatusPending    = queue.StatusPending
-	StatusProcessing = queue.StatusProcessing
-	StatusCompleted  = queue.StatusCompleted
-	StatusFailed     = queue.StatusFailed
-	StatusSkipped    = queue.StatusSkipped
-)
-
-// ParseStatus returns the Status named by s.
-func ParseStatus(s string) (Status, error) { return queue.ParseStatus(s) }
-
 // Errors callers branch on.
 var (
-	// ErrLeaseLost means the caller no longer holds the lease on an item.
-	ErrLeaseLost = queue.ErrLeaseLost
 	// ErrContentNotFound means a queue item names a content_id that has no
 	// crawled_content row.
 	ErrContentNotFound = errors.New("content not found")
@@ -68,10 +43,10 @@ type Content struct {
 	Chunks   []Chunk
 }
 
-// Queue is the KG database: the leased queue of package queue, and the
+// DB is the KG database: the leased queue of package queue, and the
 // documents and KG results beside it. It is safe for use by many
 // goroutines, and many processes may open the same file.
-type Queue struct {
+type DB struct {
 	*queue.Queue
 	db       *sql.DB
 	path     string
@@ -136,7 +111,7 @@ const firstOpenPatience = 30 * time.Second
 // path opens that PostgreSQL database instead (the database itself must
 // exist; the tables are created and migrated as in a SQLite file), and the
 // file options (WithFileOwner, WithMakeDir) do not apply.
-func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("invalid db_path \"\": must not be empty")
 	}
@@ -172,7 +147,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Queue, error) {
 // no write lock, ever. A database that does not exist yet, or is not
 // migrated to SchemaVersion, is opened with Open instead, which creates or
 // migrates it; opts apply to that case.
-func OpenReadOnly(ctx context.Context, path string, opts ...Option) (*Queue, error) {
+func OpenReadOnly(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("invalid db_path \"\": must not be empty")
 	}
@@ -207,7 +182,7 @@ func OpenReadOnly(ctx context.Context, path string, opts ...Option) (*Queue, err
 // as OpenReadOnly does for a file. PostgreSQL's row locks keep readers and
 // writers apart, so a read-only queue shares its connections with nobody
 // and holds up no worker.
-func openPostgres(ctx context.Context, rawURL string, readOnly bool, o openOpts) (*Queue, error) {
+func openPostgres(ctx context.Context, rawURL string, readOnly bool, o openOpts) (*DB, error) {
 	db, err := queue.OpenPostgres(ctx, rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("open kg database: %w", err)
@@ -226,13 +201,13 @@ func openPostgres(ctx context.Context, rawURL string, readOnly bool, o openOpts)
 	return newQueue(db, config.RedactURL(rawURL), readOnly, o)
 }
 
-func newQueue(db *sql.DB, path string, readOnly bool, o openOpts) (*Queue, error) {
+func newQueue(db *sql.DB, path string, readOnly bool, o openOpts) (*DB, error) {
 	q, err := queue.New(db, o.queueOpts...)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	return &Queue{Queue: q, db: db, path: path, readOnly: readOnly}, nil
+	return &DB{Queue: q, db: db, path: path, readOnly: readOnly}, nil
 }
 
 // retryBusy runs fn until it succeeds, fails with something other than
@@ -284,7 +259,7 @@ func roDSN(path string) string {
 }
 
 // Close closes the database.
-func (q *Queue) Close() error {
+func (q *DB) Close() error {
 	q.Queue.Close() //nolint:errcheck // it never fails
 	if err := q.db.Close(); err != nil {
 		return fmt.Errorf("close kg database %s: %w", q.path, err)
@@ -294,13 +269,13 @@ func (q *Queue) Close() error {
 
 // Path returns the file the queue was opened from, or the URL of its
 // PostgreSQL database with the password redacted.
-func (q *Queue) Path() string { return q.path }
+func (q *DB) Path() string { return q.path }
 
 // ReadOnly reports whether the queue was opened read-only.
-func (q *Queue) ReadOnly() bool { return q.readOnly }
+func (q *DB) ReadOnly() bool { return q.readOnly }
 
 // SchemaVersion reports the schema version recorded in the database.
-func (q *Queue) SchemaVersion(ctx context.Context) (int, error) {
+func (q *DB) SchemaVersion(ctx context.Context) (int, error) {
 	return queue.SchemaVersion(ctx, q.db)
 }
 
@@ -309,7 +284,7 @@ func (q *Queue) SchemaVersion(ctx context.Context) (int, error) {
 // given. A content id without a crawled_content row is refused with an
 // InputError naming it, and then nothing is queued: the worker could only
 // skip such an item.
-func (q *Queue) EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error) {
+func (q *DB) EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error) {
 	if len(contentIDs) == 0 {
 		return nil, &config.FieldError{Field: "CONTENT_ID", Value: "", Rule: "give one or more crawled_content ids"}
 	}
@@ -351,7 +326,7 @@ func (q *Queue) EnqueueDocuments(ctx context.Context, priority int, contentIDs .
 // order. It returns ErrContentNotFound when there is no such document and
 // ErrInvalidContent when it breaks the KG service's request limits, which
 // the service would answer with 422.
-func (q *Queue) Content(ctx context.Context, contentID int64) (*Content, error) {
+func (q *DB) Content(ctx context.Context, contentID int64) (*Content, error) {
 	var url, title, markdown, metadata sql.NullString
 	err := q.db.QueryRowContext(ctx, "SELECT url, title, markdown, metadata FROM crawled_content WHERE id = ?", contentID).
 		Scan(&url, &title, &markdown, &metadata)
@@ -409,7 +384,7 @@ type resultSummary struct {
 // run for the same content; the crawled_content kg_* columns; the chunks'
 // kg_processed flags; the item's result_summary. It returns ErrLeaseLost,
 // and writes nothing, when owner no longer holds the item.
-func (q *Queue) Complete(ctx context.Context, owner string, id int64, res *IngestResult) error {
+func (q *DB) Complete(ctx context.Context, owner string, id int64, res *IngestResult) error {
 	if q.readOnly {
 		return fmt.Errorf("complete item %d of %s: %w", id, owner, ErrReadOnly)
 	}
@@ -442,7 +417,7 @@ type Completion struct {
 // one commit for all of them. An item whose lease owner lost gets
 // ErrLeaseLost in the returned slice, at its index, and the others are
 // completed; any other error undoes the whole transaction and is returned.
-func (q *Queue) CompleteMany(ctx context.Context, owner string, items []Completion) ([]error, error) {
+func (q *DB) CompleteMany(ctx context.Context, owner string, items []Completion) ([]error, error) {
 	if q.readOnly {
 		return nil, fmt.Errorf("complete %d items of %s: %w", len(items), owner, ErrReadOnly)
 	}
@@ -469,7 +444,7 @@ func (q *Queue) CompleteMany(ctx context.Context, owner string, items []Completi
 		per = make([]error, len(items))
 		for i, c := range items {
 			contentID, err := q.CompleteTx(ctx, tx, owner, c.ID, summaries[i])
-			if errors.Is(err, ErrLeaseLost) {
+			if errors.Is(err, queue.ErrLeaseLost) {
 				per[i] = fmt.Errorf("complete item %d of %s: %w", c.ID, owner, err)
 				continue
 			}

@@ -1,4 +1,4 @@
-package kgworker
+package kgdb
 
 import (
 	"context"
@@ -21,12 +21,12 @@ type Report struct {
 	PID       int           `json:"pid"`
 	StartedAt time.Time     `json:"started_at"`
 	UpdatedAt time.Time     `json:"updated_at"`
-	Stats     Stats         `json:"stats"`
+	Stats     WorkerStats   `json:"stats"`
 	Service   ServiceStatus `json:"kg_service_status"`
 }
 
 // PublishReport records r as its worker's latest report.
-func (q *Queue) PublishReport(ctx context.Context, r Report) error {
+func (q *DB) PublishReport(ctx context.Context, r Report) error {
 	stats, err := json.Marshal(r.Stats)
 	if err != nil {
 		return fmt.Errorf("publish report of worker %d: %w", r.WorkerID, err)
@@ -50,7 +50,7 @@ ON CONFLICT(host, worker_id) DO UPDATE SET owner = excluded.owner, pid = exclude
 }
 
 // Reports returns every worker's latest report, by host and worker number.
-func (q *Queue) Reports(ctx context.Context) ([]Report, error) {
+func (q *DB) Reports(ctx context.Context) ([]Report, error) {
 	rows, err := q.db.QueryContext(ctx, `SELECT host, worker_id, owner, pid, started_at, updated_at, stats, service FROM kg_worker_reports ORDER BY host, worker_id`)
 	if err != nil {
 		return nil, fmt.Errorf("read worker reports: %w", err)

@@ -1,0 +1,290 @@
+package kgdb
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The KG service's request and answer, as the contract gives them, are
+// what the database stores: a document is loaded as the request it becomes,
+// and an answer is written back as it came.
+
+// Chunk is one chunk of a document as the KG service receives it.
+// VectorRowID is the content_chunks rowid.
+type Chunk struct {
+	VectorRowID int64  `json:"vector_rowid"`
+	ChunkIndex  int    `json:"chunk_index"`
+	CharStart   int    `json:"char_start"`
+	CharEnd     int    `json:"char_end"`
+	Text        string `json:"text"`
+}
+
+// IngestRequest is the body of POST /api/v1/ingest.
+type IngestRequest struct {
+	ContentID int64           `json:"content_id"`
+	URL       string          `json:"url"`
+	Title     string          `json:"title"`
+	Markdown  string          `json:"markdown"`
+	Chunks    []Chunk         `json:"chunks"`
+	Metadata  json.RawMessage `json:"metadata"`
+}
+
+// The KG service's request limits; it answers 422 outside them.
+const (
+	MaxURLChars      = 2048
+	MaxTitleChars    = 500
+	MinMarkdownChars = 50
+	MaxMarkdownChars = 1_000_000
+	MinChunks        = 1
+	MaxChunks        = 1000
+	MinChunkChars    = 10
+	MaxChunkChars    = 10_000
+)
+
+// NewIngestRequest builds the request for a loaded document.
+func NewIngestRequest(c *Content) *IngestRequest {
+	chunks := c.Chunks
+	if chunks == nil {
+		chunks = []Chunk{}
+	}
+	meta := c.Metadata
+	if len(meta) == 0 {
+		meta = json.RawMessage("{}")
+	}
+	return &IngestRequest{ContentID: c.ID, URL: c.URL, Title: c.Title, Markdown: c.Markdown, Chunks: chunks, Metadata: meta}
+}
+
+// chars counts characters the way the service does: Unicode code points.
+func chars(s string) int { return len([]rune(s)) }
+
+// Validate checks the request against the service's limits and names the
+// first field that breaks one.
+func (r *IngestRequest) Validate() error {
+	bad := func(field string, v any, rule string) error {
+		return fmt.Errorf("invalid %s %v: %s", field, v, rule)
+	}
+	switch {
+	case r.ContentID <= 0:
+		return bad("content_id", r.ContentID, "must be greater than 0")
+	case chars(r.URL) > MaxURLChars:
+		return bad("url", fmt.Sprintf("of %d characters", chars(r.URL)), fmt.Sprintf("must be at most %d characters", MaxURLChars))
+	case !strings.HasPrefix(r.URL, "http://") && !strings.HasPrefix(r.URL, "https://"):
+		return bad("url", strconv.Quote(r.URL), "must start with http:// or https://")
+	case chars(r.Title) > MaxTitleChars:
+		return bad("title", fmt.Sprintf("of %d characters", chars(r.Title)), fmt.Sprintf("must be at most %d characters", MaxTitleChars))
+	}
+	if n := chars(r.Markdown); n < MinMarkdownChars || n > MaxMarkdownChars {
+		return bad("markdown", fmt.Sprintf("of %d characters", n), fmt.Sprintf("must have %d to %d characters", MinMarkdownChars, MaxMarkdownChars))
+	}
+	if n := len(r.Chunks); n < MinChunks || n > MaxChunks {
+		return bad("chunks", fmt.Sprintf("list of %d", n), fmt.Sprintf("must have %d to %d chunks", MinChunks, MaxChunks))
+	}
+	for i, ch := range r.Chunks {
+		f := fmt.Sprintf("chunks[%d].", i)
+		switch {
+		case ch.VectorRowID <= 0:
+			return bad(f+"vector_rowid", ch.VectorRowID, "must be greater than 0")
+		case ch.ChunkIndex < 0:
+			return bad(f+"chunk_index", ch.ChunkIndex, "must be 0 or more")
+		case i > 0 && ch.ChunkIndex <= r.Chunks[i-1].ChunkIndex:
+			return bad(f+"chunk_index", ch.ChunkIndex, fmt.Sprintf("must be greater than the previous chunk's %d", r.Chunks[i-1].ChunkIndex))
+		case ch.CharStart < 0:
+			return bad(f+"char_start", ch.CharStart, "must be 0 or more")
+		case ch.CharEnd <= ch.CharStart:
+			return bad(f+"char_end", ch.CharEnd, fmt.Sprintf("must be greater than char_start %d", ch.CharStart))
+		}
+		if n := chars(ch.Text); n < MinChunkChars || n > MaxChunkChars {
+			return bad(f+"text", fmt.Sprintf("of %d characters", n), fmt.Sprintf("must have %d to %d characters", MinChunkChars, MaxChunkChars))
+		}
+	}
+	if len(r.Metadata) > 0 && !json.Valid(r.Metadata) {
+		return bad("metadata", "", "must be a JSON object")
+	}
+	return nil
+}
+
+// ChunkAppearance is where an entity appears in one chunk.
+type ChunkAppearance struct {
+	VectorRowID int64 `json:"vector_rowid"`
+	ChunkIndex  int   `json:"chunk_index"`
+	OffsetStart int   `json:"offset_start"`
+	OffsetEnd   int   `json:"offset_end"`
+}
+
+// Entity is an entity the KG service found in the document.
+type Entity struct {
+	Text                string            `json:"text"`
+	Normalized          string            `json:"normalized"`
+	TypePrimary         string            `json:"type_primary"`
+	TypeSub1            *string           `json:"type_sub1"`
+	TypeSub2            *string           `json:"type_sub2"`
+	TypeSub3            *string           `json:"type_sub3"`
+	TypeFull            string            `json:"type_full"`
+	Confidence          float64           `json:"confidence"`
+	Neo4jNodeID         *string           `json:"neo4j_node_id"`
+	ContextBefore       string            `json:"context_before"`
+	ContextAfter        string            `json:"context_after"`
+	Sentence            string            `json:"sentence"`
+	ChunkAppearances    []ChunkAppearance `json:"chunk_appearances"`
+	SpansMultipleChunks bool              `json:"spans_multiple_chunks"`
+}
+
+// Relationship is a relationship between two entities the KG service found.
+type Relationship struct {
+	SubjectText         string  `json:"subject_text"`
+	Predicate           string  `json:"predicate"`
+	ObjectText          string  `json:"object_text"`
+	SubjectNeo4jID      *string `json:"subject_neo4j_id"`
+	ObjectNeo4jID       *string `json:"object_neo4j_id"`
+	Confidence          float64 `json:"confidence"`
+	Context             string  `json:"context"`
+	Neo4jRelationshipID *string `json:"neo4j_relationship_id"`
+	SpansChunks         bool    `json:"spans_chunks"`
+	ChunkRowIDs         []int64 `json:"chunk_rowids"`
+}
+
+// Summary is the service's overview of one document's extraction.
+type Summary struct {
+	EntitiesByType           map[string]int `json:"entities_by_type"`
+	RelationshipsByPredicate map[string]int `json:"relationships_by_predicate"`
+	ChunksWithEntities       int            `json:"chunks_with_entities"`
+	AvgEntitiesPerChunk      float64        `json:"avg_entities_per_chunk"`
+}
+
+// IngestResult is the KG service's successful answer to an ingest request.
+type IngestResult struct {
+	Success                bool           `json:"success"`
+	ContentID              int64          `json:"content_id"`
+	Neo4jDocumentID        string         `json:"neo4j_document_id"`
+	EntitiesExtracted      int            `json:"entities_extracted"`
+	RelationshipsExtracted int            `json:"relationships_extracted"`
+	ProcessingTimeMS       float64        `json:"processing_time_ms"`
+	Entities               []Entity       `json:"entities"`
+	Relationships          []Relationship `json:"relationships"`
+	// Summary is the answer's summary object, kept as the service sent
+	// it after it was checked against Summary.
+	Summary json.RawMessage `json:"summary"`
+}
+
+// missing names the required fields whose pointers are nil.
+func missing(fields ...any) []string {
+	var out []string
+	for i := 0; i+1 < len(fields); i += 2 {
+		if isNil(fields[i+1]) {
+			out = append(out, fields[i].(string))
+		}
+	}
+	return out
+}
+
+func isNil(p any) bool {
+	switch p := p.(type) {
+	case *string:
+		return p == nil
+	case *float64:
+		return p == nil
+	case *int64:
+		return p == nil
+	case *int:
+		return p == nil
+	case *bool:
+		return p == nil
+	case *[]ChunkAppearance:
+		return p == nil
+	case *[]Entity:
+		return p == nil
+	case *[]Relationship:
+		return p == nil
+	case *json.RawMessage:
+		return p == nil
+	}
+	return true
+}
+
+// UnmarshalJSON decodes an entity and insists on the fields the write-back
+// needs.
+func (e *Entity) UnmarshalJSON(data []byte) error {
+	type plain Entity
+	var w struct {
+		plain
+		Text             *string            `json:"text"`
+		Normalized       *string            `json:"normalized"`
+		TypePrimary      *string            `json:"type_primary"`
+		Confidence       *float64           `json:"confidence"`
+		ChunkAppearances *[]ChunkAppearance `json:"chunk_appearances"`
+	}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	if m := missing("text", w.Text, "normalized", w.Normalized, "type_primary", w.TypePrimary,
+		"confidence", w.Confidence, "chunk_appearances", w.ChunkAppearances); len(m) > 0 {
+		return fmt.Errorf("entity lacks %s", strings.Join(m, ", "))
+	}
+	*e = Entity(w.plain)
+	e.Text, e.Normalized, e.TypePrimary, e.Confidence, e.ChunkAppearances = *w.Text, *w.Normalized, *w.TypePrimary, *w.Confidence, *w.ChunkAppearances
+	return nil
+}
+
+// UnmarshalJSON decodes a relationship and insists on the fields the
+// write-back needs.
+func (r *Relationship) UnmarshalJSON(data []byte) error {
+	type plain Relationship
+	var w struct {
+		plain
+		SubjectText *string  `json:"subject_text"`
+		Predicate   *string  `json:"predicate"`
+		ObjectText  *string  `json:"object_text"`
+		Confidence  *float64 `json:"confidence"`
+	}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	if m := missing("subject_text", w.SubjectText, "predicate", w.Predicate, "object_text", w.ObjectText,
+		"confidence", w.Confidence); len(m) > 0 {
+		return fmt.Errorf("relationship lacks %s", strings.Join(m, ", "))
+	}
+	*r = Relationship(w.plain)
+	r.SubjectText, r.Predicate, r.ObjectText, r.Confidence = *w.SubjectText, *w.Predicate, *w.ObjectText, *w.Confidence
+	return nil
+}
+
+// UnmarshalJSON decodes an appearance and insists on all of its fields.
+func (a *ChunkAppearance) UnmarshalJSON(data []byte) error {
+	var w struct {
+		VectorRowID *int64 `json:"vector_rowid"`
+		ChunkIndex  *int   `json:"chunk_index"`
+		OffsetStart *int   `json:"offset_start"`
+		OffsetEnd   *int   `json:"offset_end"`
+	}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	if m := missing("vector_rowid", w.VectorRowID, "chunk_index", w.ChunkIndex, "offset_start", w.OffsetStart,
+		"offset_end", w.OffsetEnd); len(m) > 0 {
+		return fmt.Errorf("chunk appearance lacks %s", strings.Join(m, ", "))
+	}
+	*a = ChunkAppearance{VectorRowID: *w.VectorRowID, ChunkIndex: *w.ChunkIndex, OffsetStart: *w.OffsetStart, OffsetEnd: *w.OffsetEnd}
+	return nil
+}
+
+// ServiceStatus is what the client last learned about the KG service.
+type ServiceStatus struct {
+	Enabled             bool      `json:"enabled"`
+	URL                 string    `json:"url"`
+	IsHealthy           bool      `json:"is_healthy"`
+	LastHealthCheck     time.Time `json:"last_health_check,omitzero"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+}
+
+// WorkerStats counts what one worker has done since it started. Processed is the
+// sum of the other three; items handed back to the queue are not counted.
+type WorkerStats struct {
+	TotalProcessed  int       `json:"total_processed"`
+	TotalSuccess    int       `json:"total_success"`
+	TotalFailed     int       `json:"total_failed"`
+	TotalSkipped    int       `json:"total_skipped"`
+	LastProcessedAt time.Time `json:"last_processed_at,omitzero"`
+}

@@ -140,9 +140,9 @@ func readOverview(ctx context.Context, q *DB, a Args) (Overview, error) {
 	return o, err
 }
 
-// Serve runs the operation name on q for the helper, and returns its
+// serveOp runs the operation name on q for the helper, and returns its
 // result to encode.
-func Serve(ctx context.Context, q *DB, name string, args Args) (any, error) {
+func serveOp(ctx context.Context, q *DB, name string, args Args) (any, error) {
 	h, ok := ops[name]
 	if !ok {
 		return nil, fmt.Errorf("unknown queue operation %q", name)

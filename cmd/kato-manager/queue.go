@@ -355,7 +355,7 @@ func (a *app) queueMigrate(ctx context.Context, fs *pflag.FlagSet, f *queueMigra
 		if rerr != nil {
 			return rerr
 		}
-		report, err = copyAsServiceUser(ctx, cfg.KG.DBPath, resolved)
+		report, err = queueAccess().Copy(ctx, cfg.KG.DBPath, resolved)
 	}
 	if err != nil {
 		return err

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/queue"
 )
 
@@ -163,44 +160,5 @@ func TestQueueClearOlderThanAsRoot(t *testing.T) {
 	}
 	if !slices.Equal(left, []int{2, 3, 4}) {
 		t.Fatalf("after clear --older-than: items %v, want 2, 3 and 4", left)
-	}
-}
-
-// TestQueueErrorsKeepTheirKindAsRoot: errors from the service user's child
-// come back with their type and kind: a missing document is a
-// *config.NotFoundError (404, exit 2), bad input a *config.FieldError, as
-// when the database is opened in process.
-func TestQueueErrorsKeepTheirKindAsRoot(t *testing.T) {
-	_, kgDir := queueDirFor(t)
-	dbPath := filepath.Join(kgDir, "kg.db")
-	storeDocuments(t, dbPath, 7)
-	ctx := context.Background()
-	c, err := startQueueChild(ctx, queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	local, err := openLocal(ctx, dbPath, 3, false, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer local.Close()
-	for name, q := range map[string]queueDB{"child": c, "in process": local} {
-		_, err := q.Document(ctx, 99)
-		var nf *config.NotFoundError
-		if !errors.As(err, &nf) || nf.Field != "CONTENT_ID" || nf.Value != "99" || err.Error() != "invalid CONTENT_ID 99: no such document" {
-			t.Errorf("%s: Document(99) = %v (%T), want a *config.NotFoundError naming CONTENT_ID 99", name, err, err)
-		}
-		if k := config.ErrorKindOf(err); k != config.KindNotFound || k.HTTPStatus() != 404 || k.ExitCode() != 2 {
-			t.Errorf("%s: Document(99) kind %s", name, k)
-		}
-		_, err = q.SetPriority(ctx, 1, 99)
-		var fe *config.FieldError
-		if !errors.As(err, &fe) || fe.Field != "ITEM_ID" || fe.Value != "99" || fe.Rule != "no such queue item" {
-			t.Errorf("%s: SetPriority(1, 99) = %v (%T), want a *config.FieldError naming ITEM_ID 99", name, err, err)
-		}
-		if k := config.ErrorKindOf(err); k != config.KindInput || k.HTTPStatus() != 400 || k.ExitCode() != 2 {
-			t.Errorf("%s: SetPriority(1, 99) kind %s", name, k)
-		}
 	}
 }

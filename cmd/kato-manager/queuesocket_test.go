@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -10,7 +9,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // testGraceEnv shortens queueChildGrace in a helper a test starts.
@@ -101,47 +99,11 @@ func standInSocket(t *testing.T) *helpers {
 	return h
 }
 
-// pid returns the process of the helper c talks to; through the socket, the
-// last one started (c may be nil then).
-func (h *helpers) pid(t *testing.T, c *queueChild) int {
-	t.Helper()
-	if !h.socket {
-		return c.cmd.Process.Pid
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.procs) == 0 || (c != nil && c.conn == nil) {
-		t.Fatal("no helper was started through the socket")
-	}
-	return h.procs[len(h.procs)-1].Pid
-}
-
 // started is how many helpers the socket started.
 func (h *helpers) started() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.procs)
-}
-
-// kill kills the helper c talks to, as the OOM killer or an operator might.
-func (h *helpers) kill(t *testing.T, c *queueChild) {
-	t.Helper()
-	if err := syscall.Kill(h.pid(t, c), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitExit waits up to timeout for the socket's helper pid to exit.
-func (h *helpers) waitExit(pid int, timeout time.Duration) error {
-	h.mu.Lock()
-	done := h.exited[pid]
-	h.mu.Unlock()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(timeout):
-		return errors.New("the helper still runs")
-	}
 }
 
 // TestQueueSocketOnlyRoots: the first request may carry a PostgreSQL

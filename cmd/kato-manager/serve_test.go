@@ -1,15 +1,11 @@
 package main
 
 import (
-	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
-	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/web"
 )
 
@@ -94,50 +90,4 @@ func TestServeRefusesPlainHTTPOffLoopback(t *testing.T) {
 			t.Errorf("serve --listen %s without TLS: exit %d %q", listen, code, stderr)
 		}
 	}
-}
-
-// TestOverviewIsOneRequestToTheChild: what a page or a scrape reads of the
-// queue (counts, the workers' reports, latencies, the items listed) is one
-// request to root's database child, through serve's reopening queue.
-func TestOverviewIsOneRequestToTheChild(t *testing.T) {
-	_, kgDir := queueDirFor(t)
-	ctx := context.Background()
-	dbPath := filepath.Join(kgDir, "kg.db")
-	open := func() (queueDB, error) {
-		return startQueueChild(ctx, queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
-	}
-	storeDocuments(t, dbPath, 7, 8)
-	first, err := open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := newReopeningQueue(first, open)
-	defer q.Close()
-	if _, err := q.EnqueueDocuments(ctx, 1, 7, 8); err != nil {
-		t.Fatal(err)
-	}
-	child := first.(*queueChild)
-	w := &countingWriter{WriteCloser: child.in}
-	child.in = w
-	o, err := q.Overview(ctx, queue.StatusPending, 50)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := w.writes.Load(); got != 1 {
-		t.Errorf("the overview took %d requests to the child, want 1", got)
-	}
-	if o.Counts.Pending != 2 || len(o.Items) != 2 || o.Items[0].Status != queue.StatusPending {
-		t.Errorf("overview: counts %+v, items %+v; want the 2 pending items", o.Counts, o.Items)
-	}
-}
-
-// countingWriter counts the requests written to a child.
-type countingWriter struct {
-	io.WriteCloser
-	writes atomic.Int32
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	c.writes.Add(1)
-	return c.WriteCloser.Write(p)
 }

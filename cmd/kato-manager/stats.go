@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/web"
 )
@@ -124,11 +125,11 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return err
 	}
-	q := newReopeningQueue(first, func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, true) })
+	q := kgdb.NewReopening(first, func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, true) })
 	defer q.Close()
 	// Actions write: their child opens the database read-write, on the
 	// first action.
-	wq := newReopeningQueue(nil, func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, false) })
+	wq := kgdb.NewReopening(nil, func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, false) })
 	defer wq.Close()
 	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{},
 		Processes: supervisor.HostProcesses{}, Journal: a.journal(), Paths: a.paths, Services: supervisor.NewServiceCache()}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/pgtest"
 	"github.com/kato-manager/kato-manager/queue"
 	"golang.org/x/sys/unix"
 )
@@ -62,7 +63,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	pgtest.Main(m)
 }
 
 // testGraceEnv shortens the grace of a helper a test starts.

@@ -187,3 +187,20 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// createFile makes a SQLite file holding schema, as another program would.
+func createFile(t *testing.T, schema string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kg.db")
+	db, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if schema != "" {
+		if _, err := db.Exec(schema); err != nil {
+			t.Fatalf("create old database: %v", err)
+		}
+	}
+	return path
+}

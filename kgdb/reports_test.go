@@ -1,4 +1,4 @@
-package kgworker_test
+package kgdb_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package kgworker
+package kgdb_test
 
 import (
 	"errors"

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/kgpool"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/units"
@@ -250,7 +251,7 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 // workerRows joins this host's worker units with their reports, as
 // /metrics does, and lists the other hosts' workers after them.
 func workerRows(workers []supervisor.WorkerSample, reports []kgdb.Report, host string, now time.Time) ([]workerRow, *kgdb.ServiceStatus) {
-	byWorker, remote := supervisor.HostReports(reports, host)
+	byWorker, remote := kgpool.HostReports(reports, host)
 	var rows []workerRow
 	var service *kgdb.ServiceStatus
 	for _, w := range workers {
@@ -268,7 +269,7 @@ func workerRows(workers []supervisor.WorkerSample, reports []kgdb.Report, host s
 		}
 		rows = append(rows, row)
 	}
-	for _, w := range supervisor.RemoteWorkers(remote, now) {
+	for _, w := range kgpool.RemoteWorkers(remote, now) {
 		state := "reporting"
 		if !w.Running {
 			state = "silent"

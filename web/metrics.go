@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/kgpool"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -201,7 +202,7 @@ var workerLabels = []string{"host", "local", "worker"}
 // `workers stats`; the KG service's health is the first running worker's
 // view of it.
 func (c *fleetCollector) collectWorkers(ch chan<- prometheus.Metric, workers []supervisor.WorkerSample, reports []kgdb.Report) {
-	byWorker, remote := supervisor.HostReports(reports, c.host)
+	byWorker, remote := kgpool.HostReports(reports, c.host)
 	serviceSeen := false
 	for _, w := range workers {
 		if w.ActiveState == "inactive" {
@@ -222,7 +223,7 @@ func (c *fleetCollector) collectWorkers(ch chan<- prometheus.Metric, workers []s
 		ch <- prometheus.MustNewConstMetric(descWorkerFailed, prometheus.CounterValue, float64(stats.TotalFailed), label...)
 		ch <- prometheus.MustNewConstMetric(descWorkerRestarts, prometheus.CounterValue, float64(w.Restarts), label...)
 	}
-	for _, w := range supervisor.RemoteWorkers(remote, time.Now()) {
+	for _, w := range kgpool.RemoteWorkers(remote, time.Now()) {
 		label := []string{w.Host, "false", strconv.Itoa(w.WorkerID)}
 		ch <- prometheus.MustNewConstMetric(descWorkerUp, prometheus.GaugeValue, gauge(w.Running), label...)
 		ch <- prometheus.MustNewConstMetric(descWorkerProcessed, prometheus.CounterValue, float64(w.Stats.TotalProcessed), label...)

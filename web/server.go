@@ -19,6 +19,7 @@ import (
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/internal/graceful"
 	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/kgpool"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -143,13 +144,13 @@ func NewServer(o Options) (*Server, error) {
 		if h.UnhealthyWorkers > 0 || !h.ManagerRunning {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		writeJSON(w, NewHealthReport(h))
+		writeJSON(w, kgpool.NewHealthReport(h))
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		if !d.authorizeRead(w, r) {
 			return
 		}
-		s, err := PoolStats(r.Context(), p, q)
+		s, err := kgpool.Stats(r.Context(), p, q)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -187,62 +188,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	return nil
-}
-
-// PoolStats gathers the pool's health, the workers' reports and the queue
-// counts into the KG Manager's aggregate statistics: /stats, and `workers
-// stats`.
-func PoolStats(ctx context.Context, p *supervisor.Pool, q Queue) (*supervisor.PoolStats, error) {
-	h, err := p.Health(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reports, err := q.Reports(ctx)
-	if err != nil {
-		return nil, err
-	}
-	counts, err := q.Stats(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return supervisor.AggregateStats(h, reports, counts, p.Config.KG.ServiceEnabled, time.Now().UTC(), supervisor.Hostname()), nil
-}
-
-// The states of the pool in a HealthReport.
-const (
-	StatusHealthy   = "healthy"
-	StatusDegraded  = "degraded"
-	StatusUnhealthy = "unhealthy"
-)
-
-// HealthReport is `workers health` in the KG Manager's field names, with
-// the pool's state and the KG service's beside them: /health, and
-// `workers health --json`.
-type HealthReport struct {
-	// Status is healthy, degraded (the workers are, the KG service is
-	// not) or unhealthy (a worker is not, or none runs).
-	Status           string                    `json:"status"`
-	ManagerRunning   bool                      `json:"manager_running"`
-	TotalWorkers     int                       `json:"total_workers"`
-	HealthyWorkers   int                       `json:"healthy_workers"`
-	UnhealthyWorkers int                       `json:"unhealthy_workers"`
-	WorkersRestarted uint32                    `json:"workers_restarted"`
-	WorkerDetails    []supervisor.WorkerHealth `json:"worker_details"`
-	// KGServiceStatus is what the service's /health answered `workers
-	// health`; serve's /health does not ask it.
-	KGServiceStatus *supervisor.ServiceHealth `json:"kg_service_status,omitempty"`
-}
-
-// NewHealthReport is the report of h.
-func NewHealthReport(h *supervisor.PoolHealth) HealthReport {
-	status := StatusHealthy
-	if h.UnhealthyWorkers > 0 || !h.ManagerRunning {
-		status = StatusUnhealthy
-	}
-	return HealthReport{
-		Status: status, ManagerRunning: h.ManagerRunning, TotalWorkers: h.TotalWorkers, HealthyWorkers: h.HealthyWorkers,
-		UnhealthyWorkers: h.UnhealthyWorkers, WorkersRestarted: h.WorkersRestarted, WorkerDetails: h.Workers,
-	}
 }
 
 // writeJSON writes v indented, as the CLI prints it.

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/kgpool"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/web"
 )
@@ -29,7 +30,7 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 		return err
 	}
 	defer q.Close()
-	s, err := web.PoolStats(ctx, p, q)
+	s, err := kgpool.Stats(ctx, p, q)
 	if err != nil {
 		return err
 	}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/kgpool"
 	"github.com/kato-manager/kato-manager/supervisor"
-	"github.com/kato-manager/kato-manager/web"
 )
 
 // pool loads the configuration and connects to systemd for the worker
@@ -181,22 +181,22 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 		}
 		fmt.Fprintf(a.stderr, "kato-manager: %s not shown: %v\n", what, err)
 	}
-	supervisor.AttachStats(h.Workers, reports, supervisor.Hostname())
+	kgpool.AttachStats(h.Workers, reports, supervisor.Hostname())
 	if cfg.KG.DBURL != "" {
-		remote = supervisor.RemoteHealth(reports, supervisor.Hostname(), time.Now())
+		remote = kgpool.RemoteHealth(reports, supervisor.Hostname(), time.Now())
 	}
-	service := supervisor.CheckService(ctx, cfg.KG)
+	service := kgpool.CheckService(ctx, cfg.KG)
 	var restarted []string
 	if *restart && h.UnhealthyWorkers > 0 {
 		if restarted, err = p.RestartUnhealthy(ctx, h); err != nil {
 			return err
 		}
 	}
-	report := newHealthReport(h)
+	report := kgpool.NewHealthReport(h)
 	report.WorkerDetails = append(report.WorkerDetails, remote...)
 	report.KGServiceStatus = &service
-	if report.Status == statusHealthy && service.Enabled && !service.IsHealthy {
-		report.Status = statusDegraded
+	if report.Status == kgpool.StatusHealthy && service.Enabled && !service.IsHealthy {
+		report.Status = kgpool.StatusDegraded
 	}
 	if *asJSON {
 		if err := writeJSON(a.stdout, report); err != nil {
@@ -211,7 +211,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	if h.UnhealthyWorkers > 0 && len(restarted) == 0 {
 		return errUnhealthy
 	}
-	if report.Status == statusDegraded {
+	if report.Status == kgpool.StatusDegraded {
 		return exitCodeError{code: exitDegraded}
 	}
 	return nil
@@ -221,13 +221,6 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 // healthy but the KG service is not: the workers wait, and nothing is
 // processed.
 const exitDegraded = 3
-
-// The pool's states in workers health's status field.
-const (
-	statusHealthy   = web.StatusHealthy
-	statusDegraded  = web.StatusDegraded
-	statusUnhealthy = web.StatusUnhealthy
-)
 
 // workerReports reads every worker's report from the queue database.
 func (a *app) workerReports(ctx context.Context) ([]kgdb.Report, error) {
@@ -239,13 +232,7 @@ func (a *app) workerReports(ctx context.Context) ([]kgdb.Report, error) {
 	return q.Reports(ctx)
 }
 
-// healthReport is `workers health` in the KG Manager's field names, as
-// serve's /health answers it.
-type healthReport = web.HealthReport
-
-func newHealthReport(h *supervisor.PoolHealth) healthReport { return web.NewHealthReport(h) }
-
-func printHealth(a *app, r healthReport) {
+func printHealth(a *app, r kgpool.HealthReport) {
 	fmt.Fprintf(a.stdout, "pool: %s\n", r.Status)
 	fmt.Fprintf(a.stdout, "workers: %d total, %d healthy, %d unhealthy, %d restarts by systemd\n", r.TotalWorkers, r.HealthyWorkers, r.UnhealthyWorkers, r.WorkersRestarted)
 	if s := r.KGServiceStatus; s != nil {

@@ -1,4 +1,4 @@
-package supervisor
+package kgpool
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // WorkerDetail is one worker in the KG Manager's worker_details list.
@@ -56,7 +57,7 @@ type PoolStats struct {
 // host's name: the workers of other hosts sharing a PostgreSQL queue are
 // listed after this host's, and those that still report (RemoteWorkers)
 // count in the totals.
-func AggregateStats(h *PoolHealth, reports []kgdb.Report, queue queue.Counts, serviceEnabled bool, now time.Time, host string) *PoolStats {
+func AggregateStats(h *supervisor.PoolHealth, reports []kgdb.Report, queue queue.Counts, serviceEnabled bool, now time.Time, host string) *PoolStats {
 	byWorker, remote := HostReports(reports, host)
 	s := &PoolStats{
 		TotalWorkers:     h.TotalWorkers,
@@ -106,7 +107,7 @@ func AggregateStats(h *PoolHealth, reports []kgdb.Report, queue queue.Counts, se
 
 // AttachStats gives each of this host's workers the counters of its
 // report, when the report is the running process's (the pids match).
-func AttachStats(workers []WorkerHealth, reports []kgdb.Report, host string) {
+func AttachStats(workers []supervisor.WorkerHealth, reports []kgdb.Report, host string) {
 	byWorker, _ := HostReports(reports, host)
 	for i, w := range workers {
 		if !w.Local {

@@ -1,4 +1,4 @@
-package supervisor
+package kgpool
 
 import (
 	"context"
@@ -14,11 +14,12 @@ import (
 	"github.com/kato-manager/kato-manager/internal/kgservicefake"
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 func TestAggregateStats(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	h := &PoolHealth{TotalWorkers: 2, HealthyWorkers: 2, ManagerRunning: true, WorkersRestarted: 3, Workers: []WorkerHealth{
+	h := &supervisor.PoolHealth{TotalWorkers: 2, HealthyWorkers: 2, ManagerRunning: true, WorkersRestarted: 3, Workers: []supervisor.WorkerHealth{
 		{WorkerID: 1, Unit: "kg-worker@1.service", Running: true, PID: 100, Restarts: 1},
 		{WorkerID: 2, Unit: "kg-worker@2.service", Running: true, PID: 200, Restarts: 2},
 	}}
@@ -51,7 +52,7 @@ func TestAggregateStats(t *testing.T) {
 }
 
 func TestAggregateStatsRedactsServiceURL(t *testing.T) {
-	h := &PoolHealth{TotalWorkers: 1, Workers: []WorkerHealth{{WorkerID: 1, Running: true, PID: 100}}}
+	h := &supervisor.PoolHealth{TotalWorkers: 1, Workers: []supervisor.WorkerHealth{{WorkerID: 1, Running: true, PID: 100}}}
 	reports := []kgdb.Report{{WorkerID: 1, PID: 100,
 		Service: kgdb.ServiceStatus{Enabled: true, URL: "https://kg:hunter2@kg.example:8088/base"}}}
 	s := AggregateStats(h, reports, queue.Counts{}, true, time.Now(), "a.example")
@@ -66,7 +67,7 @@ func TestAggregateStatsRedactsServiceURL(t *testing.T) {
 // one that stopped reporting is listed with the reason and not counted.
 func TestAggregateStatsOfManyHosts(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	h := &PoolHealth{TotalWorkers: 1, HealthyWorkers: 1, Workers: []WorkerHealth{
+	h := &supervisor.PoolHealth{TotalWorkers: 1, HealthyWorkers: 1, Workers: []supervisor.WorkerHealth{
 		{WorkerID: 1, Unit: "kg-worker@1.service", Running: true, PID: 100},
 	}}
 	reports := []kgdb.Report{
@@ -115,7 +116,7 @@ func TestRemoteHealth(t *testing.T) {
 // Manager's did, the unit's number is beside it, and skipped items are
 // counted.
 func TestAggregateStatsAsTheKGManager(t *testing.T) {
-	h := &PoolHealth{TotalWorkers: 2, Workers: []WorkerHealth{
+	h := &supervisor.PoolHealth{TotalWorkers: 2, Workers: []supervisor.WorkerHealth{
 		{WorkerID: 1, Unit: "kg-worker@1.service", Running: true, PID: 100, Local: true},
 		{WorkerID: 2, Unit: "kg-worker@2.service", Running: true, PID: 200, Local: true},
 	}}
@@ -160,7 +161,7 @@ func TestAggregateStatsAsTheKGManager(t *testing.T) {
 // counters, as the KG Manager's health check gave them; a report of an
 // earlier process does not count.
 func TestAttachStats(t *testing.T) {
-	workers := []WorkerHealth{
+	workers := []supervisor.WorkerHealth{
 		{Local: true, WorkerID: 1, PID: 100},
 		{Local: true, WorkerID: 2, PID: 200},
 	}

@@ -70,3 +70,20 @@ func NewHealthReport(h *supervisor.PoolHealth) HealthReport {
 		UnhealthyWorkers: h.UnhealthyWorkers, WorkersRestarted: h.WorkersRestarted, WorkerDetails: h.Workers,
 	}
 }
+
+// Health is the report of `workers health`: h, its workers given the
+// counters of their reports, then, when the reports are shared with other
+// hosts (a PostgreSQL queue), those hosts' workers, and the KG service's
+// health; degraded when every worker is healthy but the service is not.
+func Health(h *supervisor.PoolHealth, reports []kgdb.Report, shared bool, service ServiceHealth, host string, now time.Time) HealthReport {
+	AttachStats(h.Workers, reports, host)
+	report := NewHealthReport(h)
+	if shared {
+		report.WorkerDetails = append(report.WorkerDetails, RemoteHealth(reports, host, now)...)
+	}
+	report.KGServiceStatus = &service
+	if report.Status == StatusHealthy && service.Enabled && !service.IsHealthy {
+		report.Status = StatusDegraded
+	}
+	return report
+}

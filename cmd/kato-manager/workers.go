@@ -172,7 +172,6 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	// queue, the workers of other hosts sharing it. This host's health
 	// does not depend on the database: without it, they are left out,
 	// and said so.
-	var remote []supervisor.WorkerHealth
 	reports, err := a.workerReports(ctx)
 	if err != nil {
 		what := "the workers' counters"
@@ -181,10 +180,6 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 		}
 		fmt.Fprintf(a.stderr, "kato-manager: %s not shown: %v\n", what, err)
 	}
-	kgpool.AttachStats(h.Workers, reports, supervisor.Hostname())
-	if cfg.KG.DBURL != "" {
-		remote = kgpool.RemoteHealth(reports, supervisor.Hostname(), time.Now())
-	}
 	service := kgpool.CheckService(ctx, cfg.KG)
 	var restarted []string
 	if *restart && h.UnhealthyWorkers > 0 {
@@ -192,12 +187,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 			return err
 		}
 	}
-	report := kgpool.NewHealthReport(h)
-	report.WorkerDetails = append(report.WorkerDetails, remote...)
-	report.KGServiceStatus = &service
-	if report.Status == kgpool.StatusHealthy && service.Enabled && !service.IsHealthy {
-		report.Status = kgpool.StatusDegraded
-	}
+	report := kgpool.Health(h, reports, cfg.KG.DBURL != "", service, supervisor.Hostname(), time.Now())
 	if *asJSON {
 		if err := writeJSON(a.stdout, report); err != nil {
 			return err

@@ -267,6 +267,14 @@ func (q *DB) Close() error {
 	return nil
 }
 
+// Ping checks that the database answers.
+func (q *DB) Ping(ctx context.Context) error {
+	if err := q.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping kg database %s: %w", q.path, err)
+	}
+	return nil
+}
+
 // Path returns the file the queue was opened from, or the URL of its
 // PostgreSQL database with the password redacted.
 func (q *DB) Path() string { return q.path }

@@ -84,7 +84,8 @@ type Access struct {
 }
 
 // Request is one request to the helper: an operation of the table
-// and its arguments, or the helper's own "open", "ping" and "copy-to".
+// and its arguments, or the helper's own "open" and "copy-to" (which
+// runs in a helper that opened no database: the source must not be migrated).
 type Request struct {
 	Op   string `json:"op"`
 	Args *Args  `json:"args,omitempty"`
@@ -583,8 +584,6 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, opts ServeOptions) 
 		case req.Op == "open":
 			opened, open = true, req
 			result, q, err = openForRoot(ctx, req)
-		case req.Op == "ping":
-			result = true
 		case req.Op == "copy-to" && open.CopyOnly:
 			result, err = CopyToPostgres(ctx, open.DB, req.To)
 		case open.CopyOnly:

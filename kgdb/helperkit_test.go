@@ -556,3 +556,31 @@ func TestQueueErrorsKeepTheirKindAsRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestPingIsAnOperation: ping is an operation of the table, answered by
+// the database in process and through the helper alike.
+func TestPingIsAnOperation(t *testing.T) {
+	kgDir := dbDirFor(t)
+	dbPath := filepath.Join(kgDir, "kg.db")
+	storeDocuments(t, dbPath)
+	ctx := context.Background()
+	c, err := testAccess().Start(ctx, Request{Op: "open", DB: dbPath, MaxRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	db, err := OpenFor(ctx, dbPath, 3, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := NewLocal(db)
+	defer local.Close()
+	if _, ok := ops["ping"]; !ok {
+		t.Fatal("ping is not an operation of the table")
+	}
+	for name, q := range map[string]interface{ Ping(context.Context) error }{"helper": c, "in process": local} {
+		if err := q.Ping(ctx); err != nil {
+			t.Errorf("%s: Ping = %v", name, err)
+		}
+	}
+}

@@ -121,6 +121,9 @@ var (
 	opDocument = define("document", func(ctx context.Context, q *DB, a Args) (*DocumentDetail, error) {
 		return q.Document(ctx, a.ID)
 	})
+	opPing = define("ping", func(ctx context.Context, q *DB, _ Args) (bool, error) {
+		return true, q.Ping(ctx)
+	})
 )
 
 // readOverview reads the overview of q call by call.

@@ -119,6 +119,13 @@ func (c Client) Document(ctx context.Context, id int64) (*DocumentDetail, error)
 	return opDocument.call(ctx, c.Caller, Args{ID: id})
 }
 
+// Ping checks that the database answers (through the helper, that the
+// helper does too).
+func (c Client) Ping(ctx context.Context) error {
+	_, err := opPing.call(ctx, c.Caller, Args{})
+	return err
+}
+
 // Local is a Store on a database this process opened itself.
 type Local struct {
 	Client

@@ -19,19 +19,19 @@ import (
 )
 
 // openQueue opens the KG queue database named by the configuration; as
-// root, through a child running as the kato user (see queueDB).
-func (a *app) openQueue(ctx context.Context) (queueDB, *config.Config, error) {
+// root, through a child running as the kato user (see kgdb.Store).
+func (a *app) openQueue(ctx context.Context) (kgdb.Store, *config.Config, error) {
 	return a.openQueueWith(ctx, false)
 }
 
 // openQueueReadOnly opens the KG queue database for commands that only
 // read it: they take no write lock, so they never wait for, or hold up, the
 // workers.
-func (a *app) openQueueReadOnly(ctx context.Context) (queueDB, *config.Config, error) {
+func (a *app) openQueueReadOnly(ctx context.Context) (kgdb.Store, *config.Config, error) {
 	return a.openQueueWith(ctx, true)
 }
 
-func (a *app) openQueueWith(ctx context.Context, readOnly bool) (queueDB, *config.Config, error) {
+func (a *app) openQueueWith(ctx context.Context, readOnly bool) (kgdb.Store, *config.Config, error) {
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil, nil, err
@@ -187,7 +187,7 @@ func (a *app) queuePriority(ctx context.Context, fs *pflag.FlagSet, _ struct{}) 
 	if err != nil {
 		return err
 	}
-	return a.queueAction(ctx, func(q queueDB) (string, error) {
+	return a.queueAction(ctx, func(q kgdb.Store) (string, error) {
 		n, err := q.SetPriority(ctx, priority, itemIDs...)
 		return fmt.Sprintf("%d item(s) now at priority %d", n, priority), err
 	})
@@ -201,7 +201,7 @@ func (a *app) queueDelete(ctx context.Context, fs *pflag.FlagSet, _ struct{}) er
 	if err != nil {
 		return err
 	}
-	return a.queueAction(ctx, func(q queueDB) (string, error) {
+	return a.queueAction(ctx, func(q kgdb.Store) (string, error) {
 		n, err := q.Delete(ctx, itemIDs...)
 		return fmt.Sprintf("%d item(s) deleted", n), err
 	})
@@ -231,7 +231,7 @@ func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeu
 		return &config.FieldError{Field: "priority", Value: strconv.Itoa(*o.priority), Rule: "must be zero or more"}
 	}
 	if *o.all {
-		return a.queueAction(ctx, func(q queueDB) (string, error) {
+		return a.queueAction(ctx, func(q kgdb.Store) (string, error) {
 			n, err := q.RequeueAll(ctx, *o.priority)
 			return fmt.Sprintf("%d document(s) queued again", n), err
 		})
@@ -240,7 +240,7 @@ func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeu
 	if err != nil {
 		return err
 	}
-	return a.queueAction(ctx, func(q queueDB) (string, error) {
+	return a.queueAction(ctx, func(q kgdb.Store) (string, error) {
 		n, err := q.Requeue(ctx, *o.priority, contentIDs...)
 		return fmt.Sprintf("%d document(s) queued again (%d already pending or processing)", n, len(contentIDs)-n), err
 	})
@@ -278,7 +278,7 @@ func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFl
 		if err := a.confirm(*f.yes, fmt.Sprintf("Delete every %s item of the KG queue older than %s?", st, *f.olderThan)); err != nil {
 			return err
 		}
-		return a.queueAction(ctx, func(q queueDB) (string, error) {
+		return a.queueAction(ctx, func(q kgdb.Store) (string, error) {
 			n, err := q.ClearOlderThan(ctx, st, age)
 			return fmt.Sprintf("%d %s item(s) older than %s deleted", n, st, *f.olderThan), err
 		})
@@ -286,14 +286,14 @@ func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFl
 	if err := a.confirm(*f.yes, fmt.Sprintf("Delete every %s item of the KG queue?", st)); err != nil {
 		return err
 	}
-	return a.queueAction(ctx, func(q queueDB) (string, error) {
+	return a.queueAction(ctx, func(q kgdb.Store) (string, error) {
 		n, err := q.Clear(ctx, st)
 		return fmt.Sprintf("%d %s item(s) deleted", n, st), err
 	})
 }
 
 // queueAction runs one change to the queue and prints what it did.
-func (a *app) queueAction(ctx context.Context, do func(q queueDB) (string, error)) error {
+func (a *app) queueAction(ctx context.Context, do func(q kgdb.Store) (string, error)) error {
 	q, _, err := a.openQueue(ctx)
 	if err != nil {
 		return err

@@ -14,15 +14,6 @@ import (
 	"github.com/kato-manager/kato-manager/units"
 )
 
-// queueDB is the queue work the commands do. The queue database lives in a
-// directory the kato user owns, so root never opens it itself: a command
-// run as root does its database work in a helper running as kato
-// (kgdb.Access), which can reach only what kato can: an instance of
-// kato-queue@.service, which systemd starts for each connection to
-// kato-queue.socket, or, where that socket is not installed, a child
-// process. Anyone else opens the database directly, with its own rights.
-type queueDB = kgdb.Store
-
 // queueDBCommand is the hidden command the helper runs: the same binary,
 // re-executed as the kato user.
 const queueDBCommand = kgdb.HelperCommand
@@ -49,13 +40,19 @@ func queueAccess() kgdb.Access {
 }
 
 // openQueueDB opens the queue database of cfg for this process: directly,
-// or as the kato user when running as root in a scope whose workers run as
-// kato (the system's; in the user scope the database is the user's own).
-// A PostgreSQL queue (kg.db_url) is reached as kato too: the server knows
-// the workers' user, and a socket URL with peer authentication lets in only
-// that user. The URL, resolved with root's own libpq settings (PGPASSWORD,
-// PGSERVICE, ~/.pgpass), goes to the helper in its first request.
-func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, readOnly bool) (queueDB, error) {
+// with its own rights, or, when running as root in a scope whose workers
+// run as kato (the system's; in the user scope the database is the user's
+// own), as the kato user. The database lives in a directory kato owns, so
+// root never opens it itself: it does its database work in a helper
+// running as kato (kgdb.Access), which can reach only what kato can: an
+// instance of kato-queue@.service, which systemd starts for each
+// connection to kato-queue.socket, or, where that socket is not installed,
+// a child process. A PostgreSQL queue (kg.db_url) is reached as kato too:
+// the server knows the workers' user, and a socket URL with peer
+// authentication lets in only that user. The URL, resolved with root's own
+// libpq settings (PGPASSWORD, PGSERVICE, ~/.pgpass), goes to the helper in
+// its first request.
+func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, readOnly bool) (kgdb.Store, error) {
 	if os.Geteuid() != 0 || paths.FileOwner == "" {
 		q, err := kgdb.OpenFor(ctx, cfg.KG.Database(), cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
 		if err != nil {

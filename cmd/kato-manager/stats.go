@@ -126,11 +126,11 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return err
 	}
-	q := kgdb.NewReopening(first, func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, true) })
+	q := kgdb.NewReopening(first, func() (kgdb.Store, error) { return openQueueDB(ctx, cfg, a.paths, true) })
 	defer q.Close()
 	// Actions write: their child opens the database read-write, on the
 	// first action.
-	wq := kgdb.NewReopening(nil, func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, false) })
+	wq := kgdb.NewReopening(nil, func() (kgdb.Store, error) { return openQueueDB(ctx, cfg, a.paths, false) })
 	defer wq.Close()
 	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{},
 		Processes: supervisor.HostProcesses{}, Journal: a.journal(), Paths: a.paths, Services: supervisor.NewServiceCache()}

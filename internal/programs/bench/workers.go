@@ -15,8 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/kgservicefake"
-	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/kgservicefake"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 )

@@ -1,7 +1,7 @@
 // Command bench measures kato-manager, each measurement beside the baseline
 // it replaces, and prints how many times better kato-manager does. The
 // instance rows run against a real systemd: it boots its own throwaway one
-// (internal/sdharness), so it needs root. The KG worker rows run kgworker's
+// (internal/testkit/sdharness), so it needs root. The KG worker rows run kgworker's
 // workers in this process against the KG service test double, beside a
 // model of the worker of the system replaced; the several-hosts rows run
 // kg-worker units on three machines joined by a network, PostgreSQL on one.
@@ -21,8 +21,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/units"
 )

@@ -210,7 +210,7 @@ type Status struct {
 	Instances        []InstanceStatus `json:"instances"`
 	// Fronts are the groups' fronts, each with its problem if it has one.
 	Fronts []FrontView `json:"fronts"`
-	Drift            Drift            `json:"drift"`
+	Drift  Drift       `json:"drift"`
 	// Warnings are what does not stop anything now but will bite later,
 	// such as an instance that will not come back at boot.
 	Warnings []string `json:"warnings"`

@@ -93,6 +93,43 @@ func TestFrontsSeenEverywhere(t *testing.T) {
 	if st := memberStates(p.frontsJSON()["web"]); st["web-2"] != "draining" || st["web-1"] != "up" {
 		t.Errorf("after draining web-2: %v", st)
 	}
+	// Reloads right after the stats socket is read: each hands the front
+	// to a new worker, and the socket still answers.
+	workerPID := func() string {
+		out, err := admin.Do(ctx, "show info")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(line, "Pid: "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	for i := range 3 {
+		before := workerPID()
+		p.mustKM("list", "--fronts")
+		p.must("systemctl", "reload", units.FrontUnit("web"))
+		p.waitFor(fmt.Sprintf("a new worker after reload %d", i+1), 15*time.Second, func() bool {
+			pid := workerPID()
+			return pid != "" && pid != before
+		})
+	}
+	// A reload starts from the configuration: the drain is gone (HAProxy
+	// keeps no runtime state without a server-state file), and is made
+	// again.
+	p.waitFor("both members up after the reloads", 15*time.Second, func() bool {
+		st := memberStates(p.frontsJSON()["web"])
+		return st["web-2"] == "up" && st["web-1"] == "up"
+	})
+	if err := admin.SetState(ctx, g.Backend("web-2"), "web-2", front.Drain); err != nil {
+		t.Fatal(err)
+	}
+	// The new worker counts from zero.
+	for range 5 {
+		p.must("curl", "-sS", "-f", "--max-time", "5", "-o", "/dev/null", "http://127.0.0.1:8080/status")
+	}
 	status := p.km("status")
 	if status.code != 0 || !regexpMatch(`web\s+running\s+-\s+8080\s+leastconn\s+1 up, 1 draining, 0 down\s+\d+\s+\d+\s+-`, status.stdout) || !regexpMatch(`member web-2\s+draining`, status.stdout) {
 		t.Errorf("status with a member draining:\n%s", status)

@@ -333,7 +333,7 @@ type KG struct {
 	DBURL string `toml:"db_url"` // KG_DB_URL, postgres:// or postgresql://
 }
 
-// Database is where the queue lives, as kgworker.Open takes it: the
+// Database is where the queue lives, as kgdb.Open takes it: the
 // PostgreSQL URL db_url when set, else the SQLite file db_path.
 func (k *KG) Database() string {
 	if k.DBURL != "" {

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
 	"github.com/kato-manager/kato-manager/queue"
 	"golang.org/x/sys/unix"
 )

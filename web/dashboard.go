@@ -402,6 +402,9 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		p := d.base(r, "confirm")
+		if name == "clear" && form("older_than") != "" {
+			q = "Delete every %s item of the queue older than " + form("older_than") + "?"
+		}
 		if strings.Contains(q, "%s") {
 			q = fmt.Sprintf(q, arg)
 		}
@@ -458,7 +461,16 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		var n int
-		if n, err = d.wq.Clear(ctx, st); err == nil {
+		if older := form("older_than"); older != "" {
+			// queue clear --status S --older-than AGE
+			var age time.Duration
+			if age, err = kgdb.ParseAge("older_than", older); err != nil {
+				break
+			}
+			if n, err = d.wq.ClearOlderThan(ctx, st, age); err == nil {
+				msg = fmt.Sprintf("%d %s item(s) older than %s deleted", n, st, older)
+			}
+		} else if n, err = d.wq.Clear(ctx, st); err == nil {
 			msg = fmt.Sprintf("%d %s item(s) deleted", n, st)
 		}
 	default:

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/kato-manager/kato-manager/internal/promtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/promtest"
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/supervisor"
 )

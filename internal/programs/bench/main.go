@@ -1,7 +1,7 @@
 // Command bench measures kato-manager, each measurement beside the baseline
 // it replaces, and prints how many times better kato-manager does. The
 // instance rows run against a real systemd: it boots its own throwaway one
-// (internal/sdharness), so it needs root. The KG worker rows run kgworker's
+// (internal/testkit/sdharness), so it needs root. The KG worker rows run kgworker's
 // workers in this process against the KG service test double, beside a
 // model of the worker of the system replaced; the several-hosts rows run
 // kg-worker units on three machines joined by a network, PostgreSQL on one.
@@ -21,8 +21,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -67,6 +67,8 @@ func main() {
 	samples := flag.Int("kg-samples", 24, "enqueue→pickup latency samples each way")
 	pickupSamples := flag.Int("kg-pickup-samples", 200, "enqueue→pickup latency samples on SQLite with and without the file watch")
 	pickupOnly := flag.Bool("kg-pickup-only", false, "of the KG worker rows, measure only SQLite's enqueue→pickup and idle CPU")
+	throughputOnly := flag.Bool("kg-throughput-only", false, "of the KG worker rows, measure only 1 and 4 workers against the bare loop")
+	cpuProfile := flag.String("kg-cpuprofile", "", "write a CPU profile of the KG throughput rows to this file")
 	skipHosts := flag.Bool("skip-hosts", false, "skip the rows of KG workers on several hosts (three machines, PostgreSQL)")
 	hostsItems := flag.Int("hosts-items", 2000, "items drained in each set-up of the several-hosts rows")
 	frontOnly := flag.Bool("front-only", false, "run only the front rows (HAProxy and nginx on loopback, no systemd)")
@@ -110,7 +112,8 @@ func main() {
 	}
 	if !*skipWorkers {
 		kb := &kgBench{ctx: ctx, minRun: *minRun, legacyItems: *legacyItems, samples: *samples,
-			pickupSamples: *pickupSamples, pickupOnly: *pickupOnly}
+			pickupSamples: *pickupSamples, pickupOnly: *pickupOnly,
+			throughputOnly: *throughputOnly, cpuProfile: *cpuProfile}
 		kgRows, err := kb.rows()
 		if err != nil {
 			fail(err)

@@ -16,7 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/kato-manager/kato-manager/internal/kgservicefake"
+	"github.com/kato-manager/kato-manager/internal/testkit/kgservicefake"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 )
 
 // TestDemo runs `make demo`'s program and checks that it did the job it

@@ -1,22 +1,26 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"syscall"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/kgservicefake"
-	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/kgservicefake"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
@@ -41,6 +45,12 @@ type kgBench struct {
 	pickupSamples int
 	// pickupOnly limits the KG rows to pickupRows.
 	pickupOnly bool
+	// throughputOnly limits the KG rows to throughputRows.
+	throughputOnly bool
+	// cpuProfile, when set, is where throughputRows writes a CPU profile
+	// of its runs from the first worker run on (the worker's frames and
+	// the bare loop's are told apart by name).
+	cpuProfile string
 	// notes are printed under the table.
 	notes []string
 	// pg is the throwaway PostgreSQL cluster of the PostgreSQL rows, nil
@@ -274,31 +284,25 @@ func (r *kgRun) close() error {
 	return errors.Join(errs...)
 }
 
-// startBare starts n loops that do the SQLite transactions of a worker, on
-// a handle each, with the answers computed beforehand and no HTTP: claim a
-// batch of 5, load each document, write its results with its completion in
-// one transaction, the transactions a worker with one document in flight
-// makes. Their rate is what the database allows on this machine.
+// startBare starts n loops that do a worker's work and nothing more, on a
+// handle each: claim a batch of 5, and for each item load its document,
+// send it to the KG service (the same POST /api/v1/ingest, with Go's
+// client, keep-alive), decode the answer and write its results with its
+// completion in one transaction; the claims, requests and writes of a
+// worker with one document in flight. Their rate is the limit of this work
+// on this machine: the database's, the double's and the HTTP client's.
 func (r *kgRun) startBare(ctx context.Context, n, items int) error {
-	answers := make(map[int64]*kgdb.IngestResult, items)
-	for id := int64(1); id <= int64(items); id++ {
-		c, err := r.queue.Content(ctx, id)
-		if err != nil {
-			return err
-		}
-		res, err := toResult(kgservicefake.Extract(fakeRequest(c)))
-		if err != nil {
-			return err
-		}
-		answers[id] = res
-	}
+	r.fake.SetControl(kgservicefake.Control{})
 	ctx, r.cancel = context.WithCancel(ctx)
+	target := r.server.URL + "/api/v1/ingest"
 	for i := 1; i <= n; i++ {
 		q, err := kgdb.Open(ctx, r.path)
 		if err != nil {
 			return err
 		}
 		r.closes = append(r.closes, q.Close)
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
+		r.closes = append(r.closes, func() error { client.CloseIdleConnections(); return nil })
 		owner := fmt.Sprintf("bare-%d", i)
 		r.n++
 		go func() {
@@ -323,11 +327,17 @@ func (r *kgRun) startBare(ctx context.Context, n, items int) error {
 					continue
 				}
 				for _, it := range batch {
-					if _, err := q.Content(ctx, it.ContentID); err != nil {
+					c, err := q.Content(ctx, it.ContentID)
+					if err != nil {
 						exit(err)
 						return
 					}
-					if err := q.Complete(ctx, owner, it.ID, answers[it.ContentID]); err != nil {
+					res, err := bareIngest(ctx, client, target, c)
+					if err != nil {
+						exit(err)
+						return
+					}
+					if err := q.Complete(ctx, owner, it.ID, res); err != nil {
 						exit(err)
 						return
 					}
@@ -339,6 +349,34 @@ func (r *kgRun) startBare(ctx context.Context, n, items int) error {
 	return nil
 }
 
+// bareIngest is one request to the KG service as plainly as Go's client
+// makes it: the document as JSON, the answer decoded in one pass.
+func bareIngest(ctx context.Context, client *http.Client, target string, c *kgdb.Content) (*kgdb.IngestResult, error) {
+	body, err := json.Marshal(fakeRequest(c))
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, resp.Body)
+		return nil, fmt.Errorf("ingest %d: status %s", c.ID, resp.Status)
+	}
+	var res kgdb.IngestResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return nil, fmt.Errorf("ingest %d: %w", c.ID, err)
+	}
+	return &res, nil
+}
+
 // fakeRequest is the request the worker would send for c, in the double's
 // types.
 func fakeRequest(c *kgdb.Content) kgservicefake.IngestRequest {
@@ -348,25 +386,6 @@ func fakeRequest(c *kgdb.Content) kgservicefake.IngestRequest {
 			CharStart: ch.CharStart, CharEnd: ch.CharEnd, Text: ch.Text})
 	}
 	return req
-}
-
-// toResult turns the double's answer into the client's result, as the
-// wire would.
-func toResult(resp kgservicefake.IngestResponse) (*kgdb.IngestResult, error) {
-	b, err := json.Marshal(resp)
-	if err != nil {
-		return nil, err
-	}
-	var res kgdb.IngestResult
-	if err := json.Unmarshal(b, &res); err != nil {
-		return nil, err
-	}
-	summary, err := json.Marshal(resp.Summary)
-	if err != nil {
-		return nil, err
-	}
-	res.Summary = summary
-	return &res, nil
 }
 
 // runKind is what a throughput run drives.
@@ -543,10 +562,13 @@ func (b *kgBench) rows() ([]row, error) {
 	if b.pickupOnly {
 		return b.pickupRows()
 	}
+	if b.throughputOnly {
+		return b.throughputRows()
+	}
 	const (
 		oursName   = "kgworker.Worker, defaults (batch 5, concurrency 1)"
 		legacyName = "KG Manager model worker (batch 5, sleeps 5s)"
-		bareName   = "bare loop: the same SQLite transactions, no HTTP"
+		bareName   = "bare loop: the same claims, HTTP requests and writes"
 	)
 	var rows []row
 	// The limit: the bare loop with 1 and with 4 goroutines; the faster
@@ -780,4 +802,39 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// throughputRows are kato-manager's workers at 1 and at 4 beside the bare
+// loop with as many goroutines, each pair run side by side in turn.
+func (b *kgBench) throughputRows() ([]row, error) {
+	var rows []row
+	var prof *os.File
+	for _, n := range []int{1, 4} {
+		bare, bareItems, err := b.oursThroughput(n, runBare, oursSettings{})
+		if err != nil {
+			return nil, err
+		}
+		if b.cpuProfile != "" && prof == nil {
+			if prof, err = os.Create(b.cpuProfile); err != nil {
+				return nil, err
+			}
+			defer prof.Close()
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				return nil, err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		ours, items, err := b.oursThroughput(n, runOurs, oursSettings{concurrency: 1})
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, row{
+			what:     fmt.Sprintf("KG throughput, %d worker(s), zero-latency double, items/s", n),
+			oursName: "kgworker.Worker, defaults (batch 5, concurrency 1)", base: fmt.Sprintf("bare loop x %d: the same claims, HTTP requests and writes", n),
+			ours:     fmt.Sprintf("%.1f/s (%d items)", ours, items),
+			baseline: fmt.Sprintf("%.1f/s (%d items)", bare, bareItems),
+			ratio:    ours / bare, ratioIs: "kato-manager/bare loop (goal >= 0.90)",
+		})
+	}
+	return rows, nil
 }

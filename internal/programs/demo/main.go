@@ -3,7 +3,7 @@
 // KG workers draining a small queue of sample documents against the KG
 // service, with the stand-ins that ship in this repository in place of KATO
 // and of the KG service. It runs everything in a throwaway systemd
-// (internal/sdharness: systemd as PID 1 in its own namespaces, on an overlay
+// (internal/testkit/sdharness: systemd as PID 1 in its own namespaces, on an overlay
 // of /), so the host's own systemd, units and files are left untouched, and
 // removes it at the end. It needs root.
 package main
@@ -22,8 +22,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -108,7 +108,7 @@ func run(ctx context.Context) error {
 	}
 	fmt.Fprintf(out, `kato-manager demo
 =================
-Everything runs in a throwaway systemd (internal/sdharness): systemd as PID 1
+Everything runs in a throwaway systemd (internal/testkit/sdharness): systemd as PID 1
 in its own namespaces, on an overlay of /, removed at the end, so no unit,
 file or process of this host is changed. %s
 Stand-ins from this repository: %s for KATO

@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/front"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 // frontFlags are the knobs of the front rows.

@@ -1,5 +1,5 @@
 // Package testbed builds the programs of this repository and installs them
-// into a real-systemd machine from internal/sdharness, for the end-to-end
+// into a real-systemd machine from internal/testkit/sdharness, for the end-to-end
 // tests and the benchmarks.
 package testbed
 
@@ -15,7 +15,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 )
 
 // Where the programs under test live inside a machine: the paths of a
@@ -36,7 +36,7 @@ const MongoUnit = "mongod.service"
 
 // mongoUnitFile runs the MongoDB stand-in.
 const mongoUnitFile = `[Unit]
-Description=MongoDB stand-in for tests (internal/mongostandin)
+Description=MongoDB stand-in for tests (internal/testkit/mongostandin)
 
 [Service]
 ExecStart=/opt/kato-test/mongostandin --listen 127.0.0.1:27017
@@ -73,9 +73,9 @@ var ConfigWithMongo = strings.Replace(Config, "units = []", `units = ["`+MongoUn
 var programs = map[string]struct{ pkg, dst string }{
 	"kato-manager":  {"./cmd/kato-manager", KatoManager},
 	"kg-worker":     {"./cmd/kg-worker", KGWorker},
-	"fakeprocessor": {"./internal/fakeprocessor", FakeProcessor},
-	"kgservicefake": {"./internal/kgservicefake/cmd/kgservicefake", KGServiceFake},
-	"mongostandin":  {"./internal/mongostandin", MongoStandIn},
+	"fakeprocessor": {"./internal/testkit/fakeprocessor", FakeProcessor},
+	"kgservicefake": {"./internal/testkit/kgservicefake/cmd/kgservicefake", KGServiceFake},
+	"mongostandin":  {"./internal/testkit/mongostandin", MongoStandIn},
 }
 
 var (
@@ -84,10 +84,10 @@ var (
 	buildErr  error
 )
 
-// repoRoot is the module root, two levels above this file.
+// repoRoot is the module root, three levels above this file.
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
 // Build compiles the programs once per process and returns their directory.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 )
 
 // InMachine is a cluster running inside an sdharness machine as the

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/kato-manager/kato-manager/internal/pgtest"
-	"github.com/kato-manager/kato-manager/internal/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 )
 
 // The queue's role and database in SharedQueue's cluster, and the role's

@@ -173,7 +173,7 @@ func port(env map[string]string, name string) (int, error) {
 
 // reachMongo waits until MongoDB answers on a connection, as the engine
 // does before it opens any port. The double's "handshake" is a line that
-// the MongoDB stand-in (internal/mongostandin) echoes: a connection that is
+// the MongoDB stand-in (internal/testkit/mongostandin) echoes: a connection that is
 // closed at once, as by a forwarder with nothing behind it, or never
 // answered, as in a socket whose forwarder cannot start, is no MongoDB.
 func (p *processor) reachMongo(ctx context.Context, timeout time.Duration) error {

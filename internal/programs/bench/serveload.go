@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 // loadSpec is one load run of serve: clients each asking the paths in turn

@@ -108,7 +108,7 @@ type response struct {
 	Error  *WireError      `json:"error,omitempty"`
 }
 
-// a.Start starts a helper and sends it open, the "open" request
+// Start starts a helper and sends it open, the "open" request
 // that names the database: an error opening the database is reported here,
 // as with a direct open.
 //
@@ -116,7 +116,7 @@ type response struct {
 // the kato-queue@.service instance systemd starts, as the service user, for
 // a connection to it: root needs no right to become another user, and the
 // helper is in none of root's sessions or process trees. Elsewhere (a
-// source install before install-units) it is a child process (a.fork).
+// source install before install-units) it is a child process (fork).
 func (a Access) Start(ctx context.Context, open Request) (*Helper, error) {
 	if open.Op != "open" {
 		return nil, fmt.Errorf("queue access: the first request is %q, not open", open.Op)
@@ -144,7 +144,7 @@ func (a Access) Start(ctx context.Context, open Request) (*Helper, error) {
 	return c, nil
 }
 
-// a.dial connects to kato-queue.socket.
+// dial connects to kato-queue.socket.
 func (a Access) dial(ctx context.Context) (*Helper, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", a.Socket)
@@ -158,7 +158,7 @@ func (a Access) dial(ctx context.Context) (*Helper, error) {
 	return c, nil
 }
 
-// a.fork starts the child for the SQLite database at dbPath, or
+// fork starts the child for the SQLite database at dbPath, or
 // for none when dbPath is "". The database's directory is made for the
 // service user first if it is missing and its parent belongs to root
 // alone, so that no other user can put anything in its place between the
@@ -169,7 +169,7 @@ func (a Access) dial(ctx context.Context) (*Helper, error) {
 // stdout are the request pipes, its stderr a pipe this process copies to
 // its own, and it runs in a session of its own (setsid), with no
 // controlling terminal to push input into (TIOCSTI). It makes itself
-// non-dumpable first thing (serveQueueDB), so that no process of the same
+// non-dumpable first thing (Serve), so that no process of the same
 // user can ptrace it or open its memory.
 func (a Access) fork(dbPath string) (*Helper, error) {
 	u, err := user.Lookup(a.User)
@@ -246,7 +246,7 @@ func (c *Helper) PID() int {
 }
 
 // kill ends the helper at once: the child is killed; the socket's helper
-// sees its connection close, and exits (serveQueueDB).
+// sees its connection close, and exits (Serve).
 func (c *Helper) kill() {
 	if c.cmd != nil {
 		c.cmd.Process.Kill() //nolint:errcheck // it may have exited
@@ -255,7 +255,7 @@ func (c *Helper) kill() {
 	c.conn.Close()
 }
 
-// a.ensureDir creates dir for uid:gid when it is missing. It does so only
+// ensureDir creates dir for uid:gid when it is missing. It does so only
 // below a directory that root owns and nobody else can write; anywhere else
 // the administrator creates it.
 func (a Access) ensureDir(dir string, uid, gid int) error {

@@ -132,7 +132,7 @@ func standInSocket(t *testing.T) *helpers {
 				t.Error(err)
 				return
 			}
-			// As forkQueueChild: the test binary's directory is root's alone.
+			// As Access.Start forks: the test binary's directory is root's alone.
 			cmd := exec.Command("/proc/self/exe", HelperCommand)
 			cmd.Stdin, cmd.Stdout = f, f
 			cmd.Env = []string{testGraceEnv + "=1s"}

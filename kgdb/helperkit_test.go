@@ -169,13 +169,6 @@ func (h *helpers) pid(t *testing.T, c *Helper) int {
 	return h.procs[len(h.procs)-1].Pid
 }
 
-// started is how many helpers the socket started.
-func (h *helpers) started() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.procs)
-}
-
 // kill kills the helper c talks to, as the OOM killer or an operator might.
 func (h *helpers) kill(t *testing.T, c *Helper) {
 	t.Helper()

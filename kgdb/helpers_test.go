@@ -49,10 +49,6 @@ var backends = []backend{
 	{"postgres", func(t *testing.T) string { return pgtest.Shared(t).NewDB(t) }},
 }
 
-// serviceBackend is the one backend of the tests about the KG service
-// rather than the database: its faults and its contract.
-var serviceBackend = backends[0]
-
 // eachBackend runs test against every backend.
 func eachBackend(t *testing.T, test func(t *testing.T, be backend)) {
 	for _, be := range backends {

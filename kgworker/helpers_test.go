@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,28 +12,6 @@ import (
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/queue"
 )
-
-// clock is a settable clock for leases and backoff.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock {
-	return &clock{t: time.Date(2025, 10, 21, 23, 0, 0, 0, time.UTC)}
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
@@ -166,14 +143,6 @@ func get(t *testing.T, q *kgdb.DB, id int64) queue.Item {
 		t.Fatalf("Get(%d): %v", id, err)
 	}
 	return it
-}
-
-func ids(items []queue.Item) []int64 {
-	out := make([]int64, len(items))
-	for i, it := range items {
-		out[i] = it.ID
-	}
-	return out
 }
 
 // waitFor polls cond until it holds or timeout passes.

@@ -946,11 +946,23 @@ func (m *Manager) probe(ctx context.Context, port int, path string, limit time.D
 }
 
 // httpProbe is GET path on 127.0.0.1:port with a fresh connection, so that a
-// proxy in front of the processor is crossed each time.
+// proxy in front of the processor is crossed each time. Generation C's
+// /health answers 200 when it is unhealthy too; only its body tells: that
+// answer counts as HTTP 503.
 func httpProbe(ctx context.Context, port int, path string) (int, error) {
+	status, unhealthy, err := httpHealth(ctx, port, path)
+	if unhealthy {
+		return http.StatusServiceUnavailable, nil
+	}
+	return status, err
+}
+
+// httpHealth is httpProbe that says whether a 200 answer's body said
+// "unhealthy".
+func httpHealth(ctx context.Context, port int, path string) (status int, unhealthy bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+path, nil)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	req.Close = true
 	resp, err := probeClient.Do(req)
@@ -959,16 +971,11 @@ func httpProbe(ctx context.Context, port int, path string) (int, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return 0, err
+		return 0, false, err
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if resp.StatusCode == http.StatusOK && reportsUnhealthy(body) {
-		// Generation C's /health answers 200 when it is unhealthy too;
-		// only its body tells.
-		return http.StatusServiceUnavailable, nil
-	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, resp.StatusCode == http.StatusOK && reportsUnhealthy(body), nil
 }
 
 // reportsUnhealthy says whether a health answer's body is a JSON object

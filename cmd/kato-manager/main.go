@@ -151,6 +151,7 @@ remote command's status, and 1 when a host cannot be reached.`,
 		command("diff", "show what apply would do, per instance and field; exit 1 when it would change something", diffFlags, a.diff),
 		command("export", "write the registered instances as a fleet file that apply finds nothing to do with", exportFlags, a.export),
 		command("gc", "repair drift between the registry and systemd", noFlags, a.gc),
+		command("liveness", "restart the instances whose health request failed liveness_failures times in a row (kato-liveness.timer runs it)", jsonFlag, a.liveness),
 		command("install-units", "install the unit files and reload systemd", noFlags, a.installUnits),
 	)...)
 	root.AddCommand(in(groupKG,

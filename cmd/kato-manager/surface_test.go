@@ -35,6 +35,7 @@ var surface = map[string][]string{
 	"status":        {"--json bool"},
 	"logs":          {"--follow/-f bool", "--lines/-n int =50", "--since string"},
 	"gc":            {},
+	"liveness":      {"--json bool"},
 	"install-units": {},
 	"serve": {`--listen string ="127.0.0.1:9090"`, `--token-file string ="/etc/kato/serve.token"`, "--sample-interval duration =15s",
 		"--snapshot-age duration =1s", "--max-requests int =256", "--public-reads bool", "--allow-host strings", "--tls-cert string", "--tls-key string"},

@@ -564,7 +564,7 @@ func printStatus(a *app, st *supervisor.Status) {
 // its rows. The state and the problem are painted: a state by what it
 // is, a problem red.
 func statusHeader(pal palette) string {
-	return "ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\t" + pal.paint(plain, "STATE") + "\tRESTARTS\tAPI\tLISTENING\tANSWERING\t" + pal.paint(plain, "PROBLEM")
+	return "ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\t" + pal.paint(plain, "STATE") + "\tRESTARTS\tLIVENESS\tAPI\tLISTENING\tANSWERING\t" + pal.paint(plain, "PROBLEM")
 }
 
 func statusRow(pal palette, i supervisor.InstanceStatus) string {
@@ -573,8 +573,8 @@ func statusRow(pal palette, i supervisor.InstanceStatus) string {
 		problem, problemColour = "-", plain
 	}
 	state := i.State()
-	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group),
-		pal.paint(stateColour(state), state), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), pal.paint(problemColour, problem))
+	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group),
+		pal.paint(stateColour(state), state), i.Restarts, i.LivenessRestarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), pal.paint(problemColour, problem))
 }
 
 // driftLines says where registry and systemd disagree, naming gc, the

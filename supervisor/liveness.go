@@ -190,12 +190,13 @@ func (m *Manager) Liveness(ctx context.Context, log func(LivenessEvent)) (*Liven
 		log(LivenessEvent{Reason: "state file unreadable, counting from zero: " + stateErr.Error()})
 	}
 	now := m.now()
-	rep := &LivenessReport{Checks: []LivenessCheck{}}
 	ids := make([]string, 0, len(reg.Instances))
 	for id := range reg.Instances {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	// Room for every check up front: the targets point into the slice.
+	rep := &LivenessReport{Checks: make([]LivenessCheck, 0, len(ids))}
 	for id := range st.Instances {
 		if _, ok := reg.Instances[id]; !ok {
 			delete(st.Instances, id)

@@ -26,12 +26,13 @@ type livenessEnv struct {
 	now    time.Time
 	mu     sync.Mutex
 	health map[int]string
+	probes map[int]int // health requests by port
 	events []LivenessEvent
 }
 
 func newLivenessEnv(t *testing.T) *livenessEnv {
 	t.Helper()
-	e := &livenessEnv{testEnv: newTestEnv(t), now: time.Now(), health: map[int]string{}}
+	e := &livenessEnv{testEnv: newTestEnv(t), now: time.Now(), health: map[int]string{}, probes: map[int]int{}}
 	withGenerationC(e.testEnv, 1, "")
 	p := e.m.Config.Processors["replica"]
 	p.ReadyTimeout, p.LivenessInterval, p.LivenessFailures, p.LivenessTimeout = 10, 5, 2, 1
@@ -40,6 +41,7 @@ func newLivenessEnv(t *testing.T) *livenessEnv {
 	e.m.Probe = func(ctx context.Context, port int, path string) (int, error) {
 		e.mu.Lock()
 		h := e.health[port]
+		e.probes[port]++
 		e.mu.Unlock()
 		switch h {
 		case "deaf":
@@ -200,12 +202,18 @@ func TestLivenessLeavesStartingStoppedAndOffAlone(t *testing.T) {
 	for _, port := range []int{8101, 8102, 8103, 8104} {
 		e.set(port, "deaf")
 	}
+	e.mu.Lock()
+	clear(e.probes) // start's own health requests
+	e.mu.Unlock()
 	c := e.run(t, 0)
 	if c["young"].Outcome != "starting" || c["gone"].Outcome != "failed" || c["genb"].Outcome != "off" || c["other"].Outcome != "failed" {
 		t.Fatalf("first run: %+v", c)
 	}
 	// gone stops; other is restarted by someone else: both counts go.
 	e.sd.StopUnit(context.Background(), "kato@gone.service")
+	e.mu.Lock()
+	probesBefore := e.probes[8102]
+	e.mu.Unlock()
 	e.sd.mu.Lock()
 	e.sd.unit("kato@other.service").ActiveSince = e.now.Add(-30 * time.Second)
 	e.sd.mu.Unlock()
@@ -213,9 +221,12 @@ func TestLivenessLeavesStartingStoppedAndOffAlone(t *testing.T) {
 	if c["gone"].Outcome != "stopped" || c["other"].Outcome != "failed" || c["other"].Failures != 1 {
 		t.Fatalf("second run: %+v", c)
 	}
-	for i := 0; i < 3; i++ {
-		e.run(t, 3*time.Second) // young stays within its 10 s
+	e.run(t, 4*time.Second) // young stays within its 10 s
+	e.mu.Lock()
+	if e.probes[8101] != 0 || e.probes[8103] != 0 || e.probes[8102] != probesBefore {
+		t.Errorf("health requests to the starting (%d), the off (%d) or the stopped instance (%d after it stopped)", e.probes[8101], e.probes[8103], e.probes[8102]-probesBefore)
 	}
+	e.mu.Unlock()
 	for _, id := range []string{"young", "gone", "genb"} {
 		if n := e.restarts("kato@" + id + ".service"); n != 0 {
 			t.Errorf("kato@%s.service restarted %d times", id, n)

@@ -443,3 +443,33 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestHang: POST /fake/hang makes a generation-B processor stop answering
+// while it keeps running, the fault the liveness check restarts: every
+// request after it waits until its client gives up.
+func TestHang(t *testing.T) {
+	env := envB(t)
+	done, _ := runProcessor(t, env)
+	url := "http://127.0.0.1:" + env["PORT"]
+	waitStatus(t, url+"/health", 200)
+	resp, err := client.Post(url+"/fake/hang", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("POST /fake/hang = %d, want 204", resp.StatusCode)
+	}
+	impatient := &http.Client{Timeout: 300 * time.Millisecond}
+	for _, path := range []string{"/health", "/status"} {
+		if resp, err := impatient.Get(url + path); err == nil {
+			resp.Body.Close()
+			t.Errorf("GET %s answered %d after /fake/hang", path, resp.StatusCode)
+		}
+	}
+	select {
+	case code := <-done:
+		t.Errorf("the hung processor exited with %d; it must keep running", code)
+	default:
+	}
+}

@@ -11,7 +11,8 @@ import (
 
 // TestLiveness runs kato-liveness.timer, as install-units enables it, on a
 // real systemd: a generation-C instance whose /health stops answering (the
-// double's POST /fake/hang) is restarted within liveness_interval ×
+// double's POST /fake/hang), and a generation-B one whose processor turns
+// the check on, are restarted within liveness_interval ×
 // liveness_failures and some slack, and the restart shows in status, the
 // journal (the timer's unit and the instance's) and /metrics; a healthy
 // instance is never restarted; a stopped one is left stopped; the counts
@@ -24,6 +25,15 @@ command = ["/opt/kato-test/fakeprocessor", "--generation", "c"]
 generation = "c"
 ready_timeout = 8.0
 stop_timeout = 2.0
+liveness_interval = 5.0
+liveness_failures = 2
+liveness_timeout = 1.0
+
+[processors.blive]
+command = ["/opt/kato-test/fakeprocessor"]
+generation = "b"
+ready_timeout = 8.0
+stop_timeout = 1.0
 liveness_interval = 5.0
 liveness_failures = 2
 liveness_timeout = 1.0
@@ -42,13 +52,15 @@ liveness_timeout = 1.0
 	m.mustKM("start", "--processor", "c", "--id", "healthy", "--port", "8102")
 	m.mustKM("start", "--processor", "c", "--id", "stopped", "--port", "8103")
 	m.mustKM("start", "--id", "genb", "--port", "8104") // generation B: the check is off
+	m.mustKM("start", "--processor", "blive", "--id", "blive", "--port", "8105") // generation B with the check on
 	m.must("systemctl", "stop", "kato@stopped.service")
-	healthyPID, hangsPID, genbPID := m.mainPID("kato@healthy.service"), m.mainPID("kato@hangs.service"), m.mainPID("kato@genb.service")
+	healthyPID, hangsPID, genbPID, blivePID := m.mainPID("kato@healthy.service"), m.mainPID("kato@hangs.service"), m.mainPID("kato@genb.service"), m.mainPID("kato@blive.service")
 
 	// Past ready_timeout, the instances are checked; hangs stops
 	// answering.
 	time.Sleep(9 * time.Second)
 	m.post("http://127.0.0.1:8101/fake/hang", "")
+	m.post("http://127.0.0.1:8105/fake/hang", "")
 	hung := time.Now()
 	if _, err := m.get("http://127.0.0.1:8101/health"); err == nil {
 		t.Fatal("/health of hangs still answers after /fake/hang: the control of this test is broken")
@@ -56,9 +68,9 @@ liveness_timeout = 1.0
 	// 2 failures 5 s apart: the second comes 5 to 11 s after the hang,
 	// and the restart waits for the stop (2 s); slack for the timer and
 	// a loaded machine.
-	m.waitFor("liveness to restart hangs", 30*time.Second, func() bool {
-		pid := m.mainPID("kato@hangs.service")
-		return pid != hangsPID && pid != "0" && pid != ""
+	m.waitFor("liveness to restart hangs and blive", 30*time.Second, func() bool {
+		pid, bpid := m.mainPID("kato@hangs.service"), m.mainPID("kato@blive.service")
+		return pid != hangsPID && pid != "0" && pid != "" && bpid != blivePID && bpid != "0" && bpid != ""
 	})
 	took := time.Since(hung)
 	t.Logf("hangs restarted %s after it stopped answering", took.Truncate(time.Second))
@@ -76,6 +88,9 @@ liveness_timeout = 1.0
 		if !strings.Contains(log, "liveness: restarted kato@hangs.service: 2 health checks in a row failed (last: GET /health on port 8101 did not answer within 1s)") {
 			t.Errorf("journal of %s lacks the restart and its reason:\n%s", unit, log)
 		}
+	}
+	if log := m.must("journalctl", "-u", "kato@blive.service", "--no-pager", "-o", "cat"); !strings.Contains(log, "liveness: restarted kato@blive.service") {
+		t.Errorf("journal of kato@blive.service lacks its restart:\n%s", log)
 	}
 	if log := m.must("journalctl", "-u", "kato-liveness.service", "--no-pager", "-o", "cat"); strings.Contains(log, "healthy") || strings.Contains(log, "genb") {
 		t.Errorf("the liveness journal speaks of an instance that was never restarted:\n%s", log)
@@ -95,7 +110,7 @@ liveness_timeout = 1.0
 		t.Errorf("the stopped instance is %s, want inactive", s)
 	}
 	st := m.statusJSON()
-	want := map[string]uint64{"hangs": 1, "healthy": 0, "stopped": 0, "genb": 0}
+	want := map[string]uint64{"hangs": 1, "healthy": 0, "stopped": 0, "genb": 0, "blive": 1}
 	for _, i := range st.Instances {
 		if i.LivenessRestarts != want[i.ID] {
 			t.Errorf("status: %s has %d liveness restarts, want %d", i.ID, i.LivenessRestarts, want[i.ID])

@@ -183,6 +183,28 @@ func TestLivenessRestartsAfterFailuresInARow(t *testing.T) {
 	if err != nil || restarts["r1"] != 1 || restarts["r2"] != 0 {
 		t.Errorf("LivenessRestarts = %v, %v", restarts, err)
 	}
+	// status and the sample /metrics reads show them.
+	status, err := e.m.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample, err := e.m.Sample(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range status.Instances {
+		if want := restarts[i.ID]; i.LivenessRestarts != want {
+			t.Errorf("status: %s has %d liveness restarts, want %d", i.ID, i.LivenessRestarts, want)
+		}
+	}
+	for _, i := range sample.Instances {
+		if want := restarts[i.ID]; i.LivenessRestarts != want {
+			t.Errorf("sample: %s has %d liveness restarts, want %d", i.ID, i.LivenessRestarts, want)
+		}
+	}
+	if len(status.Instances) != 2 || len(sample.Instances) != 2 {
+		t.Errorf("%d instances in status, %d in the sample, want 2", len(status.Instances), len(sample.Instances))
+	}
 }
 
 // TestLivenessLeavesStartingStoppedAndOffAlone: an instance within

@@ -51,7 +51,7 @@ liveness_timeout = 1.0
 	m.mustKM("start", "--processor", "c", "--id", "hangs", "--port", "8101")
 	m.mustKM("start", "--processor", "c", "--id", "healthy", "--port", "8102")
 	m.mustKM("start", "--processor", "c", "--id", "stopped", "--port", "8103")
-	m.mustKM("start", "--id", "genb", "--port", "8104") // generation B: the check is off
+	m.mustKM("start", "--id", "genb", "--port", "8104")                          // generation B: the check is off
 	m.mustKM("start", "--processor", "blive", "--id", "blive", "--port", "8105") // generation B with the check on
 	m.must("systemctl", "stop", "kato@stopped.service")
 	healthyPID, hangsPID, genbPID, blivePID := m.mainPID("kato@healthy.service"), m.mainPID("kato@hangs.service"), m.mainPID("kato@genb.service"), m.mainPID("kato@blive.service")
@@ -91,6 +91,10 @@ liveness_timeout = 1.0
 	}
 	if log := m.must("journalctl", "-u", "kato@blive.service", "--no-pager", "-o", "cat"); !strings.Contains(log, "liveness: restarted kato@blive.service") {
 		t.Errorf("journal of kato@blive.service lacks its restart:\n%s", log)
+	}
+	// systemd's own info lines of every run (LogLevelMax=notice) stay out.
+	if log := m.must("journalctl", "-u", "kato-liveness.service", "--no-pager", "-o", "cat"); strings.Contains(log, "Deactivated successfully") || strings.Contains(log, "Finished") {
+		t.Errorf("the liveness journal holds systemd's lines of every run:\n%s", log)
 	}
 	if log := m.must("journalctl", "-u", "kato-liveness.service", "--no-pager", "-o", "cat"); strings.Contains(log, "healthy") || strings.Contains(log, "genb") {
 		t.Errorf("the liveness journal speaks of an instance that was never restarted:\n%s", log)

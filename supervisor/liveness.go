@@ -52,7 +52,8 @@ type LivenessRecord struct {
 	LastReason  string    `json:"last_reason,omitempty"`
 }
 
-// LivenessEvent is one step of a run: a failure counted, or a restart.
+// LivenessEvent is one step of a run: a failure counted, a restart, or
+// (with no Unit) a word about the run itself.
 type LivenessEvent struct {
 	ID, Unit string
 	// Restarted is set for a restart; otherwise a failure was counted.
@@ -69,6 +70,8 @@ type LivenessEvent struct {
 // Message is the event as the journal and the command say it.
 func (e LivenessEvent) Message() string {
 	switch {
+	case e.Unit == "":
+		return "liveness: " + e.Reason
 	case e.Restarted && e.Err != nil:
 		return fmt.Sprintf("liveness: %s failed %d health checks in a row (last: %s); restarting it failed: %v", e.Unit, e.Failures, e.Reason, e.Err)
 	case e.Restarted:

@@ -31,13 +31,14 @@ func (a *app) liveness(ctx context.Context, fs *pflag.FlagSet, jsonOut *bool) er
 	inJournal, _ := journal.StderrIsJournalStream()
 	rep, err := m.Liveness(ctx, func(e supervisor.LivenessEvent) {
 		msg := e.Message()
-		if e.Unit == "" {
-			msg = "liveness: " + e.Reason
-		}
 		priority := journal.PriNotice
-		if e.Restarted {
+		switch {
+		case e.Err != nil:
+			priority = journal.PriErr
+		case e.Restarted:
 			priority = journal.PriWarning
 		}
+		sent := false
 		if toJournal {
 			vars := map[string]string{"SYSLOG_IDENTIFIER": "kato-manager"}
 			if e.Unit != "" {
@@ -46,11 +47,11 @@ func (a *app) liveness(ctx context.Context, fs *pflag.FlagSet, jsonOut *bool) er
 				vars["KATO_LIVENESS_FAILURES"] = fmt.Sprint(e.Failures)
 				vars["KATO_LIVENESS_RESTARTS"] = fmt.Sprint(e.Restarts)
 			}
-			if journal.Send(msg, priority, vars) == nil && inJournal {
-				return
-			}
+			sent = journal.Send(msg, priority, vars) == nil
 		}
-		if !inJournal || !toJournal {
+		// Run by hand, it is printed too; under the timer, standard error
+		// is the journal, which has it already.
+		if !sent || !inJournal {
 			fmt.Fprintln(a.stderr, msg)
 		}
 	})

@@ -50,6 +50,7 @@ func TestUsageErrorsExitTwoWithoutSystemd(t *testing.T) {
 		{"restart nothing", []string{"restart"}, "restart takes one instance"},
 		{"list argument", []string{"list", "x"}, "list takes no arguments"},
 		{"gc argument", []string{"gc", "x"}, "gc takes no arguments"},
+		{"liveness argument", []string{"liveness", "x"}, "liveness takes no arguments"},
 		{"logs negative", []string{"logs", "a", "-n", "-1"}, "invalid --lines -1"},
 		{"workers nothing", []string{"workers"}, "workers needs a subcommand"},
 		{"workers unknown", []string{"workers", "dance"}, `unknown workers subcommand "dance"`},

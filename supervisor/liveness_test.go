@@ -18,7 +18,7 @@ import (
 )
 
 // livenessEnv is a testEnv with a generation-C processor "replica" whose
-// liveness check is on (every 5 s, 2 failures, 1 s timeout, ready_timeout
+// liveness check is on (every 5 s, 2 failures, 0.2 s timeout, ready_timeout
 // 10 s), a clock the test moves, and health answers per port: "deaf" never
 // answers, "sick" answers 503; other ports answer as testEnv's processors.
 type livenessEnv struct {
@@ -35,7 +35,7 @@ func newLivenessEnv(t *testing.T) *livenessEnv {
 	e := &livenessEnv{testEnv: newTestEnv(t), now: time.Now(), health: map[int]string{}, probes: map[int]int{}}
 	withGenerationC(e.testEnv, 1, "")
 	p := e.m.Config.Processors["replica"]
-	p.ReadyTimeout, p.LivenessInterval, p.LivenessFailures, p.LivenessTimeout = 10, 5, 2, 1
+	p.ReadyTimeout, p.LivenessInterval, p.LivenessFailures, p.LivenessTimeout = 10, 5, 2, 0.2
 	e.m.Config.Processors["replica"] = p
 	e.m.Now = func() time.Time { return e.now }
 	e.m.Probe = func(ctx context.Context, port int, path string) (int, error) {
@@ -113,7 +113,7 @@ func TestLivenessRestartsAfterFailuresInARow(t *testing.T) {
 	if c["r1"].Outcome != "failed" || c["r1"].Failures != 1 || c["r2"].Outcome != "ok" {
 		t.Fatalf("first run: %+v", c)
 	}
-	if !strings.Contains(c["r1"].Detail, "GET /health on port 8101 did not answer within 1s") {
+	if !strings.Contains(c["r1"].Detail, "GET /health on port 8101 did not answer within 200ms") {
 		t.Errorf("failure detail = %q", c["r1"].Detail)
 	}
 	// Too soon: neither is checked again.
@@ -148,7 +148,7 @@ func TestLivenessRestartsAfterFailuresInARow(t *testing.T) {
 		}
 	}
 	if len(restarted) != 1 || restarted[0].ID != "r1" || restarted[0].Restarts != 1 ||
-		restarted[0].Message() != "liveness: restarted kato@r1.service: 2 health checks in a row failed (last: GET /health on port 8101 did not answer within 1s); liveness restarts: 1" {
+		restarted[0].Message() != "liveness: restarted kato@r1.service: 2 health checks in a row failed (last: GET /health on port 8101 did not answer within 200ms); liveness restarts: 1" {
 		t.Errorf("restart events: %+v", restarted)
 	}
 

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -56,6 +57,12 @@ type Manager struct {
 	// waits for, each time that changes; calls come one at a time.
 	// Batches report through BatchOptions.Progress instead.
 	Waiting func(Wait)
+	// FrontRuntime returns what reads the front of a group; nil means its
+	// stats socket under front.RuntimeDir.
+	FrontRuntime func(group string) front.Runtime
+	// FrontConfigDir is where the fronts' configurations are read; empty
+	// means front.ConfigDir.
+	FrontConfigDir string
 }
 
 // StartRequest is what `kato-manager start` asks for. Zero ports mean the

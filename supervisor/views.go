@@ -34,6 +34,9 @@ type InstanceView struct {
 	UptimeSeconds int64             `json:"uptime_seconds"`
 	MemoryBytes   uint64            `json:"memory_bytes"`
 	Registered    bool              `json:"registered"`
+	// Front is the instance's place in a group's front, when a front has
+	// a member of its id.
+	Front *Membership `json:"front,omitempty"`
 }
 
 // State is the short state shown in tables: "running", "stopped",
@@ -61,6 +64,22 @@ func (m *Manager) List(ctx context.Context) ([]InstanceView, error) {
 	return snap.views, nil
 }
 
+// Listing is the instances and the fronts, read in one listing.
+type Listing struct {
+	Instances []InstanceView `json:"instances"`
+	Fronts    []FrontView    `json:"fronts"`
+}
+
+// ListAll returns what List does and the fronts, from the same listing of
+// units; each running front's stats socket is read once.
+func (m *Manager) ListAll(ctx context.Context) (*Listing, error) {
+	snap, err := m.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Listing{Instances: snap.views, Fronts: snap.fronts}, nil
+}
+
 // snapshot is what List reads, kept for Status to reuse rather than read
 // the registry and scan /proc a second time.
 type snapshot struct {
@@ -68,6 +87,7 @@ type snapshot struct {
 	views  []InstanceView
 	procs  map[string]UnitProcesses
 	byUnit map[string]UnitState
+	fronts []FrontView
 }
 
 func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
@@ -75,10 +95,12 @@ func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	states, err := m.Systemd.ListUnits(ctx, units.InstancePattern)
+	states, err := m.Systemd.ListUnits(ctx, units.InstancePattern, units.FrontPattern)
 	if err != nil {
 		return nil, err
 	}
+	states, frontUnits := splitFronts(states)
+	fronts := m.readFronts(ctx, frontUnits)
 	byUnit := make(map[string]UnitState, len(states))
 	for _, s := range states {
 		byUnit[s.Name] = s
@@ -91,7 +113,12 @@ func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{reg: reg, views: m.instanceViews(reg, byUnit, procs, m.now()), procs: procs, byUnit: byUnit}, nil
+	views := m.instanceViews(reg, byUnit, procs, m.now())
+	in := memberships(fronts)
+	for i := range views {
+		views[i].Front = in[views[i].ID]
+	}
+	return &snapshot{reg: reg, views: views, procs: procs, byUnit: byUnit, fronts: fronts}, nil
 }
 
 // instanceViews joins the registry with the units' states and processes.
@@ -183,7 +210,9 @@ type Status struct {
 	SystemdError     string           `json:"systemd_error,omitempty"`
 	Services         []ServiceState   `json:"services"`
 	Instances        []InstanceStatus `json:"instances"`
-	Drift            Drift            `json:"drift"`
+	// Fronts are the groups' fronts, each with its problem if it has one.
+	Fronts []FrontView `json:"fronts"`
+	Drift  Drift       `json:"drift"`
 	// Warnings are what does not stop anything now but will bite later,
 	// such as an instance that will not come back at boot.
 	Warnings []string `json:"warnings"`
@@ -205,6 +234,11 @@ func (s *Status) Healthy() bool {
 			return false
 		}
 	}
+	for _, f := range s.Fronts {
+		if f.Problem != "" {
+			return false
+		}
+	}
 	return true
 }
 
@@ -212,7 +246,7 @@ func (s *Status) Healthy() bool {
 // including whether each API port is really held by the instance's
 // processor.
 func (m *Manager) Status(ctx context.Context) (*Status, error) {
-	st := &Status{Services: []ServiceState{}, Instances: []InstanceStatus{}, Warnings: []string{}}
+	st := &Status{Services: []ServiceState{}, Instances: []InstanceStatus{}, Fronts: []FrontView{}, Warnings: []string{}}
 	version, err := m.Systemd.Version(ctx)
 	if err != nil {
 		st.SystemdError = err.Error()
@@ -230,6 +264,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.Fronts = snap.fronts
 	listening, err := m.Ports.Listening(ctx)
 	if err != nil {
 		return nil, err

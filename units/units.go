@@ -155,6 +155,23 @@ const FrontTemplate = "kato-front@.service"
 // FrontUnit returns the unit of the front of group.
 func FrontUnit(group string) string { return "kato-front@" + group + serviceSuffix }
 
+// FrontPattern matches the unit names of all groups' fronts.
+const FrontPattern = "kato-front@*.service"
+
+// FrontGroup returns the group of a front's unit name, the inverse of
+// FrontUnit.
+func FrontGroup(unit string) (string, bool) {
+	name, ok := strings.CutPrefix(unit, "kato-front@")
+	if !ok {
+		return "", false
+	}
+	name, ok = strings.CutSuffix(name, serviceSuffix)
+	if !ok || name == "" || strings.ContainsAny(name, "@/\\") {
+		return "", false
+	}
+	return name, true
+}
+
 // InstanceTemplate is the template unit every instance is an instance of.
 const InstanceTemplate = "kato@.service"
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
@@ -131,6 +132,13 @@ var (
 	descServiceHealth = prometheus.NewDesc("kg_service_healthy", "Whether the KG service answered the first running worker's last health check.", nil, nil)
 	descServiceFails  = prometheus.NewDesc("kg_service_consecutive_failures", "Consecutive failed health checks of the KG service, as the first running worker counts them.", nil, nil)
 
+	descFrontUp       = prometheus.NewDesc("kato_front_up", "Whether the group's front (kato-front@GROUP.service) is active and its stats socket answers.", []string{"group"}, nil)
+	descFrontRequests = prometheus.NewDesc("kato_front_requests_total", "HTTP requests the group's front received since it started.", []string{"group"}, nil)
+	descFrontErrors   = prometheus.NewDesc("kato_front_errors_total", "Requests of the group's front that failed: bad requests and 5xx answers, members unreachable included.", []string{"group"}, nil)
+	descMemberUp      = prometheus.NewDesc("kato_front_member_up", "1 for the state a member of the group's front is in (up, draining, down, maintenance), 0 for the others.", []string{"group", "member", "state"}, nil)
+	descMemberSess    = prometheus.NewDesc("kato_front_member_sessions", "Connections open from the group's front to the member now.", []string{"group", "member"}, nil)
+	descMemberReqs    = prometheus.NewDesc("kato_front_member_requests_total", "Requests the group's front sent to the member since it started.", []string{"group", "member"}, nil)
+
 	descScrapeOK = prometheus.NewDesc("kato_manager_scrape_success", "Whether this scrape could read the source (systemd, queue).", []string{"source"}, nil)
 )
 
@@ -138,7 +146,8 @@ var (
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInstanceUp, descInstanceReady, descInstanceRestarts, descInstanceLiveness, descInstanceMemory, descInstanceCPU, descInstanceStartTime,
 		descWorkerUp, descWorkerProcessed, descWorkerFailed, descWorkerRestarts,
-		descQueueItems, descQueuePickup, descQueueDone, descServiceHealth, descServiceFails, descScrapeOK} {
+		descQueueItems, descQueuePickup, descQueueDone, descServiceHealth, descServiceFails, descScrapeOK,
+		descFrontUp, descFrontRequests, descFrontErrors, descMemberUp, descMemberSess, descMemberReqs} {
 		ch <- d
 	}
 }
@@ -171,6 +180,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descInstanceCPU, prometheus.CounterValue, i.CPUSeconds, l...)
 			ch <- prometheus.MustNewConstMetric(descInstanceStartTime, prometheus.GaugeValue, start, l...)
 		}
+		collectFronts(ch, fleet.Fronts)
 	}
 	queueOK := c.snap.QueueErr == nil
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, gauge(queueOK), "queue")
@@ -191,6 +201,37 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- constHistogram(descQueuePickup, lat.Pickup)
 	ch <- constHistogram(descQueueDone, lat.Done)
+}
+
+// memberStates are the states kato_front_member_up has a series for.
+var memberStates = []front.State{front.Up, front.Draining, front.Down, front.Maintenance}
+
+// collectFronts emits each front's counters and its members' states; a
+// front whose stats socket did not answer has kato_front_up 0 and no
+// counters.
+func collectFronts(ch chan<- prometheus.Metric, fronts []supervisor.FrontView) {
+	for _, f := range fronts {
+		ch <- prometheus.MustNewConstMetric(descFrontUp, prometheus.GaugeValue, gauge(f.ActiveState == "active" && f.Answering), f.Group)
+		if !f.Answering {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descFrontRequests, prometheus.CounterValue, float64(f.Requests), f.Group)
+		ch <- prometheus.MustNewConstMetric(descFrontErrors, prometheus.CounterValue, float64(f.Errors), f.Group)
+		seen := map[string]bool{}
+		for _, m := range f.Members {
+			// With balance path a member is in one backend; elsewhere too:
+			// the first row of an id stands for it.
+			if seen[m.ID] {
+				continue
+			}
+			seen[m.ID] = true
+			for _, s := range memberStates {
+				ch <- prometheus.MustNewConstMetric(descMemberUp, prometheus.GaugeValue, gauge(m.State == s), f.Group, m.ID, string(s))
+			}
+			ch <- prometheus.MustNewConstMetric(descMemberSess, prometheus.GaugeValue, float64(m.Sessions), f.Group, m.ID)
+			ch <- prometheus.MustNewConstMetric(descMemberReqs, prometheus.CounterValue, float64(m.Requests), f.Group, m.ID)
+		}
+	}
 }
 
 // workerLabels are the labels of a worker's metrics: its host, whether that

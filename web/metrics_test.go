@@ -14,7 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/kato-manager/kato-manager/internal/promtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/promtest"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -117,7 +118,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 			{WorkerID: 3, ActiveState: "inactive", SubState: "dead"},
 		},
 	}
-	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return sample, nil }, q), host: "a.example"})
+	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return sample, nil }, kgdb.NewLocal(q)), host: "a.example"})
 	a := []string{"id", "a", "name", "Alpha", "group", "", "processor", "default"}
 	b := []string{"id", "b", "name", "Beta", "group", "", "processor", "default"}
 	for _, c := range []struct {
@@ -172,7 +173,7 @@ func TestMetricsSurviveASourceDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return nil, errors.New("no bus") }, q)})
+	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return nil, errors.New("no bus") }, kgdb.NewLocal(q))})
 	if metricValue(t, fams, "kato_manager_scrape_success", "source", "systemd") != 0 || metricValue(t, fams, "kato_manager_scrape_success", "source", "queue") != 1 {
 		t.Error("scrape success does not name the failed source")
 	}

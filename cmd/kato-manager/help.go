@@ -44,11 +44,16 @@ again first, so changes to kato.toml take effect; then it waits for the API port
 With --group NAME, every instance of the group restarts, side by side.`,
 	"list": `List the instances with their group, state, main PID, API and ZMQ ports, uptime
 and memory, from one D-Bus call and one pass over /proc; --group NAME lists one
-group's.`,
+group's. Then the groups' fronts (kato-front@GROUP): address, port, balance, their
+members up, draining and down with each member's sessions, and the requests and
+errors, from each front's stats socket; --fronts lists the fronts alone (with
+--json, as a JSON array). In list --json each member instance has "front": its
+group and state there.`,
 	"status": `Check that systemd is reachable, the shared services' states, and each instance's
 unit state, restart count and whether its API port is held by its own processor.
-It reports drift between the registry and systemd. Exit status 1 when anything is
-wrong.`,
+It reports drift between the registry and systemd, and each group's front with a
+PROBLEM when it is not running, its stats socket does not answer, a member is down
+or no member is up. Exit status 1 when anything is wrong.`,
 	"logs": `Show an instance's journal, as journalctl -u kato@ID.service does: the last
 --lines lines, then, with --follow, new lines as they come until interrupted.
 --since leaves out older lines and, without --lines, shows all lines since then.

@@ -437,12 +437,14 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 
 // listFlagValues are list's flags.
 type listFlagValues struct {
-	json  *bool
-	group *string
+	json   *bool
+	fronts *bool
+	group  *string
 }
 
 func listFlags(fs *pflag.FlagSet) *listFlagValues {
-	return &listFlagValues{json: fs.Bool("json", false, "print JSON"), group: fs.String("group", "", "only the instances of the group NAME")}
+	return &listFlagValues{json: fs.Bool("json", false, "print JSON"), fronts: fs.Bool("fronts", false, "list the groups' fronts alone"),
+		group: fs.String("group", "", "only the instances and the front of the group NAME")}
 }
 
 func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) error {
@@ -460,26 +462,45 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 		return err
 	}
 	defer done()
-	views, err := m.List(ctx)
+	all, err := m.ListAll(ctx)
 	if err != nil {
 		return err
 	}
+	views, fronts := all.Instances, all.Fronts
 	if fs.Changed("group") {
 		views = slices.DeleteFunc(views, func(v supervisor.InstanceView) bool { return v.Group != *f.group })
+		fronts = slices.DeleteFunc(fronts, func(v supervisor.FrontView) bool { return v.Group != *f.group })
+	}
+	if *f.fronts {
+		if *asJSON {
+			return writeJSON(a.stdout, fronts)
+		}
+		if len(fronts) == 0 {
+			fmt.Fprintln(a.stdout, "no fronts")
+			return nil
+		}
+		return printFronts(a, fronts, false)
 	}
 	if *asJSON {
 		return writeJSON(a.stdout, views)
 	}
 	if len(views) == 0 {
 		fmt.Fprintln(a.stdout, "no instances; start one with `kato-manager start --id ID`")
-		return nil
+	} else {
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, listHeader)
+		for _, v := range views {
+			fmt.Fprintln(tw, listRow(v))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, listHeader)
-	for _, v := range views {
-		fmt.Fprintln(tw, listRow(v))
+	if len(fronts) > 0 {
+		fmt.Fprintln(a.stdout, "fronts:")
+		return printFronts(a, fronts, false)
 	}
-	return tw.Flush()
+	return nil
 }
 
 // listHeader is the header of list's table, listRow one of its rows.
@@ -487,6 +508,47 @@ const listHeader = "ID\tNAME\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tPID\tAPI\tZMQ\tU
 
 func listRow(v supervisor.InstanceView) string {
 	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", v.ID, v.Name, processorLabel(v), v.Network, orDash(v.Group), v.State(), dash(v.PID), v.APIPort, dash(int32(v.ZMQPort)), uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
+}
+
+// frontHeader is the header of the fronts' table, in list and status; with
+// problems, status's PROBLEM column too. Each front's members follow it on
+// lines of their own.
+const frontHeader = "GROUP\tSTATE\tADDRESS\tPORT\tBALANCE\tMEMBERS\tREQUESTS\tERRORS"
+
+// printFronts prints the fronts' table, each front followed by its
+// members with their states and sessions.
+func printFronts(a *app, fronts []supervisor.FrontView, problems bool) error {
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	pal := a.palette(a.stdout)
+	header := frontHeader
+	if problems {
+		header += "\t" + pal.paint(plain, "PROBLEM")
+	}
+	fmt.Fprintln(tw, "  "+header)
+	for _, f := range fronts {
+		state := f.State()
+		members := f.Counts.String()
+		if !f.Answering && f.ActiveState == "active" {
+			members = "not answering"
+		}
+		port := "-"
+		if f.Port != 0 {
+			port = fmt.Sprint(f.Port)
+		}
+		row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d", f.Group, pal.paint(stateColour(state), state), orDash(f.Address), port, orDash(f.Balance), members, f.Requests, f.Errors)
+		if problems {
+			problem, colour := f.Problem, red
+			if problem == "" {
+				problem, colour = "-", plain
+			}
+			row += "\t" + pal.paint(colour, problem)
+		}
+		fmt.Fprintln(tw, "  "+row)
+		for _, mb := range f.Members {
+			fmt.Fprintf(tw, "    member %s\t%s\tsessions %d\tweight %d\t\t\t%d\t%d\n", mb.ID, mb.State, mb.Sessions, mb.Weight, mb.Requests, mb.Errors)
+		}
+	}
+	return tw.Flush()
 }
 
 func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
@@ -500,7 +562,7 @@ func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error
 	var st *supervisor.Status
 	if m, done, err := a.managerWith(ctx, cfg); err != nil {
 		// Not reaching systemd is a finding of status, not a failure to run.
-		st = &supervisor.Status{SystemdError: err.Error(), Services: []supervisor.ServiceState{}, Instances: []supervisor.InstanceStatus{}, Warnings: []string{}}
+		st = &supervisor.Status{SystemdError: err.Error(), Services: []supervisor.ServiceState{}, Instances: []supervisor.InstanceStatus{}, Fronts: []supervisor.FrontView{}, Warnings: []string{}}
 	} else {
 		defer done()
 		if st, err = m.Status(ctx); err != nil {
@@ -551,6 +613,10 @@ func printStatus(a *app, st *supervisor.Status) {
 			fmt.Fprintln(tw, "  "+statusRow(pal, i))
 		}
 		tw.Flush()
+	}
+	if len(st.Fronts) > 0 {
+		fmt.Fprintln(a.stdout, "fronts:")
+		printFronts(a, st.Fronts, true)
 	}
 	for _, w := range st.Warnings {
 		fmt.Fprintf(a.stdout, "warning: %s\n", w)

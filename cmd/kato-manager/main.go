@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -369,15 +368,10 @@ func (a *app) report(err error) int {
 		fmt.Fprintf(a.stderr, "%s %v\n", prefix, flagNames(err))
 	}
 	var ue usageError
-	var fe *config.FieldError
-	if errors.Is(err, config.ErrMalformed) {
-		return exitFailed
-	}
-	var qe *queue.InputError
-	if errors.As(err, &ue) || errors.As(err, &fe) || errors.As(err, &qe) || errors.Is(err, config.ErrAmbiguous) || errors.Is(err, config.ErrNotFound) {
+	if errors.As(err, &ue) && !errors.Is(err, config.ErrMalformed) {
 		return exitUsage
 	}
-	return exitFailed
+	return config.ErrorKindOf(err).ExitCode()
 }
 
 // flagNames rewrites a field error to name the command-line flag, which is

@@ -28,7 +28,7 @@ var surface = map[string][]string{
 	"version":       {},
 	"stop":          {"--all bool", "--id string", "--name string", "--no-mongo bool", "--with-mongo bool", "--group string", "--parallel int"},
 	"restart":       {"--timeout duration", "--group string", "--parallel int"},
-	"list":          {"--json bool", "--group string"},
+	"list":          {"--json bool", "--fronts bool", "--group string"},
 	"apply":         {"--file/-f string", "--prune bool", "--dry-run bool", "--yes bool", "--parallel int", "--timeout duration"},
 	"diff":          {"--file/-f string", "--prune bool"},
 	"export":        {`--format string ="yaml"`},
@@ -52,7 +52,7 @@ var surface = map[string][]string{
 	"queue priority":     {},
 	"queue delete":       {},
 	"queue requeue":      {"--all bool", "--priority int =1"},
-	"queue clear":        {"--status string", "--yes bool"},
+	"queue clear":        {"--older-than string", "--status string", "--yes bool"},
 	"queue migrate":      {"--json bool", "--to string"},
 }
 

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/promtest"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/promtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 // TestLiveness runs kato-liveness.timer, as install-units enables it, on a

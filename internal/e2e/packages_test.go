@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 	"github.com/kato-manager/kato-manager/packaging"
 	"github.com/kato-manager/kato-manager/units"
 )

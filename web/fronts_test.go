@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kato-manager/kato-manager/front"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -35,7 +36,7 @@ func TestFrontMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	snap := takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return frontsSample(), nil }, q)
+	snap := takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return frontsSample(), nil }, kgdb.NewLocal(q))
 	fams := scrape(t, &fleetCollector{snap: snap, host: "h"})
 	for _, tc := range []struct {
 		name   string

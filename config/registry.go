@@ -49,7 +49,10 @@ type Instance struct {
 	Network string `toml:"network"`
 	// Group is the group the instance is part of (units.GroupTarget), or
 	// "".
-	Group      string     `toml:"group,omitempty"`
+	Group string `toml:"group,omitempty"`
+	// Weight is the instance's share of its group's requests at the
+	// group's front against the other members' weights, 1 to 256; 0 is 1.
+	Weight     int        `toml:"weight,omitempty"`
 	Parameters Parameters `toml:"parameters"`
 	Created    time.Time  `toml:"created"`
 	Updated    time.Time  `toml:"updated"`
@@ -93,6 +96,14 @@ func (in *Instance) Validate() error {
 	if in.Group != "" {
 		if rule := units.GroupNameRule(in.Group); rule != "" {
 			return &FieldError{Field: "group", Value: in.Group, Rule: rule}
+		}
+	}
+	if in.Weight != 0 {
+		if in.Weight < 1 || in.Weight > MaxWeight {
+			return &FieldError{Field: "weight", Value: strconv.Itoa(in.Weight), Rule: WeightRule}
+		}
+		if in.Group == "" {
+			return &FieldError{Field: "weight", Value: strconv.Itoa(in.Weight), Rule: "goes with a group: it is a share of the group's requests"}
 		}
 	}
 	if err := in.Parameters.Validate(); err != nil {

@@ -256,6 +256,10 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 	}
 	begin := time.Now()
 	progress := m.progressFunc(opts.Progress, begin, len(plan.Steps)-plan.Count(fleet.Keep))
+	// Instances leaving a front finish their requests there first.
+	if err := m.drainMembers(ctx, removals); err != nil {
+		return res, err
+	}
 	for id, err := range m.removeMany(ctx, removals, m.parallel(opts.Parallel)) {
 		if err != nil {
 			res.Failed = append(res.Failed, BatchFailure{ID: id, Action: fleet.Remove, Err: err})
@@ -296,6 +300,9 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 		res.Failed = append(res.Failed, f)
 	}
 	if err := m.syncGroups(ctx); err != nil {
+		return res, err
+	}
+	if err := m.syncFronts(ctx, nil); err != nil {
 		return res, err
 	}
 	if len(res.Failed) > 0 {
@@ -821,6 +828,9 @@ func (m *Manager) groupBatch(ctx context.Context, group string, restart bool, op
 		}
 		res.Failed = append(res.Failed, f)
 	}
+	if err := m.syncFronts(ctx, nil); err != nil {
+		return res, err
+	}
 	if len(res.Failed) > 0 {
 		return res, fmt.Errorf("%d of %d instances failed: %w", len(res.Failed), len(items), ErrBatchFailed)
 	}
@@ -853,7 +863,7 @@ func (m *Manager) StopGroup(ctx context.Context, group string, parallel int) (*S
 		}
 		res.Stopped = append(res.Stopped, id)
 	}
-	errs = append(errs, m.syncGroups(ctx))
+	errs = append(errs, m.syncGroups(ctx), m.syncFronts(ctx, nil))
 	return res, errors.Join(errs...)
 }
 

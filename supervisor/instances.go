@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -56,6 +57,12 @@ type Manager struct {
 	// waits for, each time that changes; calls come one at a time.
 	// Batches report through BatchOptions.Progress instead.
 	Waiting func(Wait)
+	// FrontDir holds the fronts' configurations, GROUP.cfg; empty means
+	// front.ConfigDir, where kato-front@.service reads them.
+	FrontDir string
+	// FrontRuntime returns the runtime API of a group's front; nil means
+	// its admin socket, front.SocketPath.
+	FrontRuntime func(group string) front.Runtime
 }
 
 // StartRequest is what `kato-manager start` asks for. Zero ports mean the
@@ -74,6 +81,8 @@ type StartRequest struct {
 	Network string
 	// Group is the group the instance is part of, or "".
 	Group string
+	// Weight is its share of the group's front, 1 to 256; 0 is 1.
+	Weight int
 	// Explicit lists the settings the user gave, so that starting an
 	// existing instance can say which of them it ignores.
 	Explicit []string
@@ -148,6 +157,12 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		return nil, err
 	}
 	defer release()
+	return m.startLocked(ctx, req)
+}
+
+// startLocked is Start for a caller holding the operations lock, with req
+// validated.
+func (m *Manager) startLocked(ctx context.Context, req StartRequest) (*StartResult, error) {
 	if err := m.EnsureUnits(ctx); err != nil {
 		return nil, err
 	}
@@ -160,7 +175,7 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	}
 	res := &StartResult{}
 	var created bool
-	err = m.Registry.Update(func(r *config.Registry) error {
+	err := m.Registry.Update(func(r *config.Registry) error {
 		m.dropUnusedZMQPorts(r)
 		if existing, ok := r.Instances[req.ID]; ok {
 			res.Instance = *existing
@@ -207,6 +222,12 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 			}
 		}
 		return nil, se
+	}
+	if inst.Group != "" {
+		// The front takes the member once it is ready.
+		if err := m.syncFronts(ctx, nil); err != nil {
+			return nil, fmt.Errorf("instance %s started: %w", inst.ID, err)
+		}
 	}
 	return res, nil
 }
@@ -313,6 +334,14 @@ func ValidateStart(req StartRequest) error {
 	if req.Group != "" {
 		if rule := units.GroupNameRule(req.Group); rule != "" {
 			return &config.FieldError{Field: "group", Value: req.Group, Rule: rule}
+		}
+	}
+	if req.Weight != 0 {
+		if req.Weight < 1 || req.Weight > config.MaxWeight {
+			return &config.FieldError{Field: "weight", Value: strconv.Itoa(req.Weight), Rule: config.WeightRule}
+		}
+		if req.Group == "" {
+			return &config.FieldError{Field: "weight", Value: strconv.Itoa(req.Weight), Rule: "goes with a group: it is a share of the group's requests"}
 		}
 	}
 	return nil
@@ -474,6 +503,7 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 		Processor:  processorKey(req.Processor),
 		Network:    network,
 		Group:      req.Group,
+		Weight:     req.Weight,
 		Parameters: req.Parameters,
 		Created:    now,
 		Updated:    now,
@@ -1099,6 +1129,11 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
 		return nil, findErr
 	}
 	unit := units.InstanceUnit(id)
+	// Out of its front first: its requests in flight finish, no new one
+	// comes to it.
+	if err := m.drainMembers(ctx, []string{id}); err != nil {
+		return nil, err
+	}
 	rep := m.waitReport(unit, stopTimeout)
 	rep.report(WaitStop, "", "systemd stops "+unit)
 	unwatch := m.watchStop(ctx, rep, unit, stopWatchInterval)
@@ -1109,6 +1144,9 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
 	}
 	rep.report(WaitStopped, "", "")
 	if err := m.syncGroups(ctx); err != nil {
+		return nil, err
+	}
+	if err := m.syncFronts(ctx, nil); err != nil {
 		return nil, err
 	}
 	return &StopResult{Stopped: []string{id}}, nil
@@ -1167,6 +1205,9 @@ func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, 
 	if err := m.syncGroups(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.syncFronts(ctx, nil); err != nil {
+		errs = append(errs, err)
+	}
 	if withServices {
 		for _, s := range m.Config.Services.Units {
 			if err := m.Systemd.StopUnit(ctx, s); err != nil && !errors.Is(err, ErrNoSuchUnit) {
@@ -1188,6 +1229,11 @@ func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration
 		return nil, err
 	}
 	defer release()
+	return m.restartLocked(ctx, ref, timeout)
+}
+
+// restartLocked is Restart for a caller holding the operations lock.
+func (m *Manager) restartLocked(ctx context.Context, ref string, timeout time.Duration) (*config.Instance, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err

@@ -52,7 +52,7 @@ type Instance struct {
 	Group string `toml:"group,omitempty"`
 	// Weight is the instance's share of its group's requests at the
 	// group's front against the other members' weights, 1 to 256; 0 is 1.
-	Weight     int        `toml:"weight,omitempty"`
+	Weight     int        `toml:"weight,omitzero"`
 	Parameters Parameters `toml:"parameters"`
 	Created    time.Time  `toml:"created"`
 	Updated    time.Time  `toml:"updated"`

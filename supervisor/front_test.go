@@ -2,25 +2,212 @@ package supervisor
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
-	"time"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/front"
 )
 
-func TestFrontRestarterRestartsTheMember(t *testing.T) {
-	ctx := context.Background()
+// fakeFront is a front's runtime API in memory: the states it was asked
+// to set, and every member up with no connection.
+type fakeFront struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (f *fakeFront) SetState(ctx context.Context, backend, server string, s front.AdminState) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, string(s)+" "+server)
+	return nil
+}
+
+func (f *fakeFront) Stats(ctx context.Context) (front.Stats, error) {
+	return front.Stats{}, nil
+}
+
+func newFrontEnv(t *testing.T) (*testEnv, *fakeFront) {
+	t.Helper()
 	e := newTestEnv(t)
-	e.start(t, StartRequest{ID: "g-1"})
-	e.start(t, StartRequest{ID: "g-2"})
-	r := e.m.FrontRestarter(time.Second)
-	if err := r.RestartMember(ctx, "g-2"); err != nil {
+	e.m.FrontDir = filepath.Join(t.TempDir(), "fronts")
+	e.m.Config.Groups = map[string]config.Group{"ab": {Front: 9000, Balance: "roundrobin"}}
+	ff := &fakeFront{}
+	e.m.FrontRuntime = func(string) front.Runtime { return ff }
+	return e, ff
+}
+
+func (e *testEnv) callsOf(unit string) []string {
+	e.sd.mu.Lock()
+	defer e.sd.mu.Unlock()
+	var out []string
+	for _, c := range e.sd.calls {
+		if strings.HasSuffix(c, " "+unit) {
+			out = append(out, strings.Fields(c)[0])
+		}
+	}
+	return out
+}
+
+// TestFrontFollowsMembers: the first member of a fronted group starts the
+// front on a configuration naming it; the next reloads it with both and
+// their weights; stopping one drains it first and reloads without it;
+// stopping the last stops the front and removes its configuration.
+func TestFrontFollowsMembers(t *testing.T) {
+	e, ff := newFrontEnv(t)
+	ctx := context.Background()
+	cfgPath := filepath.Join(e.m.FrontDir, "ab.cfg")
+	unit := "kato-front@ab.service"
+	if _, err := e.m.Start(ctx, StartRequest{ID: "a", Group: "ab", Weight: 90, Parameters: config.DefaultParameters()}); err != nil {
 		t.Fatal(err)
 	}
-	calls := e.sd.callLog()
-	if !slices.Contains(calls, "restart kato@g-2.service") || slices.Contains(calls, "restart kato@g-1.service") {
-		t.Errorf("calls = %q, want a restart of kato@g-2.service alone", calls)
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := r.RestartMember(ctx, "g-9"); err == nil {
-		t.Error("restarting a member that is no instance succeeded")
+	if !strings.Contains(string(data), "server a 127.0.0.1:8000 weight 90 check") || !strings.Contains(string(data), "bind :9000") {
+		t.Errorf("front after the first member:\n%s", data)
+	}
+	if got := e.callsOf(unit); !slices.Equal(got, []string{"start"}) {
+		t.Errorf("front unit calls %v, want [start]", got)
+	}
+	if _, err := e.m.Start(ctx, StartRequest{ID: "b", Group: "ab", Weight: 10, Parameters: config.DefaultParameters()}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(cfgPath)
+	if !strings.Contains(string(data), "server a 127.0.0.1:8000 weight 90") || !strings.Contains(string(data), "server b 127.0.0.1:8001 weight 10") {
+		t.Errorf("front after the second member:\n%s", data)
+	}
+	if got := e.callsOf(unit); !slices.Equal(got, []string{"start", "reload"}) {
+		t.Errorf("front unit calls %v, want [start reload]", got)
+	}
+	// An instance outside the group leaves the front alone.
+	if _, err := e.m.Start(ctx, StartRequest{ID: "c", Parameters: config.DefaultParameters()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.callsOf(unit); len(got) != 2 {
+		t.Errorf("front unit calls %v after an instance of no group", got)
+	}
+	if _, err := e.m.Stop(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ff.calls, []string{"drain a"}) {
+		t.Errorf("runtime calls %v, want [drain a]", ff.calls)
+	}
+	data, _ = os.ReadFile(cfgPath)
+	if strings.Contains(string(data), "server a ") || !strings.Contains(string(data), "server b ") {
+		t.Errorf("front after stopping a:\n%s", data)
+	}
+	if got := e.callsOf(unit); !slices.Equal(got, []string{"start", "reload", "reload"}) {
+		t.Errorf("front unit calls %v, want [start reload reload]", got)
+	}
+	if _, err := e.m.Stop(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.callsOf(unit); got[len(got)-1] != "stop" {
+		t.Errorf("front unit calls %v, want a stop last", got)
+	}
+	if _, err := os.Stat(cfgPath); !os.IsNotExist(err) {
+		t.Errorf("front configuration left after its last member: %v", err)
+	}
+}
+
+// TestFrontOfGroupWithoutFront: a group kato.toml gives no front has none.
+func TestFrontOfGroupWithoutFront(t *testing.T) {
+	e, _ := newFrontEnv(t)
+	ctx := context.Background()
+	if _, err := e.m.Start(ctx, StartRequest{ID: "x", Group: "other", Parameters: config.DefaultParameters()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.callsOf("kato-front@other.service"); len(got) != 0 {
+		t.Errorf("front of a group without one: %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(e.m.FrontDir, "other.cfg")); !os.IsNotExist(err) {
+		t.Errorf("configuration written for a group without a front: %v", err)
+	}
+	if _, err := e.m.RollGroup(ctx, "other", RollOptions{}); err == nil || !strings.Contains(err.Error(), "group has no front") {
+		t.Errorf("RollGroup of a group without a front: %v", err)
+	}
+}
+
+func TestPlanScale(t *testing.T) {
+	reg := &config.Registry{Instances: map[string]*config.Instance{}}
+	for _, id := range []string{"web-1", "web-2", "web-3", "web-10", "web-x", "other-1"} {
+		g := "web"
+		if id == "other-1" {
+			g = "other"
+		}
+		reg.Instances[id] = &config.Instance{ID: id, Group: g}
+	}
+	for _, tc := range []struct {
+		name              string
+		n                 int
+		start, stop, keep []string
+	}{
+		{"up to 5", 5, []string{"web-4", "web-5"}, []string{"web-10"}, []string{"web-1", "web-2", "web-3"}},
+		{"down to 2", 2, nil, []string{"web-3", "web-10"}, []string{"web-1", "web-2"}},
+		{"to 0", 0, nil, []string{"web-1", "web-2", "web-3", "web-10"}, nil},
+		{"to 10", 10, []string{"web-4", "web-5", "web-6", "web-7", "web-8", "web-9"}, nil, []string{"web-1", "web-2", "web-3", "web-10"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := PlanScale(reg, "web", tc.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(p.Start, tc.start) || !slices.Equal(p.Stop, tc.stop) || !slices.Equal(p.Keep, tc.keep) {
+				t.Errorf("PlanScale(%d) = %+v, want start %v stop %v keep %v", tc.n, p, tc.start, tc.stop, tc.keep)
+			}
+		})
+	}
+	if _, err := PlanScale(reg, "web", 257); err == nil || !strings.Contains(err.Error(), "invalid replicas 257: must be between 0 and 256") {
+		t.Errorf("PlanScale(257): %v", err)
+	}
+	reg.Instances["web-4"] = &config.Instance{ID: "web-4", Group: "other"}
+	if _, err := PlanScale(reg, "web", 5); err == nil || !strings.Contains(err.Error(), "instance web-4 has the name of a replica of group web but is in group \"other\"") {
+		t.Errorf("PlanScale with a foreign web-4: %v", err)
+	}
+}
+
+// TestScaleGroup: scale makes exactly the replicas asked for from the
+// group's template, and drains those it stops out of the front first.
+func TestScaleGroup(t *testing.T) {
+	e, ff := newFrontEnv(t)
+	ctx := context.Background()
+	e.m.Config.Templates = map[string]*config.Entry{"t": {Name: "Replica", Parameters: map[string]any{"persistence": 9}, Set: map[string]bool{"name": true, "persistence": true}}}
+	e.m.Config.Groups["ab"] = config.Group{Front: 9000, Template: "t"}
+	if _, err := e.m.ScaleGroup(ctx, "ab", 3, ScaleOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reg, _ := e.m.Registry.Load()
+	var ids []string
+	for _, in := range reg.Sorted() {
+		ids = append(ids, in.ID)
+		if in.Group != "ab" || in.Name != "Replica" || in.Parameters["persistence"] != 9 {
+			t.Errorf("replica %s: group %q name %q persistence %v", in.ID, in.Group, in.Name, in.Parameters["persistence"])
+		}
+	}
+	if !slices.Equal(ids, []string{"ab-1", "ab-2", "ab-3"}) {
+		t.Errorf("after scale 3: %v", ids)
+	}
+	res, err := e.m.ScaleGroup(ctx, "ab", 1, ScaleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Stopped, []string{"ab-2", "ab-3"}) {
+		t.Errorf("scale 1 stopped %v", res.Stopped)
+	}
+	if !slices.Equal(ff.calls, []string{"drain ab-2", "drain ab-3"}) {
+		t.Errorf("runtime calls %v, want both drained", ff.calls)
+	}
+	data, _ := os.ReadFile(filepath.Join(e.m.FrontDir, "ab.cfg"))
+	if strings.Contains(string(data), "server ab-2") || !strings.Contains(string(data), "server ab-1") {
+		t.Errorf("front after scale 1:\n%s", data)
+	}
+	if _, err := e.m.ScaleGroup(ctx, "nogroup", 1, ScaleOptions{}); err == nil || !strings.Contains(err.Error(), "must name a [groups.NAME] of kato.toml") {
+		t.Errorf("scale of a group kato.toml does not have: %v", err)
 	}
 }

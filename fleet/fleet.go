@@ -500,6 +500,11 @@ func Resolve(c *config.Config, f *Fleet) ([]Desired, error) {
 			d.Network = proc.Network
 		}
 		d.Group = l.Group
+		d.Weight = l.Weight
+		if d.Weight != 0 && d.Group == "" {
+			fail("weight", strconv.Itoa(d.Weight), "goes with a group: it is the instance's share of its group's front")
+			continue
+		}
 		d.Parameters = l.Parameters
 		if err := d.Parameters.Validate(); err != nil {
 			var fe *config.FieldError
@@ -679,6 +684,15 @@ var fleetFields = []struct {
 	{"processor", func(in *config.Instance) string { return processorText(in.Processor) }},
 	{"network", func(in *config.Instance) string { return in.Network }},
 	{"group", func(in *config.Instance) string { return in.Group }},
+	{"weight", func(in *config.Instance) string { return weightText(in.Weight) }},
+}
+
+// weightText shows a member's weight; none given is "".
+func weightText(w int) string {
+	if w == 0 {
+		return ""
+	}
+	return strconv.Itoa(w)
 }
 
 func portText(p int) string {
@@ -744,6 +758,10 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 		if in.Group != "" {
 			e["group"] = in.Group
 			order = append(order, "group")
+		}
+		if in.Weight != 0 {
+			e["weight"] = in.Weight
+			order = append(order, "weight")
 		}
 		for _, row := range config.Params {
 			if v := in.Parameters[row.Name]; config.FormatValue(v) != config.FormatValue(defaults[row.Name]) {

@@ -219,7 +219,7 @@ func TestExportRoundTrip(t *testing.T) {
 	params["sort"] = false
 	params["auto_act_threshold"] = 1.0
 	reg := &config.Registry{Instances: map[string]*config.Instance{
-		"a": {ID: "a", Name: `Say "hi"`, Unit: "kato@a.service", APIPort: 8001, ZMQPort: 5555, Network: config.NetworkHost, Group: "g", Parameters: params, Created: now, Updated: now},
+		"a": {ID: "a", Name: `Say "hi"`, Unit: "kato@a.service", APIPort: 8001, ZMQPort: 5555, Network: config.NetworkHost, Group: "g", Weight: 90, Parameters: params, Created: now, Updated: now},
 		"b": {ID: "b", Name: "B", Unit: "kato@b.service", APIPort: 8002, ZMQPort: 5556, Network: config.NetworkPrivate, Parameters: c.Defaults.Clone(), Created: now, Updated: now},
 	}}
 	for _, format := range []string{"yaml", "json", "toml"} {
@@ -265,5 +265,38 @@ func TestFleetHosts(t *testing.T) {
 	}
 	if want, _, err := ReadFleet(c, "f.yaml", []byte(content), "alpha"); err != nil || len(want) != 1 || want[0].ID != "c" {
 		t.Errorf("alpha's entries: %v, %v", want, err)
+	}
+}
+
+// TestFleetWeights: weight is an entry key, set by a template too, checked
+// with its line, and only in a group.
+func TestFleetWeights(t *testing.T) {
+	c := config.Default()
+	content := `templates:
+  canary: {group: ab, weight: 10}
+instances:
+  - {id: a, group: ab, weight: 90}
+  - {id: b, template: canary}
+  - {id: c, group: ab}
+`
+	want, err := resolveFile(t, c, "f.yaml", content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, d := range want {
+		got[d.ID] = d.Weight
+	}
+	if got["a"] != 90 || got["b"] != 10 || got["c"] != 0 {
+		t.Errorf("weights %v, want a 90, b 10 (the template's), c none", got)
+	}
+	for _, tc := range []struct{ content, want string }{
+		{"instances:\n  - id: a\n    group: ab\n    weight: 0\n", "f.yaml:4: a: invalid weight 0: must be between 1 and 256"},
+		{"instances:\n  - id: a\n    group: ab\n    weight: heavy\n", "f.yaml:4: a: invalid weight heavy: must be an integer"},
+		{"instances:\n  - id: a\n    weight: 5\n", "f.yaml:3: a: invalid weight 5: goes with a group"},
+	} {
+		if _, err := resolveFile(t, c, "f.yaml", tc.content); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.content, err, tc.want)
+		}
 	}
 }

@@ -209,10 +209,16 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 				old.Parameters = e.Parameters.Clone()
 				d := s.Want
 				e.Name, e.APIPort, e.ZMQPort, e.Processor, e.Network, e.Group = d.Name, d.APIPort, d.ZMQPort, d.Processor, d.Network, d.Group
+				e.Weight = d.Weight
 				e.Parameters = d.Parameters.Clone()
 				e.Updated = now
 				if err := m.checkChange(ctx, r, &old, e, free); err != nil {
 					errs = append(errs, fmt.Errorf("instance %s: %w", s.ID, err))
+					continue
+				}
+				if onlyWeight(s.Changes) {
+					// The front's share changes on its reload; the
+					// processor runs on untouched.
 					continue
 				}
 				items = append(items, &batchItem{inst: *e, action: fleet.Change, restart: true, old: &old})
@@ -309,6 +315,16 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 		return res, fmt.Errorf("%d of %d instances failed: %w", len(res.Failed), len(res.Failed)+len(res.Done), ErrBatchFailed)
 	}
 	return res, nil
+}
+
+// onlyWeight reports whether a change is of the weight alone.
+func onlyWeight(changes []fleet.FieldChange) bool {
+	for _, c := range changes {
+		if c.Field != "weight" {
+			return false
+		}
+	}
+	return len(changes) > 0
 }
 
 // planRestarts turns each Keep of the plan whose unit does not run what the

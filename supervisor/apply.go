@@ -128,7 +128,9 @@ type batchItem struct {
 	old *config.Instance
 	// wasActive says whether the unit ran before the batch.
 	wasActive bool
-	err       error
+	// notReached says a rolling restart stopped before this member.
+	notReached bool
+	err        error
 }
 
 // failure is the item's error as a BatchFailure, with the unit's last log
@@ -294,14 +296,23 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 		// every unit that does not run what the registry says.
 		return res, fmt.Errorf("interrupted after the registry was written and before any instance was started or restarted; run apply again to finish: %w", ctx.Err())
 	}
+	// Members of a group whose front runs restart one at a time through
+	// it, the others serving; the rest of the batch at once.
+	rolled, items := m.splitRolled(ctx, items)
 	m.runBatch(ctx, items, opts.BatchOptions, progress)
+	m.rollItems(ctx, rolled, opts.BatchOptions, progress)
+	items = append(items, rolled...)
 	for _, it := range items {
 		if it.err == nil {
 			res.Done = append(res.Done, it.inst.ID)
 			continue
 		}
 		f := it.failure()
-		f.RollbackErr = m.rollbackItem(context.WithoutCancel(ctx), it)
+		if it.notReached {
+			f.RollbackErr = m.unrollItem(context.WithoutCancel(ctx), it)
+		} else {
+			f.RollbackErr = m.rollbackItem(context.WithoutCancel(ctx), it)
+		}
 		progress(it.inst.ID, it.action, PhaseRolledBack, f.RollbackErr)
 		res.Failed = append(res.Failed, f)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -332,4 +333,138 @@ func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions)
 		return res, fmt.Errorf("%w: %w", err, ErrBatchFailed)
 	}
 	return res, err
+}
+
+// splitRolled takes out of items those an apply restarts in a group whose
+// front runs: they are restarted rolling (rollItems) rather than at once.
+// A member whose port or group changes is not: the running front knows it
+// at its old place.
+func (m *Manager) splitRolled(ctx context.Context, items []*batchItem) (rolled, rest []*batchItem) {
+	running := map[string]bool{}
+	for _, it := range items {
+		g := it.inst.Group
+		if !it.restart || g == "" || it.old != nil && (it.old.APIPort != it.inst.APIPort || it.old.Group != g) {
+			rest = append(rest, it)
+			continue
+		}
+		up, seen := running[g]
+		if !seen {
+			if gc, ok := m.Config.GroupNamed(g); ok && gc.Front != 0 {
+				u, err := m.Systemd.Unit(ctx, units.FrontUnit(g))
+				up = err == nil && u.Active()
+			}
+			running[g] = up
+		}
+		if up {
+			rolled = append(rolled, it)
+		} else {
+			rest = append(rest, it)
+		}
+	}
+	return rolled, rest
+}
+
+// batchRestarter restarts one member of a rolling apply as the batch would.
+type batchRestarter struct {
+	m        *Manager
+	items    map[string]*batchItem
+	opts     BatchOptions
+	progress func(string, fleet.Action, Phase, error)
+}
+
+func (r batchRestarter) RestartMember(ctx context.Context, id string) error {
+	it := r.items[id]
+	opts := r.opts
+	opts.Parallel = 1
+	r.m.runBatch(ctx, []*batchItem{it}, opts, r.progress)
+	return it.err
+}
+
+// rollItems restarts the items of each group through its front, one at a
+// time (front.Roll). The roll of a group stops at the first member that
+// does not come back: that one's error is its item's, and the members not
+// reached are marked so, their settings to be put back unrestarted.
+func (m *Manager) rollItems(ctx context.Context, items []*batchItem, opts BatchOptions, progress func(string, fleet.Action, Phase, error)) {
+	byGroup := map[string][]*batchItem{}
+	var groups []string
+	for _, it := range items {
+		if byGroup[it.inst.Group] == nil {
+			groups = append(groups, it.inst.Group)
+		}
+		byGroup[it.inst.Group] = append(byGroup[it.inst.Group], it)
+	}
+	reg, err := m.Registry.Load()
+	for _, group := range groups {
+		its := byGroup[group]
+		fail := func(err error) {
+			for _, it := range its {
+				if it.err == nil {
+					it.err = err
+				}
+			}
+		}
+		if err != nil {
+			fail(err)
+			continue
+		}
+		g, _, err := m.FrontOf(reg, group, nil)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		byID := map[string]*batchItem{}
+		var members []front.Member
+		for _, it := range its {
+			byID[it.inst.ID] = it
+		}
+		for _, mb := range g.Members {
+			if byID[mb.ID] != nil {
+				members = append(members, mb)
+			}
+		}
+		g.Members = members
+		ro := front.RollOptions{MaxUnavailable: 1, DrainTimeout: frontDrainTimeout, ReadyTimeout: 4*FrontCheckInterval + 10*time.Second}
+		done, err := front.Roll(ctx, g, m.frontRuntime(group), batchRestarter{m: m, items: byID, opts: opts, progress: progress}, ro)
+		if err == nil {
+			continue
+		}
+		var re *front.RollError
+		if !errors.As(err, &re) {
+			fail(err)
+			continue
+		}
+		if it := byID[re.Member]; it.err == nil {
+			it.err = re.Err
+		}
+		for _, it := range its {
+			if it.inst.ID != re.Member && !slices.Contains(done, it.inst.ID) {
+				it.notReached = true
+				it.err = fmt.Errorf("not restarted: the rolling restart of group %s stopped at %s", group, re.Member)
+			}
+		}
+	}
+}
+
+// unrollItem puts back the registry entry and files of a member a rolling
+// apply did not reach; its process runs the old settings still.
+func (m *Manager) unrollItem(ctx context.Context, it *batchItem) error {
+	if it.old == nil {
+		return nil
+	}
+	old := *it.old
+	if err := m.Registry.Update(func(r *config.Registry) error {
+		r.Instances[old.ID] = &old
+		return nil
+	}); err != nil {
+		return err
+	}
+	su, err := m.setup(old)
+	if err != nil {
+		return err
+	}
+	written, err := m.writeInstanceFiles(su)
+	if err != nil {
+		return err
+	}
+	return m.reloadIfNeeded(ctx, written...)
 }

@@ -2,12 +2,14 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/front"
@@ -18,6 +20,7 @@ import (
 type fakeFront struct {
 	mu    sync.Mutex
 	calls []string
+	up    []string
 }
 
 func (f *fakeFront) SetState(ctx context.Context, backend, server string, s front.AdminState) error {
@@ -27,8 +30,15 @@ func (f *fakeFront) SetState(ctx context.Context, backend, server string, s fron
 	return nil
 }
 
+// Stats shows every member registered in up as up, with no connection.
 func (f *fakeFront) Stats(ctx context.Context) (front.Stats, error) {
-	return front.Stats{}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var s front.Stats
+	for _, id := range f.up {
+		s.Members = append(s.Members, front.MemberStats{ID: id, State: front.Up})
+	}
+	return s, nil
 }
 
 func newFrontEnv(t *testing.T) (*testEnv, *fakeFront) {
@@ -209,5 +219,91 @@ func TestScaleGroup(t *testing.T) {
 	}
 	if _, err := e.m.ScaleGroup(ctx, "nogroup", 1, ScaleOptions{}); err == nil || !strings.Contains(err.Error(), "must name a [groups.NAME] of kato.toml") {
 		t.Errorf("scale of a group kato.toml does not have: %v", err)
+	}
+}
+
+// TestRollGroup: a rolling restart drains, restarts and readies each member
+// in turn; one that does not come back stops the roll, is reported as
+// failed and left out of the rotation, and those after it are not touched.
+func TestRollGroup(t *testing.T) {
+	e, ff := newFrontEnv(t)
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := e.m.Start(ctx, StartRequest{ID: id, Group: "ab", Parameters: config.DefaultParameters(), Timeout: 200 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ff.up = []string{"a", "b", "c"}
+	res, err := e.m.RollGroup(ctx, "ab", RollOptions{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Done, []string{"a", "b", "c"}) {
+		t.Errorf("rolled %v", res.Done)
+	}
+	want := []string{"drain a", "ready a", "drain b", "ready b", "drain c", "ready c"}
+	if !slices.Equal(ff.calls, want) {
+		t.Errorf("runtime calls %v, want %v", ff.calls, want)
+	}
+	if got := e.callsOf("kato@b.service"); !slices.Contains(got, "restart") {
+		t.Errorf("b's unit calls %v, want a restart", got)
+	}
+
+	ff.calls = nil
+	e.behavior["b"] = "silent"
+	res, err = e.m.RollGroup(ctx, "ab", RollOptions{Timeout: 200 * time.Millisecond})
+	if !errors.Is(err, ErrBatchFailed) {
+		t.Fatalf("roll with b not coming back: %v", err)
+	}
+	if !slices.Equal(res.Done, []string{"a"}) || len(res.Failed) != 1 || res.Failed[0].ID != "b" {
+		t.Errorf("done %v, failed %+v; want a done and b failed", res.Done, res.Failed)
+	}
+	want = []string{"drain a", "ready a", "drain b", "maint b"}
+	if !slices.Equal(ff.calls, want) {
+		t.Errorf("runtime calls %v, want %v", ff.calls, want)
+	}
+}
+
+// TestApplyRollsFrontedMembers: an apply that changes members of a group
+// whose front runs restarts them one at a time through the front; a change
+// of weight alone reloads the front and restarts nothing.
+func TestApplyRollsFrontedMembers(t *testing.T) {
+	e, ff := newFrontEnv(t)
+	e.sd.files["kato-group@.target"] = true
+	file := "instances:\n  - {id: a, port: 8001, group: ab}\n  - {id: b, port: 8002, group: ab}\n  - {id: c, port: 8003, group: ab}\n"
+	if _, err := e.applyFile(t, file, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.callsOf("kato-front@ab.service"); len(got) == 0 || got[0] != "start" {
+		t.Fatalf("front calls after the first apply: %v", got)
+	}
+	ff.up = []string{"a", "b", "c"}
+	changed := strings.ReplaceAll(file, "group: ab}", "group: ab, persistence: 9}")
+	res, err := e.applyFile(t, changed, ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Done) != 3 {
+		t.Errorf("apply result %+v", res)
+	}
+	want := []string{"drain a", "ready a", "drain b", "ready b", "drain c", "ready c"}
+	if !slices.Equal(ff.calls, want) {
+		t.Errorf("runtime calls %v, want %v", ff.calls, want)
+	}
+	restartsBefore := len(e.callsLike("restart kato@"))
+	reloadsBefore := len(e.callsLike("reload kato-front@ab.service"))
+	weighted := strings.Replace(changed, "{id: a, port: 8001, group: ab, persistence: 9}", "{id: a, port: 8001, group: ab, persistence: 9, weight: 50}", 1)
+	if _, err := e.applyFile(t, weighted, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.callsLike("restart kato@")); n != restartsBefore {
+		t.Errorf("a weight change restarted %d instances", n-restartsBefore)
+	}
+	if n := len(e.callsLike("reload kato-front@ab.service")); n != reloadsBefore+1 {
+		t.Errorf("a weight change reloaded the front %d times, want once", n-reloadsBefore)
+	}
+	data, _ := os.ReadFile(filepath.Join(e.m.FrontDir, "ab.cfg"))
+	if !strings.Contains(string(data), "server a 127.0.0.1:8001 weight 50 check") {
+		t.Errorf("front after the weight change:\n%s", data)
 	}
 }

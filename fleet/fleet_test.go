@@ -300,3 +300,25 @@ instances:
 		}
 	}
 }
+
+// TestDocsABFleetFile: the KATO multi-instance guide's A/B test as the
+// docs give it resolves to its two members with their weights.
+func TestDocsABFleetFile(t *testing.T) {
+	doc, err := os.ReadFile("../docs/fleet-files.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n# ab.yaml")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/fleet-files.md has no ab.yaml block")
+	}
+	want, err := resolveFile(t, config.Default(), "ab.yaml", "# ab.yaml"+block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 2 || want[0].ID != "version-a" || want[0].Weight != 90 || want[1].Weight != 10 || want[1].Group != "ab" ||
+		want[1].Parameters["max_predictions"] != 200 {
+		t.Errorf("ab.yaml resolves to %+v", want)
+	}
+}

@@ -43,6 +43,10 @@ const (
 // BalanceRule is the rule a group's balance follows.
 const BalanceRule = "must be leastconn, roundrobin, path or hash:HEADER with HEADER a header name"
 
+// MaxReplicas bounds the replicas of a group: scale --group and a fleet
+// entry's replicas.
+const MaxReplicas = 256
+
 // MaxWeight bounds a member's weight.
 const MaxWeight = 256
 

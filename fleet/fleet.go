@@ -468,6 +468,10 @@ type Desired struct {
 func Resolve(c *config.Config, f *Fleet) ([]Desired, error) {
 	var errs config.FileErrors
 	out := make([]Desired, 0, len(f.Entries))
+	entryIDs := map[string]bool{}
+	for _, e := range f.Entries {
+		entryIDs[e.ID] = true
+	}
 	for _, e := range f.Entries {
 		fail := func(field, value, rule string) {
 			errs = append(errs, &config.FileError{File: f.Path, Line: lineOr(e.Lines[field], e.Line), ID: e.ID, Field: field, Value: value, Rule: rule})
@@ -500,6 +504,9 @@ func Resolve(c *config.Config, f *Fleet) ([]Desired, error) {
 			d.Network = proc.Network
 		}
 		d.Group = l.Group
+		if e.Replicas > 0 && d.Group == "" {
+			d.Group = e.ID
+		}
 		d.Weight = l.Weight
 		if d.Weight != 0 && d.Group == "" {
 			fail("weight", strconv.Itoa(d.Weight), "goes with a group: it is the instance's share of its group's front")
@@ -512,7 +519,31 @@ func Resolve(c *config.Config, f *Fleet) ([]Desired, error) {
 			fail(fe.Field, fe.Value, fe.Rule)
 			continue
 		}
-		out = append(out, d)
+		if e.Replicas == 0 {
+			out = append(out, d)
+			continue
+		}
+		// replicas: N is N instances ID-1…ID-N, each given the next free
+		// ports.
+		if e.APIPort != 0 || e.ZMQPort != 0 {
+			fail("replicas", strconv.Itoa(e.Replicas), "goes without port and zmq_port: each replica gets the next free ones")
+			continue
+		}
+		for k := 1; k <= e.Replicas; k++ {
+			r := d
+			r.ID = e.ID + "-" + strconv.Itoa(k)
+			if rule := units.InstanceIDRule(r.ID); rule != "" {
+				fail("replicas", strconv.Itoa(e.Replicas), "make ids "+e.ID+"-1… that break the rule of ids: "+rule)
+				break
+			}
+			if entryIDs[r.ID] {
+				fail("replicas", strconv.Itoa(e.Replicas), "make the id "+r.ID+", which another entry has")
+				break
+			}
+			r.Unit = units.InstanceUnit(r.ID)
+			r.Parameters = d.Parameters.Clone()
+			out = append(out, r)
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errs.Sorted()

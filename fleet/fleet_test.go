@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -320,5 +321,41 @@ func TestDocsABFleetFile(t *testing.T) {
 	if len(want) != 2 || want[0].ID != "version-a" || want[0].Weight != 90 || want[1].Weight != 10 || want[1].Group != "ab" ||
 		want[1].Parameters["max_predictions"] != 200 {
 		t.Errorf("ab.yaml resolves to %+v", want)
+	}
+}
+
+// TestFleetReplicas: replicas: N makes the entry N instances ID-1…ID-N in
+// the group of that name, with their ports to allocate; errors name the
+// line.
+func TestFleetReplicas(t *testing.T) {
+	c := config.Default()
+	content := `templates:
+  web: {persistence: 9}
+instances:
+  - {id: web, replicas: 3, template: web}
+  - {id: canary, replicas: 1, group: web, weight: 10}
+  - {id: alone, port: 8001}
+`
+	want, err := resolveFile(t, c, "f.yaml", content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range want {
+		got = append(got, fmt.Sprintf("%s:%s:%d:%d:%v", d.ID, d.Group, d.APIPort, d.Weight, d.Parameters["persistence"]))
+	}
+	wantIDs := []string{"web-1:web:0:0:9", "web-2:web:0:0:9", "web-3:web:0:0:9", "canary-1:web:0:10:5", "alone::8001:0:5"}
+	if !slices.Equal(got, wantIDs) {
+		t.Errorf("resolved %v\nwant %v", got, wantIDs)
+	}
+	for _, tc := range []struct{ content, want string }{
+		{"instances:\n  - {id: web, replicas: 2, port: 8001}\n", "f.yaml:2: web: invalid replicas 2: goes without port and zmq_port"},
+		{"instances:\n  - {id: web, replicas: 2}\n  - {id: web-2}\n", "f.yaml:2: web: invalid replicas 2: make the id web-2, which another entry has"},
+		{"instances:\n  - {id: web, replicas: 0}\n", "f.yaml:2: web: invalid replicas 0: must be between 1 and 256"},
+		{"templates:\n  t: {replicas: 2}\ninstances:\n  - {id: web, template: t}\n", "invalid replicas"},
+	} {
+		if _, err := resolveFile(t, c, "f.yaml", tc.content); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v\nwant %q", tc.content, err, tc.want)
+		}
 	}
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // MaxReplicas bounds scale --group and a fleet entry's replicas.
-const MaxReplicas = 256
+const MaxReplicas = config.MaxReplicas
 
 // ScaleOptions are scale's options.
 type ScaleOptions struct {

@@ -85,6 +85,23 @@ func (c *Config) validateGroups() error {
 	fronts := map[int]string{}
 	for _, name := range names {
 		g := c.Groups[name]
+		if err := c.CheckGroup(name, g); err != nil {
+			return err
+		}
+		if g.Front != 0 {
+			if other, ok := fronts[g.Front]; ok {
+				return &FieldError{Field: "groups." + name + ".front", Value: strconv.Itoa(g.Front), Rule: "must differ from the front of group " + other}
+			}
+			fronts[g.Front] = name
+		}
+	}
+	return nil
+}
+
+// CheckGroup checks the group name's settings g against c (its ports, its
+// templates and processors), as a *FieldError named groups.NAME.KEY.
+func (c *Config) CheckGroup(name string, g Group) error {
+	{
 		if rule := units.GroupNameRule(name); rule != "" {
 			return &FieldError{Field: "groups", Value: name, Rule: "name " + rule}
 		}
@@ -93,13 +110,9 @@ func (c *Config) validateGroups() error {
 			if !units.ValidPort(g.Front) {
 				return &FieldError{Field: field("front"), Value: strconv.Itoa(g.Front), Rule: units.PortRule}
 			}
-			if other, ok := fronts[g.Front]; ok {
-				return &FieldError{Field: field("front"), Value: strconv.Itoa(g.Front), Rule: "must differ from the front of group " + other}
-			}
 			if g.Front >= c.Ports.APIStart && g.Front <= c.Ports.APIEnd || g.Front >= c.Ports.ZMQStart && g.Front <= c.Ports.ZMQEnd {
 				return &FieldError{Field: field("front"), Value: strconv.Itoa(g.Front), Rule: "must be outside the ports instances are given (ports.api_start to api_end and zmq_start to zmq_end)"}
 			}
-			fronts[g.Front] = name
 		}
 		if g.Address != "" {
 			if _, err := netip.ParseAddr(g.Address); err != nil {

@@ -122,6 +122,33 @@ func (in *Instance) Validate() error {
 // file holds one [instances.ID] table per instance.
 type Registry struct {
 	Instances map[string]*Instance `toml:"instances"`
+	// Groups are the groups an applied fleet file declared (its groups:),
+	// which win over kato.toml's [groups.NAME] of the same name.
+	Groups map[string]Group `toml:"groups,omitempty"`
+}
+
+// Group returns the settings of the group name: an applied fleet file's,
+// else those of cfg, and whether there are any.
+func (r *Registry) Group(cfg *Config, name string) (Group, bool) {
+	if g, ok := r.Groups[name]; ok {
+		return g, true
+	}
+	return cfg.GroupNamed(name)
+}
+
+// GroupNames returns the names of the groups of cfg and r, sorted.
+func (r *Registry) GroupNames(cfg *Config) []string {
+	var names []string
+	for n := range cfg.Groups {
+		names = append(names, n)
+	}
+	for n := range r.Groups {
+		if _, ok := cfg.Groups[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Sorted returns the instances ordered by ID.

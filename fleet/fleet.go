@@ -39,6 +39,61 @@ type Fleet struct {
 	Path      string
 	Entries   []*config.Entry
 	Templates map[string]*config.Entry
+	// Groups are the file's groups:, which an apply stores in the
+	// registry, over kato.toml's [groups.NAME] of the same name;
+	// HasGroups says the file has the key (an empty mapping clears them).
+	Groups    map[string]config.Group
+	HasGroups bool
+	// groupLines are the line of each group.
+	groupLines map[string]int
+}
+
+// groupKeys are the keys of a group in a fleet file, as in kato.toml.
+var groupKeys = []string{"front", "address", "balance", "ready", "template", "processor"}
+
+// readGroup reads one group of a fleet file's groups:.
+func readGroup(n *config.Node, fail func(line int, field, value, rule string)) config.Group {
+	var g config.Group
+	if n.Kind != config.MapNode {
+		fail(n.Line, "", n.Display(), "must be a mapping of "+strings.Join(groupKeys, ", "))
+		return g
+	}
+	for i, k := range n.Keys {
+		v := n.Vals[i]
+		if k == "front" {
+			p, ok := v.Value.(int64)
+			if !ok || v.Kind != config.ScalarNode {
+				fail(n.KeyLines[i], k, v.Display(), "must be an integer")
+				continue
+			}
+			g.Front = int(p)
+			continue
+		}
+		s, ok := v.Value.(string)
+		if !ok || v.Kind != config.ScalarNode {
+			if slices.Contains(groupKeys, k) {
+				fail(n.KeyLines[i], k, v.Display(), "must be a string")
+			} else {
+				fail(n.KeyLines[i], k, v.Display(), "is not a key of a group: must be one of "+strings.Join(groupKeys, ", "))
+			}
+			continue
+		}
+		switch k {
+		case "address":
+			g.Address = s
+		case "balance":
+			g.Balance = s
+		case "ready":
+			g.Ready = s
+		case "template":
+			g.Template = s
+		case "processor":
+			g.Processor = s
+		default:
+			fail(n.KeyLines[i], k, s, "is not a key of a group: must be one of "+strings.Join(groupKeys, ", "))
+		}
+	}
+	return g
 }
 
 // LoadFleet reads the fleet file at path and resolves it against c (see
@@ -69,6 +124,22 @@ func ReadFleet(c *config.Config, path string, data []byte, host string) ([]Desir
 	var more config.FileErrors
 	if errors.As(rerr, &more) {
 		errs = append(errs, more...)
+	}
+	// The file's groups by kato.toml's rules, one front per port.
+	fronts := map[int]string{}
+	for _, name := range slices.Sorted(maps.Keys(f.Groups)) {
+		g := f.Groups[name]
+		err := c.CheckGroup(name, g)
+		if err == nil && g.Front != 0 {
+			if other, ok := fronts[g.Front]; ok {
+				err = &config.FieldError{Field: "groups." + name + ".front", Value: strconv.Itoa(g.Front), Rule: "must differ from the front of group " + other}
+			}
+			fronts[g.Front] = name
+		}
+		var fe *config.FieldError
+		if errors.As(err, &fe) {
+			errs = append(errs, &config.FileError{File: path, Line: f.groupLines[name], ID: "group " + name, Field: strings.TrimPrefix(fe.Field, "groups."+name+"."), Value: fe.Value, Rule: fe.Rule})
+		}
 	}
 	if len(errs) > 0 {
 		return nil, nil, errs.Sorted()
@@ -366,8 +437,24 @@ func readFleet(path string, root *config.Node) (*Fleet, config.FileErrors) {
 		return f, errs
 	}
 	for i, k := range root.Keys {
-		if k != "instances" && k != "templates" {
-			fail(root.KeyLines[i], "", k, root.Vals[i].Display(), "is not a key of a fleet file: must be instances or templates")
+		if k != "instances" && k != "templates" && k != "groups" {
+			fail(root.KeyLines[i], "", k, root.Vals[i].Display(), "is not a key of a fleet file: must be instances, templates or groups")
+		}
+	}
+	if g := root.Get("groups"); g != nil {
+		f.HasGroups, f.Groups, f.groupLines = true, map[string]config.Group{}, map[string]int{}
+		if g.Kind != config.MapNode {
+			fail(g.Line, "", "groups", g.Display(), "must be a mapping of group names to their settings")
+		} else {
+			for i, name := range g.Keys {
+				label := "group " + name
+				if rule := units.GroupNameRule(name); rule != "" {
+					fail(g.KeyLines[i], "", "groups", name, "name "+rule)
+					continue
+				}
+				f.Groups[name] = readGroup(g.Vals[i], func(line int, field, value, rule string) { fail(line, label, field, value, rule) })
+				f.groupLines[name] = g.KeyLines[i]
+			}
 		}
 	}
 	if t := root.Get("templates"); t != nil {
@@ -803,8 +890,12 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 		list = append(list, e)
 		keys = append(keys, order)
 	}
+	groups := exportGroups(reg.Groups)
 	switch format {
 	case "json":
+		if groups != nil {
+			return jsonWithGroups(list, keys, groups)
+		}
 		return jsonOf(list, keys)
 	case "yaml":
 		root := &yaml.Node{Kind: yaml.MappingNode}
@@ -821,6 +912,21 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 			items.Content = append(items.Content, m)
 		}
 		root.Content = []*yaml.Node{{Kind: yaml.ScalarNode, Value: "instances"}, items}
+		if groups != nil {
+			gn := &yaml.Node{Kind: yaml.MappingNode}
+			for _, name := range slices.Sorted(maps.Keys(groups)) {
+				m := &yaml.Node{Kind: yaml.MappingNode}
+				for _, kv := range groups[name] {
+					var v yaml.Node
+					if err := v.Encode(kv.Value); err != nil {
+						return nil, err
+					}
+					m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: kv.Key}, &v)
+				}
+				gn.Content = append(gn.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: name}, m)
+			}
+			root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "groups"}, gn)
+		}
 		var buf bytes.Buffer
 		buf.WriteString("# Exported by kato-manager: `kato-manager apply -f FILE` of it changes nothing.\n")
 		enc := yaml.NewEncoder(&buf)
@@ -834,6 +940,16 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 		buf.WriteString("# Exported by kato-manager: `kato-manager apply -f FILE` of it changes nothing.\n")
 		if len(list) == 0 {
 			buf.WriteString("instances = []\n")
+		}
+		for _, name := range slices.Sorted(maps.Keys(groups)) {
+			buf.WriteString("\n[groups." + name + "]\n")
+			for _, kv := range groups[name] {
+				v, err := tomlValue(kv.Value)
+				if err != nil {
+					return nil, err
+				}
+				buf.WriteString(kv.Key + " = " + v + "\n")
+			}
 		}
 		for i, e := range list {
 			buf.WriteString("\n[[instances]]\n")
@@ -915,4 +1031,62 @@ func jsonString(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// groupKV is one setting of an exported group.
+type groupKV struct {
+	Key   string
+	Value any
+}
+
+// exportGroups returns the settings each group sets, in groupKeys order;
+// nil when there is none.
+func exportGroups(groups map[string]config.Group) map[string][]groupKV {
+	if len(groups) == 0 {
+		return nil
+	}
+	out := map[string][]groupKV{}
+	for name, g := range groups {
+		kvs := []groupKV{}
+		if g.Front != 0 {
+			kvs = append(kvs, groupKV{"front", g.Front})
+		}
+		for _, kv := range []groupKV{{"address", g.Address}, {"balance", g.Balance}, {"ready", g.Ready}, {"template", g.Template}, {"processor", g.Processor}} {
+			if kv.Value != "" {
+				kvs = append(kvs, kv)
+			}
+		}
+		out[name] = kvs
+	}
+	return out
+}
+
+// jsonWithGroups is jsonOf with the groups after the instances.
+func jsonWithGroups(list []map[string]any, keys [][]string, groups map[string][]groupKV) ([]byte, error) {
+	data, err := jsonOf(list, keys)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.Write(bytes.TrimSuffix(data, []byte("\n}\n")))
+	buf.WriteString(",\n  \"groups\": {")
+	for i, name := range slices.Sorted(maps.Keys(groups)) {
+		if i > 0 {
+			buf.WriteString(",")
+		}
+		buf.WriteString("\n    " + strconv.Quote(name) + ": {")
+		for j, kv := range groups[name] {
+			if j > 0 {
+				buf.WriteString(", ")
+			}
+			v, err := tomlValue(kv.Value)
+			if err != nil {
+				return nil, err
+			}
+			buf.WriteString(strconv.Quote(kv.Key) + ": " + v)
+		}
+		buf.WriteString("}")
+	}
+	buf.WriteString("\n  }\n}\n")
+	return buf.Bytes(), nil
 }

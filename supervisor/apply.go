@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -74,6 +75,10 @@ type ApplyOptions struct {
 	BatchOptions
 	// Prune removes the registered instances the file does not name.
 	Prune bool
+	// Groups, when SetGroups, replace the groups of the registry (a fleet
+	// file's groups:), which win over kato.toml's of the same name.
+	Groups    map[string]config.Group
+	SetGroups bool
 	// AfterRegistry, when set, is called once the registry holds the new
 	// settings and before any unit is started or restarted; tests use it to
 	// stop an apply there.
@@ -83,9 +88,11 @@ type ApplyOptions struct {
 // ApplyResult is what Apply did: its plan, the instances whose step was
 // done, and those whose step failed and was rolled back.
 type ApplyResult struct {
-	Plan   fleet.Plan
-	Done   []string
-	Failed []BatchFailure
+	// GroupsChanged says the file's groups were stored.
+	GroupsChanged bool
+	Plan          fleet.Plan
+	Done          []string
+	Failed        []BatchFailure
 }
 
 // BatchFailure is one instance of a batch that failed.
@@ -172,6 +179,18 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 		return nil, err
 	}
 	res := &ApplyResult{Plan: plan}
+	if opts.SetGroups && !maps.Equal(reg.Groups, opts.Groups) && !(len(reg.Groups) == 0 && len(opts.Groups) == 0) {
+		if err := m.Registry.Update(func(r *config.Registry) error {
+			r.Groups = maps.Clone(opts.Groups)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		res.GroupsChanged = true
+		if !plan.Pending() {
+			return res, m.syncFronts(ctx, nil)
+		}
+	}
 	if !plan.Pending() {
 		return res, nil
 	}

@@ -69,7 +69,7 @@ func (m *Manager) frontRuntime(group string) front.Runtime {
 // API ports, with their weights; the ready check is the group's ready, else
 // the members' processor's, reading generation C's body.
 func (m *Manager) FrontOf(reg *config.Registry, name string, exclude map[string]bool) (front.Group, bool, error) {
-	gc, ok := m.Config.GroupNamed(name)
+	gc, ok := reg.Group(m.Config, name)
 	if !ok || gc.Front == 0 {
 		return front.Group{}, false, nil
 	}
@@ -105,10 +105,10 @@ func (m *Manager) FrontOf(reg *config.Registry, name string, exclude map[string]
 
 // frontNames returns the groups that have a front in kato.toml or a
 // configuration written for one earlier (a group since removed).
-func (m *Manager) frontNames() []string {
+func (m *Manager) frontNames(reg *config.Registry) []string {
 	var names []string
-	for n, g := range m.Config.Groups {
-		if g.Front != 0 {
+	for _, n := range reg.GroupNames(m.Config) {
+		if g, _ := reg.Group(m.Config, n); g.Front != 0 {
 			names = append(names, n)
 		}
 	}
@@ -129,13 +129,13 @@ func (m *Manager) frontNames() []string {
 // reload refuses no connection). A front whose group has no member left,
 // or no front any more, is stopped and its configuration removed.
 func (m *Manager) syncFronts(ctx context.Context, exclude map[string]bool) error {
-	names := m.frontNames()
-	if len(names) == 0 {
-		return nil
-	}
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return err
+	}
+	names := m.frontNames(reg)
+	if len(names) == 0 {
+		return nil
 	}
 	var errs []error
 	for _, name := range names {
@@ -204,12 +204,12 @@ func (m *Manager) syncFront(ctx context.Context, reg *config.Registry, name stri
 // (bounded), and the front is reloaded without it. Members of groups
 // without a running front are left alone.
 func (m *Manager) drainMembers(ctx context.Context, ids []string) error {
-	if len(m.frontNames()) == 0 {
-		return nil
-	}
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return err
+	}
+	if len(m.frontNames(reg)) == 0 {
+		return nil
 	}
 	byGroup := map[string][]string{}
 	for _, id := range ids {
@@ -341,6 +341,10 @@ func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions)
 // at its old place.
 func (m *Manager) splitRolled(ctx context.Context, items []*batchItem) (rolled, rest []*batchItem) {
 	running := map[string]bool{}
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, items
+	}
 	for _, it := range items {
 		g := it.inst.Group
 		if !it.restart || g == "" || it.old != nil && (it.old.APIPort != it.inst.APIPort || it.old.Group != g) {
@@ -349,7 +353,7 @@ func (m *Manager) splitRolled(ctx context.Context, items []*batchItem) (rolled, 
 		}
 		up, seen := running[g]
 		if !seen {
-			if gc, ok := m.Config.GroupNamed(g); ok && gc.Front != 0 {
+			if gc, ok := reg.Group(m.Config, g); ok && gc.Front != 0 {
 				u, err := m.Systemd.Unit(ctx, units.FrontUnit(g))
 				up = err == nil && u.Active()
 			}

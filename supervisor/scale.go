@@ -91,10 +91,10 @@ func PlanScale(reg *config.Registry, group string, n int) (ScalePlan, error) {
 
 // ReplicaEntry is the entry a new replica of the group is made from: its
 // [groups.NAME] template's settings, else its processor with [defaults].
-func ReplicaEntry(cfg *config.Config, group string) (*config.Entry, *config.Entry, error) {
-	gc, ok := cfg.GroupNamed(group)
+func ReplicaEntry(cfg *config.Config, reg *config.Registry, group string) (*config.Entry, *config.Entry, error) {
+	gc, ok := reg.Group(cfg, group)
 	if !ok {
-		return nil, nil, &config.FieldError{Field: "--group", Value: group, Rule: "must name a [groups.NAME] of kato.toml, which says what its replicas run (template or processor)"}
+		return nil, nil, &config.FieldError{Field: "--group", Value: group, Rule: "must name a [groups.NAME] of kato.toml or a group of an applied fleet file, which says what its replicas run (template or processor)"}
 	}
 	e := &config.Entry{Group: group, Processor: gc.Processor, Set: map[string]bool{"group": true, "processor": gc.Processor != ""}}
 	if gc.Template == "" {
@@ -116,16 +116,16 @@ type ScaleResult struct {
 // are drained out of the front, then stopped and removed. The other
 // members keep serving throughout.
 func (m *Manager) ScaleGroup(ctx context.Context, group string, n int, opts ScaleOptions) (*ScaleResult, error) {
-	e, tpl, err := ReplicaEntry(m.Config, group)
-	if err != nil {
-		return nil, err
-	}
 	release, err := m.Registry.LockOperations(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
 	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, err
+	}
+	e, tpl, err := ReplicaEntry(m.Config, reg, group)
 	if err != nil {
 		return nil, err
 	}

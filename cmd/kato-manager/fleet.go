@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -284,7 +286,7 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 	defer done()
 	pr := newProgressPrinter(a.stderr)
 	opts.Progress = pr.update
-	applyOpts := supervisor.ApplyOptions{BatchOptions: opts, Prune: prune}
+	applyOpts := supervisor.ApplyOptions{BatchOptions: opts, Prune: prune, Groups: src.Groups, SetGroups: src.HasGroups}
 	if os.Getenv(testPauseVariable) == "registry" {
 		applyOpts.AfterRegistry = func(ctx context.Context) {
 			// For the tests that stop an apply between its registry
@@ -302,6 +304,9 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 		return flattenFileErrors(err)
 	}
 	plan = res.Plan
+	if res.GroupsChanged {
+		fmt.Fprintf(a.stdout, "groups of %s stored: %s\n", file, config.NamesOrNone(slices.Sorted(maps.Keys(src.Groups))))
+	}
 	if !plan.Pending() {
 		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(fleet.Keep), file)
 		return nil

@@ -25,7 +25,11 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 	if err != nil {
 		return err
 	}
-	if gc, ok := cfg.GroupNamed(*f.group); !ok || gc.Front == 0 {
+	reg, err := a.registry().Load()
+	if err != nil {
+		return err
+	}
+	if gc, ok := reg.Group(cfg, *f.group); !ok || gc.Front == 0 {
 		if fs.Changed("max-unavailable") {
 			return usagef("--max-unavailable goes with a group that has a front ([groups.%s] front = PORT in kato.toml)", *f.group)
 		}
@@ -83,7 +87,11 @@ func (a *app) scale(ctx context.Context, fs *pflag.FlagSet, f *scaleFlagValues) 
 	if err != nil {
 		return err
 	}
-	if _, _, err := supervisor.ReplicaEntry(cfg, *f.group); err != nil {
+	reg, err := a.registry().Load()
+	if err != nil {
+		return err
+	}
+	if _, _, err := supervisor.ReplicaEntry(cfg, reg, *f.group); err != nil {
 		return err
 	}
 	m, done, err := a.managerWith(ctx, cfg)

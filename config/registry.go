@@ -412,6 +412,7 @@ const registryHeader = "# Instance registry of kato-manager: one [instances.ID] 
 // existed gets that parameter's default.
 type registryDoc struct {
 	Instances map[string]toml.Primitive `toml:"instances"`
+	Groups    map[string]Group          `toml:"groups"`
 }
 
 func decodeRegistry(data []byte) (*Registry, error) {
@@ -420,7 +421,7 @@ func decodeRegistry(data []byte) (*Registry, error) {
 	if err != nil {
 		return nil, tomlError(err)
 	}
-	r := &Registry{Instances: make(map[string]*Instance, len(doc.Instances))}
+	r := &Registry{Instances: make(map[string]*Instance, len(doc.Instances)), Groups: doc.Groups}
 	for id, raw := range doc.Instances {
 		in := &Instance{ID: id, Network: NetworkHost}
 		if err := md.PrimitiveDecode(raw, in); err != nil {

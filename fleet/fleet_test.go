@@ -3,6 +3,7 @@ package fleet
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -222,7 +223,7 @@ func TestExportRoundTrip(t *testing.T) {
 	reg := &config.Registry{Instances: map[string]*config.Instance{
 		"a": {ID: "a", Name: `Say "hi"`, Unit: "kato@a.service", APIPort: 8001, ZMQPort: 5555, Network: config.NetworkHost, Group: "g", Weight: 90, Parameters: params, Created: now, Updated: now},
 		"b": {ID: "b", Name: "B", Unit: "kato@b.service", APIPort: 8002, ZMQPort: 5556, Network: config.NetworkPrivate, Parameters: c.Defaults.Clone(), Created: now, Updated: now},
-	}}
+	}, Groups: map[string]config.Group{"g": {Front: 9000, Balance: "hash:X-User", Address: "127.0.0.1"}, "h": {Processor: "default"}}}
 	for _, format := range []string{"yaml", "json", "toml"} {
 		t.Run(format, func(t *testing.T) {
 			data, err := Export(reg, c.Defaults, format)
@@ -232,6 +233,10 @@ func TestExportRoundTrip(t *testing.T) {
 			want, err := resolveFile(t, c, "export."+format, string(data))
 			if err != nil {
 				t.Fatalf("%v\n%s", err, data)
+			}
+			f, err := ParseFleet("export."+format, data)
+			if err != nil || !f.HasGroups || !maps.Equal(f.Groups, reg.Groups) {
+				t.Errorf("groups read back %+v, %v; want %+v\n%s", f.Groups, err, reg.Groups, data)
 			}
 			plan, err := PlanFleet("export", want, reg, true)
 			if err != nil {
@@ -355,6 +360,38 @@ instances:
 		{"templates:\n  t: {replicas: 2}\ninstances:\n  - {id: web, template: t}\n", "invalid replicas"},
 	} {
 		if _, err := resolveFile(t, c, "f.yaml", tc.content); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v\nwant %q", tc.content, err, tc.want)
+		}
+	}
+}
+
+// TestFleetGroups: groups: takes kato.toml's keys, checked by its rules
+// with the group's line.
+func TestFleetGroups(t *testing.T) {
+	c := config.Default()
+	content := `groups:
+  ab: {front: 9000, balance: roundrobin}
+  web: {front: 9100, processor: default, ready: GET /health}
+instances:
+  - {id: a, group: ab, weight: 90}
+`
+	_, f, err := ReadFleet(c, "f.yaml", []byte(content), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]config.Group{"ab": {Front: 9000, Balance: "roundrobin"}, "web": {Front: 9100, Processor: "default", Ready: "GET /health"}}
+	if !maps.Equal(f.Groups, want) {
+		t.Errorf("groups %+v, want %+v", f.Groups, want)
+	}
+	for _, tc := range []struct{ content, want string }{
+		{"groups:\n  ab: {front: 70000}\ninstances: []\n", "f.yaml:2: group ab: invalid front 70000"},
+		{"groups:\n  ab: {front: 9000}\n  cd: {front: 9000}\ninstances: []\n", "f.yaml:3: group cd: invalid front 9000: must differ from the front of group ab"},
+		{"groups:\n  ab:\n    balance: random\ninstances: []\n", "f.yaml:2: group ab: invalid balance random: must be leastconn"},
+		{"groups:\n  ab:\n    frontend: 9000\ninstances: []\n", "f.yaml:3: group ab: invalid frontend 9000: is not a key of a group"},
+		{"groups:\n  ab: {template: nope}\ninstances: []\n", "f.yaml:2: group ab: invalid template nope: must name a [templates.NAME] of kato.toml"},
+		{"groups: [ab]\ninstances: []\n", "f.yaml:1: invalid groups"},
+	} {
+		if _, _, err := ReadFleet(c, "f.yaml", []byte(tc.content), ""); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v\nwant %q", tc.content, err, tc.want)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/front"
 )
 
@@ -305,5 +306,41 @@ func TestApplyRollsFrontedMembers(t *testing.T) {
 	data, _ := os.ReadFile(filepath.Join(e.m.FrontDir, "ab.cfg"))
 	if !strings.Contains(string(data), "server a 127.0.0.1:8001 weight 50 check") {
 		t.Errorf("front after the weight change:\n%s", data)
+	}
+}
+
+// TestApplyStoresFleetGroups: a fleet file's groups are stored and make
+// fronts as kato.toml's do, winning over kato.toml's of the same name; an
+// apply of the same groups changes nothing.
+func TestApplyStoresFleetGroups(t *testing.T) {
+	e, _ := newFrontEnv(t)
+	e.sd.files["kato-group@.target"] = true
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "f.yaml")
+	content := "groups:\n  ab: {front: 9300}\n  cd: {front: 9400}\ninstances:\n  - {id: a, port: 8001, group: ab}\n  - {id: c, port: 8003, group: cd}\n"
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want, f, err := fleet.LoadFleet(e.m.Config, path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.m.Apply(ctx, path, want, ApplyOptions{Groups: f.Groups, SetGroups: f.HasGroups})
+	if err != nil || !res.GroupsChanged {
+		t.Fatalf("apply: %+v, %v", res, err)
+	}
+	for name, bind := range map[string]string{"ab": "bind :9300", "cd": "bind :9400"} {
+		data, err := os.ReadFile(filepath.Join(e.m.FrontDir, name+".cfg"))
+		if err != nil || !strings.Contains(string(data), bind) {
+			t.Errorf("front of %s: %v\n%s", name, err, data)
+		}
+	}
+	reg, _ := e.m.Registry.Load()
+	if g, _ := reg.Group(e.m.Config, "ab"); g.Front != 9300 {
+		t.Errorf("group ab %+v: the file's must win over kato.toml's", g)
+	}
+	res, err = e.m.Apply(ctx, path, want, ApplyOptions{Groups: f.Groups, SetGroups: f.HasGroups})
+	if err != nil || res.GroupsChanged || res.Plan.Pending() {
+		t.Errorf("second apply: %+v, %v; want nothing to do", res, err)
 	}
 }

@@ -121,6 +121,42 @@ processor = "a"
 		}
 	})
 
+	run("a fleet file's group, its replicas and a rolling apply under load", func(t *testing.T) {
+		fleetFile := `groups:
+  api: {front: 9300, balance: leastconn}
+instances:
+  - {id: api, replicas: 3, persistence: PERSISTENCE}
+`
+		write := func(p string) {
+			t.Helper()
+			if err := m.WriteFile("/root/api.yaml", []byte(strings.ReplaceAll(fleetFile, "PERSISTENCE", p)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write("5")
+		m.mustKM("apply", "-f", "/root/api.yaml")
+		m.waitAnsweredBy(t, "http://127.0.0.1:9300/status", "api-1", "api-2", "api-3")
+		write("7")
+		l := m.startLoad(t, "http://127.0.0.1:9300/status")
+		time.Sleep(time.Second)
+		out := m.mustKM("apply", "-f", "/root/api.yaml")
+		ok, failed := l.stop()
+		t.Logf("apply changing 3 members under load: %d requests, %d failed\n%s", ok+failed, failed, out)
+		if failed != 0 || ok < 50 || strings.Count(out, "changed and restarted") != 3 {
+			t.Errorf("rolling apply: %d of %d requests failed, want 0 of at least 50; output:\n%s", failed, ok+failed, out)
+		}
+		exported := m.mustKM("export")
+		if !strings.Contains(exported, "groups:") || !strings.Contains(exported, "front: 9300") {
+			t.Errorf("export lacks the file's group:\n%s", exported)
+		}
+		if err := m.WriteFile("/root/export.yaml", []byte(exported), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out := m.mustKM("apply", "-f", "/root/export.yaml"); !strings.Contains(out, "nothing to do") {
+			t.Errorf("apply of the export: %s", out)
+		}
+	})
+
 	run("weights 90/10 split 1,000 requests", func(t *testing.T) {
 		m.mustKM("start", "--id", "ab-a", "--group", "ab", "--weight", "90")
 		m.mustKM("start", "--id", "ab-b", "--group", "ab", "--weight", "10")

@@ -45,7 +45,7 @@ func startFlags(fs *pflag.FlagSet) *startFlagValues {
 	f.template = fs.String("template", "", "start from the settings of [templates.NAME] of kato.toml; the flags given override them")
 	f.group = fs.String("group", "", "make the instance part of the group NAME (kato-group@NAME.target); alone, start the group's registered instances that are not running")
 	f.parallel = fs.Int("parallel", 0, "with --group alone, how many instances start at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)")
-	f.weight = fs.Int("weight", 0, "with --group, the instance's share of the group front's requests against the other members' weights, 1 to 256 (default 1)")
+	f.weight = fs.Int("weight", 0, "with --group, the instance's share of the group front's requests against the other members' weights, 1 to 256; 1 when not given")
 	return f
 }
 

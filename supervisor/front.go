@@ -472,3 +472,26 @@ func (m *Manager) unrollItem(ctx context.Context, it *batchItem) error {
 	}
 	return m.reloadIfNeeded(ctx, written...)
 }
+
+// runningFrontOf returns the instance ref and its group's front when the
+// instance is a member of a front that runs.
+func (m *Manager) runningFrontOf(ctx context.Context, ref string) (*config.Instance, front.Group, bool, error) {
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, front.Group{}, false, err
+	}
+	inst, err := reg.Find(ref)
+	if err != nil || inst.Group == "" {
+		// restartLocked reports an unknown ref.
+		return nil, front.Group{}, false, nil
+	}
+	g, ok, err := m.FrontOf(reg, inst.Group, nil)
+	if err != nil || !ok {
+		return nil, front.Group{}, false, err
+	}
+	u, err := m.Systemd.Unit(ctx, units.FrontUnit(inst.Group))
+	if err != nil || !u.Active() {
+		return nil, front.Group{}, false, err
+	}
+	return inst, g, true, nil
+}

@@ -344,3 +344,35 @@ func TestApplyStoresFleetGroups(t *testing.T) {
 		t.Errorf("second apply: %+v, %v; want nothing to do", res, err)
 	}
 }
+
+// TestRestartMemberThroughFront: restart of one member of a running front
+// drains it first and readies it after; gc brings a front stopped by hand
+// back.
+func TestRestartMemberThroughFront(t *testing.T) {
+	e, ff := newFrontEnv(t)
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if _, err := e.m.Start(ctx, StartRequest{ID: id, Group: "ab", Parameters: config.DefaultParameters()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ff.up = []string{"a", "b"}
+	if _, err := e.m.Restart(ctx, "a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"drain a", "ready a"}; !slices.Equal(ff.calls, want) {
+		t.Errorf("runtime calls %v, want %v", ff.calls, want)
+	}
+	if got := e.callsOf("kato@a.service"); !slices.Contains(got, "restart") {
+		t.Errorf("a's unit calls %v, want a restart", got)
+	}
+	if err := e.sd.StopUnit(ctx, "kato-front@ab.service"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := e.sd.Unit(ctx, "kato-front@ab.service"); !u.Active() {
+		t.Errorf("front after gc: %s, want active", u.ActiveState)
+	}
+}

@@ -1229,6 +1229,22 @@ func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration
 		return nil, err
 	}
 	defer release()
+	if inst, g, ok, err := m.runningFrontOf(ctx, ref); err != nil {
+		return nil, err
+	} else if ok {
+		// A member of a running front: out of the rotation while it
+		// restarts, back once the front sees it up.
+		g.Members = slices.DeleteFunc(g.Members, func(mb front.Member) bool { return mb.ID != inst.ID })
+		ro := front.RollOptions{DrainTimeout: frontDrainTimeout, ReadyTimeout: 4*FrontCheckInterval + 10*time.Second}
+		if _, err := front.Roll(ctx, g, m.frontRuntime(g.Name), memberRestarter{m: m, timeout: timeout, locked: true}, ro); err != nil {
+			var re *front.RollError
+			if errors.As(err, &re) {
+				return nil, re.Err
+			}
+			return nil, err
+		}
+		return inst, nil
+	}
 	return m.restartLocked(ctx, ref, timeout)
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -32,6 +33,18 @@ balance = "roundrobin"
 front = 9200
 balance = "path"
 processor = "a"
+
+[processors.c]
+command = ["/opt/kato-test/fakeprocessor", "--generation", "c"]
+generation = "c"
+ready_timeout = 20.0
+
+[stores]
+redis_url = "redis://:` + redisSecret + `@127.0.0.1:6391/0"
+
+[groups.edge]
+front = 9500
+processor = "c"
 `
 	if err := m.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -145,6 +158,14 @@ instances:
 		if failed != 0 || ok < 50 || strings.Count(out, "changed and restarted") != 3 {
 			t.Errorf("rolling apply: %d of %d requests failed, want 0 of at least 50; output:\n%s", failed, ok+failed, out)
 		}
+		l = m.startLoad(t, "http://127.0.0.1:9300/status")
+		time.Sleep(time.Second)
+		m.mustKM("restart", "api-2")
+		ok, failed = l.stop()
+		t.Logf("restart of one member under load: %d requests, %d failed", ok+failed, failed)
+		if failed != 0 {
+			t.Errorf("restart api-2: %d of %d requests failed, want 0", failed, ok+failed)
+		}
 		exported := m.mustKM("export")
 		if !strings.Contains(exported, "groups:") || !strings.Contains(exported, "front: 9300") {
 			t.Errorf("export lacks the file's group:\n%s", exported)
@@ -154,6 +175,38 @@ instances:
 		}
 		if out := m.mustKM("apply", "-f", "/root/export.yaml"); !strings.Contains(out, "nothing to do") {
 			t.Errorf("apply of the export: %s", out)
+		}
+	})
+
+	run("generation C: sessions made through the front are served by every replica", func(t *testing.T) {
+		m.must("systemd-run", "--unit=redis-groups", "--", "/usr/bin/redis-server", "--port", "6391", "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--requirepass", redisSecret)
+		defer m.exec("systemctl", "stop", "redis-groups.service")
+		m.waitFor("redis-server answering", 20*time.Second, func() bool {
+			return strings.TrimSpace(m.exec("redis-cli", "-p", "6391", "--no-auth-warning", "-a", redisSecret, "ping").stdout) == "PONG"
+		})
+		m.mustKM("scale", "--group", "edge", "3")
+		if cfg := m.readFile("/etc/kato/fronts/edge.cfg"); !strings.Contains(cfg, `http-check expect rstring '"status"\s*:\s*"healthy"'`) {
+			t.Errorf("the front of a generation-C group does not read /health's body:\n%s", cfg)
+		}
+		m.waitAnsweredBy(t, "http://127.0.0.1:9500/status", "edge-1", "edge-2", "edge-3")
+		var created struct {
+			SessionID string `json:"session_id"`
+		}
+		out := m.must("curl", "-sS", "-f", "--max-time", "5", "-H", "Content-Type: application/json", "-d", `{"node_id": "guide"}`, "http://127.0.0.1:9500/sessions")
+		if err := json.Unmarshal([]byte(out), &created); err != nil || created.SessionID == "" {
+			t.Fatalf("POST /sessions through the front = %q, %v", out, err)
+		}
+		m.post("http://127.0.0.1:9500/sessions/"+created.SessionID+"/observe", `{"strings": ["hello"], "vectors": [], "emotives": {}}`)
+		script := fmt.Sprintf(`for i in $(seq 30); do curl -s -f -m 5 -D /tmp/h -o /tmp/b http://127.0.0.1:9500/sessions/%s/stm && grep -q '"stm":\[\["hello"\]\]' /tmp/b && grep -i '^x-fake-engine' /tmp/h | tr -d '\r' || echo FAIL; done`, created.SessionID)
+		answers := m.must("sh", "-c", script)
+		if strings.Contains(answers, "FAIL") {
+			t.Errorf("the session made through the front was lost on some requests:\n%s", answers)
+		}
+		for _, id := range []string{"edge-1", "edge-2", "edge-3"} {
+			if !strings.Contains(answers, id) {
+				t.Errorf("no request of the session was served by %s:\n%s", id, answers)
+			}
 		}
 	})
 

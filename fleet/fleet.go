@@ -1090,3 +1090,40 @@ func jsonWithGroups(list []map[string]any, keys [][]string, groups map[string][]
 	buf.WriteString("\n  }\n}\n")
 	return buf.Bytes(), nil
 }
+
+// GroupChanges lists what storing the file's groups want over the stored
+// groups have changes, a line per group as diff prints it: "+ group NAME:
+// SETTINGS", "- group NAME" or "~ group NAME: OLD -> NEW".
+func GroupChanges(have, want map[string]config.Group) []string {
+	text := func(g config.Group) string {
+		var parts []string
+		for _, kv := range exportGroups(map[string]config.Group{"g": g})["g"] {
+			parts = append(parts, fmt.Sprintf("%s %v", kv.Key, kv.Value))
+		}
+		if len(parts) == 0 {
+			return "(no settings)"
+		}
+		return strings.Join(parts, ", ")
+	}
+	names := slices.Sorted(maps.Keys(have))
+	for n := range want {
+		if _, ok := have[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	var out []string
+	for _, n := range names {
+		h, hok := have[n]
+		w, wok := want[n]
+		switch {
+		case !hok:
+			out = append(out, "+ group "+n+": "+text(w))
+		case !wok:
+			out = append(out, "- group "+n)
+		case h != w:
+			out = append(out, "~ group "+n+": "+text(h)+" -> "+text(w))
+		}
+	}
+	return out
+}

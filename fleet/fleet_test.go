@@ -396,3 +396,16 @@ instances:
 		}
 	}
 }
+
+func TestGroupChanges(t *testing.T) {
+	have := map[string]config.Group{"a": {Front: 9000}, "b": {Front: 9100, Balance: "path"}, "c": {Processor: "default"}}
+	want := map[string]config.Group{"a": {Front: 9000}, "b": {Front: 9200, Balance: "path"}, "d": {Front: 9300, Balance: "roundrobin"}}
+	got := GroupChanges(have, want)
+	exp := []string{"~ group b: front 9100, balance path -> front 9200, balance path", "- group c", "+ group d: front 9300, balance roundrobin"}
+	if !slices.Equal(got, exp) {
+		t.Errorf("GroupChanges = %q\nwant %q", got, exp)
+	}
+	if got := GroupChanges(want, want); len(got) != 0 {
+		t.Errorf("no change: %q", got)
+	}
+}

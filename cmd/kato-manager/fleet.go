@@ -171,6 +171,12 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		}
 		printPlan(a.stdout, plan)
 		pending = plan.Pending()
+		if src.HasGroups {
+			for _, line := range fleet.GroupChanges(reg.Groups, src.Groups) {
+				fmt.Fprintln(a.stdout, line)
+				pending = true
+			}
+		}
 	}
 	if len(src.Hosts) > 0 {
 		results := src.OnHosts(ctx, "diff", fleetArgs(fs, prune))

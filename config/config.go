@@ -64,6 +64,9 @@ type Config struct {
 	// Templates are the named parameter sets of [templates.NAME], used by
 	// `template: NAME` in a fleet file and `start --template NAME`.
 	Templates map[string]*Entry `toml:"-"`
+	// Groups are the [groups.NAME] sections: a group's front and what
+	// scale makes its members of.
+	Groups map[string]Group `toml:"groups"`
 }
 
 // DefaultProcessor is the name list and status show for the [processor]
@@ -564,6 +567,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := intBetween("batch.parallel", c.Batch.Parallel, 0, MaxParallel); err != nil {
+		return err
+	}
+	if err := c.validateGroups(); err != nil {
 		return err
 	}
 	for _, s := range kgSettings {

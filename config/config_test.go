@@ -108,7 +108,7 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 	var keys [][]string
 	for _, key := range tomlKeys(reflect.TypeOf(Config{}), nil) {
 		switch strings.Join(key, ".") {
-		case "processor.log_level", "processor.workers", "processor.service_name", "processors", "defaults":
+		case "processor.log_level", "processor.workers", "processor.service_name", "processors", "defaults", "groups":
 			// The old place of defaults.log_level, and the named
 			// processors, which the file shows in a comment; [defaults] is
 			// checked key by key below.

@@ -65,6 +65,17 @@ func TestUsageErrorsExitTwoWithoutSystemd(t *testing.T) {
 		{"queue enqueue none", []string{"queue", "enqueue"}, "takes one or more"},
 		{"queue list status", []string{"queue", "list", "--status", "done"}, `invalid status "done"`},
 		{"serve address", []string{"serve", "--listen", "nowhere"}, `invalid --listen "nowhere"`},
+		{"weight range", []string{"start", "--id", "a", "--group", "g", "--weight", "300"}, "invalid --weight 300: must be between 1 and 256"},
+		{"weight without a group", []string{"start", "--id", "a", "--weight", "5"}, "invalid --weight 5: goes with a group"},
+		{"scale without a group", []string{"scale", "3"}, "scale takes --group NAME and one number"},
+		{"scale without a number", []string{"scale", "--group", "web"}, "scale takes --group NAME and one number"},
+		{"scale word", []string{"scale", "--group", "web", "many"}, "invalid N many: must be a whole number between 0 and 256"},
+		{"scale too many", []string{"scale", "--group", "web", "257"}, "invalid N 257"},
+		{"scale bad group", []string{"scale", "--group", "a b", "2"}, `invalid --group "a b"`},
+		{"scale unknown group", []string{"scale", "--group", "web", "2"}, "invalid --group web: must name a [groups.NAME] of kato.toml"},
+		{"max-unavailable without a group", []string{"restart", "a", "--max-unavailable", "2"}, "--max-unavailable goes with --group"},
+		{"max-unavailable zero", []string{"restart", "--group", "g", "--max-unavailable", "0"}, "invalid --max-unavailable 0: must be at least 1"},
+		{"max-unavailable without a front", []string{"restart", "--group", "g", "--max-unavailable", "2"}, "--max-unavailable goes with a group that has a front"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, "", tc.args...)

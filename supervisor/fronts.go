@@ -102,10 +102,10 @@ func (m *Manager) frontRuntime(group string) front.Runtime {
 }
 
 func (m *Manager) frontConfigPath(group string) string {
-	if m.FrontConfigDir == "" {
+	if m.FrontDir == "" {
 		return front.ConfigPath(group)
 	}
-	return filepath.Join(m.FrontConfigDir, group+".cfg")
+	return filepath.Join(m.FrontDir, group+".cfg")
 }
 
 // splitFronts takes the fronts' units out of a listing.

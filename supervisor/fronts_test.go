@@ -48,7 +48,7 @@ func (r *fakeRuntime) set(members ...front.MemberStats) {
 func withFronts(t *testing.T, e *testEnv, runtimes map[string]*fakeRuntime) {
 	t.Helper()
 	dir := t.TempDir()
-	e.m.FrontConfigDir = dir
+	e.m.FrontDir = dir
 	e.m.FrontRuntime = func(group string) front.Runtime { return runtimes[group] }
 	port := 8100
 	for group := range runtimes {

@@ -18,6 +18,8 @@ type InstanceSample struct {
 	Ready      bool // its own process listens on its API port
 	Restarts   uint32
 	CPUSeconds float64
+	// LivenessRestarts are the restarts the liveness check made.
+	LivenessRestarts uint64
 }
 
 // WorkerSample is one KG worker unit systemd has loaded.
@@ -135,9 +137,11 @@ func (m *Manager) Sample(ctx context.Context) (*Sample, error) {
 			return nil, err
 		}
 	}
+	// An unreadable state file counts no liveness restart.
+	liveness, _ := m.LivenessRestarts()
 	for _, v := range views {
 		u := byUnit[v.Unit]
-		is := InstanceSample{InstanceView: v, Group: v.Group, Restarts: u.NRestarts,
+		is := InstanceSample{InstanceView: v, Group: v.Group, Restarts: u.NRestarts, LivenessRestarts: liveness[v.ID],
 			Up: v.ActiveState == "active" && v.SubState == "running"}
 		if is.Up {
 			is.CPUSeconds = cpu[v.Unit].Seconds()

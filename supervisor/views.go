@@ -161,7 +161,9 @@ type ServiceState struct {
 type InstanceStatus struct {
 	InstanceView
 	Restarts uint32 `json:"restarts"`
-	Result   string `json:"result"`
+	// LivenessRestarts are the restarts the liveness check made.
+	LivenessRestarts uint64 `json:"liveness_restarts"`
+	Result           string `json:"result"`
 	// APIListening says the processor listens on its port: the API port,
 	// or 8000 inside its namespace on a private network.
 	APIListening bool `json:"api_listening"`
@@ -296,6 +298,10 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		ids[i] = v.ID
 	}
 	running := m.checkRunning(snap.reg, ids, snap.byUnit, snap.procs)
+	liveness, err := m.LivenessRestarts()
+	if err != nil {
+		st.Warnings = append(st.Warnings, "the liveness restarts cannot be read: "+err.Error())
+	}
 	for _, id := range running.Unrecorded {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("instance %s runs without a record of the settings it was started with (started by an earlier version, or its environment cannot be read): run `kato-manager restart %s` to record them", id, id))
 	}
@@ -304,7 +310,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		if err != nil {
 			return nil, err
 		}
-		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result, Health: health[i], Answering: health[i] == "200",
+		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, LivenessRestarts: liveness[v.ID], Result: u.Result, Health: health[i], Answering: health[i] == "200",
 			StartLimitHit: u.StartLimitHit(), Enabled: enabledAtBoot(u.UnitFileState)}
 		is.ActiveState, is.SubState = u.ActiveState, u.SubState
 		port := v.APIPort

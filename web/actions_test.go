@@ -48,6 +48,9 @@ func (s *refusingSystemd) StopUnit(ctx context.Context, name string) error {
 func (s *refusingSystemd) RestartUnit(ctx context.Context, name string) error {
 	return s.record("restart " + name)
 }
+func (s *refusingSystemd) ReloadUnit(ctx context.Context, name string) error {
+	return s.record("reload " + name)
+}
 func (s *refusingSystemd) ResetFailedUnit(ctx context.Context, name string) error {
 	return s.record("reset-failed " + name)
 }

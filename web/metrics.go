@@ -117,6 +117,7 @@ var (
 	descInstanceUp        = prometheus.NewDesc("kato_instance_up", "Whether the instance's unit is active and running (1) or not (0).", instanceLabels, nil)
 	descInstanceReady     = prometheus.NewDesc("kato_instance_ready", "Whether the instance's main process listens on its API port.", instanceLabels, nil)
 	descInstanceRestarts  = prometheus.NewDesc("kato_instance_restarts_total", "Automatic restarts of the instance by systemd (NRestarts; reset by a manual restart or reset-failed).", instanceLabels, nil)
+	descInstanceLiveness  = prometheus.NewDesc("kato_instance_liveness_restarts_total", "Restarts of the instance by the liveness check (kato-liveness.timer), after liveness_failures failed health checks in a row.", []string{"id"}, nil)
 	descInstanceMemory    = prometheus.NewDesc("kato_instance_memory_bytes", "Memory of the instance's cgroup (memory.current), 0 when stopped.", instanceLabels, nil)
 	descInstanceCPU       = prometheus.NewDesc("kato_instance_cpu_seconds_total", "CPU time of the instance's cgroup since it started (usage_usec of cpu.stat).", instanceLabels, nil)
 	descInstanceStartTime = prometheus.NewDesc("kato_instance_start_time_seconds", "When the instance's main process started, in seconds since the epoch; 0 when stopped.", instanceLabels, nil)
@@ -144,7 +145,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInstanceUp, descInstanceReady, descInstanceRestarts, descInstanceMemory, descInstanceCPU, descInstanceStartTime,
+	for _, d := range []*prometheus.Desc{descInstanceUp, descInstanceReady, descInstanceRestarts, descInstanceLiveness, descInstanceMemory, descInstanceCPU, descInstanceStartTime,
 		descWorkerUp, descWorkerProcessed, descWorkerFailed, descWorkerRestarts,
 		descQueueItems, descQueuePickup, descQueueDone, descServiceHealth, descServiceFails, descScrapeOK,
 		descFrontUp, descFrontRequests, descFrontErrors, descMemberUp, descMemberSess, descMemberReqs} {
@@ -175,6 +176,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descInstanceUp, prometheus.GaugeValue, gauge(i.Up), l...)
 			ch <- prometheus.MustNewConstMetric(descInstanceReady, prometheus.GaugeValue, gauge(i.Ready), l...)
 			ch <- prometheus.MustNewConstMetric(descInstanceRestarts, prometheus.CounterValue, float64(i.Restarts), l...)
+			ch <- prometheus.MustNewConstMetric(descInstanceLiveness, prometheus.CounterValue, float64(i.LivenessRestarts), i.ID)
 			ch <- prometheus.MustNewConstMetric(descInstanceMemory, prometheus.GaugeValue, float64(i.MemoryBytes), l...)
 			ch <- prometheus.MustNewConstMetric(descInstanceCPU, prometheus.CounterValue, i.CPUSeconds, l...)
 			ch <- prometheus.MustNewConstMetric(descInstanceStartTime, prometheus.GaugeValue, start, l...)

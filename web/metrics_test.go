@@ -109,7 +109,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 		Instances: []supervisor.InstanceSample{
 			{InstanceView: supervisor.InstanceView{ID: "a", Name: "Alpha", ActiveState: "active", SubState: "running", PID: 10, MemoryBytes: 1 << 20, Since: since, Processor: "default"},
 				Up: true, Ready: true, Restarts: 2, CPUSeconds: 3.25},
-			{InstanceView: supervisor.InstanceView{ID: "b", Name: "Beta", ActiveState: "failed", SubState: "failed", Processor: "default"}, Restarts: 5},
+			{InstanceView: supervisor.InstanceView{ID: "b", Name: "Beta", ActiveState: "failed", SubState: "failed", Processor: "default"}, Restarts: 5, LivenessRestarts: 3},
 		},
 		Workers: []supervisor.WorkerSample{
 			{WorkerID: 1, ActiveState: "active", SubState: "running", Up: true, PID: 77, Restarts: 1},
@@ -128,6 +128,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 		{"kato_instance_up", a, 1}, {"kato_instance_up", b, 0},
 		{"kato_instance_ready", a, 1}, {"kato_instance_ready", b, 0},
 		{"kato_instance_restarts_total", a, 2}, {"kato_instance_restarts_total", b, 5},
+		{"kato_instance_liveness_restarts_total", []string{"id", "a"}, 0}, {"kato_instance_liveness_restarts_total", []string{"id", "b"}, 3},
 		{"kato_instance_memory_bytes", a, 1 << 20}, {"kato_instance_cpu_seconds_total", a, 3.25},
 		{"kato_instance_start_time_seconds", a, 1700000000.5}, {"kato_instance_start_time_seconds", b, 0},
 		{"kg_worker_up", []string{"worker", "1"}, 1},

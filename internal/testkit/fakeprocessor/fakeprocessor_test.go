@@ -443,3 +443,49 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestHang: POST /fake/hang makes a generation-A or -B processor stop
+// answering while it keeps running, the fault the liveness check restarts:
+// every request after it waits until its client gives up.
+func TestHang(t *testing.T) {
+	t.Run("b", func(t *testing.T) {
+		env := envB(t)
+		done, _ := runProcessor(t, env)
+		url := "http://127.0.0.1:" + env["PORT"]
+		waitStatus(t, url+"/health", 200)
+		checkHang(t, url, done, "/health", "/status")
+	})
+	t.Run("a", func(t *testing.T) {
+		env := envA(t)
+		startA(t, env, "127.0.0.1:"+env["ZMQ_PORT"], time.Second)
+		url := "http://127.0.0.1:" + env["REST_PORT"]
+		get(t, url+"/processor-1/ping", 200)
+		checkHang(t, url, nil, "/processor-1/ping", "/kato-api/ping")
+	})
+}
+
+// checkHang posts /fake/hang at url, then checks that paths are not
+// answered and, with done set, that the processor still runs.
+func checkHang(t *testing.T, url string, done <-chan int, paths ...string) {
+	t.Helper()
+	resp, err := client.Post(url+"/fake/hang", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("POST /fake/hang = %d, want 204", resp.StatusCode)
+	}
+	impatient := &http.Client{Timeout: 300 * time.Millisecond}
+	for _, path := range paths {
+		if resp, err := impatient.Get(url + path); err == nil {
+			resp.Body.Close()
+			t.Errorf("GET %s answered %d after /fake/hang", path, resp.StatusCode)
+		}
+	}
+	select {
+	case code := <-done:
+		t.Errorf("the hung processor exited with %d; it must keep running", code)
+	default:
+	}
+}

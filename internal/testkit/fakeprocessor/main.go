@@ -69,8 +69,10 @@
 //	FAKEPROCESSOR_UNHEALTHY_FOR=<duration> --unhealthy-for generation c: /health says "unhealthy" for this
 //	                                                     long after start
 //
-// and, while generation C runs, POST /fake/unhealthy makes its /health say
-// "unhealthy" from then on and POST /fake/hang makes it never answer.
+// and, while it runs, POST /fake/hang makes it stop answering (generation
+// C: its /health; A and B: every request) while it keeps running, and for
+// generation C POST /fake/unhealthy makes its /health say "unhealthy" from
+// then on.
 package main
 
 import (

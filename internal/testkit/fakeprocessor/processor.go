@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kato-manager/kato-manager/internal/graceful"
@@ -65,7 +66,11 @@ type processor struct {
 
 	mu      sync.Mutex // serialises updates of the learned counter
 	servers []*http.Server
-	engine  net.Listener
+	// hang, set by POST /fake/hang, makes every other request of
+	// generations A and B wait until its client gives up: a processor that
+	// stops answering but keeps running.
+	hang   atomic.Bool
+	engine net.Listener
 }
 
 // missingKey is generation A's failure for a setting it needs: the Python
@@ -301,7 +306,24 @@ func (p *processor) handlerB() http.Handler {
 		})
 	}
 	mux.HandleFunc("GET /env", p.environment)
-	return mux
+	return p.hangable(mux)
+}
+
+// hangable serves POST /fake/hang, and then leaves every other request of
+// h unanswered.
+func (p *processor) hangable(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/fake/hang" {
+			p.hang.Store(true)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if p.hang.Load() {
+			<-r.Context().Done()
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (p *processor) environment(w http.ResponseWriter, _ *http.Request) {
@@ -494,7 +516,7 @@ func (p *processor) gateway() http.Handler {
 			p.forward(w, r.Context(), engineRequest{Op: route.op, ID: r.PathValue("id")})
 		})
 	}
-	return mux
+	return p.hangable(mux)
 }
 
 // forward sends req to the engine and relays its answer. Without an engine

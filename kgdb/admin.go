@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -158,17 +159,26 @@ func affected(res sql.Result) (int, error) {
 	return int(n), err
 }
 
+// ClearableStatuses are the statuses items may be cleared of: any but
+// processing, whose items workers hold.
+func ClearableStatuses() []queue.Status {
+	var out []queue.Status
+	for _, st := range queue.Statuses() {
+		if st != queue.StatusProcessing {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
 // ParseClearStatus returns the status named by s that items may be
-// cleared of: any but processing, whose items workers hold. A bad s is a
-// *config.FieldError on field.
+// cleared of (ClearableStatuses). A bad s is a *config.FieldError on field.
 func ParseClearStatus(field, s string) (queue.Status, error) {
 	st, err := queue.ParseStatus(s)
-	if err != nil || st == queue.StatusProcessing {
+	if err != nil || !slices.Contains(ClearableStatuses(), st) {
 		var names []string
-		for _, st := range queue.Statuses() {
-			if st != queue.StatusProcessing {
-				names = append(names, string(st))
-			}
+		for _, st := range ClearableStatuses() {
+			names = append(names, string(st))
 		}
 		return "", &config.FieldError{Field: field, Value: s, Rule: "must be one of " + strings.Join(names, ", ") + " (processing items are held by workers)"}
 	}

@@ -353,3 +353,23 @@ func TestWebClearOlderThan(t *testing.T) {
 		t.Errorf("the failed item left is %d (%v), want the recent one %d", left, err, ids[1])
 	}
 }
+
+// TestClearOffersTheClearableStatuses: the Clear form offers the statuses
+// `queue clear` takes, failed preselected, and never processing.
+func TestClearOffersTheClearableStatuses(t *testing.T) {
+	srv, _, _, _ := actionServer(t)
+	req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+	req.Header.Set("Authorization", "Bearer "+actionToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	_, form, ok := strings.Cut(string(body), `action="/actions/clear"`)
+	form, _, _ = strings.Cut(form, "</select>")
+	want := `<option>pending</option><option>completed</option><option selected>failed</option><option>skipped</option>`
+	if !ok || !strings.Contains(form, want) {
+		t.Errorf("the Clear form's statuses:\n%s\nwant %s", form, want)
+	}
+}

@@ -125,15 +125,17 @@ type pageData struct {
 	Status       string
 	Items        []queue.Item
 	Statuses     []string
-	Depth        plotData
-	Rate         plotData
-	Instance     *supervisor.InstanceSample
-	Journal      []string
-	Search       string
-	Documents    []kgdb.DocumentSummary
-	Document     *kgdb.DocumentDetail
-	Confirm      *confirmData
-	Start        *startForm
+	// ClearStatuses are those the Clear form offers (failed preselected).
+	ClearStatuses []string
+	Depth         plotData
+	Rate          plotData
+	Instance      *supervisor.InstanceSample
+	Journal       []string
+	Search        string
+	Documents     []kgdb.DocumentSummary
+	Document      *kgdb.DocumentDetail
+	Confirm       *confirmData
+	Start         *startForm
 }
 
 // workerRow is a worker of the table: one of this host's units, or a
@@ -198,7 +200,12 @@ func (d *dashboard) index(w http.ResponseWriter, r *http.Request) {
 	}
 	p := d.base(r, "kato-manager")
 	var errs []string
-	p.Statuses = []string{"pending", "processing", "completed", "failed", "skipped"}
+	for _, st := range queue.Statuses() {
+		p.Statuses = append(p.Statuses, string(st))
+	}
+	for _, st := range kgdb.ClearableStatuses() {
+		p.ClearStatuses = append(p.ClearStatuses, string(st))
+	}
 	p.Status = cmp.Or(r.URL.Query().Get("status"), string(defaultPageStatus))
 	st, err := queue.ParseStatus(p.Status)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,10 +58,9 @@ func fakeProcessor(t *testing.T) string {
 			fakeErr = err
 			return
 		}
-		_, file, _, _ := runtime.Caller(0)
 		fakeBin = filepath.Join(dir, "fakeprocessor")
 		cmd := exec.Command("go", "build", "-o", fakeBin, "./internal/testkit/fakeprocessor")
-		cmd.Dir = filepath.Join(filepath.Dir(file), "..")
+		cmd.Dir = ".." // the module root, from this package's directory
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fakeErr = fmt.Errorf("build fakeprocessor: %v\n%s", err, out)
 		}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -84,10 +83,17 @@ var (
 	buildErr  error
 )
 
-// repoRoot is the module root, three levels above this file.
+// repoRoot is the module root: the directory of the go.mod the go command
+// finds from the working directory (a test's package directory, or the
+// root for `go run`). The source file's own path cannot tell: -trimpath,
+// which the build configuration sets, leaves only module paths.
 func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	gomod := strings.TrimSpace(string(out))
+	if err != nil || gomod == "" || gomod == os.DevNull {
+		return "."
+	}
+	return filepath.Dir(gomod)
 }
 
 // Build compiles the programs once per process and returns their directory.

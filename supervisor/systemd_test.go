@@ -337,9 +337,10 @@ func TestStatusAsksNothingPerUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// mongod.service, kato@c.service (failed), kato@f.service (runs, not
-	// linked) and kato.target.
-	if c := e.sd.takeCalls(); c.unit != 4 || c.list != 2 {
-		t.Errorf("systemd was asked %+v, want 4 unit reads and 2 listings", c)
+	// linked) and kato.target; the Service properties of all but the
+	// stopped d.
+	if c := e.sd.takeCalls(); c.unit != 4 || c.list != 2 || c.service != 5 {
+		t.Errorf("systemd was asked %+v, want 4 unit reads, 5 Service reads and 2 listings", c)
 	}
 	byID := map[string]InstanceStatus{}
 	for _, is := range st.Instances {

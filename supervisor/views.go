@@ -228,17 +228,27 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Restarts, result and main process of every listed unit: from
-	// m.Services where systemd signalled no change since, else one request
-	// per unit, all sent at once; systemd has no listing that carries them.
+	// Restarts, result and main process of every unit that is not
+	// stopped: from m.Services where systemd signalled no change since,
+	// else one request per unit, all sent at once (systemd has no listing
+	// that carries them). A stopped unit has no process, and what its
+	// last run counted is not asked for.
 	list := make([]UnitState, 0, len(snap.byUnit))
+	var live []UnitState
 	for _, u := range snap.byUnit {
 		list = append(list, u)
+		if u.ActiveState != "inactive" {
+			live = append(live, u)
+		}
 	}
-	if err := m.Services.fill(ctx, m.Systemd, list); err != nil {
+	if m.Services != nil {
+		// The cache keeps only the units it is given: give it all.
+		live = list
+	}
+	if err := m.Services.fill(ctx, m.Systemd, live); err != nil {
 		return nil, err
 	}
-	for _, u := range list {
+	for _, u := range live {
 		snap.byUnit[u.Name] = u
 	}
 	// The sockets of every instance's processes, each network

@@ -440,10 +440,12 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 			unitNames = append(unitNames, units.InstanceUnit(id))
 		}
 		poll := fmt.Sprintf(`for u in %s; do until curl -sf -o /dev/null --max-time 2 $u; do sleep 0.02; done; done`, strings.Join(urls, " "))
-		var ours, loop, oneStart []time.Duration
+		var ours, loop, oneStart, before, firstReady []time.Duration
 		var loopBusy []float64
 		for r := 0; r < fleetRuns; r++ {
-			ours = append(ours, b.sh(fmt.Sprintf("%s apply %s -f %s >/root/apply.log 2>&1 || { tail -20 /root/apply.log >&2; exit 1; }", km, c.flags, file)))
+			ours = append(ours, b.sh(fmt.Sprintf("date +%%H:%%M:%%S.%%N >/root/apply.begin; %s apply %s -f %s >/root/apply.log 2>&1 || { tail -20 /root/apply.log >&2; exit 1; }", km, c.flags, file)))
+			bf, fr := b.applySplit()
+			before, firstReady = append(before, bf), append(firstReady, fr)
 			// The baseline's units are the ones apply rendered, stopped.
 			b.sh("systemctl stop 'kato@f*.service'")
 			loopBusy = append(loopBusy, busyShare(func() {
@@ -461,6 +463,8 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 			name += fmt.Sprintf(" (default --parallel, %d here)", supervisor.DefaultParallel())
 		}
 		what := fmt.Sprintf("apply a %d-instance file until all answer, %s", n, c.label)
+		b.notes = append(b.notes, fmt.Sprintf("%s, %s: %s from the command's start to its first start job (plan, registry, rendering, enabling, reloads), %s to its first instance ready (median of %d runs)",
+			what, name, round(median(before)), round(median(firstReady)), len(before)))
 		rows = append(rows, timeRow(what, name, "systemctl start loop + curl poll loop", median(ours), median(loop)))
 		if c.flags == "" {
 			sort.Float64s(loopBusy)
@@ -484,6 +488,27 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 	}
 	return append(rows, timeRow(fmt.Sprintf("no-change apply of %d instances", listed), "kato-manager apply (nothing to do)",
 		"the goal: 200ms", median(again), 200*time.Millisecond))
+}
+
+// applySplit reads the last apply's progress log: how long after the
+// command began (/root/apply.begin) its first start job was queued and its
+// first instance was ready.
+func (b *bench) applySplit() (beforeFirstStart, firstReady time.Duration) {
+	out, _, err := b.m.Run(b.ctx, "/bin/sh", "-c", "cat /root/apply.begin; grep -m1 ' starting ' /root/apply.log | cut -d' ' -f1; grep -m1 ' ready ' /root/apply.log | cut -d' ' -f1")
+	if err != nil {
+		fail(err)
+	}
+	f := strings.Fields(out)
+	if len(f) != 3 {
+		fail(fmt.Errorf("apply's progress log: want its begin, first start and first ready, got %q", out))
+	}
+	var t [3]time.Time
+	for i, v := range f {
+		if t[i], err = time.Parse("15:04:05.999999999", v); err != nil {
+			fail(fmt.Errorf("apply's progress log: %w", err))
+		}
+	}
+	return t[1].Sub(t[0]), t[2].Sub(t[0])
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -310,22 +311,36 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	for _, id := range running.Unrecorded {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("instance %s runs without a record of the settings it was started with (started by an earlier version, or its environment cannot be read): run `kato-manager restart %s` to record them", id, id))
 	}
+	// A failed unit's start limit needs its StartLimitBurst, and a running
+	// unit not linked into kato.target.wants its enablement as systemd
+	// sees it (another target's link, a runtime one): only those units
+	// are asked for their own properties, all at once.
+	var ask []string
+	asked := map[string]int{}
+	for _, v := range snap.views {
+		if u := snap.byUnit[v.Unit]; u.ActiveState == "failed" || u.Active() && !wanted[v.Unit] {
+			asked[v.Unit] = len(ask)
+			ask = append(ask, v.Unit)
+		}
+	}
+	full := make([]UnitState, len(ask))
+	errs := make([]error, len(ask))
+	var reads sync.WaitGroup
+	for k, name := range ask {
+		reads.Go(func() { full[k], errs[k] = m.Systemd.Unit(ctx, name) })
+	}
+	reads.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	for i, v := range snap.views {
 		u, ok := snap.byUnit[v.Unit]
 		if !ok {
 			u = UnitState{Name: v.Unit, ActiveState: "inactive", SubState: "dead"}
 		}
-		// A failed unit's start limit needs its StartLimitBurst, and a
-		// running unit not linked into kato.target.wants its enablement
-		// as systemd sees it (another target's link, a runtime one): only
-		// those are asked of systemd one by one.
 		u.UnitFileState = "enabled"
-		if u.ActiveState == "failed" || u.Active() && !wanted[v.Unit] {
-			full, err := m.Systemd.Unit(ctx, v.Unit)
-			if err != nil {
-				return nil, err
-			}
-			u.StartLimitBurst, u.UnitFileState = full.StartLimitBurst, full.UnitFileState
+		if k, ok := asked[v.Unit]; ok {
+			u.StartLimitBurst, u.UnitFileState = full[k].StartLimitBurst, full[k].UnitFileState
 		}
 		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result, Health: health[i], Answering: health[i] == "200",
 			StartLimitHit: u.StartLimitHit(), Enabled: enabledAtBoot(u.UnitFileState)}

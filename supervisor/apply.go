@@ -477,20 +477,37 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 }
 
 // checkBatchPorts fails each item on the host network whose API port a
-// process other than the item's own holds, from one look at the host's
-// listening sockets (and, when some port is held, one at the processes).
+// process other than the item's own holds: a bind probe of each port, and
+// only when some port is in use one look at the host's listening sockets
+// (and, when some port is held, one at the processes).
 func (m *Manager) checkBatchPorts(ctx context.Context, items []*batchItem, setups []*instanceSetup) error {
+	// A bind probe of each port first (two system calls each); the
+	// sockets of every process are read only when some port is in use.
+	var inUse []int
+	for i, it := range items {
+		su := setups[i]
+		if it.err != nil || su == nil || su.network != nil {
+			continue
+		}
+		used, err := m.Ports.InUse(ctx, su.readyPort)
+		if err != nil {
+			return err
+		}
+		if used {
+			inUse = append(inUse, i)
+		}
+	}
+	if len(inUse) == 0 {
+		return nil
+	}
 	holders, err := m.Ports.Listening(ctx)
 	if err != nil {
 		return err
 	}
 	held := map[*batchItem]int32{}
 	var unitNames []string
-	for i, it := range items {
-		su := setups[i]
-		if it.err != nil || su == nil || su.network != nil {
-			continue
-		}
+	for _, i := range inUse {
+		it, su := items[i], setups[i]
 		if pid, ok := holders[su.readyPort]; ok && pid != 0 {
 			held[it] = pid
 			unitNames = append(unitNames, it.inst.Unit)

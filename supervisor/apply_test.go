@@ -329,3 +329,18 @@ func TestApplyStoppedAfterTheRegistry(t *testing.T) {
 		t.Error("the registry lacks the new settings")
 	}
 }
+
+// TestStartsLookForPortHoldersOnlyWhenInUse: start and apply read every
+// process's sockets (Listening) only when a bind probe finds an API port in
+// use (a port another process holds is refused as before: see
+// TestStartChecksWhoHoldsThePort).
+func TestStartsLookForPortHoldersOnlyWhenInUse(t *testing.T) {
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "a", APIPort: 8001})
+	if _, err := e.applyFile(t, "instances:\n  - {id: a, port: 8001}\n  - {id: b, port: 8002}\n  - {id: c, port: 8003}\n", ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if e.ports.listings != 0 {
+		t.Errorf("every process's sockets read %d times with every port free", e.ports.listings)
+	}
+}

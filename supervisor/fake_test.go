@@ -298,11 +298,15 @@ func (f *fakeSystemd) callLog() []string {
 type fakePorts struct {
 	mu sync.Mutex
 	m  map[int]int32
+	// listings counts the calls of Listening, which reads every
+	// process's sockets on a real host.
+	listings int
 }
 
 func (p *fakePorts) Listening(ctx context.Context) (map[int]int32, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.listings++
 	out := make(map[int]int32, len(p.m))
 	for k, v := range p.m {
 		out[k] = v

@@ -255,6 +255,11 @@ func (m *Manager) foreignHolder(ctx context.Context, unit string, mainPID uint32
 			return 0, nil
 		}
 	}
+	// A bind probe first: two system calls, where looking for the holder
+	// reads the sockets of every process on the host.
+	if inUse, err := m.Ports.InUse(ctx, port); err != nil || !inUse {
+		return 0, err
+	}
 	holders, err := m.Ports.Listening(ctx)
 	if err != nil {
 		return 0, err

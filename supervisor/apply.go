@@ -410,20 +410,29 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 	var reload bool
 	var failed []string
 	states := map[string]UnitState{}
+	// The loaded units' properties, all asked for at once.
+	var ask []string
 	for _, l := range loaded {
-		isGroup := units.IsGroupTarget(l.Name)
-		if !isGroup && !slices.Contains(written, l.Name) {
-			continue
+		if units.IsGroupTarget(l.Name) || slices.Contains(written, l.Name) {
+			ask = append(ask, l.Name)
 		}
-		u, err := m.Systemd.Unit(ctx, l.Name)
-		if err != nil {
-			fail(err)
-			return
-		}
-		states[l.Name] = u
+	}
+	props := make([]UnitState, len(ask))
+	errs := make([]error, len(ask))
+	var reads sync.WaitGroup
+	for k, name := range ask {
+		reads.Go(func() { props[k], errs[k] = m.Systemd.Unit(ctx, name) })
+	}
+	reads.Wait()
+	if err := errors.Join(errs...); err != nil {
+		fail(err)
+		return
+	}
+	for k, u := range props {
+		states[ask[k]] = u
 		reload = reload || needsReload(u)
-		if !isGroup && (u.ActiveState == "failed" || u.NRestarts > 0) {
-			failed = append(failed, l.Name)
+		if !units.IsGroupTarget(ask[k]) && (u.ActiveState == "failed" || u.NRestarts > 0) {
+			failed = append(failed, ask[k])
 		}
 	}
 	if reload {

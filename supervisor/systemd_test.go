@@ -308,7 +308,7 @@ func TestStatusAsksNothingPerUnit(t *testing.T) {
 	ctx := context.Background()
 	e := newTestEnv(t)
 	e.sd.set("mongod.service", func(u *UnitState) { u.ActiveState, u.SubState = "active", "running" })
-	ids := []string{"a", "b", "c", "d", "e", "f"}
+	ids := []string{"a", "b", "c", "d", "e", "f", "g"}
 	for _, id := range ids {
 		e.start(t, StartRequest{ID: id})
 	}
@@ -326,7 +326,12 @@ func TestStatusAsksNothingPerUnit(t *testing.T) {
 	e.sd.set("kato@c.service", func(u *UnitState) {
 		u.ActiveState, u.SubState, u.Result, u.MainPID, u.NRestarts, u.StartLimitBurst = "failed", "failed", "exit-code", 0, 5, 5
 	})
-	if err := e.sd.StopUnit(ctx, "kato@d.service"); err != nil {
+	for _, u := range []string{"kato@d.service", "kato@g.service"} {
+		if err := e.sd.StopUnit(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.sd.DisableUnits(ctx, []string{"kato@g.service"}); err != nil {
 		t.Fatal(err)
 	}
 	// Health requests answer without asking the fake systemd.
@@ -336,11 +341,11 @@ func TestStatusAsksNothingPerUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// mongod.service, kato@c.service (failed), kato@f.service (runs, not
-	// linked) and kato.target; the Service properties of all but the
-	// stopped d.
-	if c := e.sd.takeCalls(); c.unit != 4 || c.list != 2 || c.service != 5 {
-		t.Errorf("systemd was asked %+v, want 4 unit reads, 5 Service reads and 2 listings", c)
+	// mongod.service, kato@c.service (failed), kato@f.service and
+	// kato@g.service (not linked) and kato.target; the Service properties
+	// of all but the stopped d and g.
+	if c := e.sd.takeCalls(); c.unit != 5 || c.list != 2 || c.service != 5 {
+		t.Errorf("systemd was asked %+v, want 5 unit reads, 5 Service reads and 2 listings", c)
 	}
 	byID := map[string]InstanceStatus{}
 	for _, is := range st.Instances {
@@ -366,5 +371,8 @@ func TestStatusAsksNothingPerUnit(t *testing.T) {
 	}
 	if f := byID["f"]; !f.Enabled || !f.APIListening {
 		t.Errorf("f, enabled in systemd without a link here: %+v", f)
+	}
+	if g := byID["g"]; g.Enabled || g.State() != "stopped" {
+		t.Errorf("g, stopped and disabled: %+v", g)
 	}
 }

@@ -311,14 +311,14 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	for _, id := range running.Unrecorded {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("instance %s runs without a record of the settings it was started with (started by an earlier version, or its environment cannot be read): run `kato-manager restart %s` to record them", id, id))
 	}
-	// A failed unit's start limit needs its StartLimitBurst, and a running
-	// unit not linked into kato.target.wants its enablement as systemd
-	// sees it (another target's link, a runtime one): only those units
-	// are asked for their own properties, all at once.
+	// A failed unit's start limit needs its StartLimitBurst, and a unit
+	// not linked into kato.target.wants its enablement as systemd sees it
+	// (another target's link, a runtime one): only those units are asked
+	// for their own properties, all at once.
 	var ask []string
 	asked := map[string]int{}
 	for _, v := range snap.views {
-		if u := snap.byUnit[v.Unit]; u.ActiveState == "failed" || u.Active() && !wanted[v.Unit] {
+		if snap.byUnit[v.Unit].ActiveState == "failed" || !wanted[v.Unit] {
 			asked[v.Unit] = len(ask)
 			ask = append(ask, v.Unit)
 		}

@@ -398,10 +398,17 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 	if len(enable) == 0 {
 		return
 	}
-	if err := m.Systemd.EnableUnits(ctx, enable); err != nil {
-		fail(err)
-		return
-	}
+	// The links in kato.target.wants bring the instances back at boot;
+	// nothing in their start needs them, so they are made while the
+	// instances come up, as a single start does. A failure fails every
+	// item that started, which is then rolled back.
+	enabled := make(chan error, 1)
+	go func() { enabled <- m.Systemd.EnableUnits(ctx, enable) }()
+	defer func() {
+		if err := <-enabled; err != nil {
+			fail(err)
+		}
+	}()
 	loaded, err := m.Systemd.ListUnits(ctx, append(written, units.GroupPattern)...)
 	if err != nil {
 		fail(err)

@@ -128,6 +128,9 @@ func (f *fakeSystemd) EnableUnits(ctx context.Context, names []string) error {
 	defer f.mu.Unlock()
 	for _, n := range names {
 		f.record("enable %s", n)
+		if err := f.failure("enable " + n); err != nil {
+			return err
+		}
 		f.enabled[n] = true
 	}
 	return nil

@@ -53,7 +53,7 @@ deps-test:
 # instances of the KATO multi-instance guide and a KG worker pool draining a
 # queue of sample documents, with the stand-ins of this repository.
 demo: deps-build
-	$(GO) run ./internal/demo
+	$(GO) run ./internal/programs/demo
 
 # The whole suite: lint, unit tests, and the integration tests that boot a
 # real systemd in throwaway namespaces (root needed; with CI=true a harness
@@ -89,7 +89,7 @@ unit-test:
 
 # Benchmarks against a real systemd, each beside its baseline, as ratios.
 bench:
-	$(GO) run ./internal/bench
+	$(GO) run ./internal/programs/bench
 
 # The man pages, one per command, generated from the command tree into man/.
 man: bin/kato-manager

@@ -64,6 +64,9 @@ type Config struct {
 	// Templates are the named parameter sets of [templates.NAME], used by
 	// `template: NAME` in a fleet file and `start --template NAME`.
 	Templates map[string]*Entry `toml:"-"`
+	// Groups are the [groups.NAME] sections: a group's front and what
+	// scale makes its members of.
+	Groups map[string]Group `toml:"groups"`
 }
 
 // DefaultProcessor is the name list and status show for the [processor]
@@ -115,7 +118,37 @@ type Processor struct {
 	// ServiceName is generation C's SERVICE_NAME for every instance of
 	// this processor; "" gives each instance its group's name, or its id.
 	ServiceName string `toml:"service_name,omitempty"`
+	// LivenessInterval is how many seconds apart the liveness check makes
+	// an instance's health request; LivenessFailures how many of them in a
+	// row must fail (time out, answer other than 200, or say "unhealthy")
+	// before the instance is restarted, 0 turning the check off;
+	// LivenessTimeout how many seconds one request may take.
+	LivenessInterval float64 `toml:"liveness_interval"`
+	LivenessFailures int     `toml:"liveness_failures"`
+	LivenessTimeout  float64 `toml:"liveness_timeout"`
 }
+
+// Liveness defaults. Generations A and B leave the check off: their health
+// requests say little (generation A's ping answers 200 for any id, even with
+// a broken engine) and earlier versions never restarted them on it.
+// Generation C is built to be restarted this way (its scaling guide runs a
+// liveness probe on /health), so its check is on: every 10 s, 3 failures in
+// a row, as Kubernetes' livenessProbe defaults, with a 2 s timeout, the
+// bound of the readiness request.
+const (
+	DefaultLivenessInterval = 10
+	DefaultLivenessFailures = 3
+	DefaultLivenessTimeout  = 2
+	// MinLivenessInterval is the period of kato-liveness.timer: the check
+	// runs no more often than that.
+	MinLivenessInterval = 5
+	// MaxLivenessFailures bounds liveness_failures.
+	MaxLivenessFailures = 100
+)
+
+// LivenessOn reports whether the liveness check restarts the processor's
+// instances.
+func (p Processor) LivenessOn() bool { return p.LivenessFailures > 0 }
 
 // Generation defaults of a processor section that leaves them out.
 var generationDefaults = map[string]Processor{
@@ -151,6 +184,15 @@ func (p *Processor) fill(defined func(key string) bool) {
 	}
 	if p.Generation == units.GenerationC && !defined("workers") {
 		p.Workers = 1
+	}
+	if !defined("liveness_interval") {
+		p.LivenessInterval = DefaultLivenessInterval
+	}
+	if !defined("liveness_timeout") {
+		p.LivenessTimeout = DefaultLivenessTimeout
+	}
+	if p.Generation == units.GenerationC && !defined("liveness_failures") {
+		p.LivenessFailures = DefaultLivenessFailures
 	}
 }
 
@@ -198,11 +240,35 @@ func (p Processor) validate(prefix string) error {
 	if err := positiveSeconds(prefix+"stop_timeout", p.StopTimeout); err != nil {
 		return err
 	}
+	if err := p.validateLiveness(prefix); err != nil {
+		return err
+	}
 	if p.Network != NetworkHost && p.Network != NetworkPrivate {
 		return &FieldError{Field: prefix + "network", Value: p.Network, Rule: "must be host or private"}
 	}
 	if p.LogLevel != "" && !slices.Contains(logLevels, p.LogLevel) {
 		return &FieldError{Field: prefix + "log_level", Value: p.LogLevel, Rule: "must be one of " + strings.Join(logLevels, ", ")}
+	}
+	return nil
+}
+
+// validateLiveness checks the liveness keys: the interval no shorter than
+// the timer that runs the check, the timeout shorter than the interval.
+func (p Processor) validateLiveness(prefix string) error {
+	if p.LivenessFailures < 0 || p.LivenessFailures > MaxLivenessFailures {
+		return &FieldError{Field: prefix + "liveness_failures", Value: strconv.Itoa(p.LivenessFailures), Rule: fmt.Sprintf("must be 0 (off) to %d", MaxLivenessFailures)}
+	}
+	if err := positiveSeconds(prefix+"liveness_interval", p.LivenessInterval); err != nil {
+		return err
+	}
+	if p.LivenessInterval < MinLivenessInterval {
+		return &FieldError{Field: prefix + "liveness_interval", Value: formatFloat(p.LivenessInterval), Rule: fmt.Sprintf("must be at least %d seconds, the period of kato-liveness.timer", MinLivenessInterval)}
+	}
+	if err := positiveSeconds(prefix+"liveness_timeout", p.LivenessTimeout); err != nil {
+		return err
+	}
+	if p.LivenessTimeout >= p.LivenessInterval {
+		return &FieldError{Field: prefix + "liveness_timeout", Value: formatFloat(p.LivenessTimeout), Rule: "must be shorter than liveness_interval (" + formatFloat(p.LivenessInterval) + " s)"}
 	}
 	return nil
 }
@@ -360,6 +426,9 @@ func Default() *Config {
 			ReadyTimeout: 60,
 			StopTimeout:  3,
 			Network:      NetworkHost,
+			// Generation B: the liveness check is off.
+			LivenessInterval: DefaultLivenessInterval,
+			LivenessTimeout:  DefaultLivenessTimeout,
 		},
 		Defaults: DefaultParameters(),
 		Ports: Ports{
@@ -498,6 +567,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := intBetween("batch.parallel", c.Batch.Parallel, 0, MaxParallel); err != nil {
+		return err
+	}
+	if err := c.validateGroups(); err != nil {
 		return err
 	}
 	for _, s := range kgSettings {

@@ -108,7 +108,7 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 	var keys [][]string
 	for _, key := range tomlKeys(reflect.TypeOf(Config{}), nil) {
 		switch strings.Join(key, ".") {
-		case "processor.log_level", "processor.workers", "processor.service_name", "processors", "defaults":
+		case "processor.log_level", "processor.workers", "processor.service_name", "processors", "defaults", "groups":
 			// The old place of defaults.log_level, and the named
 			// processors, which the file shows in a comment; [defaults] is
 			// checked key by key below.
@@ -119,8 +119,8 @@ func TestDefaultFileSetsEveryKey(t *testing.T) {
 	for _, p := range Params {
 		keys = append(keys, []string{"defaults", p.Name})
 	}
-	if len(keys) != 32+len(Params) {
-		t.Fatalf("found %d settings, want %d: %v", len(keys), 32+len(Params), keys)
+	if len(keys) != 35+len(Params) {
+		t.Fatalf("found %d settings, want %d: %v", len(keys), 35+len(Params), keys)
 	}
 	for _, key := range keys {
 		t.Run(strings.Join(key, "."), func(t *testing.T) {
@@ -169,7 +169,8 @@ func TestLoadPartialKeepsDefaults(t *testing.T) {
 			c.Processor.Generation, c.Processor.Ready, c.Processor.StopTimeout, c.Processor.Network = "a", "GET /{id}/ping", 10, "host"
 		}},
 		{"named processor", "[processors.v1]\ncommand = [\"/opt/v1/kato\"]\ngeneration = \"a\"\nstop_timeout = 4\n", func(c *Config) {
-			c.Processors = map[string]Processor{"v1": {Command: []string{"/opt/v1/kato"}, Generation: "a", Ready: "GET /{id}/ping", ReadyTimeout: 60, StopTimeout: 4, Network: "private"}}
+			c.Processors = map[string]Processor{"v1": {Command: []string{"/opt/v1/kato"}, Generation: "a", Ready: "GET /{id}/ping", ReadyTimeout: 60, StopTimeout: 4, Network: "private",
+				LivenessInterval: 10, LivenessTimeout: 2}}
 		}},
 		{"links", "[services]\nlinks = { qdrant = \"127.0.0.1:6333\" }\n", func(c *Config) { c.Services.Links = map[string]string{"qdrant": "127.0.0.1:6333"} }},
 		{"shorter command", "[processor]\ncommand = [\"/opt/kato/bin/kato\"]\n", func(c *Config) { c.Processor.Command = []string{"/opt/kato/bin/kato"} }},

@@ -31,7 +31,13 @@ type Entry struct {
 	Processor string
 	Network   string
 	Group     string
-	Template  string
+	// Weight is the instance's share of its group's front, 1 to 256; 0
+	// when not given.
+	Weight int
+	// Replicas, when not zero, makes the entry that many instances,
+	// ID-1…ID-N, in the group of that name unless it gives one.
+	Replicas int
+	Template string
 	// Host is the [USER@]HOST whose kato-manager runs the instance, over
 	// ssh; empty for this host.
 	Host string
@@ -95,6 +101,28 @@ var entryFields = []entryField{
 		}
 		e.Group = s
 		return rule
+	}},
+	{key: "weight", inTemplate: true, set: func(e *Entry, n *Node) string {
+		v, ok := n.Value.(int64)
+		if !ok || n.Kind != ScalarNode {
+			return "must be an integer"
+		}
+		if v < 1 || v > MaxWeight {
+			return WeightRule
+		}
+		e.Weight = int(v)
+		return ""
+	}},
+	{key: "replicas", set: func(e *Entry, n *Node) string {
+		v, ok := n.Value.(int64)
+		if !ok || n.Kind != ScalarNode {
+			return "must be an integer"
+		}
+		if v < 1 || v > MaxReplicas {
+			return fmt.Sprintf("must be between 1 and %d", MaxReplicas)
+		}
+		e.Replicas = int(v)
+		return ""
 	}},
 	{key: "host", set: func(e *Entry, n *Node) string {
 		s, rule := n.str()

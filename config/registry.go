@@ -51,7 +51,10 @@ type Instance struct {
 	Network string `toml:"network"`
 	// Group is the group the instance is part of (units.GroupTarget), or
 	// "".
-	Group      string     `toml:"group,omitempty"`
+	Group string `toml:"group,omitempty"`
+	// Weight is the instance's share of its group's requests at the
+	// group's front against the other members' weights, 1 to 256; 0 is 1.
+	Weight     int        `toml:"weight,omitzero"`
 	Parameters Parameters `toml:"parameters"`
 	Created    time.Time  `toml:"created"`
 	Updated    time.Time  `toml:"updated"`
@@ -97,6 +100,14 @@ func (in *Instance) Validate() error {
 			return &FieldError{Field: "group", Value: in.Group, Rule: rule}
 		}
 	}
+	if in.Weight != 0 {
+		if in.Weight < 1 || in.Weight > MaxWeight {
+			return &FieldError{Field: "weight", Value: strconv.Itoa(in.Weight), Rule: WeightRule}
+		}
+		if in.Group == "" {
+			return &FieldError{Field: "weight", Value: strconv.Itoa(in.Weight), Rule: "goes with a group: it is a share of the group's requests"}
+		}
+	}
 	if err := in.Parameters.Validate(); err != nil {
 		return prefixField("parameters.", err)
 	}
@@ -113,6 +124,33 @@ func (in *Instance) Validate() error {
 // file holds one [instances.ID] table per instance.
 type Registry struct {
 	Instances map[string]*Instance `toml:"instances"`
+	// Groups are the groups an applied fleet file declared (its groups:),
+	// which win over kato.toml's [groups.NAME] of the same name.
+	Groups map[string]Group `toml:"groups,omitempty"`
+}
+
+// Group returns the settings of the group name: an applied fleet file's,
+// else those of cfg, and whether there are any.
+func (r *Registry) Group(cfg *Config, name string) (Group, bool) {
+	if g, ok := r.Groups[name]; ok {
+		return g, true
+	}
+	return cfg.GroupNamed(name)
+}
+
+// GroupNames returns the names of the groups of cfg and r, sorted.
+func (r *Registry) GroupNames(cfg *Config) []string {
+	var names []string
+	for n := range cfg.Groups {
+		names = append(names, n)
+	}
+	for n := range r.Groups {
+		if _, ok := cfg.Groups[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Sorted returns the instances ordered by ID.
@@ -314,7 +352,8 @@ func keyOf(fi os.FileInfo) (fileKey, bool) {
 		ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec, mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec}, true
 }
 
-// clone returns a copy of r that shares nothing with it.
+// clone returns a copy of r that shares nothing with it. A field added to
+// Registry must be copied here (TestRegistryCloneCopiesEveryField).
 func (r *Registry) clone() *Registry {
 	c := &Registry{Instances: make(map[string]*Instance, len(r.Instances))}
 	for id, in := range r.Instances {
@@ -322,6 +361,12 @@ func (r *Registry) clone() *Registry {
 		cp.Command = slices.Clone(in.Command)
 		cp.Parameters = in.Parameters.Clone()
 		c.Instances[id] = &cp
+	}
+	if r.Groups != nil {
+		c.Groups = make(map[string]Group, len(r.Groups))
+		for name, g := range r.Groups {
+			c.Groups[name] = g
+		}
 	}
 	return c
 }
@@ -440,6 +485,7 @@ const registryHeader = "# Instance registry of kato-manager: one [instances.ID] 
 // existed gets that parameter's default.
 type registryDoc struct {
 	Instances map[string]toml.Primitive `toml:"instances"`
+	Groups    map[string]Group          `toml:"groups"`
 }
 
 func decodeRegistry(data []byte) (*Registry, error) {
@@ -448,7 +494,7 @@ func decodeRegistry(data []byte) (*Registry, error) {
 	if err != nil {
 		return nil, tomlError(err)
 	}
-	r := &Registry{Instances: make(map[string]*Instance, len(doc.Instances))}
+	r := &Registry{Instances: make(map[string]*Instance, len(doc.Instances)), Groups: doc.Groups}
 	for id, raw := range doc.Instances {
 		in := &Instance{ID: id, Network: NetworkHost}
 		if err := md.PrimitiveDecode(raw, in); err != nil {

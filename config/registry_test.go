@@ -787,3 +787,26 @@ func TestRegistryLoadKeepsTheParsedFile(t *testing.T) {
 		t.Errorf("after the file was replaced, Load read name %q, want two", got)
 	}
 }
+
+// TestRegistryCloneCopiesEveryField: what Load serves from its kept
+// registry is the whole registry; a field added to Registry fails here
+// until clone copies it.
+func TestRegistryCloneCopiesEveryField(t *testing.T) {
+	if n := reflect.TypeOf(Registry{}).NumField(); n != 2 {
+		t.Fatalf("Registry has %d fields: copy the new one in clone, then count it here", n)
+	}
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	r := &Registry{
+		Instances: map[string]*Instance{"a": {ID: "a", Name: "A", Unit: "kato@a.service", APIPort: 8001, Command: []string{"x"}, Network: NetworkHost, Group: "ab", Parameters: DefaultParameters(), Created: now, Updated: now}},
+		Groups:    map[string]Group{"ab": {Front: 9300, Balance: "roundrobin"}},
+	}
+	c := r.clone()
+	if !reflect.DeepEqual(r, c) {
+		t.Fatalf("clone differs:\n%+v\n%+v", r, c)
+	}
+	c.Groups["ab"] = Group{Front: 1}
+	c.Instances["a"].Command[0] = "y"
+	if r.Groups["ab"].Front != 9300 || r.Instances["a"].Command[0] != "x" {
+		t.Error("the clone shares its groups or an instance's command with the original")
+	}
+}

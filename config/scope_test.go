@@ -147,8 +147,8 @@ func TestScopeTemplates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(system) != 15 || len(userTemplates) != 5 {
-		t.Fatalf("%d system and %d user templates, want 15 (units, the private network's units, the front, kato-manager.service, kato-queue.socket and its service, sysusers.d, tmpfiles.d) and 5 (units)", len(system), len(userTemplates))
+	if len(system) != 17 || len(userTemplates) != 5 {
+		t.Fatalf("%d system and %d user templates, want 17 (units, the private network's units, the front, kato-manager.service, kato-liveness.service and its timer, kato-queue.socket and its service, sysusers.d, tmpfiles.d) and 5 (units)", len(system), len(userTemplates))
 	}
 	for _, tmpl := range userTemplates {
 		if tmpl.Dir != "systemd" {

@@ -34,6 +34,12 @@ func (c *Config) Layer(e, tpl *Entry) *Entry {
 	}
 	out.Network = pick("network", func(x *Entry) string { return x.Network })
 	out.Group = pick("group", func(x *Entry) string { return x.Group })
+	switch {
+	case e.Set["weight"]:
+		out.Weight, out.Set["weight"] = e.Weight, true
+	case tpl != nil && tpl.Set["weight"]:
+		out.Weight, out.Set["weight"] = tpl.Weight, true
+	}
 	params := c.Defaults.Clone()
 	if params == nil {
 		params = Parameters{}

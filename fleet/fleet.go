@@ -39,6 +39,61 @@ type Fleet struct {
 	Path      string
 	Entries   []*config.Entry
 	Templates map[string]*config.Entry
+	// Groups are the file's groups:, which an apply stores in the
+	// registry, over kato.toml's [groups.NAME] of the same name;
+	// HasGroups says the file has the key (an empty mapping clears them).
+	Groups    map[string]config.Group
+	HasGroups bool
+	// groupLines are the line of each group.
+	groupLines map[string]int
+}
+
+// groupKeys are the keys of a group in a fleet file, as in kato.toml.
+var groupKeys = []string{"front", "address", "balance", "ready", "template", "processor"}
+
+// readGroup reads one group of a fleet file's groups:.
+func readGroup(n *config.Node, fail func(line int, field, value, rule string)) config.Group {
+	var g config.Group
+	if n.Kind != config.MapNode {
+		fail(n.Line, "", n.Display(), "must be a mapping of "+strings.Join(groupKeys, ", "))
+		return g
+	}
+	for i, k := range n.Keys {
+		v := n.Vals[i]
+		if k == "front" {
+			p, ok := v.Value.(int64)
+			if !ok || v.Kind != config.ScalarNode {
+				fail(n.KeyLines[i], k, v.Display(), "must be an integer")
+				continue
+			}
+			g.Front = int(p)
+			continue
+		}
+		s, ok := v.Value.(string)
+		if !ok || v.Kind != config.ScalarNode {
+			if slices.Contains(groupKeys, k) {
+				fail(n.KeyLines[i], k, v.Display(), "must be a string")
+			} else {
+				fail(n.KeyLines[i], k, v.Display(), "is not a key of a group: must be one of "+strings.Join(groupKeys, ", "))
+			}
+			continue
+		}
+		switch k {
+		case "address":
+			g.Address = s
+		case "balance":
+			g.Balance = s
+		case "ready":
+			g.Ready = s
+		case "template":
+			g.Template = s
+		case "processor":
+			g.Processor = s
+		default:
+			fail(n.KeyLines[i], k, s, "is not a key of a group: must be one of "+strings.Join(groupKeys, ", "))
+		}
+	}
+	return g
 }
 
 // LoadFleet reads the fleet file at path and resolves it against c (see
@@ -69,6 +124,22 @@ func ReadFleet(c *config.Config, path string, data []byte, host string) ([]Desir
 	var more config.FileErrors
 	if errors.As(rerr, &more) {
 		errs = append(errs, more...)
+	}
+	// The file's groups by kato.toml's rules, one front per port.
+	fronts := map[int]string{}
+	for _, name := range slices.Sorted(maps.Keys(f.Groups)) {
+		g := f.Groups[name]
+		err := c.CheckGroup(name, g)
+		if err == nil && g.Front != 0 {
+			if other, ok := fronts[g.Front]; ok {
+				err = &config.FieldError{Field: "groups." + name + ".front", Value: strconv.Itoa(g.Front), Rule: "must differ from the front of group " + other}
+			}
+			fronts[g.Front] = name
+		}
+		var fe *config.FieldError
+		if errors.As(err, &fe) {
+			errs = append(errs, &config.FileError{File: path, Line: f.groupLines[name], ID: "group " + name, Field: strings.TrimPrefix(fe.Field, "groups."+name+"."), Value: fe.Value, Rule: fe.Rule})
+		}
 	}
 	if len(errs) > 0 {
 		return nil, nil, errs.Sorted()
@@ -366,8 +437,24 @@ func readFleet(path string, root *config.Node) (*Fleet, config.FileErrors) {
 		return f, errs
 	}
 	for i, k := range root.Keys {
-		if k != "instances" && k != "templates" {
-			fail(root.KeyLines[i], "", k, root.Vals[i].Display(), "is not a key of a fleet file: must be instances or templates")
+		if k != "instances" && k != "templates" && k != "groups" {
+			fail(root.KeyLines[i], "", k, root.Vals[i].Display(), "is not a key of a fleet file: must be instances, templates or groups")
+		}
+	}
+	if g := root.Get("groups"); g != nil {
+		f.HasGroups, f.Groups, f.groupLines = true, map[string]config.Group{}, map[string]int{}
+		if g.Kind != config.MapNode {
+			fail(g.Line, "", "groups", g.Display(), "must be a mapping of group names to their settings")
+		} else {
+			for i, name := range g.Keys {
+				label := "group " + name
+				if rule := units.GroupNameRule(name); rule != "" {
+					fail(g.KeyLines[i], "", "groups", name, "name "+rule)
+					continue
+				}
+				f.Groups[name] = readGroup(g.Vals[i], func(line int, field, value, rule string) { fail(line, label, field, value, rule) })
+				f.groupLines[name] = g.KeyLines[i]
+			}
 		}
 	}
 	if t := root.Get("templates"); t != nil {
@@ -468,6 +555,10 @@ type Desired struct {
 func Resolve(c *config.Config, f *Fleet) ([]Desired, error) {
 	var errs config.FileErrors
 	out := make([]Desired, 0, len(f.Entries))
+	entryIDs := map[string]bool{}
+	for _, e := range f.Entries {
+		entryIDs[e.ID] = true
+	}
 	for _, e := range f.Entries {
 		fail := func(field, value, rule string) {
 			errs = append(errs, &config.FileError{File: f.Path, Line: lineOr(e.Lines[field], e.Line), ID: e.ID, Field: field, Value: value, Rule: rule})
@@ -500,6 +591,14 @@ func Resolve(c *config.Config, f *Fleet) ([]Desired, error) {
 			d.Network = proc.Network
 		}
 		d.Group = l.Group
+		if e.Replicas > 0 && d.Group == "" {
+			d.Group = e.ID
+		}
+		d.Weight = l.Weight
+		if d.Weight != 0 && d.Group == "" {
+			fail("weight", strconv.Itoa(d.Weight), "goes with a group: it is the instance's share of its group's front")
+			continue
+		}
 		d.Parameters = l.Parameters
 		if err := d.Parameters.Validate(); err != nil {
 			var fe *config.FieldError
@@ -507,7 +606,31 @@ func Resolve(c *config.Config, f *Fleet) ([]Desired, error) {
 			fail(fe.Field, fe.Value, fe.Rule)
 			continue
 		}
-		out = append(out, d)
+		if e.Replicas == 0 {
+			out = append(out, d)
+			continue
+		}
+		// replicas: N is N instances ID-1…ID-N, each given the next free
+		// ports.
+		if e.APIPort != 0 || e.ZMQPort != 0 {
+			fail("replicas", strconv.Itoa(e.Replicas), "goes without port and zmq_port: each replica gets the next free ones")
+			continue
+		}
+		for k := 1; k <= e.Replicas; k++ {
+			r := d
+			r.ID = e.ID + "-" + strconv.Itoa(k)
+			if rule := units.InstanceIDRule(r.ID); rule != "" {
+				fail("replicas", strconv.Itoa(e.Replicas), "make ids "+e.ID+"-1… that break the rule of ids: "+rule)
+				break
+			}
+			if entryIDs[r.ID] {
+				fail("replicas", strconv.Itoa(e.Replicas), "make the id "+r.ID+", which another entry has")
+				break
+			}
+			r.Unit = units.InstanceUnit(r.ID)
+			r.Parameters = d.Parameters.Clone()
+			out = append(out, r)
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errs.Sorted()
@@ -679,6 +802,15 @@ var fleetFields = []struct {
 	{"processor", func(in *config.Instance) string { return processorText(in.Processor) }},
 	{"network", func(in *config.Instance) string { return in.Network }},
 	{"group", func(in *config.Instance) string { return in.Group }},
+	{"weight", func(in *config.Instance) string { return weightText(in.Weight) }},
+}
+
+// weightText shows a member's weight; none given is "".
+func weightText(w int) string {
+	if w == 0 {
+		return ""
+	}
+	return strconv.Itoa(w)
 }
 
 func portText(p int) string {
@@ -745,6 +877,10 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 			e["group"] = in.Group
 			order = append(order, "group")
 		}
+		if in.Weight != 0 {
+			e["weight"] = in.Weight
+			order = append(order, "weight")
+		}
 		for _, row := range config.Params {
 			if v := in.Parameters[row.Name]; config.FormatValue(v) != config.FormatValue(defaults[row.Name]) {
 				e[row.Name] = v
@@ -754,8 +890,12 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 		list = append(list, e)
 		keys = append(keys, order)
 	}
+	groups := exportGroups(reg.Groups)
 	switch format {
 	case "json":
+		if groups != nil {
+			return jsonWithGroups(list, keys, groups)
+		}
 		return jsonOf(list, keys)
 	case "yaml":
 		root := &yaml.Node{Kind: yaml.MappingNode}
@@ -772,6 +912,21 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 			items.Content = append(items.Content, m)
 		}
 		root.Content = []*yaml.Node{{Kind: yaml.ScalarNode, Value: "instances"}, items}
+		if groups != nil {
+			gn := &yaml.Node{Kind: yaml.MappingNode}
+			for _, name := range slices.Sorted(maps.Keys(groups)) {
+				m := &yaml.Node{Kind: yaml.MappingNode}
+				for _, kv := range groups[name] {
+					var v yaml.Node
+					if err := v.Encode(kv.Value); err != nil {
+						return nil, err
+					}
+					m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: kv.Key}, &v)
+				}
+				gn.Content = append(gn.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: name}, m)
+			}
+			root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "groups"}, gn)
+		}
 		var buf bytes.Buffer
 		buf.WriteString("# Exported by kato-manager: `kato-manager apply -f FILE` of it changes nothing.\n")
 		enc := yaml.NewEncoder(&buf)
@@ -785,6 +940,16 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 		buf.WriteString("# Exported by kato-manager: `kato-manager apply -f FILE` of it changes nothing.\n")
 		if len(list) == 0 {
 			buf.WriteString("instances = []\n")
+		}
+		for _, name := range slices.Sorted(maps.Keys(groups)) {
+			buf.WriteString("\n[groups." + name + "]\n")
+			for _, kv := range groups[name] {
+				v, err := tomlValue(kv.Value)
+				if err != nil {
+					return nil, err
+				}
+				buf.WriteString(kv.Key + " = " + v + "\n")
+			}
 		}
 		for i, e := range list {
 			buf.WriteString("\n[[instances]]\n")
@@ -866,4 +1031,99 @@ func jsonString(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// groupKV is one setting of an exported group.
+type groupKV struct {
+	Key   string
+	Value any
+}
+
+// exportGroups returns the settings each group sets, in groupKeys order;
+// nil when there is none.
+func exportGroups(groups map[string]config.Group) map[string][]groupKV {
+	if len(groups) == 0 {
+		return nil
+	}
+	out := map[string][]groupKV{}
+	for name, g := range groups {
+		kvs := []groupKV{}
+		if g.Front != 0 {
+			kvs = append(kvs, groupKV{"front", g.Front})
+		}
+		for _, kv := range []groupKV{{"address", g.Address}, {"balance", g.Balance}, {"ready", g.Ready}, {"template", g.Template}, {"processor", g.Processor}} {
+			if kv.Value != "" {
+				kvs = append(kvs, kv)
+			}
+		}
+		out[name] = kvs
+	}
+	return out
+}
+
+// jsonWithGroups is jsonOf with the groups after the instances.
+func jsonWithGroups(list []map[string]any, keys [][]string, groups map[string][]groupKV) ([]byte, error) {
+	data, err := jsonOf(list, keys)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.Write(bytes.TrimSuffix(data, []byte("\n}\n")))
+	buf.WriteString(",\n  \"groups\": {")
+	for i, name := range slices.Sorted(maps.Keys(groups)) {
+		if i > 0 {
+			buf.WriteString(",")
+		}
+		buf.WriteString("\n    " + strconv.Quote(name) + ": {")
+		for j, kv := range groups[name] {
+			if j > 0 {
+				buf.WriteString(", ")
+			}
+			v, err := tomlValue(kv.Value)
+			if err != nil {
+				return nil, err
+			}
+			buf.WriteString(strconv.Quote(kv.Key) + ": " + v)
+		}
+		buf.WriteString("}")
+	}
+	buf.WriteString("\n  }\n}\n")
+	return buf.Bytes(), nil
+}
+
+// GroupChanges lists what storing the file's groups want over the stored
+// groups have changes, a line per group as diff prints it: "+ group NAME:
+// SETTINGS", "- group NAME" or "~ group NAME: OLD -> NEW".
+func GroupChanges(have, want map[string]config.Group) []string {
+	text := func(g config.Group) string {
+		var parts []string
+		for _, kv := range exportGroups(map[string]config.Group{"g": g})["g"] {
+			parts = append(parts, fmt.Sprintf("%s %v", kv.Key, kv.Value))
+		}
+		if len(parts) == 0 {
+			return "(no settings)"
+		}
+		return strings.Join(parts, ", ")
+	}
+	names := slices.Sorted(maps.Keys(have))
+	for n := range want {
+		if _, ok := have[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	var out []string
+	for _, n := range names {
+		h, hok := have[n]
+		w, wok := want[n]
+		switch {
+		case !hok:
+			out = append(out, "+ group "+n+": "+text(w))
+		case !wok:
+			out = append(out, "- group "+n)
+		case h != w:
+			out = append(out, "~ group "+n+": "+text(h)+" -> "+text(w))
+		}
+	}
+	return out
 }

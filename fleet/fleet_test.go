@@ -2,6 +2,8 @@ package fleet
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -219,9 +221,9 @@ func TestExportRoundTrip(t *testing.T) {
 	params["sort"] = false
 	params["auto_act_threshold"] = 1.0
 	reg := &config.Registry{Instances: map[string]*config.Instance{
-		"a": {ID: "a", Name: `Say "hi"`, Unit: "kato@a.service", APIPort: 8001, ZMQPort: 5555, Network: config.NetworkHost, Group: "g", Parameters: params, Created: now, Updated: now},
+		"a": {ID: "a", Name: `Say "hi"`, Unit: "kato@a.service", APIPort: 8001, ZMQPort: 5555, Network: config.NetworkHost, Group: "g", Weight: 90, Parameters: params, Created: now, Updated: now},
 		"b": {ID: "b", Name: "B", Unit: "kato@b.service", APIPort: 8002, ZMQPort: 5556, Network: config.NetworkPrivate, Parameters: c.Defaults.Clone(), Created: now, Updated: now},
-	}}
+	}, Groups: map[string]config.Group{"g": {Front: 9000, Balance: "hash:X-User", Address: "127.0.0.1"}, "h": {Processor: "default"}}}
 	for _, format := range []string{"yaml", "json", "toml"} {
 		t.Run(format, func(t *testing.T) {
 			data, err := Export(reg, c.Defaults, format)
@@ -231,6 +233,10 @@ func TestExportRoundTrip(t *testing.T) {
 			want, err := resolveFile(t, c, "export."+format, string(data))
 			if err != nil {
 				t.Fatalf("%v\n%s", err, data)
+			}
+			f, err := ParseFleet("export."+format, data)
+			if err != nil || !f.HasGroups || !maps.Equal(f.Groups, reg.Groups) {
+				t.Errorf("groups read back %+v, %v; want %+v\n%s", f.Groups, err, reg.Groups, data)
 			}
 			plan, err := PlanFleet("export", want, reg, true)
 			if err != nil {
@@ -265,5 +271,141 @@ func TestFleetHosts(t *testing.T) {
 	}
 	if want, _, err := ReadFleet(c, "f.yaml", []byte(content), "alpha"); err != nil || len(want) != 1 || want[0].ID != "c" {
 		t.Errorf("alpha's entries: %v, %v", want, err)
+	}
+}
+
+// TestFleetWeights: weight is an entry key, set by a template too, checked
+// with its line, and only in a group.
+func TestFleetWeights(t *testing.T) {
+	c := config.Default()
+	content := `templates:
+  canary: {group: ab, weight: 10}
+instances:
+  - {id: a, group: ab, weight: 90}
+  - {id: b, template: canary}
+  - {id: c, group: ab}
+`
+	want, err := resolveFile(t, c, "f.yaml", content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, d := range want {
+		got[d.ID] = d.Weight
+	}
+	if got["a"] != 90 || got["b"] != 10 || got["c"] != 0 {
+		t.Errorf("weights %v, want a 90, b 10 (the template's), c none", got)
+	}
+	for _, tc := range []struct{ content, want string }{
+		{"instances:\n  - id: a\n    group: ab\n    weight: 0\n", "f.yaml:4: a: invalid weight 0: must be between 1 and 256"},
+		{"instances:\n  - id: a\n    group: ab\n    weight: heavy\n", "f.yaml:4: a: invalid weight heavy: must be an integer"},
+		{"instances:\n  - id: a\n    weight: 5\n", "f.yaml:3: a: invalid weight 5: goes with a group"},
+	} {
+		if _, err := resolveFile(t, c, "f.yaml", tc.content); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.content, err, tc.want)
+		}
+	}
+}
+
+// TestDocsABFleetFile: the KATO multi-instance guide's A/B test as the
+// docs give it resolves to its two members with their weights.
+func TestDocsABFleetFile(t *testing.T) {
+	doc, err := os.ReadFile("../docs/fleet-files.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n# ab.yaml")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/fleet-files.md has no ab.yaml block")
+	}
+	want, err := resolveFile(t, config.Default(), "ab.yaml", "# ab.yaml"+block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 2 || want[0].ID != "version-a" || want[0].Weight != 90 || want[1].Weight != 10 || want[1].Group != "ab" ||
+		want[1].Parameters["max_predictions"] != 200 {
+		t.Errorf("ab.yaml resolves to %+v", want)
+	}
+}
+
+// TestFleetReplicas: replicas: N makes the entry N instances ID-1…ID-N in
+// the group of that name, with their ports to allocate; errors name the
+// line.
+func TestFleetReplicas(t *testing.T) {
+	c := config.Default()
+	content := `templates:
+  web: {persistence: 9}
+instances:
+  - {id: web, replicas: 3, template: web}
+  - {id: canary, replicas: 1, group: web, weight: 10}
+  - {id: alone, port: 8001}
+`
+	want, err := resolveFile(t, c, "f.yaml", content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range want {
+		got = append(got, fmt.Sprintf("%s:%s:%d:%d:%v", d.ID, d.Group, d.APIPort, d.Weight, d.Parameters["persistence"]))
+	}
+	wantIDs := []string{"web-1:web:0:0:9", "web-2:web:0:0:9", "web-3:web:0:0:9", "canary-1:web:0:10:5", "alone::8001:0:5"}
+	if !slices.Equal(got, wantIDs) {
+		t.Errorf("resolved %v\nwant %v", got, wantIDs)
+	}
+	for _, tc := range []struct{ content, want string }{
+		{"instances:\n  - {id: web, replicas: 2, port: 8001}\n", "f.yaml:2: web: invalid replicas 2: goes without port and zmq_port"},
+		{"instances:\n  - {id: web, replicas: 2}\n  - {id: web-2}\n", "f.yaml:2: web: invalid replicas 2: make the id web-2, which another entry has"},
+		{"instances:\n  - {id: web, replicas: 0}\n", "f.yaml:2: web: invalid replicas 0: must be between 1 and 256"},
+		{"templates:\n  t: {replicas: 2}\ninstances:\n  - {id: web, template: t}\n", "invalid replicas"},
+	} {
+		if _, err := resolveFile(t, c, "f.yaml", tc.content); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v\nwant %q", tc.content, err, tc.want)
+		}
+	}
+}
+
+// TestFleetGroups: groups: takes kato.toml's keys, checked by its rules
+// with the group's line.
+func TestFleetGroups(t *testing.T) {
+	c := config.Default()
+	content := `groups:
+  ab: {front: 9000, balance: roundrobin}
+  web: {front: 9100, processor: default, ready: GET /health}
+instances:
+  - {id: a, group: ab, weight: 90}
+`
+	_, f, err := ReadFleet(c, "f.yaml", []byte(content), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]config.Group{"ab": {Front: 9000, Balance: "roundrobin"}, "web": {Front: 9100, Processor: "default", Ready: "GET /health"}}
+	if !maps.Equal(f.Groups, want) {
+		t.Errorf("groups %+v, want %+v", f.Groups, want)
+	}
+	for _, tc := range []struct{ content, want string }{
+		{"groups:\n  ab: {front: 70000}\ninstances: []\n", "f.yaml:2: group ab: invalid front 70000"},
+		{"groups:\n  ab: {front: 9000}\n  cd: {front: 9000}\ninstances: []\n", "f.yaml:3: group cd: invalid front 9000: must differ from the front of group ab"},
+		{"groups:\n  ab:\n    balance: random\ninstances: []\n", "f.yaml:2: group ab: invalid balance random: must be leastconn"},
+		{"groups:\n  ab:\n    frontend: 9000\ninstances: []\n", "f.yaml:3: group ab: invalid frontend 9000: is not a key of a group"},
+		{"groups:\n  ab: {template: nope}\ninstances: []\n", "f.yaml:2: group ab: invalid template nope: must name a [templates.NAME] of kato.toml"},
+		{"groups: [ab]\ninstances: []\n", "f.yaml:1: invalid groups"},
+	} {
+		if _, _, err := ReadFleet(c, "f.yaml", []byte(tc.content), ""); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v\nwant %q", tc.content, err, tc.want)
+		}
+	}
+}
+
+func TestGroupChanges(t *testing.T) {
+	have := map[string]config.Group{"a": {Front: 9000}, "b": {Front: 9100, Balance: "path"}, "c": {Processor: "default"}}
+	want := map[string]config.Group{"a": {Front: 9000}, "b": {Front: 9200, Balance: "path"}, "d": {Front: 9300, Balance: "roundrobin"}}
+	got := GroupChanges(have, want)
+	exp := []string{"~ group b: front 9100, balance path -> front 9200, balance path", "- group c", "+ group d: front 9300, balance roundrobin"}
+	if !slices.Equal(got, exp) {
+		t.Errorf("GroupChanges = %q\nwant %q", got, exp)
+	}
+	if got := GroupChanges(want, want); len(got) != 0 {
+		t.Errorf("no change: %q", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/remote"
 )
 
@@ -25,6 +26,9 @@ type Source struct {
 	Data  []byte
 	Hosts []string
 	Local bool
+	// Groups are the file's groups:, when HasGroups.
+	Groups    map[string]config.Group
+	HasGroups bool
 }
 
 // NewSource is the Source of f, read from data under name, on the host
@@ -32,7 +36,7 @@ type Source struct {
 // line names it. Only this host's kato-manager hands the file on: one
 // handed a file with --entries-of takes its entries and hands it to none.
 func NewSource(f *Fleet, name string, data []byte, entriesOf string) *Source {
-	src := &Source{Name: name, Data: data, Local: len(f.OfHost(entriesOf).Entries) > 0}
+	src := &Source{Name: name, Data: data, Local: len(f.OfHost(entriesOf).Entries) > 0, Groups: f.Groups, HasGroups: f.HasGroups}
 	if entriesOf == "" {
 		src.Hosts = f.Hosts()
 		src.Local = src.Local || len(src.Hosts) == 0

@@ -210,6 +210,11 @@ func Render(g Group, socket string) ([]byte, error) {
 	// The admin socket: member states for kato-manager, and the listening
 	// sockets handed to the next process on reload (no connection refused).
 	w("    stats socket %s mode 600 level admin expose-fd listeners", quote(socket))
+	// A read-only socket beside it for kato-manager serve, root without
+	// CAP_DAC_OVERRIDE: open to all, reached only through the unit's 0700
+	// runtime directory (root's CAP_DAC_READ_SEARCH); level user changes
+	// nothing.
+	w("    stats socket %s mode 666 level user", quote(StatsSocketFor(socket)))
 	w("    stats timeout 30s")
 	// After a reload the old process finishes its connections, websockets
 	// included, for at most this long.

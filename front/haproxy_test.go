@@ -50,7 +50,7 @@ func needHAProxy(t *testing.T) string {
 	return path
 }
 
-// fakeProcessor builds internal/fakeprocessor once.
+// fakeProcessor builds internal/testkit/fakeprocessor once.
 func fakeProcessor(t *testing.T) string {
 	t.Helper()
 	fakeOnce.Do(func() {
@@ -61,7 +61,7 @@ func fakeProcessor(t *testing.T) string {
 		}
 		_, file, _, _ := runtime.Caller(0)
 		fakeBin = filepath.Join(dir, "fakeprocessor")
-		cmd := exec.Command("go", "build", "-o", fakeBin, "./internal/fakeprocessor")
+		cmd := exec.Command("go", "build", "-o", fakeBin, "./internal/testkit/fakeprocessor")
 		cmd.Dir = filepath.Join(filepath.Dir(file), "..")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fakeErr = fmt.Errorf("build fakeprocessor: %v\n%s", err, out)

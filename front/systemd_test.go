@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 	"github.com/kato-manager/kato-manager/units"
 )
 

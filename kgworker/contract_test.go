@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/kgservicefake"
+	"github.com/kato-manager/kato-manager/internal/testkit/kgservicefake"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 

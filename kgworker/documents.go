@@ -5,10 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/kato-manager/kato-manager/config"
 	"strconv"
 	"strings"
-
-	"github.com/kato-manager/kato-manager/queue"
 )
 
 // DocumentSummary is one crawled document as the dashboard lists it.
@@ -58,7 +57,7 @@ func scanDocument(row interface{ Scan(...any) error }, d *DocumentSummary) error
 // contains search (any, when empty).
 func (q *Queue) Documents(ctx context.Context, search string, limit int) ([]DocumentSummary, error) {
 	if limit < 1 {
-		return nil, &queue.InputError{Field: "limit", Value: strconv.Itoa(limit), Rule: "must be 1 or more"}
+		return nil, &config.FieldError{Field: "limit", Value: strconv.Itoa(limit), Rule: "must be 1 or more"}
 	}
 	query := "SELECT " + documentColumns + " FROM crawled_content c"
 	var args []any
@@ -90,7 +89,7 @@ func (q *Queue) Document(ctx context.Context, id int64) (*DocumentDetail, error)
 	d := &DocumentDetail{Entities: []StoredEntity{}, Relationships: []StoredRelationship{}}
 	err := scanDocument(q.db.QueryRowContext(ctx, "SELECT "+documentColumns+" FROM crawled_content c WHERE c.id = ?", id), &d.DocumentSummary)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, &queue.InputError{Field: "CONTENT_ID", Value: strconv.FormatInt(id, 10), Rule: "no such document"}
+		return nil, &config.NotFoundError{Field: "CONTENT_ID", Value: strconv.FormatInt(id, 10), Rule: "no such document"}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("document %d: %w", id, err)

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/config"
 )
 
 // TestDocuments: search matches title or URL (with LIKE's wildcards taken
@@ -48,10 +48,11 @@ func TestDocuments(t *testing.T) {
 			len(d.Relationships) != 1 || d.Relationships[0].Predicate != "lives_in" || d.Relationships[0].Object != "Paris" || d.QueueStatus != "pending" {
 			t.Errorf("document 1: %+v", d)
 		}
-		var ie *queue.InputError
-		if _, err := q.Document(ctx, 99); !errors.As(err, &ie) || ie.Value != "99" {
+		var nf *config.NotFoundError
+		if _, err := q.Document(ctx, 99); !errors.As(err, &nf) || nf.Value != "99" || err.Error() != "invalid CONTENT_ID 99: no such document" {
 			t.Errorf("unknown document: %v", err)
 		}
+		var ie *config.FieldError
 		if _, err := q.Documents(ctx, "", 0); !errors.As(err, &ie) {
 			t.Errorf("limit 0: %v", err)
 		}

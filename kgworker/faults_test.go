@@ -13,7 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/kato-manager/kato-manager/internal/kgservicefake"
+	"github.com/kato-manager/kato-manager/internal/testkit/kgservicefake"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 )

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 )

@@ -311,11 +311,11 @@ func (q *Queue) SchemaVersion(ctx context.Context) (int, error) {
 // skip such an item.
 func (q *Queue) EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error) {
 	if len(contentIDs) == 0 {
-		return nil, &queue.InputError{Field: "CONTENT_ID", Value: `""`, Rule: "give one or more crawled_content ids"}
+		return nil, &config.FieldError{Field: "CONTENT_ID", Value: "", Rule: "give one or more crawled_content ids"}
 	}
 	for _, c := range contentIDs {
 		if c <= 0 {
-			return nil, &queue.InputError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "must be a positive whole number"}
+			return nil, &config.FieldError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "must be a positive whole number"}
 		}
 	}
 	if q.readOnly {
@@ -330,7 +330,7 @@ func (q *Queue) EnqueueDocuments(ctx context.Context, priority int, contentIDs .
 				return fmt.Errorf("enqueue content_id %d: %w", c, err)
 			}
 			if n == 0 {
-				return &queue.InputError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "has no crawled_content row: only a stored document can be queued"}
+				return &config.FieldError{Field: "CONTENT_ID", Value: strconv.FormatInt(c, 10), Rule: "has no crawled_content row: only a stored document can be queued"}
 			}
 			var id int64
 			if err := tx.QueryRowContext(ctx, "INSERT INTO kg_processing_queue(content_id, status, priority, queued_at, retry_count) VALUES (?, 'pending', ?, ?, 0) RETURNING id",

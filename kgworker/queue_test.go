@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
-	"github.com/kato-manager/kato-manager/queue"
 )
 
 func TestOpenRejects(t *testing.T) {
@@ -68,9 +68,9 @@ func TestEnqueueDocumentsRefusesUnknownDocuments(t *testing.T) {
 		addContent(t, db, 2, 1)
 		ctx := context.Background()
 		_, err := q.EnqueueDocuments(ctx, 1, 1, 99, 2)
-		var ie *queue.InputError
+		var ie *config.FieldError
 		if !errors.As(err, &ie) || ie.Field != "CONTENT_ID" || ie.Value != "99" || !strings.Contains(ie.Rule, "no crawled_content row") {
-			t.Fatalf("EnqueueDocuments(1, 99, 2) error = %v, want an InputError naming CONTENT_ID 99", err)
+			t.Fatalf("EnqueueDocuments(1, 99, 2) error = %v, want a *config.FieldError naming CONTENT_ID 99", err)
 		}
 		if st, _ := q.Stats(ctx); st.Total != 0 {
 			t.Fatalf("a refused enqueue left %d items", st.Total)

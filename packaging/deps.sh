@@ -12,7 +12,7 @@ set -eu
 
 # gcc, libc6-dev: the SQLite driver, the only C in the binaries; make, git:
 # the build and its version; systemd, dbus, iproute2, util-linux: the
-# throwaway systemd of internal/sdharness; curl, ca-certificates: requests
+# throwaway systemd of internal/testkit/sdharness; curl, ca-certificates: requests
 # to the processors inside it; sqlite3: the KG queue inside it.
 build="gcc libc6-dev make git systemd dbus iproute2 util-linux curl ca-certificates sqlite3"
 # lintian, rpm, rpmlint, cpio: checks of the packages `make packages`
@@ -21,7 +21,7 @@ build="gcc libc6-dev make git systemd dbus iproute2 util-linux curl ca-certifica
 # test's unprivileged user; chromium: the dashboard's browser test;
 # openssh-client, openssh-server: the --host test's ssh and the sshd of its
 # second machine; postgresql: the throwaway clusters of the queue's
-# PostgreSQL tests (internal/pgtest) and the shared queue of the many-hosts
+# PostgreSQL tests (internal/testkit/pgtest) and the shared queue of the many-hosts
 # tests; redis-server: the Redis that generation-C processors (the processor
 # double) share their sessions through, on the loopback and in the harness;
 # haproxy: the groups' fronts (kato-front@) and their tests; nginx-light: the

@@ -86,6 +86,7 @@ var installedState = map[string]string{
 	"etc/systemd/system/multi-user.target.wants/kato.target":         "link",
 	"etc/systemd/system/multi-user.target.wants/kg-workers.target":   "link",
 	"etc/systemd/system/sockets.target.wants/kato-queue.socket":      "link",
+	"etc/systemd/system/timers.target.wants/kato-liveness.timer":     "link",
 	"etc/systemd/system/kato@.service.d/local.conf":                  "file",
 	"etc/systemd/system/kato-group@web.target.d/kato-manager.conf":   "file",
 	"etc/systemd/system/kato-group@.target.d/local.conf":             "file",
@@ -111,6 +112,7 @@ var purged = []string{
 	"etc/systemd/system/multi-user.target.wants/kato.target",
 	"etc/systemd/system/multi-user.target.wants/kg-workers.target",
 	"etc/systemd/system/sockets.target.wants/kato-queue.socket",
+	"etc/systemd/system/timers.target.wants/kato-liveness.timer",
 }
 
 func makeInstalledState(t *testing.T) string {
@@ -149,15 +151,15 @@ func TestMaintainerScripts(t *testing.T) {
 		purges       bool
 	}{
 		{"deb first install", "postinstall.sh", []string{"configure", ""}, withDebian,
-			[]string{sysusers, tmpfiles, "deb-systemd-helper enable kato.target kg-workers.target kato-queue.socket"}, false},
+			[]string{sysusers, tmpfiles, "deb-systemd-helper enable kato.target kg-workers.target kato-queue.socket kato-liveness.timer"}, false},
 		{"deb upgrade", "postinstall.sh", []string{"configure", "1.0.0"}, withDebian,
-			[]string{sysusers, tmpfiles, "deb-systemd-helper debian-installed kato-queue.socket"}, false},
+			[]string{sysusers, tmpfiles, "deb-systemd-helper debian-installed kato-queue.socket", "deb-systemd-helper debian-installed kato-liveness.timer"}, false},
 		{"deb rollback", "postinstall.sh", []string{"abort-upgrade", "1.0.1"}, withDebian,
 			[]string{sysusers, tmpfiles}, false},
 		{"rpm first install", "postinstall.sh", []string{"1"}, withoutDebian,
-			[]string{sysusers, tmpfiles, "systemctl --root=ROOT --no-reload enable kato.target kg-workers.target kato-queue.socket"}, false},
+			[]string{sysusers, tmpfiles, "systemctl --root=ROOT --no-reload enable kato.target kg-workers.target kato-queue.socket kato-liveness.timer"}, false},
 		{"rpm upgrade", "postinstall.sh", []string{"2"}, withoutDebian,
-			[]string{sysusers, tmpfiles, "systemctl --root=ROOT --no-reload enable kato-queue.socket"}, false},
+			[]string{sysusers, tmpfiles, "systemctl --root=ROOT --no-reload enable kato-queue.socket kato-liveness.timer"}, false},
 		{"install without systemd's tools", "postinstall.sh", []string{"configure", ""}, nil, nil, false},
 		{"unknown postinstall argument", "postinstall.sh", []string{"triggered", "x"}, withDebian, nil, false},
 		{"deb remove, before", "preremove.sh", []string{"remove"}, withDebian, nil, false},
@@ -168,7 +170,7 @@ func TestMaintainerScripts(t *testing.T) {
 		{"rpm erase, after", "postremove.sh", []string{"0"}, withoutDebian, nil, false},
 		{"rpm upgrade, after", "postremove.sh", []string{"1"}, withoutDebian, nil, false},
 		{"deb purge", "postremove.sh", []string{"purge"}, withDebian,
-			[]string{"deb-systemd-helper purge kato.target kg-workers.target kato-manager.service kato-queue.socket"}, true},
+			[]string{"deb-systemd-helper purge kato.target kg-workers.target kato-manager.service kato-queue.socket kato-liveness.timer"}, true},
 		{"deb purge without deb-systemd-helper", "postremove.sh", []string{"purge"}, withoutDebian, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/redact"
 )
 
 // Dialect is the SQL dialect of a queue database: SQLite, the embedded
@@ -130,7 +130,7 @@ func OpenPostgres(ctx context.Context, rawURL string) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(rawURL)
 	if err != nil {
 		// pgx's message may quote the URL: give only the redacted one.
-		return nil, fmt.Errorf("invalid database URL %s: %s", config.RedactURL(rawURL), parseErrorReason(err))
+		return nil, fmt.Errorf("invalid database URL %s: %s", redact.URL(rawURL), parseErrorReason(err))
 	}
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
@@ -140,7 +140,7 @@ func OpenPostgres(ctx context.Context, rawURL string) (*sql.DB, error) {
 	db := sql.OpenDB(d)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("connect to %s: %s", config.RedactURL(rawURL), scrub(err.Error(), cfg.Password))
+		return nil, fmt.Errorf("connect to %s: %s", redact.URL(rawURL), scrub(err.Error(), cfg.Password))
 	}
 	return db, nil
 }

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -45,6 +46,9 @@ const (
 )
 
 var statuses = []Status{StatusPending, StatusProcessing, StatusCompleted, StatusFailed, StatusSkipped}
+
+// Statuses returns every status, in the order an item goes through them.
+func Statuses() []Status { return slices.Clone(statuses) }
 
 // ParseStatus returns the Status named by s.
 func ParseStatus(s string) (Status, error) {

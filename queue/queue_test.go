@@ -10,7 +10,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3"
 
-	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
 	"github.com/kato-manager/kato-manager/queue"
 )
 

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgservicefile"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/redact"
 )
 
 // libpqEnv maps the environment variables libpq (and pgx, which follows it)
@@ -55,7 +55,7 @@ var libpqEnv = map[string]string{
 func ResolveURL(rawURL, defaultUser string) (string, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || !IsURL(rawURL) {
-		return "", fmt.Errorf("invalid database URL %s: must be a postgres:// or postgresql:// URL", config.RedactURL(rawURL))
+		return "", fmt.Errorf("invalid database URL %s: must be a postgres:// or postgresql:// URL", redact.URL(rawURL))
 	}
 	q := u.Query()
 	given := map[string]bool{}
@@ -143,7 +143,7 @@ func ResolveURL(rawURL, defaultUser string) (string, error) {
 	probe.RawQuery = pq.Encode()
 	cfg, err := pgconn.ParseConfig(probe.String())
 	if err != nil {
-		return "", fmt.Errorf("invalid database URL %s: %s", config.RedactURL(rawURL), parseErrorReason(err))
+		return "", fmt.Errorf("invalid database URL %s: %s", redact.URL(rawURL), parseErrorReason(err))
 	}
 	if cfg.Password != "" {
 		q.Set("password", cfg.Password)

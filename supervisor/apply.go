@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -74,6 +75,10 @@ type ApplyOptions struct {
 	BatchOptions
 	// Prune removes the registered instances the file does not name.
 	Prune bool
+	// Groups, when SetGroups, replace the groups of the registry (a fleet
+	// file's groups:), which win over kato.toml's of the same name.
+	Groups    map[string]config.Group
+	SetGroups bool
 	// AfterRegistry, when set, is called once the registry holds the new
 	// settings and before any unit is started or restarted; tests use it to
 	// stop an apply there.
@@ -83,9 +88,11 @@ type ApplyOptions struct {
 // ApplyResult is what Apply did: its plan, the instances whose step was
 // done, and those whose step failed and was rolled back.
 type ApplyResult struct {
-	Plan   fleet.Plan
-	Done   []string
-	Failed []BatchFailure
+	// GroupsChanged says the file's groups were stored.
+	GroupsChanged bool
+	Plan          fleet.Plan
+	Done          []string
+	Failed        []BatchFailure
 }
 
 // BatchFailure is one instance of a batch that failed.
@@ -128,7 +135,9 @@ type batchItem struct {
 	old *config.Instance
 	// wasActive says whether the unit ran before the batch.
 	wasActive bool
-	err       error
+	// notReached says a rolling restart stopped before this member.
+	notReached bool
+	err        error
 }
 
 // failure is the item's error as a BatchFailure, with the unit's last log
@@ -170,6 +179,18 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 		return nil, err
 	}
 	res := &ApplyResult{Plan: plan}
+	if opts.SetGroups && !maps.Equal(reg.Groups, opts.Groups) && !(len(reg.Groups) == 0 && len(opts.Groups) == 0) {
+		if err := m.Registry.Update(func(r *config.Registry) error {
+			r.Groups = maps.Clone(opts.Groups)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		res.GroupsChanged = true
+		if !plan.Pending() {
+			return res, m.syncFronts(ctx, nil)
+		}
+	}
 	if !plan.Pending() {
 		return res, nil
 	}
@@ -209,10 +230,16 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 				old.Parameters = e.Parameters.Clone()
 				d := s.Want
 				e.Name, e.APIPort, e.ZMQPort, e.Processor, e.Network, e.Group = d.Name, d.APIPort, d.ZMQPort, d.Processor, d.Network, d.Group
+				e.Weight = d.Weight
 				e.Parameters = d.Parameters.Clone()
 				e.Updated = now
 				if err := m.checkChange(ctx, r, &old, e, free); err != nil {
 					errs = append(errs, fmt.Errorf("instance %s: %w", s.ID, err))
+					continue
+				}
+				if onlyWeight(s.Changes) {
+					// The front's share changes on its reload; the
+					// processor runs on untouched.
 					continue
 				}
 				items = append(items, &batchItem{inst: *e, action: fleet.Change, restart: true, old: &old})
@@ -256,6 +283,10 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 	}
 	begin := time.Now()
 	progress := m.progressFunc(opts.Progress, begin, len(plan.Steps)-plan.Count(fleet.Keep))
+	// Instances leaving a front finish their requests there first.
+	if err := m.drainMembers(ctx, removals); err != nil {
+		return res, err
+	}
 	for id, err := range m.removeMany(ctx, removals, m.parallel(opts.Parallel)) {
 		if err != nil {
 			res.Failed = append(res.Failed, BatchFailure{ID: id, Action: fleet.Remove, Err: err})
@@ -284,24 +315,46 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 		// every unit that does not run what the registry says.
 		return res, fmt.Errorf("interrupted after the registry was written and before any instance was started or restarted; run apply again to finish: %w", ctx.Err())
 	}
+	// Members of a group whose front runs restart one at a time through
+	// it, the others serving; the rest of the batch at once.
+	rolled, items := m.splitRolled(ctx, items)
 	m.runBatch(ctx, items, opts.BatchOptions, progress)
+	m.rollItems(ctx, rolled, opts.BatchOptions, progress)
+	items = append(items, rolled...)
 	for _, it := range items {
 		if it.err == nil {
 			res.Done = append(res.Done, it.inst.ID)
 			continue
 		}
 		f := it.failure()
-		f.RollbackErr = m.rollbackItem(context.WithoutCancel(ctx), it)
+		if it.notReached {
+			f.RollbackErr = m.unrollItem(context.WithoutCancel(ctx), it)
+		} else {
+			f.RollbackErr = m.rollbackItem(context.WithoutCancel(ctx), it)
+		}
 		progress(it.inst.ID, it.action, PhaseRolledBack, f.RollbackErr)
 		res.Failed = append(res.Failed, f)
 	}
 	if err := m.syncGroups(ctx); err != nil {
 		return res, err
 	}
+	if err := m.syncFronts(ctx, nil); err != nil {
+		return res, err
+	}
 	if len(res.Failed) > 0 {
 		return res, fmt.Errorf("%d of %d instances failed: %w", len(res.Failed), len(res.Failed)+len(res.Done), ErrBatchFailed)
 	}
 	return res, nil
+}
+
+// onlyWeight reports whether a change is of the weight alone.
+func onlyWeight(changes []fleet.FieldChange) bool {
+	for _, c := range changes {
+		if c.Field != "weight" {
+			return false
+		}
+	}
+	return len(changes) > 0
 }
 
 // planRestarts turns each Keep of the plan whose unit does not run what the
@@ -854,6 +907,9 @@ func (m *Manager) groupBatch(ctx context.Context, group string, restart bool, op
 		}
 		res.Failed = append(res.Failed, f)
 	}
+	if err := m.syncFronts(ctx, nil); err != nil {
+		return res, err
+	}
 	if len(res.Failed) > 0 {
 		return res, fmt.Errorf("%d of %d instances failed: %w", len(res.Failed), len(items), ErrBatchFailed)
 	}
@@ -886,7 +942,7 @@ func (m *Manager) StopGroup(ctx context.Context, group string, parallel int) (*S
 		}
 		res.Stopped = append(res.Stopped, id)
 	}
-	errs = append(errs, m.syncGroups(ctx))
+	errs = append(errs, m.syncGroups(ctx), m.syncFronts(ctx, nil))
 	return res, errors.Join(errs...)
 }
 

@@ -110,6 +110,17 @@ func (f *fakeSystemd) RestartUnit(ctx context.Context, name string) error {
 	return f.StartUnit(ctx, name)
 }
 
+func (f *fakeSystemd) ReloadUnit(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("reload %s", name)
+	u, ok := f.units[name]
+	if !ok || u.ActiveState != "active" {
+		return fmt.Errorf("reload %s: %w", name, ErrJobFailed)
+	}
+	return nil
+}
+
 func (f *fakeSystemd) ResetFailedUnit(ctx context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -2,10 +2,27 @@ package supervisor
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/front"
+	"github.com/kato-manager/kato-manager/units"
 )
+
+// FrontCheckInterval is how often a front sends each member its ready
+// request: two failures in a row take a member out of the rotation within
+// a second, two successes put it back.
+const FrontCheckInterval = 500 * time.Millisecond
+
+// frontDrainTimeout bounds the wait for a member leaving a front (stop,
+// scale down) to finish the requests it was given.
+const frontDrainTimeout = 30 * time.Second
 
 // FrontRestarter returns what a rolling restart of a group's front
 // (front.Roll) restarts members with: each member is the instance of that
@@ -18,9 +35,463 @@ func (m *Manager) FrontRestarter(timeout time.Duration) front.Restarter {
 type memberRestarter struct {
 	m       *Manager
 	timeout time.Duration
+	// locked says the caller holds the operations lock already.
+	locked bool
 }
 
 func (r memberRestarter) RestartMember(ctx context.Context, id string) error {
-	_, err := r.m.Restart(ctx, id, r.timeout)
+	var err error
+	if r.locked {
+		_, err = r.m.restartLocked(ctx, id, r.timeout)
+	} else {
+		_, err = r.m.Restart(ctx, id, r.timeout)
+	}
 	return err
+}
+
+func (m *Manager) frontDir() string {
+	if m.FrontDir != "" {
+		return m.FrontDir
+	}
+	return front.ConfigDir
+}
+
+func (m *Manager) frontAdmin(group string) front.Runtime {
+	if m.FrontAdmin != nil {
+		return m.FrontAdmin(group)
+	}
+	return front.NewClient(front.SocketPath(group))
+}
+
+// FrontOf returns the front of the group name as kato.toml's [groups.NAME]
+// and the registry make it, without the members in exclude, and whether
+// the group has a front at all. Members are reached on 127.0.0.1 at their
+// API ports, with their weights; the ready check is the group's ready, else
+// the members' processor's, reading generation C's body.
+func (m *Manager) FrontOf(reg *config.Registry, name string, exclude map[string]bool) (front.Group, bool, error) {
+	gc, ok := reg.Group(m.Config, name)
+	if !ok || gc.Front == 0 {
+		return front.Group{}, false, nil
+	}
+	g := front.Group{Name: name, Address: gc.Address, Port: gc.Front, Balance: gc.Balance, CheckInterval: FrontCheckInterval}
+	ready := gc.Ready
+	var proc *config.Processor
+	for _, in := range reg.Sorted() {
+		if in.Group != name || exclude[in.ID] {
+			continue
+		}
+		if proc == nil {
+			p, err := m.Config.ProcessorNamed(in.Processor)
+			if err != nil {
+				return front.Group{}, true, err
+			}
+			proc = &p
+		}
+		g.Members = append(g.Members, front.Member{ID: in.ID, Address: "127.0.0.1", Port: in.APIPort, Weight: in.Weight})
+	}
+	if proc == nil {
+		return g, true, nil
+	}
+	if ready == "" {
+		ready = proc.Ready
+	}
+	_, path, _ := strings.Cut(ready, " ")
+	g.Ready = front.ReadyCheck{Path: path}
+	if proc.Generation == units.GenerationC {
+		g.Ready.Body = front.HealthyBody
+	}
+	return g, true, nil
+}
+
+// frontNames returns the groups that have a front in kato.toml or a
+// configuration written for one earlier (a group since removed).
+func (m *Manager) frontNames(reg *config.Registry) []string {
+	var names []string
+	for _, n := range reg.GroupNames(m.Config) {
+		if g, _ := reg.Group(m.Config, n); g.Front != 0 {
+			names = append(names, n)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(m.frontDir(), "*.cfg"))
+	for _, f := range files {
+		n := strings.TrimSuffix(filepath.Base(f), ".cfg")
+		if units.GroupNameRule(n) == "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// syncFronts makes every group's front what its members are now, less
+// those in exclude: it renders the configuration, writes it atomically
+// and starts the front, or reloads it when the configuration changed (a
+// reload refuses no connection). A front whose group has no member left,
+// or no front any more, is stopped and its configuration removed.
+func (m *Manager) syncFronts(ctx context.Context, exclude map[string]bool) error {
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return err
+	}
+	names := m.frontNames(reg)
+	if len(names) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, name := range names {
+		if err := m.syncFront(ctx, reg, name, exclude); err != nil {
+			errs = append(errs, fmt.Errorf("front of group %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) syncFront(ctx context.Context, reg *config.Registry, name string, exclude map[string]bool) error {
+	g, ok, err := m.FrontOf(reg, name, exclude)
+	if err != nil {
+		return err
+	}
+	unit := units.FrontUnit(name)
+	path := filepath.Join(m.frontDir(), name+".cfg")
+	if !ok || len(g.Members) == 0 {
+		u, err := m.Systemd.Unit(ctx, unit)
+		if err != nil {
+			return err
+		}
+		if u.Active() {
+			if err := m.Systemd.StopUnit(ctx, unit); err != nil {
+				return err
+			}
+		}
+		return removeFile(path)
+	}
+	data, err := front.Render(g, front.SocketPath(name))
+	if err != nil {
+		return err
+	}
+	changed, err := writeFileAtomic(path, data, 0o644)
+	if err != nil {
+		return err
+	}
+	u, err := m.Systemd.Unit(ctx, unit)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !u.Active():
+		if ok, err := m.Systemd.UnitFileExists(ctx, units.FrontTemplate); err != nil {
+			return err
+		} else if !ok {
+			// Units installed by a version without fronts.
+			if _, err := m.InstallUnits(ctx); err != nil {
+				return err
+			}
+		}
+		if u.ActiveState == "failed" {
+			if err := m.Systemd.ResetFailedUnit(ctx, unit); err != nil {
+				return err
+			}
+		}
+		return m.Systemd.StartUnit(ctx, unit)
+	case changed:
+		return m.Systemd.ReloadUnit(ctx, unit)
+	}
+	return nil
+}
+
+// drainMembers takes ids out of their groups' fronts before they stop:
+// each is drained (no new request), waited for until its connections end
+// (bounded), and the front is reloaded without it. Members of groups
+// without a running front are left alone.
+func (m *Manager) drainMembers(ctx context.Context, ids []string) error {
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return err
+	}
+	if len(m.frontNames(reg)) == 0 {
+		return nil
+	}
+	byGroup := map[string][]string{}
+	for _, id := range ids {
+		if in, ok := reg.Instances[id]; ok && in.Group != "" {
+			byGroup[in.Group] = append(byGroup[in.Group], id)
+		}
+	}
+	exclude := map[string]bool{}
+	var errs []error
+	for group, members := range byGroup {
+		g, ok, err := m.FrontOf(reg, group, nil)
+		if err != nil || !ok {
+			continue
+		}
+		u, err := m.Systemd.Unit(ctx, units.FrontUnit(group))
+		if err != nil {
+			return err
+		}
+		for _, id := range members {
+			exclude[id] = true
+		}
+		if !u.Active() {
+			continue
+		}
+		rt := m.frontAdmin(group)
+		for _, id := range members {
+			if err := rt.SetState(ctx, g.Backend(id), id, front.Drain); err != nil {
+				errs = append(errs, fmt.Errorf("drain %s in the front of group %s: %w", id, group, err))
+			}
+		}
+		m.waitDrained(ctx, rt, members)
+	}
+	if len(exclude) == 0 {
+		return errors.Join(errs...)
+	}
+	return errors.Join(append(errs, m.syncFronts(ctx, exclude))...)
+}
+
+// waitDrained waits, at most frontDrainTimeout, until no connection to ids
+// is open in the front.
+func (m *Manager) waitDrained(ctx context.Context, rt front.Runtime, ids []string) {
+	ctx, cancel := context.WithTimeout(ctx, frontDrainTimeout)
+	defer cancel()
+	for {
+		s, err := rt.Stats(ctx)
+		if err == nil {
+			open := 0
+			for _, id := range ids {
+				if ms, ok := s.Member(id); ok {
+					open += ms.Sessions
+				}
+			}
+			if open == 0 {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// RollOptions are a rolling restart's options.
+type RollOptions struct {
+	// MaxUnavailable is how many members are out at once; zero is 1, and
+	// never all of them.
+	MaxUnavailable int
+	// Timeout bounds each member's wait for its health request; zero is
+	// the processor's ready_timeout.
+	Timeout time.Duration
+}
+
+// ErrNoFront is returned by RollGroup for a group without a front.
+var ErrNoFront = errors.New("group has no front")
+
+// RollGroup restarts the members of a fronted group a few at a time (see
+// front.Roll): each is drained, restarted, waited for until ready and put
+// back while the others serve. The roll stops at the first member that
+// does not come back; the result names it as failed, the members restarted
+// before it as done.
+func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions) (*GroupResult, error) {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if _, err := m.GroupMembers(group); err != nil {
+		return nil, err
+	}
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, err
+	}
+	g, ok, err := m.FrontOf(reg, group, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("group %s: %w", group, ErrNoFront)
+	}
+	// The front must run with every member before any goes out.
+	if err := m.syncFronts(ctx, nil); err != nil {
+		return nil, err
+	}
+	ro := front.RollOptions{MaxUnavailable: opts.MaxUnavailable, DrainTimeout: frontDrainTimeout}
+	// The front sees a restarted member up after two checks.
+	ro.ReadyTimeout = 4*FrontCheckInterval + 10*time.Second
+	res := &GroupResult{}
+	done, err := front.Roll(ctx, g, m.frontAdmin(group), memberRestarter{m: m, timeout: opts.Timeout, locked: true}, ro)
+	res.Done = done
+	var re *front.RollError
+	if errors.As(err, &re) {
+		f := BatchFailure{ID: re.Member, Err: re.Err}
+		var se *StartError
+		if errors.As(re.Err, &se) {
+			f.Journal = se.Journal
+		}
+		res.Failed = append(res.Failed, f)
+		return res, fmt.Errorf("%w: %w", err, ErrBatchFailed)
+	}
+	return res, err
+}
+
+// splitRolled takes out of items those an apply restarts in a group whose
+// front runs: they are restarted rolling (rollItems) rather than at once.
+// A member whose port or group changes is not: the running front knows it
+// at its old place.
+func (m *Manager) splitRolled(ctx context.Context, items []*batchItem) (rolled, rest []*batchItem) {
+	running := map[string]bool{}
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, items
+	}
+	for _, it := range items {
+		g := it.inst.Group
+		if !it.restart || g == "" || it.old != nil && (it.old.APIPort != it.inst.APIPort || it.old.Group != g) {
+			rest = append(rest, it)
+			continue
+		}
+		up, seen := running[g]
+		if !seen {
+			if gc, ok := reg.Group(m.Config, g); ok && gc.Front != 0 {
+				u, err := m.Systemd.Unit(ctx, units.FrontUnit(g))
+				up = err == nil && u.Active()
+			}
+			running[g] = up
+		}
+		if up {
+			rolled = append(rolled, it)
+		} else {
+			rest = append(rest, it)
+		}
+	}
+	return rolled, rest
+}
+
+// batchRestarter restarts one member of a rolling apply as the batch would.
+type batchRestarter struct {
+	m        *Manager
+	items    map[string]*batchItem
+	opts     BatchOptions
+	progress func(string, fleet.Action, Phase, error)
+}
+
+func (r batchRestarter) RestartMember(ctx context.Context, id string) error {
+	it := r.items[id]
+	opts := r.opts
+	opts.Parallel = 1
+	r.m.runBatch(ctx, []*batchItem{it}, opts, r.progress)
+	return it.err
+}
+
+// rollItems restarts the items of each group through its front, one at a
+// time (front.Roll). The roll of a group stops at the first member that
+// does not come back: that one's error is its item's, and the members not
+// reached are marked so, their settings to be put back unrestarted.
+func (m *Manager) rollItems(ctx context.Context, items []*batchItem, opts BatchOptions, progress func(string, fleet.Action, Phase, error)) {
+	byGroup := map[string][]*batchItem{}
+	var groups []string
+	for _, it := range items {
+		if byGroup[it.inst.Group] == nil {
+			groups = append(groups, it.inst.Group)
+		}
+		byGroup[it.inst.Group] = append(byGroup[it.inst.Group], it)
+	}
+	reg, err := m.Registry.Load()
+	for _, group := range groups {
+		its := byGroup[group]
+		fail := func(err error) {
+			for _, it := range its {
+				if it.err == nil {
+					it.err = err
+				}
+			}
+		}
+		if err != nil {
+			fail(err)
+			continue
+		}
+		g, _, err := m.FrontOf(reg, group, nil)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		byID := map[string]*batchItem{}
+		var members []front.Member
+		for _, it := range its {
+			byID[it.inst.ID] = it
+		}
+		for _, mb := range g.Members {
+			if byID[mb.ID] != nil {
+				members = append(members, mb)
+			}
+		}
+		g.Members = members
+		ro := front.RollOptions{MaxUnavailable: 1, DrainTimeout: frontDrainTimeout, ReadyTimeout: 4*FrontCheckInterval + 10*time.Second}
+		done, err := front.Roll(ctx, g, m.frontAdmin(group), batchRestarter{m: m, items: byID, opts: opts, progress: progress}, ro)
+		if err == nil {
+			continue
+		}
+		var re *front.RollError
+		if !errors.As(err, &re) {
+			fail(err)
+			continue
+		}
+		if it := byID[re.Member]; it.err == nil {
+			it.err = re.Err
+		}
+		for _, it := range its {
+			if it.inst.ID != re.Member && !slices.Contains(done, it.inst.ID) {
+				it.notReached = true
+				it.err = fmt.Errorf("not restarted: the rolling restart of group %s stopped at %s", group, re.Member)
+			}
+		}
+	}
+}
+
+// unrollItem puts back the registry entry and files of a member a rolling
+// apply did not reach; its process runs the old settings still.
+func (m *Manager) unrollItem(ctx context.Context, it *batchItem) error {
+	if it.old == nil {
+		return nil
+	}
+	old := *it.old
+	if err := m.Registry.Update(func(r *config.Registry) error {
+		r.Instances[old.ID] = &old
+		return nil
+	}); err != nil {
+		return err
+	}
+	su, err := m.setup(old)
+	if err != nil {
+		return err
+	}
+	written, err := m.writeInstanceFiles(su)
+	if err != nil {
+		return err
+	}
+	return m.reloadIfNeeded(ctx, written...)
+}
+
+// runningFrontOf returns the instance ref and its group's front when the
+// instance is a member of a front that runs.
+func (m *Manager) runningFrontOf(ctx context.Context, ref string) (*config.Instance, front.Group, bool, error) {
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, front.Group{}, false, err
+	}
+	inst, err := reg.Find(ref)
+	if err != nil || inst.Group == "" {
+		// restartLocked reports an unknown ref.
+		return nil, front.Group{}, false, nil
+	}
+	g, ok, err := m.FrontOf(reg, inst.Group, nil)
+	if err != nil || !ok {
+		return nil, front.Group{}, false, err
+	}
+	u, err := m.Systemd.Unit(ctx, units.FrontUnit(inst.Group))
+	if err != nil || !u.Active() {
+		return nil, front.Group{}, false, err
+	}
+	return inst, g, true, nil
 }

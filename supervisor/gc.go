@@ -10,7 +10,8 @@ import (
 
 // GC repairs drift: it removes registry entries whose unit files are gone
 // (as the old registry forgot containers that were removed) and tears down
-// instance units that have no registry entry.
+// instance units that have no registry entry. It then brings the groups'
+// fronts in step with their members.
 func (m *Manager) GC(ctx context.Context) (Drift, error) {
 	var done Drift
 	// Under the operation lock, so the picture below is taken after any
@@ -51,5 +52,8 @@ func (m *Manager) GC(ctx context.Context) (Drift, error) {
 		}
 		return nil
 	})
-	return done, errors.Join(append(errs, err)...)
+	// The fronts follow what is left: a member removed above leaves its
+	// front, a front with no member left stops, one stopped by hand
+	// starts again.
+	return done, errors.Join(append(errs, err, m.syncFronts(ctx, nil))...)
 }

@@ -48,7 +48,8 @@ func (m *Manager) EnsureUnits(ctx context.Context) error {
 // creates the kato user and directories, makes kato.toml readable by the
 // kato group only, reloads systemd and enables kato.target and
 // kg-workers.target, so that what is started comes back at boot, and
-// enables and starts kato-queue.socket, root's way to the queue. The user
+// enables and starts kato-queue.socket, root's way to the queue, and
+// kato-liveness.timer, the liveness check. The user
 // scope has no sysusers.d or tmpfiles.d entries and no FileOwner, so it
 // does none of the root-only steps. It reports the files it wrote and
 // removed.
@@ -130,15 +131,18 @@ func (m *Manager) InstallUnits(ctx context.Context) (*InstallResult, error) {
 		enable = append(enable, wantedBy(m.Paths.UnitDir, units.InstanceTarget, units.WorkerTarget)...)
 	}
 	if !m.Paths.User {
-		// Root's queue commands and serve reach the queue through it.
-		enable = append(enable, units.QueueSocket)
+		// Root's queue commands and serve reach the queue through it;
+		// the liveness timer restarts instances that stop answering.
+		enable = append(enable, units.QueueSocket, units.LivenessTimer)
 	}
 	if err := m.Systemd.EnableUnits(ctx, enable); err != nil {
 		return res, err
 	}
 	if !m.Paths.User {
-		if err := m.Systemd.StartUnit(ctx, units.QueueSocket); err != nil {
-			return res, fmt.Errorf("start %s: %w", units.QueueSocket, err)
+		for _, u := range []string{units.QueueSocket, units.LivenessTimer} {
+			if err := m.Systemd.StartUnit(ctx, u); err != nil {
+				return res, fmt.Errorf("start %s: %w", u, err)
+			}
 		}
 	}
 	return res, nil

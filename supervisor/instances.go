@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -56,6 +57,15 @@ type Manager struct {
 	// waits for, each time that changes; calls come one at a time.
 	// Batches report through BatchOptions.Progress instead.
 	Waiting func(Wait)
+	// FrontDir holds the fronts' configurations, GROUP.cfg; empty means
+	// front.ConfigDir, where kato-front@.service reads them.
+	FrontDir string
+	// FrontAdmin returns the runtime API of a group's front that changes
+	// it (drain, ready); nil means its admin socket, front.SocketPath.
+	FrontAdmin func(group string) front.Runtime
+	// FrontRuntime returns what reads the front of a group; nil means its
+	// read-only stats socket under front.RuntimeDir.
+	FrontRuntime func(group string) front.Runtime
 }
 
 // StartRequest is what `kato-manager start` asks for. Zero ports mean the
@@ -74,6 +84,8 @@ type StartRequest struct {
 	Network string
 	// Group is the group the instance is part of, or "".
 	Group string
+	// Weight is its share of the group's front, 1 to 256; 0 is 1.
+	Weight int
 	// Explicit lists the settings the user gave, so that starting an
 	// existing instance can say which of them it ignores.
 	Explicit []string
@@ -148,6 +160,12 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 		return nil, err
 	}
 	defer release()
+	return m.startLocked(ctx, req)
+}
+
+// startLocked is Start for a caller holding the operations lock, with req
+// validated.
+func (m *Manager) startLocked(ctx context.Context, req StartRequest) (*StartResult, error) {
 	if err := m.EnsureUnits(ctx); err != nil {
 		return nil, err
 	}
@@ -160,7 +178,7 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	}
 	res := &StartResult{}
 	var created bool
-	err = m.Registry.Update(func(r *config.Registry) error {
+	err := m.Registry.Update(func(r *config.Registry) error {
 		m.dropUnusedZMQPorts(r)
 		if existing, ok := r.Instances[req.ID]; ok {
 			res.Instance = *existing
@@ -207,6 +225,12 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 			}
 		}
 		return nil, se
+	}
+	if inst.Group != "" {
+		// The front takes the member once it is ready.
+		if err := m.syncFronts(ctx, nil); err != nil {
+			return nil, fmt.Errorf("instance %s started: %w", inst.ID, err)
+		}
 	}
 	return res, nil
 }
@@ -318,6 +342,14 @@ func ValidateStart(req StartRequest) error {
 	if req.Group != "" {
 		if rule := units.GroupNameRule(req.Group); rule != "" {
 			return &config.FieldError{Field: "group", Value: req.Group, Rule: rule}
+		}
+	}
+	if req.Weight != 0 {
+		if req.Weight < 1 || req.Weight > config.MaxWeight {
+			return &config.FieldError{Field: "weight", Value: strconv.Itoa(req.Weight), Rule: config.WeightRule}
+		}
+		if req.Group == "" {
+			return &config.FieldError{Field: "weight", Value: strconv.Itoa(req.Weight), Rule: "goes with a group: it is a share of the group's requests"}
 		}
 	}
 	return nil
@@ -479,6 +511,7 @@ func (m *Manager) allocateInstance(ctx context.Context, r *config.Registry, req 
 		Processor:  processorKey(req.Processor),
 		Network:    network,
 		Group:      req.Group,
+		Weight:     req.Weight,
 		Parameters: req.Parameters,
 		Created:    now,
 		Updated:    now,
@@ -951,11 +984,23 @@ func (m *Manager) probe(ctx context.Context, port int, path string, limit time.D
 }
 
 // httpProbe is GET path on 127.0.0.1:port with a fresh connection, so that a
-// proxy in front of the processor is crossed each time.
+// proxy in front of the processor is crossed each time. Generation C's
+// /health answers 200 when it is unhealthy too; only its body tells: that
+// answer counts as HTTP 503.
 func httpProbe(ctx context.Context, port int, path string) (int, error) {
+	status, unhealthy, err := httpHealth(ctx, port, path)
+	if unhealthy {
+		return http.StatusServiceUnavailable, nil
+	}
+	return status, err
+}
+
+// httpHealth is httpProbe that says whether a 200 answer's body said
+// "unhealthy".
+func httpHealth(ctx context.Context, port int, path string) (status int, unhealthy bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+path, nil)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	req.Close = true
 	resp, err := probeClient.Do(req)
@@ -964,16 +1009,11 @@ func httpProbe(ctx context.Context, port int, path string) (int, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return 0, err
+		return 0, false, err
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if resp.StatusCode == http.StatusOK && reportsUnhealthy(body) {
-		// Generation C's /health answers 200 when it is unhealthy too;
-		// only its body tells.
-		return http.StatusServiceUnavailable, nil
-	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, resp.StatusCode == http.StatusOK && reportsUnhealthy(body), nil
 }
 
 // reportsUnhealthy says whether a health answer's body is a JSON object
@@ -1104,6 +1144,11 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
 		return nil, findErr
 	}
 	unit := units.InstanceUnit(id)
+	// Out of its front first: its requests in flight finish, no new one
+	// comes to it.
+	if err := m.drainMembers(ctx, []string{id}); err != nil {
+		return nil, err
+	}
 	rep := m.waitReport(unit, stopTimeout)
 	rep.report(WaitStop, "", "systemd stops "+unit)
 	unwatch := m.watchStop(ctx, rep, unit, stopWatchInterval)
@@ -1114,6 +1159,9 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
 	}
 	rep.report(WaitStopped, "", "")
 	if err := m.syncGroups(ctx); err != nil {
+		return nil, err
+	}
+	if err := m.syncFronts(ctx, nil); err != nil {
 		return nil, err
 	}
 	return &StopResult{Stopped: []string{id}}, nil
@@ -1172,6 +1220,9 @@ func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, 
 	if err := m.syncGroups(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.syncFronts(ctx, nil); err != nil {
+		errs = append(errs, err)
+	}
 	if withServices {
 		for _, s := range m.Config.Services.Units {
 			if err := m.Systemd.StopUnit(ctx, s); err != nil && !errors.Is(err, ErrNoSuchUnit) {
@@ -1193,6 +1244,27 @@ func (m *Manager) Restart(ctx context.Context, ref string, timeout time.Duration
 		return nil, err
 	}
 	defer release()
+	if inst, g, ok, err := m.runningFrontOf(ctx, ref); err != nil {
+		return nil, err
+	} else if ok {
+		// A member of a running front: out of the rotation while it
+		// restarts, back once the front sees it up.
+		g.Members = slices.DeleteFunc(g.Members, func(mb front.Member) bool { return mb.ID != inst.ID })
+		ro := front.RollOptions{DrainTimeout: frontDrainTimeout, ReadyTimeout: 4*FrontCheckInterval + 10*time.Second}
+		if _, err := front.Roll(ctx, g, m.frontAdmin(g.Name), memberRestarter{m: m, timeout: timeout, locked: true}, ro); err != nil {
+			var re *front.RollError
+			if errors.As(err, &re) {
+				return nil, re.Err
+			}
+			return nil, err
+		}
+		return inst, nil
+	}
+	return m.restartLocked(ctx, ref, timeout)
+}
+
+// restartLocked is Restart for a caller holding the operations lock.
+func (m *Manager) restartLocked(ctx context.Context, ref string, timeout time.Duration) (*config.Instance, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err

@@ -584,13 +584,16 @@ func TestInstallUnitsOnFirstUse(t *testing.T) {
 	}
 	// Both targets are enabled, so what is started comes back at boot,
 	// and root's way to the queue is open, now and at boot.
-	for _, target := range []string{"kato.target", "kg-workers.target", "kato-queue.socket"} {
+	// The liveness check runs from now on too.
+	for _, target := range []string{"kato.target", "kg-workers.target", "kato-queue.socket", "kato-liveness.timer"} {
 		if !e.sd.enabled[target] {
 			t.Errorf("%s not enabled", target)
 		}
 	}
-	if u, _ := e.sd.Unit(context.Background(), "kato-queue.socket"); u.ActiveState != "active" {
-		t.Errorf("kato-queue.socket is %s after install-units, want active", u.ActiveState)
+	for _, unit := range []string{"kato-queue.socket", "kato-liveness.timer"} {
+		if u, _ := e.sd.Unit(context.Background(), unit); u.ActiveState != "active" {
+			t.Errorf("%s is %s after install-units, want active", unit, u.ActiveState)
+		}
 	}
 	// Installed again with nothing changed: no file is rewritten.
 	res, err := e.m.InstallUnits(context.Background())
@@ -743,6 +746,9 @@ func TestInstallUnitsUserScope(t *testing.T) {
 	}
 	if len(ran) != 0 {
 		t.Errorf("tools run in the user scope: %q", ran)
+	}
+	if e.sd.enabled["kato-liveness.timer"] || e.sd.enabled["kato-queue.socket"] {
+		t.Error("the user scope enabled a unit of root's alone")
 	}
 	if _, err := os.Stat(filepath.Join(paths.EnvDir, "a.env")); err != nil {
 		t.Errorf("environment file: %v", err)

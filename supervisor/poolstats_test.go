@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/internal/kgservicefake"
+	"github.com/kato-manager/kato-manager/internal/testkit/kgservicefake"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 

@@ -18,6 +18,8 @@ type InstanceSample struct {
 	Ready      bool // its own process listens on its API port
 	Restarts   uint32
 	CPUSeconds float64
+	// LivenessRestarts are the restarts the liveness check made.
+	LivenessRestarts uint64
 }
 
 // WorkerSample is one KG worker unit systemd has loaded.
@@ -36,7 +38,9 @@ type WorkerSample struct {
 type Sample struct {
 	Instances []InstanceSample
 	Workers   []WorkerSample
-	At        time.Time
+	// Fronts are the groups' fronts, each stats socket read once.
+	Fronts []FrontView
+	At     time.Time
 }
 
 // Sample reads the instances and workers with one systemd call for both
@@ -51,10 +55,11 @@ func (m *Manager) Sample(ctx context.Context) (*Sample, error) {
 	if err != nil {
 		return nil, err
 	}
-	list, err := m.Systemd.ListUnits(ctx, units.InstancePattern, units.WorkerPattern)
+	list, err := m.Systemd.ListUnits(ctx, units.InstancePattern, units.WorkerPattern, units.FrontPattern)
 	if err != nil {
 		return nil, err
 	}
+	list, frontUnits := splitFronts(list)
 	if err := m.Services.fill(ctx, m.Systemd, list); err != nil {
 		return nil, err
 	}
@@ -62,7 +67,7 @@ func (m *Manager) Sample(ctx context.Context) (*Sample, error) {
 	byUnit := make(map[string]UnitState, len(list))
 	procs := make(map[string]UnitProcesses, len(list))
 	cpu := make(map[string]time.Duration, len(reg.Instances))
-	s := &Sample{Instances: []InstanceSample{}, Workers: []WorkerSample{}, At: now}
+	s := &Sample{Instances: []InstanceSample{}, Workers: []WorkerSample{}, Fronts: m.readFronts(ctx, frontUnits), At: now}
 	for _, u := range list {
 		byUnit[u.Name] = u
 		procs[u.Name] = UnitProcesses{MainPID: int32(u.MainPID), Started: u.ActiveSince}
@@ -113,6 +118,10 @@ func (m *Manager) Sample(ctx context.Context) (*Sample, error) {
 		}
 	}
 	views := m.instanceViews(reg, byUnit, procs, now)
+	in := memberships(s.Fronts)
+	for i := range views {
+		views[i].Front = in[views[i].ID]
+	}
 	// As start's readiness check: the main process listens on the API
 	// port, or inside its namespace on a private network; the sockets of
 	// every running instance are read in one pass.
@@ -128,9 +137,11 @@ func (m *Manager) Sample(ctx context.Context) (*Sample, error) {
 			return nil, err
 		}
 	}
+	// An unreadable state file counts no liveness restart.
+	liveness, _ := m.LivenessRestarts()
 	for _, v := range views {
 		u := byUnit[v.Unit]
-		is := InstanceSample{InstanceView: v, Group: v.Group, Restarts: u.NRestarts,
+		is := InstanceSample{InstanceView: v, Group: v.Group, Restarts: u.NRestarts, LivenessRestarts: liveness[v.ID],
 			Up: v.ActiveState == "active" && v.SubState == "running"}
 		if is.Up {
 			is.CPUSeconds = cpu[v.Unit].Seconds()

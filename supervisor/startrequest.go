@@ -10,6 +10,7 @@ import "github.com/kato-manager/kato-manager/config"
 func NewStartRequest(cfg *config.Config, l *config.Entry, req StartRequest) (StartRequest, error) {
 	req.Name, req.Processor, req.Network, req.Group = l.Name, l.Processor, l.Network, l.Group
 	req.Parameters = l.Parameters
+	req.Weight = l.Weight
 	if err := ValidateStart(req); err != nil {
 		return StartRequest{}, err
 	}

@@ -28,6 +28,9 @@ type Systemd interface {
 	StopUnit(ctx context.Context, name string) error
 	// RestartUnit restarts a unit and waits for its job to finish.
 	RestartUnit(ctx context.Context, name string) error
+	// ReloadUnit reloads a running unit (its ExecReload=) and waits for
+	// its job to finish.
+	ReloadUnit(ctx context.Context, name string) error
 	// ResetFailedUnit clears a unit's failed state and restart counter.
 	ResetFailedUnit(ctx context.Context, name string) error
 	// EnableUnits makes units start with the targets that want them.
@@ -331,6 +334,11 @@ func (d *DBus) StopUnit(ctx context.Context, name string) error {
 // RestartUnit implements Systemd.
 func (d *DBus) RestartUnit(ctx context.Context, name string) error {
 	return d.runJob(ctx, "restart", d.conn.RestartUnitContext, name)
+}
+
+// ReloadUnit implements Systemd.
+func (d *DBus) ReloadUnit(ctx context.Context, name string) error {
+	return d.runJob(ctx, "reload", d.conn.ReloadUnitContext, name)
 }
 
 // ResetFailedUnit implements Systemd. A unit that is not loaded has nothing

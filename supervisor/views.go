@@ -35,6 +35,9 @@ type InstanceView struct {
 	UptimeSeconds int64             `json:"uptime_seconds"`
 	MemoryBytes   uint64            `json:"memory_bytes"`
 	Registered    bool              `json:"registered"`
+	// Front is the instance's place in a group's front, when a front has
+	// a member of its id.
+	Front *Membership `json:"front,omitempty"`
 }
 
 // State is the short state shown in tables: "running", "stopped",
@@ -62,6 +65,22 @@ func (m *Manager) List(ctx context.Context) ([]InstanceView, error) {
 	return snap.views, nil
 }
 
+// Listing is the instances and the fronts, read in one listing.
+type Listing struct {
+	Instances []InstanceView `json:"instances"`
+	Fronts    []FrontView    `json:"fronts"`
+}
+
+// ListAll returns what List does and the fronts, from the same listing of
+// units; each running front's stats socket is read once.
+func (m *Manager) ListAll(ctx context.Context) (*Listing, error) {
+	snap, err := m.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Listing{Instances: snap.views, Fronts: snap.fronts}, nil
+}
+
 // snapshot is what List reads, kept for Status to reuse rather than read
 // the registry and scan /proc a second time.
 type snapshot struct {
@@ -69,6 +88,7 @@ type snapshot struct {
 	views  []InstanceView
 	procs  map[string]UnitProcesses
 	byUnit map[string]UnitState
+	fronts []FrontView
 }
 
 func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
@@ -76,10 +96,12 @@ func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	states, err := m.Systemd.ListUnits(ctx, units.InstancePattern)
+	states, err := m.Systemd.ListUnits(ctx, units.InstancePattern, units.FrontPattern)
 	if err != nil {
 		return nil, err
 	}
+	states, frontUnits := splitFronts(states)
+	fronts := m.readFronts(ctx, frontUnits)
 	byUnit := make(map[string]UnitState, len(states))
 	for _, s := range states {
 		byUnit[s.Name] = s
@@ -92,7 +114,12 @@ func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{reg: reg, views: m.instanceViews(reg, byUnit, procs, m.now()), procs: procs, byUnit: byUnit}, nil
+	views := m.instanceViews(reg, byUnit, procs, m.now())
+	in := memberships(fronts)
+	for i := range views {
+		views[i].Front = in[views[i].ID]
+	}
+	return &snapshot{reg: reg, views: views, procs: procs, byUnit: byUnit, fronts: fronts}, nil
 }
 
 // instanceViews joins the registry with the units' states and processes.
@@ -135,7 +162,9 @@ type ServiceState struct {
 type InstanceStatus struct {
 	InstanceView
 	Restarts uint32 `json:"restarts"`
-	Result   string `json:"result"`
+	// LivenessRestarts are the restarts the liveness check made.
+	LivenessRestarts uint64 `json:"liveness_restarts"`
+	Result           string `json:"result"`
 	// APIListening says the processor listens on its port: the API port,
 	// or 8000 inside its namespace on a private network.
 	APIListening bool `json:"api_listening"`
@@ -182,7 +211,9 @@ type Status struct {
 	SystemdError     string           `json:"systemd_error,omitempty"`
 	Services         []ServiceState   `json:"services"`
 	Instances        []InstanceStatus `json:"instances"`
-	Drift            Drift            `json:"drift"`
+	// Fronts are the groups' fronts, each with its problem if it has one.
+	Fronts []FrontView `json:"fronts"`
+	Drift  Drift       `json:"drift"`
 	// Warnings are what does not stop anything now but will bite later,
 	// such as an instance that will not come back at boot.
 	Warnings []string `json:"warnings"`
@@ -204,6 +235,11 @@ func (s *Status) Healthy() bool {
 			return false
 		}
 	}
+	for _, f := range s.Fronts {
+		if f.Problem != "" {
+			return false
+		}
+	}
 	return true
 }
 
@@ -211,7 +247,7 @@ func (s *Status) Healthy() bool {
 // including whether each API port is really held by the instance's
 // processor.
 func (m *Manager) Status(ctx context.Context) (*Status, error) {
-	st := &Status{Services: []ServiceState{}, Instances: []InstanceStatus{}, Warnings: []string{}}
+	st := &Status{Services: []ServiceState{}, Instances: []InstanceStatus{}, Fronts: []FrontView{}, Warnings: []string{}}
 	version, err := m.Systemd.Version(ctx)
 	if err != nil {
 		st.SystemdError = err.Error()
@@ -229,6 +265,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.Fronts = snap.fronts
 	// Restarts, result and main process of every unit that is not
 	// stopped: from m.Services where systemd signalled no change since,
 	// else one request per unit, all sent at once (systemd has no listing
@@ -308,6 +345,10 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		ids[i] = v.ID
 	}
 	running := m.checkRunning(snap.reg, ids, snap.byUnit, snap.procs)
+	liveness, err := m.LivenessRestarts()
+	if err != nil {
+		st.Warnings = append(st.Warnings, "the liveness restarts cannot be read: "+err.Error())
+	}
 	for _, id := range running.Unrecorded {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("instance %s runs without a record of the settings it was started with (started by an earlier version, or its environment cannot be read): run `kato-manager restart %s` to record them", id, id))
 	}
@@ -342,7 +383,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		if k, ok := asked[v.Unit]; ok {
 			u.StartLimitBurst, u.UnitFileState = full[k].StartLimitBurst, full[k].UnitFileState
 		}
-		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, Result: u.Result, Health: health[i], Answering: health[i] == "200",
+		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, LivenessRestarts: liveness[v.ID], Result: u.Result, Health: health[i], Answering: health[i] == "200",
 			StartLimitHit: u.StartLimitHit(), Enabled: enabledAtBoot(u.UnitFileState)}
 		is.ActiveState, is.SubState = u.ActiveState, u.SubState
 		port := v.APIPort

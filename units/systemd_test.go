@@ -247,7 +247,7 @@ func TestSecurityExposure(t *testing.T) {
 		writeFile(t, filepath.Join(dir, unit), content)
 		services = append(services, unit)
 	}
-	for _, want := range []string{"kato@x.service", "kg-worker@x.service", "kato-proxy@x.service", "kato-link@x.service", "kato-front@x.service", ManagerService, "kato-queue@x.service"} {
+	for _, want := range []string{"kato@x.service", "kg-worker@x.service", "kato-proxy@x.service", "kato-link@x.service", "kato-front@x.service", ManagerService, LivenessService, "kato-queue@x.service"} {
 		if !slices.Contains(services, want) {
 			t.Fatalf("%s is not among the services rated: %v", want, services)
 		}

@@ -63,6 +63,10 @@ var (
 	workerTarget []byte
 	//go:embed kato-manager.service
 	managerService []byte
+	//go:embed kato-liveness.service
+	livenessService []byte
+	//go:embed kato-liveness.timer
+	livenessTimer []byte
 	//go:embed kato-queue.socket
 	queueSocket []byte
 	//go:embed kato-queue@.service
@@ -89,6 +93,8 @@ func Templates() []Template {
 		{Name: WorkerTemplate, Dir: SystemdDir, Content: clone(workerService)},
 		{Name: WorkerTarget, Dir: SystemdDir, Content: clone(workerTarget)},
 		{Name: ManagerService, Dir: SystemdDir, Content: clone(managerService)},
+		{Name: LivenessService, Dir: SystemdDir, Content: clone(livenessService)},
+		{Name: LivenessTimer, Dir: SystemdDir, Content: clone(livenessTimer)},
 		{Name: QueueSocket, Dir: SystemdDir, Content: clone(queueSocket)},
 		{Name: QueueTemplate, Dir: SystemdDir, Content: clone(queueService)},
 		{Name: "kato.conf", Dir: SysusersDir, Content: clone(sysusers)},
@@ -103,12 +109,13 @@ const PackagedManager = "/usr/bin/kato-manager"
 // managerCommands are the command lines, after the binary, of the units
 // that run kato-manager itself, as shipped.
 var managerCommands = map[string]string{
-	ManagerService: "serve",
-	QueueTemplate:  "__queue-db",
+	ManagerService:  "serve",
+	LivenessService: "liveness",
+	QueueTemplate:   "__queue-db",
 }
 
 // SystemTemplates returns Templates with the units that run kato-manager
-// itself (kato-manager.service, kato-queue@.service) running the binary at
+// itself (kato-manager.service, kato-liveness.service, kato-queue@.service) running the binary at
 // exe: what install-units writes, so that they run the binary that
 // installed them (/usr/local/bin/kato-manager in a source install). exe
 // must be an absolute path; "" or PackagedManager leaves the files as
@@ -147,6 +154,23 @@ const FrontTemplate = "kato-front@.service"
 
 // FrontUnit returns the unit of the front of group.
 func FrontUnit(group string) string { return "kato-front@" + group + serviceSuffix }
+
+// FrontPattern matches the unit names of all groups' fronts.
+const FrontPattern = "kato-front@*.service"
+
+// FrontGroup returns the group of a front's unit name, the inverse of
+// FrontUnit.
+func FrontGroup(unit string) (string, bool) {
+	name, ok := strings.CutPrefix(unit, "kato-front@")
+	if !ok {
+		return "", false
+	}
+	name, ok = strings.CutSuffix(name, serviceSuffix)
+	if !ok || name == "" || strings.ContainsAny(name, "@/\\") {
+		return "", false
+	}
+	return name, true
+}
 
 // InstanceTemplate is the template unit every instance is an instance of.
 const InstanceTemplate = "kato@.service"
@@ -236,6 +260,13 @@ const WorkerTarget = "kg-workers.target"
 
 // ManagerService runs `kato-manager serve`; it is installed disabled.
 const ManagerService = "kato-manager.service"
+
+// LivenessService runs one `kato-manager liveness` check; LivenessTimer,
+// installed enabled, starts it every 5 seconds.
+const (
+	LivenessService = "kato-liveness.service"
+	LivenessTimer   = "kato-liveness.timer"
+)
 
 // QueueSocket is where root's commands reach the queue database in the
 // system scope: systemd starts an instance of QueueTemplate, as the

@@ -41,6 +41,8 @@ func TestTemplatesList(t *testing.T) {
 		"systemd/kg-worker@.service",
 		"systemd/kg-workers.target",
 		"systemd/kato-manager.service",
+		"systemd/kato-liveness.service",
+		"systemd/kato-liveness.timer",
 		"systemd/kato-queue.socket",
 		"systemd/kato-queue@.service",
 		"sysusers/kato.conf",
@@ -440,7 +442,7 @@ func TestWorkerNumberRejects(t *testing.T) {
 }
 
 // TestSystemTemplatesRunTheInstallingBinary: install-units renders
-// kato-manager.service and kato-queue@.service with the binary that
+// kato-manager.service, kato-liveness.service and kato-queue@.service with the binary that
 // installs them, so a source install's units do not run a
 // /usr/bin/kato-manager it lacks.
 func TestSystemTemplatesRunTheInstallingBinary(t *testing.T) {
@@ -449,17 +451,21 @@ func TestSystemTemplatesRunTheInstallingBinary(t *testing.T) {
 		want      map[string]string
 	}{
 		{"packaged", "", map[string]string{
-			ManagerService: "ExecStart=/usr/bin/kato-manager serve",
-			QueueTemplate:  "ExecStart=/usr/bin/kato-manager __queue-db"}},
+			ManagerService:  "ExecStart=/usr/bin/kato-manager serve",
+			LivenessService: "ExecStart=/usr/bin/kato-manager liveness",
+			QueueTemplate:   "ExecStart=/usr/bin/kato-manager __queue-db"}},
 		{"packaged path", PackagedManager, map[string]string{
-			ManagerService: "ExecStart=/usr/bin/kato-manager serve",
-			QueueTemplate:  "ExecStart=/usr/bin/kato-manager __queue-db"}},
+			ManagerService:  "ExecStart=/usr/bin/kato-manager serve",
+			LivenessService: "ExecStart=/usr/bin/kato-manager liveness",
+			QueueTemplate:   "ExecStart=/usr/bin/kato-manager __queue-db"}},
 		{"source install", "/usr/local/bin/kato-manager", map[string]string{
-			ManagerService: `ExecStart="/usr/local/bin/kato-manager" "serve"`,
-			QueueTemplate:  `ExecStart="/usr/local/bin/kato-manager" "__queue-db"`}},
+			ManagerService:  `ExecStart="/usr/local/bin/kato-manager" "serve"`,
+			LivenessService: `ExecStart="/usr/local/bin/kato-manager" "liveness"`,
+			QueueTemplate:   `ExecStart="/usr/local/bin/kato-manager" "__queue-db"`}},
 		{"specifier and space", "/opt/100% kato/kato-manager", map[string]string{
-			ManagerService: `ExecStart="/opt/100%% kato/kato-manager" "serve"`,
-			QueueTemplate:  `ExecStart="/opt/100%% kato/kato-manager" "__queue-db"`}},
+			ManagerService:  `ExecStart="/opt/100%% kato/kato-manager" "serve"`,
+			LivenessService: `ExecStart="/opt/100%% kato/kato-manager" "liveness"`,
+			QueueTemplate:   `ExecStart="/opt/100%% kato/kato-manager" "__queue-db"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := SystemTemplates(tc.exe)

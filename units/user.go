@@ -72,7 +72,8 @@ func UserTemplates(d UserDirs) ([]Template, error) {
 		// the system's; a user runs `kato-manager --user serve` itself.
 		// Root's queue helper (kato-queue.socket) serves root alone: a user
 		// opens its own queue itself. A front is root's: its configuration
-		// is in /etc/kato/fronts.
+		// is in /etc/kato/fronts. The liveness timer restarts root's
+		// instances; a user runs `kato-manager --user liveness` itself.
 		if t.Dir != SystemdDir || isNetworkTemplate(t.Name) || isSystemOnly(t.Name) {
 			continue
 		}
@@ -85,7 +86,8 @@ func UserTemplates(d UserDirs) ([]Template, error) {
 // isSystemOnly reports whether the template name is a unit of root's
 // alone, which the user scope does without.
 func isSystemOnly(name string) bool {
-	return name == ManagerService || name == QueueSocket || name == QueueTemplate || name == FrontTemplate
+	return name == ManagerService || name == QueueSocket || name == QueueTemplate || name == FrontTemplate ||
+		name == LivenessService || name == LivenessTimer
 }
 
 // renderUser rewrites the system unit file content for a user manager.

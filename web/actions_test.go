@@ -15,9 +15,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
+	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -45,6 +48,9 @@ func (s *refusingSystemd) StopUnit(ctx context.Context, name string) error {
 }
 func (s *refusingSystemd) RestartUnit(ctx context.Context, name string) error {
 	return s.record("restart " + name)
+}
+func (s *refusingSystemd) ReloadUnit(ctx context.Context, name string) error {
+	return s.record("reload " + name)
 }
 func (s *refusingSystemd) ResetFailedUnit(ctx context.Context, name string) error {
 	return s.record("reset-failed " + name)
@@ -91,7 +97,7 @@ func actionServer(t *testing.T) (srv *httptest.Server, sd *refusingSystemd, regi
 	sd = &refusingSystemd{}
 	registry = filepath.Join(dir, "instances.toml")
 	m := &supervisor.Manager{Systemd: sd, Config: config.Default(), Registry: config.OpenRegistry(registry)}
-	d, err := newDashboard(m, nil, q, q, dashboardOptions{token: actionToken, listen: "127.0.0.1:0"})
+	d, err := newDashboard(m, nil, kgdb.NewLocal(q), kgdb.NewLocal(q), dashboardOptions{token: actionToken, listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,4 +295,62 @@ func withCookies(req *http.Request, jar http.CookieJar) *http.Request {
 		req.AddCookie(c)
 	}
 	return req
+}
+
+// TestWebClearOlderThan: the dashboard's Clear with "older than" is `queue
+// clear --status S --older-than AGE`: it asks first, refuses a bad age
+// with the field, the value and the rule, and deletes only the items of
+// the status that reached it longer ago than the age.
+func TestWebClearOlderThan(t *testing.T) {
+	ctx := context.Background()
+	srv, _, _, q := actionServer(t)
+	var ids []int64
+	for c := int64(1); c <= 3; c++ {
+		id, err := q.Enqueue(ctx, c, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	db, err := sql.Open("sqlite3", q.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	old, recent := queue.Stamp(q.Now().Add(-10*24*time.Hour)), queue.Stamp(q.Now().Add(-time.Hour))
+	for _, row := range []struct {
+		id int64
+		at string
+	}{{ids[0], old}, {ids[1], recent}} {
+		if _, err := db.Exec("UPDATE kg_processing_queue SET status = 'failed', processed_at = ? WHERE id = ?", row.at, row.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failed := func() int {
+		t.Helper()
+		c, err := q.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Failed
+	}
+	form := url.Values{"status": {"failed"}, "older_than": {"7d"}}
+	if code, body := postAction(t, srv, "clear", form, true); code != http.StatusOK ||
+		!strings.Contains(body, "Delete every failed item of the queue older than 7d?") || failed() != 2 {
+		t.Errorf("unconfirmed clear: %d, %d failed\n%s", code, failed(), body)
+	}
+	bad := url.Values{"status": {"failed"}, "older_than": {"week"}, "confirm": {"yes"}}
+	if code, body := postAction(t, srv, "clear", bad, true); code != http.StatusBadRequest ||
+		!strings.Contains(body, `invalid older_than week: must be a whole number of days (7d) or a duration (36h, 90m), more than zero`) || failed() != 2 {
+		t.Errorf("clear older than week: %d %q, %d failed", code, body, failed())
+	}
+	form.Set("confirm", "yes")
+	if code, body := postAction(t, srv, "clear", form, true); code != http.StatusOK ||
+		!strings.Contains(body, "1 failed item(s) older than 7d deleted") || failed() != 1 {
+		t.Errorf("clear older than 7d: %d %q, %d failed", code, body, failed())
+	}
+	var left int64
+	if err := db.QueryRow("SELECT id FROM kg_processing_queue WHERE status = 'failed'").Scan(&left); err != nil || left != ids[1] {
+		t.Errorf("the failed item left is %d (%v), want the recent one %d", left, err, ids[1])
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgworker"
-	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -337,12 +335,7 @@ func (d *dashboard) document(w http.ResponseWriter, r *http.Request) {
 	}
 	p := d.base(r, "document "+r.PathValue("id"))
 	if p.Document, err = d.q.Document(r.Context(), id); err != nil {
-		var ie *queue.InputError
-		if errors.As(err, &ie) {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		}
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		http.Error(w, err.Error(), config.ErrorKindOf(err).HTTPStatus())
 		return
 	}
 	d.render(w, r, "document", p)
@@ -407,6 +400,9 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		p := d.base(r, "confirm")
+		if name == "clear" && form("older_than") != "" {
+			q = "Delete every %s item of the queue older than " + form("older_than") + "?"
+		}
 		if strings.Contains(q, "%s") {
 			q = fmt.Sprintf(q, arg)
 		}
@@ -457,13 +453,22 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 	case "requeue", "priority", "delete":
 		msg, err = d.itemAction(ctx, name, form)
 	case "clear":
-		st, perr := kgworker.ParseStatus(form("status"))
-		if perr != nil || st == kgworker.StatusProcessing {
-			err = &config.FieldError{Field: "status", Value: form("status"), Rule: "must be one of pending, completed, failed, skipped"}
+		st, perr := kgworker.ParseClearStatus("status", form("status"))
+		if perr != nil {
+			err = perr
 			break
 		}
 		var n int
-		if n, err = d.wq.Clear(ctx, st); err == nil {
+		if older := form("older_than"); older != "" {
+			// queue clear --status S --older-than AGE
+			var age time.Duration
+			if age, err = kgworker.ParseAge("older_than", older); err != nil {
+				break
+			}
+			if n, err = d.wq.ClearOlderThan(ctx, st, age); err == nil {
+				msg = fmt.Sprintf("%d %s item(s) older than %s deleted", n, st, older)
+			}
+		} else if n, err = d.wq.Clear(ctx, st); err == nil {
 			msg = fmt.Sprintf("%d %s item(s) deleted", n, st)
 		}
 	default:
@@ -478,12 +483,7 @@ func (d *dashboard) action(w http.ResponseWriter, r *http.Request) {
 	st := d.authOf(r)
 	toPage := st.session && !st.bearer && strings.Contains(r.Header.Get("Accept"), "text/html")
 	if err != nil {
-		var fe *config.FieldError
-		var ie *queue.InputError
-		code := http.StatusInternalServerError
-		if errors.As(err, &fe) || errors.As(err, &ie) || errors.Is(err, config.ErrNotFound) || errors.Is(err, config.ErrAmbiguous) {
-			code = http.StatusBadRequest
-		}
+		code := config.ErrorKindOf(err).HTTPStatus()
 		if !toPage {
 			http.Error(w, err.Error(), code)
 			return

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
@@ -115,6 +116,7 @@ var (
 	descInstanceUp        = prometheus.NewDesc("kato_instance_up", "Whether the instance's unit is active and running (1) or not (0).", instanceLabels, nil)
 	descInstanceReady     = prometheus.NewDesc("kato_instance_ready", "Whether the instance's main process listens on its API port.", instanceLabels, nil)
 	descInstanceRestarts  = prometheus.NewDesc("kato_instance_restarts_total", "Automatic restarts of the instance by systemd (NRestarts; reset by a manual restart or reset-failed).", instanceLabels, nil)
+	descInstanceLiveness  = prometheus.NewDesc("kato_instance_liveness_restarts_total", "Restarts of the instance by the liveness check (kato-liveness.timer), after liveness_failures failed health checks in a row.", []string{"id"}, nil)
 	descInstanceMemory    = prometheus.NewDesc("kato_instance_memory_bytes", "Memory of the instance's cgroup (memory.current), 0 when stopped.", instanceLabels, nil)
 	descInstanceCPU       = prometheus.NewDesc("kato_instance_cpu_seconds_total", "CPU time of the instance's cgroup since it started (usage_usec of cpu.stat).", instanceLabels, nil)
 	descInstanceStartTime = prometheus.NewDesc("kato_instance_start_time_seconds", "When the instance's main process started, in seconds since the epoch; 0 when stopped.", instanceLabels, nil)
@@ -130,14 +132,22 @@ var (
 	descServiceHealth = prometheus.NewDesc("kg_service_healthy", "Whether the KG service answered the first running worker's last health check.", nil, nil)
 	descServiceFails  = prometheus.NewDesc("kg_service_consecutive_failures", "Consecutive failed health checks of the KG service, as the first running worker counts them.", nil, nil)
 
+	descFrontUp       = prometheus.NewDesc("kato_front_up", "Whether the group's front (kato-front@GROUP.service) is active and its stats socket answers.", []string{"group"}, nil)
+	descFrontRequests = prometheus.NewDesc("kato_front_requests_total", "HTTP requests the group's front received since it started.", []string{"group"}, nil)
+	descFrontErrors   = prometheus.NewDesc("kato_front_errors_total", "Requests of the group's front that failed: bad requests and 5xx answers, members unreachable included.", []string{"group"}, nil)
+	descMemberUp      = prometheus.NewDesc("kato_front_member_up", "1 for the state a member of the group's front is in (up, draining, down, maintenance), 0 for the others.", []string{"group", "member", "state"}, nil)
+	descMemberSess    = prometheus.NewDesc("kato_front_member_sessions", "Connections open from the group's front to the member now.", []string{"group", "member"}, nil)
+	descMemberReqs    = prometheus.NewDesc("kato_front_member_requests_total", "Requests the group's front sent to the member since it started.", []string{"group", "member"}, nil)
+
 	descScrapeOK = prometheus.NewDesc("kato_manager_scrape_success", "Whether this scrape could read the source (systemd, queue).", []string{"source"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInstanceUp, descInstanceReady, descInstanceRestarts, descInstanceMemory, descInstanceCPU, descInstanceStartTime,
+	for _, d := range []*prometheus.Desc{descInstanceUp, descInstanceReady, descInstanceRestarts, descInstanceLiveness, descInstanceMemory, descInstanceCPU, descInstanceStartTime,
 		descWorkerUp, descWorkerProcessed, descWorkerFailed, descWorkerRestarts,
-		descQueueItems, descQueuePickup, descQueueDone, descServiceHealth, descServiceFails, descScrapeOK} {
+		descQueueItems, descQueuePickup, descQueueDone, descServiceHealth, descServiceFails, descScrapeOK,
+		descFrontUp, descFrontRequests, descFrontErrors, descMemberUp, descMemberSess, descMemberReqs} {
 		ch <- d
 	}
 }
@@ -165,10 +175,12 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descInstanceUp, prometheus.GaugeValue, gauge(i.Up), l...)
 			ch <- prometheus.MustNewConstMetric(descInstanceReady, prometheus.GaugeValue, gauge(i.Ready), l...)
 			ch <- prometheus.MustNewConstMetric(descInstanceRestarts, prometheus.CounterValue, float64(i.Restarts), l...)
+			ch <- prometheus.MustNewConstMetric(descInstanceLiveness, prometheus.CounterValue, float64(i.LivenessRestarts), i.ID)
 			ch <- prometheus.MustNewConstMetric(descInstanceMemory, prometheus.GaugeValue, float64(i.MemoryBytes), l...)
 			ch <- prometheus.MustNewConstMetric(descInstanceCPU, prometheus.CounterValue, i.CPUSeconds, l...)
 			ch <- prometheus.MustNewConstMetric(descInstanceStartTime, prometheus.GaugeValue, start, l...)
 		}
+		collectFronts(ch, fleet.Fronts)
 	}
 	queueOK := c.snap.QueueErr == nil
 	ch <- prometheus.MustNewConstMetric(descScrapeOK, prometheus.GaugeValue, gauge(queueOK), "queue")
@@ -189,6 +201,37 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- constHistogram(descQueuePickup, lat.Pickup)
 	ch <- constHistogram(descQueueDone, lat.Done)
+}
+
+// memberStates are the states kato_front_member_up has a series for.
+var memberStates = []front.State{front.Up, front.Draining, front.Down, front.Maintenance}
+
+// collectFronts emits each front's counters and its members' states; a
+// front whose stats socket did not answer has kato_front_up 0 and no
+// counters.
+func collectFronts(ch chan<- prometheus.Metric, fronts []supervisor.FrontView) {
+	for _, f := range fronts {
+		ch <- prometheus.MustNewConstMetric(descFrontUp, prometheus.GaugeValue, gauge(f.ActiveState == "active" && f.Answering), f.Group)
+		if !f.Answering {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descFrontRequests, prometheus.CounterValue, float64(f.Requests), f.Group)
+		ch <- prometheus.MustNewConstMetric(descFrontErrors, prometheus.CounterValue, float64(f.Errors), f.Group)
+		seen := map[string]bool{}
+		for _, m := range f.Members {
+			// With balance path a member is in one backend; elsewhere too:
+			// the first row of an id stands for it.
+			if seen[m.ID] {
+				continue
+			}
+			seen[m.ID] = true
+			for _, s := range memberStates {
+				ch <- prometheus.MustNewConstMetric(descMemberUp, prometheus.GaugeValue, gauge(m.State == s), f.Group, m.ID, string(s))
+			}
+			ch <- prometheus.MustNewConstMetric(descMemberSess, prometheus.GaugeValue, float64(m.Sessions), f.Group, m.ID)
+			ch <- prometheus.MustNewConstMetric(descMemberReqs, prometheus.CounterValue, float64(m.Requests), f.Group, m.ID)
+		}
+	}
 }
 
 // workerLabels are the labels of a worker's metrics: its host, whether that

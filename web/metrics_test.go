@@ -14,7 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/kato-manager/kato-manager/internal/promtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/promtest"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -109,7 +110,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 		Instances: []supervisor.InstanceSample{
 			{InstanceView: supervisor.InstanceView{ID: "a", Name: "Alpha", ActiveState: "active", SubState: "running", PID: 10, MemoryBytes: 1 << 20, Since: since, Processor: "default"},
 				Up: true, Ready: true, Restarts: 2, CPUSeconds: 3.25},
-			{InstanceView: supervisor.InstanceView{ID: "b", Name: "Beta", ActiveState: "failed", SubState: "failed", Processor: "default"}, Restarts: 5},
+			{InstanceView: supervisor.InstanceView{ID: "b", Name: "Beta", ActiveState: "failed", SubState: "failed", Processor: "default"}, Restarts: 5, LivenessRestarts: 3},
 		},
 		Workers: []supervisor.WorkerSample{
 			{WorkerID: 1, ActiveState: "active", SubState: "running", Up: true, PID: 77, Restarts: 1},
@@ -117,7 +118,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 			{WorkerID: 3, ActiveState: "inactive", SubState: "dead"},
 		},
 	}
-	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return sample, nil }, q), host: "a.example"})
+	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return sample, nil }, kgdb.NewLocal(q)), host: "a.example"})
 	a := []string{"id", "a", "name", "Alpha", "group", "", "processor", "default"}
 	b := []string{"id", "b", "name", "Beta", "group", "", "processor", "default"}
 	for _, c := range []struct {
@@ -128,6 +129,7 @@ func TestMetricsFromSampleAndQueue(t *testing.T) {
 		{"kato_instance_up", a, 1}, {"kato_instance_up", b, 0},
 		{"kato_instance_ready", a, 1}, {"kato_instance_ready", b, 0},
 		{"kato_instance_restarts_total", a, 2}, {"kato_instance_restarts_total", b, 5},
+		{"kato_instance_liveness_restarts_total", []string{"id", "a"}, 0}, {"kato_instance_liveness_restarts_total", []string{"id", "b"}, 3},
 		{"kato_instance_memory_bytes", a, 1 << 20}, {"kato_instance_cpu_seconds_total", a, 3.25},
 		{"kato_instance_start_time_seconds", a, 1700000000.5}, {"kato_instance_start_time_seconds", b, 0},
 		{"kg_worker_up", []string{"worker", "1"}, 1},
@@ -171,7 +173,7 @@ func TestMetricsSurviveASourceDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return nil, errors.New("no bus") }, q)})
+	fams := scrape(t, &fleetCollector{snap: takeSnapshot(t, func(context.Context) (*supervisor.Sample, error) { return nil, errors.New("no bus") }, kgdb.NewLocal(q))})
 	if metricValue(t, fams, "kato_manager_scrape_success", "source", "systemd") != 0 || metricValue(t, fams, "kato_manager_scrape_success", "source", "queue") != 1 {
 		t.Error("scrape success does not name the failed source")
 	}

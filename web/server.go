@@ -18,28 +18,12 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/internal/graceful"
-	"github.com/kato-manager/kato-manager/kgworker"
-	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // Queue is the KG queue database as the server reads and changes it.
-type Queue interface {
-	EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error)
-	List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error)
-	RetryFailed(ctx context.Context, ids ...int64) (int, error)
-	Stats(ctx context.Context) (kgworker.Counts, error)
-	Reports(ctx context.Context) ([]kgworker.Report, error)
-	Latencies(ctx context.Context) (queue.Latencies, error)
-	SetPriority(ctx context.Context, priority int, ids ...int64) (int, error)
-	Delete(ctx context.Context, ids ...int64) (int, error)
-	Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error)
-	RequeueAll(ctx context.Context, priority int) (int, error)
-	Clear(ctx context.Context, status kgworker.Status) (int, error)
-	Documents(ctx context.Context, search string, limit int) ([]kgworker.DocumentSummary, error)
-	Document(ctx context.Context, id int64) (*kgworker.DocumentDetail, error)
-	Close() error
-}
+type Queue = kgdb.Store
 
 // Options are the settings of a Server, as `serve` documents its flags.
 // Listen, SampleInterval and MaxRequests must be given; the zero value of

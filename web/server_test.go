@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
@@ -24,7 +25,7 @@ func serverOptions(t *testing.T) Options {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { q.Close() })
-	return Options{Manager: &supervisor.Manager{Config: config.Default()}, Queue: q, ActionQueue: q, Token: actionToken,
+	return Options{Manager: &supervisor.Manager{Config: config.Default()}, Queue: kgdb.NewLocal(q), ActionQueue: kgdb.NewLocal(q), Token: actionToken,
 		Listen: "127.0.0.1:0", SampleInterval: time.Second, MaxRequests: 8}
 }
 
@@ -34,7 +35,7 @@ func serverOptions(t *testing.T) Options {
 // server's is refused, and the server stops when its context ends.
 func TestServerWithoutTheCLI(t *testing.T) {
 	o := serverOptions(t)
-	if _, err := o.Queue.(*kgworker.Queue).Enqueue(context.Background(), 7, 1); err != nil {
+	if _, err := o.Queue.(*kgdb.Local).Queue.Enqueue(context.Background(), 7, 1); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := NewServer(o)

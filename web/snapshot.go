@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
-	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -24,39 +24,11 @@ const defaultPageStatus = kgworker.StatusFailed
 
 // QueueOverview is everything a page or a scrape reads from the queue,
 // fetched in one round trip to the database's child.
-type QueueOverview struct {
-	Counts    kgworker.Counts   `json:"counts"`
-	Reports   []kgworker.Report `json:"reports"`
-	Latencies queue.Latencies   `json:"latencies"`
-	// Items are up to Limit items of Status, as List returns them.
-	Items []kgworker.Item `json:"items"`
-}
+type QueueOverview = kgdb.Overview
 
-// Overviewer is a Queue that reads a whole overview at once (the child
-// of root's serve, in one request).
-type Overviewer interface {
-	Overview(ctx context.Context, status kgworker.Status, limit int) (QueueOverview, error)
-}
-
-// ReadOverview reads the overview of q: at once when q can, else call by
-// call (a database this process opened itself).
+// ReadOverview reads the overview of q in one call.
 func ReadOverview(ctx context.Context, q Queue, status kgworker.Status, limit int) (QueueOverview, error) {
-	if o, ok := q.(Overviewer); ok {
-		return o.Overview(ctx, status, limit)
-	}
-	var o QueueOverview
-	var err error
-	if o.Counts, err = q.Stats(ctx); err != nil {
-		return o, err
-	}
-	if o.Reports, err = q.Reports(ctx); err != nil {
-		return o, err
-	}
-	if o.Latencies, err = q.Latencies(ctx); err != nil {
-		return o, err
-	}
-	o.Items, err = q.List(ctx, status, limit)
-	return o, err
+	return q.Overview(ctx, status, limit)
 }
 
 // snapshot is the fleet and the queue at one moment, as every page and

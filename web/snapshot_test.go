@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/promtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/promtest"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
@@ -87,7 +88,7 @@ func snapshotServer(t *testing.T, f *slowFleet, maxAge time.Duration, now func()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kq.Close() })
-	q := &countingQueue{Queue: kq}
+	q := &countingQueue{Queue: kgdb.NewLocal(kq)}
 	d, err := newDashboard(&supervisor.Manager{}, nil, q, q, dashboardOptions{publicReads: true, listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +294,7 @@ func TestForgetTakesANewSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kq.Close()
-	s := newSnapshots(f.sample, kq, time.Minute, 5*time.Second)
+	s := newSnapshots(f.sample, kgdb.NewLocal(kq), time.Minute, 5*time.Second)
 	ctx := context.Background()
 	before := make(chan *snapshot, 1)
 	go func() {

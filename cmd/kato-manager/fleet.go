@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -169,6 +171,12 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		}
 		printPlan(a.stdout, plan)
 		pending = plan.Pending()
+		if src.HasGroups {
+			for _, line := range fleet.GroupChanges(reg.Groups, src.Groups) {
+				fmt.Fprintln(a.stdout, line)
+				pending = true
+			}
+		}
 	}
 	if len(src.Hosts) > 0 {
 		results := src.OnHosts(ctx, "diff", fleetArgs(fs, prune))
@@ -284,7 +292,7 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 	defer done()
 	pr := newProgressPrinter(a.stderr)
 	opts.Progress = pr.update
-	applyOpts := supervisor.ApplyOptions{BatchOptions: opts, Prune: prune}
+	applyOpts := supervisor.ApplyOptions{BatchOptions: opts, Prune: prune, Groups: src.Groups, SetGroups: src.HasGroups}
 	if os.Getenv(testPauseVariable) == "registry" {
 		applyOpts.AfterRegistry = func(ctx context.Context) {
 			// For the tests that stop an apply between its registry
@@ -302,6 +310,9 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 		return flattenFileErrors(err)
 	}
 	plan = res.Plan
+	if res.GroupsChanged {
+		fmt.Fprintf(a.stdout, "groups of %s stored: %s\n", file, config.NamesOrNone(slices.Sorted(maps.Keys(src.Groups))))
+	}
 	if !plan.Pending() {
 		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(fleet.Keep), file)
 		return nil

@@ -44,11 +44,16 @@ again first, so changes to kato.toml take effect; then it waits for the API port
 With --group NAME, every instance of the group restarts, side by side.`,
 	"list": `List the instances with their group, state, main PID, API and ZMQ ports, uptime
 and memory, from one D-Bus call and one pass over /proc; --group NAME lists one
-group's.`,
+group's. Then the groups' fronts (kato-front@GROUP): address, port, balance, their
+members up, draining and down with each member's sessions, and the requests and
+errors, from each front's stats socket; --fronts lists the fronts alone (with
+--json, as a JSON array). In list --json each member instance has "front": its
+group and state there.`,
 	"status": `Check that systemd is reachable, the shared services' states, and each instance's
 unit state, restart count and whether its API port is held by its own processor.
-It reports drift between the registry and systemd. Exit status 1 when anything is
-wrong.`,
+It reports drift between the registry and systemd, and each group's front with a
+PROBLEM when it is not running, its stats socket does not answer, a member is down
+or no member is up. Exit status 1 when anything is wrong.`,
 	"logs": `Show an instance's journal, as journalctl -u kato@ID.service does: the last
 --lines lines, then, with --follow, new lines as they come until interrupted.
 --since leaves out older lines and, without --lines, shows all lines since then.
@@ -80,12 +85,25 @@ standard output: id, name, ports, processor, network, group and the settings tha
 differ from [defaults]. apply of it changes nothing.`,
 	"gc": `Repair drift: remove registry entries whose unit files are gone, and tear down
 instance units and files that have no registry entry.`,
+	"liveness": `One run of the liveness check; kato-liveness.timer runs it every 5 seconds.
+For every running instance whose processor has liveness_failures above 0
+(generation C's default is 3; A and B have it off) and whose liveness_interval
+has passed since its last check: the processor's health request, within
+liveness_timeout. A request that times out, answers other than 200, or whose
+body says "unhealthy" is a failure; liveness_failures of them in a row restart
+the instance (systemctl restart), which is logged to the journal with the
+reason, under kato-liveness.service and the instance's unit, and counted:
+status shows it, /metrics has kato_instance_liveness_restarts_total. A stopped
+instance, or one started less than ready_timeout ago, is never checked; a
+success or a restart sets the count back to 0. The counts are kept in
+/var/lib/kato/liveness.json (root's, 0600).`,
 	"install-units": `Write the unit templates (kato@.service, kato.target, kg-worker@.service,
-kg-workers.target, kato-manager.service and kato-queue@.service, which run this
+kg-workers.target, kato-manager.service, kato-liveness.service and
+kato-queue@.service, which run this
 kato-manager binary, kato-queue.socket), the sysusers.d and tmpfiles.d
 entries, create the kato user and directories, reload systemd, and enable and
 start kato-queue.socket, through which root's queue commands and serve do
-their database work as kato. start and the worker commands do it by
+their database work as kato, and kato-liveness.timer, the liveness check. start and the worker commands do it by
 themselves the first time. When a new kato@.service or kg-worker@.service is written, the instances
 and workers that run are restarted on it.
 

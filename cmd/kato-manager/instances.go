@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,7 +24,7 @@ import (
 type startFlagValues struct {
 	id, name, processor, network, command *string
 	template, group                       *string
-	port, zmqPort, parallel               *int
+	port, zmqPort, parallel, weight       *int
 	params                                *config.ParamFlags
 	timeout                               *time.Duration
 }
@@ -44,6 +45,7 @@ func startFlags(fs *pflag.FlagSet) *startFlagValues {
 	f.template = fs.String("template", "", "start from the settings of [templates.NAME] of kato.toml; the flags given override them")
 	f.group = fs.String("group", "", "make the instance part of the group NAME (kato-group@NAME.target); alone, start the group's registered instances that are not running")
 	f.parallel = fs.Int("parallel", 0, "with --group alone, how many instances start at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)")
+	f.weight = fs.Int("weight", 0, "with --group, the instance's share of the group front's requests against the other members' weights, 1 to 256; 1 when not given")
 	return f
 }
 
@@ -203,6 +205,9 @@ func checkStartFlags(fs *pflag.FlagSet, f *startFlagValues) error {
 			return &config.FieldError{Field: p.flag, Value: "0", Rule: units.PortRule}
 		}
 	}
+	if fs.Changed("weight") && (*f.weight < 1 || *f.weight > config.MaxWeight) {
+		return &config.FieldError{Field: "--weight", Value: strconv.Itoa(*f.weight), Rule: config.WeightRule}
+	}
 	return positiveDuration(fs, "timeout", *f.timeout)
 }
 
@@ -222,12 +227,12 @@ func startRequest(fs *pflag.FlagSet, f *startFlagValues, cfg *config.Config) (su
 	if err != nil {
 		return supervisor.StartRequest{}, err
 	}
-	e := &config.Entry{Name: *f.name, Processor: *f.processor, Network: *f.network, Group: *f.group, Parameters: given, Set: map[string]bool{}}
-	for _, key := range []string{"name", "processor", "network", "group"} {
+	e := &config.Entry{Name: *f.name, Processor: *f.processor, Network: *f.network, Group: *f.group, Weight: *f.weight, Parameters: given, Set: map[string]bool{}}
+	for _, key := range []string{"name", "processor", "network", "group", "weight"} {
 		e.Set[key] = fs.Changed(key)
 	}
 	e.Set["processor"] = e.Set["processor"] || fs.Changed("tag")
-	for _, flag := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command", "template", "group"} {
+	for _, flag := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command", "template", "group", "weight"} {
 		if fs.Changed(flag) {
 			explicit = append(explicit, "--"+flag)
 		}
@@ -385,16 +390,18 @@ func isTerminal(fd uintptr) bool {
 
 // restartFlagValues are restart's flags.
 type restartFlagValues struct {
-	timeout  *time.Duration
-	group    *string
-	parallel *int
+	timeout        *time.Duration
+	group          *string
+	parallel       *int
+	maxUnavailable *int
 }
 
 func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
 	return &restartFlagValues{
-		timeout:  fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)"),
-		group:    fs.String("group", "", "restart every instance of the group NAME, as one batch"),
-		parallel: fs.Int("parallel", 0, "with --group, how many instances restart at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)"),
+		timeout:        fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)"),
+		group:          fs.String("group", "", "restart every instance of the group NAME, as one batch"),
+		parallel:       fs.Int("parallel", 0, "with --group, how many instances restart at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)"),
+		maxUnavailable: fs.Int("max-unavailable", 1, "with --group of a group with a front, how many members are out of the rotation at once (never all)"),
 	}
 }
 
@@ -404,7 +411,10 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 		if fs.NArg() > 0 {
 			return usagef("restart takes an instance or --group, not both")
 		}
-		return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "restarted", (*supervisor.Manager).RestartGroup)
+		return a.restartGroup(ctx, fs, f)
+	}
+	if fs.Changed("max-unavailable") {
+		return usagef("--max-unavailable goes with --group")
 	}
 	if fs.Changed("parallel") {
 		return usagef("--parallel goes with --group")
@@ -437,12 +447,14 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 
 // listFlagValues are list's flags.
 type listFlagValues struct {
-	json  *bool
-	group *string
+	json   *bool
+	fronts *bool
+	group  *string
 }
 
 func listFlags(fs *pflag.FlagSet) *listFlagValues {
-	return &listFlagValues{json: fs.Bool("json", false, "print JSON"), group: fs.String("group", "", "only the instances of the group NAME")}
+	return &listFlagValues{json: fs.Bool("json", false, "print JSON"), fronts: fs.Bool("fronts", false, "list the groups' fronts alone"),
+		group: fs.String("group", "", "only the instances and the front of the group NAME")}
 }
 
 func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) error {
@@ -460,26 +472,45 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 		return err
 	}
 	defer done()
-	views, err := m.List(ctx)
+	all, err := m.ListAll(ctx)
 	if err != nil {
 		return err
 	}
+	views, fronts := all.Instances, all.Fronts
 	if fs.Changed("group") {
 		views = slices.DeleteFunc(views, func(v supervisor.InstanceView) bool { return v.Group != *f.group })
+		fronts = slices.DeleteFunc(fronts, func(v supervisor.FrontView) bool { return v.Group != *f.group })
+	}
+	if *f.fronts {
+		if *asJSON {
+			return writeJSON(a.stdout, fronts)
+		}
+		if len(fronts) == 0 {
+			fmt.Fprintln(a.stdout, "no fronts")
+			return nil
+		}
+		return printFronts(a, fronts, false)
 	}
 	if *asJSON {
 		return writeJSON(a.stdout, views)
 	}
 	if len(views) == 0 {
 		fmt.Fprintln(a.stdout, "no instances; start one with `kato-manager start --id ID`")
-		return nil
+	} else {
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, listHeader)
+		for _, v := range views {
+			fmt.Fprintln(tw, listRow(v))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, listHeader)
-	for _, v := range views {
-		fmt.Fprintln(tw, listRow(v))
+	if len(fronts) > 0 {
+		fmt.Fprintln(a.stdout, "fronts:")
+		return printFronts(a, fronts, false)
 	}
-	return tw.Flush()
+	return nil
 }
 
 // listHeader is the header of list's table, listRow one of its rows.
@@ -487,6 +518,47 @@ const listHeader = "ID\tNAME\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tPID\tAPI\tZMQ\tU
 
 func listRow(v supervisor.InstanceView) string {
 	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", v.ID, v.Name, processorLabel(v), v.Network, orDash(v.Group), v.State(), dash(v.PID), v.APIPort, dash(int32(v.ZMQPort)), uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
+}
+
+// frontHeader is the header of the fronts' table, in list and status; with
+// problems, status's PROBLEM column too. Each front's members follow it on
+// lines of their own.
+const frontHeader = "GROUP\tSTATE\tADDRESS\tPORT\tBALANCE\tMEMBERS\tREQUESTS\tERRORS"
+
+// printFronts prints the fronts' table, each front followed by its
+// members with their states and sessions.
+func printFronts(a *app, fronts []supervisor.FrontView, problems bool) error {
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	pal := a.palette(a.stdout)
+	header := frontHeader
+	if problems {
+		header += "\t" + pal.paint(plain, "PROBLEM")
+	}
+	fmt.Fprintln(tw, "  "+header)
+	for _, f := range fronts {
+		state := f.State()
+		members := f.Counts.String()
+		if !f.Answering && f.ActiveState == "active" {
+			members = "not answering"
+		}
+		port := "-"
+		if f.Port != 0 {
+			port = fmt.Sprint(f.Port)
+		}
+		row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d", f.Group, pal.paint(stateColour(state), state), orDash(f.Address), port, orDash(f.Balance), members, f.Requests, f.Errors)
+		if problems {
+			problem, colour := f.Problem, red
+			if problem == "" {
+				problem, colour = "-", plain
+			}
+			row += "\t" + pal.paint(colour, problem)
+		}
+		fmt.Fprintln(tw, "  "+row)
+		for _, mb := range f.Members {
+			fmt.Fprintf(tw, "    member %s\t%s\tsessions %d\tweight %d\t\t\t%d\t%d\n", mb.ID, mb.State, mb.Sessions, mb.Weight, mb.Requests, mb.Errors)
+		}
+	}
+	return tw.Flush()
 }
 
 func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
@@ -500,7 +572,7 @@ func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error
 	var st *supervisor.Status
 	if m, done, err := a.managerWith(ctx, cfg); err != nil {
 		// Not reaching systemd is a finding of status, not a failure to run.
-		st = &supervisor.Status{SystemdError: err.Error(), Services: []supervisor.ServiceState{}, Instances: []supervisor.InstanceStatus{}, Warnings: []string{}}
+		st = &supervisor.Status{SystemdError: err.Error(), Services: []supervisor.ServiceState{}, Instances: []supervisor.InstanceStatus{}, Fronts: []supervisor.FrontView{}, Warnings: []string{}}
 	} else {
 		defer done()
 		if st, err = m.Status(ctx); err != nil {
@@ -552,6 +624,10 @@ func printStatus(a *app, st *supervisor.Status) {
 		}
 		tw.Flush()
 	}
+	if len(st.Fronts) > 0 {
+		fmt.Fprintln(a.stdout, "fronts:")
+		printFronts(a, st.Fronts, true)
+	}
 	for _, w := range st.Warnings {
 		fmt.Fprintf(a.stdout, "warning: %s\n", w)
 	}
@@ -564,7 +640,7 @@ func printStatus(a *app, st *supervisor.Status) {
 // its rows. The state and the problem are painted: a state by what it
 // is, a problem red.
 func statusHeader(pal palette) string {
-	return "ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\t" + pal.paint(plain, "STATE") + "\tRESTARTS\tAPI\tLISTENING\tANSWERING\t" + pal.paint(plain, "PROBLEM")
+	return "ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\t" + pal.paint(plain, "STATE") + "\tRESTARTS\tLIVENESS\tAPI\tLISTENING\tANSWERING\t" + pal.paint(plain, "PROBLEM")
 }
 
 func statusRow(pal palette, i supervisor.InstanceStatus) string {
@@ -573,8 +649,8 @@ func statusRow(pal palette, i supervisor.InstanceStatus) string {
 		problem, problemColour = "-", plain
 	}
 	state := i.State()
-	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group),
-		pal.paint(stateColour(state), state), i.Restarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), pal.paint(problemColour, problem))
+	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group),
+		pal.paint(stateColour(state), state), i.Restarts, i.LivenessRestarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), pal.paint(problemColour, problem))
 }
 
 // driftLines says where registry and systemd disagree, naming gc, the

@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -144,6 +143,7 @@ remote command's status, and 1 when a host cannot be reached.`,
 		command("start", "register, configure and start an instance (kato@ID.service)", startFlags, a.start),
 		a.withInstances(command("stop [ID|NAME]", "stop and remove an instance, or all of them", stopFlags, a.stop)),
 		a.withInstances(command("restart ID|NAME", "restart an instance with its ID, ports and settings", restartFlags, a.restart)),
+		command("scale --group NAME N", "make a group exactly N replicas NAME-1 to NAME-N, its front updated", scaleFlags, a.scale),
 		command("list", "list instances with group, state, pid, ports, uptime and memory", listFlags, a.list),
 		command("status", "check systemd, shared services, instances and drift", jsonFlag, a.status),
 		a.withInstances(command("logs ID|NAME", "show an instance's journal", logsFlags, a.logs)),
@@ -151,6 +151,7 @@ remote command's status, and 1 when a host cannot be reached.`,
 		command("diff", "show what apply would do, per instance and field; exit 1 when it would change something", diffFlags, a.diff),
 		command("export", "write the registered instances as a fleet file that apply finds nothing to do with", exportFlags, a.export),
 		command("gc", "repair drift between the registry and systemd", noFlags, a.gc),
+		command("liveness", "restart the instances whose health request failed liveness_failures times in a row (kato-liveness.timer runs it)", jsonFlag, a.liveness),
 		command("install-units", "install the unit files and reload systemd", noFlags, a.installUnits),
 	)...)
 	root.AddCommand(in(groupKG,
@@ -368,15 +369,10 @@ func (a *app) report(err error) int {
 		fmt.Fprintf(a.stderr, "%s %v\n", prefix, flagNames(err))
 	}
 	var ue usageError
-	var fe *config.FieldError
-	if errors.Is(err, config.ErrMalformed) {
-		return exitFailed
-	}
-	var qe *queue.InputError
-	if errors.As(err, &ue) || errors.As(err, &fe) || errors.As(err, &qe) || errors.Is(err, config.ErrAmbiguous) || errors.Is(err, config.ErrNotFound) {
+	if errors.As(err, &ue) && !errors.Is(err, config.ErrMalformed) {
 		return exitUsage
 	}
-	return exitFailed
+	return config.ErrorKindOf(err).ExitCode()
 }
 
 // flagNames rewrites a field error to name the command-line flag, which is

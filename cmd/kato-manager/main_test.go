@@ -50,6 +50,7 @@ func TestUsageErrorsExitTwoWithoutSystemd(t *testing.T) {
 		{"restart nothing", []string{"restart"}, "restart takes one instance"},
 		{"list argument", []string{"list", "x"}, "list takes no arguments"},
 		{"gc argument", []string{"gc", "x"}, "gc takes no arguments"},
+		{"liveness argument", []string{"liveness", "x"}, "liveness takes no arguments"},
 		{"logs negative", []string{"logs", "a", "-n", "-1"}, "invalid --lines -1"},
 		{"workers nothing", []string{"workers"}, "workers needs a subcommand"},
 		{"workers unknown", []string{"workers", "dance"}, `unknown workers subcommand "dance"`},
@@ -64,6 +65,17 @@ func TestUsageErrorsExitTwoWithoutSystemd(t *testing.T) {
 		{"queue enqueue none", []string{"queue", "enqueue"}, "takes one or more"},
 		{"queue list status", []string{"queue", "list", "--status", "done"}, `invalid status "done"`},
 		{"serve address", []string{"serve", "--listen", "nowhere"}, `invalid --listen "nowhere"`},
+		{"weight range", []string{"start", "--id", "a", "--group", "g", "--weight", "300"}, "invalid --weight 300: must be between 1 and 256"},
+		{"weight without a group", []string{"start", "--id", "a", "--weight", "5"}, "invalid --weight 5: goes with a group"},
+		{"scale without a group", []string{"scale", "3"}, "scale takes --group NAME and one number"},
+		{"scale without a number", []string{"scale", "--group", "web"}, "scale takes --group NAME and one number"},
+		{"scale word", []string{"scale", "--group", "web", "many"}, "invalid N many: must be a whole number between 0 and 256"},
+		{"scale too many", []string{"scale", "--group", "web", "257"}, "invalid N 257"},
+		{"scale bad group", []string{"scale", "--group", "a b", "2"}, `invalid --group "a b"`},
+		{"scale unknown group", []string{"scale", "--group", "web", "2"}, "invalid --group web: must name a [groups.NAME] of kato.toml"},
+		{"max-unavailable without a group", []string{"restart", "a", "--max-unavailable", "2"}, "--max-unavailable goes with --group"},
+		{"max-unavailable zero", []string{"restart", "--group", "g", "--max-unavailable", "0"}, "invalid --max-unavailable 0: must be at least 1"},
+		{"max-unavailable without a front", []string{"restart", "--group", "g", "--max-unavailable", "2"}, "--max-unavailable goes with a group that has a front"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, "", tc.args...)

@@ -248,14 +248,16 @@ func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeu
 
 // queueClearFlagValues are queue clear's flags.
 type queueClearFlagValues struct {
-	status *string
-	yes    *bool
+	status    *string
+	olderThan *string
+	yes       *bool
 }
 
 func queueClearFlags(fs *pflag.FlagSet) *queueClearFlagValues {
 	return &queueClearFlagValues{
-		status: fs.String("status", "", "the status to clear: pending, completed, failed or skipped (required)"),
-		yes:    fs.Bool("yes", false, yesFlagHelp),
+		status:    fs.String("status", "", "the status to clear: pending, completed, failed or skipped (required)"),
+		olderThan: fs.String("older-than", "", "clear only items that reached the status longer ago than this: days (7d) or a duration (36h)"),
+		yes:       fs.Bool("yes", false, yesFlagHelp),
 	}
 }
 
@@ -264,9 +266,22 @@ func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFl
 	if err := noArgs(fs, "queue clear takes no arguments; use --status STATUS"); err != nil {
 		return err
 	}
-	st, err := kgworker.ParseStatus(*status)
-	if err != nil || st == kgworker.StatusProcessing {
-		return &config.FieldError{Field: "status", Value: *status, Rule: "must be one of pending, completed, failed, skipped (processing items are held by workers)"}
+	st, err := kgworker.ParseClearStatus("status", *status)
+	if err != nil {
+		return err
+	}
+	if *f.olderThan != "" {
+		age, err := kgworker.ParseAge("older_than", *f.olderThan)
+		if err != nil {
+			return err
+		}
+		if err := a.confirm(*f.yes, fmt.Sprintf("Delete every %s item of the KG queue older than %s?", st, *f.olderThan)); err != nil {
+			return err
+		}
+		return a.queueAction(ctx, func(q queueDB) (string, error) {
+			n, err := q.ClearOlderThan(ctx, st, age)
+			return fmt.Sprintf("%d %s item(s) older than %s deleted", n, st, *f.olderThan), err
+		})
 	}
 	if err := a.confirm(*f.yes, fmt.Sprintf("Delete every %s item of the KG queue?", st)); err != nil {
 		return err

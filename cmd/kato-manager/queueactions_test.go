@@ -1,10 +1,18 @@
 package main
 
 import (
+	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/queue"
 )
 
 // TestQueueActionsAsRoot: priority, requeue (of documents and --all),
@@ -83,5 +91,116 @@ func TestQueueActionsAsRoot(t *testing.T) {
 	}
 	if items := list(); len(items) != 0 {
 		t.Fatalf("after clear: %v", items)
+	}
+}
+
+// TestQueueClearOlderThanAsRoot: `queue clear --status failed --older-than
+// 7d`, done by root through the service user's child, deletes the failed
+// items that failed more than 7 days ago and nothing else; bad input is
+// refused with exit 2, the queue unchanged.
+func TestQueueClearOlderThanAsRoot(t *testing.T) {
+	configText, kgDir := queueDirFor(t)
+	dbPath := filepath.Join(kgDir, "kg.db")
+	storeDocuments(t, dbPath, 7, 8, 9, 10)
+	if code, _, stderr := runCLI(t, configText, "queue", "enqueue", "7", "8", "9", "10"); code != 0 {
+		t.Fatalf("enqueue: exit %d: %s", code, stderr)
+	}
+	db, err := sql.Open("sqlite3", dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// Item 1 failed 10 days ago, item 2 an hour ago, item 3 completed 10
+	// days ago; item 4 stays pending.
+	for _, u := range []struct {
+		id     int
+		status string
+		ago    time.Duration
+	}{{1, "failed", 240 * time.Hour}, {2, "failed", time.Hour}, {3, "completed", 240 * time.Hour}} {
+		if _, err := db.Exec("UPDATE kg_processing_queue SET status = ?, processed_at = ? WHERE id = ?",
+			u.status, queue.Stamp(time.Now().Add(-u.ago)), u.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := db.QueryRow("SELECT count(*) FROM kg_processing_queue").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"queue", "clear", "--status", "failed", "--older-than", "0d"}, "invalid --older-than 0d: must be a whole number of days (7d) or a duration (36h, 90m), more than zero"},
+		{[]string{"queue", "clear", "--status", "failed", "--older-than", "week"}, "invalid --older-than week"},
+		{[]string{"queue", "clear", "--status", "processing", "--older-than", "7d"}, "invalid --status processing: must be one of pending, completed, failed, skipped"},
+	} {
+		code, _, stderr := runCLI(t, configText, tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: exit %d, %q; want exit 2 and %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if n := count(); n != 4 {
+		t.Fatalf("refused clears changed the queue: %d items", n)
+	}
+	code, stdout, stderr := runCLI(t, configText, "queue", "clear", "--status", "failed", "--older-than", "7d", "--yes")
+	if code != 0 || !strings.Contains(stdout, "1 failed item(s) older than 7d deleted") {
+		t.Fatalf("clear --older-than: exit %d: %s %s", code, stdout, stderr)
+	}
+	var left []int
+	rows, err := db.Query("SELECT id FROM kg_processing_queue ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int
+		rows.Scan(&id) //nolint:errcheck // checked below by value
+		left = append(left, id)
+	}
+	if !slices.Equal(left, []int{2, 3, 4}) {
+		t.Fatalf("after clear --older-than: items %v, want 2, 3 and 4", left)
+	}
+}
+
+// TestQueueErrorsKeepTheirKindAsRoot: errors from the service user's child
+// come back with their type and kind: a missing document is a
+// *config.NotFoundError (404, exit 2), bad input a *config.FieldError, as
+// when the database is opened in process.
+func TestQueueErrorsKeepTheirKindAsRoot(t *testing.T) {
+	_, kgDir := queueDirFor(t)
+	dbPath := filepath.Join(kgDir, "kg.db")
+	storeDocuments(t, dbPath, 7)
+	ctx := context.Background()
+	c, err := startQueueChild(ctx, queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local, err := openLocal(ctx, dbPath, 3, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	for name, q := range map[string]queueDB{"child": c, "in process": local} {
+		_, err := q.Document(ctx, 99)
+		var nf *config.NotFoundError
+		if !errors.As(err, &nf) || nf.Field != "CONTENT_ID" || nf.Value != "99" || err.Error() != "invalid CONTENT_ID 99: no such document" {
+			t.Errorf("%s: Document(99) = %v (%T), want a *config.NotFoundError naming CONTENT_ID 99", name, err, err)
+		}
+		if k := config.ErrorKindOf(err); k != config.KindNotFound || k.HTTPStatus() != 404 || k.ExitCode() != 2 {
+			t.Errorf("%s: Document(99) kind %s", name, k)
+		}
+		_, err = q.SetPriority(ctx, 1, 99)
+		var fe *config.FieldError
+		if !errors.As(err, &fe) || fe.Field != "ITEM_ID" || fe.Value != "99" || fe.Rule != "no such queue item" {
+			t.Errorf("%s: SetPriority(1, 99) = %v (%T), want a *config.FieldError naming ITEM_ID 99", name, err, err)
+		}
+		if k := config.ErrorKindOf(err); k != config.KindInput || k.HTTPStatus() != 400 || k.ExitCode() != 2 {
+			t.Errorf("%s: SetPriority(1, 99) kind %s", name, k)
+		}
 	}
 }

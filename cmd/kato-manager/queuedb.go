@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgworker"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/units"
@@ -36,22 +37,7 @@ import (
 // kato-queue@.service, which systemd starts for each connection to
 // kato-queue.socket, or, where that socket is not installed, a child
 // process. Anyone else opens the database directly, with its own rights.
-type queueDB interface {
-	EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error)
-	List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error)
-	RetryFailed(ctx context.Context, ids ...int64) (int, error)
-	Stats(ctx context.Context) (kgworker.Counts, error)
-	Reports(ctx context.Context) ([]kgworker.Report, error)
-	Latencies(ctx context.Context) (queue.Latencies, error)
-	SetPriority(ctx context.Context, priority int, ids ...int64) (int, error)
-	Delete(ctx context.Context, ids ...int64) (int, error)
-	Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error)
-	RequeueAll(ctx context.Context, priority int) (int, error)
-	Clear(ctx context.Context, status kgworker.Status) (int, error)
-	Documents(ctx context.Context, search string, limit int) ([]kgworker.DocumentSummary, error)
-	Document(ctx context.Context, id int64) (*kgworker.DocumentDetail, error)
-	Close() error
-}
+type queueDB = kgdb.Store
 
 // queueDBCommand is the hidden command the child runs: the same binary,
 // re-executed as the kato user.
@@ -72,7 +58,7 @@ var queueSocket = units.QueueSocketPath
 // PGSERVICE, ~/.pgpass), goes to the helper in its first request.
 func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, readOnly bool) (queueDB, error) {
 	if os.Geteuid() != 0 || paths.FileOwner == "" {
-		return openKGQueue(ctx, cfg.KG.Database(), cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
+		return openLocal(ctx, cfg.KG.Database(), cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
 	}
 	open := queueRequest{Op: "open", MaxRetries: cfg.KG.MaxRetries, ReadOnly: readOnly}
 	if cfg.KG.DBURL == "" {
@@ -98,7 +84,15 @@ func copyAsServiceUser(ctx context.Context, dbPath, to string) (*kgworker.CopyRe
 	}
 	defer c.Close()
 	c.deadline = 0 // a large queue takes its time; the operator's ^C ends it
-	return callInto[*kgworker.CopyReport](ctx, c, queueRequest{Op: "copy-to", To: to})
+	raw, err := c.call(ctx, queueRequest{Op: "copy-to", To: to})
+	if err != nil {
+		return nil, err
+	}
+	var report *kgworker.CopyReport
+	if err := json.Unmarshal(raw, &report); err != nil {
+		return nil, fmt.Errorf("queue access as %s: %w", serviceUser, err)
+	}
+	return report, nil
 }
 
 // openKGQueue opens the database itself: read-only commands take no write
@@ -111,6 +105,15 @@ func openKGQueue(ctx context.Context, dbPath string, maxRetries int, readOnly, m
 	return open(ctx, dbPath, kgworker.WithMaxRetries(maxRetries), kgworker.WithMakeDir(makeDir))
 }
 
+// openLocal is openKGQueue as a queueDB.
+func openLocal(ctx context.Context, dbPath string, maxRetries int, readOnly, makeDir bool) (queueDB, error) {
+	q, err := openKGQueue(ctx, dbPath, maxRetries, readOnly, makeDir)
+	if err != nil {
+		return nil, err
+	}
+	return kgdb.NewLocal(q), nil
+}
+
 // queueChild is a helper running as the service user that does the
 // database work of a root command over a connection: one JSON request per
 // line in, one JSON response per line out. The helper is an instance of
@@ -118,6 +121,8 @@ func openKGQueue(ctx context.Context, dbPath string, maxRetries int, readOnly, m
 // child process on pipes (cmd). Calls are serialised; a caller that gives
 // up (its context ends) leaves the helper to the others.
 type queueChild struct {
+	kgdb.Client // the operations, each a call
+
 	cmd  *exec.Cmd     // the child, when forked
 	conn *net.UnixConn // the connection to kato-queue.socket, otherwise
 	in   io.WriteCloser
@@ -147,15 +152,12 @@ var queueCallDeadline = 5 * time.Minute
 // whose input ended takes at most to exit; tests shorten it.
 var queueChildGrace = 10 * time.Second
 
+// queueRequest is one request to the helper: an operation of kgdb's table
+// and its arguments, or the helper's own "open", "ping" and "copy-to".
 type queueRequest struct {
-	Op        string          `json:"op"`
-	ContentID int64           `json:"content_id,omitempty"`
-	Priority  int             `json:"priority,omitempty"`
-	Status    kgworker.Status `json:"status,omitempty"`
-	Limit     int             `json:"limit,omitempty"`
-	IDs       []int64         `json:"ids,omitempty"`
-	Search    string          `json:"search,omitempty"`
-	To        string          `json:"to,omitempty"`
+	Op   string     `json:"op"`
+	Args *kgdb.Args `json:"args,omitempty"`
+	To   string     `json:"to,omitempty"`
 	// The database an "open" request, always the first, opens: the
 	// SQLite file DB or the PostgreSQL database URL, with the queue's
 	// settings. CopyOnly opens nothing: queue migrate copies DB
@@ -167,12 +169,11 @@ type queueRequest struct {
 	CopyOnly   bool   `json:"copy_only,omitempty"`
 }
 
+// queueResponse is the helper's answer: a result, or an error that keeps
+// its kind (and its type, for bad input and a missing record).
 type queueResponse struct {
 	Result json.RawMessage `json:"result,omitempty"`
-	Error  string          `json:"error,omitempty"`
-	// Input is set when the error is the operator's bad input, so that
-	// the command exits 2 as when it opens the database itself.
-	Input *queue.InputError `json:"input_error,omitempty"`
+	Error  *kgdb.WireError `json:"error,omitempty"`
 }
 
 // startQueueChild starts a helper and sends it open, the "open" request
@@ -221,6 +222,7 @@ func dialQueueHelper(ctx context.Context) (*queueChild, error) {
 	}
 	uc := conn.(*net.UnixConn)
 	c := &queueChild{conn: uc, in: uc, out: bufio.NewReader(uc), turn: make(chan struct{}, 1), deadline: queueCallDeadline}
+	c.Client = kgdb.Client{Caller: c}
 	return c, nil
 }
 
@@ -282,6 +284,7 @@ func forkQueueChild(dbPath string) (*queueChild, error) {
 	}
 	c := &queueChild{cmd: cmd, in: in, out: bufio.NewReader(out), wait: make(chan error, 1),
 		turn: make(chan struct{}, 1), deadline: queueCallDeadline}
+	c.Client = kgdb.Client{Caller: c}
 	go func() { c.wait <- cmd.Wait() }()
 	return c, nil
 }
@@ -377,11 +380,8 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 		if a.err != nil {
 			return nil, a.err
 		}
-		if a.resp.Input != nil {
-			return nil, a.resp.Input
-		}
-		if a.resp.Error != "" {
-			return nil, errors.New(a.resp.Error)
+		if a.resp.Error != nil {
+			return nil, a.resp.Error.Err()
 		}
 		return a.resp.Result, nil
 	case <-ctx.Done():
@@ -389,16 +389,42 @@ func (c *queueChild) call(ctx context.Context, req queueRequest) (json.RawMessag
 	}
 }
 
-// errChildGone marks a call after which the child cannot be used again.
-var errChildGone = errors.New("queue child gone")
+// errChildGone marks a call after which the child cannot be used again;
+// its kind is unavailable.
+var errChildGone error = childGone{}
+
+type childGone struct{}
+
+func (childGone) Error() string        { return "queue child gone" }
+func (childGone) Is(target error) bool { return target == config.ErrUnavailable }
 
 // reopeningQueue is a queueDB for a long-running command (serve): a child
 // that died, or was killed for hanging, is replaced on the next call. Calls
 // run concurrently; a child serialises them itself.
 type reopeningQueue struct {
+	kgdb.Client
 	mu   sync.Mutex
 	open func() (queueDB, error)
 	q    queueDB
+}
+
+// newReopeningQueue returns a reopeningQueue on first (nil: none yet),
+// opening a new one with open when it is gone.
+func newReopeningQueue(first queueDB, open func() (queueDB, error)) *reopeningQueue {
+	r := &reopeningQueue{q: first, open: open}
+	r.Client = kgdb.Client{Caller: r}
+	return r
+}
+
+// Call runs an operation on the current child, or a new one.
+func (r *reopeningQueue) Call(ctx context.Context, name string, args kgdb.Args, result any) error {
+	return r.do(func(q queueDB) error {
+		c, ok := q.(kgdb.Caller)
+		if !ok {
+			return fmt.Errorf("queue access: %T runs no operation of the table", q)
+		}
+		return c.Call(ctx, name, args, result)
+	})
 }
 
 func (r *reopeningQueue) do(fn func(queueDB) error) error {
@@ -429,71 +455,6 @@ func (r *reopeningQueue) do(fn func(queueDB) error) error {
 	return err
 }
 
-func (r *reopeningQueue) EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) (ids []int64, err error) {
-	err = r.do(func(q queueDB) error { ids, err = q.EnqueueDocuments(ctx, priority, contentIDs...); return err })
-	return ids, err
-}
-
-func (r *reopeningQueue) List(ctx context.Context, status kgworker.Status, limit int) (items []kgworker.Item, err error) {
-	err = r.do(func(q queueDB) error { items, err = q.List(ctx, status, limit); return err })
-	return items, err
-}
-
-func (r *reopeningQueue) RetryFailed(ctx context.Context, ids ...int64) (n int, err error) {
-	err = r.do(func(q queueDB) error { n, err = q.RetryFailed(ctx, ids...); return err })
-	return n, err
-}
-
-func (r *reopeningQueue) Stats(ctx context.Context) (c kgworker.Counts, err error) {
-	err = r.do(func(q queueDB) error { c, err = q.Stats(ctx); return err })
-	return c, err
-}
-
-func (r *reopeningQueue) Reports(ctx context.Context) (reports []kgworker.Report, err error) {
-	err = r.do(func(q queueDB) error { reports, err = q.Reports(ctx); return err })
-	return reports, err
-}
-
-func (r *reopeningQueue) Latencies(ctx context.Context) (l queue.Latencies, err error) {
-	err = r.do(func(q queueDB) error { l, err = q.Latencies(ctx); return err })
-	return l, err
-}
-
-func (r *reopeningQueue) SetPriority(ctx context.Context, priority int, ids ...int64) (n int, err error) {
-	err = r.do(func(q queueDB) error { n, err = q.SetPriority(ctx, priority, ids...); return err })
-	return n, err
-}
-
-func (r *reopeningQueue) Delete(ctx context.Context, ids ...int64) (n int, err error) {
-	err = r.do(func(q queueDB) error { n, err = q.Delete(ctx, ids...); return err })
-	return n, err
-}
-
-func (r *reopeningQueue) Requeue(ctx context.Context, priority int, contentIDs ...int64) (n int, err error) {
-	err = r.do(func(q queueDB) error { n, err = q.Requeue(ctx, priority, contentIDs...); return err })
-	return n, err
-}
-
-func (r *reopeningQueue) RequeueAll(ctx context.Context, priority int) (n int, err error) {
-	err = r.do(func(q queueDB) error { n, err = q.RequeueAll(ctx, priority); return err })
-	return n, err
-}
-
-func (r *reopeningQueue) Clear(ctx context.Context, status kgworker.Status) (n int, err error) {
-	err = r.do(func(q queueDB) error { n, err = q.Clear(ctx, status); return err })
-	return n, err
-}
-
-func (r *reopeningQueue) Documents(ctx context.Context, search string, limit int) (docs []kgworker.DocumentSummary, err error) {
-	err = r.do(func(q queueDB) error { docs, err = q.Documents(ctx, search, limit); return err })
-	return docs, err
-}
-
-func (r *reopeningQueue) Document(ctx context.Context, id int64) (doc *kgworker.DocumentDetail, err error) {
-	err = r.do(func(q queueDB) error { doc, err = q.Document(ctx, id); return err })
-	return doc, err
-}
-
 func (r *reopeningQueue) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -517,56 +478,16 @@ func callInto[T any](ctx context.Context, c *queueChild, req queueRequest) (T, e
 	return v, nil
 }
 
-func (c *queueChild) EnqueueDocuments(ctx context.Context, priority int, contentIDs ...int64) ([]int64, error) {
-	return callInto[[]int64](ctx, c, queueRequest{Op: "enqueue", Priority: priority, IDs: contentIDs})
-}
-
-func (c *queueChild) List(ctx context.Context, status kgworker.Status, limit int) ([]kgworker.Item, error) {
-	return callInto[[]kgworker.Item](ctx, c, queueRequest{Op: "list", Status: status, Limit: limit})
-}
-
-func (c *queueChild) RetryFailed(ctx context.Context, ids ...int64) (int, error) {
-	return callInto[int](ctx, c, queueRequest{Op: "retry-failed", IDs: ids})
-}
-
-func (c *queueChild) Stats(ctx context.Context) (kgworker.Counts, error) {
-	return callInto[kgworker.Counts](ctx, c, queueRequest{Op: "stats"})
-}
-
-func (c *queueChild) Reports(ctx context.Context) ([]kgworker.Report, error) {
-	return callInto[[]kgworker.Report](ctx, c, queueRequest{Op: "reports"})
-}
-
-func (c *queueChild) Latencies(ctx context.Context) (queue.Latencies, error) {
-	return callInto[queue.Latencies](ctx, c, queueRequest{Op: "latencies"})
-}
-
-func (c *queueChild) SetPriority(ctx context.Context, priority int, ids ...int64) (int, error) {
-	return callInto[int](ctx, c, queueRequest{Op: "priority", Priority: priority, IDs: ids})
-}
-
-func (c *queueChild) Delete(ctx context.Context, ids ...int64) (int, error) {
-	return callInto[int](ctx, c, queueRequest{Op: "delete", IDs: ids})
-}
-
-func (c *queueChild) Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error) {
-	return callInto[int](ctx, c, queueRequest{Op: "requeue", Priority: priority, IDs: contentIDs})
-}
-
-func (c *queueChild) RequeueAll(ctx context.Context, priority int) (int, error) {
-	return callInto[int](ctx, c, queueRequest{Op: "requeue-all", Priority: priority})
-}
-
-func (c *queueChild) Clear(ctx context.Context, status kgworker.Status) (int, error) {
-	return callInto[int](ctx, c, queueRequest{Op: "clear", Status: status})
-}
-
-func (c *queueChild) Documents(ctx context.Context, search string, limit int) ([]kgworker.DocumentSummary, error) {
-	return callInto[[]kgworker.DocumentSummary](ctx, c, queueRequest{Op: "documents", Search: search, Limit: limit})
-}
-
-func (c *queueChild) Document(ctx context.Context, id int64) (*kgworker.DocumentDetail, error) {
-	return callInto[*kgworker.DocumentDetail](ctx, c, queueRequest{Op: "document", ContentID: id})
+// Call runs an operation of kgdb's table in the child.
+func (c *queueChild) Call(ctx context.Context, name string, args kgdb.Args, result any) error {
+	raw, err := c.call(ctx, queueRequest{Op: name, Args: &args})
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, result); err != nil {
+		return fmt.Errorf("queue access as %s: %w", serviceUser, err)
+	}
+	return nil
 }
 
 // Close ends the child: it closes the database when its input ends. A
@@ -704,47 +625,18 @@ func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 			err = fmt.Errorf("queue operation %q in a copy-only helper", req.Op)
 		case q == nil:
 			err = fmt.Errorf("queue operation %q before the database is open", req.Op)
-		case req.Op == "enqueue":
-			result, err = q.EnqueueDocuments(ctx, req.Priority, req.IDs...)
-		case req.Op == "list":
-			result, err = q.List(ctx, req.Status, req.Limit)
-		case req.Op == "retry-failed":
-			result, err = q.RetryFailed(ctx, req.IDs...)
-		case req.Op == "stats":
-			result, err = q.Stats(ctx)
-		case req.Op == "reports":
-			result, err = q.Reports(ctx)
-		case req.Op == "latencies":
-			result, err = q.Latencies(ctx)
-		case req.Op == "overview":
-			result, err = readOverview(ctx, q, req.Status, req.Limit)
-		case req.Op == "priority":
-			result, err = q.SetPriority(ctx, req.Priority, req.IDs...)
-		case req.Op == "delete":
-			result, err = q.Delete(ctx, req.IDs...)
-		case req.Op == "requeue":
-			result, err = q.Requeue(ctx, req.Priority, req.IDs...)
-		case req.Op == "requeue-all":
-			result, err = q.RequeueAll(ctx, req.Priority)
-		case req.Op == "clear":
-			result, err = q.Clear(ctx, req.Status)
-		case req.Op == "documents":
-			result, err = q.Documents(ctx, req.Search, req.Limit)
-		case req.Op == "document":
-			result, err = q.Document(ctx, req.ContentID)
 		default:
-			err = fmt.Errorf("unknown queue operation %q", req.Op)
+			var args kgdb.Args
+			if req.Args != nil {
+				args = *req.Args
+			}
+			result, err = kgdb.Serve(ctx, q, req.Op, args)
 		}
 		var resp queueResponse
-		var input *queue.InputError
-		if errors.As(err, &input) {
-			resp.Input = input
+		if err == nil {
+			resp.Result, err = json.Marshal(result)
 		}
-		if err != nil {
-			resp.Error = err.Error()
-		} else if resp.Result, err = json.Marshal(result); err != nil {
-			resp.Error = err.Error()
-		}
+		resp.Error = kgdb.EncodeError(err)
 		if err := enc.Encode(resp); err != nil {
 			return err
 		}

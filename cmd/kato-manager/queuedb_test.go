@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 
@@ -207,7 +207,7 @@ func reopeningQueueReplacesADeadChild(t *testing.T, h *helpers, _, kgDir string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := &reopeningQueue{q: first, open: open}
+	q := newReopeningQueue(first, open)
 	defer q.Close()
 	if _, err := q.EnqueueDocuments(ctx, 1, 9); err != nil {
 		t.Fatal(err)
@@ -318,7 +318,7 @@ func cancelledCallsKeepTheSharedChild(t *testing.T, h *helpers, _, kgDir string)
 		return startQueueChild(context.Background(), queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
 	}
 	storeDocuments(t, dbPath, 5)
-	q := &reopeningQueue{open: open}
+	q := newReopeningQueue(nil, open)
 	defer q.Close()
 	if _, err := q.EnqueueDocuments(context.Background(), 1, 5); err != nil {
 		t.Fatal(err)
@@ -382,9 +382,9 @@ func hungChildIsReplaced(t *testing.T, h *helpers, _, kgDir string) {
 	queueCallDeadline = 500 * time.Millisecond
 	t.Cleanup(func() { queueCallDeadline = old })
 	dbPath := filepath.Join(kgDir, "hung.db")
-	q := &reopeningQueue{open: func() (queueDB, error) {
+	q := newReopeningQueue(nil, func() (queueDB, error) {
 		return startQueueChild(context.Background(), queueRequest{Op: "open", DB: dbPath, MaxRetries: 3})
-	}}
+	})
 	defer q.Close()
 	// The caller waits longer than the deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

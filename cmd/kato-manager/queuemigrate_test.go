@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kato-manager/kato-manager/internal/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
 )
 
 // originalQueue is a KG database as the system being replaced left it.

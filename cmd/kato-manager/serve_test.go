@@ -111,7 +111,7 @@ func TestOverviewIsOneRequestToTheChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := &reopeningQueue{q: first, open: open}
+	q := newReopeningQueue(first, open)
 	defer q.Close()
 	if _, err := q.EnqueueDocuments(ctx, 1, 7, 8); err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ func TestOverviewIsOneRequestToTheChild(t *testing.T) {
 	child := first.(*queueChild)
 	w := &countingWriter{WriteCloser: child.in}
 	child.in = w
-	o, err := readOverview(ctx, q, kgworker.StatusPending, 50)
+	o, err := q.Overview(ctx, kgworker.StatusPending, 50)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,11 +124,11 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return err
 	}
-	q := &reopeningQueue{q: first, open: func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, true) }}
+	q := newReopeningQueue(first, func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, true) })
 	defer q.Close()
 	// Actions write: their child opens the database read-write, on the
 	// first action.
-	wq := &reopeningQueue{open: func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, false) }}
+	wq := newReopeningQueue(nil, func() (queueDB, error) { return openQueueDB(ctx, cfg, a.paths, false) })
 	defer wq.Close()
 	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{},
 		Processes: supervisor.HostProcesses{}, Journal: a.journal(), Paths: a.paths, Services: supervisor.NewServiceCache()}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 // guideFleet is the multi-instance.yaml example of the KATO multi-instance

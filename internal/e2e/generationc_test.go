@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 // Secrets of the stores in TestGenerationC: they must reach the processors

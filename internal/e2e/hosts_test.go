@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 )
 
 // testSubnet is the network the multi-host tests join their machines on.

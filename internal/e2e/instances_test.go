@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 // TestInstances drives kato-manager on one real systemd through the KATO multi-instance guide's

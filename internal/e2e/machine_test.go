@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 const (

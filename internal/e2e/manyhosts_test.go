@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/sdharness"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 // fleet is three hosts on one network: kato1 with the queue in PostgreSQL

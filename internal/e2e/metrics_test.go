@@ -9,7 +9,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/kato-manager/kato-manager/internal/promtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/promtest"
 )
 
 // scrapeMetrics fetches serve's /metrics inside the machine and parses it

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 	"github.com/kato-manager/kato-manager/packaging"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -177,13 +177,15 @@ func TestDebLifecycle(t *testing.T) {
 			t.Errorf("%s is %q, want %q as tmpfiles.d/kato.conf says", path, got, want)
 		}
 	}
-	for _, target := range []string{units.InstanceTarget, units.WorkerTarget, units.QueueSocket} {
+	for _, target := range []string{units.InstanceTarget, units.WorkerTarget, units.QueueSocket, units.LivenessTimer} {
 		if s := strings.TrimSpace(m.must("systemctl", "is-enabled", target)); s != "enabled" {
 			t.Errorf("%s is %s after install", target, s)
 		}
 	}
-	if s := m.activeState(units.QueueSocket); s != "active" {
-		t.Errorf("%s is %s after install", units.QueueSocket, s)
+	for _, unit := range []string{units.QueueSocket, units.LivenessTimer} {
+		if s := m.activeState(unit); s != "active" {
+			t.Errorf("%s is %s after install", unit, s)
+		}
 	}
 	if got := strings.TrimSpace(m.must("stat", "-c", "%F %a %U", units.QueueSocketPath)); got != "socket 600 root" {
 		t.Errorf("%s is %q, want a socket 600 root", units.QueueSocketPath, got)

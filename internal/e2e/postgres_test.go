@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/pgtest"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 // TestWorkersOnPostgres: with kg.db_url naming a PostgreSQL database (a

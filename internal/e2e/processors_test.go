@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
 // TestProcessors drives both generations of the KATO processor (the test

@@ -11,9 +11,9 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/kato-manager/kato-manager/internal/promtest"
-	"github.com/kato-manager/kato-manager/internal/sdharness"
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/promtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 	"github.com/kato-manager/kato-manager/units"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/testbed"
+	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 	"github.com/kato-manager/kato-manager/kgworker"
 )
 

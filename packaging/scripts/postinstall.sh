@@ -13,8 +13,10 @@
 # start nothing by themselves; enabled, they bring back at boot the instances
 # and workers the operator starts with kato-manager. kato-queue.socket, root's
 # way to the queue (its commands and serve do their database work through
-# it, as kato), is enabled on a first install and on an upgrade from a version
-# without it, and started every time.
+# it, as kato), and kato-liveness.timer (the liveness check, which restarts
+# an instance whose health request keeps failing) are enabled on a first
+# install and on an upgrade from a version without them, and started every
+# time.
 # On an upgrade: the instances, the workers and serve (kato-manager.service)
 # that run are restarted, so they run the new files; stopped ones stay
 # stopped. An instance that ran as kato
@@ -69,17 +71,18 @@ fi
 
 if [ "$action" = install ]; then
 	if command -v deb-systemd-helper >/dev/null 2>&1; then
-		deb-systemd-helper enable kato.target kg-workers.target kato-queue.socket
+		deb-systemd-helper enable kato.target kg-workers.target kato-queue.socket kato-liveness.timer
 	elif command -v systemctl >/dev/null 2>&1; then
-		systemctl ${root:+--root="$root"} --no-reload enable kato.target kg-workers.target kato-queue.socket
+		systemctl ${root:+--root="$root"} --no-reload enable kato.target kg-workers.target kato-queue.socket kato-liveness.timer
 	fi
 elif [ "$action" = upgrade ]; then
 	# deb-systemd-helper remembers what the package enabled: an operator's
 	# disable stays. RPM cannot tell the two apart, and enables it.
 	if command -v deb-systemd-helper >/dev/null 2>&1; then
 		deb-systemd-helper debian-installed kato-queue.socket || deb-systemd-helper enable kato-queue.socket
+		deb-systemd-helper debian-installed kato-liveness.timer || deb-systemd-helper enable kato-liveness.timer
 	elif command -v systemctl >/dev/null 2>&1; then
-		systemctl ${root:+--root="$root"} --no-reload enable kato-queue.socket
+		systemctl ${root:+--root="$root"} --no-reload enable kato-queue.socket kato-liveness.timer
 	fi
 fi
 
@@ -91,6 +94,17 @@ if [ -z "$root" ] && [ -d /run/systemd/system ]; then
 	else
 		systemctl start kato-queue.socket ||
 			echo "kato-manager: kato-queue.socket did not start; root's queue commands need it" >&2
+	fi
+	# Started only when enabled: an operator's disable stays.
+	if systemctl -q is-enabled kato-liveness.timer 2>/dev/null; then
+		if command -v deb-systemd-invoke >/dev/null 2>&1; then
+			deb-systemd-invoke start kato-liveness.timer || liveness=failed
+		else
+			systemctl start kato-liveness.timer || liveness=failed
+		fi
+		if [ -n "${liveness:-}" ]; then
+			echo "kato-manager: kato-liveness.timer did not start; no instance is restarted by liveness" >&2
+		fi
 	fi
 	if [ "$action" = upgrade ]; then
 		# An instance whose id is too long for kato@.service's User=kato-%i

@@ -41,12 +41,13 @@ if [ "$action" = purge ]; then
 	rmdir "$root/etc/systemd/system/kg-worker@.service.d" 2>/dev/null || true
 	rm -rf "$root/etc/systemd/system/kato.target.wants" "$root/etc/systemd/system/kg-workers.target.wants"
 	if command -v deb-systemd-helper >/dev/null 2>&1; then
-		deb-systemd-helper purge kato.target kg-workers.target kato-manager.service kato-queue.socket
+		deb-systemd-helper purge kato.target kg-workers.target kato-manager.service kato-queue.socket kato-liveness.timer
 	fi
 	rm -f "$root/etc/systemd/system/multi-user.target.wants/kato.target" \
 		"$root/etc/systemd/system/multi-user.target.wants/kg-workers.target" \
 		"$root/etc/systemd/system/multi-user.target.wants/kato-manager.service" \
-		"$root/etc/systemd/system/sockets.target.wants/kato-queue.socket"
+		"$root/etc/systemd/system/sockets.target.wants/kato-queue.socket" \
+		"$root/etc/systemd/system/timers.target.wants/kato-liveness.timer"
 fi
 
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/supervisor"
+)
+
+// restartGroup is `restart --group NAME`: a rolling restart through the
+// group's front when it has one, else every member as one batch.
+func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValues) error {
+	if err := checkGroupFlag(*f.group); err != nil {
+		return err
+	}
+	if fs.Changed("max-unavailable") && *f.maxUnavailable < 1 {
+		return &config.FieldError{Field: "--max-unavailable", Value: strconv.Itoa(*f.maxUnavailable), Rule: "must be at least 1 (it is lowered to leave one member serving)"}
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	reg, err := a.registry().Load()
+	if err != nil {
+		return err
+	}
+	if gc, ok := reg.Group(cfg, *f.group); !ok || gc.Front == 0 {
+		if fs.Changed("max-unavailable") {
+			return usagef("--max-unavailable goes with a group that has a front ([groups.%s] front = PORT in kato.toml)", *f.group)
+		}
+		return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "restarted", (*supervisor.Manager).RestartGroup)
+	}
+	if fs.Changed("parallel") {
+		return usagef("--parallel does not go with a group that has a front, which restarts rolling: use --max-unavailable")
+	}
+	if err := positiveDuration(fs, "timeout", *f.timeout); err != nil {
+		return err
+	}
+	m, done, err := a.managerWith(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := m.RollGroup(ctx, *f.group, supervisor.RollOptions{MaxUnavailable: *f.maxUnavailable, Timeout: *f.timeout})
+	if res == nil {
+		return err
+	}
+	return a.printGroupResult("restarted", res, err)
+}
+
+// scaleFlagValues are scale's flags.
+type scaleFlagValues struct {
+	group    *string
+	timeout  *time.Duration
+	parallel *int
+}
+
+func scaleFlags(fs *pflag.FlagSet) *scaleFlagValues {
+	return &scaleFlagValues{
+		group:    fs.String("group", "", "the group NAME to scale: its replicas are NAME-1 to NAME-N, made as [groups.NAME] of kato.toml says"),
+		timeout:  fs.Duration("timeout", 0, "how long each new replica may take to answer its health request (default: its processor's ready_timeout)"),
+		parallel: fs.Int("parallel", 0, "how many replicas stop at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)"),
+	}
+}
+
+// scale is `scale --group NAME N`.
+func (a *app) scale(ctx context.Context, fs *pflag.FlagSet, f *scaleFlagValues) error {
+	if !fs.Changed("group") || fs.NArg() != 1 {
+		return usagef("scale takes --group NAME and one number, the replicas wanted")
+	}
+	if err := checkGroupFlag(*f.group); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(fs.Arg(0))
+	if err != nil || n < 0 || n > supervisor.MaxReplicas {
+		return &config.FieldError{Field: "N", Value: fs.Arg(0), Rule: fmt.Sprintf("must be a whole number between 0 and %d", supervisor.MaxReplicas)}
+	}
+	if err := positiveDuration(fs, "timeout", *f.timeout); err != nil {
+		return err
+	}
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	reg, err := a.registry().Load()
+	if err != nil {
+		return err
+	}
+	if _, _, err := supervisor.ReplicaEntry(cfg, reg, *f.group); err != nil {
+		return err
+	}
+	m, done, err := a.managerWith(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := m.ScaleGroup(ctx, *f.group, n, supervisor.ScaleOptions{Timeout: *f.timeout, Parallel: *f.parallel})
+	if res != nil {
+		for _, id := range res.Started {
+			fmt.Fprintf(a.stdout, "started %s\n", id)
+		}
+		for _, id := range res.Stopped {
+			fmt.Fprintf(a.stdout, "stopped %s\n", id)
+		}
+		fmt.Fprintf(a.stdout, "group %s: %d replica(s); started %d, stopped %d\n", *f.group, n, len(res.Started), len(res.Stopped))
+	}
+	return err
+}

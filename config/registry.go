@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -319,6 +321,54 @@ type RegistryFile struct {
 	// with the lock file and a description of its holder, so that a
 	// command can say what it waits for.
 	OnLockWait func(lockPath, holder string)
+
+	// parsed is the registry last read, kept for Load while the file is
+	// the same one (see fileKey): a long-running reader such as serve
+	// parses it once per change rather than once per look.
+	parsed atomic.Pointer[parsedRegistry]
+}
+
+// parsedRegistry is a registry as read from the file that fileKey names.
+type parsedRegistry struct {
+	key fileKey
+	reg *Registry
+}
+
+// fileKey tells one version of the registry file from another. Writers
+// replace the file by a rename, so a new version is a new inode, and its
+// change time and size are compared as well.
+type fileKey struct {
+	dev, ino     uint64
+	size         int64
+	ctime, mtime int64
+}
+
+func keyOf(fi os.FileInfo) (fileKey, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileKey{}, false
+	}
+	return fileKey{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec, mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec}, true
+}
+
+// clone returns a copy of r that shares nothing with it. A field added to
+// Registry must be copied here (TestRegistryCloneCopiesEveryField).
+func (r *Registry) clone() *Registry {
+	c := &Registry{Instances: make(map[string]*Instance, len(r.Instances))}
+	for id, in := range r.Instances {
+		cp := *in
+		cp.Command = slices.Clone(in.Command)
+		cp.Parameters = in.Parameters.Clone()
+		c.Instances[id] = &cp
+	}
+	if r.Groups != nil {
+		c.Groups = make(map[string]Group, len(r.Groups))
+		for name, g := range r.Groups {
+			c.Groups[name] = g
+		}
+	}
+	return c
 }
 
 // OpenRegistry returns the registry stored at path; nothing is read until
@@ -338,9 +388,32 @@ func (f *RegistryFile) tempPrefix() string { return "." + filepath.Base(f.Path) 
 // Load reads the registry. A missing file is an empty registry. It takes no
 // lock: writes replace the file atomically, so a reader sees either the old
 // or the new registry, and no writer can keep it waiting.
+//
+// While the file is the one it last read (same inode, size, change and
+// modification times), Load returns a copy of that registry instead of
+// parsing the file again; the caller may change what it gets.
 func (f *RegistryFile) Load() (*Registry, error) {
+	fi, err := os.Stat(f.Path)
+	if err != nil {
+		r, _, err := f.read()
+		return r, err
+	}
+	key, ok := keyOf(fi)
+	if p := f.parsed.Load(); ok && p != nil && p.key == key {
+		return p.reg.clone(), nil
+	}
 	r, _, err := f.read()
-	return r, err
+	if err != nil {
+		return nil, err
+	}
+	// Kept only when the file is still the one stat saw: one replaced in
+	// between may have been read in its new version.
+	if fi2, err := os.Stat(f.Path); ok && err == nil {
+		if key2, ok2 := keyOf(fi2); ok2 && key2 == key {
+			f.parsed.Store(&parsedRegistry{key: key, reg: r.clone()})
+		}
+	}
+	return r, nil
 }
 
 // Update changes the registry under an exclusive lock: it reads the registry,

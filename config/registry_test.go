@@ -742,3 +742,71 @@ func checkLookups(t *testing.T, method string, lookup func(string) (*Instance, e
 		})
 	}
 }
+
+// TestRegistryLoadKeepsTheParsedFile: a second Load of an unchanged file
+// is served from the registry parsed before, as a copy the caller may
+// change; a file replaced by Update, even by one of the same size, is
+// read again.
+func TestRegistryLoadKeepsTheParsedFile(t *testing.T) {
+	f := OpenRegistry(filepath.Join(t.TempDir(), "instances.toml"))
+	put := func(name string) {
+		t.Helper()
+		if err := f.Update(func(r *Registry) error {
+			now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+			r.Instances["a"] = &Instance{Name: name, Unit: "kato@a.service", APIPort: 8001, Network: NetworkHost, Parameters: DefaultParameters(), Created: now, Updated: now}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load := func() *Registry {
+		t.Helper()
+		r, err := f.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	put("one")
+	first := load()
+	p := f.parsed.Load()
+	if p == nil {
+		t.Fatal("Load kept nothing of the file it parsed")
+	}
+	first.Instances["a"].Name = "changed by the caller"
+	first.Instances["a"].Parameters["max_predictions"] = int64(99)
+	second := load()
+	if f.parsed.Load() != p {
+		t.Error("an unchanged file was parsed again")
+	}
+	if a := second.Instances["a"]; a.Name != "one" || a.Parameters["max_predictions"] == int64(99) {
+		t.Errorf("a change to one Load's registry reached the next: %+v", a)
+	}
+	put("two") // same size, new file
+	if got := load().Instances["a"].Name; got != "two" {
+		t.Errorf("after the file was replaced, Load read name %q, want two", got)
+	}
+}
+
+// TestRegistryCloneCopiesEveryField: what Load serves from its kept
+// registry is the whole registry; a field added to Registry fails here
+// until clone copies it.
+func TestRegistryCloneCopiesEveryField(t *testing.T) {
+	if n := reflect.TypeOf(Registry{}).NumField(); n != 2 {
+		t.Fatalf("Registry has %d fields: copy the new one in clone, then count it here", n)
+	}
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	r := &Registry{
+		Instances: map[string]*Instance{"a": {ID: "a", Name: "A", Unit: "kato@a.service", APIPort: 8001, Command: []string{"x"}, Network: NetworkHost, Group: "ab", Parameters: DefaultParameters(), Created: now, Updated: now}},
+		Groups:    map[string]Group{"ab": {Front: 9300, Balance: "roundrobin"}},
+	}
+	c := r.clone()
+	if !reflect.DeepEqual(r, c) {
+		t.Fatalf("clone differs:\n%+v\n%+v", r, c)
+	}
+	c.Groups["ab"] = Group{Front: 1}
+	c.Instances["a"].Command[0] = "y"
+	if r.Groups["ab"].Front != 9300 || r.Instances["a"].Command[0] != "x" {
+		t.Error("the clone shares its groups or an instance's command with the original")
+	}
+}

@@ -451,10 +451,17 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 	if len(enable) == 0 {
 		return
 	}
-	if err := m.Systemd.EnableUnits(ctx, enable); err != nil {
-		fail(err)
-		return
-	}
+	// The links in kato.target.wants bring the instances back at boot;
+	// nothing in their start needs them, so they are made while the
+	// instances come up, as a single start does. A failure fails every
+	// item that started, which is then rolled back.
+	enabled := make(chan error, 1)
+	go func() { enabled <- m.Systemd.EnableUnits(ctx, enable) }()
+	defer func() {
+		if err := <-enabled; err != nil {
+			fail(err)
+		}
+	}()
 	loaded, err := m.Systemd.ListUnits(ctx, append(written, units.GroupPattern)...)
 	if err != nil {
 		fail(err)
@@ -463,20 +470,29 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 	var reload bool
 	var failed []string
 	states := map[string]UnitState{}
+	// The loaded units' properties, all asked for at once.
+	var ask []string
 	for _, l := range loaded {
-		isGroup := units.IsGroupTarget(l.Name)
-		if !isGroup && !slices.Contains(written, l.Name) {
-			continue
+		if units.IsGroupTarget(l.Name) || slices.Contains(written, l.Name) {
+			ask = append(ask, l.Name)
 		}
-		u, err := m.Systemd.Unit(ctx, l.Name)
-		if err != nil {
-			fail(err)
-			return
-		}
-		states[l.Name] = u
+	}
+	props := make([]UnitState, len(ask))
+	errs := make([]error, len(ask))
+	var reads sync.WaitGroup
+	for k, name := range ask {
+		reads.Go(func() { props[k], errs[k] = m.Systemd.Unit(ctx, name) })
+	}
+	reads.Wait()
+	if err := errors.Join(errs...); err != nil {
+		fail(err)
+		return
+	}
+	for k, u := range props {
+		states[ask[k]] = u
 		reload = reload || needsReload(u)
-		if !isGroup && (u.ActiveState == "failed" || u.NRestarts > 0) {
-			failed = append(failed, l.Name)
+		if !units.IsGroupTarget(ask[k]) && (u.ActiveState == "failed" || u.NRestarts > 0) {
+			failed = append(failed, ask[k])
 		}
 	}
 	if reload {
@@ -530,20 +546,37 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 }
 
 // checkBatchPorts fails each item on the host network whose API port a
-// process other than the item's own holds, from one look at the host's
-// listening sockets (and, when some port is held, one at the processes).
+// process other than the item's own holds: a bind probe of each port, and
+// only when some port is in use one look at the host's listening sockets
+// (and, when some port is held, one at the processes).
 func (m *Manager) checkBatchPorts(ctx context.Context, items []*batchItem, setups []*instanceSetup) error {
+	// A bind probe of each port first (two system calls each); the
+	// sockets of every process are read only when some port is in use.
+	var inUse []int
+	for i, it := range items {
+		su := setups[i]
+		if it.err != nil || su == nil || su.network != nil {
+			continue
+		}
+		used, err := m.Ports.InUse(ctx, su.readyPort)
+		if err != nil {
+			return err
+		}
+		if used {
+			inUse = append(inUse, i)
+		}
+	}
+	if len(inUse) == 0 {
+		return nil
+	}
 	holders, err := m.Ports.Listening(ctx)
 	if err != nil {
 		return err
 	}
 	held := map[*batchItem]int32{}
 	var unitNames []string
-	for i, it := range items {
-		su := setups[i]
-		if it.err != nil || su == nil || su.network != nil {
-			continue
-		}
+	for _, i := range inUse {
+		it, su := items[i], setups[i]
 		if pid, ok := holders[su.readyPort]; ok && pid != 0 {
 			held[it] = pid
 			unitNames = append(unitNames, it.inst.Unit)

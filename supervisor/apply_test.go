@@ -329,3 +329,39 @@ func TestApplyStoppedAfterTheRegistry(t *testing.T) {
 		t.Error("the registry lacks the new settings")
 	}
 }
+
+// TestStartsLookForPortHoldersOnlyWhenInUse: start and apply read every
+// process's sockets (Listening) only when a bind probe finds an API port in
+// use (a port another process holds is refused as before: see
+// TestStartChecksWhoHoldsThePort).
+func TestStartsLookForPortHoldersOnlyWhenInUse(t *testing.T) {
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "a", APIPort: 8001})
+	if _, err := e.applyFile(t, "instances:\n  - {id: a, port: 8001}\n  - {id: b, port: 8002}\n  - {id: c, port: 8003}\n", ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if e.ports.listings != 0 {
+		t.Errorf("every process's sockets read %d times with every port free", e.ports.listings)
+	}
+}
+
+// TestApplyRollsBackWhenEnablingFails: the batch's links into
+// kato.target.wants are made while its instances start; when systemd
+// refuses them, every instance of the batch fails and is rolled back, as a
+// single start's is.
+func TestApplyRollsBackWhenEnablingFails(t *testing.T) {
+	e := newTestEnv(t)
+	e.sd.fail = map[string]error{"enable kato@b.service": errors.New("enable refused")}
+	res, err := e.applyFile(t, "instances:\n  - {id: a, port: 8001}\n  - {id: b, port: 8002}\n", ApplyOptions{})
+	if !errors.Is(err, ErrBatchFailed) || len(res.Failed) != 2 || len(res.Done) != 0 {
+		t.Fatalf("apply with enabling refused: %+v, %v", res, err)
+	}
+	for _, f := range res.Failed {
+		if !strings.Contains(f.Err.Error(), "enable refused") || f.RollbackErr != nil {
+			t.Errorf("%s: %v (rollback: %v)", f.ID, f.Err, f.RollbackErr)
+		}
+	}
+	if r := e.registry(t); len(r.Instances) != 0 {
+		t.Errorf("registry after the rollback: %v", r.Instances)
+	}
+}

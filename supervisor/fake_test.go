@@ -139,6 +139,9 @@ func (f *fakeSystemd) EnableUnits(ctx context.Context, names []string) error {
 	defer f.mu.Unlock()
 	for _, n := range names {
 		f.record("enable %s", n)
+		if err := f.failure("enable " + n); err != nil {
+			return err
+		}
 		f.enabled[n] = true
 	}
 	return nil
@@ -309,11 +312,15 @@ func (f *fakeSystemd) callLog() []string {
 type fakePorts struct {
 	mu sync.Mutex
 	m  map[int]int32
+	// listings counts the calls of Listening, which reads every
+	// process's sockets on a real host.
+	listings int
 }
 
 func (p *fakePorts) Listening(ctx context.Context) (map[int]int32, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.listings++
 	out := make(map[int]int32, len(p.m))
 	for k, v := range p.m {
 		out[k] = v

@@ -279,6 +279,11 @@ func (m *Manager) foreignHolder(ctx context.Context, unit string, mainPID uint32
 			return 0, nil
 		}
 	}
+	// A bind probe first: two system calls, where looking for the holder
+	// reads the sockets of every process on the host.
+	if inUse, err := m.Ports.InUse(ctx, port); err != nil || !inUse {
+		return 0, err
+	}
 	holders, err := m.Ports.Listening(ctx)
 	if err != nil {
 		return 0, err
@@ -1323,11 +1328,16 @@ func (m *Manager) hasUnitFiles(id string) bool { return m.Paths.HasInstanceFiles
 // orphanIDs lists instances that systemd or the unit directory knows and
 // the registry does not.
 func (m *Manager) orphanIDs(ctx context.Context, reg *config.Registry) ([]string, error) {
-	found := map[string]bool{}
 	list, err := m.Systemd.ListUnits(ctx, units.InstancePattern)
 	if err != nil {
 		return nil, err
 	}
+	return m.orphansIn(reg, list), nil
+}
+
+// orphansIn is orphanIDs with the instance units already listed.
+func (m *Manager) orphansIn(reg *config.Registry, list []UnitState) []string {
+	found := map[string]bool{}
 	for _, u := range list {
 		// An inactive unit with no files is only systemd's memory of it,
 		// which systemd collects by itself.
@@ -1364,7 +1374,7 @@ func (m *Manager) orphanIDs(ctx context.Context, reg *config.Registry) ([]string
 		}
 	}
 	sort.Strings(out)
-	return out, nil
+	return out
 }
 
 func sortedKeys(m map[string]bool) []string {

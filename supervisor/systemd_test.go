@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -296,4 +297,82 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestStatusAsksNothingPerUnit: status reads the instances' states from
+// the one listing and their restarts from the Service properties, asks
+// systemd for a unit's own properties only when it failed (its start
+// limit) or runs without a link in kato.target.wants, and still sees
+// every state.
+func TestStatusAsksNothingPerUnit(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.sd.set("mongod.service", func(u *UnitState) { u.ActiveState, u.SubState = "active", "running" })
+	ids := []string{"a", "b", "c", "d", "e", "f", "g"}
+	for _, id := range ids {
+		e.start(t, StartRequest{ID: id})
+	}
+	wants := filepath.Join(e.m.Paths.UnitDir, "kato.target.wants")
+	if err := os.MkdirAll(wants, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids[:5] {
+		if err := os.Symlink("../kato@.service", filepath.Join(wants, "kato@"+id+".service")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.sd.set("kato@a.service", func(u *UnitState) { u.NRestarts = 2 })
+	e.sd.set("kato@b.service", func(u *UnitState) { u.ActiveState, u.SubState, u.NRestarts = "activating", "auto-restart", 1 })
+	e.sd.set("kato@c.service", func(u *UnitState) {
+		u.ActiveState, u.SubState, u.Result, u.MainPID, u.NRestarts, u.StartLimitBurst = "failed", "failed", "exit-code", 0, 5, 5
+	})
+	for _, u := range []string{"kato@d.service", "kato@g.service"} {
+		if err := e.sd.StopUnit(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.sd.DisableUnits(ctx, []string{"kato@g.service"}); err != nil {
+		t.Fatal(err)
+	}
+	// Health requests answer without asking the fake systemd.
+	e.m.Probe = func(ctx context.Context, port int, path string) (int, error) { return 200, nil }
+	e.sd.takeCalls()
+	st, err := e.m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// mongod.service, kato@c.service (failed), kato@f.service and
+	// kato@g.service (not linked) and kato.target; the Service properties
+	// of all but the stopped d and g.
+	if c := e.sd.takeCalls(); c.unit != 5 || c.list != 2 || c.service != 5 {
+		t.Errorf("systemd was asked %+v, want 5 unit reads, 5 Service reads and 2 listings", c)
+	}
+	byID := map[string]InstanceStatus{}
+	for _, is := range st.Instances {
+		byID[is.ID] = is
+	}
+	for _, tc := range []struct {
+		id, state string
+		restarts  uint32
+		problem   string
+		limit     bool
+	}{
+		{"a", "running", 2, "", false},
+		{"b", "activating/auto-restart", 1, "not running", false},
+		{"c", "failed", 5, "start limit hit", true},
+		{"d", "stopped", 0, "not running", false},
+		{"e", "running", 0, "", false},
+	} {
+		is := byID[tc.id]
+		if is.State() != tc.state || is.Restarts != tc.restarts || is.StartLimitHit != tc.limit || !is.Enabled && tc.id != "f" ||
+			tc.problem == "" && is.Problem != "" || !strings.Contains(is.Problem, tc.problem) {
+			t.Errorf("%s: %+v, want state %s, %d restarts, problem %q, start limit %v", tc.id, is, tc.state, tc.restarts, tc.problem, tc.limit)
+		}
+	}
+	if f := byID["f"]; !f.Enabled || !f.APIListening {
+		t.Errorf("f, enabled in systemd without a link here: %+v", f)
+	}
+	if g := byID["g"]; g.Enabled || g.State() != "stopped" {
+		t.Errorf("g, stopped and disabled: %+v", g)
+	}
 }

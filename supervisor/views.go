@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -265,10 +266,56 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	st.Fronts = snap.fronts
-	listening, err := m.Ports.Listening(ctx)
-	if err != nil {
+	// Restarts, result and main process of every unit that is not
+	// stopped: from m.Services where systemd signalled no change since,
+	// else one request per unit, all sent at once (systemd has no listing
+	// that carries them). A stopped unit has no process, and what its
+	// last run counted is not asked for.
+	list := make([]UnitState, 0, len(snap.byUnit))
+	var live []UnitState
+	for _, u := range snap.byUnit {
+		list = append(list, u)
+		if u.ActiveState != "inactive" {
+			live = append(live, u)
+		}
+	}
+	if m.Services != nil {
+		// The cache keeps only the units it is given: give it all.
+		live = list
+	}
+	if err := m.Services.fill(ctx, m.Systemd, live); err != nil {
 		return nil, err
 	}
+	for _, u := range live {
+		snap.byUnit[u.Name] = u
+	}
+	// The sockets of every instance's processes, each network
+	// namespace's table read once.
+	var pids []int32
+	for _, v := range snap.views {
+		pids = append(pids, ownPIDs(snap.procs[v.Unit], snap.byUnit[v.Unit])...)
+	}
+	own := map[int32]map[int]bool{}
+	if len(pids) > 0 {
+		if own, err = m.Ports.ListeningByEach(ctx, pids); err != nil {
+			return nil, err
+		}
+	}
+	// Who holds a port an instance's processes do not: asked of every
+	// process's sockets, so only when a running instance lacks its port.
+	var holders map[int]int32
+	holderOf := func(port int) (int32, bool, error) {
+		if holders == nil {
+			h, err := m.Ports.Listening(ctx)
+			if err != nil {
+				return 0, false, err
+			}
+			holders = h
+		}
+		pid, ok := holders[port]
+		return pid, ok, nil
+	}
+	wanted := wantedSet(m.Paths.UnitDir, units.InstanceTarget)
 	// The health requests go out together: each may take probeTimeout.
 	health := make([]string, len(snap.views))
 	var wg sync.WaitGroup
@@ -305,31 +352,59 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 	for _, id := range running.Unrecorded {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("instance %s runs without a record of the settings it was started with (started by an earlier version, or its environment cannot be read): run `kato-manager restart %s` to record them", id, id))
 	}
+	// A failed unit's start limit needs its StartLimitBurst, and a unit
+	// not linked into kato.target.wants its enablement as systemd sees it
+	// (another target's link, a runtime one): only those units are asked
+	// for their own properties, all at once.
+	var ask []string
+	asked := map[string]int{}
+	for _, v := range snap.views {
+		if snap.byUnit[v.Unit].ActiveState == "failed" || !wanted[v.Unit] {
+			asked[v.Unit] = len(ask)
+			ask = append(ask, v.Unit)
+		}
+	}
+	full := make([]UnitState, len(ask))
+	errs := make([]error, len(ask))
+	var reads sync.WaitGroup
+	for k, name := range ask {
+		reads.Go(func() { full[k], errs[k] = m.Systemd.Unit(ctx, name) })
+	}
+	reads.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	for i, v := range snap.views {
-		u, err := m.Systemd.Unit(ctx, v.Unit)
-		if err != nil {
-			return nil, err
+		u, ok := snap.byUnit[v.Unit]
+		if !ok {
+			u = UnitState{Name: v.Unit, ActiveState: "inactive", SubState: "dead"}
+		}
+		u.UnitFileState = "enabled"
+		if k, ok := asked[v.Unit]; ok {
+			u.StartLimitBurst, u.UnitFileState = full[k].StartLimitBurst, full[k].UnitFileState
 		}
 		is := InstanceStatus{InstanceView: v, Restarts: u.NRestarts, LivenessRestarts: liveness[v.ID], Result: u.Result, Health: health[i], Answering: health[i] == "200",
 			StartLimitHit: u.StartLimitHit(), Enabled: enabledAtBoot(u.UnitFileState)}
 		is.ActiveState, is.SubState = u.ActiveState, u.SubState
 		port := v.APIPort
+		mine := ownPIDs(snap.procs[v.Unit], u)
 		if v.Network == config.NetworkPrivate {
 			// The host port is systemd's socket; the processor listens
 			// inside its own namespace.
 			port = config.PrivateRESTPort
-			if u.MainPID != 0 {
-				ports, err := m.Ports.ListeningBy(ctx, int32(u.MainPID))
-				is.APIListening = err == nil && ports[port]
+			is.APIListening = u.MainPID != 0 && own[int32(u.MainPID)][port]
+		} else {
+			for _, pid := range mine {
+				is.APIListening = is.APIListening || own[pid][port]
 			}
-		} else if holder, ok := listening[v.APIPort]; ok {
-			own := false
-			for _, pid := range snap.procs[v.Unit].PIDs {
-				own = own || pid == holder
-			}
-			is.APIListening = own
-			if !own {
-				is.APIHolder = holder
+			if !is.APIListening && u.Active() {
+				holder, held, err := holderOf(port)
+				if err != nil {
+					return nil, err
+				}
+				if held && holder != 0 && !slices.Contains(mine, holder) {
+					is.APIHolder = holder
+				}
 			}
 		}
 		missing := !m.hasUnitFiles(v.ID)
@@ -365,10 +440,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 			st.Drift.StaleSettings = append(st.Drift.StaleSettings, v.ID)
 		}
 	}
-	st.Drift.OrphanUnits, err = m.orphanIDs(ctx, snap.reg)
-	if err != nil {
-		return nil, err
-	}
+	st.Drift.OrphanUnits = m.orphansIn(snap.reg, list)
 	if err := m.targetWarnings(ctx, st, len(snap.views) > 0); err != nil {
 		return nil, err
 	}
@@ -419,4 +491,27 @@ func orUnknown(s string) string {
 		return "unknown"
 	}
 	return s
+}
+
+// ownPIDs are the processes of a unit: those found in its cgroup and
+// the main process systemd names.
+func ownPIDs(p UnitProcesses, u UnitState) []int32 {
+	pids := slices.Clone(p.PIDs)
+	if u.MainPID != 0 && !slices.Contains(pids, int32(u.MainPID)) {
+		pids = append(pids, int32(u.MainPID))
+	}
+	return pids
+}
+
+// wantedSet is the set of units linked into target's .wants directory
+// under unitDir, read with one directory read for all.
+func wantedSet(unitDir, target string) map[string]bool {
+	out := map[string]bool{}
+	if unitDir == "" {
+		return out
+	}
+	for _, u := range wantedBy(unitDir, target) {
+		out[u] = true
+	}
+	return out
 }

@@ -47,7 +47,8 @@ func timeRow(what, oursName, base string, ours, baseline time.Duration) row {
 
 func main() {
 	instances := flag.Int("instances", 50, "instances started and stopped")
-	listed := flag.Int("listed", 200, "registered instances for the list benchmark")
+	listed := flag.Int("listed", 200, "registered, running instances for the list benchmark")
+	listedAll := flag.Int("listed-all", 1000, "registered instances for the list benchmark's second size, those past -listed stopped")
 	runs := flag.Int("runs", 5, "repetitions of the list measurement (the median is reported)")
 	startRuns := flag.Int("start-runs", 21, "repetitions of the one-instance start measurement (the median is reported)")
 	fleetRuns := flag.Int("fleet-runs", 3, "repetitions of each fleet apply measurement (the median is reported)")
@@ -107,7 +108,7 @@ func main() {
 		return
 	}
 	if !*skipInstances {
-		instRows, instNotes := instanceRows(ctx, strings.Split(*only, ","), *instances, *listed, *runs, *startRuns, *fleetRuns, load)
+		instRows, instNotes := instanceRows(ctx, strings.Split(*only, ","), *instances, *listed, *listedAll, *runs, *startRuns, *fleetRuns, load)
 		rows, notes = append(rows, instRows...), instNotes
 	}
 	if !*skipWorkers {
@@ -138,7 +139,7 @@ func main() {
 }
 
 // instanceRows boots a machine and measures the instance commands in it.
-func instanceRows(ctx context.Context, only []string, instances, listed, runs, startRuns, fleetRuns int, load loadFlags) ([]row, []string) {
+func instanceRows(ctx context.Context, only []string, instances, listed, listedAll, runs, startRuns, fleetRuns int, load loadFlags) ([]row, []string) {
 	m, err := sdharness.Boot(ctx, sdharness.Options{})
 	if err != nil {
 		fail(err)
@@ -155,7 +156,7 @@ func instanceRows(ctx context.Context, only []string, instances, listed, runs, s
 	}{
 		{"start-one", func() []row { return b.startOne(startRuns) }},
 		{"start-stop", func() []row { return b.startStop(instances) }},
-		{"list", func() []row { return b.list(listed, runs) }},
+		{"list", func() []row { return b.list(listed, listedAll, runs) }},
 		{"fleet", func() []row { return b.fleet(instances, listed, runs, fleetRuns) }},
 		{"serve-load", func() []row {
 			return b.serveLoad(*load.instances, *load.workers, *load.items, *load.clients, *load.duration)
@@ -323,52 +324,89 @@ func (b *bench) startStop(n int) []row {
 	}
 }
 
-// list measures `kato-manager list` with n registered, running instances
-// against the per-unit query a script would make: one `systemctl show` per
-// unit for the same columns.
-func (b *bench) list(n, runs int) []row {
+// list measures `kato-manager list`, `kato-manager status` and a scrape
+// of serve's /metrics with n registered, running instances against the
+// per-unit query a script would make (one `systemctl show` per unit for
+// the same columns) and against one `systemctl show` of all the units;
+// then the same with total registered instances, those past n rendered
+// and enabled but stopped (units that exist but do not run).
+func (b *bench) list(n, total, runs int) []row {
 	km := testbed.KatoManager
-	b.sh(fmt.Sprintf(`for i in %s; do %s start --id $i >/dev/null; done`, ids("l", n), km))
-	var ours, perUnit, oneShow []time.Duration
-	for r := 0; r < runs; r++ {
-		ours = append(ours, b.sh(km+" list >/dev/null"))
-		perUnit = append(perUnit, b.sh(`for u in $(systemctl list-units --plain --no-legend 'kato@*.service' | cut -d' ' -f1); do
-			systemctl show -p Id -p ActiveState -p SubState -p MainPID -p MemoryCurrent -p ActiveEnterTimestamp "$u" >/dev/null; done`))
-		oneShow = append(oneShow, b.sh(`systemctl show -p Id -p ActiveState -p SubState -p MainPID -p MemoryCurrent -p ActiveEnterTimestamp 'kato@*.service' >/dev/null`))
-	}
-	// A scrape of serve's /metrics with the same instances: one listing,
-	// the units' properties kept from systemd's signals, memory and CPU
-	// from the cgroups. The first scrape, which reads every unit once, is
-	// not counted.
+	file, _ := b.fleetFileAt("list.yaml", "l", n, 10000, "")
+	b.sh(fmt.Sprintf("%s apply -f %s >/root/apply.log 2>&1 || { tail -20 /root/apply.log >&2; exit 1; }", km, file))
+	// serve's /metrics: one listing, the units' properties kept from
+	// systemd's signals, memory and CPU from the cgroups. The first scrape
+	// at each size, which reads every unit once, is not counted.
 	b.sh(fmt.Sprintf(`systemd-run --unit=bench-serve -- %s serve --listen 127.0.0.1:9099 --public-reads >/dev/null
 		for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:9099/metrics && exit 0; sleep 0.1; done; exit 1`, km))
-	var scrapes []time.Duration
-	for r := 0; r < runs; r++ {
-		scrapes = append(scrapes, b.sh(`curl -sf -o /dev/null http://127.0.0.1:9099/metrics`))
+	rows := b.listRows(n, fmt.Sprintf("%d instances", n), runs)
+	if total > n {
+		// The rest in batches of 200 (apply keeps what a file does not
+		// name), each batch stopped once it answered. The test double
+		// ignores SIGTERM, so its stop ends in failed (killed at the stop
+		// timeout): reset-failed leaves the units stopped, as a processor
+		// that exits on SIGTERM does.
+		for from := n; from < total; from += 200 {
+			k := min(200, total-from)
+			prefix := fmt.Sprintf("i%d", from/200)
+			file, _ := b.fleetFileAt("idle.yaml", prefix, k, 10000+from, "")
+			b.sh(fmt.Sprintf("%s apply -f %s >/root/apply.log 2>&1 || { tail -20 /root/apply.log >&2; exit 1; }\nsystemctl stop '%[3]s'\nsystemctl reset-failed '%[3]s'",
+				km, file, units.InstanceUnit(prefix+"*")))
+		}
+		b.settle()
+		b.sh(`curl -sf -o /dev/null http://127.0.0.1:9099/metrics`)
+		rows = append(rows, b.listRows(total, fmt.Sprintf("%d instances (%d running)", total, n), runs)...)
 	}
 	b.sh("systemctl stop bench-serve")
 	b.sh(km + " stop --all --no-mongo >/dev/null")
-	return []row{
-		timeRow(fmt.Sprintf("list %d instances", n), "kato-manager list", "systemctl show per unit", median(ours), median(perUnit)),
-		timeRow(fmt.Sprintf("list %d instances", n), "kato-manager list", "one systemctl show of all units", median(ours), median(oneShow)),
-		timeRow(fmt.Sprintf("scrape /metrics, %d instances", n), "curl of serve's /metrics", "systemctl show per unit", median(scrapes), median(perUnit)),
-		timeRow(fmt.Sprintf("scrape /metrics, %d instances", n), "curl of serve's /metrics", "one systemctl show of all units", median(scrapes), median(oneShow)),
+	return rows
+}
+
+// listRows measures list, status and a scrape of the instances there are.
+func (b *bench) listRows(n int, label string, runs int) []row {
+	km := testbed.KatoManager
+	var ours, status, scrapes, perUnit, oneShow []time.Duration
+	for r := 0; r < runs; r++ {
+		b.settle()
+		ours = append(ours, b.sh(km+" list >/dev/null"))
+		// status exits 1 while some instance does not run.
+		status = append(status, b.sh(km+" status >/dev/null || [ $? -eq 1 ]"))
+		scrapes = append(scrapes, b.sh(`curl -sf -o /dev/null http://127.0.0.1:9099/metrics`))
+		if n <= 200 {
+			perUnit = append(perUnit, b.sh(`for u in $(systemctl list-units --all --plain --no-legend 'kato@*.service' | cut -d' ' -f1); do
+			systemctl show -p Id -p ActiveState -p SubState -p MainPID -p MemoryCurrent -p ActiveEnterTimestamp "$u" >/dev/null; done`))
+		}
+		oneShow = append(oneShow, b.sh(`systemctl show -p Id -p ActiveState -p SubState -p MainPID -p MemoryCurrent -p ActiveEnterTimestamp 'kato@*.service' >/dev/null`))
 	}
+	var rows []row
+	if len(perUnit) > 0 {
+		rows = append(rows, timeRow("list "+label, "kato-manager list", "systemctl show per unit", median(ours), median(perUnit)))
+	}
+	return append(rows,
+		timeRow("list "+label, "kato-manager list", "one systemctl show of all units", median(ours), median(oneShow)),
+		timeRow("status "+label, "kato-manager status", "one systemctl show of all units", median(status), median(oneShow)),
+		timeRow("scrape /metrics, "+label, "curl of serve's /metrics", "one systemctl show of all units", median(scrapes), median(oneShow)),
+	)
 }
 
 // fleetFile writes a fleet file of n instances with the ids prefix000…,
 // on ports from 8600 (processor "" is kato.toml's [processor]), and returns
 // its path and the instances' health URLs.
 func (b *bench) fleetFile(name, prefix string, n int, processor string) (string, []string) {
+	return b.fleetFileAt(name, prefix, n, 8600, processor)
+}
+
+// fleetFileAt is fleetFile with the ports from base.
+func (b *bench) fleetFileAt(name, prefix string, n, base int, processor string) (string, []string) {
 	var f strings.Builder
 	var urls []string
 	f.WriteString("instances:\n")
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&f, "  - id: %s%03d\n    port: %d\n    max_predictions: %d\n", prefix, i, 8600+i, 10+i)
+		fmt.Fprintf(&f, "  - id: %s%03d\n    port: %d\n    max_predictions: %d\n", prefix, i, base+i, 10+i)
 		if processor != "" {
 			fmt.Fprintf(&f, "    processor: %s\n", processor)
 		}
-		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d/health", 8600+i))
+		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d/health", base+i))
 	}
 	path := "/root/" + name
 	if err := b.m.WriteFile(path, []byte(f.String()), 0o644); err != nil {
@@ -408,10 +446,12 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 			unitNames = append(unitNames, units.InstanceUnit(id))
 		}
 		poll := fmt.Sprintf(`for u in %s; do until curl -sf -o /dev/null --max-time 2 $u; do sleep 0.02; done; done`, strings.Join(urls, " "))
-		var ours, loop, oneStart []time.Duration
+		var ours, loop, oneStart, before, firstReady []time.Duration
 		var loopBusy []float64
 		for r := 0; r < fleetRuns; r++ {
-			ours = append(ours, b.sh(fmt.Sprintf("%s apply %s -f %s >/root/apply.log 2>&1 || { tail -20 /root/apply.log >&2; exit 1; }", km, c.flags, file)))
+			ours = append(ours, b.sh(fmt.Sprintf("date +%%H:%%M:%%S.%%N >/root/apply.begin; %s apply %s -f %s >/root/apply.log 2>&1 || { tail -20 /root/apply.log >&2; exit 1; }", km, c.flags, file)))
+			bf, fr := b.applySplit()
+			before, firstReady = append(before, bf), append(firstReady, fr)
 			// The baseline's units are the ones apply rendered, stopped.
 			b.sh("systemctl stop 'kato@f*.service'")
 			loopBusy = append(loopBusy, busyShare(func() {
@@ -429,6 +469,8 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 			name += fmt.Sprintf(" (default --parallel, %d here)", supervisor.DefaultParallel())
 		}
 		what := fmt.Sprintf("apply a %d-instance file until all answer, %s", n, c.label)
+		b.notes = append(b.notes, fmt.Sprintf("%s, %s: %s from the command's start to its first start job (plan, registry, rendering, enabling, reloads), %s to its first instance ready (median of %d runs)",
+			what, name, round(median(before)), round(median(firstReady)), len(before)))
 		rows = append(rows, timeRow(what, name, "systemctl start loop + curl poll loop", median(ours), median(loop)))
 		if c.flags == "" {
 			sort.Float64s(loopBusy)
@@ -452,6 +494,27 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 	}
 	return append(rows, timeRow(fmt.Sprintf("no-change apply of %d instances", listed), "kato-manager apply (nothing to do)",
 		"the goal: 200ms", median(again), 200*time.Millisecond))
+}
+
+// applySplit reads the last apply's progress log: how long after the
+// command began (/root/apply.begin) its first start job was queued and its
+// first instance was ready.
+func (b *bench) applySplit() (beforeFirstStart, firstReady time.Duration) {
+	out, _, err := b.m.Run(b.ctx, "/bin/sh", "-c", "cat /root/apply.begin; grep -m1 ' starting ' /root/apply.log | cut -d' ' -f1; grep -m1 ' ready ' /root/apply.log | cut -d' ' -f1")
+	if err != nil {
+		fail(err)
+	}
+	f := strings.Fields(out)
+	if len(f) != 3 {
+		fail(fmt.Errorf("apply's progress log: want its begin, first start and first ready, got %q", out))
+	}
+	var t [3]time.Time
+	for i, v := range f {
+		if t[i], err = time.Parse("15:04:05.999999999", v); err != nil {
+			fail(fmt.Errorf("apply's progress log: %w", err))
+		}
+	}
+	return t[1].Sub(t[0]), t[2].Sub(t[0])
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -90,7 +90,7 @@ func TestManyProcessesClaimEachItemOnce(t *testing.T) {
 			items = 1000
 		)
 		dir := t.TempDir()
-		path := be.location(t)
+		path := be.Location(t)
 		q := openQueueAt(t, path)
 		db := rawDB(t, path)
 		tx, err := db.Begin()
@@ -229,7 +229,7 @@ func TestManyProcessesOpenANewDatabase(t *testing.T) {
 	}
 	eachBackend(t, func(t *testing.T, be backend) {
 		dir := t.TempDir()
-		path := be.location(t)
+		path := be.Location(t)
 		goFile := filepath.Join(dir, "go")
 		type child struct {
 			cmd    *exec.Cmd
@@ -296,7 +296,7 @@ func holdOne() {
 // by another worker, once.
 func TestKilledWorkersItemComesBack(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be backend) {
-		path := be.location(t)
+		path := be.Location(t)
 		q := openQueueAt(t, path)
 		db := rawDB(t, path)
 		addContent(t, db, 1, 1)

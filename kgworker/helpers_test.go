@@ -1,161 +1,37 @@
 package kgworker_test
 
 import (
-	"context"
 	"database/sql"
-	"fmt"
 	"path/filepath"
 	"testing"
-	"time"
 
+	"github.com/kato-manager/kato-manager/internal/testkit/kgdbtest"
 	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
-	"github.com/kato-manager/kato-manager/kgdb"
-	"github.com/kato-manager/kato-manager/queue"
+)
+
+// The shared helpers of the KG database's tests (internal/testkit/kgdbtest).
+type backend = kgdbtest.Backend
+
+var (
+	backends    = kgdbtest.Backends
+	eachBackend = kgdbtest.EachBackend
+	openQueue   = kgdbtest.Open
+	openQueueAt = kgdbtest.OpenAt
+	rawDB       = kgdbtest.RawDB
+	mustExec    = kgdbtest.MustExec
+	queryInt    = kgdbtest.QueryInt
+	addContent  = kgdbtest.AddContent
+	enqueue     = kgdbtest.Enqueue
+	claim       = kgdbtest.Claim
+	get         = kgdbtest.Get
+	waitFor     = kgdbtest.WaitFor
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// backend is where a test's KG database lives: a SQLite file or a
-// PostgreSQL database. The tests of the queue run against each, as
-// subtests named after it.
-type backend struct {
-	name     string
-	location func(t *testing.T) string
-}
-
-var backends = []backend{
-	{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "kg.db") }},
-	{"postgres", func(t *testing.T) string { return pgtest.Shared(t).NewDB(t) }},
-}
-
 // serviceBackend is the one backend of the tests about the KG service
 // rather than the database: its faults and its contract.
 var serviceBackend = backends[0]
-
-// eachBackend runs test against every backend.
-func eachBackend(t *testing.T, test func(t *testing.T, be backend)) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) { test(t, be) })
-	}
-}
-
-// openQueue opens a fresh queue: a file in a temporary directory, or a
-// new PostgreSQL database. The string is where it is, for openQueueAt and
-// rawDB.
-func openQueue(t *testing.T, be backend, opts ...kgdb.Option) (*kgdb.DB, string) {
-	t.Helper()
-	path := be.location(t)
-	return openQueueAt(t, path, opts...), path
-}
-
-func openQueueAt(t *testing.T, path string, opts ...kgdb.Option) *kgdb.DB {
-	t.Helper()
-	q, err := kgdb.Open(context.Background(), path, opts...)
-	if err != nil {
-		t.Fatalf("Open(%s): %v", path, err)
-	}
-	t.Cleanup(func() { q.Close() })
-	return q
-}
-
-// rawDB opens the queue database directly, to set up and inspect rows.
-func rawDB(t *testing.T, path string) *sql.DB {
-	t.Helper()
-	if queue.IsURL(path) {
-		db, err := queue.OpenPostgres(context.Background(), path)
-		if err != nil {
-			t.Fatalf("open %s: %v", path, err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000&_journal_mode=WAL")
-	if err != nil {
-		t.Fatalf("open %s: %v", path, err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-func mustExec(t *testing.T, db *sql.DB, query string, args ...any) {
-	t.Helper()
-	if _, err := db.Exec(query, args...); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
-}
-
-func queryInt(t *testing.T, db *sql.DB, query string, args ...any) int {
-	t.Helper()
-	// BOOLEAN columns of the original schema come back as bool.
-	var v any
-	if err := db.QueryRow(query, args...).Scan(&v); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
-	switch v := v.(type) {
-	case int64:
-		return int(v)
-	case bool:
-		if v {
-			return 1
-		}
-		return 0
-	}
-	t.Fatalf("%s: %v (%T) is not a number", query, v, v)
-	return 0
-}
-
-// addContent inserts crawled_content row id with the given number of
-// chunks; chunk k has rowid id*100+k.
-func addContent(t *testing.T, db *sql.DB, id int64, chunks int) {
-	t.Helper()
-	mustExec(t, db, `INSERT INTO crawled_content(id, url, title, markdown, metadata) VALUES (?, ?, ?, ?, ?)`,
-		id, fmt.Sprintf("https://example.org/%d", id), fmt.Sprintf("Page %d", id),
-		fmt.Sprintf("# Page %d\n\nThe body of page %d, long enough for the KG service limits.", id, id), `{"lang":"en"}`)
-	for k := 0; k < chunks; k++ {
-		text := fmt.Sprintf("chunk %d of page %d", k, id)
-		mustExec(t, db, `INSERT INTO content_chunks(rowid, content_id, chunk_index, chunk_text, char_start, char_end, word_count)
-VALUES (?, ?, ?, ?, ?, ?, ?)`, id*100+int64(k), id, k, text, k*100, k*100+len(text), 5)
-	}
-}
-
-func enqueue(t *testing.T, q *kgdb.DB, contentID int64, priority int) int64 {
-	t.Helper()
-	id, err := q.Enqueue(context.Background(), contentID, priority)
-	if err != nil {
-		t.Fatalf("Enqueue(%d, %d): %v", contentID, priority, err)
-	}
-	return id
-}
-
-func claim(t *testing.T, q *kgdb.DB, owner string, n int, lease time.Duration) []queue.Item {
-	t.Helper()
-	items, err := q.ClaimBatch(context.Background(), owner, n, lease)
-	if err != nil {
-		t.Fatalf("ClaimBatch(%s, %d): %v", owner, n, err)
-	}
-	return items
-}
-
-func get(t *testing.T, q *kgdb.DB, id int64) queue.Item {
-	t.Helper()
-	it, err := q.Get(context.Background(), id)
-	if err != nil {
-		t.Fatalf("Get(%d): %v", id, err)
-	}
-	return it
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // createFile makes a SQLite file holding schema, as another program would.
 func createFile(t *testing.T, schema string) string {

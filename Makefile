@@ -76,11 +76,13 @@ $(GOTESTSUM):
 # files or the command line; the starting corpus is under each package's
 # testdata/fuzz. `make fuzz FUZZTIME=10m` digs deeper.
 FUZZTIME ?= 3s
-FUZZ_TARGETS := config:FuzzLoad config:FuzzDecodeRegistry config:FuzzParseFleet units:FuzzRenderInstanceDropIn units:FuzzRenderEnvironment
+FUZZ_TARGETS := config:FuzzLoad config:FuzzDecodeRegistry fleet:FuzzParseFleet units:FuzzRenderInstanceDropIn units:FuzzRenderEnvironment
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 ./$${t%%:*}/ || exit 1; \
+		out=$$($(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 ./$${t%%:*}/ 2>&1); rc=$$?; \
+		echo "$$out"; [ $$rc -eq 0 ] || exit 1; \
+		case "$$out" in *"no fuzz tests to fuzz"*) echo "fuzz: no $${t#*:} in ./$${t%%:*}/: fix FUZZ_TARGETS"; exit 1;; esac; \
 	done
 
 # Unit tests only: no root, no systemd.

@@ -74,8 +74,8 @@ processor = "c"
 		out := m.mustKM("restart", "--group", "web")
 		ok, failed := l.stop()
 		t.Logf("restart --group under load: %d requests, %d failed\n%s", ok+failed, failed, out)
-		if failed != 0 || ok < 50 {
-			t.Errorf("rolling restart: %d of %d requests failed, want 0 of at least 50", failed, ok+failed)
+		if failed != 0 || ok < minLoad {
+			t.Errorf("rolling restart: %d of %d requests failed, want 0 of at least %d", failed, ok+failed, minLoad)
 		}
 		for id, pid := range pids {
 			if now := m.mainPID("kato@" + id + ".service"); now == pid || now == "0" {
@@ -117,8 +117,8 @@ processor = "c"
 		time.Sleep(time.Second)
 		ok, failed := l.stop()
 		t.Logf("scale 3 → 5 → 2 under load: %d requests, %d failed", ok+failed, failed)
-		if failed != 0 || ok < 50 {
-			t.Errorf("scale under load: %d of %d requests failed, want 0 of at least 50", failed, ok+failed)
+		if failed != 0 || ok < minLoad {
+			t.Errorf("scale under load: %d of %d requests failed, want 0 of at least %d", failed, ok+failed, minLoad)
 		}
 		rows = m.listJSON()
 		if len(rows) != 2 || rows["web-1"] == nil || rows["web-2"] == nil {
@@ -155,8 +155,8 @@ instances:
 		out := m.mustKM("apply", "-f", "/root/api.yaml")
 		ok, failed := l.stop()
 		t.Logf("apply changing 3 members under load: %d requests, %d failed\n%s", ok+failed, failed, out)
-		if failed != 0 || ok < 50 || strings.Count(out, "changed and restarted") != 3 {
-			t.Errorf("rolling apply: %d of %d requests failed, want 0 of at least 50; output:\n%s", failed, ok+failed, out)
+		if failed != 0 || ok < minLoad || strings.Count(out, "changed and restarted") != 3 {
+			t.Errorf("rolling apply: %d of %d requests failed, want 0 of at least %d; output:\n%s", failed, ok+failed, minLoad, out)
 		}
 		l = m.startLoad(t, "http://127.0.0.1:9300/status")
 		time.Sleep(time.Second)
@@ -266,6 +266,14 @@ func (m *machine) waitAnsweredBy(t *testing.T, url string, ids ...string) {
 
 // load is a steady, bounded load on one URL inside the machine: one
 // request at a time, at most 50 a second.
+// minLoad is the fewest requests a load must have sent through a change
+// for its count of failures to mean something. The load is curl in a
+// shell loop, whose pace follows the machine's: on a busy 2-core machine
+// a roll of three members saw 45. Twenty requests over a change that keeps
+// each member out for a second or more would meet an outage, as the plain
+// restart beside each roll shows.
+const minLoad = 20
+
 type load struct {
 	m      *machine
 	cancel context.CancelFunc

@@ -61,7 +61,10 @@ processor = "c"
 
 	run("a rolling restart fails no request, a plain restart fails some", func(t *testing.T) {
 		m.mustKM("scale", "--group", "web", "3")
-		if s := m.activeState("kato-front@web.service"); s != "active" {
+		// The front runs; it may still be taking the last member in (a
+		// reload: HAProxy's master says READY again once its new worker
+		// serves), which the load below does not notice.
+		if s := m.activeState("kato-front@web.service"); s != "active" && s != "reloading" {
 			t.Fatalf("front of web: %s", s)
 		}
 		m.waitAnsweredBy(t, "http://127.0.0.1:9000/status", "web-1", "web-2", "web-3")

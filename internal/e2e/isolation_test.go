@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -96,19 +97,23 @@ func TestProcessorIsolation(t *testing.T) {
 	// as long as it runs: a kato-queue@ instance, kato's, serves it.
 	m.must("systemd-run", "--unit=km-serve", "--", katoManager, "serve", "--listen", "127.0.0.1:9090", "--public-reads")
 	t.Cleanup(func() { m.exec("systemctl", "stop", "km-serve.service") })
-	var helpers []string
-	m.waitFor("serve's queue helper", 20*time.Second, func() bool {
+	// Nothing else does queue work: no child of serve's, no other process.
+	// A kato-queue@ unit is active a moment before its process has become
+	// the helper (systemd forks, then execs), so both are read until they
+	// agree.
+	var helpers, all []string
+	err := sdharness.WaitFor(context.Background(), 20*time.Second, "serve's queue helper", func() (bool, error) {
 		helpers = helpers[:0]
 		for _, f := range strings.Fields(m.exec("systemctl", "list-units", "--plain", "--no-legend", "--state=active", "kato-queue@*.service").stdout) {
 			if strings.HasPrefix(f, "kato-queue@") {
 				helpers = append(helpers, m.mainPID(f))
 			}
 		}
-		return len(helpers) > 0
+		all = strings.Fields(m.exec("pgrep", "-f", "--", "__queue-db").stdout)
+		return len(helpers) > 0 && len(all) == len(helpers), nil
 	})
-	// Nothing else does queue work: no child of serve's, no other process.
-	if all := strings.Fields(m.exec("pgrep", "-f", "--", "__queue-db").stdout); len(all) != len(helpers) {
-		t.Errorf("queue helpers %v, of which kato-queue@ instances %v", all, helpers)
+	if err != nil {
+		t.Fatalf("%v: queue helpers %v, of which kato-queue@ instances %v", err, all, helpers)
 	}
 	helpers = append(helpers, m.mainPID("km-serve.service"))
 

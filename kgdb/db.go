@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	sqlite3 "github.com/mattn/go-sqlite3"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -211,22 +212,27 @@ func newQueue(db *sql.DB, path string, readOnly bool, o openOpts) (*DB, error) {
 }
 
 // retryBusy runs fn until it succeeds, fails with something other than
-// SQLite's busy or locked, or firstOpenPatience passes.
+// SQLite's busy or locked, or firstOpenPatience passes. When ctx ends
+// first, the error names both the busy database and the context's end.
 func retryBusy(ctx context.Context, fn func() error) error {
-	deadline := time.Now().Add(firstOpenPatience)
-	delay := 5 * time.Millisecond
-	for {
-		err := fn()
-		if err == nil || !isBusy(err) || time.Now().After(deadline) {
-			return err
+	var last error
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		last = fn()
+		if last != nil && !isBusy(last) {
+			return struct{}{}, backoff.Permanent(last)
 		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 200*time.Millisecond)
+		return struct{}{}, last
+	}, backoff.WithBackOff(busyBackOff()), backoff.WithMaxElapsedTime(firstOpenPatience))
+	if err != nil && last != nil && err != last {
+		return errors.Join(last, err)
 	}
+	return err
+}
+
+// busyBackOff is the wait between tries of a busy database: 5ms, doubling
+// up to 200ms, without jitter.
+func busyBackOff() backoff.BackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: 5 * time.Millisecond, Multiplier: 2, MaxInterval: 200 * time.Millisecond}
 }
 
 // isBusy reports whether err is SQLite's "database is locked" or "table is

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/queue"
 )
@@ -268,6 +270,15 @@ func (w *Worker) settle(ctx context.Context, what string, fn func(ctx context.Co
 	}
 }
 
+// healthBackOff is the wait before asking a service that is down again:
+// firstHealthRetry, doubling up to the poll interval, without jitter; it
+// starts over (Reset) once the service answers.
+func healthBackOff(poll time.Duration) *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{InitialInterval: firstHealthRetry, Multiplier: 2, MaxInterval: max(poll, firstHealthRetry)}
+	b.Reset()
+	return b
+}
+
 // Run works the queue until ctx ends. Each round reclaims expired leases,
 // makes sure the service is up, claims a batch when a slot is free and
 // hands its items to the slots; it goes straight on while claims come back
@@ -292,7 +303,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		inFlight int
 		done     = make(chan struct{}, w.concurrency)
 	)
-	healthDelay := firstHealthRetry
+	health := healthBackOff(w.poll)
 	claimSize := max(w.batch, w.concurrency)
 
 	finish := func() error {
@@ -351,11 +362,10 @@ func (w *Worker) Run(ctx context.Context) error {
 				w.pauseFor(ctx, w.poll, done, &inFlight)
 				continue
 			}
-			w.pauseFor(ctx, healthDelay, done, &inFlight)
-			healthDelay = min(2*healthDelay, max(w.poll, firstHealthRetry))
+			w.pauseFor(ctx, health.NextBackOff(), done, &inFlight)
 			continue
 		}
-		healthDelay = firstHealthRetry
+		health.Reset()
 		if until := w.throttle(); time.Now().Before(until) {
 			w.pauseFor(ctx, time.Until(until), done, &inFlight)
 			continue

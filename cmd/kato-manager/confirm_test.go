@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/testkit/kgdbtest"
 )
 
 // runOnTerminal runs kato-manager in-process with a terminal for standard
@@ -166,7 +167,7 @@ func TestPruneOnHostsAsksOnce(t *testing.T) {
 // queue clear asks on a terminal; declined, the queue keeps its items.
 func TestQueueClearAsksOnATerminal(t *testing.T) {
 	configText, kgDir := queueDirFor(t)
-	storeDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8, 9)
+	kgdbtest.StoreDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8, 9)
 	dir := t.TempDir()
 	configPath := filepath.Join(dir, "kato.toml")
 	if err := os.WriteFile(configPath, []byte(configText), 0o644); err != nil {

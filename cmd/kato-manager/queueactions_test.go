@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/internal/testkit/kgdbtest"
 	"github.com/kato-manager/kato-manager/queue"
 )
 
@@ -18,7 +19,7 @@ import (
 // 2 naming field, value and rule, the queue unchanged.
 func TestQueueActionsAsRoot(t *testing.T) {
 	configText, kgDir := queueDirFor(t)
-	storeDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8, 9)
+	kgdbtest.StoreDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8, 9)
 	if code, _, stderr := runCLI(t, configText, "queue", "enqueue", "7", "8", "9"); code != 0 {
 		t.Fatalf("enqueue: exit %d: %s", code, stderr)
 	}
@@ -98,7 +99,7 @@ func TestQueueActionsAsRoot(t *testing.T) {
 func TestQueueClearOlderThanAsRoot(t *testing.T) {
 	configText, kgDir := queueDirFor(t)
 	dbPath := filepath.Join(kgDir, "kg.db")
-	storeDocuments(t, dbPath, 7, 8, 9, 10)
+	kgdbtest.StoreDocuments(t, dbPath, 7, 8, 9, 10)
 	if code, _, stderr := runCLI(t, configText, "queue", "enqueue", "7", "8", "9", "10"); code != 0 {
 		t.Fatalf("enqueue: exit %d: %s", code, stderr)
 	}

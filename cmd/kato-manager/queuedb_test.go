@@ -2,42 +2,24 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
-	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/kato-manager/kato-manager/internal/testkit/kgdbtest"
 	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
-	"github.com/kato-manager/kato-manager/kgdb"
 )
-
-// slowChildOp is how long each request takes in a child on slow.db.
-const slowChildOp = 300 * time.Millisecond
 
 // TestMain lets the test binary stand in for kato-manager when a command
 // re-executes itself for its database work.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == queueDBCommand {
-		// A database named slow.db or hung.db makes the helper slow, or
-		// never answer, in every request but the first.
-		queueOpHook = func(db, op string) {
-			if op == "open" || op == "ping" {
-				return
-			}
-			switch filepath.Base(db) {
-			case "slow.db":
-				time.Sleep(slowChildOp)
-			case "hung.db":
-				time.Sleep(time.Hour)
-			}
-		}
-		if grace, err := time.ParseDuration(os.Getenv(testGraceEnv)); err == nil {
+		queueOpHook = kgdbtest.Hook
+		if grace, ok := kgdbtest.HelperGrace(); ok {
 			queueChildGrace = grace
 		}
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
@@ -45,43 +27,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// queueDirFor makes a directory tree like /var/lib/kato/kg: a root-owned,
-// world-searchable parent and a queue directory owned by nobody, who plays
-// the kato user.
-func queueDirFor(t *testing.T) (configText, kgDir string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the test is what root does")
-	}
-	old, oldSocket := serviceUser, queueSocket
-	serviceUser = "nobody"
-	// No kato-queue.socket: the child is forked.
-	queueSocket = filepath.Join(t.TempDir(), "no-queue.sock")
-	t.Cleanup(func() { serviceUser, queueSocket = old, oldSocket })
-	parent, err := os.MkdirTemp("", "kato-queue-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
-	if err := os.Chmod(parent, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	kgDir = filepath.Join(parent, "kg")
-	if err := os.Mkdir(kgDir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(kgDir, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	return "[kg]\ndb_path = \"" + filepath.Join(kgDir, "kg.db") + "\"\n", kgDir
-}
-
 func TestRootQueueWorkRunsAsServiceUser(t *testing.T) {
 	queueTransports(t, rootQueueWorkRunsAsServiceUser)
 }
 
-func rootQueueWorkRunsAsServiceUser(t *testing.T, h *helpers, configText, kgDir string) {
-	storeDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8)
+func rootQueueWorkRunsAsServiceUser(t *testing.T, h *kgdbtest.Helpers, configText, kgDir string) {
+	kgdbtest.StoreDocuments(t, filepath.Join(kgDir, "kg.db"), 7, 8)
 	if code, _, stderr := runCLI(t, configText, "queue", "enqueue", "7", "8"); code != 0 {
 		t.Fatalf("enqueue: exit %d: %s", code, stderr)
 	}
@@ -111,8 +62,8 @@ func rootQueueWorkRunsAsServiceUser(t *testing.T, h *helpers, configText, kgDir 
 			t.Errorf("%s is owned by uid %d, want the service user's 65534", e.Name(), st.Uid)
 		}
 	}
-	if h.socket && h.started() != 3 {
-		t.Errorf("%d helpers started through the socket, want one per command (3)", h.started())
+	if h.Socket && h.Started() != 3 {
+		t.Errorf("%d helpers started through the socket, want one per command (3)", h.Started())
 	}
 }
 
@@ -123,7 +74,7 @@ func TestRootFollowsNoPlantedLink(t *testing.T) {
 	queueTransports(t, rootFollowsNoPlantedLink)
 }
 
-func rootFollowsNoPlantedLink(t *testing.T, h *helpers, configText, kgDir string) {
+func rootFollowsNoPlantedLink(t *testing.T, h *kgdbtest.Helpers, configText, kgDir string) {
 	secret := t.TempDir() // root's, 0700
 	planted := filepath.Join(secret, "planted")
 	if err := os.Symlink(planted, filepath.Join(kgDir, "kg.db")); err != nil {
@@ -167,7 +118,7 @@ func TestRootQueueOnPeerAuthPostgres(t *testing.T) {
 	queueTransports(t, rootQueueOnPeerAuthPostgres)
 }
 
-func rootQueueOnPeerAuthPostgres(t *testing.T, h *helpers, configText, kgDir string) {
+func rootQueueOnPeerAuthPostgres(t *testing.T, h *kgdbtest.Helpers, configText, kgDir string) {
 	srv := pgtest.StartWithAuth(t, "local all all peer")
 	adminURL := srv.NewDB(t)
 	u, err := url.Parse(adminURL)
@@ -211,34 +162,7 @@ func rootQueueOnPeerAuthPostgres(t *testing.T, h *helpers, configText, kgDir str
 	if entries, _ := os.ReadDir(kgDir); len(entries) != 0 {
 		t.Errorf("a SQLite file was made with kg.db_url set: %v", entries)
 	}
-	if h.socket && h.started() != 4 {
-		t.Errorf("%d helpers started through the socket, want one per command (4)", h.started())
-	}
-}
-
-// storeDocuments creates the queue database at path, as the service user
-// (nobody) will find it, holding crawled_content rows with the given ids.
-func storeDocuments(t *testing.T, path string, contentIDs ...int64) {
-	t.Helper()
-	q, err := kgdb.Open(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("sqlite3", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range contentIDs {
-		if _, err := db.Exec("INSERT INTO crawled_content(id, url) VALUES (?, ?)", c, fmt.Sprintf("https://example.com/%d", c)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	db.Close()
-	q.Close()
-	files, _ := filepath.Glob(path + "*")
-	for _, f := range files {
-		if err := os.Chown(f, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
+	if h.Socket && h.Started() != 4 {
+		t.Errorf("%d helpers started through the socket, want one per command (4)", h.Started())
 	}
 }

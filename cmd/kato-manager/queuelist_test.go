@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	_ "github.com/mattn/go-sqlite3"
+
+	"github.com/kato-manager/kato-manager/internal/testkit/kgdbtest"
 )
 
 // hostileError is KG error text as a hostile or broken service can make
@@ -21,7 +23,7 @@ const hostileError = "kg ingest failed: answered 500: \x1b]0;owned\x07\x1b[2J\rf
 // escaped, one row per item, and --json keeps it exact.
 func TestQueueListEscapesErrorText(t *testing.T) {
 	configText, kgDir := queueDirFor(t)
-	storeDocuments(t, filepath.Join(kgDir, "kg.db"), 7)
+	kgdbtest.StoreDocuments(t, filepath.Join(kgDir, "kg.db"), 7)
 	if code, _, stderr := runCLI(t, configText, "queue", "enqueue", "7"); code != 0 {
 		t.Fatalf("enqueue: exit %d: %s", code, stderr)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kato-manager/kato-manager/internal/testkit/kgdbtest"
 	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
 )
 
@@ -54,7 +55,7 @@ func TestQueueMigrate(t *testing.T) {
 	queueTransports(t, queueMigrate)
 }
 
-func queueMigrate(t *testing.T, h *helpers, configText, kgDir string) {
+func queueMigrate(t *testing.T, h *kgdbtest.Helpers, configText, kgDir string) {
 	url := pgtest.Start(t).NewDB(t)
 	path := writeOriginalQueue(t, kgDir)
 	sum := func() [32]byte {
@@ -110,8 +111,8 @@ func queueMigrate(t *testing.T, h *helpers, configText, kgDir string) {
 	if code != 0 || json.Unmarshal([]byte(stdout), &counts) != nil || counts.Pending != 2 || counts.Completed != 1 || counts.Total != 3 {
 		t.Errorf("stats on PostgreSQL: exit %d, %s %s; want 2 pending and 1 completed", code, stdout, stderr)
 	}
-	if h.socket && h.started() != 4 {
-		t.Errorf("%d helpers started through the socket, want one per command but the refused --to mysql (4)", h.started())
+	if h.Socket && h.Started() != 4 {
+		t.Errorf("%d helpers started through the socket, want one per command but the refused --to mysql (4)", h.Started())
 	}
 }
 

@@ -3,107 +3,37 @@ package main
 import (
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
+
+	"github.com/kato-manager/kato-manager/internal/testkit/kgdbtest"
 )
 
-// testGraceEnv shortens queueChildGrace in a helper a test starts.
-const testGraceEnv = "KATO_TEST_QUEUE_GRACE"
+// queueVars are the settings of root's access to the helper that the
+// helper kit changes for a test.
+var queueVars = kgdbtest.Vars{User: &serviceUser, Socket: &queueSocket}
 
-// helpers are the queue helpers a test's commands started, and how: forked
-// children, or the instances a stand-in for kato-queue.socket started.
-type helpers struct {
-	socket bool
-	mu     sync.Mutex
-	procs  []*os.Process
-	exited map[int]chan struct{}
-}
-
-// queueTransports runs test with forked children, then through a stand-in
-// for kato-queue.socket that does what systemd does with Accept=yes: per
-// connection, a helper running as the service user with the connection as
-// its stdin and stdout, in a session of its own. Each run has its own
-// queue directory (queueDirFor).
-func queueTransports(t *testing.T, test func(t *testing.T, h *helpers, configText, kgDir string)) {
-	t.Run("fork", func(t *testing.T) {
-		configText, kgDir := queueDirFor(t)
-		test(t, &helpers{}, configText, kgDir)
-	})
-	t.Run("socket", func(t *testing.T) {
-		configText, kgDir := queueDirFor(t)
-		test(t, standInSocket(t), configText, kgDir)
+// queueTransports runs test with forked helpers, then through a stand-in
+// for kato-queue.socket (kgdbtest.Transports), with the configuration of
+// its queue directory.
+func queueTransports(t *testing.T, test func(t *testing.T, h *kgdbtest.Helpers, configText, kgDir string)) {
+	kgdbtest.Transports(t, queueVars, func(t *testing.T, h *kgdbtest.Helpers, kgDir string) {
+		test(t, h, queueConfig(kgDir), kgDir)
 	})
 }
 
-func standInSocket(t *testing.T) *helpers {
+// queueDirFor makes a queue directory like /var/lib/kato/kg
+// (kgdbtest.DBDir) and returns it with the configuration that names it.
+func queueDirFor(t *testing.T) (configText, kgDir string) {
 	t.Helper()
-	h := &helpers{socket: true, exited: map[int]chan struct{}{}}
-	dir, err := os.MkdirTemp("", "kato-queue-sock-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "queue.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := queueSocket
-	queueSocket = path
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		queueSocket = old
-		ln.Close()
-		h.mu.Lock()
-		for _, p := range h.procs {
-			p.Kill() //nolint:errcheck // it may have exited
-		}
-		h.mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			conn, err := ln.AcceptUnix()
-			if err != nil {
-				return
-			}
-			f, err := conn.File()
-			conn.Close()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			// As forkQueueChild: the test binary's directory is root's alone.
-			cmd := exec.Command("/proc/self/exe", queueDBCommand)
-			cmd.Stdin, cmd.Stdout = f, f
-			cmd.Env = []string{testGraceEnv + "=1s"}
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Setsid: true}
-			err = cmd.Start()
-			f.Close()
-			if err != nil {
-				t.Error(err)
-				continue
-			}
-			done := make(chan struct{})
-			h.mu.Lock()
-			h.procs = append(h.procs, cmd.Process)
-			h.exited[cmd.Process.Pid] = done
-			h.mu.Unlock()
-			wg.Go(func() { cmd.Wait(); close(done) }) //nolint:errcheck // killed ones too
-		}
-	})
-	return h
+	kgDir = kgdbtest.DBDir(t, queueVars)
+	return queueConfig(kgDir), kgDir
 }
 
-// started is how many helpers the socket started.
-func (h *helpers) started() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.procs)
+// queueConfig is a kato.toml whose queue is kg.db in kgDir.
+func queueConfig(kgDir string) string {
+	return "[kg]\ndb_path = \"" + filepath.Join(kgDir, "kg.db") + "\"\n"
 }
 
 // TestQueueSocketOnlyRoots: the first request may carry a PostgreSQL

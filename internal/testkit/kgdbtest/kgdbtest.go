@@ -1,7 +1,10 @@
 // Package kgdbtest holds what the tests of the KG database and of the
 // worker share: the backends a test runs on (a SQLite file, a throwaway
 // PostgreSQL database), opening a fresh database on one, and setting up
-// and reading rows directly.
+// and reading rows directly; and the kit of the tests of root's access to
+// it through the helper (helperkit.go), in kgdb and in kato-manager: the
+// stand-in for kato-queue.socket, the queue directory kato owns, the
+// helper's test hook.
 package kgdbtest
 
 import (

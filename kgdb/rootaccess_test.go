@@ -1,12 +1,10 @@
-package kgdb
+package kgdb_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,47 +15,37 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
-	"github.com/kato-manager/kato-manager/queue"
 	"golang.org/x/sys/unix"
-)
 
-// slowChildOp is how long each request takes in a child on slow.db.
-const slowChildOp = 300 * time.Millisecond
+	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/testkit/kgdbtest"
+	"github.com/kato-manager/kato-manager/internal/testkit/pgtest"
+	"github.com/kato-manager/kato-manager/kgdb"
+	"github.com/kato-manager/kato-manager/queue"
+)
 
 // The helper's settings in this test binary; tests change them.
 var (
 	testUser     = "nobody"
 	testSocket   = ""
-	testDeadline = DefaultCallDeadline
-	testGrace    = DefaultGrace
+	testDeadline = kgdb.DefaultCallDeadline
+	testGrace    = kgdb.DefaultGrace
 )
 
+// vars are the settings the helper kit changes.
+var vars = kgdbtest.Vars{User: &testUser, Socket: &testSocket}
+
 // testAccess is root's access as the tests set it.
-func testAccess() Access {
-	return Access{User: testUser, Socket: testSocket, CallDeadline: testDeadline, Grace: testGrace}
+func testAccess() kgdb.Access {
+	return kgdb.Access{User: testUser, Socket: testSocket, CallDeadline: testDeadline, Grace: testGrace}
 }
 
 // TestMain lets the test binary stand in for kato-manager's helper command
 // when Access.Start re-executes it: it then serves as the helper.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == HelperCommand {
-		// A database named slow.db or hung.db makes the helper slow, or
-		// never answer, in every request but the first.
-		hook := func(db, op string) {
-			if op == "open" || op == "ping" {
-				return
-			}
-			switch filepath.Base(db) {
-			case "slow.db":
-				time.Sleep(slowChildOp)
-			case "hung.db":
-				time.Sleep(time.Hour)
-			}
-		}
-		grace, _ := time.ParseDuration(os.Getenv(testGraceEnv))
-		if err := Serve(context.Background(), os.Stdin, os.Stdout, ServeOptions{Grace: grace, Hook: hook}); err != nil {
+	if len(os.Args) > 1 && os.Args[1] == kgdb.HelperCommand {
+		grace, _ := kgdbtest.HelperGrace()
+		if err := kgdb.Serve(context.Background(), os.Stdin, os.Stdout, kgdb.ServeOptions{Grace: grace, Hook: kgdbtest.Hook}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -66,211 +54,29 @@ func TestMain(m *testing.M) {
 	pgtest.Main(m)
 }
 
-// testGraceEnv shortens the grace of a helper a test starts.
-const testGraceEnv = "KATO_TEST_QUEUE_GRACE"
-
-// helpers are the queue helpers a test's commands started, and how: forked
-// children, or the instances a stand-in for kato-queue.socket started.
-type helpers struct {
-	socket bool
-	mu     sync.Mutex
-	procs  []*os.Process
-	exited map[int]chan struct{}
-}
-
-// queueTransports runs test with forked children, then through a stand-in
-// for kato-queue.socket that does what systemd does with Accept=yes: per
-// connection, a helper running as the service user with the connection as
-// its stdin and stdout, in a session of its own. Each run has its own
-// queue directory (queueDirFor).
-func queueTransports(t *testing.T, test func(t *testing.T, h *helpers, kgDir string)) {
-	t.Run("fork", func(t *testing.T) {
-		kgDir := dbDirFor(t)
-		test(t, &helpers{}, kgDir)
-	})
-	t.Run("socket", func(t *testing.T) {
-		kgDir := dbDirFor(t)
-		test(t, standInSocket(t), kgDir)
-	})
-}
-
-func standInSocket(t *testing.T) *helpers {
-	t.Helper()
-	h := &helpers{socket: true, exited: map[int]chan struct{}{}}
-	dir, err := os.MkdirTemp("", "kato-queue-sock-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "queue.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := testSocket
-	testSocket = path
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		testSocket = old
-		ln.Close()
-		h.mu.Lock()
-		for _, p := range h.procs {
-			p.Kill() //nolint:errcheck // it may have exited
-		}
-		h.mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			conn, err := ln.AcceptUnix()
-			if err != nil {
-				return
-			}
-			f, err := conn.File()
-			conn.Close()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			// As Access.Start forks: the test binary's directory is root's alone.
-			cmd := exec.Command("/proc/self/exe", HelperCommand)
-			cmd.Stdin, cmd.Stdout = f, f
-			cmd.Env = []string{testGraceEnv + "=1s"}
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Setsid: true}
-			err = cmd.Start()
-			f.Close()
-			if err != nil {
-				t.Error(err)
-				continue
-			}
-			done := make(chan struct{})
-			h.mu.Lock()
-			h.procs = append(h.procs, cmd.Process)
-			h.exited[cmd.Process.Pid] = done
-			h.mu.Unlock()
-			wg.Go(func() { cmd.Wait(); close(done) }) //nolint:errcheck // killed ones too
-		}
-	})
-	return h
-}
-
-// pid returns the process of the helper c talks to; through the socket, the
-// last one started (c may be nil then).
-func (h *helpers) pid(t *testing.T, c *Helper) int {
-	t.Helper()
-	if !h.socket {
-		return c.PID()
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.procs) == 0 || (c != nil && c.PID() != 0) {
-		t.Fatal("no helper was started through the socket")
-	}
-	return h.procs[len(h.procs)-1].Pid
-}
-
-// kill kills the helper c talks to, as the OOM killer or an operator might.
-func (h *helpers) kill(t *testing.T, c *Helper) {
-	t.Helper()
-	if err := syscall.Kill(h.pid(t, c), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitExit waits up to timeout for the socket's helper pid to exit.
-func (h *helpers) waitExit(pid int, timeout time.Duration) error {
-	h.mu.Lock()
-	done := h.exited[pid]
-	h.mu.Unlock()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(timeout):
-		return errors.New("the helper still runs")
-	}
-}
-
-// dbDirFor makes a directory tree like /var/lib/kato/kg: a root-owned,
-// world-searchable parent and a queue directory owned by nobody, who plays
-// the kato user.
-func dbDirFor(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the test is what root does")
-	}
-	old, oldSocket := testUser, testSocket
-	testUser = "nobody"
-	// No kato-queue.socket: the child is forked.
-	testSocket = filepath.Join(t.TempDir(), "no-queue.sock")
-	t.Cleanup(func() { testUser, testSocket = old, oldSocket })
-	parent, err := os.MkdirTemp("", "kato-queue-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
-	if err := os.Chmod(parent, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	kgDir := filepath.Join(parent, "kg")
-	if err := os.Mkdir(kgDir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(kgDir, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	return kgDir
-}
-
-// storeDocuments creates the queue database at path, as the service user
-// (nobody) will find it, holding crawled_content rows with the given ids.
-func storeDocuments(t *testing.T, path string, contentIDs ...int64) {
-	t.Helper()
-	q, err := Open(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("sqlite3", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range contentIDs {
-		if _, err := db.Exec("INSERT INTO crawled_content(id, url) VALUES (?, ?)", c, fmt.Sprintf("https://example.com/%d", c)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	db.Close()
-	q.Close()
-	files, _ := filepath.Glob(path + "*")
-	for _, f := range files {
-		if err := os.Chown(f, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // TestReopeningQueueReplacesADeadChild: serve keeps answering /stats after
 // its database child died.
 func TestReopeningQueueReplacesADeadChild(t *testing.T) {
-	queueTransports(t, reopeningQueueReplacesADeadChild)
+	kgdbtest.Transports(t, vars, reopeningQueueReplacesADeadChild)
 }
 
-func reopeningQueueReplacesADeadChild(t *testing.T, h *helpers, kgDir string) {
+func reopeningQueueReplacesADeadChild(t *testing.T, h *kgdbtest.Helpers, kgDir string) {
 	ctx := context.Background()
 	dbPath := filepath.Join(kgDir, "kg.db")
-	open := func() (Store, error) {
-		return testAccess().Start(ctx, Request{Op: "open", DB: dbPath, MaxRetries: 3})
+	open := func() (kgdb.Store, error) {
+		return testAccess().Start(ctx, kgdb.Request{Op: "open", DB: dbPath, MaxRetries: 3})
 	}
-	storeDocuments(t, dbPath, 9)
+	kgdbtest.StoreDocuments(t, dbPath, 9)
 	first, err := open()
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := NewReopening(first, open)
+	q := kgdb.NewReopening(first, open)
 	defer q.Close()
 	if _, err := q.EnqueueDocuments(ctx, 1, 9); err != nil {
 		t.Fatal(err)
 	}
-	h.kill(t, first.(*Helper))
+	h.Kill(t, first.(*kgdb.Helper))
 	if _, err := q.Stats(ctx); err == nil {
 		t.Fatal("a call to a killed child succeeded")
 	}
@@ -298,16 +104,16 @@ func procStat(t *testing.T, pid int) []string {
 // have a session of its own, no controlling terminal, none of root's files
 // as its stdio, and be closed to ptrace by its own user.
 func TestQueueChildCannotBeEntered(t *testing.T) {
-	queueTransports(t, queueChildCannotBeEntered)
+	kgdbtest.Transports(t, vars, queueChildCannotBeEntered)
 }
 
-func queueChildCannotBeEntered(t *testing.T, h *helpers, kgDir string) {
-	c, err := testAccess().Start(context.Background(), Request{Op: "open", DB: filepath.Join(kgDir, "kg.db"), MaxRetries: 3})
+func queueChildCannotBeEntered(t *testing.T, h *kgdbtest.Helpers, kgDir string) {
+	c, err := testAccess().Start(context.Background(), kgdb.Request{Op: "open", DB: filepath.Join(kgDir, "kg.db"), MaxRetries: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	pid := h.pid(t, c)
+	pid := h.PID(t, c)
 
 	stat := procStat(t, pid)
 	ownSid, err := unix.Getsid(0)
@@ -327,10 +133,10 @@ func queueChildCannotBeEntered(t *testing.T, h *helpers, kgDir string) {
 		}
 		ours, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
 		kind := "pipe:"
-		if h.socket && fd < 2 {
+		if h.Socket && fd < 2 {
 			kind = "socket:" // the connection; stderr goes to the journal
 		}
-		if h.socket && fd == 2 {
+		if h.Socket && fd == 2 {
 			continue
 		}
 		if !strings.HasPrefix(theirs, kind) || theirs == ours {
@@ -367,22 +173,22 @@ func queueChildCannotBeEntered(t *testing.T, h *helpers, kgDir string) {
 // Callers that give up, waiting for their turn or for their answer, leave
 // the child running and in step; the next call is answered at once.
 func TestCancelledCallsKeepTheSharedChild(t *testing.T) {
-	queueTransports(t, cancelledCallsKeepTheSharedChild)
+	kgdbtest.Transports(t, vars, cancelledCallsKeepTheSharedChild)
 }
 
-func cancelledCallsKeepTheSharedChild(t *testing.T, h *helpers, kgDir string) {
+func cancelledCallsKeepTheSharedChild(t *testing.T, h *kgdbtest.Helpers, kgDir string) {
 	dbPath := filepath.Join(kgDir, "slow.db")
-	open := func() (Store, error) {
-		return testAccess().Start(context.Background(), Request{Op: "open", DB: dbPath, MaxRetries: 3})
+	open := func() (kgdb.Store, error) {
+		return testAccess().Start(context.Background(), kgdb.Request{Op: "open", DB: dbPath, MaxRetries: 3})
 	}
-	storeDocuments(t, dbPath, 5)
-	q := NewReopening(nil, open)
+	kgdbtest.StoreDocuments(t, dbPath, 5)
+	q := kgdb.NewReopening(nil, open)
 	defer q.Close()
 	if _, err := q.EnqueueDocuments(context.Background(), 1, 5); err != nil {
 		t.Fatal(err)
 	}
-	child := q.q.(*Helper)
-	pid := h.pid(t, child)
+	child := kgdb.ReopeningStore(q).(*kgdb.Helper)
+	pid := h.PID(t, child)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
@@ -409,7 +215,7 @@ func cancelledCallsKeepTheSharedChild(t *testing.T, h *helpers, kgDir string) {
 			t.Error(err)
 		}
 	}
-	if q.q != child || syscall.Kill(pid, 0) != nil {
+	if kgdb.ReopeningStore(q) != child || syscall.Kill(pid, 0) != nil {
 		t.Fatalf("the shared child (pid %d) was replaced or killed by callers that gave up", pid)
 	}
 	// Another operation than the abandoned ones: an answer left over from
@@ -421,10 +227,10 @@ func cancelledCallsKeepTheSharedChild(t *testing.T, h *helpers, kgDir string) {
 	}
 	// At most the one answer still owed to a caller that left, then this
 	// call's own.
-	if took := time.Since(start); took > 3*slowChildOp+time.Second {
+	if took := time.Since(start); took > 3*kgdbtest.SlowOp+time.Second {
 		t.Errorf("the next call took %s", took)
 	}
-	if q.q != child {
+	if kgdb.ReopeningStore(q) != child {
 		t.Error("the next call replaced the child")
 	}
 }
@@ -432,16 +238,16 @@ func cancelledCallsKeepTheSharedChild(t *testing.T, h *helpers, kgDir string) {
 // TestHungChildIsReplaced: a child that does not answer within the call
 // deadline is killed, the call fails, and the next call has a new child.
 func TestHungChildIsReplaced(t *testing.T) {
-	queueTransports(t, hungChildIsReplaced)
+	kgdbtest.Transports(t, vars, hungChildIsReplaced)
 }
 
-func hungChildIsReplaced(t *testing.T, h *helpers, kgDir string) {
+func hungChildIsReplaced(t *testing.T, h *kgdbtest.Helpers, kgDir string) {
 	old := testDeadline
 	testDeadline = 500 * time.Millisecond
 	t.Cleanup(func() { testDeadline = old })
 	dbPath := filepath.Join(kgDir, "hung.db")
-	q := NewReopening(nil, func() (Store, error) {
-		return testAccess().Start(context.Background(), Request{Op: "open", DB: dbPath, MaxRetries: 3})
+	q := kgdb.NewReopening(nil, func() (kgdb.Store, error) {
+		return testAccess().Start(context.Background(), kgdb.Request{Op: "open", DB: dbPath, MaxRetries: 3})
 	})
 	defer q.Close()
 	// The caller waits longer than the deadline.
@@ -449,16 +255,16 @@ func hungChildIsReplaced(t *testing.T, h *helpers, kgDir string) {
 	defer cancel()
 	start := time.Now()
 	_, err := q.Stats(ctx)
-	if !errors.Is(err, ErrHelperGone) || !strings.Contains(err.Error(), "no answer to stats within 500ms") || time.Since(start) > 5*time.Second {
+	if !errors.Is(err, kgdb.ErrHelperGone) || !strings.Contains(err.Error(), "no answer to stats within 500ms") || time.Since(start) > 5*time.Second {
 		t.Fatalf("a call to a hung child: %v after %s, want the child given up after the deadline", err, time.Since(start))
 	}
-	if q.q != nil {
+	if kgdb.ReopeningStore(q) != nil {
 		t.Error("the hung child is still the one in use")
 	}
-	if h.socket {
+	if h.Socket {
 		// Hung up on, the socket's helper exits within its grace (1s
 		// here), though its request never returns.
-		if err := h.waitExit(h.pid(t, nil), 3*time.Second); err != nil {
+		if err := h.WaitExit(h.PID(t, nil), 3*time.Second); err != nil {
 			t.Errorf("the hung helper, hung up on: %v", err)
 		}
 	}
@@ -468,25 +274,25 @@ func hungChildIsReplaced(t *testing.T, h *helpers, kgDir string) {
 // queue (counts, the workers' reports, latencies, the items listed) is one
 // request to root's database child, through serve's reopening queue.
 func TestOverviewIsOneRequestToTheChild(t *testing.T) {
-	kgDir := dbDirFor(t)
+	kgDir := kgdbtest.DBDir(t, vars)
 	ctx := context.Background()
 	dbPath := filepath.Join(kgDir, "kg.db")
-	open := func() (Store, error) {
-		return testAccess().Start(ctx, Request{Op: "open", DB: dbPath, MaxRetries: 3})
+	open := func() (kgdb.Store, error) {
+		return testAccess().Start(ctx, kgdb.Request{Op: "open", DB: dbPath, MaxRetries: 3})
 	}
-	storeDocuments(t, dbPath, 7, 8)
+	kgdbtest.StoreDocuments(t, dbPath, 7, 8)
 	first, err := open()
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := NewReopening(first, open)
+	q := kgdb.NewReopening(first, open)
 	defer q.Close()
 	if _, err := q.EnqueueDocuments(ctx, 1, 7, 8); err != nil {
 		t.Fatal(err)
 	}
-	child := first.(*Helper)
-	w := &countingWriter{WriteCloser: child.in}
-	child.in = w
+	child := first.(*kgdb.Helper)
+	w := &countingWriter{}
+	kgdb.WrapHelperInput(child, func(in io.WriteCloser) io.WriteCloser { w.WriteCloser = in; return w })
 	o, err := q.Overview(ctx, queue.StatusPending, 50)
 	if err != nil {
 		t.Fatal(err)
@@ -515,22 +321,22 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // *config.NotFoundError (404, exit 2), bad input a *config.FieldError, as
 // when the database is opened in process.
 func TestQueueErrorsKeepTheirKindAsRoot(t *testing.T) {
-	kgDir := dbDirFor(t)
+	kgDir := kgdbtest.DBDir(t, vars)
 	dbPath := filepath.Join(kgDir, "kg.db")
-	storeDocuments(t, dbPath, 7)
+	kgdbtest.StoreDocuments(t, dbPath, 7)
 	ctx := context.Background()
-	c, err := testAccess().Start(ctx, Request{Op: "open", DB: dbPath, MaxRetries: 3})
+	c, err := testAccess().Start(ctx, kgdb.Request{Op: "open", DB: dbPath, MaxRetries: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	db, err := OpenFor(ctx, dbPath, 3, false, false)
-	local := NewLocal(db)
+	db, err := kgdb.OpenFor(ctx, dbPath, 3, false, false)
+	local := kgdb.NewLocal(db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer local.Close()
-	for name, q := range map[string]Store{"child": c, "in process": local} {
+	for name, q := range map[string]kgdb.Store{"child": c, "in process": local} {
 		_, err := q.Document(ctx, 99)
 		var nf *config.NotFoundError
 		if !errors.As(err, &nf) || nf.Field != "CONTENT_ID" || nf.Value != "99" || err.Error() != "invalid CONTENT_ID 99: no such document" {
@@ -553,22 +359,22 @@ func TestQueueErrorsKeepTheirKindAsRoot(t *testing.T) {
 // TestPingIsAnOperation: ping is an operation of the table, answered by
 // the database in process and through the helper alike.
 func TestPingIsAnOperation(t *testing.T) {
-	kgDir := dbDirFor(t)
+	kgDir := kgdbtest.DBDir(t, vars)
 	dbPath := filepath.Join(kgDir, "kg.db")
-	storeDocuments(t, dbPath)
+	kgdbtest.StoreDocuments(t, dbPath)
 	ctx := context.Background()
-	c, err := testAccess().Start(ctx, Request{Op: "open", DB: dbPath, MaxRetries: 3})
+	c, err := testAccess().Start(ctx, kgdb.Request{Op: "open", DB: dbPath, MaxRetries: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	db, err := OpenFor(ctx, dbPath, 3, true, false)
+	db, err := kgdb.OpenFor(ctx, dbPath, 3, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	local := NewLocal(db)
+	local := kgdb.NewLocal(db)
 	defer local.Close()
-	if _, ok := ops["ping"]; !ok {
+	if !kgdb.HasOp("ping") {
 		t.Fatal("ping is not an operation of the table")
 	}
 	for name, q := range map[string]interface{ Ping(context.Context) error }{"helper": c, "in process": local} {

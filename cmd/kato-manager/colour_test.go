@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/textview"
 )
 
 // statusWithAProblem is a status with a running instance and a failed one.
@@ -22,10 +23,15 @@ func statusWithAProblem() *supervisor.Status {
 
 // stripColour removes the escape sequences palette writes.
 func stripColour(s string) string {
-	for _, c := range []colour{plain, red, green, yellow} {
+	for _, c := range []textview.Colour{textview.Plain, textview.Red, textview.Green, textview.Yellow} {
 		s = strings.ReplaceAll(s, "\033["+string(c)+"m", "")
 	}
 	return strings.ReplaceAll(s, "\033[0m", "")
+}
+
+// printStatus prints st as status does, in a's palette.
+func printStatus(a *app, st *supervisor.Status) {
+	textview.Status(a.stdout, a.palette(a.stdout), st)
 }
 
 // On a terminal, status paints its state words and its PROBLEM column,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/remote"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/textview"
 )
 
 // Exit codes of diff and apply --dry-run, as diff(1) and `kubectl diff`
@@ -169,7 +169,7 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		} else {
 			fmt.Fprintf(a.stderr, "kato-manager: systemd cannot be asked (%v): the plan compares the file with the registry only\n", err)
 		}
-		printPlan(a.stdout, plan)
+		textview.Plan(a.stdout, plan)
 		pending = plan.Pending()
 		if src.HasGroups {
 			for _, line := range fleet.GroupChanges(reg.Groups, src.Groups) {
@@ -201,41 +201,6 @@ func flattenFileErrors(err error) error {
 		return fileErrors{fes}
 	}
 	return err
-}
-
-// printPlan writes the plan: "+ id" and its fields for an instance to
-// create, "~ id" and "field: old -> new" for one to change, "- id" for one
-// to remove, and a summary line.
-func printPlan(w io.Writer, plan fleet.Plan) {
-	for _, s := range plan.Steps {
-		switch s.Action {
-		case fleet.Create:
-			fmt.Fprintf(w, "+ %s\n", s.ID)
-			for _, c := range s.Changes {
-				fmt.Fprintf(w, "    %s: %s\n", c.Field, c.New)
-			}
-		case fleet.Change, fleet.Restart:
-			fmt.Fprintf(w, "%s %s\n", s.Action.Symbol(), s.ID)
-			for _, c := range s.Changes {
-				fmt.Fprintf(w, "    %s: %s -> %s\n", c.Field, orNone(c.Old), orNone(c.New))
-			}
-		case fleet.Remove:
-			fmt.Fprintf(w, "%s%s (port %d)\n", fleet.RemovalPrefix, s.ID, s.Have.APIPort)
-		}
-	}
-	restart := ""
-	if n := plan.Count(fleet.Restart); n > 0 {
-		restart = fmt.Sprintf(", %d to restart (not running what the registry says)", n)
-	}
-	fmt.Fprintf(w, "plan: %d to create, %d to change (restart)%s, %d to remove, %d unchanged\n",
-		plan.Count(fleet.Create), plan.Count(fleet.Change), restart, plan.Count(fleet.Remove), plan.Count(fleet.Keep))
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "(none)"
-	}
-	return s
 }
 
 func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) error {
@@ -290,8 +255,8 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 		return err
 	}
 	defer done()
-	pr := newProgressPrinter(a.stderr)
-	opts.Progress = pr.update
+	pr := textview.NewProgress(a.stderr)
+	opts.Progress = pr.Update
 	applyOpts := supervisor.ApplyOptions{BatchOptions: opts, Prune: prune, Groups: src.Groups, SetGroups: src.HasGroups}
 	if os.Getenv(testPauseVariable) == "registry" {
 		applyOpts.AfterRegistry = func(ctx context.Context) {
@@ -305,55 +270,18 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 		}
 	}
 	res, err := m.Apply(ctx, file, want, applyOpts)
-	pr.finish()
+	pr.Finish()
 	if res == nil {
 		return flattenFileErrors(err)
 	}
-	plan = res.Plan
 	if res.GroupsChanged {
 		fmt.Fprintf(a.stdout, "groups of %s stored: %s\n", file, config.NamesOrNone(slices.Sorted(maps.Keys(src.Groups))))
 	}
-	if !plan.Pending() {
-		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", plan.Count(fleet.Keep), file)
+	if !res.Plan.Pending() {
+		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", res.Plan.Count(fleet.Keep), file)
 		return nil
 	}
-	done2 := map[string]bool{}
-	for _, id := range res.Done {
-		done2[id] = true
-	}
-	verbs := map[fleet.Action]string{fleet.Create: "created", fleet.Change: "changed and restarted", fleet.Remove: "removed",
-		fleet.Restart: "restarted: it now runs its registered settings"}
-	for _, s := range plan.Steps {
-		if s.Action != fleet.Keep && done2[s.ID] {
-			fmt.Fprintf(a.stdout, "%s %s %s\n", s.Action.Symbol(), s.ID, verbs[s.Action])
-		}
-	}
-	for _, fl := range res.Failed {
-		what := map[fleet.Action]string{fleet.Create: "removed again", fleet.Change: "put back to its old settings", fleet.Remove: "left registered",
-			fleet.Restart: "stopped; its entry keeps the file's settings"}[fl.Action]
-		fmt.Fprintf(a.stdout, "! %s failed: %v; %s\n", fl.ID, fl.Err, what)
-		if fl.RollbackErr != nil {
-			fmt.Fprintf(a.stdout, "  rollback failed too: %v\n", fl.RollbackErr)
-		}
-		for _, l := range fl.Journal {
-			fmt.Fprintf(a.stdout, "  | %s\n", l)
-		}
-	}
-	count := func(act fleet.Action) int {
-		n := 0
-		for _, s := range plan.Steps {
-			if s.Action == act && done2[s.ID] {
-				n++
-			}
-		}
-		return n
-	}
-	restarted := ""
-	if n := count(fleet.Restart); n > 0 {
-		restarted = fmt.Sprintf(", %d restarted", n)
-	}
-	fmt.Fprintf(a.stdout, "applied %s: %d created, %d changed%s, %d removed, %d unchanged, %d failed\n", file,
-		count(fleet.Create), count(fleet.Change), restarted, count(fleet.Remove), plan.Count(fleet.Keep), len(res.Failed))
+	textview.Applied(a.stdout, file, res)
 	if err != nil && errors.Is(err, supervisor.ErrBatchFailed) {
 		return exitCodeError{code: exitFailed}
 	}
@@ -391,94 +319,4 @@ func (a *app) export(ctx context.Context, fs *pflag.FlagSet, format *string) err
 	}
 	_, err = a.stdout.Write(data)
 	return err
-}
-
-// progressPrinter shows a batch as it goes: on a terminal, one line per
-// instance redrawn in place when there are few, or one line of counts when
-// there are many; otherwise a plain log line per event.
-type progressPrinter struct {
-	w        io.Writer
-	tty      bool
-	order    []string
-	state    map[string]progressLine
-	drawn    int
-	counts   map[supervisor.Phase]int
-	total    int // the batch's instances, from its events
-	lastDraw time.Time
-}
-
-type progressLine struct {
-	phase supervisor.Phase
-	text  string
-}
-
-// maxProgressLines is the most instances shown one per line.
-const maxProgressLines = 12
-
-func newProgressPrinter(w io.Writer) *progressPrinter {
-	p := &progressPrinter{w: w, state: map[string]progressLine{}, counts: map[supervisor.Phase]int{}}
-	if f, ok := w.(*os.File); ok && isTerminal(f.Fd()) {
-		p.tty = true
-	}
-	return p
-}
-
-// perLine says whether each instance gets a line of its own.
-func (p *progressPrinter) perLine() bool { return p.total <= maxProgressLines }
-
-func (p *progressPrinter) update(ev supervisor.Progress) {
-	text := ev.ID
-	if ev.Err != nil {
-		text += ": " + firstLine(ev.Err.Error())
-	}
-	if ev.Phase == supervisor.PhaseReady || ev.Phase == supervisor.PhaseFailed {
-		text += fmt.Sprintf(" (%.1fs)", ev.Elapsed.Seconds())
-	}
-	if !p.tty {
-		fmt.Fprintf(p.w, "%s %s %s\n", time.Now().Format("15:04:05.000"), ev.Phase, text)
-		return
-	}
-	p.total = ev.Total
-	if old, seen := p.state[ev.ID]; seen {
-		p.counts[old.phase]--
-	} else {
-		p.order = append(p.order, ev.ID)
-	}
-	p.state[ev.ID] = progressLine{ev.Phase, text}
-	p.counts[ev.Phase]++
-	p.draw(false)
-}
-
-func (p *progressPrinter) draw(final bool) {
-	if p.perLine() {
-		if p.drawn > 0 {
-			fmt.Fprintf(p.w, "\033[%dA", p.drawn)
-		}
-		for _, id := range p.order {
-			fmt.Fprintf(p.w, "\r\033[K  %-11s %s\n", p.state[id].phase, p.state[id].text)
-		}
-		p.drawn = len(p.order)
-		return
-	}
-	if !final && time.Since(p.lastDraw) < 100*time.Millisecond {
-		return
-	}
-	p.lastDraw = time.Now()
-	fmt.Fprintf(p.w, "\r\033[K%d ready, %d starting, %d failed, %d rolled back, %d removed of %d",
-		p.counts[supervisor.PhaseReady], p.counts[supervisor.PhaseStarting], p.counts[supervisor.PhaseFailed],
-		p.counts[supervisor.PhaseRolledBack], p.counts[supervisor.PhaseRemoved], p.total)
-	if final {
-		fmt.Fprintln(p.w)
-	}
-}
-
-func (p *progressPrinter) finish() {
-	if p.tty && !p.perLine() && len(p.order) > 0 {
-		p.draw(true)
-	}
-}
-
-func firstLine(s string) string {
-	first, _, _ := strings.Cut(s, "\n")
-	return first
 }

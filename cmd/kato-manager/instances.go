@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/textview"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -82,10 +82,10 @@ func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b
 		return err
 	}
 	defer done()
-	pr := newProgressPrinter(a.stderr)
-	opts.Progress = pr.update
+	pr := textview.NewProgress(a.stderr)
+	opts.Progress = pr.Update
 	res, err := do(m, ctx, group, opts)
-	pr.finish()
+	pr.Finish()
 	if res == nil {
 		return err
 	}
@@ -102,19 +102,7 @@ func checkGroupFlag(group string) error {
 
 // printGroupResult reports a start or restart of a group.
 func (a *app) printGroupResult(verb string, res *supervisor.GroupResult, err error) error {
-	for _, id := range res.Done {
-		fmt.Fprintf(a.stdout, "%s %s\n", verb, id)
-	}
-	for _, id := range res.Running {
-		fmt.Fprintf(a.stdout, "%s is already running\n", id)
-	}
-	for _, fl := range res.Failed {
-		fmt.Fprintf(a.stdout, "! %s failed: %v\n", fl.ID, fl.Err)
-		for _, l := range fl.Journal {
-			fmt.Fprintf(a.stdout, "  | %s\n", l)
-		}
-	}
-	fmt.Fprintf(a.stdout, "%d %s, %d already running, %d failed\n", len(res.Done), verb, len(res.Running), len(res.Failed))
+	textview.GroupResult(a.stdout, verb, res)
 	if errors.Is(err, supervisor.ErrBatchFailed) {
 		return exitCodeError{code: exitFailed}
 	}
@@ -150,10 +138,10 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		return err
 	}
 	defer done()
-	pr := a.waitPrinter()
-	m.Waiting = pr.update
+	pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
+	m.Waiting = pr.Update
 	res, err := m.Start(ctx, req)
-	pr.finish()
+	pr.Finish()
 	if err != nil {
 		return err
 	}
@@ -171,7 +159,7 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		processorName = config.DefaultProcessor
 	}
 	fmt.Fprintf(a.stdout, "started %s (%s): %s, processor %s (generation %s), %s network, API port %d%s\n",
-		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, zmqText(inst.ZMQPort))
+		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, textview.ZMQText(inst.ZMQPort))
 	if inst.Group != "" {
 		fmt.Fprintf(a.stdout, "  group: %s (%s)\n", inst.Group, units.GroupTarget(inst.Group))
 	}
@@ -333,10 +321,10 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 	}
 	defer done()
 	if len(refs) == 1 {
-		pr := a.waitPrinter()
-		m.Waiting = pr.update
+		pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
+		m.Waiting = pr.Update
 		res, err := m.Stop(ctx, refs[0])
-		pr.finish()
+		pr.Finish()
 		if err != nil {
 			return err
 		}
@@ -434,14 +422,14 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 		return err
 	}
 	defer done()
-	pr := a.waitPrinter()
-	m.Waiting = pr.update
+	pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
+	m.Waiting = pr.Update
 	inst, err := m.Restart(ctx, found.ID, *timeout)
-	pr.finish()
+	pr.Finish()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "restarted %s (%s): API port %d%s\n", inst.ID, inst.Name, inst.APIPort, zmqText(inst.ZMQPort))
+	fmt.Fprintf(a.stdout, "restarted %s (%s): API port %d%s\n", inst.ID, inst.Name, inst.APIPort, textview.ZMQText(inst.ZMQPort))
 	return nil
 }
 
@@ -489,76 +477,21 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 			fmt.Fprintln(a.stdout, "no fronts")
 			return nil
 		}
-		return printFronts(a, fronts, false)
+		return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
 	}
 	if *asJSON {
 		return writeJSON(a.stdout, views)
 	}
 	if len(views) == 0 {
 		fmt.Fprintln(a.stdout, "no instances; start one with `kato-manager start --id ID`")
-	} else {
-		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, listHeader)
-		for _, v := range views {
-			fmt.Fprintln(tw, listRow(v))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+	} else if err := textview.List(a.stdout, views); err != nil {
+		return err
 	}
 	if len(fronts) > 0 {
 		fmt.Fprintln(a.stdout, "fronts:")
-		return printFronts(a, fronts, false)
+		return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
 	}
 	return nil
-}
-
-// listHeader is the header of list's table, listRow one of its rows.
-const listHeader = "ID\tNAME\tPROCESSOR\tNETWORK\tGROUP\tSTATE\tPID\tAPI\tZMQ\tUPTIME\tMEMORY"
-
-func listRow(v supervisor.InstanceView) string {
-	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", v.ID, v.Name, processorLabel(v), v.Network, orDash(v.Group), v.State(), dash(v.PID), v.APIPort, dash(int32(v.ZMQPort)), uptime(v.UptimeSeconds, v.PID), memory(v.MemoryBytes))
-}
-
-// frontHeader is the header of the fronts' table, in list and status; with
-// problems, status's PROBLEM column too. Each front's members follow it on
-// lines of their own.
-const frontHeader = "GROUP\tSTATE\tADDRESS\tPORT\tBALANCE\tMEMBERS\tREQUESTS\tERRORS"
-
-// printFronts prints the fronts' table, each front followed by its
-// members with their states and sessions.
-func printFronts(a *app, fronts []supervisor.FrontView, problems bool) error {
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	pal := a.palette(a.stdout)
-	header := frontHeader
-	if problems {
-		header += "\t" + pal.paint(plain, "PROBLEM")
-	}
-	fmt.Fprintln(tw, "  "+header)
-	for _, f := range fronts {
-		state := f.State()
-		members := f.Counts.String()
-		if !f.Answering && f.ActiveState == "active" {
-			members = "not answering"
-		}
-		port := "-"
-		if f.Port != 0 {
-			port = fmt.Sprint(f.Port)
-		}
-		row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d", f.Group, pal.paint(stateColour(state), state), orDash(f.Address), port, orDash(f.Balance), members, f.Requests, f.Errors)
-		if problems {
-			problem, colour := f.Problem, red
-			if problem == "" {
-				problem, colour = "-", plain
-			}
-			row += "\t" + pal.paint(colour, problem)
-		}
-		fmt.Fprintln(tw, "  "+row)
-		for _, mb := range f.Members {
-			fmt.Fprintf(tw, "    member %s\t%s\tsessions %d\tweight %d\t\t\t%d\t%d\n", mb.ID, mb.State, mb.Sessions, mb.Weight, mb.Requests, mb.Errors)
-		}
-	}
-	return tw.Flush()
 }
 
 func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
@@ -584,7 +517,7 @@ func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error
 			return err
 		}
 	} else {
-		printStatus(a, st)
+		textview.Status(a.stdout, a.palette(a.stdout), st)
 	}
 	if !st.Healthy() {
 		return errUnhealthy
@@ -599,81 +532,6 @@ var errUnhealthy = silentError{}
 type silentError struct{}
 
 func (silentError) Error() string { return "" }
-
-func printStatus(a *app, st *supervisor.Status) {
-	if !st.SystemdReachable {
-		fmt.Fprintf(a.stdout, "systemd: unreachable: %s\n", st.SystemdError)
-		return
-	}
-	fmt.Fprintf(a.stdout, "systemd: reachable (version %s)\n", st.SystemdVersion)
-	if len(st.Services) > 0 {
-		fmt.Fprintln(a.stdout, "shared services:")
-		for _, s := range st.Services {
-			fmt.Fprintf(a.stdout, "  %s: %s (%s/%s)\n", s.Unit, s.LoadState, s.ActiveState, s.SubState)
-		}
-	}
-	if len(st.Instances) == 0 {
-		fmt.Fprintln(a.stdout, "instances: none")
-	} else {
-		fmt.Fprintln(a.stdout, "instances:")
-		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		pal := a.palette(a.stdout)
-		fmt.Fprintln(tw, "  "+statusHeader(pal))
-		for _, i := range st.Instances {
-			fmt.Fprintln(tw, "  "+statusRow(pal, i))
-		}
-		tw.Flush()
-	}
-	if len(st.Fronts) > 0 {
-		fmt.Fprintln(a.stdout, "fronts:")
-		printFronts(a, st.Fronts, true)
-	}
-	for _, w := range st.Warnings {
-		fmt.Fprintf(a.stdout, "warning: %s\n", w)
-	}
-	for _, line := range driftLines(st.Drift, "kato-manager gc") {
-		fmt.Fprintf(a.stdout, "registry: %s\n", line)
-	}
-}
-
-// statusHeader is the header of status's instance table, statusRow one of
-// its rows. The state and the problem are painted: a state by what it
-// is, a problem red.
-func statusHeader(pal palette) string {
-	return "ID\tUNIT\tPROCESSOR\tNETWORK\tGROUP\t" + pal.paint(plain, "STATE") + "\tRESTARTS\tLIVENESS\tAPI\tLISTENING\tANSWERING\t" + pal.paint(plain, "PROBLEM")
-}
-
-func statusRow(pal palette, i supervisor.InstanceStatus) string {
-	problem, problemColour := i.Problem, red
-	if problem == "" {
-		problem, problemColour = "-", plain
-	}
-	state := i.State()
-	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s", i.ID, i.Unit, processorLabel(i.InstanceView), i.Network, orDash(i.Group),
-		pal.paint(stateColour(state), state), i.Restarts, i.LivenessRestarts, i.APIPort, yesNo(i.APIListening), yesNo(i.Answering), pal.paint(problemColour, problem))
-}
-
-// driftLines says where registry and systemd disagree, naming gc, the
-// command that repairs it.
-func driftLines(d supervisor.Drift, gc string) []string {
-	if d.Empty() {
-		return []string{"in step with systemd"}
-	}
-	var lines []string
-	if len(d.MissingUnits) > 0 {
-		lines = append(lines, fmt.Sprintf("entries whose unit vanished: %s (run `%s`)", strings.Join(d.MissingUnits, ", "), gc))
-	}
-	if len(d.OrphanUnits) > 0 {
-		lines = append(lines, fmt.Sprintf("units with no entry: %s (run `%s`)", strings.Join(d.OrphanUnits, ", "), gc))
-	}
-	if len(d.NotRunning) > 0 {
-		lines = append(lines, fmt.Sprintf("registered but not running: %s (run `kato-manager start ID`, or apply the fleet file again)", strings.Join(d.NotRunning, ", ")))
-	}
-	if len(d.StaleSettings) > 0 {
-		lines = append(lines, fmt.Sprintf("running with other settings than their registry entries and kato.toml give them: %s (run `kato-manager restart ID`, or apply the fleet file again)", strings.Join(d.StaleSettings, ", ")))
-	}
-	return lines
-}
 
 // logsFlagValues are logs' flags.
 type logsFlagValues struct {
@@ -777,61 +635,8 @@ func (a *app) installUnits(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 	return err
 }
 
-// processorLabel is the processor column: its name and generation.
-func processorLabel(v supervisor.InstanceView) string {
-	if v.Generation == "" {
-		return v.Processor + " (missing)"
-	}
-	return v.Processor + " (" + v.Generation + ")"
-}
-
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
-}
-
 func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// zmqText is ", ZMQ port N" for an instance with a ZMQ port, "" for one
-// without (generation B).
-func zmqText(port int) string {
-	if port == 0 {
-		return ""
-	}
-	return fmt.Sprintf(", ZMQ port %d", port)
-}
-
-func dash(pid int32) string {
-	if pid == 0 {
-		return "-"
-	}
-	return fmt.Sprint(pid)
-}
-
-func uptime(seconds int64, pid int32) string {
-	if pid == 0 {
-		return "-"
-	}
-	return (time.Duration(seconds) * time.Second).String()
-}
-
-func memory(b uint64) string {
-	if b == 0 {
-		return "-"
-	}
-	const unit = 1024
-	v, suffix := float64(b), "B"
-	for _, s := range []string{"K", "M", "G", "T"} {
-		if v < unit {
-			break
-		}
-		v, suffix = v/unit, s
-	}
-	return fmt.Sprintf("%.1f%s", v, suffix)
 }

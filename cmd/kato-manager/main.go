@@ -18,6 +18,7 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/textview"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -332,7 +333,7 @@ func (a *app) report(err error) int {
 		return exitOK
 	}
 	// The messages' "kato-manager:" is red on a terminal.
-	prefix := a.palette(a.stderr).paint(red, "kato-manager:")
+	prefix := a.palette(a.stderr).Paint(textview.Red, "kato-manager:")
 	var re remoteExit
 	if errors.As(err, &re) {
 		return re.code
@@ -356,13 +357,7 @@ func (a *app) report(err error) int {
 	}
 	var se *supervisor.StartError
 	if errors.As(err, &se) {
-		fmt.Fprintf(a.stderr, "%s %v\n", prefix, se.Err)
-		if len(se.Journal) > 0 {
-			fmt.Fprintf(a.stderr, "last log lines of %s:\n", se.Unit)
-			for _, l := range se.Journal {
-				fmt.Fprintf(a.stderr, "  %s\n", l)
-			}
-		}
+		textview.StartError(a.stderr, prefix, se)
 		return exitFailed
 	}
 	if !errors.Is(err, errUnhealthy) {

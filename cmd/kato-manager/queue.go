@@ -3,19 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
-	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/internal/termtext"
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/queue"
+	"github.com/kato-manager/kato-manager/textview"
 )
 
 // openQueue opens the KG queue database named by the configuration; as
@@ -113,27 +109,7 @@ func (a *app) queueList(ctx context.Context, fs *pflag.FlagSet, f *queueListFlag
 	if *asJSON {
 		return writeJSON(a.stdout, items)
 	}
-	return printQueueList(a.stdout, items)
-}
-
-// printQueueList prints items as queue list's table. The error text is the
-// KG service's own words, and a worker names itself: both are escaped for
-// the terminal, tabs and newlines included, so that each item stays one row.
-func printQueueList(w io.Writer, items []queue.Item) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tCONTENT\tSTATUS\tPRIORITY\tRETRIES\tQUEUED\tWORKER\tERROR")
-	for _, it := range items {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%s\t%s\t%s\n", it.ID, it.ContentID, it.Status, it.Priority, it.RetryCount,
-			it.QueuedAt.Local().Format(time.DateTime), orDash(termtext.Line(it.LeaseOwner)), orDash(termtext.Line(it.ErrorMessage)))
-	}
-	return tw.Flush()
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	return textview.QueueList(a.stdout, items)
 }
 
 func (a *app) queueRetryFailed(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
@@ -364,21 +340,5 @@ func (a *app) queueMigrate(ctx context.Context, fs *pflag.FlagSet, f *queueMigra
 	if *f.asJSON {
 		return writeJSON(a.stdout, report)
 	}
-	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TABLE\tROWS")
-	var rows int64
-	for _, t := range report.Tables {
-		fmt.Fprintf(w, "%s\t%d\n", t.Table, t.Rows)
-		rows += t.Rows
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "copied %d rows of %d tables from %s to %s, the counts of both sides equal; %s is unchanged\n",
-		rows, len(report.Tables), report.Source, report.Target, report.Source)
-	if len(report.Skipped) > 0 {
-		fmt.Fprintf(a.stdout, "not copied, not KG tables: %s\n", strings.Join(report.Skipped, ", "))
-	}
-	fmt.Fprintf(a.stdout, "to use it, set kg.db_url in %s and restart the pool (kato-manager workers restart)\n", cfg.Path)
-	return nil
+	return textview.Copied(a.stdout, report, cfg.Path)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgpool"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/textview"
 	"github.com/kato-manager/kato-manager/web"
 )
 
@@ -37,23 +38,7 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 	if *asJSON {
 		return writeJSON(a.stdout, s)
 	}
-	fmt.Fprintf(a.stdout, "workers: %d (%d restarts by systemd), running: %v\n", s.TotalWorkers, s.WorkersRestarted, s.ManagerRunning)
-	fmt.Fprintf(a.stdout, "processed: %d (success %d, failed %d, skipped %d)\n", s.TotalProcessed, s.TotalSuccess, s.TotalFailed, s.TotalSkipped)
-	svc := s.KGServiceStatus
-	fmt.Fprintf(a.stdout, "kg service: enabled %v, url %s, healthy %v, consecutive failures %d\n", s.KGServiceEnabled, orDash(svc.URL), svc.IsHealthy, svc.ConsecutiveFailures)
-	c := s.QueueSize
-	fmt.Fprintf(a.stdout, "queue: total %d: pending %d, processing %d, completed %d, failed %d, skipped %d\n", c.Total, c.Pending, c.Processing, c.Completed, c.Failed, c.Skipped)
-	for _, w := range s.WorkerDetails {
-		where := "this host"
-		if !w.Local {
-			where = "host " + w.Host
-		}
-		fmt.Fprintf(a.stdout, "  worker %d (%s) on %s: running %v, pid %d, processed %d (success %d, failed %d, skipped %d)", w.Index, w.Unit, where, w.Running, w.PID, w.Stats.TotalProcessed, w.Stats.TotalSuccess, w.Stats.TotalFailed, w.Stats.TotalSkipped)
-		if w.Problem != "" {
-			fmt.Fprintf(a.stdout, ": %s", w.Problem)
-		}
-		fmt.Fprintln(a.stdout)
-	}
+	textview.PoolStats(a.stdout, s)
 	return nil
 }
 

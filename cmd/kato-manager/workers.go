@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -13,6 +12,7 @@ import (
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgpool"
 	"github.com/kato-manager/kato-manager/supervisor"
+	"github.com/kato-manager/kato-manager/textview"
 )
 
 // pool loads the configuration and connects to systemd for the worker
@@ -193,7 +193,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 			return err
 		}
 	} else {
-		printHealth(a, report)
+		textview.Health(a.stdout, report)
 	}
 	for _, u := range restarted {
 		fmt.Fprintf(a.stderr, "restarted %s\n", u)
@@ -220,40 +220,4 @@ func (a *app) workerReports(ctx context.Context) ([]kgdb.Report, error) {
 	}
 	defer q.Close()
 	return q.Reports(ctx)
-}
-
-func printHealth(a *app, r kgpool.HealthReport) {
-	fmt.Fprintf(a.stdout, "pool: %s\n", r.Status)
-	fmt.Fprintf(a.stdout, "workers: %d total, %d healthy, %d unhealthy, %d restarts by systemd\n", r.TotalWorkers, r.HealthyWorkers, r.UnhealthyWorkers, r.WorkersRestarted)
-	if s := r.KGServiceStatus; s != nil {
-		switch {
-		case !s.Enabled:
-			fmt.Fprintln(a.stdout, "kg service: disabled (kg.service_enabled = false)")
-		case s.IsHealthy:
-			fmt.Fprintf(a.stdout, "kg service: healthy at %s\n", s.URL)
-		default:
-			fmt.Fprintf(a.stdout, "kg service: DOWN at %s: %s; the workers wait for it\n", s.URL, s.Problem)
-		}
-	}
-	if len(r.WorkerDetails) == 0 {
-		return
-	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tWORKER\tUNIT\tSTATE\tPID\tRESTARTS\tPROCESSED\tPROBLEM")
-	for _, w := range r.WorkerDetails {
-		problem := w.Problem
-		if problem == "" {
-			problem = "-"
-		}
-		host := orDash(w.Host)
-		if w.Local {
-			host += " (this host)"
-		}
-		processed := "-"
-		if w.Stats != nil {
-			processed = strconv.Itoa(w.Stats.TotalProcessed)
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s/%s\t%d\t%d\t%s\t%s\n", host, w.Index, w.Unit, w.ActiveState, w.SubState, w.PID, w.Restarts, processed, problem)
-	}
-	tw.Flush()
 }

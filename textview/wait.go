@@ -1,4 +1,4 @@
-package main
+package textview
 
 import (
 	"fmt"
@@ -12,15 +12,15 @@ import (
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
-// waitPrinter shows what a single start, restart or stop waits for: on a
+// WaitLine shows what a single start, restart or stop waits for: on a
 // terminal one status line redrawn in place, with the time waited and the
 // bound, cleared when the wait ends; elsewhere a plain log line per step,
-// as a batch's progressPrinter writes them.
-type waitPrinter struct {
+// as Progress writes a batch's.
+type WaitLine struct {
 	w     io.Writer
 	tty   bool
 	width int // the terminal's columns; 0 when unknown
-	pal   palette
+	pal   Palette
 	mu    sync.Mutex
 	last  supervisor.Wait
 	seen  time.Time // when last came
@@ -31,11 +31,11 @@ type waitPrinter struct {
 // waitRedraw is how often the status line's clock moves.
 const waitRedraw = 100 * time.Millisecond
 
-// waitPrinter makes the printer of a single start, restart or stop on
-// a.stderr.
-func (a *app) waitPrinter() *waitPrinter {
-	p := &waitPrinter{w: a.stderr, tty: newProgressPrinter(a.stderr).tty, pal: a.palette(a.stderr)}
-	if f, ok := a.stderr.(*os.File); ok && p.tty {
+// NewWaitLine makes the printer of a single start, restart or stop on w,
+// painting with pal.
+func NewWaitLine(w io.Writer, pal Palette) *WaitLine {
+	p := &WaitLine{w: w, tty: Terminal(w), pal: pal}
+	if f, ok := w.(*os.File); ok && p.tty {
 		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil {
 			p.width = int(ws.Col)
 		}
@@ -43,8 +43,8 @@ func (a *app) waitPrinter() *waitPrinter {
 	return p
 }
 
-// update is Manager.Waiting.
-func (p *waitPrinter) update(ev supervisor.Wait) {
+// Update is supervisor.Manager.Waiting.
+func (p *WaitLine) Update(ev supervisor.Wait) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.last, p.seen = ev, time.Now()
@@ -59,8 +59,8 @@ func (p *waitPrinter) update(ev supervisor.Wait) {
 	}
 }
 
-// tick moves the status line's clock until finish.
-func (p *waitPrinter) tick() {
+// tick moves the status line's clock until Finish.
+func (p *WaitLine) tick() {
 	defer close(p.done)
 	t := time.NewTicker(waitRedraw)
 	defer t.Stop()
@@ -77,7 +77,7 @@ func (p *waitPrinter) tick() {
 }
 
 // draw writes the status line; p.mu is held.
-func (p *waitPrinter) draw() {
+func (p *WaitLine) draw() {
 	ev := p.last
 	elapsed := ev.Elapsed + time.Since(p.seen)
 	step, text, clock := string(ev.Step), waitText(ev), " ("+waitClock(ev, elapsed)+")"
@@ -86,7 +86,7 @@ func (p *waitPrinter) draw() {
 	if p.width > 0 {
 		text = fit(text, p.width-1-len(step)-1-len(clock))
 	}
-	fmt.Fprintf(p.w, "\r\033[K%s %s%s", p.pal.paint(yellow, step), text, clock)
+	fmt.Fprintf(p.w, "\r\033[K%s %s%s", p.pal.Paint(Yellow, step), text, clock)
 }
 
 // fit cuts s to n columns, marking the cut with an ellipsis.
@@ -101,9 +101,9 @@ func fit(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// finish ends the wait: the status line is cleared, what the command
+// Finish ends the wait: the status line is cleared, what the command
 // prints next says how it ended.
-func (p *waitPrinter) finish() {
+func (p *WaitLine) Finish() {
 	p.mu.Lock()
 	stop := p.stop
 	p.mu.Unlock()

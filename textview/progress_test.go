@@ -1,63 +1,18 @@
-package main
+package textview
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kato-manager/kato-manager/fleet"
+	"github.com/kato-manager/kato-manager/internal/testkit/ptytest"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
-
-// openPTY returns both ends of a new pseudo-terminal.
-func openPTY(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no pseudo-terminals here: %v", err)
-		}
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatalf("unlock the pseudo-terminal: %v", err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatalf("number of the pseudo-terminal: %v", err)
-	}
-	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close(); s.Close() })
-	return m, s
-}
-
-// written is what the printer wrote to the terminal: everything the
-// master end reads until the slave end is closed, with the terminal's
-// "\r\n" for "\n" undone.
-func written(t *testing.T, master, slave *os.File) string {
-	t.Helper()
-	slave.Close()
-	var out bytes.Buffer
-	buf := make([]byte, 4096)
-	for {
-		n, err := master.Read(buf)
-		out.Write(buf[:n])
-		if err != nil { // EIO once the slave end is closed and drained
-			break
-		}
-	}
-	return strings.ReplaceAll(out.String(), "\r\n", "\n")
-}
 
 // event is one step of an instance in a batch of total instances.
 func event(id string, phase supervisor.Phase, err error, total int) supervisor.Progress {
@@ -66,17 +21,17 @@ func event(id string, phase supervisor.Phase, err error, total int) supervisor.P
 
 // On a terminal, a few instances get one line each, redrawn in place.
 func TestProgressOnATerminalOneLinePerInstance(t *testing.T) {
-	master, slave := openPTY(t)
-	p := newProgressPrinter(slave)
-	p.update(event("a", supervisor.PhaseStarting, nil, 2))
+	master, slave := ptytest.Open(t)
+	p := NewProgress(slave)
+	p.Update(event("a", supervisor.PhaseStarting, nil, 2))
 	if !p.tty || !p.perLine() {
 		t.Fatalf("printer on a terminal for 2 instances: tty %v, one line each %v; want both", p.tty, p.perLine())
 	}
-	p.update(event("b", supervisor.PhaseStarting, nil, 2))
-	p.update(event("a", supervisor.PhaseReady, nil, 2))
-	p.update(event("b", supervisor.PhaseFailed, errors.New("did not listen\nmore"), 2))
-	p.finish()
-	out := written(t, master, slave)
+	p.Update(event("b", supervisor.PhaseStarting, nil, 2))
+	p.Update(event("a", supervisor.PhaseReady, nil, 2))
+	p.Update(event("b", supervisor.PhaseFailed, errors.New("did not listen\nmore"), 2))
+	p.Finish()
+	out := ptytest.Written(t, master, slave)
 
 	// Each redraw moves up over the lines drawn before and clears each line.
 	if got := strings.Count(out, "\033[1A"); got != 1 {
@@ -96,21 +51,21 @@ func TestProgressOnATerminalOneLinePerInstance(t *testing.T) {
 // On a terminal, many instances share one line of counts, drawn at most
 // every 100ms and once more at the end.
 func TestProgressOnATerminalCounts(t *testing.T) {
-	master, slave := openPTY(t)
+	master, slave := ptytest.Open(t)
 	const n = maxProgressLines + 1
-	p := newProgressPrinter(slave)
+	p := NewProgress(slave)
 	for i := 0; i < n; i++ {
-		p.update(event(fmt.Sprintf("i%02d", i), supervisor.PhaseStarting, nil, n))
+		p.Update(event(fmt.Sprintf("i%02d", i), supervisor.PhaseStarting, nil, n))
 	}
 	if !p.tty || p.perLine() {
 		t.Fatalf("printer on a terminal for %d instances: tty %v, one line each %v; want a terminal and one line of counts", n, p.tty, p.perLine())
 	}
 	for i := 0; i < n-1; i++ {
-		p.update(event(fmt.Sprintf("i%02d", i), supervisor.PhaseReady, nil, n))
+		p.Update(event(fmt.Sprintf("i%02d", i), supervisor.PhaseReady, nil, n))
 	}
-	p.update(event(fmt.Sprintf("i%02d", n-1), supervisor.PhaseFailed, errors.New("exited"), n))
-	p.finish()
-	out := written(t, master, slave)
+	p.Update(event(fmt.Sprintf("i%02d", n-1), supervisor.PhaseFailed, errors.New("exited"), n))
+	p.Finish()
+	out := ptytest.Written(t, master, slave)
 
 	if strings.Contains(out, "i00") {
 		t.Errorf("counts view names an instance: %q", out)
@@ -128,13 +83,13 @@ func TestProgressOnATerminalCounts(t *testing.T) {
 // Anywhere else, each event is one plain log line.
 func TestProgressElsewhereLogLines(t *testing.T) {
 	var buf bytes.Buffer
-	p := newProgressPrinter(&buf)
+	p := NewProgress(&buf)
 	if p.tty {
 		t.Fatal("printer on a buffer thinks it is on a terminal")
 	}
-	p.update(event("a", supervisor.PhaseStarting, nil, 2))
-	p.update(event("a", supervisor.PhaseReady, nil, 2))
-	p.finish()
+	p.Update(event("a", supervisor.PhaseStarting, nil, 2))
+	p.Update(event("a", supervisor.PhaseReady, nil, 2))
+	p.Finish()
 	line := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} `)
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	if len(lines) != 2 {

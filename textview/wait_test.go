@@ -1,4 +1,4 @@
-package main
+package textview
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kato-manager/kato-manager/internal/testkit/ptytest"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
@@ -25,19 +26,18 @@ var waitSteps = []supervisor.Wait{
 // what it waits for, the time waited and the bound; its clock moves
 // between steps, and the line is cleared at the end.
 func TestWaitOnATerminalOneLineInPlace(t *testing.T) {
-	master, slave := openPTY(t)
-	a := &app{stderr: slave}
-	p := a.waitPrinter()
+	master, slave := ptytest.Open(t)
+	p := NewWaitLine(slave, Palette{On: true})
 	if !p.tty {
 		t.Fatal("the wait printer on a terminal does not know it")
 	}
-	p.update(waitSteps[0])
-	p.update(waitSteps[1])
-	p.update(waitSteps[2])
+	p.Update(waitSteps[0])
+	p.Update(waitSteps[1])
+	p.Update(waitSteps[2])
 	time.Sleep(3 * waitRedraw) // the clock moves on its own
-	p.update(waitSteps[3])
-	p.finish()
-	out := written(t, master, slave)
+	p.Update(waitSteps[3])
+	p.Finish()
+	out := ptytest.Written(t, master, slave)
 
 	if strings.Contains(out, "\n") {
 		t.Errorf("the status line took more than one line: %q", out)
@@ -67,13 +67,12 @@ func TestWaitOnATerminalOneLineInPlace(t *testing.T) {
 // Anywhere else, each step is one plain log line with its time.
 func TestWaitElsewhereLogLines(t *testing.T) {
 	var buf bytes.Buffer
-	a := &app{stderr: &buf}
-	p := a.waitPrinter()
+	p := NewWaitLine(&buf, Palette{})
 	for _, w := range waitSteps {
-		p.update(w)
+		p.Update(w)
 	}
 	time.Sleep(2 * waitRedraw)
-	p.finish()
+	p.Finish()
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	want := []string{
 		"unit waiting while systemd starts kato@a.service (0.0s of 1m0s)",
@@ -107,19 +106,18 @@ func TestWaitTextOfAStop(t *testing.T) {
 // redraw would leave a line behind: it is cut to the width, keeping its
 // clock.
 func TestWaitLineFitsTheTerminal(t *testing.T) {
-	master, slave := openPTY(t)
+	master, slave := ptytest.Open(t)
 	if err := unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: 60}); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("NO_COLOR", "1")
-	p := (&app{stderr: slave}).waitPrinter()
+	p := NewWaitLine(slave, Palette{})
 	if p.width != 60 {
 		t.Fatalf("width %d, want the terminal's 60", p.width)
 	}
-	p.update(waitSteps[1])
-	p.update(waitSteps[2])
-	p.finish()
-	out := written(t, master, slave)
+	p.Update(waitSteps[1])
+	p.Update(waitSteps[2])
+	p.Finish()
+	out := ptytest.Written(t, master, slave)
 	draws := strings.Split(out, "\r\033[K")
 	for _, d := range draws {
 		if n := len([]rune(d)); n > 59 {

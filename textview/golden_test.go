@@ -53,7 +53,7 @@ var (
 		Services:  []supervisor.ServiceState{{Unit: "mongod.service", LoadState: "loaded", ActiveState: "active", SubState: "running"}},
 		Instances: []supervisor.InstanceStatus{{InstanceView: running, Restarts: 2, LivenessRestarts: 1, APIListening: true, Answering: true}, {InstanceView: stopped, Problem: "unit not running"}},
 		Fronts:    fronts, Warnings: []string{"kato.toml names no processor command"},
-		Drift:     supervisor.Drift{MissingUnits: []string{"gamma"}, NotRunning: []string{"beta"}}}
+		Drift: supervisor.Drift{MissingUnits: []string{"gamma"}, NotRunning: []string{"beta"}}}
 )
 
 func TestGolden(t *testing.T) {
@@ -93,7 +93,7 @@ func TestGolden(t *testing.T) {
 		{"health", func(b *strings.Builder) error {
 			Health(b, kgpool.HealthReport{Status: kgpool.StatusDegraded, TotalWorkers: 2, HealthyWorkers: 2, WorkersRestarted: 1,
 				KGServiceStatus: &kgpool.ServiceHealth{ServiceStatus: kgdb.ServiceStatus{Enabled: true, URL: "http://kg:8080"}, Problem: "connection refused"},
-				WorkerDetails: []supervisor.WorkerHealth{{Host: "a.example", Local: true, Index: 0, WorkerID: 1, Unit: "kg-worker@1.service", Running: true, ActiveState: "active", SubState: "running", PID: 99}}})
+				WorkerDetails:   []supervisor.WorkerHealth{{Host: "a.example", Local: true, Index: 0, WorkerID: 1, Unit: "kg-worker@1.service", Running: true, ActiveState: "active", SubState: "running", PID: 99}}})
 			return nil
 		}},
 		{"queue-list", func(b *strings.Builder) error {

@@ -383,3 +383,42 @@ func TestPingIsAnOperation(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenConfigured: as root in the system's scope (a file owner set),
+// the database is opened through the helper as the service user, and the
+// files it makes are that user's; otherwise in process.
+func TestOpenConfigured(t *testing.T) {
+	kgDir := kgdbtest.DBDir(t, vars)
+	ctx := context.Background()
+	kg := &config.KG{DBPath: filepath.Join(kgDir, "kg.db"), MaxRetries: 3}
+	kgdbtest.StoreDocuments(t, kg.DBPath, 7)
+	q, err := testAccess().OpenConfigured(ctx, kg, config.Paths{FileOwner: "kato"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if _, ok := q.(*kgdb.Helper); !ok {
+		t.Fatalf("as root in the system's scope: a %T, want the helper", q)
+	}
+	if _, err := q.EnqueueDocuments(ctx, 1, 7); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(kgDir)
+	for _, e := range entries {
+		info, _ := e.Info()
+		if st := info.Sys().(*syscall.Stat_t); st.Uid != 65534 {
+			t.Errorf("%s is owned by uid %d, want the service user's", e.Name(), st.Uid)
+		}
+	}
+	local, err := testAccess().OpenConfigured(ctx, kg, config.Paths{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	if _, ok := local.(*kgdb.Helper); ok {
+		t.Fatal("in the user's scope the database was opened through the helper")
+	}
+	if c, err := local.Stats(ctx); err != nil || c.Pending != 1 {
+		t.Errorf("in process: %+v, %v; want the item queued through the helper", c, err)
+	}
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 
 	"github.com/spf13/pflag"
@@ -323,16 +322,7 @@ func (a *app) queueMigrate(ctx context.Context, fs *pflag.FlagSet, f *queueMigra
 	if to == "" {
 		return usagef("queue migrate needs the database to copy the queue into: --to postgres://USER@HOST:PORT/DATABASE, or kg.db_url in %s", cfg.Path)
 	}
-	var report *kgdb.CopyReport
-	if os.Geteuid() != 0 || a.paths.FileOwner == "" {
-		report, err = kgdb.CopyToPostgres(ctx, cfg.KG.DBPath, to)
-	} else {
-		resolved, rerr := queue.ResolveURL(to, serviceUser)
-		if rerr != nil {
-			return rerr
-		}
-		report, err = queueAccess().Copy(ctx, cfg.KG.DBPath, resolved)
-	}
+	report, err := queueAccess().CopyConfigured(ctx, a.paths, cfg.KG.DBPath, to)
 	if err != nil {
 		return err
 	}

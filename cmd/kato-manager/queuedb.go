@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgdb"
-	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -39,38 +37,11 @@ func queueAccess() kgdb.Access {
 	return kgdb.Access{User: serviceUser, Socket: queueSocket, CallDeadline: queueCallDeadline, Grace: queueChildGrace}
 }
 
-// openQueueDB opens the queue database of cfg for this process: directly,
-// with its own rights, or, when running as root in a scope whose workers
-// run as kato (the system's; in the user scope the database is the user's
-// own), as the kato user. The database lives in a directory kato owns, so
-// root never opens it itself: it does its database work in a helper
-// running as kato (kgdb.Access), which can reach only what kato can: an
-// instance of kato-queue@.service, which systemd starts for each
-// connection to kato-queue.socket, or, where that socket is not installed,
-// a child process. A PostgreSQL queue (kg.db_url) is reached as kato too:
-// the server knows the workers' user, and a socket URL with peer
-// authentication lets in only that user. The URL, resolved with root's own
-// libpq settings (PGPASSWORD, PGSERVICE, ~/.pgpass), goes to the helper in
-// its first request.
+// openQueueDB opens the queue database of cfg for this process, as root
+// through the helper running as the service user
+// (kgdb.Access.OpenConfigured).
 func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, readOnly bool) (kgdb.Store, error) {
-	if os.Geteuid() != 0 || paths.FileOwner == "" {
-		q, err := kgdb.OpenFor(ctx, cfg.KG.Database(), cfg.KG.MaxRetries, readOnly, paths.MakeStateDir)
-		if err != nil {
-			return nil, err
-		}
-		return kgdb.NewLocal(q), nil
-	}
-	open := kgdb.Request{Op: "open", MaxRetries: cfg.KG.MaxRetries, ReadOnly: readOnly}
-	if cfg.KG.DBURL == "" {
-		open.DB = cfg.KG.DBPath
-	} else {
-		dbURL, err := queue.ResolveURL(cfg.KG.DBURL, serviceUser)
-		if err != nil {
-			return nil, fmt.Errorf("kg.db_url: %w", err)
-		}
-		open.URL = dbURL
-	}
-	return queueAccess().Start(ctx, open)
+	return queueAccess().OpenConfigured(ctx, &cfg.KG, paths, readOnly)
 }
 
 // queueDBCommand is the hidden command of the helper side.

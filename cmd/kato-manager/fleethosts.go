@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/spf13/pflag"
 
@@ -31,31 +29,14 @@ func fleetSourceFlagsOf(fs *pflag.FlagSet) *fleetSourceFlags {
 	return sf
 }
 
-// stdinFleetName is the name of a fleet read from standard input without
-// --file-name: YAML, which JSON is too.
-const stdinFleetName = "stdin.yaml"
-
-// readFleetFile reads the fleet file of -f, - being standard input, and
-// returns the name it goes by and its content.
+// readFleetFile reads the fleet file of -f, - being standard input
+// (fleet.ReadInput), and returns the name it goes by and its content.
 func (a *app) readFleetFile(file string, sf *fleetSourceFlags) (name string, data []byte, err error) {
-	name = file
-	if file == "-" {
-		name = stdinFleetName
-		if *sf.name != "" {
-			name = *sf.name
-		}
-		data, err = io.ReadAll(io.LimitReader(a.stdin, maxFleetBytes+1))
-		if err == nil && len(data) > maxFleetBytes {
-			err = fmt.Errorf("more than %d bytes", maxFleetBytes)
-		}
-	} else {
-		if *sf.name != "" {
-			return "", nil, usagef("--file-name goes with -f -")
-		}
-		data, err = os.ReadFile(file)
+	if file != "-" && *sf.name != "" {
+		return "", nil, usagef("--file-name goes with -f -")
 	}
-	if err != nil {
-		return "", nil, fmt.Errorf("read fleet file %s: %w", name, err)
+	if name, data, err = fleet.ReadInput(file, *sf.name, a.stdin); err != nil {
+		return "", nil, err
 	}
 	if *sf.entriesOf != "" {
 		if err := config.CheckHost(*sf.entriesOf); err != nil {
@@ -64,9 +45,6 @@ func (a *app) readFleetFile(file string, sf *fleetSourceFlags) (name string, dat
 	}
 	return name, data, nil
 }
-
-// maxFleetBytes bounds a fleet file read from standard input.
-const maxFleetBytes = 16 << 20
 
 // fleetArgs are the flags a host handed the file gets besides -f and the
 // hidden ones: --prune, and those of a batch that were given.

@@ -14,6 +14,5 @@ func (a *app) palette(w io.Writer) textview.Palette {
 	if a.noColor || os.Getenv("NO_COLOR") != "" {
 		return textview.Palette{}
 	}
-	f, ok := w.(*os.File)
-	return textview.Palette{On: ok && isTerminal(f.Fd())}
+	return textview.Palette{On: textview.Terminal(w)}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/kato-manager/kato-manager/textview"
 )
 
 // ask puts a yes/no question when standard input is a terminal: it says
@@ -12,7 +14,7 @@ import (
 // case; anything else, and no answer, is no). Off a terminal it asks
 // nothing, so that scripts never wait for an answer.
 func (a *app) ask(question string) (asked, yes bool) {
-	if a.stdin == nil || !isTerminal(a.stdin.Fd()) {
+	if a.stdin == nil || !textview.Terminal(a.stdin) {
 		return false, false
 	}
 	fmt.Fprintf(a.stdout, "%s [y/N] ", question)

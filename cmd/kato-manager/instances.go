@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/supervisor"
@@ -369,11 +368,6 @@ func positiveDuration(fs *pflag.FlagSet, flag string, d time.Duration) error {
 		return &config.FieldError{Field: flag, Value: d.String(), Rule: "must be greater than 0"}
 	}
 	return nil
-}
-
-func isTerminal(fd uintptr) bool {
-	_, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
-	return err == nil
 }
 
 // restartFlagValues are restart's flags.

@@ -216,12 +216,17 @@ func Render(g Group, socket string) ([]byte, error) {
 	// nothing.
 	w("    stats socket %s mode 666 level user", quote(StatsSocketFor(socket)))
 	w("    stats timeout 30s")
+	// Members' states saved before a reload (ReloadKeepingState), read by
+	// the new worker: a drain, a maintenance or a weight set at run time
+	// survives it.
+	w("    server-state-file %s", quote(StateFileFor(socket)))
 	// After a reload the old process finishes its connections, websockets
 	// included, for at most this long.
 	w("    hard-stop-after 30m")
 	w("")
 	w("defaults")
 	w("    mode http")
+	w("    load-server-state-from-file global")
 	// Connections to the members are kept and reused between requests
 	// (HAProxy's default, http-reuse safe), as the guide's nginx keeps 32.
 	w("    http-reuse safe")

@@ -194,9 +194,25 @@ func (m *Manager) syncFront(ctx context.Context, reg *config.Registry, name stri
 		}
 		return m.Systemd.StartUnit(ctx, unit)
 	case changed:
-		return m.Systemd.ReloadUnit(ctx, unit)
+		return m.reloadFront(ctx, g, unit)
 	}
 	return nil
+}
+
+// frontReloadWait bounds the wait for a reloaded front's new worker.
+const frontReloadWait = 15 * time.Second
+
+// reloadFront reloads the running front of g on its new configuration, its
+// members keeping what was set through the admin socket (a drain, a
+// maintenance, a weight): front.ReloadKeepingState.
+func (m *Manager) reloadFront(ctx context.Context, g front.Group, unit string) error {
+	reload := func(ctx context.Context) error { return m.Systemd.ReloadUnit(ctx, unit) }
+	c, ok := m.frontAdmin(g.Name).(front.Commander)
+	if !ok {
+		// A runtime without commands (a double) keeps no state.
+		return reload(ctx)
+	}
+	return front.ReloadKeepingState(ctx, c, g, front.StateFileFor(front.SocketPath(g.Name)), frontReloadWait, reload)
 }
 
 // drainMembers takes ids out of their groups' fronts before they stop:

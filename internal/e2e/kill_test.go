@@ -52,7 +52,7 @@ balance = "roundrobin"
 	m.waitAnsweredBy(t, url, "web-2")
 	// The same load goes on with web-2 back in the rotation.
 	m.must("sh", "-c", "echo after >/run/kato-test-load-phase")
-	time.Sleep(2 * time.Second)
+	time.Sleep(4 * time.Second)
 	out := l.stopPhased()
 	failed := strings.Count(out, "FAIL")
 	ok, after := strings.Count(out, "OK "), strings.Count(out, "OK after")

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
@@ -20,7 +21,9 @@ const killLoadWorkers = 4
 // bounded steady load (GET, loopback); one member's main process is killed
 // with SIGKILL. At most the requests in flight on it fail (bounded by the
 // load's concurrency), systemd restarts it (Restart=on-failure), the front
-// sees it up and sends it requests again, and the load goes on.
+// sees it up and sends it requests again, and the load goes on. Then a
+// member drained through the admin socket stays drained, with its weight,
+// through the reload a scale makes.
 func TestKillMemberUnderLoad(t *testing.T) {
 	m := bootMachine(t)
 	conf := testbed.ConfigWithMongo + `
@@ -62,6 +65,33 @@ balance = "roundrobin"
 	}
 	if ok < minLoad || after < minLoad {
 		t.Errorf("the load did not go on: %d answered, %d after the member came back; want at least %d of each", ok, after, minLoad)
+	}
+
+	// A drain made through the admin socket survives the reload
+	// kato-manager makes when the members change (scale 3 → 4), weight
+	// included.
+	admin := front.NewClient(m.Root() + front.SocketPath("web"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := admin.SetState(ctx, "members", "web-1", front.Drain); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := admin.Do(ctx, "set weight members/web-1 7"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("set weight: %v %s", err, out)
+	}
+	m.mustKM("scale", "--group", "web", "4")
+	m.waitAnsweredBy(t, url, "web-4")
+	row := m.frontsJSON()["web"]
+	if st := memberStates(row); st["web-1"] != "draining" || st["web-4"] != "up" {
+		t.Errorf("members after scale 4 with web-1 drained: %v", st)
+	}
+	for _, mb := range row["members"].([]any) {
+		if mb := mb.(map[string]any); mb["id"] == "web-1" && mb["weight"] != 7.0 {
+			t.Errorf("web-1's weight after the reload: %v, want 7", mb["weight"])
+		}
+	}
+	if out := strings.TrimSpace(m.must("cat", front.StateFilePath("web"))); out != "1" {
+		t.Errorf("saved states after the reload: %q, want emptied", out)
 	}
 }
 

@@ -89,7 +89,7 @@ func TestFrontKeepsStatesAcrossReload(t *testing.T) {
 	h.write(g)
 	statePath := StateFileFor(h.socket)
 	reload := func(context.Context) error { return h.cmd.Process.Signal(syscall.SIGUSR2) }
-	if err := ReloadKeepingState(ctx, admin, g, statePath, 10*time.Second, reload); err != nil {
+	if err := ReloadKeepingState(ctx, admin, g, statePath, 30*time.Second, reload); err != nil {
 		t.Fatal(err)
 	}
 	waitStates(t, admin, map[string]State{"a": Up, "b": Draining, "c": Up})

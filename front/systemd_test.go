@@ -120,7 +120,7 @@ func TestFrontUnit(t *testing.T) {
 		}
 		return nil
 	}
-	if err := ReloadKeepingState(ctx, admin, g, inMachine(StateFilePath("g")), 15*time.Second, reload); err != nil {
+	if err := ReloadKeepingState(ctx, admin, g, inMachine(StateFilePath("g")), 30*time.Second, reload); err != nil {
 		t.Fatal(err)
 	}
 	if err := load.Wait(); err != nil {

@@ -218,7 +218,7 @@ func (m *Manager) syncFront(ctx context.Context, reg *config.Registry, name stri
 }
 
 // frontReloadWait bounds the wait for a reloaded front's new worker.
-const frontReloadWait = 15 * time.Second
+const frontReloadWait = 30 * time.Second
 
 // reloadFront reloads the running front of g on its new configuration, its
 // members keeping what was set through the admin socket (a drain, a

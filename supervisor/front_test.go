@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -433,5 +434,37 @@ func TestUserFrontRefusesPrivilegedPort(t *testing.T) {
 	if err != nil || !strings.Contains(string(data), "stats socket '/run/user/1000/kato-front/ab/admin.sock'") ||
 		!strings.Contains(string(data), "server-state-file '/run/user/1000/kato-front/ab/servers.state'") {
 		t.Errorf("user front's configuration (%v):\n%s", err, data)
+	}
+}
+
+// TestUserApplyRefusesPrivilegedFront: under --user an apply whose fleet
+// file puts a member in a group with a front on a port the user may not
+// bind is refused before anything changes.
+func TestUserApplyRefusesPrivilegedFront(t *testing.T) {
+	e, _ := newFrontEnv(t)
+	e.m.Paths.User = true
+	start := unprivilegedPortStart()
+	if start == 0 {
+		t.Fatal("net.ipv4.ip_unprivileged_port_start is 0 here: every port is a user's, nothing to refuse")
+	}
+	path := filepath.Join(t.TempDir(), "f.yaml")
+	content := fmt.Sprintf("groups:\n  low: {front: %d}\ninstances:\n  - {id: a, port: 8001, group: low}\n", start-1)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want, f, err := fleet.LoadFleet(e.m.Config, path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.m.Apply(context.Background(), path, want, ApplyOptions{Groups: f.Groups, SetGroups: f.HasGroups})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "groups.low.front" {
+		t.Fatalf("apply of a user's front on port %d: %v, want a FieldError on groups.low.front", start-1, err)
+	}
+	if reg, _ := e.m.Registry.Load(); len(reg.Instances) != 0 || len(reg.Groups) != 0 {
+		t.Errorf("registry after the refusal: %v %v", reg.Instances, reg.Groups)
+	}
+	if calls := e.callsLike("start"); len(calls) != 0 {
+		t.Errorf("systemd calls after the refusal: %v", calls)
 	}
 }

@@ -64,6 +64,13 @@ type Paths struct {
 	// ConfigHome and StateHome are the XDG base directories the user scope
 	// resolved (XDG_CONFIG_HOME, XDG_STATE_HOME); empty in the system scope.
 	ConfigHome, StateHome string
+	// FrontDir holds the fronts' configurations, GROUP.cfg:
+	// /etc/kato/fronts.
+	FrontDir string
+	// FrontRuntimeDir holds each front's runtime directory, GROUP/, with
+	// its sockets and saved server states, as kato-front@.service's
+	// RuntimeDirectory= places it: /run/kato-front.
+	FrontRuntimeDir string
 	// Executable is the kato-manager binary the system's units run
 	// (kato-manager.service's ExecStart=): the one that installs them, so
 	// that a source install's unit runs /usr/local/bin/kato-manager. Empty
@@ -89,6 +96,8 @@ func SystemPaths() Paths {
 		AdminSysusersDir: "/etc/sysusers.d",
 		AdminTmpfilesDir: "/etc/tmpfiles.d",
 		FileOwner:        ServiceUser,
+		FrontDir:         units.FrontConfigDir,
+		FrontRuntimeDir:  "/run/kato-front",
 	}
 }
 
@@ -130,19 +139,27 @@ func UserPaths(getenv func(string) string) (Paths, error) {
 	}
 	conf := filepath.Join(configHome, "kato")
 	state := filepath.Join(stateHome, "kato")
+	// The user manager's %t, where a user's kato-front@ has its runtime
+	// directory: XDG_RUNTIME_DIR, which pam_systemd sets to /run/user/UID.
+	runtimeDir := getenv("XDG_RUNTIME_DIR")
+	if !filepath.IsAbs(runtimeDir) {
+		runtimeDir = fmt.Sprintf("/run/user/%d", os.Getuid())
+	}
 	return Paths{
-		User:          true,
-		Config:        filepath.Join(conf, "kato.toml"),
-		Registry:      filepath.Join(state, "instances.toml"),
-		KGDB:          filepath.Join(state, "kg", "kg.db"),
-		UnitDir:       filepath.Join(configHome, "systemd", "user"),
-		VendorUnitDir: filepath.Join(dataHome, "systemd", "user"),
-		EnvDir:        filepath.Join(conf, "instances"),
-		WorkerEnvDir:  conf,
-		StateDir:      filepath.Join(state, "instances"),
-		MakeStateDir:  true,
-		ConfigHome:    configHome,
-		StateHome:     stateHome,
+		User:            true,
+		Config:          filepath.Join(conf, "kato.toml"),
+		Registry:        filepath.Join(state, "instances.toml"),
+		KGDB:            filepath.Join(state, "kg", "kg.db"),
+		UnitDir:         filepath.Join(configHome, "systemd", "user"),
+		VendorUnitDir:   filepath.Join(dataHome, "systemd", "user"),
+		EnvDir:          filepath.Join(conf, "instances"),
+		WorkerEnvDir:    conf,
+		StateDir:        filepath.Join(state, "instances"),
+		MakeStateDir:    true,
+		ConfigHome:      configHome,
+		StateHome:       stateHome,
+		FrontDir:        filepath.Join(conf, "fronts"),
+		FrontRuntimeDir: filepath.Join(filepath.Clean(runtimeDir), "kato-front"),
 	}, nil
 }
 
@@ -191,6 +208,7 @@ func (p Paths) Templates() ([]units.Template, error) {
 		StateDir:     p.StateDir,
 		ConfigHome:   p.ConfigHome,
 		StateHome:    p.StateHome,
+		FrontDir:     p.FrontDir,
 	})
 }
 

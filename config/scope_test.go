@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,6 +16,7 @@ func TestUserPaths(t *testing.T) {
 		EnvDir: "/home/ann/.config/kato/instances", WorkerEnvDir: "/home/ann/.config/kato",
 		StateDir: "/home/ann/.local/state/kato/instances", MakeStateDir: true,
 		ConfigHome: "/home/ann/.config", StateHome: "/home/ann/.local/state",
+		FrontDir: "/home/ann/.config/kato/fronts", FrontRuntimeDir: "/run/user/1000/kato-front",
 	}
 	for _, tc := range []struct {
 		name string
@@ -23,23 +25,24 @@ func TestUserPaths(t *testing.T) {
 	}{
 		{
 			name: "home only: the XDG defaults",
-			env:  map[string]string{"HOME": "/home/ann"},
+			env:  map[string]string{"HOME": "/home/ann", "XDG_RUNTIME_DIR": "/run/user/1000"},
 			want: annHome,
 		},
 		{
 			name: "XDG_CONFIG_HOME and XDG_STATE_HOME honoured",
-			env:  map[string]string{"HOME": "/home/ann", "XDG_CONFIG_HOME": "/cfg/", "XDG_STATE_HOME": "/st//ate", "XDG_DATA_HOME": "/data"},
+			env:  map[string]string{"HOME": "/home/ann", "XDG_CONFIG_HOME": "/cfg/", "XDG_STATE_HOME": "/st//ate", "XDG_DATA_HOME": "/data", "XDG_RUNTIME_DIR": "/rt/"},
 			want: Paths{
 				User: true, Config: "/cfg/kato/kato.toml", Registry: "/st/ate/kato/instances.toml",
 				KGDB: "/st/ate/kato/kg/kg.db", UnitDir: "/cfg/systemd/user", VendorUnitDir: "/data/systemd/user",
 				EnvDir: "/cfg/kato/instances", WorkerEnvDir: "/cfg/kato",
 				StateDir: "/st/ate/kato/instances", MakeStateDir: true,
 				ConfigHome: "/cfg", StateHome: "/st/ate",
+				FrontDir: "/cfg/kato/fronts", FrontRuntimeDir: "/rt/kato-front",
 			},
 		},
 		{
 			name: "relative XDG values are ignored, as the specification says",
-			env:  map[string]string{"HOME": "/home/ann", "XDG_CONFIG_HOME": "cfg", "XDG_STATE_HOME": "./state", "XDG_DATA_HOME": "share"},
+			env:  map[string]string{"HOME": "/home/ann", "XDG_CONFIG_HOME": "cfg", "XDG_STATE_HOME": "./state", "XDG_DATA_HOME": "share", "XDG_RUNTIME_DIR": "/run/user/1000"},
 			want: annHome,
 		},
 		{
@@ -49,6 +52,8 @@ func TestUserPaths(t *testing.T) {
 				User: true, Config: "/c/kato/kato.toml", Registry: "/s/kato/instances.toml", KGDB: "/s/kato/kg/kg.db",
 				UnitDir: "/c/systemd/user", VendorUnitDir: "/d/systemd/user", EnvDir: "/c/kato/instances", WorkerEnvDir: "/c/kato",
 				StateDir: "/s/kato/instances", MakeStateDir: true, ConfigHome: "/c", StateHome: "/s",
+				// No XDG_RUNTIME_DIR: the one pam_systemd gives the user.
+				FrontDir: "/c/kato/fronts", FrontRuntimeDir: fmt.Sprintf("/run/user/%d/kato-front", os.Getuid()),
 			},
 		},
 	} {
@@ -89,6 +94,7 @@ func TestSystemPaths(t *testing.T) {
 		UnitDir: "/etc/systemd/system", VendorUnitDir: "/usr/local/lib/systemd/system", EnvDir: "/etc/kato/instances", WorkerEnvDir: "/etc/kato",
 		StateDir: "/var/lib/kato/instances", SysusersDir: "/usr/local/lib/sysusers.d", TmpfilesDir: "/usr/local/lib/tmpfiles.d",
 		AdminSysusersDir: "/etc/sysusers.d", AdminTmpfilesDir: "/etc/tmpfiles.d", FileOwner: "kato",
+		FrontDir: "/etc/kato/fronts", FrontRuntimeDir: "/run/kato-front",
 	}
 	if p != want {
 		t.Errorf("SystemPaths =\n%+v\nwant\n%+v", p, want)
@@ -147,8 +153,8 @@ func TestScopeTemplates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(system) != 17 || len(userTemplates) != 5 {
-		t.Fatalf("%d system and %d user templates, want 17 (units, the private network's units, the front, kato-manager.service, kato-liveness.service and its timer, kato-queue.socket and its service, sysusers.d, tmpfiles.d) and 5 (units)", len(system), len(userTemplates))
+	if len(system) != 17 || len(userTemplates) != 6 {
+		t.Fatalf("%d system and %d user templates, want 17 (units, the private network's units, the front, kato-manager.service, kato-liveness.service and its timer, kato-queue.socket and its service, sysusers.d, tmpfiles.d) and 6 (units, the front)", len(system), len(userTemplates))
 	}
 	for _, tmpl := range userTemplates {
 		if tmpl.Dir != "systemd" {

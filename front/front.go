@@ -216,12 +216,17 @@ func Render(g Group, socket string) ([]byte, error) {
 	// nothing.
 	w("    stats socket %s mode 666 level user", quote(StatsSocketFor(socket)))
 	w("    stats timeout 30s")
+	// Members' states saved before a reload (ReloadKeepingState), read by
+	// the new worker: a drain, a maintenance or a weight set at run time
+	// survives it.
+	w("    server-state-file %s", quote(StateFileFor(socket)))
 	// After a reload the old process finishes its connections, websockets
 	// included, for at most this long.
 	w("    hard-stop-after 30m")
 	w("")
 	w("defaults")
 	w("    mode http")
+	w("    load-server-state-from-file global")
 	// Connections to the members are kept and reused between requests
 	// (HAProxy's default, http-reuse safe), as the guide's nginx keeps 32.
 	w("    http-reuse safe")
@@ -239,10 +244,17 @@ func Render(g Group, socket string) ([]byte, error) {
 	// A member whose port refuses gets one more try, on another member.
 	w("    retries 2")
 	w("    option redispatch 1")
+	// So does a request a member closed the connection under without an
+	// answer (a member killed): only a GET, HEAD or OPTIONS, which do
+	// nothing twice; a request of another method may have been acted on,
+	// and is retried only when it was never sent (the frontend's
+	// disable-l7-retry).
+	w("    retry-on conn-failure empty-response")
 	w("    default-server inter %dms fastinter %dms downinter %dms fall 2 rise 2 init-addr last,libc,none", inter.Milliseconds(), inter.Milliseconds(), inter.Milliseconds())
 	w("")
 	w("frontend front")
 	w("    bind %s", bindAddr(g.Address, g.Port))
+	w("    http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS")
 	members := g.Members
 	if g.balance() == Path {
 		for _, m := range members {

@@ -120,8 +120,18 @@ func TestRenderGolden(t *testing.T) {
 				return
 			}
 			bin := needHAProxy(t)
-			file := filepath.Join(t.TempDir(), "front.cfg")
-			if err := os.WriteFile(file, got, 0o600); err != nil {
+			// Checked where the unit places its files: the saved states
+			// (servers.state) exist before HAProxy starts.
+			dir := t.TempDir()
+			cfg, err := Render(g, filepath.Join(dir, "admin.sock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(StateFileFor(filepath.Join(dir, "admin.sock")), []byte("1\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(dir, "front.cfg")
+			if err := os.WriteFile(file, cfg, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			if out, err := exec.Command(bin, "-c", "-f", file).CombinedOutput(); err != nil || strings.Contains(string(out), "WARNING") {

@@ -95,17 +95,53 @@ func TestFrontUnit(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	run("systemctl", "reload", units.FrontUnit("g"))
+	// b drained and given a weight through the admin socket, reached
+	// from the host through the machine's root, as kato-manager does
+	// before it reloads (front.ReloadKeepingState): the reload that adds
+	// c keeps both.
+	inMachine := func(path string) string { return m.Root() + path }
+	admin := NewClient(inMachine(SocketPath("g")))
+	if out := run("cat", StateFilePath("g")); out != "1\n" {
+		t.Errorf("saved states at start: %q, want HAProxy's version line alone", out)
+	}
+	if err := admin.SetState(ctx, "members", "b", Drain); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := admin.Do(ctx, "set weight members/b 7"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("set weight: %v %s", err, out)
+	}
 	g.Members = members
 	write(g)
 	time.Sleep(500 * time.Millisecond)
-	run("systemctl", "reload", units.FrontUnit("g"))
+	reload := func(ctx context.Context) error {
+		_, stderr, err := m.Run(ctx, "systemctl", "reload", units.FrontUnit("g"))
+		if err != nil {
+			return fmt.Errorf("systemctl reload: %v: %s", err, stderr)
+		}
+		return nil
+	}
+	if err := ReloadKeepingState(ctx, admin, g, inMachine(StateFilePath("g")), 30*time.Second, reload); err != nil {
+		t.Fatal(err)
+	}
 	if err := load.Wait(); err != nil {
 		t.Fatalf("load: %v", err)
 	}
 	if out := loadOut.String(); strings.Contains(out, "FAIL") || !strings.Contains(out, "DONE") {
 		t.Errorf("two reloads under load: %d failed requests of 600", strings.Count(out, "FAIL"))
 	}
-	waitFor("c answering after the reload", func(out string) bool { return strings.Contains(out, "c\n") })
+	waitFor("c answering after the reload, b still drained", func(out string) bool {
+		return strings.Contains(out, "c\n") && strings.Contains(out, "a\n") && !strings.Contains(out, "b\n")
+	})
+	if s, err := admin.Stats(ctx); err != nil {
+		t.Fatal(err)
+	} else if mb, _ := s.Member("b"); mb.State != Draining || mb.Weight != 7 {
+		t.Errorf("b after the reload: %s with weight %d, want draining with weight 7 as set before it", mb.Status, mb.Weight)
+	}
+	// Only the front's user and root write the saved states: the file is
+	// root's, 0644, in the front's 0700 runtime directory.
+	if out := strings.TrimSpace(run("stat", "-c", "%a %U", StateFilePath("g"), RuntimeDir+"/g")); out != "644 root\n700 kato_front" {
+		t.Errorf("saved states and their directory: %q, want 644 root and 700 kato_front", out)
+	}
 	if state := strings.TrimSpace(run("systemctl", "show", "-P", "ActiveState", units.FrontUnit("g"))); state != "active" {
 		t.Errorf("front after reloads: %s, want active", state)
 	}

@@ -178,6 +178,16 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 	if err := m.planRestarts(ctx, reg, &plan); err != nil {
 		return nil, err
 	}
+	// A front the scope cannot run is refused before anything changes.
+	groups := reg
+	if opts.SetGroups {
+		groups = &config.Registry{Instances: reg.Instances, Groups: opts.Groups}
+	}
+	for _, d := range want {
+		if err := m.checkGroupFront(groups, d.Group); err != nil {
+			return nil, err
+		}
+	}
 	res := &ApplyResult{Plan: plan}
 	if opts.SetGroups && !maps.Equal(reg.Groups, opts.Groups) && !(len(reg.Groups) == 0 && len(opts.Groups) == 0) {
 		if err := m.Registry.Update(func(r *config.Registry) error {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,14 +55,27 @@ func (m *Manager) frontDir() string {
 	if m.FrontDir != "" {
 		return m.FrontDir
 	}
+	if m.Paths.FrontDir != "" {
+		return m.Paths.FrontDir
+	}
 	return front.ConfigDir
+}
+
+// frontSocket is the admin socket of the front of group in the scope: in
+// the runtime directory kato-front@GROUP has under /run (system) or the
+// user's runtime directory (--user).
+func (m *Manager) frontSocket(group string) string {
+	if m.Paths.FrontRuntimeDir == "" {
+		return front.SocketPath(group)
+	}
+	return filepath.Join(m.Paths.FrontRuntimeDir, group, "admin.sock")
 }
 
 func (m *Manager) frontAdmin(group string) front.Runtime {
 	if m.FrontAdmin != nil {
 		return m.FrontAdmin(group)
 	}
-	return front.NewClient(front.SocketPath(group))
+	return front.NewClient(m.frontSocket(group))
 }
 
 // FrontOf returns the front of the group name as kato.toml's [groups.NAME]
@@ -165,7 +180,10 @@ func (m *Manager) syncFront(ctx context.Context, reg *config.Registry, name stri
 		}
 		return removeFile(path)
 	}
-	data, err := front.Render(g, front.SocketPath(name))
+	if err := m.checkFrontPort(g); err != nil {
+		return err
+	}
+	data, err := front.Render(g, m.frontSocket(name))
 	if err != nil {
 		return err
 	}
@@ -194,9 +212,25 @@ func (m *Manager) syncFront(ctx context.Context, reg *config.Registry, name stri
 		}
 		return m.Systemd.StartUnit(ctx, unit)
 	case changed:
-		return m.Systemd.ReloadUnit(ctx, unit)
+		return m.reloadFront(ctx, g, unit)
 	}
 	return nil
+}
+
+// frontReloadWait bounds the wait for a reloaded front's new worker.
+const frontReloadWait = 30 * time.Second
+
+// reloadFront reloads the running front of g on its new configuration, its
+// members keeping what was set through the admin socket (a drain, a
+// maintenance, a weight): front.ReloadKeepingState.
+func (m *Manager) reloadFront(ctx context.Context, g front.Group, unit string) error {
+	reload := func(ctx context.Context) error { return m.Systemd.ReloadUnit(ctx, unit) }
+	c, ok := m.frontAdmin(g.Name).(front.Commander)
+	if !ok {
+		// A runtime without commands (a double) keeps no state.
+		return reload(ctx)
+	}
+	return front.ReloadKeepingState(ctx, c, g, front.StateFileFor(m.frontSocket(g.Name)), frontReloadWait, reload)
 }
 
 // drainMembers takes ids out of their groups' fronts before they stop:
@@ -494,4 +528,43 @@ func (m *Manager) runningFrontOf(ctx context.Context, ref string) (*config.Insta
 		return nil, front.Group{}, false, err
 	}
 	return inst, g, true, nil
+}
+
+// unprivilegedPortStart is the first port an unprivileged process may
+// bind (net.ipv4.ip_unprivileged_port_start; 1024 when it cannot be read).
+func unprivilegedPortStart() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		return 1024
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 1024
+	}
+	return n
+}
+
+// checkFrontPort refuses, in the user scope, a front on a port the user's
+// HAProxy may not bind: a user manager gives it no capability.
+func (m *Manager) checkFrontPort(g front.Group) error {
+	if !m.Paths.User {
+		return nil
+	}
+	if start := unprivilegedPortStart(); g.Port < start {
+		return &config.FieldError{Field: "groups." + g.Name + ".front", Value: strconv.Itoa(g.Port),
+			Rule: fmt.Sprintf("must be at least %d with --user: a user's front binds without privilege below net.ipv4.ip_unprivileged_port_start (%d)", start, start)}
+	}
+	return nil
+}
+
+// checkGroupFront refuses, before anything changes, a member of a group
+// whose front the scope cannot run (checkFrontPort).
+func (m *Manager) checkGroupFront(reg *config.Registry, group string) error {
+	if group == "" {
+		return nil
+	}
+	if gc, ok := reg.Group(m.Config, group); ok && gc.Front != 0 {
+		return m.checkFrontPort(front.Group{Name: group, Port: gc.Front})
+	}
+	return nil
 }

@@ -3,9 +3,11 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -391,5 +393,78 @@ func TestFrontRestarterRestartsTheMember(t *testing.T) {
 	}
 	if err := r.RestartMember(ctx, "g-9"); err == nil {
 		t.Error("restarting a member that is no instance succeeded")
+	}
+}
+
+// TestUserFrontRefusesPrivilegedPort: in the user scope a member of a
+// group whose front is on a port the user may not bind is refused before
+// anything changes, with the field, the value and the rule; the same group
+// on a higher port starts its front from the user's directories.
+func TestUserFrontRefusesPrivilegedPort(t *testing.T) {
+	e, _ := newFrontEnv(t)
+	e.m.Paths.User = true
+	e.m.FrontDir = ""
+	e.m.Paths.FrontDir = filepath.Join(t.TempDir(), "fronts")
+	e.m.Paths.FrontRuntimeDir = "/run/user/1000/kato-front"
+	home := t.TempDir()
+	e.m.Paths.WorkerEnvDir, e.m.Paths.StateDir = filepath.Join(home, ".config/kato"), filepath.Join(home, ".local/state/kato/instances")
+	e.m.Paths.ConfigHome, e.m.Paths.StateHome, e.m.Paths.MakeStateDir = filepath.Join(home, ".config"), filepath.Join(home, ".local/state"), true
+	ctx := context.Background()
+	start := unprivilegedPortStart()
+	if start == 0 {
+		t.Fatal("net.ipv4.ip_unprivileged_port_start is 0 here: every port is a user's, nothing to refuse")
+	}
+	e.m.Config.Groups = map[string]config.Group{"ab": {Front: start - 1}}
+	_, err := e.m.Start(ctx, StartRequest{ID: "a", Group: "ab", Parameters: config.DefaultParameters()})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "groups.ab.front" || fe.Value != strconv.Itoa(start-1) || !strings.Contains(fe.Rule, "--user") {
+		t.Fatalf("Start with a front on port %d under --user: %v, want a FieldError on groups.ab.front", start-1, err)
+	}
+	if reg, _ := e.m.Registry.Load(); len(reg.Instances) != 0 {
+		t.Errorf("registry after the refusal: %v", reg.Instances)
+	}
+	if got := e.callsOf("kato@a.service"); len(got) != 0 {
+		t.Errorf("systemd calls after the refusal: %v", got)
+	}
+	e.m.Config.Groups = map[string]config.Group{"ab": {Front: 9000}}
+	if _, err := e.m.Start(ctx, StartRequest{ID: "a", Group: "ab", Parameters: config.DefaultParameters()}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(e.m.Paths.FrontDir, "ab.cfg"))
+	if err != nil || !strings.Contains(string(data), "stats socket '/run/user/1000/kato-front/ab/admin.sock'") ||
+		!strings.Contains(string(data), "server-state-file '/run/user/1000/kato-front/ab/servers.state'") {
+		t.Errorf("user front's configuration (%v):\n%s", err, data)
+	}
+}
+
+// TestUserApplyRefusesPrivilegedFront: under --user an apply whose fleet
+// file puts a member in a group with a front on a port the user may not
+// bind is refused before anything changes.
+func TestUserApplyRefusesPrivilegedFront(t *testing.T) {
+	e, _ := newFrontEnv(t)
+	e.m.Paths.User = true
+	start := unprivilegedPortStart()
+	if start == 0 {
+		t.Fatal("net.ipv4.ip_unprivileged_port_start is 0 here: every port is a user's, nothing to refuse")
+	}
+	path := filepath.Join(t.TempDir(), "f.yaml")
+	content := fmt.Sprintf("groups:\n  low: {front: %d}\ninstances:\n  - {id: a, port: 8001, group: low}\n", start-1)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want, f, err := fleet.LoadFleet(e.m.Config, path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.m.Apply(context.Background(), path, want, ApplyOptions{Groups: f.Groups, SetGroups: f.HasGroups})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "groups.low.front" {
+		t.Fatalf("apply of a user's front on port %d: %v, want a FieldError on groups.low.front", start-1, err)
+	}
+	if reg, _ := e.m.Registry.Load(); len(reg.Instances) != 0 || len(reg.Groups) != 0 {
+		t.Errorf("registry after the refusal: %v %v", reg.Instances, reg.Groups)
+	}
+	if calls := e.callsLike("start"); len(calls) != 0 {
+		t.Errorf("systemd calls after the refusal: %v", calls)
 	}
 }

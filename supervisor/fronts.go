@@ -94,18 +94,15 @@ func (m *Manager) frontRuntime(group string) front.Runtime {
 	if m.FrontRuntime != nil {
 		return m.FrontRuntime(group)
 	}
-	path := front.StatsSocketPath(group)
+	path := front.StatsSocketFor(m.frontSocket(group))
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		path = front.SocketPath(group)
+		path = m.frontSocket(group)
 	}
 	return front.NewClient(path)
 }
 
 func (m *Manager) frontConfigPath(group string) string {
-	if m.FrontDir == "" {
-		return front.ConfigPath(group)
-	}
-	return filepath.Join(m.FrontDir, group+".cfg")
+	return filepath.Join(m.frontDir(), group+".cfg")
 }
 
 // splitFronts takes the fronts' units out of a listing.

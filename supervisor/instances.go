@@ -175,6 +175,9 @@ func (m *Manager) startLocked(ctx context.Context, req StartRequest) (*StartResu
 		if err := m.refuseUnregistered(ctx, []string{req.ID}); err != nil {
 			return nil, err
 		}
+		if err := m.checkGroupFront(reg, req.Group); err != nil {
+			return nil, err
+		}
 	}
 	res := &StartResult{}
 	var created bool

@@ -725,7 +725,7 @@ func TestInstallUnitsUserScope(t *testing.T) {
 	e.m.Config.Services.Units = nil
 	e.start(t, StartRequest{ID: "a"})
 	for dir, want := range map[string][]string{
-		paths.VendorUnitDir: {"kato-group@.target", "kato.target", "kato@.service", "kg-worker@.service", "kg-workers.target"},
+		paths.VendorUnitDir: {"kato-front@.service", "kato-group@.target", "kato.target", "kato@.service", "kg-worker@.service", "kg-workers.target"},
 		paths.UnitDir:       {"kato@a.service.d"},
 	} {
 		entries, err := os.ReadDir(dir)

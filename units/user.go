@@ -23,7 +23,15 @@ type UserDirs struct {
 	// kato-manager resolved them; the workers get them, so that they find
 	// the same configuration and queue.
 	ConfigHome, StateHome string
+	// FrontDir holds the fronts' configurations, GROUP.cfg, that
+	// kato-front@GROUP runs (FrontConfigDir's place):
+	// ~/.config/kato/fronts.
+	FrontDir string
 }
+
+// FrontConfigDir is where the system's kato-front@.service reads each
+// front's configuration.
+const FrontConfigDir = "/etc/kato/fronts"
 
 // UserLeftOut are the directives of the system units that a user manager
 // cannot apply, so UserTemplates leaves them out. User=, Group= and
@@ -59,7 +67,7 @@ var UserLeftOut = []string{
 func UserTemplates(d UserDirs) ([]Template, error) {
 	for _, f := range []struct{ name, dir string }{
 		{"EnvDir", d.EnvDir}, {"WorkerEnvDir", d.WorkerEnvDir}, {"StateDir", d.StateDir},
-		{"ConfigHome", d.ConfigHome}, {"StateHome", d.StateHome},
+		{"ConfigHome", d.ConfigHome}, {"StateHome", d.StateHome}, {"FrontDir", d.FrontDir},
 	} {
 		if err := checkUnitPath(f.dir); err != nil {
 			return nil, fmt.Errorf("invalid %s %q: %w", f.name, f.dir, err)
@@ -71,8 +79,7 @@ func UserTemplates(d UserDirs) ([]Template, error) {
 		// manager runs no instance with --network private. serve's unit is
 		// the system's; a user runs `kato-manager --user serve` itself.
 		// Root's queue helper (kato-queue.socket) serves root alone: a user
-		// opens its own queue itself. A front is root's: its configuration
-		// is in /etc/kato/fronts. The liveness timer restarts root's
+		// opens its own queue itself. The liveness timer restarts root's
 		// instances; a user runs `kato-manager --user liveness` itself.
 		if t.Dir != SystemdDir || isNetworkTemplate(t.Name) || isSystemOnly(t.Name) {
 			continue
@@ -86,7 +93,7 @@ func UserTemplates(d UserDirs) ([]Template, error) {
 // isSystemOnly reports whether the template name is a unit of root's
 // alone, which the user scope does without.
 func isSystemOnly(name string) bool {
-	return name == ManagerService || name == QueueSocket || name == QueueTemplate || name == FrontTemplate ||
+	return name == ManagerService || name == QueueSocket || name == QueueTemplate ||
 		name == LivenessService || name == LivenessTimer
 }
 
@@ -149,6 +156,11 @@ func renderUser(name string, content []byte, d UserDirs) []byte {
 				// What StateDirectory= would have told the processor.
 				b.WriteString("Environment=STATE_DIRECTORY=" + value + "\n")
 			}
+		case strings.Contains(value, FrontConfigDir+"/"):
+			// A user's front reads its configuration in the user's
+			// directory; its sockets are in its RuntimeDirectory= under
+			// the user's runtime directory (%t) already.
+			value = strings.ReplaceAll(value, FrontConfigDir+"/", escapeSpecifiers(d.FrontDir)+"/")
 		case key == "ExecStart" && strings.Contains(value, "kg-worker "):
 			value = strings.Replace(value, " --worker-id ", " --user --worker-id ", 1)
 			fmt.Fprintf(&b, "Environment=XDG_CONFIG_HOME=%s XDG_STATE_HOME=%s\n", escapeSpecifiers(d.ConfigHome), escapeSpecifiers(d.StateHome))

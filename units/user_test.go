@@ -12,6 +12,7 @@ var testUserDirs = UserDirs{
 	StateDir:     "/home/ann/.local/state/kato/instances",
 	ConfigHome:   "/home/ann/.config",
 	StateHome:    "/home/ann/.local/state",
+	FrontDir:     "/home/ann/.config/kato/fronts",
 }
 
 // directives returns the Key=value lines of a unit file, comments left out.
@@ -55,7 +56,7 @@ func TestUserTemplatesList(t *testing.T) {
 		}
 		names = append(names, tmpl.Name)
 	}
-	if want := []string{"kato@.service", InstanceTarget, GroupTemplate, "kg-worker@.service", WorkerTarget}; !slices.Equal(names, want) {
+	if want := []string{"kato@.service", InstanceTarget, GroupTemplate, FrontTemplate, "kg-worker@.service", WorkerTarget}; !slices.Equal(names, want) {
 		t.Errorf("user templates %q, want %q", names, want)
 	}
 }
@@ -86,6 +87,7 @@ func TestUserTemplatesLeaveOutPrivilegedSettings(t *testing.T) {
 func TestUserTemplatesNameTheUsersDirectories(t *testing.T) {
 	instance := userTemplate(t, testUserDirs, "kato@.service")
 	worker := userTemplate(t, testUserDirs, "kg-worker@.service")
+	frontUnit := userTemplate(t, testUserDirs, FrontTemplate)
 	for _, tc := range []struct {
 		name  string
 		lines []string
@@ -96,6 +98,10 @@ func TestUserTemplatesNameTheUsersDirectories(t *testing.T) {
 		{"instance state directory", instance, "Environment=STATE_DIRECTORY=/home/ann/.local/state/kato/instances/%i"},
 		{"worker environment file", worker, "EnvironmentFile=-/home/ann/.config/kato/kg-worker.env"},
 		{"worker in user mode", worker, "ExecStart=/usr/libexec/kato-manager/kg-worker --user --worker-id %i"},
+		{"front configuration", frontUnit, "ExecStart=/usr/sbin/haproxy -Ws -f /home/ann/.config/kato/fronts/%i.cfg"},
+		{"front configuration checked", frontUnit, "AssertPathExists=/home/ann/.config/kato/fronts/%i.cfg"},
+		{"front reload", frontUnit, "ExecReload=/usr/sbin/haproxy -c -q -f /home/ann/.config/kato/fronts/%i.cfg"},
+		{"front sockets under the user's runtime directory", frontUnit, "RuntimeDirectory=kato-front/%i"},
 		{"worker XDG directories", worker, "Environment=XDG_CONFIG_HOME=/home/ann/.config XDG_STATE_HOME=/home/ann/.local/state"},
 		{"instance target", userTemplate(t, testUserDirs, InstanceTarget), "WantedBy=default.target"},
 		{"worker target", userTemplate(t, testUserDirs, WorkerTarget), "WantedBy=default.target"},
@@ -148,6 +154,8 @@ var userApplies = []string{
 	"Restart", "RestartSec", "TimeoutStartSec", "TimeoutStopSec", "KillMode",
 	"NoNewPrivileges", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
 	"SystemCallArchitectures", "SystemCallFilter", "RestrictAddressFamilies", "UMask", "WantedBy",
+	// kato-front@'s: its runtime directory is under the user's (%t).
+	"AssertPathExists", "ExecStartPre", "ExecReload", "SuccessExitStatus", "RuntimeDirectory", "RuntimeDirectoryMode",
 }
 
 func TestEverySystemDirectiveHasAUserDecision(t *testing.T) {

@@ -116,9 +116,9 @@ func TestFrontsSeenEverywhere(t *testing.T) {
 			return pid != "" && pid != before
 		})
 	}
-	// A reload starts from the configuration: the drain is gone (HAProxy
-	// keeps no runtime state without a server-state file), and is made
-	// again.
+	// A reload by hand starts from the configuration: the drain is gone
+	// (only kato-manager saves the members' states before a reload), and
+	// is made again.
 	p.waitFor("both members up after the reloads", 15*time.Second, func() bool {
 		st := memberStates(p.frontsJSON()["web"])
 		return st["web-2"] == "up" && st["web-1"] == "up"

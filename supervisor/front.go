@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -279,10 +280,20 @@ type RollOptions struct {
 	// MaxUnavailable is how many members are out at once; zero is 1, and
 	// never all of them.
 	MaxUnavailable int
+	// Surge is how many extra members, NAME-surge-1…NAME-surge-N, start
+	// from the group's template before any member goes out, and are
+	// drained and removed after the roll (Kubernetes' maxSurge). With it,
+	// MaxUnavailable is taken as given, zero included: at least the
+	// group's size less MaxUnavailable serve throughout.
+	Surge int
 	// Timeout bounds each member's wait for its health request; zero is
 	// the processor's ready_timeout.
 	Timeout time.Duration
 }
+
+// SurgeID returns the id of the group's extra member k of a roll with
+// surge, NAME-surge-k: not a replica NAME-k, so scale leaves it alone.
+func SurgeID(group string, k int) string { return group + "-surge-" + strconv.Itoa(k) }
 
 // ErrNoFront is returned by RollGroup for a group without a front.
 var ErrNoFront = errors.New("group has no front")
@@ -292,7 +303,7 @@ var ErrNoFront = errors.New("group has no front")
 // back while the others serve. The roll stops at the first member that
 // does not come back; the result names it as failed, the members restarted
 // before it as done.
-func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions) (*GroupResult, error) {
+func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions) (_ *GroupResult, err error) {
 	release, err := m.Registry.LockOperations(ctx)
 	if err != nil {
 		return nil, err
@@ -316,10 +327,27 @@ func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions)
 	if err := m.syncFronts(ctx, nil); err != nil {
 		return nil, err
 	}
-	ro := front.RollOptions{MaxUnavailable: opts.MaxUnavailable, DrainTimeout: frontDrainTimeout}
+	ro := front.RollOptions{MaxUnavailable: opts.MaxUnavailable, Surge: opts.Surge, DrainTimeout: frontDrainTimeout}
 	// The front sees a restarted member up after two checks.
 	ro.ReadyTimeout = 4*FrontCheckInterval + 10*time.Second
 	res := &GroupResult{}
+	var surged []string
+	if opts.Surge > 0 {
+		surged, err = m.startSurge(ctx, reg, group, opts, ro.ReadyTimeout)
+		if err == nil {
+			g.Members = slices.DeleteFunc(g.Members, func(mb front.Member) bool { return slices.Contains(surged, mb.ID) })
+		}
+		defer func() {
+			// Drained first: their requests finish, the front reloads
+			// without them.
+			if rerr := m.removeSurge(context.WithoutCancel(ctx), surged, opts.Surge); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the extra members %s: %w", strings.Join(surged, ", "), rerr))
+			}
+		}()
+		if err != nil {
+			return nil, err
+		}
+	}
 	done, err := front.Roll(ctx, g, m.frontAdmin(group), memberRestarter{m: m, timeout: opts.Timeout, locked: true}, ro)
 	res.Done = done
 	var re *front.RollError
@@ -333,6 +361,88 @@ func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions)
 		return res, fmt.Errorf("%w: %w", err, ErrBatchFailed)
 	}
 	return res, err
+}
+
+// ErrNoTemplate is returned by RollGroup with a surge for a group whose
+// [groups.NAME] names neither a template nor a processor.
+var ErrNoTemplate = errors.New("group names no template or processor to make extra members from")
+
+// startSurge starts the extra members of a roll of group with a surge, as
+// scale starts a replica, and waits until the front sees each up. It
+// returns the ids of the extra members it started or found registered
+// (left by a roll that was interrupted), to be removed after the roll.
+func (m *Manager) startSurge(ctx context.Context, reg *config.Registry, group string, opts RollOptions, readyTimeout time.Duration) ([]string, error) {
+	gc, _ := reg.Group(m.Config, group)
+	if gc.Template == "" && gc.Processor == "" {
+		// Its members were made by hand (an A/B pair, say): an extra one
+		// from [processor] and [defaults] would serve another version.
+		return nil, &config.FieldError{Field: "--surge", Value: strconv.Itoa(opts.Surge),
+			Rule: fmt.Sprintf("goes with a group whose [groups.%s] names a template or processor to make extra members from (%v)", group, ErrNoTemplate)}
+	}
+	e, tpl, err := ReplicaEntry(m.Config, reg, group)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for k := 1; k <= opts.Surge; k++ {
+		id := SurgeID(group, k)
+		if in, ok := reg.Instances[id]; ok && in.Group != group {
+			return ids, fmt.Errorf("instance %s has the name of an extra member of group %s but is in group %q; stop it or rename the group", id, group, in.Group)
+		}
+		req, err := NewStartRequest(m.Config, m.Config.Layer(e, tpl), StartRequest{ID: id, Timeout: opts.Timeout})
+		if err != nil {
+			return ids, err
+		}
+		ids = append(ids, id)
+		if _, err := m.startLocked(ctx, req); err != nil {
+			return ids, fmt.Errorf("start extra member %s: %w", id, err)
+		}
+	}
+	rt := m.frontAdmin(group)
+	for _, id := range ids {
+		wctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		err := waitUp(wctx, rt, id)
+		cancel()
+		if err != nil {
+			return ids, fmt.Errorf("extra member %s: %w", id, err)
+		}
+	}
+	return ids, nil
+}
+
+// waitUp waits until the front sees member id up.
+func waitUp(ctx context.Context, rt front.Runtime, id string) error {
+	var last front.MemberStats
+	for {
+		s, err := rt.Stats(ctx)
+		if err == nil {
+			if ms, ok := s.Member(id); ok {
+				if ms.State == front.Up {
+					return nil
+				}
+				last = ms
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: still %s (%s)", front.ErrNotReady, last.State, last.Status)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// removeSurge drains the extra members ids out of their front, then stops
+// and removes them.
+func (m *Manager) removeSurge(ctx context.Context, ids []string, parallel int) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	errs := []error{m.drainMembers(ctx, ids)}
+	for _, err := range m.removeMany(ctx, ids, max(1, parallel)) {
+		errs = append(errs, err)
+	}
+	errs = append(errs, m.syncGroups(ctx), m.syncFronts(ctx, nil))
+	return errors.Join(errs...)
 }
 
 // splitRolled takes out of items those an apply restarts in a group whose

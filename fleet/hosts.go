@@ -40,6 +40,14 @@ func NewSource(f *Fleet, name string, data []byte, entriesOf string) *Source {
 	if entriesOf == "" {
 		src.Hosts = f.Hosts()
 		src.Local = src.Local || len(src.Hosts) == 0
+	} else if f.HasGroups {
+		// The groups' fronts run on the host that hands the file on, which
+		// reaches this host's members at its address: none here.
+		src.Groups = make(map[string]config.Group, len(f.Groups))
+		for name, g := range f.Groups {
+			g.Front, g.Address, g.Balance, g.Ready = 0, "", "", ""
+			src.Groups[name] = g
+		}
 	}
 	return src
 }

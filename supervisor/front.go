@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -41,6 +42,9 @@ type memberRestarter struct {
 }
 
 func (r memberRestarter) RestartMember(ctx context.Context, id string) error {
+	if host, ok := r.m.remoteHost(id); ok {
+		return r.m.restartRemote(ctx, host, id, r.timeout)
+	}
 	var err error
 	if r.locked {
 		_, err = r.m.restartLocked(ctx, id, r.timeout)
@@ -89,6 +93,22 @@ func (m *Manager) FrontOf(reg *config.Registry, name string, exclude map[string]
 			proc = &p
 		}
 		g.Members = append(g.Members, front.Member{ID: in.ID, Address: "127.0.0.1", Port: in.APIPort, Weight: in.Weight})
+	}
+	// Members on other hosts, at their hosts' addresses; the group's
+	// processor says how they answer their ready request.
+	for _, id := range slices.Sorted(maps.Keys(reg.RemoteMembers)) {
+		rm := reg.RemoteMembers[id]
+		if rm.Group != name || exclude[id] {
+			continue
+		}
+		if proc == nil {
+			p, err := m.Config.ProcessorNamed(gc.Processor)
+			if err != nil {
+				return front.Group{}, true, err
+			}
+			proc = &p
+		}
+		g.Members = append(g.Members, front.Member{ID: id, Address: rm.Address, Port: rm.Port, Weight: rm.Weight})
 	}
 	if proc == nil {
 		return g, true, nil
@@ -216,6 +236,8 @@ func (m *Manager) drainMembers(ctx context.Context, ids []string) error {
 	for _, id := range ids {
 		if in, ok := reg.Instances[id]; ok && in.Group != "" {
 			byGroup[in.Group] = append(byGroup[in.Group], id)
+		} else if rm, ok := reg.RemoteMembers[id]; ok {
+			byGroup[rm.Group] = append(byGroup[rm.Group], id)
 		}
 	}
 	exclude := map[string]bool{}
@@ -309,12 +331,14 @@ func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions)
 		return nil, err
 	}
 	defer release()
-	if _, err := m.GroupMembers(group); err != nil {
-		return nil, err
-	}
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
+	}
+	if !reg.HasRemoteMembers(group) {
+		if _, err := m.GroupMembers(group); err != nil {
+			return nil, err
+		}
 	}
 	g, ok, err := m.FrontOf(reg, group, nil)
 	if err != nil {

@@ -797,7 +797,7 @@ func TestRegistryCloneCopiesEveryField(t *testing.T) {
 	}
 	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
 	r := &Registry{
-		Instances: map[string]*Instance{"a": {ID: "a", Name: "A", Unit: "kato@a.service", APIPort: 8001, Command: []string{"x"}, Network: NetworkHost, Group: "ab", Parameters: DefaultParameters(), Created: now, Updated: now}},
+		Instances:     map[string]*Instance{"a": {ID: "a", Name: "A", Unit: "kato@a.service", APIPort: 8001, Command: []string{"x"}, Network: NetworkHost, Group: "ab", Parameters: DefaultParameters(), Created: now, Updated: now}},
 		Groups:        map[string]Group{"ab": {Front: 9300, Balance: "roundrobin"}},
 		RemoteMembers: map[string]RemoteMember{"b": {Group: "ab", Host: "root@beta", Address: "beta", Port: 8001}},
 	}

@@ -40,6 +40,10 @@ func NewSource(f *Fleet, name string, data []byte, entriesOf string) *Source {
 	if entriesOf == "" {
 		src.Hosts = f.Hosts()
 		src.Local = src.Local || len(src.Hosts) == 0
+		for _, g := range f.Groups {
+			// This host runs the groups' fronts, its entries or none.
+			src.Local = src.Local || g.Front != 0
+		}
 	} else if f.HasGroups {
 		// The groups' fronts run on the host that hands the file on, which
 		// reaches this host's members at its address: none here.

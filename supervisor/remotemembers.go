@@ -179,3 +179,26 @@ func (m *Manager) StopRemoteMember(ctx context.Context, id string) error {
 	})
 	return errors.Join(stopErr, err, m.syncFronts(ctx, nil))
 }
+
+// ForgetRemoteMembers drains the remote members ids out of their fronts,
+// reloads the fronts without them and forgets them: their hosts are about
+// to remove them.
+func (m *Manager) ForgetRemoteMembers(ctx context.Context, ids []string) error {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := m.drainMembers(ctx, ids); err != nil {
+		return err
+	}
+	if err := m.Registry.Update(func(r *config.Registry) error {
+		for _, id := range ids {
+			delete(r.RemoteMembers, id)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return m.syncFronts(ctx, nil)
+}

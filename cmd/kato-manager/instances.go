@@ -324,6 +324,9 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 		case err == nil && (!orphan || inst.ID == refs[0] || inst.Name == refs[0]):
 			refs[0] = inst.ID
 		case err != nil && !orphan:
+			if rm, ok := a.remoteMember(refs[0]); ok {
+				return a.stopRemoteMember(ctx, refs[0], rm)
+			}
 			return err
 		}
 	}
@@ -432,6 +435,9 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 	}
 	found, err := a.findInstance(fs.Arg(0))
 	if err != nil {
+		if rm, ok := a.remoteMember(fs.Arg(0)); ok {
+			return a.restartRemoteMember(ctx, fs.Arg(0), rm, *timeout)
+		}
 		return err
 	}
 	m, done, err := a.manager(ctx)
@@ -560,7 +566,11 @@ func printFronts(a *app, fronts []supervisor.FrontView, problems bool) error {
 		}
 		fmt.Fprintln(tw, "  "+row)
 		for _, mb := range f.Members {
-			fmt.Fprintf(tw, "    member %s\t%s\tsessions %d\tweight %d\t\t\t%d\t%d\n", mb.ID, mb.State, mb.Sessions, mb.Weight, mb.Requests, mb.Errors)
+			id := mb.ID
+			if mb.Host != "" {
+				id += " on " + mb.Host
+			}
+			fmt.Fprintf(tw, "    member %s\t%s\tsessions %d\tweight %d\t\t\t%d\t%d\n", id, mb.State, mb.Sessions, mb.Weight, mb.Requests, mb.Errors)
 		}
 	}
 	return tw.Flush()

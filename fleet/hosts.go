@@ -29,6 +29,9 @@ type Source struct {
 	// Groups are the file's groups:, when HasGroups.
 	Groups    map[string]config.Group
 	HasGroups bool
+	// Fronts says the file's groups have fronts, which run on this host
+	// (the one that hands the file on) whether it has entries or not.
+	Fronts bool
 }
 
 // NewSource is the Source of f, read from data under name, on the host
@@ -41,8 +44,7 @@ func NewSource(f *Fleet, name string, data []byte, entriesOf string) *Source {
 		src.Hosts = f.Hosts()
 		src.Local = src.Local || len(src.Hosts) == 0
 		for _, g := range f.Groups {
-			// This host runs the groups' fronts, its entries or none.
-			src.Local = src.Local || g.Front != 0
+			src.Fronts = src.Fronts || g.Front != 0
 		}
 	} else if f.HasGroups {
 		// The groups' fronts run on the host that hands the file on, which
@@ -122,8 +124,9 @@ type HostsApply struct {
 	// before any changes, with the instances the other hosts remove, as
 	// HOST:ID; its error stops the apply everywhere.
 	Confirm func(removed []string) error
-	// Here applies this host's entries, when it has any, after Confirm and
-	// before the other hosts apply theirs; its error stops the apply.
+	// Here applies this host's entries, when it has any or runs the
+	// file's fronts, after Confirm and before the other hosts apply
+	// theirs; its error stops the apply.
 	Here func() error
 	// Stderr gets what a host that refused the file printed, each line
 	// after the host's name.
@@ -168,7 +171,7 @@ func (s *Source) Apply(ctx context.Context, o HostsApply) ([]remote.Result, erro
 	if err := o.Confirm(removed); err != nil {
 		return nil, err
 	}
-	if s.Local {
+	if s.Local || s.Fronts {
 		if err := o.Here(); err != nil {
 			return nil, err
 		}

@@ -187,6 +187,16 @@ func TestHandedFileRunsNoFront(t *testing.T) {
 	if g := NewSource(f, "f.yaml", []byte(file), "beta").Groups["web"]; g.Front != 0 || g.Balance != "" || g.Template != "t" {
 		t.Errorf("beta's group web = %+v, want no front and the template kept", g)
 	}
+	// Every entry on another host: this host still runs the front, with
+	// no entry of its own (nothing to prune).
+	remoteOnly := "groups:\n  web: {front: 9400}\ninstances:\n  - {id: b, host: beta, group: web}\n"
+	f, err = ParseFleet("f.yaml", []byte(remoteOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src := NewSource(f, "f.yaml", []byte(remoteOnly), ""); src.Local || !src.Fronts {
+		t.Errorf("source of a file with only remote members: local %v, fronts %v; want false, true", src.Local, src.Fronts)
+	}
 }
 
 // TestLoopbackRemoteMemberRefused: an entry on another host in a group

@@ -252,7 +252,9 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 	}
 	if len(src.Hosts) > 0 {
 		return a.applyOnHosts(ctx, cfg, fs, *f.prune, *f.yes, src, want,
-			func() error { return a.applyHere(ctx, cfg, want, src, opts, *f.prune, true) })
+			// A host without entries of its own, here for the fronts,
+			// prunes nothing.
+			func() error { return a.applyHere(ctx, cfg, want, src, opts, *f.prune && src.Local, true) })
 	}
 	return a.applyHere(ctx, cfg, want, src, opts, *f.prune, *f.yes)
 }

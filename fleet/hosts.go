@@ -102,6 +102,20 @@ func DiffRemovals(diff []byte) []string {
 	return ids
 }
 
+// DiffRestarts are the instances a diff's output says it changes and
+// restarts ("~ ID") or restarts ("^ ID").
+func DiffRestarts(diff []byte) []string {
+	var ids []string
+	for _, line := range strings.Split(string(diff), "\n") {
+		for _, a := range []Action{Change, Restart} {
+			if rest, ok := strings.CutPrefix(line, a.Symbol()+" "); ok && rest != "" && !strings.Contains(rest, " ") {
+				ids = append(ids, rest)
+			}
+		}
+	}
+	return ids
+}
+
 // Removals are the instances a plan removes.
 func (p Plan) Removals() []string {
 	var ids []string
@@ -124,6 +138,10 @@ type HostsApply struct {
 	// before any changes, with the instances the other hosts remove, as
 	// HOST:ID; its error stops the apply everywhere.
 	Confirm func(removed []string) error
+	// BeforeHosts, when set, is called after Here and before the other
+	// hosts apply, with the instances they restart (changed settings), as
+	// HOST:ID.
+	BeforeHosts func(restarted []string)
 	// Here applies this host's entries, when it has any or runs the
 	// file's fronts, after Confirm and before the other hosts apply
 	// theirs; its error stops the apply.
@@ -155,7 +173,7 @@ func (s *Source) Apply(ctx context.Context, o HostsApply) ([]remote.Result, erro
 	if o.Prune {
 		check = []string{"--prune"}
 	}
-	var refusals, removed []string
+	var refusals, removed, restarted []string
 	for _, r := range s.OnHosts(ctx, "diff", check) {
 		if _, err := DiffPending(r); err != nil {
 			remote.PrefixLines(o.Stderr, r.Host, []byte(r.Stderr))
@@ -163,6 +181,9 @@ func (s *Source) Apply(ctx context.Context, o HostsApply) ([]remote.Result, erro
 		}
 		for _, id := range DiffRemovals(r.Stdout) {
 			removed = append(removed, r.Host+":"+id)
+		}
+		for _, id := range DiffRestarts(r.Stdout) {
+			restarted = append(restarted, r.Host+":"+id)
 		}
 	}
 	if len(refusals) > 0 {
@@ -175,6 +196,9 @@ func (s *Source) Apply(ctx context.Context, o HostsApply) ([]remote.Result, erro
 		if err := o.Here(); err != nil {
 			return nil, err
 		}
+	}
+	if o.BeforeHosts != nil {
+		o.BeforeHosts(restarted)
 	}
 	return s.OnHosts(ctx, "apply", o.Flags), nil
 }

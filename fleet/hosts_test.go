@@ -86,6 +86,13 @@ func TestDiffRemovals(t *testing.T) {
 	}
 }
 
+func TestDiffRestarts(t *testing.T) {
+	diff := "+ new\n    port: 8004\n~ changed\n    port: 8002 -> 8012\n^ stale\n- extra (port 8003)\nplan: 1 to create, 1 to change (restart), 1 to remove, 0 unchanged\n"
+	if got := DiffRestarts([]byte(diff)); !slices.Equal(got, []string{"changed", "stale"}) {
+		t.Errorf("DiffRestarts = %q, want [changed stale]", got)
+	}
+}
+
 func TestPlanRemovals(t *testing.T) {
 	p := Plan{Steps: []Step{{Action: Create, ID: "a"}, {Action: Remove, ID: "b"}, {Action: Keep, ID: "c"}, {Action: Remove, ID: "d"}}}
 	if got := p.Removals(); !slices.Equal(got, []string{"b", "d"}) {

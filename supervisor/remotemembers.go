@@ -202,3 +202,68 @@ func (m *Manager) ForgetRemoteMembers(ctx context.Context, ids []string) error {
 	}
 	return m.syncFronts(ctx, nil)
 }
+
+// DrainRemoteMembers drains the remote members ids in their fronts and
+// waits (bounded) until their connections end: their hosts are about to
+// restart them. It returns the ids it drained, for ReadyRemoteMembers.
+func (m *Manager) DrainRemoteMembers(ctx context.Context, ids []string) ([]string, error) {
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return nil, err
+	}
+	var drained []string
+	var errs []error
+	for _, id := range ids {
+		rm, ok := reg.RemoteMembers[id]
+		if !ok {
+			continue
+		}
+		g, _, err := m.FrontOf(reg, rm.Group, nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rt := m.frontAdmin(rm.Group)
+		if err := rt.SetState(ctx, g.Backend(id), id, front.Drain); err != nil {
+			errs = append(errs, fmt.Errorf("drain %s in the front of group %s: %w", id, rm.Group, err))
+			continue
+		}
+		m.waitDrained(ctx, rt, []string{id})
+		drained = append(drained, id)
+	}
+	return drained, errors.Join(errs...)
+}
+
+// ReadyRemoteMembers puts the remote members ids back in their fronts'
+// rotation and waits, for at most timeout each, until the front sees them
+// up.
+func (m *Manager) ReadyRemoteMembers(ctx context.Context, ids []string, timeout time.Duration) error {
+	reg, err := m.Registry.Load()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		rm, ok := reg.RemoteMembers[id]
+		if !ok {
+			continue
+		}
+		g, _, err := m.FrontOf(reg, rm.Group, nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rt := m.frontAdmin(rm.Group)
+		if err := rt.SetState(ctx, g.Backend(id), id, front.Ready); err != nil {
+			errs = append(errs, fmt.Errorf("put %s back in the front of group %s: %w", id, rm.Group, err))
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		err = waitUp(wctx, rt, id)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s in the front of group %s: %w", id, rm.Group, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -62,6 +62,20 @@ func TestRemoteMembers(t *testing.T) {
 		t.Errorf("runtime calls %v, want %v", ff.calls, want)
 	}
 
+	// Its host is about to restart it (an apply there): drained, then
+	// back once up.
+	ff.calls = nil
+	drained, err := e.m.DrainRemoteMembers(ctx, []string{"b", "a", "nope"})
+	if err != nil || !slices.Equal(drained, []string{"b"}) {
+		t.Errorf("DrainRemoteMembers = %v, %v; want [b]", drained, err)
+	}
+	if err := e.m.ReadyRemoteMembers(ctx, drained, time.Second); err != nil {
+		t.Error(err)
+	}
+	if want := []string{"drain b", "ready b"}; !slices.Equal(ff.calls, want) {
+		t.Errorf("runtime calls %v, want %v", ff.calls, want)
+	}
+
 	ff.calls, log = nil, nil
 	if err := e.m.StopRemoteMember(ctx, "b"); err != nil {
 		t.Fatal(err)

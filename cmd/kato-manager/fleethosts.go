@@ -88,6 +88,7 @@ func fleetArgs(fs *pflag.FlagSet, prune bool) []string {
 // the worst of the hosts'.
 func (a *app) applyOnHosts(ctx context.Context, cfg *config.Config, fs *pflag.FlagSet, prune, yes bool, src *fleet.Source, want []fleet.Desired, here func() error) error {
 	code := exitOK
+	var drained []string
 	results, err := src.Apply(ctx, fleet.HostsApply{
 		Prune: prune, Flags: fleetArgs(fs, prune), Stderr: a.stderr,
 		// One question for every host, before any host is changed.
@@ -109,6 +110,16 @@ func (a *app) applyOnHosts(ctx context.Context, cfg *config.Config, fs *pflag.Fl
 			// Members the other hosts remove leave this host's fronts
 			// first, their requests finished.
 			return a.drainRemovedMembers(ctx, cfg, removed)
+		},
+		// Members the other hosts restart are drained here first, and put
+		// back once they applied.
+		BeforeHosts: func(restarted []string) {
+			var err error
+			drained, err = a.drainRestartedMembers(ctx, cfg, restarted)
+			if err != nil {
+				fmt.Fprintf(a.stderr, "kato-manager: fronts: %v\n", err)
+				code = max(code, exitFailed)
+			}
 		},
 		Here: func() error {
 			err := here()
@@ -140,7 +151,7 @@ func (a *app) applyOnHosts(ctx context.Context, cfg *config.Config, fs *pflag.Fl
 		}
 	}
 	// The members the other hosts run now, for this host's fronts.
-	if err := a.refreshRemoteMembers(ctx, cfg, src, results); err != nil {
+	if err := a.refreshRemoteMembers(ctx, cfg, src, results, drained); err != nil {
 		fmt.Fprintf(a.stderr, "kato-manager: fronts: %v\n", err)
 		code = max(code, exitFailed)
 	}

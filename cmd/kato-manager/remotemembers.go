@@ -10,6 +10,7 @@ import (
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/remote"
+	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // remoteMember returns the member ref of this host's fronts that runs on
@@ -78,11 +79,37 @@ func (a *app) drainRemovedMembers(ctx context.Context, cfg *config.Config, remov
 	return m.ForgetRemoteMembers(ctx, ids)
 }
 
+// drainRestartedMembers drains the members other hosts are about to
+// restart (HOST:ID, from their diffs) in this host's fronts.
+func (a *app) drainRestartedMembers(ctx context.Context, cfg *config.Config, restarted []string) ([]string, error) {
+	reg, err := a.registry().Load()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, r := range restarted {
+		host, id, _ := strings.Cut(r, ":")
+		if rm, ok := reg.RemoteMembers[id]; ok && rm.Host == host {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	m, done, err := a.managerWith(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return m.DrainRemoteMembers(ctx, ids)
+}
+
 // refreshRemoteMembers reads the instances of each host that applied the
 // file (their export) and keeps those in groups whose front runs here as
 // this host's remote members, the fronts reloaded with them. A host that
-// did not answer keeps the members it had.
-func (a *app) refreshRemoteMembers(ctx context.Context, cfg *config.Config, src *fleet.Source, applied []remote.Result) error {
+// did not answer keeps the members it had. The members drained before
+// their hosts restarted them are put back in the rotation.
+func (a *app) refreshRemoteMembers(ctx context.Context, cfg *config.Config, src *fleet.Source, applied []remote.Result, drained []string) error {
 	reg, err := a.registry().Load()
 	if err != nil {
 		return err
@@ -128,5 +155,9 @@ func (a *app) refreshRemoteMembers(ctx context.Context, cfg *config.Config, src 
 		return errors.Join(append(errs, err)...)
 	}
 	defer done()
-	return errors.Join(append(errs, m.SetRemoteMembers(ctx, answered, found))...)
+	errs = append(errs, m.SetRemoteMembers(ctx, answered, found))
+	if len(drained) > 0 {
+		errs = append(errs, m.ReadyRemoteMembers(ctx, drained, 4*supervisor.FrontCheckInterval+10*time.Second))
+	}
+	return errors.Join(errs...)
 }

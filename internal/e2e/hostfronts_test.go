@@ -90,6 +90,26 @@ instances:
 		t.Logf("beta's journal of web-b:\n%s", journal)
 	}
 
+	// An apply that changes the member on beta: drained on alpha before
+	// beta restarts it, put back after; the load sees no failure.
+	pidB = beta.mainPID("kato@web-b.service")
+	changed := strings.Replace(fleet, "host: beta}", "host: beta, max_predictions: 17}", 1)
+	if err := alpha.WriteFile("/root/web.yaml", []byte(changed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l = alpha.startLoad(t, "http://127.0.0.1:9400/status")
+	time.Sleep(time.Second)
+	out = alpha.mustKM("apply", "-f", "/root/web.yaml")
+	ok, failed = l.stop()
+	t.Logf("apply changing web-b on beta under load: %d requests, %d failed\n%s", ok+failed, failed, out)
+	if failed != 0 || !strings.Contains(out, "beta: ~ web-b changed and restarted") {
+		t.Errorf("apply changing the member on beta: %d of %d requests failed, want 0; output:\n%s", failed, ok+failed, out)
+	}
+	if now := beta.mainPID("kato@web-b.service"); now == pidB || now == "0" {
+		t.Errorf("web-b on beta was not restarted by the apply: pid %s, before %s", now, pidB)
+	}
+	alpha.waitAnsweredBy(t, "http://127.0.0.1:9400/status", "web-a", "web-b")
+
 	// A member named by a loopback host: refused, nothing changed.
 	bad := fleet + "  - {id: web-c, port: 8102, group: web, host: root@127.0.0.1}\n"
 	if err := alpha.WriteFile("/root/bad.yaml", []byte(bad), 0o644); err != nil {

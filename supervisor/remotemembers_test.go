@@ -76,6 +76,18 @@ func TestRemoteMembers(t *testing.T) {
 		t.Errorf("runtime calls %v, want %v", ff.calls, want)
 	}
 
+	// restart b on the front's host: a roll of that one member.
+	ff.calls, log = nil, nil
+	if err := e.m.RestartRemoteMember(ctx, "b", 0); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"root@beta: restart b after drain b"}; !slices.Equal(log, want) {
+		t.Errorf("remote commands %q, want %q", log, want)
+	}
+	if want := []string{"drain b", "ready b"}; !slices.Equal(ff.calls, want) {
+		t.Errorf("runtime calls %v, want %v", ff.calls, want)
+	}
+
 	ff.calls, log = nil, nil
 	if err := e.m.StopRemoteMember(ctx, "b"); err != nil {
 		t.Fatal(err)

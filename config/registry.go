@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -127,6 +128,10 @@ type Registry struct {
 	// Groups are the groups an applied fleet file declared (its groups:),
 	// which win over kato.toml's [groups.NAME] of the same name.
 	Groups map[string]Group `toml:"groups,omitempty"`
+	// RemoteMembers are the members, by id, of this host's fronts that run
+	// on other hosts, as the last apply of a fleet file naming those hosts
+	// found them.
+	RemoteMembers map[string]RemoteMember `toml:"remote_members,omitempty"`
 }
 
 // Group returns the settings of the group name: an applied fleet file's,
@@ -300,6 +305,18 @@ func (r *Registry) validate() (toml.Key, error) {
 			owners[p.port] = id
 		}
 	}
+	for _, id := range slices.Sorted(maps.Keys(r.RemoteMembers)) {
+		key := toml.Key{"remote_members", id}
+		if err := ValidateID(id); err != nil {
+			return key, &FieldError{Field: "remote_members", Value: id, Rule: "id must be an instance id"}
+		}
+		if _, ok := r.Instances[id]; ok {
+			return key, &FieldError{Field: key.String(), Value: id, Rule: "must not be the id of an instance of this host"}
+		}
+		if err := r.RemoteMembers[id].Validate(); err != nil {
+			return fieldPath(key, err), prefixField(key.String()+".", err)
+		}
+	}
 	return nil, nil
 }
 
@@ -366,6 +383,12 @@ func (r *Registry) clone() *Registry {
 		c.Groups = make(map[string]Group, len(r.Groups))
 		for name, g := range r.Groups {
 			c.Groups[name] = g
+		}
+	}
+	if r.RemoteMembers != nil {
+		c.RemoteMembers = make(map[string]RemoteMember, len(r.RemoteMembers))
+		for id, m := range r.RemoteMembers {
+			c.RemoteMembers[id] = m
 		}
 	}
 	return c
@@ -484,8 +507,9 @@ const registryHeader = "# Instance registry of kato-manager: one [instances.ID] 
 // decoded over default parameters: an entry written before a parameter
 // existed gets that parameter's default.
 type registryDoc struct {
-	Instances map[string]toml.Primitive `toml:"instances"`
-	Groups    map[string]Group          `toml:"groups"`
+	Instances     map[string]toml.Primitive `toml:"instances"`
+	Groups        map[string]Group          `toml:"groups"`
+	RemoteMembers map[string]RemoteMember   `toml:"remote_members"`
 }
 
 func decodeRegistry(data []byte) (*Registry, error) {
@@ -494,7 +518,7 @@ func decodeRegistry(data []byte) (*Registry, error) {
 	if err != nil {
 		return nil, tomlError(err)
 	}
-	r := &Registry{Instances: make(map[string]*Instance, len(doc.Instances)), Groups: doc.Groups}
+	r := &Registry{Instances: make(map[string]*Instance, len(doc.Instances)), Groups: doc.Groups, RemoteMembers: doc.RemoteMembers}
 	for id, raw := range doc.Instances {
 		in := &Instance{ID: id, Network: NetworkHost}
 		if err := md.PrimitiveDecode(raw, in); err != nil {

@@ -792,21 +792,58 @@ func TestRegistryLoadKeepsTheParsedFile(t *testing.T) {
 // registry is the whole registry; a field added to Registry fails here
 // until clone copies it.
 func TestRegistryCloneCopiesEveryField(t *testing.T) {
-	if n := reflect.TypeOf(Registry{}).NumField(); n != 2 {
+	if n := reflect.TypeOf(Registry{}).NumField(); n != 3 {
 		t.Fatalf("Registry has %d fields: copy the new one in clone, then count it here", n)
 	}
 	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
 	r := &Registry{
-		Instances: map[string]*Instance{"a": {ID: "a", Name: "A", Unit: "kato@a.service", APIPort: 8001, Command: []string{"x"}, Network: NetworkHost, Group: "ab", Parameters: DefaultParameters(), Created: now, Updated: now}},
-		Groups:    map[string]Group{"ab": {Front: 9300, Balance: "roundrobin"}},
+		Instances:     map[string]*Instance{"a": {ID: "a", Name: "A", Unit: "kato@a.service", APIPort: 8001, Command: []string{"x"}, Network: NetworkHost, Group: "ab", Parameters: DefaultParameters(), Created: now, Updated: now}},
+		Groups:        map[string]Group{"ab": {Front: 9300, Balance: "roundrobin"}},
+		RemoteMembers: map[string]RemoteMember{"b": {Group: "ab", Host: "root@beta", Address: "beta", Port: 8001}},
 	}
 	c := r.clone()
 	if !reflect.DeepEqual(r, c) {
 		t.Fatalf("clone differs:\n%+v\n%+v", r, c)
 	}
 	c.Groups["ab"] = Group{Front: 1}
+	c.RemoteMembers["b"] = RemoteMember{Port: 1}
 	c.Instances["a"].Command[0] = "y"
-	if r.Groups["ab"].Front != 9300 || r.Instances["a"].Command[0] != "x" {
+	if r.Groups["ab"].Front != 9300 || r.Instances["a"].Command[0] != "x" || r.RemoteMembers["b"].Port != 8001 {
 		t.Error("the clone shares its groups or an instance's command with the original")
+	}
+}
+
+// TestRegistryRemoteMembers: remote members round-trip through the file,
+// and one named by a loopback host is refused with its field, value and
+// rule.
+func TestRegistryRemoteMembers(t *testing.T) {
+	dir := t.TempDir()
+	f := OpenRegistry(filepath.Join(dir, "instances.toml"))
+	want := map[string]RemoteMember{"web-b": {Group: "web", Host: "ops@beta", Address: "beta", Port: 8101, Weight: 3}}
+	if err := f.Update(func(r *Registry) error { r.RemoteMembers = want; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(r.RemoteMembers, want) {
+		t.Errorf("remote members read back %v, want %v", r.RemoteMembers, want)
+	}
+	for _, tc := range []struct {
+		name string
+		m    RemoteMember
+		want string
+	}{
+		{"loopback address", RemoteMember{Group: "web", Host: "127.0.0.2", Address: "127.0.0.2", Port: 8101}, "remote_members.web-b.host 127.0.0.2"},
+		{"localhost", RemoteMember{Group: "web", Host: "root@localhost", Address: "localhost", Port: 8101}, "remote_members.web-b.host root@localhost"},
+		{"address not the host's", RemoteMember{Group: "web", Host: "beta", Address: "gamma", Port: 8101}, "remote_members.web-b.address gamma"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := f.Update(func(r *Registry) error { r.RemoteMembers = map[string]RemoteMember{"web-b": tc.m}; return nil })
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("update with %+v: %v, want %q", tc.m, err, tc.want)
+			}
+		})
 	}
 }

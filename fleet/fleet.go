@@ -141,10 +141,45 @@ func ReadFleet(c *config.Config, path string, data []byte, host string) ([]Desir
 			errs = append(errs, &config.FileError{File: path, Line: f.groupLines[name], ID: "group " + name, Field: strings.TrimPrefix(fe.Field, "groups."+name+"."), Value: fe.Value, Rule: fe.Rule})
 		}
 	}
+	if host == "" {
+		errs = append(errs, f.checkRemoteMembers(c)...)
+	}
 	if len(errs) > 0 {
 		return nil, nil, errs.Sorted()
 	}
 	return want, f, nil
+}
+
+// checkRemoteMembers refuses an entry on another host, in a group whose
+// front runs here, that names its host by a loopback address: the front
+// reaches members on other hosts at their hosts' addresses.
+func (f *Fleet) checkRemoteMembers(c *config.Config) config.FileErrors {
+	var errs config.FileErrors
+	for _, e := range f.Entries {
+		if e.Host == "" || !config.IsLoopbackHost(e.Host) {
+			continue
+		}
+		group := e.Group
+		if group == "" && e.Template != "" {
+			if t, ok := f.Templates[e.Template]; ok {
+				group = t.Group
+			} else if t, ok := c.Templates[e.Template]; ok {
+				group = t.Group
+			}
+		}
+		if group == "" && e.Replicas > 0 {
+			group = e.ID
+		}
+		g, ok := f.Groups[group]
+		if !ok {
+			g, ok = c.Groups[group]
+		}
+		if group == "" || !ok || g.Front == 0 {
+			continue
+		}
+		errs = append(errs, &config.FileError{File: f.Path, Line: e.Lines["host"], ID: e.ID, Field: "host", Value: e.Host, Rule: config.RemoteMemberRule})
+	}
+	return errs
 }
 
 // FleetFormats are the formats of a fleet file by extension.

@@ -29,6 +29,9 @@ type Source struct {
 	// Groups are the file's groups:, when HasGroups.
 	Groups    map[string]config.Group
 	HasGroups bool
+	// Fronts says the file's groups have fronts, which run on this host
+	// (the one that hands the file on) whether it has entries or not.
+	Fronts bool
 }
 
 // NewSource is the Source of f, read from data under name, on the host
@@ -40,6 +43,17 @@ func NewSource(f *Fleet, name string, data []byte, entriesOf string) *Source {
 	if entriesOf == "" {
 		src.Hosts = f.Hosts()
 		src.Local = src.Local || len(src.Hosts) == 0
+		for _, g := range f.Groups {
+			src.Fronts = src.Fronts || g.Front != 0
+		}
+	} else if f.HasGroups {
+		// The groups' fronts run on the host that hands the file on, which
+		// reaches this host's members at its address: none here.
+		src.Groups = make(map[string]config.Group, len(f.Groups))
+		for name, g := range f.Groups {
+			g.Front, g.Address, g.Balance, g.Ready = 0, "", "", ""
+			src.Groups[name] = g
+		}
 	}
 	return src
 }
@@ -88,6 +102,20 @@ func DiffRemovals(diff []byte) []string {
 	return ids
 }
 
+// DiffRestarts are the instances a diff's output says it changes and
+// restarts ("~ ID") or restarts ("^ ID").
+func DiffRestarts(diff []byte) []string {
+	var ids []string
+	for _, line := range strings.Split(string(diff), "\n") {
+		for _, a := range []Action{Change, Restart} {
+			if rest, ok := strings.CutPrefix(line, a.Symbol()+" "); ok && rest != "" && !strings.Contains(rest, " ") {
+				ids = append(ids, rest)
+			}
+		}
+	}
+	return ids
+}
+
 // Removals are the instances a plan removes.
 func (p Plan) Removals() []string {
 	var ids []string
@@ -110,8 +138,13 @@ type HostsApply struct {
 	// before any changes, with the instances the other hosts remove, as
 	// HOST:ID; its error stops the apply everywhere.
 	Confirm func(removed []string) error
-	// Here applies this host's entries, when it has any, after Confirm and
-	// before the other hosts apply theirs; its error stops the apply.
+	// BeforeHosts, when set, is called after Here and before the other
+	// hosts apply, with the instances they restart (changed settings), as
+	// HOST:ID.
+	BeforeHosts func(restarted []string)
+	// Here applies this host's entries, when it has any or runs the
+	// file's fronts, after Confirm and before the other hosts apply
+	// theirs; its error stops the apply.
 	Here func() error
 	// Stderr gets what a host that refused the file printed, each line
 	// after the host's name.
@@ -140,7 +173,7 @@ func (s *Source) Apply(ctx context.Context, o HostsApply) ([]remote.Result, erro
 	if o.Prune {
 		check = []string{"--prune"}
 	}
-	var refusals, removed []string
+	var refusals, removed, restarted []string
 	for _, r := range s.OnHosts(ctx, "diff", check) {
 		if _, err := DiffPending(r); err != nil {
 			remote.PrefixLines(o.Stderr, r.Host, []byte(r.Stderr))
@@ -149,6 +182,9 @@ func (s *Source) Apply(ctx context.Context, o HostsApply) ([]remote.Result, erro
 		for _, id := range DiffRemovals(r.Stdout) {
 			removed = append(removed, r.Host+":"+id)
 		}
+		for _, id := range DiffRestarts(r.Stdout) {
+			restarted = append(restarted, r.Host+":"+id)
+		}
 	}
 	if len(refusals) > 0 {
 		return nil, &RefusedError{Refusals: refusals, Hosts: len(s.Hosts)}
@@ -156,10 +192,13 @@ func (s *Source) Apply(ctx context.Context, o HostsApply) ([]remote.Result, erro
 	if err := o.Confirm(removed); err != nil {
 		return nil, err
 	}
-	if s.Local {
+	if s.Local || s.Fronts {
 		if err := o.Here(); err != nil {
 			return nil, err
 		}
+	}
+	if o.BeforeHosts != nil {
+		o.BeforeHosts(restarted)
 	}
 	return s.OnHosts(ctx, "apply", o.Flags), nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/remote"
 )
 
@@ -82,6 +83,13 @@ func TestDiffRemovals(t *testing.T) {
 	}
 	if got := DiffRemovals(nil); got != nil {
 		t.Errorf("DiffRemovals of nothing = %q", got)
+	}
+}
+
+func TestDiffRestarts(t *testing.T) {
+	diff := "+ new\n    port: 8004\n~ changed\n    port: 8002 -> 8012\n^ stale\n- extra (port 8003)\nplan: 1 to create, 1 to change (restart), 1 to remove, 0 unchanged\n"
+	if got := DiffRestarts([]byte(diff)); !slices.Equal(got, []string{"changed", "stale"}) {
+		t.Errorf("DiffRestarts = %q, want [changed stale]", got)
 	}
 }
 
@@ -169,5 +177,58 @@ func TestApplyOnHostsAllOrNone(t *testing.T) {
 				t.Errorf("results = %+v", results)
 			}
 		})
+	}
+}
+
+// TestHandedFileRunsNoFront: the host that hands a file on runs its
+// groups' fronts; a host handed the file stores the groups without one.
+func TestHandedFileRunsNoFront(t *testing.T) {
+	file := "groups:\n  web: {front: 9400, balance: roundrobin, template: t}\ninstances:\n  - {id: a, group: web}\n  - {id: b, host: beta, group: web}\n"
+	f, err := ParseFleet("f.yaml", []byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := NewSource(f, "f.yaml", []byte(file), "").Groups["web"]; g.Front != 9400 || g.Balance != "roundrobin" {
+		t.Errorf("this host's group web = %+v, want its front", g)
+	}
+	if g := NewSource(f, "f.yaml", []byte(file), "beta").Groups["web"]; g.Front != 0 || g.Balance != "" || g.Template != "t" {
+		t.Errorf("beta's group web = %+v, want no front and the template kept", g)
+	}
+	// Every entry on another host: this host still runs the front, with
+	// no entry of its own (nothing to prune).
+	remoteOnly := "groups:\n  web: {front: 9400}\ninstances:\n  - {id: b, host: beta, group: web}\n"
+	f, err = ParseFleet("f.yaml", []byte(remoteOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src := NewSource(f, "f.yaml", []byte(remoteOnly), ""); src.Local || !src.Fronts {
+		t.Errorf("source of a file with only remote members: local %v, fronts %v; want false, true", src.Local, src.Fronts)
+	}
+}
+
+// TestLoopbackRemoteMemberRefused: an entry on another host in a group
+// whose front runs here may not name its host by a loopback address; the
+// error names the line, the field, the value and the rule.
+func TestLoopbackRemoteMemberRefused(t *testing.T) {
+	c := config.Default()
+	c.Groups = map[string]config.Group{"api": {Front: 9500}}
+	for _, tc := range []struct{ name, file, want string }{
+		{"file's group", "groups:\n  web: {front: 9400}\ninstances:\n  - {id: a, group: web}\n  - id: b\n    group: web\n    host: root@127.0.0.1\n", "f.yaml:7: b: invalid host root@127.0.0.1: a member of a group with a front"},
+		{"kato.toml's group, replicas", "instances:\n  - {id: api, replicas: 2, host: localhost}\n", "invalid host localhost"},
+		{"ipv6 loopback", "groups:\n  web: {front: 9400}\ninstances:\n  - {id: b, group: web, host: '[::1]'}\n", "invalid host [::1]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ReadFleet(c, "f.yaml", []byte(tc.file), "")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ReadFleet: %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// Not in a fronted group, or handed to that host: no front here to
+	// reach it from.
+	for _, file := range []string{"instances:\n  - {id: b, host: localhost}\n", "groups:\n  web: {}\ninstances:\n  - {id: b, group: web, host: localhost}\n"} {
+		if _, _, err := ReadFleet(c, "f.yaml", []byte(file), ""); err != nil {
+			t.Errorf("ReadFleet of %q: %v", file, err)
+		}
 	}
 }

@@ -26,8 +26,15 @@ type Restarter interface {
 // RollOptions bound a rolling restart; the zero value is usable.
 type RollOptions struct {
 	// MaxUnavailable is how many members are out at once: zero is 1, and
-	// it is lowered to leave at least one member serving.
+	// it is lowered to leave at least one member serving. With Surge, it
+	// is how far the serving members may fall below the group's size, and
+	// zero is zero.
 	MaxUnavailable int
+	// Surge is how many extra members serve beside g's members throughout
+	// the roll (started by the caller before, removed after, not rolled):
+	// MaxUnavailable+Surge members are out at once, so that at least
+	// len(g.Members)-MaxUnavailable serve.
+	Surge int
 	// DrainTimeout bounds the wait for a drained member's connections to
 	// finish; zero is 30s. It is restarted anyway when the bound passes.
 	DrainTimeout time.Duration
@@ -65,18 +72,7 @@ func Roll(ctx context.Context, g Group, rt Runtime, r Restarter, opts RollOption
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
-	n := opts.MaxUnavailable
-	if n <= 0 {
-		n = 1
-	}
-	if n >= len(g.Members) {
-		n = len(g.Members) - 1
-	}
-	if n == 0 {
-		// A single member cannot be rolled without an outage; it is
-		// restarted in place, drained first all the same.
-		n = 1
-	}
+	n := batchSize(len(g.Members), opts.MaxUnavailable, opts.Surge)
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
@@ -109,6 +105,28 @@ func Roll(ctx context.Context, g Group, rt Runtime, r Restarter, opts RollOption
 		}
 	}
 	return done, nil
+}
+
+// batchSize is how many of members are out of the rotation at once.
+func batchSize(members, maxUnavailable, surge int) int {
+	if surge > 0 {
+		// The extra members serve meanwhile: all of the group's may be out
+		// at once, and at least one is.
+		return max(1, min(members, max(0, maxUnavailable)+surge))
+	}
+	n := maxUnavailable
+	if n <= 0 {
+		n = 1
+	}
+	if n >= members {
+		n = members - 1
+	}
+	if n == 0 {
+		// A single member cannot be rolled without an outage; it is
+		// restarted in place, drained first all the same.
+		n = 1
+	}
+	return n
 }
 
 func rollOne(ctx context.Context, g Group, rt Runtime, r Restarter, id string, opts RollOptions) error {

@@ -86,13 +86,18 @@ func TestRollMaxUnavailable(t *testing.T) {
 		name    string
 		members int
 		max     int
+		surge   int
 		most    int
 	}{
-		{"default is one at a time", 3, 0, 1},
-		{"two at a time", 5, 2, 2},
-		{"never all: 3 of 3 becomes 2", 3, 3, 2},
-		{"never all: 10 of 3 becomes 2", 3, 10, 2},
-		{"a lone member is restarted all the same", 1, 0, 1},
+		{"default is one at a time", 3, 0, 0, 1},
+		{"two at a time", 5, 2, 0, 2},
+		{"never all: 3 of 3 becomes 2", 3, 3, 0, 2},
+		{"never all: 10 of 3 becomes 2", 3, 10, 0, 2},
+		{"a lone member is restarted all the same", 1, 0, 0, 1},
+		{"surge 1, max-unavailable 0: one out while the extra serves", 3, 0, 1, 1},
+		{"surge 1, max-unavailable 1: two out", 3, 1, 1, 2},
+		{"surge 2 of a lone member: it goes out while the extras serve", 1, 0, 2, 1},
+		{"surge past the members: all of them at once", 3, 2, 5, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ids []string
@@ -103,7 +108,7 @@ func TestRollMaxUnavailable(t *testing.T) {
 			for _, id := range ids {
 				f.sessions[id] = 2
 			}
-			done, err := Roll(context.Background(), rollGroup(ids...), f, f, RollOptions{MaxUnavailable: tc.max, Poll: time.Millisecond})
+			done, err := Roll(context.Background(), rollGroup(ids...), f, f, RollOptions{MaxUnavailable: tc.max, Surge: tc.surge, Poll: time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,6 +43,9 @@ type memberRestarter struct {
 }
 
 func (r memberRestarter) RestartMember(ctx context.Context, id string) error {
+	if host, ok := r.m.remoteHost(id); ok {
+		return r.m.restartRemote(ctx, host, id, r.timeout)
+	}
 	var err error
 	if r.locked {
 		_, err = r.m.restartLocked(ctx, id, r.timeout)
@@ -103,6 +107,22 @@ func (m *Manager) FrontOf(reg *config.Registry, name string, exclude map[string]
 			proc = &p
 		}
 		g.Members = append(g.Members, front.Member{ID: in.ID, Address: "127.0.0.1", Port: in.APIPort, Weight: in.Weight})
+	}
+	// Members on other hosts, at their hosts' addresses; the group's
+	// processor says how they answer their ready request.
+	for _, id := range slices.Sorted(maps.Keys(reg.RemoteMembers)) {
+		rm := reg.RemoteMembers[id]
+		if rm.Group != name || exclude[id] {
+			continue
+		}
+		if proc == nil {
+			p, err := m.Config.ProcessorNamed(gc.Processor)
+			if err != nil {
+				return front.Group{}, true, err
+			}
+			proc = &p
+		}
+		g.Members = append(g.Members, front.Member{ID: id, Address: rm.Address, Port: rm.Port, Weight: rm.Weight})
 	}
 	if proc == nil {
 		return g, true, nil
@@ -249,6 +269,8 @@ func (m *Manager) drainMembers(ctx context.Context, ids []string) error {
 	for _, id := range ids {
 		if in, ok := reg.Instances[id]; ok && in.Group != "" {
 			byGroup[in.Group] = append(byGroup[in.Group], id)
+		} else if rm, ok := reg.RemoteMembers[id]; ok {
+			byGroup[rm.Group] = append(byGroup[rm.Group], id)
 		}
 	}
 	exclude := map[string]bool{}
@@ -313,10 +335,20 @@ type RollOptions struct {
 	// MaxUnavailable is how many members are out at once; zero is 1, and
 	// never all of them.
 	MaxUnavailable int
+	// Surge is how many extra members, NAME-surge-1…NAME-surge-N, start
+	// from the group's template before any member goes out, and are
+	// drained and removed after the roll (Kubernetes' maxSurge). With it,
+	// MaxUnavailable is taken as given, zero included: at least the
+	// group's size less MaxUnavailable serve throughout.
+	Surge int
 	// Timeout bounds each member's wait for its health request; zero is
 	// the processor's ready_timeout.
 	Timeout time.Duration
 }
+
+// SurgeID returns the id of the group's extra member k of a roll with
+// surge, NAME-surge-k: not a replica NAME-k, so scale leaves it alone.
+func SurgeID(group string, k int) string { return group + "-surge-" + strconv.Itoa(k) }
 
 // ErrNoFront is returned by RollGroup for a group without a front.
 var ErrNoFront = errors.New("group has no front")
@@ -326,18 +358,20 @@ var ErrNoFront = errors.New("group has no front")
 // back while the others serve. The roll stops at the first member that
 // does not come back; the result names it as failed, the members restarted
 // before it as done.
-func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions) (*GroupResult, error) {
+func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions) (_ *GroupResult, err error) {
 	release, err := m.Registry.LockOperations(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	if _, err := m.GroupMembers(group); err != nil {
-		return nil, err
-	}
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return nil, err
+	}
+	if !reg.HasRemoteMembers(group) {
+		if _, err := m.GroupMembers(group); err != nil {
+			return nil, err
+		}
 	}
 	g, ok, err := m.FrontOf(reg, group, nil)
 	if err != nil {
@@ -350,10 +384,27 @@ func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions)
 	if err := m.syncFronts(ctx, nil); err != nil {
 		return nil, err
 	}
-	ro := front.RollOptions{MaxUnavailable: opts.MaxUnavailable, DrainTimeout: frontDrainTimeout}
+	ro := front.RollOptions{MaxUnavailable: opts.MaxUnavailable, Surge: opts.Surge, DrainTimeout: frontDrainTimeout}
 	// The front sees a restarted member up after two checks.
 	ro.ReadyTimeout = 4*FrontCheckInterval + 10*time.Second
 	res := &GroupResult{}
+	var surged []string
+	if opts.Surge > 0 {
+		surged, err = m.startSurge(ctx, reg, group, opts, ro.ReadyTimeout)
+		if err == nil {
+			g.Members = slices.DeleteFunc(g.Members, func(mb front.Member) bool { return slices.Contains(surged, mb.ID) })
+		}
+		defer func() {
+			// Drained first: their requests finish, the front reloads
+			// without them.
+			if rerr := m.removeSurge(context.WithoutCancel(ctx), surged, opts.Surge); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the extra members %s: %w", strings.Join(surged, ", "), rerr))
+			}
+		}()
+		if err != nil {
+			return nil, err
+		}
+	}
 	done, err := front.Roll(ctx, g, m.frontAdmin(group), memberRestarter{m: m, timeout: opts.Timeout, locked: true}, ro)
 	res.Done = done
 	var re *front.RollError
@@ -367,6 +418,88 @@ func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions)
 		return res, fmt.Errorf("%w: %w", err, ErrBatchFailed)
 	}
 	return res, err
+}
+
+// ErrNoTemplate is returned by RollGroup with a surge for a group whose
+// [groups.NAME] names neither a template nor a processor.
+var ErrNoTemplate = errors.New("group names no template or processor to make extra members from")
+
+// startSurge starts the extra members of a roll of group with a surge, as
+// scale starts a replica, and waits until the front sees each up. It
+// returns the ids of the extra members it started or found registered
+// (left by a roll that was interrupted), to be removed after the roll.
+func (m *Manager) startSurge(ctx context.Context, reg *config.Registry, group string, opts RollOptions, readyTimeout time.Duration) ([]string, error) {
+	gc, _ := reg.Group(m.Config, group)
+	if gc.Template == "" && gc.Processor == "" {
+		// Its members were made by hand (an A/B pair, say): an extra one
+		// from [processor] and [defaults] would serve another version.
+		return nil, &config.FieldError{Field: "--surge", Value: strconv.Itoa(opts.Surge),
+			Rule: fmt.Sprintf("goes with a group whose [groups.%s] names a template or processor to make extra members from (%v)", group, ErrNoTemplate)}
+	}
+	e, tpl, err := ReplicaEntry(m.Config, reg, group)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for k := 1; k <= opts.Surge; k++ {
+		id := SurgeID(group, k)
+		if in, ok := reg.Instances[id]; ok && in.Group != group {
+			return ids, fmt.Errorf("instance %s has the name of an extra member of group %s but is in group %q; stop it or rename the group", id, group, in.Group)
+		}
+		req, err := NewStartRequest(m.Config, m.Config.Layer(e, tpl), StartRequest{ID: id, Timeout: opts.Timeout})
+		if err != nil {
+			return ids, err
+		}
+		ids = append(ids, id)
+		if _, err := m.startLocked(ctx, req); err != nil {
+			return ids, fmt.Errorf("start extra member %s: %w", id, err)
+		}
+	}
+	rt := m.frontAdmin(group)
+	for _, id := range ids {
+		wctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		err := waitUp(wctx, rt, id)
+		cancel()
+		if err != nil {
+			return ids, fmt.Errorf("extra member %s: %w", id, err)
+		}
+	}
+	return ids, nil
+}
+
+// waitUp waits until the front sees member id up.
+func waitUp(ctx context.Context, rt front.Runtime, id string) error {
+	var last front.MemberStats
+	for {
+		s, err := rt.Stats(ctx)
+		if err == nil {
+			if ms, ok := s.Member(id); ok {
+				if ms.State == front.Up {
+					return nil
+				}
+				last = ms
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: still %s (%s)", front.ErrNotReady, last.State, last.Status)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// removeSurge drains the extra members ids out of their front, then stops
+// and removes them.
+func (m *Manager) removeSurge(ctx context.Context, ids []string, parallel int) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	errs := []error{m.drainMembers(ctx, ids)}
+	for _, err := range m.removeMany(ctx, ids, max(1, parallel)) {
+		errs = append(errs, err)
+	}
+	errs = append(errs, m.syncGroups(ctx), m.syncFronts(ctx, nil))
+	return errors.Join(errs...)
 }
 
 // splitRolled takes out of items those an apply restarts in a group whose

@@ -468,3 +468,70 @@ func TestUserApplyRefusesPrivilegedFront(t *testing.T) {
 		t.Errorf("systemd calls after the refusal: %v", calls)
 	}
 }
+
+// TestRollGroupSurge: a roll with a surge starts the extra member from the
+// group's template before any member goes out, rolls only the group's own
+// members, and drains, stops and removes the extra one after; a group
+// without a template or processor is refused, nothing started.
+func TestRollGroupSurge(t *testing.T) {
+	e, ff := newFrontEnv(t)
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := e.m.Start(ctx, StartRequest{ID: id, Group: "ab", Parameters: config.DefaultParameters(), Timeout: 200 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ff.up = []string{"a", "b", "c", "ab-surge-1"}
+	_, err := e.m.RollGroup(ctx, "ab", RollOptions{Surge: 1, Timeout: 200 * time.Millisecond})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "--surge" || fe.Value != "1" || !strings.Contains(fe.Rule, "[groups.ab] names a template or processor") {
+		t.Fatalf("surge of a group without a template: %v", err)
+	}
+	if reg, _ := e.m.Registry.Load(); reg.Instances["ab-surge-1"] != nil || len(ff.calls) != 0 || len(e.callsOf("kato@ab-surge-1.service")) != 0 {
+		t.Fatalf("a refused surge changed something: registry %v, runtime calls %v", reg.Instances, ff.calls)
+	}
+
+	e.m.Config.Templates = map[string]*config.Entry{"t": {Name: "Extra", Set: map[string]bool{"name": true}}}
+	e.m.Config.Groups["ab"] = config.Group{Front: 9000, Template: "t"}
+	// The extra member must be up in the front before the first drain.
+	var registeredAtFirstDrain bool
+	e.m.FrontAdmin = func(string) front.Runtime {
+		return drainHook{fakeFront: ff, first: func() {
+			reg, _ := e.m.Registry.Load()
+			registeredAtFirstDrain = reg.Instances["ab-surge-1"] != nil
+		}}
+	}
+	res, err := e.m.RollGroup(ctx, "ab", RollOptions{Surge: 1, MaxUnavailable: 0, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Done, []string{"a", "b", "c"}) {
+		t.Errorf("rolled %v, want a, b, c without the extra member", res.Done)
+	}
+	if !registeredAtFirstDrain {
+		t.Error("the extra member was not started before the first member went out")
+	}
+	want := []string{"drain a", "ready a", "drain b", "ready b", "drain c", "ready c", "drain ab-surge-1"}
+	if !slices.Equal(ff.calls, want) {
+		t.Errorf("runtime calls %v, want %v", ff.calls, want)
+	}
+	if got := e.callsOf("kato@ab-surge-1.service"); !slices.Contains(got, "start") || !slices.Contains(got, "stop") {
+		t.Errorf("the extra member's unit calls %v, want a start and a stop", got)
+	}
+	if reg, _ := e.m.Registry.Load(); reg.Instances["ab-surge-1"] != nil {
+		t.Error("the extra member is still registered after the roll")
+	}
+}
+
+// drainHook calls first before the first drain it is asked for.
+type drainHook struct {
+	*fakeFront
+	first func()
+}
+
+func (d drainHook) SetState(ctx context.Context, backend, server string, s front.AdminState) error {
+	if s == front.Drain && d.first != nil && len(d.calls) == 0 {
+		d.first()
+	}
+	return d.fakeFront.SetState(ctx, backend, server, s)
+}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/units"
 )
@@ -46,7 +47,10 @@ type FrontView struct {
 
 // FrontMember is one member of a front as the front sees it.
 type FrontMember struct {
-	ID       string      `json:"id"`
+	ID string `json:"id"`
+	// Host is the [USER@]HOST a member on another host runs on; empty for
+	// this host's.
+	Host     string      `json:"host,omitempty"`
 	Backend  string      `json:"backend"`
 	State    front.State `json:"state"`
 	Status   string      `json:"status"` // HAProxy's own word, such as "UP" or "DOWN 1/2"
@@ -130,6 +134,12 @@ func (m *Manager) readFronts(ctx context.Context, list []UnitState) []FrontView 
 		views = append(views, FrontView{Group: group, Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState, Members: []FrontMember{}})
 	}
 	sort.Slice(views, func(i, j int) bool { return views[i].Group < views[j].Group })
+	var remote map[string]config.RemoteMember
+	if m.Registry != nil {
+		if reg, err := m.Registry.Load(); err == nil {
+			remote = reg.RemoteMembers
+		}
+	}
 	var wg sync.WaitGroup
 	for i := range views {
 		v := &views[i]
@@ -153,7 +163,7 @@ func (m *Manager) readFronts(ctx context.Context, list []UnitState) []FrontView 
 			}
 			v.Answering, v.Requests, v.Errors = true, st.Requests, st.Errors
 			for _, ms := range st.Members {
-				v.Members = append(v.Members, FrontMember{ID: ms.ID, Backend: ms.Backend, State: ms.State, Status: ms.Status,
+				v.Members = append(v.Members, FrontMember{ID: ms.ID, Host: remote[ms.ID].Host, Backend: ms.Backend, State: ms.State, Status: ms.Status,
 					Sessions: ms.Sessions, Weight: ms.Weight, Requests: ms.Requests, Errors: ms.Errors})
 				switch ms.State {
 				case front.Up:

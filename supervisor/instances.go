@@ -66,6 +66,10 @@ type Manager struct {
 	// FrontRuntime returns what reads the front of a group; nil means its
 	// read-only stats socket under front.RuntimeDir.
 	FrontRuntime func(group string) front.Runtime
+	// RemoteRun runs kato-manager with args on another host, for the
+	// members of this host's fronts that run there; nil means over ssh
+	// (remote.Run).
+	RemoteRun func(ctx context.Context, host string, args []string) error
 }
 
 // StartRequest is what `kato-manager start` asks for. Zero ports mean the

@@ -74,7 +74,11 @@ func Fronts(w io.Writer, pal Palette, fronts []supervisor.FrontView, problems bo
 		}
 		fmt.Fprintln(tw, "  "+row)
 		for _, mb := range f.Members {
-			fmt.Fprintf(tw, "    member %s\t%s\tsessions %d\tweight %d\t\t\t%d\t%d\n", mb.ID, mb.State, mb.Sessions, mb.Weight, mb.Requests, mb.Errors)
+			id := mb.ID
+			if mb.Host != "" {
+				id += " on " + mb.Host
+			}
+			fmt.Fprintf(tw, "    member %s\t%s\tsessions %d\tweight %d\t\t\t%d\t%d\n", id, mb.State, mb.Sessions, mb.Weight, mb.Requests, mb.Errors)
 		}
 	}
 	return tw.Flush()

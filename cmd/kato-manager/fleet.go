@@ -216,8 +216,10 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 		return err
 	}
 	if len(src.Hosts) > 0 {
-		return a.applyOnHosts(ctx, fs, *f.prune, *f.yes, src, want,
-			func() error { return a.applyHere(ctx, cfg, want, src, opts, *f.prune, true) })
+		return a.applyOnHosts(ctx, cfg, fs, *f.prune, *f.yes, src, want,
+			// A host without entries of its own, here for the fronts,
+			// prunes nothing.
+			func() error { return a.applyHere(ctx, cfg, want, src, opts, *f.prune && src.Local, true) })
 	}
 	return a.applyHere(ctx, cfg, want, src, opts, *f.prune, *f.yes)
 }

@@ -64,8 +64,9 @@ func fleetArgs(fs *pflag.FlagSet, prune bool) []string {
 // applyOnHosts applies a file that names other hosts, all or none (see
 // fleet.Source.Apply): this host's entries with here. The exit status is
 // the worst of the hosts'.
-func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bool, src *fleet.Source, want []fleet.Desired, here func() error) error {
+func (a *app) applyOnHosts(ctx context.Context, cfg *config.Config, fs *pflag.FlagSet, prune, yes bool, src *fleet.Source, want []fleet.Desired, here func() error) error {
 	code := exitOK
+	var drained []string
 	results, err := src.Apply(ctx, fleet.HostsApply{
 		Prune: prune, Flags: fleetArgs(fs, prune), Stderr: a.stderr,
 		// One question for every host, before any host is changed.
@@ -81,7 +82,22 @@ func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bo
 				}
 				removed = append(plan.Removals(), removed...)
 			}
-			return a.confirmPrune(yes, removed)
+			if err := a.confirmPrune(yes, removed); err != nil {
+				return err
+			}
+			// Members the other hosts remove leave this host's fronts
+			// first, their requests finished.
+			return a.drainRemovedMembers(ctx, cfg, removed)
+		},
+		// Members the other hosts restart are drained here first, and put
+		// back once they applied.
+		BeforeHosts: func(restarted []string) {
+			var err error
+			drained, err = a.drainRestartedMembers(ctx, cfg, restarted)
+			if err != nil {
+				fmt.Fprintf(a.stderr, "kato-manager: fronts: %v\n", err)
+				code = max(code, exitFailed)
+			}
 		},
 		Here: func() error {
 			err := here()
@@ -111,6 +127,11 @@ func (a *app) applyOnHosts(ctx context.Context, fs *pflag.FlagSet, prune, yes bo
 			fmt.Fprintf(a.stderr, "kato-manager: host %s: %v\n", r.Host, r.Err)
 			code = max(code, exitFailed)
 		}
+	}
+	// The members the other hosts run now, for this host's fronts.
+	if err := a.refreshRemoteMembers(ctx, cfg, src, results, drained); err != nil {
+		fmt.Fprintf(a.stderr, "kato-manager: fronts: %v\n", err)
+		code = max(code, exitFailed)
 	}
 	if code != exitOK {
 		return exitCodeError{code: code, err: errors.New("not every host applied all its entries: see above")}

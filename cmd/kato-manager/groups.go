@@ -18,8 +18,14 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 	if err := checkGroupFlag(*f.group); err != nil {
 		return err
 	}
-	if fs.Changed("max-unavailable") && *f.maxUnavailable < 1 {
-		return &config.FieldError{Field: "--max-unavailable", Value: strconv.Itoa(*f.maxUnavailable), Rule: "must be at least 1 (it is lowered to leave one member serving)"}
+	if *f.surge < 0 || *f.surge > supervisor.MaxReplicas {
+		return &config.FieldError{Field: "--surge", Value: strconv.Itoa(*f.surge), Rule: fmt.Sprintf("must be between 0 and %d", supervisor.MaxReplicas)}
+	}
+	switch {
+	case *f.surge > 0 && *f.maxUnavailable < 0:
+		return &config.FieldError{Field: "--max-unavailable", Value: strconv.Itoa(*f.maxUnavailable), Rule: "must be at least 0"}
+	case *f.surge == 0 && fs.Changed("max-unavailable") && *f.maxUnavailable < 1:
+		return &config.FieldError{Field: "--max-unavailable", Value: strconv.Itoa(*f.maxUnavailable), Rule: "must be at least 1 (it is lowered to leave one member serving), or 0 with --surge 1 or more"}
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {
@@ -30,8 +36,10 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 		return err
 	}
 	if gc, ok := reg.Group(cfg, *f.group); !ok || gc.Front == 0 {
-		if fs.Changed("max-unavailable") {
-			return usagef("--max-unavailable goes with a group that has a front ([groups.%s] front = PORT in kato.toml)", *f.group)
+		for _, flag := range []string{"max-unavailable", "surge"} {
+			if fs.Changed(flag) {
+				return usagef("--%s goes with a group that has a front ([groups.%s] front = PORT in kato.toml)", flag, *f.group)
+			}
 		}
 		return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "restarted", (*supervisor.Manager).RestartGroup)
 	}
@@ -46,7 +54,7 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 		return err
 	}
 	defer done()
-	res, err := m.RollGroup(ctx, *f.group, supervisor.RollOptions{MaxUnavailable: *f.maxUnavailable, Timeout: *f.timeout})
+	res, err := m.RollGroup(ctx, *f.group, supervisor.RollOptions{MaxUnavailable: *f.maxUnavailable, Surge: *f.surge, Timeout: *f.timeout})
 	if res == nil {
 		return err
 	}

@@ -41,7 +41,11 @@ asks whether to stop the shared services (services.units) too. --group NAME stop
 and removes every instance of the group.`,
 	"restart": `Restart an instance with the same ID, ports and settings. Its files are written
 again first, so changes to kato.toml take effect; then it waits for the API port.
-With --group NAME, every instance of the group restarts, side by side.`,
+With --group NAME, every instance of the group restarts, side by side; a group
+with a front restarts rolling (--max-unavailable, default 1), and --surge N first
+starts N extra members from the group's template, removed after the roll, so that
+with --max-unavailable 0 no fewer members than the group's serve. A member of this
+host's front that runs on another host is drained here and restarted there over ssh.`,
 	"list": `List the instances with their group, state, main PID, API and ZMQ ports, uptime
 and memory, from one D-Bus call and one pass over /proc; --group NAME lists one
 group's. Then the groups' fronts (kato-front@GROUP): address, port, balance, their

@@ -311,6 +311,9 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 		case err == nil && (!orphan || inst.ID == refs[0] || inst.Name == refs[0]):
 			refs[0] = inst.ID
 		case err != nil && !orphan:
+			if rm, ok := a.remoteMember(refs[0]); ok {
+				return a.stopRemoteMember(ctx, refs[0], rm)
+			}
 			return err
 		}
 	}
@@ -376,6 +379,7 @@ type restartFlagValues struct {
 	group          *string
 	parallel       *int
 	maxUnavailable *int
+	surge          *int
 }
 
 func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
@@ -383,7 +387,8 @@ func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
 		timeout:        fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)"),
 		group:          fs.String("group", "", "restart every instance of the group NAME, as one batch"),
 		parallel:       fs.Int("parallel", 0, "with --group, how many instances restart at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)"),
-		maxUnavailable: fs.Int("max-unavailable", 1, "with --group of a group with a front, how many members are out of the rotation at once (never all)"),
+		maxUnavailable: fs.Int("max-unavailable", 1, "with --group of a group with a front, how many members are out of the rotation at once (never all); with --surge, how far the serving members may fall below the group's size (0 allowed)"),
+		surge:          fs.Int("surge", 0, "with --group of a group with a front, start N extra members from the group's template before taking members out, and remove them after the roll"),
 	}
 }
 
@@ -398,6 +403,9 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 	if fs.Changed("max-unavailable") {
 		return usagef("--max-unavailable goes with --group")
 	}
+	if fs.Changed("surge") {
+		return usagef("--surge goes with --group")
+	}
 	if fs.Changed("parallel") {
 		return usagef("--parallel goes with --group")
 	}
@@ -409,6 +417,9 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 	}
 	found, err := a.findInstance(fs.Arg(0))
 	if err != nil {
+		if rm, ok := a.remoteMember(fs.Arg(0)); ok {
+			return a.restartRemoteMember(ctx, fs.Arg(0), rm, *timeout)
+		}
 		return err
 	}
 	m, done, err := a.manager(ctx)

@@ -76,6 +76,11 @@ func TestUsageErrorsExitTwoWithoutSystemd(t *testing.T) {
 		{"max-unavailable without a group", []string{"restart", "a", "--max-unavailable", "2"}, "--max-unavailable goes with --group"},
 		{"max-unavailable zero", []string{"restart", "--group", "g", "--max-unavailable", "0"}, "invalid --max-unavailable 0: must be at least 1"},
 		{"max-unavailable without a front", []string{"restart", "--group", "g", "--max-unavailable", "2"}, "--max-unavailable goes with a group that has a front"},
+		{"surge without a group", []string{"restart", "a", "--surge", "1"}, "--surge goes with --group"},
+		{"surge negative", []string{"restart", "--group", "g", "--surge=-1"}, "invalid --surge -1: must be between 0 and 256"},
+		{"surge without a front", []string{"restart", "--group", "g", "--surge", "1"}, "--surge goes with a group that has a front"},
+		{"max-unavailable negative with surge", []string{"restart", "--group", "g", "--surge", "1", "--max-unavailable=-1"}, "invalid --max-unavailable -1: must be at least 0"},
+		{"max-unavailable zero without surge", []string{"restart", "--group", "g", "--max-unavailable", "0", "--surge", "0"}, "or 0 with --surge 1 or more"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, "", tc.args...)

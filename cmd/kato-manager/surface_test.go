@@ -27,7 +27,7 @@ var surface = map[string][]string{
 		"--update-frequencies bool", "--zmq-port int", "--template string", "--group string", "--parallel int", "--weight int"},
 	"version":       {},
 	"stop":          {"--all bool", "--id string", "--name string", "--no-mongo bool", "--with-mongo bool", "--group string", "--parallel int"},
-	"restart":       {"--timeout duration", "--group string", "--parallel int", "--max-unavailable int =1"},
+	"restart":       {"--timeout duration", "--group string", "--parallel int", "--max-unavailable int =1", "--surge int"},
 	"scale":         {"--group string", "--timeout duration", "--parallel int"},
 	"list":          {"--json bool", "--fronts bool", "--group string"},
 	"apply":         {"--file/-f string", "--prune bool", "--dry-run bool", "--yes bool", "--parallel int", "--timeout duration"},

@@ -81,3 +81,31 @@ func (r *Registry) HasRemoteMembers(group string) bool {
 	}
 	return false
 }
+
+// RemoteMembersAt returns the ids of this host's remote members among
+// refs, each HOST:ID as the hosts' diffs name them: a member counts only
+// where its host is the one named.
+func (r *Registry) RemoteMembersAt(refs []string) []string {
+	var ids []string
+	for _, ref := range refs {
+		host, id, _ := strings.Cut(ref, ":")
+		if rm, ok := r.RemoteMembers[id]; ok && rm.Host == host {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// Fronted reports whether this host runs a front or knows a remote member:
+// only then does an apply over hosts read their members back.
+func (r *Registry) Fronted(cfg *Config) bool {
+	if len(r.RemoteMembers) > 0 {
+		return true
+	}
+	for _, n := range r.GroupNames(cfg) {
+		if g, _ := r.Group(cfg, n); g.Front != 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/remote"
 )
@@ -264,6 +265,47 @@ func (m *Manager) ReadyRemoteMembers(ctx context.Context, ids []string, timeout 
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s in the front of group %s: %w", id, rm.Group, err))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// RefreshRemoteMembers reads the instances of each host that applied a
+// fleet file (their export) and keeps those in groups whose front runs
+// here as this host's remote members, the fronts reloaded with them. A
+// host that did not answer, or whose apply did not run, keeps the members
+// it had. The members drained before their hosts restarted them are put
+// back in the rotation.
+func (m *Manager) RefreshRemoteMembers(ctx context.Context, applied []remote.Result, drained []string) error {
+	var hosts []string
+	for _, r := range applied {
+		var exit *remote.ExitError
+		if r.Err == nil || errors.As(r.Err, &exit) {
+			hosts = append(hosts, r.Host)
+		}
+	}
+	found := map[string]config.RemoteMember{}
+	var answered []string
+	var errs []error
+	for _, r := range remote.Each(ctx, hosts, []string{"export", "--format", "json"}) {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("read the instances of %s: %s", r.Host, r.Failure()))
+			continue
+		}
+		f, err := fleet.ParseFleet("export.json", r.Stdout)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read the instances of %s: %w", r.Host, err))
+			continue
+		}
+		answered = append(answered, r.Host)
+		for _, e := range f.Entries {
+			if e.Group != "" {
+				found[e.ID] = config.RemoteMember{Group: e.Group, Host: r.Host, Address: config.HostAddress(r.Host), Port: e.APIPort, Weight: e.Weight}
+			}
+		}
+	}
+	errs = append(errs, m.SetRemoteMembers(ctx, answered, found))
+	if len(drained) > 0 {
+		errs = append(errs, m.ReadyRemoteMembers(ctx, drained, 4*FrontCheckInterval+10*time.Second))
 	}
 	return errors.Join(errs...)
 }

@@ -129,7 +129,7 @@ func (a *app) applyOnHosts(ctx context.Context, cfg *config.Config, fs *pflag.Fl
 		}
 	}
 	// The members the other hosts run now, for this host's fronts.
-	if err := a.refreshRemoteMembers(ctx, cfg, src, results, drained); err != nil {
+	if err := a.refreshRemoteMembers(ctx, cfg, results, drained); err != nil {
 		fmt.Fprintf(a.stderr, "kato-manager: fronts: %v\n", err)
 		code = max(code, exitFailed)
 	}

@@ -78,7 +78,7 @@ func main() {
 		duration:      flag.Duration("front-duration", 5*time.Second, "how long each throughput measurement of the front rows runs"),
 		clients:       flag.Int("front-clients", 16, "keep-alive clients at once in the front rows' closed loop"),
 		rounds:        flag.Int("front-rounds", 3, "rounds the front rows' loads are interleaved in"),
-		rate:          flag.Float64("front-rate", 1500, "requests a second of the front rows' open loop, shared by the three ways in turn, below every way's saturation"),
+		rate:          flag.Float64("front-rate", 600, "requests a second of the front rows' open loop, shared by the three ways in turn, below every way's saturation"),
 		haproxyGlobal: flag.String("front-haproxy-global", "", "lines added to the front's global section, separated by ';' (such as 'nbthread 1')"),
 		proxyCPU:      flag.String("front-proxy-cpu", "", "run HAProxy and nginx on these CPUs (taskset -c); start the bench itself on the others"),
 	}

@@ -29,6 +29,9 @@ func TestOpenLoadTakesTurns(t *testing.T) {
 		if got := hits[i].Load(); got != 100 || len(l.lat) != 100 || l.failed != 0 {
 			t.Errorf("way %d: %d requests received, %d answers timed, %d failed; want 100, 100, 0", i, got, len(l.lat), l.failed)
 		}
+		if want := min(i, 1) * 100; len(l.added) != want {
+			t.Errorf("way %d: %d latencies beside the first way's, want %d", i, len(l.added), want)
+		}
 	}
 }
 

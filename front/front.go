@@ -223,6 +223,11 @@ func Render(g Group, socket string) ([]byte, error) {
 	// After a reload the old process finishes its connections, websockets
 	// included, for at most this long.
 	w("    hard-stop-after 30m")
+	// One thread: the front shares the host's cores with the members it
+	// balances, and a second thread costs more CPU per request than it
+	// gives (docs/benchmarks.md); one carries several times the requests a
+	// KATO processor answers.
+	w("    nbthread 1")
 	w("")
 	w("defaults")
 	w("    mode http")

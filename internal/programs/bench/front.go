@@ -7,6 +7,7 @@ package main
 // They need haproxy and nginx (packaging/deps.sh test), not systemd.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +33,14 @@ import (
 type frontFlags struct {
 	duration *time.Duration
 	clients  *int
+	rounds   *int
+	rate     *float64
+	// proxyCPU, when not empty, is the CPU list (taskset -c) HAProxy and
+	// nginx run on.
+	proxyCPU *string
+	// haproxyGlobal are lines added to the rendered configuration's global
+	// section, to compare HAProxy's settings.
+	haproxyGlobal *string
 }
 
 // benchMember is a generation-B processor double on a loopback port.
@@ -99,10 +109,13 @@ func loopbackPort() (int, error) {
 // nginxConf is the nginx of KATO's scaling guide (docs/operations/scaling.md
 // of the KATO repository): least_conn over the instances with max_fails=3
 // fail_timeout=30s, keepalive 32 to them, HTTP/1.1 with the Connection
-// header cleared, 60 s timeouts, buffering on.
+// header cleared, Host, X-Real-IP, X-Forwarded-For and X-Forwarded-Proto
+// set, 60 s timeouts, buffering on; as many workers as CPUs (the guide's
+// nginx:alpine image says worker_processes auto). Its access log is off as
+// the front has none: both are measured without logging.
 func nginxConf(dir string, port int, members []*benchMember) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "daemon off;\nworker_processes 2;\npid %s/nginx.pid;\nerror_log %s/error.log;\n", dir, dir)
+	fmt.Fprintf(&b, "daemon off;\nworker_processes auto;\npid %s/nginx.pid;\nerror_log %s/error.log;\n", dir, dir)
 	b.WriteString("events { worker_connections 1024; }\nhttp {\n")
 	fmt.Fprintf(&b, "  access_log off;\n  client_body_temp_path %s;\n  proxy_temp_path %s;\n", dir, dir)
 	b.WriteString("  upstream kato_backend {\n    least_conn;\n")
@@ -111,36 +124,115 @@ func nginxConf(dir string, port int, members []*benchMember) string {
 	}
 	b.WriteString("    keepalive 32;\n  }\n")
 	fmt.Fprintf(&b, "  server {\n    listen 127.0.0.1:%d;\n    location / {\n", port)
-	b.WriteString("      proxy_pass http://kato_backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n")
+	b.WriteString("      proxy_pass http://kato_backend;\n")
+	b.WriteString("      proxy_set_header Host $host;\n      proxy_set_header X-Real-IP $remote_addr;\n")
+	b.WriteString("      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Proto $scheme;\n")
 	b.WriteString("      proxy_connect_timeout 60s;\n      proxy_send_timeout 60s;\n      proxy_read_timeout 60s;\n")
-	b.WriteString("      proxy_buffering on;\n      proxy_buffer_size 4k;\n      proxy_buffers 8 4k;\n    }\n  }\n}\n")
+	b.WriteString("      proxy_buffering on;\n      proxy_buffer_size 4k;\n      proxy_buffers 8 4k;\n")
+	b.WriteString("      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }\n  }\n}\n")
 	return b.String()
 }
 
-// throughput is what a closed-loop load saw.
-type throughput struct {
-	rate     float64
-	p50, p99 time.Duration
-	failed   int
+// load is what one load on one target saw: the answered requests'
+// latencies, the failures, and the CPU each process took meanwhile.
+type load struct {
+	elapsed time.Duration
+	lat     []time.Duration
+	failed  int
+	// cpu is the CPU time taken during the load by the load's own process
+	// (the clients), the proxy (every process of it) and the members.
+	client, proxy, members time.Duration
+	// added are, in an open loop, each request's latency less that of the
+	// request sent the first way just before it.
+	added []time.Duration
 }
 
-func (t throughput) String() string {
-	return fmt.Sprintf("%.0f req/s, p50 %s, p99 %s, %d failed", t.rate, round(t.p50), round(t.p99), t.failed)
+func (l *load) add(o load) {
+	l.elapsed += o.elapsed
+	l.lat = append(l.lat, o.lat...)
+	l.failed += o.failed
+	l.client += o.client
+	l.proxy += o.proxy
+	l.members += o.members
+}
+
+func (l load) rate() float64 { return float64(len(l.lat)) / l.elapsed.Seconds() }
+
+// perRequest is a CPU time divided over the answered requests.
+func (l load) perRequest(cpu time.Duration) time.Duration {
+	if len(l.lat) == 0 {
+		return 0
+	}
+	return cpu / time.Duration(len(l.lat))
+}
+
+// cpuPerRequest is the CPU all three took per answered request.
+func (l load) cpuPerRequest() time.Duration { return l.perRequest(l.client + l.proxy + l.members) }
+
+func (l load) String() string {
+	if len(l.lat) == 0 {
+		return fmt.Sprintf("no answer, %d failed", l.failed)
+	}
+	s := fmt.Sprintf("%.0f req/s, p50 %s, p99 %s, %d failed", l.rate(), round(percentile(l.lat, 50)), round(percentile(l.lat, 99)), l.failed)
+	if l.client == 0 {
+		return s // an open loop's ways share the clients' process
+	}
+	s += "; CPU/req: clients " + us(l.perRequest(l.client))
+	if l.proxy > 0 {
+		s += ", proxy " + us(l.perRequest(l.proxy))
+	}
+	return s + ", members " + us(l.perRequest(l.members))
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond)) }
+
+// target is where a load is sent: a port, and the processes whose CPU the
+// load is charged with.
+type target struct {
+	name    string
+	port    int
+	proxy   []int // the proxy's main process, whose descendants count too
+	members []int
+}
+
+// measure runs send against t and charges it with the CPU taken meanwhile.
+func measure(t target, send func(port int) load) load {
+	c0, p0, m0 := selfCPU(), treesCPU(t.proxy), treesCPU(t.members)
+	l := send(t.port)
+	l.client, l.proxy, l.members = selfCPU()-c0, treesCPU(t.proxy)-p0, treesCPU(t.members)-m0
+	return l
+}
+
+// interleaved measures every target in rounds, each round a slice of the
+// load on each target in an order that turns from round to round, so that
+// what else the machine does meanwhile falls on all of them alike.
+func interleaved(targets []target, rounds int, send func(port int) load) []load {
+	sum := make([]load, len(targets))
+	for r := range rounds {
+		for k := range targets {
+			i := (k + r) % len(targets)
+			sum[i].add(measure(targets[i], send))
+		}
+	}
+	return sum
 }
 
 // closedLoad sends POST /observe from clients keep-alive clients, each
-// waiting for its answer, for d.
-func closedLoad(port, clients int, d time.Duration) throughput {
+// waiting for its answer, for d: a closed loop, which runs the target at
+// saturation and so measures its throughput.
+func closedLoad(port, clients int, d time.Duration) load {
 	var mu sync.Mutex
 	var lat []time.Duration
 	var failed atomic.Int64
-	stop := time.Now().Add(d)
+	start := time.Now()
+	stop := start.Add(d)
 	var wg sync.WaitGroup
 	for range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			defer client.CloseIdleConnections()
 			var mine []time.Duration
 			for time.Now().Before(stop) {
 				t0 := time.Now()
@@ -156,10 +248,122 @@ func closedLoad(port, clients int, d time.Duration) throughput {
 		}()
 	}
 	wg.Wait()
-	if len(lat) == 0 {
-		return throughput{failed: int(failed.Load())}
+	return load{elapsed: time.Since(start), lat: lat, failed: int(failed.Load())}
+}
+
+// openLoad sends POST /observe at rate requests a second in all for d,
+// each at its scheduled time whether or not the earlier ones were
+// answered, over keep-alive connections, to the ports in turn: an open
+// loop, which measures the latency each way adds below saturation. The
+// ways take turns request by request, so that a stall of the machine
+// (other work on its cores) falls on all of them alike. A request's
+// latency runs from its scheduled time, so that a stall of the sender
+// counts as it would for a real client.
+func openLoad(ports []int, rate float64, d time.Duration) []load {
+	transport := &http.Transport{MaxIdleConnsPerHost: 256}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: transport}
+	interval := time.Duration(float64(time.Second) / rate)
+	n := int(d / interval)
+	lat := make([]time.Duration, n)
+	ok := make([]bool, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		at := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(at))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if observe(client, ports[i%len(ports)]) == nil {
+				lat[i], ok[i] = time.Since(at), true
+			}
+		}()
 	}
-	return throughput{rate: float64(len(lat)) / d.Seconds(), p50: percentile(lat, 50), p99: percentile(lat, 99), failed: int(failed.Load())}
+	wg.Wait()
+	loads := make([]load, len(ports))
+	for i := range n {
+		l := &loads[i%len(ports)]
+		if ok[i] {
+			l.lat = append(l.lat, lat[i])
+		} else {
+			l.failed++
+		}
+	}
+	for i := range loads {
+		loads[i].elapsed = time.Since(start)
+	}
+	// Each way's latency less the first way's, request by request: a stall
+	// of the machine delays neighbouring requests alike, so the difference
+	// keeps what the way itself adds.
+	for k := 0; k+len(ports) <= n; k += len(ports) {
+		for w := 1; w < len(ports); w++ {
+			if ok[k] && ok[k+w] {
+				loads[w].added = append(loads[w].added, lat[k+w]-lat[k])
+			}
+		}
+	}
+	return loads
+}
+
+// selfCPU is the CPU time this process has taken: the clients'.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// clockTick is Linux's USER_HZ, the unit of /proc/PID/stat's CPU times.
+const clockTick = 10 * time.Millisecond
+
+// treesCPU is the CPU time the processes roots and their descendants
+// have taken, from /proc (HAProxy's and nginx's workers are children of
+// their masters).
+func treesCPU(roots []int) time.Duration {
+	if len(roots) == 0 {
+		return 0
+	}
+	entries, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	cpu := map[int]time.Duration{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The fields after the command, which is in parentheses and may
+		// hold spaces: state ppid ... utime (14th field) stime (15th).
+		i := strings.LastIndexByte(string(b), ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.Atoi(f[11])
+		st, _ := strconv.Atoi(f[12])
+		parent[pid], cpu[pid] = ppid, time.Duration(ut+st)*clockTick
+	}
+	in := func(pid int) bool {
+		for ; pid > 1; pid = parent[pid] {
+			if slices.Contains(roots, pid) {
+				return true
+			}
+		}
+		return false
+	}
+	var sum time.Duration
+	for pid, c := range cpu {
+		if in(pid) {
+			sum += c
+		}
+	}
+	return sum
 }
 
 func observe(client *http.Client, port int) error {
@@ -256,10 +460,13 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if extra := *f.haproxyGlobal; extra != "" {
+		cfg = bytes.Replace(cfg, []byte("\nglobal\n"), []byte("\nglobal\n    "+strings.ReplaceAll(extra, ";", "\n    ")+"\n"), 1)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "front.cfg"), cfg, 0o600); err != nil {
 		return nil, nil, err
 	}
-	hp := exec.Command(haproxy, "-W", "-db", "-f", filepath.Join(dir, "front.cfg"))
+	hp := pinned(*f.proxyCPU, haproxy, "-W", "-db", "-f", filepath.Join(dir, "front.cfg"))
 	if err := hp.Start(); err != nil {
 		return nil, nil, err
 	}
@@ -271,7 +478,7 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(nginxConf(dir, nginxPort, members)), 0o600); err != nil {
 		return nil, nil, err
 	}
-	ng := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	ng := pinned(*f.proxyCPU, nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
 	if err := ng.Start(); err != nil {
 		return nil, nil, err
 	}
@@ -284,18 +491,64 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 		return nil, nil, err
 	}
 
-	d, clients := *f.duration, *f.clients
-	closedLoad(g.Port, clients, time.Second) // warm-up, not counted
-	direct := closedLoad(members[0].port, clients, d)
-	through := closedLoad(g.Port, clients, d)
-	viaNginx := closedLoad(nginxPort, clients, d)
-	rows := []row{
-		{what: fmt.Sprintf("%d clients, POST /observe, %s", clients, d), oursName: "front (HAProxy, 3 members)", base: "straight to one member",
-			ours: through.String(), baseline: direct.String(), ratio: through.rate / direct.rate, ratioIs: "front/straight req/s"},
-		{what: fmt.Sprintf("%d clients, POST /observe, %s", clients, d), oursName: "front (HAProxy, 3 members)", base: "nginx least_conn (KATO's guide)",
-			ours: through.String(), baseline: viaNginx.String(), ratio: through.rate / viaNginx.rate, ratioIs: "front/nginx req/s"},
+	// The same clients, the same members and the same keep-alive for all
+	// three; only the way in differs. Straight goes to one member: what a
+	// client of one instance gets today.
+	var memberPIDs []int
+	for _, m := range members {
+		memberPIDs = append(memberPIDs, m.cmd.Process.Pid)
 	}
-	notes := []string{fmt.Sprintf("front p99 added over straight: %s (goal <= 1ms); HAProxy %s", round(through.p99-direct.p99), haproxyVersion(haproxy))}
+	straightT := target{name: "straight", port: members[0].port, members: memberPIDs}
+	frontT := target{name: "front", port: g.Port, proxy: []int{hp.Process.Pid}, members: memberPIDs}
+	nginxT := target{name: "nginx", port: nginxPort, proxy: []int{ng.Process.Pid}, members: memberPIDs}
+	targets := []target{straightT, frontT, nginxT}
+	d, clients, rounds, rate := *f.duration, *f.clients, *f.rounds, *f.rate
+	for _, t := range targets {
+		closedLoad(t.port, clients, 500*time.Millisecond) // warm-up, not counted
+	}
+	closed := interleaved(targets, rounds, func(port int) load { return closedLoad(port, clients, d/time.Duration(rounds)) })
+	open := openLoad([]int{straightT.port, frontT.port, nginxT.port}, rate, d)
+	straight, through, viaNginx := closed[0], closed[1], closed[2]
+	straightO, throughO, nginxO := open[0], open[1], open[2]
+	pct := func(ds []time.Duration, p float64) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		return percentile(ds, p)
+	}
+	p99 := func(l load) time.Duration { return pct(l.lat, 99) }
+	p99added := func(l load) time.Duration { return pct(l.added, 99) }
+	satWhat := fmt.Sprintf("%d keep-alive clients, closed loop, %s", clients, d)
+	openWhat := fmt.Sprintf("open loop, %.0f req/s to each way in turn, %s", rate/3, d)
+	rows := []row{
+		{what: satWhat, oursName: "front (HAProxy, 3 members)", base: "straight to one member",
+			ours: through.String(), baseline: straight.String(), ratio: through.rate() / straight.rate(), ratioIs: "front/straight req/s (goal >= 0.9)"},
+		{what: satWhat, oursName: "front (HAProxy, 3 members)", base: "nginx least_conn (KATO's guide)",
+			ours: through.String(), baseline: viaNginx.String(), ratio: through.rate() / viaNginx.rate(), ratioIs: "front/nginx req/s (goal >= 1)"},
+		{what: openWhat, oursName: "front (HAProxy, 3 members)", base: "straight to one member",
+			ours: throughO.String(), baseline: straightO.String(), ratio: float64(p99(straightO)) / float64(p99(throughO)), ratioIs: "straight/front p99"},
+		{what: openWhat, oursName: "front (HAProxy, 3 members)", base: "nginx least_conn (KATO's guide)",
+			ours: throughO.String(), baseline: nginxO.String(), ratio: float64(p99(nginxO)) / float64(p99(throughO)), ratioIs: "nginx/front p99 (goal >= 1)"},
+	}
+	notes := []string{
+		fmt.Sprintf("front p99 added over straight at %.0f req/s: %s (goal <= 1ms), nginx's %s; request by request beside the straight one sent just before: p50 %s, p99 %s added by the front, p50 %s, p99 %s by nginx",
+			rate/3, round(p99(throughO)-p99(straightO)), round(p99(nginxO)-p99(straightO)),
+			round(pct(throughO.added, 50)), round(p99added(throughO)), round(pct(nginxO.added, 50)), round(p99added(nginxO))),
+		// Every process shares the same cores: the CPU the front takes per
+		// request is taken from the clients and the members, which bounds
+		// its throughput against straight's whatever HAProxy does.
+		fmt.Sprintf("CPU per request at saturation: straight %s, front %s, nginx %s; with the cores shared, front/straight req/s is bounded by %.2f (straight's CPU/req over the front's) and nginx's by %.2f",
+			us(straight.cpuPerRequest()), us(through.cpuPerRequest()), us(viaNginx.cpuPerRequest()),
+			float64(straight.cpuPerRequest())/float64(through.cpuPerRequest()), float64(straight.cpuPerRequest())/float64(viaNginx.cpuPerRequest())),
+		fmt.Sprintf("HAProxy %s, %d rounds interleaved; %s", haproxyVersion(haproxy), rounds, cpuNote(*f.proxyCPU)),
+	}
+	// Below saturation a request waits for no other: its p50 is the way's
+	// own, a millisecond or two on loopback.
+	if r := straightO.rate(); r < 0.9*rate/3 || pct(straightO.lat, 50) > 20*time.Millisecond {
+		// The requests were scheduled but not answered at their pace: the
+		// machine was saturated, and the latencies are its queue's.
+		notes = append(notes, fmt.Sprintf("the open loop fell behind: %.0f of %.0f req/s answered straight, p50 %s; its latencies measure a saturated machine, lower -front-rate", r, rate/3, round(pct(straightO.lat, 50))))
+	}
 
 	// Rolling against plain restart, members listening 2.5 s after exec as
 	// the real processor takes 1.4-2.1 s.
@@ -347,6 +600,21 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 		baseline: fmt.Sprintf("%d of %d failed, %s", plainFailed, plainSent, round(plainTime)),
 		ratio:    float64(plainFailed) / float64(max(rollFailed, 1)), ratioIs: "plain/rolling failed (min 1)"})
 	return rows, notes, nil
+}
+
+// pinned is the command of bin with args, on the CPUs cpus when not empty.
+func pinned(cpus, bin string, args ...string) *exec.Cmd {
+	if cpus == "" {
+		return exec.Command(bin, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", cpus, bin}, args...)...)
+}
+
+func cpuNote(cpus string) string {
+	if cpus == "" {
+		return "clients, proxy and members share every CPU"
+	}
+	return "HAProxy and nginx on CPU " + cpus + ", clients and members where the bench was started (taskset)"
 }
 
 // waitUp waits until the front sees n members up.

@@ -268,10 +268,11 @@ func (w *Worker) settle(ctx context.Context, what string, fn func(ctx context.Co
 	}
 }
 
-// Run works the queue until ctx ends. Each round reclaims expired leases,
-// makes sure the service is up, claims a batch when a slot is free and
-// hands its items to the slots; it goes straight on while claims come back
-// full and otherwise waits for new work or a free slot. When ctx ends it
+// Run works the queue until ctx ends. Each round makes sure the service is
+// up; when a slot is free and no claimed item waits, it reclaims expired
+// leases and claims a batch; it hands the items to the slots. It goes
+// straight on while claims come back full and otherwise waits for new work
+// or a free slot. When ctx ends it
 // claims nothing more, lets the items in flight finish within the shutdown
 // grace, hands every other item it holds back to the queue and returns nil.
 // It returns an error wrapping ErrDatabase when the database failed
@@ -334,11 +335,6 @@ func (w *Worker) Run(ctx context.Context) error {
 			return finish()
 		}
 		w.tick()
-		if err := w.reclaim(ctx); err != nil {
-			w.logf("%v", err)
-			w.pauseFor(ctx, w.dbPause, done, &inFlight)
-			continue
-		}
 		if w.takeNotSent() {
 			w.lastCheck = time.Time{}
 		}
@@ -362,6 +358,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		claimedFull := false
 		if len(waiting) == 0 && inFlight < w.concurrency {
+			// Expired leases matter only to a claim, which may take
+			// their items: look for them just before claiming, not
+			// on every round.
+			if err := w.reclaim(ctx); err != nil {
+				w.logf("%v", err)
+				w.pauseFor(ctx, w.dbPause, done, &inFlight)
+				continue
+			}
 			items, err := w.claim(ctx, claimSize)
 			if err != nil {
 				w.logf("%v", err)

@@ -27,6 +27,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -112,6 +113,10 @@ type Queue struct {
 	watchFiles  func(path string) (fileChanges, error)
 	watchErr    atomic.Pointer[error]
 	changeCheck time.Duration
+	// writer orders the write transactions on a SQLite file, made on the
+	// first one; nil on PostgreSQL, whose row locks need no turns.
+	writer     *writerLock
+	writerOnce sync.Once
 }
 
 // Option changes a default of New.
@@ -186,6 +191,10 @@ func (q *Queue) Close() error {
 	if q.listener != nil {
 		q.listener.close()
 	}
+	q.writerOnce.Do(func() {})
+	if q.writer != nil {
+		q.writer.close()
+	}
 	return nil
 }
 
@@ -213,7 +222,15 @@ func Stamp(t time.Time) string { return t.UTC().Format(TimeFormat) }
 func (q *Queue) stamp(t time.Time) string { return Stamp(t) }
 
 // WithTx runs fn in one write transaction and commits it when fn succeeds.
+// On SQLite the write transactions of every handle and process on the file
+// take turns (see WriterLockSuffix), so that a writer starts as soon as
+// the one before it commits instead of when SQLite's busy handler next
+// wakes it.
 func (q *Queue) WithTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if q.dialect != Postgres {
+		q.writerOnce.Do(func() { q.writer = newWriterLock(q.db) })
+		defer q.writer.lock(ctx)()
+	}
 	tx, err := q.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -98,12 +98,13 @@ type Worker struct {
 	fatal    error
 	dead     chan struct{}
 
-	// commits carries finished ingests to the committer, which writes
-	// those that arrive together in one transaction.
-	commits chan *pendingCommit
+	// commits are the finished ingests waiting to be written; committing
+	// is whether a goroutine is writing them. Both are guarded by mu.
+	commits    []*pendingCommit
+	committing bool
 }
 
-// pendingCommit is one result waiting for the committer.
+// pendingCommit is one result waiting to be written.
 type pendingCommit struct {
 	it   queue.Item
 	res  *kgdb.IngestResult
@@ -153,7 +154,6 @@ func New(opts Opts) (*Worker, error) {
 		logf:        opts.Logf,
 		held:        map[int64]bool{},
 		dead:        make(chan struct{}),
-		commits:     make(chan *pendingCommit),
 	}
 	switch {
 	case w.batch < 0:
@@ -284,8 +284,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancelWork()
 	stopRenew := w.startRenewer()
 	defer stopRenew()
-	stopCommitter := w.startCommitter(ctx)
-	defer stopCommitter()
 
 	var (
 		wg       sync.WaitGroup
@@ -711,60 +709,60 @@ func (w *Worker) handle(ctx, work context.Context, it queue.Item) {
 	}
 }
 
-// startCommitter runs the goroutine that writes finished results: it takes
-// every result that is waiting, up to maxGroupCommit, and writes them and
-// their completions in one transaction, so that concurrent documents share
-// commits. It stops when the returned function is called.
-func (w *Worker) startCommitter(ctx context.Context) func() {
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			var group []*pendingCommit
-			select {
-			case <-stop:
-				return
-			case c := <-w.commits:
-				group = append(group, c)
-			}
-		more:
-			for len(group) < maxGroupCommit {
-				select {
-				case c := <-w.commits:
-					group = append(group, c)
-				default:
-					break more
-				}
-			}
-			list := make([]kgdb.Completion, len(group))
-			for i, c := range group {
-				list[i] = kgdb.Completion{ID: c.it.ID, Result: c.res}
-			}
-			var per []error
-			err := w.settle(ctx, fmt.Sprintf("complete %s", countItems(len(group))), func(ctx context.Context) error {
-				var err error
-				per, err = w.queue.CompleteMany(ctx, w.owner, list)
-				return err
-			})
-			for i, c := range group {
-				switch {
-				case err != nil:
-					c.done <- err
-				default:
-					c.done <- per[i]
-				}
-			}
+// commit writes the result res of item it, and its completion, and returns the outcome.
+// Results that finish together share a transaction: the first to arrive
+// while none is being written writes it at once, then writes, up to
+// maxGroupCommit at a time, those that arrived meanwhile, and the others
+// wait for it. A lone result is written by its own goroutine, with no
+// handoff to another.
+func (w *Worker) commit(ctx context.Context, it queue.Item, res *kgdb.IngestResult) error {
+	c := &pendingCommit{it: it, res: res, done: make(chan error, 1)}
+	w.mu.Lock()
+	w.commits = append(w.commits, c)
+	if w.committing {
+		w.mu.Unlock()
+		return <-c.done
+	}
+	w.committing = true
+	for len(w.commits) > 0 {
+		group := w.commits[:min(len(w.commits), maxGroupCommit)]
+		w.commits = w.commits[len(group):]
+		w.mu.Unlock()
+		w.writeGroup(ctx, group)
+		w.mu.Lock()
+	}
+	w.commits = nil
+	w.committing = false
+	w.mu.Unlock()
+	return <-c.done
+}
+
+// writeGroup writes group's results and completions in one transaction
+// and tells each its outcome.
+func (w *Worker) writeGroup(ctx context.Context, group []*pendingCommit) {
+	list := make([]kgdb.Completion, len(group))
+	for i, c := range group {
+		list[i] = kgdb.Completion{ID: c.it.ID, Result: c.res}
+	}
+	var per []error
+	err := w.settle(ctx, fmt.Sprintf("complete %s", countItems(len(group))), func(ctx context.Context) error {
+		var err error
+		per, err = w.queue.CompleteMany(ctx, w.owner, list)
+		return err
+	})
+	for i, c := range group {
+		switch {
+		case err != nil:
+			c.done <- err
+		default:
+			c.done <- per[i]
 		}
-	}()
-	return func() { close(stop); <-stopped }
+	}
 }
 
 func (w *Worker) complete(ctx context.Context, it queue.Item, res *kgdb.IngestResult) {
 	defer w.unhold(it.ID)
-	c := &pendingCommit{it: it, res: res, done: make(chan error, 1)}
-	w.commits <- c
-	err := <-c.done
+	err := w.commit(ctx, it, res)
 	switch {
 	case err == nil:
 		w.count(queue.StatusCompleted)

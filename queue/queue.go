@@ -261,6 +261,15 @@ func (q *Queue) Enqueue(ctx context.Context, contentID int64, priority int) (int
 const itemColumns = `id, content_id, status, priority, queued_at, processing_started_at, processed_at,
 	retry_count, error_message, result_summary, skipped_reason, lease_owner, lease_expires_at, next_attempt_at`
 
+// claimPick selects the items a claim takes, in the order it takes them.
+// The claim index (AddClaimIndex) holds the pending items in this order,
+// so that a claim reads the items it takes and no others, however long the
+// queue: without it, every claim sorted all the pending items of the top
+// priority.
+const claimPick = `SELECT id FROM kg_processing_queue
+	WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+	ORDER BY priority DESC, id`
+
 // ClaimBatch leases up to n pending items that are due to owner for the
 // given lease, highest priority first, and returns them. The claim is one
 // statement: on SQLite it holds the file's write lock, on PostgreSQL it
@@ -282,9 +291,7 @@ func (q *Queue) ClaimBatch(ctx context.Context, owner string, n int, lease time.
 UPDATE kg_processing_queue
 SET status = 'processing', lease_owner = ?, lease_expires_at = ?, processing_started_at = ?
 WHERE id IN (
-	SELECT id FROM kg_processing_queue
-	WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
-	ORDER BY priority DESC, id
+	`+claimPick+`
 	LIMIT ?`+q.lockClause(true)+`)
 RETURNING `+itemColumns,
 			owner, q.stamp(now.Add(lease)), q.stamp(now), q.stamp(now), n)

@@ -32,3 +32,12 @@ func TestStatementsArePreparedOncePerConnection(t *testing.T) {
 		t.Errorf("one statement on the kgdb handle takes %.0f allocations, on a plain connection %.0f: the handle prepares it again on every call", cached, plain)
 	}
 }
+
+// TestOpenAddsTheClaimIndex: the claim reads the pending items from the
+// claim index (queue.AddClaimIndex) in every KG database, new or migrated.
+func TestOpenAddsTheClaimIndex(t *testing.T) {
+	_, path := openQueue(t, kgdbtest.Backends[0])
+	if n := queryInt(t, rawDB(t, path), "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'idx_kg_queue_claim'"); n != 1 {
+		t.Errorf("the KG database has %d claim indexes, want 1", n)
+	}
+}

@@ -56,9 +56,17 @@ func newWriterLock(db *sql.DB) *writerLock {
 	if err != nil || path == "" {
 		return l
 	}
-	if f, err := os.OpenFile(path+WriterLockSuffix, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600); err == nil {
-		l.file = f
+	f, err := os.OpenFile(path+WriterLockSuffix, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return l
 	}
+	// A lock file root makes (an operator's command, root's helper)
+	// belongs to the database's owner, or its workers could not open it.
+	var st unix.Stat_t
+	if os.Geteuid() == 0 && unix.Stat(path, &st) == nil {
+		f.Chown(int(st.Uid), int(st.Gid)) //nolint:errcheck // without it, turns are taken among root's handles only
+	}
+	l.file = f
 	return l
 }
 

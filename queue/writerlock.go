@@ -130,12 +130,20 @@ func flock(fd, how int) error {
 	}
 }
 
-// close waits for the turn in progress and closes the lock file.
+// close waits for the turn in progress and closes the lock file. A turn
+// still waited for in the kernel after writerLockWait keeps the file open:
+// its descriptor must not be reused under it.
 func (l *writerLock) close() {
 	if l.file == nil {
 		return
 	}
-	l.turn <- struct{}{}
+	timer := time.NewTimer(writerLockWait)
+	defer timer.Stop()
+	select {
+	case l.turn <- struct{}{}:
+	case <-timer.C:
+		return
+	}
 	l.file.Close()
 	l.file = nil
 	<-l.turn

@@ -272,9 +272,9 @@ func (w *Worker) settle(ctx context.Context, what string, fn func(ctx context.Co
 // up; when a slot is free and no claimed item waits, it reclaims expired
 // leases and claims a batch; it hands the items to the slots. It goes
 // straight on while claims come back full and otherwise waits for new work
-// or a free slot. When ctx ends it
-// claims nothing more, lets the items in flight finish within the shutdown
-// grace, hands every other item it holds back to the queue and returns nil.
+// or a free slot. When ctx ends it claims nothing more, lets the items in
+// flight finish within the shutdown grace, hands every other item it holds
+// back to the queue and returns nil.
 // It returns an error wrapping ErrDatabase when the database failed
 // MaxDBErrors times in a row.
 func (w *Worker) Run(ctx context.Context) error {

@@ -41,8 +41,14 @@ type writerLock struct {
 // newWriterLock returns the turns of db's write transactions. The lock
 // file is opened for writing: only a user who may write it takes turns
 // with the writers, so that a reader cannot hold them up. Without it (a
-// database in memory, a directory or file this user may not write) turns
-// are taken within the handle only.
+// database in memory, a directory or file this user may not write, a lock
+// file not to be trusted) turns are taken within the handle only.
+//
+// The database's directory belongs to its owner, who may put anything
+// there under the lock file's name. So the file is never followed through
+// a symbolic link, and only a regular file with one link, owned by the
+// database's owner or root, is used. Root never creates the file nor
+// changes its owner: the owner's workers create it.
 func newWriterLock(db *sql.DB) *writerLock {
 	l := &writerLock{turn: make(chan struct{}, 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), writerLockWait)
@@ -56,18 +62,33 @@ func newWriterLock(db *sql.DB) *writerLock {
 	if err != nil || path == "" {
 		return l
 	}
-	f, err := os.OpenFile(path+WriterLockSuffix, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return l
-	}
-	// A lock file root makes (an operator's command, root's helper)
-	// belongs to the database's owner, or its workers could not open it.
-	var st unix.Stat_t
-	if os.Geteuid() == 0 && unix.Stat(path, &st) == nil {
-		f.Chown(int(st.Uid), int(st.Gid)) //nolint:errcheck // without it, turns are taken among root's handles only
-	}
-	l.file = f
+	l.file = openWriterLockFile(path)
 	return l
+}
+
+// openWriterLockFile opens the lock file beside the database at path, or
+// returns nil when there is none to trust (see newWriterLock).
+func openWriterLockFile(path string) *os.File {
+	var db unix.Stat_t
+	if unix.Stat(path, &db) != nil {
+		return nil
+	}
+	flags := unix.O_RDWR | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	if os.Geteuid() != 0 {
+		flags |= unix.O_CREAT
+	}
+	name := path + WriterLockSuffix
+	fd, err := unix.Open(name, flags, 0o600)
+	if err != nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 ||
+		(st.Uid != db.Uid && st.Uid != 0) {
+		unix.Close(fd) //nolint:errcheck // nothing was written
+		return nil
+	}
+	return os.NewFile(uintptr(fd), name)
 }
 
 // lock waits for this transaction's turn and returns what ends it. It

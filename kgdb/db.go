@@ -249,13 +249,19 @@ func escapePath(path string) string {
 	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 }
 
+// stmtCacheSize is how many prepared statements each connection keeps for
+// reuse: the queue's and the worker's statements, prepared once per
+// connection instead of on every call.
+const stmtCacheSize = 64
+
 // dsn builds the go-sqlite3 connection string: WAL so that readers never
 // block the writer, a busy timeout so that writers queue instead of failing,
-// and BEGIN IMMEDIATE for every transaction so that a transaction takes the
-// write lock before it reads what it is going to change.
+// BEGIN IMMEDIATE for every transaction so that a transaction takes the
+// write lock before it reads what it is going to change, and the driver's
+// cache of prepared statements.
 func dsn(path string) string {
-	return fmt.Sprintf("file:%s?_journal_mode=WAL&_busy_timeout=%d&_txlock=immediate&_foreign_keys=off&_synchronous=NORMAL",
-		escapePath(path), busyTimeout.Milliseconds())
+	return fmt.Sprintf("file:%s?_journal_mode=WAL&_busy_timeout=%d&_txlock=immediate&_foreign_keys=off&_synchronous=NORMAL&_stmt_cache_size=%d",
+		escapePath(path), busyTimeout.Milliseconds(), stmtCacheSize)
 }
 
 // roDSN is dsn for a connection that never writes: it sets no journal mode,
@@ -477,53 +483,47 @@ func (q *DB) CompleteMany(ctx context.Context, owner string, items []Completion)
 	return per, nil
 }
 
+// The statements writeResult runs for each result.
+const (
+	insertEntity = `INSERT INTO chunk_entities(chunk_rowid, content_id, entity_text,
+	entity_normalized, entity_type_primary, entity_type_sub1, entity_type_sub2, entity_type_sub3,
+	confidence, offset_start, offset_end, neo4j_node_id, spans_multiple_chunks)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	insertRelationship = `INSERT INTO chunk_relationships(content_id, subject_entity,
+	predicate, object_entity, confidence, context, neo4j_relationship_id, spans_chunks, chunk_rowids)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+)
+
 func writeResult(ctx context.Context, tx *sql.Tx, contentID int64, res *IngestResult, now string) error {
 	for _, table := range []string{"chunk_entities", "chunk_relationships"} {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM "+table+" WHERE content_id = ?", contentID); err != nil {
 			return fmt.Errorf("clear %s of content_id %d: %w", table, contentID, err)
 		}
 	}
-	if len(res.Entities) > 0 {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO chunk_entities(chunk_rowid, content_id, entity_text,
-	entity_normalized, entity_type_primary, entity_type_sub1, entity_type_sub2, entity_type_sub3,
-	confidence, offset_start, offset_end, neo4j_node_id, spans_multiple_chunks)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for _, e := range res.Entities {
-			for _, a := range e.ChunkAppearances {
-				if _, err := stmt.ExecContext(ctx, a.VectorRowID, contentID, e.Text, e.Normalized, e.TypePrimary,
-					e.TypeSub1, e.TypeSub2, e.TypeSub3, e.Confidence,
-					a.OffsetStart, a.OffsetEnd, e.Neo4jNodeID, e.SpansMultipleChunks); err != nil {
-					return fmt.Errorf("write entity %q of content_id %d: %w", e.Text, contentID, err)
-				}
+	// Each statement is the connection's cached one (stmtCacheSize): a
+	// statement prepared here would be prepared again for every result.
+	for _, e := range res.Entities {
+		for _, a := range e.ChunkAppearances {
+			if _, err := tx.ExecContext(ctx, insertEntity, a.VectorRowID, contentID, e.Text, e.Normalized, e.TypePrimary,
+				e.TypeSub1, e.TypeSub2, e.TypeSub3, e.Confidence,
+				a.OffsetStart, a.OffsetEnd, e.Neo4jNodeID, e.SpansMultipleChunks); err != nil {
+				return fmt.Errorf("write entity %q of content_id %d: %w", e.Text, contentID, err)
 			}
 		}
 	}
-	if len(res.Relationships) > 0 {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO chunk_relationships(content_id, subject_entity,
-	predicate, object_entity, confidence, context, neo4j_relationship_id, spans_chunks, chunk_rowids)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	for _, r := range res.Relationships {
+		rowids := r.ChunkRowIDs
+		if rowids == nil {
+			rowids = []int64{}
+		}
+		js, err := json.Marshal(rowids)
 		if err != nil {
 			return err
 		}
-		defer stmt.Close()
-		for _, r := range res.Relationships {
-			rowids := r.ChunkRowIDs
-			if rowids == nil {
-				rowids = []int64{}
-			}
-			js, err := json.Marshal(rowids)
-			if err != nil {
-				return err
-			}
-			if _, err := stmt.ExecContext(ctx, contentID, r.SubjectText, r.Predicate, r.ObjectText, r.Confidence,
-				r.Context, r.Neo4jRelationshipID, r.SpansChunks, string(js)); err != nil {
-				return fmt.Errorf("write relationship %q %q %q of content_id %d: %w",
-					r.SubjectText, r.Predicate, r.ObjectText, contentID, err)
-			}
+		if _, err := tx.ExecContext(ctx, insertRelationship, contentID, r.SubjectText, r.Predicate, r.ObjectText, r.Confidence,
+			r.Context, r.Neo4jRelationshipID, r.SpansChunks, string(js)); err != nil {
+			return fmt.Errorf("write relationship %q %q %q of content_id %d: %w",
+				r.SubjectText, r.Predicate, r.ObjectText, contentID, err)
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE crawled_content

@@ -11,7 +11,7 @@ import (
 // SchemaVersion is the version of the schema this package writes. It is
 // recorded in the kg_schema_version table once every migration up to it has
 // been applied.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // migrations are the KG database's steps: the queue's own, from package
 // queue, beside the document and result tables of this package.
@@ -31,6 +31,7 @@ var migrations = []queue.Migration{
 	{Version: 3, Name: "worker reports", Apply: createWorkerReports},
 	{Version: 4, Name: "queue notifications", Apply: queue.AddNotify},
 	{Version: 5, Name: "worker reports per host", Apply: createHostReports},
+	{Version: 6, Name: "queue claim order index", Apply: queue.AddClaimIndex},
 }
 
 // createHostReports adds the report table keyed by host and worker number,

@@ -100,12 +100,13 @@ type Worker struct {
 	fatal    error
 	dead     chan struct{}
 
-	// commits carries finished ingests to the committer, which writes
-	// those that arrive together in one transaction.
-	commits chan *pendingCommit
+	// commits are the finished ingests waiting to be written; committing
+	// is whether a goroutine is writing them. Both are guarded by mu.
+	commits    []*pendingCommit
+	committing bool
 }
 
-// pendingCommit is one result waiting for the committer.
+// pendingCommit is one result waiting to be written.
 type pendingCommit struct {
 	it   queue.Item
 	res  *kgdb.IngestResult
@@ -155,7 +156,6 @@ func New(opts Opts) (*Worker, error) {
 		logf:        opts.Logf,
 		held:        map[int64]bool{},
 		dead:        make(chan struct{}),
-		commits:     make(chan *pendingCommit),
 	}
 	switch {
 	case w.batch < 0:
@@ -279,12 +279,13 @@ func healthBackOff(poll time.Duration) *backoff.ExponentialBackOff {
 	return b
 }
 
-// Run works the queue until ctx ends. Each round reclaims expired leases,
-// makes sure the service is up, claims a batch when a slot is free and
-// hands its items to the slots; it goes straight on while claims come back
-// full and otherwise waits for new work or a free slot. When ctx ends it
-// claims nothing more, lets the items in flight finish within the shutdown
-// grace, hands every other item it holds back to the queue and returns nil.
+// Run works the queue until ctx ends. Each round makes sure the service is
+// up; when a slot is free and no claimed item waits, it reclaims expired
+// leases and claims a batch; it hands the items to the slots. It goes
+// straight on while claims come back full and otherwise waits for new work
+// or a free slot. When ctx ends it claims nothing more, lets the items in
+// flight finish within the shutdown grace, hands every other item it holds
+// back to the queue and returns nil.
 // It returns an error wrapping ErrDatabase when the database failed
 // MaxDBErrors times in a row.
 func (w *Worker) Run(ctx context.Context) error {
@@ -294,8 +295,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancelWork()
 	stopRenew := w.startRenewer()
 	defer stopRenew()
-	stopCommitter := w.startCommitter(ctx)
-	defer stopCommitter()
 
 	var (
 		wg       sync.WaitGroup
@@ -345,11 +344,6 @@ func (w *Worker) Run(ctx context.Context) error {
 			return finish()
 		}
 		w.tick()
-		if err := w.reclaim(ctx); err != nil {
-			w.logf("%v", err)
-			w.pauseFor(ctx, w.dbPause, done, &inFlight)
-			continue
-		}
 		if w.takeNotSent() {
 			w.lastCheck = time.Time{}
 		}
@@ -372,6 +366,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		claimedFull := false
 		if len(waiting) == 0 && inFlight < w.concurrency {
+			// Expired leases matter only to a claim, which may take
+			// their items: look for them just before claiming, not
+			// on every round.
+			if err := w.reclaim(ctx); err != nil {
+				w.logf("%v", err)
+				w.pauseFor(ctx, w.dbPause, done, &inFlight)
+				continue
+			}
 			items, err := w.claim(ctx, claimSize)
 			if err != nil {
 				w.logf("%v", err)
@@ -717,60 +719,60 @@ func (w *Worker) handle(ctx, work context.Context, it queue.Item) {
 	}
 }
 
-// startCommitter runs the goroutine that writes finished results: it takes
-// every result that is waiting, up to maxGroupCommit, and writes them and
-// their completions in one transaction, so that concurrent documents share
-// commits. It stops when the returned function is called.
-func (w *Worker) startCommitter(ctx context.Context) func() {
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			var group []*pendingCommit
-			select {
-			case <-stop:
-				return
-			case c := <-w.commits:
-				group = append(group, c)
-			}
-		more:
-			for len(group) < maxGroupCommit {
-				select {
-				case c := <-w.commits:
-					group = append(group, c)
-				default:
-					break more
-				}
-			}
-			list := make([]kgdb.Completion, len(group))
-			for i, c := range group {
-				list[i] = kgdb.Completion{ID: c.it.ID, Result: c.res}
-			}
-			var per []error
-			err := w.settle(ctx, fmt.Sprintf("complete %s", countItems(len(group))), func(ctx context.Context) error {
-				var err error
-				per, err = w.queue.CompleteMany(ctx, w.owner, list)
-				return err
-			})
-			for i, c := range group {
-				switch {
-				case err != nil:
-					c.done <- err
-				default:
-					c.done <- per[i]
-				}
-			}
+// commit writes the result res of item it, and its completion, and returns the outcome.
+// Results that finish together share a transaction: the first to arrive
+// while none is being written writes it at once, then writes, up to
+// maxGroupCommit at a time, those that arrived meanwhile, and the others
+// wait for it. A lone result is written by its own goroutine, with no
+// handoff to another.
+func (w *Worker) commit(ctx context.Context, it queue.Item, res *kgdb.IngestResult) error {
+	c := &pendingCommit{it: it, res: res, done: make(chan error, 1)}
+	w.mu.Lock()
+	w.commits = append(w.commits, c)
+	if w.committing {
+		w.mu.Unlock()
+		return <-c.done
+	}
+	w.committing = true
+	for len(w.commits) > 0 {
+		group := w.commits[:min(len(w.commits), maxGroupCommit)]
+		w.commits = w.commits[len(group):]
+		w.mu.Unlock()
+		w.writeGroup(ctx, group)
+		w.mu.Lock()
+	}
+	w.commits = nil
+	w.committing = false
+	w.mu.Unlock()
+	return <-c.done
+}
+
+// writeGroup writes group's results and completions in one transaction
+// and tells each its outcome.
+func (w *Worker) writeGroup(ctx context.Context, group []*pendingCommit) {
+	list := make([]kgdb.Completion, len(group))
+	for i, c := range group {
+		list[i] = kgdb.Completion{ID: c.it.ID, Result: c.res}
+	}
+	var per []error
+	err := w.settle(ctx, fmt.Sprintf("complete %s", countItems(len(group))), func(ctx context.Context) error {
+		var err error
+		per, err = w.queue.CompleteMany(ctx, w.owner, list)
+		return err
+	})
+	for i, c := range group {
+		switch {
+		case err != nil:
+			c.done <- err
+		default:
+			c.done <- per[i]
 		}
-	}()
-	return func() { close(stop); <-stopped }
+	}
 }
 
 func (w *Worker) complete(ctx context.Context, it queue.Item, res *kgdb.IngestResult) {
 	defer w.unhold(it.ID)
-	c := &pendingCommit{it: it, res: res, done: make(chan error, 1)}
-	w.commits <- c
-	err := <-c.done
+	err := w.commit(ctx, it, res)
 	switch {
 	case err == nil:
 		w.count(queue.StatusCompleted)

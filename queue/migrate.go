@@ -170,6 +170,15 @@ func AddLeaseColumns(ctx context.Context, tx *sql.Tx) error {
 	return nil
 }
 
+// AddClaimIndex adds the index a claim reads the pending items from in the
+// order it takes them: highest priority first, then oldest id.
+func AddClaimIndex(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS idx_kg_queue_claim ON kg_processing_queue(status, priority DESC, id)`); err != nil {
+		return fmt.Errorf("create claim index: %w", err)
+	}
+	return nil
+}
+
 // TableColumns returns the set of column names of table, in the dialect
 // of ctx's migration.
 func TableColumns(ctx context.Context, tx *sql.Tx, table string) (map[string]bool, error) {

@@ -27,6 +27,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -112,6 +113,10 @@ type Queue struct {
 	watchFiles  func(path string) (fileChanges, error)
 	watchErr    atomic.Pointer[error]
 	changeCheck time.Duration
+	// writer orders the write transactions on a SQLite file, made on the
+	// first one; nil on PostgreSQL, whose row locks need no turns.
+	writer     *writerLock
+	writerOnce sync.Once
 }
 
 // Option changes a default of New.
@@ -186,6 +191,10 @@ func (q *Queue) Close() error {
 	if q.listener != nil {
 		q.listener.close()
 	}
+	q.writerOnce.Do(func() {})
+	if q.writer != nil {
+		q.writer.close()
+	}
 	return nil
 }
 
@@ -213,7 +222,15 @@ func Stamp(t time.Time) string { return t.UTC().Format(TimeFormat) }
 func (q *Queue) stamp(t time.Time) string { return Stamp(t) }
 
 // WithTx runs fn in one write transaction and commits it when fn succeeds.
+// On SQLite the write transactions of every handle and process on the file
+// take turns (see WriterLockSuffix), so that a writer starts as soon as
+// the one before it commits instead of when SQLite's busy handler next
+// wakes it.
 func (q *Queue) WithTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if q.dialect != Postgres {
+		q.writerOnce.Do(func() { q.writer = newWriterLock(q.db) })
+		defer q.writer.lock(ctx)()
+	}
 	tx, err := q.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -244,6 +261,15 @@ func (q *Queue) Enqueue(ctx context.Context, contentID int64, priority int) (int
 const itemColumns = `id, content_id, status, priority, queued_at, processing_started_at, processed_at,
 	retry_count, error_message, result_summary, skipped_reason, lease_owner, lease_expires_at, next_attempt_at`
 
+// claimPick selects the items a claim takes, in the order it takes them.
+// The claim index (AddClaimIndex) holds the pending items in this order,
+// so that a claim reads the items it takes and no others, however long the
+// queue: without it, every claim sorted all the pending items of the top
+// priority.
+const claimPick = `SELECT id FROM kg_processing_queue
+	WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+	ORDER BY priority DESC, id`
+
 // ClaimBatch leases up to n pending items that are due to owner for the
 // given lease, highest priority first, and returns them. The claim is one
 // statement: on SQLite it holds the file's write lock, on PostgreSQL it
@@ -265,9 +291,7 @@ func (q *Queue) ClaimBatch(ctx context.Context, owner string, n int, lease time.
 UPDATE kg_processing_queue
 SET status = 'processing', lease_owner = ?, lease_expires_at = ?, processing_started_at = ?
 WHERE id IN (
-	SELECT id FROM kg_processing_queue
-	WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
-	ORDER BY priority DESC, id
+	`+claimPick+`
 	LIMIT ?`+q.lockClause(true)+`)
 RETURNING `+itemColumns,
 			owner, q.stamp(now.Add(lease)), q.stamp(now), q.stamp(now), n)

@@ -303,16 +303,12 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 		}
 	}
 	if len(refs) == 1 {
-		// An instance with unit files but no registry entry can still be
-		// stopped by its ID, which wins over a part of a name; anything else
-		// unknown is refused before systemd is asked.
-		inst, err := a.findInstance(refs[0])
-		switch orphan := a.paths.HasInstanceFiles(refs[0]); {
-		case err == nil && (!orphan || inst.ID == refs[0] || inst.Name == refs[0]):
-			refs[0] = inst.ID
-		case err != nil && !orphan:
+		// Found, or refused, before systemd is asked.
+		target, err := supervisor.StopTarget(a.registry(), a.paths, refs[0])
+		if err != nil {
 			return err
 		}
+		refs[0] = target
 	}
 	m, done, err := a.manager(ctx)
 	if err != nil {

@@ -810,3 +810,18 @@ func TestRegistryCloneCopiesEveryField(t *testing.T) {
 		t.Error("the clone shares its groups or an instance's command with the original")
 	}
 }
+
+func TestRegistryByNameAndMemberGroups(t *testing.T) {
+	r := registryOf(map[string]string{"b": "Main", "a": "Main", "c": "Other", "d": ""})
+	r.Instances["a"].Group, r.Instances["c"].Group, r.Instances["d"].Group = "edge", "core", "edge"
+	want := map[string][]string{"Main": {"a", "b"}, "Other": {"c"}}
+	if got := r.ByName(); !reflect.DeepEqual(got, want) {
+		t.Errorf("ByName() = %v, want %v", got, want)
+	}
+	if got, want := r.MemberGroups(), []string{"core", "edge"}; !slices.Equal(got, want) {
+		t.Errorf("MemberGroups() = %v, want %v", got, want)
+	}
+	if got := (&Registry{}).MemberGroups(); len(got) != 0 {
+		t.Errorf("MemberGroups() of an empty registry = %v", got)
+	}
+}

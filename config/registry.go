@@ -162,6 +162,15 @@ func (r *Registry) Sorted() []*Instance {
 	return out
 }
 
+// ProcessorShown is the name of the instance's processor as list, status
+// and start show it: DefaultProcessor for [processor].
+func (in *Instance) ProcessorShown() string {
+	if in.Processor == "" {
+		return DefaultProcessor
+	}
+	return in.Processor
+}
+
 // ByName returns the IDs of each instance name, in ID order; instances
 // without a name are left out.
 func (r *Registry) ByName() map[string][]string {

@@ -825,3 +825,12 @@ func TestRegistryByNameAndMemberGroups(t *testing.T) {
 		t.Errorf("MemberGroups() of an empty registry = %v", got)
 	}
 }
+
+func TestInstanceProcessorShown(t *testing.T) {
+	if got := (&Instance{}).ProcessorShown(); got != DefaultProcessor {
+		t.Errorf("ProcessorShown of [processor] = %q, want %q", got, DefaultProcessor)
+	}
+	if got := (&Instance{Processor: "gen-b"}).ProcessorShown(); got != "gen-b" {
+		t.Errorf("ProcessorShown of gen-b = %q", got)
+	}
+}

@@ -153,12 +153,8 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		return nil
 	}
 	proc, _ := cfg.ProcessorNamed(inst.Processor)
-	processorName := inst.Processor
-	if processorName == "" {
-		processorName = config.DefaultProcessor
-	}
 	fmt.Fprintf(a.stdout, "started %s (%s): %s, processor %s (generation %s), %s network, API port %d%s\n",
-		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, textview.ZMQText(inst.ZMQPort))
+		inst.ID, inst.Name, inst.Unit, inst.ProcessorShown(), proc.Generation, inst.Network, inst.APIPort, textview.ZMQText(inst.ZMQPort))
 	if inst.Group != "" {
 		fmt.Fprintf(a.stdout, "  group: %s (%s)\n", inst.Group, units.GroupTarget(inst.Group))
 	}

@@ -107,7 +107,9 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	// request.
 	cfg := p.Config
 	srv, closeQueues, err := web.Open(ctx, opts, web.Sources{Pool: p, Registry: a.registry(), Journal: a.journal(), Paths: a.paths,
-		OpenQueue: func(ctx context.Context, readOnly bool) (kgdb.Store, error) { return openQueueDB(ctx, cfg, a.paths, readOnly) },
+		OpenQueue: func(ctx context.Context, readOnly bool) (kgdb.Store, error) {
+			return openQueueDB(ctx, cfg, a.paths, readOnly)
+		},
 		WatchError: func(err error) {
 			fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
 		}})

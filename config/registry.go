@@ -167,6 +167,39 @@ func (r *Registry) Sorted() []*Instance {
 	return out
 }
 
+// ProcessorShown is the name of the instance's processor as list, status
+// and start show it: DefaultProcessor for [processor].
+func (in *Instance) ProcessorShown() string {
+	if in.Processor == "" {
+		return DefaultProcessor
+	}
+	return in.Processor
+}
+
+// ByName returns the IDs of each instance name, in ID order; instances
+// without a name are left out.
+func (r *Registry) ByName() map[string][]string {
+	ids := map[string][]string{}
+	for _, in := range r.Sorted() {
+		if in.Name != "" {
+			ids[in.Name] = append(ids[in.Name], in.ID)
+		}
+	}
+	return ids
+}
+
+// MemberGroups returns the groups the registered instances are in, sorted.
+func (r *Registry) MemberGroups() []string {
+	var names []string
+	for _, in := range r.Instances {
+		if in.Group != "" && !slices.Contains(names, in.Group) {
+			names = append(names, in.Group)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
 func (r *Registry) ids() []string {
 	ids := make([]string, 0, len(r.Instances))
 	for id := range r.Instances {

@@ -847,3 +847,27 @@ func TestRegistryRemoteMembers(t *testing.T) {
 		})
 	}
 }
+
+func TestRegistryByNameAndMemberGroups(t *testing.T) {
+	r := registryOf(map[string]string{"b": "Main", "a": "Main", "c": "Other", "d": ""})
+	r.Instances["a"].Group, r.Instances["c"].Group, r.Instances["d"].Group = "edge", "core", "edge"
+	want := map[string][]string{"Main": {"a", "b"}, "Other": {"c"}}
+	if got := r.ByName(); !reflect.DeepEqual(got, want) {
+		t.Errorf("ByName() = %v, want %v", got, want)
+	}
+	if got, want := r.MemberGroups(), []string{"core", "edge"}; !slices.Equal(got, want) {
+		t.Errorf("MemberGroups() = %v, want %v", got, want)
+	}
+	if got := (&Registry{}).MemberGroups(); len(got) != 0 {
+		t.Errorf("MemberGroups() of an empty registry = %v", got)
+	}
+}
+
+func TestInstanceProcessorShown(t *testing.T) {
+	if got := (&Instance{}).ProcessorShown(); got != DefaultProcessor {
+		t.Errorf("ProcessorShown of [processor] = %q, want %q", got, DefaultProcessor)
+	}
+	if got := (&Instance{Processor: "gen-b"}).ProcessorShown(); got != "gen-b" {
+		t.Errorf("ProcessorShown of gen-b = %q", got)
+	}
+}

@@ -127,10 +127,7 @@ func (m *Manager) instanceViews(reg *config.Registry, byUnit map[string]UnitStat
 	views := make([]InstanceView, 0, len(reg.Instances))
 	for _, inst := range reg.Sorted() {
 		v := InstanceView{ID: inst.ID, Name: inst.Name, Unit: inst.Unit, APIPort: inst.APIPort, ZMQPort: inst.ZMQPort, Registered: true,
-			Processor: inst.Processor, Network: inst.Network, Group: inst.Group, Parameters: inst.Parameters}
-		if v.Processor == "" {
-			v.Processor = config.DefaultProcessor
-		}
+			Processor: inst.ProcessorShown(), Network: inst.Network, Group: inst.Group, Parameters: inst.Parameters}
 		if p, err := m.Config.ProcessorNamed(inst.Processor); err == nil {
 			v.Generation = p.Generation
 		}

@@ -123,18 +123,8 @@ func (a *app) nameCompletions(cmd *cobra.Command) []cobra.Completion {
 	if reg == nil {
 		return nil
 	}
-	ids := map[string][]string{}
-	var names []string
-	for _, inst := range reg.Sorted() {
-		if inst.Name == "" {
-			continue
-		}
-		if _, ok := ids[inst.Name]; !ok {
-			names = append(names, inst.Name)
-		}
-		ids[inst.Name] = append(ids[inst.Name], inst.ID)
-	}
-	slices.Sort(names)
+	ids := reg.ByName()
+	names := slices.Sorted(maps.Keys(ids))
 	out := make([]cobra.Completion, 0, len(names))
 	for _, name := range names {
 		out = append(out, cobra.CompletionWithDesc(name, strings.Join(ids[name], ", ")))
@@ -181,14 +171,7 @@ func (a *app) groupNames(cmd *cobra.Command) []string {
 	if reg == nil {
 		return nil
 	}
-	var names []string
-	for _, inst := range reg.Sorted() {
-		if inst.Group != "" && !slices.Contains(names, inst.Group) {
-			names = append(names, inst.Group)
-		}
-	}
-	slices.Sort(names)
-	return names
+	return reg.MemberGroups()
 }
 
 // completionConfig is kato.toml for a completion; nil when it cannot be

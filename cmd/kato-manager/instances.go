@@ -153,12 +153,8 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		return nil
 	}
 	proc, _ := cfg.ProcessorNamed(inst.Processor)
-	processorName := inst.Processor
-	if processorName == "" {
-		processorName = config.DefaultProcessor
-	}
 	fmt.Fprintf(a.stdout, "started %s (%s): %s, processor %s (generation %s), %s network, API port %d%s\n",
-		inst.ID, inst.Name, inst.Unit, processorName, proc.Generation, inst.Network, inst.APIPort, textview.ZMQText(inst.ZMQPort))
+		inst.ID, inst.Name, inst.Unit, inst.ProcessorShown(), proc.Generation, inst.Network, inst.APIPort, textview.ZMQText(inst.ZMQPort))
 	if inst.Group != "" {
 		fmt.Fprintf(a.stdout, "  group: %s (%s)\n", inst.Group, units.GroupTarget(inst.Group))
 	}
@@ -303,19 +299,16 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 		}
 	}
 	if len(refs) == 1 {
-		// An instance with unit files but no registry entry can still be
-		// stopped by its ID, which wins over a part of a name; anything else
-		// unknown is refused before systemd is asked.
-		inst, err := a.findInstance(refs[0])
-		switch orphan := a.paths.HasInstanceFiles(refs[0]); {
-		case err == nil && (!orphan || inst.ID == refs[0] || inst.Name == refs[0]):
-			refs[0] = inst.ID
-		case err != nil && !orphan:
+		// Found, or refused, before systemd is asked; a member of this
+		// host's front on another host is stopped there.
+		target, err := supervisor.StopTarget(a.registry(), a.paths, refs[0])
+		if err != nil {
 			if rm, ok := a.remoteMember(refs[0]); ok {
 				return a.stopRemoteMember(ctx, refs[0], rm)
 			}
 			return err
 		}
+		refs[0] = target
 	}
 	m, done, err := a.manager(ctx)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgpool"
-	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/textview"
 	"github.com/kato-manager/kato-manager/web"
 )
@@ -104,31 +103,20 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 		return err
 	}
 	defer done()
-	// One read-only database connection for the server's life, opened again should
-	// it be lost; as root, one child running as kato does the database
-	// work of every request.
-	first, cfg, err := a.openQueueReadOnly(ctx)
+	// As root, one child running as kato does the database work of every
+	// request.
+	cfg := p.Config
+	srv, closeQueues, err := web.Open(ctx, opts, web.Sources{Pool: p, Registry: a.registry(), Journal: a.journal(), Paths: a.paths,
+		OpenQueue: func(ctx context.Context, readOnly bool) (kgdb.Store, error) {
+			return openQueueDB(ctx, cfg, a.paths, readOnly)
+		},
+		WatchError: func(err error) {
+			fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
+		}})
 	if err != nil {
 		return err
 	}
-	q := kgdb.NewReopening(first, func() (kgdb.Store, error) { return openQueueDB(ctx, cfg, a.paths, true) })
-	defer q.Close()
-	// Actions write: their child opens the database read-write, on the
-	// first action.
-	wq := kgdb.NewReopening(nil, func() (kgdb.Store, error) { return openQueueDB(ctx, cfg, a.paths, false) })
-	defer wq.Close()
-	m := &supervisor.Manager{Systemd: p.Systemd, Config: p.Config, Registry: a.registry(), Ports: supervisor.HostPorts{},
-		Processes: supervisor.HostProcesses{}, Journal: a.journal(), Paths: a.paths, Services: supervisor.NewServiceCache()}
-	// The units' restarts, main processes and start times are kept from
-	// systemd's signals, so a scrape asks systemd for one listing only.
-	go m.Services.Watch(ctx, p.Systemd, 5*time.Second, func(err error) {
-		fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
-	})
-	opts.Manager, opts.Pool, opts.Queue, opts.ActionQueue = m, p, q, wq
-	srv, err := web.NewServer(opts)
-	if err != nil {
-		return err
-	}
+	defer closeQueues()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)

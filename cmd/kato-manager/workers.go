@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -164,30 +163,18 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 		return err
 	}
 	defer done()
-	h, err := p.Health(ctx)
-	if err != nil {
-		return err
-	}
-	// The workers' reports give their counters and, with a PostgreSQL
-	// queue, the workers of other hosts sharing it. This host's health
-	// does not depend on the database: without it, they are left out,
-	// and said so.
-	reports, err := a.workerReports(ctx)
-	if err != nil {
+	c, err := kgpool.Check(ctx, p, a.workerReports, *restart)
+	if c != nil && c.ReportsErr != nil {
 		what := "the workers' counters"
 		if cfg.KG.DBURL != "" {
 			what = "the workers' counters and other hosts' workers"
 		}
-		fmt.Fprintf(a.stderr, "kato-manager: %s not shown: %v\n", what, err)
+		fmt.Fprintf(a.stderr, "kato-manager: %s not shown: %v\n", what, c.ReportsErr)
 	}
-	service := kgpool.CheckService(ctx, cfg.KG)
-	var restarted []string
-	if *restart && h.UnhealthyWorkers > 0 {
-		if restarted, err = p.RestartUnhealthy(ctx, h); err != nil {
-			return err
-		}
+	if err != nil {
+		return err
 	}
-	report := kgpool.Health(h, reports, cfg.KG.DBURL != "", service, supervisor.Hostname(), time.Now())
+	report, restarted := c.Report, c.Restarted
 	if *asJSON {
 		if err := writeJSON(a.stdout, report); err != nil {
 			return err
@@ -198,7 +185,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 	for _, u := range restarted {
 		fmt.Fprintf(a.stderr, "restarted %s\n", u)
 	}
-	if h.UnhealthyWorkers > 0 && len(restarted) == 0 {
+	if c.Unhealthy > 0 && len(restarted) == 0 {
 		return errUnhealthy
 	}
 	if report.Status == kgpool.StatusDegraded {

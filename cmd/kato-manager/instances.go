@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -497,12 +498,17 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 	if len(views) == 0 {
 		fmt.Fprintln(a.stdout, "no instances; start one with `kato-manager start --id ID`")
 	} else {
-		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		// tabwriter writes cell by cell: one write to stdout for the table.
+		out := bufio.NewWriter(a.stdout)
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, listHeader)
 		for _, v := range views {
 			fmt.Fprintln(tw, listRow(v))
 		}
 		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if err := out.Flush(); err != nil {
 			return err
 		}
 	}
@@ -616,13 +622,15 @@ func printStatus(a *app, st *supervisor.Status) {
 		fmt.Fprintln(a.stdout, "instances: none")
 	} else {
 		fmt.Fprintln(a.stdout, "instances:")
-		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		out := bufio.NewWriter(a.stdout)
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		pal := a.palette(a.stdout)
 		fmt.Fprintln(tw, "  "+statusHeader(pal))
 		for _, i := range st.Instances {
 			fmt.Fprintln(tw, "  "+statusRow(pal, i))
 		}
 		tw.Flush()
+		out.Flush()
 	}
 	if len(st.Fronts) > 0 {
 		fmt.Fprintln(a.stdout, "fronts:")

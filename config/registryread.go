@@ -31,7 +31,10 @@ func decodeRegistryFast(data []byte) (*Registry, bool) {
 	}) {
 		return nil, false
 	}
-	fr := fastRegistry{r: &Registry{Instances: map[string]*Instance{}}, tables: map[string]bool{}}
+	// A written entry is two tables of some 600 bytes in all.
+	n := len(data)/600 + 1
+	fr := fastRegistry{r: &Registry{Instances: make(map[string]*Instance, n)}, tables: make(map[string]bool, 2*n),
+		params: make(map[string]map[string]any, n)}
 	var p unstable.Parser
 	p.Reset(data)
 	for p.NextExpression() {
@@ -43,8 +46,9 @@ func decodeRegistryFast(data []byte) (*Registry, bool) {
 		return nil, false
 	}
 	r := fr.r
+	defaults := DefaultParameters() // Merge copies it
 	for id, in := range r.Instances {
-		params, err := DefaultParameters().Merge(fr.params[id])
+		params, err := defaults.Merge(fr.params[id])
 		if err != nil {
 			return nil, false
 		}
@@ -126,10 +130,7 @@ func (fr *fastRegistry) table(p *unstable.Parser, e *unstable.Node) bool {
 		return true
 	case len(key) == 3 && key[0] == "instances" && key[2] == "parameters":
 		fr.instance(key[1])
-		if fr.params == nil {
-			fr.params = map[string]map[string]any{}
-		}
-		fr.param = map[string]any{}
+		fr.param = make(map[string]any, len(Params))
 		fr.params[key[1]] = fr.param
 		return true
 	case len(key) == 2 && key[0] == "groups":

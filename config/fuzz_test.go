@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
+	"time"
 )
 
 // FuzzLoad feeds arbitrary files to the configuration parser: it never
@@ -47,7 +49,9 @@ func FuzzDecodeRegistry(f *testing.F) {
 	f.Add(golden)
 	f.Add([]byte("[instances.a]\nname = \"A\"\nunit = \"kato@a.service\"\napi_port = 8000\nzmq_port = 5555\ncreated = 2026-01-01T00:00:00Z\nupdated = 2026-01-01T00:00:00Z\n"))
 	f.Add([]byte("[instances.a.parameters]\nrecall_threshold = nan\n"))
+	f.Add([]byte("[instances.a.parameters]\nmax_predictions = 7\n[instances.a]\nname = \"A\\\"\"\nunit = \"kato@a.service\"\napi_port = 8000\ncreated = 2026-01-01T00:00:00.5+01:00\nupdated = 2026-01-01T00:00:00Z\n[groups.g]\nfront = 9000\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkReadersAgree(t, data)
 		r, err := decodeRegistry(data)
 		if err != nil {
 			return
@@ -67,5 +71,54 @@ func FuzzDecodeRegistry(f *testing.F) {
 		if err != nil || !bytes.Equal(enc, enc2) {
 			t.Fatalf("write, read, write differs (%v):\n%s\n---\n%s", err, enc, enc2)
 		}
+	})
+}
+
+// checkReadersAgree fails when the fast registry reader takes a file the
+// full one refuses or reads it otherwise.
+func checkReadersAgree(t *testing.T, data []byte) {
+	t.Helper()
+	fast, ok := decodeRegistryFast(data)
+	if !ok {
+		return
+	}
+	full, err := decodeRegistryFull(data)
+	if err != nil {
+		t.Fatalf("the fast reader took a file the full one refuses (%v):\n%s", err, data)
+	}
+	if !reflect.DeepEqual(fast, full) {
+		t.Fatalf("the readers differ on\n%s\nfast %+v\nfull %+v", data, fast, full)
+	}
+}
+
+// FuzzRegistryReadersOnWrittenFiles writes registries of arbitrary
+// names, commands, groups and parameters: every file the writer writes
+// takes the fast reader, which reads what the full one reads.
+func FuzzRegistryReadersOnWrittenFiles(f *testing.F) {
+	f.Add("Main \"one\"", "/opt/kato/bin/kato", "web", 3, int64(200), 0.1, "VI", 8000, int64(1742000000))
+	f.Add("é ñ 中", "/x y", "", 0, int64(-1), 1e-300, "", 1, int64(0))
+	f.Fuzz(func(t *testing.T, name, arg, group string, weight int, predictions int64, recall float64, indexer string, port int, unix int64) {
+		in := &Instance{ID: "a", Name: name, Unit: "kato@a.service", APIPort: port, Network: NetworkPrivate, Group: group, Weight: weight,
+			Command: []string{"/bin/kato", arg}, Parameters: DefaultParameters(),
+			Created: time.Unix(unix, 0).UTC(), Updated: time.Unix(unix, 500).In(time.FixedZone("", 3600))}
+		in.Parameters["max_predictions"] = int(predictions)
+		in.Parameters["recall_threshold"] = recall
+		in.Parameters["indexer_type"] = indexer
+		r := &Registry{Instances: map[string]*Instance{"a": in}, Groups: map[string]Group{"web": {Front: port + 1, Ready: name}}}
+		if r.Validate() != nil {
+			return
+		}
+		data, err := encodeRegistry(r)
+		if err != nil {
+			return
+		}
+		if _, ok := decodeRegistryFast(data); !ok {
+			_, err := decodeRegistryFull(data)
+			if err == nil {
+				t.Fatalf("the fast reader left a file the writer wrote to the full one:\n%s", data)
+			}
+			return
+		}
+		checkReadersAgree(t, data)
 	})
 }

@@ -545,7 +545,19 @@ type registryDoc struct {
 	RemoteMembers map[string]RemoteMember   `toml:"remote_members"`
 }
 
+// decodeRegistry reads a registry file: a file in the shape the writer
+// gives it by decodeRegistryFast, anything else, and every refusal, by
+// decodeRegistryFull.
 func decodeRegistry(data []byte) (*Registry, error) {
+	if r, ok := decodeRegistryFast(data); ok {
+		return r, nil
+	}
+	return decodeRegistryFull(data)
+}
+
+// decodeRegistryFull reads any registry file the TOML decoder takes, and
+// words the error of one it refuses.
+func decodeRegistryFull(data []byte) (*Registry, error) {
 	var doc registryDoc
 	md, err := toml.Decode(string(data), &doc)
 	if err != nil {

@@ -1344,6 +1344,11 @@ func (m *Manager) orphanIDs(ctx context.Context, reg *config.Registry) ([]string
 
 // orphansIn is orphanIDs with the instance units already listed.
 func (m *Manager) orphansIn(reg *config.Registry, list []UnitState) []string {
+	return m.orphansWith(reg, list, m.readInstanceFiles())
+}
+
+// orphansWith is orphansIn with the instances' files already read.
+func (m *Manager) orphansWith(reg *config.Registry, list []UnitState, files instanceFiles) []string {
 	found := map[string]bool{}
 	for _, u := range list {
 		// An inactive unit with no files is only systemd's memory of it,
@@ -1352,25 +1357,8 @@ func (m *Manager) orphansIn(reg *config.Registry, list []UnitState) []string {
 			found[id] = true
 		}
 	}
-	dirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, units.InstancePattern+".d", units.DropInName))
-	for _, d := range dirs {
-		if id, ok := units.InstanceID(strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d")); ok {
-			found[id] = true
-		}
-	}
-	// Private-network units outliving their instance's files.
-	for _, pattern := range units.NetworkPatterns() {
-		netDirs, _ := filepath.Glob(filepath.Join(m.Paths.UnitDir, pattern+".d", units.DropInName))
-		for _, d := range netDirs {
-			if id, ok := units.NetworkUnitID(strings.TrimSuffix(filepath.Base(filepath.Dir(d)), ".d")); ok {
-				found[id] = true
-			}
-		}
-	}
-	envs, _ := filepath.Glob(filepath.Join(m.Paths.EnvDir, "*.env"))
-	for _, e := range envs {
-		id := strings.TrimSuffix(filepath.Base(e), ".env")
-		if config.ValidateID(id) == nil {
+	for _, set := range []map[string]bool{files.dropIns, files.networkDropIns, files.envs} {
+		for id := range set {
 			found[id] = true
 		}
 	}
@@ -1382,6 +1370,58 @@ func (m *Manager) orphansIn(reg *config.Registry, list []UnitState) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// instanceFiles are the ids that have files kato-manager writes: an
+// instance's drop-in, a private-network unit's drop-in (which may outlive
+// its instance's files) or an environment file.
+type instanceFiles struct {
+	dropIns, networkDropIns, envs map[string]bool
+}
+
+// has says whether the instance id has its drop-in or its environment file.
+func (f instanceFiles) has(id string) bool { return f.dropIns[id] || f.envs[id] }
+
+// readInstanceFiles reads the unit directory and the environment directory
+// once each (a look per instance was a third of a status of 1,000); only
+// the drop-in files themselves are looked for one by one.
+func (m *Manager) readInstanceFiles() instanceFiles {
+	f := instanceFiles{dropIns: map[string]bool{}, networkDropIns: map[string]bool{}, envs: map[string]bool{}}
+	dirPatterns := []struct {
+		pattern string
+		id      func(string) (string, bool)
+		into    map[string]bool
+	}{{units.InstancePattern + ".d", units.InstanceID, f.dropIns}}
+	for _, pattern := range units.NetworkPatterns() {
+		dirPatterns = append(dirPatterns, struct {
+			pattern string
+			id      func(string) (string, bool)
+			into    map[string]bool
+		}{pattern + ".d", units.NetworkUnitID, f.networkDropIns})
+	}
+	entries, _ := os.ReadDir(m.Paths.UnitDir)
+	for _, e := range entries {
+		name := e.Name()
+		for _, d := range dirPatterns {
+			if ok, _ := filepath.Match(d.pattern, name); !ok {
+				continue
+			}
+			id, ok := d.id(strings.TrimSuffix(name, ".d"))
+			if !ok {
+				continue
+			}
+			if _, err := os.Lstat(filepath.Join(m.Paths.UnitDir, name, units.DropInName)); err == nil {
+				d.into[id] = true
+			}
+		}
+	}
+	envs, _ := os.ReadDir(m.Paths.EnvDir)
+	for _, e := range envs {
+		if id, ok := strings.CutSuffix(e.Name(), ".env"); ok && config.ValidateID(id) == nil {
+			f.envs[id] = true
+		}
+	}
+	return f
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -44,9 +44,9 @@ type Systemd interface {
 	ListUnits(ctx context.Context, patterns ...string) ([]UnitState, error)
 	// Unit returns the state of one unit, loading it if needed.
 	Unit(ctx context.Context, name string) (UnitState, error)
-	// ServiceProperties reads the properties of one unit's Service
+	// ServiceProperties reads five properties of one unit's Service
 	// interface (MainPID, NRestarts, Result, ExecMainStartTimestamp,
-	// ControlGroup) in one call. ServiceCache calls it when a unit first
+	// ControlGroup), asked for at once. ServiceCache calls it when a unit first
 	// appears or systemd signals that it changed, never per scrape.
 	ServiceProperties(ctx context.Context, name string) (UnitState, error)
 	// UnitRun reads what a wait for a starting unit looks at: its
@@ -427,10 +427,34 @@ func (d *DBus) Unit(ctx context.Context, name string) (UnitState, error) {
 // interface. ActiveSince is the main process's start
 // (ExecMainStartTimestamp) while there is a main process.
 func (d *DBus) ServiceProperties(ctx context.Context, name string) (UnitState, error) {
+	// Five properties asked for at once rather than GetAll of the Service
+	// interface: its reply carries some 200 properties, which cost systemd
+	// and this process more to write and read than the five round trips,
+	// and was half the CPU of a status of 200 instances.
 	u := UnitState{Name: name}
-	svc, err := d.conn.GetUnitTypePropertiesContext(ctx, name, "Service")
-	if err != nil {
-		return u, fmt.Errorf("read properties of %s: %w", name, classify(err))
+	props := []string{"Result", "MainPID", "NRestarts", "ControlGroup", "ExecMainStartTimestamp"}
+	values := make([]dbus.Variant, len(props))
+	errs := make([]error, len(props))
+	var wg sync.WaitGroup
+	for i, prop := range props {
+		wg.Go(func() {
+			p, err := d.conn.GetServicePropertyContext(ctx, name, prop)
+			if err != nil {
+				errs[i] = fmt.Errorf("read %s of %s: %w", prop, name, classify(err))
+				return
+			}
+			values[i] = p.Value
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return u, err
+		}
+	}
+	svc := make(map[string]any, len(props))
+	for i, prop := range props {
+		svc[prop] = values[i].Value()
 	}
 	setServiceProperties(&u, svc)
 	if usec, ok := svc["ExecMainStartTimestamp"].(uint64); ok && usec > 0 && u.MainPID != 0 {

@@ -313,6 +313,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 		return pid, ok, nil
 	}
 	wanted := wantedSet(m.Paths.UnitDir, units.InstanceTarget)
+	files := m.readInstanceFiles()
 	// The health requests go out together: each may take probeTimeout.
 	health := make([]string, len(snap.views))
 	var wg sync.WaitGroup
@@ -404,7 +405,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 				}
 			}
 		}
-		missing := !m.hasUnitFiles(v.ID)
+		missing := !files.has(v.ID)
 		switch {
 		case missing:
 			is.Problem = "unit files missing (run `kato-manager gc`)"
@@ -437,7 +438,7 @@ func (m *Manager) Status(ctx context.Context) (*Status, error) {
 			st.Drift.StaleSettings = append(st.Drift.StaleSettings, v.ID)
 		}
 	}
-	st.Drift.OrphanUnits = m.orphansIn(snap.reg, list)
+	st.Drift.OrphanUnits = m.orphansWith(snap.reg, list, files)
 	if err := m.targetWarnings(ctx, st, len(snap.views) > 0); err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package textview
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"strings"
@@ -21,12 +22,17 @@ func listRow(v supervisor.InstanceView) string {
 
 // List writes list's table of instances.
 func List(w io.Writer, views []supervisor.InstanceView) error {
-	tw := table(w)
+	// tabwriter writes cell by cell: one write to w for the table.
+	out := bufio.NewWriter(w)
+	tw := table(out)
 	fmt.Fprintln(tw, listHeader)
 	for _, v := range views {
 		fmt.Fprintln(tw, listRow(v))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return out.Flush()
 }
 
 // HostList writes the table of a list merged over hosts: list's, with a
@@ -102,12 +108,14 @@ func Status(w io.Writer, pal Palette, st *supervisor.Status) {
 		fmt.Fprintln(w, "instances: none")
 	} else {
 		fmt.Fprintln(w, "instances:")
-		tw := table(w)
+		out := bufio.NewWriter(w)
+		tw := table(out)
 		fmt.Fprintln(tw, "  "+statusHeader(pal))
 		for _, i := range st.Instances {
 			fmt.Fprintln(tw, "  "+statusRow(pal, i))
 		}
 		tw.Flush()
+		out.Flush()
 	}
 	if len(st.Fronts) > 0 {
 		fmt.Fprintln(w, "fronts:")

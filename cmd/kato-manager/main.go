@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -60,9 +61,32 @@ func main() {
 	// SIGHUP is a dropped ssh session: it stops a command at the same safe
 	// point as SIGTERM and Ctrl-C, rather than killing it halfway.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	stopProfile := cpuProfile(os.Getenv("KATO_MANAGER_CPUPROFILE"))
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	stopProfile()
 	os.Exit(code)
+}
+
+// cpuProfile writes a CPU profile of the command to path, when path is
+// set, until the returned function is called: the benchmark's profiles of
+// list, status and serve (docs/benchmarks.md).
+func cpuProfile(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kato-manager: KATO_MANAGER_CPUPROFILE %s: %v\n", path, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -297,8 +297,9 @@ func TestStartLimitInStatus(t *testing.T) {
 }
 
 // TestUnitRunAgreesWithSystemctl reads, through the adapter, the five
-// properties a start's wait looks at, for a running unit, a failed one and
-// one that systemd restarted, and compares them with `systemctl show`.
+// properties a start's wait looks at, and the five ServiceProperties
+// reads, for a running unit, a failed one and one that systemd restarted,
+// and compares them with `systemctl show`.
 func TestUnitRunAgreesWithSystemctl(t *testing.T) {
 	m := bootMachine(t)
 	units := map[string]string{
@@ -350,6 +351,28 @@ func TestUnitRunAgreesWithSystemctl(t *testing.T) {
 		}
 		if pid := strings.TrimSpace(m.must("systemctl", "show", "-P", "MainPID", name)); fmt.Sprint(u.MainPID) != pid {
 			t.Errorf("%s: UnitRun says MainPID %d, systemctl show %s", name, u.MainPID, pid)
+		}
+		// ServiceProperties, which status and serve's cache read, asks
+		// for the five properties one by one: the same values.
+		svc, err := sd.ServiceProperties(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		since := ""
+		if !svc.ActiveSince.IsZero() {
+			since = fmt.Sprintf("@%d", svc.ActiveSince.Unix())
+		}
+		got = fmt.Sprintf("%s %d %d %q %s", svc.Result, svc.MainPID, svc.NRestarts, svc.ControlGroup, since)
+		show := func(prop string) string {
+			return strings.TrimSpace(m.must("systemctl", "show", "--timestamp=unix", "-P", prop, name))
+		}
+		shown = fmt.Sprintf("%s %s %s %q ", show("Result"), show("MainPID"), show("NRestarts"), show("ControlGroup"))
+		if svc.MainPID != 0 {
+			// The start time of the main process; none without one.
+			shown += show("ExecMainStartTimestamp")
+		}
+		if got != shown {
+			t.Errorf("%s: ServiceProperties says %q, systemctl show %q", name, got, shown)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -55,6 +56,7 @@ func main() {
 	skipInstances := flag.Bool("skip-instances", false, "skip the instance rows (no systemd, no root needed)")
 	skipWorkers := flag.Bool("skip-workers", false, "skip the KG worker rows")
 	only := flag.String("instance-rows", "start-one,start-stop,list,fleet,serve-load", "the instance rows to run, comma-separated")
+	listProfiles := flag.String("list-cpuprofile", "", "write CPU profiles of list, status and serve's /metrics at each size of the list row into this directory (taken in runs of their own, after the measured ones)")
 	load := loadFlags{
 		instances: flag.Int("load-instances", 20, "running instances in the serve-load row"),
 		workers:   flag.Int("load-workers", 2, "KG workers in the serve-load row"),
@@ -113,7 +115,7 @@ func main() {
 		return
 	}
 	if !*skipInstances {
-		instRows, instNotes := instanceRows(ctx, strings.Split(*only, ","), *instances, *listed, *listedAll, *runs, *startRuns, *fleetRuns, load)
+		instRows, instNotes := instanceRows(ctx, strings.Split(*only, ","), *instances, *listed, *listedAll, *runs, *startRuns, *fleetRuns, load, *listProfiles)
 		rows, notes = append(rows, instRows...), instNotes
 	}
 	if !*skipWorkers {
@@ -144,7 +146,7 @@ func main() {
 }
 
 // instanceRows boots a machine and measures the instance commands in it.
-func instanceRows(ctx context.Context, only []string, instances, listed, listedAll, runs, startRuns, fleetRuns int, load loadFlags) ([]row, []string) {
+func instanceRows(ctx context.Context, only []string, instances, listed, listedAll, runs, startRuns, fleetRuns int, load loadFlags, listProfiles string) ([]row, []string) {
 	m, err := sdharness.Boot(ctx, sdharness.Options{})
 	if err != nil {
 		fail(err)
@@ -153,7 +155,7 @@ func instanceRows(ctx context.Context, only []string, instances, listed, listedA
 	if err := testbed.Install(m); err != nil {
 		fail(err)
 	}
-	b := &bench{m: m, ctx: ctx}
+	b := &bench{m: m, ctx: ctx, listProfiles: listProfiles}
 	var rows []row
 	for _, r := range []struct {
 		name string
@@ -177,6 +179,9 @@ func instanceRows(ctx context.Context, only []string, instances, listed, listedA
 type bench struct {
 	m   *sdharness.Machine
 	ctx context.Context
+	// listProfiles is -list-cpuprofile: where the list row's CPU profiles
+	// go, "" for none.
+	listProfiles string
 	// notes are printed under the table.
 	notes []string
 }
@@ -383,6 +388,9 @@ func (b *bench) listRows(n int, label string, runs int) []row {
 		}
 		oneShow = append(oneShow, b.sh(`systemctl show -p Id -p ActiveState -p SubState -p MainPID -p MemoryCurrent -p ActiveEnterTimestamp 'kato@*.service' >/dev/null`))
 	}
+	if b.listProfiles != "" {
+		b.profileListing(n, runs)
+	}
 	var rows []row
 	if len(perUnit) > 0 {
 		rows = append(rows, timeRow("list "+label, "kato-manager list", "systemctl show per unit", median(ours), median(perUnit)))
@@ -392,6 +400,44 @@ func (b *bench) listRows(n int, label string, runs int) []row {
 		timeRow("status "+label, "kato-manager status", "one systemctl show of all units", median(status), median(oneShow)),
 		timeRow("scrape /metrics, "+label, "curl of serve's /metrics", "one systemctl show of all units", median(scrapes), median(oneShow)),
 	)
+}
+
+// profileListing writes CPU profiles of list, status and serve's /metrics
+// with n instances into b.listProfiles, in runs of their own: runs of list
+// and of status (one profile each, to merge with `go tool pprof`), and one
+// profile of a serve of its own that answers 10×runs scrapes after a first
+// one, which reads every unit, so that the steady scrapes dominate it.
+func (b *bench) profileListing(n, runs int) {
+	km := testbed.KatoManager
+	dir := fmt.Sprintf("/root/prof-%d", n)
+	b.sh("mkdir -p " + dir)
+	for r := 0; r < runs; r++ {
+		b.settle()
+		b.sh(fmt.Sprintf("KATO_MANAGER_CPUPROFILE=%s/list-%d.pprof %s list >/dev/null", dir, r, km))
+		b.sh(fmt.Sprintf("KATO_MANAGER_CPUPROFILE=%s/status-%d.pprof %s status >/dev/null || [ $? -eq 1 ]", dir, r, km))
+	}
+	b.sh(fmt.Sprintf(`systemd-run --unit=bench-serve-prof -E KATO_MANAGER_CPUPROFILE=%s/scrape.pprof -- %s serve --listen 127.0.0.1:9098 --public-reads >/dev/null
+		for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:9098/metrics && break; sleep 0.1; done
+		for i in $(seq %d); do curl -sf -o /dev/null http://127.0.0.1:9098/metrics; done
+		systemctl stop bench-serve-prof`, dir, km, 10*runs))
+	out := filepath.Join(b.listProfiles, strconv.Itoa(n))
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		fail(err)
+	}
+	files, err := filepath.Glob(filepath.Join(b.m.Root(), dir, "*.pprof"))
+	if err != nil || len(files) == 0 {
+		fail(fmt.Errorf("no CPU profiles in the machine's %s: %v", dir, err))
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(out, filepath.Base(f)), data, 0o644)
+		}
+		if err != nil {
+			fail(err)
+		}
+	}
+	b.notes = append(b.notes, fmt.Sprintf("CPU profiles of list, status and serve's /metrics with %d instances: %s", n, out))
 }
 
 // fleetFile writes a fleet file of n instances with the ids prefix000…,

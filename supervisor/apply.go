@@ -511,7 +511,10 @@ func (m *Manager) runBatch(ctx context.Context, items []*batchItem, opts BatchOp
 		return
 	}
 	sem := make(chan struct{}, m.parallel(opts.Parallel))
-	watch := &unitWatch{sd: m.Systemd, every: batchStateInterval}
+	// A large batch lists its units less often: each listing matches
+	// every loaded unit against every name, in systemd, whose CPU the
+	// start jobs need.
+	watch := &unitWatch{sd: m.Systemd, every: batchStateInterval * time.Duration(max(1, len(items)/batchProbes))}
 	for _, it := range items {
 		watch.names = append(watch.names, it.inst.Unit)
 	}
@@ -615,13 +618,18 @@ type unitWatch struct {
 	units map[string]UnitState
 }
 
-// state returns the unit's state from a listing at most every old, and
-// asked for after since (when the caller's start job had finished), so
-// that no caller sees its unit as it was before its start. A unit the listing
-// lacks is not loaded: inactive.
+// state returns the unit's state from a listing at most every old. No
+// caller sees its unit as it was before its start: a listing asked for
+// before since (when the caller's start job had finished) says only that
+// the unit is starting, until the next listing, rather than each new start
+// asking for a listing of its own. A unit the listing lacks is not loaded:
+// inactive.
 func (w *unitWatch) state(ctx context.Context, name string, since time.Time) (UnitState, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.units != nil && w.at.Before(since) && time.Since(w.at) < w.every {
+		return UnitState{Name: name, ActiveState: "activating", SubState: "start"}, nil
+	}
 	if w.units == nil || w.at.Before(since) || time.Since(w.at) >= w.every {
 		// A listing shows systemd as it was when it read the request,
 		// which may be before a start job that finished while the answer

@@ -25,7 +25,7 @@ func monotonic() time.Duration {
 // phase's end measured from the command's begin.
 type startPhases struct {
 	sockets   time.Duration // the last socket unit listening (private network)
-	exec      time.Duration // the processor's main process started
+	jobBegan  time.Duration // the processor's start job began (its unit left inactive)
 	active    time.Duration // the processor's unit active
 	forwarder time.Duration // the API forwarder started, or 0 when it was not
 	done      time.Duration // the command returned
@@ -38,7 +38,7 @@ func (b *bench) phasesOf(id string, network string, begin, end time.Duration) st
 	if network == "private" {
 		names = append(names, units.ProxySocket(id, "api"), units.ProxySocket(id, "zmq"), units.LinkSocket(id, "mongo"), units.ProxyService(id, "api"))
 	}
-	out, _, err := b.m.Run(b.ctx, "systemctl", append([]string{"show", "-p", "Id", "-p", "ActiveEnterTimestampMonotonic", "-p", "ExecMainStartTimestampMonotonic"}, names...)...)
+	out, _, err := b.m.Run(b.ctx, "systemctl", append([]string{"show", "-p", "Id", "-p", "ActiveEnterTimestampMonotonic", "-p", "InactiveExitTimestampMonotonic"}, names...)...)
 	if err != nil {
 		fail(fmt.Errorf("systemctl show of %s: %w", id, err))
 	}
@@ -65,7 +65,7 @@ func (b *bench) phasesOf(id string, network string, begin, end time.Duration) st
 		cur[k] = time.Duration(us)*time.Microsecond - begin
 	}
 	inst := at[units.InstanceUnit(id)]
-	p := startPhases{exec: inst["ExecMainStartTimestampMonotonic"], active: inst["ActiveEnterTimestampMonotonic"], done: end - begin}
+	p := startPhases{jobBegan: inst["InactiveExitTimestampMonotonic"], active: inst["ActiveEnterTimestampMonotonic"], done: end - begin}
 	if network == "private" {
 		for _, s := range names[1:4] {
 			p.sockets = max(p.sockets, at[s]["ActiveEnterTimestampMonotonic"])
@@ -89,8 +89,8 @@ func phasesNote(label string, ps []startPhases) string {
 		}
 		return round(d).String()
 	}
-	return fmt.Sprintf("%s, phases from the command's begin (median of %d): sockets listening %s, processor exec %s, unit active %s, API forwarder started %s, command done %s",
-		label, len(ps), med(func(p startPhases) time.Duration { return p.sockets }), med(func(p startPhases) time.Duration { return p.exec }),
+	return fmt.Sprintf("%s, phases from the command's begin (median of %d): sockets listening %s, start job began %s, unit active %s, API forwarder started %s, command done %s",
+		label, len(ps), med(func(p startPhases) time.Duration { return p.sockets }), med(func(p startPhases) time.Duration { return p.jobBegan }),
 		med(func(p startPhases) time.Duration { return p.active }), med(func(p startPhases) time.Duration { return p.forwarder }),
 		med(func(p startPhases) time.Duration { return p.done }))
 }

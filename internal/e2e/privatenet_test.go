@@ -12,7 +12,8 @@ import (
 // network waits for the processor's health request made inside its network
 // namespace, so the forwarder of the API port is not started by the wait;
 // it starts on the first request through the host port, which the
-// processor then answers. The same holds for a batch (apply), and for a
+// processor then answers. The forwarders of shared services start with
+// the processor. The same holds for a batch (apply), and for a
 // processor that takes a second to listen: ready means answering.
 func TestPrivateNetworkReadinessInsideTheNamespace(t *testing.T) {
 	m := bootMachine(t)
@@ -45,6 +46,11 @@ ready_timeout = 20.0
 			if s := m.activeState("kato-proxy@" + id + ".api.socket"); s != "active" {
 				t.Errorf("the API socket of %s is %s, want active", id, s)
 			}
+		}
+		// The MongoDB forwarder starts beside the processor, not on its
+		// first connection: ps's processor (generation B) makes none.
+		if s := m.activeState("kato-link@ps.mongo.service"); s != "active" {
+			t.Errorf("the MongoDB forwarder of ps is %s after the start, want active", s)
 		}
 		answers(t, "http://127.0.0.1:8030/pa/ping")
 		answers(t, "http://127.0.0.1:8031/health")

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/fleet"
@@ -363,5 +365,55 @@ func TestApplyRollsBackWhenEnablingFails(t *testing.T) {
 	}
 	if r := e.registry(t); len(r.Instances) != 0 {
 		t.Errorf("registry after the rollback: %v", r.Instances)
+	}
+}
+
+// TestApplyStartsEveryInstanceAtOnceByDefault: without --parallel or
+// batch.parallel, every instance of a batch is starting at once, as one
+// `systemctl start` of their units would start them: none waits for
+// another to be ready. The health requests answer only once all 40 are
+// starting, so a bound below 40 shows as failures.
+func TestApplyStartsEveryInstanceAtOnceByDefault(t *testing.T) {
+	e := newTestEnv(t)
+	const n = 40
+	var b strings.Builder
+	b.WriteString("instances:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - {id: i%02d, port: %d}\n", i, 8100+i)
+	}
+	var mu sync.Mutex
+	starting, most := 0, 0
+	all := make(chan struct{})
+	probe := e.m.Probe
+	e.m.Probe = func(ctx context.Context, port int, path string) (int, error) {
+		select {
+		case <-all:
+			return probe(ctx, port, path)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	opts := ApplyOptions{BatchOptions: BatchOptions{Timeout: 5 * time.Second, Progress: func(p Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch p.Phase {
+		case PhaseStarting:
+			starting++
+			if starting > most {
+				most = starting
+				if most == n {
+					close(all)
+				}
+			}
+		case PhaseReady, PhaseFailed:
+			starting--
+		}
+	}}}
+	res, err := e.applyFile(t, b.String(), opts)
+	if err != nil || len(res.Done) != n {
+		t.Fatalf("%d done, %d failed, %v; at most %d were starting at once, want all %d", len(res.Done), len(res.Failed), err, most, n)
+	}
+	if most != n {
+		t.Errorf("%d instances were starting at once, want all %d", most, n)
 	}
 }

@@ -851,36 +851,71 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 	if interval <= 0 {
 		interval = 20 * time.Millisecond
 	}
+	if watch != nil && len(watch.names) > batchProbes {
+		// The instances of a large batch share batchProbes health
+		// requests per interval, so that their polling does not take the
+		// CPUs their processors start on.
+		interval = interval * time.Duration(len(watch.names)) / batchProbes
+	}
 	request := "GET " + su.proc.ReadyPath(inst.ID)
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	last := "no answer yet"
+	// On a private network the health request is made inside the
+	// processor's namespace (see netns.go) while the manager can enter it
+	// (as root); else through the host port, which starts the forwarder.
+	inside := su.network != nil && m.Probe == nil
+	var ns *netNamespace
+	defer func() { ns.Close() }()
 	for {
+		if inside && ns == nil {
+			var err error
+			ns, err = m.instanceNamespace(ctx, inst.Unit)
+			if err != nil && !errors.Is(err, errNoNamespace) {
+				inside = false // not root: through the host port
+			}
+		}
 		// The health request comes first: once it answers, the unit's
 		// state need not be read again.
-		status, err := m.probe(ctx, su.readyPort, su.proc.ReadyPath(inst.ID), time.Until(deadline))
+		var status int
+		var err error
+		switch {
+		case ns != nil:
+			status, err = probeVia(ctx, ns.client, su.listenPort, su.proc.ReadyPath(inst.ID), time.Until(deadline))
+		case inside:
+			err = errNoNamespace
+		default:
+			status, err = m.probe(ctx, su.readyPort, su.proc.ReadyPath(inst.ID), time.Until(deadline))
+		}
 		probeErr := err
 		if err == nil && status == 200 {
 			if u, ok := m.answeredByUnit(ctx, inst.Unit, restartsBefore); ok {
 				if su.network != nil {
-					return nil // the host port is systemd's socket
+					// The host port is systemd's socket; answered
+					// inside, the processor is ready once it listens.
+					done, err := m.hostPortsListen(ctx, su.network, ns != nil)
+					if done || err != nil {
+						return err
+					}
+					probeErr = errors.New("the host port's socket is not listening yet")
+				} else {
+					// The answer counts only if the unit holds the port:
+					// a process that bound it first answers too, while
+					// the processor fails to bind and is restarted.
+					pid, err := m.foreignHolder(ctx, inst.Unit, u.MainPID, su.readyPort)
+					if err != nil {
+						return err
+					}
+					if pid == 0 {
+						return nil
+					}
+					return portHeldError(inst.Unit, su.readyPort, pid, "it answered the health request")
 				}
-				// The answer counts only if the unit holds the port:
-				// a process that bound it first answers too, while
-				// the processor fails to bind and is restarted.
-				pid, err := m.foreignHolder(ctx, inst.Unit, u.MainPID, su.readyPort)
-				if err != nil {
-					return err
-				}
-				if pid == 0 {
-					return nil
-				}
-				return portHeldError(inst.Unit, su.readyPort, pid, "it answered the health request")
 			}
 		}
-		if err != nil {
-			last = err.Error()
+		if probeErr != nil {
+			last = probeErr.Error()
 		} else {
 			last = fmt.Sprintf("HTTP %d", status)
 		}
@@ -901,7 +936,7 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 		switch {
 		case u.ActiveState != "active":
 			rep.report(WaitUnit, unitStateWord(u), "")
-		case errors.Is(probeErr, syscall.ECONNREFUSED):
+		case errors.Is(probeErr, syscall.ECONNREFUSED) || errors.Is(probeErr, errNoNamespace):
 			rep.report(WaitListen, unitStateWord(u), fmt.Sprintf("port %d", su.readyPort))
 		default:
 			rep.report(WaitAnswer, unitStateWord(u), fmt.Sprintf("%s on port %d", request, su.readyPort))
@@ -929,7 +964,13 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 		// A batch keeps to the ticks: fifty instances dialling that often
 		// would keep a CPU busy.
 		if watch == nil && m.Probe == nil && errors.Is(probeErr, syscall.ECONNREFUSED) {
-			if err := waitPortOpen(ctx, su.readyPort, tick.C); err != nil {
+			dial := func(ctx context.Context) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(su.readyPort))
+			}
+			if ns != nil {
+				dial = func(ctx context.Context) (net.Conn, error) { return ns.dial(ctx, su.listenPort) }
+			}
+			if err := waitPortOpen(ctx, dial, tick.C); err != nil {
 				return err
 			}
 			continue
@@ -942,6 +983,34 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 	}
 }
 
+// hostPortsListen says whether the sockets of n's host ports listen. With
+// insideProbed false the health request crossed them and nothing is asked.
+// A socket that failed (its port held by another process) fails the start.
+func (m *Manager) hostPortsListen(ctx context.Context, n *units.PrivateNetwork, insideProbed bool) (bool, error) {
+	if !insideProbed {
+		return true, nil
+	}
+	for _, f := range n.Inbound {
+		name := units.ProxySocket(n.ID, f.Name)
+		u, err := m.Systemd.Unit(ctx, name)
+		if err != nil {
+			return false, err
+		}
+		switch u.ActiveState {
+		case "active":
+		case "failed":
+			return false, fmt.Errorf("%s failed (result %s): host port %d is not forwarded to the processor; is another process listening on it? %w", name, u.Result, f.HostPort, ErrNotReady)
+		default:
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// batchProbes is how many health requests per poll interval the waiting
+// instances of a batch make together.
+const batchProbes = 32
+
 // answeredByUnit says whether the unit whose processor just answered is
 // active and has not been restarted since restartsBefore.
 func (m *Manager) answeredByUnit(ctx context.Context, unit string, restartsBefore uint32) (UnitState, bool) {
@@ -952,10 +1021,9 @@ func (m *Manager) answeredByUnit(ctx context.Context, unit string, restartsBefor
 // portCheckInterval is how often waitPortOpen tries the port.
 const portCheckInterval = 2 * time.Millisecond
 
-// waitPortOpen returns once a connection to 127.0.0.1:port is accepted or
-// tick fires, whichever comes first.
-func waitPortOpen(ctx context.Context, port int, tick <-chan time.Time) error {
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+// waitPortOpen returns once a connection made by dial is accepted or tick
+// fires, whichever comes first.
+func waitPortOpen(ctx context.Context, dial func(context.Context) (net.Conn, error), tick <-chan time.Time) error {
 	check := time.NewTicker(portCheckInterval)
 	defer check.Stop()
 	for {
@@ -965,7 +1033,10 @@ func waitPortOpen(ctx context.Context, port int, tick <-chan time.Time) error {
 		case <-tick:
 			return nil
 		case <-check.C:
-			if conn, err := net.DialTimeout("tcp", addr, portCheckInterval); err == nil {
+			dctx, cancel := context.WithTimeout(ctx, portCheckInterval)
+			conn, err := dial(dctx)
+			cancel()
+			if err == nil {
 				conn.Close()
 				return nil
 			}
@@ -990,6 +1061,20 @@ func (m *Manager) probe(ctx context.Context, port int, path string, limit time.D
 	return httpProbe(ctx, port, path)
 }
 
+// probeVia is probe through client, within limit and probeTimeout.
+func probeVia(ctx context.Context, client *http.Client, port int, path string, limit time.Duration) (int, error) {
+	if limit > probeTimeout || limit <= 0 {
+		limit = probeTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	status, unhealthy, err := healthVia(ctx, client, port, path)
+	if unhealthy {
+		return http.StatusServiceUnavailable, nil
+	}
+	return status, err
+}
+
 // httpProbe is GET path on 127.0.0.1:port with a fresh connection, so that a
 // proxy in front of the processor is crossed each time. Generation C's
 // /health answers 200 when it is unhealthy too; only its body tells: that
@@ -1005,12 +1090,17 @@ func httpProbe(ctx context.Context, port int, path string) (int, error) {
 // httpHealth is httpProbe that says whether a 200 answer's body said
 // "unhealthy".
 func httpHealth(ctx context.Context, port int, path string) (status int, unhealthy bool, err error) {
+	return healthVia(ctx, probeClient, port, path)
+}
+
+// healthVia is httpHealth through client.
+func healthVia(ctx context.Context, client *http.Client, port int, path string) (status int, unhealthy bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+path, nil)
 	if err != nil {
 		return 0, false, err
 	}
 	req.Close = true
-	resp, err := probeClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {

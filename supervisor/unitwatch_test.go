@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -25,12 +26,13 @@ func (s *slowListing) ListUnits(ctx context.Context, patterns ...string) ([]Unit
 }
 
 // A listing asked for before a unit's start job finished does not answer
-// for that unit afterwards, even when it arrives after the job finished.
+// for that unit afterwards, even when it arrives after the job finished:
+// until the next listing the unit is only starting.
 func TestUnitWatchIgnoresListingsAskedBeforeTheStart(t *testing.T) {
 	ctx := context.Background()
 	fake := newFakeSystemd()
 	sd := &slowListing{fakeSystemd: fake, asked: make(chan struct{}, 1), release: make(chan struct{})}
-	w := &unitWatch{sd: sd, names: []string{"kato@a.service", "kato@b.service"}, every: time.Hour}
+	w := &unitWatch{sd: sd, names: []string{"kato@a.service", "kato@b.service"}, every: 200 * time.Millisecond}
 
 	// b's wait lists the units while a is not loaded yet.
 	first := make(chan error, 1)
@@ -55,7 +57,32 @@ func TestUnitWatchIgnoresListingsAskedBeforeTheStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.ActiveState != "active" {
-		t.Errorf("a's state %s/%s from a listing asked for before its start; want active/running from a new listing", u.ActiveState, u.SubState)
+	if u.ActiveState != "activating" {
+		t.Errorf("a's state %s/%s from a listing asked for before its start; want activating until the next listing", u.ActiveState, u.SubState)
+	}
+	time.Sleep(w.every)
+	if u, err = w.state(ctx, "kato@a.service", since); err != nil || u.ActiveState != "active" {
+		t.Errorf("a's state %s/%s %v after the next listing; want active/running", u.ActiveState, u.SubState, err)
+	}
+}
+
+// The waits of a batch share one listing per interval: starts that finish
+// after a listing do not each ask for one of their own.
+func TestUnitWatchListsOncePerInterval(t *testing.T) {
+	ctx := context.Background()
+	fake := newFakeSystemd()
+	var lists int
+	fake.onList = func() { lists++ }
+	w := &unitWatch{sd: fake, every: time.Hour}
+	for i := range 40 {
+		name := fmt.Sprintf("kato@i%02d.service", i)
+		w.names = append(w.names, name)
+		if _, err := w.state(ctx, name, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if lists != 1 {
+		t.Errorf("40 waits that began one after another asked for %d listings within the interval, want 1", lists)
 	}
 }

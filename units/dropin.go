@@ -171,8 +171,12 @@ func RenderInstanceDropIn(d InstanceDropIn) ([]byte, error) {
 		for _, s := range n.Sockets() {
 			unitSection.Entries = append(unitSection.Entries, entry("Wants", s))
 		}
+		// The shared services' forwarders start beside the processor, not
+		// on its first connection, which a processor makes before it
+		// listens (generation A to MongoDB): their start is then off the
+		// processor's. They are still handed their socket.
 		for _, l := range n.Links {
-			unitSection.Entries = append(unitSection.Entries, entry("After", LinkSocket(n.ID, l.Name)))
+			unitSection.Entries = append(unitSection.Entries, entry("After", LinkSocket(n.ID, l.Name)), entry("Wants", LinkService(n.ID, l.Name)))
 		}
 		unitSection.Entries = append(unitSection.Entries, n.joins(InstanceUnit(d.ID))...)
 	}

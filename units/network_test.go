@@ -95,7 +95,7 @@ func TestRenderPrivateNetwork(t *testing.T) {
 		}
 	}
 	for unit, want := range map[string][]string{
-		"kato@processor-1.service":             {"PrivateNetwork=yes\n", "TimeoutStopSec=3s\n", "Wants=kato-proxy@processor-1.api.socket\n", "After=kato-link@processor-1.mongo.socket\n"},
+		"kato@processor-1.service":             {"PrivateNetwork=yes\n", "TimeoutStopSec=3s\n", "Wants=kato-proxy@processor-1.api.socket\n", "After=kato-link@processor-1.mongo.socket\n", "Wants=kato-link@processor-1.mongo.service\n"},
 		"kato-proxy@processor-1.api.socket":    {"ListenStream=8001\n", "PartOf=kato@processor-1.service\n"},
 		"kato-proxy@processor-1.api.service":   {`ExecStart="/usr/lib/systemd/systemd-socket-proxyd" "127.0.0.1:8000"` + "\n", "Requires=kato@processor-1.service\n"},
 		"kato-proxy@processor-1.zmq.service":   {`"127.0.0.1:5555"`},

@@ -59,7 +59,7 @@ type batchFlagValues struct {
 
 func batchFlags(fs *pflag.FlagSet) *batchFlagValues {
 	return &batchFlagValues{
-		parallel: fs.Int("parallel", 0, fmt.Sprintf("how many instances start at once (default: batch.parallel of kato.toml, else four per CPU, at least 32: here %d)", supervisor.DefaultParallel())),
+		parallel: fs.Int("parallel", 0, "how many instances start at once (default: batch.parallel of kato.toml, else all at once)"),
 		timeout:  fs.Duration("timeout", 0, "how long each instance may take to answer its health request (default: its processor's ready_timeout)"),
 	}
 }

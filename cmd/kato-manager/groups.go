@@ -72,7 +72,7 @@ func scaleFlags(fs *pflag.FlagSet) *scaleFlagValues {
 	return &scaleFlagValues{
 		group:    fs.String("group", "", "the group NAME to scale: its replicas are NAME-1 to NAME-N, made as [groups.NAME] of kato.toml says"),
 		timeout:  fs.Duration("timeout", 0, "how long each new replica may take to answer its health request (default: its processor's ready_timeout)"),
-		parallel: fs.Int("parallel", 0, "how many replicas stop at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)"),
+		parallel: fs.Int("parallel", 0, "how many replicas stop at once (default: batch.parallel of kato.toml, else all at once)"),
 	}
 }
 

@@ -43,7 +43,7 @@ func startFlags(fs *pflag.FlagSet) *startFlagValues {
 	f.timeout = fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)")
 	f.template = fs.String("template", "", "start from the settings of [templates.NAME] of kato.toml; the flags given override them")
 	f.group = fs.String("group", "", "make the instance part of the group NAME (kato-group@NAME.target); alone, start the group's registered instances that are not running")
-	f.parallel = fs.Int("parallel", 0, "with --group alone, how many instances start at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)")
+	f.parallel = fs.Int("parallel", 0, "with --group alone, how many instances start at once (default: batch.parallel of kato.toml, else all at once)")
 	f.weight = fs.Int("weight", 0, "with --group, the instance's share of the group front's requests against the other members' weights, 1 to 256; 1 when not given")
 	return f
 }
@@ -239,7 +239,7 @@ func stopFlags(fs *pflag.FlagSet) *stopFlagValues {
 		withMongo: fs.Bool("with-mongo", false, "with --all, also stop the shared services (services.units)"),
 		noMongo:   fs.Bool("no-mongo", false, "with --all, keep the shared services running (the default without a terminal)"),
 		group:     fs.String("group", "", "stop and remove every instance of the group NAME"),
-		parallel:  fs.Int("parallel", 0, "with --group, how many instances stop at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)"),
+		parallel:  fs.Int("parallel", 0, "with --group, how many instances stop at once (default: batch.parallel of kato.toml, else all at once)"),
 	}
 }
 
@@ -379,7 +379,7 @@ func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
 	return &restartFlagValues{
 		timeout:        fs.Duration("timeout", 0, "how long to wait for the health request to answer (default: the processor's ready_timeout)"),
 		group:          fs.String("group", "", "restart every instance of the group NAME, as one batch"),
-		parallel:       fs.Int("parallel", 0, "with --group, how many instances restart at once (default: batch.parallel of kato.toml, else four per CPU, at least 32)"),
+		parallel:       fs.Int("parallel", 0, "with --group, how many instances restart at once (default: batch.parallel of kato.toml, else all at once)"),
 		maxUnavailable: fs.Int("max-unavailable", 1, "with --group of a group with a front, how many members are out of the rotation at once (never all); with --surge, how far the serving members may fall below the group's size (0 allowed)"),
 		surge:          fs.Int("surge", 0, "with --group of a group with a front, start N extra members from the group's template before taking members out, and remove them after the roll"),
 	}

@@ -24,7 +24,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
-	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/units"
 )
 
@@ -84,7 +83,16 @@ func main() {
 		haproxyGlobal: flag.String("front-haproxy-global", "", "lines added to the front's global section, separated by ';' (such as 'nbthread 1')"),
 		proxyCPU:      flag.String("front-proxy-cpu", "", "run HAProxy and nginx on these CPUs (taskset -c); start the bench itself on the others"),
 	}
+	fleetInstances := flag.String("fleet-instances", "50,200", "sizes of the fleet files the apply rows apply, comma-separated")
 	flag.Parse()
+	var fleetSizes []int
+	for _, f := range strings.Split(*fleetInstances, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 1000 {
+			fail(fmt.Errorf("invalid -fleet-instances %q: must be sizes from 1 to 1000, comma-separated", *fleetInstances))
+		}
+		fleetSizes = append(fleetSizes, n)
+	}
 	if *loadClientSpec != "" {
 		loadClient(*loadClientSpec)
 		return
@@ -115,7 +123,7 @@ func main() {
 		return
 	}
 	if !*skipInstances {
-		instRows, instNotes := instanceRows(ctx, strings.Split(*only, ","), *instances, *listed, *listedAll, *runs, *startRuns, *fleetRuns, load, *listProfiles)
+		instRows, instNotes := instanceRows(ctx, strings.Split(*only, ","), *instances, fleetSizes, *listed, *listedAll, *runs, *startRuns, *fleetRuns, load, *listProfiles)
 		rows, notes = append(rows, instRows...), instNotes
 	}
 	if !*skipWorkers {
@@ -146,7 +154,7 @@ func main() {
 }
 
 // instanceRows boots a machine and measures the instance commands in it.
-func instanceRows(ctx context.Context, only []string, instances, listed, listedAll, runs, startRuns, fleetRuns int, load loadFlags, listProfiles string) ([]row, []string) {
+func instanceRows(ctx context.Context, only []string, instances int, fleetSizes []int, listed, listedAll, runs, startRuns, fleetRuns int, load loadFlags, listProfiles string) ([]row, []string) {
 	m, err := sdharness.Boot(ctx, sdharness.Options{})
 	if err != nil {
 		fail(err)
@@ -164,7 +172,7 @@ func instanceRows(ctx context.Context, only []string, instances, listed, listedA
 		{"start-one", func() []row { return b.startOne(startRuns) }},
 		{"start-stop", func() []row { return b.startStop(instances) }},
 		{"list", func() []row { return b.list(listed, listedAll, runs) }},
-		{"fleet", func() []row { return b.fleet(instances, listed, runs, fleetRuns) }},
+		{"fleet", func() []row { return b.fleet(fleetSizes, listed, runs, fleetRuns) }},
 		{"serve-load", func() []row {
 			return b.serveLoad(*load.instances, *load.workers, *load.items, *load.clients, *load.duration)
 		}},
@@ -280,6 +288,7 @@ func (b *bench) startOne(runs int) []row {
 	var rows []row
 	for _, network := range []string{"host", "private"} {
 		var km1, base []time.Duration
+		var phases []startPhases
 		// One start first, not counted: it brings the processor's
 		// binary and libraries into the page cache for both sides.
 		b.sh(fmt.Sprintf("%[1]s start --processor a --network %[2]s --id warm-%[2]s --port 8500 >/dev/null && %[1]s stop warm-%[2]s >/dev/null", km, network))
@@ -289,7 +298,9 @@ func (b *bench) startOne(runs int) []row {
 		for r := 0; r < runs; r++ {
 			id := fmt.Sprintf("one-%s-%d", network, r)
 			b.settle()
+			begin := monotonic()
 			km1 = append(km1, b.sh(fmt.Sprintf("%s start --processor a --network %s --id %s --port 8500 >/dev/null", km, network, id)))
+			phases = append(phases, b.phasesOf(id, network, begin, monotonic()))
 			b.sh("systemctl stop " + units.InstanceUnit(id))
 			b.settle()
 			base = append(base, b.sh(fmt.Sprintf(`systemctl start %[2]s
@@ -297,6 +308,7 @@ func (b *bench) startOne(runs int) []row {
 			b.sh(fmt.Sprintf("%s stop %s >/dev/null", km, id))
 		}
 		ours[network] = median(km1)
+		b.notes = append(b.notes, phasesNote("start 1 instance, "+network+" network", phases))
 		ratios := make([]time.Duration, len(km1))
 		for i := range km1 {
 			// In thousandths, to reuse median.
@@ -466,31 +478,38 @@ func (b *bench) fleetFileAt(name, prefix string, n, base int, processor string) 
 	return path, urls
 }
 
-// fleet measures apply: a file of n instances applied from nothing until
+// fleet measures apply: a file of n instances (each of sizes) applied from nothing until
 // every processor answers its health request, against a shell loop of
 // systemctl start over the same units (rendered by an apply, then stopped)
 // followed by a curl poll of each health request every 20ms; once with
 // processors that listen at once (the test double), once with processors
 // that take a second to listen, as a real one takes to import its code,
-// at the default --parallel and at --parallel 8; fleetRuns times each,
+// at the default --parallel and (the first size) at --parallel 8; fleetRuns times each,
 // the median reported. The same units
 // started by one systemctl start, which queues every job in one request,
 // show the least time systemd itself needs for them. Then a no-change
 // apply of a file of listed instances, against the goal of 200ms.
-func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
+func (b *bench) fleet(sizes []int, listed, runs, fleetRuns int) []row {
 	km := testbed.KatoManager
 	conf := testbed.Config + "\n[processors.slow]\ncommand = [\"/opt/kato-test/fakeprocessor\", \"--delay\", \"1s\"]\ngeneration = \"b\"\n"
 	if err := b.m.WriteFile("/etc/kato/kato.toml", []byte(conf), 0o644); err != nil {
 		fail(err)
 	}
 	var rows []row
-	for _, c := range []struct {
+	type fleetCase struct {
+		n                       int
 		processor, label, flags string
-	}{
-		{"", "processors listen at once", ""},
-		{"slow", "processors listen after 1s", ""},
-		{"slow", "processors listen after 1s", "--parallel 8"},
-	} {
+	}
+	var cases []fleetCase
+	for i, n := range sizes {
+		cases = append(cases, fleetCase{n, "", "processors listen at once", ""}, fleetCase{n, "slow", "processors listen after 1s", ""})
+		if i == 0 {
+			// Waves of 8, for the first size only.
+			cases = append(cases, fleetCase{n, "slow", "processors listen after 1s", "--parallel 8"})
+		}
+	}
+	for _, c := range cases {
+		n := c.n
 		file, urls := b.fleetFile("fleet.yaml", "f", n, c.processor)
 		var unitNames []string
 		for _, id := range strings.Fields(ids("f", n)) {
@@ -500,7 +519,11 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 		var ours, loop, oneStart, before, firstReady []time.Duration
 		var loopBusy []float64
 		for r := 0; r < fleetRuns; r++ {
-			ours = append(ours, b.sh(fmt.Sprintf("date +%%H:%%M:%%S.%%N >/root/apply.begin; %s apply %s -f %s >/root/apply.log 2>&1 || { tail -20 /root/apply.log >&2; exit 1; }", km, c.flags, file)))
+			// The baseline waits as long as its processors take: apply's
+			// readiness wait is bounded by 2 minutes, not the test
+			// processors' ready_timeout of 20s, which a busy machine
+			// starting 200 at once can pass.
+			ours = append(ours, b.sh(fmt.Sprintf("date +%%H:%%M:%%S.%%N >/root/apply.begin; %s apply --timeout 2m %s -f %s >/root/apply.log 2>&1 || { tail -20 /root/apply.log >&2; exit 1; }", km, c.flags, file)))
 			bf, fr := b.applySplit()
 			before, firstReady = append(before, bf), append(firstReady, fr)
 			// The baseline's units are the ones apply rendered, stopped.
@@ -517,7 +540,7 @@ func (b *bench) fleet(n, listed, runs, fleetRuns int) []row {
 		if c.flags != "" {
 			name += " " + c.flags
 		} else {
-			name += fmt.Sprintf(" (default --parallel, %d here)", supervisor.DefaultParallel())
+			name += " (default --parallel: all at once)"
 		}
 		what := fmt.Sprintf("apply a %d-instance file until all answer, %s", n, c.label)
 		b.notes = append(b.notes, fmt.Sprintf("%s, %s: %s from the command's start to its first start job (plan, registry, rendering, enabling, reloads), %s to its first instance ready (median of %d runs)",

@@ -208,41 +208,34 @@ func (m *Manager) ForgetRemoteMembers(ctx context.Context, ids []string) error {
 // waits (bounded) until their connections end: their hosts are about to
 // restart them. It returns the ids it drained, for ReadyRemoteMembers.
 func (m *Manager) DrainRemoteMembers(ctx context.Context, ids []string) ([]string, error) {
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return nil, err
-	}
-	var drained []string
-	var errs []error
-	for _, id := range ids {
-		rm, ok := reg.RemoteMembers[id]
-		if !ok {
-			continue
-		}
-		g, _, err := m.FrontOf(reg, rm.Group, nil)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		rt := m.frontAdmin(rm.Group)
-		if err := rt.SetState(ctx, g.Backend(id), id, front.Drain); err != nil {
-			errs = append(errs, fmt.Errorf("drain %s in the front of group %s: %w", id, rm.Group, err))
-			continue
-		}
+	return m.setRemoteStates(ctx, ids, front.Drain, "drain %s in", func(rt front.Runtime, id string) error {
 		m.waitDrained(ctx, rt, []string{id})
-		drained = append(drained, id)
-	}
-	return drained, errors.Join(errs...)
+		return nil
+	})
 }
 
 // ReadyRemoteMembers puts the remote members ids back in their fronts'
 // rotation and waits, for at most timeout each, until the front sees them
 // up.
 func (m *Manager) ReadyRemoteMembers(ctx context.Context, ids []string, timeout time.Duration) error {
+	_, err := m.setRemoteStates(ctx, ids, front.Ready, "put %s back in", func(rt front.Runtime, id string) error {
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return waitUp(wctx, rt, id)
+	})
+	return err
+}
+
+// setRemoteStates sets each of the remote members ids to state in its
+// group's front (verb, with the id, says what failed) and calls then for
+// it. It returns the ids then took, and every error met on the way; an id
+// that is not a remote member is passed over.
+func (m *Manager) setRemoteStates(ctx context.Context, ids []string, state front.AdminState, verb string, then func(front.Runtime, string) error) ([]string, error) {
 	reg, err := m.Registry.Load()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var done []string
 	var errs []error
 	for _, id := range ids {
 		rm, ok := reg.RemoteMembers[id]
@@ -255,18 +248,17 @@ func (m *Manager) ReadyRemoteMembers(ctx context.Context, ids []string, timeout 
 			continue
 		}
 		rt := m.frontAdmin(rm.Group)
-		if err := rt.SetState(ctx, g.Backend(id), id, front.Ready); err != nil {
-			errs = append(errs, fmt.Errorf("put %s back in the front of group %s: %w", id, rm.Group, err))
+		if err := rt.SetState(ctx, g.Backend(id), id, state); err != nil {
+			errs = append(errs, fmt.Errorf(verb+" the front of group %s: %w", id, rm.Group, err))
 			continue
 		}
-		wctx, cancel := context.WithTimeout(ctx, timeout)
-		err = waitUp(wctx, rt, id)
-		cancel()
-		if err != nil {
+		if err := then(rt, id); err != nil {
 			errs = append(errs, fmt.Errorf("%s in the front of group %s: %w", id, rm.Group, err))
+			continue
 		}
+		done = append(done, id)
 	}
-	return errors.Join(errs...)
+	return done, errors.Join(errs...)
 }
 
 // RefreshRemoteMembers reads the instances of each host that applied a

@@ -61,8 +61,17 @@ func FuzzRenderInstanceDropIn(f *testing.F) {
 		if tasks > 0 && !slices.Equal(u["Service"]["TasksMax"], []string{strconv.Itoa(tasks)}) {
 			t.Errorf("TasksMax = %q, want %d", u["Service"]["TasksMax"], tasks)
 		}
+		// An id too long for kato@.service's User=kato-%i gets the hashed
+		// user of InstanceUser named in the drop-in; no other id names one.
+		if user := InstanceUser(id); user != "kato-"+id {
+			if !slices.Equal(u["Service"]["User"], []string{user}) {
+				t.Errorf("User = %q for a %d-byte id, want %q", u["Service"]["User"], len(id), user)
+			}
+		} else if users := u["Service"]["User"]; users != nil {
+			t.Errorf("User = %q for id %q, which kato@.service names itself", users, id)
+		}
 		for key := range u["Service"] {
-			if !slices.Contains([]string{"ExecStart", "MemoryMax", "TasksMax"}, key) {
+			if !slices.Contains([]string{"ExecStart", "MemoryMax", "TasksMax", "User"}, key) {
 				t.Errorf("input added [Service] %s=", key)
 			}
 		}

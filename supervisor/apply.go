@@ -44,6 +44,10 @@ type BatchOptions struct {
 	// Progress, when set, is called as each instance moves on; calls come
 	// from several goroutines, one at a time.
 	Progress func(Progress)
+	// Surge is, for apply, how many extra members of a group whose front
+	// runs start before its changed members are rolled, as RollOptions'
+	// Surge; zero rolls them one at a time.
+	Surge int
 }
 
 // Progress is one instance of a batch moving on.
@@ -187,6 +191,9 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 			return nil, err
 		}
 	}
+	if err := m.checkApplySurge(groups, reg, plan, opts.Surge); err != nil {
+		return nil, err
+	}
 	res := &ApplyResult{Plan: plan}
 	if opts.SetGroups && !maps.Equal(reg.Groups, opts.Groups) && !(len(reg.Groups) == 0 && len(opts.Groups) == 0) {
 		if err := m.Registry.Update(func(r *config.Registry) error {
@@ -328,7 +335,7 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 	// it, the others serving; the rest of the batch at once.
 	rolled, items := m.splitRolled(ctx, items)
 	m.runBatch(ctx, items, opts.BatchOptions, progress)
-	m.rollItems(ctx, rolled, opts.BatchOptions, progress)
+	surgeErr := m.rollItems(ctx, rolled, opts.BatchOptions, progress)
 	items = append(items, rolled...)
 	for _, it := range items {
 		if it.err == nil {
@@ -348,12 +355,38 @@ func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, 
 		return res, err
 	}
 	if err := m.syncFronts(ctx, nil); err != nil {
-		return res, err
+		return res, errors.Join(err, surgeErr)
 	}
 	if len(res.Failed) > 0 {
-		return res, fmt.Errorf("%d of %d instances failed: %w", len(res.Failed), len(res.Failed)+len(res.Done), ErrBatchFailed)
+		return res, errors.Join(fmt.Errorf("%d of %d instances failed: %w", len(res.Failed), len(res.Failed)+len(res.Done), ErrBatchFailed), surgeErr)
 	}
-	return res, nil
+	return res, surgeErr
+}
+
+// checkApplySurge refuses, before anything changes, an apply with a surge
+// that would roll members of a fronted group without a template or
+// processor to make extra members from (checkSurgeSource). groups holds
+// the groups the apply leaves, reg the instances before it.
+func (m *Manager) checkApplySurge(groups, reg *config.Registry, plan fleet.Plan, surge int) error {
+	if surge == 0 {
+		return nil
+	}
+	for _, s := range plan.Steps {
+		group := s.Want.Group
+		switch {
+		case s.Action == fleet.Change && !onlyWeight(s.Changes):
+		case s.Action == fleet.Restart && reg.Instances[s.ID] != nil:
+			group = reg.Instances[s.ID].Group
+		default:
+			continue
+		}
+		if gc, ok := groups.Group(m.Config, group); ok && gc.Front != 0 {
+			if err := checkSurgeSource(gc, group, surge); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // onlyWeight reports whether a change is of the weight alone.

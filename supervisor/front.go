@@ -430,11 +430,8 @@ var ErrNoTemplate = errors.New("group names no template or processor to make ext
 // (left by a roll that was interrupted), to be removed after the roll.
 func (m *Manager) startSurge(ctx context.Context, reg *config.Registry, group string, opts RollOptions, readyTimeout time.Duration) ([]string, error) {
 	gc, _ := reg.Group(m.Config, group)
-	if gc.Template == "" && gc.Processor == "" {
-		// Its members were made by hand (an A/B pair, say): an extra one
-		// from [processor] and [defaults] would serve another version.
-		return nil, &config.FieldError{Field: "--surge", Value: strconv.Itoa(opts.Surge),
-			Rule: fmt.Sprintf("goes with a group whose [groups.%s] names a template or processor to make extra members from (%v)", group, ErrNoTemplate)}
+	if err := checkSurgeSource(gc, group, opts.Surge); err != nil {
+		return nil, err
 	}
 	e, tpl, err := ReplicaEntry(m.Config, reg, group)
 	if err != nil {
@@ -465,6 +462,26 @@ func (m *Manager) startSurge(ctx context.Context, reg *config.Registry, group st
 		}
 	}
 	return ids, nil
+}
+
+// checkSurgeSource refuses a surge of a group whose [groups.NAME] gc names
+// neither a template nor a processor: its members were made by hand (an
+// A/B pair, say), and an extra one from [processor] and [defaults] would
+// serve another version.
+func checkSurgeSource(gc config.Group, group string, surge int) error {
+	if surge == 0 || gc.Template != "" || gc.Processor != "" {
+		return nil
+	}
+	return &config.FieldError{Field: "--surge", Value: strconv.Itoa(surge),
+		Rule: fmt.Sprintf("goes with a group whose [groups.%s] names a template or processor to make extra members from (%v)", group, ErrNoTemplate)}
+}
+
+// CheckSurge refuses a --surge out of 0…MaxReplicas.
+func CheckSurge(surge int) error {
+	if surge < 0 || surge > MaxReplicas {
+		return &config.FieldError{Field: "--surge", Value: strconv.Itoa(surge), Rule: fmt.Sprintf("must be between 0 and %d", MaxReplicas)}
+	}
+	return nil
 }
 
 // waitUp waits until the front sees member id up.
@@ -552,10 +569,14 @@ func (r batchRestarter) RestartMember(ctx context.Context, id string) error {
 }
 
 // rollItems restarts the items of each group through its front, one at a
-// time (front.Roll). The roll of a group stops at the first member that
-// does not come back: that one's error is its item's, and the members not
-// reached are marked so, their settings to be put back unrestarted.
-func (m *Manager) rollItems(ctx context.Context, items []*batchItem, opts BatchOptions, progress func(string, fleet.Action, Phase, error)) {
+// time (front.Roll); with opts.Surge, that many extra members of the group
+// start first, as RollGroup's do, that many members go out at a time while
+// they serve, and they are removed after the group's roll. The roll of a
+// group stops at the first member that does not come back: that one's
+// error is its item's, and the members not reached are marked so, their
+// settings to be put back unrestarted. It returns what went wrong removing
+// the extra members.
+func (m *Manager) rollItems(ctx context.Context, items []*batchItem, opts BatchOptions, progress func(string, fleet.Action, Phase, error)) error {
 	byGroup := map[string][]*batchItem{}
 	var groups []string
 	for _, it := range items {
@@ -565,6 +586,7 @@ func (m *Manager) rollItems(ctx context.Context, items []*batchItem, opts BatchO
 		byGroup[it.inst.Group] = append(byGroup[it.inst.Group], it)
 	}
 	reg, err := m.Registry.Load()
+	var surgeErrs []error
 	for _, group := range groups {
 		its := byGroup[group]
 		fail := func(err error) {
@@ -595,7 +617,29 @@ func (m *Manager) rollItems(ctx context.Context, items []*batchItem, opts BatchO
 		}
 		g.Members = members
 		ro := front.RollOptions{MaxUnavailable: 1, DrainTimeout: frontDrainTimeout, ReadyTimeout: 4*FrontCheckInterval + 10*time.Second}
+		var surged []string
+		if opts.Surge > 0 {
+			// The extra members carry the load of those out: the group
+			// never serves with fewer members than it has.
+			ro.MaxUnavailable, ro.Surge = 0, opts.Surge
+			surged, err = m.startSurge(ctx, reg, group, RollOptions{Surge: opts.Surge, Timeout: opts.Timeout}, ro.ReadyTimeout)
+			if err != nil {
+				for _, it := range its {
+					it.notReached = true
+					it.err = fmt.Errorf("not restarted: the extra members of group %s did not come up: %w", group, err)
+				}
+				if rerr := m.removeSurge(context.WithoutCancel(ctx), surged, opts.Surge); rerr != nil {
+					surgeErrs = append(surgeErrs, fmt.Errorf("remove the extra members %s of group %s: %w", strings.Join(surged, ", "), group, rerr))
+				}
+				continue
+			}
+		}
 		done, err := front.Roll(ctx, g, m.frontAdmin(group), batchRestarter{m: m, items: byID, opts: opts, progress: progress}, ro)
+		// Drained first: their requests finish, the front reloads
+		// without them.
+		if rerr := m.removeSurge(context.WithoutCancel(ctx), surged, opts.Surge); rerr != nil {
+			surgeErrs = append(surgeErrs, fmt.Errorf("remove the extra members %s of group %s: %w", strings.Join(surged, ", "), group, rerr))
+		}
 		if err == nil {
 			continue
 		}
@@ -614,6 +658,7 @@ func (m *Manager) rollItems(ctx context.Context, items []*batchItem, opts BatchO
 			}
 		}
 	}
+	return errors.Join(surgeErrs...)
 }
 
 // unrollItem puts back the registry entry and files of a member a rolling

@@ -70,6 +70,9 @@ type Manager struct {
 	// members of this host's fronts that run there; nil means over ssh
 	// (remote.Run).
 	RemoteRun func(ctx context.Context, host string, args []string) error
+	// RemoteOutput runs kato-manager with args on another host and returns
+	// what it wrote, as RemoteRun; nil means over ssh.
+	RemoteOutput func(ctx context.Context, host string, args []string) ([]byte, error)
 }
 
 // StartRequest is what `kato-manager start` asks for. Zero ports mean the

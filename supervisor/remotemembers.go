@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/front"
 	"github.com/kato-manager/kato-manager/remote"
 )
@@ -83,6 +82,11 @@ func (m *Manager) SetRemoteMembers(ctx context.Context, hosts []string, found ma
 		return err
 	}
 	defer release()
+	return m.setRemoteMembersLocked(ctx, hosts, found)
+}
+
+// setRemoteMembersLocked is SetRemoteMembers under the operations lock.
+func (m *Manager) setRemoteMembersLocked(ctx context.Context, hosts []string, found map[string]config.RemoteMember) error {
 	reg, err := m.Registry.Load()
 	if err != nil {
 		return err
@@ -283,17 +287,13 @@ func (m *Manager) RefreshRemoteMembers(ctx context.Context, applied []remote.Res
 			errs = append(errs, fmt.Errorf("read the instances of %s: %s", r.Host, r.Failure()))
 			continue
 		}
-		f, err := fleet.ParseFleet("export.json", r.Stdout)
+		members, err := remoteMembersIn(r.Host, r.Stdout)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("read the instances of %s: %w", r.Host, err))
+			errs = append(errs, err)
 			continue
 		}
 		answered = append(answered, r.Host)
-		for _, e := range f.Entries {
-			if e.Group != "" {
-				found[e.ID] = config.RemoteMember{Group: e.Group, Host: r.Host, Address: config.HostAddress(r.Host), Port: e.APIPort, Weight: e.Weight}
-			}
-		}
+		maps.Copy(found, members)
 	}
 	errs = append(errs, m.SetRemoteMembers(ctx, answered, found))
 	if len(drained) > 0 {

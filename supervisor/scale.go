@@ -22,6 +22,10 @@ type ScaleOptions struct {
 	Timeout time.Duration
 	// Parallel bounds how many members stop at once; 0 is the default.
 	Parallel int
+	// Prefix names the replicas, PREFIX-1…PREFIX-N; empty is the group's
+	// name. A host running members of another host's front has its own
+	// series (web-b-1…), since ids are unique across a front's hosts.
+	Prefix string
 }
 
 // ScalePlan is what a scale of a group does: the replicas it starts and
@@ -50,29 +54,54 @@ func replicaIndex(group, id string) (int, bool) {
 // group's replicas past n stop, and members of the group named otherwise
 // are not replicas and are left alone.
 func PlanScale(reg *config.Registry, group string, n int) (ScalePlan, error) {
-	if n < 0 || n > MaxReplicas {
-		return ScalePlan{}, &config.FieldError{Field: "replicas", Value: strconv.Itoa(n), Rule: fmt.Sprintf("must be between 0 and %d", MaxReplicas)}
+	return PlanReplicas(reg, group, group, n)
+}
+
+// PlanReplicas is PlanScale of the group's replicas named PREFIX-k.
+func PlanReplicas(reg *config.Registry, group, prefix string, n int) (ScalePlan, error) {
+	if err := checkReplicas(n); err != nil {
+		return ScalePlan{}, err
 	}
-	var p ScalePlan
-	have := map[int]bool{}
+	var have []string
 	for _, in := range reg.Sorted() {
-		k, ok := replicaIndex(group, in.ID)
-		if !ok {
+		if _, ok := replicaIndex(prefix, in.ID); !ok {
 			continue
 		}
 		if in.Group != group {
 			return ScalePlan{}, fmt.Errorf("instance %s has the name of a replica of group %s but is in group %q; stop it or rename the group", in.ID, group, in.Group)
 		}
-		have[k] = true
+		have = append(have, in.ID)
+	}
+	return planSeries(have, prefix, n)
+}
+
+func checkReplicas(n int) error {
+	if n < 0 || n > MaxReplicas {
+		return &config.FieldError{Field: "replicas", Value: strconv.Itoa(n), Rule: fmt.Sprintf("must be between 0 and %d", MaxReplicas)}
+	}
+	return nil
+}
+
+// planSeries plans the replicas PREFIX-1…PREFIX-n given the ids that
+// exist, have; those not in the series are left alone.
+func planSeries(have []string, prefix string, n int) (ScalePlan, error) {
+	var p ScalePlan
+	index := map[int]bool{}
+	for _, id := range have {
+		k, ok := replicaIndex(prefix, id)
+		if !ok {
+			continue
+		}
+		index[k] = true
 		if k > n {
-			p.Stop = append(p.Stop, in.ID)
+			p.Stop = append(p.Stop, id)
 		} else {
-			p.Keep = append(p.Keep, in.ID)
+			p.Keep = append(p.Keep, id)
 		}
 	}
 	for k := 1; k <= n; k++ {
-		if !have[k] {
-			id := ReplicaID(group, k)
+		if !index[k] {
+			id := ReplicaID(prefix, k)
 			if err := config.ValidateID(id); err != nil {
 				return ScalePlan{}, err
 			}
@@ -80,8 +109,8 @@ func PlanScale(reg *config.Registry, group string, n int) (ScalePlan, error) {
 		}
 	}
 	byIndex := func(a, b string) int {
-		i, _ := replicaIndex(group, a)
-		j, _ := replicaIndex(group, b)
+		i, _ := replicaIndex(prefix, a)
+		j, _ := replicaIndex(prefix, b)
 		return i - j
 	}
 	slices.SortFunc(p.Stop, byIndex)
@@ -129,7 +158,13 @@ func (m *Manager) ScaleGroup(ctx context.Context, group string, n int, opts Scal
 	if err != nil {
 		return nil, err
 	}
-	plan, err := PlanScale(reg, group, n)
+	prefix := opts.Prefix
+	if prefix == "" {
+		prefix = group
+	} else if err := config.ValidateID(prefix); err != nil {
+		return nil, &config.FieldError{Field: "--prefix", Value: prefix, Rule: "must be an instance id, which its replicas' ids begin with"}
+	}
+	plan, err := PlanReplicas(reg, group, prefix, n)
 	if err != nil {
 		return nil, err
 	}

@@ -66,6 +66,8 @@ type scaleFlagValues struct {
 	group    *string
 	timeout  *time.Duration
 	parallel *int
+	onHost   *string
+	prefix   *string
 }
 
 func scaleFlags(fs *pflag.FlagSet) *scaleFlagValues {
@@ -73,6 +75,8 @@ func scaleFlags(fs *pflag.FlagSet) *scaleFlagValues {
 		group:    fs.String("group", "", "the group NAME to scale: its replicas are NAME-1 to NAME-N, made as [groups.NAME] of kato.toml says"),
 		timeout:  fs.Duration("timeout", 0, "how long each new replica may take to answer its health request (default: its processor's ready_timeout)"),
 		parallel: fs.Int("parallel", 0, "how many replicas stop at once (default: batch.parallel of kato.toml, else all at once)"),
+		onHost:   fs.String("on-host", "", "scale the replicas of the group's front that run on [USER@]HOST, over ssh, the front here updated (default: this host's replicas)"),
+		prefix:   fs.String("prefix", "", "name the replicas ID-1 to ID-N (default: the group's NAME)"),
 	}
 }
 
@@ -99,7 +103,20 @@ func (a *app) scale(ctx context.Context, fs *pflag.FlagSet, f *scaleFlagValues) 
 	if err != nil {
 		return err
 	}
-	if _, _, err := supervisor.ReplicaEntry(cfg, reg, *f.group); err != nil {
+	opts := supervisor.ScaleOptions{Timeout: *f.timeout, Parallel: *f.parallel, Prefix: *f.prefix}
+	where := ""
+	if fs.Changed("on-host") {
+		if fs.Changed("prefix") {
+			return usagef("--prefix goes without --on-host: the replicas on that host keep the series they have")
+		}
+		if err := config.CheckHost(*f.onHost); err != nil {
+			return &config.FieldError{Field: "--on-host", Value: *f.onHost, Rule: err.Error()}
+		}
+		if _, _, _, err := supervisor.PlanOnHost(cfg, reg, *f.group, *f.onHost, n); err != nil {
+			return err
+		}
+		where = " on " + *f.onHost
+	} else if _, _, err := supervisor.ReplicaEntry(cfg, reg, *f.group); err != nil {
 		return err
 	}
 	m, done, err := a.managerWith(ctx, cfg)
@@ -107,7 +124,12 @@ func (a *app) scale(ctx context.Context, fs *pflag.FlagSet, f *scaleFlagValues) 
 		return err
 	}
 	defer done()
-	res, err := m.ScaleGroup(ctx, *f.group, n, supervisor.ScaleOptions{Timeout: *f.timeout, Parallel: *f.parallel})
+	var res *supervisor.ScaleResult
+	if where != "" {
+		res, err = m.ScaleOnHost(ctx, *f.group, *f.onHost, n, opts)
+	} else {
+		res, err = m.ScaleGroup(ctx, *f.group, n, opts)
+	}
 	if res != nil {
 		for _, id := range res.Started {
 			fmt.Fprintf(a.stdout, "started %s\n", id)
@@ -115,7 +137,10 @@ func (a *app) scale(ctx context.Context, fs *pflag.FlagSet, f *scaleFlagValues) 
 		for _, id := range res.Stopped {
 			fmt.Fprintf(a.stdout, "stopped %s\n", id)
 		}
-		fmt.Fprintf(a.stdout, "group %s: %d replica(s); started %d, stopped %d\n", *f.group, n, len(res.Started), len(res.Stopped))
+		fmt.Fprintf(a.stdout, "group %s: %d replica(s)%s; started %d, stopped %d\n", *f.group, n, where, len(res.Started), len(res.Stopped))
+		if where == "" && reg.HasRemoteMembers(*f.group) {
+			fmt.Fprintf(a.stdout, "its members on other hosts are unchanged; scale them with --on-host HOST\n")
+		}
 	}
 	return err
 }

@@ -77,7 +77,25 @@ settings differ and leaves the others alone: a second apply of the same file
 restarts nothing and says so. --prune also stops and removes the registered
 instances the file does not name. New and changed instances start side by side,
 at most --parallel at once; one that does not become ready is rolled back (a new
-one removed, a changed one put back) and the others stand: exit 1.`,
+one removed, a changed one put back) and the others stand: exit 1. Changed members
+of a group whose front runs restart rolling through it, one at a time; with
+--surge N, N extra members of the group start first from its template, N members
+go out at a time while they serve, and they are removed after.`,
+	"scale": `Make a group exactly N replicas NAME-1 to NAME-N (0 to 256) from its
+[groups.NAME] template or processor: the missing ones start one after the other,
+each added to the group's front once ready; those past N are drained out of the
+front, then stopped and removed. Other members of the group are left alone.
+--prefix ID names the replicas ID-1 to ID-N instead.
+
+--on-host HOST, on the host that runs the group's front, scales the group's
+replicas on that other host: its members there must be one series ID-1 to ID-K
+(a fleet entry with host: and replicas:). Those going away are drained out of the
+front here first; then HOST's kato-manager scales them over ssh, and the front
+takes what it runs. An unknown host, a host without a member of the group and
+N below 0 are refused (exit 2), nothing changed. Without --on-host, scale
+changes this host's replicas only, and says so when the group has members on
+other hosts. The global --host runs the whole command on another host instead,
+whose front, if any, is its own.`,
 	"diff": `Print what apply -f FILE would do, per instance and field, changing nothing:
 "+ ID" and its settings for an instance to create, "~ ID" and "field: old -> new"
 for one to change (restart), "- ID" for one to remove with --prune.

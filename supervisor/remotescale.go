@@ -47,8 +47,8 @@ func ReplicaSeries(ids []string) (string, error) {
 
 // PlanOnHost returns what scaling the replicas of group on host, a host
 // with members of this host's front, to n does, the series' prefix and the
-// host as the registry names it ([USER@]HOST). host may be given with or
-// without its USER@. Nothing changes.
+// host as the registry names it ([USER@]HOST), which is reached with its
+// login whatever login host gives. Nothing changes.
 func PlanOnHost(cfg *config.Config, reg *config.Registry, group, host string, n int) (ScalePlan, string, string, error) {
 	if err := checkReplicas(n); err != nil {
 		return ScalePlan{}, "", "", err
@@ -71,7 +71,7 @@ func PlanOnHost(cfg *config.Config, reg *config.Registry, group, host string, n 
 		if !slices.Contains(groupHosts, rm.Host) {
 			groupHosts = append(groupHosts, rm.Host)
 		}
-		if rm.Host == host || config.HostAddress(rm.Host) == host {
+		if sameHost(rm.Host, host) {
 			if at != "" && at != rm.Host {
 				return ScalePlan{}, "", "", &config.FieldError{Field: "--on-host", Value: host, Rule: fmt.Sprintf("names both %s and %s; give the one meant", at, rm.Host)}
 			}
@@ -81,7 +81,7 @@ func PlanOnHost(cfg *config.Config, reg *config.Registry, group, host string, n 
 	}
 	slices.Sort(hosts)
 	slices.Sort(groupHosts)
-	known := slices.ContainsFunc(hosts, func(h string) bool { return h == host || config.HostAddress(h) == host })
+	known := slices.ContainsFunc(hosts, func(h string) bool { return sameHost(h, host) })
 	switch {
 	case !known && len(hosts) == 0:
 		return ScalePlan{}, "", "", &config.FieldError{Field: "--on-host", Value: host, Rule: "must be a host running members of a front of this host, and no front here has any on another host"}
@@ -112,6 +112,10 @@ func PlanOnHost(cfg *config.Config, reg *config.Registry, group, host string, n 
 	}
 	return plan, prefix, at, nil
 }
+
+// sameHost reports whether the [USER@]HOST values a and b name one host,
+// whatever their logins.
+func sameHost(a, b string) bool { return config.HostAddress(a) == config.HostAddress(b) }
 
 // ScaleOnHost makes the replicas of the fronted group on another host
 // exactly n (PlanOnHost): those past n are drained out of the front here

@@ -140,7 +140,7 @@ func TestScaleOnHost(t *testing.T) {
 
 	// Down: the two going away are drained here before beta stops them.
 	h.log, ff.calls = nil, nil
-	res, err = e.m.ScaleOnHost(ctx, "ab", "root@beta", 2, ScaleOptions{})
+	res, err = e.m.ScaleOnHost(ctx, "ab", "ops@beta", 2, ScaleOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -30,6 +31,11 @@ type Group struct {
 	// Processor the processor, when no template is given.
 	Template  string `toml:"template,omitempty"`
 	Processor string `toml:"processor,omitempty"`
+	// Surge is how many extra members, made as scale makes replicas, a
+	// rolling restart of the group (restart --group, an apply's roll)
+	// starts before any member goes out, as Kubernetes' maxSurge; a
+	// command's --surge wins.
+	Surge int `toml:"surge,omitempty"`
 }
 
 // Balance algorithms of a front, as [groups.NAME] balance takes them.
@@ -129,6 +135,12 @@ func (c *Config) CheckGroup(name string, g Group) error {
 			}) {
 				return &FieldError{Field: field("ready"), Value: g.Ready, Rule: "must be GET followed by a path such as /health"}
 			}
+		}
+		if g.Surge < 0 || g.Surge > MaxReplicas {
+			return &FieldError{Field: field("surge"), Value: strconv.Itoa(g.Surge), Rule: fmt.Sprintf("must be between 0 and %d", MaxReplicas)}
+		}
+		if g.Surge > 0 && g.Template == "" && g.Processor == "" {
+			return &FieldError{Field: field("surge"), Value: strconv.Itoa(g.Surge), Rule: "goes with a template or processor to make extra members from"}
 		}
 		if g.Template != "" && g.Processor != "" {
 			return &FieldError{Field: field("processor"), Value: g.Processor, Rule: "must be left out when template is given (the template names the processor)"}

@@ -21,6 +21,7 @@ address = "127.0.0.1"
 balance = "hash:X-User"
 ready = "GET /health"
 template = "web"
+surge = 2
 
 [groups.plain]
 `
@@ -32,7 +33,7 @@ template = "web"
 		t.Fatal(err)
 	}
 	g, ok := c.GroupNamed("ab")
-	if !ok || g.Front != 9000 || g.Address != "127.0.0.1" || g.Balance != "hash:X-User" || g.Ready != "GET /health" || g.Template != "web" {
+	if !ok || g.Front != 9000 || g.Address != "127.0.0.1" || g.Balance != "hash:X-User" || g.Ready != "GET /health" || g.Template != "web" || g.Surge != 2 {
 		t.Errorf("groups.ab = %+v, %v", g, ok)
 	}
 	if g, ok := c.GroupNamed("plain"); !ok || g.Front != 0 {
@@ -57,6 +58,9 @@ func TestLoadGroupsRefusesBadValues(t *testing.T) {
 		{"template and processor", "[templates.t]\nname = \"x\"\n\n[groups.ab]\ntemplate = \"t\"\nprocessor = \"default\"\n", []string{"line 6:", "invalid groups.ab.processor"}},
 		{"name", "[groups.\"a b\"]\nfront = 9000\n", []string{`invalid groups "a b": name must contain only letters`}},
 		{"unknown key", "[groups.ab]\nfrontend = 9000\n", []string{"line 2:", "unknown key groups.ab.frontend"}},
+		{"surge negative", "[groups.ab]\nprocessor = \"default\"\nsurge = -1\n", []string{"line 3:", "invalid groups.ab.surge -1: must be between 0 and 256"}},
+		{"surge too big", "[groups.ab]\nprocessor = \"default\"\nsurge = 257\n", []string{"line 3:", "invalid groups.ab.surge 257: must be between 0 and 256"}},
+		{"surge without a template", "[groups.ab]\nfront = 9000\nsurge = 1\n", []string{"line 3:", "invalid groups.ab.surge 1: goes with a template or processor"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "kato.toml")
@@ -100,5 +104,23 @@ func TestInstanceWeight(t *testing.T) {
 				t.Errorf("Validate() = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestRegistryKeepsGroupSurge: a stored group's surge is written and read
+// back by both of the registry's readers.
+func TestRegistryKeepsGroupSurge(t *testing.T) {
+	r := &Registry{Instances: map[string]*Instance{}, Groups: map[string]Group{"web": {Front: 9000, Processor: "default", Surge: 2}}}
+	data, err := encodeRegistry(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, ok := decodeRegistryFast(data)
+	if !ok || fast.Groups["web"].Surge != 2 {
+		t.Errorf("fast reader: %+v, %v\n%s", fast, ok, data)
+	}
+	full, err := decodeRegistryFull(data)
+	if err != nil || full.Groups["web"].Surge != 2 {
+		t.Errorf("full reader: %+v, %v\n%s", full, err, data)
 	}
 }

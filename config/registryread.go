@@ -230,6 +230,8 @@ func groupField(p *unstable.Parser, g *Group, key string, v *unstable.Node) bool
 		g.Template, ok = str(p, v)
 	case "processor":
 		g.Processor, ok = str(p, v)
+	case "surge":
+		g.Surge, ok = integer(p, v)
 	}
 	return ok
 }

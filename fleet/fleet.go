@@ -49,7 +49,7 @@ type Fleet struct {
 }
 
 // groupKeys are the keys of a group in a fleet file, as in kato.toml.
-var groupKeys = []string{"front", "address", "balance", "ready", "template", "processor"}
+var groupKeys = []string{"front", "address", "balance", "ready", "template", "processor", "surge"}
 
 // readGroup reads one group of a fleet file's groups:.
 func readGroup(n *config.Node, fail func(line int, field, value, rule string)) config.Group {
@@ -60,13 +60,17 @@ func readGroup(n *config.Node, fail func(line int, field, value, rule string)) c
 	}
 	for i, k := range n.Keys {
 		v := n.Vals[i]
-		if k == "front" {
+		if k == "front" || k == "surge" {
 			p, ok := v.Value.(int64)
 			if !ok || v.Kind != config.ScalarNode {
 				fail(n.KeyLines[i], k, v.Display(), "must be an integer")
 				continue
 			}
-			g.Front = int(p)
+			if k == "front" {
+				g.Front = int(p)
+			} else {
+				g.Surge = int(p)
+			}
 			continue
 		}
 		s, ok := v.Value.(string)
@@ -1090,6 +1094,9 @@ func exportGroups(groups map[string]config.Group) map[string][]groupKV {
 			if kv.Value != "" {
 				kvs = append(kvs, kv)
 			}
+		}
+		if g.Surge != 0 {
+			kvs = append(kvs, groupKV{"surge", g.Surge})
 		}
 		out[name] = kvs
 	}

@@ -223,7 +223,7 @@ func TestExportRoundTrip(t *testing.T) {
 	reg := &config.Registry{Instances: map[string]*config.Instance{
 		"a": {ID: "a", Name: `Say "hi"`, Unit: "kato@a.service", APIPort: 8001, ZMQPort: 5555, Network: config.NetworkHost, Group: "g", Weight: 90, Parameters: params, Created: now, Updated: now},
 		"b": {ID: "b", Name: "B", Unit: "kato@b.service", APIPort: 8002, ZMQPort: 5556, Network: config.NetworkPrivate, Parameters: c.Defaults.Clone(), Created: now, Updated: now},
-	}, Groups: map[string]config.Group{"g": {Front: 9000, Balance: "hash:X-User", Address: "127.0.0.1"}, "h": {Processor: "default"}}}
+	}, Groups: map[string]config.Group{"g": {Front: 9000, Balance: "hash:X-User", Address: "127.0.0.1"}, "h": {Processor: "default", Surge: 2}}}
 	for _, format := range []string{"yaml", "json", "toml"} {
 		t.Run(format, func(t *testing.T) {
 			data, err := Export(reg, c.Defaults, format)
@@ -371,7 +371,7 @@ func TestFleetGroups(t *testing.T) {
 	c := config.Default()
 	content := `groups:
   ab: {front: 9000, balance: roundrobin}
-  web: {front: 9100, processor: default, ready: GET /health}
+  web: {front: 9100, processor: default, ready: GET /health, surge: 2}
 instances:
   - {id: a, group: ab, weight: 90}
 `
@@ -379,7 +379,7 @@ instances:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]config.Group{"ab": {Front: 9000, Balance: "roundrobin"}, "web": {Front: 9100, Processor: "default", Ready: "GET /health"}}
+	want := map[string]config.Group{"ab": {Front: 9000, Balance: "roundrobin"}, "web": {Front: 9100, Processor: "default", Ready: "GET /health", Surge: 2}}
 	if !maps.Equal(f.Groups, want) {
 		t.Errorf("groups %+v, want %+v", f.Groups, want)
 	}
@@ -390,6 +390,9 @@ instances:
 		{"groups:\n  ab:\n    frontend: 9000\ninstances: []\n", "f.yaml:3: group ab: invalid frontend 9000: is not a key of a group"},
 		{"groups:\n  ab: {template: nope}\ninstances: []\n", "f.yaml:2: group ab: invalid template nope: must name a [templates.NAME] of kato.toml"},
 		{"groups: [ab]\ninstances: []\n", "f.yaml:1: invalid groups"},
+		{"groups:\n  ab: {front: 9000, surge: 1}\ninstances: []\n", "f.yaml:2: group ab: invalid surge 1: goes with a template or processor"},
+		{"groups:\n  ab: {processor: default, surge: -2}\ninstances: []\n", "f.yaml:2: group ab: invalid surge -2: must be between 0 and 256"},
+		{"groups:\n  ab: {surge: two}\ninstances: []\n", "f.yaml:2: group ab: invalid surge two: must be an integer"},
 	} {
 		if _, _, err := ReadFleet(c, "f.yaml", []byte(tc.content), ""); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v\nwant %q", tc.content, err, tc.want)

@@ -46,7 +46,7 @@ type BatchOptions struct {
 	Progress func(Progress)
 	// Surge is, for apply, how many extra members of a group whose front
 	// runs start before its changed members are rolled, as RollOptions'
-	// Surge; zero rolls them one at a time.
+	// Surge; zero rolls them one at a time, SurgeOfGroup as the group says.
 	Surge int
 }
 
@@ -381,7 +381,7 @@ func (m *Manager) checkApplySurge(groups, reg *config.Registry, plan fleet.Plan,
 			continue
 		}
 		if gc, ok := groups.Group(m.Config, group); ok && gc.Front != 0 {
-			if err := checkSurgeSource(gc, group, surge); err != nil {
+			if err := checkSurgeSource(gc, group, groupSurge(m.Config, groups, group, surge)); err != nil {
 				return err
 			}
 		}

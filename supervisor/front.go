@@ -337,7 +337,8 @@ type RollOptions struct {
 	MaxUnavailable int
 	// Surge is how many extra members, NAME-surge-1…NAME-surge-N, start
 	// from the group's template before any member goes out, and are
-	// drained and removed after the roll (Kubernetes' maxSurge). With it,
+	// drained and removed after the roll (Kubernetes' maxSurge);
+	// SurgeOfGroup is the group's own. With it,
 	// MaxUnavailable is taken as given, zero included: at least the
 	// group's size less MaxUnavailable serve throughout.
 	Surge int
@@ -345,6 +346,10 @@ type RollOptions struct {
 	// the processor's ready_timeout.
 	Timeout time.Duration
 }
+
+// SurgeOfGroup, as a Surge, takes the group's own surge ([groups.NAME]
+// surge, or the fleet file's groups:), none when it has none.
+const SurgeOfGroup = -1
 
 // SurgeID returns the id of the group's extra member k of a roll with
 // surge, NAME-surge-k: not a replica NAME-k, so scale leaves it alone.
@@ -379,6 +384,10 @@ func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions)
 	}
 	if !ok {
 		return nil, fmt.Errorf("group %s: %w", group, ErrNoFront)
+	}
+	if opts.Surge < 0 {
+		gc, _ := reg.Group(m.Config, group)
+		opts.Surge = gc.Surge
 	}
 	// The front must run with every member before any goes out.
 	if err := m.syncFronts(ctx, nil); err != nil {
@@ -474,6 +483,16 @@ func checkSurgeSource(gc config.Group, group string, surge int) error {
 	}
 	return &config.FieldError{Field: "--surge", Value: strconv.Itoa(surge),
 		Rule: fmt.Sprintf("goes with a group whose [groups.%s] names a template or processor to make extra members from (%v)", group, ErrNoTemplate)}
+}
+
+// groupSurge is the surge of a roll of group given surge: the group's own
+// for SurgeOfGroup.
+func groupSurge(cfg *config.Config, reg *config.Registry, group string, surge int) int {
+	if surge >= 0 || reg == nil {
+		return max(surge, 0)
+	}
+	gc, _ := reg.Group(cfg, group)
+	return gc.Surge
 }
 
 // CheckSurge refuses a --surge out of 0…MaxReplicas.
@@ -618,17 +637,18 @@ func (m *Manager) rollItems(ctx context.Context, items []*batchItem, opts BatchO
 		g.Members = members
 		ro := front.RollOptions{MaxUnavailable: 1, DrainTimeout: frontDrainTimeout, ReadyTimeout: 4*FrontCheckInterval + 10*time.Second}
 		var surged []string
-		if opts.Surge > 0 {
+		surge := groupSurge(m.Config, reg, group, opts.Surge)
+		if surge > 0 {
 			// The extra members carry the load of those out: the group
 			// never serves with fewer members than it has.
-			ro.MaxUnavailable, ro.Surge = 0, opts.Surge
-			surged, err = m.startSurge(ctx, reg, group, RollOptions{Surge: opts.Surge, Timeout: opts.Timeout}, ro.ReadyTimeout)
+			ro.MaxUnavailable, ro.Surge = 0, surge
+			surged, err = m.startSurge(ctx, reg, group, RollOptions{Surge: surge, Timeout: opts.Timeout}, ro.ReadyTimeout)
 			if err != nil {
 				for _, it := range its {
 					it.notReached = true
 					it.err = fmt.Errorf("not restarted: the extra members of group %s did not come up: %w", group, err)
 				}
-				if rerr := m.removeSurge(context.WithoutCancel(ctx), surged, opts.Surge); rerr != nil {
+				if rerr := m.removeSurge(context.WithoutCancel(ctx), surged, surge); rerr != nil {
 					surgeErrs = append(surgeErrs, fmt.Errorf("remove the extra members %s of group %s: %w", strings.Join(surged, ", "), group, rerr))
 				}
 				continue
@@ -637,7 +657,7 @@ func (m *Manager) rollItems(ctx context.Context, items []*batchItem, opts BatchO
 		done, err := front.Roll(ctx, g, m.frontAdmin(group), batchRestarter{m: m, items: byID, opts: opts, progress: progress}, ro)
 		// Drained first: their requests finish, the front reloads
 		// without them.
-		if rerr := m.removeSurge(context.WithoutCancel(ctx), surged, opts.Surge); rerr != nil {
+		if rerr := m.removeSurge(context.WithoutCancel(ctx), surged, surge); rerr != nil {
 			surgeErrs = append(surgeErrs, fmt.Errorf("remove the extra members %s of group %s: %w", strings.Join(surged, ", "), group, rerr))
 		}
 		if err == nil {

@@ -1,10 +1,12 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/front"
@@ -71,4 +73,57 @@ func TestApplyRollsWithSurge(t *testing.T) {
 	if reg.Instances["c"].Parameters["persistence"] != 9 {
 		t.Errorf("c's persistence after the apply: %v", reg.Instances["c"].Parameters["persistence"])
 	}
+}
+
+// TestGroupSurgeIsTheDefault: with SurgeOfGroup, a roll (restart --group)
+// and an apply's roll take the group's own surge; a surge of 0 given on
+// the command line wins over it.
+func TestGroupSurgeIsTheDefault(t *testing.T) {
+	e, ff := newFrontEnv(t)
+	e.sd.files["kato-group@.target"] = true
+	e.m.Config.Templates = map[string]*config.Entry{"t": {Name: "Extra", Set: map[string]bool{"name": true}}}
+	e.m.Config.Groups["ab"] = config.Group{Front: 9000, Template: "t", Surge: 1}
+	file := "instances:\n  - {id: a, port: 8001, group: ab}\n  - {id: b, port: 8002, group: ab}\n"
+	if _, err := e.applyFile(t, file, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ff.up = []string{"a", "b", "ab-surge-1"}
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		name  string
+		surge int
+		want  []string
+	}{
+		{"the group's", SurgeOfGroup, []string{"drain a", "drain b", "ready a", "ready b", "drain ab-surge-1"}},
+		{"none given", 0, []string{"drain a", "ready a", "drain b", "ready b"}},
+	} {
+		t.Run("roll, "+tc.name, func(t *testing.T) {
+			ff.calls = nil
+			if _, err := e.m.RollGroup(ctx, "ab", RollOptions{Surge: tc.surge, MaxUnavailable: 1, Timeout: 200 * time.Millisecond}); err != nil {
+				t.Fatal(err)
+			}
+			if !sameCalls(ff.calls, tc.want) {
+				t.Errorf("runtime calls %v, want %v", ff.calls, tc.want)
+			}
+		})
+	}
+
+	ff.calls = nil
+	changed := strings.ReplaceAll(file, "group: ab}", "group: ab, persistence: 9}")
+	if _, err := e.applyFile(t, changed, ApplyOptions{BatchOptions: BatchOptions{Surge: SurgeOfGroup}}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"drain a", "ready a", "drain b", "ready b", "drain ab-surge-1"}; !slices.Equal(ff.calls, want) {
+		t.Errorf("apply with the group's surge: runtime calls %v, want %v", ff.calls, want)
+	}
+	if reg, _ := e.m.Registry.Load(); reg.Instances["ab-surge-1"] != nil {
+		t.Error("the extra member is still registered after the apply")
+	}
+}
+
+// sameCalls reports whether got holds the calls of want, those of a batch
+// of members taken out together in any order.
+func sameCalls(got, want []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) && (len(got) == 0 || got[len(got)-1] == want[len(want)-1])
 }

@@ -82,7 +82,7 @@ func applyFlags(fs *pflag.FlagSet) *applyFlagValues {
 		prune:  fs.Bool("prune", false, "also stop and remove the registered instances the file does not name"),
 		dryRun: fs.Bool("dry-run", false, "print the plan and change nothing, as diff does (same exit status)"),
 		yes:    fs.Bool("yes", false, "with --prune, "+yesFlagHelp),
-		surge:  fs.Int("surge", 0, "start N extra members of each fronted group whose members change before they are rolled, N out at a time, and remove them after (as restart --group --surge)"),
+		surge:  fs.Int("surge", 0, "start N extra members of each fronted group whose members change before they are rolled, N out at a time, and remove them after (as restart --group --surge; default: the group's surge)"),
 		batch:  batchFlags(fs),
 		src:    fleetSourceFlagsOf(fs),
 	}
@@ -216,7 +216,10 @@ func (a *app) apply(ctx context.Context, fs *pflag.FlagSet, f *applyFlagValues) 
 	if err := supervisor.CheckSurge(*f.surge); err != nil {
 		return err
 	}
-	opts.Surge = *f.surge
+	opts.Surge = supervisor.SurgeOfGroup
+	if fs.Changed("surge") {
+		opts.Surge = *f.surge
+	}
 	cfg, want, src, err := a.loadFleet(fs, *f.file, f.src)
 	if err != nil {
 		return err

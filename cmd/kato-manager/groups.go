@@ -54,7 +54,11 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 		return err
 	}
 	defer done()
-	res, err := m.RollGroup(ctx, *f.group, supervisor.RollOptions{MaxUnavailable: *f.maxUnavailable, Surge: *f.surge, Timeout: *f.timeout})
+	surge := supervisor.SurgeOfGroup
+	if fs.Changed("surge") {
+		surge = *f.surge
+	}
+	res, err := m.RollGroup(ctx, *f.group, supervisor.RollOptions{MaxUnavailable: *f.maxUnavailable, Surge: surge, Timeout: *f.timeout})
 	if res == nil {
 		return err
 	}

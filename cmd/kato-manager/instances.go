@@ -381,7 +381,7 @@ func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
 		group:          fs.String("group", "", "restart every instance of the group NAME, as one batch"),
 		parallel:       fs.Int("parallel", 0, "with --group, how many instances restart at once (default: batch.parallel of kato.toml, else all at once)"),
 		maxUnavailable: fs.Int("max-unavailable", 1, "with --group of a group with a front, how many members are out of the rotation at once (never all); with --surge, how far the serving members may fall below the group's size (0 allowed)"),
-		surge:          fs.Int("surge", 0, "with --group of a group with a front, start N extra members from the group's template before taking members out, and remove them after the roll"),
+		surge:          fs.Int("surge", 0, "with --group of a group with a front, start N extra members from the group's template before taking members out, and remove them after the roll (default: the group's surge)"),
 	}
 }
 

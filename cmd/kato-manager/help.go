@@ -44,7 +44,8 @@ again first, so changes to kato.toml take effect; then it waits for the API port
 With --group NAME, every instance of the group restarts, side by side; a group
 with a front restarts rolling (--max-unavailable, default 1), and --surge N first
 starts N extra members from the group's template, removed after the roll, so that
-with --max-unavailable 0 no fewer members than the group's serve. A member of this
+with --max-unavailable 0 no fewer members than the group's serve; without
+--surge, the group's own surge ([groups.NAME] surge) applies. A member of this
 host's front that runs on another host is drained here and restarted there over ssh.`,
 	"list": `List the instances with their group, state, main PID, API and ZMQ ports, uptime
 and memory, from one D-Bus call and one pass over /proc; --group NAME lists one
@@ -79,8 +80,9 @@ instances the file does not name. New and changed instances start side by side,
 at most --parallel at once; one that does not become ready is rolled back (a new
 one removed, a changed one put back) and the others stand: exit 1. Changed members
 of a group whose front runs restart rolling through it, one at a time; with
---surge N, N extra members of the group start first from its template, N members
-go out at a time while they serve, and they are removed after.`,
+--surge N (default: the group's surge), N extra members of the group start first
+from its template, N members go out at a time while they serve, and they are
+removed after.`,
 	"scale": `Make a group exactly N replicas NAME-1 to NAME-N (0 to 256) from its
 [groups.NAME] template or processor: the missing ones start one after the other,
 each added to the group's front once ready; those past N are drained out of the

@@ -121,7 +121,8 @@ instances:
 // a group behind its front, under a steady load, starts web-surge-1 first,
 // keeps at least three members up in the front throughout, fails no
 // request, restarts every replica with its new settings and removes the
-// extra member after.
+// extra member after. A group with surge = 1 in kato.toml rolls the same
+// without --surge.
 func TestApplyWithSurge(t *testing.T) {
 	m := bootMachine(t)
 	conf := testbed.ConfigWithMongo + `
@@ -181,6 +182,27 @@ template = "web"
 	}
 	if r := m.km("diff", "-f", "/root/web.yaml"); r.code != 0 {
 		t.Errorf("diff after the apply finds changes: %s", r)
+	}
+
+	// The group's own surge, without --surge: the same roll.
+	if err := m.WriteFile("/etc/kato/kato.toml", []byte(strings.Replace(conf, "template = \"web\"\n", "template = \"web\"\nsurge = 1\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WriteFile("/root/web.yaml", []byte(strings.Replace(changed, "max_predictions: 12", "max_predictions: 13", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	samples = m.sampleFront(t, "web")
+	l = m.startLoad(t, "http://127.0.0.1:9000/status")
+	time.Sleep(time.Second)
+	out = m.mustKM("apply", "-f", "/root/web.yaml")
+	ok, failed = l.stop()
+	least, read, sawSurge = samples()
+	t.Logf("apply with the group's surge = 1 under load: %d requests, %d failed; %d reads of the front, at least %d members up\n%s", ok+failed, failed, read, least, out)
+	if failed != 0 || ok < minLoad || read < 10 || least < 3 || !sawSurge {
+		t.Errorf("apply with the group's surge: %d of %d requests failed (want 0 of at least %d); %d reads, at least %d up (want 3), extra member seen %v", failed, ok+failed, minLoad, read, least, sawSurge)
+	}
+	if rows := m.listJSON(); len(rows) != 3 || rows["web-surge-1"] != nil {
+		t.Errorf("instances after the apply with the group's surge: %v", rows)
 	}
 }
 

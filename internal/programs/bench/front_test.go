@@ -57,3 +57,32 @@ func TestTreesCPUCountsDescendants(t *testing.T) {
 		t.Errorf("CPU of no process: %s, want 0", got)
 	}
 }
+
+// TestRoundsGiveMedianAndRange checks that the front rows read each
+// round on its own: the median of the rounds' figures, with their range,
+// and totals that keep every round's latencies.
+func TestRoundsGiveMedianAndRange(t *testing.T) {
+	ms := time.Millisecond
+	round := func(straight, front int, added time.Duration) []load {
+		return []load{
+			{elapsed: time.Second, lat: make([]time.Duration, straight)},
+			{elapsed: time.Second, lat: make([]time.Duration, front), added: []time.Duration{added}},
+		}
+	}
+	// A round the machine stalled in (the third) moves the range, not the
+	// median.
+	rounds := [][]load{round(100, 60, ms), round(100, 50, 2*ms), round(100, 5, 90*ms)}
+	got := perRound(rounds, func(w []load) float64 { return w[1].rate() / w[0].rate() })
+	if want := (spread{med: 0.5, lo: 0.05, hi: 0.6}); got != want {
+		t.Errorf("front/straight over 3 rounds: %+v, want %+v", got, want)
+	}
+	rounds = append(rounds, round(100, 70, 3*ms))
+	if got, want := perRound(rounds, func(w []load) float64 { return w[1].rate() / w[0].rate() }).med, 0.55; got < want-1e-9 || got > want+1e-9 {
+		t.Errorf("median of 4 rounds: %g, want %g (the mean of the middle two)", got, want)
+	}
+	sum := total(rounds)
+	if len(sum[0].lat) != 400 || len(sum[1].lat) != 185 || len(sum[1].added) != 4 || sum[1].elapsed != 4*time.Second {
+		t.Errorf("totals: %d and %d latencies, %d differences, %s; want 400, 185, 4, 4s",
+			len(sum[0].lat), len(sum[1].lat), len(sum[1].added), sum[1].elapsed)
+	}
+}

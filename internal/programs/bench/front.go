@@ -34,9 +34,9 @@ type frontFlags struct {
 	// duration is each way's closed loop in all, openDuration the open
 	// loop's; both are split over the rounds.
 	duration, openDuration *time.Duration
-	clients  *int
-	rounds   *int
-	rate     *float64
+	clients                *int
+	rounds                 *int
+	rate                   *float64
 	// proxyCPU, when not empty, is the CPU list (taskset -c) HAProxy and
 	// nginx run on.
 	proxyCPU *string
@@ -266,7 +266,9 @@ func (s spread) ms() string {
 	return fmt.Sprintf("%.2fms (%.2f to %.2f)", s.med/1e6, s.lo/1e6, s.hi/1e6)
 }
 
-func (s spread) µs() string { return fmt.Sprintf("%.0fµs (%.0f to %.0f)", s.med/1e3, s.lo/1e3, s.hi/1e3) }
+func (s spread) µs() string {
+	return fmt.Sprintf("%.0fµs (%.0f to %.0f)", s.med/1e3, s.lo/1e3, s.hi/1e3)
+}
 
 // closedLoad sends POST /observe from clients keep-alive clients, each
 // waiting for its answer, for d: a closed loop, which runs the target at

@@ -558,6 +558,7 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 	d, openD, clients, rounds, rate := *f.duration, *f.openDuration, *f.clients, *f.rounds, *f.rate
 	// Warm-ups, not counted: connections made, caches and the members'
 	// first allocations done, the same for every way.
+	loadBefore := loadAverage()
 	for _, t := range targets {
 		closedLoad(t.port, clients, 500*time.Millisecond)
 	}
@@ -626,7 +627,8 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 			median, cpu(total).µs(), cpuOf(1, total).µs(), cpuOf(1, proxy).µs(), cpuOf(2, total).µs(), cpuOf(2, proxy).µs(),
 			perRound(closedRounds, func(w []load) float64 { return float64(w[0].cpuPerRequest()) / float64(w[1].cpuPerRequest()) }).ratio(),
 			perRound(closedRounds, func(w []load) float64 { return float64(w[0].cpuPerRequest()) / float64(w[2].cpuPerRequest()) }).ratio()),
-		fmt.Sprintf("HAProxy %s; %d rounds, their order turning, after a warm-up of each way that is not counted; %s", haproxyVersion(haproxy), rounds, cpuNote(*f.proxyCPU)),
+		fmt.Sprintf("HAProxy %s; %d rounds, their order turning, after a warm-up of each way that is not counted; %s; the machine's load average %s before these rows, %s after",
+			haproxyVersion(haproxy), rounds, cpuNote(*f.proxyCPU), loadBefore, loadAverage()),
 	}
 	// Below saturation a request waits for no other: its p50 is the way's
 	// own, a millisecond or two on loopback.
@@ -722,6 +724,16 @@ func waitUp(ctx context.Context, c *front.Client, n int) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// loadAverage is the machine's load average over the last minute, as
+// /proc/loadavg gives it: what else ran on the cores the ways share.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
 
 func haproxyVersion(bin string) string {

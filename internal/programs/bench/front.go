@@ -513,9 +513,7 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if extra := *f.haproxyGlobal; extra != "" {
-		cfg = bytes.Replace(cfg, []byte("\nglobal\n"), []byte("\nglobal\n    "+strings.ReplaceAll(extra, ";", "\n    ")+"\n"), 1)
-	}
+	cfg = withGlobal(cfg, *f.haproxyGlobal)
 	if err := os.WriteFile(filepath.Join(dir, "front.cfg"), cfg, 0o600); err != nil {
 		return nil, nil, err
 	}
@@ -688,6 +686,18 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 		baseline: fmt.Sprintf("%d of %d failed, %s", plainFailed, plainSent, round(plainTime)),
 		ratio:    float64(plainFailed) / float64(max(rollFailed, 1)), ratioIs: "plain/rolling failed (min 1)"})
 	return rows, notes, nil
+}
+
+// withGlobal adds the lines of extra, separated by ';', at the end of the
+// global section of the configuration cfg: after the rendered settings,
+// as HAProxy keeps the last of two lines setting the same thing (such as
+// nbthread).
+func withGlobal(cfg []byte, extra string) []byte {
+	if extra == "" {
+		return cfg
+	}
+	lines := "\n    " + strings.ReplaceAll(extra, ";", "\n    ")
+	return bytes.Replace(cfg, []byte("\n\ndefaults\n"), []byte(lines+"\n\ndefaults\n"), 1)
 }
 
 // pinned is the command of bin with args, on the CPUs cpus when not empty.

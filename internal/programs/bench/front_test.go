@@ -5,10 +5,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kato-manager/kato-manager/front"
 )
 
 // TestOpenLoadTakesTurns checks that the open loop sends each way its
@@ -84,5 +87,28 @@ func TestRoundsGiveMedianAndRange(t *testing.T) {
 	if len(sum[0].lat) != 400 || len(sum[1].lat) != 185 || len(sum[1].added) != 4 || sum[1].elapsed != 4*time.Second {
 		t.Errorf("totals: %d and %d latencies, %d differences, %s; want 400, 185, 4, 4s",
 			len(sum[0].lat), len(sum[1].lat), len(sum[1].added), sum[1].elapsed)
+	}
+}
+
+// TestWithGlobalOverridesRendered checks that -front-haproxy-global's lines
+// come after the rendered global settings: HAProxy keeps the last of two
+// "nbthread" lines, so lines put first would change nothing.
+func TestWithGlobalOverridesRendered(t *testing.T) {
+	g := front.Group{Name: "g", Port: 8080, Ready: front.ReadyCheck{Path: "/health"},
+		Members: []front.Member{{ID: "m1", Address: "127.0.0.1", Port: 9001}}}
+	cfg, err := front.Render(g, "/run/kato-front/g/admin.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(withGlobal(cfg, "nbthread 2;tune.bufsize 8192"))
+	global, rest, ok := strings.Cut(got[strings.Index(got, "\nglobal\n"):], "\n\n")
+	if !ok || !strings.Contains(rest, "defaults") {
+		t.Fatalf("no global section followed by defaults in:\n%s", got)
+	}
+	if !strings.HasSuffix(global, "\n    nbthread 2\n    tune.bufsize 8192") || strings.Count(got, "nbthread 2") != 1 {
+		t.Errorf("global section does not end with the added lines:\n%s", global)
+	}
+	if string(withGlobal(cfg, "")) != string(cfg) {
+		t.Error("no lines to add changed the configuration")
 	}
 }

@@ -113,27 +113,6 @@ func (a *app) commands() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kato-manager",
 		Short: "run KATO processor instances and KG workers as systemd units",
-		Long: `kato-manager runs KATO processor instances (kato@ID.service) and a pool of
-KG workers (kg-worker@N.service) as systemd template units on this host,
-driven over D-Bus. It allocates ports, keeps a registry of the instances and
-their settings, and reports state, health, memory and drift between its
-registry and systemd.
-
-With --user it does the same on your own systemd user manager, without root:
-configuration in ~/.config/kato, registry, state and KG queue in
-~/.local/state/kato, unit files in ~/.local/share/systemd/user and drop-ins in
-~/.config/systemd/user (XDG_CONFIG_HOME, XDG_STATE_HOME and XDG_DATA_HOME are
-honoured).
-
-With --host [USER@]HOST (-H) it runs the command on another host over ssh,
-as systemctl -H does: that host's kato-manager, registry and units do the
-work. list and status take several hosts, comma-separated, and merge their
-tables with a HOST column.
-
-Exit status: 0 done, 1 failed (or, for status and workers health, something
-is unhealthy), 2 a bad invocation, with nothing changed, 3 for workers health
-when only the KG service is down. With --host, the
-remote command's status, and 1 when a host cannot be reached.`,
 		Version:           version,
 		Args:              cobra.ArbitraryArgs,
 		SilenceErrors:     true,

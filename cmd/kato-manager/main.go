@@ -111,8 +111,8 @@ func (a *app) commands() *cobra.Command {
 	// The help lists commands in the order they are added here.
 	cobra.EnableCommandSorting = false
 	root := &cobra.Command{
-		Use:   "kato-manager",
-		Short: "run KATO processor instances and KG workers as systemd units",
+		Use:               "kato-manager",
+		Short:             "run KATO processor instances and KG workers as systemd units",
 		Version:           version,
 		Args:              cobra.ArbitraryArgs,
 		SilenceErrors:     true,

@@ -18,6 +18,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/cliguess"
+	"github.com/kato-manager/kato-manager/internal/suggest"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/textview"
 )
@@ -122,7 +124,7 @@ func (a *app) commands() *cobra.Command {
 			if len(args) == 0 {
 				return cmd.Help()
 			}
-			return unknownCommand(cmd, "command", args[0])
+			return usageError{cliguess.UnknownCommand(cmd, "command", args[0])}
 		},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if a.host != "" {
@@ -208,9 +210,9 @@ func parent(name, short string, subs ...*cobra.Command) *cobra.Command {
 	cmd := &cobra.Command{Use: name, Short: short, Args: cobra.ArbitraryArgs, ValidArgsFunction: cobra.NoFileCompletions}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) == 0 {
-			return usagef("%s needs a subcommand: %s", name, strings.Join(subcommandNames(cmd), ", "))
+			return usagef("%s needs a subcommand: %s", name, strings.Join(cliguess.SubcommandNames(cmd), ", "))
 		}
-		return unknownCommand(cmd, name+" subcommand", args[0])
+		return usageError{cliguess.UnknownCommand(cmd, name+" subcommand", args[0])}
 	}
 	cmd.AddCommand(subs...)
 	return cmd
@@ -252,61 +254,12 @@ func (a *app) resolvePaths(fs *pflag.FlagSet) error {
 	return nil
 }
 
-// unknownCommand is the usage error for a command or subcommand that does
-// not exist, with the nearest ones of cmd.
-func unknownCommand(cmd *cobra.Command, what, name string) error {
-	msg := fmt.Sprintf("unknown %s %q", what, name)
-	if cmd.HasParent() {
-		msg += ": must be " + orList(subcommandNames(cmd))
-	}
-	cmd.SuggestionsMinimumDistance = 2
-	if near := cmd.SuggestionsFor(name); len(near) > 0 {
-		msg += fmt.Sprintf("; did you mean %s?", orList(near))
-	}
-	return usagef("%s; run `%s --help`", msg, cmd.CommandPath())
-}
-
-// subcommandNames are the names of cmd's commands that the help lists.
-func subcommandNames(cmd *cobra.Command) []string {
-	var names []string
-	for _, c := range cmd.Commands() {
-		if c.IsAvailableCommand() {
-			names = append(names, c.Name())
-		}
-	}
-	return names
-}
-
 // orList writes names as "a, b or c".
-func orList(names []string) string {
-	if len(names) < 2 {
-		return strings.Join(names, "")
-	}
-	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
-}
+func orList(names []string) string { return suggest.OrList(names) }
 
 func (a *app) version(context.Context, *pflag.FlagSet, struct{}) error {
 	fmt.Fprintf(a.stdout, "kato-manager %s\n", version)
 	return nil
-}
-
-// withInstances completes cmd's argument and its --id and --name flags, where
-// it has them, from the registry.
-func (a *app) withInstances(cmd *cobra.Command) *cobra.Command {
-	cmd.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		if len(args) > 0 {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		return a.argumentCompletions(cmd, toComplete), cobra.ShellCompDirectiveNoFileComp
-	}
-	for flag, complete := range map[string]func(*cobra.Command) []cobra.Completion{"id": a.instanceCompletions, "name": a.nameCompletions} {
-		if cmd.Flags().Lookup(flag) != nil {
-			cmd.RegisterFlagCompletionFunc(flag, func(cmd *cobra.Command, _ []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
-				return complete(cmd), cobra.ShellCompDirectiveNoFileComp
-			})
-		}
-	}
-	return cmd
 }
 
 // manCommand writes a man page for every command into a directory, for the

@@ -124,12 +124,12 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 	d := a.dial(ctx)
 	cfg, err := a.loadConfig()
 	if err != nil {
-		d.drop()
+		d.Drop()
 		return err
 	}
 	req, err := startRequest(fs, f, cfg)
 	if err != nil {
-		d.drop()
+		d.Drop()
 		return err
 	}
 	m, done, err := a.managerOn(d, cfg)

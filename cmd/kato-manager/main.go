@@ -373,7 +373,7 @@ func (a *app) manager(ctx context.Context) (*supervisor.Manager, func(), error) 
 	d := a.dial(ctx)
 	cfg, err := a.loadConfig()
 	if err != nil {
-		d.drop()
+		d.Drop()
 		return nil, nil, err
 	}
 	return a.managerOn(d, cfg)
@@ -384,52 +384,16 @@ func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.
 	return a.managerOn(a.dial(ctx), cfg)
 }
 
+// dial starts connecting to the scope's systemd in the background.
+func (a *app) dial(ctx context.Context) *supervisor.Dialing { return supervisor.Dial(ctx, a.connect) }
+
 // managerOn waits for d's connection and makes the manager on it.
-func (a *app) managerOn(d *dialing, cfg *config.Config) (*supervisor.Manager, func(), error) {
-	<-d.done
-	if d.err != nil {
-		return nil, nil, d.err
+func (a *app) managerOn(d *supervisor.Dialing, cfg *config.Config) (*supervisor.Manager, func(), error) {
+	m, sd, err := d.Manager(cfg, a.registry(), a.paths)
+	if err != nil {
+		return nil, nil, err
 	}
-	m := &supervisor.Manager{
-		Systemd:   d.sd,
-		Config:    cfg,
-		Registry:  a.registry(),
-		Ports:     supervisor.HostPorts{},
-		Processes: supervisor.HostProcesses{},
-		Journal:   a.journal(),
-		Paths:     a.paths,
-	}
-	return m, d.sd.Close, nil
-}
-
-// dialing is a connection to systemd being made in the background, while
-// the command reads its configuration and checks what it was given: a few
-// round trips with systemd that the command need not wait for.
-type dialing struct {
-	done chan struct{}
-	sd   *supervisor.DBus
-	err  error
-}
-
-// dial starts connecting to the scope's systemd.
-func (a *app) dial(ctx context.Context) *dialing {
-	d := &dialing{done: make(chan struct{})}
-	go func() {
-		defer close(d.done)
-		d.sd, d.err = a.connect(ctx)
-	}()
-	return d
-}
-
-// drop closes d's connection once it is made, for a command that ends
-// before it needs it.
-func (d *dialing) drop() {
-	go func() {
-		<-d.done
-		if d.err == nil {
-			d.sd.Close()
-		}
-	}()
+	return m, sd.Close, nil
 }
 
 // journal reads the journal of the scope's units.

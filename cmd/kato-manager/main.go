@@ -246,10 +246,10 @@ func (a *app) resolvePaths(fs *pflag.FlagSet) error {
 	}
 	a.paths = paths
 	if !fs.Changed("config") {
-		a.configPath = envOr("KATO_CONFIG", paths.Config)
+		a.configPath = paths.ConfigFile(os.Getenv)
 	}
 	if !fs.Changed("registry") {
-		a.registryPath = envOr("KATO_REGISTRY", paths.Registry)
+		a.registryPath = paths.RegistryFile(os.Getenv)
 	}
 	return nil
 }
@@ -338,13 +338,6 @@ func flagNames(err error) error {
 		return &c
 	}
 	return err
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }
 
 // noArgs is the usage error message of a command that takes no arguments,

@@ -70,8 +70,8 @@ func (in StartInput) Check() error {
 	if in.Given["weight"] && (in.Weight < 1 || in.Weight > config.MaxWeight) {
 		return &config.FieldError{Field: "--weight", Value: strconv.Itoa(in.Weight), Rule: config.WeightRule}
 	}
-	if in.Given["timeout"] && in.Timeout <= 0 {
-		return &config.FieldError{Field: "timeout", Value: in.Timeout.String(), Rule: "must be greater than 0"}
+	if in.Given["timeout"] {
+		return config.PositiveDuration("timeout", in.Timeout)
 	}
 	return nil
 }

@@ -339,8 +339,8 @@ func (a *app) findInstance(ref string) (*config.Instance, error) {
 // positiveDuration checks a duration flag the user gave: it must be
 // greater than zero.
 func positiveDuration(fs *pflag.FlagSet, flag string, d time.Duration) error {
-	if fs.Changed(flag) && d <= 0 {
-		return &config.FieldError{Field: flag, Value: d.String(), Rule: "must be greater than 0"}
+	if fs.Changed(flag) {
+		return config.PositiveDuration(flag, d)
 	}
 	return nil
 }

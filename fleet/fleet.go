@@ -1162,3 +1162,14 @@ func GroupChanges(have, want map[string]config.Group) []string {
 	}
 	return out
 }
+
+// PlanRegistry plans want against the registry of r as it is now
+// (PlanFleet), and returns the registry it read.
+func PlanRegistry(r *config.RegistryFile, path string, want []Desired, prune bool) (Plan, *config.Registry, error) {
+	reg, err := r.Load()
+	if err != nil {
+		return Plan{}, nil, err
+	}
+	plan, err := PlanFleet(path, want, reg, prune)
+	return plan, reg, err
+}

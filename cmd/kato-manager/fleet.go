@@ -149,11 +149,7 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 	}
 	pending := false
 	if src.Local {
-		reg, err := a.registry().Load()
-		if err != nil {
-			return exitCodeError{exitTrouble, err}
-		}
-		plan, err := fleet.PlanFleet(src.Name, want, reg, prune)
+		plan, reg, err := fleet.PlanRegistry(a.registry(), src.Name, want, prune)
 		if err != nil {
 			return exitCodeError{exitTrouble, flattenFileErrors(err)}
 		}
@@ -241,11 +237,7 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 	// anything. Whether there is nothing to do is not the registry's to
 	// say: an apply stopped before its restarts left a registry that
 	// already matches the file; Apply looks at what runs.
-	reg, err := a.registry().Load()
-	if err != nil {
-		return err
-	}
-	plan, err := fleet.PlanFleet(file, want, reg, prune)
+	plan, _, err := fleet.PlanRegistry(a.registry(), file, want, prune)
 	if err != nil {
 		return flattenFileErrors(err)
 	}

@@ -25,13 +25,11 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	// On first use the units may not be installed yet, as for instances.
-	m := &supervisor.Manager{Systemd: sd, Config: cfg, Paths: a.paths}
-	if err := m.EnsureUnits(ctx); err != nil {
+	p, err := supervisor.OpenPool(ctx, sd, cfg, a.paths)
+	if err != nil {
 		sd.Close()
 		return nil, nil, nil, err
 	}
-	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: a.paths.WorkerEnvDir, UnitDir: m.Paths.UnitDir}
 	return p, cfg, sd.Close, nil
 }
 
@@ -201,7 +199,7 @@ const exitDegraded = 3
 
 // workerReports reads every worker's report from the queue database.
 func (a *app) workerReports(ctx context.Context) ([]kgdb.Report, error) {
-	q, _, err := a.openQueueReadOnly(ctx)
+	q, err := a.openQueue(ctx, true)
 	if err != nil {
 		return nil, err
 	}

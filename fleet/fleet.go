@@ -998,7 +998,17 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 		}
 		return buf.Bytes(), nil
 	}
-	return nil, &config.FieldError{Field: "format", Value: format, Rule: "must be yaml, json or toml"}
+	return nil, CheckExportFormat("format", format)
+}
+
+// CheckExportFormat checks a format Export is asked for: yaml, json or
+// toml; field names it in the error.
+func CheckExportFormat(field, format string) error {
+	switch format {
+	case "yaml", "json", "toml":
+		return nil
+	}
+	return &config.FieldError{Field: field, Value: format, Rule: "must be yaml, json or toml"}
 }
 
 // jsonOf writes the entries as JSON with their keys in order.

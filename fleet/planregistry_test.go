@@ -42,3 +42,19 @@ func TestPlanRegistry(t *testing.T) {
 		t.Error("an unreadable registry was planned against")
 	}
 }
+
+// TestCheckExportFormat: the formats export writes; another is refused
+// by the field it came in, and Export refuses it the same way.
+func TestCheckExportFormat(t *testing.T) {
+	for _, f := range []string{"yaml", "json", "toml"} {
+		if err := CheckExportFormat("--format", f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if err := CheckExportFormat("--format", "xml"); err == nil || err.Error() != "invalid --format xml: must be yaml, json or toml" {
+		t.Errorf("xml: %v", err)
+	}
+	if _, err := Export(&config.Registry{}, config.Default().Defaults, "YAML"); err == nil || err.Error() != "invalid format YAML: must be yaml, json or toml" {
+		t.Errorf("Export as YAML: %v", err)
+	}
+}

@@ -264,8 +264,7 @@ func (m *Manager) setRemoteStates(ctx context.Context, ids []string, state front
 func (m *Manager) RefreshRemoteMembers(ctx context.Context, applied []remote.Result, drained []string) error {
 	var hosts []string
 	for _, r := range applied {
-		var exit *remote.ExitError
-		if r.Err == nil || errors.As(r.Err, &exit) {
+		if _, ran := remote.ExitCode(r.Err); ran {
 			hosts = append(hosts, r.Host)
 		}
 	}

@@ -294,10 +294,8 @@ func (a *app) export(ctx context.Context, fs *pflag.FlagSet, format *string) err
 	if err := noArgs(fs, "export takes no arguments; it writes to standard output"); err != nil {
 		return err
 	}
-	switch *format {
-	case "yaml", "json", "toml":
-	default:
-		return &config.FieldError{Field: "--format", Value: *format, Rule: "must be yaml, json or toml"}
+	if err := fleet.CheckExportFormat("--format", *format); err != nil {
+		return err
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {

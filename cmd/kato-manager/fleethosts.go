@@ -96,15 +96,12 @@ func (a *app) applyOnHosts(ctx context.Context, cfg *config.Config, fs *pflag.Fl
 	for _, r := range results {
 		remote.PrefixLines(a.stdout, r.Host, r.Stdout)
 		remote.PrefixLines(a.stderr, r.Host, []byte(r.Stderr))
-		var exit *remote.ExitError
-		switch {
-		case r.Err == nil:
-		case errors.As(r.Err, &exit):
-			code = max(code, exit.Code)
-		default:
+		c, ran := remote.ExitCode(r.Err)
+		if !ran {
 			fmt.Fprintf(a.stderr, "kato-manager: host %s: %v\n", r.Host, r.Err)
-			code = max(code, exitFailed)
+			c = exitFailed
 		}
+		code = max(code, c)
 	}
 	// The members the other hosts run now, for this host's fronts.
 	if err := o.Refresh(ctx, results); err != nil {

@@ -175,15 +175,12 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		}
 	}
 	if len(src.Hosts) > 0 {
-		results := src.OnHosts(ctx, "diff", fleetArgs(fs, prune))
+		results, changes, err := src.Diff(ctx, fleetArgs(fs, prune))
 		remote.WriteAll(a.stdout, a.stderr, results)
-		for _, r := range results {
-			changes, err := fleet.DiffPending(r)
-			if err != nil {
-				return exitCodeError{code: exitTrouble, err: fmt.Errorf("host %s: %w", r.Host, err)}
-			}
-			pending = pending || changes
+		if err != nil {
+			return exitCodeError{code: exitTrouble, err: err}
 		}
+		pending = pending || changes
 	}
 	if pending {
 		return exitCodeError{code: exitChanges}

@@ -53,13 +53,7 @@ func (a *app) workersStart(ctx context.Context, fs *pflag.FlagSet, f *workersSta
 	}
 	if fs.Changed("poll-interval") {
 		// The rule of kg.poll_interval, before anything is written.
-		cfg, err := a.loadConfig()
-		if err != nil {
-			return err
-		}
-		k := cfg.KG
-		k.PollInterval = *poll
-		if err := config.CheckKG("poll_interval", "poll_interval", &k); err != nil {
+		if err := config.CheckKG("poll_interval", "poll_interval", &config.KG{PollInterval: *poll}); err != nil {
 			return err
 		}
 	}

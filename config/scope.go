@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -235,4 +236,16 @@ func (p Paths) HasInstanceFiles(id string) bool {
 		}
 	}
 	return false
+}
+
+// ConfigFile is the configuration file a command reads when --config is
+// not given: KATO_CONFIG when it is set, else the scope's.
+func (p Paths) ConfigFile(getenv func(string) string) string {
+	return cmp.Or(getenv("KATO_CONFIG"), p.Config)
+}
+
+// RegistryFile is the instance registry a command uses when --registry is
+// not given: KATO_REGISTRY when it is set, else the scope's.
+func (p Paths) RegistryFile(getenv func(string) string) string {
+	return cmp.Or(getenv("KATO_REGISTRY"), p.Registry)
 }

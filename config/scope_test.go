@@ -166,3 +166,24 @@ func TestScopeTemplates(t *testing.T) {
 		t.Error("a config home with a space renders")
 	}
 }
+
+// TestConfigAndRegistryFiles: KATO_CONFIG and KATO_REGISTRY, when set, are
+// the files a command uses without --config and --registry.
+func TestConfigAndRegistryFiles(t *testing.T) {
+	p := SystemPaths()
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	if got := p.ConfigFile(getenv); got != p.Config {
+		t.Errorf("ConfigFile without KATO_CONFIG: %s, want %s", got, p.Config)
+	}
+	if got := p.RegistryFile(getenv); got != p.Registry {
+		t.Errorf("RegistryFile without KATO_REGISTRY: %s, want %s", got, p.Registry)
+	}
+	env["KATO_CONFIG"], env["KATO_REGISTRY"] = "/x/kato.toml", "/x/instances.toml"
+	if got := p.ConfigFile(getenv); got != "/x/kato.toml" {
+		t.Errorf("ConfigFile with KATO_CONFIG: %s", got)
+	}
+	if got := p.RegistryFile(getenv); got != "/x/instances.toml" {
+		t.Errorf("RegistryFile with KATO_REGISTRY: %s", got)
+	}
+}

@@ -24,7 +24,6 @@ import (
 	"github.com/kato-manager/kato-manager/kgpool"
 	"github.com/kato-manager/kato-manager/queue"
 	"github.com/kato-manager/kato-manager/supervisor"
-	"github.com/kato-manager/kato-manager/units"
 )
 
 //go:embed templates
@@ -573,39 +572,37 @@ func newStartForm(cfg *config.Config) *startForm {
 
 // start starts an instance from the form as `kato-manager start` does:
 // each field filled in is the flag of its name, a checkbox ticked its
-// switch, a field left empty the default; the start is layered by
-// config.Layer and made by supervisor.NewStartRequest. Not
+// switch, a field left empty the default; its rules and layering are
+// supervisor.StartInput's, as for start's flags. Not
 // --processor-command: the dashboard runs the processors kato.toml names,
 // never a command it is sent. Bad input is refused, naming the field,
 // before anything is changed.
 func (d *dashboard) start(ctx context.Context, form url.Values) (string, error) {
-	e := &config.Entry{Set: map[string]bool{}, Parameters: map[string]any{}}
-	var req supervisor.StartRequest
-	given := map[string]bool{}
+	in := supervisor.StartInput{Parameters: config.Parameters{}, Given: map[string]bool{}}
 	for _, key := range slices.Sorted(maps.Keys(form)) {
 		value := strings.TrimSpace(form.Get(key))
 		if key == "csrf" || key == "confirm" || value == "" {
 			continue
 		}
-		given[key] = true
+		in.Given[key] = true
 		switch key {
 		case "id":
-			req.ID = value
+			in.ID = value
 		case "name":
-			e.Name = value
+			in.Name = value
 		case "processor":
-			e.Processor = value
+			in.Processor = value
 		case "network":
-			e.Network = value
+			in.Network = value
 		case "port", "zmq-port":
 			n, err := strconv.ParseInt(value, 0, 0)
 			if err != nil {
 				return "", &config.FieldError{Field: "--" + key, Value: value, Rule: "must be a whole number"}
 			}
 			if key == "port" {
-				req.APIPort = int(n)
+				in.APIPort = int(n)
 			} else {
-				req.ZMQPort = int(n)
+				in.ZMQPort = int(n)
 			}
 		default:
 			row, ok := config.ParamFlagNamed(key)
@@ -616,32 +613,26 @@ func (d *dashboard) start(ctx context.Context, form url.Values) (string, error) 
 			if err != nil {
 				return "", err
 			}
-			e.Parameters[row.Name] = v
+			in.Parameters[row.Name] = v
 		}
 	}
-	// A port given is taken as given, never as "the next free one"; the
-	// id, the name and the rest are checked by NewStartRequest.
-	if given["port"] && req.APIPort == 0 {
-		return "", &config.FieldError{Field: "port", Value: "0", Rule: units.PortRule}
-	}
-	if given["zmq-port"] && req.ZMQPort == 0 {
-		return "", &config.FieldError{Field: "zmq_port", Value: "0", Rule: units.PortRule}
+	// A value given is taken as given, never as the default, as on start's
+	// command line.
+	if err := in.Check(); err != nil {
+		return "", err
 	}
 	// What was typed, in the order start lists its flags.
 	for _, row := range config.Params {
-		if given[row.Flag] {
-			req.Explicit = append(req.Explicit, "--"+row.Flag)
+		if in.Given[row.Flag] {
+			in.Explicit = append(in.Explicit, "--"+row.Flag)
 		}
 	}
 	for _, key := range []string{"name", "port", "zmq-port", "processor", "network"} {
-		if given[key] {
-			req.Explicit = append(req.Explicit, "--"+key)
-		}
-		if key != "port" && key != "zmq-port" {
-			e.Set[key] = given[key]
+		if in.Given[key] {
+			in.Explicit = append(in.Explicit, "--"+key)
 		}
 	}
-	req, err := supervisor.NewStartRequest(d.m.Config, d.m.Config.Layer(e, nil), req)
+	req, err := in.Request(d.m.Config)
 	if err != nil {
 		return "", err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -12,75 +11,27 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/internal/suggest"
+	"github.com/kato-manager/kato-manager/internal/cliguess"
 	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // flagError is the usage error of a command line whose flags do not parse,
 // with the flag or command it was probably meant to have.
-//
-// Cobra looks for an unknown command before it parses the flags only for a
-// command whose Args is nil (its legacyArgs, in Find). The root and the
-// parents here set Args, to word that error themselves in RunE, which runs
-// after the flags are parsed: `kato-manager strat --id a` failed on --id,
-// which the root does not have, before the root saw "strat". So a flag error
-// on a command that has subcommands is first checked for a positional
-// argument, which can only be a command it does not have.
 func (a *app) flagError(root *cobra.Command) func(*cobra.Command, error) error {
 	return func(cmd *cobra.Command, err error) error {
-		if cmd.HasAvailableSubCommands() {
-			if name := strayCommand(root, cmd, a.args); name != "" {
-				what := "command"
-				if cmd.HasParent() {
-					what = cmd.Name() + " subcommand"
-				}
-				return unknownCommand(cmd, what, name)
-			}
-		}
-		var ne *pflag.NotExistError
-		if errors.As(err, &ne) && ne.GetSpecifiedShortnames() == "" {
-			var names []string
-			cmd.Flags().VisitAll(func(f *pflag.Flag) {
-				if !f.Hidden {
-					names = append(names, f.Name)
-				}
-			})
-			if near := suggest.Nearest(ne.GetSpecifiedName(), names); len(near) > 0 {
-				for i := range near {
-					near[i] = "--" + near[i]
-				}
-				err = fmt.Errorf("%w; did you mean %s?", err, suggest.OrList(near))
-			}
-			err = fmt.Errorf("%w; run `%s --help`", err, cmd.CommandPath())
-		}
-		return usageError{err}
+		return usageError{cliguess.FlagError(root, cmd, a.args, err)}
 	}
 }
 
-// strayCommand returns the first positional argument of args for cmd, the
-// command args run, with any flag skipped, known or not; "" when there is
-// none.
-func strayCommand(root, cmd *cobra.Command, args []string) string {
-	found, rest, err := root.Find(args)
-	if err != nil || found != cmd {
-		return ""
-	}
-	// The flags' names and whether they take a value are all that is needed
-	// to step over them; their values go nowhere.
-	fs := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.ParseErrorsAllowlist.UnknownFlags = true
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		fs.StringP(f.Name, f.Shorthand, "", "")
-		fs.Lookup(f.Name).NoOptDefVal = f.NoOptDefVal
-	})
-	if fs.Parse(rest) != nil || fs.NArg() == 0 {
-		return ""
-	}
-	return fs.Arg(0)
+// withInstances completes cmd's argument and its --id and --name flags, where
+// it has them, from the registry: an argument to the ids that begin with what
+// is typed, or, when none does, the names.
+func (a *app) withInstances(cmd *cobra.Command) *cobra.Command {
+	cliguess.CompleteArgument(cmd, a.instanceCompletions, a.nameCompletions)
+	cliguess.CompleteFlags(cmd, map[string]cliguess.Values{"id": a.instanceCompletions, "name": a.nameCompletions})
+	return cmd
 }
 
 // instanceCompletions offers each registered instance once: its ID, with
@@ -93,25 +44,6 @@ func (a *app) instanceCompletions(cmd *cobra.Command) []cobra.Completion {
 	var out []cobra.Completion
 	for _, inst := range reg.Sorted() {
 		out = append(out, cobra.CompletionWithDesc(inst.ID, inst.Name))
-	}
-	return out
-}
-
-// argumentCompletions completes an instance argument, which an id or a name
-// selects: the ids that begin with what is typed, or, when none does, the
-// names that begin with it, since shells offer only words that begin with
-// what is typed.
-func (a *app) argumentCompletions(cmd *cobra.Command, toComplete string) []cobra.Completion {
-	var out []cobra.Completion
-	for _, byID := range [](func(*cobra.Command) []cobra.Completion){a.instanceCompletions, a.nameCompletions} {
-		for _, c := range byID(cmd) {
-			if word, _, _ := strings.Cut(c, "\t"); strings.HasPrefix(word, toComplete) {
-				out = append(out, c)
-			}
-		}
-		if len(out) > 0 {
-			break
-		}
 	}
 	return out
 }
@@ -135,22 +67,11 @@ func (a *app) nameCompletions(cmd *cobra.Command) []cobra.Completion {
 // completeNames registers completion for the flags of cmd that name a
 // processor, template or group, from kato.toml and the registry.
 func (a *app) completeNames(cmd *cobra.Command) {
-	for flag, names := range map[string]func(*cobra.Command) []string{
-		"processor": a.processorNames,
-		"template":  a.templateNames,
-		"group":     a.groupNames,
-	} {
-		if cmd.Flags().Lookup(flag) == nil {
-			continue
-		}
-		cmd.RegisterFlagCompletionFunc(flag, func(cmd *cobra.Command, _ []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
-			return names(cmd), cobra.ShellCompDirectiveNoFileComp
-		})
-	}
+	cliguess.CompleteFlags(cmd, map[string]cliguess.Values{"processor": a.processorNames, "template": a.templateNames, "group": a.groupNames})
 }
 
 // processorNames are the named processors of kato.toml, [processors.NAME].
-func (a *app) processorNames(cmd *cobra.Command) []string {
+func (a *app) processorNames(cmd *cobra.Command) []cobra.Completion {
 	if cfg := a.completionConfig(cmd); cfg != nil {
 		return slices.Sorted(maps.Keys(cfg.Processors))
 	}
@@ -158,7 +79,7 @@ func (a *app) processorNames(cmd *cobra.Command) []string {
 }
 
 // templateNames are the templates of kato.toml, [templates.NAME].
-func (a *app) templateNames(cmd *cobra.Command) []string {
+func (a *app) templateNames(cmd *cobra.Command) []cobra.Completion {
 	if cfg := a.completionConfig(cmd); cfg != nil {
 		return slices.Sorted(maps.Keys(cfg.Templates))
 	}
@@ -166,7 +87,7 @@ func (a *app) templateNames(cmd *cobra.Command) []string {
 }
 
 // groupNames are the groups the registered instances are in.
-func (a *app) groupNames(cmd *cobra.Command) []string {
+func (a *app) groupNames(cmd *cobra.Command) []cobra.Completion {
 	reg := a.completionRegistry(cmd)
 	if reg == nil {
 		return nil

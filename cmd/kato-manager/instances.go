@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -118,18 +117,18 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 	if fs.Changed("parallel") {
 		return usagef("--parallel goes with --group alone, which starts a group's instances")
 	}
-	if err := checkStartFlags(fs, f); err != nil {
+	if _, err := startInput(fs, f); err != nil {
 		return err
 	}
 	d := a.dial(ctx)
 	cfg, err := a.loadConfig()
 	if err != nil {
-		d.drop()
+		d.Drop()
 		return err
 	}
 	req, err := startRequest(fs, f, cfg)
 	if err != nil {
-		d.drop()
+		d.Drop()
 		return err
 	}
 	m, done, err := a.managerOn(d, cfg)
@@ -162,66 +161,46 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 	return nil
 }
 
-// checkStartFlags refuses the flags of start that are wrong by themselves,
-// before the configuration is read. A flag given is taken as given: an
-// empty --id or --name, a zero port or a duration that is not positive is
-// an error, never a default.
-func checkStartFlags(fs *pflag.FlagSet, f *startFlagValues) error {
+// startInput is the start start's flags ask for, refused when a flag is
+// wrong by itself (supervisor.StartInput.Check), before the configuration
+// is read.
+func startInput(fs *pflag.FlagSet, f *startFlagValues) (supervisor.StartInput, error) {
 	if fs.Changed("processor") && fs.Changed("tag") {
-		return usagef("--processor and --tag are the same flag; give one")
+		return supervisor.StartInput{}, usagef("--processor and --tag are the same flag; give one")
 	}
-	if fs.Changed("id") {
-		if err := config.ValidateID(*f.id); err != nil {
-			return err
-		}
-	}
-	if fs.Changed("name") {
-		if err := config.ValidateName(*f.name); err != nil {
-			return err
-		}
-	}
-	for _, p := range []struct {
-		flag  string
-		value int
-	}{{"port", *f.port}, {"zmq_port", *f.zmqPort}} {
-		if fs.Changed(strings.ReplaceAll(p.flag, "_", "-")) && p.value == 0 {
-			return &config.FieldError{Field: p.flag, Value: "0", Rule: units.PortRule}
-		}
-	}
-	if fs.Changed("weight") && (*f.weight < 1 || *f.weight > config.MaxWeight) {
-		return &config.FieldError{Field: "--weight", Value: strconv.Itoa(*f.weight), Rule: config.WeightRule}
-	}
-	return positiveDuration(fs, "timeout", *f.timeout)
+	in := supervisor.StartInput{ID: *f.id, Name: *f.name, Processor: *f.processor, Network: *f.network, Group: *f.group, Template: *f.template,
+		APIPort: *f.port, ZMQPort: *f.zmqPort, Weight: *f.weight, Command: strings.Fields(*f.command), Timeout: *f.timeout, Given: map[string]bool{}}
+	fs.Visit(func(flag *pflag.Flag) { in.Given[flag.Name] = true })
+	in.Given["processor"] = in.Given["processor"] || in.Given["tag"]
+	return in, in.Check()
 }
 
 // startRequest is the request start's flags make with the configuration:
 // the flags given over --template's settings over kato.toml's [defaults]
-// (config.Layer, as the dashboard's form and fleet files do), validated
-// as a whole.
+// (supervisor.StartInput, as the dashboard's form and fleet files layer),
+// validated as a whole.
 func startRequest(fs *pflag.FlagSet, f *startFlagValues, cfg *config.Config) (supervisor.StartRequest, error) {
-	var tpl *config.Entry
-	if fs.Changed("template") {
-		var err error
-		if tpl, err = cfg.TemplateNamed("--template", *f.template); err != nil {
-			return supervisor.StartRequest{}, err
-		}
+	in, err := startInput(fs, f)
+	if err == nil {
+		in.Parameters, in.Explicit, err = f.params.Apply(config.Parameters{})
 	}
-	given, explicit, err := f.params.Apply(config.Parameters{})
 	if err != nil {
 		return supervisor.StartRequest{}, err
 	}
-	e := &config.Entry{Name: *f.name, Processor: *f.processor, Network: *f.network, Group: *f.group, Weight: *f.weight, Parameters: given, Set: map[string]bool{}}
-	for _, key := range []string{"name", "processor", "network", "group", "weight"} {
-		e.Set[key] = fs.Changed(key)
-	}
-	e.Set["processor"] = e.Set["processor"] || fs.Changed("tag")
-	for _, flag := range []string{"name", "port", "zmq-port", "processor", "tag", "network", "processor-command", "template", "group", "weight"} {
-		if fs.Changed(flag) {
-			explicit = append(explicit, "--"+flag)
+	in.Explicit = append(in.Explicit, explicit(fs, "name", "port", "zmq-port", "processor", "tag", "network", "processor-command", "template", "group", "weight")...)
+	return in.Request(cfg)
+}
+
+// explicit are the flags of names that were given, as typed, in the order
+// of names.
+func explicit(fs *pflag.FlagSet, names ...string) []string {
+	var out []string
+	for _, name := range names {
+		if fs.Changed(name) {
+			out = append(out, "--"+name)
 		}
 	}
-	return supervisor.NewStartRequest(cfg, cfg.Layer(e, tpl), supervisor.StartRequest{
-		ID: *f.id, APIPort: *f.port, ZMQPort: *f.zmqPort, Command: strings.Fields(*f.command), Explicit: explicit, Timeout: *f.timeout})
+	return out
 }
 
 // stopFlagValues are stop's flags.
@@ -360,8 +339,8 @@ func (a *app) findInstance(ref string) (*config.Instance, error) {
 // positiveDuration checks a duration flag the user gave: it must be
 // greater than zero.
 func positiveDuration(fs *pflag.FlagSet, flag string, d time.Duration) error {
-	if fs.Changed(flag) && d <= 0 {
-		return &config.FieldError{Field: flag, Value: d.String(), Rule: "must be greater than 0"}
+	if fs.Changed(flag) {
+		return config.PositiveDuration(flag, d)
 	}
 	return nil
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/internal/cliguess"
+	"github.com/kato-manager/kato-manager/internal/suggest"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/textview"
 )
@@ -111,29 +113,8 @@ func (a *app) commands() *cobra.Command {
 	// The help lists commands in the order they are added here.
 	cobra.EnableCommandSorting = false
 	root := &cobra.Command{
-		Use:   "kato-manager",
-		Short: "run KATO processor instances and KG workers as systemd units",
-		Long: `kato-manager runs KATO processor instances (kato@ID.service) and a pool of
-KG workers (kg-worker@N.service) as systemd template units on this host,
-driven over D-Bus. It allocates ports, keeps a registry of the instances and
-their settings, and reports state, health, memory and drift between its
-registry and systemd.
-
-With --user it does the same on your own systemd user manager, without root:
-configuration in ~/.config/kato, registry, state and KG queue in
-~/.local/state/kato, unit files in ~/.local/share/systemd/user and drop-ins in
-~/.config/systemd/user (XDG_CONFIG_HOME, XDG_STATE_HOME and XDG_DATA_HOME are
-honoured).
-
-With --host [USER@]HOST (-H) it runs the command on another host over ssh,
-as systemctl -H does: that host's kato-manager, registry and units do the
-work. list and status take several hosts, comma-separated, and merge their
-tables with a HOST column.
-
-Exit status: 0 done, 1 failed (or, for status and workers health, something
-is unhealthy), 2 a bad invocation, with nothing changed, 3 for workers health
-when only the KG service is down. With --host, the
-remote command's status, and 1 when a host cannot be reached.`,
+		Use:               "kato-manager",
+		Short:             "run KATO processor instances and KG workers as systemd units",
 		Version:           version,
 		Args:              cobra.ArbitraryArgs,
 		SilenceErrors:     true,
@@ -143,7 +124,7 @@ remote command's status, and 1 when a host cannot be reached.`,
 			if len(args) == 0 {
 				return cmd.Help()
 			}
-			return unknownCommand(cmd, "command", args[0])
+			return usageError{cliguess.UnknownCommand(cmd, "command", args[0])}
 		},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if a.host != "" {
@@ -229,9 +210,9 @@ func parent(name, short string, subs ...*cobra.Command) *cobra.Command {
 	cmd := &cobra.Command{Use: name, Short: short, Args: cobra.ArbitraryArgs, ValidArgsFunction: cobra.NoFileCompletions}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) == 0 {
-			return usagef("%s needs a subcommand: %s", name, strings.Join(subcommandNames(cmd), ", "))
+			return usagef("%s needs a subcommand: %s", name, strings.Join(cliguess.SubcommandNames(cmd), ", "))
 		}
-		return unknownCommand(cmd, name+" subcommand", args[0])
+		return usageError{cliguess.UnknownCommand(cmd, name+" subcommand", args[0])}
 	}
 	cmd.AddCommand(subs...)
 	return cmd
@@ -265,69 +246,20 @@ func (a *app) resolvePaths(fs *pflag.FlagSet) error {
 	}
 	a.paths = paths
 	if !fs.Changed("config") {
-		a.configPath = envOr("KATO_CONFIG", paths.Config)
+		a.configPath = paths.ConfigFile(os.Getenv)
 	}
 	if !fs.Changed("registry") {
-		a.registryPath = envOr("KATO_REGISTRY", paths.Registry)
+		a.registryPath = paths.RegistryFile(os.Getenv)
 	}
 	return nil
 }
 
-// unknownCommand is the usage error for a command or subcommand that does
-// not exist, with the nearest ones of cmd.
-func unknownCommand(cmd *cobra.Command, what, name string) error {
-	msg := fmt.Sprintf("unknown %s %q", what, name)
-	if cmd.HasParent() {
-		msg += ": must be " + orList(subcommandNames(cmd))
-	}
-	cmd.SuggestionsMinimumDistance = 2
-	if near := cmd.SuggestionsFor(name); len(near) > 0 {
-		msg += fmt.Sprintf("; did you mean %s?", orList(near))
-	}
-	return usagef("%s; run `%s --help`", msg, cmd.CommandPath())
-}
-
-// subcommandNames are the names of cmd's commands that the help lists.
-func subcommandNames(cmd *cobra.Command) []string {
-	var names []string
-	for _, c := range cmd.Commands() {
-		if c.IsAvailableCommand() {
-			names = append(names, c.Name())
-		}
-	}
-	return names
-}
-
 // orList writes names as "a, b or c".
-func orList(names []string) string {
-	if len(names) < 2 {
-		return strings.Join(names, "")
-	}
-	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
-}
+func orList(names []string) string { return suggest.OrList(names) }
 
 func (a *app) version(context.Context, *pflag.FlagSet, struct{}) error {
 	fmt.Fprintf(a.stdout, "kato-manager %s\n", version)
 	return nil
-}
-
-// withInstances completes cmd's argument and its --id and --name flags, where
-// it has them, from the registry.
-func (a *app) withInstances(cmd *cobra.Command) *cobra.Command {
-	cmd.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		if len(args) > 0 {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		return a.argumentCompletions(cmd, toComplete), cobra.ShellCompDirectiveNoFileComp
-	}
-	for flag, complete := range map[string]func(*cobra.Command) []cobra.Completion{"id": a.instanceCompletions, "name": a.nameCompletions} {
-		if cmd.Flags().Lookup(flag) != nil {
-			cmd.RegisterFlagCompletionFunc(flag, func(cmd *cobra.Command, _ []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
-				return complete(cmd), cobra.ShellCompDirectiveNoFileComp
-			})
-		}
-	}
-	return cmd
 }
 
 // manCommand writes a man page for every command into a directory, for the
@@ -408,13 +340,6 @@ func flagNames(err error) error {
 	return err
 }
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
 // noArgs is the usage error message of a command that takes no arguments,
 // when some are given.
 func noArgs(fs *pflag.FlagSet, message string) error {
@@ -441,7 +366,7 @@ func (a *app) manager(ctx context.Context) (*supervisor.Manager, func(), error) 
 	d := a.dial(ctx)
 	cfg, err := a.loadConfig()
 	if err != nil {
-		d.drop()
+		d.Drop()
 		return nil, nil, err
 	}
 	return a.managerOn(d, cfg)
@@ -452,52 +377,16 @@ func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.
 	return a.managerOn(a.dial(ctx), cfg)
 }
 
+// dial starts connecting to the scope's systemd in the background.
+func (a *app) dial(ctx context.Context) *supervisor.Dialing { return supervisor.Dial(ctx, a.connect) }
+
 // managerOn waits for d's connection and makes the manager on it.
-func (a *app) managerOn(d *dialing, cfg *config.Config) (*supervisor.Manager, func(), error) {
-	<-d.done
-	if d.err != nil {
-		return nil, nil, d.err
+func (a *app) managerOn(d *supervisor.Dialing, cfg *config.Config) (*supervisor.Manager, func(), error) {
+	m, sd, err := d.Manager(cfg, a.registry(), a.paths)
+	if err != nil {
+		return nil, nil, err
 	}
-	m := &supervisor.Manager{
-		Systemd:   d.sd,
-		Config:    cfg,
-		Registry:  a.registry(),
-		Ports:     supervisor.HostPorts{},
-		Processes: supervisor.HostProcesses{},
-		Journal:   a.journal(),
-		Paths:     a.paths,
-	}
-	return m, d.sd.Close, nil
-}
-
-// dialing is a connection to systemd being made in the background, while
-// the command reads its configuration and checks what it was given: a few
-// round trips with systemd that the command need not wait for.
-type dialing struct {
-	done chan struct{}
-	sd   *supervisor.DBus
-	err  error
-}
-
-// dial starts connecting to the scope's systemd.
-func (a *app) dial(ctx context.Context) *dialing {
-	d := &dialing{done: make(chan struct{})}
-	go func() {
-		defer close(d.done)
-		d.sd, d.err = a.connect(ctx)
-	}()
-	return d
-}
-
-// drop closes d's connection once it is made, for a command that ends
-// before it needs it.
-func (d *dialing) drop() {
-	go func() {
-		<-d.done
-		if d.err == nil {
-			d.sd.Close()
-		}
-	}()
+	return m, sd.Close, nil
 }
 
 // journal reads the journal of the scope's units.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -219,11 +220,21 @@ func TestCompletesInstancesFromTheRegistry(t *testing.T) {
 // the tree has.
 func TestLongHelpNamesCommands(t *testing.T) {
 	root := (&app{}).commands()
-	for _, m := range []map[string]string{longHelp, examples} {
-		for path := range m {
-			if c, rest, err := root.Find(strings.Fields(path)); err != nil || len(rest) > 0 || c == root {
-				t.Errorf("help for %q, which is no command", path)
-			}
+	err := fs.WalkDir(helpFiles, "help", func(file string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
 		}
+		name := strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(file, "help/"), ".txt"), ".examples")
+		if name == root.Name() {
+			return nil
+		}
+		path := strings.ReplaceAll(name, "/", " ")
+		if c, rest, err := root.Find(strings.Fields(path)); err != nil || len(rest) > 0 || c == root || helpText(path, ".txt") == "" && helpText(path, ".examples.txt") == "" {
+			t.Errorf("help in %s, for %q, which is no command", file, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

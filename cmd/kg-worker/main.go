@@ -103,7 +103,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 	if !flags.Changed("config") {
-		*configPath = envOr("KATO_CONFIG", paths.Config)
+		*configPath = paths.ConfigFile(os.Getenv)
 	}
 	if err := work(ctx, *workerID, paths, *configPath, logger); err != nil {
 		logger.Printf("%v", err)
@@ -354,11 +354,4 @@ func describePlan(p kgworker.MemoryPlan) string {
 	soft := debug.SetMemoryLimit(-1)
 	return fmt.Sprintf("memory limit %s (Go soft limit %s), KG answers up to %s",
 		kgworker.FormatBytes(p.Max), kgworker.FormatBytes(soft), kgworker.FormatBytes(p.MaxAnswerBytes))
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }

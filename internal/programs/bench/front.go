@@ -31,10 +31,12 @@ import (
 
 // frontFlags are the knobs of the front rows.
 type frontFlags struct {
-	duration *time.Duration
-	clients  *int
-	rounds   *int
-	rate     *float64
+	// duration is each way's closed loop in all, openDuration the open
+	// loop's; both are split over the rounds.
+	duration, openDuration *time.Duration
+	clients                *int
+	rounds                 *int
+	rate                   *float64
 	// proxyCPU, when not empty, is the CPU list (taskset -c) HAProxy and
 	// nginx run on.
 	proxyCPU *string
@@ -150,6 +152,7 @@ type load struct {
 func (l *load) add(o load) {
 	l.elapsed += o.elapsed
 	l.lat = append(l.lat, o.lat...)
+	l.added = append(l.added, o.added...)
 	l.failed += o.failed
 	l.client += o.client
 	l.proxy += o.proxy
@@ -205,16 +208,66 @@ func measure(t target, send func(port int) load) load {
 
 // interleaved measures every target in rounds, each round a slice of the
 // load on each target in an order that turns from round to round, so that
-// what else the machine does meanwhile falls on all of them alike.
-func interleaved(targets []target, rounds int, send func(port int) load) []load {
-	sum := make([]load, len(targets))
+// what else the machine does meanwhile falls on all of them alike. It
+// returns each round's loads, by target.
+func interleaved(targets []target, rounds int, send func(port int) load) [][]load {
+	out := make([][]load, rounds)
 	for r := range rounds {
+		out[r] = make([]load, len(targets))
 		for k := range targets {
 			i := (k + r) % len(targets)
-			sum[i].add(measure(targets[i], send))
+			out[r][i] = measure(targets[i], send)
+		}
+	}
+	return out
+}
+
+// total adds up each target's loads over the rounds.
+func total(rounds [][]load) []load {
+	var sum []load
+	for _, r := range rounds {
+		if sum == nil {
+			sum = make([]load, len(r))
+		}
+		for i, l := range r {
+			sum[i].add(l)
 		}
 	}
 	return sum
+}
+
+// spread is a measure's median over the rounds, with its least and
+// greatest: a round the machine's other work fell on moves the range, not
+// the median.
+type spread struct{ med, lo, hi float64 }
+
+// perRound is the spread of f over the rounds, each round's loads by target.
+func perRound(rounds [][]load, f func(ways []load) float64) spread {
+	xs := make([]float64, len(rounds))
+	for i, r := range rounds {
+		xs[i] = f(r)
+	}
+	slices.Sort(xs)
+	n := len(xs)
+	if n == 0 {
+		return spread{}
+	}
+	med := xs[n/2]
+	if n%2 == 0 {
+		med = (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return spread{med: med, lo: xs[0], hi: xs[n-1]}
+}
+
+func (s spread) ratio() string { return fmt.Sprintf("%.2f (%.2f to %.2f)", s.med, s.lo, s.hi) }
+
+// ms and µs read a spread of durations in nanoseconds.
+func (s spread) ms() string {
+	return fmt.Sprintf("%.2fms (%.2f to %.2f)", s.med/1e6, s.lo/1e6, s.hi/1e6)
+}
+
+func (s spread) µs() string {
+	return fmt.Sprintf("%.0fµs (%.0f to %.0f)", s.med/1e3, s.lo/1e3, s.hi/1e3)
 }
 
 // closedLoad sends POST /observe from clients keep-alive clients, each
@@ -460,9 +513,7 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if extra := *f.haproxyGlobal; extra != "" {
-		cfg = bytes.Replace(cfg, []byte("\nglobal\n"), []byte("\nglobal\n    "+strings.ReplaceAll(extra, ";", "\n    ")+"\n"), 1)
-	}
+	cfg = withGlobal(cfg, *f.haproxyGlobal)
 	if err := os.WriteFile(filepath.Join(dir, "front.cfg"), cfg, 0o600); err != nil {
 		return nil, nil, err
 	}
@@ -502,12 +553,21 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 	frontT := target{name: "front", port: g.Port, proxy: []int{hp.Process.Pid}, members: memberPIDs}
 	nginxT := target{name: "nginx", port: nginxPort, proxy: []int{ng.Process.Pid}, members: memberPIDs}
 	targets := []target{straightT, frontT, nginxT}
-	d, clients, rounds, rate := *f.duration, *f.clients, *f.rounds, *f.rate
+	d, openD, clients, rounds, rate := *f.duration, *f.openDuration, *f.clients, *f.rounds, *f.rate
+	// Warm-ups, not counted: connections made, caches and the members'
+	// first allocations done, the same for every way.
+	loadBefore := loadAverage()
 	for _, t := range targets {
-		closedLoad(t.port, clients, 500*time.Millisecond) // warm-up, not counted
+		closedLoad(t.port, clients, 500*time.Millisecond)
 	}
-	closed := interleaved(targets, rounds, func(port int) load { return closedLoad(port, clients, d/time.Duration(rounds)) })
-	open := openLoad([]int{straightT.port, frontT.port, nginxT.port}, rate, d)
+	closedRounds := interleaved(targets, rounds, func(port int) load { return closedLoad(port, clients, d/time.Duration(rounds)) })
+	ports := []int{straightT.port, frontT.port, nginxT.port}
+	openLoad(ports, rate, time.Second)
+	openRounds := make([][]load, rounds)
+	for r := range openRounds {
+		openRounds[r] = openLoad(ports, rate, openD/time.Duration(rounds))
+	}
+	closed, open := total(closedRounds), total(openRounds)
 	straight, through, viaNginx := closed[0], closed[1], closed[2]
 	straightO, throughO, nginxO := open[0], open[1], open[2]
 	pct := func(ds []time.Duration, p float64) time.Duration {
@@ -517,30 +577,56 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 		return percentile(ds, p)
 	}
 	p99 := func(l load) time.Duration { return pct(l.lat, 99) }
-	p99added := func(l load) time.Duration { return pct(l.added, 99) }
-	satWhat := fmt.Sprintf("%d keep-alive clients, closed loop, %s", clients, d)
-	openWhat := fmt.Sprintf("open loop, %.0f req/s to each way in turn, %s", rate/3, d)
+	// Each round's own figures: ratios of loads measured side by side in
+	// that round, and their median over the rounds.
+	rateRatio := func(a, b int) spread {
+		return perRound(closedRounds, func(w []load) float64 { return w[a].rate() / w[b].rate() })
+	}
+	cpu := func(f func(load) time.Duration) spread {
+		return perRound(closedRounds, func(w []load) float64 { return float64(f(w[0])) })
+	}
+	cpuOf := func(i int, f func(load) time.Duration) spread {
+		return perRound(closedRounds, func(w []load) float64 { return float64(f(w[i])) })
+	}
+	total := func(l load) time.Duration { return l.cpuPerRequest() }
+	proxy := func(l load) time.Duration { return l.perRequest(l.proxy) }
+	p99Ratio := func(a, b int) spread {
+		return perRound(openRounds, func(w []load) float64 { return float64(p99(w[a])) / float64(p99(w[b])) })
+	}
+	p99Added := func(i int) spread {
+		return perRound(openRounds, func(w []load) float64 { return float64(p99(w[i]) - p99(w[0])) })
+	}
+	frontStraight, frontNginx := rateRatio(1, 0), rateRatio(1, 2)
+	satWhat := fmt.Sprintf("%d keep-alive clients, closed loop, %s each way in %d rounds", clients, d, rounds)
+	openWhat := fmt.Sprintf("open loop, %.0f req/s to each way in turn, %s in %d rounds", rate/3, openD, rounds)
+	median := fmt.Sprintf("median of %d rounds", rounds)
 	rows := []row{
 		{what: satWhat, oursName: "front (HAProxy, 3 members)", base: "straight to one member",
-			ours: through.String(), baseline: straight.String(), ratio: through.rate() / straight.rate(), ratioIs: "front/straight req/s (goal >= 0.9)"},
+			ours: through.String(), baseline: straight.String(), ratio: frontStraight.med,
+			ratioIs: "front/straight req/s, " + median + ", " + frontStraight.ratio() + " (goal >= 0.9)"},
 		{what: satWhat, oursName: "front (HAProxy, 3 members)", base: "nginx least_conn (KATO's guide)",
-			ours: through.String(), baseline: viaNginx.String(), ratio: through.rate() / viaNginx.rate(), ratioIs: "front/nginx req/s (goal >= 1)"},
+			ours: through.String(), baseline: viaNginx.String(), ratio: frontNginx.med,
+			ratioIs: "front/nginx req/s, " + median + ", " + frontNginx.ratio() + " (goal >= 1)"},
 		{what: openWhat, oursName: "front (HAProxy, 3 members)", base: "straight to one member",
-			ours: throughO.String(), baseline: straightO.String(), ratio: float64(p99(straightO)) / float64(p99(throughO)), ratioIs: "straight/front p99"},
+			ours: throughO.String(), baseline: straightO.String(), ratio: p99Ratio(0, 1).med,
+			ratioIs: "straight/front p99, " + median + ", " + p99Ratio(0, 1).ratio()},
 		{what: openWhat, oursName: "front (HAProxy, 3 members)", base: "nginx least_conn (KATO's guide)",
-			ours: throughO.String(), baseline: nginxO.String(), ratio: float64(p99(nginxO)) / float64(p99(throughO)), ratioIs: "nginx/front p99 (goal >= 1)"},
+			ours: throughO.String(), baseline: nginxO.String(), ratio: p99Ratio(2, 1).med,
+			ratioIs: "nginx/front p99, " + median + ", " + p99Ratio(2, 1).ratio() + " (goal >= 1)"},
 	}
 	notes := []string{
-		fmt.Sprintf("front p99 added over straight at %.0f req/s: %s (goal <= 1ms), nginx's %s; request by request beside the straight one sent just before: p50 %s, p99 %s added by the front, p50 %s, p99 %s by nginx",
-			rate/3, round(p99(throughO)-p99(straightO)), round(p99(nginxO)-p99(straightO)),
-			round(pct(throughO.added, 50)), round(p99added(throughO)), round(pct(nginxO.added, 50)), round(p99added(nginxO))),
+		fmt.Sprintf("p99 added over straight at %.0f req/s each way, each round's p99 less straight's in the same round, %s: front %s (goal <= 1ms), nginx %s; request by request beside the straight one sent just before, all rounds: p50 %s, p99 %s added by the front, p50 %s, p99 %s by nginx",
+			rate/3, median, p99Added(1).ms(), p99Added(2).ms(),
+			round(pct(throughO.added, 50)), round(pct(throughO.added, 99)), round(pct(nginxO.added, 50)), round(pct(nginxO.added, 99))),
 		// Every process shares the same cores: the CPU the front takes per
 		// request is taken from the clients and the members, which bounds
 		// its throughput against straight's whatever HAProxy does.
-		fmt.Sprintf("CPU per request at saturation: straight %s, front %s, nginx %s; with the cores shared, front/straight req/s is bounded by %.2f (straight's CPU/req over the front's) and nginx's by %.2f",
-			us(straight.cpuPerRequest()), us(through.cpuPerRequest()), us(viaNginx.cpuPerRequest()),
-			float64(straight.cpuPerRequest())/float64(through.cpuPerRequest()), float64(straight.cpuPerRequest())/float64(viaNginx.cpuPerRequest())),
-		fmt.Sprintf("HAProxy %s, %d rounds interleaved; %s", haproxyVersion(haproxy), rounds, cpuNote(*f.proxyCPU)),
+		fmt.Sprintf("CPU per request at saturation, %s: straight %s, front %s of which HAProxy %s, nginx %s of which nginx %s; with the cores shared, front/straight req/s is bounded by straight's CPU/req over the front's: %s (nginx's %s)",
+			median, cpu(total).µs(), cpuOf(1, total).µs(), cpuOf(1, proxy).µs(), cpuOf(2, total).µs(), cpuOf(2, proxy).µs(),
+			perRound(closedRounds, func(w []load) float64 { return float64(w[0].cpuPerRequest()) / float64(w[1].cpuPerRequest()) }).ratio(),
+			perRound(closedRounds, func(w []load) float64 { return float64(w[0].cpuPerRequest()) / float64(w[2].cpuPerRequest()) }).ratio()),
+		fmt.Sprintf("HAProxy %s; %d rounds, their order turning, after a warm-up of each way that is not counted; %s; the machine's load average %s before these rows, %s after",
+			haproxyVersion(haproxy), rounds, cpuNote(*f.proxyCPU), loadBefore, loadAverage()),
 	}
 	// Below saturation a request waits for no other: its p50 is the way's
 	// own, a millisecond or two on loopback.
@@ -602,6 +688,18 @@ func frontRows(ctx context.Context, f frontFlags) ([]row, []string, error) {
 	return rows, notes, nil
 }
 
+// withGlobal adds the lines of extra, separated by ';', at the end of the
+// global section of the configuration cfg: after the rendered settings,
+// as HAProxy keeps the last of two lines setting the same thing (such as
+// nbthread).
+func withGlobal(cfg []byte, extra string) []byte {
+	if extra == "" {
+		return cfg
+	}
+	lines := "\n    " + strings.ReplaceAll(extra, ";", "\n    ")
+	return bytes.Replace(cfg, []byte("\n\ndefaults\n"), []byte(lines+"\n\ndefaults\n"), 1)
+}
+
 // pinned is the command of bin with args, on the CPUs cpus when not empty.
 func pinned(cpus, bin string, args ...string) *exec.Cmd {
 	if cpus == "" {
@@ -636,6 +734,16 @@ func waitUp(ctx context.Context, c *front.Client, n int) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// loadAverage is the machine's load average over the last minute, as
+// /proc/loadavg gives it: what else ran on the cores the ways share.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
 
 func haproxyVersion(bin string) string {

@@ -76,9 +76,10 @@ func main() {
 	frontOnly := flag.Bool("front-only", false, "run only the front rows (HAProxy and nginx on loopback, no systemd)")
 	skipFront := flag.Bool("skip-front", false, "skip the front rows")
 	frontOpts := frontFlags{
-		duration:      flag.Duration("front-duration", 5*time.Second, "how long each throughput measurement of the front rows runs"),
+		duration:      flag.Duration("front-duration", 7*time.Second, "how long each way's closed loop of the front rows runs in all, split over the rounds"),
+		openDuration:  flag.Duration("front-open-duration", 28*time.Second, "how long the front rows' open loop runs in all, split over the rounds"),
 		clients:       flag.Int("front-clients", 16, "keep-alive clients at once in the front rows' closed loop"),
-		rounds:        flag.Int("front-rounds", 3, "rounds the front rows' loads are interleaved in"),
+		rounds:        flag.Int("front-rounds", 7, "rounds the front rows' loads are interleaved in; each round gives its own ratios, and the rows give their median"),
 		rate:          flag.Float64("front-rate", 600, "requests a second of the front rows' open loop, shared by the three ways in turn, below every way's saturation"),
 		haproxyGlobal: flag.String("front-haproxy-global", "", "lines added to the front's global section, separated by ';' (such as 'nbthread 1')"),
 		proxyCPU:      flag.String("front-proxy-cpu", "", "run HAProxy and nginx on these CPUs (taskset -c); start the bench itself on the others"),
@@ -107,9 +108,9 @@ func main() {
 	if *legacyItems < 1 || *samples < 1 || *pickupSamples < 1 || *minRun <= 0 || *hostsItems < 1 {
 		fail(fmt.Errorf("invalid -kg-legacy-items %d, -kg-samples %d, -kg-pickup-samples %d, -kg-min-run %s or -hosts-items %d: must be positive", *legacyItems, *samples, *pickupSamples, *minRun, *hostsItems))
 	}
-	if *frontOpts.duration <= 0 || *frontOpts.clients < 1 || *frontOpts.rounds < 1 || !(*frontOpts.rate > 0) {
-		fail(fmt.Errorf("invalid -front-duration %s, -front-clients %d, -front-rounds %d or -front-rate %g: must be positive",
-			*frontOpts.duration, *frontOpts.clients, *frontOpts.rounds, *frontOpts.rate))
+	if *frontOpts.duration <= 0 || *frontOpts.openDuration <= 0 || *frontOpts.clients < 1 || *frontOpts.rounds < 1 || !(*frontOpts.rate > 0) {
+		fail(fmt.Errorf("invalid -front-duration %s, -front-open-duration %s, -front-clients %d, -front-rounds %d or -front-rate %g: must be positive",
+			*frontOpts.duration, *frontOpts.openDuration, *frontOpts.clients, *frontOpts.rounds, *frontOpts.rate))
 	}
 	ctx := context.Background()
 	var rows []row

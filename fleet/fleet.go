@@ -1002,7 +1002,17 @@ func Export(reg *config.Registry, defaults config.Parameters, format string) ([]
 		}
 		return buf.Bytes(), nil
 	}
-	return nil, &config.FieldError{Field: "format", Value: format, Rule: "must be yaml, json or toml"}
+	return nil, CheckExportFormat("format", format)
+}
+
+// CheckExportFormat checks a format Export is asked for: yaml, json or
+// toml; field names it in the error.
+func CheckExportFormat(field, format string) error {
+	switch format {
+	case "yaml", "json", "toml":
+		return nil
+	}
+	return &config.FieldError{Field: field, Value: format, Rule: "must be yaml, json or toml"}
 }
 
 // jsonOf writes the entries as JSON with their keys in order.
@@ -1168,4 +1178,15 @@ func GroupChanges(have, want map[string]config.Group) []string {
 		}
 	}
 	return out
+}
+
+// PlanRegistry plans want against the registry of r as it is now
+// (PlanFleet), and returns the registry it read.
+func PlanRegistry(r *config.RegistryFile, path string, want []Desired, prune bool) (Plan, *config.Registry, error) {
+	reg, err := r.Load()
+	if err != nil {
+		return Plan{}, nil, err
+	}
+	plan, err := PlanFleet(path, want, reg, prune)
+	return plan, reg, err
 }

@@ -90,6 +90,21 @@ func DiffPending(r remote.Result) (pending bool, err error) {
 // another host's diff.
 const RemovalPrefix = "- "
 
+// Diff runs diff of the file on each of its other hosts at once (extra
+// are the flags besides the file's) and returns their results, whether
+// any has changes, and the error of the first that refused the file.
+func (s *Source) Diff(ctx context.Context, extra []string) (results []remote.Result, pending bool, err error) {
+	results = s.OnHosts(ctx, "diff", extra)
+	for _, r := range results {
+		changes, herr := DiffPending(r)
+		if herr != nil && err == nil {
+			err = fmt.Errorf("host %s: %w", r.Host, herr)
+		}
+		pending = pending || changes
+	}
+	return results, pending, err
+}
+
 // DiffRemovals are the instances a diff's output says it removes.
 func DiffRemovals(diff []byte) []string {
 	var ids []string

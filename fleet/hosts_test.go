@@ -232,3 +232,23 @@ func TestLoopbackRemoteMemberRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestDiffOnHosts: a diff over hosts has changes when any host's has, and
+// names the first host that refused the file.
+func TestDiffOnHosts(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ssh"), []byte(fakeSSH), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("FAKE_SSH_LOG", filepath.Join(dir, "log"))
+	src := &Source{Name: "f.yaml", Data: []byte("instances: []\n"), Hosts: []string{"alpha", "bad", "beta"}}
+	results, pending, err := src.Diff(context.Background(), nil)
+	if len(results) != 3 || !pending || err == nil || err.Error() != "host bad: kato-manager on bad exited with status 2" {
+		t.Errorf("Diff = %d results, pending %v, %v; want 3, true, bad's refusal", len(results), pending, err)
+	}
+	src.Hosts = []string{"alpha"}
+	if _, pending, err := src.Diff(context.Background(), nil); !pending || err != nil {
+		t.Errorf("Diff on alpha = %v, %v; want its changes", pending, err)
+	}
+}

@@ -33,8 +33,8 @@ func checkItems(ctx context.Context, tx *sql.Tx, ids []int64) error {
 // SetPriority changes the priority of the items; higher is claimed first.
 // An unknown id or a negative priority changes nothing.
 func (q *DB) SetPriority(ctx context.Context, priority int, ids ...int64) (int, error) {
-	if priority < 0 {
-		return 0, &config.FieldError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+	if err := CheckPriority("PRIORITY", priority); err != nil {
+		return 0, err
 	}
 	if len(ids) == 0 {
 		return 0, &config.FieldError{Field: "ITEM_ID", Value: "", Rule: "give one or more queue item ids"}
@@ -84,8 +84,8 @@ func (q *DB) Delete(ctx context.Context, ids ...int64) (int, error) {
 // pending or processing is left as it is; one with no item is refused, and
 // then nothing changes. It returns how many items it moved.
 func (q *DB) Requeue(ctx context.Context, priority int, contentIDs ...int64) (int, error) {
-	if priority < 0 {
-		return 0, &config.FieldError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+	if err := CheckPriority("PRIORITY", priority); err != nil {
+		return 0, err
 	}
 	if len(contentIDs) == 0 {
 		return 0, &config.FieldError{Field: "CONTENT_ID", Value: "", Rule: "give one or more crawled_content ids"}
@@ -130,8 +130,8 @@ const requeueSet = `UPDATE kg_processing_queue SET status = 'pending', priority 
 // one statement. Documents pending or processing are left as they are. It
 // returns how many items it moved.
 func (q *DB) RequeueAll(ctx context.Context, priority int) (int, error) {
-	if priority < 0 {
-		return 0, &config.FieldError{Field: "PRIORITY", Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+	if err := CheckPriority("PRIORITY", priority); err != nil {
+		return 0, err
 	}
 	res, err := q.db.ExecContext(ctx, requeueSet+` WHERE status IN ('completed', 'failed', 'skipped')
 	AND id IN (SELECT MAX(id) FROM kg_processing_queue GROUP BY content_id)`, priority, queue.Stamp(q.Now()))

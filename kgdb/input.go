@@ -21,10 +21,19 @@ func ParseIDs(field string, args []string) ([]int64, error) {
 	return out, nil
 }
 
-// ParsePriority parses a queue priority given as text: zero or more.
+// CheckPriority checks a queue priority: zero or more; field names it in
+// the error.
+func CheckPriority(field string, priority int) error {
+	if priority < 0 {
+		return &config.FieldError{Field: field, Value: strconv.Itoa(priority), Rule: "must be zero or more"}
+	}
+	return nil
+}
+
+// ParsePriority parses a queue priority given as text (CheckPriority).
 func ParsePriority(field, s string) (int, error) {
 	p, err := strconv.Atoi(s)
-	if err != nil || p < 0 {
+	if err != nil || CheckPriority(field, p) != nil {
 		return 0, &config.FieldError{Field: field, Value: s, Rule: "must be a whole number, zero or more"}
 	}
 	return p, nil

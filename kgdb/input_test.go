@@ -36,3 +36,18 @@ func TestParseIDsAndPriority(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckPriority: the priority rule the CLI's flags, the dashboard's
+// form and the database's operations share: zero or more, a bad one named
+// by its field.
+func TestCheckPriority(t *testing.T) {
+	for _, p := range []int{0, 1, 1000} {
+		if err := kgdb.CheckPriority("--priority", p); err != nil {
+			t.Errorf("CheckPriority(%d): %v", p, err)
+		}
+	}
+	var fe *config.FieldError
+	if err := kgdb.CheckPriority("--priority", -2); !errors.As(err, &fe) || err.Error() != "invalid --priority -2: must be zero or more" {
+		t.Errorf("CheckPriority(-2): %v", err)
+	}
+}

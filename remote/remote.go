@@ -61,6 +61,21 @@ func (e *ExitError) Error() string {
 	return fmt.Sprintf("%s on %s exited with status %d", Program, e.Host, e.Code)
 }
 
+// ExitCode is the exit status of a remote command that ran, from the error
+// Run gave: 0 for none, an *ExitError's code; ran is false when the error
+// is another (the host not reached, no kato-manager there).
+func ExitCode(err error) (code int, ran bool) {
+	var exit *ExitError
+	switch {
+	case err == nil:
+		return 0, true
+	case errors.As(err, &exit):
+		return exit.Code, true
+	default:
+		return 0, false
+	}
+}
+
 // hostRule is the rule of a --host value.
 const hostRule = "must be [USER@]HOST, or several of them separated by commas: letters, digits and . _ - : [ ] %, not starting with -"
 

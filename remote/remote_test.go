@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
@@ -68,5 +69,26 @@ func TestCommandKeepsHostKeyChecking(t *testing.T) {
 	want := []string{"ssh", "-o", "BatchMode=yes", "-T", "-a", "-x", "--", "beta", "kato-manager list"}
 	if !slices.Equal(args, want) {
 		t.Errorf("ssh argv %q, want %q", args, want)
+	}
+}
+
+// TestExitCode: a command that ran gives its status, 0 included; one that
+// did not run (host not reached, no program) gives ran false.
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		code int
+		ran  bool
+	}{
+		{"success", nil, 0, true},
+		{"exit 3", &ExitError{Host: "beta", Code: 3}, 3, true},
+		{"wrapped exit", fmt.Errorf("diff: %w", &ExitError{Host: "beta", Code: 1}), 1, true},
+		{"unreachable", fmt.Errorf("beta: %w", ErrUnreachable), 0, false},
+		{"no program", fmt.Errorf("beta: %w", ErrNoProgram), 0, false},
+	} {
+		if code, ran := ExitCode(tc.err); code != tc.code || ran != tc.ran {
+			t.Errorf("%s: ExitCode = %d, %v; want %d, %v", tc.name, code, ran, tc.code, tc.ran)
+		}
 	}
 }

@@ -495,14 +495,6 @@ func groupSurge(cfg *config.Config, reg *config.Registry, group string, surge in
 	return gc.Surge
 }
 
-// CheckSurge refuses a --surge out of 0…MaxReplicas.
-func CheckSurge(surge int) error {
-	if surge < 0 || surge > MaxReplicas {
-		return &config.FieldError{Field: "--surge", Value: strconv.Itoa(surge), Rule: fmt.Sprintf("must be between 0 and %d", MaxReplicas)}
-	}
-	return nil
-}
-
 // waitUp waits until the front sees member id up.
 func waitUp(ctx context.Context, rt front.Runtime, id string) error {
 	var last front.MemberStats

@@ -61,17 +61,6 @@ func (m *Manager) restartRemote(ctx context.Context, host, id string, timeout ti
 	return nil
 }
 
-// RemoteMember returns the member id of this host's fronts that runs on
-// another host, and whether there is one.
-func (m *Manager) RemoteMember(id string) (config.RemoteMember, bool, error) {
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return config.RemoteMember{}, false, err
-	}
-	rm, ok := reg.RemoteMembers[id]
-	return rm, ok, nil
-}
-
 // SetRemoteMembers makes the remote members on hosts those found (by id),
 // less the groups that have no front here, and brings the fronts in step:
 // members no longer found are drained out first. The remote members of
@@ -127,23 +116,36 @@ func (m *Manager) setRemoteMembersLocked(ctx context.Context, hosts []string, fo
 	return m.syncFronts(ctx, nil)
 }
 
+// lockRemoteMember takes the registry's operations lock and returns the
+// registry and its remote member id, with the lock's release; a missing
+// member is config.ErrNotFound, the lock released.
+func (m *Manager) lockRemoteMember(ctx context.Context, id string) (*config.Registry, config.RemoteMember, func(), error) {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, config.RemoteMember{}, nil, err
+	}
+	reg, err := m.Registry.Load()
+	if err != nil {
+		release()
+		return nil, config.RemoteMember{}, nil, err
+	}
+	rm, ok := reg.RemoteMembers[id]
+	if !ok {
+		release()
+		return nil, config.RemoteMember{}, nil, fmt.Errorf("no member %s of a front on another host: %w", id, config.ErrNotFound)
+	}
+	return reg, rm, release, nil
+}
+
 // RestartRemoteMember restarts the remote member id through its front:
 // drained, restarted by its host's kato-manager, put back once the front
 // sees it up (a roll of one member).
 func (m *Manager) RestartRemoteMember(ctx context.Context, id string, timeout time.Duration) error {
-	release, err := m.Registry.LockOperations(ctx)
+	reg, rm, release, err := m.lockRemoteMember(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer release()
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return err
-	}
-	rm, ok := reg.RemoteMembers[id]
-	if !ok {
-		return fmt.Errorf("no member %s of a front on another host: %w", id, config.ErrNotFound)
-	}
 	g, _, err := m.FrontOf(reg, rm.Group, nil)
 	if err != nil {
 		return err
@@ -158,19 +160,11 @@ func (m *Manager) RestartRemoteMember(ctx context.Context, id string, timeout ti
 // the front without it, stops it with its host's kato-manager and forgets
 // it.
 func (m *Manager) StopRemoteMember(ctx context.Context, id string) error {
-	release, err := m.Registry.LockOperations(ctx)
+	_, rm, release, err := m.lockRemoteMember(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer release()
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return err
-	}
-	rm, ok := reg.RemoteMembers[id]
-	if !ok {
-		return fmt.Errorf("no member %s of a front on another host: %w", id, config.ErrNotFound)
-	}
 	if err := m.drainMembers(ctx, []string{id}); err != nil {
 		return err
 	}
@@ -274,8 +268,7 @@ func (m *Manager) setRemoteStates(ctx context.Context, ids []string, state front
 func (m *Manager) RefreshRemoteMembers(ctx context.Context, applied []remote.Result, drained []string) error {
 	var hosts []string
 	for _, r := range applied {
-		var exit *remote.ExitError
-		if r.Err == nil || errors.As(r.Err, &exit) {
+		if _, ran := remote.ExitCode(r.Err); ran {
 			hosts = append(hosts, r.Host)
 		}
 	}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -116,4 +117,30 @@ func TestRemoteMembers(t *testing.T) {
 	if cfg, _ := os.ReadFile(e.m.frontConfigPath("ab")); strings.Contains(string(cfg), "server b ") {
 		t.Errorf("the front still has b after its host dropped it:\n%s", cfg)
 	}
+}
+
+// TestRemoteMemberNotFound: restart and stop of an ID that is no remote
+// member are config.ErrNotFound, ask no host anything and leave the
+// registry's lock free for the next operation.
+func TestRemoteMemberNotFound(t *testing.T) {
+	e, _ := newFrontEnv(t)
+	e.m.RemoteRun = func(_ context.Context, host string, args []string) error {
+		t.Errorf("%s asked %q for a member it does not have", host, args)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for name, do := range map[string]func() error{
+		"restart": func() error { return e.m.RestartRemoteMember(ctx, "nope", 0) },
+		"stop":    func() error { return e.m.StopRemoteMember(ctx, "nope") },
+	} {
+		if err := do(); !errors.Is(err, config.ErrNotFound) || !strings.Contains(err.Error(), "no member nope of a front on another host") {
+			t.Errorf("%s: %v, want not found", name, err)
+		}
+	}
+	release, err := e.m.Registry.LockOperations(ctx)
+	if err != nil {
+		t.Fatalf("the lock after the refusals: %v", err)
+	}
+	release()
 }

@@ -36,6 +36,17 @@ type Pool struct {
 	ProcessStatus func(ctx context.Context, pid int32) ([]string, error)
 }
 
+// OpenPool is the worker pool of cfg on sd, its unit files installed first
+// when systemd does not have them yet (Manager.EnsureUnits), as a first
+// start of an instance does.
+func OpenPool(ctx context.Context, sd Systemd, cfg *config.Config, paths Paths) (*Pool, error) {
+	m := &Manager{Systemd: sd, Config: cfg, Paths: paths}
+	if err := m.EnsureUnits(ctx); err != nil {
+		return nil, err
+	}
+	return &Pool{Systemd: sd, Config: cfg, EnvDir: paths.WorkerEnvDir, UnitDir: paths.UnitDir}, nil
+}
+
 // PoolSettings are what `workers start` may set for the whole pool.
 type PoolSettings struct {
 	// PollInterval in seconds; zero keeps what the workers read already.

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kato-manager/kato-manager/config"
+	"github.com/kato-manager/kato-manager/units"
 )
 
 func newTestPool(t *testing.T) (*Pool, *fakeSystemd, map[int32]string) {
@@ -238,6 +239,28 @@ func TestStartPollIntervalKeepsTheEnvFile(t *testing.T) {
 		}
 		if calls := sd.callLog(); len(calls) != 0 {
 			t.Errorf("poll interval %v: calls %q", v, calls)
+		}
+	}
+}
+
+// TestOpenPool: the pool of a host whose systemd has no unit files yet
+// installs them first; one whose systemd has them installs nothing. The
+// pool works in the directories of its paths.
+func TestOpenPool(t *testing.T) {
+	for _, installed := range []bool{false, true} {
+		e := newTestEnv(t)
+		e.sd.files["kato@.service"] = installed
+		e.m.Paths.WorkerEnvDir = filepath.Join(t.TempDir(), "etc/kato")
+		p, err := OpenPool(context.Background(), e.sd, e.m.Config, e.m.Paths)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = os.Stat(filepath.Join(e.m.Paths.VendorUnitDir, units.WorkerTemplate))
+		if installed != os.IsNotExist(err) {
+			t.Errorf("systemd with the unit files %v: the workers' unit file written by OpenPool: %v", installed, err)
+		}
+		if p.Systemd != e.sd || p.Config != e.m.Config || p.EnvDir != e.m.Paths.WorkerEnvDir || p.UnitDir != e.m.Paths.UnitDir {
+			t.Errorf("pool %+v", p)
 		}
 	}
 }

@@ -151,11 +151,7 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 	}
 	pending := false
 	if src.Local {
-		reg, err := a.registry().Load()
-		if err != nil {
-			return exitCodeError{exitTrouble, err}
-		}
-		plan, err := fleet.PlanFleet(src.Name, want, reg, prune)
+		plan, reg, err := fleet.PlanRegistry(a.registry(), src.Name, want, prune)
 		if err != nil {
 			return exitCodeError{exitTrouble, flattenFileErrors(err)}
 		}
@@ -181,15 +177,12 @@ func (a *app) showPlan(ctx context.Context, fs *pflag.FlagSet, file string, prun
 		}
 	}
 	if len(src.Hosts) > 0 {
-		results := src.OnHosts(ctx, "diff", fleetArgs(fs, prune))
+		results, changes, err := src.Diff(ctx, fleetArgs(fs, prune))
 		remote.WriteAll(a.stdout, a.stderr, results)
-		for _, r := range results {
-			changes, err := fleet.DiffPending(r)
-			if err != nil {
-				return exitCodeError{code: exitTrouble, err: fmt.Errorf("host %s: %w", r.Host, err)}
-			}
-			pending = pending || changes
+		if err != nil {
+			return exitCodeError{code: exitTrouble, err: err}
 		}
+		pending = pending || changes
 	}
 	if pending {
 		return exitCodeError{code: exitChanges}
@@ -250,11 +243,7 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 	// anything. Whether there is nothing to do is not the registry's to
 	// say: an apply stopped before its restarts left a registry that
 	// already matches the file; Apply looks at what runs.
-	reg, err := a.registry().Load()
-	if err != nil {
-		return err
-	}
-	plan, err := fleet.PlanFleet(file, want, reg, prune)
+	plan, _, err := fleet.PlanRegistry(a.registry(), file, want, prune)
 	if err != nil {
 		return flattenFileErrors(err)
 	}
@@ -311,10 +300,8 @@ func (a *app) export(ctx context.Context, fs *pflag.FlagSet, format *string) err
 	if err := noArgs(fs, "export takes no arguments; it writes to standard output"); err != nil {
 		return err
 	}
-	switch *format {
-	case "yaml", "json", "toml":
-	default:
-		return &config.FieldError{Field: "--format", Value: *format, Rule: "must be yaml, json or toml"}
+	if err := fleet.CheckExportFormat("--format", *format); err != nil {
+		return err
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/fleet"
 	"github.com/kato-manager/kato-manager/remote"
+	"github.com/kato-manager/kato-manager/supervisor"
 )
 
 // fleetSourceFlags are apply's and diff's hidden flags for a file handed on
@@ -61,44 +62,18 @@ func fleetArgs(fs *pflag.FlagSet, prune bool) []string {
 	return args
 }
 
-// applyOnHosts applies a file that names other hosts, all or none (see
-// fleet.Source.Apply): this host's entries with here. The exit status is
-// the worst of the hosts'.
+// applyOnHosts applies a file that names other hosts, all or none
+// (supervisor.HostsApply): this host's entries with here. The exit status
+// is the worst of the hosts'.
 func (a *app) applyOnHosts(ctx context.Context, cfg *config.Config, fs *pflag.FlagSet, prune, yes bool, src *fleet.Source, want []fleet.Desired, here func() error) error {
 	code := exitOK
-	var drained []string
-	results, err := src.Apply(ctx, fleet.HostsApply{
-		Prune: prune, Flags: fleetArgs(fs, prune), Stderr: a.stderr,
-		// One question for every host, before any host is changed.
-		Confirm: func(removed []string) error {
-			if prune && !yes && src.Local {
-				reg, err := a.registry().Load()
-				if err != nil {
-					return err
-				}
-				plan, err := fleet.PlanFleet(src.Name, want, reg, prune)
-				if err != nil {
-					return flattenFileErrors(err)
-				}
-				removed = append(plan.Removals(), removed...)
-			}
-			if err := a.confirmPrune(yes, removed); err != nil {
-				return err
-			}
-			// Members the other hosts remove leave this host's fronts
-			// first, their requests finished.
-			return a.drainRemovedMembers(ctx, cfg, removed)
-		},
-		// Members the other hosts restart are drained here first, and put
-		// back once they applied.
-		BeforeHosts: func(restarted []string) {
-			var err error
-			drained, err = a.drainRestartedMembers(ctx, cfg, restarted)
-			if err != nil {
-				fmt.Fprintf(a.stderr, "kato-manager: fronts: %v\n", err)
-				code = max(code, exitFailed)
-			}
-		},
+	frontsError := func(err error) {
+		fmt.Fprintf(a.stderr, "kato-manager: fronts: %v\n", err)
+		code = max(code, exitFailed)
+	}
+	o := &supervisor.HostsApply{Source: src, Want: want, Prune: prune, Flags: fleetArgs(fs, prune), Stderr: a.stderr,
+		Registry: a.registry(), Config: cfg, FrontsError: frontsError,
+		Manager: func() (*supervisor.Manager, func(), error) { return a.managerWith(ctx, cfg) },
 		Here: func() error {
 			err := here()
 			var ec exitCodeError
@@ -106,32 +81,31 @@ func (a *app) applyOnHosts(ctx context.Context, cfg *config.Config, fs *pflag.Fl
 				code, err = ec.code, nil
 			}
 			return err
-		},
-	})
+		}}
+	if !yes {
+		o.Confirm = func(removed []string) error { return a.confirmPrune(false, removed) }
+	}
+	results, err := o.Apply(ctx)
 	var refused *fleet.RefusedError
 	if errors.As(err, &refused) {
 		return exitCodeError{code: exitTrouble, err: err}
 	}
 	if err != nil {
-		return err
+		return flattenFileErrors(err)
 	}
 	for _, r := range results {
 		remote.PrefixLines(a.stdout, r.Host, r.Stdout)
 		remote.PrefixLines(a.stderr, r.Host, []byte(r.Stderr))
-		var exit *remote.ExitError
-		switch {
-		case r.Err == nil:
-		case errors.As(r.Err, &exit):
-			code = max(code, exit.Code)
-		default:
+		c, ran := remote.ExitCode(r.Err)
+		if !ran {
 			fmt.Fprintf(a.stderr, "kato-manager: host %s: %v\n", r.Host, r.Err)
-			code = max(code, exitFailed)
+			c = exitFailed
 		}
+		code = max(code, c)
 	}
 	// The members the other hosts run now, for this host's fronts.
-	if err := a.refreshRemoteMembers(ctx, cfg, results, drained); err != nil {
-		fmt.Fprintf(a.stderr, "kato-manager: fronts: %v\n", err)
-		code = max(code, exitFailed)
+	if err := o.Refresh(ctx, results); err != nil {
+		frontsError(err)
 	}
 	if code != exitOK {
 		return exitCodeError{code: code, err: errors.New("not every host applied all its entries: see above")}

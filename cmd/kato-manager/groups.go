@@ -18,14 +18,9 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 	if err := checkGroupFlag(*f.group); err != nil {
 		return err
 	}
-	if *f.surge < 0 || *f.surge > supervisor.MaxReplicas {
-		return &config.FieldError{Field: "--surge", Value: strconv.Itoa(*f.surge), Rule: fmt.Sprintf("must be between 0 and %d", supervisor.MaxReplicas)}
-	}
-	switch {
-	case *f.surge > 0 && *f.maxUnavailable < 0:
-		return &config.FieldError{Field: "--max-unavailable", Value: strconv.Itoa(*f.maxUnavailable), Rule: "must be at least 0"}
-	case *f.surge == 0 && fs.Changed("max-unavailable") && *f.maxUnavailable < 1:
-		return &config.FieldError{Field: "--max-unavailable", Value: strconv.Itoa(*f.maxUnavailable), Rule: "must be at least 1 (it is lowered to leave one member serving), or 0 with --surge 1 or more"}
+	ro := supervisor.RollOptions{MaxUnavailable: *f.maxUnavailable, Surge: *f.surge, Timeout: *f.timeout}
+	if err := ro.Check(fs.Changed("max-unavailable")); err != nil {
+		return err
 	}
 	cfg, err := a.loadConfig()
 	if err != nil {
@@ -54,11 +49,10 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 		return err
 	}
 	defer done()
-	surge := supervisor.SurgeOfGroup
-	if fs.Changed("surge") {
-		surge = *f.surge
+	if !fs.Changed("surge") {
+		ro.Surge = supervisor.SurgeOfGroup
 	}
-	res, err := m.RollGroup(ctx, *f.group, supervisor.RollOptions{MaxUnavailable: *f.maxUnavailable, Surge: surge, Timeout: *f.timeout})
+	res, err := m.RollGroup(ctx, *f.group, ro)
 	if res == nil {
 		return err
 	}

@@ -14,28 +14,15 @@ import (
 )
 
 // openQueue opens the KG queue database named by the configuration; as
-// root, through a child running as the kato user (see kgdb.Store).
-func (a *app) openQueue(ctx context.Context) (kgdb.Store, *config.Config, error) {
-	return a.openQueueWith(ctx, false)
-}
-
-// openQueueReadOnly opens the KG queue database for commands that only
-// read it: they take no write lock, so they never wait for, or hold up, the
-// workers.
-func (a *app) openQueueReadOnly(ctx context.Context) (kgdb.Store, *config.Config, error) {
-	return a.openQueueWith(ctx, true)
-}
-
-func (a *app) openQueueWith(ctx context.Context, readOnly bool) (kgdb.Store, *config.Config, error) {
+// root, through the helper running as the service user (openQueueDB).
+// Read only, it takes no write lock, so it never waits for, or holds up,
+// the workers.
+func (a *app) openQueue(ctx context.Context, readOnly bool) (kgdb.Store, error) {
 	cfg, err := a.loadConfig()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	q, err := openQueueDB(ctx, cfg, a.paths, readOnly)
-	if err != nil {
-		return nil, nil, err
-	}
-	return q, cfg, nil
+	return openQueueDB(ctx, cfg, a.paths, readOnly)
 }
 
 func queueEnqueueFlags(fs *pflag.FlagSet) *int {
@@ -50,7 +37,7 @@ func (a *app) queueEnqueue(ctx context.Context, fs *pflag.FlagSet, priority *int
 	if err != nil {
 		return err
 	}
-	q, _, err := a.openQueue(ctx)
+	q, err := a.openQueue(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -96,7 +83,7 @@ func (a *app) queueList(ctx context.Context, fs *pflag.FlagSet, f *queueListFlag
 	if *limit < 1 {
 		return &config.FieldError{Field: "limit", Value: strconv.Itoa(*limit), Rule: "must be 1 or more"}
 	}
-	q, _, err := a.openQueueReadOnly(ctx)
+	q, err := a.openQueue(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -116,7 +103,7 @@ func (a *app) queueRetryFailed(ctx context.Context, fs *pflag.FlagSet, _ struct{
 	if err != nil {
 		return err
 	}
-	q, _, err := a.openQueue(ctx)
+	q, err := a.openQueue(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -133,7 +120,7 @@ func (a *app) queueStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) e
 	if err := noArgs(fs, "queue stats takes no arguments"); err != nil {
 		return err
 	}
-	q, _, err := a.openQueueReadOnly(ctx)
+	q, err := a.openQueue(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -202,8 +189,8 @@ func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeu
 	case !*o.all && fs.NArg() == 0:
 		return usagef("queue requeue takes one or more crawled_content ids, or --all")
 	}
-	if *o.priority < 0 {
-		return &config.FieldError{Field: "priority", Value: strconv.Itoa(*o.priority), Rule: "must be zero or more"}
+	if err := kgdb.CheckPriority("priority", *o.priority); err != nil {
+		return err
 	}
 	if *o.all {
 		return a.queueAction(ctx, func(q kgdb.Store) (string, error) {
@@ -269,7 +256,7 @@ func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFl
 
 // queueAction runs one change to the queue and prints what it did.
 func (a *app) queueAction(ctx context.Context, do func(q kgdb.Store) (string, error)) error {
-	q, _, err := a.openQueue(ctx)
+	q, err := a.openQueue(ctx, false)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -31,14 +30,10 @@ func (a *app) onHosts(cmd *cobra.Command) error {
 	switch path := cmd.CommandPath(); {
 	case len(hosts) == 1:
 		err := remote.Run(cmd.Context(), hosts[0], args, a.stdin, a.stdout, a.stderr)
-		var exit *remote.ExitError
-		if errors.As(err, &exit) {
-			return remoteExit{exit.Code}
+		if code, ran := remote.ExitCode(err); ran {
+			return remoteExit{code}
 		}
-		if err != nil {
-			return err
-		}
-		return remoteExit{exitOK}
+		return err
 	case path == "kato-manager list":
 		return a.listHosts(cmd.Context(), hosts, args, cmd.Flags())
 	case path == "kato-manager status":

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
-	"github.com/kato-manager/kato-manager/remote"
 )
 
 // remoteMember returns the member ref of this host's fronts that runs on
@@ -48,60 +47,4 @@ func (a *app) stopRemoteMember(ctx context.Context, id string, rm config.RemoteM
 	}
 	fmt.Fprintf(a.stdout, "stopped %s on %s, drained out of the front of group %s first\n", id, rm.Host, rm.Group)
 	return nil
-}
-
-// drainRemovedMembers takes the members other hosts are about to remove
-// (HOST:ID, from their diffs) out of this host's fronts.
-func (a *app) drainRemovedMembers(ctx context.Context, cfg *config.Config, removed []string) error {
-	reg, err := a.registry().Load()
-	if err != nil {
-		return err
-	}
-	ids := reg.RemoteMembersAt(removed)
-	if len(ids) == 0 {
-		return nil
-	}
-	m, done, err := a.managerWith(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return m.ForgetRemoteMembers(ctx, ids)
-}
-
-// drainRestartedMembers drains the members other hosts are about to
-// restart (HOST:ID, from their diffs) in this host's fronts.
-func (a *app) drainRestartedMembers(ctx context.Context, cfg *config.Config, restarted []string) ([]string, error) {
-	reg, err := a.registry().Load()
-	if err != nil {
-		return nil, err
-	}
-	ids := reg.RemoteMembersAt(restarted)
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	m, done, err := a.managerWith(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	return m.DrainRemoteMembers(ctx, ids)
-}
-
-// refreshRemoteMembers has this host's fronts follow the members the
-// hosts that applied the file now run (supervisor.RefreshRemoteMembers).
-func (a *app) refreshRemoteMembers(ctx context.Context, cfg *config.Config, applied []remote.Result, drained []string) error {
-	reg, err := a.registry().Load()
-	if err != nil {
-		return err
-	}
-	if !reg.Fronted(cfg) {
-		return nil
-	}
-	m, done, err := a.managerWith(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return m.RefreshRemoteMembers(ctx, applied, drained)
 }

@@ -25,7 +25,7 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 		return err
 	}
 	defer done()
-	q, _, err := a.openQueueReadOnly(ctx)
+	q, err := a.openQueue(ctx, true)
 	if err != nil {
 		return err
 	}

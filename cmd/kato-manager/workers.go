@@ -25,13 +25,11 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	// On first use the units may not be installed yet, as for instances.
-	m := &supervisor.Manager{Systemd: sd, Config: cfg, Paths: a.paths}
-	if err := m.EnsureUnits(ctx); err != nil {
+	p, err := supervisor.OpenPool(ctx, sd, cfg, a.paths)
+	if err != nil {
 		sd.Close()
 		return nil, nil, nil, err
 	}
-	p := &supervisor.Pool{Systemd: sd, Config: cfg, EnvDir: a.paths.WorkerEnvDir, UnitDir: m.Paths.UnitDir}
 	return p, cfg, sd.Close, nil
 }
 
@@ -55,13 +53,7 @@ func (a *app) workersStart(ctx context.Context, fs *pflag.FlagSet, f *workersSta
 	}
 	if fs.Changed("poll-interval") {
 		// The rule of kg.poll_interval, before anything is written.
-		cfg, err := a.loadConfig()
-		if err != nil {
-			return err
-		}
-		k := cfg.KG
-		k.PollInterval = *poll
-		if err := config.CheckKG("poll_interval", "poll_interval", &k); err != nil {
+		if err := config.CheckKG("poll_interval", "poll_interval", &config.KG{PollInterval: *poll}); err != nil {
 			return err
 		}
 	}
@@ -201,7 +193,7 @@ const exitDegraded = 3
 
 // workerReports reads every worker's report from the queue database.
 func (a *app) workerReports(ctx context.Context) ([]kgdb.Report, error) {
-	q, _, err := a.openQueueReadOnly(ctx)
+	q, err := a.openQueue(ctx, true)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,9 @@ type ServiceCache struct {
 	// read under another one is not stored.
 	epoch uint64
 	units map[string]*cachedUnit
+	// listening remembers the instances' listening sockets from one
+	// scrape to the next.
+	listening listenMemo
 }
 
 type cachedUnit struct {

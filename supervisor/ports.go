@@ -8,7 +8,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	psnet "github.com/shirou/gopsutil/v4/net"
 
@@ -104,10 +106,34 @@ func (HostPorts) InUse(ctx context.Context, port int) (bool, error) {
 // 65ms here) or only this process's namespace (Connections), so it is not
 // used for this.
 func (h HostPorts) ListeningByEach(ctx context.Context, pids []int32) (map[int32]map[int]bool, error) {
+	socks, err := h.listeningSockets(ctx, pids)
+	if err != nil {
+		return nil, err
+	}
 	out := make(map[int32]map[int]bool, len(pids))
-	tables := map[string]map[uint64]int{} // network namespace -> listening inode -> port
 	for _, pid := range pids {
 		out[pid] = map[int]bool{}
+		for _, s := range socks[pid] {
+			out[pid][s.port] = true
+		}
+	}
+	return out, nil
+}
+
+// listenSocket is a listening TCP socket a process holds: the descriptor
+// it holds it by, the socket's inode and its local port.
+type listenSocket struct {
+	fd    int
+	inode uint64
+	port  int
+}
+
+// listeningSockets is ListeningByEach with the descriptor and inode of
+// each socket found.
+func (HostPorts) listeningSockets(ctx context.Context, pids []int32) (map[int32][]listenSocket, error) {
+	out := make(map[int32][]listenSocket, len(pids))
+	tables := map[string]map[uint64]int{} // network namespace -> listening inode -> port
+	for _, pid := range pids {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -130,25 +156,148 @@ func (h HostPorts) ListeningByEach(ctx context.Context, pids []int32) (map[int32
 			}
 			tables[ns] = inodes
 		}
-		fds, err := os.ReadDir(proc + "/fd")
+		fds, err := readDirNames(proc + "/fd")
 		if err != nil {
 			continue
 		}
-		for _, fd := range fds {
-			link, err := os.Readlink(proc + "/fd/" + fd.Name())
-			if err != nil || !strings.HasPrefix(link, "socket:[") {
+		for _, name := range fds {
+			link, err := os.Readlink(proc + "/fd/" + name)
+			if err != nil {
 				continue
 			}
-			inode, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+			inode, ok := socketInode(link)
+			if !ok {
+				continue
+			}
+			fd, err := strconv.Atoi(name)
 			if err != nil {
 				continue
 			}
 			if port, ok := inodes[inode]; ok {
-				out[pid][port] = true
+				out[pid] = append(out[pid], listenSocket{fd: fd, inode: inode, port: port})
 			}
 		}
 	}
 	return out, nil
+}
+
+// socketInode reads the inode of a socket from the target of its
+// descriptor's link in /proc/PID/fd, "socket:[INODE]".
+func socketInode(link string) (uint64, bool) {
+	v, ok := strings.CutPrefix(link, "socket:[")
+	if !ok {
+		return 0, false
+	}
+	v, ok = strings.CutSuffix(v, "]")
+	if !ok {
+		return 0, false
+	}
+	inode, err := strconv.ParseUint(v, 10, 64)
+	return inode, err == nil
+}
+
+// listenAsk asks whether a process, started at a time, listens on a port.
+type listenAsk struct {
+	pid     int32
+	started time.Time
+	port    int
+}
+
+// listenMemo answers whether processes listen on their ports, from /proc,
+// remembering each listening socket it found: the process (its pid and
+// start), the descriptor it holds the socket by and the socket's inode.
+// A remembered answer is checked again with one readlink of that
+// descriptor, which must still name the same socket (a socket's inode is
+// unique while it exists, and its port does not change), and the process
+// must have the same start; anything else (the socket closed, the port
+// changed, the process restarted or gone, no answer remembered) is read
+// again, for all such processes in one pass. A process found not
+// listening is never remembered. Serve's scrapes use it, so that a scrape
+// reads one link per running instance instead of every descriptor of
+// every instance and the socket tables.
+type listenMemo struct {
+	mu   sync.Mutex
+	byID map[int32]memoEntry
+	// read reads the sockets of processes (nil: HostPorts.listeningSockets);
+	// tests count its calls.
+	read func(ctx context.Context, pids []int32) (map[int32][]listenSocket, error)
+}
+
+type memoEntry struct {
+	started time.Time
+	socks   []listenSocket
+}
+
+// listening returns, for each ask, whether its process listens on its
+// port; entries of processes not asked about are forgotten.
+func (m *listenMemo) listening(ctx context.Context, asks []listenAsk) (map[listenAsk]bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[listenAsk]bool, len(asks))
+	asked := make(map[int32]bool, len(asks))
+	var again []int32
+	for _, a := range asks {
+		asked[a.pid] = true
+		if e, ok := m.byID[a.pid]; ok && e.started.Equal(a.started) && holdsPort(a.pid, e.socks, a.port) {
+			out[a] = true
+			continue
+		}
+		again = append(again, a.pid)
+	}
+	for pid := range m.byID {
+		if !asked[pid] {
+			delete(m.byID, pid)
+		}
+	}
+	if len(again) == 0 {
+		return out, nil
+	}
+	read := m.read
+	if read == nil {
+		read = HostPorts{}.listeningSockets
+	}
+	socks, err := read(ctx, again)
+	if err != nil {
+		return nil, err
+	}
+	if m.byID == nil {
+		m.byID = map[int32]memoEntry{}
+	}
+	for _, a := range asks {
+		if out[a] {
+			continue
+		}
+		found := socks[a.pid]
+		if len(found) == 0 {
+			delete(m.byID, a.pid)
+			continue
+		}
+		m.byID[a.pid] = memoEntry{started: a.started, socks: found}
+		for _, s := range found {
+			if s.port == a.port {
+				out[a] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// holdsPort reports whether the process still holds, by the same
+// descriptor, a remembered socket on port: one readlink.
+func holdsPort(pid int32, socks []listenSocket, port int) bool {
+	for _, s := range socks {
+		if s.port != port {
+			continue
+		}
+		link, err := os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/fd/" + strconv.Itoa(s.fd))
+		if err != nil {
+			return false
+		}
+		if inode, ok := socketInode(link); ok && inode == s.inode {
+			return true
+		}
+	}
+	return false
 }
 
 // tcpListen is the state of a listening socket in /proc/net/tcp.

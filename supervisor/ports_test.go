@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"testing"
+	"time"
 )
 
 // TestHostPortsInUse checks the bind probe against listeners on one
@@ -71,5 +73,89 @@ func TestHostPortsListeningByEach(t *testing.T) {
 	}
 	if len(got[gone]) != 0 {
 		t.Errorf("a pid that does not exist listens on %v", got[gone])
+	}
+}
+
+// countingRead is HostPorts' read of sockets that counts the processes it
+// reads.
+func countingRead(n *int) func(ctx context.Context, pids []int32) (map[int32][]listenSocket, error) {
+	return func(ctx context.Context, pids []int32) (map[int32][]listenSocket, error) {
+		*n += len(pids)
+		return HostPorts{}.listeningSockets(ctx, pids)
+	}
+}
+
+// TestListenMemoRemembersAndRechecks: a socket found is remembered, so the
+// next ask reads no socket table; once it is closed and another listener
+// takes its descriptor on another port, the old port is not reported and
+// the new one is found; a restarted process (another start) is read again
+// even while the socket is the same.
+func TestListenMemoRemembersAndRechecks(t *testing.T) {
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ln.Close() }()
+	self, t0 := int32(os.Getpid()), time.Unix(1_700_000_000, 0)
+	portA := ln.Addr().(*net.TCPAddr).Port
+	var reads int
+	memo := &listenMemo{read: countingRead(&reads)}
+	ask := func(a listenAsk) bool {
+		t.Helper()
+		got, err := memo.listening(ctx, []listenAsk{a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got[a]
+	}
+	if !ask(listenAsk{self, t0, portA}) || reads != 1 {
+		t.Fatalf("first ask: listening %v after %d reads, want true after 1", ask(listenAsk{self, t0, portA}), reads)
+	}
+	if !ask(listenAsk{self, t0, portA}) || reads != 1 {
+		t.Fatalf("second ask: %d reads, want the remembered socket checked without a read", reads)
+	}
+	// The port changes: the listener is closed and another takes its
+	// place (often the same descriptor number).
+	ln.Close()
+	if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	portB := ln.Addr().(*net.TCPAddr).Port
+	if ask(listenAsk{self, t0, portA}) {
+		t.Errorf("port %d reported listening after its socket was closed", portA)
+	}
+	if !ask(listenAsk{self, t0, portB}) {
+		t.Errorf("the new port %d is not found", portB)
+	}
+	before := reads
+	if !ask(listenAsk{self, t0.Add(time.Second), portB}) || reads != before+1 {
+		t.Errorf("a process with another start: %d reads, want it read again (1)", reads-before)
+	}
+}
+
+// TestListenMemoProcessGone: a remembered process that exited meanwhile
+// listens on nothing, and is forgotten.
+func TestListenMemoProcessGone(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gone := int32(cmd.Process.Pid)
+	t0 := time.Unix(1_700_000_000, 0)
+	var reads int
+	memo := &listenMemo{read: countingRead(&reads), byID: map[int32]memoEntry{
+		gone: {started: t0, socks: []listenSocket{{fd: 3, inode: 1, port: 8600}}},
+	}}
+	a := listenAsk{gone, t0, 8600}
+	got, err := memo.listening(context.Background(), []listenAsk{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[a] || reads != 1 {
+		t.Errorf("a process gone: listening %v after %d reads, want false after 1", got[a], reads)
+	}
+	if _, ok := memo.byID[gone]; ok {
+		t.Errorf("a process gone is still remembered")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tklauser/go-sysconf"
+	"golang.org/x/sys/unix"
 )
 
 // UnitProcesses is what one unit's processes add up to.
@@ -46,8 +48,13 @@ type procStat struct {
 	rssPages     uint64
 }
 
-// ByUnit implements Processes.
+// ByUnit implements Processes. Each process costs three system calls for
+// its cgroup file (open, read, close, into one buffer for all) and, if it
+// is one of the units', three more for its stat file.
 func (h HostProcesses) ByUnit(ctx context.Context, units []string) (map[string]UnitProcesses, error) {
+	if len(units) == 0 {
+		return map[string]UnitProcesses{}, nil
+	}
 	want := make(map[string]bool, len(units))
 	for _, u := range units {
 		want[u] = true
@@ -56,29 +63,38 @@ func (h HostProcesses) ByUnit(ctx context.Context, units []string) (map[string]U
 	if root == "" {
 		root = "/proc"
 	}
-	dir, err := os.ReadDir(root)
+	names, err := readDirNames(root)
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
 	members := make(map[string][]int32)
 	stats := make(map[int32]procStat)
 	unitOf := make(map[int32]string)
-	for _, e := range dir {
-		pid, err := strconv.ParseInt(e.Name(), 10, 32)
+	var r procReader
+	for _, name := range names {
+		pid, err := strconv.ParseInt(name, 10, 32)
 		if err != nil || pid <= 0 {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		p := filepath.Join(root, e.Name())
-		unit := cgroupUnit(filepath.Join(p, "cgroup"), want)
+		p := root + "/" + name
+		data, err := r.read(p + "/cgroup")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		unit := cgroupUnitOf(data, want)
 		if unit == "" {
 			continue
 		}
-		st, err := readProcStat(filepath.Join(p, "stat"))
+		data, err = r.read(p + "/stat")
 		if err != nil {
 			continue // exited meanwhile
+		}
+		st, err := parseProcStat(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s/stat: %w", p, err)
 		}
 		members[unit] = append(members[unit], int32(pid))
 		stats[int32(pid)] = st
@@ -116,35 +132,115 @@ func (h HostProcesses) ByUnit(ctx context.Context, units []string) (map[string]U
 	return out, nil
 }
 
-// readProcStat reads the fields ByUnit needs from /proc/PID/stat: "pid
-// (comm) state ppid …", comm in parentheses that may hold any character,
-// so the fields are counted from the last ')'. See proc_pid_stat(5).
+// readDirNames returns the names in a directory, unsorted and without a
+// look at each (os.ReadDir sorts them and makes an entry of each).
+func readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+// procReader reads small /proc files into one buffer, reused from file to
+// file: open, one read, close. A file of /proc that is one record (stat,
+// cgroup) comes whole in one read whenever the buffer is larger, so a
+// short read is its end; os.ReadFile makes six calls of each (with an
+// fstat, a poller registration and a read of the end).
+type procReader struct {
+	buf []byte
+}
+
+// read returns the file's content, valid until the next read.
+func (r *procReader) read(path string) ([]byte, error) {
+	if r.buf == nil {
+		r.buf = make([]byte, 4096)
+	}
+	fd, err := openRead(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	n := 0
+	for {
+		m, err := unix.Read(fd, r.buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		n += m
+		if m == 0 || n < len(r.buf) {
+			return r.buf[:n], nil
+		}
+		r.buf = append(r.buf, make([]byte, len(r.buf))...)
+	}
+}
+
+func openRead(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+}
+
+// readProcStat reads the fields ByUnit needs from /proc/PID/stat.
 func readProcStat(path string) (procStat, error) {
-	data, err := os.ReadFile(path)
+	var r procReader
+	data, err := r.read(path)
 	if err != nil {
 		return procStat{}, err
 	}
+	st, err := parseProcStat(data)
+	if err != nil {
+		return procStat{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
+}
+
+// parseProcStat parses /proc/PID/stat: "pid (comm) state ppid …", comm in
+// parentheses that may hold any character, so the fields are counted from
+// the last ')'. See proc_pid_stat(5).
+func parseProcStat(data []byte) (procStat, error) {
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return procStat{}, fmt.Errorf("%s: no command name", path)
+		return procStat{}, errors.New("no command name")
 	}
-	// f[0] is field 3 (state): ppid is field 4, utime 14, stime 15,
-	// starttime 22, rss 24.
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 22 {
-		return procStat{}, fmt.Errorf("%s: %d fields after the command name, want at least 22", path, len(f))
-	}
-	var st procStat
+	// Field 3 (state) is the first after the command name: ppid is field
+	// 4, utime 14, stime 15, starttime 22, rss 24.
 	var nums [5]uint64
-	for k, idx := range []int{1, 11, 12, 19, 21} {
-		v, err := strconv.ParseUint(f[idx], 10, 64)
-		if err != nil {
-			return procStat{}, fmt.Errorf("%s: field %d: %w", path, idx+3, err)
+	want := [5]int{4, 14, 15, 22, 24}
+	k, field := 0, 2
+	rest := data[i+1:]
+	for k < len(want) {
+		rest = bytes.TrimLeft(rest, " \t\n")
+		if len(rest) == 0 {
+			return procStat{}, fmt.Errorf("%d fields, want at least 24", field)
 		}
-		nums[k] = v
+		field++
+		end := bytes.IndexAny(rest, " \t\n")
+		if end < 0 {
+			end = len(rest)
+		}
+		if field == want[k] {
+			v, err := strconv.ParseUint(string(rest[:end]), 10, 64)
+			if err != nil {
+				return procStat{}, fmt.Errorf("field %d: %w", field, err)
+			}
+			nums[k] = v
+			k++
+		}
+		rest = rest[end:]
 	}
-	st.ppid, st.utime, st.stime, st.start, st.rssPages = int32(nums[0]), nums[1], nums[2], nums[3], nums[4]
-	return st, nil
+	return procStat{ppid: int32(nums[0]), utime: nums[1], stime: nums[2], start: nums[3], rssPages: nums[4]}, nil
 }
 
 // bootTime reads when the host booted from the btime line of /proc/stat.
@@ -178,18 +274,35 @@ func clockTicks() float64 {
 // cgroupUnit returns the wanted unit whose cgroup the process is in, by the
 // last component of any hierarchy's path (cgroup v1 and v2 alike).
 func cgroupUnit(path string, want map[string]bool) string {
-	data, err := os.ReadFile(path)
+	var r procReader
+	data, err := r.read(path)
 	if err != nil {
 		return "" // the process has exited
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
+	return cgroupUnitOf(data, want)
+}
+
+// cgroupUnitOf is cgroupUnit of the content of /proc/PID/cgroup.
+func cgroupUnitOf(data []byte, want map[string]bool) string {
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		// hierarchy-ID:controllers:path
+		i := bytes.IndexByte(line, ':')
+		if i < 0 {
 			continue
 		}
-		for _, elem := range strings.Split(parts[2], "/") {
-			if want[elem] {
-				return elem
+		j := bytes.IndexByte(line[i+1:], ':')
+		if j < 0 {
+			continue
+		}
+		for _, elem := range bytes.Split(line[i+1+j+1:], []byte("/")) {
+			if want[string(elem)] {
+				return string(elem)
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -61,5 +62,40 @@ func TestHostProcessesByUnit(t *testing.T) {
 	page := uint64(os.Getpagesize())
 	if p.MainPID != 100 || len(p.PIDs) != 2 || p.RSS != 15*page || p.CPU != 500/tick || !p.Started.Equal(wantStart) {
 		t.Errorf("got %+v, want main 100, pids 100 and 101, RSS %d, CPU %v, started %v", p, 15*page, 500/tick, wantStart)
+	}
+}
+
+// askedProcesses records the units each ByUnit is asked about.
+type askedProcesses struct {
+	Processes
+	asked [][]string
+}
+
+func (p *askedProcesses) ByUnit(ctx context.Context, units []string) (map[string]UnitProcesses, error) {
+	p.asked = append(p.asked, slices.Clone(units))
+	return p.Processes.ByUnit(ctx, units)
+}
+
+// TestListLooksForProcessesOfLiveUnitsOnly: list asks for the processes of
+// the units the listing shows not inactive, and with none of them the
+// host's processes are not read at all.
+func TestListLooksForProcessesOfLiveUnitsOnly(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	e.start(t, StartRequest{ID: "a", Name: "A"})
+	e.start(t, StartRequest{ID: "b", Name: "B"})
+	e.sd.set("kato@b.service", func(u *UnitState) { u.ActiveState, u.SubState = "inactive", "dead" })
+	asked := &askedProcesses{Processes: e.m.Processes}
+	e.m.Processes = asked
+	if _, err := e.m.List(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(asked.asked) != 1 || !slices.Equal(asked.asked[0], []string{"kato@a.service"}) {
+		t.Errorf("processes asked for %v, want [[kato@a.service]]", asked.asked)
+	}
+	// No unit asked: nothing is read, not even the proc mount.
+	got, err := HostProcesses{ProcRoot: filepath.Join(t.TempDir(), "absent")}.ByUnit(ctx, nil)
+	if err != nil || len(got) != 0 {
+		t.Errorf("no unit asked: %v, %v; want nothing read", got, err)
 	}
 }

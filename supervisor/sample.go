@@ -123,19 +123,19 @@ func (m *Manager) Sample(ctx context.Context) (*Sample, error) {
 		views[i].Front = in[views[i].ID]
 	}
 	// As start's readiness check: the main process listens on the API
-	// port, or inside its namespace on a private network; the sockets of
-	// every running instance are read in one pass.
-	var mains []int32
+	// port, or inside its namespace on a private network. With a cache
+	// (serve), each socket found is remembered and checked again with one
+	// readlink; otherwise the sockets of every running instance are read
+	// in one pass.
+	var asks []listenAsk
 	for _, v := range views {
 		if v.PID != 0 {
-			mains = append(mains, v.PID)
+			asks = append(asks, listenAsk{pid: v.PID, started: v.Since, port: readinessPort(v)})
 		}
 	}
-	listening := map[int32]map[int]bool{}
-	if len(mains) > 0 {
-		if listening, err = m.Ports.ListeningByEach(ctx, mains); err != nil {
-			return nil, err
-		}
+	ready, err := m.listeningOn(ctx, asks)
+	if err != nil {
+		return nil, err
 	}
 	// An unreadable state file counts no liveness restart.
 	liveness, _ := m.LivenessRestarts()
@@ -145,16 +145,45 @@ func (m *Manager) Sample(ctx context.Context) (*Sample, error) {
 			Up: v.ActiveState == "active" && v.SubState == "running"}
 		if is.Up {
 			is.CPUSeconds = cpu[v.Unit].Seconds()
-			port := v.APIPort
-			if v.Network == config.NetworkPrivate {
-				port = config.PrivateRESTPort
-			}
-			is.Ready = v.PID != 0 && listening[v.PID][port]
+			is.Ready = v.PID != 0 && ready[listenAsk{pid: v.PID, started: v.Since, port: readinessPort(v)}]
 		}
 		s.Instances = append(s.Instances, is)
 	}
 	sortWorkers(s.Workers)
 	return s, nil
+}
+
+// readinessPort is the port an instance's main process listens on once it
+// is ready: the API port, or inside its namespace on a private network.
+func readinessPort(v InstanceView) int {
+	if v.Network == config.NetworkPrivate {
+		return config.PrivateRESTPort
+	}
+	return v.APIPort
+}
+
+// listeningOn answers asks through m.Services's memo of listening sockets
+// when the ports are this host's, else through one ListeningByEach.
+func (m *Manager) listeningOn(ctx context.Context, asks []listenAsk) (map[listenAsk]bool, error) {
+	out := make(map[listenAsk]bool, len(asks))
+	if len(asks) == 0 {
+		return out, nil
+	}
+	if _, host := m.Ports.(HostPorts); host && m.Services != nil {
+		return m.Services.listening.listening(ctx, asks)
+	}
+	pids := make([]int32, 0, len(asks))
+	for _, a := range asks {
+		pids = append(pids, a.pid)
+	}
+	listening, err := m.Ports.ListeningByEach(ctx, pids)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range asks {
+		out[a] = listening[a.pid][a.port]
+	}
+	return out, nil
 }
 
 func sortWorkers(w []WorkerSample) {

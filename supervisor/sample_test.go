@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -265,5 +267,65 @@ func TestReadCgroup(t *testing.T) {
 		if u := ReadCgroup(root, p); u.MemoryOK || u.CPUOK {
 			t.Errorf("ReadCgroup(%q) = %+v", p, u)
 		}
+	}
+}
+
+// TestSampleRemembersTheListeningSocket: with this host's ports, a sample
+// remembers the socket an instance's main process (here this test's
+// process) listens on, and the next reads no socket table; a listener
+// moved to another port is not reported ready, and one back on the API
+// port is; a restart (another main start) is read again.
+func TestSampleRemembersTheListeningSocket(t *testing.T) {
+	ctx := context.Background()
+	e, _ := watchedEnv(t)
+	e.start(t, StartRequest{ID: "a", Name: "A"})
+	// The instance's API port becomes one this test can listen on.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := e.m.Registry.Update(func(r *config.Registry) error {
+		r.Instances["a"].APIPort = port
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ln.Close() }()
+	started := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+	e.sd.set("kato@a.service", func(u *UnitState) { u.MainPID, u.ActiveSince = uint32(os.Getpid()), started })
+	e.m.Ports = HostPorts{}
+	var reads int
+	e.m.Services.listening.read = countingRead(&reads)
+	ready := func() bool {
+		t.Helper()
+		s, err := e.m.Sample(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Instances[0].Ready
+	}
+	if !ready() || !ready() || reads != 1 {
+		t.Fatalf("two samples: read the sockets %d times, want ready both times after one read", reads)
+	}
+	ln.Close()
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if ready() {
+		t.Errorf("ready after its listener moved from port %d to %s", port, other.Addr())
+	}
+	if ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+		t.Fatal(err)
+	}
+	if !ready() {
+		t.Errorf("not ready once listening again on port %d", port)
+	}
+	before := reads
+	e.sd.set("kato@a.service", func(u *UnitState) { u.ActiveSince = started.Add(time.Second) })
+	if !ready() || reads != before+1 {
+		t.Errorf("restarted: read the sockets %d times, want 1", reads-before)
 	}
 }

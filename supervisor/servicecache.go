@@ -1,11 +1,9 @@
 package supervisor
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,6 +24,9 @@ type ServiceCache struct {
 	// read under another one is not stored.
 	epoch uint64
 	units map[string]*cachedUnit
+	// listening remembers the instances' listening sockets from one
+	// scrape to the next.
+	listening listenMemo
 }
 
 type cachedUnit struct {
@@ -189,21 +190,22 @@ func ReadCgroup(root, path string) CgroupUsage {
 		return u
 	}
 	dir := filepath.Join(root, path)
-	if b, err := os.ReadFile(filepath.Join(dir, "memory.current")); err == nil {
+	// Each file with open, one read and close (procReader); a scrape reads
+	// two of every running instance.
+	var r procReader
+	if b, err := r.read(filepath.Join(dir, "memory.current")); err == nil {
 		if v, err := strconv.ParseUint(string(bytes.TrimSpace(b)), 10, 64); err == nil {
 			u.MemoryBytes, u.MemoryOK = v, true
 		}
 	}
-	if f, err := os.Open(filepath.Join(dir, "cpu.stat")); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "usage_usec "); ok {
+	if b, err := r.read(filepath.Join(dir, "cpu.stat")); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "usage_usec "); ok {
 				if usec, err := strconv.ParseUint(v, 10, 64); err == nil {
 					u.CPU, u.CPUOK = time.Duration(usec)*time.Microsecond, true
 				}
 			}
 		}
-		f.Close()
 	}
 	return u
 }

@@ -106,9 +106,14 @@ func (m *Manager) snapshot(ctx context.Context) (*snapshot, error) {
 	for _, s := range states {
 		byUnit[s.Name] = s
 	}
+	// Only units that may have processes are looked for: a unit that is
+	// not loaded or is inactive has none, and with no such unit /proc is
+	// not read at all.
 	names := make([]string, 0, len(reg.Instances))
 	for _, inst := range reg.Instances {
-		names = append(names, inst.Unit)
+		if s, ok := byUnit[inst.Unit]; ok && s.ActiveState != "inactive" {
+			names = append(names, inst.Unit)
+		}
 	}
 	procs, err := m.Processes.ByUnit(ctx, names)
 	if err != nil {

@@ -2,6 +2,8 @@ package kgdb
 
 import (
 	"encoding/json"
+	"encoding/json/jsontext"
+	jsonv2 "encoding/json/v2"
 	"fmt"
 	"strconv"
 	"strings"
@@ -204,70 +206,125 @@ func isNil(p any) bool {
 	return true
 }
 
-// UnmarshalJSON decodes an entity and insists on the fields the write-back
-// needs.
-func (e *Entity) UnmarshalJSON(data []byte) error {
-	type plain Entity
-	var w struct {
-		plain
-		Text             *string            `json:"text"`
-		Normalized       *string            `json:"normalized"`
-		TypePrimary      *string            `json:"type_primary"`
-		Confidence       *float64           `json:"confidence"`
-		ChunkAppearances *[]ChunkAppearance `json:"chunk_appearances"`
-	}
-	if err := json.Unmarshal(data, &w); err != nil {
-		return err
-	}
+// The answer's types decode in one streaming pass (UnmarshalJSONFrom, which
+// both encoding/json and encoding/json/v2 prefer) and insist on the fields
+// the write-back needs. UnmarshalJSON does the same for a caller holding the
+// value's bytes.
+
+// entityFields is an entity with its required fields as pointers, so that a
+// missing one shows.
+type entityFields struct {
+	plainEntity
+	Text             *string            `json:"text"`
+	Normalized       *string            `json:"normalized"`
+	TypePrimary      *string            `json:"type_primary"`
+	Confidence       *float64           `json:"confidence"`
+	ChunkAppearances *[]ChunkAppearance `json:"chunk_appearances"`
+}
+
+type plainEntity Entity
+
+func (w *entityFields) entity(e *Entity) error {
 	if m := missing("text", w.Text, "normalized", w.Normalized, "type_primary", w.TypePrimary,
 		"confidence", w.Confidence, "chunk_appearances", w.ChunkAppearances); len(m) > 0 {
 		return fmt.Errorf("entity lacks %s", strings.Join(m, ", "))
 	}
-	*e = Entity(w.plain)
+	*e = Entity(w.plainEntity)
 	e.Text, e.Normalized, e.TypePrimary, e.Confidence, e.ChunkAppearances = *w.Text, *w.Normalized, *w.TypePrimary, *w.Confidence, *w.ChunkAppearances
 	return nil
 }
 
-// UnmarshalJSON decodes a relationship and insists on the fields the
-// write-back needs.
-func (r *Relationship) UnmarshalJSON(data []byte) error {
-	type plain Relationship
-	var w struct {
-		plain
-		SubjectText *string  `json:"subject_text"`
-		Predicate   *string  `json:"predicate"`
-		ObjectText  *string  `json:"object_text"`
-		Confidence  *float64 `json:"confidence"`
+// UnmarshalJSONFrom decodes an entity from dec as it arrives.
+func (e *Entity) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	var w entityFields
+	if err := jsonv2.UnmarshalDecode(dec, &w); err != nil {
+		return err
 	}
+	return w.entity(e)
+}
+
+// UnmarshalJSON decodes an entity.
+func (e *Entity) UnmarshalJSON(data []byte) error {
+	var w entityFields
 	if err := json.Unmarshal(data, &w); err != nil {
 		return err
 	}
+	return w.entity(e)
+}
+
+// relationshipFields is a relationship with its required fields as
+// pointers.
+type relationshipFields struct {
+	plainRelationship
+	SubjectText *string  `json:"subject_text"`
+	Predicate   *string  `json:"predicate"`
+	ObjectText  *string  `json:"object_text"`
+	Confidence  *float64 `json:"confidence"`
+}
+
+type plainRelationship Relationship
+
+func (w *relationshipFields) relationship(r *Relationship) error {
 	if m := missing("subject_text", w.SubjectText, "predicate", w.Predicate, "object_text", w.ObjectText,
 		"confidence", w.Confidence); len(m) > 0 {
 		return fmt.Errorf("relationship lacks %s", strings.Join(m, ", "))
 	}
-	*r = Relationship(w.plain)
+	*r = Relationship(w.plainRelationship)
 	r.SubjectText, r.Predicate, r.ObjectText, r.Confidence = *w.SubjectText, *w.Predicate, *w.ObjectText, *w.Confidence
 	return nil
 }
 
-// UnmarshalJSON decodes an appearance and insists on all of its fields.
-func (a *ChunkAppearance) UnmarshalJSON(data []byte) error {
-	var w struct {
-		VectorRowID *int64 `json:"vector_rowid"`
-		ChunkIndex  *int   `json:"chunk_index"`
-		OffsetStart *int   `json:"offset_start"`
-		OffsetEnd   *int   `json:"offset_end"`
+// UnmarshalJSONFrom decodes a relationship from dec as it arrives.
+func (r *Relationship) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	var w relationshipFields
+	if err := jsonv2.UnmarshalDecode(dec, &w); err != nil {
+		return err
 	}
+	return w.relationship(r)
+}
+
+// UnmarshalJSON decodes a relationship.
+func (r *Relationship) UnmarshalJSON(data []byte) error {
+	var w relationshipFields
 	if err := json.Unmarshal(data, &w); err != nil {
 		return err
 	}
+	return w.relationship(r)
+}
+
+// appearanceFields is an appearance with every field a pointer.
+type appearanceFields struct {
+	VectorRowID *int64 `json:"vector_rowid"`
+	ChunkIndex  *int   `json:"chunk_index"`
+	OffsetStart *int   `json:"offset_start"`
+	OffsetEnd   *int   `json:"offset_end"`
+}
+
+func (w *appearanceFields) appearance(a *ChunkAppearance) error {
 	if m := missing("vector_rowid", w.VectorRowID, "chunk_index", w.ChunkIndex, "offset_start", w.OffsetStart,
 		"offset_end", w.OffsetEnd); len(m) > 0 {
 		return fmt.Errorf("chunk appearance lacks %s", strings.Join(m, ", "))
 	}
 	*a = ChunkAppearance{VectorRowID: *w.VectorRowID, ChunkIndex: *w.ChunkIndex, OffsetStart: *w.OffsetStart, OffsetEnd: *w.OffsetEnd}
 	return nil
+}
+
+// UnmarshalJSONFrom decodes an appearance from dec as it arrives.
+func (a *ChunkAppearance) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	var w appearanceFields
+	if err := jsonv2.UnmarshalDecode(dec, &w); err != nil {
+		return err
+	}
+	return w.appearance(a)
+}
+
+// UnmarshalJSON decodes an appearance and insists on all of its fields.
+func (a *ChunkAppearance) UnmarshalJSON(data []byte) error {
+	var w appearanceFields
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	return w.appearance(a)
 }
 
 // ServiceStatus is what the client last learned about the KG service.

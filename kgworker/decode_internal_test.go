@@ -336,12 +336,76 @@ func BenchmarkDecodeResult(b *testing.B) {
 		decode func(io.Reader) (*kgdb.IngestResult, error)
 	}{{"one-pass", decodeResult}, {"old", oldDecodeResult}} {
 		b.Run(d.name, func(b *testing.B) {
+			body := manyEntities(30)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := d.decode(strings.NewReader(answerBody)); err != nil {
+				if _, err := d.decode(strings.NewReader(body)); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
+	}
+}
+
+// TestValueLimitBoundsWhatTheDecoderHolds checks the one-pass decoder's
+// bound on what it holds at once: a string larger than MaxValueBytes, or a
+// summary (read whole), is refused with errValueTooLarge, a string just
+// under it is taken, and so is an entity larger than MaxValueBytes made of
+// smaller strings, which the decoder no longer holds whole (the old
+// decoder refused it).
+func TestValueLimitBoundsWhatTheDecoderHolds(t *testing.T) {
+	pad := func(n int) string { return strings.Repeat("a", n) }
+	sentence := `"sentence":"Go is fast"`
+	for _, tc := range []struct {
+		name    string
+		answer  string
+		tooLong bool
+	}{
+		{"a string over the bound", strings.Replace(answerBody, sentence, `"sentence":"`+pad(MaxValueBytes+1)+`"`, 1), true},
+		{"a string under the bound", strings.Replace(answerBody, sentence, `"sentence":"`+pad(MaxValueBytes-64<<10)+`"`, 1), false},
+		{"an entity over the bound, of strings under it", strings.Replace(answerBody, sentence,
+			`"sentence":"`+pad(MaxValueBytes/2)+`","context_before":"`+pad(MaxValueBytes/2)+`","context_after":"`+pad(MaxValueBytes/2)+`"`, 1), false},
+		{"a summary over the bound", strings.Replace(answerBody, `"chunks_with_entities":1`, `"chunks_with_entities":1,"note":"`+pad(MaxValueBytes)+`"`, 1), true},
+		{"an unknown field over the bound", strings.Replace(answerBody, `"entities":[`, `"extra":["`+pad(MaxValueBytes/2)+`","`+pad(MaxValueBytes/2)+`"],"entities":[`, 1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodeResult(strings.NewReader(tc.answer))
+			switch {
+			case tc.tooLong && !errors.Is(err, errValueTooLarge):
+				t.Errorf("got %v, want %v", err, errValueTooLarge)
+			case !tc.tooLong && err != nil:
+				t.Errorf("got %v, want the answer taken", err)
+			}
+		})
+	}
+}
+
+// manyEntities is the test answer with n copies of its entity.
+func manyEntities(n int) string {
+	a := strings.Index(answerBody, `{"text"`)
+	b := strings.Index(answerBody, `"spans_multiple_chunks":false}`) + len(`"spans_multiple_chunks":false}`)
+	entity := answerBody[a:b]
+	list := strings.TrimSuffix(strings.Repeat(entity+",", n), ",")
+	body := strings.Replace(answerBody, entity, list, 1)
+	return strings.Replace(body, `"entities_extracted":1`, fmt.Sprintf(`"entities_extracted":%d`, n), 1)
+}
+
+// TestDecodeResultReadsTheAnswerOnce holds the one-pass decoder to fewer
+// allocations than the old one, which decoded each entity, relationship
+// and appearance twice: an answer of 30 entities, as a document of a few
+// chunks gets.
+func TestDecodeResultReadsTheAnswerOnce(t *testing.T) {
+	body := manyEntities(30)
+	count := func(decode func(io.Reader) (*kgdb.IngestResult, error)) float64 {
+		return testing.AllocsPerRun(50, func() {
+			if _, err := decode(strings.NewReader(body)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	got, old := count(decodeResult), count(oldDecodeResult)
+	t.Logf("allocations per decode: %.0f, the old decoder %.0f", got, old)
+	if got > old*0.8 {
+		t.Errorf("the one-pass decoder makes %.0f allocations per answer of 30 entities, want at most 0.8 of the old decoder's %.0f", got, old)
 	}
 }

@@ -409,3 +409,27 @@ func TestDecodeResultReadsTheAnswerOnce(t *testing.T) {
 		t.Errorf("the one-pass decoder makes %.0f allocations per answer of 30 entities, want at most 0.8 of the old decoder's %.0f", got, old)
 	}
 }
+
+// TestCheckResultKnowsTheRequestsChunks checks an answer's chunk rowids
+// against a short request (looked through) and a long one (a set).
+func TestCheckResultKnowsTheRequestsChunks(t *testing.T) {
+	for _, n := range []int{3, 16, 17, 1000} {
+		req := &kgdb.IngestRequest{ContentID: 7}
+		for i := range n {
+			req.Chunks = append(req.Chunks, kgdb.Chunk{VectorRowID: int64(1000 + 2*i), ChunkIndex: i})
+		}
+		last := int64(1000 + 2*(n-1))
+		for _, tc := range []struct {
+			rowid int64
+			ok    bool
+		}{{1000, true}, {last, true}, {1001, false}, {last + 2, false}} {
+			res := &kgdb.IngestResult{ContentID: 7, Neo4jDocumentID: "d", EntitiesExtracted: 1, RelationshipsExtracted: 1,
+				Entities:      []kgdb.Entity{{Confidence: 0.5, ChunkAppearances: []kgdb.ChunkAppearance{{VectorRowID: tc.rowid, OffsetEnd: 1}}}},
+				Relationships: []kgdb.Relationship{{Confidence: 0.5, ChunkRowIDs: []int64{tc.rowid}}}}
+			err := checkResult(res, req)
+			if (err == nil) != tc.ok {
+				t.Errorf("%d chunks, rowid %d: got %v, want taken %v", n, tc.rowid, err, tc.ok)
+			}
+		}
+	}
+}

@@ -775,7 +775,11 @@ func (w *Worker) writeGroup(ctx context.Context, group []*pendingCommit) {
 		list[i] = kgdb.Completion{ID: c.it.ID, Result: c.res}
 	}
 	var per []error
-	err := w.settle(ctx, fmt.Sprintf("complete %s", countItems(len(group))), func(ctx context.Context) error {
+	label := "complete 1 item" // the common case, without formatting it for every item
+	if len(group) > 1 {
+		label = fmt.Sprintf("complete %s", countItems(len(group)))
+	}
+	err := w.settle(ctx, label, func(ctx context.Context) error {
 		var err error
 		per, err = w.queue.CompleteMany(ctx, w.owner, list)
 		return err

@@ -76,7 +76,7 @@ $(GOTESTSUM):
 # files or the command line; the starting corpus is under each package's
 # testdata/fuzz. `make fuzz FUZZTIME=10m` digs deeper.
 FUZZTIME ?= 3s
-FUZZ_TARGETS := config:FuzzLoad config:FuzzDecodeRegistry fleet:FuzzParseFleet units:FuzzRenderInstanceDropIn units:FuzzRenderEnvironment
+FUZZ_TARGETS := config:FuzzLoad config:FuzzDecodeRegistry fleet:FuzzParseFleet units:FuzzRenderInstanceDropIn units:FuzzRenderEnvironment kgworker:FuzzDecodeResultAgreesWithTheOldDecoder
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \

@@ -2,6 +2,8 @@ package kgdb
 
 import (
 	"encoding/json"
+	"encoding/json/jsontext"
+	jsonv2 "encoding/json/v2"
 	"fmt"
 	"strconv"
 	"strings"
@@ -169,105 +171,167 @@ type IngestResult struct {
 	Summary json.RawMessage `json:"summary"`
 }
 
-// missing names the required fields whose pointers are nil.
-func missing(fields ...any) []string {
+// The answer's types decode in one streaming pass (UnmarshalJSONFrom, which
+// both encoding/json and encoding/json/v2 prefer) and insist on the fields
+// the write-back needs. UnmarshalJSON does the same for a caller holding the
+// value's bytes.
+
+// required is a field the write-back needs: set records that the value
+// had it, not null.
+type required[T any] struct {
+	v   T
+	set bool
+}
+
+// UnmarshalJSONFrom decodes the field from dec as it arrives; null leaves
+// it unset.
+func (r *required[T]) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	if dec.PeekKind() == 'n' {
+		_, err := dec.ReadToken()
+		return err
+	}
+	r.set = true
+	return jsonv2.UnmarshalDecode(dec, &r.v)
+}
+
+// UnmarshalJSON decodes the field; null leaves it unset.
+func (r *required[T]) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		return nil
+	}
+	r.set = true
+	return json.Unmarshal(data, &r.v)
+}
+
+// lacking names the fields of an answer's value that are not set.
+func lacking(what string, fields ...any) error {
 	var out []string
 	for i := 0; i+1 < len(fields); i += 2 {
-		if isNil(fields[i+1]) {
+		if !fields[i+1].(bool) {
 			out = append(out, fields[i].(string))
 		}
 	}
-	return out
-}
-
-func isNil(p any) bool {
-	switch p := p.(type) {
-	case *string:
-		return p == nil
-	case *float64:
-		return p == nil
-	case *int64:
-		return p == nil
-	case *int:
-		return p == nil
-	case *bool:
-		return p == nil
-	case *[]ChunkAppearance:
-		return p == nil
-	case *[]Entity:
-		return p == nil
-	case *[]Relationship:
-		return p == nil
-	case *json.RawMessage:
-		return p == nil
+	if len(out) == 0 {
+		return nil
 	}
-	return true
+	return fmt.Errorf("%s lacks %s", what, strings.Join(out, ", "))
 }
 
-// UnmarshalJSON decodes an entity and insists on the fields the write-back
-// needs.
+// entityFields is an entity with its required fields noting whether they
+// were there.
+type entityFields struct {
+	plainEntity
+	Text             required[string]            `json:"text"`
+	Normalized       required[string]            `json:"normalized"`
+	TypePrimary      required[string]            `json:"type_primary"`
+	Confidence       required[float64]           `json:"confidence"`
+	ChunkAppearances required[[]ChunkAppearance] `json:"chunk_appearances"`
+}
+
+type plainEntity Entity
+
+func (w *entityFields) entity(e *Entity) error {
+	if err := lacking("entity", "text", w.Text.set, "normalized", w.Normalized.set, "type_primary", w.TypePrimary.set,
+		"confidence", w.Confidence.set, "chunk_appearances", w.ChunkAppearances.set); err != nil {
+		return err
+	}
+	*e = Entity(w.plainEntity)
+	e.Text, e.Normalized, e.TypePrimary, e.Confidence, e.ChunkAppearances = w.Text.v, w.Normalized.v, w.TypePrimary.v, w.Confidence.v, w.ChunkAppearances.v
+	return nil
+}
+
+// UnmarshalJSONFrom decodes an entity from dec as it arrives.
+func (e *Entity) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	var w entityFields
+	if err := jsonv2.UnmarshalDecode(dec, &w); err != nil {
+		return err
+	}
+	return w.entity(e)
+}
+
+// UnmarshalJSON decodes an entity.
 func (e *Entity) UnmarshalJSON(data []byte) error {
-	type plain Entity
-	var w struct {
-		plain
-		Text             *string            `json:"text"`
-		Normalized       *string            `json:"normalized"`
-		TypePrimary      *string            `json:"type_primary"`
-		Confidence       *float64           `json:"confidence"`
-		ChunkAppearances *[]ChunkAppearance `json:"chunk_appearances"`
-	}
+	var w entityFields
 	if err := json.Unmarshal(data, &w); err != nil {
 		return err
 	}
-	if m := missing("text", w.Text, "normalized", w.Normalized, "type_primary", w.TypePrimary,
-		"confidence", w.Confidence, "chunk_appearances", w.ChunkAppearances); len(m) > 0 {
-		return fmt.Errorf("entity lacks %s", strings.Join(m, ", "))
+	return w.entity(e)
+}
+
+// relationshipFields is a relationship with its required fields noting
+// whether they were there.
+type relationshipFields struct {
+	plainRelationship
+	SubjectText required[string]  `json:"subject_text"`
+	Predicate   required[string]  `json:"predicate"`
+	ObjectText  required[string]  `json:"object_text"`
+	Confidence  required[float64] `json:"confidence"`
+}
+
+type plainRelationship Relationship
+
+func (w *relationshipFields) relationship(r *Relationship) error {
+	if err := lacking("relationship", "subject_text", w.SubjectText.set, "predicate", w.Predicate.set,
+		"object_text", w.ObjectText.set, "confidence", w.Confidence.set); err != nil {
+		return err
 	}
-	*e = Entity(w.plain)
-	e.Text, e.Normalized, e.TypePrimary, e.Confidence, e.ChunkAppearances = *w.Text, *w.Normalized, *w.TypePrimary, *w.Confidence, *w.ChunkAppearances
+	*r = Relationship(w.plainRelationship)
+	r.SubjectText, r.Predicate, r.ObjectText, r.Confidence = w.SubjectText.v, w.Predicate.v, w.ObjectText.v, w.Confidence.v
 	return nil
 }
 
-// UnmarshalJSON decodes a relationship and insists on the fields the
-// write-back needs.
-func (r *Relationship) UnmarshalJSON(data []byte) error {
-	type plain Relationship
-	var w struct {
-		plain
-		SubjectText *string  `json:"subject_text"`
-		Predicate   *string  `json:"predicate"`
-		ObjectText  *string  `json:"object_text"`
-		Confidence  *float64 `json:"confidence"`
+// UnmarshalJSONFrom decodes a relationship from dec as it arrives.
+func (r *Relationship) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	var w relationshipFields
+	if err := jsonv2.UnmarshalDecode(dec, &w); err != nil {
+		return err
 	}
+	return w.relationship(r)
+}
+
+// UnmarshalJSON decodes a relationship.
+func (r *Relationship) UnmarshalJSON(data []byte) error {
+	var w relationshipFields
 	if err := json.Unmarshal(data, &w); err != nil {
 		return err
 	}
-	if m := missing("subject_text", w.SubjectText, "predicate", w.Predicate, "object_text", w.ObjectText,
-		"confidence", w.Confidence); len(m) > 0 {
-		return fmt.Errorf("relationship lacks %s", strings.Join(m, ", "))
+	return w.relationship(r)
+}
+
+// appearanceFields is an appearance, every field noting whether it was
+// there.
+type appearanceFields struct {
+	VectorRowID required[int64] `json:"vector_rowid"`
+	ChunkIndex  required[int]   `json:"chunk_index"`
+	OffsetStart required[int]   `json:"offset_start"`
+	OffsetEnd   required[int]   `json:"offset_end"`
+}
+
+func (w *appearanceFields) appearance(a *ChunkAppearance) error {
+	if err := lacking("chunk appearance", "vector_rowid", w.VectorRowID.set, "chunk_index", w.ChunkIndex.set,
+		"offset_start", w.OffsetStart.set, "offset_end", w.OffsetEnd.set); err != nil {
+		return err
 	}
-	*r = Relationship(w.plain)
-	r.SubjectText, r.Predicate, r.ObjectText, r.Confidence = *w.SubjectText, *w.Predicate, *w.ObjectText, *w.Confidence
+	*a = ChunkAppearance{VectorRowID: w.VectorRowID.v, ChunkIndex: w.ChunkIndex.v, OffsetStart: w.OffsetStart.v, OffsetEnd: w.OffsetEnd.v}
 	return nil
+}
+
+// UnmarshalJSONFrom decodes an appearance from dec as it arrives.
+func (a *ChunkAppearance) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	var w appearanceFields
+	if err := jsonv2.UnmarshalDecode(dec, &w); err != nil {
+		return err
+	}
+	return w.appearance(a)
 }
 
 // UnmarshalJSON decodes an appearance and insists on all of its fields.
 func (a *ChunkAppearance) UnmarshalJSON(data []byte) error {
-	var w struct {
-		VectorRowID *int64 `json:"vector_rowid"`
-		ChunkIndex  *int   `json:"chunk_index"`
-		OffsetStart *int   `json:"offset_start"`
-		OffsetEnd   *int   `json:"offset_end"`
-	}
+	var w appearanceFields
 	if err := json.Unmarshal(data, &w); err != nil {
 		return err
 	}
-	if m := missing("vector_rowid", w.VectorRowID, "chunk_index", w.ChunkIndex, "offset_start", w.OffsetStart,
-		"offset_end", w.OffsetEnd); len(m) > 0 {
-		return fmt.Errorf("chunk appearance lacks %s", strings.Join(m, ", "))
-	}
-	*a = ChunkAppearance{VectorRowID: *w.VectorRowID, ChunkIndex: *w.ChunkIndex, OffsetStart: *w.OffsetStart, OffsetEnd: *w.OffsetEnd}
-	return nil
+	return w.appearance(a)
 }
 
 // ServiceStatus is what the client last learned about the KG service.

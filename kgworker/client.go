@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/json/jsontext"
+	jsonv2 "encoding/json/v2"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,136 +124,97 @@ func ClassifyFault(err error) (Fault, time.Duration) {
 	}
 }
 
-// decodeResult reads a success answer from body as it arrives: the top-level
-// object field by field and the entity and relationship lists one element at
-// a time, so that no copy of the whole answer is ever held. It insists on
-// every field of the success model; the checks against the request are in
-// checkResult.
+// present is a field of the answer that notes whether the answer has it at
+// all, null included.
+type present[T any] struct {
+	set bool
+	v   T
+}
+
+// UnmarshalJSONFrom decodes the field from dec as it arrives.
+func (p *present[T]) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	p.set = true
+	return jsonv2.UnmarshalDecode(dec, &p.v)
+}
+
+// answer is the success model, each field noting whether it was there.
+// Its names are matched exactly, as the worker always did; those of the
+// entities and relationships without regard to case, as encoding/json does.
+type answer struct {
+	Success                present[bool]                `json:"success,case:strict"`
+	ContentID              present[int64]               `json:"content_id,case:strict"`
+	Neo4jDocumentID        present[string]              `json:"neo4j_document_id,case:strict"`
+	EntitiesExtracted      present[int]                 `json:"entities_extracted,case:strict"`
+	RelationshipsExtracted present[int]                 `json:"relationships_extracted,case:strict"`
+	ProcessingTimeMS       present[float64]             `json:"processing_time_ms,case:strict"`
+	Entities               present[[]kgdb.Entity]       `json:"entities,case:strict"`
+	Relationships          present[[]kgdb.Relationship] `json:"relationships,case:strict"`
+	Summary                present[json.RawMessage]     `json:"summary,case:strict"`
+}
+
+// answerOptions decode as encoding/json does (field names matched without
+// regard to case, duplicate names and invalid UTF-8 let through), except
+// that an error names where in the answer it is, as a JSON pointer.
+var answerOptions = jsonv2.JoinOptions(json.DefaultOptionsV1(), json.ReportErrorsWithLegacySemantics(false))
+
+// decodeResult decodes a success answer from body in one pass, as it
+// arrives, holding no copy of the whole answer: the decoder reads no more
+// than MaxValueBytes past the end of the last whole token, so that a single
+// string (or the summary, or an unknown field, which are read whole) larger
+// than that fails with errValueTooLarge. It insists on every field of the
+// success model; the checks against the request are in checkResult.
 func decodeResult(body io.Reader) (*kgdb.IngestResult, error) {
-	ar := &answerReader{sizeLimit: sizeLimit{r: body, err: errValueTooLarge}}
-	dec := json.NewDecoder(ar)
+	ar := &answerReader{r: body}
+	dec := jsontext.NewDecoder(ar, answerOptions)
 	ar.dec = dec
-	ar.nextValue()
-	if err := expectDelim(dec, '{'); err != nil {
+	var a answer
+	if err := jsonv2.UnmarshalDecode(dec, &a); err != nil {
+		if errors.Is(err, errValueTooLarge) || errors.Is(err, errTooLarge) {
+			return nil, ar.err
+		}
 		return nil, err
 	}
-	var (
-		r    kgdb.IngestResult
-		seen = map[string]bool{}
-		sum  json.RawMessage
-	)
-	for dec.More() {
-		ar.nextValue()
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		key, _ := tok.(string)
-		ar.nextValue()
-		var target any
-		switch key {
-		case "success":
-			target = &r.Success
-		case "content_id":
-			target = &r.ContentID
-		case "neo4j_document_id":
-			target = &r.Neo4jDocumentID
-		case "entities_extracted":
-			target = &r.EntitiesExtracted
-		case "relationships_extracted":
-			target = &r.RelationshipsExtracted
-		case "processing_time_ms":
-			target = &r.ProcessingTimeMS
-		case "summary":
-			target = &sum
-		case "entities":
-			r.Entities, err = decodeList[kgdb.Entity](ar, key)
-		case "relationships":
-			r.Relationships, err = decodeList[kgdb.Relationship](ar, key)
-		default:
-			var skip json.RawMessage
-			target = &skip
-		}
-		if target != nil {
-			if err := dec.Decode(target); err != nil {
-				return nil, fmt.Errorf("%s: %w", key, err)
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-		seen[key] = true
-	}
-	if err := expectDelim(dec, '}'); err != nil {
-		return nil, err
-	}
-	if !seen["success"] {
+	if !a.Success.set {
 		return nil, errors.New("answer lacks success")
 	}
-	if !r.Success {
+	if !a.Success.v {
 		return nil, errors.New("answer reports success false")
 	}
 	var lacking []string
-	for _, f := range []string{"content_id", "neo4j_document_id", "entities_extracted", "relationships_extracted",
-		"processing_time_ms", "entities", "relationships", "summary"} {
-		if !seen[f] {
-			lacking = append(lacking, f)
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"content_id", a.ContentID.set}, {"neo4j_document_id", a.Neo4jDocumentID.set}, {"entities_extracted", a.EntitiesExtracted.set},
+		{"relationships_extracted", a.RelationshipsExtracted.set}, {"processing_time_ms", a.ProcessingTimeMS.set},
+		{"entities", a.Entities.set}, {"relationships", a.Relationships.set}, {"summary", a.Summary.set}} {
+		if !f.set {
+			lacking = append(lacking, f.name)
 		}
 	}
 	if len(lacking) > 0 {
 		return nil, fmt.Errorf("answer lacks %s", strings.Join(lacking, ", "))
 	}
 	var s kgdb.Summary
-	if err := json.Unmarshal(sum, &s); err != nil {
+	if err := json.Unmarshal(a.Summary.v, &s); err != nil {
 		return nil, fmt.Errorf("summary: %w", err)
 	}
 	if s.EntitiesByType == nil || s.RelationshipsByPredicate == nil {
 		return nil, errors.New("summary lacks entities_by_type or relationships_by_predicate")
 	}
-	r.Summary = sum
-	if r.Entities == nil || r.Relationships == nil {
+	if a.Entities.v == nil || a.Relationships.v == nil {
 		return nil, errors.New("answer has null entities or relationships")
 	}
-	return &r, nil
-}
-
-// decodeList decodes a JSON array one element at a time.
-func decodeList[T any](ar *answerReader, key string) ([]T, error) {
-	dec := ar.dec
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
-	}
-	if tok == nil {
-		return nil, nil
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '[' {
-		return nil, fmt.Errorf("%s: want an array, got %v", key, tok)
-	}
-	out := []T{}
-	for i := 0; dec.More(); i++ {
-		ar.nextValue()
-		var v T
-		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
-		}
-		out = append(out, v)
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
-	}
-	return out, nil
-}
-
-func expectDelim(dec *json.Decoder, want json.Delim) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != want {
-		return fmt.Errorf("want %q, got %v", want, tok)
-	}
-	return nil
+	return &kgdb.IngestResult{
+		Success:                true,
+		ContentID:              a.ContentID.v,
+		Neo4jDocumentID:        a.Neo4jDocumentID.v,
+		EntitiesExtracted:      a.EntitiesExtracted.v,
+		RelationshipsExtracted: a.RelationshipsExtracted.v,
+		ProcessingTimeMS:       a.ProcessingTimeMS.v,
+		Entities:               a.Entities.v,
+		Relationships:          a.Relationships.v,
+		Summary:                a.Summary.v,
+	}, nil
 }
 
 // checkResult holds a decoded answer r against the request req it answers.
@@ -267,9 +231,16 @@ func checkResult(r *kgdb.IngestResult, req *kgdb.IngestRequest) error {
 	if r.RelationshipsExtracted != len(r.Relationships) {
 		return fmt.Errorf("relationships_extracted %d but %d relationships", r.RelationshipsExtracted, len(r.Relationships))
 	}
-	rowids := make(map[int64]bool, len(req.Chunks))
-	for _, ch := range req.Chunks {
-		rowids[ch.VectorRowID] = true
+	isChunk := func(id int64) bool {
+		return slices.ContainsFunc(req.Chunks, func(ch kgdb.Chunk) bool { return ch.VectorRowID == id })
+	}
+	if len(req.Chunks) > 16 {
+		// A long document: a set of its chunks.
+		rowids := make(map[int64]bool, len(req.Chunks))
+		for _, ch := range req.Chunks {
+			rowids[ch.VectorRowID] = true
+		}
+		isChunk = func(id int64) bool { return rowids[id] }
 	}
 	for i, e := range r.Entities {
 		if !(e.Confidence >= 0 && e.Confidence <= 1) {
@@ -277,7 +248,7 @@ func checkResult(r *kgdb.IngestResult, req *kgdb.IngestRequest) error {
 		}
 		for j, a := range e.ChunkAppearances {
 			switch {
-			case !rowids[a.VectorRowID]:
+			case !isChunk(a.VectorRowID):
 				return fmt.Errorf("entities[%d].chunk_appearances[%d].vector_rowid %d is not a chunk of the request", i, j, a.VectorRowID)
 			case a.OffsetStart < 0 || a.OffsetEnd < a.OffsetStart:
 				return fmt.Errorf("entities[%d].chunk_appearances[%d] offsets %d..%d are not a span", i, j, a.OffsetStart, a.OffsetEnd)
@@ -289,7 +260,7 @@ func checkResult(r *kgdb.IngestResult, req *kgdb.IngestRequest) error {
 			return fmt.Errorf("relationships[%d].confidence %v is not between 0 and 1", i, rel.Confidence)
 		}
 		for _, id := range rel.ChunkRowIDs {
-			if !rowids[id] {
+			if !isChunk(id) {
 				return fmt.Errorf("relationships[%d].chunk_rowids holds %d, not a chunk of the request", i, id)
 			}
 		}
@@ -335,6 +306,8 @@ type Client struct {
 	healthTimeout time.Duration
 	maxBytes      int64
 	http          *http.Client
+	// ingestURL is the ingest endpoint, made once.
+	ingestURL string
 
 	mu     sync.Mutex
 	status kgdb.ServiceStatus
@@ -401,6 +374,7 @@ func NewClient(opts ClientOpts) (*Client, error) {
 		}
 		u.Path = strings.TrimSuffix(u.Path, "/")
 		c.base = u
+		c.ingestURL = c.endpoint("/api/v1/ingest")
 	}
 	return c, nil
 }
@@ -570,24 +544,41 @@ func (l *sizeLimit) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// MaxValueBytes bounds one value of an answer: a top-level field, or one
-// entity or relationship. The decoder holds a whole value in its buffer, and
-// its buffer grows by doubling, so a single huge value would cost about three
-// times its size at once, whatever the answer's own bound. Every string of an
-// answer comes from the document, at most 1,000,000 characters: 6 MB even
-// with every character escaped as \uXXXX.
+// MaxValueBytes bounds what the answer's decoder holds at once beyond the
+// end of the last whole token: one string of the answer, or a value read
+// whole (the summary, a field the worker does not know). Its buffer grows by
+// doubling, so a single huge string would cost about three times its size at
+// once, whatever the answer's own bound. Every string of an answer comes
+// from the document, at most 1,000,000 characters: 6 MB even with every
+// character escaped as \uXXXX.
 const MaxValueBytes = 8 << 20
 
-// answerReader feeds the answer's decoder, failing a read once the value
-// being decoded has taken more than MaxValueBytes beyond what the decoder
-// already held when it started.
+// answerReader feeds the answer's decoder, failing a read once the decoder
+// would hold more than MaxValueBytes past the end of its last whole token.
+// err is the error it failed with.
 type answerReader struct {
-	sizeLimit
-	dec *json.Decoder
+	r    io.Reader
+	read int64
+	dec  *jsontext.Decoder
+	err  error
 }
 
-// nextValue starts the allowance of the next value.
-func (a *answerReader) nextValue() { a.n = MaxValueBytes }
+func (a *answerReader) Read(p []byte) (int, error) {
+	room := MaxValueBytes - (a.read - a.dec.InputOffset())
+	if room <= 0 {
+		a.err = errValueTooLarge
+		return 0, a.err
+	}
+	if int64(len(p)) > room {
+		p = p[:room]
+	}
+	n, err := a.r.Read(p)
+	a.read += int64(n)
+	if errors.Is(err, errTooLarge) {
+		a.err = err
+	}
+	return n, err
+}
 
 func (c *Client) ingest(ctx context.Context, in *kgdb.IngestRequest) (*kgdb.IngestResult, error) {
 	body, err := json.Marshal(in)
@@ -602,7 +593,7 @@ func (c *Client) ingest(ctx context.Context, in *kgdb.IngestRequest) (*kgdb.Inge
 	reqCtx = httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{
 		WroteHeaders: func() { wrote.Store(true) },
 	})
-	target := c.endpoint("/api/v1/ingest")
+	target := c.ingestURL
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("ingest content_id %d: %w", in.ContentID, err)

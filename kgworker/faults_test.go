@@ -85,7 +85,7 @@ func TestEachFaultSpendsAnAttemptAndKeepsEarlierResults(t *testing.T) {
 		{kgservicefake.FaultCountMismatch, "entities_extracted 4 but 3 entities"},
 		{kgservicefake.FaultMissingFields, "answer lacks neo4j_document_id, summary"},
 		{kgservicefake.FaultSuccessOnly, "answer lacks content_id, neo4j_document_id, entities_extracted"},
-		{kgservicefake.FaultWrongTypes, "content_id: json: cannot unmarshal string"},
+		{kgservicefake.FaultWrongTypes, `JSON string into Go int64 within "/content_id"`},
 		{kgservicefake.FaultUnknownChunk, "vector_rowid -1 is not a chunk of the request"},
 	} {
 		t.Run(tc.fault, func(t *testing.T) {

@@ -83,6 +83,11 @@ type Worker struct {
 	// noWatch is whether the last wait for work could not watch the
 	// database's files; it keeps the log to one line per change.
 	noWatch bool
+	// lastReclaim is when the loop last looked for expired leases, and
+	// reclaims how many times it has looked. Both belong to the loop
+	// goroutine.
+	lastReclaim time.Time
+	reclaims    int
 
 	mu    sync.Mutex
 	stats kgdb.WorkerStats
@@ -117,6 +122,10 @@ type pendingCommit struct {
 const maxGroupCommit = 32
 
 const (
+	// reclaimEvery is the longest a worker whose claims keep coming back
+	// full goes without looking for expired leases; a quarter of the lease
+	// when that is shorter.
+	reclaimEvery = time.Second
 	// healthRecheck is how long a healthy verdict is trusted before the
 	// worker asks the service again ahead of a claim.
 	healthRecheck = 30 * time.Second
@@ -304,6 +313,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	)
 	health := healthBackOff(w.poll)
 	claimSize := max(w.batch, w.concurrency)
+	// draining is whether the last claim took as many items as it asked
+	// for.
+	draining := false
 
 	finish := func() error {
 		w.giveBack(ctx, waiting, "shutting down")
@@ -368,11 +380,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		if len(waiting) == 0 && inFlight < w.concurrency {
 			// Expired leases matter only to a claim, which may take
 			// their items: look for them just before claiming, not
-			// on every round.
-			if err := w.reclaim(ctx); err != nil {
-				w.logf("%v", err)
-				w.pauseFor(ctx, w.dbPause, done, &inFlight)
-				continue
+			// on every round. While claims keep coming back full,
+			// look at most every reclaimEvery: an expired lease has
+			// already waited a whole lease, and the look would
+			// otherwise be a read for every batch.
+			if !draining || time.Since(w.lastReclaim) >= min(reclaimEvery, w.lease/4) {
+				if err := w.reclaim(ctx); err != nil {
+					w.logf("%v", err)
+					w.pauseFor(ctx, w.dbPause, done, &inFlight)
+					continue
+				}
 			}
 			items, err := w.claim(ctx, claimSize)
 			if err != nil {
@@ -382,6 +399,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			waiting = items
 			claimedFull = len(items) == claimSize
+			draining = claimedFull
 		}
 		for len(waiting) > 0 && inFlight < w.concurrency {
 			it := waiting[0]
@@ -476,6 +494,8 @@ func (w *Worker) unhold(ids ...int64) {
 }
 
 func (w *Worker) reclaim(ctx context.Context) error {
+	w.lastReclaim = time.Now()
+	w.reclaims++
 	dctx, cancel := dbContext(ctx)
 	defer cancel()
 	n, err := w.queue.ReclaimExpired(dctx)
@@ -755,7 +775,11 @@ func (w *Worker) writeGroup(ctx context.Context, group []*pendingCommit) {
 		list[i] = kgdb.Completion{ID: c.it.ID, Result: c.res}
 	}
 	var per []error
-	err := w.settle(ctx, fmt.Sprintf("complete %s", countItems(len(group))), func(ctx context.Context) error {
+	label := "complete 1 item" // the common case, without formatting it for every item
+	if len(group) > 1 {
+		label = fmt.Sprintf("complete %s", countItems(len(group)))
+	}
+	err := w.settle(ctx, label, func(ctx context.Context) error {
 		var err error
 		per, err = w.queue.CompleteMany(ctx, w.owner, list)
 		return err

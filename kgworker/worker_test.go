@@ -543,3 +543,24 @@ func TestWorkerProgressComesFromTheLoop(t *testing.T) {
 		}
 	})
 }
+
+// TestDrainingWorkerLooksForExpiredLeasesOncePerInterval drains a queue of
+// full batches: the look for expired leases, a read of its own, is made at
+// most once a second while claims come back full, not before every claim.
+func TestDrainingWorkerLooksForExpiredLeasesOncePerInterval(t *testing.T) {
+	r := newRig(t, serviceBackend)
+	const items = 200
+	r.fill(t, 1, items)
+	start := time.Now()
+	run := r.start(t, kgworker.Opts{PollInterval: time.Hour})
+	waitFor(t, 60*time.Second, "every item completed", func() bool {
+		return run.w.Stats().TotalSuccess == items
+	})
+	elapsed := time.Since(start)
+	run.stop(t)
+	// Claims of 5: 40 full ones. Once at the start, once a second while
+	// they come back full, once after the last (not full) claim.
+	if got, bound := kgworker.Reclaims(run.w), 3+int(elapsed/time.Second); got > bound {
+		t.Errorf("looked for expired leases %d times over %d claims in %s, want at most %d", got, items/5, elapsed.Round(time.Millisecond), bound)
+	}
+}

@@ -70,7 +70,9 @@ func main() {
 	pickupSamples := flag.Int("kg-pickup-samples", 200, "enqueue→pickup latency samples on SQLite with and without the file watch")
 	pickupOnly := flag.Bool("kg-pickup-only", false, "of the KG worker rows, measure only SQLite's enqueue→pickup and idle CPU")
 	throughputOnly := flag.Bool("kg-throughput-only", false, "of the KG worker rows, measure only 1 and 4 workers against the bare loop")
-	cpuProfile := flag.String("kg-cpuprofile", "", "write a CPU profile of the KG throughput rows to this file")
+	cpuProfile := flag.String("kg-cpuprofile", "", "write CPU profiles of the first round of the KG throughput rows to this path with .worker-N and .loop-N added (N workers)")
+	kgRounds := flag.Int("kg-rounds", 5, "rounds of the KG throughput rows, each the bare loop then the worker (the median of the rounds' ratios is reported)")
+	kgItems := flag.Int("kg-items", 8000, "items each run of the KG throughput rows drains")
 	skipHosts := flag.Bool("skip-hosts", false, "skip the rows of KG workers on several hosts (three machines, PostgreSQL)")
 	hostsItems := flag.Int("hosts-items", 2000, "items drained in each set-up of the several-hosts rows")
 	frontOnly := flag.Bool("front-only", false, "run only the front rows (HAProxy and nginx on loopback, no systemd)")
@@ -105,6 +107,9 @@ func main() {
 	if *fleetRuns < 1 || *startRuns < 1 || *runs < 1 {
 		fail(fmt.Errorf("invalid -fleet-runs %d, -start-runs %d or -runs %d: must be positive", *fleetRuns, *startRuns, *runs))
 	}
+	if *kgRounds < 1 || *kgItems < 1 {
+		fail(fmt.Errorf("invalid -kg-rounds %d or -kg-items %d: must be positive", *kgRounds, *kgItems))
+	}
 	if *legacyItems < 1 || *samples < 1 || *pickupSamples < 1 || *minRun <= 0 || *hostsItems < 1 {
 		fail(fmt.Errorf("invalid -kg-legacy-items %d, -kg-samples %d, -kg-pickup-samples %d, -kg-min-run %s or -hosts-items %d: must be positive", *legacyItems, *samples, *pickupSamples, *minRun, *hostsItems))
 	}
@@ -130,7 +135,7 @@ func main() {
 	if !*skipWorkers {
 		kb := &kgBench{ctx: ctx, minRun: *minRun, legacyItems: *legacyItems, samples: *samples,
 			pickupSamples: *pickupSamples, pickupOnly: *pickupOnly,
-			throughputOnly: *throughputOnly, cpuProfile: *cpuProfile}
+			throughputOnly: *throughputOnly, cpuProfile: *cpuProfile, rounds: *kgRounds, throughputItems: *kgItems}
 		kgRows, err := kb.rows()
 		if err != nil {
 			fail(err)

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 )
 
 // TestFrontWithMembersOnTwoHosts: a fleet file applied on alpha puts one
@@ -17,18 +15,7 @@ import (
 // stops it. A member on another host named by a loopback address is
 // refused, nothing changed.
 func TestFrontWithMembersOnTwoHosts(t *testing.T) {
-	lan := sdharness.NetworkForTest(t, testSubnet)
-	alpha, beta := bootMachine(t), bootMachine(t)
-	joinNetwork(t, lan, alpha, "10.77.0.2", "alpha")
-	joinNetwork(t, lan, beta, "10.77.0.3", "beta")
-	alpha.must("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/root/.ssh/id_ed25519")
-	hostKey := beta.startSSHD(alpha.must("cat", "/root/.ssh/id_ed25519.pub"))
-	if err := alpha.WriteFile("/root/.ssh/known_hosts", []byte("beta "+hostKey+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	alpha.waitFor("sshd on beta to let alpha's root in", 20*time.Second, func() bool {
-		return alpha.exec("ssh", "-o", "BatchMode=yes", "beta", "true").code == 0
-	})
+	alpha, beta := twoHosts(t)
 
 	fleet := `groups:
   web: {front: 9400, balance: roundrobin}

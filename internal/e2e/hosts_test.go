@@ -53,6 +53,25 @@ func (m *machine) startSSHD(authorized string) string {
 	return strings.TrimSpace(m.must("cat", "/etc/ssh/kato-test-host-key.pub"))
 }
 
+// twoHosts boots alpha and beta on one network, where alpha's root reaches
+// beta's root over ssh with a key and known_hosts the test made.
+func twoHosts(t *testing.T) (alpha, beta *machine) {
+	t.Helper()
+	lan := sdharness.NetworkForTest(t, testSubnet)
+	alpha, beta = bootMachine(t), bootMachine(t)
+	joinNetwork(t, lan, alpha, "10.77.0.2", "alpha")
+	joinNetwork(t, lan, beta, "10.77.0.3", "beta")
+	alpha.must("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/root/.ssh/id_ed25519")
+	hostKey := beta.startSSHD(alpha.must("cat", "/root/.ssh/id_ed25519.pub"))
+	if err := alpha.WriteFile("/root/.ssh/known_hosts", []byte("beta "+hostKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	alpha.waitFor("sshd on beta to let alpha's root in", 20*time.Second, func() bool {
+		return alpha.exec("ssh", "-o", "BatchMode=yes", "beta", "true").code == 0
+	})
+	return alpha, beta
+}
+
 // TestRemoteHosts: kato-manager --host reaches another host's kato-manager
 // through a real sshd, with a key and known_hosts the test made, and list
 // --host merges two hosts.

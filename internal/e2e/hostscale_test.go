@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kato-manager/kato-manager/internal/testkit/sdharness"
 	"github.com/kato-manager/kato-manager/internal/testkit/testbed"
 )
 
@@ -21,18 +20,7 @@ import (
 // refused, nothing changed; scale without --on-host scales alpha's replicas
 // and says the members on beta are left as they are.
 func TestScaleOnAnotherHost(t *testing.T) {
-	lan := sdharness.NetworkForTest(t, testSubnet)
-	alpha, beta := bootMachine(t), bootMachine(t)
-	joinNetwork(t, lan, alpha, "10.77.0.2", "alpha")
-	joinNetwork(t, lan, beta, "10.77.0.3", "beta")
-	alpha.must("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/root/.ssh/id_ed25519")
-	hostKey := beta.startSSHD(alpha.must("cat", "/root/.ssh/id_ed25519.pub"))
-	if err := alpha.WriteFile("/root/.ssh/known_hosts", []byte("beta "+hostKey+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	alpha.waitFor("sshd on beta to let alpha's root in", 20*time.Second, func() bool {
-		return alpha.exec("ssh", "-o", "BatchMode=yes", "beta", "true").code == 0
-	})
+	alpha, beta := twoHosts(t)
 	fleet := `groups:
   web: {front: 9400, balance: roundrobin}
 instances:

@@ -62,7 +62,11 @@ func (HostPorts) Listening(ctx context.Context) (map[int]int32, error) {
 // its; for one in another namespace that namespace's /proc tables are read.
 // A process that is gone listens on nothing.
 func (h HostPorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, error) {
-	if !sameNetNamespace(pid) {
+	same, err := sameNetNamespace(pid)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		return map[int]bool{}, nil // gone
+	}
+	if !same {
 		each, err := h.ListeningByEach(ctx, []int32{pid})
 		if err != nil {
 			return nil, err

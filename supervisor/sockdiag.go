@@ -125,11 +125,14 @@ func socketInodes(pid int32) []uint64 {
 }
 
 // sameNetNamespace says whether process pid is in this process's network
-// namespace.
-func sameNetNamespace(pid int32) bool {
+// namespace; the error says it cannot be told (the process is gone).
+func sameNetNamespace(pid int32) (bool, error) {
 	var self, other unix.Stat_t
-	if unix.Stat("/proc/self/ns/net", &self) != nil || unix.Stat("/proc/"+strconv.Itoa(int(pid))+"/ns/net", &other) != nil {
-		return false
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		return false, err
 	}
-	return self.Dev == other.Dev && self.Ino == other.Ino
+	if err := unix.Stat("/proc/"+strconv.Itoa(int(pid))+"/ns/net", &other); err != nil {
+		return false, err
+	}
+	return self.Dev == other.Dev && self.Ino == other.Ino, nil
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 
@@ -72,6 +73,9 @@ func (w *jobWaiter) run(ctx context.Context, call func() (int, error)) (string, 
 	w.inFlight++
 	w.mu.Unlock()
 	id, err := call()
+	if err == nil && id == 0 {
+		err = errors.New("systemd answered with no job")
+	}
 	w.mu.Lock()
 	w.inFlight--
 	job := dbus.ObjectPath("/org/freedesktop/systemd1/job/" + strconv.Itoa(id))

@@ -870,11 +870,12 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 	// (as root); else through the host port, which starts the forwarder.
 	inside := su.network != nil && m.Probe == nil
 	var ns *netNamespace
+	var nsPID int32 // the main process, known before its namespace
 	defer func() { ns.Close() }()
 	for {
 		if inside && ns == nil {
 			var err error
-			ns, err = m.instanceNamespace(ctx, inst.Unit)
+			ns, nsPID, err = m.instanceNamespace(ctx, inst.Unit)
 			if err != nil && !errors.Is(err, errNoNamespace) {
 				inside = false // not root: through the host port
 			}
@@ -966,6 +967,15 @@ func (m *Manager) waitReadyWatched(ctx context.Context, inst config.Instance, su
 		// request as soon as the port opens rather than at the next tick.
 		// A batch keeps to the ticks: fifty instances dialling that often
 		// would keep a CPU busy.
+		// So is its namespace: systemd makes it between the fork, which
+		// ends the start job, and the exec. Until then one look at the
+		// process's namespace every portCheckInterval, no D-Bus call.
+		if watch == nil && inside && ns == nil && nsPID != 0 {
+			if err := waitOwnNamespace(ctx, nsPID, tick.C); err != nil {
+				return err
+			}
+			continue
+		}
 		if watch == nil && m.Probe == nil && errors.Is(probeErr, syscall.ECONNREFUSED) {
 			dial := func(ctx context.Context) (net.Conn, error) {
 				return (&net.Dialer{}).DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(su.readyPort))
@@ -993,16 +1003,29 @@ func (m *Manager) hostPortsListen(ctx context.Context, n *units.PrivateNetwork, 
 	if !insideProbed {
 		return true, nil
 	}
-	for _, f := range n.Inbound {
-		name := units.ProxySocket(n.ID, f.Name)
-		u, err := m.Systemd.Unit(ctx, name)
-		if err != nil {
-			return false, err
-		}
-		switch u.ActiveState {
+	// One listing of the sockets, whose states are all this needs: a
+	// read of each socket's properties makes systemd write all of them.
+	names := make([]string, len(n.Inbound))
+	for i, f := range n.Inbound {
+		names[i] = units.ProxySocket(n.ID, f.Name)
+	}
+	list, err := m.Systemd.ListUnits(ctx, names...)
+	if err != nil {
+		return false, err
+	}
+	states := make(map[string]string, len(list))
+	for _, u := range list {
+		states[u.Name] = u.ActiveState
+	}
+	for i, f := range n.Inbound {
+		switch states[names[i]] {
 		case "active":
 		case "failed":
-			return false, fmt.Errorf("%s failed (result %s): host port %d is not forwarded to the processor; is another process listening on it? %w", name, u.Result, f.HostPort, ErrNotReady)
+			u, err := m.Systemd.Unit(ctx, names[i])
+			if err != nil {
+				return false, err
+			}
+			return false, fmt.Errorf("%s failed (result %s): host port %d is not forwarded to the processor; is another process listening on it? %w", names[i], u.Result, f.HostPort, ErrNotReady)
 		default:
 			return false, nil
 		}
@@ -1019,6 +1042,31 @@ const batchProbes = 32
 func (m *Manager) answeredByUnit(ctx context.Context, unit string, restartsBefore uint32) (UnitState, bool) {
 	u, err := m.Systemd.UnitRun(ctx, unit)
 	return u, err == nil && u.ActiveState == "active" && u.NRestarts <= restartsBefore
+}
+
+// waitOwnNamespace returns once process pid is no longer in the manager's
+// network namespace (systemd moved it into its own) or tick fires,
+// whichever comes first.
+func waitOwnNamespace(ctx context.Context, pid int32, tick <-chan time.Time) error {
+	check := time.NewTicker(portCheckInterval)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+			return nil
+		case <-check.C:
+			switch same, err := sameNetNamespace(pid); {
+			case err != nil:
+				// Gone: the next look at the unit, at the tick,
+				// says more.
+				check.Stop()
+			case !same:
+				return nil
+			}
+		}
+	}
 }
 
 // portCheckInterval is how often waitPortOpen tries the port.

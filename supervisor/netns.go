@@ -38,15 +38,22 @@ type netNamespace struct {
 // fails with errNoNamespace while the unit has no main process, or that
 // process is still in the manager's own namespace (systemd joins it to its
 // namespace between the fork and the exec).
-func (m *Manager) instanceNamespace(ctx context.Context, unit string) (*netNamespace, error) {
+// The main process's pid is returned with errNoNamespace once known.
+func (m *Manager) instanceNamespace(ctx context.Context, unit string) (*netNamespace, int32, error) {
 	u, err := m.Systemd.UnitRun(ctx, unit)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if u.MainPID == 0 {
-		return nil, errNoNamespace
+		return nil, 0, errNoNamespace
 	}
-	pid := int(u.MainPID)
+	ns, err := namespaceOf(unit, int(u.MainPID))
+	return ns, int32(u.MainPID), err
+}
+
+// namespaceOf opens the network namespace of process pid, unit's main
+// process (see instanceNamespace).
+func namespaceOf(unit string, pid int) (*netNamespace, error) {
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if errors.Is(err, unix.ESRCH) {
 		return nil, errNoNamespace

@@ -58,16 +58,35 @@ func (HostPorts) Listening(ctx context.Context) (map[int]int32, error) {
 	return out, nil
 }
 
-// ListeningBy implements Ports.
-func (HostPorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, error) {
-	conns, err := psnet.ConnectionsPidWithContext(ctx, "tcp", pid)
+// ListeningBy implements Ports. For a process in this network namespace
+// (every processor on the host network) the kernel names the listening
+// sockets (see listeningSockets) and the process's open files say which are
+// its; for one in another namespace that namespace's /proc tables are read.
+// A process that is gone listens on nothing.
+func (h HostPorts) ListeningBy(ctx context.Context, pid int32) (map[int]bool, error) {
+	same, err := sameNetNamespace(pid)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		return map[int]bool{}, nil // gone
+	}
+	if !same {
+		each, err := h.ListeningByEach(ctx, []int32{pid})
+		if err != nil {
+			return nil, err
+		}
+		return each[pid], nil
+	}
+	out := map[int]bool{}
+	inodes := socketInodes(pid)
+	if len(inodes) == 0 {
+		return out, nil
+	}
+	listening, err := listeningSockets()
 	if err != nil {
 		return nil, fmt.Errorf("list tcp sockets of pid %d: %w", pid, err)
 	}
-	out := make(map[int]bool)
-	for _, c := range conns {
-		if c.Status == "LISTEN" {
-			out[int(c.Laddr.Port)] = true
+	for _, inode := range inodes {
+		if port, ok := listening[inode]; ok {
+			out[port] = true
 		}
 	}
 	return out, nil

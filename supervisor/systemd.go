@@ -185,6 +185,30 @@ type DBus struct {
 	// and says whether it is a direct one (no bus in between); nil when
 	// the connection was handed over (NewDBus).
 	dial func(ctx context.Context) (*dbus.Conn, bool, error)
+	// jobs waits for the jobs the calls queue, from the signals of the
+	// connection; nil leaves that to go-systemd (see jobWaiter).
+	jobs *jobWaiter
+}
+
+// signalsOf wraps a dialer for sddbus.NewConnection so that *last holds
+// the connection dialed last, the one go-systemd reads signals from.
+func signalsOf(dial func() (*dbus.Conn, error), last **dbus.Conn) func() (*dbus.Conn, error) {
+	return func() (*dbus.Conn, error) {
+		c, err := dial()
+		if err == nil {
+			*last = c
+		}
+		return c, err
+	}
+}
+
+// withJobs returns d waiting for its jobs itself, on the signals of sig.
+func (d *DBus) withJobs(sig *dbus.Conn) *DBus {
+	if sig != nil {
+		d.jobs = newJobWaiter()
+		d.jobs.watch(sig)
+	}
+	return d
 }
 
 // Connect opens a D-Bus connection to the system manager or, with user, to
@@ -193,22 +217,23 @@ type DBus struct {
 // $XDG_RUNTIME_DIR/systemd/private first, which needs no session bus, and
 // else the session bus (DBUS_SESSION_BUS_ADDRESS, or $XDG_RUNTIME_DIR/bus).
 func Connect(ctx context.Context, user bool) (*DBus, error) {
+	var sig *dbus.Conn
 	if user {
-		conn, err := sddbus.NewConnection(func() (*dbus.Conn, error) {
+		conn, err := sddbus.NewConnection(signalsOf(func() (*dbus.Conn, error) {
 			conn, _, err := dialUser(ctx)
 			return conn, err
-		})
+		}, &sig))
 		if err != nil {
 			return nil, fmt.Errorf("connect to your systemd user manager over D-Bus: %w (does `systemctl --user` work? it needs XDG_RUNTIME_DIR)", err)
 		}
-		return &DBus{conn: conn, dial: dialUser}, nil
+		return (&DBus{conn: conn, dial: dialUser}).withJobs(sig), nil
 	}
 	// As root, systemd's own socket, as systemctl uses it: no bus daemon
 	// between, no Hello, one round trip less for every call.
 	if os.Geteuid() == 0 {
 		dial := oneConnection(func() (*dbus.Conn, error) { return dialDirect(ctx, "/run/systemd/private") })
-		if conn, err := sddbus.NewConnection(dial); err == nil {
-			return &DBus{conn: conn, dial: dialSystem}, nil
+		if conn, err := sddbus.NewConnection(signalsOf(dial, &sig)); err == nil {
+			return (&DBus{conn: conn, dial: dialSystem}).withJobs(sig), nil
 		}
 	}
 	conn, err := sddbus.NewWithContext(ctx)
@@ -306,6 +331,18 @@ func (d *DBus) Close() { d.conn.Close() }
 type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int, error)
 
 func (d *DBus) runJob(ctx context.Context, verb string, fn jobFunc, name string) error {
+	if d.jobs != nil {
+		result, err := d.jobs.run(ctx, func() (int, error) { return fn(ctx, name, "replace", nil) })
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return fmt.Errorf("%s %s: %w", verb, name, err)
+		case err != nil:
+			return fmt.Errorf("%s %s: %w", verb, name, classify(err))
+		case result != "done":
+			return fmt.Errorf("%s %s: job result %q: %w", verb, name, result, ErrJobFailed)
+		}
+		return nil
+	}
 	ch := make(chan string, 1)
 	if _, err := fn(ctx, name, "replace", ch); err != nil {
 		return fmt.Errorf("%s %s: %w", verb, name, classify(err))

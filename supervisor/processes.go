@@ -192,20 +192,6 @@ func openRead(path string) (int, error) {
 	}
 }
 
-// readProcStat reads the fields ByUnit needs from /proc/PID/stat.
-func readProcStat(path string) (procStat, error) {
-	var r procReader
-	data, err := r.read(path)
-	if err != nil {
-		return procStat{}, err
-	}
-	st, err := parseProcStat(data)
-	if err != nil {
-		return procStat{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return st, nil
-}
-
 // parseProcStat parses /proc/PID/stat: "pid (comm) state ppid …", comm in
 // parentheses that may hold any character, so the fields are counted from
 // the last ')'. See proc_pid_stat(5).

@@ -305,7 +305,8 @@ func TestSampleRemembersTheListeningSocket(t *testing.T) {
 		}
 		return s.Instances[0].Ready
 	}
-	if !ready() || !ready() || reads != 1 {
+	first, second := ready(), ready()
+	if !first || !second || reads != 1 {
 		t.Fatalf("two samples: read the sockets %d times, want ready both times after one read", reads)
 	}
 	ln.Close()

@@ -164,15 +164,11 @@ func (it *batchItem) failure() BatchFailure {
 // one removed, a changed one put back to its old settings) and the others'
 // results stand: the error then wraps ErrBatchFailed.
 func (m *Manager) Apply(ctx context.Context, path string, want []fleet.Desired, opts ApplyOptions) (*ApplyResult, error) {
-	release, err := m.Registry.LockOperations(ctx)
+	reg, release, err := m.lockedRegistry(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return nil, err
-	}
 	m.dropUnusedZMQPorts(reg)
 	plan, err := fleet.PlanFleet(path, want, reg, opts.Prune)
 	if err != nil {

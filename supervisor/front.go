@@ -364,15 +364,11 @@ var ErrNoFront = errors.New("group has no front")
 // does not come back; the result names it as failed, the members restarted
 // before it as done.
 func (m *Manager) RollGroup(ctx context.Context, group string, opts RollOptions) (_ *GroupResult, err error) {
-	release, err := m.Registry.LockOperations(ctx)
+	reg, release, err := m.lockedRegistry(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return nil, err
-	}
 	if !reg.HasRemoteMembers(group) {
 		if _, err := m.GroupMembers(group); err != nil {
 			return nil, err

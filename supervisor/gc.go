@@ -16,15 +16,11 @@ func (m *Manager) GC(ctx context.Context) (Drift, error) {
 	var done Drift
 	// Under the operation lock, so the picture below is taken after any
 	// start or stop in flight has finished, never before.
-	release, err := m.Registry.LockOperations(ctx)
+	reg, release, err := m.lockedRegistry(ctx)
 	if err != nil {
 		return done, err
 	}
 	defer release()
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return done, err
-	}
 	orphans, err := m.orphanIDs(ctx, reg)
 	if err != nil {
 		return done, err

@@ -170,6 +170,22 @@ func (m *Manager) Start(ctx context.Context, req StartRequest) (*StartResult, er
 	return m.startLocked(ctx, req)
 }
 
+// lockedRegistry takes the registry's operations lock and reads the
+// registry under it. The caller defers release; on an error the lock is
+// already given back.
+func (m *Manager) lockedRegistry(ctx context.Context) (*config.Registry, func(), error) {
+	release, err := m.Registry.LockOperations(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	reg, err := m.Registry.Load()
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return reg, release, nil
+}
+
 // startLocked is Start for a caller holding the operations lock, with req
 // validated.
 func (m *Manager) startLocked(ctx context.Context, req StartRequest) (*StartResult, error) {
@@ -1271,15 +1287,11 @@ type StopResult struct {
 // its registry entry and any failed state. A unit kato-manager made whose
 // registry entry is gone is stopped by its ID too.
 func (m *Manager) Stop(ctx context.Context, ref string) (*StopResult, error) {
-	release, err := m.Registry.LockOperations(ctx)
+	reg, release, err := m.lockedRegistry(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return nil, err
-	}
 	inst, findErr := reg.Find(ref)
 	id := ref
 	var stopTimeout time.Duration
@@ -1332,15 +1344,11 @@ func (m *Manager) remove(ctx context.Context, id string) error {
 // StopAll stops every instance, registered or orphaned, and, when
 // withServices is set, the shared service units as well.
 func (m *Manager) StopAll(ctx context.Context, withServices bool) (*StopResult, error) {
-	release, err := m.Registry.LockOperations(ctx)
+	reg, release, err := m.lockedRegistry(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return nil, err
-	}
 	ids := map[string]bool{}
 	for id := range reg.Instances {
 		ids[id] = true

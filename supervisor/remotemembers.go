@@ -116,17 +116,12 @@ func (m *Manager) setRemoteMembersLocked(ctx context.Context, hosts []string, fo
 	return m.syncFronts(ctx, nil)
 }
 
-// lockRemoteMember takes the registry's operations lock and returns the
-// registry and its remote member id, with the lock's release; a missing
+// lockRemoteMember takes the registry's operations lock (lockedRegistry)
+// and returns the registry and its remote member id, with the lock's release; a missing
 // member is config.ErrNotFound, the lock released.
 func (m *Manager) lockRemoteMember(ctx context.Context, id string) (*config.Registry, config.RemoteMember, func(), error) {
-	release, err := m.Registry.LockOperations(ctx)
+	reg, release, err := m.lockedRegistry(ctx)
 	if err != nil {
-		return nil, config.RemoteMember{}, nil, err
-	}
-	reg, err := m.Registry.Load()
-	if err != nil {
-		release()
 		return nil, config.RemoteMember{}, nil, err
 	}
 	rm, ok := reg.RemoteMembers[id]

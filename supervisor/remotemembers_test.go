@@ -144,3 +144,26 @@ func TestRemoteMemberNotFound(t *testing.T) {
 	}
 	release()
 }
+
+// TestLockedRegistryReleasesOnABadRegistry: a registry that does not read
+// refuses the operation with the reader's error and leaves the operations
+// lock free for the next one.
+func TestLockedRegistryReleasesOnABadRegistry(t *testing.T) {
+	e, _ := newFrontEnv(t)
+	if err := os.WriteFile(e.m.Registry.Path, []byte("this is not TOML [[[\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := e.m.Stop(ctx, "web-1"); err == nil || !strings.Contains(err.Error(), e.m.Registry.Path) {
+		t.Errorf("stop over a bad registry: %v, want the registry's error", err)
+	}
+	if err := e.m.StopRemoteMember(ctx, "web-b"); err == nil || errors.Is(err, config.ErrNotFound) {
+		t.Errorf("stop of a remote member over a bad registry: %v, want the registry's error", err)
+	}
+	release, err := e.m.Registry.LockOperations(ctx)
+	if err != nil {
+		t.Fatalf("the lock after the refusals: %v", err)
+	}
+	release()
+}

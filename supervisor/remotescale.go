@@ -125,15 +125,11 @@ func sameHost(a, b string) bool { return config.HostAddress(a) == config.HostAdd
 // the host now runs (its export) and this waits until it sees the new ones
 // up. The members on the other hosts serve throughout.
 func (m *Manager) ScaleOnHost(ctx context.Context, group, host string, n int, opts ScaleOptions) (*ScaleResult, error) {
-	release, err := m.Registry.LockOperations(ctx)
+	reg, release, err := m.lockedRegistry(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return nil, err
-	}
 	plan, prefix, at, err := PlanOnHost(m.Config, reg, group, host, n)
 	if err != nil {
 		return nil, err

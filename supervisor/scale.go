@@ -145,15 +145,11 @@ type ScaleResult struct {
 // are drained out of the front, then stopped and removed. The other
 // members keep serving throughout.
 func (m *Manager) ScaleGroup(ctx context.Context, group string, n int, opts ScaleOptions) (*ScaleResult, error) {
-	release, err := m.Registry.LockOperations(ctx)
+	reg, release, err := m.lockedRegistry(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	reg, err := m.Registry.Load()
-	if err != nil {
-		return nil, err
-	}
 	e, tpl, err := ReplicaEntry(m.Config, reg, group)
 	if err != nil {
 		return nil, err

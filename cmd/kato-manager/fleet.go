@@ -297,9 +297,6 @@ func exportFlags(fs *pflag.FlagSet) *string {
 }
 
 func (a *app) export(ctx context.Context, fs *pflag.FlagSet, format *string) error {
-	if err := noArgs(fs, "export takes no arguments; it writes to standard output"); err != nil {
-		return err
-	}
 	if err := fleet.CheckExportFormat("--format", *format); err != nil {
 		return err
 	}

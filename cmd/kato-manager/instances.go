@@ -75,19 +75,16 @@ func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b
 	if err := checkGroupFlag(group); err != nil {
 		return err
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	pr := textview.NewProgress(a.stderr)
-	opts.Progress = pr.Update
-	res, err := do(m, ctx, group, opts)
-	pr.Finish()
-	if res == nil {
-		return err
-	}
-	return a.printGroupResult(verb, res, err)
+	return a.withManager(ctx, func(m *supervisor.Manager) error {
+		pr := textview.NewProgress(a.stderr)
+		opts.Progress = pr.Update
+		res, err := do(m, ctx, group, opts)
+		pr.Finish()
+		if res == nil {
+			return err
+		}
+		return a.printGroupResult(verb, res, err)
+	})
 }
 
 // checkGroupFlag checks the value of a --group flag.
@@ -234,18 +231,15 @@ func (a *app) stopGroup(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValue
 	if err := checkGroupFlag(*f.group); err != nil {
 		return err
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	res, err := m.StopGroup(ctx, *f.group, *f.parallel)
-	if res != nil {
-		for _, id := range res.Stopped {
-			fmt.Fprintf(a.stdout, "stopped and removed %s\n", id)
+	return a.withManager(ctx, func(m *supervisor.Manager) error {
+		res, err := m.StopGroup(ctx, *f.group, *f.parallel)
+		if res != nil {
+			for _, id := range res.Stopped {
+				fmt.Fprintf(a.stdout, "stopped and removed %s\n", id)
+			}
 		}
-	}
-	return err
+		return err
+	})
 }
 
 func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) error {
@@ -289,39 +283,36 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 		}
 		refs[0] = target
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
+	return a.withManager(ctx, func(m *supervisor.Manager) error {
+		if len(refs) == 1 {
+			pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
+			m.Waiting = pr.Update
+			res, err := m.Stop(ctx, refs[0])
+			pr.Finish()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "stopped and removed %s\n", res.Stopped[0])
+			return nil
+		}
+		withServices := *withMongo
+		if !*withMongo && !*noMongo && len(m.Config.Services.Units) > 0 {
+			_, withServices = a.ask(fmt.Sprintf("Also stop the shared services (%s)?", strings.Join(m.Config.Services.Units, ", ")))
+		}
+		res, err := m.StopAll(ctx, withServices)
+		if res != nil {
+			for _, s := range res.Stopped {
+				fmt.Fprintf(a.stdout, "stopped and removed %s\n", s)
+			}
+			for _, s := range res.Services {
+				fmt.Fprintf(a.stdout, "stopped %s\n", s)
+			}
+			if len(res.Stopped) == 0 && err == nil {
+				fmt.Fprintln(a.stdout, "no instances")
+			}
+		}
 		return err
-	}
-	defer done()
-	if len(refs) == 1 {
-		pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
-		m.Waiting = pr.Update
-		res, err := m.Stop(ctx, refs[0])
-		pr.Finish()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(a.stdout, "stopped and removed %s\n", res.Stopped[0])
-		return nil
-	}
-	withServices := *withMongo
-	if !*withMongo && !*noMongo && len(m.Config.Services.Units) > 0 {
-		_, withServices = a.ask(fmt.Sprintf("Also stop the shared services (%s)?", strings.Join(m.Config.Services.Units, ", ")))
-	}
-	res, err := m.StopAll(ctx, withServices)
-	if res != nil {
-		for _, s := range res.Stopped {
-			fmt.Fprintf(a.stdout, "stopped and removed %s\n", s)
-		}
-		for _, s := range res.Services {
-			fmt.Fprintf(a.stdout, "stopped %s\n", s)
-		}
-		if len(res.Stopped) == 0 && err == nil {
-			fmt.Fprintln(a.stdout, "no instances")
-		}
-	}
-	return err
+	})
 }
 
 // findInstance looks ref up in the registry, without systemd: an unknown
@@ -394,20 +385,17 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 		}
 		return err
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
-	m.Waiting = pr.Update
-	inst, err := m.Restart(ctx, found.ID, *timeout)
-	pr.Finish()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "restarted %s (%s): API port %d%s\n", inst.ID, inst.Name, inst.APIPort, textview.ZMQText(inst.ZMQPort))
-	return nil
+	return a.withManager(ctx, func(m *supervisor.Manager) error {
+		pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
+		m.Waiting = pr.Update
+		inst, err := m.Restart(ctx, found.ID, *timeout)
+		pr.Finish()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "restarted %s (%s): API port %d%s\n", inst.ID, inst.Name, inst.APIPort, textview.ZMQText(inst.ZMQPort))
+		return nil
+	})
 }
 
 // listFlagValues are list's flags.
@@ -424,57 +412,48 @@ func listFlags(fs *pflag.FlagSet) *listFlagValues {
 
 func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) error {
 	asJSON := f.json
-	if err := noArgs(fs, "list takes no arguments"); err != nil {
-		return err
-	}
 	if fs.Changed("group") {
 		if err := checkGroupFlag(*f.group); err != nil {
 			return err
 		}
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	all, err := m.ListAll(ctx)
-	if err != nil {
-		return err
-	}
-	views, fronts := all.Instances, all.Fronts
-	if fs.Changed("group") {
-		views = slices.DeleteFunc(views, func(v supervisor.InstanceView) bool { return v.Group != *f.group })
-		fronts = slices.DeleteFunc(fronts, func(v supervisor.FrontView) bool { return v.Group != *f.group })
-	}
-	if *f.fronts {
+	return a.withManager(ctx, func(m *supervisor.Manager) error {
+		all, err := m.ListAll(ctx)
+		if err != nil {
+			return err
+		}
+		views, fronts := all.Instances, all.Fronts
+		if fs.Changed("group") {
+			views = slices.DeleteFunc(views, func(v supervisor.InstanceView) bool { return v.Group != *f.group })
+			fronts = slices.DeleteFunc(fronts, func(v supervisor.FrontView) bool { return v.Group != *f.group })
+		}
+		if *f.fronts {
+			if *asJSON {
+				return writeJSON(a.stdout, fronts)
+			}
+			if len(fronts) == 0 {
+				fmt.Fprintln(a.stdout, "no fronts")
+				return nil
+			}
+			return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
+		}
 		if *asJSON {
-			return writeJSON(a.stdout, fronts)
+			return writeJSON(a.stdout, views)
 		}
-		if len(fronts) == 0 {
-			fmt.Fprintln(a.stdout, "no fronts")
-			return nil
+		if len(views) == 0 {
+			fmt.Fprintln(a.stdout, "no instances; start one with `kato-manager start --id ID`")
+		} else if err := textview.List(a.stdout, views); err != nil {
+			return err
 		}
-		return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
-	}
-	if *asJSON {
-		return writeJSON(a.stdout, views)
-	}
-	if len(views) == 0 {
-		fmt.Fprintln(a.stdout, "no instances; start one with `kato-manager start --id ID`")
-	} else if err := textview.List(a.stdout, views); err != nil {
-		return err
-	}
-	if len(fronts) > 0 {
-		fmt.Fprintln(a.stdout, "fronts:")
-		return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
-	}
-	return nil
+		if len(fronts) > 0 {
+			fmt.Fprintln(a.stdout, "fronts:")
+			return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
+		}
+		return nil
+	})
 }
 
 func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
-	if err := noArgs(fs, "status takes no arguments"); err != nil {
-		return err
-	}
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
@@ -556,60 +535,48 @@ func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) er
 }
 
 func (a *app) gc(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	if err := noArgs(fs, "gc takes no arguments"); err != nil {
+	return a.withManager(ctx, func(m *supervisor.Manager) error {
+		d, err := m.GC(ctx)
+		for _, id := range d.MissingUnits {
+			fmt.Fprintf(a.stdout, "removed registry entry %s: its unit files were gone\n", id)
+		}
+		for _, id := range d.OrphanUnits {
+			fmt.Fprintf(a.stdout, "removed unit %s: it had no registry entry\n", units.InstanceUnit(id))
+		}
+		if d.Empty() && err == nil {
+			fmt.Fprintln(a.stdout, "nothing to repair")
+		}
 		return err
-	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	d, err := m.GC(ctx)
-	for _, id := range d.MissingUnits {
-		fmt.Fprintf(a.stdout, "removed registry entry %s: its unit files were gone\n", id)
-	}
-	for _, id := range d.OrphanUnits {
-		fmt.Fprintf(a.stdout, "removed unit %s: it had no registry entry\n", units.InstanceUnit(id))
-	}
-	if d.Empty() && err == nil {
-		fmt.Fprintln(a.stdout, "nothing to repair")
-	}
-	return err
+	})
 }
 
 func (a *app) installUnits(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	if err := noArgs(fs, "install-units takes no arguments"); err != nil {
+	return a.withManager(ctx, func(m *supervisor.Manager) error {
+		res, err := m.InstallUnits(ctx)
+		for _, f := range res.Written {
+			fmt.Fprintf(a.stdout, "wrote %s\n", f)
+		}
+		for _, f := range res.Removed {
+			fmt.Fprintf(a.stdout, "removed %s: the vendor files live under %s now, /etc is for local overrides\n", f, filepath.Dir(filepath.Dir(m.Paths.VendorUnitDir)))
+		}
+		if res.Secured != "" {
+			fmt.Fprintf(a.stdout, "made %s 0640 root:%s\n", res.Secured, config.ServiceUser)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "units installed; systemd reloaded; %s and %s enabled\n", units.InstanceTarget, units.WorkerTarget)
+		if !res.NewServiceTemplates() {
+			return nil
+		}
+		// What runs was started from the earlier files: restarted, it runs
+		// under the new ones (a processor under its own user, for one).
+		restarted, err := m.RestartRunning(ctx)
+		for _, u := range restarted {
+			fmt.Fprintf(a.stdout, "restarted %s on the new unit files\n", u)
+		}
 		return err
-	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	res, err := m.InstallUnits(ctx)
-	for _, f := range res.Written {
-		fmt.Fprintf(a.stdout, "wrote %s\n", f)
-	}
-	for _, f := range res.Removed {
-		fmt.Fprintf(a.stdout, "removed %s: the vendor files live under %s now, /etc is for local overrides\n", f, filepath.Dir(filepath.Dir(m.Paths.VendorUnitDir)))
-	}
-	if res.Secured != "" {
-		fmt.Fprintf(a.stdout, "made %s 0640 root:%s\n", res.Secured, config.ServiceUser)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "units installed; systemd reloaded; %s and %s enabled\n", units.InstanceTarget, units.WorkerTarget)
-	if !res.NewServiceTemplates() {
-		return nil
-	}
-	// What runs was started from the earlier files: restarted, it runs
-	// under the new ones (a processor under its own user, for one).
-	restarted, err := m.RestartRunning(ctx)
-	for _, u := range restarted {
-		fmt.Fprintf(a.stdout, "restarted %s on the new unit files\n", u)
-	}
-	return err
+	})
 }
 
 func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {

@@ -483,11 +483,7 @@ func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error
 
 // errUnhealthy makes status exit 1 without another message: the report
 // already says what is wrong.
-var errUnhealthy = silentError{}
-
-type silentError struct{}
-
-func (silentError) Error() string { return "" }
+var errUnhealthy = exitCodeError{code: exitFailed}
 
 // logsFlagValues are logs' flags.
 type logsFlagValues struct {

@@ -290,10 +290,6 @@ func (a *app) report(err error) int {
 	}
 	// The messages' "kato-manager:" is red on a terminal.
 	prefix := a.palette(a.stderr).Paint(textview.Red, "kato-manager:")
-	var re remoteExit
-	if errors.As(err, &re) {
-		return re.code
-	}
 	// Every problem of a fleet file on a line of its own; diff's exit
 	// status for trouble is 2 as well.
 	var bad fileErrors
@@ -316,9 +312,7 @@ func (a *app) report(err error) int {
 		textview.StartError(a.stderr, prefix, se)
 		return exitFailed
 	}
-	if !errors.Is(err, errUnhealthy) {
-		fmt.Fprintf(a.stderr, "%s %v\n", prefix, flagNames(err))
-	}
+	fmt.Fprintf(a.stderr, "%s %v\n", prefix, flagNames(err))
 	var ue usageError
 	if errors.As(err, &ue) && !errors.Is(err, config.ErrMalformed) {
 		return exitUsage

@@ -61,11 +61,9 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 
 // scaleFlagValues are scale's flags.
 type scaleFlagValues struct {
-	group    *string
-	timeout  *time.Duration
-	parallel *int
-	onHost   *string
-	prefix   *string
+	group, onHost, prefix *string
+	timeout               *time.Duration
+	parallel              *int
 }
 
 func scaleFlags(fs *pflag.FlagSet) *scaleFlagValues {

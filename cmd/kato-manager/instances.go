@@ -249,21 +249,20 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 	if fs.Changed("parallel") {
 		return usagef("--parallel goes with --group")
 	}
-	id, name, all, withMongo, noMongo := f.id, f.name, f.all, f.withMongo, f.noMongo
 	refs := fs.Args()
-	if *id != "" {
-		refs = append(refs, *id)
+	if *f.id != "" {
+		refs = append(refs, *f.id)
 	}
-	if *name != "" {
-		refs = append(refs, *name)
+	if *f.name != "" {
+		refs = append(refs, *f.name)
 	}
 	if len(refs) > 1 {
 		return usagef("stop takes one instance, got %q", refs)
 	}
-	if *withMongo && *noMongo {
+	if *f.withMongo && *f.noMongo {
 		return usagef("--with-mongo and --no-mongo exclude each other")
 	}
-	if len(refs) == 1 && (*all || *withMongo || *noMongo) {
+	if len(refs) == 1 && (*f.all || *f.withMongo || *f.noMongo) {
 		return usagef("--all, --with-mongo and --no-mongo go without an instance")
 	}
 	for _, f := range []string{"id", "name"} {
@@ -295,8 +294,8 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 			fmt.Fprintf(a.stdout, "stopped and removed %s\n", res.Stopped[0])
 			return nil
 		}
-		withServices := *withMongo
-		if !*withMongo && !*noMongo && len(m.Config.Services.Units) > 0 {
+		withServices := *f.withMongo
+		if !*f.withMongo && !*f.noMongo && len(m.Config.Services.Units) > 0 {
 			_, withServices = a.ask(fmt.Sprintf("Also stop the shared services (%s)?", strings.Join(m.Config.Services.Units, ", ")))
 		}
 		res, err := m.StopAll(ctx, withServices)
@@ -338,11 +337,9 @@ func positiveDuration(fs *pflag.FlagSet, flag string, d time.Duration) error {
 
 // restartFlagValues are restart's flags.
 type restartFlagValues struct {
-	timeout        *time.Duration
-	group          *string
-	parallel       *int
-	maxUnavailable *int
-	surge          *int
+	timeout                         *time.Duration
+	group                           *string
+	parallel, maxUnavailable, surge *int
 }
 
 func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
@@ -356,7 +353,6 @@ func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
 }
 
 func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValues) error {
-	timeout := f.timeout
 	if fs.Changed("group") {
 		if fs.NArg() > 0 {
 			return usagef("restart takes an instance or --group, not both")
@@ -375,20 +371,20 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 	if fs.NArg() != 1 {
 		return usagef("restart takes one instance ID or name, or --group NAME")
 	}
-	if err := positiveDuration(fs, "timeout", *timeout); err != nil {
+	if err := positiveDuration(fs, "timeout", *f.timeout); err != nil {
 		return err
 	}
 	found, err := a.findInstance(fs.Arg(0))
 	if err != nil {
 		if rm, ok := a.remoteMember(fs.Arg(0)); ok {
-			return a.restartRemoteMember(ctx, fs.Arg(0), rm, *timeout)
+			return a.restartRemoteMember(ctx, fs.Arg(0), rm, *f.timeout)
 		}
 		return err
 	}
 	return a.withManager(ctx, func(m *supervisor.Manager) error {
 		pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
 		m.Waiting = pr.Update
-		inst, err := m.Restart(ctx, found.ID, *timeout)
+		inst, err := m.Restart(ctx, found.ID, *f.timeout)
 		pr.Finish()
 		if err != nil {
 			return err
@@ -400,9 +396,8 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 
 // listFlagValues are list's flags.
 type listFlagValues struct {
-	json   *bool
-	fronts *bool
-	group  *string
+	json, fronts *bool
+	group        *string
 }
 
 func listFlags(fs *pflag.FlagSet) *listFlagValues {
@@ -411,7 +406,6 @@ func listFlags(fs *pflag.FlagSet) *listFlagValues {
 }
 
 func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) error {
-	asJSON := f.json
 	if fs.Changed("group") {
 		if err := checkGroupFlag(*f.group); err != nil {
 			return err
@@ -428,7 +422,7 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 			fronts = slices.DeleteFunc(fronts, func(v supervisor.FrontView) bool { return v.Group != *f.group })
 		}
 		if *f.fronts {
-			if *asJSON {
+			if *f.json {
 				return writeJSON(a.stdout, fronts)
 			}
 			if len(fronts) == 0 {
@@ -437,7 +431,7 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 			}
 			return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
 		}
-		if *asJSON {
+		if *f.json {
 			return writeJSON(a.stdout, views)
 		}
 		if len(views) == 0 {
@@ -501,14 +495,13 @@ func logsFlags(fs *pflag.FlagSet) *logsFlagValues {
 }
 
 func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) error {
-	follow, lines := f.follow, f.lines
 	if fs.NArg() != 1 {
 		return usagef("logs takes one instance ID or name")
 	}
-	if *lines < 0 {
-		return &config.FieldError{Field: "lines", Value: fmt.Sprint(*lines), Rule: "must be 0 or more"}
+	if *f.lines < 0 {
+		return &config.FieldError{Field: "lines", Value: fmt.Sprint(*f.lines), Rule: "must be 0 or more"}
 	}
-	q := supervisor.JournalQuery{Lines: *lines, Follow: *follow}
+	q := supervisor.JournalQuery{Lines: *f.lines, Follow: *f.follow}
 	if fs.Changed("since") {
 		since, err := supervisor.ParseSince(*f.since, time.Now())
 		if err != nil {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/internal/cliguess"
-	"github.com/kato-manager/kato-manager/internal/suggest"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/textview"
 )
@@ -163,8 +162,8 @@ func (a *app) commands() *cobra.Command {
 	root.AddCommand(in(groupKG,
 		parent("workers", "start, stop, scale and inspect the KG workers",
 			noArgs("; use -n N", command("start", "start the workers (kg.num_workers of them, or -n N)", workersStartFlags, a.workersStart)),
-			noArgs("", command("stop", "stop every worker", noFlags, a.workersStop)),
-			noArgs("", command("restart", "restart the running workers", noFlags, a.workersRestart)),
+			noArgs("", command("stop", "stop every worker", noFlags, a.workersStopRestart("stop"))),
+			noArgs("", command("restart", "restart the running workers", noFlags, a.workersStopRestart("restart"))),
 			command("scale N", "start or stop workers until N run", noFlags, a.workersScale),
 			noArgs("", command("health", "check each worker; exit 1 when one is unhealthy", workersHealthFlags, a.workersHealth)),
 			noArgs("", command("stats", "the pool's statistics: processed items, KG service, queue", jsonFlag, a.workersStats)),
@@ -253,9 +252,6 @@ func (a *app) resolvePaths(fs *pflag.FlagSet) error {
 	}
 	return nil
 }
-
-// orList writes names as "a, b or c".
-func orList(names []string) string { return suggest.OrList(names) }
 
 func (a *app) version(context.Context, *pflag.FlagSet, struct{}) error {
 	fmt.Fprintf(a.stdout, "kato-manager %s\n", version)

@@ -76,23 +76,22 @@ func queueListFlags(fs *pflag.FlagSet) *queueListFlagValues {
 }
 
 func (a *app) queueList(ctx context.Context, fs *pflag.FlagSet, f *queueListFlagValues) error {
-	status, limit, asJSON := f.status, f.limit, f.asJSON
 	var st queue.Status
-	if *status != "" {
+	if *f.status != "" {
 		var err error
-		if st, err = queue.ParseStatus(*status); err != nil {
+		if st, err = queue.ParseStatus(*f.status); err != nil {
 			return usageError{err}
 		}
 	}
-	if *limit < 1 {
-		return &config.FieldError{Field: "limit", Value: strconv.Itoa(*limit), Rule: "must be 1 or more"}
+	if *f.limit < 1 {
+		return &config.FieldError{Field: "limit", Value: strconv.Itoa(*f.limit), Rule: "must be 1 or more"}
 	}
 	return a.withQueue(ctx, true, func(q kgdb.Store) error {
-		items, err := q.List(ctx, st, *limit)
+		items, err := q.List(ctx, st, *f.limit)
 		if err != nil {
 			return err
 		}
-		if *asJSON {
+		if *f.asJSON {
 			return writeJSON(a.stdout, items)
 		}
 		return textview.QueueList(a.stdout, items)
@@ -202,9 +201,8 @@ func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeu
 
 // queueClearFlagValues are queue clear's flags.
 type queueClearFlagValues struct {
-	status    *string
-	olderThan *string
-	yes       *bool
+	status, olderThan *string
+	yes               *bool
 }
 
 func queueClearFlags(fs *pflag.FlagSet) *queueClearFlagValues {
@@ -216,8 +214,7 @@ func queueClearFlags(fs *pflag.FlagSet) *queueClearFlagValues {
 }
 
 func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFlagValues) error {
-	status := f.status
-	st, err := kgdb.ParseClearStatus("status", *status)
+	st, err := kgdb.ParseClearStatus("status", *f.status)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/kato-manager/kato-manager/internal/suggest"
 	"github.com/kato-manager/kato-manager/remote"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/textview"
@@ -58,7 +59,7 @@ func (a *app) listHosts(ctx context.Context, hosts, args []string, fs *pflag.Fla
 		}
 		err = writeJSON(a.stdout, rows)
 	case len(rows) == 0 && len(failed) == 0:
-		fmt.Fprintf(a.stdout, "no instances on %s\n", orList(hosts))
+		fmt.Fprintf(a.stdout, "no instances on %s\n", suggest.OrList(hosts))
 	case len(rows) > 0:
 		err = textview.HostList(a.stdout, rows)
 	}

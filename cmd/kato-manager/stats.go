@@ -39,15 +39,11 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 // --json`, GET /metrics in Prometheus's exposition format, for monitoring
 // tools, and the dashboard at /.
 type serveOptions struct {
-	listen         *string
-	tokenFile      *string
-	sampleInterval *time.Duration
-	snapshotAge    *time.Duration
-	maxRequests    *int
-	publicReads    *bool
-	allowHosts     *[]string
-	tlsCert        *string
-	tlsKey         *string
+	listen, tokenFile, tlsCert, tlsKey *string
+	sampleInterval, snapshotAge        *time.Duration
+	maxRequests                        *int
+	publicReads                        *bool
+	allowHosts                         *[]string
 }
 
 func serveFlags(fs *pflag.FlagSet) serveOptions {
@@ -65,9 +61,8 @@ func serveFlags(fs *pflag.FlagSet) serveOptions {
 }
 
 func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) error {
-	listen := o.listen
-	if _, _, err := net.SplitHostPort(*listen); err != nil {
-		return usagef("invalid --listen %q: must be HOST:PORT", *listen)
+	if _, _, err := net.SplitHostPort(*o.listen); err != nil {
+		return usagef("invalid --listen %q: must be HOST:PORT", *o.listen)
 	}
 	cert, certSource, err := web.Certificate(*o.tlsCert, *o.tlsKey)
 	if err != nil {
@@ -82,7 +77,7 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return err
 	}
-	opts := web.Options{Listen: *listen, AllowHosts: *o.allowHosts, Token: token, TokenFile: tokenFile, PublicReads: *o.publicReads,
+	opts := web.Options{Listen: *o.listen, AllowHosts: *o.allowHosts, Token: token, TokenFile: tokenFile, PublicReads: *o.publicReads,
 		Certificate: cert, SnapshotAge: *o.snapshotAge, SampleInterval: *o.sampleInterval, MaxRequests: *o.maxRequests,
 		MetricsLog: log.New(a.stderr, "metrics: ", 0)}
 	if err := opts.Check(); err != nil {
@@ -103,9 +98,9 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 			return err
 		}
 		defer closeQueues()
-		ln, err := net.Listen("tcp", *listen)
+		ln, err := net.Listen("tcp", *o.listen)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", *listen, err)
+			return fmt.Errorf("listen on %s: %w", *o.listen, err)
 		}
 		scheme := "http"
 		if cert != nil {

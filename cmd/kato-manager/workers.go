@@ -58,24 +58,23 @@ func workersStartFlags(fs *pflag.FlagSet) *workersStartFlagValues {
 }
 
 func (a *app) workersStart(ctx context.Context, fs *pflag.FlagSet, f *workersStartFlagValues) error {
-	n, poll := f.n, f.poll
 	if fs.Changed("poll-interval") {
 		// The rule of kg.poll_interval, before anything is written.
-		if err := config.CheckKG("poll_interval", "poll_interval", &config.KG{PollInterval: *poll}); err != nil {
+		if err := config.CheckKG("poll_interval", "poll_interval", &config.KG{PollInterval: *f.poll}); err != nil {
 			return err
 		}
 	}
 	if fs.Changed("workers") {
-		if err := supervisor.ValidateWorkerCount(*n); err != nil {
+		if err := supervisor.ValidateWorkerCount(*f.n); err != nil {
 			return err
 		}
 	}
 	return a.withPool(ctx, func(p *supervisor.Pool, cfg *config.Config) error {
-		count := *n
+		count := *f.n
 		if !fs.Changed("workers") {
 			count = cfg.KG.NumWorkers
 		}
-		started, err := p.Start(ctx, count, supervisor.PoolSettings{PollInterval: *poll})
+		started, err := p.Start(ctx, count, supervisor.PoolSettings{PollInterval: *f.poll})
 		for _, u := range started {
 			fmt.Fprintf(a.stdout, "started %s\n", u)
 		}
@@ -86,30 +85,25 @@ func (a *app) workersStart(ctx context.Context, fs *pflag.FlagSet, f *workersSta
 	})
 }
 
-func (a *app) workersStop(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	return a.workersStopRestart(ctx, "stop", fs)
-}
-
-func (a *app) workersRestart(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	return a.workersStopRestart(ctx, "restart", fs)
-}
-
-func (a *app) workersStopRestart(ctx context.Context, sub string, fs *pflag.FlagSet) error {
-	return a.withPool(ctx, func(p *supervisor.Pool, _ *config.Config) error {
-		do := p.Restart
-		if sub == "stop" {
-			do = p.Stop
-		}
-		changed, err := do(ctx)
-		verb := map[string]string{"stop": "stopped", "restart": "restarted"}[sub]
-		for _, u := range changed {
-			fmt.Fprintf(a.stdout, "%s %s\n", verb, u)
-		}
-		if err == nil && len(changed) == 0 {
-			fmt.Fprintln(a.stdout, "no workers were running")
-		}
-		return err
-	})
+// workersStopRestart is workers stop or workers restart, by sub.
+func (a *app) workersStopRestart(sub string) func(context.Context, *pflag.FlagSet, struct{}) error {
+	return func(ctx context.Context, _ *pflag.FlagSet, _ struct{}) error {
+		return a.withPool(ctx, func(p *supervisor.Pool, _ *config.Config) error {
+			do := p.Restart
+			if sub == "stop" {
+				do = p.Stop
+			}
+			changed, err := do(ctx)
+			verb := map[string]string{"stop": "stopped", "restart": "restarted"}[sub]
+			for _, u := range changed {
+				fmt.Fprintf(a.stdout, "%s %s\n", verb, u)
+			}
+			if err == nil && len(changed) == 0 {
+				fmt.Fprintln(a.stdout, "no workers were running")
+			}
+			return err
+		})
+	}
 }
 
 func (a *app) workersScale(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
@@ -141,9 +135,8 @@ func workersHealthFlags(fs *pflag.FlagSet) *workersHealthFlagValues {
 }
 
 func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHealthFlagValues) error {
-	asJSON, restart := f.asJSON, f.restart
 	return a.withPool(ctx, func(p *supervisor.Pool, cfg *config.Config) error {
-		c, err := kgpool.Check(ctx, p, a.workerReports, *restart)
+		c, err := kgpool.Check(ctx, p, a.workerReports, *f.restart)
 		if c != nil && c.ReportsErr != nil {
 			what := "the workers' counters"
 			if cfg.KG.DBURL != "" {
@@ -155,7 +148,7 @@ func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHe
 			return err
 		}
 		report, restarted := c.Report, c.Restarted
-		if *asJSON {
+		if *f.asJSON {
 			if err := writeJSON(a.stdout, report); err != nil {
 				return err
 			}

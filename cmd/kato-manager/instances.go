@@ -75,7 +75,7 @@ func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b
 	if err := checkGroupFlag(group); err != nil {
 		return err
 	}
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		pr := textview.NewProgress(a.stderr)
 		opts.Progress = pr.Update
 		res, err := do(m, ctx, group, opts)
@@ -231,7 +231,7 @@ func (a *app) stopGroup(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValue
 	if err := checkGroupFlag(*f.group); err != nil {
 		return err
 	}
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		res, err := m.StopGroup(ctx, *f.group, *f.parallel)
 		if res != nil {
 			for _, id := range res.Stopped {
@@ -282,7 +282,7 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 		}
 		refs[0] = target
 	}
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		if len(refs) == 1 {
 			pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
 			m.Waiting = pr.Update
@@ -381,7 +381,7 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 		}
 		return err
 	}
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
 		m.Waiting = pr.Update
 		inst, err := m.Restart(ctx, found.ID, *f.timeout)
@@ -411,7 +411,7 @@ func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) er
 			return err
 		}
 	}
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		all, err := m.ListAll(ctx)
 		if err != nil {
 			return err
@@ -524,7 +524,7 @@ func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) er
 }
 
 func (a *app) gc(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		d, err := m.GC(ctx)
 		for _, id := range d.MissingUnits {
 			fmt.Fprintf(a.stdout, "removed registry entry %s: its unit files were gone\n", id)
@@ -540,7 +540,7 @@ func (a *app) gc(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
 }
 
 func (a *app) installUnits(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		res, err := m.InstallUnits(ctx)
 		for _, f := range res.Written {
 			fmt.Fprintf(a.stdout, "wrote %s\n", f)

@@ -16,7 +16,7 @@ import (
 // their object, so that `kato-manager logs ID` shows them too; run by hand,
 // they are printed as well.
 func (a *app) liveness(ctx context.Context, fs *pflag.FlagSet, jsonOut *bool) error {
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		log, inJournal := supervisor.LivenessLog(a.stderr)
 		rep, err := m.Liveness(ctx, log)
 		if errors.Is(err, supervisor.ErrLivenessBusy) {

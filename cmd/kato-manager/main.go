@@ -355,25 +355,24 @@ func (a *app) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
-// manager loads the configuration and connects to systemd, both at once.
-func (a *app) manager(ctx context.Context) (*supervisor.Manager, func(), error) {
-	d := a.dial(ctx)
-	cfg, err := a.loadConfig()
-	if err != nil {
-		d.Drop()
-		return nil, nil, err
-	}
-	return a.managerOn(d, cfg)
-}
-
 // managerWith connects to systemd with a configuration already loaded.
 func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.Manager, func(), error) {
 	return a.managerOn(a.dial(ctx), cfg)
 }
 
-// withManager runs do with the manager of a.manager, closed after.
-func (a *app) withManager(ctx context.Context, do func(*supervisor.Manager) error) error {
-	m, done, err := a.manager(ctx)
+// withManager runs do with the manager, closed after: on cfg, or when cfg
+// is nil on the configuration it loads while systemd is being reached.
+func (a *app) withManager(ctx context.Context, cfg *config.Config, do func(*supervisor.Manager) error) error {
+	d := a.dial(ctx)
+	var err error
+	if cfg == nil {
+		cfg, err = a.loadConfig()
+	}
+	if err != nil {
+		d.Drop()
+		return err
+	}
+	m, done, err := a.managerOn(d, cfg)
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ func (a *app) remoteMember(ref string) (config.RemoteMember, bool) {
 // restartRemoteMember is `restart ID` of a member of this host's front on
 // another host: drained here, restarted there, put back once up.
 func (a *app) restartRemoteMember(ctx context.Context, id string, rm config.RemoteMember, timeout time.Duration) error {
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		if err := m.RestartRemoteMember(ctx, id, timeout); err != nil {
 			return err
 		}
@@ -35,7 +35,7 @@ func (a *app) restartRemoteMember(ctx context.Context, id string, rm config.Remo
 // stopRemoteMember is `stop ID` of a member of this host's front on
 // another host: drained out of the front here, then stopped there.
 func (a *app) stopRemoteMember(ctx context.Context, id string, rm config.RemoteMember) error {
-	return a.withManager(ctx, func(m *supervisor.Manager) error {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
 		if err := m.StopRemoteMember(ctx, id); err != nil {
 			return err
 		}

@@ -87,26 +87,14 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 		// As root, one child running as kato does the database work of every
 		// request.
 		cfg := p.Config
-		srv, closeQueues, err := web.Open(ctx, opts, web.Sources{Pool: p, Registry: a.registry(), Journal: a.journal(), Paths: a.paths,
+		return web.Run(ctx, opts, web.Sources{Pool: p, Registry: a.registry(), Journal: a.journal(), Paths: a.paths,
 			OpenQueue: func(ctx context.Context, readOnly bool) (kgdb.Store, error) {
 				return openQueueDB(ctx, cfg, a.paths, readOnly)
 			},
 			WatchError: func(err error) {
 				fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
-			}})
-		if err != nil {
-			return err
-		}
-		defer closeQueues()
-		ln, err := net.Listen("tcp", *o.listen)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", *o.listen, err)
-		}
-		scheme := "http"
-		if cert != nil {
-			scheme = "https"
-		}
-		fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on %s://%s/; %s\n", scheme, ln.Addr(), opts.Access(certSource))
-		return srv.Serve(ctx, ln)
+			}}, func(url string) {
+			fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on %s; %s\n", url, opts.Access(certSource))
+		})
 	})
 }

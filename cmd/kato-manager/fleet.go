@@ -121,11 +121,10 @@ func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*
 		return nil, nil, nil, err
 	}
 	want, f, err := fleet.ReadFleet(cfg, name, data, *sf.entriesOf)
+	if errors.As(err, new(config.FileErrors)) {
+		return nil, nil, nil, flattenFileErrors(err)
+	}
 	if err != nil {
-		var fes config.FileErrors
-		if errors.As(err, &fes) {
-			return nil, nil, nil, fileErrors{fes}
-		}
 		return nil, nil, nil, usageError{err}
 	}
 	return cfg, want, fleet.NewSource(f, name, data, *sf.entriesOf), nil
@@ -297,11 +296,7 @@ func (a *app) export(ctx context.Context, fs *pflag.FlagSet, format *string) err
 	if err := fleet.CheckExportFormat("--format", *format); err != nil {
 		return err
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	reg, err := a.registry().Load()
+	cfg, reg, err := a.loadWithRegistry()
 	if err != nil {
 		return err
 	}

@@ -22,11 +22,7 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 	if err := ro.Check(fs.Changed("max-unavailable")); err != nil {
 		return err
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	reg, err := a.registry().Load()
+	cfg, reg, err := a.loadWithRegistry()
 	if err != nil {
 		return err
 	}
@@ -88,11 +84,7 @@ func (a *app) scale(ctx context.Context, fs *pflag.FlagSet, f *scaleFlagValues) 
 	if err := positiveDuration(fs, "timeout", *f.timeout); err != nil {
 		return err
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	reg, err := a.registry().Load()
+	cfg, reg, err := a.loadWithRegistry()
 	if err != nil {
 		return err
 	}

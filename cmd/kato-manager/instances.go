@@ -58,12 +58,6 @@ func onlyChanged(fs *pflag.FlagSet, names ...string) bool {
 	return only
 }
 
-// startGroup is `start --group NAME` alone: the group's registered
-// instances that are not running start as one batch.
-func (a *app) startGroup(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) error {
-	return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "started", (*supervisor.Manager).StartGroup)
-}
-
 // groupBatch runs a start or restart of a group with its progress, and
 // reports it.
 func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b *batchFlagValues, verb string,
@@ -109,7 +103,9 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
 	}
 	if fs.Changed("group") && onlyChanged(fs, "group", "parallel", "timeout") {
-		return a.startGroup(ctx, fs, f)
+		// `start --group NAME` alone: the group's registered instances
+		// that are not running start as one batch.
+		return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "started", (*supervisor.Manager).StartGroup)
 	}
 	if fs.Changed("parallel") {
 		return usagef("--parallel goes with --group alone, which starts a group's instances")
@@ -359,14 +355,10 @@ func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValu
 		}
 		return a.restartGroup(ctx, fs, f)
 	}
-	if fs.Changed("max-unavailable") {
-		return usagef("--max-unavailable goes with --group")
-	}
-	if fs.Changed("surge") {
-		return usagef("--surge goes with --group")
-	}
-	if fs.Changed("parallel") {
-		return usagef("--parallel goes with --group")
+	for _, flag := range []string{"max-unavailable", "surge", "parallel"} {
+		if fs.Changed(flag) {
+			return usagef("--%s goes with --group", flag)
+		}
 	}
 	if fs.NArg() != 1 {
 		return usagef("restart takes one instance ID or name, or --group NAME")

@@ -360,6 +360,16 @@ func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.
 	return a.managerOn(a.dial(ctx), cfg)
 }
 
+// loadWithRegistry reads the configuration and the instance registry.
+func (a *app) loadWithRegistry() (*config.Config, *config.Registry, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	reg, err := a.registry().Load()
+	return cfg, reg, err
+}
+
 // withManager runs do with the manager, closed after: on cfg, or when cfg
 // is nil on the configuration it loads while systemd is being reached.
 func (a *app) withManager(ctx context.Context, cfg *config.Config, do func(*supervisor.Manager) error) error {

@@ -490,19 +490,13 @@ func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) er
 	if fs.NArg() != 1 {
 		return usagef("logs takes one instance ID or name")
 	}
-	if *f.lines < 0 {
-		return &config.FieldError{Field: "lines", Value: fmt.Sprint(*f.lines), Rule: "must be 0 or more"}
-	}
-	q := supervisor.JournalQuery{Lines: *f.lines, Follow: *f.follow}
+	var since *string
 	if fs.Changed("since") {
-		since, err := supervisor.ParseSince(*f.since, time.Now())
-		if err != nil {
-			return err
-		}
-		q.Since = since
-		if !fs.Changed("lines") {
-			q.Lines = -1
-		}
+		since = f.since
+	}
+	q, err := supervisor.NewJournalQuery(*f.lines, fs.Changed("lines"), since, *f.follow, time.Now())
+	if err != nil {
+		return err
 	}
 	inst, err := a.findInstance(fs.Arg(0))
 	if err != nil {

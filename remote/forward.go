@@ -111,3 +111,22 @@ func WriteAll(stdout, stderr io.Writer, results []Result) {
 		PrefixLines(stderr, r.Host, []byte(r.Stderr))
 	}
 }
+
+// WriteEach writes what each host printed, as WriteAll does, and after a
+// host's output "kato-manager: host HOST: ERR" to stderr when the command
+// did not run there. It returns the worst exit status of the hosts, 1 for a
+// host the command did not run on.
+func WriteEach(stdout, stderr io.Writer, results []Result) int {
+	worst := 0
+	for _, r := range results {
+		PrefixLines(stdout, r.Host, r.Stdout)
+		PrefixLines(stderr, r.Host, []byte(r.Stderr))
+		code, ran := ExitCode(r.Err)
+		if !ran {
+			fmt.Fprintf(stderr, "kato-manager: host %s: %v\n", r.Host, r.Err)
+			code = 1
+		}
+		worst = max(worst, code)
+	}
+	return worst
+}

@@ -3,6 +3,7 @@ package remote
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -82,5 +83,30 @@ func TestResultFailure(t *testing.T) {
 	r := Result{Host: "beta", Err: errors.New("beta: host unreachable over ssh"), Stderr: "ssh: connect refused\nsecond line\n"}
 	if got, want := r.Failure(), "beta: host unreachable over ssh: ssh: connect refused; second line"; got != want {
 		t.Errorf("Failure = %q, want %q", got, want)
+	}
+}
+
+// TestWriteEach: each host's output is prefixed as WriteAll does, a host the
+// command did not run on is reported after its output, and the exit status
+// is the worst of the hosts', 1 for one not run on.
+func TestWriteEach(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		results []Result
+		code    int
+		stderr  string
+	}{
+		{"all ran", []Result{{Host: "alpha", Stdout: []byte("ok\n")}, {Host: "beta", Err: &ExitError{Host: "beta", Code: 2}, Stderr: "bad\n"}}, 2, "beta: bad\n"},
+		{"one not reached", []Result{{Host: "alpha", Err: fmt.Errorf("alpha: %w", ErrUnreachable), Stderr: "refused\n"}, {Host: "beta"}}, 1,
+			"alpha: refused\nkato-manager: host alpha: alpha: " + ErrUnreachable.Error() + "\n"},
+		{"none", nil, 0, ""},
+	} {
+		var out, errs bytes.Buffer
+		if code := WriteEach(&out, &errs, tc.results); code != tc.code {
+			t.Errorf("%s: WriteEach = %d, want %d", tc.name, code, tc.code)
+		}
+		if errs.String() != tc.stderr {
+			t.Errorf("%s: stderr = %q, want %q", tc.name, errs.String(), tc.stderr)
+		}
 	}
 }

@@ -249,6 +249,27 @@ func journalField(raw json.RawMessage) string {
 	return ""
 }
 
+// NewJournalQuery is the query of `logs`: the last lines (0 or more) and,
+// when follow, the new ones; with since (ParseSince; nil when not given)
+// only those logged since then, all of them unless linesGiven.
+func NewJournalQuery(lines int, linesGiven bool, since *string, follow bool, now time.Time) (JournalQuery, error) {
+	if lines < 0 {
+		return JournalQuery{}, &config.FieldError{Field: "lines", Value: fmt.Sprint(lines), Rule: "must be 0 or more"}
+	}
+	q := JournalQuery{Lines: lines, Follow: follow}
+	if since != nil {
+		t, err := ParseSince(*since, now)
+		if err != nil {
+			return JournalQuery{}, err
+		}
+		q.Since = t
+		if !linesGiven {
+			q.Lines = -1
+		}
+	}
+	return q, nil
+}
+
 // ParseSince reads the value of `logs --since` as an instant before now:
 // "2006-01-02", "2006-01-02 15:04", "2006-01-02 15:04:05" (local time),
 // RFC 3339, "today", "yesterday", "now", or a duration ago ("10m", "2h30m",

@@ -211,3 +211,34 @@ func TestParseSince(t *testing.T) {
 		}
 	}
 }
+
+// TestNewJournalQuery: logs' lines, 0 or more, all of them with --since
+// unless --lines is given too; a bad --since or negative --lines refused
+// naming the flag's field.
+func TestNewJournalQuery(t *testing.T) {
+	now := time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC)
+	ten := "10m"
+	for _, tc := range []struct {
+		name       string
+		lines      int
+		linesGiven bool
+		since      *string
+		want       JournalQuery
+		field      string
+	}{
+		{"lines", 50, false, nil, JournalQuery{Lines: 50, Follow: true}, ""},
+		{"since", 50, false, &ten, JournalQuery{Lines: -1, Since: now.Add(-10 * time.Minute), Follow: true}, ""},
+		{"since and lines", 5, true, &ten, JournalQuery{Lines: 5, Since: now.Add(-10 * time.Minute), Follow: true}, ""},
+		{"negative lines", -1, true, nil, JournalQuery{}, "lines"},
+		{"since given empty", 50, false, new(string), JournalQuery{}, "since"},
+	} {
+		q, err := NewJournalQuery(tc.lines, tc.linesGiven, tc.since, true, now)
+		var fe *config.FieldError
+		switch {
+		case tc.field != "" && (!errors.As(err, &fe) || fe.Field != tc.field):
+			t.Errorf("%s: error %v, want one of field %s", tc.name, err, tc.field)
+		case tc.field == "" && (err != nil || !q.Since.Equal(tc.want.Since) || q.Lines != tc.want.Lines || q.Follow != tc.want.Follow):
+			t.Errorf("%s: %+v, %v; want %+v", tc.name, q, err, tc.want)
+		}
+	}
+}

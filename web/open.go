@@ -2,6 +2,8 @@ package web
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"time"
 
 	"github.com/kato-manager/kato-manager/config"
@@ -59,4 +61,25 @@ func Open(ctx context.Context, o Options, s Sources) (*Server, func(), error) {
 		return nil, nil, err
 	}
 	return srv, closeAll, nil
+}
+
+// Run is serve: the server of o over s (Open) on o.Listen until ctx ends,
+// its database connections closed after. started is told the address it
+// listens on, as "http://127.0.0.1:9090/" ("https" with a certificate).
+func Run(ctx context.Context, o Options, s Sources, started func(url string)) error {
+	srv, closeQueues, err := Open(ctx, o, s)
+	if err != nil {
+		return err
+	}
+	defer closeQueues()
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.Listen, err)
+	}
+	scheme := "http"
+	if o.Certificate != nil {
+		scheme = "https"
+	}
+	started(scheme + "://" + ln.Addr().String() + "/")
+	return srv.Serve(ctx, ln)
 }

@@ -144,3 +144,55 @@ func TestOpen(t *testing.T) {
 		t.Errorf("refused options left a store open: %d read-only opened, %d closed", ro, closed)
 	}
 }
+
+// TestRun: Run listens on o.Listen, tells started the URL it serves, answers
+// there until ctx ends, and then closes the database connections; an
+// address it cannot listen on is an error naming it, with nothing left
+// open.
+func TestRun(t *testing.T) {
+	dir := t.TempDir()
+	stores := &countedStores{path: filepath.Join(dir, "kg.db"), opened: map[bool]int{}}
+	sources := Sources{Pool: &supervisor.Pool{Systemd: &refusingSystemd{}, Config: config.Default()}, Registry: config.OpenRegistry(filepath.Join(dir, "instances.toml")),
+		OpenQueue: stores.open}
+	o := Options{Token: actionToken, Listen: "127.0.0.1:0", SampleInterval: time.Second, MaxRequests: 8}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	urls := make(chan string, 1)
+	ran := make(chan error, 1)
+	go func() { ran <- Run(ctx, o, sources, func(url string) { urls <- url }) }()
+	var url string
+	select {
+	case url = <-urls:
+	case err := <-ran:
+		t.Fatalf("Run: %v", err)
+	}
+	if !strings.HasPrefix(url, "http://127.0.0.1:") || !strings.HasSuffix(url, "/") || strings.HasSuffix(url, ":0/") {
+		t.Fatalf("started told %q", url)
+	}
+	resp, err := http.Get(url + "login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cancel()
+	if err := <-ran; err != nil {
+		t.Errorf("Run after ctx ended: %v", err)
+	}
+	if ro, _, closed := stores.counts(); ro != 1 || closed != 1 {
+		t.Errorf("after Run: %d read-only opened, %d closed; want 1, 1", ro, closed)
+	}
+
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	o.Listen = taken.Addr().String()
+	err = Run(context.Background(), o, sources, func(string) { t.Error("started told of an address not listened on") })
+	if err == nil || !strings.Contains(err.Error(), "listen on "+o.Listen) {
+		t.Errorf("Run on a taken address: %v", err)
+	}
+	if ro, _, closed := stores.counts(); ro != 2 || closed != 2 {
+		t.Errorf("after Run on a taken address: %d read-only opened, %d closed; want 2, 2", ro, closed)
+	}
+}

@@ -121,11 +121,10 @@ func (a *app) loadFleet(fs *pflag.FlagSet, file string, sf *fleetSourceFlags) (*
 		return nil, nil, nil, err
 	}
 	want, f, err := fleet.ReadFleet(cfg, name, data, *sf.entriesOf)
+	if errors.As(err, new(config.FileErrors)) {
+		return nil, nil, nil, flattenFileErrors(err)
+	}
 	if err != nil {
-		var fes config.FileErrors
-		if errors.As(err, &fes) {
-			return nil, nil, nil, fileErrors{fes}
-		}
 		return nil, nil, nil, usageError{err}
 	}
 	return cfg, want, fleet.NewSource(f, name, data, *sf.entriesOf), nil
@@ -250,42 +249,39 @@ func (a *app) applyHere(ctx context.Context, cfg *config.Config, want []fleet.De
 	if err := a.confirmPrune(yes, plan.Removals()); err != nil {
 		return err
 	}
-	m, done, err := a.managerWith(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer done()
-	pr := textview.NewProgress(a.stderr)
-	opts.Progress = pr.Update
-	applyOpts := supervisor.ApplyOptions{BatchOptions: opts, Prune: prune, Groups: src.Groups, SetGroups: src.HasGroups}
-	if os.Getenv(testPauseVariable) == "registry" {
-		applyOpts.AfterRegistry = func(ctx context.Context) {
-			// For the tests that stop an apply between its registry
-			// update and its restarts: a signal ends the wait.
-			fmt.Fprintln(a.stderr, "kato-manager: paused after the registry update ("+testPauseVariable+")")
-			select {
-			case <-ctx.Done():
-			case <-time.After(10 * time.Minute):
+	return a.withManager(ctx, cfg, func(m *supervisor.Manager) error {
+		pr := textview.NewProgress(a.stderr)
+		opts.Progress = pr.Update
+		applyOpts := supervisor.ApplyOptions{BatchOptions: opts, Prune: prune, Groups: src.Groups, SetGroups: src.HasGroups}
+		if os.Getenv(testPauseVariable) == "registry" {
+			applyOpts.AfterRegistry = func(ctx context.Context) {
+				// For the tests that stop an apply between its registry
+				// update and its restarts: a signal ends the wait.
+				fmt.Fprintln(a.stderr, "kato-manager: paused after the registry update ("+testPauseVariable+")")
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Minute):
+				}
 			}
 		}
-	}
-	res, err := m.Apply(ctx, file, want, applyOpts)
-	pr.Finish()
-	if res == nil {
-		return flattenFileErrors(err)
-	}
-	if res.GroupsChanged {
-		fmt.Fprintf(a.stdout, "groups of %s stored: %s\n", file, config.NamesOrNone(slices.Sorted(maps.Keys(src.Groups))))
-	}
-	if !res.Plan.Pending() {
-		fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", res.Plan.Count(fleet.Keep), file)
-		return nil
-	}
-	textview.Applied(a.stdout, file, res)
-	if err != nil && errors.Is(err, supervisor.ErrBatchFailed) {
-		return exitCodeError{code: exitFailed}
-	}
-	return err
+		res, err := m.Apply(ctx, file, want, applyOpts)
+		pr.Finish()
+		if res == nil {
+			return flattenFileErrors(err)
+		}
+		if res.GroupsChanged {
+			fmt.Fprintf(a.stdout, "groups of %s stored: %s\n", file, config.NamesOrNone(slices.Sorted(maps.Keys(src.Groups))))
+		}
+		if !res.Plan.Pending() {
+			fmt.Fprintf(a.stdout, "nothing to do: the %d instances are as %s says; nothing restarted\n", res.Plan.Count(fleet.Keep), file)
+			return nil
+		}
+		textview.Applied(a.stdout, file, res)
+		if err != nil && errors.Is(err, supervisor.ErrBatchFailed) {
+			return exitCodeError{code: exitFailed}
+		}
+		return err
+	})
 }
 
 // testPauseVariable, set to "registry", makes apply wait after its registry
@@ -297,17 +293,10 @@ func exportFlags(fs *pflag.FlagSet) *string {
 }
 
 func (a *app) export(ctx context.Context, fs *pflag.FlagSet, format *string) error {
-	if err := noArgs(fs, "export takes no arguments; it writes to standard output"); err != nil {
-		return err
-	}
 	if err := fleet.CheckExportFormat("--format", *format); err != nil {
 		return err
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	reg, err := a.registry().Load()
+	cfg, reg, err := a.loadWithRegistry()
 	if err != nil {
 		return err
 	}

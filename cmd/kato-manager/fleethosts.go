@@ -93,16 +93,7 @@ func (a *app) applyOnHosts(ctx context.Context, cfg *config.Config, fs *pflag.Fl
 	if err != nil {
 		return flattenFileErrors(err)
 	}
-	for _, r := range results {
-		remote.PrefixLines(a.stdout, r.Host, r.Stdout)
-		remote.PrefixLines(a.stderr, r.Host, []byte(r.Stderr))
-		c, ran := remote.ExitCode(r.Err)
-		if !ran {
-			fmt.Fprintf(a.stderr, "kato-manager: host %s: %v\n", r.Host, r.Err)
-			c = exitFailed
-		}
-		code = max(code, c)
-	}
+	code = max(code, remote.WriteEach(a.stdout, a.stderr, results))
 	// The members the other hosts run now, for this host's fronts.
 	if err := o.Refresh(ctx, results); err != nil {
 		frontsError(err)

@@ -22,11 +22,7 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 	if err := ro.Check(fs.Changed("max-unavailable")); err != nil {
 		return err
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	reg, err := a.registry().Load()
+	cfg, reg, err := a.loadWithRegistry()
 	if err != nil {
 		return err
 	}
@@ -44,28 +40,23 @@ func (a *app) restartGroup(ctx context.Context, fs *pflag.FlagSet, f *restartFla
 	if err := positiveDuration(fs, "timeout", *f.timeout); err != nil {
 		return err
 	}
-	m, done, err := a.managerWith(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if !fs.Changed("surge") {
-		ro.Surge = supervisor.SurgeOfGroup
-	}
-	res, err := m.RollGroup(ctx, *f.group, ro)
-	if res == nil {
-		return err
-	}
-	return a.printGroupResult("restarted", res, err)
+	return a.withManager(ctx, cfg, func(m *supervisor.Manager) error {
+		if !fs.Changed("surge") {
+			ro.Surge = supervisor.SurgeOfGroup
+		}
+		res, err := m.RollGroup(ctx, *f.group, ro)
+		if res == nil {
+			return err
+		}
+		return a.printGroupResult("restarted", res, err)
+	})
 }
 
 // scaleFlagValues are scale's flags.
 type scaleFlagValues struct {
-	group    *string
-	timeout  *time.Duration
-	parallel *int
-	onHost   *string
-	prefix   *string
+	group, onHost, prefix *string
+	timeout               *time.Duration
+	parallel              *int
 }
 
 func scaleFlags(fs *pflag.FlagSet) *scaleFlagValues {
@@ -93,11 +84,7 @@ func (a *app) scale(ctx context.Context, fs *pflag.FlagSet, f *scaleFlagValues) 
 	if err := positiveDuration(fs, "timeout", *f.timeout); err != nil {
 		return err
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	reg, err := a.registry().Load()
+	cfg, reg, err := a.loadWithRegistry()
 	if err != nil {
 		return err
 	}
@@ -117,28 +104,25 @@ func (a *app) scale(ctx context.Context, fs *pflag.FlagSet, f *scaleFlagValues) 
 	} else if _, _, err := supervisor.ReplicaEntry(cfg, reg, *f.group); err != nil {
 		return err
 	}
-	m, done, err := a.managerWith(ctx, cfg)
-	if err != nil {
+	return a.withManager(ctx, cfg, func(m *supervisor.Manager) error {
+		var res *supervisor.ScaleResult
+		if where != "" {
+			res, err = m.ScaleOnHost(ctx, *f.group, *f.onHost, n, opts)
+		} else {
+			res, err = m.ScaleGroup(ctx, *f.group, n, opts)
+		}
+		if res != nil {
+			for _, id := range res.Started {
+				fmt.Fprintf(a.stdout, "started %s\n", id)
+			}
+			for _, id := range res.Stopped {
+				fmt.Fprintf(a.stdout, "stopped %s\n", id)
+			}
+			fmt.Fprintf(a.stdout, "group %s: %d replica(s)%s; started %d, stopped %d\n", *f.group, n, where, len(res.Started), len(res.Stopped))
+			if where == "" && reg.HasRemoteMembers(*f.group) {
+				fmt.Fprintf(a.stdout, "its members on other hosts are unchanged; scale them with --on-host HOST\n")
+			}
+		}
 		return err
-	}
-	defer done()
-	var res *supervisor.ScaleResult
-	if where != "" {
-		res, err = m.ScaleOnHost(ctx, *f.group, *f.onHost, n, opts)
-	} else {
-		res, err = m.ScaleGroup(ctx, *f.group, n, opts)
-	}
-	if res != nil {
-		for _, id := range res.Started {
-			fmt.Fprintf(a.stdout, "started %s\n", id)
-		}
-		for _, id := range res.Stopped {
-			fmt.Fprintf(a.stdout, "stopped %s\n", id)
-		}
-		fmt.Fprintf(a.stdout, "group %s: %d replica(s)%s; started %d, stopped %d\n", *f.group, n, where, len(res.Started), len(res.Stopped))
-		if where == "" && reg.HasRemoteMembers(*f.group) {
-			fmt.Fprintf(a.stdout, "its members on other hosts are unchanged; scale them with --on-host HOST\n")
-		}
-	}
-	return err
+	})
 }

@@ -37,12 +37,8 @@ func (a *app) withInstances(cmd *cobra.Command) *cobra.Command {
 // instanceCompletions offers each registered instance once: its ID, with
 // its name as the description. An unreadable registry completes to nothing.
 func (a *app) instanceCompletions(cmd *cobra.Command) []cobra.Completion {
-	reg := a.completionRegistry(cmd)
-	if reg == nil {
-		return nil
-	}
 	var out []cobra.Completion
-	for _, inst := range reg.Sorted() {
+	for _, inst := range a.completionRegistry(cmd).Sorted() {
 		out = append(out, cobra.CompletionWithDesc(inst.ID, inst.Name))
 	}
 	return out
@@ -51,11 +47,7 @@ func (a *app) instanceCompletions(cmd *cobra.Command) []cobra.Completion {
 // nameCompletions offers each instance name once, with the IDs that have it
 // as the description.
 func (a *app) nameCompletions(cmd *cobra.Command) []cobra.Completion {
-	reg := a.completionRegistry(cmd)
-	if reg == nil {
-		return nil
-	}
-	ids := reg.ByName()
+	ids := a.completionRegistry(cmd).ByName()
 	names := slices.Sorted(maps.Keys(ids))
 	out := make([]cobra.Completion, 0, len(names))
 	for _, name := range names {
@@ -72,53 +64,39 @@ func (a *app) completeNames(cmd *cobra.Command) {
 
 // processorNames are the named processors of kato.toml, [processors.NAME].
 func (a *app) processorNames(cmd *cobra.Command) []cobra.Completion {
-	if cfg := a.completionConfig(cmd); cfg != nil {
-		return slices.Sorted(maps.Keys(cfg.Processors))
-	}
-	return nil
+	return slices.Sorted(maps.Keys(a.completionConfig(cmd).Processors))
 }
 
 // templateNames are the templates of kato.toml, [templates.NAME].
 func (a *app) templateNames(cmd *cobra.Command) []cobra.Completion {
-	if cfg := a.completionConfig(cmd); cfg != nil {
-		return slices.Sorted(maps.Keys(cfg.Templates))
-	}
-	return nil
+	return slices.Sorted(maps.Keys(a.completionConfig(cmd).Templates))
 }
 
 // groupNames are the groups the registered instances are in.
 func (a *app) groupNames(cmd *cobra.Command) []cobra.Completion {
-	reg := a.completionRegistry(cmd)
-	if reg == nil {
-		return nil
-	}
-	return reg.MemberGroups()
+	return a.completionRegistry(cmd).MemberGroups()
 }
 
-// completionConfig is kato.toml for a completion; nil when it cannot be
-// read, which completes to nothing.
+// completionConfig is kato.toml for a completion; an empty one when it
+// cannot be read, which completes to nothing.
 func (a *app) completionConfig(cmd *cobra.Command) *config.Config {
-	if a.resolvePaths(cmd.Flags()) != nil {
-		return nil
+	if a.resolvePaths(cmd.Flags()) == nil {
+		if cfg, err := a.loadConfig(); err == nil {
+			return cfg
+		}
 	}
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return nil
-	}
-	return cfg
+	return &config.Config{}
 }
 
-// completionRegistry is the registry for a completion; nil when it cannot
-// be read, which completes to nothing.
+// completionRegistry is the registry for a completion; an empty one when
+// it cannot be read, which completes to nothing.
 func (a *app) completionRegistry(cmd *cobra.Command) *config.Registry {
-	if a.resolvePaths(cmd.Flags()) != nil {
-		return nil
+	if a.resolvePaths(cmd.Flags()) == nil {
+		if reg, err := config.OpenRegistry(a.registryPath).Load(); err == nil {
+			return reg
+		}
 	}
-	reg, err := config.OpenRegistry(a.registryPath).Load()
-	if err != nil {
-		return nil
-	}
-	return reg
+	return &config.Registry{}
 }
 
 // geteuid is the effective user ID, which decides what a refusal means; a

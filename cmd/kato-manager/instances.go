@@ -58,12 +58,6 @@ func onlyChanged(fs *pflag.FlagSet, names ...string) bool {
 	return only
 }
 
-// startGroup is `start --group NAME` alone: the group's registered
-// instances that are not running start as one batch.
-func (a *app) startGroup(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) error {
-	return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "started", (*supervisor.Manager).StartGroup)
-}
-
 // groupBatch runs a start or restart of a group with its progress, and
 // reports it.
 func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b *batchFlagValues, verb string,
@@ -75,19 +69,16 @@ func (a *app) groupBatch(ctx context.Context, fs *pflag.FlagSet, group string, b
 	if err := checkGroupFlag(group); err != nil {
 		return err
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	pr := textview.NewProgress(a.stderr)
-	opts.Progress = pr.Update
-	res, err := do(m, ctx, group, opts)
-	pr.Finish()
-	if res == nil {
-		return err
-	}
-	return a.printGroupResult(verb, res, err)
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
+		pr := textview.NewProgress(a.stderr)
+		opts.Progress = pr.Update
+		res, err := do(m, ctx, group, opts)
+		pr.Finish()
+		if res == nil {
+			return err
+		}
+		return a.printGroupResult(verb, res, err)
+	})
 }
 
 // checkGroupFlag checks the value of a --group flag.
@@ -112,7 +103,9 @@ func (a *app) start(ctx context.Context, fs *pflag.FlagSet, f *startFlagValues) 
 		return usagef("start takes no arguments, got %q; use --id and --name", fs.Args())
 	}
 	if fs.Changed("group") && onlyChanged(fs, "group", "parallel", "timeout") {
-		return a.startGroup(ctx, fs, f)
+		// `start --group NAME` alone: the group's registered instances
+		// that are not running start as one batch.
+		return a.groupBatch(ctx, fs, *f.group, &batchFlagValues{parallel: f.parallel, timeout: f.timeout}, "started", (*supervisor.Manager).StartGroup)
 	}
 	if fs.Changed("parallel") {
 		return usagef("--parallel goes with --group alone, which starts a group's instances")
@@ -234,18 +227,15 @@ func (a *app) stopGroup(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValue
 	if err := checkGroupFlag(*f.group); err != nil {
 		return err
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	res, err := m.StopGroup(ctx, *f.group, *f.parallel)
-	if res != nil {
-		for _, id := range res.Stopped {
-			fmt.Fprintf(a.stdout, "stopped and removed %s\n", id)
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
+		res, err := m.StopGroup(ctx, *f.group, *f.parallel)
+		if res != nil {
+			for _, id := range res.Stopped {
+				fmt.Fprintf(a.stdout, "stopped and removed %s\n", id)
+			}
 		}
-	}
-	return err
+		return err
+	})
 }
 
 func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) error {
@@ -255,21 +245,20 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 	if fs.Changed("parallel") {
 		return usagef("--parallel goes with --group")
 	}
-	id, name, all, withMongo, noMongo := f.id, f.name, f.all, f.withMongo, f.noMongo
 	refs := fs.Args()
-	if *id != "" {
-		refs = append(refs, *id)
+	if *f.id != "" {
+		refs = append(refs, *f.id)
 	}
-	if *name != "" {
-		refs = append(refs, *name)
+	if *f.name != "" {
+		refs = append(refs, *f.name)
 	}
 	if len(refs) > 1 {
 		return usagef("stop takes one instance, got %q", refs)
 	}
-	if *withMongo && *noMongo {
+	if *f.withMongo && *f.noMongo {
 		return usagef("--with-mongo and --no-mongo exclude each other")
 	}
-	if len(refs) == 1 && (*all || *withMongo || *noMongo) {
+	if len(refs) == 1 && (*f.all || *f.withMongo || *f.noMongo) {
 		return usagef("--all, --with-mongo and --no-mongo go without an instance")
 	}
 	for _, f := range []string{"id", "name"} {
@@ -289,39 +278,36 @@ func (a *app) stop(ctx context.Context, fs *pflag.FlagSet, f *stopFlagValues) er
 		}
 		refs[0] = target
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
+		if len(refs) == 1 {
+			pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
+			m.Waiting = pr.Update
+			res, err := m.Stop(ctx, refs[0])
+			pr.Finish()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "stopped and removed %s\n", res.Stopped[0])
+			return nil
+		}
+		withServices := *f.withMongo
+		if !*f.withMongo && !*f.noMongo && len(m.Config.Services.Units) > 0 {
+			_, withServices = a.ask(fmt.Sprintf("Also stop the shared services (%s)?", strings.Join(m.Config.Services.Units, ", ")))
+		}
+		res, err := m.StopAll(ctx, withServices)
+		if res != nil {
+			for _, s := range res.Stopped {
+				fmt.Fprintf(a.stdout, "stopped and removed %s\n", s)
+			}
+			for _, s := range res.Services {
+				fmt.Fprintf(a.stdout, "stopped %s\n", s)
+			}
+			if len(res.Stopped) == 0 && err == nil {
+				fmt.Fprintln(a.stdout, "no instances")
+			}
+		}
 		return err
-	}
-	defer done()
-	if len(refs) == 1 {
-		pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
-		m.Waiting = pr.Update
-		res, err := m.Stop(ctx, refs[0])
-		pr.Finish()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(a.stdout, "stopped and removed %s\n", res.Stopped[0])
-		return nil
-	}
-	withServices := *withMongo
-	if !*withMongo && !*noMongo && len(m.Config.Services.Units) > 0 {
-		_, withServices = a.ask(fmt.Sprintf("Also stop the shared services (%s)?", strings.Join(m.Config.Services.Units, ", ")))
-	}
-	res, err := m.StopAll(ctx, withServices)
-	if res != nil {
-		for _, s := range res.Stopped {
-			fmt.Fprintf(a.stdout, "stopped and removed %s\n", s)
-		}
-		for _, s := range res.Services {
-			fmt.Fprintf(a.stdout, "stopped %s\n", s)
-		}
-		if len(res.Stopped) == 0 && err == nil {
-			fmt.Fprintln(a.stdout, "no instances")
-		}
-	}
-	return err
+	})
 }
 
 // findInstance looks ref up in the registry, without systemd: an unknown
@@ -347,11 +333,9 @@ func positiveDuration(fs *pflag.FlagSet, flag string, d time.Duration) error {
 
 // restartFlagValues are restart's flags.
 type restartFlagValues struct {
-	timeout        *time.Duration
-	group          *string
-	parallel       *int
-	maxUnavailable *int
-	surge          *int
+	timeout                         *time.Duration
+	group                           *string
+	parallel, maxUnavailable, surge *int
 }
 
 func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
@@ -365,56 +349,47 @@ func restartFlags(fs *pflag.FlagSet) *restartFlagValues {
 }
 
 func (a *app) restart(ctx context.Context, fs *pflag.FlagSet, f *restartFlagValues) error {
-	timeout := f.timeout
 	if fs.Changed("group") {
 		if fs.NArg() > 0 {
 			return usagef("restart takes an instance or --group, not both")
 		}
 		return a.restartGroup(ctx, fs, f)
 	}
-	if fs.Changed("max-unavailable") {
-		return usagef("--max-unavailable goes with --group")
-	}
-	if fs.Changed("surge") {
-		return usagef("--surge goes with --group")
-	}
-	if fs.Changed("parallel") {
-		return usagef("--parallel goes with --group")
+	for _, flag := range []string{"max-unavailable", "surge", "parallel"} {
+		if fs.Changed(flag) {
+			return usagef("--%s goes with --group", flag)
+		}
 	}
 	if fs.NArg() != 1 {
 		return usagef("restart takes one instance ID or name, or --group NAME")
 	}
-	if err := positiveDuration(fs, "timeout", *timeout); err != nil {
+	if err := positiveDuration(fs, "timeout", *f.timeout); err != nil {
 		return err
 	}
 	found, err := a.findInstance(fs.Arg(0))
 	if err != nil {
 		if rm, ok := a.remoteMember(fs.Arg(0)); ok {
-			return a.restartRemoteMember(ctx, fs.Arg(0), rm, *timeout)
+			return a.restartRemoteMember(ctx, fs.Arg(0), rm, *f.timeout)
 		}
 		return err
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
-	m.Waiting = pr.Update
-	inst, err := m.Restart(ctx, found.ID, *timeout)
-	pr.Finish()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "restarted %s (%s): API port %d%s\n", inst.ID, inst.Name, inst.APIPort, textview.ZMQText(inst.ZMQPort))
-	return nil
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
+		pr := textview.NewWaitLine(a.stderr, a.palette(a.stderr))
+		m.Waiting = pr.Update
+		inst, err := m.Restart(ctx, found.ID, *f.timeout)
+		pr.Finish()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "restarted %s (%s): API port %d%s\n", inst.ID, inst.Name, inst.APIPort, textview.ZMQText(inst.ZMQPort))
+		return nil
+	})
 }
 
 // listFlagValues are list's flags.
 type listFlagValues struct {
-	json   *bool
-	fronts *bool
-	group  *string
+	json, fronts *bool
+	group        *string
 }
 
 func listFlags(fs *pflag.FlagSet) *listFlagValues {
@@ -423,58 +398,48 @@ func listFlags(fs *pflag.FlagSet) *listFlagValues {
 }
 
 func (a *app) list(ctx context.Context, fs *pflag.FlagSet, f *listFlagValues) error {
-	asJSON := f.json
-	if err := noArgs(fs, "list takes no arguments"); err != nil {
-		return err
-	}
 	if fs.Changed("group") {
 		if err := checkGroupFlag(*f.group); err != nil {
 			return err
 		}
 	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	all, err := m.ListAll(ctx)
-	if err != nil {
-		return err
-	}
-	views, fronts := all.Instances, all.Fronts
-	if fs.Changed("group") {
-		views = slices.DeleteFunc(views, func(v supervisor.InstanceView) bool { return v.Group != *f.group })
-		fronts = slices.DeleteFunc(fronts, func(v supervisor.FrontView) bool { return v.Group != *f.group })
-	}
-	if *f.fronts {
-		if *asJSON {
-			return writeJSON(a.stdout, fronts)
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
+		all, err := m.ListAll(ctx)
+		if err != nil {
+			return err
 		}
-		if len(fronts) == 0 {
-			fmt.Fprintln(a.stdout, "no fronts")
-			return nil
+		views, fronts := all.Instances, all.Fronts
+		if fs.Changed("group") {
+			views = slices.DeleteFunc(views, func(v supervisor.InstanceView) bool { return v.Group != *f.group })
+			fronts = slices.DeleteFunc(fronts, func(v supervisor.FrontView) bool { return v.Group != *f.group })
 		}
-		return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
-	}
-	if *asJSON {
-		return writeJSON(a.stdout, views)
-	}
-	if len(views) == 0 {
-		fmt.Fprintln(a.stdout, "no instances; start one with `kato-manager start --id ID`")
-	} else if err := textview.List(a.stdout, views); err != nil {
-		return err
-	}
-	if len(fronts) > 0 {
-		fmt.Fprintln(a.stdout, "fronts:")
-		return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
-	}
-	return nil
+		if *f.fronts {
+			if *f.json {
+				return writeJSON(a.stdout, fronts)
+			}
+			if len(fronts) == 0 {
+				fmt.Fprintln(a.stdout, "no fronts")
+				return nil
+			}
+			return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
+		}
+		if *f.json {
+			return writeJSON(a.stdout, views)
+		}
+		if len(views) == 0 {
+			fmt.Fprintln(a.stdout, "no instances; start one with `kato-manager start --id ID`")
+		} else if err := textview.List(a.stdout, views); err != nil {
+			return err
+		}
+		if len(fronts) > 0 {
+			fmt.Fprintln(a.stdout, "fronts:")
+			return textview.Fronts(a.stdout, a.palette(a.stdout), fronts, false)
+		}
+		return nil
+	})
 }
 
 func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
-	if err := noArgs(fs, "status takes no arguments"); err != nil {
-		return err
-	}
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return err
@@ -504,11 +469,7 @@ func (a *app) status(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error
 
 // errUnhealthy makes status exit 1 without another message: the report
 // already says what is wrong.
-var errUnhealthy = silentError{}
-
-type silentError struct{}
-
-func (silentError) Error() string { return "" }
+var errUnhealthy = exitCodeError{code: exitFailed}
 
 // logsFlagValues are logs' flags.
 type logsFlagValues struct {
@@ -526,23 +487,16 @@ func logsFlags(fs *pflag.FlagSet) *logsFlagValues {
 }
 
 func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) error {
-	follow, lines := f.follow, f.lines
 	if fs.NArg() != 1 {
 		return usagef("logs takes one instance ID or name")
 	}
-	if *lines < 0 {
-		return &config.FieldError{Field: "lines", Value: fmt.Sprint(*lines), Rule: "must be 0 or more"}
-	}
-	q := supervisor.JournalQuery{Lines: *lines, Follow: *follow}
+	var since *string
 	if fs.Changed("since") {
-		since, err := supervisor.ParseSince(*f.since, time.Now())
-		if err != nil {
-			return err
-		}
-		q.Since = since
-		if !fs.Changed("lines") {
-			q.Lines = -1
-		}
+		since = f.since
+	}
+	q, err := supervisor.NewJournalQuery(*f.lines, fs.Changed("lines"), since, *f.follow, time.Now())
+	if err != nil {
+		return err
 	}
 	inst, err := a.findInstance(fs.Arg(0))
 	if err != nil {
@@ -556,60 +510,48 @@ func (a *app) logs(ctx context.Context, fs *pflag.FlagSet, f *logsFlagValues) er
 }
 
 func (a *app) gc(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	if err := noArgs(fs, "gc takes no arguments"); err != nil {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
+		d, err := m.GC(ctx)
+		for _, id := range d.MissingUnits {
+			fmt.Fprintf(a.stdout, "removed registry entry %s: its unit files were gone\n", id)
+		}
+		for _, id := range d.OrphanUnits {
+			fmt.Fprintf(a.stdout, "removed unit %s: it had no registry entry\n", units.InstanceUnit(id))
+		}
+		if d.Empty() && err == nil {
+			fmt.Fprintln(a.stdout, "nothing to repair")
+		}
 		return err
-	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	d, err := m.GC(ctx)
-	for _, id := range d.MissingUnits {
-		fmt.Fprintf(a.stdout, "removed registry entry %s: its unit files were gone\n", id)
-	}
-	for _, id := range d.OrphanUnits {
-		fmt.Fprintf(a.stdout, "removed unit %s: it had no registry entry\n", units.InstanceUnit(id))
-	}
-	if d.Empty() && err == nil {
-		fmt.Fprintln(a.stdout, "nothing to repair")
-	}
-	return err
+	})
 }
 
 func (a *app) installUnits(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	if err := noArgs(fs, "install-units takes no arguments"); err != nil {
+	return a.withManager(ctx, nil, func(m *supervisor.Manager) error {
+		res, err := m.InstallUnits(ctx)
+		for _, f := range res.Written {
+			fmt.Fprintf(a.stdout, "wrote %s\n", f)
+		}
+		for _, f := range res.Removed {
+			fmt.Fprintf(a.stdout, "removed %s: the vendor files live under %s now, /etc is for local overrides\n", f, filepath.Dir(filepath.Dir(m.Paths.VendorUnitDir)))
+		}
+		if res.Secured != "" {
+			fmt.Fprintf(a.stdout, "made %s 0640 root:%s\n", res.Secured, config.ServiceUser)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "units installed; systemd reloaded; %s and %s enabled\n", units.InstanceTarget, units.WorkerTarget)
+		if !res.NewServiceTemplates() {
+			return nil
+		}
+		// What runs was started from the earlier files: restarted, it runs
+		// under the new ones (a processor under its own user, for one).
+		restarted, err := m.RestartRunning(ctx)
+		for _, u := range restarted {
+			fmt.Fprintf(a.stdout, "restarted %s on the new unit files\n", u)
+		}
 		return err
-	}
-	m, done, err := a.manager(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	res, err := m.InstallUnits(ctx)
-	for _, f := range res.Written {
-		fmt.Fprintf(a.stdout, "wrote %s\n", f)
-	}
-	for _, f := range res.Removed {
-		fmt.Fprintf(a.stdout, "removed %s: the vendor files live under %s now, /etc is for local overrides\n", f, filepath.Dir(filepath.Dir(m.Paths.VendorUnitDir)))
-	}
-	if res.Secured != "" {
-		fmt.Fprintf(a.stdout, "made %s 0640 root:%s\n", res.Secured, config.ServiceUser)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "units installed; systemd reloaded; %s and %s enabled\n", units.InstanceTarget, units.WorkerTarget)
-	if !res.NewServiceTemplates() {
-		return nil
-	}
-	// What runs was started from the earlier files: restarted, it runs
-	// under the new ones (a processor under its own user, for one).
-	restarted, err := m.RestartRunning(ctx)
-	for _, u := range restarted {
-		fmt.Fprintf(a.stdout, "restarted %s on the new unit files\n", u)
-	}
-	return err
+	})
 }
 
 func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/internal/cliguess"
-	"github.com/kato-manager/kato-manager/internal/suggest"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/textview"
 )
@@ -150,37 +149,37 @@ func (a *app) commands() *cobra.Command {
 		a.withInstances(command("stop [ID|NAME]", "stop and remove an instance, or all of them", stopFlags, a.stop)),
 		a.withInstances(command("restart ID|NAME", "restart an instance with its ID, ports and settings", restartFlags, a.restart)),
 		command("scale --group NAME N", "make a group exactly N replicas NAME-1 to NAME-N, its front updated", scaleFlags, a.scale),
-		command("list", "list instances with group, state, pid, ports, uptime and memory", listFlags, a.list),
-		command("status", "check systemd, shared services, instances and drift", jsonFlag, a.status),
+		noArgs("", command("list", "list instances with group, state, pid, ports, uptime and memory", listFlags, a.list)),
+		noArgs("", command("status", "check systemd, shared services, instances and drift", jsonFlag, a.status)),
 		a.withInstances(command("logs ID|NAME", "show an instance's journal", logsFlags, a.logs)),
 		command("apply", "make the instances what a fleet file (YAML, JSON or TOML) says", applyFlags, a.apply),
 		command("diff", "show what apply would do, per instance and field; exit 1 when it would change something", diffFlags, a.diff),
-		command("export", "write the registered instances as a fleet file that apply finds nothing to do with", exportFlags, a.export),
-		command("gc", "repair drift between the registry and systemd", noFlags, a.gc),
-		command("liveness", "restart the instances whose health request failed liveness_failures times in a row (kato-liveness.timer runs it)", jsonFlag, a.liveness),
-		command("install-units", "install the unit files and reload systemd", noFlags, a.installUnits),
+		noArgs("; it writes to standard output", command("export", "write the registered instances as a fleet file that apply finds nothing to do with", exportFlags, a.export)),
+		noArgs("", command("gc", "repair drift between the registry and systemd", noFlags, a.gc)),
+		noArgs("", command("liveness", "restart the instances whose health request failed liveness_failures times in a row (kato-liveness.timer runs it)", jsonFlag, a.liveness)),
+		noArgs("", command("install-units", "install the unit files and reload systemd", noFlags, a.installUnits)),
 	)...)
 	root.AddCommand(in(groupKG,
 		parent("workers", "start, stop, scale and inspect the KG workers",
-			command("start", "start the workers (kg.num_workers of them, or -n N)", workersStartFlags, a.workersStart),
-			command("stop", "stop every worker", noFlags, a.workersStop),
-			command("restart", "restart the running workers", noFlags, a.workersRestart),
+			noArgs("; use -n N", command("start", "start the workers (kg.num_workers of them, or -n N)", workersStartFlags, a.workersStart)),
+			noArgs("", command("stop", "stop every worker", noFlags, a.workersStopRestart("stop"))),
+			noArgs("", command("restart", "restart the running workers", noFlags, a.workersStopRestart("restart"))),
 			command("scale N", "start or stop workers until N run", noFlags, a.workersScale),
-			command("health", "check each worker; exit 1 when one is unhealthy", workersHealthFlags, a.workersHealth),
-			command("stats", "the pool's statistics: processed items, KG service, queue", jsonFlag, a.workersStats),
+			noArgs("", command("health", "check each worker; exit 1 when one is unhealthy", workersHealthFlags, a.workersHealth)),
+			noArgs("", command("stats", "the pool's statistics: processed items, KG service, queue", jsonFlag, a.workersStats)),
 		),
 		parent("queue", "add to and inspect the KG queue",
 			command("enqueue CONTENT_ID...", "queue crawled_content rows for KG processing", queueEnqueueFlags, a.queueEnqueue),
-			command("list", "list queue items, newest first", queueListFlags, a.queueList),
+			noArgs("", command("list", "list queue items, newest first", queueListFlags, a.queueList)),
 			command("retry-failed [ITEM_ID...]", "queue failed items again, all or the ones given", noFlags, a.queueRetryFailed),
-			command("stats", "count the queue's items by status", jsonFlag, a.queueStats),
+			noArgs("", command("stats", "count the queue's items by status", jsonFlag, a.queueStats)),
 			command("priority PRIORITY ITEM_ID...", "change the priority of queue items; higher is processed first", noFlags, a.queuePriority),
 			command("delete ITEM_ID...", "delete queue items", noFlags, a.queueDelete),
 			command("requeue CONTENT_ID... | --all", "process documents again: their completed, failed or skipped items back to pending", queueRequeueFlags, a.queueRequeue),
-			command("clear --status STATUS", "delete every item in a status (not processing)", queueClearFlags, a.queueClear),
-			command("migrate --to URL", "copy the SQLite queue into an empty PostgreSQL database, for workers on many hosts", queueMigrateFlags, a.queueMigrate),
+			noArgs("; use --status STATUS", command("clear --status STATUS", "delete every item in a status (not processing)", queueClearFlags, a.queueClear)),
+			noArgs("", command("migrate --to URL", "copy the SQLite queue into an empty PostgreSQL database, for workers on many hosts", queueMigrateFlags, a.queueMigrate)),
 		),
-		command("serve", "serve the dashboard, /metrics for Prometheus, and /health and /stats as JSON", serveFlags, a.serve),
+		noArgs("; use --listen ADDR", command("serve", "serve the dashboard, /metrics for Prometheus, and /health and /stats as JSON", serveFlags, a.serve)),
 	)...)
 	root.AddCommand(
 		command("version", "print the version", noFlags, a.version),
@@ -254,9 +253,6 @@ func (a *app) resolvePaths(fs *pflag.FlagSet) error {
 	return nil
 }
 
-// orList writes names as "a, b or c".
-func orList(names []string) string { return suggest.OrList(names) }
-
 func (a *app) version(context.Context, *pflag.FlagSet, struct{}) error {
 	fmt.Fprintf(a.stdout, "kato-manager %s\n", version)
 	return nil
@@ -290,10 +286,6 @@ func (a *app) report(err error) int {
 	}
 	// The messages' "kato-manager:" is red on a terminal.
 	prefix := a.palette(a.stderr).Paint(textview.Red, "kato-manager:")
-	var re remoteExit
-	if errors.As(err, &re) {
-		return re.code
-	}
 	// Every problem of a fleet file on a line of its own; diff's exit
 	// status for trouble is 2 as well.
 	var bad fileErrors
@@ -316,9 +308,7 @@ func (a *app) report(err error) int {
 		textview.StartError(a.stderr, prefix, se)
 		return exitFailed
 	}
-	if !errors.Is(err, errUnhealthy) {
-		fmt.Fprintf(a.stderr, "%s %v\n", prefix, flagNames(err))
-	}
+	fmt.Fprintf(a.stderr, "%s %v\n", prefix, flagNames(err))
 	var ue usageError
 	if errors.As(err, &ue) && !errors.Is(err, config.ErrMalformed) {
 		return exitUsage
@@ -340,13 +330,17 @@ func flagNames(err error) error {
 	return err
 }
 
-// noArgs is the usage error message of a command that takes no arguments,
-// when some are given.
-func noArgs(fs *pflag.FlagSet, message string) error {
-	if fs.NArg() > 0 {
-		return usagef("%s", message)
+// noArgs makes giving cmd arguments a usage error: "PATH takes no
+// arguments", then hint.
+func noArgs(hint string, cmd *cobra.Command) *cobra.Command {
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if c.Flags().NArg() > 0 {
+			return usagef("%s takes no arguments%s", strings.TrimPrefix(c.CommandPath(), "kato-manager "), hint)
+		}
+		return run(c, args)
 	}
-	return nil
+	return cmd
 }
 
 // loadConfig reads the configuration file and the environment overrides.
@@ -361,20 +355,39 @@ func (a *app) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
-// manager loads the configuration and connects to systemd, both at once.
-func (a *app) manager(ctx context.Context) (*supervisor.Manager, func(), error) {
-	d := a.dial(ctx)
-	cfg, err := a.loadConfig()
-	if err != nil {
-		d.Drop()
-		return nil, nil, err
-	}
-	return a.managerOn(d, cfg)
-}
-
 // managerWith connects to systemd with a configuration already loaded.
 func (a *app) managerWith(ctx context.Context, cfg *config.Config) (*supervisor.Manager, func(), error) {
 	return a.managerOn(a.dial(ctx), cfg)
+}
+
+// loadWithRegistry reads the configuration and the instance registry.
+func (a *app) loadWithRegistry() (*config.Config, *config.Registry, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	reg, err := a.registry().Load()
+	return cfg, reg, err
+}
+
+// withManager runs do with the manager, closed after: on cfg, or when cfg
+// is nil on the configuration it loads while systemd is being reached.
+func (a *app) withManager(ctx context.Context, cfg *config.Config, do func(*supervisor.Manager) error) error {
+	d := a.dial(ctx)
+	var err error
+	if cfg == nil {
+		cfg, err = a.loadConfig()
+	}
+	if err != nil {
+		d.Drop()
+		return err
+	}
+	m, done, err := a.managerOn(d, cfg)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return do(m)
 }
 
 // dial starts connecting to the scope's systemd in the background.

@@ -25,6 +25,16 @@ func (a *app) openQueue(ctx context.Context, readOnly bool) (kgdb.Store, error) 
 	return openQueueDB(ctx, cfg, a.paths, readOnly)
 }
 
+// withQueue runs do with the queue of a.openQueue, closed after.
+func (a *app) withQueue(ctx context.Context, readOnly bool, do func(kgdb.Store) error) error {
+	q, err := a.openQueue(ctx, readOnly)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	return do(q)
+}
+
 func queueEnqueueFlags(fs *pflag.FlagSet) *int {
 	return fs.Int("priority", 1, "priority; higher is processed first")
 }
@@ -37,20 +47,17 @@ func (a *app) queueEnqueue(ctx context.Context, fs *pflag.FlagSet, priority *int
 	if err != nil {
 		return err
 	}
-	q, err := a.openQueue(ctx, false)
-	if err != nil {
-		return err
-	}
-	defer q.Close()
-	// All or nothing: an id without a document refuses the whole command.
-	items, err := q.EnqueueDocuments(ctx, *priority, contentIDs...)
-	if err != nil {
-		return err
-	}
-	for i, c := range contentIDs {
-		fmt.Fprintf(a.stdout, "queued content %d as item %d\n", c, items[i])
-	}
-	return nil
+	return a.withQueue(ctx, false, func(q kgdb.Store) error {
+		// All or nothing: an id without a document refuses the whole command.
+		items, err := q.EnqueueDocuments(ctx, *priority, contentIDs...)
+		if err != nil {
+			return err
+		}
+		for i, c := range contentIDs {
+			fmt.Fprintf(a.stdout, "queued content %d as item %d\n", c, items[i])
+		}
+		return nil
+	})
 }
 
 // queueListFlagValues are queue list's flags.
@@ -69,33 +76,26 @@ func queueListFlags(fs *pflag.FlagSet) *queueListFlagValues {
 }
 
 func (a *app) queueList(ctx context.Context, fs *pflag.FlagSet, f *queueListFlagValues) error {
-	status, limit, asJSON := f.status, f.limit, f.asJSON
-	if err := noArgs(fs, "queue list takes no arguments"); err != nil {
-		return err
-	}
 	var st queue.Status
-	if *status != "" {
+	if *f.status != "" {
 		var err error
-		if st, err = queue.ParseStatus(*status); err != nil {
+		if st, err = queue.ParseStatus(*f.status); err != nil {
 			return usageError{err}
 		}
 	}
-	if *limit < 1 {
-		return &config.FieldError{Field: "limit", Value: strconv.Itoa(*limit), Rule: "must be 1 or more"}
+	if *f.limit < 1 {
+		return &config.FieldError{Field: "limit", Value: strconv.Itoa(*f.limit), Rule: "must be 1 or more"}
 	}
-	q, err := a.openQueue(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer q.Close()
-	items, err := q.List(ctx, st, *limit)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(a.stdout, items)
-	}
-	return textview.QueueList(a.stdout, items)
+	return a.withQueue(ctx, true, func(q kgdb.Store) error {
+		items, err := q.List(ctx, st, *f.limit)
+		if err != nil {
+			return err
+		}
+		if *f.asJSON {
+			return writeJSON(a.stdout, items)
+		}
+		return textview.QueueList(a.stdout, items)
+	})
 }
 
 func (a *app) queueRetryFailed(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
@@ -103,38 +103,29 @@ func (a *app) queueRetryFailed(ctx context.Context, fs *pflag.FlagSet, _ struct{
 	if err != nil {
 		return err
 	}
-	q, err := a.openQueue(ctx, false)
-	if err != nil {
-		return err
-	}
-	defer q.Close()
-	n, err := q.RetryFailed(ctx, itemIDs...)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "%d failed item(s) queued again\n", n)
-	return nil
+	return a.withQueue(ctx, false, func(q kgdb.Store) error {
+		n, err := q.RetryFailed(ctx, itemIDs...)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%d failed item(s) queued again\n", n)
+		return nil
+	})
 }
 
 func (a *app) queueStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
-	if err := noArgs(fs, "queue stats takes no arguments"); err != nil {
-		return err
-	}
-	q, err := a.openQueue(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer q.Close()
-	c, err := q.Stats(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(a.stdout, c)
-	}
-	fmt.Fprintf(a.stdout, "total %d: pending %d, processing %d, completed %d, failed %d, skipped %d\n",
-		c.Total, c.Pending, c.Processing, c.Completed, c.Failed, c.Skipped)
-	return nil
+	return a.withQueue(ctx, true, func(q kgdb.Store) error {
+		c, err := q.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(a.stdout, c)
+		}
+		fmt.Fprintf(a.stdout, "total %d: pending %d, processing %d, completed %d, failed %d, skipped %d\n",
+			c.Total, c.Pending, c.Processing, c.Completed, c.Failed, c.Skipped)
+		return nil
+	})
 }
 
 func (a *app) queuePriority(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
@@ -210,9 +201,8 @@ func (a *app) queueRequeue(ctx context.Context, fs *pflag.FlagSet, o queueRequeu
 
 // queueClearFlagValues are queue clear's flags.
 type queueClearFlagValues struct {
-	status    *string
-	olderThan *string
-	yes       *bool
+	status, olderThan *string
+	yes               *bool
 }
 
 func queueClearFlags(fs *pflag.FlagSet) *queueClearFlagValues {
@@ -224,11 +214,7 @@ func queueClearFlags(fs *pflag.FlagSet) *queueClearFlagValues {
 }
 
 func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFlagValues) error {
-	status := f.status
-	if err := noArgs(fs, "queue clear takes no arguments; use --status STATUS"); err != nil {
-		return err
-	}
-	st, err := kgdb.ParseClearStatus("status", *status)
+	st, err := kgdb.ParseClearStatus("status", *f.status)
 	if err != nil {
 		return err
 	}
@@ -256,17 +242,14 @@ func (a *app) queueClear(ctx context.Context, fs *pflag.FlagSet, f *queueClearFl
 
 // queueAction runs one change to the queue and prints what it did.
 func (a *app) queueAction(ctx context.Context, do func(q kgdb.Store) (string, error)) error {
-	q, err := a.openQueue(ctx, false)
-	if err != nil {
-		return err
-	}
-	defer q.Close()
-	msg, err := do(q)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(a.stdout, msg)
-	return nil
+	return a.withQueue(ctx, false, func(q kgdb.Store) error {
+		msg, err := do(q)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(a.stdout, msg)
+		return nil
+	})
 }
 
 // queueMigrateFlagValues are queue migrate's flags.
@@ -290,9 +273,6 @@ func queueMigrateFlags(fs *pflag.FlagSet) *queueMigrateFlagValues {
 // root it reads the file as the service user, as every queue command does,
 // and hands the child the resolved URL over the pipe.
 func (a *app) queueMigrate(ctx context.Context, fs *pflag.FlagSet, f *queueMigrateFlagValues) error {
-	if err := noArgs(fs, "queue migrate takes no arguments"); err != nil {
-		return err
-	}
 	if *f.to != "" {
 		if err := config.CheckKG("db_url", "--to", &config.KG{DBURL: *f.to}); err != nil {
 			return err

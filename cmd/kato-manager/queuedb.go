@@ -46,7 +46,7 @@ func openQueueDB(ctx context.Context, cfg *config.Config, paths config.Paths, re
 
 // queueDBCommand is the hidden command of the helper side.
 func (a *app) queueDBCommand() *cobra.Command {
-	cmd := command(queueDBCommand, "do the queue work of root's commands as the service user", func(*pflag.FlagSet) struct{} { return struct{}{} }, a.serveQueueDB)
+	cmd := noArgs("", command(queueDBCommand, "do the queue work of root's commands as the service user", noFlags, a.serveQueueDB))
 	cmd.Hidden = true
 	return cmd
 }
@@ -55,9 +55,6 @@ func (a *app) queueDBCommand() *cobra.Command {
 // service user by kato-queue@.service on a connection, or by
 // kgdb.Access.Start on pipes.
 func (a *app) serveQueueDB(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	if fs.NArg() > 0 {
-		return usagef("%s takes no arguments", queueDBCommand)
-	}
 	if os.Geteuid() == 0 {
 		return usagef("%s does the queue work of root's commands and must not run as root", queueDBCommand)
 	}

@@ -8,16 +8,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/kato-manager/kato-manager/internal/suggest"
 	"github.com/kato-manager/kato-manager/remote"
 	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/textview"
 )
-
-// remoteExit ends an invocation that ran on another host: the remote
-// command printed what it had to say, and code is its exit status.
-type remoteExit struct{ code int }
-
-func (remoteExit) Error() string { return "" }
 
 // onHosts runs the invocation cmd on the hosts of --host instead of here:
 // on one host as it is, and list and status on several at once, merged.
@@ -31,7 +26,8 @@ func (a *app) onHosts(cmd *cobra.Command) error {
 	case len(hosts) == 1:
 		err := remote.Run(cmd.Context(), hosts[0], args, a.stdin, a.stdout, a.stderr)
 		if code, ran := remote.ExitCode(err); ran {
-			return remoteExit{code}
+			// The remote command printed what it had to say.
+			return exitCodeError{code: code}
 		}
 		return err
 	case path == "kato-manager list":
@@ -45,7 +41,7 @@ func (a *app) onHosts(cmd *cobra.Command) error {
 
 // errHostsFailed ends a merged command in which some hosts failed: each was
 // reported already.
-var errHostsFailed = remoteExit{exitFailed}
+var errHostsFailed = exitCodeError{code: exitFailed}
 
 // listHosts runs list on every host at once and prints one table, or one
 // JSON array, with each instance's host. A host that fails is reported on
@@ -63,7 +59,7 @@ func (a *app) listHosts(ctx context.Context, hosts, args []string, fs *pflag.Fla
 		}
 		err = writeJSON(a.stdout, rows)
 	case len(rows) == 0 && len(failed) == 0:
-		fmt.Fprintf(a.stdout, "no instances on %s\n", orList(hosts))
+		fmt.Fprintf(a.stdout, "no instances on %s\n", suggest.OrList(hosts))
 	case len(rows) > 0:
 		err = textview.HostList(a.stdout, rows)
 	}
@@ -73,7 +69,7 @@ func (a *app) listHosts(ctx context.Context, hosts, args []string, fs *pflag.Fla
 	if len(failed) > 0 {
 		return errHostsFailed
 	}
-	return remoteExit{exitOK}
+	return exitCodeError{code: exitOK}
 }
 
 // statusHosts runs status on every host at once and prints each host's
@@ -96,5 +92,5 @@ func (a *app) statusHosts(ctx context.Context, hosts, args []string, fs *pflag.F
 	if !healthy {
 		return errHostsFailed
 	}
-	return remoteExit{exitOK}
+	return exitCodeError{code: exitOK}
 }

@@ -10,35 +10,28 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/kato-manager/kato-manager/config"
 	"github.com/kato-manager/kato-manager/kgdb"
 	"github.com/kato-manager/kato-manager/kgpool"
+	"github.com/kato-manager/kato-manager/supervisor"
 	"github.com/kato-manager/kato-manager/textview"
 	"github.com/kato-manager/kato-manager/web"
 )
 
 func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool) error {
-	if err := noArgs(fs, "workers stats takes no arguments"); err != nil {
-		return err
-	}
-	p, _, done, err := a.pool(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	q, err := a.openQueue(ctx, true)
-	if err != nil {
-		return err
-	}
-	defer q.Close()
-	s, err := kgpool.Stats(ctx, p, q)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(a.stdout, s)
-	}
-	textview.PoolStats(a.stdout, s)
-	return nil
+	return a.withPool(ctx, func(p *supervisor.Pool, _ *config.Config) error {
+		return a.withQueue(ctx, true, func(q kgdb.Store) error {
+			s, err := kgpool.Stats(ctx, p, q)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return writeJSON(a.stdout, s)
+			}
+			textview.PoolStats(a.stdout, s)
+			return nil
+		})
+	})
 }
 
 // serve answers GET /health (503 when a worker is unhealthy) and GET
@@ -46,15 +39,11 @@ func (a *app) workersStats(ctx context.Context, fs *pflag.FlagSet, asJSON *bool)
 // --json`, GET /metrics in Prometheus's exposition format, for monitoring
 // tools, and the dashboard at /.
 type serveOptions struct {
-	listen         *string
-	tokenFile      *string
-	sampleInterval *time.Duration
-	snapshotAge    *time.Duration
-	maxRequests    *int
-	publicReads    *bool
-	allowHosts     *[]string
-	tlsCert        *string
-	tlsKey         *string
+	listen, tokenFile, tlsCert, tlsKey *string
+	sampleInterval, snapshotAge        *time.Duration
+	maxRequests                        *int
+	publicReads                        *bool
+	allowHosts                         *[]string
 }
 
 func serveFlags(fs *pflag.FlagSet) serveOptions {
@@ -72,12 +61,8 @@ func serveFlags(fs *pflag.FlagSet) serveOptions {
 }
 
 func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) error {
-	listen := o.listen
-	if err := noArgs(fs, "serve takes no arguments; use --listen ADDR"); err != nil {
-		return err
-	}
-	if _, _, err := net.SplitHostPort(*listen); err != nil {
-		return usagef("invalid --listen %q: must be HOST:PORT", *listen)
+	if _, _, err := net.SplitHostPort(*o.listen); err != nil {
+		return usagef("invalid --listen %q: must be HOST:PORT", *o.listen)
 	}
 	cert, certSource, err := web.Certificate(*o.tlsCert, *o.tlsKey)
 	if err != nil {
@@ -92,39 +77,24 @@ func (a *app) serve(ctx context.Context, fs *pflag.FlagSet, o serveOptions) erro
 	if err != nil {
 		return err
 	}
-	opts := web.Options{Listen: *listen, AllowHosts: *o.allowHosts, Token: token, TokenFile: tokenFile, PublicReads: *o.publicReads,
+	opts := web.Options{Listen: *o.listen, AllowHosts: *o.allowHosts, Token: token, TokenFile: tokenFile, PublicReads: *o.publicReads,
 		Certificate: cert, SnapshotAge: *o.snapshotAge, SampleInterval: *o.sampleInterval, MaxRequests: *o.maxRequests,
 		MetricsLog: log.New(a.stderr, "metrics: ", 0)}
 	if err := opts.Check(); err != nil {
 		return err
 	}
-	p, _, done, err := a.pool(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	// As root, one child running as kato does the database work of every
-	// request.
-	cfg := p.Config
-	srv, closeQueues, err := web.Open(ctx, opts, web.Sources{Pool: p, Registry: a.registry(), Journal: a.journal(), Paths: a.paths,
-		OpenQueue: func(ctx context.Context, readOnly bool) (kgdb.Store, error) {
-			return openQueueDB(ctx, cfg, a.paths, readOnly)
-		},
-		WatchError: func(err error) {
-			fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
-		}})
-	if err != nil {
-		return err
-	}
-	defer closeQueues()
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *listen, err)
-	}
-	scheme := "http"
-	if cert != nil {
-		scheme = "https"
-	}
-	fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on %s://%s/; %s\n", scheme, ln.Addr(), opts.Access(certSource))
-	return srv.Serve(ctx, ln)
+	return a.withPool(ctx, func(p *supervisor.Pool, _ *config.Config) error {
+		// As root, one child running as kato does the database work of every
+		// request.
+		cfg := p.Config
+		return web.Run(ctx, opts, web.Sources{Pool: p, Registry: a.registry(), Journal: a.journal(), Paths: a.paths,
+			OpenQueue: func(ctx context.Context, readOnly bool) (kgdb.Store, error) {
+				return openQueueDB(ctx, cfg, a.paths, readOnly)
+			},
+			WatchError: func(err error) {
+				fmt.Fprintf(a.stderr, "%v; every scrape reads each unit from systemd until the watch is back\n", err)
+			}}, func(url string) {
+			fmt.Fprintf(a.stdout, "serving the dashboard, /health, /stats and /metrics on %s; %s\n", url, opts.Access(certSource))
+		})
+	})
 }

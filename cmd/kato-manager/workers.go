@@ -33,6 +33,17 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 	return p, cfg, sd.Close, nil
 }
 
+// withPool runs do with the pool and configuration of a.pool, closed
+// after.
+func (a *app) withPool(ctx context.Context, do func(*supervisor.Pool, *config.Config) error) error {
+	p, cfg, done, err := a.pool(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return do(p, cfg)
+}
+
 // workersStartFlagValues are workers start's flags.
 type workersStartFlagValues struct {
 	n    *int
@@ -47,71 +58,52 @@ func workersStartFlags(fs *pflag.FlagSet) *workersStartFlagValues {
 }
 
 func (a *app) workersStart(ctx context.Context, fs *pflag.FlagSet, f *workersStartFlagValues) error {
-	n, poll := f.n, f.poll
-	if err := noArgs(fs, "workers start takes no arguments; use -n N"); err != nil {
-		return err
-	}
 	if fs.Changed("poll-interval") {
 		// The rule of kg.poll_interval, before anything is written.
-		if err := config.CheckKG("poll_interval", "poll_interval", &config.KG{PollInterval: *poll}); err != nil {
+		if err := config.CheckKG("poll_interval", "poll_interval", &config.KG{PollInterval: *f.poll}); err != nil {
 			return err
 		}
 	}
 	if fs.Changed("workers") {
-		if err := supervisor.ValidateWorkerCount(*n); err != nil {
+		if err := supervisor.ValidateWorkerCount(*f.n); err != nil {
 			return err
 		}
 	}
-	p, cfg, done, err := a.pool(ctx)
-	if err != nil {
+	return a.withPool(ctx, func(p *supervisor.Pool, cfg *config.Config) error {
+		count := *f.n
+		if !fs.Changed("workers") {
+			count = cfg.KG.NumWorkers
+		}
+		started, err := p.Start(ctx, count, supervisor.PoolSettings{PollInterval: *f.poll})
+		for _, u := range started {
+			fmt.Fprintf(a.stdout, "started %s\n", u)
+		}
+		if err == nil {
+			fmt.Fprintf(a.stdout, "%d KG worker(s) running\n", len(started))
+		}
 		return err
-	}
-	defer done()
-	count := *n
-	if !fs.Changed("workers") {
-		count = cfg.KG.NumWorkers
-	}
-	started, err := p.Start(ctx, count, supervisor.PoolSettings{PollInterval: *poll})
-	for _, u := range started {
-		fmt.Fprintf(a.stdout, "started %s\n", u)
-	}
-	if err == nil {
-		fmt.Fprintf(a.stdout, "%d KG worker(s) running\n", len(started))
-	}
-	return err
+	})
 }
 
-func (a *app) workersStop(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	return a.workersStopRestart(ctx, "stop", fs)
-}
-
-func (a *app) workersRestart(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
-	return a.workersStopRestart(ctx, "restart", fs)
-}
-
-func (a *app) workersStopRestart(ctx context.Context, sub string, fs *pflag.FlagSet) error {
-	if err := noArgs(fs, "workers "+sub+" takes no arguments"); err != nil {
-		return err
+// workersStopRestart is workers stop or workers restart, by sub.
+func (a *app) workersStopRestart(sub string) func(context.Context, *pflag.FlagSet, struct{}) error {
+	return func(ctx context.Context, _ *pflag.FlagSet, _ struct{}) error {
+		return a.withPool(ctx, func(p *supervisor.Pool, _ *config.Config) error {
+			do := p.Restart
+			if sub == "stop" {
+				do = p.Stop
+			}
+			changed, err := do(ctx)
+			verb := map[string]string{"stop": "stopped", "restart": "restarted"}[sub]
+			for _, u := range changed {
+				fmt.Fprintf(a.stdout, "%s %s\n", verb, u)
+			}
+			if err == nil && len(changed) == 0 {
+				fmt.Fprintln(a.stdout, "no workers were running")
+			}
+			return err
+		})
 	}
-	p, _, done, err := a.pool(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	var changed []string
-	if sub == "stop" {
-		changed, err = p.Stop(ctx)
-	} else {
-		changed, err = p.Restart(ctx)
-	}
-	verb := map[string]string{"stop": "stopped", "restart": "restarted"}[sub]
-	for _, u := range changed {
-		fmt.Fprintf(a.stdout, "%s %s\n", verb, u)
-	}
-	if err == nil && len(changed) == 0 {
-		fmt.Fprintln(a.stdout, "no workers were running")
-	}
-	return err
 }
 
 func (a *app) workersScale(ctx context.Context, fs *pflag.FlagSet, _ struct{}) error {
@@ -123,14 +115,11 @@ func (a *app) workersScale(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 	if err != nil || supervisor.ValidateWorkerCount(n) != nil {
 		return &config.FieldError{Field: "N", Value: fs.Arg(0), Rule: "must be a whole number between 1 and 64"}
 	}
-	p, _, done, err := a.pool(ctx)
-	if err != nil {
+	return a.withPool(ctx, func(p *supervisor.Pool, _ *config.Config) error {
+		started, stopped, err := p.Scale(ctx, n)
+		fmt.Fprintf(a.stdout, "%d worker(s) running; stopped %d\n", len(started), len(stopped))
 		return err
-	}
-	defer done()
-	started, stopped, err := p.Scale(ctx, n)
-	fmt.Fprintf(a.stdout, "%d worker(s) running; stopped %d\n", len(started), len(stopped))
-	return err
+	})
 }
 
 // workersHealthFlagValues are workers health's flags.
@@ -146,44 +135,37 @@ func workersHealthFlags(fs *pflag.FlagSet) *workersHealthFlagValues {
 }
 
 func (a *app) workersHealth(ctx context.Context, fs *pflag.FlagSet, f *workersHealthFlagValues) error {
-	asJSON, restart := f.asJSON, f.restart
-	if err := noArgs(fs, "workers health takes no arguments"); err != nil {
-		return err
-	}
-	p, cfg, done, err := a.pool(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	c, err := kgpool.Check(ctx, p, a.workerReports, *restart)
-	if c != nil && c.ReportsErr != nil {
-		what := "the workers' counters"
-		if cfg.KG.DBURL != "" {
-			what = "the workers' counters and other hosts' workers"
+	return a.withPool(ctx, func(p *supervisor.Pool, cfg *config.Config) error {
+		c, err := kgpool.Check(ctx, p, a.workerReports, *f.restart)
+		if c != nil && c.ReportsErr != nil {
+			what := "the workers' counters"
+			if cfg.KG.DBURL != "" {
+				what = "the workers' counters and other hosts' workers"
+			}
+			fmt.Fprintf(a.stderr, "kato-manager: %s not shown: %v\n", what, c.ReportsErr)
 		}
-		fmt.Fprintf(a.stderr, "kato-manager: %s not shown: %v\n", what, c.ReportsErr)
-	}
-	if err != nil {
-		return err
-	}
-	report, restarted := c.Report, c.Restarted
-	if *asJSON {
-		if err := writeJSON(a.stdout, report); err != nil {
+		if err != nil {
 			return err
 		}
-	} else {
-		textview.Health(a.stdout, report)
-	}
-	for _, u := range restarted {
-		fmt.Fprintf(a.stderr, "restarted %s\n", u)
-	}
-	if c.Unhealthy > 0 && len(restarted) == 0 {
-		return errUnhealthy
-	}
-	if report.Status == kgpool.StatusDegraded {
-		return exitCodeError{code: exitDegraded}
-	}
-	return nil
+		report, restarted := c.Report, c.Restarted
+		if *f.asJSON {
+			if err := writeJSON(a.stdout, report); err != nil {
+				return err
+			}
+		} else {
+			textview.Health(a.stdout, report)
+		}
+		for _, u := range restarted {
+			fmt.Fprintf(a.stderr, "restarted %s\n", u)
+		}
+		if c.Unhealthy > 0 && len(restarted) == 0 {
+			return errUnhealthy
+		}
+		if report.Status == kgpool.StatusDegraded {
+			return exitCodeError{code: exitDegraded}
+		}
+		return nil
+	})
 }
 
 // exitDegraded is workers health's exit status when every worker is

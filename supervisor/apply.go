@@ -368,9 +368,10 @@ func (m *Manager) checkApplySurge(groups, reg *config.Registry, plan fleet.Plan,
 		return nil
 	}
 	for _, s := range plan.Steps {
-		group := s.Want.Group
+		var group string
 		switch {
 		case s.Action == fleet.Change && !onlyWeight(s.Changes):
+			group = s.Want.Group
 		case s.Action == fleet.Restart && reg.Instances[s.ID] != nil:
 			group = reg.Instances[s.ID].Group
 		default:

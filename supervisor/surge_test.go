@@ -127,3 +127,22 @@ func TestGroupSurgeIsTheDefault(t *testing.T) {
 func sameCalls(got, want []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) && (len(got) == 0 || got[len(got)-1] == want[len(want)-1])
 }
+
+// TestApplyPrunesWithTheGroupsSurge: an apply that prunes an instance,
+// with the group's own surge asked for (as apply asks by default), removes
+// it: a step that removes has no wanted instance to read a group from.
+func TestApplyPrunesWithTheGroupsSurge(t *testing.T) {
+	e, _ := newFrontEnv(t)
+	e.sd.files["kato-group@.target"] = true
+	two := "instances:\n  - {id: a, port: 8001, group: ab}\n  - {id: b, port: 8002, group: ab}\n"
+	if _, err := e.applyFile(t, two, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	one := "instances:\n  - {id: a, port: 8001, group: ab}\n"
+	if _, err := e.applyFile(t, one, ApplyOptions{Prune: true, BatchOptions: BatchOptions{Surge: SurgeOfGroup}}); err != nil {
+		t.Fatal(err)
+	}
+	if reg, _ := e.m.Registry.Load(); reg.Instances["b"] != nil || reg.Instances["a"] == nil {
+		t.Errorf("instances after the prune: %v", reg.Instances)
+	}
+}

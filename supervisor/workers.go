@@ -36,15 +36,14 @@ type Pool struct {
 	ProcessStatus func(ctx context.Context, pid int32) ([]string, error)
 }
 
-// OpenPool is the worker pool of cfg on sd, its unit files installed first
-// when systemd does not have them yet (Manager.EnsureUnits), as a first
-// start of an instance does.
-func OpenPool(ctx context.Context, sd Systemd, cfg *config.Config, paths Paths) (*Pool, error) {
-	m := &Manager{Systemd: sd, Config: cfg, Paths: paths}
+// OpenPool is the worker pool of m's configuration on m's systemd, its
+// unit files installed first when systemd does not have them yet
+// (EnsureUnits, with m's tools), as a first start of an instance does.
+func (m *Manager) OpenPool(ctx context.Context) (*Pool, error) {
 	if err := m.EnsureUnits(ctx); err != nil {
 		return nil, err
 	}
-	return &Pool{Systemd: sd, Config: cfg, EnvDir: paths.WorkerEnvDir, UnitDir: paths.UnitDir}, nil
+	return &Pool{Systemd: m.Systemd, Config: m.Config, EnvDir: m.Paths.WorkerEnvDir, UnitDir: m.Paths.UnitDir}, nil
 }
 
 // PoolSettings are what `workers start` may set for the whole pool.

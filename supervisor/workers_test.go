@@ -245,15 +245,26 @@ func TestStartPollIntervalKeepsTheEnvFile(t *testing.T) {
 
 // TestOpenPool: the pool of a host whose systemd has no unit files yet
 // installs them first; one whose systemd has them installs nothing. The
-// pool works in the directories of its paths.
+// pool works in the directories of its paths, and installs with the
+// manager's tools.
 func TestOpenPool(t *testing.T) {
 	for _, installed := range []bool{false, true} {
 		e := newTestEnv(t)
 		e.sd.files["kato@.service"] = installed
 		e.m.Paths.WorkerEnvDir = filepath.Join(t.TempDir(), "etc/kato")
-		p, err := OpenPool(context.Background(), e.sd, e.m.Config, e.m.Paths)
+		var tools []string
+		e.m.RunTool = func(_ context.Context, argv ...string) error {
+			tools = append(tools, argv[0])
+			return nil
+		}
+		p, err := e.m.OpenPool(context.Background())
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The host's own tools never run from a test: the install goes
+		// through the manager's RunTool.
+		if installed != (len(tools) == 0) {
+			t.Errorf("systemd with the unit files %v: tools run through the manager: %q", installed, tools)
 		}
 		_, err = os.Stat(filepath.Join(e.m.Paths.VendorUnitDir, units.WorkerTemplate))
 		if installed != os.IsNotExist(err) {

@@ -25,7 +25,7 @@ func (a *app) pool(ctx context.Context) (*supervisor.Pool, *config.Config, func(
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	p, err := supervisor.OpenPool(ctx, sd, cfg, a.paths)
+	p, err := (&supervisor.Manager{Systemd: sd, Config: cfg, Paths: a.paths}).OpenPool(ctx)
 	if err != nil {
 		sd.Close()
 		return nil, nil, nil, err

@@ -744,7 +744,7 @@ var kgSettings = []kgSetting{
 		key:   "num_workers",
 		env:   "KG_NUM_WORKERS",
 		set:   setInt(func(k *KG) *int { return &k.NumWorkers }),
-		check: func(k *KG, f string) error { return intBetween(f, k.NumWorkers, 1, 64) },
+		check: func(k *KG, f string) error { return intBetween(f, k.NumWorkers, 1, MaxWorkers) },
 	},
 	{
 		key:   "poll_interval",
@@ -848,6 +848,10 @@ const (
 	maxMaxRetries     = 100
 	maxConcurrency    = 64
 )
+
+// MaxWorkers is the most KG workers a pool runs (kg.num_workers, `workers
+// start` and `workers scale`).
+const MaxWorkers = 64
 
 // secondsUpTo checks that v is a number of seconds from lo to hi: NaN, the
 // infinities, zero and negative numbers are refused with the bound broken.

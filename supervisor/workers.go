@@ -172,10 +172,10 @@ func setEnvLine(path, name, value string) error {
 	return err
 }
 
-// ValidateWorkerCount checks a number of workers: 1 to 64.
+// ValidateWorkerCount checks a number of workers: 1 to config.MaxWorkers.
 func ValidateWorkerCount(n int) error {
-	if n < 1 || n > 64 {
-		return &config.FieldError{Field: "workers", Value: strconv.Itoa(n), Rule: "must be between 1 and 64"}
+	if n < 1 || n > config.MaxWorkers {
+		return &config.FieldError{Field: "workers", Value: strconv.Itoa(n), Rule: fmt.Sprintf("must be between 1 and %d", config.MaxWorkers)}
 	}
 	return nil
 }

@@ -113,7 +113,7 @@ func (a *app) workersScale(ctx context.Context, fs *pflag.FlagSet, _ struct{}) e
 	// Checked before systemd is asked anything.
 	n, err := strconv.Atoi(fs.Arg(0))
 	if err != nil || supervisor.ValidateWorkerCount(n) != nil {
-		return &config.FieldError{Field: "N", Value: fs.Arg(0), Rule: "must be a whole number between 1 and 64"}
+		return &config.FieldError{Field: "N", Value: fs.Arg(0), Rule: fmt.Sprintf("must be a whole number between 1 and %d", config.MaxWorkers)}
 	}
 	return a.withPool(ctx, func(p *supervisor.Pool, _ *config.Config) error {
 		started, stopped, err := p.Scale(ctx, n)
